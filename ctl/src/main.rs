@@ -1,0 +1,2 @@
+//! `tasctl`: talks to tasd's control socket. Work in progress.
+fn main() {}

@@ -1,0 +1,356 @@
+//! The app↔service contract: the binary layout of everything `tasd` and apps
+//! exchange through shared memory. This module is the only definition; the
+//! daemon, the fast path and the app library all import it.
+//!
+//! * **Context queues** are single-producer/single-consumer rings of fixed-size
+//!   entries. The first byte of an entry is its kind (0 = empty). The producer
+//!   writes the body, then stores the kind with release ordering; the consumer
+//!   loads the kind with acquire ordering, copies the entry out, then stores 0.
+//!   Each side keeps its position privately, so a hostile peer can corrupt only
+//!   entry contents, which the service validates after copying them out.
+//! * **Payload rings** (per flow, RX and TX) are plain byte ranges inside an
+//!   app's payload region, addressed by (region, offset, length) in
+//!   [`crate::flow::FlowState`].
+//!
+//! Every type here is `#[repr(C)]` with its size checked at compile time; an
+//! app presents [`ABI_VERSION`] when it attaches.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Bumped on every incompatible layout change.
+pub const ABI_VERSION: u32 = 1;
+
+/// Kinds of [`AppEvent`] (service → app).
+pub mod event {
+    /// Fast path: a flow's received or acknowledged sequence moved.
+    pub const FLOW_UPDATE: u8 = 1;
+    /// Flag on `FLOW_UPDATE`: the peer's FIN arrived (after `rx_seq`).
+    pub const F_RX_FIN: u8 = 1 << 0;
+    /// Flag on `FLOW_UPDATE`: our FIN was acknowledged.
+    pub const F_TX_FIN_ACKED: u8 = 1 << 1;
+}
+
+/// Kinds of [`AppCmd`] (app → service).
+pub mod cmd {
+    /// Bytes appended to the TX ring and/or freed from the RX ring.
+    pub const FLOW_UPDATE: u8 = 1;
+    /// Flag: no more data will be appended; send FIN after the last byte.
+    pub const F_TX_FIN: u8 = 1 << 0;
+}
+
+/// Notification from the fast path to an app context.
+///
+/// Sequence numbers are absolute, so notifications coalesce: the app derives
+/// how many bytes arrived or were acknowledged from the last value it saw.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppEvent {
+    pub kind: u8,
+    pub flags: u8,
+    pub _pad: u16,
+    /// Flow id in the service's table.
+    pub flow: u32,
+    /// The app's id for the flow.
+    pub opaque: u64,
+    /// In-order payload received up to this sequence number.
+    pub rx_seq: u32,
+    /// Payload acknowledged by the peer up to this sequence number.
+    pub tx_acked_seq: u32,
+    pub _reserved: u64,
+}
+
+/// Command from an app context to the fast path.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppCmd {
+    pub kind: u8,
+    pub flags: u8,
+    pub _pad: u16,
+    pub flow: u32,
+    /// Bytes the app appended to the flow's TX ring.
+    pub tx_added: u32,
+    /// Bytes the app consumed from the flow's RX ring.
+    pub rx_freed: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<AppEvent>() == 32);
+const _: () = assert!(std::mem::size_of::<AppCmd>() == 16);
+
+/// An entry type that may live in a shared ring.
+///
+/// # Safety
+/// The type must be `#[repr(C)]`, start with a `u8` kind byte, and be valid
+/// for every bit pattern (plain integers only).
+pub unsafe trait RingEntry: Copy + Default {}
+// SAFETY: repr(C), first field `kind: u8`, integers only.
+unsafe impl RingEntry for AppEvent {}
+// SAFETY: repr(C), first field `kind: u8`, integers only.
+unsafe impl RingEntry for AppCmd {}
+
+/// Producer side of a shared SPSC ring.
+pub struct RingProducer<T: RingEntry> {
+    base: *mut T,
+    cap: u32,
+    pos: u32,
+    _t: PhantomData<T>,
+}
+
+/// Consumer side of a shared SPSC ring.
+pub struct RingConsumer<T: RingEntry> {
+    base: *mut T,
+    cap: u32,
+    pos: u32,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: the handles point into shared memory whose lifetime the creator
+// guarantees (see `new`); entries are exchanged through the kind byte's
+// acquire/release protocol, so moving a handle to another thread is fine.
+unsafe impl<T: RingEntry> Send for RingProducer<T> {}
+// SAFETY: as for `RingProducer`.
+unsafe impl<T: RingEntry> Send for RingConsumer<T> {}
+
+#[inline]
+fn kind_of<T>(p: *mut T) -> &'static AtomicU8 {
+    // SAFETY: callers pass a pointer to a live, aligned entry whose first
+    // byte is its kind; AtomicU8 has the layout of u8.
+    unsafe { &*(p as *const AtomicU8) }
+}
+
+impl<T: RingEntry> RingProducer<T> {
+    /// # Safety
+    /// `base` must point to `cap` entries of `T`, aligned, that stay mapped
+    /// for the lifetime of this handle, with exactly one producer.
+    pub unsafe fn new(base: *mut u8, cap: u32) -> Self {
+        RingProducer {
+            base: base as *mut T,
+            cap: cap.max(1),
+            pos: 0,
+            _t: PhantomData,
+        }
+    }
+    /// Publishes `e` (its kind must be non-zero). False when the ring is full.
+    #[inline]
+    pub fn push(&mut self, e: T) -> bool {
+        // SAFETY: pos < cap, so the entry is inside the ring (see `new`).
+        let p = unsafe { self.base.add(self.pos as usize) };
+        let kind = kind_of(p);
+        if kind.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        let body = e;
+        // SAFETY: `T: RingEntry` starts with a u8 kind byte.
+        let k = unsafe { *(&body as *const T as *const u8) };
+        // SAFETY: the entry is ours until its kind byte is published. Copy
+        // everything after the kind byte, so the consumer's atomic load of
+        // the kind never races with a plain write.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&body as *const T as *const u8).add(1),
+                (p as *mut u8).add(1),
+                std::mem::size_of::<T>() - 1,
+            )
+        };
+        kind.store(k, Ordering::Release);
+        self.pos = if self.pos + 1 == self.cap {
+            0
+        } else {
+            self.pos + 1
+        };
+        true
+    }
+    pub fn capacity(&self) -> u32 {
+        self.cap
+    }
+}
+
+impl<T: RingEntry> RingConsumer<T> {
+    /// # Safety
+    /// As for [`RingProducer::new`], with exactly one consumer.
+    pub unsafe fn new(base: *mut u8, cap: u32) -> Self {
+        RingConsumer {
+            base: base as *mut T,
+            cap: cap.max(1),
+            pos: 0,
+            _t: PhantomData,
+        }
+    }
+    /// Takes the next entry, if one was published. The copy is the caller's
+    /// to validate: the producer may be hostile.
+    #[inline]
+    pub fn pop(&mut self) -> Option<T> {
+        // SAFETY: pos < cap, inside the ring.
+        let p = unsafe { self.base.add(self.pos as usize) };
+        let kind = kind_of(p);
+        let k = kind.load(Ordering::Acquire);
+        if k == 0 {
+            return None;
+        }
+        // SAFETY: the producer published the entry; any bit pattern is a
+        // valid `T`, so even a concurrently scribbled entry reads safely.
+        let mut e = unsafe { std::ptr::read_volatile(p) };
+        // SAFETY: first byte of a RingEntry is the kind.
+        unsafe { *(&mut e as *mut T as *mut u8) = k };
+        kind.store(0, Ordering::Release);
+        self.pos = if self.pos + 1 == self.cap {
+            0
+        } else {
+            self.pos + 1
+        };
+        Some(e)
+    }
+}
+
+/// Heap memory that hosts a ring inside one process (tests, loopback).
+pub struct LocalRing<T: RingEntry> {
+    mem: Box<[T]>,
+}
+
+impl<T: RingEntry> LocalRing<T> {
+    pub fn new(cap: u32) -> Self {
+        LocalRing {
+            mem: vec![T::default(); cap.max(1) as usize].into_boxed_slice(),
+        }
+    }
+    /// A producer/consumer pair over this memory. The ring must outlive both.
+    pub fn split(&mut self) -> (RingProducer<T>, RingConsumer<T>) {
+        let base = self.mem.as_mut_ptr() as *mut u8;
+        let cap = self.mem.len() as u32;
+        // SAFETY: `mem` holds `cap` aligned entries; the caller keeps `self`
+        // alive while the handles are used (documented above).
+        unsafe { (RingProducer::new(base, cap), RingConsumer::new(base, cap)) }
+    }
+}
+
+/// Payload memory as the fast path sees it: regions (one per app) addressed
+/// by byte offset. Implementations bounds-check every access.
+pub trait PayloadMem {
+    /// Copies `data` into region `mem` at `off`. False if out of bounds.
+    fn write(&mut self, mem: u16, off: u32, data: &[u8]) -> bool;
+    /// Copies from region `mem` at `off` into `out`. False if out of bounds.
+    fn read(&self, mem: u16, off: u32, out: &mut [u8]) -> bool;
+}
+
+/// Payload regions on the heap (tests, benchmarks, the simulator).
+#[derive(Default)]
+pub struct VecMem {
+    pub regions: Vec<Vec<u8>>,
+}
+
+impl VecMem {
+    pub fn new(regions: usize, size: usize) -> Self {
+        VecMem {
+            regions: (0..regions).map(|_| vec![0u8; size]).collect(),
+        }
+    }
+}
+
+impl PayloadMem for VecMem {
+    #[inline]
+    fn write(&mut self, mem: u16, off: u32, data: &[u8]) -> bool {
+        let Some(r) = self.regions.get_mut(mem as usize) else {
+            return false;
+        };
+        let off = off as usize;
+        match r.get_mut(off..off + data.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(data);
+                true
+            }
+            None => false,
+        }
+    }
+    #[inline]
+    fn read(&self, mem: u16, off: u32, out: &mut [u8]) -> bool {
+        let Some(r) = self.regions.get(mem as usize) else {
+            return false;
+        };
+        let off = off as usize;
+        match r.get(off..off + out.len()) {
+            Some(src) => {
+                out.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_fifo_full_and_wrap() {
+        let mut ring = LocalRing::<AppCmd>::new(4);
+        let (mut p, mut c) = ring.split();
+        assert!(c.pop().is_none());
+        for round in 0..5u32 {
+            for i in 0..4 {
+                assert!(p.push(AppCmd {
+                    kind: cmd::FLOW_UPDATE,
+                    flow: round * 10 + i,
+                    ..Default::default()
+                }));
+            }
+            assert!(
+                !p.push(AppCmd {
+                    kind: 1,
+                    ..Default::default()
+                }),
+                "full ring refuses"
+            );
+            for i in 0..4 {
+                assert_eq!(c.pop().unwrap().flow, round * 10 + i);
+            }
+            assert!(c.pop().is_none());
+        }
+    }
+
+    #[test]
+    fn ring_across_threads_keeps_order() {
+        let mut ring = LocalRing::<AppEvent>::new(64);
+        let (mut p, mut c) = ring.split();
+        let n = 200_000u32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut i = 0;
+                while i < n && std::time::Instant::now() < deadline {
+                    if p.push(AppEvent {
+                        kind: 1,
+                        rx_seq: i,
+                        opaque: i as u64 * 3,
+                        ..Default::default()
+                    }) {
+                        i += 1;
+                    }
+                }
+            });
+            let mut want = 0;
+            while want < n {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "ring stalled at {want}"
+                );
+                if let Some(e) = c.pop() {
+                    assert_eq!((e.rx_seq, e.opaque), (want, want as u64 * 3));
+                    want += 1;
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn vecmem_bounds() {
+        let mut m = VecMem::new(2, 100);
+        assert!(m.write(1, 90, &[1; 10]));
+        assert!(!m.write(1, 91, &[1; 10]));
+        assert!(!m.write(2, 0, &[1]));
+        assert!(!m.write(0, u32::MAX, &[1]));
+        let mut b = [0u8; 10];
+        assert!(m.read(1, 90, &mut b) && b == [1; 10]);
+        assert!(!m.read(1, 95, &mut b));
+    }
+}

@@ -1,0 +1,841 @@
+//! Common-case TCP for established flows: receive, ACK, transmit.
+//!
+//! Sans-I/O: [`FastPath`] methods take the frame bytes and `now` (nanoseconds
+//! on any monotonic clock) and produce frames through an [`Output`], app
+//! notifications through a delivery callback, and [`Exception`]s for the slow
+//! path. No thread, clock, syscall or allocation happens inside; the poll loop
+//! that wires this to NICs and context queues is a thin layer on top.
+//!
+//! What stays here: in-order data (copied into the flow's RX ring, ACKed at
+//! once with the scaled window, echoed timestamp and ECE when CE-marked), one
+//! out-of-order interval per flow, duplicate/old segments, window trimming, an
+//! in-order FIN, ACK processing (freeing TX ring space, feedback counters, RTT
+//! estimate, three-duplicate-ACK fast retransmit), and segment transmission
+//! cut from the TX ring when the [`TxScheduler`] allows. What leaves as an
+//! exception: SYN, RST, URG or a missing ACK flag, unknown flows, bad
+//! checksums, malformed frames, non-TCP frames and flows the slow path owns.
+
+use crate::abi::{event, AppCmd, AppEvent, PayloadMem};
+use crate::flow::{cfg, st, FlowKey, FlowState};
+use crate::flowtable::{FlowId, FlowTable};
+use crate::sched::TxScheduler;
+use crate::seq;
+use crate::wire::{self, frame, ipv4, tcp, WireError};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Why a frame was handed to the slow path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exception {
+    /// Not IPv4/TCP (ARP, ICMP, ...): the slow path's business.
+    NotTcp,
+    /// A frame that does not parse.
+    Malformed(WireError),
+    /// TCP checksum mismatch.
+    BadChecksum,
+    /// No established flow for the 4-tuple.
+    NoFlow,
+    /// SYN on an established flow.
+    Syn,
+    /// RST on an established flow.
+    Rst,
+    /// Flags the fast path does not handle (URG, no ACK).
+    UnusualFlags,
+    /// The flow is marked for slow-path handling.
+    SlowPathFlow,
+    /// The peer's FIN arrived in order and was ACKed (informational).
+    FinReceived,
+    /// Our FIN was acknowledged (informational).
+    FinAcked,
+}
+
+/// Where the fast path puts its outputs.
+pub trait Output {
+    /// Room for one outgoing frame: `fill` writes it and returns its length.
+    /// Returns false (and does not call `fill`) when no room is left.
+    fn tx<F: FnOnce(&mut [u8]) -> usize>(&mut self, fill: F) -> bool;
+    /// An exception for the slow path, with the frame that caused it.
+    fn exception(&mut self, reason: Exception, flow: Option<FlowId>, frame: &[u8]);
+}
+
+/// Why an app command was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AppCmdError {
+    #[error("unknown command kind {0}")]
+    BadKind(u8),
+    #[error("no such flow")]
+    NoFlow,
+    #[error("flow belongs to another app")]
+    NotOwner,
+    #[error("more bytes added than the TX ring has free")]
+    TxOverflow,
+    #[error("more bytes freed than the RX ring holds")]
+    RxOverflow,
+    #[error("data added after FIN")]
+    AfterFin,
+}
+
+/// Fast-path counters (per core; the slow path sums them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub rx_frames: u64,
+    pub rx_payload_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_payload_bytes: u64,
+    pub acks_sent: u64,
+    pub exceptions: u64,
+    pub bad_checksum: u64,
+    pub not_for_us: u64,
+    pub dup_segments: u64,
+    pub ooo_accepted: u64,
+    pub ooo_dropped: u64,
+    pub window_trimmed: u64,
+    pub dupacks: u64,
+    pub fast_retransmits: u64,
+    pub future_acks: u64,
+    pub app_cmd_invalid: u64,
+    pub notify_backpressure: u64,
+    pub tx_full: u64,
+    pub mem_errors: u64,
+}
+
+/// Per-core constants.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    pub local_mac: [u8; 6],
+    pub ttl: u8,
+    /// Accept frames for any destination MAC (multicast, promiscuous tests).
+    pub any_mac: bool,
+}
+
+/// One fast-path core's state around the shared flow table.
+pub struct FastPath {
+    table: Arc<FlowTable>,
+    cfg: Config,
+    sched: TxScheduler,
+    pending: VecDeque<FlowId>,
+    pub stats: Stats,
+}
+
+/// What receiving one segment asks of the caller.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct RxResult {
+    /// Send an ACK (data, duplicate, or out-of-window segment).
+    ack: bool,
+    /// The ACK should carry ECE.
+    ece: bool,
+    /// The ACK should carry the out-of-order interval as a SACK block.
+    sack: bool,
+    /// App-visible progress (data received or TX space freed, FIN).
+    notify: bool,
+    /// The flow may be able to send now.
+    tx_ready: bool,
+    fin_rx: bool,
+    fin_acked: bool,
+}
+
+/// Microsecond timestamp clock for TSval, from `now` in ns.
+#[inline]
+pub fn ts_now(now: u64) -> u32 {
+    (now / 1000) as u32
+}
+
+#[inline]
+fn ring_add(pos: u32, n: u32, len: u32) -> u32 {
+    // pos < len and n <= len, so no overflow for len < 2^31.
+    let p = pos + n;
+    if p >= len {
+        p - len
+    } else {
+        p
+    }
+}
+
+#[inline]
+fn ring_sub(pos: u32, n: u32, len: u32) -> u32 {
+    if n > pos {
+        pos + len - n
+    } else {
+        pos - n
+    }
+}
+
+/// Copies `data` into a ring at `pos`, wrapping at `len`.
+#[inline]
+fn ring_write<M: PayloadMem>(
+    mem: &mut M,
+    region: u16,
+    base: u32,
+    len: u32,
+    pos: u32,
+    data: &[u8],
+) -> bool {
+    let first = ((len - pos) as usize).min(data.len());
+    let ok = mem.write(region, base.wrapping_add(pos), &data[..first]);
+    if first == data.len() {
+        return ok;
+    }
+    ok && mem.write(region, base, &data[first..])
+}
+
+/// Copies `out.len()` bytes from a ring at `pos`, wrapping at `len`.
+#[inline]
+fn ring_read<M: PayloadMem>(
+    mem: &M,
+    region: u16,
+    base: u32,
+    len: u32,
+    pos: u32,
+    out: &mut [u8],
+) -> bool {
+    let first = ((len - pos) as usize).min(out.len());
+    let (a, b) = out.split_at_mut(first);
+    let ok = mem.read(region, base.wrapping_add(pos), a);
+    if b.is_empty() {
+        return ok;
+    }
+    ok && mem.read(region, base, b)
+}
+
+/// Rewinds the sender to the first unacknowledged byte (go-back-N).
+fn go_back_n(f: &mut FlowState) {
+    let data = f.tx_data_in_flight();
+    let una = f.snd_una();
+    f.tx_next_pos = ring_sub(f.tx_next_pos, data, f.tx_len);
+    f.tx_avail += data;
+    f.tx_next_seq = una;
+    if f.st & st::TX_FIN_ACKED == 0 {
+        f.st &= !st::TX_FIN_SENT;
+    }
+    f.tx_sent = 0;
+    f.dupack_cnt = 0;
+}
+
+/// Bytes the flow may put on the wire now (window and congestion window).
+#[inline]
+fn send_allowance(f: &FlowState) -> u32 {
+    let mut allowed = f.rx_remote_avail.saturating_sub(f.tx_sent);
+    if f.tx_cwnd != 0 {
+        allowed = allowed.min(f.tx_cwnd.saturating_sub(f.tx_sent));
+    }
+    allowed
+}
+
+#[inline]
+fn fin_pending(f: &FlowState) -> bool {
+    f.st & (st::TX_FIN_REQ | st::TX_FIN_SENT) == st::TX_FIN_REQ
+}
+
+/// Whether the scheduler should be asked to send for this flow.
+#[inline]
+fn can_send(f: &FlowState) -> bool {
+    (f.tx_avail > 0 && send_allowance(f) > 0) || (fin_pending(f) && f.tx_avail == 0)
+}
+
+/// Receive processing of one segment on an established flow (flags already
+/// checked: ACK set, no SYN/RST/URG).
+fn rx_segment<M: PayloadMem>(
+    f: &mut FlowState,
+    seg: &tcp::TcpSegment<'_>,
+    ce: bool,
+    now_ts: u32,
+    mem: &mut M,
+    stats: &mut Stats,
+) -> RxResult {
+    let mut r = RxResult::default();
+    let flags = seg.flags();
+    let payload = seg.payload();
+    let fin = flags & tcp::FIN != 0;
+    let ts = if f.cfg & cfg::TS != 0 {
+        seg.timestamp()
+    } else {
+        None
+    };
+
+    // ---- ACK processing ----
+    let ack = seg.ack();
+    let una = f.snd_una();
+    let max_ack = f
+        .tx_next_seq
+        .wrapping_add(f.tx_avail)
+        .wrapping_add(fin_pending(f) as u32);
+    let wnd = (seg.window() as u32) << f.snd_wscale;
+    if seq::gt(ack, una) && seq::le(ack, max_ack) {
+        if seq::gt(ack, f.tx_next_seq) {
+            // After a go-back-N the peer may acknowledge data we sent before.
+            let skip = seq::dist(f.tx_next_seq, ack);
+            let data_skip = skip.min(f.tx_avail);
+            f.tx_next_pos = ring_add(f.tx_next_pos, data_skip, f.tx_len);
+            f.tx_avail -= data_skip;
+            f.tx_next_seq = ack;
+            f.tx_sent += skip;
+            if skip > data_skip {
+                f.st |= st::TX_FIN_SENT;
+            }
+        }
+        let acked = seq::dist(una, ack);
+        let mut data_acked = acked;
+        if f.st & (st::TX_FIN_SENT | st::TX_FIN_ACKED) == st::TX_FIN_SENT && ack == f.tx_next_seq {
+            data_acked -= 1;
+            f.st |= st::TX_FIN_ACKED;
+            r.fin_acked = true;
+        }
+        f.tx_sent -= acked;
+        f.cnt_ackb = f.cnt_ackb.wrapping_add(data_acked);
+        if flags & tcp::ECE != 0 {
+            f.cnt_ecnb = f.cnt_ecnb.wrapping_add(data_acked);
+        }
+        f.dupack_cnt = 0;
+        if let Some((_, ecr)) = ts {
+            let sample = now_ts.wrapping_sub(ecr);
+            if ecr != 0 && sample < 10_000_000 {
+                f.rtt_est = if f.rtt_est == 0 {
+                    sample.max(1)
+                } else {
+                    (f.rtt_est * 7 + sample) / 8
+                };
+            }
+        }
+        r.notify = true;
+        r.tx_ready = true;
+        f.rx_remote_avail = wnd;
+    } else if ack == una {
+        if payload.is_empty() && !fin && f.tx_sent > 0 && wnd == f.rx_remote_avail {
+            stats.dupacks += 1;
+            f.dupack_cnt = f.dupack_cnt.saturating_add(1);
+            if f.dupack_cnt == 3 {
+                go_back_n(f);
+                f.cnt_frexmits = f.cnt_frexmits.saturating_add(1);
+                stats.fast_retransmits += 1;
+                r.tx_ready = true;
+            }
+        }
+        if wnd > f.rx_remote_avail {
+            r.tx_ready = true;
+        }
+        f.rx_remote_avail = wnd;
+    } else if seq::gt(ack, max_ack) {
+        // Acknowledges data never sent: ACK and drop (RFC 5961 §5.2).
+        stats.future_acks += 1;
+        r.ack = true;
+        return r;
+    }
+
+    // ---- data and FIN ----
+    if payload.is_empty() && !fin {
+        if seg.seq() == f.rx_next_seq {
+            if let Some((val, _)) = ts {
+                f.tx_next_ts = val;
+            }
+        }
+        return r;
+    }
+    r.ece = ce && f.cfg & cfg::ECN != 0;
+    r.ack = true;
+    if f.st & st::RX_FIN != 0 {
+        // Anything after the peer's FIN is a retransmission: re-ACK it.
+        stats.dup_segments += 1;
+        return r;
+    }
+    let nxt = f.rx_next_seq;
+    let mut sq = seg.seq();
+    let mut data = payload;
+    let mut fin = fin;
+    if seq::lt(sq, nxt) {
+        let skip = seq::dist(sq, nxt) as usize;
+        if skip > data.len() || (skip == data.len() && !fin) {
+            stats.dup_segments += 1;
+            return r;
+        }
+        data = &data[skip..];
+        sq = nxt;
+    }
+    if sq == nxt {
+        if data.len() > f.rx_avail as usize {
+            data = &data[..f.rx_avail as usize];
+            fin = false;
+            stats.window_trimmed += 1;
+        }
+        if !data.is_empty() {
+            let n = data.len() as u32;
+            if !ring_write(mem, f.mem, f.rx_base, f.rx_len, f.rx_next_pos, data) {
+                stats.mem_errors += 1;
+                r.ack = false;
+                return r;
+            }
+            f.rx_next_pos = ring_add(f.rx_next_pos, n, f.rx_len);
+            f.rx_next_seq = f.rx_next_seq.wrapping_add(n);
+            f.rx_avail -= n;
+            stats.rx_payload_bytes += n as u64;
+            r.notify = true;
+        }
+        if let Some((val, _)) = ts {
+            f.tx_next_ts = val;
+        }
+        if f.rx_ooo_len > 0 && seq::le(f.rx_ooo_start, f.rx_next_seq) {
+            let end = f.rx_ooo_start.wrapping_add(f.rx_ooo_len);
+            if seq::gt(end, f.rx_next_seq) {
+                let extra = seq::dist(f.rx_next_seq, end);
+                f.rx_next_pos = ring_add(f.rx_next_pos, extra, f.rx_len);
+                f.rx_next_seq = end;
+                f.rx_avail -= extra;
+                stats.rx_payload_bytes += extra as u64;
+            }
+            f.rx_ooo_len = 0;
+            r.notify = true;
+        }
+        if fin && f.rx_ooo_len == 0 && f.rx_next_seq == sq.wrapping_add(data.len() as u32) {
+            f.rx_next_seq = f.rx_next_seq.wrapping_add(1);
+            f.st |= st::RX_FIN;
+            r.fin_rx = true;
+            r.notify = true;
+        }
+        return r;
+    }
+
+    // Out of order: keep it if it fits the window and touches the interval.
+    r.sack = f.cfg & cfg::SACK != 0;
+    let off = seq::dist(nxt, sq);
+    if off >= f.rx_avail || data.is_empty() {
+        stats.ooo_dropped += 1;
+        return r;
+    }
+    if data.len() as u32 > f.rx_avail - off {
+        data = &data[..(f.rx_avail - off) as usize];
+        stats.window_trimmed += 1;
+    }
+    let end = sq.wrapping_add(data.len() as u32);
+    let (new_start, new_end) = if f.rx_ooo_len == 0 {
+        (sq, end)
+    } else {
+        let os = f.rx_ooo_start;
+        let oe = os.wrapping_add(f.rx_ooo_len);
+        if seq::gt(sq, oe) || seq::lt(end, os) {
+            stats.ooo_dropped += 1;
+            return r;
+        }
+        (
+            if seq::lt(sq, os) { sq } else { os },
+            if seq::gt(end, oe) { end } else { oe },
+        )
+    };
+    let pos = ring_add(f.rx_next_pos, off, f.rx_len);
+    if !ring_write(mem, f.mem, f.rx_base, f.rx_len, pos, data) {
+        stats.mem_errors += 1;
+        return r;
+    }
+    f.rx_ooo_start = new_start;
+    f.rx_ooo_len = seq::dist(new_start, new_end);
+    stats.ooo_accepted += 1;
+    r
+}
+
+/// Builds one segment of flow `f` into `buf`: ACK flag always, plus `flags`;
+/// `payload` is (ring position, length) in the TX ring. Returns the frame
+/// length, or 0 if it could not be built.
+#[allow(clippy::too_many_arguments)]
+fn build_segment<M: PayloadMem>(
+    buf: &mut [u8],
+    cfgc: &Config,
+    f: &FlowState,
+    seq_no: u32,
+    flags: u8,
+    sack: bool,
+    now_ts: u32,
+    payload: (u32, u32),
+    mem: &M,
+) -> usize {
+    let mut opts = tcp::TcpOptions::default();
+    if f.cfg & cfg::TS != 0 {
+        opts.timestamp = Some((now_ts, f.tx_next_ts));
+    }
+    if sack && f.rx_ooo_len > 0 {
+        opts.sack_blocks[0] = (f.rx_ooo_start, f.rx_ooo_start.wrapping_add(f.rx_ooo_len));
+        opts.sack_count = 1;
+    }
+    let window = (f.rx_avail >> f.rcv_wscale).min(u16::MAX as u32) as u16;
+    let t = tcp::TcpRepr {
+        src_port: f.local_port,
+        dst_port: f.remote_port,
+        seq: seq_no,
+        ack: f.rx_next_seq,
+        flags: flags | tcp::ACK,
+        window,
+        options: opts,
+    };
+    let h = frame::FrameHdr {
+        src_mac: cfgc.local_mac,
+        dst_mac: f.remote_mac,
+        src_ip: f.local_ip,
+        dst_ip: f.remote_ip,
+        ttl: cfgc.ttl,
+        ecn: if payload.1 > 0 && f.cfg & cfg::ECN != 0 {
+            ipv4::ECN_ECT0
+        } else {
+            ipv4::ECN_NOT_ECT
+        },
+        ident: 0,
+    };
+    let Ok(off) = frame::tcp_headers(buf, &h, &t, payload.1 as usize) else {
+        return 0;
+    };
+    let end = off + payload.1 as usize;
+    if payload.1 > 0
+        && !ring_read(
+            mem,
+            f.mem,
+            f.tx_base,
+            f.tx_len,
+            payload.0,
+            &mut buf[off..end],
+        )
+    {
+        return 0;
+    }
+    frame::tcp_finish(buf, end);
+    end
+}
+
+impl FastPath {
+    pub fn new(table: Arc<FlowTable>, cfg: Config) -> Self {
+        let cap = table.capacity();
+        FastPath {
+            table,
+            cfg,
+            sched: TxScheduler::new(cap),
+            pending: VecDeque::with_capacity(cap * 2),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn table(&self) -> &Arc<FlowTable> {
+        &self.table
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Processes one received frame.
+    pub fn rx<M: PayloadMem, O: Output>(&mut self, buf: &[u8], now: u64, mem: &mut M, out: &mut O) {
+        self.stats.rx_frames += 1;
+        let fr = match frame::parse_tcp_frame(buf) {
+            Ok(fr) => fr,
+            Err(WireError::Unsupported) => {
+                return self.exception(out, Exception::NotTcp, None, buf)
+            }
+            Err(e) => return self.exception(out, Exception::Malformed(e), None, buf),
+        };
+        let dst = fr.eth.dst();
+        if dst != self.cfg.local_mac && !self.cfg.any_mac && dst != wire::eth::BROADCAST {
+            self.stats.not_for_us += 1;
+            return;
+        }
+        if !tcp::verify_checksum(fr.ip.src(), fr.ip.dst(), fr.ip.payload()) {
+            self.stats.bad_checksum += 1;
+            return self.exception(out, Exception::BadChecksum, None, buf);
+        }
+        let seg = &fr.tcp;
+        let key = FlowKey {
+            local_ip: fr.ip.dst(),
+            remote_ip: fr.ip.src(),
+            local_port: seg.dst_port(),
+            remote_port: seg.src_port(),
+        };
+        let table = Arc::clone(&self.table);
+        let Some(mut f) = table.lookup(&key) else {
+            return self.exception(out, Exception::NoFlow, None, buf);
+        };
+        let id = f.id();
+        let flags = seg.flags();
+        let reason = if f.cfg & cfg::SLOWPATH != 0 {
+            Some(Exception::SlowPathFlow)
+        } else if flags & tcp::RST != 0 {
+            Some(Exception::Rst)
+        } else if flags & tcp::SYN != 0 {
+            Some(Exception::Syn)
+        } else if flags & (tcp::URG | tcp::ACK) != tcp::ACK {
+            Some(Exception::UnusualFlags)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            drop(f);
+            return self.exception(out, reason, Some(id), buf);
+        }
+        let now_ts = ts_now(now);
+        let ce = fr.ip.ecn() == ipv4::ECN_CE;
+        let r = rx_segment(&mut f, seg, ce, now_ts, mem, &mut self.stats);
+        if r.ack {
+            let flags = if r.ece { tcp::ECE } else { 0 };
+            let (cfgc, fs) = (&self.cfg, &*f);
+            let seq_no = fs.tx_next_seq;
+            if out.tx(|b| build_segment(b, cfgc, fs, seq_no, flags, r.sack, now_ts, (0, 0), mem)) {
+                self.stats.acks_sent += 1;
+            } else {
+                self.stats.tx_full += 1;
+            }
+        }
+        if r.notify {
+            Self::mark(&mut self.pending, &mut f);
+        }
+        if r.tx_ready && can_send(&f) {
+            self.sched.activate(id, now);
+        }
+        drop(f);
+        if r.fin_rx {
+            self.exception(out, Exception::FinReceived, Some(id), buf);
+        }
+        if r.fin_acked {
+            self.exception(out, Exception::FinAcked, Some(id), buf);
+        }
+    }
+
+    fn exception<O: Output>(
+        &mut self,
+        out: &mut O,
+        reason: Exception,
+        flow: Option<FlowId>,
+        buf: &[u8],
+    ) {
+        self.stats.exceptions += 1;
+        out.exception(reason, flow, buf);
+    }
+
+    #[inline]
+    fn mark(pending: &mut VecDeque<FlowId>, f: &mut crate::flowtable::FlowGuard<'_>) {
+        if f.notify == 0 && pending.len() < pending.capacity() {
+            f.notify = 1;
+            pending.push_back(f.id());
+        }
+    }
+
+    /// Applies a command an app wrote into its context queue. `mem` is the
+    /// payload region of the app whose queue it came from: a flow of another
+    /// app is refused.
+    pub fn app_cmd<M: PayloadMem, O: Output>(
+        &mut self,
+        app_mem: u16,
+        c: &AppCmd,
+        now: u64,
+        mem: &M,
+        out: &mut O,
+    ) -> Result<(), AppCmdError> {
+        let res = self.app_cmd_inner(app_mem, c, now, mem, out);
+        if res.is_err() {
+            self.stats.app_cmd_invalid += 1;
+        }
+        res
+    }
+
+    fn app_cmd_inner<M: PayloadMem, O: Output>(
+        &mut self,
+        app_mem: u16,
+        c: &AppCmd,
+        now: u64,
+        mem: &M,
+        out: &mut O,
+    ) -> Result<(), AppCmdError> {
+        if c.kind != crate::abi::cmd::FLOW_UPDATE {
+            return Err(AppCmdError::BadKind(c.kind));
+        }
+        let table = Arc::clone(&self.table);
+        let mut f = table.lock(c.flow).ok_or(AppCmdError::NoFlow)?;
+        if f.mem != app_mem {
+            return Err(AppCmdError::NotOwner);
+        }
+        let fin = c.flags & crate::abi::cmd::F_TX_FIN != 0;
+        if c.tx_added > 0 && f.st & st::TX_FIN_REQ != 0 {
+            return Err(AppCmdError::AfterFin);
+        }
+        let used = f.tx_avail as u64 + f.tx_data_in_flight() as u64;
+        if c.tx_added as u64 + used > f.tx_len as u64 {
+            return Err(AppCmdError::TxOverflow);
+        }
+        if c.rx_freed as u64 + f.rx_avail as u64 > f.rx_len as u64 {
+            return Err(AppCmdError::RxOverflow);
+        }
+        let old_avail = f.rx_avail;
+        f.tx_avail += c.tx_added;
+        f.rx_avail += c.rx_freed;
+        if fin {
+            f.st |= st::TX_FIN_REQ;
+        }
+        // Window update when the peer may be stalled on our window.
+        let mss2 = 2 * f.mss as u32;
+        let half = f.rx_len / 2;
+        if c.rx_freed > 0
+            && ((old_avail < mss2 && f.rx_avail >= mss2)
+                || (old_avail < half && f.rx_avail >= half))
+        {
+            let now_ts = ts_now(now);
+            let (cfgc, fs) = (&self.cfg, &*f);
+            if out.tx(|b| build_segment(b, cfgc, fs, fs.tx_next_seq, 0, false, now_ts, (0, 0), mem))
+            {
+                self.stats.acks_sent += 1;
+            } else {
+                self.stats.tx_full += 1;
+            }
+        }
+        if can_send(&f) {
+            self.sched.activate(c.flow, now);
+        }
+        Ok(())
+    }
+
+    /// Slow-path command: retransmit from the first unacknowledged byte
+    /// (retransmission timeout).
+    pub fn retransmit(&mut self, id: FlowId, now: u64) {
+        let table = Arc::clone(&self.table);
+        let Some(mut f) = table.lock(id) else { return };
+        go_back_n(&mut f);
+        if can_send(&f) {
+            self.sched.activate(id, now);
+        }
+    }
+
+    /// Slow-path command: the flow's rate, window or state changed; send if
+    /// it now can.
+    pub fn kick(&mut self, id: FlowId, now: u64) {
+        let table = Arc::clone(&self.table);
+        let Some(f) = table.lock(id) else { return };
+        if can_send(&f) {
+            self.sched.activate(id, now);
+        }
+    }
+
+    /// Sends segments for up to `budget` ready flows (one segment each; a
+    /// flow that can send more is queued again). Returns segments sent.
+    pub fn poll_tx<M: PayloadMem, O: Output>(
+        &mut self,
+        now: u64,
+        budget: usize,
+        mem: &M,
+        out: &mut O,
+    ) -> usize {
+        let table = Arc::clone(&self.table);
+        let now_ts = ts_now(now);
+        let mut sent = 0;
+        for _ in 0..budget {
+            let Some(id) = self.sched.next_ready(now) else {
+                break;
+            };
+            let Some(mut f) = table.lock(id) else {
+                continue;
+            };
+            let allowed = send_allowance(&f);
+            let seg_max = (f.mss as u32).saturating_sub(f.opt_len()).max(1);
+            let len = f.tx_avail.min(allowed).min(seg_max);
+            let fin = fin_pending(&f) && len == f.tx_avail;
+            if len == 0 && !fin {
+                continue;
+            }
+            let mut flags = if fin { tcp::FIN } else { 0 };
+            if len > 0 && len == f.tx_avail {
+                flags |= tcp::PSH;
+            }
+            let (cfgc, fs) = (&self.cfg, &*f);
+            let mut built = true;
+            let ok = out.tx(|b| {
+                let n = build_segment(
+                    b,
+                    cfgc,
+                    fs,
+                    fs.tx_next_seq,
+                    flags,
+                    false,
+                    now_ts,
+                    (fs.tx_next_pos, len),
+                    mem,
+                );
+                built = n > 0;
+                n
+            });
+            if !ok {
+                // NIC batch full: try again next round.
+                self.stats.tx_full += 1;
+                self.sched.activate(id, now);
+                break;
+            }
+            if !built {
+                self.stats.mem_errors += 1;
+                continue;
+            }
+            f.tx_next_pos = ring_add(f.tx_next_pos, len, f.tx_len);
+            f.tx_avail -= len;
+            f.tx_sent += len + fin as u32;
+            f.tx_next_seq = f.tx_next_seq.wrapping_add(len + fin as u32);
+            if fin {
+                f.st |= st::TX_FIN_SENT;
+            }
+            self.stats.tx_frames += 1;
+            self.stats.tx_payload_bytes += len as u64;
+            sent += 1;
+            let rate = if f.cfg & cfg::RATE != 0 { f.tx_rate } else { 0 };
+            self.sched.charge(id, len.max(1), rate, now);
+            if can_send(&f) {
+                self.sched.activate(id, now);
+            }
+        }
+        sent
+    }
+
+    /// Delivers pending notifications: `deliver(context, event)` returns false
+    /// when that context's queue is full, and the flow stays pending (its
+    /// sequence numbers are absolute, so nothing is lost by waiting).
+    pub fn flush_notifications(
+        &mut self,
+        mut deliver: impl FnMut(u16, &AppEvent) -> bool,
+    ) -> usize {
+        let table = Arc::clone(&self.table);
+        let mut n = 0;
+        for _ in 0..self.pending.len() {
+            let Some(id) = self.pending.pop_front() else {
+                break;
+            };
+            let Some(mut f) = table.lock(id) else {
+                continue;
+            };
+            if f.notify == 0 {
+                continue;
+            }
+            let mut flags = 0;
+            if f.st & st::RX_FIN != 0 {
+                flags |= event::F_RX_FIN;
+            }
+            if f.st & st::TX_FIN_ACKED != 0 {
+                flags |= event::F_TX_FIN_ACKED;
+            }
+            let ev = AppEvent {
+                kind: event::FLOW_UPDATE,
+                flags,
+                flow: id,
+                opaque: f.opaque,
+                rx_seq: f.rx_data_seq(),
+                tx_acked_seq: f.tx_acked_seq(),
+                ..Default::default()
+            };
+            if deliver(f.context, &ev) {
+                f.notify = 0;
+                n += 1;
+            } else {
+                self.stats.notify_backpressure += 1;
+                self.pending.push_back(id);
+            }
+        }
+        n
+    }
+
+    /// When the scheduler next has work (`Some(0)`: now), for the poll loop.
+    pub fn poll_at(&self) -> Option<u64> {
+        self.sched.poll_at()
+    }
+
+    /// Notifications waiting for delivery.
+    pub fn pending_notifications(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

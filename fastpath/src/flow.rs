@@ -1,0 +1,215 @@
+//! Per-flow fast-path state.
+//!
+//! [`FlowState`] is the ~120 bytes the fast path needs to handle the common
+//! case of one established TCP connection (the paper's Table 3). It lives in a
+//! [`FlowSlot`] together with the per-flow lock and a generation counter, and a
+//! slot is exactly two cache lines.
+//!
+//! | line | bytes   | fields | written by |
+//! |------|---------|--------|-----------|
+//! | 0    | 0..64   | `opaque`, 4-tuple, `remote_mac`, `context`, `mem`, `group`, `cfg`, `mss`, window shifts, RX/TX ring base and length, `tx_rate`, `tx_cwnd` | slow path (install, congestion control); fast path only reads |
+//! | 1    | 64..124 | `rx_avail`, `rx_next_pos`, `rx_next_seq`, `rx_remote_avail`, `rx_ooo_start`, `rx_ooo_len`, `tx_avail`, `tx_sent`, `tx_next_pos`, `tx_next_seq`, `tx_next_ts`, `rtt_est`, `cnt_ackb`, `cnt_ecnb`, `dupack_cnt`, `cnt_frexmits`, `st`, `notify` | the owning fast-path core; the slow path reads the feedback counters and resets them, under the flow lock |
+//! | 1    | 124..128| `lock`, `gen` (in [`FlowSlot`]) | atomics |
+//!
+//! All access to a `FlowState` goes through the flow lock (see
+//! [`crate::flowtable::FlowGuard`]); the slow path is the only writer of
+//! line 0, the owning core the only writer of line 1.
+
+/// Configuration flags (`FlowState::cfg`), written by the slow path.
+pub mod cfg {
+    /// TCP timestamps were negotiated: every segment we send carries TSopt.
+    pub const TS: u16 = 1 << 0;
+    /// SACK-permitted was negotiated: duplicate ACKs carry the OOO interval.
+    pub const SACK: u16 = 1 << 1;
+    /// ECN was negotiated: data goes out ECT(0), CE is echoed with ECE.
+    pub const ECN: u16 = 1 << 2;
+    /// `tx_rate` is enforced (rate bucket). Without it only the window applies.
+    pub const RATE: u16 = 1 << 3;
+    /// Every segment of this flow is an exception (slow path handles it).
+    pub const SLOWPATH: u16 = 1 << 4;
+}
+
+/// Fast-path state flags (`FlowState::st`), written by the owning core.
+pub mod st {
+    /// The app asked to close its send side: FIN follows the last byte.
+    pub const TX_FIN_REQ: u8 = 1 << 0;
+    /// Our FIN is in flight (counted in `tx_sent` as one sequence number).
+    pub const TX_FIN_SENT: u8 = 1 << 1;
+    /// Our FIN was acknowledged.
+    pub const TX_FIN_ACKED: u8 = 1 << 2;
+    /// The peer's FIN arrived in order (counted in `rx_next_seq`).
+    pub const RX_FIN: u8 = 1 << 3;
+}
+
+/// Per-flow fast-path state; see the module doc for the cache-line layout.
+/// `packed(4)` only lowers the 8-byte `opaque` to 4-byte alignment, so the
+/// struct is 124 bytes and the slot's lock and generation fit in line 1.
+#[repr(C, packed(4))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowState {
+    // ---- cache line 0: slow path writes, fast path reads ----
+    /// The app's id for this flow, relayed in every notification.
+    pub opaque: u64,
+    /// Our IPv4 address (host order).
+    pub local_ip: u32,
+    /// The peer's IPv4 address (host order).
+    pub remote_ip: u32,
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// Next-hop MAC for this flow's frames.
+    pub remote_mac: [u8; 6],
+    /// App context queue that receives this flow's notifications.
+    pub context: u16,
+    /// Payload memory region (one per attached app) holding the rings.
+    pub mem: u16,
+    /// Flow group (steering to a fast-path core).
+    pub group: u16,
+    /// [`cfg`] flags.
+    pub cfg: u16,
+    /// Largest TCP payload per segment toward the peer (options excluded).
+    pub mss: u16,
+    /// Shift applied to windows the peer announces.
+    pub snd_wscale: u8,
+    /// Shift applied to windows we announce.
+    pub rcv_wscale: u8,
+    pub _pad: u16,
+    /// RX ring: offset and length inside region `mem`.
+    pub rx_base: u32,
+    pub rx_len: u32,
+    /// TX ring: offset and length inside region `mem`.
+    pub tx_base: u32,
+    pub tx_len: u32,
+    /// Rate limit in kbit/s (used when `cfg::RATE`); 0 means unlimited.
+    pub tx_rate: u32,
+    /// Congestion window in bytes; 0 means no window limit beyond the peer's.
+    pub tx_cwnd: u32,
+
+    // ---- cache line 1: owning fast-path core writes ----
+    /// Free bytes in the RX ring starting at `rx_next_pos`.
+    pub rx_avail: u32,
+    /// Ring offset where the next in-order byte goes.
+    pub rx_next_pos: u32,
+    /// Next expected sequence number (RCV.NXT).
+    pub rx_next_seq: u32,
+    /// Peer's receive window in bytes (already scaled).
+    pub rx_remote_avail: u32,
+    /// Out-of-order interval kept in the RX ring: start sequence and length.
+    pub rx_ooo_start: u32,
+    pub rx_ooo_len: u32,
+    /// Bytes in the TX ring that were not sent yet.
+    pub tx_avail: u32,
+    /// Sequence space in flight, not yet acknowledged (FIN counts 1).
+    pub tx_sent: u32,
+    /// Ring offset of the next byte to send.
+    pub tx_next_pos: u32,
+    /// SND.NXT.
+    pub tx_next_seq: u32,
+    /// Peer timestamp to echo (TS.Recent).
+    pub tx_next_ts: u32,
+    /// Smoothed RTT in microseconds (EWMA 7/8), 0 until sampled.
+    pub rtt_est: u32,
+    /// Feedback for the slow path: bytes acknowledged / acknowledged with ECE.
+    pub cnt_ackb: u32,
+    pub cnt_ecnb: u32,
+    pub dupack_cnt: u8,
+    /// Fast retransmits since the slow path last read the counters.
+    pub cnt_frexmits: u8,
+    /// [`st`] flags.
+    pub st: u8,
+    /// Non-zero while a notification for this flow is pending.
+    pub notify: u8,
+}
+
+impl FlowState {
+    /// Bytes of TCP options on every segment of this flow.
+    #[inline]
+    pub fn opt_len(&self) -> u32 {
+        if self.cfg & cfg::TS != 0 {
+            12
+        } else {
+            0
+        }
+    }
+    /// First unacknowledged sequence number (SND.UNA).
+    #[inline]
+    pub fn snd_una(&self) -> u32 {
+        self.tx_next_seq.wrapping_sub(self.tx_sent)
+    }
+    /// Payload bytes in flight (`tx_sent` without a FIN's sequence number).
+    #[inline]
+    pub fn tx_data_in_flight(&self) -> u32 {
+        let fin = (self.st & st::TX_FIN_SENT != 0 && self.st & st::TX_FIN_ACKED == 0) as u32;
+        self.tx_sent - fin
+    }
+    /// Sequence number up to which in-order payload has been received,
+    /// excluding the peer's FIN.
+    #[inline]
+    pub fn rx_data_seq(&self) -> u32 {
+        self.rx_next_seq
+            .wrapping_sub((self.st & st::RX_FIN != 0) as u32)
+    }
+    /// Acknowledged payload, excluding our FIN.
+    #[inline]
+    pub fn tx_acked_seq(&self) -> u32 {
+        let una = self.snd_una();
+        una.wrapping_sub((self.st & st::TX_FIN_ACKED != 0) as u32)
+    }
+    pub fn key(&self) -> FlowKey {
+        FlowKey {
+            local_ip: self.local_ip,
+            remote_ip: self.remote_ip,
+            local_port: self.local_port,
+            remote_port: self.remote_port,
+        }
+    }
+}
+
+/// The 4-tuple that identifies a flow, from our side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub local_ip: u32,
+    pub remote_ip: u32,
+    pub local_port: u16,
+    pub remote_port: u16,
+}
+
+impl FlowKey {
+    /// A well-mixed 32-bit hash (also selects the flow group).
+    #[inline]
+    pub fn hash(&self) -> u32 {
+        let a = ((self.local_ip as u64) << 32) | self.remote_ip as u64;
+        let b = ((self.local_port as u64) << 16) | self.remote_port as u64;
+        let mut h = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+        h ^= h >> 33;
+        h as u32
+    }
+}
+
+/// A flow's state with its lock and generation: exactly two cache lines.
+#[repr(C, align(64))]
+pub struct FlowSlot {
+    pub(crate) state: std::cell::UnsafeCell<FlowState>,
+    /// Per-flow spinlock: 0 free, 1 held.
+    pub(crate) lock: std::sync::atomic::AtomicU16,
+    /// Odd while the slot holds an installed flow; bumped on install/remove.
+    pub(crate) gen: std::sync::atomic::AtomicU16,
+}
+
+const _: () = assert!(std::mem::size_of::<FlowState>() <= 124);
+const _: () = assert!(std::mem::size_of::<FlowSlot>() == 128);
+const _: () = assert!(std::mem::align_of::<FlowSlot>() == 64);
+const _: () = assert!(std::mem::offset_of!(FlowState, rx_avail) == 64);
+
+impl Default for FlowSlot {
+    fn default() -> Self {
+        FlowSlot {
+            state: std::cell::UnsafeCell::new(FlowState::default()),
+            lock: std::sync::atomic::AtomicU16::new(0),
+            gen: std::sync::atomic::AtomicU16::new(0),
+        }
+    }
+}

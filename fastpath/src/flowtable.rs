@@ -1,0 +1,352 @@
+//! The flow table: 4-tuple → flow, shared by the fast-path cores and the slow
+//! path.
+//!
+//! Lookups are lock-free probes of an open-addressing index of 64-bit words
+//! (`hash << 32 | id + 1`); the candidate flow is then locked and its 4-tuple
+//! and generation verified under the lock, so a concurrent removal or reuse of
+//! the slot is always detected. Only the slow path inserts and removes (its
+//! bookkeeping sits behind a mutex the fast path never touches). Lookups and
+//! updates are constant time at the load factor used (index ≥ 2× flows).
+
+use crate::flow::{FlowKey, FlowSlot, FlowState};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Index of a flow's slot in the table.
+pub type FlowId = u32;
+
+const EMPTY: u64 = 0;
+const TOMB: u64 = u64::MAX;
+
+/// Default capacity: 64K flows (two cache lines each: 8 MiB).
+pub const DEFAULT_CAPACITY: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    #[error("flow table full")]
+    Full,
+    #[error("a flow with this 4-tuple exists")]
+    Exists,
+}
+
+struct Writer {
+    free: Vec<FlowId>,
+    used: usize,
+}
+
+pub struct FlowTable {
+    slots: Box<[FlowSlot]>,
+    index: Box<[AtomicU64]>,
+    mask: usize,
+    writer: Mutex<Writer>,
+}
+
+// SAFETY: every access to a slot's `UnsafeCell<FlowState>` happens through a
+// `FlowGuard`, which holds the slot's spinlock (acquire on lock, release on
+// unlock), so no two threads touch a flow's state at the same time.
+unsafe impl Sync for FlowTable {}
+// SAFETY: the table owns its slots; moving it between threads moves plain data.
+unsafe impl Send for FlowTable {}
+
+impl FlowTable {
+    /// A table for up to `capacity` flows.
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.clamp(1, u32::MAX as usize / 2);
+        let index_len = (capacity * 2).next_power_of_two().max(16);
+        let slots: Box<[FlowSlot]> = (0..capacity).map(|_| FlowSlot::default()).collect();
+        let index: Box<[AtomicU64]> = (0..index_len).map(|_| AtomicU64::new(EMPTY)).collect();
+        FlowTable {
+            slots,
+            index,
+            mask: index_len - 1,
+            writer: Mutex::new(Writer {
+                free: (0..capacity as u32).rev().collect(),
+                used: 0,
+            }),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Installed flows (slow path's count).
+    pub fn len(&self) -> usize {
+        self.writer.lock().map(|w| w.used).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Finds and locks the flow with this 4-tuple.
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey) -> Option<FlowGuard<'_>> {
+        let h = key.hash();
+        let mut i = h as usize & self.mask;
+        for _ in 0..=self.mask {
+            let e = self.index[i].load(Ordering::Acquire);
+            if e == EMPTY {
+                return None;
+            }
+            if e != TOMB && (e >> 32) as u32 == h {
+                let id = (e as u32).wrapping_sub(1);
+                if let Some(g) = self.lock(id) {
+                    if g.key() == *key {
+                        return Some(g);
+                    }
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+        None
+    }
+
+    /// Locks flow `id` if it is installed.
+    #[inline]
+    pub fn lock(&self, id: FlowId) -> Option<FlowGuard<'_>> {
+        let slot = self.slots.get(id as usize)?;
+        let mut spins = 0u32;
+        while slot
+            .lock
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spins = spins.wrapping_add(1);
+            if spins % 64 == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        let g = FlowGuard { slot, id };
+        if slot.gen.load(Ordering::Relaxed) & 1 == 1 {
+            Some(g)
+        } else {
+            None
+        }
+    }
+
+    /// Generation of slot `id` (odd while installed); lets holders of a flow
+    /// id detect that the slot was reused.
+    pub fn generation(&self, id: FlowId) -> u16 {
+        self.slots
+            .get(id as usize)
+            .map(|s| s.gen.load(Ordering::Acquire))
+            .unwrap_or(0)
+    }
+
+    /// Installs a flow (slow path only). Returns its id.
+    pub fn insert(&self, state: FlowState) -> Result<FlowId, TableError> {
+        let key = state.key();
+        let mut w = self.writer.lock().expect("flow table writer poisoned");
+        if self.lookup(&key).is_some() {
+            return Err(TableError::Exists);
+        }
+        let id = w.free.pop().ok_or(TableError::Full)?;
+        let slot = &self.slots[id as usize];
+        {
+            let mut g = self.lock_raw(slot, id);
+            *g = state;
+            g.notify = 0;
+            slot.gen.fetch_add(1, Ordering::Relaxed);
+        }
+        let h = key.hash();
+        let mut i = h as usize & self.mask;
+        loop {
+            let e = self.index[i].load(Ordering::Relaxed);
+            if e == EMPTY || e == TOMB {
+                self.index[i].store(((h as u64) << 32) | (id as u64 + 1), Ordering::Release);
+                break;
+            }
+            i = (i + 1) & self.mask;
+        }
+        w.used += 1;
+        Ok(id)
+    }
+
+    /// Removes flow `id` (slow path only), returning its final state.
+    pub fn remove(&self, id: FlowId) -> Option<FlowState> {
+        let mut w = self.writer.lock().expect("flow table writer poisoned");
+        let slot = self.slots.get(id as usize)?;
+        let state = {
+            let g = self.lock_raw(slot, id);
+            if slot.gen.load(Ordering::Relaxed) & 1 == 0 {
+                return None;
+            }
+            slot.gen.fetch_add(1, Ordering::Relaxed);
+            *g
+        };
+        let want = id as u64 + 1;
+        let mut i = state.key().hash() as usize & self.mask;
+        for _ in 0..=self.mask {
+            let e = self.index[i].load(Ordering::Relaxed);
+            if e == EMPTY {
+                break;
+            }
+            if e != TOMB && e & 0xffff_ffff == want {
+                // The next slot being empty means no chain runs through this one.
+                let next = self.index[(i + 1) & self.mask].load(Ordering::Relaxed);
+                self.index[i].store(if next == EMPTY { EMPTY } else { TOMB }, Ordering::Release);
+                break;
+            }
+            i = (i + 1) & self.mask;
+        }
+        w.free.push(id);
+        w.used -= 1;
+        Some(state)
+    }
+
+    /// Ids of all installed flows (slow path; takes each flow's lock briefly).
+    pub fn ids(&self) -> Vec<FlowId> {
+        (0..self.slots.len() as u32)
+            .filter(|&id| self.slots[id as usize].gen.load(Ordering::Acquire) & 1 == 1)
+            .collect()
+    }
+
+    fn lock_raw<'a>(&'a self, slot: &'a FlowSlot, id: FlowId) -> FlowGuard<'a> {
+        while slot
+            .lock
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+        FlowGuard { slot, id }
+    }
+}
+
+/// A locked flow. Dereferences to its [`FlowState`]; unlocks on drop.
+pub struct FlowGuard<'a> {
+    slot: &'a FlowSlot,
+    id: FlowId,
+}
+
+impl FlowGuard<'_> {
+    pub fn id(&self) -> FlowId {
+        self.id
+    }
+}
+
+impl Deref for FlowGuard<'_> {
+    type Target = FlowState;
+    #[inline]
+    fn deref(&self) -> &FlowState {
+        // SAFETY: this guard holds the slot's lock, so no other reference to
+        // the state exists while it lives.
+        unsafe { &*self.slot.state.get() }
+    }
+}
+
+impl DerefMut for FlowGuard<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut FlowState {
+        // SAFETY: as in `deref`; `&mut self` makes this the only borrow.
+        unsafe { &mut *self.slot.state.get() }
+    }
+}
+
+impl Drop for FlowGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.slot.lock.store(0, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(lp: u16, rp: u16) -> FlowState {
+        FlowState {
+            local_ip: 0xc612_0001,
+            remote_ip: 0xc612_0002,
+            local_port: lp,
+            remote_port: rp,
+            opaque: ((lp as u64) << 16) | rp as u64,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn insert_lookup_remove_reuse() {
+        let t = FlowTable::new(8);
+        let a = t.insert(st(1, 2)).unwrap();
+        let b = t.insert(st(1, 3)).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(t.insert(st(1, 2)), Err(TableError::Exists));
+        assert_eq!(t.lookup(&st(1, 2).key()).unwrap().id(), a);
+        assert_eq!({ t.lookup(&st(1, 3).key()).unwrap().opaque }, (1 << 16) | 3);
+        assert!(t.lookup(&st(9, 9).key()).is_none());
+        assert!(t.remove(a).is_some());
+        assert!(t.remove(a).is_none());
+        assert!(t.lookup(&st(1, 2).key()).is_none());
+        assert!(t.lock(a).is_none());
+        assert_eq!(t.lookup(&st(1, 3).key()).unwrap().id(), b);
+        let c = t.insert(st(5, 5)).unwrap();
+        assert_eq!(c, a, "slot reused");
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn fills_to_capacity_and_survives_churn() {
+        let n = 1000;
+        let t = FlowTable::new(n);
+        // model: port -> (remote port, id)
+        let mut live: Vec<(u16, FlowId)> = Vec::new();
+        for i in 0..n {
+            live.push((80, t.insert(st(i as u16, 80)).unwrap()));
+        }
+        assert_eq!(t.insert(st(60000, 1)), Err(TableError::Full));
+        let mut x = 12345u32;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let i = x as usize % n;
+            let (rp, id) = live[i];
+            assert_eq!(t.lookup(&st(i as u16, rp).key()).unwrap().id(), id);
+            t.remove(id).unwrap();
+            assert!(t.lookup(&st(i as u16, rp).key()).is_none());
+            let rp2 = rp.wrapping_add(1);
+            live[i] = (rp2, t.insert(st(i as u16, rp2)).unwrap());
+        }
+        for (i, &(rp, id)) in live.iter().enumerate() {
+            assert_eq!(t.lookup(&st(i as u16, rp).key()).unwrap().id(), id);
+        }
+        assert_eq!(t.len(), n);
+    }
+
+    #[test]
+    fn concurrent_readers_see_consistent_flows() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let t = Arc::new(FlowTable::new(256));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (t, stop) = (t.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut hits = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for p in 0..64u16 {
+                        if let Some(g) = t.lookup(&st(p, 7).key()) {
+                            assert_eq!(g.local_port, p);
+                            assert_eq!({ g.opaque }, ((p as u64) << 16) | 7);
+                            hits += 1;
+                        }
+                    }
+                }
+                hits
+            })
+        };
+        for _ in 0..2000 {
+            let ids: Vec<_> = (0..64u16).map(|p| t.insert(st(p, 7)).unwrap()).collect();
+            for id in ids {
+                t.remove(id).unwrap();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        reader.join().unwrap();
+    }
+}

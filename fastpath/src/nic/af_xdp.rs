@@ -1,0 +1,918 @@
+//! AF_XDP backend: an XDP socket in copy mode, set up with raw system calls.
+//!
+//! Layout of one [`AfXdpNic`]:
+//!
+//! * a UMEM of `frames` (default 4096) chunks of 2048 bytes, anonymous
+//!   memory registered with the socket. The first half of the chunks are
+//!   RX buffers, always either in the fill ring, with the kernel, or in the
+//!   RX ring; the second half are TX buffers, either on our free list, in
+//!   the TX ring, with the kernel, or in the completion ring. Each half's ring
+//!   is as large as the half, so posting a buffer back can never find its
+//!   ring full.
+//! * four single-producer/single-consumer rings shared with the kernel:
+//!   fill and RX (receive), TX and completion (transmit). Producer and
+//!   consumer indexes are read with Acquire and published with Release; the
+//!   descriptors themselves are plain memory ordered by those.
+//! * an XDP program (hand-assembled, see `bpf.rs`) that redirects **every**
+//!   frame of the queue (ARP too) into the socket through an XSKMAP, attached
+//!   with a BPF link: in driver (native) mode when the driver supports it,
+//!   else in generic (skb) mode. Dropping the NIC closes the link, which
+//!   detaches the program.
+//!
+//! The socket is bound with `XDP_COPY` (veth refuses zero-copy; copying costs
+//! one memcpy per frame, which we pay anyway into the caller's
+//! [`FrameBatch`]). `recv` copies frames out of the RX ring and hands the
+//! buffers straight back to the fill ring; `send` copies frames into free TX
+//! buffers, posts them, kicks the kernel with one `sendto` per batch (copy
+//! mode transmits only on a kick, at most 32 frames per kick, so a larger
+//! batch gets a few), and reclaims completed buffers.
+//!
+//! Limits: one socket per interface (the program and map are per socket; a
+//! multi-queue setup would share one map among sockets); frames longer than
+//! 1792 bytes (chunk minus the kernel's 256-byte XDP headroom) are dropped by
+//! the kernel on receive.
+
+mod bpf;
+
+use super::af_packet::sys;
+use super::{FrameBatch, Nic, NicError};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+// linux/if_xdp.h
+const AF_XDP: libc::c_int = 44;
+const SOL_XDP: libc::c_int = 283;
+const XDP_MMAP_OFFSETS: libc::c_int = 1;
+const XDP_RX_RING: libc::c_int = 2;
+const XDP_TX_RING: libc::c_int = 3;
+const XDP_UMEM_REG: libc::c_int = 4;
+const XDP_UMEM_FILL_RING: libc::c_int = 5;
+const XDP_UMEM_COMPLETION_RING: libc::c_int = 6;
+const XDP_STATISTICS: libc::c_int = 7;
+const XDP_COPY: u16 = 1 << 1;
+const XDP_PGOFF_RX_RING: i64 = 0;
+const XDP_PGOFF_TX_RING: i64 = 0x8000_0000;
+const XDP_UMEM_PGOFF_FILL_RING: i64 = 0x1_0000_0000;
+const XDP_UMEM_PGOFF_COMPLETION_RING: i64 = 0x1_8000_0000;
+
+/// UMEM chunk size; also the largest frame `send` accepts.
+const CHUNK: usize = 2048;
+const ETH_HLEN: usize = 14;
+/// Largest number of kicks one `send` makes (the kernel sends at most 32
+/// frames per kick in copy mode).
+const MAX_KICKS: usize = 16;
+/// `bind` retries (10 ms apart) while the queue is still held by a socket
+/// that was just closed.
+const BIND_BUSY_RETRIES: u32 = 100;
+
+/// `struct xdp_umem_reg`.
+#[repr(C)]
+struct UmemReg {
+    addr: u64,
+    len: u64,
+    chunk_size: u32,
+    headroom: u32,
+    flags: u32,
+    tx_metadata_len: u32,
+}
+
+/// `struct xdp_ring_offset`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+struct RingOffset {
+    producer: u64,
+    consumer: u64,
+    desc: u64,
+    flags: u64,
+}
+
+/// `struct xdp_mmap_offsets`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+struct MmapOffsets {
+    rx: RingOffset,
+    tx: RingOffset,
+    fr: RingOffset,
+    cr: RingOffset,
+}
+
+/// `struct xdp_desc`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct XdpDesc {
+    addr: u64,
+    len: u32,
+    options: u32,
+}
+
+/// `struct sockaddr_xdp`.
+#[repr(C)]
+struct SockaddrXdp {
+    family: u16,
+    flags: u16,
+    ifindex: u32,
+    queue_id: u32,
+    shared_umem_fd: u32,
+}
+
+/// `struct xdp_statistics`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpKernelStats {
+    /// Dropped for reasons other than invalid descriptors.
+    pub rx_dropped: u64,
+    pub rx_invalid_descs: u64,
+    pub tx_invalid_descs: u64,
+    /// Dropped because the RX ring was full (we did not poll fast enough).
+    pub rx_ring_full: u64,
+    /// Times the fill ring was empty when a frame arrived.
+    pub rx_fill_ring_empty_descs: u64,
+    pub tx_ring_empty_descs: u64,
+}
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native: the program runs in the driver (veth supports it).
+    Driver,
+    /// Generic: the program runs on socket buffers, after the driver.
+    Generic,
+}
+
+impl XdpMode {
+    fn flags(self) -> u32 {
+        match self {
+            XdpMode::Driver => bpf::XDP_FLAGS_DRV_MODE,
+            XdpMode::Generic => bpf::XDP_FLAGS_SKB_MODE,
+        }
+    }
+}
+
+/// Settings of an [`AfXdpNic`].
+#[derive(Clone, Copy, Debug)]
+pub struct AfXdpConfig {
+    /// UMEM chunks of 2048 bytes (a power of two, at least 64); half for RX,
+    /// half for TX. Default 4096 (8 MiB).
+    pub frames: u32,
+    /// Attach mode; `None` tries driver mode, then generic.
+    pub mode: Option<XdpMode>,
+}
+
+impl Default for AfXdpConfig {
+    fn default() -> Self {
+        AfXdpConfig {
+            frames: 4096,
+            mode: None,
+        }
+    }
+}
+
+/// Counters kept by an [`AfXdpNic`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AfXdpStats {
+    pub rx_frames: u64,
+    /// RX descriptors outside the UMEM or longer than a batch slot.
+    pub rx_bad: u64,
+    pub tx_frames: u64,
+    /// Frames `send` dropped because they cannot be sent (shorter than an
+    /// Ethernet header or longer than a UMEM chunk).
+    pub tx_dropped: u64,
+    /// Kicks that failed with a non-transient error.
+    pub tx_kick_errors: u64,
+}
+
+/// One ring shared with the kernel. Entries are `u64` addresses (fill,
+/// completion) or [`XdpDesc`] (RX, TX).
+struct Ring {
+    producer: *const AtomicU32,
+    consumer: *const AtomicU32,
+    entries: *mut u8,
+    size: u32,
+    mask: u32,
+    /// Our copy of the index we own, and the last seen value of the other.
+    cached_prod: u32,
+    cached_cons: u32,
+    _map: sys::Mmap,
+}
+
+impl Ring {
+    fn map(
+        fd: &OwnedFd,
+        off: &RingOffset,
+        size: u32,
+        entry: usize,
+        pgoff: i64,
+        what: &'static str,
+    ) -> Result<Ring, NicError> {
+        let len = off.desc as usize + size as usize * entry;
+        let map = sys::Mmap::shared(fd, len, pgoff).map_err(sys::os(what))?;
+        let base = map.ptr();
+        // SAFETY: the kernel reported these offsets for this ring; they lie
+        // inside the `len` bytes we mapped (desc is last, then the entries).
+        let (producer, consumer, entries) = unsafe {
+            (
+                base.add(off.producer as usize) as *const AtomicU32,
+                base.add(off.consumer as usize) as *const AtomicU32,
+                base.add(off.desc as usize),
+            )
+        };
+        let mut r = Ring {
+            producer,
+            consumer,
+            entries,
+            size,
+            mask: size - 1,
+            cached_prod: 0,
+            cached_cons: 0,
+            _map: map,
+        };
+        r.cached_prod = r.prod().load(Ordering::Acquire);
+        r.cached_cons = r.cons().load(Ordering::Acquire);
+        Ok(r)
+    }
+
+    #[inline]
+    fn prod(&self) -> &AtomicU32 {
+        // SAFETY: points at the aligned u32 producer index inside our mapping,
+        // which lives as long as `self`; shared with the kernel, hence atomic.
+        unsafe { &*self.producer }
+    }
+
+    #[inline]
+    fn cons(&self) -> &AtomicU32 {
+        // SAFETY: as for `prod`.
+        unsafe { &*self.consumer }
+    }
+
+    /// Producer side: free entries, refreshing the consumer index only when
+    /// the cached one says fewer than `want` are free.
+    #[inline]
+    fn free(&mut self, want: u32) -> u32 {
+        let used = self.cached_prod.wrapping_sub(self.cached_cons);
+        if self.size - used >= want {
+            return self.size - used;
+        }
+        self.cached_cons = self.cons().load(Ordering::Acquire);
+        self.size - self.cached_prod.wrapping_sub(self.cached_cons)
+    }
+
+    /// Producer side: publish everything written so far.
+    #[inline]
+    fn submit(&self) {
+        self.prod().store(self.cached_prod, Ordering::Release);
+    }
+
+    /// Consumer side: entries ready to read (at most `want`).
+    #[inline]
+    fn ready(&mut self, want: u32) -> u32 {
+        let mut n = self.cached_prod.wrapping_sub(self.cached_cons);
+        if n < want {
+            self.cached_prod = self.prod().load(Ordering::Acquire);
+            n = self.cached_prod.wrapping_sub(self.cached_cons);
+        }
+        n.min(want)
+    }
+
+    /// Consumer side: hand everything read so far back to the kernel.
+    #[inline]
+    fn release(&self) {
+        self.cons().store(self.cached_cons, Ordering::Release);
+    }
+
+    /// Entry `idx` (taken modulo the ring size) as a `T`.
+    #[inline]
+    fn entry<T>(&self, idx: u32) -> *mut T {
+        // SAFETY: (idx & mask) < size, and the entries array holds `size`
+        // entries of T (the caller uses the T this ring was mapped with).
+        unsafe { (self.entries as *mut T).add((idx & self.mask) as usize) }
+    }
+}
+
+/// A NIC reached through an AF_XDP socket (copy mode).
+pub struct AfXdpNic {
+    // Field order is drop order: detach the program first, then free the
+    // map, the rings, the socket and finally the UMEM.
+    _link: OwnedFd,
+    _prog: OwnedFd,
+    _map: OwnedFd,
+    rx: Ring,
+    tx: Ring,
+    fill: Ring,
+    comp: Ring,
+    fd: OwnedFd,
+    umem: sys::Mmap,
+    /// TX chunk addresses we own (preallocated to hold all of them).
+    tx_free: Vec<u64>,
+    ifname: String,
+    ifindex: u32,
+    queue: u32,
+    mode: XdpMode,
+    mac: [u8; 6],
+    mtu: usize,
+    kick_pending: bool,
+    stats: AfXdpStats,
+}
+
+// SAFETY: all raw pointers point into mappings owned by this value (rings,
+// UMEM) that nothing else in the process aliases; moving the value to
+// another thread moves that ownership with it.
+unsafe impl Send for AfXdpNic {}
+
+impl AfXdpNic {
+    /// Opens queue `queue` of `ifname` with the default settings.
+    pub fn open(ifname: &str, queue: u32) -> Result<Self, NicError> {
+        Self::open_with(ifname, queue, AfXdpConfig::default())
+    }
+
+    /// Opens queue `queue` of `ifname`.
+    pub fn open_with(ifname: &str, queue: u32, cfg: AfXdpConfig) -> Result<Self, NicError> {
+        if !cfg.frames.is_power_of_two() || cfg.frames < 64 || cfg.frames > 1 << 20 {
+            return Err(NicError::Unsupported(format!(
+                "AF_XDP: frames must be a power of two in 64..=1048576, not {}",
+                cfg.frames
+            )));
+        }
+        let link = sys::link_info(ifname)?;
+        let half = cfg.frames / 2;
+
+        let umem = sys::Mmap::anonymous(cfg.frames as usize * CHUNK)
+            .map_err(sys::os("mmap(AF_XDP UMEM)"))?;
+        let fd = sys::socket(
+            AF_XDP,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::EAFNOSUPPORT) => NicError::Unsupported(
+                "AF_XDP sockets are not supported by this kernel (CONFIG_XDP_SOCKETS)".into(),
+            ),
+            Some(libc::EPERM) => NicError::Os {
+                op: "socket(AF_XDP) (needs root or CAP_NET_RAW)",
+                source: e,
+            },
+            _ => NicError::Os {
+                op: "socket(AF_XDP)",
+                source: e,
+            },
+        })?;
+        let reg = UmemReg {
+            addr: umem.ptr() as u64,
+            len: umem.len() as u64,
+            chunk_size: CHUNK as u32,
+            headroom: 0,
+            flags: 0,
+            tx_metadata_len: 0,
+        };
+        sys::setsockopt(&fd, SOL_XDP, XDP_UMEM_REG, &reg)
+            .map_err(sys::os("setsockopt(XDP_UMEM_REG)"))?;
+        for (opt, what) in [
+            (XDP_UMEM_FILL_RING, "setsockopt(XDP_UMEM_FILL_RING)"),
+            (
+                XDP_UMEM_COMPLETION_RING,
+                "setsockopt(XDP_UMEM_COMPLETION_RING)",
+            ),
+            (XDP_RX_RING, "setsockopt(XDP_RX_RING)"),
+            (XDP_TX_RING, "setsockopt(XDP_TX_RING)"),
+        ] {
+            sys::setsockopt(&fd, SOL_XDP, opt, &(half as libc::c_int)).map_err(sys::os(what))?;
+        }
+        let off = mmap_offsets(&fd)?;
+        let desc = std::mem::size_of::<XdpDesc>();
+        let addr = std::mem::size_of::<u64>();
+        let rx = Ring::map(
+            &fd,
+            &off.rx,
+            half,
+            desc,
+            XDP_PGOFF_RX_RING,
+            "mmap(XDP RX ring)",
+        )?;
+        let tx = Ring::map(
+            &fd,
+            &off.tx,
+            half,
+            desc,
+            XDP_PGOFF_TX_RING,
+            "mmap(XDP TX ring)",
+        )?;
+        let mut fill = Ring::map(
+            &fd,
+            &off.fr,
+            half,
+            addr,
+            XDP_UMEM_PGOFF_FILL_RING,
+            "mmap(XDP fill ring)",
+        )?;
+        let comp = Ring::map(
+            &fd,
+            &off.cr,
+            half,
+            addr,
+            XDP_UMEM_PGOFF_COMPLETION_RING,
+            "mmap(XDP completion ring)",
+        )?;
+
+        // Every RX chunk goes into the fill ring; every TX chunk is free.
+        let n = fill.free(half);
+        debug_assert_eq!(n, half);
+        for i in 0..n {
+            let slot = fill.entry::<u64>(fill.cached_prod);
+            // SAFETY: the slot is inside the fill ring and not yet published,
+            // so only we access it.
+            unsafe { slot.write(u64::from(i) * CHUNK as u64) };
+            fill.cached_prod = fill.cached_prod.wrapping_add(1);
+        }
+        fill.submit();
+        let tx_free: Vec<u64> = (half..cfg.frames)
+            .rev()
+            .map(|i| u64::from(i) * CHUNK as u64)
+            .collect();
+
+        let sxdp = SockaddrXdp {
+            family: AF_XDP as u16,
+            flags: XDP_COPY,
+            ifindex: link.ifindex,
+            queue_id: queue,
+            shared_umem_fd: 0,
+        };
+        // A socket that was just closed on the same queue releases it from a
+        // deferred kernel work item, so EBUSY right after a close (a restart,
+        // a re-open) is transient: retry for up to a second.
+        let mut tries = 0;
+        loop {
+            // SAFETY: `sxdp` is a valid sockaddr_xdp and we pass its exact size.
+            let rc = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    &sxdp as *const SockaddrXdp as *const libc::sockaddr,
+                    std::mem::size_of::<SockaddrXdp>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                break;
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EBUSY) if tries < BIND_BUSY_RETRIES => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Some(libc::EBUSY) => {
+                    return Err(NicError::Unsupported(format!(
+                        "bind(AF_XDP) to {ifname} queue {queue}: {e} (another AF_XDP socket uses that queue)"
+                    )))
+                }
+                Some(libc::EINVAL) => {
+                    return Err(NicError::Unsupported(format!(
+                        "bind(AF_XDP) to {ifname} queue {queue}: {e} (does the queue exist?)"
+                    )))
+                }
+                _ => return Err(NicError::Os { op: "bind(AF_XDP)", source: e }),
+            }
+        }
+
+        let map = bpf::create_xskmap(queue + 1)?;
+        bpf::map_update(&map, queue, fd.as_raw_fd() as u32)?;
+        let prog = bpf::load_redirect_program(&map)?;
+        let modes: &[XdpMode] = match cfg.mode {
+            Some(XdpMode::Driver) => &[XdpMode::Driver],
+            Some(XdpMode::Generic) => &[XdpMode::Generic],
+            None => &[XdpMode::Driver, XdpMode::Generic],
+        };
+        let mut attached = None;
+        let mut errors = Vec::new();
+        for &mode in modes {
+            match bpf::attach_xdp(&prog, link.ifindex, mode.flags()) {
+                Ok(l) => {
+                    attached = Some((l, mode));
+                    break;
+                }
+                Err(e) => errors.push(format!("{mode:?} mode: {e}")),
+            }
+        }
+        let Some((link_fd, mode)) = attached else {
+            return Err(NicError::Unsupported(format!(
+                "attaching the XDP program to {ifname} failed ({}); is another XDP program attached?",
+                errors.join("; ")
+            )));
+        };
+        tracing::info!(
+            iface = ifname,
+            queue,
+            ?mode,
+            frames = cfg.frames,
+            "AF_XDP socket open (copy mode)"
+        );
+        Ok(AfXdpNic {
+            _link: link_fd,
+            _prog: prog,
+            _map: map,
+            rx,
+            tx,
+            fill,
+            comp,
+            fd,
+            umem,
+            tx_free,
+            ifname: ifname.to_string(),
+            ifindex: link.ifindex,
+            queue,
+            mode,
+            mac: link.mac,
+            mtu: link.mtu,
+            kick_pending: false,
+            stats: AfXdpStats::default(),
+        })
+    }
+
+    /// How the XDP program got attached.
+    pub fn mode(&self) -> XdpMode {
+        self.mode
+    }
+
+    /// Interface name, index and queue this socket serves.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+    pub fn queue(&self) -> u32 {
+        self.queue
+    }
+
+    /// This socket's counters.
+    pub fn stats(&self) -> AfXdpStats {
+        self.stats
+    }
+
+    /// The kernel's counters for this socket (XDP_STATISTICS).
+    pub fn kernel_stats(&self) -> Result<XdpKernelStats, NicError> {
+        let mut st = XdpKernelStats::default();
+        let mut len = std::mem::size_of::<XdpKernelStats>() as libc::socklen_t;
+        // SAFETY: `st` is writable and `len` holds its size.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                SOL_XDP,
+                XDP_STATISTICS,
+                &mut st as *mut XdpKernelStats as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(sys::last_os("getsockopt(XDP_STATISTICS)"));
+        }
+        Ok(st)
+    }
+
+    /// Moves completed TX chunks back to the free list.
+    fn reclaim(&mut self) {
+        let n = self.comp.ready(self.comp.size);
+        for _ in 0..n {
+            // SAFETY: the entry was published by the kernel (ready() read the
+            // producer index with Acquire) and is ours until release().
+            let addr = unsafe { self.comp.entry::<u64>(self.comp.cached_cons).read() };
+            self.comp.cached_cons = self.comp.cached_cons.wrapping_add(1);
+            // Completions only ever carry the chunks we posted, so the free
+            // list (sized for all TX chunks) never overflows; still, do not
+            // trust a stray value.
+            if self.tx_free.len() < self.tx_free.capacity() {
+                self.tx_free.push(addr - addr % CHUNK as u64);
+            }
+        }
+        if n > 0 {
+            self.comp.release();
+        }
+    }
+
+    /// Kicks the kernel to transmit the TX ring, a few times if it stops
+    /// early (copy mode sends at most 32 frames per kick). Returns a
+    /// non-transient error.
+    fn kick(&mut self) -> Result<(), std::io::Error> {
+        for _ in 0..MAX_KICKS {
+            // SAFETY: zero-length sendto with null buffer and address is the
+            // AF_XDP TX wake-up; `fd` is an open, bound XDP socket.
+            let rc = unsafe {
+                libc::sendto(
+                    self.fd.as_raw_fd(),
+                    std::ptr::null(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null(),
+                    0,
+                )
+            };
+            if rc >= 0 {
+                self.kick_pending = false;
+                return Ok(());
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                // More to send (per-kick budget), or the device was busy.
+                Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::ENOBUFS)
+                | Some(libc::EINTR) => {
+                    // Stop once the kernel has taken everything we posted.
+                    if self.tx.cons().load(Ordering::Acquire) == self.tx.cached_prod {
+                        self.kick_pending = false;
+                        return Ok(());
+                    }
+                }
+                _ => {
+                    self.kick_pending = true;
+                    self.stats.tx_kick_errors += 1;
+                    return Err(e);
+                }
+            }
+        }
+        self.kick_pending = true;
+        Ok(())
+    }
+}
+
+fn mmap_offsets(fd: &OwnedFd) -> Result<MmapOffsets, NicError> {
+    let mut off = MmapOffsets::default();
+    let mut len = std::mem::size_of::<MmapOffsets>() as libc::socklen_t;
+    // SAFETY: `off` is writable and `len` holds its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            SOL_XDP,
+            XDP_MMAP_OFFSETS,
+            &mut off as *mut MmapOffsets as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(sys::last_os("getsockopt(XDP_MMAP_OFFSETS)"));
+    }
+    if len as usize != std::mem::size_of::<MmapOffsets>() {
+        // Kernels before 5.4 have no `flags` member; not supported here.
+        return Err(NicError::Unsupported(format!(
+            "AF_XDP: unexpected xdp_mmap_offsets size {len} (kernel too old?)"
+        )));
+    }
+    Ok(off)
+}
+
+impl Nic for AfXdpNic {
+    fn recv(&mut self, batch: &mut FrameBatch) -> Result<usize, NicError> {
+        if self.kick_pending {
+            let _ = self.kick();
+        }
+        let room = (batch.capacity() - batch.len()) as u32;
+        if room == 0 {
+            return Ok(0);
+        }
+        // The fill ring has a slot for every RX chunk, so this is a formality.
+        let n = self.rx.ready(room).min(self.fill.free(room));
+        if n == 0 {
+            return Ok(0);
+        }
+        let umem_len = self.umem.len() as u64;
+        let mut got = 0;
+        for _ in 0..n {
+            // SAFETY: published by the kernel (Acquire in ready()); ours until
+            // release().
+            let d = unsafe { self.rx.entry::<XdpDesc>(self.rx.cached_cons).read() };
+            self.rx.cached_cons = self.rx.cached_cons.wrapping_add(1);
+            let len = d.len as usize;
+            if d.addr
+                .checked_add(d.len as u64)
+                .is_some_and(|end| end <= umem_len)
+                && len <= super::FRAME_SLOT
+                && len > 0
+            {
+                // SAFETY: [addr, addr + len) lies inside the UMEM (checked), and
+                // the kernel wrote the chunk before publishing the descriptor;
+                // it will not touch it until we return it via the fill ring.
+                let frame = unsafe {
+                    std::slice::from_raw_parts(self.umem.ptr().add(d.addr as usize), len)
+                };
+                batch.push(frame);
+                got += 1;
+            } else {
+                self.stats.rx_bad += 1;
+            }
+            let slot = self.fill.entry::<u64>(self.fill.cached_prod);
+            // SAFETY: free fill slot (checked by free()), not yet published.
+            unsafe { slot.write(d.addr - d.addr % CHUNK as u64) };
+            self.fill.cached_prod = self.fill.cached_prod.wrapping_add(1);
+        }
+        self.rx.release();
+        self.fill.submit();
+        self.stats.rx_frames += got as u64;
+        Ok(got)
+    }
+
+    fn send(&mut self, batch: &FrameBatch) -> Result<usize, NicError> {
+        self.reclaim();
+        let want = batch.len() as u32;
+        let slots = self.tx.free(want);
+        let mut taken = 0;
+        let mut posted = 0u32;
+        for frame in batch.iter() {
+            if frame.len() < ETH_HLEN || frame.len() > CHUNK {
+                self.stats.tx_dropped += 1;
+                taken += 1;
+                continue;
+            }
+            if posted == slots {
+                break;
+            }
+            let Some(addr) = self.tx_free.pop() else {
+                break;
+            };
+            // SAFETY: `addr` is a TX chunk on our free list (owned by us, not
+            // known to the kernel); addr + CHUNK <= UMEM size; frame.len() <=
+            // CHUNK; the batch's buffer does not overlap the UMEM.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    frame.as_ptr(),
+                    self.umem.ptr().add(addr as usize),
+                    frame.len(),
+                );
+            }
+            let d = XdpDesc {
+                addr,
+                len: frame.len() as u32,
+                options: 0,
+            };
+            let slot = self.tx.entry::<XdpDesc>(self.tx.cached_prod);
+            // SAFETY: a free TX slot (counted by free()), not yet published.
+            unsafe { slot.write(d) };
+            self.tx.cached_prod = self.tx.cached_prod.wrapping_add(1);
+            posted += 1;
+            taken += 1;
+        }
+        if posted > 0 {
+            self.tx.submit();
+            self.stats.tx_frames += u64::from(posted);
+        }
+        if posted > 0 || self.kick_pending {
+            if let Err(e) = self.kick() {
+                if posted == 0 {
+                    return Err(NicError::Os {
+                        op: "sendto(AF_XDP TX kick)",
+                        source: e,
+                    });
+                }
+                tracing::debug!(iface = %self.ifname, error = %e, "AF_XDP TX kick failed");
+            }
+        }
+        Ok(taken)
+    }
+
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    fn wait_fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
+
+    fn kind(&self) -> &'static str {
+        "af_xdp"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::af_packet::testnet::*;
+    use super::super::af_packet::AfPacketNic;
+    use super::*;
+    use std::time::Duration;
+
+    fn xdp_cfg(mode: XdpMode) -> AfXdpConfig {
+        AfXdpConfig {
+            mode: Some(mode),
+            ..AfXdpConfig::default()
+        }
+    }
+
+    #[test]
+    fn bad_config_and_unknown_interface_are_errors() {
+        let bad = AfXdpConfig {
+            frames: 100,
+            mode: None,
+        };
+        assert!(matches!(
+            AfXdpNic::open_with("lo", 0, bad),
+            Err(NicError::Unsupported(_))
+        ));
+        assert!(matches!(
+            AfXdpNic::open("tas-no-such-if0", 0),
+            Err(NicError::NoSuchInterface(_))
+        ));
+    }
+
+    /// AF_PACKET on `xa`, AF_XDP on `xb`.
+    fn mixed(net: &TestNet, mode: XdpMode) -> (AfPacketNic, AfXdpNic) {
+        net.veth("xa", "xb");
+        net.run(|| {
+            let b = AfXdpNic::open_with("xb", 0, xdp_cfg(mode)).expect("open AF_XDP");
+            (AfPacketNic::open("xa").unwrap(), b)
+        })
+    }
+
+    fn exchange_with_af_packet(mode: XdpMode) {
+        let net = TestNet::new(if mode == XdpMode::Driver {
+            "xdpdrv"
+        } else {
+            "xdpgen"
+        });
+        let (mut a, mut b) = mixed(&net, mode);
+        assert_eq!(b.mode(), mode);
+        assert_eq!(b.kind(), "af_xdp");
+        check_arp_crosses(&mut a, &mut b);
+        check_arp_crosses(&mut b, &mut a);
+        check_batch_of_32(&mut a, &mut b);
+        check_batch_of_32(&mut b, &mut a);
+        check_many(&mut a, &mut b, 10, 64);
+        check_many(&mut b, &mut a, 10, 64);
+        let ks = b.kernel_stats().unwrap();
+        assert_eq!(ks.rx_invalid_descs + ks.tx_invalid_descs, 0, "{ks:?}");
+        assert_eq!(b.stats().rx_bad, 0);
+    }
+
+    #[test]
+    fn driver_mode_exchanges_frames_with_af_packet() {
+        exchange_with_af_packet(XdpMode::Driver);
+    }
+
+    #[test]
+    fn generic_mode_exchanges_frames_with_af_packet() {
+        exchange_with_af_packet(XdpMode::Generic);
+    }
+
+    #[test]
+    fn xdp_to_xdp_and_ring_wrap_around() {
+        let net = TestNet::new("xdpxdp");
+        net.veth("xa", "xb");
+        // Small UMEM (32 RX + 32 TX chunks) so that the rings wrap many times.
+        let small = AfXdpConfig {
+            frames: 64,
+            mode: None,
+        };
+        let (mut a, mut b) = net.run(|| {
+            (
+                AfXdpNic::open_with("xa", 0, small).unwrap(),
+                AfXdpNic::open_with("xb", 0, small).unwrap(),
+            )
+        });
+        check_batch_of_32(&mut a, &mut b);
+        check_many(&mut a, &mut b, 40, 24);
+        check_many(&mut b, &mut a, 40, 24);
+    }
+
+    #[test]
+    fn big_batches_need_several_kicks() {
+        // Copy mode sends at most 32 frames per kick; a batch of 200 must
+        // still go out whole from one send().
+        let net = TestNet::new("xdpbig");
+        let (mut a, mut b) = mixed(&net, XdpMode::Generic);
+        let frames: Vec<Vec<u8>> = (0..200)
+            .map(|i| test_frame(a.mac(), b.mac(), i, 100))
+            .collect();
+        let mut batch = FrameBatch::new(200);
+        for f in &frames {
+            batch.push(f);
+        }
+        assert_eq!(b.send(&batch).unwrap(), 200);
+        let got = recv_matching(&mut a, 200, Duration::from_secs(3), is_test_from(b.mac()));
+        assert_eq!(got.len(), 200);
+        assert_eq!(got, frames);
+    }
+
+    #[test]
+    fn interoperates_with_linux_kernel() {
+        let net = TestNet::new("xdpkern");
+        net.veth("xtas", "xlnx");
+        let mut nic = net.run(|| AfXdpNic::open("xtas", 0).unwrap());
+        check_kernel_interop(&net, "xlnx", &mut nic);
+    }
+
+    #[test]
+    fn drop_detaches_the_program() {
+        let net = TestNet::new("xdpdet");
+        net.veth("xa", "xb");
+        let nic = net.run(|| AfXdpNic::open("xb", 0).unwrap());
+        let shown = net.ip_output(&["link", "show", "dev", "xb"]);
+        assert!(shown.contains("xdp"), "no XDP program on xb: {shown}");
+        // A second socket cannot attach a second program.
+        assert!(net.run(|| AfXdpNic::open("xb", 0)).is_err());
+        drop(nic);
+        let shown = net.ip_output(&["link", "show", "dev", "xb"]);
+        assert!(
+            !shown.contains("xdp"),
+            "XDP program still attached: {shown}"
+        );
+        // And the interface can be opened again.
+        let again = net.run(|| AfXdpNic::open("xb", 0));
+        assert!(again.is_ok(), "{:?}", again.err());
+    }
+}

@@ -1,0 +1,253 @@
+//! The small amount of bpf(2) the AF_XDP backend needs, done by hand: an
+//! XSKMAP, a six-instruction XDP program that redirects every frame to the
+//! socket in the map slot of the frame's RX queue, and an XDP link that
+//! attaches the program to the interface (closing the link detaches it).
+
+use super::super::NicError;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+// bpf commands, map/program/attach types (linux/bpf.h).
+const BPF_MAP_CREATE: libc::c_int = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
+const BPF_PROG_LOAD: libc::c_int = 5;
+const BPF_LINK_CREATE: libc::c_int = 28;
+const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_XDP: u32 = 37;
+
+/// XDP attach flags (linux/if_link.h).
+pub(super) const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+pub(super) const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+// Instruction classes and fields (linux/bpf_common.h, linux/bpf.h).
+const BPF_LD: u8 = 0x00;
+const BPF_LDX: u8 = 0x01;
+const BPF_ALU64: u8 = 0x07;
+const BPF_JMP: u8 = 0x05;
+const BPF_W: u8 = 0x00;
+const BPF_DW: u8 = 0x18;
+const BPF_IMM: u8 = 0x00;
+const BPF_MEM: u8 = 0x60;
+const BPF_MOV: u8 = 0xb0;
+const BPF_K: u8 = 0x00;
+const BPF_CALL: u8 = 0x80;
+const BPF_EXIT: u8 = 0x90;
+const BPF_PSEUDO_MAP_FD: u8 = 1;
+const BPF_FUNC_REDIRECT_MAP: i32 = 51;
+const XDP_PASS: i32 = 2;
+/// offsetof(struct xdp_md, rx_queue_index).
+const XDP_MD_RX_QUEUE_INDEX: i16 = 16;
+
+/// `struct bpf_insn`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Insn {
+    pub code: u8,
+    /// dst_reg:4 and src_reg:4 bitfields.
+    pub regs: u8,
+    pub off: i16,
+    pub imm: i32,
+}
+const _: () = assert!(std::mem::size_of::<Insn>() == 8);
+
+const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    // C bitfields are allocated from the low bits on little-endian targets
+    // and from the high bits on big-endian ones.
+    let regs = if cfg!(target_endian = "little") {
+        (src << 4) | dst
+    } else {
+        (dst << 4) | src
+    };
+    Insn {
+        code,
+        regs,
+        off,
+        imm,
+    }
+}
+
+/// The XDP program, with the XSKMAP's fd patched in:
+///
+/// ```text
+/// r2 = *(u32 *)(r1 + 16)      ; key = ctx->rx_queue_index
+/// r1 = map_fd ll              ; the XSKMAP (two-slot ld_imm64)
+/// r3 = XDP_PASS               ; verdict if the queue has no socket
+/// call bpf_redirect_map       ; every frame (ARP too) goes to the socket
+/// exit
+/// ```
+pub(super) fn redirect_program(map_fd: i32) -> [Insn; 6] {
+    [
+        insn(BPF_LDX | BPF_MEM | BPF_W, 2, 1, XDP_MD_RX_QUEUE_INDEX, 0),
+        insn(BPF_LD | BPF_DW | BPF_IMM, 1, BPF_PSEUDO_MAP_FD, 0, map_fd),
+        insn(0, 0, 0, 0, 0),
+        insn(BPF_ALU64 | BPF_MOV | BPF_K, 3, 0, 0, XDP_PASS),
+        insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_REDIRECT_MAP),
+        insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+    ]
+}
+
+/// A zeroed `union bpf_attr` prefix, large enough for every command used
+/// here; fields are written at their offsets in the kernel's layout.
+#[repr(C, align(8))]
+struct Attr([u8; 128]);
+
+impl Attr {
+    fn new() -> Attr {
+        Attr([0; 128])
+    }
+    fn u32(&mut self, off: usize, v: u32) -> &mut Self {
+        self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    fn u64(&mut self, off: usize, v: u64) -> &mut Self {
+        self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    fn name(&mut self, off: usize, name: &str) -> &mut Self {
+        let n = name.len().min(15); // BPF_OBJ_NAME_LEN 16, NUL-terminated
+        self.0[off..off + n].copy_from_slice(&name.as_bytes()[..n]);
+        self
+    }
+}
+
+fn sys_bpf(cmd: libc::c_int, attr: &mut Attr) -> std::io::Result<libc::c_long> {
+    // SAFETY: `attr` is a valid, writable buffer of the size we pass; any
+    // pointers stored in it (by the callers) point to live memory for the
+    // duration of the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut Attr as *mut libc::c_void,
+            std::mem::size_of::<Attr>() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
+fn fd_from(rc: libc::c_long) -> OwnedFd {
+    // SAFETY: the bpf() commands we call return a new fd that nobody else owns.
+    unsafe { OwnedFd::from_raw_fd(rc as libc::c_int) }
+}
+
+fn hint(op: &'static str, e: std::io::Error) -> NicError {
+    if e.raw_os_error() == Some(libc::EPERM) {
+        return NicError::Unsupported(format!(
+            "{op}: {e} (AF_XDP needs root, or CAP_BPF + CAP_NET_ADMIN + CAP_NET_RAW)"
+        ));
+    }
+    NicError::Os { op, source: e }
+}
+
+/// A BPF_MAP_TYPE_XSKMAP with `entries` slots (one per RX queue).
+pub(super) fn create_xskmap(entries: u32) -> Result<OwnedFd, NicError> {
+    let mut a = Attr::new();
+    a.u32(0, BPF_MAP_TYPE_XSKMAP)
+        .u32(4, 4)
+        .u32(8, 4)
+        .u32(12, entries)
+        .name(28, "tas_xsks");
+    sys_bpf(BPF_MAP_CREATE, &mut a)
+        .map(fd_from)
+        .map_err(|e| hint("bpf(BPF_MAP_CREATE, XSKMAP)", e))
+}
+
+/// map[key] = value (BPF_ANY).
+pub(super) fn map_update(map: &OwnedFd, key: u32, value: u32) -> Result<(), NicError> {
+    let mut a = Attr::new();
+    a.u32(0, map.as_raw_fd() as u32)
+        .u64(8, &key as *const u32 as u64)
+        .u64(16, &value as *const u32 as u64)
+        .u64(24, 0);
+    sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a)
+        .map(drop)
+        .map_err(|e| hint("bpf(BPF_MAP_UPDATE_ELEM, XSKMAP)", e))
+}
+
+/// Loads [`redirect_program`] for `map`. On failure the verifier's log is
+/// part of the error.
+pub(super) fn load_redirect_program(map: &OwnedFd) -> Result<OwnedFd, NicError> {
+    let prog = redirect_program(map.as_raw_fd());
+    let license = b"Dual MIT/GPL\0";
+    let load = |log: Option<&mut [u8]>| {
+        let mut a = Attr::new();
+        a.u32(0, BPF_PROG_TYPE_XDP)
+            .u32(4, prog.len() as u32)
+            .u64(8, prog.as_ptr() as u64)
+            .u64(16, license.as_ptr() as u64)
+            .name(48, "tas_xsk_redir")
+            .u32(68, BPF_XDP); // expected_attach_type
+        if let Some(buf) = log {
+            a.u32(24, 1)
+                .u32(28, buf.len() as u32)
+                .u64(32, buf.as_mut_ptr() as u64);
+        }
+        sys_bpf(BPF_PROG_LOAD, &mut a).map(fd_from)
+    };
+    match load(None) {
+        Ok(fd) => Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Err(hint("bpf(BPF_PROG_LOAD)", e)),
+        Err(first) => {
+            // Load again with the verifier log on, to say why.
+            let mut buf = vec![0u8; 64 * 1024];
+            let again = load(Some(&mut buf));
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            let log = String::from_utf8_lossy(&buf[..end]);
+            match again {
+                Ok(fd) => Ok(fd),
+                Err(_) => Err(NicError::Unsupported(format!(
+                    "bpf(BPF_PROG_LOAD) of the XDP redirect program failed: {first}; verifier log:\n{log}"
+                ))),
+            }
+        }
+    }
+}
+
+/// Attaches `prog` to interface `ifindex` through a BPF link with the given
+/// XDP_FLAGS_* mode. The program stays attached while the returned fd is open.
+pub(super) fn attach_xdp(
+    prog: &OwnedFd,
+    ifindex: u32,
+    mode_flags: u32,
+) -> std::io::Result<OwnedFd> {
+    let mut a = Attr::new();
+    a.u32(0, prog.as_raw_fd() as u32)
+        .u32(4, ifindex)
+        .u32(8, BPF_XDP)
+        .u32(12, mode_flags);
+    sys_bpf(BPF_LINK_CREATE, &mut a).map(fd_from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn program_encoding() {
+        let p = redirect_program(7);
+        let bytes: Vec<u8> = p
+            .iter()
+            .flat_map(|i| {
+                let mut b = vec![i.code, i.regs];
+                b.extend_from_slice(&i.off.to_le_bytes());
+                b.extend_from_slice(&i.imm.to_le_bytes());
+                b
+            })
+            .collect();
+        if cfg!(target_endian = "little") {
+            // As llvm-objdump prints it for the equivalent C program.
+            let want: [u8; 48] = [
+                0x61, 0x12, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, // r2 = *(u32 *)(r1 + 0x10)
+                0x18, 0x11, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00, // r1 = map fd 7 ll
+                0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //
+                0xb7, 0x03, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, // r3 = 2
+                0x85, 0x00, 0x00, 0x00, 0x33, 0x00, 0x00, 0x00, // call 51
+                0x95, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // exit
+            ];
+            assert_eq!(bytes, want);
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! NIC backends behind one narrow, batched trait.
+//!
+//! Every backend moves whole Ethernet frames in batches: [`Nic::recv`] fills a
+//! caller-owned [`FrameBatch`], [`Nic::send`] drains one. Frames carry complete
+//! checksums (no offload is assumed). The batch memory is allocated once, when
+//! the poll loop starts, so the per-packet path never allocates.
+
+#[cfg(target_os = "linux")]
+pub mod af_packet;
+#[cfg(target_os = "linux")]
+pub mod af_xdp;
+pub mod memory;
+
+use std::os::fd::RawFd;
+
+/// Largest frame a batch slot holds (1500-byte MTU + Ethernet header, rounded up).
+pub const FRAME_SLOT: usize = 2048;
+
+/// Errors a backend reports. Transient conditions (would block, ring full) are
+/// not errors: `recv` returns 0 frames and `send` returns fewer than offered.
+#[derive(Debug, thiserror::Error)]
+pub enum NicError {
+    #[error("interface {0}: not found")]
+    NoSuchInterface(String),
+    #[error("{op} failed: {source}")]
+    Os {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A fixed-capacity batch of frames in one preallocated slab.
+pub struct FrameBatch {
+    slab: Box<[u8]>,
+    lens: Box<[u16]>,
+    count: usize,
+}
+
+impl FrameBatch {
+    /// A batch of `capacity` frame slots of [`FRAME_SLOT`] bytes each.
+    pub fn new(capacity: usize) -> Self {
+        FrameBatch {
+            slab: vec![0u8; capacity * FRAME_SLOT].into_boxed_slice(),
+            lens: vec![0u16; capacity].into_boxed_slice(),
+            count: 0,
+        }
+    }
+    pub fn capacity(&self) -> usize {
+        self.lens.len()
+    }
+    pub fn len(&self) -> usize {
+        self.count
+    }
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+    pub fn is_full(&self) -> bool {
+        self.count == self.lens.len()
+    }
+    pub fn clear(&mut self) {
+        self.count = 0;
+    }
+    /// Frame `i` (`i < len()`).
+    pub fn frame(&self, i: usize) -> &[u8] {
+        let l = self.lens[i] as usize;
+        &self.slab[i * FRAME_SLOT..i * FRAME_SLOT + l]
+    }
+    /// Mutable view of frame `i` (`i < len()`).
+    pub fn frame_mut(&mut self, i: usize) -> &mut [u8] {
+        let l = self.lens[i] as usize;
+        &mut self.slab[i * FRAME_SLOT..i * FRAME_SLOT + l]
+    }
+    /// Appends a frame written by `fill` into a fresh slot; `fill` returns the
+    /// frame's length (0 = nothing written). Returns false when the batch is full.
+    #[inline]
+    pub fn push_with(&mut self, fill: impl FnOnce(&mut [u8]) -> usize) -> bool {
+        if self.is_full() {
+            return false;
+        }
+        let i = self.count;
+        let slot = &mut self.slab[i * FRAME_SLOT..(i + 1) * FRAME_SLOT];
+        let n = fill(slot).min(FRAME_SLOT);
+        if n == 0 {
+            return true;
+        }
+        self.lens[i] = n as u16;
+        self.count += 1;
+        true
+    }
+    /// Appends a copy of `frame` (truncated to a slot). False when full.
+    pub fn push(&mut self, frame: &[u8]) -> bool {
+        self.push_with(|slot| {
+            let n = frame.len().min(slot.len());
+            slot[..n].copy_from_slice(&frame[..n]);
+            n
+        })
+    }
+    /// Removes the first `n` frames, keeping the rest in order.
+    pub fn consume_front(&mut self, n: usize) {
+        let n = n.min(self.count);
+        if n == 0 {
+            return;
+        }
+        let rest = self.count - n;
+        self.slab
+            .copy_within(n * FRAME_SLOT..self.count * FRAME_SLOT, 0);
+        self.lens.copy_within(n..self.count, 0);
+        self.count = rest;
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.count).map(move |i| self.frame(i))
+    }
+}
+
+/// A network interface as the fast path sees it.
+pub trait Nic: Send {
+    /// Receives up to `batch.capacity() - batch.len()` frames, appending them.
+    /// Returns how many were appended (0 when nothing is waiting).
+    fn recv(&mut self, batch: &mut FrameBatch) -> Result<usize, NicError>;
+    /// Transmits frames from the front of `batch`; returns how many were
+    /// taken (the caller removes them with `consume_front`).
+    fn send(&mut self, batch: &FrameBatch) -> Result<usize, NicError>;
+    /// The interface's MAC address.
+    fn mac(&self) -> [u8; 6];
+    /// The interface MTU (IP packet size, without the Ethernet header).
+    fn mtu(&self) -> usize;
+    /// A file descriptor that becomes readable when frames arrive, for
+    /// blocking waits; `None` if the backend cannot block.
+    fn wait_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// Short name for logs and `tasctl status`.
+    fn kind(&self) -> &'static str;
+}

@@ -1,0 +1,382 @@
+//! Whole Ethernet + IPv4 + TCP frames: building and parsing in one step.
+
+use super::eth::{self, EthFrame};
+use super::ipv4::{self, Ipv4Packet, Ipv4Repr};
+use super::tcp::{TcpRepr, TcpSegment};
+use super::{checksum, WireError};
+
+/// Offset of the IPv4 header in a frame.
+const IP_OFF: usize = eth::HDR_LEN;
+/// Offset of the TCP header in a frame built by [`tcp_headers`].
+const TCP_OFF: usize = eth::HDR_LEN + ipv4::HDR_LEN;
+
+/// Ethernet and IPv4 fields of a TCP frame to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHdr {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src_ip: u32,
+    pub dst_ip: u32,
+    pub ttl: u8,
+    pub ecn: u8,
+    pub ident: u16,
+}
+
+/// Write Ethernet, IPv4 (DF set, total length covering `payload_len`,
+/// checksum filled) and TCP headers (checksum 0) into `buf`. Returns the
+/// offset of the payload. `BufferTooSmall` if `buf` cannot hold headers and
+/// payload; `BadTotalLen` if the IP packet would exceed 65535 bytes.
+/// Copy the payload in, then call [`tcp_finish`].
+#[inline]
+pub fn tcp_headers(
+    buf: &mut [u8],
+    h: &FrameHdr,
+    t: &TcpRepr,
+    payload_len: usize,
+) -> Result<usize, WireError> {
+    let tcp_len = t.header_len();
+    let seg_len = tcp_len
+        .checked_add(payload_len)
+        .ok_or(WireError::BadTotalLen)?;
+    if seg_len > u16::MAX as usize - ipv4::HDR_LEN {
+        return Err(WireError::BadTotalLen);
+    }
+    if buf.len() < TCP_OFF + seg_len {
+        return Err(WireError::BufferTooSmall);
+    }
+    eth::emit(buf, h.dst_mac, h.src_mac, eth::ETHERTYPE_IPV4)?;
+    Ipv4Repr {
+        src: h.src_ip,
+        dst: h.dst_ip,
+        protocol: ipv4::PROTO_TCP,
+        ttl: h.ttl,
+        ecn: h.ecn,
+        ident: h.ident,
+        dont_fragment: true,
+        payload_len: seg_len as u16,
+    }
+    .emit(buf.get_mut(IP_OFF..).ok_or(WireError::BufferTooSmall)?)?;
+    t.emit(buf.get_mut(TCP_OFF..).ok_or(WireError::BufferTooSmall)?)?;
+    Ok(TCP_OFF + tcp_len)
+}
+
+/// Compute and write the TCP checksum of a frame built by [`tcp_headers`]
+/// once its payload is in place (`frame_len` = payload offset + payload
+/// length). The segment is the one the IPv4 header describes, which must
+/// lie within `frame_len` (trailing Ethernet padding is allowed). Does
+/// nothing if the frame is malformed.
+#[inline]
+pub fn tcp_finish(buf: &mut [u8], frame_len: usize) {
+    let Some(frame) = buf.get_mut(..frame_len) else {
+        return;
+    };
+    let Some((_, pkt)) = frame.split_at_mut_checked(IP_OFF) else {
+        return;
+    };
+    let Some(ip) = pkt.first_chunk::<{ ipv4::HDR_LEN }>() else {
+        return;
+    };
+    if ip[0] >> 4 != 4 {
+        return;
+    }
+    let ihl = (ip[0] & 0x0f) as usize * 4;
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    if ihl < ipv4::HDR_LEN || total < ihl {
+        return;
+    }
+    let Some(seg) = pkt.get_mut(ihl..total) else {
+        return;
+    };
+    let Some(ck) = seg.get_mut(16..18) else {
+        return;
+    };
+    ck.fill(0);
+    let c = checksum::tcp(src, dst, seg);
+    if let Some(ck) = seg.get_mut(16..18) {
+        ck.copy_from_slice(&c.to_be_bytes());
+    }
+}
+
+/// Build a complete frame with `payload` (headers, copy, checksum). Returns the frame length.
+#[inline]
+pub fn tcp_frame(
+    buf: &mut [u8],
+    h: &FrameHdr,
+    t: &TcpRepr,
+    payload: &[u8],
+) -> Result<usize, WireError> {
+    let off = tcp_headers(buf, h, t, payload.len())?;
+    let end = off + payload.len();
+    buf.get_mut(off..end)
+        .ok_or(WireError::BufferTooSmall)?
+        .copy_from_slice(payload);
+    tcp_finish(buf, end);
+    Ok(end)
+}
+
+/// Parsed view of an Ethernet/IPv4/TCP frame, the fast path's entry point.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpFrame<'a> {
+    pub eth: EthFrame<'a>,
+    pub ip: Ipv4Packet<'a>,
+    pub tcp: TcpSegment<'a>,
+}
+
+/// Parse a frame down to TCP. Non-IPv4, non-TCP and fragmented packets are
+/// `Unsupported`. The IPv4 header checksum is verified, the TCP checksum is
+/// not (see [`super::tcp::verify_checksum`]).
+#[inline]
+pub fn parse_tcp_frame<'a>(buf: &'a [u8]) -> Result<TcpFrame<'a>, WireError> {
+    let eth = EthFrame::parse(buf)?;
+    if eth.ethertype() != eth::ETHERTYPE_IPV4 {
+        return Err(WireError::Unsupported);
+    }
+    let ip = Ipv4Packet::parse(eth.payload())?;
+    if ip.protocol() != ipv4::PROTO_TCP || ip.is_fragment() {
+        return Err(WireError::Unsupported);
+    }
+    let tcp = TcpSegment::parse(ip.payload())?;
+    Ok(TcpFrame { eth, ip, tcp })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::tcp::{self, TcpOptions};
+    use crate::wire::testutil::{ref_checksum, Rng};
+
+    fn hdr() -> FrameHdr {
+        FrameHdr {
+            src_mac: [0x02, 0, 0, 0, 0, 1],
+            dst_mac: [0x02, 0, 0, 0, 0, 2],
+            src_ip: 0xc612_0001,
+            dst_ip: 0xc612_0002,
+            ttl: 64,
+            ecn: ipv4::ECN_ECT0,
+            ident: 7,
+        }
+    }
+
+    fn repr() -> TcpRepr {
+        TcpRepr {
+            src_port: 6379,
+            dst_port: 40000,
+            seq: 1000,
+            ack: 2000,
+            flags: tcp::ACK | tcp::PSH,
+            window: 512,
+            options: TcpOptions {
+                timestamp: Some((11, 22)),
+                sack_blocks: [(5, 6), (0, 0), (0, 0), (0, 0)],
+                sack_count: 1,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn build(payload: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; 1600];
+        let n = tcp_frame(&mut buf, &hdr(), &repr(), payload).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn round_trip() {
+        let payload: Vec<u8> = (0..=200u8).collect();
+        let f = build(&payload);
+        assert_eq!(f.len(), 14 + 20 + 20 + 24 + payload.len());
+        let p = parse_tcp_frame(&f).unwrap();
+        assert_eq!(p.eth.src(), hdr().src_mac);
+        assert_eq!(p.eth.dst(), hdr().dst_mac);
+        assert_eq!(p.ip.src(), hdr().src_ip);
+        assert_eq!(p.ip.dst(), hdr().dst_ip);
+        assert_eq!(p.ip.ttl(), 64);
+        assert_eq!(p.ip.ecn(), ipv4::ECN_ECT0);
+        assert_eq!(p.ip.ident(), 7);
+        assert!(p.ip.dont_fragment());
+        assert_eq!(p.ip.total_len(), f.len() - 14);
+        assert_eq!(p.tcp.repr().unwrap(), repr());
+        assert_eq!(p.tcp.payload(), &payload[..]);
+        assert!(tcp::verify_checksum(p.ip.src(), p.ip.dst(), p.ip.payload()));
+        // Independent reference checksum over pseudo header + segment.
+        let seg = &f[34..];
+        let mut ph = Vec::new();
+        ph.extend_from_slice(&[198, 18, 0, 1, 198, 18, 0, 2, 0, 6]);
+        ph.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+        ph.extend_from_slice(seg);
+        assert_eq!(ref_checksum(&ph), 0);
+        assert_eq!(ref_checksum(&f[14..34]), 0);
+    }
+
+    #[test]
+    fn odd_and_empty_payloads_with_padding() {
+        for len in [0usize, 1, 2, 3, 5, 1447] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 1) as u8).collect();
+            let mut f = build(&payload);
+            // Ethernet padding after the frame must not change anything.
+            f.extend_from_slice(&[0xee; 6]);
+            let p = parse_tcp_frame(&f).unwrap();
+            assert_eq!(p.tcp.payload(), &payload[..]);
+            assert!(tcp::verify_checksum(p.ip.src(), p.ip.dst(), p.ip.payload()));
+        }
+    }
+
+    #[test]
+    fn finish_with_padding_in_frame_len() {
+        let mut buf = [0u8; 128];
+        let off = tcp_headers(&mut buf, &hdr(), &repr(), 2).unwrap();
+        buf[off..off + 2].copy_from_slice(b"hi");
+        buf[off + 2..off + 10].fill(0x55);
+        tcp_finish(&mut buf, off + 10);
+        let p = parse_tcp_frame(&buf[..off + 10]).unwrap();
+        assert!(tcp::verify_checksum(p.ip.src(), p.ip.dst(), p.ip.payload()));
+    }
+
+    #[test]
+    fn headers_errors() {
+        let need = 14 + 20 + repr().header_len() + 10;
+        for n in 0..need {
+            let mut buf = vec![0u8; n];
+            assert_eq!(
+                tcp_headers(&mut buf, &hdr(), &repr(), 10),
+                Err(WireError::BufferTooSmall)
+            );
+        }
+        let mut buf = vec![0u8; need];
+        assert_eq!(tcp_headers(&mut buf, &hdr(), &repr(), 10), Ok(need - 10));
+        assert_eq!(
+            tcp_headers(&mut buf, &hdr(), &repr(), usize::MAX),
+            Err(WireError::BadTotalLen)
+        );
+        assert_eq!(
+            tcp_headers(&mut buf, &hdr(), &repr(), 65535),
+            Err(WireError::BadTotalLen)
+        );
+        // Largest IP packet is fine (given a big enough buffer).
+        let max_payload = 65535 - 20 - repr().header_len();
+        let mut big = vec![0u8; 14 + 65535];
+        assert!(tcp_headers(&mut big, &hdr(), &repr(), max_payload).is_ok());
+        assert_eq!(
+            tcp_headers(&mut big, &hdr(), &repr(), max_payload + 1),
+            Err(WireError::BadTotalLen)
+        );
+        tcp_finish(&mut big, 14 + 65535);
+        let p = parse_tcp_frame(&big).unwrap();
+        assert!(tcp::verify_checksum(p.ip.src(), p.ip.dst(), p.ip.payload()));
+    }
+
+    #[test]
+    fn finish_never_panics() {
+        let good = build(b"payload");
+        // Any frame_len, including beyond the buffer and below the headers.
+        for n in 0..good.len() + 10 {
+            let mut b = good.clone();
+            tcp_finish(&mut b, n);
+            if n < good.len() {
+                // Segment would extend past frame_len: untouched.
+                assert_eq!(b, good);
+            }
+        }
+        let mut rng = Rng::new(8);
+        let mut buf = [0u8; 100];
+        for _ in 0..300_000 {
+            let n = rng.below(buf.len() + 1);
+            rng.fill(&mut buf[..n]);
+            if rng.below(2) == 0 && n > 20 {
+                buf[14] = 0x40 | (rng.below(16) as u8);
+                buf[16..18].copy_from_slice(&(rng.below(100) as u16).to_be_bytes());
+            }
+            let fl = rng.below(120);
+            tcp_finish(&mut buf[..n], fl);
+        }
+    }
+
+    #[test]
+    fn unsupported_and_errors() {
+        let good = build(b"abc");
+        let fix_ip = |b: &mut Vec<u8>| {
+            b[24] = 0;
+            b[25] = 0;
+            let c = checksum::ipv4_header(&b[14..34]);
+            b[24..26].copy_from_slice(&c.to_be_bytes());
+        };
+        let mut b = good.clone();
+        b[12..14].copy_from_slice(&eth::ETHERTYPE_ARP.to_be_bytes());
+        assert_eq!(parse_tcp_frame(&b).unwrap_err(), WireError::Unsupported);
+        let mut b = good.clone();
+        b[23] = ipv4::PROTO_UDP;
+        fix_ip(&mut b);
+        assert_eq!(parse_tcp_frame(&b).unwrap_err(), WireError::Unsupported);
+        for frag in [0x2000u16, 0x0001, 0x6000, 0x40ff] {
+            let mut b = good.clone();
+            b[20..22].copy_from_slice(&frag.to_be_bytes());
+            fix_ip(&mut b);
+            assert_eq!(parse_tcp_frame(&b).unwrap_err(), WireError::Unsupported);
+        }
+        let mut b = good.clone();
+        b[22] ^= 1; // TTL without fixing checksum
+        assert_eq!(parse_tcp_frame(&b).unwrap_err(), WireError::BadChecksum);
+        let mut b = good.clone();
+        b[14 + 20 + 12] = 0x40;
+        assert_eq!(parse_tcp_frame(&b).unwrap_err(), WireError::BadHeaderLen);
+        // A bad TCP checksum still parses (the caller verifies).
+        let mut b = good.clone();
+        let last = b.len() - 1;
+        b[last] ^= 0xff;
+        let p = parse_tcp_frame(&b).unwrap();
+        assert!(!tcp::verify_checksum(
+            p.ip.src(),
+            p.ip.dst(),
+            p.ip.payload()
+        ));
+    }
+
+    #[test]
+    fn every_truncation() {
+        let good = build(b"some payload bytes");
+        let hdrs = 14 + 20 + repr().header_len();
+        for n in 0..good.len() {
+            // The IP total length covers the whole frame, so every strict
+            // prefix is truncated.
+            assert_eq!(
+                parse_tcp_frame(&good[..n]).unwrap_err(),
+                WireError::Truncated,
+                "{n}"
+            );
+        }
+        assert!(hdrs < good.len());
+        assert!(parse_tcp_frame(&good).is_ok());
+    }
+
+    #[test]
+    fn random_never_panics() {
+        let template = build(b"0123456789");
+        let mut rng = Rng::new(9);
+        let mut buf = vec![0u8; template.len() + 8];
+        let mut ok = 0;
+        for i in 0..300_000 {
+            let n = rng.below(buf.len() + 1);
+            if i % 2 == 0 {
+                rng.fill(&mut buf[..n]);
+            } else {
+                // Mutate a valid frame at a few random places.
+                buf[..template.len()].copy_from_slice(&template);
+                for _ in 0..1 + rng.below(3) {
+                    let at = rng.below(buf.len());
+                    buf[at] = rng.next_u32() as u8;
+                }
+            }
+            if let Ok(p) = parse_tcp_frame(&buf[..n]) {
+                ok += 1;
+                let _ = p.tcp.parse_options();
+                let _ = p.tcp.timestamp();
+                let _ = tcp::verify_checksum(p.ip.src(), p.ip.dst(), p.ip.payload());
+                assert!(p.tcp.payload().len() <= n);
+            }
+        }
+        assert!(ok > 1000, "{ok}");
+    }
+}

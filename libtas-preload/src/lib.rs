@@ -1,0 +1,1 @@
+//! App side of TAS (low-level API). Work in progress.

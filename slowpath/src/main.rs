@@ -1,0 +1,2 @@
+//! `tasd`: the TAS daemon (slow path). Work in progress.
+fn main() {}
