@@ -77,6 +77,132 @@ pub struct AppCmd {
 const _: () = assert!(std::mem::size_of::<AppEvent>() == 32);
 const _: () = assert!(std::mem::size_of::<AppCmd>() == 16);
 
+/// Control messages on the attach socket (a Unix `SOCK_SEQPACKET` socket,
+/// one [`CtlMsg`] per datagram). Connection setup and teardown go this way;
+/// data never does.
+pub mod ctl {
+    // app -> service
+    /// `arg[0]` = ABI version. Answered by `HELLO_OK` with fds attached.
+    pub const HELLO: u32 = 1;
+    /// `arg` = [port, backlog, rx_size, tx_size, flags]; answered by `RESULT`
+    /// whose `listener` names the new listener.
+    pub const LISTEN: u32 = 2;
+    /// `arg` = [remote_ip, remote_port, local_port (0: ephemeral), rx_size,
+    /// tx_size]; `info.opaque` = the app's id for the flow. Answered by
+    /// `CONNECTED` (err 0) or `RESULT` with an errno.
+    pub const CONNECT: u32 = 3;
+    /// `flow`: the app is done with the flow. Its FIN was requested through
+    /// the fast path; the service finishes the close and answers `RELEASED`.
+    pub const CLOSE: u32 = 4;
+    /// `flow`: reset the connection now (RST) and release it.
+    pub const ABORT: u32 = 5;
+    /// `listener`: stop listening; pending connections are reset.
+    pub const UNLISTEN: u32 = 6;
+    /// `listener`, `arg[0]` = connections the app will take (accept credit).
+    pub const ACCEPT: u32 = 7;
+
+    // service -> app
+    /// `arg` = [region size, event ring capacity, cmd ring capacity,
+    /// event ring offset, cmd ring offset]; fds: region memfd, app eventfd
+    /// (service kicks app), core eventfd (app kicks service).
+    pub const HELLO_OK: u32 = 101;
+    /// Answer to a request (`req`): `err` 0 or an errno, `listener` if any.
+    pub const RESULT: u32 = 102;
+    /// Active open finished: `req`, `info`.
+    pub const CONNECTED: u32 = 103;
+    /// A connection on `listener` is established: `info`.
+    pub const ACCEPTED: u32 = 104;
+    /// `flow` was reset or timed out: `err` = ECONNRESET / ETIMEDOUT / EPIPE.
+    pub const RESET: u32 = 105;
+    /// `flow` is gone from the service; its ring memory is released.
+    pub const RELEASED: u32 = 106;
+
+    /// LISTEN flag: share the port with other listeners (SO_REUSEPORT).
+    pub const F_REUSEPORT: u32 = 1;
+}
+
+/// A connection as the app sees it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowInfo {
+    pub flow: u32,
+    pub local_ip: u32,
+    pub remote_ip: u32,
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// RX ring offset and length in the app's region.
+    pub rx_base: u32,
+    pub rx_len: u32,
+    /// TX ring offset and length in the app's region.
+    pub tx_base: u32,
+    pub tx_len: u32,
+    /// Sequence number of the first payload byte from the peer.
+    pub rx_seq: u32,
+    /// Sequence number of our first payload byte.
+    pub tx_seq: u32,
+    pub mss: u32,
+    pub opaque: u64,
+}
+
+/// One control message (fixed size).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CtlMsg {
+    pub kind: u32,
+    /// Request id chosen by the app, echoed in answers.
+    pub req: u32,
+    /// 0 or a positive errno.
+    pub err: i32,
+    pub listener: u32,
+    pub flow: u32,
+    pub arg: [u32; 5],
+    pub info: FlowInfo,
+}
+
+const _: () = assert!(std::mem::size_of::<FlowInfo>() == 56);
+const _: () = assert!(std::mem::size_of::<CtlMsg>() == 96);
+
+impl CtlMsg {
+    pub fn new(kind: u32) -> Self {
+        CtlMsg { kind, ..Default::default() }
+    }
+    /// The message as bytes, for the socket.
+    pub fn as_bytes(&self) -> [u8; std::mem::size_of::<CtlMsg>()] {
+        let mut b = [0u8; std::mem::size_of::<CtlMsg>()];
+        // SAFETY: CtlMsg is repr(C) plain integers with no padding (sizes
+        // asserted above), so its bytes are initialised.
+        unsafe { std::ptr::copy_nonoverlapping(self as *const CtlMsg as *const u8, b.as_mut_ptr(), b.len()) };
+        b
+    }
+    /// Parses a received datagram; None unless it is exactly one message.
+    pub fn from_bytes(b: &[u8]) -> Option<CtlMsg> {
+        if b.len() != std::mem::size_of::<CtlMsg>() {
+            return None;
+        }
+        let mut m = CtlMsg::default();
+        // SAFETY: any bit pattern is a valid CtlMsg (integers only); the
+        // length was checked.
+        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), &mut m as *mut CtlMsg as *mut u8, b.len()) };
+        Some(m)
+    }
+}
+
+/// Header at offset 0 of an app's shared region.
+#[repr(C)]
+pub struct RegionHeader {
+    pub magic: u64,
+    pub version: u32,
+    /// Non-zero while the fast-path core sleeps: an app that queued a
+    /// command then kicks the core's eventfd.
+    pub core_sleeping: std::sync::atomic::AtomicU32,
+    /// Non-zero while the app waits on its eventfd: the core kicks it.
+    pub app_waiting: std::sync::atomic::AtomicU32,
+    pub _pad: u32,
+}
+
+/// `RegionHeader::magic`.
+pub const REGION_MAGIC: u64 = 0x5441_535f_5245_4731; // "TAS_REG1"
+
 /// An entry type that may live in a shared ring.
 ///
 /// # Safety
