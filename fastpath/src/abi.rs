@@ -203,6 +203,35 @@ pub struct RegionHeader {
 /// `RegionHeader::magic`.
 pub const REGION_MAGIC: u64 = 0x5441_535f_5245_4731; // "TAS_REG1"
 
+/// Where things are in an app's region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionLayout {
+    pub size: u32,
+    pub event_off: u32,
+    pub event_cap: u32,
+    pub cmd_off: u32,
+    pub cmd_cap: u32,
+    /// Payload rings live in `payload_off..size`.
+    pub payload_off: u32,
+}
+
+impl RegionLayout {
+    /// The layout for a region of `size` bytes with the given ring sizes;
+    /// None if they do not fit.
+    pub fn new(size: u32, event_cap: u32, cmd_cap: u32) -> Option<Self> {
+        let event_off = 64u32;
+        let cmd_off = event_off.checked_add(event_cap.checked_mul(std::mem::size_of::<AppEvent>() as u32)?)?;
+        let end = cmd_off.checked_add(cmd_cap.checked_mul(std::mem::size_of::<AppCmd>() as u32)?)?;
+        let payload_off = end.checked_add(4095)? & !4095;
+        if payload_off >= size || event_cap == 0 || cmd_cap == 0 {
+            return None;
+        }
+        Some(RegionLayout { size, event_off, event_cap, cmd_off, cmd_cap, payload_off })
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<RegionHeader>() <= 64);
+
 /// An entry type that may live in a shared ring.
 ///
 /// # Safety

@@ -21,6 +21,7 @@ pub mod engine;
 pub mod flow;
 pub mod flowtable;
 pub mod nic;
+pub mod poll;
 pub mod sched;
 pub mod seq;
 pub mod wire;

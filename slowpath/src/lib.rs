@@ -9,3 +9,6 @@
 //! fast path's), or trust anything an app sends.
 
 pub mod stack;
+pub mod apps;
+pub mod config;
+pub mod daemon;

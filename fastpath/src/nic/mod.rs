@@ -135,3 +135,25 @@ pub trait Nic: Send {
     /// Short name for logs and `tasctl status`.
     fn kind(&self) -> &'static str;
 }
+
+/// A backend chosen at run time.
+impl Nic for Box<dyn Nic> {
+    fn recv(&mut self, batch: &mut FrameBatch) -> Result<usize, NicError> {
+        (**self).recv(batch)
+    }
+    fn send(&mut self, batch: &FrameBatch) -> Result<usize, NicError> {
+        (**self).send(batch)
+    }
+    fn mac(&self) -> [u8; 6] {
+        (**self).mac()
+    }
+    fn mtu(&self) -> usize {
+        (**self).mtu()
+    }
+    fn wait_fd(&self) -> Option<RawFd> {
+        (**self).wait_fd()
+    }
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+}
