@@ -1,1 +1,616 @@
-//! App side of TAS (low-level API). Work in progress.
+//! # tas — the app side of TAS
+//!
+//! Owns: the low-level API ([`Tas`]): attaching to `tasd`, listen/accept,
+//! connect, send and receive on the per-flow rings in shared memory, and
+//! waiting for events (spin briefly, then block on the eventfd).
+//!
+//! Must not: export C symbols (the `LD_PRELOAD` shim is a separate `cdylib`
+//! that builds on this crate, so linking this library never hijacks a Rust
+//! program's own `socket()`), or trust that the daemon is alive — every call
+//! reports a dead daemon as an error.
+
+use nix::sys::socket::{
+    connect as sock_connect, recv, recvmsg, sendmsg, socket, AddressFamily, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType, UnixAddr,
+};
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tas_fastpath::abi::{cmd, ctl, event, AppCmd, AppEvent, CtlMsg, FlowInfo, RegionHeader, RingConsumer, RingProducer, ABI_VERSION, REGION_MAGIC};
+
+/// Default attach socket (overridden by `TAS_SOCKET`).
+pub const DEFAULT_SOCKET: &str = "/run/tas/tasd.sock";
+
+/// How long [`Tas::wait`] spins before blocking on the eventfd.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// A connection (the service's flow id).
+pub type ConnId = u32;
+/// A listening port registration.
+pub type ListenerId = u32;
+
+/// A connection's state as the app tracks it.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    pub info: FlowInfo,
+    rx_read: u32,
+    rx_end: u32,
+    rx_fin: bool,
+    tx_written: u32,
+    tx_acked: u32,
+    tx_fin: bool,
+    fin_acked: bool,
+    closed: bool,
+    released: bool,
+    error: Option<i32>,
+}
+
+impl Conn {
+    fn new(info: FlowInfo) -> Self {
+        Conn {
+            info,
+            rx_read: info.rx_seq,
+            rx_end: info.rx_seq,
+            rx_fin: false,
+            tx_written: info.tx_seq,
+            tx_acked: info.tx_seq,
+            tx_fin: false,
+            fin_acked: false,
+            closed: false,
+            released: false,
+            error: None,
+        }
+    }
+    fn apply(&mut self, ev: &AppEvent) {
+        // Sequence numbers only move forward (mod 2^32).
+        if (ev.rx_seq.wrapping_sub(self.rx_end) as i32) > 0 {
+            self.rx_end = ev.rx_seq;
+        }
+        if (ev.tx_acked_seq.wrapping_sub(self.tx_acked) as i32) > 0 {
+            self.tx_acked = ev.tx_acked_seq;
+        }
+        if ev.flags & event::F_RX_FIN != 0 {
+            self.rx_fin = true;
+        }
+        if ev.flags & event::F_TX_FIN_ACKED != 0 {
+            self.fin_acked = true;
+        }
+    }
+    /// Bytes waiting to be read.
+    pub fn rx_available(&self) -> u32 {
+        self.rx_end.wrapping_sub(self.rx_read)
+    }
+    /// Room in the send ring.
+    pub fn tx_free(&self) -> u32 {
+        self.info.tx_len - self.tx_written.wrapping_sub(self.tx_acked)
+    }
+    /// Bytes written but not yet acknowledged by the peer.
+    pub fn tx_unacked(&self) -> u32 {
+        self.tx_written.wrapping_sub(self.tx_acked)
+    }
+    /// The peer closed its side and everything before its FIN was read.
+    pub fn at_eof(&self) -> bool {
+        self.rx_fin && self.rx_available() == 0
+    }
+    /// ECONNRESET, ETIMEDOUT, ... once the connection failed.
+    pub fn error(&self) -> Option<i32> {
+        self.error
+    }
+}
+
+#[derive(Default)]
+struct Listener {
+    ready: VecDeque<FlowInfo>,
+}
+
+/// An attachment to `tasd`: one context (queue pair) and one shared region.
+pub struct Tas {
+    sock: OwnedFd,
+    map: memmap2::MmapMut,
+    events: RingConsumer<AppEvent>,
+    cmds: RingProducer<AppCmd>,
+    app_wake: OwnedFd,
+    core_wake: OwnedFd,
+    conns: HashMap<ConnId, Conn>,
+    orphans: HashMap<ConnId, AppEvent>,
+    listeners: HashMap<ListenerId, Listener>,
+    replies: VecDeque<CtlMsg>,
+    backlog: VecDeque<AppCmd>,
+    next_req: u32,
+    dead: bool,
+}
+
+fn errno(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+fn dead() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "tasd is gone (attach socket closed)")
+}
+
+/// The attach socket path: `TAS_SOCKET` or the default.
+pub fn socket_path() -> PathBuf {
+    std::env::var_os("TAS_SOCKET").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
+impl Tas {
+    /// Attaches at [`socket_path`].
+    pub fn attach() -> io::Result<Tas> {
+        Self::attach_at(&socket_path())
+    }
+
+    /// Attaches to the daemon listening at `path`.
+    pub fn attach_at(path: &Path) -> io::Result<Tas> {
+        let sock = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None)?;
+        let addr = UnixAddr::new(path)?;
+        sock_connect(sock.as_raw_fd(), &addr).map_err(|e| {
+            io::Error::new(io::Error::from(e).kind(), format!("cannot reach tasd at {}: {e}", path.display()))
+        })?;
+        let mut hello = CtlMsg::new(ctl::HELLO);
+        hello.arg[0] = ABI_VERSION;
+        sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(&hello.as_bytes())], &[], MsgFlags::MSG_NOSIGNAL, None)?;
+        let mut buf = [0u8; 256];
+        let mut cspace = nix::cmsg_space!([RawFd; 3]);
+        let (n, fds) = {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cspace), MsgFlags::MSG_CMSG_CLOEXEC)?;
+            let mut fds = Vec::new();
+            for c in msg.cmsgs()? {
+                if let ControlMessageOwned::ScmRights(f) = c {
+                    fds.extend(f);
+                }
+            }
+            (msg.bytes, fds)
+        };
+        // SAFETY: the fds arrived by SCM_RIGHTS and are ours now.
+        let owned: Vec<OwnedFd> = fds.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }).collect();
+        let m = CtlMsg::from_bytes(&buf[..n]).ok_or_else(|| io::Error::other("tasd sent a malformed reply"))?;
+        if m.kind == ctl::RESULT && m.err != 0 {
+            return Err(errno(m.err));
+        }
+        if m.kind != ctl::HELLO_OK || owned.len() != 3 {
+            return Err(io::Error::other("tasd refused the attach"));
+        }
+        let [size, event_cap, cmd_cap, event_off, cmd_off] = m.arg;
+        let mut it = owned.into_iter();
+        let (memfd, app_wake, core_wake) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        // SAFETY: the memfd is the daemon's region of `size` bytes; the
+        // mapping is shared and lives as long as this `Tas`.
+        let mut map = unsafe { memmap2::MmapOptions::new().len(size as usize).map_mut(&memfd)? };
+        let ev_end = event_off as u64 + event_cap as u64 * 32;
+        let cmd_end = cmd_off as u64 + cmd_cap as u64 * 16;
+        if ev_end > size as u64 || cmd_end > size as u64 || event_off < 64 || cmd_off < 64 {
+            return Err(io::Error::other("tasd announced a region layout that does not fit"));
+        }
+        let base = map.as_mut_ptr();
+        // SAFETY: offsets were checked against the mapping's size above.
+        let (events, cmds) = unsafe {
+            (
+                RingConsumer::new(base.add(event_off as usize), event_cap),
+                RingProducer::new(base.add(cmd_off as usize), cmd_cap),
+            )
+        };
+        let t = Tas {
+            sock,
+            map,
+            events,
+            cmds,
+            app_wake,
+            core_wake,
+            conns: HashMap::new(),
+            orphans: HashMap::new(),
+            listeners: HashMap::new(),
+            replies: VecDeque::new(),
+            backlog: VecDeque::new(),
+            next_req: 1,
+            dead: false,
+        };
+        if t.header().magic != REGION_MAGIC {
+            return Err(io::Error::other("shared region has a bad magic number"));
+        }
+        Ok(t)
+    }
+
+    fn header(&self) -> &RegionHeader {
+        // SAFETY: the region starts with a RegionHeader (checked magic).
+        unsafe { &*(self.map.as_ptr() as *const RegionHeader) }
+    }
+
+    /// The eventfd that becomes readable when the service has news for us
+    /// (after [`Tas::prepare_block`]); for callers with their own poll loop.
+    pub fn event_fd(&self) -> RawFd {
+        self.app_wake.as_raw_fd()
+    }
+
+    /// The control socket fd (readable when a control message waits).
+    pub fn control_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    fn request(&mut self, mut m: CtlMsg) -> io::Result<u32> {
+        if self.dead {
+            return Err(dead());
+        }
+        let req = self.next_req;
+        self.next_req = self.next_req.wrapping_add(1).max(1);
+        m.req = req;
+        sendmsg::<()>(self.sock.as_raw_fd(), &[IoSlice::new(&m.as_bytes())], &[], MsgFlags::MSG_NOSIGNAL, None)
+            .map_err(|_| {
+                self.dead = true;
+                dead()
+            })?;
+        Ok(req)
+    }
+
+    /// Waits for the answer to request `req`.
+    fn reply(&mut self, req: u32) -> io::Result<CtlMsg> {
+        loop {
+            if let Some(i) = self.replies.iter().position(|m| m.req == req) {
+                return Ok(self.replies.remove(i).unwrap());
+            }
+            if self.dead {
+                return Err(dead());
+            }
+            self.wait(Some(Duration::from_millis(100)))?;
+        }
+    }
+
+    /// Listens on `port` (all our addresses).
+    pub fn listen(&mut self, port: u16, backlog: u32) -> io::Result<ListenerId> {
+        self.listen_with(port, backlog, 0, 0, false)
+    }
+
+    /// Listens with explicit ring sizes (0 = daemon default) and SO_REUSEPORT.
+    pub fn listen_with(&mut self, port: u16, backlog: u32, rx: u32, tx: u32, reuseport: bool) -> io::Result<ListenerId> {
+        let mut m = CtlMsg::new(ctl::LISTEN);
+        m.arg = [port as u32, backlog, rx, tx, if reuseport { ctl::F_REUSEPORT } else { 0 }];
+        let req = self.request(m)?;
+        let r = self.reply(req)?;
+        if r.err != 0 {
+            return Err(errno(r.err));
+        }
+        self.listeners.insert(r.listener, Listener::default());
+        Ok(r.listener)
+    }
+
+    /// Takes an established connection from a listener, if one is ready.
+    pub fn try_accept(&mut self, l: ListenerId) -> io::Result<Option<ConnId>> {
+        self.poll()?;
+        let lst = self.listeners.get_mut(&l).ok_or_else(|| errno(libc::EBADF))?;
+        let Some(info) = lst.ready.pop_front() else { return Ok(None) };
+        let mut m = CtlMsg::new(ctl::ACCEPT);
+        m.listener = l;
+        m.arg[0] = 1;
+        self.request(m)?;
+        Ok(Some(self.add_conn(info)))
+    }
+
+    /// Blocks until a connection arrives on `l`.
+    pub fn accept(&mut self, l: ListenerId) -> io::Result<ConnId> {
+        loop {
+            if let Some(c) = self.try_accept(l)? {
+                return Ok(c);
+            }
+            self.wait(None)?;
+        }
+    }
+
+    /// Stops listening.
+    pub fn unlisten(&mut self, l: ListenerId) -> io::Result<()> {
+        if self.listeners.remove(&l).is_none() {
+            return Err(errno(libc::EBADF));
+        }
+        let mut m = CtlMsg::new(ctl::UNLISTEN);
+        m.listener = l;
+        self.request(m)?;
+        Ok(())
+    }
+
+    fn add_conn(&mut self, info: FlowInfo) -> ConnId {
+        let mut c = Conn::new(info);
+        if let Some(ev) = self.orphans.remove(&info.flow) {
+            c.apply(&ev);
+        }
+        self.conns.insert(info.flow, c);
+        info.flow
+    }
+
+    /// Starts an active open; the answer arrives as a control message and
+    /// [`Tas::connect_result`] reports it.
+    pub fn connect_start(&mut self, ip: Ipv4Addr, port: u16, local_port: u16) -> io::Result<u32> {
+        let mut m = CtlMsg::new(ctl::CONNECT);
+        m.arg = [u32::from(ip), port as u32, local_port as u32, 0, 0];
+        self.request(m)
+    }
+
+    /// The outcome of `connect_start(req)`: None while pending.
+    pub fn connect_result(&mut self, req: u32) -> io::Result<Option<ConnId>> {
+        self.poll()?;
+        let Some(i) = self.replies.iter().position(|m| m.req == req) else {
+            if self.dead {
+                return Err(dead());
+            }
+            return Ok(None);
+        };
+        let r = self.replies.remove(i).unwrap();
+        if r.err != 0 {
+            return Err(errno(r.err));
+        }
+        Ok(Some(self.add_conn(r.info)))
+    }
+
+    /// Connects to `ip:port`, blocking until established or failed.
+    pub fn connect(&mut self, ip: Ipv4Addr, port: u16) -> io::Result<ConnId> {
+        let req = self.connect_start(ip, port, 0)?;
+        loop {
+            if let Some(c) = self.connect_result(req)? {
+                return Ok(c);
+            }
+            self.wait(Some(Duration::from_millis(100)))?;
+        }
+    }
+
+    pub fn conn(&self, c: ConnId) -> Option<&Conn> {
+        self.conns.get(&c)
+    }
+
+    fn push_cmd(&mut self, c: AppCmd) {
+        self.backlog.push_back(c);
+        self.flush_cmds();
+    }
+
+    fn flush_cmds(&mut self) {
+        let mut pushed = false;
+        while let Some(c) = self.backlog.front() {
+            if !self.cmds.push(*c) {
+                break;
+            }
+            self.backlog.pop_front();
+            pushed = true;
+        }
+        if pushed && self.header().core_sleeping.load(Ordering::SeqCst) != 0 {
+            let one = 1u64;
+            // SAFETY: 8-byte write from a valid u64 to the core's eventfd.
+            unsafe { libc::write(self.core_wake.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+        }
+    }
+
+    /// Copies as much of `data` as fits into the send ring. `WouldBlock`
+    /// when the ring is full.
+    pub fn send(&mut self, c: ConnId, data: &[u8]) -> io::Result<usize> {
+        self.poll()?;
+        let base = self.map.as_mut_ptr();
+        let map_len = self.map.len();
+        let conn = self.conns.get_mut(&c).ok_or_else(|| errno(libc::EBADF))?;
+        if let Some(e) = conn.error {
+            return Err(errno(e));
+        }
+        if conn.tx_fin || conn.closed {
+            return Err(errno(libc::EPIPE));
+        }
+        let n = (conn.tx_free() as usize).min(data.len());
+        if n == 0 {
+            return if data.is_empty() { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+        }
+        let len = conn.info.tx_len;
+        let pos = conn.tx_written.wrapping_sub(conn.info.tx_seq) % len;
+        let first = ((len - pos) as usize).min(n);
+        let start = conn.info.tx_base as usize;
+        if start + len as usize > map_len {
+            return Err(io::Error::other("tasd gave a send ring outside the region"));
+        }
+        // SAFETY: both copies stay inside the flow's TX ring, which lies
+        // inside the mapping (checked above).
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(start + pos as usize), first);
+            std::ptr::copy_nonoverlapping(data.as_ptr().add(first), base.add(start), n - first);
+        }
+        conn.tx_written = conn.tx_written.wrapping_add(n as u32);
+        self.push_cmd(AppCmd { kind: cmd::FLOW_UPDATE, flow: c, tx_added: n as u32, ..Default::default() });
+        Ok(n)
+    }
+
+    /// Sends all of `data`, waiting for ring space as needed.
+    pub fn send_all(&mut self, c: ConnId, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            match self.send(c, data) {
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(None)?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what is available (at most `buf.len()`). `Ok(0)` at end of
+    /// stream; `WouldBlock` when nothing is there yet.
+    pub fn recv(&mut self, c: ConnId, buf: &mut [u8]) -> io::Result<usize> {
+        self.poll()?;
+        let base = self.map.as_ptr();
+        let map_len = self.map.len();
+        let conn = self.conns.get_mut(&c).ok_or_else(|| errno(libc::EBADF))?;
+        let avail = conn.rx_available() as usize;
+        if avail == 0 {
+            if let Some(e) = conn.error {
+                return Err(errno(e));
+            }
+            if conn.rx_fin || buf.is_empty() {
+                return Ok(0);
+            }
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = avail.min(buf.len());
+        let len = conn.info.rx_len;
+        let pos = conn.rx_read.wrapping_sub(conn.info.rx_seq) % len;
+        let first = ((len - pos) as usize).min(n);
+        let start = conn.info.rx_base as usize;
+        if start + len as usize > map_len {
+            return Err(io::Error::other("tasd gave a receive ring outside the region"));
+        }
+        // SAFETY: both copies stay inside the flow's RX ring, inside the mapping.
+        unsafe {
+            std::ptr::copy_nonoverlapping(base.add(start + pos as usize), buf.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(base.add(start), buf.as_mut_ptr().add(first), n - first);
+        }
+        conn.rx_read = conn.rx_read.wrapping_add(n as u32);
+        self.push_cmd(AppCmd { kind: cmd::FLOW_UPDATE, flow: c, rx_freed: n as u32, ..Default::default() });
+        Ok(n)
+    }
+
+    /// Reads, waiting until at least one byte or end of stream.
+    pub fn recv_blocking(&mut self, c: ConnId, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.recv(c, buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(None)?,
+                r => return r,
+            }
+        }
+    }
+
+    /// Sends FIN after the data already written (`shutdown(SHUT_WR)`).
+    pub fn shutdown_write(&mut self, c: ConnId) -> io::Result<()> {
+        let conn = self.conns.get_mut(&c).ok_or_else(|| errno(libc::EBADF))?;
+        if conn.tx_fin {
+            return Ok(());
+        }
+        conn.tx_fin = true;
+        self.push_cmd(AppCmd { kind: cmd::FLOW_UPDATE, flags: cmd::F_TX_FIN, flow: c, ..Default::default() });
+        Ok(())
+    }
+
+    /// Graceful close: FIN after pending data; the daemon finishes the
+    /// handshake and releases the connection.
+    pub fn close(&mut self, c: ConnId) -> io::Result<()> {
+        self.shutdown_write(c)?;
+        let conn = self.conns.get_mut(&c).ok_or_else(|| errno(libc::EBADF))?;
+        conn.closed = true;
+        let released = conn.released;
+        let mut m = CtlMsg::new(ctl::CLOSE);
+        m.flow = c;
+        if released {
+            self.conns.remove(&c);
+            return Ok(());
+        }
+        self.request(m)?;
+        Ok(())
+    }
+
+    /// Resets the connection (RST) and forgets it.
+    pub fn abort(&mut self, c: ConnId) -> io::Result<()> {
+        let conn = self.conns.get_mut(&c).ok_or_else(|| errno(libc::EBADF))?;
+        conn.closed = true;
+        let mut m = CtlMsg::new(ctl::ABORT);
+        m.flow = c;
+        self.request(m)?;
+        Ok(())
+    }
+
+    /// Processes waiting notifications and control messages; returns how
+    /// many there were.
+    pub fn poll(&mut self) -> io::Result<usize> {
+        let mut n = 0;
+        while let Some(ev) = self.events.pop() {
+            n += 1;
+            if ev.kind != event::FLOW_UPDATE {
+                continue;
+            }
+            match self.conns.get_mut(&ev.flow) {
+                Some(c) => c.apply(&ev),
+                None => {
+                    self.orphans.insert(ev.flow, ev);
+                }
+            }
+        }
+        loop {
+            let mut buf = [0u8; 256];
+            match recv(self.sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => {
+                    self.dead = true;
+                    for c in self.conns.values_mut() {
+                        c.error.get_or_insert(libc::ECONNRESET);
+                    }
+                    break;
+                }
+                Ok(len) => {
+                    n += 1;
+                    if let Some(m) = CtlMsg::from_bytes(&buf[..len]) {
+                        self.on_ctl(m);
+                    }
+                }
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(_) => {
+                    self.dead = true;
+                    break;
+                }
+            }
+        }
+        self.flush_cmds();
+        Ok(n)
+    }
+
+    fn on_ctl(&mut self, m: CtlMsg) {
+        match m.kind {
+            ctl::ACCEPTED => {
+                if let Some(l) = self.listeners.get_mut(&m.listener) {
+                    l.ready.push_back(m.info);
+                }
+            }
+            ctl::RESET => {
+                if let Some(c) = self.conns.get_mut(&m.flow) {
+                    c.error = Some(if m.err > 0 { m.err } else { libc::ECONNRESET });
+                }
+            }
+            ctl::RELEASED => {
+                let forget = match self.conns.get_mut(&m.flow) {
+                    Some(c) => {
+                        c.released = true;
+                        c.closed
+                    }
+                    None => false,
+                };
+                if forget {
+                    self.conns.remove(&m.flow);
+                }
+                self.orphans.remove(&m.flow);
+            }
+            _ => self.replies.push_back(m),
+        }
+    }
+
+    /// Waits until something happens (or `timeout`): spins briefly, then
+    /// blocks on the eventfd and the control socket.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < SPIN {
+            if self.poll()? > 0 {
+                return Ok(());
+            }
+            std::hint::spin_loop();
+        }
+        self.header().app_waiting.store(1, Ordering::SeqCst);
+        let r = if self.poll()? > 0 {
+            Ok(())
+        } else {
+            let ms = match timeout {
+                Some(t) => t.saturating_sub(start.elapsed()).as_millis().min(i32::MAX as u128) as i32,
+                None => -1,
+            };
+            let mut fds = [
+                libc::pollfd { fd: self.app_wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: self.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            ];
+            // SAFETY: two valid pollfd entries.
+            unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+            let mut v = 0u64;
+            // SAFETY: 8-byte read into a valid u64 from our non-blocking eventfd.
+            unsafe { libc::read(self.app_wake.as_raw_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
+            self.poll().map(|_| ())
+        };
+        self.header().app_waiting.store(0, Ordering::SeqCst);
+        r
+    }
+}

@@ -1,0 +1,902 @@
+//! Harness for `fastpath-bench`: the sans-I/O fast path driven over
+//! in-memory frames, with many established flows visited in random order.
+//!
+//! One [`Bench`] is one scenario at one flow count. It installs `flows`
+//! established flows in a [`FlowTable`] sized for them, each with its own RX
+//! and TX ring (`ring` bytes each) in one [`VecMem`] region, and plays the
+//! peer: it builds the frames a Linux peer would send (IPv4, TCP timestamps,
+//! valid checksums) from its own per-flow state, never from the fast path's.
+//!
+//! Scenarios (one *unit* is what the ns and instruction counts are per):
+//!
+//! * [`Scenario::Rx`] — (a): a 64-byte in-order data segment in → parse,
+//!   checksum verify, lookup, lock, payload into the flow's RX ring, ACK built
+//!   (with its checksum) into the output batch.
+//! * [`Scenario::AckTx`] — (b): a pure ACK in, acknowledging the 64-byte
+//!   segment sent on the previous visit, + the app adds 64 bytes through
+//!   [`FastPath::app_cmd`] + [`FastPath::poll_tx`] cuts a 64-byte segment.
+//! * [`Scenario::Pair`] — (a) and (b) for the same flow in one visit: data
+//!   in, ACK in, one `app_cmd` that frees the 64 received bytes and adds 64
+//!   to send, segment out (an echo server's work per request).
+//!
+//! Work is done the way a poll loop does it: in batches of [`BATCH`] visits
+//! (the output [`FrameBatch`] is reused and cleared after every batch,
+//! pending app notifications are flushed into a fake context queue after
+//! every batch, `poll_tx` runs once per batch with the batch size as budget).
+//! Flows whose next segment depends on the previous one being sent (TX
+//! scenarios) never appear twice in one batch, so with fewer than
+//! [`BATCH`] flows a batch is the flow count.
+//!
+//! Timing: the peer prepares a *chunk* of up to [`CHUNK`] visits (frames
+//! built into a small buffer, as a NIC would have DMA'd them), then only
+//! [`tas_bench_measured`] runs under the clock. Between chunks, outside the
+//! clock, the app side of scenario (a) frees the RX bytes it received. So
+//! the per-packet path timed is the real one, and nothing untimed touches
+//! the fast path's per-flow state right before it is measured (the peer's
+//! state lives in separate arrays): with 64K flows the flow state, the index
+//! and the rings really come from far away.
+//!
+//! `tas_bench_measured` is `#[inline(never)]` with a distinctive name so that
+//! `valgrind --tool=callgrind --collect-atstart=no
+//! --toggle-collect='*tas_bench_measured*'` counts exactly the measured work.
+
+use std::sync::Arc;
+use std::time::Instant;
+use tas_fastpath::abi::{cmd, AppCmd, AppEvent, VecMem};
+use tas_fastpath::engine::{ts_now, Config, Exception, FastPath, Output, Stats};
+use tas_fastpath::flow::{cfg, FlowState};
+use tas_fastpath::flowtable::{FlowId, FlowGuard, FlowTable};
+use tas_fastpath::nic::FrameBatch;
+use tas_fastpath::wire::{frame, ipv4, tcp};
+
+/// Payload bytes per data segment, in and out.
+pub const PAYLOAD: usize = 64;
+/// Visits per poll-loop batch (output batch cleared, notifications flushed).
+pub const BATCH: usize = 32;
+/// Most visits prepared and timed at once.
+pub const CHUNK: usize = 256;
+/// Default per-flow RX and TX ring size.
+pub const DEFAULT_RING: u32 = 4096;
+/// Simulated time between visits (ns); `now` is constant within a chunk.
+const NS_PER_VISIT: u64 = 100;
+/// Bytes reserved per input frame in a chunk.
+const STRIDE: usize = 256;
+
+pub const LOCAL_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+/// 198.18.0.1 (benchmarking range; these frames never leave memory anyway).
+pub const LOCAL_IP: u32 = 0xC612_0001;
+pub const LOCAL_PORT: u16 = 7777;
+/// The peer announces `PEER_WINDOW << WSCALE` = 64 KiB.
+const PEER_WINDOW: u16 = 512;
+const WSCALE: u8 = 7;
+const MSS: u16 = 1448;
+
+/// What one measured unit is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// (a) 64-byte data segment in → RX ring + ACK out.
+    Rx,
+    /// (b) ACK in + 64-byte segment out.
+    AckTx,
+    /// (a) + (b) on the same flow in one visit.
+    Pair,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 3] = [Scenario::Rx, Scenario::AckTx, Scenario::Pair];
+
+    /// Name on the command line (`--callgrind MODE`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Rx => "rx",
+            Scenario::AckTx => "ack_tx",
+            Scenario::Pair => "pair",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|x| x.name() == s)
+    }
+
+    /// Row label in the tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Scenario::Rx => "(a) data in -> RX ring + ACK out",
+            Scenario::AckTx => "(b) ACK in + 64 B segment out",
+            Scenario::Pair => "(a)+(b) pair, one visit",
+        }
+    }
+
+    /// Frames received per unit.
+    pub fn frames_in(self) -> u64 {
+        match self {
+            Scenario::Rx | Scenario::AckTx => 1,
+            Scenario::Pair => 2,
+        }
+    }
+
+    /// Frames sent per unit.
+    pub fn frames_out(self) -> u64 {
+        self.frames_in()
+    }
+
+    fn sends(self) -> bool {
+        self != Scenario::Rx
+    }
+}
+
+/// How to build a [`Bench`].
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    pub scenario: Scenario,
+    pub flows: usize,
+    /// Bytes of each flow's RX ring and of its TX ring.
+    pub ring: u32,
+    /// Seeds the visit order and the initial sequence numbers.
+    pub seed: u64,
+    /// `madvise(MADV_HUGEPAGE)` on the payload region (fewer TLB misses).
+    pub thp: bool,
+}
+
+impl Setup {
+    pub fn new(scenario: Scenario, flows: usize) -> Setup {
+        Setup {
+            scenario,
+            flows,
+            ring: DEFAULT_RING,
+            seed: 0x7a5_f1a5,
+            thp: false,
+        }
+    }
+}
+
+/// Result of [`Bench::run`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Units measured.
+    pub units: u64,
+    /// Wall-clock ns spent inside [`tas_bench_measured`].
+    pub nanos: u64,
+    /// Frames handed to [`FastPath::rx`] under the clock.
+    pub frames_in: u64,
+    /// Frames the fast path produced under the clock.
+    pub frames_out: u64,
+    /// App notifications delivered under the clock.
+    pub events: u64,
+}
+
+impl RunStats {
+    pub fn ns_per_unit(&self) -> f64 {
+        if self.units == 0 {
+            return f64::NAN;
+        }
+        self.nanos as f64 / self.units as f64
+    }
+}
+
+/// xorshift64*: small, seeded, good enough for a visit order.
+#[derive(Debug, Clone)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> XorShift {
+        XorShift(seed.max(1))
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+    }
+    /// A uniformly random permutation of `0..n` (Fisher–Yates).
+    pub fn permutation(&mut self, n: usize) -> Vec<u32> {
+        let mut p: Vec<u32> = (0..n as u32).collect();
+        for i in (1..n).rev() {
+            let j = self.below(i + 1);
+            p.swap(i, j);
+        }
+        p
+    }
+}
+
+/// The peer's IPv4 address for flow index `fi` (198.19.x.y).
+pub fn peer_ip(fi: usize) -> u32 {
+    0xC613_0000 | (fi as u32 & 0xffff)
+}
+
+/// The peer's port for flow index `fi`.
+pub fn peer_port(fi: usize) -> u16 {
+    10_000 + (fi >> 16) as u16
+}
+
+/// Flow index from the peer's address and port (inverse of the two above).
+pub fn flow_index(ip: u32, port: u16) -> Option<usize> {
+    if ip & 0xffff_0000 != 0xC613_0000 || port < 10_000 {
+        return None;
+    }
+    Some((ip & 0xffff) as usize | ((port - 10_000) as usize) << 16)
+}
+
+/// The byte the peer sends at sequence number `seq` of flow `fi`.
+pub fn rx_byte(fi: usize, seq: u32) -> u8 {
+    (seq.wrapping_mul(0x9E37_79B1) >> 24) as u8 ^ fi as u8 ^ (fi >> 8) as u8
+}
+
+/// Byte `k` of the TX pattern template.
+fn tx_template(k: usize) -> u8 {
+    (k as u32).wrapping_mul(0x85EB_CA6B).rotate_right(13) as u8
+}
+
+/// The byte at position `pos` of flow `fi`'s TX ring (filled at setup; the
+/// app "adds" bytes that are already there).
+pub fn tx_byte(fi: usize, pos: u32, ring: u32) -> u8 {
+    tx_template(((pos as usize) + 13 * fi) % ring as usize)
+}
+
+/// The fast path's [`Output`]: a reused [`FrameBatch`], cleared after every
+/// batch of visits. Exceptions are only counted (the benchmark expects none).
+pub struct BatchOut {
+    pub batch: FrameBatch,
+    /// Frames produced and cleared so far.
+    pub frames: u64,
+    pub exceptions: u64,
+    pub last_exception: Option<Exception>,
+}
+
+impl BatchOut {
+    pub fn new(capacity: usize) -> BatchOut {
+        BatchOut {
+            batch: FrameBatch::new(capacity),
+            frames: 0,
+            exceptions: 0,
+            last_exception: None,
+        }
+    }
+}
+
+impl Output for BatchOut {
+    #[inline]
+    fn tx<F: FnOnce(&mut [u8]) -> usize>(&mut self, fill: F) -> bool {
+        self.batch.push_with(fill)
+    }
+
+    #[cold]
+    fn exception(&mut self, reason: Exception, _flow: Option<FlowId>, _frame: &[u8]) {
+        self.exceptions += 1;
+        self.last_exception = Some(reason);
+    }
+}
+
+/// A stand-in for an app context queue: notifications are copied into a
+/// small ring (as the real queue would copy 32-byte entries) and counted.
+pub struct EventSink {
+    ring: Box<[AppEvent; 64]>,
+    pub delivered: u64,
+}
+
+impl EventSink {
+    fn new() -> EventSink {
+        EventSink {
+            ring: Box::new([AppEvent::default(); 64]),
+            delivered: 0,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, _ctx: u16, ev: &AppEvent) -> bool {
+        self.ring[(self.delivered & 63) as usize] = *ev;
+        self.delivered += 1;
+        true
+    }
+
+    /// The most recent notification.
+    pub fn last(&self) -> Option<AppEvent> {
+        self.delivered
+            .checked_sub(1)
+            .map(|i| self.ring[(i & 63) as usize])
+    }
+}
+
+/// Frames prepared by the peer for one timed chunk.
+pub struct Chunk {
+    buf: Vec<u8>,
+    lens: Vec<u16>,
+    /// Flow id of every visit (what the app knows when it issues app_cmd).
+    visits: Vec<FlowId>,
+    /// Visit counts at which batches end (cumulative, last == visits.len()).
+    batch_ends: Vec<u32>,
+}
+
+impl Chunk {
+    fn new(frames: usize) -> Chunk {
+        Chunk {
+            buf: vec![0u8; frames * STRIDE],
+            lens: Vec::with_capacity(frames),
+            visits: Vec::with_capacity(frames),
+            batch_ends: Vec::with_capacity(frames),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.lens.clear();
+        self.visits.clear();
+        self.batch_ends.clear();
+    }
+
+    #[inline]
+    fn frame(&self, k: usize) -> &[u8] {
+        &self.buf[k * STRIDE..k * STRIDE + self.lens[k] as usize]
+    }
+
+    fn push_frame(&mut self, build: impl FnOnce(&mut [u8]) -> usize) {
+        let k = self.lens.len();
+        let n = build(&mut self.buf[k * STRIDE..(k + 1) * STRIDE]);
+        self.lens.push(n as u16);
+    }
+}
+
+/// Inspects every output batch before it is cleared (smoke tests only).
+pub type Checker<'a> = &'a mut dyn FnMut(&FrameBatch);
+
+/// The measured work for one chunk: every call inside happens under the
+/// clock (and, under callgrind, with collection on). Not generic, never
+/// inlined, so its symbol is easy to find.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+pub fn tas_bench_measured(
+    fp: &mut FastPath,
+    mem: &mut VecMem,
+    out: &mut BatchOut,
+    events: &mut EventSink,
+    chunk: &Chunk,
+    scenario: Scenario,
+    now: u64,
+    mut check: Option<Checker<'_>>,
+) {
+    let mut v = 0usize;
+    for &end in &chunk.batch_ends {
+        let end = end as usize;
+        let n = end - v;
+        while v < end {
+            let flow = chunk.visits[v];
+            match scenario {
+                Scenario::Rx => fp.rx(chunk.frame(v), now, mem, out),
+                Scenario::AckTx => {
+                    fp.rx(chunk.frame(v), now, mem, out);
+                    let c = AppCmd {
+                        kind: cmd::FLOW_UPDATE,
+                        flow,
+                        tx_added: PAYLOAD as u32,
+                        ..Default::default()
+                    };
+                    // Refusals are counted in fp.stats.app_cmd_invalid.
+                    let _ = fp.app_cmd(0, &c, now, mem, out);
+                }
+                Scenario::Pair => {
+                    fp.rx(chunk.frame(2 * v), now, mem, out);
+                    fp.rx(chunk.frame(2 * v + 1), now, mem, out);
+                    let c = AppCmd {
+                        kind: cmd::FLOW_UPDATE,
+                        flow,
+                        tx_added: PAYLOAD as u32,
+                        rx_freed: PAYLOAD as u32,
+                        ..Default::default()
+                    };
+                    let _ = fp.app_cmd(0, &c, now, mem, out);
+                }
+            }
+            v += 1;
+        }
+        if scenario.sends() {
+            fp.poll_tx(now, n, mem, out);
+        }
+        fp.flush_notifications(|ctx, ev| events.push(ctx, ev));
+        out.frames += out.batch.len() as u64;
+        if let Some(c) = check.as_mut() {
+            c(&out.batch);
+        }
+        out.batch.clear();
+    }
+}
+
+/// The peer's view of one flow.
+#[derive(Debug, Clone, Copy, Default)]
+struct Peer {
+    /// Next sequence number the peer sends (our RCV.NXT once delivered).
+    seq: u32,
+    /// Our data the peer has acknowledged (our SND.UNA once delivered).
+    acked: u32,
+}
+
+/// One scenario at one flow count: flows installed, peer ready.
+pub struct Bench {
+    pub setup: Setup,
+    fp: FastPath,
+    mem: VecMem,
+    out: BatchOut,
+    events: EventSink,
+    ids: Vec<FlowId>,
+    order: Vec<u32>,
+    cursor: usize,
+    peer: Vec<Peer>,
+    irs: Vec<u32>,
+    iss: Vec<u32>,
+    chunk: Chunk,
+    now: u64,
+    peer_ts: u32,
+    batch: usize,
+    chunk_max: usize,
+    /// RX bytes the app has not freed yet (scenario (a), freed between chunks).
+    to_free: Vec<(FlowId, u32)>,
+}
+
+impl Bench {
+    /// Installs the flows. Errors if the rings do not fit one region.
+    pub fn new(setup: Setup) -> Result<Bench, String> {
+        let flows = setup.flows;
+        let ring = setup.ring;
+        if flows == 0 {
+            return Err("need at least one flow".into());
+        }
+        if ring < 4 * PAYLOAD as u32 {
+            return Err(format!("ring must be at least {} bytes", 4 * PAYLOAD));
+        }
+        let region = flows as u64 * 2 * ring as u64;
+        if region > u32::MAX as u64 {
+            return Err(format!(
+                "{flows} flows x 2 x {ring} B rings = {region} B does not fit a 4 GiB region"
+            ));
+        }
+        let table = Arc::new(FlowTable::new(flows));
+        let fp = FastPath::new(
+            Arc::clone(&table),
+            Config {
+                local_mac: LOCAL_MAC,
+                ttl: 64,
+                any_mac: false,
+            },
+        );
+        let mut mem = VecMem::new(1, region as usize);
+        if setup.thp {
+            advise_huge(&mut mem.regions[0]);
+        }
+        let mut rng = XorShift::new(setup.seed);
+        let mut ids = Vec::with_capacity(flows);
+        let mut irs = Vec::with_capacity(flows);
+        let mut iss = Vec::with_capacity(flows);
+        let mut peer = Vec::with_capacity(flows);
+        for fi in 0..flows {
+            let r = rng.next_u64();
+            // Initial sequence numbers, some close to wrapping.
+            let (i_rs, i_ss) = (r as u32, (r >> 32) as u32);
+            let base = fi as u32 * 2 * ring;
+            let st = FlowState {
+                opaque: fi as u64,
+                local_ip: LOCAL_IP,
+                remote_ip: peer_ip(fi),
+                local_port: LOCAL_PORT,
+                remote_port: peer_port(fi),
+                remote_mac: PEER_MAC,
+                context: 0,
+                mem: 0,
+                group: 0,
+                cfg: cfg::TS | cfg::SACK,
+                mss: MSS,
+                snd_wscale: WSCALE,
+                rcv_wscale: WSCALE,
+                rx_base: base,
+                rx_len: ring,
+                tx_base: base + ring,
+                tx_len: ring,
+                rx_avail: ring,
+                rx_next_seq: i_rs,
+                rx_remote_avail: (PEER_WINDOW as u32) << WSCALE,
+                tx_next_seq: i_ss,
+                ..Default::default()
+            };
+            let id = table
+                .insert(st)
+                .map_err(|e| format!("installing flow {fi}: {e}"))?;
+            ids.push(id);
+            irs.push(i_rs);
+            iss.push(i_ss);
+            peer.push(Peer {
+                seq: i_rs,
+                acked: i_ss,
+            });
+        }
+        if setup.scenario.sends() {
+            let len = ring as usize;
+            let template: Vec<u8> = (0..2 * len).map(tx_template).collect();
+            let r = &mut mem.regions[0];
+            for fi in 0..flows {
+                let off = (fi * 2 + 1) * len;
+                let shift = (13 * fi) % len;
+                r[off..off + len].copy_from_slice(&template[shift..shift + len]);
+            }
+        }
+        let order = rng.permutation(flows);
+        let batch = if setup.scenario.sends() {
+            BATCH.min(flows)
+        } else {
+            BATCH
+        };
+        // Scenario (a) frees RX space only between chunks: at most half a
+        // ring per flow per chunk.
+        let per_flow = (ring as usize / PAYLOAD / 2).max(1);
+        let chunk_max = CHUNK.min(flows.saturating_mul(per_flow));
+        let frames = chunk_max * setup.scenario.frames_in() as usize;
+        let mut b = Bench {
+            setup,
+            fp,
+            mem,
+            out: BatchOut::new(2 * BATCH),
+            events: EventSink::new(),
+            ids,
+            order,
+            cursor: 0,
+            peer,
+            irs,
+            iss,
+            chunk: Chunk::new(frames),
+            now: 1_000_000_000,
+            peer_ts: 1,
+            batch,
+            chunk_max,
+            to_free: Vec::with_capacity(chunk_max),
+        };
+        if setup.scenario.sends() {
+            b.send_initial_segments();
+        }
+        Ok(b)
+    }
+
+    /// Puts one 64-byte segment in flight on every flow (not measured), so
+    /// that each visit of scenario (b) has something to acknowledge.
+    fn send_initial_segments(&mut self) {
+        for group in self.ids.chunks(BATCH) {
+            for &id in group {
+                let c = AppCmd {
+                    kind: cmd::FLOW_UPDATE,
+                    flow: id,
+                    tx_added: PAYLOAD as u32,
+                    ..Default::default()
+                };
+                let _ = self.fp.app_cmd(0, &c, self.now, &self.mem, &mut self.out);
+            }
+            self.fp
+                .poll_tx(self.now, group.len(), &self.mem, &mut self.out);
+            self.out.batch.clear();
+        }
+    }
+
+    /// Flows, in the order of flow indices (`fi`).
+    pub fn flows(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Visits per batch.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Visits per timed chunk (at most).
+    pub fn chunk_len(&self) -> usize {
+        self.chunk_max
+    }
+
+    /// The fast path's counters.
+    pub fn stats(&self) -> Stats {
+        self.fp.stats
+    }
+
+    pub fn exceptions(&self) -> (u64, Option<Exception>) {
+        (self.out.exceptions, self.out.last_exception)
+    }
+
+    /// The events sink (notifications the fast path delivered).
+    pub fn events(&self) -> &EventSink {
+        &self.events
+    }
+
+    /// Peer's initial sequence number of flow `fi` (our IRS).
+    pub fn irs(&self, fi: usize) -> u32 {
+        self.irs[fi]
+    }
+
+    /// Our initial sequence number of flow `fi`.
+    pub fn iss(&self, fi: usize) -> u32 {
+        self.iss[fi]
+    }
+
+    /// Next sequence number the peer will send on flow `fi`.
+    pub fn peer_seq(&self, fi: usize) -> u32 {
+        self.peer[fi].seq
+    }
+
+    /// How far the peer has acknowledged our data on flow `fi`.
+    pub fn peer_acked(&self, fi: usize) -> u32 {
+        self.peer[fi].acked
+    }
+
+    /// Locks flow `fi` (tests: inspect its state).
+    pub fn lock(&self, fi: usize) -> Option<FlowGuard<'_>> {
+        self.fp.table().lock(self.ids[fi])
+    }
+
+    /// Payload memory (tests: inspect the rings).
+    pub fn mem(&self) -> &VecMem {
+        &self.mem
+    }
+
+    /// One warm-up pass: every flow visited at least twice, page faults
+    /// taken, caches and branch predictors in steady state. Not reported.
+    pub fn warm_up(&mut self) -> RunStats {
+        let n = (2 * self.flows()).max(4 * CHUNK);
+        self.run(n as u64, None)
+    }
+
+    /// Measures `units` visits (exactly), in chunks.
+    pub fn run(&mut self, units: u64, mut check: Option<Checker<'_>>) -> RunStats {
+        let mut rs = RunStats::default();
+        let frames0 = self.out.frames;
+        let events0 = self.events.delivered;
+        let mut left = units;
+        while left > 0 {
+            let n = (left as usize).min(self.chunk_max);
+            self.prepare(n);
+            let t = Instant::now();
+            tas_bench_measured(
+                &mut self.fp,
+                &mut self.mem,
+                &mut self.out,
+                &mut self.events,
+                &self.chunk,
+                self.setup.scenario,
+                self.now,
+                check.as_mut().map(|c| &mut **c as Checker<'_>),
+            );
+            rs.nanos += t.elapsed().as_nanos() as u64;
+            self.after_chunk();
+            self.now += n as u64 * NS_PER_VISIT;
+            left -= n as u64;
+        }
+        rs.units = units;
+        rs.frames_in = units * self.setup.scenario.frames_in();
+        rs.frames_out = self.out.frames - frames0;
+        rs.events = self.events.delivered - events0;
+        rs
+    }
+
+    /// The peer builds the frames of the next `visits` visits.
+    fn prepare(&mut self, visits: usize) {
+        self.chunk.clear();
+        let flows = self.flows();
+        let sends = self.setup.scenario.sends();
+        let mut v = 0;
+        while v < visits {
+            // A TX batch never holds a flow twice (its ACK would acknowledge
+            // a segment not sent yet), so it ends where the order wraps.
+            let room = if sends {
+                self.batch.min(flows - self.cursor)
+            } else {
+                self.batch
+            };
+            let n = room.min(visits - v);
+            for _ in 0..n {
+                let fi = self.order[self.cursor] as usize;
+                self.cursor += 1;
+                if self.cursor == flows {
+                    self.cursor = 0;
+                }
+                self.visit(fi);
+            }
+            v += n;
+            self.chunk.batch_ends.push(v as u32);
+        }
+    }
+
+    /// The peer's frames for one visit of flow `fi`.
+    fn visit(&mut self, fi: usize) {
+        let ecr = ts_now(self.now).wrapping_sub(10).max(1);
+        let p = self.peer[fi];
+        match self.setup.scenario {
+            Scenario::Rx => {
+                self.data_frame(fi, p.seq, p.acked, ecr);
+                self.peer[fi].seq = p.seq.wrapping_add(PAYLOAD as u32);
+            }
+            Scenario::AckTx => {
+                let ack = p.acked.wrapping_add(PAYLOAD as u32);
+                self.ack_frame(fi, p.seq, ack, ecr);
+                self.peer[fi].acked = ack;
+            }
+            Scenario::Pair => {
+                self.data_frame(fi, p.seq, p.acked, ecr);
+                let seq = p.seq.wrapping_add(PAYLOAD as u32);
+                let ack = p.acked.wrapping_add(PAYLOAD as u32);
+                self.ack_frame(fi, seq, ack, ecr);
+                self.peer[fi] = Peer { seq, acked: ack };
+            }
+        }
+        self.chunk.visits.push(self.ids[fi]);
+    }
+
+    fn hdr(fi: usize) -> frame::FrameHdr {
+        frame::FrameHdr {
+            src_mac: PEER_MAC,
+            dst_mac: LOCAL_MAC,
+            src_ip: peer_ip(fi),
+            dst_ip: LOCAL_IP,
+            ttl: 64,
+            ecn: ipv4::ECN_NOT_ECT,
+            ident: 0,
+        }
+    }
+
+    fn repr(&mut self, fi: usize, seq: u32, ack: u32, flags: u8, ecr: u32) -> tcp::TcpRepr {
+        self.peer_ts = self.peer_ts.wrapping_add(1);
+        tcp::TcpRepr {
+            src_port: peer_port(fi),
+            dst_port: LOCAL_PORT,
+            seq,
+            ack,
+            flags,
+            window: PEER_WINDOW,
+            options: tcp::TcpOptions {
+                timestamp: Some((self.peer_ts, ecr)),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn data_frame(&mut self, fi: usize, seq: u32, ack: u32, ecr: u32) {
+        let t = self.repr(fi, seq, ack, tcp::ACK | tcp::PSH, ecr);
+        let mut payload = [0u8; PAYLOAD];
+        for (k, b) in payload.iter_mut().enumerate() {
+            *b = rx_byte(fi, seq.wrapping_add(k as u32));
+        }
+        let h = Self::hdr(fi);
+        self.chunk.push_frame(|buf| {
+            frame::tcp_frame(buf, &h, &t, &payload).expect("frame fits its slot")
+        });
+    }
+
+    fn ack_frame(&mut self, fi: usize, seq: u32, ack: u32, ecr: u32) {
+        let t = self.repr(fi, seq, ack, tcp::ACK, ecr);
+        let h = Self::hdr(fi);
+        self.chunk
+            .push_frame(|buf| frame::tcp_frame(buf, &h, &t, &[]).expect("frame fits its slot"));
+    }
+
+    /// Outside the clock: the app of scenario (a) consumes what it received.
+    fn after_chunk(&mut self) {
+        if self.setup.scenario != Scenario::Rx {
+            return;
+        }
+        // Coalesce per flow (with few flows one flow appears many times).
+        self.to_free.clear();
+        for &id in &self.chunk.visits {
+            match self.to_free.iter_mut().rev().take(4).find(|e| e.0 == id) {
+                Some(e) => e.1 += PAYLOAD as u32,
+                None => self.to_free.push((id, PAYLOAD as u32)),
+            }
+        }
+        for &(flow, n) in &self.to_free {
+            let c = AppCmd {
+                kind: cmd::FLOW_UPDATE,
+                flow,
+                rx_freed: n,
+                ..Default::default()
+            };
+            let _ = self.fp.app_cmd(0, &c, self.now, &self.mem, &mut self.out);
+        }
+        // Window updates the frees may have caused are not measured.
+        self.out.batch.clear();
+    }
+
+    /// Checks every flow against the peer's view: all data the peer sent is
+    /// in order in the RX ring (the last `ring` bytes compared byte by byte),
+    /// everything we sent was acknowledged and the next segment is in
+    /// flight, and nothing went to the slow path.
+    pub fn verify(&self) -> Result<(), String> {
+        let s = self.fp.stats;
+        if self.out.exceptions != 0 || s.exceptions != 0 {
+            return Err(format!(
+                "{} exceptions (last {:?})",
+                s.exceptions, self.out.last_exception
+            ));
+        }
+        let bad = [
+            ("tx_full", s.tx_full),
+            ("mem_errors", s.mem_errors),
+            ("app_cmd_invalid", s.app_cmd_invalid),
+            ("dup_segments", s.dup_segments),
+            ("ooo_accepted", s.ooo_accepted),
+            ("ooo_dropped", s.ooo_dropped),
+            ("window_trimmed", s.window_trimmed),
+            ("dupacks", s.dupacks),
+            ("future_acks", s.future_acks),
+            ("bad_checksum", s.bad_checksum),
+        ];
+        for (name, v) in bad {
+            if v != 0 {
+                return Err(format!("fast path counter {name} = {v}"));
+            }
+        }
+        let ring = self.setup.ring;
+        let region = &self.mem.regions[0];
+        for fi in 0..self.flows() {
+            let f = self.lock(fi).ok_or_else(|| format!("flow {fi} gone"))?;
+            let p = self.peer[fi];
+            let (rx_next_seq, rx_next_pos, rx_base) = (f.rx_next_seq, f.rx_next_pos, f.rx_base);
+            let (una, nxt) = (f.snd_una(), f.tx_next_seq);
+            drop(f);
+            if rx_next_seq != p.seq {
+                return Err(format!(
+                    "flow {fi}: RCV.NXT {rx_next_seq:#x}, peer sent up to {:#x}",
+                    p.seq
+                ));
+            }
+            if self.setup.scenario.sends() {
+                let want_nxt = p.acked.wrapping_add(PAYLOAD as u32);
+                if una != p.acked || nxt != want_nxt {
+                    return Err(format!(
+                        "flow {fi}: SND.UNA {una:#x} SND.NXT {nxt:#x}, want {:#x} {want_nxt:#x}",
+                        p.acked
+                    ));
+                }
+            }
+            let received = p.seq.wrapping_sub(self.irs[fi]);
+            for d in 1..=received.min(ring) {
+                let pos = (rx_next_pos + ring - d) % ring;
+                let seq = rx_next_seq.wrapping_sub(d);
+                let got = region[(rx_base + pos) as usize];
+                if got != rx_byte(fi, seq) {
+                    return Err(format!(
+                        "flow {fi}: RX ring byte at pos {pos} (seq {seq:#x}) is {got:#x}, want {:#x}",
+                        rx_byte(fi, seq)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Asks for transparent huge pages on a (not yet touched) payload region.
+fn advise_huge(region: &mut [u8]) {
+    const HUGE: usize = 2 << 20;
+    let start = region.as_mut_ptr() as usize;
+    let aligned = (start + HUGE - 1) & !(HUGE - 1);
+    let end = (start + region.len()) & !(HUGE - 1);
+    if end <= aligned {
+        return;
+    }
+    // SAFETY: [aligned, end) lies inside `region`, which we borrow mutably;
+    // MADV_HUGEPAGE only changes how the kernel backs those pages, never
+    // their contents or validity.
+    let rc = unsafe { libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_HUGEPAGE) };
+    if rc != 0 {
+        eprintln!(
+            "fastpath-bench: madvise(MADV_HUGEPAGE) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Wall-clock cost of one `Instant::now()` (ns), to judge timer overhead.
+pub fn timer_overhead_ns() -> f64 {
+    let n = 100_000u32;
+    let t = Instant::now();
+    let mut last = t;
+    for _ in 0..n {
+        last = std::hint::black_box(Instant::now());
+    }
+    (last - t).as_nanos() as f64 / n as f64
+}
