@@ -124,8 +124,6 @@ struct RxResult {
     ack: bool,
     /// The ACK should carry ECE.
     ece: bool,
-    /// The ACK should carry the out-of-order interval as a SACK block.
-    sack: bool,
     /// App-visible progress (data received or TX space freed, FIN).
     notify: bool,
     /// The flow may be able to send now.
@@ -394,7 +392,6 @@ fn rx_segment<M: PayloadMem>(
     }
 
     // Out of order: keep it if it fits the window and touches the interval.
-    r.sack = f.cfg & cfg::SACK != 0;
     let off = seq::dist(nxt, sq);
     if off >= f.rx_avail || data.is_empty() {
         stats.ooo_dropped += 1;
@@ -432,7 +429,10 @@ fn rx_segment<M: PayloadMem>(
 
 /// Builds one segment of flow `f` into `buf`: ACK flag always, plus `flags`;
 /// `payload` is (ring position, length) in the TX ring. Returns the frame
-/// length, or 0 if it could not be built.
+/// length, or 0 if it could not be built. With `sack` (pure ACKs of a flow
+/// that negotiated SACK) the out-of-order interval, if any, goes along:
+/// RFC 2018 §4 wants it on every ACK while that data is held. Data segments
+/// never carry it, as the MSS only leaves room for the timestamp option.
 #[allow(clippy::too_many_arguments)]
 fn build_segment<M: PayloadMem>(
     buf: &mut [u8],
@@ -570,7 +570,8 @@ impl FastPath {
             let flags = if r.ece { tcp::ECE } else { 0 };
             let (cfgc, fs) = (&self.cfg, &*f);
             let seq_no = fs.tx_next_seq;
-            if out.tx(|b| build_segment(b, cfgc, fs, seq_no, flags, r.sack, now_ts, (0, 0), mem)) {
+            let sack = fs.cfg & cfg::SACK != 0;
+            if out.tx(|b| build_segment(b, cfgc, fs, seq_no, flags, sack, now_ts, (0, 0), mem)) {
                 self.stats.acks_sent += 1;
             } else {
                 self.stats.tx_full += 1;
@@ -670,7 +671,8 @@ impl FastPath {
         {
             let now_ts = ts_now(now);
             let (cfgc, fs) = (&self.cfg, &*f);
-            if out.tx(|b| build_segment(b, cfgc, fs, fs.tx_next_seq, 0, false, now_ts, (0, 0), mem))
+            let sack = fs.cfg & cfg::SACK != 0;
+            if out.tx(|b| build_segment(b, cfgc, fs, fs.tx_next_seq, 0, sack, now_ts, (0, 0), mem))
             {
                 self.stats.acks_sent += 1;
             } else {

@@ -1,1 +1,324 @@
-//! System test helpers.
+//! System-test harness: a pair of test hosts in network namespaces (TAS on
+//! one side, the Linux kernel stack on the other), `tasd` started on the TAS
+//! side, and helpers to run programs on either side.
+//!
+//! Everything a [`Testbed`] starts is killed and its namespaces are removed
+//! when it is dropped, also when the test panics. Only 198.18.0.0/15
+//! addresses are used. Tests need root; without it they fail with that reason.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const TAS_IP: &str = "198.18.0.1";
+pub const LNX_IP: &str = "198.18.0.2";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Directory holding the workspace's built binaries (target/<profile>).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test>  ->  target/<profile>
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+/// Path of a workspace binary or example, failing clearly when not built.
+pub fn bin(name: &str) -> PathBuf {
+    let d = bin_dir();
+    for p in [d.join(name), d.join("examples").join(name)] {
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} is not built in {}: run `cargo build --workspace --bins --examples` with the same profile first", d.display());
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// Fails the test loudly unless we are root (namespaces need it).
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("system tests need root (network namespaces, veth, AF_XDP); run them as root");
+    }
+}
+
+/// Which NIC backend tasd uses.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    AfXdp,
+    AfPacket,
+}
+
+impl Backend {
+    fn arg(self) -> &'static str {
+        match self {
+            Backend::AfXdp => "af_xdp",
+            Backend::AfPacket => "af_packet",
+        }
+    }
+}
+
+pub struct Testbed {
+    pub name: String,
+    pub tas_ns: String,
+    pub lnx_ns: String,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    tasd: Option<Child>,
+    tasd_log: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Testbed {
+    /// Creates the test hosts (no tasd yet).
+    pub fn hosts(tag: &str) -> Testbed {
+        require_root();
+        let name = format!("{tag}{}x{}", std::process::id() % 100000, SEQ.fetch_add(1, Ordering::SeqCst));
+        let dir = std::env::temp_dir().join(format!("tas-test-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let tb = Testbed {
+            tas_ns: format!("{name}-tas"),
+            lnx_ns: format!("{name}-lnx"),
+            socket: dir.join("tasd.sock"),
+            tasd_log: dir.join("tasd.log"),
+            dir,
+            name,
+            tasd: None,
+            children: Vec::new(),
+        };
+        let out = Command::new(repo_root().join("tools/testhosts.sh"))
+            .args(["up", &tb.name])
+            .output()
+            .expect("run tools/testhosts.sh");
+        assert!(out.status.success(), "testhosts up failed: {}", String::from_utf8_lossy(&out.stderr));
+        tb
+    }
+
+    /// Creates the test hosts and starts tasd on the TAS side.
+    pub fn new(tag: &str, backend: Backend) -> Testbed {
+        Self::with_args(tag, backend, &[])
+    }
+
+    pub fn with_args(tag: &str, backend: Backend, extra: &[&str]) -> Testbed {
+        let mut tb = Self::hosts(tag);
+        tb.start_tasd(backend, extra);
+        tb
+    }
+
+    pub fn start_tasd(&mut self, backend: Backend, extra: &[&str]) {
+        let log = std::fs::File::create(&self.tasd_log).expect("log file");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.tas_ns])
+            .arg(bin("tasd"))
+            .args(["--ip", &format!("{TAS_IP}/24"), "--iface", "veth-tas", "--nic", backend.arg(), "--socket"])
+            .arg(&self.socket)
+            .args(extra)
+            .env("TAS_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log);
+        let mut child = cmd.spawn().expect("spawn tasd");
+        let stdout = child.stdout.take().expect("tasd stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        self.tasd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) if l.contains("ready") => break,
+                Ok(_) => {}
+                Err(_) => {
+                    if let Some(st) = self.tasd.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                        panic!("tasd exited ({st}) before ready:\n{}", self.tasd_log());
+                    }
+                    if Instant::now() > deadline {
+                        panic!("tasd not ready after 15 s:\n{}", self.tasd_log());
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn tasd_log(&self) -> String {
+        std::fs::read_to_string(&self.tasd_log).unwrap_or_default()
+    }
+
+    /// Whether tasd is still running.
+    pub fn tasd_alive(&mut self) -> bool {
+        matches!(self.tasd.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Stops tasd with SIGTERM and returns its exit status success.
+    pub fn stop_tasd(&mut self) -> bool {
+        let Some(mut c) = self.tasd.take() else { return false };
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    fn cmd(&self, ns: &str, program: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).arg(program).args(args).env("TAS_SOCKET", &self.socket);
+        c
+    }
+
+    /// Runs a program in the TAS namespace to completion (with a time limit).
+    pub fn run_tas(&mut self, program: &Path, args: &[&str], limit: Duration) -> Output {
+        let c = self.cmd(&self.tas_ns.clone(), program, args);
+        self.run(c, limit)
+    }
+
+    /// Runs a program in the Linux namespace to completion (with a time limit).
+    pub fn run_lnx(&mut self, program: &Path, args: &[&str], limit: Duration) -> Output {
+        let c = self.cmd(&self.lnx_ns.clone(), program, args);
+        self.run(c, limit)
+    }
+
+    fn run(&mut self, mut c: Command, limit: Duration) -> Output {
+        let child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let pid = child.id() as i32;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let d2 = done.clone();
+        let watchdog = std::thread::spawn(move || {
+            let t = Instant::now();
+            while t.elapsed() < limit {
+                if d2.load(Ordering::SeqCst) {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // SAFETY: killing our own child that overran its time limit.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            true
+        });
+        let out = child.wait_with_output().expect("wait");
+        done.store(true, Ordering::SeqCst);
+        let killed = watchdog.join().unwrap_or(false);
+        if killed {
+            eprintln!("command killed after {limit:?}: {:?}", c.get_args().collect::<Vec<_>>());
+        }
+        out
+    }
+
+    /// Starts a program in the background in the TAS namespace; waits until
+    /// it prints a line containing `ready_word` (if given).
+    pub fn spawn_tas(&mut self, program: &Path, args: &[&str], ready_word: Option<&str>) -> u32 {
+        let c = self.cmd(&self.tas_ns.clone(), program, args);
+        self.spawn(c, ready_word)
+    }
+
+    pub fn spawn_lnx(&mut self, program: &Path, args: &[&str], ready_word: Option<&str>) -> u32 {
+        let c = self.cmd(&self.lnx_ns.clone(), program, args);
+        self.spawn(c, ready_word)
+    }
+
+    fn spawn(&mut self, mut c: Command, ready_word: Option<&str>) -> u32 {
+        let mut child = c.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn");
+        let pid = child.id();
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        self.children.push(child);
+        if let Some(w) = ready_word {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(l) if l.contains(w) => break,
+                    Ok(_) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("background program exited before '{w}'"),
+                    Err(_) if Instant::now() > deadline => panic!("background program did not print '{w}' within 10 s"),
+                    Err(_) => {}
+                }
+            }
+        }
+        pid
+    }
+
+    /// Waits for a background program to exit; returns its success.
+    pub fn wait_child(&mut self, pid: u32, limit: Duration) -> Option<bool> {
+        let i = self.children.iter().position(|c| c.id() == pid)?;
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(st)) = self.children[i].try_wait() {
+                return Some(st.success());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGKILL to a background program.
+    pub fn kill(&mut self, pid: u32) {
+        if let Some(c) = self.children.iter_mut().find(|c| c.id() == pid) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(mut c) = self.tasd.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new(repo_root().join("tools/testhosts.sh")).args(["down", &self.name]).output();
+        if std::thread::panicking() {
+            eprintln!("--- tasd log ({}) ---\n{}", self.name, self.tasd_log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// stdout of a finished program as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Asserts a program succeeded, showing its output otherwise.
+pub fn assert_ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

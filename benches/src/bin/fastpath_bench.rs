@@ -1,0 +1,365 @@
+//! `fastpath-bench`: ns per packet of the fast path's common case, over
+//! in-memory frames, with 1, 1K and 64K established flows visited in random
+//! order. Prints tables; never fails on a number.
+//!
+//! ```text
+//! fastpath-bench [options]
+//!   --flows LIST        flow counts, comma separated (default 1,1024,65536)
+//!   --packets N         units measured per run (default 1000000)
+//!   --runs R            runs per cell; the best is reported (default 5)
+//!   --scenarios LIST    subset of rx,ack_tx,pair (default all three)
+//!   --ring BYTES        per-flow RX and TX ring size (default 4096)
+//!   --thp               madvise(MADV_HUGEPAGE) on the payload region
+//!   --seed N            visit order and initial sequence numbers
+//!   --quick             CI smoke run: 20000 units, 1 run
+//!   --callgrind MODE    run only MODE (rx|ack_tx|pair) at the first --flows
+//!                       value: warm-up, then exactly --packets units
+//!                       (default 100000) inside tas_bench_measured
+//! ```
+//!
+//! Instructions per unit under callgrind (see `benches/callgrind.sh`):
+//!
+//! ```text
+//! valgrind --tool=callgrind --collect-atstart=no \
+//!   --toggle-collect='*tas_bench_measured*' --callgrind-out-file=cg.out \
+//!   target/release/fastpath-bench --callgrind rx --flows 1024 --packets 100000
+//! # Ir on the `totals:` line of cg.out / 100000
+//! ```
+//!
+//! Method and results: `docs/fastpath-bench.md`.
+
+use std::process::ExitCode;
+use tas_benches::fastpath::{timer_overhead_ns, Bench, RunStats, Scenario, Setup, DEFAULT_RING};
+
+struct Args {
+    flows: Vec<usize>,
+    packets: Option<u64>,
+    runs: Option<u32>,
+    scenarios: Vec<Scenario>,
+    ring: u32,
+    thp: bool,
+    seed: Option<u64>,
+    quick: bool,
+    callgrind: Option<Scenario>,
+}
+
+const USAGE: &str = "usage: fastpath-bench [--flows 1,1024,65536] [--packets N] [--runs R] \
+[--scenarios rx,ack_tx,pair] [--ring BYTES] [--thp] [--seed N] [--quick] [--callgrind rx|ack_tx|pair]";
+
+fn parse_list<T: std::str::FromStr>(s: &str, what: &str) -> Result<Vec<T>, String> {
+    s.split(',')
+        .filter(|x| !x.is_empty())
+        .map(|x| {
+            x.trim()
+                .parse()
+                .map_err(|_| format!("bad {what}: {x:?}"))
+        })
+        .collect()
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        flows: vec![1, 1024, 65536],
+        packets: None,
+        runs: None,
+        scenarios: Scenario::ALL.to_vec(),
+        ring: DEFAULT_RING,
+        thp: false,
+        seed: None,
+        quick: false,
+        callgrind: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--flows" => a.flows = parse_list(&val()?, "flow count")?,
+            "--packets" => a.packets = Some(val()?.parse().map_err(|_| "bad --packets")?),
+            "--runs" => a.runs = Some(val()?.parse().map_err(|_| "bad --runs")?),
+            "--scenarios" => {
+                a.scenarios = val()?
+                    .split(',')
+                    .map(|s| Scenario::parse(s).ok_or_else(|| format!("unknown scenario {s:?}")))
+                    .collect::<Result<_, _>>()?
+            }
+            "--ring" => a.ring = val()?.parse().map_err(|_| "bad --ring")?,
+            "--thp" => a.thp = true,
+            "--seed" => a.seed = Some(val()?.parse().map_err(|_| "bad --seed")?),
+            "--quick" => a.quick = true,
+            "--callgrind" => {
+                let m = val()?;
+                a.callgrind =
+                    Some(Scenario::parse(&m).ok_or_else(|| format!("unknown mode {m:?}"))?)
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => return Err(format!("unknown argument {flag:?}")),
+        }
+    }
+    if a.flows.is_empty() || a.flows.contains(&0) {
+        return Err("--flows needs positive counts".into());
+    }
+    if a.scenarios.is_empty() {
+        return Err("--scenarios is empty".into());
+    }
+    if a.runs == Some(0) || a.packets == Some(0) {
+        return Err("--runs and --packets must be positive".into());
+    }
+    Ok(a)
+}
+
+fn setup(a: &Args, scenario: Scenario, flows: usize) -> Setup {
+    let mut s = Setup::new(scenario, flows);
+    s.ring = a.ring;
+    s.thp = a.thp;
+    if let Some(seed) = a.seed {
+        s.seed = seed;
+    }
+    s
+}
+
+/// `--callgrind MODE`: one scenario, one flow count, a fixed unit count.
+fn callgrind(a: &Args, scenario: Scenario) -> Result<(), String> {
+    let flows = a.flows[0];
+    let units = a.packets.unwrap_or(100_000);
+    let mut b = Bench::new(setup(a, scenario, flows))?;
+    b.warm_up();
+    let rs = b.run(units, None);
+    let (exc, last) = b.exceptions();
+    if exc != 0 {
+        return Err(format!("{exc} exceptions (last {last:?})"));
+    }
+    println!(
+        "callgrind mode={} flows={} units={} frames_in={} frames_out={} \
+         (instructions per unit = Ir of tas_bench_measured / {})",
+        scenario.name(),
+        flows,
+        rs.units,
+        rs.frames_in,
+        rs.frames_out,
+        rs.units
+    );
+    Ok(())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+struct Cell {
+    scenario: Scenario,
+    flows: usize,
+    best: RunStats,
+    worst_ns: f64,
+}
+
+fn main() -> ExitCode {
+    let a = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("fastpath-bench: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(s) = a.callgrind {
+        return match callgrind(&a, s) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fastpath-bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let packets = a.packets.unwrap_or(if a.quick { 20_000 } else { 1_000_000 });
+    let runs = a.runs.unwrap_or(if a.quick { 1 } else { 5 });
+    let threads = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "fastpath-bench: {} ({} CPUs), {} B rings, batch {}, {}{} units x best of {} runs",
+        cpu_model(),
+        threads,
+        a.ring,
+        tas_benches::fastpath::BATCH,
+        if a.thp { "THP, " } else { "" },
+        packets,
+        runs
+    );
+    println!(
+        "timer: Instant::now() costs {:.1} ns, read twice per chunk of up to {} units",
+        timer_overhead_ns(),
+        tas_benches::fastpath::CHUNK
+    );
+    let mut cells: Vec<Cell> = Vec::new();
+    let mut failed = false;
+    for &flows in &a.flows {
+        for &scenario in &a.scenarios {
+            let mut b = match Bench::new(setup(&a, scenario, flows)) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("fastpath-bench: {}: {e}", scenario.name());
+                    return ExitCode::FAILURE;
+                }
+            };
+            b.warm_up();
+            let mut best: Option<RunStats> = None;
+            let mut worst_ns = 0f64;
+            for _ in 0..runs {
+                let rs = b.run(packets, None);
+                worst_ns = worst_ns.max(rs.ns_per_unit());
+                if best.is_none_or(|x| rs.nanos < x.nanos) {
+                    best = Some(rs);
+                }
+            }
+            let best = best.expect("at least one run");
+            let check = b.verify();
+            let expected_out = best.units * scenario.frames_out();
+            let note = match (&check, best.frames_out == expected_out) {
+                (Ok(()), true) => String::from("ok"),
+                (Ok(()), false) => {
+                    failed = true;
+                    format!(
+                        "BROKEN: {} frames out, expected {expected_out}",
+                        best.frames_out
+                    )
+                }
+                (Err(e), _) => {
+                    failed = true;
+                    format!("BROKEN: {e}")
+                }
+            };
+            eprintln!(
+                "  {:>6} flows  {:<7} {:8.1} ns/unit (worst run {:8.1})  chunk {} batch {}  {}",
+                flows,
+                scenario.name(),
+                best.ns_per_unit(),
+                worst_ns,
+                b.chunk_len(),
+                b.batch(),
+                note
+            );
+            cells.push(Cell {
+                scenario,
+                flows,
+                best,
+                worst_ns,
+            });
+        }
+    }
+    print_tables(&a, &cells);
+    if failed {
+        eprintln!("fastpath-bench: the benchmark itself is broken (see above)");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn find(cells: &[Cell], s: Scenario, flows: usize) -> Option<&Cell> {
+    cells.iter().find(|c| c.scenario == s && c.flows == flows)
+}
+
+fn print_tables(a: &Args, cells: &[Cell]) {
+    let mut sorted = a.flows.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    // Slowdown between the two largest flow counts (default 1K -> 64K).
+    let pair = (sorted.len() >= 2).then(|| (sorted[sorted.len() - 2], sorted[sorted.len() - 1]));
+    let w = 38;
+    let head = |title: &str| {
+        let mut h = format!("{title:<w$}");
+        for f in &a.flows {
+            h += &format!(" {:>12}", format!("{f} flows"));
+        }
+        if let Some((x, y)) = pair {
+            h += &format!("  {:>14}", format!("{x}->{y}"));
+        }
+        h
+    };
+    let slow = |v: &[Option<f64>]| -> String {
+        let Some((x, y)) = pair else {
+            return String::new();
+        };
+        let at = |f| a.flows.iter().position(|&g| g == f).and_then(|i| v[i]);
+        match (at(x), at(y)) {
+            (Some(p), Some(q)) => format!("  {:>12.1} %", (q / p - 1.0) * 100.0),
+            _ => String::new(),
+        }
+    };
+    let row = |label: &str, v: &[Option<f64>], prec: usize, with_slow: bool| {
+        let mut r = format!("{label:<w$}");
+        for x in v {
+            match x {
+                Some(x) => r += &format!(" {x:>12.prec$}"),
+                None => r += &format!(" {:>12}", "-"),
+            }
+        }
+        if with_slow {
+            r += &slow(v);
+        }
+        println!("{r}");
+    };
+    let ns = |s: Scenario| -> Vec<Option<f64>> {
+        a.flows
+            .iter()
+            .map(|&f| find(cells, s, f).map(|c| c.best.ns_per_unit()))
+            .collect()
+    };
+
+    println!();
+    println!("{}", head("ns per unit (best run, wall clock)"));
+    for &s in &a.scenarios {
+        row(s.label(), &ns(s), 1, true);
+    }
+    let has = |s| a.scenarios.contains(&s);
+    if has(Scenario::Rx) && has(Scenario::AckTx) {
+        let (x, y) = (ns(Scenario::Rx), ns(Scenario::AckTx));
+        let sum: Vec<Option<f64>> = x.iter().zip(&y).map(|(p, q)| Some((*p)? + (*q)?)).collect();
+        row("(a)+(b) as the sum of rows (a), (b)", &sum, 1, true);
+    }
+
+    println!();
+    println!("{}", head("worst run, ns per unit (noise)"));
+    for &s in &a.scenarios {
+        let v: Vec<Option<f64>> = a
+            .flows
+            .iter()
+            .map(|&f| find(cells, s, f).map(|c| c.worst_ns))
+            .collect();
+        row(s.label(), &v, 1, false);
+    }
+
+    println!();
+    println!("{}", head("million units/s (best run)"));
+    for &s in &a.scenarios {
+        let v: Vec<Option<f64>> = ns(s).iter().map(|x| x.map(|x| 1e3 / x)).collect();
+        row(s.label(), &v, 2, false);
+    }
+
+    println!();
+    println!("{}", head("million frames/s, in + out (best run)"));
+    for &s in &a.scenarios {
+        let v: Vec<Option<f64>> = a
+            .flows
+            .iter()
+            .map(|&f| {
+                find(cells, s, f).map(|c| {
+                    (c.best.frames_in + c.best.frames_out) as f64 * 1e3 / c.best.nanos as f64
+                })
+            })
+            .collect();
+        row(s.label(), &v, 2, false);
+    }
+    println!();
+    println!(
+        "unit: (a) 1 frame in + 1 ACK out; (b) 1 ACK in + 1 segment out; pair: 2 in + 2 out. \
+         Slowdown column: ns at the largest flow count vs the second largest."
+    );
+}

@@ -1,0 +1,420 @@
+//! `peer`: the test programs of the system tests, on either stack.
+//!
+//! Every mode runs on the Linux kernel stack (std::net) or, with `--tas`, on
+//! TAS through the low-level API, so the same program is both sides of a test:
+//!
+//! ```text
+//! peer [--tas] echo-server PORT [MAX_CONNS]
+//! peer [--tas] echo-client IP PORT COUNT SIZE [CONNS]   prints rtt percentiles
+//! peer [--tas] send IP PORT BYTES SEED                  connect, send pattern, close
+//! peer [--tas] recv PORT BYTES SEED                     accept one, verify pattern
+//! peer [--tas] serve-send PORT BYTES SEED               accept one, send pattern, close
+//! peer [--tas] connect-recv IP PORT BYTES SEED          connect, verify pattern
+//! peer [--tas] connect IP PORT                          prints "connected" or the errno
+//! ```
+//! Data is a seeded xorshift stream, so the receiver checks every byte.
+//! Exit status 0 only when everything was as expected.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::process::exit;
+use std::time::{Duration, Instant};
+
+struct Pattern(u64);
+impl Pattern {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            let b = self.0.to_le_bytes();
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+    }
+}
+
+/// A byte stream on either stack.
+trait Stream {
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()>;
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize>;
+    fn shutdown_write(&mut self) -> std::io::Result<()>;
+}
+
+impl Stream for TcpStream {
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        Write::write_all(self, b)
+    }
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        Read::read(self, b)
+    }
+    fn shutdown_write(&mut self) -> std::io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+struct TasStream<'a> {
+    tas: &'a mut tas::Tas,
+    c: tas::ConnId,
+}
+
+impl Stream for TasStream<'_> {
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.tas.send_all(self.c, b)
+    }
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        self.tas.recv_blocking(self.c, b)
+    }
+    fn shutdown_write(&mut self) -> std::io::Result<()> {
+        self.tas.shutdown_write(self.c)
+    }
+}
+
+fn arg<T: std::str::FromStr>(a: &[String], i: usize, what: &str) -> T {
+    match a.get(i).map(|s| s.parse()) {
+        Some(Ok(v)) => v,
+        _ => {
+            eprintln!("peer: missing or bad {what}");
+            exit(2)
+        }
+    }
+}
+
+fn send_pattern(s: &mut dyn Stream, bytes: u64, seed: u64) -> std::io::Result<()> {
+    let mut p = Pattern(seed | 1);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        p.fill(&mut buf[..n]);
+        s.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    s.shutdown_write()
+}
+
+fn recv_pattern(s: &mut dyn Stream, bytes: u64, seed: u64) -> Result<(), String> {
+    let mut p = Pattern(seed | 1);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut want = vec![0u8; 64 * 1024];
+    let mut got = 0u64;
+    // The pattern generator works in 64 KiB chunks (as the sender writes);
+    // keep a cursor into the current chunk.
+    let mut chunk_left = 0usize;
+    let mut chunk_pos = 0usize;
+    loop {
+        let n = s.read(&mut buf).map_err(|e| format!("read after {got} bytes: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        let mut i = 0;
+        while i < n {
+            if chunk_left == 0 {
+                let remaining = bytes.saturating_sub(got + i as u64);
+                let len = remaining.min(want.len() as u64) as usize;
+                if len == 0 {
+                    return Err(format!("more than {bytes} bytes received"));
+                }
+                p.fill(&mut want[..len]);
+                chunk_left = len;
+                chunk_pos = 0;
+            }
+            let take = chunk_left.min(n - i);
+            if buf[i..i + take] != want[chunk_pos..chunk_pos + take] {
+                return Err(format!("byte mismatch near offset {}", got + i as u64));
+            }
+            chunk_pos += take;
+            chunk_left -= take;
+            i += take;
+        }
+        got += n as u64;
+    }
+    if got != bytes {
+        return Err(format!("stream ended after {got} of {bytes} bytes"));
+    }
+    Ok(())
+}
+
+fn echo_client(streams: &mut [Box<dyn Stream + '_>], count: usize, size: usize) -> Result<Vec<Duration>, String> {
+    let mut rtts = Vec::with_capacity(count);
+    let mut msg = vec![0u8; size];
+    let mut back = vec![0u8; size];
+    for i in 0..count {
+        let s = &mut streams[i % streams.len()];
+        for (j, b) in msg.iter_mut().enumerate() {
+            *b = (i * 31 + j) as u8;
+        }
+        let t = Instant::now();
+        s.write_all(&msg).map_err(|e| format!("write {i}: {e}"))?;
+        let mut got = 0;
+        while got < size {
+            let n = s.read(&mut back[got..]).map_err(|e| format!("read {i}: {e}"))?;
+            if n == 0 {
+                return Err(format!("server closed during message {i}"));
+            }
+            got += n;
+        }
+        rtts.push(t.elapsed());
+        if back != msg {
+            return Err(format!("echo {i} differs"));
+        }
+    }
+    Ok(rtts)
+}
+
+fn report(rtts: &mut [Duration], size: usize) {
+    rtts.sort();
+    let pct = |p: f64| rtts[((rtts.len() as f64 * p) as usize).min(rtts.len() - 1)].as_secs_f64() * 1e6;
+    println!(
+        "echo ok: {} x {} B, rtt p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us",
+        rtts.len(),
+        size,
+        pct(0.5),
+        pct(0.99),
+        pct(0.999)
+    );
+}
+
+fn fail(msg: String) -> ! {
+    eprintln!("peer: {msg}");
+    println!("FAILED: {msg}");
+    exit(1)
+}
+
+fn run_linux(a: &[String]) {
+    match a[0].as_str() {
+        "echo-server" => {
+            let port: u16 = arg(a, 1, "PORT");
+            let max: usize = a.get(2).and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
+            let l = TcpListener::bind(("0.0.0.0", port)).unwrap_or_else(|e| fail(format!("bind: {e}")));
+            println!("listening");
+            let mut handles = Vec::new();
+            for s in l.incoming().take(max) {
+                let Ok(mut s) = s else { continue };
+                let _ = s.set_nodelay(true);
+                handles.push(std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    loop {
+                        match Read::read(&mut s, &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if Write::write_all(&mut s, &buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }));
+            }
+            for h in handles {
+                let _ = h.join();
+            }
+        }
+        "echo-client" => {
+            let ip: Ipv4Addr = arg(a, 1, "IP");
+            let port: u16 = arg(a, 2, "PORT");
+            let count: usize = arg(a, 3, "COUNT");
+            let size: usize = arg(a, 4, "SIZE");
+            let conns: usize = a.get(5).and_then(|s| s.parse().ok()).unwrap_or(1);
+            let mut streams: Vec<Box<dyn Stream>> = (0..conns)
+                .map(|_| {
+                    let s = TcpStream::connect(SocketAddrV4::new(ip, port)).unwrap_or_else(|e| fail(format!("connect: {e}")));
+                    s.set_nodelay(true).ok();
+                    Box::new(s) as Box<dyn Stream>
+                })
+                .collect();
+            let mut rtts = echo_client(&mut streams, count, size).unwrap_or_else(|e| fail(e));
+            report(&mut rtts, size);
+        }
+        "send" => {
+            let ip: Ipv4Addr = arg(a, 1, "IP");
+            let mut s = TcpStream::connect(SocketAddrV4::new(ip, arg(a, 2, "PORT"))).unwrap_or_else(|e| fail(format!("connect: {e}")));
+            send_pattern(&mut s, arg(a, 3, "BYTES"), arg(a, 4, "SEED")).unwrap_or_else(|e| fail(format!("send: {e}")));
+            // Wait for the peer's close so every byte is acknowledged.
+            let mut b = [0u8; 1];
+            let _ = Read::read(&mut s, &mut b);
+            println!("sent");
+        }
+        "recv" => {
+            let l = TcpListener::bind(("0.0.0.0", arg::<u16>(a, 1, "PORT"))).unwrap_or_else(|e| fail(format!("bind: {e}")));
+            println!("listening");
+            let (mut s, _) = l.accept().unwrap_or_else(|e| fail(format!("accept: {e}")));
+            recv_pattern(&mut s, arg(a, 2, "BYTES"), arg(a, 3, "SEED")).unwrap_or_else(|e| fail(e));
+            println!("received ok");
+        }
+        "serve-send" => {
+            let l = TcpListener::bind(("0.0.0.0", arg::<u16>(a, 1, "PORT"))).unwrap_or_else(|e| fail(format!("bind: {e}")));
+            println!("listening");
+            let (mut s, _) = l.accept().unwrap_or_else(|e| fail(format!("accept: {e}")));
+            send_pattern(&mut s, arg(a, 2, "BYTES"), arg(a, 3, "SEED")).unwrap_or_else(|e| fail(format!("send: {e}")));
+            let mut b = [0u8; 1];
+            let _ = Read::read(&mut s, &mut b);
+            println!("sent");
+        }
+        "connect-recv" => {
+            let ip: Ipv4Addr = arg(a, 1, "IP");
+            let mut s = TcpStream::connect(SocketAddrV4::new(ip, arg(a, 2, "PORT"))).unwrap_or_else(|e| fail(format!("connect: {e}")));
+            recv_pattern(&mut s, arg(a, 3, "BYTES"), arg(a, 4, "SEED")).unwrap_or_else(|e| fail(e));
+            println!("received ok");
+        }
+        "connect" => {
+            let ip: Ipv4Addr = arg(a, 1, "IP");
+            match TcpStream::connect_timeout(&SocketAddrV4::new(ip, arg(a, 2, "PORT")).into(), Duration::from_secs(30)) {
+                Ok(_) => println!("connected"),
+                Err(e) => println!("error {}", e.raw_os_error().unwrap_or(0)),
+            }
+        }
+        m => fail(format!("unknown mode {m}")),
+    }
+}
+
+fn run_tas(a: &[String]) {
+    let mut t = tas::Tas::attach().unwrap_or_else(|e| fail(format!("attach: {e}")));
+    match a[0].as_str() {
+        "echo-server" => {
+            let port: u16 = arg(a, 1, "PORT");
+            let l = t.listen(port, 512).unwrap_or_else(|e| fail(format!("listen: {e}")));
+            println!("listening");
+            let mut conns: Vec<tas::ConnId> = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            loop {
+                while let Some(c) = t.try_accept(l).unwrap_or_else(|e| fail(format!("accept: {e}"))) {
+                    conns.push(c);
+                }
+                let mut progress = false;
+                let mut i = 0;
+                while i < conns.len() {
+                    let c = conns[i];
+                    let free = t.conn(c).map(|s| s.tx_free() as usize).unwrap_or(0).min(buf.len());
+                    if free == 0 {
+                        i += 1;
+                        continue;
+                    }
+                    match t.recv(c, &mut buf[..free]) {
+                        Ok(0) => {
+                            let _ = t.close(c);
+                            conns.swap_remove(i);
+                            continue;
+                        }
+                        Ok(n) => {
+                            progress = true;
+                            if t.send_all(c, &buf[..n]).is_err() {
+                                let _ = t.abort(c);
+                                conns.swap_remove(i);
+                                continue;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => {
+                            let _ = t.abort(c);
+                            conns.swap_remove(i);
+                            continue;
+                        }
+                    }
+                    i += 1;
+                }
+                if !progress {
+                    t.wait(Some(Duration::from_millis(50))).unwrap_or_else(|e| fail(format!("wait: {e}")));
+                }
+            }
+        }
+        "echo-client" => {
+            let ip: Ipv4Addr = arg(a, 1, "IP");
+            let port: u16 = arg(a, 2, "PORT");
+            let count: usize = arg(a, 3, "COUNT");
+            let size: usize = arg(a, 4, "SIZE");
+            let conns: usize = a.get(5).and_then(|s| s.parse().ok()).unwrap_or(1);
+            let ids: Vec<_> = (0..conns).map(|_| t.connect(ip, port).unwrap_or_else(|e| fail(format!("connect: {e}")))).collect();
+            // One Tas handle serves all connections; run them round-robin.
+            let mut rtts = Vec::with_capacity(count);
+            let mut msg = vec![0u8; size];
+            let mut back = vec![0u8; size];
+            for i in 0..count {
+                let c = ids[i % ids.len()];
+                for (j, b) in msg.iter_mut().enumerate() {
+                    *b = (i * 31 + j) as u8;
+                }
+                let start = Instant::now();
+                t.send_all(c, &msg).unwrap_or_else(|e| fail(format!("send {i}: {e}")));
+                let mut got = 0;
+                while got < size {
+                    let n = t.recv_blocking(c, &mut back[got..]).unwrap_or_else(|e| fail(format!("recv {i}: {e}")));
+                    if n == 0 {
+                        fail(format!("server closed during message {i}"));
+                    }
+                    got += n;
+                }
+                rtts.push(start.elapsed());
+                if back != msg {
+                    fail(format!("echo {i} differs"));
+                }
+            }
+            for c in ids {
+                let _ = t.close(c);
+            }
+            report(&mut rtts, size);
+            let _ = t.wait(Some(Duration::from_millis(20)));
+        }
+        "send" | "connect-recv" => {
+            let ip: Ipv4Addr = arg(a, 1, "IP");
+            let c = t.connect(ip, arg(a, 2, "PORT")).unwrap_or_else(|e| fail(format!("connect: {e}")));
+            let bytes: u64 = arg(a, 3, "BYTES");
+            let seed: u64 = arg(a, 4, "SEED");
+            let mut s = TasStream { tas: &mut t, c };
+            if a[0] == "send" {
+                send_pattern(&mut s, bytes, seed).unwrap_or_else(|e| fail(format!("send: {e}")));
+                let mut b = [0u8; 1];
+                let _ = s.read(&mut b);
+                println!("sent");
+            } else {
+                recv_pattern(&mut s, bytes, seed).unwrap_or_else(|e| fail(e));
+                println!("received ok");
+            }
+            let _ = t.close(c);
+            let _ = t.wait(Some(Duration::from_millis(20)));
+        }
+        "recv" | "serve-send" => {
+            let l = t.listen(arg(a, 1, "PORT"), 16).unwrap_or_else(|e| fail(format!("listen: {e}")));
+            println!("listening");
+            let c = t.accept(l).unwrap_or_else(|e| fail(format!("accept: {e}")));
+            let bytes: u64 = arg(a, 2, "BYTES");
+            let seed: u64 = arg(a, 3, "SEED");
+            let mut s = TasStream { tas: &mut t, c };
+            if a[0] == "recv" {
+                recv_pattern(&mut s, bytes, seed).unwrap_or_else(|e| fail(e));
+                println!("received ok");
+            } else {
+                send_pattern(&mut s, bytes, seed).unwrap_or_else(|e| fail(format!("send: {e}")));
+                let mut b = [0u8; 1];
+                let _ = s.read(&mut b);
+                println!("sent");
+            }
+            let _ = t.close(c);
+            let _ = t.wait(Some(Duration::from_millis(20)));
+        }
+        "connect" => {
+            let ip: Ipv4Addr = arg(a, 1, "IP");
+            match t.connect(ip, arg(a, 2, "PORT")) {
+                Ok(_) => println!("connected"),
+                Err(e) => println!("error {}", e.raw_os_error().unwrap_or(0)),
+            }
+        }
+        m => fail(format!("unknown mode {m}")),
+    }
+}
+
+fn main() {
+    let mut a: Vec<String> = std::env::args().skip(1).collect();
+    let use_tas = a.first().map(|s| s == "--tas").unwrap_or(false);
+    if use_tas {
+        a.remove(0);
+    }
+    if a.is_empty() {
+        eprintln!("usage: see the doc comment of tests/src/bin/peer.rs");
+        exit(2);
+    }
+    if use_tas {
+        run_tas(&a)
+    } else {
+        run_linux(&a)
+    }
+}
