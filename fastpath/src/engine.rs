@@ -325,6 +325,13 @@ fn rx_segment<M: PayloadMem>(
             if let Some((val, _)) = ts {
                 f.tx_next_ts = val;
             }
+        } else if seq::lt(seg.seq(), f.rx_next_seq) {
+            // An old zero-length segment: a keepalive or zero-window probe
+            // (sent at RCV.NXT - 1). Unacceptable segments get an ACK
+            // (RFC 9293 §3.10.7.4); the prober resets the connection
+            // after a few unanswered ones.
+            stats.dup_segments += 1;
+            r.ack = true;
         }
         return r;
     }
