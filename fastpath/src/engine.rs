@@ -195,6 +195,9 @@ fn ring_read<M: PayloadMem>(
     ok && mem.read(region, base, b)
 }
 
+/// `dupack_cnt` value after a fast retransmit, until an ACK makes progress.
+const IN_RECOVERY: u8 = u8::MAX;
+
 /// Rewinds the sender to the first unacknowledged byte (go-back-N).
 fn go_back_n(f: &mut FlowState) {
     let data = f.tx_data_in_flight();
@@ -303,6 +306,9 @@ fn rx_segment<M: PayloadMem>(
             f.dupack_cnt = f.dupack_cnt.saturating_add(1);
             if f.dupack_cnt == 3 {
                 go_back_n(f);
+                // In recovery until an ACK makes progress: the duplicates
+                // that segments still in flight draw must not rewind again.
+                f.dupack_cnt = IN_RECOVERY;
                 f.cnt_frexmits = f.cnt_frexmits.saturating_add(1);
                 stats.fast_retransmits += 1;
                 r.tx_ready = true;

@@ -1406,6 +1406,30 @@ fn three_duplicate_acks_trigger_one_fast_retransmit() {
 }
 
 #[test]
+fn duplicates_during_recovery_do_not_rewind_again() {
+    let mut fx = fx_with_3000_in_flight();
+    for _ in 0..3 {
+        dupack(&mut fx);
+    }
+    assert_eq!(fx.poll(), 3);
+    fx.out.frames.clear();
+    // Segments still in flight from the first round draw more duplicates.
+    for _ in 0..9 {
+        dupack(&mut fx);
+    }
+    assert_eq!(fx.poll(), 0);
+    assert_eq!({ fx.flow().cnt_frexmits }, 1);
+    // Progress ends recovery; a new loss is recovered again.
+    fx.peer_ack = 1448;
+    send!(fx, fx.peer(0));
+    for _ in 0..3 {
+        dupack(&mut fx);
+    }
+    assert_eq!({ fx.flow().cnt_frexmits }, 2);
+    assert_eq!(fx.poll(), 2);
+}
+
+#[test]
 fn ack_beyond_sent_after_go_back_n_is_accepted() {
     let mut fx = fx_with_3000_in_flight();
     for _ in 0..3 {
