@@ -283,8 +283,9 @@ fn rx_segment<M: PayloadMem>(
         }
         f.tx_sent -= acked;
         f.cnt_ackb = f.cnt_ackb.wrapping_add(data_acked);
-        if flags & tcp::ECE != 0 {
+        if flags & tcp::ECE != 0 && f.cfg & cfg::ECN != 0 {
             f.cnt_ecnb = f.cnt_ecnb.wrapping_add(data_acked);
+            f.st |= st::CWR_PENDING;
         }
         f.dupack_cnt = 0;
         if let Some((_, ecr)) = ts {
@@ -749,6 +750,9 @@ impl FastPath {
             if len > 0 && len == f.tx_avail {
                 flags |= tcp::PSH;
             }
+            if len > 0 && f.st & st::CWR_PENDING != 0 {
+                flags |= tcp::CWR;
+            }
             let (cfgc, fs) = (&self.cfg, &*f);
             let mut built = true;
             let ok = out.tx(|b| {
@@ -782,6 +786,9 @@ impl FastPath {
             f.tx_next_seq = f.tx_next_seq.wrapping_add(len + fin as u32);
             if fin {
                 f.st |= st::TX_FIN_SENT;
+            }
+            if flags & tcp::CWR != 0 {
+                f.st &= !st::CWR_PENDING;
             }
             self.stats.tx_frames += 1;
             self.stats.tx_payload_bytes += len as u64;

@@ -39,6 +39,9 @@ pub mod st {
     pub const TX_FIN_ACKED: u8 = 1 << 2;
     /// The peer's FIN arrived in order (counted in `rx_next_seq`).
     pub const RX_FIN: u8 = 1 << 3;
+    /// An ACK carried ECE: the next data segment carries CWR (RFC 3168
+    /// §6.1.2), so a classic-ECN receiver stops echoing.
+    pub const CWR_PENDING: u8 = 1 << 4;
 }
 
 /// Per-flow fast-path state; see the module doc for the cache-line layout.

@@ -1300,6 +1300,36 @@ fn ece_on_ack_counts_ecn_marked_bytes() {
 }
 
 #[test]
+fn ece_is_answered_with_cwr_on_the_next_data_segment() {
+    let mut fx = Fx::new(FlowOpts {
+        cfg: cfg::TS | cfg::ECN,
+        ..Default::default()
+    });
+    fx.write(100, 0).unwrap();
+    fx.poll();
+    fx.out.frames.clear();
+    fx.peer_ack = 100;
+    send!(
+        fx,
+        Seg {
+            flags: ACK | tcp::ECE,
+            ..fx.peer(0)
+        }
+    );
+    fx.write(200, 0).unwrap();
+    fx.poll();
+    let seg = fx.next_frame().expect("a data segment");
+    assert_eq!(seg.flags, ACK | PSH | tcp::CWR);
+    recv_nothing!(fx);
+    // Only once per ECE.
+    fx.peer_ack = 300;
+    send!(fx, fx.peer(0));
+    fx.write(10, 0).unwrap();
+    fx.poll();
+    assert_eq!(fx.next_frame().expect("a data segment").flags, ACK | PSH);
+}
+
+#[test]
 fn ce_marked_data_is_echoed_with_ece_only_with_ecn() {
     let mut fx = Fx::new(FlowOpts {
         cfg: cfg::TS | cfg::ECN,
