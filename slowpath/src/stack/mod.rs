@@ -1,1 +1,487 @@
-//! placeholder
+//! The slow path's sans-I/O TCP/IP core: ARP, ICMP echo, routing, connection
+//! setup and teardown, RST handling, and the timers the fast path leaves to
+//! us (handshake and data retransmission, zero-window probes, TIME_WAIT).
+//!
+//! Like the fast path's engine, [`Stack`] is plain functions over (state,
+//! input bytes, `now` in ns): no threads, clocks or sockets. Everything it
+//! emits goes through a [`StackIo`]: frames for the NIC, commands for the
+//! fast-path core ([`FpCmd`]), control messages for apps, and ring memory
+//! allocation in the apps' regions. The daemon calls it from the one
+//! slow-path thread.
+//!
+//! # Division of labour with the fast path
+//!
+//! * Half-open connections (SYN_RCVD, SYN_SENT, waiting for ARP) live only
+//!   here. A flow enters the [`FlowTable`] when its handshake completes, and
+//!   from then on the fast path owns its sequence state.
+//! * Segments the fast path cannot handle arrive as [`Exception`]s. Data
+//!   that raced the installation of its flow (it arrived as `NoFlow` after
+//!   the final ACK, but the flow exists now) is handed back with
+//!   [`FpCmd::Rx`], so no byte is lost.
+//! * Retransmission timeouts: each installed flow is inspected periodically
+//!   under its lock (every RTO/2, clamped to 1..100 ms; idle flows 4× less
+//!   often). The RTO is `max(rto_min, 3·rtt_est, 2·handshake RTT)`, capped
+//!   at `rto_max`, doubled per retransmission without progress; when
+//!   SND.UNA has not moved for an RTO while data or a FIN is in flight, the
+//!   fast path gets [`FpCmd::Retransmit`] (go-back-N). After `data_retries`
+//!   retransmissions without progress the flow is reset (`ETIMEDOUT`, RST
+//!   to the peer). Progress resets the backoff.
+//! * Zero-window persist: when the peer's window is 0 with data waiting and
+//!   nothing in flight, a probe is sent after an RTO (backing off). The probe
+//!   carries one byte of already-acknowledged sequence space (`SND.UNA-1`),
+//!   which every receiver must answer with an ACK (the fast path does not
+//!   ACK zero-length out-of-window segments).
+//!
+//! # Flow lifetime as the app sees it
+//!
+//! A flow id handed out in `ACCEPTED`/`CONNECTED` stays reserved for that app
+//! until the app gets `RELEASED` for it, and its rings stay allocated until
+//! then (so data received before a reset can still be read).
+//!
+//! * Graceful close: the app requests its FIN through the fast path
+//!   (`F_TX_FIN`) and sends `CLOSE` (if the FIN is still not requested
+//!   500 ms after `CLOSE`, the stack requests it). When both FINs are done
+//!   the flow is removed and the app gets `RELEASED`. The side whose FIN
+//!   went out first keeps the flow installed in TIME_WAIT for
+//!   `time_wait_ns`, so the fast path re-ACKs a retransmitted FIN; a new SYN
+//!   with a higher sequence number or newer timestamp ends TIME_WAIT early
+//!   (RFC 6191). The other side removes the flow at once but remembers the
+//!   4-tuple for `time_wait_ns`: late duplicates are dropped silently
+//!   instead of drawing an RST. If the app has not sent `CLOSE` when both
+//!   FINs are done (half-close), the flow stays until it does.
+//! * A FIN_WAIT_2 whose peer never sends its FIN (after `CLOSE`) is reset
+//!   after `fin_timeout_ns`.
+//! * `ABORT`: RST to the peer, flow removed, `RELEASED`.
+//! * Reset by the peer, retransmission timeout: the flow is removed from the
+//!   table and the app gets `RESET` (`ECONNRESET`, `ETIMEDOUT`). The app
+//!   then sends `CLOSE` (or `ABORT`) and gets `RELEASED`.
+//! * While a flow is gone from the table but not yet released, its slot is
+//!   held by an inert placeholder entry (never matches a frame, owned by
+//!   [`RESERVED_APP`]) so the id cannot be reused under the app's feet.
+//!
+//! # Control messages (see `abi::ctl`)
+//!
+//! `LISTEN` → `RESULT` (with `listener`). `CONNECT` → `CONNECTED` or
+//! `RESULT` with `ENETUNREACH`, `EHOSTUNREACH` (ARP failed),
+//! `ECONNREFUSED`, `ETIMEDOUT`, `EADDRINUSE`, `EADDRNOTAVAIL`, `ENOMEM`,
+//! `EINVAL`. `UNLISTEN` → `RESULT`. `ACCEPT` (credit: established
+//! connections the app took off its accept queue) → no answer. `CLOSE`,
+//! `ABORT` → `RELEASED` (maybe later). Anything invalid or not owned by the
+//! sender → `RESULT` with `EINVAL`/`EBADF`; never a panic.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use tas_fastpath::abi::{ctl, CtlMsg};
+use tas_fastpath::engine::Exception;
+use tas_fastpath::flow::FlowKey;
+use tas_fastpath::flowtable::{FlowId, FlowTable};
+
+mod arp;
+mod conn;
+mod hash;
+mod icmp;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod sim_tests;
+#[cfg(test)]
+mod tests;
+
+use arp::ArpState;
+use conn::{Conn, Connecting, HalfOpen, Listener};
+
+/// An attached app; also the value put in `FlowState::mem` and
+/// `FlowState::context` for that app's flows.
+pub type AppId = u16;
+
+/// Never a real app: owns the placeholder entries that keep released-but-
+/// not-yet-acknowledged flow ids reserved.
+pub const RESERVED_APP: AppId = u16::MAX;
+
+/// A command for the fast-path core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FpCmd {
+    /// Retransmission timeout: go back to SND.UNA and send again.
+    Retransmit(FlowId),
+    /// The flow's state changed (e.g. FIN requested): send if it can.
+    Kick(FlowId),
+    /// Receive this frame again (data that raced the flow's installation).
+    Rx(Vec<u8>),
+}
+
+/// Everything the stack emits.
+pub trait StackIo {
+    /// A frame for the NIC.
+    fn send_frame(&mut self, frame: &[u8]);
+    /// A command for the fast-path core.
+    fn fastpath(&mut self, cmd: FpCmd);
+    /// A control message for an app's attach socket.
+    fn app_msg(&mut self, app: AppId, msg: &CtlMsg);
+    /// `len` bytes of ring memory in the app's region: its offset, or None
+    /// when out of memory.
+    fn alloc(&mut self, app: AppId, len: u32) -> Option<u32>;
+    /// Returns memory from [`alloc`](Self::alloc).
+    fn free(&mut self, app: AppId, off: u32, len: u32);
+}
+
+/// Stack configuration. Times are nanoseconds.
+#[derive(Clone, Debug)]
+pub struct StackConfig {
+    /// Our IPv4 address (host order); 0 = not configured (nothing answered).
+    pub local_ip: u32,
+    pub prefix_len: u8,
+    pub gateway: Option<u32>,
+    pub local_mac: [u8; 6],
+    pub mtu: u16,
+    /// Ring sizes when the app asks for 0.
+    pub default_rx_buf: u32,
+    pub default_tx_buf: u32,
+    /// How long the side that closed first keeps the flow (TIME_WAIT).
+    pub time_wait_ns: u64,
+    /// SYN (and SYN-ACK) retransmissions before giving up.
+    pub syn_retries: u32,
+    /// First SYN retransmission timeout; doubles per retry.
+    pub syn_rto_ns: u64,
+    pub rto_min_ns: u64,
+    pub rto_max_ns: u64,
+    /// Data/FIN retransmissions without progress before the flow is reset.
+    pub data_retries: u32,
+    /// ARP request interval, and retries after the first request.
+    pub arp_timeout_ns: u64,
+    pub arp_retries: u32,
+    /// ARP cache entry lifetime.
+    pub arp_ttl_ns: u64,
+    /// Ephemeral port range (inclusive).
+    pub ephemeral: (u16, u16),
+    /// Initial `tx_rate` of new flows (kbit/s); 0 = unlimited (no `cfg::RATE`).
+    pub initial_rate_kbps: u32,
+    /// Initial `tx_cwnd` of new flows (bytes); 0 = none.
+    pub initial_cwnd: u32,
+    /// Negotiate ECN (RFC 3168).
+    pub ecn: bool,
+    /// After the app closed and our FIN was acknowledged, how long to wait
+    /// for the peer's FIN before resetting (FIN_WAIT_2 bound).
+    pub fin_timeout_ns: u64,
+    /// Most half-open (SYN_RCVD) connections kept in total.
+    pub max_half_open: u32,
+}
+
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000_000_000;
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        StackConfig {
+            local_ip: 0,
+            prefix_len: 24,
+            gateway: None,
+            local_mac: [0; 6],
+            mtu: 1500,
+            default_rx_buf: 256 << 10,
+            default_tx_buf: 256 << 10,
+            time_wait_ns: 2 * SEC,
+            syn_retries: 6,
+            syn_rto_ns: 200 * MS,
+            rto_min_ns: 20 * MS,
+            rto_max_ns: 5 * SEC,
+            data_retries: 12,
+            arp_timeout_ns: 500 * MS,
+            arp_retries: 3,
+            arp_ttl_ns: 60 * SEC,
+            ephemeral: (32768, 60999),
+            initial_rate_kbps: 0,
+            initial_cwnd: 0,
+            ecn: false,
+            fin_timeout_ns: 60 * SEC,
+            max_half_open: 4096,
+        }
+    }
+}
+
+/// One line of `tasctl flows`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowSummary {
+    /// Flow id in the table; None for listeners and half-open connections.
+    pub flow: Option<FlowId>,
+    pub local_ip: u32,
+    pub local_port: u16,
+    pub remote_ip: u32,
+    pub remote_port: u16,
+    /// `LISTEN`, `ARP_WAIT`, `SYN_SENT`, `SYN_RCVD`, `ESTABLISHED`,
+    /// `FIN_WAIT1`, `FIN_WAIT2`, `CLOSING`, `CLOSE_WAIT`, `LAST_ACK`,
+    /// `TIME_WAIT`, `CLOSED` (finished, app has not closed it yet).
+    pub state: &'static str,
+    pub app: AppId,
+}
+
+/// Slow-path counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StackStats {
+    pub arp_rx: u64,
+    pub arp_replies_sent: u64,
+    pub arp_requests_sent: u64,
+    pub arp_learned: u64,
+    pub arp_expired: u64,
+    pub arp_failures: u64,
+    pub arp_conflicts: u64,
+    pub icmp_echo_replies: u64,
+    pub icmp_ignored: u64,
+    pub ip_other: u64,
+    pub non_ip: u64,
+    pub syn_rx: u64,
+    pub synack_sent: u64,
+    pub synack_retransmits: u64,
+    pub half_open_timeouts: u64,
+    pub syn_dropped_backlog: u64,
+    pub syn_dropped_overflow: u64,
+    pub accept_overflow: u64,
+    pub syn_sent: u64,
+    pub syn_retransmits: u64,
+    pub accepted: u64,
+    pub connected: u64,
+    pub connect_refused: u64,
+    pub connect_timeouts: u64,
+    pub connect_unreachable: u64,
+    pub rst_sent: u64,
+    pub rst_rx: u64,
+    pub rst_ignored: u64,
+    pub challenge_acks: u64,
+    pub rto_retransmits: u64,
+    pub data_timeouts: u64,
+    pub persist_probes: u64,
+    pub fin_timeouts: u64,
+    pub time_wait_entered: u64,
+    pub time_wait_expired: u64,
+    pub closed_graceful: u64,
+    pub aborted: u64,
+    pub reinjected: u64,
+    /// Segments for recently closed connections, dropped silently.
+    pub late_segments: u64,
+    pub dropped_bad_checksum: u64,
+    pub dropped_malformed: u64,
+    pub dropped_unusual_flags: u64,
+    pub dropped_not_ours: u64,
+    pub dropped_other: u64,
+    pub ctl_errors: u64,
+    pub alloc_failures: u64,
+    pub table_full: u64,
+}
+
+/// (local ip, remote ip, local port, remote port): an ordered 4-tuple.
+type Tuple = (u32, u32, u16, u16);
+
+fn tuple(k: &FlowKey) -> Tuple {
+    (k.local_ip, k.remote_ip, k.local_port, k.remote_port)
+}
+
+fn key_of(t: Tuple) -> FlowKey {
+    FlowKey {
+        local_ip: t.0,
+        remote_ip: t.1,
+        local_port: t.2,
+        remote_port: t.3,
+    }
+}
+
+/// A deadline in the timer heap. Entries are validated against the owner's
+/// current deadline when they fire, so stale ones are harmless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Arp(u32),
+    Connect(Tuple),
+    HalfOpen(Tuple),
+    Flow(FlowId),
+}
+
+/// The slow path's TCP/IP state.
+pub struct Stack {
+    cfg: StackConfig,
+    table: Arc<FlowTable>,
+    isn_key: (u64, u64),
+    port_key: (u64, u64),
+    port_counter: u32,
+    ip_ident: u16,
+    arp: ArpState,
+    listeners: HashMap<u32, Listener>,
+    /// Listener ids per port (several with `F_REUSEPORT`).
+    ports: HashMap<u16, Vec<u32>>,
+    next_listener: u32,
+    half_open: HashMap<FlowKey, HalfOpen>,
+    connecting: HashMap<FlowKey, Connecting>,
+    conns: HashMap<FlowId, Conn>,
+    /// 4-tuples closed gracefully without TIME_WAIT, until when late
+    /// segments for them are dropped silently.
+    lingering: HashMap<FlowKey, u64>,
+    next_housekeeping: u64,
+    timers: BinaryHeap<Reverse<(u64, Timer)>>,
+    /// Challenge-ACK rate limit: (window start, count in window).
+    challenge: (u64, u32),
+    stats: StackStats,
+    #[cfg(test)]
+    isn_override: Option<u32>,
+}
+
+impl Stack {
+    /// A stack over `table`. `seed` keys the ISN and port-choice hashes (pass
+    /// a random value in production; tests pass constants for determinism).
+    pub fn new(cfg: StackConfig, table: Arc<FlowTable>, seed: u64) -> Self {
+        let mut s = seed;
+        let isn_key = (hash::splitmix64(&mut s), hash::splitmix64(&mut s));
+        let port_key = (hash::splitmix64(&mut s), hash::splitmix64(&mut s));
+        let port_counter = hash::splitmix64(&mut s) as u32;
+        let ip_ident = hash::splitmix64(&mut s) as u16;
+        Stack {
+            cfg,
+            table,
+            isn_key,
+            port_key,
+            port_counter,
+            ip_ident,
+            arp: ArpState::default(),
+            listeners: HashMap::new(),
+            ports: HashMap::new(),
+            next_listener: 1,
+            half_open: HashMap::new(),
+            connecting: HashMap::new(),
+            conns: HashMap::new(),
+            lingering: HashMap::new(),
+            next_housekeeping: 0,
+            timers: BinaryHeap::new(),
+            challenge: (0, 0),
+            stats: StackStats::default(),
+            #[cfg(test)]
+            isn_override: None,
+        }
+    }
+
+    pub fn config(&self) -> &StackConfig {
+        &self.cfg
+    }
+
+    /// A frame the fast path handed over.
+    pub fn on_frame(
+        &mut self,
+        now: u64,
+        reason: Exception,
+        flow: Option<FlowId>,
+        frame: &[u8],
+        io: &mut impl StackIo,
+    ) {
+        match reason {
+            Exception::NotTcp => self.on_not_tcp(now, frame, io),
+            Exception::Malformed(_) => self.stats.dropped_malformed += 1,
+            Exception::BadChecksum => self.stats.dropped_bad_checksum += 1,
+            Exception::NoFlow => self.on_no_flow(now, frame, io),
+            Exception::Syn => self.on_flow_syn(now, flow, frame, io),
+            Exception::Rst => self.on_flow_rst(now, flow, frame, io),
+            Exception::UnusualFlags => self.stats.dropped_unusual_flags += 1,
+            Exception::SlowPathFlow => self.stats.dropped_other += 1,
+            Exception::FinReceived => self.on_fin_received_exc(now, flow, frame, io),
+            Exception::FinAcked => self.on_fin_acked_exc(now, flow, frame, io),
+        }
+    }
+
+    /// A control message from app `app`.
+    pub fn on_app_msg(&mut self, now: u64, app: AppId, msg: &CtlMsg, io: &mut impl StackIo) {
+        if app == RESERVED_APP {
+            self.reply_err(io, app, msg, libc::EINVAL);
+            return;
+        }
+        match msg.kind {
+            ctl::LISTEN => self.app_listen(app, msg, io),
+            ctl::UNLISTEN => self.app_unlisten(now, app, msg, io),
+            ctl::ACCEPT => self.app_accept(app, msg, io),
+            ctl::CONNECT => self.app_connect(now, app, msg, io),
+            ctl::CLOSE => self.app_close(now, app, msg, io),
+            ctl::ABORT => self.app_abort(now, app, msg, io),
+            _ => self.reply_err(io, app, msg, libc::EINVAL),
+        }
+    }
+
+    /// Timers due at `now`.
+    pub fn poll(&mut self, now: u64, io: &mut impl StackIo) {
+        while let Some(&Reverse((t, timer))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Arp(ip) => self.arp_timer(now, t, ip, io),
+                Timer::Connect(k) => self.connect_timer(now, t, key_of(k), io),
+                Timer::HalfOpen(k) => self.half_open_timer(now, t, key_of(k), io),
+                Timer::Flow(id) => self.flow_timer(now, t, id, io),
+            }
+        }
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now.saturating_add(SEC);
+            self.arp_sweep(now);
+            self.lingering.retain(|_, until| *until > now);
+        }
+    }
+
+    /// The earliest pending deadline (may be early: a stale entry only
+    /// causes a spurious [`poll`](Self::poll)).
+    pub fn poll_at(&self) -> Option<u64> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    pub fn stats(&self) -> StackStats {
+        self.stats
+    }
+
+    fn schedule(&mut self, at: u64, timer: Timer) {
+        self.timers.push(Reverse((at, timer)));
+    }
+
+    fn reply(&mut self, io: &mut impl StackIo, app: AppId, msg: &CtlMsg, err: i32, listener: u32) {
+        let m = CtlMsg {
+            kind: ctl::RESULT,
+            req: msg.req,
+            err,
+            listener,
+            flow: msg.flow,
+            ..Default::default()
+        };
+        io.app_msg(app, &m);
+    }
+
+    fn reply_err(&mut self, io: &mut impl StackIo, app: AppId, msg: &CtlMsg, err: i32) {
+        self.stats.ctl_errors += 1;
+        self.reply(io, app, msg, err, msg.listener);
+    }
+
+    /// Next hop for `dst`: itself on our subnet, else the gateway.
+    fn next_hop(&self, dst: u32) -> Option<u32> {
+        let p = self.cfg.prefix_len.min(32) as u32;
+        let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+        if dst & mask == self.cfg.local_ip & mask {
+            Some(dst)
+        } else {
+            self.cfg.gateway
+        }
+    }
+
+    /// Whether `ip` may be the source or destination of a unicast
+    /// connection (not 0, broadcast, multicast, loopback, our subnet's
+    /// broadcast).
+    fn unicast_ok(&self, ip: u32) -> bool {
+        let p = self.cfg.prefix_len.min(32) as u32;
+        let host_mask = if p >= 31 { 0 } else { u32::MAX >> p };
+        let subnet_bcast = host_mask != 0
+            && ip & !host_mask == self.cfg.local_ip & !host_mask
+            && ip & host_mask == host_mask;
+        ip != 0 && ip >> 24 != 127 && ip < 0xE000_0000 && !subnet_bcast
+    }
+
+    fn next_ident(&mut self) -> u16 {
+        self.ip_ident = self.ip_ident.wrapping_add(1);
+        self.ip_ident
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_isn_override(&mut self, isn: Option<u32>) {
+        self.isn_override = isn;
+    }
+}

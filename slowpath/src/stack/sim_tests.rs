@@ -1,0 +1,860 @@
+//! In-process integration tests: two hosts, each a real fast path and slow
+//! path, over the simulated wire (see [`super::sim`]).
+
+use tas_fastpath::abi::{ctl, CtlMsg};
+use tas_fastpath::flow::st;
+
+use super::sim::*;
+use super::AppId;
+
+const SERVER: AppId = 1;
+const CLIENT: AppId = 2;
+const PORT: u16 = 8080;
+const MB: usize = 1 << 20;
+
+fn server_template(data: Vec<u8>) -> FlowApp {
+    FlowApp {
+        tx_data: data,
+        fin: FinPolicy::AfterEof,
+        close_when_done: true,
+        ..Default::default()
+    }
+}
+
+fn client_template(data: Vec<u8>) -> FlowApp {
+    FlowApp {
+        tx_data: data,
+        fin: FinPolicy::AfterSend,
+        close_when_done: true,
+        ..Default::default()
+    }
+}
+
+/// Server app on host 0 (A), client app on host 1 (B).
+fn setup(sim: &mut Sim, up: usize, down: usize) -> (Vec<u8>, Vec<u8>) {
+    let to_server = pattern(1, up);
+    let to_client = pattern(2, down);
+    sim.hosts[0]
+        .apps
+        .insert(SERVER, App::new(server_template(to_client.clone())));
+    sim.hosts[1]
+        .apps
+        .insert(CLIENT, App::new(client_template(to_server.clone())));
+    (to_server, to_client)
+}
+
+fn only_flow(sim: &mut Sim, host: usize, app: AppId) -> FlowApp {
+    let a = sim.hosts[host].app(app);
+    assert_eq!(a.flows.len(), 1, "expected one flow");
+    a.flows.values().next().cloned().unwrap()
+}
+
+fn all_released(s: &Sim, host: usize, app: AppId, n: usize) -> bool {
+    s.hosts[host].apps.get(&app).is_some_and(|a| {
+        a.flows.len() + a.history.len() == n
+            && a.flows.values().all(|f| f.released)
+            && a.history.iter().all(|f| f.released)
+    })
+}
+
+/// Handshake, 1 MB each way, graceful close initiated by the client, then
+/// checks of everything that must hold afterwards.
+fn transfer_and_close(sim: &mut Sim, limit: u64) {
+    transfer_and_close_with(sim, limit, MB, MB)
+}
+
+fn transfer_and_close_with(sim: &mut Sim, limit: u64, up: usize, down: usize) {
+    let (up, down) = setup(sim, up, down);
+    sim.listen(0, SERVER, PORT, 16);
+    sim.connect(1, CLIENT, A_IP, PORT);
+    let ok = sim.run_until(limit, |s| {
+        all_released(s, 0, SERVER, 1) && all_released(s, 1, CLIENT, 1)
+    });
+    let (c, sv) = (only_flow(sim, 1, CLIENT), only_flow(sim, 0, SERVER));
+    assert!(
+        ok,
+        "transfer did not finish: client rx {} tx_acked {} eof {} rel {}, server rx {} tx_acked {} eof {} rel {}; flows A {:?} B {:?}",
+        c.rx_data.len(),
+        c.tx_acked,
+        c.eof,
+        c.released,
+        sv.rx_data.len(),
+        sv.tx_acked,
+        sv.eof,
+        sv.released,
+        sim.hosts[0].stack.flows(),
+        sim.hosts[1].stack.flows()
+    );
+    assert!(sv.rx_data == up, "server received corrupted data");
+    assert!(c.rx_data == down, "client received corrupted data");
+    // (F_TX_FIN_ACKED may be overtaken by RELEASED; EOF may not.)
+    assert!(c.eof && sv.eof);
+    assert_eq!(c.reset, None);
+    assert_eq!(sv.reset, None);
+    assert_eq!(sim.wire.rsts, [0, 0], "a graceful close never sends RST");
+    for h in 0..2 {
+        let host = &sim.hosts[h];
+        assert_eq!(host.table.len(), 0, "host {h} table not empty");
+        assert!(host.stack.flows().iter().all(|f| f.state == "LISTEN"));
+        assert_eq!(host.bad_cmds, 0);
+    }
+    assert_eq!(sim.hosts[0].io.used(SERVER), 0, "server rings leaked");
+    assert_eq!(sim.hosts[1].io.used(CLIENT), 0, "client rings leaked");
+}
+
+#[test]
+fn handshake_transfer_close_clean_link() {
+    let mut sim = Sim::new(1);
+    transfer_and_close(&mut sim, 10_000 * MS);
+    let (a, b) = (sim.hosts[0].stack.stats(), sim.hosts[1].stack.stats());
+    assert_eq!((a.accepted, b.connected), (1, 1));
+    // The client sent its FIN first: it (only) went through TIME_WAIT.
+    assert_eq!((a.time_wait_entered, b.time_wait_entered), (0, 1));
+    assert_eq!(b.time_wait_expired, 1);
+    assert_eq!(a.rto_retransmits + b.rto_retransmits, 0);
+    // ARP: B resolved A once; A learned B from the request.
+    assert_eq!(b.arp_requests_sent, 1);
+    assert_eq!(a.arp_replies_sent, 1);
+}
+
+#[test]
+fn time_wait_holds_the_flow_then_releases() {
+    let mut sim = Sim::new(2);
+    setup(&mut sim, 1000, 1000);
+    sim.listen(0, SERVER, PORT, 16);
+    sim.connect(1, CLIENT, A_IP, PORT);
+    assert!(sim.run_until(1000 * MS, |s| all_released(s, 0, SERVER, 1)));
+    // Server closed second: released at once. Client is in TIME_WAIT.
+    let flows = sim.hosts[1].stack.flows();
+    assert_eq!(flows.len(), 1);
+    assert_eq!(flows[0].state, "TIME_WAIT");
+    assert_eq!(sim.hosts[1].table.len(), 1);
+    assert!(!only_flow(&mut sim, 1, CLIENT).released);
+    let t0 = sim.now;
+    assert!(sim.run_until(5000 * MS, |s| all_released(s, 1, CLIENT, 1)));
+    let waited = sim.now - t0;
+    assert!(
+        (1900 * MS..2300 * MS).contains(&waited),
+        "TIME_WAIT lasted {waited} ns"
+    );
+    assert_eq!(sim.hosts[1].table.len(), 0);
+    assert_eq!(sim.wire.rsts, [0, 0]);
+}
+
+#[test]
+fn server_closes_first() {
+    let mut sim = Sim::new(3);
+    let up = pattern(5, 300_000);
+    let down = pattern(6, 500_000);
+    let mut server = server_template(down.clone());
+    server.fin = FinPolicy::AfterSend;
+    let mut client = client_template(up.clone());
+    client.fin = FinPolicy::AfterEof;
+    sim.hosts[0].apps.insert(SERVER, App::new(server));
+    sim.hosts[1].apps.insert(CLIENT, App::new(client));
+    sim.listen(0, SERVER, PORT, 16);
+    sim.connect(1, CLIENT, A_IP, PORT);
+    assert!(sim.run_until(10_000 * MS, |s| all_released(s, 0, SERVER, 1)
+        && all_released(s, 1, CLIENT, 1)));
+    assert!(only_flow(&mut sim, 0, SERVER).rx_data == up);
+    assert!(only_flow(&mut sim, 1, CLIENT).rx_data == down);
+    let (a, b) = (sim.hosts[0].stack.stats(), sim.hosts[1].stack.stats());
+    assert_eq!((a.time_wait_entered, b.time_wait_entered), (1, 0));
+    assert_eq!(sim.wire.rsts, [0, 0]);
+}
+
+#[test]
+fn transfer_with_loss_reorder_duplication_and_corruption() {
+    for seed in [11u64, 12, 13] {
+        let mut sim = Sim::new(seed);
+        sim.wire.faults = Faults {
+            loss: 10_000,
+            reorder: 20_000,
+            dup: 10_000,
+            corrupt: 2_000,
+        };
+        transfer_and_close(&mut sim, 120_000 * MS);
+        let (a, b) = (sim.hosts[0].stack.stats(), sim.hosts[1].stack.stats());
+        assert!(
+            sim.hosts[0].fp.stats.fast_retransmits + sim.hosts[1].fp.stats.fast_retransmits > 0,
+            "seed {seed}: loss never triggered a fast retransmit"
+        );
+        eprintln!(
+            "seed {seed}: t={} ms, rto {}+{}, frexmit {}+{}, bad csum {}+{}",
+            sim.now / MS,
+            a.rto_retransmits,
+            b.rto_retransmits,
+            sim.hosts[0].fp.stats.fast_retransmits,
+            sim.hosts[1].fp.stats.fast_retransmits,
+            a.dropped_bad_checksum,
+            b.dropped_bad_checksum
+        );
+    }
+}
+
+#[test]
+fn sequence_and_timestamp_wraparound() {
+    // ISNs just below 2^32 on both sides, and the µs timestamp clock about
+    // to wrap, with some loss so retransmissions straddle the wrap.
+    let start = (u32::MAX as u64 - 300_000) * 1000;
+    let mut sim = Sim::with(9, host_cfg(A_IP, A_MAC), host_cfg(B_IP, B_MAC), start);
+    sim.hosts[0]
+        .stack
+        .set_isn_override(Some(u32::MAX - 100_000));
+    sim.hosts[1].stack.set_isn_override(Some(u32::MAX - 3000));
+    sim.wire.faults.loss = 5_000;
+    transfer_and_close(&mut sim, 60_000 * MS);
+    assert!(sim.now / 1000 > u32::MAX as u64, "the TS clock wrapped");
+}
+
+#[test]
+fn connect_to_closed_port_is_refused() {
+    let mut sim = Sim::new(4);
+    sim.hosts[1]
+        .apps
+        .insert(CLIENT, App::new(client_template(vec![])));
+    let req = sim.connect(1, CLIENT, A_IP, 9999);
+    assert!(sim.run_until(1000 * MS, |s| s.hosts[1].apps[&CLIENT]
+        .result_for(req)
+        .is_some()));
+    let r = sim.hosts[1].app(CLIENT).result_for(req).unwrap();
+    assert_eq!((r.kind, r.err), (ctl::RESULT, libc::ECONNREFUSED));
+    assert_eq!(sim.hosts[1].io.used(CLIENT), 0);
+    assert_eq!(sim.wire.rsts, [1, 0]);
+    assert!(sim.hosts[1].stack.flows().is_empty());
+}
+
+#[test]
+fn connect_to_silent_address_fails_with_ehostunreach() {
+    let mut sim = Sim::new(5);
+    sim.hosts[1]
+        .apps
+        .insert(CLIENT, App::new(client_template(vec![])));
+    let req = sim.connect(1, CLIENT, 0xC612_0063, PORT); // 198.18.0.99: nobody
+    let t0 = sim.now;
+    assert!(sim.run_until(10_000 * MS, |s| s.hosts[1].apps[&CLIENT]
+        .result_for(req)
+        .is_some()));
+    let r = sim.hosts[1].app(CLIENT).result_for(req).unwrap();
+    assert_eq!(r.err, libc::EHOSTUNREACH);
+    // Four requests 500 ms apart.
+    assert_eq!(sim.hosts[1].stack.stats().arp_requests_sent, 4);
+    assert!((1900 * MS..2200 * MS).contains(&(sim.now - t0)));
+    assert_eq!(sim.hosts[1].io.used(CLIENT), 0);
+    // Off-subnet with no gateway: refused at once.
+    let req = sim.connect(1, CLIENT, 0x0A00_0001, PORT);
+    sim.run_for(MS);
+    assert_eq!(
+        sim.hosts[1].app(CLIENT).result_for(req).unwrap().err,
+        libc::ENETUNREACH
+    );
+}
+
+#[test]
+fn silent_peer_after_arp_times_out_the_syn() {
+    // A answers ARP (its stack runs) but never answers the SYN: the wire
+    // drops every TCP frame toward A.
+    let mut cfg_b = host_cfg(B_IP, B_MAC);
+    cfg_b.syn_retries = 3;
+    let mut sim = Sim::with(6, host_cfg(A_IP, A_MAC), cfg_b, 0);
+    sim.wire.filter = Some(Box::new(|_, src, f| {
+        src != 1 || tas_fastpath::wire::frame::parse_tcp_frame(f).is_err()
+    }));
+    sim.hosts[1]
+        .apps
+        .insert(CLIENT, App::new(client_template(vec![])));
+    let req = sim.connect(1, CLIENT, A_IP, PORT);
+    let t0 = sim.now;
+    assert!(sim.run_until(60_000 * MS, |s| s.hosts[1].apps[&CLIENT]
+        .result_for(req)
+        .is_some()));
+    assert_eq!(
+        sim.hosts[1].app(CLIENT).result_for(req).unwrap().err,
+        libc::ETIMEDOUT
+    );
+    // 200 + 400 + 800 + 1600 ms.
+    let took = sim.now - t0;
+    assert!((3000 * MS..3100 * MS).contains(&took), "took {took}");
+    assert_eq!(sim.hosts[1].stack.stats().syn_sent, 4);
+}
+
+#[test]
+fn full_backlog_drops_syns_until_the_app_accepts() {
+    let mut sim = Sim::new(7);
+    setup(&mut sim, 0, 0);
+    sim.hosts[0].app(SERVER).auto_accept = false;
+    sim.hosts[0].app(SERVER).template.fin = FinPolicy::Never;
+    sim.hosts[1].app(CLIENT).template.fin = FinPolicy::Never;
+    let lid = sim.listen(0, SERVER, PORT, 1);
+    let r1 = sim.connect(1, CLIENT, A_IP, PORT);
+    assert!(sim.run_until(100 * MS, |s| !s.hosts[0].apps[&SERVER].flows.is_empty()));
+    let r2 = sim.connect(1, CLIENT, A_IP, PORT);
+    sim.run_for(1000 * MS);
+    let c = sim.hosts[1].app(CLIENT);
+    assert_eq!(c.result_for(r1).map(|m| m.kind), Some(ctl::CONNECTED));
+    assert!(c.result_for(r2).is_none(), "second connection must wait");
+    assert_eq!(sim.hosts[0].app(SERVER).flows.len(), 1);
+    assert!(sim.hosts[0].stack.stats().syn_dropped_backlog >= 2);
+    // The app takes the first connection: the next SYN retransmission wins.
+    sim.ctl(
+        0,
+        SERVER,
+        CtlMsg {
+            kind: ctl::ACCEPT,
+            listener: lid,
+            arg: [1, 0, 0, 0, 0],
+            ..Default::default()
+        },
+    );
+    assert!(sim.run_until(3000 * MS, |s| s.hosts[0].apps[&SERVER].flows.len() == 2));
+    assert_eq!(
+        sim.hosts[1].app(CLIENT).result_for(r2).unwrap().kind,
+        ctl::CONNECTED
+    );
+    assert_eq!(sim.hosts[0].app(SERVER).flows.len(), 2);
+    // No RST anywhere: dropping SYNs is silent.
+    assert_eq!(sim.wire.rsts, [0, 0]);
+}
+
+#[test]
+fn app_gone_resets_the_peer_and_frees_everything() {
+    let mut sim = Sim::new(8);
+    setup(&mut sim, 200_000, 200_000);
+    sim.hosts[0].app(SERVER).template.fin = FinPolicy::Never;
+    sim.hosts[1].app(CLIENT).template.fin = FinPolicy::Never;
+    sim.listen(0, SERVER, PORT, 16);
+    sim.connect(1, CLIENT, A_IP, PORT);
+    sim.connect(1, CLIENT, A_IP, PORT);
+    assert!(sim.run_until(2000 * MS, |s| s.hosts[0].apps[&SERVER].flows.len() == 2));
+    sim.run_for(5 * MS);
+    // The server app crashes mid-transfer.
+    sim.hosts[0].apps.remove(&SERVER);
+    let now = sim.now;
+    let h = &mut sim.hosts[0];
+    h.stack.app_gone(now, SERVER, &mut h.io);
+    assert_eq!(h.table.len(), 0);
+    assert_eq!(h.io.used(SERVER), 0);
+    assert!(h.stack.flows().is_empty(), "listener dropped too");
+    assert!(sim.run_until(1000 * MS, |s| all_released(s, 1, CLIENT, 2)));
+    for f in sim.hosts[1].app(CLIENT).flows.values() {
+        assert_eq!(f.reset, Some(libc::ECONNRESET));
+    }
+    assert_eq!(sim.hosts[1].table.len(), 0);
+    assert_eq!(sim.hosts[1].io.used(CLIENT), 0);
+    // A new connection to the closed port is refused.
+    let req = sim.connect(1, CLIENT, A_IP, PORT);
+    assert!(sim.run_until(1000 * MS, |s| s.hosts[1].apps[&CLIENT]
+        .result_for(req)
+        .is_some()));
+    assert_eq!(
+        sim.hosts[1].app(CLIENT).result_for(req).unwrap().err,
+        libc::ECONNREFUSED
+    );
+}
+
+#[test]
+fn abort_resets_the_peer() {
+    let mut sim = Sim::new(10);
+    setup(&mut sim, 100_000, 0);
+    sim.hosts[1].app(CLIENT).template.fin = FinPolicy::Never;
+    sim.hosts[0].app(SERVER).template.fin = FinPolicy::Never;
+    sim.listen(0, SERVER, PORT, 16);
+    sim.connect(1, CLIENT, A_IP, PORT);
+    assert!(sim.run_until(2000 * MS, |s| s.hosts[0].apps[&SERVER]
+        .flows
+        .values()
+        .any(|f| f.rx_data.len() > 10_000)));
+    let fid = *sim.hosts[1].app(CLIENT).flows.keys().next().unwrap();
+    sim.hosts[1]
+        .app(CLIENT)
+        .flows
+        .get_mut(&fid)
+        .unwrap()
+        .close_sent = true;
+    sim.ctl(
+        1,
+        CLIENT,
+        CtlMsg {
+            kind: ctl::ABORT,
+            flow: fid,
+            ..Default::default()
+        },
+    );
+    assert!(sim.run_until(1000 * MS, |s| all_released(s, 0, SERVER, 1)
+        && all_released(s, 1, CLIENT, 1)));
+    assert_eq!(only_flow(&mut sim, 0, SERVER).reset, Some(libc::ECONNRESET));
+    // The abort RST, then one per segment A still sends toward the
+    // closed flow (ACKs of data in flight).
+    assert!(sim.wire.rsts[1] >= 1);
+    assert_eq!(sim.wire.rsts[0], 0);
+    assert_eq!(sim.hosts[0].table.len() + sim.hosts[1].table.len(), 0);
+}
+
+#[test]
+fn rst_with_bad_sequence_gets_a_challenge_ack() {
+    let mut sim = Sim::new(14);
+    setup(&mut sim, 5000, 0);
+    sim.hosts[0].app(SERVER).template.fin = FinPolicy::Never;
+    sim.hosts[1].app(CLIENT).template.fin = FinPolicy::Never;
+    sim.listen(0, SERVER, PORT, 16);
+    sim.connect(1, CLIENT, A_IP, PORT);
+    assert!(sim.run_until(1000 * MS, |s| s.hosts[0].apps[&SERVER]
+        .flows
+        .values()
+        .any(|f| f.rx_data.len() == 5000)));
+    sim.run_for(MS);
+    let sf = only_flow(&mut sim, 0, SERVER);
+    let fl = sim.hosts[0].table.lock(sf.info.flow).map(|g| *g).unwrap();
+    let rst = |seq: u32| {
+        super::tests::tcp_frame_to(
+            A_MAC,
+            B_MAC,
+            B_IP,
+            A_IP,
+            fl.remote_port,
+            fl.local_port,
+            seq,
+            0,
+            tas_fastpath::wire::tcp::RST,
+            &[],
+        )
+    };
+    // In the window but not exact: challenge ACK, flow stays.
+    let before = sim.wire.tcp_log.len();
+    sim.hosts[0]
+        .inbox
+        .push(rst(fl.rx_next_seq.wrapping_add(100)));
+    sim.run_for(MS);
+    let acks: Vec<_> = sim.wire.tcp_log[before..]
+        .iter()
+        .filter(|(_, src, _)| *src == 0)
+        .collect();
+    assert_eq!(acks.len(), 1, "one challenge ACK");
+    assert_eq!(acks[0].2, tas_fastpath::wire::tcp::ACK);
+    assert_eq!(sim.hosts[0].stack.stats().challenge_acks, 1);
+    // Out of the window: ignored silently.
+    sim.hosts[0]
+        .inbox
+        .push(rst(fl.rx_next_seq.wrapping_sub(5000)));
+    sim.run_for(MS);
+    assert_eq!(sim.hosts[0].stack.stats().rst_ignored, 1);
+    assert_eq!(sim.hosts[0].table.len(), 1);
+    assert_eq!(only_flow(&mut sim, 0, SERVER).reset, None);
+    // Exact: the connection is reset.
+    sim.hosts[0].inbox.push(rst(fl.rx_next_seq));
+    sim.run_for(MS);
+    assert_eq!(only_flow(&mut sim, 0, SERVER).reset, Some(libc::ECONNRESET));
+    assert!(only_flow(&mut sim, 0, SERVER).released);
+    assert_eq!(sim.hosts[0].table.len(), 0);
+}
+
+#[test]
+fn zero_window_is_probed_when_the_window_update_is_lost() {
+    let mut sim = Sim::new(15);
+    let up = pattern(3, 200_000);
+    sim.hosts[0]
+        .apps
+        .insert(SERVER, App::new(server_template(vec![])));
+    sim.hosts[1]
+        .apps
+        .insert(CLIENT, App::new(client_template(up.clone())));
+    // The server reads nothing for 300 ms: its 16 KiB window closes.
+    sim.hosts[0].app(SERVER).template.read_paused_until = 300 * MS;
+    let req = sim.ctl(
+        0,
+        SERVER,
+        CtlMsg {
+            kind: ctl::LISTEN,
+            arg: [PORT as u32, 16, 16384, 0, 0],
+            ..Default::default()
+        },
+    );
+    sim.run_for(MS);
+    assert_eq!(sim.hosts[0].app(SERVER).result_for(req).unwrap().err, 0);
+    sim.connect(1, CLIENT, A_IP, PORT);
+    // Everything from A is lost between 290 and 310 ms: that includes the
+    // window update sent when the app starts reading again.
+    sim.wire.filter = Some(Box::new(|now, src, _| {
+        !(src == 0 && (290 * MS..310 * MS).contains(&now))
+    }));
+    assert!(sim.run_until(20_000 * MS, |s| all_released(s, 0, SERVER, 1)
+        && all_released(s, 1, CLIENT, 1)));
+    assert!(only_flow(&mut sim, 0, SERVER).rx_data == up);
+    assert!(sim.hosts[1].stack.stats().persist_probes >= 1);
+    assert_eq!(sim.wire.rsts, [0, 0]);
+}
+
+#[test]
+fn blackholed_peer_times_out_with_etimedout() {
+    let mut cfg_b = host_cfg(B_IP, B_MAC);
+    cfg_b.data_retries = 4;
+    cfg_b.rto_max_ns = 200 * MS;
+    let mut sim = Sim::with(16, host_cfg(A_IP, A_MAC), cfg_b, 0);
+    setup(&mut sim, 100_000, 0);
+    sim.hosts[0].app(SERVER).template.fin = FinPolicy::Never;
+    sim.hosts[1].app(CLIENT).template.fin = FinPolicy::Never;
+    sim.listen(0, SERVER, PORT, 16);
+    sim.connect(1, CLIENT, A_IP, PORT);
+    sim.hosts[1].app(CLIENT).template.tx_data.clear();
+    assert!(sim.run_until(40 * MS, |s| !s.hosts[1].apps[&CLIENT].flows.is_empty()));
+    sim.run_for(20 * MS);
+    // From now on nothing gets through; the client writes, and nothing
+    // will ever be acknowledged.
+    sim.wire.filter = Some(Box::new(|_, _, _| false));
+    for f in sim.hosts[1].app(CLIENT).flows.values_mut() {
+        f.tx_data = pattern(4, 50_000);
+    }
+    assert!(sim.run_until(10_000 * MS, |s| all_released(s, 1, CLIENT, 1)));
+    let f = only_flow(&mut sim, 1, CLIENT);
+    assert_eq!(f.reset, Some(libc::ETIMEDOUT));
+    let b = sim.hosts[1].stack.stats();
+    assert_eq!((b.rto_retransmits, b.data_timeouts), (4, 1));
+    assert_eq!(sim.wire.rsts[1], 1, "the timeout resets the peer");
+    assert_eq!(sim.hosts[1].table.len(), 0);
+}
+
+#[test]
+fn fin_wait2_is_bounded_after_close() {
+    let mut cfg_b = host_cfg(B_IP, B_MAC);
+    cfg_b.fin_timeout_ns = 3000 * MS;
+    let mut sim = Sim::with(17, host_cfg(A_IP, A_MAC), cfg_b, 0);
+    setup(&mut sim, 1000, 0);
+    // The server never closes; the client closes without waiting for EOF.
+    sim.hosts[0].app(SERVER).template.fin = FinPolicy::Never;
+    sim.hosts[0].app(SERVER).template.close_when_done = false;
+    sim.listen(0, SERVER, PORT, 16);
+    sim.connect(1, CLIENT, A_IP, PORT);
+    assert!(sim.run_until(1000 * MS, |s| s.hosts[1].apps[&CLIENT]
+        .flows
+        .values()
+        .any(|f| f.fin_acked)));
+    let fid = *sim.hosts[1].app(CLIENT).flows.keys().next().unwrap();
+    sim.hosts[1]
+        .app(CLIENT)
+        .flows
+        .get_mut(&fid)
+        .unwrap()
+        .close_sent = true;
+    sim.ctl(
+        1,
+        CLIENT,
+        CtlMsg {
+            kind: ctl::CLOSE,
+            flow: fid,
+            ..Default::default()
+        },
+    );
+    sim.run_for(100 * MS);
+    assert_eq!(sim.hosts[1].stack.flows()[0].state, "FIN_WAIT2");
+    let t0 = sim.now;
+    assert!(sim.run_until(10_000 * MS, |s| all_released(s, 1, CLIENT, 1)));
+    assert!(sim.now - t0 < 3100 * MS);
+    assert_eq!(sim.hosts[1].stack.stats().fin_timeouts, 1);
+    // The server learns through the RST.
+    sim.run_for(10 * MS);
+    assert_eq!(only_flow(&mut sim, 0, SERVER).reset, Some(libc::ECONNRESET));
+}
+
+#[test]
+fn half_close_keeps_the_flow_until_the_app_closes() {
+    let mut sim = Sim::new(18);
+    setup(&mut sim, 3000, 4000);
+    // Neither app sends CLOSE by itself.
+    sim.hosts[0].app(SERVER).template.close_when_done = false;
+    sim.hosts[1].app(CLIENT).template.close_when_done = false;
+    sim.listen(0, SERVER, PORT, 16);
+    sim.connect(1, CLIENT, A_IP, PORT);
+    assert!(sim.run_until(1000 * MS, |s| {
+        s.hosts[0].apps[&SERVER]
+            .flows
+            .values()
+            .any(|f| f.fin_acked && f.eof)
+            && s.hosts[1].apps[&CLIENT]
+                .flows
+                .values()
+                .any(|f| f.fin_acked && f.eof)
+    }));
+    sim.run_for(3000 * MS);
+    // Server (closed second) keeps its flow installed; the client's
+    // TIME_WAIT ended but its id stays reserved.
+    assert_eq!(sim.hosts[0].stack.flows()[1].state, "CLOSED");
+    assert_eq!(sim.hosts[0].table.len(), 1);
+    assert_eq!(sim.hosts[1].stack.flows()[0].state, "CLOSED");
+    assert_eq!(sim.hosts[1].table.len(), 1, "placeholder holds the id");
+    for (h, app) in [(0, SERVER), (1, CLIENT)] {
+        let fid = *sim.hosts[h].app(app).flows.keys().next().unwrap();
+        sim.hosts[h]
+            .app(app)
+            .flows
+            .get_mut(&fid)
+            .unwrap()
+            .close_sent = true;
+        sim.ctl(
+            h,
+            app,
+            CtlMsg {
+                kind: ctl::CLOSE,
+                flow: fid,
+                ..Default::default()
+            },
+        );
+    }
+    sim.run_for(MS);
+    assert!(all_released(&sim, 0, SERVER, 1) && all_released(&sim, 1, CLIENT, 1));
+    assert_eq!(sim.hosts[0].table.len() + sim.hosts[1].table.len(), 0);
+    assert_eq!(sim.wire.rsts, [0, 0]);
+}
+
+#[test]
+fn close_without_fin_request_still_sends_fin() {
+    let mut sim = Sim::new(19);
+    setup(&mut sim, 2000, 0);
+    sim.hosts[1].app(CLIENT).template.fin = FinPolicy::Never;
+    sim.hosts[1].app(CLIENT).template.close_when_done = false;
+    sim.listen(0, SERVER, PORT, 16);
+    sim.connect(1, CLIENT, A_IP, PORT);
+    assert!(sim.run_until(1000 * MS, |s| s.hosts[0].apps[&SERVER]
+        .flows
+        .values()
+        .any(|f| f.rx_data.len() == 2000)));
+    let fid = *sim.hosts[1].app(CLIENT).flows.keys().next().unwrap();
+    sim.hosts[1]
+        .app(CLIENT)
+        .flows
+        .get_mut(&fid)
+        .unwrap()
+        .close_sent = true;
+    sim.ctl(
+        1,
+        CLIENT,
+        CtlMsg {
+            kind: ctl::CLOSE,
+            flow: fid,
+            ..Default::default()
+        },
+    );
+    assert!(sim.run_until(5000 * MS, |s| all_released(s, 0, SERVER, 1)
+        && all_released(s, 1, CLIENT, 1)));
+    assert_eq!(sim.wire.rsts, [0, 0]);
+}
+
+#[test]
+fn syn_to_time_wait_flow_starts_a_new_connection() {
+    let mut sim = Sim::new(20);
+    setup(&mut sim, 1000, 1000);
+    // Server closes first, so the server holds TIME_WAIT...
+    sim.hosts[0].app(SERVER).template.fin = FinPolicy::AfterSend;
+    sim.hosts[1].app(CLIENT).template.fin = FinPolicy::AfterEof;
+    sim.listen(0, SERVER, PORT, 16);
+    let r1 = sim.connect(1, CLIENT, A_IP, PORT);
+    assert!(sim.run_until(1000 * MS, |s| all_released(s, 1, CLIENT, 1)));
+    assert_eq!(
+        sim.hosts[0]
+            .stack
+            .flows()
+            .iter()
+            .filter(|f| f.state == "TIME_WAIT")
+            .count(),
+        1
+    );
+    let port = sim.hosts[1]
+        .app(CLIENT)
+        .result_for(r1)
+        .unwrap()
+        .info
+        .local_port;
+    // ...and the client reconnects from the same port at once.
+    let req = sim.ctl(
+        1,
+        CLIENT,
+        CtlMsg {
+            kind: ctl::CONNECT,
+            arg: [A_IP, PORT as u32, port as u32, 0, 0],
+            ..Default::default()
+        },
+    );
+    assert!(sim.run_until(1000 * MS, |s| s.hosts[1].apps[&CLIENT]
+        .result_for(req)
+        .is_some()));
+    assert_eq!(
+        sim.hosts[1].app(CLIENT).result_for(req).unwrap().kind,
+        ctl::CONNECTED
+    );
+    assert!(sim.run_until(5000 * MS, |s| all_released(s, 0, SERVER, 2)
+        && all_released(s, 1, CLIENT, 2)));
+    assert_eq!(sim.wire.rsts, [0, 0]);
+}
+
+#[test]
+fn many_connections_reuseport_and_unique_ports() {
+    let mut sim = Sim::new(21);
+    setup(&mut sim, 20_000, 10_000);
+    sim.hosts[0]
+        .apps
+        .insert(3, App::new(server_template(pattern(2, 10_000))));
+    for app in [SERVER, 3] {
+        let req = sim.ctl(
+            0,
+            app,
+            CtlMsg {
+                kind: ctl::LISTEN,
+                arg: [PORT as u32, 64, 0, 0, ctl::F_REUSEPORT],
+                ..Default::default()
+            },
+        );
+        sim.run_for(MS);
+        assert_eq!(sim.hosts[0].app(app).result_for(req).unwrap().err, 0);
+    }
+    // 12 flows x 512 KiB of rings fit the 8 MiB test region.
+    let n = 12;
+    for _ in 0..n {
+        sim.connect(1, CLIENT, A_IP, PORT);
+    }
+    assert!(sim.run_until(20_000 * MS, |s| {
+        let a = &s.hosts[0].apps;
+        all_released(s, 1, CLIENT, n) && a[&SERVER].flows.len() + a[&3].flows.len() == n
+    }));
+    let (s1, s3) = (
+        sim.hosts[0].app(SERVER).flows.len(),
+        sim.hosts[0].app(3).flows.len(),
+    );
+    assert!(
+        s1 > 0 && s3 > 0,
+        "both listeners got connections ({s1}, {s3})"
+    );
+    let mut ports: Vec<u16> = sim.hosts[1]
+        .app(CLIENT)
+        .flows
+        .values()
+        .map(|f| f.info.local_port)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), n);
+    for f in sim.hosts[1].app(CLIENT).flows.values() {
+        assert_eq!(f.rx_data, pattern(2, 10_000));
+    }
+    assert_eq!(sim.wire.rsts, [0, 0]);
+}
+
+#[test]
+fn daemon_shutdown_resets_live_flows() {
+    let mut sim = Sim::new(22);
+    setup(&mut sim, 100_000, 0);
+    sim.hosts[0].app(SERVER).template.fin = FinPolicy::Never;
+    sim.hosts[1].app(CLIENT).template.fin = FinPolicy::Never;
+    sim.listen(0, SERVER, PORT, 16);
+    sim.connect(1, CLIENT, A_IP, PORT);
+    assert!(sim.run_until(1000 * MS, |s| !s.hosts[0].apps[&SERVER].flows.is_empty()));
+    let now = sim.now;
+    let h = &mut sim.hosts[0];
+    h.stack.shutdown(now, &mut h.io);
+    assert_eq!(h.table.len(), 0);
+    assert!(h.stack.flows().is_empty());
+    sim.hosts[0].apps.clear();
+    assert!(sim.run_until(1000 * MS, |s| all_released(s, 1, CLIENT, 1)));
+    assert_eq!(only_flow(&mut sim, 1, CLIENT).reset, Some(libc::ECONNRESET));
+}
+
+#[test]
+fn ecn_and_rate_are_configured_on_both_sides() {
+    let mut a = host_cfg(A_IP, A_MAC);
+    let mut b = host_cfg(B_IP, B_MAC);
+    a.ecn = true;
+    b.ecn = true;
+    b.initial_rate_kbps = 100_000;
+    let mut sim = Sim::with(23, a, b, 0);
+    setup(&mut sim, 50_000, 50_000);
+    sim.hosts[0].app(SERVER).template.fin = FinPolicy::Never;
+    sim.hosts[1].app(CLIENT).template.fin = FinPolicy::Never;
+    sim.listen(0, SERVER, PORT, 16);
+    sim.connect(1, CLIENT, A_IP, PORT);
+    assert!(sim.run_until(2000 * MS, |s| s.hosts[0].apps[&SERVER]
+        .flows
+        .values()
+        .any(|f| f.rx_data.len() == 50_000)));
+    let fa = only_flow(&mut sim, 0, SERVER).info.flow;
+    let fb = only_flow(&mut sim, 1, CLIENT).info.flow;
+    let sa = sim.hosts[0].table.lock(fa).map(|g| *g).unwrap();
+    let sb = sim.hosts[1].table.lock(fb).map(|g| *g).unwrap();
+    use tas_fastpath::flow::cfg;
+    assert_eq!(
+        sa.cfg & (cfg::ECN | cfg::RATE | cfg::TS | cfg::SACK),
+        cfg::ECN | cfg::TS | cfg::SACK
+    );
+    assert_eq!(
+        sb.cfg & (cfg::ECN | cfg::RATE | cfg::TS | cfg::SACK),
+        cfg::ECN | cfg::RATE | cfg::TS | cfg::SACK
+    );
+    assert_eq!({ sb.tx_rate }, 100_000);
+    // 256 KiB rings: shift 3 both ways.
+    assert_eq!(
+        (sa.snd_wscale, sa.rcv_wscale, sb.snd_wscale, sb.rcv_wscale),
+        (3, 3, 3, 3)
+    );
+    assert_eq!(sa.st & st::RX_FIN, 0);
+}
+
+#[test]
+fn transfer_over_a_rate_limited_lossy_link() {
+    // 1 Gbit/s: windows queue on the link, RTTs grow, RTOs scale with them.
+    let mut sim = Sim::new(41);
+    sim.wire.rate_mbps = 1000;
+    sim.wire.faults = Faults {
+        loss: 10_000,
+        reorder: 10_000,
+        dup: 5_000,
+        corrupt: 1_000,
+    };
+    transfer_and_close(&mut sim, 120_000 * MS);
+}
+
+#[test]
+fn lost_fins_are_recovered_by_the_retransmission_timeout() {
+    let mut sim = Sim::new(42);
+    setup(&mut sim, 20_000, 20_000);
+    // The first three FIN-carrying frames of each side are lost: nothing
+    // follows a FIN, so only the slow path's RTO can recover them.
+    let mut dropped = [0u32; 2];
+    sim.wire.filter = Some(Box::new(move |_, src, f| {
+        let fin =
+            tas_fastpath::wire::frame::parse_tcp_frame(f).is_ok_and(|p| p.tcp.flags() & 1 != 0);
+        if fin && dropped[src] < 3 {
+            dropped[src] += 1;
+            return false;
+        }
+        true
+    }));
+    transfer_and_close_with(&mut sim, 20_000 * MS, 20_000, 20_000);
+    let (a, b) = (sim.hosts[0].stack.stats(), sim.hosts[1].stack.stats());
+    assert!(
+        a.rto_retransmits >= 3 && b.rto_retransmits >= 3,
+        "{} {}",
+        a.rto_retransmits,
+        b.rto_retransmits
+    );
+}
+
+#[test]
+#[ignore]
+fn stress_many_seeds_lossy() {
+    // cargo test --release -p tasd stress_many_seeds -- --ignored --nocapture
+    let n: u64 = std::env::var("SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    for seed in 100..100 + n {
+        let mut sim = Sim::new(seed);
+        sim.wire.rate_mbps = if seed % 2 == 0 { 0 } else { 1000 };
+        sim.wire.faults = Faults {
+            loss: 20_000,
+            reorder: 30_000,
+            dup: 20_000,
+            corrupt: 5_000,
+        };
+        transfer_and_close(&mut sim, 300_000 * MS);
+        let rto =
+            sim.hosts[0].stack.stats().rto_retransmits + sim.hosts[1].stack.stats().rto_retransmits;
+        eprintln!("seed {seed}: ok t={} ms rto={rto}", sim.now / MS);
+    }
+}
