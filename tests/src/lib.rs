@@ -20,8 +20,13 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 /// Directory holding the workspace's built binaries (target/<profile>).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test>  ->  target/<profile>
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    // target/<profile>/deps/<test> or target/<profile>/<bin>  ->  target/<profile>
+    let dir = exe.parent().expect("exe dir");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary or example, failing clearly when not built.
