@@ -45,7 +45,7 @@ use std::time::Instant;
 use tas_fastpath::abi::{cmd, AppCmd, AppEvent, VecMem};
 use tas_fastpath::engine::{ts_now, Config, Exception, FastPath, Output, Stats};
 use tas_fastpath::flow::{cfg, FlowState};
-use tas_fastpath::flowtable::{FlowId, FlowGuard, FlowTable};
+use tas_fastpath::flowtable::{FlowGuard, FlowId, FlowTable};
 use tas_fastpath::nic::FrameBatch;
 use tas_fastpath::wire::{frame, ipv4, tcp};
 
@@ -192,7 +192,7 @@ impl XorShift {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
     /// A uniformly random permutation of `0..n` (Fisher–Yates).
     pub fn permutation(&mut self, n: usize) -> Vec<u32> {
@@ -236,7 +236,7 @@ fn tx_template(k: usize) -> u8 {
 /// The byte at position `pos` of flow `fi`'s TX ring (filled at setup; the
 /// app "adds" bytes that are already there).
 pub fn tx_byte(fi: usize, pos: u32, ring: u32) -> u8 {
-    tx_template(((pos as usize) + 13 * fi) % ring as usize)
+    tx_template((13 * fi) % ring as usize + pos as usize)
 }
 
 /// The fast path's [`Output`]: a reused [`FrameBatch`], cleared after every
@@ -357,6 +357,40 @@ pub fn tas_bench_measured(
     chunk: &Chunk,
     scenario: Scenario,
     now: u64,
+    check: Option<Checker<'_>>,
+) {
+    chunk_body(fp, mem, out, events, chunk, scenario, now, check)
+}
+
+/// The same work during warm-up, under another name, so that callgrind's
+/// `--toggle-collect='*tas_bench_measured*'` leaves the warm-up out. (The
+/// `black_box` makes its code differ: rustc merges identical functions.)
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn bench_warm_up_chunk(
+    fp: &mut FastPath,
+    mem: &mut VecMem,
+    out: &mut BatchOut,
+    events: &mut EventSink,
+    chunk: &Chunk,
+    scenario: Scenario,
+    now: u64,
+    check: Option<Checker<'_>>,
+) {
+    std::hint::black_box(now);
+    chunk_body(fp, mem, out, events, chunk, scenario, now, check)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn chunk_body(
+    fp: &mut FastPath,
+    mem: &mut VecMem,
+    out: &mut BatchOut,
+    events: &mut EventSink,
+    chunk: &Chunk,
+    scenario: Scenario,
+    now: u64,
     mut check: Option<Checker<'_>>,
 ) {
     let mut v = 0usize;
@@ -427,6 +461,7 @@ pub struct Bench {
     peer: Vec<Peer>,
     irs: Vec<u32>,
     iss: Vec<u32>,
+    tx_start: Vec<u32>,
     chunk: Chunk,
     now: u64,
     peer_ts: u32,
@@ -447,7 +482,12 @@ impl Bench {
         if ring < 4 * PAYLOAD as u32 {
             return Err(format!("ring must be at least {} bytes", 4 * PAYLOAD));
         }
-        let region = flows as u64 * 2 * ring as u64;
+        // Rings start 2 MiB-aligned in memory (as in a page-aligned shared
+        // mapping; 2 MiB so --thp can use huge pages from the first ring):
+        // `VecMem`'s heap vector itself is only 16-byte aligned, which
+        // would make every 64-byte ring access straddle two cache lines.
+        const ALIGN: u64 = 2 << 20;
+        let region = flows as u64 * 2 * ring as u64 + ALIGN;
         if region > u32::MAX as u64 {
             return Err(format!(
                 "{flows} flows x 2 x {ring} B rings = {region} B does not fit a 4 GiB region"
@@ -463,19 +503,29 @@ impl Bench {
             },
         );
         let mut mem = VecMem::new(1, region as usize);
+        let addr = mem.regions[0].as_ptr() as u64;
+        let pad = ((ALIGN - addr % ALIGN) % ALIGN) as u32;
         if setup.thp {
-            advise_huge(&mut mem.regions[0]);
+            advise_huge(&mut mem.regions[0][pad as usize..]);
         }
         let mut rng = XorShift::new(setup.seed);
         let mut ids = Vec::with_capacity(flows);
         let mut irs = Vec::with_capacity(flows);
         let mut iss = Vec::with_capacity(flows);
         let mut peer = Vec::with_capacity(flows);
+        let mut tx_start = Vec::with_capacity(flows);
         for fi in 0..flows {
             let r = rng.next_u64();
             // Initial sequence numbers, some close to wrapping.
             let (i_rs, i_ss) = (r as u32, (r >> 32) as u32);
-            let base = fi as u32 * 2 * ring;
+            // Random line-aligned start positions in the rings: flows do not
+            // advance in lockstep, and rings at power-of-two strides must
+            // not all be written at the same offset (that would map every
+            // visit of a round to the same cache sets).
+            let lines = (ring as usize / PAYLOAD) as u32;
+            let rx_start = rng.below(lines as usize) as u32 * PAYLOAD as u32;
+            let tx_pos0 = rng.below(lines as usize) as u32 * PAYLOAD as u32;
+            let base = pad + fi as u32 * 2 * ring;
             let st = FlowState {
                 opaque: fi as u64,
                 local_ip: LOCAL_IP,
@@ -495,8 +545,10 @@ impl Bench {
                 tx_base: base + ring,
                 tx_len: ring,
                 rx_avail: ring,
+                rx_next_pos: rx_start,
                 rx_next_seq: i_rs,
                 rx_remote_avail: (PEER_WINDOW as u32) << WSCALE,
+                tx_next_pos: tx_pos0,
                 tx_next_seq: i_ss,
                 ..Default::default()
             };
@@ -506,6 +558,7 @@ impl Bench {
             ids.push(id);
             irs.push(i_rs);
             iss.push(i_ss);
+            tx_start.push(tx_pos0);
             peer.push(Peer {
                 seq: i_rs,
                 acked: i_ss,
@@ -516,7 +569,9 @@ impl Bench {
             let template: Vec<u8> = (0..2 * len).map(tx_template).collect();
             let r = &mut mem.regions[0];
             for fi in 0..flows {
-                let off = (fi * 2 + 1) * len;
+                // Flow fi's TX ring is the template from (13 fi mod len) on:
+                // see `tx_byte`.
+                let off = pad as usize + (fi * 2 + 1) * len;
                 let shift = (13 * fi) % len;
                 r[off..off + len].copy_from_slice(&template[shift..shift + len]);
             }
@@ -544,6 +599,7 @@ impl Bench {
             peer,
             irs,
             iss,
+            tx_start,
             chunk: Chunk::new(frames),
             now: 1_000_000_000,
             peer_ts: 1,
@@ -576,7 +632,7 @@ impl Bench {
         }
     }
 
-    /// Flows, in the order of flow indices (`fi`).
+    /// Number of flows (flow indices `fi` are `0..flows()`).
     pub fn flows(&self) -> usize {
         self.ids.len()
     }
@@ -615,6 +671,12 @@ impl Bench {
         self.iss[fi]
     }
 
+    /// Position in flow `fi`'s TX ring of our byte with sequence `seq`.
+    pub fn tx_pos(&self, fi: usize, seq: u32) -> u32 {
+        let ring = self.setup.ring;
+        ((self.tx_start[fi] as u64 + seq.wrapping_sub(self.iss[fi]) as u64) % ring as u64) as u32
+    }
+
     /// Next sequence number the peer will send on flow `fi`.
     pub fn peer_seq(&self, fi: usize) -> u32 {
         self.peer[fi].seq
@@ -639,11 +701,20 @@ impl Bench {
     /// taken, caches and branch predictors in steady state. Not reported.
     pub fn warm_up(&mut self) -> RunStats {
         let n = (2 * self.flows()).max(4 * CHUNK);
-        self.run(n as u64, None)
+        self.run_inner(n as u64, None, true)
     }
 
     /// Measures `units` visits (exactly), in chunks.
-    pub fn run(&mut self, units: u64, mut check: Option<Checker<'_>>) -> RunStats {
+    pub fn run(&mut self, units: u64, check: Option<Checker<'_>>) -> RunStats {
+        self.run_inner(units, check, false)
+    }
+
+    fn run_inner(&mut self, units: u64, mut check: Option<Checker<'_>>, warm: bool) -> RunStats {
+        let f = if warm {
+            bench_warm_up_chunk
+        } else {
+            tas_bench_measured
+        };
         let mut rs = RunStats::default();
         let frames0 = self.out.frames;
         let events0 = self.events.delivered;
@@ -652,7 +723,7 @@ impl Bench {
             let n = (left as usize).min(self.chunk_max);
             self.prepare(n);
             let t = Instant::now();
-            tas_bench_measured(
+            f(
                 &mut self.fp,
                 &mut self.mem,
                 &mut self.out,
@@ -881,7 +952,13 @@ fn advise_huge(region: &mut [u8]) {
     // SAFETY: [aligned, end) lies inside `region`, which we borrow mutably;
     // MADV_HUGEPAGE only changes how the kernel backs those pages, never
     // their contents or validity.
-    let rc = unsafe { libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_HUGEPAGE) };
+    let rc = unsafe {
+        libc::madvise(
+            aligned as *mut libc::c_void,
+            end - aligned,
+            libc::MADV_HUGEPAGE,
+        )
+    };
     if rc != 0 {
         eprintln!(
             "fastpath-bench: madvise(MADV_HUGEPAGE) failed: {}",

@@ -49,11 +49,7 @@ const USAGE: &str = "usage: fastpath-bench [--flows 1,1024,65536] [--packets N] 
 fn parse_list<T: std::str::FromStr>(s: &str, what: &str) -> Result<Vec<T>, String> {
     s.split(',')
         .filter(|x| !x.is_empty())
-        .map(|x| {
-            x.trim()
-                .parse()
-                .map_err(|_| format!("bad {what}: {x:?}"))
-        })
+        .map(|x| x.trim().parse().map_err(|_| format!("bad {what}: {x:?}")))
         .collect()
 }
 
@@ -180,7 +176,9 @@ fn main() -> ExitCode {
             }
         };
     }
-    let packets = a.packets.unwrap_or(if a.quick { 20_000 } else { 1_000_000 });
+    let packets = a
+        .packets
+        .unwrap_or(if a.quick { 20_000 } else { 1_000_000 });
     let runs = a.runs.unwrap_or(if a.quick { 1 } else { 5 });
     let threads = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
