@@ -164,14 +164,23 @@ const _: () = assert!(std::mem::size_of::<CtlMsg>() == 96);
 
 impl CtlMsg {
     pub fn new(kind: u32) -> Self {
-        CtlMsg { kind, ..Default::default() }
+        CtlMsg {
+            kind,
+            ..Default::default()
+        }
     }
     /// The message as bytes, for the socket.
     pub fn as_bytes(&self) -> [u8; std::mem::size_of::<CtlMsg>()] {
         let mut b = [0u8; std::mem::size_of::<CtlMsg>()];
         // SAFETY: CtlMsg is repr(C) plain integers with no padding (sizes
         // asserted above), so its bytes are initialised.
-        unsafe { std::ptr::copy_nonoverlapping(self as *const CtlMsg as *const u8, b.as_mut_ptr(), b.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self as *const CtlMsg as *const u8,
+                b.as_mut_ptr(),
+                b.len(),
+            )
+        };
         b
     }
     /// Parses a received datagram; None unless it is exactly one message.
@@ -182,7 +191,9 @@ impl CtlMsg {
         let mut m = CtlMsg::default();
         // SAFETY: any bit pattern is a valid CtlMsg (integers only); the
         // length was checked.
-        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), &mut m as *mut CtlMsg as *mut u8, b.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(b.as_ptr(), &mut m as *mut CtlMsg as *mut u8, b.len())
+        };
         Some(m)
     }
 }
@@ -220,13 +231,22 @@ impl RegionLayout {
     /// None if they do not fit.
     pub fn new(size: u32, event_cap: u32, cmd_cap: u32) -> Option<Self> {
         let event_off = 64u32;
-        let cmd_off = event_off.checked_add(event_cap.checked_mul(std::mem::size_of::<AppEvent>() as u32)?)?;
-        let end = cmd_off.checked_add(cmd_cap.checked_mul(std::mem::size_of::<AppCmd>() as u32)?)?;
+        let cmd_off = event_off
+            .checked_add(event_cap.checked_mul(std::mem::size_of::<AppEvent>() as u32)?)?;
+        let end =
+            cmd_off.checked_add(cmd_cap.checked_mul(std::mem::size_of::<AppCmd>() as u32)?)?;
         let payload_off = end.checked_add(4095)? & !4095;
         if payload_off >= size || event_cap == 0 || cmd_cap == 0 {
             return None;
         }
-        Some(RegionLayout { size, event_off, event_cap, cmd_off, cmd_cap, payload_off })
+        Some(RegionLayout {
+            size,
+            event_off,
+            event_cap,
+            cmd_off,
+            cmd_cap,
+            payload_off,
+        })
     }
 }
 

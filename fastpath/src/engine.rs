@@ -459,25 +459,7 @@ fn build_segment<M: PayloadMem>(
     payload: (u32, u32),
     mem: &M,
 ) -> usize {
-    let mut opts = tcp::TcpOptions::default();
-    if f.cfg & cfg::TS != 0 {
-        opts.timestamp = Some((now_ts, f.tx_next_ts));
-    }
-    if sack && f.rx_ooo_len > 0 {
-        opts.sack_blocks[0] = (f.rx_ooo_start, f.rx_ooo_start.wrapping_add(f.rx_ooo_len));
-        opts.sack_count = 1;
-    }
-    let window = (f.rx_avail >> f.rcv_wscale).min(u16::MAX as u32) as u16;
-    let t = tcp::TcpRepr {
-        src_port: f.local_port,
-        dst_port: f.remote_port,
-        seq: seq_no,
-        ack: f.rx_next_seq,
-        flags: flags | tcp::ACK,
-        window,
-        options: opts,
-    };
-    let h = frame::FrameHdr {
+    let seg = frame::FastSeg {
         src_mac: cfgc.local_mac,
         dst_mac: f.remote_mac,
         src_ip: f.local_ip,
@@ -488,9 +470,24 @@ fn build_segment<M: PayloadMem>(
         } else {
             ipv4::ECN_NOT_ECT
         },
-        ident: 0,
+        src_port: f.local_port,
+        dst_port: f.remote_port,
+        seq: seq_no,
+        ack: f.rx_next_seq,
+        flags: flags | tcp::ACK,
+        window: (f.rx_avail >> f.rcv_wscale).min(u16::MAX as u32) as u16,
+        ts: if f.cfg & cfg::TS != 0 {
+            Some((now_ts, f.tx_next_ts))
+        } else {
+            None
+        },
+        sack: if sack && f.rx_ooo_len > 0 {
+            Some((f.rx_ooo_start, f.rx_ooo_start.wrapping_add(f.rx_ooo_len)))
+        } else {
+            None
+        },
     };
-    let Ok(off) = frame::tcp_headers(buf, &h, &t, payload.1 as usize) else {
+    let Some(off) = frame::emit_fast(buf, &seg, payload.1 as usize) else {
         return 0;
     };
     let end = off + payload.1 as usize;
@@ -506,7 +503,7 @@ fn build_segment<M: PayloadMem>(
     {
         return 0;
     }
-    frame::tcp_finish(buf, end);
+    frame::finish_fast(buf, &seg, off, payload.1 as usize);
     end
 }
 
@@ -556,7 +553,7 @@ impl FastPath {
             local_port: seg.dst_port(),
             remote_port: seg.src_port(),
         };
-        let table = Arc::clone(&self.table);
+        let table = &*self.table;
         let Some(mut f) = table.lookup(&key) else {
             return self.exception(out, Exception::NoFlow, None, buf);
         };
@@ -654,7 +651,7 @@ impl FastPath {
         if c.kind != crate::abi::cmd::FLOW_UPDATE {
             return Err(AppCmdError::BadKind(c.kind));
         }
-        let table = Arc::clone(&self.table);
+        let table = &*self.table;
         let mut f = table.lock(c.flow).ok_or(AppCmdError::NoFlow)?;
         if f.mem != app_mem {
             return Err(AppCmdError::NotOwner);
@@ -702,7 +699,7 @@ impl FastPath {
     /// Slow-path command: retransmit from the first unacknowledged byte
     /// (retransmission timeout).
     pub fn retransmit(&mut self, id: FlowId, now: u64) {
-        let table = Arc::clone(&self.table);
+        let table = &*self.table;
         let Some(mut f) = table.lock(id) else { return };
         go_back_n(&mut f);
         if can_send(&f) {
@@ -713,7 +710,7 @@ impl FastPath {
     /// Slow-path command: the flow's rate, window or state changed; send if
     /// it now can.
     pub fn kick(&mut self, id: FlowId, now: u64) {
-        let table = Arc::clone(&self.table);
+        let table = &*self.table;
         let Some(f) = table.lock(id) else { return };
         if can_send(&f) {
             self.sched.activate(id, now);
@@ -729,7 +726,7 @@ impl FastPath {
         mem: &M,
         out: &mut O,
     ) -> usize {
-        let table = Arc::clone(&self.table);
+        let table = &*self.table;
         let now_ts = ts_now(now);
         let mut sent = 0;
         for _ in 0..budget {
@@ -809,7 +806,7 @@ impl FastPath {
         &mut self,
         mut deliver: impl FnMut(u16, &AppEvent) -> bool,
     ) -> usize {
-        let table = Arc::clone(&self.table);
+        let table = &*self.table;
         let mut n = 0;
         for _ in 0..self.pending.len() {
             let Some(id) = self.pending.pop_front() else {

@@ -34,7 +34,10 @@ const TX_PER_ROUND: usize = 32;
 
 /// Monotonic nanoseconds (vDSO, no system call).
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -180,7 +183,9 @@ pub struct ShmMem {
 
 impl ShmMem {
     fn new() -> Self {
-        ShmMem { regions: vec![(0, 0); MAX_APPS] }
+        ShmMem {
+            regions: vec![(0, 0); MAX_APPS],
+        }
     }
     #[inline]
     fn range(&self, mem: u16, off: u32, len: usize) -> Option<*mut u8> {
@@ -229,7 +234,9 @@ pub struct CoreConfig {
 
 impl Default for CoreConfig {
     fn default() -> Self {
-        CoreConfig { idle_spin: Duration::from_micros(200) }
+        CoreConfig {
+            idle_spin: Duration::from_micros(200),
+        }
     }
 }
 
@@ -273,7 +280,11 @@ impl<N: Nic> Output for Sink<'_, N> {
             return;
         };
         buf.extend_from_slice(frame);
-        if let Err(e) = self.shared.exc.push(Exc { reason, flow, frame: buf }) {
+        if let Err(e) = self.shared.exc.push(Exc {
+            reason,
+            flow,
+            frame: buf,
+        }) {
             self.shared.exc_dropped.fetch_add(1, Ordering::Relaxed);
             self.shared.recycle(e.frame);
         }
@@ -295,7 +306,13 @@ pub struct Core<N: Nic> {
 }
 
 impl<N: Nic> Core<N> {
-    pub fn new(nic: N, table: Arc<FlowTable>, engine: Config, shared: Arc<CoreShared>, cfg: CoreConfig) -> Self {
+    pub fn new(
+        nic: N,
+        table: Arc<FlowTable>,
+        engine: Config,
+        shared: Arc<CoreShared>,
+        cfg: CoreConfig,
+    ) -> Self {
         Core {
             fp: FastPath::new(table, engine),
             nic,
@@ -320,10 +337,14 @@ impl<N: Nic> Core<N> {
             if work > 0 {
                 last_work = now;
             } else if now - last_work > self.cfg.idle_spin.as_nanos() as u64 {
-                self.shared.busy_ns.fetch_add(now - busy_since, Ordering::Relaxed);
+                self.shared
+                    .busy_ns
+                    .fetch_add(now - busy_since, Ordering::Relaxed);
                 self.sleep(now);
                 let after = now_ns();
-                self.shared.idle_ns.fetch_add(after - now, Ordering::Relaxed);
+                self.shared
+                    .idle_ns
+                    .fetch_add(after - now, Ordering::Relaxed);
                 busy_since = after;
                 last_work = after;
             }
@@ -332,7 +353,9 @@ impl<N: Nic> Core<N> {
                 if let Ok(mut s) = self.shared.stats.lock() {
                     *s = self.fp.stats;
                 }
-                self.shared.busy_ns.fetch_add(now - busy_since, Ordering::Relaxed);
+                self.shared
+                    .busy_ns
+                    .fetch_add(now - busy_since, Ordering::Relaxed);
                 busy_since = now;
             }
         }
@@ -345,8 +368,23 @@ impl<N: Nic> Core<N> {
     /// One round of the loop; returns how much work it did.
     pub fn round(&mut self, now: u64) -> usize {
         let mut work = 0;
-        let Core { fp, nic, rx, tx, mem, apps, shared, woken, .. } = self;
-        let mut out = Sink { nic, tx, shared, exc_sent: false };
+        let Core {
+            fp,
+            nic,
+            rx,
+            tx,
+            mem,
+            apps,
+            shared,
+            woken,
+            ..
+        } = self;
+        let mut out = Sink {
+            nic,
+            tx,
+            shared,
+            exc_sent: false,
+        };
 
         // 1. Receive.
         rx.clear();
@@ -373,7 +411,9 @@ impl<N: Nic> Core<N> {
 
         // 3. Slow-path commands.
         for _ in 0..SLOW_CMDS_PER_ROUND {
-            let Some(c) = out.shared.cmds.pop() else { break };
+            let Some(c) = out.shared.cmds.pop() else {
+                break;
+            };
             work += 1;
             match c {
                 CoreCmd::AddApp(port) => {
@@ -448,12 +488,24 @@ impl<N: Nic> Core<N> {
         // Re-check after announcing sleep, so no kick is missed.
         let mut timeout_ms: i32 = 100;
         if let Some(t) = self.fp.poll_at() {
-            timeout_ms = if t <= now { 0 } else { (((t - now) / 1_000_000) as i32).clamp(0, 100) };
+            timeout_ms = if t <= now {
+                0
+            } else {
+                (((t - now) / 1_000_000) as i32).clamp(0, 100)
+            };
         }
         if self.round(now_ns()) == 0 && timeout_ms != 0 {
             let mut fds = [
-                libc::pollfd { fd: self.shared.core_wake, events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: self.nic.wait_fd().unwrap_or(-1), events: libc::POLLIN, revents: 0 },
+                libc::pollfd {
+                    fd: self.shared.core_wake,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.nic.wait_fd().unwrap_or(-1),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
             ];
             let nfds = if fds[1].fd >= 0 { 2 } else { 1 };
             // SAFETY: `fds` is a valid array of `nfds` pollfd entries.

@@ -47,7 +47,23 @@
 //! their frames stay in the caller's batch.
 //!
 //! **Waiting.** Poll-mode drivers have no descriptor to block on:
-//! [`Nic::wait_fd`] returns `None`, so the caller polls.
+//! [`Nic::wait_fd`] returns `None`, so the caller polls (a poll loop that
+//! sleeps while idle must not sleep long with this backend: nothing wakes
+//! it when frames arrive).
+//!
+//! **net_af_xdp of DPDK 22.11, worked around here.** (1) It lends the mbuf
+//! pool's memory to the kernel as the XDP socket's UMEM assuming the mbufs lie
+//! back to back, which `rte_pktmbuf_pool_create` without huge pages does not
+//! do (one mbuf per 4 KiB page): frames in mbufs past the UMEM's computed end
+//! vanish silently after a few hundred. Its pool is made packed instead
+//! (`create_pool`). (2) Closing the port leaves the XDP socket open, which
+//! keeps the interface's queue: `close` closes it (`xsk`). (3) It detaches
+//! any XDP program of the interface when it stops, so interfaces that
+//! already have one are refused. It also uses preferred busy polling
+//! (`busy_budget`, default 64: one `recvfrom` per empty poll); with
+//! `busy_budget=0` an empty poll may block in `poll()` for up to a second.
+//! libbpf/libxdp print notes on stderr when the socket is made (no bpffs
+//! mounted: no XDP dispatcher, one program per interface).
 //!
 //! **Threads.** A `DpdkNic` may move between threads. Threads that are not
 //! EAL lcores bypass the mempool's per-lcore cache (every mbuf alloc/free
@@ -159,7 +175,10 @@ enum EalState {
     NotStarted,
     /// Running with these arguments (argv[0] left out); `auto` when they
     /// were made up by us rather than given by the caller.
-    Running { args: Vec<String>, auto: bool },
+    Running {
+        args: Vec<String>,
+        auto: bool,
+    },
     /// `rte_eal_init` failed; DPDK cannot be started again in this process.
     Failed(String),
 }
@@ -196,7 +215,8 @@ fn allowed_cpus() -> String {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a writable cpu_set_t of the size passed.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     let mut cpus = Vec::new();
     if rc == 0 {
         for c in 0..libc::CPU_SETSIZE as usize {
@@ -434,7 +454,11 @@ fn describe_ports(claimed: &[u16]) -> String {
     let ports: Vec<String> = all_ports()
         .into_iter()
         .map(|p| {
-            let used = if claimed.contains(&p) { " (in use)" } else { "" };
+            let used = if claimed.contains(&p) {
+                " (in use)"
+            } else {
+                ""
+            };
             format!("{p}: {}{used}", port_name(p))
         })
         .collect();
@@ -459,22 +483,24 @@ fn pool_size(rx_desc: u16, tx_desc: u16, cache: u32) -> u32 {
 
 const POOL_CACHE: u32 = 256;
 
-/// RX queue setup attempts (10 ms apart) for net_af_xdp, whose socket
-/// cannot bind while the kernel still releases the previous one.
-const QUEUE_SETUP_RETRIES: u32 = 100;
-
-/// Bytes one mbuf takes in the pool (object header, struct rte_mbuf,
-/// headroom and data room), roughly.
-const MBUF_FOOTPRINT: usize = 64 + 128 + sys::RTE_MBUF_DEFAULT_BUF_SIZE as usize;
+/// Bytes one mbuf may take in the pool: a 4 KiB page each in a pool made by
+/// `rte_pktmbuf_pool_create` without huge pages (packed pools take 2368).
+const MBUF_FOOTPRINT: usize = 4096;
 
 /// A NIC port driven by DPDK.
 pub struct DpdkNic {
     port: u16,
     pool: *mut sys::rte_mempool,
+    pool_name: String,
     /// The hot-plugged virtual device (removed on drop), if we made one.
     vdev: Option<String>,
     /// Namespace the port was opened in.
     netns: Option<Netns>,
+    /// The XDP sockets (fd, inode) libxdp opened for this port, closed on
+    /// drop if the driver leaves them open (see `close`).
+    xsk_fds: Vec<(RawFd, u64)>,
+    /// `close` ran (the port is gone).
+    closed: bool,
     name: String,
     driver: String,
     mac: [u8; 6],
@@ -558,17 +584,16 @@ impl DpdkNic {
         }
 
         // 2. The port.
-        let (port, vdev) = match iface {
+        let port = match iface {
             Some(name) => match port_by_name(name) {
                 Some(p) if ctl.claimed.contains(&p) => {
                     return Err(dpdk_err(format!(
                         "DPDK port {name} is already open in this process"
                     )))
                 }
-                Some(p) => (p, None),
+                Some(p) => p,
                 None if is_linux_netdev(name) => {
-                    let (p, dev) = hotplug_vdev(name, cfg)?;
-                    (p, Some(dev))
+                    return Self::open_vdev(&mut ctl, name, cfg, rx_desc, tx_desc, pool_n)
                 }
                 None if eal_args.is_empty() => {
                     return Err(NicError::NoSuchInterface(name.to_string()))
@@ -582,7 +607,7 @@ impl DpdkNic {
                 }
             },
             None => match all_ports().into_iter().find(|p| !ctl.claimed.contains(p)) {
-                Some(p) => (p, None),
+                Some(p) => p,
                 None => {
                     return Err(dpdk_err(format!(
                         "no free DPDK port (ports: {}); name a PCI NIC in the EAL \
@@ -592,15 +617,86 @@ impl DpdkNic {
                 }
             },
         };
-        let netns = Netns::current();
+        let mut nic = Self::claim(&mut ctl, port, None);
+        if let Err((e, _)) = nic.setup(rx_desc, tx_desc, pool_n, None) {
+            nic.close(&mut ctl);
+            return Err(e);
+        }
+        nic.log_started(pool_n);
+        Ok(nic)
+    }
+
+    /// Opens Linux interface `iface` through a hot-plugged virtual device.
+    ///
+    /// net_af_xdp cannot bind its socket to a queue that a socket closed just
+    /// before still holds (the kernel releases it a little later, see
+    /// `close`): then the whole device is taken down and made again, for up
+    /// to a second.
+    fn open_vdev(
+        ctl: &mut Control,
+        iface: &str,
+        cfg: &DpdkConfig,
+        rx_desc: u16,
+        tx_desc: u16,
+        pool_n: u32,
+    ) -> Result<Self, NicError> {
+        if cfg.vdev == LinuxVdev::AfXdp {
+            // net_af_xdp detaches whatever XDP program the interface has when
+            // it closes (or fails to set up): never start on an interface
+            // that already has one (another AF_XDP user, a DPDK NIC of this
+            // process on the same interface, an XDP filter).
+            let ifindex = super::af_packet::sys::link_info(iface)?.ifindex;
+            if xsk::xdp_attached(ifindex) == Some(true) {
+                return Err(dpdk_err(format!(
+                    "interface {iface} already has an XDP program attached (another AF_XDP \
+                     socket, e.g. a NIC already open on it, or an XDP filter); net_af_xdp \
+                     would take it away when it stops. Detach it (`ip link set {iface} xdp \
+                     off`) or use the net_af_packet device (LinuxVdev::AfPacket)"
+                )));
+            }
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            // The driver's XDP sockets are the ones that appear meanwhile
+            // (opens and closes are serialised by CONTROL).
+            let before = xsk::libxdp_sockets();
+            let (port, dev) = hotplug_vdev(iface, cfg)?;
+            let mut nic = Self::claim(ctl, port, Some(dev));
+            let res = nic.setup(rx_desc, tx_desc, pool_n, Some(iface));
+            nic.xsk_fds = xsk::libxdp_sockets();
+            nic.xsk_fds.retain(|s| !before.contains(s));
+            match res {
+                Ok(()) => {
+                    tracing::debug!(iface, attempts, "DPDK virtual device set up");
+                    nic.log_started(pool_n);
+                    return Ok(nic);
+                }
+                Err((e, queue_busy)) => {
+                    nic.close(ctl);
+                    if !queue_busy || std::time::Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    /// A not yet set up NIC for `port`, which it now owns.
+    fn claim(ctl: &mut Control, port: u16, vdev: Option<String>) -> Self {
+        ctl.claimed.push(port);
         let pool_name = format!("tas_mbufs{}", ctl.next_pool);
         ctl.next_pool += 1;
-        // From here on, `nic`'s Drop undoes whatever was set up.
-        let mut nic = DpdkNic {
+        DpdkNic {
             port,
             pool: std::ptr::null_mut(),
+            pool_name,
             vdev,
-            netns,
+            netns: Netns::current(),
+            xsk_fds: Vec::new(),
+            closed: false,
             name: port_name(port),
             driver: String::new(),
             mac: [0; 6],
@@ -612,40 +708,41 @@ impl DpdkNic {
             tx_mbufs: Box::new([std::ptr::null_mut(); TX_BURST]),
             tx_index: Box::new([0; TX_BURST]),
             stats: DpdkStats::default(),
-        };
-        ctl.claimed.push(port);
-        let res = nic.setup(rx_desc, tx_desc, pool_n, &pool_name, iface);
-        // Unlock before `nic` is dropped on error: its Drop takes the lock.
-        drop(ctl);
-        res?;
+        }
+    }
+
+    fn log_started(&self, pool_n: u32) {
         tracing::info!(
-            port = nic.port,
-            name = %nic.name,
-            driver = %nic.driver,
-            mtu = nic.mtu,
-            mac = ?nic.mac,
+            port = self.port,
+            name = %self.name,
+            driver = %self.driver,
+            mtu = self.mtu,
+            mac = ?self.mac,
             pool = pool_n,
             "DPDK port started"
         );
-        Ok(nic)
     }
 
     /// Creates the mbuf pool, configures and starts the port.
+    /// On error, also says whether it was net_af_xdp failing to set up its
+    /// socket (worth another try, see `open_vdev`).
     fn setup(
         &mut self,
         rx_desc: u16,
         tx_desc: u16,
         pool_n: u32,
-        pool_name: &str,
         iface: Option<&str>,
-    ) -> Result<(), NicError> {
+    ) -> Result<(), (NicError, bool)> {
         let port = self.port;
         let name = self.name.clone();
         let fail = |what: &str, rc: i32| {
-            dpdk_err(format!(
-                "DPDK port {port} ({name}): {what} failed: {}",
-                strerror(rc)
-            ))
+            (
+                dpdk_err(format!(
+                    "DPDK port {port} ({name}): {what} failed: {}",
+                    strerror(rc)
+                )),
+                false,
+            )
         };
         // SAFETY: all-zero is a valid rte_eth_dev_info; the call fills it.
         let mut info: sys::rte_eth_dev_info = unsafe { std::mem::zeroed() };
@@ -662,32 +759,25 @@ impl DpdkNic {
         }
         // SAFETY: valid port.
         let socket = unsafe { sys::rte_eth_dev_socket_id(port) };
-        let socket = if socket < 0 { sys::SOCKET_ID_ANY } else { socket };
-
-        let cname = CString::new(pool_name).expect("pool name");
-        // SAFETY: valid name; the EAL runs.
-        self.pool = unsafe {
-            sys::rte_pktmbuf_pool_create(
-                cname.as_ptr(),
-                pool_n,
-                POOL_CACHE,
-                0,
-                sys::RTE_MBUF_DEFAULT_BUF_SIZE,
-                socket,
-            )
+        let socket = if socket < 0 {
+            sys::SOCKET_ID_ANY
+        } else {
+            socket
         };
-        if self.pool.is_null() {
-            let e = rte_errno();
-            return Err(dpdk_err(format!(
-                "DPDK port {port} ({name}): cannot create a pool of {pool_n} mbufs: {}{}",
-                strerror(e),
-                if e == libc::ENOMEM {
-                    " (give the EAL more memory: `-m MB`, or fewer descriptors)"
-                } else {
-                    ""
-                }
-            )));
-        }
+
+        // net_af_xdp lends the pool's memory to the kernel as its UMEM,
+        // assuming the mbufs lie back to back; see `create_pool`. Virtual
+        // devices of Linux interfaces need no DMA-able memory at all, so
+        // theirs are packed too (half the memory without huge pages).
+        let packed = self.driver == "net_af_xdp" || self.vdev.is_some();
+        self.pool = create_pool(&self.pool_name, pool_n, socket, packed).map_err(|e| {
+            (
+                dpdk_err(format!(
+                    "DPDK port {port} ({name}): cannot create a pool of {pool_n} mbufs: {e}"
+                )),
+                false,
+            )
+        })?;
 
         // MTU: the Linux interface's for a virtual device on one, else 1500;
         // within what the port and a frame slot allow.
@@ -722,31 +812,15 @@ impl DpdkNic {
         if rc != 0 {
             return Err(fail("rte_eth_dev_adjust_nb_rx_tx_desc", rc));
         }
-        // net_af_xdp opens its XDP socket here. The kernel releases the
-        // queue of a socket closed just before (a NIC on this interface that
-        // was just dropped) a little later, so binding fails for a moment:
-        // retry for up to a second.
-        let mut tries = 0;
-        loop {
-            // SAFETY: valid port, pool; NULL = the driver's default config.
-            let rc = unsafe {
-                sys::rte_eth_rx_queue_setup(
-                    port,
-                    0,
-                    nrx,
-                    socket as u32,
-                    std::ptr::null(),
-                    self.pool,
-                )
-            };
-            if rc == 0 {
-                break;
-            }
-            tries += 1;
-            if self.driver != "net_af_xdp" || tries >= QUEUE_SETUP_RETRIES {
-                return Err(fail("rte_eth_rx_queue_setup", rc));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        // SAFETY: valid port, pool; NULL = the driver's default queue config.
+        let rc = unsafe {
+            sys::rte_eth_rx_queue_setup(port, 0, nrx, socket as u32, std::ptr::null(), self.pool)
+        };
+        if rc != 0 {
+            // net_af_xdp opens its XDP socket here; it fails (EINVAL, the
+            // kernel's EBUSY is not passed on) while the queue is still held.
+            let (e, _) = fail("rte_eth_rx_queue_setup", rc);
+            return Err((e, self.driver == "net_af_xdp"));
         }
         // SAFETY: as above.
         let rc =
@@ -769,11 +843,21 @@ impl DpdkNic {
         let mut port_mtu = 0u16;
         // SAFETY: valid port and out-pointer.
         let rc = unsafe { sys::rte_eth_dev_get_mtu(port, &mut port_mtu) };
-        self.mtu = if rc == 0 { usize::from(port_mtu) } else { mtu as usize };
+        self.mtu = if rc == 0 {
+            usize::from(port_mtu)
+        } else {
+            mtu as usize
+        };
         self.max_frame = (self.mtu + ETH_HLEN + VLAN_HLEN)
             .min(FRAME_SLOT)
             .min(usize::from(sys::RTE_MBUF_DEFAULT_DATAROOM));
-        tracing::debug!(port, rx_desc = nrx, tx_desc = ntx, socket, "DPDK queues set up");
+        tracing::debug!(
+            port,
+            rx_desc = nrx,
+            tx_desc = ntx,
+            socket,
+            "DPDK queues set up"
+        );
         Ok(())
     }
 
@@ -883,13 +967,29 @@ impl DpdkNic {
         batch.len() - before
     }
 
-    /// Stops and closes the port, removes the virtual device, frees the pool.
-    fn close(&mut self) {
+    /// Stops and closes the port, removes the virtual device, frees the
+    /// pool. The caller holds CONTROL.
+    ///
+    /// DPDK 22.11's net_af_xdp does not close its XDP socket (which is also
+    /// its UMEM's socket) when the port is closed, nor the UMEM socket of a
+    /// queue setup that failed: the socket would keep the interface's queue
+    /// (and the pool's pages pinned), and the next open on that interface
+    /// would fail for as long as this process lives. So the XDP sockets that
+    /// appeared while the port was set up (`xsk_fds`) are closed here if they
+    /// are still open (same inode: the very same socket). The kernel then
+    /// releases the queue asynchronously, which `open_vdev` waits for.
+    fn close(&mut self, ctl: &mut Control) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
         let port = self.port;
         // As an address: raw pointers are not Send, the work may run on a
         // helper thread (see Netns::run).
         let pool = self.pool as usize;
+        self.pool = std::ptr::null_mut();
         let vdev = self.vdev.take();
+        let xsk_fds = std::mem::take(&mut self.xsk_fds);
         let stash: Vec<usize> = self.rx_stash[self.rx_head..self.rx_tail]
             .iter()
             .map(|&m| m as usize)
@@ -897,7 +997,6 @@ impl DpdkNic {
         self.rx_head = 0;
         self.rx_tail = 0;
         let work = move || {
-            let _ctl = control();
             // SAFETY: the port and pool belong to this NIC, which is going
             // away; nothing uses them afterwards. The stashed mbufs are ours.
             unsafe {
@@ -906,33 +1005,160 @@ impl DpdkNic {
                 }
                 let rc = sys::rte_eth_dev_stop(port);
                 if rc != 0 {
-                    tracing::debug!(port, rc, "rte_eth_dev_stop failed");
+                    tracing::debug!(port, error = %strerror(rc), "rte_eth_dev_stop failed");
                 }
                 let rc = sys::rte_eth_dev_close(port);
                 if rc != 0 {
-                    tracing::debug!(port, rc, "rte_eth_dev_close failed");
+                    tracing::warn!(port, error = %strerror(rc), "rte_eth_dev_close failed");
                 }
                 if let Some(dev) = &vdev {
-                    let bus = c"vdev";
                     let cdev = CString::new(dev.as_str()).expect("vdev name");
-                    let rc = sys::rte_eal_hotplug_remove(bus.as_ptr(), cdev.as_ptr());
+                    let rc = sys::rte_eal_hotplug_remove(c"vdev".as_ptr(), cdev.as_ptr());
                     if rc != 0 && rc != -libc::ENOENT {
                         tracing::warn!(dev = %dev, error = %strerror(rc), "removing DPDK vdev failed");
                     }
                 }
-                if pool != 0 {
-                    sys::rte_mempool_free(pool as *mut sys::rte_mempool);
-                }
+            }
+            let leaked = xsk::close_if_still_open(&xsk_fds);
+            if leaked > 0 {
+                tracing::debug!(port, leaked, "closed XDP sockets the driver left open");
+            }
+            if pool != 0 {
+                // SAFETY: the port that used the pool is closed; no mbuf of
+                // it is referenced any more (stash freed above).
+                unsafe { sys::rte_mempool_free(pool as *mut sys::rte_mempool) };
             }
         };
         match &self.netns {
             Some(ns) => ns.run(work),
             None => work(),
         }
-        self.pool = std::ptr::null_mut();
-        let mut ctl = control();
         ctl.claimed.retain(|&p| p != port);
     }
+}
+
+/// Counts a mempool's memory chunks (for `rte_mempool_mem_iter`).
+unsafe extern "C" fn count_chunk(
+    _mp: *mut sys::rte_mempool,
+    _opaque: *mut libc::c_void,
+    _memhdr: *mut sys::rte_mempool_memhdr,
+    _idx: libc::c_uint,
+) {
+}
+
+/// Creates a pool of `n` mbufs with the default data room
+/// (`RTE_MBUF_DEFAULT_BUF_SIZE`).
+///
+/// `packed`: for net_af_xdp. That driver registers the pool's memory with
+/// the kernel as the XDP socket's UMEM and computes each mbuf's place in it
+/// as if all objects were back to back (`populated_size * object size` from
+/// the first chunk). `rte_pktmbuf_pool_create` wants objects that do not
+/// cross a page where memory is not IOVA-contiguous, which without huge
+/// pages (4 KiB pages, `--no-huge`) spaces them one per page; mbufs beyond the
+/// UMEM's computed end are then refused by the kernel, and frames sent in
+/// them silently vanish (and their mbufs leak) after the first few hundred.
+/// So the pool is made by hand with `RTE_MEMPOOL_F_NO_IOVA_CONTIG` (no page
+/// constraint: nothing DMAs into it, the kernel copies), and must come in
+/// one chunk.
+fn create_pool(
+    name: &str,
+    n: u32,
+    socket: i32,
+    packed: bool,
+) -> Result<*mut sys::rte_mempool, String> {
+    let cname = CString::new(name).expect("pool name");
+    let describe = |e: i32| {
+        format!(
+            "{}{}",
+            strerror(e),
+            if e == libc::ENOMEM {
+                " (give the EAL more memory: `-m MB`, or use fewer descriptors)"
+            } else {
+                ""
+            }
+        )
+    };
+    if !packed {
+        // SAFETY: valid name; the EAL runs.
+        let mp = unsafe {
+            sys::rte_pktmbuf_pool_create(
+                cname.as_ptr(),
+                n,
+                POOL_CACHE,
+                0,
+                sys::RTE_MBUF_DEFAULT_BUF_SIZE,
+                socket,
+            )
+        };
+        return if mp.is_null() {
+            Err(describe(rte_errno()))
+        } else {
+            Ok(mp)
+        };
+    }
+    // What rte_pktmbuf_pool_create does, with one flag more.
+    let elt_size =
+        std::mem::size_of::<sys::rte_mbuf>() as u32 + u32::from(sys::RTE_MBUF_DEFAULT_BUF_SIZE);
+    // SAFETY: valid name; the EAL runs.
+    let mp = unsafe {
+        sys::rte_mempool_create_empty(
+            cname.as_ptr(),
+            n,
+            elt_size,
+            POOL_CACHE,
+            std::mem::size_of::<sys::rte_pktmbuf_pool_private>() as u32,
+            socket,
+            sys::RTE_MEMPOOL_F_NO_IOVA_CONTIG,
+        )
+    };
+    if mp.is_null() {
+        return Err(describe(rte_errno()));
+    }
+    let fail = |mp: *mut sys::rte_mempool, msg: String| {
+        // SAFETY: `mp` was created above and is not used afterwards.
+        unsafe { sys::rte_mempool_free(mp) };
+        Err(msg)
+    };
+    // SAFETY: `mp` is a fresh, empty pool; the ops name is DPDK's own string.
+    let rc = unsafe {
+        sys::rte_mempool_set_ops_byname(mp, sys::rte_mbuf_best_mempool_ops(), std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return fail(mp, format!("rte_mempool_set_ops_byname: {}", strerror(rc)));
+    }
+    let mut private = sys::rte_pktmbuf_pool_private {
+        mbuf_data_room_size: sys::RTE_MBUF_DEFAULT_BUF_SIZE,
+        mbuf_priv_size: 0,
+        flags: 0,
+    };
+    // SAFETY: `private` describes this pool's mbufs; pool_init copies it
+    // into the pool's private area (sized for it above).
+    unsafe {
+        sys::rte_pktmbuf_pool_init(
+            mp,
+            (&mut private as *mut sys::rte_pktmbuf_pool_private).cast(),
+        )
+    };
+    // SAFETY: valid, empty pool.
+    let rc = unsafe { sys::rte_mempool_populate_default(mp) };
+    if rc < 0 {
+        return fail(mp, describe(-rc));
+    }
+    // SAFETY: the callback does nothing; the count is the return value.
+    let chunks = unsafe { sys::rte_mempool_mem_iter(mp, Some(count_chunk), std::ptr::null_mut()) };
+    if chunks != 1 {
+        return fail(
+            mp,
+            format!(
+                "the pool's memory came in {chunks} pieces, net_af_xdp needs one (give the \
+                 EAL more memory: `-m MB`)"
+            ),
+        );
+    }
+    // SAFETY: initialises every mbuf of the populated pool, as
+    // rte_pktmbuf_pool_create does.
+    unsafe { sys::rte_mempool_obj_iter(mp, Some(sys::rte_pktmbuf_init), std::ptr::null_mut()) };
+    Ok(mp)
 }
 
 /// MTU of the Linux interface `name` in the calling thread's namespace
@@ -990,7 +1216,167 @@ fn hotplug_vdev(iface: &str, cfg: &DpdkConfig) -> Result<(u16, String), NicError
 
 impl Drop for DpdkNic {
     fn drop(&mut self) {
-        self.close();
+        if !self.closed {
+            let mut ctl = control();
+            self.close(&mut ctl);
+        }
+    }
+}
+
+/// The XDP sockets that net_af_xdp leaves open (see `DpdkNic::close`).
+mod xsk {
+    use std::os::fd::RawFd;
+    use std::os::unix::fs::MetadataExt;
+
+    const AF_XDP: libc::c_int = 44;
+
+    /// This process's XDP sockets without close-on-exec, with their inodes:
+    /// the ones libxdp (under net_af_xdp) makes. Everything in this
+    /// workspace, and Rust's standard library, opens descriptors with
+    /// close-on-exec, so these are not ours.
+    pub(super) fn libxdp_sockets() -> Vec<(RawFd, u64)> {
+        let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| {
+            let fd: RawFd = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let mut domain: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: reads one int into `domain`; `fd` may be any
+            // descriptor (a non-socket just fails).
+            let rc = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_DOMAIN,
+                    (&mut domain as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            if rc != 0 || domain != AF_XDP {
+                return None;
+            }
+            // SAFETY: F_GETFD only reads the descriptor flags.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            if flags < 0 || flags & libc::FD_CLOEXEC != 0 {
+                return None;
+            }
+            let ino = std::fs::metadata(format!("/proc/self/fd/{fd}")).ok()?.ino();
+            Some((fd, ino))
+        })
+        .collect()
+    }
+
+    /// Does interface `ifindex` (in the calling thread's namespace) have an
+    /// XDP program attached? Asks the kernel with RTM_GETLINK (IFLA_XDP).
+    /// `None` if the answer cannot be had.
+    pub(super) fn xdp_attached(ifindex: u32) -> Option<bool> {
+        use std::os::fd::AsRawFd;
+        const RTM_GETLINK: u16 = 18;
+        const RTM_NEWLINK: u16 = 16;
+        const IFLA_XDP: u16 = 43;
+        const IFLA_XDP_ATTACHED: u16 = 2;
+        const NLA_TYPE_MASK: u16 = 0x3fff;
+        #[repr(C)]
+        struct Request {
+            nlh: libc::nlmsghdr,
+            // struct ifinfomsg
+            family: u8,
+            pad: u8,
+            ty: u16,
+            index: i32,
+            flags: u32,
+            change: u32,
+        }
+        let sock = super::super::af_packet::sys::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+        .ok()?;
+        // SAFETY: all-zero is a valid nlmsghdr.
+        let mut req = Request {
+            nlh: unsafe { std::mem::zeroed() },
+            family: libc::AF_UNSPEC as u8,
+            pad: 0,
+            ty: 0,
+            index: ifindex as i32,
+            flags: 0,
+            change: 0,
+        };
+        req.nlh.nlmsg_len = std::mem::size_of::<Request>() as u32;
+        req.nlh.nlmsg_type = RTM_GETLINK;
+        req.nlh.nlmsg_flags = libc::NLM_F_REQUEST as u16;
+        req.nlh.nlmsg_seq = 1;
+        // SAFETY: sends the request struct, of the size given.
+        let rc = unsafe {
+            libc::send(
+                sock.as_raw_fd(),
+                (&req as *const Request).cast(),
+                std::mem::size_of::<Request>(),
+                0,
+            )
+        };
+        if rc < 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 32 {
+            return None;
+        }
+        let msg = &buf[..n as usize];
+        let u16_at = |b: &[u8], i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        let len = (u32::from_ne_bytes(msg[0..4].try_into().ok()?) as usize).min(msg.len());
+        if u16_at(msg, 4) != RTM_NEWLINK {
+            return None;
+        }
+        // Attributes follow the 16-byte nlmsghdr and the 16-byte ifinfomsg.
+        let mut a = 32;
+        while a + 4 <= len {
+            let alen = u16_at(msg, a) as usize;
+            let aty = u16_at(msg, a + 2) & NLA_TYPE_MASK;
+            if alen < 4 || a + alen > len {
+                break;
+            }
+            if aty == IFLA_XDP {
+                let mut b = a + 4;
+                while b + 4 <= a + alen {
+                    let blen = u16_at(msg, b) as usize;
+                    let bty = u16_at(msg, b + 2) & NLA_TYPE_MASK;
+                    if blen < 4 || b + blen > a + alen {
+                        break;
+                    }
+                    if bty == IFLA_XDP_ATTACHED && blen >= 5 {
+                        return Some(msg[b + 4] != 0);
+                    }
+                    b += (blen + 3) & !3;
+                }
+                return Some(false);
+            }
+            a += (alen + 3) & !3;
+        }
+        Some(false)
+    }
+
+    /// Closes those of `fds` that still refer to the same socket (inode).
+    /// Returns how many were closed.
+    pub(super) fn close_if_still_open(fds: &[(RawFd, u64)]) -> usize {
+        let mut closed = 0;
+        for &(fd, ino) in fds {
+            let same = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+                .map(|m| m.ino() == ino)
+                .unwrap_or(false);
+            if same {
+                // SAFETY: `fd` is still the XDP socket that the driver
+                // opened for the port just closed, which nothing uses any
+                // more (the driver freed its state without closing it).
+                unsafe { libc::close(fd) };
+                closed += 1;
+            }
+        }
+        closed
     }
 }
 
@@ -1218,7 +1604,10 @@ mod tests {
 
     #[test]
     fn reports_mac_and_mtu_of_the_interface() {
-        for (tag, vdev) in [("dxinfo", LinuxVdev::AfXdp), ("dpinfo", LinuxVdev::AfPacket)] {
+        for (tag, vdev) in [
+            ("dxinfo", LinuxVdev::AfXdp),
+            ("dpinfo", LinuxVdev::AfPacket),
+        ] {
             let net = TestNet::new(tag);
             net.veth("da", "db");
             net.ip(&[
@@ -1294,7 +1683,7 @@ mod tests {
         let net = TestNet::new("dxnone");
         // Start the EAL (if no other test has) so that the lookup is reached.
         net.veth("da", "db");
-        let _d = net.run(|| DpdkNic::open(Some("da"), &[]).unwrap());
+        let mut d = net.run(|| DpdkNic::open(Some("da"), &[]).unwrap());
         for name in ["tas-no-such-if0", "a/b", "da,iface=lo"] {
             match net.run(|| DpdkNic::open(Some(name), &[])) {
                 Err(NicError::NoSuchInterface(n)) => assert_eq!(n, name),
@@ -1302,10 +1691,17 @@ mod tests {
                 Ok(_) => panic!("{name}: opened?"),
             }
         }
-        // The same interface twice: the second virtual device is refused by
-        // the driver, or opens; either way the first keeps working.
-        let again = net.run(|| DpdkNic::open(Some("da"), &[]));
-        drop(again);
+        // The same interface twice: refused before anything is set up (the
+        // driver would detach the first one's XDP program when it fails).
+        let err = net
+            .run(|| DpdkNic::open(Some("da"), &[]))
+            .err()
+            .expect("two XDP sockets on one queue?")
+            .to_string();
+        assert!(err.contains("already has an XDP program"), "{err}");
+        let mut p = net.run(|| AfPacketNic::open("db").unwrap());
+        check_batch_of_32(&mut d, &mut p);
+        check_batch_of_32(&mut p, &mut d);
         // Other EAL arguments than the running EAL's are refused, clearly.
         let err = net
             .run(|| DpdkNic::open(Some("da"), &["-l".into(), "0".into()]))
@@ -1313,6 +1709,27 @@ mod tests {
             .expect("different EAL args accepted")
             .to_string();
         assert!(err.contains("already runs"), "{err}");
+    }
+
+    #[test]
+    fn leaves_an_interface_with_another_xdp_user_alone() {
+        // Another AF_XDP user (this workspace's own backend) on `da`: DPDK
+        // refuses the interface, and the other one keeps receiving.
+        let net = TestNet::new("dxother");
+        net.veth("da", "db");
+        let (mut x, mut p) = net.run(|| {
+            (
+                super::super::af_xdp::AfXdpNic::open("da", 0).unwrap(),
+                AfPacketNic::open("db").unwrap(),
+            )
+        });
+        let err = net
+            .run(|| DpdkNic::open(Some("da"), &[]))
+            .err()
+            .expect("opened an interface with an XDP program")
+            .to_string();
+        assert!(err.contains("already has an XDP program"), "{err}");
+        check_batch_of_32(&mut p, &mut x);
     }
 
     #[test]
@@ -1333,20 +1750,20 @@ mod tests {
         }
     }
 
-    /// `rte_eal_init` can run once per process: the failure cases run in a
-    /// child process (this test binary, running `child_eal_start_failures`).
-    #[test]
-    fn eal_start_failures_are_explained() {
+    /// Runs test `name` of this test binary in a child process (the EAL can
+    /// start only once per process) with `TAS_DPDK_CHILD` and `env` set.
+    fn run_child(name: &str, env: &[(&str, &str)]) {
         let exe = std::env::current_exe().unwrap();
         let out = std::process::Command::new(exe)
             .args([
                 "--ignored",
                 "--exact",
-                "nic::dpdk::tests::child_eal_start_failures",
+                &format!("nic::dpdk::tests::{name}"),
                 "--nocapture",
                 "--test-threads=1",
             ])
             .env("TAS_DPDK_CHILD", "1")
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         let text = format!(
@@ -1354,8 +1771,31 @@ mod tests {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(out.status.success(), "child failed:\n{text}");
-        assert!(text.contains("1 passed"), "child ran no test:\n{text}");
+        assert!(out.status.success(), "child {name} failed:\n{text}");
+        assert!(
+            text.contains("1 passed"),
+            "child {name} ran no test:\n{text}"
+        );
+    }
+
+    /// Runs `f` on a thread inside network namespace `ns`.
+    fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+        let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: setns on this scoped thread only, with a valid fd.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .expect("thread in netns panicked")
+        })
+    }
+
+    #[test]
+    fn eal_start_failures_are_explained() {
+        run_child("child_eal_start_failures", &[]);
     }
 
     #[test]
@@ -1378,26 +1818,60 @@ mod tests {
         let err2 = DpdkNic::open(Some("lo"), &[]).err().unwrap().to_string();
         assert_eq!(err2, err);
     }
-}
-#[cfg(test)]
-mod dbg_tmp {
-    use super::super::af_packet::testnet::*;
-    use super::super::af_packet::AfPacketNic;
-    use super::*;
-    use std::time::Duration;
+
+    /// Explicit EAL arguments (as for a real NIC) are passed through: here
+    /// they create a net_af_packet device themselves, and the port is named
+    /// by its DPDK name; a Linux interface that is no DPDK port still gets a
+    /// hot-plugged net_af_xdp device on that EAL.
     #[test]
-    fn dbg_wrap() {
-        let net = TestNet::new("dbgw");
+    fn explicit_eal_args_are_passed_through() {
+        let net = TestNet::new("dxargs");
         net.veth("da", "db");
-        let small = DpdkConfig { vdev_args: std::env::var("VARGS").unwrap_or_default(), rx_desc: std::env::var("RXD").map(|v| v.parse().unwrap()).unwrap_or(64), tx_desc: 64, ..DpdkConfig::default() };
-        let (mut d, mut p) = net.run(|| {
-            (DpdkNic::open_with(Some("da"), &[], &small).unwrap(), AfPacketNic::open("db").unwrap())
+        net.veth("dc", "dd");
+        run_child("child_explicit_eal_args", &[("TAS_DPDK_NS", &net.ns)]);
+    }
+
+    #[test]
+    #[ignore = "run in a child process by explicit_eal_args_are_passed_through"]
+    fn child_explicit_eal_args() {
+        let Some(ns) = std::env::var_os("TAS_DPDK_CHILD").and(std::env::var("TAS_DPDK_NS").ok())
+        else {
+            return;
+        };
+        let args: Vec<String> = [
+            "--no-huge",
+            "--no-pci",
+            "--no-shconf",
+            "--no-telemetry",
+            "-m",
+            "256",
+            "-l",
+            "0",
+            "--log-level=warning",
+            "--vdev=net_af_packet7,iface=da",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        in_netns(&ns, || {
+            let mut d = DpdkNic::open(Some("net_af_packet7"), &args).unwrap();
+            assert_eq!(d.driver_name(), "net_af_packet");
+            assert!(d.vdev.is_none(), "the EAL made this device, not us");
+            let mut p = AfPacketNic::open("db").unwrap();
+            check_batch_of_32(&mut d, &mut p);
+            check_batch_of_32(&mut p, &mut d);
+            // Taken already.
+            let err = DpdkNic::open(Some("net_af_packet7"), &args).err().unwrap();
+            assert!(err.to_string().contains("already open"), "{err}");
+            // No port left to pick without a name.
+            let err = DpdkNic::open(None, &args).err().unwrap();
+            assert!(err.to_string().contains("no free DPDK port"), "{err}");
+            // A Linux interface on the same EAL.
+            let mut x = DpdkNic::open(Some("dc"), &args).unwrap();
+            assert_eq!(x.driver_name(), "net_af_xdp");
+            let mut q = AfPacketNic::open("dd").unwrap();
+            check_batch_of_32(&mut x, &mut q);
+            check_batch_of_32(&mut q, &mut x);
         });
-        for r in 0..std::env::var("ROUNDS").map(|v| v.parse().unwrap()).unwrap_or(10u32) {
-            let frames: Vec<Vec<u8>> = (0..48).map(|i| test_frame(p.mac(), d.mac(), r * 48 + i, 128)).collect();
-            send_all(&mut d, &frames);
-            let got = recv_matching(&mut p, 48, Duration::from_millis(500), is_test_from(d.mac()));
-            eprintln!("round {r}: got {} stats {:?} port {:?} pool avail {}", got.len(), d.stats(), d.port_stats().unwrap(), unsafe { sys::rte_mempool_avail_count(d.pool) });
-        }
     }
 }

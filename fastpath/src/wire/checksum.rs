@@ -22,48 +22,41 @@ fn fold64(mut s: u64) -> u16 {
 pub fn sum(data: &[u8], initial: u32) -> u32 {
     // Words are read native-endian and the folded result byte-swapped at the
     // end: the ones-complement sum is byte-order independent (RFC 1071 §2B).
-    // 64-bit words are summed into a u128 that cannot overflow; since 2^16 ≡ 1
-    // (mod 0xffff), the folded value is congruent to the 16-bit word sum.
-    let mut acc: u128 = 0;
-    let mut big = data.chunks_exact(32);
-    for c in &mut big {
-        // Fully unrolled by the compiler.
-        for w in c.chunks_exact(8) {
-            acc += word(w) as u128;
-        }
+    // 64-bit words are added with end-around carry counted separately; since
+    // 2^16 ≡ 1 (mod 0xffff), 2^64 ≡ 1 too, so each wrap counts as 1.
+    let (words, tail) = data.as_chunks::<8>();
+    let mut acc: u64 = 0;
+    let mut wraps: u64 = 0;
+    for w in words {
+        let (s, o) = acc.overflowing_add(u64::from_ne_bytes(*w));
+        acc = s;
+        wraps += o as u64;
     }
-    let mut small = big.remainder().chunks_exact(8);
-    for c in &mut small {
-        acc += word(c) as u128;
+    // Tail pieces start at even offsets, so each byte keeps its parity;
+    // together they are under 2^18 and cannot wrap a u64 twice.
+    let mut rest: u64 = 0;
+    let mut tail = tail;
+    if let Some((w, r)) = tail.split_first_chunk::<4>() {
+        rest += u32::from_ne_bytes(*w) as u64;
+        tail = r;
     }
-    // Tail pieces all start at even offsets, so each byte keeps its parity.
-    let mut tail = small.remainder();
-    if let Some((w, rest)) = tail.split_first_chunk::<4>() {
-        acc += u32::from_ne_bytes(*w) as u128;
-        tail = rest;
-    }
-    if let Some((w, rest)) = tail.split_first_chunk::<2>() {
-        acc += u16::from_ne_bytes(*w) as u128;
-        tail = rest;
+    if let Some((w, r)) = tail.split_first_chunk::<2>() {
+        rest += u16::from_ne_bytes(*w) as u64;
+        tail = r;
     }
     if let Some(&b) = tail.first() {
-        acc += u16::from_ne_bytes([b, 0]) as u128;
+        rest += u16::from_ne_bytes([b, 0]) as u64;
     }
-    let lo = acc as u64;
-    let hi = (acc >> 64) as u64;
-    let (s, carry) = lo.overflowing_add(hi);
-    let folded = fold64(s + carry as u64);
+    let (s, o) = acc.overflowing_add(rest);
+    wraps += o as u64;
+    let (s, o) = s.overflowing_add(wraps);
+    let folded = fold64(s + o as u64);
     let be = if cfg!(target_endian = "little") {
         folded.swap_bytes()
     } else {
         folded
     };
     fold64(be as u64 + initial as u64) as u32
-}
-
-#[inline(always)]
-fn word(c: &[u8]) -> u64 {
-    u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]))
 }
 
 /// Fold carries of a partial sum and return its ones complement: the value

@@ -60,6 +60,91 @@ pub fn tcp_headers(
     Ok(TCP_OFF + tcp_len)
 }
 
+/// A data or ACK segment in the only shapes the fast path sends: options are
+/// at most a timestamp and one SACK block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FastSeg {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src_ip: u32,
+    pub dst_ip: u32,
+    pub ttl: u8,
+    pub ecn: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    /// (TSval, TSecr), written as NOP NOP TS.
+    pub ts: Option<(u32, u32)>,
+    /// One SACK block, written as NOP NOP SACK.
+    pub sack: Option<(u32, u32)>,
+}
+
+/// Writes the Ethernet, IPv4 (checksum filled, DF set, ident 0) and TCP
+/// headers of `s` with straight stores; returns the payload offset, or None
+/// if `buf` cannot hold headers plus `payload_len`. Same bytes as
+/// [`tcp_headers`] would write for these options; finish with
+/// [`finish_fast`] once the payload is in place.
+#[inline]
+pub fn emit_fast(buf: &mut [u8], s: &FastSeg, payload_len: usize) -> Option<usize> {
+    let tcp_len = 20 + if s.ts.is_some() { 12 } else { 0 } + if s.sack.is_some() { 12 } else { 0 };
+    let hdr_len = TCP_OFF + tcp_len;
+    let ip_total = ipv4::HDR_LEN + tcp_len + payload_len;
+    if ip_total > u16::MAX as usize || buf.len() < hdr_len + payload_len {
+        return None;
+    }
+    let b = buf.first_chunk_mut::<{ TCP_OFF + 44 }>()?;
+    b[0..6].copy_from_slice(&s.dst_mac);
+    b[6..12].copy_from_slice(&s.src_mac);
+    b[12..14].copy_from_slice(&eth::ETHERTYPE_IPV4.to_be_bytes());
+    b[14] = 0x45;
+    b[15] = s.ecn & 3;
+    b[16..18].copy_from_slice(&(ip_total as u16).to_be_bytes());
+    b[18..22].copy_from_slice(&[0, 0, 0x40, 0]);
+    b[22] = s.ttl;
+    b[23] = ipv4::PROTO_TCP;
+    b[24..26].copy_from_slice(&[0, 0]);
+    b[26..30].copy_from_slice(&s.src_ip.to_be_bytes());
+    b[30..34].copy_from_slice(&s.dst_ip.to_be_bytes());
+    let ipc = checksum::fold(checksum::sum(&b[IP_OFF..TCP_OFF], 0));
+    b[24..26].copy_from_slice(&ipc.to_be_bytes());
+    b[34..36].copy_from_slice(&s.src_port.to_be_bytes());
+    b[36..38].copy_from_slice(&s.dst_port.to_be_bytes());
+    b[38..42].copy_from_slice(&s.seq.to_be_bytes());
+    b[42..46].copy_from_slice(&s.ack.to_be_bytes());
+    b[46] = ((tcp_len / 4) as u8) << 4;
+    b[47] = s.flags;
+    b[48..50].copy_from_slice(&s.window.to_be_bytes());
+    b[50..54].copy_from_slice(&[0, 0, 0, 0]);
+    let mut o = 54;
+    if let Some((val, ecr)) = s.ts {
+        b[o..o + 4].copy_from_slice(&[1, 1, 8, 10]);
+        b[o + 4..o + 8].copy_from_slice(&val.to_be_bytes());
+        b[o + 8..o + 12].copy_from_slice(&ecr.to_be_bytes());
+        o += 12;
+    }
+    if let Some((l, r)) = s.sack {
+        b[o..o + 4].copy_from_slice(&[1, 1, 5, 10]);
+        b[o + 4..o + 8].copy_from_slice(&l.to_be_bytes());
+        b[o + 8..o + 12].copy_from_slice(&r.to_be_bytes());
+    }
+    Some(hdr_len)
+}
+
+/// Writes the TCP checksum of a frame built by [`emit_fast`] whose payload
+/// (of `payload_len` bytes) is in place. `hdr_len` is what `emit_fast`
+/// returned.
+#[inline]
+pub fn finish_fast(buf: &mut [u8], s: &FastSeg, hdr_len: usize, payload_len: usize) {
+    let Some(seg) = buf.get_mut(TCP_OFF..hdr_len + payload_len) else {
+        return;
+    };
+    let c = checksum::tcp(s.src_ip, s.dst_ip, seg);
+    seg[16..18].copy_from_slice(&c.to_be_bytes());
+}
+
 /// Compute and write the TCP checksum of a frame built by [`tcp_headers`]
 /// once its payload is in place (`frame_len` = payload offset + payload
 /// length). The segment is the one the IPv4 header describes, which must
@@ -378,5 +463,99 @@ mod tests {
             }
         }
         assert!(ok > 1000, "{ok}");
+    }
+
+    #[test]
+    fn emit_fast_matches_the_generic_builder() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..2000 {
+            let r = next();
+            let s = FastSeg {
+                src_mac: [2, 0, 0, 0, 0, 1],
+                dst_mac: [2, 0, 0, 0, 0, r as u8],
+                src_ip: r as u32,
+                dst_ip: (r >> 32) as u32,
+                ttl: 64,
+                ecn: (r >> 8) as u8 & 3,
+                src_port: (r >> 16) as u16,
+                dst_port: (r >> 24) as u16,
+                seq: next() as u32,
+                ack: next() as u32,
+                flags: (r >> 40) as u8,
+                window: (r >> 48) as u16,
+                ts: if i % 2 == 0 {
+                    Some((next() as u32, next() as u32))
+                } else {
+                    None
+                },
+                sack: if i % 3 == 0 {
+                    Some((next() as u32, next() as u32))
+                } else {
+                    None
+                },
+            };
+            let payload_len = (next() % 1400) as usize;
+            let payload: Vec<u8> = (0..payload_len).map(|j| (j as u64 ^ r) as u8).collect();
+            let mut a = vec![0u8; 1600];
+            let off = emit_fast(&mut a, &s, payload_len).unwrap();
+            a[off..off + payload_len].copy_from_slice(&payload);
+            finish_fast(&mut a, &s, off, payload_len);
+            let mut opts = crate::wire::tcp::TcpOptions {
+                timestamp: s.ts,
+                ..Default::default()
+            };
+            if let Some(b) = s.sack {
+                opts.sack_blocks[0] = b;
+                opts.sack_count = 1;
+            }
+            let t = TcpRepr {
+                src_port: s.src_port,
+                dst_port: s.dst_port,
+                seq: s.seq,
+                ack: s.ack,
+                flags: s.flags,
+                window: s.window,
+                options: opts,
+            };
+            let h = FrameHdr {
+                src_mac: s.src_mac,
+                dst_mac: s.dst_mac,
+                src_ip: s.src_ip,
+                dst_ip: s.dst_ip,
+                ttl: 64,
+                ecn: s.ecn,
+                ident: 0,
+            };
+            let mut b = vec![0u8; 1600];
+            let off2 = tcp_headers(&mut b, &h, &t, payload_len).unwrap();
+            b[off2..off2 + payload_len].copy_from_slice(&payload);
+            tcp_finish(&mut b, off2 + payload_len);
+            assert_eq!(off, off2);
+            assert_eq!(a[..off + payload_len], b[..off + payload_len], "case {i}");
+        }
+        let s = FastSeg {
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
+            src_ip: 0,
+            dst_ip: 0,
+            ttl: 1,
+            ecn: 0,
+            src_port: 0,
+            dst_port: 0,
+            seq: 0,
+            ack: 0,
+            flags: 0,
+            window: 0,
+            ts: None,
+            sack: None,
+        };
+        assert_eq!(emit_fast(&mut [0u8; 60], &s, 10), None);
+        assert_eq!(emit_fast(&mut [0u8; 100], &s, 70_000), None);
     }
 }
