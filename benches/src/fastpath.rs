@@ -397,6 +397,10 @@ fn chunk_body(
     for &end in &chunk.batch_ends {
         let end = end as usize;
         let n = end - v;
+        match scenario {
+            Scenario::Pair => fp.prefetch((2 * v..2 * end).map(|i| chunk.frame(i))),
+            _ => fp.prefetch((v..end).map(|i| chunk.frame(i))),
+        }
         while v < end {
             let flow = chunk.visits[v];
             match scenario {

@@ -103,6 +103,27 @@ impl FlowTable {
         None
     }
 
+    /// Starts loading the index entry for a key hash (first stage of a
+    /// batched lookup; a hint only).
+    #[inline]
+    pub fn prefetch_index(&self, hash: u32) {
+        prefetch(&self.index[hash as usize & self.mask] as *const AtomicU64 as *const u8);
+    }
+
+    /// Starts loading the flow slot the index entry for `hash` points to
+    /// (second stage; call after `prefetch_index` had time to land).
+    #[inline]
+    pub fn prefetch_slot(&self, hash: u32) {
+        let e = self.index[hash as usize & self.mask].load(Ordering::Relaxed);
+        if e != EMPTY && e != TOMB && (e >> 32) as u32 == hash {
+            if let Some(slot) = self.slots.get((e as u32).wrapping_sub(1) as usize) {
+                let p = slot as *const FlowSlot as *const u8;
+                prefetch(p);
+                prefetch(p.wrapping_add(64));
+            }
+        }
+    }
+
     /// Locks flow `id` if it is installed.
     #[inline]
     pub fn lock(&self, id: FlowId) -> Option<FlowGuard<'_>> {
@@ -215,6 +236,18 @@ impl FlowTable {
         }
         FlowGuard { slot, id }
     }
+}
+
+/// Hints the CPU to load the cache line at `p` (no effect elsewhere).
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint that never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p as *const i8, std::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// A locked flow. Dereferences to its [`FlowState`]; unlocks on drop.

@@ -391,6 +391,7 @@ impl<N: Nic> Core<N> {
         match out.nic.recv(rx) {
             Ok(n) => {
                 work += n;
+                fp.prefetch(rx.iter());
                 for i in 0..n {
                     fp.rx(rx.frame(i), now, mem, &mut out);
                 }

@@ -13,7 +13,9 @@ use std::time::Duration;
 use tas_system_tests::{bin, stdout, Backend, Testbed, TAS_IP};
 
 fn opt(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 struct Row {
@@ -44,26 +46,49 @@ fn main() {
         Some("af_packet") => Backend::AfPacket,
         _ => Backend::AfXdp,
     };
-    let nic_name = if matches!(backend, Backend::AfPacket) { "af_packet" } else { "af_xdp" };
+    let nic_name = if matches!(backend, Backend::AfPacket) {
+        "af_packet"
+    } else {
+        "af_xdp"
+    };
     let mut rows = Vec::new();
 
     // TAS server, with the default idle spin and a short one (on a 2-core
     // VM a spinning core competes with the kernel's own packet processing).
-    for (spin, name) in [("200", "TAS, idle-spin 200us (default)"), ("20", "TAS, idle-spin 20us")] {
+    for (spin, name) in [
+        ("200", "TAS, idle-spin 200us (default)"),
+        ("20", "TAS, idle-spin 20us"),
+    ] {
         let mut tb = Testbed::with_args("ebench", backend, &["--idle-spin-us", spin]);
-        tb.spawn_tas(&bin("peer"), &["--tas", "echo-server", "7"], Some("listening"));
+        tb.spawn_tas(
+            &bin("peer"),
+            &["--tas", "echo-server", "7"],
+            Some("listening"),
+        );
         for conns in [1, 64] {
             for busy in [false, true] {
                 let r = client(&mut tb, conns, busy, &secs);
-                eprintln!("{name} server, client {}, {conns} conns: {r}", if busy { "busy" } else { "block" });
-                rows.push(Row { server: name, client: if busy { "busy-poll" } else { "blocking" }, conns, result: r });
+                eprintln!(
+                    "{name} server, client {}, {conns} conns: {r}",
+                    if busy { "busy" } else { "block" }
+                );
+                rows.push(Row {
+                    server: name,
+                    client: if busy { "busy-poll" } else { "blocking" },
+                    conns,
+                    result: r,
+                });
             }
         }
     }
     // Linux server on the same veth pair: the TAS side gets a kernel address.
     for (server_busy, name) in [(false, "Linux, blocking"), (true, "Linux, busy-poll")] {
         let mut tb = Testbed::hosts("ebench");
-        let o = tb.run_tas(std::path::Path::new("ip"), &["addr", "add", "198.18.0.1/24", "dev", "veth-tas"], Duration::from_secs(5));
+        let o = tb.run_tas(
+            std::path::Path::new("ip"),
+            &["addr", "add", "198.18.0.1/24", "dev", "veth-tas"],
+            Duration::from_secs(5),
+        );
         assert!(o.status.success(), "cannot add the kernel address");
         let mut sargs = vec!["server", "7"];
         if server_busy {
@@ -73,8 +98,16 @@ fn main() {
         for conns in [1, 64] {
             for busy in [false, true] {
                 let r = client(&mut tb, conns, busy, &secs);
-                eprintln!("{name} server, client {}, {conns} conns: {r}", if busy { "busy" } else { "block" });
-                rows.push(Row { server: name, client: if busy { "busy-poll" } else { "blocking" }, conns, result: r });
+                eprintln!(
+                    "{name} server, client {}, {conns} conns: {r}",
+                    if busy { "busy" } else { "block" }
+                );
+                rows.push(Row {
+                    server: name,
+                    client: if busy { "busy-poll" } else { "blocking" },
+                    conns,
+                    result: r,
+                });
             }
         }
     }
@@ -82,19 +115,38 @@ fn main() {
     let link = {
         let mut tb = Testbed::hosts("ebench");
         let refl = bin("reflect");
-        tb.spawn_tas(&refl, &["--nic", nic_name, "--iface", "veth-tas", "--secs", "8"], None);
+        tb.spawn_tas(
+            &refl,
+            &["--nic", nic_name, "--iface", "veth-tas", "--secs", "8"],
+            None,
+        );
         std::thread::sleep(Duration::from_millis(500));
-        let o = tb.run_lnx(&refl, &["--nic", nic_name, "--iface", "veth-lnx", "--mode", "gen", "--secs", "5"], Duration::from_secs(30));
-        stdout(&o).lines().find(|l| l.contains("gen summary")).unwrap_or("failed").to_string()
+        let o = tb.run_lnx(
+            &refl,
+            &[
+                "--nic", nic_name, "--iface", "veth-lnx", "--mode", "gen", "--secs", "5",
+            ],
+            Duration::from_secs(30),
+        );
+        stdout(&o)
+            .lines()
+            .find(|l| l.contains("gen summary"))
+            .unwrap_or("failed")
+            .to_string()
     };
 
     println!();
-    println!("64-byte echo RPCs over one veth pair (tasd NIC backend: {nic_name}; {secs} s per row)");
+    println!(
+        "64-byte echo RPCs over one veth pair (tasd NIC backend: {nic_name}; {secs} s per row)"
+    );
     println!();
     println!("| server | client | conns | result |");
     println!("|---|---|---|---|");
     for r in &rows {
-        println!("| {} | {} | {} | {} |", r.server, r.client, r.conns, r.result);
+        println!(
+            "| {} | {} | {} | {} |",
+            r.server, r.client, r.conns, r.result
+        );
     }
     println!();
     println!("link limit (bare {nic_name} reflector, no TCP): {link}");

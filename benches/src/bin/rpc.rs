@@ -26,7 +26,10 @@ fn flag(args: &[String], name: &str) -> bool {
 
 fn opt<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     match args.iter().position(|a| a == name) {
-        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| usage()),
         None => default,
     }
 }
@@ -143,7 +146,11 @@ fn client(ip: Ipv4Addr, port: u16, conns: usize, secs: f64, size: usize, busy: b
         }
         let mut pfds: Vec<libc::pollfd> = socks
             .iter()
-            .map(|s| libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(s), events: libc::POLLIN, revents: 0 })
+            .map(|s| libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(s),
+                events: libc::POLLIN,
+                revents: 0,
+            })
             .collect();
         'outer: loop {
             if !busy {
@@ -179,7 +186,9 @@ fn client(ip: Ipv4Addr, port: u16, conns: usize, secs: f64, size: usize, busy: b
                             while off < size {
                                 match socks[i].write(&msg[off..]) {
                                     Ok(w) => off += w,
-                                    Err(e) if e.kind() == ErrorKind::WouldBlock => std::hint::spin_loop(),
+                                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                                        std::hint::spin_loop()
+                                    }
                                     Err(e) => {
                                         eprintln!("rpc: write: {e}");
                                         std::process::exit(1)
@@ -197,7 +206,9 @@ fn client(ip: Ipv4Addr, port: u16, conns: usize, secs: f64, size: usize, busy: b
             }
         }
     }
-    let el = measured_from.map(|m| m.elapsed().as_secs_f64()).unwrap_or(1.0);
+    let el = measured_from
+        .map(|m| m.elapsed().as_secs_f64())
+        .unwrap_or(1.0);
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "rpc: conns {conns} rps {:.0} p50 {:.1} p99 {:.1} p999 {:.1} (us)",
@@ -211,11 +222,29 @@ fn client(ip: Ipv4Addr, port: u16, conns: usize, secs: f64, size: usize, busy: b
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("server") => server(args.get(1).and_then(|p| p.parse().ok()).unwrap_or_else(|| usage()), flag(&args, "--busy")),
+        Some("server") => server(
+            args.get(1)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| usage()),
+            flag(&args, "--busy"),
+        ),
         Some("client") => {
-            let ip: Ipv4Addr = args.get(1).and_then(|p| p.parse().ok()).unwrap_or_else(|| usage());
-            let port: u16 = args.get(2).and_then(|p| p.parse().ok()).unwrap_or_else(|| usage());
-            client(ip, port, opt(&args, "--conns", 1), opt(&args, "--secs", 3.0), opt(&args, "--size", 64), flag(&args, "--busy"));
+            let ip: Ipv4Addr = args
+                .get(1)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| usage());
+            let port: u16 = args
+                .get(2)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| usage());
+            client(
+                ip,
+                port,
+                opt(&args, "--conns", 1),
+                opt(&args, "--secs", 3.0),
+                opt(&args, "--size", 64),
+                flag(&args, "--busy"),
+            );
         }
         _ => usage(),
     }
