@@ -1,2 +1,401 @@
-//! `tasctl`: talks to tasd's control socket. Work in progress.
-fn main() {}
+//! `tasctl`: inspects and tunes a running `tasd` over its control socket
+//! (`<attach socket>.ctl`, see `tasd::ctlsock` for the protocol).
+//!
+//! Exit status: 0 success; 1 the daemon refused the request (bad algorithm,
+//! parameter or value); 2 bad command line; 3 the daemon cannot be reached
+//! or answered nonsense.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use serde::de::DeserializeOwned;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tasd::ctlsock::{self, CcShow, Reply, Request, Stats, Status};
+use tasd::stack::FlowDetail;
+
+fn after_help() -> String {
+    format!(
+        "The daemon is found through --socket, else $TAS_SOCKET, else {default}; \
+         the control socket is that path plus \".ctl\" (tasd's attach socket is the path itself).\n\n\
+         Congestion control algorithms, their parameters and defaults (for `cc set ALGO KEY=VALUE`):\n{algos}\n\
+         Rates take kbps/mbps/gbps (plain number: Mbit/s), times ns/us/ms/s (plain: µs).\n\n\
+         Examples:\n  tasctl status\n  tasctl flows --json\n  tasctl cc set timely t_low=30us\n  \
+         tasctl cc set dctcp-rate step=20mbps --port 8080\n  tasctl cc unset --port 8080\n\n\
+         Exit status: 0 ok, 1 request refused by tasd, 2 bad command line, 3 tasd not reachable.",
+        default = tasd::config::DEFAULT_SOCKET,
+        algos = tasd::cc::describe_algorithms()
+    )
+}
+
+/// Inspect and tune a running tasd.
+#[derive(Debug, Parser)]
+#[command(name = "tasctl", version, about, after_help = after_help())]
+struct Cli {
+    /// tasd's socket (the attach socket; ".ctl" is added) [env: TAS_SOCKET] [default: /run/tas/tasd.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Print the daemon's answer as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Seconds to wait for the daemon's answer.
+    #[arg(long, global = true, default_value_t = 5.0, value_name = "SECS")]
+    timeout: f64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Cores, apps, flows, packets and drops per second.
+    Status,
+    /// Every flow (like `ss -ti`): 4-tuple, state, congestion control, rate
+    /// or window, RTT, bytes in/out, retransmits, ECN fraction.
+    Flows {
+        /// Only flows with this local port.
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Congestion control settings.
+    #[command(subcommand)]
+    Cc(CcCmd),
+    /// Every counter of the fast path and the slow path.
+    Stats {
+        /// Only counters whose name starts with this (e.g. "fastpath.").
+        prefix: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CcCmd {
+    /// The global setting, per-port settings, and which algorithm runs how many flows.
+    Show,
+    /// Select ALGO (and parameters) for all flows, or for flows accepted on
+    /// --port. Applies to live flows within one control interval.
+    Set {
+        /// dctcp-rate, dctcp-win, timely or const-rate.
+        algo: String,
+        /// Parameters as KEY=VALUE (see below for keys and defaults).
+        params: Vec<String>,
+        /// Only flows accepted on this listening port.
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Remove a port's own setting (its flows follow the global one).
+    Unset {
+        #[arg(long)]
+        port: u16,
+    },
+}
+
+enum Failure {
+    Refused(String),
+    Usage(String),
+    Unreachable(String),
+}
+
+fn ctl_socket(cli: &Cli) -> PathBuf {
+    let p = cli
+        .socket
+        .clone()
+        .or_else(|| std::env::var_os("TAS_SOCKET").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(tasd::config::DEFAULT_SOCKET));
+    if p.extension().is_some_and(|e| e == "ctl") {
+        p
+    } else {
+        ctlsock::ctl_path(&p)
+    }
+}
+
+fn call(cli: &Cli, req: &Request) -> Result<serde_json::Value, Failure> {
+    let path = ctl_socket(cli);
+    let timeout = Duration::from_secs_f64(cli.timeout.clamp(0.05, 3600.0));
+    match ctlsock::request(&path, req, timeout) {
+        Ok(Reply { ok: true, data, .. }) => Ok(data.unwrap_or(serde_json::Value::Null)),
+        Ok(Reply { error, .. }) => Err(Failure::Refused(
+            error.unwrap_or_else(|| "request refused".into()),
+        )),
+        Err(e @ ctlsock::ClientError::Connect { .. }) => Err(Failure::Unreachable(format!(
+            "{e}\n(is tasd running? point --socket or TAS_SOCKET at its socket)"
+        ))),
+        Err(e) => Err(Failure::Unreachable(e.to_string())),
+    }
+}
+
+fn decode<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, Failure> {
+    serde_json::from_value(v)
+        .map_err(|e| Failure::Unreachable(format!("unexpected answer from tasd: {e}")))
+}
+
+fn human_bytes(b: u64) -> String {
+    let b = b as f64;
+    if b >= 1e9 {
+        format!("{:.2}GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.2}MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1}kB", b / 1e3)
+    } else {
+        format!("{b}B")
+    }
+}
+
+fn human_rate(kbps: u64) -> String {
+    tasd::cc::fmt_value(tasd::cc::Unit::Rate, kbps as f64)
+}
+
+fn print_status(s: &Status) {
+    println!("tasd {} (pid {}), up {:.1} s", s.version, s.pid, s.uptime_s);
+    println!("address    {} on {} ({}, {})", s.ip, s.iface, s.nic, s.mac);
+    println!("socket     {}", s.socket);
+    let cores: Vec<String> = s
+        .cores
+        .iter()
+        .map(|c| format!("core {} {:.1}% busy", c.id, c.busy_pct))
+        .collect();
+    println!("cores      {}: {}", s.cores.len(), cores.join(", "));
+    let apps: Vec<String> = s
+        .apps
+        .iter()
+        .map(|a| format!("app {} (pid {}, {} flows)", a.id, a.pid, a.flows))
+        .collect();
+    println!(
+        "apps       {}{}{}",
+        s.apps.len(),
+        if apps.is_empty() { "" } else { ": " },
+        apps.join(", ")
+    );
+    let flows: Vec<String> = s.flows.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!(
+        "flows      {}{}{}",
+        s.flows_total,
+        if flows.is_empty() { "" } else { ": " },
+        flows.join(", ")
+    );
+    println!(
+        "packets    rx {:.0}/s ({:.1} Mbit/s payload), tx {:.0}/s ({:.1} Mbit/s payload)",
+        s.rx_pps, s.rx_mbps, s.tx_pps, s.tx_mbps
+    );
+    println!(
+        "drops      {:.0}/s, exceptions {:.0}/s",
+        s.drops_ps, s.exceptions_ps
+    );
+    println!("cc         {}", s.cc);
+}
+
+fn print_flows(flows: &[FlowDetail]) {
+    let header = [
+        "ID", "STATE", "LOCAL", "REMOTE", "APP", "CC", "LIMIT", "RTT", "SENDING", "IN", "OUT",
+        "RETX", "ECN",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for f in flows {
+        let limit = match (f.rate_kbps, f.cwnd) {
+            (Some(0), _) => "unlimited".to_string(),
+            (Some(r), _) => format!("rate {}", human_rate(r)),
+            (_, Some(w)) => format!("cwnd {}", human_bytes(w as u64)),
+            _ => "-".to_string(),
+        };
+        let cc = match (&f.cc, f.slow_start) {
+            (Some(a), Some(true)) => format!("{a}(ss)"),
+            (Some(a), _) => a.clone(),
+            _ => "-".into(),
+        };
+        let ecn = if !f.ecn {
+            "-".to_string()
+        } else {
+            let frac = f
+                .ecn_fraction
+                .map_or("0%".into(), |x| format!("{:.1}%", x * 100.0));
+            match f.alpha {
+                Some(a) => format!("{frac} a={a:.3}"),
+                None => frac,
+            }
+        };
+        rows.push(vec![
+            f.id.map_or("-".into(), |i| i.to_string()),
+            f.state.clone(),
+            f.local.clone(),
+            f.remote.clone(),
+            f.app.to_string(),
+            cc,
+            limit,
+            f.rtt_us.map_or("-".into(), |r| format!("{r}us")),
+            f.send_rate_kbps.map_or("-".into(), human_rate),
+            human_bytes(f.bytes_in),
+            human_bytes(f.bytes_out),
+            format!("{}/{}", f.fast_retransmits, f.timeouts),
+            ecn,
+        ]);
+    }
+    print_table(&rows);
+    if flows.is_empty() {
+        println!("(no flows)");
+    }
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let n = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
+fn print_cc(c: &CcShow) {
+    let params = |p: &[(String, String)]| {
+        p.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut rows = vec![vec![
+        "global".to_string(),
+        c.global.algo.clone(),
+        params(&c.global.params),
+    ]];
+    for s in &c.ports {
+        rows.push(vec![
+            format!("port {}", s.port.unwrap_or(0)),
+            s.algo.clone(),
+            params(&s.params),
+        ]);
+    }
+    print_table(&rows);
+    let usage: Vec<String> = c
+        .flows_by_algo
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!(
+        "flows by algorithm: {}",
+        if usage.is_empty() {
+            "none".into()
+        } else {
+            usage.join(", ")
+        }
+    );
+    let names: Vec<&str> = c.algorithms.iter().map(|a| a.name.as_str()).collect();
+    println!(
+        "algorithms: {} (parameters and defaults: tasctl --help)",
+        names.join(", ")
+    );
+}
+
+fn run(cli: &Cli) -> Result<(), Failure> {
+    let (req, filter_port, prefix) = match &cli.cmd {
+        Cmd::Status => (Request::Status, None, None),
+        Cmd::Flows { port } => (Request::Flows, *port, None),
+        Cmd::Stats { prefix } => (Request::Stats, None, prefix.clone()),
+        Cmd::Cc(CcCmd::Show) => (Request::CcShow, None, None),
+        Cmd::Cc(CcCmd::Set { algo, params, port }) => {
+            let mut kv = Vec::new();
+            for p in params {
+                let (k, v) = tasd::cc::key_value(p).map_err(|e| Failure::Usage(e.to_string()))?;
+                kv.push((k, v));
+            }
+            if *port == Some(0) {
+                return Err(Failure::Usage("--port must be 1..65535".into()));
+            }
+            (
+                Request::CcSet {
+                    algo: algo.clone(),
+                    params: kv,
+                    port: *port,
+                },
+                None,
+                None,
+            )
+        }
+        Cmd::Cc(CcCmd::Unset { port }) => (Request::CcUnset { port: *port }, None, None),
+    };
+    let data = call(cli, &req)?;
+    match req {
+        Request::Status => {
+            let s: Status = decode(data.clone())?;
+            if cli.json {
+                print_json(&data);
+            } else {
+                print_status(&s);
+            }
+        }
+        Request::Flows => {
+            let mut f: Vec<FlowDetail> = decode(data)?;
+            if let Some(p) = filter_port {
+                f.retain(|x| x.local.rsplit(':').next() == Some(p.to_string().as_str()));
+            }
+            if cli.json {
+                print_json(&serde_json::to_value(&f).unwrap_or_default());
+            } else {
+                print_flows(&f);
+            }
+        }
+        Request::Stats => {
+            let mut s: Stats = decode(data)?;
+            if let Some(p) = prefix {
+                s.counters.retain(|k, _| k.starts_with(&p));
+            }
+            if cli.json {
+                print_json(&serde_json::to_value(&s).unwrap_or_default());
+            } else {
+                let rows: Vec<Vec<String>> = s
+                    .counters
+                    .iter()
+                    .map(|(k, v)| vec![k.clone(), v.to_string()])
+                    .collect();
+                print_table(&rows);
+            }
+        }
+        Request::CcShow | Request::CcSet { .. } | Request::CcUnset { .. } => {
+            let c: CcShow = decode(data.clone())?;
+            if cli.json {
+                print_json(&data);
+            } else {
+                print_cc(&c);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into())
+    );
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            let (code, msg) = match f {
+                Failure::Refused(m) => (1, m),
+                Failure::Usage(m) => (2, m),
+                Failure::Unreachable(m) => (3, m),
+            };
+            if cli.json {
+                println!("{}", serde_json::json!({ "ok": false, "error": msg }));
+            }
+            eprintln!("tasctl: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}

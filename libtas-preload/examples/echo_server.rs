@@ -5,7 +5,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 fn main() -> std::io::Result<()> {
-    let port: u16 = std::env::args().nth(1).map(|p| p.parse().expect("PORT must be a number")).unwrap_or(7);
+    let port: u16 = std::env::args()
+        .nth(1)
+        .map(|p| p.parse().expect("PORT must be a number"))
+        .unwrap_or(7);
     let mut tas = tas::Tas::attach()?;
     let l = tas.listen(port, 512)?;
     println!("echo_server: listening on port {port}");

@@ -2,7 +2,11 @@
 //!
 //! Owns: the low-level API ([`Tas`]): attaching to `tasd`, listen/accept,
 //! connect, send and receive on the per-flow rings in shared memory, and
-//! waiting for events (spin briefly, then block on the eventfd).
+//! waiting for events (spin briefly, then block on the eventfd), and the
+//! hooks the `LD_PRELOAD` shim (`libtas-preload/shim`, crate `tas-preload`)
+//! builds on: vectored and zero-copy send ([`Tas::send_fill`]), peeking,
+//! change tracking ([`Tas::take_changes`]) and explicit control of the
+//! wake-up flag ([`Tas::set_waiting`]).
 //!
 //! Must not: export C symbols (the `LD_PRELOAD` shim is a separate `cdylib`
 //! that builds on this crate, so linking this library never hijacks a Rust
@@ -10,8 +14,8 @@
 //! reports a dead daemon as an error.
 
 use nix::sys::socket::{
-    connect as sock_connect, recv, recvmsg, sendmsg, socket, AddressFamily, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType, UnixAddr,
+    connect as sock_connect, recv, recvmsg, sendmsg, socket, AddressFamily, ControlMessageOwned,
+    MsgFlags, SockFlag, SockType, UnixAddr,
 };
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, IoSliceMut};
@@ -20,7 +24,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tas_fastpath::abi::{cmd, ctl, event, AppCmd, AppEvent, CtlMsg, FlowInfo, RegionHeader, RingConsumer, RingProducer, ABI_VERSION, REGION_MAGIC};
+use tas_fastpath::abi::{
+    cmd, ctl, event, AppCmd, AppEvent, CtlMsg, FlowInfo, RegionHeader, RingConsumer, RingProducer,
+    ABI_VERSION, REGION_MAGIC,
+};
 
 /// Default attach socket (overridden by `TAS_SOCKET`).
 pub const DEFAULT_SOCKET: &str = "/run/tas/tasd.sock";
@@ -47,6 +54,7 @@ pub struct Conn {
     closed: bool,
     released: bool,
     error: Option<i32>,
+    dirty: bool,
 }
 
 impl Conn {
@@ -63,8 +71,21 @@ impl Conn {
             closed: false,
             released: false,
             error: None,
+            dirty: false,
         }
     }
+    /// Whether `ev` can belong to this connection: its sequence numbers lie
+    /// within a ring's length of ours. Flow ids are reused once released,
+    /// and notifications travel apart from control messages, so a
+    /// notification for the next connection with this id can arrive while
+    /// the app still holds the old one; the new connection's sequence
+    /// numbers are unrelated to the old ones.
+    fn plausible(&self, ev: &AppEvent) -> bool {
+        let rx = ev.rx_seq.wrapping_sub(self.rx_read) as i32 as i64;
+        let tx = self.tx_written.wrapping_sub(ev.tx_acked_seq) as i32 as i64;
+        rx.abs() <= self.info.rx_len as i64 && (0..=self.info.tx_len as i64).contains(&tx)
+    }
+
     fn apply(&mut self, ev: &AppEvent) {
         // Sequence numbers only move forward (mod 2^32).
         if (ev.rx_seq.wrapping_sub(self.rx_end) as i32) > 0 {
@@ -100,6 +121,31 @@ impl Conn {
     pub fn error(&self) -> Option<i32> {
         self.error
     }
+    /// The peer's FIN arrived (there may still be data before it to read).
+    pub fn rx_fin(&self) -> bool {
+        self.rx_fin
+    }
+    /// Our FIN was requested ([`Tas::shutdown_write`] or [`Tas::close`]).
+    pub fn tx_fin(&self) -> bool {
+        self.tx_fin
+    }
+    /// Our FIN was acknowledged by the peer.
+    pub fn fin_acked(&self) -> bool {
+        self.fin_acked
+    }
+    /// Sequence number one past the last in-order byte received; changes
+    /// whenever new data arrives (for edge-triggered notification).
+    pub fn rx_seq_end(&self) -> u32 {
+        self.rx_end
+    }
+    /// Size of the send ring.
+    pub fn tx_len(&self) -> u32 {
+        self.info.tx_len
+    }
+    /// Size of the receive ring.
+    pub fn rx_len(&self) -> u32 {
+        self.info.rx_len
+    }
 }
 
 #[derive(Default)]
@@ -116,12 +162,30 @@ pub struct Tas {
     app_wake: OwnedFd,
     core_wake: OwnedFd,
     conns: HashMap<ConnId, Conn>,
-    orphans: HashMap<ConnId, AppEvent>,
+    /// Notifications for ids we do not (or no longer) hold: a few per id,
+    /// possibly from two different connections (see `Conn::plausible`).
+    orphans: HashMap<ConnId, Vec<AppEvent>>,
     listeners: HashMap<ListenerId, Listener>,
     replies: VecDeque<CtlMsg>,
     backlog: VecDeque<AppCmd>,
     next_req: u32,
     dead: bool,
+    local_ip: u32,
+    auto_poll: bool,
+    dirty_conns: Vec<ConnId>,
+    dirty_listeners: Vec<ListenerId>,
+    replies_changed: bool,
+}
+
+/// What changed since the last [`Tas::take_changes`].
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Connections whose data, window, FIN or error state moved.
+    pub conns: Vec<ConnId>,
+    /// Listeners that got new connections.
+    pub listeners: Vec<ListenerId>,
+    /// Control replies arrived (connect results, listen answers).
+    pub replies: bool,
 }
 
 fn errno(e: i32) -> io::Error {
@@ -129,12 +193,17 @@ fn errno(e: i32) -> io::Error {
 }
 
 fn dead() -> io::Error {
-    io::Error::new(io::ErrorKind::BrokenPipe, "tasd is gone (attach socket closed)")
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "tasd is gone (attach socket closed)",
+    )
 }
 
 /// The attach socket path: `TAS_SOCKET` or the default.
 pub fn socket_path() -> PathBuf {
-    std::env::var_os("TAS_SOCKET").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+    std::env::var_os("TAS_SOCKET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
 }
 
 impl Tas {
@@ -145,19 +214,38 @@ impl Tas {
 
     /// Attaches to the daemon listening at `path`.
     pub fn attach_at(path: &Path) -> io::Result<Tas> {
-        let sock = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None)?;
+        let sock = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
         let addr = UnixAddr::new(path)?;
         sock_connect(sock.as_raw_fd(), &addr).map_err(|e| {
-            io::Error::new(io::Error::from(e).kind(), format!("cannot reach tasd at {}: {e}", path.display()))
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("cannot reach tasd at {}: {e}", path.display()),
+            )
         })?;
         let mut hello = CtlMsg::new(ctl::HELLO);
         hello.arg[0] = ABI_VERSION;
-        sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(&hello.as_bytes())], &[], MsgFlags::MSG_NOSIGNAL, None)?;
+        sendmsg::<()>(
+            sock.as_raw_fd(),
+            &[IoSlice::new(&hello.as_bytes())],
+            &[],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )?;
         let mut buf = [0u8; 256];
         let mut cspace = nix::cmsg_space!([RawFd; 3]);
         let (n, fds) = {
             let mut iov = [IoSliceMut::new(&mut buf)];
-            let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cspace), MsgFlags::MSG_CMSG_CLOEXEC)?;
+            let msg = recvmsg::<()>(
+                sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cspace),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )?;
             let mut fds = Vec::new();
             for c in msg.cmsgs()? {
                 if let ControlMessageOwned::ScmRights(f) = c {
@@ -167,8 +255,12 @@ impl Tas {
             (msg.bytes, fds)
         };
         // SAFETY: the fds arrived by SCM_RIGHTS and are ours now.
-        let owned: Vec<OwnedFd> = fds.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }).collect();
-        let m = CtlMsg::from_bytes(&buf[..n]).ok_or_else(|| io::Error::other("tasd sent a malformed reply"))?;
+        let owned: Vec<OwnedFd> = fds
+            .into_iter()
+            .map(|f| unsafe { OwnedFd::from_raw_fd(f) })
+            .collect();
+        let m = CtlMsg::from_bytes(&buf[..n])
+            .ok_or_else(|| io::Error::other("tasd sent a malformed reply"))?;
         if m.kind == ctl::RESULT && m.err != 0 {
             return Err(errno(m.err));
         }
@@ -177,14 +269,21 @@ impl Tas {
         }
         let [size, event_cap, cmd_cap, event_off, cmd_off] = m.arg;
         let mut it = owned.into_iter();
-        let (memfd, app_wake, core_wake) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        let (memfd, app_wake, core_wake) =
+            (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
         // SAFETY: the memfd is the daemon's region of `size` bytes; the
         // mapping is shared and lives as long as this `Tas`.
-        let mut map = unsafe { memmap2::MmapOptions::new().len(size as usize).map_mut(&memfd)? };
+        let mut map = unsafe {
+            memmap2::MmapOptions::new()
+                .len(size as usize)
+                .map_mut(&memfd)?
+        };
         let ev_end = event_off as u64 + event_cap as u64 * 32;
         let cmd_end = cmd_off as u64 + cmd_cap as u64 * 16;
         if ev_end > size as u64 || cmd_end > size as u64 || event_off < 64 || cmd_off < 64 {
-            return Err(io::Error::other("tasd announced a region layout that does not fit"));
+            return Err(io::Error::other(
+                "tasd announced a region layout that does not fit",
+            ));
         }
         let base = map.as_mut_ptr();
         // SAFETY: offsets were checked against the mapping's size above.
@@ -208,6 +307,11 @@ impl Tas {
             backlog: VecDeque::new(),
             next_req: 1,
             dead: false,
+            local_ip: m.info.local_ip,
+            auto_poll: true,
+            dirty_conns: Vec::new(),
+            dirty_listeners: Vec::new(),
+            replies_changed: false,
         };
         if t.header().magic != REGION_MAGIC {
             return Err(io::Error::other("shared region has a bad magic number"));
@@ -221,7 +325,8 @@ impl Tas {
     }
 
     /// The eventfd that becomes readable when the service has news for us
-    /// (after [`Tas::prepare_block`]); for callers with their own poll loop.
+    /// (while [`Tas::set_waiting`] is on); for callers with their own poll
+    /// loop.
     pub fn event_fd(&self) -> RawFd {
         self.app_wake.as_raw_fd()
     }
@@ -238,11 +343,17 @@ impl Tas {
         let req = self.next_req;
         self.next_req = self.next_req.wrapping_add(1).max(1);
         m.req = req;
-        sendmsg::<()>(self.sock.as_raw_fd(), &[IoSlice::new(&m.as_bytes())], &[], MsgFlags::MSG_NOSIGNAL, None)
-            .map_err(|_| {
-                self.dead = true;
-                dead()
-            })?;
+        sendmsg::<()>(
+            self.sock.as_raw_fd(),
+            &[IoSlice::new(&m.as_bytes())],
+            &[],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(|_| {
+            self.dead = true;
+            dead()
+        })?;
         Ok(req)
     }
 
@@ -265,9 +376,22 @@ impl Tas {
     }
 
     /// Listens with explicit ring sizes (0 = daemon default) and SO_REUSEPORT.
-    pub fn listen_with(&mut self, port: u16, backlog: u32, rx: u32, tx: u32, reuseport: bool) -> io::Result<ListenerId> {
+    pub fn listen_with(
+        &mut self,
+        port: u16,
+        backlog: u32,
+        rx: u32,
+        tx: u32,
+        reuseport: bool,
+    ) -> io::Result<ListenerId> {
         let mut m = CtlMsg::new(ctl::LISTEN);
-        m.arg = [port as u32, backlog, rx, tx, if reuseport { ctl::F_REUSEPORT } else { 0 }];
+        m.arg = [
+            port as u32,
+            backlog,
+            rx,
+            tx,
+            if reuseport { ctl::F_REUSEPORT } else { 0 },
+        ];
         let req = self.request(m)?;
         let r = self.reply(req)?;
         if r.err != 0 {
@@ -279,9 +403,14 @@ impl Tas {
 
     /// Takes an established connection from a listener, if one is ready.
     pub fn try_accept(&mut self, l: ListenerId) -> io::Result<Option<ConnId>> {
-        self.poll()?;
-        let lst = self.listeners.get_mut(&l).ok_or_else(|| errno(libc::EBADF))?;
-        let Some(info) = lst.ready.pop_front() else { return Ok(None) };
+        self.auto_poll()?;
+        let lst = self
+            .listeners
+            .get_mut(&l)
+            .ok_or_else(|| errno(libc::EBADF))?;
+        let Some(info) = lst.ready.pop_front() else {
+            return Ok(None);
+        };
         let mut m = CtlMsg::new(ctl::ACCEPT);
         m.listener = l;
         m.arg[0] = 1;
@@ -300,20 +429,34 @@ impl Tas {
     }
 
     /// Stops listening.
+    ///
+    /// Connections the service already announced but the app never took
+    /// are reset, so they do not linger in the service.
     pub fn unlisten(&mut self, l: ListenerId) -> io::Result<()> {
-        if self.listeners.remove(&l).is_none() {
+        let Some(lst) = self.listeners.remove(&l) else {
             return Err(errno(libc::EBADF));
-        }
+        };
         let mut m = CtlMsg::new(ctl::UNLISTEN);
         m.listener = l;
         self.request(m)?;
+        for info in lst.ready {
+            let c = self.add_conn(info);
+            self.abort(c)?;
+        }
         Ok(())
+    }
+
+    /// Connections waiting on `l` to be accepted.
+    pub fn listener_pending(&self, l: ListenerId) -> Option<usize> {
+        self.listeners.get(&l).map(|x| x.ready.len())
     }
 
     fn add_conn(&mut self, info: FlowInfo) -> ConnId {
         let mut c = Conn::new(info);
-        if let Some(ev) = self.orphans.remove(&info.flow) {
-            c.apply(&ev);
+        for ev in self.orphans.remove(&info.flow).unwrap_or_default() {
+            if c.plausible(&ev) {
+                c.apply(&ev);
+            }
         }
         self.conns.insert(info.flow, c);
         info.flow
@@ -322,14 +465,111 @@ impl Tas {
     /// Starts an active open; the answer arrives as a control message and
     /// [`Tas::connect_result`] reports it.
     pub fn connect_start(&mut self, ip: Ipv4Addr, port: u16, local_port: u16) -> io::Result<u32> {
+        self.connect_start_with(ip, port, local_port, 0, 0)
+    }
+
+    /// [`Tas::connect_start`] with explicit ring sizes (0 = daemon default).
+    pub fn connect_start_with(
+        &mut self,
+        ip: Ipv4Addr,
+        port: u16,
+        local_port: u16,
+        rx: u32,
+        tx: u32,
+    ) -> io::Result<u32> {
         let mut m = CtlMsg::new(ctl::CONNECT);
-        m.arg = [u32::from(ip), port as u32, local_port as u32, 0, 0];
+        m.arg = [u32::from(ip), port as u32, local_port as u32, rx, tx];
         self.request(m)
+    }
+
+    /// Our IPv4 address, when the daemon announced it at attach.
+    pub fn local_ip(&self) -> Option<Ipv4Addr> {
+        (self.local_ip != 0).then(|| Ipv4Addr::from(self.local_ip))
+    }
+
+    /// Whether `recv`, `send`, `try_accept` and `connect_result` first
+    /// [`poll`](Tas::poll) for news (the default). A caller with its own
+    /// event loop turns this off and polls itself.
+    pub fn set_auto_poll(&mut self, on: bool) {
+        self.auto_poll = on;
+    }
+
+    fn auto_poll(&mut self) -> io::Result<()> {
+        if self.auto_poll {
+            self.poll()?;
+        }
+        Ok(())
+    }
+
+    /// Internal state of connection `c` (diagnostics).
+    pub fn debug_conn(&self, c: ConnId) -> String {
+        let conn = self.conns.get(&c).map(|x| {
+            format!(
+                "rx_seq0={} rx_read={} rx_end={} tx_seq0={} tx_written={} tx_acked={} closed={} released={}",
+                x.info.rx_seq, x.rx_read, x.rx_end, x.info.tx_seq, x.tx_written, x.tx_acked, x.closed, x.released
+            )
+        });
+        format!("{conn:?} orphans={:?}", self.orphans.get(&c).map(|v| v.iter().map(|e| (e.rx_seq, e.tx_acked_seq, e.flags)).collect::<Vec<_>>()))
+    }
+
+    /// Moves the attachment's descriptors (control socket, eventfds) to
+    /// numbers >= `min` when the fd limit allows, keeping low numbers free
+    /// for the program (the `LD_PRELOAD` shim uses this).
+    pub fn move_fds_above(&mut self, min: RawFd) {
+        for fd in [&mut self.sock, &mut self.app_wake, &mut self.core_wake] {
+            // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own; on success the
+            // new descriptor is ours and replaces (closes) the old one.
+            let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+            if n >= 0 {
+                // SAFETY: `n` is a fresh descriptor owned by nobody else.
+                *fd = unsafe { OwnedFd::from_raw_fd(n) };
+            }
+        }
+    }
+
+    /// Whether the daemon has gone away.
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    /// Commands queued locally because the command ring was full; a
+    /// later [`Tas::poll`] pushes them.
+    pub fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    /// Tells the fast path whether to kick [`Tas::event_fd`] when it posts
+    /// notifications (set while nobody polls this context actively).
+    pub fn set_waiting(&self, on: bool) {
+        self.header().app_waiting.store(on as u32, Ordering::SeqCst);
+    }
+
+    /// What changed since the last call (connections, listeners, replies).
+    pub fn take_changes(&mut self, out: &mut Changes) {
+        out.conns.clear();
+        out.listeners.clear();
+        std::mem::swap(&mut out.conns, &mut self.dirty_conns);
+        std::mem::swap(&mut out.listeners, &mut self.dirty_listeners);
+        for c in &out.conns {
+            if let Some(x) = self.conns.get_mut(c) {
+                x.dirty = false;
+            }
+        }
+        out.replies = std::mem::take(&mut self.replies_changed);
+    }
+
+    fn mark_dirty(&mut self, c: ConnId) {
+        if let Some(x) = self.conns.get_mut(&c) {
+            if !x.dirty {
+                x.dirty = true;
+                self.dirty_conns.push(c);
+            }
+        }
     }
 
     /// The outcome of `connect_start(req)`: None while pending.
     pub fn connect_result(&mut self, req: u32) -> io::Result<Option<ConnId>> {
-        self.poll()?;
+        self.auto_poll()?;
         let Some(i) = self.replies.iter().position(|m| m.req == req) else {
             if self.dead {
                 return Err(dead());
@@ -375,14 +615,56 @@ impl Tas {
         if pushed && self.header().core_sleeping.load(Ordering::SeqCst) != 0 {
             let one = 1u64;
             // SAFETY: 8-byte write from a valid u64 to the core's eventfd.
-            unsafe { libc::write(self.core_wake.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+            unsafe {
+                libc::write(
+                    self.core_wake.as_raw_fd(),
+                    &one as *const u64 as *const libc::c_void,
+                    8,
+                )
+            };
         }
     }
 
     /// Copies as much of `data` as fits into the send ring. `WouldBlock`
     /// when the ring is full.
     pub fn send(&mut self, c: ConnId, data: &[u8]) -> io::Result<usize> {
-        self.poll()?;
+        self.send_vectored(c, &[IoSlice::new(data)])
+    }
+
+    /// [`Tas::send`] from several buffers, taken in order.
+    pub fn send_vectored(&mut self, c: ConnId, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut i = 0;
+        let mut off = 0;
+        self.send_fill(c, usize::MAX, |dst| {
+            let mut done = 0;
+            while done < dst.len() && i < bufs.len() {
+                let b = &bufs[i][off..];
+                let k = b.len().min(dst.len() - done);
+                dst[done..done + k].copy_from_slice(&b[..k]);
+                done += k;
+                off += k;
+                if off == bufs[i].len() {
+                    i += 1;
+                    off = 0;
+                }
+            }
+            Ok(done)
+        })
+    }
+
+    /// Appends up to `max` bytes to the send ring, produced by `fill`
+    /// directly into ring memory (no intermediate copy; e.g. `pread` for
+    /// `sendfile`). `fill` gets one or two slices in order and returns how
+    /// much it wrote; writing less than offered ends the call. `WouldBlock`
+    /// when the ring is full; an error from `fill` is returned only when
+    /// nothing was added.
+    pub fn send_fill(
+        &mut self,
+        c: ConnId,
+        max: usize,
+        mut fill: impl FnMut(&mut [u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        self.auto_poll()?;
         let base = self.map.as_mut_ptr();
         let map_len = self.map.len();
         let conn = self.conns.get_mut(&c).ok_or_else(|| errno(libc::EBADF))?;
@@ -392,26 +674,59 @@ impl Tas {
         if conn.tx_fin || conn.closed {
             return Err(errno(libc::EPIPE));
         }
-        let n = (conn.tx_free() as usize).min(data.len());
+        let n = (conn.tx_free() as usize).min(max);
         if n == 0 {
-            return if data.is_empty() { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+            return if max == 0 {
+                Ok(0)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            };
         }
         let len = conn.info.tx_len;
-        let pos = conn.tx_written.wrapping_sub(conn.info.tx_seq) % len;
-        let first = ((len - pos) as usize).min(n);
         let start = conn.info.tx_base as usize;
-        if start + len as usize > map_len {
+        if start + len as usize > map_len || len == 0 {
             return Err(io::Error::other("tasd gave a send ring outside the region"));
         }
-        // SAFETY: both copies stay inside the flow's TX ring, which lies
-        // inside the mapping (checked above).
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(start + pos as usize), first);
-            std::ptr::copy_nonoverlapping(data.as_ptr().add(first), base.add(start), n - first);
+        let pos = (conn.tx_written.wrapping_sub(conn.info.tx_seq) % len) as usize;
+        let first = (len as usize - pos).min(n);
+        let mut added = 0usize;
+        let mut err = None;
+        for (off, k) in [(pos, first), (0, n - first)] {
+            if k == 0 {
+                break;
+            }
+            // SAFETY: `off + k <= len`: the slice lies inside the flow's TX
+            // ring, inside the mapping (checked above), and nothing else
+            // writes this part of the ring (it is past tx_written).
+            let dst = unsafe { std::slice::from_raw_parts_mut(base.add(start + off), k) };
+            match fill(dst) {
+                Ok(w) => {
+                    let w = w.min(k);
+                    added += w;
+                    if w < k {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
         }
-        conn.tx_written = conn.tx_written.wrapping_add(n as u32);
-        self.push_cmd(AppCmd { kind: cmd::FLOW_UPDATE, flow: c, tx_added: n as u32, ..Default::default() });
-        Ok(n)
+        if added == 0 {
+            return match err {
+                Some(e) => Err(e),
+                None => Ok(0),
+            };
+        }
+        conn.tx_written = conn.tx_written.wrapping_add(added as u32);
+        self.push_cmd(AppCmd {
+            kind: cmd::FLOW_UPDATE,
+            flow: c,
+            tx_added: added as u32,
+            ..Default::default()
+        });
+        Ok(added)
     }
 
     /// Sends all of `data`, waiting for ring space as needed.
@@ -429,35 +744,90 @@ impl Tas {
     /// Reads what is available (at most `buf.len()`). `Ok(0)` at end of
     /// stream; `WouldBlock` when nothing is there yet.
     pub fn recv(&mut self, c: ConnId, buf: &mut [u8]) -> io::Result<usize> {
-        self.poll()?;
+        self.recv_vectored(c, &mut [IoSliceMut::new(buf)])
+    }
+
+    /// [`Tas::recv`] into several buffers, filled in order.
+    pub fn recv_vectored(&mut self, c: ConnId, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.auto_poll()?;
+        self.rx_copy(c, bufs, true)
+    }
+
+    /// Like [`Tas::recv_vectored`] but leaves the data in the ring
+    /// (`MSG_PEEK`). Does not poll for news first.
+    pub fn peek_vectored(&mut self, c: ConnId, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.rx_copy(c, bufs, false)
+    }
+
+    /// Drops up to `n` received bytes without copying them (`MSG_TRUNC`).
+    pub fn discard(&mut self, c: ConnId, n: usize) -> io::Result<usize> {
+        let conn = self.conns.get_mut(&c).ok_or_else(|| errno(libc::EBADF))?;
+        let n = (conn.rx_available() as usize).min(n);
+        if n > 0 {
+            conn.rx_read = conn.rx_read.wrapping_add(n as u32);
+            self.push_cmd(AppCmd {
+                kind: cmd::FLOW_UPDATE,
+                flow: c,
+                rx_freed: n as u32,
+                ..Default::default()
+            });
+        }
+        Ok(n)
+    }
+
+    fn rx_copy(
+        &mut self,
+        c: ConnId,
+        bufs: &mut [IoSliceMut<'_>],
+        consume: bool,
+    ) -> io::Result<usize> {
         let base = self.map.as_ptr();
         let map_len = self.map.len();
         let conn = self.conns.get_mut(&c).ok_or_else(|| errno(libc::EBADF))?;
         let avail = conn.rx_available() as usize;
+        let want: usize = bufs.iter().map(|b| b.len()).sum();
         if avail == 0 {
             if let Some(e) = conn.error {
                 return Err(errno(e));
             }
-            if conn.rx_fin || buf.is_empty() {
+            if conn.rx_fin || want == 0 {
                 return Ok(0);
             }
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let n = avail.min(buf.len());
+        let n = avail.min(want);
         let len = conn.info.rx_len;
-        let pos = conn.rx_read.wrapping_sub(conn.info.rx_seq) % len;
-        let first = ((len - pos) as usize).min(n);
         let start = conn.info.rx_base as usize;
-        if start + len as usize > map_len {
-            return Err(io::Error::other("tasd gave a receive ring outside the region"));
+        if start + len as usize > map_len || len == 0 {
+            return Err(io::Error::other(
+                "tasd gave a receive ring outside the region",
+            ));
         }
-        // SAFETY: both copies stay inside the flow's RX ring, inside the mapping.
-        unsafe {
-            std::ptr::copy_nonoverlapping(base.add(start + pos as usize), buf.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(base.add(start), buf.as_mut_ptr().add(first), n - first);
+        let mut pos = (conn.rx_read.wrapping_sub(conn.info.rx_seq) % len) as usize;
+        let mut left = n;
+        for b in bufs.iter_mut() {
+            let mut off = 0;
+            while off < b.len() && left > 0 {
+                let k = (len as usize - pos).min(b.len() - off).min(left);
+                // SAFETY: `pos + k <= len`, so the source stays inside the
+                // flow's RX ring, which lies inside the mapping (checked).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(base.add(start + pos), b.as_mut_ptr().add(off), k)
+                };
+                off += k;
+                left -= k;
+                pos = (pos + k) % len as usize;
+            }
         }
-        conn.rx_read = conn.rx_read.wrapping_add(n as u32);
-        self.push_cmd(AppCmd { kind: cmd::FLOW_UPDATE, flow: c, rx_freed: n as u32, ..Default::default() });
+        if consume {
+            conn.rx_read = conn.rx_read.wrapping_add(n as u32);
+            self.push_cmd(AppCmd {
+                kind: cmd::FLOW_UPDATE,
+                flow: c,
+                rx_freed: n as u32,
+                ..Default::default()
+            });
+        }
         Ok(n)
     }
 
@@ -478,7 +848,12 @@ impl Tas {
             return Ok(());
         }
         conn.tx_fin = true;
-        self.push_cmd(AppCmd { kind: cmd::FLOW_UPDATE, flags: cmd::F_TX_FIN, flow: c, ..Default::default() });
+        self.push_cmd(AppCmd {
+            kind: cmd::FLOW_UPDATE,
+            flags: cmd::F_TX_FIN,
+            flow: c,
+            ..Default::default()
+        });
         Ok(())
     }
 
@@ -515,15 +890,7 @@ impl Tas {
         let mut n = 0;
         while let Some(ev) = self.events.pop() {
             n += 1;
-            if ev.kind != event::FLOW_UPDATE {
-                continue;
-            }
-            match self.conns.get_mut(&ev.flow) {
-                Some(c) => c.apply(&ev),
-                None => {
-                    self.orphans.insert(ev.flow, ev);
-                }
-            }
+            self.on_event(ev);
         }
         loop {
             let mut buf = [0u8; 256];
@@ -533,6 +900,11 @@ impl Tas {
                     for c in self.conns.values_mut() {
                         c.error.get_or_insert(libc::ECONNRESET);
                     }
+                    let all: Vec<ConnId> = self.conns.keys().copied().collect();
+                    for c in all {
+                        self.mark_dirty(c);
+                    }
+                    self.replies_changed = true;
                     break;
                 }
                 Ok(len) => {
@@ -544,6 +916,7 @@ impl Tas {
                 Err(nix::errno::Errno::EAGAIN) => break,
                 Err(_) => {
                     self.dead = true;
+                    self.replies_changed = true;
                     break;
                 }
             }
@@ -552,16 +925,70 @@ impl Tas {
         Ok(n)
     }
 
+    fn on_event(&mut self, ev: AppEvent) {
+        if ev.kind != event::FLOW_UPDATE {
+            return;
+        }
+        let (stash, dirty) = match self.conns.get_mut(&ev.flow) {
+            Some(c) => {
+                let ok = c.plausible(&ev);
+                if ok {
+                    c.apply(&ev);
+                }
+                // A closed connection's id may already belong to the next
+                // connection, announced later on the control socket.
+                (c.closed, ok && !c.closed)
+            }
+            None => (true, false),
+        };
+        if dirty {
+            self.mark_dirty(ev.flow);
+        }
+        if stash {
+            // Keep the latest few as they are (notifications are cumulative,
+            // so the newest of each connection says everything); never
+            // merge, since two connections' numbers must not mix.
+            let v = self.orphans.entry(ev.flow).or_default();
+            if v.len() >= 4 {
+                v.remove(0);
+            }
+            v.push(ev);
+        }
+    }
+
+    /// Like [`Tas::poll`] but only the notification ring (no system call);
+    /// for spinning.
+    pub fn poll_events(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(ev) = self.events.pop() {
+            n += 1;
+            self.on_event(ev);
+        }
+        if n > 0 {
+            self.flush_cmds();
+        }
+        n
+    }
+
     fn on_ctl(&mut self, m: CtlMsg) {
         match m.kind {
             ctl::ACCEPTED => {
                 if let Some(l) = self.listeners.get_mut(&m.listener) {
                     l.ready.push_back(m.info);
+                    if !self.dirty_listeners.contains(&m.listener) {
+                        self.dirty_listeners.push(m.listener);
+                    }
+                } else {
+                    // The listener is gone (closed while this was in
+                    // flight): reset the connection so it does not linger.
+                    let c = self.add_conn(m.info);
+                    let _ = self.abort(c);
                 }
             }
             ctl::RESET => {
                 if let Some(c) = self.conns.get_mut(&m.flow) {
                     c.error = Some(if m.err > 0 { m.err } else { libc::ECONNRESET });
+                    self.mark_dirty(m.flow);
                 }
             }
             ctl::RELEASED => {
@@ -575,9 +1002,13 @@ impl Tas {
                 if forget {
                     self.conns.remove(&m.flow);
                 }
-                self.orphans.remove(&m.flow);
+                // Notifications stashed under this id may belong to its
+                // next connection (checked when that one is added).
             }
-            _ => self.replies.push_back(m),
+            _ => {
+                self.replies.push_back(m);
+                self.replies_changed = true;
+            }
         }
     }
 
@@ -591,26 +1022,45 @@ impl Tas {
             }
             std::hint::spin_loop();
         }
-        self.header().app_waiting.store(1, Ordering::SeqCst);
+        let was_waiting = self.header().app_waiting.swap(1, Ordering::SeqCst);
         let r = if self.poll()? > 0 {
             Ok(())
         } else {
             let ms = match timeout {
-                Some(t) => t.saturating_sub(start.elapsed()).as_millis().min(i32::MAX as u128) as i32,
+                Some(t) => t
+                    .saturating_sub(start.elapsed())
+                    .as_millis()
+                    .min(i32::MAX as u128) as i32,
                 None => -1,
             };
             let mut fds = [
-                libc::pollfd { fd: self.app_wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: self.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd {
+                    fd: self.app_wake.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.sock.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
             ];
             // SAFETY: two valid pollfd entries.
             unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
             let mut v = 0u64;
             // SAFETY: 8-byte read into a valid u64 from our non-blocking eventfd.
-            unsafe { libc::read(self.app_wake.as_raw_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
+            unsafe {
+                libc::read(
+                    self.app_wake.as_raw_fd(),
+                    &mut v as *mut u64 as *mut libc::c_void,
+                    8,
+                )
+            };
             self.poll().map(|_| ())
         };
-        self.header().app_waiting.store(0, Ordering::SeqCst);
+        self.header()
+            .app_waiting
+            .store(was_waiting, Ordering::SeqCst);
         r
     }
 }

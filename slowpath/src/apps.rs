@@ -14,7 +14,9 @@ use nix::sys::socket::{
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use tas_fastpath::abi::{ctl, AppCmd, AppEvent, CtlMsg, RegionHeader, RegionLayout, ABI_VERSION, REGION_MAGIC};
+use tas_fastpath::abi::{
+    ctl, AppCmd, AppEvent, CtlMsg, RegionHeader, RegionLayout, ABI_VERSION, REGION_MAGIC,
+};
 use tas_fastpath::poll::{AppPort, MAX_APPS};
 
 pub type AppId = u16;
@@ -34,7 +36,9 @@ pub struct RingAlloc {
 
 impl RingAlloc {
     pub fn new(start: u32, end: u32) -> Self {
-        RingAlloc { free: vec![(start, end - start)] }
+        RingAlloc {
+            free: vec![(start, end - start)],
+        }
     }
     pub fn alloc(&mut self, len: u32) -> Option<u32> {
         let len = len.checked_add(4095)? & !4095;
@@ -118,13 +122,21 @@ fn memfd(name: &str, size: u32) -> std::io::Result<OwnedFd> {
 impl Apps {
     /// Binds the attach socket at `path` (a stale socket file is replaced).
     pub fn bind(path: &Path, region_size: u32) -> Result<Apps, AppsError> {
-        let err = |source| AppsError::Socket { path: path.to_owned(), source };
+        let err = |source| AppsError::Socket {
+            path: path.to_owned(),
+            source,
+        };
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
         let _ = std::fs::remove_file(path);
-        let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
-            .map_err(err)?;
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .map_err(err)?;
         let addr = UnixAddr::new(path).map_err(err)?;
         bind(fd.as_raw_fd(), &addr).map_err(err)?;
         listen(&fd, Backlog::new(128).map_err(err)?).map_err(err)?;
@@ -169,7 +181,11 @@ impl Apps {
             Err(_) => return None,
         };
         // The HELLO must arrive promptly; wait at most 1 s for it.
-        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         if unsafe { libc::poll(&mut pfd, 1, 1000) } != 1 {
             tracing::warn!("app did not say HELLO within 1 s; dropped");
@@ -183,10 +199,20 @@ impl Apps {
             let mut m = CtlMsg::new(ctl::RESULT);
             m.req = hello.req;
             m.err = e;
-            let _ = sendmsg::<()>(fd.as_raw_fd(), &[IoSlice::new(&m.as_bytes())], &[], MsgFlags::MSG_NOSIGNAL, None);
+            let _ = sendmsg::<()>(
+                fd.as_raw_fd(),
+                &[IoSlice::new(&m.as_bytes())],
+                &[],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            );
         };
         if hello.kind != ctl::HELLO || hello.arg[0] != ABI_VERSION {
-            tracing::warn!(pid, "app with ABI version {} refused (ours is {ABI_VERSION})", hello.arg[0]);
+            tracing::warn!(
+                pid,
+                "app with ABI version {} refused (ours is {ABI_VERSION})",
+                hello.arg[0]
+            );
             reply_err(libc::EPROTO);
             return None;
         }
@@ -205,13 +231,24 @@ impl Apps {
         }
     }
 
-    fn setup(&mut self, id: AppId, sock: OwnedFd, pid: i32, req: u32, core_wake: RawFd) -> std::io::Result<AppPort> {
+    fn setup(
+        &mut self,
+        id: AppId,
+        sock: OwnedFd,
+        pid: i32,
+        req: u32,
+        core_wake: RawFd,
+    ) -> std::io::Result<AppPort> {
         let layout = RegionLayout::new(self.region_size, self.event_cap, self.cmd_cap)
             .ok_or_else(|| std::io::Error::other("region too small for its rings"))?;
         let memfd = memfd(&format!("tas-app-{id}"), self.region_size)?;
         // SAFETY: the memfd is ours and sized; the mapping lives in `App`
         // and outlives the core's use of it (RemoveApp is acknowledged first).
-        let mut map = unsafe { memmap2::MmapOptions::new().len(self.region_size as usize).map_mut(&memfd)? };
+        let mut map = unsafe {
+            memmap2::MmapOptions::new()
+                .len(self.region_size as usize)
+                .map_mut(&memfd)?
+        };
         let base = map.as_mut_ptr();
         // SAFETY: the region starts with room for a RegionHeader (64 bytes,
         // page aligned) and nobody else uses it yet.
@@ -232,13 +269,25 @@ impl Apps {
         // sizes) and stay mapped while the port exists.
         let (events, cmds) = unsafe {
             (
-                tas_fastpath::abi::RingProducer::<AppEvent>::new(base.add(layout.event_off as usize), layout.event_cap),
-                tas_fastpath::abi::RingConsumer::<AppCmd>::new(base.add(layout.cmd_off as usize), layout.cmd_cap),
+                tas_fastpath::abi::RingProducer::<AppEvent>::new(
+                    base.add(layout.event_off as usize),
+                    layout.event_cap,
+                ),
+                tas_fastpath::abi::RingConsumer::<AppCmd>::new(
+                    base.add(layout.cmd_off as usize),
+                    layout.cmd_cap,
+                ),
             )
         };
         let mut ok = CtlMsg::new(ctl::HELLO_OK);
         ok.req = req;
-        ok.arg = [layout.size, layout.event_cap, layout.cmd_cap, layout.event_off, layout.cmd_off];
+        ok.arg = [
+            layout.size,
+            layout.event_cap,
+            layout.cmd_cap,
+            layout.event_off,
+            layout.cmd_off,
+        ];
         ok.listener = id as u32;
         let fds = [memfd.as_raw_fd(), app_wake.as_raw_fd(), core_wake];
         sendmsg::<()>(
@@ -290,14 +339,19 @@ impl Apps {
     /// Reads one message from an app. `Ok(None)`: nothing waiting;
     /// `Err(())`: the app hung up (or sent garbage) and must be detached.
     pub fn recv(&self, id: AppId) -> Result<Option<CtlMsg>, ()> {
-        let Some(a) = self.get(id) else { return Err(()) };
+        let Some(a) = self.get(id) else {
+            return Err(());
+        };
         let mut buf = [0u8; 256];
         match recv(a.sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
             Ok(0) => Err(()),
             Ok(n) => match CtlMsg::from_bytes(&buf[..n]) {
                 Some(m) => Ok(Some(m)),
                 None => {
-                    tracing::warn!(app = id, "malformed control message ({n} bytes); detaching app");
+                    tracing::warn!(
+                        app = id,
+                        "malformed control message ({n} bytes); detaching app"
+                    );
                     Err(())
                 }
             },
@@ -323,11 +377,21 @@ impl Drop for Apps {
 }
 
 fn peer_pid(fd: RawFd) -> i32 {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: valid fd and out-pointers of the right size.
     let rc = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, &mut cred as *mut _ as *mut libc::c_void, &mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
     };
     if rc == 0 {
         cred.pid

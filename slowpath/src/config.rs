@@ -1,7 +1,8 @@
 //! `tasd` command line and the settings derived from it.
 
+use crate::cc::{self, CcConfig};
 use crate::stack::StackConfig;
-use clap::{Parser, ValueEnum};
+use clap::{Arg, ArgMatches, Command, FromArgMatches, Parser, ValueEnum};
 use std::path::PathBuf;
 
 /// Default attach/control socket when neither `--socket` nor `TAS_SOCKET` is given.
@@ -19,7 +20,7 @@ pub enum NicKind {
 
 /// TAS daemon: user-level TCP fast path and slow path on one interface.
 #[derive(Debug, Parser)]
-#[command(name = "tasd", version, about, long_about = None)]
+#[command(name = "tasd", version, about, long_about = None, after_long_help = cc_help())]
 pub struct Cli {
     /// Our IPv4 address and prefix, e.g. 198.18.0.1/24. The kernel must not
     /// own this address on the interface: tasd answers ARP for it itself.
@@ -61,9 +62,139 @@ pub struct Cli {
     /// Largest IP packet (capped by the interface MTU).
     #[arg(long, default_value_t = 1500)]
     pub mtu: u16,
-    /// Negotiate ECN with peers.
+    /// Negotiate ECN with peers (DCTCP needs it to see congestion marks).
     #[arg(long)]
     pub ecn: bool,
+    #[command(flatten)]
+    pub cc: CcArgs,
+}
+
+fn cc_help() -> String {
+    format!(
+        "Congestion control algorithms and their parameters (defaults shown; set them with \
+         --ALGO-PARAM VALUE here, or at run time with `tasctl cc set ALGO PARAM=VALUE`):\n{}\n\
+         Rates take kbps/mbps/gbps (plain: Mbit/s), times ns/us/ms/s (plain: µs).\n\
+         The control socket for tasctl is the attach socket path plus \".ctl\".",
+        cc::describe_algorithms()
+    )
+}
+
+/// Congestion-control flags, generated from the algorithm registry:
+/// `--cc ALGO`, the loop's `--cc-interval`, `--cc-min-interval`,
+/// `--cc-max-interval`, and `--ALGO-PARAM` for every parameter of every
+/// algorithm (e.g. `--timely-t-low 30us`).
+#[derive(Debug, Clone, Default)]
+pub struct CcArgs {
+    pub algo: String,
+    /// (algorithm or None for a loop parameter, parameter, value).
+    pub given: Vec<(Option<&'static str>, &'static str, String)>,
+}
+
+fn flag_of(algo: Option<&str>, param: &str) -> String {
+    match algo {
+        Some(a) => format!("{a}-{}", param.replace('_', "-")),
+        None => format!("cc-{}", param.replace('_', "-")),
+    }
+}
+
+impl clap::Args for CcArgs {
+    fn augment_args(mut cmd: Command) -> Command {
+        let names: Vec<&'static str> = cc::ALGORITHMS.iter().map(|a| a.name).collect();
+        cmd = cmd.arg(
+            Arg::new("cc")
+                .long("cc")
+                .value_name("ALGO")
+                .default_value(cc::default_algo().name)
+                .value_parser(clap::builder::PossibleValuesParser::new(names))
+                .help("Congestion control of all flows (per-port settings: tasctl cc set --port)")
+                .help_heading("Congestion control"),
+        );
+        for p in cc::LOOP_PARAMS {
+            let f = flag_of(None, p.name);
+            cmd = cmd.arg(
+                Arg::new(f.clone())
+                    .long(f)
+                    .value_name("VALUE")
+                    .help(format!(
+                        "Control loop: {} [default: {}]",
+                        p.help,
+                        cc::fmt_value(p.unit, p.default)
+                    ))
+                    .help_heading("Congestion control"),
+            );
+        }
+        for a in cc::ALGORITHMS {
+            for p in a.params {
+                let f = flag_of(Some(a.name), p.name);
+                cmd = cmd.arg(
+                    Arg::new(f.clone())
+                        .long(f)
+                        .value_name("VALUE")
+                        .hide_short_help(true)
+                        .help(format!(
+                            "{}: {} [default: {}]",
+                            a.name,
+                            p.help,
+                            cc::fmt_value(p.unit, p.default)
+                        ))
+                        .help_heading("Congestion control parameters"),
+                );
+            }
+        }
+        cmd
+    }
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for CcArgs {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut s = CcArgs::default();
+        s.update_from_arg_matches(m)?;
+        Ok(s)
+    }
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        if let Ok(Some(a)) = m.try_get_one::<String>("cc") {
+            self.algo = a.clone();
+        }
+        let mut look = |algo: Option<&'static str>, name: &'static str| {
+            if let Ok(Some(v)) = m.try_get_one::<String>(&flag_of(algo, name)) {
+                self.given.push((algo, name, v.clone()));
+            }
+        };
+        for p in cc::LOOP_PARAMS {
+            look(None, p.name);
+        }
+        for a in cc::ALGORITHMS {
+            for p in a.params {
+                look(Some(a.name), p.name);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CcArgs {
+    /// The configuration these flags describe.
+    pub fn to_config(&self) -> Result<CcConfig, String> {
+        let name = if self.algo.is_empty() {
+            cc::default_algo().name
+        } else {
+            self.algo.as_str()
+        };
+        let algo = cc::algo(name)
+            .ok_or_else(|| format!("--cc: {}", cc::CcError::UnknownAlgo(name.into())))?;
+        let mut c = CcConfig::new(algo);
+        for (a, p, v) in &self.given {
+            let r = match a {
+                None => c.set_loop_base(p, v),
+                Some(a) => c.set_base(a, p, v),
+            };
+            r.map_err(|e| format!("--{}: {e}", flag_of(*a, p)))?;
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -82,26 +213,42 @@ pub struct Config {
     pub idle_spin_us: u64,
     pub mtu: u16,
     pub ecn: bool,
+    pub cc: CcConfig,
 }
 
 fn parse_ip(s: &str, what: &str) -> Result<u32, String> {
-    s.parse::<std::net::Ipv4Addr>().map(u32::from).map_err(|_| format!("{what}: '{s}' is not an IPv4 address"))
+    s.parse::<std::net::Ipv4Addr>()
+        .map(u32::from)
+        .map_err(|_| format!("{what}: '{s}' is not an IPv4 address"))
 }
 
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, String> {
-        let (addr, prefix) = cli.ip.split_once('/').ok_or_else(|| format!("--ip: '{}' needs a prefix length, e.g. 198.18.0.1/24", cli.ip))?;
+        let (addr, prefix) = cli.ip.split_once('/').ok_or_else(|| {
+            format!(
+                "--ip: '{}' needs a prefix length, e.g. 198.18.0.1/24",
+                cli.ip
+            )
+        })?;
         let ip = parse_ip(addr, "--ip")?;
         let prefix_len: u8 = prefix
             .parse()
             .ok()
             .filter(|p| (1..=32).contains(p))
             .ok_or_else(|| format!("--ip: prefix length '{prefix}' must be 1..32"))?;
-        let gateway = cli.gateway.as_deref().map(|g| parse_ip(g, "--gateway")).transpose()?;
+        let gateway = cli
+            .gateway
+            .as_deref()
+            .map(|g| parse_ip(g, "--gateway"))
+            .transpose()?;
         if let Some(g) = gateway {
             let mask = u32::MAX << (32 - prefix_len as u32);
             if g & mask != ip & mask {
-                return Err(format!("--gateway: {} is not inside {}", std::net::Ipv4Addr::from(g), cli.ip));
+                return Err(format!(
+                    "--gateway: {} is not inside {}",
+                    std::net::Ipv4Addr::from(g),
+                    cli.ip
+                ));
             }
         }
         match cli.cores.as_str() {
@@ -113,7 +260,10 @@ impl Config {
             }
         }
         if cli.iface.is_empty() || cli.iface.len() > 15 {
-            return Err(format!("--iface: '{}' is not a valid interface name", cli.iface));
+            return Err(format!(
+                "--iface: '{}' is not a valid interface name",
+                cli.iface
+            ));
         }
         let socket = cli
             .socket
@@ -122,7 +272,10 @@ impl Config {
         if !(1..=4096).contains(&cli.app_mem_mib) {
             return Err("--app-mem-mib must be 1..4096".into());
         }
-        for (v, n) in [(cli.rx_buf_kib, "--rx-buf-kib"), (cli.tx_buf_kib, "--tx-buf-kib")] {
+        for (v, n) in [
+            (cli.rx_buf_kib, "--rx-buf-kib"),
+            (cli.tx_buf_kib, "--tx-buf-kib"),
+        ] {
             if !(4..=65536).contains(&v) {
                 return Err(format!("{n} must be 4..65536"));
             }
@@ -133,6 +286,7 @@ impl Config {
         if !(576..=9000).contains(&cli.mtu) {
             return Err("--mtu must be 576..9000".into());
         }
+        let cc = cli.cc.to_config()?;
         Ok(Config {
             ip,
             prefix_len,
@@ -148,6 +302,7 @@ impl Config {
             idle_spin_us: cli.idle_spin_us,
             mtu: cli.mtu,
             ecn: cli.ecn,
+            cc,
         })
     }
 
@@ -162,7 +317,66 @@ impl Config {
             default_tx_buf: self.tx_buf,
             time_wait_ns: self.time_wait_ms * 1_000_000,
             ecn: self.ecn,
+            cc: self.cc.clone(),
             ..StackConfig::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut v = vec!["tasd", "--ip", "198.18.0.1/24", "--iface", "veth0"];
+        v.extend_from_slice(args);
+        let cli = Cli::try_parse_from(v).map_err(|e| e.to_string())?;
+        Config::from_cli(cli)
+    }
+
+    #[test]
+    fn cc_flags() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.cc.global.algo.name, "dctcp-rate");
+        let c = parse(&[
+            "--cc",
+            "timely",
+            "--timely-t-low",
+            "40us",
+            "--cc-interval",
+            "3",
+            "--dctcp-rate-step",
+            "20mbps",
+        ])
+        .unwrap();
+        assert_eq!(c.cc.global.algo.name, "timely");
+        assert_eq!(
+            c.cc.global
+                .to_text()
+                .iter()
+                .find(|(k, _)| k == "t_low")
+                .unwrap()
+                .1,
+            "40us"
+        );
+        assert_eq!(c.cc.global.interval_rtts(), 3.0);
+        // The base of another algorithm took its flag too.
+        let mut cc = c.cc.clone();
+        cc.set(None, "dctcp-rate", &[]).unwrap();
+        assert_eq!(
+            cc.global
+                .to_text()
+                .iter()
+                .find(|(k, _)| k == "step")
+                .unwrap()
+                .1,
+            "20mbps"
+        );
+        assert_eq!(cc.global.interval_rtts(), 3.0);
+        assert!(parse(&["--cc", "reno"]).is_err());
+        let e = parse(&["--timely-beta", "7"]).unwrap_err();
+        assert!(e.contains("--timely-beta") && e.contains("between"), "{e}");
+        let e = parse(&["--cc-min-interval", "soon"]).unwrap_err();
+        assert!(e.contains("--cc-min-interval"), "{e}");
     }
 }

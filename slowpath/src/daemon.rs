@@ -1,9 +1,20 @@
 //! The daemon: opens the NIC, starts the fast-path core, and runs the
-//! slow-path thread (exceptions, app control, timers, signals).
+//! slow-path thread (exceptions, app control, timers including the
+//! congestion-control loop, the tasctl control socket, signals).
+//!
+//! The slow-path thread sleeps in `ppoll` until a file descriptor is ready
+//! or the stack's next timer is due; timers are served with microsecond
+//! precision but wake-ups are coalesced ([`TIMER_SLACK`]), so a thread with
+//! thousands of flows under congestion control wakes at most ~40k times per
+//! second.
 
 use crate::apps::{AppId, Apps};
 use crate::config::{Config, NicKind};
-use crate::stack::{FpCmd, Stack, StackIo};
+use crate::ctlsock::{
+    self, AppStatus, CcShow, CoreStatus, CtlServer, Reply, Request, Stats, Status,
+};
+use crate::stack::{FpCmd, Stack, StackIo, StackStats};
+use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,7 +28,11 @@ use tas_fastpath::poll::{self, now_ns, Core, CoreCmd, CoreConfig, CoreShared};
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("cannot open {iface} with {kind}: {source}")]
-    Nic { iface: String, kind: &'static str, source: NicError },
+    Nic {
+        iface: String,
+        kind: &'static str,
+        source: NicError,
+    },
     #[error(transparent)]
     Apps(#[from] crate::apps::AppsError),
     #[error("{0}")]
@@ -57,10 +72,16 @@ impl StackIo for Io<'_> {
 }
 
 fn open_nic(cfg: &Config) -> Result<Box<dyn Nic>, DaemonError> {
-    let err = |kind, source| DaemonError::Nic { iface: cfg.iface.clone(), kind, source };
+    let err = |kind, source| DaemonError::Nic {
+        iface: cfg.iface.clone(),
+        kind,
+        source,
+    };
     Ok(match cfg.nic {
         NicKind::AfXdp => Box::new(AfXdpNic::open(&cfg.iface, 0).map_err(|e| err("af_xdp", e))?),
-        NicKind::AfPacket => Box::new(AfPacketNic::open(&cfg.iface).map_err(|e| err("af_packet", e))?),
+        NicKind::AfPacket => {
+            Box::new(AfPacketNic::open(&cfg.iface).map_err(|e| err("af_packet", e))?)
+        }
     })
 }
 
@@ -89,68 +110,364 @@ fn seed() -> u64 {
     u64::from_ne_bytes(b) ^ now_ns()
 }
 
+/// Timers are served at most this much late, so that wake-ups batch up.
+pub const TIMER_SLACK: Duration = Duration::from_micros(25);
+
+/// Counters sampled for per-second rates.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    rx_frames: u64,
+    tx_frames: u64,
+    rx_bytes: u64,
+    tx_bytes: u64,
+    drops: u64,
+    exceptions: u64,
+    busy_ns: u64,
+    idle_ns: u64,
+}
+
+/// The last few seconds of samples (one every 100 ms).
+struct Meter {
+    samples: VecDeque<Sample>,
+}
+
+impl Meter {
+    fn new() -> Self {
+        Meter {
+            samples: VecDeque::new(),
+        }
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.samples
+            .back()
+            .is_none_or(|s| now.duration_since(s.at) >= Duration::from_millis(100))
+    }
+
+    fn push(&mut self, s: Sample) {
+        self.samples.push_back(s);
+        while self.samples.len() > 40 {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Newest sample and the one about a second before it.
+    fn window(&self) -> Option<(Sample, Sample)> {
+        let new = *self.samples.back()?;
+        let old = self
+            .samples
+            .iter()
+            .rev()
+            .find(|s| new.at.duration_since(s.at) >= Duration::from_millis(950))
+            .or(self.samples.front())
+            .copied()?;
+        (new.at > old.at).then_some((new, old))
+    }
+}
+
+/// Frames dropped by tasd, over every cause that has a counter.
+fn drops(fp: &engine::Stats, exc_dropped: u64, st: &StackStats) -> u64 {
+    fp.bad_checksum
+        + fp.ooo_dropped
+        + fp.tx_full
+        + fp.mem_errors
+        + exc_dropped
+        + st.dropped_malformed
+        + st.dropped_unusual_flags
+        + st.dropped_not_ours
+        + st.dropped_other
+}
+
+/// `name: value` pairs of a struct's `Debug` output that are numbers, so
+/// that every counter of the fast path's `Stats` shows up without a list
+/// kept here.
+fn debug_counters(prefix: &str, dbg: &str, out: &mut BTreeMap<String, u64>) {
+    let inner = dbg.split_once('{').map(|(_, r)| r).unwrap_or(dbg);
+    for part in inner.trim_end_matches('}').split(',') {
+        if let Some((k, v)) = part.split_once(':') {
+            if let Ok(n) = v.trim().parse::<u64>() {
+                out.insert(format!("{prefix}.{}", k.trim()), n);
+            }
+        }
+    }
+}
+
+/// What the control socket needs to answer, borrowed from the loop.
+struct CtlCtx<'a> {
+    cfg: &'a Config,
+    started: Instant,
+    nic: &'a str,
+    mac: [u8; 6],
+    stack: &'a mut Stack,
+    apps: &'a Apps,
+    shared: &'a CoreShared,
+    meter: &'a Meter,
+    ctl_requests: u64,
+    ctl_errors: u64,
+}
+
+impl CtlCtx<'_> {
+    fn handle(&mut self, req: Request) -> Reply {
+        match req {
+            Request::Status => Reply::ok(&self.status()),
+            Request::Flows => Reply::ok(&self.stack.flow_details()),
+            Request::CcShow => {
+                Reply::ok(&CcShow::new(self.stack.cc_config(), self.stack.cc_usage()))
+            }
+            Request::CcSet { algo, params, port } => {
+                match self.stack.cc_set(port, &algo, &params) {
+                    Ok(()) => {
+                        let scope =
+                            port.map_or("globally".to_string(), |p| format!("for port {p}"));
+                        tracing::info!("congestion control set {scope}: {algo} {params:?}");
+                        Reply::ok(&CcShow::new(self.stack.cc_config(), self.stack.cc_usage()))
+                    }
+                    Err(e) => Reply::err(e.to_string()),
+                }
+            }
+            Request::CcUnset { port } => match self.stack.cc_unset(port) {
+                Ok(()) => Reply::ok(&CcShow::new(self.stack.cc_config(), self.stack.cc_usage())),
+                Err(e) => Reply::err(e.to_string()),
+            },
+            Request::Stats => Reply::ok(&self.stats()),
+        }
+    }
+
+    fn status(&self) -> Status {
+        let mut flows: BTreeMap<String, u64> = BTreeMap::new();
+        let mut per_app: BTreeMap<u16, u64> = BTreeMap::new();
+        let summary = self.stack.flows();
+        for f in &summary {
+            *flows.entry(f.state.to_string()).or_default() += 1;
+            if f.flow.is_some() {
+                *per_app.entry(f.app).or_default() += 1;
+            }
+        }
+        let mut st = Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            ip: format!(
+                "{}/{}",
+                std::net::Ipv4Addr::from(self.cfg.ip),
+                self.cfg.prefix_len
+            ),
+            iface: self.cfg.iface.clone(),
+            nic: self.nic.to_string(),
+            mac: tas_fastpath::wire::eth::fmt_mac(self.mac).to_string(),
+            socket: self.cfg.socket.display().to_string(),
+            cores: vec![CoreStatus {
+                id: 0,
+                busy_pct: 0.0,
+            }],
+            apps: self
+                .apps
+                .iter()
+                .map(|a| AppStatus {
+                    id: a.id,
+                    pid: a.pid,
+                    flows: per_app.get(&a.id).copied().unwrap_or(0),
+                })
+                .collect(),
+            flows,
+            flows_total: summary.len() as u64,
+            rx_pps: 0.0,
+            tx_pps: 0.0,
+            rx_mbps: 0.0,
+            tx_mbps: 0.0,
+            drops_ps: 0.0,
+            exceptions_ps: 0.0,
+            cc: self.stack.cc_config().global.algo.name.to_string(),
+        };
+        if let Some((new, old)) = self.meter.window() {
+            let dt = new.at.duration_since(old.at).as_secs_f64();
+            let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
+            st.rx_pps = rate(new.rx_frames, old.rx_frames);
+            st.tx_pps = rate(new.tx_frames, old.tx_frames);
+            st.rx_mbps = rate(new.rx_bytes, old.rx_bytes) * 8.0 / 1e6;
+            st.tx_mbps = rate(new.tx_bytes, old.tx_bytes) * 8.0 / 1e6;
+            st.drops_ps = rate(new.drops, old.drops);
+            st.exceptions_ps = rate(new.exceptions, old.exceptions);
+            let busy = new.busy_ns.saturating_sub(old.busy_ns) as f64;
+            let idle = new.idle_ns.saturating_sub(old.idle_ns) as f64;
+            if busy + idle > 0.0 {
+                st.cores[0].busy_pct = (100.0 * busy / (busy + idle)).clamp(0.0, 100.0);
+            }
+        }
+        st
+    }
+
+    fn stats(&self) -> Stats {
+        let mut c = BTreeMap::new();
+        let fp = self.shared.stats.lock().map(|s| *s).unwrap_or_default();
+        debug_counters("fastpath", &format!("{fp:?}"), &mut c);
+        c.insert(
+            "core.busy_ns".into(),
+            self.shared.busy_ns.load(Ordering::Relaxed),
+        );
+        c.insert(
+            "core.idle_ns".into(),
+            self.shared.idle_ns.load(Ordering::Relaxed),
+        );
+        c.insert(
+            "core.exceptions_dropped".into(),
+            self.shared.exc_dropped.load(Ordering::Relaxed),
+        );
+        if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(self.stack.stats()) {
+            for (k, v) in m {
+                if let Some(n) = v.as_u64() {
+                    c.insert(format!("slowpath.{k}"), n);
+                }
+            }
+        }
+        c.insert("apps.attached".into(), self.apps.count() as u64);
+        c.insert("apps.attached_total".into(), self.apps.attached_total);
+        c.insert("ctl.requests".into(), self.ctl_requests);
+        c.insert("ctl.errors".into(), self.ctl_errors);
+        Stats { counters: c }
+    }
+}
+
+fn sample(shared: &CoreShared, stack: &Stack) -> Sample {
+    let fp = shared.stats.lock().map(|s| *s).unwrap_or_default();
+    let exc_dropped = shared.exc_dropped.load(Ordering::Relaxed);
+    Sample {
+        at: Instant::now(),
+        rx_frames: fp.rx_frames,
+        tx_frames: fp.tx_frames + fp.acks_sent,
+        rx_bytes: fp.rx_payload_bytes,
+        tx_bytes: fp.tx_payload_bytes,
+        drops: drops(&fp, exc_dropped, &stack.stats()),
+        exceptions: fp.exceptions,
+        busy_ns: shared.busy_ns.load(Ordering::Relaxed),
+        idle_ns: shared.idle_ns.load(Ordering::Relaxed),
+    }
+}
+
+/// `ppoll` with a nanosecond timeout (None: wait for an fd).
+fn ppoll(pfds: &mut [libc::pollfd], timeout_ns: Option<u64>) {
+    let ts = timeout_ns.map(|ns| libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `pfds` is a valid array of pollfd entries; `tsp` is null or
+    // points to a timespec that outlives the call; no signal mask change.
+    unsafe {
+        libc::ppoll(
+            pfds.as_mut_ptr(),
+            pfds.len() as libc::nfds_t,
+            tsp,
+            std::ptr::null(),
+        )
+    };
+}
+
 /// Runs the daemon until SIGINT/SIGTERM.
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
     // Signals first, so every thread spawned later inherits the mask.
     let sigfd = signal_fd()?;
+    let started = Instant::now();
     let nic = open_nic(&cfg)?;
     let mac = nic.mac();
     let mtu = nic.mtu().min(cfg.mtu as usize) as u16;
     let nic_kind = nic.kind();
+    let nic_name = format!("{nic_kind}");
     let table = Arc::new(FlowTable::new(cfg.max_flows));
     let shared = CoreShared::new()?;
     let mut apps = Apps::bind(&cfg.socket, cfg.app_mem)?;
+    let ctl_path = ctlsock::ctl_path(&cfg.socket);
+    let mut ctl = CtlServer::bind(&ctl_path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("control socket {}: {e}", ctl_path.display()),
+        )
+    })?;
 
     let core = {
         let (table, shared) = (table.clone(), shared.clone());
-        let ecfg = engine::Config { local_mac: mac, ttl: 64, any_mac: false };
-        let ccfg = CoreConfig { idle_spin: Duration::from_micros(cfg.idle_spin_us) };
-        std::thread::Builder::new().name("tas-fp0".into()).spawn(move || {
-            Core::new(nic, table, ecfg, shared, ccfg).run();
-        })?
+        let ecfg = engine::Config {
+            local_mac: mac,
+            ttl: 64,
+            any_mac: false,
+        };
+        let ccfg = CoreConfig {
+            idle_spin: Duration::from_micros(cfg.idle_spin_us),
+        };
+        std::thread::Builder::new()
+            .name("tas-fp0".into())
+            .spawn(move || {
+                Core::new(nic, table, ecfg, shared, ccfg).run();
+            })?
     };
 
     let mut stack = Stack::new(cfg.stack_config(mac, mtu), table.clone(), seed());
     println!(
-        "tasd ready: ip {}/{} iface {} nic {} mac {} socket {}",
+        "tasd ready: ip {}/{} iface {} nic {} mac {} socket {} control {} cc {}",
         std::net::Ipv4Addr::from(cfg.ip),
         cfg.prefix_len,
         cfg.iface,
         nic_kind,
         tas_fastpath::wire::eth::fmt_mac(mac),
-        cfg.socket.display()
+        cfg.socket.display(),
+        ctl_path.display(),
+        stack.cc_config().global.algo.name,
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
+    let mut meter = Meter::new();
     let mut stop_requested = false;
     let mut pending_removals: Vec<(AppId, Arc<AtomicBool>, Instant)> = Vec::new();
     let mut pfds: Vec<libc::pollfd> = Vec::new();
     let mut pfd_apps: Vec<AppId> = Vec::new();
+    let slack = TIMER_SLACK.as_nanos() as u64;
     while !stop_requested {
         // Wait for something to do.
         pfds.clear();
         pfd_apps.clear();
         for fd in [sigfd, apps.listener.as_raw_fd(), shared.slow_wake] {
-            pfds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+            pfds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
         for a in apps.iter() {
             if pending_removals.iter().any(|(id, _, _)| *id == a.id) {
                 continue;
             }
-            pfds.push(libc::pollfd { fd: a.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            pfds.push(libc::pollfd {
+                fd: a.sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
             pfd_apps.push(a.id);
         }
+        let ctl_first = pfds.len();
+        for (fd, events) in ctl.poll_fds() {
+            pfds.push(libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            });
+        }
         let now = now_ns();
-        let mut timeout_ms: i32 = 50;
+        let mut timeout_ns: u64 = 50_000_000;
         if let Some(t) = stack.poll_at() {
-            timeout_ms = if t <= now { 0 } else { ((t - now).div_ceil(1_000_000) as i32).min(50) };
+            timeout_ns = if t <= now {
+                0
+            } else {
+                (t - now).clamp(slack, timeout_ns)
+            };
         }
         if !shared.exc.is_empty() || !pending_removals.is_empty() {
-            timeout_ms = timeout_ms.min(1);
+            timeout_ns = timeout_ns.min(1_000_000);
         }
-        // SAFETY: `pfds` is a valid array of pollfd entries.
-        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+        ppoll(&mut pfds, Some(timeout_ns));
 
         if pfds[0].revents != 0 {
             tracing::info!("signal received; shutting down");
@@ -172,7 +489,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         let now = now_ns();
         for _ in 0..4096 {
             let Some(e) = shared.exc.pop() else { break };
-            let mut io = Io { shared: &shared, apps: &mut apps };
+            let mut io = Io {
+                shared: &shared,
+                apps: &mut apps,
+            };
             stack.on_frame(now, e.reason, e.flow, &e.frame, &mut io);
             shared.recycle(e.frame);
         }
@@ -186,7 +506,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             for _ in 0..256 {
                 match apps.recv(id) {
                     Ok(Some(m)) => {
-                        let mut io = Io { shared: &shared, apps: &mut apps };
+                        let mut io = Io {
+                            shared: &shared,
+                            apps: &mut apps,
+                        };
                         stack.on_app_msg(now, id, &m, &mut io);
                     }
                     Ok(None) => break,
@@ -197,7 +520,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 }
             }
             if gone {
-                let mut io = Io { shared: &shared, apps: &mut apps };
+                let mut io = Io {
+                    shared: &shared,
+                    apps: &mut apps,
+                };
                 stack.app_gone(now, id, &mut io);
                 let done = Arc::new(AtomicBool::new(false));
                 shared.command(CoreCmd::RemoveApp(id, done.clone()));
@@ -216,14 +542,43 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 true
             }
         });
-        // Timers.
-        let mut io = Io { shared: &shared, apps: &mut apps };
+        // Timers (retransmissions, congestion control, ...).
+        let mut io = Io {
+            shared: &shared,
+            apps: &mut apps,
+        };
         stack.poll(now_ns(), &mut io);
+        // Rates for `tasctl status`.
+        let t = Instant::now();
+        if meter.due(t) {
+            meter.push(sample(&shared, &stack));
+        }
+        // tasctl.
+        if pfds[ctl_first..].iter().any(|p| p.revents != 0) {
+            let (requests, errors) = (ctl.requests, ctl.errors);
+            let mut cx = CtlCtx {
+                cfg: &cfg,
+                started,
+                nic: &nic_name,
+                mac,
+                stack: &mut stack,
+                apps: &apps,
+                shared: &shared,
+                meter: &meter,
+                ctl_requests: requests,
+                ctl_errors: errors,
+            };
+            ctl.service(|r| cx.handle(r));
+        }
     }
 
     // Shutdown: close flows toward peers, give the core time to send, stop.
+    drop(ctl);
     {
-        let mut io = Io { shared: &shared, apps: &mut apps };
+        let mut io = Io {
+            shared: &shared,
+            apps: &mut apps,
+        };
         stack.shutdown(now_ns(), &mut io);
     }
     let deadline = Instant::now() + Duration::from_millis(500);
@@ -240,4 +595,23 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     unsafe { libc::close(sigfd) };
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_counters_reads_every_number() {
+        let mut m = BTreeMap::new();
+        let s = engine::Stats {
+            rx_frames: 7,
+            tx_full: 3,
+            ..Default::default()
+        };
+        debug_counters("fastpath", &format!("{s:?}"), &mut m);
+        assert_eq!(m.get("fastpath.rx_frames"), Some(&7));
+        assert_eq!(m.get("fastpath.tx_full"), Some(&3));
+        assert_eq!(m.get("fastpath.acks_sent"), Some(&0));
+    }
 }

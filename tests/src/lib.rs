@@ -41,7 +41,10 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 /// Fails the test loudly unless we are root (namespaces need it).
@@ -57,6 +60,8 @@ pub fn require_root() {
 pub enum Backend {
     AfXdp,
     AfPacket,
+    /// DPDK's net_af_xdp on the veth (tasd built with `--features dpdk`).
+    Dpdk,
 }
 
 impl Backend {
@@ -64,6 +69,18 @@ impl Backend {
         match self {
             Backend::AfXdp => "af_xdp",
             Backend::AfPacket => "af_packet",
+            Backend::Dpdk => "dpdk",
+        }
+    }
+
+    /// The backend named by `TAS_TEST_NIC` (af_xdp, af_packet, dpdk;
+    /// default af_xdp). An unknown name fails the test loudly.
+    pub fn from_env() -> Backend {
+        match std::env::var("TAS_TEST_NIC").as_deref() {
+            Err(_) | Ok("") | Ok("af_xdp") => Backend::AfXdp,
+            Ok("af_packet") => Backend::AfPacket,
+            Ok("dpdk") => Backend::Dpdk,
+            Ok(other) => panic!("TAS_TEST_NIC={other}: use af_xdp, af_packet or dpdk"),
         }
     }
 }
@@ -83,7 +100,11 @@ impl Testbed {
     /// Creates the test hosts (no tasd yet).
     pub fn hosts(tag: &str) -> Testbed {
         require_root();
-        let name = format!("{tag}{}x{}", std::process::id() % 100000, SEQ.fetch_add(1, Ordering::SeqCst));
+        let name = format!(
+            "{tag}{}x{}",
+            std::process::id() % 100000,
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
         let dir = std::env::temp_dir().join(format!("tas-test-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -101,7 +122,11 @@ impl Testbed {
             .args(["up", &tb.name])
             .output()
             .expect("run tools/testhosts.sh");
-        assert!(out.status.success(), "testhosts up failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "testhosts up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         tb
     }
 
@@ -121,7 +146,15 @@ impl Testbed {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.tas_ns])
             .arg(bin("tasd"))
-            .args(["--ip", &format!("{TAS_IP}/24"), "--iface", "veth-tas", "--nic", backend.arg(), "--socket"])
+            .args([
+                "--ip",
+                &format!("{TAS_IP}/24"),
+                "--iface",
+                "veth-tas",
+                "--nic",
+                backend.arg(),
+                "--socket",
+            ])
             .arg(&self.socket)
             .args(extra)
             .env("TAS_LOG", "info")
@@ -164,7 +197,9 @@ impl Testbed {
 
     /// Stops tasd with SIGTERM and returns its exit status success.
     pub fn stop_tasd(&mut self) -> bool {
-        let Some(mut c) = self.tasd.take() else { return false };
+        let Some(mut c) = self.tasd.take() else {
+            return false;
+        };
         // SAFETY: sending a signal to our own child.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -181,7 +216,10 @@ impl Testbed {
 
     fn cmd(&self, ns: &str, program: &Path, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns]).arg(program).args(args).env("TAS_SOCKET", &self.socket);
+        c.args(["netns", "exec", ns])
+            .arg(program)
+            .args(args)
+            .env("TAS_SOCKET", &self.socket);
         c
     }
 
@@ -198,7 +236,11 @@ impl Testbed {
     }
 
     fn run(&mut self, mut c: Command, limit: Duration) -> Output {
-        let child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
         let pid = child.id() as i32;
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let d2 = done.clone();
@@ -218,7 +260,10 @@ impl Testbed {
         done.store(true, Ordering::SeqCst);
         let killed = watchdog.join().unwrap_or(false);
         if killed {
-            eprintln!("command killed after {limit:?}: {:?}", c.get_args().collect::<Vec<_>>());
+            eprintln!(
+                "command killed after {limit:?}: {:?}",
+                c.get_args().collect::<Vec<_>>()
+            );
         }
         out
     }
@@ -236,7 +281,11 @@ impl Testbed {
     }
 
     fn spawn(&mut self, mut c: Command, ready_word: Option<&str>) -> u32 {
-        let mut child = c.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn");
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn");
         let pid = child.id();
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -252,8 +301,12 @@ impl Testbed {
                 match rx.recv_timeout(Duration::from_millis(100)) {
                     Ok(l) if l.contains(w) => break,
                     Ok(_) => {}
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("background program exited before '{w}'"),
-                    Err(_) if Instant::now() > deadline => panic!("background program did not print '{w}' within 10 s"),
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        panic!("background program exited before '{w}'")
+                    }
+                    Err(_) if Instant::now() > deadline => {
+                        panic!("background program did not print '{w}' within 10 s")
+                    }
                     Err(_) => {}
                 }
             }
@@ -304,7 +357,9 @@ impl Drop for Testbed {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new(repo_root().join("tools/testhosts.sh")).args(["down", &self.name]).output();
+        let _ = Command::new(repo_root().join("tools/testhosts.sh"))
+            .args(["down", &self.name])
+            .output();
         if std::thread::panicking() {
             eprintln!("--- tasd log ({}) ---\n{}", self.name, self.tasd_log());
         }

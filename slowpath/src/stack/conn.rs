@@ -9,6 +9,7 @@ use tas_fastpath::flowtable::FlowId;
 use tas_fastpath::seq;
 use tas_fastpath::wire::{frame, tcp};
 
+use super::ccloop::ConnCc;
 use super::{hash, tuple, AppId, FlowSummary, FpCmd, Stack, StackIo, Timer, MS, RESERVED_APP, SEC};
 
 const TTL: u8 = 64;
@@ -102,7 +103,7 @@ pub(super) struct Connecting {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     /// Installed; the fast path runs it.
     Open,
     /// Both FINs done (we closed second), still installed because the app
@@ -117,15 +118,15 @@ enum Phase {
 }
 
 /// Slow-path bookkeeping of an installed (or not yet released) flow.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct Conn {
-    key: FlowKey,
-    app: AppId,
+    pub(super) key: FlowKey,
+    pub(super) app: AppId,
     opaque: u64,
     rx: Ring,
     tx: Ring,
     next_hop: Option<u32>,
-    phase: Phase,
+    pub(super) phase: Phase,
     placeholder: bool,
     app_closed: bool,
     closed_at: u64,
@@ -147,6 +148,8 @@ pub(super) struct Conn {
     next_check: u64,
     /// Handshake round trip (0 when unknown, e.g. after a retransmission).
     hs_rtt: u64,
+    /// Congestion control of the flow (see `ccloop`).
+    pub(super) cc: ConnCc,
 }
 
 struct Parsed<'a> {
@@ -452,6 +455,7 @@ impl Stack {
         tx: Ring,
         next_hop: Option<u32>,
         hs_rtt: u64,
+        cc: ConnCc,
     ) -> Option<FlowId> {
         let id = match self.table.insert(f) {
             Ok(id) => id,
@@ -485,10 +489,13 @@ impl Stack {
             persist_backoff: 0,
             next_check: 0,
             hs_rtt,
+            cc,
         };
         let base = self.rto_base(&c, f.rtt_est);
+        let cc_due = c.cc.due;
         self.conns.insert(id, c);
         self.schedule_check(id, now + tick(base));
+        self.schedule(cc_due, Timer::Cc(id));
         Some(id)
     }
 
@@ -554,8 +561,7 @@ impl Stack {
         c.phase = Phase::Dead;
         c.placeholder = held;
         if let Some(e) = err {
-            let (app, c) = (c.app, c.clone());
-            Self::send_app(io, app, ctl::RESET, id, &c, e);
+            Self::send_app(io, c.app, ctl::RESET, id, c, e);
         }
     }
 
@@ -851,9 +857,6 @@ impl Stack {
         if peer.ecn {
             cfg |= fcfg::ECN;
         }
-        if self.cfg.initial_rate_kbps > 0 {
-            cfg |= fcfg::RATE;
-        }
         let tx_next_ts = match peer.ts {
             Some(syn_ts) => p.seg.timestamp().map(|t| t.0).unwrap_or(syn_ts),
             None => 0,
@@ -881,8 +884,6 @@ impl Stack {
             rx_len: rx.len,
             tx_base: tx.base,
             tx_len: tx.len,
-            tx_rate: self.cfg.initial_rate_kbps,
-            tx_cwnd: self.cfg.initial_cwnd,
             rx_avail: rx.len,
             rx_next_seq: h.irs.wrapping_add(1),
             rx_remote_avail: (p.seg.window() as u32) << snd_ws,
@@ -895,8 +896,10 @@ impl Stack {
             },
             ..Default::default()
         };
+        let mut f = f;
+        let cc = self.cc_new_flow(now, Some(lst.port), &mut f);
         let next_hop = self.next_hop(key.remote_ip);
-        let Some(id) = self.install(now, f, h.app, rx, tx, next_hop, hs_rtt) else {
+        let Some(id) = self.install(now, f, h.app, rx, tx, next_hop, hs_rtt, cc) else {
             Self::free_rings(h.app, rx, tx, io);
             self.drop_half_open(&key);
             self.send_rst_reply(p.mac, &key, &p.seg, io);
@@ -969,9 +972,6 @@ impl Stack {
         if peer.ecn {
             cfg |= fcfg::ECN;
         }
-        if self.cfg.initial_rate_kbps > 0 {
-            cfg |= fcfg::RATE;
-        }
         let hs_rtt = if c.retries == 0 {
             now.saturating_sub(c.first_sent)
         } else {
@@ -996,8 +996,6 @@ impl Stack {
             rx_len: c.rx.len,
             tx_base: c.tx.base,
             tx_len: c.tx.len,
-            tx_rate: self.cfg.initial_rate_kbps,
-            tx_cwnd: self.cfg.initial_cwnd,
             rx_avail: c.rx.len,
             rx_next_seq: p.seg.seq().wrapping_add(1),
             // The window of a SYN segment is never scaled.
@@ -1012,7 +1010,9 @@ impl Stack {
             ..Default::default()
         };
         self.connecting.remove(&key);
-        let Some(id) = self.install(now, f, c.app, c.rx, c.tx, Some(c.next_hop), hs_rtt) else {
+        let mut f = f;
+        let cc = self.cc_new_flow(now, None, &mut f);
+        let Some(id) = self.install(now, f, c.app, c.rx, c.tx, Some(c.next_hop), hs_rtt, cc) else {
             self.send_flow_rst(now, &f, io);
             Self::free_rings(c.app, c.rx, c.tx, io);
             let m = CtlMsg {
@@ -1363,6 +1363,7 @@ impl Stack {
                 c.retries += 1;
                 c.backoff += 1;
                 c.una_since = now;
+                c.cc.on_timeout();
                 self.stats.rto_retransmits += 1;
                 io.fastpath(FpCmd::Retransmit(id));
             }

@@ -79,9 +79,14 @@ use tas_fastpath::flow::FlowKey;
 use tas_fastpath::flowtable::{FlowId, FlowTable};
 
 mod arp;
+mod ccloop;
 mod conn;
 mod hash;
 mod icmp;
+#[cfg(test)]
+mod cc_sim_tests;
+#[cfg(test)]
+mod netsim;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
@@ -89,7 +94,9 @@ mod sim_tests;
 #[cfg(test)]
 mod tests;
 
+use crate::cc::CcConfig;
 use arp::ArpState;
+pub use ccloop::FlowDetail;
 use conn::{Conn, Connecting, HalfOpen, Listener};
 
 /// An attached app; also the value put in `FlowState::mem` and
@@ -155,10 +162,9 @@ pub struct StackConfig {
     pub arp_ttl_ns: u64,
     /// Ephemeral port range (inclusive).
     pub ephemeral: (u16, u16),
-    /// Initial `tx_rate` of new flows (kbit/s); 0 = unlimited (no `cfg::RATE`).
-    pub initial_rate_kbps: u32,
-    /// Initial `tx_cwnd` of new flows (bytes); 0 = none.
-    pub initial_cwnd: u32,
+    /// Congestion control: algorithms and their settings (global and per
+    /// listening port). Changed at run time with [`Stack::cc_set`].
+    pub cc: CcConfig,
     /// Negotiate ECN (RFC 3168).
     pub ecn: bool,
     /// After the app closed and our FIN was acknowledged, how long to wait
@@ -191,8 +197,7 @@ impl Default for StackConfig {
             arp_retries: 3,
             arp_ttl_ns: 60 * SEC,
             ephemeral: (32768, 60999),
-            initial_rate_kbps: 0,
-            initial_cwnd: 0,
+            cc: CcConfig::default(),
             ecn: false,
             fin_timeout_ns: 60 * SEC,
             max_half_open: 4096,
@@ -217,7 +222,7 @@ pub struct FlowSummary {
 }
 
 /// Slow-path counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StackStats {
     pub arp_rx: u64,
     pub arp_replies_sent: u64,
@@ -267,6 +272,12 @@ pub struct StackStats {
     pub ctl_errors: u64,
     pub alloc_failures: u64,
     pub table_full: u64,
+    /// Congestion control: updates applied, deferred (too little
+    /// feedback), algorithm hand-overs, kicks of window-blocked flows.
+    pub cc_updates: u64,
+    pub cc_deferred: u64,
+    pub cc_switches: u64,
+    pub cc_kicks: u64,
 }
 
 /// (local ip, remote ip, local port, remote port): an ordered 4-tuple.
@@ -293,6 +304,8 @@ enum Timer {
     Connect(Tuple),
     HalfOpen(Tuple),
     Flow(FlowId),
+    /// Congestion-control update of an installed flow.
+    Cc(FlowId),
 }
 
 /// The slow path's TCP/IP state.
@@ -412,6 +425,7 @@ impl Stack {
                 Timer::Connect(k) => self.connect_timer(now, t, key_of(k), io),
                 Timer::HalfOpen(k) => self.half_open_timer(now, t, key_of(k), io),
                 Timer::Flow(id) => self.flow_timer(now, t, id, io),
+                Timer::Cc(id) => self.cc_timer(now, t, id, io),
             }
         }
         if now >= self.next_housekeeping {

@@ -762,7 +762,8 @@ fn ecn_and_rate_are_configured_on_both_sides() {
     let mut b = host_cfg(B_IP, B_MAC);
     a.ecn = true;
     b.ecn = true;
-    b.initial_rate_kbps = 100_000;
+    b.cc = crate::cc::CcConfig::with("const-rate", &[("rate", "100mbps")]).unwrap();
+    a.cc = crate::cc::CcConfig::with("const-rate", &[("rate", "0")]).unwrap();
     let mut sim = Sim::with(23, a, b, 0);
     setup(&mut sim, 50_000, 50_000);
     sim.hosts[0].app(SERVER).template.fin = FinPolicy::Never;

@@ -604,7 +604,9 @@ fn passive_open_negotiates_options_and_installs_the_flow() {
     );
     assert_eq!(f.remote_mac, B_MAC);
     assert_eq!((f.context, f.mem), (APP, APP));
-    assert_eq!(f.cfg, cfg::TS | cfg::SACK | cfg::ECN);
+    // dctcp-rate (the default) starts every flow rate-limited at 10 Mbit/s.
+    assert_eq!(f.cfg, cfg::TS | cfg::SACK | cfg::ECN | cfg::RATE);
+    assert_eq!({ f.tx_rate }, 10_000);
     assert_eq!(f.mss, 1400);
     assert_eq!((f.snd_wscale, f.rcv_wscale), (7, 3));
     assert_eq!(
@@ -618,7 +620,10 @@ fn passive_open_negotiates_options_and_installs_the_flow() {
     assert_eq!((f.rx_len, f.tx_len), (256 << 10, 256 << 10));
     assert_eq!({ f.tx_next_ts }, 777);
     assert_eq!({ f.rtt_est }, 300, "handshake RTT seeds the estimate (µs)");
-    assert_eq!((f.tx_rate, f.tx_cwnd, f.tx_sent, f.tx_avail), (0, 0, 0, 0));
+    assert_eq!(
+        (f.tx_rate, f.tx_cwnd, f.tx_sent, f.tx_avail),
+        (10_000, 0, 0, 0)
+    );
     let i = m.info;
     assert_eq!(
         (i.flow, i.local_port, i.remote_port, i.remote_ip),
@@ -655,7 +660,7 @@ fn passive_open_without_options() {
     fx.nf(&fx.peer(ack_seg(5001, sa.t.seq + 1, 30000, None), &[]));
     let m = fx.one_msg();
     let f = fx.state(m.flow);
-    assert_eq!(f.cfg, 0);
+    assert_eq!(f.cfg, cfg::RATE);
     assert_eq!(f.mss, 536);
     assert_eq!((f.snd_wscale, f.rcv_wscale), (0, 0));
     assert_eq!({ f.rx_remote_avail }, 30000);
@@ -918,7 +923,7 @@ fn active_open_sends_syn_and_installs_on_syn_ack() {
     let m = fx.one_msg();
     assert_eq!((m.kind, m.req, m.err), (ctl::CONNECTED, 9, 0));
     let f = fx.state(m.flow);
-    assert_eq!(f.cfg, cfg::TS);
+    assert_eq!(f.cfg, cfg::TS | cfg::RATE);
     assert_eq!(f.mss, 1200);
     assert_eq!((f.snd_wscale, f.rcv_wscale), (9, 1));
     assert_eq!({ f.rx_remote_avail }, 29000, "SYN-ACK window is not scaled");

@@ -102,7 +102,9 @@ fn recv_pattern(s: &mut dyn Stream, bytes: u64, seed: u64) -> Result<(), String>
     let mut chunk_left = 0usize;
     let mut chunk_pos = 0usize;
     loop {
-        let n = s.read(&mut buf).map_err(|e| format!("read after {got} bytes: {e}"))?;
+        let n = s
+            .read(&mut buf)
+            .map_err(|e| format!("read after {got} bytes: {e}"))?;
         if n == 0 {
             break;
         }
@@ -134,7 +136,11 @@ fn recv_pattern(s: &mut dyn Stream, bytes: u64, seed: u64) -> Result<(), String>
     Ok(())
 }
 
-fn echo_client(streams: &mut [Box<dyn Stream + '_>], count: usize, size: usize) -> Result<Vec<Duration>, String> {
+fn echo_client(
+    streams: &mut [Box<dyn Stream + '_>],
+    count: usize,
+    size: usize,
+) -> Result<Vec<Duration>, String> {
     let mut rtts = Vec::with_capacity(count);
     let mut msg = vec![0u8; size];
     let mut back = vec![0u8; size];
@@ -147,7 +153,9 @@ fn echo_client(streams: &mut [Box<dyn Stream + '_>], count: usize, size: usize) 
         s.write_all(&msg).map_err(|e| format!("write {i}: {e}"))?;
         let mut got = 0;
         while got < size {
-            let n = s.read(&mut back[got..]).map_err(|e| format!("read {i}: {e}"))?;
+            let n = s
+                .read(&mut back[got..])
+                .map_err(|e| format!("read {i}: {e}"))?;
             if n == 0 {
                 return Err(format!("server closed during message {i}"));
             }
@@ -163,7 +171,8 @@ fn echo_client(streams: &mut [Box<dyn Stream + '_>], count: usize, size: usize) 
 
 fn report(rtts: &mut [Duration], size: usize) {
     rtts.sort();
-    let pct = |p: f64| rtts[((rtts.len() as f64 * p) as usize).min(rtts.len() - 1)].as_secs_f64() * 1e6;
+    let pct =
+        |p: f64| rtts[((rtts.len() as f64 * p) as usize).min(rtts.len() - 1)].as_secs_f64() * 1e6;
     println!(
         "echo ok: {} x {} B, rtt p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us",
         rtts.len(),
@@ -185,7 +194,8 @@ fn run_linux(a: &[String]) {
         "echo-server" => {
             let port: u16 = arg(a, 1, "PORT");
             let max: usize = a.get(2).and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
-            let l = TcpListener::bind(("0.0.0.0", port)).unwrap_or_else(|e| fail(format!("bind: {e}")));
+            let l =
+                TcpListener::bind(("0.0.0.0", port)).unwrap_or_else(|e| fail(format!("bind: {e}")));
             println!("listening");
             let mut handles = Vec::new();
             for s in l.incoming().take(max) {
@@ -217,7 +227,8 @@ fn run_linux(a: &[String]) {
             let conns: usize = a.get(5).and_then(|s| s.parse().ok()).unwrap_or(1);
             let mut streams: Vec<Box<dyn Stream>> = (0..conns)
                 .map(|_| {
-                    let s = TcpStream::connect(SocketAddrV4::new(ip, port)).unwrap_or_else(|e| fail(format!("connect: {e}")));
+                    let s = TcpStream::connect(SocketAddrV4::new(ip, port))
+                        .unwrap_or_else(|e| fail(format!("connect: {e}")));
                     s.set_nodelay(true).ok();
                     Box::new(s) as Box<dyn Stream>
                 })
@@ -227,38 +238,47 @@ fn run_linux(a: &[String]) {
         }
         "send" => {
             let ip: Ipv4Addr = arg(a, 1, "IP");
-            let mut s = TcpStream::connect(SocketAddrV4::new(ip, arg(a, 2, "PORT"))).unwrap_or_else(|e| fail(format!("connect: {e}")));
-            send_pattern(&mut s, arg(a, 3, "BYTES"), arg(a, 4, "SEED")).unwrap_or_else(|e| fail(format!("send: {e}")));
+            let mut s = TcpStream::connect(SocketAddrV4::new(ip, arg(a, 2, "PORT")))
+                .unwrap_or_else(|e| fail(format!("connect: {e}")));
+            send_pattern(&mut s, arg(a, 3, "BYTES"), arg(a, 4, "SEED"))
+                .unwrap_or_else(|e| fail(format!("send: {e}")));
             // Wait for the peer's close so every byte is acknowledged.
             let mut b = [0u8; 1];
             let _ = Read::read(&mut s, &mut b);
             println!("sent");
         }
         "recv" => {
-            let l = TcpListener::bind(("0.0.0.0", arg::<u16>(a, 1, "PORT"))).unwrap_or_else(|e| fail(format!("bind: {e}")));
+            let l = TcpListener::bind(("0.0.0.0", arg::<u16>(a, 1, "PORT")))
+                .unwrap_or_else(|e| fail(format!("bind: {e}")));
             println!("listening");
             let (mut s, _) = l.accept().unwrap_or_else(|e| fail(format!("accept: {e}")));
             recv_pattern(&mut s, arg(a, 2, "BYTES"), arg(a, 3, "SEED")).unwrap_or_else(|e| fail(e));
             println!("received ok");
         }
         "serve-send" => {
-            let l = TcpListener::bind(("0.0.0.0", arg::<u16>(a, 1, "PORT"))).unwrap_or_else(|e| fail(format!("bind: {e}")));
+            let l = TcpListener::bind(("0.0.0.0", arg::<u16>(a, 1, "PORT")))
+                .unwrap_or_else(|e| fail(format!("bind: {e}")));
             println!("listening");
             let (mut s, _) = l.accept().unwrap_or_else(|e| fail(format!("accept: {e}")));
-            send_pattern(&mut s, arg(a, 2, "BYTES"), arg(a, 3, "SEED")).unwrap_or_else(|e| fail(format!("send: {e}")));
+            send_pattern(&mut s, arg(a, 2, "BYTES"), arg(a, 3, "SEED"))
+                .unwrap_or_else(|e| fail(format!("send: {e}")));
             let mut b = [0u8; 1];
             let _ = Read::read(&mut s, &mut b);
             println!("sent");
         }
         "connect-recv" => {
             let ip: Ipv4Addr = arg(a, 1, "IP");
-            let mut s = TcpStream::connect(SocketAddrV4::new(ip, arg(a, 2, "PORT"))).unwrap_or_else(|e| fail(format!("connect: {e}")));
+            let mut s = TcpStream::connect(SocketAddrV4::new(ip, arg(a, 2, "PORT")))
+                .unwrap_or_else(|e| fail(format!("connect: {e}")));
             recv_pattern(&mut s, arg(a, 3, "BYTES"), arg(a, 4, "SEED")).unwrap_or_else(|e| fail(e));
             println!("received ok");
         }
         "connect" => {
             let ip: Ipv4Addr = arg(a, 1, "IP");
-            match TcpStream::connect_timeout(&SocketAddrV4::new(ip, arg(a, 2, "PORT")).into(), Duration::from_secs(30)) {
+            match TcpStream::connect_timeout(
+                &SocketAddrV4::new(ip, arg(a, 2, "PORT")).into(),
+                Duration::from_secs(30),
+            ) {
                 Ok(_) => println!("connected"),
                 Err(e) => println!("error {}", e.raw_os_error().unwrap_or(0)),
             }
@@ -272,19 +292,28 @@ fn run_tas(a: &[String]) {
     match a[0].as_str() {
         "echo-server" => {
             let port: u16 = arg(a, 1, "PORT");
-            let l = t.listen(port, 512).unwrap_or_else(|e| fail(format!("listen: {e}")));
+            let l = t
+                .listen(port, 512)
+                .unwrap_or_else(|e| fail(format!("listen: {e}")));
             println!("listening");
             let mut conns: Vec<tas::ConnId> = Vec::new();
             let mut buf = vec![0u8; 65536];
             loop {
-                while let Some(c) = t.try_accept(l).unwrap_or_else(|e| fail(format!("accept: {e}"))) {
+                while let Some(c) = t
+                    .try_accept(l)
+                    .unwrap_or_else(|e| fail(format!("accept: {e}")))
+                {
                     conns.push(c);
                 }
                 let mut progress = false;
                 let mut i = 0;
                 while i < conns.len() {
                     let c = conns[i];
-                    let free = t.conn(c).map(|s| s.tx_free() as usize).unwrap_or(0).min(buf.len());
+                    let free = t
+                        .conn(c)
+                        .map(|s| s.tx_free() as usize)
+                        .unwrap_or(0)
+                        .min(buf.len());
                     if free == 0 {
                         i += 1;
                         continue;
@@ -313,7 +342,8 @@ fn run_tas(a: &[String]) {
                     i += 1;
                 }
                 if !progress {
-                    t.wait(Some(Duration::from_millis(50))).unwrap_or_else(|e| fail(format!("wait: {e}")));
+                    t.wait(Some(Duration::from_millis(50)))
+                        .unwrap_or_else(|e| fail(format!("wait: {e}")));
                 }
             }
         }
@@ -323,7 +353,12 @@ fn run_tas(a: &[String]) {
             let count: usize = arg(a, 3, "COUNT");
             let size: usize = arg(a, 4, "SIZE");
             let conns: usize = a.get(5).and_then(|s| s.parse().ok()).unwrap_or(1);
-            let ids: Vec<_> = (0..conns).map(|_| t.connect(ip, port).unwrap_or_else(|e| fail(format!("connect: {e}")))).collect();
+            let ids: Vec<_> = (0..conns)
+                .map(|_| {
+                    t.connect(ip, port)
+                        .unwrap_or_else(|e| fail(format!("connect: {e}")))
+                })
+                .collect();
             // One Tas handle serves all connections; run them round-robin.
             let mut rtts = Vec::with_capacity(count);
             let mut msg = vec![0u8; size];
@@ -334,10 +369,13 @@ fn run_tas(a: &[String]) {
                     *b = (i * 31 + j) as u8;
                 }
                 let start = Instant::now();
-                t.send_all(c, &msg).unwrap_or_else(|e| fail(format!("send {i}: {e}")));
+                t.send_all(c, &msg)
+                    .unwrap_or_else(|e| fail(format!("send {i}: {e}")));
                 let mut got = 0;
                 while got < size {
-                    let n = t.recv_blocking(c, &mut back[got..]).unwrap_or_else(|e| fail(format!("recv {i}: {e}")));
+                    let n = t
+                        .recv_blocking(c, &mut back[got..])
+                        .unwrap_or_else(|e| fail(format!("recv {i}: {e}")));
                     if n == 0 {
                         fail(format!("server closed during message {i}"));
                     }
@@ -356,7 +394,9 @@ fn run_tas(a: &[String]) {
         }
         "send" | "connect-recv" => {
             let ip: Ipv4Addr = arg(a, 1, "IP");
-            let c = t.connect(ip, arg(a, 2, "PORT")).unwrap_or_else(|e| fail(format!("connect: {e}")));
+            let c = t
+                .connect(ip, arg(a, 2, "PORT"))
+                .unwrap_or_else(|e| fail(format!("connect: {e}")));
             let bytes: u64 = arg(a, 3, "BYTES");
             let seed: u64 = arg(a, 4, "SEED");
             let mut s = TasStream { tas: &mut t, c };
@@ -373,7 +413,9 @@ fn run_tas(a: &[String]) {
             let _ = t.wait(Some(Duration::from_millis(20)));
         }
         "recv" | "serve-send" => {
-            let l = t.listen(arg(a, 1, "PORT"), 16).unwrap_or_else(|e| fail(format!("listen: {e}")));
+            let l = t
+                .listen(arg(a, 1, "PORT"), 16)
+                .unwrap_or_else(|e| fail(format!("listen: {e}")));
             println!("listening");
             let c = t.accept(l).unwrap_or_else(|e| fail(format!("accept: {e}")));
             let bytes: u64 = arg(a, 2, "BYTES");

@@ -1,0 +1,1036 @@
+//! # libtas_preload.so — POSIX sockets on TAS for unmodified programs
+//!
+//! `LD_PRELOAD=libtas_preload.so program` runs `program`'s IPv4 TCP over
+//! `tasd` (reached through `TAS_SOCKET`), using the low-level API of the
+//! `tas` crate. Everything else — UDP, Unix sockets, IPv6, files, DNS, and
+//! TCP to loopback or to addresses the kernel owns — goes to libc
+//! untouched. When tasd cannot be reached, TCP uses the kernel too (with
+//! one warning on stderr).
+//!
+//! Owns: the interposed C symbols (`socket` … `epoll_wait` … `sendfile`,
+//! the `_FORTIFY_SOURCE` `__*_chk` variants, `close_range`), the table fd →
+//! TAS socket, readiness, the per-process reactor thread, and fork
+//! handling. The `tas` crate exports no C symbols; only this `cdylib` does.
+//!
+//! ## Design
+//!
+//! * **fd numbers are real sockets.** Each TAS socket's number is one end of
+//!   a Unix stream socket pair whose kernel readiness the shim drives
+//!   (see `state.rs`). `epoll` (level, edge, one-shot, `EPOLLRDHUP`),
+//!   `poll` and `select` over mixed sets are therefore done by the kernel,
+//!   exactly; `dup`, `fork` and `exec` (`FD_CLOEXEC`) behave as for any fd.
+//! * **Contexts.** A thread attaches its own context (queue pair) on first
+//!   use, up to `TAS_CONTEXTS` (default min(cores, 4)); more threads share
+//!   them round-robin. A socket belongs to the context that created (or
+//!   accepted) it and any thread may use it: each context is behind a lock.
+//! * **Waiting.** Blocking calls and `epoll_wait`/`poll`/`select` over sets
+//!   containing TAS sockets poll the contexts for `TAS_SPIN_US` (default 50)
+//!   and then block in the kernel. While nobody spins, the reactor thread
+//!   sleeps on the contexts' eventfds and control sockets (the fast path
+//!   kicks the eventfd only then) and turns news into readiness.
+//! * **fork.** Locks are held across `fork()`; the child starts a new
+//!   generation: sockets inherited from the parent belong to the parent's
+//!   service context, so in the child they give clean errors (`ENOTCONN`
+//!   for data calls, `EINVAL` for listen/accept/connect/bind) and `close`
+//!   only closes the child's descriptor — the parent's connections are
+//!   never disturbed. New sockets in the child attach a new context.
+//! * **Errors.** Every entry point catches panics; failures become `-1` with
+//!   the errno Linux would give.
+//!
+//! Environment: `TAS_SOCKET` (attach socket), `TAS_IP` (the service's
+//! address, to answer `bind` to a foreign address with `EADDRNOTAVAIL`),
+//! `TAS_SPIN_US`, `TAS_CONTEXTS`, `TAS_PRELOAD_DEBUG=1` (log decisions to
+//! stderr), `TAS_PRELOAD_DISABLE=1` (pass everything to libc).
+
+#![allow(clippy::missing_safety_doc)]
+
+mod mux;
+mod ops;
+mod opts;
+mod state;
+mod sys;
+
+use libc::{
+    c_int, c_uint, c_ulong, c_void, iovec, msghdr, off64_t, off_t, size_t, sockaddr, socklen_t,
+    ssize_t,
+};
+use ops::{kind, Kind, Src};
+use std::io::{IoSlice, IoSliceMut};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use sys::{in_shim, real, set_errno, Enter, Res};
+
+// ---------------------------------------------------------------------------
+// Plumbing.
+
+#[used]
+#[link_section = ".init_array"]
+static CONSTRUCTOR: extern "C" fn() = init;
+
+extern "C" fn init() {
+    let _e = Enter::new();
+    sys::real::resolve_all();
+    state::register_atfork();
+}
+
+fn run<T>(f: impl FnOnce() -> Res<T>) -> Result<T, c_int> {
+    let _e = Enter::new();
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => Err(libc::EIO),
+    }
+}
+
+fn int(f: impl FnOnce() -> Res<c_int>) -> c_int {
+    match run(f) {
+        Ok(v) => v,
+        Err(e) => {
+            set_errno(e);
+            -1
+        }
+    }
+}
+
+fn unit(f: impl FnOnce() -> Res<()>) -> c_int {
+    int(|| f().map(|_| 0))
+}
+
+fn sz(f: impl FnOnce() -> Res<usize>) -> ssize_t {
+    match run(f) {
+        Ok(v) => v as ssize_t,
+        Err(e) => {
+            set_errno(e);
+            -1
+        }
+    }
+}
+
+unsafe fn buf_mut<'a>(p: *mut c_void, n: size_t) -> Res<&'a mut [u8]> {
+    if n == 0 {
+        return Ok(&mut []);
+    }
+    if p.is_null() {
+        return Err(libc::EFAULT);
+    }
+    Ok(std::slice::from_raw_parts_mut(p as *mut u8, n))
+}
+
+unsafe fn buf<'a>(p: *const c_void, n: size_t) -> Res<&'a [u8]> {
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(libc::EFAULT);
+    }
+    Ok(std::slice::from_raw_parts(p as *const u8, n))
+}
+
+unsafe fn iov_mut<'a>(iov: *const iovec, cnt: usize) -> Res<Vec<IoSliceMut<'a>>> {
+    if cnt > libc::UIO_MAXIOV as usize {
+        return Err(libc::EINVAL);
+    }
+    if cnt == 0 {
+        return Ok(Vec::new());
+    }
+    if iov.is_null() {
+        return Err(libc::EFAULT);
+    }
+    let mut v = Vec::with_capacity(cnt);
+    let mut total: usize = 0;
+    for i in 0..cnt {
+        let e = *iov.add(i);
+        total = total
+            .checked_add(e.iov_len)
+            .filter(|&t| t <= isize::MAX as usize)
+            .ok_or(libc::EINVAL)?;
+        v.push(IoSliceMut::new(buf_mut(e.iov_base, e.iov_len)?));
+    }
+    Ok(v)
+}
+
+unsafe fn iov<'a>(iov: *const iovec, cnt: usize) -> Res<Vec<IoSlice<'a>>> {
+    if cnt > libc::UIO_MAXIOV as usize {
+        return Err(libc::EINVAL);
+    }
+    if cnt == 0 {
+        return Ok(Vec::new());
+    }
+    if iov.is_null() {
+        return Err(libc::EFAULT);
+    }
+    let mut v = Vec::with_capacity(cnt);
+    let mut total: usize = 0;
+    for i in 0..cnt {
+        let e = *iov.add(i);
+        total = total
+            .checked_add(e.iov_len)
+            .filter(|&t| t <= isize::MAX as usize)
+            .ok_or(libc::EINVAL)?;
+        v.push(IoSlice::new(buf(e.iov_base, e.iov_len)?));
+    }
+    Ok(v)
+}
+
+fn total(v: &[IoSlice<'_>]) -> usize {
+    v.iter().map(|b| b.len()).sum()
+}
+
+fn chk_fail() -> ! {
+    // Same outcome as glibc's __chk_fail.
+    sys::log("*** buffer overflow detected ***: terminated");
+    // SAFETY: abort has no preconditions.
+    unsafe { libc::abort() }
+}
+
+// ---------------------------------------------------------------------------
+// Sockets.
+
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    let f = real::socket::get();
+    if in_shim() {
+        return f(domain, ty, protocol);
+    }
+    let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+    if domain != libc::AF_INET
+        || base != libc::SOCK_STREAM
+        || (protocol != 0 && protocol != libc::IPPROTO_TCP)
+    {
+        return f(domain, ty, protocol);
+    }
+    let r = run(|| {
+        if state::global().cfg.disabled {
+            return Ok(None);
+        }
+        ops::socket(ty).transpose()
+    });
+    match r {
+        Ok(Some(fd)) => fd,
+        Ok(None) => f(domain, ty, protocol),
+        Err(e) => {
+            set_errno(e);
+            -1
+        }
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            match run(|| ops::bind(c, s, addr, len)) {
+                Ok(Some(())) => return 0,
+                Ok(None) => {}
+                Err(e) => {
+                    set_errno(e);
+                    return -1;
+                }
+            }
+        }
+    }
+    real::bind::get()(fd, addr, len)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            return unit(|| ops::listen(c, s, backlog));
+        }
+    }
+    real::listen::get()(fd, backlog)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            return int(|| ops::accept(c, s, addr, len, flags));
+        }
+    }
+    real::accept4::get()(fd, addr, len, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            return int(|| ops::accept(c, s, addr, len, 0));
+        }
+    }
+    real::accept::get()(fd, addr, len)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            match run(|| ops::connect(c, s, addr, len)) {
+                Ok(Some(())) => return 0,
+                Ok(None) => {}
+                Err(e) => {
+                    set_errno(e);
+                    return -1;
+                }
+            }
+        }
+    }
+    real::connect::get()(fd, addr, len)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            return unit(|| ops::shutdown(c, s, how));
+        }
+    }
+    real::shutdown::get()(fd, how)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    let f = real::close::get();
+    let Some(g) = state::try_global() else {
+        return f(fd);
+    };
+    if in_shim() {
+        if g.fd(fd) != 0 {
+            g.set_fd(fd, 0);
+        }
+        return f(fd);
+    }
+    match kind(fd) {
+        Kind::Sock(c, s) => unit(|| ops::close(c, s, fd)),
+        // The shim's own descriptors stay open (a program closing "all"
+        // descriptors must not cut us off); report success as Linux would.
+        Kind::Internal => 0,
+        Kind::Kernel => {
+            if g.fd(fd) != 0 {
+                g.set_fd(fd, 0);
+            }
+            f(fd)
+        }
+    }
+}
+
+unsafe fn close_range_impl(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    let f = real::close_range::get();
+    let Some(g) = state::try_global() else {
+        return f(first, last, flags);
+    };
+    if in_shim() || flags & libc::CLOSE_RANGE_CLOEXEC as c_int != 0 || first > last {
+        return f(first, last, flags);
+    }
+    // Close TAS sockets through the shim and keep the shim's own fds.
+    let mut start = first as u64;
+    let end = last as u64;
+    let mut fd = start;
+    let scan_end = end.min(1 << 22);
+    while fd <= scan_end {
+        if !g.fd_fits(fd as c_int) {
+            break;
+        }
+        match kind(fd as c_int) {
+            Kind::Sock(c, s) => {
+                let _ = run(|| ops::close(c, s, fd as c_int));
+            }
+            Kind::Internal => {
+                if fd > start && f(start as c_uint, (fd - 1) as c_uint, flags) < 0 {
+                    return -1;
+                }
+                start = fd + 1;
+            }
+            Kind::Kernel => {
+                if g.fd(fd as c_int) != 0 {
+                    g.set_fd(fd as c_int, 0);
+                }
+            }
+        }
+        fd += 1;
+    }
+    if start <= end {
+        return f(start as c_uint, end as c_uint, flags);
+    }
+    0
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    close_range_impl(first, last, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn closefrom(lowfd: c_int) {
+    let _ = close_range_impl(lowfd.max(0) as c_uint, c_uint::MAX, 0);
+}
+
+// ---------------------------------------------------------------------------
+// Data.
+
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, b: *mut c_void, n: size_t) -> ssize_t {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            return sz(|| ops::recv(c, s, &mut [IoSliceMut::new(buf_mut(b, n)?)], 0));
+        }
+    }
+    real::read::get()(fd, b, n)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __read_chk(
+    fd: c_int,
+    b: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+) -> ssize_t {
+    if n > buflen {
+        chk_fail();
+    }
+    read(fd, b, n)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, b: *const c_void, n: size_t) -> ssize_t {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            return sz(|| {
+                let v = [IoSlice::new(buf(b, n)?)];
+                ops::send(c, s, Src::Bufs(&v), n, 0)
+            });
+        }
+    }
+    real::write::get()(fd, b, n)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, v: *const iovec, cnt: c_int) -> ssize_t {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            return sz(|| {
+                if cnt < 0 {
+                    return Err(libc::EINVAL);
+                }
+                let mut b = iov_mut(v, cnt as usize)?;
+                ops::recv(c, s, &mut b, 0)
+            });
+        }
+    }
+    real::readv::get()(fd, v, cnt)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn writev(fd: c_int, v: *const iovec, cnt: c_int) -> ssize_t {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            return sz(|| {
+                if cnt < 0 {
+                    return Err(libc::EINVAL);
+                }
+                let b = iov(v, cnt as usize)?;
+                let n = total(&b);
+                ops::send(c, s, Src::Bufs(&b), n, 0)
+            });
+        }
+    }
+    real::writev::get()(fd, v, cnt)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, b: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            return sz(|| ops::recv(c, s, &mut [IoSliceMut::new(buf_mut(b, n)?)], flags));
+        }
+    }
+    real::recv::get()(fd, b, n, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __recv_chk(
+    fd: c_int,
+    b: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+    flags: c_int,
+) -> ssize_t {
+    if n > buflen {
+        chk_fail();
+    }
+    recv(fd, b, n, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    b: *mut c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    alen: *mut socklen_t,
+) -> ssize_t {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            return sz(|| {
+                let r = ops::recv(c, s, &mut [IoSliceMut::new(buf_mut(b, n)?)], flags)?;
+                // Linux TCP returns no source address.
+                if !addr.is_null() && !alen.is_null() {
+                    *alen = 0;
+                }
+                Ok(r)
+            });
+        }
+    }
+    real::recvfrom::get()(fd, b, n, flags, addr, alen)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __recvfrom_chk(
+    fd: c_int,
+    b: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    alen: *mut socklen_t,
+) -> ssize_t {
+    if n > buflen {
+        chk_fail();
+    }
+    recvfrom(fd, b, n, flags, addr, alen)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            return sz(|| {
+                if msg.is_null() {
+                    return Err(libc::EFAULT);
+                }
+                let m = &mut *msg;
+                let mut b = iov_mut(m.msg_iov, m.msg_iovlen)?;
+                let r = ops::recv(c, s, &mut b, flags)?;
+                m.msg_namelen = 0;
+                m.msg_controllen = 0;
+                m.msg_flags = 0;
+                Ok(r)
+            });
+        }
+    }
+    real::recvmsg::get()(fd, msg, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, b: *const c_void, n: size_t, flags: c_int) -> ssize_t {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            return sz(|| {
+                let v = [IoSlice::new(buf(b, n)?)];
+                ops::send(c, s, Src::Bufs(&v), n, flags)
+            });
+        }
+    }
+    real::send::get()(fd, b, n, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    b: *const c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    alen: socklen_t,
+) -> ssize_t {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            // A connected TCP socket ignores the address (Linux).
+            let _ = (addr, alen);
+            return sz(|| {
+                let v = [IoSlice::new(buf(b, n)?)];
+                ops::send(c, s, Src::Bufs(&v), n, flags)
+            });
+        }
+    }
+    real::sendto::get()(fd, b, n, flags, addr, alen)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            return sz(|| {
+                if msg.is_null() {
+                    return Err(libc::EFAULT);
+                }
+                let m = &*msg;
+                let b = iov(m.msg_iov, m.msg_iovlen)?;
+                let n = total(&b);
+                ops::send(c, s, Src::Bufs(&b), n, flags)
+            });
+        }
+    }
+    real::sendmsg::get()(fd, msg, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendmmsg(fd: c_int, v: *mut libc::mmsghdr, n: c_uint, flags: c_int) -> c_int {
+    if !in_shim() {
+        if let Kind::Sock(..) = kind(fd) {
+            if v.is_null() && n > 0 {
+                set_errno(libc::EFAULT);
+                return -1;
+            }
+            let n = n.min(libc::UIO_MAXIOV as c_uint);
+            for i in 0..n as usize {
+                let m = &mut *v.add(i);
+                let r = sendmsg(fd, &m.msg_hdr, flags);
+                if r < 0 {
+                    return if i == 0 { -1 } else { i as c_int };
+                }
+                m.msg_len = r as c_uint;
+            }
+            return n as c_int;
+        }
+    }
+    real::sendmmsg::get()(fd, v, n, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvmmsg(
+    fd: c_int,
+    v: *mut libc::mmsghdr,
+    n: c_uint,
+    flags: c_int,
+    timeout: *mut libc::timespec,
+) -> c_int {
+    if !in_shim() {
+        if let Kind::Sock(..) = kind(fd) {
+            if v.is_null() && n > 0 {
+                set_errno(libc::EFAULT);
+                return -1;
+            }
+            let n = n.min(libc::UIO_MAXIOV as c_uint);
+            let mut fl = flags & !libc::MSG_WAITFORONE;
+            for i in 0..n as usize {
+                let m = &mut *v.add(i);
+                let r = recvmsg(fd, &mut m.msg_hdr, fl);
+                if r < 0 {
+                    return if i == 0 { -1 } else { i as c_int };
+                }
+                m.msg_len = r as c_uint;
+                if flags & libc::MSG_WAITFORONE != 0 {
+                    fl |= libc::MSG_DONTWAIT;
+                }
+                if r == 0 {
+                    return i as c_int + 1;
+                }
+            }
+            let _ = timeout;
+            return n as c_int;
+        }
+    }
+    real::recvmmsg::get()(fd, v, n, flags, timeout)
+}
+
+unsafe fn sendfile_impl(out: c_int, inf: c_int, off: *mut i64, count: size_t) -> Option<ssize_t> {
+    if in_shim() {
+        return None;
+    }
+    if let Kind::Sock(..) = kind(inf) {
+        set_errno(libc::EINVAL);
+        return Some(-1);
+    }
+    let Kind::Sock(c, s) = kind(out) else {
+        return None;
+    };
+    Some(sz(|| {
+        let count = count.min(0x7fff_f000);
+        let o = if off.is_null() {
+            None
+        } else {
+            if *off < 0 {
+                return Err(libc::EINVAL);
+            }
+            Some(&mut *off)
+        };
+        ops::send(c, s, Src::File(inf, o), count, 0)
+    }))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendfile(
+    out: c_int,
+    inf: c_int,
+    off: *mut off_t,
+    count: size_t,
+) -> ssize_t {
+    match sendfile_impl(out, inf, off as *mut i64, count) {
+        Some(r) => r,
+        None => real::sendfile::get()(out, inf, off, count),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendfile64(
+    out: c_int,
+    inf: c_int,
+    off: *mut off64_t,
+    count: size_t,
+) -> ssize_t {
+    match sendfile_impl(out, inf, off, count) {
+        Some(r) => r,
+        None => real::sendfile64::get()(out, inf, off, count),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Options and names.
+
+#[no_mangle]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    v: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            return unit(|| opts::setsockopt(c, s, level, name, v, len));
+        }
+    }
+    real::setsockopt::get()(fd, level, name, v, len)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    v: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            return unit(|| opts::getsockopt(c, s, level, name, v, len));
+        }
+    }
+    real::getsockopt::get()(fd, level, name, v, len)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            return unit(|| ops::getsockname(c, s, addr, len));
+        }
+    }
+    real::getsockname::get()(fd, addr, len)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if !in_shim() {
+        if let Kind::Sock(c, s) = kind(fd) {
+            return unit(|| ops::getpeername(c, s, addr, len));
+        }
+    }
+    real::getpeername::get()(fd, addr, len)
+}
+
+// ---------------------------------------------------------------------------
+// Descriptors.
+
+unsafe fn fcntl_impl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    let f = real::fcntl();
+    if in_shim() {
+        return f(fd, cmd, arg);
+    }
+    let Kind::Sock(c, s) = kind(fd) else {
+        return f(fd, cmd, arg);
+    };
+    match cmd {
+        libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
+            let r = f(fd, cmd, arg);
+            if r < 0 {
+                return r;
+            }
+            int(|| ops::add_fd(c, s, r))
+        }
+        libc::F_SETFL => {
+            let r = f(fd, cmd, arg);
+            if r == 0 {
+                let _ = run(|| {
+                    ops::set_nonblock(c, s, arg as c_int & libc::O_NONBLOCK != 0);
+                    Ok(())
+                });
+            }
+            r
+        }
+        _ => f(fd, cmd, arg),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    fcntl_impl(fd, cmd, arg)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    fcntl_impl(fd, cmd, arg)
+}
+
+const SIOCINQ: c_ulong = libc::FIONREAD;
+const SIOCOUTQ: c_ulong = libc::TIOCOUTQ;
+const SIOCATMARK: c_ulong = 0x8905;
+
+#[no_mangle]
+pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: usize) -> c_int {
+    let f = real::ioctl();
+    if in_shim() {
+        return f(fd, req, arg);
+    }
+    let Kind::Sock(c, s) = kind(fd) else {
+        return f(fd, req, arg);
+    };
+    match req {
+        SIOCINQ | SIOCOUTQ => int(|| {
+            if arg == 0 {
+                return Err(libc::EFAULT);
+            }
+            let v = ops::ioctl_queue(c, s, req == SIOCOUTQ)?;
+            *(arg as *mut c_int) = v;
+            Ok(0)
+        }),
+        SIOCATMARK => int(|| {
+            if arg == 0 {
+                return Err(libc::EFAULT);
+            }
+            *(arg as *mut c_int) = 0;
+            Ok(0)
+        }),
+        libc::FIONBIO => {
+            let r = f(fd, req, arg);
+            if r == 0 && arg != 0 {
+                let on = *(arg as *const c_int) != 0;
+                let _ = run(|| {
+                    ops::set_nonblock(c, s, on);
+                    Ok(())
+                });
+            }
+            r
+        }
+        _ => f(fd, req, arg),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    let f = real::dup::get();
+    if in_shim() {
+        return f(fd);
+    }
+    let Kind::Sock(c, s) = kind(fd) else {
+        return f(fd);
+    };
+    let r = f(fd);
+    if r < 0 {
+        return r;
+    }
+    int(|| ops::add_fd(c, s, r))
+}
+
+unsafe fn dup_to(old: c_int, new: c_int, flags: c_int, three: bool) -> c_int {
+    let call = |o: c_int, n: c_int| {
+        if three {
+            real::dup3::get()(o, n, flags)
+        } else {
+            real::dup2::get()(o, n)
+        }
+    };
+    if in_shim() {
+        return call(old, new);
+    }
+    if three && (flags & !libc::O_CLOEXEC != 0 || old == new) {
+        set_errno(libc::EINVAL);
+        return -1;
+    }
+    let ko = kind(old);
+    let kn = kind(new);
+    if matches!(ko, Kind::Kernel) && matches!(kn, Kind::Kernel) {
+        if let Some(g) = state::try_global() {
+            if g.fd(new) != 0 && old != new {
+                g.set_fd(new, 0);
+            }
+        }
+        return call(old, new);
+    }
+    if old == new {
+        return call(old, new);
+    }
+    // The source must be valid before the target is given up.
+    if real::fcntl()(old, libc::F_GETFD, 0) < 0 {
+        return -1;
+    }
+    if let Err(e) = run(|| ops::before_replace(new)) {
+        set_errno(e);
+        return -1;
+    }
+    let r = call(old, new);
+    if r < 0 {
+        return r;
+    }
+    match ko {
+        Kind::Sock(c, s) => int(|| ops::add_fd(c, s, r)),
+        _ => r,
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    dup_to(old, new, 0, false)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    dup_to(old, new, flags, true)
+}
+
+// ---------------------------------------------------------------------------
+// Multiplexing.
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_create(size: c_int) -> c_int {
+    real::epoll_create::get()(size)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_create1(flags: c_int) -> c_int {
+    real::epoll_create1::get()(flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    ev: *mut libc::epoll_event,
+) -> c_int {
+    let r = real::epoll_ctl::get()(epfd, op, fd, ev);
+    if r == 0 && !in_shim() {
+        if let Kind::Sock(..) = kind(fd) {
+            let e = sys::errno();
+            let _ = run(|| {
+                ops::epoll_track(epfd, op, fd, ev);
+                Ok(())
+            });
+            set_errno(e);
+        }
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_wait(
+    epfd: c_int,
+    ev: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+) -> c_int {
+    mux::epoll_wait(epfd, ev, max, timeout)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait(
+    epfd: c_int,
+    ev: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    mux::epoll_pwait(epfd, ev, max, timeout, mask)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait2(
+    epfd: c_int,
+    ev: *mut libc::epoll_event,
+    max: c_int,
+    ts: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    mux::epoll_pwait2(epfd, ev, max, ts, mask)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int {
+    mux::poll(fds, n, timeout)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __poll_chk(
+    fds: *mut libc::pollfd,
+    n: libc::nfds_t,
+    timeout: c_int,
+    fdslen: size_t,
+) -> c_int {
+    if fdslen / std::mem::size_of::<libc::pollfd>() < n as usize {
+        chk_fail();
+    }
+    mux::poll(fds, n, timeout)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ppoll(
+    fds: *mut libc::pollfd,
+    n: libc::nfds_t,
+    ts: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    mux::ppoll(fds, n, ts, mask)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __ppoll_chk(
+    fds: *mut libc::pollfd,
+    n: libc::nfds_t,
+    ts: *const libc::timespec,
+    mask: *const libc::sigset_t,
+    fdslen: size_t,
+) -> c_int {
+    if fdslen / std::mem::size_of::<libc::pollfd>() < n as usize {
+        chk_fail();
+    }
+    mux::ppoll(fds, n, ts, mask)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn select(
+    n: c_int,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    tv: *mut libc::timeval,
+) -> c_int {
+    mux::select(n, r, w, e, tv)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pselect(
+    n: c_int,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    ts: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    mux::pselect(n, r, w, e, ts, mask)
+}

@@ -1,0 +1,464 @@
+//! The system layer: the real libc functions behind ours (`dlsym(RTLD_NEXT)`),
+//! errno, the re-entrancy guard, and a fork-safe lock.
+
+use libc::{
+    c_char, c_int, c_uint, c_void, iovec, msghdr, off64_t, size_t, sockaddr, socklen_t, ssize_t,
+};
+use std::cell::{Cell, UnsafeCell};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+thread_local! {
+    /// > 0 while this thread runs shim code: every interposed function then
+    /// goes straight to libc (the `tas` crate and std call `recv`, `poll`,
+    /// `close`, ... through the same symbols we export).
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+    static RESOLVING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the calling thread is inside the shim.
+#[inline]
+pub fn in_shim() -> bool {
+    DEPTH.with(|d| d.get() > 0)
+}
+
+/// Marks the calling thread as inside the shim until dropped.
+pub struct Enter(());
+
+impl Enter {
+    #[inline]
+    pub fn new() -> Enter {
+        DEPTH.with(|d| d.set(d.get() + 1));
+        Enter(())
+    }
+}
+
+impl Drop for Enter {
+    #[inline]
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// Temporarily leaves shim mode (around a blocking call, so that a signal
+/// handler of the app that uses sockets gets the full shim).
+pub struct Leave(u32);
+
+impl Leave {
+    #[inline]
+    pub fn new() -> Leave {
+        Leave(DEPTH.with(|d| d.replace(0)))
+    }
+}
+
+impl Drop for Leave {
+    #[inline]
+    fn drop(&mut self) {
+        let v = self.0;
+        DEPTH.with(|d| d.set(v));
+    }
+}
+
+#[inline]
+pub fn errno() -> c_int {
+    // SAFETY: __errno_location always returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+#[inline]
+pub fn set_errno(e: c_int) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = e };
+}
+
+fn resolve(name: &'static str) -> usize {
+    // dlsym may allocate, and an allocator may read a file: if that lands
+    // back here for a symbol not yet resolved, use the fallback.
+    if RESOLVING.with(|r| r.replace(true)) {
+        return 0;
+    }
+    // SAFETY: `name` is NUL-terminated (the macro appends "\0").
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) };
+    RESOLVING.with(|r| r.set(false));
+    p as usize
+}
+
+macro_rules! real_fns {
+    ($($name:ident : fn($($t:ty),*) -> $r:ty = $fallback:expr;)*) => {
+        $(
+            #[allow(non_snake_case, dead_code)]
+            pub mod $name {
+                use super::*;
+                pub type F = unsafe extern "C" fn($($t),*) -> $r;
+                static P: AtomicUsize = AtomicUsize::new(0);
+                #[allow(unused_variables, clippy::unused_unit)]
+                unsafe extern "C" fn stub($(_: $t),*) -> $r {
+                    set_errno(libc::ENOSYS);
+                    -1
+                }
+                #[inline]
+                pub fn get() -> F {
+                    let p = P.load(Ordering::Relaxed);
+                    if p != 0 {
+                        // SAFETY: P only ever holds the address of the libc
+                        // function of this name, whose type is F.
+                        return unsafe { std::mem::transmute::<usize, F>(p) };
+                    }
+                    slow()
+                }
+                #[cold]
+                fn slow() -> F {
+                    let p = resolve(concat!(stringify!($name), "\0"));
+                    if p == 0 {
+                        let f: Option<F> = $fallback;
+                        return f.unwrap_or(stub);
+                    }
+                    P.store(p, Ordering::Relaxed);
+                    // SAFETY: dlsym found the libc function of this name.
+                    unsafe { std::mem::transmute::<usize, F>(p) }
+                }
+            }
+        )*
+        /// Resolves every real function now (from the library constructor).
+        pub fn resolve_all() {
+            $( let _ = $name::get(); )*
+        }
+    };
+}
+
+pub mod fallback {
+    //! Raw system calls for the few functions an allocator may need while
+    //! dlsym itself is running.
+    use super::*;
+    pub unsafe extern "C" fn read(fd: c_int, b: *mut c_void, n: size_t) -> ssize_t {
+        libc::syscall(libc::SYS_read, fd, b, n) as ssize_t
+    }
+    pub unsafe extern "C" fn write(fd: c_int, b: *const c_void, n: size_t) -> ssize_t {
+        libc::syscall(libc::SYS_write, fd, b, n) as ssize_t
+    }
+    pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+        libc::syscall(libc::SYS_close, fd) as c_int
+    }
+}
+
+pub mod real {
+    use super::*;
+    real_fns! {
+        socket: fn(c_int, c_int, c_int) -> c_int = None;
+        socketpair: fn(c_int, c_int, c_int, *mut c_int) -> c_int = None;
+        bind: fn(c_int, *const sockaddr, socklen_t) -> c_int = None;
+        listen: fn(c_int, c_int) -> c_int = None;
+        accept: fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int = None;
+        accept4: fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int = None;
+        connect: fn(c_int, *const sockaddr, socklen_t) -> c_int = None;
+        close: fn(c_int) -> c_int = Some(fallback::close);
+        shutdown: fn(c_int, c_int) -> c_int = None;
+        read: fn(c_int, *mut c_void, size_t) -> ssize_t = Some(fallback::read);
+        write: fn(c_int, *const c_void, size_t) -> ssize_t = Some(fallback::write);
+        readv: fn(c_int, *const iovec, c_int) -> ssize_t = None;
+        writev: fn(c_int, *const iovec, c_int) -> ssize_t = None;
+        recv: fn(c_int, *mut c_void, size_t, c_int) -> ssize_t = None;
+        recvfrom: fn(c_int, *mut c_void, size_t, c_int, *mut sockaddr, *mut socklen_t) -> ssize_t = None;
+        recvmsg: fn(c_int, *mut msghdr, c_int) -> ssize_t = None;
+        send: fn(c_int, *const c_void, size_t, c_int) -> ssize_t = None;
+        sendto: fn(c_int, *const c_void, size_t, c_int, *const sockaddr, socklen_t) -> ssize_t = None;
+        sendmsg: fn(c_int, *const msghdr, c_int) -> ssize_t = None;
+        sendmmsg: fn(c_int, *mut libc::mmsghdr, c_uint, c_int) -> c_int = None;
+        recvmmsg: fn(c_int, *mut libc::mmsghdr, c_uint, c_int, *mut libc::timespec) -> c_int = None;
+        sendfile: fn(c_int, c_int, *mut libc::off_t, size_t) -> ssize_t = None;
+        sendfile64: fn(c_int, c_int, *mut off64_t, size_t) -> ssize_t = None;
+        pread64: fn(c_int, *mut c_void, size_t, off64_t) -> ssize_t = None;
+        setsockopt: fn(c_int, c_int, c_int, *const c_void, socklen_t) -> c_int = None;
+        getsockopt: fn(c_int, c_int, c_int, *mut c_void, *mut socklen_t) -> c_int = None;
+        getsockname: fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int = None;
+        getpeername: fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int = None;
+        dup: fn(c_int) -> c_int = None;
+        dup2: fn(c_int, c_int) -> c_int = None;
+        dup3: fn(c_int, c_int, c_int) -> c_int = None;
+        epoll_create: fn(c_int) -> c_int = None;
+        epoll_create1: fn(c_int) -> c_int = None;
+        epoll_ctl: fn(c_int, c_int, c_int, *mut libc::epoll_event) -> c_int = None;
+        epoll_wait: fn(c_int, *mut libc::epoll_event, c_int, c_int) -> c_int = None;
+        epoll_pwait: fn(c_int, *mut libc::epoll_event, c_int, c_int, *const libc::sigset_t) -> c_int = None;
+        epoll_pwait2: fn(c_int, *mut libc::epoll_event, c_int, *const libc::timespec, *const libc::sigset_t) -> c_int = None;
+        poll: fn(*mut libc::pollfd, libc::nfds_t, c_int) -> c_int = None;
+        ppoll: fn(*mut libc::pollfd, libc::nfds_t, *const libc::timespec, *const libc::sigset_t) -> c_int = None;
+        select: fn(c_int, *mut libc::fd_set, *mut libc::fd_set, *mut libc::fd_set, *mut libc::timeval) -> c_int = None;
+        pselect: fn(c_int, *mut libc::fd_set, *mut libc::fd_set, *mut libc::fd_set, *const libc::timespec, *const libc::sigset_t) -> c_int = None;
+        close_range: fn(c_uint, c_uint, c_int) -> c_int = None;
+    }
+
+    pub type FcntlFn = unsafe extern "C" fn(c_int, c_int, ...) -> c_int;
+    pub type IoctlFn = unsafe extern "C" fn(c_int, libc::c_ulong, ...) -> c_int;
+    static FCNTL: AtomicUsize = AtomicUsize::new(0);
+    static IOCTL: AtomicUsize = AtomicUsize::new(0);
+
+    unsafe extern "C" fn fcntl_fallback(fd: c_int, cmd: c_int, a: usize) -> c_int {
+        libc::syscall(libc::SYS_fcntl, fd, cmd, a) as c_int
+    }
+    unsafe extern "C" fn ioctl_fallback(fd: c_int, req: libc::c_ulong, a: usize) -> c_int {
+        libc::syscall(libc::SYS_ioctl, fd, req, a) as c_int
+    }
+
+    /// The real `fcntl` (variadic: pass the third argument as `usize`).
+    pub fn fcntl() -> FcntlFn {
+        let mut p = FCNTL.load(Ordering::Relaxed);
+        if p == 0 {
+            p = resolve("fcntl64\0");
+            if p == 0 {
+                p = resolve("fcntl\0");
+            }
+            if p == 0 {
+                // SAFETY: on x86_64 and aarch64 Linux a variadic call passes
+                // its arguments exactly like this fixed-argument function.
+                return unsafe {
+                    std::mem::transmute::<usize, FcntlFn>(fcntl_fallback as *const () as usize)
+                };
+            }
+            FCNTL.store(p, Ordering::Relaxed);
+        }
+        // SAFETY: p is libc's fcntl64/fcntl, whose C type is FcntlFn.
+        unsafe { std::mem::transmute::<usize, FcntlFn>(p) }
+    }
+
+    /// The real `ioctl` (variadic: pass the third argument as `usize`).
+    pub fn ioctl() -> IoctlFn {
+        let mut p = IOCTL.load(Ordering::Relaxed);
+        if p == 0 {
+            p = resolve("ioctl\0");
+            if p == 0 {
+                // SAFETY: as for fcntl above.
+                return unsafe {
+                    std::mem::transmute::<usize, IoctlFn>(ioctl_fallback as *const () as usize)
+                };
+            }
+            IOCTL.store(p, Ordering::Relaxed);
+        }
+        // SAFETY: p is libc's ioctl.
+        unsafe { std::mem::transmute::<usize, IoctlFn>(p) }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Small wrappers over the real functions, returning Result<_, errno>.
+
+pub type Res<T> = Result<T, c_int>;
+
+#[inline]
+pub fn check(r: c_int) -> Res<c_int> {
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(r)
+    }
+}
+
+#[inline]
+pub fn check_sz(r: ssize_t) -> Res<usize> {
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+pub fn r_close(fd: c_int) {
+    if fd >= 0 {
+        // SAFETY: closing a descriptor the shim owns.
+        unsafe { real::close::get()(fd) };
+    }
+}
+
+pub fn r_send(fd: c_int, b: &[u8]) -> Res<usize> {
+    // SAFETY: valid buffer of b.len() bytes.
+    check_sz(unsafe {
+        real::send::get()(
+            fd,
+            b.as_ptr() as *const c_void,
+            b.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    })
+}
+
+pub fn r_recv(fd: c_int, b: &mut [u8]) -> Res<usize> {
+    // SAFETY: valid buffer of b.len() bytes.
+    check_sz(unsafe {
+        real::recv::get()(
+            fd,
+            b.as_mut_ptr() as *mut c_void,
+            b.len(),
+            libc::MSG_DONTWAIT,
+        )
+    })
+}
+
+pub fn r_fcntl(fd: c_int, cmd: c_int, arg: usize) -> Res<c_int> {
+    // SAFETY: fcntl with an integer argument.
+    check(unsafe { real::fcntl()(fd, cmd, arg) })
+}
+
+pub fn r_setsockopt_int(fd: c_int, level: c_int, name: c_int, v: c_int) -> Res<()> {
+    // SAFETY: pointer to a live c_int and its size.
+    check(unsafe {
+        real::setsockopt::get()(
+            fd,
+            level,
+            name,
+            &v as *const c_int as *const c_void,
+            std::mem::size_of::<c_int>() as socklen_t,
+        )
+    })
+    .map(|_| ())
+}
+
+/// Moves `fd` to a number >= `min` (close-on-exec), if the limit allows.
+pub fn move_high(fd: c_int, min: c_int) -> c_int {
+    match r_fcntl(fd, libc::F_DUPFD_CLOEXEC, min as usize) {
+        Ok(n) => {
+            r_close(fd);
+            n
+        }
+        Err(_) => fd,
+    }
+}
+
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+// ---------------------------------------------------------------------------
+// A small futex lock that can be held across fork() (taken in the atfork
+// prepare handler, released in the parent, reset in the child).
+
+pub struct Lock<T> {
+    st: AtomicU32,
+    v: UnsafeCell<T>,
+}
+
+// SAFETY: access to `v` is serialised by `st` (a mutex).
+unsafe impl<T: Send> Sync for Lock<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Send for Lock<T> {}
+
+pub struct Guard<'a, T> {
+    l: &'a Lock<T>,
+}
+
+fn futex(word: &AtomicU32, op: c_int, val: u32) {
+    // SAFETY: futex on a live, aligned u32 of ours.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word as *const AtomicU32,
+            op | libc::FUTEX_PRIVATE_FLAG,
+            val,
+            std::ptr::null::<libc::timespec>(),
+        )
+    };
+}
+
+impl<T> Lock<T> {
+    pub const fn new(v: T) -> Self {
+        Lock {
+            st: AtomicU32::new(0),
+            v: UnsafeCell::new(v),
+        }
+    }
+
+    #[inline]
+    pub fn try_lock(&self) -> Option<Guard<'_, T>> {
+        self.st
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| Guard { l: self })
+    }
+
+    #[inline]
+    pub fn lock(&self) -> Guard<'_, T> {
+        if self
+            .st
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.lock_slow();
+        }
+        Guard { l: self }
+    }
+
+    #[cold]
+    fn lock_slow(&self) {
+        for _ in 0..100 {
+            if self.st.load(Ordering::Relaxed) == 0
+                && self
+                    .st
+                    .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        while self.st.swap(2, Ordering::Acquire) != 0 {
+            futex(&self.st, libc::FUTEX_WAIT, 2);
+        }
+    }
+
+    /// Takes the lock without a guard (atfork prepare).
+    pub fn raw_lock(&self) {
+        std::mem::forget(self.lock());
+    }
+
+    /// Releases a lock taken with [`raw_lock`](Self::raw_lock).
+    ///
+    /// # Safety
+    /// The caller must hold the lock without a live guard.
+    pub unsafe fn raw_unlock(&self) {
+        if self.st.swap(0, Ordering::Release) == 2 {
+            futex(&self.st, libc::FUTEX_WAKE, 1);
+        }
+    }
+
+    /// In a forked child: the lock is free (only the forking thread exists).
+    ///
+    /// # Safety
+    /// Only in the child right after fork, before anything uses the lock.
+    pub unsafe fn reset(&self) {
+        self.st.store(0, Ordering::SeqCst);
+    }
+}
+
+impl<T> Deref for Guard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard proves we hold the lock.
+        unsafe { &*self.l.v.get() }
+    }
+}
+
+impl<T> DerefMut for Guard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard proves we hold the lock exclusively.
+        unsafe { &mut *self.l.v.get() }
+    }
+}
+
+impl<T> Drop for Guard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: we hold the lock.
+        unsafe { self.l.raw_unlock() };
+    }
+}
+
+/// Writes a line to stderr (diagnostics; never through our own `write`).
+pub fn log(msg: &str) {
+    let line = format!("libtas_preload[{}]: {msg}\n", std::process::id());
+    // SAFETY: valid buffer.
+    unsafe { real::write::get()(2, line.as_ptr() as *const c_void, line.len()) };
+}

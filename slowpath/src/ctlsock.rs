@@ -1,0 +1,523 @@
+//! The control socket that `tasctl` talks to, and its protocol.
+//!
+//! A Unix stream socket next to the attach socket, at `<attach path>.ctl`
+//! (e.g. `/run/tas/tasd.sock.ctl`), created with the daemon's umask, so
+//! by default only root may connect (control is privileged; attaching apps
+//! is not). The protocol is line-delimited JSON: each request is one JSON
+//! object on one line, each answer one JSON object on one line, in order;
+//! a client may send several requests on one connection.
+//!
+//! ```text
+//! {"cmd":"status"}
+//! {"cmd":"flows"}
+//! {"cmd":"cc_show"}
+//! {"cmd":"cc_set","algo":"timely","params":[["t_low","30us"]],"port":null}
+//! {"cmd":"cc_unset","port":8080}
+//! {"cmd":"stats"}
+//! → {"ok":true,"data":{...}}   or   {"ok":false,"error":"..."}
+//! ```
+//!
+//! The types of every answer's `data` are defined here ([`Status`],
+//! [`FlowDetail`](crate::stack::FlowDetail) list, [`CcShow`], [`Stats`]);
+//! `tasctl` decodes them with the same definitions. The server is
+//! non-blocking and serviced from the slow-path loop: at most
+//! [`MAX_CLIENTS`] connections, requests up to [`MAX_LINE`] bytes, idle
+//! connections closed after [`IDLE_TIMEOUT`].
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Most concurrent control connections.
+pub const MAX_CLIENTS: usize = 32;
+/// Longest request line.
+pub const MAX_LINE: usize = 64 * 1024;
+/// Connections without activity are closed after this.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The control socket for an attach socket path.
+pub fn ctl_path(attach: &Path) -> PathBuf {
+    let mut s = attach.as_os_str().to_owned();
+    s.push(".ctl");
+    PathBuf::from(s)
+}
+
+/// A request from `tasctl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    Flows,
+    CcShow,
+    CcSet {
+        algo: String,
+        #[serde(default)]
+        params: Vec<(String, String)>,
+        #[serde(default)]
+        port: Option<u16>,
+    },
+    CcUnset {
+        port: u16,
+    },
+    Stats,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Reply {
+    pub fn ok<T: Serialize>(v: &T) -> Reply {
+        match serde_json::to_value(v) {
+            Ok(data) => Reply {
+                ok: true,
+                data: Some(data),
+                error: None,
+            },
+            Err(e) => Reply::err(format!("internal error: {e}")),
+        }
+    }
+    pub fn err(msg: impl Into<String>) -> Reply {
+        Reply {
+            ok: false,
+            data: None,
+            error: Some(msg.into()),
+        }
+    }
+}
+
+/// `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_s: f64,
+    pub ip: String,
+    pub iface: String,
+    pub nic: String,
+    pub mac: String,
+    pub socket: String,
+    pub cores: Vec<CoreStatus>,
+    pub apps: Vec<AppStatus>,
+    /// Flows (and listeners, opens in progress) by state.
+    pub flows: BTreeMap<String, u64>,
+    pub flows_total: u64,
+    /// Over about the last second.
+    pub rx_pps: f64,
+    pub tx_pps: f64,
+    pub rx_mbps: f64,
+    pub tx_mbps: f64,
+    pub drops_ps: f64,
+    pub exceptions_ps: f64,
+    /// Global congestion control algorithm.
+    pub cc: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoreStatus {
+    pub id: u32,
+    /// Share of the last second the core was not sleeping (%).
+    pub busy_pct: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub id: u16,
+    pub pid: i32,
+    pub flows: u64,
+}
+
+/// `cc show`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CcShow {
+    pub global: CcSettingView,
+    pub ports: Vec<CcSettingView>,
+    /// Installed flows by the algorithm that currently controls them.
+    pub flows_by_algo: BTreeMap<String, u64>,
+    pub algorithms: Vec<AlgoView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CcSettingView {
+    /// None: the global setting.
+    pub port: Option<u16>,
+    pub algo: String,
+    pub params: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlgoView {
+    pub name: String,
+    pub help: String,
+    pub params: Vec<ParamView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamView {
+    pub name: String,
+    pub default: String,
+    pub help: String,
+}
+
+/// `stats`: every counter, by dotted name (`fastpath.rx_frames`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl CcShow {
+    pub fn new(cfg: &crate::cc::CcConfig, flows_by_algo: BTreeMap<String, u64>) -> CcShow {
+        let view = |port, s: &crate::cc::Setting| CcSettingView {
+            port,
+            algo: s.algo.name.to_string(),
+            params: s.to_text(),
+        };
+        let algorithms = crate::cc::ALGORITHMS
+            .iter()
+            .map(|a| AlgoView {
+                name: a.name.to_string(),
+                help: a.help.to_string(),
+                params: a
+                    .params
+                    .iter()
+                    .chain(crate::cc::LOOP_PARAMS)
+                    .map(|p| ParamView {
+                        name: p.name.to_string(),
+                        default: crate::cc::fmt_value(p.unit, p.default),
+                        help: p.help.to_string(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        CcShow {
+            global: view(None, &cfg.global),
+            ports: cfg.ports.iter().map(|(p, s)| view(Some(*p), s)).collect(),
+            flows_by_algo,
+            algorithms,
+        }
+    }
+}
+
+struct Client {
+    stream: UnixStream,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    sent: usize,
+    last: Instant,
+    /// Stop reading (peer closed or sent garbage); close once `out` is sent.
+    closing: bool,
+}
+
+/// The control socket server.
+pub struct CtlServer {
+    listener: UnixListener,
+    path: PathBuf,
+    clients: Vec<Client>,
+    pub requests: u64,
+    pub errors: u64,
+}
+
+impl CtlServer {
+    /// Binds the control socket at `path` (a stale file is replaced).
+    pub fn bind(path: &Path) -> std::io::Result<CtlServer> {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)?;
+        listener.set_nonblocking(true)?;
+        Ok(CtlServer {
+            listener,
+            path: path.to_owned(),
+            clients: Vec::new(),
+            requests: 0,
+            errors: 0,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// File descriptors to poll and their events.
+    pub fn poll_fds(&self) -> Vec<(RawFd, i16)> {
+        let mut v = vec![(self.listener.as_raw_fd(), libc::POLLIN)];
+        for c in &self.clients {
+            let mut ev = 0;
+            if !c.closing {
+                ev |= libc::POLLIN;
+            }
+            if c.sent < c.out.len() {
+                ev |= libc::POLLOUT;
+            }
+            v.push((c.stream.as_raw_fd(), ev));
+        }
+        v
+    }
+
+    /// Accepts, reads, answers and writes whatever is ready, without
+    /// blocking. `handle` answers one request.
+    pub fn service(&mut self, mut handle: impl FnMut(Request) -> Reply) {
+        loop {
+            match self.listener.accept() {
+                Ok((s, _)) => {
+                    if self.clients.len() >= MAX_CLIENTS {
+                        // Oldest idle first: drop the connection that waited longest.
+                        if let Some(i) = self
+                            .clients
+                            .iter()
+                            .enumerate()
+                            .min_by_key(|(_, c)| c.last)
+                            .map(|(i, _)| i)
+                        {
+                            self.clients.swap_remove(i);
+                        }
+                    }
+                    if s.set_nonblocking(true).is_ok() {
+                        self.clients.push(Client {
+                            stream: s,
+                            inbuf: Vec::new(),
+                            out: Vec::new(),
+                            sent: 0,
+                            last: Instant::now(),
+                            closing: false,
+                        });
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!("control socket accept: {e}");
+                    break;
+                }
+            }
+        }
+        let now = Instant::now();
+        let (mut requests, mut errors) = (0u64, 0u64);
+        self.clients.retain_mut(|c| {
+            // Read what is there.
+            let mut buf = [0u8; 4096];
+            while !c.closing {
+                match c.stream.read(&mut buf) {
+                    Ok(0) => c.closing = true,
+                    Ok(n) => {
+                        c.last = now;
+                        c.inbuf.extend_from_slice(&buf[..n]);
+                        if c.inbuf.len() > MAX_LINE
+                            && !c.inbuf[c.inbuf.len() - n..].contains(&b'\n')
+                        {
+                            errors += 1;
+                            let r = Reply::err(format!("request longer than {MAX_LINE} bytes"));
+                            push_reply(&mut c.out, &r);
+                            c.inbuf.clear();
+                            c.closing = true;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => return false,
+                }
+            }
+            // Answer every complete line.
+            while let Some(i) = c.inbuf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = c.inbuf.drain(..=i).collect();
+                let line = String::from_utf8_lossy(&line[..i]).trim().to_string();
+                if line.is_empty() {
+                    continue;
+                }
+                requests += 1;
+                let reply = match serde_json::from_str::<Request>(&line) {
+                    Ok(req) => handle(req),
+                    Err(e) => Reply::err(format!("bad request: {e}")),
+                };
+                if !reply.ok {
+                    errors += 1;
+                }
+                push_reply(&mut c.out, &reply);
+            }
+            // Write what can be written.
+            while c.sent < c.out.len() {
+                match c.stream.write(&c.out[c.sent..]) {
+                    Ok(0) => return false,
+                    Ok(n) => {
+                        c.sent += n;
+                        c.last = now;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => return false,
+                }
+            }
+            if c.sent == c.out.len() {
+                c.out.clear();
+                c.sent = 0;
+                if c.closing {
+                    return false;
+                }
+            }
+            now.duration_since(c.last) < IDLE_TIMEOUT
+        });
+        self.requests += requests;
+        self.errors += errors;
+    }
+}
+
+fn push_reply(out: &mut Vec<u8>, r: &Reply) {
+    match serde_json::to_writer(&mut *out, r) {
+        Ok(()) => out.push(b'\n'),
+        Err(e) => {
+            let _ = serde_json::to_writer(&mut *out, &Reply::err(format!("internal error: {e}")));
+            out.push(b'\n');
+        }
+    }
+}
+
+impl Drop for CtlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Client side: one request, one answer (used by `tasctl` and tests).
+pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Reply, ClientError> {
+    let mut s = UnixStream::connect(path).map_err(|e| ClientError::Connect {
+        path: path.to_owned(),
+        source: e,
+    })?;
+    s.set_read_timeout(Some(timeout)).map_err(ClientError::Io)?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(ClientError::Io)?;
+    let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    line.push(b'\n');
+    s.write_all(&line).map_err(ClientError::Io)?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.ends_with(b"\n") {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(ClientError::Timeout(timeout))
+            }
+            Err(e) => return Err(ClientError::Io(e)),
+        }
+    }
+    if buf.is_empty() {
+        return Err(ClientError::Protocol(
+            "the daemon closed the connection without answering".into(),
+        ));
+    }
+    serde_json::from_slice(&buf)
+        .map_err(|e| ClientError::Protocol(format!("bad answer from the daemon: {e}")))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach tasd at {path}: {source}")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no answer from tasd within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_through_json() {
+        for r in [
+            Request::Status,
+            Request::Flows,
+            Request::CcShow,
+            Request::Stats,
+            Request::CcUnset { port: 80 },
+            Request::CcSet {
+                algo: "timely".into(),
+                params: vec![("t_low".into(), "30us".into())],
+                port: Some(8080),
+            },
+        ] {
+            let s = serde_json::to_string(&r).unwrap();
+            assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r, "{s}");
+        }
+        let r: Request = serde_json::from_str(r#"{"cmd":"cc_set","algo":"const-rate"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::CcSet {
+                algo: "const-rate".into(),
+                params: vec![],
+                port: None
+            }
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn server_answers_lines_and_survives_garbage() {
+        let dir = std::env::temp_dir().join(format!("tas-ctl-test-{}", std::process::id()));
+        let path = dir.join("t.sock.ctl");
+        let mut srv = CtlServer::bind(&path).unwrap();
+        let handler = |r: Request| match r {
+            Request::Status => Reply::ok(&"fine"),
+            _ => Reply::err("nope"),
+        };
+        let p2 = path.clone();
+        let t = std::thread::spawn(move || {
+            let a = request(&p2, &Request::Status, Duration::from_secs(5)).unwrap();
+            let b = request(&p2, &Request::Stats, Duration::from_secs(5)).unwrap();
+            // Garbage and two requests on one connection.
+            let mut s = UnixStream::connect(&p2).unwrap();
+            s.write_all(b"not json\n{\"cmd\":\"status\"}\n").unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            (a, b, out)
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !t.is_finished() && Instant::now() < deadline {
+            srv.service(handler);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (a, b, out) = t.join().unwrap();
+        assert_eq!(
+            a,
+            Reply {
+                ok: true,
+                data: Some(serde_json::json!("fine")),
+                error: None
+            }
+        );
+        assert_eq!(b.error.as_deref(), Some("nope"));
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(lines[0].contains("bad request"), "{out}");
+        assert!(lines[1].contains("fine"), "{out}");
+        drop(srv);
+        assert!(!path.exists());
+        let e = request(&path, &Request::Status, Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(e, ClientError::Connect { .. }), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
