@@ -15,6 +15,9 @@ use crate::flowtable::FlowId;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
+/// How much sending time a rate-limited flow may catch up after a late poll.
+pub const PACING_CREDIT_NS: u64 = 50_000;
+
 const IDLE: u8 = 0;
 const QUEUED: u8 = 1;
 
@@ -82,7 +85,9 @@ impl TxScheduler {
         }
         // bytes·8 bits at rate·1000 bit/s = bytes·8·10^6/rate ns.
         let cost = (bytes as u64 * 8_000_000) / rate_kbps as u64;
-        let start = self.next_ns[i].max(now);
+        // A poll round that comes late may catch up on up to PACING_CREDIT
+        // of missed sending time; otherwise every late round is lost rate.
+        let start = self.next_ns[i].max(now.saturating_sub(PACING_CREDIT_NS));
         self.next_ns[i] = start + cost;
     }
 
@@ -128,20 +133,38 @@ mod tests {
     #[test]
     fn rate_bucket_spaces_segments() {
         let mut s = TxScheduler::new(4);
-        // 1448 bytes at 10 Mbit/s = 1.1584 ms.
-        s.charge(2, 1448, 10_000, 1_000);
-        s.activate(2, 1_000);
-        assert_eq!(s.next_ready(1_000), None);
-        assert_eq!(s.poll_at(), Some(1_000 + 1_158_400));
-        assert_eq!(s.next_ready(1_000 + 1_158_399), None);
-        assert_eq!(s.next_ready(1_000 + 1_158_400), Some(2));
+        // 1448 bytes at 10 Mbit/s = 1.1584 ms, counted from `now` once the
+        // flow has used up its catch-up credit.
+        let t0 = 1_000_000;
+        s.charge(2, 1448, 10_000, t0);
+        assert_eq!(s.next_ns[2], t0 - PACING_CREDIT_NS + 1_158_400);
+        let t1 = s.next_ns[2];
+        s.activate(2, t0);
+        assert_eq!(s.next_ready(t0), None);
+        assert_eq!(s.poll_at(), Some(t1));
+        assert_eq!(s.next_ready(t1 - 1), None);
+        assert_eq!(s.next_ready(t1), Some(2));
         // Back-to-back charges accumulate from the previous deadline.
-        s.charge(2, 1448, 10_000, 1_000 + 1_158_400);
-        s.charge(2, 1448, 10_000, 1_000 + 1_158_400);
-        assert_eq!(s.next_ns[2], 1_000 + 3 * 1_158_400);
+        s.charge(2, 1448, 10_000, t1);
+        s.charge(2, 1448, 10_000, t1);
+        assert_eq!(s.next_ns[2], t1 + 2 * 1_158_400);
         s.charge(2, 100, 0, 5);
         s.activate(2, 5);
         assert_eq!(s.next_ready(5), Some(2));
+    }
+
+    #[test]
+    fn late_poll_rounds_do_not_lose_rate() {
+        let mut s = TxScheduler::new(2);
+        // 8 Mbit/s = 1 µs per byte: 1000 bytes cost 1 ms.
+        s.charge(0, 1000, 8_000, 0);
+        assert_eq!(s.next_ns[0], 1_000_000);
+        // The next round runs 40 µs late: the flow keeps its schedule.
+        s.charge(0, 1000, 8_000, 1_040_000);
+        assert_eq!(s.next_ns[0], 2_000_000);
+        // After a long idle time no burst larger than the credit builds up.
+        s.charge(0, 1000, 8_000, 10_000_000);
+        assert_eq!(s.next_ns[0], 10_000_000 - PACING_CREDIT_NS + 1_000_000);
     }
 
     #[test]

@@ -375,7 +375,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let mac = nic.mac();
     let mtu = nic.mtu().min(cfg.mtu as usize) as u16;
     let nic_kind = nic.kind();
-    let nic_name = format!("{nic_kind}");
+    let nic_name = nic_kind.to_string();
     let table = Arc::new(FlowTable::new(cfg.max_flows));
     let shared = CoreShared::new()?;
     let mut apps = Apps::bind(&cfg.socket, cfg.app_mem)?;

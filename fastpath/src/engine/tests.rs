@@ -1548,7 +1548,8 @@ fn rate_limit_spaces_segments_and_poll_at_says_when() {
     assert_eq!(fx.fp.poll_at(), Some(0));
     assert_eq!(fx.poll(), 1);
     recv!(fx, fx.ours_data(0, 1448, 0, 32_768));
-    let next = T0 + 1_158_400;
+    // A fresh flow starts with the scheduler's catch-up credit.
+    let next = T0 - crate::sched::PACING_CREDIT_NS + 1_158_400;
     assert_eq!(fx.fp.poll_at(), Some(next));
     fx.now = next - 1;
     assert_eq!(fx.poll(), 0);

@@ -64,7 +64,12 @@ mod tests {
             timeouts: 1,
             ..Default::default()
         };
-        assert_eq!(c.update(&p, &loss), Verdict::Apply);
+        assert_eq!(c.update(&p, &loss), Verdict::Defer { wait_ns: u64::MAX });
         assert_eq!(c.limit(), Limit::Rate(1_000_000));
+        let overdue = Feedback {
+            overdue: true,
+            ..Default::default()
+        };
+        assert_eq!(c.update(&p, &overdue), Verdict::Apply);
     }
 }
