@@ -16,6 +16,10 @@ pub enum NicKind {
     /// AF_PACKET socket with TPACKET_V2 rings
     #[value(name = "af_packet")]
     AfPacket,
+    /// DPDK (tasd built with --features dpdk): --iface is a Linux interface
+    /// (attached through DPDK's net_af_xdp) or, with --dpdk-args, a DPDK port
+    #[value(name = "dpdk")]
+    Dpdk,
 }
 
 /// TAS daemon: user-level TCP fast path and slow path on one interface.
@@ -65,6 +69,10 @@ pub struct Cli {
     /// Negotiate ECN with peers (DCTCP needs it to see congestion marks).
     #[arg(long)]
     pub ecn: bool,
+    /// EAL arguments for --nic dpdk, e.g. "-l 2 -a 0000:01:00.0"; empty: no
+    /// huge pages, --iface attached through net_af_xdp.
+    #[arg(long, value_name = "ARGS", default_value = "", allow_hyphen_values = true)]
+    pub dpdk_args: String,
     #[command(flatten)]
     pub cc: CcArgs,
 }
@@ -213,6 +221,7 @@ pub struct Config {
     pub idle_spin_us: u64,
     pub mtu: u16,
     pub ecn: bool,
+    pub dpdk_args: Vec<String>,
     pub cc: CcConfig,
 }
 
@@ -302,6 +311,7 @@ impl Config {
             idle_spin_us: cli.idle_spin_us,
             mtu: cli.mtu,
             ecn: cli.ecn,
+            dpdk_args: cli.dpdk_args.split_whitespace().map(String::from).collect(),
             cc,
         })
     }

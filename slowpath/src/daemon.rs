@@ -82,6 +82,21 @@ fn open_nic(cfg: &Config) -> Result<Box<dyn Nic>, DaemonError> {
         NicKind::AfPacket => {
             Box::new(AfPacketNic::open(&cfg.iface).map_err(|e| err("af_packet", e))?)
         }
+        #[cfg(feature = "dpdk")]
+        NicKind::Dpdk => Box::new(
+            tas_fastpath::nic::dpdk::DpdkNic::open(Some(&cfg.iface), &cfg.dpdk_args)
+                .map_err(|e| err("dpdk", e))?,
+        ),
+        #[cfg(not(feature = "dpdk"))]
+        NicKind::Dpdk => {
+            return Err(err(
+                "dpdk",
+                NicError::Unsupported(
+                    "this tasd was built without DPDK: rebuild with `cargo build -p tasd --features dpdk` (needs libdpdk-dev)"
+                        .into(),
+                ),
+            ))
+        }
     })
 }
 
@@ -394,9 +409,13 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             ttl: 64,
             any_mac: false,
         };
-        let ccfg = CoreConfig {
-            idle_spin: Duration::from_micros(cfg.idle_spin_us),
+        // A backend without a file descriptor to sleep on (DPDK) must poll.
+        let idle_spin = if nic.wait_fd().is_none() {
+            Duration::from_nanos(u64::MAX)
+        } else {
+            Duration::from_micros(cfg.idle_spin_us)
         };
+        let ccfg = CoreConfig { idle_spin };
         std::thread::Builder::new()
             .name("tas-fp0".into())
             .spawn(move || {
