@@ -76,8 +76,12 @@ fn tasctl_inspects_and_tunes_a_running_daemon() {
     );
     assert!(f.remote.starts_with(LNX_IP), "{f:?}");
 
-    // status
-    let s: Status = json(&mut tb, &["status"]);
+    // status (its per-second rates need two meter samples: wait for them)
+    let s: Status = wait_for(Duration::from_secs(5), || {
+        let s: Status = json(&mut tb, &["status"]);
+        (s.tx_pps > 1000.0).then_some(s)
+    })
+    .unwrap_or_else(|| json(&mut tb, &["status"]));
     assert_eq!(s.cores.len(), 1);
     assert_eq!(s.apps.len(), 1, "{s:?}");
     assert!(s.flows.get("LISTEN").copied().unwrap_or(0) >= 1, "{s:?}");
