@@ -26,7 +26,7 @@ if ((${#need[@]})); then
 fi
 
 features=(--features tasd/dpdk)
-cargo build --release --workspace --bins --examples "${features[@]}"
+cargo build --release --workspace --lib --bins --examples "${features[@]}"
 # Everything, system tests over AF_XDP (the default backend).
 cargo test --release --workspace "${features[@]}" -- --test-threads=2
 # The interop suite again over the other backends. DPDK's core never sleeps,

@@ -509,7 +509,13 @@ impl Tas {
                 x.info.rx_seq, x.rx_read, x.rx_end, x.info.tx_seq, x.tx_written, x.tx_acked, x.closed, x.released
             )
         });
-        format!("{conn:?} orphans={:?}", self.orphans.get(&c).map(|v| v.iter().map(|e| (e.rx_seq, e.tx_acked_seq, e.flags)).collect::<Vec<_>>()))
+        format!(
+            "{conn:?} orphans={:?}",
+            self.orphans.get(&c).map(|v| v
+                .iter()
+                .map(|e| (e.rx_seq, e.tx_acked_seq, e.flags))
+                .collect::<Vec<_>>())
+        )
     }
 
     /// Moves the attachment's descriptors (control socket, eventfds) to
@@ -1062,5 +1068,61 @@ impl Tas {
             .app_waiting
             .store(was_waiting, Ordering::SeqCst);
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(rx_seq: u32, tx_seq: u32) -> FlowInfo {
+        FlowInfo {
+            flow: 7,
+            rx_len: 65536,
+            tx_len: 65536,
+            rx_seq,
+            tx_seq,
+            ..Default::default()
+        }
+    }
+
+    fn ev(rx_seq: u32, tx_acked_seq: u32, flags: u8) -> AppEvent {
+        AppEvent {
+            kind: event::FLOW_UPDATE,
+            flags,
+            flow: 7,
+            rx_seq,
+            tx_acked_seq,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn notifications_of_a_reused_flow_id_are_told_apart() {
+        let mut c = Conn::new(info(1000, u32::MAX - 10));
+        // Its own notification (across the sequence wrap) applies.
+        let mine = ev(1500, u32::MAX - 10, 0);
+        assert!(c.plausible(&mine));
+        c.apply(&mine);
+        assert_eq!(c.rx_available(), 500);
+        // A later connection with the same id has unrelated numbers.
+        assert!(!c.plausible(&ev(3_000_000_000, 123_456, 0)));
+        assert!(!c.plausible(&ev(1500, 5_000_000, 0)));
+        // Data beyond the ring is impossible, so not ours either.
+        assert!(!c.plausible(&ev(1000 + 65536 + 1, u32::MAX - 10, 0)));
+        // An acknowledgement beyond what we wrote is not ours.
+        assert!(!c.plausible(&ev(1500, u32::MAX - 9, 0)));
+    }
+
+    #[test]
+    fn notifications_only_move_forward_and_keep_flags() {
+        let mut c = Conn::new(info(10, 20));
+        c.tx_written = 120;
+        c.apply(&ev(60, 70, 0));
+        c.apply(&ev(40, 50, event::F_RX_FIN));
+        assert_eq!((c.rx_available(), c.tx_unacked()), (50, 50));
+        assert!(c.rx_fin() && !c.at_eof());
+        c.rx_read = 60;
+        assert!(c.at_eof());
     }
 }

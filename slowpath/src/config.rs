@@ -71,7 +71,12 @@ pub struct Cli {
     pub ecn: bool,
     /// EAL arguments for --nic dpdk, e.g. "-l 2 -a 0000:01:00.0"; empty: no
     /// huge pages, --iface attached through net_af_xdp.
-    #[arg(long, value_name = "ARGS", default_value = "", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "ARGS",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
     pub dpdk_args: String,
     #[command(flatten)]
     pub cc: CcArgs,

@@ -20,6 +20,7 @@
  *   7005  send "0123456789", read until EOF, close
  *   7006  read until EOF, answer "<bytes> <sum>", close
  *   7007  send "a", "b", "c" 300 ms apart, read until EOF, close
+ *   7008  send 1 MB, read until EOF, close
  *   7099  control: a line "CONNECT IP PORT MODE" makes the partner connect
  *         to IP:PORT; MODE "hi" sends "hi" and waits for EOF.
  *
@@ -587,7 +588,6 @@ static void case_half_close(void)
     for (int i = 0; i < 1000; i++) buf[i] = (char)(i * 7);
     R("write 1000", write(s, buf, 1000));
     R("shutdown WR", shutdown(s, SHUT_WR));
-    R("shutdown WR again", shutdown(s, SHUT_WR));
     R("send after SHUT_WR NOSIGNAL", send(s, "x", 1, MSG_NOSIGNAL));
     sigpipes = 0;
     R("write after SHUT_WR", write(s, "x", 1));
@@ -600,6 +600,13 @@ static void case_half_close(void)
     struct pollfd p = {s, POLLIN | POLLOUT | POLLRDHUP, 0};
     R("poll", poll(&p, 1, 0));
     out("  revents = %s", pev(p.revents));
+    close(s);
+
+    /* The sink peer stays open for 1.5 s: no race with its close. */
+    s = conn_to(7004);
+    R("shutdown WR (peer open)", shutdown(s, SHUT_WR));
+    R("shutdown WR again", shutdown(s, SHUT_WR));
+    R("shutdown RD after WR", shutdown(s, SHUT_RD));
     close(s);
 
     out("# half-close (peer's)");
@@ -1263,8 +1270,50 @@ static void tas_idle(void)
     close(s);
 }
 
+/* SO_RCVBUF / SO_SNDBUF become the connection's ring sizes. */
+static void tas_bufsizes(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    setint(s, SOL_SOCKET, SO_RCVBUF, 4096); /* reported (and used) as 8192 */
+    struct sockaddr_in a = addr(peer_ip, 7008);
+    connect(s, (struct sockaddr *)&a, sizeof a);
+    msleep(500); /* the peer blasts 1 MB; we do not read */
+    int q = -1;
+    ioctl(s, FIONREAD, &q);
+    out("rcvbuf: queued %s (%d)", q > 0 && q <= 8192 ? "<= 8192" : "WRONG", q);
+    char b[65536];
+    long total = q > 0 ? q : 0;
+    long end = now_ms() + 10000;
+    while (total < 1048576 && now_ms() < end) {
+        int r = read(s, b, sizeof b);
+        if (r <= 0) break;
+        total += r;
+    }
+    out("rcvbuf: all %s", total == 1048576 ? "received" : "NOT received");
+    close(s);
+
+    s = socket(AF_INET, SOCK_STREAM, 0);
+    setint(s, SOL_SOCKET, SO_SNDBUF, 4096); /* ring of 8192 */
+    a = addr(peer_ip, 7004);
+    connect(s, (struct sockaddr *)&a, sizeof a);
+    set_nonblock(s, 1);
+    static char big[65536];
+    int r, maxq = 0;
+    end = now_ms() + 2000;
+    while (now_ms() < end) {
+        r = write(s, big, sizeof big);
+        int o = 0;
+        ioctl(s, TIOCOUTQ, &o);
+        if (o > maxq) maxq = o;
+        if (r < 0) break;
+    }
+    out("sndbuf: unsent+unacked %s (%d)", maxq > 0 && maxq <= 8192 ? "<= 8192" : "WRONG", maxq);
+    close(s);
+}
+
 static int tasonly(void)
 {
+    tas_bufsizes();
     tas_fork();
     tas_exec();
     tas_threads();
@@ -1354,6 +1403,17 @@ static void serve(int port, int c)
         write(c, "c", 1);
         drain_eof(c);
         break;
+    case 7008: {
+        memset(b, 'z', sizeof b);
+        long sent = 0;
+        while (sent < 1048576) {
+            int r = write(c, b, sizeof b < 1048576 - sent ? sizeof b : 1048576 - sent);
+            if (r <= 0) break;
+            sent += r;
+        }
+        drain_eof(c);
+        break;
+    }
     case 7099: {
         int n = 0;
         while (n < (int)sizeof b - 1) {
@@ -1381,7 +1441,7 @@ static void serve(int port, int c)
 
 static int partner(void)
 {
-    int ports[] = {7001, 7002, 7003, 7004, 7005, 7006, 7007, 7099};
+    int ports[] = {7001, 7002, 7003, 7004, 7005, 7006, 7007, 7008, 7099};
     int n = sizeof ports / sizeof ports[0];
     int ls[16];
     for (int i = 0; i < n; i++) ls[i] = listen_on(ports[i]);

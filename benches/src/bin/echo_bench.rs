@@ -7,6 +7,8 @@
 //! backend (`reflect` example) with no TCP at all.
 //!
 //! `sudo target/release/echo-bench [--secs S] [--nic af_xdp|af_packet]`
+//! `sudo target/release/echo-bench --compare-nics` (TAS over AF_XDP,
+//! AF_PACKET and DPDK side by side; tasd built with `--features dpdk`)
 //! (build first: `cargo build --release --workspace --bins --examples`).
 
 use std::time::Duration;
@@ -52,6 +54,29 @@ fn main() {
         "af_xdp"
     };
     let mut rows = Vec::new();
+
+    // `--compare-nics`: only TAS, once per NIC backend, blocking client.
+    if args.iter().any(|a| a == "--compare-nics") {
+        println!("| tasd backend | conns | result |");
+        println!("|---|---|---|");
+        for (b, name) in [
+            (Backend::AfXdp, "af_xdp"),
+            (Backend::AfPacket, "af_packet"),
+            (Backend::Dpdk, "dpdk (net_af_xdp)"),
+        ] {
+            let mut tb = Testbed::new("enic", b);
+            tb.spawn_tas(
+                &bin("peer"),
+                &["--tas", "echo-server", "7"],
+                Some("listening"),
+            );
+            for conns in [1, 64] {
+                let r = client(&mut tb, conns, false, &secs);
+                println!("| {name} | {conns} | {r} |");
+            }
+        }
+        return;
+    }
 
     // TAS server, with the default idle spin and a short one (on a 2-core
     // VM a spinning core competes with the kernel's own packet processing).

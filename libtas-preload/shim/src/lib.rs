@@ -42,7 +42,13 @@
 //! `TAS_SPIN_US`, `TAS_CONTEXTS`, `TAS_PRELOAD_DEBUG=1` (log decisions to
 //! stderr), `TAS_PRELOAD_DISABLE=1` (pass everything to libc).
 
-#![allow(clippy::missing_safety_doc)]
+// Casts between libc integer types are kept for other targets, where
+// time_t, off_t and friends differ; `is_multiple_of` is newer than our MSRV.
+#![allow(
+    clippy::missing_safety_doc,
+    clippy::unnecessary_cast,
+    clippy::manual_is_multiple_of
+)]
 
 mod mux;
 mod ops;
@@ -580,7 +586,12 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn sendmmsg(fd: c_int, v: *mut libc::mmsghdr, n: c_uint, flags: c_int) -> c_int {
+pub unsafe extern "C" fn sendmmsg(
+    fd: c_int,
+    v: *mut libc::mmsghdr,
+    n: c_uint,
+    flags: c_int,
+) -> c_int {
     if !in_shim() {
         if let Kind::Sock(..) = kind(fd) {
             if v.is_null() && n > 0 {
@@ -754,7 +765,11 @@ unsafe fn fcntl_impl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
         return f(fd, cmd, arg);
     }
     let Kind::Sock(c, s) = kind(fd) else {
-        return f(fd, cmd, arg);
+        let r = f(fd, cmd, arg);
+        if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
+            copy_epoll_mark(fd, r);
+        }
+        return r;
     };
     match cmd {
         libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
@@ -839,7 +854,9 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
         return f(fd);
     }
     let Kind::Sock(c, s) = kind(fd) else {
-        return f(fd);
+        let r = f(fd);
+        copy_epoll_mark(fd, r);
+        return r;
     };
     let r = f(fd);
     if r < 0 {
@@ -871,7 +888,11 @@ unsafe fn dup_to(old: c_int, new: c_int, flags: c_int, three: bool) -> c_int {
                 g.set_fd(new, 0);
             }
         }
-        return call(old, new);
+        let r = call(old, new);
+        if old != new {
+            copy_epoll_mark(old, r);
+        }
+        return r;
     }
     if old == new {
         return call(old, new);
@@ -907,14 +928,36 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 // ---------------------------------------------------------------------------
 // Multiplexing.
 
+/// A new descriptor number carries no old marks.
+fn fresh_fd(fd: c_int) -> c_int {
+    if fd >= 0 {
+        if let Some(g) = state::try_global() {
+            if g.fd(fd) != 0 {
+                g.set_fd(fd, 0);
+            }
+        }
+    }
+    fd
+}
+
+/// An epoll set's mark (it holds the shim's fds) follows it to a new number.
+fn copy_epoll_mark(old: c_int, new: c_int) {
+    if let Some(g) = state::try_global() {
+        let v = g.fd(old);
+        if new >= 0 && v & state::T_EPOLL != 0 && v & state::T_SOCK == 0 {
+            g.set_fd(new, v);
+        }
+    }
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn epoll_create(size: c_int) -> c_int {
-    real::epoll_create::get()(size)
+    fresh_fd(real::epoll_create::get()(size))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn epoll_create1(flags: c_int) -> c_int {
-    real::epoll_create1::get()(flags)
+    fresh_fd(real::epoll_create1::get()(flags))
 }
 
 #[no_mangle]

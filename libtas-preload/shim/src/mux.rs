@@ -1,10 +1,19 @@
 //! epoll / poll / select. The kernel does the real work (a TAS socket's fd
-//! is a Unix socket whose readiness the shim drives); what the shim adds is
-//! the spin phase: when the set contains TAS sockets, poll the contexts for
-//! a short while before blocking, so a reply that arrives within
-//! microseconds is seen without two thread wake-ups.
+//! is a Unix socket whose readiness the shim drives). What the shim adds
+//! when a wait involves TAS sockets:
+//!
+//! 1. a short spin polling the contexts (a reply that arrives within
+//!    microseconds is seen without any thread wake-up);
+//! 2. then a blocking wait that also contains the contexts' eventfds and
+//!    control sockets, so the service wakes this very thread; news is
+//!    taken, and the wait resumes if nothing of the caller's became ready.
+//!    For epoll the shim's fds are registered in the caller's epoll set
+//!    with a tag in `data` and filtered out of the results; `select` is
+//!    carried out with `poll` (the shim's fds are above `FD_SETSIZE`).
 
-use crate::state::{self, spin_wait, T_EPOLL, T_SOCK};
+use crate::state::{
+    self, handle_our_fd, spin_wait, Blocked, OurFd, EPOLL_TAG, EPOLL_TAG_MASK, T_EPOLL, T_SOCK,
+};
 use crate::sys::{self, errno, monotonic_ns, set_errno};
 use libc::c_int;
 
@@ -26,11 +35,16 @@ fn release(r: c_int) -> c_int {
     }
 }
 
-/// Shared protocol: a zero-timeout check, then spinning, then a blocking
-/// call with what is left of the timeout. `call(ms)`: ms < 0 = forever.
-fn wait(timeout_ms: i64, mut call: impl FnMut(i64) -> c_int) -> c_int {
+/// The shared protocol. `now()`: the caller's wait with a zero timeout.
+/// `block(ms, ours)`: the caller's wait plus our fds, `ms` < 0 = forever;
+/// returns (the caller's result, which of ours fired).
+fn wait(
+    timeout_ms: i64,
+    mut now: impl FnMut() -> c_int,
+    mut block: impl FnMut(i64, &[OurFd]) -> (c_int, Vec<(usize, bool)>),
+) -> c_int {
     let _e = sys::Enter::new();
-    let r = capture(call(0));
+    let r = capture(now());
     if r != 0 || timeout_ms == 0 {
         return release(r);
     }
@@ -40,26 +54,53 @@ fn wait(timeout_ms: i64, mut call: impl FnMut(i64) -> c_int) -> c_int {
     } else {
         timeout_ms as u64 * 1_000_000
     };
-    if let Some(r) = spin_wait(limit, || capture(call(0))) {
+    if let Some(r) = spin_wait(limit, || capture(now())) {
         return release(r);
     }
-    let left = if timeout_ms < 0 {
-        -1
-    } else {
-        let used = ((monotonic_ns() - start) / 1_000_000) as i64;
-        let left = timeout_ms - used;
-        if left <= 0 {
+    loop {
+        let left = if timeout_ms < 0 {
+            -1
+        } else {
+            let used = ((monotonic_ns() - start) / 1_000_000) as i64;
+            let left = timeout_ms - used;
+            if left <= 0 {
+                return 0;
+            }
+            left
+        };
+        let b = Blocked::enter();
+        if b.changed {
+            let r = capture(now());
+            if r != 0 {
+                return release(r);
+            }
+        }
+        let ours = b.fds();
+        let (r, fired) = {
+            let _l = sys::Leave::new();
+            let (r, fired) = block(left, &ours);
+            (capture(r), fired)
+        };
+        drop(b);
+        for &(c, ctl) in &fired {
+            handle_our_fd(c, ctl);
+        }
+        if r != 0 {
+            return release(r);
+        }
+        if fired.is_empty() {
             return 0;
         }
-        left
-    };
-    let _l = sys::Leave::new();
-    call(left)
+        let r = capture(now());
+        if r != 0 {
+            return release(r);
+        }
+    }
 }
 
-fn wants_spin_epoll(epfd: c_int) -> bool {
+fn epoll_has_tas(epfd: c_int) -> bool {
     match state::try_global() {
-        Some(g) => g.fd(epfd) == T_EPOLL && g.has_live_ctx(),
+        Some(g) => g.fd(epfd) & T_EPOLL != 0 && g.fd(epfd) & T_SOCK == 0 && g.has_live_ctx(),
         None => false,
     }
 }
@@ -71,6 +112,94 @@ fn any_tas(fds: &[libc::pollfd]) -> bool {
     fds.iter().any(|p| g.fd(p.fd) & T_SOCK != 0) && g.has_live_ctx()
 }
 
+/// Registers the contexts' fds in the caller's epoll set (once per
+/// context; the set of registered contexts is kept in the fd table).
+fn ensure_registered(epfd: c_int, ours: &[OurFd]) {
+    let g = state::global();
+    let mut v = g.fd(epfd);
+    if v & T_EPOLL == 0 || v & T_SOCK != 0 {
+        return;
+    }
+    for o in ours {
+        let bit = 1u64 << (o.ctx * 2 + o.ctl as usize);
+        if v & bit != 0 {
+            continue;
+        }
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: EPOLL_TAG | (o.ctx as u64) << 1 | o.ctl as u64,
+        };
+        // SAFETY: valid epoll_event; our own fd.
+        let r = unsafe { sys::real::epoll_ctl::get()(epfd, libc::EPOLL_CTL_ADD, o.fd, &mut ev) };
+        if r == 0 || errno() == libc::EEXIST {
+            v |= bit;
+        }
+    }
+    g.set_fd(epfd, v);
+}
+
+/// A context whose daemon hung up keeps its control socket readable
+/// (HUP): take it out of this epoll set once its errors are delivered.
+fn unregister_dead(epfd: c_int, fired: &[(usize, bool)]) {
+    let g = state::global();
+    for &(c, _) in fired {
+        let Some(ctx) = g.ctx(c) else { continue };
+        if !ctx.dead.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
+        }
+        for fd in [ctx.ev_fd, ctx.ctl_fd] {
+            // SAFETY: removing our own fd from the set.
+            unsafe {
+                sys::real::epoll_ctl::get()(epfd, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut())
+            };
+        }
+    }
+}
+
+/// Removes our tagged events from `ev[..n]`; returns the caller's count and
+/// the contexts that fired.
+unsafe fn filter_epoll(ev: *mut libc::epoll_event, n: c_int) -> (c_int, Vec<(usize, bool)>) {
+    if n <= 0 {
+        return (n, Vec::new());
+    }
+    let s = std::slice::from_raw_parts_mut(ev, n as usize);
+    let mut fired: Vec<(usize, bool)> = Vec::new();
+    let mut k = 0;
+    for i in 0..s.len() {
+        let e = s[i];
+        let data = e.u64;
+        if data & EPOLL_TAG_MASK == EPOLL_TAG {
+            note(
+                &mut fired,
+                ((data & 0xffff_ffff) >> 1) as usize,
+                data & 1 != 0,
+            );
+        } else {
+            s[k] = e;
+            k += 1;
+        }
+    }
+    (k as c_int, fired)
+}
+
+/// Records that context `c` fired (`ctl`: its control socket).
+fn note(fired: &mut Vec<(usize, bool)>, c: usize, ctl: bool) {
+    match fired.iter_mut().find(|f| f.0 == c) {
+        Some(f) => f.1 |= ctl,
+        None => fired.push((c, ctl)),
+    }
+}
+
+/// Removes our tagged events from a result that did not go through
+/// [`wait`] (the zero-timeout checks).
+unsafe fn strip(ev: *mut libc::epoll_event, r: c_int) -> c_int {
+    let (n, fired) = filter_epoll(ev, r);
+    for (c, ctl) in fired {
+        handle_our_fd(c, ctl);
+    }
+    n
+}
+
 pub unsafe fn epoll_pwait(
     epfd: c_int,
     ev: *mut libc::epoll_event,
@@ -79,10 +208,30 @@ pub unsafe fn epoll_pwait(
     mask: *const libc::sigset_t,
 ) -> c_int {
     let f = sys::real::epoll_pwait::get();
-    if sys::in_shim() || !wants_spin_epoll(epfd) {
+    if sys::in_shim() || !epoll_has_tas(epfd) {
         return f(epfd, ev, max, timeout, mask);
     }
-    wait(timeout as i64, |t| f(epfd, ev, max, t as c_int, mask))
+    wait(
+        timeout as i64,
+        || {
+            let r = f(epfd, ev, max, 0, mask);
+            if r > 0 {
+                strip(ev, r)
+            } else {
+                r
+            }
+        },
+        |t, ours| {
+            ensure_registered(epfd, ours);
+            let r = f(epfd, ev, max, t as c_int, mask);
+            if r < 0 {
+                return (r, Vec::new());
+            }
+            let (n, fired) = filter_epoll(ev, r);
+            unregister_dead(epfd, &fired);
+            (n, fired)
+        },
+    )
 }
 
 pub unsafe fn epoll_wait(
@@ -91,11 +240,7 @@ pub unsafe fn epoll_wait(
     max: c_int,
     timeout: c_int,
 ) -> c_int {
-    let f = sys::real::epoll_wait::get();
-    if sys::in_shim() || !wants_spin_epoll(epfd) {
-        return f(epfd, ev, max, timeout);
-    }
-    wait(timeout as i64, |t| f(epfd, ev, max, t as c_int))
+    epoll_pwait(epfd, ev, max, timeout, std::ptr::null())
 }
 
 fn ts_ms(ts: *const libc::timespec) -> i64 {
@@ -104,7 +249,7 @@ fn ts_ms(ts: *const libc::timespec) -> i64 {
     }
     // SAFETY: the caller passed a valid timespec.
     let t = unsafe { *ts };
-    if t.tv_sec < 0 || t.tv_nsec < 0 {
+    if t.tv_sec < 0 || t.tv_nsec < 0 || t.tv_nsec >= 1_000_000_000 {
         return -2;
     }
     (t.tv_sec as i64)
@@ -126,19 +271,61 @@ pub unsafe fn epoll_pwait2(
     ts: *const libc::timespec,
     mask: *const libc::sigset_t,
 ) -> c_int {
-    let f = sys::real::epoll_pwait2::get();
     let ms = ts_ms(ts);
-    if sys::in_shim() || !wants_spin_epoll(epfd) || ms < -1 {
-        return f(epfd, ev, max, ts, mask);
+    if sys::in_shim() || !epoll_has_tas(epfd) || ms < -1 {
+        return sys::real::epoll_pwait2::get()(epfd, ev, max, ts, mask);
     }
-    wait(ms, |t| {
-        if t < 0 {
-            f(epfd, ev, max, std::ptr::null(), mask)
-        } else {
-            let x = ms_ts(t);
-            f(epfd, ev, max, &x, mask)
+    // Millisecond granularity is what the shim's wait offers.
+    epoll_pwait(epfd, ev, max, ms.min(i32::MAX as i64) as c_int, mask)
+}
+
+/// poll/ppoll with our fds appended; copies revents back.
+unsafe fn poll_block(
+    fds: *mut libc::pollfd,
+    n: libc::nfds_t,
+    t: i64,
+    ours: &[OurFd],
+    mask: Option<*const libc::sigset_t>,
+) -> (c_int, Vec<(usize, bool)>) {
+    let user = std::slice::from_raw_parts_mut(fds, n as usize);
+    let mut all: Vec<libc::pollfd> = Vec::with_capacity(user.len() + ours.len());
+    all.extend_from_slice(user);
+    for o in ours {
+        all.push(libc::pollfd {
+            fd: o.fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+    }
+    let r = match mask {
+        None => sys::real::poll::get()(all.as_mut_ptr(), all.len() as libc::nfds_t, t as c_int),
+        Some(m) => {
+            let x = ms_ts(t.max(0));
+            let ts = if t < 0 {
+                std::ptr::null()
+            } else {
+                &x as *const libc::timespec
+            };
+            sys::real::ppoll::get()(all.as_mut_ptr(), all.len() as libc::nfds_t, ts, m)
         }
-    })
+    };
+    if r < 0 {
+        return (r, Vec::new());
+    }
+    let mut fired = Vec::new();
+    for (o, p) in ours.iter().zip(&all[user.len()..]) {
+        if p.revents != 0 {
+            note(&mut fired, o.ctx, o.ctl);
+        }
+    }
+    let mut count = 0;
+    for (u, a) in user.iter_mut().zip(&all) {
+        u.revents = a.revents;
+        if a.revents != 0 {
+            count += 1;
+        }
+    }
+    (count, fired)
 }
 
 pub unsafe fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int {
@@ -151,7 +338,11 @@ pub unsafe fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c
     {
         return f(fds, n, timeout);
     }
-    wait(timeout as i64, |t| f(fds, n, t as c_int))
+    wait(
+        timeout as i64,
+        || f(fds, n, 0),
+        |t, ours| poll_block(fds, n, t, ours, None),
+    )
 }
 
 pub unsafe fn ppoll(
@@ -171,15 +362,20 @@ pub unsafe fn ppoll(
     {
         return f(fds, n, ts, mask);
     }
-    wait(ms, |t| {
-        if t < 0 {
-            f(fds, n, std::ptr::null(), mask)
-        } else {
-            let x = ms_ts(t);
-            f(fds, n, &x, mask)
-        }
-    })
+    let zero = ms_ts(0);
+    wait(
+        ms,
+        || f(fds, n, &zero, mask),
+        |t, ours| poll_block(fds, n, t, ours, Some(mask)),
+    )
 }
+
+// select and pselect through poll.
+
+const POLLIN_SET: i16 =
+    libc::POLLIN | libc::POLLRDNORM | libc::POLLRDBAND | libc::POLLHUP | libc::POLLERR;
+const POLLOUT_SET: i16 = libc::POLLOUT | libc::POLLWRNORM | libc::POLLWRBAND | libc::POLLERR;
+const POLLEX_SET: i16 = libc::POLLPRI;
 
 unsafe fn sets_have_tas(n: c_int, sets: [*mut libc::fd_set; 3]) -> bool {
     let Some(g) = state::try_global() else {
@@ -202,18 +398,147 @@ unsafe fn sets_have_tas(n: c_int, sets: [*mut libc::fd_set; 3]) -> bool {
     false
 }
 
-unsafe fn copy_set(p: *mut libc::fd_set) -> Option<libc::fd_set> {
-    if p.is_null() {
-        None
-    } else {
-        Some(*p)
+struct SelectPlan {
+    pfds: Vec<libc::pollfd>,
+    sets: [*mut libc::fd_set; 3],
+}
+
+impl SelectPlan {
+    unsafe fn new(n: c_int, sets: [*mut libc::fd_set; 3]) -> SelectPlan {
+        let n = n.clamp(0, libc::FD_SETSIZE as c_int);
+        let mut pfds = Vec::new();
+        for fd in 0..n {
+            let mut ev = 0i16;
+            let has = |i: usize| !sets[i].is_null() && libc::FD_ISSET(fd, sets[i]);
+            if has(0) {
+                ev |= POLLIN_SET;
+            }
+            if has(1) {
+                ev |= POLLOUT_SET;
+            }
+            if has(2) {
+                ev |= POLLEX_SET;
+            }
+            if ev != 0 {
+                pfds.push(libc::pollfd {
+                    fd,
+                    events: ev,
+                    revents: 0,
+                });
+            }
+        }
+        SelectPlan { pfds, sets }
+    }
+
+    /// Writes results into the caller's sets (only when something is ready
+    /// or on timeout); returns select's count, or -EBADF.
+    unsafe fn finish(&self, poll_result: c_int, write_empty: bool) -> c_int {
+        if poll_result < 0 {
+            return poll_result;
+        }
+        if self.pfds.iter().any(|p| p.revents & libc::POLLNVAL != 0) {
+            return -libc::EBADF;
+        }
+        if poll_result == 0 && !write_empty {
+            return 0;
+        }
+        for s in self.sets {
+            if !s.is_null() {
+                libc::FD_ZERO(s);
+            }
+        }
+        let mut count = 0;
+        for p in &self.pfds {
+            let r = p.revents;
+            let sets = [(0usize, POLLIN_SET), (1, POLLOUT_SET), (2, POLLEX_SET)];
+            for (i, m) in sets {
+                if !self.sets[i].is_null() && p.events & m != 0 && r & m != 0 {
+                    libc::FD_SET(p.fd, self.sets[i]);
+                    count += 1;
+                }
+            }
+        }
+        count
+    }
+
+    unsafe fn poll_now(&mut self, mask: Option<*const libc::sigset_t>) -> c_int {
+        for p in self.pfds.iter_mut() {
+            p.revents = 0;
+        }
+        let r = match mask {
+            None => {
+                sys::real::poll::get()(self.pfds.as_mut_ptr(), self.pfds.len() as libc::nfds_t, 0)
+            }
+            Some(m) => {
+                let z = ms_ts(0);
+                sys::real::ppoll::get()(
+                    self.pfds.as_mut_ptr(),
+                    self.pfds.len() as libc::nfds_t,
+                    &z,
+                    m,
+                )
+            }
+        };
+        let r = capture(r);
+        if r == 0 {
+            return 0;
+        }
+        let c = self.finish(r, false);
+        release_neg(c)
+    }
+
+    unsafe fn block(
+        &mut self,
+        t: i64,
+        ours: &[OurFd],
+        mask: Option<*const libc::sigset_t>,
+    ) -> (c_int, Vec<(usize, bool)>) {
+        for p in self.pfds.iter_mut() {
+            p.revents = 0;
+        }
+        let n = self.pfds.len() as libc::nfds_t;
+        let (r, fired) = poll_block(self.pfds.as_mut_ptr(), n, t, ours, mask);
+        if r < 0 {
+            return (r, fired);
+        }
+        let c = self.finish(r, false);
+        (release_neg(c), fired)
     }
 }
 
-unsafe fn restore(p: *mut libc::fd_set, v: &Option<libc::fd_set>) {
-    if let Some(v) = v {
-        *p = *v;
+/// -errno → -1 with errno set (the closures' convention is libc's).
+fn release_neg(c: c_int) -> c_int {
+    if c < 0 {
+        set_errno(-c);
+        -1
+    } else {
+        c
     }
+}
+
+unsafe fn select_impl(
+    n: c_int,
+    sets: [*mut libc::fd_set; 3],
+    ms: i64,
+    mask: Option<*const libc::sigset_t>,
+) -> c_int {
+    let mut plan = SelectPlan::new(n, sets);
+    let plan_ptr: *mut SelectPlan = &mut plan;
+    let r = wait(
+        ms,
+        // SAFETY: the two closures are never called at the same time.
+        || unsafe { (*plan_ptr).poll_now(mask) },
+        |t, ours| unsafe { (*plan_ptr).block(t, ours, mask) },
+    );
+    if r == 0 {
+        // Timed out: every set comes back empty.
+        for s in sets {
+            if !s.is_null() {
+                libc::FD_ZERO(s);
+            }
+        }
+    }
+    r
 }
 
 pub unsafe fn select(
@@ -227,7 +552,7 @@ pub unsafe fn select(
     if sys::in_shim() || n <= 0 || !sets_have_tas(n, [r, w, e]) {
         return f(n, r, w, e, tv);
     }
-    if !tv.is_null() && ((*tv).tv_sec < 0 || (*tv).tv_usec < 0) {
+    if !tv.is_null() && ((*tv).tv_sec < 0 || (*tv).tv_usec < 0 || (*tv).tv_usec >= 1_000_000) {
         return f(n, r, w, e, tv);
     }
     let ms = if tv.is_null() {
@@ -235,30 +560,8 @@ pub unsafe fn select(
     } else {
         (*tv).tv_sec as i64 * 1000 + ((*tv).tv_usec as i64 + 999) / 1000
     };
-    let (cr, cw, ce) = (copy_set(r), copy_set(w), copy_set(e));
     let start = monotonic_ns();
-    let res = wait(ms, |t| {
-        restore(r, &cr);
-        restore(w, &cw);
-        restore(e, &ce);
-        if t < 0 {
-            f(n, r, w, e, std::ptr::null_mut())
-        } else {
-            let mut x = libc::timeval {
-                tv_sec: (t / 1000) as libc::time_t,
-                tv_usec: ((t % 1000) * 1000) as libc::suseconds_t,
-            };
-            f(n, r, w, e, &mut x)
-        }
-    });
-    if res == 0 {
-        // Timed out: every set comes back empty.
-        for p in [r, w, e] {
-            if !p.is_null() {
-                libc::FD_ZERO(p);
-            }
-        }
-    }
+    let res = select_impl(n, [r, w, e], ms, None);
     if !tv.is_null() {
         // Linux reports the time left.
         let used_us = ((monotonic_ns() - start) / 1000) as i64;
@@ -283,24 +586,5 @@ pub unsafe fn pselect(
     if sys::in_shim() || n <= 0 || ms < -1 || !sets_have_tas(n, [r, w, e]) {
         return f(n, r, w, e, ts, mask);
     }
-    let (cr, cw, ce) = (copy_set(r), copy_set(w), copy_set(e));
-    let res = wait(ms, |t| {
-        restore(r, &cr);
-        restore(w, &cw);
-        restore(e, &ce);
-        if t < 0 {
-            f(n, r, w, e, std::ptr::null(), mask)
-        } else {
-            let x = ms_ts(t);
-            f(n, r, w, e, &x, mask)
-        }
-    });
-    if res == 0 {
-        for p in [r, w, e] {
-            if !p.is_null() {
-                libc::FD_ZERO(p);
-            }
-        }
-    }
-    res
+    select_impl(n, [r, w, e], ms, Some(mask))
 }

@@ -475,7 +475,7 @@ pub fn listen(ctx: &'static Ctx, sid: u64, backlog: c_int) -> Res<()> {
         s.opts.reuseport,
     );
     let r = inner.tas.listen_with(port, backlog, rx, tx, reuse);
-    let r = r.map_err(|e| e.raw_os_error().unwrap_or(libc::EIO));
+    let r = r.map_err(|e| e.raw_os_error().unwrap_or(libc::ENETDOWN));
     let l = match r {
         Ok(l) => l,
         Err(e) => {
@@ -1311,7 +1311,7 @@ pub fn epoll_track(epfd: c_int, op: c_int, fd: c_int, ev: *const libc::epoll_eve
     };
     let g = global();
     let cur = g.fd(epfd);
-    if cur == 0 || cur == T_EPOLL {
+    if cur == 0 {
         g.set_fd(epfd, T_EPOLL);
     }
     let mut inner = ctx.inner.lock();

@@ -33,7 +33,8 @@ use std::sync::OnceLock;
 use tas::{Changes, ConnId, ListenerId, Tas};
 
 /// Most contexts (attachments to tasd) per process.
-pub const MAX_CTX: usize = 64;
+/// (Two bits per context mark an epoll set as holding its fds.)
+pub const MAX_CTX: usize = 30;
 
 /// fd table tags.
 pub const T_SOCK: u64 = 1 << 63;
@@ -161,7 +162,11 @@ pub fn global() -> &'static Global {
         };
         // SAFETY: plain syscall.
         let wake_fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        let wake_fd = if wake_fd >= 0 { sys::move_high(wake_fd, high_fd_base()) } else { wake_fd };
+        let wake_fd = if wake_fd >= 0 {
+            sys::move_high(wake_fd, high_fd_base())
+        } else {
+            wake_fd
+        };
         let g = Global {
             cfg,
             fdtab,
@@ -190,7 +195,10 @@ pub fn global() -> &'static Global {
 /// Where the shim puts its own descriptors: high, out of the program's way
 /// (select() users stay below 1024), if the fd limit allows.
 pub fn high_fd_base() -> c_int {
-    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: valid out-pointer.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
     let soft = rl.rlim_cur.min(1 << 30) as c_int;
@@ -323,6 +331,11 @@ pub struct Ctx {
     pub inner: Lock<Inner>,
     /// Set when the reactor should look again soon (command backlog).
     pub tick: AtomicBool,
+    /// Threads blocked in the kernel with this context's fds in their wait
+    /// set; the fast path kicks the eventfd only while this is non-zero.
+    pub blocked: std::sync::atomic::AtomicU32,
+    /// The daemon hung up: errors are delivered, nothing more will come.
+    pub dead: AtomicBool,
 }
 
 pub struct Inner {
@@ -729,7 +742,12 @@ impl Inner {
 
     /// A description of every socket (debugging).
     pub fn dump(&self, idx: usize) -> String {
-        let mut out = format!("context {idx}: {} sockets, {} connecting, spinners {}\n", self.socks.len(), self.connecting.len(), self.spinners);
+        let mut out = format!(
+            "context {idx}: {} sockets, {} connecting, spinners {}\n",
+            self.socks.len(),
+            self.connecting.len(),
+            self.spinners
+        );
         let mut ids: Vec<&u64> = self.socks.keys().collect();
         ids.sort();
         for id in ids {
@@ -751,7 +769,17 @@ impl Inner {
             };
             out += &format!(
                 "  sock {} fds {:?} {:?} {:?} nb={} {:?} so_error={} taken={} shut={}/{} {}\n",
-                s.id, s.fds, s.st, s.bsd, s.nonblock, s.sig, s.so_error, s.err_taken, s.shut_rd, s.shut_wr, conn.unwrap_or_default()
+                s.id,
+                s.fds,
+                s.st,
+                s.bsd,
+                s.nonblock,
+                s.sig,
+                s.so_error,
+                s.err_taken,
+                s.shut_rd,
+                s.shut_wr,
+                conn.unwrap_or_default()
             );
         }
         out
@@ -805,7 +833,7 @@ fn pick_ctx(g: &'static Global, gen: u64) -> Option<&'static Ctx> {
             Ok(mut tas) => {
                 tas.move_fds_above(high_fd_base());
                 tas.set_auto_poll(false);
-                tas.set_waiting(true);
+                tas.set_waiting(false);
                 let idx = g.nctx.load(Ordering::Acquire);
                 let (ev_fd, ctl_fd) = (tas.event_fd(), tas.control_fd());
                 for fd in [ev_fd, ctl_fd] {
@@ -818,6 +846,8 @@ fn pick_ctx(g: &'static Global, gen: u64) -> Option<&'static Ctx> {
                     ctl_fd,
                     inner: Lock::new(Inner::new(tas)),
                     tick: AtomicBool::new(false),
+                    blocked: std::sync::atomic::AtomicU32::new(0),
+                    dead: AtomicBool::new(false),
                 }));
                 g.ctxs[idx].store(ctx as *const Ctx as usize, Ordering::Release);
                 g.nctx.store(idx + 1, Ordering::Release);
@@ -855,55 +885,33 @@ fn pick_ctx(g: &'static Global, gen: u64) -> Option<&'static Ctx> {
 }
 
 // ---------------------------------------------------------------------------
-// Waiting: spin on the contexts, then block in the kernel.
+// Waiting: spin on the contexts, then block in the kernel with the
+// contexts' eventfds and control sockets in the same wait, so that the
+// thread that waits is the one the service wakes (no hop through another
+// thread). The fast path kicks a context's eventfd only while some thread
+// is blocked that way (`Ctx::blocked`); a busy program is never kicked and
+// picks up news at its next call.
 
-/// Marks the calling thread as polling all live contexts itself (the fast
-/// path then need not kick their eventfds). Dropping ends it.
-pub struct Spinning {
-    ctxs: Vec<&'static Ctx>,
-}
+/// `epoll_event.data` of the shim's own fds inside a program's epoll set:
+/// `EPOLL_TAG | ctx << 1 | is_control_socket`.
+pub const EPOLL_TAG: u64 = 0x54A5_F00D_0000_0000;
+pub const EPOLL_TAG_MASK: u64 = 0xFFFF_FFFF_0000_0000;
 
-impl Spinning {
-    pub fn start() -> Spinning {
-        let ctxs: Vec<&'static Ctx> = global().live_ctxs().collect();
-        for c in &ctxs {
-            let mut g = c.inner.lock();
-            g.spinners += 1;
-            if g.spinners == 1 {
-                g.tas.set_waiting(false);
-            }
-        }
-        Spinning { ctxs }
-    }
-
-    /// One round over the contexts; true when some readiness changed.
-    pub fn round(&self, seen: &mut u64) -> bool {
-        for c in &self.ctxs {
-            if let Some(mut g) = c.inner.try_lock() {
-                g.process_fast();
-            }
-        }
-        let now = global().ready_gen.load(Ordering::Acquire);
-        if now != *seen {
-            *seen = now;
-            true
-        } else {
-            false
+/// Polls every live context once without blocking (the notification ring
+/// only). True when some socket's readiness changed since `*seen`.
+pub fn poll_all_once(seen: &mut u64) -> bool {
+    let g = global();
+    for c in g.live_ctxs() {
+        if let Some(mut inner) = c.inner.try_lock() {
+            inner.process_fast();
         }
     }
-}
-
-impl Drop for Spinning {
-    fn drop(&mut self) {
-        for c in &self.ctxs {
-            let mut g = c.inner.lock();
-            g.spinners -= 1;
-            if g.spinners == 0 {
-                g.tas.set_waiting(true);
-                // Anything posted before the flag was set is ours to see.
-                g.process_fast();
-            }
-        }
+    let now = g.ready_gen.load(Ordering::Acquire);
+    if now != *seen {
+        *seen = now;
+        true
+    } else {
+        false
     }
 }
 
@@ -916,12 +924,11 @@ pub fn spin_wait(limit_ns: u64, mut poll_now: impl FnMut() -> c_int) -> Option<c
     if spin == 0 || !g.has_live_ctx() {
         return None;
     }
-    let sp = Spinning::start();
     let mut seen = g.ready_gen.load(Ordering::Acquire);
     let start = sys::monotonic_ns();
     let mut rounds = 0u32;
     loop {
-        if sp.round(&mut seen) {
+        if poll_all_once(&mut seen) {
             let r = poll_now();
             if r != 0 {
                 return Some(r);
@@ -929,63 +936,198 @@ pub fn spin_wait(limit_ns: u64, mut poll_now: impl FnMut() -> c_int) -> Option<c
         }
         rounds += 1;
         if rounds % 64 == 0 && sys::monotonic_ns() - start >= spin {
-            break;
+            return None;
         }
         std::hint::spin_loop();
     }
-    drop(sp);
-    let r = poll_now();
-    (r != 0).then_some(r)
+}
+
+/// One of the shim's fds a blocked thread also waits on.
+#[derive(Clone, Copy, Debug)]
+pub struct OurFd {
+    pub fd: c_int,
+    pub ctx: usize,
+    pub ctl: bool,
+}
+
+/// While alive, the calling thread is about to block (or is blocked) in the
+/// kernel with [`Blocked::fds`] in its wait set.
+pub struct Blocked {
+    ctxs: Vec<&'static Ctx>,
+    /// Readiness changed while entering (check before blocking).
+    pub changed: bool,
+}
+
+impl Blocked {
+    pub fn enter() -> Blocked {
+        let g = global();
+        let before = g.ready_gen.load(Ordering::Acquire);
+        let ctxs: Vec<&'static Ctx> = g
+            .live_ctxs()
+            .filter(|c| !c.dead.load(Ordering::Relaxed))
+            .collect();
+        for c in &ctxs {
+            let mut inner = c.inner.lock();
+            if c.blocked.fetch_add(1, Ordering::SeqCst) == 0 {
+                inner.tas.set_waiting(true);
+            }
+            // Anything posted before the flag was visible is ours to see.
+            inner.process_fast();
+        }
+        let changed = g.ready_gen.load(Ordering::Acquire) != before;
+        Blocked { ctxs, changed }
+    }
+
+    pub fn fds(&self) -> Vec<OurFd> {
+        let mut v = Vec::with_capacity(self.ctxs.len() * 2);
+        for c in &self.ctxs {
+            v.push(OurFd {
+                fd: c.ev_fd,
+                ctx: c.idx,
+                ctl: false,
+            });
+            v.push(OurFd {
+                fd: c.ctl_fd,
+                ctx: c.idx,
+                ctl: true,
+            });
+        }
+        v
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        for c in &self.ctxs {
+            if c.blocked.fetch_sub(1, Ordering::SeqCst) == 1 {
+                let inner = c.inner.lock();
+                if c.blocked.load(Ordering::SeqCst) == 0 {
+                    inner.tas.set_waiting(false);
+                }
+            }
+        }
+    }
+}
+
+/// Our fds fired in a wait: take the news (drain the eventfd, read the
+/// notification ring, and the control socket when it fired).
+pub fn handle_our_fd(ctx: usize, ctl: bool) {
+    let g = global();
+    let Some(c) = g.ctx(ctx) else { return };
+    if c.gen != g.gen.load(Ordering::Acquire) {
+        return;
+    }
+    let mut v = 0u64;
+    // SAFETY: 8-byte read from the context's non-blocking eventfd.
+    unsafe { real::read::get()(c.ev_fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
+    let mut inner = c.inner.lock();
+    if ctl {
+        inner.process();
+    } else {
+        inner.tas.poll_events();
+        inner.after();
+    }
+    c.tick.store(
+        inner.tas.has_backlog() || !inner.zombies.is_empty(),
+        Ordering::Relaxed,
+    );
+    if inner.tas.is_dead() {
+        c.dead.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Waits until `fd` (an `A` end) is ready for `events` or the deadline
 /// (monotonic ns; None = forever). Err(EAGAIN) on timeout, Err(EINTR) on a
 /// signal.
 pub fn wait_fd(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_int> {
-    let check = |ms: c_int| -> c_int {
+    let check = || -> c_int {
         let mut p = libc::pollfd {
             fd,
             events,
             revents: 0,
         };
         // SAFETY: one valid pollfd.
-        let r = unsafe { real::poll::get()(&mut p, 1, ms) };
+        let r = unsafe { real::poll::get()(&mut p, 1, 0) };
         if r < 0 {
             -sys::errno()
         } else {
             r
         }
     };
-    let now = sys::monotonic_ns();
-    let left = deadline.map(|d| d.saturating_sub(now)).unwrap_or(u64::MAX);
-    if let Some(r) = spin_wait(left, || check(0)) {
+    let left = |d: Option<u64>| {
+        d.map(|d| d.saturating_sub(sys::monotonic_ns()))
+            .unwrap_or(u64::MAX)
+    };
+    if let Some(r) = spin_wait(left(deadline), check) {
         return if r < 0 { Err(-r) } else { Ok(()) };
     }
-    let ms = match deadline {
-        None => -1,
-        Some(d) => {
-            let left = d.saturating_sub(sys::monotonic_ns());
-            if left == 0 {
-                return Err(libc::EAGAIN);
+    loop {
+        let b = Blocked::enter();
+        if b.changed {
+            let r = check();
+            if r != 0 {
+                return if r < 0 { Err(-r) } else { Ok(()) };
             }
-            left.div_ceil(1_000_000).min(i32::MAX as u64) as c_int
         }
-    };
-    let r = {
-        let _l = sys::Leave::new();
-        check(ms)
-    };
-    match r {
-        0 => Err(libc::EAGAIN),
-        r if r < 0 => Err(-r),
-        _ => Ok(()),
+        let ms = match deadline {
+            None => -1,
+            Some(_) => {
+                let l = left(deadline);
+                if l == 0 {
+                    return Err(libc::EAGAIN);
+                }
+                l.div_ceil(1_000_000).min(i32::MAX as u64) as c_int
+            }
+        };
+        let ours = b.fds();
+        let mut pfds = Vec::with_capacity(1 + ours.len());
+        pfds.push(libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        });
+        for o in &ours {
+            pfds.push(libc::pollfd {
+                fd: o.fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let r = {
+            let _l = sys::Leave::new();
+            // SAFETY: valid pollfd array.
+            unsafe { real::poll::get()(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) }
+        };
+        let err = sys::errno();
+        drop(b);
+        if r < 0 {
+            return Err(err);
+        }
+        let mut fired = false;
+        for (i, o) in ours.iter().enumerate() {
+            if o.ctl || pfds[1 + i].revents == 0 && pfds[2 + i].revents == 0 {
+                continue;
+            }
+            handle_our_fd(o.ctx, pfds[2 + i].revents != 0);
+            fired = true;
+        }
+        if pfds[0].revents != 0 {
+            return Ok(());
+        }
+        if !fired {
+            return Err(libc::EAGAIN);
+        }
+        let r = check();
+        if r != 0 {
+            return if r < 0 { Err(-r) } else { Ok(()) };
+        }
     }
 }
 
 // ---------------------------------------------------------------------------
-// The reactor: one thread per process that blocks on the contexts' eventfds
-// and control sockets and keeps readiness current while the app does not
-// poll itself.
+// The reactor: one thread per process for what nobody else does — news
+// for contexts no thread is blocked on (a program waiting somewhere the
+// shim does not see, or busy), the command backlog, and debugging dumps.
 
 fn start_reactor() {
     let r = std::thread::Builder::new()
@@ -1008,34 +1150,39 @@ fn reactor() {
     let g = global();
     let gen = g.gen.load(Ordering::Acquire);
     let mut pfds: Vec<libc::pollfd> = Vec::new();
-    let mut ctxs: Vec<&'static Ctx> = Vec::new();
+    let mut watched: Vec<&'static Ctx> = Vec::new();
     loop {
         if g.gen.load(Ordering::Acquire) != gen {
             return;
         }
-        ctxs.clear();
-        ctxs.extend(g.live_ctxs());
         pfds.clear();
+        watched.clear();
         pfds.push(libc::pollfd {
             fd: g.wake_fd,
             events: libc::POLLIN,
             revents: 0,
         });
         let mut timeout = 1000;
-        for c in &ctxs {
-            pfds.push(libc::pollfd {
-                fd: c.ev_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
+        for c in g.live_ctxs() {
+            if c.dead.load(Ordering::Relaxed) {
+                continue;
+            }
+            if c.tick.load(Ordering::Relaxed) {
+                timeout = 1;
+            }
+            if c.blocked.load(Ordering::SeqCst) > 0 {
+                continue;
+            }
+            // Nobody waits on this context: look at it every 10 ms (a
+            // thread may be waiting where the shim cannot see it) and on
+            // control messages.
+            timeout = timeout.min(10);
+            watched.push(c);
             pfds.push(libc::pollfd {
                 fd: c.ctl_fd,
                 events: libc::POLLIN,
                 revents: 0,
             });
-            if c.tick.load(Ordering::Relaxed) {
-                timeout = 1;
-            }
         }
         // SAFETY: valid pollfd array.
         let n =
@@ -1044,42 +1191,36 @@ fn reactor() {
             // SAFETY: plain sleep.
             unsafe { libc::usleep(1000) };
         }
-        let mut v = 0u64;
         if pfds[0].revents != 0 {
+            let mut v = 0u64;
             // SAFETY: 8-byte read from our eventfd.
             unsafe { real::read::get()(g.wake_fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
         }
         if g.cfg.debug {
             let path = format!("/tmp/tas-dump-{}", std::process::id());
             if std::fs::remove_file(&path).is_ok() {
-                for c in &ctxs {
+                for c in g.live_ctxs() {
                     let inner = c.inner.lock();
                     log(&inner.dump(c.idx));
                 }
             }
         }
-        for (i, c) in ctxs.iter().enumerate() {
-            let ev = pfds[1 + 2 * i].revents;
-            let ctl = pfds[2 + 2 * i].revents;
-            let tick = c.tick.load(Ordering::Relaxed);
-            if ev == 0 && ctl == 0 && !tick && n != 0 {
+        for c in g.live_ctxs() {
+            let is_watched = watched.iter().any(|w| std::ptr::eq(*w, c));
+            if !is_watched && !c.tick.load(Ordering::Relaxed) {
                 continue;
             }
-            if ev != 0 {
-                // SAFETY: 8-byte read from the context's eventfd.
-                unsafe { real::read::get()(c.ev_fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
-            }
-            let mut inner = c.inner.lock();
+            let Some(mut inner) = c.inner.try_lock() else {
+                continue;
+            };
             inner.process();
             c.tick.store(
                 inner.tas.has_backlog() || !inner.zombies.is_empty(),
                 Ordering::Relaxed,
             );
-            if ctl & (libc::POLLHUP | libc::POLLERR) != 0 && inner.tas.is_dead() {
-                // The daemon is gone; stop polling a hung-up socket hot.
-                drop(inner);
-                // SAFETY: plain sleep.
-                unsafe { libc::usleep(100_000) };
+            if inner.tas.is_dead() {
+                // The daemon is gone: errors are delivered; stop watching.
+                c.dead.store(true, Ordering::Relaxed);
             }
         }
     }

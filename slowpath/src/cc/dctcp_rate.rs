@@ -355,7 +355,11 @@ mod tests {
         let mut c = new(&p);
         // Slow start needs 4 segments.
         let mut f = fb(10_000, 1, 0); // 1250 bytes: not even one segment
-        assert_eq!(c.update(&p, &f), Verdict::Defer { wait_ns: 0 }, "backlogged: every interval");
+        assert_eq!(
+            c.update(&p, &f),
+            Verdict::Defer { wait_ns: 0 },
+            "backlogged: every interval"
+        );
         f.queued = 0;
         match c.update(&p, &f) {
             // App-limited: 4 segments at the 10 Mbit/s acks came at ≈ 4.6 ms.

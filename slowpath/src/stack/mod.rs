@@ -79,12 +79,12 @@ use tas_fastpath::flow::FlowKey;
 use tas_fastpath::flowtable::{FlowId, FlowTable};
 
 mod arp;
+#[cfg(test)]
+mod cc_sim_tests;
 mod ccloop;
 mod conn;
 mod hash;
 mod icmp;
-#[cfg(test)]
-mod cc_sim_tests;
 #[cfg(test)]
 mod netsim;
 #[cfg(test)]

@@ -1,0 +1,780 @@
+//! libtas_preload.so: unmodified programs on TAS.
+//!
+//! * A conformance program (`tests/c/conform.c`, built here with `cc`) runs
+//!   on the Linux stack and under the shim against TAS; every case's result
+//!   and errno must be identical.
+//! * Real Debian programs under the shim, in both directions: redis-server
+//!   driven by redis-benchmark from the Linux host, nginx serving 100 MB to
+//!   curl (sha256 checked), and shimmed curl / redis-benchmark against Linux
+//!   servers. Missing packages are installed with apt-get; a test fails
+//!   loudly when that is impossible.
+//! * fork/exec/threads/idle-CPU behaviour and symbol hygiene.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tas_system_tests::*;
+
+fn backend() -> Backend {
+    match std::env::var("TAS_TEST_NIC").as_deref() {
+        Ok("af_packet") => Backend::AfPacket,
+        _ => Backend::AfXdp,
+    }
+}
+
+/// The shim, built next to the test binaries. `cargo build --bins
+/// --examples` does not build a cdylib, so the first test that needs it
+/// builds (or refreshes) it with the same cargo, profile and target dir.
+fn shim() -> PathBuf {
+    static SO: OnceLock<PathBuf> = OnceLock::new();
+    SO.get_or_init(|| {
+        let dir = bin_dir();
+        let p = dir.join("libtas_preload.so");
+        let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("release").to_string();
+        let target = dir.parent().expect("target dir").to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+        let mut cmd = Command::new(&cargo);
+        cmd.args(["build", "-q", "-p", "tas-preload", "--target-dir"]).arg(&target).current_dir(repo_root());
+        match profile.as_str() {
+            "release" => {
+                cmd.arg("--release");
+            }
+            "debug" => {}
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        match cmd.output() {
+            Ok(o) => assert!(
+                o.status.success(),
+                "building libtas_preload.so (cargo build -p tas-preload) failed:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => eprintln!("cannot run {cargo} to refresh libtas_preload.so ({e}); using what is built"),
+        }
+        assert!(
+            p.exists(),
+            "{} is not built: run `cargo build --release -p tas-preload` (a cdylib is not built by --bins --examples)",
+            p.display()
+        );
+        p
+    })
+    .clone()
+}
+
+fn preload_env() -> String {
+    format!("LD_PRELOAD={}", shim().display())
+}
+
+fn env_bin() -> &'static Path {
+    Path::new("/usr/bin/env")
+}
+
+/// tests/c/conform.c, compiled once per test process (fortified, so the
+/// shim's __*_chk entry points are exercised too).
+fn conform() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let src = repo_root().join("tests/c/conform.c");
+        // Next to the other test programs (nothing left behind in /tmp).
+        let dir = bin_dir();
+        let out = dir.join("tas-conform");
+        let o = Command::new("cc")
+            .args(["-O2", "-D_FORTIFY_SOURCE=2", "-pthread", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .output()
+            .expect("run cc (gcc must be installed)");
+        assert!(
+            o.status.success(),
+            "cc {} failed:\n{}",
+            src.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    })
+    .clone()
+}
+
+/// Installs the Debian packages the real-program tests need, once.
+fn ensure_packages() {
+    static DONE: Mutex<bool> = Mutex::new(false);
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return;
+    }
+    let want = [
+        ("redis-server", "redis-server"),
+        ("redis-benchmark", "redis-tools"),
+        ("redis-cli", "redis-tools"),
+        ("nginx", "nginx-light"),
+        ("curl", "curl"),
+        ("sha256sum", "coreutils"),
+    ];
+    let have = |cmd: &str| {
+        Command::new("sh")
+            .args([
+                "-c",
+                &format!("command -v {cmd} || test -x /usr/sbin/{cmd}"),
+            ])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    let mut missing: Vec<&str> = want
+        .iter()
+        .filter(|(c, _)| !have(c))
+        .map(|(_, p)| *p)
+        .collect();
+    missing.sort();
+    missing.dedup();
+    if !missing.is_empty() {
+        eprintln!("installing {missing:?} with apt-get");
+        let _ = Command::new("apt-get")
+            .args(["-o", "DPkg::Lock::Timeout=300", "update", "-qq"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output();
+        let o = Command::new("apt-get")
+            .args([
+                "-o",
+                "DPkg::Lock::Timeout=300",
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+            ])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .expect("run apt-get");
+        assert!(
+            o.status.success(),
+            "cannot install {missing:?} with apt-get (needed for the real-program tests):\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let still: Vec<&str> = want
+            .iter()
+            .filter(|(c, _)| !have(c))
+            .map(|(c, _)| *c)
+            .collect();
+        assert!(still.is_empty(), "still missing after apt-get: {still:?}");
+    }
+    *done = true;
+}
+
+fn nginx_bin() -> String {
+    if Path::new("/usr/sbin/nginx").exists() {
+        "/usr/sbin/nginx".into()
+    } else {
+        "nginx".into()
+    }
+}
+
+/// Test hosts where both sides are the Linux kernel, with the same
+/// addresses as a TAS testbed (198.18.0.1 is a kernel address here).
+fn linux_hosts(tag: &str) -> Testbed {
+    let tb = Testbed::hosts(tag);
+    let o = Command::new("ip")
+        .args([
+            "-n",
+            &tb.tas_ns,
+            "addr",
+            "add",
+            &format!("{TAS_IP}/24"),
+            "dev",
+            "veth-tas",
+        ])
+        .output()
+        .expect("ip addr add");
+    assert!(
+        o.status.success(),
+        "ip addr add: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    tb
+}
+
+/// First lines where two outputs differ, for the failure message.
+fn diff(a: &str, b: &str) -> String {
+    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    let mut out = String::new();
+    let mut shown = 0;
+    for i in 0..la.len().max(lb.len()) {
+        let (x, y) = (
+            la.get(i).copied().unwrap_or("<none>"),
+            lb.get(i).copied().unwrap_or("<none>"),
+        );
+        if x != y {
+            // Show the case header for context.
+            let head = la[..i.min(la.len())]
+                .iter()
+                .rev()
+                .find(|l| l.starts_with('#'))
+                .copied()
+                .unwrap_or("");
+            out += &format!("line {}: {head}\n  linux: {x}\n  tas:   {y}\n", i + 1);
+            shown += 1;
+            if shown >= 20 {
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn run_conform_linux() -> String {
+    let mut tb = linux_hosts("cfl");
+    tb.spawn_lnx(&conform(), &["partner"], Some("partner listening"));
+    let o = tb.run_tas(
+        &conform(),
+        &["run", LNX_IP, TAS_IP],
+        Duration::from_secs(150),
+    );
+    assert_ok(&o, "conformance program on Linux");
+    let linux = stdout(&o);
+    // The shim without a daemon must be invisible: everything goes to the
+    // kernel and the output is Linux's.
+    let o = tb.run_tas(
+        env_bin(),
+        &[
+            &preload_env(),
+            "TAS_SOCKET=/nonexistent/tasd.sock",
+            conform().to_str().unwrap(),
+            "run",
+            LNX_IP,
+            TAS_IP,
+        ],
+        Duration::from_secs(150),
+    );
+    assert_ok(&o, "conformance program under the shim without tasd");
+    let passthrough = stdout(&o);
+    assert!(
+        passthrough == linux,
+        "the shim without tasd changed Linux behaviour:\n{}",
+        diff(&linux, &passthrough)
+    );
+    linux
+}
+
+fn run_conform_tas() -> String {
+    let mut tb = Testbed::new("cft", backend());
+    tb.spawn_lnx(&conform(), &["partner"], Some("partner listening"));
+    let o = tb.run_tas(
+        env_bin(),
+        &[
+            &preload_env(),
+            &format!("TAS_IP={TAS_IP}"),
+            conform().to_str().unwrap(),
+            "run",
+            LNX_IP,
+            TAS_IP,
+        ],
+        Duration::from_secs(150),
+    );
+    assert_ok(&o, "conformance program under the shim on TAS");
+    stdout(&o)
+}
+
+#[test]
+fn conformance_same_results_on_linux_and_tas() {
+    let _ = (shim(), conform());
+    let linux = std::thread::spawn(run_conform_linux);
+    let tas = run_conform_tas();
+    let linux = linux
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    assert!(
+        linux.contains("# done") && linux.lines().count() > 300,
+        "Linux run incomplete:\n{linux}"
+    );
+    // A few anchors, so that a silently skipped case cannot pass.
+    for want in [
+        "connect = -1 ECONNREFUSED",
+        "SO_ERROR = ECONNREFUSED",
+        "accept (nothing yet) = -1 EAGAIN",
+        "read = -1 ECONNRESET",
+        "wait b (new data, not drained) = 1",
+        "wait for drain = 1",
+        "epoll_wait mixed = 5",
+        "peer got 301000 bytes, sum ok 1",
+    ] {
+        assert!(linux.contains(want), "Linux output lacks {want:?}");
+    }
+    assert!(
+        tas == linux,
+        "results differ between Linux and TAS (shim):\n{}",
+        diff(&linux, &tas)
+    );
+    println!(
+        "conformance: {} lines identical on Linux and TAS",
+        linux.lines().count()
+    );
+}
+
+#[test]
+fn fork_exec_threads_and_idle_cpu() {
+    let mut tb = Testbed::new("pfk", backend());
+    tb.spawn_lnx(&conform(), &["partner"], Some("partner listening"));
+    let o = tb.run_tas(
+        env_bin(),
+        &[
+            &preload_env(),
+            conform().to_str().unwrap(),
+            "tasonly",
+            LNX_IP,
+            TAS_IP,
+        ],
+        Duration::from_secs(120),
+    );
+    assert_ok(&o, "tas-only cases");
+    let out = stdout(&o);
+    for want in [
+        "child: write inherited = -1 ENOTCONN",
+        "child: read inherited = -1 ENOTCONN",
+        "child: close inherited = 0",
+        "child: own connection echo = ok",
+        "child: exit 0",
+        "parent after child = ok",
+        "exec: cloexec socket closed, plain socket open",
+        "threads: 8 x 200 echoes ok",
+        "rcvbuf: queued <= 8192",
+        "rcvbuf: all received",
+        "sndbuf: unsent+unacked <= 8192",
+        "idle: cpu ok",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn only_the_cdylib_exports_socket_symbols() {
+    let nm = |p: &Path| -> String {
+        let o = Command::new("nm")
+            .args(["-D", "--defined-only"])
+            .arg(p)
+            .output()
+            .expect("run nm (binutils)");
+        assert!(
+            o.status.success(),
+            "nm {}: {}",
+            p.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let syms = nm(&shim());
+    let defined = |all: &str, s: &str| all.lines().any(|l| l.split_whitespace().last() == Some(s));
+    for s in [
+        "socket",
+        "bind",
+        "listen",
+        "accept",
+        "accept4",
+        "connect",
+        "close",
+        "shutdown",
+        "read",
+        "write",
+        "readv",
+        "writev",
+        "recv",
+        "recvfrom",
+        "recvmsg",
+        "send",
+        "sendto",
+        "sendmsg",
+        "sendfile",
+        "sendfile64",
+        "fcntl",
+        "fcntl64",
+        "ioctl",
+        "setsockopt",
+        "getsockopt",
+        "getsockname",
+        "getpeername",
+        "dup",
+        "dup2",
+        "dup3",
+        "epoll_create",
+        "epoll_create1",
+        "epoll_ctl",
+        "epoll_wait",
+        "epoll_pwait",
+        "poll",
+        "ppoll",
+        "select",
+        "pselect",
+        "__read_chk",
+        "__recv_chk",
+        "__recvfrom_chk",
+        "__poll_chk",
+    ] {
+        assert!(defined(&syms, s), "libtas_preload.so does not export {s}");
+    }
+    // A Rust program linking the low-level API (the `peer` test program
+    // links the `tas` crate) must keep libc's socket().
+    let peer = nm(&bin("peer"));
+    for s in ["socket", "connect", "read", "epoll_wait"] {
+        assert!(
+            !defined(&peer, s),
+            "peer (links the tas crate) defines {s}: the rlib exports C symbols"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Real programs.
+
+fn redis_server_args(ip: &str, port: &str) -> Vec<String> {
+    [
+        "redis-server",
+        "--port",
+        port,
+        "--bind",
+        ip,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(
+        ["--daemonize", "no", "--logfile", ""]
+            .iter()
+            .map(|s| s.to_string()),
+    )
+    .collect()
+}
+
+/// Parses `redis-benchmark --csv` output: (test, rps).
+fn bench_rps(out: &str) -> Vec<(String, f64)> {
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').map(|x| x.trim_matches('"')).collect();
+            let rps = f.get(1)?.parse::<f64>().ok()?;
+            Some((f[0].to_string(), rps))
+        })
+        .collect()
+}
+
+#[test]
+fn redis_server_under_shim_with_redis_benchmark_from_linux() {
+    ensure_packages();
+    let mut tb = Testbed::new("prd", backend());
+    let mut args = vec![preload_env()];
+    args.extend(redis_server_args(TAS_IP, "6379"));
+    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    tb.spawn_tas(env_bin(), &args, Some("Ready to accept connections"));
+    // Data correctness first.
+    let cli = |tb: &mut Testbed, a: &[&str]| {
+        let mut v = vec!["redis-cli", "-h", TAS_IP, "-p", "6379"];
+        v.extend_from_slice(a);
+        let o = tb.run_lnx(env_bin(), &v, Duration::from_secs(20));
+        assert_ok(&o, "redis-cli");
+        stdout(&o).trim().to_string()
+    };
+    assert_eq!(cli(&mut tb, &["set", "k1", "hello-tas"]), "OK");
+    assert_eq!(cli(&mut tb, &["get", "k1"]), "hello-tas");
+    // A 200 kB value: many segments each way.
+    let o = tb.run_lnx(
+        env_bin(),
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "head -c 200000 /dev/zero | tr '\\0' x | redis-cli -x -h {TAS_IP} -p 6379 set big"
+            ),
+        ],
+        Duration::from_secs(20),
+    );
+    assert_ok(&o, "redis-cli -x set big");
+    assert_eq!(cli(&mut tb, &["strlen", "big"]), "200000");
+    let o = tb.run_lnx(
+        env_bin(),
+        &[
+            "sh",
+            "-c",
+            &format!("redis-cli -h {TAS_IP} -p 6379 get big | tr -d '\\n' | wc -c"),
+        ],
+        Duration::from_secs(20),
+    );
+    assert_ok(&o, "redis-cli get big");
+    assert_eq!(stdout(&o).trim(), "200000");
+    for (c, p) in [("1", "1"), ("50", "1"), ("50", "16")] {
+        let o = tb.run_lnx(
+            env_bin(),
+            &[
+                "redis-benchmark",
+                "-h",
+                TAS_IP,
+                "-p",
+                "6379",
+                "-t",
+                "set,get",
+                "-n",
+                "20000",
+                "-c",
+                c,
+                "-P",
+                p,
+                "--csv",
+            ],
+            Duration::from_secs(120),
+        );
+        assert_ok(&o, &format!("redis-benchmark -c {c} -P {p}"));
+        let r = bench_rps(&stdout(&o));
+        println!("redis under TAS shim, redis-benchmark -c {c} -P {p}: {r:?}");
+        assert!(
+            r.iter().any(|(t, v)| t == "SET" && *v > 0.0)
+                && r.iter().any(|(t, v)| t == "GET" && *v > 0.0),
+            "no SET/GET results: {}",
+            stdout(&o)
+        );
+    }
+    // Many short connections (accept/close churn). Kept moderate: tasd holds
+    // a flow's ring memory through TIME_WAIT, and a few hundred flows in
+    // TIME_WAIT exhaust an app's region (new connections are then refused).
+    let o = tb.run_lnx(
+        env_bin(),
+        &[
+            "redis-benchmark",
+            "-h",
+            TAS_IP,
+            "-p",
+            "6379",
+            "-t",
+            "ping",
+            "-n",
+            "300",
+            "-c",
+            "10",
+            "-k",
+            "0",
+            "--csv",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_ok(&o, "redis-benchmark without keep-alive");
+    assert_eq!(cli(&mut tb, &["get", "k1"]), "hello-tas");
+}
+
+fn write_nginx_conf(dir: &Path, listen: &str, root: &Path, tag: &str) -> PathBuf {
+    let p = dir.join(format!("nginx-{tag}.conf"));
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/nginx-{tag}-error.log info;\npid {d}/nginx-{tag}.pid;\n\
+         events {{ worker_connections 256; use epoll; }}\n\
+         http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_timeout 5;\n\
+         client_body_temp_path {d}/{tag}-body;\n  proxy_temp_path {d}/{tag}-proxy;\n  fastcgi_temp_path {d}/{tag}-fcgi;\n\
+         uwsgi_temp_path {d}/{tag}-uwsgi;\n  scgi_temp_path {d}/{tag}-scgi;\n\
+         server {{ listen {listen}; root {}; }}\n}}\n",
+        root.display()
+    );
+    std::fs::write(&p, conf).expect("write nginx.conf");
+    p
+}
+
+/// A 100 MB file of random bytes and its sha256.
+fn big_file(dir: &Path) -> (PathBuf, String) {
+    let root = dir.join("www");
+    std::fs::create_dir_all(&root).expect("www dir");
+    let f = root.join("big.bin");
+    let o = Command::new("head")
+        .args(["-c", "104857600", "/dev/urandom"])
+        .output()
+        .expect("head");
+    assert!(o.status.success());
+    std::fs::write(&f, &o.stdout).expect("write big file");
+    std::fs::write(root.join("small.txt"), "tas\n").expect("small file");
+    (root, sha256(&f))
+}
+
+fn sha256(p: &Path) -> String {
+    let o = Command::new("sha256sum")
+        .arg(p)
+        .output()
+        .expect("sha256sum");
+    assert!(o.status.success(), "sha256sum {}", p.display());
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Polls until `url` answers (the server is up), bounded.
+fn wait_http(tb: &mut Testbed, from_tas: bool, url: &str, shimmed: bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut a: Vec<String> = Vec::new();
+        if shimmed {
+            a.push(preload_env());
+        }
+        a.extend(
+            [
+                "curl",
+                "-s",
+                "-f",
+                "--max-time",
+                "2",
+                "-o",
+                "/dev/null",
+                url,
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+        let o = if from_tas {
+            tb.run_tas(env_bin(), &a, Duration::from_secs(5))
+        } else {
+            tb.run_lnx(env_bin(), &a, Duration::from_secs(5))
+        };
+        if o.status.success() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not answer within 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn nginx_under_shim_serves_100mb_to_curl() {
+    ensure_packages();
+    let mut tb = Testbed::new("pngx", backend());
+    let (root, sum) = big_file(&tb.dir);
+    let conf = write_nginx_conf(&tb.dir, &format!("{TAS_IP}:8080"), &root, "tas");
+    let conf = conf.to_str().unwrap().to_string();
+    let dir = tb.dir.to_str().unwrap().to_string();
+    tb.spawn_tas(
+        env_bin(),
+        &[&preload_env(), &nginx_bin(), "-c", &conf, "-p", &dir],
+        None,
+    );
+    let base = format!("http://{TAS_IP}:8080");
+    wait_http(&mut tb, false, &format!("{base}/small.txt"), false);
+    for i in 0..2 {
+        let got = tb.dir.join(format!("got{i}.bin"));
+        let t = Instant::now();
+        let o = tb.run_lnx(
+            env_bin(),
+            &[
+                "curl",
+                "-s",
+                "-f",
+                "--max-time",
+                "120",
+                "-o",
+                got.to_str().unwrap(),
+                &format!("{base}/big.bin"),
+            ],
+            Duration::from_secs(150),
+        );
+        assert_ok(&o, "curl 100 MB from nginx under the shim");
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(sha256(&got), sum, "sha256 of the downloaded file differs");
+        println!(
+            "nginx under TAS shim -> Linux curl: 100 MB in {secs:.2} s ({:.0} Mbit/s)",
+            838.86 / secs
+        );
+        let _ = std::fs::remove_file(&got);
+    }
+    // Several clients at once, and keep-alive requests.
+    let o = tb.run_lnx(
+        env_bin(),
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "for i in 1 2 3 4 5 6 7 8; do curl -s -f --max-time 60 {base}/small.txt {base}/small.txt > {dir}/par$i.txt & done; wait; cat {dir}/par*.txt | grep -c tas"
+            ),
+        ],
+        Duration::from_secs(90),
+    );
+    assert_ok(&o, "parallel curls");
+    assert_eq!(stdout(&o).trim(), "16", "parallel keep-alive requests");
+}
+
+#[test]
+fn shimmed_clients_against_linux_servers() {
+    ensure_packages();
+    let mut tb = Testbed::new("pcli", backend());
+    let (root, sum) = big_file(&tb.dir);
+    let conf = write_nginx_conf(&tb.dir, &format!("{LNX_IP}:8081"), &root, "lnx");
+    let conf = conf.to_str().unwrap().to_string();
+    let dir = tb.dir.to_str().unwrap().to_string();
+    tb.spawn_lnx(Path::new(&nginx_bin()), &["-c", &conf, "-p", &dir], None);
+    let base = format!("http://{LNX_IP}:8081");
+    wait_http(&mut tb, true, &format!("{base}/small.txt"), true);
+    let got = tb.dir.join("got.bin");
+    let t = Instant::now();
+    let o = tb.run_tas(
+        env_bin(),
+        &[
+            &preload_env(),
+            "curl",
+            "-s",
+            "-f",
+            "--max-time",
+            "120",
+            "-o",
+            got.to_str().unwrap(),
+            &format!("{base}/big.bin"),
+        ],
+        Duration::from_secs(150),
+    );
+    assert_ok(&o, "shimmed curl from Linux nginx");
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(
+        sha256(&got),
+        sum,
+        "sha256 of the file curl received under the shim differs"
+    );
+    println!(
+        "Linux nginx -> TAS shimmed curl: 100 MB in {secs:.2} s ({:.0} Mbit/s)",
+        838.86 / secs
+    );
+
+    let args: Vec<String> = redis_server_args(LNX_IP, "6390");
+    let args: Vec<&str> = args.iter().skip(1).map(|s| s.as_str()).collect();
+    tb.spawn_lnx(
+        Path::new("redis-server"),
+        &args,
+        Some("Ready to accept connections"),
+    );
+    let o = tb.run_tas(
+        env_bin(),
+        &[
+            &preload_env(),
+            "redis-benchmark",
+            "-h",
+            LNX_IP,
+            "-p",
+            "6390",
+            "-t",
+            "set,get",
+            "-n",
+            "20000",
+            "-c",
+            "50",
+            "--csv",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_ok(&o, "shimmed redis-benchmark against Linux redis");
+    let r = bench_rps(&stdout(&o));
+    println!("Linux redis <- TAS shimmed redis-benchmark -c 50: {r:?}");
+    assert!(
+        r.iter().any(|(t, v)| t == "GET" && *v > 0.0),
+        "no GET result: {}",
+        stdout(&o)
+    );
+}
