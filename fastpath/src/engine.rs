@@ -399,6 +399,9 @@ fn rx_segment<M: PayloadMem>(
         if fin && f.rx_ooo_len == 0 && f.rx_next_seq == sq.wrapping_add(data.len() as u32) {
             f.rx_next_seq = f.rx_next_seq.wrapping_add(1);
             f.st |= st::RX_FIN;
+            if f.st & st::TX_FIN_SENT == 0 {
+                f.st |= st::RX_FIN_FIRST;
+            }
             r.fin_rx = true;
             r.notify = true;
         }

@@ -42,6 +42,10 @@ pub mod st {
     /// An ACK carried ECE: the next data segment carries CWR (RFC 3168
     /// §6.1.2), so a classic-ECN receiver stops echoing.
     pub const CWR_PENDING: u8 = 1 << 4;
+    /// The peer's FIN arrived before ours was sent (a passive close: no
+    /// TIME_WAIT on our side), recorded when the FIN is processed so the
+    /// slow path need not guess from later state.
+    pub const RX_FIN_FIRST: u8 = 1 << 5;
 }
 
 /// Per-flow fast-path state; see the module doc for the cache-line layout.

@@ -1735,6 +1735,31 @@ fn in_order_fin_alone() {
     recv!(fx, fx.ours(0, 11, 32_768 - 10));
     exc!(fx, Exception::FinReceived, Some(fx.id));
     assert_eq!(fx.notifications(), vec![fx.ev(10, 0, event::F_RX_FIN)]);
+    assert_ne!(fx.flow().st & st::RX_FIN_FIRST, 0, "the peer closed first");
+}
+
+#[test]
+fn peer_fin_after_ours_is_not_marked_first() {
+    let mut fx = fx();
+    fx.cmd(0, 0, cmd::F_TX_FIN).unwrap();
+    assert_eq!(fx.poll(), 1);
+    recv!(
+        fx,
+        Seg {
+            flags: ACK | FIN,
+            ..fx.ours(0, 0, 32_768)
+        }
+    );
+    send!(
+        fx,
+        Seg {
+            flags: ACK | FIN,
+            ..fx.peer(0)
+        }
+    );
+    let f = fx.flow();
+    assert_ne!(f.st & st::RX_FIN, 0);
+    assert_eq!(f.st & st::RX_FIN_FIRST, 0, "simultaneous close, ours first");
 }
 
 #[test]

@@ -617,8 +617,13 @@ impl Stack {
         if c.fin_acked {
             self.stats.closed_graceful += 1;
             self.enter_time_wait(now, id);
-        } else if st_now & (st::TX_FIN_REQ | st::TX_FIN_SENT | st::TX_FIN_ACKED) != 0 {
-            // Our FIN may have crossed theirs: keep TIME_WAIT (the safe side).
+        } else if st_now & st::RX_FIN_FIRST == 0
+            && st_now & (st::TX_FIN_REQ | st::TX_FIN_SENT | st::TX_FIN_ACKED) != 0
+        {
+            // Our FIN was sent before theirs arrived (the fast path records
+            // which came first): simultaneous close, keep TIME_WAIT. An app
+            // that closed after the peer's FIN is a passive close, even if
+            // its FIN request is visible by now.
             c.active_close = true;
         }
     }

@@ -1125,6 +1125,43 @@ fn challenge_acks_are_rate_limited() {
 }
 
 #[test]
+fn app_closing_before_the_slow_path_sees_the_peers_fin_is_still_a_passive_close() {
+    let mut fx = Fx::new();
+    fx.listen(16);
+    let (id, ..) = fx.accept_one(1000);
+    // The fast path took the peer's FIN first; by the time the slow path
+    // handles FinReceived, the app has already asked for its own FIN.
+    fx.set(id, |f| {
+        f.st |= st::RX_FIN | st::RX_FIN_FIRST | st::TX_FIN_REQ | st::TX_FIN_SENT
+    });
+    fx.rx(
+        Exception::FinReceived,
+        Some(id),
+        &fx.peer(ack_seg(1001, 0, 0, None), &[]),
+    );
+    fx.ctl(
+        APP,
+        CtlMsg {
+            kind: ctl::CLOSE,
+            flow: id,
+            ..Default::default()
+        },
+    );
+    fx.set(id, |f| f.st |= st::TX_FIN_ACKED);
+    fx.rx(
+        Exception::FinAcked,
+        Some(id),
+        &fx.peer(ack_seg(1001, 0, 0, None), &[]),
+    );
+    // No TIME_WAIT: released (and the rings freed) at once.
+    let m = fx.one_msg();
+    assert_eq!((m.kind, m.flow), (ctl::RELEASED, id));
+    assert!(fx.table.is_empty());
+    assert_eq!(fx.io.used(APP), 0);
+    assert_eq!(fx.stack.stats().time_wait_entered, 0);
+}
+
+#[test]
 fn passive_close_releases_at_once_active_close_waits() {
     let mut fx = Fx::new();
     fx.listen(16);
