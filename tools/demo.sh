@@ -62,4 +62,6 @@ ip netns exec "$name-lnx" "$bin/peer" send 198.18.0.1 5001 104857600 42 >/dev/nu
 wait $rp
 end=$(date +%s.%N)
 echo "   $(tail -n 1 "$dir/recv.out"): $(awk -v s="$start" -v e="$end" 'BEGIN{printf "%.2f s, %.0f Mbit/s", e-s, 838.8608/(e-s)}')"
+echo "== tasctl status (tasd's control socket)"
+ip netns exec "$name-tas" "$bin/tasctl" --socket "$TAS_SOCKET" status | sed 's/^/   /'
 echo "== done"
