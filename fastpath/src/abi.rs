@@ -103,8 +103,9 @@ pub mod ctl {
 
     // service -> app
     /// `arg` = [region size, event ring capacity, cmd ring capacity,
-    /// event ring offset, cmd ring offset]; fds: region memfd, app eventfd
-    /// (service kicks app), core eventfd (app kicks service).
+    /// event ring offset, cmd ring offset], `info.local_ip` = the service's
+    /// address; fds: region memfd, app eventfd (service kicks app), core
+    /// eventfd (app kicks service).
     pub const HELLO_OK: u32 = 101;
     /// Answer to a request (`req`): `err` 0 or an errno, `listener` if any.
     pub const RESULT: u32 = 102;

@@ -88,6 +88,8 @@ pub struct Apps {
     path: PathBuf,
     apps: Vec<Option<App>>,
     pub region_size: u32,
+    /// The service's IPv4 address, told to apps in `HELLO_OK`.
+    pub local_ip: u32,
     pub event_cap: u32,
     pub cmd_cap: u32,
     pub attached_total: u64,
@@ -147,6 +149,7 @@ impl Apps {
             path: path.to_owned(),
             apps: (0..MAX_APPS).map(|_| None).collect(),
             region_size,
+            local_ip: 0,
             event_cap: 4096,
             cmd_cap: 4096,
             attached_total: 0,
@@ -281,6 +284,7 @@ impl Apps {
         };
         let mut ok = CtlMsg::new(ctl::HELLO_OK);
         ok.req = req;
+        ok.info.local_ip = self.local_ip;
         ok.arg = [
             layout.size,
             layout.event_cap,

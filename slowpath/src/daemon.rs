@@ -394,6 +394,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let table = Arc::new(FlowTable::new(cfg.max_flows));
     let shared = CoreShared::new()?;
     let mut apps = Apps::bind(&cfg.socket, cfg.app_mem)?;
+    apps.local_ip = cfg.ip;
     let ctl_path = ctlsock::ctl_path(&cfg.socket);
     let mut ctl = CtlServer::bind(&ctl_path).map_err(|e| {
         std::io::Error::new(
