@@ -510,6 +510,25 @@ fn build_segment<M: PayloadMem>(
     end
 }
 
+/// Emits a pure ACK of flow `f` (plus `flags`), with a SACK block for the
+/// out-of-order interval when SACK was negotiated.
+fn send_ack<M: PayloadMem, O: Output>(
+    cfgc: &Config,
+    f: &FlowState,
+    flags: u8,
+    now_ts: u32,
+    mem: &M,
+    out: &mut O,
+    stats: &mut Stats,
+) {
+    let sack = f.cfg & cfg::SACK != 0;
+    if out.tx(|b| build_segment(b, cfgc, f, f.tx_next_seq, flags, sack, now_ts, (0, 0), mem)) {
+        stats.acks_sent += 1;
+    } else {
+        stats.tx_full += 1;
+    }
+}
+
 impl FastPath {
     pub fn new(table: Arc<FlowTable>, cfg: Config) -> Self {
         let cap = table.capacity();
@@ -612,14 +631,7 @@ impl FastPath {
         let r = rx_segment(&mut f, seg, ce, now_ts, mem, &mut self.stats);
         if r.ack {
             let flags = if r.ece { tcp::ECE } else { 0 };
-            let (cfgc, fs) = (&self.cfg, &*f);
-            let seq_no = fs.tx_next_seq;
-            let sack = fs.cfg & cfg::SACK != 0;
-            if out.tx(|b| build_segment(b, cfgc, fs, seq_no, flags, sack, now_ts, (0, 0), mem)) {
-                self.stats.acks_sent += 1;
-            } else {
-                self.stats.tx_full += 1;
-            }
+            send_ack(&self.cfg, &f, flags, now_ts, mem, out, &mut self.stats);
         }
         if r.notify {
             Self::mark(&mut self.pending, &mut f);
@@ -713,15 +725,7 @@ impl FastPath {
             && ((old_avail < mss2 && f.rx_avail >= mss2)
                 || (old_avail < half && f.rx_avail >= half))
         {
-            let now_ts = ts_now(now);
-            let (cfgc, fs) = (&self.cfg, &*f);
-            let sack = fs.cfg & cfg::SACK != 0;
-            if out.tx(|b| build_segment(b, cfgc, fs, fs.tx_next_seq, 0, sack, now_ts, (0, 0), mem))
-            {
-                self.stats.acks_sent += 1;
-            } else {
-                self.stats.tx_full += 1;
-            }
+            send_ack(&self.cfg, &f, 0, ts_now(now), mem, out, &mut self.stats);
         }
         if can_send(&f) {
             self.sched.activate(c.flow, now);

@@ -100,6 +100,19 @@ fn unit(f: impl FnOnce() -> Res<()>) -> c_int {
     int(|| f().map(|_| 0))
 }
 
+/// For calls the shim may hand back to libc: `Some(result)` when TAS
+/// handled it (0, or -1 with errno), `None` to fall through to libc.
+fn unit_or_libc(f: impl FnOnce() -> Res<Option<()>>) -> Option<c_int> {
+    match run(f) {
+        Ok(Some(())) => Some(0),
+        Ok(None) => None,
+        Err(e) => {
+            set_errno(e);
+            Some(-1)
+        }
+    }
+}
+
 fn sz(f: impl FnOnce() -> Res<usize>) -> ssize_t {
     match run(f) {
         Ok(v) => v as ssize_t,
@@ -223,13 +236,8 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     if !in_shim() {
         if let Kind::Sock(c, s) = kind(fd) {
-            match run(|| ops::bind(c, s, addr, len)) {
-                Ok(Some(())) => return 0,
-                Ok(None) => {}
-                Err(e) => {
-                    set_errno(e);
-                    return -1;
-                }
+            if let Some(r) = unit_or_libc(|| ops::bind(c, s, addr, len)) {
+                return r;
             }
         }
     }
@@ -275,13 +283,8 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut sockle
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     if !in_shim() {
         if let Kind::Sock(c, s) = kind(fd) {
-            match run(|| ops::connect(c, s, addr, len)) {
-                Ok(Some(())) => return 0,
-                Ok(None) => {}
-                Err(e) => {
-                    set_errno(e);
-                    return -1;
-                }
+            if let Some(r) = unit_or_libc(|| ops::connect(c, s, addr, len)) {
+                return r;
             }
         }
     }

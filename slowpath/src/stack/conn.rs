@@ -152,6 +152,12 @@ pub(super) struct Conn {
     pub(super) cc: ConnCc,
 }
 
+/// Why an exception frame matched no installed connection.
+enum Miss {
+    Malformed,
+    NoConn,
+}
+
 struct Parsed<'a> {
     mac: [u8; 6],
     key: FlowKey,
@@ -408,6 +414,19 @@ impl Stack {
 
     /// The conn record for an exception's flow id, checked against the
     /// frame's 4-tuple (the id may be stale by the time we see it).
+    /// The frame, connection and flow state an exception on an installed
+    /// flow refers to (the frame must parse and match the flow's 4-tuple).
+    fn established<'f>(
+        &self,
+        flow: Option<FlowId>,
+        frame: &'f [u8],
+    ) -> Result<(Parsed<'f>, FlowId, FlowState), Miss> {
+        let p = parse(frame).ok_or(Miss::Malformed)?;
+        let id = self.conn_for(flow, &p.key).ok_or(Miss::NoConn)?;
+        let f = self.snapshot(id, &p.key).ok_or(Miss::NoConn)?;
+        Ok((p, id, f))
+    }
+
     fn conn_for(&self, flow: Option<FlowId>, key: &FlowKey) -> Option<FlowId> {
         let id = flow?;
         let c = self.conns.get(&id)?;
@@ -1132,17 +1151,10 @@ impl Stack {
         frame: &[u8],
         io: &mut impl StackIo,
     ) {
-        let Some(p) = parse(frame) else {
-            self.stats.dropped_malformed += 1;
-            return;
-        };
-        let Some(id) = self.conn_for(flow, &p.key) else {
-            self.stats.rst_ignored += 1;
-            return;
-        };
-        let Some(f) = self.snapshot(id, &p.key) else {
-            self.stats.rst_ignored += 1;
-            return;
+        let (p, id, f) = match self.established(flow, frame) {
+            Ok(x) => x,
+            Err(Miss::Malformed) => return self.stats.dropped_malformed += 1,
+            Err(Miss::NoConn) => return self.stats.rst_ignored += 1,
         };
         let rcv_nxt = f.rx_next_seq;
         let sq = p.seg.seq();
@@ -1165,17 +1177,10 @@ impl Stack {
         frame: &[u8],
         io: &mut impl StackIo,
     ) {
-        let Some(p) = parse(frame) else {
-            self.stats.dropped_malformed += 1;
-            return;
-        };
-        let Some(id) = self.conn_for(flow, &p.key) else {
-            self.stats.dropped_other += 1;
-            return;
-        };
-        let Some(f) = self.snapshot(id, &p.key) else {
-            self.stats.dropped_other += 1;
-            return;
+        let (p, id, f) = match self.established(flow, frame) {
+            Ok(x) => x,
+            Err(Miss::Malformed) => return self.stats.dropped_malformed += 1,
+            Err(Miss::NoConn) => return self.stats.dropped_other += 1,
         };
         let tw = matches!(
             self.conns.get(&id).map(|c| c.phase),
