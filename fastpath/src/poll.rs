@@ -11,13 +11,16 @@
 //! Exceptions go to the slow path in buffers taken from a preallocated pool,
 //! so the loop does not allocate per packet.
 
-use crate::abi::{AppCmd, AppEvent, PayloadMem, RegionHeader, RingConsumer, RingProducer};
+use crate::abi::{
+    announce_sleep, peer_sleeps, AppCmd, AppEvent, PayloadMem, RegionHeader, RingConsumer,
+    RingProducer,
+};
 use crate::engine::{Config, Exception, FastPath, Output, Stats};
 use crate::flowtable::{FlowId, FlowTable};
 use crate::nic::{FrameBatch, Nic};
 use crossbeam_queue::ArrayQueue;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -153,6 +156,8 @@ impl CoreShared {
     /// Queues a command and wakes the core if it sleeps. False if the queue is full.
     pub fn command(&self, c: CoreCmd) -> bool {
         let ok = self.cmds.push(c).is_ok();
+        // The publishing side of the sleep handshake (see `abi::announce_sleep`).
+        fence(Ordering::SeqCst);
         if self.sleeping.load(Ordering::SeqCst) {
             kick(self.core_wake);
         }
@@ -470,7 +475,7 @@ impl<N: Nic> Core<N> {
                     if *w {
                         *w = false;
                         if let Some(port) = &apps[i] {
-                            if port.header().app_waiting.load(Ordering::SeqCst) != 0 {
+                            if peer_sleeps(&port.header().app_waiting) {
                                 kick(port.app_wake);
                             }
                         }
@@ -484,8 +489,9 @@ impl<N: Nic> Core<N> {
     fn sleep(&mut self, now: u64) {
         self.shared.sleeping.store(true, Ordering::SeqCst);
         for port in self.apps.iter().flatten() {
-            port.header().core_sleeping.store(1, Ordering::SeqCst);
+            announce_sleep(&port.header().core_sleeping, true);
         }
+        fence(Ordering::SeqCst);
         // Re-check after announcing sleep, so no kick is missed.
         let mut timeout_ms: i32 = 100;
         if let Some(t) = self.fp.poll_at() {
@@ -515,7 +521,7 @@ impl<N: Nic> Core<N> {
         }
         self.shared.sleeping.store(false, Ordering::SeqCst);
         for port in self.apps.iter().flatten() {
-            port.header().core_sleeping.store(0, Ordering::SeqCst);
+            announce_sleep(&port.header().core_sleeping, false);
         }
     }
 }

@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tas_fastpath::abi::{
-    cmd, ctl, event, AppCmd, AppEvent, CtlMsg, FlowInfo, RegionHeader, RingConsumer, RingProducer,
-    ABI_VERSION, REGION_MAGIC,
+    announce_sleep, cmd, ctl, event, peer_sleeps, AppCmd, AppEvent, CtlMsg, FlowInfo, RegionHeader,
+    RingConsumer, RingProducer, ABI_VERSION, REGION_MAGIC,
 };
 
 /// Default attach socket (overridden by `TAS_SOCKET`).
@@ -547,7 +547,7 @@ impl Tas {
     /// Tells the fast path whether to kick [`Tas::event_fd`] when it posts
     /// notifications (set while nobody polls this context actively).
     pub fn set_waiting(&self, on: bool) {
-        self.header().app_waiting.store(on as u32, Ordering::SeqCst);
+        announce_sleep(&self.header().app_waiting, on);
     }
 
     /// What changed since the last call (connections, listeners, replies).
@@ -618,7 +618,7 @@ impl Tas {
             self.backlog.pop_front();
             pushed = true;
         }
-        if pushed && self.header().core_sleeping.load(Ordering::SeqCst) != 0 {
+        if pushed && peer_sleeps(&self.header().core_sleeping) {
             let one = 1u64;
             // SAFETY: 8-byte write from a valid u64 to the core's eventfd.
             unsafe {
@@ -1028,7 +1028,8 @@ impl Tas {
             }
             std::hint::spin_loop();
         }
-        let was_waiting = self.header().app_waiting.swap(1, Ordering::SeqCst);
+        let was_waiting = self.header().app_waiting.load(Ordering::Relaxed) != 0;
+        announce_sleep(&self.header().app_waiting, true);
         let r = if self.poll()? > 0 {
             Ok(())
         } else {
@@ -1064,9 +1065,7 @@ impl Tas {
             };
             self.poll().map(|_| ())
         };
-        self.header()
-            .app_waiting
-            .store(was_waiting, Ordering::SeqCst);
+        announce_sleep(&self.header().app_waiting, was_waiting);
         r
     }
 }
