@@ -64,6 +64,13 @@ pub enum Request {
         port: u16,
     },
     Stats,
+    /// `cores`: the core budget and per-core utilisation.
+    Cores,
+    /// `cores MIN-MAX`: change the budget at runtime.
+    CoresSet {
+        min: u32,
+        max: u32,
+    },
 }
 
 /// The answer to one request.
@@ -126,8 +133,33 @@ pub struct Status {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CoreStatus {
     pub id: u32,
-    /// Share of the last second the core was not sleeping (%).
+    /// Share of about the last second the core spent in polling rounds that
+    /// found work (%); spinning on empty queues and sleeping count as idle.
     pub busy_pct: f64,
+    /// Whether the core currently serves NIC lanes (inactive cores sleep).
+    #[serde(default)]
+    pub active: bool,
+    /// The NIC lanes (queues with their TX scheduler) this core polls.
+    #[serde(default)]
+    pub lanes: Vec<u32>,
+}
+
+/// `cores` and `cores MIN-MAX`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoresView {
+    /// Fast-path cores polling now.
+    pub active: u32,
+    pub min: u32,
+    pub max: u32,
+    /// NIC lanes opened at start: the upper bound for `max`.
+    pub lanes: u32,
+    /// Aggregate idle over the controller's last window, in cores.
+    pub idle_cores: f64,
+    /// Scale-ups and scale-downs since start.
+    pub scale_ups: u64,
+    pub scale_downs: u64,
+    /// Every fast-path thread, active or not.
+    pub cores: Vec<CoreStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -452,6 +484,8 @@ mod tests {
             Request::Flows,
             Request::CcShow,
             Request::Stats,
+            Request::Cores,
+            Request::CoresSet { min: 1, max: 2 },
             Request::CcUnset { port: 80 },
             Request::CcSet {
                 algo: "timely".into(),

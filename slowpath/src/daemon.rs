@@ -246,6 +246,9 @@ impl CtlCtx<'_> {
                 Err(e) => Reply::err(e.to_string()),
             },
             Request::Stats => Reply::ok(&self.stats()),
+            Request::Cores | Request::CoresSet { .. } => {
+                Reply::err("cores: not wired yet".to_string())
+            }
         }
     }
 
@@ -275,6 +278,8 @@ impl CtlCtx<'_> {
             cores: vec![CoreStatus {
                 id: 0,
                 busy_pct: 0.0,
+                active: true,
+                lanes: vec![0],
             }],
             apps: self
                 .apps
