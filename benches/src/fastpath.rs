@@ -271,6 +271,9 @@ impl Output for BatchOut {
         self.exceptions += 1;
         self.last_exception = Some(reason);
     }
+    fn forward(&mut self, lane: u16, id: FlowId) {
+        panic!("single-lane engine forwarded flow {id} to lane {lane}");
+    }
 }
 
 /// A stand-in for an app context queue: notifications are copied into a

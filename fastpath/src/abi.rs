@@ -19,7 +19,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{fence, AtomicU32, AtomicU8, Ordering};
 
 /// Bumped on every incompatible layout change.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Kinds of [`AppEvent`] (service → app).
 pub mod event {
@@ -103,9 +103,12 @@ pub mod ctl {
 
     // service -> app
     /// `arg` = [region size, event ring capacity, cmd ring capacity,
-    /// event ring offset, cmd ring offset], `info.local_ip` = the service's
-    /// address; fds: region memfd, app eventfd (service kicks app), core
-    /// eventfd (app kicks service).
+    /// event ring offset, cmd ring offset], `flow` = number of event rings
+    /// (one per fast-path lane, each `event ring capacity` entries, laid
+    /// out back to back from the event ring offset; the app reads them all),
+    /// `info.local_ip` = the service's address; fds: region memfd, app
+    /// eventfd (service kicks app), core eventfd (app kicks the lane that
+    /// serves its command ring).
     pub const HELLO_OK: u32 = 101;
     /// Answer to a request (`req`): `err` 0 or an errno, `listener` if any.
     pub const RESULT: u32 = 102;
@@ -219,6 +222,8 @@ pub const REGION_MAGIC: u64 = 0x5441_535f_5245_4731; // "TAS_REG1"
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegionLayout {
     pub size: u32,
+    /// Event rings, one per lane, back to back from `event_off`.
+    pub event_rings: u32,
     pub event_off: u32,
     pub event_cap: u32,
     pub cmd_off: u32,
@@ -230,24 +235,33 @@ pub struct RegionLayout {
 impl RegionLayout {
     /// The layout for a region of `size` bytes with the given ring sizes;
     /// None if they do not fit.
-    pub fn new(size: u32, event_cap: u32, cmd_cap: u32) -> Option<Self> {
+    pub fn new(size: u32, event_rings: u32, event_cap: u32, cmd_cap: u32) -> Option<Self> {
         let event_off = 64u32;
-        let cmd_off = event_off
-            .checked_add(event_cap.checked_mul(std::mem::size_of::<AppEvent>() as u32)?)?;
+        let cmd_off = event_off.checked_add(
+            event_rings
+                .checked_mul(event_cap)?
+                .checked_mul(std::mem::size_of::<AppEvent>() as u32)?,
+        )?;
         let end =
             cmd_off.checked_add(cmd_cap.checked_mul(std::mem::size_of::<AppCmd>() as u32)?)?;
         let payload_off = end.checked_add(4095)? & !4095;
-        if payload_off >= size || event_cap == 0 || cmd_cap == 0 {
+        if payload_off >= size || event_cap == 0 || cmd_cap == 0 || event_rings == 0 {
             return None;
         }
         Some(RegionLayout {
             size,
+            event_rings,
             event_off,
             event_cap,
             cmd_off,
             cmd_cap,
             payload_off,
         })
+    }
+
+    /// Offset of lane `i`'s event ring.
+    pub fn event_ring_off(&self, i: u32) -> u32 {
+        self.event_off + i * self.event_cap * std::mem::size_of::<AppEvent>() as u32
     }
 }
 

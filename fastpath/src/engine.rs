@@ -56,6 +56,11 @@ pub trait Output {
     fn tx<F: FnOnce(&mut [u8]) -> usize>(&mut self, fill: F) -> bool;
     /// An exception for the slow path, with the frame that caused it.
     fn exception(&mut self, reason: Exception, flow: Option<FlowId>, frame: &[u8]);
+    /// Flow `id` may send, but its TX scheduler is on lane `lane` (another
+    /// engine instance): hand the activation over (the poll loop queues a
+    /// kick for that lane). Only segments of one lane go out for a flow, so
+    /// a flow's data is never reordered between lanes.
+    fn forward(&mut self, lane: u16, id: FlowId);
 }
 
 /// Why an app command was refused.
@@ -100,6 +105,53 @@ pub struct Stats {
 }
 
 /// Per-core constants.
+impl Stats {
+    /// Adds another lane's counters (for totals over all lanes).
+    pub fn add(&mut self, o: &Stats) {
+        // Destructured without `..`: a new counter must be added here.
+        let Stats {
+            rx_frames,
+            rx_payload_bytes,
+            tx_frames,
+            tx_payload_bytes,
+            acks_sent,
+            exceptions,
+            bad_checksum,
+            not_for_us,
+            dup_segments,
+            ooo_accepted,
+            ooo_dropped,
+            window_trimmed,
+            dupacks,
+            fast_retransmits,
+            future_acks,
+            app_cmd_invalid,
+            notify_backpressure,
+            tx_full,
+            mem_errors,
+        } = *o;
+        self.rx_frames += rx_frames;
+        self.rx_payload_bytes += rx_payload_bytes;
+        self.tx_frames += tx_frames;
+        self.tx_payload_bytes += tx_payload_bytes;
+        self.acks_sent += acks_sent;
+        self.exceptions += exceptions;
+        self.bad_checksum += bad_checksum;
+        self.not_for_us += not_for_us;
+        self.dup_segments += dup_segments;
+        self.ooo_accepted += ooo_accepted;
+        self.ooo_dropped += ooo_dropped;
+        self.window_trimmed += window_trimmed;
+        self.dupacks += dupacks;
+        self.fast_retransmits += fast_retransmits;
+        self.future_acks += future_acks;
+        self.app_cmd_invalid += app_cmd_invalid;
+        self.notify_backpressure += notify_backpressure;
+        self.tx_full += tx_full;
+        self.mem_errors += mem_errors;
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
     pub local_mac: [u8; 6],
@@ -114,7 +166,28 @@ pub struct FastPath {
     cfg: Config,
     sched: TxScheduler,
     pending: VecDeque<FlowId>,
+    /// The lane (NIC queue + TX scheduler) this instance serves; flows whose
+    /// `group` differs are scheduled on their own lane.
+    lane: u16,
     pub stats: Stats,
+}
+
+/// Queues flow `id` on this lane's scheduler, or forwards the activation to
+/// the flow's own lane.
+#[inline]
+fn activate<O: Output>(
+    sched: &mut TxScheduler,
+    lane: u16,
+    group: u16,
+    id: FlowId,
+    now: u64,
+    out: &mut O,
+) {
+    if group == lane {
+        sched.activate(id, now);
+    } else {
+        out.forward(group, id);
+    }
 }
 
 /// What receiving one segment asks of the caller.
@@ -537,8 +610,20 @@ impl FastPath {
             cfg,
             sched: TxScheduler::new(cap),
             pending: VecDeque::with_capacity(cap * 2),
+            lane: 0,
             stats: Stats::default(),
         }
+    }
+
+    /// This instance serves lane `lane` (default 0): flows of other lanes
+    /// are forwarded through [`Output::forward`] instead of scheduled here.
+    pub fn with_lane(mut self, lane: u16) -> Self {
+        self.lane = lane;
+        self
+    }
+
+    pub fn lane(&self) -> u16 {
+        self.lane
     }
 
     pub fn table(&self) -> &Arc<FlowTable> {
@@ -637,7 +722,7 @@ impl FastPath {
             Self::mark(&mut self.pending, &mut f);
         }
         if r.tx_ready && can_send(&f) {
-            self.sched.activate(id, now);
+            activate(&mut self.sched, self.lane, f.group, id, now, out);
         }
         drop(f);
         if r.fin_rx {
@@ -728,29 +813,29 @@ impl FastPath {
             send_ack(&self.cfg, &f, 0, ts_now(now), mem, out, &mut self.stats);
         }
         if can_send(&f) {
-            self.sched.activate(c.flow, now);
+            activate(&mut self.sched, self.lane, f.group, c.flow, now, out);
         }
         Ok(())
     }
 
     /// Slow-path command: retransmit from the first unacknowledged byte
     /// (retransmission timeout).
-    pub fn retransmit(&mut self, id: FlowId, now: u64) {
+    pub fn retransmit<O: Output>(&mut self, id: FlowId, now: u64, out: &mut O) {
         let table = &*self.table;
         let Some(mut f) = table.lock(id) else { return };
         go_back_n(&mut f);
         if can_send(&f) {
-            self.sched.activate(id, now);
+            activate(&mut self.sched, self.lane, f.group, id, now, out);
         }
     }
 
     /// Slow-path command: the flow's rate, window or state changed; send if
     /// it now can.
-    pub fn kick(&mut self, id: FlowId, now: u64) {
+    pub fn kick<O: Output>(&mut self, id: FlowId, now: u64, out: &mut O) {
         let table = &*self.table;
         let Some(f) = table.lock(id) else { return };
         if can_send(&f) {
-            self.sched.activate(id, now);
+            activate(&mut self.sched, self.lane, f.group, id, now, out);
         }
     }
 

@@ -1,12 +1,23 @@
-//! The per-core poll loop: a thin layer that wires a NIC, the apps' context
-//! queues and the slow path's queues around the sans-I/O [`FastPath`].
+//! The fast-path threads: *lanes* polled by *cores*.
 //!
-//! One round: receive a NIC batch and run each frame through the engine;
-//! apply app commands (round-robin, bounded per app); apply slow-path
-//! commands (bounded); let the TX scheduler cut segments; flush the NIC
-//! batch; deliver notifications (one eventfd kick per waiting app). A core
-//! with nothing to do for `idle_spin` blocks in `poll()` on the NIC's fd and
-//! its own eventfd until a frame, a kick or the scheduler's next deadline.
+//! A lane is one NIC queue with its own sans-I/O [`FastPath`] engine (and so
+//! its own TX scheduler), its app ports and its queues to and from the slow
+//! path. A core is a polling thread that holds some lanes; lanes move between
+//! cores when the slow path adds or removes cores, always whole and always
+//! held by exactly one core, so a queue's frames are never polled twice and
+//! a flow's segments leave from one lane (its `group`) only. Frames of a flow
+//! that arrive on another lane (a NIC that re-hashed) are still processed
+//! there under the per-flow lock; the TX activation is forwarded to the
+//! flow's lane.
+//!
+//! One round of a lane: receive a NIC batch and run each frame through the
+//! engine; apply app commands (lane 0 only: apps have one command ring);
+//! apply slow-path commands and activations forwarded by other lanes
+//! (bounded); let the TX scheduler cut segments; flush the NIC batch;
+//! deliver notifications into this lane's event ring of each app (one
+//! eventfd kick per waiting app). A core whose lanes had nothing to do for
+//! `idle_spin` blocks in `poll()` on its lanes' NIC fds and eventfds until a
+//! frame, a kick or the next scheduler deadline.
 //!
 //! Exceptions go to the slow path in buffers taken from a preallocated pool,
 //! so the loop does not allocate per packet.
@@ -20,7 +31,7 @@ use crate::flowtable::{FlowId, FlowTable};
 use crate::nic::{FrameBatch, Nic};
 use crossbeam_queue::ArrayQueue;
 use std::os::fd::RawFd;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +45,10 @@ const APP_CMDS_PER_ROUND: usize = 16;
 const SLOW_CMDS_PER_ROUND: usize = 16;
 /// Flows the TX scheduler may fire per round.
 const TX_PER_ROUND: usize = 32;
+/// Activations forwarded by other lanes taken per round.
+const KICKS_PER_ROUND: usize = 64;
+/// Lanes one core sleeps on at once (more are polled, not waited on).
+const MAX_LANES_PER_CORE: usize = 64;
 
 /// Monotonic nanoseconds (vDSO, no system call).
 pub fn now_ns() -> u64 {
@@ -46,19 +61,21 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// An attached app as a core sees it: its mapped region and context queues.
+/// An attached app as one lane sees it: its mapped region, this lane's
+/// event ring, and (lane 0 only) the app's command ring.
 pub struct AppPort {
     pub id: u16,
     pub base: *mut u8,
     pub len: usize,
     pub events: RingProducer<AppEvent>,
-    pub cmds: RingConsumer<AppCmd>,
+    pub cmds: Option<RingConsumer<AppCmd>>,
     /// The app's eventfd: written to wake the app.
     pub app_wake: RawFd,
 }
 
-// SAFETY: the region behind `base` stays mapped until the core acknowledges
-// `CoreCmd::RemoveApp` (the slow path waits for that before unmapping).
+// SAFETY: the region behind `base` stays mapped until every lane
+// acknowledges `CoreCmd::RemoveApp` (the slow path waits for that before
+// unmapping).
 unsafe impl Send for AppPort {}
 
 impl AppPort {
@@ -69,11 +86,12 @@ impl AppPort {
     }
 }
 
-/// Commands from the slow path to a core.
+/// Commands from the slow path to a lane.
 pub enum CoreCmd {
     AddApp(AppPort),
-    /// Forget app `id`; `done` is set once the core no longer touches its region.
-    RemoveApp(u16, Arc<AtomicBool>),
+    /// Forget app `id`; each lane decrements the counter once it no longer
+    /// touches the app's region.
+    RemoveApp(u16, Arc<AtomicU32>),
     /// Transmit this frame.
     Send(Vec<u8>),
     /// Run this frame through the receive path (data that raced an install).
@@ -89,27 +107,175 @@ pub struct Exc {
     pub frame: Vec<u8>,
 }
 
-/// Queues and wake-ups shared between one core and the slow path.
-pub struct CoreShared {
+/// Queues and wake-ups of one lane, shared with the slow path and the
+/// other lanes.
+pub struct LaneShared {
+    pub id: u16,
     pub cmds: ArrayQueue<CoreCmd>,
     pub exc: ArrayQueue<Exc>,
     /// Empty frame buffers for exceptions (the slow path returns them).
     pub exc_pool: ArrayQueue<Vec<u8>>,
-    /// eventfd the core sleeps on (slow path and apps write it).
-    pub core_wake: RawFd,
-    /// eventfd the slow path sleeps on (the core writes it).
-    pub slow_wake: RawFd,
+    /// TX activations forwarded by other lanes for this lane's flows.
+    pub kicks: ArrayQueue<FlowId>,
+    /// eventfd that wakes whichever core holds the lane (slow path, apps
+    /// and other lanes write it).
+    pub wake: RawFd,
+    /// Set while the holding core sleeps.
     pub sleeping: AtomicBool,
-    pub stop: AtomicBool,
+    /// The core that should hold this lane (the slow path writes it; the
+    /// holder hands the lane over when it differs).
+    pub owner: AtomicU32,
     /// A copy of the engine's counters, refreshed about every millisecond.
     pub stats: Mutex<Stats>,
-    pub busy_ns: AtomicU64,
-    pub idle_ns: AtomicU64,
     pub exc_dropped: AtomicU64,
 }
 
+impl LaneShared {
+    fn new(id: u16, owner: u32) -> std::io::Result<Self> {
+        let pool = ArrayQueue::new(1024);
+        for _ in 0..1024 {
+            let _ = pool.push(Vec::with_capacity(crate::nic::FRAME_SLOT));
+        }
+        Ok(LaneShared {
+            id,
+            cmds: ArrayQueue::new(16 * 1024),
+            exc: ArrayQueue::new(1024),
+            exc_pool: pool,
+            kicks: ArrayQueue::new(16 * 1024),
+            wake: eventfd()?,
+            sleeping: AtomicBool::new(false),
+            owner: AtomicU32::new(owner),
+            stats: Mutex::new(Stats::default()),
+            exc_dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Queues a command and wakes the lane's core if it sleeps. False if the
+    /// queue is full.
+    pub fn command(&self, c: CoreCmd) -> bool {
+        let ok = self.cmds.push(c).is_ok();
+        self.wake_if_sleeping();
+        ok
+    }
+
+    /// The publishing side of the sleep handshake (see `abi::announce_sleep`).
+    fn wake_if_sleeping(&self) {
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) {
+            kick(self.wake);
+        }
+    }
+
+    /// Returns an exception's buffer to the pool.
+    pub fn recycle(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        let _ = self.exc_pool.push(buf);
+    }
+}
+
+impl Drop for LaneShared {
+    fn drop(&mut self) {
+        // SAFETY: closing the eventfd this struct created.
+        unsafe { libc::close(self.wake) };
+    }
+}
+
+/// One polling thread's shared state.
+pub struct CoreSlot {
+    pub id: u16,
+    /// eventfd that wakes the core (lane hand-over, stop).
+    pub wake: RawFd,
+    /// Time spent in rounds that found work.
+    pub busy_ns: AtomicU64,
+    /// Time spent in empty rounds (spinning) and asleep.
+    pub idle_ns: AtomicU64,
+    /// Lanes the core holds now (a bit per lane below 64).
+    pub lanes_held: AtomicU64,
+}
+
+/// Everything the cores and the slow path share.
+pub struct FastPathShared<N: Nic> {
+    pub lanes: Vec<Arc<LaneShared>>,
+    pub cores: Vec<CoreSlot>,
+    /// Lanes being handed to each core.
+    inbox: Vec<ArrayQueue<Lane<N>>>,
+    /// eventfd the slow path sleeps on (cores write it).
+    pub slow_wake: RawFd,
+    pub stop: AtomicBool,
+}
+
+impl<N: Nic> FastPathShared<N> {
+    /// Shared state for `cores` polling threads and `lanes` lanes.
+    pub fn new(cores: usize, lanes: usize) -> std::io::Result<Arc<Self>> {
+        let mut lane_v = Vec::with_capacity(lanes);
+        for i in 0..lanes {
+            lane_v.push(Arc::new(LaneShared::new(i as u16, 0)?));
+        }
+        let mut core_v = Vec::with_capacity(cores);
+        for i in 0..cores {
+            core_v.push(CoreSlot {
+                id: i as u16,
+                wake: eventfd()?,
+                busy_ns: AtomicU64::new(0),
+                idle_ns: AtomicU64::new(0),
+                lanes_held: AtomicU64::new(0),
+            });
+        }
+        Ok(Arc::new(FastPathShared {
+            lanes: lane_v,
+            inbox: (0..cores).map(|_| ArrayQueue::new(lanes.max(1))).collect(),
+            cores: core_v,
+            slow_wake: eventfd()?,
+            stop: AtomicBool::new(false),
+        }))
+    }
+
+    /// Hands `lane` to `core` before the cores start (or while they run:
+    /// the holder passes it on).
+    pub fn place(&self, lane: Lane<N>, core: usize) {
+        let id = lane.shared.id as usize;
+        self.lanes[id].owner.store(core as u32, Ordering::SeqCst);
+        if self.inbox[core].push(lane).is_err() {
+            unreachable!("an inbox holds every lane");
+        }
+        kick(self.cores[core].wake);
+    }
+
+    /// Moves lane `lane` to core `core`; its current holder hands it over
+    /// at the end of its round.
+    pub fn assign(&self, lane: usize, core: usize) {
+        let l = &self.lanes[lane];
+        let old = l.owner.swap(core as u32, Ordering::SeqCst) as usize;
+        if old != core {
+            kick(self.cores[old].wake);
+            kick(l.wake);
+        }
+    }
+
+    /// Stops every core (they return from `run`).
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for c in &self.cores {
+            kick(c.wake);
+        }
+    }
+}
+
+impl<N: Nic> Drop for FastPathShared<N> {
+    fn drop(&mut self) {
+        // SAFETY: closing the eventfds this struct created.
+        unsafe {
+            libc::close(self.slow_wake);
+            for c in &self.cores {
+                libc::close(c.wake);
+            }
+        }
+    }
+}
+
 fn eventfd() -> std::io::Result<RawFd> {
-    // SAFETY: plain syscall; the fd is owned by CoreShared and closed on drop.
+    // SAFETY: plain syscall; the fd is owned by the struct that stores it
+    // and closed on drop.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if fd < 0 {
         Err(std::io::Error::last_os_error())
@@ -130,55 +296,6 @@ pub fn drain(fd: RawFd) {
     let mut v: u64 = 0;
     // SAFETY: reads 8 bytes into a valid u64 from a non-blocking eventfd.
     unsafe { libc::read(fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
-}
-
-impl CoreShared {
-    pub fn new() -> std::io::Result<Arc<Self>> {
-        let pool = ArrayQueue::new(1024);
-        for _ in 0..1024 {
-            let _ = pool.push(Vec::with_capacity(crate::nic::FRAME_SLOT));
-        }
-        Ok(Arc::new(CoreShared {
-            cmds: ArrayQueue::new(16 * 1024),
-            exc: ArrayQueue::new(1024),
-            exc_pool: pool,
-            core_wake: eventfd()?,
-            slow_wake: eventfd()?,
-            sleeping: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            stats: Mutex::new(Stats::default()),
-            busy_ns: AtomicU64::new(0),
-            idle_ns: AtomicU64::new(0),
-            exc_dropped: AtomicU64::new(0),
-        }))
-    }
-
-    /// Queues a command and wakes the core if it sleeps. False if the queue is full.
-    pub fn command(&self, c: CoreCmd) -> bool {
-        let ok = self.cmds.push(c).is_ok();
-        // The publishing side of the sleep handshake (see `abi::announce_sleep`).
-        fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::SeqCst) {
-            kick(self.core_wake);
-        }
-        ok
-    }
-
-    /// Returns an exception's buffer to the pool.
-    pub fn recycle(&self, mut buf: Vec<u8>) {
-        buf.clear();
-        let _ = self.exc_pool.push(buf);
-    }
-}
-
-impl Drop for CoreShared {
-    fn drop(&mut self) {
-        // SAFETY: closing the eventfds this struct created.
-        unsafe {
-            libc::close(self.core_wake);
-            libc::close(self.slow_wake);
-        }
-    }
 }
 
 /// Payload memory backed by the mapped app regions.
@@ -248,7 +365,10 @@ impl Default for CoreConfig {
 struct Sink<'a, N: Nic> {
     nic: &'a mut N,
     tx: &'a mut FrameBatch,
-    shared: &'a CoreShared,
+    shared: &'a LaneShared,
+    lanes: &'a [Arc<LaneShared>],
+    /// Forwarded activations whose lane queue was full (retried next round).
+    deferred: &'a mut Vec<(u16, FlowId)>,
     exc_sent: bool,
 }
 
@@ -295,85 +415,65 @@ impl<N: Nic> Output for Sink<'_, N> {
         }
         self.exc_sent = true;
     }
+    fn forward(&mut self, lane: u16, id: FlowId) {
+        match self.lanes.get(lane as usize) {
+            Some(l) => {
+                if l.kicks.push(id).is_ok() {
+                    l.wake_if_sleeping();
+                } else {
+                    // Never lose an activation: the flow would stall.
+                    self.deferred.push((lane, id));
+                }
+            }
+            // A group outside the lanes (a slow-path bug): send from here.
+            None => tracing::debug!(lane, id, "flow steered to a lane that does not exist"),
+        }
+    }
 }
 
-/// One fast-path core.
-pub struct Core<N: Nic> {
+/// One lane: a NIC queue, its engine, and its view of the apps.
+pub struct Lane<N: Nic> {
     fp: FastPath,
     nic: N,
     rx: FrameBatch,
     tx: FrameBatch,
     mem: ShmMem,
     apps: Vec<Option<AppPort>>,
-    shared: Arc<CoreShared>,
-    cfg: CoreConfig,
     woken: Vec<bool>,
+    deferred: Vec<(u16, FlowId)>,
+    shared: Arc<LaneShared>,
 }
 
-impl<N: Nic> Core<N> {
-    pub fn new(
-        nic: N,
-        table: Arc<FlowTable>,
-        engine: Config,
-        shared: Arc<CoreShared>,
-        cfg: CoreConfig,
-    ) -> Self {
-        Core {
-            fp: FastPath::new(table, engine),
+// SAFETY: every field is Send except the raw pointers inside `AppPort`
+// (Send by its own impl) and `ShmMem`'s addresses, which point into regions
+// that stay mapped while registered, whichever thread holds the lane.
+unsafe impl<N: Nic> Send for Lane<N> {}
+
+impl<N: Nic> Lane<N> {
+    /// Lane `shared.id` over `nic`, with the flow table shared by all lanes.
+    pub fn new(nic: N, table: Arc<FlowTable>, engine: Config, shared: Arc<LaneShared>) -> Self {
+        let cap = table.capacity();
+        Lane {
+            fp: FastPath::new(table, engine).with_lane(shared.id),
             nic,
             rx: FrameBatch::new(BATCH),
             tx: FrameBatch::new(BATCH),
             mem: ShmMem::new(),
             apps: (0..MAX_APPS).map(|_| None).collect(),
-            shared,
-            cfg,
             woken: vec![false; MAX_APPS],
+            deferred: Vec::with_capacity(cap.min(1 << 16)),
+            shared,
         }
     }
 
-    /// Runs until `shared.stop` is set.
-    pub fn run(mut self) {
-        let mut last_work = now_ns();
-        let mut last_stats = 0u64;
-        let mut busy_since = last_work;
-        while !self.shared.stop.load(Ordering::Relaxed) {
-            let now = now_ns();
-            let work = self.round(now);
-            if work > 0 {
-                last_work = now;
-            } else if now - last_work > self.cfg.idle_spin.as_nanos() as u64 {
-                self.shared
-                    .busy_ns
-                    .fetch_add(now - busy_since, Ordering::Relaxed);
-                self.sleep(now);
-                let after = now_ns();
-                self.shared
-                    .idle_ns
-                    .fetch_add(after - now, Ordering::Relaxed);
-                busy_since = after;
-                last_work = after;
-            }
-            if now - last_stats > 1_000_000 {
-                last_stats = now;
-                if let Ok(mut s) = self.shared.stats.lock() {
-                    *s = self.fp.stats;
-                }
-                self.shared
-                    .busy_ns
-                    .fetch_add(now - busy_since, Ordering::Relaxed);
-                busy_since = now;
-            }
-        }
-        // Stopping: release every region before returning.
-        for a in self.apps.iter_mut() {
-            *a = None;
-        }
+    pub fn id(&self) -> u16 {
+        self.shared.id
     }
 
-    /// One round of the loop; returns how much work it did.
-    pub fn round(&mut self, now: u64) -> usize {
+    /// One round; returns how much work it did.
+    fn round(&mut self, now: u64, lanes: &[Arc<LaneShared>], slow_wake: RawFd) -> usize {
         let mut work = 0;
-        let Core {
+        let Lane {
             fp,
             nic,
             rx,
@@ -382,12 +482,29 @@ impl<N: Nic> Core<N> {
             apps,
             shared,
             woken,
-            ..
+            deferred,
         } = self;
+        // Activations that did not fit into another lane's queue last round.
+        if !deferred.is_empty() {
+            let mut keep = 0;
+            for i in 0..deferred.len() {
+                let (lane, id) = deferred[i];
+                let l = &lanes[lane as usize];
+                if l.kicks.push(id).is_ok() {
+                    l.wake_if_sleeping();
+                } else {
+                    deferred[keep] = (lane, id);
+                    keep += 1;
+                }
+            }
+            deferred.truncate(keep);
+        }
         let mut out = Sink {
             nic,
             tx,
             shared,
+            lanes,
+            deferred,
             exc_sent: false,
         };
 
@@ -404,10 +521,13 @@ impl<N: Nic> Core<N> {
             Err(e) => tracing::debug!("nic recv: {e}"),
         }
 
-        // 2. App commands.
+        // 2. App commands (their rings are served by lane 0).
         for port in apps.iter_mut().flatten() {
+            let Some(cmds) = port.cmds.as_mut() else {
+                continue;
+            };
             for _ in 0..APP_CMDS_PER_ROUND {
-                let Some(c) = port.cmds.pop() else { break };
+                let Some(c) = cmds.pop() else { break };
                 work += 1;
                 if let Err(e) = fp.app_cmd(port.id, &c, now, mem, &mut out) {
                     tracing::debug!(app = port.id, "refused app command: {e}");
@@ -415,7 +535,7 @@ impl<N: Nic> Core<N> {
             }
         }
 
-        // 3. Slow-path commands.
+        // 3. Slow-path commands and forwarded activations.
         for _ in 0..SLOW_CMDS_PER_ROUND {
             let Some(c) = out.shared.cmds.pop() else {
                 break;
@@ -429,12 +549,12 @@ impl<N: Nic> Core<N> {
                         apps[id] = Some(port);
                     }
                 }
-                CoreCmd::RemoveApp(id, done) => {
+                CoreCmd::RemoveApp(id, remaining) => {
                     if let Some(slot) = apps.get_mut(id as usize) {
                         *slot = None;
                         mem.regions[id as usize] = (0, 0);
                     }
-                    done.store(true, Ordering::Release);
+                    remaining.fetch_sub(1, Ordering::AcqRel);
                 }
                 CoreCmd::Send(frame) => {
                     out.tx(|b| {
@@ -444,19 +564,26 @@ impl<N: Nic> Core<N> {
                     });
                 }
                 CoreCmd::Rx(frame) => fp.rx(&frame, now, mem, &mut out),
-                CoreCmd::Retransmit(id) => fp.retransmit(id, now),
-                CoreCmd::Kick(id) => fp.kick(id, now),
+                CoreCmd::Retransmit(id) => fp.retransmit(id, now, &mut out),
+                CoreCmd::Kick(id) => fp.kick(id, now, &mut out),
             }
+        }
+        for _ in 0..KICKS_PER_ROUND {
+            let Some(id) = out.shared.kicks.pop() else {
+                break;
+            };
+            work += 1;
+            fp.kick(id, now, &mut out);
         }
 
         // 4. Transmit what the scheduler allows, then flush.
         work += fp.poll_tx(now, TX_PER_ROUND, mem, &mut out);
         out.flush();
         if out.exc_sent {
-            kick(out.shared.slow_wake);
+            kick(slow_wake);
         }
 
-        // 5. Notifications.
+        // 5. Notifications into this lane's event ring of each app.
         if fp.pending_notifications() > 0 {
             let n = fp.flush_notifications(|ctx, ev| match apps.get_mut(ctx as usize) {
                 Some(Some(port)) => {
@@ -486,42 +613,184 @@ impl<N: Nic> Core<N> {
         work
     }
 
-    fn sleep(&mut self, now: u64) {
-        self.shared.sleeping.store(true, Ordering::SeqCst);
+    /// Tells apps (lane 0 holds their command rings) whether to kick.
+    fn announce_sleep(&self, on: bool) {
+        self.shared.sleeping.store(on, Ordering::SeqCst);
         for port in self.apps.iter().flatten() {
-            announce_sleep(&port.header().core_sleeping, true);
+            if port.cmds.is_some() {
+                announce_sleep(&port.header().core_sleeping, on);
+            }
         }
         fence(Ordering::SeqCst);
-        // Re-check after announcing sleep, so no kick is missed.
-        let mut timeout_ms: i32 = 100;
-        if let Some(t) = self.fp.poll_at() {
-            timeout_ms = if t <= now {
-                0
+    }
+
+    fn publish_stats(&self) {
+        if let Ok(mut s) = self.shared.stats.lock() {
+            *s = self.fp.stats;
+        }
+    }
+}
+
+/// One fast-path polling thread.
+pub struct Core<N: Nic> {
+    id: usize,
+    lanes: Vec<Lane<N>>,
+    shared: Arc<FastPathShared<N>>,
+    cfg: CoreConfig,
+}
+
+impl<N: Nic> Core<N> {
+    pub fn new(id: usize, shared: Arc<FastPathShared<N>>, cfg: CoreConfig) -> Self {
+        Core {
+            id,
+            lanes: Vec::new(),
+            shared,
+            cfg,
+        }
+    }
+
+    /// Takes lanes handed to this core and hands on those assigned elsewhere.
+    fn exchange_lanes(&mut self) {
+        let sh = &*self.shared;
+        while let Some(l) = sh.inbox[self.id].pop() {
+            self.lanes.push(l);
+        }
+        let mut i = 0;
+        while i < self.lanes.len() {
+            let owner = self.lanes[i].shared.owner.load(Ordering::SeqCst) as usize;
+            if owner != self.id && owner < sh.cores.len() {
+                let l = self.lanes.swap_remove(i);
+                l.publish_stats();
+                if let Err(l) = sh.inbox[owner].push(l) {
+                    // Cannot happen (an inbox holds every lane); keep it.
+                    self.lanes.push(l);
+                    break;
+                }
+                kick(sh.cores[owner].wake);
             } else {
-                (((t - now) / 1_000_000) as i32).clamp(0, 100)
+                i += 1;
+            }
+        }
+        let mut mask = 0u64;
+        for l in &self.lanes {
+            if l.id() < 64 {
+                mask |= 1 << l.id();
+            }
+        }
+        sh.cores[self.id].lanes_held.store(mask, Ordering::Relaxed);
+    }
+
+    /// Runs until `shared.stop` is set.
+    pub fn run(mut self) {
+        let spin = self.cfg.idle_spin.as_nanos().min(u64::MAX as u128) as u64;
+        let mut last_work = now_ns();
+        let mut last_stats = 0u64;
+        let lanes_sh: Vec<Arc<LaneShared>> = self.shared.lanes.clone();
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            self.exchange_lanes();
+            let slot = &self.shared.cores[self.id];
+            if self.lanes.is_empty() {
+                // Inactive: sleep until the slow path hands over a lane.
+                let mut pfd = libc::pollfd {
+                    fd: slot.wake,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut pfd, 1, 1000) };
+                drain(slot.wake);
+                last_work = now_ns();
+                continue;
+            }
+            let t0 = now_ns();
+            let mut work = 0;
+            for l in self.lanes.iter_mut() {
+                work += l.round(t0, &lanes_sh, self.shared.slow_wake);
+            }
+            let t1 = now_ns();
+            if work > 0 {
+                slot.busy_ns.fetch_add(t1 - t0, Ordering::Relaxed);
+                last_work = t1;
+            } else {
+                slot.idle_ns.fetch_add(t1 - t0, Ordering::Relaxed);
+                if t1 - last_work > spin {
+                    let slept = self.sleep(t1, &lanes_sh);
+                    self.shared.cores[self.id]
+                        .idle_ns
+                        .fetch_add(slept, Ordering::Relaxed);
+                    last_work = now_ns();
+                }
+            }
+            if t1 - last_stats > 1_000_000 {
+                last_stats = t1;
+                for l in &self.lanes {
+                    l.publish_stats();
+                }
+            }
+        }
+        // Stopping: release every region before returning.
+        for l in self.lanes.iter_mut() {
+            l.publish_stats();
+            for a in l.apps.iter_mut() {
+                *a = None;
+            }
+        }
+    }
+
+    /// Blocks until a frame, a kick or the next scheduler deadline; returns
+    /// the time asleep.
+    fn sleep(&mut self, now: u64, lanes_sh: &[Arc<LaneShared>]) -> u64 {
+        for l in &self.lanes {
+            l.announce_sleep(true);
+        }
+        let mut timeout_ms: i32 = 100;
+        for l in &self.lanes {
+            if let Some(t) = l.fp.poll_at() {
+                let ms = if t <= now {
+                    0
+                } else {
+                    (((t - now) / 1_000_000) as i32).clamp(0, 100)
+                };
+                timeout_ms = timeout_ms.min(ms);
+            }
+        }
+        // Re-check after announcing sleep, so no kick is missed.
+        let t = now_ns();
+        let mut work = 0;
+        for l in self.lanes.iter_mut() {
+            work += l.round(t, lanes_sh, self.shared.slow_wake);
+        }
+        let slot = &self.shared.cores[self.id];
+        let mut slept = 0;
+        if work == 0 && timeout_ms != 0 {
+            let mut fds: [libc::pollfd; 1 + 2 * MAX_LANES_PER_CORE] = [libc::pollfd {
+                fd: -1,
+                events: libc::POLLIN,
+                revents: 0,
             };
+                1 + 2 * MAX_LANES_PER_CORE];
+            fds[0].fd = slot.wake;
+            let mut n = 1;
+            for l in self.lanes.iter().take(MAX_LANES_PER_CORE) {
+                fds[n].fd = l.shared.wake;
+                n += 1;
+                if let Some(fd) = l.nic.wait_fd() {
+                    fds[n].fd = fd;
+                    n += 1;
+                }
+            }
+            // SAFETY: `fds` holds `n` valid pollfd entries.
+            unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
+            let after = now_ns();
+            slept = after.saturating_sub(t);
+            drain(slot.wake);
+            for l in &self.lanes {
+                drain(l.shared.wake);
+            }
         }
-        if self.round(now_ns()) == 0 && timeout_ms != 0 {
-            let mut fds = [
-                libc::pollfd {
-                    fd: self.shared.core_wake,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.nic.wait_fd().unwrap_or(-1),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            let nfds = if fds[1].fd >= 0 { 2 } else { 1 };
-            // SAFETY: `fds` is a valid array of `nfds` pollfd entries.
-            unsafe { libc::poll(fds.as_mut_ptr(), nfds, timeout_ms) };
-            drain(self.shared.core_wake);
+        for l in &self.lanes {
+            l.announce_sleep(false);
         }
-        self.shared.sleeping.store(false, Ordering::SeqCst);
-        for port in self.apps.iter().flatten() {
-            announce_sleep(&port.header().core_sleeping, false);
-        }
+        slept
     }
 }

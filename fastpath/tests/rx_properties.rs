@@ -98,6 +98,9 @@ impl Output for Cap {
     fn exception(&mut self, reason: Exception, flow: Option<FlowId>, _frame: &[u8]) {
         self.exceptions.push((reason, flow));
     }
+    fn forward(&mut self, lane: u16, id: FlowId) {
+        panic!("single-lane engine forwarded flow {id} to lane {lane}");
+    }
 }
 
 /// A segment we sent, parsed back (and checked to be well formed).
@@ -552,7 +555,7 @@ fn rx_never_panics() {
             2 => {
                 w.fp.flush_notifications(|_, _| rng.one_in(2));
             }
-            3 => w.fp.retransmit(w.id, now),
+            3 => w.fp.retransmit(w.id, now, &mut w.out),
             _ => {}
         }
         w.check_flow();
@@ -1079,10 +1082,10 @@ fn tx_case(seed: u64) -> engine::Stats {
                     let a = ack_frame(&peer, false);
                     w.rx(&a, now);
                     if wire.is_empty() && step % 16 == 3 {
-                        w.fp.retransmit(w.id, now);
+                        w.fp.retransmit(w.id, now, &mut w.out);
                     }
                 } else if rng.one_in(3) {
-                    w.fp.retransmit(w.id, now);
+                    w.fp.retransmit(w.id, now, &mut w.out);
                 } else {
                     let a = ack_frame(&peer, false);
                     w.rx(&a, now);

@@ -157,7 +157,8 @@ struct Listener {
 pub struct Tas {
     sock: OwnedFd,
     map: memmap2::MmapMut,
-    events: RingConsumer<AppEvent>,
+    /// One notification ring per fast-path lane.
+    events: Vec<RingConsumer<AppEvent>>,
     cmds: RingProducer<AppCmd>,
     app_wake: OwnedFd,
     core_wake: OwnedFd,
@@ -268,6 +269,8 @@ impl Tas {
             return Err(io::Error::other("tasd refused the attach"));
         }
         let [size, event_cap, cmd_cap, event_off, cmd_off] = m.arg;
+        // One event ring per fast-path lane, back to back.
+        let rings = m.flow;
         let mut it = owned.into_iter();
         let (memfd, app_wake, core_wake) =
             (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
@@ -278,21 +281,32 @@ impl Tas {
                 .len(size as usize)
                 .map_mut(&memfd)?
         };
-        let ev_end = event_off as u64 + event_cap as u64 * 32;
-        let cmd_end = cmd_off as u64 + cmd_cap as u64 * 16;
-        if ev_end > size as u64 || cmd_end > size as u64 || event_off < 64 || cmd_off < 64 {
+        let ring_bytes = event_cap as u64 * std::mem::size_of::<AppEvent>() as u64;
+        let ev_end = event_off as u64 + rings as u64 * ring_bytes;
+        let cmd_end = cmd_off as u64 + cmd_cap as u64 * std::mem::size_of::<AppCmd>() as u64;
+        if rings == 0
+            || rings > 1024
+            || ev_end > size as u64
+            || cmd_end > size as u64
+            || event_off < 64
+            || cmd_off < 64
+        {
             return Err(io::Error::other(
                 "tasd announced a region layout that does not fit",
             ));
         }
         let base = map.as_mut_ptr();
         // SAFETY: offsets were checked against the mapping's size above.
-        let (events, cmds) = unsafe {
-            (
-                RingConsumer::new(base.add(event_off as usize), event_cap),
-                RingProducer::new(base.add(cmd_off as usize), cmd_cap),
-            )
-        };
+        let events = (0..rings as u64)
+            .map(|i| unsafe {
+                RingConsumer::new(
+                    base.add((event_off as u64 + i * ring_bytes) as usize),
+                    event_cap,
+                )
+            })
+            .collect();
+        // SAFETY: as above.
+        let cmds = unsafe { RingProducer::new(base.add(cmd_off as usize), cmd_cap) };
         let t = Tas {
             sock,
             map,
@@ -893,11 +907,7 @@ impl Tas {
     /// Processes waiting notifications and control messages; returns how
     /// many there were.
     pub fn poll(&mut self) -> io::Result<usize> {
-        let mut n = 0;
-        while let Some(ev) = self.events.pop() {
-            n += 1;
-            self.on_event(ev);
-        }
+        let mut n = self.drain_events();
         loop {
             let mut buf = [0u8; 256];
             match recv(self.sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
@@ -929,6 +939,20 @@ impl Tas {
         }
         self.flush_cmds();
         Ok(n)
+    }
+
+    /// Takes every notification from every lane's ring. Notifications are
+    /// cumulative (absolute sequence numbers, sticky flags), so the order
+    /// between rings does not matter.
+    fn drain_events(&mut self) -> usize {
+        let mut n = 0;
+        for i in 0..self.events.len() {
+            while let Some(ev) = self.events[i].pop() {
+                n += 1;
+                self.on_event(ev);
+            }
+        }
+        n
     }
 
     fn on_event(&mut self, ev: AppEvent) {
@@ -965,11 +989,7 @@ impl Tas {
     /// Like [`Tas::poll`] but only the notification ring (no system call);
     /// for spinning.
     pub fn poll_events(&mut self) -> usize {
-        let mut n = 0;
-        while let Some(ev) = self.events.pop() {
-            n += 1;
-            self.on_event(ev);
-        }
+        let n = self.drain_events();
         if n > 0 {
             self.flush_cmds();
         }

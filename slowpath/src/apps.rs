@@ -92,6 +92,8 @@ pub struct Apps {
     pub local_ip: u32,
     pub event_cap: u32,
     pub cmd_cap: u32,
+    /// Fast-path lanes: each app region has one event ring per lane.
+    pub lanes: u32,
     pub attached_total: u64,
 }
 
@@ -152,6 +154,7 @@ impl Apps {
             local_ip: 0,
             event_cap: 4096,
             cmd_cap: 4096,
+            lanes: 1,
             attached_total: 0,
         })
     }
@@ -173,9 +176,11 @@ impl Apps {
     }
 
     /// Accepts one pending connection and runs the HELLO exchange. Returns
-    /// the new app and the port the fast-path core needs, or None when no
-    /// connection was waiting (or the app misbehaved: it is dropped).
-    pub fn accept(&mut self, core_wake: RawFd) -> Option<(AppId, AppPort)> {
+    /// the new app and the port each fast-path lane needs (index = lane),
+    /// or None when no connection was waiting (or the app misbehaved: it is
+    /// dropped). `core_wake` is the eventfd of lane 0, which serves the
+    /// app's command ring.
+    pub fn accept(&mut self, core_wake: RawFd) -> Option<(AppId, Vec<AppPort>)> {
         let fd = match accept4(self.listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
             Ok(fd) => {
                 // SAFETY: accept4 returned a fresh fd that we now own.
@@ -226,7 +231,7 @@ impl Apps {
         };
         let id = id as AppId;
         match self.setup(id, fd, pid, hello.req, core_wake) {
-            Ok(port) => Some((id, port)),
+            Ok(ports) => Some((id, ports)),
             Err(e) => {
                 tracing::warn!(pid, "attaching app failed: {e}");
                 None
@@ -241,9 +246,14 @@ impl Apps {
         pid: i32,
         req: u32,
         core_wake: RawFd,
-    ) -> std::io::Result<AppPort> {
-        let layout = RegionLayout::new(self.region_size, self.event_cap, self.cmd_cap)
-            .ok_or_else(|| std::io::Error::other("region too small for its rings"))?;
+    ) -> std::io::Result<Vec<AppPort>> {
+        let layout = RegionLayout::new(
+            self.region_size,
+            self.lanes.max(1),
+            self.event_cap,
+            self.cmd_cap,
+        )
+        .ok_or_else(|| std::io::Error::other("region too small for its rings"))?;
         let memfd = memfd(&format!("tas-app-{id}"), self.region_size)?;
         // SAFETY: the memfd is ours and sized; the mapping lives in `App`
         // and outlives the core's use of it (RemoveApp is acknowledged first).
@@ -268,20 +278,35 @@ impl Apps {
             )
         };
         let app_wake = eventfd()?;
-        // SAFETY: both rings lie inside the mapping (RegionLayout checked the
-        // sizes) and stay mapped while the port exists.
-        let (events, cmds) = unsafe {
-            (
-                tas_fastpath::abi::RingProducer::<AppEvent>::new(
-                    base.add(layout.event_off as usize),
-                    layout.event_cap,
-                ),
-                tas_fastpath::abi::RingConsumer::<AppCmd>::new(
-                    base.add(layout.cmd_off as usize),
-                    layout.cmd_cap,
-                ),
-            )
-        };
+        let mut ports = Vec::with_capacity(layout.event_rings as usize);
+        for lane in 0..layout.event_rings {
+            // SAFETY: the rings lie inside the mapping (RegionLayout checked
+            // the sizes) and stay mapped while the ports exist; each ring
+            // has one producer (its lane) and the command ring one consumer
+            // (lane 0).
+            let (events, cmds) = unsafe {
+                (
+                    tas_fastpath::abi::RingProducer::<AppEvent>::new(
+                        base.add(layout.event_ring_off(lane) as usize),
+                        layout.event_cap,
+                    ),
+                    (lane == 0).then(|| {
+                        tas_fastpath::abi::RingConsumer::<AppCmd>::new(
+                            base.add(layout.cmd_off as usize),
+                            layout.cmd_cap,
+                        )
+                    }),
+                )
+            };
+            ports.push(AppPort {
+                id,
+                base,
+                len: self.region_size as usize,
+                events,
+                cmds,
+                app_wake: app_wake.as_raw_fd(),
+            });
+        }
         let mut ok = CtlMsg::new(ctl::HELLO_OK);
         ok.req = req;
         ok.info.local_ip = self.local_ip;
@@ -293,6 +318,7 @@ impl Apps {
             layout.cmd_off,
         ];
         ok.listener = id as u32;
+        ok.flow = layout.event_rings;
         let fds = [memfd.as_raw_fd(), app_wake.as_raw_fd(), core_wake];
         sendmsg::<()>(
             sock.as_raw_fd(),
@@ -302,14 +328,6 @@ impl Apps {
             None,
         )
         .map_err(std::io::Error::from)?;
-        let port = AppPort {
-            id,
-            base,
-            len: self.region_size as usize,
-            events,
-            cmds,
-            app_wake: app_wake.as_raw_fd(),
-        };
         self.apps[id as usize] = Some(App {
             id,
             sock,
@@ -322,7 +340,7 @@ impl Apps {
         });
         self.attached_total += 1;
         tracing::info!(app = id, pid, "app attached");
-        Ok(port)
+        Ok(ports)
     }
 
     /// Sends a control message to an app (dropped if its socket is gone or full).

@@ -39,9 +39,24 @@ pub struct Cli {
     /// Default gateway for destinations outside the local subnet.
     #[arg(long, value_name = "A.B.C.D")]
     pub gateway: Option<String>,
-    /// Fast-path cores (only 1 is supported so far).
-    #[arg(long, default_value = "1")]
+    /// Fast-path core budget: N, or MIN-MAX to let tasd add and remove
+    /// cores with the load (one NIC lane per MAX core is opened at start).
+    #[arg(long, default_value = "1", value_name = "N|MIN-MAX")]
     pub cores: String,
+    /// Add a fast-path core when the active cores' aggregate idle falls
+    /// below this many cores.
+    #[arg(long, default_value_t = 0.2, value_name = "CORES")]
+    pub scale_up_idle: f64,
+    /// Remove a fast-path core when the aggregate idle exceeds this many
+    /// cores (must exceed --scale-up-idle by more than 1).
+    #[arg(long, default_value_t = 1.25, value_name = "CORES")]
+    pub scale_down_idle: f64,
+    /// Measurement window of the scaling controller (ms).
+    #[arg(long, default_value_t = 200, value_name = "MS")]
+    pub scale_window_ms: u64,
+    /// No further scaling for this long after a change (ms).
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub scale_cooldown_ms: u64,
     /// Attach socket for apps and tasctl [env: TAS_SOCKET] [default: /run/tas/tasd.sock]
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
@@ -228,6 +243,37 @@ pub struct Config {
     pub ecn: bool,
     pub dpdk_args: Vec<String>,
     pub cc: CcConfig,
+    /// Core budget and scaling thresholds.
+    pub scale: crate::scale::ScaleConfig,
+}
+
+/// Most fast-path cores (and NIC lanes) tasd runs.
+pub const MAX_CORES: u32 = 64;
+
+/// Parses `N` or `MIN-MAX` (1 <= MIN <= MAX <= [`MAX_CORES`]).
+pub fn parse_cores(s: &str) -> Result<(u32, u32), String> {
+    let num = |x: &str| -> Result<u32, String> {
+        x.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("'{s}': expected N or MIN-MAX"))
+    };
+    let (min, max) = match s.split_once('-') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => {
+            let n = num(s)?;
+            (n, n)
+        }
+    };
+    if min == 0 {
+        return Err(format!("'{s}': at least one fast-path core is needed"));
+    }
+    if min > max {
+        return Err(format!("'{s}': MIN must not exceed MAX"));
+    }
+    if max > MAX_CORES {
+        return Err(format!("'{s}': at most {MAX_CORES} cores"));
+    }
+    Ok((min, max))
 }
 
 fn parse_ip(s: &str, what: &str) -> Result<u32, String> {
@@ -265,14 +311,23 @@ impl Config {
                 ));
             }
         }
-        match cli.cores.as_str() {
-            "1" | "1-1" => {}
-            other => {
-                return Err(format!(
-                    "--cores: '{other}': only a single fast-path core is supported in this version (use --cores 1)"
-                ))
-            }
+        let (cores_min, cores_max) =
+            parse_cores(&cli.cores).map_err(|e| format!("--cores: {e}"))?;
+        if cores_max > 1 && matches!(cli.nic, NicKind::Dpdk) {
+            return Err(format!(
+                "--cores: '{}': the dpdk backend runs one queue in this version (RSS is not implemented); use --cores 1 or --nic af_xdp|af_packet",
+                cli.cores
+            ));
         }
+        let scale = crate::scale::ScaleConfig {
+            min: cores_min,
+            max: cores_max,
+            up_below_idle: cli.scale_up_idle,
+            down_above_idle: cli.scale_down_idle,
+            window: std::time::Duration::from_millis(cli.scale_window_ms),
+            cooldown: std::time::Duration::from_millis(cli.scale_cooldown_ms),
+        };
+        scale.validate().map_err(|e| format!("--scale-*: {e}"))?;
         if cli.iface.is_empty() || cli.iface.len() > 15 {
             return Err(format!(
                 "--iface: '{}' is not a valid interface name",
@@ -314,6 +369,7 @@ impl Config {
             max_flows: cli.max_flows,
             time_wait_ms: cli.time_wait_ms,
             idle_spin_us: cli.idle_spin_us,
+            scale,
             mtu: cli.mtu,
             ecn: cli.ecn,
             dpdk_args: cli.dpdk_args.split_whitespace().map(String::from).collect(),

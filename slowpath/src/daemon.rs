@@ -9,21 +9,24 @@
 //! second.
 
 use crate::apps::{AppId, Apps};
-use crate::config::{Config, NicKind};
+use crate::config::{Config, NicKind, MAX_CORES};
 use crate::ctlsock::{
-    self, AppStatus, CcShow, CoreStatus, CtlServer, Reply, Request, Stats, Status,
+    self, AppStatus, CcShow, CoreStatus, CoresView, CtlServer, Reply, Request, Stats, Status,
 };
+use crate::scale::{Decision, ScaleController};
 use crate::stack::{FpCmd, Stack, StackIo, StackStats};
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tas_fastpath::abi::CtlMsg;
 use tas_fastpath::engine;
 use tas_fastpath::flowtable::FlowTable;
 use tas_fastpath::nic::{af_packet::AfPacketNic, af_xdp::AfXdpNic, Nic, NicError};
-use tas_fastpath::poll::{self, now_ns, Core, CoreCmd, CoreConfig, CoreShared};
+use tas_fastpath::poll::{self, now_ns, Core, CoreCmd, CoreConfig, FastPathShared, Lane};
+
+type Shared = FastPathShared<Box<dyn Nic>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -40,23 +43,36 @@ pub enum DaemonError {
 }
 
 struct Io<'a> {
-    shared: &'a CoreShared,
+    shared: &'a Shared,
+    table: &'a FlowTable,
     apps: &'a mut Apps,
+}
+
+impl Io<'_> {
+    /// The lane that schedules flow `id` (lane 0 if it is gone).
+    fn lane_of(&self, id: tas_fastpath::flowtable::FlowId) -> usize {
+        let g = self.table.lock(id).map_or(0, |f| f.group as usize);
+        if g < self.shared.lanes.len() {
+            g
+        } else {
+            0
+        }
+    }
 }
 
 impl StackIo for Io<'_> {
     fn send_frame(&mut self, frame: &[u8]) {
-        if !self.shared.command(CoreCmd::Send(frame.to_vec())) {
-            tracing::debug!("core command queue full; frame dropped");
+        if !self.shared.lanes[0].command(CoreCmd::Send(frame.to_vec())) {
+            tracing::debug!("lane command queue full; frame dropped");
         }
     }
     fn fastpath(&mut self, cmd: FpCmd) {
-        let c = match cmd {
-            FpCmd::Retransmit(id) => CoreCmd::Retransmit(id),
-            FpCmd::Kick(id) => CoreCmd::Kick(id),
-            FpCmd::Rx(frame) => CoreCmd::Rx(frame),
+        let (lane, c) = match cmd {
+            FpCmd::Retransmit(id) => (self.lane_of(id), CoreCmd::Retransmit(id)),
+            FpCmd::Kick(id) => (self.lane_of(id), CoreCmd::Kick(id)),
+            FpCmd::Rx(frame) => (0, CoreCmd::Rx(frame)),
         };
-        self.shared.command(c);
+        self.shared.lanes[lane].command(c);
     }
     fn app_msg(&mut self, app: AppId, msg: &CtlMsg) {
         self.apps.send(app, msg);
@@ -71,22 +87,28 @@ impl StackIo for Io<'_> {
     }
 }
 
-fn open_nic(cfg: &Config) -> Result<Box<dyn Nic>, DaemonError> {
+/// One NIC handle per lane (`n` lanes, the core budget's maximum).
+fn open_lanes(cfg: &Config, n: usize) -> Result<Vec<Box<dyn Nic>>, DaemonError> {
     let err = |kind, source| DaemonError::Nic {
         iface: cfg.iface.clone(),
         kind,
         source,
     };
+    fn boxed<N: Nic + 'static>(v: Vec<N>) -> Vec<Box<dyn Nic>> {
+        v.into_iter().map(|n| Box::new(n) as Box<dyn Nic>).collect()
+    }
     Ok(match cfg.nic {
-        NicKind::AfXdp => Box::new(AfXdpNic::open(&cfg.iface, 0).map_err(|e| err("af_xdp", e))?),
+        NicKind::AfXdp => {
+            { let _ = n; vec![Box::new(AfXdpNic::open(&cfg.iface, 0).map_err(|e| err("af_xdp", e))?)] }
+        }
         NicKind::AfPacket => {
-            Box::new(AfPacketNic::open(&cfg.iface).map_err(|e| err("af_packet", e))?)
+            { let v: Vec<Box<dyn Nic>> = (0..n).map(|_| AfPacketNic::open(&cfg.iface).map(|x| Box::new(x) as Box<dyn Nic>)).collect::<Result<_,_>>().map_err(|e| err("af_packet", e))?; let _ = boxed::<AfPacketNic>; v }
         }
         #[cfg(feature = "dpdk")]
-        NicKind::Dpdk => Box::new(
+        NicKind::Dpdk => vec![Box::new(
             tas_fastpath::nic::dpdk::DpdkNic::open(Some(&cfg.iface), &cfg.dpdk_args)
                 .map_err(|e| err("dpdk", e))?,
-        ),
+        )],
         #[cfg(not(feature = "dpdk"))]
         NicKind::Dpdk => {
             return Err(err(
@@ -138,8 +160,8 @@ struct Sample {
     tx_bytes: u64,
     drops: u64,
     exceptions: u64,
-    busy_ns: u64,
-    idle_ns: u64,
+    /// Per fast-path core, cumulative.
+    busy_ns: [u64; MAX_CORES as usize],
 }
 
 /// The last few seconds of samples (one every 100 ms).
@@ -216,7 +238,8 @@ struct CtlCtx<'a> {
     mac: [u8; 6],
     stack: &'a mut Stack,
     apps: &'a Apps,
-    shared: &'a CoreShared,
+    shared: &'a Shared,
+    scaler: &'a mut ScaleController,
     meter: &'a Meter,
     ctl_requests: u64,
     ctl_errors: u64,
@@ -246,8 +269,22 @@ impl CtlCtx<'_> {
                 Err(e) => Reply::err(e.to_string()),
             },
             Request::Stats => Reply::ok(&self.stats()),
-            Request::Cores | Request::CoresSet { .. } => {
-                Reply::err("cores: not wired yet".to_string())
+            Request::Cores => Reply::ok(&self.cores()),
+            Request::CoresSet { min, max } => {
+                let lanes = self.shared.lanes.len() as u32;
+                if max > lanes {
+                    return Reply::err(format!(
+                        "cores: max {max} exceeds the {lanes} lane(s) tasd opened at start (restart it with --cores {min}-{max})"
+                    ));
+                }
+                match self.scaler.set_budget(min, max, now_ns()) {
+                    Ok(active) => {
+                        assign_lanes(self.shared, active);
+                        tracing::info!("core budget set to {min}-{max}; {active} active");
+                        Reply::ok(&self.cores())
+                    }
+                    Err(e) => Reply::err(format!("cores: {e}")),
+                }
             }
         }
     }
@@ -275,12 +312,7 @@ impl CtlCtx<'_> {
             nic: self.nic.to_string(),
             mac: tas_fastpath::wire::eth::fmt_mac(self.mac).to_string(),
             socket: self.cfg.socket.display().to_string(),
-            cores: vec![CoreStatus {
-                id: 0,
-                busy_pct: 0.0,
-                active: true,
-                lanes: vec![0],
-            }],
+            cores: self.core_status(),
             apps: self
                 .apps
                 .iter()
@@ -309,30 +341,74 @@ impl CtlCtx<'_> {
             st.tx_mbps = rate(new.tx_bytes, old.tx_bytes) * 8.0 / 1e6;
             st.drops_ps = rate(new.drops, old.drops);
             st.exceptions_ps = rate(new.exceptions, old.exceptions);
-            let busy = new.busy_ns.saturating_sub(old.busy_ns) as f64;
-            let idle = new.idle_ns.saturating_sub(old.idle_ns) as f64;
-            if busy + idle > 0.0 {
-                st.cores[0].busy_pct = (100.0 * busy / (busy + idle)).clamp(0.0, 100.0);
-            }
         }
         st
     }
 
+    /// Every fast-path thread with its lanes and its busy share over about
+    /// the last second.
+    fn core_status(&self) -> Vec<CoreStatus> {
+        let win = self.meter.window();
+        self.shared
+            .cores
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mask = c.lanes_held.load(Ordering::Relaxed);
+                let lanes: Vec<u32> = (0..64).filter(|b| mask & (1u64 << b) != 0).collect();
+                let busy_pct = win.map_or(0.0, |(new, old)| {
+                    let dt = new.at.duration_since(old.at).as_nanos() as f64;
+                    let b = new.busy_ns[i].saturating_sub(old.busy_ns[i]) as f64;
+                    (100.0 * b / dt).clamp(0.0, 100.0)
+                });
+                CoreStatus {
+                    id: i as u32,
+                    busy_pct,
+                    active: (i as u32) < self.scaler.active(),
+                    lanes,
+                }
+            })
+            .collect()
+    }
+
+    fn cores(&self) -> CoresView {
+        let c = self.scaler.config();
+        CoresView {
+            active: self.scaler.active(),
+            min: c.min,
+            max: c.max,
+            lanes: self.shared.lanes.len() as u32,
+            idle_cores: self.scaler.last_idle_cores(),
+            scale_ups: self.scaler.scale_ups(),
+            scale_downs: self.scaler.scale_downs(),
+            cores: self.core_status(),
+        }
+    }
+
     fn stats(&self) -> Stats {
         let mut c = BTreeMap::new();
-        let fp = self.shared.stats.lock().map(|s| *s).unwrap_or_default();
+        let fp = lane_totals(self.shared);
         debug_counters("fastpath", &format!("{fp:?}"), &mut c);
+        for (i, core) in self.shared.cores.iter().enumerate() {
+            c.insert(
+                format!("core{i}.busy_ns"),
+                core.busy_ns.load(Ordering::Relaxed),
+            );
+            c.insert(
+                format!("core{i}.idle_ns"),
+                core.idle_ns.load(Ordering::Relaxed),
+            );
+        }
+        c.insert("cores.active".into(), self.scaler.active() as u64);
+        c.insert("cores.scale_ups".into(), self.scaler.scale_ups());
+        c.insert("cores.scale_downs".into(), self.scaler.scale_downs());
         c.insert(
-            "core.busy_ns".into(),
-            self.shared.busy_ns.load(Ordering::Relaxed),
-        );
-        c.insert(
-            "core.idle_ns".into(),
-            self.shared.idle_ns.load(Ordering::Relaxed),
-        );
-        c.insert(
-            "core.exceptions_dropped".into(),
-            self.shared.exc_dropped.load(Ordering::Relaxed),
+            "lanes.exceptions_dropped".into(),
+            self.shared
+                .lanes
+                .iter()
+                .map(|l| l.exc_dropped.load(Ordering::Relaxed))
+                .sum(),
         );
         if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(self.stack.stats()) {
             for (k, v) in m {
@@ -349,9 +425,36 @@ impl CtlCtx<'_> {
     }
 }
 
-fn sample(shared: &CoreShared, stack: &Stack) -> Sample {
-    let fp = shared.stats.lock().map(|s| *s).unwrap_or_default();
-    let exc_dropped = shared.exc_dropped.load(Ordering::Relaxed);
+/// The fast-path counters summed over all lanes.
+fn lane_totals(shared: &Shared) -> engine::Stats {
+    let mut t = engine::Stats::default();
+    for l in &shared.lanes {
+        if let Ok(s) = l.stats.lock() {
+            t.add(&s);
+        }
+    }
+    t
+}
+
+/// Lanes 0..n go round-robin to cores 0..active.
+fn assign_lanes(shared: &Shared, active: u32) {
+    let active = (active as usize).clamp(1, shared.cores.len());
+    for lane in 0..shared.lanes.len() {
+        shared.assign(lane, lane % active);
+    }
+}
+
+fn sample(shared: &Shared, stack: &Stack) -> Sample {
+    let fp = lane_totals(shared);
+    let exc_dropped = shared
+        .lanes
+        .iter()
+        .map(|l| l.exc_dropped.load(Ordering::Relaxed))
+        .sum();
+    let mut busy_ns = [0u64; MAX_CORES as usize];
+    for (i, c) in shared.cores.iter().enumerate().take(MAX_CORES as usize) {
+        busy_ns[i] = c.busy_ns.load(Ordering::Relaxed);
+    }
     Sample {
         at: Instant::now(),
         rx_frames: fp.rx_frames,
@@ -360,8 +463,7 @@ fn sample(shared: &CoreShared, stack: &Stack) -> Sample {
         tx_bytes: fp.tx_payload_bytes,
         drops: drops(&fp, exc_dropped, &stack.stats()),
         exceptions: fp.exceptions,
-        busy_ns: shared.busy_ns.load(Ordering::Relaxed),
-        idle_ns: shared.idle_ns.load(Ordering::Relaxed),
+        busy_ns,
     }
 }
 
@@ -391,15 +493,23 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     // Signals first, so every thread spawned later inherits the mask.
     let sigfd = signal_fd()?;
     let started = Instant::now();
-    let nic = open_nic(&cfg)?;
-    let mac = nic.mac();
-    let mtu = nic.mtu().min(cfg.mtu as usize) as u16;
-    let nic_kind = nic.kind();
+    let n_cores = cfg.scale.max as usize;
+    let nics = open_lanes(&cfg, n_cores)?;
+    let mac = nics[0].mac();
+    let mtu = nics[0].mtu().min(cfg.mtu as usize) as u16;
+    let nic_kind = nics[0].kind();
     let nic_name = nic_kind.to_string();
+    // A backend without a file descriptor to sleep on (DPDK) must poll.
+    let idle_spin = if nics.iter().any(|n| n.wait_fd().is_none()) {
+        Duration::from_nanos(u64::MAX)
+    } else {
+        Duration::from_micros(cfg.idle_spin_us)
+    };
     let table = Arc::new(FlowTable::new(cfg.max_flows));
-    let shared = CoreShared::new()?;
+    let shared: Arc<Shared> = FastPathShared::new(n_cores, nics.len())?;
     let mut apps = Apps::bind(&cfg.socket, cfg.app_mem)?;
     apps.local_ip = cfg.ip;
+    apps.lanes = nics.len() as u32;
     let ctl_path = ctlsock::ctl_path(&cfg.socket);
     let mut ctl = CtlServer::bind(&ctl_path).map_err(|e| {
         std::io::Error::new(
@@ -408,30 +518,31 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         )
     })?;
 
-    let core = {
-        let (table, shared) = (table.clone(), shared.clone());
-        let ecfg = engine::Config {
-            local_mac: mac,
-            ttl: 64,
-            any_mac: false,
-        };
-        // A backend without a file descriptor to sleep on (DPDK) must poll.
-        let idle_spin = if nic.wait_fd().is_none() {
-            Duration::from_nanos(u64::MAX)
-        } else {
-            Duration::from_micros(cfg.idle_spin_us)
-        };
-        let ccfg = CoreConfig { idle_spin };
-        std::thread::Builder::new()
-            .name("tas-fp0".into())
-            .spawn(move || {
-                Core::new(nic, table, ecfg, shared, ccfg).run();
-            })?
+    let mut scaler = ScaleController::new(cfg.scale, cfg.scale.min);
+    let ecfg = engine::Config {
+        local_mac: mac,
+        ttl: 64,
+        any_mac: false,
     };
+    let active = scaler.active().max(1) as usize;
+    for (i, nic) in nics.into_iter().enumerate() {
+        let lane = Lane::new(nic, table.clone(), ecfg, shared.lanes[i].clone());
+        shared.place(lane, i % active);
+    }
+    let mut threads = Vec::with_capacity(n_cores);
+    for k in 0..n_cores {
+        let shared = shared.clone();
+        let ccfg = CoreConfig { idle_spin };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("tas-fp{k}"))
+                .spawn(move || Core::new(k, shared, ccfg).run())?,
+        );
+    }
 
     let mut stack = Stack::new(cfg.stack_config(mac, mtu), table.clone(), seed());
     println!(
-        "tasd ready: ip {}/{} iface {} nic {} mac {} socket {} control {} cc {}",
+        "tasd ready: ip {}/{} iface {} nic {} mac {} socket {} control {} cc {} cores {}-{}",
         std::net::Ipv4Addr::from(cfg.ip),
         cfg.prefix_len,
         cfg.iface,
@@ -440,16 +551,19 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         cfg.socket.display(),
         ctl_path.display(),
         stack.cc_config().global.algo.name,
+        cfg.scale.min,
+        cfg.scale.max,
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
     let mut meter = Meter::new();
     let mut stop_requested = false;
-    let mut pending_removals: Vec<(AppId, Arc<AtomicBool>, Instant)> = Vec::new();
+    let mut pending_removals: Vec<(AppId, Arc<AtomicU32>, Instant)> = Vec::new();
     let mut pfds: Vec<libc::pollfd> = Vec::new();
     let mut pfd_apps: Vec<AppId> = Vec::new();
     let slack = TIMER_SLACK.as_nanos() as u64;
+    let mut core_counters: Vec<(u64, u64)> = Vec::with_capacity(n_cores);
     while !stop_requested {
         // Wait for something to do.
         pfds.clear();
@@ -489,7 +603,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 (t - now).clamp(slack, timeout_ns)
             };
         }
-        if !shared.exc.is_empty() || !pending_removals.is_empty() {
+        if shared.lanes.iter().any(|l| !l.exc.is_empty()) || !pending_removals.is_empty() {
             timeout_ns = timeout_ns.min(1_000_000);
         }
         ppoll(&mut pfds, Some(timeout_ns));
@@ -501,26 +615,39 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         if pfds[2].revents != 0 {
             poll::drain(shared.slow_wake);
         }
-        // New apps.
+        // New apps: each lane gets its port (lane 0 serves the command ring).
         if pfds[1].revents != 0 {
-            while let Some((id, port)) = apps.accept(shared.core_wake) {
-                if !shared.command(CoreCmd::AddApp(port)) {
-                    tracing::warn!(app = id, "core queue full; app dropped");
-                    apps.remove(id);
+            while let Some((id, ports)) = apps.accept(shared.lanes[0].wake) {
+                let mut ok = true;
+                for (lane, port) in shared.lanes.iter().zip(ports) {
+                    ok &= lane.command(CoreCmd::AddApp(port));
+                }
+                if !ok {
+                    tracing::warn!(app = id, "lane queue full; app dropped");
+                    let left = Arc::new(AtomicU32::new(shared.lanes.len() as u32));
+                    for lane in &shared.lanes {
+                        lane.command(CoreCmd::RemoveApp(id, left.clone()));
+                    }
+                    pending_removals.push((id, left, Instant::now()));
                 }
             }
         }
-        // Exceptions from the fast path.
+        // Exceptions from the fast path, lane by lane.
         let now = now_ns();
-        for _ in 0..4096 {
-            let Some(e) = shared.exc.pop() else { break };
-            let mut io = Io {
-                shared: &shared,
-                apps: &mut apps,
-            };
-            stack.on_frame(now, e.reason, e.flow, &e.frame, &mut io);
-            shared.recycle(e.frame);
+        for lane in &shared.lanes {
+            stack.set_rx_lane(lane.id);
+            for _ in 0..4096 {
+                let Some(e) = lane.exc.pop() else { break };
+                let mut io = Io {
+                    shared: &shared,
+                    table: &table,
+                    apps: &mut apps,
+                };
+                stack.on_frame(now, e.reason, e.flow, &e.frame, &mut io);
+                lane.recycle(e.frame);
+            }
         }
+        stack.set_rx_lane(0);
         // App control messages and hang-ups.
         for (i, &id) in pfd_apps.iter().enumerate() {
             let re = pfds[3 + i].revents;
@@ -533,6 +660,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     Ok(Some(m)) => {
                         let mut io = Io {
                             shared: &shared,
+                            table: &table,
                             apps: &mut apps,
                         };
                         stack.on_app_msg(now, id, &m, &mut io);
@@ -547,22 +675,28 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             if gone {
                 let mut io = Io {
                     shared: &shared,
+                    table: &table,
                     apps: &mut apps,
                 };
                 stack.app_gone(now, id, &mut io);
-                let done = Arc::new(AtomicBool::new(false));
-                shared.command(CoreCmd::RemoveApp(id, done.clone()));
-                pending_removals.push((id, done, Instant::now()));
+                let left = Arc::new(AtomicU32::new(shared.lanes.len() as u32));
+                for lane in &shared.lanes {
+                    lane.command(CoreCmd::RemoveApp(id, left.clone()));
+                }
+                pending_removals.push((id, left, Instant::now()));
             }
         }
-        // Regions the core has let go of can be unmapped now.
-        pending_removals.retain(|(id, done, since)| {
-            if done.load(Ordering::Acquire) {
+        // Regions every lane has let go of can be unmapped now.
+        pending_removals.retain(|(id, left, since)| {
+            if left.load(Ordering::Acquire) == 0 {
                 apps.remove(*id);
                 false
             } else {
                 if since.elapsed() > Duration::from_secs(5) {
-                    tracing::warn!(app = id, "core has not released the app's region after 5 s");
+                    tracing::warn!(
+                        app = id,
+                        "a lane has not released the app's region after 5 s"
+                    );
                 }
                 true
             }
@@ -570,9 +704,27 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         // Timers (retransmissions, congestion control, ...).
         let mut io = Io {
             shared: &shared,
+            table: &table,
             apps: &mut apps,
         };
         stack.poll(now_ns(), &mut io);
+        // Core scaling: feed the active cores' counters to the controller.
+        core_counters.clear();
+        for c in shared.cores.iter().take(scaler.active() as usize) {
+            core_counters.push((
+                c.busy_ns.load(Ordering::Relaxed),
+                c.idle_ns.load(Ordering::Relaxed),
+            ));
+        }
+        if let Some(d) = scaler.sample(now_ns(), &core_counters) {
+            let active = scaler.active();
+            tracing::info!(
+                "fast-path cores {} to {active} (aggregate idle {:.2} cores)",
+                if d == Decision::Up { "up" } else { "down" },
+                scaler.last_idle_cores()
+            );
+            assign_lanes(&shared, active);
+        }
         // Rates for `tasctl status`.
         let t = Instant::now();
         if meter.due(t) {
@@ -589,6 +741,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 stack: &mut stack,
                 apps: &apps,
                 shared: &shared,
+                scaler: &mut scaler,
                 meter: &meter,
                 ctl_requests: requests,
                 ctl_errors: errors,
@@ -597,24 +750,28 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         }
     }
 
-    // Shutdown: close flows toward peers, give the core time to send, stop.
+    // Shutdown: close flows toward peers, give the cores time to send, stop.
     drop(ctl);
     {
         let mut io = Io {
             shared: &shared,
+            table: &table,
             apps: &mut apps,
         };
         stack.shutdown(now_ns(), &mut io);
     }
     let deadline = Instant::now() + Duration::from_millis(500);
-    while !shared.cmds.is_empty() && Instant::now() < deadline {
-        poll::kick(shared.core_wake);
+    while shared.lanes.iter().any(|l| !l.cmds.is_empty()) && Instant::now() < deadline {
+        for l in &shared.lanes {
+            poll::kick(l.wake);
+        }
         std::thread::sleep(Duration::from_millis(2));
     }
     std::thread::sleep(Duration::from_millis(20));
-    shared.stop.store(true, Ordering::SeqCst);
-    poll::kick(shared.core_wake);
-    let _ = core.join();
+    shared.shutdown();
+    for t in threads {
+        let _ = t.join();
+    }
     drop(apps);
     // SAFETY: closing the signalfd we created.
     unsafe { libc::close(sigfd) };

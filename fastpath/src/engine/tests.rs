@@ -160,6 +160,9 @@ impl Output for Cap {
     fn exception(&mut self, reason: Exception, flow: Option<FlowId>, frame: &[u8]) {
         self.exceptions.push_back((reason, flow, frame.to_vec()));
     }
+    fn forward(&mut self, lane: u16, id: FlowId) {
+        panic!("single-lane engine forwarded flow {id} to lane {lane}");
+    }
 }
 
 /// The app's view of its flow: its own ring positions and what it was told.
@@ -1207,7 +1210,7 @@ fn tx_respects_congestion_window() {
     assert_eq!(fx.poll(), 1);
     recv!(fx, fx.ours_data(3000, 448, 0, 32_768));
     fx.set(|f| f.tx_cwnd = 0);
-    fx.fp.kick(fx.id, fx.now);
+    fx.fp.kick(fx.id, fx.now, &mut fx.out);
     assert_eq!(fx.poll(), 2);
     recv!(fx, fx.ours_data(3448, 1448, 0, 32_768));
     recv!(
@@ -1515,7 +1518,7 @@ fn slow_path_retransmit_goes_back_to_snd_una() {
     fx.peer_ack = 1448;
     send!(fx, fx.peer(0));
     fx.now += 5_000_000;
-    fx.fp.retransmit(fx.id, fx.now);
+    fx.fp.retransmit(fx.id, fx.now, &mut fx.out);
     assert_eq!(fx.poll(), 2);
     recv!(fx, fx.ours_data(1448, 1448, 0, 32_768));
     recv!(
@@ -1529,11 +1532,11 @@ fn slow_path_retransmit_goes_back_to_snd_una() {
     // Nothing in flight: a no-op.
     fx.peer_ack = 3000;
     send!(fx, fx.peer(0));
-    fx.fp.retransmit(fx.id, fx.now);
+    fx.fp.retransmit(fx.id, fx.now, &mut fx.out);
     assert_eq!(fx.poll(), 0);
     // Unknown flow: ignored.
-    fx.fp.retransmit(7, fx.now);
-    fx.fp.retransmit(1000, fx.now);
+    fx.fp.retransmit(7, fx.now, &mut fx.out);
+    fx.fp.retransmit(1000, fx.now, &mut fx.out);
 }
 
 #[test]
@@ -1945,7 +1948,7 @@ fn app_fin_is_retransmitted_after_go_back_n() {
     fx.peer_ack = 100;
     send!(fx, fx.peer(0));
     fx.now += 10_000_000;
-    fx.fp.retransmit(fx.id, fx.now);
+    fx.fp.retransmit(fx.id, fx.now, &mut fx.out);
     assert_eq!(fx.poll(), 1);
     recv!(
         fx,

@@ -332,6 +332,10 @@ pub struct Stack {
     /// Challenge-ACK rate limit: (window start, count in window).
     challenge: (u64, u32),
     stats: StackStats,
+    /// The fast-path lane the frame being handled arrived on: flows
+    /// installed while handling it are steered to that lane (`group`),
+    /// which is where the NIC delivers the rest of their packets.
+    rx_lane: u16,
     #[cfg(test)]
     isn_override: Option<u32>,
 }
@@ -364,9 +368,15 @@ impl Stack {
             timers: BinaryHeap::new(),
             challenge: (0, 0),
             stats: StackStats::default(),
+            rx_lane: 0,
             #[cfg(test)]
             isn_override: None,
         }
+    }
+
+    /// The lane the following frames ([`Stack::on_frame`]) arrived on.
+    pub fn set_rx_lane(&mut self, lane: u16) {
+        self.rx_lane = lane;
     }
 
     pub fn config(&self) -> &StackConfig {

@@ -296,8 +296,8 @@ impl NetHost {
             for c in cmds {
                 match c {
                     FpCmd::Rx(f) => self.fp.rx(&f, now, &mut self.mem, &mut self.out),
-                    FpCmd::Retransmit(id) => self.fp.retransmit(id, now),
-                    FpCmd::Kick(id) => self.fp.kick(id, now),
+                    FpCmd::Retransmit(id) => self.fp.retransmit(id, now, &mut self.out),
+                    FpCmd::Kick(id) => self.fp.kick(id, now, &mut self.out),
                 }
             }
         }

@@ -148,6 +148,9 @@ impl Output for FpOut {
     fn exception(&mut self, reason: Exception, flow: Option<FlowId>, frame: &[u8]) {
         self.exc.push((reason, flow, frame.to_vec()));
     }
+    fn forward(&mut self, lane: u16, id: FlowId) {
+        panic!("single-lane engine forwarded flow {id} to lane {lane}");
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -424,8 +427,8 @@ impl Host {
             for c in cmds {
                 match c {
                     FpCmd::Rx(f) => self.fp.rx(&f, now, &mut self.mem, &mut self.out),
-                    FpCmd::Retransmit(id) => self.fp.retransmit(id, now),
-                    FpCmd::Kick(id) => self.fp.kick(id, now),
+                    FpCmd::Retransmit(id) => self.fp.retransmit(id, now, &mut self.out),
+                    FpCmd::Kick(id) => self.fp.kick(id, now, &mut self.out),
                 }
             }
         }
