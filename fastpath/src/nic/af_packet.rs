@@ -39,6 +39,10 @@ const PACKET_FANOUT: libc::c_int = 18;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const TPACKET_V2: libc::c_int = 1;
 const PACKET_FANOUT_HASH: u32 = 0;
+/// Ask the kernel for an unused group id (Linux 4.13); in the type's flags byte.
+const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
+/// Most sockets one fanout group takes.
+const PACKET_FANOUT_MAX: usize = 256;
 const PACKET_OUTGOING: u8 = 4;
 const ETH_P_ALL: u16 = 0x0003;
 const ETH_HLEN: usize = 14;
@@ -322,6 +326,113 @@ impl AfPacketNic {
             .map_err(sys::os("setsockopt(PACKET_FANOUT)"))
     }
 
+    /// Opens `n` lanes on `ifname` with default ring sizes; see
+    /// [`AfPacketNic::open_lanes_with`].
+    pub fn open_lanes(ifname: &str, n: usize) -> Result<Vec<AfPacketNic>, NicError> {
+        Self::open_lanes_with(ifname, n, AfPacketConfig::default())
+    }
+
+    /// Opens `n` lanes (one per fast-path core) on `ifname`: `n` sockets,
+    /// each with its own rings, that share the interface's received frames
+    /// by flow. For `n > 1` the sockets form one `PACKET_FANOUT_HASH` group
+    /// of their own: the kernel hashes each frame's flow (addresses and
+    /// ports, symmetric) to pick the socket, so every frame of a flow lands
+    /// on the same lane, and every frame on exactly one lane. `n == 1` is a
+    /// plain [`AfPacketNic::open_with`]. Each lane transmits on its own.
+    ///
+    /// The group's id is chosen by the kernel (`PACKET_FANOUT_FLAG_UNIQUEID`),
+    /// so it never joins another process's group; kernels without that
+    /// flag get an id made from the process id and a counter. Frames that
+    /// reached a socket before the whole group was formed are discarded
+    /// (they may have reached another socket too). If a lane is dropped,
+    /// the others stay in the group and its flows are spread over them.
+    pub fn open_lanes_with(
+        ifname: &str,
+        n: usize,
+        cfg: AfPacketConfig,
+    ) -> Result<Vec<AfPacketNic>, NicError> {
+        if n == 0 || n > PACKET_FANOUT_MAX {
+            return Err(NicError::Unsupported(format!(
+                "AF_PACKET: the number of lanes must be in 1..={PACKET_FANOUT_MAX}, not {n}"
+            )));
+        }
+        let first = Self::open_with(ifname, cfg)?;
+        if n == 1 {
+            return Ok(vec![first]);
+        }
+        let group = first.new_fanout_group()?;
+        let mut lanes = Vec::with_capacity(n);
+        lanes.push(first);
+        for _ in 1..n {
+            let lane = Self::open_with(ifname, cfg)?;
+            lane.set_fanout(group)?;
+            lanes.push(lane);
+        }
+        for lane in &mut lanes {
+            lane.discard_rx();
+        }
+        tracing::debug!(
+            iface = ifname,
+            lanes = n,
+            group,
+            "AF_PACKET fanout lanes open"
+        );
+        Ok(lanes)
+    }
+
+    /// Starts a new hash fanout group with this socket as its first member;
+    /// returns the group's id, for [`AfPacketNic::set_fanout`].
+    fn new_fanout_group(&self) -> Result<u16, NicError> {
+        let arg: u32 = (PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_UNIQUEID) << 16;
+        match sys::setsockopt(&self.fd, SOL_PACKET, PACKET_FANOUT, &arg) {
+            Ok(()) => {
+                let mut got: u32 = 0;
+                let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+                // SAFETY: `got` is a writable u32 and `len` holds its size.
+                let rc = unsafe {
+                    libc::getsockopt(
+                        self.fd.as_raw_fd(),
+                        SOL_PACKET,
+                        PACKET_FANOUT,
+                        &mut got as *mut u32 as *mut libc::c_void,
+                        &mut len,
+                    )
+                };
+                if rc != 0 {
+                    return Err(sys::last_os("getsockopt(PACKET_FANOUT)"));
+                }
+                Ok((got & 0xffff) as u16)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                // A kernel without PACKET_FANOUT_FLAG_UNIQUEID (before 4.13):
+                // an id of our own, different per process and per call.
+                static NEXT: AtomicU32 = AtomicU32::new(0);
+                let k = NEXT.fetch_add(1, Ordering::Relaxed);
+                let id = (std::process::id().wrapping_mul(0x9e37) ^ k.wrapping_mul(0x61)) as u16;
+                self.set_fanout(id)?;
+                Ok(id)
+            }
+            Err(e) => Err(NicError::Os {
+                op: "setsockopt(PACKET_FANOUT, UNIQUEID)",
+                source: e,
+            }),
+        }
+    }
+
+    /// Hands every frame waiting in the RX ring back to the kernel unread.
+    fn discard_rx(&mut self) {
+        loop {
+            let head = self.rx.head;
+            if self.rx.status(head).load(Ordering::Acquire) & TP_STATUS_USER == 0 {
+                break;
+            }
+            self.rx
+                .status(head)
+                .store(TP_STATUS_KERNEL, Ordering::Release);
+            self.rx.advance();
+        }
+    }
+
     /// Interface name this socket is bound to.
     pub fn ifname(&self) -> &str {
         &self.ifname
@@ -598,6 +709,66 @@ pub(crate) mod sys {
             mac,
             mtu: mtu.max(0) as usize,
         })
+    }
+
+    /// How many RX queues `ifname` (in the calling thread's namespace) has
+    /// now, from the driver's channel counts (`ETHTOOL_GCHANNELS`: RX-only
+    /// plus combined channels). `None` when the driver does not report
+    /// channels (such devices have one queue as a rule). Read with an ioctl
+    /// rather than from /sys/class/net, which shows the namespace that sysfs
+    /// was mounted in, not necessarily the caller's.
+    pub(crate) fn rx_queues(ifname: &str) -> Result<Option<u32>, NicError> {
+        const SIOCETHTOOL: libc::c_ulong = 0x8946;
+        const ETHTOOL_GCHANNELS: u32 = 0x3c;
+        /// `struct ethtool_channels`.
+        #[repr(C)]
+        #[derive(Default)]
+        struct Channels {
+            cmd: u32,
+            max_rx: u32,
+            max_tx: u32,
+            max_other: u32,
+            max_combined: u32,
+            rx_count: u32,
+            tx_count: u32,
+            other_count: u32,
+            combined_count: u32,
+        }
+        if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ || ifname.contains(['\0', '/']) {
+            return Err(NicError::NoSuchInterface(ifname.to_string()));
+        }
+        let sock = socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+            .map_err(os("socket(AF_INET) for interface ioctls"))?;
+        let mut ch = Channels {
+            cmd: ETHTOOL_GCHANNELS,
+            ..Channels::default()
+        };
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            data: [0; 24],
+        };
+        for (d, s) in req.name.iter_mut().zip(ifname.bytes()) {
+            *d = s as libc::c_char;
+        }
+        // ifru_data: a pointer to the ethtool command.
+        let ptr = &mut ch as *mut Channels as usize;
+        req.data[..std::mem::size_of::<usize>()].copy_from_slice(&ptr.to_ne_bytes());
+        // SAFETY: `req` is an initialised ifreq with a NUL-terminated name
+        // whose ifru_data points to `ch`, a live ethtool_channels that the
+        // kernel reads the command from and fills in.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req as *mut IfReq) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EOPNOTSUPP) => Ok(None),
+                Some(libc::ENODEV) => Err(NicError::NoSuchInterface(ifname.to_string())),
+                _ => Err(NicError::Os {
+                    op: "ioctl(SIOCETHTOOL, ETHTOOL_GCHANNELS)",
+                    source: e,
+                }),
+            };
+        }
+        let n = ch.rx_count.saturating_add(ch.combined_count);
+        Ok((n > 0).then_some(n))
     }
 
     /// `socket(2)` returning an owned fd.
@@ -1117,6 +1288,345 @@ pub(crate) mod testnet {
             }
         }
     }
+    impl TestNet {
+        /// Creates an up veth pair `a`–`b` inside the namespace, with
+        /// `queues` RX and TX queues on both ends.
+        pub(crate) fn veth_mq(&self, a: &str, b: &str, queues: u32) {
+            let q = queues.to_string();
+            self.ip(&[
+                "link",
+                "add",
+                a,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                b,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+            ]);
+            self.ip(&["link", "set", a, "up"]);
+            self.ip(&["link", "set", b, "up"]);
+        }
+    }
+
+    /// Address of the lanes in the lanes tests, and of the kernel peer.
+    pub(crate) const LANE_IP: [u8; 4] = [198, 18, 7, 1];
+    pub(crate) const PEER_IP: [u8; 4] = [198, 18, 7, 2];
+    const UDP_FLOWS: usize = 48;
+    const UDP_SEQS: u16 = 4;
+    const TCP_FLOWS: usize = 16;
+
+    /// Sets up the kernel side of a lanes test on `kernel_if` (in `net`):
+    /// 198.18.7.2/24, a permanent neighbour entry saying 198.18.7.1 is at
+    /// `lane_mac` (the lanes answer no ARP), and net.core.txrehash=0 so that
+    /// a socket keeps its TX hash, hence its queue, after a retransmission
+    /// timeout (as RSS would keep a flow on its queue). Returns the kernel
+    /// side's MAC.
+    pub(crate) fn kernel_peer(net: &TestNet, kernel_if: &str, lane_mac: [u8; 6]) -> [u8; 6] {
+        let mac = lane_mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        net.ip(&["addr", "add", "198.18.7.2/24", "dev", kernel_if]);
+        net.ip(&[
+            "neigh",
+            "replace",
+            "198.18.7.1",
+            "lladdr",
+            &mac,
+            "dev",
+            kernel_if,
+            "nud",
+            "permanent",
+        ]);
+        net.run(|| {
+            std::fs::write("/proc/sys/net/core/txrehash", "0").expect("net.core.txrehash=0");
+            super::sys::link_info(kernel_if).unwrap().mac
+        })
+    }
+
+    /// A flow of a lanes test: (IP protocol, the kernel's port).
+    pub(crate) type Flow = (u8, u16);
+
+    /// IPv4 frames to LANE_IP: (protocol, source port, destination port,
+    /// L4 header offset).
+    fn ipv4_to_lane(f: &[u8]) -> Option<(u8, u16, u16, usize)> {
+        if f.len() < 14 + 20 + 8 || f[12..14] != [0x08, 0x00] || f[30..34] != LANE_IP {
+            return None;
+        }
+        let l4 = 14 + usize::from(f[14] & 0x0f) * 4;
+        if f.len() < l4 + 14 {
+            return None;
+        }
+        let sport = u16::from_be_bytes([f[l4], f[l4 + 1]]);
+        let dport = u16::from_be_bytes([f[l4 + 2], f[l4 + 3]]);
+        Some((f[23], sport, dport, l4))
+    }
+
+    /// Kernel flows spread over lanes. The kernel in `net` (set up by
+    /// [`kernel_peer`]) sends UDP_FLOWS connected UDP flows of UDP_SEQS
+    /// datagrams each to 198.18.7.1 and opens TCP_FLOWS TCP connections to it
+    /// (never answered: the SYN is sent again after 1 s). Each lane is moved
+    /// to a thread of its own that polls it (and moved back at the end).
+    ///
+    /// Checks that no datagram arrives twice, that all frames of a flow
+    /// come through one lane, and, when `complete`, that every datagram and
+    /// a retransmitted SYN of every connection arrived, and that with
+    /// several lanes each lane got some flows. `run` keeps the ports of
+    /// successive calls apart. Returns the lanes and the lane of each flow.
+    pub(crate) fn check_lane_flows<N: Nic>(
+        net: &TestNet,
+        lanes: Vec<N>,
+        run: u16,
+        complete: bool,
+    ) -> (Vec<N>, std::collections::HashMap<Flow, usize>) {
+        use std::collections::HashMap;
+        use std::sync::atomic::AtomicBool;
+        use std::sync::mpsc;
+        let udp_port = 7000 + 2 * run;
+        let tcp_port = udp_port + 1;
+        let n = lanes.len();
+        let stop = AtomicBool::new(false);
+        let (tx, rx) = mpsc::channel::<(usize, Flow, u16)>();
+        std::thread::scope(|s| {
+            let workers: Vec<_> = lanes
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut lane)| {
+                    let tx = tx.clone();
+                    let stop = &stop;
+                    s.spawn(move || {
+                        let mut batch = FrameBatch::new(64);
+                        while !stop.load(Ordering::Relaxed) {
+                            batch.clear();
+                            let got = lane.recv(&mut batch).expect("lane recv");
+                            for f in batch.iter() {
+                                match ipv4_to_lane(f) {
+                                    Some((17, sport, dport, l4))
+                                        if dport == udp_port
+                                            && f.len() >= l4 + 16
+                                            && &f[l4 + 8..l4 + 12] == b"lane" =>
+                                    {
+                                        let seq = u16::from_be_bytes([f[l4 + 14], f[l4 + 15]]);
+                                        let _ = tx.send((i, (17, sport), seq));
+                                    }
+                                    Some((6, sport, dport, l4))
+                                        if dport == tcp_port && f[l4 + 13] & 0x02 != 0 =>
+                                    {
+                                        let _ = tx.send((i, (6, sport), 0));
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            if got == 0 {
+                                let mut p = libc::pollfd {
+                                    fd: lane.wait_fd().expect("lane wait fd"),
+                                    events: libc::POLLIN,
+                                    revents: 0,
+                                };
+                                // SAFETY: one valid pollfd, 5 ms timeout.
+                                unsafe { libc::poll(&mut p, 1, 5) };
+                            }
+                        }
+                        lane
+                    })
+                })
+                .collect();
+            drop(tx);
+
+            // The kernel's flows.
+            let (udp, tcp) = net.run(|| {
+                let udp: Vec<std::net::UdpSocket> = (0..UDP_FLOWS)
+                    .map(|_| {
+                        let s = std::net::UdpSocket::bind("198.18.7.2:0").expect("bind UDP");
+                        s.connect(("198.18.7.1", udp_port)).expect("connect UDP");
+                        s
+                    })
+                    .collect();
+                let tcp: Vec<std::os::fd::OwnedFd> = (0..TCP_FLOWS)
+                    .map(|_| {
+                        let s = super::sys::socket(
+                            libc::AF_INET,
+                            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                            0,
+                        )
+                        .expect("TCP socket");
+                        // SAFETY: sockaddr_in is plain data; all-zero is valid.
+                        let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+                        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                        sin.sin_port = tcp_port.to_be();
+                        sin.sin_addr.s_addr = u32::from_ne_bytes(LANE_IP);
+                        // SAFETY: valid socket and sockaddr_in of the size given.
+                        let rc = unsafe {
+                            libc::connect(
+                                s.as_raw_fd(),
+                                &sin as *const libc::sockaddr_in as *const libc::sockaddr,
+                                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                            )
+                        };
+                        let e = std::io::Error::last_os_error();
+                        assert!(
+                            rc == 0 || e.raw_os_error() == Some(libc::EINPROGRESS),
+                            "TCP connect: {e}"
+                        );
+                        s
+                    })
+                    .collect();
+                (udp, tcp)
+            });
+            for seq in 0..UDP_SEQS {
+                for (i, s) in udp.iter().enumerate() {
+                    let mut p = [0u8; 8];
+                    p[..4].copy_from_slice(b"lane");
+                    p[4..6].copy_from_slice(&(i as u16).to_be_bytes());
+                    p[6..8].copy_from_slice(&seq.to_be_bytes());
+                    s.send(&p).expect("send UDP");
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+
+            let mut lane_of: HashMap<Flow, usize> = HashMap::new();
+            let mut udp_seen: HashMap<(u16, u16), usize> = HashMap::new();
+            let mut syns: HashMap<u16, usize> = HashMap::new();
+            let mut split = Vec::new();
+            let mut dups = Vec::new();
+            let start = Instant::now();
+            let deadline = start + Duration::from_secs(if complete { 5 } else { 2 });
+            let mut done_at = None;
+            loop {
+                let now = Instant::now();
+                if now >= deadline || done_at.is_some_and(|t| now >= t) {
+                    break;
+                }
+                if let Ok((lane, flow, seq)) = rx.recv_timeout(Duration::from_millis(10)) {
+                    if *lane_of.entry(flow).or_insert(lane) != lane {
+                        split.push((flow, lane));
+                    }
+                    if flow.0 == 17 {
+                        let c = udp_seen.entry((flow.1, seq)).or_insert(0);
+                        *c += 1;
+                        if *c > 1 {
+                            dups.push((flow.1, seq));
+                        }
+                    } else {
+                        *syns.entry(flow.1).or_insert(0) += 1;
+                    }
+                }
+                let all = udp_seen.len() == UDP_FLOWS * usize::from(UDP_SEQS)
+                    && syns.len() == TCP_FLOWS
+                    && syns.values().all(|&c| c >= 2);
+                if complete && all && done_at.is_none() {
+                    // Linger: anything arriving twice shows up now.
+                    done_at = Some(Instant::now() + Duration::from_millis(200));
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            drop(udp);
+            drop(tcp);
+            let lanes: Vec<N> = workers
+                .into_iter()
+                .map(|w| w.join().expect("lane thread panicked"))
+                .collect();
+
+            let mut per_lane = vec![0usize; n];
+            for &l in lane_of.values() {
+                per_lane[l] += 1;
+            }
+            assert!(dups.is_empty(), "datagrams received twice: {dups:?}");
+            assert!(split.is_empty(), "flows seen on two lanes: {split:?}");
+            if complete {
+                assert_eq!(
+                    udp_seen.len(),
+                    UDP_FLOWS * usize::from(UDP_SEQS),
+                    "datagrams lost (flows per lane {per_lane:?})"
+                );
+                assert_eq!(syns.len(), TCP_FLOWS, "TCP connections not seen");
+                assert!(
+                    syns.values().all(|&c| c >= 2),
+                    "a SYN was not retransmitted / not seen again: {syns:?}"
+                );
+                assert_eq!(lane_of.len(), UDP_FLOWS + TCP_FLOWS);
+                assert!(
+                    per_lane.iter().all(|&c| c > 0),
+                    "a lane got no flow: flows per lane {per_lane:?}"
+                );
+            }
+            (lanes, lane_of)
+        })
+    }
+
+    /// Every lane, moved to a thread of its own, sends a UDP datagram from
+    /// 198.18.7.1:(7100 + lane) to a socket of the kernel in `net` (set up by
+    /// [`kernel_peer`], whose MAC is `kernel_mac`), again every 20 ms until
+    /// the kernel has them all (at most 3 s). Returns the lanes.
+    pub(crate) fn check_lanes_transmit<N: Nic>(
+        net: &TestNet,
+        kernel_mac: [u8; 6],
+        lanes: Vec<N>,
+    ) -> Vec<N> {
+        use std::sync::atomic::AtomicBool;
+        let sock = net.run(|| {
+            let s = std::net::UdpSocket::bind("198.18.7.2:0").expect("bind UDP");
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            s
+        });
+        let kport = sock.local_addr().unwrap().port();
+        let n = lanes.len();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let workers: Vec<_> = lanes
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut lane)| {
+                    let stop = &stop;
+                    s.spawn(move || {
+                        let f = udp_frame(
+                            kernel_mac,
+                            lane.mac(),
+                            (LANE_IP, 7100 + i as u16),
+                            (PEER_IP, kport),
+                            format!("from lane {i}").as_bytes(),
+                        );
+                        let deadline = Instant::now() + Duration::from_secs(3);
+                        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                            send_all(&mut lane, std::slice::from_ref(&f));
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        lane
+                    })
+                })
+                .collect();
+            let mut got = vec![false; n];
+            let mut buf = [0u8; 64];
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while !got.iter().all(|&g| g) && Instant::now() < deadline {
+                if let Ok((len, from)) = sock.recv_from(&mut buf) {
+                    let i = usize::from(from.port() - 7100);
+                    assert_eq!(&buf[..len], format!("from lane {i}").as_bytes());
+                    assert_eq!(from.ip().to_string(), "198.18.7.1");
+                    got[i] = true;
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            let lanes: Vec<N> = workers
+                .into_iter()
+                .map(|w| w.join().expect("lane thread panicked"))
+                .collect();
+            assert!(
+                got.iter().all(|&g| g),
+                "the kernel did not get a datagram from every lane: {got:?}"
+            );
+            lanes
+        })
+    }
 }
 
 #[cfg(test)]
@@ -1310,5 +1820,80 @@ mod tests {
         net.veth("ptas", "plnx");
         let mut nic = net.run(|| AfPacketNic::open("ptas").unwrap());
         check_kernel_interop(&net, "plnx", &mut nic);
+    }
+
+    /// The fanout group a socket is in (getsockopt PACKET_FANOUT).
+    fn fanout_group(nic: &AfPacketNic) -> u16 {
+        let mut got: u32 = 0;
+        let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+        // SAFETY: `got` is a writable u32 and `len` holds its size.
+        let rc = unsafe {
+            libc::getsockopt(
+                nic.fd.as_raw_fd(),
+                SOL_PACKET,
+                PACKET_FANOUT,
+                &mut got as *mut u32 as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        (got & 0xffff) as u16
+    }
+
+    /// `n` lanes on a 4-queue veth: the kernel's flows spread over them,
+    /// each flow on one lane, each frame once; every lane transmits, also
+    /// from another thread; after one lane is dropped the others get all
+    /// flows.
+    fn lanes_on_multiqueue_veth(tag: &str, n: usize) {
+        let net = TestNet::new(tag);
+        net.veth_mq("ptas", "plnx", 4);
+        let lanes = net.run(|| AfPacketNic::open_lanes("ptas", n).unwrap());
+        assert_eq!(lanes.len(), n);
+        if n > 1 {
+            let g = fanout_group(&lanes[0]);
+            assert!(lanes.iter().all(|l| fanout_group(l) == g));
+        }
+        let kmac = kernel_peer(&net, "plnx", lanes[0].mac());
+        let (lanes, _) = check_lane_flows(&net, lanes, 0, true);
+        let mut lanes = check_lanes_transmit(&net, kmac, lanes);
+        if n > 1 {
+            drop(lanes.remove(0));
+            let (lanes, _) = check_lane_flows(&net, lanes, 1, true);
+            check_lanes_transmit(&net, kmac, lanes);
+        }
+    }
+
+    #[test]
+    fn one_lane_gets_every_flow() {
+        lanes_on_multiqueue_veth("aplane1", 1);
+    }
+
+    #[test]
+    fn two_lanes_split_flows() {
+        lanes_on_multiqueue_veth("aplane2", 2);
+    }
+
+    #[test]
+    fn four_lanes_split_flows() {
+        lanes_on_multiqueue_veth("aplane4", 4);
+    }
+
+    #[test]
+    fn lanes_of_two_opens_are_separate_groups() {
+        let net = TestNet::new("aplgrp");
+        net.veth_mq("ptas", "plnx", 4);
+        let (a, b) = net.run(|| {
+            (
+                AfPacketNic::open_lanes("ptas", 2).unwrap(),
+                AfPacketNic::open_lanes("ptas", 3).unwrap(),
+            )
+        });
+        assert_ne!(fanout_group(&a[0]), fanout_group(&b[0]));
+        // Both groups see every frame: each is a complete set of lanes.
+        let kmac = kernel_peer(&net, "plnx", a[0].mac());
+        let (_a, _) = check_lane_flows(&net, a, 0, true);
+        let (_b, _) = check_lane_flows(&net, b, 1, true);
+        let _ = kmac;
+        assert!(net.run(|| AfPacketNic::open_lanes("ptas", 0)).is_err());
     }
 }
