@@ -1,6 +1,6 @@
-//! AF_XDP backend: an XDP socket in copy mode, set up with raw system calls.
+//! AF_XDP backend: XDP sockets in copy mode, set up with raw system calls.
 //!
-//! Layout of one [`AfXdpNic`]:
+//! Layout of one socket (an `Xsk`):
 //!
 //! * a UMEM of `frames` (default 4096) chunks of 2048 bytes, anonymous
 //!   memory registered with the socket. The first half of the chunks are
@@ -13,24 +13,47 @@
 //!   fill and RX (receive), TX and completion (transmit). Producer and
 //!   consumer indexes are read with Acquire and published with Release; the
 //!   descriptors themselves are plain memory ordered by those.
-//! * an XDP program (hand-assembled, see `bpf.rs`) that redirects **every**
-//!   frame of the queue (ARP too) into the socket through an XSKMAP, attached
-//!   with a BPF link: in driver (native) mode when the driver supports it,
-//!   else in generic (skb) mode. Dropping the NIC closes the link, which
-//!   detaches the program.
 //!
-//! The socket is bound with `XDP_COPY` (veth refuses zero-copy; copying costs
-//! one memcpy per frame, which we pay anyway into the caller's
+//! The sockets of one open share an XDP program (hand-assembled, see
+//! `bpf.rs`) that redirects **every** frame (ARP too) to the socket stored
+//! in an XSKMAP at the frame's RX queue index (`bpf_redirect_map(map,
+//! ctx->rx_queue_index, XDP_PASS)`: a queue without a socket passes its
+//! frames to the kernel). It is attached with a BPF link: in driver
+//! (native) mode when the driver supports it, else in generic (skb) mode.
+//! Program, map and link are held in an `Arc` by every [`AfXdpNic`] of the
+//! open; the last one dropped closes the link, which detaches the program.
+//!
+//! **Queues and lanes.** The kernel delivers a redirected frame to an XDP
+//! socket only if the socket is bound to the very queue the frame arrived
+//! on (`xsk_rcv_check`: same device, same queue index), so a socket sees
+//! one queue and no more. [`AfXdpNic::open`] binds one socket to one queue
+//! (frames on other queues of a multi-queue interface go to the kernel).
+//! [`AfXdpNic::open_lanes`] opens `n` lanes (one per fast-path core) that
+//! together cover **every** RX queue of the interface: one socket per queue
+//! (each with its own UMEM), queue `q` going to lane `q % n`, so a lane may
+//! hold several sockets. The NIC's hash (RSS; on veth, the sender's choice of
+//! TX queue, which follows the flow's hash) puts a flow on one queue, hence
+//! on one lane. A lane's `recv` reads its sockets in turn (starting with a
+//! different one each call, so that none starves), `send` uses its first
+//! socket (lane `i` transmits on queue `i`), and `wait_fd` is that socket's
+//! fd, or an epoll fd over all of its sockets when it has several. With one
+//! lane, a multi-queue interface is thus still read whole. The interface
+//! must have at least `n` RX queues (`ethtool -l`); memory is one UMEM
+//! (`frames` × 2 KiB, 8 MiB by default) per RX queue.
+//!
+//! The sockets are bound with `XDP_COPY` (veth refuses zero-copy; copying
+//! costs one memcpy per frame, which we pay anyway into the caller's
 //! [`FrameBatch`]). `recv` copies frames out of the RX ring and hands the
 //! buffers straight back to the fill ring; `send` copies frames into free TX
 //! buffers, posts them, kicks the kernel with one `sendto` per batch (copy
 //! mode transmits only on a kick, at most 32 frames per kick, so a larger
 //! batch gets a few), and reclaims completed buffers.
 //!
-//! Limits: one socket per interface (the program and map are per socket; a
-//! multi-queue setup would share one map among sockets); frames longer than
-//! 1792 bytes (chunk minus the kernel's 256-byte XDP headroom) are dropped by
-//! the kernel on receive.
+//! Limits: frames longer than 1792 bytes (chunk minus the kernel's 256-byte
+//! XDP headroom) are dropped by the kernel on receive. On veth in generic
+//! mode the queue index the program sees is the sender's TX queue minus one
+//! (the skb's queue mapping read as a recorded RX queue), so the last queue
+//! stays empty; driver mode (the default on veth) sees the real queue.
 
 mod bpf;
 
@@ -38,6 +61,7 @@ use super::af_packet::sys;
 use super::{FrameBatch, Nic, NicError};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 // linux/if_xdp.h
 const AF_XDP: libc::c_int = 44;
@@ -288,13 +312,9 @@ impl Ring {
     }
 }
 
-/// A NIC reached through an AF_XDP socket (copy mode).
-pub struct AfXdpNic {
-    // Field order is drop order: detach the program first, then free the
-    // map, the rings, the socket and finally the UMEM.
-    _link: OwnedFd,
-    _prog: OwnedFd,
-    _map: OwnedFd,
+/// One XDP socket bound to one queue, with its own UMEM and four rings.
+struct Xsk {
+    // Field order is drop order: the rings, then the socket, then the UMEM.
     rx: Ring,
     tx: Ring,
     fill: Ring,
@@ -303,38 +323,63 @@ pub struct AfXdpNic {
     umem: sys::Mmap,
     /// TX chunk addresses we own (preallocated to hold all of them).
     tx_free: Vec<u64>,
-    ifname: String,
-    ifindex: u32,
     queue: u32,
-    mode: XdpMode,
-    mac: [u8; 6],
-    mtu: usize,
     kick_pending: bool,
     stats: AfXdpStats,
 }
 
+/// The XDP program, its XSKMAP and the link that attaches it to the
+/// interface. Shared (through an `Arc`) by all the lanes of one open, so the
+/// program stays attached until the last of them is dropped.
+struct Attachment {
+    // Field order is drop order: detach the program first, then free it and
+    // the map.
+    _link: OwnedFd,
+    _prog: OwnedFd,
+    _map: OwnedFd,
+    mode: XdpMode,
+}
+
+/// A NIC reached through AF_XDP sockets (copy mode): one socket, or, as a
+/// lane of [`AfXdpNic::open_lanes`], the sockets of the queues given to the
+/// lane.
+pub struct AfXdpNic {
+    // Field order is drop order: the last lane of an open detaches the
+    // program before its sockets close.
+    attach: Arc<Attachment>,
+    /// At least one; the first one transmits.
+    socks: Vec<Xsk>,
+    /// With several sockets: an epoll fd watching all of them ([`Nic::wait_fd`]).
+    epoll: Option<OwnedFd>,
+    /// The socket `recv` starts with (rotates, so that no queue starves).
+    next: usize,
+    ifname: String,
+    ifindex: u32,
+    mac: [u8; 6],
+    mtu: usize,
+}
+
 // SAFETY: all raw pointers point into mappings owned by this value (rings,
-// UMEM) that nothing else in the process aliases; moving the value to
-// another thread moves that ownership with it.
+// UMEMs) that nothing else in the process aliases; moving the value to
+// another thread moves that ownership with it. The shared `Attachment` only
+// holds fds, which the lanes never use.
 unsafe impl Send for AfXdpNic {}
 
-impl AfXdpNic {
-    /// Opens queue `queue` of `ifname` with the default settings.
-    pub fn open(ifname: &str, queue: u32) -> Result<Self, NicError> {
-        Self::open_with(ifname, queue, AfXdpConfig::default())
+fn check_frames(cfg: &AfXdpConfig) -> Result<(), NicError> {
+    if !cfg.frames.is_power_of_two() || cfg.frames < 64 || cfg.frames > 1 << 20 {
+        return Err(NicError::Unsupported(format!(
+            "AF_XDP: frames must be a power of two in 64..=1048576, not {}",
+            cfg.frames
+        )));
     }
+    Ok(())
+}
 
-    /// Opens queue `queue` of `ifname`.
-    pub fn open_with(ifname: &str, queue: u32, cfg: AfXdpConfig) -> Result<Self, NicError> {
-        if !cfg.frames.is_power_of_two() || cfg.frames < 64 || cfg.frames > 1 << 20 {
-            return Err(NicError::Unsupported(format!(
-                "AF_XDP: frames must be a power of two in 64..=1048576, not {}",
-                cfg.frames
-            )));
-        }
-        let link = sys::link_info(ifname)?;
+impl Xsk {
+    /// Makes a socket with its UMEM and rings and binds it to `queue` of
+    /// the interface `ifindex` (copy mode).
+    fn open(ifname: &str, ifindex: u32, queue: u32, cfg: &AfXdpConfig) -> Result<Xsk, NicError> {
         let half = cfg.frames / 2;
-
         let umem = sys::Mmap::anonymous(cfg.frames as usize * CHUNK)
             .map_err(sys::os("mmap(AF_XDP UMEM)"))?;
         let fd = sys::socket(
@@ -431,7 +476,7 @@ impl AfXdpNic {
         let sxdp = SockaddrXdp {
             family: AF_XDP as u16,
             flags: XDP_COPY,
-            ifindex: link.ifindex,
+            ifindex,
             queue_id: queue,
             shared_umem_fd: 0,
         };
@@ -470,43 +515,7 @@ impl AfXdpNic {
                 _ => return Err(NicError::Os { op: "bind(AF_XDP)", source: e }),
             }
         }
-
-        let map = bpf::create_xskmap(queue + 1)?;
-        bpf::map_update(&map, queue, fd.as_raw_fd() as u32)?;
-        let prog = bpf::load_redirect_program(&map)?;
-        let modes: &[XdpMode] = match cfg.mode {
-            Some(XdpMode::Driver) => &[XdpMode::Driver],
-            Some(XdpMode::Generic) => &[XdpMode::Generic],
-            None => &[XdpMode::Driver, XdpMode::Generic],
-        };
-        let mut attached = None;
-        let mut errors = Vec::new();
-        for &mode in modes {
-            match bpf::attach_xdp(&prog, link.ifindex, mode.flags()) {
-                Ok(l) => {
-                    attached = Some((l, mode));
-                    break;
-                }
-                Err(e) => errors.push(format!("{mode:?} mode: {e}")),
-            }
-        }
-        let Some((link_fd, mode)) = attached else {
-            return Err(NicError::Unsupported(format!(
-                "attaching the XDP program to {ifname} failed ({}); is another XDP program attached?",
-                errors.join("; ")
-            )));
-        };
-        tracing::info!(
-            iface = ifname,
-            queue,
-            ?mode,
-            frames = cfg.frames,
-            "AF_XDP socket open (copy mode)"
-        );
-        Ok(AfXdpNic {
-            _link: link_fd,
-            _prog: prog,
-            _map: map,
+        Ok(Xsk {
             rx,
             tx,
             fill,
@@ -514,40 +523,14 @@ impl AfXdpNic {
             fd,
             umem,
             tx_free,
-            ifname: ifname.to_string(),
-            ifindex: link.ifindex,
             queue,
-            mode,
-            mac: link.mac,
-            mtu: link.mtu,
             kick_pending: false,
             stats: AfXdpStats::default(),
         })
     }
 
-    /// How the XDP program got attached.
-    pub fn mode(&self) -> XdpMode {
-        self.mode
-    }
-
-    /// Interface name, index and queue this socket serves.
-    pub fn ifname(&self) -> &str {
-        &self.ifname
-    }
-    pub fn ifindex(&self) -> u32 {
-        self.ifindex
-    }
-    pub fn queue(&self) -> u32 {
-        self.queue
-    }
-
-    /// This socket's counters.
-    pub fn stats(&self) -> AfXdpStats {
-        self.stats
-    }
-
     /// The kernel's counters for this socket (XDP_STATISTICS).
-    pub fn kernel_stats(&self) -> Result<XdpKernelStats, NicError> {
+    fn kernel_stats(&self) -> Result<XdpKernelStats, NicError> {
         let mut st = XdpKernelStats::default();
         let mut len = std::mem::size_of::<XdpKernelStats>() as libc::socklen_t;
         // SAFETY: `st` is writable and `len` holds its size.
@@ -628,46 +611,19 @@ impl AfXdpNic {
         self.kick_pending = true;
         Ok(())
     }
-}
 
-fn mmap_offsets(fd: &OwnedFd) -> Result<MmapOffsets, NicError> {
-    let mut off = MmapOffsets::default();
-    let mut len = std::mem::size_of::<MmapOffsets>() as libc::socklen_t;
-    // SAFETY: `off` is writable and `len` holds its size.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            SOL_XDP,
-            XDP_MMAP_OFFSETS,
-            &mut off as *mut MmapOffsets as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(sys::last_os("getsockopt(XDP_MMAP_OFFSETS)"));
-    }
-    if len as usize != std::mem::size_of::<MmapOffsets>() {
-        // Kernels before 5.4 have no `flags` member; not supported here.
-        return Err(NicError::Unsupported(format!(
-            "AF_XDP: unexpected xdp_mmap_offsets size {len} (kernel too old?)"
-        )));
-    }
-    Ok(off)
-}
-
-impl Nic for AfXdpNic {
-    fn recv(&mut self, batch: &mut FrameBatch) -> Result<usize, NicError> {
+    fn recv(&mut self, batch: &mut FrameBatch) -> usize {
         if self.kick_pending {
             let _ = self.kick();
         }
         let room = (batch.capacity() - batch.len()) as u32;
         if room == 0 {
-            return Ok(0);
+            return 0;
         }
         // The fill ring has a slot for every RX chunk, so this is a formality.
         let n = self.rx.ready(room).min(self.fill.free(room));
         if n == 0 {
-            return Ok(0);
+            return 0;
         }
         let umem_len = self.umem.len() as u64;
         let mut got = 0;
@@ -702,10 +658,10 @@ impl Nic for AfXdpNic {
         self.rx.release();
         self.fill.submit();
         self.stats.rx_frames += got as u64;
-        Ok(got)
+        got
     }
 
-    fn send(&mut self, batch: &FrameBatch) -> Result<usize, NicError> {
+    fn send(&mut self, batch: &FrameBatch, ifname: &str) -> Result<usize, NicError> {
         self.reclaim();
         let want = batch.len() as u32;
         let slots = self.tx.free(want);
@@ -757,10 +713,291 @@ impl Nic for AfXdpNic {
                         source: e,
                     });
                 }
-                tracing::debug!(iface = %self.ifname, error = %e, "AF_XDP TX kick failed");
+                tracing::debug!(iface = %ifname, error = %e, "AF_XDP TX kick failed");
             }
         }
         Ok(taken)
+    }
+}
+
+/// Puts every socket of `socks` into a fresh XSKMAP of `entries` slots at
+/// its queue's index, loads the redirect program for it and attaches it to
+/// the interface.
+fn attach(
+    ifname: &str,
+    ifindex: u32,
+    socks: &[Xsk],
+    entries: u32,
+    mode: Option<XdpMode>,
+) -> Result<Attachment, NicError> {
+    let map = bpf::create_xskmap(entries)?;
+    for s in socks {
+        bpf::map_update(&map, s.queue, s.fd.as_raw_fd() as u32)?;
+    }
+    let prog = bpf::load_redirect_program(&map)?;
+    let modes: &[XdpMode] = match mode {
+        Some(XdpMode::Driver) => &[XdpMode::Driver],
+        Some(XdpMode::Generic) => &[XdpMode::Generic],
+        None => &[XdpMode::Driver, XdpMode::Generic],
+    };
+    let mut errors = Vec::new();
+    for &mode in modes {
+        match bpf::attach_xdp(&prog, ifindex, mode.flags()) {
+            Ok(link) => {
+                return Ok(Attachment {
+                    _link: link,
+                    _prog: prog,
+                    _map: map,
+                    mode,
+                })
+            }
+            Err(e) => errors.push(format!("{mode:?} mode: {e}")),
+        }
+    }
+    Err(NicError::Unsupported(format!(
+        "attaching the XDP program to {ifname} failed ({}); is another XDP program attached?",
+        errors.join("; ")
+    )))
+}
+
+/// An epoll fd that is readable when any of `socks` has frames.
+fn epoll_over(socks: &[Xsk]) -> Result<OwnedFd, NicError> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain system call.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(sys::last_os("epoll_create1"));
+    }
+    // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
+    let ep = unsafe { OwnedFd::from_raw_fd(fd) };
+    for s in socks {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: u64::from(s.queue),
+        };
+        // SAFETY: both fds are open; `ev` is a valid epoll_event.
+        let rc = unsafe {
+            libc::epoll_ctl(
+                ep.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                s.fd.as_raw_fd(),
+                &mut ev,
+            )
+        };
+        if rc != 0 {
+            return Err(sys::last_os("epoll_ctl(EPOLL_CTL_ADD, AF_XDP socket)"));
+        }
+    }
+    Ok(ep)
+}
+
+impl AfXdpNic {
+    /// Opens queue `queue` of `ifname` with the default settings.
+    pub fn open(ifname: &str, queue: u32) -> Result<Self, NicError> {
+        Self::open_with(ifname, queue, AfXdpConfig::default())
+    }
+
+    /// Opens queue `queue` of `ifname`: one socket, and a program that
+    /// redirects that queue's frames to it. Frames that arrive on other
+    /// queues of a multi-queue interface go to the kernel: use
+    /// [`AfXdpNic::open_lanes`] to receive them all.
+    pub fn open_with(ifname: &str, queue: u32, cfg: AfXdpConfig) -> Result<Self, NicError> {
+        check_frames(&cfg)?;
+        let link = sys::link_info(ifname)?;
+        let sock = Xsk::open(ifname, link.ifindex, queue, &cfg)?;
+        let socks = vec![sock];
+        let attach = attach(ifname, link.ifindex, &socks, queue + 1, cfg.mode)?;
+        tracing::info!(
+            iface = ifname,
+            queue,
+            mode = ?attach.mode,
+            frames = cfg.frames,
+            "AF_XDP socket open (copy mode)"
+        );
+        Ok(AfXdpNic {
+            attach: Arc::new(attach),
+            socks,
+            epoll: None,
+            next: 0,
+            ifname: ifname.to_string(),
+            ifindex: link.ifindex,
+            mac: link.mac,
+            mtu: link.mtu,
+        })
+    }
+
+    /// Opens `n` lanes on `ifname` with the default settings; see
+    /// [`AfXdpNic::open_lanes_with`].
+    pub fn open_lanes(ifname: &str, n: usize) -> Result<Vec<AfXdpNic>, NicError> {
+        Self::open_lanes_with(ifname, n, AfXdpConfig::default())
+    }
+
+    /// Opens `n` lanes (one per fast-path core) covering every RX queue of
+    /// `ifname`: one socket per queue (each with a UMEM of `cfg.frames`
+    /// chunks), queue `q` given to lane `q % n`, and one XDP program with one
+    /// XSKMAP for all of them. Lane `i` transmits on queue `i`. The
+    /// interface needs at least `n` RX queues. The program is detached when
+    /// the last lane is dropped; dropping a lane earlier sends its queues'
+    /// frames to the kernel while the other lanes go on.
+    pub fn open_lanes_with(
+        ifname: &str,
+        n: usize,
+        cfg: AfXdpConfig,
+    ) -> Result<Vec<AfXdpNic>, NicError> {
+        check_frames(&cfg)?;
+        if n == 0 {
+            return Err(NicError::Unsupported(
+                "AF_XDP: at least one lane is needed".into(),
+            ));
+        }
+        let link = sys::link_info(ifname)?;
+        let queues = sys::rx_queues(ifname)?;
+        let q = queues.unwrap_or(1);
+        if (q as usize) < n {
+            let has = match queues {
+                Some(1) => "has 1 RX queue".to_string(),
+                Some(q) => format!("has {q} RX queues"),
+                None => "does not report its RX queues (ethtool -l), so it is taken to have 1"
+                    .to_string(),
+            };
+            return Err(NicError::Unsupported(format!(
+                "{ifname} {has} but {n} lanes (--cores max {n}) need {n}: create the interface \
+                 with more queues (ip link add ... numrxqueues {n} numtxqueues {n}; on a real \
+                 NIC: ethtool -L {ifname} combined {n}) or use --nic af_packet"
+            )));
+        }
+        let mut socks = Vec::with_capacity(q as usize);
+        for queue in 0..q {
+            socks.push(Xsk::open(ifname, link.ifindex, queue, &cfg)?);
+        }
+        let attach = Arc::new(attach(ifname, link.ifindex, &socks, q, cfg.mode)?);
+        let mut per_lane: Vec<Vec<Xsk>> = (0..n).map(|_| Vec::new()).collect();
+        for (i, s) in socks.into_iter().enumerate() {
+            per_lane[i % n].push(s);
+        }
+        let mut lanes = Vec::with_capacity(n);
+        for socks in per_lane {
+            let epoll = if socks.len() > 1 {
+                Some(epoll_over(&socks)?)
+            } else {
+                None
+            };
+            lanes.push(AfXdpNic {
+                attach: Arc::clone(&attach),
+                socks,
+                epoll,
+                next: 0,
+                ifname: ifname.to_string(),
+                ifindex: link.ifindex,
+                mac: link.mac,
+                mtu: link.mtu,
+            });
+        }
+        tracing::info!(
+            iface = ifname,
+            lanes = n,
+            queues = q,
+            mode = ?attach.mode,
+            frames = cfg.frames,
+            "AF_XDP lanes open (copy mode, one socket per queue)"
+        );
+        Ok(lanes)
+    }
+
+    /// How the XDP program got attached.
+    pub fn mode(&self) -> XdpMode {
+        self.attach.mode
+    }
+
+    /// Interface name, index and queue this socket serves.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+    /// The queue this NIC transmits on (the first of [`AfXdpNic::queues`]).
+    pub fn queue(&self) -> u32 {
+        self.socks[0].queue
+    }
+    /// The queues this NIC receives from (one socket each).
+    pub fn queues(&self) -> Vec<u32> {
+        self.socks.iter().map(|s| s.queue).collect()
+    }
+
+    /// This NIC's counters (summed over its sockets).
+    pub fn stats(&self) -> AfXdpStats {
+        let mut t = AfXdpStats::default();
+        for s in &self.socks {
+            t.rx_frames += s.stats.rx_frames;
+            t.rx_bad += s.stats.rx_bad;
+            t.tx_frames += s.stats.tx_frames;
+            t.tx_dropped += s.stats.tx_dropped;
+            t.tx_kick_errors += s.stats.tx_kick_errors;
+        }
+        t
+    }
+
+    /// The kernel's counters (XDP_STATISTICS), summed over this NIC's sockets.
+    pub fn kernel_stats(&self) -> Result<XdpKernelStats, NicError> {
+        let mut t = XdpKernelStats::default();
+        for s in &self.socks {
+            let k = s.kernel_stats()?;
+            t.rx_dropped += k.rx_dropped;
+            t.rx_invalid_descs += k.rx_invalid_descs;
+            t.tx_invalid_descs += k.tx_invalid_descs;
+            t.rx_ring_full += k.rx_ring_full;
+            t.rx_fill_ring_empty_descs += k.rx_fill_ring_empty_descs;
+            t.tx_ring_empty_descs += k.tx_ring_empty_descs;
+        }
+        Ok(t)
+    }
+}
+
+fn mmap_offsets(fd: &OwnedFd) -> Result<MmapOffsets, NicError> {
+    let mut off = MmapOffsets::default();
+    let mut len = std::mem::size_of::<MmapOffsets>() as libc::socklen_t;
+    // SAFETY: `off` is writable and `len` holds its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            SOL_XDP,
+            XDP_MMAP_OFFSETS,
+            &mut off as *mut MmapOffsets as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(sys::last_os("getsockopt(XDP_MMAP_OFFSETS)"));
+    }
+    if len as usize != std::mem::size_of::<MmapOffsets>() {
+        // Kernels before 5.4 have no `flags` member; not supported here.
+        return Err(NicError::Unsupported(format!(
+            "AF_XDP: unexpected xdp_mmap_offsets size {len} (kernel too old?)"
+        )));
+    }
+    Ok(off)
+}
+
+impl Nic for AfXdpNic {
+    fn recv(&mut self, batch: &mut FrameBatch) -> Result<usize, NicError> {
+        let k = self.socks.len();
+        if k == 1 {
+            return Ok(self.socks[0].recv(batch));
+        }
+        let mut got = 0;
+        for i in 0..k {
+            if batch.is_full() {
+                break;
+            }
+            got += self.socks[(self.next + i) % k].recv(batch);
+        }
+        self.next = (self.next + 1) % k;
+        Ok(got)
+    }
+
+    fn send(&mut self, batch: &FrameBatch) -> Result<usize, NicError> {
+        self.socks[0].send(batch, &self.ifname)
     }
 
     fn mac(&self) -> [u8; 6] {
@@ -772,7 +1009,10 @@ impl Nic for AfXdpNic {
     }
 
     fn wait_fd(&self) -> Option<RawFd> {
-        Some(self.fd.as_raw_fd())
+        Some(match &self.epoll {
+            Some(ep) => ep.as_raw_fd(),
+            None => self.socks[0].fd.as_raw_fd(),
+        })
     }
 
     fn kind(&self) -> &'static str {
@@ -914,5 +1154,114 @@ mod tests {
         // And the interface can be opened again.
         let again = net.run(|| AfXdpNic::open("xb", 0));
         assert!(again.is_ok(), "{:?}", again.err());
+    }
+
+    fn xdp_attached(net: &TestNet, ifname: &str) -> bool {
+        net.ip_output(&["link", "show", "dev", ifname])
+            .contains("xdp")
+    }
+
+    /// `n` lanes on a 4-queue veth: lane `i` holds queues `i, i + n, ...`;
+    /// the kernel's flows spread over the lanes, each flow on one lane, each
+    /// frame once; every lane transmits, also from another thread. After
+    /// one lane is dropped the program stays attached and the other lanes
+    /// keep their flows; after the last one it is detached.
+    fn lanes_on_multiqueue_veth(tag: &str, n: usize, mode: Option<XdpMode>) {
+        let net = TestNet::new(tag);
+        net.veth_mq("xtas", "xlnx", 4);
+        let cfg = AfXdpConfig {
+            mode,
+            ..AfXdpConfig::default()
+        };
+        let lanes = net.run(|| AfXdpNic::open_lanes_with("xtas", n, cfg).unwrap());
+        assert_eq!(lanes.len(), n);
+        for (i, l) in lanes.iter().enumerate() {
+            let want: Vec<u32> = (0..4).filter(|q| *q as usize % n == i).collect();
+            assert_eq!(l.queues(), want, "queues of lane {i}");
+            assert_eq!(l.queue(), i as u32);
+            if let Some(m) = mode {
+                assert_eq!(l.mode(), m);
+            }
+        }
+        assert!(xdp_attached(&net, "xtas"));
+        let kmac = kernel_peer(&net, "xlnx", lanes[0].mac());
+        let (lanes, _) = check_lane_flows(&net, lanes, 0, true);
+        let mut lanes = check_lanes_transmit(&net, kmac, lanes);
+        for l in &lanes {
+            let ks = l.kernel_stats().unwrap();
+            assert_eq!(ks.rx_invalid_descs + ks.tx_invalid_descs, 0, "{ks:?}");
+            assert_eq!(l.stats().rx_bad, 0);
+        }
+        if n > 1 {
+            // The dropped lane's queues go to the kernel; the others go on.
+            drop(lanes.remove(0));
+            assert!(xdp_attached(&net, "xtas"), "program detached too early");
+            let (rest, lane_of) = check_lane_flows(&net, lanes, 1, false);
+            for i in 0..rest.len() {
+                assert!(
+                    lane_of.values().any(|&l| l == i),
+                    "lane {} got nothing after lane 0 was dropped: {lane_of:?}",
+                    i + 1
+                );
+            }
+            lanes = check_lanes_transmit(&net, kmac, rest);
+        }
+        drop(lanes);
+        assert!(!xdp_attached(&net, "xtas"), "XDP program still attached");
+        // And the interface can be opened again.
+        let again = net.run(|| AfXdpNic::open_lanes("xtas", n));
+        assert!(again.is_ok(), "{:?}", again.err());
+    }
+
+    #[test]
+    fn one_lane_reads_every_queue() {
+        lanes_on_multiqueue_veth("xlane1", 1, None);
+    }
+
+    #[test]
+    fn two_lanes_split_flows() {
+        lanes_on_multiqueue_veth("xlane2", 2, None);
+    }
+
+    #[test]
+    fn four_lanes_split_flows() {
+        lanes_on_multiqueue_veth("xlane4", 4, None);
+    }
+
+    #[test]
+    fn one_lane_reads_every_queue_in_generic_mode() {
+        lanes_on_multiqueue_veth("xlaneg1", 1, Some(XdpMode::Generic));
+    }
+
+    #[test]
+    fn lanes_need_enough_queues() {
+        let net = TestNet::new("xlaneq");
+        net.veth("xa", "xb");
+        let err = net
+            .run(|| AfXdpNic::open_lanes("xa", 2))
+            .err()
+            .expect("2 lanes on a 1-queue veth")
+            .to_string();
+        assert!(err.contains("xa has 1 RX queue but"), "{err}");
+        assert!(err.contains("numrxqueues 2"), "{err}");
+        assert!(err.contains("af_packet"), "{err}");
+        assert!(net.run(|| AfXdpNic::open_lanes("xa", 0)).is_err());
+        assert!(!xdp_attached(&net, "xa"));
+        // One lane on one queue is a plain socket.
+        let mut lanes = net.run(|| AfXdpNic::open_lanes("xa", 1).unwrap());
+        assert_eq!(lanes[0].queues(), vec![0]);
+        let mut b = net.run(|| AfPacketNic::open("xb").unwrap());
+        check_batch_of_32(&mut lanes[0], &mut b);
+        check_batch_of_32(&mut b, &mut lanes[0]);
+        // The single-socket open still works beside lanes of another link.
+        net.veth_mq("xc", "xd", 2);
+        let single = net.run(|| AfXdpNic::open("xc", 1).unwrap());
+        assert_eq!(single.queues(), vec![1]);
+        assert_eq!(net.run(|| sys::rx_queues("xc").unwrap()), Some(2));
+        assert_eq!(net.run(|| sys::rx_queues("xa").unwrap()), Some(1));
+        assert!(matches!(
+            net.run(|| sys::rx_queues("tas-no-such-if0")),
+            Err(NicError::NoSuchInterface(_))
+        ));
     }
 }
