@@ -15,4 +15,5 @@ pub mod cc;
 pub mod config;
 pub mod ctlsock;
 pub mod daemon;
+pub mod scale;
 pub mod stack;
