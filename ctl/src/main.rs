@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tasd::ctlsock::{self, CcShow, Reply, Request, Stats, Status};
+use tasd::ctlsock::{self, CcShow, CoresView, Reply, Request, Stats, Status};
 use tasd::stack::FlowDetail;
 
 fn after_help() -> String {
@@ -21,7 +21,8 @@ fn after_help() -> String {
          Congestion control algorithms, their parameters and defaults (for `cc set ALGO KEY=VALUE`):\n{algos}\n\
          Rates take kbps/mbps/gbps (plain number: Mbit/s), times ns/us/ms/s (plain: µs).\n\n\
          Examples:\n  tasctl status\n  tasctl flows --json\n  tasctl cc set timely t_low=30us\n  \
-         tasctl cc set dctcp-rate step=20mbps --port 8080\n  tasctl cc unset --port 8080\n\n\
+         tasctl cc set dctcp-rate step=20mbps --port 8080\n  tasctl cc unset --port 8080\n  \
+         tasctl cores\n  tasctl cores 1-4\n\n\
          Exit status: 0 ok, 1 request refused by tasd, 2 bad command line, 3 tasd not reachable.",
         default = tasd::config::DEFAULT_SOCKET,
         algos = tasd::cc::describe_algorithms()
@@ -64,6 +65,20 @@ enum Cmd {
         /// Only counters whose name starts with this (e.g. "fastpath.").
         prefix: Option<String>,
     },
+    /// Fast-path cores: active/min/max, scaling and per-core utilisation;
+    /// with MIN-MAX, change the budget.
+    ///
+    /// Without an argument: how many fast-path cores poll now, the budget,
+    /// the aggregate idle and the scaling decisions so far, and per core
+    /// whether it is active, how busy it was and which NIC lanes it polls.
+    /// With MIN-MAX (or N for N-N): tasd's scaling controller keeps between
+    /// MIN and MAX cores polling from now on (the active count is moved into
+    /// the new range at once).
+    Cores {
+        /// New budget: MIN-MAX or N (at least 1, at most the NIC lanes).
+        #[arg(value_name = "MIN-MAX")]
+        budget: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +103,7 @@ enum CcCmd {
     },
 }
 
+#[derive(Debug, PartialEq)]
 enum Failure {
     Refused(String),
     Usage(String),
@@ -235,6 +251,12 @@ fn print_flows(flows: &[FlowDetail]) {
 }
 
 fn print_table(rows: &[Vec<String>]) {
+    print!("{}", table(rows));
+}
+
+/// Columns padded to their widest cell, one line per row.
+fn table(rows: &[Vec<String>]) -> String {
+    let mut out = String::new();
     let n = rows.iter().map(|r| r.len()).max().unwrap_or(0);
     let widths: Vec<usize> = (0..n)
         .map(|i| {
@@ -254,8 +276,66 @@ fn print_table(rows: &[Vec<String>]) {
                 line.push_str(&format!("{c:<w$}  ", w = widths[i]));
             }
         }
-        println!("{}", line.trim_end());
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
+    out
+}
+
+/// `cores MIN-MAX` or `cores N`: the budget, checked before asking tasd
+/// (same rules and words as `tasd --cores`; tasd checks MAX against its
+/// NIC lanes).
+fn parse_cores(s: &str) -> Result<(u32, u32), String> {
+    let num = |x: &str| {
+        let x = x.trim();
+        x.parse::<u32>()
+            .ok()
+            .filter(|_| x.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let (min, max) = match s.split_once('-') {
+        Some((a, b)) => (num(a), num(b)),
+        None => (num(s), num(s)),
+    };
+    let (Some(min), Some(max)) = (min, max) else {
+        return Err(format!("cores: '{s}': expected N or MIN-MAX"));
+    };
+    if min > max {
+        return Err(format!("cores: '{s}': MIN must not exceed MAX"));
+    }
+    if min == 0 {
+        return Err(format!(
+            "cores: '{s}': at least one fast-path core is needed"
+        ));
+    }
+    Ok((min, max))
+}
+
+fn render_cores(c: &CoresView) -> String {
+    let mut out = format!(
+        "cores: active {} (min {}, max {}), lanes {}, idle {:.2} cores, scale-ups {}, scale-downs {}\n",
+        c.active, c.min, c.max, c.lanes, c.idle_cores, c.scale_ups, c.scale_downs
+    );
+    let mut rows = vec![vec![
+        "CORE".to_string(),
+        "STATE".to_string(),
+        "BUSY".to_string(),
+        "LANES".to_string(),
+    ]];
+    for k in &c.cores {
+        let lanes: Vec<String> = k.lanes.iter().map(|l| l.to_string()).collect();
+        rows.push(vec![
+            k.id.to_string(),
+            if k.active { "active" } else { "idle" }.to_string(),
+            format!("{:.1}%", k.busy_pct),
+            if lanes.is_empty() {
+                "-".to_string()
+            } else {
+                lanes.join(",")
+            },
+        ]);
+    }
+    out.push_str(&table(&rows));
+    out
 }
 
 fn print_cc(c: &CcShow) {
@@ -324,6 +404,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             )
         }
         Cmd::Cc(CcCmd::Unset { port }) => (Request::CcUnset { port: *port }, None, None),
+        Cmd::Cores { budget: None } => (Request::Cores, None, None),
+        Cmd::Cores { budget: Some(b) } => {
+            let (min, max) = parse_cores(b).map_err(Failure::Usage)?;
+            (Request::CoresSet { min, max }, None, None)
+        }
     };
     let data = call(cli, &req)?;
     match req {
@@ -362,6 +447,14 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 print_table(&rows);
             }
         }
+        Request::Cores | Request::CoresSet { .. } => {
+            let c: CoresView = decode(data.clone())?;
+            if cli.json {
+                print_json(&data);
+            } else {
+                print!("{}", render_cores(&c));
+            }
+        }
         Request::CcShow | Request::CcSet { .. } | Request::CcUnset { .. } => {
             let c: CcShow = decode(data.clone())?;
             if cli.json {
@@ -397,5 +490,132 @@ fn main() -> ExitCode {
             eprintln!("tasctl: {msg}");
             ExitCode::from(code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use tasd::ctlsock::CoreStatus;
+
+    #[test]
+    fn cores_budget_parses_and_refuses_with_one_line() {
+        for (arg, want) in [
+            ("1-4", (1, 4)),
+            ("2", (2, 2)),
+            ("3-3", (3, 3)),
+            ("1-64", (1, 64)),
+            (" 1 - 4 ", (1, 4)),
+        ] {
+            assert_eq!(parse_cores(arg), Ok(want), "{arg}");
+        }
+        for (arg, msg) in [
+            ("3-1", "cores: '3-1': MIN must not exceed MAX"),
+            ("x", "cores: 'x': expected N or MIN-MAX"),
+            ("1-", "cores: '1-': expected N or MIN-MAX"),
+            ("-2", "cores: '-2': expected N or MIN-MAX"),
+            ("1-2-3", "cores: '1-2-3': expected N or MIN-MAX"),
+            ("+2", "cores: '+2': expected N or MIN-MAX"),
+            ("1..4", "cores: '1..4': expected N or MIN-MAX"),
+            ("99999999999", "cores: '99999999999': expected N or MIN-MAX"),
+            ("0", "cores: '0': at least one fast-path core is needed"),
+            ("0-2", "cores: '0-2': at least one fast-path core is needed"),
+        ] {
+            assert_eq!(parse_cores(arg), Err(msg.to_string()), "{arg}");
+        }
+    }
+
+    #[test]
+    fn cores_command_line() {
+        let cli = Cli::try_parse_from(["tasctl", "cores"]).unwrap();
+        assert!(matches!(cli.cmd, Cmd::Cores { budget: None }));
+        let cli = Cli::try_parse_from(["tasctl", "cores", "1-4", "--json"]).unwrap();
+        assert!(cli.json);
+        assert!(matches!(cli.cmd, Cmd::Cores { budget: Some(ref b) } if b == "1-4"));
+        assert!(Cli::try_parse_from(["tasctl", "cores", "1", "2"]).is_err());
+        // A bad budget is a usage error (exit 2) before tasd is contacted:
+        // the socket does not exist, yet the error is not "cannot reach".
+        let missing =
+            std::env::temp_dir().join(format!("tas-no-daemon-{}.sock", std::process::id()));
+        for (arg, msg) in [
+            ("3-1", "cores: '3-1': MIN must not exceed MAX"),
+            ("x", "cores: 'x': expected N or MIN-MAX"),
+            ("0", "cores: '0': at least one fast-path core is needed"),
+        ] {
+            let cli = Cli::try_parse_from([
+                "tasctl",
+                "--socket",
+                missing.to_str().unwrap(),
+                "cores",
+                arg,
+            ])
+            .unwrap();
+            assert_eq!(run(&cli), Err(Failure::Usage(msg.into())));
+        }
+        let cli = Cli::try_parse_from([
+            "tasctl",
+            "--socket",
+            missing.to_str().unwrap(),
+            "cores",
+            "2-3",
+        ])
+        .unwrap();
+        assert!(matches!(run(&cli), Err(Failure::Unreachable(_))));
+    }
+
+    #[test]
+    fn help_lists_cores() {
+        let h = Cli::command().render_help().to_string();
+        assert!(h.contains("cores"), "{h}");
+        assert!(h.contains("tasctl cores 1-4"), "{h}");
+        let mut cmd = Cli::command();
+        let sub = cmd.find_subcommand_mut("cores").expect("cores subcommand");
+        let h = sub.render_long_help().to_string();
+        assert!(h.contains("MIN-MAX"), "{h}");
+    }
+
+    #[test]
+    fn cores_view_renders_as_header_and_one_row_per_core() {
+        let v = CoresView {
+            active: 2,
+            min: 1,
+            max: 3,
+            lanes: 4,
+            idle_cores: 0.4567,
+            scale_ups: 5,
+            scale_downs: 3,
+            cores: vec![
+                CoreStatus {
+                    id: 0,
+                    busy_pct: 87.26,
+                    active: true,
+                    lanes: vec![0, 2],
+                },
+                CoreStatus {
+                    id: 1,
+                    busy_pct: 100.0,
+                    active: true,
+                    lanes: vec![1, 3],
+                },
+                CoreStatus {
+                    id: 2,
+                    busy_pct: 0.0,
+                    active: false,
+                    lanes: vec![],
+                },
+            ],
+        };
+        assert_eq!(
+            render_cores(&v),
+            "cores: active 2 (min 1, max 3), lanes 4, idle 0.46 cores, scale-ups 5, scale-downs 3\n\
+             CORE  STATE   BUSY    LANES\n\
+             0     active  87.3%   0,2\n\
+             1     active  100.0%  1,3\n\
+             2     idle    0.0%    -\n"
+        );
+        // The JSON form is the daemon's own type, as received.
+        let j = serde_json::to_value(&v).unwrap();
+        assert_eq!(decode::<CoresView>(j).ok(), Some(v));
     }
 }

@@ -272,6 +272,16 @@ fn tasctl_command_line_errors_and_help() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         assert!(!stderr(&o).is_empty());
     }
+    // A bad core budget: exit 2 and a one-line message, without asking tasd.
+    for (arg, msg) in [
+        ("3-1", "cores: '3-1': MIN must not exceed MAX"),
+        ("x", "cores: 'x': expected N or MIN-MAX"),
+        ("0", "cores: '0': at least one fast-path core is needed"),
+    ] {
+        let o = run(&["cores", arg], missing);
+        assert_eq!(o.status.code(), Some(2), "cores {arg}: {}", stderr(&o));
+        assert_eq!(stderr(&o).trim_end(), format!("tasctl: {msg}"));
+    }
     // --help lists every command, the socket, the algorithms and defaults.
     let o = run(&["--help"], missing);
     assert!(o.status.success());
@@ -281,6 +291,8 @@ fn tasctl_command_line_errors_and_help() {
         "flows",
         "cc",
         "stats",
+        "cores",
+        "MIN-MAX",
         "--json",
         "--socket",
         "TAS_SOCKET",
