@@ -285,29 +285,9 @@ fn table(rows: &[Vec<String>]) -> String {
 /// `cores MIN-MAX` or `cores N`: the budget, checked before asking tasd
 /// (same rules and words as `tasd --cores`; tasd checks MAX against its
 /// NIC lanes).
+/// `N` or `MIN-MAX`, with the daemon's own rules (`tasd::config::parse_cores`).
 fn parse_cores(s: &str) -> Result<(u32, u32), String> {
-    let num = |x: &str| {
-        let x = x.trim();
-        x.parse::<u32>()
-            .ok()
-            .filter(|_| x.bytes().all(|b| b.is_ascii_digit()))
-    };
-    let (min, max) = match s.split_once('-') {
-        Some((a, b)) => (num(a), num(b)),
-        None => (num(s), num(s)),
-    };
-    let (Some(min), Some(max)) = (min, max) else {
-        return Err(format!("cores: '{s}': expected N or MIN-MAX"));
-    };
-    if min > max {
-        return Err(format!("cores: '{s}': MIN must not exceed MAX"));
-    }
-    if min == 0 {
-        return Err(format!(
-            "cores: '{s}': at least one fast-path core is needed"
-        ));
-    }
-    Ok((min, max))
+    tasd::config::parse_cores(s).map_err(|e| format!("cores: {e}"))
 }
 
 fn render_cores(c: &CoresView) -> String {

@@ -253,9 +253,11 @@ pub const MAX_CORES: u32 = 64;
 /// Parses `N` or `MIN-MAX` (1 <= MIN <= MAX <= [`MAX_CORES`]).
 pub fn parse_cores(s: &str) -> Result<(u32, u32), String> {
     let num = |x: &str| -> Result<u32, String> {
-        x.trim()
-            .parse::<u32>()
-            .map_err(|_| format!("'{s}': expected N or MIN-MAX"))
+        let x = x.trim();
+        x.parse::<u32>()
+            .ok()
+            .filter(|_| x.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| format!("'{s}': expected N or MIN-MAX"))
     };
     let (min, max) = match s.split_once('-') {
         Some((a, b)) => (num(a)?, num(b)?),

@@ -99,10 +99,10 @@ fn open_lanes(cfg: &Config, n: usize) -> Result<Vec<Box<dyn Nic>>, DaemonError> 
     }
     Ok(match cfg.nic {
         NicKind::AfXdp => {
-            { let _ = n; vec![Box::new(AfXdpNic::open(&cfg.iface, 0).map_err(|e| err("af_xdp", e))?)] }
+            boxed(AfXdpNic::open_lanes(&cfg.iface, n).map_err(|e| err("af_xdp", e))?)
         }
         NicKind::AfPacket => {
-            { let v: Vec<Box<dyn Nic>> = (0..n).map(|_| AfPacketNic::open(&cfg.iface).map(|x| Box::new(x) as Box<dyn Nic>)).collect::<Result<_,_>>().map_err(|e| err("af_packet", e))?; let _ = boxed::<AfPacketNic>; v }
+            boxed(AfPacketNic::open_lanes(&cfg.iface, n).map_err(|e| err("af_packet", e))?)
         }
         #[cfg(feature = "dpdk")]
         NicKind::Dpdk => vec![Box::new(
