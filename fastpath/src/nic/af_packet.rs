@@ -1427,13 +1427,17 @@ pub(crate) mod testnet {
                                 }
                             }
                             if got == 0 {
-                                let mut p = libc::pollfd {
-                                    fd: lane.wait_fd().expect("lane wait fd"),
-                                    events: libc::POLLIN,
-                                    revents: 0,
-                                };
-                                // SAFETY: one valid pollfd, 5 ms timeout.
-                                unsafe { libc::poll(&mut p, 1, 5) };
+                                if let Some(fd) = lane.wait_fd() {
+                                    let mut p = libc::pollfd {
+                                        fd,
+                                        events: libc::POLLIN,
+                                        revents: 0,
+                                    };
+                                    // SAFETY: one valid pollfd, 5 ms timeout.
+                                    unsafe { libc::poll(&mut p, 1, 5) };
+                                } else {
+                                    std::thread::sleep(Duration::from_micros(200));
+                                }
                             }
                         }
                         lane

@@ -29,6 +29,17 @@
 //! program) happens in the namespace it was opened in, whichever thread
 //! drops the NIC.
 //!
+//! **Multi-queue Linux interfaces.** An XDP socket sees the frames of one
+//! RX queue only, and net_af_xdp (22.11) refuses a `queue_count` above the
+//! interface's *combined* channels, which a veth (separate RX and TX
+//! channels) has none of. So on an interface with several RX queues
+//! (`ETHTOOL_GCHANNELS`), unless the device arguments name the queues
+//! (`start_queue=`, `queue_count=`), one net_af_xdp device is hot-plugged
+//! per RX queue (`start_queue=q`), each with its own port and pool; they
+//! share the XDP program that libxdp loads with the first. `recv` reads
+//! them all in turn, `send` uses the first (queue 0). net_af_packet sees
+//! every queue with one socket.
+//!
 //! **The port.** One RX and one TX queue (RSS over several queues, one per
 //! fast-path core, would be configured in [`DpdkNic::open_with`]: `mq_mode =
 //! RTE_ETH_MQ_RX_RSS`, `rss_hf` for IPv4/TCP, one queue pair per core), no
@@ -515,6 +526,12 @@ pub struct DpdkNic {
     /// Batch index of the frame in each `tx_mbufs` slot.
     tx_index: Box<[u32; TX_BURST]>,
     stats: DpdkStats,
+    /// Devices of the interface's other RX queues (net_af_xdp on a
+    /// multi-queue Linux interface, see `open_vdev`): received from in turn
+    /// with this one, never sent on.
+    extra: Vec<DpdkNic>,
+    /// The device `recv` reads first (0 = this one, i = `extra[i - 1]`).
+    next: usize,
 }
 
 // SAFETY: the port, the pool and the mbufs in the stash are owned by this
@@ -567,10 +584,17 @@ impl DpdkNic {
                     ));
                 }
                 let (args, auto) = if eal_args.is_empty() {
-                    // Memory for this pool and a few more like it; --no-huge
-                    // memory is mapped up front but only used pages count.
+                    // Memory for this pool and a few more like it, for each
+                    // RX queue of the interface (one device each, see
+                    // `open_vdev`); --no-huge memory is mapped up front but
+                    // only used pages count.
                     let pool_mb = (pool_n as usize * MBUF_FOOTPRINT) >> 20;
-                    (auto_eal_args((4 * pool_mb + 64).max(256)), true)
+                    let queues = iface
+                        .filter(|n| is_linux_netdev(n))
+                        .and_then(|n| super::af_packet::sys::rx_queues(n).ok().flatten())
+                        .unwrap_or(1)
+                        .clamp(1, 64) as usize;
+                    (auto_eal_args((4 * pool_mb * queues + 64).max(256)), true)
                 } else {
                     (eal_args.to_vec(), false)
                 };
@@ -626,12 +650,21 @@ impl DpdkNic {
         Ok(nic)
     }
 
-    /// Opens Linux interface `iface` through a hot-plugged virtual device.
+    /// Opens Linux interface `iface` through hot-plugged virtual devices.
+    ///
+    /// net_af_xdp's socket sees one RX queue, and the driver (22.11) refuses
+    /// a `queue_count` above the interface's *combined* channels, which a
+    /// veth (RX and TX channels only) has none of. So on an interface with
+    /// several RX queues, unless `vdev_args` name the queues
+    /// (`start_queue=`/`queue_count=`), one device is hot-plugged per RX
+    /// queue (`start_queue=q`): the first loads libxdp's XDP program, the
+    /// others add their sockets to its map. The first device is this NIC's,
+    /// the others go to `extra`; every frame of every queue is received.
     ///
     /// net_af_xdp cannot bind its socket to a queue that a socket closed just
     /// before still holds (the kernel releases it a little later, see
-    /// `close`): then the whole device is taken down and made again, for up
-    /// to a second.
+    /// `close`): then all devices are taken down and made again, for up to
+    /// two seconds.
     fn open_vdev(
         ctl: &mut Control,
         iface: &str,
@@ -655,26 +688,30 @@ impl DpdkNic {
                 )));
             }
         }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let names_queues = cfg.vdev_args.split(',').any(|a| {
+            let a = a.trim_start();
+            a.starts_with("start_queue") || a.starts_with("queue_count")
+        });
+        let queues = if cfg.vdev == LinuxVdev::AfXdp && !names_queues {
+            super::af_packet::sys::rx_queues(iface)?.unwrap_or(1)
+        } else {
+            1
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            // The driver's XDP sockets are the ones that appear meanwhile
-            // (opens and closes are serialised by CONTROL).
-            let before = xsk::libxdp_sockets();
-            let (port, dev) = hotplug_vdev(iface, cfg)?;
-            let mut nic = Self::claim(ctl, port, Some(dev));
-            let res = nic.setup(rx_desc, tx_desc, pool_n, Some(iface));
-            nic.xsk_fds = xsk::libxdp_sockets();
-            nic.xsk_fds.retain(|s| !before.contains(s));
-            match res {
-                Ok(()) => {
-                    tracing::debug!(iface, attempts, "DPDK virtual device set up");
-                    nic.log_started(pool_n);
+            match Self::open_queues(ctl, iface, cfg, queues, rx_desc, tx_desc, pool_n) {
+                Ok(mut nics) => {
+                    tracing::debug!(iface, attempts, queues, "DPDK virtual device(s) set up");
+                    for n in &nics {
+                        n.log_started(pool_n);
+                    }
+                    let mut nic = nics.remove(0);
+                    nic.extra = nics;
                     return Ok(nic);
                 }
                 Err((e, queue_busy)) => {
-                    nic.close(ctl);
                     if !queue_busy || std::time::Instant::now() >= deadline {
                         return Err(e);
                     }
@@ -682,6 +719,63 @@ impl DpdkNic {
                 }
             }
         }
+    }
+
+    /// One try at opening the devices of `iface`: one for all (`queues` = 1)
+    /// or one per RX queue. On error all are closed again, and the error
+    /// says whether it was net_af_xdp failing to bind a queue that is still
+    /// held (worth another try: a failing device detaches the XDP program
+    /// of the others, so they all start over).
+    #[allow(clippy::too_many_arguments)]
+    fn open_queues(
+        ctl: &mut Control,
+        iface: &str,
+        cfg: &DpdkConfig,
+        queues: u32,
+        rx_desc: u16,
+        tx_desc: u16,
+        pool_n: u32,
+    ) -> Result<Vec<Self>, (NicError, bool)> {
+        let mut nics: Vec<DpdkNic> = Vec::with_capacity(queues as usize);
+        for q in 0..queues {
+            let mut qcfg = cfg.clone();
+            if queues > 1 {
+                let args = cfg.vdev_args.trim_matches(',');
+                qcfg.vdev_args = if args.is_empty() {
+                    format!("start_queue={q}")
+                } else {
+                    format!("{args},start_queue={q}")
+                };
+            }
+            // The driver's XDP sockets are the ones that appear meanwhile
+            // (opens and closes are serialised by CONTROL).
+            let before = xsk::libxdp_sockets();
+            let res = hotplug_vdev(iface, &qcfg)
+                .map_err(|e| (e, false))
+                .and_then(|(port, dev)| {
+                    let mut nic = Self::claim(ctl, port, Some(dev));
+                    let res = nic.setup(rx_desc, tx_desc, pool_n, Some(iface));
+                    nic.xsk_fds = xsk::libxdp_sockets();
+                    nic.xsk_fds.retain(|s| !before.contains(s));
+                    match res {
+                        Ok(()) => Ok(nic),
+                        Err(e) => {
+                            nic.close(ctl);
+                            Err(e)
+                        }
+                    }
+                });
+            match res {
+                Ok(nic) => nics.push(nic),
+                Err(e) => {
+                    for mut nic in nics.into_iter().rev() {
+                        nic.close(ctl);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(nics)
     }
 
     /// A not yet set up NIC for `port`, which it now owns.
@@ -708,6 +802,8 @@ impl DpdkNic {
             tx_mbufs: Box::new([std::ptr::null_mut(); TX_BURST]),
             tx_index: Box::new([0; TX_BURST]),
             stats: DpdkStats::default(),
+            extra: Vec::new(),
+            next: 0,
         }
     }
 
@@ -876,13 +972,45 @@ impl DpdkNic {
         &self.driver
     }
 
-    /// This NIC's counters.
+    /// This NIC's counters (summed over its devices).
     pub fn stats(&self) -> DpdkStats {
-        self.stats
+        let mut t = self.stats;
+        for e in &self.extra {
+            let s = e.stats;
+            t.rx_frames += s.rx_frames;
+            t.rx_bad += s.rx_bad;
+            t.tx_frames += s.tx_frames;
+            t.tx_dropped += s.tx_dropped;
+            t.tx_no_mbuf += s.tx_no_mbuf;
+        }
+        t
     }
 
-    /// The port's counters, from the driver.
+    /// How many devices (ports) this NIC reads: one per RX queue of a
+    /// multi-queue Linux interface under net_af_xdp, else 1.
+    pub fn devices(&self) -> usize {
+        1 + self.extra.len()
+    }
+
+    /// The port's counters, from the driver (summed over the devices).
     pub fn port_stats(&self) -> Result<DpdkPortStats, NicError> {
+        let mut t = self.port_stats_one()?;
+        for e in &self.extra {
+            let s = e.port_stats_one()?;
+            t.ipackets += s.ipackets;
+            t.opackets += s.opackets;
+            t.ibytes += s.ibytes;
+            t.obytes += s.obytes;
+            t.imissed += s.imissed;
+            t.ierrors += s.ierrors;
+            t.oerrors += s.oerrors;
+            t.rx_nombuf += s.rx_nombuf;
+        }
+        Ok(t)
+    }
+
+    /// This device's port counters, from the driver.
+    fn port_stats_one(&self) -> Result<DpdkPortStats, NicError> {
         // SAFETY: all-zero is a valid rte_eth_stats.
         let mut s: sys::rte_eth_stats = unsafe { std::mem::zeroed() };
         // SAFETY: valid port and out-pointer.
@@ -983,6 +1111,9 @@ impl DpdkNic {
             return;
         }
         self.closed = true;
+        for e in &mut self.extra {
+            e.close(ctl);
+        }
         let port = self.port;
         // As an address: raw pointers are not Send, the work may run on a
         // helper thread (see Netns::run).
@@ -1380,8 +1511,9 @@ mod xsk {
     }
 }
 
-impl Nic for DpdkNic {
-    fn recv(&mut self, batch: &mut FrameBatch) -> Result<usize, NicError> {
+impl DpdkNic {
+    /// Receives from this device's port only.
+    fn recv_port(&mut self, batch: &mut FrameBatch) -> usize {
         let mut n = self.drain_stash(batch);
         while !batch.is_full() {
             let room = batch.capacity() - batch.len();
@@ -1405,6 +1537,28 @@ impl Nic for DpdkNic {
             }
         }
         self.stats.rx_frames += n as u64;
+        n
+    }
+}
+
+impl Nic for DpdkNic {
+    fn recv(&mut self, batch: &mut FrameBatch) -> Result<usize, NicError> {
+        if self.extra.is_empty() {
+            return Ok(self.recv_port(batch));
+        }
+        // Every device in turn, starting with a different one each call.
+        let k = 1 + self.extra.len();
+        let mut n = 0;
+        for i in 0..k {
+            if batch.is_full() {
+                break;
+            }
+            n += match (self.next + i) % k {
+                0 => self.recv_port(batch),
+                j => self.extra[j - 1].recv_port(batch),
+            };
+        }
+        self.next = (self.next + 1) % k;
         Ok(n)
     }
 
@@ -1873,5 +2027,41 @@ mod tests {
             check_batch_of_32(&mut x, &mut q);
             check_batch_of_32(&mut q, &mut x);
         });
+    }
+
+    /// net_af_xdp on a 4-queue veth: one device per queue, every flow of the
+    /// kernel received (each datagram once), transmission works, and
+    /// closing detaches the XDP program.
+    #[test]
+    fn af_xdp_reads_every_queue_of_a_multiqueue_interface() {
+        let net = TestNet::new("dxmq");
+        net.veth_mq("da", "db", 4);
+        let nic = net.run(|| DpdkNic::open(Some("da"), &[]).unwrap());
+        assert_eq!(nic.devices(), 4);
+        let kmac = kernel_peer(&net, "db", nic.mac());
+        let (nics, _) = check_lane_flows(&net, vec![nic], 0, true);
+        let nics = check_lanes_transmit(&net, kmac, nics);
+        let st = nics[0].stats();
+        assert_eq!(st.rx_bad, 0);
+        let ps = nics[0].port_stats().unwrap();
+        assert!(ps.ipackets >= st.rx_frames, "{ps:?} {st:?}");
+        drop(nics);
+        let shown = net.ip_output(&["link", "show", "dev", "da"]);
+        assert!(
+            !shown.contains("xdp"),
+            "XDP program still attached: {shown}"
+        );
+        // Naming the queue opens that one only.
+        let c = DpdkConfig {
+            vdev_args: "start_queue=0".into(),
+            ..DpdkConfig::default()
+        };
+        let one = net.run(|| DpdkNic::open_with(Some("da"), &[], &c).unwrap());
+        assert_eq!(one.devices(), 1);
+        drop(one);
+        // Right after a close the queues may still be held: opened anyway.
+        let again = net.run(|| DpdkNic::open(Some("da"), &[]).unwrap());
+        assert_eq!(again.devices(), 4);
+        check_lane_flows(&net, vec![again], 1, true);
     }
 }
