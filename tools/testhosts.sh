@@ -27,18 +27,27 @@
 #   "rx off" alone is ignored. Without this, frames from the kernel side
 #   arrive with unfinished checksums and 64 KB sizes.
 # * Only addresses from 198.18.0.0/15 are used.
+# * Both veth ends have TESTHOSTS_QUEUES (default 4) RX and TX queues, like
+#   a multi-queue NIC: the kernel side picks a TX queue by the flow's hash,
+#   and the frame arrives on the same-numbered RX queue of the TAS side, so
+#   each flow stays on one queue (one fast-path lane). net.core.txrehash=0
+#   on the Linux side keeps it there after a TCP retransmission timeout
+#   (the kernel would otherwise pick a new hash, moving the flow, which RSS
+#   on a real NIC never does).
 #
 # On success `up` prints, one per line, `key=value` pairs (tas_ns, lnx_ns,
 # tas_if, lnx_if, tas_mac, lnx_mac, lnx_ip, tas_ip) that scripts may `eval`.
 #
 # Needs root, iproute2 (`ip`) and `ethtool`. Installs nothing itself.
 # Environment: TESTHOSTS_LNX_IP (default 198.18.0.2/24),
-#              TESTHOSTS_TAS_IP (default 198.18.0.1, printed only, never configured).
+#              TESTHOSTS_TAS_IP (default 198.18.0.1, printed only, never configured),
+#              TESTHOSTS_QUEUES (default 4: RX and TX queues of each veth end, 1..64).
 
 set -euo pipefail
 
 LNX_IP="${TESTHOSTS_LNX_IP:-198.18.0.2/24}"
 TAS_IP="${TESTHOSTS_TAS_IP:-198.18.0.1}"
+QUEUES="${TESTHOSTS_QUEUES:-4}"
 TAS_IF=veth-tas
 LNX_IF=veth-lnx
 
@@ -117,9 +126,13 @@ cmd_up() {
     ip -n "$lnx" link set lo up
     # Create the pair directly inside the namespaces so that the names never
     # collide with interfaces of the root namespace or of other test hosts.
-    ip link add "$TAS_IF" netns "$tas" type veth peer name "$LNX_IF" netns "$lnx"
+    # Equal queue counts on both ends (XDP on a veth needs at least as many
+    # RX queues as its peer has TX queues).
+    ip link add "$TAS_IF" numtxqueues "$QUEUES" numrxqueues "$QUEUES" netns "$tas" \
+        type veth peer name "$LNX_IF" numtxqueues "$QUEUES" numrxqueues "$QUEUES" netns "$lnx"
     ip netns exec "$tas" sysctl -qw "net.ipv6.conf.$TAS_IF.disable_ipv6=1"
     ip netns exec "$lnx" sysctl -qw "net.ipv6.conf.$LNX_IF.disable_ipv6=1"
+    ip netns exec "$lnx" sysctl -qw net.core.txrehash=0
     offloads_off "$tas" "$TAS_IF"
     offloads_off "$lnx" "$LNX_IF"
     ip -n "$lnx" addr add "$LNX_IP" dev "$LNX_IF"
@@ -173,6 +186,8 @@ main() {
     shift
     need_tools
     check_name "${1:-}"
+    [[ "$QUEUES" =~ ^[0-9]+$ ]] && ((QUEUES >= 1 && QUEUES <= 64)) ||
+        die "TESTHOSTS_QUEUES must be a number in 1..64 (got '$QUEUES')"
     case "$cmd" in
         up) cmd_up "$1" ;;
         down) cmd_down "$1" ;;
