@@ -188,7 +188,8 @@ fn tasctl_inspects_and_tunes_a_running_daemon() {
     assert!(st.counters["fastpath.tx_frames"] > 1000);
     assert!(st.counters["slowpath.cc_updates"] > 0);
     assert!(st.counters["slowpath.cc_switches"] >= 4);
-    assert!(st.counters.contains_key("core.busy_ns"));
+    assert!(st.counters.contains_key("core0.busy_ns"));
+    assert_eq!(st.counters["cores.active"], 1);
     let o = tasctl(&mut tb, &["stats", "slowpath.cc"]);
     assert_ok(&o, "tasctl stats slowpath.cc");
     assert!(
