@@ -382,3 +382,41 @@ pub fn assert_ok(o: &Output, what: &str) {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+impl Testbed {
+    /// Process id of the running tasd (`ip netns exec` execs it in place).
+    pub fn tasd_pid(&self) -> Option<u32> {
+        self.tasd.as_ref().map(|c| c.id())
+    }
+
+    /// Runs `tasctl ARGS` in the TAS namespace against this testbed's tasd.
+    pub fn tasctl(&mut self, args: &[&str]) -> Output {
+        self.run_tas(&bin("tasctl"), args, Duration::from_secs(20))
+    }
+}
+
+/// User + system CPU time of a process so far, in seconds (all its threads;
+/// utime and stime of /proc/PID/stat).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at state.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((utime + stime) / hz.max(1.0))
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (the clock `peer echo-trace` stamps with;
+/// the same in every network namespace).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -11,6 +11,8 @@
 //! peer [--tas] serve-send PORT BYTES SEED               accept one, send pattern, close
 //! peer [--tas] connect-recv IP PORT BYTES SEED          connect, verify pattern
 //! peer [--tas] connect IP PORT                          prints "connected" or the errno
+//! peer [--tas] echo-trace IP PORT SECS SIZE             one connection, RPCs for SECS s;
+//!                                                       prints "T SENT_NS RTT_NS" per RPC
 //! ```
 //! Data is a seeded xorshift stream, so the receiver checks every byte.
 //! Exit status 0 only when everything was as expected.
@@ -283,6 +285,13 @@ fn run_linux(a: &[String]) {
                 Err(e) => println!("error {}", e.raw_os_error().unwrap_or(0)),
             }
         }
+        "echo-trace" => {
+            let ip: Ipv4Addr = arg(a, 1, "IP");
+            let mut s = TcpStream::connect(SocketAddrV4::new(ip, arg(a, 2, "PORT")))
+                .unwrap_or_else(|e| fail(format!("connect: {e}")));
+            s.set_nodelay(true).ok();
+            echo_trace(&mut s, arg(a, 3, "SECS"), arg(a, 4, "SIZE")).unwrap_or_else(|e| fail(e));
+        }
         m => fail(format!("unknown mode {m}")),
     }
 }
@@ -440,6 +449,16 @@ fn run_tas(a: &[String]) {
                 Err(e) => println!("error {}", e.raw_os_error().unwrap_or(0)),
             }
         }
+        "echo-trace" => {
+            let ip: Ipv4Addr = arg(a, 1, "IP");
+            let c = t
+                .connect(ip, arg(a, 2, "PORT"))
+                .unwrap_or_else(|e| fail(format!("connect: {e}")));
+            let mut s = TasStream { tas: &mut t, c };
+            echo_trace(&mut s, arg(a, 3, "SECS"), arg(a, 4, "SIZE")).unwrap_or_else(|e| fail(e));
+            let _ = t.close(c);
+            let _ = t.wait(Some(Duration::from_millis(20)));
+        }
         m => fail(format!("unknown mode {m}")),
     }
 }
@@ -459,4 +478,53 @@ fn main() {
     } else {
         run_linux(&a)
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the same clock in every network namespace,
+/// so a caller can line the trace up with its own events.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `echo-trace`: back-to-back RPCs of `size` bytes on one connection for
+/// `secs` seconds; one line "T SENT_NS RTT_NS" per RPC (SENT_NS on
+/// CLOCK_MONOTONIC), then "echo-trace ok: N rpcs". Every echo is verified.
+fn echo_trace(s: &mut dyn Stream, secs: f64, size: usize) -> Result<(), String> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    let mut msg = vec![0u8; size.max(1)];
+    let mut back = vec![0u8; msg.len()];
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let mut i = 0usize;
+    while Instant::now() < end {
+        for (j, b) in msg.iter_mut().enumerate() {
+            *b = (i * 31 + j) as u8;
+        }
+        let t0 = monotonic_ns();
+        s.write_all(&msg).map_err(|e| format!("write {i}: {e}"))?;
+        let mut got = 0;
+        while got < back.len() {
+            let n = s
+                .read(&mut back[got..])
+                .map_err(|e| format!("read {i}: {e}"))?;
+            if n == 0 {
+                return Err(format!("server closed during message {i}"));
+            }
+            got += n;
+        }
+        let rtt = monotonic_ns() - t0;
+        if back != msg {
+            return Err(format!("echo {i} differs"));
+        }
+        let _ = writeln!(out, "T {t0} {rtt}");
+        i += 1;
+    }
+    let _ = writeln!(out, "echo-trace ok: {i} rpcs");
+    let _ = out.flush();
+    Ok(())
 }
