@@ -255,7 +255,7 @@ fn churn(tag: &str, backend: Backend) {
             t.elapsed() < Duration::from_secs(60),
             "streams not done within 60 s of churn ({changes} budget changes); results (tas recv, tas send, lnx send, lnx recv): {results:?}"
         );
-        let n = if changes % 2 == 0 { 2 } else { 1 };
+        let n = if changes & 1 == 0 { 2 } else { 1 };
         if changes > 0 {
             let v = cores(&mut tb, None);
             assert_eq!(v.active, 3 - n, "the forced count did not stay: {v:?}");

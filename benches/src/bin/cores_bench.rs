@@ -347,8 +347,8 @@ fn blip(backend: Backend, events: usize) {
     // Cores polling at time t: 2 after `cores 2-2`, 1 after `cores 1-1`.
     let phase = |t: u64| -> u32 {
         ev.iter()
-            .filter(|e| e.0 != "query" && e.2 <= t)
-            .last()
+            .rev()
+            .find(|e| e.0 != "query" && e.2 <= t)
             .map_or(1, |e| if e.0 == "up" { 2 } else { 1 })
     };
     let steady = |want: u32| -> (Vec<u64>, f64) {
