@@ -191,24 +191,38 @@ fn throughput(backend: Backend, flows: usize, mb: u64, reps: usize) {
         "## 2. Throughput: {flows} parallel transfers Linux -> receiver, {mb} MiB each, {reps} rep(s)"
     );
     println!();
-    println!("| receiver | Gbit/s (mean of reps) | tasctl cores after the last rep |");
-    println!("|---|---|---|");
+    println!("| receiver | Gbit/s (mean of reps) | tasd CPU while transferring (cores busy, per thread) | tasctl cores after the last rep |");
+    println!("|---|---|---|---|");
     for budget in ["1", "2", "1-2"] {
         let mut tb = Testbed::with_args("cbtput", backend, &["--cores", budget]);
+        let pid = tb.tasd_pid().expect("tasd pid");
+        let before = thread_cpu(pid);
         let mut v = Vec::new();
         let mut err = None;
+        let mut busy_secs = 0.0;
         for _ in 0..reps {
             match transfers(&mut tb, true, flows, bytes) {
-                Ok(g) => v.push(g),
+                Ok(g) => {
+                    busy_secs += (flows as u64 * bytes) as f64 * 8.0 / g / 1e9;
+                    v.push(g)
+                }
                 Err(e) => err = Some(e),
             }
         }
+        let cpu: Vec<String> = thread_cpu(pid)
+            .iter()
+            .map(|(n, s)| {
+                let b = before.iter().find(|(m, _)| m == n).map_or(0.0, |x| x.1);
+                format!("{n} {:.2}", (s - b) / busy_secs.max(1e-9))
+            })
+            .collect();
         let line = cores_line(&mut tb);
-        eprintln!("tput --cores {budget}: {v:?} {err:?}; {line}");
+        eprintln!("tput --cores {budget}: {v:?} {err:?}; {cpu:?}; {line}");
         println!(
-            "| TAS app, tasd --cores {budget} | {}{} | {line} |",
+            "| TAS app, tasd --cores {budget} | {}{} | {} | {line} |",
             stats(&v),
-            err.map(|e| format!(" ({e})")).unwrap_or_default()
+            err.map(|e| format!(" ({e})")).unwrap_or_default(),
+            cpu.join(", ")
         );
     }
     // Linux -> Linux: the TAS side's kernel gets the address instead.
@@ -232,7 +246,7 @@ fn throughput(backend: Backend, flows: usize, mb: u64, reps: usize) {
     }
     eprintln!("tput linux: {v:?} {err:?}");
     println!(
-        "| Linux app (kernel stack) | {}{} | - |",
+        "| Linux app (kernel stack) | {}{} | - | - |",
         stats(&v),
         err.map(|e| format!(" ({e})")).unwrap_or_default()
     );
