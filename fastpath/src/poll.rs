@@ -131,7 +131,7 @@ pub struct LaneShared {
 }
 
 impl LaneShared {
-    fn new(id: u16, owner: u32) -> std::io::Result<Self> {
+    fn new(id: u16) -> std::io::Result<Self> {
         let pool = ArrayQueue::new(1024);
         for _ in 0..1024 {
             let _ = pool.push(Vec::with_capacity(crate::nic::FRAME_SLOT));
@@ -144,7 +144,7 @@ impl LaneShared {
             kicks: ArrayQueue::new(16 * 1024),
             wake: eventfd()?,
             sleeping: AtomicBool::new(false),
-            owner: AtomicU32::new(owner),
+            owner: AtomicU32::new(0),
             stats: Mutex::new(Stats::default()),
             exc_dropped: AtomicU64::new(0),
         })
@@ -155,6 +155,16 @@ impl LaneShared {
     pub fn command(&self, c: CoreCmd) -> bool {
         let ok = self.cmds.push(c).is_ok();
         self.wake_if_sleeping();
+        ok
+    }
+
+    /// Hands this lane a TX activation from another lane and wakes its core
+    /// if it sleeps. False when the queue is full (the caller retries).
+    fn push_kick(&self, id: FlowId) -> bool {
+        let ok = self.kicks.push(id).is_ok();
+        if ok {
+            self.wake_if_sleeping();
+        }
         ok
     }
 
@@ -209,7 +219,7 @@ impl<N: Nic> FastPathShared<N> {
     pub fn new(cores: usize, lanes: usize) -> std::io::Result<Arc<Self>> {
         let mut lane_v = Vec::with_capacity(lanes);
         for i in 0..lanes {
-            lane_v.push(Arc::new(LaneShared::new(i as u16, 0)?));
+            lane_v.push(Arc::new(LaneShared::new(i as u16)?));
         }
         let mut core_v = Vec::with_capacity(cores);
         for i in 0..cores {
@@ -417,11 +427,9 @@ impl<N: Nic> Output for Sink<'_, N> {
     }
     fn forward(&mut self, lane: u16, id: FlowId) {
         match self.lanes.get(lane as usize) {
+            // Never lose an activation: the flow would stall.
             Some(l) => {
-                if l.kicks.push(id).is_ok() {
-                    l.wake_if_sleeping();
-                } else {
-                    // Never lose an activation: the flow would stall.
+                if !l.push_kick(id) {
                     self.deferred.push((lane, id));
                 }
             }
@@ -485,20 +493,7 @@ impl<N: Nic> Lane<N> {
             deferred,
         } = self;
         // Activations that did not fit into another lane's queue last round.
-        if !deferred.is_empty() {
-            let mut keep = 0;
-            for i in 0..deferred.len() {
-                let (lane, id) = deferred[i];
-                let l = &lanes[lane as usize];
-                if l.kicks.push(id).is_ok() {
-                    l.wake_if_sleeping();
-                } else {
-                    deferred[keep] = (lane, id);
-                    keep += 1;
-                }
-            }
-            deferred.truncate(keep);
-        }
+        deferred.retain(|&(lane, id)| !lanes[lane as usize].push_kick(id));
         let mut out = Sink {
             nic,
             tx,
@@ -521,8 +516,14 @@ impl<N: Nic> Lane<N> {
             Err(e) => tracing::debug!("nic recv: {e}"),
         }
 
-        // 2. App commands (their rings are served by lane 0).
-        for port in apps.iter_mut().flatten() {
+        // 2. App commands (their rings are served by lane 0; other lanes
+        // skip the scan of the app table).
+        let cmd_ports = if out.shared.id == 0 {
+            &mut apps[..]
+        } else {
+            &mut []
+        };
+        for port in cmd_ports.iter_mut().flatten() {
             let Some(cmds) = port.cmds.as_mut() else {
                 continue;
             };
@@ -680,15 +681,25 @@ impl<N: Nic> Core<N> {
         sh.cores[self.id].lanes_held.store(mask, Ordering::Relaxed);
     }
 
+    /// One round of every lane held; returns the work done.
+    fn round_all(&mut self, now: u64, lanes_sh: &[Arc<LaneShared>]) -> usize {
+        let slow_wake = self.shared.slow_wake;
+        self.lanes
+            .iter_mut()
+            .map(|l| l.round(now, lanes_sh, slow_wake))
+            .sum()
+    }
+
     /// Runs until `shared.stop` is set.
     pub fn run(mut self) {
         let spin = self.cfg.idle_spin.as_nanos().min(u64::MAX as u128) as u64;
         let mut last_work = now_ns();
         let mut last_stats = 0u64;
-        let lanes_sh: Vec<Arc<LaneShared>> = self.shared.lanes.clone();
-        while !self.shared.stop.load(Ordering::Relaxed) {
+        let shared = self.shared.clone();
+        let lanes_sh = &shared.lanes;
+        let slot = &shared.cores[self.id];
+        while !shared.stop.load(Ordering::Relaxed) {
             self.exchange_lanes();
-            let slot = &self.shared.cores[self.id];
             if self.lanes.is_empty() {
                 // Inactive: sleep until the slow path hands over a lane.
                 let mut pfd = libc::pollfd {
@@ -703,10 +714,7 @@ impl<N: Nic> Core<N> {
                 continue;
             }
             let t0 = now_ns();
-            let mut work = 0;
-            for l in self.lanes.iter_mut() {
-                work += l.round(t0, &lanes_sh, self.shared.slow_wake);
-            }
+            let work = self.round_all(t0, lanes_sh);
             let t1 = now_ns();
             if work > 0 {
                 slot.busy_ns.fetch_add(t1 - t0, Ordering::Relaxed);
@@ -714,10 +722,8 @@ impl<N: Nic> Core<N> {
             } else {
                 slot.idle_ns.fetch_add(t1 - t0, Ordering::Relaxed);
                 if t1 - last_work > spin {
-                    let slept = self.sleep(t1, &lanes_sh);
-                    self.shared.cores[self.id]
-                        .idle_ns
-                        .fetch_add(slept, Ordering::Relaxed);
+                    let slept = self.sleep(t1, lanes_sh);
+                    slot.idle_ns.fetch_add(slept, Ordering::Relaxed);
                     last_work = now_ns();
                 }
             }
@@ -756,10 +762,7 @@ impl<N: Nic> Core<N> {
         }
         // Re-check after announcing sleep, so no kick is missed.
         let t = now_ns();
-        let mut work = 0;
-        for l in self.lanes.iter_mut() {
-            work += l.round(t, lanes_sh, self.shared.slow_wake);
-        }
+        let work = self.round_all(t, lanes_sh);
         let slot = &self.shared.cores[self.id];
         let mut slept = 0;
         if work == 0 && timeout_ms != 0 {

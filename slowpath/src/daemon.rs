@@ -404,11 +404,7 @@ impl CtlCtx<'_> {
         c.insert("cores.scale_downs".into(), self.scaler.scale_downs());
         c.insert(
             "lanes.exceptions_dropped".into(),
-            self.shared
-                .lanes
-                .iter()
-                .map(|l| l.exc_dropped.load(Ordering::Relaxed))
-                .sum(),
+            exceptions_dropped(self.shared),
         );
         if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(self.stack.stats()) {
             for (k, v) in m {
@@ -436,6 +432,25 @@ fn lane_totals(shared: &Shared) -> engine::Stats {
     t
 }
 
+/// Tells every lane to let go of app `id`; the region may be unmapped once
+/// the returned counter reaches 0.
+fn remove_app(shared: &Shared, id: AppId) -> (AppId, Arc<AtomicU32>, Instant) {
+    let left = Arc::new(AtomicU32::new(shared.lanes.len() as u32));
+    for lane in &shared.lanes {
+        lane.command(CoreCmd::RemoveApp(id, left.clone()));
+    }
+    (id, left, Instant::now())
+}
+
+/// Exceptions the lanes could not queue for the slow path.
+fn exceptions_dropped(shared: &Shared) -> u64 {
+    shared
+        .lanes
+        .iter()
+        .map(|l| l.exc_dropped.load(Ordering::Relaxed))
+        .sum()
+}
+
 /// Lanes 0..n go round-robin to cores 0..active.
 fn assign_lanes(shared: &Shared, active: u32) {
     let active = (active as usize).clamp(1, shared.cores.len());
@@ -446,11 +461,7 @@ fn assign_lanes(shared: &Shared, active: u32) {
 
 fn sample(shared: &Shared, stack: &Stack) -> Sample {
     let fp = lane_totals(shared);
-    let exc_dropped = shared
-        .lanes
-        .iter()
-        .map(|l| l.exc_dropped.load(Ordering::Relaxed))
-        .sum();
+    let exc_dropped = exceptions_dropped(shared);
     let mut busy_ns = [0u64; MAX_CORES as usize];
     for (i, c) in shared.cores.iter().enumerate().take(MAX_CORES as usize) {
         busy_ns[i] = c.busy_ns.load(Ordering::Relaxed);
@@ -624,11 +635,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 }
                 if !ok {
                     tracing::warn!(app = id, "lane queue full; app dropped");
-                    let left = Arc::new(AtomicU32::new(shared.lanes.len() as u32));
-                    for lane in &shared.lanes {
-                        lane.command(CoreCmd::RemoveApp(id, left.clone()));
-                    }
-                    pending_removals.push((id, left, Instant::now()));
+                    pending_removals.push(remove_app(&shared, id));
                 }
             }
         }
@@ -679,11 +686,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     apps: &mut apps,
                 };
                 stack.app_gone(now, id, &mut io);
-                let left = Arc::new(AtomicU32::new(shared.lanes.len() as u32));
-                for lane in &shared.lanes {
-                    lane.command(CoreCmd::RemoveApp(id, left.clone()));
-                }
-                pending_removals.push((id, left, Instant::now()));
+                pending_removals.push(remove_app(&shared, id));
             }
         }
         // Regions every lane has let go of can be unmapped now.

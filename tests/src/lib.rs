@@ -368,6 +368,10 @@ impl Drop for Testbed {
 }
 
 /// stdout of a finished program as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -398,7 +402,13 @@ impl Testbed {
 /// User + system CPU time of a process so far, in seconds (all its threads;
 /// utime and stime of /proc/PID/stat).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime, in seconds, of a `/proc/.../stat` file (a process's or,
+/// under `/proc/PID/task/TID/stat`, one thread's: the layout is the same).
+pub fn stat_cpu_seconds(path: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which may contain spaces) start at state.
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();

@@ -8,7 +8,6 @@
 //! disturb each other. With `TAS_TEST_NIC=dpdk` they are skipped (the dpdk
 //! backend refuses more than one core), except for that refusal itself.
 
-use std::process::Output;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tas_system_tests::*;
@@ -37,10 +36,6 @@ fn backend_or_skip(test: &str) -> Option<Backend> {
         }
         b => Some(b),
     }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// `tasctl --json cores [BUDGET]` parsed into the daemon's own type.

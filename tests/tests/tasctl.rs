@@ -2,27 +2,19 @@
 //! table form and as JSON parsed back into the daemon's own types, live
 //! congestion-control changes, and the errors a user can run into.
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tas_system_tests::*;
 use tasd::ctlsock::{CcShow, Stats, Status};
 use tasd::stack::FlowDetail;
 
-fn tasctl(tb: &mut Testbed, args: &[&str]) -> Output {
-    tb.run_tas(&bin("tasctl"), args, Duration::from_secs(20))
-}
-
 fn json<T: serde::de::DeserializeOwned>(tb: &mut Testbed, args: &[&str]) -> T {
     let mut a = args.to_vec();
     a.push("--json");
-    let o = tasctl(tb, &a);
+    let o = tb.tasctl(&a);
     assert_ok(&o, &format!("tasctl {args:?}"));
     serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("tasctl {args:?} --json: {e}\n{}", stdout(&o)))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn param<'a>(p: &'a [(String, String)], k: &str) -> &'a str {
@@ -91,7 +83,7 @@ fn tasctl_inspects_and_tunes_a_running_daemon() {
     );
     assert!(s.tx_pps > 1000.0, "{s:?}");
     assert_eq!(s.cc, "dctcp-rate");
-    let o = tasctl(&mut tb, &["status"]);
+    let o = tb.tasctl(&["status"]);
     assert_ok(&o, "tasctl status");
     for w in [
         "cores",
@@ -106,7 +98,7 @@ fn tasctl_inspects_and_tunes_a_running_daemon() {
     }
 
     // flows as a table
-    let o = tasctl(&mut tb, &["flows"]);
+    let o = tb.tasctl(&["flows"]);
     assert_ok(&o, "tasctl flows");
     let t = stdout(&o);
     for w in [
@@ -123,7 +115,7 @@ fn tasctl_inspects_and_tunes_a_running_daemon() {
     ] {
         assert!(t.contains(w), "flows lacks {w}:\n{t}");
     }
-    let o = tasctl(&mut tb, &["flows", "--port", "5002"]);
+    let o = tb.tasctl(&["flows", "--port", "5002"]);
     assert!(
         !stdout(&o).contains("LISTEN") || stdout(&o).contains(":5002"),
         "{}",
@@ -165,7 +157,7 @@ fn tasctl_inspects_and_tunes_a_running_daemon() {
     })
     .expect("port setting applied: window-based");
     assert_eq!(f.cc.as_deref(), Some("dctcp-win"));
-    let o = tasctl(&mut tb, &["cc", "show"]);
+    let o = tb.tasctl(&["cc", "show"]);
     assert!(
         stdout(&o).contains("port 5002") && stdout(&o).contains("dctcp-win"),
         "{}",
@@ -190,7 +182,7 @@ fn tasctl_inspects_and_tunes_a_running_daemon() {
     assert!(st.counters["slowpath.cc_switches"] >= 4);
     assert!(st.counters.contains_key("core0.busy_ns"));
     assert_eq!(st.counters["cores.active"], 1);
-    let o = tasctl(&mut tb, &["stats", "slowpath.cc"]);
+    let o = tb.tasctl(&["stats", "slowpath.cc"]);
     assert_ok(&o, "tasctl stats slowpath.cc");
     assert!(
         stdout(&o).lines().all(|l| l.starts_with("slowpath.cc")),
@@ -221,12 +213,12 @@ fn tasctl_inspects_and_tunes_a_running_daemon() {
             "port 9 has no setting of its own",
         ),
     ] {
-        let o = tasctl(&mut tb, args);
+        let o = tb.tasctl(args);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(msg), "{args:?}: {}", stderr(&o));
         let mut a = args.to_vec();
         a.push("--json");
-        let o = tasctl(&mut tb, &a);
+        let o = tb.tasctl(&a);
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("error as JSON");
         assert_eq!(v["ok"], false);
         assert!(v["error"].as_str().unwrap_or("").contains(msg), "{v}");

@@ -27,7 +27,9 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tas_system_tests::{bin, cpu_seconds, monotonic_ns, stdout, Backend, Testbed, LNX_IP, TAS_IP};
+use tas_system_tests::{
+    bin, cpu_seconds, monotonic_ns, stat_cpu_seconds, stdout, Backend, Testbed, LNX_IP, TAS_IP,
+};
 
 fn opt<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     match args.iter().position(|a| a == name) {
@@ -57,18 +59,7 @@ fn thread_cpu(pid: u32) -> Vec<(String, f64)> {
             .trim()
             .to_string();
         // A thread's stat has the same layout as a process's.
-        let secs = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
-            .ok()
-            .and_then(|s| {
-                let rest = &s[s.rfind(')')? + 2..];
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                let u: f64 = f.get(11)?.parse().ok()?;
-                let st: f64 = f.get(12)?.parse().ok()?;
-                // SAFETY: sysconf has no preconditions.
-                let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-                Some((u + st) / hz.max(1.0))
-            })
-            .unwrap_or(0.0);
+        let secs = stat_cpu_seconds(&format!("/proc/{pid}/task/{tid}/stat")).unwrap_or(0.0);
         v.push((name, secs));
     }
     v.sort_by(|a, b| a.0.cmp(&b.0));

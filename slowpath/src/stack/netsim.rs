@@ -280,28 +280,15 @@ impl NetHost {
 
     /// Exceptions to the slow path, its commands to the fast path, timers.
     fn settle(&mut self, now: u64) {
-        for _ in 0..10_000 {
-            let exc = std::mem::take(&mut self.out.exc);
-            let cmds = std::mem::take(&mut self.io.cmds);
-            if exc.is_empty() && cmds.is_empty() {
-                if self.stack.poll_at().is_some_and(|t| t <= now) {
-                    self.stack.poll(now, &mut self.io);
-                    continue;
-                }
-                return;
-            }
-            for (r, fl, fr) in exc {
-                self.stack.on_frame(now, r, fl, &fr, &mut self.io);
-            }
-            for c in cmds {
-                match c {
-                    FpCmd::Rx(f) => self.fp.rx(&f, now, &mut self.mem, &mut self.out),
-                    FpCmd::Retransmit(id) => self.fp.retransmit(id, now, &mut self.out),
-                    FpCmd::Kick(id) => self.fp.kick(id, now, &mut self.out),
-                }
-            }
-        }
-        panic!("exception/command loop does not settle");
+        super::sim::settle(
+            now,
+            &mut self.stack,
+            &mut self.fp,
+            &mut self.mem,
+            &mut self.out,
+            &mut self.io,
+            |io| std::mem::take(&mut io.cmds),
+        );
     }
 }
 

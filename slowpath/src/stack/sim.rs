@@ -411,28 +411,15 @@ impl Host {
 
     /// Exceptions to the stack, stack commands to the fast path, timers.
     fn internal(&mut self, now: u64) {
-        for _ in 0..10_000 {
-            let exc = std::mem::take(&mut self.out.exc);
-            let cmds = std::mem::take(&mut self.io.cmds);
-            if exc.is_empty() && cmds.is_empty() {
-                if self.stack.poll_at().is_some_and(|t| t <= now) {
-                    self.stack.poll(now, &mut self.io);
-                    continue;
-                }
-                return;
-            }
-            for (r, fl, fr) in exc {
-                self.stack.on_frame(now, r, fl, &fr, &mut self.io);
-            }
-            for c in cmds {
-                match c {
-                    FpCmd::Rx(f) => self.fp.rx(&f, now, &mut self.mem, &mut self.out),
-                    FpCmd::Retransmit(id) => self.fp.retransmit(id, now, &mut self.out),
-                    FpCmd::Kick(id) => self.fp.kick(id, now, &mut self.out),
-                }
-            }
-        }
-        panic!("exception/command loop does not settle");
+        settle(
+            now,
+            &mut self.stack,
+            &mut self.fp,
+            &mut self.mem,
+            &mut self.out,
+            &mut self.io,
+            |io| std::mem::take(&mut io.cmds),
+        );
     }
 
     fn run_apps(&mut self, now: u64) -> bool {
@@ -741,4 +728,40 @@ pub(super) fn pattern(seed: u64, len: usize) -> Vec<u8> {
     }
     v.truncate(len);
     v
+}
+
+/// Runs a host's exception/command loop until it settles: exceptions from
+/// the fast path to the stack, the stack's commands back to the fast path
+/// (`take_cmds` empties the I/O's command list), due timers.
+pub(super) fn settle<I: StackIo>(
+    now: u64,
+    stack: &mut Stack,
+    fp: &mut FastPath,
+    mem: &mut VecMem,
+    out: &mut FpOut,
+    io: &mut I,
+    take_cmds: fn(&mut I) -> Vec<FpCmd>,
+) {
+    for _ in 0..10_000 {
+        let exc = std::mem::take(&mut out.exc);
+        let cmds = take_cmds(io);
+        if exc.is_empty() && cmds.is_empty() {
+            if stack.poll_at().is_some_and(|t| t <= now) {
+                stack.poll(now, io);
+                continue;
+            }
+            return;
+        }
+        for (r, fl, fr) in exc {
+            stack.on_frame(now, r, fl, &fr, io);
+        }
+        for c in cmds {
+            match c {
+                FpCmd::Rx(f) => fp.rx(&f, now, mem, out),
+                FpCmd::Retransmit(id) => fp.retransmit(id, now, out),
+                FpCmd::Kick(id) => fp.kick(id, now, out),
+            }
+        }
+    }
+    panic!("exception/command loop does not settle");
 }

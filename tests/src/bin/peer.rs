@@ -21,6 +21,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::process::exit;
 use std::time::{Duration, Instant};
+use tas_system_tests::monotonic_ns;
 
 struct Pattern(u64);
 impl Pattern {
@@ -478,18 +479,6 @@ fn main() {
     } else {
         run_linux(&a)
     }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: the same clock in every network namespace,
-/// so a caller can line the trace up with its own events.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// `echo-trace`: back-to-back RPCs of `size` bytes on one connection for
