@@ -2,7 +2,8 @@
 # The main job, end to end: build, create two test hosts (network namespaces
 # joined by a veth pair), start tasd on one, run an echo server on TAS there,
 # and drive it from the Linux kernel stack on the other host. Prints results.
-# Everything it creates is removed on exit. Needs root.
+# Everything it creates is removed on exit. Run as root (with or without
+# sudo); installs the Debian packages it uses when they are missing.
 # Usage: tools/demo.sh [af_xdp|af_packet]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,9 +22,13 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 [[ $(id -u) -eq 0 ]] || { echo "demo: needs root (network namespaces)" >&2; exit 1; }
-for t in ip ethtool; do
-    command -v $t >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 || true; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 ethtool >/dev/null; break; }
-done
+# shellcheck source=tools/deps.sh
+. tools/deps.sh
+need cmd:ip=iproute2
+need cmd:ethtool=ethtool
+need cmd:ping=iputils-ping
+need cmd:cc=gcc
+ensure_deps
 
 echo "== building (release)"
 cargo build --release --workspace --bins --examples 2>&1 | tail -n 1

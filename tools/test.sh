@@ -1,29 +1,37 @@
 #!/usr/bin/env bash
 # Runs every test: unit, packet-level, in-process simulation, and the system
 # tests in network namespaces (tasd against the Linux kernel stack and real
-# programs), over AF_XDP, AF_PACKET and DPDK. Needs root; installs what it
-# needs first (Debian packages; crates through cargo).
+# programs), over AF_XDP, AF_PACKET and DPDK. Run as root (with or without
+# sudo): installs every Debian package the tests use in one step first, then
+# prints what it found (versions and paths), so a broken install shows in the
+# log.
 # Usage: tools/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=tools/deps.sh
+. tools/deps.sh
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "test.sh: the system tests need root (network namespaces, AF_XDP); run as root" >&2
     exit 1
 fi
 
-need=()
-command -v ip >/dev/null 2>&1 || need+=(iproute2)
-command -v ethtool >/dev/null 2>&1 || need+=(ethtool)
-command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
-command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-pkg-config --exists libdpdk 2>/dev/null || need+=(libdpdk-dev)
-[[ -n $(ls /usr/lib/llvm-*/lib/libclang*.so* 2>/dev/null) ]] || need+=(libclang-dev clang)
-if ((${#need[@]})); then
-    echo "test.sh: installing ${need[*]}"
-    apt-get update -qq >/dev/null 2>&1 || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+# Everything the build and the tests run or load, each checked by what is used.
+need cmd:ip=iproute2
+need cmd:ethtool=ethtool
+need cmd:ping=iputils-ping
+need cmd:cc=gcc
+need cmd:pkg-config=pkg-config
+need pc:libdpdk=libdpdk-dev
+need libclang=libclang-dev
+need cmd:redis-server=redis-server
+need cmd:redis-benchmark=redis-tools
+need cmd:redis-cli=redis-tools
+need cmd:nginx=nginx-light
+need cmd:curl=curl
+need cmd:sha256sum=coreutils
+ensure_deps
+report_deps
 
 features=(--features tasd/dpdk)
 cargo build --release --workspace --lib --bins --examples "${features[@]}"
