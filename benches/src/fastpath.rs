@@ -42,12 +42,12 @@
 
 use std::sync::Arc;
 use std::time::Instant;
-use tas_fastpath::abi::{cmd, AppCmd, AppEvent, VecMem};
-use tas_fastpath::engine::{ts_now, Config, Exception, FastPath, Output, Stats};
-use tas_fastpath::flow::{cfg, FlowState};
-use tas_fastpath::flowtable::{FlowGuard, FlowId, FlowTable};
-use tas_fastpath::nic::FrameBatch;
-use tas_fastpath::wire::{frame, ipv4, tcp};
+use tas_abi::{cmd, AppCmd, AppEvent, VecMem};
+use tas_engine::engine::{ts_now, Config, Exception, FastPath, Output, Stats};
+use tas_engine::flow::{cfg, FlowState};
+use tas_engine::flowtable::{FlowGuard, FlowId, FlowTable};
+use tas_engine::wire::{frame, ipv4, tcp};
+use tas_nic::FrameBatch;
 
 /// Payload bytes per data segment, in and out.
 pub const PAYLOAD: usize = 64;

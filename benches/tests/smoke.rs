@@ -7,8 +7,8 @@ use std::process::Command;
 use tas_benches::fastpath::{
     flow_index, tx_byte, Bench, Scenario, Setup, LOCAL_IP, LOCAL_MAC, LOCAL_PORT, PAYLOAD, PEER_MAC,
 };
-use tas_fastpath::nic::FrameBatch;
-use tas_fastpath::wire::{frame, tcp};
+use tas_engine::wire::{frame, tcp};
+use tas_nic::FrameBatch;
 
 /// What the checker saw in the measured output batches.
 #[derive(Debug, Default)]

@@ -111,11 +111,7 @@ enum Failure {
 }
 
 fn ctl_socket(cli: &Cli) -> PathBuf {
-    let p = cli
-        .socket
-        .clone()
-        .or_else(|| std::env::var_os("TAS_SOCKET").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(tasd::config::DEFAULT_SOCKET));
+    let p = tas_abi::socket_path(cli.socket.as_deref());
     if p.extension().is_some_and(|e| e == "ctl") {
         p
     } else {

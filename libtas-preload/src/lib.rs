@@ -24,13 +24,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tas_fastpath::abi::{
-    announce_sleep, cmd, ctl, event, peer_sleeps, AppCmd, AppEvent, CtlMsg, FlowInfo, RegionHeader,
-    RingConsumer, RingProducer, ABI_VERSION, REGION_MAGIC,
+pub use tas_abi::DEFAULT_SOCKET;
+use tas_abi::{
+    announce_sleep, cmd, ctl, event, peer_sleeps, AppCmd, AppEvent, ConnectReq, CtlMsg, FlowInfo,
+    HelloOk, ListenReq, RegionHeader, RingConsumer, RingProducer, REGION_MAGIC,
 };
-
-/// Default attach socket (overridden by `TAS_SOCKET`).
-pub const DEFAULT_SOCKET: &str = "/run/tas/tasd.sock";
 
 /// How long [`Tas::wait`] spins before blocking on the eventfd.
 const SPIN: Duration = Duration::from_micros(50);
@@ -202,9 +200,7 @@ fn dead() -> io::Error {
 
 /// The attach socket path: `TAS_SOCKET` or the default.
 pub fn socket_path() -> PathBuf {
-    std::env::var_os("TAS_SOCKET")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+    tas_abi::socket_path(None)
 }
 
 impl Tas {
@@ -228,8 +224,7 @@ impl Tas {
                 format!("cannot reach tasd at {}: {e}", path.display()),
             )
         })?;
-        let mut hello = CtlMsg::new(ctl::HELLO);
-        hello.arg[0] = ABI_VERSION;
+        let hello = CtlMsg::hello(0);
         sendmsg::<()>(
             sock.as_raw_fd(),
             &[IoSlice::new(&hello.as_bytes())],
@@ -268,9 +263,12 @@ impl Tas {
         if m.kind != ctl::HELLO_OK || owned.len() != 3 {
             return Err(io::Error::other("tasd refused the attach"));
         }
-        let [size, event_cap, cmd_cap, event_off, cmd_off] = m.arg;
+        let ok = HelloOk::from_msg(&m)
+            .ok_or_else(|| io::Error::other("tasd announced a region layout that does not fit"))?;
+        let layout = ok.layout;
+        let (size, event_cap, cmd_cap) = (layout.size, layout.event_cap, layout.cmd_cap);
         // One event ring per fast-path lane, back to back.
-        let rings = m.flow;
+        let rings = layout.event_rings;
         let mut it = owned.into_iter();
         let (memfd, app_wake, core_wake) =
             (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
@@ -281,32 +279,16 @@ impl Tas {
                 .len(size as usize)
                 .map_mut(&memfd)?
         };
-        let ring_bytes = event_cap as u64 * std::mem::size_of::<AppEvent>() as u64;
-        let ev_end = event_off as u64 + rings as u64 * ring_bytes;
-        let cmd_end = cmd_off as u64 + cmd_cap as u64 * std::mem::size_of::<AppCmd>() as u64;
-        if rings == 0
-            || rings > 1024
-            || ev_end > size as u64
-            || cmd_end > size as u64
-            || event_off < 64
-            || cmd_off < 64
-        {
-            return Err(io::Error::other(
-                "tasd announced a region layout that does not fit",
-            ));
-        }
         let base = map.as_mut_ptr();
-        // SAFETY: offsets were checked against the mapping's size above.
-        let events = (0..rings as u64)
+        // SAFETY: `HelloOk::from_msg` checked that every ring lies inside a
+        // region of `size` bytes, the mapping's length.
+        let events = (0..rings)
             .map(|i| unsafe {
-                RingConsumer::new(
-                    base.add((event_off as u64 + i * ring_bytes) as usize),
-                    event_cap,
-                )
+                RingConsumer::new(base.add(layout.event_ring_off(i) as usize), event_cap)
             })
             .collect();
         // SAFETY: as above.
-        let cmds = unsafe { RingProducer::new(base.add(cmd_off as usize), cmd_cap) };
+        let cmds = unsafe { RingProducer::new(base.add(layout.cmd_off as usize), cmd_cap) };
         let t = Tas {
             sock,
             map,
@@ -398,14 +380,14 @@ impl Tas {
         tx: u32,
         reuseport: bool,
     ) -> io::Result<ListenerId> {
-        let mut m = CtlMsg::new(ctl::LISTEN);
-        m.arg = [
-            port as u32,
+        let m = ListenReq {
+            port,
             backlog,
-            rx,
-            tx,
-            if reuseport { ctl::F_REUSEPORT } else { 0 },
-        ];
+            rx_size: rx,
+            tx_size: tx,
+            reuseport,
+        }
+        .to_msg(0);
         let req = self.request(m)?;
         let r = self.reply(req)?;
         if r.err != 0 {
@@ -425,10 +407,7 @@ impl Tas {
         let Some(info) = lst.ready.pop_front() else {
             return Ok(None);
         };
-        let mut m = CtlMsg::new(ctl::ACCEPT);
-        m.listener = l;
-        m.arg[0] = 1;
-        self.request(m)?;
+        self.request(CtlMsg::accept(0, l, 1))?;
         Ok(Some(self.add_conn(info)))
     }
 
@@ -491,8 +470,15 @@ impl Tas {
         rx: u32,
         tx: u32,
     ) -> io::Result<u32> {
-        let mut m = CtlMsg::new(ctl::CONNECT);
-        m.arg = [u32::from(ip), port as u32, local_port as u32, rx, tx];
+        let m = ConnectReq {
+            remote_ip: u32::from(ip),
+            remote_port: port,
+            local_port,
+            rx_size: rx,
+            tx_size: tx,
+            opaque: 0,
+        }
+        .to_msg(0);
         self.request(m)
     }
 

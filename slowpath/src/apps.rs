@@ -14,10 +14,10 @@ use nix::sys::socket::{
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use tas_fastpath::abi::{
-    ctl, AppCmd, AppEvent, CtlMsg, RegionHeader, RegionLayout, ABI_VERSION, REGION_MAGIC,
+use tas_abi::{
+    ctl, AppCmd, AppEvent, CtlMsg, HelloOk, RegionHeader, RegionLayout, ABI_VERSION, REGION_MAGIC,
 };
-use tas_fastpath::poll::{AppPort, MAX_APPS};
+use tas_runtime::{AppPort, MAX_APPS};
 
 pub type AppId = u16;
 
@@ -215,11 +215,11 @@ impl Apps {
                 None,
             );
         };
-        if hello.kind != ctl::HELLO || hello.arg[0] != ABI_VERSION {
+        if hello.kind != ctl::HELLO || hello.hello_version() != ABI_VERSION {
             tracing::warn!(
                 pid,
                 "app with ABI version {} refused (ours is {ABI_VERSION})",
-                hello.arg[0]
+                hello.hello_version()
             );
             reply_err(libc::EPROTO);
             return None;
@@ -286,12 +286,12 @@ impl Apps {
             // (lane 0).
             let (events, cmds) = unsafe {
                 (
-                    tas_fastpath::abi::RingProducer::<AppEvent>::new(
+                    tas_abi::RingProducer::<AppEvent>::new(
                         base.add(layout.event_ring_off(lane) as usize),
                         layout.event_cap,
                     ),
                     (lane == 0).then(|| {
-                        tas_fastpath::abi::RingConsumer::<AppCmd>::new(
+                        tas_abi::RingConsumer::<AppCmd>::new(
                             base.add(layout.cmd_off as usize),
                             layout.cmd_cap,
                         )
@@ -307,18 +307,12 @@ impl Apps {
                 app_wake: app_wake.as_raw_fd(),
             });
         }
-        let mut ok = CtlMsg::new(ctl::HELLO_OK);
-        ok.req = req;
-        ok.info.local_ip = self.local_ip;
-        ok.arg = [
-            layout.size,
-            layout.event_cap,
-            layout.cmd_cap,
-            layout.event_off,
-            layout.cmd_off,
-        ];
-        ok.listener = id as u32;
-        ok.flow = layout.event_rings;
+        let ok = HelloOk {
+            app: id as u32,
+            service_ip: self.local_ip,
+            layout,
+        }
+        .to_msg(req);
         let fds = [memfd.as_raw_fd(), app_wake.as_raw_fd(), core_wake];
         sendmsg::<()>(
             sock.as_raw_fd(),

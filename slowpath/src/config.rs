@@ -6,7 +6,7 @@ use clap::{Arg, ArgMatches, Command, FromArgMatches, Parser, ValueEnum};
 use std::path::PathBuf;
 
 /// Default attach/control socket when neither `--socket` nor `TAS_SOCKET` is given.
-pub const DEFAULT_SOCKET: &str = "/run/tas/tasd.sock";
+pub use tas_abi::DEFAULT_SOCKET;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NicKind {
@@ -336,10 +336,7 @@ impl Config {
                 cli.iface
             ));
         }
-        let socket = cli
-            .socket
-            .or_else(|| std::env::var_os("TAS_SOCKET").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+        let socket = tas_abi::socket_path(cli.socket.as_deref());
         if !(1..=4096).contains(&cli.app_mem_mib) {
             return Err("--app-mem-mib must be 1..4096".into());
         }

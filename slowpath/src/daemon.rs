@@ -20,11 +20,11 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tas_fastpath::abi::CtlMsg;
-use tas_fastpath::engine;
-use tas_fastpath::flowtable::FlowTable;
-use tas_fastpath::nic::{af_packet::AfPacketNic, af_xdp::AfXdpNic, Nic, NicError};
-use tas_fastpath::poll::{self, now_ns, Core, CoreCmd, CoreConfig, FastPathShared, Lane};
+use tas_abi::CtlMsg;
+use tas_engine::engine;
+use tas_engine::flowtable::FlowTable;
+use tas_nic::{af_packet::AfPacketNic, af_xdp::AfXdpNic, Nic, NicError};
+use tas_runtime::{now_ns, Core, CoreCmd, CoreConfig, FastPathShared, Lane};
 
 type Shared = FastPathShared<Box<dyn Nic>>;
 
@@ -50,7 +50,7 @@ struct Io<'a> {
 
 impl Io<'_> {
     /// The lane that schedules flow `id` (lane 0 if it is gone).
-    fn lane_of(&self, id: tas_fastpath::flowtable::FlowId) -> usize {
+    fn lane_of(&self, id: tas_engine::flowtable::FlowId) -> usize {
         let g = self.table.lock(id).map_or(0, |f| f.group as usize);
         if g < self.shared.lanes.len() {
             g
@@ -106,7 +106,7 @@ fn open_lanes(cfg: &Config, n: usize) -> Result<Vec<Box<dyn Nic>>, DaemonError> 
         }
         #[cfg(feature = "dpdk")]
         NicKind::Dpdk => vec![Box::new(
-            tas_fastpath::nic::dpdk::DpdkNic::open(Some(&cfg.iface), &cfg.dpdk_args)
+            tas_nic::dpdk::DpdkNic::open(Some(&cfg.iface), &cfg.dpdk_args)
                 .map_err(|e| err("dpdk", e))?,
         )],
         #[cfg(not(feature = "dpdk"))]
@@ -310,7 +310,7 @@ impl CtlCtx<'_> {
             ),
             iface: self.cfg.iface.clone(),
             nic: self.nic.to_string(),
-            mac: tas_fastpath::wire::eth::fmt_mac(self.mac).to_string(),
+            mac: tas_engine::wire::eth::fmt_mac(self.mac).to_string(),
             socket: self.cfg.socket.display().to_string(),
             cores: self.core_status(),
             apps: self
@@ -558,7 +558,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         cfg.prefix_len,
         cfg.iface,
         nic_kind,
-        tas_fastpath::wire::eth::fmt_mac(mac),
+        tas_engine::wire::eth::fmt_mac(mac),
         cfg.socket.display(),
         ctl_path.display(),
         stack.cc_config().global.algo.name,
@@ -624,7 +624,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             stop_requested = true;
         }
         if pfds[2].revents != 0 {
-            poll::drain(shared.slow_wake);
+            tas_runtime::drain(shared.slow_wake);
         }
         // New apps: each lane gets its port (lane 0 serves the command ring).
         if pfds[1].revents != 0 {
@@ -766,7 +766,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let deadline = Instant::now() + Duration::from_millis(500);
     while shared.lanes.iter().any(|l| !l.cmds.is_empty()) && Instant::now() < deadline {
         for l in &shared.lanes {
-            poll::kick(l.wake);
+            tas_runtime::kick(l.wake);
         }
         std::thread::sleep(Duration::from_millis(2));
     }

@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 
-use tas_fastpath::flow::FlowKey;
-use tas_fastpath::wire::{arp, eth};
+use tas_engine::flow::FlowKey;
+use tas_engine::wire::{arp, eth};
 
 use super::{Stack, StackIo, Timer};
 

@@ -25,8 +25,8 @@
 //! round; if the setting names another algorithm, the flow gets a new
 //! controller built from its current limit, RTT and send rate.
 
-use tas_fastpath::flow::{cfg as fcfg, FlowState};
-use tas_fastpath::flowtable::FlowId;
+use tas_engine::flow::{cfg as fcfg, FlowState};
+use tas_engine::flowtable::FlowId;
 
 use super::conn::Phase;
 use super::{FlowSummary, FpCmd, Stack, StackIo, Timer};

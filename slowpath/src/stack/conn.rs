@@ -2,12 +2,12 @@
 //! close and TIME_WAIT, and the per-flow timers (retransmission timeout,
 //! zero-window persist, FIN_WAIT_2 bound).
 
-use tas_fastpath::abi::{ctl, CtlMsg, FlowInfo};
-use tas_fastpath::engine::ts_now;
-use tas_fastpath::flow::{cfg as fcfg, st, FlowKey, FlowState};
-use tas_fastpath::flowtable::FlowId;
-use tas_fastpath::seq;
-use tas_fastpath::wire::{frame, tcp};
+use tas_abi::{ctl, CtlMsg, FlowInfo};
+use tas_engine::engine::ts_now;
+use tas_engine::flow::{cfg as fcfg, st, FlowKey, FlowState};
+use tas_engine::flowtable::FlowId;
+use tas_engine::seq;
+use tas_engine::wire::{frame, tcp};
 
 use super::ccloop::ConnCc;
 use super::{hash, tuple, AppId, FlowSummary, FpCmd, Stack, StackIo, Timer, MS, RESERVED_APP, SEC};
@@ -222,6 +222,7 @@ fn flow_info(id: FlowId, f: &FlowState) -> FlowInfo {
         rx_seq: f.rx_next_seq,
         tx_seq: f.tx_next_seq,
         mss: (f.mss as u32).saturating_sub(f.opt_len()).max(1),
+        _pad: 0,
         opaque: { f.opaque },
     }
 }

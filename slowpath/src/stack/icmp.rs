@@ -1,7 +1,7 @@
 //! Non-TCP frames: ARP dispatch, ICMP echo (so `ping` works); everything
 //! else is counted and dropped.
 
-use tas_fastpath::wire::{checksum, eth, ipv4};
+use tas_engine::wire::{checksum, eth, ipv4};
 
 use super::{Stack, StackIo};
 

@@ -73,10 +73,10 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
-use tas_fastpath::abi::{ctl, CtlMsg};
-use tas_fastpath::engine::Exception;
-use tas_fastpath::flow::FlowKey;
-use tas_fastpath::flowtable::{FlowId, FlowTable};
+use tas_abi::{ctl, CtlMsg};
+use tas_engine::engine::Exception;
+use tas_engine::flow::FlowKey;
+use tas_engine::flowtable::{FlowId, FlowTable};
 
 mod arp;
 #[cfg(test)]

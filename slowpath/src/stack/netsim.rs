@@ -22,10 +22,10 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::Arc;
 
-use tas_fastpath::abi::{cmd, ctl, event, AppCmd, AppEvent, CtlMsg, FlowInfo, VecMem};
-use tas_fastpath::engine::{Config as FpConfig, FastPath};
-use tas_fastpath::flowtable::{FlowId, FlowTable};
-use tas_fastpath::wire::{checksum, ipv4};
+use tas_abi::{cmd, ctl, event, AppCmd, AppEvent, CtlMsg, FlowInfo, VecMem};
+use tas_engine::engine::{Config as FpConfig, FastPath};
+use tas_engine::flowtable::{FlowId, FlowTable};
+use tas_engine::wire::{checksum, ipv4};
 
 use super::sim::{FpOut, Rng};
 use super::{AppId, FpCmd, Stack, StackConfig, StackIo};

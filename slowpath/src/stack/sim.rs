@@ -8,10 +8,10 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use tas_fastpath::abi::{cmd, ctl, event, AppCmd, AppEvent, CtlMsg, FlowInfo, PayloadMem, VecMem};
-use tas_fastpath::engine::{Config as FpConfig, Exception, FastPath, Output};
-use tas_fastpath::flowtable::{FlowId, FlowTable};
-use tas_fastpath::wire::{frame, tcp};
+use tas_abi::{cmd, ctl, event, AppCmd, AppEvent, CtlMsg, FlowInfo, PayloadMem, VecMem};
+use tas_engine::engine::{Config as FpConfig, Exception, FastPath, Output};
+use tas_engine::flowtable::{FlowId, FlowTable};
+use tas_engine::wire::{frame, tcp};
 
 use super::{AppId, FpCmd, Stack, StackConfig, StackIo};
 

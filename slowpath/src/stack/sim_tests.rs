@@ -1,8 +1,8 @@
 //! In-process integration tests: two hosts, each a real fast path and slow
 //! path, over the simulated wire (see [`super::sim`]).
 
-use tas_fastpath::abi::{ctl, CtlMsg};
-use tas_fastpath::flow::st;
+use tas_abi::{ctl, CtlMsg};
+use tas_engine::flow::st;
 
 use super::sim::*;
 use super::AppId;
@@ -258,7 +258,7 @@ fn silent_peer_after_arp_times_out_the_syn() {
     cfg_b.syn_retries = 3;
     let mut sim = Sim::with(6, host_cfg(A_IP, A_MAC), cfg_b, 0);
     sim.wire.filter = Some(Box::new(|_, src, f| {
-        src != 1 || tas_fastpath::wire::frame::parse_tcp_frame(f).is_err()
+        src != 1 || tas_engine::wire::frame::parse_tcp_frame(f).is_err()
     }));
     sim.hosts[1]
         .apps
@@ -415,7 +415,7 @@ fn rst_with_bad_sequence_gets_a_challenge_ack() {
             fl.local_port,
             seq,
             0,
-            tas_fastpath::wire::tcp::RST,
+            tas_engine::wire::tcp::RST,
             &[],
         )
     };
@@ -430,7 +430,7 @@ fn rst_with_bad_sequence_gets_a_challenge_ack() {
         .filter(|(_, src, _)| *src == 0)
         .collect();
     assert_eq!(acks.len(), 1, "one challenge ACK");
-    assert_eq!(acks[0].2, tas_fastpath::wire::tcp::ACK);
+    assert_eq!(acks[0].2, tas_engine::wire::tcp::ACK);
     assert_eq!(sim.hosts[0].stack.stats().challenge_acks, 1);
     // Out of the window: ignored silently.
     sim.hosts[0]
@@ -778,7 +778,7 @@ fn ecn_and_rate_are_configured_on_both_sides() {
     let fb = only_flow(&mut sim, 1, CLIENT).info.flow;
     let sa = sim.hosts[0].table.lock(fa).map(|g| *g).unwrap();
     let sb = sim.hosts[1].table.lock(fb).map(|g| *g).unwrap();
-    use tas_fastpath::flow::cfg;
+    use tas_engine::flow::cfg;
     assert_eq!(
         sa.cfg & (cfg::ECN | cfg::RATE | cfg::TS | cfg::SACK),
         cfg::ECN | cfg::TS | cfg::SACK
@@ -818,8 +818,7 @@ fn lost_fins_are_recovered_by_the_retransmission_timeout() {
     // follows a FIN, so only the slow path's RTO can recover them.
     let mut dropped = [0u32; 2];
     sim.wire.filter = Some(Box::new(move |_, src, f| {
-        let fin =
-            tas_fastpath::wire::frame::parse_tcp_frame(f).is_ok_and(|p| p.tcp.flags() & 1 != 0);
+        let fin = tas_engine::wire::frame::parse_tcp_frame(f).is_ok_and(|p| p.tcp.flags() & 1 != 0);
         if fin && dropped[src] < 3 {
             dropped[src] += 1;
             return false;

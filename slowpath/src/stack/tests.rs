@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use tas_fastpath::abi::{ctl, CtlMsg, FlowInfo};
-use tas_fastpath::engine::{ts_now, Exception};
-use tas_fastpath::flow::{cfg, st, FlowState};
-use tas_fastpath::flowtable::{FlowId, FlowTable};
-use tas_fastpath::wire::{arp, checksum, eth, frame, ipv4, tcp, WireError};
+use tas_abi::{ctl, CtlMsg, FlowInfo};
+use tas_engine::engine::{ts_now, Exception};
+use tas_engine::flow::{cfg, st, FlowState};
+use tas_engine::flowtable::{FlowId, FlowTable};
+use tas_engine::wire::{arp, checksum, eth, frame, ipv4, tcp, WireError};
 
 use super::sim::{host_cfg, RecIo, Rng, A_IP, A_MAC, B_IP, B_MAC, MS};
 use super::{AppId, FpCmd, Stack, StackConfig};
@@ -1045,7 +1045,7 @@ fn rst_validation_and_reset_lifecycle() {
     assert_eq!((m.kind, m.flow, m.err), (ctl::RESET, id, libc::ECONNRESET));
     assert!(fx.frames().is_empty(), "never RST an RST");
     // Gone from the table, but the id stays reserved until CLOSE.
-    let key = tas_fastpath::flow::FlowKey {
+    let key = tas_engine::flow::FlowKey {
         local_ip: A_IP,
         remote_ip: B_IP,
         local_port: PORT,
@@ -1681,13 +1681,13 @@ fn isn_is_keyed_and_clocked() {
     let table = Arc::new(FlowTable::new(4));
     let a = Stack::new(host_cfg(A_IP, A_MAC), table.clone(), 1);
     let b = Stack::new(host_cfg(A_IP, A_MAC), table, 2);
-    let k = tas_fastpath::flow::FlowKey {
+    let k = tas_engine::flow::FlowKey {
         local_ip: A_IP,
         remote_ip: B_IP,
         local_port: 1,
         remote_port: 2,
     };
-    let k2 = tas_fastpath::flow::FlowKey {
+    let k2 = tas_engine::flow::FlowKey {
         remote_port: 3,
         ..k
     };

@@ -11,7 +11,7 @@
 //! offset `snd`, acknowledging peer offset `rcv`, announcing `free` bytes.
 
 use super::*;
-use crate::abi::{cmd, VecMem};
+use tas_abi::{cmd, VecMem};
 
 // ---------------------------------------------------------------------------
 // Harness

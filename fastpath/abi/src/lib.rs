@@ -1,6 +1,15 @@
+//! # tas-abi
+//!
 //! The app↔service contract: the binary layout of everything `tasd` and apps
-//! exchange through shared memory. This module is the only definition; the
-//! daemon, the fast path and the app library all import it.
+//! exchange through shared memory and the attach socket, the attach
+//! protocol's messages and where the attach socket is. This crate is the only
+//! definition; the daemon, the fast path and the app library all import it.
+//!
+//! Must not: depend on the engine, the NIC backends or the daemon (the app
+//! library links this crate alone), or trust anything it decodes: every
+//! decoder validates, and every type crossing a process boundary derives its
+//! byte conversion (`zerocopy`), so padding bytes are a compile error rather
+//! than a leak of uninitialised memory.
 //!
 //! * **Context queues** are single-producer/single-consumer rings of fixed-size
 //!   entries. The first byte of an entry is its kind (0 = empty). The producer
@@ -16,7 +25,24 @@
 //! app presents [`ABI_VERSION`] when it attaches.
 
 use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU32, AtomicU8, Ordering};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// Where `tasd` listens for apps unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/tas/tasd.sock";
+/// The environment variable naming the attach socket (apps, tasd, tasctl).
+pub const SOCKET_ENV: &str = "TAS_SOCKET";
+
+/// The attach socket: `explicit` (a `--socket` option), else
+/// `$TAS_SOCKET`, else [`DEFAULT_SOCKET`]. The one resolution rule for
+/// tasd, tasctl and apps.
+pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(SOCKET_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
 
 /// Bumped on every incompatible layout change.
 pub const ABI_VERSION: u32 = 2;
@@ -44,7 +70,9 @@ pub mod cmd {
 /// Sequence numbers are absolute, so notifications coalesce: the app derives
 /// how many bytes arrived or were acknowledged from the last value it saw.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct AppEvent {
     pub kind: u8,
     pub flags: u8,
@@ -62,7 +90,9 @@ pub struct AppEvent {
 
 /// Command from an app context to the fast path.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct AppCmd {
     pub kind: u8,
     pub flags: u8,
@@ -127,7 +157,9 @@ pub mod ctl {
 
 /// A connection as the app sees it.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct FlowInfo {
     pub flow: u32,
     pub local_ip: u32,
@@ -145,12 +177,16 @@ pub struct FlowInfo {
     /// Sequence number of our first payload byte.
     pub tx_seq: u32,
     pub mss: u32,
+    /// Explicit padding (keeps `opaque` 8-aligned); always zero.
+    pub _pad: u32,
     pub opaque: u64,
 }
 
 /// One control message (fixed size).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct CtlMsg {
     pub kind: u32,
     /// Request id chosen by the app, echoed in answers.
@@ -174,33 +210,170 @@ impl CtlMsg {
         }
     }
     /// The message as bytes, for the socket.
-    pub fn as_bytes(&self) -> [u8; std::mem::size_of::<CtlMsg>()] {
-        let mut b = [0u8; std::mem::size_of::<CtlMsg>()];
-        // SAFETY: CtlMsg is repr(C) plain integers with no padding (sizes
-        // asserted above), so its bytes are initialised.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self as *const CtlMsg as *const u8,
-                b.as_mut_ptr(),
-                b.len(),
-            )
-        };
-        b
+    pub fn as_bytes(&self) -> &[u8] {
+        IntoBytes::as_bytes(self)
     }
     /// Parses a received datagram; None unless it is exactly one message.
     pub fn from_bytes(b: &[u8]) -> Option<CtlMsg> {
-        if b.len() != std::mem::size_of::<CtlMsg>() {
-            return None;
-        }
-        let mut m = CtlMsg::default();
-        // SAFETY: any bit pattern is a valid CtlMsg (integers only); the
-        // length was checked.
-        unsafe {
-            std::ptr::copy_nonoverlapping(b.as_ptr(), &mut m as *mut CtlMsg as *mut u8, b.len())
-        };
-        Some(m)
+        CtlMsg::read_from_bytes(b).ok()
+    }
+    /// `HELLO` presenting our [`ABI_VERSION`].
+    pub fn hello(req: u32) -> Self {
+        let mut m = CtlMsg::new(ctl::HELLO);
+        m.req = req;
+        m.arg[0] = ABI_VERSION;
+        m
+    }
+    /// The ABI version a `HELLO` presents.
+    pub fn hello_version(&self) -> u32 {
+        self.arg[0]
+    }
+    /// `ACCEPT`: the app will take `credit` more connections on `listener`.
+    pub fn accept(req: u32, listener: u32, credit: u32) -> Self {
+        let mut m = CtlMsg::new(ctl::ACCEPT);
+        m.req = req;
+        m.listener = listener;
+        m.arg[0] = credit;
+        m
+    }
+    /// The credit an `ACCEPT` grants.
+    pub fn accept_credit(&self) -> u32 {
+        self.arg[0]
     }
 }
+
+/// The arguments of `LISTEN`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenReq {
+    pub port: u16,
+    pub backlog: u32,
+    /// Ring sizes for accepted connections (0: the service's default).
+    pub rx_size: u32,
+    pub tx_size: u32,
+    /// `SO_REUSEPORT`: share the port with other listeners.
+    pub reuseport: bool,
+}
+
+impl ListenReq {
+    pub fn to_msg(&self, req: u32) -> CtlMsg {
+        let mut m = CtlMsg::new(ctl::LISTEN);
+        m.req = req;
+        let flags = if self.reuseport { ctl::F_REUSEPORT } else { 0 };
+        m.arg = [
+            self.port as u32,
+            self.backlog,
+            self.rx_size,
+            self.tx_size,
+            flags,
+        ];
+        m
+    }
+    /// None (EINVAL) for port 0, a port above 65535 or unknown flags.
+    pub fn from_msg(m: &CtlMsg) -> Option<Self> {
+        let [port, backlog, rx_size, tx_size, flags] = m.arg;
+        if port == 0 || flags & !ctl::F_REUSEPORT != 0 {
+            return None;
+        }
+        Some(ListenReq {
+            port: u16::try_from(port).ok()?,
+            backlog,
+            rx_size,
+            tx_size,
+            reuseport: flags & ctl::F_REUSEPORT != 0,
+        })
+    }
+}
+
+/// The arguments of `CONNECT`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectReq {
+    pub remote_ip: u32,
+    pub remote_port: u16,
+    /// 0: an ephemeral port.
+    pub local_port: u16,
+    /// Ring sizes (0: the service's default).
+    pub rx_size: u32,
+    pub tx_size: u32,
+    /// The app's id for the flow, echoed in events.
+    pub opaque: u64,
+}
+
+impl ConnectReq {
+    pub fn to_msg(&self, req: u32) -> CtlMsg {
+        let mut m = CtlMsg::new(ctl::CONNECT);
+        m.req = req;
+        m.arg = [
+            self.remote_ip,
+            self.remote_port as u32,
+            self.local_port as u32,
+            self.rx_size,
+            self.tx_size,
+        ];
+        m.info.opaque = self.opaque;
+        m
+    }
+    /// None (EINVAL) for remote port 0 or ports above 65535.
+    pub fn from_msg(m: &CtlMsg) -> Option<Self> {
+        let [remote_ip, rport, lport, rx_size, tx_size] = m.arg;
+        if rport == 0 {
+            return None;
+        }
+        Some(ConnectReq {
+            remote_ip,
+            remote_port: u16::try_from(rport).ok()?,
+            local_port: u16::try_from(lport).ok()?,
+            rx_size,
+            tx_size,
+            opaque: m.info.opaque,
+        })
+    }
+}
+
+/// `HELLO_OK`: the app's id, the service's address and its region's layout
+/// (the fds travel beside the message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloOk {
+    pub app: u32,
+    pub service_ip: u32,
+    pub layout: RegionLayout,
+}
+
+impl HelloOk {
+    pub fn to_msg(&self, req: u32) -> CtlMsg {
+        let mut m = CtlMsg::new(ctl::HELLO_OK);
+        m.req = req;
+        m.listener = self.app;
+        m.info.local_ip = self.service_ip;
+        let l = &self.layout;
+        m.arg = [l.size, l.event_cap, l.cmd_cap, l.event_off, l.cmd_off];
+        m.flow = l.event_rings;
+        m
+    }
+    /// Decodes and validates: the announced offsets must be exactly the
+    /// ones [`RegionLayout::new`] computes for the announced sizes, so every
+    /// ring lies inside the region. None for anything else.
+    pub fn from_msg(m: &CtlMsg) -> Option<Self> {
+        if m.kind != ctl::HELLO_OK {
+            return None;
+        }
+        let [size, event_cap, cmd_cap, event_off, cmd_off] = m.arg;
+        if m.flow > MAX_EVENT_RINGS {
+            return None;
+        }
+        let layout = RegionLayout::new(size, m.flow, event_cap, cmd_cap)?;
+        if layout.event_off != event_off || layout.cmd_off != cmd_off {
+            return None;
+        }
+        Some(HelloOk {
+            app: m.listener,
+            service_ip: m.info.local_ip,
+            layout,
+        })
+    }
+}
+
+/// The most event rings (fast-path lanes) a region may hold.
+pub const MAX_EVENT_RINGS: u32 = 1024;
 
 /// Header at offset 0 of an app's shared region.
 #[repr(C)]
@@ -270,12 +443,13 @@ const _: () = assert!(std::mem::size_of::<RegionHeader>() <= 64);
 /// An entry type that may live in a shared ring.
 ///
 /// # Safety
-/// The type must be `#[repr(C)]`, start with a `u8` kind byte, and be valid
-/// for every bit pattern (plain integers only).
-pub unsafe trait RingEntry: Copy + Default {}
-// SAFETY: repr(C), first field `kind: u8`, integers only.
+/// The type must be `#[repr(C)]` and start with a `u8` kind byte. Validity
+/// for every bit pattern and the absence of padding are not promised by the
+/// implementer: the `FromBytes + IntoBytes` bounds derive and check them.
+pub unsafe trait RingEntry: Copy + Default + FromBytes + IntoBytes + Immutable {}
+// SAFETY: repr(C), first field `kind: u8`.
 unsafe impl RingEntry for AppEvent {}
-// SAFETY: repr(C), first field `kind: u8`, integers only.
+// SAFETY: repr(C), first field `kind: u8`.
 unsafe impl RingEntry for AppCmd {}
 
 /// Producer side of a shared SPSC ring.
@@ -329,17 +503,16 @@ impl<T: RingEntry> RingProducer<T> {
         if kind.load(Ordering::Acquire) != 0 {
             return false;
         }
-        let body = e;
-        // SAFETY: `T: RingEntry` starts with a u8 kind byte.
-        let k = unsafe { *(&body as *const T as *const u8) };
+        let bytes = e.as_bytes();
+        let k = bytes[0];
         // SAFETY: the entry is ours until its kind byte is published. Copy
         // everything after the kind byte, so the consumer's atomic load of
         // the kind never races with a plain write.
         unsafe {
             std::ptr::copy_nonoverlapping(
-                (&body as *const T as *const u8).add(1),
+                bytes.as_ptr().add(1),
                 (p as *mut u8).add(1),
-                std::mem::size_of::<T>() - 1,
+                bytes.len() - 1,
             )
         };
         kind.store(k, Ordering::Release);
@@ -380,8 +553,8 @@ impl<T: RingEntry> RingConsumer<T> {
         // SAFETY: the producer published the entry; any bit pattern is a
         // valid `T`, so even a concurrently scribbled entry reads safely.
         let mut e = unsafe { std::ptr::read_volatile(p) };
-        // SAFETY: first byte of a RingEntry is the kind.
-        unsafe { *(&mut e as *mut T as *mut u8) = k };
+        // The first byte of a RingEntry is the kind.
+        e.as_mut_bytes()[0] = k;
         kind.store(0, Ordering::Release);
         self.pos = if self.pos + 1 == self.cap {
             0

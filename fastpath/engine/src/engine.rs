@@ -15,7 +15,6 @@
 //! exception: SYN, RST, URG or a missing ACK flag, unknown flows, bad
 //! checksums, malformed frames, non-TCP frames and flows the slow path owns.
 
-use crate::abi::{event, AppCmd, AppEvent, PayloadMem};
 use crate::flow::{cfg, st, FlowKey, FlowState};
 use crate::flowtable::{FlowId, FlowTable};
 use crate::sched::TxScheduler;
@@ -23,6 +22,7 @@ use crate::seq;
 use crate::wire::{self, frame, ipv4, tcp, WireError};
 use std::collections::VecDeque;
 use std::sync::Arc;
+use tas_abi::{event, AppCmd, AppEvent, PayloadMem};
 
 /// Why a frame was handed to the slow path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -778,7 +778,7 @@ impl FastPath {
         mem: &M,
         out: &mut O,
     ) -> Result<(), AppCmdError> {
-        if c.kind != crate::abi::cmd::FLOW_UPDATE {
+        if c.kind != tas_abi::cmd::FLOW_UPDATE {
             return Err(AppCmdError::BadKind(c.kind));
         }
         let table = &*self.table;
@@ -786,7 +786,7 @@ impl FastPath {
         if f.mem != app_mem {
             return Err(AppCmdError::NotOwner);
         }
-        let fin = c.flags & crate::abi::cmd::F_TX_FIN != 0;
+        let fin = c.flags & tas_abi::cmd::F_TX_FIN != 0;
         if c.tx_added > 0 && f.st & st::TX_FIN_REQ != 0 {
             return Err(AppCmdError::AfterFin);
         }

@@ -25,12 +25,12 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use tas_fastpath::abi::{cmd, event, AppCmd, AppEvent, VecMem};
-use tas_fastpath::engine::{self, ts_now, Config, Exception, FastPath, Output};
-use tas_fastpath::flow::{cfg, st, FlowState};
-use tas_fastpath::flowtable::{FlowId, FlowTable};
-use tas_fastpath::seq;
-use tas_fastpath::wire::{eth, frame, ipv4, tcp};
+use tas_abi::{cmd, event, AppCmd, AppEvent, VecMem};
+use tas_engine::engine::{self, ts_now, Config, Exception, FastPath, Output};
+use tas_engine::flow::{cfg, st, FlowState};
+use tas_engine::flowtable::{FlowId, FlowTable};
+use tas_engine::seq;
+use tas_engine::wire::{eth, frame, ipv4, tcp};
 
 const OUR_MAC: [u8; 6] = [0x02, 0x54, 0x41, 0x53, 0x00, 0x01];
 const PEER_MAC: [u8; 6] = [0x02, 0x4c, 0x4e, 0x58, 0x00, 0x02];

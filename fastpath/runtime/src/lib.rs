@@ -22,18 +22,18 @@
 //! Exceptions go to the slow path in buffers taken from a preallocated pool,
 //! so the loop does not allocate per packet.
 
-use crate::abi::{
-    announce_sleep, peer_sleeps, AppCmd, AppEvent, PayloadMem, RegionHeader, RingConsumer,
-    RingProducer,
-};
-use crate::engine::{Config, Exception, FastPath, Output, Stats};
-use crate::flowtable::{FlowId, FlowTable};
-use crate::nic::{FrameBatch, Nic};
 use crossbeam_queue::ArrayQueue;
 use std::os::fd::RawFd;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tas_abi::{
+    announce_sleep, peer_sleeps, AppCmd, AppEvent, PayloadMem, RegionHeader, RingConsumer,
+    RingProducer,
+};
+use tas_engine::engine::{Config, Exception, FastPath, Output, Stats};
+use tas_engine::flowtable::{FlowId, FlowTable};
+use tas_nic::{FrameBatch, Nic};
 
 /// Most app regions a core serves at once (ids `0..MAX_APPS`).
 pub const MAX_APPS: usize = 1024;
@@ -134,7 +134,7 @@ impl LaneShared {
     fn new(id: u16) -> std::io::Result<Self> {
         let pool = ArrayQueue::new(1024);
         for _ in 0..1024 {
-            let _ = pool.push(Vec::with_capacity(crate::nic::FRAME_SLOT));
+            let _ = pool.push(Vec::with_capacity(tas_nic::FRAME_SLOT));
         }
         Ok(LaneShared {
             id,

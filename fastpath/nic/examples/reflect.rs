@@ -29,9 +29,9 @@
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use tas_fastpath::nic::af_packet::AfPacketNic;
-use tas_fastpath::nic::af_xdp::{AfXdpConfig, AfXdpNic, XdpMode};
-use tas_fastpath::nic::{FrameBatch, Nic};
+use tas_nic::af_packet::AfPacketNic;
+use tas_nic::af_xdp::{AfXdpConfig, AfXdpNic, XdpMode};
+use tas_nic::{FrameBatch, Nic};
 
 const ETHERTYPE: u16 = 0x88b5;
 
