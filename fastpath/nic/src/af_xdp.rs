@@ -57,8 +57,8 @@
 
 mod bpf;
 
-use super::af_packet::sys;
 use super::{FrameBatch, Nic, NicError};
+use crate::linux;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -74,10 +74,10 @@ const XDP_UMEM_FILL_RING: libc::c_int = 5;
 const XDP_UMEM_COMPLETION_RING: libc::c_int = 6;
 const XDP_STATISTICS: libc::c_int = 7;
 const XDP_COPY: u16 = 1 << 1;
-const XDP_PGOFF_RX_RING: i64 = 0;
-const XDP_PGOFF_TX_RING: i64 = 0x8000_0000;
-const XDP_UMEM_PGOFF_FILL_RING: i64 = 0x1_0000_0000;
-const XDP_UMEM_PGOFF_COMPLETION_RING: i64 = 0x1_8000_0000;
+const XDP_PGOFF_RX_RING: u64 = 0;
+const XDP_PGOFF_TX_RING: u64 = 0x8000_0000;
+const XDP_UMEM_PGOFF_FILL_RING: u64 = 0x1_0000_0000;
+const XDP_UMEM_PGOFF_COMPLETION_RING: u64 = 0x1_8000_0000;
 
 /// UMEM chunk size; also the largest frame `send` accepts.
 const CHUNK: usize = 2048;
@@ -216,7 +216,7 @@ struct Ring {
     /// Our copy of the index we own, and the last seen value of the other.
     cached_prod: u32,
     cached_cons: u32,
-    _map: sys::Mmap,
+    _map: linux::Mmap,
 }
 
 impl Ring {
@@ -225,11 +225,11 @@ impl Ring {
         off: &RingOffset,
         size: u32,
         entry: usize,
-        pgoff: i64,
+        pgoff: u64,
         what: &'static str,
     ) -> Result<Ring, NicError> {
         let len = off.desc as usize + size as usize * entry;
-        let map = sys::Mmap::shared(fd, len, pgoff).map_err(sys::os(what))?;
+        let map = linux::Mmap::shared(fd, len, pgoff).map_err(linux::os(what))?;
         let base = map.ptr();
         // SAFETY: the kernel reported these offsets for this ring; they lie
         // inside the `len` bytes we mapped (desc is last, then the entries).
@@ -320,7 +320,7 @@ struct Xsk {
     fill: Ring,
     comp: Ring,
     fd: OwnedFd,
-    umem: sys::Mmap,
+    umem: linux::Mmap,
     /// TX chunk addresses we own (preallocated to hold all of them).
     tx_free: Vec<u64>,
     queue: u32,
@@ -380,9 +380,9 @@ impl Xsk {
     /// the interface `ifindex` (copy mode).
     fn open(ifname: &str, ifindex: u32, queue: u32, cfg: &AfXdpConfig) -> Result<Xsk, NicError> {
         let half = cfg.frames / 2;
-        let umem = sys::Mmap::anonymous(cfg.frames as usize * CHUNK)
-            .map_err(sys::os("mmap(AF_XDP UMEM)"))?;
-        let fd = sys::socket(
+        let umem = linux::Mmap::anonymous(cfg.frames as usize * CHUNK)
+            .map_err(linux::os("mmap(AF_XDP UMEM)"))?;
+        let fd = linux::socket(
             AF_XDP,
             libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
             0,
@@ -408,8 +408,8 @@ impl Xsk {
             flags: 0,
             tx_metadata_len: 0,
         };
-        sys::setsockopt(&fd, SOL_XDP, XDP_UMEM_REG, &reg)
-            .map_err(sys::os("setsockopt(XDP_UMEM_REG)"))?;
+        linux::setsockopt(&fd, SOL_XDP, XDP_UMEM_REG, &reg)
+            .map_err(linux::os("setsockopt(XDP_UMEM_REG)"))?;
         for (opt, what) in [
             (XDP_UMEM_FILL_RING, "setsockopt(XDP_UMEM_FILL_RING)"),
             (
@@ -419,7 +419,8 @@ impl Xsk {
             (XDP_RX_RING, "setsockopt(XDP_RX_RING)"),
             (XDP_TX_RING, "setsockopt(XDP_TX_RING)"),
         ] {
-            sys::setsockopt(&fd, SOL_XDP, opt, &(half as libc::c_int)).map_err(sys::os(what))?;
+            linux::setsockopt(&fd, SOL_XDP, opt, &(half as libc::c_int))
+                .map_err(linux::os(what))?;
         }
         let off = mmap_offsets(&fd)?;
         let desc = std::mem::size_of::<XdpDesc>();
@@ -544,7 +545,7 @@ impl Xsk {
             )
         };
         if rc != 0 {
-            return Err(sys::last_os("getsockopt(XDP_STATISTICS)"));
+            return Err(linux::last_os("getsockopt(XDP_STATISTICS)"));
         }
         Ok(st)
     }
@@ -766,7 +767,7 @@ fn epoll_over(socks: &[Xsk]) -> Result<OwnedFd, NicError> {
     // SAFETY: plain system call.
     let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if fd < 0 {
-        return Err(sys::last_os("epoll_create1"));
+        return Err(linux::last_os("epoll_create1"));
     }
     // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
     let ep = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -785,7 +786,7 @@ fn epoll_over(socks: &[Xsk]) -> Result<OwnedFd, NicError> {
             )
         };
         if rc != 0 {
-            return Err(sys::last_os("epoll_ctl(EPOLL_CTL_ADD, AF_XDP socket)"));
+            return Err(linux::last_os("epoll_ctl(EPOLL_CTL_ADD, AF_XDP socket)"));
         }
     }
     Ok(ep)
@@ -803,7 +804,7 @@ impl AfXdpNic {
     /// [`AfXdpNic::open_lanes`] to receive them all.
     pub fn open_with(ifname: &str, queue: u32, cfg: AfXdpConfig) -> Result<Self, NicError> {
         check_frames(&cfg)?;
-        let link = sys::link_info(ifname)?;
+        let link = linux::link_info(ifname)?;
         let sock = Xsk::open(ifname, link.ifindex, queue, &cfg)?;
         let socks = vec![sock];
         let attach = attach(ifname, link.ifindex, &socks, queue + 1, cfg.mode)?;
@@ -850,8 +851,8 @@ impl AfXdpNic {
                 "AF_XDP: at least one lane is needed".into(),
             ));
         }
-        let link = sys::link_info(ifname)?;
-        let queues = sys::rx_queues(ifname)?;
+        let link = linux::link_info(ifname)?;
+        let queues = linux::rx_queues(ifname)?;
         let q = queues.unwrap_or(1);
         if (q as usize) < n {
             let has = match queues {
@@ -968,7 +969,7 @@ fn mmap_offsets(fd: &OwnedFd) -> Result<MmapOffsets, NicError> {
         )
     };
     if rc != 0 {
-        return Err(sys::last_os("getsockopt(XDP_MMAP_OFFSETS)"));
+        return Err(linux::last_os("getsockopt(XDP_MMAP_OFFSETS)"));
     }
     if len as usize != std::mem::size_of::<MmapOffsets>() {
         // Kernels before 5.4 have no `flags` member; not supported here.
@@ -1022,9 +1023,9 @@ impl Nic for AfXdpNic {
 
 #[cfg(test)]
 mod tests {
-    use super::super::af_packet::testnet::*;
-    use super::super::af_packet::AfPacketNic;
     use super::*;
+    use crate::af_packet::AfPacketNic;
+    use crate::testnet::*;
     use std::time::Duration;
 
     fn xdp_cfg(mode: XdpMode) -> AfXdpConfig {
@@ -1257,10 +1258,10 @@ mod tests {
         net.veth_mq("xc", "xd", 2);
         let single = net.run(|| AfXdpNic::open("xc", 1).unwrap());
         assert_eq!(single.queues(), vec![1]);
-        assert_eq!(net.run(|| sys::rx_queues("xc").unwrap()), Some(2));
-        assert_eq!(net.run(|| sys::rx_queues("xa").unwrap()), Some(1));
+        assert_eq!(net.run(|| linux::rx_queues("xc").unwrap()), Some(2));
+        assert_eq!(net.run(|| linux::rx_queues("xa").unwrap()), Some(1));
         assert!(matches!(
-            net.run(|| sys::rx_queues("tas-no-such-if0")),
+            net.run(|| linux::rx_queues("tas-no-such-if0")),
             Err(NicError::NoSuchInterface(_))
         ));
     }

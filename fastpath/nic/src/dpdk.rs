@@ -591,7 +591,7 @@ impl DpdkNic {
                     let pool_mb = (pool_n as usize * MBUF_FOOTPRINT) >> 20;
                     let queues = iface
                         .filter(|n| is_linux_netdev(n))
-                        .and_then(|n| super::af_packet::sys::rx_queues(n).ok().flatten())
+                        .and_then(|n| crate::linux::rx_queues(n).ok().flatten())
                         .unwrap_or(1)
                         .clamp(1, 64) as usize;
                     (auto_eal_args((4 * pool_mb * queues + 64).max(256)), true)
@@ -678,7 +678,7 @@ impl DpdkNic {
             // it closes (or fails to set up): never start on an interface
             // that already has one (another AF_XDP user, a DPDK NIC of this
             // process on the same interface, an XDP filter).
-            let ifindex = super::af_packet::sys::link_info(iface)?.ifindex;
+            let ifindex = crate::linux::link_info(iface)?.ifindex;
             if xsk::xdp_attached(ifindex) == Some(true) {
                 return Err(dpdk_err(format!(
                     "interface {iface} already has an XDP program attached (another AF_XDP \
@@ -693,7 +693,7 @@ impl DpdkNic {
             a.starts_with("start_queue") || a.starts_with("queue_count")
         });
         let queues = if cfg.vdev == LinuxVdev::AfXdp && !names_queues {
-            super::af_packet::sys::rx_queues(iface)?.unwrap_or(1)
+            crate::linux::rx_queues(iface)?.unwrap_or(1)
         } else {
             1
         };
@@ -1295,9 +1295,7 @@ fn create_pool(
 /// MTU of the Linux interface `name` in the calling thread's namespace
 /// (an ioctl: /sys/class/net shows the namespace sysfs was mounted in).
 fn linux_mtu(name: &str) -> Option<u32> {
-    super::af_packet::sys::link_info(name)
-        .ok()
-        .map(|l| l.mtu as u32)
+    crate::linux::link_info(name).ok().map(|l| l.mtu as u32)
 }
 
 /// Hot-plugs the virtual device that attaches Linux interface `iface`.
@@ -1419,7 +1417,7 @@ mod xsk {
             flags: u32,
             change: u32,
         }
-        let sock = super::super::af_packet::sys::socket(
+        let sock = crate::linux::socket(
             libc::AF_NETLINK,
             libc::SOCK_RAW | libc::SOCK_CLOEXEC,
             libc::NETLINK_ROUTE,
@@ -1671,9 +1669,9 @@ impl Nic for DpdkNic {
 /// ([`super::af_packet::AfPacketNic`]).
 #[cfg(test)]
 mod tests {
-    use super::super::af_packet::testnet::*;
-    use super::super::af_packet::AfPacketNic;
     use super::*;
+    use crate::af_packet::AfPacketNic;
+    use crate::testnet::*;
     use std::time::Duration;
 
     fn cfg(vdev: LinuxVdev) -> DpdkConfig {
@@ -1912,7 +1910,7 @@ mod tests {
             .args([
                 "--ignored",
                 "--exact",
-                &format!("nic::dpdk::tests::{name}"),
+                &format!("dpdk::tests::{name}"),
                 "--nocapture",
                 "--test-threads=1",
             ])

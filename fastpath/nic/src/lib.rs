@@ -1,4 +1,15 @@
+//! # tas-nic
+//!
 //! NIC backends behind one narrow, batched trait.
+//!
+//! Owns: the [`Nic`] trait and [`FrameBatch`], the backends (in-memory,
+//! AF_PACKET, AF_XDP with its XDP program, DPDK behind the `dpdk` feature),
+//! their shared Linux plumbing (`linux`: interface queries, raw sockets,
+//! ring mappings) and, for tests, the network-namespace harness (`testnet`).
+//!
+//! Must not: know TCP or flows (frames are opaque bytes here; steering is by
+//! the NIC's hash), keep per-packet state beyond the rings, or allocate on
+//! the per-packet path.
 //!
 //! Every backend moves whole Ethernet frames in batches: [`Nic::recv`] fills a
 //! caller-owned [`FrameBatch`], [`Nic::send`] drains one. Frames carry complete
@@ -11,7 +22,11 @@ pub mod af_packet;
 pub mod af_xdp;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+#[cfg(target_os = "linux")]
+pub(crate) mod linux;
 pub mod memory;
+#[cfg(test)]
+pub(crate) mod testnet;
 
 use std::os::fd::RawFd;
 
