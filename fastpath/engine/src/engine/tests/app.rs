@@ -1,0 +1,249 @@
+//! App commands and notifications.
+
+use super::*;
+
+#[test]
+fn invalid_app_commands_are_refused_counted_and_change_nothing() {
+    let mut fx = fx();
+    // Some state first: 100 bytes received, 100 queued for sending.
+    send!(fx, fx.data(0, 100));
+    fx.out.frames.clear();
+    fx.notifications();
+    fx.write(100, 0).unwrap();
+    let good = AppCmd {
+        kind: cmd::FLOW_UPDATE,
+        flow: fx.id,
+        ..Default::default()
+    };
+    let cases = [
+        (MEM, AppCmd { kind: 0, ..good }, AppCmdError::BadKind(0)),
+        (MEM, AppCmd { kind: 9, ..good }, AppCmdError::BadKind(9)),
+        (MEM, AppCmd { flow: 6, ..good }, AppCmdError::NoFlow),
+        (
+            MEM,
+            AppCmd {
+                flow: 1 << 30,
+                ..good
+            },
+            AppCmdError::NoFlow,
+        ),
+        (
+            OTHER_MEM,
+            AppCmd {
+                tx_added: 1,
+                ..good
+            },
+            AppCmdError::NotOwner,
+        ),
+        (
+            MEM,
+            AppCmd {
+                flow: fx.decoy,
+                ..good
+            },
+            AppCmdError::NotOwner,
+        ),
+        (
+            MEM,
+            AppCmd {
+                tx_added: 32_768 - 99,
+                ..good
+            },
+            AppCmdError::TxOverflow,
+        ),
+        (
+            MEM,
+            AppCmd {
+                tx_added: u32::MAX,
+                ..good
+            },
+            AppCmdError::TxOverflow,
+        ),
+        (
+            MEM,
+            AppCmd {
+                rx_freed: 101,
+                ..good
+            },
+            AppCmdError::RxOverflow,
+        ),
+        (
+            MEM,
+            AppCmd {
+                rx_freed: u32::MAX,
+                ..good
+            },
+            AppCmdError::RxOverflow,
+        ),
+        // All or nothing: a valid TX part does not go through either.
+        (
+            MEM,
+            AppCmd {
+                tx_added: 10,
+                rx_freed: 101,
+                ..good
+            },
+            AppCmdError::RxOverflow,
+        ),
+    ];
+    let before = fx.flow();
+    for (i, (mem, c, err)) in cases.iter().enumerate() {
+        assert_eq!(
+            fx.fp.app_cmd(*mem, c, fx.now, &fx.mem, &mut fx.out),
+            Err(*err),
+            "case {i}"
+        );
+        assert_eq!(fx.fp.stats.app_cmd_invalid, i as u64 + 1);
+        assert_eq!(fx.flow(), before, "case {i}");
+    }
+    recv_nothing!(fx);
+    assert!(fx.notifications().is_empty());
+    // The limits themselves are fine.
+    assert_eq!(fx.cmd(32_768 - 100, 100, 0), Ok(()));
+    assert_eq!(fx.fp.stats.app_cmd_invalid, cases.len() as u64);
+    // After FIN: no more data, but freeing RX is still fine.
+    let mut fx2 = self::fx();
+    send!(fx2, fx2.data(0, 100));
+    fx2.out.frames.clear();
+    fx2.cmd(0, 0, cmd::F_TX_FIN).unwrap();
+    let before = fx2.flow();
+    assert_eq!(fx2.cmd(1, 0, 0), Err(AppCmdError::AfterFin));
+    assert_eq!(fx2.cmd(1, 0, cmd::F_TX_FIN), Err(AppCmdError::AfterFin));
+    assert_eq!(fx2.flow(), before);
+    assert_eq!(fx2.cmd(0, 100, 0), Ok(()));
+    // Data and FIN in one command is fine.
+    let mut fx3 = self::fx();
+    fx3.write(10, cmd::F_TX_FIN).unwrap();
+    fx3.poll();
+    recv!(
+        fx3,
+        Seg {
+            flags: ACK | PSH | FIN,
+            ..fx3.ours_data(0, 10, 0, 32_768)
+        }
+    );
+}
+
+#[test]
+fn notification_back_pressure_keeps_the_flow_pending_and_coalesces() {
+    let mut fx = fx();
+    send!(fx, fx.data(0, 10));
+    fx.out.frames.clear();
+    assert_eq!(fx.fp.pending_notifications(), 1);
+    let mut tries = 0;
+    assert_eq!(
+        fx.fp.flush_notifications(|_, _| {
+            tries += 1;
+            false
+        }),
+        0
+    );
+    assert_eq!(tries, 1);
+    assert_eq!(fx.fp.pending_notifications(), 1);
+    assert_eq!(fx.fp.stats.notify_backpressure, 1);
+    // More progress while the queue is full: still one pending entry.
+    send!(fx, fx.data(10, 10));
+    fx.write(100, 0).unwrap();
+    fx.poll();
+    fx.peer_ack = 100;
+    send!(fx, fx.data(20, 10));
+    fx.out.frames.clear();
+    assert_eq!(fx.fp.pending_notifications(), 1);
+    assert_eq!(fx.fp.flush_notifications(|_, _| false), 0);
+    assert_eq!(fx.fp.stats.notify_backpressure, 2);
+    // Room again: one notification with the latest sequence numbers.
+    assert_eq!(fx.notifications(), vec![fx.ev(30, 100, 0)]);
+    assert_eq!(fx.fp.pending_notifications(), 0);
+    assert!(fx.notifications().is_empty());
+    assert_eq!(fx.read(), pat(0, 30));
+}
+
+#[test]
+fn notifications_for_a_removed_flow_are_dropped() {
+    let mut fx = fx();
+    send!(fx, fx.data(0, 10));
+    fx.out.frames.clear();
+    let st = fx.fp.table().remove(fx.id).unwrap();
+    assert!(fx.notifications().is_empty());
+    assert_eq!(fx.fp.pending_notifications(), 0);
+    fx.id = fx.fp.table().insert(st).unwrap();
+}
+
+#[test]
+fn keepalive_and_zero_window_probes_are_answered() {
+    // Linux probes with a zero-length segment at rcv_nxt - 1 (keepalive and
+    // persist timer alike) and resets the connection if nobody answers.
+    let mut fx = Fx::new(FlowOpts {
+        rx_len: 4096,
+        rcv_wscale: 0,
+        ..Default::default()
+    });
+    send!(fx, fx.data(0, 100));
+    recv!(fx, fx.ours(0, 100, 3996));
+    let before = fx.flow();
+    fx.now += 75_000_000_000;
+    send!(fx, fx.peer(99));
+    recv!(fx, fx.ours(0, 100, 3996));
+    assert_eq!(fx.flow(), before);
+    // BSD-style keepalive: one garbage byte at rcv_nxt - 1, not written.
+    send!(
+        fx,
+        Seg {
+            payload: vec![0xee],
+            ..fx.peer(99)
+        }
+    );
+    recv!(fx, fx.ours(0, 100, 3996));
+    assert_eq!(fx.notifications(), vec![fx.ev(100, 0, 0)]);
+    assert_eq!(fx.read(), pat(0, 100));
+    // Zero window: the probe learns whether it opened.
+    send!(fx, fx.data(100, 3996));
+    recv!(fx, fx.ours(0, 4096, 0));
+    send!(fx, fx.peer(4095));
+    recv!(fx, fx.ours(0, 4096, 0));
+    fx.notifications();
+    fx.read();
+    fx.free().unwrap();
+    recv!(fx, fx.ours(0, 4096, 4096));
+    // Say that window update was lost: the next probe gets the news.
+    send!(fx, fx.peer(4095));
+    recv!(fx, fx.ours(0, 4096, 4096));
+    // A pure ACK in sequence needs no answer.
+    send!(fx, fx.peer(4096));
+    recv_nothing!(fx);
+    assert_eq!(fx.fp.stats.dupacks, 0, "probes are not duplicate ACKs here");
+}
+
+#[test]
+fn rings_outside_the_region_are_memory_errors_not_panics() {
+    let mut fx = fx();
+    let size = fx.mem.regions[MEM as usize].len() as u32;
+    // The slow path points the rings past the end of the app's region (a
+    // region that shrank, a bad install): counted, nothing written or sent.
+    fx.set(|f| {
+        f.rx_base = size - 10;
+        f.tx_base = size - 10;
+    });
+    let before = fx.flow();
+    send!(fx, fx.data(0, 100));
+    recv_nothing!(fx);
+    assert_eq!(fx.fp.stats.mem_errors, 1);
+    assert_eq!(fx.flow(), before);
+    assert!(fx.notifications().is_empty());
+    fx.write(100, 0).unwrap();
+    assert_eq!(fx.poll(), 0);
+    recv_nothing!(fx);
+    assert_eq!(fx.fp.stats.mem_errors, 2);
+    assert_eq!(fx.out.empty_fills, 1);
+    assert_eq!({ fx.flow().tx_avail }, 100, "nothing counted as sent");
+    assert_eq!(fx.fp.poll_at(), None, "and no busy loop on it");
+    // Out-of-order data into a bad ring: dropped, still ACKed.
+    send!(fx, fx.data(200, 10));
+    recv!(fx, fx.ours(0, 0, 32_768));
+    assert_eq!(fx.fp.stats.mem_errors, 3);
+    assert_eq!({ fx.flow().rx_ooo_len }, 0);
+    fx.set(|f| {
+        f.rx_base = RX_BASE;
+        f.tx_base = RX_BASE + 32_768 + 64;
+    });
+}

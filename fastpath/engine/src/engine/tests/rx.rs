@@ -1,0 +1,443 @@
+//! Receive path: in-order and out-of-order data, SACK, trimming, windows.
+
+use super::*;
+
+#[test]
+fn rx_in_order_data_is_delivered_and_acked() {
+    let mut fx = fx();
+    send!(fx, fx.data(0, 64));
+    // Window 32768 - 64 bytes, announced >> 2; TSval from now, TSecr = peer's.
+    recv!(fx, fx.ours(0, 64, 32_768 - 64));
+    assert_eq!(fx.ours(0, 64, 32_768 - 64).window, 8176);
+    assert_eq!(fx.ours(0, 0, 0).ts, Some((1_000_000, PEER_TS0)));
+    recv_nothing!(fx);
+    exc_nothing!(fx);
+    assert_eq!(fx.notifications(), vec![fx.ev(64, 0, 0)]);
+    assert_eq!(fx.read(), pat(0, 64));
+    assert!(fx.notifications().is_empty(), "one notification only");
+    let f = fx.flow();
+    assert_eq!({ f.rx_next_seq }, fx.rseq(64));
+    assert_eq!({ f.rx_avail }, 32_768 - 64);
+    assert_eq!(fx.fp.stats.rx_payload_bytes, 64);
+    assert_eq!(fx.fp.stats.acks_sent, 1);
+    // Every segment gets its ACK; the second echoes the newer TSval.
+    fx.now += 3_000;
+    fx.peer_ts += 1;
+    send!(fx, fx.data(64, 100));
+    recv!(fx, fx.ours(0, 164, 32_768 - 164));
+    assert_eq!(fx.notifications(), vec![fx.ev(164, 0, 0)]);
+    assert_eq!(fx.read(), pat(64, 100));
+}
+
+#[test]
+fn rx_peer_without_timestamps() {
+    let mut fx = Fx::new(FlowOpts {
+        cfg: cfg::SACK,
+        ..Default::default()
+    });
+    let s = fx.data(0, 64);
+    assert_eq!(s.ts, None);
+    send!(fx, s);
+    let want = fx.ours(0, 64, 32_768 - 64);
+    assert_eq!(want.ts, None);
+    recv!(fx, want);
+    assert_eq!(fx.notifications(), vec![fx.ev(64, 0, 0)]);
+    assert_eq!(fx.read(), pat(0, 64));
+    // Our data carries no option either, and uses the whole MSS.
+    fx.write(2000, 0).unwrap();
+    assert_eq!(fx.poll(), 2);
+    recv!(fx, fx.ours_data(0, 1460, 64, 32_768 - 64));
+    recv!(
+        fx,
+        Seg {
+            flags: ACK | PSH,
+            ..fx.ours_data(1460, 540, 64, 32_768 - 64)
+        }
+    );
+    recv_nothing!(fx);
+}
+
+#[test]
+fn rx_segment_without_timestamp_on_ts_flow_is_accepted() {
+    // Lenient (RFC 7323 says drop): accepted, and TS.Recent is kept.
+    let mut fx = fx();
+    send!(
+        fx,
+        Seg {
+            ts: None,
+            ..fx.data(0, 10)
+        }
+    );
+    recv!(fx, fx.ours(0, 10, 32_768 - 10));
+    assert_eq!({ fx.flow().tx_next_ts }, PEER_TS0);
+}
+
+#[test]
+fn rx_sequence_numbers_and_ring_wrap() {
+    // irs close to 2^32 and the ring position close to its end: the second
+    // segment crosses the sequence wrap (at offset 100) and the ring end
+    // (at offset 30); an out-of-order segment sits beyond the wrap.
+    let mut fx = Fx::new(FlowOpts {
+        irs: u32::MAX - 100,
+        rx_pos0: 32_768 - 30,
+        ..Default::default()
+    });
+    assert_eq!(fx.rseq(99), u32::MAX);
+    send!(fx, fx.data(0, 64));
+    recv!(fx, fx.ours(0, 64, 32_768 - 64));
+    send!(fx, fx.data(64, 100));
+    recv!(fx, fx.ours(0, 164, 32_768 - 164));
+    assert_eq!(fx.rseq(164), 64);
+    send!(fx, fx.data(300, 50));
+    recv!(
+        fx,
+        Seg {
+            sack: vec![(fx.rseq(300), fx.rseq(350))],
+            ..fx.ours(0, 164, 32_768 - 164)
+        }
+    );
+    send!(fx, fx.data(164, 136));
+    recv!(fx, fx.ours(0, 350, 32_768 - 350));
+    assert_eq!(fx.notifications(), vec![fx.ev(350, 0, 0)]);
+    assert_eq!(fx.read(), pat(0, 350));
+    assert_eq!({ fx.flow().rx_next_pos }, 350 - 30);
+}
+
+#[test]
+fn rx_peer_timestamp_wraps() {
+    let mut fx = fx();
+    fx.peer_ts = u32::MAX - 1;
+    send!(fx, fx.data(0, 10));
+    recv!(fx, fx.ours(0, 10, 32_768 - 10));
+    assert_eq!(fx.ours(0, 0, 0).ts.unwrap().1, u32::MAX - 1);
+    fx.peer_ts = 5; // wrapped: newer, accepted and echoed
+    fx.now += 10_000;
+    send!(fx, fx.data(10, 10));
+    recv!(fx, fx.ours(0, 20, 32_768 - 20));
+    assert_eq!({ fx.flow().tx_next_ts }, 5);
+    assert_eq!(fx.notifications(), vec![fx.ev(20, 0, 0)]);
+}
+
+#[test]
+fn our_timestamp_clock_wraps_rtt_still_sane() {
+    let mut fx = fx();
+    fx.now = (u32::MAX as u64 - 2) * 1000; // TSval 2^32 - 3
+    fx.write(100, 0).unwrap();
+    fx.poll();
+    let s = fx.next_frame().unwrap();
+    assert_eq!(s.ts, Some((u32::MAX - 2, PEER_TS0)));
+    fx.now += 50_000; // 50 µs later our clock reads 47
+    assert_eq!(fx.tsv(), 47);
+    fx.peer_ack = 100;
+    send!(fx, fx.peer(0));
+    assert_eq!({ fx.flow().rtt_est }, 50);
+    // Our next segment carries the wrapped clock.
+    send!(fx, fx.data(0, 1));
+    recv!(fx, fx.ours(100, 1, 32_768 - 1));
+    assert_eq!(fx.ours(100, 1, 0).ts.unwrap().0, 47);
+}
+
+#[test]
+fn rtt_estimate_is_an_ewma_of_timestamp_samples() {
+    let mut fx = fx();
+    let rtt = |fx: &mut Fx, n: u32, us: u64| {
+        fx.write(n, 0).unwrap();
+        fx.poll();
+        fx.next_frame().unwrap(); // sets peer_ecr to its TSval
+        fx.now += us * 1000;
+        fx.peer_ack += n;
+        send!(fx, fx.peer(0));
+        fx.now += 1_000_000;
+        fx.flow().rtt_est
+    };
+    assert_eq!(rtt(&mut fx, 10, 100), 100, "first sample taken as is");
+    assert_eq!(rtt(&mut fx, 10, 200), (100 * 7 + 200) / 8);
+    assert_eq!(rtt(&mut fx, 10, 40), (112 * 7 + 40) / 8);
+    // A TSecr of 0 (peer echoes nothing) or from the future gives no sample.
+    fx.write(10, 0).unwrap();
+    fx.poll();
+    fx.next_frame();
+    fx.peer_ack += 10;
+    send!(
+        fx,
+        Seg {
+            ts: Some((fx.peer_ts, 0)),
+            ..fx.peer(0)
+        }
+    );
+    assert_eq!({ fx.flow().rtt_est }, 103);
+    fx.write(10, 0).unwrap();
+    fx.poll();
+    fx.next_frame();
+    fx.peer_ack += 10;
+    send!(
+        fx,
+        Seg {
+            ts: Some((fx.peer_ts, fx.tsv() + 5)),
+            ..fx.peer(0)
+        }
+    );
+    assert_eq!({ fx.flow().rtt_est }, 103);
+}
+
+#[test]
+fn ooo_segment_gets_dupack_with_sack_then_gap_fill_acks_all() {
+    let mut fx = fx();
+    send!(fx, fx.data(100, 100));
+    recv!(
+        fx,
+        Seg {
+            sack: vec![(fx.rseq(100), fx.rseq(200))],
+            ..fx.ours(0, 0, 32_768)
+        }
+    );
+    recv_nothing!(fx);
+    assert!(fx.notifications().is_empty(), "nothing in order yet");
+    assert_eq!(fx.fp.stats.ooo_accepted, 1);
+    send!(fx, fx.data(0, 100));
+    recv!(fx, fx.ours(0, 200, 32_768 - 200));
+    recv_nothing!(fx);
+    assert_eq!(fx.notifications(), vec![fx.ev(200, 0, 0)]);
+    assert_eq!(fx.read(), pat(0, 200));
+    assert_eq!({ fx.flow().rx_ooo_len }, 0);
+}
+
+#[test]
+fn ooo_segment_without_sack_gets_plain_dupack() {
+    let mut fx = Fx::new(FlowOpts {
+        cfg: cfg::TS,
+        ..Default::default()
+    });
+    send!(fx, fx.data(100, 100));
+    recv!(fx, fx.ours(0, 0, 32_768));
+    send!(fx, fx.data(0, 100));
+    recv!(fx, fx.ours(0, 200, 32_768 - 200));
+    assert_eq!(fx.notifications(), vec![fx.ev(200, 0, 0)]);
+    assert_eq!(fx.read(), pat(0, 200));
+}
+
+#[test]
+fn ooo_interval_extends_at_both_ends_and_merges_overlaps() {
+    let mut fx = fx();
+    let sack = |fx: &Fx, a: u32, b: u32| Seg {
+        sack: vec![(fx.rseq(a), fx.rseq(b))],
+        ..fx.ours(0, 0, 32_768)
+    };
+    send!(fx, fx.data(200, 100));
+    recv!(fx, sack(&fx, 200, 300));
+    send!(fx, fx.data(300, 100)); // adjacent at the right end
+    recv!(fx, sack(&fx, 200, 400));
+    send!(fx, fx.data(100, 100)); // adjacent at the left end
+    recv!(fx, sack(&fx, 100, 400));
+    send!(fx, fx.data(350, 100)); // overlapping the right end
+    recv!(fx, sack(&fx, 100, 450));
+    send!(fx, fx.data(50, 60)); // overlapping the left end
+    recv!(fx, sack(&fx, 50, 450));
+    send!(fx, fx.data(150, 100)); // inside: nothing changes
+    recv!(fx, sack(&fx, 50, 450));
+    assert_eq!(fx.fp.stats.ooo_accepted, 6);
+    assert!(fx.notifications().is_empty());
+    send!(fx, fx.data(0, 50));
+    recv!(fx, fx.ours(0, 450, 32_768 - 450));
+    assert_eq!(fx.notifications(), vec![fx.ev(450, 0, 0)]);
+    assert_eq!(fx.read(), pat(0, 450));
+}
+
+#[test]
+fn ooo_non_adjacent_segment_is_dropped() {
+    let mut fx = fx();
+    send!(fx, fx.data(200, 100));
+    recv!(
+        fx,
+        Seg {
+            sack: vec![(fx.rseq(200), fx.rseq(300))],
+            ..fx.ours(0, 0, 32_768)
+        }
+    );
+    let before = fx.mem.regions[MEM as usize].clone();
+    send!(fx, fx.data(500, 100));
+    recv!(
+        fx,
+        Seg {
+            sack: vec![(fx.rseq(200), fx.rseq(300))],
+            ..fx.ours(0, 0, 32_768)
+        }
+    );
+    assert_eq!(
+        fx.mem.regions[MEM as usize], before,
+        "dropped data not written"
+    );
+    assert_eq!(fx.fp.stats.ooo_dropped, 1);
+    send!(fx, fx.data(0, 200));
+    recv!(fx, fx.ours(0, 300, 32_768 - 300));
+    assert_eq!(fx.notifications(), vec![fx.ev(300, 0, 0)]);
+    assert_eq!(fx.read(), pat(0, 300));
+}
+
+#[test]
+fn ack_after_partial_gap_fill_still_carries_sack() {
+    // RFC 2018 §4: while out-of-order data is held, every ACK carries it.
+    let mut fx = fx();
+    send!(fx, fx.data(200, 100));
+    recv!(
+        fx,
+        Seg {
+            sack: vec![(fx.rseq(200), fx.rseq(300))],
+            ..fx.ours(0, 0, 32_768)
+        }
+    );
+    send!(fx, fx.data(0, 100));
+    recv!(
+        fx,
+        Seg {
+            sack: vec![(fx.rseq(200), fx.rseq(300))],
+            ..fx.ours(0, 100, 32_768 - 100)
+        }
+    );
+    // A duplicate while the hole is open also reports the interval.
+    send!(fx, fx.data(0, 100));
+    recv!(
+        fx,
+        Seg {
+            sack: vec![(fx.rseq(200), fx.rseq(300))],
+            ..fx.ours(0, 100, 32_768 - 100)
+        }
+    );
+    send!(fx, fx.data(100, 100));
+    recv!(fx, fx.ours(0, 300, 32_768 - 300));
+}
+
+#[test]
+fn old_duplicate_segment_is_reacked_and_not_written() {
+    let mut fx = fx();
+    send!(fx, fx.data(0, 100));
+    recv!(fx, fx.ours(0, 100, 32_768 - 100));
+    assert_eq!(fx.notifications(), vec![fx.ev(100, 0, 0)]);
+    let before = fx.mem.regions[MEM as usize].clone();
+    let flow = fx.flow();
+    // Same range, different bytes: must not land anywhere.
+    send!(
+        fx,
+        Seg {
+            payload: vec![b'X'; 100],
+            ..fx.data(0, 100)
+        }
+    );
+    recv!(fx, fx.ours(0, 100, 32_768 - 100));
+    send!(
+        fx,
+        Seg {
+            payload: vec![b'X'; 40],
+            ..fx.data(20, 40)
+        }
+    );
+    recv!(fx, fx.ours(0, 100, 32_768 - 100));
+    assert_eq!(fx.mem.regions[MEM as usize], before);
+    assert_eq!(fx.flow(), flow);
+    assert!(fx.notifications().is_empty());
+    assert_eq!(fx.fp.stats.dup_segments, 2);
+    assert_eq!(fx.read(), pat(0, 100));
+}
+
+#[test]
+fn partially_old_segment_is_trimmed() {
+    let mut fx = fx();
+    send!(fx, fx.data(0, 100));
+    recv!(fx, fx.ours(0, 100, 32_768 - 100));
+    send!(fx, fx.data(50, 100));
+    recv!(fx, fx.ours(0, 150, 32_768 - 150));
+    assert_eq!(fx.notifications(), vec![fx.ev(150, 0, 0)]);
+    assert_eq!(fx.read(), pat(0, 150));
+    assert_eq!(fx.fp.stats.rx_payload_bytes, 150);
+}
+
+#[test]
+fn data_beyond_the_window_is_trimmed() {
+    let mut fx = Fx::new(FlowOpts {
+        rx_len: 4096,
+        rcv_wscale: 0,
+        ..Default::default()
+    });
+    // In order, 5000 bytes into 4096 of space.
+    send!(fx, fx.data(0, 5000));
+    recv!(fx, fx.ours(0, 4096, 0));
+    assert_eq!(fx.fp.stats.window_trimmed, 1);
+    assert_eq!(fx.notifications(), vec![fx.ev(4096, 0, 0)]);
+    assert_eq!(fx.read(), pat(0, 4096));
+
+    // Out of order, partly beyond the window: kept up to the window's edge.
+    let mut fx = Fx::new(FlowOpts {
+        rx_len: 4096,
+        rcv_wscale: 0,
+        ..Default::default()
+    });
+    send!(fx, fx.data(4000, 200));
+    recv!(
+        fx,
+        Seg {
+            sack: vec![(fx.rseq(4000), fx.rseq(4096))],
+            ..fx.ours(0, 0, 4096)
+        }
+    );
+    // Entirely beyond: dropped.
+    send!(fx, fx.data(4096, 10));
+    recv!(
+        fx,
+        Seg {
+            sack: vec![(fx.rseq(4000), fx.rseq(4096))],
+            ..fx.ours(0, 0, 4096)
+        }
+    );
+    assert_eq!(fx.fp.stats.ooo_dropped, 1);
+    send!(fx, fx.data(0, 4000));
+    recv!(fx, fx.ours(0, 4096, 0));
+    assert_eq!(fx.notifications(), vec![fx.ev(4096, 0, 0)]);
+    assert_eq!(fx.read(), pat(0, 4096));
+}
+
+#[test]
+fn zero_receive_window_then_window_update_when_app_frees() {
+    let mut fx = Fx::new(FlowOpts {
+        rx_len: 8192,
+        rcv_wscale: 0,
+        ..Default::default()
+    });
+    for (off, n) in [
+        (0, 1448),
+        (1448, 1448),
+        (2896, 1448),
+        (4344, 1448),
+        (5792, 1448),
+    ] {
+        send!(fx, fx.data(off, n));
+        recv!(fx, fx.ours(0, off + n, 8192 - off - n));
+    }
+    send!(fx, fx.data(7240, 952));
+    recv!(fx, fx.ours(0, 8192, 0));
+    // Ring full: more data (and a zero-window probe) is dropped and ACKed.
+    let before = fx.mem.regions[MEM as usize].clone();
+    send!(fx, fx.data(8192, 100));
+    recv!(fx, fx.ours(0, 8192, 0));
+    send!(fx, fx.data(8192, 1));
+    recv!(fx, fx.ours(0, 8192, 0));
+    assert_eq!(fx.mem.regions[MEM as usize], before);
+    assert_eq!(fx.notifications(), vec![fx.ev(8192, 0, 0)]);
+    assert_eq!(fx.read(), pat(0, 8192));
+    // Freeing a little is not worth a window update (receiver SWS avoidance)...
+    fx.now += 1000;
+    fx.cmd(0, 1000, 0).unwrap();
+    recv_nothing!(fx);
+    // ...reaching two segments is; so is reaching half the ring.
+    fx.cmd(0, 2000, 0).unwrap();
+    recv!(fx, fx.ours(0, 8192, 3000));
+    fx.cmd(0, 1000, 0).unwrap();
+    recv_nothing!(fx);
+    fx.cmd(0, 4192, 0).unwrap();
+    recv!(fx, fx.ours(0, 8192, 8192));
+    recv_nothing!(fx);
+    // And the stream goes on, wrapping the ring.
+    send!(fx, fx.data(8192, 1000));
+    recv!(fx, fx.ours(0, 9192, 7192));
+    assert_eq!(fx.notifications(), vec![fx.ev(9192, 0, 0)]);
+    assert_eq!(fx.read(), pat(8192, 1000));
+}
