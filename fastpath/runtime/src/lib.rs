@@ -1,4 +1,15 @@
+//! # tas-runtime
+//!
 //! The fast-path threads: *lanes* polled by *cores*.
+//!
+//! Owns: lanes, cores (polling threads), their sleep/wake on eventfds and
+//! NIC fds, the hand-over of lanes between cores, the app ports (rings in
+//! each app's region) as a lane sees them, and the queues between lanes and
+//! the slow path. This is where threads, clocks and `poll()` are allowed.
+//!
+//! Must not: decide TCP (that is `tas-engine`'s), touch NIC internals
+//! (`tas-nic`), make policy (how many cores, congestion control: the slow
+//! path's), or allocate per packet.
 //!
 //! A lane is one NIC queue with its own sans-I/O [`FastPath`] engine (and so
 //! its own TX scheduler), its app ports and its queues to and from the slow
