@@ -48,6 +48,7 @@ use tas_engine::flow::{cfg, FlowState};
 use tas_engine::flowtable::{FlowGuard, FlowId, FlowTable};
 use tas_engine::wire::{frame, ipv4, tcp};
 use tas_nic::FrameBatch;
+use tas_testkit::Rng;
 
 /// Payload bytes per data segment, in and out.
 pub const PAYLOAD: usize = 64;
@@ -172,36 +173,6 @@ impl RunStats {
             return f64::NAN;
         }
         self.nanos as f64 / self.units as f64
-    }
-}
-
-/// xorshift64*: small, seeded, good enough for a visit order.
-#[derive(Debug, Clone)]
-pub struct XorShift(u64);
-
-impl XorShift {
-    pub fn new(seed: u64) -> XorShift {
-        XorShift(seed.max(1))
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
-    }
-    /// A uniformly random permutation of `0..n` (Fisher–Yates).
-    pub fn permutation(&mut self, n: usize) -> Vec<u32> {
-        let mut p: Vec<u32> = (0..n as u32).collect();
-        for i in (1..n).rev() {
-            let j = self.below(i + 1);
-            p.swap(i, j);
-        }
-        p
     }
 }
 
@@ -515,7 +486,7 @@ impl Bench {
         if setup.thp {
             advise_huge(&mut mem.regions[0][pad as usize..]);
         }
-        let mut rng = XorShift::new(setup.seed);
+        let mut rng = Rng::new(setup.seed);
         let mut ids = Vec::with_capacity(flows);
         let mut irs = Vec::with_capacity(flows);
         let mut iss = Vec::with_capacity(flows);

@@ -43,68 +43,23 @@ fn sh_ok(ns: &str, args: &[&str]) {
 // ---------------------------------------------------------------------------
 
 mod ebpf {
-    use std::ffi::CString;
-
-    const BPF_MAP_CREATE: i64 = 0;
-    const BPF_MAP_LOOKUP_ELEM: i64 = 1;
-    const BPF_PROG_LOAD: i64 = 5;
-    const BPF_OBJ_PIN: i64 = 6;
-    const MAP_TYPE_ARRAY: u32 = 2;
-    const PROG_TYPE_SCHED_CLS: u32 = 3;
-
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Insn {
-        code: u8,
-        regs: u8,
-        off: i16,
-        imm: i32,
-    }
-
-    fn i(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-        Insn {
-            code,
-            regs: (src << 4) | dst,
-            off,
-            imm,
-        }
-    }
-
-    fn bpf(cmd: i64, attr: &mut [u8; 128]) -> Result<i32, String> {
-        // SAFETY: `attr` is a valid, zero-padded bpf_attr of 128 bytes that
-        // outlives the call; pointers stored in it point to live buffers.
-        let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
-        if r < 0 {
-            Err(std::io::Error::last_os_error().to_string())
-        } else {
-            Ok(r as i32)
-        }
-    }
-
-    fn put32(a: &mut [u8; 128], off: usize, v: u32) {
-        a[off..off + 4].copy_from_slice(&v.to_ne_bytes());
-    }
-
-    fn put64(a: &mut [u8; 128], off: usize, v: u64) {
-        a[off..off + 8].copy_from_slice(&v.to_ne_bytes());
-    }
+    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+    use tas_nic::bpf::{self, insn as i};
 
     /// The marker: map (virtual queue bytes, last time, marks) and program.
     pub struct Marker {
-        pub map_fd: i32,
-        pub prog_fd: i32,
+        map: OwnedFd,
+        prog: OwnedFd,
     }
 
     impl Marker {
         /// A classifier that drains a virtual queue at `rate_mbit` and marks
         /// CE on frames that find more than `k_bytes` in it.
         pub fn load(rate_mbit: u64, k_bytes: u64) -> Result<Marker, String> {
-            let mut a = [0u8; 128];
-            put32(&mut a, 0, MAP_TYPE_ARRAY);
-            put32(&mut a, 4, 4); // key size
-            put32(&mut a, 8, 24); // value: vq, last_ns, marks
-            put32(&mut a, 12, 1);
-            let map_fd = bpf(BPF_MAP_CREATE, &mut a).map_err(|e| format!("map create: {e}"))?;
+            // value: vq, last_ns, marks
+            let map = bpf::map_create(bpf::BPF_MAP_TYPE_ARRAY, 4, 24, 1, "tas_marker")
+                .map_err(|e| format!("map create: {e}"))?;
+            let map_fd = map.as_raw_fd();
             // Drained bytes = elapsed_ns · rate_num >> 20.
             let rate_num = (rate_mbit as f64 * 1e6 / 8.0 * (1u64 << 20) as f64 / 1e9) as i32;
             let prog = [
@@ -170,54 +125,22 @@ mod ebpf {
                 i(0xb7, 0, 0, 0, 0),     // 52: r0 = TC_ACT_OK
                 i(0x95, 0, 0, 0, 0),     // 53: exit
             ];
-            let license = CString::new("MIT").unwrap();
-            let mut log = vec![0u8; 65536];
-            let mut a = [0u8; 128];
-            put32(&mut a, 0, PROG_TYPE_SCHED_CLS);
-            put32(&mut a, 4, prog.len() as u32);
-            put64(&mut a, 8, prog.as_ptr() as u64);
-            put64(&mut a, 16, license.as_ptr() as u64);
-            put32(&mut a, 24, 1); // log level
-            put32(&mut a, 28, log.len() as u32);
-            put64(&mut a, 32, log.as_mut_ptr() as u64);
-            let prog_fd = bpf(BPF_PROG_LOAD, &mut a).map_err(|e| {
-                let end = log.iter().position(|&b| b == 0).unwrap_or(0);
-                format!("prog load: {e}\n{}", String::from_utf8_lossy(&log[..end]))
-            })?;
-            Ok(Marker { map_fd, prog_fd })
+            let prog = bpf::prog_load(bpf::BPF_PROG_TYPE_SCHED_CLS, 0, &prog, c"MIT", "tas_marker")
+                .map_err(|e| e.to_string())?;
+            Ok(Marker { map, prog })
         }
 
         pub fn pin(&self, path: &std::path::Path) -> Result<(), String> {
-            let p = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-            let mut a = [0u8; 128];
-            put64(&mut a, 0, p.as_ptr() as u64);
-            put32(&mut a, 8, self.prog_fd as u32);
-            bpf(BPF_OBJ_PIN, &mut a)
-                .map(|_| ())
+            bpf::obj_pin(self.prog.as_fd(), path)
                 .map_err(|e| format!("pin {}: {e}", path.display()))
         }
 
         /// Frames marked so far.
         pub fn marks(&self) -> u64 {
-            let key = 0u32;
-            let mut val = [0u64; 3];
-            let mut a = [0u8; 128];
-            put32(&mut a, 0, self.map_fd as u32);
-            put64(&mut a, 8, &key as *const u32 as u64);
-            put64(&mut a, 16, val.as_mut_ptr() as u64);
-            match bpf(BPF_MAP_LOOKUP_ELEM, &mut a) {
-                Ok(_) => val[2],
+            let mut val = [0u8; 24];
+            match bpf::map_lookup(self.map.as_fd(), &0u32.to_ne_bytes(), &mut val) {
+                Ok(()) => u64::from_ne_bytes(val[16..24].try_into().unwrap()),
                 Err(_) => 0,
-            }
-        }
-    }
-
-    impl Drop for Marker {
-        fn drop(&mut self) {
-            // SAFETY: closing fds this struct opened.
-            unsafe {
-                libc::close(self.prog_fd);
-                libc::close(self.map_fd);
             }
         }
     }

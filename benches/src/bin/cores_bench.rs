@@ -246,11 +246,9 @@ fn throughput(backend: Backend, flows: usize, mb: u64, reps: usize) {
 
 // ----------------------------------------------------------- 3. the blip
 
+/// The `p`-quantile of `sorted` RTTs (ns) in µs; NaN when there are none.
 fn pct(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)] as f64 / 1e3
+    tas_testkit::pct(sorted, p).map_or(f64::NAN, |v| v as f64 / 1e3)
 }
 
 /// RTT percentiles of a set of RPC round trips (ns) as table cells.

@@ -42,44 +42,7 @@ const MEM: u16 = 0;
 const GUARD: u8 = 0x5c;
 const RX_BASE: u32 = 64;
 
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn u32(&mut self) -> u32 {
-        (self.next() >> 32) as u32
-    }
-    fn below(&mut self, n: u32) -> u32 {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as u32
-        }
-    }
-    /// True with probability `1/n`.
-    fn one_in(&mut self, n: u32) -> bool {
-        self.below(n) == 0
-    }
-    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[self.below(v.len() as u32) as usize]
-    }
-    fn fill(&mut self, b: &mut [u8]) {
-        for x in b {
-            *x = (self.next() >> 56) as u8;
-        }
-    }
-}
+use tas_testkit::Rng;
 
 #[derive(Default)]
 struct Cap {
@@ -343,7 +306,7 @@ impl World {
 
 fn random_setup(rng: &mut Rng) -> Setup {
     let near_wrap = |rng: &mut Rng| match rng.below(3) {
-        0 => rng.u32(),
+        0 => rng.next_u32(),
         1 => u32::MAX - rng.below(70_000),
         _ => rng.below(70_000),
     };
@@ -432,7 +395,7 @@ fn add_stats(t: &mut engine::Stats, s: &engine::Stats) {
 #[test]
 fn rx_never_panics() {
     let time_left = budget(8);
-    let mut rng = Rng::new(0x5eed);
+    let mut rng = Rng::mixed(0x5eed);
     let mut w = World::new(random_setup(&mut rng));
     let mut templates = fuzz_templates(&w);
     let mut total = engine::Stats::default();
@@ -466,7 +429,7 @@ fn rx_never_panics() {
                 buf[..n].copy_from_slice(t);
                 for _ in 0..1 + rng.below(4) {
                     let at = rng.below(n as u32) as usize;
-                    buf[at] = rng.u32() as u8;
+                    buf[at] = rng.next_u32() as u8;
                 }
                 if rng.one_in(2) {
                     // Make the TCP checksum right again so the mutation
@@ -489,28 +452,28 @@ fn rx_never_panics() {
                 let f = w.flow();
                 let seq_no = match rng.below(4) {
                     0 => irs.wrapping_add(rng.below(70_000)).wrapping_sub(1000),
-                    1 => rng.u32(),
+                    1 => rng.next_u32(),
                     _ => f.rx_next_seq.wrapping_add(rng.below(600)).wrapping_sub(100),
                 };
                 let ack = match rng.below(4) {
                     0 => iss.wrapping_add(rng.below(5000)).wrapping_sub(100),
-                    1 => rng.u32(),
+                    1 => rng.next_u32(),
                     _ => f
                         .snd_una()
                         .wrapping_add(rng.below(f.tx_sent + f.tx_avail + 3)),
                 };
                 let flags = if rng.one_in(4) {
-                    rng.u32() as u8
+                    rng.next_u32() as u8
                 } else {
-                    tcp::ACK | (rng.u32() as u8 & (tcp::PSH | tcp::FIN | tcp::ECE | tcp::CWR))
+                    tcp::ACK | (rng.next_u32() as u8 & (tcp::PSH | tcp::FIN | tcp::ECE | tcp::CWR))
                 };
                 let f = peer_frame(
                     seq_no,
                     ack,
                     flags,
-                    rng.u32() as u16,
+                    rng.next_u32() as u16,
                     if rng.one_in(2) {
-                        Some((rng.u32(), rng.u32()))
+                        Some((rng.next_u32(), rng.next_u32()))
                     } else {
                         None
                     },
@@ -531,19 +494,19 @@ fn rx_never_panics() {
             1 => {
                 let c = AppCmd {
                     kind: if rng.one_in(8) {
-                        rng.u32() as u8
+                        rng.next_u32() as u8
                     } else {
                         cmd::FLOW_UPDATE
                     },
-                    flags: rng.u32() as u8 & if rng.one_in(20) { 0xff } else { 0 },
-                    flow: if rng.one_in(8) { rng.u32() } else { w.id },
+                    flags: rng.next_u32() as u8 & if rng.one_in(20) { 0xff } else { 0 },
+                    flow: if rng.one_in(8) { rng.next_u32() } else { w.id },
                     tx_added: if rng.one_in(4) {
-                        rng.u32()
+                        rng.next_u32()
                     } else {
                         rng.below(3000)
                     },
                     rx_freed: if rng.one_in(4) {
-                        rng.u32()
+                        rng.next_u32()
                     } else {
                         rng.below(3000)
                     },
@@ -601,7 +564,7 @@ struct RxApp {
 }
 
 fn rx_case(seed: u64) -> engine::Stats {
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::mixed(seed);
     let mut w = World::new(random_setup(&mut rng));
     let (irs, iss, rx_len) = (w.s.irs, w.s.iss, w.s.rx_len);
     let ts_on = w.s.cfg & cfg::TS != 0;
@@ -620,7 +583,7 @@ fn rx_case(seed: u64) -> engine::Stats {
         fin: false,
     };
     let mut now = 5_000_000_000u64;
-    let mut peer_ts = rng.u32();
+    let mut peer_ts = rng.next_u32();
     // What the peer learned from our ACKs: acknowledged offset and the right
     // edge of the window (offsets; may exceed len).
     let mut acked = 0u32;
@@ -758,7 +721,7 @@ fn rx_case(seed: u64) -> engine::Stats {
                     rseq(off),
                     iss.wrapping_add(1),
                     flags,
-                    rng.u32() as u16,
+                    rng.next_u32() as u16,
                     ts_on.then_some((peer_ts, 0)),
                     &[],
                     &stream[off as usize..(off + n) as usize],
@@ -881,7 +844,7 @@ struct Peer {
 }
 
 fn tx_case(seed: u64) -> engine::Stats {
-    let mut rng = Rng::new(seed ^ 0xabcd_ef01);
+    let mut rng = Rng::mixed(seed ^ 0xabcd_ef01);
     let mut s = random_setup(&mut rng);
     if s.cfg & cfg::TS != 0 && s.mss <= 100 {
         s.mss = 536;

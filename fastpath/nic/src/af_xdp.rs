@@ -55,9 +55,8 @@
 //! (the skb's queue mapping read as a recorded RX queue), so the last queue
 //! stays empty; driver mode (the default on veth) sees the real queue.
 
-mod bpf;
-
 use super::{FrameBatch, Nic, NicError};
+use crate::bpf;
 use crate::linux;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -733,7 +732,7 @@ fn attach(
 ) -> Result<Attachment, NicError> {
     let map = bpf::create_xskmap(entries)?;
     for s in socks {
-        bpf::map_update(&map, s.queue, s.fd.as_raw_fd() as u32)?;
+        bpf::xskmap_set(&map, s.queue, s.fd.as_raw_fd() as u32)?;
     }
     let prog = bpf::load_redirect_program(&map)?;
     let modes: &[XdpMode] = match mode {

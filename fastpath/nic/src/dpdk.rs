@@ -1930,20 +1930,7 @@ mod tests {
         );
     }
 
-    /// Runs `f` on a thread inside network namespace `ns`.
-    fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-        let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns");
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: setns on this scoped thread only, with a valid fd.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .expect("thread in netns panicked")
-        })
-    }
+    use tas_testkit::netns::in_netns;
 
     #[test]
     fn eal_start_failures_are_explained() {

@@ -20,6 +20,8 @@
 pub mod af_packet;
 #[cfg(target_os = "linux")]
 pub mod af_xdp;
+#[cfg(target_os = "linux")]
+pub mod bpf;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 #[cfg(target_os = "linux")]

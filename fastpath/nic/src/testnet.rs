@@ -10,15 +10,7 @@ use std::time::{Duration, Instant};
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
-/// Fails the test loudly unless we run as root.
-pub(crate) fn require_root(what: &str) {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "{what} needs root (network namespaces, veth, raw sockets); run the tests as root"
-    );
-}
+pub(crate) use tas_testkit::netns::require_root;
 
 /// A uniquely named network namespace, deleted on drop (with every veth
 /// pair inside it), even when the test panics.
@@ -77,19 +69,7 @@ impl TestNet {
     /// Runs `f` on a thread that has entered the namespace. Sockets made
     /// there belong to the namespace and can be used from any thread.
     pub(crate) fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.ns);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let file = std::fs::File::open(&path).expect("open netns file");
-                // SAFETY: setns on the calling thread only, with a valid
-                // namespace fd; the thread is ours and ends after `f`.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .expect("thread in netns panicked")
-        })
+        tas_testkit::netns::in_netns(&self.ns, f)
     }
 
     /// Output of `ip -n NS ARGS...`.
@@ -248,22 +228,10 @@ pub(crate) fn check_many(tx: &mut dyn Nic, rx: &mut dyn Nic, rounds: u32, per: u
     }
 }
 
-fn csum_add(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [b] = chunks.remainder() {
-        sum += u32::from(*b) << 8;
-    }
-    sum
-}
+use tas_engine::wire::checksum::{fold as csum_fold, sum as csum_sum};
 
-fn csum_fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+fn csum_add(sum: u32, data: &[u8]) -> u32 {
+    csum_sum(data, sum)
 }
 
 /// An Ethernet/IPv4/UDP frame with correct checksums.

@@ -69,36 +69,7 @@ fn head_mut<const N: usize>(buf: &mut [u8]) -> Result<&mut [u8; N], WireError> {
 
 #[cfg(test)]
 pub(crate) mod testutil {
-    /// Tiny deterministic xorshift64* generator for tests.
-    pub struct Rng(u64);
-
-    impl Rng {
-        pub fn new(seed: u64) -> Self {
-            Rng(seed | 1)
-        }
-        pub fn next_u64(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        pub fn next_u32(&mut self) -> u32 {
-            (self.next_u64() >> 32) as u32
-        }
-        pub fn next_u16(&mut self) -> u16 {
-            (self.next_u64() >> 48) as u16
-        }
-        pub fn below(&mut self, n: usize) -> usize {
-            (self.next_u64() % n as u64) as usize
-        }
-        pub fn fill(&mut self, buf: &mut [u8]) {
-            for b in buf {
-                *b = (self.next_u64() >> 56) as u8;
-            }
-        }
-    }
+    pub use tas_testkit::Rng;
 
     /// Slow reference Internet checksum: 16-bit big-endian words, end-around carry.
     pub fn ref_checksum(data: &[u8]) -> u16 {

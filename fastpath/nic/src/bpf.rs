@@ -1,23 +1,30 @@
-//! The small amount of bpf(2) the AF_XDP backend needs, done by hand: an
-//! XSKMAP, a six-instruction XDP program that redirects every frame to the
-//! socket in the map slot of the frame's RX queue, and an XDP link that
-//! attaches the program to the interface (closing the link detaches it).
+//! The small amount of bpf(2) tasd and its tests need, done by hand (no
+//! libbpf): an instruction encoder, maps (create, update, lookup), program
+//! loading with the verifier's log in the error, pinning, and XDP links.
+//! Programs are written as instruction arrays next to their users (the
+//! AF_XDP redirect program in [`redirect_program`], test classifiers in the
+//! system tests).
 
-use super::super::NicError;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use crate::NicError;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 // bpf commands, map/program/attach types (linux/bpf.h).
 const BPF_MAP_CREATE: libc::c_int = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
 const BPF_PROG_LOAD: libc::c_int = 5;
+const BPF_OBJ_PIN: libc::c_int = 6;
 const BPF_LINK_CREATE: libc::c_int = 28;
-const BPF_MAP_TYPE_XSKMAP: u32 = 17;
-const BPF_PROG_TYPE_XDP: u32 = 6;
-const BPF_XDP: u32 = 37;
+pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+pub const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+pub const BPF_PROG_TYPE_XDP: u32 = 6;
+/// Attach type of XDP programs (also their expected attach type).
+pub const BPF_XDP: u32 = 37;
 
 /// XDP attach flags (linux/if_link.h).
-pub(super) const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-pub(super) const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
 // Instruction classes and fields (linux/bpf_common.h, linux/bpf.h).
 const BPF_LD: u8 = 0x00;
@@ -32,7 +39,8 @@ const BPF_MOV: u8 = 0xb0;
 const BPF_K: u8 = 0x00;
 const BPF_CALL: u8 = 0x80;
 const BPF_EXIT: u8 = 0x90;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
+/// `src` of a `ld_imm64` whose immediate is a map fd.
+pub const BPF_PSEUDO_MAP_FD: u8 = 1;
 const BPF_FUNC_REDIRECT_MAP: i32 = 51;
 const XDP_PASS: i32 = 2;
 /// offsetof(struct xdp_md, rx_queue_index).
@@ -41,7 +49,7 @@ const XDP_MD_RX_QUEUE_INDEX: i16 = 16;
 /// `struct bpf_insn`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Insn {
+pub struct Insn {
     pub code: u8,
     /// dst_reg:4 and src_reg:4 bitfields.
     pub regs: u8,
@@ -50,7 +58,9 @@ pub(super) struct Insn {
 }
 const _: () = assert!(std::mem::size_of::<Insn>() == 8);
 
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+/// One instruction: opcode, destination and source registers, offset,
+/// immediate (as `llvm-objdump` shows them).
+pub const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
     // C bitfields are allocated from the low bits on little-endian targets
     // and from the high bits on big-endian ones.
     let regs = if cfg!(target_endian = "little") {
@@ -75,7 +85,7 @@ const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
 /// call bpf_redirect_map       ; every frame (ARP too) goes to the socket
 /// exit
 /// ```
-pub(super) fn redirect_program(map_fd: i32) -> [Insn; 6] {
+pub fn redirect_program(map_fd: i32) -> [Insn; 6] {
     [
         insn(BPF_LDX | BPF_MEM | BPF_W, 2, 1, XDP_MD_RX_QUEUE_INDEX, 0),
         insn(BPF_LD | BPF_DW | BPF_IMM, 1, BPF_PSEUDO_MAP_FD, 0, map_fd),
@@ -142,44 +152,70 @@ fn hint(op: &'static str, e: std::io::Error) -> NicError {
     NicError::Os { op, source: e }
 }
 
-/// A BPF_MAP_TYPE_XSKMAP with `entries` slots (one per RX queue).
-pub(super) fn create_xskmap(entries: u32) -> Result<OwnedFd, NicError> {
+/// A map of `map_type` with the given key/value sizes and `entries` slots.
+pub fn map_create(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    entries: u32,
+    name: &str,
+) -> std::io::Result<OwnedFd> {
     let mut a = Attr::new();
-    a.u32(0, BPF_MAP_TYPE_XSKMAP)
-        .u32(4, 4)
-        .u32(8, 4)
+    a.u32(0, map_type)
+        .u32(4, key_size)
+        .u32(8, value_size)
         .u32(12, entries)
-        .name(28, "tas_xsks");
-    sys_bpf(BPF_MAP_CREATE, &mut a)
-        .map(fd_from)
-        .map_err(|e| hint("bpf(BPF_MAP_CREATE, XSKMAP)", e))
+        .name(28, name);
+    sys_bpf(BPF_MAP_CREATE, &mut a).map(fd_from)
 }
 
-/// map[key] = value (BPF_ANY).
-pub(super) fn map_update(map: &OwnedFd, key: u32, value: u32) -> Result<(), NicError> {
+/// map[key] = value (BPF_ANY). The slices must have the map's sizes.
+pub fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> std::io::Result<()> {
     let mut a = Attr::new();
     a.u32(0, map.as_raw_fd() as u32)
-        .u64(8, &key as *const u32 as u64)
-        .u64(16, &value as *const u32 as u64)
+        .u64(8, key.as_ptr() as u64)
+        .u64(16, value.as_ptr() as u64)
         .u64(24, 0);
-    sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a)
-        .map(drop)
-        .map_err(|e| hint("bpf(BPF_MAP_UPDATE_ELEM, XSKMAP)", e))
+    sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(drop)
 }
 
-/// Loads [`redirect_program`] for `map`. On failure the verifier's log is
-/// part of the error.
-pub(super) fn load_redirect_program(map: &OwnedFd) -> Result<OwnedFd, NicError> {
-    let prog = redirect_program(map.as_raw_fd());
-    let license = b"Dual MIT/GPL\0";
+/// Copies map[key] into `value` (which must have the map's value size).
+pub fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> std::io::Result<()> {
+    let mut a = Attr::new();
+    a.u32(0, map.as_raw_fd() as u32)
+        .u64(8, key.as_ptr() as u64)
+        .u64(16, value.as_mut_ptr() as u64);
+    sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut a).map(drop)
+}
+
+/// Why a program did not load.
+#[derive(Debug, thiserror::Error)]
+#[error("bpf(BPF_PROG_LOAD) of {name}: {source}{}", if log.is_empty() { String::new() } else { format!("; verifier log:\n{log}") })]
+pub struct LoadError {
+    pub name: String,
+    pub source: std::io::Error,
+    /// The verifier's log (empty when the kernel refused before verifying).
+    pub log: String,
+}
+
+/// Loads a program of `prog_type` (0 `expected_attach_type`: none). The
+/// first attempt runs without a log; a failure is retried with the
+/// verifier's log on, so the error says why.
+pub fn prog_load(
+    prog_type: u32,
+    expected_attach_type: u32,
+    prog: &[Insn],
+    license: &std::ffi::CStr,
+    name: &str,
+) -> Result<OwnedFd, LoadError> {
     let load = |log: Option<&mut [u8]>| {
         let mut a = Attr::new();
-        a.u32(0, BPF_PROG_TYPE_XDP)
+        a.u32(0, prog_type)
             .u32(4, prog.len() as u32)
             .u64(8, prog.as_ptr() as u64)
             .u64(16, license.as_ptr() as u64)
-            .name(48, "tas_xsk_redir")
-            .u32(68, BPF_XDP); // expected_attach_type
+            .name(48, name)
+            .u32(68, expected_attach_type);
         if let Some(buf) = log {
             a.u32(24, 1)
                 .u32(28, buf.len() as u32)
@@ -187,32 +223,74 @@ pub(super) fn load_redirect_program(map: &OwnedFd) -> Result<OwnedFd, NicError> 
         }
         sys_bpf(BPF_PROG_LOAD, &mut a).map(fd_from)
     };
-    match load(None) {
-        Ok(fd) => Ok(fd),
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Err(hint("bpf(BPF_PROG_LOAD)", e)),
-        Err(first) => {
-            // Load again with the verifier log on, to say why.
-            let mut buf = vec![0u8; 64 * 1024];
-            let again = load(Some(&mut buf));
-            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-            let log = String::from_utf8_lossy(&buf[..end]);
-            match again {
-                Ok(fd) => Ok(fd),
-                Err(_) => Err(NicError::Unsupported(format!(
-                    "bpf(BPF_PROG_LOAD) of the XDP redirect program failed: {first}; verifier log:\n{log}"
-                ))),
-            }
+    let first = match load(None) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            return Err(LoadError {
+                name: name.into(),
+                source: e,
+                log: String::new(),
+            })
         }
+        Err(e) => e,
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let again = load(Some(&mut buf));
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match again {
+        Ok(fd) => Ok(fd),
+        Err(_) => Err(LoadError {
+            name: name.into(),
+            source: first,
+            log: String::from_utf8_lossy(&buf[..end]).into_owned(),
+        }),
     }
+}
+
+/// Pins `fd` (a program or map) at `path` on a bpffs mount.
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &std::path::Path) -> std::io::Result<()> {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut a = Attr::new();
+    a.u64(0, p.as_ptr() as u64).u32(8, fd.as_raw_fd() as u32);
+    sys_bpf(BPF_OBJ_PIN, &mut a).map(drop)
+}
+
+/// A BPF_MAP_TYPE_XSKMAP with `entries` slots (one per RX queue).
+pub(crate) fn create_xskmap(entries: u32) -> Result<OwnedFd, NicError> {
+    map_create(BPF_MAP_TYPE_XSKMAP, 4, 4, entries, "tas_xsks")
+        .map_err(|e| hint("bpf(BPF_MAP_CREATE, XSKMAP)", e))
+}
+
+/// xskmap[queue] = socket fd.
+pub(crate) fn xskmap_set(map: &OwnedFd, queue: u32, sock: u32) -> Result<(), NicError> {
+    map_update(map.as_fd(), &queue.to_ne_bytes(), &sock.to_ne_bytes())
+        .map_err(|e| hint("bpf(BPF_MAP_UPDATE_ELEM, XSKMAP)", e))
+}
+
+/// Loads [`redirect_program`] for `map`. On failure the verifier's log is
+/// part of the error.
+pub(crate) fn load_redirect_program(map: &OwnedFd) -> Result<OwnedFd, NicError> {
+    let prog = redirect_program(map.as_raw_fd());
+    prog_load(
+        BPF_PROG_TYPE_XDP,
+        BPF_XDP,
+        &prog,
+        c"Dual MIT/GPL",
+        "tas_xsk_redir",
+    )
+    .map_err(|e| {
+        if e.source.raw_os_error() == Some(libc::EPERM) {
+            hint("bpf(BPF_PROG_LOAD)", e.source)
+        } else {
+            NicError::Unsupported(e.to_string())
+        }
+    })
 }
 
 /// Attaches `prog` to interface `ifindex` through a BPF link with the given
 /// XDP_FLAGS_* mode. The program stays attached while the returned fd is open.
-pub(super) fn attach_xdp(
-    prog: &OwnedFd,
-    ifindex: u32,
-    mode_flags: u32,
-) -> std::io::Result<OwnedFd> {
+pub fn attach_xdp(prog: &OwnedFd, ifindex: u32, mode_flags: u32) -> std::io::Result<OwnedFd> {
     let mut a = Attr::new();
     a.u32(0, prog.as_raw_fd() as u32)
         .u32(4, ifindex)
