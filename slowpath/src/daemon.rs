@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tas_fastpath::abi::CtlMsg;
 use tas_fastpath::engine;
@@ -432,14 +433,26 @@ fn lane_totals(shared: &Shared) -> engine::Stats {
     t
 }
 
+/// An app whose region the lanes are letting go of.
+struct PendingRemoval {
+    id: AppId,
+    /// Lanes that still hold the region.
+    left: Arc<AtomicU32>,
+    since: Instant,
+}
+
 /// Tells every lane to let go of app `id`; the region may be unmapped once
-/// the returned counter reaches 0.
-fn remove_app(shared: &Shared, id: AppId) -> (AppId, Arc<AtomicU32>, Instant) {
+/// `left` reaches 0.
+fn remove_app(shared: &Shared, id: AppId) -> PendingRemoval {
     let left = Arc::new(AtomicU32::new(shared.lanes.len() as u32));
     for lane in &shared.lanes {
         lane.command(CoreCmd::RemoveApp(id, left.clone()));
     }
-    (id, left, Instant::now())
+    PendingRemoval {
+        id,
+        left,
+        since: Instant::now(),
+    }
 }
 
 /// Exceptions the lanes could not queue for the slow path.
@@ -501,175 +514,278 @@ fn ppoll(pfds: &mut [libc::pollfd], timeout_ns: Option<u64>) {
 
 /// Runs the daemon until SIGINT/SIGTERM.
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
-    // Signals first, so every thread spawned later inherits the mask.
-    let sigfd = signal_fd()?;
-    let started = Instant::now();
-    let n_cores = cfg.scale.max as usize;
-    let nics = open_lanes(&cfg, n_cores)?;
-    let mac = nics[0].mac();
-    let mtu = nics[0].mtu().min(cfg.mtu as usize) as u16;
-    let nic_kind = nics[0].kind();
-    let nic_name = nic_kind.to_string();
-    // A backend without a file descriptor to sleep on (DPDK) must poll.
-    let idle_spin = if nics.iter().any(|n| n.wait_fd().is_none()) {
-        Duration::from_nanos(u64::MAX)
-    } else {
-        Duration::from_micros(cfg.idle_spin_us)
-    };
-    let table = Arc::new(FlowTable::new(cfg.max_flows));
-    let shared: Arc<Shared> = FastPathShared::new(n_cores, nics.len())?;
-    let mut apps = Apps::bind(&cfg.socket, cfg.app_mem)?;
-    apps.local_ip = cfg.ip;
-    apps.lanes = nics.len() as u32;
-    let ctl_path = ctlsock::ctl_path(&cfg.socket);
-    let mut ctl = CtlServer::bind(&ctl_path).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("control socket {}: {e}", ctl_path.display()),
-        )
-    })?;
-
-    let mut scaler = ScaleController::new(cfg.scale, cfg.scale.min);
-    let ecfg = engine::Config {
-        local_mac: mac,
-        ttl: 64,
-        any_mac: false,
-    };
-    let active = scaler.active().max(1) as usize;
-    for (i, nic) in nics.into_iter().enumerate() {
-        let lane = Lane::new(nic, table.clone(), ecfg, shared.lanes[i].clone());
-        shared.place(lane, i % active);
+    let mut d = Daemon::start(cfg)?;
+    while !d.stop_requested {
+        d.turn();
     }
-    let mut threads = Vec::with_capacity(n_cores);
-    for k in 0..n_cores {
-        let shared = shared.clone();
-        let ccfg = CoreConfig { idle_spin };
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("tas-fp{k}"))
-                .spawn(move || Core::new(k, shared, ccfg).run())?,
+    d.shutdown();
+    Ok(())
+}
+
+/// Everything the slow-path thread owns while the daemon runs: the fast
+/// path it started (shared state, flow table, core threads), the stack, the
+/// apps, the control socket, core scaling and the main loop's bookkeeping.
+struct Daemon {
+    cfg: Config,
+    started: Instant,
+    /// SIGINT/SIGTERM, blocked and delivered here.
+    sigfd: RawFd,
+    mac: [u8; 6],
+    nic_name: String,
+    table: Arc<FlowTable>,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    stack: Stack,
+    apps: Apps,
+    ctl: CtlServer,
+    scaler: ScaleController,
+    meter: Meter,
+    stop_requested: bool,
+    /// Apps being removed: their regions are unmapped once every lane has
+    /// let go of them.
+    pending_removals: Vec<PendingRemoval>,
+    /// The poll set of the current turn, and the app behind each app entry
+    /// (they follow the signalfd, the attach socket and the wake eventfd).
+    pfds: Vec<libc::pollfd>,
+    pfd_apps: Vec<AppId>,
+    /// Index of the control socket's first entry in `pfds`.
+    ctl_first: usize,
+    /// (busy, idle) ns of each active core, for the scaler.
+    core_counters: Vec<(u64, u64)>,
+}
+
+impl Daemon {
+    /// Opens the NIC lanes, starts the fast-path cores, binds the attach and
+    /// control sockets, and prints the `tasd ready` line.
+    fn start(cfg: Config) -> Result<Daemon, DaemonError> {
+        // Signals first, so every thread spawned later inherits the mask.
+        let sigfd = signal_fd()?;
+        let started = Instant::now();
+        let n_cores = cfg.scale.max as usize;
+        let nics = open_lanes(&cfg, n_cores)?;
+        let mac = nics[0].mac();
+        let mtu = nics[0].mtu().min(cfg.mtu as usize) as u16;
+        let nic_kind = nics[0].kind();
+        let nic_name = nic_kind.to_string();
+        // A backend without a file descriptor to sleep on (DPDK) must poll.
+        let idle_spin = if nics.iter().any(|n| n.wait_fd().is_none()) {
+            Duration::from_nanos(u64::MAX)
+        } else {
+            Duration::from_micros(cfg.idle_spin_us)
+        };
+        let table = Arc::new(FlowTable::new(cfg.max_flows));
+        let shared: Arc<Shared> = FastPathShared::new(n_cores, nics.len())?;
+        let mut apps = Apps::bind(&cfg.socket, cfg.app_mem)?;
+        apps.local_ip = cfg.ip;
+        apps.lanes = nics.len() as u32;
+        let ctl_path = ctlsock::ctl_path(&cfg.socket);
+        let ctl = CtlServer::bind(&ctl_path).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("control socket {}: {e}", ctl_path.display()),
+            )
+        })?;
+
+        let scaler = ScaleController::new(cfg.scale, cfg.scale.min);
+        let ecfg = engine::Config {
+            local_mac: mac,
+            ttl: 64,
+            any_mac: false,
+        };
+        let active = scaler.active().max(1) as usize;
+        for (i, nic) in nics.into_iter().enumerate() {
+            let lane = Lane::new(nic, table.clone(), ecfg, shared.lanes[i].clone());
+            shared.place(lane, i % active);
+        }
+        let mut threads = Vec::with_capacity(n_cores);
+        for k in 0..n_cores {
+            let shared = shared.clone();
+            let ccfg = CoreConfig { idle_spin };
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("tas-fp{k}"))
+                    .spawn(move || Core::new(k, shared, ccfg).run())?,
+            );
+        }
+
+        let stack = Stack::new(cfg.stack_config(mac, mtu), table.clone(), seed());
+        println!(
+            "tasd ready: ip {}/{} iface {} nic {} mac {} socket {} control {} cc {} cores {}-{}",
+            std::net::Ipv4Addr::from(cfg.ip),
+            cfg.prefix_len,
+            cfg.iface,
+            nic_kind,
+            tas_fastpath::wire::eth::fmt_mac(mac),
+            cfg.socket.display(),
+            ctl_path.display(),
+            stack.cc_config().global.algo.name,
+            cfg.scale.min,
+            cfg.scale.max,
         );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+
+        Ok(Daemon {
+            cfg,
+            started,
+            sigfd,
+            mac,
+            nic_name,
+            table,
+            shared,
+            threads,
+            stack,
+            apps,
+            ctl,
+            scaler,
+            meter: Meter::new(),
+            stop_requested: false,
+            pending_removals: Vec::new(),
+            pfds: Vec::new(),
+            pfd_apps: Vec::new(),
+            ctl_first: 0,
+            core_counters: Vec::with_capacity(n_cores),
+        })
     }
 
-    let mut stack = Stack::new(cfg.stack_config(mac, mtu), table.clone(), seed());
-    println!(
-        "tasd ready: ip {}/{} iface {} nic {} mac {} socket {} control {} cc {} cores {}-{}",
-        std::net::Ipv4Addr::from(cfg.ip),
-        cfg.prefix_len,
-        cfg.iface,
-        nic_kind,
-        tas_fastpath::wire::eth::fmt_mac(mac),
-        cfg.socket.display(),
-        ctl_path.display(),
-        stack.cc_config().global.algo.name,
-        cfg.scale.min,
-        cfg.scale.max,
-    );
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    /// One turn of the main loop: wait, then serve whatever is due.
+    fn turn(&mut self) {
+        self.wait();
+        if self.pfds[0].revents != 0 {
+            tracing::info!("signal received; shutting down");
+            self.stop_requested = true;
+        }
+        if self.pfds[2].revents != 0 {
+            poll::drain(self.shared.slow_wake);
+        }
+        if self.pfds[1].revents != 0 {
+            self.accept_apps();
+        }
+        let now = now_ns();
+        self.exceptions(now);
+        self.app_messages(now);
+        self.reap_removed_apps();
+        self.timers();
+        self.scale();
+        // Rates for `tasctl status`.
+        let t = Instant::now();
+        if self.meter.due(t) {
+            self.meter.push(sample(&self.shared, &self.stack));
+        }
+        if self.pfds[self.ctl_first..].iter().any(|p| p.revents != 0) {
+            self.control();
+        }
+    }
 
-    let mut meter = Meter::new();
-    let mut stop_requested = false;
-    let mut pending_removals: Vec<(AppId, Arc<AtomicU32>, Instant)> = Vec::new();
-    let mut pfds: Vec<libc::pollfd> = Vec::new();
-    let mut pfd_apps: Vec<AppId> = Vec::new();
-    let slack = TIMER_SLACK.as_nanos() as u64;
-    let mut core_counters: Vec<(u64, u64)> = Vec::with_capacity(n_cores);
-    while !stop_requested {
-        // Wait for something to do.
-        pfds.clear();
-        pfd_apps.clear();
-        for fd in [sigfd, apps.listener.as_raw_fd(), shared.slow_wake] {
-            pfds.push(libc::pollfd {
+    /// The stack and the I/O it emits through, borrowed side by side.
+    fn stack_io(&mut self) -> (&mut Stack, Io<'_>) {
+        let io = Io {
+            shared: &self.shared,
+            table: &self.table,
+            apps: &mut self.apps,
+        };
+        (&mut self.stack, io)
+    }
+
+    /// Sleeps until a file descriptor is ready or the stack's next timer
+    /// is due (coalesced by [`TIMER_SLACK`]); at most 50 ms, at most 1 ms
+    /// while exceptions or app removals are pending.
+    fn wait(&mut self) {
+        self.pfds.clear();
+        self.pfd_apps.clear();
+        for fd in [
+            self.sigfd,
+            self.apps.listener.as_raw_fd(),
+            self.shared.slow_wake,
+        ] {
+            self.pfds.push(libc::pollfd {
                 fd,
                 events: libc::POLLIN,
                 revents: 0,
             });
         }
-        for a in apps.iter() {
-            if pending_removals.iter().any(|(id, _, _)| *id == a.id) {
+        for a in self.apps.iter() {
+            if self.pending_removals.iter().any(|r| r.id == a.id) {
                 continue;
             }
-            pfds.push(libc::pollfd {
+            self.pfds.push(libc::pollfd {
                 fd: a.sock.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             });
-            pfd_apps.push(a.id);
+            self.pfd_apps.push(a.id);
         }
-        let ctl_first = pfds.len();
-        for (fd, events) in ctl.poll_fds() {
-            pfds.push(libc::pollfd {
+        self.ctl_first = self.pfds.len();
+        for (fd, events) in self.ctl.poll_fds() {
+            self.pfds.push(libc::pollfd {
                 fd,
                 events,
                 revents: 0,
             });
         }
+        let slack = TIMER_SLACK.as_nanos() as u64;
         let now = now_ns();
         let mut timeout_ns: u64 = 50_000_000;
-        if let Some(t) = stack.poll_at() {
+        if let Some(t) = self.stack.poll_at() {
             timeout_ns = if t <= now {
                 0
             } else {
                 (t - now).clamp(slack, timeout_ns)
             };
         }
-        if shared.lanes.iter().any(|l| !l.exc.is_empty()) || !pending_removals.is_empty() {
+        if self.shared.lanes.iter().any(|l| !l.exc.is_empty()) || !self.pending_removals.is_empty()
+        {
             timeout_ns = timeout_ns.min(1_000_000);
         }
-        ppoll(&mut pfds, Some(timeout_ns));
+        ppoll(&mut self.pfds, Some(timeout_ns));
+    }
 
-        if pfds[0].revents != 0 {
-            tracing::info!("signal received; shutting down");
-            stop_requested = true;
-        }
-        if pfds[2].revents != 0 {
-            poll::drain(shared.slow_wake);
-        }
-        // New apps: each lane gets its port (lane 0 serves the command ring).
-        if pfds[1].revents != 0 {
-            while let Some((id, ports)) = apps.accept(shared.lanes[0].wake) {
-                let mut ok = true;
-                for (lane, port) in shared.lanes.iter().zip(ports) {
-                    ok &= lane.command(CoreCmd::AddApp(port));
-                }
-                if !ok {
-                    tracing::warn!(app = id, "lane queue full; app dropped");
-                    pending_removals.push(remove_app(&shared, id));
-                }
+    /// New apps on the attach socket: each lane gets its port (lane 0
+    /// serves the command ring).
+    fn accept_apps(&mut self) {
+        while let Some((id, ports)) = self.apps.accept(self.shared.lanes[0].wake) {
+            let mut ok = true;
+            for (lane, port) in self.shared.lanes.iter().zip(ports) {
+                ok &= lane.command(CoreCmd::AddApp(port));
+            }
+            if !ok {
+                tracing::warn!(app = id, "lane queue full; app dropped");
+                self.pending_removals.push(remove_app(&self.shared, id));
             }
         }
-        // Exceptions from the fast path, lane by lane.
-        let now = now_ns();
+    }
+
+    /// Exceptions from the fast path, lane by lane (at most 4096 per lane
+    /// and turn).
+    fn exceptions(&mut self, now: u64) {
+        let shared = self.shared.clone();
         for lane in &shared.lanes {
-            stack.set_rx_lane(lane.id);
+            self.stack.set_rx_lane(lane.id);
             for _ in 0..4096 {
                 let Some(e) = lane.exc.pop() else { break };
-                let mut io = Io {
-                    shared: &shared,
-                    table: &table,
-                    apps: &mut apps,
-                };
+                let (stack, mut io) = self.stack_io();
                 stack.on_frame(now, e.reason, e.flow, &e.frame, &mut io);
                 lane.recycle(e.frame);
             }
         }
-        stack.set_rx_lane(0);
-        // App control messages and hang-ups.
-        for (i, &id) in pfd_apps.iter().enumerate() {
-            let re = pfds[3 + i].revents;
+        self.stack.set_rx_lane(0);
+    }
+
+    /// Control messages from the apps whose sockets are ready (at most 256
+    /// per app and turn), and hang-ups: a gone app's flows are torn down
+    /// and its removal from the lanes starts.
+    fn app_messages(&mut self, now: u64) {
+        for i in 0..self.pfd_apps.len() {
+            let id = self.pfd_apps[i];
+            let re = self.pfds[3 + i].revents;
             if re == 0 {
                 continue;
             }
             let mut gone = re & (libc::POLLHUP | libc::POLLERR) != 0;
             for _ in 0..256 {
-                match apps.recv(id) {
+                match self.apps.recv(id) {
                     Ok(Some(m)) => {
-                        let mut io = Io {
-                            shared: &shared,
-                            table: &table,
-                            apps: &mut apps,
-                        };
+                        let (stack, mut io) = self.stack_io();
                         stack.on_app_msg(now, id, &m, &mut io);
                     }
                     Ok(None) => break,
@@ -680,106 +796,116 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 }
             }
             if gone {
-                let mut io = Io {
-                    shared: &shared,
-                    table: &table,
-                    apps: &mut apps,
-                };
+                let (stack, mut io) = self.stack_io();
                 stack.app_gone(now, id, &mut io);
-                pending_removals.push(remove_app(&shared, id));
+                self.pending_removals.push(remove_app(&self.shared, id));
             }
         }
-        // Regions every lane has let go of can be unmapped now.
-        pending_removals.retain(|(id, left, since)| {
-            if left.load(Ordering::Acquire) == 0 {
-                apps.remove(*id);
+    }
+
+    /// Unmaps the regions every lane has let go of.
+    fn reap_removed_apps(&mut self) {
+        let apps = &mut self.apps;
+        self.pending_removals.retain(|r| {
+            if r.left.load(Ordering::Acquire) == 0 {
+                apps.remove(r.id);
                 false
             } else {
-                if since.elapsed() > Duration::from_secs(5) {
+                if r.since.elapsed() > Duration::from_secs(5) {
                     tracing::warn!(
-                        app = id,
+                        app = r.id,
                         "a lane has not released the app's region after 5 s"
                     );
                 }
                 true
             }
         });
-        // Timers (retransmissions, congestion control, ...).
-        let mut io = Io {
-            shared: &shared,
-            table: &table,
-            apps: &mut apps,
-        };
+    }
+
+    /// The stack's timers (retransmissions, congestion control, ...).
+    fn timers(&mut self) {
+        let (stack, mut io) = self.stack_io();
         stack.poll(now_ns(), &mut io);
-        // Core scaling: feed the active cores' counters to the controller.
-        core_counters.clear();
-        for c in shared.cores.iter().take(scaler.active() as usize) {
-            core_counters.push((
+    }
+
+    /// Core scaling: feeds the active cores' counters to the controller and
+    /// moves lanes when it decides.
+    fn scale(&mut self) {
+        self.core_counters.clear();
+        for c in self.shared.cores.iter().take(self.scaler.active() as usize) {
+            self.core_counters.push((
                 c.busy_ns.load(Ordering::Relaxed),
                 c.idle_ns.load(Ordering::Relaxed),
             ));
         }
-        if let Some(d) = scaler.sample(now_ns(), &core_counters) {
-            let active = scaler.active();
+        if let Some(d) = self.scaler.sample(now_ns(), &self.core_counters) {
+            let active = self.scaler.active();
             tracing::info!(
                 "fast-path cores {} to {active} (aggregate idle {:.2} cores)",
                 if d == Decision::Up { "up" } else { "down" },
-                scaler.last_idle_cores()
+                self.scaler.last_idle_cores()
             );
-            assign_lanes(&shared, active);
-        }
-        // Rates for `tasctl status`.
-        let t = Instant::now();
-        if meter.due(t) {
-            meter.push(sample(&shared, &stack));
-        }
-        // tasctl.
-        if pfds[ctl_first..].iter().any(|p| p.revents != 0) {
-            let (requests, errors) = (ctl.requests, ctl.errors);
-            let mut cx = CtlCtx {
-                cfg: &cfg,
-                started,
-                nic: &nic_name,
-                mac,
-                stack: &mut stack,
-                apps: &apps,
-                shared: &shared,
-                scaler: &mut scaler,
-                meter: &meter,
-                ctl_requests: requests,
-                ctl_errors: errors,
-            };
-            ctl.service(|r| cx.handle(r));
+            assign_lanes(&self.shared, active);
         }
     }
 
-    // Shutdown: close flows toward peers, give the cores time to send, stop.
-    drop(ctl);
-    {
-        let mut io = Io {
-            shared: &shared,
-            table: &table,
-            apps: &mut apps,
+    /// Serves the `tasctl` control socket.
+    fn control(&mut self) {
+        let (requests, errors) = (self.ctl.requests, self.ctl.errors);
+        let mut cx = CtlCtx {
+            cfg: &self.cfg,
+            started: self.started,
+            nic: &self.nic_name,
+            mac: self.mac,
+            stack: &mut self.stack,
+            apps: &self.apps,
+            shared: &self.shared,
+            scaler: &mut self.scaler,
+            meter: &self.meter,
+            ctl_requests: requests,
+            ctl_errors: errors,
         };
-        stack.shutdown(now_ns(), &mut io);
+        self.ctl.service(|r| cx.handle(r));
     }
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while shared.lanes.iter().any(|l| !l.cmds.is_empty()) && Instant::now() < deadline {
-        for l in &shared.lanes {
-            poll::kick(l.wake);
+
+    /// Closes flows toward peers, gives the cores time to send, stops them.
+    fn shutdown(self) {
+        let Daemon {
+            sigfd,
+            table,
+            shared,
+            threads,
+            mut stack,
+            mut apps,
+            ctl,
+            ..
+        } = self;
+        drop(ctl);
+        {
+            let mut io = Io {
+                shared: &shared,
+                table: &table,
+                apps: &mut apps,
+            };
+            stack.shutdown(now_ns(), &mut io);
         }
-        std::thread::sleep(Duration::from_millis(2));
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while shared.lanes.iter().any(|l| !l.cmds.is_empty()) && Instant::now() < deadline {
+            for l in &shared.lanes {
+                poll::kick(l.wake);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        shared.shutdown();
+        for t in threads {
+            let _ = t.join();
+        }
+        drop(apps);
+        // SAFETY: closing the signalfd we created.
+        unsafe { libc::close(sigfd) };
+        tracing::info!("stopped");
     }
-    std::thread::sleep(Duration::from_millis(20));
-    shared.shutdown();
-    for t in threads {
-        let _ = t.join();
-    }
-    drop(apps);
-    // SAFETY: closing the signalfd we created.
-    unsafe { libc::close(sigfd) };
-    tracing::info!("stopped");
-    Ok(())
 }
 
 #[cfg(test)]
