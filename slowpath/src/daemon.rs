@@ -15,8 +15,12 @@ use crate::ctlsock::{
 };
 use crate::scale::{Decision, ScaleController};
 use crate::stack::{FpCmd, Stack, StackIo, StackStats};
+use nix::poll::{ppoll, PollFd, PollFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::time::TimeSpec;
 use std::collections::{BTreeMap, VecDeque};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -123,27 +127,21 @@ fn open_lanes(cfg: &Config, n: usize) -> Result<Vec<Box<dyn Nic>>, DaemonError> 
     })
 }
 
-/// Blocks SIGINT/SIGTERM and returns a signalfd for them.
-fn signal_fd() -> std::io::Result<RawFd> {
-    // SAFETY: sigset manipulation on a local, zeroed set; signalfd creates a
-    // new fd owned by the daemon for its lifetime.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(fd)
-    }
+/// Blocks SIGINT/SIGTERM (in this thread and every thread it spawns later)
+/// and returns a signalfd for them.
+fn signal_fd() -> nix::Result<SignalFd> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block()?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }
 
 fn seed() -> u64 {
     let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most 8 bytes into `b`.
+    // nix has no getrandom(2) wrapper; a failure leaves `b` zeroed and the
+    // clock still varies the seed.
+    // SAFETY: getrandom writes at most 8 bytes into `b`, which is 8 long.
     unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, 8, 0) };
     u64::from_ne_bytes(b) ^ now_ns()
 }
@@ -491,25 +489,25 @@ fn sample(shared: &Shared, stack: &Stack) -> Sample {
     }
 }
 
-/// `ppoll` with a nanosecond timeout (None: wait for an fd).
-fn ppoll(pfds: &mut [libc::pollfd], timeout_ns: Option<u64>) {
-    let ts = timeout_ns.map(|ns| libc::timespec {
-        tv_sec: (ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-    });
-    let tsp = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `pfds` is a valid array of pollfd entries; `tsp` is null or
-    // points to a timespec that outlives the call; no signal mask change.
-    unsafe {
-        libc::ppoll(
-            pfds.as_mut_ptr(),
-            pfds.len() as libc::nfds_t,
-            tsp,
-            std::ptr::null(),
-        )
-    };
+/// What `ppoll` reported for `p`. Bits nix has no name for (none that
+/// Linux sets for these descriptors) count as readable.
+fn revents(p: PollFd<'_>) -> PollFlags {
+    p.revents().unwrap_or(PollFlags::POLLIN)
+}
+
+/// What woke the main loop: one `ppoll`'s results.
+#[derive(Default)]
+struct Ready {
+    /// SIGINT or SIGTERM is pending.
+    signal: bool,
+    /// The attach socket has a connection to accept.
+    attach: bool,
+    /// A core kicked the slow path's eventfd.
+    wake: bool,
+    /// Every polled app and what its socket reported (empty: nothing).
+    apps: Vec<(AppId, PollFlags)>,
+    /// The control socket or one of its connections is ready.
+    ctl: bool,
 }
 
 /// Runs the daemon until SIGINT/SIGTERM.
@@ -529,7 +527,7 @@ struct Daemon {
     cfg: Config,
     started: Instant,
     /// SIGINT/SIGTERM, blocked and delivered here.
-    sigfd: RawFd,
+    sigfd: SignalFd,
     mac: [u8; 6],
     nic_name: String,
     table: Arc<FlowTable>,
@@ -544,12 +542,8 @@ struct Daemon {
     /// Apps being removed: their regions are unmapped once every lane has
     /// let go of them.
     pending_removals: Vec<PendingRemoval>,
-    /// The poll set of the current turn, and the app behind each app entry
-    /// (they follow the signalfd, the attach socket and the wake eventfd).
-    pfds: Vec<libc::pollfd>,
-    pfd_apps: Vec<AppId>,
-    /// Index of the control socket's first entry in `pfds`.
-    ctl_first: usize,
+    /// What the last wait reported (kept for its allocation).
+    ready: Ready,
     /// (busy, idle) ns of each active core, for the scaler.
     core_counters: Vec<(u64, u64)>,
 }
@@ -559,7 +553,7 @@ impl Daemon {
     /// control sockets, and prints the `tasd ready` line.
     fn start(cfg: Config) -> Result<Daemon, DaemonError> {
         // Signals first, so every thread spawned later inherits the mask.
-        let sigfd = signal_fd()?;
+        let sigfd = signal_fd().map_err(std::io::Error::from)?;
         let started = Instant::now();
         let n_cores = cfg.scale.max as usize;
         let nics = open_lanes(&cfg, n_cores)?;
@@ -641,29 +635,28 @@ impl Daemon {
             meter: Meter::new(),
             stop_requested: false,
             pending_removals: Vec::new(),
-            pfds: Vec::new(),
-            pfd_apps: Vec::new(),
-            ctl_first: 0,
+            ready: Ready::default(),
             core_counters: Vec::with_capacity(n_cores),
         })
     }
 
     /// One turn of the main loop: wait, then serve whatever is due.
     fn turn(&mut self) {
-        self.wait();
-        if self.pfds[0].revents != 0 {
+        let mut ready = std::mem::take(&mut self.ready);
+        self.wait(&mut ready);
+        if ready.signal {
             tracing::info!("signal received; shutting down");
             self.stop_requested = true;
         }
-        if self.pfds[2].revents != 0 {
+        if ready.wake {
             poll::drain(self.shared.slow_wake);
         }
-        if self.pfds[1].revents != 0 {
+        if ready.attach {
             self.accept_apps();
         }
         let now = now_ns();
         self.exceptions(now);
-        self.app_messages(now);
+        self.app_messages(now, &ready.apps);
         self.reap_removed_apps();
         self.timers();
         self.scale();
@@ -672,9 +665,10 @@ impl Daemon {
         if self.meter.due(t) {
             self.meter.push(sample(&self.shared, &self.stack));
         }
-        if self.pfds[self.ctl_first..].iter().any(|p| p.revents != 0) {
+        if ready.ctl {
             self.control();
         }
+        self.ready = ready;
     }
 
     /// The stack and the I/O it emits through, borrowed side by side.
@@ -690,39 +684,24 @@ impl Daemon {
     /// Sleeps until a file descriptor is ready or the stack's next timer
     /// is due (coalesced by [`TIMER_SLACK`]); at most 50 ms, at most 1 ms
     /// while exceptions or app removals are pending.
-    fn wait(&mut self) {
-        self.pfds.clear();
-        self.pfd_apps.clear();
-        for fd in [
-            self.sigfd,
-            self.apps.listener.as_raw_fd(),
-            self.shared.slow_wake,
-        ] {
-            self.pfds.push(libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
+    fn wait(&mut self, ready: &mut Ready) {
+        ready.apps.clear();
+        let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(4 + self.apps.count());
+        // SAFETY: `slow_wake` is an eventfd owned by `self.shared`, which
+        // closes it only when dropped, after `pfds` is gone.
+        let slow_wake = unsafe { BorrowedFd::borrow_raw(self.shared.slow_wake) };
+        for fd in [self.sigfd.as_fd(), self.apps.listener.as_fd(), slow_wake] {
+            pfds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
         for a in self.apps.iter() {
             if self.pending_removals.iter().any(|r| r.id == a.id) {
                 continue;
             }
-            self.pfds.push(libc::pollfd {
-                fd: a.sock.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-            self.pfd_apps.push(a.id);
+            pfds.push(PollFd::new(a.sock.as_fd(), PollFlags::POLLIN));
+            ready.apps.push((a.id, PollFlags::empty()));
         }
-        self.ctl_first = self.pfds.len();
-        for (fd, events) in self.ctl.poll_fds() {
-            self.pfds.push(libc::pollfd {
-                fd,
-                events,
-                revents: 0,
-            });
-        }
+        let ctl_first = pfds.len();
+        self.ctl.poll_fds(&mut pfds);
         let slack = TIMER_SLACK.as_nanos() as u64;
         let now = now_ns();
         let mut timeout_ns: u64 = 50_000_000;
@@ -737,7 +716,17 @@ impl Daemon {
         {
             timeout_ns = timeout_ns.min(1_000_000);
         }
-        ppoll(&mut self.pfds, Some(timeout_ns));
+        let timeout = TimeSpec::from_duration(Duration::from_nanos(timeout_ns));
+        // An error (EINTR) leaves every revents empty: nothing is served
+        // but timers.
+        let _ = ppoll(&mut pfds, Some(timeout), None);
+        ready.signal = !revents(pfds[0]).is_empty();
+        ready.attach = !revents(pfds[1]).is_empty();
+        ready.wake = !revents(pfds[2]).is_empty();
+        for (i, (_, ev)) in ready.apps.iter_mut().enumerate() {
+            *ev = revents(pfds[3 + i]);
+        }
+        ready.ctl = pfds[ctl_first..].iter().any(|p| !revents(*p).is_empty());
     }
 
     /// New apps on the attach socket: each lane gets its port (lane 0
@@ -774,14 +763,12 @@ impl Daemon {
     /// Control messages from the apps whose sockets are ready (at most 256
     /// per app and turn), and hang-ups: a gone app's flows are torn down
     /// and its removal from the lanes starts.
-    fn app_messages(&mut self, now: u64) {
-        for i in 0..self.pfd_apps.len() {
-            let id = self.pfd_apps[i];
-            let re = self.pfds[3 + i].revents;
-            if re == 0 {
+    fn app_messages(&mut self, now: u64, ready: &[(AppId, PollFlags)]) {
+        for &(id, re) in ready {
+            if re.is_empty() {
                 continue;
             }
-            let mut gone = re & (libc::POLLHUP | libc::POLLERR) != 0;
+            let mut gone = re.intersects(PollFlags::POLLHUP | PollFlags::POLLERR);
             for _ in 0..256 {
                 match self.apps.recv(id) {
                     Ok(Some(m)) => {
@@ -902,8 +889,7 @@ impl Daemon {
             let _ = t.join();
         }
         drop(apps);
-        // SAFETY: closing the signalfd we created.
-        unsafe { libc::close(sigfd) };
+        drop(sigfd);
         tracing::info!("stopped");
     }
 }
