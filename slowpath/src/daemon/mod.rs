@@ -1,6 +1,16 @@
-//! The daemon: opens the NIC, starts the fast-path core, and runs the
-//! slow-path thread (exceptions, app control, timers including the
-//! congestion-control loop, the tasctl control socket, signals).
+//! The daemon: opens one NIC handle per lane, starts the fast-path core
+//! threads, and runs the slow-path thread until SIGINT/SIGTERM ([`run`]).
+//!
+//! Owns the slow-path thread's state (a `Daemon`: the fast path's shared
+//! state and flow table, the [`Stack`], the [`Apps`], the control socket,
+//! the core-scaling controller) and its main loop. Each turn of the loop
+//! waits, then serves in this order: signals, the cores' wake-up, new apps,
+//! exceptions from the lanes, app control messages and hang-ups, app
+//! regions the lanes have let go of, the stack's timers (including the
+//! congestion-control loop), core scaling, the rates sample, and `tasctl`.
+//! The answers to `tasctl` are in the `control` submodule, the rates in
+//! `meter`. Shutdown resets live flows toward their peers, gives the cores
+//! up to 500 ms to send, and stops them.
 //!
 //! The slow-path thread sleeps in `ppoll` until a file descriptor is ready
 //! or the stack's next timer is due; timers are served with microsecond
@@ -9,17 +19,16 @@
 //! second.
 
 use crate::apps::{AppId, Apps};
-use crate::config::{Config, NicKind, MAX_CORES};
-use crate::ctlsock::{
-    self, AppStatus, CcShow, CoreStatus, CoresView, CtlServer, Reply, Request, Stats, Status,
-};
+use crate::config::{Config, NicKind};
+use crate::ctlsock::{self, CtlServer};
 use crate::scale::{Decision, ScaleController};
-use crate::stack::{FpCmd, Stack, StackIo, StackStats};
+use crate::stack::{FpCmd, Stack, StackIo};
+use control::CtlCtx;
+use meter::{sample, Meter};
 use nix::poll::{ppoll, PollFd, PollFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::time::TimeSpec;
-use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -30,6 +39,9 @@ use tas_fastpath::engine;
 use tas_fastpath::flowtable::FlowTable;
 use tas_fastpath::nic::{af_packet::AfPacketNic, af_xdp::AfXdpNic, Nic, NicError};
 use tas_fastpath::poll::{self, now_ns, Core, CoreCmd, CoreConfig, FastPathShared, Lane};
+
+mod control;
+mod meter;
 
 type Shared = FastPathShared<Box<dyn Nic>>;
 
@@ -149,288 +161,6 @@ fn seed() -> u64 {
 /// Timers are served at most this much late, so that wake-ups batch up.
 pub const TIMER_SLACK: Duration = Duration::from_micros(25);
 
-/// Counters sampled for per-second rates.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    at: Instant,
-    rx_frames: u64,
-    tx_frames: u64,
-    rx_bytes: u64,
-    tx_bytes: u64,
-    drops: u64,
-    exceptions: u64,
-    /// Per fast-path core, cumulative.
-    busy_ns: [u64; MAX_CORES as usize],
-}
-
-/// The last few seconds of samples (one every 100 ms).
-struct Meter {
-    samples: VecDeque<Sample>,
-}
-
-impl Meter {
-    fn new() -> Self {
-        Meter {
-            samples: VecDeque::new(),
-        }
-    }
-
-    fn due(&self, now: Instant) -> bool {
-        self.samples
-            .back()
-            .is_none_or(|s| now.duration_since(s.at) >= Duration::from_millis(100))
-    }
-
-    fn push(&mut self, s: Sample) {
-        self.samples.push_back(s);
-        while self.samples.len() > 40 {
-            self.samples.pop_front();
-        }
-    }
-
-    /// Newest sample and the one about a second before it.
-    fn window(&self) -> Option<(Sample, Sample)> {
-        let new = *self.samples.back()?;
-        let old = self
-            .samples
-            .iter()
-            .rev()
-            .find(|s| new.at.duration_since(s.at) >= Duration::from_millis(950))
-            .or(self.samples.front())
-            .copied()?;
-        (new.at > old.at).then_some((new, old))
-    }
-}
-
-/// Frames dropped by tasd, over every cause that has a counter.
-fn drops(fp: &engine::Stats, exc_dropped: u64, st: &StackStats) -> u64 {
-    fp.bad_checksum
-        + fp.ooo_dropped
-        + fp.tx_full
-        + fp.mem_errors
-        + exc_dropped
-        + st.dropped_malformed
-        + st.dropped_unusual_flags
-        + st.dropped_not_ours
-        + st.dropped_other
-}
-
-/// `name: value` pairs of a struct's `Debug` output that are numbers, so
-/// that every counter of the fast path's `Stats` shows up without a list
-/// kept here.
-fn debug_counters(prefix: &str, dbg: &str, out: &mut BTreeMap<String, u64>) {
-    let inner = dbg.split_once('{').map(|(_, r)| r).unwrap_or(dbg);
-    for part in inner.trim_end_matches('}').split(',') {
-        if let Some((k, v)) = part.split_once(':') {
-            if let Ok(n) = v.trim().parse::<u64>() {
-                out.insert(format!("{prefix}.{}", k.trim()), n);
-            }
-        }
-    }
-}
-
-/// What the control socket needs to answer, borrowed from the loop.
-struct CtlCtx<'a> {
-    cfg: &'a Config,
-    started: Instant,
-    nic: &'a str,
-    mac: [u8; 6],
-    stack: &'a mut Stack,
-    apps: &'a Apps,
-    shared: &'a Shared,
-    scaler: &'a mut ScaleController,
-    meter: &'a Meter,
-    ctl_requests: u64,
-    ctl_errors: u64,
-}
-
-impl CtlCtx<'_> {
-    fn handle(&mut self, req: Request) -> Reply {
-        match req {
-            Request::Status => Reply::ok(&self.status()),
-            Request::Flows => Reply::ok(&self.stack.flow_details()),
-            Request::CcShow => {
-                Reply::ok(&CcShow::new(self.stack.cc_config(), self.stack.cc_usage()))
-            }
-            Request::CcSet { algo, params, port } => {
-                match self.stack.cc_set(port, &algo, &params) {
-                    Ok(()) => {
-                        let scope =
-                            port.map_or("globally".to_string(), |p| format!("for port {p}"));
-                        tracing::info!("congestion control set {scope}: {algo} {params:?}");
-                        Reply::ok(&CcShow::new(self.stack.cc_config(), self.stack.cc_usage()))
-                    }
-                    Err(e) => Reply::err(e.to_string()),
-                }
-            }
-            Request::CcUnset { port } => match self.stack.cc_unset(port) {
-                Ok(()) => Reply::ok(&CcShow::new(self.stack.cc_config(), self.stack.cc_usage())),
-                Err(e) => Reply::err(e.to_string()),
-            },
-            Request::Stats => Reply::ok(&self.stats()),
-            Request::Cores => Reply::ok(&self.cores()),
-            Request::CoresSet { min, max } => {
-                let lanes = self.shared.lanes.len() as u32;
-                if max > lanes {
-                    return Reply::err(format!(
-                        "cores: max {max} exceeds the {lanes} lane(s) tasd opened at start (restart it with --cores {min}-{max})"
-                    ));
-                }
-                match self.scaler.set_budget(min, max, now_ns()) {
-                    Ok(active) => {
-                        assign_lanes(self.shared, active);
-                        tracing::info!("core budget set to {min}-{max}; {active} active");
-                        Reply::ok(&self.cores())
-                    }
-                    Err(e) => Reply::err(format!("cores: {e}")),
-                }
-            }
-        }
-    }
-
-    fn status(&self) -> Status {
-        let mut flows: BTreeMap<String, u64> = BTreeMap::new();
-        let mut per_app: BTreeMap<u16, u64> = BTreeMap::new();
-        let summary = self.stack.flows();
-        for f in &summary {
-            *flows.entry(f.state.to_string()).or_default() += 1;
-            if f.flow.is_some() {
-                *per_app.entry(f.app).or_default() += 1;
-            }
-        }
-        let mut st = Status {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            pid: std::process::id(),
-            uptime_s: self.started.elapsed().as_secs_f64(),
-            ip: format!(
-                "{}/{}",
-                std::net::Ipv4Addr::from(self.cfg.ip),
-                self.cfg.prefix_len
-            ),
-            iface: self.cfg.iface.clone(),
-            nic: self.nic.to_string(),
-            mac: tas_fastpath::wire::eth::fmt_mac(self.mac).to_string(),
-            socket: self.cfg.socket.display().to_string(),
-            cores: self.core_status(),
-            apps: self
-                .apps
-                .iter()
-                .map(|a| AppStatus {
-                    id: a.id,
-                    pid: a.pid,
-                    flows: per_app.get(&a.id).copied().unwrap_or(0),
-                })
-                .collect(),
-            flows,
-            flows_total: summary.len() as u64,
-            rx_pps: 0.0,
-            tx_pps: 0.0,
-            rx_mbps: 0.0,
-            tx_mbps: 0.0,
-            drops_ps: 0.0,
-            exceptions_ps: 0.0,
-            cc: self.stack.cc_config().global.algo.name.to_string(),
-        };
-        if let Some((new, old)) = self.meter.window() {
-            let dt = new.at.duration_since(old.at).as_secs_f64();
-            let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
-            st.rx_pps = rate(new.rx_frames, old.rx_frames);
-            st.tx_pps = rate(new.tx_frames, old.tx_frames);
-            st.rx_mbps = rate(new.rx_bytes, old.rx_bytes) * 8.0 / 1e6;
-            st.tx_mbps = rate(new.tx_bytes, old.tx_bytes) * 8.0 / 1e6;
-            st.drops_ps = rate(new.drops, old.drops);
-            st.exceptions_ps = rate(new.exceptions, old.exceptions);
-        }
-        st
-    }
-
-    /// Every fast-path thread with its lanes and its busy share over about
-    /// the last second.
-    fn core_status(&self) -> Vec<CoreStatus> {
-        let win = self.meter.window();
-        self.shared
-            .cores
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let mask = c.lanes_held.load(Ordering::Relaxed);
-                let lanes: Vec<u32> = (0..64).filter(|b| mask & (1u64 << b) != 0).collect();
-                let busy_pct = win.map_or(0.0, |(new, old)| {
-                    let dt = new.at.duration_since(old.at).as_nanos() as f64;
-                    let b = new.busy_ns[i].saturating_sub(old.busy_ns[i]) as f64;
-                    (100.0 * b / dt).clamp(0.0, 100.0)
-                });
-                CoreStatus {
-                    id: i as u32,
-                    busy_pct,
-                    active: (i as u32) < self.scaler.active(),
-                    lanes,
-                }
-            })
-            .collect()
-    }
-
-    fn cores(&self) -> CoresView {
-        let c = self.scaler.config();
-        CoresView {
-            active: self.scaler.active(),
-            min: c.min,
-            max: c.max,
-            lanes: self.shared.lanes.len() as u32,
-            idle_cores: self.scaler.last_idle_cores(),
-            scale_ups: self.scaler.scale_ups(),
-            scale_downs: self.scaler.scale_downs(),
-            cores: self.core_status(),
-        }
-    }
-
-    fn stats(&self) -> Stats {
-        let mut c = BTreeMap::new();
-        let fp = lane_totals(self.shared);
-        debug_counters("fastpath", &format!("{fp:?}"), &mut c);
-        for (i, core) in self.shared.cores.iter().enumerate() {
-            c.insert(
-                format!("core{i}.busy_ns"),
-                core.busy_ns.load(Ordering::Relaxed),
-            );
-            c.insert(
-                format!("core{i}.idle_ns"),
-                core.idle_ns.load(Ordering::Relaxed),
-            );
-        }
-        c.insert("cores.active".into(), self.scaler.active() as u64);
-        c.insert("cores.scale_ups".into(), self.scaler.scale_ups());
-        c.insert("cores.scale_downs".into(), self.scaler.scale_downs());
-        c.insert(
-            "lanes.exceptions_dropped".into(),
-            exceptions_dropped(self.shared),
-        );
-        if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(self.stack.stats()) {
-            for (k, v) in m {
-                if let Some(n) = v.as_u64() {
-                    c.insert(format!("slowpath.{k}"), n);
-                }
-            }
-        }
-        c.insert("apps.attached".into(), self.apps.count() as u64);
-        c.insert("apps.attached_total".into(), self.apps.attached_total);
-        c.insert("ctl.requests".into(), self.ctl_requests);
-        c.insert("ctl.errors".into(), self.ctl_errors);
-        Stats { counters: c }
-    }
-}
-
-/// The fast-path counters summed over all lanes.
-fn lane_totals(shared: &Shared) -> engine::Stats {
-    let mut t = engine::Stats::default();
-    for l in &shared.lanes {
-        if let Ok(s) = l.stats.lock() {
-            t.add(&s);
-        }
-    }
-    t
-}
-
 /// An app whose region the lanes are letting go of.
 struct PendingRemoval {
     id: AppId,
@@ -453,39 +183,11 @@ fn remove_app(shared: &Shared, id: AppId) -> PendingRemoval {
     }
 }
 
-/// Exceptions the lanes could not queue for the slow path.
-fn exceptions_dropped(shared: &Shared) -> u64 {
-    shared
-        .lanes
-        .iter()
-        .map(|l| l.exc_dropped.load(Ordering::Relaxed))
-        .sum()
-}
-
 /// Lanes 0..n go round-robin to cores 0..active.
 fn assign_lanes(shared: &Shared, active: u32) {
     let active = (active as usize).clamp(1, shared.cores.len());
     for lane in 0..shared.lanes.len() {
         shared.assign(lane, lane % active);
-    }
-}
-
-fn sample(shared: &Shared, stack: &Stack) -> Sample {
-    let fp = lane_totals(shared);
-    let exc_dropped = exceptions_dropped(shared);
-    let mut busy_ns = [0u64; MAX_CORES as usize];
-    for (i, c) in shared.cores.iter().enumerate().take(MAX_CORES as usize) {
-        busy_ns[i] = c.busy_ns.load(Ordering::Relaxed);
-    }
-    Sample {
-        at: Instant::now(),
-        rx_frames: fp.rx_frames,
-        tx_frames: fp.tx_frames + fp.acks_sent,
-        rx_bytes: fp.rx_payload_bytes,
-        tx_bytes: fp.tx_payload_bytes,
-        drops: drops(&fp, exc_dropped, &stack.stats()),
-        exceptions: fp.exceptions,
-        busy_ns,
     }
 }
 
@@ -891,24 +593,5 @@ impl Daemon {
         drop(apps);
         drop(sigfd);
         tracing::info!("stopped");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn debug_counters_reads_every_number() {
-        let mut m = BTreeMap::new();
-        let s = engine::Stats {
-            rx_frames: 7,
-            tx_full: 3,
-            ..Default::default()
-        };
-        debug_counters("fastpath", &format!("{s:?}"), &mut m);
-        assert_eq!(m.get("fastpath.rx_frames"), Some(&7));
-        assert_eq!(m.get("fastpath.tx_full"), Some(&3));
-        assert_eq!(m.get("fastpath.acks_sent"), Some(&0));
     }
 }
