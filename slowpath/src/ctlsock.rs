@@ -14,11 +14,14 @@
 //! {"cmd":"cc_set","algo":"timely","params":[["t_low","30us"]],"port":null}
 //! {"cmd":"cc_unset","port":8080}
 //! {"cmd":"stats"}
+//! {"cmd":"cores"}
+//! {"cmd":"cores_set","min":1,"max":2}
 //! → {"ok":true,"data":{...}}   or   {"ok":false,"error":"..."}
 //! ```
 //!
 //! The types of every answer's `data` are defined here ([`Status`],
-//! [`FlowDetail`](crate::stack::FlowDetail) list, [`CcShow`], [`Stats`]);
+//! [`FlowDetail`](crate::stack::FlowDetail) list, [`CcShow`], [`Stats`],
+//! [`CoresView`]);
 //! `tasctl` decodes them with the same definitions. The server is
 //! non-blocking and serviced from the slow-path loop: at most
 //! [`MAX_CLIENTS`] connections, requests up to [`MAX_LINE`] bytes, idle

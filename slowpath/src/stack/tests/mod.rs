@@ -3,10 +3,11 @@
 //!
 //! This module holds the fixture ([`Fx`]: one stack, host A, talking to
 //! peer B) and the frame builders and parsers every topic shares; the tests
-//! are split by topic: [`arp_routing`], [`icmp`], [`open`] (passive and active open,
-//! handshake parameters), [`established`] (RST and SYN on installed flows,
-//! close, retransmission timeout, zero-window probes), [`control`] (app
-//! control messages and ownership) and [`robustness`] (hostile input).
+//! are split by topic: [`arp_routing`], [`icmp`], [`open`] (passive and
+//! active open, handshake parameters), [`established`] (RST and SYN on
+//! installed flows, close, retransmission timeout, zero-window probes),
+//! [`control`] (app control messages and ownership) and [`robustness`]
+//! (hostile input).
 
 use std::sync::Arc;
 
