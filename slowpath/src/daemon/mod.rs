@@ -383,9 +383,29 @@ impl Daemon {
         (&mut self.stack, io)
     }
 
-    /// Sleeps until a file descriptor is ready or the stack's next timer
-    /// is due (coalesced by [`TIMER_SLACK`]); at most 50 ms, at most 1 ms
-    /// while exceptions or app removals are pending.
+    /// How long the next wait may sleep: until the stack's next timer
+    /// (coalesced by [`TIMER_SLACK`]), at most 50 ms, at most 1 ms while
+    /// exceptions or app removals are pending.
+    fn timeout_ns(&self) -> u64 {
+        let slack = TIMER_SLACK.as_nanos() as u64;
+        let now = now_ns();
+        let mut timeout_ns: u64 = 50_000_000;
+        if let Some(t) = self.stack.poll_at() {
+            timeout_ns = if t <= now {
+                0
+            } else {
+                (t - now).clamp(slack, timeout_ns)
+            };
+        }
+        if self.shared.lanes.iter().any(|l| !l.exc.is_empty()) || !self.pending_removals.is_empty()
+        {
+            timeout_ns = timeout_ns.min(1_000_000);
+        }
+        timeout_ns
+    }
+
+    /// Sleeps until a file descriptor is ready or [`Self::timeout_ns`] has
+    /// passed, and records in `ready` what fired.
     fn wait(&mut self, ready: &mut Ready) {
         ready.apps.clear();
         let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(4 + self.apps.count());
@@ -404,21 +424,7 @@ impl Daemon {
         }
         let ctl_first = pfds.len();
         self.ctl.poll_fds(&mut pfds);
-        let slack = TIMER_SLACK.as_nanos() as u64;
-        let now = now_ns();
-        let mut timeout_ns: u64 = 50_000_000;
-        if let Some(t) = self.stack.poll_at() {
-            timeout_ns = if t <= now {
-                0
-            } else {
-                (t - now).clamp(slack, timeout_ns)
-            };
-        }
-        if self.shared.lanes.iter().any(|l| !l.exc.is_empty()) || !self.pending_removals.is_empty()
-        {
-            timeout_ns = timeout_ns.min(1_000_000);
-        }
-        let timeout = TimeSpec::from_duration(Duration::from_nanos(timeout_ns));
+        let timeout = TimeSpec::from_duration(Duration::from_nanos(self.timeout_ns()));
         // An error (EINTR) leaves every revents empty: nothing is served
         // but timers.
         let _ = ppoll(&mut pfds, Some(timeout), None);
@@ -557,7 +563,9 @@ impl Daemon {
         self.ctl.service(|r| cx.handle(r));
     }
 
-    /// Closes flows toward peers, gives the cores time to send, stops them.
+    /// Closes the control socket, resets flows toward their peers, gives the
+    /// cores time to send, stops them. `self` is taken apart so that the
+    /// control socket goes first; hence the `Io` built by hand here.
     fn shutdown(self) {
         let Daemon {
             sigfd,
