@@ -14,20 +14,24 @@
 //! {"cmd":"cc_set","algo":"timely","params":[["t_low","30us"]],"port":null}
 //! {"cmd":"cc_unset","port":8080}
 //! {"cmd":"stats"}
+//! {"cmd":"cores"}
+//! {"cmd":"cores_set","min":1,"max":2}
 //! → {"ok":true,"data":{...}}   or   {"ok":false,"error":"..."}
 //! ```
 //!
 //! The types of every answer's `data` are defined here ([`Status`],
-//! [`FlowDetail`](crate::stack::FlowDetail) list, [`CcShow`], [`Stats`]);
+//! [`FlowDetail`](crate::stack::FlowDetail) list, [`CcShow`], [`Stats`],
+//! [`CoresView`]);
 //! `tasctl` decodes them with the same definitions. The server is
 //! non-blocking and serviced from the slow-path loop: at most
 //! [`MAX_CLIENTS`] connections, requests up to [`MAX_LINE`] bytes, idle
 //! connections closed after [`IDLE_TIMEOUT`].
 
+use nix::poll::{PollFd, PollFlags};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -281,20 +285,19 @@ impl CtlServer {
         &self.path
     }
 
-    /// File descriptors to poll and their events.
-    pub fn poll_fds(&self) -> Vec<(RawFd, i16)> {
-        let mut v = vec![(self.listener.as_raw_fd(), libc::POLLIN)];
+    /// Appends the file descriptors to poll, with their events, to `out`.
+    pub fn poll_fds<'a>(&'a self, out: &mut Vec<PollFd<'a>>) {
+        out.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
         for c in &self.clients {
-            let mut ev = 0;
+            let mut ev = PollFlags::empty();
             if !c.closing {
-                ev |= libc::POLLIN;
+                ev |= PollFlags::POLLIN;
             }
             if c.sent < c.out.len() {
-                ev |= libc::POLLOUT;
+                ev |= PollFlags::POLLOUT;
             }
-            v.push((c.stream.as_raw_fd(), ev));
+            out.push(PollFd::new(c.stream.as_fd(), ev));
         }
-        v
     }
 
     /// Accepts, reads, answers and writes whatever is ready, without

@@ -3,12 +3,17 @@
 //! Owns: connection control (handshakes, teardown, RST, timeouts), ARP,
 //! ICMP echo, routing and the per-flow congestion-control loop ([`stack`],
 //! sans-I/O), the congestion control algorithms ([`cc`]), the app registry
-//! and attach socket ([`apps`]), the control socket for `tasctl`
-//! ([`ctlsock`]), and the daemon that wires NIC, fast-path cores and the
-//! slow-path thread together ([`daemon`]).
+//! and attach socket ([`apps`]), the control socket and protocol for
+//! `tasctl` ([`ctlsock`]), the command line and settings ([`config`]), the
+//! rule that scales the fast-path cores ([`scale`]), and the daemon that
+//! wires NIC lanes, fast-path core threads and the slow-path thread
+//! together ([`daemon`]).
 //!
-//! Must not: touch payload bytes or per-packet common-case work (that is the
-//! fast path's), or trust anything an app sends.
+//! Must not: do the per-packet common-case work or read or write the data
+//! in the apps' rings (that is the fast path's, which also owns the NIC
+//! backends, the flow table and the app ABI); or trust anything
+//! an app or a `tasctl` client sends (every message is checked and a bad
+//! one answered with an error, never a panic).
 
 pub mod apps;
 pub mod cc;

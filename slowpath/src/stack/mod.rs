@@ -1,6 +1,8 @@
 //! The slow path's sans-I/O TCP/IP core: ARP, ICMP echo, routing, connection
-//! setup and teardown, RST handling, and the timers the fast path leaves to
-//! us (handshake and data retransmission, zero-window probes, TIME_WAIT).
+//! setup and teardown, RST handling, the timers the fast path leaves to us
+//! (handshake and data retransmission, zero-window probes, TIME_WAIT), and
+//! the per-flow congestion-control loop (`ccloop`, running the algorithms
+//! of [`crate::cc`]). Connection control is in `conn`, split by stage.
 //!
 //! Like the fast path's engine, [`Stack`] is plain functions over (state,
 //! input bytes, `now` in ns): no threads, clocks or sockets. Everything it

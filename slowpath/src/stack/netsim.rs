@@ -390,11 +390,12 @@ pub(super) struct Report {
     pub(super) path_rtt_p95: f64,
 }
 
+/// The `p`-th percentile (0..=100) of `v`, nearest rank rounded (v must not
+/// be empty).
 fn pct<T: Copy + PartialOrd>(v: &[T], p: f64) -> T {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let i = ((s.len() - 1) as f64 * p / 100.0).round() as usize;
-    s[i]
+    s[((s.len() - 1) as f64 * p / 100.0).round() as usize]
 }
 
 impl std::fmt::Display for Report {
@@ -516,7 +517,7 @@ impl Net {
             });
         }
         let ports = (0..cfg.hosts).map(|_| Port::default()).collect();
-        let rng = Rng::new(cfg.seed ^ 0x0C0C);
+        let rng = Rng::mixed(cfg.seed ^ 0x0C0C);
         Net {
             cfg,
             hosts,
@@ -650,7 +651,7 @@ impl Net {
                     } else {
                         f.clone()
                     };
-                    if self.rng.chance(self.cfg.loss_ppm) {
+                    if self.rng.chance_ppm(self.cfg.loss_ppm) {
                         self.ports[p].drops += 1;
                         continue;
                     }

@@ -19,29 +19,8 @@ pub(super) const MS: u64 = 1_000_000;
 pub(super) const US: u64 = 1_000;
 pub(super) const REGION: u32 = 8 << 20;
 
-/// xorshift64* — deterministic, seeded.
-pub(super) struct Rng(u64);
-
-impl Rng {
-    pub(super) fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    pub(super) fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// True with probability `ppm` / 1e6.
-    pub(super) fn chance(&mut self, ppm: u32) -> bool {
-        ppm > 0 && (self.next() % 1_000_000) < ppm as u64
-    }
-    pub(super) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+/// The tests' seeded PRNG (xorshift64*; seeds are mixed: `Rng::mixed`).
+pub(super) use tas_testkit::Rng;
 
 /// First-fit allocator over one app region, checking every free.
 #[derive(Debug)]
@@ -533,7 +512,7 @@ impl Wire {
             rate_mbps: 0,
             busy_until: [0; 2],
             faults: Faults::default(),
-            rng: Rng::new(seed ^ 0x5EED),
+            rng: Rng::mixed(seed ^ 0x5EED),
             frames: [0; 2],
             rsts: [0; 2],
             tcp_log: Vec::new(),
@@ -560,7 +539,7 @@ impl Wire {
                 return;
             }
         }
-        if self.rng.chance(self.faults.loss) {
+        if self.rng.chance_ppm(self.faults.loss) {
             return;
         }
         let mut depart = now;
@@ -570,15 +549,15 @@ impl Wire {
             self.busy_until[src] = depart;
         }
         let mut at = depart + self.latency;
-        if self.rng.chance(self.faults.reorder) {
+        if self.rng.chance_ppm(self.faults.reorder) {
             at += US + self.rng.below(40 * US);
         }
-        if self.rng.chance(self.faults.corrupt) && f.len() > 14 {
+        if self.rng.chance_ppm(self.faults.corrupt) && f.len() > 14 {
             // Behind the Ethernet header: the FCS would catch the rest.
             let i = 14 + self.rng.below(f.len() as u64 - 14) as usize;
             f[i] ^= 1 << self.rng.below(8);
         }
-        if self.rng.chance(self.faults.dup) {
+        if self.rng.chance_ppm(self.faults.dup) {
             let extra = self.rng.below(20 * US);
             self.push(at + extra, 1 - src, f.clone());
         }
@@ -721,10 +700,10 @@ impl Sim {
 
 /// Deterministic test data.
 pub(super) fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut r = Rng::new(seed);
+    let mut r = Rng::mixed(seed);
     let mut v = Vec::with_capacity(len + 8);
     while v.len() < len {
-        v.extend_from_slice(&r.next().to_le_bytes());
+        v.extend_from_slice(&r.next_u64().to_le_bytes());
     }
     v.truncate(len);
     v

@@ -1,0 +1,240 @@
+//! Answers to `tasctl`: each [`Request`] of the control socket served from
+//! the daemon's live state (stack, apps, lanes and cores, scaler, rates),
+//! including the two that change it (`cc_set`/`cc_unset`, `cores_set`).
+
+use super::meter::{exceptions_dropped, lane_totals, Meter};
+use super::{assign_lanes, Shared};
+use crate::apps::Apps;
+use crate::config::Config;
+use crate::ctlsock::{AppStatus, CcShow, CoreStatus, CoresView, Reply, Request, Stats, Status};
+use crate::scale::ScaleController;
+use crate::stack::Stack;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use tas_runtime::now_ns;
+
+/// `name: value` pairs of a struct's `Debug` output that are numbers, so
+/// that every counter of the fast path's `Stats` shows up without a list
+/// kept here.
+fn debug_counters(prefix: &str, dbg: &str, out: &mut BTreeMap<String, u64>) {
+    let inner = dbg.split_once('{').map(|(_, r)| r).unwrap_or(dbg);
+    for part in inner.trim_end_matches('}').split(',') {
+        if let Some((k, v)) = part.split_once(':') {
+            if let Ok(n) = v.trim().parse::<u64>() {
+                out.insert(format!("{prefix}.{}", k.trim()), n);
+            }
+        }
+    }
+}
+
+/// What the control socket needs to answer, borrowed from the loop.
+pub(super) struct CtlCtx<'a> {
+    pub(super) cfg: &'a Config,
+    pub(super) started: Instant,
+    pub(super) nic: &'a str,
+    pub(super) mac: [u8; 6],
+    pub(super) stack: &'a mut Stack,
+    pub(super) apps: &'a Apps,
+    pub(super) shared: &'a Shared,
+    pub(super) scaler: &'a mut ScaleController,
+    pub(super) meter: &'a Meter,
+    pub(super) ctl_requests: u64,
+    pub(super) ctl_errors: u64,
+}
+
+impl CtlCtx<'_> {
+    pub(super) fn handle(&mut self, req: Request) -> Reply {
+        match req {
+            Request::Status => Reply::ok(&self.status()),
+            Request::Flows => Reply::ok(&self.stack.flow_details()),
+            Request::CcShow => {
+                Reply::ok(&CcShow::new(self.stack.cc_config(), self.stack.cc_usage()))
+            }
+            Request::CcSet { algo, params, port } => {
+                match self.stack.cc_set(port, &algo, &params) {
+                    Ok(()) => {
+                        let scope =
+                            port.map_or("globally".to_string(), |p| format!("for port {p}"));
+                        tracing::info!("congestion control set {scope}: {algo} {params:?}");
+                        Reply::ok(&CcShow::new(self.stack.cc_config(), self.stack.cc_usage()))
+                    }
+                    Err(e) => Reply::err(e.to_string()),
+                }
+            }
+            Request::CcUnset { port } => match self.stack.cc_unset(port) {
+                Ok(()) => Reply::ok(&CcShow::new(self.stack.cc_config(), self.stack.cc_usage())),
+                Err(e) => Reply::err(e.to_string()),
+            },
+            Request::Stats => Reply::ok(&self.stats()),
+            Request::Cores => Reply::ok(&self.cores()),
+            Request::CoresSet { min, max } => {
+                let lanes = self.shared.lanes.len() as u32;
+                if max > lanes {
+                    return Reply::err(format!(
+                        "cores: max {max} exceeds the {lanes} lane(s) tasd opened at start (restart it with --cores {min}-{max})"
+                    ));
+                }
+                match self.scaler.set_budget(min, max, now_ns()) {
+                    Ok(active) => {
+                        assign_lanes(self.shared, active);
+                        tracing::info!("core budget set to {min}-{max}; {active} active");
+                        Reply::ok(&self.cores())
+                    }
+                    Err(e) => Reply::err(format!("cores: {e}")),
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        let mut flows: BTreeMap<String, u64> = BTreeMap::new();
+        let mut per_app: BTreeMap<u16, u64> = BTreeMap::new();
+        let summary = self.stack.flows();
+        for f in &summary {
+            *flows.entry(f.state.to_string()).or_default() += 1;
+            if f.flow.is_some() {
+                *per_app.entry(f.app).or_default() += 1;
+            }
+        }
+        let mut st = Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            ip: format!(
+                "{}/{}",
+                std::net::Ipv4Addr::from(self.cfg.ip),
+                self.cfg.prefix_len
+            ),
+            iface: self.cfg.iface.clone(),
+            nic: self.nic.to_string(),
+            mac: tas_engine::wire::eth::fmt_mac(self.mac).to_string(),
+            socket: self.cfg.socket.display().to_string(),
+            cores: self.core_status(),
+            apps: self
+                .apps
+                .iter()
+                .map(|a| AppStatus {
+                    id: a.id,
+                    pid: a.pid,
+                    flows: per_app.get(&a.id).copied().unwrap_or(0),
+                })
+                .collect(),
+            flows,
+            flows_total: summary.len() as u64,
+            rx_pps: 0.0,
+            tx_pps: 0.0,
+            rx_mbps: 0.0,
+            tx_mbps: 0.0,
+            drops_ps: 0.0,
+            exceptions_ps: 0.0,
+            cc: self.stack.cc_config().global.algo.name.to_string(),
+        };
+        if let Some((new, old)) = self.meter.window() {
+            let dt = new.at.duration_since(old.at).as_secs_f64();
+            let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
+            st.rx_pps = rate(new.rx_frames, old.rx_frames);
+            st.tx_pps = rate(new.tx_frames, old.tx_frames);
+            st.rx_mbps = rate(new.rx_bytes, old.rx_bytes) * 8.0 / 1e6;
+            st.tx_mbps = rate(new.tx_bytes, old.tx_bytes) * 8.0 / 1e6;
+            st.drops_ps = rate(new.drops, old.drops);
+            st.exceptions_ps = rate(new.exceptions, old.exceptions);
+        }
+        st
+    }
+
+    /// Every fast-path thread with its lanes and its busy share over about
+    /// the last second.
+    fn core_status(&self) -> Vec<CoreStatus> {
+        let win = self.meter.window();
+        self.shared
+            .cores
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mask = c.lanes_held.load(Ordering::Relaxed);
+                let lanes: Vec<u32> = (0..64).filter(|b| mask & (1u64 << b) != 0).collect();
+                let busy_pct = win.map_or(0.0, |(new, old)| {
+                    let dt = new.at.duration_since(old.at).as_nanos() as f64;
+                    let b = new.busy_ns[i].saturating_sub(old.busy_ns[i]) as f64;
+                    (100.0 * b / dt).clamp(0.0, 100.0)
+                });
+                CoreStatus {
+                    id: i as u32,
+                    busy_pct,
+                    active: (i as u32) < self.scaler.active(),
+                    lanes,
+                }
+            })
+            .collect()
+    }
+
+    fn cores(&self) -> CoresView {
+        let c = self.scaler.config();
+        CoresView {
+            active: self.scaler.active(),
+            min: c.min,
+            max: c.max,
+            lanes: self.shared.lanes.len() as u32,
+            idle_cores: self.scaler.last_idle_cores(),
+            scale_ups: self.scaler.scale_ups(),
+            scale_downs: self.scaler.scale_downs(),
+            cores: self.core_status(),
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        let mut c = BTreeMap::new();
+        let fp = lane_totals(self.shared);
+        debug_counters("fastpath", &format!("{fp:?}"), &mut c);
+        for (i, core) in self.shared.cores.iter().enumerate() {
+            c.insert(
+                format!("core{i}.busy_ns"),
+                core.busy_ns.load(Ordering::Relaxed),
+            );
+            c.insert(
+                format!("core{i}.idle_ns"),
+                core.idle_ns.load(Ordering::Relaxed),
+            );
+        }
+        c.insert("cores.active".into(), self.scaler.active() as u64);
+        c.insert("cores.scale_ups".into(), self.scaler.scale_ups());
+        c.insert("cores.scale_downs".into(), self.scaler.scale_downs());
+        c.insert(
+            "lanes.exceptions_dropped".into(),
+            exceptions_dropped(self.shared),
+        );
+        if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(self.stack.stats()) {
+            for (k, v) in m {
+                if let Some(n) = v.as_u64() {
+                    c.insert(format!("slowpath.{k}"), n);
+                }
+            }
+        }
+        c.insert("apps.attached".into(), self.apps.count() as u64);
+        c.insert("apps.attached_total".into(), self.apps.attached_total);
+        c.insert("ctl.requests".into(), self.ctl_requests);
+        c.insert("ctl.errors".into(), self.ctl_errors);
+        Stats { counters: c }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tas_engine::engine;
+
+    #[test]
+    fn debug_counters_reads_every_number() {
+        let mut m = BTreeMap::new();
+        let s = engine::Stats {
+            rx_frames: 7,
+            tx_full: 3,
+            ..Default::default()
+        };
+        debug_counters("fastpath", &format!("{s:?}"), &mut m);
+        assert_eq!(m.get("fastpath.rx_frames"), Some(&7));
+        assert_eq!(m.get("fastpath.tx_full"), Some(&3));
+        assert_eq!(m.get("fastpath.acks_sent"), Some(&0));
+    }
+}

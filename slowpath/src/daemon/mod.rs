@@ -1,0 +1,605 @@
+//! The daemon: opens one NIC handle per lane, starts the fast-path core
+//! threads, and runs the slow-path thread until SIGINT/SIGTERM ([`run`]).
+//!
+//! Owns the slow-path thread's state (a `Daemon`: the fast path's shared
+//! state and flow table, the [`Stack`], the [`Apps`], the control socket,
+//! the core-scaling controller) and its main loop. Each turn of the loop
+//! waits, then serves in this order: signals, the cores' wake-up, new apps,
+//! exceptions from the lanes, app control messages and hang-ups, app
+//! regions the lanes have let go of, the stack's timers (including the
+//! congestion-control loop), core scaling, the rates sample, and `tasctl`.
+//! The answers to `tasctl` are in the `control` submodule, the rates in
+//! `meter`. Shutdown resets live flows toward their peers, gives the cores
+//! up to 500 ms to send, and stops them.
+//!
+//! The slow-path thread sleeps in `ppoll` until a file descriptor is ready
+//! or the stack's next timer is due; timers are served with microsecond
+//! precision but wake-ups are coalesced ([`TIMER_SLACK`]), so a thread with
+//! thousands of flows under congestion control wakes at most ~40k times per
+//! second.
+
+use crate::apps::{AppId, Apps};
+use crate::config::{Config, NicKind};
+use crate::ctlsock::{self, CtlServer};
+use crate::scale::{Decision, ScaleController};
+use crate::stack::{FpCmd, Stack, StackIo};
+use control::CtlCtx;
+use meter::{sample, Meter};
+use nix::poll::{ppoll, PollFd, PollFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::time::TimeSpec;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tas_abi::CtlMsg;
+use tas_engine::engine;
+use tas_engine::flowtable::FlowTable;
+use tas_nic::{af_packet::AfPacketNic, af_xdp::AfXdpNic, Nic, NicError};
+use tas_runtime::{now_ns, Core, CoreCmd, CoreConfig, FastPathShared, Lane};
+
+mod control;
+mod meter;
+
+type Shared = FastPathShared<Box<dyn Nic>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot open {iface} with {kind}: {source}")]
+    Nic {
+        iface: String,
+        kind: &'static str,
+        source: NicError,
+    },
+    #[error(transparent)]
+    Apps(#[from] crate::apps::AppsError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+struct Io<'a> {
+    shared: &'a Shared,
+    table: &'a FlowTable,
+    apps: &'a mut Apps,
+}
+
+impl Io<'_> {
+    /// The lane that schedules flow `id` (lane 0 if it is gone).
+    fn lane_of(&self, id: tas_engine::flowtable::FlowId) -> usize {
+        let g = self.table.lock(id).map_or(0, |f| f.group as usize);
+        if g < self.shared.lanes.len() {
+            g
+        } else {
+            0
+        }
+    }
+}
+
+impl StackIo for Io<'_> {
+    fn send_frame(&mut self, frame: &[u8]) {
+        if !self.shared.lanes[0].command(CoreCmd::Send(frame.to_vec())) {
+            tracing::debug!("lane command queue full; frame dropped");
+        }
+    }
+    fn fastpath(&mut self, cmd: FpCmd) {
+        let (lane, c) = match cmd {
+            FpCmd::Retransmit(id) => (self.lane_of(id), CoreCmd::Retransmit(id)),
+            FpCmd::Kick(id) => (self.lane_of(id), CoreCmd::Kick(id)),
+            FpCmd::Rx(frame) => (0, CoreCmd::Rx(frame)),
+        };
+        self.shared.lanes[lane].command(c);
+    }
+    fn app_msg(&mut self, app: AppId, msg: &CtlMsg) {
+        self.apps.send(app, msg);
+    }
+    fn alloc(&mut self, app: AppId, len: u32) -> Option<u32> {
+        self.apps.get_mut(app)?.alloc.alloc(len)
+    }
+    fn free(&mut self, app: AppId, off: u32, len: u32) {
+        if let Some(a) = self.apps.get_mut(app) {
+            a.alloc.free(off, len);
+        }
+    }
+}
+
+/// One NIC handle per lane (`n` lanes, the core budget's maximum).
+fn open_lanes(cfg: &Config, n: usize) -> Result<Vec<Box<dyn Nic>>, DaemonError> {
+    let err = |kind, source| DaemonError::Nic {
+        iface: cfg.iface.clone(),
+        kind,
+        source,
+    };
+    fn boxed<N: Nic + 'static>(v: Vec<N>) -> Vec<Box<dyn Nic>> {
+        v.into_iter().map(|n| Box::new(n) as Box<dyn Nic>).collect()
+    }
+    Ok(match cfg.nic {
+        NicKind::AfXdp => {
+            boxed(AfXdpNic::open_lanes(&cfg.iface, n).map_err(|e| err("af_xdp", e))?)
+        }
+        NicKind::AfPacket => {
+            boxed(AfPacketNic::open_lanes(&cfg.iface, n).map_err(|e| err("af_packet", e))?)
+        }
+        #[cfg(feature = "dpdk")]
+        NicKind::Dpdk => vec![Box::new(
+            tas_nic::dpdk::DpdkNic::open(Some(&cfg.iface), &cfg.dpdk_args)
+                .map_err(|e| err("dpdk", e))?,
+        )],
+        #[cfg(not(feature = "dpdk"))]
+        NicKind::Dpdk => {
+            return Err(err(
+                "dpdk",
+                NicError::Unsupported(
+                    "this tasd was built without DPDK: rebuild with `cargo build -p tasd --features dpdk` (needs libdpdk-dev)"
+                        .into(),
+                ),
+            ))
+        }
+    })
+}
+
+/// Blocks SIGINT/SIGTERM (in this thread and every thread it spawns later)
+/// and returns a signalfd for them.
+fn signal_fd() -> nix::Result<SignalFd> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block()?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+}
+
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    // nix has no getrandom(2) wrapper; a failure leaves `b` zeroed and the
+    // clock still varies the seed.
+    // SAFETY: getrandom writes at most 8 bytes into `b`, which is 8 long.
+    unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, 8, 0) };
+    u64::from_ne_bytes(b) ^ now_ns()
+}
+
+/// Timers are served at most this much late, so that wake-ups batch up.
+pub const TIMER_SLACK: Duration = Duration::from_micros(25);
+
+/// An app whose region the lanes are letting go of.
+struct PendingRemoval {
+    id: AppId,
+    /// Lanes that still hold the region.
+    left: Arc<AtomicU32>,
+    since: Instant,
+}
+
+/// Tells every lane to let go of app `id`; the region may be unmapped once
+/// `left` reaches 0.
+fn remove_app(shared: &Shared, id: AppId) -> PendingRemoval {
+    let left = Arc::new(AtomicU32::new(shared.lanes.len() as u32));
+    for lane in &shared.lanes {
+        lane.command(CoreCmd::RemoveApp(id, left.clone()));
+    }
+    PendingRemoval {
+        id,
+        left,
+        since: Instant::now(),
+    }
+}
+
+/// Lanes 0..n go round-robin to cores 0..active.
+fn assign_lanes(shared: &Shared, active: u32) {
+    let active = (active as usize).clamp(1, shared.cores.len());
+    for lane in 0..shared.lanes.len() {
+        shared.assign(lane, lane % active);
+    }
+}
+
+/// What `ppoll` reported for `p`. Bits nix has no name for (none that
+/// Linux sets for these descriptors) count as readable.
+fn revents(p: PollFd<'_>) -> PollFlags {
+    p.revents().unwrap_or(PollFlags::POLLIN)
+}
+
+/// What woke the main loop: one `ppoll`'s results.
+#[derive(Default)]
+struct Ready {
+    /// SIGINT or SIGTERM is pending.
+    signal: bool,
+    /// The attach socket has a connection to accept.
+    attach: bool,
+    /// A core kicked the slow path's eventfd.
+    wake: bool,
+    /// Every polled app and what its socket reported (empty: nothing).
+    apps: Vec<(AppId, PollFlags)>,
+    /// The control socket or one of its connections is ready.
+    ctl: bool,
+}
+
+/// Runs the daemon until SIGINT/SIGTERM.
+pub fn run(cfg: Config) -> Result<(), DaemonError> {
+    let mut d = Daemon::start(cfg)?;
+    while !d.stop_requested {
+        d.turn();
+    }
+    d.shutdown();
+    Ok(())
+}
+
+/// Everything the slow-path thread owns while the daemon runs: the fast
+/// path it started (shared state, flow table, core threads), the stack, the
+/// apps, the control socket, core scaling and the main loop's bookkeeping.
+struct Daemon {
+    cfg: Config,
+    started: Instant,
+    /// SIGINT/SIGTERM, blocked and delivered here.
+    sigfd: SignalFd,
+    mac: [u8; 6],
+    nic_name: String,
+    table: Arc<FlowTable>,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    stack: Stack,
+    apps: Apps,
+    ctl: CtlServer,
+    scaler: ScaleController,
+    meter: Meter,
+    stop_requested: bool,
+    /// Apps being removed: their regions are unmapped once every lane has
+    /// let go of them.
+    pending_removals: Vec<PendingRemoval>,
+    /// What the last wait reported (kept for its allocation).
+    ready: Ready,
+    /// (busy, idle) ns of each active core, for the scaler.
+    core_counters: Vec<(u64, u64)>,
+}
+
+impl Daemon {
+    /// Opens the NIC lanes, starts the fast-path cores, binds the attach and
+    /// control sockets, and prints the `tasd ready` line.
+    fn start(cfg: Config) -> Result<Daemon, DaemonError> {
+        // Signals first, so every thread spawned later inherits the mask.
+        let sigfd = signal_fd().map_err(std::io::Error::from)?;
+        let started = Instant::now();
+        let n_cores = cfg.scale.max as usize;
+        let nics = open_lanes(&cfg, n_cores)?;
+        let mac = nics[0].mac();
+        let mtu = nics[0].mtu().min(cfg.mtu as usize) as u16;
+        let nic_kind = nics[0].kind();
+        let nic_name = nic_kind.to_string();
+        // A backend without a file descriptor to sleep on (DPDK) must poll.
+        let idle_spin = if nics.iter().any(|n| n.wait_fd().is_none()) {
+            Duration::from_nanos(u64::MAX)
+        } else {
+            Duration::from_micros(cfg.idle_spin_us)
+        };
+        let table = Arc::new(FlowTable::new(cfg.max_flows));
+        let shared: Arc<Shared> = FastPathShared::new(n_cores, nics.len())?;
+        let mut apps = Apps::bind(&cfg.socket, cfg.app_mem)?;
+        apps.local_ip = cfg.ip;
+        apps.lanes = nics.len() as u32;
+        let ctl_path = ctlsock::ctl_path(&cfg.socket);
+        let ctl = CtlServer::bind(&ctl_path).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("control socket {}: {e}", ctl_path.display()),
+            )
+        })?;
+
+        let scaler = ScaleController::new(cfg.scale, cfg.scale.min);
+        let ecfg = engine::Config {
+            local_mac: mac,
+            ttl: 64,
+            any_mac: false,
+        };
+        let active = scaler.active().max(1) as usize;
+        for (i, nic) in nics.into_iter().enumerate() {
+            let lane = Lane::new(nic, table.clone(), ecfg, shared.lanes[i].clone());
+            shared.place(lane, i % active);
+        }
+        let mut threads = Vec::with_capacity(n_cores);
+        for k in 0..n_cores {
+            let shared = shared.clone();
+            let ccfg = CoreConfig { idle_spin };
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("tas-fp{k}"))
+                    .spawn(move || Core::new(k, shared, ccfg).run())?,
+            );
+        }
+
+        let stack = Stack::new(cfg.stack_config(mac, mtu), table.clone(), seed());
+        println!(
+            "tasd ready: ip {}/{} iface {} nic {} mac {} socket {} control {} cc {} cores {}-{}",
+            std::net::Ipv4Addr::from(cfg.ip),
+            cfg.prefix_len,
+            cfg.iface,
+            nic_kind,
+            tas_engine::wire::eth::fmt_mac(mac),
+            cfg.socket.display(),
+            ctl_path.display(),
+            stack.cc_config().global.algo.name,
+            cfg.scale.min,
+            cfg.scale.max,
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+
+        Ok(Daemon {
+            cfg,
+            started,
+            sigfd,
+            mac,
+            nic_name,
+            table,
+            shared,
+            threads,
+            stack,
+            apps,
+            ctl,
+            scaler,
+            meter: Meter::new(),
+            stop_requested: false,
+            pending_removals: Vec::new(),
+            ready: Ready::default(),
+            core_counters: Vec::with_capacity(n_cores),
+        })
+    }
+
+    /// One turn of the main loop: wait, then serve whatever is due.
+    fn turn(&mut self) {
+        let mut ready = std::mem::take(&mut self.ready);
+        self.wait(&mut ready);
+        if ready.signal {
+            tracing::info!("signal received; shutting down");
+            self.stop_requested = true;
+        }
+        if ready.wake {
+            tas_runtime::drain(self.shared.slow_wake);
+        }
+        if ready.attach {
+            self.accept_apps();
+        }
+        let now = now_ns();
+        self.exceptions(now);
+        self.app_messages(now, &ready.apps);
+        self.reap_removed_apps();
+        self.timers();
+        self.scale();
+        // Rates for `tasctl status`.
+        let t = Instant::now();
+        if self.meter.due(t) {
+            self.meter.push(sample(&self.shared, &self.stack));
+        }
+        if ready.ctl {
+            self.control();
+        }
+        self.ready = ready;
+    }
+
+    /// The stack and the I/O it emits through, borrowed side by side.
+    fn stack_io(&mut self) -> (&mut Stack, Io<'_>) {
+        let io = Io {
+            shared: &self.shared,
+            table: &self.table,
+            apps: &mut self.apps,
+        };
+        (&mut self.stack, io)
+    }
+
+    /// How long the next wait may sleep: until the stack's next timer
+    /// (coalesced by [`TIMER_SLACK`]), at most 50 ms, at most 1 ms while
+    /// exceptions or app removals are pending.
+    fn timeout_ns(&self) -> u64 {
+        let slack = TIMER_SLACK.as_nanos() as u64;
+        let now = now_ns();
+        let mut timeout_ns: u64 = 50_000_000;
+        if let Some(t) = self.stack.poll_at() {
+            timeout_ns = if t <= now {
+                0
+            } else {
+                (t - now).clamp(slack, timeout_ns)
+            };
+        }
+        if self.shared.lanes.iter().any(|l| !l.exc.is_empty()) || !self.pending_removals.is_empty()
+        {
+            timeout_ns = timeout_ns.min(1_000_000);
+        }
+        timeout_ns
+    }
+
+    /// Sleeps until a file descriptor is ready or [`Self::timeout_ns`] has
+    /// passed, and records in `ready` what fired.
+    fn wait(&mut self, ready: &mut Ready) {
+        ready.apps.clear();
+        let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(4 + self.apps.count());
+        // SAFETY: `slow_wake` is an eventfd owned by `self.shared`, which
+        // closes it only when dropped, after `pfds` is gone.
+        let slow_wake = unsafe { BorrowedFd::borrow_raw(self.shared.slow_wake) };
+        for fd in [self.sigfd.as_fd(), self.apps.listener.as_fd(), slow_wake] {
+            pfds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
+        for a in self.apps.iter() {
+            if self.pending_removals.iter().any(|r| r.id == a.id) {
+                continue;
+            }
+            pfds.push(PollFd::new(a.sock.as_fd(), PollFlags::POLLIN));
+            ready.apps.push((a.id, PollFlags::empty()));
+        }
+        let ctl_first = pfds.len();
+        self.ctl.poll_fds(&mut pfds);
+        let timeout = TimeSpec::from_duration(Duration::from_nanos(self.timeout_ns()));
+        // An error (EINTR) leaves every revents empty: nothing is served
+        // but timers.
+        let _ = ppoll(&mut pfds, Some(timeout), None);
+        ready.signal = !revents(pfds[0]).is_empty();
+        ready.attach = !revents(pfds[1]).is_empty();
+        ready.wake = !revents(pfds[2]).is_empty();
+        for (i, (_, ev)) in ready.apps.iter_mut().enumerate() {
+            *ev = revents(pfds[3 + i]);
+        }
+        ready.ctl = pfds[ctl_first..].iter().any(|p| !revents(*p).is_empty());
+    }
+
+    /// New apps on the attach socket: each lane gets its port (lane 0
+    /// serves the command ring).
+    fn accept_apps(&mut self) {
+        while let Some((id, ports)) = self.apps.accept(self.shared.lanes[0].wake) {
+            let mut ok = true;
+            for (lane, port) in self.shared.lanes.iter().zip(ports) {
+                ok &= lane.command(CoreCmd::AddApp(port));
+            }
+            if !ok {
+                tracing::warn!(app = id, "lane queue full; app dropped");
+                self.pending_removals.push(remove_app(&self.shared, id));
+            }
+        }
+    }
+
+    /// Exceptions from the fast path, lane by lane (at most 4096 per lane
+    /// and turn).
+    fn exceptions(&mut self, now: u64) {
+        let shared = self.shared.clone();
+        for lane in &shared.lanes {
+            self.stack.set_rx_lane(lane.id);
+            for _ in 0..4096 {
+                let Some(e) = lane.exc.pop() else { break };
+                let (stack, mut io) = self.stack_io();
+                stack.on_frame(now, e.reason, e.flow, &e.frame, &mut io);
+                lane.recycle(e.frame);
+            }
+        }
+        self.stack.set_rx_lane(0);
+    }
+
+    /// Control messages from the apps whose sockets are ready (at most 256
+    /// per app and turn), and hang-ups: a gone app's flows are torn down
+    /// and its removal from the lanes starts.
+    fn app_messages(&mut self, now: u64, ready: &[(AppId, PollFlags)]) {
+        for &(id, re) in ready {
+            if re.is_empty() {
+                continue;
+            }
+            let mut gone = re.intersects(PollFlags::POLLHUP | PollFlags::POLLERR);
+            for _ in 0..256 {
+                match self.apps.recv(id) {
+                    Ok(Some(m)) => {
+                        let (stack, mut io) = self.stack_io();
+                        stack.on_app_msg(now, id, &m, &mut io);
+                    }
+                    Ok(None) => break,
+                    Err(()) => {
+                        gone = true;
+                        break;
+                    }
+                }
+            }
+            if gone {
+                let (stack, mut io) = self.stack_io();
+                stack.app_gone(now, id, &mut io);
+                self.pending_removals.push(remove_app(&self.shared, id));
+            }
+        }
+    }
+
+    /// Unmaps the regions every lane has let go of.
+    fn reap_removed_apps(&mut self) {
+        let apps = &mut self.apps;
+        self.pending_removals.retain(|r| {
+            if r.left.load(Ordering::Acquire) == 0 {
+                apps.remove(r.id);
+                false
+            } else {
+                if r.since.elapsed() > Duration::from_secs(5) {
+                    tracing::warn!(
+                        app = r.id,
+                        "a lane has not released the app's region after 5 s"
+                    );
+                }
+                true
+            }
+        });
+    }
+
+    /// The stack's timers (retransmissions, congestion control, ...).
+    fn timers(&mut self) {
+        let (stack, mut io) = self.stack_io();
+        stack.poll(now_ns(), &mut io);
+    }
+
+    /// Core scaling: feeds the active cores' counters to the controller and
+    /// moves lanes when it decides.
+    fn scale(&mut self) {
+        self.core_counters.clear();
+        for c in self.shared.cores.iter().take(self.scaler.active() as usize) {
+            self.core_counters.push((
+                c.busy_ns.load(Ordering::Relaxed),
+                c.idle_ns.load(Ordering::Relaxed),
+            ));
+        }
+        if let Some(d) = self.scaler.sample(now_ns(), &self.core_counters) {
+            let active = self.scaler.active();
+            tracing::info!(
+                "fast-path cores {} to {active} (aggregate idle {:.2} cores)",
+                if d == Decision::Up { "up" } else { "down" },
+                self.scaler.last_idle_cores()
+            );
+            assign_lanes(&self.shared, active);
+        }
+    }
+
+    /// Serves the `tasctl` control socket.
+    fn control(&mut self) {
+        let (requests, errors) = (self.ctl.requests, self.ctl.errors);
+        let mut cx = CtlCtx {
+            cfg: &self.cfg,
+            started: self.started,
+            nic: &self.nic_name,
+            mac: self.mac,
+            stack: &mut self.stack,
+            apps: &self.apps,
+            shared: &self.shared,
+            scaler: &mut self.scaler,
+            meter: &self.meter,
+            ctl_requests: requests,
+            ctl_errors: errors,
+        };
+        self.ctl.service(|r| cx.handle(r));
+    }
+
+    /// Closes the control socket, resets flows toward their peers, gives the
+    /// cores time to send, stops them. `self` is taken apart so that the
+    /// control socket goes first; hence the `Io` built by hand here.
+    fn shutdown(self) {
+        let Daemon {
+            sigfd,
+            table,
+            shared,
+            threads,
+            mut stack,
+            mut apps,
+            ctl,
+            ..
+        } = self;
+        drop(ctl);
+        {
+            let mut io = Io {
+                shared: &shared,
+                table: &table,
+                apps: &mut apps,
+            };
+            stack.shutdown(now_ns(), &mut io);
+        }
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while shared.lanes.iter().any(|l| !l.cmds.is_empty()) && Instant::now() < deadline {
+            for l in &shared.lanes {
+                tas_runtime::kick(l.wake);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        shared.shutdown();
+        for t in threads {
+            let _ = t.join();
+        }
+        drop(apps);
+        drop(sigfd);
+        tracing::info!("stopped");
+    }
+}

@@ -1,0 +1,220 @@
+//! Connection timers: SYN and SYN-ACK retransmission with backoff, and the
+//! periodic inspection of each installed flow (retransmission timeout,
+//! zero-window persist probes, the FIN the app still owes after `CLOSE`,
+//! the FIN_WAIT_2 bound, TIME_WAIT expiry).
+
+use tas_engine::flow::{st, FlowKey};
+use tas_engine::flowtable::FlowId;
+
+use super::{Conn, ConnectPhase, Phase};
+use crate::stack::{tuple, FpCmd, Stack, StackIo, Timer, MS};
+
+/// After CLOSE without the app's FIN request, how long before we request it.
+const CLOSE_FIN_GRACE: u64 = 500 * MS;
+
+/// `base` doubled `n` times (saturating).
+fn shifted(base: u64, n: u32) -> u64 {
+    base.saturating_mul(1u64 << n.min(32))
+}
+
+/// How often an installed flow is inspected, for an RTO of `rto`.
+pub(super) fn tick(rto: u64) -> u64 {
+    (rto / 2).clamp(MS, 100 * MS)
+}
+
+impl Stack {
+    pub(super) fn schedule_check(&mut self, id: FlowId, at: u64) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.next_check = at;
+            self.schedule(at, Timer::Flow(id));
+        }
+    }
+
+    pub(super) fn rto_base(&self, c: &Conn, rtt_est_us: u32) -> u64 {
+        let est = rtt_est_us as u64 * 3000;
+        est.max(c.hs_rtt * 2)
+            .max(self.cfg.rto_min_ns)
+            .min(self.cfg.rto_max_ns.max(self.cfg.rto_min_ns))
+    }
+
+    fn backed_off(&self, base: u64, n: u32) -> u64 {
+        shifted(base, n).min(self.cfg.rto_max_ns.max(base))
+    }
+
+    pub(in crate::stack) fn connect_timer(
+        &mut self,
+        now: u64,
+        t: u64,
+        key: FlowKey,
+        io: &mut impl StackIo,
+    ) {
+        let Some(c) = self.connecting.get_mut(&key) else {
+            return;
+        };
+        if c.deadline != t || c.phase != ConnectPhase::SynSent {
+            return;
+        }
+        if c.retries >= self.cfg.syn_retries {
+            self.stats.connect_timeouts += 1;
+            self.connect_fail(&key, libc::ETIMEDOUT, io);
+            return;
+        }
+        c.retries += 1;
+        c.deadline = now.saturating_add(shifted(self.cfg.syn_rto_ns.max(1), c.retries));
+        let c = *c;
+        self.stats.syn_retransmits += 1;
+        self.send_syn(now, &key, &c, io);
+        self.schedule(c.deadline, Timer::Connect(tuple(&key)));
+    }
+
+    pub(in crate::stack) fn half_open_timer(
+        &mut self,
+        now: u64,
+        t: u64,
+        key: FlowKey,
+        io: &mut impl StackIo,
+    ) {
+        let Some(h) = self.half_open.get_mut(&key) else {
+            return;
+        };
+        if h.deadline != t {
+            return;
+        }
+        if h.retries >= self.cfg.syn_retries {
+            self.stats.half_open_timeouts += 1;
+            self.drop_half_open(&key);
+            return;
+        }
+        h.retries += 1;
+        h.deadline = now.saturating_add(shifted(self.cfg.syn_rto_ns.max(1), h.retries));
+        let h = *h;
+        self.stats.synack_retransmits += 1;
+        self.send_synack(now, &key, &h, io);
+        self.schedule(h.deadline, Timer::HalfOpen(tuple(&key)));
+    }
+
+    /// Periodic inspection of an installed flow.
+    pub(in crate::stack) fn flow_timer(
+        &mut self,
+        now: u64,
+        t: u64,
+        id: FlowId,
+        io: &mut impl StackIo,
+    ) {
+        let Some(c) = self.conns.get(&id) else {
+            return;
+        };
+        if c.next_check != t {
+            return;
+        }
+        match c.phase {
+            Phase::Dead | Phase::Done => return,
+            Phase::TimeWait { until } => {
+                if now >= until {
+                    self.stats.time_wait_expired += 1;
+                    self.tcp_gone(id, None, io);
+                } else {
+                    self.schedule_check(id, until);
+                }
+                return;
+            }
+            Phase::Open => {}
+        }
+        let key = c.key;
+        let Some(f) = self.snapshot(id, &key) else {
+            return;
+        };
+        // Catch up on FIN exceptions that did not reach us.
+        if f.st & st::RX_FIN != 0 {
+            self.fin_received(now, id);
+        }
+        if f.st & st::TX_FIN_ACKED != 0 {
+            self.fin_acked(now, id, io);
+        }
+        let Some(c) = self.conns.get(&id) else {
+            return;
+        };
+        if c.phase != Phase::Open {
+            return;
+        }
+        let base = self.rto_base(c, f.rtt_est);
+        let rto = self.backed_off(base, c.backoff);
+        let persist = self.backed_off(base, c.persist_backoff);
+        let (data_retries, fin_timeout) = (self.cfg.data_retries, self.cfg.fin_timeout_ns);
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let una = f.snd_una();
+        let progressed = una != c.last_una;
+        if progressed {
+            c.last_una = una;
+            c.backoff = 0;
+            c.retries = 0;
+        }
+        // The app closed: its FIN must follow (a CLOSE without it).
+        let fin_req = f.st & (st::TX_FIN_REQ | st::TX_FIN_SENT | st::TX_FIN_ACKED) != 0;
+        if c.app_closed && !fin_req && now.saturating_sub(c.closed_at) >= CLOSE_FIN_GRACE {
+            if let Some(mut g) = self.table.lock(id) {
+                if g.key() == key {
+                    g.st |= st::TX_FIN_REQ;
+                }
+            }
+            io.fastpath(FpCmd::Kick(id));
+        }
+        // FIN_WAIT_2 with a silent peer.
+        if c.app_closed
+            && c.fin_acked
+            && !c.fin_rx
+            && now.saturating_sub(c.fin_acked_at.max(c.closed_at)) >= fin_timeout
+        {
+            self.stats.fin_timeouts += 1;
+            self.send_flow_rst(now, &f, io);
+            self.tcp_gone(id, None, io);
+            return;
+        }
+        if f.tx_sent > 0 {
+            c.zw = false;
+            if !c.busy || progressed {
+                c.busy = true;
+                c.una_since = now;
+            } else if now.saturating_sub(c.una_since) >= rto {
+                if c.retries >= data_retries {
+                    self.stats.data_timeouts += 1;
+                    self.send_flow_rst(now, &f, io);
+                    self.tcp_gone(id, Some(libc::ETIMEDOUT), io);
+                    return;
+                }
+                c.retries += 1;
+                c.backoff += 1;
+                c.una_since = now;
+                c.cc.on_timeout();
+                self.stats.rto_retransmits += 1;
+                io.fastpath(FpCmd::Retransmit(id));
+            }
+        } else {
+            c.busy = false;
+            if f.tx_avail > 0 && f.rx_remote_avail == 0 {
+                if !c.zw {
+                    c.zw = true;
+                    c.zw_since = now;
+                    c.persist_backoff = 0;
+                } else if now.saturating_sub(c.zw_since) >= persist {
+                    c.persist_backoff += 1;
+                    c.zw_since = now;
+                    self.stats.persist_probes += 1;
+                    // One byte the peer already has: it must answer with an
+                    // ACK carrying its current window.
+                    self.send_flow_segment(now, &f, una.wrapping_sub(1), 0, &[0], io);
+                }
+            } else {
+                c.zw = false;
+            }
+        }
+        // Idle flows (nothing in flight, no window to probe) are looked at
+        // less often: a loss right after an idle period is then detected
+        // after at most 4 ticks + RTO instead of 1 tick + RTO.
+        let idle = f.tx_sent == 0 && self.conns.get(&id).is_some_and(|c| !c.zw && !c.app_closed);
+        let next = if idle { 4 * tick(base) } else { tick(base) };
+        self.schedule_check(id, now + next);
+    }
+}

@@ -1,0 +1,214 @@
+//! App control messages: every error answer, flows and listeners of other
+//! apps being off limits, out-of-memory on accept, UNLISTEN and an app
+//! going away.
+
+use super::*;
+
+#[test]
+fn control_message_errors() {
+    let mut fx = Fx::new();
+    let m = |kind, arg: [u32; 5]| CtlMsg {
+        kind,
+        req: 77,
+        arg,
+        ..Default::default()
+    };
+    let err = |fx: &mut Fx, app: AppId, msg: CtlMsg| {
+        fx.ctl(app, msg);
+        let out = fx.msgs();
+        assert_eq!(out.len(), 1, "{msg:?} → {out:?}");
+        assert_eq!(
+            (out[0].0, out[0].1.kind, out[0].1.req),
+            (app, ctl::RESULT, 77)
+        );
+        out[0].1.err
+    };
+    assert_eq!(err(&mut fx, APP, m(999, [0; 5])), libc::EINVAL);
+    assert_eq!(err(&mut fx, APP, m(ctl::HELLO, [0; 5])), libc::EINVAL);
+    assert_eq!(
+        err(&mut fx, APP, m(ctl::LISTEN, [0, 1, 0, 0, 0])),
+        libc::EINVAL
+    );
+    assert_eq!(
+        err(&mut fx, APP, m(ctl::LISTEN, [70000, 1, 0, 0, 0])),
+        libc::EINVAL
+    );
+    assert_eq!(
+        err(&mut fx, APP, m(ctl::LISTEN, [80, 1, 0, 0, 0x80])),
+        libc::EINVAL
+    );
+    assert_eq!(
+        err(
+            &mut fx,
+            crate::stack::RESERVED_APP,
+            m(ctl::LISTEN, [80, 1, 0, 0, 0])
+        ),
+        libc::EINVAL
+    );
+    assert_eq!(err(&mut fx, APP, m(ctl::LISTEN, [80, 1, 0, 0, 0])), 0);
+    assert_eq!(
+        err(&mut fx, 2, m(ctl::LISTEN, [80, 1, 0, 0, 0])),
+        libc::EADDRINUSE
+    );
+    assert_eq!(
+        err(&mut fx, 2, m(ctl::LISTEN, [80, 1, 0, 0, ctl::F_REUSEPORT])),
+        libc::EADDRINUSE
+    );
+    assert_eq!(
+        err(
+            &mut fx,
+            APP,
+            m(ctl::LISTEN, [81, 1, 0, 0, ctl::F_REUSEPORT])
+        ),
+        0
+    );
+    assert_eq!(
+        err(&mut fx, 2, m(ctl::LISTEN, [81, 1, 0, 0, ctl::F_REUSEPORT])),
+        0
+    );
+    assert_eq!(
+        err(&mut fx, 2, m(ctl::LISTEN, [81, 1, 0, 0, 0])),
+        libc::EADDRINUSE
+    );
+    let lid = fx.stack.listener_ids()[0];
+    let mut u = m(ctl::UNLISTEN, [0; 5]);
+    u.listener = lid;
+    assert_eq!(err(&mut fx, 2, u), libc::EBADF);
+    let mut a = m(ctl::ACCEPT, [1, 0, 0, 0, 0]);
+    a.listener = lid;
+    assert_eq!(err(&mut fx, 2, a), libc::EBADF);
+    a.listener = 12345;
+    assert_eq!(err(&mut fx, APP, a), libc::EBADF);
+    assert_eq!(err(&mut fx, APP, u), 0);
+    assert_eq!(err(&mut fx, APP, u), libc::EBADF, "twice");
+    for kind in [ctl::CLOSE, ctl::ABORT] {
+        let mut c = m(kind, [0; 5]);
+        c.flow = 3;
+        assert_eq!(err(&mut fx, APP, c), libc::EBADF);
+        c.flow = u32::MAX;
+        assert_eq!(err(&mut fx, APP, c), libc::EBADF);
+    }
+    assert_eq!(
+        err(&mut fx, APP, m(ctl::CONNECT, [B_IP, 0, 0, 0, 0])),
+        libc::EINVAL
+    );
+    assert_eq!(
+        err(&mut fx, APP, m(ctl::CONNECT, [B_IP, 70000, 0, 0, 0])),
+        libc::EINVAL
+    );
+    assert_eq!(
+        err(&mut fx, APP, m(ctl::CONNECT, [B_IP, 80, 70000, 0, 0])),
+        libc::EINVAL
+    );
+    assert_eq!(
+        err(&mut fx, APP, m(ctl::CONNECT, [0, 80, 0, 0, 0])),
+        libc::EINVAL
+    );
+    assert_eq!(
+        err(&mut fx, APP, m(ctl::CONNECT, [0xFFFF_FFFF, 80, 0, 0, 0])),
+        libc::EINVAL
+    );
+    assert_eq!(
+        err(&mut fx, APP, m(ctl::CONNECT, [0xE000_0001, 80, 0, 0, 0])),
+        libc::EINVAL
+    );
+    assert_eq!(
+        err(&mut fx, APP, m(ctl::CONNECT, [0xC612_00FF, 80, 0, 0, 0])),
+        libc::EINVAL
+    );
+    assert_eq!(
+        err(&mut fx, APP, m(ctl::CONNECT, [0x0808_0808, 80, 0, 0, 0])),
+        libc::ENETUNREACH
+    );
+    assert_eq!(
+        err(&mut fx, APP, m(ctl::CONNECT, [A_IP, 80, 0, 0, 0])),
+        libc::ECONNREFUSED
+    );
+    fx.io.oom = true;
+    assert_eq!(
+        err(&mut fx, APP, m(ctl::CONNECT, [B_IP, 80, 0, 0, 0])),
+        libc::ENOMEM
+    );
+    assert_eq!(fx.stack.stats().ctl_errors, 27);
+}
+
+#[test]
+fn flows_of_other_apps_are_off_limits() {
+    let mut fx = Fx::new();
+    fx.listen(16);
+    let (id, ..) = fx.accept_one(1000);
+    for kind in [ctl::CLOSE, ctl::ABORT] {
+        fx.ctl(
+            2,
+            CtlMsg {
+                kind,
+                flow: id,
+                ..Default::default()
+            },
+        );
+        let m = fx.msgs();
+        assert_eq!((m[0].0, m[0].1.err), (2, libc::EBADF));
+    }
+    assert_eq!(fx.table.len(), 1);
+    // A second CLOSE by the owner is refused too.
+    let close = CtlMsg {
+        kind: ctl::CLOSE,
+        flow: id,
+        ..Default::default()
+    };
+    fx.ctl(APP, close);
+    assert!(fx.msgs().is_empty());
+    fx.ctl(APP, close);
+    assert_eq!(fx.one_msg().err, libc::EBADF);
+}
+
+#[test]
+fn out_of_memory_on_accept_resets_the_peer() {
+    let mut fx = Fx::new();
+    fx.listen(16);
+    fx.nf(&fx.peer(syn(100, full_opts(1)), &[]));
+    let sa = fx.one_tcp();
+    fx.io.oom = true;
+    fx.nf(&fx.peer(ack_seg(101, sa.t.seq + 1, 10, None), &[]));
+    let r = fx.one_tcp();
+    assert_eq!((r.t.flags, r.t.seq), (tcp::RST, sa.t.seq + 1));
+    assert!(fx.msgs().is_empty());
+    assert_eq!(fx.stack.stats().alloc_failures, 1);
+    assert_eq!(fx.stack.flows().len(), 1);
+}
+
+#[test]
+fn unlisten_resets_half_open_and_app_gone_cleans_up() {
+    let mut fx = Fx::new();
+    let lid = fx.listen(16);
+    let (id, ..) = fx.accept_one(1000);
+    let mut s = syn(5000, full_opts(1));
+    s.src_port = PEER_PORT + 1;
+    fx.nf(&fx.peer(s, &[]));
+    let sa = fx.one_tcp();
+    fx.ctl(
+        APP,
+        CtlMsg {
+            kind: ctl::UNLISTEN,
+            listener: lid,
+            ..Default::default()
+        },
+    );
+    let r = fx.one_tcp();
+    assert_eq!(
+        (r.t.flags, r.t.seq, r.t.ack, r.t.dst_port),
+        (tcp::RST | tcp::ACK, sa.t.seq + 1, 5001, PEER_PORT + 1)
+    );
+    assert_eq!(fx.one_msg().err, 0);
+    // The accepted flow is unaffected; app_gone resets it.
+    assert_eq!(fx.table.len(), 1);
+    let now = fx.now;
+    fx.stack.app_gone(now, APP, &mut fx.io);
+    let r = fx.one_tcp();
+    assert_eq!(r.t.flags, tcp::RST | tcp::ACK);
+    assert!(fx.msgs().is_empty(), "nothing is sent to a gone app");
+    assert!(fx.table.is_empty());
+    assert_eq!(fx.io.used(APP), 0);
+    assert!(fx.stack.flows().is_empty());
+    let _ = id;
+}
