@@ -16,7 +16,7 @@
 //!
 //! * **fd numbers are real sockets.** Each TAS socket's number is one end of
 //!   a Unix stream socket pair whose kernel readiness the shim drives
-//!   (see `state.rs`). `epoll` (level, edge, one-shot, `EPOLLRDHUP`),
+//!   (see `readiness.rs`). `epoll` (level, edge, one-shot, `EPOLLRDHUP`),
 //!   `poll` and `select` over mixed sets are therefore done by the kernel,
 //!   exactly; `dup`, `fork` and `exec` (`FD_CLOEXEC`) behave as for any fd.
 //! * **Contexts.** A thread attaches its own context (queue pair) on first
@@ -50,11 +50,19 @@
     clippy::manual_is_multiple_of
 )]
 
+mod config;
+mod ctx;
+mod fdtab;
+mod fork;
+mod global;
 mod mux;
 mod ops;
 mod opts;
-mod state;
+mod reactor;
+mod readiness;
+mod sock;
 mod sys;
+mod wait;
 
 use libc::{
     c_int, c_uint, c_ulong, c_void, iovec, msghdr, off64_t, off_t, size_t, sockaddr, socklen_t,
@@ -75,7 +83,7 @@ static CONSTRUCTOR: extern "C" fn() = init;
 extern "C" fn init() {
     let _e = Enter::new();
     sys::real::resolve_all();
-    state::register_atfork();
+    fork::register_atfork();
 }
 
 fn run<T>(f: impl FnOnce() -> Res<T>) -> Result<T, c_int> {
@@ -217,7 +225,7 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
         return f(domain, ty, protocol);
     }
     let r = run(|| {
-        if state::global().cfg.disabled {
+        if global::global().cfg.disabled {
             return Ok(None);
         }
         ops::socket(ty).transpose()
@@ -304,7 +312,7 @@ pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     let f = real::close::get();
-    let Some(g) = state::try_global() else {
+    let Some(g) = global::try_global() else {
         return f(fd);
     };
     if in_shim() {
@@ -329,7 +337,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 
 unsafe fn close_range_impl(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     let f = real::close_range::get();
-    let Some(g) = state::try_global() else {
+    let Some(g) = global::try_global() else {
         return f(first, last, flags);
     };
     if in_shim() || flags & libc::CLOSE_RANGE_CLOEXEC as c_int != 0 || first > last {
@@ -886,7 +894,7 @@ unsafe fn dup_to(old: c_int, new: c_int, flags: c_int, three: bool) -> c_int {
     let ko = kind(old);
     let kn = kind(new);
     if matches!(ko, Kind::Kernel) && matches!(kn, Kind::Kernel) {
-        if let Some(g) = state::try_global() {
+        if let Some(g) = global::try_global() {
             if g.fd(new) != 0 && old != new {
                 g.set_fd(new, 0);
             }
@@ -934,7 +942,7 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 /// A new descriptor number carries no old marks.
 fn fresh_fd(fd: c_int) -> c_int {
     if fd >= 0 {
-        if let Some(g) = state::try_global() {
+        if let Some(g) = global::try_global() {
             if g.fd(fd) != 0 {
                 g.set_fd(fd, 0);
             }
@@ -945,9 +953,9 @@ fn fresh_fd(fd: c_int) -> c_int {
 
 /// An epoll set's mark (it holds the shim's fds) follows it to a new number.
 fn copy_epoll_mark(old: c_int, new: c_int) {
-    if let Some(g) = state::try_global() {
+    if let Some(g) = global::try_global() {
         let v = g.fd(old);
-        if new >= 0 && v & state::T_EPOLL != 0 && v & state::T_SOCK == 0 {
+        if new >= 0 && v & fdtab::T_EPOLL != 0 && v & fdtab::T_SOCK == 0 {
             g.set_fd(new, v);
         }
     }

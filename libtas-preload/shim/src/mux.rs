@@ -11,10 +11,10 @@
 //!    with a tag in `data` and filtered out of the results; `select` is
 //!    carried out with `poll` (the shim's fds are above `FD_SETSIZE`).
 
-use crate::state::{
-    self, handle_our_fd, spin_wait, Blocked, OurFd, EPOLL_TAG, EPOLL_TAG_MASK, T_EPOLL, T_SOCK,
-};
+use crate::fdtab::{T_EPOLL, T_SOCK};
+use crate::global::{global, try_global};
 use crate::sys::{self, errno, monotonic_ns, set_errno};
+use crate::wait::{handle_our_fd, spin_wait, Blocked, OurFd, EPOLL_TAG, EPOLL_TAG_MASK};
 use libc::c_int;
 
 /// The result convention inside: >= 0 a count, < 0 a negated errno.
@@ -99,14 +99,14 @@ fn wait(
 }
 
 fn epoll_has_tas(epfd: c_int) -> bool {
-    match state::try_global() {
+    match try_global() {
         Some(g) => g.fd(epfd) & T_EPOLL != 0 && g.fd(epfd) & T_SOCK == 0 && g.has_live_ctx(),
         None => false,
     }
 }
 
 fn any_tas(fds: &[libc::pollfd]) -> bool {
-    let Some(g) = state::try_global() else {
+    let Some(g) = try_global() else {
         return false;
     };
     fds.iter().any(|p| g.fd(p.fd) & T_SOCK != 0) && g.has_live_ctx()
@@ -115,7 +115,7 @@ fn any_tas(fds: &[libc::pollfd]) -> bool {
 /// Registers the contexts' fds in the caller's epoll set (once per
 /// context; the set of registered contexts is kept in the fd table).
 fn ensure_registered(epfd: c_int, ours: &[OurFd]) {
-    let g = state::global();
+    let g = global();
     let mut v = g.fd(epfd);
     if v & T_EPOLL == 0 || v & T_SOCK != 0 {
         return;
@@ -141,7 +141,7 @@ fn ensure_registered(epfd: c_int, ours: &[OurFd]) {
 /// A context whose daemon hung up keeps its control socket readable
 /// (HUP): take it out of this epoll set once its errors are delivered.
 fn unregister_dead(epfd: c_int, fired: &[(usize, bool)]) {
-    let g = state::global();
+    let g = global();
     for &(c, _) in fired {
         let Some(ctx) = g.ctx(c) else { continue };
         if !ctx.dead.load(std::sync::atomic::Ordering::Relaxed) {
@@ -378,7 +378,7 @@ const POLLOUT_SET: i16 = libc::POLLOUT | libc::POLLWRNORM | libc::POLLWRBAND | l
 const POLLEX_SET: i16 = libc::POLLPRI;
 
 unsafe fn sets_have_tas(n: c_int, sets: [*mut libc::fd_set; 3]) -> bool {
-    let Some(g) = state::try_global() else {
+    let Some(g) = try_global() else {
         return false;
     };
     if !g.has_live_ctx() {

@@ -2,12 +2,15 @@
 //! `Result<_, errno>`; the exported C functions (lib.rs) turn that into
 //! `-1` + `errno`.
 
+use crate::ctx::{my_ctx, Ctx, Inner};
+use crate::fdtab::{decode, encode, high_fd_base, T_EPOLL, T_INTERNAL};
+use crate::global::{global, try_global, PortUse, Ports};
 use crate::opts;
-use crate::state::{
-    decode, encode, global, my_ctx, take_conn_error, wait_fd, Bsd, Ctx, Inner, PortUse, Sig, Sock,
-    St, T_EPOLL, T_INTERNAL,
-};
+use crate::opts::Opts;
+use crate::readiness::Sig;
+use crate::sock::{take_conn_error, Bsd, Sock, St};
 use crate::sys::{self, check, r_close, r_fcntl, real, Res};
+use crate::wait::wait_fd;
 use libc::{c_int, c_void, sockaddr, socklen_t};
 use std::io::{IoSlice, IoSliceMut};
 use std::sync::atomic::Ordering;
@@ -25,7 +28,7 @@ pub enum Kind {
 
 #[inline]
 pub fn kind(fd: c_int) -> Kind {
-    let Some(g) = crate::state::try_global() else {
+    let Some(g) = try_global() else {
         return Kind::Kernel;
     };
     let v = g.fd(fd);
@@ -175,7 +178,7 @@ fn create_pair(nonblock: bool, cloexec: bool) -> Res<(c_int, c_int)> {
     let _ = r_fcntl(b, libc::F_SETFL, (libc::O_RDWR | libc::O_NONBLOCK) as usize);
     let _ = sys::r_setsockopt_int(a, libc::SOL_SOCKET, libc::SO_SNDBUF, 1);
     // Keep our end out of the app's way.
-    let b = sys::move_high(b, crate::state::high_fd_base());
+    let b = sys::move_high(b, high_fd_base());
     Ok((a, b))
 }
 
@@ -307,13 +310,7 @@ fn renew_pair(inner: &mut Inner, sid: u64) -> Res<()> {
 // ---------------------------------------------------------------------------
 // Ports.
 
-fn port_conflict(
-    ports: &crate::state::Ports,
-    me: (usize, u64),
-    ip: u32,
-    port: u16,
-    o: &crate::state::Opts,
-) -> bool {
+fn port_conflict(ports: &Ports, me: (usize, u64), ip: u32, port: u16, o: &Opts) -> bool {
     let Some(v) = ports.map.get(&port) else {
         return false;
     };
@@ -1296,7 +1293,7 @@ fn relocate_internal(fd: c_int) -> Res<()> {
     Err(libc::EBUSY)
 }
 
-const MAX_SCAN: usize = crate::state::MAX_CTX;
+const MAX_SCAN: usize = crate::ctx::MAX_CTX;
 
 pub fn set_nonblock(ctx: &'static Ctx, sid: u64, on: bool) {
     let mut inner = ctx.inner.lock();

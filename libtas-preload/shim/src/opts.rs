@@ -1,3 +1,4 @@
+//! A TAS socket's options: the record kept per socket ([`Opts`]) and
 //! setsockopt / getsockopt on TAS sockets.
 //!
 //! Options that change what TAS does are modelled here (buffer sizes become
@@ -8,9 +9,38 @@
 //! unknown numbers — is applied to a *shadow* kernel TCP socket kept for
 //! that purpose, so values, validation and errno are exactly Linux's.
 
-use crate::state::{global, Ctx, Opts, Sock, St, T_INTERNAL};
+use crate::ctx::{Ctx, Inner};
+use crate::fdtab::{high_fd_base, T_INTERNAL};
+use crate::global::{global, Global};
+use crate::readiness::Sig;
+use crate::sock::{take_conn_error, Sock, St};
 use crate::sys::{self, check, real, Res};
 use libc::{c_int, c_void, socklen_t};
+
+/// A socket's options as set (what `getsockopt` reports).
+#[derive(Debug, Clone, Default)]
+pub struct Opts {
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+    pub keepalive: bool,
+    pub nodelay: bool,
+    pub cork: bool,
+    pub oobinline: bool,
+    /// Values as `getsockopt` reports them (Linux doubles what is set).
+    pub rcvbuf: Option<u32>,
+    pub sndbuf: Option<u32>,
+    pub linger: Option<libc::linger>,
+    pub rcvtimeo: Option<libc::timeval>,
+    pub sndtimeo: Option<libc::timeval>,
+    pub rcvlowat: Option<i32>,
+    pub keepidle: Option<i32>,
+    pub keepintvl: Option<i32>,
+    pub keepcnt: Option<i32>,
+    pub defer_accept: Option<i32>,
+    pub user_timeout: Option<u32>,
+    pub quickack: Option<i32>,
+    pub maxseg: Option<i32>,
+}
 
 const SOCK_MIN_RCVBUF: u32 = 2304;
 const SOCK_MIN_SNDBUF: u32 = 4608;
@@ -68,7 +98,7 @@ fn shadow(s: &mut Sock) -> Res<c_int> {
     let k = check(unsafe {
         real::socket::get()(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
     })?;
-    let k = sys::move_high(k, crate::state::high_fd_base());
+    let k = sys::move_high(k, high_fd_base());
     let g = global();
     if !g.fd_fits(k) {
         sys::r_close(k);
@@ -144,7 +174,7 @@ pub fn setsockopt(
 
 fn set_modelled(
     o: &mut Opts,
-    g: &crate::state::Global,
+    g: &Global,
     level: c_int,
     name: c_int,
     val: *const c_void,
@@ -279,7 +309,7 @@ pub fn getsockopt(
     let mut inner = ctx.inner.lock();
     inner.tas.poll_events();
     inner.after();
-    let crate::state::Inner { tas, socks, .. } = &mut *inner;
+    let Inner { tas, socks, .. } = &mut *inner;
     let s = socks.get_mut(&sid).ok_or(libc::EBADF)?;
     if !modelled(level, name) {
         let k = shadow(s)?;
@@ -316,10 +346,10 @@ pub fn getsockopt(
                 return write_bytes(val, len, as_bytes(&t));
             }
             libc::SO_ERROR => {
-                crate::state::take_conn_error(s, tas);
+                take_conn_error(s, tas);
                 let e = std::mem::take(&mut s.so_error);
                 if e != 0 {
-                    crate::state::Sig::clear_err(s.a);
+                    Sig::clear_err(s.a);
                 }
                 e
             }
