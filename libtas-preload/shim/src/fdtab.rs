@@ -2,12 +2,15 @@
 //! number is to the shim — nothing (0: the kernel's, libc handles it), a
 //! TAS socket (`T_SOCK` with its context and socket id), one of the shim's
 //! own descriptors (`T_INTERNAL`), or an epoll set holding the shim's fds
-//! (`T_EPOLL` with a bit per context fd registered in it). Also where the
-//! shim puts its own descriptors ([`high_fd_base`]).
+//! (`T_EPOLL` with a bit per context fd registered in it); [`kind`] reads
+//! an entry as a [`Kind`]. Also where the shim puts its own descriptors
+//! ([`high_fd_base`]).
 //!
 //! Every interposed call looks its fd up here first; a lookup is one
 //! atomic load.
 
+use crate::ctx::Ctx;
+use crate::global::try_global;
 use libc::c_int;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -102,4 +105,35 @@ pub fn high_fd_base() -> c_int {
     } else {
         (soft * 3 / 4).max(3)
     }
+}
+
+/// What an fd number is to the shim.
+pub enum Kind {
+    /// Not ours: libc handles it.
+    Kernel,
+    /// A TAS socket: its context and socket id.
+    Sock(&'static Ctx, u64),
+    /// One of the shim's own descriptors.
+    Internal,
+}
+
+#[inline]
+pub fn kind(fd: c_int) -> Kind {
+    let Some(g) = try_global() else {
+        return Kind::Kernel;
+    };
+    let v = g.fd(fd);
+    if v == 0 {
+        return Kind::Kernel;
+    }
+    if let Some((ci, sid)) = decode(v) {
+        return match g.ctx(ci) {
+            Some(c) => Kind::Sock(c, sid),
+            None => Kind::Kernel,
+        };
+    }
+    if v & T_INTERNAL != 0 {
+        return Kind::Internal;
+    }
+    Kind::Kernel
 }

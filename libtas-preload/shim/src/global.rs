@@ -1,12 +1,14 @@
 //! The process-wide state ([`Global`]), created on first use: the
 //! configuration, the fd table, the context slots, the generation counters
-//! (fork, readiness), the ports bound by TAS sockets and the cache of
-//! kernel-owned addresses. [`try_global`] never creates it, so calls made
-//! before the program's first TCP socket stay on libc's path.
+//! (fork, readiness), the ports bound by TAS sockets (`ops::Ports`) and
+//! the cache of kernel-owned addresses. [`try_global`] never creates it,
+//! so calls made before the program's first TCP socket stay on libc's
+//! path.
 
 use crate::config::Config;
 use crate::ctx::{Ctx, MAX_CTX};
 use crate::fdtab::{high_fd_base, FdTable, T_INTERNAL};
+use crate::ops::Ports;
 use crate::readiness::calibrate_fill;
 use crate::sys::{self, Lock};
 use libc::c_int;
@@ -46,21 +48,6 @@ pub struct Global {
 pub struct CreateState {
     pub failed_gen: Option<u64>,
     pub reactor_gen: Option<u64>,
-}
-
-/// Ports bound by TAS sockets of this process.
-#[derive(Default)]
-pub struct Ports {
-    pub map: HashMap<u16, Vec<PortUse>>,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct PortUse {
-    pub sock: (usize, u64),
-    pub ip: u32,
-    pub reuseaddr: bool,
-    pub reuseport: bool,
-    pub listening: bool,
 }
 
 static GLOBAL: OnceLock<Global> = OnceLock::new();

@@ -64,11 +64,12 @@ mod sock;
 mod sys;
 mod wait;
 
+use fdtab::{kind, Kind};
 use libc::{
     c_int, c_uint, c_ulong, c_void, iovec, msghdr, off64_t, off_t, size_t, sockaddr, socklen_t,
     ssize_t,
 };
-use ops::{kind, Kind, Src};
+use ops::Src;
 use std::io::{IoSlice, IoSliceMut};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use sys::{in_shim, real, set_errno, Enter, Res};
