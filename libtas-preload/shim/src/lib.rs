@@ -53,6 +53,7 @@
 mod config;
 mod ctx;
 mod fdtab;
+mod ffi;
 mod fork;
 mod global;
 mod mux;
@@ -65,17 +66,17 @@ mod sys;
 mod wait;
 
 use fdtab::{kind, Kind};
+use ffi::{buf, buf_mut, chk_fail, int, iov, iov_mut, run, sz, total, unit, unit_or_libc};
 use libc::{
     c_int, c_uint, c_ulong, c_void, iovec, msghdr, off64_t, off_t, size_t, sockaddr, socklen_t,
     ssize_t,
 };
 use ops::Src;
 use std::io::{IoSlice, IoSliceMut};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use sys::{in_shim, real, set_errno, Enter, Res};
+use sys::{in_shim, real, set_errno, Enter};
 
 // ---------------------------------------------------------------------------
-// Plumbing.
+// Start-up.
 
 #[used]
 #[link_section = ".init_array"]
@@ -87,252 +88,184 @@ extern "C" fn init() {
     fork::register_atfork();
 }
 
-fn run<T>(f: impl FnOnce() -> Res<T>) -> Result<T, c_int> {
-    let _e = Enter::new();
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(_) => Err(libc::EIO),
-    }
-}
+// ---------------------------------------------------------------------------
+// The exported functions.
 
-fn int(f: impl FnOnce() -> Res<c_int>) -> c_int {
-    match run(f) {
-        Ok(v) => v,
-        Err(e) => {
-            set_errno(e);
-            -1
+/// Defines the exported C functions: `#[no_mangle] pub unsafe extern "C"`,
+/// each documented with the same `# Safety` contract (libc's, for the
+/// function of the same name). A list of items, each one of:
+///
+/// * `tas fn NAME(fd: c_int, ARG: TYPE, ...) -> RET => |c, s| EXPR;` — the
+///   common case. When `fd` is a TAS socket (and the calling thread is not
+///   already inside the shim), the result is `EXPR`, with `c` and `s` bound
+///   to the socket's context and id; for every other fd, libc's `NAME` is
+///   called with the same arguments.
+/// * `tas_or_libc fn ...` — the same, but `EXPR` is an `Option<RET>`:
+///   `None` (the socket has just become a kernel socket) hands the call to
+///   libc's `NAME` after all.
+/// * `fn NAME(ARG: TYPE, ...) -> RET { BODY }` — a function with its own
+///   body (calls that are not "one fd, ours or libc's").
+macro_rules! interpose {
+    () => {};
+    (@export
+        $(#[$m:meta])*
+        fn $name:ident($($a:ident: $t:ty),*) $(-> $r:ty)? $body:block
+    ) => {
+        $(#[$m])*
+        ///
+        /// # Safety
+        ///
+        #[doc = concat!(
+            "The contract of libc's `", stringify!($name), "`: every pointer ",
+            "argument is null (where that call allows or reports it) or valid ",
+            "for the reads and writes the call makes, for the lengths and ",
+            "counts given."
+        )]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? $body
+    };
+    (
+        $(#[$m:meta])*
+        tas fn $name:ident($fd:ident: c_int $(, $a:ident: $t:ty)* $(,)?) -> $r:ty
+            => |$c:pat_param, $s:pat_param| $tas:expr;
+        $($rest:tt)*
+    ) => {
+        interpose! {
+            @export
+            $(#[$m])*
+            fn $name($fd: c_int $(, $a: $t)*) -> $r {
+                if !in_shim() {
+                    if let Kind::Sock($c, $s) = kind($fd) {
+                        return $tas;
+                    }
+                }
+                real::$name::get()($fd $(, $a)*)
+            }
         }
-    }
-}
-
-fn unit(f: impl FnOnce() -> Res<()>) -> c_int {
-    int(|| f().map(|_| 0))
-}
-
-/// For calls the shim may hand back to libc: `Some(result)` when TAS
-/// handled it (0, or -1 with errno), `None` to fall through to libc.
-fn unit_or_libc(f: impl FnOnce() -> Res<Option<()>>) -> Option<c_int> {
-    match run(f) {
-        Ok(Some(())) => Some(0),
-        Ok(None) => None,
-        Err(e) => {
-            set_errno(e);
-            Some(-1)
+        interpose!($($rest)*);
+    };
+    (
+        $(#[$m:meta])*
+        tas_or_libc fn $name:ident($fd:ident: c_int $(, $a:ident: $t:ty)* $(,)?) -> $r:ty
+            => |$c:pat_param, $s:pat_param| $tas:expr;
+        $($rest:tt)*
+    ) => {
+        interpose! {
+            @export
+            $(#[$m])*
+            fn $name($fd: c_int $(, $a: $t)*) -> $r {
+                if !in_shim() {
+                    if let Kind::Sock($c, $s) = kind($fd) {
+                        if let Some(r) = $tas {
+                            return r;
+                        }
+                    }
+                }
+                real::$name::get()($fd $(, $a)*)
+            }
         }
-    }
-}
-
-fn sz(f: impl FnOnce() -> Res<usize>) -> ssize_t {
-    match run(f) {
-        Ok(v) => v as ssize_t,
-        Err(e) => {
-            set_errno(e);
-            -1
+        interpose!($($rest)*);
+    };
+    (
+        $(#[$m:meta])*
+        fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block
+        $($rest:tt)*
+    ) => {
+        interpose! {
+            @export
+            $(#[$m])*
+            fn $name($($a: $t),*) $(-> $r)? $body
         }
-    }
-}
-
-unsafe fn buf_mut<'a>(p: *mut c_void, n: size_t) -> Res<&'a mut [u8]> {
-    if n == 0 {
-        return Ok(&mut []);
-    }
-    if p.is_null() {
-        return Err(libc::EFAULT);
-    }
-    Ok(std::slice::from_raw_parts_mut(p as *mut u8, n))
-}
-
-unsafe fn buf<'a>(p: *const c_void, n: size_t) -> Res<&'a [u8]> {
-    if n == 0 {
-        return Ok(&[]);
-    }
-    if p.is_null() {
-        return Err(libc::EFAULT);
-    }
-    Ok(std::slice::from_raw_parts(p as *const u8, n))
-}
-
-unsafe fn iov_mut<'a>(iov: *const iovec, cnt: usize) -> Res<Vec<IoSliceMut<'a>>> {
-    if cnt > libc::UIO_MAXIOV as usize {
-        return Err(libc::EINVAL);
-    }
-    if cnt == 0 {
-        return Ok(Vec::new());
-    }
-    if iov.is_null() {
-        return Err(libc::EFAULT);
-    }
-    let mut v = Vec::with_capacity(cnt);
-    let mut total: usize = 0;
-    for i in 0..cnt {
-        let e = *iov.add(i);
-        total = total
-            .checked_add(e.iov_len)
-            .filter(|&t| t <= isize::MAX as usize)
-            .ok_or(libc::EINVAL)?;
-        v.push(IoSliceMut::new(buf_mut(e.iov_base, e.iov_len)?));
-    }
-    Ok(v)
-}
-
-unsafe fn iov<'a>(iov: *const iovec, cnt: usize) -> Res<Vec<IoSlice<'a>>> {
-    if cnt > libc::UIO_MAXIOV as usize {
-        return Err(libc::EINVAL);
-    }
-    if cnt == 0 {
-        return Ok(Vec::new());
-    }
-    if iov.is_null() {
-        return Err(libc::EFAULT);
-    }
-    let mut v = Vec::with_capacity(cnt);
-    let mut total: usize = 0;
-    for i in 0..cnt {
-        let e = *iov.add(i);
-        total = total
-            .checked_add(e.iov_len)
-            .filter(|&t| t <= isize::MAX as usize)
-            .ok_or(libc::EINVAL)?;
-        v.push(IoSlice::new(buf(e.iov_base, e.iov_len)?));
-    }
-    Ok(v)
-}
-
-fn total(v: &[IoSlice<'_>]) -> usize {
-    v.iter().map(|b| b.len()).sum()
-}
-
-fn chk_fail() -> ! {
-    // Same outcome as glibc's __chk_fail.
-    sys::log("*** buffer overflow detected ***: terminated");
-    // SAFETY: abort has no preconditions.
-    unsafe { libc::abort() }
+        interpose!($($rest)*);
+    };
 }
 
 // ---------------------------------------------------------------------------
 // Sockets.
 
-#[no_mangle]
-pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
-    let f = real::socket::get();
-    if in_shim() {
-        return f(domain, ty, protocol);
-    }
-    let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
-    if domain != libc::AF_INET
-        || base != libc::SOCK_STREAM
-        || (protocol != 0 && protocol != libc::IPPROTO_TCP)
-    {
-        return f(domain, ty, protocol);
-    }
-    let r = run(|| {
-        if global::global().cfg.disabled {
-            return Ok(None);
+interpose! {
+    /// An IPv4 TCP socket is a TAS socket when tasd can be reached; every
+    /// other socket is libc's.
+    fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+        let f = real::socket::get();
+        if in_shim() {
+            return f(domain, ty, protocol);
         }
-        ops::socket(ty).transpose()
-    });
-    match r {
-        Ok(Some(fd)) => fd,
-        Ok(None) => f(domain, ty, protocol),
-        Err(e) => {
-            set_errno(e);
-            -1
+        let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+        if domain != libc::AF_INET
+            || base != libc::SOCK_STREAM
+            || (protocol != 0 && protocol != libc::IPPROTO_TCP)
+        {
+            return f(domain, ty, protocol);
         }
-    }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            if let Some(r) = unit_or_libc(|| ops::bind(c, s, addr, len)) {
-                return r;
+        let r = run(|| {
+            if global::global().cfg.disabled {
+                return Ok(None);
+            }
+            ops::socket(ty).transpose()
+        });
+        match r {
+            Ok(Some(fd)) => fd,
+            Ok(None) => f(domain, ty, protocol),
+            Err(e) => {
+                set_errno(e);
+                -1
             }
         }
     }
-    real::bind::get()(fd, addr, len)
-}
 
-#[no_mangle]
-pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return unit(|| ops::listen(c, s, backlog));
-        }
-    }
-    real::listen::get()(fd, backlog)
-}
+    /// Loopback and kernel-owned addresses make the socket a kernel socket.
+    tas_or_libc fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int
+        => |c, s| unit_or_libc(|| ops::bind(c, s, addr, len));
 
-#[no_mangle]
-pub unsafe extern "C" fn accept4(
-    fd: c_int,
-    addr: *mut sockaddr,
-    len: *mut socklen_t,
-    flags: c_int,
-) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return int(|| ops::accept(c, s, addr, len, flags));
-        }
-    }
-    real::accept4::get()(fd, addr, len, flags)
-}
+    tas fn listen(fd: c_int, backlog: c_int) -> c_int
+        => |c, s| unit(|| ops::listen(c, s, backlog));
 
-#[no_mangle]
-pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return int(|| ops::accept(c, s, addr, len, 0));
-        }
-    }
-    real::accept::get()(fd, addr, len)
-}
+    tas fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int
+        => |c, s| int(|| ops::accept(c, s, addr, len, flags));
 
-#[no_mangle]
-pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            if let Some(r) = unit_or_libc(|| ops::connect(c, s, addr, len)) {
-                return r;
-            }
-        }
-    }
-    real::connect::get()(fd, addr, len)
-}
+    tas fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
+        => |c, s| int(|| ops::accept(c, s, addr, len, 0));
 
-#[no_mangle]
-pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return unit(|| ops::shutdown(c, s, how));
-        }
-    }
-    real::shutdown::get()(fd, how)
-}
+    /// Loopback and kernel-owned addresses make the socket a kernel socket.
+    tas_or_libc fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int
+        => |c, s| unit_or_libc(|| ops::connect(c, s, addr, len));
 
-#[no_mangle]
-pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    let f = real::close::get();
-    let Some(g) = global::try_global() else {
-        return f(fd);
-    };
-    if in_shim() {
-        if g.fd(fd) != 0 {
-            g.set_fd(fd, 0);
-        }
-        return f(fd);
-    }
-    match kind(fd) {
-        Kind::Sock(c, s) => unit(|| ops::close(c, s, fd)),
-        // The shim's own descriptors stay open (a program closing "all"
-        // descriptors must not cut us off); report success as Linux would.
-        Kind::Internal => 0,
-        Kind::Kernel => {
+    tas fn shutdown(fd: c_int, how: c_int) -> c_int
+        => |c, s| unit(|| ops::shutdown(c, s, how));
+
+    /// The shim's own descriptors are never closed (reported closed).
+    fn close(fd: c_int) -> c_int {
+        let f = real::close::get();
+        let Some(g) = global::try_global() else {
+            return f(fd);
+        };
+        if in_shim() {
             if g.fd(fd) != 0 {
                 g.set_fd(fd, 0);
             }
-            f(fd)
+            return f(fd);
         }
+        match kind(fd) {
+            Kind::Sock(c, s) => unit(|| ops::close(c, s, fd)),
+            // The shim's own descriptors stay open (a program closing "all"
+            // descriptors must not cut us off); report success as Linux would.
+            Kind::Internal => 0,
+            Kind::Kernel => {
+                if g.fd(fd) != 0 {
+                    g.set_fd(fd, 0);
+                }
+                f(fd)
+            }
+        }
+    }
+
+    fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+        close_range_impl(first, last, flags)
+    }
+
+    fn closefrom(lowfd: c_int) {
+        let _ = close_range_impl(lowfd.max(0) as c_uint, c_uint::MAX, 0);
     }
 }
 
@@ -377,235 +310,135 @@ unsafe fn close_range_impl(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     0
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
-    close_range_impl(first, last, flags)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn closefrom(lowfd: c_int) {
-    let _ = close_range_impl(lowfd.max(0) as c_uint, c_uint::MAX, 0);
-}
-
 // ---------------------------------------------------------------------------
 // Data.
 
-#[no_mangle]
-pub unsafe extern "C" fn read(fd: c_int, b: *mut c_void, n: size_t) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return sz(|| ops::recv(c, s, &mut [IoSliceMut::new(buf_mut(b, n)?)], 0));
+interpose! {
+    tas fn read(fd: c_int, b: *mut c_void, n: size_t) -> ssize_t
+        => |c, s| sz(|| ops::recv(c, s, &mut [IoSliceMut::new(buf_mut(b, n)?)], 0));
+
+    fn __read_chk(fd: c_int, b: *mut c_void, n: size_t, buflen: size_t) -> ssize_t {
+        if n > buflen {
+            chk_fail();
         }
+        read(fd, b, n)
     }
-    real::read::get()(fd, b, n)
-}
 
-#[no_mangle]
-pub unsafe extern "C" fn __read_chk(
-    fd: c_int,
-    b: *mut c_void,
-    n: size_t,
-    buflen: size_t,
-) -> ssize_t {
-    if n > buflen {
-        chk_fail();
-    }
-    read(fd, b, n)
-}
+    tas fn write(fd: c_int, b: *const c_void, n: size_t) -> ssize_t
+        => |c, s| sz(|| {
+            let v = [IoSlice::new(buf(b, n)?)];
+            ops::send(c, s, Src::Bufs(&v), n, 0)
+        });
 
-#[no_mangle]
-pub unsafe extern "C" fn write(fd: c_int, b: *const c_void, n: size_t) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return sz(|| {
-                let v = [IoSlice::new(buf(b, n)?)];
-                ops::send(c, s, Src::Bufs(&v), n, 0)
-            });
+    tas fn readv(fd: c_int, v: *const iovec, cnt: c_int) -> ssize_t
+        => |c, s| sz(|| {
+            if cnt < 0 {
+                return Err(libc::EINVAL);
+            }
+            let mut b = iov_mut(v, cnt as usize)?;
+            ops::recv(c, s, &mut b, 0)
+        });
+
+    tas fn writev(fd: c_int, v: *const iovec, cnt: c_int) -> ssize_t
+        => |c, s| sz(|| {
+            if cnt < 0 {
+                return Err(libc::EINVAL);
+            }
+            let b = iov(v, cnt as usize)?;
+            let n = total(&b);
+            ops::send(c, s, Src::Bufs(&b), n, 0)
+        });
+
+    tas fn recv(fd: c_int, b: *mut c_void, n: size_t, flags: c_int) -> ssize_t
+        => |c, s| sz(|| ops::recv(c, s, &mut [IoSliceMut::new(buf_mut(b, n)?)], flags));
+
+    fn __recv_chk(fd: c_int, b: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t {
+        if n > buflen {
+            chk_fail();
         }
+        recv(fd, b, n, flags)
     }
-    real::write::get()(fd, b, n)
-}
 
-#[no_mangle]
-pub unsafe extern "C" fn readv(fd: c_int, v: *const iovec, cnt: c_int) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return sz(|| {
-                if cnt < 0 {
-                    return Err(libc::EINVAL);
-                }
-                let mut b = iov_mut(v, cnt as usize)?;
-                ops::recv(c, s, &mut b, 0)
-            });
+    tas fn recvfrom(
+        fd: c_int,
+        b: *mut c_void,
+        n: size_t,
+        flags: c_int,
+        addr: *mut sockaddr,
+        alen: *mut socklen_t,
+    ) -> ssize_t
+        => |c, s| sz(|| {
+            let r = ops::recv(c, s, &mut [IoSliceMut::new(buf_mut(b, n)?)], flags)?;
+            // Linux TCP returns no source address.
+            if !addr.is_null() && !alen.is_null() {
+                *alen = 0;
+            }
+            Ok(r)
+        });
+
+    fn __recvfrom_chk(
+        fd: c_int,
+        b: *mut c_void,
+        n: size_t,
+        buflen: size_t,
+        flags: c_int,
+        addr: *mut sockaddr,
+        alen: *mut socklen_t,
+    ) -> ssize_t {
+        if n > buflen {
+            chk_fail();
         }
+        recvfrom(fd, b, n, flags, addr, alen)
     }
-    real::readv::get()(fd, v, cnt)
-}
 
-#[no_mangle]
-pub unsafe extern "C" fn writev(fd: c_int, v: *const iovec, cnt: c_int) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return sz(|| {
-                if cnt < 0 {
-                    return Err(libc::EINVAL);
-                }
-                let b = iov(v, cnt as usize)?;
-                let n = total(&b);
-                ops::send(c, s, Src::Bufs(&b), n, 0)
-            });
-        }
-    }
-    real::writev::get()(fd, v, cnt)
-}
+    tas fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t
+        => |c, s| sz(|| {
+            if msg.is_null() {
+                return Err(libc::EFAULT);
+            }
+            let m = &mut *msg;
+            let mut b = iov_mut(m.msg_iov, m.msg_iovlen)?;
+            let r = ops::recv(c, s, &mut b, flags)?;
+            m.msg_namelen = 0;
+            m.msg_controllen = 0;
+            m.msg_flags = 0;
+            Ok(r)
+        });
 
-#[no_mangle]
-pub unsafe extern "C" fn recv(fd: c_int, b: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return sz(|| ops::recv(c, s, &mut [IoSliceMut::new(buf_mut(b, n)?)], flags));
-        }
-    }
-    real::recv::get()(fd, b, n, flags)
-}
+    tas fn send(fd: c_int, b: *const c_void, n: size_t, flags: c_int) -> ssize_t
+        => |c, s| sz(|| {
+            let v = [IoSlice::new(buf(b, n)?)];
+            ops::send(c, s, Src::Bufs(&v), n, flags)
+        });
 
-#[no_mangle]
-pub unsafe extern "C" fn __recv_chk(
-    fd: c_int,
-    b: *mut c_void,
-    n: size_t,
-    buflen: size_t,
-    flags: c_int,
-) -> ssize_t {
-    if n > buflen {
-        chk_fail();
-    }
-    recv(fd, b, n, flags)
-}
+    /// A connected TCP socket ignores the address (Linux).
+    tas fn sendto(
+        fd: c_int,
+        b: *const c_void,
+        n: size_t,
+        flags: c_int,
+        addr: *const sockaddr,
+        alen: socklen_t,
+    ) -> ssize_t
+        => |c, s| sz(|| {
+            let v = [IoSlice::new(buf(b, n)?)];
+            ops::send(c, s, Src::Bufs(&v), n, flags)
+        });
 
-#[no_mangle]
-pub unsafe extern "C" fn recvfrom(
-    fd: c_int,
-    b: *mut c_void,
-    n: size_t,
-    flags: c_int,
-    addr: *mut sockaddr,
-    alen: *mut socklen_t,
-) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return sz(|| {
-                let r = ops::recv(c, s, &mut [IoSliceMut::new(buf_mut(b, n)?)], flags)?;
-                // Linux TCP returns no source address.
-                if !addr.is_null() && !alen.is_null() {
-                    *alen = 0;
-                }
-                Ok(r)
-            });
-        }
-    }
-    real::recvfrom::get()(fd, b, n, flags, addr, alen)
-}
+    tas fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t
+        => |c, s| sz(|| {
+            if msg.is_null() {
+                return Err(libc::EFAULT);
+            }
+            let m = &*msg;
+            let b = iov(m.msg_iov, m.msg_iovlen)?;
+            let n = total(&b);
+            ops::send(c, s, Src::Bufs(&b), n, flags)
+        });
 
-#[no_mangle]
-pub unsafe extern "C" fn __recvfrom_chk(
-    fd: c_int,
-    b: *mut c_void,
-    n: size_t,
-    buflen: size_t,
-    flags: c_int,
-    addr: *mut sockaddr,
-    alen: *mut socklen_t,
-) -> ssize_t {
-    if n > buflen {
-        chk_fail();
-    }
-    recvfrom(fd, b, n, flags, addr, alen)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return sz(|| {
-                if msg.is_null() {
-                    return Err(libc::EFAULT);
-                }
-                let m = &mut *msg;
-                let mut b = iov_mut(m.msg_iov, m.msg_iovlen)?;
-                let r = ops::recv(c, s, &mut b, flags)?;
-                m.msg_namelen = 0;
-                m.msg_controllen = 0;
-                m.msg_flags = 0;
-                Ok(r)
-            });
-        }
-    }
-    real::recvmsg::get()(fd, msg, flags)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn send(fd: c_int, b: *const c_void, n: size_t, flags: c_int) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return sz(|| {
-                let v = [IoSlice::new(buf(b, n)?)];
-                ops::send(c, s, Src::Bufs(&v), n, flags)
-            });
-        }
-    }
-    real::send::get()(fd, b, n, flags)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn sendto(
-    fd: c_int,
-    b: *const c_void,
-    n: size_t,
-    flags: c_int,
-    addr: *const sockaddr,
-    alen: socklen_t,
-) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            // A connected TCP socket ignores the address (Linux).
-            let _ = (addr, alen);
-            return sz(|| {
-                let v = [IoSlice::new(buf(b, n)?)];
-                ops::send(c, s, Src::Bufs(&v), n, flags)
-            });
-        }
-    }
-    real::sendto::get()(fd, b, n, flags, addr, alen)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return sz(|| {
-                if msg.is_null() {
-                    return Err(libc::EFAULT);
-                }
-                let m = &*msg;
-                let b = iov(m.msg_iov, m.msg_iovlen)?;
-                let n = total(&b);
-                ops::send(c, s, Src::Bufs(&b), n, flags)
-            });
-        }
-    }
-    real::sendmsg::get()(fd, msg, flags)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn sendmmsg(
-    fd: c_int,
-    v: *mut libc::mmsghdr,
-    n: c_uint,
-    flags: c_int,
-) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(..) = kind(fd) {
+    /// One `sendmsg` per message.
+    tas fn sendmmsg(fd: c_int, v: *mut libc::mmsghdr, n: c_uint, flags: c_int) -> c_int
+        => |_, _| {
             if v.is_null() && n > 0 {
                 set_errno(libc::EFAULT);
                 return -1;
@@ -619,22 +452,18 @@ pub unsafe extern "C" fn sendmmsg(
                 }
                 m.msg_len = r as c_uint;
             }
-            return n as c_int;
-        }
-    }
-    real::sendmmsg::get()(fd, v, n, flags)
-}
+            n as c_int
+        };
 
-#[no_mangle]
-pub unsafe extern "C" fn recvmmsg(
-    fd: c_int,
-    v: *mut libc::mmsghdr,
-    n: c_uint,
-    flags: c_int,
-    timeout: *mut libc::timespec,
-) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(..) = kind(fd) {
+    /// One `recvmsg` per message; `timeout` is not applied to TAS sockets.
+    tas fn recvmmsg(
+        fd: c_int,
+        v: *mut libc::mmsghdr,
+        n: c_uint,
+        flags: c_int,
+        timeout: *mut libc::timespec,
+    ) -> c_int
+        => |_, _| {
             if v.is_null() && n > 0 {
                 set_errno(libc::EFAULT);
                 return -1;
@@ -655,11 +484,24 @@ pub unsafe extern "C" fn recvmmsg(
                     return i as c_int + 1;
                 }
             }
-            let _ = timeout;
-            return n as c_int;
+            n as c_int
+        };
+
+    /// A TAS socket can be the destination, not the source.
+    fn sendfile(out: c_int, inf: c_int, off: *mut off_t, count: size_t) -> ssize_t {
+        match sendfile_impl(out, inf, off as *mut i64, count) {
+            Some(r) => r,
+            None => real::sendfile::get()(out, inf, off, count),
         }
     }
-    real::recvmmsg::get()(fd, v, n, flags, timeout)
+
+    /// A TAS socket can be the destination, not the source.
+    fn sendfile64(out: c_int, inf: c_int, off: *mut off64_t, count: size_t) -> ssize_t {
+        match sendfile_impl(out, inf, off, count) {
+            Some(r) => r,
+            None => real::sendfile64::get()(out, inf, off, count),
+        }
+    }
 }
 
 unsafe fn sendfile_impl(out: c_int, inf: c_int, off: *mut i64, count: size_t) -> Option<ssize_t> {
@@ -687,89 +529,114 @@ unsafe fn sendfile_impl(out: c_int, inf: c_int, off: *mut i64, count: size_t) ->
     }))
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn sendfile(
-    out: c_int,
-    inf: c_int,
-    off: *mut off_t,
-    count: size_t,
-) -> ssize_t {
-    match sendfile_impl(out, inf, off as *mut i64, count) {
-        Some(r) => r,
-        None => real::sendfile::get()(out, inf, off, count),
-    }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn sendfile64(
-    out: c_int,
-    inf: c_int,
-    off: *mut off64_t,
-    count: size_t,
-) -> ssize_t {
-    match sendfile_impl(out, inf, off, count) {
-        Some(r) => r,
-        None => real::sendfile64::get()(out, inf, off, count),
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Options and names.
 
-#[no_mangle]
-pub unsafe extern "C" fn setsockopt(
-    fd: c_int,
-    level: c_int,
-    name: c_int,
-    v: *const c_void,
-    len: socklen_t,
-) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return unit(|| opts::setsockopt(c, s, level, name, v, len));
-        }
-    }
-    real::setsockopt::get()(fd, level, name, v, len)
-}
+interpose! {
+    tas fn setsockopt(
+        fd: c_int,
+        level: c_int,
+        name: c_int,
+        v: *const c_void,
+        len: socklen_t,
+    ) -> c_int
+        => |c, s| unit(|| opts::setsockopt(c, s, level, name, v, len));
 
-#[no_mangle]
-pub unsafe extern "C" fn getsockopt(
-    fd: c_int,
-    level: c_int,
-    name: c_int,
-    v: *mut c_void,
-    len: *mut socklen_t,
-) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return unit(|| opts::getsockopt(c, s, level, name, v, len));
-        }
-    }
-    real::getsockopt::get()(fd, level, name, v, len)
-}
+    tas fn getsockopt(
+        fd: c_int,
+        level: c_int,
+        name: c_int,
+        v: *mut c_void,
+        len: *mut socklen_t,
+    ) -> c_int
+        => |c, s| unit(|| opts::getsockopt(c, s, level, name, v, len));
 
-#[no_mangle]
-pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return unit(|| ops::getsockname(c, s, addr, len));
-        }
-    }
-    real::getsockname::get()(fd, addr, len)
-}
+    tas fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
+        => |c, s| unit(|| ops::getsockname(c, s, addr, len));
 
-#[no_mangle]
-pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return unit(|| ops::getpeername(c, s, addr, len));
-        }
-    }
-    real::getpeername::get()(fd, addr, len)
+    tas fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
+        => |c, s| unit(|| ops::getpeername(c, s, addr, len));
 }
 
 // ---------------------------------------------------------------------------
 // Descriptors.
+
+interpose! {
+    /// Variadic in C; the third argument is passed as an integer.
+    fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+        fcntl_impl(fd, cmd, arg)
+    }
+
+    /// Variadic in C; the third argument is passed as an integer.
+    fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+        fcntl_impl(fd, cmd, arg)
+    }
+
+    /// Variadic in C; the third argument is passed as an integer.
+    fn ioctl(fd: c_int, req: c_ulong, arg: usize) -> c_int {
+        let f = real::ioctl();
+        if in_shim() {
+            return f(fd, req, arg);
+        }
+        let Kind::Sock(c, s) = kind(fd) else {
+            return f(fd, req, arg);
+        };
+        match req {
+            SIOCINQ | SIOCOUTQ => int(|| {
+                if arg == 0 {
+                    return Err(libc::EFAULT);
+                }
+                let v = ops::ioctl_queue(c, s, req == SIOCOUTQ)?;
+                *(arg as *mut c_int) = v;
+                Ok(0)
+            }),
+            SIOCATMARK => int(|| {
+                if arg == 0 {
+                    return Err(libc::EFAULT);
+                }
+                *(arg as *mut c_int) = 0;
+                Ok(0)
+            }),
+            libc::FIONBIO => {
+                let r = f(fd, req, arg);
+                if r == 0 && arg != 0 {
+                    let on = *(arg as *const c_int) != 0;
+                    let _ = run(|| {
+                        ops::set_nonblock(c, s, on);
+                        Ok(())
+                    });
+                }
+                r
+            }
+            _ => f(fd, req, arg),
+        }
+    }
+
+    fn dup(fd: c_int) -> c_int {
+        let f = real::dup::get();
+        if in_shim() {
+            return f(fd);
+        }
+        let Kind::Sock(c, s) = kind(fd) else {
+            let r = f(fd);
+            copy_epoll_mark(fd, r);
+            return r;
+        };
+        let r = f(fd);
+        if r < 0 {
+            return r;
+        }
+        int(|| ops::add_fd(c, s, r))
+    }
+
+    fn dup2(old: c_int, new: c_int) -> c_int {
+        dup_to(old, new, 0, false)
+    }
+
+    fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+        dup_to(old, new, flags, true)
+    }
+}
 
 unsafe fn fcntl_impl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
     let f = real::fcntl();
@@ -805,77 +672,9 @@ unsafe fn fcntl_impl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
     }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
-    fcntl_impl(fd, cmd, arg)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
-    fcntl_impl(fd, cmd, arg)
-}
-
 const SIOCINQ: c_ulong = libc::FIONREAD;
 const SIOCOUTQ: c_ulong = libc::TIOCOUTQ;
 const SIOCATMARK: c_ulong = 0x8905;
-
-#[no_mangle]
-pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: usize) -> c_int {
-    let f = real::ioctl();
-    if in_shim() {
-        return f(fd, req, arg);
-    }
-    let Kind::Sock(c, s) = kind(fd) else {
-        return f(fd, req, arg);
-    };
-    match req {
-        SIOCINQ | SIOCOUTQ => int(|| {
-            if arg == 0 {
-                return Err(libc::EFAULT);
-            }
-            let v = ops::ioctl_queue(c, s, req == SIOCOUTQ)?;
-            *(arg as *mut c_int) = v;
-            Ok(0)
-        }),
-        SIOCATMARK => int(|| {
-            if arg == 0 {
-                return Err(libc::EFAULT);
-            }
-            *(arg as *mut c_int) = 0;
-            Ok(0)
-        }),
-        libc::FIONBIO => {
-            let r = f(fd, req, arg);
-            if r == 0 && arg != 0 {
-                let on = *(arg as *const c_int) != 0;
-                let _ = run(|| {
-                    ops::set_nonblock(c, s, on);
-                    Ok(())
-                });
-            }
-            r
-        }
-        _ => f(fd, req, arg),
-    }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
-    let f = real::dup::get();
-    if in_shim() {
-        return f(fd);
-    }
-    let Kind::Sock(c, s) = kind(fd) else {
-        let r = f(fd);
-        copy_epoll_mark(fd, r);
-        return r;
-    };
-    let r = f(fd);
-    if r < 0 {
-        return r;
-    }
-    int(|| ops::add_fd(c, s, r))
-}
 
 unsafe fn dup_to(old: c_int, new: c_int, flags: c_int, three: bool) -> c_int {
     let call = |o: c_int, n: c_int| {
@@ -927,16 +726,6 @@ unsafe fn dup_to(old: c_int, new: c_int, flags: c_int, three: bool) -> c_int {
     }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
-    dup_to(old, new, 0, false)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    dup_to(old, new, flags, true)
-}
-
 // ---------------------------------------------------------------------------
 // Multiplexing.
 
@@ -962,130 +751,112 @@ fn copy_epoll_mark(old: c_int, new: c_int) {
     }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn epoll_create(size: c_int) -> c_int {
-    fresh_fd(real::epoll_create::get()(size))
-}
+interpose! {
+    fn epoll_create(size: c_int) -> c_int {
+        fresh_fd(real::epoll_create::get()(size))
+    }
 
-#[no_mangle]
-pub unsafe extern "C" fn epoll_create1(flags: c_int) -> c_int {
-    fresh_fd(real::epoll_create1::get()(flags))
-}
+    fn epoll_create1(flags: c_int) -> c_int {
+        fresh_fd(real::epoll_create1::get()(flags))
+    }
 
-#[no_mangle]
-pub unsafe extern "C" fn epoll_ctl(
-    epfd: c_int,
-    op: c_int,
-    fd: c_int,
-    ev: *mut libc::epoll_event,
-) -> c_int {
-    let r = real::epoll_ctl::get()(epfd, op, fd, ev);
-    if r == 0 && !in_shim() {
-        if let Kind::Sock(..) = kind(fd) {
-            let e = sys::errno();
-            let _ = run(|| {
-                ops::epoll_track(epfd, op, fd, ev);
-                Ok(())
-            });
-            set_errno(e);
+    /// The kernel registers; the shim remembers a TAS socket's
+    /// registrations (to restore them if the socket moves to the kernel).
+    fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut libc::epoll_event) -> c_int {
+        let r = real::epoll_ctl::get()(epfd, op, fd, ev);
+        if r == 0 && !in_shim() {
+            if let Kind::Sock(..) = kind(fd) {
+                let e = sys::errno();
+                let _ = run(|| {
+                    ops::epoll_track(epfd, op, fd, ev);
+                    Ok(())
+                });
+                set_errno(e);
+            }
         }
+        r
     }
-    r
-}
 
-#[no_mangle]
-pub unsafe extern "C" fn epoll_wait(
-    epfd: c_int,
-    ev: *mut libc::epoll_event,
-    max: c_int,
-    timeout: c_int,
-) -> c_int {
-    mux::epoll_wait(epfd, ev, max, timeout)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn epoll_pwait(
-    epfd: c_int,
-    ev: *mut libc::epoll_event,
-    max: c_int,
-    timeout: c_int,
-    mask: *const libc::sigset_t,
-) -> c_int {
-    mux::epoll_pwait(epfd, ev, max, timeout, mask)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn epoll_pwait2(
-    epfd: c_int,
-    ev: *mut libc::epoll_event,
-    max: c_int,
-    ts: *const libc::timespec,
-    mask: *const libc::sigset_t,
-) -> c_int {
-    mux::epoll_pwait2(epfd, ev, max, ts, mask)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int {
-    mux::poll(fds, n, timeout)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn __poll_chk(
-    fds: *mut libc::pollfd,
-    n: libc::nfds_t,
-    timeout: c_int,
-    fdslen: size_t,
-) -> c_int {
-    if fdslen / std::mem::size_of::<libc::pollfd>() < n as usize {
-        chk_fail();
+    fn epoll_wait(epfd: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int) -> c_int {
+        mux::epoll_wait(epfd, ev, max, timeout)
     }
-    mux::poll(fds, n, timeout)
-}
 
-#[no_mangle]
-pub unsafe extern "C" fn ppoll(
-    fds: *mut libc::pollfd,
-    n: libc::nfds_t,
-    ts: *const libc::timespec,
-    mask: *const libc::sigset_t,
-) -> c_int {
-    mux::ppoll(fds, n, ts, mask)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn __ppoll_chk(
-    fds: *mut libc::pollfd,
-    n: libc::nfds_t,
-    ts: *const libc::timespec,
-    mask: *const libc::sigset_t,
-    fdslen: size_t,
-) -> c_int {
-    if fdslen / std::mem::size_of::<libc::pollfd>() < n as usize {
-        chk_fail();
+    fn epoll_pwait(
+        epfd: c_int,
+        ev: *mut libc::epoll_event,
+        max: c_int,
+        timeout: c_int,
+        mask: *const libc::sigset_t,
+    ) -> c_int {
+        mux::epoll_pwait(epfd, ev, max, timeout, mask)
     }
-    mux::ppoll(fds, n, ts, mask)
-}
 
-#[no_mangle]
-pub unsafe extern "C" fn select(
-    n: c_int,
-    r: *mut libc::fd_set,
-    w: *mut libc::fd_set,
-    e: *mut libc::fd_set,
-    tv: *mut libc::timeval,
-) -> c_int {
-    mux::select(n, r, w, e, tv)
-}
+    fn epoll_pwait2(
+        epfd: c_int,
+        ev: *mut libc::epoll_event,
+        max: c_int,
+        ts: *const libc::timespec,
+        mask: *const libc::sigset_t,
+    ) -> c_int {
+        mux::epoll_pwait2(epfd, ev, max, ts, mask)
+    }
 
-#[no_mangle]
-pub unsafe extern "C" fn pselect(
-    n: c_int,
-    r: *mut libc::fd_set,
-    w: *mut libc::fd_set,
-    e: *mut libc::fd_set,
-    ts: *const libc::timespec,
-    mask: *const libc::sigset_t,
-) -> c_int {
-    mux::pselect(n, r, w, e, ts, mask)
+    fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int {
+        mux::poll(fds, n, timeout)
+    }
+
+    fn __poll_chk(
+        fds: *mut libc::pollfd,
+        n: libc::nfds_t,
+        timeout: c_int,
+        fdslen: size_t,
+    ) -> c_int {
+        if fdslen / std::mem::size_of::<libc::pollfd>() < n as usize {
+            chk_fail();
+        }
+        mux::poll(fds, n, timeout)
+    }
+
+    fn ppoll(
+        fds: *mut libc::pollfd,
+        n: libc::nfds_t,
+        ts: *const libc::timespec,
+        mask: *const libc::sigset_t,
+    ) -> c_int {
+        mux::ppoll(fds, n, ts, mask)
+    }
+
+    fn __ppoll_chk(
+        fds: *mut libc::pollfd,
+        n: libc::nfds_t,
+        ts: *const libc::timespec,
+        mask: *const libc::sigset_t,
+        fdslen: size_t,
+    ) -> c_int {
+        if fdslen / std::mem::size_of::<libc::pollfd>() < n as usize {
+            chk_fail();
+        }
+        mux::ppoll(fds, n, ts, mask)
+    }
+
+    fn select(
+        n: c_int,
+        r: *mut libc::fd_set,
+        w: *mut libc::fd_set,
+        e: *mut libc::fd_set,
+        tv: *mut libc::timeval,
+    ) -> c_int {
+        mux::select(n, r, w, e, tv)
+    }
+
+    fn pselect(
+        n: c_int,
+        r: *mut libc::fd_set,
+        w: *mut libc::fd_set,
+        e: *mut libc::fd_set,
+        ts: *const libc::timespec,
+        mask: *const libc::sigset_t,
+    ) -> c_int {
+        mux::pselect(n, r, w, e, ts, mask)
+    }
 }
