@@ -259,7 +259,8 @@ fn pick_ctx(g: &'static Global, gen: u64) -> Option<&'static Ctx> {
                     start_reactor();
                 } else {
                     let one = 1u64;
-                    // SAFETY: 8-byte write to our eventfd.
+                    // SAFETY: write reads the 8 bytes of the live local
+                    // `one`; wake_fd is the shim's eventfd.
                     unsafe {
                         real::write::get()(g.wake_fd, &one as *const u64 as *const libc::c_void, 8)
                     };

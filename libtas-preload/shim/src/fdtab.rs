@@ -33,13 +33,15 @@ impl FdTable {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        // SAFETY: valid out-pointer.
+        // SAFETY: `rl` is a live local, valid for the write.
         unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
         let size = (rl.rlim_max as u64).clamp(65536, 1 << 20) as usize;
         // Zeroed memory from calloc: pages are only touched when used.
         let v: Vec<u64> = vec![0u64; size];
         let b = v.into_boxed_slice();
-        // SAFETY: AtomicU64 has the same size and alignment as u64.
+        // SAFETY: the pointer comes from Box::into_raw of a boxed [u64] of
+        // this length, and AtomicU64 has the size, alignment and bit
+        // validity of u64, so the allocation's layout is unchanged.
         let t: Box<[AtomicU64]> = unsafe { Box::from_raw(Box::into_raw(b) as *mut [AtomicU64]) };
         FdTable(t)
     }
@@ -96,7 +98,7 @@ pub fn high_fd_base() -> c_int {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: valid out-pointer.
+    // SAFETY: `rl` is a live local, valid for the write.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
     let soft = rl.rlim_cur.min(1 << 30) as c_int;
     let min = (soft / 2).max(1024);

@@ -22,7 +22,8 @@ extern "C" fn atfork_prepare() {
 
 extern "C" fn atfork_parent() {
     let Some(g) = try_global() else { return };
-    // SAFETY: taken in atfork_prepare by this thread.
+    // SAFETY: atfork_prepare took each of these locks without a guard, on
+    // this thread (the one that forked); each is released once.
     unsafe {
         for i in (0..g.nctx.load(Ordering::Acquire)).rev() {
             if let Some(c) = g.ctx(i) {
@@ -53,7 +54,8 @@ extern "C" fn atfork_child() {
 }
 
 pub fn register_atfork() {
-    // SAFETY: registering plain extern "C" handlers.
+    // SAFETY: the handlers are extern "C" functions of this library, which
+    // stays loaded for the life of the process (LD_PRELOAD).
     unsafe {
         libc::pthread_atfork(
             Some(atfork_prepare),

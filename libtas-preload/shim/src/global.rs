@@ -73,7 +73,7 @@ pub fn global() -> &'static Global {
         let _e = sys::Enter::new();
         let fdtab = FdTable::new();
         let cfg = Config::from_env();
-        // SAFETY: plain syscall.
+        // SAFETY: eventfd takes no pointers.
         let wake_fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         let wake_fd = if wake_fd >= 0 {
             sys::move_high(wake_fd, high_fd_base())
@@ -129,7 +129,8 @@ impl Global {
         if p == 0 {
             None
         } else {
-            // SAFETY: contexts are leaked boxes, never freed.
+            // SAFETY: a non-zero slot only ever holds a Box::leak'ed Ctx
+            // (ctx.rs), never freed, so the pointer is valid for 'static.
             Some(unsafe { &*(p as *const Ctx) })
         }
     }

@@ -42,13 +42,16 @@
 //! `TAS_SPIN_US`, `TAS_CONTEXTS`, `TAS_PRELOAD_DEBUG=1` (log decisions to
 //! stderr), `TAS_PRELOAD_DISABLE=1` (pass everything to libc).
 
+// Every unsafe operation is in an `unsafe {}` block with a `// SAFETY:`
+// comment, and every `unsafe fn` documents its contract (`# Safety`).
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc
+)]
 // Casts between libc integer types are kept for other targets, where
 // time_t, off_t and friends differ; `is_multiple_of` is newer than our MSRV.
-#![allow(
-    clippy::missing_safety_doc,
-    clippy::unnecessary_cast,
-    clippy::manual_is_multiple_of
-)]
+#![allow(clippy::unnecessary_cast, clippy::manual_is_multiple_of)]
 
 mod config;
 mod ctx;
@@ -105,6 +108,10 @@ extern "C" fn init() {
 ///   libc's `NAME` after all.
 /// * `fn NAME(ARG: TYPE, ...) -> RET { BODY }` — a function with its own
 ///   body (calls that are not "one fd, ours or libc's").
+///
+/// Bodies and `EXPR`s are in an `unsafe fn`: their unsafe operations need
+/// their own `unsafe {}` blocks (`unsafe_op_in_unsafe_fn`), justified by
+/// the function's contract.
 macro_rules! interpose {
     () => {};
     (@export
@@ -139,7 +146,10 @@ macro_rules! interpose {
                         return $tas;
                     }
                 }
-                real::$name::get()($fd $(, $a)*)
+                // SAFETY: libc's own function of this name with the caller's
+                // arguments, unchanged: the caller meets its contract (the
+                // # Safety of this function).
+                unsafe { real::$name::get()($fd $(, $a)*) }
             }
         }
         interpose!($($rest)*);
@@ -161,7 +171,10 @@ macro_rules! interpose {
                         }
                     }
                 }
-                real::$name::get()($fd $(, $a)*)
+                // SAFETY: libc's own function of this name with the caller's
+                // arguments, unchanged: the caller meets its contract (the
+                // # Safety of this function).
+                unsafe { real::$name::get()($fd $(, $a)*) }
             }
         }
         interpose!($($rest)*);
@@ -189,14 +202,16 @@ interpose! {
     fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
         let f = real::socket::get();
         if in_shim() {
-            return f(domain, ty, protocol);
+            // SAFETY: socket takes no pointers.
+            return unsafe { f(domain, ty, protocol) };
         }
         let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
         if domain != libc::AF_INET
             || base != libc::SOCK_STREAM
             || (protocol != 0 && protocol != libc::IPPROTO_TCP)
         {
-            return f(domain, ty, protocol);
+            // SAFETY: socket takes no pointers.
+            return unsafe { f(domain, ty, protocol) };
         }
         let r = run(|| {
             if global::global().cfg.disabled {
@@ -206,7 +221,8 @@ interpose! {
         });
         match r {
             Ok(Some(fd)) => fd,
-            Ok(None) => f(domain, ty, protocol),
+            // SAFETY: socket takes no pointers.
+            Ok(None) => unsafe { f(domain, ty, protocol) },
             Err(e) => {
                 set_errno(e);
                 -1
@@ -216,20 +232,27 @@ interpose! {
 
     /// Loopback and kernel-owned addresses make the socket a kernel socket.
     tas_or_libc fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int
-        => |c, s| unit_or_libc(|| ops::bind(c, s, addr, len));
+        // SAFETY: addr/len as the caller passed them, under bind's contract.
+        => |c, s| unit_or_libc(|| unsafe { ops::bind(c, s, addr, len) });
 
     tas fn listen(fd: c_int, backlog: c_int) -> c_int
         => |c, s| unit(|| ops::listen(c, s, backlog));
 
     tas fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int
-        => |c, s| int(|| ops::accept(c, s, addr, len, flags));
+        // SAFETY: addr/len as the caller passed them, under accept4's
+        // contract.
+        => |c, s| int(|| unsafe { ops::accept(c, s, addr, len, flags) });
 
     tas fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
-        => |c, s| int(|| ops::accept(c, s, addr, len, 0));
+        // SAFETY: addr/len as the caller passed them, under accept's
+        // contract (accept4's, without flags).
+        => |c, s| int(|| unsafe { ops::accept(c, s, addr, len, 0) });
 
     /// Loopback and kernel-owned addresses make the socket a kernel socket.
     tas_or_libc fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int
-        => |c, s| unit_or_libc(|| ops::connect(c, s, addr, len));
+        // SAFETY: addr/len as the caller passed them, under connect's
+        // contract.
+        => |c, s| unit_or_libc(|| unsafe { ops::connect(c, s, addr, len) });
 
     tas fn shutdown(fd: c_int, how: c_int) -> c_int
         => |c, s| unit(|| ops::shutdown(c, s, how));
@@ -238,13 +261,15 @@ interpose! {
     fn close(fd: c_int) -> c_int {
         let f = real::close::get();
         let Some(g) = global::try_global() else {
-            return f(fd);
+            // SAFETY: close takes no pointers; fd is the caller's to close.
+            return unsafe { f(fd) };
         };
         if in_shim() {
             if g.fd(fd) != 0 {
                 g.set_fd(fd, 0);
             }
-            return f(fd);
+            // SAFETY: close takes no pointers; the shim closes its own fd.
+            return unsafe { f(fd) };
         }
         match kind(fd) {
             Kind::Sock(c, s) => unit(|| ops::close(c, s, fd)),
@@ -255,7 +280,8 @@ interpose! {
                 if g.fd(fd) != 0 {
                     g.set_fd(fd, 0);
                 }
-                f(fd)
+                // SAFETY: close takes no pointers; fd is the caller's to close.
+                unsafe { f(fd) }
             }
         }
     }
@@ -269,13 +295,17 @@ interpose! {
     }
 }
 
-unsafe fn close_range_impl(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+/// `close_range` (and `closefrom`): TAS sockets in the range are closed
+/// through the shim and the shim's own descriptors are skipped.
+fn close_range_impl(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     let f = real::close_range::get();
     let Some(g) = global::try_global() else {
-        return f(first, last, flags);
+        // SAFETY: close_range takes no pointers.
+        return unsafe { f(first, last, flags) };
     };
     if in_shim() || flags & libc::CLOSE_RANGE_CLOEXEC as c_int != 0 || first > last {
-        return f(first, last, flags);
+        // SAFETY: close_range takes no pointers.
+        return unsafe { f(first, last, flags) };
     }
     // Close TAS sockets through the shim and keep the shim's own fds.
     let mut start = first as u64;
@@ -291,7 +321,9 @@ unsafe fn close_range_impl(first: c_uint, last: c_uint, flags: c_int) -> c_int {
                 let _ = run(|| ops::close(c, s, fd as c_int));
             }
             Kind::Internal => {
-                if fd > start && f(start as c_uint, (fd - 1) as c_uint, flags) < 0 {
+                // SAFETY: close_range takes no pointers; the range stops
+                // before the shim's descriptor.
+                if fd > start && unsafe { f(start as c_uint, (fd - 1) as c_uint, flags) } < 0 {
                     return -1;
                 }
                 start = fd + 1;
@@ -305,7 +337,8 @@ unsafe fn close_range_impl(first: c_uint, last: c_uint, flags: c_int) -> c_int {
         fd += 1;
     }
     if start <= end {
-        return f(start as c_uint, end as c_uint, flags);
+        // SAFETY: close_range takes no pointers.
+        return unsafe { f(start as c_uint, end as c_uint, flags) };
     }
     0
 }
@@ -315,18 +348,23 @@ unsafe fn close_range_impl(first: c_uint, last: c_uint, flags: c_int) -> c_int {
 
 interpose! {
     tas fn read(fd: c_int, b: *mut c_void, n: size_t) -> ssize_t
-        => |c, s| sz(|| ops::recv(c, s, &mut [IoSliceMut::new(buf_mut(b, n)?)], 0));
+        // SAFETY: b/n as the caller passed them: writable (read's contract).
+        => |c, s| sz(|| ops::recv(c, s, &mut [IoSliceMut::new(unsafe { buf_mut(b, n) }?)], 0));
 
     fn __read_chk(fd: c_int, b: *mut c_void, n: size_t, buflen: size_t) -> ssize_t {
         if n > buflen {
             chk_fail();
         }
-        read(fd, b, n)
+        // SAFETY: read's contract is this function's (b holds buflen >= n
+        // bytes).
+        unsafe { read(fd, b, n) }
     }
 
     tas fn write(fd: c_int, b: *const c_void, n: size_t) -> ssize_t
         => |c, s| sz(|| {
-            let v = [IoSlice::new(buf(b, n)?)];
+            // SAFETY: b/n as the caller passed them: readable (write's
+            // contract).
+            let v = [IoSlice::new(unsafe { buf(b, n) }?)];
             ops::send(c, s, Src::Bufs(&v), n, 0)
         });
 
@@ -335,7 +373,9 @@ interpose! {
             if cnt < 0 {
                 return Err(libc::EINVAL);
             }
-            let mut b = iov_mut(v, cnt as usize)?;
+            // SAFETY: v/cnt as the caller passed them: an iovec array whose
+            // buffers are writable (readv's contract).
+            let mut b = unsafe { iov_mut(v, cnt as usize) }?;
             ops::recv(c, s, &mut b, 0)
         });
 
@@ -344,19 +384,24 @@ interpose! {
             if cnt < 0 {
                 return Err(libc::EINVAL);
             }
-            let b = iov(v, cnt as usize)?;
+            // SAFETY: v/cnt as the caller passed them: an iovec array whose
+            // buffers are readable (writev's contract).
+            let b = unsafe { iov(v, cnt as usize) }?;
             let n = total(&b);
             ops::send(c, s, Src::Bufs(&b), n, 0)
         });
 
     tas fn recv(fd: c_int, b: *mut c_void, n: size_t, flags: c_int) -> ssize_t
-        => |c, s| sz(|| ops::recv(c, s, &mut [IoSliceMut::new(buf_mut(b, n)?)], flags));
+        // SAFETY: b/n as the caller passed them: writable (recv's contract).
+        => |c, s| sz(|| ops::recv(c, s, &mut [IoSliceMut::new(unsafe { buf_mut(b, n) }?)], flags));
 
     fn __recv_chk(fd: c_int, b: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t {
         if n > buflen {
             chk_fail();
         }
-        recv(fd, b, n, flags)
+        // SAFETY: recv's contract is this function's (b holds buflen >= n
+        // bytes).
+        unsafe { recv(fd, b, n, flags) }
     }
 
     tas fn recvfrom(
@@ -368,10 +413,13 @@ interpose! {
         alen: *mut socklen_t,
     ) -> ssize_t
         => |c, s| sz(|| {
-            let r = ops::recv(c, s, &mut [IoSliceMut::new(buf_mut(b, n)?)], flags)?;
+            // SAFETY: b/n as the caller passed them: writable (recvfrom's
+            // contract).
+            let r = ops::recv(c, s, &mut [IoSliceMut::new(unsafe { buf_mut(b, n) }?)], flags)?;
             // Linux TCP returns no source address.
             if !addr.is_null() && !alen.is_null() {
-                *alen = 0;
+                // SAFETY: alen is non-null, so writable (recvfrom's contract).
+                unsafe { *alen = 0 };
             }
             Ok(r)
         });
@@ -388,7 +436,9 @@ interpose! {
         if n > buflen {
             chk_fail();
         }
-        recvfrom(fd, b, n, flags, addr, alen)
+        // SAFETY: recvfrom's contract is this function's (b holds buflen >=
+        // n bytes).
+        unsafe { recvfrom(fd, b, n, flags, addr, alen) }
     }
 
     tas fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t
@@ -396,8 +446,12 @@ interpose! {
             if msg.is_null() {
                 return Err(libc::EFAULT);
             }
-            let m = &mut *msg;
-            let mut b = iov_mut(m.msg_iov, m.msg_iovlen)?;
+            // SAFETY: msg is non-null, so a msghdr valid for reads and writes
+            // whose iovecs are writable (recvmsg's contract), and nothing
+            // else refers to it during the call.
+            let m = unsafe { &mut *msg };
+            // SAFETY: the message's iovec array, as the caller described it.
+            let mut b = unsafe { iov_mut(m.msg_iov, m.msg_iovlen) }?;
             let r = ops::recv(c, s, &mut b, flags)?;
             m.msg_namelen = 0;
             m.msg_controllen = 0;
@@ -407,7 +461,9 @@ interpose! {
 
     tas fn send(fd: c_int, b: *const c_void, n: size_t, flags: c_int) -> ssize_t
         => |c, s| sz(|| {
-            let v = [IoSlice::new(buf(b, n)?)];
+            // SAFETY: b/n as the caller passed them: readable (send's
+            // contract).
+            let v = [IoSlice::new(unsafe { buf(b, n) }?)];
             ops::send(c, s, Src::Bufs(&v), n, flags)
         });
 
@@ -421,7 +477,9 @@ interpose! {
         alen: socklen_t,
     ) -> ssize_t
         => |c, s| sz(|| {
-            let v = [IoSlice::new(buf(b, n)?)];
+            // SAFETY: b/n as the caller passed them: readable (sendto's
+            // contract).
+            let v = [IoSlice::new(unsafe { buf(b, n) }?)];
             ops::send(c, s, Src::Bufs(&v), n, flags)
         });
 
@@ -430,8 +488,11 @@ interpose! {
             if msg.is_null() {
                 return Err(libc::EFAULT);
             }
-            let m = &*msg;
-            let b = iov(m.msg_iov, m.msg_iovlen)?;
+            // SAFETY: msg is non-null, so a readable msghdr (sendmsg's
+            // contract).
+            let m = unsafe { &*msg };
+            // SAFETY: the message's iovec array, as the caller described it.
+            let b = unsafe { iov(m.msg_iov, m.msg_iovlen) }?;
             let n = total(&b);
             ops::send(c, s, Src::Bufs(&b), n, flags)
         });
@@ -445,8 +506,12 @@ interpose! {
             }
             let n = n.min(libc::UIO_MAXIOV as c_uint);
             for i in 0..n as usize {
-                let m = &mut *v.add(i);
-                let r = sendmsg(fd, &m.msg_hdr, flags);
+                // SAFETY: v is non-null and holds at least n entries, valid
+                // for reads and writes (sendmmsg's contract); i < n.
+                let m = unsafe { &mut *v.add(i) };
+                // SAFETY: m.msg_hdr is the caller's message, meeting
+                // sendmsg's contract by sendmmsg's.
+                let r = unsafe { sendmsg(fd, &m.msg_hdr, flags) };
                 if r < 0 {
                     return if i == 0 { -1 } else { i as c_int };
                 }
@@ -471,8 +536,12 @@ interpose! {
             let n = n.min(libc::UIO_MAXIOV as c_uint);
             let mut fl = flags & !libc::MSG_WAITFORONE;
             for i in 0..n as usize {
-                let m = &mut *v.add(i);
-                let r = recvmsg(fd, &mut m.msg_hdr, fl);
+                // SAFETY: v is non-null and holds at least n entries, valid
+                // for reads and writes (recvmmsg's contract); i < n.
+                let m = unsafe { &mut *v.add(i) };
+                // SAFETY: m.msg_hdr is the caller's message, meeting
+                // recvmsg's contract by recvmmsg's.
+                let r = unsafe { recvmsg(fd, &mut m.msg_hdr, fl) };
                 if r < 0 {
                     return if i == 0 { -1 } else { i as c_int };
                 }
@@ -489,21 +558,34 @@ interpose! {
 
     /// A TAS socket can be the destination, not the source.
     fn sendfile(out: c_int, inf: c_int, off: *mut off_t, count: size_t) -> ssize_t {
-        match sendfile_impl(out, inf, off as *mut i64, count) {
+        // SAFETY: off is null or valid for reads and writes (sendfile's
+        // contract); off_t is i64 on the supported targets.
+        match unsafe { sendfile_impl(out, inf, off as *mut i64, count) } {
             Some(r) => r,
-            None => real::sendfile::get()(out, inf, off, count),
+            // SAFETY: the caller's arguments, unchanged, to libc's sendfile.
+            None => unsafe { real::sendfile::get()(out, inf, off, count) },
         }
     }
 
     /// A TAS socket can be the destination, not the source.
     fn sendfile64(out: c_int, inf: c_int, off: *mut off64_t, count: size_t) -> ssize_t {
-        match sendfile_impl(out, inf, off, count) {
+        // SAFETY: off is null or valid for reads and writes (sendfile64's
+        // contract).
+        match unsafe { sendfile_impl(out, inf, off, count) } {
             Some(r) => r,
-            None => real::sendfile64::get()(out, inf, off, count),
+            // SAFETY: the caller's arguments, unchanged, to libc's
+            // sendfile64.
+            None => unsafe { real::sendfile64::get()(out, inf, off, count) },
         }
     }
 }
 
+/// `sendfile` to a TAS socket: Some(result), or None when libc handles it.
+///
+/// # Safety
+///
+/// `off` must be null or valid for reads and writes of an `i64`, not
+/// otherwise accessed during the call.
 unsafe fn sendfile_impl(out: c_int, inf: c_int, off: *mut i64, count: size_t) -> Option<ssize_t> {
     if in_shim() {
         return None;
@@ -520,14 +602,21 @@ unsafe fn sendfile_impl(out: c_int, inf: c_int, off: *mut i64, count: size_t) ->
         let o = if off.is_null() {
             None
         } else {
-            if *off < 0 {
+            // SAFETY: off is non-null, so valid for reads (contract).
+            if unsafe { *off } < 0 {
                 return Err(libc::EINVAL);
             }
-            Some(&mut *off)
+            // SAFETY: off is non-null, valid for reads and writes and not
+            // otherwise accessed during the call (contract).
+            Some(unsafe { &mut *off })
         };
         ops::send(c, s, Src::File(inf, o), count, 0)
     }))
 }
+
+// off_t and off64_t are the same 64-bit offset here (sendfile shares
+// sendfile64's code).
+const _: () = assert!(std::mem::size_of::<off_t>() == std::mem::size_of::<i64>());
 
 // ---------------------------------------------------------------------------
 // Options and names.
@@ -540,7 +629,9 @@ interpose! {
         v: *const c_void,
         len: socklen_t,
     ) -> c_int
-        => |c, s| unit(|| opts::setsockopt(c, s, level, name, v, len));
+        // SAFETY: v/len as the caller passed them, under setsockopt's
+        // contract.
+        => |c, s| unit(|| unsafe { opts::setsockopt(c, s, level, name, v, len) });
 
     tas fn getsockopt(
         fd: c_int,
@@ -549,13 +640,19 @@ interpose! {
         v: *mut c_void,
         len: *mut socklen_t,
     ) -> c_int
-        => |c, s| unit(|| opts::getsockopt(c, s, level, name, v, len));
+        // SAFETY: v/len as the caller passed them, under getsockopt's
+        // contract.
+        => |c, s| unit(|| unsafe { opts::getsockopt(c, s, level, name, v, len) });
 
     tas fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
-        => |c, s| unit(|| ops::getsockname(c, s, addr, len));
+        // SAFETY: addr/len as the caller passed them, under getsockname's
+        // contract.
+        => |c, s| unit(|| unsafe { ops::getsockname(c, s, addr, len) });
 
     tas fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
-        => |c, s| unit(|| ops::getpeername(c, s, addr, len));
+        // SAFETY: addr/len as the caller passed them, under getpeername's
+        // contract.
+        => |c, s| unit(|| unsafe { ops::getpeername(c, s, addr, len) });
 }
 
 // ---------------------------------------------------------------------------
@@ -564,22 +661,26 @@ interpose! {
 interpose! {
     /// Variadic in C; the third argument is passed as an integer.
     fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
-        fcntl_impl(fd, cmd, arg)
+        // SAFETY: fcntl's contract is this function's.
+        unsafe { fcntl_impl(fd, cmd, arg) }
     }
 
     /// Variadic in C; the third argument is passed as an integer.
     fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
-        fcntl_impl(fd, cmd, arg)
+        // SAFETY: fcntl's contract is this function's.
+        unsafe { fcntl_impl(fd, cmd, arg) }
     }
 
     /// Variadic in C; the third argument is passed as an integer.
     fn ioctl(fd: c_int, req: c_ulong, arg: usize) -> c_int {
         let f = real::ioctl();
         if in_shim() {
-            return f(fd, req, arg);
+            // SAFETY: the caller's arguments, unchanged, to libc's ioctl.
+            return unsafe { f(fd, req, arg) };
         }
         let Kind::Sock(c, s) = kind(fd) else {
-            return f(fd, req, arg);
+            // SAFETY: the caller's arguments, unchanged, to libc's ioctl.
+            return unsafe { f(fd, req, arg) };
         };
         match req {
             SIOCINQ | SIOCOUTQ => int(|| {
@@ -587,20 +688,27 @@ interpose! {
                     return Err(libc::EFAULT);
                 }
                 let v = ops::ioctl_queue(c, s, req == SIOCOUTQ)?;
-                *(arg as *mut c_int) = v;
+                // SAFETY: for this request arg is a pointer to an int
+                // (ioctl's contract), non-null.
+                unsafe { *(arg as *mut c_int) = v };
                 Ok(0)
             }),
             SIOCATMARK => int(|| {
                 if arg == 0 {
                     return Err(libc::EFAULT);
                 }
-                *(arg as *mut c_int) = 0;
+                // SAFETY: for this request arg is a pointer to an int
+                // (ioctl's contract), non-null.
+                unsafe { *(arg as *mut c_int) = 0 };
                 Ok(0)
             }),
             libc::FIONBIO => {
-                let r = f(fd, req, arg);
+                // SAFETY: the caller's arguments, unchanged, to libc's ioctl.
+                let r = unsafe { f(fd, req, arg) };
                 if r == 0 && arg != 0 {
-                    let on = *(arg as *const c_int) != 0;
+                    // SAFETY: for FIONBIO arg is a pointer to an int (ioctl's
+                    // contract), non-null, and the kernel has just read it.
+                    let on = unsafe { *(arg as *const c_int) } != 0;
                     let _ = run(|| {
                         ops::set_nonblock(c, s, on);
                         Ok(())
@@ -608,21 +716,25 @@ interpose! {
                 }
                 r
             }
-            _ => f(fd, req, arg),
+            // SAFETY: the caller's arguments, unchanged, to libc's ioctl.
+            _ => unsafe { f(fd, req, arg) },
         }
     }
 
     fn dup(fd: c_int) -> c_int {
         let f = real::dup::get();
         if in_shim() {
-            return f(fd);
+            // SAFETY: dup takes no pointers.
+            return unsafe { f(fd) };
         }
         let Kind::Sock(c, s) = kind(fd) else {
-            let r = f(fd);
+            // SAFETY: dup takes no pointers.
+            let r = unsafe { f(fd) };
             copy_epoll_mark(fd, r);
             return r;
         };
-        let r = f(fd);
+        // SAFETY: dup takes no pointers.
+        let r = unsafe { f(fd) };
         if r < 0 {
             return r;
         }
@@ -638,13 +750,22 @@ interpose! {
     }
 }
 
+/// `fcntl`: `F_DUPFD*` on a TAS socket adds a number to it, `F_SETFL`
+/// tracks `O_NONBLOCK`.
+///
+/// # Safety
+///
+/// As for libc's `fcntl`: when `cmd` takes a pointer, `arg` must be one
+/// valid for that command.
 unsafe fn fcntl_impl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
     let f = real::fcntl();
     if in_shim() {
-        return f(fd, cmd, arg);
+        // SAFETY: the caller's arguments, unchanged, to libc's fcntl.
+        return unsafe { f(fd, cmd, arg) };
     }
     let Kind::Sock(c, s) = kind(fd) else {
-        let r = f(fd, cmd, arg);
+        // SAFETY: the caller's arguments, unchanged, to libc's fcntl.
+        let r = unsafe { f(fd, cmd, arg) };
         if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
             copy_epoll_mark(fd, r);
         }
@@ -652,14 +773,16 @@ unsafe fn fcntl_impl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
     };
     match cmd {
         libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
-            let r = f(fd, cmd, arg);
+            // SAFETY: the caller's arguments, unchanged, to libc's fcntl.
+            let r = unsafe { f(fd, cmd, arg) };
             if r < 0 {
                 return r;
             }
             int(|| ops::add_fd(c, s, r))
         }
         libc::F_SETFL => {
-            let r = f(fd, cmd, arg);
+            // SAFETY: the caller's arguments, unchanged, to libc's fcntl.
+            let r = unsafe { f(fd, cmd, arg) };
             if r == 0 {
                 let _ = run(|| {
                     ops::set_nonblock(c, s, arg as c_int & libc::O_NONBLOCK != 0);
@@ -668,7 +791,8 @@ unsafe fn fcntl_impl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
             }
             r
         }
-        _ => f(fd, cmd, arg),
+        // SAFETY: the caller's arguments, unchanged, to libc's fcntl.
+        _ => unsafe { f(fd, cmd, arg) },
     }
 }
 
@@ -676,12 +800,17 @@ const SIOCINQ: c_ulong = libc::FIONREAD;
 const SIOCOUTQ: c_ulong = libc::TIOCOUTQ;
 const SIOCATMARK: c_ulong = 0x8905;
 
-unsafe fn dup_to(old: c_int, new: c_int, flags: c_int, three: bool) -> c_int {
+/// `dup2` (`three` false) and `dup3`: the target number stops being what
+/// it was (a TAS socket closes with its last number) and becomes what the
+/// source is.
+fn dup_to(old: c_int, new: c_int, flags: c_int, three: bool) -> c_int {
     let call = |o: c_int, n: c_int| {
         if three {
-            real::dup3::get()(o, n, flags)
+            // SAFETY: dup3 takes no pointers.
+            unsafe { real::dup3::get()(o, n, flags) }
         } else {
-            real::dup2::get()(o, n)
+            // SAFETY: dup2 takes no pointers.
+            unsafe { real::dup2::get()(o, n) }
         }
     };
     if in_shim() {
@@ -709,7 +838,8 @@ unsafe fn dup_to(old: c_int, new: c_int, flags: c_int, three: bool) -> c_int {
         return call(old, new);
     }
     // The source must be valid before the target is given up.
-    if real::fcntl()(old, libc::F_GETFD, 0) < 0 {
+    // SAFETY: F_GETFD takes no argument.
+    if unsafe { real::fcntl()(old, libc::F_GETFD, 0) } < 0 {
         return -1;
     }
     if let Err(e) = run(|| ops::before_replace(new)) {
@@ -753,22 +883,28 @@ fn copy_epoll_mark(old: c_int, new: c_int) {
 
 interpose! {
     fn epoll_create(size: c_int) -> c_int {
-        fresh_fd(real::epoll_create::get()(size))
+        // SAFETY: epoll_create takes no pointers.
+        fresh_fd(unsafe { real::epoll_create::get()(size) })
     }
 
     fn epoll_create1(flags: c_int) -> c_int {
-        fresh_fd(real::epoll_create1::get()(flags))
+        // SAFETY: epoll_create1 takes no pointers.
+        fresh_fd(unsafe { real::epoll_create1::get()(flags) })
     }
 
     /// The kernel registers; the shim remembers a TAS socket's
     /// registrations (to restore them if the socket moves to the kernel).
     fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut libc::epoll_event) -> c_int {
-        let r = real::epoll_ctl::get()(epfd, op, fd, ev);
+        // SAFETY: the caller's arguments, unchanged, to libc's epoll_ctl.
+        let r = unsafe { real::epoll_ctl::get()(epfd, op, fd, ev) };
         if r == 0 && !in_shim() {
             if let Kind::Sock(..) = kind(fd) {
                 let e = sys::errno();
                 let _ = run(|| {
-                    ops::epoll_track(epfd, op, fd, ev);
+                    // SAFETY: the kernel accepted the call, so for ADD and
+                    // MOD ev was a readable epoll_event (epoll_ctl's
+                    // contract).
+                    unsafe { ops::epoll_track(epfd, op, fd, ev) };
                     Ok(())
                 });
                 set_errno(e);
@@ -778,7 +914,8 @@ interpose! {
     }
 
     fn epoll_wait(epfd: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int) -> c_int {
-        mux::epoll_wait(epfd, ev, max, timeout)
+        // SAFETY: epoll_wait's contract is this function's.
+        unsafe { mux::epoll_wait(epfd, ev, max, timeout) }
     }
 
     fn epoll_pwait(
@@ -788,7 +925,8 @@ interpose! {
         timeout: c_int,
         mask: *const libc::sigset_t,
     ) -> c_int {
-        mux::epoll_pwait(epfd, ev, max, timeout, mask)
+        // SAFETY: epoll_pwait's contract is this function's.
+        unsafe { mux::epoll_pwait(epfd, ev, max, timeout, mask) }
     }
 
     fn epoll_pwait2(
@@ -798,11 +936,13 @@ interpose! {
         ts: *const libc::timespec,
         mask: *const libc::sigset_t,
     ) -> c_int {
-        mux::epoll_pwait2(epfd, ev, max, ts, mask)
+        // SAFETY: epoll_pwait2's contract is this function's.
+        unsafe { mux::epoll_pwait2(epfd, ev, max, ts, mask) }
     }
 
     fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int {
-        mux::poll(fds, n, timeout)
+        // SAFETY: poll's contract is this function's.
+        unsafe { mux::poll(fds, n, timeout) }
     }
 
     fn __poll_chk(
@@ -814,7 +954,9 @@ interpose! {
         if fdslen / std::mem::size_of::<libc::pollfd>() < n as usize {
             chk_fail();
         }
-        mux::poll(fds, n, timeout)
+        // SAFETY: poll's contract is this function's (fds holds fdslen
+        // bytes, enough for n entries).
+        unsafe { mux::poll(fds, n, timeout) }
     }
 
     fn ppoll(
@@ -823,7 +965,8 @@ interpose! {
         ts: *const libc::timespec,
         mask: *const libc::sigset_t,
     ) -> c_int {
-        mux::ppoll(fds, n, ts, mask)
+        // SAFETY: ppoll's contract is this function's.
+        unsafe { mux::ppoll(fds, n, ts, mask) }
     }
 
     fn __ppoll_chk(
@@ -836,7 +979,9 @@ interpose! {
         if fdslen / std::mem::size_of::<libc::pollfd>() < n as usize {
             chk_fail();
         }
-        mux::ppoll(fds, n, ts, mask)
+        // SAFETY: ppoll's contract is this function's (fds holds fdslen
+        // bytes, enough for n entries).
+        unsafe { mux::ppoll(fds, n, ts, mask) }
     }
 
     fn select(
@@ -846,7 +991,8 @@ interpose! {
         e: *mut libc::fd_set,
         tv: *mut libc::timeval,
     ) -> c_int {
-        mux::select(n, r, w, e, tv)
+        // SAFETY: select's contract is this function's.
+        unsafe { mux::select(n, r, w, e, tv) }
     }
 
     fn pselect(
@@ -857,6 +1003,7 @@ interpose! {
         ts: *const libc::timespec,
         mask: *const libc::sigset_t,
     ) -> c_int {
-        mux::pselect(n, r, w, e, ts, mask)
+        // SAFETY: pselect's contract is this function's.
+        unsafe { mux::pselect(n, r, w, e, ts, mask) }
     }
 }

@@ -25,8 +25,10 @@ pub fn start_reactor() {
 
 fn reactor() {
     let _e = sys::Enter::new();
-    // SAFETY: blocking every signal in this thread only (signal handlers of
-    // the app then run on its own threads).
+    // SAFETY: `set` is a live local (all-zero is a valid sigset_t, and
+    // sigfillset fills it); pthread_sigmask only reads it and changes this
+    // thread's mask alone (the app's signal handlers then run on its own
+    // threads).
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut set);
@@ -69,16 +71,17 @@ fn reactor() {
                 revents: 0,
             });
         }
-        // SAFETY: valid pollfd array.
+        // SAFETY: `pfds` is a live Vec of pfds.len() pollfds.
         let n =
             unsafe { real::poll::get()(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
         if n < 0 && sys::errno() != libc::EINTR {
-            // SAFETY: plain sleep.
+            // SAFETY: usleep takes no pointers.
             unsafe { libc::usleep(1000) };
         }
         if pfds[0].revents != 0 {
             let mut v = 0u64;
-            // SAFETY: 8-byte read from our eventfd.
+            // SAFETY: read writes at most 8 bytes into the live local `v`;
+            // wake_fd is the shim's eventfd.
             unsafe { real::read::get()(g.wake_fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
         }
         if g.cfg.debug {

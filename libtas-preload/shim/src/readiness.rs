@@ -108,13 +108,13 @@ impl Sig {
                 self.wfull = false;
             }
             let _ = r_send(a, &[0]);
-            // SAFETY: shutdown on our own socket.
+            // SAFETY: shutdown takes no pointers; b is the shim's own end.
             unsafe { real::shutdown::get()(self.b, libc::SHUT_RD) };
             self.wr_shut = true;
             changed = true;
         }
         if w.rdhup && !self.rd_shut {
-            // SAFETY: shutdown on our own socket.
+            // SAFETY: shutdown takes no pointers; b is the shim's own end.
             unsafe { real::shutdown::get()(self.b, libc::SHUT_WR) };
             self.rd_shut = true;
             changed = true;
@@ -158,7 +158,7 @@ impl Sig {
     pub fn clear_err(a: c_int) {
         let mut v: c_int = 0;
         let mut l = std::mem::size_of::<c_int>() as libc::socklen_t;
-        // SAFETY: valid out-pointers.
+        // SAFETY: `v` and `l` are live locals, and `l` holds v's size.
         unsafe {
             real::getsockopt::get()(
                 a,
@@ -211,7 +211,7 @@ pub fn want(s: &Sock, tas: &Tas) -> Want {
 /// unwritable on this kernel.
 pub fn calibrate_fill() -> usize {
     let mut sv = [-1; 2];
-    // SAFETY: valid out-array of two ints.
+    // SAFETY: `sv` is a live [c_int; 2], what socketpair writes.
     if unsafe {
         real::socketpair::get()(
             libc::AF_UNIX,
@@ -236,7 +236,7 @@ pub fn calibrate_fill() -> usize {
                 events: libc::POLLOUT,
                 revents: 0,
             };
-            // SAFETY: one valid pollfd.
+            // SAFETY: `p` is one live local pollfd (nfds = 1).
             unsafe { real::poll::get()(&mut p, 1, 0) };
             if p.revents & libc::POLLOUT == 0 {
                 result = fill;

@@ -143,7 +143,8 @@ pub fn handle_our_fd(ctx: usize, ctl: bool) {
         return;
     }
     let mut v = 0u64;
-    // SAFETY: 8-byte read from the context's non-blocking eventfd.
+    // SAFETY: read writes at most 8 bytes into the live local `v`; ev_fd is
+    // the context's non-blocking eventfd.
     unsafe { real::read::get()(c.ev_fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
     let mut inner = c.inner.lock();
     if ctl {
@@ -171,7 +172,7 @@ pub fn wait_fd(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_in
             events,
             revents: 0,
         };
-        // SAFETY: one valid pollfd.
+        // SAFETY: `p` is one live local pollfd (nfds = 1).
         let r = unsafe { real::poll::get()(&mut p, 1, 0) };
         if r < 0 {
             -sys::errno()
@@ -220,7 +221,7 @@ pub fn wait_fd(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_in
         }
         let r = {
             let _l = sys::Leave::new();
-            // SAFETY: valid pollfd array.
+            // SAFETY: `pfds` is a live Vec of pfds.len() pollfds.
             unsafe { real::poll::get()(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) }
         };
         let err = sys::errno();

@@ -84,7 +84,8 @@ pub fn close(ctx: &'static Ctx, sid: u64, fd: c_int) -> Res<()> {
     let Some(s) = inner.socks.get_mut(&sid) else {
         g.set_fd(fd, 0);
         drop(inner);
-        // SAFETY: closing the app's descriptor as it asked.
+        // SAFETY: close takes no pointers; fd is the app's, closed as it
+        // asked.
         return check(unsafe { real::close::get()(fd) }).map(|_| ());
     };
     s.fds.retain(|&x| x != fd);
@@ -93,7 +94,8 @@ pub fn close(ctx: &'static Ctx, sid: u64, fd: c_int) -> Res<()> {
     if let Some(&other) = s.fds.first() {
         s.a = other;
         drop(inner);
-        // SAFETY: as above.
+        // SAFETY: close takes no pointers; fd is the app's, closed as it
+        // asked.
         return check(unsafe { real::close::get()(fd) }).map(|_| ());
     }
     let s = inner.socks.remove(&sid).expect("present");
@@ -119,7 +121,7 @@ pub fn close(ctx: &'static Ctx, sid: u64, fd: c_int) -> Res<()> {
     if let Some((c, secs)) = linger_wait {
         linger(ctx, c, secs);
     }
-    // SAFETY: as above.
+    // SAFETY: close takes no pointers; fd is the app's, closed as it asked.
     check(unsafe { real::close::get()(fd) }).map(|_| ())
 }
 
@@ -166,7 +168,7 @@ fn linger(ctx: &'static Ctx, c: tas::ConnId, secs: c_int) {
                 _ => return,
             }
         }
-        // SAFETY: plain sleep.
+        // SAFETY: usleep takes no pointers.
         unsafe { libc::usleep(1000) };
     }
 }

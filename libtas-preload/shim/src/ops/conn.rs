@@ -15,14 +15,20 @@ use libc::{c_int, sockaddr, socklen_t};
 use std::sync::atomic::Ordering;
 
 /// Reads a `sockaddr_in` (family, ip host order, port).
-pub fn parse_in(addr: *const sockaddr, len: socklen_t) -> Res<(c_int, u32, u16)> {
+///
+/// # Safety
+///
+/// Unless null, `addr` must be a `sockaddr` pointer as C passes one
+/// (aligned for `sockaddr`), valid for reads of `len` bytes.
+pub unsafe fn parse_in(addr: *const sockaddr, len: socklen_t) -> Res<(c_int, u32, u16)> {
     if addr.is_null() {
         return Err(libc::EFAULT);
     }
     if (len as usize) < std::mem::size_of::<libc::sa_family_t>() {
         return Err(libc::EINVAL);
     }
-    // SAFETY: at least the family is readable (len checked).
+    // SAFETY: addr is non-null, aligned and readable for len bytes, which
+    // cover the family (checked above; contract).
     let fam = unsafe { (*addr).sa_family } as c_int;
     if (len as usize) < std::mem::size_of::<libc::sockaddr_in>() {
         if fam == libc::AF_INET {
@@ -30,7 +36,9 @@ pub fn parse_in(addr: *const sockaddr, len: socklen_t) -> Res<(c_int, u32, u16)>
         }
         return Ok((fam, 0, 0));
     }
-    // SAFETY: len covers a sockaddr_in; read unaligned to be safe.
+    // SAFETY: addr is readable for len >= size_of::<sockaddr_in>() bytes
+    // (checked above; contract); read unaligned, as sockaddr_in may be
+    // more aligned than what C passed.
     let sin = unsafe { std::ptr::read_unaligned(addr as *const libc::sockaddr_in) };
     Ok((
         fam,
@@ -40,14 +48,19 @@ pub fn parse_in(addr: *const sockaddr, len: socklen_t) -> Res<(c_int, u32, u16)>
 }
 
 /// Copies an IPv4 address out as Linux does (truncating, length = 16).
-pub fn write_in(addr: *mut sockaddr, len: *mut socklen_t, ip: u32, port: u16) -> Res<()> {
+///
+/// # Safety
+///
+/// Unless `addr` is null: `len` null or valid for reads and writes, and
+/// `addr` valid for writes of `*len` bytes.
+pub unsafe fn write_in(addr: *mut sockaddr, len: *mut socklen_t, ip: u32, port: u16) -> Res<()> {
     if addr.is_null() {
         return Ok(());
     }
     if len.is_null() {
         return Err(libc::EFAULT);
     }
-    // SAFETY: the caller passed a valid length pointer.
+    // SAFETY: len is non-null, so readable (contract).
     let l = unsafe { *len } as i32;
     if l < 0 {
         return Err(libc::EINVAL);
@@ -59,7 +72,8 @@ pub fn write_in(addr: *mut sockaddr, len: *mut socklen_t, ip: u32, port: u16) ->
         sin_zero: [0; 8],
     };
     let n = (l as usize).min(std::mem::size_of::<libc::sockaddr_in>());
-    // SAFETY: the caller's buffer holds `l` >= n bytes.
+    // SAFETY: addr is writable for l >= n bytes and len is writable
+    // (contract); `sin` is a local, so the two cannot overlap.
     unsafe {
         std::ptr::copy_nonoverlapping(&sin as *const _ as *const u8, addr as *mut u8, n);
         *len = std::mem::size_of::<libc::sockaddr_in>() as socklen_t;
@@ -80,7 +94,9 @@ fn kernel_local(ip: u32) -> bool {
     if let Some(&v) = g.local_cache.lock().get(&ip) {
         return v;
     }
-    // SAFETY: plain socket/bind/close on a probe socket.
+    // SAFETY: socket takes no pointers; bind reads the live local `sin`
+    // (16 bytes, a whole sockaddr_in) and nothing else; the probe socket is
+    // ours to close.
     let local = unsafe {
         let s = real::socket::get()(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if s < 0 {
@@ -105,7 +121,19 @@ fn tas_ip(inner: &Inner) -> Option<u32> {
     inner.tas.local_ip().map(u32::from).or(global().cfg.tas_ip)
 }
 
-pub fn bind(ctx: &'static Ctx, sid: u64, addr: *const sockaddr, len: socklen_t) -> Res<Option<()>> {
+/// `bind`: Some(()) when bound on TAS; None when the address belongs to
+/// the kernel stack and the socket became a kernel socket (the caller then
+/// calls the real bind).
+///
+/// # Safety
+///
+/// As for libc's `bind`: `addr` null or valid for reads of `len` bytes.
+pub unsafe fn bind(
+    ctx: &'static Ctx,
+    sid: u64,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> Res<Option<()>> {
     // Linux's order of checks: length, family, address, port, state.
     if addr.is_null() {
         return Err(libc::EFAULT);
@@ -113,7 +141,8 @@ pub fn bind(ctx: &'static Ctx, sid: u64, addr: *const sockaddr, len: socklen_t) 
     if (len as usize) < std::mem::size_of::<libc::sockaddr_in>() {
         return Err(libc::EINVAL);
     }
-    let (fam, ip, port) = parse_in(addr, len)?;
+    // SAFETY: addr/len as the caller passed them (contract).
+    let (fam, ip, port) = unsafe { parse_in(addr, len) }?;
     if fam != libc::AF_INET && !(fam == libc::AF_UNSPEC && ip == 0) {
         return Err(libc::EAFNOSUPPORT);
     }
@@ -126,7 +155,7 @@ pub fn bind(ctx: &'static Ctx, sid: u64, addr: *const sockaddr, len: socklen_t) 
     if ip != 0 && !kernel && tip.is_some_and(|t| t != ip) {
         return Err(libc::EADDRNOTAVAIL);
     }
-    // SAFETY: geteuid has no preconditions.
+    // SAFETY: geteuid takes no arguments and cannot fail.
     if port != 0 && port < 1024 && unsafe { libc::geteuid() } != 0 {
         return Err(libc::EACCES);
     }
@@ -212,7 +241,13 @@ pub fn listen(ctx: &'static Ctx, sid: u64, backlog: c_int) -> Res<()> {
     Ok(())
 }
 
-pub fn accept(
+/// `accept4` (and `accept`, with no flags).
+///
+/// # Safety
+///
+/// As for libc's `accept4`: unless `addr` is null, `len` null or valid for
+/// reads and writes and `addr` valid for writes of `*len` bytes.
+pub unsafe fn accept(
     ctx: &'static Ctx,
     sid: u64,
     addr: *mut sockaddr,
@@ -277,7 +312,8 @@ pub fn accept(
                 inner.sync(sid);
                 inner.after();
                 drop(inner);
-                write_in(addr, len, info.remote_ip, info.remote_port)?;
+                // SAFETY: addr/len as the caller passed them (contract).
+                unsafe { write_in(addr, len, info.remote_ip, info.remote_port) }?;
                 return Ok(fd);
             }
             Ok(None) => {
@@ -299,13 +335,18 @@ pub fn accept(
 
 /// Some(()) when done on TAS; None when the socket moved to the kernel and
 /// the caller must call the real connect.
-pub fn connect(
+///
+/// # Safety
+///
+/// As for libc's `connect`: `addr` null or valid for reads of `len` bytes.
+pub unsafe fn connect(
     ctx: &'static Ctx,
     sid: u64,
     addr: *const sockaddr,
     len: socklen_t,
 ) -> Res<Option<()>> {
-    let (fam, ip, port) = parse_in(addr, len)?;
+    // SAFETY: addr/len as the caller passed them (contract).
+    let (fam, ip, port) = unsafe { parse_in(addr, len) }?;
     if orphan(ctx) {
         return Err(libc::EINVAL);
     }
@@ -412,7 +453,13 @@ fn connect_wait(ctx: &'static Ctx, sid: u64, dl: Option<u64>) -> Res<()> {
 
 // Names.
 
-pub fn getsockname(
+/// `getsockname`.
+///
+/// # Safety
+///
+/// As for libc's `getsockname`: `len` null or valid for reads and writes,
+/// `addr` null or valid for writes of `*len` bytes.
+pub unsafe fn getsockname(
     ctx: &'static Ctx,
     sid: u64,
     addr: *mut sockaddr,
@@ -425,10 +472,17 @@ pub fn getsockname(
     if len.is_null() {
         return Err(libc::EFAULT);
     }
-    write_in(addr, len, ip, port)
+    // SAFETY: addr/len as the caller passed them (contract).
+    unsafe { write_in(addr, len, ip, port) }
 }
 
-pub fn getpeername(
+/// `getpeername`.
+///
+/// # Safety
+///
+/// As for libc's `getpeername`: `len` null or valid for reads and writes,
+/// `addr` null or valid for writes of `*len` bytes.
+pub unsafe fn getpeername(
     ctx: &'static Ctx,
     sid: u64,
     addr: *mut sockaddr,
@@ -451,5 +505,6 @@ pub fn getpeername(
     if len.is_null() {
         return Err(libc::EFAULT);
     }
-    write_in(addr, len, ip, port)
+    // SAFETY: addr/len as the caller passed them (contract).
+    unsafe { write_in(addr, len, ip, port) }
 }

@@ -241,7 +241,8 @@ pub fn send(
                                 let ffd = *ffd;
                                 tas.send_fill(c, count - sent, |dst| {
                                     let r = match off {
-                                        // SAFETY: reading into ring memory we were given.
+                                        // SAFETY: `dst` is the ring space handed to this
+                                        // closure, valid for writes of dst.len() bytes.
                                         Some(o) => unsafe {
                                             let r = real::pread64::get()(
                                                 ffd,
@@ -254,7 +255,8 @@ pub fn send(
                                             }
                                             r
                                         },
-                                        // SAFETY: as above.
+                                        // SAFETY: `dst` is the ring space handed to this
+                                        // closure, valid for writes of dst.len() bytes.
                                         None => unsafe {
                                             real::read::get()(
                                                 ffd,

@@ -107,7 +107,14 @@ pub fn set_nonblock(ctx: &'static Ctx, sid: u64, on: bool) {
     }
 }
 
-pub fn epoll_track(epfd: c_int, op: c_int, fd: c_int, ev: *const libc::epoll_event) {
+/// Records (or forgets) an epoll registration of TAS socket number `fd`
+/// that the kernel has just accepted.
+///
+/// # Safety
+///
+/// For `EPOLL_CTL_ADD` and `EPOLL_CTL_MOD`, `ev` must be null or valid for
+/// reads of an `epoll_event` (it is when the kernel accepted the call).
+pub unsafe fn epoll_track(epfd: c_int, op: c_int, fd: c_int, ev: *const libc::epoll_event) {
     let Kind::Sock(ctx, sid) = kind(fd) else {
         return;
     };
@@ -122,7 +129,8 @@ pub fn epoll_track(epfd: c_int, op: c_int, fd: c_int, ev: *const libc::epoll_eve
     };
     s.epoll_regs.retain(|r| !(r.0 == epfd && r.1 == fd));
     if (op == libc::EPOLL_CTL_ADD || op == libc::EPOLL_CTL_MOD) && !ev.is_null() {
-        // SAFETY: the app passed a valid epoll_event.
+        // SAFETY: op is ADD or MOD and ev is non-null, so readable
+        // (contract).
         s.epoll_regs.push((epfd, fd, unsafe { *ev }));
     }
 }

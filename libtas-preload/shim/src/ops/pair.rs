@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 /// A Unix stream pair: (A for the app, B for us).
 pub(super) fn create_pair(nonblock: bool, cloexec: bool) -> Res<(c_int, c_int)> {
     let mut sv = [-1; 2];
-    // SAFETY: valid out-array.
+    // SAFETY: `sv` is a live [c_int; 2], what socketpair writes.
     check(unsafe {
         real::socketpair::get()(
             libc::AF_UNIX,
@@ -73,7 +73,7 @@ fn kernel_socket_for(s: &Sock) -> Res<c_int> {
     let k = if s.shadow >= 0 {
         s.shadow
     } else {
-        // SAFETY: plain socket call.
+        // SAFETY: socket takes no pointers.
         check(unsafe {
             real::socket::get()(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
         })?
@@ -91,12 +91,14 @@ fn replace_file(s: &Sock, k: c_int) -> Res<()> {
         let cloexec = r_fcntl(fd, libc::F_GETFD, 0)
             .map(|f| f & libc::FD_CLOEXEC != 0)
             .unwrap_or(false);
-        // SAFETY: dup3 onto a number we manage.
+        // SAFETY: dup3 takes no pointers; fd is a number of this socket,
+        // which the shim manages.
         check(unsafe { real::dup3::get()(k, fd, if cloexec { libc::O_CLOEXEC } else { 0 }) })?;
     }
     for (epfd, fd, ev) in &s.epoll_regs {
         let mut ev = *ev;
-        // SAFETY: valid epoll_event.
+        // SAFETY: `ev` is a live local copy of the registration, which the
+        // kernel only reads.
         unsafe { real::epoll_ctl::get()(*epfd, libc::EPOLL_CTL_ADD, *fd, &mut ev) };
     }
     Ok(())
