@@ -7,10 +7,45 @@
 //! untouched. When tasd cannot be reached, TCP uses the kernel too (with
 //! one warning on stderr).
 //!
-//! Owns: the interposed C symbols (`socket` … `epoll_wait` … `sendfile`,
-//! the `_FORTIFY_SOURCE` `__*_chk` variants, `close_range`), the table fd →
-//! TAS socket, readiness, the per-process reactor thread, and fork
-//! handling. The `tas` crate exports no C symbols; only this `cdylib` does.
+//! ## What this crate owns
+//!
+//! * The exported C functions — the interposed socket, data, descriptor
+//!   and multiplexing calls, the `_FORTIFY_SOURCE` `__*_chk` variants,
+//!   `close_range` and `closefrom` — each an item of an `interpose!`
+//!   invocation below (the macro: `interpose.rs`), and their C-side
+//!   conversions (`ffi.rs`). It is the only crate with C
+//!   symbols: the `tas` rlib exports none.
+//! * The libc functions behind them (`dlsym(RTLD_NEXT)`), errno, the
+//!   re-entrancy guard and a fork-safe lock (`sys.rs`).
+//! * The process-wide state (`global.rs`, `config.rs`): the fd table
+//!   (`fdtab.rs`), the contexts and their sockets (`ctx.rs`, `sock.rs`),
+//!   readiness on each socket's pair (`readiness.rs`), waiting (`wait.rs`,
+//!   `mux.rs`), the reactor thread (`reactor.rs`) and fork handling
+//!   (`fork.rs`).
+//! * What each call does to a TAS socket, with Linux's results and errno
+//!   (`ops/`, `opts.rs`): the port registry behind `bind`, the switch to a
+//!   kernel socket for loopback and kernel-owned addresses, options kept
+//!   per socket or on a kernel shadow socket.
+//!
+//! TCP itself — the protocol, the rings, the conversation with tasd — is
+//! the `tas` crate's; the shim only calls its low-level API.
+//!
+//! ## What it must not do
+//!
+//! * Export any symbol other than the interposed calls (`nm -D` is tested).
+//! * Change a call that involves no TAS socket: it reaches libc's own
+//!   definition with the caller's arguments. The shim only keeps its fd
+//!   table current, and keeps its own descriptors away from the program
+//!   (`close` on one reports success and leaves it open; `dup2`/`dup3`
+//!   onto one moves the shim's descriptor first).
+//! * Re-enter itself: while a thread runs shim code every exported function
+//!   goes straight to libc (`sys::in_shim`), since `std` and the `tas`
+//!   crate call `read`, `poll`, `close`, ... through the same symbols.
+//! * Wait for readiness (spin or block in the kernel) while holding a
+//!   context's lock: other threads share the context.
+//! * Touch a context of an older fork generation: in a child, sockets
+//!   inherited from the parent give errors and their connections stay the
+//!   parent's.
 //!
 //! ## Design
 //!
@@ -25,17 +60,20 @@
 //!   accepted) it and any thread may use it: each context is behind a lock.
 //! * **Waiting.** Blocking calls and `epoll_wait`/`poll`/`select` over sets
 //!   containing TAS sockets poll the contexts for `TAS_SPIN_US` (default 50)
-//!   and then block in the kernel. While nobody spins, the reactor thread
-//!   sleeps on the contexts' eventfds and control sockets (the fast path
-//!   kicks the eventfd only then) and turns news into readiness.
+//!   and then block in the kernel with the contexts' eventfds and control
+//!   sockets in the same wait; the fast path kicks a context's eventfd only
+//!   while a thread is blocked that way. The reactor thread looks every
+//!   10 ms at contexts nobody is blocked on (and at once at their control
+//!   sockets) and turns news into readiness.
 //! * **fork.** Locks are held across `fork()`; the child starts a new
 //!   generation: sockets inherited from the parent belong to the parent's
 //!   service context, so in the child they give clean errors (`ENOTCONN`
 //!   for data calls, `EINVAL` for listen/accept/connect/bind) and `close`
 //!   only closes the child's descriptor — the parent's connections are
 //!   never disturbed. New sockets in the child attach a new context.
-//! * **Errors.** Every entry point catches panics; failures become `-1` with
-//!   the errno Linux would give.
+//! * **Errors.** Failures become `-1` with the errno Linux would give; the
+//!   TAS part of a call runs under `ffi::run`, which turns a panic into
+//!   `EIO`.
 //!
 //! Environment: `TAS_SOCKET` (attach socket), `TAS_IP` (the service's
 //! address, to answer `bind` to a foreign address with `EADDRNOTAVAIL`),
@@ -59,6 +97,8 @@ mod fdtab;
 mod ffi;
 mod fork;
 mod global;
+#[macro_use]
+mod interpose;
 mod mux;
 mod ops;
 mod opts;
@@ -89,108 +129,6 @@ extern "C" fn init() {
     let _e = Enter::new();
     sys::real::resolve_all();
     fork::register_atfork();
-}
-
-// ---------------------------------------------------------------------------
-// The exported functions.
-
-/// Defines the exported C functions: `#[no_mangle] pub unsafe extern "C"`,
-/// each documented with the same `# Safety` contract (libc's, for the
-/// function of the same name). A list of items, each one of:
-///
-/// * `tas fn NAME(fd: c_int, ARG: TYPE, ...) -> RET => |c, s| EXPR;` — the
-///   common case. When `fd` is a TAS socket (and the calling thread is not
-///   already inside the shim), the result is `EXPR`, with `c` and `s` bound
-///   to the socket's context and id; for every other fd, libc's `NAME` is
-///   called with the same arguments.
-/// * `tas_or_libc fn ...` — the same, but `EXPR` is an `Option<RET>`:
-///   `None` (the socket has just become a kernel socket) hands the call to
-///   libc's `NAME` after all.
-/// * `fn NAME(ARG: TYPE, ...) -> RET { BODY }` — a function with its own
-///   body (calls that are not "one fd, ours or libc's").
-///
-/// Bodies and `EXPR`s are in an `unsafe fn`: their unsafe operations need
-/// their own `unsafe {}` blocks (`unsafe_op_in_unsafe_fn`), justified by
-/// the function's contract.
-macro_rules! interpose {
-    () => {};
-    (@export
-        $(#[$m:meta])*
-        fn $name:ident($($a:ident: $t:ty),*) $(-> $r:ty)? $body:block
-    ) => {
-        $(#[$m])*
-        ///
-        /// # Safety
-        ///
-        #[doc = concat!(
-            "The contract of libc's `", stringify!($name), "`: every pointer ",
-            "argument is null (where that call allows or reports it) or valid ",
-            "for the reads and writes the call makes, for the lengths and ",
-            "counts given."
-        )]
-        #[no_mangle]
-        pub unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? $body
-    };
-    (
-        $(#[$m:meta])*
-        tas fn $name:ident($fd:ident: c_int $(, $a:ident: $t:ty)* $(,)?) -> $r:ty
-            => |$c:pat_param, $s:pat_param| $tas:expr;
-        $($rest:tt)*
-    ) => {
-        interpose! {
-            @export
-            $(#[$m])*
-            fn $name($fd: c_int $(, $a: $t)*) -> $r {
-                if !in_shim() {
-                    if let Kind::Sock($c, $s) = kind($fd) {
-                        return $tas;
-                    }
-                }
-                // SAFETY: libc's own function of this name with the caller's
-                // arguments, unchanged: the caller meets its contract (the
-                // # Safety of this function).
-                unsafe { real::$name::get()($fd $(, $a)*) }
-            }
-        }
-        interpose!($($rest)*);
-    };
-    (
-        $(#[$m:meta])*
-        tas_or_libc fn $name:ident($fd:ident: c_int $(, $a:ident: $t:ty)* $(,)?) -> $r:ty
-            => |$c:pat_param, $s:pat_param| $tas:expr;
-        $($rest:tt)*
-    ) => {
-        interpose! {
-            @export
-            $(#[$m])*
-            fn $name($fd: c_int $(, $a: $t)*) -> $r {
-                if !in_shim() {
-                    if let Kind::Sock($c, $s) = kind($fd) {
-                        if let Some(r) = $tas {
-                            return r;
-                        }
-                    }
-                }
-                // SAFETY: libc's own function of this name with the caller's
-                // arguments, unchanged: the caller meets its contract (the
-                // # Safety of this function).
-                unsafe { real::$name::get()($fd $(, $a)*) }
-            }
-        }
-        interpose!($($rest)*);
-    };
-    (
-        $(#[$m:meta])*
-        fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block
-        $($rest:tt)*
-    ) => {
-        interpose! {
-            @export
-            $(#[$m])*
-            fn $name($($a: $t),*) $(-> $r)? $body
-        }
-        interpose!($($rest)*);
-    };
 }
 
 // ---------------------------------------------------------------------------
