@@ -7,16 +7,51 @@
 //! untouched. When tasd cannot be reached, TCP uses the kernel too (with
 //! one warning on stderr).
 //!
-//! Owns: the interposed C symbols (`socket` … `epoll_wait` … `sendfile`,
-//! the `_FORTIFY_SOURCE` `__*_chk` variants, `close_range`), the table fd →
-//! TAS socket, readiness, the per-process reactor thread, and fork
-//! handling. The `tas` crate exports no C symbols; only this `cdylib` does.
+//! ## What this crate owns
+//!
+//! * The exported C functions — the interposed socket, data, descriptor
+//!   and multiplexing calls, the `_FORTIFY_SOURCE` `__*_chk` variants,
+//!   `close_range` and `closefrom` — each an item of an `interpose!`
+//!   invocation below (the macro: `interpose.rs`), and their C-side
+//!   conversions (`ffi.rs`). It is the only crate with C
+//!   symbols: the `tas` rlib exports none.
+//! * The libc functions behind them (`dlsym(RTLD_NEXT)`), errno, the
+//!   re-entrancy guard and a fork-safe lock (`sys.rs`).
+//! * The process-wide state (`global.rs`, `config.rs`): the fd table
+//!   (`fdtab.rs`), the contexts and their sockets (`ctx.rs`, `sock.rs`),
+//!   readiness on each socket's pair (`readiness.rs`), waiting (`wait.rs`,
+//!   `mux.rs`), the reactor thread (`reactor.rs`) and fork handling
+//!   (`fork.rs`).
+//! * What each call does to a TAS socket, with Linux's results and errno
+//!   (`ops/`, `opts.rs`): the port registry behind `bind`, the switch to a
+//!   kernel socket for loopback and kernel-owned addresses, options kept
+//!   per socket or on a kernel shadow socket.
+//!
+//! TCP itself — the protocol, the rings, the conversation with tasd — is
+//! the `tas` crate's; the shim only calls its low-level API.
+//!
+//! ## What it must not do
+//!
+//! * Export any symbol other than the interposed calls (`nm -D` is tested).
+//! * Change a call that involves no TAS socket: it reaches libc's own
+//!   definition with the caller's arguments. The shim only keeps its fd
+//!   table current, and keeps its own descriptors away from the program
+//!   (`close` on one reports success and leaves it open; `dup2`/`dup3`
+//!   onto one moves the shim's descriptor first).
+//! * Re-enter itself: while a thread runs shim code every exported function
+//!   goes straight to libc (`sys::in_shim`), since `std` and the `tas`
+//!   crate call `read`, `poll`, `close`, ... through the same symbols.
+//! * Wait for readiness (spin or block in the kernel) while holding a
+//!   context's lock: other threads share the context.
+//! * Touch a context of an older fork generation: in a child, sockets
+//!   inherited from the parent give errors and their connections stay the
+//!   parent's.
 //!
 //! ## Design
 //!
 //! * **fd numbers are real sockets.** Each TAS socket's number is one end of
 //!   a Unix stream socket pair whose kernel readiness the shim drives
-//!   (see `state.rs`). `epoll` (level, edge, one-shot, `EPOLLRDHUP`),
+//!   (see `readiness.rs`). `epoll` (level, edge, one-shot, `EPOLLRDHUP`),
 //!   `poll` and `select` over mixed sets are therefore done by the kernel,
 //!   exactly; `dup`, `fork` and `exec` (`FD_CLOEXEC`) behave as for any fd.
 //! * **Contexts.** A thread attaches its own context (queue pair) on first
@@ -25,48 +60,66 @@
 //!   accepted) it and any thread may use it: each context is behind a lock.
 //! * **Waiting.** Blocking calls and `epoll_wait`/`poll`/`select` over sets
 //!   containing TAS sockets poll the contexts for `TAS_SPIN_US` (default 50)
-//!   and then block in the kernel. While nobody spins, the reactor thread
-//!   sleeps on the contexts' eventfds and control sockets (the fast path
-//!   kicks the eventfd only then) and turns news into readiness.
+//!   and then block in the kernel with the contexts' eventfds and control
+//!   sockets in the same wait; the fast path kicks a context's eventfd only
+//!   while a thread is blocked that way. The reactor thread looks every
+//!   10 ms at contexts nobody is blocked on (and at once at their control
+//!   sockets) and turns news into readiness.
 //! * **fork.** Locks are held across `fork()`; the child starts a new
 //!   generation: sockets inherited from the parent belong to the parent's
 //!   service context, so in the child they give clean errors (`ENOTCONN`
 //!   for data calls, `EINVAL` for listen/accept/connect/bind) and `close`
 //!   only closes the child's descriptor — the parent's connections are
 //!   never disturbed. New sockets in the child attach a new context.
-//! * **Errors.** Every entry point catches panics; failures become `-1` with
-//!   the errno Linux would give.
+//! * **Errors.** Failures become `-1` with the errno Linux would give; the
+//!   TAS part of a call runs under `ffi::run`, which turns a panic into
+//!   `EIO`.
 //!
 //! Environment: `TAS_SOCKET` (attach socket), `TAS_IP` (the service's
 //! address, to answer `bind` to a foreign address with `EADDRNOTAVAIL`),
 //! `TAS_SPIN_US`, `TAS_CONTEXTS`, `TAS_PRELOAD_DEBUG=1` (log decisions to
 //! stderr), `TAS_PRELOAD_DISABLE=1` (pass everything to libc).
 
+// Every unsafe operation is in an `unsafe {}` block with a `// SAFETY:`
+// comment, and every `unsafe fn` documents its contract (`# Safety`).
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc
+)]
 // Casts between libc integer types are kept for other targets, where
 // time_t, off_t and friends differ; `is_multiple_of` is newer than our MSRV.
-#![allow(
-    clippy::missing_safety_doc,
-    clippy::unnecessary_cast,
-    clippy::manual_is_multiple_of
-)]
+#![allow(clippy::unnecessary_cast, clippy::manual_is_multiple_of)]
 
+mod config;
+mod ctx;
+mod fdtab;
+mod ffi;
+mod fork;
+mod global;
+#[macro_use]
+mod interpose;
 mod mux;
 mod ops;
 mod opts;
-mod state;
+mod reactor;
+mod readiness;
+mod sock;
 mod sys;
+mod wait;
 
+use fdtab::{kind, Kind};
+use ffi::{buf, buf_mut, chk_fail, int, iov, iov_mut, run, sz, total, unit, unit_or_libc};
 use libc::{
     c_int, c_uint, c_ulong, c_void, iovec, msghdr, off64_t, off_t, size_t, sockaddr, socklen_t,
     ssize_t,
 };
-use ops::{kind, Kind, Src};
+use ops::Src;
 use std::io::{IoSlice, IoSliceMut};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use sys::{in_shim, real, set_errno, Enter, Res};
+use sys::{in_shim, real, set_errno, Enter};
 
 // ---------------------------------------------------------------------------
-// Plumbing.
+// Start-up.
 
 #[used]
 #[link_section = ".init_array"]
@@ -75,265 +128,122 @@ static CONSTRUCTOR: extern "C" fn() = init;
 extern "C" fn init() {
     let _e = Enter::new();
     sys::real::resolve_all();
-    state::register_atfork();
-}
-
-fn run<T>(f: impl FnOnce() -> Res<T>) -> Result<T, c_int> {
-    let _e = Enter::new();
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(_) => Err(libc::EIO),
-    }
-}
-
-fn int(f: impl FnOnce() -> Res<c_int>) -> c_int {
-    match run(f) {
-        Ok(v) => v,
-        Err(e) => {
-            set_errno(e);
-            -1
-        }
-    }
-}
-
-fn unit(f: impl FnOnce() -> Res<()>) -> c_int {
-    int(|| f().map(|_| 0))
-}
-
-/// For calls the shim may hand back to libc: `Some(result)` when TAS
-/// handled it (0, or -1 with errno), `None` to fall through to libc.
-fn unit_or_libc(f: impl FnOnce() -> Res<Option<()>>) -> Option<c_int> {
-    match run(f) {
-        Ok(Some(())) => Some(0),
-        Ok(None) => None,
-        Err(e) => {
-            set_errno(e);
-            Some(-1)
-        }
-    }
-}
-
-fn sz(f: impl FnOnce() -> Res<usize>) -> ssize_t {
-    match run(f) {
-        Ok(v) => v as ssize_t,
-        Err(e) => {
-            set_errno(e);
-            -1
-        }
-    }
-}
-
-unsafe fn buf_mut<'a>(p: *mut c_void, n: size_t) -> Res<&'a mut [u8]> {
-    if n == 0 {
-        return Ok(&mut []);
-    }
-    if p.is_null() {
-        return Err(libc::EFAULT);
-    }
-    Ok(std::slice::from_raw_parts_mut(p as *mut u8, n))
-}
-
-unsafe fn buf<'a>(p: *const c_void, n: size_t) -> Res<&'a [u8]> {
-    if n == 0 {
-        return Ok(&[]);
-    }
-    if p.is_null() {
-        return Err(libc::EFAULT);
-    }
-    Ok(std::slice::from_raw_parts(p as *const u8, n))
-}
-
-unsafe fn iov_mut<'a>(iov: *const iovec, cnt: usize) -> Res<Vec<IoSliceMut<'a>>> {
-    if cnt > libc::UIO_MAXIOV as usize {
-        return Err(libc::EINVAL);
-    }
-    if cnt == 0 {
-        return Ok(Vec::new());
-    }
-    if iov.is_null() {
-        return Err(libc::EFAULT);
-    }
-    let mut v = Vec::with_capacity(cnt);
-    let mut total: usize = 0;
-    for i in 0..cnt {
-        let e = *iov.add(i);
-        total = total
-            .checked_add(e.iov_len)
-            .filter(|&t| t <= isize::MAX as usize)
-            .ok_or(libc::EINVAL)?;
-        v.push(IoSliceMut::new(buf_mut(e.iov_base, e.iov_len)?));
-    }
-    Ok(v)
-}
-
-unsafe fn iov<'a>(iov: *const iovec, cnt: usize) -> Res<Vec<IoSlice<'a>>> {
-    if cnt > libc::UIO_MAXIOV as usize {
-        return Err(libc::EINVAL);
-    }
-    if cnt == 0 {
-        return Ok(Vec::new());
-    }
-    if iov.is_null() {
-        return Err(libc::EFAULT);
-    }
-    let mut v = Vec::with_capacity(cnt);
-    let mut total: usize = 0;
-    for i in 0..cnt {
-        let e = *iov.add(i);
-        total = total
-            .checked_add(e.iov_len)
-            .filter(|&t| t <= isize::MAX as usize)
-            .ok_or(libc::EINVAL)?;
-        v.push(IoSlice::new(buf(e.iov_base, e.iov_len)?));
-    }
-    Ok(v)
-}
-
-fn total(v: &[IoSlice<'_>]) -> usize {
-    v.iter().map(|b| b.len()).sum()
-}
-
-fn chk_fail() -> ! {
-    // Same outcome as glibc's __chk_fail.
-    sys::log("*** buffer overflow detected ***: terminated");
-    // SAFETY: abort has no preconditions.
-    unsafe { libc::abort() }
+    fork::register_atfork();
 }
 
 // ---------------------------------------------------------------------------
 // Sockets.
 
-#[no_mangle]
-pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
-    let f = real::socket::get();
-    if in_shim() {
-        return f(domain, ty, protocol);
-    }
-    let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
-    if domain != libc::AF_INET
-        || base != libc::SOCK_STREAM
-        || (protocol != 0 && protocol != libc::IPPROTO_TCP)
-    {
-        return f(domain, ty, protocol);
-    }
-    let r = run(|| {
-        if state::global().cfg.disabled {
-            return Ok(None);
+interpose! {
+    /// An IPv4 TCP socket is a TAS socket when tasd can be reached; every
+    /// other socket is libc's.
+    fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+        let f = real::socket::get();
+        if in_shim() {
+            // SAFETY: socket takes no pointers.
+            return unsafe { f(domain, ty, protocol) };
         }
-        ops::socket(ty).transpose()
-    });
-    match r {
-        Ok(Some(fd)) => fd,
-        Ok(None) => f(domain, ty, protocol),
-        Err(e) => {
-            set_errno(e);
-            -1
+        let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+        if domain != libc::AF_INET
+            || base != libc::SOCK_STREAM
+            || (protocol != 0 && protocol != libc::IPPROTO_TCP)
+        {
+            // SAFETY: socket takes no pointers.
+            return unsafe { f(domain, ty, protocol) };
         }
-    }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            if let Some(r) = unit_or_libc(|| ops::bind(c, s, addr, len)) {
-                return r;
+        let r = run(|| {
+            if global::global().cfg.disabled {
+                return Ok(None);
+            }
+            ops::socket(ty).transpose()
+        });
+        match r {
+            Ok(Some(fd)) => fd,
+            // SAFETY: socket takes no pointers.
+            Ok(None) => unsafe { f(domain, ty, protocol) },
+            Err(e) => {
+                set_errno(e);
+                -1
             }
         }
     }
-    real::bind::get()(fd, addr, len)
-}
 
-#[no_mangle]
-pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return unit(|| ops::listen(c, s, backlog));
-        }
-    }
-    real::listen::get()(fd, backlog)
-}
+    /// Loopback and kernel-owned addresses make the socket a kernel socket.
+    tas_or_libc fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int
+        // SAFETY: addr/len as the caller passed them, under bind's contract.
+        => |c, s| unit_or_libc(|| unsafe { ops::bind(c, s, addr, len) });
 
-#[no_mangle]
-pub unsafe extern "C" fn accept4(
-    fd: c_int,
-    addr: *mut sockaddr,
-    len: *mut socklen_t,
-    flags: c_int,
-) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return int(|| ops::accept(c, s, addr, len, flags));
-        }
-    }
-    real::accept4::get()(fd, addr, len, flags)
-}
+    tas fn listen(fd: c_int, backlog: c_int) -> c_int
+        => |c, s| unit(|| ops::listen(c, s, backlog));
 
-#[no_mangle]
-pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return int(|| ops::accept(c, s, addr, len, 0));
-        }
-    }
-    real::accept::get()(fd, addr, len)
-}
+    tas fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int
+        // SAFETY: addr/len as the caller passed them, under accept4's
+        // contract.
+        => |c, s| int(|| unsafe { ops::accept(c, s, addr, len, flags) });
 
-#[no_mangle]
-pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            if let Some(r) = unit_or_libc(|| ops::connect(c, s, addr, len)) {
-                return r;
-            }
-        }
-    }
-    real::connect::get()(fd, addr, len)
-}
+    tas fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
+        // SAFETY: addr/len as the caller passed them, under accept's
+        // contract (accept4's, without flags).
+        => |c, s| int(|| unsafe { ops::accept(c, s, addr, len, 0) });
 
-#[no_mangle]
-pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return unit(|| ops::shutdown(c, s, how));
-        }
-    }
-    real::shutdown::get()(fd, how)
-}
+    /// Loopback and kernel-owned addresses make the socket a kernel socket.
+    tas_or_libc fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int
+        // SAFETY: addr/len as the caller passed them, under connect's
+        // contract.
+        => |c, s| unit_or_libc(|| unsafe { ops::connect(c, s, addr, len) });
 
-#[no_mangle]
-pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    let f = real::close::get();
-    let Some(g) = state::try_global() else {
-        return f(fd);
-    };
-    if in_shim() {
-        if g.fd(fd) != 0 {
-            g.set_fd(fd, 0);
-        }
-        return f(fd);
-    }
-    match kind(fd) {
-        Kind::Sock(c, s) => unit(|| ops::close(c, s, fd)),
-        // The shim's own descriptors stay open (a program closing "all"
-        // descriptors must not cut us off); report success as Linux would.
-        Kind::Internal => 0,
-        Kind::Kernel => {
+    tas fn shutdown(fd: c_int, how: c_int) -> c_int
+        => |c, s| unit(|| ops::shutdown(c, s, how));
+
+    /// The shim's own descriptors are never closed (reported closed).
+    fn close(fd: c_int) -> c_int {
+        let f = real::close::get();
+        let Some(g) = global::try_global() else {
+            // SAFETY: close takes no pointers; fd is the caller's to close.
+            return unsafe { f(fd) };
+        };
+        if in_shim() {
             if g.fd(fd) != 0 {
                 g.set_fd(fd, 0);
             }
-            f(fd)
+            // SAFETY: close takes no pointers; the shim closes its own fd.
+            return unsafe { f(fd) };
         }
+        match kind(fd) {
+            Kind::Sock(c, s) => unit(|| ops::close(c, s, fd)),
+            // The shim's own descriptors stay open (a program closing "all"
+            // descriptors must not cut us off); report success as Linux would.
+            Kind::Internal => 0,
+            Kind::Kernel => {
+                if g.fd(fd) != 0 {
+                    g.set_fd(fd, 0);
+                }
+                // SAFETY: close takes no pointers; fd is the caller's to close.
+                unsafe { f(fd) }
+            }
+        }
+    }
+
+    fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+        close_range_impl(first, last, flags)
+    }
+
+    fn closefrom(lowfd: c_int) {
+        let _ = close_range_impl(lowfd.max(0) as c_uint, c_uint::MAX, 0);
     }
 }
 
-unsafe fn close_range_impl(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+/// `close_range` (and `closefrom`): TAS sockets in the range are closed
+/// through the shim and the shim's own descriptors are skipped.
+fn close_range_impl(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     let f = real::close_range::get();
-    let Some(g) = state::try_global() else {
-        return f(first, last, flags);
+    let Some(g) = global::try_global() else {
+        // SAFETY: close_range takes no pointers.
+        return unsafe { f(first, last, flags) };
     };
     if in_shim() || flags & libc::CLOSE_RANGE_CLOEXEC as c_int != 0 || first > last {
-        return f(first, last, flags);
+        // SAFETY: close_range takes no pointers.
+        return unsafe { f(first, last, flags) };
     }
     // Close TAS sockets through the shim and keep the shim's own fds.
     let mut start = first as u64;
@@ -349,7 +259,9 @@ unsafe fn close_range_impl(first: c_uint, last: c_uint, flags: c_int) -> c_int {
                 let _ = run(|| ops::close(c, s, fd as c_int));
             }
             Kind::Internal => {
-                if fd > start && f(start as c_uint, (fd - 1) as c_uint, flags) < 0 {
+                // SAFETY: close_range takes no pointers; the range stops
+                // before the shim's descriptor.
+                if fd > start && unsafe { f(start as c_uint, (fd - 1) as c_uint, flags) } < 0 {
                     return -1;
                 }
                 start = fd + 1;
@@ -363,269 +275,198 @@ unsafe fn close_range_impl(first: c_uint, last: c_uint, flags: c_int) -> c_int {
         fd += 1;
     }
     if start <= end {
-        return f(start as c_uint, end as c_uint, flags);
+        // SAFETY: close_range takes no pointers.
+        return unsafe { f(start as c_uint, end as c_uint, flags) };
     }
     0
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
-    close_range_impl(first, last, flags)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn closefrom(lowfd: c_int) {
-    let _ = close_range_impl(lowfd.max(0) as c_uint, c_uint::MAX, 0);
 }
 
 // ---------------------------------------------------------------------------
 // Data.
 
-#[no_mangle]
-pub unsafe extern "C" fn read(fd: c_int, b: *mut c_void, n: size_t) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return sz(|| ops::recv(c, s, &mut [IoSliceMut::new(buf_mut(b, n)?)], 0));
+interpose! {
+    tas fn read(fd: c_int, b: *mut c_void, n: size_t) -> ssize_t
+        // SAFETY: b/n as the caller passed them: writable (read's contract).
+        => |c, s| sz(|| ops::recv(c, s, &mut [IoSliceMut::new(unsafe { buf_mut(b, n) }?)], 0));
+
+    fn __read_chk(fd: c_int, b: *mut c_void, n: size_t, buflen: size_t) -> ssize_t {
+        if n > buflen {
+            chk_fail();
         }
+        // SAFETY: read's contract is this function's (b holds buflen >= n
+        // bytes).
+        unsafe { read(fd, b, n) }
     }
-    real::read::get()(fd, b, n)
-}
 
-#[no_mangle]
-pub unsafe extern "C" fn __read_chk(
-    fd: c_int,
-    b: *mut c_void,
-    n: size_t,
-    buflen: size_t,
-) -> ssize_t {
-    if n > buflen {
-        chk_fail();
-    }
-    read(fd, b, n)
-}
+    tas fn write(fd: c_int, b: *const c_void, n: size_t) -> ssize_t
+        => |c, s| sz(|| {
+            // SAFETY: b/n as the caller passed them: readable (write's
+            // contract).
+            let v = [IoSlice::new(unsafe { buf(b, n) }?)];
+            ops::send(c, s, Src::Bufs(&v), n, 0)
+        });
 
-#[no_mangle]
-pub unsafe extern "C" fn write(fd: c_int, b: *const c_void, n: size_t) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return sz(|| {
-                let v = [IoSlice::new(buf(b, n)?)];
-                ops::send(c, s, Src::Bufs(&v), n, 0)
-            });
+    tas fn readv(fd: c_int, v: *const iovec, cnt: c_int) -> ssize_t
+        => |c, s| sz(|| {
+            if cnt < 0 {
+                return Err(libc::EINVAL);
+            }
+            // SAFETY: v/cnt as the caller passed them: an iovec array whose
+            // buffers are writable (readv's contract).
+            let mut b = unsafe { iov_mut(v, cnt as usize) }?;
+            ops::recv(c, s, &mut b, 0)
+        });
+
+    tas fn writev(fd: c_int, v: *const iovec, cnt: c_int) -> ssize_t
+        => |c, s| sz(|| {
+            if cnt < 0 {
+                return Err(libc::EINVAL);
+            }
+            // SAFETY: v/cnt as the caller passed them: an iovec array whose
+            // buffers are readable (writev's contract).
+            let b = unsafe { iov(v, cnt as usize) }?;
+            let n = total(&b);
+            ops::send(c, s, Src::Bufs(&b), n, 0)
+        });
+
+    tas fn recv(fd: c_int, b: *mut c_void, n: size_t, flags: c_int) -> ssize_t
+        // SAFETY: b/n as the caller passed them: writable (recv's contract).
+        => |c, s| sz(|| ops::recv(c, s, &mut [IoSliceMut::new(unsafe { buf_mut(b, n) }?)], flags));
+
+    fn __recv_chk(fd: c_int, b: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t {
+        if n > buflen {
+            chk_fail();
         }
+        // SAFETY: recv's contract is this function's (b holds buflen >= n
+        // bytes).
+        unsafe { recv(fd, b, n, flags) }
     }
-    real::write::get()(fd, b, n)
-}
 
-#[no_mangle]
-pub unsafe extern "C" fn readv(fd: c_int, v: *const iovec, cnt: c_int) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return sz(|| {
-                if cnt < 0 {
-                    return Err(libc::EINVAL);
-                }
-                let mut b = iov_mut(v, cnt as usize)?;
-                ops::recv(c, s, &mut b, 0)
-            });
+    tas fn recvfrom(
+        fd: c_int,
+        b: *mut c_void,
+        n: size_t,
+        flags: c_int,
+        addr: *mut sockaddr,
+        alen: *mut socklen_t,
+    ) -> ssize_t
+        => |c, s| sz(|| {
+            // SAFETY: b/n as the caller passed them: writable (recvfrom's
+            // contract).
+            let r = ops::recv(c, s, &mut [IoSliceMut::new(unsafe { buf_mut(b, n) }?)], flags)?;
+            // Linux TCP returns no source address.
+            if !addr.is_null() && !alen.is_null() {
+                // SAFETY: alen is non-null, so writable (recvfrom's contract).
+                unsafe { *alen = 0 };
+            }
+            Ok(r)
+        });
+
+    fn __recvfrom_chk(
+        fd: c_int,
+        b: *mut c_void,
+        n: size_t,
+        buflen: size_t,
+        flags: c_int,
+        addr: *mut sockaddr,
+        alen: *mut socklen_t,
+    ) -> ssize_t {
+        if n > buflen {
+            chk_fail();
         }
+        // SAFETY: recvfrom's contract is this function's (b holds buflen >=
+        // n bytes).
+        unsafe { recvfrom(fd, b, n, flags, addr, alen) }
     }
-    real::readv::get()(fd, v, cnt)
-}
 
-#[no_mangle]
-pub unsafe extern "C" fn writev(fd: c_int, v: *const iovec, cnt: c_int) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return sz(|| {
-                if cnt < 0 {
-                    return Err(libc::EINVAL);
-                }
-                let b = iov(v, cnt as usize)?;
-                let n = total(&b);
-                ops::send(c, s, Src::Bufs(&b), n, 0)
-            });
-        }
-    }
-    real::writev::get()(fd, v, cnt)
-}
+    tas fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t
+        => |c, s| sz(|| {
+            if msg.is_null() {
+                return Err(libc::EFAULT);
+            }
+            // SAFETY: msg is non-null, so a msghdr valid for reads and writes
+            // whose iovecs are writable (recvmsg's contract), and nothing
+            // else refers to it during the call.
+            let m = unsafe { &mut *msg };
+            // SAFETY: the message's iovec array, as the caller described it.
+            let mut b = unsafe { iov_mut(m.msg_iov, m.msg_iovlen) }?;
+            let r = ops::recv(c, s, &mut b, flags)?;
+            m.msg_namelen = 0;
+            m.msg_controllen = 0;
+            m.msg_flags = 0;
+            Ok(r)
+        });
 
-#[no_mangle]
-pub unsafe extern "C" fn recv(fd: c_int, b: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return sz(|| ops::recv(c, s, &mut [IoSliceMut::new(buf_mut(b, n)?)], flags));
-        }
-    }
-    real::recv::get()(fd, b, n, flags)
-}
+    tas fn send(fd: c_int, b: *const c_void, n: size_t, flags: c_int) -> ssize_t
+        => |c, s| sz(|| {
+            // SAFETY: b/n as the caller passed them: readable (send's
+            // contract).
+            let v = [IoSlice::new(unsafe { buf(b, n) }?)];
+            ops::send(c, s, Src::Bufs(&v), n, flags)
+        });
 
-#[no_mangle]
-pub unsafe extern "C" fn __recv_chk(
-    fd: c_int,
-    b: *mut c_void,
-    n: size_t,
-    buflen: size_t,
-    flags: c_int,
-) -> ssize_t {
-    if n > buflen {
-        chk_fail();
-    }
-    recv(fd, b, n, flags)
-}
+    /// A connected TCP socket ignores the address (Linux).
+    tas fn sendto(
+        fd: c_int,
+        b: *const c_void,
+        n: size_t,
+        flags: c_int,
+        addr: *const sockaddr,
+        alen: socklen_t,
+    ) -> ssize_t
+        => |c, s| sz(|| {
+            // SAFETY: b/n as the caller passed them: readable (sendto's
+            // contract).
+            let v = [IoSlice::new(unsafe { buf(b, n) }?)];
+            ops::send(c, s, Src::Bufs(&v), n, flags)
+        });
 
-#[no_mangle]
-pub unsafe extern "C" fn recvfrom(
-    fd: c_int,
-    b: *mut c_void,
-    n: size_t,
-    flags: c_int,
-    addr: *mut sockaddr,
-    alen: *mut socklen_t,
-) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return sz(|| {
-                let r = ops::recv(c, s, &mut [IoSliceMut::new(buf_mut(b, n)?)], flags)?;
-                // Linux TCP returns no source address.
-                if !addr.is_null() && !alen.is_null() {
-                    *alen = 0;
-                }
-                Ok(r)
-            });
-        }
-    }
-    real::recvfrom::get()(fd, b, n, flags, addr, alen)
-}
+    tas fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t
+        => |c, s| sz(|| {
+            if msg.is_null() {
+                return Err(libc::EFAULT);
+            }
+            // SAFETY: msg is non-null, so a readable msghdr (sendmsg's
+            // contract).
+            let m = unsafe { &*msg };
+            // SAFETY: the message's iovec array, as the caller described it.
+            let b = unsafe { iov(m.msg_iov, m.msg_iovlen) }?;
+            let n = total(&b);
+            ops::send(c, s, Src::Bufs(&b), n, flags)
+        });
 
-#[no_mangle]
-pub unsafe extern "C" fn __recvfrom_chk(
-    fd: c_int,
-    b: *mut c_void,
-    n: size_t,
-    buflen: size_t,
-    flags: c_int,
-    addr: *mut sockaddr,
-    alen: *mut socklen_t,
-) -> ssize_t {
-    if n > buflen {
-        chk_fail();
-    }
-    recvfrom(fd, b, n, flags, addr, alen)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return sz(|| {
-                if msg.is_null() {
-                    return Err(libc::EFAULT);
-                }
-                let m = &mut *msg;
-                let mut b = iov_mut(m.msg_iov, m.msg_iovlen)?;
-                let r = ops::recv(c, s, &mut b, flags)?;
-                m.msg_namelen = 0;
-                m.msg_controllen = 0;
-                m.msg_flags = 0;
-                Ok(r)
-            });
-        }
-    }
-    real::recvmsg::get()(fd, msg, flags)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn send(fd: c_int, b: *const c_void, n: size_t, flags: c_int) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return sz(|| {
-                let v = [IoSlice::new(buf(b, n)?)];
-                ops::send(c, s, Src::Bufs(&v), n, flags)
-            });
-        }
-    }
-    real::send::get()(fd, b, n, flags)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn sendto(
-    fd: c_int,
-    b: *const c_void,
-    n: size_t,
-    flags: c_int,
-    addr: *const sockaddr,
-    alen: socklen_t,
-) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            // A connected TCP socket ignores the address (Linux).
-            let _ = (addr, alen);
-            return sz(|| {
-                let v = [IoSlice::new(buf(b, n)?)];
-                ops::send(c, s, Src::Bufs(&v), n, flags)
-            });
-        }
-    }
-    real::sendto::get()(fd, b, n, flags, addr, alen)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return sz(|| {
-                if msg.is_null() {
-                    return Err(libc::EFAULT);
-                }
-                let m = &*msg;
-                let b = iov(m.msg_iov, m.msg_iovlen)?;
-                let n = total(&b);
-                ops::send(c, s, Src::Bufs(&b), n, flags)
-            });
-        }
-    }
-    real::sendmsg::get()(fd, msg, flags)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn sendmmsg(
-    fd: c_int,
-    v: *mut libc::mmsghdr,
-    n: c_uint,
-    flags: c_int,
-) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(..) = kind(fd) {
+    /// One `sendmsg` per message.
+    tas fn sendmmsg(fd: c_int, v: *mut libc::mmsghdr, n: c_uint, flags: c_int) -> c_int
+        => |_, _| {
             if v.is_null() && n > 0 {
                 set_errno(libc::EFAULT);
                 return -1;
             }
             let n = n.min(libc::UIO_MAXIOV as c_uint);
             for i in 0..n as usize {
-                let m = &mut *v.add(i);
-                let r = sendmsg(fd, &m.msg_hdr, flags);
+                // SAFETY: v is non-null and holds at least n entries, valid
+                // for reads and writes (sendmmsg's contract); i < n.
+                let m = unsafe { &mut *v.add(i) };
+                // SAFETY: m.msg_hdr is the caller's message, meeting
+                // sendmsg's contract by sendmmsg's.
+                let r = unsafe { sendmsg(fd, &m.msg_hdr, flags) };
                 if r < 0 {
                     return if i == 0 { -1 } else { i as c_int };
                 }
                 m.msg_len = r as c_uint;
             }
-            return n as c_int;
-        }
-    }
-    real::sendmmsg::get()(fd, v, n, flags)
-}
+            n as c_int
+        };
 
-#[no_mangle]
-pub unsafe extern "C" fn recvmmsg(
-    fd: c_int,
-    v: *mut libc::mmsghdr,
-    n: c_uint,
-    flags: c_int,
-    timeout: *mut libc::timespec,
-) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(..) = kind(fd) {
+    /// One `recvmsg` per message; `timeout` is not applied to TAS sockets.
+    tas fn recvmmsg(
+        fd: c_int,
+        v: *mut libc::mmsghdr,
+        n: c_uint,
+        flags: c_int,
+        timeout: *mut libc::timespec,
+    ) -> c_int
+        => |_, _| {
             if v.is_null() && n > 0 {
                 set_errno(libc::EFAULT);
                 return -1;
@@ -633,8 +474,12 @@ pub unsafe extern "C" fn recvmmsg(
             let n = n.min(libc::UIO_MAXIOV as c_uint);
             let mut fl = flags & !libc::MSG_WAITFORONE;
             for i in 0..n as usize {
-                let m = &mut *v.add(i);
-                let r = recvmsg(fd, &mut m.msg_hdr, fl);
+                // SAFETY: v is non-null and holds at least n entries, valid
+                // for reads and writes (recvmmsg's contract); i < n.
+                let m = unsafe { &mut *v.add(i) };
+                // SAFETY: m.msg_hdr is the caller's message, meeting
+                // recvmsg's contract by recvmmsg's.
+                let r = unsafe { recvmsg(fd, &mut m.msg_hdr, fl) };
                 if r < 0 {
                     return if i == 0 { -1 } else { i as c_int };
                 }
@@ -646,13 +491,39 @@ pub unsafe extern "C" fn recvmmsg(
                     return i as c_int + 1;
                 }
             }
-            let _ = timeout;
-            return n as c_int;
+            n as c_int
+        };
+
+    /// A TAS socket can be the destination, not the source.
+    fn sendfile(out: c_int, inf: c_int, off: *mut off_t, count: size_t) -> ssize_t {
+        // SAFETY: off is null or valid for reads and writes (sendfile's
+        // contract); off_t is i64 on the supported targets.
+        match unsafe { sendfile_impl(out, inf, off as *mut i64, count) } {
+            Some(r) => r,
+            // SAFETY: the caller's arguments, unchanged, to libc's sendfile.
+            None => unsafe { real::sendfile::get()(out, inf, off, count) },
         }
     }
-    real::recvmmsg::get()(fd, v, n, flags, timeout)
+
+    /// A TAS socket can be the destination, not the source.
+    fn sendfile64(out: c_int, inf: c_int, off: *mut off64_t, count: size_t) -> ssize_t {
+        // SAFETY: off is null or valid for reads and writes (sendfile64's
+        // contract).
+        match unsafe { sendfile_impl(out, inf, off, count) } {
+            Some(r) => r,
+            // SAFETY: the caller's arguments, unchanged, to libc's
+            // sendfile64.
+            None => unsafe { real::sendfile64::get()(out, inf, off, count) },
+        }
+    }
 }
 
+/// `sendfile` to a TAS socket: Some(result), or None when libc handles it.
+///
+/// # Safety
+///
+/// `off` must be null or valid for reads and writes of an `i64`, not
+/// otherwise accessed during the call.
 unsafe fn sendfile_impl(out: c_int, inf: c_int, off: *mut i64, count: size_t) -> Option<ssize_t> {
     if in_shim() {
         return None;
@@ -669,106 +540,170 @@ unsafe fn sendfile_impl(out: c_int, inf: c_int, off: *mut i64, count: size_t) ->
         let o = if off.is_null() {
             None
         } else {
-            if *off < 0 {
+            // SAFETY: off is non-null, so valid for reads (contract).
+            if unsafe { *off } < 0 {
                 return Err(libc::EINVAL);
             }
-            Some(&mut *off)
+            // SAFETY: off is non-null, valid for reads and writes and not
+            // otherwise accessed during the call (contract).
+            Some(unsafe { &mut *off })
         };
         ops::send(c, s, Src::File(inf, o), count, 0)
     }))
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn sendfile(
-    out: c_int,
-    inf: c_int,
-    off: *mut off_t,
-    count: size_t,
-) -> ssize_t {
-    match sendfile_impl(out, inf, off as *mut i64, count) {
-        Some(r) => r,
-        None => real::sendfile::get()(out, inf, off, count),
-    }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn sendfile64(
-    out: c_int,
-    inf: c_int,
-    off: *mut off64_t,
-    count: size_t,
-) -> ssize_t {
-    match sendfile_impl(out, inf, off, count) {
-        Some(r) => r,
-        None => real::sendfile64::get()(out, inf, off, count),
-    }
-}
+// off_t and off64_t are the same 64-bit offset here (sendfile shares
+// sendfile64's code).
+const _: () = assert!(std::mem::size_of::<off_t>() == std::mem::size_of::<i64>());
 
 // ---------------------------------------------------------------------------
 // Options and names.
 
-#[no_mangle]
-pub unsafe extern "C" fn setsockopt(
-    fd: c_int,
-    level: c_int,
-    name: c_int,
-    v: *const c_void,
-    len: socklen_t,
-) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return unit(|| opts::setsockopt(c, s, level, name, v, len));
-        }
-    }
-    real::setsockopt::get()(fd, level, name, v, len)
-}
+interpose! {
+    tas fn setsockopt(
+        fd: c_int,
+        level: c_int,
+        name: c_int,
+        v: *const c_void,
+        len: socklen_t,
+    ) -> c_int
+        // SAFETY: v/len as the caller passed them, under setsockopt's
+        // contract.
+        => |c, s| unit(|| unsafe { opts::setsockopt(c, s, level, name, v, len) });
 
-#[no_mangle]
-pub unsafe extern "C" fn getsockopt(
-    fd: c_int,
-    level: c_int,
-    name: c_int,
-    v: *mut c_void,
-    len: *mut socklen_t,
-) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return unit(|| opts::getsockopt(c, s, level, name, v, len));
-        }
-    }
-    real::getsockopt::get()(fd, level, name, v, len)
-}
+    tas fn getsockopt(
+        fd: c_int,
+        level: c_int,
+        name: c_int,
+        v: *mut c_void,
+        len: *mut socklen_t,
+    ) -> c_int
+        // SAFETY: v/len as the caller passed them, under getsockopt's
+        // contract.
+        => |c, s| unit(|| unsafe { opts::getsockopt(c, s, level, name, v, len) });
 
-#[no_mangle]
-pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return unit(|| ops::getsockname(c, s, addr, len));
-        }
-    }
-    real::getsockname::get()(fd, addr, len)
-}
+    tas fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
+        // SAFETY: addr/len as the caller passed them, under getsockname's
+        // contract.
+        => |c, s| unit(|| unsafe { ops::getsockname(c, s, addr, len) });
 
-#[no_mangle]
-pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if !in_shim() {
-        if let Kind::Sock(c, s) = kind(fd) {
-            return unit(|| ops::getpeername(c, s, addr, len));
-        }
-    }
-    real::getpeername::get()(fd, addr, len)
+    tas fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
+        // SAFETY: addr/len as the caller passed them, under getpeername's
+        // contract.
+        => |c, s| unit(|| unsafe { ops::getpeername(c, s, addr, len) });
 }
 
 // ---------------------------------------------------------------------------
 // Descriptors.
 
+interpose! {
+    /// Variadic in C; the third argument is passed as an integer.
+    fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+        // SAFETY: fcntl's contract is this function's.
+        unsafe { fcntl_impl(fd, cmd, arg) }
+    }
+
+    /// Variadic in C; the third argument is passed as an integer.
+    fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+        // SAFETY: fcntl's contract is this function's.
+        unsafe { fcntl_impl(fd, cmd, arg) }
+    }
+
+    /// Variadic in C; the third argument is passed as an integer.
+    fn ioctl(fd: c_int, req: c_ulong, arg: usize) -> c_int {
+        let f = real::ioctl();
+        if in_shim() {
+            // SAFETY: the caller's arguments, unchanged, to libc's ioctl.
+            return unsafe { f(fd, req, arg) };
+        }
+        let Kind::Sock(c, s) = kind(fd) else {
+            // SAFETY: the caller's arguments, unchanged, to libc's ioctl.
+            return unsafe { f(fd, req, arg) };
+        };
+        match req {
+            SIOCINQ | SIOCOUTQ => int(|| {
+                if arg == 0 {
+                    return Err(libc::EFAULT);
+                }
+                let v = ops::ioctl_queue(c, s, req == SIOCOUTQ)?;
+                // SAFETY: for this request arg is a pointer to an int
+                // (ioctl's contract), non-null.
+                unsafe { *(arg as *mut c_int) = v };
+                Ok(0)
+            }),
+            SIOCATMARK => int(|| {
+                if arg == 0 {
+                    return Err(libc::EFAULT);
+                }
+                // SAFETY: for this request arg is a pointer to an int
+                // (ioctl's contract), non-null.
+                unsafe { *(arg as *mut c_int) = 0 };
+                Ok(0)
+            }),
+            libc::FIONBIO => {
+                // SAFETY: the caller's arguments, unchanged, to libc's ioctl.
+                let r = unsafe { f(fd, req, arg) };
+                if r == 0 && arg != 0 {
+                    // SAFETY: for FIONBIO arg is a pointer to an int (ioctl's
+                    // contract), non-null, and the kernel has just read it.
+                    let on = unsafe { *(arg as *const c_int) } != 0;
+                    let _ = run(|| {
+                        ops::set_nonblock(c, s, on);
+                        Ok(())
+                    });
+                }
+                r
+            }
+            // SAFETY: the caller's arguments, unchanged, to libc's ioctl.
+            _ => unsafe { f(fd, req, arg) },
+        }
+    }
+
+    fn dup(fd: c_int) -> c_int {
+        let f = real::dup::get();
+        if in_shim() {
+            // SAFETY: dup takes no pointers.
+            return unsafe { f(fd) };
+        }
+        let Kind::Sock(c, s) = kind(fd) else {
+            // SAFETY: dup takes no pointers.
+            let r = unsafe { f(fd) };
+            copy_epoll_mark(fd, r);
+            return r;
+        };
+        // SAFETY: dup takes no pointers.
+        let r = unsafe { f(fd) };
+        if r < 0 {
+            return r;
+        }
+        int(|| ops::add_fd(c, s, r))
+    }
+
+    fn dup2(old: c_int, new: c_int) -> c_int {
+        dup_to(old, new, 0, false)
+    }
+
+    fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+        dup_to(old, new, flags, true)
+    }
+}
+
+/// `fcntl`: `F_DUPFD*` on a TAS socket adds a number to it, `F_SETFL`
+/// tracks `O_NONBLOCK`.
+///
+/// # Safety
+///
+/// As for libc's `fcntl`: when `cmd` takes a pointer, `arg` must be one
+/// valid for that command.
 unsafe fn fcntl_impl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
     let f = real::fcntl();
     if in_shim() {
-        return f(fd, cmd, arg);
+        // SAFETY: the caller's arguments, unchanged, to libc's fcntl.
+        return unsafe { f(fd, cmd, arg) };
     }
     let Kind::Sock(c, s) = kind(fd) else {
-        let r = f(fd, cmd, arg);
+        // SAFETY: the caller's arguments, unchanged, to libc's fcntl.
+        let r = unsafe { f(fd, cmd, arg) };
         if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
             copy_epoll_mark(fd, r);
         }
@@ -776,14 +711,16 @@ unsafe fn fcntl_impl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
     };
     match cmd {
         libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
-            let r = f(fd, cmd, arg);
+            // SAFETY: the caller's arguments, unchanged, to libc's fcntl.
+            let r = unsafe { f(fd, cmd, arg) };
             if r < 0 {
                 return r;
             }
             int(|| ops::add_fd(c, s, r))
         }
         libc::F_SETFL => {
-            let r = f(fd, cmd, arg);
+            // SAFETY: the caller's arguments, unchanged, to libc's fcntl.
+            let r = unsafe { f(fd, cmd, arg) };
             if r == 0 {
                 let _ = run(|| {
                     ops::set_nonblock(c, s, arg as c_int & libc::O_NONBLOCK != 0);
@@ -792,88 +729,26 @@ unsafe fn fcntl_impl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
             }
             r
         }
-        _ => f(fd, cmd, arg),
+        // SAFETY: the caller's arguments, unchanged, to libc's fcntl.
+        _ => unsafe { f(fd, cmd, arg) },
     }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
-    fcntl_impl(fd, cmd, arg)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
-    fcntl_impl(fd, cmd, arg)
 }
 
 const SIOCINQ: c_ulong = libc::FIONREAD;
 const SIOCOUTQ: c_ulong = libc::TIOCOUTQ;
 const SIOCATMARK: c_ulong = 0x8905;
 
-#[no_mangle]
-pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: usize) -> c_int {
-    let f = real::ioctl();
-    if in_shim() {
-        return f(fd, req, arg);
-    }
-    let Kind::Sock(c, s) = kind(fd) else {
-        return f(fd, req, arg);
-    };
-    match req {
-        SIOCINQ | SIOCOUTQ => int(|| {
-            if arg == 0 {
-                return Err(libc::EFAULT);
-            }
-            let v = ops::ioctl_queue(c, s, req == SIOCOUTQ)?;
-            *(arg as *mut c_int) = v;
-            Ok(0)
-        }),
-        SIOCATMARK => int(|| {
-            if arg == 0 {
-                return Err(libc::EFAULT);
-            }
-            *(arg as *mut c_int) = 0;
-            Ok(0)
-        }),
-        libc::FIONBIO => {
-            let r = f(fd, req, arg);
-            if r == 0 && arg != 0 {
-                let on = *(arg as *const c_int) != 0;
-                let _ = run(|| {
-                    ops::set_nonblock(c, s, on);
-                    Ok(())
-                });
-            }
-            r
-        }
-        _ => f(fd, req, arg),
-    }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
-    let f = real::dup::get();
-    if in_shim() {
-        return f(fd);
-    }
-    let Kind::Sock(c, s) = kind(fd) else {
-        let r = f(fd);
-        copy_epoll_mark(fd, r);
-        return r;
-    };
-    let r = f(fd);
-    if r < 0 {
-        return r;
-    }
-    int(|| ops::add_fd(c, s, r))
-}
-
-unsafe fn dup_to(old: c_int, new: c_int, flags: c_int, three: bool) -> c_int {
+/// `dup2` (`three` false) and `dup3`: the target number stops being what
+/// it was (a TAS socket closes with its last number) and becomes what the
+/// source is.
+fn dup_to(old: c_int, new: c_int, flags: c_int, three: bool) -> c_int {
     let call = |o: c_int, n: c_int| {
         if three {
-            real::dup3::get()(o, n, flags)
+            // SAFETY: dup3 takes no pointers.
+            unsafe { real::dup3::get()(o, n, flags) }
         } else {
-            real::dup2::get()(o, n)
+            // SAFETY: dup2 takes no pointers.
+            unsafe { real::dup2::get()(o, n) }
         }
     };
     if in_shim() {
@@ -886,7 +761,7 @@ unsafe fn dup_to(old: c_int, new: c_int, flags: c_int, three: bool) -> c_int {
     let ko = kind(old);
     let kn = kind(new);
     if matches!(ko, Kind::Kernel) && matches!(kn, Kind::Kernel) {
-        if let Some(g) = state::try_global() {
+        if let Some(g) = global::try_global() {
             if g.fd(new) != 0 && old != new {
                 g.set_fd(new, 0);
             }
@@ -901,7 +776,8 @@ unsafe fn dup_to(old: c_int, new: c_int, flags: c_int, three: bool) -> c_int {
         return call(old, new);
     }
     // The source must be valid before the target is given up.
-    if real::fcntl()(old, libc::F_GETFD, 0) < 0 {
+    // SAFETY: F_GETFD takes no argument.
+    if unsafe { real::fcntl()(old, libc::F_GETFD, 0) } < 0 {
         return -1;
     }
     if let Err(e) = run(|| ops::before_replace(new)) {
@@ -918,23 +794,13 @@ unsafe fn dup_to(old: c_int, new: c_int, flags: c_int, three: bool) -> c_int {
     }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
-    dup_to(old, new, 0, false)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    dup_to(old, new, flags, true)
-}
-
 // ---------------------------------------------------------------------------
 // Multiplexing.
 
 /// A new descriptor number carries no old marks.
 fn fresh_fd(fd: c_int) -> c_int {
     if fd >= 0 {
-        if let Some(g) = state::try_global() {
+        if let Some(g) = global::try_global() {
             if g.fd(fd) != 0 {
                 g.set_fd(fd, 0);
             }
@@ -945,138 +811,137 @@ fn fresh_fd(fd: c_int) -> c_int {
 
 /// An epoll set's mark (it holds the shim's fds) follows it to a new number.
 fn copy_epoll_mark(old: c_int, new: c_int) {
-    if let Some(g) = state::try_global() {
+    if let Some(g) = global::try_global() {
         let v = g.fd(old);
-        if new >= 0 && v & state::T_EPOLL != 0 && v & state::T_SOCK == 0 {
+        if new >= 0 && v & fdtab::T_EPOLL != 0 && v & fdtab::T_SOCK == 0 {
             g.set_fd(new, v);
         }
     }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn epoll_create(size: c_int) -> c_int {
-    fresh_fd(real::epoll_create::get()(size))
-}
+interpose! {
+    fn epoll_create(size: c_int) -> c_int {
+        // SAFETY: epoll_create takes no pointers.
+        fresh_fd(unsafe { real::epoll_create::get()(size) })
+    }
 
-#[no_mangle]
-pub unsafe extern "C" fn epoll_create1(flags: c_int) -> c_int {
-    fresh_fd(real::epoll_create1::get()(flags))
-}
+    fn epoll_create1(flags: c_int) -> c_int {
+        // SAFETY: epoll_create1 takes no pointers.
+        fresh_fd(unsafe { real::epoll_create1::get()(flags) })
+    }
 
-#[no_mangle]
-pub unsafe extern "C" fn epoll_ctl(
-    epfd: c_int,
-    op: c_int,
-    fd: c_int,
-    ev: *mut libc::epoll_event,
-) -> c_int {
-    let r = real::epoll_ctl::get()(epfd, op, fd, ev);
-    if r == 0 && !in_shim() {
-        if let Kind::Sock(..) = kind(fd) {
-            let e = sys::errno();
-            let _ = run(|| {
-                ops::epoll_track(epfd, op, fd, ev);
-                Ok(())
-            });
-            set_errno(e);
+    /// The kernel registers; the shim remembers a TAS socket's
+    /// registrations (to restore them if the socket moves to the kernel).
+    fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut libc::epoll_event) -> c_int {
+        // SAFETY: the caller's arguments, unchanged, to libc's epoll_ctl.
+        let r = unsafe { real::epoll_ctl::get()(epfd, op, fd, ev) };
+        if r == 0 && !in_shim() {
+            if let Kind::Sock(..) = kind(fd) {
+                let e = sys::errno();
+                let _ = run(|| {
+                    // SAFETY: the kernel accepted the call, so for ADD and
+                    // MOD ev was a readable epoll_event (epoll_ctl's
+                    // contract).
+                    unsafe { ops::epoll_track(epfd, op, fd, ev) };
+                    Ok(())
+                });
+                set_errno(e);
+            }
         }
+        r
     }
-    r
-}
 
-#[no_mangle]
-pub unsafe extern "C" fn epoll_wait(
-    epfd: c_int,
-    ev: *mut libc::epoll_event,
-    max: c_int,
-    timeout: c_int,
-) -> c_int {
-    mux::epoll_wait(epfd, ev, max, timeout)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn epoll_pwait(
-    epfd: c_int,
-    ev: *mut libc::epoll_event,
-    max: c_int,
-    timeout: c_int,
-    mask: *const libc::sigset_t,
-) -> c_int {
-    mux::epoll_pwait(epfd, ev, max, timeout, mask)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn epoll_pwait2(
-    epfd: c_int,
-    ev: *mut libc::epoll_event,
-    max: c_int,
-    ts: *const libc::timespec,
-    mask: *const libc::sigset_t,
-) -> c_int {
-    mux::epoll_pwait2(epfd, ev, max, ts, mask)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int {
-    mux::poll(fds, n, timeout)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn __poll_chk(
-    fds: *mut libc::pollfd,
-    n: libc::nfds_t,
-    timeout: c_int,
-    fdslen: size_t,
-) -> c_int {
-    if fdslen / std::mem::size_of::<libc::pollfd>() < n as usize {
-        chk_fail();
+    fn epoll_wait(epfd: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int) -> c_int {
+        // SAFETY: epoll_wait's contract is this function's.
+        unsafe { mux::epoll_wait(epfd, ev, max, timeout) }
     }
-    mux::poll(fds, n, timeout)
-}
 
-#[no_mangle]
-pub unsafe extern "C" fn ppoll(
-    fds: *mut libc::pollfd,
-    n: libc::nfds_t,
-    ts: *const libc::timespec,
-    mask: *const libc::sigset_t,
-) -> c_int {
-    mux::ppoll(fds, n, ts, mask)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn __ppoll_chk(
-    fds: *mut libc::pollfd,
-    n: libc::nfds_t,
-    ts: *const libc::timespec,
-    mask: *const libc::sigset_t,
-    fdslen: size_t,
-) -> c_int {
-    if fdslen / std::mem::size_of::<libc::pollfd>() < n as usize {
-        chk_fail();
+    fn epoll_pwait(
+        epfd: c_int,
+        ev: *mut libc::epoll_event,
+        max: c_int,
+        timeout: c_int,
+        mask: *const libc::sigset_t,
+    ) -> c_int {
+        // SAFETY: epoll_pwait's contract is this function's.
+        unsafe { mux::epoll_pwait(epfd, ev, max, timeout, mask) }
     }
-    mux::ppoll(fds, n, ts, mask)
-}
 
-#[no_mangle]
-pub unsafe extern "C" fn select(
-    n: c_int,
-    r: *mut libc::fd_set,
-    w: *mut libc::fd_set,
-    e: *mut libc::fd_set,
-    tv: *mut libc::timeval,
-) -> c_int {
-    mux::select(n, r, w, e, tv)
-}
+    fn epoll_pwait2(
+        epfd: c_int,
+        ev: *mut libc::epoll_event,
+        max: c_int,
+        ts: *const libc::timespec,
+        mask: *const libc::sigset_t,
+    ) -> c_int {
+        // SAFETY: epoll_pwait2's contract is this function's.
+        unsafe { mux::epoll_pwait2(epfd, ev, max, ts, mask) }
+    }
 
-#[no_mangle]
-pub unsafe extern "C" fn pselect(
-    n: c_int,
-    r: *mut libc::fd_set,
-    w: *mut libc::fd_set,
-    e: *mut libc::fd_set,
-    ts: *const libc::timespec,
-    mask: *const libc::sigset_t,
-) -> c_int {
-    mux::pselect(n, r, w, e, ts, mask)
+    fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int {
+        // SAFETY: poll's contract is this function's.
+        unsafe { mux::poll(fds, n, timeout) }
+    }
+
+    fn __poll_chk(
+        fds: *mut libc::pollfd,
+        n: libc::nfds_t,
+        timeout: c_int,
+        fdslen: size_t,
+    ) -> c_int {
+        if fdslen / std::mem::size_of::<libc::pollfd>() < n as usize {
+            chk_fail();
+        }
+        // SAFETY: poll's contract is this function's (fds holds fdslen
+        // bytes, enough for n entries).
+        unsafe { mux::poll(fds, n, timeout) }
+    }
+
+    fn ppoll(
+        fds: *mut libc::pollfd,
+        n: libc::nfds_t,
+        ts: *const libc::timespec,
+        mask: *const libc::sigset_t,
+    ) -> c_int {
+        // SAFETY: ppoll's contract is this function's.
+        unsafe { mux::ppoll(fds, n, ts, mask) }
+    }
+
+    fn __ppoll_chk(
+        fds: *mut libc::pollfd,
+        n: libc::nfds_t,
+        ts: *const libc::timespec,
+        mask: *const libc::sigset_t,
+        fdslen: size_t,
+    ) -> c_int {
+        if fdslen / std::mem::size_of::<libc::pollfd>() < n as usize {
+            chk_fail();
+        }
+        // SAFETY: ppoll's contract is this function's (fds holds fdslen
+        // bytes, enough for n entries).
+        unsafe { mux::ppoll(fds, n, ts, mask) }
+    }
+
+    fn select(
+        n: c_int,
+        r: *mut libc::fd_set,
+        w: *mut libc::fd_set,
+        e: *mut libc::fd_set,
+        tv: *mut libc::timeval,
+    ) -> c_int {
+        // SAFETY: select's contract is this function's.
+        unsafe { mux::select(n, r, w, e, tv) }
+    }
+
+    fn pselect(
+        n: c_int,
+        r: *mut libc::fd_set,
+        w: *mut libc::fd_set,
+        e: *mut libc::fd_set,
+        ts: *const libc::timespec,
+        mask: *const libc::sigset_t,
+    ) -> c_int {
+        // SAFETY: pselect's contract is this function's.
+        unsafe { mux::pselect(n, r, w, e, ts, mask) }
+    }
 }

@@ -11,10 +11,10 @@
 //!    with a tag in `data` and filtered out of the results; `select` is
 //!    carried out with `poll` (the shim's fds are above `FD_SETSIZE`).
 
-use crate::state::{
-    self, handle_our_fd, spin_wait, Blocked, OurFd, EPOLL_TAG, EPOLL_TAG_MASK, T_EPOLL, T_SOCK,
-};
+use crate::fdtab::{T_EPOLL, T_SOCK};
+use crate::global::{global, try_global};
 use crate::sys::{self, errno, monotonic_ns, set_errno};
+use crate::wait::{handle_our_fd, spin_wait, Blocked, OurFd, EPOLL_TAG, EPOLL_TAG_MASK};
 use libc::c_int;
 
 /// The result convention inside: >= 0 a count, < 0 a negated errno.
@@ -99,14 +99,14 @@ fn wait(
 }
 
 fn epoll_has_tas(epfd: c_int) -> bool {
-    match state::try_global() {
+    match try_global() {
         Some(g) => g.fd(epfd) & T_EPOLL != 0 && g.fd(epfd) & T_SOCK == 0 && g.has_live_ctx(),
         None => false,
     }
 }
 
 fn any_tas(fds: &[libc::pollfd]) -> bool {
-    let Some(g) = state::try_global() else {
+    let Some(g) = try_global() else {
         return false;
     };
     fds.iter().any(|p| g.fd(p.fd) & T_SOCK != 0) && g.has_live_ctx()
@@ -115,7 +115,7 @@ fn any_tas(fds: &[libc::pollfd]) -> bool {
 /// Registers the contexts' fds in the caller's epoll set (once per
 /// context; the set of registered contexts is kept in the fd table).
 fn ensure_registered(epfd: c_int, ours: &[OurFd]) {
-    let g = state::global();
+    let g = global();
     let mut v = g.fd(epfd);
     if v & T_EPOLL == 0 || v & T_SOCK != 0 {
         return;
@@ -129,7 +129,8 @@ fn ensure_registered(epfd: c_int, ours: &[OurFd]) {
             events: libc::EPOLLIN as u32,
             u64: EPOLL_TAG | (o.ctx as u64) << 1 | o.ctl as u64,
         };
-        // SAFETY: valid epoll_event; our own fd.
+        // SAFETY: `ev` is a live local epoll_event the kernel only reads;
+        // `o.fd` is one of the shim's descriptors.
         let r = unsafe { sys::real::epoll_ctl::get()(epfd, libc::EPOLL_CTL_ADD, o.fd, &mut ev) };
         if r == 0 || errno() == libc::EEXIST {
             v |= bit;
@@ -141,14 +142,15 @@ fn ensure_registered(epfd: c_int, ours: &[OurFd]) {
 /// A context whose daemon hung up keeps its control socket readable
 /// (HUP): take it out of this epoll set once its errors are delivered.
 fn unregister_dead(epfd: c_int, fired: &[(usize, bool)]) {
-    let g = state::global();
+    let g = global();
     for &(c, _) in fired {
         let Some(ctx) = g.ctx(c) else { continue };
         if !ctx.dead.load(std::sync::atomic::Ordering::Relaxed) {
             continue;
         }
         for fd in [ctx.ev_fd, ctx.ctl_fd] {
-            // SAFETY: removing our own fd from the set.
+            // SAFETY: EPOLL_CTL_DEL reads no event (null is allowed); the
+            // fd removed is the shim's own.
             unsafe {
                 sys::real::epoll_ctl::get()(epfd, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut())
             };
@@ -158,11 +160,18 @@ fn unregister_dead(epfd: c_int, fired: &[(usize, bool)]) {
 
 /// Removes our tagged events from `ev[..n]`; returns the caller's count and
 /// the contexts that fired.
+///
+/// # Safety
+///
+/// When `n > 0`, `ev` must be valid for reads and writes of `n` events
+/// (as after `epoll_wait` returned `n` into it).
 unsafe fn filter_epoll(ev: *mut libc::epoll_event, n: c_int) -> (c_int, Vec<(usize, bool)>) {
     if n <= 0 {
         return (n, Vec::new());
     }
-    let s = std::slice::from_raw_parts_mut(ev, n as usize);
+    // SAFETY: n > 0 and ev holds n events (contract above), not otherwise
+    // borrowed while `s` lives.
+    let s = unsafe { std::slice::from_raw_parts_mut(ev, n as usize) };
     let mut fired: Vec<(usize, bool)> = Vec::new();
     let mut k = 0;
     for i in 0..s.len() {
@@ -192,14 +201,25 @@ fn note(fired: &mut Vec<(usize, bool)>, c: usize, ctl: bool) {
 
 /// Removes our tagged events from a result that did not go through
 /// [`wait`] (the zero-timeout checks).
+///
+/// # Safety
+///
+/// As for [`filter_epoll`] with `n = r`.
 unsafe fn strip(ev: *mut libc::epoll_event, r: c_int) -> c_int {
-    let (n, fired) = filter_epoll(ev, r);
+    // SAFETY: the same contract, passed on.
+    let (n, fired) = unsafe { filter_epoll(ev, r) };
     for (c, ctl) in fired {
         handle_our_fd(c, ctl);
     }
     n
 }
 
+/// `epoll_pwait` (and `epoll_wait`) on a set that may hold TAS sockets.
+///
+/// # Safety
+///
+/// As for libc's `epoll_pwait`: `ev` valid for writes of `max` events, `mask`
+/// null or a valid signal set.
 pub unsafe fn epoll_pwait(
     epfd: c_int,
     ev: *mut libc::epoll_event,
@@ -209,45 +229,62 @@ pub unsafe fn epoll_pwait(
 ) -> c_int {
     let f = sys::real::epoll_pwait::get();
     if sys::in_shim() || !epoll_has_tas(epfd) {
-        return f(epfd, ev, max, timeout, mask);
+        // SAFETY: the caller's arguments, unchanged, under the same contract.
+        return unsafe { f(epfd, ev, max, timeout, mask) };
     }
     wait(
         timeout as i64,
         || {
-            let r = f(epfd, ev, max, 0, mask);
+            // SAFETY: the caller's arguments with a zero timeout.
+            let r = unsafe { f(epfd, ev, max, 0, mask) };
             if r > 0 {
-                strip(ev, r)
+                // SAFETY: the kernel has just written r events into ev.
+                unsafe { strip(ev, r) }
             } else {
                 r
             }
         },
         |t, ours| {
             ensure_registered(epfd, ours);
-            let r = f(epfd, ev, max, t as c_int, mask);
+            // SAFETY: the caller's arguments with the remaining timeout.
+            let r = unsafe { f(epfd, ev, max, t as c_int, mask) };
             if r < 0 {
                 return (r, Vec::new());
             }
-            let (n, fired) = filter_epoll(ev, r);
+            // SAFETY: the kernel has just written r events into ev.
+            let (n, fired) = unsafe { filter_epoll(ev, r) };
             unregister_dead(epfd, &fired);
             (n, fired)
         },
     )
 }
 
+/// `epoll_wait`: `epoll_pwait` without a signal mask.
+///
+/// # Safety
+///
+/// As for libc's `epoll_wait`: `ev` valid for writes of `max` events.
 pub unsafe fn epoll_wait(
     epfd: c_int,
     ev: *mut libc::epoll_event,
     max: c_int,
     timeout: c_int,
 ) -> c_int {
-    epoll_pwait(epfd, ev, max, timeout, std::ptr::null())
+    // SAFETY: the caller's contract, with a null (allowed) mask.
+    unsafe { epoll_pwait(epfd, ev, max, timeout, std::ptr::null()) }
 }
 
-fn ts_ms(ts: *const libc::timespec) -> i64 {
+/// A timeout as milliseconds rounded up: -1 for null (forever), -2 for an
+/// invalid timespec.
+///
+/// # Safety
+///
+/// `ts` must be null or valid for reads of a timespec.
+unsafe fn ts_ms(ts: *const libc::timespec) -> i64 {
     if ts.is_null() {
         return -1;
     }
-    // SAFETY: the caller passed a valid timespec.
+    // SAFETY: ts is non-null, so valid for reads (contract above).
     let t = unsafe { *ts };
     if t.tv_sec < 0 || t.tv_nsec < 0 || t.tv_nsec >= 1_000_000_000 {
         return -2;
@@ -264,6 +301,12 @@ fn ms_ts(ms: i64) -> libc::timespec {
     }
 }
 
+/// `epoll_pwait2` (a timespec timeout) on a set that may hold TAS sockets.
+///
+/// # Safety
+///
+/// As for libc's `epoll_pwait2`: `ev` valid for writes of `max` events,
+/// `ts` and `mask` null or valid.
 pub unsafe fn epoll_pwait2(
     epfd: c_int,
     ev: *mut libc::epoll_event,
@@ -271,15 +314,23 @@ pub unsafe fn epoll_pwait2(
     ts: *const libc::timespec,
     mask: *const libc::sigset_t,
 ) -> c_int {
-    let ms = ts_ms(ts);
+    // SAFETY: ts is null or valid (contract).
+    let ms = unsafe { ts_ms(ts) };
     if sys::in_shim() || !epoll_has_tas(epfd) || ms < -1 {
-        return sys::real::epoll_pwait2::get()(epfd, ev, max, ts, mask);
+        // SAFETY: the caller's arguments, unchanged, under the same contract.
+        return unsafe { sys::real::epoll_pwait2::get()(epfd, ev, max, ts, mask) };
     }
     // Millisecond granularity is what the shim's wait offers.
-    epoll_pwait(epfd, ev, max, ms.min(i32::MAX as i64) as c_int, mask)
+    // SAFETY: ev and mask as the caller passed them (same contract).
+    unsafe { epoll_pwait(epfd, ev, max, ms.min(i32::MAX as i64) as c_int, mask) }
 }
 
 /// poll/ppoll with our fds appended; copies revents back.
+///
+/// # Safety
+///
+/// `fds` must be valid for reads and writes of `n` entries, not otherwise
+/// borrowed during the call; `mask`, if given, null or a valid signal set.
 unsafe fn poll_block(
     fds: *mut libc::pollfd,
     n: libc::nfds_t,
@@ -287,7 +338,8 @@ unsafe fn poll_block(
     ours: &[OurFd],
     mask: Option<*const libc::sigset_t>,
 ) -> (c_int, Vec<(usize, bool)>) {
-    let user = std::slice::from_raw_parts_mut(fds, n as usize);
+    // SAFETY: fds holds n entries and is ours for the call (contract).
+    let user = unsafe { std::slice::from_raw_parts_mut(fds, n as usize) };
     let mut all: Vec<libc::pollfd> = Vec::with_capacity(user.len() + ours.len());
     all.extend_from_slice(user);
     for o in ours {
@@ -298,7 +350,10 @@ unsafe fn poll_block(
         });
     }
     let r = match mask {
-        None => sys::real::poll::get()(all.as_mut_ptr(), all.len() as libc::nfds_t, t as c_int),
+        // SAFETY: `all` is a live Vec of all.len() pollfds.
+        None => unsafe {
+            sys::real::poll::get()(all.as_mut_ptr(), all.len() as libc::nfds_t, t as c_int)
+        },
         Some(m) => {
             let x = ms_ts(t.max(0));
             let ts = if t < 0 {
@@ -306,7 +361,9 @@ unsafe fn poll_block(
             } else {
                 &x as *const libc::timespec
             };
-            sys::real::ppoll::get()(all.as_mut_ptr(), all.len() as libc::nfds_t, ts, m)
+            // SAFETY: `all` is a live Vec of all.len() pollfds; ts is null or
+            // the live local `x`; m is the caller's mask (contract).
+            unsafe { sys::real::ppoll::get()(all.as_mut_ptr(), all.len() as libc::nfds_t, ts, m) }
         }
     };
     if r < 0 {
@@ -328,23 +385,39 @@ unsafe fn poll_block(
     (count, fired)
 }
 
+/// `poll` over fds that may include TAS sockets.
+///
+/// # Safety
+///
+/// As for libc's `poll`: `fds` valid for reads and writes of `n` entries.
 pub unsafe fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int {
     let f = sys::real::poll::get();
     if sys::in_shim()
         || fds.is_null()
         || n == 0
         || n > 1 << 20
-        || !any_tas(std::slice::from_raw_parts(fds, n as usize))
+        // SAFETY: fds is non-null and holds n entries (contract).
+        || !any_tas(unsafe { std::slice::from_raw_parts(fds, n as usize) })
     {
-        return f(fds, n, timeout);
+        // SAFETY: the caller's arguments, unchanged, under the same contract.
+        return unsafe { f(fds, n, timeout) };
     }
     wait(
         timeout as i64,
-        || f(fds, n, 0),
-        |t, ours| poll_block(fds, n, t, ours, None),
+        // SAFETY: the caller's arguments with a zero timeout.
+        || unsafe { f(fds, n, 0) },
+        // SAFETY: fds holds n entries (contract); no other borrow of it is
+        // alive while the wait runs.
+        |t, ours| unsafe { poll_block(fds, n, t, ours, None) },
     )
 }
 
+/// `ppoll` over fds that may include TAS sockets.
+///
+/// # Safety
+///
+/// As for libc's `ppoll`: `fds` valid for reads and writes of `n` entries,
+/// `ts` and `mask` null or valid.
 pub unsafe fn ppoll(
     fds: *mut libc::pollfd,
     n: libc::nfds_t,
@@ -352,21 +425,27 @@ pub unsafe fn ppoll(
     mask: *const libc::sigset_t,
 ) -> c_int {
     let f = sys::real::ppoll::get();
-    let ms = ts_ms(ts);
+    // SAFETY: ts is null or valid (contract).
+    let ms = unsafe { ts_ms(ts) };
     if sys::in_shim()
         || fds.is_null()
         || n == 0
         || n > 1 << 20
         || ms < -1
-        || !any_tas(std::slice::from_raw_parts(fds, n as usize))
+        // SAFETY: fds is non-null and holds n entries (contract).
+        || !any_tas(unsafe { std::slice::from_raw_parts(fds, n as usize) })
     {
-        return f(fds, n, ts, mask);
+        // SAFETY: the caller's arguments, unchanged, under the same contract.
+        return unsafe { f(fds, n, ts, mask) };
     }
     let zero = ms_ts(0);
     wait(
         ms,
-        || f(fds, n, &zero, mask),
-        |t, ours| poll_block(fds, n, t, ours, Some(mask)),
+        // SAFETY: the caller's fds and mask with the live local zero timeout.
+        || unsafe { f(fds, n, &zero, mask) },
+        // SAFETY: fds holds n entries, mask is null or valid (contract); no
+        // other borrow of fds is alive while the wait runs.
+        |t, ours| unsafe { poll_block(fds, n, t, ours, Some(mask)) },
     )
 }
 
@@ -377,8 +456,13 @@ const POLLIN_SET: i16 =
 const POLLOUT_SET: i16 = libc::POLLOUT | libc::POLLWRNORM | libc::POLLWRBAND | libc::POLLERR;
 const POLLEX_SET: i16 = libc::POLLPRI;
 
+/// Whether any of the sets (up to `n`) holds a TAS socket.
+///
+/// # Safety
+///
+/// Each of `sets` must be null or valid for reads of an `fd_set`.
 unsafe fn sets_have_tas(n: c_int, sets: [*mut libc::fd_set; 3]) -> bool {
-    let Some(g) = state::try_global() else {
+    let Some(g) = try_global() else {
         return false;
     };
     if !g.has_live_ctx() {
@@ -390,7 +474,9 @@ unsafe fn sets_have_tas(n: c_int, sets: [*mut libc::fd_set; 3]) -> bool {
             continue;
         }
         for fd in 0..n {
-            if libc::FD_ISSET(fd, set) && g.fd(fd) & T_SOCK != 0 {
+            // SAFETY: set is non-null, so a readable fd_set (contract), and
+            // 0 <= fd < FD_SETSIZE.
+            if unsafe { libc::FD_ISSET(fd, set) } && g.fd(fd) & T_SOCK != 0 {
                 return true;
             }
         }
@@ -398,18 +484,26 @@ unsafe fn sets_have_tas(n: c_int, sets: [*mut libc::fd_set; 3]) -> bool {
     false
 }
 
+/// A `select` carried out with `poll`: the pollfds for the caller's sets
+/// and the sets to write the result into.
 struct SelectPlan {
     pfds: Vec<libc::pollfd>,
     sets: [*mut libc::fd_set; 3],
 }
 
 impl SelectPlan {
+    /// # Safety
+    ///
+    /// Each of `sets` must be null or valid for reads and writes of an
+    /// `fd_set` for as long as the plan is used.
     unsafe fn new(n: c_int, sets: [*mut libc::fd_set; 3]) -> SelectPlan {
         let n = n.clamp(0, libc::FD_SETSIZE as c_int);
         let mut pfds = Vec::new();
         for fd in 0..n {
             let mut ev = 0i16;
-            let has = |i: usize| !sets[i].is_null() && libc::FD_ISSET(fd, sets[i]);
+            // SAFETY: a non-null set is a readable fd_set (contract), and
+            // 0 <= fd < FD_SETSIZE.
+            let has = |i: usize| !sets[i].is_null() && unsafe { libc::FD_ISSET(fd, sets[i]) };
             if has(0) {
                 ev |= POLLIN_SET;
             }
@@ -432,6 +526,10 @@ impl SelectPlan {
 
     /// Writes results into the caller's sets (only when something is ready
     /// or on timeout); returns select's count, or -EBADF.
+    ///
+    /// # Safety
+    ///
+    /// The sets given to [`SelectPlan::new`] are still valid (its contract).
     unsafe fn finish(&self, poll_result: c_int, write_empty: bool) -> c_int {
         if poll_result < 0 {
             return poll_result;
@@ -444,7 +542,8 @@ impl SelectPlan {
         }
         for s in self.sets {
             if !s.is_null() {
-                libc::FD_ZERO(s);
+                // SAFETY: a non-null set is a writable fd_set (contract).
+                unsafe { libc::FD_ZERO(s) };
             }
         }
         let mut count = 0;
@@ -453,7 +552,9 @@ impl SelectPlan {
             let sets = [(0usize, POLLIN_SET), (1, POLLOUT_SET), (2, POLLEX_SET)];
             for (i, m) in sets {
                 if !self.sets[i].is_null() && p.events & m != 0 && r & m != 0 {
-                    libc::FD_SET(p.fd, self.sets[i]);
+                    // SAFETY: a non-null set is a writable fd_set (contract);
+                    // p.fd < FD_SETSIZE (pfds only holds such numbers).
+                    unsafe { libc::FD_SET(p.fd, self.sets[i]) };
                     count += 1;
                 }
             }
@@ -461,32 +562,51 @@ impl SelectPlan {
         count
     }
 
+    /// The zero-timeout check: polls and, if anything is ready, writes the
+    /// sets.
+    ///
+    /// # Safety
+    ///
+    /// As for [`SelectPlan::finish`]; `mask`, if given, null or a valid
+    /// signal set.
     unsafe fn poll_now(&mut self, mask: Option<*const libc::sigset_t>) -> c_int {
         for p in self.pfds.iter_mut() {
             p.revents = 0;
         }
         let r = match mask {
-            None => {
+            // SAFETY: pfds is a live Vec of pfds.len() pollfds.
+            None => unsafe {
                 sys::real::poll::get()(self.pfds.as_mut_ptr(), self.pfds.len() as libc::nfds_t, 0)
-            }
+            },
             Some(m) => {
                 let z = ms_ts(0);
-                sys::real::ppoll::get()(
-                    self.pfds.as_mut_ptr(),
-                    self.pfds.len() as libc::nfds_t,
-                    &z,
-                    m,
-                )
+                // SAFETY: pfds is a live Vec of pfds.len() pollfds; &z is a
+                // live local; m is null or valid (contract).
+                unsafe {
+                    sys::real::ppoll::get()(
+                        self.pfds.as_mut_ptr(),
+                        self.pfds.len() as libc::nfds_t,
+                        &z,
+                        m,
+                    )
+                }
             }
         };
         let r = capture(r);
         if r == 0 {
             return 0;
         }
-        let c = self.finish(r, false);
+        // SAFETY: the plan's sets are still valid (contract).
+        let c = unsafe { self.finish(r, false) };
         release_neg(c)
     }
 
+    /// The blocking wait: polls with the shim's fds added and writes the
+    /// sets.
+    ///
+    /// # Safety
+    ///
+    /// As for [`SelectPlan::poll_now`].
     unsafe fn block(
         &mut self,
         t: i64,
@@ -497,11 +617,14 @@ impl SelectPlan {
             p.revents = 0;
         }
         let n = self.pfds.len() as libc::nfds_t;
-        let (r, fired) = poll_block(self.pfds.as_mut_ptr(), n, t, ours, mask);
+        // SAFETY: pfds is a live Vec of n pollfds, borrowed only through this
+        // pointer during the call; mask is null or valid (contract).
+        let (r, fired) = unsafe { poll_block(self.pfds.as_mut_ptr(), n, t, ours, mask) };
         if r < 0 {
             return (r, fired);
         }
-        let c = self.finish(r, false);
+        // SAFETY: the plan's sets are still valid (contract).
+        let c = unsafe { self.finish(r, false) };
         (release_neg(c), fired)
     }
 }
@@ -516,31 +639,47 @@ fn release_neg(c: c_int) -> c_int {
     }
 }
 
+/// # Safety
+///
+/// Each of `sets` must be null or valid for reads and writes of an
+/// `fd_set`; `mask`, if given, null or a valid signal set.
 unsafe fn select_impl(
     n: c_int,
     sets: [*mut libc::fd_set; 3],
     ms: i64,
     mask: Option<*const libc::sigset_t>,
 ) -> c_int {
-    let mut plan = SelectPlan::new(n, sets);
+    // SAFETY: the sets are valid for the whole call (contract), which the
+    // plan does not outlive.
+    let mut plan = unsafe { SelectPlan::new(n, sets) };
     let plan_ptr: *mut SelectPlan = &mut plan;
     let r = wait(
         ms,
-        // SAFETY: the two closures are never called at the same time.
+        // SAFETY: `plan` outlives the wait, and the two closures are never
+        // called at the same time, so each has the only access to it; the
+        // sets and mask are valid (contract).
         || unsafe { (*plan_ptr).poll_now(mask) },
+        // SAFETY: as for the closure above.
         |t, ours| unsafe { (*plan_ptr).block(t, ours, mask) },
     );
     if r == 0 {
         // Timed out: every set comes back empty.
         for s in sets {
             if !s.is_null() {
-                libc::FD_ZERO(s);
+                // SAFETY: a non-null set is a writable fd_set (contract).
+                unsafe { libc::FD_ZERO(s) };
             }
         }
     }
     r
 }
 
+/// `select` over sets that may include TAS sockets.
+///
+/// # Safety
+///
+/// As for libc's `select`: `r`, `w`, `e` and `tv` each null or valid for
+/// reads and writes.
 pub unsafe fn select(
     n: c_int,
     r: *mut libc::fd_set,
@@ -549,30 +688,50 @@ pub unsafe fn select(
     tv: *mut libc::timeval,
 ) -> c_int {
     let f = sys::real::select::get();
-    if sys::in_shim() || n <= 0 || !sets_have_tas(n, [r, w, e]) {
-        return f(n, r, w, e, tv);
+    // SAFETY: each set is null or readable (contract).
+    if sys::in_shim() || n <= 0 || !unsafe { sets_have_tas(n, [r, w, e]) } {
+        // SAFETY: the caller's arguments, unchanged, under the same contract.
+        return unsafe { f(n, r, w, e, tv) };
     }
-    if !tv.is_null() && ((*tv).tv_sec < 0 || (*tv).tv_usec < 0 || (*tv).tv_usec >= 1_000_000) {
-        return f(n, r, w, e, tv);
+    if !tv.is_null() {
+        // SAFETY: tv is non-null, so valid for reads (contract).
+        let t = unsafe { *tv };
+        if t.tv_sec < 0 || t.tv_usec < 0 || t.tv_usec >= 1_000_000 {
+            // SAFETY: the caller's arguments, unchanged, under the same
+            // contract.
+            return unsafe { f(n, r, w, e, tv) };
+        }
     }
     let ms = if tv.is_null() {
         -1
     } else {
-        (*tv).tv_sec as i64 * 1000 + ((*tv).tv_usec as i64 + 999) / 1000
+        // SAFETY: tv is non-null, so valid for reads (contract).
+        let t = unsafe { *tv };
+        t.tv_sec as i64 * 1000 + (t.tv_usec as i64 + 999) / 1000
     };
     let start = monotonic_ns();
-    let res = select_impl(n, [r, w, e], ms, None);
+    // SAFETY: each set is null or valid for reads and writes (contract).
+    let res = unsafe { select_impl(n, [r, w, e], ms, None) };
     if !tv.is_null() {
+        // SAFETY: tv is non-null, so valid for reads and writes (contract),
+        // and nothing else refers to it during the call.
+        let t = unsafe { &mut *tv };
         // Linux reports the time left.
         let used_us = ((monotonic_ns() - start) / 1000) as i64;
-        let total_us = (*tv).tv_sec as i64 * 1_000_000 + (*tv).tv_usec as i64;
+        let total_us = t.tv_sec as i64 * 1_000_000 + t.tv_usec as i64;
         let left = (total_us - used_us).max(0);
-        (*tv).tv_sec = (left / 1_000_000) as libc::time_t;
-        (*tv).tv_usec = (left % 1_000_000) as libc::suseconds_t;
+        t.tv_sec = (left / 1_000_000) as libc::time_t;
+        t.tv_usec = (left % 1_000_000) as libc::suseconds_t;
     }
     res
 }
 
+/// `pselect` over sets that may include TAS sockets.
+///
+/// # Safety
+///
+/// As for libc's `pselect`: the sets null or valid for reads and writes,
+/// `ts` and `mask` null or valid for reads.
 pub unsafe fn pselect(
     n: c_int,
     r: *mut libc::fd_set,
@@ -582,9 +741,13 @@ pub unsafe fn pselect(
     mask: *const libc::sigset_t,
 ) -> c_int {
     let f = sys::real::pselect::get();
-    let ms = ts_ms(ts);
-    if sys::in_shim() || n <= 0 || ms < -1 || !sets_have_tas(n, [r, w, e]) {
-        return f(n, r, w, e, ts, mask);
+    // SAFETY: ts is null or valid (contract).
+    let ms = unsafe { ts_ms(ts) };
+    // SAFETY: each set is null or readable (contract).
+    if sys::in_shim() || n <= 0 || ms < -1 || !unsafe { sets_have_tas(n, [r, w, e]) } {
+        // SAFETY: the caller's arguments, unchanged, under the same contract.
+        return unsafe { f(n, r, w, e, ts, mask) };
     }
-    select_impl(n, [r, w, e], ms, Some(mask))
+    // SAFETY: the sets and mask as the caller passed them (same contract).
+    unsafe { select_impl(n, [r, w, e], ms, Some(mask)) }
 }

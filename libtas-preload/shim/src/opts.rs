@@ -1,3 +1,4 @@
+//! A TAS socket's options: the record kept per socket ([`Opts`]) and
 //! setsockopt / getsockopt on TAS sockets.
 //!
 //! Options that change what TAS does are modelled here (buffer sizes become
@@ -8,9 +9,38 @@
 //! unknown numbers — is applied to a *shadow* kernel TCP socket kept for
 //! that purpose, so values, validation and errno are exactly Linux's.
 
-use crate::state::{global, Ctx, Opts, Sock, St, T_INTERNAL};
+use crate::ctx::{Ctx, Inner};
+use crate::fdtab::{high_fd_base, T_INTERNAL};
+use crate::global::{global, Global};
+use crate::readiness::Sig;
+use crate::sock::{take_conn_error, Sock, St};
 use crate::sys::{self, check, real, Res};
 use libc::{c_int, c_void, socklen_t};
+
+/// A socket's options as set (what `getsockopt` reports).
+#[derive(Debug, Clone, Default)]
+pub struct Opts {
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+    pub keepalive: bool,
+    pub nodelay: bool,
+    pub cork: bool,
+    pub oobinline: bool,
+    /// Values as `getsockopt` reports them (Linux doubles what is set).
+    pub rcvbuf: Option<u32>,
+    pub sndbuf: Option<u32>,
+    pub linger: Option<libc::linger>,
+    pub rcvtimeo: Option<libc::timeval>,
+    pub sndtimeo: Option<libc::timeval>,
+    pub rcvlowat: Option<i32>,
+    pub keepidle: Option<i32>,
+    pub keepintvl: Option<i32>,
+    pub keepcnt: Option<i32>,
+    pub defer_accept: Option<i32>,
+    pub user_timeout: Option<u32>,
+    pub quickack: Option<i32>,
+    pub maxseg: Option<i32>,
+}
 
 const SOCK_MIN_RCVBUF: u32 = 2304;
 const SOCK_MIN_SNDBUF: u32 = 4608;
@@ -18,23 +48,35 @@ const SOCK_MIN_SNDBUF: u32 = 4608;
 const DEFAULT_RCVBUF: u32 = 131072;
 const DEFAULT_SNDBUF: u32 = 16384;
 
-fn read_int(val: *const c_void, len: socklen_t) -> Res<c_int> {
+/// Reads a `setsockopt` int argument (`EINVAL` if `len` is short, `EFAULT`
+/// for null).
+///
+/// # Safety
+///
+/// Unless null, `val` must be valid for reads of `len` bytes.
+unsafe fn read_int(val: *const c_void, len: socklen_t) -> Res<c_int> {
     if (len as usize) < std::mem::size_of::<c_int>() {
         return Err(libc::EINVAL);
     }
     if val.is_null() {
         return Err(libc::EFAULT);
     }
-    // SAFETY: at least an int is readable (checked).
+    // SAFETY: val is non-null and readable for len >= size_of::<c_int>()
+    // bytes (checked above; contract); read unaligned, as C allows.
     Ok(unsafe { std::ptr::read_unaligned(val as *const c_int) })
 }
 
 /// Copies `v` out like Linux's getsockopt (truncating to the given length).
-fn write_bytes(val: *mut c_void, len: *mut socklen_t, v: &[u8]) -> Res<()> {
+///
+/// # Safety
+///
+/// Unless null, `len` must be valid for reads and writes, and `val` (unless
+/// null) valid for writes of `*len` bytes.
+unsafe fn write_bytes(val: *mut c_void, len: *mut socklen_t, v: &[u8]) -> Res<()> {
     if len.is_null() {
         return Err(libc::EFAULT);
     }
-    // SAFETY: the caller passed a valid length pointer.
+    // SAFETY: len is non-null, so readable (contract).
     let l = unsafe { *len } as i32;
     if l < 0 {
         return Err(libc::EINVAL);
@@ -43,7 +85,8 @@ fn write_bytes(val: *mut c_void, len: *mut socklen_t, v: &[u8]) -> Res<()> {
     if n > 0 && val.is_null() {
         return Err(libc::EFAULT);
     }
-    // SAFETY: the caller's buffer holds `l` >= n bytes.
+    // SAFETY: val is writable for l >= n bytes and len is writable
+    // (contract); `v` is our own slice, so the two cannot overlap.
     unsafe {
         std::ptr::copy_nonoverlapping(v.as_ptr(), val as *mut u8, n);
         *len = n as socklen_t;
@@ -51,24 +94,45 @@ fn write_bytes(val: *mut c_void, len: *mut socklen_t, v: &[u8]) -> Res<()> {
     Ok(())
 }
 
-fn write_int(val: *mut c_void, len: *mut socklen_t, v: c_int) -> Res<()> {
-    write_bytes(val, len, &v.to_ne_bytes())
+/// Copies an int out like Linux's getsockopt.
+///
+/// # Safety
+///
+/// As for [`write_bytes`].
+unsafe fn write_int(val: *mut c_void, len: *mut socklen_t, v: c_int) -> Res<()> {
+    // SAFETY: the same contract, passed on.
+    unsafe { write_bytes(val, len, &v.to_ne_bytes()) }
 }
 
-fn as_bytes<T>(v: &T) -> &[u8] {
-    // SAFETY: plain-old-data structs (timeval, linger, tcp_info).
+/// The bytes of `v`, to copy a C struct out.
+///
+/// # Safety
+///
+/// `T` must have no padding: every byte of a `T` is part of a field, so
+/// initialised.
+unsafe fn as_bytes<T>(v: &T) -> &[u8] {
+    // SAFETY: v refers to size_of::<T>() bytes that live as long as the
+    // borrow and are all initialised (contract).
     unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
 }
+
+// `linger` and `timeval` are copied out with `as_bytes`: neither may have
+// padding.
+const _: () = assert!(std::mem::size_of::<libc::linger>() == 2 * std::mem::size_of::<c_int>());
+const _: () = assert!(
+    std::mem::size_of::<libc::timeval>()
+        == std::mem::size_of::<libc::time_t>() + std::mem::size_of::<libc::suseconds_t>()
+);
 
 fn shadow(s: &mut Sock) -> Res<c_int> {
     if s.shadow >= 0 {
         return Ok(s.shadow);
     }
-    // SAFETY: plain socket call.
+    // SAFETY: socket takes no pointers.
     let k = check(unsafe {
         real::socket::get()(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
     })?;
-    let k = sys::move_high(k, crate::state::high_fd_base());
+    let k = sys::move_high(k, high_fd_base());
     let g = global();
     if !g.fd_fits(k) {
         sys::r_close(k);
@@ -119,7 +183,13 @@ fn modelled(level: c_int, name: c_int) -> bool {
     }
 }
 
-pub fn setsockopt(
+/// `setsockopt` on TAS socket `sid`.
+///
+/// # Safety
+///
+/// As for libc's `setsockopt`: `val` null or valid for reads of `len`
+/// bytes.
+pub unsafe fn setsockopt(
     ctx: &'static Ctx,
     sid: u64,
     level: c_int,
@@ -132,19 +202,26 @@ pub fn setsockopt(
     let s = inner.socks.get_mut(&sid).ok_or(libc::EBADF)?;
     if !modelled(level, name) {
         let k = shadow(s)?;
-        // SAFETY: forwarding the app's arguments unchanged.
+        // SAFETY: the caller's val/len, unchanged, under setsockopt's own
+        // contract (ours); k is the shim's shadow socket.
         return check(unsafe { real::setsockopt::get()(k, level, name, val, len) }).map(|_| ());
     }
-    let r = set_modelled(&mut s.opts, g, level, name, val, len);
+    // SAFETY: val/len as the caller passed them (same contract).
+    let r = unsafe { set_modelled(&mut s.opts, g, level, name, val, len) };
     if r.is_ok() && level == libc::SOL_SOCKET && name == libc::SO_RCVLOWAT {
         inner.sync(sid);
     }
     r
 }
 
-fn set_modelled(
+/// Stores a modelled option in `o`, validated as Linux does.
+///
+/// # Safety
+///
+/// As for [`setsockopt`].
+unsafe fn set_modelled(
     o: &mut Opts,
-    g: &crate::state::Global,
+    g: &Global,
     level: c_int,
     name: c_int,
     val: *const c_void,
@@ -159,7 +236,8 @@ fn set_modelled(
                 if val.is_null() {
                     return Err(libc::EFAULT);
                 }
-                // SAFETY: a linger struct is readable (checked).
+                // SAFETY: val is non-null and readable for len >=
+                // size_of::<linger>() bytes (checked; contract).
                 let l = unsafe { std::ptr::read_unaligned(val as *const libc::linger) };
                 o.linger = Some(l);
                 return Ok(());
@@ -171,7 +249,8 @@ fn set_modelled(
                 if val.is_null() {
                     return Err(libc::EFAULT);
                 }
-                // SAFETY: a timeval is readable (checked).
+                // SAFETY: val is non-null and readable for len >=
+                // size_of::<timeval>() bytes (checked; contract).
                 let mut tv = unsafe { std::ptr::read_unaligned(val as *const libc::timeval) };
                 if tv.tv_usec < 0 || tv.tv_usec >= 1_000_000 {
                     return Err(libc::EDOM);
@@ -191,7 +270,8 @@ fn set_modelled(
             }
             _ => {}
         }
-        let v = read_int(val, len)?;
+        // SAFETY: val/len as the caller passed them (contract).
+        let v = unsafe { read_int(val, len) }?;
         match name {
             libc::SO_REUSEADDR => o.reuseaddr = v != 0,
             libc::SO_REUSEPORT => o.reuseport = v != 0,
@@ -227,7 +307,8 @@ fn set_modelled(
     if name == libc::TCP_INFO {
         return Err(libc::ENOPROTOOPT);
     }
-    let v = read_int(val, len)?;
+    // SAFETY: val/len as the caller passed them (contract).
+    let v = unsafe { read_int(val, len) }?;
     match name {
         libc::TCP_NODELAY => o.nodelay = v != 0,
         libc::TCP_CORK => o.cork = v != 0,
@@ -268,7 +349,13 @@ fn set_modelled(
     Ok(())
 }
 
-pub fn getsockopt(
+/// `getsockopt` on TAS socket `sid`.
+///
+/// # Safety
+///
+/// As for libc's `getsockopt`: `len` null or valid for reads and writes,
+/// `val` null or valid for writes of `*len` bytes.
+pub unsafe fn getsockopt(
     ctx: &'static Ctx,
     sid: u64,
     level: c_int,
@@ -279,11 +366,12 @@ pub fn getsockopt(
     let mut inner = ctx.inner.lock();
     inner.tas.poll_events();
     inner.after();
-    let crate::state::Inner { tas, socks, .. } = &mut *inner;
+    let Inner { tas, socks, .. } = &mut *inner;
     let s = socks.get_mut(&sid).ok_or(libc::EBADF)?;
     if !modelled(level, name) {
         let k = shadow(s)?;
-        // SAFETY: forwarding the app's arguments unchanged.
+        // SAFETY: the caller's val/len, unchanged, under getsockopt's own
+        // contract (ours); k is the shim's shadow socket.
         return check(unsafe { real::getsockopt::get()(k, level, name, val, len) }).map(|_| ());
     }
     if len.is_null() {
@@ -301,7 +389,9 @@ pub fn getsockopt(
                     l_onoff: 0,
                     l_linger: 0,
                 });
-                return write_bytes(val, len, as_bytes(&l));
+                // SAFETY: linger has no padding (asserted above); val/len as
+                // the caller passed them (contract).
+                return unsafe { write_bytes(val, len, as_bytes(&l)) };
             }
             libc::SO_RCVTIMEO | libc::SO_SNDTIMEO => {
                 let t = if name == libc::SO_RCVTIMEO {
@@ -313,13 +403,15 @@ pub fn getsockopt(
                     tv_sec: 0,
                     tv_usec: 0,
                 });
-                return write_bytes(val, len, as_bytes(&t));
+                // SAFETY: timeval has no padding (asserted above); val/len as
+                // the caller passed them (contract).
+                return unsafe { write_bytes(val, len, as_bytes(&t)) };
             }
             libc::SO_ERROR => {
-                crate::state::take_conn_error(s, tas);
+                take_conn_error(s, tas);
                 let e = std::mem::take(&mut s.so_error);
                 if e != 0 {
-                    crate::state::Sig::clear_err(s.a);
+                    Sig::clear_err(s.a);
                 }
                 e
             }
@@ -345,7 +437,8 @@ pub fn getsockopt(
             libc::SO_SNDLOWAT => 1,
             _ => return Err(libc::ENOPROTOOPT),
         };
-        return write_int(val, len, v);
+        // SAFETY: val/len as the caller passed them (contract).
+        return unsafe { write_int(val, len, v) };
     }
     let v: c_int = match name {
         libc::TCP_NODELAY => o.nodelay as c_int,
@@ -361,25 +454,41 @@ pub fn getsockopt(
         libc::TCP_QUICKACK => o.quickack.map(|q| (q != 0) as c_int).unwrap_or(1),
         libc::TCP_USER_TIMEOUT => o.user_timeout.unwrap_or(0) as c_int,
         libc::TCP_INFO => {
-            // SAFETY: tcp_info is plain integers; all-zero is valid.
-            let mut ti: libc::tcp_info = unsafe { std::mem::zeroed() };
-            ti.tcpi_state = match s.st {
+            // Filled in place in zeroed memory and copied out as bytes, so
+            // the padding byte after the u8 fields is an initialised zero
+            // too (a moved tcp_info value would not guarantee that).
+            let mut buf = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+            let ti = buf.as_mut_ptr();
+            let state = match s.st {
                 St::Connected(_) if conn.map(|c| c.error().is_some()).unwrap_or(true) => 7,
                 St::Connected(_) => 1,
                 St::Listening(_) => 10,
                 St::Connecting(_) => 2,
                 _ => 7,
             };
-            if let Some(c) = conn {
-                ti.tcpi_snd_mss = c.info.mss;
-                ti.tcpi_rcv_mss = c.info.mss;
-                ti.tcpi_unacked = c.tx_unacked();
+            // SAFETY: ti points to the live local `buf`, all zero, which is
+            // a valid tcp_info (integers only); integer fields are assigned
+            // in place, without references.
+            unsafe {
+                (*ti).tcpi_state = state;
+                if let Some(c) = conn {
+                    (*ti).tcpi_snd_mss = c.info.mss;
+                    (*ti).tcpi_rcv_mss = c.info.mss;
+                    (*ti).tcpi_unacked = c.tx_unacked();
+                }
             }
-            return write_bytes(val, len, as_bytes(&ti));
+            // SAFETY: every byte of `buf` is initialised (zeroed, then
+            // fields written), and it lives for the borrow.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(ti as *const u8, std::mem::size_of::<libc::tcp_info>())
+            };
+            // SAFETY: val/len as the caller passed them (contract).
+            return unsafe { write_bytes(val, len, bytes) };
         }
         _ => return Err(libc::ENOPROTOOPT),
     };
-    write_int(val, len, v)
+    // SAFETY: val/len as the caller passed them (contract).
+    unsafe { write_int(val, len, v) }
 }
 
 /// Re-applies modelled options to a kernel socket (when a socket leaves
@@ -429,7 +538,8 @@ pub fn apply_to_kernel(k: c_int, o: &Opts) {
         }
     }
     let setb = |name: c_int, b: &[u8]| {
-        // SAFETY: valid buffer and length.
+        // SAFETY: pointer and length describe the live slice `b`, which the
+        // kernel only reads.
         unsafe {
             real::setsockopt::get()(
                 k,
@@ -441,12 +551,15 @@ pub fn apply_to_kernel(k: c_int, o: &Opts) {
         };
     };
     if let Some(l) = o.linger {
-        setb(libc::SO_LINGER, as_bytes(&l));
+        // SAFETY: linger has no padding (asserted above).
+        setb(libc::SO_LINGER, unsafe { as_bytes(&l) });
     }
     if let Some(t) = o.rcvtimeo {
-        setb(libc::SO_RCVTIMEO, as_bytes(&t));
+        // SAFETY: timeval has no padding (asserted above).
+        setb(libc::SO_RCVTIMEO, unsafe { as_bytes(&t) });
     }
     if let Some(t) = o.sndtimeo {
-        setb(libc::SO_SNDTIMEO, as_bytes(&t));
+        // SAFETY: timeval has no padding (asserted above).
+        setb(libc::SO_SNDTIMEO, unsafe { as_bytes(&t) });
     }
 }

@@ -67,7 +67,8 @@ pub fn errno() -> c_int {
 
 #[inline]
 pub fn set_errno(e: c_int) {
-    // SAFETY: as above.
+    // SAFETY: __errno_location always returns this thread's errno slot,
+    // valid for writes while the thread lives.
     unsafe { *libc::__errno_location() = e };
 }
 
@@ -91,6 +92,12 @@ macro_rules! real_fns {
                 use super::*;
                 pub type F = unsafe extern "C" fn($($t),*) -> $r;
                 static P: AtomicUsize = AtomicUsize::new(0);
+                /// Stands in when libc has no such function: fails with
+                /// `ENOSYS`.
+                ///
+                /// # Safety
+                ///
+                /// Always safe to call: no argument is used.
                 #[allow(unused_variables, clippy::unused_unit)]
                 unsafe extern "C" fn stub($(_: $t),*) -> $r {
                     set_errno(libc::ENOSYS);
@@ -130,14 +137,39 @@ pub mod fallback {
     //! Raw system calls for the few functions an allocator may need while
     //! dlsym itself is running.
     use super::*;
+
+    /// `read(2)` as a raw system call.
+    ///
+    /// # Safety
+    ///
+    /// `b` must be valid for writes of `n` bytes.
     pub unsafe extern "C" fn read(fd: c_int, b: *mut c_void, n: size_t) -> ssize_t {
-        libc::syscall(libc::SYS_read, fd, b, n) as ssize_t
+        // SAFETY: the kernel writes at most `n` bytes at `b`, which the
+        // caller guarantees are writable.
+        unsafe { libc::syscall(libc::SYS_read, fd, b, n) as ssize_t }
     }
+
+    /// `write(2)` as a raw system call.
+    ///
+    /// # Safety
+    ///
+    /// `b` must be valid for reads of `n` bytes.
     pub unsafe extern "C" fn write(fd: c_int, b: *const c_void, n: size_t) -> ssize_t {
-        libc::syscall(libc::SYS_write, fd, b, n) as ssize_t
+        // SAFETY: the kernel reads at most `n` bytes at `b`, which the
+        // caller guarantees are readable.
+        unsafe { libc::syscall(libc::SYS_write, fd, b, n) as ssize_t }
     }
+
+    /// `close(2)` as a raw system call.
+    ///
+    /// # Safety
+    ///
+    /// None beyond `close`'s: `fd` must not be a descriptor that other
+    /// code still relies on.
     pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-        libc::syscall(libc::SYS_close, fd) as c_int
+        // SAFETY: close takes no pointers; which descriptor is closed is
+        // the caller's responsibility (see # Safety).
+        unsafe { libc::syscall(libc::SYS_close, fd) as c_int }
     }
 }
 
@@ -193,11 +225,28 @@ pub mod real {
     static FCNTL: AtomicUsize = AtomicUsize::new(0);
     static IOCTL: AtomicUsize = AtomicUsize::new(0);
 
+    /// `fcntl(2)` as a raw system call.
+    ///
+    /// # Safety
+    ///
+    /// As for `fcntl`: when `cmd` takes a pointer, `a` must be one valid
+    /// for what that command reads or writes.
     unsafe extern "C" fn fcntl_fallback(fd: c_int, cmd: c_int, a: usize) -> c_int {
-        libc::syscall(libc::SYS_fcntl, fd, cmd, a) as c_int
+        // SAFETY: the argument is passed through unchanged; the caller
+        // vouches for it as `fcntl` requires.
+        unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, a) as c_int }
     }
+
+    /// `ioctl(2)` as a raw system call.
+    ///
+    /// # Safety
+    ///
+    /// As for `ioctl`: when `req` takes a pointer, `a` must be one valid
+    /// for what that request reads or writes.
     unsafe extern "C" fn ioctl_fallback(fd: c_int, req: libc::c_ulong, a: usize) -> c_int {
-        libc::syscall(libc::SYS_ioctl, fd, req, a) as c_int
+        // SAFETY: the argument is passed through unchanged; the caller
+        // vouches for it as `ioctl` requires.
+        unsafe { libc::syscall(libc::SYS_ioctl, fd, req, a) as c_int }
     }
 
     /// The real `fcntl` (variadic: pass the third argument as `usize`).
@@ -227,14 +276,15 @@ pub mod real {
         if p == 0 {
             p = resolve("ioctl\0");
             if p == 0 {
-                // SAFETY: as for fcntl above.
+                // SAFETY: on x86_64 and aarch64 Linux a variadic call passes
+                // its arguments exactly like this fixed-argument function.
                 return unsafe {
                     std::mem::transmute::<usize, IoctlFn>(ioctl_fallback as *const () as usize)
                 };
             }
             IOCTL.store(p, Ordering::Relaxed);
         }
-        // SAFETY: p is libc's ioctl.
+        // SAFETY: p is libc's ioctl (found by dlsym), whose C type is IoctlFn.
         unsafe { std::mem::transmute::<usize, IoctlFn>(p) }
     }
 }
@@ -264,13 +314,15 @@ pub fn check_sz(r: ssize_t) -> Res<usize> {
 
 pub fn r_close(fd: c_int) {
     if fd >= 0 {
-        // SAFETY: closing a descriptor the shim owns.
+        // SAFETY: close takes no pointers; callers pass descriptors the
+        // shim owns.
         unsafe { real::close::get()(fd) };
     }
 }
 
 pub fn r_send(fd: c_int, b: &[u8]) -> Res<usize> {
-    // SAFETY: valid buffer of b.len() bytes.
+    // SAFETY: `b` is a live slice: its pointer is valid for reads of
+    // b.len() bytes for the duration of the call.
     check_sz(unsafe {
         real::send::get()(
             fd,
@@ -282,7 +334,8 @@ pub fn r_send(fd: c_int, b: &[u8]) -> Res<usize> {
 }
 
 pub fn r_recv(fd: c_int, b: &mut [u8]) -> Res<usize> {
-    // SAFETY: valid buffer of b.len() bytes.
+    // SAFETY: `b` is a live, exclusively borrowed slice: its pointer is
+    // valid for writes of b.len() bytes for the duration of the call.
     check_sz(unsafe {
         real::recv::get()(
             fd,
@@ -293,8 +346,12 @@ pub fn r_recv(fd: c_int, b: &mut [u8]) -> Res<usize> {
     })
 }
 
+/// `fcntl` for commands whose argument is an integer (`F_GETFD`,
+/// `F_SETFD`, `F_GETFL`, `F_SETFL`, `F_DUPFD*`): never one that takes a
+/// pointer.
 pub fn r_fcntl(fd: c_int, cmd: c_int, arg: usize) -> Res<c_int> {
-    // SAFETY: fcntl with an integer argument.
+    // SAFETY: the command's argument is an integer (see above), so no
+    // memory is accessed through `arg`.
     check(unsafe { real::fcntl()(fd, cmd, arg) })
 }
 
@@ -328,7 +385,7 @@ pub fn monotonic_ns() -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: valid out-pointer.
+    // SAFETY: `ts` is a live local, valid for the write.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
@@ -344,7 +401,8 @@ pub struct Lock<T> {
 
 // SAFETY: access to `v` is serialised by `st` (a mutex).
 unsafe impl<T: Send> Sync for Lock<T> {}
-// SAFETY: as above.
+// SAFETY: a Lock owns its value; sending the Lock sends a T, which is
+// Send.
 unsafe impl<T: Send> Send for Lock<T> {}
 
 pub struct Guard<'a, T> {
@@ -459,6 +517,7 @@ impl<T> Drop for Guard<'_, T> {
 /// Writes a line to stderr (diagnostics; never through our own `write`).
 pub fn log(msg: &str) {
     let line = format!("libtas_preload[{}]: {msg}\n", std::process::id());
-    // SAFETY: valid buffer.
+    // SAFETY: pointer and length describe the bytes of `line`, alive for
+    // the call.
     unsafe { real::write::get()(2, line.as_ptr() as *const c_void, line.len()) };
 }

@@ -1,0 +1,45 @@
+//! The shim's configuration, read once from the environment when the
+//! process-wide state is created: `TAS_SPIN_US`, `TAS_CONTEXTS`, `TAS_IP`,
+//! `TAS_PRELOAD_DEBUG`, `TAS_PRELOAD_DISABLE` (`TAS_SOCKET` is read by the
+//! `tas` crate at attach). Nothing here changes after start-up.
+
+use crate::ctx::MAX_CTX;
+
+pub struct Config {
+    /// Spin this long before blocking in a wait.
+    pub spin_ns: u64,
+    pub max_ctx: usize,
+    /// `TAS_IP`: the service's address when the daemon does not announce it.
+    pub tas_ip: Option<u32>,
+    pub debug: bool,
+    pub disabled: bool,
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+impl Config {
+    /// Reads the environment (defaults for what is unset or unparsable).
+    pub fn from_env() -> Config {
+        let tas_ip = std::env::var("TAS_IP")
+            .ok()
+            .and_then(|s| {
+                s.split('/')
+                    .next()
+                    .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok())
+            })
+            .map(u32::from);
+        let ncpu = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        Config {
+            spin_ns: env_u64("TAS_SPIN_US").unwrap_or(50) * 1000,
+            max_ctx: (env_u64("TAS_CONTEXTS").unwrap_or(ncpu.min(4) as u64) as usize)
+                .clamp(1, MAX_CTX),
+            tas_ip,
+            debug: std::env::var_os("TAS_PRELOAD_DEBUG").is_some(),
+            disabled: matches!(std::env::var("TAS_PRELOAD_DISABLE").as_deref(), Ok("1")),
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Contexts: one attachment to tasd each ([`Ctx`]), holding that
+//! attachment's `Tas` and every socket created or accepted on it
+//! ([`Inner`], behind the context's fork-safe lock). Owns which context a
+//! thread uses ([`my_ctx`]: its own up to `TAS_CONTEXTS`, then shared
+//! round-robin), attaching new ones, and turning what changed in a `Tas`
+//! into socket state and readiness ([`Inner::after`], [`Inner::sync`]).
+
+use crate::fdtab::{high_fd_base, T_INTERNAL};
+use crate::global::{global, Global};
+use crate::reactor::start_reactor;
+use crate::readiness::want;
+use crate::sock::{take_conn_error, Sock, St};
+use crate::sys::{log, real, Lock};
+use libc::c_int;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tas::{Changes, ConnId, ListenerId, Tas};
+
+/// Most contexts (attachments to tasd) per process.
+/// (Two bits per context mark an epoll set as holding its fds.)
+pub const MAX_CTX: usize = 30;
+
+thread_local! {
+    /// (generation, context index) this thread uses.
+    static MY_CTX: std::cell::Cell<(u64, usize)> = const { std::cell::Cell::new((u64::MAX, 0)) };
+}
+
+/// One attachment to tasd (an "app" for the daemon) with its sockets.
+pub struct Ctx {
+    pub idx: usize,
+    pub gen: u64,
+    pub ev_fd: c_int,
+    pub ctl_fd: c_int,
+    pub inner: Lock<Inner>,
+    /// Set when the reactor should look again soon (command backlog).
+    pub tick: AtomicBool,
+    /// Threads blocked in the kernel with this context's fds in their wait
+    /// set; the fast path kicks the eventfd only while this is non-zero.
+    pub blocked: std::sync::atomic::AtomicU32,
+    /// The daemon hung up: errors are delivered, nothing more will come.
+    pub dead: AtomicBool,
+}
+
+pub struct Inner {
+    pub tas: Tas,
+    pub socks: HashMap<u64, Sock>,
+    pub by_flow: HashMap<ConnId, u64>,
+    pub by_listener: HashMap<ListenerId, u64>,
+    pub connecting: HashMap<u32, u64>,
+    /// Connect requests whose socket was closed before the answer came.
+    pub zombies: Vec<u32>,
+    pub spinners: u32,
+    changes: Changes,
+}
+
+impl Inner {
+    pub fn new(tas: Tas) -> Inner {
+        Inner {
+            tas,
+            socks: HashMap::new(),
+            by_flow: HashMap::new(),
+            by_listener: HashMap::new(),
+            connecting: HashMap::new(),
+            zombies: Vec::new(),
+            spinners: 0,
+            changes: Changes::default(),
+        }
+    }
+
+    /// Brings socket `sid`'s kernel readiness up to date.
+    pub fn sync(&mut self, sid: u64) {
+        let Inner { tas, socks, .. } = self;
+        if let Some(s) = socks.get_mut(&sid) {
+            take_conn_error(s, tas);
+            let w = want(s, tas);
+            if s.sig.apply(s.a, &w) {
+                global().bump_ready();
+            }
+        }
+    }
+
+    /// Handles what changed in the `Tas` (after any call into it).
+    pub fn after(&mut self) {
+        let mut ch = std::mem::take(&mut self.changes);
+        self.tas.take_changes(&mut ch);
+        for c in &ch.conns {
+            if let Some(&sid) = self.by_flow.get(c) {
+                self.sync(sid);
+            }
+        }
+        for l in &ch.listeners {
+            if let Some(&sid) = self.by_listener.get(l) {
+                if let Some(s) = self.socks.get_mut(&sid) {
+                    s.lkey += 1;
+                }
+                self.sync(sid);
+            }
+        }
+        if ch.replies {
+            self.check_connects();
+        }
+        self.changes = ch;
+    }
+
+    fn check_connects(&mut self) {
+        let reqs: Vec<(u32, u64)> = self.connecting.iter().map(|(r, s)| (*r, *s)).collect();
+        for (req, sid) in reqs {
+            match self.tas.connect_result(req) {
+                Ok(None) => {}
+                Ok(Some(c)) => {
+                    self.connecting.remove(&req);
+                    self.by_flow.insert(c, sid);
+                    let info = self.tas.conn(c).map(|x| x.info);
+                    if let Some(s) = self.socks.get_mut(&sid) {
+                        s.st = St::Connected(c);
+                        if let Some(i) = info {
+                            s.local = (i.local_ip, i.local_port);
+                            s.peer = (i.remote_ip, i.remote_port);
+                        }
+                    }
+                    self.sync(sid);
+                }
+                Err(e) => {
+                    self.connecting.remove(&req);
+                    if let Some(s) = self.socks.get_mut(&sid) {
+                        s.st = St::Failed;
+                        s.so_error = e.raw_os_error().unwrap_or(libc::ECONNREFUSED);
+                        s.err_taken = true;
+                    }
+                    self.sync(sid);
+                }
+            }
+        }
+        let zombies = std::mem::take(&mut self.zombies);
+        for req in zombies {
+            match self.tas.connect_result(req) {
+                Ok(None) => self.zombies.push(req),
+                Ok(Some(c)) => {
+                    let _ = self.tas.abort(c);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// A description of every socket (debugging).
+    pub fn dump(&self, idx: usize) -> String {
+        let mut out = format!(
+            "context {idx}: {} sockets, {} connecting, spinners {}\n",
+            self.socks.len(),
+            self.connecting.len(),
+            self.spinners
+        );
+        let mut ids: Vec<&u64> = self.socks.keys().collect();
+        ids.sort();
+        for id in ids {
+            let s = &self.socks[id];
+            let conn = match s.st {
+                St::Connected(c) => self.tas.conn(c).map(|cn| {
+                    format!(
+                        "flow={c} rx_avail={} rx_fin={} tx_free={}/{} err={:?} fin_acked={} [{}]",
+                        cn.rx_available(),
+                        cn.rx_fin(),
+                        cn.tx_free(),
+                        cn.tx_len(),
+                        cn.error(),
+                        cn.fin_acked(),
+                        self.tas.debug_conn(c)
+                    )
+                }),
+                _ => None,
+            };
+            out += &format!(
+                "  sock {} fds {:?} {:?} {:?} nb={} {:?} so_error={} taken={} shut={}/{} {}\n",
+                s.id,
+                s.fds,
+                s.st,
+                s.bsd,
+                s.nonblock,
+                s.sig,
+                s.so_error,
+                s.err_taken,
+                s.shut_rd,
+                s.shut_wr,
+                conn.unwrap_or_default()
+            );
+        }
+        out
+    }
+
+    /// Full poll (notifications and control messages) and bookkeeping.
+    pub fn process(&mut self) {
+        let _ = self.tas.poll();
+        self.after();
+    }
+
+    /// Notification ring only (no system call unless something changed).
+    pub fn process_fast(&mut self) -> usize {
+        let n = self.tas.poll_events();
+        if n > 0 {
+            self.after();
+        }
+        n
+    }
+}
+
+/// The context the calling thread uses (attaching on first use). None when
+/// tasd cannot be reached (the caller then falls back to the kernel).
+pub fn my_ctx() -> Option<&'static Ctx> {
+    let g = global();
+    let gen = g.gen.load(Ordering::Acquire);
+    let (cgen, idx) = MY_CTX.with(|c| c.get());
+    if cgen == gen {
+        if let Some(c) = g.ctx(idx) {
+            if c.gen == gen {
+                return Some(c);
+            }
+        }
+    }
+    let c = pick_ctx(g, gen)?;
+    MY_CTX.with(|x| x.set((gen, c.idx)));
+    Some(c)
+}
+
+fn pick_ctx(g: &'static Global, gen: u64) -> Option<&'static Ctx> {
+    let mut cs = g.create.lock();
+    if cs.failed_gen == Some(gen) {
+        return None;
+    }
+    let live: Vec<&'static Ctx> = g.live_ctxs().collect();
+    if live.len() < g.cfg.max_ctx && g.nctx.load(Ordering::Acquire) < MAX_CTX {
+        match Tas::attach() {
+            Ok(mut tas) => {
+                tas.move_fds_above(high_fd_base());
+                tas.set_auto_poll(false);
+                tas.set_waiting(false);
+                let idx = g.nctx.load(Ordering::Acquire);
+                let (ev_fd, ctl_fd) = (tas.event_fd(), tas.control_fd());
+                for fd in [ev_fd, ctl_fd] {
+                    g.set_fd(fd, T_INTERNAL);
+                }
+                let ctx = Box::leak(Box::new(Ctx {
+                    idx,
+                    gen,
+                    ev_fd,
+                    ctl_fd,
+                    inner: Lock::new(Inner::new(tas)),
+                    tick: AtomicBool::new(false),
+                    blocked: std::sync::atomic::AtomicU32::new(0),
+                    dead: AtomicBool::new(false),
+                }));
+                g.ctxs[idx].store(ctx as *const Ctx as usize, Ordering::Release);
+                g.nctx.store(idx + 1, Ordering::Release);
+                if g.cfg.debug {
+                    log(&format!("attached context {idx}"));
+                }
+                if cs.reactor_gen != Some(gen) {
+                    cs.reactor_gen = Some(gen);
+                    start_reactor();
+                } else {
+                    let one = 1u64;
+                    // SAFETY: write reads the 8 bytes of the live local
+                    // `one`; wake_fd is the shim's eventfd.
+                    unsafe {
+                        real::write::get()(g.wake_fd, &one as *const u64 as *const libc::c_void, 8)
+                    };
+                }
+                return Some(ctx);
+            }
+            Err(e) => {
+                if live.is_empty() {
+                    cs.failed_gen = Some(gen);
+                    if !g.warned.swap(true, Ordering::Relaxed) {
+                        log(&format!(
+                            "cannot attach to tasd at {} ({e}); TCP sockets use the kernel",
+                            tas::socket_path().display()
+                        ));
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+    let i = g.rr.fetch_add(1, Ordering::Relaxed) % live.len();
+    Some(live[i])
+}

@@ -1,0 +1,510 @@
+//! bind / listen / accept / connect, and the addresses they give
+//! (getsockname / getpeername). Also the decision that sends a socket to
+//! the kernel stack: an address on loopback or owned by the kernel.
+
+use super::pair::{create_pair, register, renew_pair, to_kernel};
+use super::ports::{pick_port, port_conflict, register_port, set_port_listening};
+use super::{deadline, orphan};
+use crate::ctx::{Ctx, Inner};
+use crate::global::global;
+use crate::readiness::Sig;
+use crate::sock::{Bsd, Sock, St};
+use crate::sys::{r_close, real, Res};
+use crate::wait::wait_fd;
+use libc::{c_int, sockaddr, socklen_t};
+use std::sync::atomic::Ordering;
+
+/// Reads a `sockaddr_in` (family, ip host order, port).
+///
+/// # Safety
+///
+/// Unless null, `addr` must be a `sockaddr` pointer as C passes one
+/// (aligned for `sockaddr`), valid for reads of `len` bytes.
+pub unsafe fn parse_in(addr: *const sockaddr, len: socklen_t) -> Res<(c_int, u32, u16)> {
+    if addr.is_null() {
+        return Err(libc::EFAULT);
+    }
+    if (len as usize) < std::mem::size_of::<libc::sa_family_t>() {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: addr is non-null, aligned and readable for len bytes, which
+    // cover the family (checked above; contract).
+    let fam = unsafe { (*addr).sa_family } as c_int;
+    if (len as usize) < std::mem::size_of::<libc::sockaddr_in>() {
+        if fam == libc::AF_INET {
+            return Err(libc::EINVAL);
+        }
+        return Ok((fam, 0, 0));
+    }
+    // SAFETY: addr is readable for len >= size_of::<sockaddr_in>() bytes
+    // (checked above; contract); read unaligned, as sockaddr_in may be
+    // more aligned than what C passed.
+    let sin = unsafe { std::ptr::read_unaligned(addr as *const libc::sockaddr_in) };
+    Ok((
+        fam,
+        u32::from_be(sin.sin_addr.s_addr),
+        u16::from_be(sin.sin_port),
+    ))
+}
+
+/// Copies an IPv4 address out as Linux does (truncating, length = 16).
+///
+/// # Safety
+///
+/// Unless `addr` is null: `len` null or valid for reads and writes, and
+/// `addr` valid for writes of `*len` bytes.
+pub unsafe fn write_in(addr: *mut sockaddr, len: *mut socklen_t, ip: u32, port: u16) -> Res<()> {
+    if addr.is_null() {
+        return Ok(());
+    }
+    if len.is_null() {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: len is non-null, so readable (contract).
+    let l = unsafe { *len } as i32;
+    if l < 0 {
+        return Err(libc::EINVAL);
+    }
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: ip.to_be() },
+        sin_zero: [0; 8],
+    };
+    let n = (l as usize).min(std::mem::size_of::<libc::sockaddr_in>());
+    // SAFETY: addr is writable for l >= n bytes and len is writable
+    // (contract); `sin` is a local, so the two cannot overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(&sin as *const _ as *const u8, addr as *mut u8, n);
+        *len = std::mem::size_of::<libc::sockaddr_in>() as socklen_t;
+    }
+    Ok(())
+}
+
+fn is_loopback(ip: u32) -> bool {
+    ip >> 24 == 127
+}
+
+/// Whether the kernel owns `ip` here (then the kernel stack must serve it).
+fn kernel_local(ip: u32) -> bool {
+    if is_loopback(ip) {
+        return true;
+    }
+    let g = global();
+    if let Some(&v) = g.local_cache.lock().get(&ip) {
+        return v;
+    }
+    // SAFETY: socket takes no pointers; bind reads the live local `sin`
+    // (16 bytes, a whole sockaddr_in) and nothing else; the probe socket is
+    // ours to close.
+    let local = unsafe {
+        let s = real::socket::get()(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            false
+        } else {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr { s_addr: ip.to_be() },
+                sin_zero: [0; 8],
+            };
+            let r = real::bind::get()(s, &sin as *const _ as *const sockaddr, 16);
+            r_close(s);
+            r == 0
+        }
+    };
+    g.local_cache.lock().insert(ip, local);
+    local
+}
+
+fn tas_ip(inner: &Inner) -> Option<u32> {
+    inner.tas.local_ip().map(u32::from).or(global().cfg.tas_ip)
+}
+
+/// `bind`: Some(()) when bound on TAS; None when the address belongs to
+/// the kernel stack and the socket became a kernel socket (the caller then
+/// calls the real bind).
+///
+/// # Safety
+///
+/// As for libc's `bind`: `addr` null or valid for reads of `len` bytes.
+pub unsafe fn bind(
+    ctx: &'static Ctx,
+    sid: u64,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> Res<Option<()>> {
+    // Linux's order of checks: length, family, address, port, state.
+    if addr.is_null() {
+        return Err(libc::EFAULT);
+    }
+    if (len as usize) < std::mem::size_of::<libc::sockaddr_in>() {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: addr/len as the caller passed them (contract).
+    let (fam, ip, port) = unsafe { parse_in(addr, len) }?;
+    if fam != libc::AF_INET && !(fam == libc::AF_UNSPEC && ip == 0) {
+        return Err(libc::EAFNOSUPPORT);
+    }
+    if orphan(ctx) {
+        return Err(libc::EINVAL);
+    }
+    let mut inner = ctx.inner.lock();
+    let tip = tas_ip(&inner);
+    let kernel = ip != 0 && Some(ip) != tip && kernel_local(ip);
+    if ip != 0 && !kernel && tip.is_some_and(|t| t != ip) {
+        return Err(libc::EADDRNOTAVAIL);
+    }
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    if port != 0 && port < 1024 && unsafe { libc::geteuid() } != 0 {
+        return Err(libc::EACCES);
+    }
+    let s = inner.socks.get(&sid).ok_or(libc::EBADF)?;
+    if s.st != St::Fresh || s.local.1 != 0 {
+        return Err(libc::EINVAL);
+    }
+    if kernel {
+        // Loopback or a kernel-owned address: the kernel serves it.
+        to_kernel(ctx.idx, &mut inner, sid)?;
+        return Ok(None);
+    }
+    let port = if port == 0 {
+        pick_port(ctx.idx, s, ip)?
+    } else {
+        if port_conflict(&global().ports.lock(), (ctx.idx, sid), ip, port, &s.opts) {
+            return Err(libc::EADDRINUSE);
+        }
+        port
+    };
+    register_port(ctx.idx, s, ip, port);
+    let s = inner.socks.get_mut(&sid).ok_or(libc::EBADF)?;
+    s.local = (ip, port);
+    s.port_registered = true;
+    Ok(Some(()))
+}
+
+pub fn listen(ctx: &'static Ctx, sid: u64, backlog: c_int) -> Res<()> {
+    if orphan(ctx) {
+        return Err(libc::EINVAL);
+    }
+    let mut inner = ctx.inner.lock();
+    let s = inner.socks.get(&sid).ok_or(libc::EBADF)?;
+    match s.st {
+        St::Listening(_) => return Ok(()),
+        St::Fresh if s.bsd == Bsd::Unconnected => {}
+        _ => return Err(libc::EINVAL),
+    }
+    let backlog = if backlog < 0 {
+        4096
+    } else {
+        backlog.clamp(1, 4096)
+    } as u32;
+    if s.local.1 == 0 {
+        let p = pick_port(ctx.idx, s, 0)?;
+        register_port(ctx.idx, s, 0, p);
+        let s = inner.socks.get_mut(&sid).ok_or(libc::EBADF)?;
+        s.local = (0, p);
+        s.port_registered = true;
+    }
+    let s = inner.socks.get(&sid).ok_or(libc::EBADF)?;
+    if port_conflict(
+        &global().ports.lock(),
+        (ctx.idx, sid),
+        s.local.0,
+        s.local.1,
+        &s.opts,
+    ) {
+        return Err(libc::EADDRINUSE);
+    }
+    let (port, rx, tx, reuse) = (
+        s.local.1,
+        s.opts.rcvbuf.unwrap_or(0),
+        s.opts.sndbuf.unwrap_or(0),
+        s.opts.reuseport,
+    );
+    let r = inner.tas.listen_with(port, backlog, rx, tx, reuse);
+    let r = r.map_err(|e| e.raw_os_error().unwrap_or(libc::ENETDOWN));
+    let l = match r {
+        Ok(l) => l,
+        Err(e) => {
+            inner.after();
+            return Err(e);
+        }
+    };
+    inner.by_listener.insert(l, sid);
+    let s = inner.socks.get_mut(&sid).ok_or(libc::EBADF)?;
+    s.st = St::Listening(l);
+    s.backlog = backlog as c_int;
+    set_port_listening(ctx.idx, s, true);
+    inner.sync(sid);
+    inner.after();
+    Ok(())
+}
+
+/// `accept4` (and `accept`, with no flags).
+///
+/// # Safety
+///
+/// As for libc's `accept4`: unless `addr` is null, `len` null or valid for
+/// reads and writes and `addr` valid for writes of `*len` bytes.
+pub unsafe fn accept(
+    ctx: &'static Ctx,
+    sid: u64,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> Res<c_int> {
+    if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
+        return Err(libc::EINVAL);
+    }
+    if orphan(ctx) {
+        return Err(libc::EINVAL);
+    }
+    let mut dl = None;
+    loop {
+        let mut inner = ctx.inner.lock();
+        let s = inner.socks.get(&sid).ok_or(libc::EBADF)?;
+        let St::Listening(l) = s.st else {
+            return Err(libc::EINVAL);
+        };
+        let (nonblock, a) = (s.nonblock, s.a);
+        if dl.is_none() {
+            dl = Some(deadline(s.opts.rcvtimeo));
+        }
+        let lopts = s.opts.clone();
+        inner.tas.poll_events();
+        match inner.tas.try_accept(l) {
+            Ok(Some(c)) => {
+                let info = inner
+                    .tas
+                    .conn(c)
+                    .map(|x| x.info)
+                    .ok_or(libc::ECONNABORTED)?;
+                let (na, nb) = match create_pair(
+                    flags & libc::SOCK_NONBLOCK != 0,
+                    flags & libc::SOCK_CLOEXEC != 0,
+                ) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = inner.tas.abort(c);
+                        inner.after();
+                        return Err(e);
+                    }
+                };
+                let nsid = global().next_sid.fetch_add(1, Ordering::Relaxed);
+                let mut ns = Sock::new(nsid, na, nb, flags & libc::SOCK_NONBLOCK != 0);
+                ns.st = St::Connected(c);
+                ns.bsd = Bsd::Connected;
+                ns.local = (info.local_ip, info.local_port);
+                ns.peer = (info.remote_ip, info.remote_port);
+                ns.opts = lopts;
+                ns.opts.reuseport = false;
+                let fd = match register(ctx, &mut inner, ns) {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        let _ = inner.tas.abort(c);
+                        inner.after();
+                        return Err(e);
+                    }
+                };
+                inner.by_flow.insert(c, nsid);
+                inner.sync(nsid);
+                inner.sync(sid);
+                inner.after();
+                drop(inner);
+                // SAFETY: addr/len as the caller passed them (contract).
+                unsafe { write_in(addr, len, info.remote_ip, info.remote_port) }?;
+                return Ok(fd);
+            }
+            Ok(None) => {
+                inner.sync(sid);
+                inner.after();
+            }
+            Err(e) => {
+                inner.after();
+                return Err(e.raw_os_error().unwrap_or(libc::EIO));
+            }
+        }
+        drop(inner);
+        if nonblock {
+            return Err(libc::EAGAIN);
+        }
+        wait_fd(a, libc::POLLIN, dl.flatten())?;
+    }
+}
+
+/// Some(()) when done on TAS; None when the socket moved to the kernel and
+/// the caller must call the real connect.
+///
+/// # Safety
+///
+/// As for libc's `connect`: `addr` null or valid for reads of `len` bytes.
+pub unsafe fn connect(
+    ctx: &'static Ctx,
+    sid: u64,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> Res<Option<()>> {
+    // SAFETY: addr/len as the caller passed them (contract).
+    let (fam, ip, port) = unsafe { parse_in(addr, len) }?;
+    if orphan(ctx) {
+        return Err(libc::EINVAL);
+    }
+    let mut inner = ctx.inner.lock();
+    if fam == libc::AF_UNSPEC {
+        let s = inner.socks.get(&sid).ok_or(libc::EBADF)?;
+        return if s.st == St::Fresh {
+            Ok(Some(()))
+        } else {
+            Err(libc::EOPNOTSUPP)
+        };
+    }
+    if (len as usize) < std::mem::size_of::<libc::sockaddr_in>() {
+        return Err(libc::EINVAL);
+    }
+    if fam != libc::AF_INET {
+        return Err(libc::EAFNOSUPPORT);
+    }
+    let s = inner.socks.get_mut(&sid).ok_or(libc::EBADF)?;
+    let nonblock = s.nonblock;
+    let dl = deadline(s.opts.sndtimeo);
+    match (s.bsd, s.st) {
+        (Bsd::Connected, _) => return Err(libc::EISCONN),
+        (Bsd::Connecting, St::Connected(_)) => {
+            s.bsd = Bsd::Connected;
+            return Ok(Some(()));
+        }
+        (Bsd::Connecting, St::Failed) => {
+            s.bsd = Bsd::Unconnected;
+            let e = std::mem::take(&mut s.so_error);
+            Sig::clear_err(s.a);
+            s.disconnected = true;
+            return Err(if e != 0 { e } else { libc::ECONNABORTED });
+        }
+        (Bsd::Connecting, St::Connecting(_)) => {
+            if nonblock {
+                return Err(libc::EALREADY);
+            }
+            drop(inner);
+            return connect_wait(ctx, sid, dl).map(Some);
+        }
+        (_, St::Listening(_)) => return Err(libc::EISCONN),
+        (_, St::Connected(_)) => return Err(libc::EISCONN),
+        (_, St::Failed) => renew_pair(&mut inner, sid)?,
+        _ => {}
+    }
+    let tip = tas_ip(&inner);
+    if ip == 0 || (Some(ip) != tip && kernel_local(ip)) {
+        to_kernel(ctx.idx, &mut inner, sid)?;
+        return Ok(None);
+    }
+    let s = inner.socks.get(&sid).ok_or(libc::EBADF)?;
+    let (lport, rx, tx) = (
+        s.local.1,
+        s.opts.rcvbuf.unwrap_or(0),
+        s.opts.sndbuf.unwrap_or(0),
+    );
+    let req = inner
+        .tas
+        .connect_start_with(std::net::Ipv4Addr::from(ip), port, lport, rx, tx)
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::ENETDOWN))?;
+    inner.connecting.insert(req, sid);
+    let s = inner.socks.get_mut(&sid).ok_or(libc::EBADF)?;
+    s.st = St::Connecting(req);
+    s.bsd = Bsd::Connecting;
+    s.peer = (ip, port);
+    inner.sync(sid);
+    inner.after();
+    drop(inner);
+    if nonblock {
+        return Err(libc::EINPROGRESS);
+    }
+    connect_wait(ctx, sid, dl).map(Some)
+}
+
+fn connect_wait(ctx: &'static Ctx, sid: u64, dl: Option<u64>) -> Res<()> {
+    loop {
+        let mut inner = ctx.inner.lock();
+        let s = inner.socks.get_mut(&sid).ok_or(libc::EBADF)?;
+        match s.st {
+            St::Connected(_) => {
+                s.bsd = Bsd::Connected;
+                return Ok(());
+            }
+            St::Failed => {
+                s.bsd = Bsd::Unconnected;
+                let e = std::mem::take(&mut s.so_error);
+                Sig::clear_err(s.a);
+                s.disconnected = true;
+                return Err(if e != 0 { e } else { libc::ECONNABORTED });
+            }
+            St::Connecting(_) => {}
+            _ => return Err(libc::ECONNABORTED),
+        }
+        let a = s.a;
+        drop(inner);
+        match wait_fd(a, libc::POLLOUT, dl) {
+            Ok(()) => {}
+            Err(libc::EAGAIN) => return Err(libc::EINPROGRESS),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+// Names.
+
+/// `getsockname`.
+///
+/// # Safety
+///
+/// As for libc's `getsockname`: `len` null or valid for reads and writes,
+/// `addr` null or valid for writes of `*len` bytes.
+pub unsafe fn getsockname(
+    ctx: &'static Ctx,
+    sid: u64,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> Res<()> {
+    let inner = ctx.inner.lock();
+    let s = inner.socks.get(&sid).ok_or(libc::EBADF)?;
+    let (ip, port) = s.local;
+    drop(inner);
+    if len.is_null() {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: addr/len as the caller passed them (contract).
+    unsafe { write_in(addr, len, ip, port) }
+}
+
+/// `getpeername`.
+///
+/// # Safety
+///
+/// As for libc's `getpeername`: `len` null or valid for reads and writes,
+/// `addr` null or valid for writes of `*len` bytes.
+pub unsafe fn getpeername(
+    ctx: &'static Ctx,
+    sid: u64,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> Res<()> {
+    let inner = ctx.inner.lock();
+    let s = inner.socks.get(&sid).ok_or(libc::EBADF)?;
+    let ok = match s.st {
+        St::Connected(c) => match inner.tas.conn(c) {
+            Some(cn) => cn.error().is_none() && !(cn.rx_fin() && cn.fin_acked()),
+            None => false,
+        },
+        _ => false,
+    };
+    if !ok {
+        return Err(libc::ENOTCONN);
+    }
+    let (ip, port) = s.peer;
+    drop(inner);
+    if len.is_null() {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: addr/len as the caller passed them (contract).
+    unsafe { write_in(addr, len, ip, port) }
+}

@@ -1,0 +1,50 @@
+//! The socket calls on TAS sockets. Every function here returns
+//! `Result<_, errno>`; the exported C functions (lib.rs) turn that into
+//! `-1` + `errno`. Most take the socket's context and id (from the fd
+//! table, `fdtab::kind`) and work under the context's lock.
+//!
+//! Submodules, one per family of calls:
+//!
+//! * `pair`: creating a socket (its Unix socket pair) and replacing the
+//!   file under its fd numbers (a kernel socket when it leaves TAS, a new
+//!   pair after a failed connect);
+//! * `ports`: the ports bound by TAS sockets of this process;
+//! * `conn`: bind, listen, accept, connect and the names they give;
+//! * `data`: recv and send (and so read, write, sendfile, ...);
+//! * `close`: shutdown, close and the TAS-level teardown;
+//! * `fds`: dup, dup2/3, `O_NONBLOCK`, epoll registrations, queue ioctls.
+//!
+//! This module holds what they share.
+
+mod close;
+mod conn;
+mod data;
+mod fds;
+mod pair;
+mod ports;
+
+pub use close::{close, shutdown};
+pub use conn::{accept, bind, connect, getpeername, getsockname, listen};
+pub use data::{recv, send, Src};
+pub use fds::{add_fd, before_replace, epoll_track, ioctl_queue, set_nonblock};
+pub use pair::socket;
+pub use ports::Ports;
+
+use crate::ctx::Ctx;
+use crate::global::global;
+use crate::sys;
+use std::sync::atomic::Ordering;
+
+/// Whether `ctx` belongs to an older fork generation (the parent's: its
+/// sockets must not be touched).
+fn orphan(ctx: &Ctx) -> bool {
+    ctx.gen != global().gen.load(Ordering::Acquire)
+}
+
+/// When a call bounded by `SO_RCVTIMEO`/`SO_SNDTIMEO` gives up (monotonic
+/// ns); None: never.
+fn deadline(tv: Option<libc::timeval>) -> Option<u64> {
+    let tv = tv?;
+    let ns = tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1000;
+    (ns > 0).then(|| sys::monotonic_ns() + ns)
+}

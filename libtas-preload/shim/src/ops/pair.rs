@@ -1,0 +1,165 @@
+//! The Unix socket pair behind a TAS socket's fd numbers: creating one
+//! (`socket()`, and each accepted connection), renewing it after a failed
+//! connect, and putting a kernel TCP socket under the same numbers when a
+//! socket leaves TAS (loopback and kernel-owned addresses).
+
+use super::ports::unregister_port;
+use crate::ctx::{my_ctx, Ctx, Inner};
+use crate::fdtab::{encode, high_fd_base, T_INTERNAL};
+use crate::global::global;
+use crate::opts;
+use crate::readiness::Sig;
+use crate::sock::{Bsd, Sock, St};
+use crate::sys::{self, check, r_close, r_fcntl, real, Res};
+use libc::c_int;
+use std::sync::atomic::Ordering;
+
+/// A Unix stream pair: (A for the app, B for us).
+pub(super) fn create_pair(nonblock: bool, cloexec: bool) -> Res<(c_int, c_int)> {
+    let mut sv = [-1; 2];
+    // SAFETY: `sv` is a live [c_int; 2], what socketpair writes.
+    check(unsafe {
+        real::socketpair::get()(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            sv.as_mut_ptr(),
+        )
+    })?;
+    let (a, b) = (sv[0], sv[1]);
+    if !cloexec {
+        let _ = r_fcntl(a, libc::F_SETFD, 0);
+    }
+    if nonblock {
+        let _ = r_fcntl(a, libc::F_SETFL, (libc::O_RDWR | libc::O_NONBLOCK) as usize);
+    }
+    let _ = r_fcntl(b, libc::F_SETFL, (libc::O_RDWR | libc::O_NONBLOCK) as usize);
+    let _ = sys::r_setsockopt_int(a, libc::SOL_SOCKET, libc::SO_SNDBUF, 1);
+    // Keep our end out of the app's way.
+    let b = sys::move_high(b, high_fd_base());
+    Ok((a, b))
+}
+
+pub(super) fn register(ctx: &'static Ctx, inner: &mut Inner, s: Sock) -> Res<c_int> {
+    let g = global();
+    let (a, b, sid) = (s.a, s.sig.b, s.id);
+    if !g.fd_fits(a) || !g.fd_fits(b) {
+        r_close(a);
+        r_close(b);
+        return Err(libc::EMFILE);
+    }
+    inner.socks.insert(sid, s);
+    g.set_fd(b, T_INTERNAL);
+    g.set_fd(a, encode(ctx.idx, sid));
+    Ok(a)
+}
+
+/// `socket(AF_INET, SOCK_STREAM, 0|IPPROTO_TCP)`: None when TAS is not
+/// available (the caller uses the kernel).
+pub fn socket(ty: c_int) -> Option<Res<c_int>> {
+    let ctx = my_ctx()?;
+    let nonblock = ty & libc::SOCK_NONBLOCK != 0;
+    let cloexec = ty & libc::SOCK_CLOEXEC != 0;
+    let (a, b) = match create_pair(nonblock, cloexec) {
+        Ok(p) => p,
+        Err(e) => return Some(Err(e)),
+    };
+    let sid = global().next_sid.fetch_add(1, Ordering::Relaxed);
+    let mut inner = ctx.inner.lock();
+    Some(register(ctx, &mut inner, Sock::new(sid, a, b, nonblock)))
+}
+
+fn kernel_socket_for(s: &Sock) -> Res<c_int> {
+    let k = if s.shadow >= 0 {
+        s.shadow
+    } else {
+        // SAFETY: socket takes no pointers.
+        check(unsafe {
+            real::socket::get()(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+        })?
+    };
+    opts::apply_to_kernel(k, &s.opts);
+    let fl = libc::O_RDWR | if s.nonblock { libc::O_NONBLOCK } else { 0 };
+    let _ = r_fcntl(k, libc::F_SETFL, fl as usize);
+    Ok(k)
+}
+
+/// Puts `k` under every fd number of `s` (keeping each number's
+/// close-on-exec flag) and restores epoll registrations.
+fn replace_file(s: &Sock, k: c_int) -> Res<()> {
+    for &fd in &s.fds {
+        let cloexec = r_fcntl(fd, libc::F_GETFD, 0)
+            .map(|f| f & libc::FD_CLOEXEC != 0)
+            .unwrap_or(false);
+        // SAFETY: dup3 takes no pointers; fd is a number of this socket,
+        // which the shim manages.
+        check(unsafe { real::dup3::get()(k, fd, if cloexec { libc::O_CLOEXEC } else { 0 }) })?;
+    }
+    for (epfd, fd, ev) in &s.epoll_regs {
+        let mut ev = *ev;
+        // SAFETY: `ev` is a live local copy of the registration, which the
+        // kernel only reads.
+        unsafe { real::epoll_ctl::get()(*epfd, libc::EPOLL_CTL_ADD, *fd, &mut ev) };
+    }
+    Ok(())
+}
+
+/// Turns TAS socket `sid` into a kernel TCP socket with the same fd
+/// numbers, options and epoll registrations (for loopback and kernel-owned
+/// addresses).
+pub(super) fn to_kernel(ctx: usize, inner: &mut Inner, sid: u64) -> Res<()> {
+    let g = global();
+    let s = inner.socks.get(&sid).ok_or(libc::EBADF)?;
+    let k = kernel_socket_for(s)?;
+    if let Err(e) = replace_file(s, k) {
+        if k != s.shadow {
+            r_close(k);
+        }
+        return Err(e);
+    }
+    let s = inner.socks.remove(&sid).expect("present");
+    r_close(k);
+    for &fd in &s.fds {
+        g.set_fd(fd, 0);
+    }
+    if s.sig.b >= 0 {
+        g.set_fd(s.sig.b, 0);
+        r_close(s.sig.b);
+    }
+    if s.shadow >= 0 {
+        g.set_fd(s.shadow, 0);
+    }
+    unregister_port(ctx, &s);
+    if g.cfg.debug {
+        sys::log(&format!("fd {} moved to the kernel stack", s.a));
+    }
+    Ok(())
+}
+
+/// After a failed connect the pair is spent (B closed): a new attempt gets
+/// a new pair under the same numbers.
+pub(super) fn renew_pair(inner: &mut Inner, sid: u64) -> Res<()> {
+    let g = global();
+    let s = inner.socks.get_mut(&sid).ok_or(libc::EBADF)?;
+    let (a, b) = create_pair(s.nonblock, true)?;
+    if let Err(e) = replace_file(s, a) {
+        r_close(a);
+        r_close(b);
+        return Err(e);
+    }
+    r_close(a);
+    if s.sig.b >= 0 {
+        g.set_fd(s.sig.b, 0);
+        r_close(s.sig.b);
+    }
+    s.sig = Sig::new(b);
+    g.set_fd(b, T_INTERNAL);
+    s.st = St::Fresh;
+    s.bsd = Bsd::Unconnected;
+    s.so_error = 0;
+    s.err_taken = false;
+    s.shut_rd = false;
+    s.shut_wr = false;
+    s.disconnected = false;
+    Ok(())
+}

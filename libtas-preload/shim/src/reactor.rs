@@ -1,0 +1,115 @@
+//! The reactor: one thread per process (started with the first context of
+//! each fork generation) for what nobody else does — news for contexts no
+//! thread is blocked on (a program waiting somewhere the shim does not see,
+//! or busy), the command backlog, and debugging dumps (`TAS_PRELOAD_DEBUG`,
+//! `/tmp/tas-dump-PID`). It runs with every signal blocked and sleeps in
+//! `poll` on the wake eventfd and the control sockets of the contexts
+//! nobody is blocked on: 10 ms at a time while there are such contexts,
+//! 1 ms while a context has a command backlog, 1 s when there is nothing
+//! to watch.
+
+use crate::ctx::Ctx;
+use crate::global::global;
+use crate::sys::{self, log, real};
+use std::sync::atomic::Ordering;
+
+/// Starts the reactor thread of the current generation.
+pub fn start_reactor() {
+    let r = std::thread::Builder::new()
+        .name("tas-reactor".into())
+        .spawn(reactor);
+    if let Err(e) = r {
+        log(&format!("cannot start the reactor thread: {e}"));
+    }
+}
+
+fn reactor() {
+    let _e = sys::Enter::new();
+    // SAFETY: `set` is a live local (all-zero is a valid sigset_t, and
+    // sigfillset fills it); pthread_sigmask only reads it and changes this
+    // thread's mask alone (the app's signal handlers then run on its own
+    // threads).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let g = global();
+    let gen = g.gen.load(Ordering::Acquire);
+    let mut pfds: Vec<libc::pollfd> = Vec::new();
+    let mut watched: Vec<&'static Ctx> = Vec::new();
+    loop {
+        if g.gen.load(Ordering::Acquire) != gen {
+            return;
+        }
+        pfds.clear();
+        watched.clear();
+        pfds.push(libc::pollfd {
+            fd: g.wake_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        let mut timeout = 1000;
+        for c in g.live_ctxs() {
+            if c.dead.load(Ordering::Relaxed) {
+                continue;
+            }
+            if c.tick.load(Ordering::Relaxed) {
+                timeout = 1;
+            }
+            if c.blocked.load(Ordering::SeqCst) > 0 {
+                continue;
+            }
+            // Nobody waits on this context: look at it every 10 ms (a
+            // thread may be waiting where the shim cannot see it) and on
+            // control messages.
+            timeout = timeout.min(10);
+            watched.push(c);
+            pfds.push(libc::pollfd {
+                fd: c.ctl_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: `pfds` is a live Vec of pfds.len() pollfds.
+        let n =
+            unsafe { real::poll::get()(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
+        if n < 0 && sys::errno() != libc::EINTR {
+            // SAFETY: usleep takes no pointers.
+            unsafe { libc::usleep(1000) };
+        }
+        if pfds[0].revents != 0 {
+            let mut v = 0u64;
+            // SAFETY: read writes at most 8 bytes into the live local `v`;
+            // wake_fd is the shim's eventfd.
+            unsafe { real::read::get()(g.wake_fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
+        }
+        if g.cfg.debug {
+            let path = format!("/tmp/tas-dump-{}", std::process::id());
+            if std::fs::remove_file(&path).is_ok() {
+                for c in g.live_ctxs() {
+                    let inner = c.inner.lock();
+                    log(&inner.dump(c.idx));
+                }
+            }
+        }
+        for c in g.live_ctxs() {
+            let is_watched = watched.iter().any(|w| std::ptr::eq(*w, c));
+            if !is_watched && !c.tick.load(Ordering::Relaxed) {
+                continue;
+            }
+            let Some(mut inner) = c.inner.try_lock() else {
+                continue;
+            };
+            inner.process();
+            c.tick.store(
+                inner.tas.has_backlog() || !inner.zombies.is_empty(),
+                Ordering::Relaxed,
+            );
+            if inner.tas.is_dead() {
+                // The daemon is gone: errors are delivered; stop watching.
+                c.dead.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}

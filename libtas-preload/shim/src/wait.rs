@@ -1,0 +1,251 @@
+//! Waiting: spin on the contexts, then block in the kernel with the
+//! contexts' eventfds and control sockets in the same wait, so that the
+//! thread that waits is the one the service wakes (no hop through another
+//! thread). The fast path kicks a context's eventfd only while some thread
+//! is blocked that way (`Ctx::blocked`); a busy program is never kicked and
+//! picks up news at its next call.
+//!
+//! Owns the spin ([`spin_wait`]), the blocked-thread bookkeeping
+//! ([`Blocked`]), taking news when the shim's fds fire ([`handle_our_fd`]),
+//! the wait of a blocking call on one socket ([`wait_fd`]), and the tag
+//! that marks the shim's fds in a program's epoll set. The multiplexing
+//! calls built on this are in `mux.rs`.
+
+use crate::ctx::Ctx;
+use crate::global::global;
+use crate::sys::{self, real};
+use libc::c_int;
+use std::sync::atomic::Ordering;
+
+/// `epoll_event.data` of the shim's own fds inside a program's epoll set:
+/// `EPOLL_TAG | ctx << 1 | is_control_socket`.
+pub const EPOLL_TAG: u64 = 0x54A5_F00D_0000_0000;
+pub const EPOLL_TAG_MASK: u64 = 0xFFFF_FFFF_0000_0000;
+
+/// Polls every live context once without blocking (the notification ring
+/// only). True when some socket's readiness changed since `*seen`.
+pub fn poll_all_once(seen: &mut u64) -> bool {
+    let g = global();
+    for c in g.live_ctxs() {
+        if let Some(mut inner) = c.inner.try_lock() {
+            inner.process_fast();
+        }
+    }
+    let now = g.ready_gen.load(Ordering::Acquire);
+    if now != *seen {
+        *seen = now;
+        true
+    } else {
+        false
+    }
+}
+
+/// Spins up to the configured time (or `limit_ns`) calling `poll_now`
+/// (a zero-timeout check) whenever readiness changed. Returns its first
+/// non-zero result.
+pub fn spin_wait(limit_ns: u64, mut poll_now: impl FnMut() -> c_int) -> Option<c_int> {
+    let g = global();
+    let spin = g.cfg.spin_ns.min(limit_ns);
+    if spin == 0 || !g.has_live_ctx() {
+        return None;
+    }
+    let mut seen = g.ready_gen.load(Ordering::Acquire);
+    let start = sys::monotonic_ns();
+    let mut rounds = 0u32;
+    loop {
+        if poll_all_once(&mut seen) {
+            let r = poll_now();
+            if r != 0 {
+                return Some(r);
+            }
+        }
+        rounds += 1;
+        if rounds % 64 == 0 && sys::monotonic_ns() - start >= spin {
+            return None;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// One of the shim's fds a blocked thread also waits on.
+#[derive(Clone, Copy, Debug)]
+pub struct OurFd {
+    pub fd: c_int,
+    pub ctx: usize,
+    pub ctl: bool,
+}
+
+/// While alive, the calling thread is about to block (or is blocked) in the
+/// kernel with [`Blocked::fds`] in its wait set.
+pub struct Blocked {
+    ctxs: Vec<&'static Ctx>,
+    /// Readiness changed while entering (check before blocking).
+    pub changed: bool,
+}
+
+impl Blocked {
+    pub fn enter() -> Blocked {
+        let g = global();
+        let before = g.ready_gen.load(Ordering::Acquire);
+        let ctxs: Vec<&'static Ctx> = g
+            .live_ctxs()
+            .filter(|c| !c.dead.load(Ordering::Relaxed))
+            .collect();
+        for c in &ctxs {
+            let mut inner = c.inner.lock();
+            if c.blocked.fetch_add(1, Ordering::SeqCst) == 0 {
+                inner.tas.set_waiting(true);
+            }
+            // Anything posted before the flag was visible is ours to see.
+            inner.process_fast();
+        }
+        let changed = g.ready_gen.load(Ordering::Acquire) != before;
+        Blocked { ctxs, changed }
+    }
+
+    pub fn fds(&self) -> Vec<OurFd> {
+        let mut v = Vec::with_capacity(self.ctxs.len() * 2);
+        for c in &self.ctxs {
+            v.push(OurFd {
+                fd: c.ev_fd,
+                ctx: c.idx,
+                ctl: false,
+            });
+            v.push(OurFd {
+                fd: c.ctl_fd,
+                ctx: c.idx,
+                ctl: true,
+            });
+        }
+        v
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        for c in &self.ctxs {
+            if c.blocked.fetch_sub(1, Ordering::SeqCst) == 1 {
+                let inner = c.inner.lock();
+                if c.blocked.load(Ordering::SeqCst) == 0 {
+                    inner.tas.set_waiting(false);
+                }
+            }
+        }
+    }
+}
+
+/// Our fds fired in a wait: take the news (drain the eventfd, read the
+/// notification ring, and the control socket when it fired).
+pub fn handle_our_fd(ctx: usize, ctl: bool) {
+    let g = global();
+    let Some(c) = g.ctx(ctx) else { return };
+    if c.gen != g.gen.load(Ordering::Acquire) {
+        return;
+    }
+    let mut v = 0u64;
+    // SAFETY: read writes at most 8 bytes into the live local `v`; ev_fd is
+    // the context's non-blocking eventfd.
+    unsafe { real::read::get()(c.ev_fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
+    let mut inner = c.inner.lock();
+    if ctl {
+        inner.process();
+    } else {
+        inner.tas.poll_events();
+        inner.after();
+    }
+    c.tick.store(
+        inner.tas.has_backlog() || !inner.zombies.is_empty(),
+        Ordering::Relaxed,
+    );
+    if inner.tas.is_dead() {
+        c.dead.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Waits until `fd` (an `A` end) is ready for `events` or the deadline
+/// (monotonic ns; None = forever). Err(EAGAIN) on timeout, Err(EINTR) on a
+/// signal.
+pub fn wait_fd(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_int> {
+    let check = || -> c_int {
+        let mut p = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        // SAFETY: `p` is one live local pollfd (nfds = 1).
+        let r = unsafe { real::poll::get()(&mut p, 1, 0) };
+        if r < 0 {
+            -sys::errno()
+        } else {
+            r
+        }
+    };
+    let left = |d: Option<u64>| {
+        d.map(|d| d.saturating_sub(sys::monotonic_ns()))
+            .unwrap_or(u64::MAX)
+    };
+    if let Some(r) = spin_wait(left(deadline), check) {
+        return if r < 0 { Err(-r) } else { Ok(()) };
+    }
+    loop {
+        let b = Blocked::enter();
+        if b.changed {
+            let r = check();
+            if r != 0 {
+                return if r < 0 { Err(-r) } else { Ok(()) };
+            }
+        }
+        let ms = match deadline {
+            None => -1,
+            Some(_) => {
+                let l = left(deadline);
+                if l == 0 {
+                    return Err(libc::EAGAIN);
+                }
+                l.div_ceil(1_000_000).min(i32::MAX as u64) as c_int
+            }
+        };
+        let ours = b.fds();
+        let mut pfds = Vec::with_capacity(1 + ours.len());
+        pfds.push(libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        });
+        for o in &ours {
+            pfds.push(libc::pollfd {
+                fd: o.fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let r = {
+            let _l = sys::Leave::new();
+            // SAFETY: `pfds` is a live Vec of pfds.len() pollfds.
+            unsafe { real::poll::get()(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) }
+        };
+        let err = sys::errno();
+        drop(b);
+        if r < 0 {
+            return Err(err);
+        }
+        let mut fired = false;
+        for (i, o) in ours.iter().enumerate() {
+            if o.ctl || pfds[1 + i].revents == 0 && pfds[2 + i].revents == 0 {
+                continue;
+            }
+            handle_our_fd(o.ctx, pfds[2 + i].revents != 0);
+            fired = true;
+        }
+        if pfds[0].revents != 0 {
+            return Ok(());
+        }
+        if !fired {
+            return Err(libc::EAGAIN);
+        }
+        let r = check();
+        if r != 0 {
+            return if r < 0 { Err(-r) } else { Ok(()) };
+        }
+    }
+}
