@@ -14,6 +14,12 @@
 //! All access to a `FlowState` goes through the flow lock (see
 //! [`crate::flowtable::FlowGuard`]); the slow path is the only writer of
 //! line 0, the owning core the only writer of line 1.
+//!
+//! What only rare paths need (out-of-order intervals beyond the first, SACK
+//! and D-SACK blocks to report, the SACK scoreboard and loss-recovery state,
+//! the RFC 5961 bounds) lives in a [`FlowCold`] record at the same index in
+//! a separate array of the flow table, under the same lock: the in-order
+//! common case never loads its cache lines.
 
 /// Configuration flags (`FlowState::cfg`), written by the slow path.
 pub mod cfg {
@@ -170,6 +176,25 @@ impl FlowState {
         }
     }
 }
+
+/// A flow's rarely used state (see the module doc): the receive side's and
+/// the send side's parts, each owned by its half of the engine
+/// (`engine/rx.rs`, `engine/ack.rs` and `engine/tx.rs`). Reset to the
+/// default when a flow is installed.
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowCold {
+    pub rx: RxCold,
+    pub tx: TxCold,
+}
+
+/// Receive-side rare state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxCold {}
+
+/// Send-side rare state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxCold {}
 
 /// The 4-tuple that identifies a flow, from our side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -10,7 +10,8 @@
 
 #![allow(unsafe_code)] // the per-flow lock and slot access; each block has its SAFETY note
 
-use crate::flow::{FlowKey, FlowSlot, FlowState};
+use crate::flow::{FlowCold, FlowKey, FlowSlot, FlowState};
+use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -39,14 +40,18 @@ struct Writer {
 
 pub struct FlowTable {
     slots: Box<[FlowSlot]>,
+    /// Each flow's cold record, same index as its slot, guarded by the
+    /// slot's lock.
+    cold: Box<[UnsafeCell<FlowCold>]>,
     index: Box<[AtomicU64]>,
     mask: usize,
     writer: Mutex<Writer>,
 }
 
-// SAFETY: every access to a slot's `UnsafeCell<FlowState>` happens through a
-// `FlowGuard`, which holds the slot's spinlock (acquire on lock, release on
-// unlock), so no two threads touch a flow's state at the same time.
+// SAFETY: every access to a slot's `UnsafeCell<FlowState>`, and to the
+// `UnsafeCell<FlowCold>` of the same index, happens through a `FlowGuard`,
+// which holds the slot's spinlock (acquire on lock, release on unlock), so
+// no two threads touch a flow's state at the same time.
 unsafe impl Sync for FlowTable {}
 // SAFETY: the table owns its slots; moving it between threads moves plain data.
 unsafe impl Send for FlowTable {}
@@ -57,9 +62,13 @@ impl FlowTable {
         let capacity = capacity.clamp(1, u32::MAX as usize / 2);
         let index_len = (capacity * 2).next_power_of_two().max(16);
         let slots: Box<[FlowSlot]> = (0..capacity).map(|_| FlowSlot::default()).collect();
+        let cold: Box<[UnsafeCell<FlowCold>]> = (0..capacity)
+            .map(|_| UnsafeCell::new(FlowCold::default()))
+            .collect();
         let index: Box<[AtomicU64]> = (0..index_len).map(|_| AtomicU64::new(EMPTY)).collect();
         FlowTable {
             slots,
+            cold,
             index,
             mask: index_len - 1,
             writer: Mutex::new(Writer {
@@ -143,7 +152,11 @@ impl FlowTable {
                 std::hint::spin_loop();
             }
         }
-        let g = FlowGuard { slot, id };
+        let g = FlowGuard {
+            slot,
+            cold: &self.cold[id as usize],
+            id,
+        };
         if slot.gen.load(Ordering::Relaxed) & 1 == 1 {
             Some(g)
         } else {
@@ -173,6 +186,7 @@ impl FlowTable {
             let mut g = self.lock_raw(slot, id);
             *g = state;
             g.notify = 0;
+            *g.cold_mut() = FlowCold::default();
             slot.gen.fetch_add(1, Ordering::Relaxed);
         }
         let h = key.hash();
@@ -236,7 +250,11 @@ impl FlowTable {
         {
             std::hint::spin_loop();
         }
-        FlowGuard { slot, id }
+        FlowGuard {
+            slot,
+            cold: &self.cold[id as usize],
+            id,
+        }
     }
 }
 
@@ -252,15 +270,40 @@ fn prefetch(p: *const u8) {
     let _ = p;
 }
 
-/// A locked flow. Dereferences to its [`FlowState`]; unlocks on drop.
+/// A locked flow. Dereferences to its [`FlowState`]; its [`FlowCold`]
+/// record is reached through [`FlowGuard::cold`] / [`FlowGuard::parts`];
+/// unlocks on drop.
 pub struct FlowGuard<'a> {
     slot: &'a FlowSlot,
+    cold: &'a UnsafeCell<FlowCold>,
     id: FlowId,
 }
 
 impl FlowGuard<'_> {
     pub fn id(&self) -> FlowId {
         self.id
+    }
+
+    /// The flow's cold record.
+    #[inline]
+    pub fn cold(&self) -> &FlowCold {
+        // SAFETY: the guard holds the lock that guards this record too.
+        unsafe { &*self.cold.get() }
+    }
+
+    /// The flow's cold record, to change it.
+    #[inline]
+    pub fn cold_mut(&mut self) -> &mut FlowCold {
+        // SAFETY: as in `cold`; `&mut self` makes this the only borrow.
+        unsafe { &mut *self.cold.get() }
+    }
+
+    /// The hot state and the cold record at once.
+    #[inline]
+    pub fn parts(&mut self) -> (&mut FlowState, &mut FlowCold) {
+        // SAFETY: both cells are guarded by the lock this guard holds, are
+        // distinct objects, and `&mut self` makes these the only borrows.
+        unsafe { (&mut *self.slot.state.get(), &mut *self.cold.get()) }
     }
 }
 

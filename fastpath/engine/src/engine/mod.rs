@@ -15,14 +15,22 @@
 //! exception: SYN, RST, URG or a missing ACK flag, unknown flows, bad
 //! checksums, malformed frames, non-TCP frames and flows the slow path owns.
 
-use crate::flow::{cfg, st, FlowKey, FlowState};
+use crate::flow::{cfg, st, FlowCold, FlowKey, FlowState};
 use crate::flowtable::{FlowId, FlowTable};
 use crate::sched::TxScheduler;
-use crate::seq;
 use crate::wire::{self, frame, ipv4, tcp, WireError};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tas_abi::{event, AppCmd, AppEvent, PayloadMem};
+
+mod ack;
+mod ring;
+mod rx;
+mod tx;
+
+use ack::go_back_n;
+use ring::ring_add;
+use tx::{build_segment, can_send, fin_pending, send_ack, send_allowance};
 
 /// Why a frame was handed to the slow path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,105 +219,11 @@ pub fn ts_now(now: u64) -> u32 {
     (now / 1000) as u32
 }
 
-#[inline]
-fn ring_add(pos: u32, n: u32, len: u32) -> u32 {
-    // pos < len and n <= len, so no overflow for len < 2^31.
-    let p = pos + n;
-    if p >= len {
-        p - len
-    } else {
-        p
-    }
-}
-
-#[inline]
-fn ring_sub(pos: u32, n: u32, len: u32) -> u32 {
-    if n > pos {
-        pos + len - n
-    } else {
-        pos - n
-    }
-}
-
-/// Copies `data` into a ring at `pos`, wrapping at `len`.
-#[inline]
-fn ring_write<M: PayloadMem>(
-    mem: &mut M,
-    region: u16,
-    base: u32,
-    len: u32,
-    pos: u32,
-    data: &[u8],
-) -> bool {
-    let first = ((len - pos) as usize).min(data.len());
-    let ok = mem.write(region, base.wrapping_add(pos), &data[..first]);
-    if first == data.len() {
-        return ok;
-    }
-    ok && mem.write(region, base, &data[first..])
-}
-
-/// Copies `out.len()` bytes from a ring at `pos`, wrapping at `len`.
-#[inline]
-fn ring_read<M: PayloadMem>(
-    mem: &M,
-    region: u16,
-    base: u32,
-    len: u32,
-    pos: u32,
-    out: &mut [u8],
-) -> bool {
-    let first = ((len - pos) as usize).min(out.len());
-    let (a, b) = out.split_at_mut(first);
-    let ok = mem.read(region, base.wrapping_add(pos), a);
-    if b.is_empty() {
-        return ok;
-    }
-    ok && mem.read(region, base, b)
-}
-
-/// `dupack_cnt` value after a fast retransmit, until an ACK makes progress.
-const IN_RECOVERY: u8 = u8::MAX;
-
-/// Rewinds the sender to the first unacknowledged byte (go-back-N).
-fn go_back_n(f: &mut FlowState) {
-    let data = f.tx_data_in_flight();
-    let una = f.snd_una();
-    f.tx_next_pos = ring_sub(f.tx_next_pos, data, f.tx_len);
-    f.tx_avail += data;
-    f.tx_next_seq = una;
-    if f.st & st::TX_FIN_ACKED == 0 {
-        f.st &= !st::TX_FIN_SENT;
-    }
-    f.tx_sent = 0;
-    f.dupack_cnt = 0;
-}
-
-/// Bytes the flow may put on the wire now (window and congestion window).
-#[inline]
-fn send_allowance(f: &FlowState) -> u32 {
-    let mut allowed = f.rx_remote_avail.saturating_sub(f.tx_sent);
-    if f.tx_cwnd != 0 {
-        allowed = allowed.min(f.tx_cwnd.saturating_sub(f.tx_sent));
-    }
-    allowed
-}
-
-#[inline]
-fn fin_pending(f: &FlowState) -> bool {
-    f.st & (st::TX_FIN_REQ | st::TX_FIN_SENT) == st::TX_FIN_REQ
-}
-
-/// Whether the scheduler should be asked to send for this flow.
-#[inline]
-fn can_send(f: &FlowState) -> bool {
-    (f.tx_avail > 0 && send_allowance(f) > 0) || (fin_pending(f) && f.tx_avail == 0)
-}
-
 /// Receive processing of one segment on an established flow (flags already
 /// checked: ACK set, no SYN/RST/URG).
 fn rx_segment<M: PayloadMem>(
     f: &mut FlowState,
+    c: &mut FlowCold,
     seg: &tcp::TcpSegment<'_>,
     ce: bool,
     now_ts: u32,
@@ -317,289 +231,16 @@ fn rx_segment<M: PayloadMem>(
     stats: &mut Stats,
 ) -> RxResult {
     let mut r = RxResult::default();
-    let flags = seg.flags();
-    let payload = seg.payload();
-    let fin = flags & tcp::FIN != 0;
     let ts = if f.cfg & cfg::TS != 0 {
         seg.timestamp()
     } else {
         None
     };
-
-    // ---- ACK processing ----
-    let ack = seg.ack();
-    let una = f.snd_una();
-    let max_ack = f
-        .tx_next_seq
-        .wrapping_add(f.tx_avail)
-        .wrapping_add(fin_pending(f) as u32);
-    let wnd = (seg.window() as u32) << f.snd_wscale;
-    if seq::gt(ack, una) && seq::le(ack, max_ack) {
-        if seq::gt(ack, f.tx_next_seq) {
-            // After a go-back-N the peer may acknowledge data we sent before.
-            let skip = seq::dist(f.tx_next_seq, ack);
-            let data_skip = skip.min(f.tx_avail);
-            f.tx_next_pos = ring_add(f.tx_next_pos, data_skip, f.tx_len);
-            f.tx_avail -= data_skip;
-            f.tx_next_seq = ack;
-            f.tx_sent += skip;
-            if skip > data_skip {
-                f.st |= st::TX_FIN_SENT;
-            }
-        }
-        let acked = seq::dist(una, ack);
-        let mut data_acked = acked;
-        if f.st & (st::TX_FIN_SENT | st::TX_FIN_ACKED) == st::TX_FIN_SENT && ack == f.tx_next_seq {
-            data_acked -= 1;
-            f.st |= st::TX_FIN_ACKED;
-            r.fin_acked = true;
-        }
-        f.tx_sent -= acked;
-        f.cnt_ackb = f.cnt_ackb.wrapping_add(data_acked);
-        if flags & tcp::ECE != 0 && f.cfg & cfg::ECN != 0 {
-            f.cnt_ecnb = f.cnt_ecnb.wrapping_add(data_acked);
-            f.st |= st::CWR_PENDING;
-        }
-        f.dupack_cnt = 0;
-        if let Some((_, ecr)) = ts {
-            let sample = now_ts.wrapping_sub(ecr);
-            if ecr != 0 && sample < 10_000_000 {
-                f.rtt_est = if f.rtt_est == 0 {
-                    sample.max(1)
-                } else {
-                    (f.rtt_est * 7 + sample) / 8
-                };
-            }
-        }
-        r.notify = true;
-        r.tx_ready = true;
-        f.rx_remote_avail = wnd;
-    } else if ack == una {
-        if payload.is_empty() && !fin && f.tx_sent > 0 && wnd == f.rx_remote_avail {
-            stats.dupacks += 1;
-            f.dupack_cnt = f.dupack_cnt.saturating_add(1);
-            if f.dupack_cnt == 3 {
-                go_back_n(f);
-                // In recovery until an ACK makes progress: the duplicates
-                // that segments still in flight draw must not rewind again.
-                f.dupack_cnt = IN_RECOVERY;
-                f.cnt_frexmits = f.cnt_frexmits.saturating_add(1);
-                stats.fast_retransmits += 1;
-                r.tx_ready = true;
-            }
-        }
-        if wnd > f.rx_remote_avail {
-            r.tx_ready = true;
-        }
-        f.rx_remote_avail = wnd;
-    } else if seq::gt(ack, max_ack) {
-        // Acknowledges data never sent: ACK and drop (RFC 5961 §5.2).
-        stats.future_acks += 1;
-        r.ack = true;
+    if !ack::rx_ack(f, &mut c.tx, seg, ts, now_ts, stats, &mut r) {
         return r;
     }
-
-    // ---- data and FIN ----
-    if payload.is_empty() && !fin {
-        if seg.seq() == f.rx_next_seq {
-            if let Some((val, _)) = ts {
-                f.tx_next_ts = val;
-            }
-        } else if seq::lt(seg.seq(), f.rx_next_seq) {
-            // An old zero-length segment: a keepalive or zero-window probe
-            // (sent at RCV.NXT - 1). Unacceptable segments get an ACK
-            // (RFC 9293 §3.10.7.4); the prober resets the connection
-            // after a few unanswered ones.
-            stats.dup_segments += 1;
-            r.ack = true;
-        }
-        return r;
-    }
-    r.ece = ce && f.cfg & cfg::ECN != 0;
-    r.ack = true;
-    if f.st & st::RX_FIN != 0 {
-        // Anything after the peer's FIN is a retransmission: re-ACK it.
-        stats.dup_segments += 1;
-        return r;
-    }
-    let nxt = f.rx_next_seq;
-    let mut sq = seg.seq();
-    let mut data = payload;
-    let mut fin = fin;
-    if seq::lt(sq, nxt) {
-        let skip = seq::dist(sq, nxt) as usize;
-        if skip > data.len() || (skip == data.len() && !fin) {
-            stats.dup_segments += 1;
-            return r;
-        }
-        data = &data[skip..];
-        sq = nxt;
-    }
-    if sq == nxt {
-        if data.len() > f.rx_avail as usize {
-            data = &data[..f.rx_avail as usize];
-            fin = false;
-            stats.window_trimmed += 1;
-        }
-        if !data.is_empty() {
-            let n = data.len() as u32;
-            if !ring_write(mem, f.mem, f.rx_base, f.rx_len, f.rx_next_pos, data) {
-                stats.mem_errors += 1;
-                r.ack = false;
-                return r;
-            }
-            f.rx_next_pos = ring_add(f.rx_next_pos, n, f.rx_len);
-            f.rx_next_seq = f.rx_next_seq.wrapping_add(n);
-            f.rx_avail -= n;
-            stats.rx_payload_bytes += n as u64;
-            r.notify = true;
-        }
-        if let Some((val, _)) = ts {
-            f.tx_next_ts = val;
-        }
-        if f.rx_ooo_len > 0 && seq::le(f.rx_ooo_start, f.rx_next_seq) {
-            let end = f.rx_ooo_start.wrapping_add(f.rx_ooo_len);
-            if seq::gt(end, f.rx_next_seq) {
-                let extra = seq::dist(f.rx_next_seq, end);
-                f.rx_next_pos = ring_add(f.rx_next_pos, extra, f.rx_len);
-                f.rx_next_seq = end;
-                f.rx_avail -= extra;
-                stats.rx_payload_bytes += extra as u64;
-            }
-            f.rx_ooo_len = 0;
-            r.notify = true;
-        }
-        if fin && f.rx_ooo_len == 0 && f.rx_next_seq == sq.wrapping_add(data.len() as u32) {
-            f.rx_next_seq = f.rx_next_seq.wrapping_add(1);
-            f.st |= st::RX_FIN;
-            if f.st & st::TX_FIN_SENT == 0 {
-                f.st |= st::RX_FIN_FIRST;
-            }
-            r.fin_rx = true;
-            r.notify = true;
-        }
-        return r;
-    }
-
-    // Out of order: keep it if it fits the window and touches the interval.
-    let off = seq::dist(nxt, sq);
-    if off >= f.rx_avail || data.is_empty() {
-        stats.ooo_dropped += 1;
-        return r;
-    }
-    if data.len() as u32 > f.rx_avail - off {
-        data = &data[..(f.rx_avail - off) as usize];
-        stats.window_trimmed += 1;
-    }
-    let end = sq.wrapping_add(data.len() as u32);
-    let (new_start, new_end) = if f.rx_ooo_len == 0 {
-        (sq, end)
-    } else {
-        let os = f.rx_ooo_start;
-        let oe = os.wrapping_add(f.rx_ooo_len);
-        if seq::gt(sq, oe) || seq::lt(end, os) {
-            stats.ooo_dropped += 1;
-            return r;
-        }
-        (
-            if seq::lt(sq, os) { sq } else { os },
-            if seq::gt(end, oe) { end } else { oe },
-        )
-    };
-    let pos = ring_add(f.rx_next_pos, off, f.rx_len);
-    if !ring_write(mem, f.mem, f.rx_base, f.rx_len, pos, data) {
-        stats.mem_errors += 1;
-        return r;
-    }
-    f.rx_ooo_start = new_start;
-    f.rx_ooo_len = seq::dist(new_start, new_end);
-    stats.ooo_accepted += 1;
+    rx::rx_data(f, &mut c.rx, seg, ce, ts, mem, stats, &mut r);
     r
-}
-
-/// Builds one segment of flow `f` into `buf`: ACK flag always, plus `flags`;
-/// `payload` is (ring position, length) in the TX ring. Returns the frame
-/// length, or 0 if it could not be built. With `sack` (pure ACKs of a flow
-/// that negotiated SACK) the out-of-order interval, if any, goes along:
-/// RFC 2018 §4 wants it on every ACK while that data is held. Data segments
-/// never carry it, as the MSS only leaves room for the timestamp option.
-#[allow(clippy::too_many_arguments)]
-fn build_segment<M: PayloadMem>(
-    buf: &mut [u8],
-    cfgc: &Config,
-    f: &FlowState,
-    seq_no: u32,
-    flags: u8,
-    sack: bool,
-    now_ts: u32,
-    payload: (u32, u32),
-    mem: &M,
-) -> usize {
-    let seg = frame::FastSeg {
-        src_mac: cfgc.local_mac,
-        dst_mac: f.remote_mac,
-        src_ip: f.local_ip,
-        dst_ip: f.remote_ip,
-        ttl: cfgc.ttl,
-        ecn: if payload.1 > 0 && f.cfg & cfg::ECN != 0 {
-            ipv4::ECN_ECT0
-        } else {
-            ipv4::ECN_NOT_ECT
-        },
-        src_port: f.local_port,
-        dst_port: f.remote_port,
-        seq: seq_no,
-        ack: f.rx_next_seq,
-        flags: flags | tcp::ACK,
-        window: (f.rx_avail >> f.rcv_wscale).min(u16::MAX as u32) as u16,
-        ts: if f.cfg & cfg::TS != 0 {
-            Some((now_ts, f.tx_next_ts))
-        } else {
-            None
-        },
-        sack: if sack && f.rx_ooo_len > 0 {
-            Some((f.rx_ooo_start, f.rx_ooo_start.wrapping_add(f.rx_ooo_len)))
-        } else {
-            None
-        },
-    };
-    let Some(off) = frame::emit_fast(buf, &seg, payload.1 as usize) else {
-        return 0;
-    };
-    let end = off + payload.1 as usize;
-    if payload.1 > 0
-        && !ring_read(
-            mem,
-            f.mem,
-            f.tx_base,
-            f.tx_len,
-            payload.0,
-            &mut buf[off..end],
-        )
-    {
-        return 0;
-    }
-    frame::finish_fast(buf, &seg, off, payload.1 as usize);
-    end
-}
-
-/// Emits a pure ACK of flow `f` (plus `flags`), with a SACK block for the
-/// out-of-order interval when SACK was negotiated.
-fn send_ack<M: PayloadMem, O: Output>(
-    cfgc: &Config,
-    f: &FlowState,
-    flags: u8,
-    now_ts: u32,
-    mem: &M,
-    out: &mut O,
-    stats: &mut Stats,
-) {
-    let sack = f.cfg & cfg::SACK != 0;
-    if out.tx(|b| build_segment(b, cfgc, f, f.tx_next_seq, flags, sack, now_ts, (0, 0), mem)) {
-        stats.acks_sent += 1;
-    } else {
-        stats.tx_full += 1;
-    }
 }
 
 impl FastPath {
@@ -713,7 +354,8 @@ impl FastPath {
         }
         let now_ts = ts_now(now);
         let ce = fr.ip.ecn() == ipv4::ECN_CE;
-        let r = rx_segment(&mut f, seg, ce, now_ts, mem, &mut self.stats);
+        let (fs, fc) = f.parts();
+        let r = rx_segment(fs, fc, seg, ce, now_ts, mem, &mut self.stats);
         if r.ack {
             let flags = if r.ece { tcp::ECE } else { 0 };
             send_ack(&self.cfg, &f, flags, now_ts, mem, out, &mut self.stats);

@@ -1,0 +1,114 @@
+//! The transmit side of a flow: how much it may send, and building its
+//! segments (data, FIN and pure ACKs) into frames.
+
+use super::ring::ring_read;
+use super::{Config, Output, Stats};
+use crate::flow::{cfg, st, FlowState};
+use crate::wire::{frame, ipv4, tcp};
+use tas_abi::PayloadMem;
+
+/// Bytes the flow may put on the wire now (window and congestion window).
+#[inline]
+pub(super) fn send_allowance(f: &FlowState) -> u32 {
+    let mut allowed = f.rx_remote_avail.saturating_sub(f.tx_sent);
+    if f.tx_cwnd != 0 {
+        allowed = allowed.min(f.tx_cwnd.saturating_sub(f.tx_sent));
+    }
+    allowed
+}
+
+#[inline]
+pub(super) fn fin_pending(f: &FlowState) -> bool {
+    f.st & (st::TX_FIN_REQ | st::TX_FIN_SENT) == st::TX_FIN_REQ
+}
+
+/// Whether the scheduler should be asked to send for this flow.
+#[inline]
+pub(super) fn can_send(f: &FlowState) -> bool {
+    (f.tx_avail > 0 && send_allowance(f) > 0) || (fin_pending(f) && f.tx_avail == 0)
+}
+
+/// Builds one segment of flow `f` into `buf`: ACK flag always, plus `flags`;
+/// `payload` is (ring position, length) in the TX ring. Returns the frame
+/// length, or 0 if it could not be built. With `sack` (pure ACKs of a flow
+/// that negotiated SACK) the out-of-order interval, if any, goes along:
+/// RFC 2018 §4 wants it on every ACK while that data is held. Data segments
+/// never carry it, as the MSS only leaves room for the timestamp option.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn build_segment<M: PayloadMem>(
+    buf: &mut [u8],
+    cfgc: &Config,
+    f: &FlowState,
+    seq_no: u32,
+    flags: u8,
+    sack: bool,
+    now_ts: u32,
+    payload: (u32, u32),
+    mem: &M,
+) -> usize {
+    let seg = frame::FastSeg {
+        src_mac: cfgc.local_mac,
+        dst_mac: f.remote_mac,
+        src_ip: f.local_ip,
+        dst_ip: f.remote_ip,
+        ttl: cfgc.ttl,
+        ecn: if payload.1 > 0 && f.cfg & cfg::ECN != 0 {
+            ipv4::ECN_ECT0
+        } else {
+            ipv4::ECN_NOT_ECT
+        },
+        src_port: f.local_port,
+        dst_port: f.remote_port,
+        seq: seq_no,
+        ack: f.rx_next_seq,
+        flags: flags | tcp::ACK,
+        window: (f.rx_avail >> f.rcv_wscale).min(u16::MAX as u32) as u16,
+        ts: if f.cfg & cfg::TS != 0 {
+            Some((now_ts, f.tx_next_ts))
+        } else {
+            None
+        },
+        sack: if sack && f.rx_ooo_len > 0 {
+            Some((f.rx_ooo_start, f.rx_ooo_start.wrapping_add(f.rx_ooo_len)))
+        } else {
+            None
+        },
+    };
+    let Some(off) = frame::emit_fast(buf, &seg, payload.1 as usize) else {
+        return 0;
+    };
+    let end = off + payload.1 as usize;
+    if payload.1 > 0
+        && !ring_read(
+            mem,
+            f.mem,
+            f.tx_base,
+            f.tx_len,
+            payload.0,
+            &mut buf[off..end],
+        )
+    {
+        return 0;
+    }
+    frame::finish_fast(buf, &seg, off, payload.1 as usize);
+    end
+}
+
+/// Emits a pure ACK of flow `f` (plus `flags`), with a SACK block for the
+/// out-of-order interval when SACK was negotiated.
+pub(super) fn send_ack<M: PayloadMem, O: Output>(
+    cfgc: &Config,
+    f: &FlowState,
+    flags: u8,
+    now_ts: u32,
+    mem: &M,
+    out: &mut O,
+    stats: &mut Stats,
+) {
+    let sack = f.cfg & cfg::SACK != 0;
+    if out.tx(|b| build_segment(b, cfgc, f, f.tx_next_seq, flags, sack, now_ts, (0, 0), mem)) {
+        stats.acks_sent += 1;
+    } else {
+        stats.tx_full += 1;
+    }
+}
