@@ -12,7 +12,7 @@ use nix::sys::socket::{
     SockFlag, SockType, UnixAddr,
 };
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use tas_abi::{
     ctl, AppCmd, AppEvent, CtlMsg, HelloOk, RegionHeader, RegionLayout, ABI_VERSION, REGION_MAGIC,
@@ -98,28 +98,17 @@ pub struct Apps {
 }
 
 fn eventfd() -> std::io::Result<OwnedFd> {
-    // SAFETY: plain syscall; on success we own the returned fd.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let efd = nix::sys::eventfd::EventFd::from_flags(
+        nix::sys::eventfd::EfdFlags::EFD_NONBLOCK | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
+    )?;
+    Ok(OwnedFd::from(efd))
 }
 
+/// A shared memory file of `size` bytes (sparse until touched).
 fn memfd(name: &str, size: u32) -> std::io::Result<OwnedFd> {
-    let cname = std::ffi::CString::new(name).expect("no NUL in name");
-    // SAFETY: valid C string; on success we own the returned fd.
-    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fresh fd, owned here.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: valid fd; ftruncate on a memfd just sets its size (sparse).
-    if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let cname = std::ffi::CString::new(name).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    let fd = nix::sys::memfd::memfd_create(&cname, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)?;
+    nix::unistd::ftruncate(&fd, i64::from(size))?;
     Ok(fd)
 }
 
@@ -189,20 +178,18 @@ impl Apps {
             Err(_) => return None,
         };
         // The HELLO must arrive promptly; wait at most 1 s for it.
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut pfd, 1, 1000) } != 1 {
+        let mut pfd = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        if nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(1000u16)) != Ok(1) {
             tracing::warn!("app did not say HELLO within 1 s; dropped");
             return None;
         }
         let mut buf = [0u8; 256];
         let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).ok()?;
         let hello = CtlMsg::from_bytes(&buf[..n])?;
-        let pid = peer_pid(fd.as_raw_fd());
+        let pid = peer_pid(fd.as_fd());
         let reply_err = |e: i32| {
             let mut m = CtlMsg::new(ctl::RESULT);
             m.req = hello.req;
@@ -392,28 +379,11 @@ impl Drop for Apps {
     }
 }
 
-fn peer_pid(fd: RawFd) -> i32 {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: valid fd and out-pointers of the right size.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            &mut cred as *mut _ as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    if rc == 0 {
-        cred.pid
-    } else {
-        0
-    }
+/// The attaching process's pid (SO_PEERCRED), 0 when unknown.
+fn peer_pid(fd: BorrowedFd<'_>) -> i32 {
+    nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::PeerCredentials)
+        .map(|c| c.pid())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@
 //! so the loop does not allocate per packet.
 
 use crossbeam_queue::ArrayQueue;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -130,7 +130,7 @@ pub struct LaneShared {
     pub kicks: ArrayQueue<FlowId>,
     /// eventfd that wakes whichever core holds the lane (slow path, apps
     /// and other lanes write it).
-    pub wake: RawFd,
+    pub wake: OwnedFd,
     /// Set while the holding core sleeps.
     pub sleeping: AtomicBool,
     /// The core that should hold this lane (the slow path writes it; the
@@ -183,7 +183,7 @@ impl LaneShared {
     fn wake_if_sleeping(&self) {
         fence(Ordering::SeqCst);
         if self.sleeping.load(Ordering::SeqCst) {
-            kick(self.wake);
+            kick(self.wake.as_raw_fd());
         }
     }
 
@@ -194,18 +194,11 @@ impl LaneShared {
     }
 }
 
-impl Drop for LaneShared {
-    fn drop(&mut self) {
-        // SAFETY: closing the eventfd this struct created.
-        unsafe { libc::close(self.wake) };
-    }
-}
-
 /// One polling thread's shared state.
 pub struct CoreSlot {
     pub id: u16,
     /// eventfd that wakes the core (lane hand-over, stop).
-    pub wake: RawFd,
+    pub wake: OwnedFd,
     /// Time spent in rounds that found work.
     pub busy_ns: AtomicU64,
     /// Time spent in empty rounds (spinning) and asleep.
@@ -221,7 +214,7 @@ pub struct FastPathShared<N: Nic> {
     /// Lanes being handed to each core.
     inbox: Vec<ArrayQueue<Lane<N>>>,
     /// eventfd the slow path sleeps on (cores write it).
-    pub slow_wake: RawFd,
+    pub slow_wake: OwnedFd,
     pub stop: AtomicBool,
 }
 
@@ -259,7 +252,7 @@ impl<N: Nic> FastPathShared<N> {
         if self.inbox[core].push(lane).is_err() {
             unreachable!("an inbox holds every lane");
         }
-        kick(self.cores[core].wake);
+        kick(self.cores[core].wake.as_raw_fd());
     }
 
     /// Moves lane `lane` to core `core`; its current holder hands it over
@@ -268,8 +261,8 @@ impl<N: Nic> FastPathShared<N> {
         let l = &self.lanes[lane];
         let old = l.owner.swap(core as u32, Ordering::SeqCst) as usize;
         if old != core {
-            kick(self.cores[old].wake);
-            kick(l.wake);
+            kick(self.cores[old].wake.as_raw_fd());
+            kick(l.wake.as_raw_fd());
         }
     }
 
@@ -277,32 +270,16 @@ impl<N: Nic> FastPathShared<N> {
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::SeqCst);
         for c in &self.cores {
-            kick(c.wake);
+            kick(c.wake.as_raw_fd());
         }
     }
 }
 
-impl<N: Nic> Drop for FastPathShared<N> {
-    fn drop(&mut self) {
-        // SAFETY: closing the eventfds this struct created.
-        unsafe {
-            libc::close(self.slow_wake);
-            for c in &self.cores {
-                libc::close(c.wake);
-            }
-        }
-    }
-}
-
-fn eventfd() -> std::io::Result<RawFd> {
-    // SAFETY: plain syscall; the fd is owned by the struct that stores it
-    // and closed on drop.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(fd)
-    }
+/// A non-blocking eventfd, closed when its owner drops it.
+fn eventfd() -> std::io::Result<OwnedFd> {
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+    let efd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
+    Ok(OwnedFd::from(efd))
 }
 
 /// Adds 1 to an eventfd (wakes whoever waits on it).
@@ -678,7 +655,7 @@ impl<N: Nic> Core<N> {
                     self.lanes.push(l);
                     break;
                 }
-                kick(sh.cores[owner].wake);
+                kick(sh.cores[owner].wake.as_raw_fd());
             } else {
                 i += 1;
             }
@@ -694,7 +671,7 @@ impl<N: Nic> Core<N> {
 
     /// One round of every lane held; returns the work done.
     fn round_all(&mut self, now: u64, lanes_sh: &[Arc<LaneShared>]) -> usize {
-        let slow_wake = self.shared.slow_wake;
+        let slow_wake = self.shared.slow_wake.as_raw_fd();
         self.lanes
             .iter_mut()
             .map(|l| l.round(now, lanes_sh, slow_wake))
@@ -714,13 +691,13 @@ impl<N: Nic> Core<N> {
             if self.lanes.is_empty() {
                 // Inactive: sleep until the slow path hands over a lane.
                 let mut pfd = libc::pollfd {
-                    fd: slot.wake,
+                    fd: slot.wake.as_raw_fd(),
                     events: libc::POLLIN,
                     revents: 0,
                 };
                 // SAFETY: one valid pollfd.
                 unsafe { libc::poll(&mut pfd, 1, 1000) };
-                drain(slot.wake);
+                drain(slot.wake.as_raw_fd());
                 last_work = now_ns();
                 continue;
             }
@@ -783,10 +760,10 @@ impl<N: Nic> Core<N> {
                 revents: 0,
             };
                 1 + 2 * MAX_LANES_PER_CORE];
-            fds[0].fd = slot.wake;
+            fds[0].fd = slot.wake.as_raw_fd();
             let mut n = 1;
             for l in self.lanes.iter().take(MAX_LANES_PER_CORE) {
-                fds[n].fd = l.shared.wake;
+                fds[n].fd = l.shared.wake.as_raw_fd();
                 n += 1;
                 if let Some(fd) = l.nic.wait_fd() {
                     fds[n].fd = fd;
@@ -797,9 +774,9 @@ impl<N: Nic> Core<N> {
             unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
             let after = now_ns();
             slept = after.saturating_sub(t);
-            drain(slot.wake);
+            drain(slot.wake.as_raw_fd());
             for l in &self.lanes {
-                drain(l.shared.wake);
+                drain(l.shared.wake.as_raw_fd());
             }
         }
         for l in &self.lanes {

@@ -29,7 +29,7 @@ use nix::poll::{ppoll, PollFd, PollFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::time::TimeSpec;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -351,7 +351,7 @@ impl Daemon {
             self.stop_requested = true;
         }
         if ready.wake {
-            tas_runtime::drain(self.shared.slow_wake);
+            tas_runtime::drain(self.shared.slow_wake.as_raw_fd());
         }
         if ready.attach {
             self.accept_apps();
@@ -409,10 +409,12 @@ impl Daemon {
     fn wait(&mut self, ready: &mut Ready) {
         ready.apps.clear();
         let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(4 + self.apps.count());
-        // SAFETY: `slow_wake` is an eventfd owned by `self.shared`, which
-        // closes it only when dropped, after `pfds` is gone.
-        let slow_wake = unsafe { BorrowedFd::borrow_raw(self.shared.slow_wake) };
-        for fd in [self.sigfd.as_fd(), self.apps.listener.as_fd(), slow_wake] {
+        let shared = &self.shared;
+        for fd in [
+            self.sigfd.as_fd(),
+            self.apps.listener.as_fd(),
+            shared.slow_wake.as_fd(),
+        ] {
             pfds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
         for a in self.apps.iter() {
@@ -440,7 +442,7 @@ impl Daemon {
     /// New apps on the attach socket: each lane gets its port (lane 0
     /// serves the command ring).
     fn accept_apps(&mut self) {
-        while let Some((id, ports)) = self.apps.accept(self.shared.lanes[0].wake) {
+        while let Some((id, ports)) = self.apps.accept(self.shared.lanes[0].wake.as_raw_fd()) {
             let mut ok = true;
             for (lane, port) in self.shared.lanes.iter().zip(ports) {
                 ok &= lane.command(CoreCmd::AddApp(port));
@@ -589,7 +591,7 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_millis(500);
         while shared.lanes.iter().any(|l| !l.cmds.is_empty()) && Instant::now() < deadline {
             for l in &shared.lanes {
-                tas_runtime::kick(l.wake);
+                tas_runtime::kick(l.wake.as_raw_fd());
             }
             std::thread::sleep(Duration::from_millis(2));
         }
