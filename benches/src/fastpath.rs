@@ -63,10 +63,8 @@ const NS_PER_VISIT: u64 = 100;
 /// Bytes reserved per input frame in a chunk.
 const STRIDE: usize = 256;
 
-pub const LOCAL_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 /// 198.18.0.1 (benchmarking range; these frames never leave memory anyway).
-pub const LOCAL_IP: u32 = 0xC612_0001;
+pub use tas_testkit::addr::{A_IP4 as LOCAL_IP, A_MAC as LOCAL_MAC, B_MAC as PEER_MAC};
 pub const LOCAL_PORT: u16 = 7777;
 /// The peer announces `PEER_WINDOW << WSCALE` = 64 KiB.
 const PEER_WINDOW: u16 = 512;

@@ -32,10 +32,7 @@ use tas_engine::flowtable::{FlowId, FlowTable};
 use tas_engine::seq;
 use tas_engine::wire::{eth, frame, ipv4, tcp};
 
-const OUR_MAC: [u8; 6] = [0x02, 0x54, 0x41, 0x53, 0x00, 0x01];
-const PEER_MAC: [u8; 6] = [0x02, 0x4c, 0x4e, 0x58, 0x00, 0x02];
-const OUR_IP: u32 = 0xc612_0001;
-const PEER_IP: u32 = 0xc612_0002;
+use tas_testkit::addr::{A_IP4 as OUR_IP, A_MAC as OUR_MAC, B_IP4 as PEER_IP, B_MAC as PEER_MAC};
 const OUR_PORT: u16 = 5001;
 const PEER_PORT: u16 = 43_210;
 const MEM: u16 = 0;

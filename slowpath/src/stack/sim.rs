@@ -569,10 +569,7 @@ impl Wire {
     }
 }
 
-pub(super) const A_IP: u32 = 0xC612_0001; // 198.18.0.1
-pub(super) const B_IP: u32 = 0xC612_0002; // 198.18.0.2
-pub(super) const A_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-pub(super) const B_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+pub(super) use tas_testkit::addr::{A_IP4 as A_IP, A_MAC, B_IP4 as B_IP, B_MAC};
 
 pub(super) fn host_cfg(ip: u32, mac: [u8; 6]) -> StackConfig {
     StackConfig {

@@ -10,6 +10,9 @@ pub const A_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const B_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const A_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const B_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+/// [`A_IP`] and [`B_IP`] as host-order `u32`s.
+pub const A_IP4: u32 = ip_u32(A_IP);
+pub const B_IP4: u32 = ip_u32(B_IP);
 /// A MAC that belongs to nobody on the test link.
 pub const OTHER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
 

@@ -17,13 +17,9 @@ use tas_abi::{cmd, VecMem};
 // Harness
 // ---------------------------------------------------------------------------
 
-const OUR_MAC: [u8; 6] = [0x02, 0x54, 0x41, 0x53, 0x00, 0x01];
-const PEER_MAC: [u8; 6] = [0x02, 0x4c, 0x4e, 0x58, 0x00, 0x02];
-const OTHER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x99];
-/// 198.18.0.1
-const OUR_IP: u32 = 0xc612_0001;
-/// 198.18.0.2
-const PEER_IP: u32 = 0xc612_0002;
+use tas_testkit::addr::{
+    A_IP4 as OUR_IP, A_MAC as OUR_MAC, B_IP4 as PEER_IP, B_MAC as PEER_MAC, OTHER_MAC,
+};
 const OUR_PORT: u16 = 6379;
 const PEER_PORT: u16 = 40_000;
 /// Payload region of the app that owns the flow under test.
