@@ -30,6 +30,8 @@ need cmd:redis-cli=redis-tools
 need cmd:nginx=nginx-light
 need cmd:curl=curl
 need cmd:sha256sum=coreutils
+need cmd:node=nodejs
+need cmd:ab=apache2-utils
 ensure_deps
 report_deps
 

@@ -102,6 +102,7 @@ mod interpose;
 mod mux;
 mod ops;
 mod opts;
+mod rawsys;
 mod reactor;
 mod readiness;
 mod sock;
@@ -111,8 +112,8 @@ mod wait;
 use fdtab::{kind, Kind};
 use ffi::{buf, buf_mut, chk_fail, int, iov, iov_mut, run, sz, total, unit, unit_or_libc};
 use libc::{
-    c_int, c_uint, c_ulong, c_void, iovec, msghdr, off64_t, off_t, size_t, sockaddr, socklen_t,
-    ssize_t,
+    c_int, c_long, c_uint, c_ulong, c_void, iovec, msghdr, off64_t, off_t, size_t, sockaddr,
+    socklen_t, ssize_t,
 };
 use ops::Src;
 use std::io::{IoSlice, IoSliceMut};
@@ -279,6 +280,81 @@ fn close_range_impl(first: c_uint, last: c_uint, flags: c_int) -> c_int {
         return unsafe { f(start as c_uint, end as c_uint, flags) };
     }
     0
+}
+
+// ---------------------------------------------------------------------------
+// Raw system calls.
+
+interpose! {
+    /// `syscall(2)`: the socket and descriptor calls the shim interposes,
+    /// when made through `syscall(SYS_close, fd)` and the like (libuv, and
+    /// so node.js, closes that way), go to the shim's function of that name;
+    /// every other number goes to the kernel unchanged, without libc.
+    ///
+    /// `syscall` is variadic in C. It is defined here with seven `long`
+    /// parameters: on x86_64 and aarch64 Linux a variadic call passes its
+    /// integer and pointer arguments in the same registers as a fixed one
+    /// (the six argument registers), and every system call argument is an
+    /// integer or a pointer, so the callee sees exactly what the caller
+    /// passed. Arguments the call does not take are whatever the caller's
+    /// registers held, as with libc's own `syscall`.
+    fn syscall(
+        n: c_long,
+        a1: c_long,
+        a2: c_long,
+        a3: c_long,
+        a4: c_long,
+        a5: c_long,
+        a6: c_long,
+    ) -> c_long {
+        // SAFETY (all arms): each interposed function is called with the
+        // arguments of the system call of the same number, which the
+        // caller passed under `syscall`'s contract (this function's).
+        let fd = a1 as c_int;
+        unsafe {
+            match n {
+                libc::SYS_close => close(fd) as c_long,
+                libc::SYS_read => read(fd, a2 as _, a3 as _) as c_long,
+                libc::SYS_write => write(fd, a2 as _, a3 as _) as c_long,
+                libc::SYS_readv => readv(fd, a2 as _, a3 as _) as c_long,
+                libc::SYS_writev => writev(fd, a2 as _, a3 as _) as c_long,
+                libc::SYS_recvfrom => recvfrom(fd, a2 as _, a3 as _, a4 as _, a5 as _, a6 as _) as c_long,
+                libc::SYS_sendto => sendto(fd, a2 as _, a3 as _, a4 as _, a5 as _, a6 as _) as c_long,
+                libc::SYS_recvmsg => recvmsg(fd, a2 as _, a3 as _) as c_long,
+                libc::SYS_sendmsg => sendmsg(fd, a2 as _, a3 as _) as c_long,
+                libc::SYS_recvmmsg => recvmmsg(fd, a2 as _, a3 as _, a4 as _, a5 as _) as c_long,
+                libc::SYS_sendmmsg => sendmmsg(fd, a2 as _, a3 as _, a4 as _) as c_long,
+                libc::SYS_accept => accept(fd, a2 as _, a3 as _) as c_long,
+                libc::SYS_accept4 => accept4(fd, a2 as _, a3 as _, a4 as _) as c_long,
+                libc::SYS_connect => connect(fd, a2 as _, a3 as _) as c_long,
+                libc::SYS_bind => bind(fd, a2 as _, a3 as _) as c_long,
+                libc::SYS_listen => listen(fd, a2 as _) as c_long,
+                libc::SYS_shutdown => shutdown(fd, a2 as _) as c_long,
+                libc::SYS_socket => socket(a1 as _, a2 as _, a3 as _) as c_long,
+                libc::SYS_getsockname => getsockname(fd, a2 as _, a3 as _) as c_long,
+                libc::SYS_getpeername => getpeername(fd, a2 as _, a3 as _) as c_long,
+                libc::SYS_getsockopt => getsockopt(fd, a2 as _, a3 as _, a4 as _, a5 as _) as c_long,
+                libc::SYS_setsockopt => setsockopt(fd, a2 as _, a3 as _, a4 as _, a5 as _) as c_long,
+                libc::SYS_fcntl => fcntl(fd, a2 as _, a3 as _) as c_long,
+                libc::SYS_ioctl => ioctl(fd, a2 as _, a3 as _) as c_long,
+                libc::SYS_dup => dup(fd) as c_long,
+                #[cfg(target_arch = "x86_64")]
+                libc::SYS_dup2 => dup2(fd, a2 as _) as c_long,
+                libc::SYS_dup3 => dup3(fd, a2 as _, a3 as _) as c_long,
+                libc::SYS_close_range => close_range(a1 as _, a2 as _, a3 as _) as c_long,
+                libc::SYS_epoll_ctl => epoll_ctl(fd, a2 as _, a3 as _, a4 as _) as c_long,
+                #[cfg(target_arch = "x86_64")]
+                libc::SYS_epoll_wait => epoll_wait(fd, a2 as _, a3 as _, a4 as _) as c_long,
+                libc::SYS_epoll_pwait => epoll_pwait(fd, a2 as _, a3 as _, a4 as _, a5 as _) as c_long,
+                #[cfg(target_arch = "x86_64")]
+                libc::SYS_poll => poll(a1 as _, a2 as _, a3 as _) as c_long,
+                libc::SYS_ppoll => ppoll(a1 as _, a2 as _, a3 as _, a4 as _) as c_long,
+                #[cfg(target_arch = "x86_64")]
+                libc::SYS_sendfile => sendfile(a1 as _, a2 as _, a3 as _, a4 as _) as c_long,
+                _ => rawsys::libc_result(rawsys::raw(n, [a1, a2, a3, a4, a5, a6])),
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -137,6 +137,17 @@ pub mod fallback {
     //! Raw system calls for the few functions an allocator may need while
     //! dlsym itself is running.
     use super::*;
+    use libc::c_long;
+
+    /// A raw system call with `syscall(2)`'s result convention.
+    ///
+    /// # Safety
+    ///
+    /// As for [`crate::rawsys::raw`].
+    unsafe fn raw_call(n: c_long, a: [c_long; 6]) -> c_long {
+        // SAFETY: the caller's arguments, passed through (see # Safety).
+        crate::rawsys::libc_result(unsafe { crate::rawsys::raw(n, a) })
+    }
 
     /// `read(2)` as a raw system call.
     ///
@@ -146,7 +157,12 @@ pub mod fallback {
     pub unsafe extern "C" fn read(fd: c_int, b: *mut c_void, n: size_t) -> ssize_t {
         // SAFETY: the kernel writes at most `n` bytes at `b`, which the
         // caller guarantees are writable.
-        unsafe { libc::syscall(libc::SYS_read, fd, b, n) as ssize_t }
+        unsafe {
+            raw_call(
+                libc::SYS_read,
+                [fd as c_long, b as c_long, n as c_long, 0, 0, 0],
+            ) as ssize_t
+        }
     }
 
     /// `write(2)` as a raw system call.
@@ -157,7 +173,12 @@ pub mod fallback {
     pub unsafe extern "C" fn write(fd: c_int, b: *const c_void, n: size_t) -> ssize_t {
         // SAFETY: the kernel reads at most `n` bytes at `b`, which the
         // caller guarantees are readable.
-        unsafe { libc::syscall(libc::SYS_write, fd, b, n) as ssize_t }
+        unsafe {
+            raw_call(
+                libc::SYS_write,
+                [fd as c_long, b as c_long, n as c_long, 0, 0, 0],
+            ) as ssize_t
+        }
     }
 
     /// `close(2)` as a raw system call.
@@ -169,7 +190,7 @@ pub mod fallback {
     pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         // SAFETY: close takes no pointers; which descriptor is closed is
         // the caller's responsibility (see # Safety).
-        unsafe { libc::syscall(libc::SYS_close, fd) as c_int }
+        unsafe { raw_call(libc::SYS_close, [fd as c_long, 0, 0, 0, 0, 0]) as c_int }
     }
 }
 
@@ -234,7 +255,9 @@ pub mod real {
     unsafe extern "C" fn fcntl_fallback(fd: c_int, cmd: c_int, a: usize) -> c_int {
         // SAFETY: the argument is passed through unchanged; the caller
         // vouches for it as `fcntl` requires.
-        unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, a) as c_int }
+        let r =
+            unsafe { crate::rawsys::raw(libc::SYS_fcntl, [fd as _, cmd as _, a as _, 0, 0, 0]) };
+        crate::rawsys::libc_result(r) as c_int
     }
 
     /// `ioctl(2)` as a raw system call.
@@ -246,7 +269,9 @@ pub mod real {
     unsafe extern "C" fn ioctl_fallback(fd: c_int, req: libc::c_ulong, a: usize) -> c_int {
         // SAFETY: the argument is passed through unchanged; the caller
         // vouches for it as `ioctl` requires.
-        unsafe { libc::syscall(libc::SYS_ioctl, fd, req, a) as c_int }
+        let r =
+            unsafe { crate::rawsys::raw(libc::SYS_ioctl, [fd as _, req as _, a as _, 0, 0, 0]) };
+        crate::rawsys::libc_result(r) as c_int
     }
 
     /// The real `fcntl` (variadic: pass the third argument as `usize`).
@@ -412,12 +437,16 @@ pub struct Guard<'a, T> {
 fn futex(word: &AtomicU32, op: c_int, val: u32) {
     // SAFETY: futex on a live, aligned u32 of ours.
     unsafe {
-        libc::syscall(
+        crate::rawsys::raw(
             libc::SYS_futex,
-            word as *const AtomicU32,
-            op | libc::FUTEX_PRIVATE_FLAG,
-            val,
-            std::ptr::null::<libc::timespec>(),
+            [
+                word as *const AtomicU32 as libc::c_long,
+                (op | libc::FUTEX_PRIVATE_FLAG) as libc::c_long,
+                val as libc::c_long,
+                0,
+                0,
+                0,
+            ],
         )
     };
 }
