@@ -44,10 +44,11 @@
 //!   (`F_TX_FIN`) and sends `CLOSE` (if the FIN is still not requested
 //!   500 ms after `CLOSE`, the stack requests it). When both FINs are done
 //!   the flow is removed and the app gets `RELEASED`. The side whose FIN
-//!   went out first keeps the flow installed in TIME_WAIT for
-//!   `time_wait_ns`, so the fast path re-ACKs a retransmitted FIN; a new SYN
-//!   with a higher sequence number or newer timestamp ends TIME_WAIT early
-//!   (RFC 6191). The other side removes the flow at once but remembers the
+//!   went out first keeps the 4-tuple (not the flow, not its rings: those
+//!   go as soon as the app has closed) in TIME_WAIT for `time_wait_ns`: a
+//!   retransmitted FIN is re-ACKed from there, a new SYN with a higher
+//!   sequence number or newer timestamp ends TIME_WAIT early (RFC 6191;
+//!   `conn/timewait.rs`). The other side removes the flow at once but remembers the
 //!   4-tuple for `time_wait_ns`: late duplicates are dropped silently
 //!   instead of drawing an RST. If the app has not sent `CLOSE` when both
 //!   FINs are done (half-close), the flow stays until it does.
@@ -261,6 +262,16 @@ pub struct StackStats {
     pub fin_timeouts: u64,
     pub time_wait_entered: u64,
     pub time_wait_expired: u64,
+    /// 4-tuples in TIME_WAIT now (a gauge).
+    pub time_wait_now: u64,
+    /// TIME_WAIT ended by an RST (RFC 1337's hazard, accepted as Linux does).
+    pub time_wait_killed: u64,
+    /// TIME_WAIT ended by a new incarnation's SYN (RFC 6191).
+    pub time_wait_reused: u64,
+    /// ACKs sent from TIME_WAIT (retransmitted FINs, old SYNs, data).
+    pub time_wait_acks: u64,
+    /// ACKs from TIME_WAIT not sent (one per entry per 100 ms).
+    pub time_wait_acks_limited: u64,
     pub closed_graceful: u64,
     pub aborted: u64,
     pub reinjected: u64,
@@ -329,6 +340,8 @@ pub struct Stack {
     /// 4-tuples closed gracefully without TIME_WAIT, until when late
     /// segments for them are dropped silently.
     lingering: HashMap<FlowKey, u64>,
+    /// 4-tuples in TIME_WAIT (we closed first): no flow, no rings.
+    time_wait: conn::TimeWait,
     next_housekeeping: u64,
     timers: BinaryHeap<Reverse<(u64, Timer)>>,
     /// Challenge-ACK rate limit: (window start, count in window).
@@ -366,6 +379,7 @@ impl Stack {
             connecting: HashMap::new(),
             conns: HashMap::new(),
             lingering: HashMap::new(),
+            time_wait: conn::TimeWait::default(),
             next_housekeeping: 0,
             timers: BinaryHeap::new(),
             challenge: (0, 0),
@@ -440,6 +454,7 @@ impl Stack {
                 Timer::Cc(id) => self.cc_timer(now, t, id, io),
             }
         }
+        self.stats.time_wait_expired += self.time_wait.expire(now);
         if now >= self.next_housekeeping {
             self.next_housekeeping = now.saturating_add(SEC);
             self.arp_sweep(now);
@@ -450,11 +465,17 @@ impl Stack {
     /// The earliest pending deadline (may be early: a stale entry only
     /// causes a spurious [`poll`](Self::poll)).
     pub fn poll_at(&self) -> Option<u64> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        let t = self.timers.peek().map(|Reverse((t, _))| *t);
+        match (t, self.time_wait.next_expiry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn stats(&self) -> StackStats {
-        self.stats
+        let mut s = self.stats;
+        s.time_wait_now = self.time_wait.len() as u64;
+        s
     }
 
     fn schedule(&mut self, at: u64, timer: Timer) {

@@ -91,15 +91,6 @@ impl Stack {
         Self::send_app(io, c.app, ctl::RELEASED, id, &c, 0);
     }
 
-    fn enter_time_wait(&mut self, now: u64, id: FlowId) {
-        let until = now.saturating_add(self.cfg.time_wait_ns);
-        if let Some(c) = self.conns.get_mut(&id) {
-            c.phase = Phase::TimeWait { until };
-            self.stats.time_wait_entered += 1;
-            self.schedule_check(id, until);
-        }
-    }
-
     /// Both FINs are done and we closed second: no TIME_WAIT. Late
     /// duplicates for the 4-tuple (e.g. ACKs of retransmissions that
     /// crossed our last ACK) are dropped silently for a while instead of
@@ -118,7 +109,7 @@ impl Stack {
         }
     }
 
-    pub(super) fn fin_received(&mut self, now: u64, id: FlowId) {
+    pub(super) fn fin_received(&mut self, now: u64, id: FlowId, io: &mut impl StackIo) {
         let st_now = self.table.lock(id).map(|g| g.st).unwrap_or(0);
         let Some(c) = self.conns.get_mut(&id) else {
             return;
@@ -129,7 +120,7 @@ impl Stack {
         c.fin_rx = true;
         if c.fin_acked {
             self.stats.closed_graceful += 1;
-            self.enter_time_wait(now, id);
+            self.enter_time_wait(now, id, io);
         } else if st_now & st::RX_FIN_FIRST == 0
             && st_now & (st::TX_FIN_REQ | st::TX_FIN_SENT | st::TX_FIN_ACKED) != 0
         {
@@ -154,7 +145,7 @@ impl Stack {
             c.active_close = true;
         } else if c.active_close {
             self.stats.closed_graceful += 1;
-            self.enter_time_wait(now, id);
+            self.enter_time_wait(now, id, io);
         } else {
             self.finish_graceful(now, id, io);
         }
@@ -217,7 +208,7 @@ impl Stack {
                     }
                     self.table.remove(id);
                 }
-                Phase::Done | Phase::TimeWait { .. } => {
+                Phase::Done => {
                     self.table.remove(id);
                 }
                 Phase::Dead => {

@@ -3,7 +3,7 @@
 //! closed 4-tuple, or answered with RST), and RST, SYN and FIN exceptions
 //! on installed flows (RFC 5961 checks, TIME_WAIT reuse, close progress).
 
-use tas_engine::flow::{cfg as fcfg, FlowKey, FlowState};
+use tas_engine::flow::{FlowKey, FlowState};
 use tas_engine::flowtable::FlowId;
 use tas_engine::seq;
 use tas_engine::wire::tcp;
@@ -39,6 +39,9 @@ impl Stack {
         }
         if self.half_open.contains_key(&p.key) {
             return self.syn_rcvd_segment(now, &p, frame, io);
+        }
+        if self.time_wait_segment(now, &p, io) {
+            return;
         }
         let flags = p.seg.flags();
         if let Some(&until) = self.lingering.get(&p.key) {
@@ -120,25 +123,9 @@ impl Stack {
             Err(Miss::Malformed) => return self.stats.dropped_malformed += 1,
             Err(Miss::NoConn) => return self.stats.dropped_other += 1,
         };
-        let tw = matches!(
-            self.conns.get(&id).map(|c| c.phase),
-            Some(Phase::TimeWait { .. })
-        );
-        // A newer timestamp also marks a new incarnation (RFC 6191).
-        let newer_ts = f.cfg & fcfg::TS != 0
-            && p.seg
-                .timestamp()
-                .is_some_and(|(val, _)| seq::gt(val, f.tx_next_ts));
-        let newer = seq::gt(p.seg.seq(), f.rx_next_seq) || newer_ts;
-        if tw && p.seg.flags() & tcp::ACK == 0 && newer {
-            // A new incarnation may end TIME_WAIT (RFC 1122 §4.2.2.13).
-            self.stats.time_wait_expired += 1;
-            self.tcp_gone(id, None, io);
-            if self.table.lookup(&p.key).is_none() {
-                self.on_no_flow(now, frame, io);
-            }
-            return;
-        }
+        let _ = (p, id);
+        // (TIME_WAIT is no longer an installed flow: a new incarnation's
+        // SYN reaches `on_no_flow`, see timewait.rs.)
         // RFC 5961 §4: a SYN on a synchronized connection gets an ACK.
         self.challenge_ack(now, &f, io);
     }
@@ -148,13 +135,13 @@ impl Stack {
         now: u64,
         flow: Option<FlowId>,
         frame: &[u8],
-        _io: &mut impl StackIo,
+        io: &mut impl StackIo,
     ) {
         let Some(p) = parse(frame) else {
             return;
         };
         if let Some(id) = self.conn_for(flow, &p.key) {
-            self.fin_received(now, id);
+            self.fin_received(now, id, io);
         }
     }
 

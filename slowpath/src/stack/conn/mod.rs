@@ -29,6 +29,9 @@ mod requests;
 mod resources;
 mod segment;
 mod timers;
+mod timewait;
+
+pub(in crate::stack) use timewait::TimeWait;
 
 /// MSS assumed when the peer announces none (RFC 9293 §3.7.1).
 const DEFAULT_PEER_MSS: u16 = 536;
@@ -117,12 +120,10 @@ pub(super) struct Connecting {
 pub(super) enum Phase {
     /// Installed; the fast path runs it.
     Open,
-    /// Both FINs done (we closed second), still installed because the app
-    /// has not sent CLOSE yet.
+    /// Both FINs done, still installed because the app has not sent CLOSE
+    /// yet (it may still read what arrived). With `Conn::time_wait` we
+    /// closed first: CLOSE then moves the 4-tuple to TIME_WAIT.
     Done,
-    /// We closed first: installed until `until` so retransmitted FINs are
-    /// re-ACKed.
-    TimeWait { until: u64 },
     /// Gone from the table (reset, timed out, TIME_WAIT over) but not
     /// released by the app; a placeholder may hold the id.
     Dead,
@@ -145,6 +146,9 @@ pub(super) struct Conn {
     fin_acked: bool,
     /// Our FIN went out before the peer's arrived: we keep TIME_WAIT.
     active_close: bool,
+    /// We closed first and both FINs are done: TIME_WAIT starts when the
+    /// app lets go (timewait.rs).
+    time_wait: bool,
     fin_acked_at: u64,
     // Retransmission timeout.
     last_una: u32,
@@ -264,7 +268,6 @@ impl Stack {
         for (id, c) in &self.conns {
             let s = match c.phase {
                 Phase::Dead | Phase::Done => "CLOSED",
-                Phase::TimeWait { .. } => "TIME_WAIT",
                 Phase::Open => {
                     let fst = self.snapshot(*id, &c.key).map(|f| f.st).unwrap_or(0);
                     let fin = fst & (st::TX_FIN_REQ | st::TX_FIN_SENT | st::TX_FIN_ACKED) != 0;
@@ -284,6 +287,9 @@ impl Stack {
             v.push(summary(&c.key, Some(*id), s, c.app));
         }
         v.sort_by_key(|s| (s.flow, s.local_port, s.remote_ip, s.remote_port));
+        for k in self.time_wait.keys() {
+            v.push(summary(k, None, "TIME_WAIT", crate::stack::RESERVED_APP));
+        }
         v
     }
 }

@@ -229,8 +229,8 @@ impl Stack {
         c.app_closed = true;
         c.closed_at = now;
         match c.phase {
+            Phase::Done if c.time_wait => self.start_time_wait(now, id, io),
             Phase::Dead | Phase::Done => self.release(id, io),
-            Phase::TimeWait { .. } => {}
             // The app requested its FIN through the fast path before CLOSE;
             // if it did not, the flow timer requests it after a grace period
             // (requesting it here could race data the app queued just before).

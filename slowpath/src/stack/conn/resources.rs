@@ -120,6 +120,7 @@ impl Stack {
             fin_rx: false,
             fin_acked: false,
             active_close: false,
+            time_wait: false,
             fin_acked_at: 0,
             last_una: f.snd_una(),
             busy: false,

@@ -109,15 +109,6 @@ impl Stack {
         }
         match c.phase {
             Phase::Dead | Phase::Done => return,
-            Phase::TimeWait { until } => {
-                if now >= until {
-                    self.stats.time_wait_expired += 1;
-                    self.tcp_gone(id, None, io);
-                } else {
-                    self.schedule_check(id, until);
-                }
-                return;
-            }
             Phase::Open => {}
         }
         let key = c.key;
@@ -126,7 +117,7 @@ impl Stack {
         };
         // Catch up on FIN exceptions that did not reach us.
         if f.st & st::RX_FIN != 0 {
-            self.fin_received(now, id);
+            self.fin_received(now, id, io);
         }
         if f.st & st::TX_FIN_ACKED != 0 {
             self.fin_acked(now, id, io);

@@ -205,17 +205,116 @@ fn passive_close_releases_at_once_active_close_waits() {
     fx.rx(Exception::FinAcked, Some(id), &key_frame);
     assert_eq!(fx.stack.flows()[1].state, "FIN_WAIT2");
     fx.set(id, |f| f.st |= st::RX_FIN);
+    let last = fx.state(id);
     fx.rx(Exception::FinReceived, Some(id), &key_frame);
-    assert_eq!(fx.stack.flows()[1].state, "TIME_WAIT");
-    assert!(fx.msgs().is_empty());
-    let t0 = fx.now;
-    fx.at(t0 + 2000 * MS - 1);
-    assert!(fx.msgs().is_empty());
-    assert_eq!(fx.table.len(), 1);
-    fx.at(t0 + 2000 * MS);
+    // TIME_WAIT keeps the 4-tuple only: the flow leaves the table and the
+    // app (which has closed) gets its rings back at once.
     assert_eq!(fx.one_msg().kind, ctl::RELEASED);
     assert!(fx.table.is_empty());
+    assert_eq!(fx.io.used(APP), 0);
+    let flows = fx.stack.flows();
+    assert_eq!((flows[1].state, flows[1].flow), ("TIME_WAIT", None));
     assert!(fx.frames().is_empty(), "no RST on a normal close");
+    time_wait_answers(&mut fx, &last);
+}
+
+/// What a 4-tuple in TIME_WAIT answers (RFC 9293 §3.10.7.4 TIME-WAIT,
+/// RFC 6191), for the flow whose last state was `last`.
+fn time_wait_answers(fx: &mut Fx, last: &FlowState) {
+    let seg = |seq: u32, flags: u8| {
+        let mut t = ack_seg(seq, last.tx_next_seq, 100, None);
+        t.src_port = PEER_PORT + 1;
+        t.flags = flags;
+        t
+    };
+    let fin_seq = last.rx_next_seq.wrapping_sub(1);
+    // A retransmitted FIN is acknowledged with our final numbers...
+    let t0 = fx.now;
+    fx.nf(&fx.peer(seg(fin_seq, tcp::FIN | tcp::ACK), &[]));
+    let a = fx.one_tcp();
+    assert_eq!(
+        (a.t.seq, a.t.ack, a.t.flags),
+        (last.tx_next_seq, last.rx_next_seq, tcp::ACK)
+    );
+    // ...once per 100 ms at most.
+    fx.nf(&fx.peer(seg(fin_seq, tcp::FIN | tcp::ACK), &[]));
+    assert!(fx.frames().is_empty());
+    assert_eq!(fx.stack.stats().time_wait_acks_limited, 1);
+    // A bare ACK is dropped.
+    fx.at(t0 + 200 * MS);
+    fx.nf(&fx.peer(seg(last.rx_next_seq, tcp::ACK), &[]));
+    assert!(fx.frames().is_empty());
+    // An old SYN gets our ACK, not a new connection.
+    let mut old = syn(fin_seq.wrapping_sub(5000), full_opts(1));
+    old.src_port = PEER_PORT + 1;
+    fx.nf(&fx.peer(old, &[]));
+    let a = fx.one_tcp();
+    assert_eq!((a.t.seq, a.t.flags), (last.tx_next_seq, tcp::ACK));
+    // The FIN restarted the wait: still there just before 2 s after it...
+    fx.at(t0 + 2000 * MS - 1);
+    assert_eq!(fx.stack.stats().time_wait_now, 1);
+    // ...and a newer SYN is a new incarnation: SYN-ACK (RFC 6191).
+    let mut new = syn(last.rx_next_seq.wrapping_add(100_000), full_opts(1));
+    new.src_port = PEER_PORT + 1;
+    fx.nf(&fx.peer(new, &[]));
+    let sa = fx.one_tcp();
+    assert_eq!(sa.t.flags, tcp::SYN | tcp::ACK);
+    assert_eq!(fx.stack.stats().time_wait_now, 0);
+    assert_eq!(fx.stack.stats().time_wait_reused, 1);
+}
+
+/// TIME_WAIT ends by itself after `time_wait_ns`, or at once on an RST.
+#[test]
+fn time_wait_expires_or_is_killed_by_rst() {
+    let mut fx = Fx::new();
+    fx.listen(16);
+    for (i, rst) in [(0u16, false), (1, true)] {
+        let (id, ..) = {
+            let mut s = syn(7000, full_opts(1));
+            s.src_port = PEER_PORT + 10 + i;
+            fx.nf(&fx.peer(s, &[]));
+            let sa = fx.one_tcp();
+            let mut a = ack_seg(7001, sa.t.seq + 1, 10, None);
+            a.src_port = PEER_PORT + 10 + i;
+            fx.nf(&fx.peer(a, &[]));
+            (fx.one_msg().flow, 0, 0)
+        };
+        let mut k = ack_seg(7001, 0, 0, None);
+        k.src_port = PEER_PORT + 10 + i;
+        let key_frame = fx.peer(k, &[]);
+        fx.ctl(
+            APP,
+            CtlMsg {
+                kind: ctl::CLOSE,
+                flow: id,
+                ..Default::default()
+            },
+        );
+        fx.set(id, |f| {
+            f.st |= st::TX_FIN_REQ | st::TX_FIN_SENT | st::TX_FIN_ACKED
+        });
+        fx.rx(Exception::FinAcked, Some(id), &key_frame);
+        fx.set(id, |f| f.st |= st::RX_FIN);
+        let last = fx.state(id);
+        fx.rx(Exception::FinReceived, Some(id), &key_frame);
+        assert_eq!(fx.one_msg().kind, ctl::RELEASED);
+        assert_eq!(fx.stack.stats().time_wait_now, 1);
+        let t0 = fx.now;
+        if rst {
+            let mut r = ack_seg(last.rx_next_seq, 0, 0, None);
+            r.src_port = PEER_PORT + 10 + i;
+            r.flags = tcp::RST;
+            fx.nf(&fx.peer(r, &[]));
+            assert_eq!(fx.stack.stats().time_wait_killed, 1);
+        } else {
+            fx.at(t0 + 2000 * MS - 1);
+            assert_eq!(fx.stack.stats().time_wait_now, 1);
+            fx.at(t0 + 2000 * MS);
+            assert_eq!(fx.stack.stats().time_wait_expired, 1);
+        }
+        assert_eq!(fx.stack.stats().time_wait_now, 0);
+        assert!(fx.frames().is_empty());
+    }
 }
 
 #[test]
