@@ -60,6 +60,10 @@ const TX_PER_ROUND: usize = 32;
 const KICKS_PER_ROUND: usize = 64;
 /// Lanes one core sleeps on at once (more are polled, not waited on).
 const MAX_LANES_PER_CORE: usize = 64;
+/// Longest a core with lanes blocks without a wake-up (a backstop).
+const SLEEP_CAP_MS: i32 = 100;
+/// Longest a core without lanes blocks without a wake-up (a backstop).
+const INACTIVE_CAP_MS: i32 = 1000;
 
 /// Monotonic nanoseconds (vDSO, no system call).
 pub fn now_ns() -> u64 {
@@ -626,6 +630,9 @@ pub struct Core<N: Nic> {
     lanes: Vec<Lane<N>>,
     shared: Arc<FastPathShared<N>>,
     cfg: CoreConfig,
+    /// Poll timeouts of a sleeping core with and without lanes.
+    sleep_cap_ms: i32,
+    inactive_cap_ms: i32,
 }
 
 impl<N: Nic> Core<N> {
@@ -635,7 +642,21 @@ impl<N: Nic> Core<N> {
             lanes: Vec::new(),
             shared,
             cfg,
+            sleep_cap_ms: SLEEP_CAP_MS,
+            inactive_cap_ms: INACTIVE_CAP_MS,
         }
+    }
+
+    /// Test hook: a sleeping core blocks up to `cap` (instead of 100 ms
+    /// with lanes, 1 s without) unless it is woken. Tests set a cap longer
+    /// than their own deadlines, so a lost wake-up fails them instead of
+    /// being hidden by the periodic backstop.
+    #[doc(hidden)]
+    pub fn with_max_sleep(mut self, cap: Duration) -> Self {
+        let ms = cap.as_millis().clamp(1, i32::MAX as u128) as i32;
+        self.sleep_cap_ms = ms;
+        self.inactive_cap_ms = ms;
+        self
     }
 
     /// Takes lanes handed to this core and hands on those assigned elsewhere.
@@ -696,7 +717,7 @@ impl<N: Nic> Core<N> {
                     revents: 0,
                 };
                 // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut pfd, 1, 1000) };
+                unsafe { libc::poll(&mut pfd, 1, self.inactive_cap_ms) };
                 drain(slot.wake.as_raw_fd());
                 last_work = now_ns();
                 continue;
@@ -737,13 +758,14 @@ impl<N: Nic> Core<N> {
         for l in &self.lanes {
             l.announce_sleep(true);
         }
-        let mut timeout_ms: i32 = 100;
+        let cap = self.sleep_cap_ms;
+        let mut timeout_ms: i32 = cap;
         for l in &self.lanes {
             if let Some(t) = l.fp.poll_at() {
                 let ms = if t <= now {
                     0
                 } else {
-                    (((t - now) / 1_000_000) as i32).clamp(0, 100)
+                    ((t - now) / 1_000_000).min(cap as u64) as i32
                 };
                 timeout_ms = timeout_ms.min(ms);
             }
