@@ -110,6 +110,20 @@ pub struct Stats {
     pub notify_backpressure: u64,
     pub tx_full: u64,
     pub mem_errors: u64,
+    /// Segments that failed the sequence check of RFC 9293 §3.10.7.4
+    /// (old duplicates included): dropped, answered with an ACK.
+    pub seq_unacceptable: u64,
+    /// Unacceptable zero-length segments left unanswered by the ACK rate
+    /// limit (RFC 5961 §10).
+    pub unacceptable_acks_limited: u64,
+    /// Out-of-order segments that needed a new interval while all of the
+    /// flow's intervals were in use.
+    pub ooo_intervals_full: u64,
+    /// Of those, the ones that made room by forgetting the interval
+    /// furthest from RCV.NXT (reneging on it, RFC 2018 §8).
+    pub ooo_evicted: u64,
+    /// ACKs sent with a D-SACK block (RFC 2883).
+    pub dsack_sent: u64,
 }
 
 /// Per-core constants.
@@ -137,6 +151,11 @@ impl Stats {
             notify_backpressure,
             tx_full,
             mem_errors,
+            seq_unacceptable,
+            unacceptable_acks_limited,
+            ooo_intervals_full,
+            ooo_evicted,
+            dsack_sent,
         } = *o;
         self.rx_frames += rx_frames;
         self.rx_payload_bytes += rx_payload_bytes;
@@ -157,6 +176,11 @@ impl Stats {
         self.notify_backpressure += notify_backpressure;
         self.tx_full += tx_full;
         self.mem_errors += mem_errors;
+        self.seq_unacceptable += seq_unacceptable;
+        self.unacceptable_acks_limited += unacceptable_acks_limited;
+        self.ooo_intervals_full += ooo_intervals_full;
+        self.ooo_evicted += ooo_evicted;
+        self.dsack_sent += dsack_sent;
     }
 }
 
