@@ -7,9 +7,10 @@
 //! that wires this to NICs and context queues is a thin layer on top.
 //!
 //! What stays here: in-order data (copied into the flow's RX ring, ACKed at
-//! once with the scaled window, echoed timestamp and ECE when CE-marked), one
-//! out-of-order interval per flow, duplicate/old segments, window trimming, an
-//! in-order FIN, ACK processing (freeing TX ring space, feedback counters, RTT
+//! once with the scaled window, echoed timestamp and ECE when CE-marked),
+//! the sequence check of RFC 9293 §3.10.7.4, several out-of-order intervals
+//! per flow reported as SACK blocks (RFC 2018) and duplicates as D-SACK
+//! blocks (RFC 2883), window trimming, an in-order FIN, ACK processing (freeing TX ring space, feedback counters, RTT
 //! estimate, three-duplicate-ACK fast retransmit), and segment transmission
 //! cut from the TX ring when the [`TxScheduler`] allows. What leaves as an
 //! exception: SYN, RST, URG or a missing ACK flag, unknown flows, bad
@@ -229,6 +230,8 @@ struct RxResult {
     ack: bool,
     /// The ACK should carry ECE.
     ece: bool,
+    /// The ACK should report `RxCold::dsack` first (RFC 2883).
+    dsack: bool,
     /// App-visible progress (data received or TX space freed, FIN).
     notify: bool,
     /// The flow may be able to send now.
@@ -255,6 +258,14 @@ fn rx_segment<M: PayloadMem>(
     stats: &mut Stats,
 ) -> RxResult {
     let mut r = RxResult::default();
+    // RFC 9293 §3.10.7.4: the sequence number is checked before any other
+    // field of the segment is used. One at RCV.NXT always passes: that is
+    // the common case, and with a zero window the RFC's "special allowance"
+    // for the ACK field of a segment that carries data (`rx_data` trims the
+    // data to the window, the ACK is answered).
+    if seg.seq() != f.rx_next_seq && !rx::seq_check(f, &mut c.rx, seg, now_ts, stats, &mut r) {
+        return r;
+    }
     let ts = if f.cfg & cfg::TS != 0 {
         seg.timestamp()
     } else {
@@ -382,7 +393,17 @@ impl FastPath {
         let r = rx_segment(fs, fc, seg, ce, now_ts, mem, &mut self.stats);
         if r.ack {
             let flags = if r.ece { tcp::ECE } else { 0 };
-            send_ack(&self.cfg, &f, flags, now_ts, mem, out, &mut self.stats);
+            send_ack(
+                &self.cfg,
+                &f,
+                &f.cold().rx,
+                flags,
+                r.dsack,
+                now_ts,
+                mem,
+                out,
+                &mut self.stats,
+            );
         }
         if r.notify {
             Self::mark(&mut self.pending, &mut f);
@@ -476,7 +497,17 @@ impl FastPath {
             && ((old_avail < mss2 && f.rx_avail >= mss2)
                 || (old_avail < half && f.rx_avail >= half))
         {
-            send_ack(&self.cfg, &f, 0, ts_now(now), mem, out, &mut self.stats);
+            send_ack(
+                &self.cfg,
+                &f,
+                &f.cold().rx,
+                0,
+                false,
+                ts_now(now),
+                mem,
+                out,
+                &mut self.stats,
+            );
         }
         if can_send(&f) {
             activate(&mut self.sched, self.lane, f.group, c.flow, now, out);
@@ -547,7 +578,7 @@ impl FastPath {
                     fs,
                     fs.tx_next_seq,
                     flags,
-                    false,
+                    &[],
                     now_ts,
                     (fs.tx_next_pos, len),
                     mem,
