@@ -201,9 +201,22 @@ pub const RX_OOO_MAX: usize = 8;
 
 /// Receive-side rare state (`engine/rx.rs`): out-of-order intervals beyond
 /// what the hot [`FlowState`] mirrors, the D-SACK block to report, and the
-/// rate limit for ACKs to unacceptable segments.
+/// rate limit for ACKs to unacceptable segments. 80 bytes, laid out so the
+/// count, the D-SACK block and the first six intervals share the first
+/// cache line.
+#[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RxCold {
+    /// Valid entries of `ooo`.
+    pub ooo_n: u8,
+    /// `oow_ack_ts` holds a time.
+    pub oow_acked: bool,
+    /// TSval clock (µs) of the last ACK sent for an unacceptable
+    /// zero-length segment, when `oow_acked`.
+    pub oow_ack_ts: u32,
+    /// The duplicate range the next ACK reports first (RFC 2883), when the
+    /// segment being processed sets `RxResult::dsack`.
+    pub dsack: (u32, u32),
     /// Out-of-order data held in the RX ring (at its offset from
     /// RCV.NXT), as `[start, end)` in sequence space; the first `ooo_n` are
     /// valid. Most recently changed first, which is the order RFC 2018 §4
@@ -212,14 +225,6 @@ pub struct RxCold {
     /// `FlowState::rx_ooo_start/rx_ooo_len` mirror the lowest one, so the
     /// in-order path needs this record only when it reaches that one.
     pub ooo: [(u32, u32); RX_OOO_MAX],
-    /// The duplicate range the next ACK reports first (RFC 2883), when the
-    /// segment being processed sets `RxResult::dsack`.
-    pub dsack: (u32, u32),
-    /// TSval clock (µs) of the last ACK sent for an unacceptable
-    /// zero-length segment, when `oow_acked`.
-    pub oow_ack_ts: u32,
-    pub ooo_n: u8,
-    pub oow_acked: bool,
 }
 
 impl RxCold {
@@ -270,7 +275,8 @@ pub struct FlowSlot {
 }
 
 const _: () = assert!(std::mem::size_of::<FlowState>() <= 124);
-const _: () = assert!(std::mem::size_of::<RxCold>() <= 80);
+const _: () = assert!(std::mem::size_of::<RxCold>() == 80);
+const _: () = assert!(std::mem::offset_of!(RxCold, ooo) == 16);
 const _: () = assert!(
     RX_OOO_MAX <= 32,
     "RxCold intervals are tracked in a u32 mask"
