@@ -6,11 +6,12 @@
 //! path. No thread, clock, syscall or allocation happens inside; the poll loop
 //! that wires this to NICs and context queues is a thin layer on top.
 //!
-//! What stays here: in-order data (copied into the flow's RX ring, ACKed at
-//! once with the scaled window, echoed timestamp and ECE when CE-marked),
-//! the sequence check of RFC 9293 §3.10.7.4, several out-of-order intervals
+//! What stays here: the sequence check of RFC 9293 §3.10.7.4, in-order data
+//! (copied into the flow's RX ring, ACKed at once with the scaled window,
+//! echoed timestamp and ECE when CE-marked), several out-of-order intervals
 //! per flow reported as SACK blocks (RFC 2018) and duplicates as D-SACK
-//! blocks (RFC 2883), window trimming, an in-order FIN, ACK processing (freeing TX ring space, feedback counters, RTT
+//! blocks (RFC 2883), window trimming, an in-order FIN, ACK processing
+//! (freeing TX ring space, feedback counters, RTT
 //! estimate, three-duplicate-ACK fast retransmit), and segment transmission
 //! cut from the TX ring when the [`TxScheduler`] allows. What leaves as an
 //! exception: SYN, RST, URG or a missing ACK flag, unknown flows, bad
