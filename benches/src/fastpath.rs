@@ -869,6 +869,9 @@ impl Bench {
             ("window_trimmed", s.window_trimmed),
             ("dupacks", s.dupacks),
             ("future_acks", s.future_acks),
+            ("seq_unacceptable", s.seq_unacceptable),
+            ("ooo_intervals_full", s.ooo_intervals_full),
+            ("dsack_sent", s.dsack_sent),
             ("bad_checksum", s.bad_checksum),
         ];
         for (name, v) in bad {

@@ -15,7 +15,7 @@
 //! [`crate::flowtable::FlowGuard`]); the slow path is the only writer of
 //! line 0, the owning core the only writer of line 1.
 //!
-//! What only rare paths need (out-of-order intervals beyond the first, SACK
+//! What only rare paths need (out-of-order intervals beyond the lowest, SACK
 //! and D-SACK blocks to report, the SACK scoreboard and loss-recovery state,
 //! the RFC 5961 bounds) lives in a [`FlowCold`] record at the same index in
 //! a separate array of the flow table, under the same lock: the in-order
@@ -25,7 +25,8 @@
 pub mod cfg {
     /// TCP timestamps were negotiated: every segment we send carries TSopt.
     pub const TS: u16 = 1 << 0;
-    /// SACK-permitted was negotiated: duplicate ACKs carry the OOO interval.
+    /// SACK-permitted was negotiated: pure ACKs carry SACK blocks for the
+    /// out-of-order intervals held and D-SACK blocks for duplicates.
     pub const SACK: u16 = 1 << 1;
     /// ECN was negotiated: data goes out ECT(0), CE is echoed with ECE.
     pub const ECN: u16 = 1 << 2;
@@ -106,7 +107,10 @@ pub struct FlowState {
     pub rx_next_seq: u32,
     /// Peer's receive window in bytes (already scaled).
     pub rx_remote_avail: u32,
-    /// Out-of-order interval kept in the RX ring: start sequence and length.
+    /// The out-of-order interval closest to RCV.NXT (the lowest of those in
+    /// [`RxCold::ooo`]): start sequence and length; length 0 when none is
+    /// held. The in-order path looks at the cold record only when it
+    /// reaches this one.
     pub rx_ooo_start: u32,
     pub rx_ooo_len: u32,
     /// Bytes in the TX ring that were not sent yet.
@@ -188,9 +192,48 @@ pub struct FlowCold {
     pub tx: TxCold,
 }
 
-/// Receive-side rare state.
+/// Out-of-order intervals a flow holds at most. RFC 2018 fixes no number;
+/// one SACK option reports four (three beside a timestamp), and a receiver
+/// that forgets an interval only costs the sender a retransmission, but
+/// each interval held spares one: eight fit beside the rest of [`RxCold`]
+/// in 80 bytes.
+pub const RX_OOO_MAX: usize = 8;
+
+/// Receive-side rare state (`engine/rx.rs`): out-of-order intervals beyond
+/// what the hot [`FlowState`] mirrors, the D-SACK block to report, and the
+/// rate limit for ACKs to unacceptable segments. 80 bytes, laid out so the
+/// count, the D-SACK block and the first six intervals share the first
+/// cache line.
+#[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RxCold {}
+pub struct RxCold {
+    /// Valid entries of `ooo`.
+    pub ooo_n: u8,
+    /// `oow_ack_ts` holds a time.
+    pub oow_acked: bool,
+    /// TSval clock (µs) of the last ACK sent for an unacceptable
+    /// zero-length segment, when `oow_acked`.
+    pub oow_ack_ts: u32,
+    /// The duplicate range the next ACK reports first (RFC 2883), when the
+    /// segment being processed sets `RxResult::dsack`.
+    pub dsack: (u32, u32),
+    /// Out-of-order data held in the RX ring (at its offset from
+    /// RCV.NXT), as `[start, end)` in sequence space; the first `ooo_n` are
+    /// valid. Most recently changed first, which is the order RFC 2018 §4
+    /// reports them in. Disjoint and never adjacent (touching intervals are
+    /// merged), all above RCV.NXT and below the window's right edge.
+    /// `FlowState::rx_ooo_start/rx_ooo_len` mirror the lowest one, so the
+    /// in-order path needs this record only when it reaches that one.
+    pub ooo: [(u32, u32); RX_OOO_MAX],
+}
+
+impl RxCold {
+    /// The out-of-order intervals held, most recently changed first.
+    #[inline]
+    pub fn intervals(&self) -> &[(u32, u32)] {
+        &self.ooo[..self.ooo_n as usize]
+    }
+}
 
 /// Send-side rare state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -232,6 +275,12 @@ pub struct FlowSlot {
 }
 
 const _: () = assert!(std::mem::size_of::<FlowState>() <= 124);
+const _: () = assert!(std::mem::size_of::<RxCold>() == 80);
+const _: () = assert!(std::mem::offset_of!(RxCold, ooo) == 16);
+const _: () = assert!(
+    RX_OOO_MAX <= 32,
+    "RxCold intervals are tracked in a u32 mask"
+);
 const _: () = assert!(std::mem::size_of::<FlowSlot>() == 128);
 const _: () = assert!(std::mem::align_of::<FlowSlot>() == 64);
 const _: () = assert!(std::mem::offset_of!(FlowState, rx_avail) == 64);

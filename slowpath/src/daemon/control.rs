@@ -230,11 +230,16 @@ mod tests {
         let s = engine::Stats {
             rx_frames: 7,
             tx_full: 3,
+            seq_unacceptable: 5,
+            dsack_sent: 2,
             ..Default::default()
         };
         debug_counters("fastpath", &format!("{s:?}"), &mut m);
         assert_eq!(m.get("fastpath.rx_frames"), Some(&7));
         assert_eq!(m.get("fastpath.tx_full"), Some(&3));
+        assert_eq!(m.get("fastpath.seq_unacceptable"), Some(&5));
+        assert_eq!(m.get("fastpath.dsack_sent"), Some(&2));
+        assert_eq!(m.get("fastpath.ooo_intervals_full"), Some(&0));
         assert_eq!(m.get("fastpath.acks_sent"), Some(&0));
     }
 }

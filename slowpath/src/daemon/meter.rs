@@ -67,6 +67,7 @@ impl Meter {
 fn drops(fp: &engine::Stats, exc_dropped: u64, st: &StackStats) -> u64 {
     fp.bad_checksum
         + fp.ooo_dropped
+        + fp.seq_unacceptable
         + fp.tx_full
         + fp.mem_errors
         + exc_dropped

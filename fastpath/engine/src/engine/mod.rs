@@ -6,10 +6,12 @@
 //! path. No thread, clock, syscall or allocation happens inside; the poll loop
 //! that wires this to NICs and context queues is a thin layer on top.
 //!
-//! What stays here: in-order data (copied into the flow's RX ring, ACKed at
-//! once with the scaled window, echoed timestamp and ECE when CE-marked), one
-//! out-of-order interval per flow, duplicate/old segments, window trimming, an
-//! in-order FIN, ACK processing (freeing TX ring space, feedback counters, RTT
+//! What stays here: the sequence check of RFC 9293 §3.10.7.4, in-order data
+//! (copied into the flow's RX ring, ACKed at once with the scaled window,
+//! echoed timestamp and ECE when CE-marked), several out-of-order intervals
+//! per flow reported as SACK blocks (RFC 2018) and duplicates as D-SACK
+//! blocks (RFC 2883), window trimming, an in-order FIN, ACK processing
+//! (freeing TX ring space, feedback counters, RTT
 //! estimate, three-duplicate-ACK fast retransmit), and segment transmission
 //! cut from the TX ring when the [`TxScheduler`] allows. What leaves as an
 //! exception: SYN, RST, URG or a missing ACK flag, unknown flows, bad
@@ -110,6 +112,20 @@ pub struct Stats {
     pub notify_backpressure: u64,
     pub tx_full: u64,
     pub mem_errors: u64,
+    /// Segments that failed the sequence check of RFC 9293 §3.10.7.4
+    /// (old duplicates included): dropped, answered with an ACK.
+    pub seq_unacceptable: u64,
+    /// Unacceptable zero-length segments left unanswered by the ACK rate
+    /// limit (RFC 5961 §10).
+    pub unacceptable_acks_limited: u64,
+    /// Out-of-order segments that needed a new interval while all of the
+    /// flow's intervals were in use.
+    pub ooo_intervals_full: u64,
+    /// Of those, the ones that made room by forgetting the interval
+    /// furthest from RCV.NXT (reneging on it, RFC 2018 §8).
+    pub ooo_evicted: u64,
+    /// ACKs sent with a D-SACK block (RFC 2883).
+    pub dsack_sent: u64,
 }
 
 /// Per-core constants.
@@ -137,6 +153,11 @@ impl Stats {
             notify_backpressure,
             tx_full,
             mem_errors,
+            seq_unacceptable,
+            unacceptable_acks_limited,
+            ooo_intervals_full,
+            ooo_evicted,
+            dsack_sent,
         } = *o;
         self.rx_frames += rx_frames;
         self.rx_payload_bytes += rx_payload_bytes;
@@ -157,6 +178,11 @@ impl Stats {
         self.notify_backpressure += notify_backpressure;
         self.tx_full += tx_full;
         self.mem_errors += mem_errors;
+        self.seq_unacceptable += seq_unacceptable;
+        self.unacceptable_acks_limited += unacceptable_acks_limited;
+        self.ooo_intervals_full += ooo_intervals_full;
+        self.ooo_evicted += ooo_evicted;
+        self.dsack_sent += dsack_sent;
     }
 }
 
@@ -205,6 +231,8 @@ struct RxResult {
     ack: bool,
     /// The ACK should carry ECE.
     ece: bool,
+    /// The ACK should report `RxCold::dsack` first (RFC 2883).
+    dsack: bool,
     /// App-visible progress (data received or TX space freed, FIN).
     notify: bool,
     /// The flow may be able to send now.
@@ -231,6 +259,14 @@ fn rx_segment<M: PayloadMem>(
     stats: &mut Stats,
 ) -> RxResult {
     let mut r = RxResult::default();
+    // RFC 9293 §3.10.7.4: the sequence number is checked before any other
+    // field of the segment is used. One at RCV.NXT always passes: that is
+    // the common case, and with a zero window the RFC's "special allowance"
+    // for the ACK field of a segment that carries data (`rx_data` trims the
+    // data to the window, the ACK is answered).
+    if seg.seq() != f.rx_next_seq && !rx::seq_check(f, &mut c.rx, seg, now_ts, stats, &mut r) {
+        return r;
+    }
     let ts = if f.cfg & cfg::TS != 0 {
         seg.timestamp()
     } else {
@@ -358,7 +394,17 @@ impl FastPath {
         let r = rx_segment(fs, fc, seg, ce, now_ts, mem, &mut self.stats);
         if r.ack {
             let flags = if r.ece { tcp::ECE } else { 0 };
-            send_ack(&self.cfg, &f, flags, now_ts, mem, out, &mut self.stats);
+            send_ack(
+                &self.cfg,
+                &f,
+                &f.cold().rx,
+                flags,
+                r.dsack,
+                now_ts,
+                mem,
+                out,
+                &mut self.stats,
+            );
         }
         if r.notify {
             Self::mark(&mut self.pending, &mut f);
@@ -452,7 +498,17 @@ impl FastPath {
             && ((old_avail < mss2 && f.rx_avail >= mss2)
                 || (old_avail < half && f.rx_avail >= half))
         {
-            send_ack(&self.cfg, &f, 0, ts_now(now), mem, out, &mut self.stats);
+            send_ack(
+                &self.cfg,
+                &f,
+                &f.cold().rx,
+                0,
+                false,
+                ts_now(now),
+                mem,
+                out,
+                &mut self.stats,
+            );
         }
         if can_send(&f) {
             activate(&mut self.sched, self.lane, f.group, c.flow, now, out);
@@ -523,7 +579,7 @@ impl FastPath {
                     fs,
                     fs.tx_next_seq,
                     flags,
-                    false,
+                    &[],
                     now_ts,
                     (fs.tx_next_pos, len),
                     mem,

@@ -1,20 +1,102 @@
-//! The receive path's data half: what a segment's payload and FIN do to the
-//! flow's RX ring and receive sequence space.
+//! The receive path's data half: the sequence check every segment passes
+//! first, what a segment's payload and FIN do to the flow's RX ring and
+//! receive sequence space (in-order data, out-of-order intervals,
+//! duplicates, trimming to the window, an in-order FIN), and the SACK blocks
+//! that report what is held.
+//!
+//! Out-of-order data stays in the RX ring at its offset from RCV.NXT; the
+//! intervals it forms live in the flow's cold record ([`RxCold`]), the
+//! lowest one mirrored in `FlowState::rx_ooo_start/rx_ooo_len`, so in-order
+//! data that does not reach it never loads the cold record.
 
 use super::ring::{ring_add, ring_write};
 use super::{RxResult, Stats};
-use crate::flow::{cfg, st, FlowState, RxCold};
+use crate::flow::{cfg, st, FlowState, RxCold, RX_OOO_MAX};
 use crate::seq;
-use crate::wire::tcp;
+use crate::wire::{frame, tcp};
 use tas_abi::PayloadMem;
 
-/// Data and FIN of one segment (RFC 9293 §3.10.7.4, sixth to eighth
-/// checks): in-order payload into the RX ring, the out-of-order interval,
-/// duplicates and trimming to the window, an in-order FIN.
+/// Least time (µs of the TSval clock) between two ACKs a flow sends for
+/// unacceptable zero-length segments. RFC 5961 §10 asks for such ACKs to be
+/// throttled; 500 ms is Linux's `tcp_invalid_ratelimit`.
+const OOW_ACK_INTERVAL_US: u32 = 500_000;
+
+/// The first check of RFC 9293 §3.10.7.4, for a segment that does not start
+/// at RCV.NXT (the caller passes those), with RCV.WND the free RX ring:
+///
+/// | SEG.LEN | RCV.WND | acceptable when                                   |
+/// |---------|---------|---------------------------------------------------|
+/// | 0       | 0       | SEG.SEQ = RCV.NXT                                 |
+/// | 0       | > 0     | RCV.NXT ≤ SEG.SEQ < RCV.NXT + RCV.WND             |
+/// | > 0     | 0       | never                                             |
+/// | > 0     | > 0     | its first or its last octet is in that range      |
+///
+/// True when acceptable. Otherwise the segment is dealt with here, before
+/// any other field of it is used: counted, answered with an ACK ("If an
+/// incoming segment is not acceptable, an acknowledgment should be sent in
+/// reply"), its part below RCV.NXT reported as a D-SACK block (RFC 2883
+/// §4); the caller drops it.
+///
+/// The answer to a zero-length segment is rate-limited (one per
+/// [`OOW_ACK_INTERVAL_US`] per flow; RFC 5961 §10), except at RCV.NXT − 1,
+/// where keep-alives (RFC 9293 §3.8.4) and zero-window probes (§3.8.6.1)
+/// are sent: the prober gives up on a connection that does not answer.
+/// Segments with data are always answered: a retransmission of data whose
+/// ACK was lost must draw a new one or the peer's sender stalls.
+#[cold]
+#[inline(never)]
+pub(super) fn seq_check(
+    f: &FlowState,
+    c: &mut RxCold,
+    seg: &tcp::TcpSegment<'_>,
+    now_ts: u32,
+    stats: &mut Stats,
+    r: &mut RxResult,
+) -> bool {
+    let sq = seg.seq();
+    let plen = seg.payload().len() as u32;
+    // SEG.LEN counts the FIN (a SYN never gets here).
+    let len = plen + (seg.flags() & tcp::FIN != 0) as u32;
+    let nxt = f.rx_next_seq;
+    let wnd = f.rx_avail;
+    let edge = nxt.wrapping_add(wnd);
+    // With RCV.WND = 0 only SEG.SEQ = RCV.NXT (and no data) is acceptable,
+    // which the caller let through already.
+    let acceptable = wnd > 0
+        && (seq::in_range(sq, nxt, edge)
+            || (len > 0 && seq::in_range(sq.wrapping_add(len - 1), nxt, edge)));
+    if acceptable {
+        return true;
+    }
+    stats.seq_unacceptable += 1;
+    if seq::lt(sq, nxt) && seq::le(sq.wrapping_add(len), nxt) {
+        stats.dup_segments += 1;
+    }
+    if len == 0 && sq != nxt.wrapping_sub(1) {
+        if c.oow_acked && now_ts.wrapping_sub(c.oow_ack_ts) < OOW_ACK_INTERVAL_US {
+            stats.unacceptable_acks_limited += 1;
+            return false;
+        }
+        c.oow_acked = true;
+        c.oow_ack_ts = now_ts;
+    }
+    r.ack = true;
+    if plen > 0 && seq::lt(sq, nxt) && f.cfg & cfg::SACK != 0 {
+        let end = sq.wrapping_add(plen);
+        c.dsack = (sq, if seq::lt(end, nxt) { end } else { nxt });
+        r.dsack = true;
+    }
+    false
+}
+
+/// Data and FIN of one acceptable segment (RFC 9293 §3.10.7.4, sixth to
+/// eighth checks): in-order payload into the RX ring and the intervals it
+/// reaches, out-of-order payload into an interval, duplicates and trimming
+/// to the window, an in-order FIN.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn rx_data<M: PayloadMem>(
     f: &mut FlowState,
-    _c: &mut RxCold,
+    c: &mut RxCold,
     seg: &tcp::TcpSegment<'_>,
     ce: bool,
     ts: Option<(u32, u32)>,
@@ -27,17 +109,11 @@ pub(super) fn rx_data<M: PayloadMem>(
     let fin = flags & tcp::FIN != 0;
     // ---- data and FIN ----
     if payload.is_empty() && !fin {
+        // A pure ACK inside the window: only one at RCV.NXT is in sequence.
         if seg.seq() == f.rx_next_seq {
             if let Some((val, _)) = ts {
                 f.tx_next_ts = val;
             }
-        } else if seq::lt(seg.seq(), f.rx_next_seq) {
-            // An old zero-length segment: a keepalive or zero-window probe
-            // (sent at RCV.NXT - 1). Unacceptable segments get an ACK
-            // (RFC 9293 §3.10.7.4); the prober resets the connection
-            // after a few unanswered ones.
-            stats.dup_segments += 1;
-            r.ack = true;
         }
         return;
     }
@@ -55,8 +131,14 @@ pub(super) fn rx_data<M: PayloadMem>(
     if seq::lt(sq, nxt) {
         let skip = seq::dist(sq, nxt) as usize;
         if skip > data.len() || (skip == data.len() && !fin) {
+            // Entirely old; `seq_check` answers these before we get here.
             stats.dup_segments += 1;
             return;
+        }
+        // The part already received is a duplicate (RFC 2883 §4).
+        if f.cfg & cfg::SACK != 0 && skip > 0 {
+            c.dsack = (sq, nxt);
+            r.dsack = true;
         }
         data = &data[skip..];
         sq = nxt;
@@ -84,17 +166,11 @@ pub(super) fn rx_data<M: PayloadMem>(
             f.tx_next_ts = val;
         }
         if f.rx_ooo_len > 0 && seq::le(f.rx_ooo_start, f.rx_next_seq) {
-            let end = f.rx_ooo_start.wrapping_add(f.rx_ooo_len);
-            if seq::gt(end, f.rx_next_seq) {
-                let extra = seq::dist(f.rx_next_seq, end);
-                f.rx_next_pos = ring_add(f.rx_next_pos, extra, f.rx_len);
-                f.rx_next_seq = end;
-                f.rx_avail -= extra;
-                stats.rx_payload_bytes += extra as u64;
-            }
-            f.rx_ooo_len = 0;
-            r.notify = true;
+            ooo_reached(f, c, sq, stats, r);
         }
+        // A FIN counts only when nothing is held beyond it (as before there
+        // were several intervals: a FIN on out-of-order data is forgotten
+        // and must come again in order).
         if fin && f.rx_ooo_len == 0 && f.rx_next_seq == sq.wrapping_add(data.len() as u32) {
             f.rx_next_seq = f.rx_next_seq.wrapping_add(1);
             f.st |= st::RX_FIN;
@@ -106,9 +182,78 @@ pub(super) fn rx_data<M: PayloadMem>(
         }
         return;
     }
+    ooo_insert(f, c, sq, data, mem, stats, r);
+}
 
-    // Out of order: keep it if it fits the window and touches the interval.
-    let off = seq::dist(nxt, sq);
+/// The in-order point (RCV.NXT, just advanced over in-order data that
+/// started at `from`) reached the lowest out-of-order interval: every
+/// interval it reached is delivered and forgotten, RCV.NXT moves to the end
+/// of the furthest. Held bytes the in-order data repeated are reported as a
+/// D-SACK block (RFC 2883 §4), unless a lower duplicate already is.
+#[cold]
+#[inline(never)]
+fn ooo_reached(f: &mut FlowState, c: &mut RxCold, from: u32, stats: &mut Stats, r: &mut RxResult) {
+    let to = f.rx_next_seq;
+    let sack = f.cfg & cfg::SACK != 0;
+    // One pass suffices while the intervals are disjoint and not adjacent;
+    // the loop only guards against that not holding.
+    loop {
+        let n = c.ooo_n as usize;
+        let mut kept = 0;
+        for i in 0..n {
+            let (s, e) = c.ooo[i];
+            if seq::gt(s, f.rx_next_seq) {
+                c.ooo[kept] = (s, e);
+                kept += 1;
+                continue;
+            }
+            let ds = if seq::gt(s, from) { s } else { from };
+            let de = if seq::lt(e, to) { e } else { to };
+            if sack && !r.dsack && seq::lt(ds, de) {
+                c.dsack = (ds, de);
+                r.dsack = true;
+            }
+            if seq::gt(e, f.rx_next_seq) {
+                let extra = seq::dist(f.rx_next_seq, e);
+                f.rx_next_pos = ring_add(f.rx_next_pos, extra, f.rx_len);
+                f.rx_next_seq = e;
+                f.rx_avail -= extra;
+                stats.rx_payload_bytes += extra as u64;
+            }
+        }
+        c.ooo_n = kept as u8;
+        if kept == n {
+            break;
+        }
+    }
+    r.notify = true;
+    sync_lowest(f, c);
+}
+
+/// An out-of-order segment (`sq` above RCV.NXT): its data goes to its place
+/// in the RX ring and joins the intervals it touches, or starts one. The
+/// resulting interval becomes the most recent one, reported first (RFC 2018
+/// §4: the first block holds the segment that triggered the ACK). Bytes
+/// already held are reported as a D-SACK block (RFC 2883 §4).
+///
+/// All [`RX_OOO_MAX`] intervals in use and none touched: the interval
+/// closest to RCV.NXT must always find room, as it is the one whose
+/// completion lets data be delivered: a segment below the furthest
+/// interval replaces it (the data stays in the ring but is forgotten:
+/// reneging, which RFC 2018 §8 allows; the sender keeps its copy until it
+/// is cumulatively acknowledged), one above it is dropped.
+#[cold]
+#[inline(never)]
+fn ooo_insert<M: PayloadMem>(
+    f: &mut FlowState,
+    c: &mut RxCold,
+    sq: u32,
+    mut data: &[u8],
+    mem: &mut M,
+    stats: &mut Stats,
+    r: &mut RxResult,
+) {
+    let off = seq::dist(f.rx_next_seq, sq);
     if off >= f.rx_avail || data.is_empty() {
         stats.ooo_dropped += 1;
         return;
@@ -118,26 +263,114 @@ pub(super) fn rx_data<M: PayloadMem>(
         stats.window_trimmed += 1;
     }
     let end = sq.wrapping_add(data.len() as u32);
-    let (new_start, new_end) = if f.rx_ooo_len == 0 {
-        (sq, end)
-    } else {
-        let os = f.rx_ooo_start;
-        let oe = os.wrapping_add(f.rx_ooo_len);
-        if seq::gt(sq, oe) || seq::lt(end, os) {
+    let n = c.ooo_n as usize;
+    let (mut lo, mut hi) = (sq, end);
+    let mut touched = 0u32;
+    let mut dup: Option<(u32, u32)> = None;
+    let mut far = 0;
+    for i in 0..n {
+        let (s, e) = c.ooo[i];
+        if seq::gt(s, c.ooo[far].0) {
+            far = i;
+        }
+        if seq::gt(sq, e) || seq::lt(end, s) {
+            continue;
+        }
+        touched |= 1 << i;
+        if seq::lt(s, lo) {
+            lo = s;
+        }
+        if seq::gt(e, hi) {
+            hi = e;
+        }
+        let ds = if seq::gt(s, sq) { s } else { sq };
+        let de = if seq::lt(e, end) { e } else { end };
+        let lower = match dup {
+            None => true,
+            Some((d, _)) => seq::lt(ds, d),
+        };
+        if seq::lt(ds, de) && lower {
+            dup = Some((ds, de));
+        }
+    }
+    let mut evict = RX_OOO_MAX;
+    if touched == 0 && n == RX_OOO_MAX {
+        stats.ooo_intervals_full += 1;
+        if !seq::lt(sq, c.ooo[far].0) {
             stats.ooo_dropped += 1;
             return;
         }
-        (
-            if seq::lt(sq, os) { sq } else { os },
-            if seq::gt(end, oe) { end } else { oe },
-        )
-    };
-    let pos = ring_add(f.rx_next_pos, off, f.rx_len);
-    if !ring_write(mem, f.mem, f.rx_base, f.rx_len, pos, data) {
-        stats.mem_errors += 1;
-        return;
+        evict = far;
     }
-    f.rx_ooo_start = new_start;
-    f.rx_ooo_len = seq::dist(new_start, new_end);
+    if dup != Some((sq, end)) {
+        let pos = ring_add(f.rx_next_pos, off, f.rx_len);
+        if !ring_write(mem, f.mem, f.rx_base, f.rx_len, pos, data) {
+            stats.mem_errors += 1;
+            return;
+        }
+    }
+    if evict < RX_OOO_MAX {
+        stats.ooo_evicted += 1;
+    }
+    let mut ooo = [(0, 0); RX_OOO_MAX];
+    ooo[0] = (lo, hi);
+    let mut k = 1;
+    for (i, &iv) in c.ooo[..n].iter().enumerate() {
+        if touched & (1 << i) == 0 && i != evict {
+            ooo[k] = iv;
+            k += 1;
+        }
+    }
+    c.ooo = ooo;
+    c.ooo_n = k as u8;
+    sync_lowest(f, c);
     stats.ooo_accepted += 1;
+    if let Some(d) = dup {
+        if f.cfg & cfg::SACK != 0 {
+            c.dsack = d;
+            r.dsack = true;
+        }
+    }
+}
+
+/// Mirrors the lowest interval into the hot state (length 0: none held).
+#[inline]
+fn sync_lowest(f: &mut FlowState, c: &RxCold) {
+    let Some((&first, rest)) = c.intervals().split_first() else {
+        f.rx_ooo_len = 0;
+        return;
+    };
+    let lo = rest
+        .iter()
+        .fold(first, |a, &b| if seq::lt(b.0, a.0) { b } else { a });
+    f.rx_ooo_start = lo.0;
+    f.rx_ooo_len = seq::dist(lo.0, lo.1);
+}
+
+/// The SACK blocks for a pure ACK of a flow that negotiated SACK: the
+/// D-SACK block first when `dsack` (RFC 2883 §4), then the out-of-order
+/// intervals, most recently changed first (RFC 2018 §4), as many as fit
+/// beside the timestamp option. Returns the blocks and their number.
+#[cold]
+#[inline(never)]
+pub(super) fn sack_blocks(
+    f: &FlowState,
+    c: &RxCold,
+    dsack: bool,
+) -> ([(u32, u32); tcp::MAX_SACK_BLOCKS], usize) {
+    let room = frame::fast_sack_room(f.cfg & cfg::TS != 0);
+    let mut b = [(0, 0); tcp::MAX_SACK_BLOCKS];
+    let mut n = 0;
+    if dsack {
+        b[0] = c.dsack;
+        n = 1;
+    }
+    for &iv in c.intervals() {
+        if n == room {
+            break;
+        }
+        b[n] = iv;
+        n += 1;
+    }
+    (b, n)
 }

@@ -2,8 +2,8 @@
 //! segments (data, FIN and pure ACKs) into frames.
 
 use super::ring::ring_read;
-use super::{Config, Output, Stats};
-use crate::flow::{cfg, st, FlowState};
+use super::{rx, Config, Output, Stats};
+use crate::flow::{cfg, st, FlowState, RxCold};
 use crate::wire::{frame, ipv4, tcp};
 use tas_abi::PayloadMem;
 
@@ -30,10 +30,9 @@ pub(super) fn can_send(f: &FlowState) -> bool {
 
 /// Builds one segment of flow `f` into `buf`: ACK flag always, plus `flags`;
 /// `payload` is (ring position, length) in the TX ring. Returns the frame
-/// length, or 0 if it could not be built. With `sack` (pure ACKs of a flow
-/// that negotiated SACK) the out-of-order interval, if any, goes along:
-/// RFC 2018 §4 wants it on every ACK while that data is held. Data segments
-/// never carry it, as the MSS only leaves room for the timestamp option.
+/// length, or 0 if it could not be built. `sack` are the SACK blocks to
+/// send (pure ACKs only, see [`send_ack`]); data segments never carry any,
+/// as the MSS only leaves room for the timestamp option.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn build_segment<M: PayloadMem>(
     buf: &mut [u8],
@@ -41,7 +40,7 @@ pub(super) fn build_segment<M: PayloadMem>(
     f: &FlowState,
     seq_no: u32,
     flags: u8,
-    sack: bool,
+    sack: &[(u32, u32)],
     now_ts: u32,
     payload: (u32, u32),
     mem: &M,
@@ -68,11 +67,7 @@ pub(super) fn build_segment<M: PayloadMem>(
         } else {
             None
         },
-        sack: if sack && f.rx_ooo_len > 0 {
-            Some((f.rx_ooo_start, f.rx_ooo_start.wrapping_add(f.rx_ooo_len)))
-        } else {
-            None
-        },
+        sack,
     };
     let Some(off) = frame::emit_fast(buf, &seg, payload.1 as usize) else {
         return 0;
@@ -94,20 +89,34 @@ pub(super) fn build_segment<M: PayloadMem>(
     end
 }
 
-/// Emits a pure ACK of flow `f` (plus `flags`), with a SACK block for the
-/// out-of-order interval when SACK was negotiated.
+/// Emits a pure ACK of flow `f` (plus `flags`). When SACK was negotiated
+/// it reports what the receive side holds (`c`): RFC 2018 §4 wants the
+/// out-of-order intervals on every ACK while that data is held, RFC 2883 a
+/// D-SACK block first on the ACK a duplicate draws (`dsack`).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn send_ack<M: PayloadMem, O: Output>(
     cfgc: &Config,
     f: &FlowState,
+    c: &RxCold,
     flags: u8,
+    dsack: bool,
     now_ts: u32,
     mem: &M,
     out: &mut O,
     stats: &mut Stats,
 ) {
-    let sack = f.cfg & cfg::SACK != 0;
+    let blocks;
+    let sack: &[(u32, u32)] = if f.cfg & cfg::SACK != 0 && (f.rx_ooo_len > 0 || dsack) {
+        blocks = rx::sack_blocks(f, c, dsack);
+        &blocks.0[..blocks.1]
+    } else {
+        &[]
+    };
     if out.tx(|b| build_segment(b, cfgc, f, f.tx_next_seq, flags, sack, now_ts, (0, 0), mem)) {
         stats.acks_sent += 1;
+        if dsack && !sack.is_empty() {
+            stats.dsack_sent += 1;
+        }
     } else {
         stats.tx_full += 1;
     }

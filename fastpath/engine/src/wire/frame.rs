@@ -61,9 +61,9 @@ pub fn tcp_headers(
 }
 
 /// A data or ACK segment in the only shapes the fast path sends: options are
-/// at most a timestamp and one SACK block.
+/// at most a timestamp and SACK blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FastSeg {
+pub struct FastSeg<'a> {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
     pub src_ip: u32,
@@ -78,8 +78,21 @@ pub struct FastSeg {
     pub window: u16,
     /// (TSval, TSecr), written as NOP NOP TS.
     pub ts: Option<(u32, u32)>,
-    /// One SACK block, written as NOP NOP SACK.
-    pub sack: Option<(u32, u32)>,
+    /// SACK blocks in the order given, written as NOP NOP SACK; as many as
+    /// fit in the 40 option bytes ([`fast_sack_room`]), the rest dropped.
+    pub sack: &'a [(u32, u32)],
+}
+
+/// SACK blocks that fit beside the other options of a [`FastSeg`]: four
+/// alone, three with a timestamp (RFC 2018 §3: 2 + 8n bytes plus two NOPs,
+/// within the 40 option bytes).
+#[inline]
+pub const fn fast_sack_room(ts: bool) -> usize {
+    if ts {
+        3
+    } else {
+        4
+    }
 }
 
 /// Writes the Ethernet, IPv4 (checksum filled, DF set, ident 0) and TCP
@@ -88,8 +101,11 @@ pub struct FastSeg {
 /// [`tcp_headers`] would write for these options; finish with
 /// [`finish_fast`] once the payload is in place.
 #[inline]
-pub fn emit_fast(buf: &mut [u8], s: &FastSeg, payload_len: usize) -> Option<usize> {
-    let tcp_len = 20 + if s.ts.is_some() { 12 } else { 0 } + if s.sack.is_some() { 12 } else { 0 };
+pub fn emit_fast(buf: &mut [u8], s: &FastSeg<'_>, payload_len: usize) -> Option<usize> {
+    let ts_len = if s.ts.is_some() { 12 } else { 0 };
+    let k = s.sack.len().min(fast_sack_room(s.ts.is_some()));
+    let sack_len = if k > 0 { 4 + 8 * k } else { 0 };
+    let tcp_len = 20 + ts_len + sack_len;
     let hdr_len = TCP_OFF + tcp_len;
     let ip_total = ipv4::HDR_LEN + tcp_len + payload_len;
     if ip_total > u16::MAX as usize || buf.len() < hdr_len + payload_len {
@@ -118,26 +134,36 @@ pub fn emit_fast(buf: &mut [u8], s: &FastSeg, payload_len: usize) -> Option<usiz
     b[47] = s.flags;
     b[48..50].copy_from_slice(&s.window.to_be_bytes());
     b[50..54].copy_from_slice(&[0, 0, 0, 0]);
-    let mut o = 54;
     if let Some((val, ecr)) = s.ts {
-        b[o..o + 4].copy_from_slice(&[1, 1, 8, 10]);
-        b[o + 4..o + 8].copy_from_slice(&val.to_be_bytes());
-        b[o + 8..o + 12].copy_from_slice(&ecr.to_be_bytes());
-        o += 12;
+        b[54..58].copy_from_slice(&[1, 1, 8, 10]);
+        b[58..62].copy_from_slice(&val.to_be_bytes());
+        b[62..66].copy_from_slice(&ecr.to_be_bytes());
     }
-    if let Some((l, r)) = s.sack {
-        b[o..o + 4].copy_from_slice(&[1, 1, 5, 10]);
-        b[o + 4..o + 8].copy_from_slice(&l.to_be_bytes());
-        b[o + 8..o + 12].copy_from_slice(&r.to_be_bytes());
+    if k > 0 {
+        let o = TCP_OFF + 20 + ts_len;
+        emit_sack(buf.get_mut(o..o + sack_len)?, &s.sack[..k]);
     }
     Some(hdr_len)
+}
+
+/// NOP NOP SACK and the blocks, into exactly `4 + 8 * blocks.len()` bytes.
+/// Out of line: only ACKs sent while out-of-order data is held (or after a
+/// duplicate) carry blocks.
+#[inline(never)]
+fn emit_sack(out: &mut [u8], blocks: &[(u32, u32)]) {
+    let (hdr, body) = out.split_at_mut(4);
+    hdr.copy_from_slice(&[1, 1, 5, (2 + 8 * blocks.len()) as u8]);
+    for (c, &(l, r)) in body.chunks_exact_mut(8).zip(blocks) {
+        c[..4].copy_from_slice(&l.to_be_bytes());
+        c[4..].copy_from_slice(&r.to_be_bytes());
+    }
 }
 
 /// Writes the TCP checksum of a frame built by [`emit_fast`] whose payload
 /// (of `payload_len` bytes) is in place. `hdr_len` is what `emit_fast`
 /// returned.
 #[inline]
-pub fn finish_fast(buf: &mut [u8], s: &FastSeg, hdr_len: usize, payload_len: usize) {
+pub fn finish_fast(buf: &mut [u8], s: &FastSeg<'_>, hdr_len: usize, payload_len: usize) {
     let Some(seg) = buf.get_mut(TCP_OFF..hdr_len + payload_len) else {
         return;
     };
@@ -476,6 +502,8 @@ mod tests {
         };
         for i in 0..2000 {
             let r = next();
+            let blocks: Vec<(u32, u32)> =
+                (0..i % 7).map(|_| (next() as u32, next() as u32)).collect();
             let s = FastSeg {
                 src_mac: [2, 0, 0, 0, 0, 1],
                 dst_mac: [2, 0, 0, 0, 0, r as u8],
@@ -494,11 +522,7 @@ mod tests {
                 } else {
                     None
                 },
-                sack: if i % 3 == 0 {
-                    Some((next() as u32, next() as u32))
-                } else {
-                    None
-                },
+                sack: &blocks,
             };
             let payload_len = (next() % 1400) as usize;
             let payload: Vec<u8> = (0..payload_len).map(|j| (j as u64 ^ r) as u8).collect();
@@ -510,10 +534,11 @@ mod tests {
                 timestamp: s.ts,
                 ..Default::default()
             };
-            if let Some(b) = s.sack {
-                opts.sack_blocks[0] = b;
-                opts.sack_count = 1;
+            // The generic builder drops the blocks that do not fit the same way.
+            for (slot, b) in opts.sack_blocks.iter_mut().zip(s.sack) {
+                *slot = *b;
             }
+            opts.sack_count = s.sack.len().min(4) as u8;
             let t = TcpRepr {
                 src_port: s.src_port,
                 dst_port: s.dst_port,
@@ -553,7 +578,7 @@ mod tests {
             flags: 0,
             window: 0,
             ts: None,
-            sack: None,
+            sack: &[],
         };
         assert_eq!(emit_fast(&mut [0u8; 60], &s, 10), None);
         assert_eq!(emit_fast(&mut [0u8; 100], &s, 70_000), None);

@@ -185,7 +185,8 @@ fn keepalive_and_zero_window_probes_are_answered() {
     send!(fx, fx.peer(99));
     recv!(fx, fx.ours(0, 100, 3996));
     assert_eq!(fx.flow(), before);
-    // BSD-style keepalive: one garbage byte at rcv_nxt - 1, not written.
+    // BSD-style keepalive: one garbage byte at rcv_nxt - 1, not written;
+    // reported as the duplicate it is (RFC 2883, as Linux does).
     send!(
         fx,
         Seg {
@@ -193,7 +194,7 @@ fn keepalive_and_zero_window_probes_are_answered() {
             ..fx.peer(99)
         }
     );
-    recv!(fx, fx.ours(0, 100, 3996));
+    recv!(fx, fx.sack(fx.ours(0, 100, 3996), &[(99, 100)]));
     assert_eq!(fx.notifications(), vec![fx.ev(100, 0, 0)]);
     assert_eq!(fx.read(), pat(0, 100));
     // Zero window: the probe learns whether it opened.

@@ -19,7 +19,8 @@ fn in_order_fin_with_data() {
     assert_eq!(fx.notifications(), vec![fx.ev(10, 0, event::F_RX_FIN)]);
     assert_eq!(fx.read(), pat(0, 10));
     assert_ne!(fx.flow().st & st::RX_FIN, 0);
-    // The peer retransmits its FIN: ACKed again, nothing else.
+    // The peer retransmits its FIN: ACKed again (the data with a D-SACK
+    // block, RFC 2883), nothing else.
     let f = fx.flow();
     send!(
         fx,
@@ -28,7 +29,7 @@ fn in_order_fin_with_data() {
             ..fx.data(0, 10)
         }
     );
-    recv!(fx, fx.ours(0, 11, 32_768 - 10));
+    recv!(fx, fx.sack(fx.ours(0, 11, 32_768 - 10), &[(0, 10)]));
     send!(
         fx,
         Seg {
@@ -130,7 +131,7 @@ fn fin_only_counts_when_in_order_and_complete() {
     recv!(fx, fx.ours(0, 30, 32_768 - 30));
     assert_eq!(fx.notifications(), vec![fx.ev(30, 0, 0)]);
     exc_nothing!(fx);
-    // Retransmission of the whole last segment: data old, FIN new.
+    // Retransmission of the whole last segment: data old (D-SACK), FIN new.
     send!(
         fx,
         Seg {
@@ -138,7 +139,7 @@ fn fin_only_counts_when_in_order_and_complete() {
             ..fx.data(20, 10)
         }
     );
-    recv!(fx, fx.ours(0, 31, 32_768 - 30));
+    recv!(fx, fx.sack(fx.ours(0, 31, 32_768 - 30), &[(20, 30)]));
     exc!(fx, Exception::FinReceived, Some(fx.id));
     assert_eq!(fx.notifications(), vec![fx.ev(30, 0, event::F_RX_FIN)]);
 

@@ -377,6 +377,22 @@ impl Fx {
         }
     }
 
+    /// `s` with SACK blocks, given as peer stream offsets `[from, to)`.
+    fn sack(&self, s: Seg, blocks: &[(u32, u32)]) -> Seg {
+        Seg {
+            sack: blocks
+                .iter()
+                .map(|&(a, b)| (self.rseq(a), self.rseq(b)))
+                .collect(),
+            ..s
+        }
+    }
+
+    /// A snapshot of the app's payload region, to prove nothing was written.
+    fn region(&self) -> Vec<u8> {
+        self.mem.regions[MEM as usize].clone()
+    }
+
     /// The frame the peer puts on the wire for `s`.
     fn frame(&self, s: &Seg) -> Vec<u8> {
         let mut opts = tcp::TcpOptions {
@@ -643,4 +659,6 @@ mod app;
 mod exceptions;
 mod fin;
 mod rx;
+mod sack;
+mod seqcheck;
 mod tx;

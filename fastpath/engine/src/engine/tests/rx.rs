@@ -229,12 +229,15 @@ fn ooo_interval_extends_at_both_ends_and_merges_overlaps() {
     recv!(fx, sack(&fx, 200, 400));
     send!(fx, fx.data(100, 100)); // adjacent at the left end
     recv!(fx, sack(&fx, 100, 400));
+    // Overlaps: the repeated bytes are reported first (D-SACK, RFC 2883 §4).
+    let dsack =
+        |fx: &Fx, d: (u32, u32), a: u32, b: u32| fx.sack(fx.ours(0, 0, 32_768), &[d, (a, b)]);
     send!(fx, fx.data(350, 100)); // overlapping the right end
-    recv!(fx, sack(&fx, 100, 450));
+    recv!(fx, dsack(&fx, (350, 400), 100, 450));
     send!(fx, fx.data(50, 60)); // overlapping the left end
-    recv!(fx, sack(&fx, 50, 450));
+    recv!(fx, dsack(&fx, (100, 110), 50, 450));
     send!(fx, fx.data(150, 100)); // inside: nothing changes
-    recv!(fx, sack(&fx, 50, 450));
+    recv!(fx, dsack(&fx, (150, 250), 50, 450));
     assert_eq!(fx.fp.stats.ooo_accepted, 6);
     assert!(fx.notifications().is_empty());
     send!(fx, fx.data(0, 50));
@@ -244,7 +247,7 @@ fn ooo_interval_extends_at_both_ends_and_merges_overlaps() {
 }
 
 #[test]
-fn ooo_non_adjacent_segment_is_dropped() {
+fn ooo_non_adjacent_segment_starts_another_interval() {
     let mut fx = fx();
     send!(fx, fx.data(200, 100));
     recv!(
@@ -254,24 +257,19 @@ fn ooo_non_adjacent_segment_is_dropped() {
             ..fx.ours(0, 0, 32_768)
         }
     );
-    let before = fx.mem.regions[MEM as usize].clone();
     send!(fx, fx.data(500, 100));
     recv!(
         fx,
-        Seg {
-            sack: vec![(fx.rseq(200), fx.rseq(300))],
-            ..fx.ours(0, 0, 32_768)
-        }
+        fx.sack(fx.ours(0, 0, 32_768), &[(500, 600), (200, 300)])
     );
-    assert_eq!(
-        fx.mem.regions[MEM as usize], before,
-        "dropped data not written"
-    );
-    assert_eq!(fx.fp.stats.ooo_dropped, 1);
+    assert_eq!(fx.fp.stats.ooo_dropped, 0);
+    assert_eq!(fx.fp.stats.ooo_accepted, 2);
     send!(fx, fx.data(0, 200));
-    recv!(fx, fx.ours(0, 300, 32_768 - 300));
-    assert_eq!(fx.notifications(), vec![fx.ev(300, 0, 0)]);
-    assert_eq!(fx.read(), pat(0, 300));
+    recv!(fx, fx.sack(fx.ours(0, 300, 32_768 - 300), &[(500, 600)]));
+    send!(fx, fx.data(300, 200));
+    recv!(fx, fx.ours(0, 600, 32_768 - 600));
+    assert_eq!(fx.notifications(), vec![fx.ev(600, 0, 0)]);
+    assert_eq!(fx.read(), pat(0, 600));
 }
 
 #[test]
@@ -294,14 +292,12 @@ fn ack_after_partial_gap_fill_still_carries_sack() {
             ..fx.ours(0, 100, 32_768 - 100)
         }
     );
-    // A duplicate while the hole is open also reports the interval.
+    // A duplicate while the hole is open also reports the interval, after
+    // the D-SACK block for the duplicate (RFC 2883 §4).
     send!(fx, fx.data(0, 100));
     recv!(
         fx,
-        Seg {
-            sack: vec![(fx.rseq(200), fx.rseq(300))],
-            ..fx.ours(0, 100, 32_768 - 100)
-        }
+        fx.sack(fx.ours(0, 100, 32_768 - 100), &[(0, 100), (200, 300)])
     );
     send!(fx, fx.data(100, 100));
     recv!(fx, fx.ours(0, 300, 32_768 - 300));
@@ -315,7 +311,8 @@ fn old_duplicate_segment_is_reacked_and_not_written() {
     assert_eq!(fx.notifications(), vec![fx.ev(100, 0, 0)]);
     let before = fx.mem.regions[MEM as usize].clone();
     let flow = fx.flow();
-    // Same range, different bytes: must not land anywhere.
+    // Same range, different bytes: must not land anywhere. Each is
+    // reported once as a duplicate (D-SACK, RFC 2883 §4).
     send!(
         fx,
         Seg {
@@ -323,7 +320,7 @@ fn old_duplicate_segment_is_reacked_and_not_written() {
             ..fx.data(0, 100)
         }
     );
-    recv!(fx, fx.ours(0, 100, 32_768 - 100));
+    recv!(fx, fx.sack(fx.ours(0, 100, 32_768 - 100), &[(0, 100)]));
     send!(
         fx,
         Seg {
@@ -331,7 +328,7 @@ fn old_duplicate_segment_is_reacked_and_not_written() {
             ..fx.data(20, 40)
         }
     );
-    recv!(fx, fx.ours(0, 100, 32_768 - 100));
+    recv!(fx, fx.sack(fx.ours(0, 100, 32_768 - 100), &[(20, 60)]));
     assert_eq!(fx.mem.regions[MEM as usize], before);
     assert_eq!(fx.flow(), flow);
     assert!(fx.notifications().is_empty());
@@ -345,7 +342,7 @@ fn partially_old_segment_is_trimmed() {
     send!(fx, fx.data(0, 100));
     recv!(fx, fx.ours(0, 100, 32_768 - 100));
     send!(fx, fx.data(50, 100));
-    recv!(fx, fx.ours(0, 150, 32_768 - 150));
+    recv!(fx, fx.sack(fx.ours(0, 150, 32_768 - 150), &[(50, 100)]));
     assert_eq!(fx.notifications(), vec![fx.ev(150, 0, 0)]);
     assert_eq!(fx.read(), pat(0, 150));
     assert_eq!(fx.fp.stats.rx_payload_bytes, 150);
@@ -379,7 +376,7 @@ fn data_beyond_the_window_is_trimmed() {
             ..fx.ours(0, 0, 4096)
         }
     );
-    // Entirely beyond: dropped.
+    // Entirely beyond: unacceptable (RFC 9293 §3.10.7.4), dropped.
     send!(fx, fx.data(4096, 10));
     recv!(
         fx,
@@ -388,7 +385,7 @@ fn data_beyond_the_window_is_trimmed() {
             ..fx.ours(0, 0, 4096)
         }
     );
-    assert_eq!(fx.fp.stats.ooo_dropped, 1);
+    assert_eq!(fx.fp.stats.seq_unacceptable, 1);
     send!(fx, fx.data(0, 4000));
     recv!(fx, fx.ours(0, 4096, 0));
     assert_eq!(fx.notifications(), vec![fx.ev(4096, 0, 0)]);

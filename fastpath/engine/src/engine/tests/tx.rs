@@ -348,7 +348,7 @@ fn fx_plain() -> Fx {
 }
 
 /// Sends 3000 bytes (1448, 1448, 104) and consumes the segments.
-fn fx_with_3000_in_flight() -> Fx {
+pub(super) fn fx_with_3000_in_flight() -> Fx {
     let mut fx = fx();
     fx.write(3000, 0).unwrap();
     assert_eq!(fx.poll(), 3);
