@@ -128,6 +128,63 @@ pub enum Stack {
     Kernel,
 }
 
+/// Why a [`Testbed::transfer`] failed.
+#[derive(Debug, Clone)]
+pub struct TransferError {
+    /// It ran out of time (rather than failing).
+    pub timed_out: bool,
+    /// Bytes the Linux host's end had got through when it was stopped: as
+    /// sender, acknowledged by the TAS host (`ss` bytes_acked); as receiver,
+    /// received in order (`ss` bytes_received). None when not known.
+    pub progress: Option<u64>,
+    pub msg: String,
+}
+
+impl std::fmt::Display for TransferError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)?;
+        if let Some(b) = self.progress {
+            write!(f, " ({b} bytes through by then)")?;
+        }
+        Ok(())
+    }
+}
+
+/// bytes_acked (Linux sending) or bytes_received (Linux receiving) of the
+/// Linux host's connection on `port`, from `ss -tin`.
+fn linux_progress(ns: &str, port: u16, flow: Flow) -> Option<u64> {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns, "ss", "-tinH", "state", "all"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let key = match flow {
+        Flow::LnxToTas => "bytes_acked:",
+        Flow::TasToLnx => "bytes_received:",
+    };
+    let needle = format!(":{port} ");
+    let mut found = None;
+    // ss prints each socket on two lines: addresses, then the details.
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        // Detail lines start with white space; match ports on address lines.
+        if l.starts_with(char::is_whitespace)
+            || !(l.contains(&needle) || l.trim_end().ends_with(&format!(":{port}")))
+        {
+            continue;
+        }
+        let detail = format!("{l} {}", lines.get(i + 1).unwrap_or(&""));
+        if let Some(v) = detail
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            found = Some(found.map_or(v, |f: u64| f.max(v)));
+        }
+    }
+    found
+}
+
 /// A running `impair` of a testbed.
 #[derive(Debug)]
 pub struct Forwarder {
@@ -271,7 +328,14 @@ impl Testbed {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.brg_ns()])
             .arg(bin("impair"))
-            .args(["--a", BRG_TAS_IF, "--b", BRG_LNX_IF, "--seed", &seed.to_string()])
+            .args([
+                "--a",
+                BRG_TAS_IF,
+                "--b",
+                BRG_LNX_IF,
+                "--seed",
+                &seed.to_string(),
+            ])
             .args(imp.args())
             .stdout(file)
             .stderr(Stdio::inherit());
@@ -314,12 +378,27 @@ impl Testbed {
     /// stack of the TAS host is the peer of the Linux host (the baseline
     /// through the same bridge). tasd must not be running.
     pub fn use_kernel_on_tas_host(&mut self) {
-        assert!(!self.tasd_alive(), "tasd runs: stop it before giving the kernel its address");
+        assert!(
+            !self.tasd_alive(),
+            "tasd runs: stop it before giving the kernel its address"
+        );
         let o = Command::new("ip")
-            .args(["-n", &self.tas_ns, "addr", "replace", &format!("{TAS_IP}/24"), "dev", "veth-tas"])
+            .args([
+                "-n",
+                &self.tas_ns,
+                "addr",
+                "replace",
+                &format!("{TAS_IP}/24"),
+                "dev",
+                "veth-tas",
+            ])
             .output()
             .expect("ip addr");
-        assert!(o.status.success(), "ip addr replace: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "ip addr replace: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 
     /// Removes the kernel's address from veth-tas again (before tasd starts).
@@ -328,7 +407,11 @@ impl Testbed {
             .args(["-n", &self.tas_ns, "addr", "flush", "dev", "veth-tas"])
             .output()
             .expect("ip addr");
-        assert!(o.status.success(), "ip addr flush: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "ip addr flush: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 
     /// One verified transfer of `bytes` (the seeded pattern of `peer`,
@@ -344,7 +427,12 @@ impl Testbed {
         seed: u64,
         port: u16,
         limit: Duration,
-    ) -> Result<Duration, String> {
+    ) -> Result<Duration, TransferError> {
+        let fail = |timed_out, progress, msg: String| TransferError {
+            timed_out,
+            progress,
+            msg,
+        };
         let (b, s, p) = (bytes.to_string(), seed.to_string(), port.to_string());
         let peer = bin("peer");
         let mut tas_args: Vec<&str> = Vec::new();
@@ -374,11 +462,16 @@ impl Testbed {
                 break ok;
             }
             if Instant::now() > deadline {
+                let progress = linux_progress(&self.lnx_ns, port, flow);
                 self.kill(rx);
                 self.kill(tx);
-                return Err(format!(
-                    "{} ({stack:?} on the TAS host): {bytes} bytes not received within {limit:?}",
-                    flow.label()
+                return Err(fail(
+                    true,
+                    progress,
+                    format!(
+                        "{} ({stack:?} on the TAS host): {bytes} bytes not received within {limit:?}",
+                        flow.label()
+                    ),
                 ));
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -386,9 +479,13 @@ impl Testbed {
         let took = start.elapsed();
         if !rx_ok {
             self.kill(tx);
-            return Err(format!(
-                "{} ({stack:?} on the TAS host): the receiver failed (wrong bytes, reset or short stream; see its stderr)",
-                flow.label()
+            return Err(fail(
+                false,
+                None,
+                format!(
+                    "{} ({stack:?} on the TAS host): the receiver failed (wrong bytes, reset or short stream; see its stderr)",
+                    flow.label()
+                ),
             ));
         }
         // The sender exits once the receiver has closed too.
@@ -396,9 +493,13 @@ impl Testbed {
             Some(true) => Ok(took),
             other => {
                 self.kill(tx);
-                Err(format!(
-                    "{} ({stack:?} on the TAS host): data verified in {took:?}, but the sender ended {other:?}",
-                    flow.label()
+                Err(fail(
+                    false,
+                    None,
+                    format!(
+                        "{} ({stack:?} on the TAS host): data verified in {took:?}, but the sender ended {other:?}",
+                        flow.label()
+                    ),
                 ))
             }
         }

@@ -35,7 +35,10 @@ const PORT: u16 = 5001;
 
 /// The seed of an impairment: the same for TAS and the Linux baseline.
 fn seed(imp: &Impairment) -> u64 {
-    let i = Impairment::ALL.iter().position(|x| x == imp).expect("known impairment");
+    let i = Impairment::ALL
+        .iter()
+        .position(|x| x == imp)
+        .expect("known impairment");
     1000 + i as u64
 }
 
@@ -63,7 +66,12 @@ fn check_link(imp: &Impairment, flow: Flow, c: &LinkCounters) {
     ] {
         if p == 0.0 {
             for m in [&c.tas_to_lnx, &c.lnx_to_tas] {
-                assert_eq!(counter(m, what), 0, "{what} without being asked:\n{}", c.summary());
+                assert_eq!(
+                    counter(m, what),
+                    0,
+                    "{what} without being asked:\n{}",
+                    c.summary()
+                );
             }
             continue;
         }
@@ -76,7 +84,11 @@ fn check_link(imp: &Impairment, flow: Flow, c: &LinkCounters) {
         );
     }
     if imp.reorder > 0.0 {
-        assert!(counter(d, "reordered") > 0, "nothing reordered:\n{}", c.summary());
+        assert!(
+            counter(d, "reordered") > 0,
+            "nothing reordered:\n{}",
+            c.summary()
+        );
     }
     for m in [&c.tas_to_lnx, &c.lnx_to_tas] {
         assert_eq!(
@@ -153,10 +165,21 @@ fn linux_baseline(tag: &str, imp: Impairment) {
     tb.use_kernel_on_tas_host();
     for (i, flow) in [Flow::LnxToTas, Flow::TasToLnx].into_iter().enumerate() {
         let fwd = tb.start_impair(&imp, seed(&imp));
-        let r = tb.transfer(Stack::Kernel, flow, BYTES, seed(&imp), PORT + i as u16, LIMIT);
+        let r = tb.transfer(
+            Stack::Kernel,
+            flow,
+            BYTES,
+            seed(&imp),
+            PORT + i as u16,
+            LIMIT,
+        );
         let c = tb.stop_impair(fwd);
         let took = r.unwrap_or_else(|e| {
-            panic!("Linux baseline, {}: {e}\nforwarder:\n{}", imp.name, c.summary())
+            panic!(
+                "Linux baseline, {}: {e}\nforwarder:\n{}",
+                imp.name,
+                c.summary()
+            )
         });
         eprintln!(
             "{tag}: {} Linux<->Linux, {}: {} MiB in {:.2} s\n{}",

@@ -177,7 +177,8 @@ fn setsockopt<T>(fd: RawFd, level: i32, name: i32, v: &T) -> std::io::Result<()>
 /// An AF_PACKET socket bound to `ifname` for every protocol, which does not
 /// see its own (or any) outgoing frames.
 fn open_packet_socket(ifname: &str) -> RawFd {
-    let cname = CString::new(ifname).unwrap_or_else(|_| die(format!("bad interface name {ifname:?}")));
+    let cname =
+        CString::new(ifname).unwrap_or_else(|_| die(format!("bad interface name {ifname:?}")));
     // SAFETY: plain FFI call with a valid C string.
     let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
     if ifindex == 0 {
@@ -188,7 +189,10 @@ fn open_packet_socket(ifname: &str) -> RawFd {
     // SAFETY: plain FFI call.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
-        die(format!("socket(AF_PACKET) for {ifname}: {} (needs CAP_NET_RAW)", errno()));
+        die(format!(
+            "socket(AF_PACKET) for {ifname}: {} (needs CAP_NET_RAW)",
+            errno()
+        ));
     }
     setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32)
         .unwrap_or_else(|e| die(format!("PACKET_IGNORE_OUTGOING on {ifname}: {e}")));
@@ -273,7 +277,11 @@ fn ipv4_len(frame: &[u8]) -> Option<usize> {
     // A bogus total length (it is what we may be about to corrupt on a
     // later frame, but not this one) falls back to everything after the
     // Ethernet header.
-    Some(if (20..=avail).contains(&total) { total } else { avail })
+    Some(if (20..=avail).contains(&total) {
+        total
+    } else {
+        avail
+    })
 }
 
 struct Held {
@@ -495,10 +503,10 @@ impl Direction {
                     iov_len: len,
                 });
             }
-            for k in 0..tx_iov.len() {
+            for v in tx_iov.iter_mut() {
                 // SAFETY: plain old data.
                 let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_iov = &mut tx_iov[k];
+                m.msg_hdr.msg_iov = v;
                 m.msg_hdr.msg_iovlen = 1;
                 tx_msgs.push(m);
             }
@@ -538,7 +546,12 @@ impl Direction {
         for h in held {
             // SAFETY: a valid buffer of the given length.
             let r = unsafe {
-                libc::send(self.tx, h.data.as_ptr() as *const libc::c_void, h.data.len(), 0)
+                libc::send(
+                    self.tx,
+                    h.data.as_ptr() as *const libc::c_void,
+                    h.data.len(),
+                    0,
+                )
             };
             if r >= 0 {
                 self.c.frames_out += 1;
@@ -583,7 +596,10 @@ fn main() {
             .get(i + 1)
             .unwrap_or_else(|| die(format!("{flag} needs a value")))
             .as_str();
-        let rate = || parse_rate(val).unwrap_or_else(|| die(format!("{flag} {val}: not a rate in 0..1 or 0%..100%")));
+        let rate = || {
+            parse_rate(val)
+                .unwrap_or_else(|| die(format!("{flag} {val}: not a rate in 0..1 or 0%..100%")))
+        };
         match flag {
             "--a" => a = Some(val.to_string()),
             "--b" => b = Some(val.to_string()),
@@ -593,14 +609,18 @@ fn main() {
             "--reorder" => cfg.reorder = rate(),
             "--corrupt" => cfg.corrupt = rate(),
             "--hold-max-us" => {
-                let us: u64 = val.parse().unwrap_or_else(|_| die(format!("--hold-max-us {val}")));
+                let us: u64 = val
+                    .parse()
+                    .unwrap_or_else(|_| die(format!("--hold-max-us {val}")));
                 if !(1..=1_000_000).contains(&us) {
                     die("--hold-max-us must be in 1..=1000000".into());
                 }
                 cfg.hold_max = Duration::from_micros(us)
             }
             "--hold-cap" => {
-                cfg.hold_cap = val.parse().unwrap_or_else(|_| die(format!("--hold-cap {val}")));
+                cfg.hold_cap = val
+                    .parse()
+                    .unwrap_or_else(|_| die(format!("--hold-cap {val}")));
                 if !(1..=4096).contains(&cfg.hold_cap) {
                     die("--hold-cap must be in 1..=4096".into());
                 }
@@ -617,8 +637,14 @@ fn main() {
     }
     // SAFETY: installing an async-signal-safe handler (one atomic store).
     unsafe {
-        libc::signal(libc::SIGTERM, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        libc::signal(
+            libc::SIGTERM,
+            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGINT,
+            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
     }
     let fa = open_packet_socket(&a);
     let fb = open_packet_socket(&b);
@@ -642,8 +668,12 @@ fn main() {
         cfg.hold_max.as_micros(),
         cfg.hold_cap
     );
-    let c_ab = t_ab.join().unwrap_or_else(|_| die("a->b thread panicked".into()));
-    let c_ba = t_ba.join().unwrap_or_else(|_| die("b->a thread panicked".into()));
+    let c_ab = t_ab
+        .join()
+        .unwrap_or_else(|_| die("a->b thread panicked".into()));
+    let c_ba = t_ba
+        .join()
+        .unwrap_or_else(|_| die("b->a thread panicked".into()));
     println!("{}", c_ab.line("a->b"));
     println!("{}", c_ba.line("b->a"));
 }
