@@ -677,3 +677,193 @@ fn main() {
     println!("{}", c_ab.line("a->b"));
     println!("{}", c_ba.line("b->a"));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(loss: f64, dup: f64, reorder: f64, corrupt: f64) -> Config {
+        Config {
+            seed: 42,
+            loss,
+            dup,
+            reorder,
+            corrupt,
+            hold_max: Duration::from_millis(2),
+            hold_cap: 64,
+        }
+    }
+
+    /// A minimal IPv4 frame (Ethernet + 20-byte header + payload) whose
+    /// payload starts with `id`.
+    fn frame(id: u32) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 100];
+        f[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&120u16.to_be_bytes());
+        f[34..38].copy_from_slice(&id.to_be_bytes());
+        f
+    }
+
+    fn id_of(f: &[u8]) -> u32 {
+        u32::from_be_bytes([f[34], f[35], f[36], f[37]])
+    }
+
+    /// Pushes `n` frames through a direction (no sockets) and returns the
+    /// ids in the order they would be sent, and the frames themselves.
+    fn run(d: &mut Direction, n: u32, now: Instant) -> Vec<Vec<u8>> {
+        let mut sent = Vec::new();
+        for id in 0..n {
+            let mut f = frame(id);
+            let mut out = Vec::new();
+            d.frame(0, &mut f, now, &mut out);
+            for o in out {
+                sent.push(match o {
+                    Out::Slot(_) => f.clone(),
+                    Out::Released(v) => v,
+                });
+            }
+        }
+        sent
+    }
+
+    #[test]
+    fn same_seed_same_decisions_other_direction_other_stream() {
+        let now = Instant::now();
+        let c = cfg(0.05, 0.05, 0.05, 0.05);
+        let a: Vec<Vec<u8>> = run(&mut Direction::new(-1, -1, c, 1), 5000, now);
+        let b: Vec<Vec<u8>> = run(&mut Direction::new(-1, -1, c, 1), 5000, now);
+        let other: Vec<Vec<u8>> = run(&mut Direction::new(-1, -1, c, 2), 5000, now);
+        assert_eq!(a, b);
+        assert_ne!(a, other);
+    }
+
+    #[test]
+    fn rates_are_about_what_was_asked() {
+        let now = Instant::now();
+        let mut d = Direction::new(-1, -1, cfg(0.05, 0.02, 0.03, 0.01), 1);
+        run(&mut d, 100_000, now);
+        let c = &d.c;
+        let near =
+            |n: u64, p: f64, base: u64| (n as f64 - p * base as f64).abs() < 0.1 * p * base as f64;
+        assert!(near(c.dropped, 0.05, 100_000), "{c:?}");
+        let kept = 100_000 - c.dropped;
+        assert!(near(c.duplicated, 0.02, kept), "{c:?}");
+        assert!(near(c.reordered + c.hold_full, 0.03, kept), "{c:?}");
+        assert!(near(c.corrupted, 0.01, kept), "{c:?}");
+    }
+
+    #[test]
+    fn loss_only_drops_and_keeps_order() {
+        let now = Instant::now();
+        let mut d = Direction::new(-1, -1, cfg(0.1, 0.0, 0.0, 0.0), 1);
+        let ids: Vec<u32> = run(&mut d, 1000, now).iter().map(|f| id_of(f)).collect();
+        assert_eq!(ids.len() as u64, 1000 - d.c.dropped);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn a_held_frame_goes_out_behind_one_to_four_fresh_frames() {
+        let now = Instant::now();
+        let mut d = Direction::new(-1, -1, cfg(0.0, 0.0, 0.2, 0.0), 1);
+        let mut sent: Vec<u32> = Vec::new();
+        let mut held = std::collections::HashSet::new();
+        for id in 0..2000 {
+            let mut f = frame(id);
+            let mut out = Vec::new();
+            d.frame(0, &mut f, now, &mut out);
+            let ids: Vec<u32> = out
+                .iter()
+                .map(|o| match o {
+                    Out::Slot(_) => id,
+                    Out::Released(v) => id_of(v),
+                })
+                .collect();
+            if !ids.contains(&id) {
+                held.insert(id);
+            }
+            sent.extend(ids);
+        }
+        assert!(held.len() > 300, "{:?}", d.c);
+        assert_eq!(held.len() as u64, d.c.reordered);
+        // Every frame once, except those still held at the end.
+        let mut uniq = sent.clone();
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq.len(), sent.len());
+        assert_eq!(sent.len() + d.held.len(), 2000);
+        // Frames never held go out in order; a held frame goes out behind
+        // exactly 1 to 4 later frames that were never held.
+        for (pos, &id) in sent.iter().enumerate() {
+            let fresh_ahead = sent[..pos]
+                .iter()
+                .filter(|&&x| x > id && !held.contains(&x))
+                .count();
+            if held.contains(&id) {
+                assert!(
+                    (1..=4).contains(&fresh_ahead),
+                    "held frame {id} went out behind {fresh_ahead} fresh ones"
+                );
+            } else {
+                assert_eq!(fresh_ahead, 0, "frame {id} overtaken by fresh frames");
+            }
+        }
+    }
+
+    #[test]
+    fn held_frames_leave_after_hold_max() {
+        let now = Instant::now();
+        let mut d = Direction::new(-1, -1, cfg(0.0, 0.0, 1.0, 0.0), 1);
+        let sent = run(&mut d, 3, now);
+        // Every frame is held and none goes out fresh, so only time
+        // releases them.
+        assert!(sent.is_empty());
+        assert_eq!(d.held.len(), 3);
+        let mut out = Vec::new();
+        d.expire(now + Duration::from_millis(1), &mut out);
+        assert!(out.is_empty());
+        d.expire(now + Duration::from_millis(2), &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(d.c.hold_timeouts, 3);
+    }
+
+    #[test]
+    fn corruption_flips_one_bit_of_the_ip_packet() {
+        let now = Instant::now();
+        let mut d = Direction::new(-1, -1, cfg(0.0, 0.0, 0.0, 1.0), 1);
+        for id in 0..1000 {
+            let orig = frame(id);
+            let mut f = orig.clone();
+            let mut out = Vec::new();
+            d.frame(0, &mut f, now, &mut out);
+            let diff: u32 = orig.iter().zip(&f).map(|(a, b)| (a ^ b).count_ones()).sum();
+            assert_eq!(diff, 1);
+            assert_eq!(orig[..14], f[..14], "Ethernet header touched");
+        }
+    }
+
+    #[test]
+    fn arp_passes_untouched() {
+        let now = Instant::now();
+        let mut d = Direction::new(-1, -1, cfg(1.0, 1.0, 1.0, 1.0), 1);
+        let mut f = frame(0);
+        f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        let orig = f.clone();
+        let mut out = Vec::new();
+        d.frame(0, &mut f, now, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(f, orig);
+        assert_eq!(d.c.non_ipv4, 1);
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(parse_rate("0.01"), Some(0.01));
+        assert_eq!(parse_rate("5%"), Some(0.05));
+        assert_eq!(parse_rate("0.5%"), Some(0.005));
+        assert_eq!(parse_rate("150%"), None);
+        assert_eq!(parse_rate("-1"), None);
+        assert_eq!(threshold(0.0), 0);
+        assert_eq!(threshold(1.0), u64::MAX);
+    }
+}
