@@ -3,11 +3,13 @@
 #
 # Usage:
 #   tools/testhosts.sh up NAME            create NAME-tas and NAME-lnx (fails if they exist)
-#   tools/testhosts.sh down NAME          remove both namespaces (idempotent, never fails
-#                                         because something is already gone)
+#   tools/testhosts.sh bridge-up NAME     the same two hosts, but joined through a third
+#                                         namespace NAME-brg (see "Bridged topology")
+#   tools/testhosts.sh down NAME          remove all namespaces of NAME (idempotent, never
+#                                         fails because something is already gone)
 #   tools/testhosts.sh exec NAME SIDE CMD [ARGS...]
-#                                         run CMD inside NAME-SIDE (SIDE = tas | lnx)
-#   tools/testhosts.sh status NAME        show links and addresses of both sides
+#                                         run CMD inside NAME-SIDE (SIDE = tas | lnx | brg)
+#   tools/testhosts.sh status NAME        show links and addresses of every namespace of NAME
 #   tools/testhosts.sh --help
 #
 # Topology made by `up NAME`:
@@ -34,6 +36,22 @@
 #   on the Linux side keeps it there after a TCP retransmission timeout
 #   (the kernel would otherwise pick a new hash, moving the flow, which RSS
 #   on a real NIC never does).
+#
+# Bridged topology made by `bridge-up NAME` (for link impairments; this kernel
+# has no netem):
+#
+#   netns NAME-tas          netns NAME-brg                   netns NAME-lnx
+#   ┌──────────────┐        ┌──────────────────────────┐        ┌────────────────────────┐
+#   │ veth-tas     │─ veth ─│ brg-tas  (no IP) brg-lnx │─ veth ─│ veth-lnx 198.18.0.2/24 │
+#   └──────────────┘        └──────────────────────────┘        └────────────────────────┘
+#
+# * The hosts look exactly as after `up` (same interface names, addresses,
+#   queues, offloads), so tasd and the test programs run unchanged.
+# * NAME-brg has no addresses, IPv4 forwarding off, IPv6 off and offloads off
+#   on both its ends (GRO would merge frames the forwarder then cannot send).
+#   Nothing crosses it until a program forwards frames between brg-tas and
+#   brg-lnx: `tests/src/bin/impair.rs` (AF_PACKET, seeded loss, duplication,
+#   reordering, corruption). Its veth ends have as many queues as the hosts'.
 #
 # On success `up` prints, one per line, `key=value` pairs (tas_ns, lnx_ns,
 # tas_if, lnx_if, tas_mac, lnx_mac, lnx_ip, tas_ip) that scripts may `eval`.
@@ -99,7 +117,7 @@ mac_of() {
 
 cmd_down() {
     local name="$1" ns
-    for ns in "$name-tas" "$name-lnx"; do
+    for ns in "$name-tas" "$name-lnx" "$name-brg"; do
         if ns_exists "$ns"; then
             # Deleting either namespace destroys the veth pair too.
             ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
@@ -107,6 +125,55 @@ cmd_down() {
         fi
     done
     echo "testhosts: $name-tas and $name-lnx are down"
+}
+
+cmd_bridge_up() {
+    local name="$1"
+    local tas="$name-tas" lnx="$name-lnx" brg="$name-brg"
+    if ns_exists "$tas" || ns_exists "$lnx" || ns_exists "$brg"; then
+        die "$tas, $lnx or $brg already exists; run '$0 down $name' first"
+    fi
+    UP_NAME="$name"
+    UP_DONE=0
+    trap 'if [[ $UP_DONE != 1 ]]; then echo "testhosts: bridge-up failed, cleaning up" >&2; cmd_down "$UP_NAME" >/dev/null 2>&1 || true; fi' EXIT
+    ip netns add "$tas"
+    ip netns add "$lnx"
+    ip netns add "$brg"
+    local ns
+    for ns in "$tas" "$lnx" "$brg"; do
+        ip -n "$ns" link set lo up
+    done
+    ip link add "$TAS_IF" numtxqueues "$QUEUES" numrxqueues "$QUEUES" netns "$tas" \
+        type veth peer name brg-tas numtxqueues "$QUEUES" numrxqueues "$QUEUES" netns "$brg"
+    ip link add "$LNX_IF" numtxqueues "$QUEUES" numrxqueues "$QUEUES" netns "$lnx" \
+        type veth peer name brg-lnx numtxqueues "$QUEUES" numrxqueues "$QUEUES" netns "$brg"
+    ip netns exec "$tas" sysctl -qw "net.ipv6.conf.$TAS_IF.disable_ipv6=1"
+    ip netns exec "$lnx" sysctl -qw "net.ipv6.conf.$LNX_IF.disable_ipv6=1"
+    ip netns exec "$brg" sysctl -qw net.ipv6.conf.brg-tas.disable_ipv6=1
+    ip netns exec "$brg" sysctl -qw net.ipv6.conf.brg-lnx.disable_ipv6=1
+    ip netns exec "$brg" sysctl -qw net.ipv4.ip_forward=0
+    ip netns exec "$lnx" sysctl -qw net.core.txrehash=0
+    offloads_off "$tas" "$TAS_IF"
+    offloads_off "$lnx" "$LNX_IF"
+    offloads_off "$brg" brg-tas
+    offloads_off "$brg" brg-lnx
+    ip -n "$lnx" addr add "$LNX_IP" dev "$LNX_IF"
+    ip -n "$brg" link set brg-tas up
+    ip -n "$brg" link set brg-lnx up
+    ip -n "$tas" link set "$TAS_IF" up
+    ip -n "$lnx" link set "$LNX_IF" up
+    UP_DONE=1
+    echo "tas_ns=$tas"
+    echo "lnx_ns=$lnx"
+    echo "brg_ns=$brg"
+    echo "tas_if=$TAS_IF"
+    echo "lnx_if=$LNX_IF"
+    echo "brg_tas_if=brg-tas"
+    echo "brg_lnx_if=brg-lnx"
+    echo "tas_mac=$(mac_of "$tas" "$TAS_IF")"
+    echo "lnx_mac=$(mac_of "$lnx" "$LNX_IF")"
+    echo "tas_ip=$TAS_IP"
+    echo "lnx_ip=${LNX_IP%/*}"
 }
 
 cmd_up() {
@@ -151,13 +218,13 @@ cmd_up() {
 
 cmd_status() {
     local name="$1" ns
-    for ns in "$name-tas" "$name-lnx"; do
+    for ns in "$name-tas" "$name-brg" "$name-lnx"; do
         if ns_exists "$ns"; then
             echo "== $ns"
             ip -n "$ns" -br link
             ip -n "$ns" -br addr
         else
-            echo "== $ns: absent"
+            [[ $ns == "$name-brg" ]] || echo "== $ns: absent"
         fi
     done
 }
@@ -165,8 +232,8 @@ cmd_status() {
 cmd_exec() {
     local name="$1" side="${2:-}"
     case "$side" in
-        tas | lnx) ;;
-        *) die "SIDE must be 'tas' or 'lnx' (got '${side}')" ;;
+        tas | lnx | brg) ;;
+        *) die "SIDE must be 'tas', 'lnx' or 'brg' (got '${side}')" ;;
     esac
     shift 2
     (($#)) || die "missing CMD"
@@ -190,6 +257,7 @@ main() {
         die "TESTHOSTS_QUEUES must be a number in 1..64 (got '$QUEUES')"
     case "$cmd" in
         up) cmd_up "$1" ;;
+        bridge-up) cmd_bridge_up "$1" ;;
         down) cmd_down "$1" ;;
         status) cmd_status "$1" ;;
         exec) cmd_exec "$@" ;;

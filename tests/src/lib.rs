@@ -12,6 +12,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod impair;
+
 pub const TAS_IP: &str = "198.18.0.1";
 pub const LNX_IP: &str = "198.18.0.2";
 
@@ -99,6 +101,12 @@ pub struct Testbed {
 impl Testbed {
     /// Creates the test hosts (no tasd yet).
     pub fn hosts(tag: &str) -> Testbed {
+        Self::hosts_with(tag, "up")
+    }
+
+    /// Creates the test hosts with `tools/testhosts.sh UP NAME` (`up`, or
+    /// `bridge-up` for the three-namespace topology of [`impair`]).
+    fn hosts_with(tag: &str, up: &str) -> Testbed {
         require_root();
         let name = format!(
             "{tag}{}x{}",
@@ -119,12 +127,12 @@ impl Testbed {
             children: Vec::new(),
         };
         let out = Command::new(repo_root().join("tools/testhosts.sh"))
-            .args(["up", &tb.name])
+            .args([up, &tb.name])
             .output()
             .expect("run tools/testhosts.sh");
         assert!(
             out.status.success(),
-            "testhosts up failed: {}",
+            "testhosts {up} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         tb
