@@ -222,12 +222,10 @@ tas!(clean_tas_to_linux_af_xdp: NONE, TasToLnx, AfXdp);
 tas!(loss1_linux_to_tas_af_xdp: LOSS_1, LnxToTas, AfXdp);
 tas!(loss1_tas_to_linux_af_xdp: LOSS_1, TasToLnx, AfXdp);
 tas!(
-    #[ignore = "TAS today: Linux->TAS at 5 % loss crawls at ~4 Mbit/s (receiver keeps one out-of-order interval), far past the 30 s bound; enable once it keeps more"]
     loss5_linux_to_tas_af_xdp: LOSS_5, LnxToTas, AfXdp
 );
 tas!(loss5_tas_to_linux_af_xdp: LOSS_5, TasToLnx, AfXdp);
 tas!(
-    #[ignore = "TAS today: Linux->TAS with 5 % reordering crawls at ~8 Mbit/s (receiver keeps one out-of-order interval), past the 30 s bound; enable once it keeps more"]
     reorder5_linux_to_tas_af_xdp: REORDER_5, LnxToTas, AfXdp
 );
 tas!(reorder5_tas_to_linux_af_xdp: REORDER_5, TasToLnx, AfXdp);
@@ -241,12 +239,10 @@ tas!(clean_tas_to_linux_af_packet: NONE, TasToLnx, AfPacket);
 tas!(loss1_linux_to_tas_af_packet: LOSS_1, LnxToTas, AfPacket);
 tas!(loss1_tas_to_linux_af_packet: LOSS_1, TasToLnx, AfPacket);
 tas!(
-    #[ignore = "TAS today: Linux->TAS at 5 % loss crawls at ~4 Mbit/s (receiver keeps one out-of-order interval), far past the 30 s bound; enable once it keeps more"]
     loss5_linux_to_tas_af_packet: LOSS_5, LnxToTas, AfPacket
 );
 tas!(loss5_tas_to_linux_af_packet: LOSS_5, TasToLnx, AfPacket);
 tas!(
-    #[ignore = "TAS today: Linux->TAS with 5 % reordering crawls at ~8 Mbit/s (receiver keeps one out-of-order interval), past the 30 s bound; enable once it keeps more"]
     reorder5_linux_to_tas_af_packet: REORDER_5, LnxToTas, AfPacket
 );
 tas!(reorder5_tas_to_linux_af_packet: REORDER_5, TasToLnx, AfPacket);

@@ -27,7 +27,7 @@
 //!   first. At most `--hold-cap` (default 64) frames are held per direction;
 //!   a frame chosen for holding when the queue is full is sent at once
 //!   (counted as `hold_full`).
-//! * The PRNG is splitmix64, one stream per direction seeded from `--seed`
+//! * The PRNG is tas-testkit's (xorshift64*), one stream per direction seeded from `--seed`
 //!   (default 1) and the direction, drawn the same number of times for every
 //!   IPv4 frame whatever its fate, so decision N of a direction depends only
 //!   on the seed and N.
@@ -67,26 +67,9 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-/// splitmix64 (Steele, Lea, Flood 2014): a 64-bit counter through a
-/// bijective mixer. Small, fast, and every seed gives a good stream.
-struct SplitMix64(u64);
+use tas_testkit::Rng;
 
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in 0..n (n > 0), by multiply-shift (bias below 2^-32 here).
-    fn below(&mut self, n: u64) -> u64 {
-        ((self.next() as u128 * n as u128) >> 64) as u64
-    }
-}
-
-/// A probability as a threshold on a uniform u64: P(next() < t) = p.
+/// A probability as a threshold on a uniform u64: P(next_u64() < t) = p.
 fn threshold(p: f64) -> u64 {
     if p <= 0.0 {
         0
@@ -296,7 +279,7 @@ struct Direction {
     rx: RawFd,
     tx: RawFd,
     cfg: Config,
-    rng: SplitMix64,
+    rng: Rng,
     t_loss: u64,
     t_corrupt: u64,
     t_dup: u64,
@@ -316,13 +299,13 @@ impl Direction {
     fn new(rx: RawFd, tx: RawFd, cfg: Config, stream: u64) -> Direction {
         // Derive the direction's stream from the seed through the mixer, so
         // that seeds 1 and 2 give unrelated streams, as do the directions.
-        let mut s = SplitMix64(cfg.seed ^ stream.wrapping_mul(0xd1b5_4a32_d192_ed03));
-        let start = s.next();
+        let mut s = Rng::mixed(cfg.seed ^ stream.wrapping_mul(0xd1b5_4a32_d192_ed03));
+        let start = s.next_u64();
         Direction {
             rx,
             tx,
             cfg,
-            rng: SplitMix64(start),
+            rng: Rng::mixed(start),
             t_loss: threshold(cfg.loss),
             t_corrupt: threshold(cfg.corrupt),
             t_dup: threshold(cfg.dup),
@@ -365,10 +348,10 @@ impl Direction {
             return;
         };
         // Always the same six draws per IPv4 frame.
-        let r_loss = self.rng.next();
-        let r_corrupt = self.rng.next();
-        let r_dup = self.rng.next();
-        let r_reorder = self.rng.next();
+        let r_loss = self.rng.next_u64();
+        let r_corrupt = self.rng.next_u64();
+        let r_dup = self.rng.next_u64();
+        let r_reorder = self.rng.next_u64();
         let bit = self.rng.below(ip_len as u64 * 8) as usize;
         let behind = 1 + self.rng.below(4) as u32;
         if r_loss < self.t_loss {

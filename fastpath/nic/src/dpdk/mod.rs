@@ -96,8 +96,8 @@ pub const TX_BURST: usize = 256;
 mod eal;
 mod ports;
 
-use eal::*;
 pub use eal::register_thread;
+use eal::*;
 use ports::*;
 
 const ETH_HLEN: usize = 14;
