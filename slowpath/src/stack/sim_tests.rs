@@ -437,7 +437,7 @@ fn rst_with_bad_sequence_gets_a_challenge_ack() {
         .inbox
         .push(rst(fl.rx_next_seq.wrapping_sub(5000)));
     sim.run_for(MS);
-    assert_eq!(sim.hosts[0].stack.stats().rst_ignored, 1);
+    assert_eq!(sim.hosts[0].stack.stats().rst_out_of_window, 1);
     assert_eq!(sim.hosts[0].table.len(), 1);
     assert_eq!(only_flow(&mut sim, 0, SERVER).reset, None);
     // Exact: the connection is reset.
