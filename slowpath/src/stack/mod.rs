@@ -16,6 +16,13 @@
 //! * Half-open connections (SYN_RCVD, SYN_SENT, waiting for ARP) live only
 //!   here. A flow enters the [`FlowTable`] when its handshake completes, and
 //!   from then on the fast path owns its sequence state.
+//! * Under a SYN flood (half-open table full) a listener answers with SYN
+//!   cookies and keeps no state; the final ACK carries everything needed
+//!   to install the flow (`conn::cookie`, RFC 4987 §3.6).
+//! * Every RST and SYN on an installed flow is an exception, judged here
+//!   by RFC 5961: an RST resets only at exactly RCV.NXT, in the window it
+//!   draws a challenge ACK (§3.2); a SYN draws a challenge ACK (§4.2);
+//!   challenge ACKs come from a daemon-wide token bucket (§7).
 //! * Segments the fast path cannot handle arrive as [`Exception`]s. Data
 //!   that raced the installation of its flow (it arrived as `NoFlow` after
 //!   the final ACK, but the flow exists now) is handed back with
