@@ -84,6 +84,10 @@ pub struct Cli {
     /// Negotiate ECN with peers (DCTCP needs it to see congestion marks).
     #[arg(long)]
     pub ecn: bool,
+    /// Drop SYNs while the half-open table is full instead of answering
+    /// them with SYN cookies (as Linux with net.ipv4.tcp_syncookies=0).
+    #[arg(long)]
+    pub no_syncookies: bool,
     /// EAL arguments for --nic dpdk, e.g. "-l 2 -a 0000:01:00.0"; empty: no
     /// huge pages, --iface attached through net_af_xdp.
     #[arg(
@@ -241,6 +245,7 @@ pub struct Config {
     pub idle_spin_us: u64,
     pub mtu: u16,
     pub ecn: bool,
+    pub syncookies: bool,
     pub dpdk_args: Vec<String>,
     pub cc: CcConfig,
     /// Core budget and scaling thresholds.
@@ -371,6 +376,7 @@ impl Config {
             scale,
             mtu: cli.mtu,
             ecn: cli.ecn,
+            syncookies: !cli.no_syncookies,
             dpdk_args: cli.dpdk_args.split_whitespace().map(String::from).collect(),
             cc,
         })
@@ -387,6 +393,7 @@ impl Config {
             default_tx_buf: self.tx_buf,
             time_wait_ns: self.time_wait_ms * 1_000_000,
             ecn: self.ecn,
+            syncookies: self.syncookies,
             cc: self.cc.clone(),
             ..StackConfig::default()
         }
@@ -402,6 +409,14 @@ mod tests {
         v.extend_from_slice(args);
         let cli = Cli::try_parse_from(v).map_err(|e| e.to_string())?;
         Config::from_cli(cli)
+    }
+
+    #[test]
+    fn syncookies_flag() {
+        let c = parse(&[]).unwrap();
+        assert!(c.syncookies && c.stack_config([0; 6], 1500).syncookies);
+        let c = parse(&["--no-syncookies"]).unwrap();
+        assert!(!c.syncookies && !c.stack_config([0; 6], 1500).syncookies);
     }
 
     #[test]

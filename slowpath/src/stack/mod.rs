@@ -16,6 +16,13 @@
 //! * Half-open connections (SYN_RCVD, SYN_SENT, waiting for ARP) live only
 //!   here. A flow enters the [`FlowTable`] when its handshake completes, and
 //!   from then on the fast path owns its sequence state.
+//! * Under a SYN flood (half-open table full) a listener answers with SYN
+//!   cookies and keeps no state; the final ACK carries everything needed
+//!   to install the flow (`conn::cookie`, RFC 4987 §3.6).
+//! * Every RST and SYN on an installed flow is an exception, judged here
+//!   by RFC 5961: an RST resets only at exactly RCV.NXT, in the window it
+//!   draws a challenge ACK (§3.2); a SYN draws a challenge ACK (§4.2);
+//!   challenge ACKs come from a daemon-wide token bucket (§7).
 //! * Segments the fast path cannot handle arrive as [`Exception`]s. Data
 //!   that raced the installation of its flow (it arrived as `NoFlow` after
 //!   the final ACK, but the flow exists now) is handed back with
@@ -175,10 +182,19 @@ pub struct StackConfig {
     pub fin_timeout_ns: u64,
     /// Most half-open (SYN_RCVD) connections kept in total.
     pub max_half_open: u32,
+    /// Answer SYNs with SYN cookies while the half-open table is full
+    /// (RFC 4987 §3.6; Linux's `net.ipv4.tcp_syncookies=1`). Off: such SYNs
+    /// are dropped.
+    pub syncookies: bool,
 }
 
 const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000_000_000;
+
+/// Challenge ACKs a second, all flows together (RFC 5961 §7; Linux's
+/// `net.ipv4.tcp_challenge_ack_limit`), and how many may go out at once.
+const CHALLENGE_RATE: u64 = 1000;
+const CHALLENGE_BURST: u64 = 1000;
 
 impl Default for StackConfig {
     fn default() -> Self {
@@ -204,6 +220,7 @@ impl Default for StackConfig {
             ecn: false,
             fin_timeout_ns: 60 * SEC,
             max_half_open: 4096,
+            syncookies: true,
         }
     }
 }
@@ -243,6 +260,8 @@ pub struct StackStats {
     pub synack_retransmits: u64,
     pub half_open_timeouts: u64,
     pub syn_dropped_backlog: u64,
+    /// SYNs dropped because the half-open table was full and no cookie
+    /// could be sent (cookies off, or no room for the connection).
     pub syn_dropped_overflow: u64,
     pub accept_overflow: u64,
     pub syn_sent: u64,
@@ -253,9 +272,31 @@ pub struct StackStats {
     pub connect_timeouts: u64,
     pub connect_unreachable: u64,
     pub rst_sent: u64,
+    /// SYN cookies (RFC 4987 §3.6): SYN-ACKs sent with a cookie; final
+    /// ACKs whose cookie was valid; final ACKs that reached a listener in
+    /// cookie mode with no valid cookie (answered with RST); SYNs not given
+    /// a cookie because the connection could not be made (flow table above
+    /// its watermark, app memory full); valid cookies whose connection
+    /// found no room when the final ACK came (dropped, not reset).
+    pub syncookies_sent: u64,
+    pub syncookies_recv: u64,
+    pub syncookies_failed: u64,
+    pub syncookies_refused: u64,
+    pub syncookies_dropped: u64,
+    /// RSTs acted on: the connection was reset.
     pub rst_rx: u64,
+    /// RSTs for no connection (or a half-open one at the wrong sequence).
     pub rst_ignored: u64,
+    /// RFC 5961 §3.2: RSTs on a connection in its receive window but not at
+    /// RCV.NXT (answered with a challenge ACK), and outside it (dropped).
+    pub rst_challenged: u64,
+    pub rst_out_of_window: u64,
+    /// RFC 5961 §4.2: SYNs on a synchronized connection (challenge ACK).
+    pub syn_challenged: u64,
+    /// Challenge ACKs sent, and not sent because of the rate limit
+    /// (RFC 5961 §7).
     pub challenge_acks: u64,
+    pub challenge_acks_limited: u64,
     pub rto_retransmits: u64,
     pub data_timeouts: u64,
     pub persist_probes: u64,
@@ -344,8 +385,12 @@ pub struct Stack {
     time_wait: conn::TimeWait,
     next_housekeeping: u64,
     timers: BinaryHeap<Reverse<(u64, Timer)>>,
-    /// Challenge-ACK rate limit: (window start, count in window).
-    challenge: (u64, u32),
+    /// Challenge-ACK rate limit (RFC 5961 §7): a token bucket, tokens in
+    /// units of 1/[`CHALLENGE_RATE`] ns, refilled up to the burst at the
+    /// rate, as of time `.0`.
+    challenge: (u64, u64),
+    /// SipHash key of the SYN cookies (drawn from the seed at start).
+    cookie_key: (u64, u64),
     stats: StackStats,
     /// The fast-path lane the frame being handled arrived on: flows
     /// installed while handling it are steered to that lane (`group`),
@@ -364,6 +409,7 @@ impl Stack {
         let port_key = (hash::splitmix64(&mut s), hash::splitmix64(&mut s));
         let port_counter = hash::splitmix64(&mut s) as u32;
         let ip_ident = hash::splitmix64(&mut s) as u16;
+        let cookie_key = (hash::splitmix64(&mut s), hash::splitmix64(&mut s));
         Stack {
             cfg,
             table,
@@ -382,7 +428,8 @@ impl Stack {
             time_wait: conn::TimeWait::default(),
             next_housekeeping: 0,
             timers: BinaryHeap::new(),
-            challenge: (0, 0),
+            challenge: (0, CHALLENGE_BURST * SEC),
+            cookie_key,
             stats: StackStats::default(),
             rx_lane: 0,
             #[cfg(test)]

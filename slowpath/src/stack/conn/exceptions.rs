@@ -1,7 +1,12 @@
 //! Frames the fast path hands up, dispatched by connection state: segments
-//! without an installed flow (to a pending open, a listener, a recently
-//! closed 4-tuple, or answered with RST), and RST, SYN and FIN exceptions
-//! on installed flows (RFC 5961 checks, TIME_WAIT reuse, close progress).
+//! without an installed flow (to a pending open, a listener, a SYN cookie's
+//! final ACK, a recently closed 4-tuple, or answered with RST), and RST,
+//! SYN and FIN exceptions on installed flows (RFC 5961 checks, TIME_WAIT
+//! reuse, close progress).
+//!
+//! The fast path hands over every RST and SYN of an installed flow without
+//! looking at its sequence number, so RFC 5961 §3 and §4 are enforced here
+//! alone; challenge ACKs are rate-limited in `segment` (§7).
 
 use tas_engine::flow::{FlowKey, FlowState};
 use tas_engine::flowtable::FlowId;
@@ -61,6 +66,13 @@ impl Stack {
         {
             return self.listen_syn(now, &p, io);
         }
+        // An ACK to a listening port: the final ACK of a SYN cookie?
+        if flags & (tcp::SYN | tcp::ACK) == tcp::ACK
+            && self.ports.contains_key(&p.key.local_port)
+            && self.cookie_ack(now, &p, frame, io)
+        {
+            return;
+        }
         self.send_rst_reply(p.mac, &p.key, &p.seg, io);
     }
 
@@ -97,17 +109,25 @@ impl Stack {
             Err(Miss::Malformed) => return self.stats.dropped_malformed += 1,
             Err(Miss::NoConn) => return self.stats.rst_ignored += 1,
         };
+        // RFC 5961 §3.2 (RFC 9293 §3.10.7.4, "first"): the receive window
+        // is [RCV.NXT, RCV.NXT + RCV.WND); with a zero window only RCV.NXT
+        // itself. The RST bit is checked before SYN, so RST|SYN lands here.
         let rcv_nxt = f.rx_next_seq;
         let sq = p.seg.seq();
         if sq == rcv_nxt {
+            // Exactly RCV.NXT: reset the connection.
             self.stats.rst_rx += 1;
             let open = self.conns.get(&id).map(|c| c.phase) == Some(Phase::Open);
             self.tcp_gone(id, open.then_some(libc::ECONNRESET), io);
         } else if seq::in_range(sq, rcv_nxt, rcv_nxt.wrapping_add(f.rx_avail.max(1))) {
-            // RFC 5961 §3.2: in the window but not exact.
+            // In the window but not exact: a blind attacker's guess, or a
+            // peer that lost state; only a challenge ACK, which makes a real
+            // peer answer with an RST at exactly RCV.NXT.
+            self.stats.rst_challenged += 1;
             self.challenge_ack(now, &f, io);
         } else {
-            self.stats.rst_ignored += 1;
+            // Outside the window: drop silently.
+            self.stats.rst_out_of_window += 1;
         }
     }
 
@@ -126,7 +146,11 @@ impl Stack {
         let _ = (p, id);
         // (TIME_WAIT is no longer an installed flow: a new incarnation's
         // SYN reaches `on_no_flow`, see timewait.rs.)
-        // RFC 5961 §4: a SYN on a synchronized connection gets an ACK.
+        // RFC 5961 §4.2 (RFC 9293 §3.10.7.4, "fourth"): a SYN on a
+        // synchronized connection, whatever its sequence number, gets a
+        // challenge ACK and never resets the connection. A peer that really
+        // restarted answers the ACK with an RST at RCV.NXT.
+        self.stats.syn_challenged += 1;
         self.challenge_ack(now, &f, io);
     }
 

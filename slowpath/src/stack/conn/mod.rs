@@ -5,7 +5,8 @@
 //! share; the work is split by stage:
 //!
 //! * [`exceptions`]: frames the fast path hands up, dispatched by state;
-//! * [`passive`] and [`active`]: the two ways a connection opens;
+//! * [`passive`] and [`active`]: the two ways a connection opens, and
+//!   [`cookie`], the SYN cookies of a passive open under a SYN flood;
 //! * [`close`]: FINs, TIME_WAIT, resets, release and teardown;
 //! * [`timers`]: handshake retransmission and per-flow inspection (RTO,
 //!   zero-window persist, FIN_WAIT_2 bound);
@@ -23,6 +24,7 @@ use super::{AppId, FlowSummary, Stack};
 
 mod active;
 mod close;
+mod cookie;
 mod exceptions;
 mod passive;
 mod requests;
@@ -53,6 +55,9 @@ pub(super) struct Listener {
     pub(super) reuse: bool,
     /// Becomes `FlowState::opaque` of accepted flows.
     pub(super) opaque: u64,
+    /// Until when final ACKs are checked against SYN cookies (set when a
+    /// cookie is sent; see `cookie`).
+    pub(super) cookies_until: u64,
 }
 
 /// What the peer's SYN (or SYN-ACK) offered.

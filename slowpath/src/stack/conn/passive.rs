@@ -1,7 +1,9 @@
 //! Passive open: a listener's SYN becomes a half-open connection
 //! (SYN_RCVD, not in the flow table), SYN-ACKs are sent and resent, and the
 //! final ACK installs the flow and announces it to the app (`ACCEPTED`),
-//! within the listener's backlog and the half-open limits.
+//! within the listener's backlog and the half-open limits. While the
+//! half-open table is full, SYNs get SYN cookies instead (see `cookie`) and
+//! a cookie's final ACK makes the connection.
 
 use tas_abi::{ctl, CtlMsg};
 use tas_engine::engine::ts_now;
@@ -9,7 +11,7 @@ use tas_engine::flow::{cfg as fcfg, FlowKey, FlowState};
 use tas_engine::seq;
 use tas_engine::wire::tcp;
 
-use super::{flow_info, wscale_for, HalfOpen, Parsed, PeerOpts};
+use super::{cookie, flow_info, wscale_for, HalfOpen, Parsed, PeerOpts};
 use crate::stack::{tuple, FpCmd, Stack, StackIo, Timer};
 
 impl Stack {
@@ -23,28 +25,24 @@ impl Stack {
             self.stats.dropped_malformed += 1;
             return;
         };
-        let Some(lids) = self.ports.get(&p.key.local_port) else {
+        let Some(lid) = self.listener_for(&p.key) else {
             return;
         };
-        if lids.is_empty() {
-            return;
-        }
-        let lid = lids[p.key.hash() as usize % lids.len()];
         let Some(lst) = self.listeners.get(&lid) else {
             return;
         };
         if lst.pending >= lst.backlog {
+            // Linux drops these too, cookies or not: the app is behind.
             self.stats.syn_dropped_backlog += 1;
-            return;
-        }
-        if lst.half_open as u64 >= (lst.backlog as u64 * 2).max(64)
-            || self.half_open.len() >= self.cfg.max_half_open as usize
-        {
-            self.stats.syn_dropped_overflow += 1;
             return;
         }
         let flags = p.seg.flags();
         let ecn = self.cfg.ecn && flags & (tcp::ECE | tcp::CWR) == (tcp::ECE | tcp::CWR);
+        if lst.half_open as u64 >= (lst.backlog as u64 * 2).max(64)
+            || self.half_open.len() >= self.cfg.max_half_open as usize
+        {
+            return self.cookie_syn(now, p, &opts, lid, ecn, io);
+        }
         let h = HalfOpen {
             listener: lid,
             app: lst.app,
@@ -62,23 +60,164 @@ impl Stack {
         if let Some(l) = self.listeners.get_mut(&lid) {
             l.half_open += 1;
         }
-        self.send_synack(now, &p.key, &h, io);
+        self.send_synack(&p.key, &h, ts_now(now), io);
         self.half_open.insert(p.key, h);
         self.schedule(h.deadline, Timer::HalfOpen(tuple(&p.key)));
     }
 
-    pub(super) fn send_synack(
+    /// A SYN while the half-open table is full: answered with a SYN cookie
+    /// (RFC 4987 §3.6) and no state kept, if the connection could be made
+    /// now; otherwise (or with cookies off) dropped.
+    fn cookie_syn(
         &mut self,
         now: u64,
+        p: &Parsed<'_>,
+        opts: &tcp::TcpOptions,
+        lid: u32,
+        ecn: bool,
+        io: &mut impl StackIo,
+    ) {
+        let Some(lst) = self.listeners.get(&lid) else {
+            return;
+        };
+        let (app, rx_size, tx_size) = (lst.app, lst.rx_size, lst.tx_size);
+        if !self.cfg.syncookies {
+            self.stats.syn_dropped_overflow += 1;
+            return;
+        }
+        // No cookie for a connection that could not be made: its final ACK
+        // would only be dropped.
+        if !self.room_for(app, rx_size, tx_size, io) {
+            self.stats.syncookies_refused += 1;
+            self.stats.syn_dropped_overflow += 1;
+            return;
+        }
+        let mut peer = PeerOpts::from_options(opts, ecn);
+        if peer.ts.is_none() {
+            // Only the timestamp can carry these back: offer none of them
+            // (Linux clears them the same way).
+            peer.ws = None;
+            peer.sack = false;
+            peer.ecn = false;
+        }
+        let irs = p.seg.seq();
+        let iss = cookie::make(
+            self.cookie_key,
+            &p.key,
+            irs,
+            now,
+            cookie::mss_index(peer.mss),
+        );
+        let h = HalfOpen {
+            listener: lid,
+            app,
+            irs,
+            iss,
+            peer,
+            mac: p.mac,
+            our_ws: wscale_for(rx_size),
+            rx_size,
+            tx_size,
+            first_sent: now,
+            retries: 0,
+            deadline: 0,
+        };
+        if let Some(l) = self.listeners.get_mut(&lid) {
+            l.cookies_until = now.saturating_add(cookie::VALID_NS);
+        }
+        self.stats.syncookies_sent += 1;
+        let tsval = cookie::encode_ts(ts_now(now), peer.ws, peer.sack, peer.ecn);
+        self.send_synack(&p.key, &h, tsval, io);
+    }
+
+    /// An ACK without a connection to a listening port. If the listener
+    /// sent cookies lately and SEG.ACK - 1 is a cookie for this 4-tuple and
+    /// SEG.SEQ - 1, the connection is made from what the cookie and the
+    /// echoed timestamp carry (or the ACK is dropped when there is no room)
+    /// and true is returned; false: not a cookie's ACK (the caller answers
+    /// it with an RST, as RFC 9293 §3.10.7.2 says for an ACK in LISTEN).
+    pub(super) fn cookie_ack(
+        &mut self,
+        now: u64,
+        p: &Parsed<'_>,
+        frame: &[u8],
+        io: &mut impl StackIo,
+    ) -> bool {
+        if !self.cfg.syncookies {
+            return false;
+        }
+        let Some(lid) = self.listener_for(&p.key) else {
+            return false;
+        };
+        let Some(lst) = self.listeners.get(&lid) else {
+            return false;
+        };
+        if now >= lst.cookies_until {
+            return false;
+        }
+        let (app, rx_size, tx_size) = (lst.app, lst.rx_size, lst.tx_size);
+        let irs = p.seg.seq().wrapping_sub(1);
+        let iss = p.seg.ack().wrapping_sub(1);
+        let ts = p.seg.timestamp();
+        let opts = match ts {
+            Some((_, tsecr)) => cookie::decode_ts(tsecr, ts_now(now)),
+            None => Some((None, false, false)),
+        };
+        let idx = cookie::check(self.cookie_key, &p.key, irs, iss, now);
+        let (Some(idx), Some((ws, sack, ecn))) = (idx, opts) else {
+            self.stats.syncookies_failed += 1;
+            return false;
+        };
+        self.stats.syncookies_recv += 1;
+        let h = HalfOpen {
+            listener: lid,
+            app,
+            irs,
+            iss,
+            peer: PeerOpts {
+                mss: cookie::MSS_TABLE[idx as usize],
+                ws,
+                sack,
+                ts: ts.map(|t| t.0),
+                ecn: ecn && self.cfg.ecn,
+            },
+            mac: p.mac,
+            our_ws: wscale_for(rx_size),
+            rx_size,
+            tx_size,
+            first_sent: now,
+            // Not a first transmission as far as we know: no handshake RTT.
+            retries: 1,
+            deadline: 0,
+        };
+        self.complete_passive(now, p, &h, frame, true, io);
+        true
+    }
+
+    /// The listener a connection of `key` belongs to (with `F_REUSEPORT`,
+    /// one of the port's listeners by the 4-tuple's hash).
+    fn listener_for(&self, key: &FlowKey) -> Option<u32> {
+        let lids = self.ports.get(&key.local_port)?;
+        if lids.is_empty() {
+            return None;
+        }
+        Some(lids[key.hash() as usize % lids.len()])
+    }
+
+    /// A SYN-ACK for `h` with `tsval` as our timestamp (if the peer uses
+    /// timestamps).
+    pub(super) fn send_synack(
+        &mut self,
         key: &FlowKey,
         h: &HalfOpen,
+        tsval: u32,
         io: &mut impl StackIo,
     ) {
         let options = tcp::TcpOptions {
             mss: Some(self.our_mss()),
             wscale: h.peer.ws.map(|_| h.our_ws),
             sack_permitted: h.peer.sack,
-            timestamp: h.peer.ts.map(|tsv| (ts_now(now), tsv)),
+            timestamp: h.peer.ts.map(|tsv| (tsval, tsv)),
             ..Default::default()
         };
         let t = tcp::TcpRepr {
@@ -128,7 +267,7 @@ impl Stack {
             } else if p.seg.seq() == h.irs {
                 // Our SYN-ACK was lost (or theirs is a duplicate).
                 self.stats.synack_retransmits += 1;
-                self.send_synack(now, &p.key, &h, io);
+                self.send_synack(&p.key, &h, ts_now(now), io);
             } else {
                 // A new incarnation: forget the old attempt.
                 self.drop_half_open(&p.key);
@@ -151,15 +290,22 @@ impl Stack {
             self.stats.dropped_other += 1;
             return;
         }
-        self.complete_passive(now, p, &h, frame, io);
+        self.complete_passive(now, p, &h, frame, false, io);
     }
 
+    /// The final ACK of a handshake: installs the flow and announces it.
+    /// For a SYN cookie's (`cookie`), no room for the connection (app memory,
+    /// flow table) means the ACK is dropped: the client thinks it is
+    /// connected and sends again, and the cookie is still good then. Linux
+    /// drops it the same way when the accept queue is full; an accepted
+    /// connection that is reset at once would be worse.
     fn complete_passive(
         &mut self,
         now: u64,
         p: &Parsed<'_>,
         h: &HalfOpen,
         frame: &[u8],
+        cookie: bool,
         io: &mut impl StackIo,
     ) {
         let key = p.key;
@@ -169,11 +315,16 @@ impl Stack {
             return;
         };
         if lst.pending >= lst.backlog {
-            // Linux: drop the ACK, keep SYN_RCVD; the SYN-ACK timer retries.
+            // Linux: drop the ACK, keep SYN_RCVD; the SYN-ACK timer retries
+            // (after a cookie: the client's retransmission).
             self.stats.accept_overflow += 1;
             return;
         }
         let Some((rx, tx)) = self.alloc_rings(h.app, h.rx_size, h.tx_size, io) else {
+            if cookie {
+                self.stats.syncookies_dropped += 1;
+                return;
+            }
             self.drop_half_open(&key);
             self.send_rst_reply(p.mac, &key, &p.seg, io);
             return;
@@ -237,11 +388,17 @@ impl Stack {
         let next_hop = self.next_hop(key.remote_ip);
         let Some(id) = self.install(now, f, h.app, rx, tx, next_hop, hs_rtt, cc) else {
             Self::free_rings(h.app, rx, tx, io);
+            if cookie {
+                self.stats.syncookies_dropped += 1;
+                return;
+            }
             self.drop_half_open(&key);
             self.send_rst_reply(p.mac, &key, &p.seg, io);
             return;
         };
-        self.drop_half_open(&key);
+        if !cookie {
+            self.drop_half_open(&key);
+        }
         if let Some(l) = self.listeners.get_mut(&h.listener) {
             l.pending += 1;
         }

@@ -61,6 +61,7 @@ impl Stack {
                 tx_size: buf_len(tx_size, self.cfg.default_tx_buf),
                 reuse,
                 opaque: msg.info.opaque,
+                cookies_until: 0,
             },
         );
         self.ports.entry(port).or_default().push(id);

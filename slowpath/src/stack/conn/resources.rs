@@ -81,6 +81,27 @@ impl Stack {
         Some((Ring { base: rb, len: rx }, Ring { base: tb, len: tx }))
     }
 
+    /// Whether a new connection of `app` with rings of `rx` and `tx` bytes
+    /// would find room now: the flow table below its fill watermark
+    /// (15/16, leaving the rest to connections whose handshake state we
+    /// hold) and the app's memory able to hold both rings (tried: allocated
+    /// and given back at once).
+    pub(super) fn room_for(&mut self, app: AppId, rx: u32, tx: u32, io: &mut impl StackIo) -> bool {
+        let cap = self.table.capacity();
+        if self.table.len() >= cap - cap / 16 {
+            return false;
+        }
+        let Some(rb) = io.alloc(app, rx) else {
+            return false;
+        };
+        let tb = io.alloc(app, tx);
+        io.free(app, rb, rx);
+        if let Some(tb) = tb {
+            io.free(app, tb, tx);
+        }
+        tb.is_some()
+    }
+
     pub(super) fn free_rings(app: AppId, rx: Ring, tx: Ring, io: &mut impl StackIo) {
         io.free(app, rx.base, rx.len);
         io.free(app, tx.base, tx.len);

@@ -9,12 +9,10 @@ use tas_engine::flow::{cfg as fcfg, FlowKey, FlowState};
 use tas_engine::wire::{frame, tcp};
 
 use super::MIN_PEER_MSS;
-use crate::stack::{Stack, StackIo, SEC};
+use crate::stack::{Stack, StackIo, CHALLENGE_BURST, CHALLENGE_RATE, SEC};
 
 /// IPv4 TTL of everything we send.
 const TTL: u8 = 64;
-/// Challenge ACKs per second, all flows together (RFC 5961 §7).
-const CHALLENGE_LIMIT: u32 = 1000;
 
 impl Stack {
     pub(super) fn our_mss(&self) -> u16 {
@@ -116,14 +114,22 @@ impl Stack {
         self.send_tcp(io, mac, key, &t, &[]);
     }
 
+    /// A challenge ACK (RFC 5961 §3.2, §4.2): <SEQ=SND.NXT><ACK=RCV.NXT>
+    /// <CTL=ACK>, if the daemon-wide token bucket allows (§7: 1000 a second
+    /// as Linux's `tcp_challenge_ack_limit`, at most 1000 at once). A bucket
+    /// rather than a count per second: a window that restarts would let
+    /// twice the limit out within a moment across its boundary.
     pub(super) fn challenge_ack(&mut self, now: u64, f: &FlowState, io: &mut impl StackIo) {
-        if now.saturating_sub(self.challenge.0) >= SEC {
-            self.challenge = (now, 0);
-        }
-        if self.challenge.1 >= CHALLENGE_LIMIT {
+        let (last, tokens) = self.challenge;
+        let refill = now.saturating_sub(last).saturating_mul(CHALLENGE_RATE);
+        let tokens = tokens.saturating_add(refill).min(CHALLENGE_BURST * SEC);
+        // A clock that went backwards adds nothing (max keeps `last`).
+        self.challenge = (now.max(last), tokens);
+        if tokens < SEC {
+            self.stats.challenge_acks_limited += 1;
             return;
         }
-        self.challenge.1 += 1;
+        self.challenge.1 = tokens - SEC;
         self.stats.challenge_acks += 1;
         self.send_flow_segment(now, f, f.tx_next_seq, 0, &[], io);
     }

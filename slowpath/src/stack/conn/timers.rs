@@ -3,6 +3,7 @@
 //! zero-window persist probes, the FIN the app still owes after `CLOSE`,
 //! the FIN_WAIT_2 bound, TIME_WAIT expiry).
 
+use tas_engine::engine::ts_now;
 use tas_engine::flow::{st, FlowKey};
 use tas_engine::flowtable::FlowId;
 
@@ -89,7 +90,7 @@ impl Stack {
         h.deadline = now.saturating_add(shifted(self.cfg.syn_rto_ns.max(1), h.retries));
         let h = *h;
         self.stats.synack_retransmits += 1;
-        self.send_synack(now, &key, &h, io);
+        self.send_synack(&key, &h, ts_now(now), io);
         self.schedule(h.deadline, Timer::HalfOpen(tuple(&key)));
     }
 

@@ -145,16 +145,20 @@ impl Stack {
             self.stats.time_wait_killed += 1;
             return true;
         }
-        if flags & tcp::SYN != 0 && flags & tcp::ACK == 0 {
+        if flags & tcp::SYN != 0 {
             let newer_ts = e.f.cfg & fcfg::TS != 0
                 && seg
                     .timestamp()
                     .is_some_and(|(val, _)| seq::gt(val, e.f.tx_next_ts));
-            if seq::gt(seg.seq(), e.f.rx_next_seq) || newer_ts {
+            let newer = seq::gt(seg.seq(), e.f.rx_next_seq) || newer_ts;
+            if flags & tcp::ACK == 0 && newer {
                 self.time_wait.entries.remove(&p.key);
                 self.stats.time_wait_reused += 1;
                 return false;
             }
+            // RFC 5961 §4.2: any other SYN (an old one, a SYN|ACK) gets a
+            // challenge ACK from our final state and changes nothing.
+            self.stats.syn_challenged += 1;
             self.time_wait_ack(now, &p.key, e, io);
             return true;
         }

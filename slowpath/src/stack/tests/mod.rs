@@ -25,7 +25,9 @@ mod control;
 mod established;
 mod icmp;
 mod open;
+mod rfc5961;
 mod robustness;
+mod syncookies;
 
 const APP: AppId = 1;
 const PORT: u16 = 80;
