@@ -20,5 +20,7 @@ pub mod cc;
 pub mod config;
 pub mod ctlsock;
 pub mod daemon;
+pub mod ratelimit;
+pub mod runfiles;
 pub mod scale;
 pub mod stack;

@@ -72,7 +72,7 @@
 //! sender → `RESULT` with `EINVAL`/`EBADF`; never a panic.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use tas_abi::{ctl, CtlMsg};
@@ -241,9 +241,15 @@ pub struct StackStats {
     pub synack_sent: u64,
     pub synack_retransmits: u64,
     pub half_open_timeouts: u64,
+    /// SYNs dropped because the listener's accept queue was full (or its
+    /// app is not taking its control messages: see
+    /// [`Stack::set_app_throttled`]).
     pub syn_dropped_backlog: u64,
     pub syn_dropped_overflow: u64,
+    /// Final ACKs dropped because the accept queue was full.
     pub accept_overflow: u64,
+    /// Linux's `ListenOverflows`: `syn_dropped_backlog + accept_overflow`.
+    pub listen_overflows: u64,
     pub syn_sent: u64,
     pub syn_retransmits: u64,
     pub accepted: u64,
@@ -280,6 +286,22 @@ pub struct StackStats {
     pub cc_deferred: u64,
     pub cc_switches: u64,
     pub cc_kicks: u64,
+}
+
+/// One listener, for `tasctl listeners`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListenerInfo {
+    pub id: u32,
+    pub app: AppId,
+    pub port: u16,
+    /// The accept queue's size (the app's backlog, clamped).
+    pub backlog: u32,
+    /// Connections announced to the app and not yet taken (`ACCEPT`
+    /// credit outstanding): the accept queue's fill.
+    pub pending: u32,
+    /// Handshakes in progress (SYN_RCVD).
+    pub half_open: u32,
+    pub reuseport: bool,
 }
 
 /// (local ip, remote ip, local port, remote port): an ordered 4-tuple.
@@ -333,6 +355,9 @@ pub struct Stack {
     timers: BinaryHeap<Reverse<(u64, Timer)>>,
     /// Challenge-ACK rate limit: (window start, count in window).
     challenge: (u64, u32),
+    /// Apps that do not take their control messages: no new connections
+    /// are accepted for them.
+    throttled: HashSet<AppId>,
     stats: StackStats,
     /// The fast-path lane the frame being handled arrived on: flows
     /// installed while handling it are steered to that lane (`group`),
@@ -369,6 +394,7 @@ impl Stack {
             next_housekeeping: 0,
             timers: BinaryHeap::new(),
             challenge: (0, 0),
+            throttled: HashSet::new(),
             stats: StackStats::default(),
             rx_lane: 0,
             #[cfg(test)]
@@ -454,7 +480,28 @@ impl Stack {
     }
 
     pub fn stats(&self) -> StackStats {
-        self.stats
+        let mut s = self.stats;
+        s.listen_overflows = s.syn_dropped_backlog + s.accept_overflow;
+        s
+    }
+
+    /// Back-pressure from the app's control channel: while `on`, SYNs for
+    /// the app's listeners are dropped (counted as listen overflows), as if
+    /// its accept queues were full; the peers retry. The daemon sets it when
+    /// the app's undelivered control messages pass a bound and clears it
+    /// when they have drained (and when the app is gone).
+    pub fn set_app_throttled(&mut self, app: AppId, on: bool) {
+        if on {
+            self.throttled.insert(app);
+        } else {
+            self.throttled.remove(&app);
+        }
+    }
+
+    /// Whether new connections for `app` are refused (see
+    /// [`Stack::set_app_throttled`]).
+    pub(crate) fn app_throttled(&self, app: AppId) -> bool {
+        !self.throttled.is_empty() && self.throttled.contains(&app)
     }
 
     fn schedule(&mut self, at: u64, timer: Timer) {
