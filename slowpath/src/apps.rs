@@ -784,4 +784,248 @@ mod tests {
         assert_eq!(a.alloc(4096 * 10), Some(4096));
         assert!(a.alloc(u32::MAX).is_none());
     }
+
+    fn msg(i: u32) -> CtlMsg {
+        let mut m = CtlMsg::new(ctl::RESET);
+        m.flow = i;
+        m
+    }
+
+    #[test]
+    fn outbox_keeps_order_and_never_drops() {
+        let mut o = Outbox::default();
+        let mut socket: Vec<u32> = Vec::new();
+        let mut room = 3;
+        let mut put = |m: &CtlMsg, room: &mut usize| {
+            if *room == 0 {
+                return Delivery::Full;
+            }
+            *room -= 1;
+            socket.push(m.flow);
+            Delivery::Sent
+        };
+        for i in 0..10 {
+            o.send(&msg(i), |m| put(m, &mut room));
+        }
+        assert_eq!((o.len(), o.deferred, o.peak), (7, 7, 7));
+        // Room for 4: they go in order, the rest keeps waiting.
+        room = 4;
+        assert_eq!(o.flush(|m| put(m, &mut room)), Delivery::Full);
+        assert_eq!(o.len(), 3);
+        // A new message never overtakes waiting ones, even with room.
+        room = 100;
+        assert_eq!(o.send(&msg(10), |m| put(m, &mut room)), Delivery::Full);
+        assert_eq!(o.flush(|m| put(m, &mut room)), Delivery::Sent);
+        assert!(o.is_empty());
+        assert_eq!(socket, (0..=10).collect::<Vec<_>>());
+        // A broken socket empties the outbox.
+        o.send(&msg(11), |_| Delivery::Full);
+        assert_eq!(o.flush(|_| Delivery::Gone), Delivery::Gone);
+        assert!(o.is_empty());
+    }
+
+    fn test_dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("tas-apps-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn bound(tag: &str) -> (Apps, std::path::PathBuf) {
+        let d = test_dir(tag);
+        let path = d.join("a.sock");
+        let mut apps = Apps::bind(
+            &path,
+            1 << 20,
+            SockPerms {
+                mode: 0o600,
+                gid: None,
+            },
+        )
+        .unwrap();
+        apps.event_cap = 64;
+        apps.cmd_cap = 64;
+        (apps, path)
+    }
+
+    fn client(path: &Path) -> OwnedFd {
+        let fd = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let addr = nix::sys::socket::UnixAddr::new(path).unwrap();
+        nix::sys::socket::connect(fd.as_raw_fd(), &addr).unwrap();
+        fd
+    }
+
+    fn say(fd: &OwnedFd, m: &CtlMsg) {
+        sendmsg::<()>(
+            fd.as_raw_fd(),
+            &[IoSlice::new(m.as_bytes())],
+            &[],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+    }
+
+    /// Reads one message (with any fds, closed), waiting up to 1 s.
+    fn hear(fd: &OwnedFd) -> Option<CtlMsg> {
+        let mut p = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        nix::poll::poll(&mut p, nix::poll::PollTimeout::from(1000u16)).ok()?;
+        let mut buf = [0u8; 256];
+        let mut cspace = nix::cmsg_space!([RawFd; 3]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let r = nix::sys::socket::recvmsg::<()>(
+            fd.as_raw_fd(),
+            &mut iov,
+            Some(&mut cspace),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .ok()?;
+        for c in r.cmsgs().ok()? {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+                for f in fds {
+                    // SAFETY: received by SCM_RIGHTS, ours to close.
+                    drop(unsafe { OwnedFd::from_raw_fd(f) });
+                }
+            }
+        }
+        let n = r.bytes;
+        CtlMsg::from_bytes(&buf[..n])
+    }
+
+    /// Accepts what waits and runs every HELLO that arrived.
+    fn serve(apps: &mut Apps, now: u64, wake: RawFd) -> Vec<AppId> {
+        apps.accept_new(now);
+        let tokens: Vec<u64> = apps.pending_fds().map(|(t, _)| t).collect();
+        tokens
+            .into_iter()
+            .filter_map(|t| apps.hello(t, wake).map(|(id, _)| id))
+            .collect()
+    }
+
+    #[test]
+    fn a_slow_app_gets_every_message_in_order_and_is_throttled_meanwhile() {
+        let (mut apps, path) = bound("slow");
+        let wake = eventfd().unwrap();
+        let c = client(&path);
+        say(&c, &CtlMsg::hello(9));
+        let ids = serve(&mut apps, 0, wake.as_raw_fd());
+        assert_eq!(ids.len(), 1);
+        let id = ids[0];
+        let ok = hear(&c).unwrap();
+        assert_eq!((ok.kind, ok.req), (ctl::HELLO_OK, 9));
+        // The app reads nothing while more than OUTBOX_HARD messages are
+        // sent (its socket's buffer takes a few hundred).
+        let total = (OUTBOX_HARD + 2000) as u32;
+        for i in 0..total {
+            apps.send(id, &msg(i));
+        }
+        assert!(!apps.wants_requests(id));
+        assert!(apps.has_outbox(id));
+        assert_eq!(apps.take_throttle_changes(), vec![(id, true)]);
+        assert!(apps.stats.msgs_deferred > 0 && apps.stats.throttled == 1);
+        // Now it reads; whenever its socket has room, the outbox moves.
+        let mut next = 0u32;
+        while next < total {
+            let m = hear(&c).unwrap_or_else(|| {
+                apps.flush(id);
+                hear(&c).expect("a message after flushing")
+            });
+            assert_eq!(m.flow, next, "out of order or lost");
+            next += 1;
+            if next % 64 == 0 {
+                apps.flush(id);
+            }
+        }
+        apps.flush(id);
+        assert!(!apps.has_outbox(id) && apps.wants_requests(id));
+        assert_eq!(apps.take_throttle_changes(), vec![(id, false)]);
+        assert_eq!(apps.stats.msgs_undeliverable, 0);
+        // Once the app hangs up, messages for it are counted, not kept.
+        drop(c);
+        for i in 0..1000 {
+            apps.send(id, &msg(i));
+        }
+        assert!(apps.stats.msgs_undeliverable > 0);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn silent_clients_time_out_and_limits_refuse_clearly() {
+        let (mut apps, path) = bound("attach");
+        let wake = eventfd().unwrap();
+        // Silent connections wait without blocking anything, then expire.
+        let silent: Vec<OwnedFd> = (0..3).map(|_| client(&path)).collect();
+        assert!(serve(&mut apps, 1000, wake.as_raw_fd()).is_empty());
+        assert_eq!(apps.pending_fds().count(), 3);
+        assert_eq!(apps.next_deadline(), Some(1000 + HELLO_TIMEOUT_NS));
+        apps.expire_pending(1000 + HELLO_TIMEOUT_NS - 1);
+        assert_eq!(apps.pending_fds().count(), 3);
+        apps.expire_pending(1000 + HELLO_TIMEOUT_NS);
+        assert_eq!(apps.pending_fds().count(), 0);
+        assert_eq!(apps.stats.attach_timeouts, 3);
+        for s in &silent {
+            // Closed by the daemon: the client reads end of file.
+            assert_eq!(
+                recv(s.as_raw_fd(), &mut [0u8; 8], MsgFlags::MSG_DONTWAIT),
+                Ok(0)
+            );
+        }
+        // At most MAX_PENDING wait; a newer one pushes out the oldest.
+        let mut many = Vec::new();
+        for i in 0..MAX_PENDING + 1 {
+            many.push(client(&path));
+            if i % 64 == 63 {
+                apps.accept_new(2000);
+            }
+        }
+        apps.accept_new(2000);
+        assert_eq!(apps.pending_fds().count(), MAX_PENDING);
+        assert_eq!(apps.stats.attach_timeouts, 4);
+        apps.expire_pending(u64::MAX);
+        drop(many);
+        // Per-process limit: the second attachment of this process is
+        // refused with EMFILE and the reason.
+        apps.limits.per_process = 1;
+        let a = client(&path);
+        say(&a, &CtlMsg::hello(1));
+        assert_eq!(serve(&mut apps, 3000, wake.as_raw_fd()).len(), 1);
+        assert_eq!(hear(&a).unwrap().kind, ctl::HELLO_OK);
+        let b = client(&path);
+        say(&b, &CtlMsg::hello(2));
+        assert!(serve(&mut apps, 3000, wake.as_raw_fd()).is_empty());
+        let r = hear(&b).unwrap();
+        assert_eq!(
+            (r.kind, r.req, r.err, r.arg[0], r.arg[1]),
+            (ctl::RESULT, 2, libc::EMFILE, ctl::REFUSED_PER_PROCESS, 1)
+        );
+        // Per-user limit likewise (EUSERS).
+        apps.limits.per_process = 8;
+        apps.limits.per_uid = 1;
+        let b = client(&path);
+        say(&b, &CtlMsg::hello(3));
+        assert!(serve(&mut apps, 3000, wake.as_raw_fd()).is_empty());
+        let r = hear(&b).unwrap();
+        assert_eq!((r.err, r.arg[0]), (libc::EUSERS, ctl::REFUSED_PER_UID));
+        // A wrong ABI version.
+        apps.limits.per_uid = 8;
+        let v = client(&path);
+        let mut h = CtlMsg::hello(4);
+        h.arg[0] = ABI_VERSION + 1;
+        say(&v, &h);
+        assert!(serve(&mut apps, 3000, wake.as_raw_fd()).is_empty());
+        let r = hear(&v).unwrap();
+        assert_eq!((r.err, r.arg[0]), (libc::EPROTO, ctl::REFUSED_VERSION));
+        assert_eq!(apps.stats.attach_refused, 3);
+        drop(a);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
 }

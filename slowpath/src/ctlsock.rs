@@ -623,4 +623,56 @@ mod tests {
         assert!(matches!(e, ClientError::Connect { .. }), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_client_that_does_not_read_costs_one_answer() {
+        let dir = std::env::temp_dir().join(format!("tas-ctl-slow-{}", std::process::id()));
+        let path = dir.join("t.sock.ctl");
+        let mut srv = CtlServer::bind(&path).unwrap();
+        let handler = |_: Request| Reply::ok(&"x".repeat(1000));
+        let mut c = UnixStream::connect(&path).unwrap();
+        c.set_nonblocking(true).unwrap();
+        let line = b"{\"cmd\":\"status\"}\n";
+        let mut written = 0usize;
+        let mut pend: &[u8] = &[];
+        let batch = line.repeat(1000);
+        for _ in 0..300 {
+            if pend.is_empty() {
+                pend = &batch;
+            }
+            match c.write(pend) {
+                Ok(n) => {
+                    written += n;
+                    pend = &pend[n..];
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            srv.service(handler);
+            let sc = &srv.clients[0];
+            assert!(sc.inbuf.len() <= MAX_LINE + 4096, "{}", sc.inbuf.len());
+            assert!(sc.out.len() <= 2048, "{}", sc.out.len());
+        }
+        let requests = written / line.len();
+        assert!(requests > 100, "only {requests} requests went out");
+        // Everything written is answered once the client reads (a partly
+        // written request line is completed first).
+        c.write_all(&line[written % line.len()..]).ok();
+        let total = requests + usize::from(written % line.len() != 0);
+        let mut got = 0;
+        let mut buf = vec![0u8; 1 << 16];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while got < total && Instant::now() < deadline {
+            srv.service(handler);
+            match c.read(&mut buf) {
+                Ok(n) => got += buf[..n].iter().filter(|&&b| b == b'\n').count(),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, total);
+        assert_eq!(srv.requests as usize, total);
+        drop(srv);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
