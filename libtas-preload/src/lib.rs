@@ -299,7 +299,7 @@ fn attach_parts(path: &Path) -> io::Result<Attachment> {
     let hello = CtlMsg::hello(0);
     sendmsg::<()>(
         sock.as_raw_fd(),
-        &[IoSlice::new(&hello.as_bytes())],
+        &[IoSlice::new(hello.as_bytes())],
         &[],
         MsgFlags::MSG_NOSIGNAL,
         None,
