@@ -552,7 +552,7 @@ impl Apps {
                     throttled: false,
                 });
                 self.stats.attached_total += 1;
-                tracing::info!(app = id, pid, uid, "app attached");
+                crate::info_limited!(app = id, pid, uid, "app attached");
                 Some((id, ports))
             }
             Err(e) => {
@@ -758,7 +758,7 @@ impl Apps {
     pub fn remove(&mut self, id: AppId) -> Option<App> {
         let a = self.apps.get_mut(id as usize)?.take();
         if let Some(a) = &a {
-            tracing::info!(app = id, pid = a.pid, "app detached");
+            crate::info_limited!(app = id, pid = a.pid, "app detached");
         }
         a
     }

@@ -1,7 +1,8 @@
 //! Rate-limited warnings: every warning that outside input can cause (an
 //! app's or a control client's misbehaviour, a flood of attach attempts)
-//! goes through [`warn_limited!`](crate::warn_limited), so no client can
-//! fill the log.
+//! goes through [`warn_limited!`](crate::warn_limited) (and routine lines
+//! whose rate a client decides, like apps attaching, through
+//! [`info_limited!`](crate::info_limited)), so no client can fill the log.
 //!
 //! Each call site logs at most [`BURST`] lines per [`WINDOW_NS`]; what it
 //! suppresses is counted, reported as `suppressed=N` on the site's next
@@ -77,6 +78,22 @@ macro_rules! warn_limited {
                 ::tracing::warn!(suppressed, $($arg)+);
             } else {
                 ::tracing::warn!($($arg)+);
+            }
+        }
+    }};
+}
+
+/// `tracing::info!` with the same per-call-site rate limit, for routine
+/// lines whose rate outside input decides (apps attaching and detaching).
+#[macro_export]
+macro_rules! info_limited {
+    ($($arg:tt)+) => {{
+        static LIMIT: $crate::ratelimit::RateLimit = $crate::ratelimit::RateLimit::new();
+        if let Some(suppressed) = LIMIT.check(::tas_runtime::now_ns()) {
+            if suppressed > 0 {
+                ::tracing::info!(suppressed, $($arg)+);
+            } else {
+                ::tracing::info!($($arg)+);
             }
         }
     }};

@@ -45,7 +45,9 @@
 //!   queue until the slow path catches up (counted per round in
 //!   `exc_backpressure`): the NIC's own ring then fills and drops, as on any
 //!   overloaded host, but nothing that tasd has already taken in is lost.
-//!   When the buffer pool is empty, the overflow allocates (only then).
+//!   Buffers come from the lane's pool (1,024 of them); only while the
+//!   slow path lags that far behind are more allocated (and freed again
+//!   when the pool is full).
 //! * **Slow path → lane (commands).** A command (`Send`, `Retransmit`,
 //!   `Kick`, `AddApp`, ...) that does not fit the lane's queue waits in the
 //!   slow path's [`LaneCommands`] backlog for that lane, in order, and is
