@@ -757,6 +757,11 @@ impl Apps {
     /// Drops an app's resources (after the core released its region).
     pub fn remove(&mut self, id: AppId) -> Option<App> {
         let a = self.apps.get_mut(id as usize)?.take();
+        // The id may be reused: whatever was noted for the old app is void.
+        self.throttle_changes.retain(|&(i, _)| i != id);
+        if a.as_ref().is_some_and(|a| a.throttled) {
+            self.throttle_changes.push((id, false));
+        }
         if let Some(a) = &a {
             crate::info_limited!(app = id, pid = a.pid, "app detached");
         }
