@@ -184,6 +184,10 @@ fn silent_attach_connections_cost_nothing() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let t = Instant::now();
+    assert_ok(&tb.tasctl(&["status"]), "tasctl status");
+    let dt = t.elapsed();
+    assert!(dt < Duration::from_secs(1), "tasctl status took {dt:?}");
+    let t = Instant::now();
     let o = tb.run_tas(
         &bin("peer"),
         &["--tas", "connect", LNX_IP, "7002"],
