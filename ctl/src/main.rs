@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tasd::ctlsock::{self, CcShow, CoresView, Reply, Request, Stats, Status};
-use tasd::stack::FlowDetail;
+use tasd::stack::{FlowDetail, ListenerInfo};
 
 fn after_help() -> String {
     format!(
@@ -22,7 +22,7 @@ fn after_help() -> String {
          Rates take kbps/mbps/gbps (plain number: Mbit/s), times ns/us/ms/s (plain: µs).\n\n\
          Examples:\n  tasctl status\n  tasctl flows --json\n  tasctl cc set timely t_low=30us\n  \
          tasctl cc set dctcp-rate step=20mbps --port 8080\n  tasctl cc unset --port 8080\n  \
-         tasctl cores\n  tasctl cores 1-4\n\n\
+         tasctl cores\n  tasctl cores 1-4\n  tasctl listeners\n\n\
          Exit status: 0 ok, 1 request refused by tasd, 2 bad command line, 3 tasd not reachable.",
         default = tasd::config::DEFAULT_SOCKET,
         algos = tasd::cc::describe_algorithms()
@@ -79,6 +79,9 @@ enum Cmd {
         #[arg(value_name = "MIN-MAX")]
         budget: Option<String>,
     },
+    /// Listening ports and their accept queues: backlog, connections
+    /// announced to the app and not yet taken, handshakes in progress.
+    Listeners,
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,6 +249,36 @@ fn print_flows(flows: &[FlowDetail]) {
     }
 }
 
+fn print_listeners(ls: &[ListenerInfo]) {
+    let mut rows = vec![[
+        "ID",
+        "PORT",
+        "APP",
+        "BACKLOG",
+        "QUEUED",
+        "SYN_RCVD",
+        "REUSEPORT",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect::<Vec<_>>()];
+    for l in ls {
+        rows.push(vec![
+            l.id.to_string(),
+            l.port.to_string(),
+            l.app.to_string(),
+            l.backlog.to_string(),
+            l.pending.to_string(),
+            l.half_open.to_string(),
+            if l.reuseport { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    print_table(&rows);
+    if ls.is_empty() {
+        println!("(no listeners)");
+    }
+}
+
 fn print_table(rows: &[Vec<String>]) {
     print!("{}", table(rows));
 }
@@ -381,6 +414,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Cmd::Cc(CcCmd::Unset { port }) => (Request::CcUnset { port: *port }, None, None),
         Cmd::Cores { budget: None } => (Request::Cores, None, None),
+        Cmd::Listeners => (Request::Listeners, None, None),
         Cmd::Cores { budget: Some(b) } => {
             let (min, max) = parse_cores(b).map_err(Failure::Usage)?;
             (Request::CoresSet { min, max }, None, None)
@@ -421,6 +455,14 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     .map(|(k, v)| vec![k.clone(), v.to_string()])
                     .collect();
                 print_table(&rows);
+            }
+        }
+        Request::Listeners => {
+            let l: Vec<ListenerInfo> = decode(data.clone())?;
+            if cli.json {
+                print_json(&data);
+            } else {
+                print_listeners(&l);
             }
         }
         Request::Cores | Request::CoresSet { .. } => {

@@ -12,6 +12,26 @@
 //! that builds on this crate, so linking this library never hijacks a Rust
 //! program's own `socket()`), or trust that the daemon is alive — every call
 //! reports a dead daemon as an error.
+//!
+//! # When tasd goes away
+//!
+//! The attach socket hangs up; the next call that looks ([`Tas::poll`], and
+//! so every call that polls first, [`Tas::wait`], a blocked [`Tas::accept`]
+//! or [`Tas::recv_blocking`], which wake up on the hang-up) marks the
+//! attachment dead: every connection reports `ECONNRESET` (after the data
+//! already received), `wait`, `try_accept` and `connect_result` return a
+//! `NotConnected` error, and nothing spins. A later [`Tas::listen`] or
+//! [`Tas::connect_start`] attaches again ([`Tas::reattach`]) once a tasd
+//! answers at the same socket; the old attachment's connections and
+//! listeners are gone by then (their ids are invalid, `EBADF`), and
+//! [`Tas::event_fd`] and [`Tas::control_fd`] change.
+//!
+//! # Control messages never block
+//!
+//! Requests to the daemon go out without blocking; what its socket does not
+//! take waits in the attachment (in order) and goes out at the next poll.
+//! So a program never blocks on a daemon that is busy — or that stopped
+//! reading because the program does not read its answers.
 
 use nix::sys::socket::{
     connect as sock_connect, recv, recvmsg, sendmsg, socket, AddressFamily, ControlMessageOwned,
@@ -167,8 +187,14 @@ pub struct Tas {
     listeners: HashMap<ListenerId, Listener>,
     replies: VecDeque<CtlMsg>,
     backlog: VecDeque<AppCmd>,
+    /// Control messages the socket did not take yet.
+    ctl_out: VecDeque<CtlMsg>,
     next_req: u32,
     dead: bool,
+    /// The attach socket, for [`Tas::reattach`].
+    path: PathBuf,
+    /// Attach again on `listen`/`connect` once the daemon is back.
+    reattach: bool,
     local_ip: u32,
     auto_poll: bool,
     dirty_conns: Vec<ConnId>,
@@ -193,14 +219,184 @@ fn errno(e: i32) -> io::Error {
 
 fn dead() -> io::Error {
     io::Error::new(
-        io::ErrorKind::BrokenPipe,
-        "tasd is gone (attach socket closed)",
+        io::ErrorKind::NotConnected,
+        "tasd is gone (its attach socket hung up); this attachment's connections are lost",
     )
 }
+
+/// The error for a refused `HELLO` (see `tas_abi::ctl::REFUSED_*`).
+fn refusal(m: &CtlMsg, path: &Path) -> io::Error {
+    let base = errno(m.err);
+    let why = match m.arg[0] {
+        ctl::REFUSED_VERSION => format!(
+            "it speaks ABI version {}, this program version {}",
+            m.arg[1],
+            tas_abi::ABI_VERSION
+        ),
+        ctl::REFUSED_FULL => format!("every one of its {} app slots is taken", m.arg[1]),
+        ctl::REFUSED_PER_PROCESS => format!(
+            "this process already has {} attachments (tasd --max-apps-per-process)",
+            m.arg[1]
+        ),
+        ctl::REFUSED_PER_UID => format!(
+            "this user already has {} attachments (tasd --max-apps-per-uid)",
+            m.arg[1]
+        ),
+        ctl::REFUSED_NETNS => format!(
+            "this program runs in network namespace net:[{}], tasd in net:[{}]; run it in tasd's (e.g. with `ip netns exec`)",
+            m.arg[2], m.arg[1]
+        ),
+        _ => "it could not set up this app".to_string(),
+    };
+    io::Error::new(
+        base.kind(),
+        format!(
+            "tasd at {} refused the attach: {why} ({base})",
+            path.display()
+        ),
+    )
+}
+
+/// What one attach produced.
+struct Attachment {
+    sock: OwnedFd,
+    map: memmap2::MmapMut,
+    events: Vec<RingConsumer<AppEvent>>,
+    cmds: RingProducer<AppCmd>,
+    app_wake: OwnedFd,
+    core_wake: OwnedFd,
+    local_ip: u32,
+}
+
+/// Most time an attach waits for the daemon's answer.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The attach socket path: `TAS_SOCKET` or the default.
 pub fn socket_path() -> PathBuf {
     tas_abi::socket_path(None)
+}
+
+/// Connects to the daemon at `path` and runs the `HELLO` exchange.
+fn attach_parts(path: &Path) -> io::Result<Attachment> {
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
+    sock_connect(sock.as_raw_fd(), &addr).map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("cannot reach tasd at {}: {e}", path.display()),
+        )
+    })?;
+    // A daemon that accepted but does not answer (stopped, overloaded)
+    // must not hang us forever.
+    let to = nix::sys::time::TimeVal::new(ATTACH_TIMEOUT.as_secs() as i64, 0);
+    let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &to);
+    let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::SendTimeout, &to);
+    let hello = CtlMsg::hello(0);
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(hello.as_bytes())],
+        &[],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    let mut buf = [0u8; 256];
+    let mut cspace = nix::cmsg_space!([RawFd; 3]);
+    let (n, fds) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cspace),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::EAGAIN => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "tasd at {} accepted but did not answer within {ATTACH_TIMEOUT:?}",
+                    path.display()
+                ),
+            ),
+            e => e.into(),
+        })?;
+        let mut fds = Vec::new();
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(f) = c {
+                fds.extend(f);
+            }
+        }
+        (msg.bytes, fds)
+    };
+    // SAFETY: the fds arrived by SCM_RIGHTS and are ours now.
+    let owned: Vec<OwnedFd> = fds
+        .into_iter()
+        .map(|f| unsafe { OwnedFd::from_raw_fd(f) })
+        .collect();
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!(
+                "tasd at {} closed the connection without an answer",
+                path.display()
+            ),
+        ));
+    }
+    let m = CtlMsg::from_bytes(&buf[..n])
+        .ok_or_else(|| io::Error::other("tasd sent a malformed reply"))?;
+    if m.kind == ctl::RESULT && m.err != 0 {
+        return Err(refusal(&m, path));
+    }
+    if m.kind != ctl::HELLO_OK || owned.len() != 3 {
+        return Err(io::Error::other("tasd refused the attach"));
+    }
+    let ok = HelloOk::from_msg(&m)
+        .ok_or_else(|| io::Error::other("tasd announced a region layout that does not fit"))?;
+    let layout = ok.layout;
+    let (size, event_cap, cmd_cap) = (layout.size, layout.event_cap, layout.cmd_cap);
+    // One event ring per fast-path lane, back to back.
+    let rings = layout.event_rings;
+    let mut it = owned.into_iter();
+    let (memfd, app_wake, core_wake) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+    // SAFETY: the memfd is the daemon's region of `size` bytes; the
+    // mapping is shared and lives as long as this `Tas`.
+    let mut map = unsafe {
+        memmap2::MmapOptions::new()
+            .len(size as usize)
+            .map_mut(&memfd)?
+    };
+    let base = map.as_mut_ptr();
+    // SAFETY: `HelloOk::from_msg` checked that every ring lies inside a
+    // region of `size` bytes, the mapping's length.
+    let events = (0..rings)
+        .map(|i| unsafe {
+            RingConsumer::new(base.add(layout.event_ring_off(i) as usize), event_cap)
+        })
+        .collect();
+    // SAFETY: as above.
+    let cmds = unsafe { RingProducer::new(base.add(layout.cmd_off as usize), cmd_cap) };
+    let a = Attachment {
+        sock,
+        map,
+        events,
+        cmds,
+        app_wake,
+        core_wake,
+        local_ip: m.info.local_ip,
+    };
+    // SAFETY: the region starts with a RegionHeader.
+    let magic = unsafe { (*(a.map.as_ptr() as *const RegionHeader)).magic };
+    if magic != REGION_MAGIC {
+        return Err(io::Error::other("shared region has a bad magic number"));
+    }
+    let none = nix::sys::time::TimeVal::new(0, 0);
+    let _ = nix::sys::socket::setsockopt(&a.sock, nix::sys::socket::sockopt::ReceiveTimeout, &none);
+    let _ = nix::sys::socket::setsockopt(&a.sock, nix::sys::socket::sockopt::SendTimeout, &none);
+    Ok(a)
 }
 
 impl Tas {
@@ -211,108 +407,83 @@ impl Tas {
 
     /// Attaches to the daemon listening at `path`.
     pub fn attach_at(path: &Path) -> io::Result<Tas> {
-        let sock = socket(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        let addr = UnixAddr::new(path)?;
-        sock_connect(sock.as_raw_fd(), &addr).map_err(|e| {
-            io::Error::new(
-                io::Error::from(e).kind(),
-                format!("cannot reach tasd at {}: {e}", path.display()),
-            )
-        })?;
-        let hello = CtlMsg::hello(0);
-        sendmsg::<()>(
-            sock.as_raw_fd(),
-            &[IoSlice::new(&hello.as_bytes())],
-            &[],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )?;
-        let mut buf = [0u8; 256];
-        let mut cspace = nix::cmsg_space!([RawFd; 3]);
-        let (n, fds) = {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let msg = recvmsg::<()>(
-                sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut cspace),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            )?;
-            let mut fds = Vec::new();
-            for c in msg.cmsgs()? {
-                if let ControlMessageOwned::ScmRights(f) = c {
-                    fds.extend(f);
-                }
-            }
-            (msg.bytes, fds)
-        };
-        // SAFETY: the fds arrived by SCM_RIGHTS and are ours now.
-        let owned: Vec<OwnedFd> = fds
-            .into_iter()
-            .map(|f| unsafe { OwnedFd::from_raw_fd(f) })
-            .collect();
-        let m = CtlMsg::from_bytes(&buf[..n])
-            .ok_or_else(|| io::Error::other("tasd sent a malformed reply"))?;
-        if m.kind == ctl::RESULT && m.err != 0 {
-            return Err(errno(m.err));
-        }
-        if m.kind != ctl::HELLO_OK || owned.len() != 3 {
-            return Err(io::Error::other("tasd refused the attach"));
-        }
-        let ok = HelloOk::from_msg(&m)
-            .ok_or_else(|| io::Error::other("tasd announced a region layout that does not fit"))?;
-        let layout = ok.layout;
-        let (size, event_cap, cmd_cap) = (layout.size, layout.event_cap, layout.cmd_cap);
-        // One event ring per fast-path lane, back to back.
-        let rings = layout.event_rings;
-        let mut it = owned.into_iter();
-        let (memfd, app_wake, core_wake) =
-            (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
-        // SAFETY: the memfd is the daemon's region of `size` bytes; the
-        // mapping is shared and lives as long as this `Tas`.
-        let mut map = unsafe {
-            memmap2::MmapOptions::new()
-                .len(size as usize)
-                .map_mut(&memfd)?
-        };
-        let base = map.as_mut_ptr();
-        // SAFETY: `HelloOk::from_msg` checked that every ring lies inside a
-        // region of `size` bytes, the mapping's length.
-        let events = (0..rings)
-            .map(|i| unsafe {
-                RingConsumer::new(base.add(layout.event_ring_off(i) as usize), event_cap)
-            })
-            .collect();
-        // SAFETY: as above.
-        let cmds = unsafe { RingProducer::new(base.add(layout.cmd_off as usize), cmd_cap) };
+        let a = attach_parts(path)?;
         let t = Tas {
-            sock,
-            map,
-            events,
-            cmds,
-            app_wake,
-            core_wake,
+            sock: a.sock,
+            map: a.map,
+            events: a.events,
+            cmds: a.cmds,
+            app_wake: a.app_wake,
+            core_wake: a.core_wake,
             conns: HashMap::new(),
             orphans: HashMap::new(),
             listeners: HashMap::new(),
             replies: VecDeque::new(),
             backlog: VecDeque::new(),
+            ctl_out: VecDeque::new(),
             next_req: 1,
             dead: false,
-            local_ip: m.info.local_ip,
+            path: path.to_owned(),
+            reattach: true,
+            local_ip: a.local_ip,
             auto_poll: true,
             dirty_conns: Vec::new(),
             dirty_listeners: Vec::new(),
             replies_changed: false,
         };
-        if t.header().magic != REGION_MAGIC {
-            return Err(io::Error::other("shared region has a bad magic number"));
-        }
         Ok(t)
+    }
+
+    /// Attaches again (to whatever daemon answers at the same socket now),
+    /// replacing this attachment: every connection and listener of the old
+    /// one is forgotten (their ids become invalid), and [`Tas::event_fd`]
+    /// and [`Tas::control_fd`] change. Fails (and changes nothing) when no
+    /// daemon answers.
+    pub fn reattach(&mut self) -> io::Result<()> {
+        let a = attach_parts(&self.path)?;
+        self.sock = a.sock;
+        self.events = a.events;
+        self.cmds = a.cmds;
+        // The rings above point into the new mapping; the old one goes now.
+        self.map = a.map;
+        self.app_wake = a.app_wake;
+        self.core_wake = a.core_wake;
+        self.local_ip = a.local_ip;
+        self.conns.clear();
+        self.orphans.clear();
+        self.listeners.clear();
+        self.replies.clear();
+        self.backlog.clear();
+        self.ctl_out.clear();
+        self.dirty_conns.clear();
+        self.dirty_listeners.clear();
+        self.dead = false;
+        self.replies_changed = true;
+        Ok(())
+    }
+
+    /// Whether [`Tas::listen`] and [`Tas::connect_start`] attach again
+    /// when the daemon went away (on by default; the `LD_PRELOAD` shim
+    /// turns it off and attaches new contexts itself).
+    pub fn set_reattach(&mut self, on: bool) {
+        self.reattach = on;
+    }
+
+    /// Before opening something new: a dead attachment is replaced if a
+    /// daemon answers again (when allowed).
+    fn ensure_attached(&mut self) -> io::Result<()> {
+        if self.dead {
+            if !self.reattach {
+                return Err(dead());
+            }
+            self.reattach().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("tasd is gone and attaching again failed: {e}"),
+                )
+            })?;
+        }
+        Ok(())
     }
 
     fn header(&self) -> &RegionHeader {
@@ -339,18 +510,59 @@ impl Tas {
         let req = self.next_req;
         self.next_req = self.next_req.wrapping_add(1).max(1);
         m.req = req;
-        sendmsg::<()>(
-            self.sock.as_raw_fd(),
-            &[IoSlice::new(&m.as_bytes())],
-            &[],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .map_err(|_| {
-            self.dead = true;
-            dead()
-        })?;
+        self.ctl_out.push_back(m);
+        self.flush_ctl();
+        if self.dead {
+            return Err(dead());
+        }
         Ok(req)
+    }
+
+    /// Sends waiting control messages until the socket is full (never
+    /// blocks: the rest goes at the next poll).
+    fn flush_ctl(&mut self) {
+        while let Some(m) = self.ctl_out.front() {
+            match sendmsg::<()>(
+                self.sock.as_raw_fd(),
+                &[IoSlice::new(m.as_bytes())],
+                &[],
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+                None,
+            ) {
+                Ok(_) => {
+                    self.ctl_out.pop_front();
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::ENOBUFS) => break,
+                Err(_) => {
+                    self.mark_dead();
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The daemon is gone: every connection fails, every waiter wakes.
+    fn mark_dead(&mut self) {
+        if self.dead {
+            return;
+        }
+        self.dead = true;
+        self.ctl_out.clear();
+        for c in self.conns.values_mut() {
+            c.error.get_or_insert(libc::ECONNRESET);
+        }
+        let all: Vec<ConnId> = self.conns.keys().copied().collect();
+        for c in all {
+            self.mark_dirty(c);
+        }
+        let ls: Vec<ListenerId> = self.listeners.keys().copied().collect();
+        for l in ls {
+            if !self.dirty_listeners.contains(&l) {
+                self.dirty_listeners.push(l);
+            }
+        }
+        self.replies_changed = true;
     }
 
     /// Waits for the answer to request `req`.
@@ -380,6 +592,7 @@ impl Tas {
         tx: u32,
         reuseport: bool,
     ) -> io::Result<ListenerId> {
+        self.ensure_attached()?;
         let m = ListenReq {
             port,
             backlog,
@@ -400,6 +613,9 @@ impl Tas {
     /// Takes an established connection from a listener, if one is ready.
     pub fn try_accept(&mut self, l: ListenerId) -> io::Result<Option<ConnId>> {
         self.auto_poll()?;
+        if self.dead {
+            return Err(dead());
+        }
         let lst = self
             .listeners
             .get_mut(&l)
@@ -470,6 +686,7 @@ impl Tas {
         rx: u32,
         tx: u32,
     ) -> io::Result<u32> {
+        self.ensure_attached()?;
         let m = ConnectReq {
             remote_ip: u32::from(ip),
             remote_port: port,
@@ -538,10 +755,11 @@ impl Tas {
         self.dead
     }
 
-    /// Commands queued locally because the command ring was full; a
-    /// later [`Tas::poll`] pushes them.
+    /// Commands (or control messages) queued locally because the command
+    /// ring (or the control socket) was full; a later [`Tas::poll`] pushes
+    /// them.
     pub fn has_backlog(&self) -> bool {
-        !self.backlog.is_empty()
+        !self.backlog.is_empty() || !self.ctl_out.is_empty()
     }
 
     /// Tells the fast path whether to kick [`Tas::event_fd`] when it posts
@@ -872,7 +1090,8 @@ impl Tas {
         let released = conn.released;
         let mut m = CtlMsg::new(ctl::CLOSE);
         m.flow = c;
-        if released {
+        if released || self.dead {
+            // Nothing left to tell a daemon that is gone.
             self.conns.remove(&c);
             return Ok(());
         }
@@ -884,6 +1103,10 @@ impl Tas {
     pub fn abort(&mut self, c: ConnId) -> io::Result<()> {
         let conn = self.conns.get_mut(&c).ok_or_else(|| errno(libc::EBADF))?;
         conn.closed = true;
+        if self.dead {
+            self.conns.remove(&c);
+            return Ok(());
+        }
         let mut m = CtlMsg::new(ctl::ABORT);
         m.flow = c;
         self.request(m)?;
@@ -894,21 +1117,11 @@ impl Tas {
     /// many there were.
     pub fn poll(&mut self) -> io::Result<usize> {
         let mut n = self.drain_events();
-        loop {
+        while !self.dead {
             let mut buf = [0u8; 256];
             match recv(self.sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-                Ok(0) => {
-                    self.dead = true;
-                    for c in self.conns.values_mut() {
-                        c.error.get_or_insert(libc::ECONNRESET);
-                    }
-                    let all: Vec<ConnId> = self.conns.keys().copied().collect();
-                    for c in all {
-                        self.mark_dirty(c);
-                    }
-                    self.replies_changed = true;
-                    break;
-                }
+                // The daemon hung up (exit, crash, SIGKILL).
+                Ok(0) => self.mark_dead(),
                 Ok(len) => {
                     n += 1;
                     if let Some(m) = CtlMsg::from_bytes(&buf[..len]) {
@@ -916,14 +1129,14 @@ impl Tas {
                     }
                 }
                 Err(nix::errno::Errno::EAGAIN) => break,
-                Err(_) => {
-                    self.dead = true;
-                    self.replies_changed = true;
-                    break;
-                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => self.mark_dead(),
             }
         }
-        self.flush_cmds();
+        if !self.dead {
+            self.flush_ctl();
+            self.flush_cmds();
+        }
         Ok(n)
     }
 
@@ -1025,18 +1238,23 @@ impl Tas {
     }
 
     /// Waits until something happens (or `timeout`): spins briefly, then
-    /// blocks on the eventfd and the control socket.
+    /// blocks on the eventfd and the control socket. An error (`NotConnected`)
+    /// once the daemon is gone, at once and on every later call.
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let start = Instant::now();
         while start.elapsed() < SPIN {
-            if self.poll()? > 0 {
+            let n = self.poll()?;
+            if self.dead {
+                return Err(dead());
+            }
+            if n > 0 {
                 return Ok(());
             }
             std::hint::spin_loop();
         }
         let was_waiting = self.header().app_waiting.load(Ordering::Relaxed) != 0;
         announce_sleep(&self.header().app_waiting, true);
-        let r = if self.poll()? > 0 {
+        let r = if self.poll()? > 0 || self.dead {
             Ok(())
         } else {
             let ms = match timeout {
@@ -1054,7 +1272,12 @@ impl Tas {
                 },
                 libc::pollfd {
                     fd: self.sock.as_raw_fd(),
-                    events: libc::POLLIN,
+                    // Room for waiting control messages, too.
+                    events: if self.ctl_out.is_empty() {
+                        libc::POLLIN
+                    } else {
+                        libc::POLLIN | libc::POLLOUT
+                    },
                     revents: 0,
                 },
             ];
@@ -1072,6 +1295,9 @@ impl Tas {
             self.poll().map(|_| ())
         };
         announce_sleep(&self.header().app_waiting, was_waiting);
+        if self.dead {
+            return Err(dead());
+        }
         r
     }
 }

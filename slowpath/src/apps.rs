@@ -6,14 +6,37 @@
 //! region (a memfd), its own eventfd (we kick it) and the core's eventfd (it
 //! kicks us). When its socket hangs up — exit or crash — everything it had is
 //! reclaimed and its id can be reused.
+//!
+//! # Attaching never blocks the daemon
+//!
+//! A new connection is accepted at once and waits, without costing anything
+//! but its descriptor, until its socket is readable ([`Apps::hello`]); one
+//! that has not said `HELLO` within [`HELLO_TIMEOUT_NS`] is closed, and at
+//! most [`MAX_PENDING`] wait (a newer one pushes out the oldest). At `HELLO`
+//! the daemon checks the ABI version, that the app runs in the daemon's
+//! network namespace (`/proc/PID/ns/net` of the `SO_PEERCRED` pid against
+//! its own: a program in another namespace could not reach the addresses it
+//! is given), and the per-process and per-user limits ([`Limits`]); a refusal
+//! is a `RESULT` with an errno and a reason (`tas_abi::ctl::REFUSED_*`)
+//! that the app library turns into a clear message.
+//!
+//! # Control messages are never lost
+//!
+//! Messages to an app go out without blocking; what the socket does not
+//! take waits in the app's [`Outbox`], in order, and is sent when the socket
+//! is writable (the daemon polls it for `POLLOUT`). Back-pressure is per
+//! app: while [`OUTBOX_READ_LIMIT`] messages wait, its requests are not
+//! read; past [`OUTBOX_HARD`] no new connection is accepted for it (the
+//! stack drops its SYNs as listen overflows) until fewer than half are left.
+//! Other apps never wait for it.
 
-use nix::sys::socket::{
-    accept4, bind, listen, recv, sendmsg, socket, AddressFamily, Backlog, ControlMessage, MsgFlags,
-    SockFlag, SockType, UnixAddr,
-};
+use crate::runfiles::{self, SockFile, SockPerms};
+use nix::errno::Errno;
+use nix::sys::socket::{accept4, recv, sendmsg, ControlMessage, MsgFlags, SockFlag, SockType};
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tas_abi::{
     ctl, AppCmd, AppEvent, CtlMsg, HelloOk, RegionHeader, RegionLayout, ABI_VERSION, REGION_MAGIC,
 };
@@ -23,8 +46,8 @@ pub type AppId = u16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppsError {
-    #[error("attach socket {path}: {source}")]
-    Socket { path: PathBuf, source: nix::Error },
+    #[error("attach {0}")]
+    Socket(#[from] runfiles::RunFileError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -70,6 +93,124 @@ impl RingAlloc {
     }
 }
 
+/// Undelivered control messages at which the daemon stops reading the
+/// app's requests (each may cause a reply) until some are delivered.
+pub const OUTBOX_READ_LIMIT: usize = 4096;
+/// Undelivered control messages at which no new connection is accepted for
+/// the app (its SYNs count as listen overflows) until fewer than half are
+/// left.
+pub const OUTBOX_HARD: usize = 65536;
+/// A connection to the attach socket that has not sent `HELLO` within this
+/// is closed.
+pub const HELLO_TIMEOUT_NS: u64 = 2_000_000_000;
+/// Most connections waiting for their `HELLO`; a new one pushes out the
+/// oldest.
+pub const MAX_PENDING: usize = 256;
+
+/// Per-user and per-process attach limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub per_uid: u32,
+    pub per_process: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_uid: 768,
+            per_process: 64,
+        }
+    }
+}
+
+/// What one attempt to put a message on an app's socket did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Sent,
+    /// The socket's buffer is full: try again when it is writable.
+    Full,
+    /// The socket is broken (the app is gone; its hang-up is handled
+    /// elsewhere).
+    Gone,
+}
+
+/// The control messages of one app that its socket has not taken yet, in
+/// order. Never drops a message while the app is alive: what it holds is
+/// bounded by the app's own state (one `ACCEPTED` per connection within its
+/// listeners' backlogs, at most one `RESET` and one `RELEASED` per flow, and
+/// replies to requests, which are not read while [`OUTBOX_READ_LIMIT`] are
+/// waiting), and past [`OUTBOX_HARD`] the app gets no new connections.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    q: VecDeque<CtlMsg>,
+    /// Most messages ever waiting.
+    pub peak: usize,
+    /// Messages that had to wait.
+    pub deferred: u64,
+}
+
+impl Outbox {
+    /// Sends `m` through `put` after every message already waiting, or
+    /// keeps it for [`Outbox::flush`].
+    pub fn send(&mut self, m: &CtlMsg, mut put: impl FnMut(&CtlMsg) -> Delivery) -> Delivery {
+        if self.q.is_empty() {
+            match put(m) {
+                Delivery::Sent => return Delivery::Sent,
+                Delivery::Gone => return Delivery::Gone,
+                Delivery::Full => {}
+            }
+        }
+        self.q.push_back(*m);
+        self.deferred += 1;
+        self.peak = self.peak.max(self.q.len());
+        Delivery::Full
+    }
+
+    /// Sends waiting messages until the socket is full; `Sent` when none
+    /// is left. A broken socket empties the outbox (`Gone`).
+    pub fn flush(&mut self, mut put: impl FnMut(&CtlMsg) -> Delivery) -> Delivery {
+        while let Some(m) = self.q.front() {
+            match put(m) {
+                Delivery::Sent => {
+                    self.q.pop_front();
+                }
+                Delivery::Full => return Delivery::Full,
+                Delivery::Gone => {
+                    self.q.clear();
+                    return Delivery::Gone;
+                }
+            }
+        }
+        Delivery::Sent
+    }
+
+    pub fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+}
+
+/// One attempt to put `m` on socket `fd` without blocking.
+fn put(fd: RawFd, m: &CtlMsg) -> Delivery {
+    loop {
+        match sendmsg::<()>(
+            fd,
+            &[IoSlice::new(m.as_bytes())],
+            &[],
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+            None,
+        ) {
+            Ok(_) => return Delivery::Sent,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) | Err(Errno::ENOBUFS) => return Delivery::Full,
+            Err(_) => return Delivery::Gone,
+        }
+    }
+}
+
 /// One attached app.
 pub struct App {
     pub id: AppId,
@@ -80,13 +221,56 @@ pub struct App {
     pub layout: RegionLayout,
     pub alloc: RingAlloc,
     pub pid: i32,
+    pub uid: u32,
+    /// Control messages its socket has not taken yet.
+    pub outbox: Outbox,
+    /// No new connections for it (its outbox passed [`OUTBOX_HARD`]).
+    pub throttled: bool,
+}
+
+/// A new app's region and eventfd.
+struct Region {
+    map: memmap2::MmapMut,
+    memfd: OwnedFd,
+    app_wake: OwnedFd,
+    layout: RegionLayout,
+}
+
+/// A connection to the attach socket that has not said `HELLO` yet.
+struct Pending {
+    token: u64,
+    fd: OwnedFd,
+    since: u64,
+    pid: i32,
+    uid: u32,
+}
+
+/// Counters of the registry (`tasctl stats`: `apps.*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppsStats {
+    pub attached_total: u64,
+    /// Attach attempts refused (version, limits, namespace, setup).
+    pub attach_refused: u64,
+    /// Connections closed for not saying `HELLO` in time, or pushed out
+    /// by newer ones.
+    pub attach_timeouts: u64,
+    /// Control messages that had to wait in an outbox.
+    pub msgs_deferred: u64,
+    /// Control messages for an app whose socket was already broken.
+    pub msgs_undeliverable: u64,
+    /// Most messages ever waiting in one outbox.
+    pub outbox_peak: u64,
+    /// Times an app's outbox passed [`OUTBOX_HARD`].
+    pub throttled: u64,
 }
 
 /// All attached apps and the attach socket.
 pub struct Apps {
     pub listener: OwnedFd,
-    path: PathBuf,
+    _file: SockFile,
     apps: Vec<Option<App>>,
+    pending: Vec<Pending>,
+    next_token: u64,
     pub region_size: u32,
     /// The service's IPv4 address, told to apps in `HELLO_OK`.
     pub local_ip: u32,
@@ -94,7 +278,12 @@ pub struct Apps {
     pub cmd_cap: u32,
     /// Fast-path lanes: each app region has one event ring per lane.
     pub lanes: u32,
-    pub attached_total: u64,
+    pub limits: Limits,
+    /// Our network namespace (inode; 0: unknown, not checked).
+    netns: u64,
+    pub stats: AppsStats,
+    /// (app, throttled) changes for the stack since the last take.
+    throttle_changes: Vec<(AppId, bool)>,
 }
 
 fn eventfd() -> std::io::Result<OwnedFd> {
@@ -112,39 +301,45 @@ fn memfd(name: &str, size: u32) -> std::io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The attaching process's pid and uid (SO_PEERCRED); pid 0 when unknown.
+fn peer_cred(fd: BorrowedFd<'_>) -> (i32, u32) {
+    nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::PeerCredentials)
+        .map(|c| (c.pid(), c.uid()))
+        .unwrap_or((0, u32::MAX))
+}
+
+/// A refusal of `HELLO` (`req`): errno `err`, reason and detail (see
+/// `tas_abi::ctl::REFUSED_*`).
+fn refuse(fd: BorrowedFd<'_>, req: u32, err: i32, reason: u32, a1: u32, a2: u32) {
+    let mut m = CtlMsg::new(ctl::RESULT);
+    m.req = req;
+    m.err = err;
+    m.arg[0] = reason;
+    m.arg[1] = a1;
+    m.arg[2] = a2;
+    let _ = put(fd.as_raw_fd(), &m);
+}
+
 impl Apps {
-    /// Binds the attach socket at `path` (a stale socket file is replaced).
-    pub fn bind(path: &Path, region_size: u32) -> Result<Apps, AppsError> {
-        let err = |source| AppsError::Socket {
-            path: path.to_owned(),
-            source,
-        };
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let _ = std::fs::remove_file(path);
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            None,
-        )
-        .map_err(err)?;
-        let addr = UnixAddr::new(path).map_err(err)?;
-        bind(fd.as_raw_fd(), &addr).map_err(err)?;
-        listen(&fd, Backlog::new(128).map_err(err)?).map_err(err)?;
-        // Any local user may attach (the service validates everything).
-        let _ = std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o777));
+    /// Binds the attach socket at `path` with `perms` (a live socket there
+    /// is an error, a stale one is replaced: see `runfiles`).
+    pub fn bind(path: &Path, region_size: u32, perms: SockPerms) -> Result<Apps, AppsError> {
+        let (fd, file) = runfiles::bind_socket(path, SockType::SeqPacket, perms, 128)?;
         Ok(Apps {
             listener: fd,
-            path: path.to_owned(),
+            _file: file,
             apps: (0..MAX_APPS).map(|_| None).collect(),
+            pending: Vec::new(),
+            next_token: 1,
             region_size,
             local_ip: 0,
             event_cap: 4096,
             cmd_cap: 4096,
             lanes: 1,
-            attached_total: 0,
+            limits: Limits::default(),
+            netns: runfiles::own_netns(),
+            stats: AppsStats::default(),
+            throttle_changes: Vec::new(),
         })
     }
 
@@ -164,76 +359,226 @@ impl Apps {
         self.iter().count()
     }
 
-    /// Accepts one pending connection and runs the HELLO exchange. Returns
-    /// the new app and the port each fast-path lane needs (index = lane),
-    /// or None when no connection was waiting (or the app misbehaved: it is
-    /// dropped). `core_wake` is the eventfd of lane 0, which serves the
-    /// app's command ring.
-    pub fn accept(&mut self, core_wake: RawFd) -> Option<(AppId, Vec<AppPort>)> {
-        let fd = match accept4(self.listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
-            Ok(fd) => {
+    /// Takes every connection waiting on the attach socket; each waits for
+    /// its `HELLO` without blocking anything ([`Apps::hello`]).
+    pub fn accept_new(&mut self, now: u64) {
+        loop {
+            let fd = match accept4(
+                self.listener.as_raw_fd(),
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            ) {
                 // SAFETY: accept4 returned a fresh fd that we now own.
-                unsafe { OwnedFd::from_raw_fd(fd) }
+                Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+                Err(Errno::EINTR) | Err(Errno::ECONNABORTED) => continue,
+                Err(Errno::EAGAIN) => return,
+                Err(e) => {
+                    crate::warn_limited!("attach socket accept: {e}");
+                    return;
+                }
+            };
+            if self.pending.len() >= MAX_PENDING {
+                let old = self.pending.remove(0);
+                self.stats.attach_timeouts += 1;
+                crate::warn_limited!(
+                    pid = old.pid,
+                    "{MAX_PENDING} connections wait for their HELLO; closed the oldest"
+                );
             }
-            Err(_) => return None,
-        };
-        // The HELLO must arrive promptly; wait at most 1 s for it.
-        let mut pfd = [nix::poll::PollFd::new(
-            fd.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        if nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(1000u16)) != Ok(1) {
-            tracing::warn!("app did not say HELLO within 1 s; dropped");
-            return None;
+            let (pid, uid) = peer_cred(fd.as_fd());
+            let token = self.next_token;
+            self.next_token += 1;
+            self.pending.push(Pending {
+                token,
+                fd,
+                since: now,
+                pid,
+                uid,
+            });
         }
-        let mut buf = [0u8; 256];
-        let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).ok()?;
-        let hello = CtlMsg::from_bytes(&buf[..n])?;
-        let pid = peer_pid(fd.as_fd());
-        let reply_err = |e: i32| {
-            let mut m = CtlMsg::new(ctl::RESULT);
-            m.req = hello.req;
-            m.err = e;
-            let _ = sendmsg::<()>(
-                fd.as_raw_fd(),
-                &[IoSlice::new(&m.as_bytes())],
-                &[],
-                MsgFlags::MSG_NOSIGNAL,
-                None,
+    }
+
+    /// The connections waiting for `HELLO`: (token, fd) to poll for input.
+    pub fn pending_fds(&self) -> impl Iterator<Item = (u64, BorrowedFd<'_>)> {
+        self.pending.iter().map(|p| (p.token, p.fd.as_fd()))
+    }
+
+    /// When the oldest connection waiting for `HELLO` times out.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.pending
+            .iter()
+            .map(|p| p.since.saturating_add(HELLO_TIMEOUT_NS))
+            .min()
+    }
+
+    /// Closes the connections that did not say `HELLO` in time.
+    pub fn expire_pending(&mut self, now: u64) {
+        let before = self.pending.len();
+        self.pending
+            .retain(|p| now < p.since.saturating_add(HELLO_TIMEOUT_NS));
+        let n = before - self.pending.len();
+        if n > 0 {
+            self.stats.attach_timeouts += n as u64;
+            crate::warn_limited!(
+                "{n} connection(s) to the attach socket did not say HELLO within 2 s; closed"
             );
+        }
+    }
+
+    /// The `HELLO` exchange of waiting connection `token` (its socket is
+    /// readable). Returns the new app and the port each fast-path lane
+    /// needs (index = lane), or None (nothing there yet, or refused and
+    /// closed). `core_wake` is the eventfd of lane 0, which serves the
+    /// app's command ring.
+    pub fn hello(&mut self, token: u64, core_wake: RawFd) -> Option<(AppId, Vec<AppPort>)> {
+        let i = self.pending.iter().position(|p| p.token == token)?;
+        let mut buf = [0u8; 256];
+        let n = match recv(
+            self.pending[i].fd.as_raw_fd(),
+            &mut buf,
+            MsgFlags::MSG_DONTWAIT,
+        ) {
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => return None,
+            Ok(n) if n > 0 => n,
+            // Hung up (or broken) before saying anything.
+            _ => {
+                self.pending.remove(i);
+                return None;
+            }
         };
-        if hello.kind != ctl::HELLO || hello.hello_version() != ABI_VERSION {
-            tracing::warn!(
+        let p = self.pending.remove(i);
+        let (pid, uid) = (p.pid, p.uid);
+        let fd = p.fd;
+        let Some(hello) = CtlMsg::from_bytes(&buf[..n]).filter(|m| m.kind == ctl::HELLO) else {
+            self.stats.attach_refused += 1;
+            crate::warn_limited!(pid, "attach: first message is not a HELLO; closed");
+            return None;
+        };
+        let req = hello.req;
+        if hello.hello_version() != ABI_VERSION {
+            self.stats.attach_refused += 1;
+            crate::warn_limited!(
                 pid,
                 "app with ABI version {} refused (ours is {ABI_VERSION})",
                 hello.hello_version()
             );
-            reply_err(libc::EPROTO);
+            refuse(
+                fd.as_fd(),
+                req,
+                libc::EPROTO,
+                ctl::REFUSED_VERSION,
+                ABI_VERSION,
+                0,
+            );
+            return None;
+        }
+        if self.netns != 0 {
+            if let Some(theirs) = runfiles::netns_of(pid).filter(|&n| n != self.netns) {
+                self.stats.attach_refused += 1;
+                crate::warn_limited!(
+                    pid,
+                    "app in network namespace net:[{theirs}] refused (tasd runs in net:[{}])",
+                    self.netns
+                );
+                refuse(
+                    fd.as_fd(),
+                    req,
+                    libc::EXDEV,
+                    ctl::REFUSED_NETNS,
+                    self.netns as u32,
+                    theirs as u32,
+                );
+                return None;
+            }
+        }
+        let (mut of_pid, mut of_uid) = (0u32, 0u32);
+        for a in self.iter() {
+            of_pid += u32::from(pid != 0 && a.pid == pid);
+            of_uid += u32::from(a.uid == uid);
+        }
+        let limit = if of_pid >= self.limits.per_process {
+            Some((
+                libc::EMFILE,
+                ctl::REFUSED_PER_PROCESS,
+                self.limits.per_process,
+                "process",
+            ))
+        } else if of_uid >= self.limits.per_uid {
+            Some((
+                libc::EUSERS,
+                ctl::REFUSED_PER_UID,
+                self.limits.per_uid,
+                "user",
+            ))
+        } else {
+            None
+        };
+        if let Some((err, reason, n, who)) = limit {
+            self.stats.attach_refused += 1;
+            crate::warn_limited!(
+                pid,
+                uid,
+                "attach refused: the {who} has {n} apps attached (the limit)"
+            );
+            refuse(fd.as_fd(), req, err, reason, n, 0);
             return None;
         }
         let Some(id) = self.apps.iter().position(|a| a.is_none()) else {
-            tracing::warn!(pid, "too many apps attached ({MAX_APPS}); refused");
-            reply_err(libc::EMFILE);
+            self.stats.attach_refused += 1;
+            crate::warn_limited!(pid, "too many apps attached ({MAX_APPS}); refused");
+            refuse(
+                fd.as_fd(),
+                req,
+                libc::ENFILE,
+                ctl::REFUSED_FULL,
+                MAX_APPS as u32,
+                0,
+            );
             return None;
         };
         let id = id as AppId;
-        match self.setup(id, fd, pid, hello.req, core_wake) {
-            Ok(ports) => Some((id, ports)),
+        match self.setup(id, &fd, req, core_wake) {
+            Ok((r, ports)) => {
+                self.apps[id as usize] = Some(App {
+                    id,
+                    sock: fd,
+                    map: r.map,
+                    memfd: r.memfd,
+                    app_wake: r.app_wake,
+                    alloc: RingAlloc::new(r.layout.payload_off, r.layout.size),
+                    layout: r.layout,
+                    pid,
+                    uid,
+                    outbox: Outbox::default(),
+                    throttled: false,
+                });
+                self.stats.attached_total += 1;
+                crate::info_limited!(app = id, pid, uid, "app attached");
+                Some((id, ports))
+            }
             Err(e) => {
-                tracing::warn!(pid, "attaching app failed: {e}");
+                self.stats.attach_refused += 1;
+                crate::warn_limited!(pid, "attaching app failed: {e}");
+                refuse(
+                    fd.as_fd(),
+                    req,
+                    e.raw_os_error().unwrap_or(libc::ENOMEM),
+                    ctl::REFUSED_SETUP,
+                    0,
+                    0,
+                );
                 None
             }
         }
     }
 
+    /// Creates app `id`'s region and sends `HELLO_OK` on `sock`.
     fn setup(
         &mut self,
         id: AppId,
-        sock: OwnedFd,
-        pid: i32,
+        sock: &OwnedFd,
         req: u32,
         core_wake: RawFd,
-    ) -> std::io::Result<Vec<AppPort>> {
+    ) -> std::io::Result<(Region, Vec<AppPort>)> {
         let layout = RegionLayout::new(
             self.region_size,
             self.lanes.max(1),
@@ -301,42 +646,87 @@ impl Apps {
         }
         .to_msg(req);
         let fds = [memfd.as_raw_fd(), app_wake.as_raw_fd(), core_wake];
+        // The socket is fresh: its buffer has room for the first message.
         sendmsg::<()>(
             sock.as_raw_fd(),
-            &[IoSlice::new(&ok.as_bytes())],
+            &[IoSlice::new(ok.as_bytes())],
             &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::MSG_NOSIGNAL,
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
             None,
         )
         .map_err(std::io::Error::from)?;
-        self.apps[id as usize] = Some(App {
-            id,
-            sock,
-            map,
-            memfd,
-            app_wake,
-            alloc: RingAlloc::new(layout.payload_off, layout.size),
-            layout,
-            pid,
-        });
-        self.attached_total += 1;
-        tracing::info!(app = id, pid, "app attached");
-        Ok(ports)
+        Ok((
+            Region {
+                map,
+                memfd,
+                app_wake,
+                layout,
+            },
+            ports,
+        ))
     }
 
-    /// Sends a control message to an app (dropped if its socket is gone or full).
-    pub fn send(&self, id: AppId, m: &CtlMsg) {
-        if let Some(a) = self.get(id) {
-            if let Err(e) = sendmsg::<()>(
-                a.sock.as_raw_fd(),
-                &[IoSlice::new(&m.as_bytes())],
-                &[],
-                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-                None,
-            ) {
-                tracing::debug!(app = id, "control message not delivered: {e}");
+    /// Sends a control message to an app: at once if its socket takes it,
+    /// else after the messages already waiting (never dropped while the
+    /// app lives; see [`Outbox`]).
+    pub fn send(&mut self, id: AppId, m: &CtlMsg) {
+        let Some(a) = self.apps.get_mut(id as usize).and_then(Option::as_mut) else {
+            self.stats.msgs_undeliverable += 1;
+            return;
+        };
+        let fd = a.sock.as_raw_fd();
+        match a.outbox.send(m, |m| put(fd, m)) {
+            Delivery::Sent => {}
+            Delivery::Gone => self.stats.msgs_undeliverable += 1,
+            Delivery::Full => {
+                self.stats.msgs_deferred += 1;
+                self.stats.outbox_peak = self.stats.outbox_peak.max(a.outbox.len() as u64);
+                if !a.throttled && a.outbox.len() >= OUTBOX_HARD {
+                    a.throttled = true;
+                    self.stats.throttled += 1;
+                    self.throttle_changes.push((id, true));
+                    crate::warn_limited!(
+                        app = id,
+                        pid = a.pid,
+                        "app does not take its control messages ({OUTBOX_HARD} waiting); no new connections for it until it does"
+                    );
+                }
             }
         }
+    }
+
+    /// Sends what waits for app `id` while its socket takes it (call when
+    /// the socket is writable).
+    pub fn flush(&mut self, id: AppId) {
+        let Some(a) = self.apps.get_mut(id as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let fd = a.sock.as_raw_fd();
+        let before = a.outbox.len();
+        if a.outbox.flush(|m| put(fd, m)) == Delivery::Gone {
+            self.stats.msgs_undeliverable += before as u64;
+        }
+        if a.throttled && a.outbox.len() < OUTBOX_HARD / 2 {
+            a.throttled = false;
+            self.throttle_changes.push((id, false));
+        }
+    }
+
+    /// Whether the daemon should read app `id`'s requests now (not while
+    /// [`OUTBOX_READ_LIMIT`] messages wait for it).
+    pub fn wants_requests(&self, id: AppId) -> bool {
+        self.get(id)
+            .is_some_and(|a| a.outbox.len() < OUTBOX_READ_LIMIT)
+    }
+
+    /// Whether messages wait for app `id` (poll its socket for writing).
+    pub fn has_outbox(&self, id: AppId) -> bool {
+        self.get(id).is_some_and(|a| !a.outbox.is_empty())
+    }
+
+    /// (app, throttled) changes since the last call, for the stack.
+    pub fn take_throttle_changes(&mut self) -> Vec<(AppId, bool)> {
+        std::mem::take(&mut self.throttle_changes)
     }
 
     /// Reads one message from an app. `Ok(None)`: nothing waiting;
@@ -351,14 +741,15 @@ impl Apps {
             Ok(n) => match CtlMsg::from_bytes(&buf[..n]) {
                 Some(m) => Ok(Some(m)),
                 None => {
-                    tracing::warn!(
+                    crate::warn_limited!(
                         app = id,
+                        pid = a.pid,
                         "malformed control message ({n} bytes); detaching app"
                     );
                     Err(())
                 }
             },
-            Err(nix::errno::Errno::EAGAIN) => Ok(None),
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => Ok(None),
             Err(_) => Err(()),
         }
     }
@@ -366,24 +757,16 @@ impl Apps {
     /// Drops an app's resources (after the core released its region).
     pub fn remove(&mut self, id: AppId) -> Option<App> {
         let a = self.apps.get_mut(id as usize)?.take();
+        // The id may be reused: whatever was noted for the old app is void.
+        self.throttle_changes.retain(|&(i, _)| i != id);
+        if a.as_ref().is_some_and(|a| a.throttled) {
+            self.throttle_changes.push((id, false));
+        }
         if let Some(a) = &a {
-            tracing::info!(app = id, pid = a.pid, "app detached");
+            crate::info_limited!(app = id, pid = a.pid, "app detached");
         }
         a
     }
-}
-
-impl Drop for Apps {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// The attaching process's pid (SO_PEERCRED), 0 when unknown.
-fn peer_pid(fd: BorrowedFd<'_>) -> i32 {
-    nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::PeerCredentials)
-        .map(|c| c.pid())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -405,5 +788,249 @@ mod tests {
         assert_eq!(a.free.len(), 1);
         assert_eq!(a.alloc(4096 * 10), Some(4096));
         assert!(a.alloc(u32::MAX).is_none());
+    }
+
+    fn msg(i: u32) -> CtlMsg {
+        let mut m = CtlMsg::new(ctl::RESET);
+        m.flow = i;
+        m
+    }
+
+    #[test]
+    fn outbox_keeps_order_and_never_drops() {
+        let mut o = Outbox::default();
+        let mut socket: Vec<u32> = Vec::new();
+        let mut room = 3;
+        let mut put = |m: &CtlMsg, room: &mut usize| {
+            if *room == 0 {
+                return Delivery::Full;
+            }
+            *room -= 1;
+            socket.push(m.flow);
+            Delivery::Sent
+        };
+        for i in 0..10 {
+            o.send(&msg(i), |m| put(m, &mut room));
+        }
+        assert_eq!((o.len(), o.deferred, o.peak), (7, 7, 7));
+        // Room for 4: they go in order, the rest keeps waiting.
+        room = 4;
+        assert_eq!(o.flush(|m| put(m, &mut room)), Delivery::Full);
+        assert_eq!(o.len(), 3);
+        // A new message never overtakes waiting ones, even with room.
+        room = 100;
+        assert_eq!(o.send(&msg(10), |m| put(m, &mut room)), Delivery::Full);
+        assert_eq!(o.flush(|m| put(m, &mut room)), Delivery::Sent);
+        assert!(o.is_empty());
+        assert_eq!(socket, (0..=10).collect::<Vec<_>>());
+        // A broken socket empties the outbox.
+        o.send(&msg(11), |_| Delivery::Full);
+        assert_eq!(o.flush(|_| Delivery::Gone), Delivery::Gone);
+        assert!(o.is_empty());
+    }
+
+    fn test_dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("tas-apps-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn bound(tag: &str) -> (Apps, std::path::PathBuf) {
+        let d = test_dir(tag);
+        let path = d.join("a.sock");
+        let mut apps = Apps::bind(
+            &path,
+            1 << 20,
+            SockPerms {
+                mode: 0o600,
+                gid: None,
+            },
+        )
+        .unwrap();
+        apps.event_cap = 64;
+        apps.cmd_cap = 64;
+        (apps, path)
+    }
+
+    fn client(path: &Path) -> OwnedFd {
+        let fd = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let addr = nix::sys::socket::UnixAddr::new(path).unwrap();
+        nix::sys::socket::connect(fd.as_raw_fd(), &addr).unwrap();
+        fd
+    }
+
+    fn say(fd: &OwnedFd, m: &CtlMsg) {
+        sendmsg::<()>(
+            fd.as_raw_fd(),
+            &[IoSlice::new(m.as_bytes())],
+            &[],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+    }
+
+    /// Reads one message (with any fds, closed), waiting up to 1 s.
+    fn hear(fd: &OwnedFd) -> Option<CtlMsg> {
+        let mut p = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        nix::poll::poll(&mut p, nix::poll::PollTimeout::from(1000u16)).ok()?;
+        let mut buf = [0u8; 256];
+        let mut cspace = nix::cmsg_space!([RawFd; 3]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let r = nix::sys::socket::recvmsg::<()>(
+            fd.as_raw_fd(),
+            &mut iov,
+            Some(&mut cspace),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .ok()?;
+        for c in r.cmsgs().ok()? {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+                for f in fds {
+                    // SAFETY: received by SCM_RIGHTS, ours to close.
+                    drop(unsafe { OwnedFd::from_raw_fd(f) });
+                }
+            }
+        }
+        let n = r.bytes;
+        CtlMsg::from_bytes(&buf[..n])
+    }
+
+    /// Accepts what waits and runs every HELLO that arrived.
+    fn serve(apps: &mut Apps, now: u64, wake: RawFd) -> Vec<AppId> {
+        apps.accept_new(now);
+        let tokens: Vec<u64> = apps.pending_fds().map(|(t, _)| t).collect();
+        tokens
+            .into_iter()
+            .filter_map(|t| apps.hello(t, wake).map(|(id, _)| id))
+            .collect()
+    }
+
+    #[test]
+    fn a_slow_app_gets_every_message_in_order_and_is_throttled_meanwhile() {
+        let (mut apps, path) = bound("slow");
+        let wake = eventfd().unwrap();
+        let c = client(&path);
+        say(&c, &CtlMsg::hello(9));
+        let ids = serve(&mut apps, 0, wake.as_raw_fd());
+        assert_eq!(ids.len(), 1);
+        let id = ids[0];
+        let ok = hear(&c).unwrap();
+        assert_eq!((ok.kind, ok.req), (ctl::HELLO_OK, 9));
+        // The app reads nothing while more than OUTBOX_HARD messages are
+        // sent (its socket's buffer takes a few hundred).
+        let total = (OUTBOX_HARD + 2000) as u32;
+        for i in 0..total {
+            apps.send(id, &msg(i));
+        }
+        assert!(!apps.wants_requests(id));
+        assert!(apps.has_outbox(id));
+        assert_eq!(apps.take_throttle_changes(), vec![(id, true)]);
+        assert!(apps.stats.msgs_deferred > 0 && apps.stats.throttled == 1);
+        // Now it reads; whenever its socket has room, the outbox moves.
+        let mut next = 0u32;
+        while next < total {
+            let m = hear(&c).unwrap_or_else(|| {
+                apps.flush(id);
+                hear(&c).expect("a message after flushing")
+            });
+            assert_eq!(m.flow, next, "out of order or lost");
+            next += 1;
+            if next % 64 == 0 {
+                apps.flush(id);
+            }
+        }
+        apps.flush(id);
+        assert!(!apps.has_outbox(id) && apps.wants_requests(id));
+        assert_eq!(apps.take_throttle_changes(), vec![(id, false)]);
+        assert_eq!(apps.stats.msgs_undeliverable, 0);
+        // Once the app hangs up, messages for it are counted, not kept.
+        drop(c);
+        for i in 0..1000 {
+            apps.send(id, &msg(i));
+        }
+        assert!(apps.stats.msgs_undeliverable > 0);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn silent_clients_time_out_and_limits_refuse_clearly() {
+        let (mut apps, path) = bound("attach");
+        let wake = eventfd().unwrap();
+        // Silent connections wait without blocking anything, then expire.
+        let silent: Vec<OwnedFd> = (0..3).map(|_| client(&path)).collect();
+        assert!(serve(&mut apps, 1000, wake.as_raw_fd()).is_empty());
+        assert_eq!(apps.pending_fds().count(), 3);
+        assert_eq!(apps.next_deadline(), Some(1000 + HELLO_TIMEOUT_NS));
+        apps.expire_pending(1000 + HELLO_TIMEOUT_NS - 1);
+        assert_eq!(apps.pending_fds().count(), 3);
+        apps.expire_pending(1000 + HELLO_TIMEOUT_NS);
+        assert_eq!(apps.pending_fds().count(), 0);
+        assert_eq!(apps.stats.attach_timeouts, 3);
+        for s in &silent {
+            // Closed by the daemon: the client reads end of file.
+            assert_eq!(
+                recv(s.as_raw_fd(), &mut [0u8; 8], MsgFlags::MSG_DONTWAIT),
+                Ok(0)
+            );
+        }
+        // At most MAX_PENDING wait; a newer one pushes out the oldest.
+        let mut many = Vec::new();
+        for i in 0..MAX_PENDING + 1 {
+            many.push(client(&path));
+            if i % 64 == 63 {
+                apps.accept_new(2000);
+            }
+        }
+        apps.accept_new(2000);
+        assert_eq!(apps.pending_fds().count(), MAX_PENDING);
+        assert_eq!(apps.stats.attach_timeouts, 4);
+        apps.expire_pending(u64::MAX);
+        drop(many);
+        // Per-process limit: the second attachment of this process is
+        // refused with EMFILE and the reason.
+        apps.limits.per_process = 1;
+        let a = client(&path);
+        say(&a, &CtlMsg::hello(1));
+        assert_eq!(serve(&mut apps, 3000, wake.as_raw_fd()).len(), 1);
+        assert_eq!(hear(&a).unwrap().kind, ctl::HELLO_OK);
+        let b = client(&path);
+        say(&b, &CtlMsg::hello(2));
+        assert!(serve(&mut apps, 3000, wake.as_raw_fd()).is_empty());
+        let r = hear(&b).unwrap();
+        assert_eq!(
+            (r.kind, r.req, r.err, r.arg[0], r.arg[1]),
+            (ctl::RESULT, 2, libc::EMFILE, ctl::REFUSED_PER_PROCESS, 1)
+        );
+        // Per-user limit likewise (EUSERS).
+        apps.limits.per_process = 8;
+        apps.limits.per_uid = 1;
+        let b = client(&path);
+        say(&b, &CtlMsg::hello(3));
+        assert!(serve(&mut apps, 3000, wake.as_raw_fd()).is_empty());
+        let r = hear(&b).unwrap();
+        assert_eq!((r.err, r.arg[0]), (libc::EUSERS, ctl::REFUSED_PER_UID));
+        // A wrong ABI version.
+        apps.limits.per_uid = 8;
+        let v = client(&path);
+        let mut h = CtlMsg::hello(4);
+        h.arg[0] = ABI_VERSION + 1;
+        say(&v, &h);
+        assert!(serve(&mut apps, 3000, wake.as_raw_fd()).is_empty());
+        let r = hear(&v).unwrap();
+        assert_eq!((r.err, r.arg[0]), (libc::EPROTO, ctl::REFUSED_VERSION));
+        assert_eq!(apps.stats.attach_refused, 3);
+        drop(a);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }

@@ -60,6 +60,24 @@ pub struct Cli {
     /// Attach socket for apps and tasctl [env: TAS_SOCKET] [default: /run/tas/tasd.sock]
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Permissions of the attach socket (octal). Whoever may connect to it
+    /// can open connections with tasd's address: treat membership of
+    /// --socket-group like that of the `docker` group.
+    #[arg(long, default_value = "0660", value_name = "OCTAL")]
+    pub socket_mode: String,
+    /// Group of the attach socket, if it exists (else the socket keeps
+    /// tasd's own group, so by default only root may attach).
+    #[arg(long, default_value = "tas", value_name = "GROUP")]
+    pub socket_group: String,
+    /// Most apps (attachments) one user may have at once.
+    #[arg(long, default_value_t = 768, value_name = "N")]
+    pub max_apps_per_uid: u32,
+    /// Most apps (attachments) one process may have at once.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_apps_per_process: u32,
+    /// Directory of the per-interface lock files.
+    #[arg(long, default_value = "/run/tas", value_name = "DIR")]
+    pub run_dir: PathBuf,
     /// Shared memory per app, in MiB (rings of all its connections).
     #[arg(long, default_value_t = 256)]
     pub app_mem_mib: u32,
@@ -237,6 +255,12 @@ pub struct Config {
     pub nic: NicKind,
     pub gateway: Option<u32>,
     pub socket: PathBuf,
+    /// Mode of the attach socket file.
+    pub socket_mode: u32,
+    /// Group of the attach socket file (by name; used if it exists).
+    pub socket_group: String,
+    pub limits: crate::apps::Limits,
+    pub run_dir: PathBuf,
     pub app_mem: u32,
     pub rx_buf: u32,
     pub tx_buf: u32,
@@ -342,6 +366,18 @@ impl Config {
             ));
         }
         let socket = tas_abi::socket_path(cli.socket.as_deref());
+        let socket_mode = u32::from_str_radix(cli.socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                format!(
+                    "--socket-mode: '{}' is not an octal mode like 0660",
+                    cli.socket_mode
+                )
+            })?;
+        if cli.max_apps_per_uid == 0 || cli.max_apps_per_process == 0 {
+            return Err("--max-apps-per-uid and --max-apps-per-process must be at least 1".into());
+        }
         if !(1..=4096).contains(&cli.app_mem_mib) {
             return Err("--app-mem-mib must be 1..4096".into());
         }
@@ -367,6 +403,13 @@ impl Config {
             nic: cli.nic,
             gateway,
             socket,
+            socket_mode,
+            socket_group: cli.socket_group,
+            limits: crate::apps::Limits {
+                per_uid: cli.max_apps_per_uid,
+                per_process: cli.max_apps_per_process,
+            },
+            run_dir: cli.run_dir,
             app_mem: cli.app_mem_mib.saturating_mul(1 << 20).min(u32::MAX - 4095),
             rx_buf: cli.rx_buf_kib * 1024,
             tx_buf: cli.tx_buf_kib * 1024,
@@ -463,5 +506,18 @@ mod tests {
         assert!(e.contains("--timely-beta") && e.contains("between"), "{e}");
         let e = parse(&["--cc-min-interval", "soon"]).unwrap_err();
         assert!(e.contains("--cc-min-interval"), "{e}");
+    }
+
+    #[test]
+    fn socket_and_limit_flags() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.socket_mode, 0o660);
+        assert_eq!(c.socket_group, "tas");
+        assert_eq!(c.limits, crate::apps::Limits::default());
+        let c = parse(&["--socket-mode", "600", "--max-apps-per-process", "2"]).unwrap();
+        assert_eq!((c.socket_mode, c.limits.per_process), (0o600, 2));
+        assert!(parse(&["--socket-mode", "0999"]).is_err());
+        assert!(parse(&["--socket-mode", "01777"]).is_err());
+        assert!(parse(&["--max-apps-per-uid", "0"]).is_err());
     }
 }

@@ -1,11 +1,12 @@
 //! The control socket that `tasctl` talks to, and its protocol.
 //!
 //! A Unix stream socket next to the attach socket, at `<attach path>.ctl`
-//! (e.g. `/run/tas/tasd.sock.ctl`), created with the daemon's umask, so
-//! by default only root may connect (control is privileged; attaching apps
-//! is not). The protocol is line-delimited JSON: each request is one JSON
-//! object on one line, each answer one JSON object on one line, in order;
-//! a client may send several requests on one connection.
+//! (e.g. `/run/tas/tasd.sock.ctl`), mode 0600: only root (tasd's user)
+//! may connect; control is privileged. Like the attach socket it is never
+//! bound over a live one and removed at exit only if it is still ours
+//! (`runfiles`). The protocol is line-delimited JSON: each request is one
+//! JSON object on one line, each answer one JSON object on one line, in
+//! order; a client may send several requests on one connection.
 //!
 //! ```text
 //! {"cmd":"status"}
@@ -16,6 +17,7 @@
 //! {"cmd":"stats"}
 //! {"cmd":"cores"}
 //! {"cmd":"cores_set","min":1,"max":2}
+//! {"cmd":"listeners"}
 //! → {"ok":true,"data":{...}}   or   {"ok":false,"error":"..."}
 //! ```
 //!
@@ -26,6 +28,12 @@
 //! non-blocking and serviced from the slow-path loop: at most
 //! [`MAX_CLIENTS`] connections, requests up to [`MAX_LINE`] bytes, idle
 //! connections closed after [`IDLE_TIMEOUT`].
+//!
+//! Memory per client is bounded: a client's next request is neither read
+//! nor answered while the answer to the previous one has not been written
+//! out (the client's own socket buffer then fills and it blocks), so a
+//! client holds at most one request line and one answer; an answer larger
+//! than [`MAX_OUT`] closes the connection.
 
 use nix::poll::{PollFd, PollFlags};
 use serde::{Deserialize, Serialize};
@@ -36,12 +44,18 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::runfiles::{self, RunFileError, SockFile, SockPerms};
+
 /// Most concurrent control connections.
 pub const MAX_CLIENTS: usize = 32;
 /// Longest request line.
 pub const MAX_LINE: usize = 64 * 1024;
 /// Connections without activity are closed after this.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest answer kept for a client (a `flows` of 65,536 flows is ~30 MB).
+pub const MAX_OUT: usize = 64 << 20;
+/// Requests answered per client and service round (others wait their turn).
+const REQUESTS_PER_ROUND: usize = 64;
 
 /// The control socket for an attach socket path.
 pub fn ctl_path(attach: &Path) -> PathBuf {
@@ -75,6 +89,9 @@ pub enum Request {
         min: u32,
         max: u32,
     },
+    /// `listeners`: every listener with its accept queue
+    /// ([`ListenerInfo`](crate::stack::ListenerInfo) list).
+    Listeners,
 }
 
 /// The answer to one request.
@@ -254,49 +271,78 @@ struct Client {
     closing: bool,
 }
 
+impl Client {
+    fn has_line(&self) -> bool {
+        self.inbuf.contains(&b'\n')
+    }
+
+    /// Poll events: input only while nothing is waiting to be answered or
+    /// written; output while an answer waits (or a request is ready to be
+    /// answered, so that the loop comes back to it).
+    fn events(&self) -> PollFlags {
+        let mut ev = PollFlags::empty();
+        let writing = self.sent < self.out.len();
+        if !self.closing && !writing && !self.has_line() {
+            ev |= PollFlags::POLLIN;
+        }
+        if writing || self.has_line() {
+            ev |= PollFlags::POLLOUT;
+        }
+        ev
+    }
+}
+
+/// Counters of the control socket.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CtlCounters {
+    pub requests: u64,
+    pub errors: u64,
+    /// Clients closed because their answer exceeded [`MAX_OUT`].
+    pub dropped: u64,
+}
+
 /// The control socket server.
 pub struct CtlServer {
     listener: UnixListener,
-    path: PathBuf,
+    file: SockFile,
     clients: Vec<Client>,
     pub requests: u64,
     pub errors: u64,
+    pub dropped: u64,
 }
 
 impl CtlServer {
-    /// Binds the control socket at `path` (a stale file is replaced).
-    pub fn bind(path: &Path) -> std::io::Result<CtlServer> {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path)?;
-        listener.set_nonblocking(true)?;
+    /// Binds the control socket at `path` (mode 0600; a stale file is
+    /// replaced, a live one is an error).
+    pub fn bind(path: &Path) -> Result<CtlServer, RunFileError> {
+        let (fd, file) = runfiles::bind_socket(
+            path,
+            nix::sys::socket::SockType::Stream,
+            SockPerms {
+                mode: 0o600,
+                gid: None,
+            },
+            MAX_CLIENTS as i32,
+        )?;
         Ok(CtlServer {
-            listener,
-            path: path.to_owned(),
+            listener: UnixListener::from(fd),
+            file,
             clients: Vec::new(),
             requests: 0,
             errors: 0,
+            dropped: 0,
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// Appends the file descriptors to poll, with their events, to `out`.
     pub fn poll_fds<'a>(&'a self, out: &mut Vec<PollFd<'a>>) {
         out.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
         for c in &self.clients {
-            let mut ev = PollFlags::empty();
-            if !c.closing {
-                ev |= PollFlags::POLLIN;
-            }
-            if c.sent < c.out.len() {
-                ev |= PollFlags::POLLOUT;
-            }
-            out.push(PollFd::new(c.stream.as_fd(), ev));
+            out.push(PollFd::new(c.stream.as_fd(), c.events()));
         }
     }
 
@@ -330,80 +376,105 @@ impl CtlServer {
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
-                    tracing::debug!("control socket accept: {e}");
+                    crate::warn_limited!("control socket accept: {e}");
                     break;
                 }
             }
         }
         let now = Instant::now();
-        let (mut requests, mut errors) = (0u64, 0u64);
-        self.clients.retain_mut(|c| {
-            // Read what is there.
-            let mut buf = [0u8; 4096];
-            while !c.closing {
-                match c.stream.read(&mut buf) {
-                    Ok(0) => c.closing = true,
-                    Ok(n) => {
-                        c.last = now;
-                        c.inbuf.extend_from_slice(&buf[..n]);
-                        if c.inbuf.len() > MAX_LINE
-                            && !c.inbuf[c.inbuf.len() - n..].contains(&b'\n')
-                        {
-                            errors += 1;
-                            let r = Reply::err(format!("request longer than {MAX_LINE} bytes"));
-                            push_reply(&mut c.out, &r);
-                            c.inbuf.clear();
-                            c.closing = true;
-                        }
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => return false,
-                }
-            }
-            // Answer every complete line.
-            while let Some(i) = c.inbuf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = c.inbuf.drain(..=i).collect();
-                let line = String::from_utf8_lossy(&line[..i]).trim().to_string();
-                if line.is_empty() {
-                    continue;
-                }
-                requests += 1;
-                let reply = match serde_json::from_str::<Request>(&line) {
-                    Ok(req) => handle(req),
-                    Err(e) => Reply::err(format!("bad request: {e}")),
-                };
-                if !reply.ok {
-                    errors += 1;
-                }
-                push_reply(&mut c.out, &reply);
-            }
-            // Write what can be written.
-            while c.sent < c.out.len() {
-                match c.stream.write(&c.out[c.sent..]) {
-                    Ok(0) => return false,
-                    Ok(n) => {
-                        c.sent += n;
-                        c.last = now;
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => return false,
-                }
-            }
-            if c.sent == c.out.len() {
-                c.out.clear();
-                c.sent = 0;
-                if c.closing {
-                    return false;
-                }
-            }
-            now.duration_since(c.last) < IDLE_TIMEOUT
-        });
-        self.requests += requests;
-        self.errors += errors;
+        let mut n = CtlCounters::default();
+        self.clients
+            .retain_mut(|c| serve_client(c, now, &mut handle, &mut n));
+        self.requests += n.requests;
+        self.errors += n.errors;
+        self.dropped += n.dropped;
     }
+}
+
+/// Writes, answers and reads for one client until it would block; false
+/// when the connection is to be closed.
+fn serve_client(
+    c: &mut Client,
+    now: Instant,
+    handle: &mut impl FnMut(Request) -> Reply,
+    n: &mut CtlCounters,
+) -> bool {
+    let mut answered = 0;
+    let mut buf = [0u8; 4096];
+    loop {
+        // 1. Write what waits; nothing else happens until it is out.
+        while c.sent < c.out.len() {
+            match c.stream.write(&c.out[c.sent..]) {
+                Ok(0) => return false,
+                Ok(k) => {
+                    c.sent += k;
+                    c.last = now;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        if c.sent < c.out.len() {
+            break;
+        }
+        c.out.clear();
+        c.sent = 0;
+        // 2. Answer the next complete request.
+        if let Some(i) = c.inbuf.iter().position(|&b| b == b'\n') {
+            if answered == REQUESTS_PER_ROUND {
+                break;
+            }
+            let line: Vec<u8> = c.inbuf.drain(..=i).collect();
+            let line = String::from_utf8_lossy(&line[..i]).trim().to_string();
+            if line.is_empty() {
+                continue;
+            }
+            answered += 1;
+            n.requests += 1;
+            let reply = match serde_json::from_str::<Request>(&line) {
+                Ok(req) => handle(req),
+                Err(e) => Reply::err(format!("bad request: {e}")),
+            };
+            if !reply.ok {
+                n.errors += 1;
+            }
+            push_reply(&mut c.out, &reply);
+            if c.out.len() > MAX_OUT {
+                n.dropped += 1;
+                crate::warn_limited!(
+                    "control client closed: an answer of {} bytes exceeds {MAX_OUT}",
+                    c.out.len()
+                );
+                return false;
+            }
+            continue;
+        }
+        if c.closing {
+            return false;
+        }
+        // 3. Read more.
+        match c.stream.read(&mut buf) {
+            Ok(0) => c.closing = true,
+            Ok(k) => {
+                c.last = now;
+                c.inbuf.extend_from_slice(&buf[..k]);
+                if c.inbuf.len() > MAX_LINE && !c.has_line() {
+                    n.errors += 1;
+                    let r = Reply::err(format!("request longer than {MAX_LINE} bytes"));
+                    c.inbuf.clear();
+                    push_reply(&mut c.out, &r);
+                    c.closing = true;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    now.duration_since(c.last) < IDLE_TIMEOUT
 }
 
 fn push_reply(out: &mut Vec<u8>, r: &Reply) {
@@ -413,12 +484,6 @@ fn push_reply(out: &mut Vec<u8>, r: &Reply) {
             let _ = serde_json::to_writer(&mut *out, &Reply::err(format!("internal error: {e}")));
             out.push(b'\n');
         }
-    }
-}
-
-impl Drop for CtlServer {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -489,6 +554,7 @@ mod tests {
             Request::Stats,
             Request::Cores,
             Request::CoresSet { min: 1, max: 2 },
+            Request::Listeners,
             Request::CcUnset { port: 80 },
             Request::CcSet {
                 algo: "timely".into(),
@@ -555,6 +621,58 @@ mod tests {
         assert!(!path.exists());
         let e = request(&path, &Request::Status, Duration::from_secs(1)).unwrap_err();
         assert!(matches!(e, ClientError::Connect { .. }), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_costs_one_answer() {
+        let dir = std::env::temp_dir().join(format!("tas-ctl-slow-{}", std::process::id()));
+        let path = dir.join("t.sock.ctl");
+        let mut srv = CtlServer::bind(&path).unwrap();
+        let handler = |_: Request| Reply::ok(&"x".repeat(1000));
+        let mut c = UnixStream::connect(&path).unwrap();
+        c.set_nonblocking(true).unwrap();
+        let line = b"{\"cmd\":\"status\"}\n";
+        let mut written = 0usize;
+        let mut pend: &[u8] = &[];
+        let batch = line.repeat(1000);
+        for _ in 0..300 {
+            if pend.is_empty() {
+                pend = &batch;
+            }
+            match c.write(pend) {
+                Ok(n) => {
+                    written += n;
+                    pend = &pend[n..];
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            srv.service(handler);
+            let sc = &srv.clients[0];
+            assert!(sc.inbuf.len() <= MAX_LINE + 4096, "{}", sc.inbuf.len());
+            assert!(sc.out.len() <= 2048, "{}", sc.out.len());
+        }
+        let requests = written / line.len();
+        assert!(requests > 100, "only {requests} requests went out");
+        // Everything written is answered once the client reads (a partly
+        // written request line is completed first).
+        c.write_all(&line[written % line.len()..]).ok();
+        let total = requests + usize::from(written % line.len() != 0);
+        let mut got = 0;
+        let mut buf = vec![0u8; 1 << 16];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while got < total && Instant::now() < deadline {
+            srv.service(handler);
+            match c.read(&mut buf) {
+                Ok(n) => got += buf[..n].iter().filter(|&&b| b == b'\n').count(),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, total);
+        assert_eq!(srv.requests as usize, total);
+        drop(srv);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

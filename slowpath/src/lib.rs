@@ -5,9 +5,11 @@
 //! sans-I/O), the congestion control algorithms ([`cc`]), the app registry
 //! and attach socket ([`apps`]), the control socket and protocol for
 //! `tasctl` ([`ctlsock`]), the command line and settings ([`config`]), the
-//! rule that scales the fast-path cores ([`scale`]), and the daemon that
-//! wires NIC lanes, fast-path core threads and the slow-path thread
-//! together ([`daemon`]).
+//! rule that scales the fast-path cores ([`scale`]), the files tasd keeps
+//! while it runs (per-interface lock, socket files: [`runfiles`]),
+//! rate-limited warnings ([`ratelimit`]), and the daemon that wires NIC
+//! lanes, fast-path core threads and the slow-path thread together
+//! ([`daemon`]).
 //!
 //! Must not: do the per-packet common-case work or read or write the data
 //! in the apps' rings (that is the fast path's, which also owns the NIC
@@ -20,5 +22,7 @@ pub mod cc;
 pub mod config;
 pub mod ctlsock;
 pub mod daemon;
+pub mod ratelimit;
+pub mod runfiles;
 pub mod scale;
 pub mod stack;

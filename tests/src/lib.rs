@@ -438,3 +438,90 @@ pub fn monotonic_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+impl Testbed {
+    /// Starts a program in the background in the TAS namespace and returns
+    /// its pid and every line it prints (as they come).
+    pub fn spawn_tas_lines(
+        &mut self,
+        program: &Path,
+        args: &[&str],
+    ) -> (u32, std::sync::mpsc::Receiver<String>) {
+        let c = self.cmd(&self.tas_ns.clone(), program, args);
+        self.spawn_lines(c)
+    }
+
+    /// As [`Testbed::spawn_tas_lines`], in the Linux namespace.
+    pub fn spawn_lnx_lines(
+        &mut self,
+        program: &Path,
+        args: &[&str],
+    ) -> (u32, std::sync::mpsc::Receiver<String>) {
+        let c = self.cmd(&self.lnx_ns.clone(), program, args);
+        self.spawn_lines(c)
+    }
+
+    fn spawn_lines(&mut self, mut c: Command) -> (u32, std::sync::mpsc::Receiver<String>) {
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn");
+        let pid = child.id();
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        self.children.push(child);
+        (pid, rx)
+    }
+
+    /// Sends `sig` to tasd (e.g. SIGKILL to crash it).
+    pub fn signal_tasd(&self, sig: i32) {
+        if let Some(c) = &self.tasd {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+}
+
+/// Waits up to `limit` for a line of `rx` containing `word`; returns it, or
+/// None (with the last line seen in `last`).
+pub fn wait_line(
+    rx: &std::sync::mpsc::Receiver<String>,
+    word: &str,
+    limit: Duration,
+    last: &mut String,
+) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left.min(Duration::from_millis(100))) {
+            Ok(l) if l.contains(word) => return Some(l),
+            Ok(l) => *last = l,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+/// The state letter of a process (`/proc/PID/stat`): `R`, `S`, `Z`, ...;
+/// None when it is gone.
+pub fn proc_state(pid: u32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 2..].chars().next()
+}
+
+/// Resident memory of a process in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}

@@ -153,6 +153,23 @@ pub mod ctl {
 
     /// LISTEN flag: share the port with other listeners (SO_REUSEPORT).
     pub const F_REUSEPORT: u32 = 1;
+
+    /// Why a `HELLO` was refused: `arg[0]` of the `RESULT` (whose `err` is
+    /// the errno), `arg[1]` the limit that was hit (or, for
+    /// [`REFUSED_NETNS`], the inode of the daemon's network namespace and
+    /// `arg[2]` the app's).
+    /// The app's ABI version differs (`EPROTO`).
+    pub const REFUSED_VERSION: u32 = 1;
+    /// Every app slot is taken (`ENFILE`).
+    pub const REFUSED_FULL: u32 = 2;
+    /// The process has as many attachments as allowed (`EMFILE`).
+    pub const REFUSED_PER_PROCESS: u32 = 3;
+    /// The user has as many attachments as allowed (`EUSERS`).
+    pub const REFUSED_PER_UID: u32 = 4;
+    /// The app runs in another network namespace than the daemon (`EXDEV`).
+    pub const REFUSED_NETNS: u32 = 5;
+    /// The daemon could not set the app up (`ENOMEM`, ...).
+    pub const REFUSED_SETUP: u32 = 6;
 }
 
 /// A connection as the app sees it.

@@ -32,8 +32,33 @@
 //!
 //! Exceptions go to the slow path in buffers taken from a preallocated pool,
 //! so the loop does not allocate per packet.
+//!
+//! # No queue loses anything
+//!
+//! * **Lane → slow path (exceptions).** An exception (SYN, FIN, RST, a frame
+//!   for no flow, ARP, ...) often carries a state change, so none is
+//!   dropped. When the lane's exception queue (`EXC_QUEUE` entries) is full,
+//!   the exception waits in the lane's own overflow, in order, and is
+//!   offered again at the start of every round (counted in
+//!   `LaneShared::exc_deferred`). When the overflow holds [`EXC_OVERFLOW_MAX`]
+//!   frames or [`EXC_OVERFLOW_BYTES`] bytes, the lane stops reading its NIC
+//!   queue until the slow path catches up (counted per round in
+//!   `exc_backpressure`): the NIC's own ring then fills and drops, as on any
+//!   overloaded host, but nothing that tasd has already taken in is lost.
+//!   Buffers come from the lane's pool (1,024 of them); only while the
+//!   slow path lags that far behind are more allocated (and freed again
+//!   when the pool is full).
+//! * **Slow path → lane (commands).** A command (`Send`, `Retransmit`,
+//!   `Kick`, `AddApp`, ...) that does not fit the lane's queue waits in the
+//!   slow path's [`LaneCommands`] backlog for that lane, in order, and is
+//!   pushed again every slow-path turn (counted in `LaneCommands::deferred`).
+//! * **Lane → lane (TX activations).** A forwarded activation that does not
+//!   fit waits in the sending lane's `deferred` list (retried every round).
+//! * **Lane → app (notifications).** The engine keeps a flow marked until its
+//!   notification fits the app's event ring.
 
 use crossbeam_queue::ArrayQueue;
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,6 +89,17 @@ const MAX_LANES_PER_CORE: usize = 64;
 const SLEEP_CAP_MS: i32 = 100;
 /// Longest a core without lanes blocks without a wake-up (a backstop).
 const INACTIVE_CAP_MS: i32 = 1000;
+/// Entries of a lane's exception queue to the slow path.
+pub const EXC_QUEUE: usize = 4096;
+/// Preallocated exception buffers per lane.
+const EXC_POOL: usize = 1024;
+/// A lane whose exception overflow holds this many frames (or
+/// [`EXC_OVERFLOW_BYTES`]) stops reading its NIC queue until the slow path
+/// has taken some.
+pub const EXC_OVERFLOW_MAX: usize = 65536;
+pub const EXC_OVERFLOW_BYTES: usize = 32 << 20;
+/// Entries of a lane's command queue from the slow path.
+pub const CMD_QUEUE: usize = 16 * 1024;
 
 /// Monotonic nanoseconds (vDSO, no system call).
 pub fn now_ns() -> u64 {
@@ -142,35 +178,45 @@ pub struct LaneShared {
     pub owner: AtomicU32,
     /// A copy of the engine's counters, refreshed about every millisecond.
     pub stats: Mutex<Stats>,
-    pub exc_dropped: AtomicU64,
+    /// Exceptions that found the queue full and waited in the lane's
+    /// overflow (none is ever dropped).
+    pub exc_deferred: AtomicU64,
+    /// Rounds in which the lane left its NIC queue unread because its
+    /// exception overflow was at its bound.
+    pub exc_backpressure: AtomicU64,
+    /// Exceptions in the lane's overflow now.
+    pub exc_overflow: AtomicU64,
 }
 
 impl LaneShared {
     fn new(id: u16) -> std::io::Result<Self> {
-        let pool = ArrayQueue::new(1024);
-        for _ in 0..1024 {
+        let pool = ArrayQueue::new(EXC_POOL);
+        for _ in 0..EXC_POOL {
             let _ = pool.push(Vec::with_capacity(tas_nic::FRAME_SLOT));
         }
         Ok(LaneShared {
             id,
-            cmds: ArrayQueue::new(16 * 1024),
-            exc: ArrayQueue::new(1024),
+            cmds: ArrayQueue::new(CMD_QUEUE),
+            exc: ArrayQueue::new(EXC_QUEUE),
             exc_pool: pool,
             kicks: ArrayQueue::new(16 * 1024),
             wake: eventfd()?,
             sleeping: AtomicBool::new(false),
             owner: AtomicU32::new(0),
             stats: Mutex::new(Stats::default()),
-            exc_dropped: AtomicU64::new(0),
+            exc_deferred: AtomicU64::new(0),
+            exc_backpressure: AtomicU64::new(0),
+            exc_overflow: AtomicU64::new(0),
         })
     }
 
-    /// Queues a command and wakes the lane's core if it sleeps. False if the
-    /// queue is full.
-    pub fn command(&self, c: CoreCmd) -> bool {
-        let ok = self.cmds.push(c).is_ok();
+    /// Queues a command and wakes the lane's core if it sleeps; gives the
+    /// command back when the queue is full (see [`LaneCommands`], which
+    /// keeps it for later).
+    pub fn command(&self, c: CoreCmd) -> Result<(), CoreCmd> {
+        let r = self.cmds.push(c);
         self.wake_if_sleeping();
-        ok
+        r
     }
 
     /// Hands this lane a TX activation from another lane and wakes its core
@@ -195,6 +241,101 @@ impl LaneShared {
     pub fn recycle(&self, mut buf: Vec<u8>) {
         buf.clear();
         let _ = self.exc_pool.push(buf);
+    }
+}
+
+/// The slow path's side of the lanes' command queues: a command that does
+/// not fit its lane's queue waits here, behind any earlier one for that
+/// lane, until [`LaneCommands::flush`] can push it. Nothing is dropped; a
+/// lane's commands keep their order.
+pub struct LaneCommands {
+    backlog: Vec<VecDeque<CoreCmd>>,
+    /// Per lane: commands that had to wait (cumulative).
+    pub deferred: Vec<u64>,
+}
+
+impl LaneCommands {
+    pub fn new(lanes: usize) -> Self {
+        LaneCommands {
+            backlog: (0..lanes).map(|_| VecDeque::new()).collect(),
+            deferred: vec![0; lanes],
+        }
+    }
+
+    /// Queues `c` for lane `lane` (of `lanes`), or keeps it when that
+    /// lane's queue is full or older commands wait.
+    pub fn send(&mut self, lanes: &[Arc<LaneShared>], lane: usize, c: CoreCmd) {
+        let lane = if lane < lanes.len() { lane } else { 0 };
+        let q = &mut self.backlog[lane];
+        let c = if q.is_empty() {
+            match lanes[lane].command(c) {
+                Ok(()) => return,
+                Err(c) => c,
+            }
+        } else {
+            c
+        };
+        q.push_back(c);
+        self.deferred[lane] += 1;
+    }
+
+    /// Pushes waiting commands while there is room; true when none waits.
+    pub fn flush(&mut self, lanes: &[Arc<LaneShared>]) -> bool {
+        let mut empty = true;
+        for (q, l) in self.backlog.iter_mut().zip(lanes) {
+            let mut pushed = false;
+            while let Some(c) = q.pop_front() {
+                if let Err(c) = l.cmds.push(c) {
+                    q.push_front(c);
+                    break;
+                }
+                pushed = true;
+            }
+            if pushed {
+                l.wake_if_sleeping();
+            }
+            empty &= q.is_empty();
+        }
+        empty
+    }
+
+    /// Commands waiting, over all lanes.
+    pub fn waiting(&self) -> usize {
+        self.backlog.iter().map(VecDeque::len).sum()
+    }
+}
+
+/// A lane's exceptions that did not fit its queue to the slow path, in
+/// arrival order.
+#[derive(Default)]
+struct ExcOverflow {
+    q: VecDeque<Exc>,
+    bytes: usize,
+}
+
+impl ExcOverflow {
+    fn push(&mut self, e: Exc) {
+        self.bytes += e.frame.len();
+        self.q.push_back(e);
+    }
+
+    /// Moves what fits into `shared.exc`; returns how many moved.
+    fn drain_into(&mut self, shared: &LaneShared) -> usize {
+        let mut n = 0;
+        while let Some(e) = self.q.pop_front() {
+            let len = e.frame.len();
+            if let Err(e) = shared.exc.push(e) {
+                self.q.push_front(e);
+                break;
+            }
+            self.bytes -= len;
+            n += 1;
+        }
+        n
+    }
+
+    fn at_bound(&self) -> bool {
+        self.q.len() >= EXC_OVERFLOW_MAX || self.bytes >= EXC_OVERFLOW_BYTES
     }
 }
 
@@ -371,6 +512,8 @@ struct Sink<'a, N: Nic> {
     lanes: &'a [Arc<LaneShared>],
     /// Forwarded activations whose lane queue was full (retried next round).
     deferred: &'a mut Vec<(u16, FlowId)>,
+    /// Exceptions whose queue was full (offered again next round).
+    overflow: &'a mut ExcOverflow,
     exc_sent: bool,
 }
 
@@ -402,20 +545,33 @@ impl<N: Nic> Output for Sink<'_, N> {
         self.tx.push_with(fill)
     }
     fn exception(&mut self, reason: Exception, flow: Option<FlowId>, frame: &[u8]) {
-        let Some(mut buf) = self.shared.exc_pool.pop() else {
-            self.shared.exc_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
+        // The pool runs dry only while the slow path lags; then (only then)
+        // the buffer is allocated.
+        let mut buf = self
+            .shared
+            .exc_pool
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(frame.len()));
         buf.extend_from_slice(frame);
-        if let Err(e) = self.shared.exc.push(Exc {
+        let e = Exc {
             reason,
             flow,
             frame: buf,
-        }) {
-            self.shared.exc_dropped.fetch_add(1, Ordering::Relaxed);
-            self.shared.recycle(e.frame);
-        }
-        self.exc_sent = true;
+        };
+        // Behind older waiting exceptions, never ahead of them.
+        let e = if self.overflow.q.is_empty() {
+            match self.shared.exc.push(e) {
+                Ok(()) => {
+                    self.exc_sent = true;
+                    return;
+                }
+                Err(e) => e,
+            }
+        } else {
+            e
+        };
+        self.overflow.push(e);
+        self.shared.exc_deferred.fetch_add(1, Ordering::Relaxed);
     }
     fn forward(&mut self, lane: u16, id: FlowId) {
         match self.lanes.get(lane as usize) {
@@ -441,6 +597,7 @@ pub struct Lane<N: Nic> {
     apps: Vec<Option<AppPort>>,
     woken: Vec<bool>,
     deferred: Vec<(u16, FlowId)>,
+    overflow: ExcOverflow,
     shared: Arc<LaneShared>,
 }
 
@@ -462,6 +619,7 @@ impl<N: Nic> Lane<N> {
             apps: (0..MAX_APPS).map(|_| None).collect(),
             woken: vec![false; MAX_APPS],
             deferred: Vec::with_capacity(cap.min(1 << 16)),
+            overflow: ExcOverflow::default(),
             shared,
         }
     }
@@ -483,29 +641,44 @@ impl<N: Nic> Lane<N> {
             shared,
             woken,
             deferred,
+            overflow,
         } = self;
         // Activations that did not fit into another lane's queue last round.
         deferred.retain(|&(lane, id)| !lanes[lane as usize].push_kick(id));
+        // Exceptions that did not fit the slow path's queue, oldest first.
+        let moved = if overflow.q.is_empty() {
+            0
+        } else {
+            overflow.drain_into(shared)
+        };
+        work += moved;
+        let hold_nic = overflow.at_bound();
         let mut out = Sink {
             nic,
             tx,
             shared,
             lanes,
             deferred,
-            exc_sent: false,
+            overflow,
+            exc_sent: moved > 0,
         };
 
-        // 1. Receive.
+        // 1. Receive (unless the slow path is so far behind that the
+        // exceptions of more frames would have nowhere to wait).
         rx.clear();
-        match out.nic.recv(rx) {
-            Ok(n) => {
-                work += n;
-                fp.prefetch(rx.iter());
-                for i in 0..n {
-                    fp.rx(rx.frame(i), now, mem, &mut out);
+        if hold_nic {
+            out.shared.exc_backpressure.fetch_add(1, Ordering::Relaxed);
+        } else {
+            match out.nic.recv(rx) {
+                Ok(n) => {
+                    work += n;
+                    fp.prefetch(rx.iter());
+                    for i in 0..n {
+                        fp.rx(rx.frame(i), now, mem, &mut out);
+                    }
                 }
+                Err(e) => tracing::debug!("nic recv: {e}"),
             }
-            Err(e) => tracing::debug!("nic recv: {e}"),
         }
 
         // 2. App commands (their rings are served by lane 0; other lanes
@@ -574,6 +747,10 @@ impl<N: Nic> Lane<N> {
         out.flush();
         if out.exc_sent {
             kick(slow_wake);
+        }
+        let waiting = out.overflow.q.len() as u64;
+        if waiting != 0 || out.shared.exc_overflow.load(Ordering::Relaxed) != 0 {
+            out.shared.exc_overflow.store(waiting, Ordering::Relaxed);
         }
 
         // 5. Notifications into this lane's event ring of each app.
@@ -761,6 +938,10 @@ impl<N: Nic> Core<N> {
         let cap = self.sleep_cap_ms;
         let mut timeout_ms: i32 = cap;
         for l in &self.lanes {
+            if !l.overflow.q.is_empty() {
+                // Exceptions wait for room in the slow path's queue.
+                timeout_ms = 1;
+            }
             if let Some(t) = l.fp.poll_at() {
                 let ms = if t <= now {
                     0
@@ -805,5 +986,99 @@ impl<N: Nic> Core<N> {
             l.announce_sleep(false);
         }
         slept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tas_engine::engine::Exception;
+
+    fn lanes(n: usize) -> Vec<Arc<LaneShared>> {
+        (0..n)
+            .map(|i| Arc::new(LaneShared::new(i as u16).unwrap()))
+            .collect()
+    }
+
+    fn kick_id(c: CoreCmd) -> FlowId {
+        match c {
+            CoreCmd::Kick(id) => id,
+            _ => panic!("not a kick"),
+        }
+    }
+
+    #[test]
+    fn lane_commands_wait_in_order_and_are_never_dropped() {
+        let l = lanes(2);
+        let mut cmds = LaneCommands::new(2);
+        let n = CMD_QUEUE as u32 + 1000;
+        for i in 0..n {
+            cmds.send(&l, 1, CoreCmd::Kick(i));
+        }
+        assert_eq!(cmds.waiting(), 1000);
+        assert_eq!(cmds.deferred, vec![0, 1000]);
+        // Lane 0 is unaffected by lane 1's backlog.
+        cmds.send(&l, 0, CoreCmd::Kick(7));
+        assert_eq!(kick_id(l[0].cmds.pop().unwrap()), 7);
+        // A full queue stays full: nothing moves, nothing is lost.
+        assert!(!cmds.flush(&l));
+        assert_eq!(cmds.waiting(), 1000);
+        // The lane takes 600; flushing moves 600, then the lane takes all.
+        let mut got = Vec::new();
+        for _ in 0..600 {
+            got.push(kick_id(l[1].cmds.pop().unwrap()));
+        }
+        assert!(!cmds.flush(&l));
+        assert_eq!(cmds.waiting(), 400);
+        // A new command goes behind the waiting ones.
+        cmds.send(&l, 1, CoreCmd::Kick(n));
+        while let Some(c) = l[1].cmds.pop() {
+            got.push(kick_id(c));
+            cmds.flush(&l);
+        }
+        assert_eq!(cmds.waiting(), 0);
+        assert_eq!(got, (0..=n).collect::<Vec<_>>());
+        // An out-of-range lane means lane 0 (as the daemon's lane_of does).
+        cmds.send(&l, 9, CoreCmd::Kick(3));
+        assert_eq!(kick_id(l[0].cmds.pop().unwrap()), 3);
+    }
+
+    #[test]
+    fn exception_overflow_keeps_order_and_counts_bytes() {
+        let l = lanes(1);
+        let mut o = ExcOverflow::default();
+        let exc = |i: u32| Exc {
+            reason: Exception::Rst,
+            flow: Some(i),
+            frame: vec![0u8; 60],
+        };
+        for i in 0..EXC_QUEUE as u32 {
+            assert!(l[0].exc.push(exc(i)).is_ok());
+        }
+        for i in 0..100u32 {
+            o.push(exc(EXC_QUEUE as u32 + i));
+        }
+        assert_eq!((o.q.len(), o.bytes), (100, 6000));
+        assert_eq!(o.drain_into(&l[0]), 0);
+        for _ in 0..30 {
+            l[0].exc.pop().unwrap();
+        }
+        assert_eq!(o.drain_into(&l[0]), 30);
+        assert_eq!((o.q.len(), o.bytes), (70, 4200));
+        let mut seen = Vec::new();
+        while let Some(e) = l[0].exc.pop() {
+            seen.push(e.flow.unwrap());
+            o.drain_into(&l[0]);
+        }
+        assert_eq!(seen, (30..EXC_QUEUE as u32 + 100).collect::<Vec<_>>());
+        assert!(!o.at_bound());
+        for i in 0..EXC_OVERFLOW_MAX as u32 {
+            o.push(Exc {
+                reason: Exception::Syn,
+                flow: Some(i),
+                frame: Vec::new(),
+            });
+        }
+        assert!(o.at_bound());
     }
 }

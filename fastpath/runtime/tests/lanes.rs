@@ -661,7 +661,7 @@ impl Harness {
                     app_wake,
                 }
             };
-            assert!(shared.lanes[lane].command(CoreCmd::AddApp(port)));
+            assert!(shared.lanes[lane].command(CoreCmd::AddApp(port)).is_ok());
         }
         // SAFETY: as above; the app is the other side of each ring.
         let (events, cmds) = unsafe {
@@ -729,7 +729,9 @@ impl Harness {
     /// acknowledgement of removing an app nobody uses).
     fn barrier(&self, lane: usize) {
         let left = Arc::new(AtomicU32::new(1));
-        assert!(self.shared.lanes[lane].command(CoreCmd::RemoveApp(NO_APP, left.clone())));
+        assert!(self.shared.lanes[lane]
+            .command(CoreCmd::RemoveApp(NO_APP, left.clone()))
+            .is_ok());
         wait_until(format!("lane {lane} to take a command"), || {
             left.load(Ordering::Acquire) == 0
         });

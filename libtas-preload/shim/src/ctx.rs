@@ -10,15 +10,19 @@ use crate::global::{global, Global};
 use crate::reactor::start_reactor;
 use crate::readiness::want;
 use crate::sock::{take_conn_error, Sock, St};
-use crate::sys::{log, real, Lock};
+use crate::sys::{self, log, real, Lock};
 use libc::c_int;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tas::{Changes, ConnId, ListenerId, Tas};
 
-/// Most contexts (attachments to tasd) per process.
+/// Most contexts (attachments to tasd) per process, over its life (a
+/// context whose daemon died keeps its slot: its sockets refer to it).
 /// (Two bits per context mark an epoll set as holding its fds.)
 pub const MAX_CTX: usize = 30;
+/// While no daemon answers, attaching is tried again at most this often
+/// (sockets created meanwhile use the kernel).
+pub const REATTACH_NS: u64 = 1_000_000_000;
 
 thread_local! {
     /// (generation, context index) this thread uses.
@@ -124,7 +128,14 @@ impl Inner {
                     self.connecting.remove(&req);
                     if let Some(s) = self.socks.get_mut(&sid) {
                         s.st = St::Failed;
-                        s.so_error = e.raw_os_error().unwrap_or(libc::ECONNREFUSED);
+                        s.so_error = e.raw_os_error().unwrap_or(
+                            if e.kind() == std::io::ErrorKind::NotConnected {
+                                // tasd went away while connecting.
+                                libc::ECONNRESET
+                            } else {
+                                libc::ECONNREFUSED
+                            },
+                        );
                         s.err_taken = true;
                     }
                     self.sync(sid);
@@ -212,7 +223,7 @@ pub fn my_ctx() -> Option<&'static Ctx> {
     let (cgen, idx) = MY_CTX.with(|c| c.get());
     if cgen == gen {
         if let Some(c) = g.ctx(idx) {
-            if c.gen == gen {
+            if c.gen == gen && !c.dead.load(Ordering::Relaxed) {
                 return Some(c);
             }
         }
@@ -224,16 +235,27 @@ pub fn my_ctx() -> Option<&'static Ctx> {
 
 fn pick_ctx(g: &'static Global, gen: u64) -> Option<&'static Ctx> {
     let mut cs = g.create.lock();
-    if cs.failed_gen == Some(gen) {
+    // Contexts whose daemon died serve no new socket; when tasd is back,
+    // new sockets attach new contexts.
+    let live: Vec<&'static Ctx> = g
+        .live_ctxs()
+        .filter(|c| !c.dead.load(Ordering::Relaxed))
+        .collect();
+    let retry_later = cs.failed_gen == Some(gen)
+        && sys::monotonic_ns().saturating_sub(cs.failed_at) < REATTACH_NS;
+    if live.is_empty() && retry_later {
         return None;
     }
-    let live: Vec<&'static Ctx> = g.live_ctxs().collect();
-    if live.len() < g.cfg.max_ctx && g.nctx.load(Ordering::Acquire) < MAX_CTX {
+    if live.len() < g.cfg.max_ctx && g.nctx.load(Ordering::Acquire) < MAX_CTX && !retry_later {
         match Tas::attach() {
             Ok(mut tas) => {
+                cs.failed_gen = None;
+                g.warned.store(false, Ordering::Relaxed);
                 tas.move_fds_above(high_fd_base());
                 tas.set_auto_poll(false);
                 tas.set_waiting(false);
+                // A dead context stays dead: this shim attaches a new one.
+                tas.set_reattach(false);
                 let idx = g.nctx.load(Ordering::Acquire);
                 let (ev_fd, ctl_fd) = (tas.event_fd(), tas.control_fd());
                 for fd in [ev_fd, ctl_fd] {
@@ -270,6 +292,7 @@ fn pick_ctx(g: &'static Global, gen: u64) -> Option<&'static Ctx> {
             Err(e) => {
                 if live.is_empty() {
                     cs.failed_gen = Some(gen);
+                    cs.failed_at = sys::monotonic_ns();
                     if !g.warned.swap(true, Ordering::Relaxed) {
                         log(&format!(
                             "cannot attach to tasd at {} ({e}); TCP sockets use the kernel",
@@ -280,6 +303,10 @@ fn pick_ctx(g: &'static Global, gen: u64) -> Option<&'static Ctx> {
                 }
             }
         }
+    }
+    if live.is_empty() {
+        // Every slot is taken by contexts whose daemon died.
+        return None;
     }
     let i = g.rr.fetch_add(1, Ordering::Relaxed) % live.len();
     Some(live[i])

@@ -46,7 +46,11 @@ pub struct Global {
 
 #[derive(Default)]
 pub struct CreateState {
+    /// The generation whose last attach failed (no live context), and when
+    /// (monotonic ns): attaching is retried at most every
+    /// [`crate::ctx::REATTACH_NS`].
     pub failed_gen: Option<u64>,
+    pub failed_at: u64,
     pub reactor_gen: Option<u64>,
 }
 

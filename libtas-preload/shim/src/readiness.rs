@@ -182,7 +182,8 @@ pub fn want(s: &Sock, tas: &Tas) -> Want {
     match s.st {
         St::Fresh => {}
         St::Listening(l) => {
-            w.r = tas.listener_pending(l).unwrap_or(0) > 0;
+            // A dead daemon makes accept() fail: wake whoever waits for it.
+            w.r = tas.is_dead() || tas.listener_pending(l).unwrap_or(0) > 0;
             w.key = s.lkey;
             w.w = false;
         }

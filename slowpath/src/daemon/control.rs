@@ -2,7 +2,7 @@
 //! the daemon's live state (stack, apps, lanes and cores, scaler, rates),
 //! including the two that change it (`cc_set`/`cc_unset`, `cores_set`).
 
-use super::meter::{exceptions_dropped, lane_totals, Meter};
+use super::meter::{lane_sum, lane_totals, Meter};
 use super::{assign_lanes, Shared};
 use crate::apps::Apps;
 use crate::config::Config;
@@ -37,10 +37,12 @@ pub(super) struct CtlCtx<'a> {
     pub(super) stack: &'a mut Stack,
     pub(super) apps: &'a Apps,
     pub(super) shared: &'a Shared,
+    pub(super) cmds: &'a tas_runtime::LaneCommands,
     pub(super) scaler: &'a mut ScaleController,
     pub(super) meter: &'a Meter,
     pub(super) ctl_requests: u64,
     pub(super) ctl_errors: u64,
+    pub(super) ctl_dropped: u64,
 }
 
 impl CtlCtx<'_> {
@@ -67,6 +69,7 @@ impl CtlCtx<'_> {
                 Err(e) => Reply::err(e.to_string()),
             },
             Request::Stats => Reply::ok(&self.stats()),
+            Request::Listeners => Reply::ok(&self.stack.listeners()),
             Request::Cores => Reply::ok(&self.cores()),
             Request::CoresSet { min, max } => {
                 let lanes = self.shared.lanes.len() as u32;
@@ -200,10 +203,28 @@ impl CtlCtx<'_> {
         c.insert("cores.active".into(), self.scaler.active() as u64);
         c.insert("cores.scale_ups".into(), self.scaler.scale_ups());
         c.insert("cores.scale_downs".into(), self.scaler.scale_downs());
-        c.insert(
-            "lanes.exceptions_dropped".into(),
-            exceptions_dropped(self.shared),
-        );
+        // The queues between lanes and the slow path (see tas_runtime):
+        // what had to wait, never what was dropped (nothing is).
+        let r = Ordering::Relaxed;
+        let lanes = [
+            (
+                "lanes.exceptions_deferred",
+                lane_sum(self.shared, |l| l.exc_deferred.load(r)),
+            ),
+            (
+                "lanes.exceptions_waiting",
+                lane_sum(self.shared, |l| l.exc_overflow.load(r)),
+            ),
+            (
+                "lanes.nic_backpressure_rounds",
+                lane_sum(self.shared, |l| l.exc_backpressure.load(r)),
+            ),
+            ("lanes.commands_deferred", self.cmds.deferred.iter().sum()),
+            ("lanes.commands_waiting", self.cmds.waiting() as u64),
+        ];
+        for (k, v) in lanes {
+            c.insert(k.into(), v);
+        }
         if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(self.stack.stats()) {
             for (k, v) in m {
                 if let Some(n) = v.as_u64() {
@@ -211,10 +232,25 @@ impl CtlCtx<'_> {
                 }
             }
         }
-        c.insert("apps.attached".into(), self.apps.count() as u64);
-        c.insert("apps.attached_total".into(), self.apps.attached_total);
-        c.insert("ctl.requests".into(), self.ctl_requests);
-        c.insert("ctl.errors".into(), self.ctl_errors);
+        let a = &self.apps.stats;
+        let waiting: usize = self.apps.iter().map(|x| x.outbox.len()).sum();
+        for (k, v) in [
+            ("apps.attached", self.apps.count() as u64),
+            ("apps.attached_total", a.attached_total),
+            ("apps.attach_refused", a.attach_refused),
+            ("apps.attach_timeouts", a.attach_timeouts),
+            ("apps.msgs_deferred", a.msgs_deferred),
+            ("apps.msgs_waiting", waiting as u64),
+            ("apps.msgs_undeliverable", a.msgs_undeliverable),
+            ("apps.outbox_peak", a.outbox_peak),
+            ("apps.throttled", a.throttled),
+            ("ctl.requests", self.ctl_requests),
+            ("ctl.errors", self.ctl_errors),
+            ("ctl.clients_dropped", self.ctl_dropped),
+            ("log.suppressed", crate::ratelimit::suppressed_total()),
+        ] {
+            c.insert(k.into(), v);
+        }
         Stats { counters: c }
     }
 }

@@ -63,14 +63,14 @@ impl Meter {
     }
 }
 
-/// Frames dropped by tasd, over every cause that has a counter.
-fn drops(fp: &engine::Stats, exc_dropped: u64, st: &StackStats) -> u64 {
+/// Frames dropped by tasd, over every cause that has a counter (the lanes'
+/// exception queues drop nothing).
+fn drops(fp: &engine::Stats, st: &StackStats) -> u64 {
     fp.bad_checksum
         + fp.ooo_dropped
         + fp.seq_unacceptable
         + fp.tx_full
         + fp.mem_errors
-        + exc_dropped
         + st.dropped_malformed
         + st.dropped_unusual_flags
         + st.dropped_not_ours
@@ -88,19 +88,14 @@ pub(super) fn lane_totals(shared: &Shared) -> engine::Stats {
     t
 }
 
-/// Exceptions the lanes could not queue for the slow path.
-pub(super) fn exceptions_dropped(shared: &Shared) -> u64 {
-    shared
-        .lanes
-        .iter()
-        .map(|l| l.exc_dropped.load(Ordering::Relaxed))
-        .sum()
+/// A counter of every lane, summed.
+pub(super) fn lane_sum(shared: &Shared, f: impl Fn(&tas_runtime::LaneShared) -> u64) -> u64 {
+    shared.lanes.iter().map(|l| f(l)).sum()
 }
 
 /// The counters now.
 pub(super) fn sample(shared: &Shared, stack: &Stack) -> Sample {
     let fp = lane_totals(shared);
-    let exc_dropped = exceptions_dropped(shared);
     let mut busy_ns = [0u64; MAX_CORES as usize];
     for (i, c) in shared.cores.iter().enumerate().take(MAX_CORES as usize) {
         busy_ns[i] = c.busy_ns.load(Ordering::Relaxed);
@@ -111,7 +106,7 @@ pub(super) fn sample(shared: &Shared, stack: &Stack) -> Sample {
         tx_frames: fp.tx_frames + fp.acks_sent,
         rx_bytes: fp.rx_payload_bytes,
         tx_bytes: fp.tx_payload_bytes,
-        drops: drops(&fp, exc_dropped, &stack.stats()),
+        drops: drops(&fp, &stack.stats()),
         exceptions: fp.exceptions,
         busy_ns,
     }

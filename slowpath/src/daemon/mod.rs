@@ -3,14 +3,21 @@
 //!
 //! Owns the slow-path thread's state (a `Daemon`: the fast path's shared
 //! state and flow table, the [`Stack`], the [`Apps`], the control socket,
-//! the core-scaling controller) and its main loop. Each turn of the loop
-//! waits, then serves in this order: signals, the cores' wake-up, new apps,
-//! exceptions from the lanes, app control messages and hang-ups, app
-//! regions the lanes have let go of, the stack's timers (including the
-//! congestion-control loop), core scaling, the rates sample, and `tasctl`.
-//! The answers to `tasctl` are in the `control` submodule, the rates in
-//! `meter`. Shutdown resets live flows toward their peers, gives the cores
-//! up to 500 ms to send, and stops them.
+//! the core-scaling controller, the per-interface lock) and its main loop.
+//! Each turn of the loop waits, then serves in this order: signals, the
+//! cores' wake-up, new connections to the attach socket and the `HELLO`s
+//! that arrived, exceptions from the lanes, app control messages, hang-ups
+//! and outboxes, app regions the lanes have let go of, the stack's timers
+//! (including the congestion-control loop), core scaling, the rates sample,
+//! `tasctl`, and finally the lane commands that had to wait. The answers to
+//! `tasctl` are in the `control` submodule, the rates in `meter`. Shutdown
+//! resets live flows toward their peers, gives the cores up to 500 ms to
+//! send, and stops them.
+//!
+//! Nothing the loop hands on is dropped: frames and commands for a lane
+//! whose queue is full wait in [`LaneCommands`], messages for an app whose
+//! socket is full wait in its outbox (see `apps`), and an app that does not
+//! take them is throttled in the stack (no new connections) instead.
 //!
 //! The slow-path thread sleeps in `ppoll` until a file descriptor is ready
 //! or the stack's next timer is due; timers are served with microsecond
@@ -21,6 +28,7 @@
 use crate::apps::{AppId, Apps};
 use crate::config::{Config, NicKind};
 use crate::ctlsock::{self, CtlServer};
+use crate::runfiles::{InstanceLock, SockPerms};
 use crate::scale::{Decision, ScaleController};
 use crate::stack::{FpCmd, Stack, StackIo};
 use control::CtlCtx;
@@ -38,7 +46,7 @@ use tas_abi::CtlMsg;
 use tas_engine::engine;
 use tas_engine::flowtable::FlowTable;
 use tas_nic::{af_packet::AfPacketNic, af_xdp::AfXdpNic, Nic, NicError};
-use tas_runtime::{now_ns, Core, CoreCmd, CoreConfig, FastPathShared, Lane};
+use tas_runtime::{now_ns, Core, CoreCmd, CoreConfig, FastPathShared, Lane, LaneCommands};
 
 mod control;
 mod meter;
@@ -55,6 +63,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Apps(#[from] crate::apps::AppsError),
+    #[error(transparent)]
+    RunFile(#[from] crate::runfiles::RunFileError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -63,6 +73,7 @@ struct Io<'a> {
     shared: &'a Shared,
     table: &'a FlowTable,
     apps: &'a mut Apps,
+    cmds: &'a mut LaneCommands,
 }
 
 impl Io<'_> {
@@ -79,9 +90,8 @@ impl Io<'_> {
 
 impl StackIo for Io<'_> {
     fn send_frame(&mut self, frame: &[u8]) {
-        if !self.shared.lanes[0].command(CoreCmd::Send(frame.to_vec())) {
-            tracing::debug!("lane command queue full; frame dropped");
-        }
+        self.cmds
+            .send(&self.shared.lanes, 0, CoreCmd::Send(frame.to_vec()));
     }
     fn fastpath(&mut self, cmd: FpCmd) {
         let (lane, c) = match cmd {
@@ -89,7 +99,7 @@ impl StackIo for Io<'_> {
             FpCmd::Kick(id) => (self.lane_of(id), CoreCmd::Kick(id)),
             FpCmd::Rx(frame) => (0, CoreCmd::Rx(frame)),
         };
-        self.shared.lanes[lane].command(c);
+        self.cmds.send(&self.shared.lanes, lane, c);
     }
     fn app_msg(&mut self, app: AppId, msg: &CtlMsg) {
         self.apps.send(app, msg);
@@ -171,10 +181,10 @@ struct PendingRemoval {
 
 /// Tells every lane to let go of app `id`; the region may be unmapped once
 /// `left` reaches 0.
-fn remove_app(shared: &Shared, id: AppId) -> PendingRemoval {
+fn remove_app(shared: &Shared, cmds: &mut LaneCommands, id: AppId) -> PendingRemoval {
     let left = Arc::new(AtomicU32::new(shared.lanes.len() as u32));
-    for lane in &shared.lanes {
-        lane.command(CoreCmd::RemoveApp(id, left.clone()));
+    for lane in 0..shared.lanes.len() {
+        cmds.send(&shared.lanes, lane, CoreCmd::RemoveApp(id, left.clone()));
     }
     PendingRemoval {
         id,
@@ -204,6 +214,8 @@ struct Ready {
     signal: bool,
     /// The attach socket has a connection to accept.
     attach: bool,
+    /// Connections waiting for their HELLO and what their sockets reported.
+    hellos: Vec<(u64, PollFlags)>,
     /// A core kicked the slow path's eventfd.
     wake: bool,
     /// Every polled app and what its socket reported (empty: nothing).
@@ -227,6 +239,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
 /// apps, the control socket, core scaling and the main loop's bookkeeping.
 struct Daemon {
     cfg: Config,
+    /// One tasd per interface (held while the daemon runs).
+    _lock: InstanceLock,
     started: Instant,
     /// SIGINT/SIGTERM, blocked and delivered here.
     sigfd: SignalFd,
@@ -237,6 +251,8 @@ struct Daemon {
     threads: Vec<JoinHandle<()>>,
     stack: Stack,
     apps: Apps,
+    /// Commands for the lanes that did not fit their queues yet.
+    cmds: LaneCommands,
     ctl: CtlServer,
     scaler: ScaleController,
     meter: Meter,
@@ -257,6 +273,8 @@ impl Daemon {
         // Signals first, so every thread spawned later inherits the mask.
         let sigfd = signal_fd().map_err(std::io::Error::from)?;
         let started = Instant::now();
+        // Before touching the NIC or the socket files: one tasd per interface.
+        let lock = InstanceLock::acquire(&cfg.run_dir, &cfg.iface)?;
         let n_cores = cfg.scale.max as usize;
         let nics = open_lanes(&cfg, n_cores)?;
         let mac = nics[0].mac();
@@ -271,16 +289,24 @@ impl Daemon {
         };
         let table = Arc::new(FlowTable::new(cfg.max_flows));
         let shared: Arc<Shared> = FastPathShared::new(n_cores, nics.len())?;
-        let mut apps = Apps::bind(&cfg.socket, cfg.app_mem)?;
+        let gid = crate::runfiles::group_id(&cfg.socket_group);
+        if gid.is_none() {
+            tracing::info!(
+                "group {} does not exist: the attach socket keeps tasd's group (mode {:o})",
+                cfg.socket_group,
+                cfg.socket_mode
+            );
+        }
+        let perms = SockPerms {
+            mode: cfg.socket_mode,
+            gid,
+        };
+        let ctl_path = ctlsock::ctl_path(&cfg.socket);
+        let ctl = CtlServer::bind(&ctl_path)?;
+        let mut apps = Apps::bind(&cfg.socket, cfg.app_mem, perms)?;
         apps.local_ip = cfg.ip;
         apps.lanes = nics.len() as u32;
-        let ctl_path = ctlsock::ctl_path(&cfg.socket);
-        let ctl = CtlServer::bind(&ctl_path).map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("control socket {}: {e}", ctl_path.display()),
-            )
-        })?;
+        apps.limits = cfg.limits;
 
         let scaler = ScaleController::new(cfg.scale, cfg.scale.min);
         let ecfg = engine::Config {
@@ -321,8 +347,10 @@ impl Daemon {
         use std::io::Write;
         let _ = std::io::stdout().flush();
 
+        let cmds = LaneCommands::new(shared.lanes.len());
         Ok(Daemon {
             cfg,
+            _lock: lock,
             started,
             sigfd,
             mac,
@@ -332,6 +360,7 @@ impl Daemon {
             threads,
             stack,
             apps,
+            cmds,
             ctl,
             scaler,
             meter: Meter::new(),
@@ -353,10 +382,8 @@ impl Daemon {
         if ready.wake {
             tas_runtime::drain(self.shared.slow_wake.as_raw_fd());
         }
-        if ready.attach {
-            self.accept_apps();
-        }
         let now = now_ns();
+        self.attach(now, ready.attach, &ready.hellos);
         self.exceptions(now);
         self.app_messages(now, &ready.apps);
         self.reap_removed_apps();
@@ -370,6 +397,10 @@ impl Daemon {
         if ready.ctl {
             self.control();
         }
+        for (id, on) in self.apps.take_throttle_changes() {
+            self.stack.set_app_throttled(id, on);
+        }
+        self.cmds.flush(&self.shared.lanes);
         self.ready = ready;
     }
 
@@ -379,13 +410,15 @@ impl Daemon {
             shared: &self.shared,
             table: &self.table,
             apps: &mut self.apps,
+            cmds: &mut self.cmds,
         };
         (&mut self.stack, io)
     }
 
     /// How long the next wait may sleep: until the stack's next timer
-    /// (coalesced by [`TIMER_SLACK`]), at most 50 ms, at most 1 ms while
-    /// exceptions or app removals are pending.
+    /// (coalesced by [`TIMER_SLACK`]) or the next attach deadline, at most
+    /// 50 ms, at most 1 ms while exceptions, lane commands or app removals
+    /// are pending.
     fn timeout_ns(&self) -> u64 {
         let slack = TIMER_SLACK.as_nanos() as u64;
         let now = now_ns();
@@ -397,7 +430,12 @@ impl Daemon {
                 (t - now).clamp(slack, timeout_ns)
             };
         }
-        if self.shared.lanes.iter().any(|l| !l.exc.is_empty()) || !self.pending_removals.is_empty()
+        if let Some(t) = self.apps.next_deadline() {
+            timeout_ns = timeout_ns.min(t.saturating_sub(now).max(slack));
+        }
+        if self.shared.lanes.iter().any(|l| !l.exc.is_empty())
+            || !self.pending_removals.is_empty()
+            || self.cmds.waiting() > 0
         {
             timeout_ns = timeout_ns.min(1_000_000);
         }
@@ -408,6 +446,7 @@ impl Daemon {
     /// passed, and records in `ready` what fired.
     fn wait(&mut self, ready: &mut Ready) {
         ready.apps.clear();
+        ready.hellos.clear();
         let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(4 + self.apps.count());
         let shared = &self.shared;
         for fd in [
@@ -421,8 +460,23 @@ impl Daemon {
             if self.pending_removals.iter().any(|r| r.id == a.id) {
                 continue;
             }
-            pfds.push(PollFd::new(a.sock.as_fd(), PollFlags::POLLIN));
+            // Requests are read while the app takes our messages; its
+            // socket is watched for room while messages wait for it.
+            // Hang-ups are reported either way.
+            let mut ev = PollFlags::empty();
+            if self.apps.wants_requests(a.id) {
+                ev |= PollFlags::POLLIN;
+            }
+            if !a.outbox.is_empty() {
+                ev |= PollFlags::POLLOUT;
+            }
+            pfds.push(PollFd::new(a.sock.as_fd(), ev));
             ready.apps.push((a.id, PollFlags::empty()));
+        }
+        let hello_first = pfds.len();
+        for (token, fd) in self.apps.pending_fds() {
+            pfds.push(PollFd::new(fd, PollFlags::POLLIN));
+            ready.hellos.push((token, PollFlags::empty()));
         }
         let ctl_first = pfds.len();
         self.ctl.poll_fds(&mut pfds);
@@ -436,22 +490,32 @@ impl Daemon {
         for (i, (_, ev)) in ready.apps.iter_mut().enumerate() {
             *ev = revents(pfds[3 + i]);
         }
+        for (i, (_, ev)) in ready.hellos.iter_mut().enumerate() {
+            *ev = revents(pfds[hello_first + i]);
+        }
         ready.ctl = pfds[ctl_first..].iter().any(|p| !revents(*p).is_empty());
     }
 
-    /// New apps on the attach socket: each lane gets its port (lane 0
-    /// serves the command ring).
-    fn accept_apps(&mut self) {
-        while let Some((id, ports)) = self.apps.accept(self.shared.lanes[0].wake.as_raw_fd()) {
-            let mut ok = true;
-            for (lane, port) in self.shared.lanes.iter().zip(ports) {
-                ok &= lane.command(CoreCmd::AddApp(port));
+    /// The attach socket: new connections (when `accept`), the `HELLO`s
+    /// that arrived (each new app's lanes get its port; lane 0 serves the
+    /// command ring), and connections that stayed silent too long.
+    fn attach(&mut self, now: u64, accept: bool, hellos: &[(u64, PollFlags)]) {
+        let core_wake = self.shared.lanes[0].wake.as_raw_fd();
+        for &(token, re) in hellos {
+            if re.is_empty() {
+                continue;
             }
-            if !ok {
-                tracing::warn!(app = id, "lane queue full; app dropped");
-                self.pending_removals.push(remove_app(&self.shared, id));
+            if let Some((_, ports)) = self.apps.hello(token, core_wake) {
+                for (lane, port) in ports.into_iter().enumerate() {
+                    self.cmds
+                        .send(&self.shared.lanes, lane, CoreCmd::AddApp(port));
+                }
             }
         }
+        if accept {
+            self.apps.accept_new(now);
+        }
+        self.apps.expire_pending(now);
     }
 
     /// Exceptions from the fast path, lane by lane (at most 4096 per lane
@@ -471,15 +535,28 @@ impl Daemon {
     }
 
     /// Control messages from the apps whose sockets are ready (at most 256
-    /// per app and turn), and hang-ups: a gone app's flows are torn down
-    /// and its removal from the lanes starts.
+    /// per app and turn, none while too many of our messages wait for the
+    /// app), messages that waited for room in an app's socket, and
+    /// hang-ups: a gone app's flows are torn down and its removal from the
+    /// lanes starts.
     fn app_messages(&mut self, now: u64, ready: &[(AppId, PollFlags)]) {
         for &(id, re) in ready {
             if re.is_empty() {
                 continue;
             }
             let mut gone = re.intersects(PollFlags::POLLHUP | PollFlags::POLLERR);
-            for _ in 0..256 {
+            if re.contains(PollFlags::POLLOUT) {
+                self.apps.flush(id);
+            }
+            let reads = if re.contains(PollFlags::POLLIN) || gone {
+                256
+            } else {
+                0
+            };
+            for _ in 0..reads {
+                if !gone && !self.apps.wants_requests(id) {
+                    break;
+                }
                 match self.apps.recv(id) {
                     Ok(Some(m)) => {
                         let (stack, mut io) = self.stack_io();
@@ -495,7 +572,9 @@ impl Daemon {
             if gone {
                 let (stack, mut io) = self.stack_io();
                 stack.app_gone(now, id, &mut io);
-                self.pending_removals.push(remove_app(&self.shared, id));
+                self.stack.set_app_throttled(id, false);
+                self.pending_removals
+                    .push(remove_app(&self.shared, &mut self.cmds, id));
             }
         }
     }
@@ -509,7 +588,7 @@ impl Daemon {
                 false
             } else {
                 if r.since.elapsed() > Duration::from_secs(5) {
-                    tracing::warn!(
+                    crate::warn_limited!(
                         app = r.id,
                         "a lane has not released the app's region after 5 s"
                     );
@@ -549,6 +628,7 @@ impl Daemon {
     /// Serves the `tasctl` control socket.
     fn control(&mut self) {
         let (requests, errors) = (self.ctl.requests, self.ctl.errors);
+        let ctl_dropped = self.ctl.dropped;
         let mut cx = CtlCtx {
             cfg: &self.cfg,
             started: self.started,
@@ -557,10 +637,12 @@ impl Daemon {
             stack: &mut self.stack,
             apps: &self.apps,
             shared: &self.shared,
+            cmds: &self.cmds,
             scaler: &mut self.scaler,
             meter: &self.meter,
             ctl_requests: requests,
             ctl_errors: errors,
+            ctl_dropped,
         };
         self.ctl.service(|r| cx.handle(r));
     }
@@ -576,7 +658,9 @@ impl Daemon {
             threads,
             mut stack,
             mut apps,
+            mut cmds,
             ctl,
+            _lock,
             ..
         } = self;
         drop(ctl);
@@ -585,11 +669,14 @@ impl Daemon {
                 shared: &shared,
                 table: &table,
                 apps: &mut apps,
+                cmds: &mut cmds,
             };
             stack.shutdown(now_ns(), &mut io);
         }
         let deadline = Instant::now() + Duration::from_millis(500);
-        while shared.lanes.iter().any(|l| !l.cmds.is_empty()) && Instant::now() < deadline {
+        while (!cmds.flush(&shared.lanes) || shared.lanes.iter().any(|l| !l.cmds.is_empty()))
+            && Instant::now() < deadline
+        {
             for l in &shared.lanes {
                 tas_runtime::kick(l.wake.as_raw_fd());
             }
@@ -602,6 +689,7 @@ impl Daemon {
         }
         drop(apps);
         drop(sigfd);
+        drop(_lock);
         tracing::info!("stopped");
     }
 }

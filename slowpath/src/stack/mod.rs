@@ -80,7 +80,7 @@
 //! sender → `RESULT` with `EINVAL`/`EBADF`; never a panic.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use tas_abi::{ctl, CtlMsg};
@@ -259,11 +259,17 @@ pub struct StackStats {
     pub synack_sent: u64,
     pub synack_retransmits: u64,
     pub half_open_timeouts: u64,
+    /// SYNs dropped because the listener's accept queue was full (or its
+    /// app is not taking its control messages: see
+    /// [`Stack::set_app_throttled`]).
     pub syn_dropped_backlog: u64,
     /// SYNs dropped because the half-open table was full and no cookie
     /// could be sent (cookies off, or no room for the connection).
     pub syn_dropped_overflow: u64,
+    /// Final ACKs dropped because the accept queue was full.
     pub accept_overflow: u64,
+    /// Linux's `ListenOverflows`: `syn_dropped_backlog + accept_overflow`.
+    pub listen_overflows: u64,
     pub syn_sent: u64,
     pub syn_retransmits: u64,
     pub accepted: u64,
@@ -334,6 +340,22 @@ pub struct StackStats {
     pub cc_kicks: u64,
 }
 
+/// One listener, for `tasctl listeners`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListenerInfo {
+    pub id: u32,
+    pub app: AppId,
+    pub port: u16,
+    /// The accept queue's size (the app's backlog, clamped).
+    pub backlog: u32,
+    /// Connections announced to the app and not yet taken (`ACCEPT`
+    /// credit outstanding): the accept queue's fill.
+    pub pending: u32,
+    /// Handshakes in progress (SYN_RCVD).
+    pub half_open: u32,
+    pub reuseport: bool,
+}
+
 /// (local ip, remote ip, local port, remote port): an ordered 4-tuple.
 type Tuple = (u32, u32, u16, u16);
 
@@ -391,6 +413,9 @@ pub struct Stack {
     challenge: (u64, u64),
     /// SipHash key of the SYN cookies (drawn from the seed at start).
     cookie_key: (u64, u64),
+    /// Apps that do not take their control messages: no new connections
+    /// are accepted for them.
+    throttled: HashSet<AppId>,
     stats: StackStats,
     /// The fast-path lane the frame being handled arrived on: flows
     /// installed while handling it are steered to that lane (`group`),
@@ -430,6 +455,7 @@ impl Stack {
             timers: BinaryHeap::new(),
             challenge: (0, CHALLENGE_BURST * SEC),
             cookie_key,
+            throttled: HashSet::new(),
             stats: StackStats::default(),
             rx_lane: 0,
             #[cfg(test)]
@@ -522,7 +548,27 @@ impl Stack {
     pub fn stats(&self) -> StackStats {
         let mut s = self.stats;
         s.time_wait_now = self.time_wait.len() as u64;
+        s.listen_overflows = s.syn_dropped_backlog + s.accept_overflow;
         s
+    }
+
+    /// Back-pressure from the app's control channel: while `on`, SYNs for
+    /// the app's listeners are dropped (counted as listen overflows), as if
+    /// its accept queues were full; the peers retry. The daemon sets it when
+    /// the app's undelivered control messages pass a bound and clears it
+    /// when they have drained (and when the app is gone).
+    pub fn set_app_throttled(&mut self, app: AppId, on: bool) {
+        if on {
+            self.throttled.insert(app);
+        } else {
+            self.throttled.remove(&app);
+        }
+    }
+
+    /// Whether new connections for `app` are refused (see
+    /// [`Stack::set_app_throttled`]).
+    pub(crate) fn app_throttled(&self, app: AppId) -> bool {
+        !self.throttled.is_empty() && self.throttled.contains(&app)
     }
 
     fn schedule(&mut self, at: u64, timer: Timer) {

@@ -13,6 +13,17 @@
 //! peer [--tas] connect IP PORT                          prints "connected" or the errno
 //! peer [--tas] echo-trace IP PORT SECS SIZE             one connection, RPCs for SECS s;
 //!                                                       prints "T SENT_NS RTT_NS" per RPC
+//! peer --tas accept-hold PORT N BACKLOG                 accept N connections (4 KiB rings),
+//!                                                       print "accepted N", hold them until
+//!                                                       the peer resets or closes each,
+//!                                                       print "ended N", then idle
+//! peer --tas reattach-echo PORT                        serve echo connections one at a time;
+//!                                                       when tasd goes away, print "lost: ERR"
+//!                                                       and listen again (reattaching) until
+//!                                                       a tasd answers
+//! peer connect-hold IP PORT N SECS                      N non-blocking connects (SO_LINGER 0:
+//!                                                       exiting resets them all), print
+//!                                                       "connected K of N" within SECS, idle
 //! ```
 //! Data is a seeded xorshift stream, so the receiver checks every byte.
 //! Exit status 0 only when everything was as expected.
@@ -286,6 +297,12 @@ fn run_linux(a: &[String]) {
                 Err(e) => println!("error {}", e.raw_os_error().unwrap_or(0)),
             }
         }
+        "connect-hold" => connect_hold(
+            arg(a, 1, "IP"),
+            arg(a, 2, "PORT"),
+            arg(a, 3, "N"),
+            arg(a, 4, "SECS"),
+        ),
         "echo-trace" => {
             let ip: Ipv4Addr = arg(a, 1, "IP");
             let mut s = TcpStream::connect(SocketAddrV4::new(ip, arg(a, 2, "PORT")))
@@ -450,6 +467,13 @@ fn run_tas(a: &[String]) {
                 Err(e) => println!("error {}", e.raw_os_error().unwrap_or(0)),
             }
         }
+        "reattach-echo" => reattach_echo(&mut t, arg(a, 1, "PORT")),
+        "accept-hold" => accept_hold(
+            &mut t,
+            arg(a, 1, "PORT"),
+            arg(a, 2, "N"),
+            arg(a, 3, "BACKLOG"),
+        ),
         "echo-trace" => {
             let ip: Ipv4Addr = arg(a, 1, "IP");
             let c = t
@@ -516,4 +540,195 @@ fn echo_trace(s: &mut dyn Stream, secs: f64, size: usize) -> Result<(), String> 
     let _ = writeln!(out, "echo-trace ok: {i} rpcs");
     let _ = out.flush();
     Ok(())
+}
+
+/// `accept-hold`: see the module docs. Progress lines go to stdout as they
+/// happen (flushed), so a test can follow them.
+fn accept_hold(t: &mut tas::Tas, port: u16, n: usize, backlog: u32) -> ! {
+    let out = |l: String| {
+        println!("{l}");
+        let _ = std::io::stdout().flush();
+    };
+    let l = t
+        .listen_with(port, backlog, 4096, 4096, false)
+        .unwrap_or_else(|e| fail(format!("listen: {e}")));
+    out("listening".into());
+    let mut conns = Vec::with_capacity(n);
+    let mut last = Instant::now();
+    while conns.len() < n {
+        while let Some(c) = t
+            .try_accept(l)
+            .unwrap_or_else(|e| fail(format!("accept: {e}")))
+        {
+            conns.push(c);
+        }
+        if last.elapsed() > Duration::from_secs(1) {
+            last = Instant::now();
+            out(format!("progress accepted {}", conns.len()));
+        }
+        if conns.len() < n {
+            t.wait(Some(Duration::from_millis(50)))
+                .unwrap_or_else(|e| fail(format!("wait: {e}")));
+        }
+    }
+    out(format!("accepted {}", conns.len()));
+    let mut ended = 0;
+    while ended < n {
+        t.poll().unwrap_or_else(|e| fail(format!("poll: {e}")));
+        ended = conns
+            .iter()
+            .filter(|&&c| t.conn(c).is_some_and(|x| x.error().is_some() || x.at_eof()))
+            .count();
+        if last.elapsed() > Duration::from_secs(1) {
+            last = Instant::now();
+            out(format!("progress ended {ended}"));
+        }
+        if ended < n {
+            t.wait(Some(Duration::from_millis(50)))
+                .unwrap_or_else(|e| fail(format!("wait: {e}")));
+        }
+    }
+    out(format!("ended {ended}"));
+    for c in conns {
+        let _ = t.close(c);
+    }
+    loop {
+        t.wait(Some(Duration::from_millis(200)))
+            .unwrap_or_else(|e| fail(format!("wait: {e}")));
+    }
+}
+
+/// `connect-hold`: see the module docs.
+fn connect_hold(ip: Ipv4Addr, port: u16, n: usize, secs: f64) -> ! {
+    // SAFETY: plain libc calls on descriptors this function owns; every
+    // pointer passed is to a live local of the right size.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let mut fds = Vec::with_capacity(n);
+        for _ in 0..n {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+            if fd < 0 {
+                fail(format!("socket: {}", std::io::Error::last_os_error()));
+            }
+            let lg = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &lg as *const libc::linger as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+            let r = libc::connect(
+                fd,
+                &sa as *const libc::sockaddr_in as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            );
+            if r != 0 && *libc::__errno_location() != libc::EINPROGRESS {
+                fail(format!("connect: {}", std::io::Error::last_os_error()));
+            }
+            fds.push(fd);
+        }
+        println!("started {n}");
+        let _ = std::io::stdout().flush();
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let mut done = vec![false; n];
+        let mut connected = 0;
+        let mut failed = 0;
+        while connected + failed < n && Instant::now() < end {
+            let idx: Vec<usize> = (0..n).filter(|&i| !done[i]).collect();
+            let mut pfds: Vec<libc::pollfd> = idx
+                .iter()
+                .map(|&i| libc::pollfd {
+                    fd: fds[i],
+                    events: libc::POLLOUT,
+                    revents: 0,
+                })
+                .collect();
+            libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 100);
+            for (k, p) in pfds.iter().enumerate() {
+                if p.revents == 0 {
+                    continue;
+                }
+                let i = idx[k];
+                let mut err: libc::c_int = 0;
+                let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                libc::getsockopt(
+                    fds[i],
+                    libc::SOL_SOCKET,
+                    libc::SO_ERROR,
+                    &mut err as *mut libc::c_int as *mut libc::c_void,
+                    &mut len,
+                );
+                done[i] = true;
+                if err == 0 {
+                    connected += 1;
+                } else {
+                    failed += 1;
+                }
+            }
+        }
+        println!("connected {connected} of {n}");
+        let _ = std::io::stdout().flush();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// `reattach-echo`: see the module docs.
+fn reattach_echo(t: &mut tas::Tas, port: u16) -> ! {
+    let say = |l: String| {
+        println!("{l}");
+        let _ = std::io::stdout().flush();
+    };
+    loop {
+        let l = match t.listen(port, 16) {
+            Ok(l) => l,
+            Err(e) => {
+                if !t.is_dead() {
+                    fail(format!("listen: {e}"));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        say("listening".into());
+        let r = (|| -> std::io::Result<()> {
+            loop {
+                let c = t.accept(l)?;
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let n = t.recv_blocking(c, &mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    t.send_all(c, &buf[..n])?;
+                }
+                t.close(c)?;
+                say("served".into());
+            }
+        })();
+        match r {
+            Err(e) if t.is_dead() => say(format!("lost: {e}")),
+            Err(e) => fail(format!("serve: {e}")),
+            Ok(()) => {}
+        }
+    }
 }

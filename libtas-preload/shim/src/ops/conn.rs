@@ -322,7 +322,14 @@ pub unsafe fn accept(
             }
             Err(e) => {
                 inner.after();
-                return Err(e.raw_os_error().unwrap_or(libc::EIO));
+                // tasd is gone: the listener is no longer connected to it.
+                return Err(e.raw_os_error().unwrap_or(
+                    if e.kind() == std::io::ErrorKind::NotConnected {
+                        libc::ENOTCONN
+                    } else {
+                        libc::EIO
+                    },
+                ));
             }
         }
         drop(inner);

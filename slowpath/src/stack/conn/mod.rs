@@ -20,7 +20,7 @@ use tas_engine::flowtable::FlowId;
 use tas_engine::wire::{frame, tcp};
 
 use super::ccloop::ConnCc;
-use super::{AppId, FlowSummary, Stack};
+use super::{AppId, FlowSummary, ListenerInfo, Stack};
 
 mod active;
 mod close;
@@ -237,6 +237,25 @@ fn flow_info(id: FlowId, f: &FlowState) -> FlowInfo {
 }
 
 impl Stack {
+    /// Every listener with its accept queue, for `tasctl listeners`.
+    pub fn listeners(&self) -> Vec<ListenerInfo> {
+        let mut v: Vec<ListenerInfo> = self
+            .listeners
+            .iter()
+            .map(|(id, l)| ListenerInfo {
+                id: *id,
+                app: l.app,
+                port: l.port,
+                backlog: l.backlog,
+                pending: l.pending,
+                half_open: l.half_open,
+                reuseport: l.reuse,
+            })
+            .collect();
+        v.sort_by_key(|l| (l.port, l.id));
+        v
+    }
+
     /// Listeners, opens in progress and flows, for `tasctl flows`.
     pub fn flows(&self) -> Vec<FlowSummary> {
         let mut v = Vec::new();

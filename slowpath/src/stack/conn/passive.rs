@@ -31,7 +31,7 @@ impl Stack {
         let Some(lst) = self.listeners.get(&lid) else {
             return;
         };
-        if lst.pending >= lst.backlog {
+        if lst.pending >= lst.backlog || self.app_throttled(lst.app) {
             // Linux drops these too, cookies or not: the app is behind.
             self.stats.syn_dropped_backlog += 1;
             return;

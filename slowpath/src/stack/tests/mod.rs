@@ -21,6 +21,7 @@ use super::sim::{host_cfg, RecIo, Rng, A_IP, A_MAC, B_IP, B_MAC, MS};
 use super::{AppId, FpCmd, Stack, StackConfig};
 
 mod arp_routing;
+mod backpressure;
 mod control;
 mod established;
 mod icmp;
