@@ -268,6 +268,15 @@ pub struct StackStats {
     pub syn_dropped_overflow: u64,
     /// Final ACKs dropped because the accept queue was full.
     pub accept_overflow: u64,
+    /// SYNs dropped because the flow table or the app's memory had no room
+    /// for the connection (counted in `listen_overflows` too).
+    pub syn_dropped_no_room: u64,
+    /// Final ACKs dropped because that room went between SYN and ACK (the
+    /// handshake is retried, never completed and then reset).
+    pub accept_no_room: u64,
+    /// Connects refused with ENOBUFS before their SYN: the flow table had
+    /// no room.
+    pub connect_no_room: u64,
     /// Linux's `ListenOverflows`: `syn_dropped_backlog + accept_overflow`.
     pub listen_overflows: u64,
     pub syn_sent: u64,
@@ -548,7 +557,8 @@ impl Stack {
     pub fn stats(&self) -> StackStats {
         let mut s = self.stats;
         s.time_wait_now = self.time_wait.len() as u64;
-        s.listen_overflows = s.syn_dropped_backlog + s.accept_overflow;
+        s.listen_overflows =
+            s.syn_dropped_backlog + s.accept_overflow + s.syn_dropped_no_room + s.accept_no_room;
         s
     }
 

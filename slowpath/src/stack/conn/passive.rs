@@ -43,6 +43,18 @@ impl Stack {
         {
             return self.cookie_syn(now, p, &opts, lid, ecn, io);
         }
+        // Refuse early: with the flow table or the app's memory full the SYN
+        // is dropped as a listen overflow (the peer retries), never answered
+        // with a handshake we could not complete (issue: connect() succeeded,
+        // then the first read got ECONNRESET).
+        let (app, rx_size, tx_size) = (lst.app, lst.rx_size, lst.tx_size);
+        if !self.room_for(app, rx_size, tx_size, io) {
+            self.stats.syn_dropped_no_room += 1;
+            return;
+        }
+        let Some(lst) = self.listeners.get(&lid) else {
+            return;
+        };
         let h = HalfOpen {
             listener: lid,
             app: lst.app,
@@ -321,12 +333,15 @@ impl Stack {
             return;
         }
         let Some((rx, tx)) = self.alloc_rings(h.app, h.rx_size, h.tx_size, io) else {
+            // Memory went between SYN and ACK: drop the ACK as Linux does
+            // with a full accept queue (the SYN-ACK timer or the client's
+            // retransmission tries again); never a completed handshake
+            // followed by a reset.
             if cookie {
                 self.stats.syncookies_dropped += 1;
-                return;
+            } else {
+                self.stats.accept_no_room += 1;
             }
-            self.drop_half_open(&key);
-            self.send_rst_reply(p.mac, &key, &p.seg, io);
             return;
         };
         let peer = h.peer;
@@ -390,10 +405,9 @@ impl Stack {
             Self::free_rings(h.app, rx, tx, io);
             if cookie {
                 self.stats.syncookies_dropped += 1;
-                return;
+            } else {
+                self.stats.accept_no_room += 1;
             }
-            self.drop_half_open(&key);
-            self.send_rst_reply(p.mac, &key, &p.seg, io);
             return;
         };
         if !cookie {

@@ -176,6 +176,14 @@ impl Stack {
         };
         let rx_len = buf_len(rx_size, self.cfg.default_rx_buf);
         let tx_len = buf_len(tx_size, self.cfg.default_tx_buf);
+        // Refuse before the SYN when the flow table has no room (the same
+        // watermark passive opens use), rather than reset the peer after
+        // its SYN-ACK.
+        let cap = self.table.capacity();
+        if self.table.len() + self.connecting.len() >= cap - cap / 16 {
+            self.stats.connect_no_room += 1;
+            return self.reply_err(io, app, msg, libc::ENOBUFS);
+        }
         let Some((rx, tx)) = self.alloc_rings(app, rx_len, tx_len, io) else {
             return self.reply_err(io, app, msg, libc::ENOMEM);
         };
