@@ -10,10 +10,13 @@
 //! once with the scaled window, echoed timestamp and ECE when CE-marked), one
 //! out-of-order interval per flow, duplicate/old segments, window trimming, an
 //! in-order FIN, ACK processing (freeing TX ring space, feedback counters, RTT
-//! estimate, three-duplicate-ACK fast retransmit), and segment transmission
-//! cut from the TX ring when the [`TxScheduler`] allows. What leaves as an
-//! exception: SYN, RST, URG or a missing ACK flag, unknown flows, bad
-//! checksums, malformed frames, non-TCP frames and flows the slow path owns.
+//! estimate, the RFC 5961 §5.2 ACK checks), loss recovery (SACK-based as
+//! RFC 6675, NewReno without SACK, retransmission after the slow path's
+//! timeout, tail-loss probes it asks for: `recovery.rs`), and segment
+//! transmission cut from the TX ring when the [`TxScheduler`] allows. What
+//! leaves as an exception: SYN, RST, URG or a missing ACK flag, unknown
+//! flows, bad checksums, malformed frames, non-TCP frames and flows the slow
+//! path owns.
 
 use crate::flow::{cfg, st, FlowCold, FlowKey, FlowState};
 use crate::flowtable::{FlowId, FlowTable};
@@ -24,13 +27,15 @@ use std::sync::Arc;
 use tas_abi::{event, AppCmd, AppEvent, PayloadMem};
 
 mod ack;
+mod recovery;
 mod ring;
 mod rx;
 mod tx;
 
-use ack::go_back_n;
+pub use ack::CHALLENGE_ACKS_PER_SEC;
+use ack::ChallengeLimit;
 use ring::ring_add;
-use tx::{build_segment, can_send, fin_pending, send_ack, send_allowance};
+use tx::{build_segment, can_send, fin_pending, payload_max, send_ack, send_allowance};
 
 /// Why a frame was handed to the slow path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,8 +109,36 @@ pub struct Stats {
     pub ooo_dropped: u64,
     pub window_trimmed: u64,
     pub dupacks: u64,
+    /// Fast recoveries entered (RFC 6675 with SACK, RFC 6582 without).
     pub fast_retransmits: u64,
+    /// Of those, entered with SACK information in the scoreboard.
+    pub sack_recoveries: u64,
+    /// Recoveries after the slow path's retransmission timeout.
+    pub rto_recoveries: u64,
+    /// Retransmitted segments and their payload (recovery, probes).
+    pub rexmit_segments: u64,
+    pub rexmit_bytes: u64,
+    /// Recovery rounds restarted because a retransmission was lost.
+    pub rexmit_lost: u64,
+    /// Tail-loss probes sent (RFC 8985 §7).
+    pub tlp_probes: u64,
+    /// SACK blocks ignored: reaching beyond SND.NXT or empty / below
+    /// SND.UNA (D-SACK, RFC 2883).
+    pub sack_invalid: u64,
+    pub dsack_blocks: u64,
+    /// SACKed ranges forgotten for lack of room in the scoreboard.
+    pub sack_ranges_dropped: u64,
+    /// Scoreboards discarded by a second timeout (receiver reneging).
+    pub sack_reneged: u64,
+    /// ACKs for data never sent (RFC 5961 §5.2): segment dropped.
     pub future_acks: u64,
+    /// ACKs below SND.UNA - MAX.SND.WND (RFC 5961 §5.2): segment dropped.
+    pub acks_too_old: u64,
+    /// ACKs below SND.UNA but acceptable: ACK ignored, data taken.
+    pub acks_old: u64,
+    /// Challenge ACKs sent, and not sent for the rate limit (RFC 5961 §7).
+    pub challenge_acks: u64,
+    pub challenge_acks_limited: u64,
     pub app_cmd_invalid: u64,
     pub notify_backpressure: u64,
     pub tx_full: u64,
@@ -132,7 +165,21 @@ impl Stats {
             window_trimmed,
             dupacks,
             fast_retransmits,
+            sack_recoveries,
+            rto_recoveries,
+            rexmit_segments,
+            rexmit_bytes,
+            rexmit_lost,
+            tlp_probes,
+            sack_invalid,
+            dsack_blocks,
+            sack_ranges_dropped,
+            sack_reneged,
             future_acks,
+            acks_too_old,
+            acks_old,
+            challenge_acks,
+            challenge_acks_limited,
             app_cmd_invalid,
             notify_backpressure,
             tx_full,
@@ -152,7 +199,21 @@ impl Stats {
         self.window_trimmed += window_trimmed;
         self.dupacks += dupacks;
         self.fast_retransmits += fast_retransmits;
+        self.sack_recoveries += sack_recoveries;
+        self.rto_recoveries += rto_recoveries;
+        self.rexmit_segments += rexmit_segments;
+        self.rexmit_bytes += rexmit_bytes;
+        self.rexmit_lost += rexmit_lost;
+        self.tlp_probes += tlp_probes;
+        self.sack_invalid += sack_invalid;
+        self.dsack_blocks += dsack_blocks;
+        self.sack_ranges_dropped += sack_ranges_dropped;
+        self.sack_reneged += sack_reneged;
         self.future_acks += future_acks;
+        self.acks_too_old += acks_too_old;
+        self.acks_old += acks_old;
+        self.challenge_acks += challenge_acks;
+        self.challenge_acks_limited += challenge_acks_limited;
         self.app_cmd_invalid += app_cmd_invalid;
         self.notify_backpressure += notify_backpressure;
         self.tx_full += tx_full;
@@ -177,6 +238,8 @@ pub struct FastPath {
     /// The lane (NIC queue + TX scheduler) this instance serves; flows whose
     /// `group` differs are scheduled on their own lane.
     lane: u16,
+    /// Challenge-ACK rate limit (RFC 5961 §7), per engine.
+    challenge: ChallengeLimit,
     pub stats: Stats,
 }
 
@@ -211,6 +274,29 @@ struct RxResult {
     tx_ready: bool,
     fin_rx: bool,
     fin_acked: bool,
+    /// Answer with a challenge ACK, rate-limited (RFC 5961 §5.2, §7).
+    challenge: bool,
+}
+
+/// A challenge ACK (RFC 5961 §5.2) for flow `f`, if the rate limit (§7)
+/// has a token.
+#[cold]
+#[inline(never)]
+fn challenge_ack<M: PayloadMem, O: Output>(
+    limit: &mut ChallengeLimit,
+    cfgc: &Config,
+    f: &FlowState,
+    now: u64,
+    mem: &M,
+    out: &mut O,
+    stats: &mut Stats,
+) {
+    if limit.take(now) {
+        stats.challenge_acks += 1;
+        send_ack(cfgc, f, 0, ts_now(now), mem, out, stats);
+    } else {
+        stats.challenge_acks_limited += 1;
+    }
 }
 
 /// Microsecond timestamp clock for TSval, from `now` in ns.
@@ -252,6 +338,7 @@ impl FastPath {
             sched: TxScheduler::new(cap),
             pending: VecDeque::with_capacity(cap * 2),
             lane: 0,
+            challenge: ChallengeLimit::new(),
             stats: Stats::default(),
         }
     }
@@ -360,6 +447,9 @@ impl FastPath {
             let flags = if r.ece { tcp::ECE } else { 0 };
             send_ack(&self.cfg, &f, flags, now_ts, mem, out, &mut self.stats);
         }
+        if r.challenge {
+            challenge_ack(&mut self.challenge, &self.cfg, &f, now, mem, out, &mut self.stats);
+        }
         if r.notify {
             Self::mark(&mut self.pending, &mut f);
         }
@@ -460,13 +550,27 @@ impl FastPath {
         Ok(())
     }
 
-    /// Slow-path command: retransmit from the first unacknowledged byte
-    /// (retransmission timeout).
+    /// Slow-path command: retransmission timeout. Everything unacknowledged
+    /// and not SACKed is resent from SND.UNA, in order, then new data (RFC
+    /// 6675 §5.1); SND.NXT stays where it is.
     pub fn retransmit<O: Output>(&mut self, id: FlowId, now: u64, out: &mut O) {
         let table = &*self.table;
         let Some(mut f) = table.lock(id) else { return };
-        go_back_n(&mut f);
-        if can_send(&f) {
+        let (fs, fc) = f.parts();
+        if recovery::on_rto(fs, &mut fc.tx, &mut self.stats) {
+            activate(&mut self.sched, self.lane, f.group, id, now, out);
+        }
+    }
+
+    /// Slow-path command: tail-loss probe (RFC 8985 §7). The next send
+    /// opportunity sends one segment beyond the congestion window: new data
+    /// if the peer's window allows, else the highest unacknowledged one. A
+    /// no-op while nothing is in flight or recovery runs.
+    pub fn probe<O: Output>(&mut self, id: FlowId, now: u64, out: &mut O) {
+        let table = &*self.table;
+        let Some(mut f) = table.lock(id) else { return };
+        let (fs, fc) = f.parts();
+        if recovery::on_probe(fs, &mut fc.tx) {
             activate(&mut self.sched, self.lane, f.group, id, now, out);
         }
     }
@@ -500,33 +604,55 @@ impl FastPath {
             let Some(mut f) = table.lock(id) else {
                 continue;
             };
-            let allowed = send_allowance(&f);
-            let seg_max = (f.mss as u32).saturating_sub(f.opt_len()).max(1);
-            let len = f.tx_avail.min(allowed).min(seg_max);
-            let fin = fin_pending(&f) && len == f.tx_avail;
-            if len == 0 && !fin {
-                continue;
-            }
+            let seg_max = payload_max(&f);
+            let cut = if f.st & (st::TX_RECOVERY | st::TX_PROBE) == 0 {
+                let allowed = send_allowance(&f);
+                let len = f.tx_avail.min(allowed).min(seg_max);
+                let fin = fin_pending(&f) && len == f.tx_avail;
+                if len == 0 && !fin {
+                    continue;
+                }
+                recovery::Cut {
+                    seq: f.tx_next_seq,
+                    pos: f.tx_next_pos,
+                    len,
+                    fin,
+                    psh: len > 0 && len == f.tx_avail,
+                    rexmit: false,
+                    probe: false,
+                }
+            } else {
+                let (fs, fc) = f.parts();
+                match recovery::poll_cut(fs, &fc.tx, seg_max) {
+                    Some(cut) => cut,
+                    None => continue,
+                }
+            };
+            let len = cut.len;
+            let fin = cut.fin;
             let mut flags = if fin { tcp::FIN } else { 0 };
-            if len > 0 && len == f.tx_avail {
+            if cut.psh {
                 flags |= tcp::PSH;
             }
-            if len > 0 && f.st & st::CWR_PENDING != 0 {
+            if len > 0 && !cut.rexmit && f.st & st::CWR_PENDING != 0 {
                 flags |= tcp::CWR;
             }
-            let (cfgc, fs) = (&self.cfg, &*f);
+            let cfgc = &self.cfg;
+            // Retransmissions go out not-ECT (RFC 3168 §6.1.5).
+            let plain;
+            let fs = if cut.rexmit && f.cfg & cfg::ECN != 0 {
+                plain = FlowState {
+                    cfg: f.cfg & !cfg::ECN,
+                    ..*f
+                };
+                &plain
+            } else {
+                &*f
+            };
             let mut built = true;
             let ok = out.tx(|b| {
                 let n = build_segment(
-                    b,
-                    cfgc,
-                    fs,
-                    fs.tx_next_seq,
-                    flags,
-                    false,
-                    now_ts,
-                    (fs.tx_next_pos, len),
-                    mem,
+                    b, cfgc, fs, cut.seq, flags, false, now_ts, (cut.pos, len), mem,
                 );
                 built = n > 0;
                 n
@@ -541,15 +667,21 @@ impl FastPath {
                 self.stats.mem_errors += 1;
                 continue;
             }
-            f.tx_next_pos = ring_add(f.tx_next_pos, len, f.tx_len);
-            f.tx_avail -= len;
-            f.tx_sent += len + fin as u32;
-            f.tx_next_seq = f.tx_next_seq.wrapping_add(len + fin as u32);
-            if fin {
-                f.st |= st::TX_FIN_SENT;
+            if !cut.rexmit {
+                f.tx_next_pos = ring_add(f.tx_next_pos, len, f.tx_len);
+                f.tx_avail -= len;
+                f.tx_sent += len + fin as u32;
+                f.tx_next_seq = f.tx_next_seq.wrapping_add(len + fin as u32);
+                if fin {
+                    f.st |= st::TX_FIN_SENT;
+                }
+                if flags & tcp::CWR != 0 {
+                    f.st &= !st::CWR_PENDING;
+                }
             }
-            if flags & tcp::CWR != 0 {
-                f.st &= !st::CWR_PENDING;
+            if cut.rexmit || cut.probe {
+                let (fs, fc) = f.parts();
+                recovery::sent(fs, &mut fc.tx, &cut, &mut self.stats);
             }
             self.stats.tx_frames += 1;
             self.stats.tx_payload_bytes += len as u64;
