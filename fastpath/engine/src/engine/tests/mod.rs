@@ -643,8 +643,11 @@ fn fx() -> Fx {
     Fx::new(FlowOpts::default())
 }
 
+mod ack_checks;
 mod app;
 mod exceptions;
 mod fin;
+mod probe;
 mod rx;
+mod sack;
 mod tx;
