@@ -218,6 +218,8 @@ pub mod txf {
     pub const RTO: u8 = 1 << 0;
     /// The tail-loss probe of the current episode has been sent.
     pub const PROBE_SENT: u8 = 1 << 1;
+    /// The peer has sent SACK blocks: what it does not SACK, it lacks.
+    pub const SACK_SEEN: u8 = 1 << 2;
 }
 
 /// Send-side rare state (`engine/ack.rs`, `engine/recovery.rs`): the SACK

@@ -190,28 +190,23 @@ fn rx_ack_rare(
         recovery::sb_prune(c, ack);
     }
     let mut new_sack = false;
-    let mut blocks_seen = false;
     if f.cfg & cfg::SACK != 0 && seg.options().len() > f.opt_len() as usize {
         let (blocks, n) = recovery::sack_blocks(seg);
-        blocks_seen = n > 0;
         for &b in &blocks[..n] {
             new_sack |= recovery::sb_add(c, b, ack, nxt, stats);
         }
     }
     // RFC 5681 §2 duplicate ACK: data in flight, no data or FIN on it, ACK
-    // at SND.UNA, same window. With SACK blocks on it (RFC 6675 §2), one
-    // that SACKs new bytes, whatever its window says: a D-SACK or a repeat
-    // is no new evidence of loss.
+    // at SND.UNA, same window; also (RFC 6675 §2) one that SACKs new bytes
+    // whatever its window says. A repeated SACK block still counts: a
+    // receiver that holds one out-of-order interval repeats it for every
+    // segment it had to drop.
     let fin = flags & tcp::FIN != 0;
     let dup = !advanced
         && seg.payload().is_empty()
         && !fin
         && f.tx_sent > 0
-        && if blocks_seen {
-            new_sack
-        } else {
-            wnd == f.rx_remote_avail
-        };
+        && (new_sack || wnd == f.rx_remote_avail);
     take_window(f, c, wnd, r);
     if recovery::after_ack(f, c, una, dup, new_sack, smss, stats) {
         r.tx_ready = true;

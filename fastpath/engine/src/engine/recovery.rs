@@ -121,7 +121,8 @@ fn sacked_in(c: &TxCold, from: u32, to: u32) -> u32 {
 /// that were not SACKed before.
 pub(super) fn sb_add(c: &mut TxCold, block: (u32, u32), una: u32, nxt: u32, stats: &mut Stats) -> bool {
     let (l, r) = block;
-    if !seq::lt(l, r) || seq::gt(r, nxt) || seq::lt(r, l) {
+    c.flags |= txf::SACK_SEEN;
+    if !seq::lt(l, r) || seq::gt(r, nxt) {
         stats.sack_invalid += 1;
         return false;
     }
@@ -335,16 +336,25 @@ pub(super) fn after_ack(
             leave(f, c);
         } else {
             if advanced {
-                // Partial ACK. Without SACK information the segment now at
-                // SND.UNA is taken as lost (RFC 6582 §3.2 step 5); with it,
-                // IsLost() decides. Holes below SND.UNA are gone.
+                // Partial ACK: holes below SND.UNA are gone.
+                let rexmits_acked = seq::ge(una, c.high_rxt);
                 c.high_rxt = smax(c.high_rxt, una);
-                if c.sacked_n == 0 && c.flags & txf::RTO == 0 {
-                    c.lost_floor = smax(
-                        c.lost_floor,
-                        smin(una.wrapping_add(smss), f.tx_next_seq),
-                    );
-                }
+                let floor = if c.flags & txf::SACK_SEEN == 0 {
+                    // NewReno (RFC 6582 §3.2 step 5): the segment now at
+                    // SND.UNA is lost.
+                    smin(una.wrapping_add(smss), f.tx_next_seq)
+                } else if rexmits_acked {
+                    // It covers every retransmission of the round, so the
+                    // last one was delivered: what was sent before it and is
+                    // neither acknowledged nor SACKed is lost (RACK, RFC
+                    // 8985 §6.2, with no reordering window; the peer would
+                    // have SACKed it). A receiver that keeps a single
+                    // out-of-order interval has dropped it.
+                    c.rxt_nxt
+                } else {
+                    una
+                };
+                c.lost_floor = smax(c.lost_floor, floor);
             }
             if new_sack {
                 lost_retransmission(f, c, smss, stats);
