@@ -224,7 +224,7 @@ pub mod txf {
 
 /// Send-side rare state (`engine/ack.rs`, `engine/recovery.rs`): the SACK
 /// scoreboard, loss-recovery and tail-loss-probe state, and the bound of
-/// the RFC 5961 ACK check. 92 bytes; only read while a flow is in
+/// the RFC 5961 ACK check. 96 bytes; only read while a flow is in
 /// recovery, gets SACK blocks or odd ACKs, and written on the common path
 /// only when the peer's window grows (`max_snd_wnd`).
 ///
@@ -261,6 +261,10 @@ pub struct TxCold {
     pub rxt_nxt: u32,
     /// TLP.end_seq (RFC 8985 §7.3): SND.NXT after the probe was sent.
     pub tlp_end: u32,
+    /// When (TSval clock, µs) the last retransmission went out: a duplicate
+    /// ACK more than a round trip later that still lacks SND.UNA means its
+    /// retransmission (no later than that) was lost.
+    pub rxt_ts: u32,
 }
 
 impl TxCold {
@@ -312,7 +316,7 @@ const _: () = assert!(std::mem::size_of::<FlowState>() <= 124);
 const _: () = assert!(std::mem::size_of::<FlowSlot>() == 128);
 const _: () = assert!(std::mem::align_of::<FlowSlot>() == 64);
 const _: () = assert!(std::mem::offset_of!(FlowState, rx_avail) == 64);
-const _: () = assert!(std::mem::size_of::<TxCold>() == 92);
+const _: () = assert!(std::mem::size_of::<TxCold>() == 96);
 
 impl Default for FlowSlot {
     fn default() -> Self {

@@ -208,7 +208,7 @@ fn rx_ack_rare(
         && f.tx_sent > 0
         && (new_sack || wnd == f.rx_remote_avail);
     take_window(f, c, wnd, r);
-    if recovery::after_ack(f, c, una, dup, new_sack, smss, stats) {
+    if recovery::after_ack(f, c, una, dup, new_sack, smss, now_ts, stats) {
         r.tx_ready = true;
     }
     true

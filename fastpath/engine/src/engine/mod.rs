@@ -681,7 +681,7 @@ impl FastPath {
             }
             if cut.rexmit || cut.probe {
                 let (fs, fc) = f.parts();
-                recovery::sent(fs, &mut fc.tx, &cut, &mut self.stats);
+                recovery::sent(fs, &mut fc.tx, &cut, now_ts, &mut self.stats);
             }
             self.stats.tx_frames += 1;
             self.stats.tx_payload_bytes += len as u64;

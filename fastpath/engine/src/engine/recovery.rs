@@ -309,8 +309,9 @@ pub(super) fn on_probe(f: &mut FlowState, c: &mut TxCold) -> bool {
 /// What an ACK outside the common case does to the send side's state once
 /// its cumulative part is applied (`una_before` is SND.UNA before it,
 /// `dup` says whether it is a duplicate ACK in the sense of RFC 5681 §2,
-/// `new_sack` whether its blocks SACKed new bytes). Sets `tx_ready` when
-/// the send loop should look at the flow.
+/// `new_sack` whether its blocks SACKed new bytes, `now_ts` is the TSval
+/// clock). Returns true when the send loop should look at the flow.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn after_ack(
     f: &mut FlowState,
     c: &mut TxCold,
@@ -318,6 +319,7 @@ pub(super) fn after_ack(
     dup: bool,
     new_sack: bool,
     smss: u32,
+    now_ts: u32,
     stats: &mut Stats,
 ) -> bool {
     let una = f.snd_una();
@@ -359,6 +361,9 @@ pub(super) fn after_ack(
             if new_sack {
                 lost_retransmission(f, c, smss, stats);
             }
+            if dup {
+                lost_head_retransmission(f, c, now_ts, stats);
+            }
             return true;
         }
     }
@@ -394,6 +399,26 @@ fn lost_retransmission(f: &FlowState, c: &mut TxCold, smss: u32, stats: &mut Sta
         return;
     }
     if next_hole(c, una, f.tx_next_seq, una, c.high_rxt).is_some() {
+        c.high_rxt = una;
+        c.rxt_nxt = f.tx_next_seq;
+        stats.rexmit_lost += 1;
+    }
+}
+
+/// RACK's time rule (RFC 8985 §6.2) for the one segment it matters most
+/// for: the peer still lacks SND.UNA although it was resent (no later than
+/// the last retransmission) more than a round trip plus a reordering window
+/// (SRTT/4) before this duplicate ACK. The retransmission is lost: the
+/// round starts again from SND.UNA. This also covers a peer that cannot
+/// SACK what was sent after it (one that keeps a single out-of-order
+/// interval drops it).
+fn lost_head_retransmission(f: &FlowState, c: &mut TxCold, now_ts: u32, stats: &mut Stats) {
+    let una = f.snd_una();
+    if f.rtt_est == 0 || !seq::gt(c.high_rxt, una) {
+        return;
+    }
+    let srtt = f.rtt_est;
+    if now_ts.wrapping_sub(c.rxt_ts) > srtt + srtt / 4 {
         c.high_rxt = una;
         c.rxt_nxt = f.tx_next_seq;
         stats.rexmit_lost += 1;
@@ -536,13 +561,14 @@ pub(super) fn poll_cut(f: &mut FlowState, c: &TxCold, smss: u32) -> Option<Cut> 
     (cut.len > 0 || cut.fin).then_some(cut)
 }
 
-/// Bookkeeping after `cut` went out (the new-data part of SND.NXT is the
-/// send loop's).
-pub(super) fn sent(f: &mut FlowState, c: &mut TxCold, cut: &Cut, stats: &mut Stats) {
+/// Bookkeeping after `cut` went out at `now_ts` (the new-data part of
+/// SND.NXT is the send loop's).
+pub(super) fn sent(f: &mut FlowState, c: &mut TxCold, cut: &Cut, now_ts: u32, stats: &mut Stats) {
     let end = cut.seq.wrapping_add(cut.len + cut.fin as u32);
     if cut.rexmit {
         stats.rexmit_segments += 1;
         stats.rexmit_bytes += cut.len as u64;
+        c.rxt_ts = now_ts;
         if f.st & st::TX_RECOVERY != 0 {
             // RFC 6675 §5 step C.2.
             c.high_rxt = smax(c.high_rxt, end);

@@ -17,7 +17,8 @@ const CLOSE_FIN_GRACE: u64 = 500 * MS;
 const PTO_SLACK: u64 = 2 * MS;
 
 /// Added to the PTO when a single segment is in flight, for the peer's
-/// delayed ACK (RFC 8985 §7.2 WCDelAckT; Linux adds `TCP_RTO_MIN`).
+/// delayed ACK (RFC 8985 §7.2 WCDelAckT; Linux adds `TCP_RTO_MIN`): the
+/// probe then usually goes at the RTO, in its place.
 const PTO_DELACK: u64 = 200 * MS;
 
 /// RFC 8985 §7.2 probe timeout of a flow with data in flight, if it has an
@@ -202,9 +203,23 @@ impl Stack {
         }
         if f.tx_sent > 0 {
             c.zw = false;
+            // RFC 8985 §7.2: the probe is armed when no recovery runs (and
+            // no timeout since the last progress), once per quiet state, a
+            // PTO after the flow went quiet or at the RTO if that is
+            // earlier: then it goes instead of the timeout (as Linux), and
+            // the RTO restarts from it (§7.3).
+            let pto = pto(&f).filter(|_| tlp);
+            let probe_at = pto
+                .filter(|_| !c.probed && c.backoff == 0 && f.st & st::TX_RECOVERY == 0)
+                .map(|p| c.quiet_since.saturating_add(p).min(c.una_since.saturating_add(rto)));
             if !c.busy || progressed {
                 c.busy = true;
                 c.una_since = now;
+            } else if probe_at.is_some_and(|at| now >= at) {
+                c.probed = true;
+                c.una_since = now;
+                self.stats.tlp_probes += 1;
+                io.fastpath(FpCmd::Probe(id));
             } else if now.saturating_sub(c.una_since) >= rto {
                 if c.retries >= data_retries {
                     self.stats.data_timeouts += 1;
@@ -218,29 +233,13 @@ impl Stack {
                 c.cc.on_timeout();
                 self.stats.rto_retransmits += 1;
                 io.fastpath(FpCmd::Retransmit(id));
-            } else if let Some(pto) = pto(&f).filter(|_| tlp) {
-                // RFC 8985 §7.2: armed when no recovery runs (and no
-                // timeout since the last progress), one probe per quiet
-                // state, only if it comes before the RTO.
-                let at = c.quiet_since.saturating_add(pto);
-                if !c.probed
-                    && c.backoff == 0
-                    && f.st & st::TX_RECOVERY == 0
-                    && at < c.una_since.saturating_add(rto)
-                {
-                    if now >= at {
-                        c.probed = true;
-                        self.stats.tlp_probes += 1;
-                        io.fastpath(FpCmd::Probe(id));
-                    } else {
-                        next_probe = Some(at);
-                    }
-                }
+            } else if let Some(at) = probe_at {
+                next_probe = Some(at);
             }
             // While data is in flight, look at least once per PTO, so a
             // quiet flow is noticed within one.
-            if let Some(pto) = pto(&f).filter(|_| tlp) {
-                next_probe = Some(next_probe.unwrap_or(u64::MAX).min(now + pto));
+            if let Some(p) = pto {
+                next_probe = Some(next_probe.unwrap_or(u64::MAX).min(now + p));
             }
         } else {
             c.busy = false;
