@@ -17,11 +17,13 @@ use crate::wire::tcp;
 pub const CHALLENGE_ACKS_PER_SEC: u32 = 1000;
 
 /// Token bucket for challenge ACKs (RFC 5961 §7): a blind attacker must not
-/// turn us into an ACK amplifier. Full at start; refills continuously.
+/// turn us into an ACK amplifier. Full at start; refills continuously, on
+/// the TSval clock (µs, wrapping).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ChallengeLimit {
     tokens: u32,
-    last: u64,
+    last: u32,
+    fresh: bool,
 }
 
 impl ChallengeLimit {
@@ -29,20 +31,25 @@ impl ChallengeLimit {
         ChallengeLimit {
             tokens: CHALLENGE_ACKS_PER_SEC,
             last: 0,
+            fresh: true,
         }
     }
 
-    /// Takes a token at `now` (ns), if there is one.
-    pub(super) fn take(&mut self, now: u64) -> bool {
-        const NS_PER_TOKEN: u64 = 1_000_000_000 / CHALLENGE_ACKS_PER_SEC as u64;
-        let earned = now.saturating_sub(self.last) / NS_PER_TOKEN;
-        if earned > 0 {
-            self.tokens = (self.tokens as u64 + earned).min(CHALLENGE_ACKS_PER_SEC as u64) as u32;
-            self.last += earned * NS_PER_TOKEN;
+    /// Takes a token at `now_ts` (µs), if there is one.
+    pub(super) fn take(&mut self, now_ts: u32) -> bool {
+        const US_PER_TOKEN: u32 = 1_000_000 / CHALLENGE_ACKS_PER_SEC;
+        if self.fresh {
+            self.fresh = false;
+            self.last = now_ts;
         }
-        if self.last > now {
+        let elapsed = now_ts.wrapping_sub(self.last);
+        if elapsed > i32::MAX as u32 {
             // The clock went back (another lane's `now`): start again.
-            self.last = now;
+            self.last = now_ts;
+        } else if elapsed >= US_PER_TOKEN {
+            let earned = elapsed / US_PER_TOKEN;
+            self.tokens = self.tokens.saturating_add(earned).min(CHALLENGE_ACKS_PER_SEC);
+            self.last = self.last.wrapping_add(earned * US_PER_TOKEN);
         }
         if self.tokens == 0 {
             return false;
@@ -52,20 +59,32 @@ impl ChallengeLimit {
     }
 }
 
-/// The acknowledgment of `ack` (above `una`, at most SND.NXT) taken:
-/// frees TX ring space, notes an acknowledged FIN, feeds the slow path's
-/// counters and the RTT estimate (RFC 7323 §4, from TSecr).
+/// Drops an unacceptable segment's ACK processing with a challenge ACK
+/// (RFC 5961 §5.2), if the rate limit (§7) has a token; false.
+#[cold]
+fn challenge(limit: &mut ChallengeLimit, now_ts: u32, stats: &mut Stats, r: &mut RxResult) -> bool {
+    if limit.take(now_ts) {
+        stats.challenge_acks += 1;
+        r.ack = true;
+    } else {
+        stats.challenge_acks_limited += 1;
+    }
+    false
+}
+
+/// The acknowledgment of `ack`, `acked` (1..=`tx_sent`) bytes above SND.UNA,
+/// taken: frees TX ring space, notes an acknowledged FIN, feeds the slow
+/// path's counters and the RTT estimate (RFC 7323 §4, from TSecr).
 #[inline(always)]
 fn take_ack(
     f: &mut FlowState,
     ack: u32,
-    una: u32,
+    acked: u32,
     flags: u8,
     ts: Option<(u32, u32)>,
     now_ts: u32,
     r: &mut RxResult,
 ) {
-    let acked = seq::dist(una, ack);
     let mut data_acked = acked;
     if f.st & (st::TX_FIN_SENT | st::TX_FIN_ACKED) == st::TX_FIN_SENT && ack == f.tx_next_seq {
         data_acked -= 1;
@@ -108,13 +127,18 @@ fn take_window(f: &mut FlowState, c: &mut TxCold, wnd: u32, r: &mut RxResult) {
 
 /// ACK processing of one segment (RFC 9293 §3.10.7.4, fifth check). False
 /// when the segment must be dropped (its ACK is unacceptable, RFC 5961
-/// §5.2); `r.challenge` then asks for a challenge ACK.
+/// §5.2); `r.ack` then asks for the challenge ACK, if `limit` allowed it.
 ///
+/// SACK blocks on an ACK taken inline (new data acknowledged, no recovery
+/// or probe running) are not read: the duplicate ACKs that follow a loss
+/// repeat them (RFC 2018 §4). The scoreboard is trimmed to SND.UNA when
+/// the rare paths next use it.
 /// The window is taken from every acceptable ACK that is not older than
 /// SND.UNA. RFC 9293's SND.WL1/SND.WL2 rule (take it only from the newest
 /// segment) is not applied: it would need 8 more bytes in the hot state,
 /// and a reordered segment with an older window can only shrink or grow
 /// the window until the next ACK.
+#[allow(clippy::too_many_arguments)]
 #[inline]
 pub(super) fn rx_ack(
     f: &mut FlowState,
@@ -122,30 +146,33 @@ pub(super) fn rx_ack(
     seg: &tcp::TcpSegment<'_>,
     ts: Option<(u32, u32)>,
     now_ts: u32,
+    limit: &mut ChallengeLimit,
     stats: &mut Stats,
     r: &mut RxResult,
 ) -> bool {
     let ack = seg.ack();
-    let una = f.snd_una();
+    // Offset above SND.UNA: new data acknowledged iff 1 ..= tx_sent. (Not
+    // seq::gt/le: half the sequence space away both would hold.)
+    let d = ack.wrapping_sub(f.snd_una());
     let wnd = (seg.window() as u32) << f.snd_wscale;
-    // No options but the timestamp: no SACK blocks to read.
-    let plain = seg.options().len() <= f.opt_len() as usize;
-    let common = plain && f.st & (st::TX_RECOVERY | st::TX_PROBE) == 0;
-    if seq::gt(ack, una) && seq::le(ack, f.tx_next_seq) {
-        if common && f.dupack_cnt == 0 {
-            take_ack(f, ack, una, seg.flags(), ts, now_ts, r);
+    let common = f.st & (st::TX_RECOVERY | st::TX_PROBE) == 0;
+    if d.wrapping_sub(1) < f.tx_sent {
+        if common {
+            take_ack(f, ack, d, seg.flags(), ts, now_ts, r);
+            f.dupack_cnt = 0;
             take_window(f, c, wnd, r);
             return true;
         }
-    } else if ack == una && (f.tx_sent == 0 || (common && !seg.payload().is_empty())) {
+    } else if d == 0 && (f.tx_sent == 0 || (common && !seg.payload().is_empty())) {
         // Not a duplicate ACK (RFC 5681 §2: nothing in flight, or data).
         take_window(f, c, wnd, r);
         return true;
     }
-    rx_ack_rare(f, c, seg, ts, now_ts, stats, r)
+    rx_ack_rare(f, c, seg, ts, now_ts, limit, stats, r)
 }
 
 /// Everything [`rx_ack`] does not handle inline.
+#[allow(clippy::too_many_arguments)]
 #[cold]
 #[inline(never)]
 fn rx_ack_rare(
@@ -154,6 +181,7 @@ fn rx_ack_rare(
     seg: &tcp::TcpSegment<'_>,
     ts: Option<(u32, u32)>,
     now_ts: u32,
+    limit: &mut ChallengeLimit,
     stats: &mut Stats,
     r: &mut RxResult,
 ) -> bool {
@@ -166,27 +194,28 @@ fn rx_ack_rare(
     // SND.NXT (SND.NXT never moves back here, so it is also SND.MAX).
     // Outside it the segment is dropped and a challenge ACK sent: an ACK
     // for data never sent must not free TX ring space the peer never got.
-    if seq::gt(ack, nxt) {
-        stats.future_acks += 1;
-        r.challenge = true;
-        return false;
-    }
-    if seq::lt(ack, una) {
+    let d = ack.wrapping_sub(una);
+    if d > f.tx_sent {
         let max_wnd = c.max_snd_wnd.max(f.rx_remote_avail);
-        if seq::lt(ack, una.wrapping_sub(max_wnd)) {
-            stats.acks_too_old += 1;
-            r.challenge = true;
-            return false;
+        if una.wrapping_sub(ack) <= max_wnd {
+            // An old duplicate (RFC 9293 §3.10.7.4): its ACK and window
+            // are ignored, its data is not.
+            stats.acks_old += 1;
+            return true;
         }
-        // An old duplicate (RFC 9293 §3.10.7.4): its ACK and window are
-        // ignored, its data is not.
-        stats.acks_old += 1;
-        return true;
+        if seq::gt(ack, nxt) {
+            stats.future_acks += 1;
+        } else {
+            stats.acks_too_old += 1;
+        }
+        return challenge(limit, now_ts, stats, r);
     }
     let smss = payload_max(f);
-    let advanced = seq::gt(ack, una);
+    // What the inline path acknowledged is still in the scoreboard.
+    recovery::sb_prune(c, una);
+    let advanced = d > 0;
     if advanced {
-        take_ack(f, ack, una, flags, ts, now_ts, r);
+        take_ack(f, ack, d, flags, ts, now_ts, r);
         recovery::sb_prune(c, ack);
     }
     let mut new_sack = false;

@@ -35,7 +35,7 @@ mod tx;
 pub use ack::CHALLENGE_ACKS_PER_SEC;
 use ack::ChallengeLimit;
 use ring::ring_add;
-use tx::{build_segment, can_send, fin_pending, payload_max, send_ack, send_allowance};
+use tx::{build_segment, can_send, fin_pending, may_resend, payload_max, send_ack, send_allowance};
 
 /// Why a frame was handed to the slow path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,29 +274,89 @@ struct RxResult {
     tx_ready: bool,
     fin_rx: bool,
     fin_acked: bool,
-    /// Answer with a challenge ACK, rate-limited (RFC 5961 §5.2, §7).
-    challenge: bool,
 }
 
-/// A challenge ACK (RFC 5961 §5.2) for flow `f`, if the rate limit (§7)
-/// has a token.
+/// New data (and FIN) of `len` bytes sent with `flags`: SND.NXT moves.
+#[inline(always)]
+fn take_sent(f: &mut FlowState, len: u32, fin: bool, flags: u8) {
+    f.tx_next_pos = ring_add(f.tx_next_pos, len, f.tx_len);
+    f.tx_avail -= len;
+    f.tx_sent += len + fin as u32;
+    f.tx_next_seq = f.tx_next_seq.wrapping_add(len + fin as u32);
+    if fin {
+        f.st |= st::TX_FIN_SENT;
+    }
+    if flags & tcp::CWR != 0 {
+        f.st &= !st::CWR_PENDING;
+    }
+}
+
+/// What the send loop's rare path did for one flow.
+enum Rare {
+    /// Sent a segment of this payload length.
+    Sent(u32),
+    /// Nothing to send now.
+    Idle,
+    /// The NIC batch is full.
+    Full,
+}
+
+/// The send loop for a flow in loss recovery or a probe episode: what
+/// `recovery::poll_cut` chooses (a retransmission or new data), built and
+/// sent. Retransmissions go out not-ECT and without CWR (RFC 3168
+/// §6.1.5, §6.1.2).
 #[cold]
 #[inline(never)]
-fn challenge_ack<M: PayloadMem, O: Output>(
-    limit: &mut ChallengeLimit,
+fn tx_rare<M: PayloadMem, O: Output>(
     cfgc: &Config,
-    f: &FlowState,
-    now: u64,
+    stats: &mut Stats,
+    f: &mut crate::flowtable::FlowGuard<'_>,
+    now_ts: u32,
     mem: &M,
     out: &mut O,
-    stats: &mut Stats,
-) {
-    if limit.take(now) {
-        stats.challenge_acks += 1;
-        send_ack(cfgc, f, 0, ts_now(now), mem, out, stats);
-    } else {
-        stats.challenge_acks_limited += 1;
+) -> Rare {
+    let seg_max = payload_max(f);
+    let (fs, fc) = f.parts();
+    let Some(cut) = recovery::poll_cut(fs, &mut fc.tx, seg_max) else {
+        return Rare::Idle;
+    };
+    let mut flags = if cut.fin { tcp::FIN } else { 0 };
+    if cut.psh {
+        flags |= tcp::PSH;
     }
+    if cut.len > 0 && !cut.rexmit && fs.st & st::CWR_PENDING != 0 {
+        flags |= tcp::CWR;
+    }
+    let plain;
+    let fb: &FlowState = if cut.rexmit && fs.cfg & cfg::ECN != 0 {
+        plain = FlowState {
+            cfg: fs.cfg & !cfg::ECN,
+            ..*fs
+        };
+        &plain
+    } else {
+        fs
+    };
+    let mut built = true;
+    let ok = out.tx(|b| {
+        let n = build_segment(b, cfgc, fb, cut.seq, flags, false, now_ts, (cut.pos, cut.len), mem);
+        built = n > 0;
+        n
+    });
+    if !ok {
+        return Rare::Full;
+    }
+    if !built {
+        stats.mem_errors += 1;
+        return Rare::Idle;
+    }
+    if !cut.rexmit {
+        take_sent(fs, cut.len, cut.fin, flags);
+    }
+    recovery::sent(fs, &mut fc.tx, &cut, now_ts, stats);
+    stats.tx_frames += 1;
+    stats.tx_payload_bytes += cut.len as u64;
+    Rare::Sent(cut.len)
 }
 
 /// Microsecond timestamp clock for TSval, from `now` in ns.
@@ -306,7 +366,8 @@ pub fn ts_now(now: u64) -> u32 {
 }
 
 /// Receive processing of one segment on an established flow (flags already
-/// checked: ACK set, no SYN/RST/URG).
+/// checked: ACK set, no SYN/RST/URG). `limit` rate-limits challenge ACKs.
+#[allow(clippy::too_many_arguments)]
 fn rx_segment<M: PayloadMem>(
     f: &mut FlowState,
     c: &mut FlowCold,
@@ -314,6 +375,7 @@ fn rx_segment<M: PayloadMem>(
     ce: bool,
     now_ts: u32,
     mem: &mut M,
+    limit: &mut ChallengeLimit,
     stats: &mut Stats,
 ) -> RxResult {
     let mut r = RxResult::default();
@@ -322,7 +384,7 @@ fn rx_segment<M: PayloadMem>(
     } else {
         None
     };
-    if !ack::rx_ack(f, &mut c.tx, seg, ts, now_ts, stats, &mut r) {
+    if !ack::rx_ack(f, &mut c.tx, seg, ts, now_ts, limit, stats, &mut r) {
         return r;
     }
     rx::rx_data(f, &mut c.rx, seg, ce, ts, mem, stats, &mut r);
@@ -442,18 +504,15 @@ impl FastPath {
         let now_ts = ts_now(now);
         let ce = fr.ip.ecn() == ipv4::ECN_CE;
         let (fs, fc) = f.parts();
-        let r = rx_segment(fs, fc, seg, ce, now_ts, mem, &mut self.stats);
+        let r = rx_segment(fs, fc, seg, ce, now_ts, mem, &mut self.challenge, &mut self.stats);
         if r.ack {
             let flags = if r.ece { tcp::ECE } else { 0 };
             send_ack(&self.cfg, &f, flags, now_ts, mem, out, &mut self.stats);
         }
-        if r.challenge {
-            challenge_ack(&mut self.challenge, &self.cfg, &f, now, mem, out, &mut self.stats);
-        }
         if r.notify {
             Self::mark(&mut self.pending, &mut f);
         }
-        if r.tx_ready && can_send(&f) {
+        if r.tx_ready && (can_send(&f) || may_resend(&f)) {
             activate(&mut self.sched, self.lane, f.group, id, now, out);
         }
         drop(f);
@@ -580,7 +639,7 @@ impl FastPath {
     pub fn kick<O: Output>(&mut self, id: FlowId, now: u64, out: &mut O) {
         let table = &*self.table;
         let Some(f) = table.lock(id) else { return };
-        if can_send(&f) {
+        if can_send(&f) || may_resend(&f) {
             activate(&mut self.sched, self.lane, f.group, id, now, out);
         }
     }
@@ -604,55 +663,52 @@ impl FastPath {
             let Some(mut f) = table.lock(id) else {
                 continue;
             };
+            if may_resend(&f) {
+                match tx_rare(&self.cfg, &mut self.stats, &mut f, now_ts, mem, out) {
+                    Rare::Sent(len) => {
+                        sent += 1;
+                        let rate = if f.cfg & cfg::RATE != 0 { f.tx_rate } else { 0 };
+                        self.sched.charge(id, len.max(1), rate, now);
+                        if can_send(&f) || may_resend(&f) {
+                            self.sched.activate(id, now);
+                        }
+                    }
+                    Rare::Idle => {}
+                    Rare::Full => {
+                        self.stats.tx_full += 1;
+                        self.sched.activate(id, now);
+                        break;
+                    }
+                }
+                continue;
+            }
+            let allowed = send_allowance(&f);
             let seg_max = payload_max(&f);
-            let cut = if f.st & (st::TX_RECOVERY | st::TX_PROBE) == 0 {
-                let allowed = send_allowance(&f);
-                let len = f.tx_avail.min(allowed).min(seg_max);
-                let fin = fin_pending(&f) && len == f.tx_avail;
-                if len == 0 && !fin {
-                    continue;
-                }
-                recovery::Cut {
-                    seq: f.tx_next_seq,
-                    pos: f.tx_next_pos,
-                    len,
-                    fin,
-                    psh: len > 0 && len == f.tx_avail,
-                    rexmit: false,
-                    probe: false,
-                }
-            } else {
-                let (fs, fc) = f.parts();
-                match recovery::poll_cut(fs, &fc.tx, seg_max) {
-                    Some(cut) => cut,
-                    None => continue,
-                }
-            };
-            let len = cut.len;
-            let fin = cut.fin;
+            let len = f.tx_avail.min(allowed).min(seg_max);
+            let fin = fin_pending(&f) && len == f.tx_avail;
+            if len == 0 && !fin {
+                continue;
+            }
             let mut flags = if fin { tcp::FIN } else { 0 };
-            if cut.psh {
+            if len > 0 && len == f.tx_avail {
                 flags |= tcp::PSH;
             }
-            if len > 0 && !cut.rexmit && f.st & st::CWR_PENDING != 0 {
+            if len > 0 && f.st & st::CWR_PENDING != 0 {
                 flags |= tcp::CWR;
             }
-            let cfgc = &self.cfg;
-            // Retransmissions go out not-ECT (RFC 3168 §6.1.5).
-            let plain;
-            let fs = if cut.rexmit && f.cfg & cfg::ECN != 0 {
-                plain = FlowState {
-                    cfg: f.cfg & !cfg::ECN,
-                    ..*f
-                };
-                &plain
-            } else {
-                &*f
-            };
+            let (cfgc, fs) = (&self.cfg, &*f);
             let mut built = true;
             let ok = out.tx(|b| {
                 let n = build_segment(
-                    b, cfgc, fs, cut.seq, flags, false, now_ts, (cut.pos, len), mem,
+                    b,
+                    cfgc,
+                    fs,
+                    fs.tx_next_seq,
+                    flags,
+                    false,
+                    now_ts,
+                    (fs.tx_next_pos, len),
+                    mem,
                 );
                 built = n > 0;
                 n
@@ -667,22 +723,7 @@ impl FastPath {
                 self.stats.mem_errors += 1;
                 continue;
             }
-            if !cut.rexmit {
-                f.tx_next_pos = ring_add(f.tx_next_pos, len, f.tx_len);
-                f.tx_avail -= len;
-                f.tx_sent += len + fin as u32;
-                f.tx_next_seq = f.tx_next_seq.wrapping_add(len + fin as u32);
-                if fin {
-                    f.st |= st::TX_FIN_SENT;
-                }
-                if flags & tcp::CWR != 0 {
-                    f.st &= !st::CWR_PENDING;
-                }
-            }
-            if cut.rexmit || cut.probe {
-                let (fs, fc) = f.parts();
-                recovery::sent(fs, &mut fc.tx, &cut, now_ts, &mut self.stats);
-            }
+            take_sent(&mut f, len, fin, flags);
             self.stats.tx_frames += 1;
             self.stats.tx_payload_bytes += len as u64;
             sent += 1;

@@ -122,12 +122,16 @@ fn sacked_in(c: &TxCold, from: u32, to: u32) -> u32 {
 pub(super) fn sb_add(c: &mut TxCold, block: (u32, u32), una: u32, nxt: u32, stats: &mut Stats) -> bool {
     let (l, r) = block;
     c.flags |= txf::SACK_SEEN;
-    if !seq::lt(l, r) || seq::gt(r, nxt) {
-        stats.sack_invalid += 1;
-        return false;
-    }
-    if !seq::gt(l, una) {
-        stats.dsack_blocks += 1;
+    // As offsets above SND.UNA (exact, unlike seq::lt half the sequence
+    // space away): 0 < l < r <= SND.NXT.
+    let (ol, or, on) = (l.wrapping_sub(una), r.wrapping_sub(una), nxt.wrapping_sub(una));
+    if !(0 < ol && ol < or && or <= on) {
+        if seq::lt(l, r) && seq::le(l, una) && seq::le(r, nxt) {
+            // Starts at or below SND.UNA: a D-SACK (RFC 2883 §4).
+            stats.dsack_blocks += 1;
+        } else {
+            stats.sack_invalid += 1;
+        }
         return false;
     }
     let before = sb_bytes(c);
@@ -277,6 +281,7 @@ pub(super) fn on_rto(f: &mut FlowState, c: &mut TxCold, stats: &mut Stats) -> bo
     if f.tx_sent == 0 {
         return false;
     }
+    sb_prune(c, f.snd_una());
     if c.flags & txf::RTO != 0 && c.sacked_n > 0 {
         // The last timeout's recovery did not get through: do not trust
         // the SACKed ranges any more.
@@ -301,6 +306,7 @@ pub(super) fn on_probe(f: &mut FlowState, c: &mut TxCold) -> bool {
     if f.tx_sent == 0 || f.st & st::TX_RECOVERY != 0 {
         return false;
     }
+    sb_prune(c, f.snd_una());
     f.st |= st::TX_PROBE;
     c.flags &= !txf::PROBE_SENT;
     true
@@ -536,7 +542,8 @@ fn probe_seg(f: &FlowState, c: &TxCold, smss: u32) -> Option<Cut> {
 /// What the send loop sends next for a flow in recovery or in a probe
 /// episode, if anything. A probe request that meets a recovery is dropped
 /// (recovery does better).
-pub(super) fn poll_cut(f: &mut FlowState, c: &TxCold, smss: u32) -> Option<Cut> {
+pub(super) fn poll_cut(f: &mut FlowState, c: &mut TxCold, smss: u32) -> Option<Cut> {
+    sb_prune(c, f.snd_una());
     if f.st & st::TX_RECOVERY != 0 {
         if c.flags & txf::PROBE_SENT == 0 {
             f.st &= !st::TX_PROBE;

@@ -156,3 +156,17 @@ fn hundred_thousand_blind_acks_change_nothing() {
     send!(fx, fx.peer(0));
     assert_eq!(fx.poll(), 10);
 }
+
+/// Half the sequence space away from SND.UNA, `seq::gt(ack, una)` and
+/// `seq::le(ack, una)` both hold: with nothing in flight, that ACK once
+/// "acknowledged" 2^31 bytes (found by `rx_never_panics`).
+#[test]
+fn ack_half_the_sequence_space_away_is_not_taken() {
+    let mut fx = fx();
+    fx.peer_ack = 1 << 31;
+    let f = fx.flow();
+    send!(fx, fx.data(0, 10));
+    recv!(fx, fx.ours(0, 0, 32_768));
+    assert_eq!(fx.flow(), f);
+    assert_eq!(fx.fp.stats.challenge_acks, 1);
+}
