@@ -871,6 +871,9 @@ impl Bench {
             ("window_trimmed", s.window_trimmed),
             ("dupacks", s.dupacks),
             ("future_acks", s.future_acks),
+            ("acks_too_old", s.acks_too_old),
+            ("rexmit_segments", s.rexmit_segments),
+            ("fast_retransmits", s.fast_retransmits),
             ("bad_checksum", s.bad_checksum),
         ];
         for (name, v) in bad {

@@ -866,8 +866,10 @@ fn stress_many_seeds_lossy() {
 /// 8 MB over a 1 Gbit/s link with 200 µs RTT that loses 1 %, 2 % or 5 % of
 /// frames both ways (several losses per window): SACK recovery repairs
 /// everything, including lost retransmissions, without a single timeout,
-/// and resends little more than what was lost. (Before: go-back-N, 107
-/// timeouts and 24 MB resent at 5 %.)
+/// and resends little more than what was lost. (The go-back-N sender
+/// before: 11 timeouts at 5 % even with its 20 ms minimum RTO, and 0.41 /
+/// 0.56 / 1.55 MB resent, against 0.12 / 0.21 / 0.58 MB now. The time
+/// taken is the congestion controller's.)
 #[test]
 fn bulk_transfer_over_lossy_links_needs_no_timeouts() {
     for (loss, seed) in [(10_000u32, 51u64), (20_000, 52), (50_000, 53)] {
@@ -903,9 +905,12 @@ fn bulk_transfer_over_lossy_links_needs_no_timeouts() {
     }
 }
 
+/// A wire filter (see `Wire::filter`).
+type WireFilter = Box<dyn FnMut(u64, usize, &[u8]) -> bool>;
+
 /// Drops the first transmission of data segments from host `src` that
 /// reach beyond stream offset `from` (retransmissions go through).
-fn drop_from_offset(src: usize, from: u32) -> Box<dyn FnMut(u64, usize, &[u8]) -> bool> {
+fn drop_from_offset(src: usize, from: u32) -> WireFilter {
     let mut first = None;
     let mut sent = 0u32;
     Box::new(move |_, sender, f| {
@@ -926,7 +931,7 @@ fn drop_from_offset(src: usize, from: u32) -> Box<dyn FnMut(u64, usize, &[u8]) -
 
 /// Drops the `which` (0-based) first transmissions of data segments from
 /// host `src`; retransmissions of them go through.
-fn drop_first_transmissions(src: usize, which: Vec<usize>) -> Box<dyn FnMut(u64, usize, &[u8]) -> bool> {
+fn drop_first_transmissions(src: usize, which: Vec<usize>) -> WireFilter {
     let mut seen = std::collections::HashSet::new();
     let mut n = 0;
     Box::new(move |_, from, f| {
@@ -956,7 +961,10 @@ fn several_losses_in_one_window_are_repaired_in_one_recovery() {
     eprintln!("{fp:?}");
     assert_eq!((b.rto_retransmits, b.tlp_probes), (0, 0));
     assert_eq!(fp.fast_retransmits, 1);
-    assert!(fp.rexmit_segments >= 3 && fp.rexmit_segments <= 12, "{fp:?}");
+    assert!(
+        fp.rexmit_segments >= 3 && fp.rexmit_segments <= 12,
+        "{fp:?}"
+    );
 }
 
 /// The last segments of a 16 MB transfer over 1 Gbit/s (about 135 ms) are
@@ -993,10 +1001,17 @@ fn lost_tail_is_repaired_by_a_probe_not_a_timeout() {
         let fp = sim.hosts[1].fp.stats;
         let took = (sim.now - t0) / MS;
         eprintln!("{lost:?}: {took} ms");
-        assert_eq!((b.rto_retransmits, b.tlp_probes, fp.tlp_probes), (0, 1, 1), "{lost:?}: {fp:?}");
+        assert_eq!(
+            (b.rto_retransmits, b.tlp_probes, fp.tlp_probes),
+            (0, 1, 1),
+            "{lost:?}: {fp:?}"
+        );
         // (What was lost may straddle one more segment boundary.)
         assert!(fp.rexmit_segments <= lost as u64 + 1, "{lost:?}: {fp:?}");
-        assert!(fp.rexmit_bytes <= (lost as u64 + 1) * 1448, "{lost:?}: {fp:?}");
+        assert!(
+            fp.rexmit_bytes <= (lost as u64 + 1) * 1448,
+            "{lost:?}: {fp:?}"
+        );
         assert!(ms.contains(&took), "{lost:?}: took {took} ms");
     }
 }

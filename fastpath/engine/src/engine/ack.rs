@@ -48,7 +48,10 @@ impl ChallengeLimit {
             self.last = now_ts;
         } else if elapsed >= US_PER_TOKEN {
             let earned = elapsed / US_PER_TOKEN;
-            self.tokens = self.tokens.saturating_add(earned).min(CHALLENGE_ACKS_PER_SEC);
+            self.tokens = self
+                .tokens
+                .saturating_add(earned)
+                .min(CHALLENGE_ACKS_PER_SEC);
             self.last = self.last.wrapping_add(earned * US_PER_TOKEN);
         }
         if self.tokens == 0 {

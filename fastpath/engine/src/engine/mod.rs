@@ -32,8 +32,8 @@ mod ring;
 mod rx;
 mod tx;
 
-pub use ack::CHALLENGE_ACKS_PER_SEC;
 use ack::ChallengeLimit;
+pub use ack::CHALLENGE_ACKS_PER_SEC;
 use ring::ring_add;
 use tx::{build_segment, can_send, fin_pending, may_resend, payload_max, send_ack, send_allowance};
 
@@ -339,7 +339,17 @@ fn tx_rare<M: PayloadMem, O: Output>(
     };
     let mut built = true;
     let ok = out.tx(|b| {
-        let n = build_segment(b, cfgc, fb, cut.seq, flags, false, now_ts, (cut.pos, cut.len), mem);
+        let n = build_segment(
+            b,
+            cfgc,
+            fb,
+            cut.seq,
+            flags,
+            false,
+            now_ts,
+            (cut.pos, cut.len),
+            mem,
+        );
         built = n > 0;
         n
     });
@@ -504,7 +514,16 @@ impl FastPath {
         let now_ts = ts_now(now);
         let ce = fr.ip.ecn() == ipv4::ECN_CE;
         let (fs, fc) = f.parts();
-        let r = rx_segment(fs, fc, seg, ce, now_ts, mem, &mut self.challenge, &mut self.stats);
+        let r = rx_segment(
+            fs,
+            fc,
+            seg,
+            ce,
+            now_ts,
+            mem,
+            &mut self.challenge,
+            &mut self.stats,
+        );
         if r.ack {
             let flags = if r.ece { tcp::ECE } else { 0 };
             send_ack(&self.cfg, &f, flags, now_ts, mem, out, &mut self.stats);

@@ -119,12 +119,22 @@ fn sacked_in(c: &TxCold, from: u32, to: u32) -> u32 {
 /// 2018 §5). Blocks below SND.UNA (D-SACK, RFC 2883 §4) or reaching
 /// beyond SND.NXT are ignored and counted. Returns whether it SACKed bytes
 /// that were not SACKed before.
-pub(super) fn sb_add(c: &mut TxCold, block: (u32, u32), una: u32, nxt: u32, stats: &mut Stats) -> bool {
+pub(super) fn sb_add(
+    c: &mut TxCold,
+    block: (u32, u32),
+    una: u32,
+    nxt: u32,
+    stats: &mut Stats,
+) -> bool {
     let (l, r) = block;
     c.flags |= txf::SACK_SEEN;
     // As offsets above SND.UNA (exact, unlike seq::lt half the sequence
     // space away): 0 < l < r <= SND.NXT.
-    let (ol, or, on) = (l.wrapping_sub(una), r.wrapping_sub(una), nxt.wrapping_sub(una));
+    let (ol, or, on) = (
+        l.wrapping_sub(una),
+        r.wrapping_sub(una),
+        nxt.wrapping_sub(una),
+    );
     if !(0 < ol && ol < or && or <= on) {
         if seq::lt(l, r) && seq::le(l, una) && seq::le(r, nxt) {
             // Starts at or below SND.UNA: a D-SACK (RFC 2883 §4).
@@ -332,10 +342,7 @@ pub(super) fn after_ack(
     let advanced = una != una_before;
     // The probe episode ends when its segment is acknowledged (RFC 8985
     // §7.4): the common case takes over again.
-    if f.st & st::TX_PROBE != 0
-        && c.flags & txf::PROBE_SENT != 0
-        && seq::ge(una, c.tlp_end)
-    {
+    if f.st & st::TX_PROBE != 0 && c.flags & txf::PROBE_SENT != 0 && seq::ge(una, c.tlp_end) {
         f.st &= !st::TX_PROBE;
         c.flags &= !txf::PROBE_SENT;
     }
@@ -470,13 +477,21 @@ fn rexmit_cut(f: &FlowState, s: u32, he: u32, smss: u32, room: u32) -> Cut {
     let una = f.snd_una();
     let dend = data_end(f);
     let pend = smin(smin(he, dend), s.wrapping_add(smss.min(room)));
-    let len = if seq::lt(s, pend) { seq::dist(s, pend) } else { 0 };
+    let len = if seq::lt(s, pend) {
+        seq::dist(s, pend)
+    } else {
+        0
+    };
     let fin = fin_in_flight(f) && he == f.tx_next_seq && s.wrapping_add(len) == dend;
     // The TX ring holds SND.UNA..SND.NXT behind `tx_next_pos`.
     let una_pos = ring_sub(f.tx_next_pos, f.tx_data_in_flight(), f.tx_len);
     Cut {
         seq: s,
-        pos: ring_add(una_pos, seq::dist(una, s).min(f.tx_data_in_flight()), f.tx_len),
+        pos: ring_add(
+            una_pos,
+            seq::dist(una, s).min(f.tx_data_in_flight()),
+            f.tx_len,
+        ),
         len,
         fin,
         psh: len > 0 && s.wrapping_add(len) == dend,
@@ -591,7 +606,9 @@ pub(super) fn sent(f: &mut FlowState, c: &mut TxCold, cut: &Cut, now_ts: u32, st
 
 /// The SACK blocks of a segment (RFC 2018 §3); none if its options do not
 /// parse.
-pub(super) fn sack_blocks(seg: &tcp::TcpSegment<'_>) -> ([(u32, u32); tcp::MAX_SACK_BLOCKS], usize) {
+pub(super) fn sack_blocks(
+    seg: &tcp::TcpSegment<'_>,
+) -> ([(u32, u32); tcp::MAX_SACK_BLOCKS], usize) {
     match seg.parse_options() {
         Ok(o) => (o.sack_blocks, o.sack_count as usize),
         Err(_) => ([(0, 0); tcp::MAX_SACK_BLOCKS], 0),

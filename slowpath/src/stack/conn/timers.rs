@@ -211,7 +211,11 @@ impl Stack {
             let pto = pto(&f).filter(|_| tlp);
             let probe_at = pto
                 .filter(|_| !c.probed && c.backoff == 0 && f.st & st::TX_RECOVERY == 0)
-                .map(|p| c.quiet_since.saturating_add(p).min(c.una_since.saturating_add(rto)));
+                .map(|p| {
+                    c.quiet_since
+                        .saturating_add(p)
+                        .min(c.una_since.saturating_add(rto))
+                });
             if !c.busy || progressed {
                 c.busy = true;
                 c.una_since = now;
@@ -265,7 +269,9 @@ impl Stack {
         // after at most 4 ticks + RTO instead of 1 tick + RTO.
         let idle = f.tx_sent == 0 && self.conns.get(&id).is_some_and(|c| !c.zw && !c.app_closed);
         let next = if idle { 4 * tick(base) } else { tick(base) };
-        let at = (now + next).min(next_probe.unwrap_or(u64::MAX)).max(now + 1);
+        let at = (now + next)
+            .min(next_probe.unwrap_or(u64::MAX))
+            .max(now + 1);
         self.schedule_check(id, at);
     }
 }

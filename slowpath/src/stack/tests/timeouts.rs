@@ -43,12 +43,18 @@ fn rto_doubles_per_expiry_up_to_120_seconds() {
     c.data_retries = 14;
     let (mut fx, id) = stuck_flow(c, 5000, 0);
     let cmds = run_cmds(&mut fx, 1000 * 1000 * MS);
-    assert!(cmds.iter().all(|(_, c)| *c == FpCmd::Retransmit(id)), "{cmds:?}");
+    assert!(
+        cmds.iter().all(|(_, c)| *c == FpCmd::Retransmit(id)),
+        "{cmds:?}"
+    );
     assert_eq!(cmds.len(), 14);
     let times: Vec<u64> = cmds.iter().map(|(t, _)| *t).collect();
     let gaps: Vec<u64> = times.windows(2).map(|w| (w[1] - w[0]) / MS).collect();
     // 400, 800, ... 102.4 s, then the 120 s cap (checked every 100 ms).
-    let want = [400u64, 800, 1600, 3200, 6400, 12_800, 25_600, 51_200, 102_400, 120_000, 120_000, 120_000, 120_000];
+    let want = [
+        400u64, 800, 1600, 3200, 6400, 12_800, 25_600, 51_200, 102_400, 120_000, 120_000, 120_000,
+        120_000,
+    ];
     for (g, w) in gaps.iter().zip(want) {
         assert!(*g >= w && *g <= w + 100, "gaps {gaps:?}");
     }
@@ -68,7 +74,10 @@ fn tail_loss_probe_comes_two_rtts_after_the_flow_goes_quiet() {
     // one PTO later, the RTO (200 ms minimum) after it, one probe only.
     let (probe, rto) = (cmds[0].0, cmds[1].0);
     assert!(probe <= 105 * MS, "{cmds:?}");
-    assert!(rto - probe >= 200 * MS && rto - probe <= 205 * MS, "{cmds:?}");
+    assert!(
+        rto - probe >= 200 * MS && rto - probe <= 205 * MS,
+        "{cmds:?}"
+    );
     assert_eq!(fx.stack.stats().tlp_probes, 1, "{cmds:?}");
     assert_eq!(fx.stack.stats().rto_retransmits, 2, "{cmds:?}");
 }
@@ -104,7 +113,11 @@ fn tail_loss_probe_waits_for_a_quiet_flow_and_probes_each_quiet_state_once() {
         f.tx_next_seq = f.tx_next_seq.wrapping_add(100);
     });
     let cmds = run_cmds(&mut fx, 150 * MS);
-    assert_eq!(cmds.iter().filter(|(_, c)| *c == FpCmd::Probe(id)).count(), 1, "{cmds:?}");
+    assert_eq!(
+        cmds.iter().filter(|(_, c)| *c == FpCmd::Probe(id)).count(),
+        1,
+        "{cmds:?}"
+    );
 }
 
 #[test]
@@ -119,7 +132,10 @@ fn with_one_segment_out_the_probe_goes_at_the_rto_instead_of_it() {
     let gap = cmds[1].0 - cmds[0].0;
     assert!((200 * MS..=205 * MS).contains(&gap), "{cmds:?}");
     assert!(cmds[0].0 >= 200 * MS, "{cmds:?}");
-    assert!(cmds[2..].iter().all(|(_, c)| *c == FpCmd::Retransmit(id)), "{cmds:?}");
+    assert!(
+        cmds[2..].iter().all(|(_, c)| *c == FpCmd::Retransmit(id)),
+        "{cmds:?}"
+    );
 }
 
 #[test]
@@ -129,7 +145,10 @@ fn no_tail_loss_probe_without_an_rtt_sample() {
     let (mut fx, id) = stuck_flow(host_cfg(A_IP, A_MAC), 5000, 0);
     let cmds = run_cmds(&mut fx, 1000 * MS);
     assert!(!cmds.is_empty());
-    assert!(cmds.iter().all(|(_, c)| *c == FpCmd::Retransmit(id)), "{cmds:?}");
+    assert!(
+        cmds.iter().all(|(_, c)| *c == FpCmd::Retransmit(id)),
+        "{cmds:?}"
+    );
 }
 
 #[test]
@@ -137,10 +156,16 @@ fn no_tail_loss_probe_during_recovery_or_when_disabled() {
     let (mut fx, id) = stuck_flow(host_cfg(A_IP, A_MAC), 5000, 1000);
     fx.set(id, |f| f.st |= st::TX_RECOVERY);
     let cmds = run_cmds(&mut fx, 1000 * MS);
-    assert!(cmds.iter().all(|(_, c)| *c == FpCmd::Retransmit(id)), "{cmds:?}");
+    assert!(
+        cmds.iter().all(|(_, c)| *c == FpCmd::Retransmit(id)),
+        "{cmds:?}"
+    );
     let mut c = host_cfg(A_IP, A_MAC);
     c.tlp = false;
     let (mut fx, id) = stuck_flow(c, 5000, 1000);
     let cmds = run_cmds(&mut fx, 1000 * MS);
-    assert!(cmds.iter().all(|(_, c)| *c == FpCmd::Retransmit(id)), "{cmds:?}");
+    assert!(
+        cmds.iter().all(|(_, c)| *c == FpCmd::Retransmit(id)),
+        "{cmds:?}"
+    );
 }

@@ -97,7 +97,10 @@ fn challenge_acks_are_rate_limited() {
     }
     assert_eq!(fx.out.frames.len(), 1000);
     let s = fx.fp.stats;
-    assert_eq!((s.future_acks, s.challenge_acks, s.challenge_acks_limited), (1100, 1000, 100));
+    assert_eq!(
+        (s.future_acks, s.challenge_acks, s.challenge_acks_limited),
+        (1100, 1000, 100)
+    );
     fx.out.frames.clear();
     // The bucket refills at 1000 per second.
     fx.now += 10_000_000;
@@ -131,10 +134,7 @@ fn hundred_thousand_blind_acks_change_nothing() {
         if seq::gt(ack, una) && seq::le(ack, nxt) {
             continue;
         }
-        let s = Seg {
-            ack,
-            ..fx.peer(0)
-        };
+        let s = Seg { ack, ..fx.peer(0) };
         let frame = fx.frame(&s);
         fx.send_raw(&frame);
         n += 1;
@@ -143,7 +143,9 @@ fn hundred_thousand_blind_acks_change_nothing() {
     fx.out.frames.clear();
     let after = fx.flow();
     assert_eq!(
-        (after.snd_una(), { after.tx_avail }, { after.tx_sent }, { after.cnt_ackb }),
+        (after.snd_una(), { after.tx_avail }, { after.tx_sent }, {
+            after.cnt_ackb
+        }),
         (una, { before.tx_avail }, { before.tx_sent }, 0)
     );
     assert!(fx.notifications().is_empty());

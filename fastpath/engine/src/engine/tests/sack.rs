@@ -81,7 +81,12 @@ fn sack_recovery_resends_only_the_holes() {
     assert_eq!(fx.notifications(), vec![fx.ev(0, 10 * M, 0)]);
     let s = fx.fp.stats;
     assert_eq!(
-        (s.fast_retransmits, s.sack_recoveries, s.rexmit_segments, s.rexmit_bytes),
+        (
+            s.fast_retransmits,
+            s.sack_recoveries,
+            s.rexmit_segments,
+            s.rexmit_bytes
+        ),
         (1, 1, 2, 2 * M as u64)
     );
     assert_eq!({ fx.flow().cnt_frexmits }, 1);
@@ -196,7 +201,10 @@ fn newreno_without_sack_resends_the_first_segment_and_one_per_partial_ack() {
     assert!(!in_recovery(&fx));
     assert_eq!(fx.poll(), 0);
     let s = fx.fp.stats;
-    assert_eq!((s.fast_retransmits, s.sack_recoveries, s.rexmit_segments), (1, 0, 2));
+    assert_eq!(
+        (s.fast_retransmits, s.sack_recoveries, s.rexmit_segments),
+        (1, 0, 2)
+    );
 }
 
 #[test]
@@ -233,7 +241,11 @@ fn timeout_resends_from_snd_una_skipping_sacked_ranges() {
     assert!(in_recovery(&fx));
     assert_eq!(fx.poll(), 0);
     let f = fx.flow();
-    assert_eq!(({ f.tx_next_seq }, { f.tx_sent }), (fx.lseq(10 * M), 9 * M), "SND.NXT stays");
+    assert_eq!(
+        ({ f.tx_next_seq }, { f.tx_sent }),
+        (fx.lseq(10 * M), 9 * M),
+        "SND.NXT stays"
+    );
     assert_eq!({ f.cnt_frexmits }, 0, "a timeout is not a fast retransmit");
     assert_eq!(fx.fp.stats.rto_recoveries, 1);
     // Duplicates during the timeout's recovery start no fast recovery.
@@ -352,7 +364,7 @@ fn scoreboard_is_bounded_and_never_loses_data() {
     assert!(fx.fp.stats.sack_ranges_dropped > 0);
     // What was forgotten is only resent needlessly: recovery, ACKs and
     // timeouts get every byte through, each segment with the right bytes.
-    let mut peer = vec![false; 40];
+    let mut peer = [false; 40];
     for k in (1..40).step_by(2) {
         peer[k as usize] = true;
     }
