@@ -136,6 +136,7 @@ fn take_window(f: &mut FlowState, c: &mut TxCold, wnd: u32, r: &mut RxResult) {
 /// or probe running) are not read: the duplicate ACKs that follow a loss
 /// repeat them (RFC 2018 §4). The scoreboard is trimmed to SND.UNA when
 /// the rare paths next use it.
+///
 /// The window is taken from every acceptable ACK that is not older than
 /// SND.UNA. RFC 9293's SND.WL1/SND.WL2 rule (take it only from the newest
 /// segment) is not applied: it would need 8 more bytes in the hot state,

@@ -340,6 +340,9 @@ pub(super) fn after_ack(
 ) -> bool {
     let una = f.snd_una();
     let advanced = una != una_before;
+    if dup {
+        stats.dupacks += 1;
+    }
     // The probe episode ends when its segment is acknowledged (RFC 8985
     // §7.4): the common case takes over again.
     if f.st & st::TX_PROBE != 0 && c.flags & txf::PROBE_SENT != 0 && seq::ge(una, c.tlp_end) {
@@ -387,7 +390,6 @@ pub(super) fn after_ack(
     if advanced {
         f.dupack_cnt = 0;
     } else if dup {
-        stats.dupacks += 1;
         f.dupack_cnt = f.dupack_cnt.saturating_add(1);
     }
     // RFC 6675 §5 steps 1-2: DupThresh duplicates, or IsLost(SND.UNA).
