@@ -872,6 +872,9 @@ impl Bench {
             ("seq_unacceptable", s.seq_unacceptable),
             ("ooo_intervals_full", s.ooo_intervals_full),
             ("dsack_sent", s.dsack_sent),
+            ("acks_too_old", s.acks_too_old),
+            ("rexmit_segments", s.rexmit_segments),
+            ("fast_retransmits", s.fast_retransmits),
             ("bad_checksum", s.bad_checksum),
         ];
         for (name, v) in bad {

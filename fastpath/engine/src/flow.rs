@@ -19,7 +19,10 @@
 //! and D-SACK blocks to report, the SACK scoreboard and loss-recovery state,
 //! the RFC 5961 bounds) lives in a [`FlowCold`] record at the same index in
 //! a separate array of the flow table, under the same lock: the in-order
-//! common case never loads its cache lines.
+//! common case never loads its cache lines (the send side's part is written
+//! there only when the peer's window grows, to keep MAX.SND.WND). The
+//! [`st::TX_RECOVERY`] and [`st::TX_PROBE`] bits tell the common case when
+//! to leave for the rare paths.
 
 /// Configuration flags (`FlowState::cfg`), written by the slow path.
 pub mod cfg {
@@ -53,6 +56,15 @@ pub mod st {
     /// TIME_WAIT on our side), recorded when the FIN is processed so the
     /// slow path need not guess from later state.
     pub const RX_FIN_FIRST: u8 = 1 << 5;
+    /// Loss recovery is running: fast recovery with SACK (RFC 6675 §5) or
+    /// without (RFC 6582), or retransmission after a timeout (RFC 6675
+    /// §5.1). Its state is in [`TxCold`](super::TxCold); ACK processing and
+    /// the send loop leave their common case while it is set.
+    pub const TX_RECOVERY: u8 = 1 << 6;
+    /// A tail-loss probe episode (RFC 8985 §7): the slow path asked for a
+    /// probe, or one is out and SND.UNA has not reached `TxCold::tlp_end`.
+    /// Like [`TX_RECOVERY`], sends and ACKs go through the rare paths.
+    pub const TX_PROBE: u8 = 1 << 7;
 }
 
 /// Per-flow fast-path state; see the module doc for the cache-line layout.
@@ -235,9 +247,78 @@ impl RxCold {
     }
 }
 
-/// Send-side rare state.
+/// SACKed ranges the sender remembers. RFC 6675 §3 lets the scoreboard be
+/// bounded: a range that does not fit is forgotten (the highest first), which
+/// costs at most a needless retransmission of data the peer has, never a
+/// lost byte (SACKed data stays in the TX ring until cumulatively ACKed).
+pub const SACK_RANGES: usize = 8;
+
+/// [`TxCold::flags`].
+pub mod txf {
+    /// The recovery in progress began with a retransmission timeout. A
+    /// second timeout before it ends discards the scoreboard (the receiver
+    /// may have reneged, RFC 2018 §8).
+    pub const RTO: u8 = 1 << 0;
+    /// The tail-loss probe of the current episode has been sent.
+    pub const PROBE_SENT: u8 = 1 << 1;
+    /// The peer has sent SACK blocks: what it does not SACK, it lacks.
+    pub const SACK_SEEN: u8 = 1 << 2;
+}
+
+/// Send-side rare state (`engine/ack.rs`, `engine/recovery.rs`): the SACK
+/// scoreboard, loss-recovery and tail-loss-probe state, and the bound of
+/// the RFC 5961 ACK check. 96 bytes; only read while a flow is in
+/// recovery, gets SACK blocks or odd ACKs, and written on the common path
+/// only when the peer's window grows (`max_snd_wnd`).
+///
+/// SND.MAX is not kept: the send side never moves SND.NXT back (every
+/// retransmission is cut from the TX ring below SND.NXT), so SND.NXT is the
+/// highest sequence number ever sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TxCold {}
+pub struct TxCold {
+    /// MAX.SND.WND (RFC 5961 §5.2): the largest window (scaled) the peer
+    /// announced, including the handshake's (set at install).
+    pub max_snd_wnd: u32,
+    /// The scoreboard: SACKed ranges `[start, end)` strictly above SND.UNA
+    /// and at most SND.NXT, disjoint, not touching, ascending; the first
+    /// `sacked_n` are valid.
+    pub sacked: [(u32, u32); SACK_RANGES],
+    pub sacked_n: u8,
+    /// [`txf`] flags.
+    pub flags: u8,
+    pub _pad: u16,
+    /// RecoveryPoint (RFC 6675 §5 step 4.1; `recover` in RFC 6582 §3.2):
+    /// SND.NXT when recovery began; it ends when SND.UNA reaches it.
+    pub recover: u32,
+    /// HighRxt (RFC 6675 §2): end of the highest retransmission of the
+    /// current round; holes below it are not resent again in that round.
+    pub high_rxt: u32,
+    /// Unacknowledged data below this counts as lost whatever the
+    /// scoreboard says: the first segment when fast recovery begins (RFC
+    /// 6675 step 4.3), the first unacknowledged one after a partial ACK
+    /// without SACK information (RFC 6582 §3.2 step 5), everything sent
+    /// before a timeout (RFC 6675 §5.1).
+    pub lost_floor: u32,
+    /// SND.NXT when the last retransmission went out: SACKs for enough data
+    /// above it show that a retransmission below it was lost as well.
+    pub rxt_nxt: u32,
+    /// TLP.end_seq (RFC 8985 §7.3): SND.NXT after the probe was sent.
+    pub tlp_end: u32,
+    /// When (TSval clock, µs) the last retransmission went out: a duplicate
+    /// ACK more than a round trip later that still lacks SND.UNA means its
+    /// retransmission (no later than that) was lost.
+    pub rxt_ts: u32,
+}
+
+impl TxCold {
+    /// The send side's cold state of a flow being installed.
+    pub fn new(f: &FlowState) -> TxCold {
+        TxCold {
+            max_snd_wnd: f.rx_remote_avail,
+            ..Default::default()
+        }
+    }
+}
 
 /// The 4-tuple that identifies a flow, from our side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -284,6 +365,7 @@ const _: () = assert!(
 const _: () = assert!(std::mem::size_of::<FlowSlot>() == 128);
 const _: () = assert!(std::mem::align_of::<FlowSlot>() == 64);
 const _: () = assert!(std::mem::offset_of!(FlowState, rx_avail) == 64);
+const _: () = assert!(std::mem::size_of::<TxCold>() == 96);
 
 impl Default for FlowSlot {
     fn default() -> Self {

@@ -10,7 +10,7 @@
 
 #![allow(unsafe_code)] // the per-flow lock and slot access; each block has its SAFETY note
 
-use crate::flow::{FlowCold, FlowKey, FlowSlot, FlowState};
+use crate::flow::{FlowCold, FlowKey, FlowSlot, FlowState, TxCold};
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -187,6 +187,7 @@ impl FlowTable {
             *g = state;
             g.notify = 0;
             *g.cold_mut() = FlowCold::default();
+            g.cold_mut().tx = TxCold::new(&state);
             slot.gen.fetch_add(1, Ordering::Relaxed);
         }
         let h = key.hash();

@@ -24,10 +24,12 @@
 //!    to make room) the sender never sent a byte we held.
 //! 4. `tx_random_loss_and_acks`: the app sends a random stream over a link
 //!    that drops, duplicates and reorders; a peer with a reassembly buffer
-//!    ACKs what it has, sometimes closing its window; the slow path's
-//!    timeout (`retransmit`) fires at random. Every segment carries the
-//!    right bytes and stays in the window, acknowledgements only move
-//!    forward, and after a clean phase the peer has the whole stream.
+//!    ACKs what it has (with SACK blocks when negotiated, sometimes
+//!    reneging on them), sometimes closing its window; the slow path's
+//!    timeout (`retransmit`) and tail-loss probe (`probe`) fire at random.
+//!    Every segment carries the right bytes and stays in the window,
+//!    acknowledgements only move forward, and after a clean phase the peer
+//!    has the whole stream.
 //!
 //! Seeds are fixed (xorshift64*, no extra dependencies), so a failure
 //! replays; the failing seed is in the panic message.
@@ -1198,6 +1200,7 @@ fn tx_case(seed: u64) -> engine::Stats {
     let mut w = World::new(s);
     let (irs, iss, tx_len) = (w.s.irs, w.s.iss, w.s.tx_len);
     let ts_on = w.s.cfg & cfg::TS != 0;
+    let sack_on = w.s.cfg & cfg::SACK != 0;
     let seg_max = w.s.mss as u32 - if ts_on { 12 } else { 0 };
     let cap = if rng.one_in(2) { 5000 } else { 60_000 };
     let len = 1 + rng.below(cap);
@@ -1226,16 +1229,37 @@ fn tx_case(seed: u64) -> engine::Stats {
     let mut wire: VecDeque<Vec<u8>> = VecDeque::new();
     let mut now = 2_000_000_000u64;
 
-    // The peer's ACK for its current state.
-    let ack_frame = |peer: &Peer, ce: bool| {
+    // The peer's ACK for its current state: with SACK, blocks for what it
+    // holds above RCV.NXT (RFC 2018 §4: as many as fit, here the lowest
+    // first or, at random, the highest first).
+    let ack_frame = |peer: &Peer, ce: bool, high_first: bool| {
         let ack_off = peer.rcv_nxt + peer.fin as u32;
+        let mut blocks: Vec<(u32, u32)> = Vec::new();
+        if sack_on {
+            let end = len.min(peer.rcv_nxt + tx_len + 1);
+            let mut i = peer.rcv_nxt;
+            while i < end {
+                if peer.got[i as usize] {
+                    let a = i;
+                    while i < end && peer.got[i as usize] {
+                        i += 1;
+                    }
+                    blocks.push((lseq(a), lseq(i)));
+                }
+                i += 1;
+            }
+            if high_first {
+                blocks.reverse();
+            }
+            blocks.truncate(if ts_on { 3 } else { 4 });
+        }
         peer_frame(
             irs.wrapping_add(1),
             lseq(ack_off),
             tcp::ACK | if ce { tcp::ECE } else { 0 },
             (peer.wnd >> shift).min(65_535) as u16,
             ts_on.then_some((peer.ts, peer.last_tsval)),
-            &[],
+            &blocks,
             &[],
             0,
         )
@@ -1295,7 +1319,7 @@ fn tx_case(seed: u64) -> engine::Stats {
         }
         let scaled = (peer.wnd >> shift) << shift;
         *max_edge = (*max_edge).max(peer.rcv_nxt + scaled);
-        let a = ack_frame(peer, rng.one_in(10));
+        let a = ack_frame(peer, rng.one_in(10), rng.one_in(2));
         w.rx(&a, now);
         if rng.one_in(10) {
             w.rx(&a, now); // duplicated ACK
@@ -1388,15 +1412,26 @@ fn tx_case(seed: u64) -> engine::Stats {
                     peer.wnd = peer.wnd.max(1 << 14);
                     let scaled = (peer.wnd >> shift) << shift;
                     max_edge = max_edge.max(peer.rcv_nxt + scaled);
-                    let a = ack_frame(&peer, false);
+                    let a = ack_frame(&peer, false, false);
                     w.rx(&a, now);
                     if wire.is_empty() && step % 16 == 3 {
                         w.fp.retransmit(w.id, now, &mut w.out);
                     }
                 } else if rng.one_in(3) {
                     w.fp.retransmit(w.id, now, &mut w.out);
+                } else if rng.one_in(3) {
+                    w.fp.probe(w.id, now, &mut w.out);
+                } else if rng.one_in(20) {
+                    // The peer reneges: drops what it held out of order
+                    // (RFC 2018 §8), SACKed or not.
+                    for b in &mut peer.got[peer.rcv_nxt as usize..] {
+                        *b = false;
+                    }
+                    if peer.fin_off.is_some_and(|o| o > peer.rcv_nxt) {
+                        peer.fin_off = None;
+                    }
                 } else {
-                    let a = ack_frame(&peer, false);
+                    let a = ack_frame(&peer, false, rng.one_in(2));
                     w.rx(&a, now);
                 }
             }
@@ -1471,6 +1506,10 @@ fn tx_random_loss_and_acks() {
     let s = total;
     assert!(
         s.dupacks > 0 && s.fast_retransmits > 0 && s.tx_payload_bytes > 0,
+        "{s:?}"
+    );
+    assert!(
+        s.sack_recoveries > 0 && s.rto_recoveries > 0 && s.tlp_probes > 0,
         "{s:?}"
     );
 }

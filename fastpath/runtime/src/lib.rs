@@ -147,7 +147,10 @@ pub enum CoreCmd {
     Send(Vec<u8>),
     /// Run this frame through the receive path (data that raced an install).
     Rx(Vec<u8>),
+    /// Retransmission timeout (`FastPath::retransmit`).
     Retransmit(FlowId),
+    /// Tail-loss probe (`FastPath::probe`).
+    Probe(FlowId),
     Kick(FlowId),
 }
 
@@ -731,6 +734,7 @@ impl<N: Nic> Lane<N> {
                 }
                 CoreCmd::Rx(frame) => fp.rx(&frame, now, mem, &mut out),
                 CoreCmd::Retransmit(id) => fp.retransmit(id, now, &mut out),
+                CoreCmd::Probe(id) => fp.probe(id, now, &mut out),
                 CoreCmd::Kick(id) => fp.kick(id, now, &mut out),
             }
         }

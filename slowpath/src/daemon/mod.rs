@@ -96,6 +96,7 @@ impl StackIo for Io<'_> {
     fn fastpath(&mut self, cmd: FpCmd) {
         let (lane, c) = match cmd {
             FpCmd::Retransmit(id) => (self.lane_of(id), CoreCmd::Retransmit(id)),
+            FpCmd::Probe(id) => (self.lane_of(id), CoreCmd::Probe(id)),
             FpCmd::Kick(id) => (self.lane_of(id), CoreCmd::Kick(id)),
             FpCmd::Rx(frame) => (0, CoreCmd::Rx(frame)),
         };

@@ -28,13 +28,24 @@
 //!   the final ACK, but the flow exists now) is handed back with
 //!   [`FpCmd::Rx`], so no byte is lost.
 //! * Retransmission timeouts: each installed flow is inspected periodically
-//!   under its lock (every RTO/2, clamped to 1..100 ms; idle flows 4× less
-//!   often). The RTO is `max(rto_min, 3·rtt_est, 2·handshake RTT)`, capped
-//!   at `rto_max`, doubled per retransmission without progress; when
+//!   under its lock (every RTO/2, clamped to 1..100 ms, and at least once per
+//!   PTO while data is in flight; idle flows 4× less often). The RTO is
+//!   `max(rto_min, 3·rtt_est, 2·handshake RTT)` (`rto_min` 200 ms as
+//!   Linux), doubled per expiry without progress (RFC 6298 §5.5) up to
+//!   `rto_max` (120 s); progress (SND.UNA moving) resets the backoff. When
 //!   SND.UNA has not moved for an RTO while data or a FIN is in flight, the
-//!   fast path gets [`FpCmd::Retransmit`] (go-back-N). After `data_retries`
-//!   retransmissions without progress the flow is reset (`ETIMEDOUT`, RST
-//!   to the peer). Progress resets the backoff.
+//!   fast path gets [`FpCmd::Retransmit`]: everything unacknowledged and not
+//!   SACKed goes again from SND.UNA (RFC 6675 §5.1; SND.NXT stays). After
+//!   `data_retries` retransmissions without progress the flow is reset
+//!   (`ETIMEDOUT`, RST to the peer).
+//! * Tail-loss probes (RFC 8985 §7): when neither SND.UNA nor SND.NXT moved
+//!   for a PTO (2·SRTT + 2 ms, plus 200 ms with a single segment out, as
+//!   Linux) or until the RTO if that comes first, no recovery is running,
+//!   no timeout happened since the last progress and no probe was sent for
+//!   that state, the fast path gets [`FpCmd::Probe`] (instead of the
+//!   timeout, which restarts from the probe): one segment beyond the
+//!   congestion window (new data, else the highest unacknowledged one),
+//!   whose ACK or SACK repairs a lost tail without a timeout.
 //! * Zero-window persist: when the peer's window is 0 with data waiting and
 //!   nothing in flight, a probe is sent after an RTO (backing off). The probe
 //!   carries one byte of already-acknowledged sequence space (`SND.UNA-1`),
@@ -120,8 +131,11 @@ pub const RESERVED_APP: AppId = u16::MAX;
 /// A command for the fast-path core.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FpCmd {
-    /// Retransmission timeout: go back to SND.UNA and send again.
+    /// Retransmission timeout: resend what is unacknowledged and not
+    /// SACKed, from SND.UNA.
     Retransmit(FlowId),
+    /// Tail-loss probe (RFC 8985 §7).
+    Probe(FlowId),
     /// The flow's state changed (e.g. FIN requested): send if it can.
     Kick(FlowId),
     /// Receive this frame again (data that raced the flow's installation).
@@ -161,8 +175,12 @@ pub struct StackConfig {
     pub syn_retries: u32,
     /// First SYN retransmission timeout; doubles per retry.
     pub syn_rto_ns: u64,
+    /// Retransmission timeout bounds (RFC 6298 §2.4, §2.5; Linux's 200 ms
+    /// and 120 s).
     pub rto_min_ns: u64,
     pub rto_max_ns: u64,
+    /// Send tail-loss probes (RFC 8985 §7).
+    pub tlp: bool,
     /// Data/FIN retransmissions without progress before the flow is reset.
     pub data_retries: u32,
     /// ARP request interval, and retries after the first request.
@@ -209,8 +227,9 @@ impl Default for StackConfig {
             time_wait_ns: 2 * SEC,
             syn_retries: 6,
             syn_rto_ns: 200 * MS,
-            rto_min_ns: 20 * MS,
-            rto_max_ns: 5 * SEC,
+            rto_min_ns: 200 * MS,
+            rto_max_ns: 120 * SEC,
+            tlp: true,
             data_retries: 12,
             arp_timeout_ns: 500 * MS,
             arp_retries: 3,
@@ -313,6 +332,8 @@ pub struct StackStats {
     pub challenge_acks: u64,
     pub challenge_acks_limited: u64,
     pub rto_retransmits: u64,
+    /// Tail-loss probes asked of the fast path.
+    pub tlp_probes: u64,
     pub data_timeouts: u64,
     pub persist_probes: u64,
     pub fin_timeouts: u64,

@@ -735,6 +735,7 @@ pub(super) fn settle<I: StackIo>(
             match c {
                 FpCmd::Rx(f) => fp.rx(&f, now, mem, out),
                 FpCmd::Retransmit(id) => fp.retransmit(id, now, out),
+                FpCmd::Probe(id) => fp.probe(id, now, out),
                 FpCmd::Kick(id) => fp.kick(id, now, out),
             }
         }

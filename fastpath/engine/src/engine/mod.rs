@@ -11,11 +11,13 @@
 //! echoed timestamp and ECE when CE-marked), several out-of-order intervals
 //! per flow reported as SACK blocks (RFC 2018) and duplicates as D-SACK
 //! blocks (RFC 2883), window trimming, an in-order FIN, ACK processing
-//! (freeing TX ring space, feedback counters, RTT
-//! estimate, three-duplicate-ACK fast retransmit), and segment transmission
-//! cut from the TX ring when the [`TxScheduler`] allows. What leaves as an
-//! exception: SYN, RST, URG or a missing ACK flag, unknown flows, bad
-//! checksums, malformed frames, non-TCP frames and flows the slow path owns.
+//! (freeing TX ring space, feedback counters, RTT estimate, the RFC 5961
+//! §5.2 ACK checks), loss recovery (SACK-based as RFC 6675, NewReno without
+//! SACK, retransmission after the slow path's timeout, tail-loss probes it
+//! asks for: `recovery.rs`), and segment transmission cut from the TX ring
+//! when the [`TxScheduler`] allows. What leaves as an exception: SYN, RST,
+//! URG or a missing ACK flag, unknown flows, bad checksums, malformed
+//! frames, non-TCP frames and flows the slow path owns.
 
 use crate::flow::{cfg, st, FlowCold, FlowKey, FlowState};
 use crate::flowtable::{FlowId, FlowTable};
@@ -26,13 +28,15 @@ use std::sync::Arc;
 use tas_abi::{event, AppCmd, AppEvent, PayloadMem};
 
 mod ack;
+mod recovery;
 mod ring;
 mod rx;
 mod tx;
 
-use ack::go_back_n;
+use ack::ChallengeLimit;
+pub use ack::CHALLENGE_ACKS_PER_SEC;
 use ring::ring_add;
-use tx::{build_segment, can_send, fin_pending, send_ack, send_allowance};
+use tx::{build_segment, can_send, fin_pending, may_resend, payload_max, send_ack, send_allowance};
 
 /// Why a frame was handed to the slow path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,8 +110,36 @@ pub struct Stats {
     pub ooo_dropped: u64,
     pub window_trimmed: u64,
     pub dupacks: u64,
+    /// Fast recoveries entered (RFC 6675 with SACK, RFC 6582 without).
     pub fast_retransmits: u64,
+    /// Of those, entered with SACK information in the scoreboard.
+    pub sack_recoveries: u64,
+    /// Recoveries after the slow path's retransmission timeout.
+    pub rto_recoveries: u64,
+    /// Retransmitted segments and their payload (recovery, probes).
+    pub rexmit_segments: u64,
+    pub rexmit_bytes: u64,
+    /// Recovery rounds restarted because a retransmission was lost.
+    pub rexmit_lost: u64,
+    /// Tail-loss probes sent (RFC 8985 §7).
+    pub tlp_probes: u64,
+    /// SACK blocks ignored: reaching beyond SND.NXT or empty / below
+    /// SND.UNA (D-SACK, RFC 2883).
+    pub sack_invalid: u64,
+    pub dsack_blocks: u64,
+    /// SACKed ranges forgotten for lack of room in the scoreboard.
+    pub sack_ranges_dropped: u64,
+    /// Scoreboards discarded by a second timeout (receiver reneging).
+    pub sack_reneged: u64,
+    /// ACKs for data never sent (RFC 5961 §5.2): segment dropped.
     pub future_acks: u64,
+    /// ACKs below SND.UNA - MAX.SND.WND (RFC 5961 §5.2): segment dropped.
+    pub acks_too_old: u64,
+    /// ACKs below SND.UNA but acceptable: ACK ignored, data taken.
+    pub acks_old: u64,
+    /// Challenge ACKs sent, and not sent for the rate limit (RFC 5961 §7).
+    pub challenge_acks: u64,
+    pub challenge_acks_limited: u64,
     pub app_cmd_invalid: u64,
     pub notify_backpressure: u64,
     pub tx_full: u64,
@@ -148,7 +180,21 @@ impl Stats {
             window_trimmed,
             dupacks,
             fast_retransmits,
+            sack_recoveries,
+            rto_recoveries,
+            rexmit_segments,
+            rexmit_bytes,
+            rexmit_lost,
+            tlp_probes,
+            sack_invalid,
+            dsack_blocks,
+            sack_ranges_dropped,
+            sack_reneged,
             future_acks,
+            acks_too_old,
+            acks_old,
+            challenge_acks,
+            challenge_acks_limited,
             app_cmd_invalid,
             notify_backpressure,
             tx_full,
@@ -173,7 +219,21 @@ impl Stats {
         self.window_trimmed += window_trimmed;
         self.dupacks += dupacks;
         self.fast_retransmits += fast_retransmits;
+        self.sack_recoveries += sack_recoveries;
+        self.rto_recoveries += rto_recoveries;
+        self.rexmit_segments += rexmit_segments;
+        self.rexmit_bytes += rexmit_bytes;
+        self.rexmit_lost += rexmit_lost;
+        self.tlp_probes += tlp_probes;
+        self.sack_invalid += sack_invalid;
+        self.dsack_blocks += dsack_blocks;
+        self.sack_ranges_dropped += sack_ranges_dropped;
+        self.sack_reneged += sack_reneged;
         self.future_acks += future_acks;
+        self.acks_too_old += acks_too_old;
+        self.acks_old += acks_old;
+        self.challenge_acks += challenge_acks;
+        self.challenge_acks_limited += challenge_acks_limited;
         self.app_cmd_invalid += app_cmd_invalid;
         self.notify_backpressure += notify_backpressure;
         self.tx_full += tx_full;
@@ -203,6 +263,8 @@ pub struct FastPath {
     /// The lane (NIC queue + TX scheduler) this instance serves; flows whose
     /// `group` differs are scheduled on their own lane.
     lane: u16,
+    /// Challenge-ACK rate limit (RFC 5961 §7), per engine.
+    challenge: ChallengeLimit,
     pub stats: Stats,
 }
 
@@ -241,6 +303,99 @@ struct RxResult {
     fin_acked: bool,
 }
 
+/// New data (and FIN) of `len` bytes sent with `flags`: SND.NXT moves.
+#[inline(always)]
+fn take_sent(f: &mut FlowState, len: u32, fin: bool, flags: u8) {
+    f.tx_next_pos = ring_add(f.tx_next_pos, len, f.tx_len);
+    f.tx_avail -= len;
+    f.tx_sent += len + fin as u32;
+    f.tx_next_seq = f.tx_next_seq.wrapping_add(len + fin as u32);
+    if fin {
+        f.st |= st::TX_FIN_SENT;
+    }
+    if flags & tcp::CWR != 0 {
+        f.st &= !st::CWR_PENDING;
+    }
+}
+
+/// What the send loop's rare path did for one flow.
+enum Rare {
+    /// Sent a segment of this payload length.
+    Sent(u32),
+    /// Nothing to send now.
+    Idle,
+    /// The NIC batch is full.
+    Full,
+}
+
+/// The send loop for a flow in loss recovery or a probe episode: what
+/// `recovery::poll_cut` chooses (a retransmission or new data), built and
+/// sent. Retransmissions go out not-ECT and without CWR (RFC 3168
+/// §6.1.5, §6.1.2).
+#[cold]
+#[inline(never)]
+fn tx_rare<M: PayloadMem, O: Output>(
+    cfgc: &Config,
+    stats: &mut Stats,
+    f: &mut crate::flowtable::FlowGuard<'_>,
+    now_ts: u32,
+    mem: &M,
+    out: &mut O,
+) -> Rare {
+    let seg_max = payload_max(f);
+    let (fs, fc) = f.parts();
+    let Some(cut) = recovery::poll_cut(fs, &mut fc.tx, seg_max) else {
+        return Rare::Idle;
+    };
+    let mut flags = if cut.fin { tcp::FIN } else { 0 };
+    if cut.psh {
+        flags |= tcp::PSH;
+    }
+    if cut.len > 0 && !cut.rexmit && fs.st & st::CWR_PENDING != 0 {
+        flags |= tcp::CWR;
+    }
+    let plain;
+    let fb: &FlowState = if cut.rexmit && fs.cfg & cfg::ECN != 0 {
+        plain = FlowState {
+            cfg: fs.cfg & !cfg::ECN,
+            ..*fs
+        };
+        &plain
+    } else {
+        fs
+    };
+    let mut built = true;
+    let ok = out.tx(|b| {
+        let n = build_segment(
+            b,
+            cfgc,
+            fb,
+            cut.seq,
+            flags,
+            &[],
+            now_ts,
+            (cut.pos, cut.len),
+            mem,
+        );
+        built = n > 0;
+        n
+    });
+    if !ok {
+        return Rare::Full;
+    }
+    if !built {
+        stats.mem_errors += 1;
+        return Rare::Idle;
+    }
+    if !cut.rexmit {
+        take_sent(fs, cut.len, cut.fin, flags);
+    }
+    recovery::sent(fs, &mut fc.tx, &cut, now_ts, stats);
+    stats.tx_frames += 1;
+    stats.tx_payload_bytes += cut.len as u64;
+    Rare::Sent(cut.len)
+}
+
 /// Microsecond timestamp clock for TSval, from `now` in ns.
 #[inline]
 pub fn ts_now(now: u64) -> u32 {
@@ -248,7 +403,8 @@ pub fn ts_now(now: u64) -> u32 {
 }
 
 /// Receive processing of one segment on an established flow (flags already
-/// checked: ACK set, no SYN/RST/URG).
+/// checked: ACK set, no SYN/RST/URG). `limit` rate-limits challenge ACKs.
+#[allow(clippy::too_many_arguments)]
 fn rx_segment<M: PayloadMem>(
     f: &mut FlowState,
     c: &mut FlowCold,
@@ -256,6 +412,7 @@ fn rx_segment<M: PayloadMem>(
     ce: bool,
     now_ts: u32,
     mem: &mut M,
+    limit: &mut ChallengeLimit,
     stats: &mut Stats,
 ) -> RxResult {
     let mut r = RxResult::default();
@@ -272,7 +429,7 @@ fn rx_segment<M: PayloadMem>(
     } else {
         None
     };
-    if !ack::rx_ack(f, &mut c.tx, seg, ts, now_ts, stats, &mut r) {
+    if !ack::rx_ack(f, &mut c.tx, seg, ts, now_ts, limit, stats, &mut r) {
         return r;
     }
     rx::rx_data(f, &mut c.rx, seg, ce, ts, mem, stats, &mut r);
@@ -288,6 +445,7 @@ impl FastPath {
             sched: TxScheduler::new(cap),
             pending: VecDeque::with_capacity(cap * 2),
             lane: 0,
+            challenge: ChallengeLimit::new(),
             stats: Stats::default(),
         }
     }
@@ -391,7 +549,16 @@ impl FastPath {
         let now_ts = ts_now(now);
         let ce = fr.ip.ecn() == ipv4::ECN_CE;
         let (fs, fc) = f.parts();
-        let r = rx_segment(fs, fc, seg, ce, now_ts, mem, &mut self.stats);
+        let r = rx_segment(
+            fs,
+            fc,
+            seg,
+            ce,
+            now_ts,
+            mem,
+            &mut self.challenge,
+            &mut self.stats,
+        );
         if r.ack {
             let flags = if r.ece { tcp::ECE } else { 0 };
             send_ack(
@@ -409,7 +576,7 @@ impl FastPath {
         if r.notify {
             Self::mark(&mut self.pending, &mut f);
         }
-        if r.tx_ready && can_send(&f) {
+        if r.tx_ready && (can_send(&f) || may_resend(&f)) {
             activate(&mut self.sched, self.lane, f.group, id, now, out);
         }
         drop(f);
@@ -516,13 +683,27 @@ impl FastPath {
         Ok(())
     }
 
-    /// Slow-path command: retransmit from the first unacknowledged byte
-    /// (retransmission timeout).
+    /// Slow-path command: retransmission timeout. Everything unacknowledged
+    /// and not SACKed is resent from SND.UNA, in order, then new data (RFC
+    /// 6675 §5.1); SND.NXT stays where it is.
     pub fn retransmit<O: Output>(&mut self, id: FlowId, now: u64, out: &mut O) {
         let table = &*self.table;
         let Some(mut f) = table.lock(id) else { return };
-        go_back_n(&mut f);
-        if can_send(&f) {
+        let (fs, fc) = f.parts();
+        if recovery::on_rto(fs, &mut fc.tx, &mut self.stats) {
+            activate(&mut self.sched, self.lane, f.group, id, now, out);
+        }
+    }
+
+    /// Slow-path command: tail-loss probe (RFC 8985 §7). The next send
+    /// opportunity sends one segment beyond the congestion window: new data
+    /// if the peer's window allows, else the highest unacknowledged one. A
+    /// no-op while nothing is in flight or recovery runs.
+    pub fn probe<O: Output>(&mut self, id: FlowId, now: u64, out: &mut O) {
+        let table = &*self.table;
+        let Some(mut f) = table.lock(id) else { return };
+        let (fs, fc) = f.parts();
+        if recovery::on_probe(fs, &mut fc.tx) {
             activate(&mut self.sched, self.lane, f.group, id, now, out);
         }
     }
@@ -532,7 +713,7 @@ impl FastPath {
     pub fn kick<O: Output>(&mut self, id: FlowId, now: u64, out: &mut O) {
         let table = &*self.table;
         let Some(f) = table.lock(id) else { return };
-        if can_send(&f) {
+        if can_send(&f) || may_resend(&f) {
             activate(&mut self.sched, self.lane, f.group, id, now, out);
         }
     }
@@ -556,8 +737,27 @@ impl FastPath {
             let Some(mut f) = table.lock(id) else {
                 continue;
             };
+            if may_resend(&f) {
+                match tx_rare(&self.cfg, &mut self.stats, &mut f, now_ts, mem, out) {
+                    Rare::Sent(len) => {
+                        sent += 1;
+                        let rate = if f.cfg & cfg::RATE != 0 { f.tx_rate } else { 0 };
+                        self.sched.charge(id, len.max(1), rate, now);
+                        if can_send(&f) || may_resend(&f) {
+                            self.sched.activate(id, now);
+                        }
+                    }
+                    Rare::Idle => {}
+                    Rare::Full => {
+                        self.stats.tx_full += 1;
+                        self.sched.activate(id, now);
+                        break;
+                    }
+                }
+                continue;
+            }
             let allowed = send_allowance(&f);
-            let seg_max = (f.mss as u32).saturating_sub(f.opt_len()).max(1);
+            let seg_max = payload_max(&f);
             let len = f.tx_avail.min(allowed).min(seg_max);
             let fin = fin_pending(&f) && len == f.tx_avail;
             if len == 0 && !fin {
@@ -597,16 +797,7 @@ impl FastPath {
                 self.stats.mem_errors += 1;
                 continue;
             }
-            f.tx_next_pos = ring_add(f.tx_next_pos, len, f.tx_len);
-            f.tx_avail -= len;
-            f.tx_sent += len + fin as u32;
-            f.tx_next_seq = f.tx_next_seq.wrapping_add(len + fin as u32);
-            if fin {
-                f.st |= st::TX_FIN_SENT;
-            }
-            if flags & tcp::CWR != 0 {
-                f.st &= !st::CWR_PENDING;
-            }
+            take_sent(&mut f, len, fin, flags);
             self.stats.tx_frames += 1;
             self.stats.tx_payload_bytes += len as u64;
             sent += 1;

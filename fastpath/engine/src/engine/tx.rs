@@ -22,10 +22,24 @@ pub(super) fn fin_pending(f: &FlowState) -> bool {
     f.st & (st::TX_FIN_REQ | st::TX_FIN_SENT) == st::TX_FIN_REQ
 }
 
-/// Whether the scheduler should be asked to send for this flow.
+/// Largest payload of one segment (the MSS less our options).
+#[inline]
+pub(super) fn payload_max(f: &FlowState) -> u32 {
+    (f.mss as u32).saturating_sub(f.opt_len()).max(1)
+}
+
+/// Whether the scheduler should be asked to send for this flow (new data or
+/// FIN; see [`may_resend`] for loss recovery).
 #[inline]
 pub(super) fn can_send(f: &FlowState) -> bool {
     (f.tx_avail > 0 && send_allowance(f) > 0) || (fin_pending(f) && f.tx_avail == 0)
+}
+
+/// A flow in loss recovery or a probe episode may have something to
+/// (re)send that only its cold record knows: the send loop should look.
+#[inline]
+pub(super) fn may_resend(f: &FlowState) -> bool {
+    f.st & (st::TX_RECOVERY | st::TX_PROBE) != 0
 }
 
 /// Builds one segment of flow `f` into `buf`: ACK flag always, plus `flags`;

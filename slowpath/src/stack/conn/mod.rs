@@ -161,6 +161,11 @@ pub(super) struct Conn {
     una_since: u64,
     backoff: u32,
     retries: u32,
+    // Tail-loss probe: SND.NXT at the last inspection, since when neither
+    // it nor SND.UNA moved, whether that state was probed.
+    last_nxt: u32,
+    quiet_since: u64,
+    probed: bool,
     // Zero-window persist.
     zw: bool,
     zw_since: u64,

@@ -1,10 +1,10 @@
 //! Connection timers: SYN and SYN-ACK retransmission with backoff, and the
 //! periodic inspection of each installed flow (retransmission timeout,
-//! zero-window persist probes, the FIN the app still owes after `CLOSE`,
-//! the FIN_WAIT_2 bound, TIME_WAIT expiry).
+//! tail-loss probe, zero-window persist probes, the FIN the app still owes
+//! after `CLOSE`, the FIN_WAIT_2 bound, TIME_WAIT expiry).
 
 use tas_engine::engine::ts_now;
-use tas_engine::flow::{st, FlowKey};
+use tas_engine::flow::{st, FlowKey, FlowState};
 use tas_engine::flowtable::FlowId;
 
 use super::{Conn, ConnectPhase, Phase};
@@ -12,6 +12,26 @@ use crate::stack::{tuple, FpCmd, Stack, StackIo, Timer, MS};
 
 /// After CLOSE without the app's FIN request, how long before we request it.
 const CLOSE_FIN_GRACE: u64 = 500 * MS;
+
+/// Added to 2·SRTT for the probe timeout: Linux's `TCP_TIMEOUT_MIN` (2
+/// jiffies at HZ=1000), room for the peer's ACK and for our inspection.
+const PTO_SLACK: u64 = 2 * MS;
+
+/// Added to the PTO when a single segment is in flight, for the peer's
+/// delayed ACK (RFC 8985 §7.2 WCDelAckT; Linux adds `TCP_RTO_MIN`): the
+/// probe then usually goes at the RTO, in its place.
+const PTO_DELACK: u64 = 200 * MS;
+
+/// RFC 8985 §7.2 probe timeout of a flow with data in flight, if it has an
+/// RTT sample (without one the RTO comes first, as Linux's 1 s initial PTO).
+fn pto(f: &FlowState) -> Option<u64> {
+    if f.rtt_est == 0 {
+        return None;
+    }
+    let mss = (f.mss as u32).saturating_sub(f.opt_len()).max(1);
+    let one_segment = f.tx_sent <= mss;
+    Some(2 * f.rtt_est as u64 * 1000 + PTO_SLACK + if one_segment { PTO_DELACK } else { 0 })
+}
 
 /// `base` doubled `n` times (saturating).
 fn shifted(base: u64, n: u32) -> u64 {
@@ -133,6 +153,7 @@ impl Stack {
         let rto = self.backed_off(base, c.backoff);
         let persist = self.backed_off(base, c.persist_backoff);
         let (data_retries, fin_timeout) = (self.cfg.data_retries, self.cfg.fin_timeout_ns);
+        let tlp = self.cfg.tlp;
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
@@ -143,6 +164,14 @@ impl Stack {
             c.backoff = 0;
             c.retries = 0;
         }
+        // Tail-loss probe state: the flow is quiet while neither SND.UNA
+        // nor SND.NXT moves (no ACK progress, nothing new sent).
+        if progressed || f.tx_next_seq != c.last_nxt {
+            c.last_nxt = f.tx_next_seq;
+            c.quiet_since = now;
+            c.probed = false;
+        }
+        let mut next_probe = None;
         // The app closed: its FIN must follow (a CLOSE without it).
         let fin_req = f.st & (st::TX_FIN_REQ | st::TX_FIN_SENT | st::TX_FIN_ACKED) != 0;
         if c.app_closed && !fin_req && now.saturating_sub(c.closed_at) >= CLOSE_FIN_GRACE {
@@ -166,9 +195,27 @@ impl Stack {
         }
         if f.tx_sent > 0 {
             c.zw = false;
+            // RFC 8985 §7.2: the probe is armed when no recovery runs (and
+            // no timeout since the last progress), once per quiet state, a
+            // PTO after the flow went quiet or at the RTO if that is
+            // earlier: then it goes instead of the timeout (as Linux), and
+            // the RTO restarts from it (§7.3).
+            let pto = pto(&f).filter(|_| tlp);
+            let probe_at = pto
+                .filter(|_| !c.probed && c.backoff == 0 && f.st & st::TX_RECOVERY == 0)
+                .map(|p| {
+                    c.quiet_since
+                        .saturating_add(p)
+                        .min(c.una_since.saturating_add(rto))
+                });
             if !c.busy || progressed {
                 c.busy = true;
                 c.una_since = now;
+            } else if probe_at.is_some_and(|at| now >= at) {
+                c.probed = true;
+                c.una_since = now;
+                self.stats.tlp_probes += 1;
+                io.fastpath(FpCmd::Probe(id));
             } else if now.saturating_sub(c.una_since) >= rto {
                 if c.retries >= data_retries {
                     self.stats.data_timeouts += 1;
@@ -182,6 +229,13 @@ impl Stack {
                 c.cc.on_timeout();
                 self.stats.rto_retransmits += 1;
                 io.fastpath(FpCmd::Retransmit(id));
+            } else if let Some(at) = probe_at {
+                next_probe = Some(at);
+            }
+            // While data is in flight, look at least once per PTO, so a
+            // quiet flow is noticed within one.
+            if let Some(p) = pto {
+                next_probe = Some(next_probe.unwrap_or(u64::MAX).min(now + p));
             }
         } else {
             c.busy = false;
@@ -207,6 +261,9 @@ impl Stack {
         // after at most 4 ticks + RTO instead of 1 tick + RTO.
         let idle = f.tx_sent == 0 && self.conns.get(&id).is_some_and(|c| !c.zw && !c.app_closed);
         let next = if idle { 4 * tick(base) } else { tick(base) };
-        self.schedule_check(id, now + next);
+        let at = (now + next)
+            .min(next_probe.unwrap_or(u64::MAX))
+            .max(now + 1);
+        self.schedule_check(id, at);
     }
 }

@@ -6,8 +6,8 @@
 //! are split by topic: [`arp_routing`], [`icmp`], [`open`] (passive and
 //! active open, handshake parameters), [`established`] (RST and SYN on
 //! installed flows, close, retransmission timeout, zero-window probes),
-//! [`control`] (app control messages and ownership) and [`robustness`]
-//! (hostile input).
+//! [`control`] (app control messages and ownership), [`robustness`]
+//! (hostile input) and [`timeouts`] (RTO backoff, tail-loss probes).
 
 use std::sync::Arc;
 
@@ -29,6 +29,7 @@ mod open;
 mod rfc5961;
 mod robustness;
 mod syncookies;
+mod timeouts;
 
 const APP: AppId = 1;
 const PORT: u16 = 80;

@@ -655,10 +655,13 @@ fn fx() -> Fx {
     Fx::new(FlowOpts::default())
 }
 
+mod ack_checks;
 mod app;
 mod exceptions;
 mod fin;
+mod probe;
 mod rx;
 mod sack;
+mod sack_recovery;
 mod seqcheck;
 mod tx;

@@ -1,4 +1,6 @@
-//! Send path and ACK processing: segmentation, windows, ECN, fast retransmit, rate limits.
+//! Send path and ACK processing: segmentation, windows, ECN, fast retransmit
+//! without SACK information, rate limits. SACK recovery, timeouts and probes
+//! are in `sack.rs` and `probe.rs`, the RFC 5961 ACK checks in `ack_checks.rs`.
 
 use super::*;
 
@@ -371,17 +373,10 @@ fn three_duplicate_acks_trigger_one_fast_retransmit() {
     dupack(&mut fx);
     recv_nothing!(fx);
     assert_eq!(fx.fp.stats.dupacks, 3);
-    // Go back N: everything from snd_una again.
-    assert_eq!(fx.poll(), 3);
+    // No SACK information: NewReno (RFC 6582) resends the first
+    // unacknowledged segment only.
+    assert_eq!(fx.poll(), 1);
     recv!(fx, fx.ours_data(0, 1448, 0, 32_768));
-    recv!(fx, fx.ours_data(1448, 1448, 0, 32_768));
-    recv!(
-        fx,
-        Seg {
-            flags: ACK | PSH,
-            ..fx.ours_data(2896, 104, 0, 32_768)
-        }
-    );
     assert_eq!({ fx.flow().cnt_frexmits }, 1);
     assert_eq!(fx.fp.stats.fast_retransmits, 1);
     // The 4th and 5th duplicates do not retransmit again.
@@ -389,9 +384,15 @@ fn three_duplicate_acks_trigger_one_fast_retransmit() {
     dupack(&mut fx);
     assert_eq!(fx.poll(), 0);
     assert_eq!({ fx.flow().cnt_frexmits }, 1);
-    // Progress resets the count; a window change is not a duplicate.
-    fx.peer_ack = 1448;
+    // The full ACK ends recovery.
+    fx.peer_ack = 3000;
     send!(fx, fx.peer(0));
+    assert_eq!(fx.flow().st & st::TX_RECOVERY, 0);
+    assert_eq!(fx.poll(), 0);
+    // A window change is not a duplicate.
+    fx.write(3000, 0).unwrap();
+    assert_eq!(fx.poll(), 3);
+    fx.out.frames.clear();
     dupack(&mut fx);
     dupack(&mut fx);
     fx.peer_win -= 1;
@@ -408,12 +409,12 @@ fn three_duplicate_acks_trigger_one_fast_retransmit() {
 }
 
 #[test]
-fn duplicates_during_recovery_do_not_rewind_again() {
+fn duplicates_during_recovery_do_not_retransmit_again() {
     let mut fx = fx_with_3000_in_flight();
     for _ in 0..3 {
         dupack(&mut fx);
     }
-    assert_eq!(fx.poll(), 3);
+    assert_eq!(fx.poll(), 1);
     fx.out.frames.clear();
     // Segments still in flight from the first round draw more duplicates.
     for _ in 0..9 {
@@ -421,14 +422,29 @@ fn duplicates_during_recovery_do_not_rewind_again() {
     }
     assert_eq!(fx.poll(), 0);
     assert_eq!({ fx.flow().cnt_frexmits }, 1);
-    // Progress ends recovery; a new loss is recovered again.
+    // A partial ACK resends the next segment (RFC 6582 §3.2 step 5) and
+    // stays in recovery: duplicates still start nothing new.
     fx.peer_ack = 1448;
     send!(fx, fx.peer(0));
+    assert_eq!(fx.poll(), 1);
+    recv!(fx, fx.ours_data(1448, 1448, 0, 32_768));
+    for _ in 0..3 {
+        dupack(&mut fx);
+    }
+    assert_eq!(fx.poll(), 0);
+    assert_eq!({ fx.flow().cnt_frexmits }, 1);
+    // The full ACK ends recovery; a new loss is recovered again.
+    fx.peer_ack = 3000;
+    send!(fx, fx.peer(0));
+    fx.write(3000, 0).unwrap();
+    assert_eq!(fx.poll(), 3);
+    fx.out.frames.clear();
     for _ in 0..3 {
         dupack(&mut fx);
     }
     assert_eq!({ fx.flow().cnt_frexmits }, 2);
-    assert_eq!(fx.poll(), 2);
+    assert_eq!(fx.poll(), 1);
+    recv!(fx, fx.ours_data(3000, 1448, 0, 32_768));
 }
 
 #[test]
