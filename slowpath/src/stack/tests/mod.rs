@@ -23,6 +23,7 @@ use super::{AppId, FpCmd, Stack, StackConfig};
 mod arp_routing;
 mod control;
 mod established;
+mod flow_stats;
 mod icmp;
 mod open;
 mod robustness;
