@@ -176,9 +176,13 @@ pub fn run(socket: Option<&Path>, exclude: Option<&str>, cmd: &[OsString]) -> (u
     );
     let err = Command::new(prog).args(args).envs(env).exec();
     let name = prog.to_string_lossy();
+    let why = match err.raw_os_error() {
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
+        None => err.to_string(),
+    };
     match err.kind() {
         std::io::ErrorKind::NotFound => (EXIT_NOT_FOUND, format!("{name}: command not found")),
-        _ => (EXIT_CANNOT_EXEC, format!("{name}: {err}")),
+        _ => (EXIT_CANNOT_EXEC, format!("{name}: {why}")),
     }
 }
 
@@ -326,7 +330,7 @@ mod tests {
         assert_eq!(code, EXIT_USAGE);
         assert_eq!(
             msg,
-            "--exclude-ports: 'htp' is not a port (1-65535), port range (LOW-HIGH), IPv4 address or address:port"
+            "--exclude-ports: 'htp': not a port (1-65535), port range (LOW-HIGH), IPv4 address or address:port"
         );
     }
 }

@@ -48,7 +48,7 @@ fn port(s: &str) -> Option<u16> {
 pub fn parse_rule(e: &str) -> Result<Rule, String> {
     let bad = || {
         format!(
-            "'{e}' is not a port (1-65535), port range (LOW-HIGH), IPv4 address or address:port"
+            "'{e}': not a port (1-65535), port range (LOW-HIGH), IPv4 address or address:port"
         )
     };
     if let Some((a, p)) = e.split_once(':') {
@@ -97,7 +97,7 @@ impl Exclude {
             Err(std::env::VarError::NotPresent) => (Exclude::default(), Vec::new()),
             Err(std::env::VarError::NotUnicode(_)) => (
                 Exclude::default(),
-                vec!["the value is not valid UTF-8".to_string()],
+                vec!["the whole value (not UTF-8)".to_string()],
             ),
         }
     }
@@ -165,7 +165,7 @@ mod tests {
         assert!(errs.iter().all(|e| !e.contains('\n')));
         assert_eq!(
             errs[0],
-            "'http' is not a port (1-65535), port range (LOW-HIGH), IPv4 address or address:port"
+            "'http': not a port (1-65535), port range (LOW-HIGH), IPv4 address or address:port"
         );
         assert_eq!(errs[5], "'9-3': the range's first port is above its last");
     }

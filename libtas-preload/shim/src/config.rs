@@ -30,7 +30,7 @@ impl Config {
     pub fn from_env() -> Config {
         let (exclude, errors) = Exclude::from_env();
         if !errors.is_empty() {
-            crate::sys::log(&format!("TAS_EXCLUDE: ignoring {}", errors.join("; ")));
+            crate::sys::log(&format!("TAS_EXCLUDE: ignored {}", errors.join("; ")));
         }
         let tas_ip = std::env::var("TAS_IP")
             .ok()

@@ -584,7 +584,8 @@ pub fn tcp_info(c: &tas::Conn, stats: Option<&tas::FlowStats>) -> TcpInfo {
     if s.flags & f::F_WSCALE != 0 {
         i.wscale = (s.snd_wscale & 0xf) | (s.rcv_wscale & 0xf) << 4;
     }
-    i.bytes_acked = s.bytes_acked;
+    // Linux counts the acknowledged SYN too.
+    i.bytes_acked = s.bytes_acked + 1;
     i.bytes_received = s.bytes_received;
     i.notsent_bytes = s.not_sent;
     i.snd_wnd = s.snd_wnd;
