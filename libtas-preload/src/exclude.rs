@@ -47,9 +47,7 @@ fn port(s: &str) -> Option<u16> {
 /// One entry, or why it is not one.
 pub fn parse_rule(e: &str) -> Result<Rule, String> {
     let bad = || {
-        format!(
-            "'{e}': not a port (1-65535), port range (LOW-HIGH), IPv4 address or address:port"
-        )
+        format!("'{e}': not a port (1-65535), port range (LOW-HIGH), IPv4 address or address:port")
     };
     if let Some((a, p)) = e.split_once(':') {
         let a: Ipv4Addr = a.parse().map_err(|_| bad())?;
