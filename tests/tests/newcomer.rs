@@ -613,3 +613,51 @@ fn tcp_info_fields_as_linux_fills_them() {
     // A short buffer gets a short copy (Linux copies min(len, size)).
     assert!(out.contains("short_len=8 short_state=1"), "{out}");
 }
+
+#[test]
+fn install_sh_lays_out_a_prefix_that_tasctl_run_uses() {
+    shim();
+    let prefix = std::env::temp_dir().join(format!("tas-install-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&prefix);
+    let install = |args: &[&str]| {
+        let o = Command::new(repo_root().join("tools/install.sh"))
+            .args(args)
+            .env("CARGO_TARGET_DIR", bin_dir().parent().expect("target dir"))
+            .env_remove("DESTDIR")
+            .output()
+            .expect("run tools/install.sh");
+        assert_ok(&o, &format!("tools/install.sh {args:?}"));
+        o
+    };
+    let p = prefix.to_str().unwrap();
+    install(&["--prefix", p, "--no-build"]);
+    for f in [
+        "bin/tasd",
+        "bin/tasctl",
+        "lib/libtas_preload.so",
+        "lib/systemd/system/tasd.service",
+        "share/tas/tasd.default",
+    ] {
+        assert!(prefix.join(f).is_file(), "{f} not installed");
+    }
+    let unit = std::fs::read_to_string(prefix.join("lib/systemd/system/tasd.service")).unwrap();
+    assert!(
+        unit.contains(&format!("\nExecStart={p}/bin/tasd $TASD_ARGS\n"))
+            && unit.contains("\nEnvironmentFile=/etc/default/tasd\n"),
+        "{unit}"
+    );
+    let default = std::fs::read_to_string(prefix.join("share/tas/tasd.default")).unwrap();
+    assert!(default.contains("\nTASD_ARGS=\""), "{default}");
+    // The installed tasctl finds the shim in PREFIX/lib: without a daemon
+    // it stops at the daemon check (3), not at the shim (4).
+    let o = Command::new(prefix.join("bin/tasctl"))
+        .args(["--socket", "/nonexistent/tasd.sock", "run", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    install(&["--prefix", p, "--uninstall"]);
+    for f in ["bin/tasd", "bin/tasctl", "lib/libtas_preload.so"] {
+        assert!(!prefix.join(f).exists(), "{f} left behind");
+    }
+    let _ = std::fs::remove_dir_all(&prefix);
+}
