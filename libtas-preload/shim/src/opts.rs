@@ -364,13 +364,19 @@ pub unsafe fn getsockopt(
     len: *mut socklen_t,
 ) -> Res<()> {
     let mut inner = ctx.inner.lock();
-    inner.tas.poll_events();
-    inner.after();
+    // A forked child must not touch its parent's context: it would take
+    // the parent's notifications and control answers.
+    let orphan = ctx.gen != global().gen.load(std::sync::atomic::Ordering::Acquire);
+    if !orphan {
+        inner.tas.poll_events();
+        inner.after();
+    }
     // TCP_INFO of a live connection asks tasd for what only it knows (one
     // round trip on the attach socket); news that arrives meanwhile is
-    // passed on like after any other call. Without an answer (tasd gone)
-    // the fields the app side knows are still filled.
-    let stats = if level == libc::IPPROTO_TCP && name == libc::TCP_INFO && !len.is_null() {
+    // passed on like after any other call. Without an answer (tasd gone, a
+    // child's inherited socket) the fields the app side knows are filled.
+    let stats = if level == libc::IPPROTO_TCP && name == libc::TCP_INFO && !len.is_null() && !orphan
+    {
         let st = inner.socks.get(&sid).ok_or(libc::EBADF)?.st;
         let live = match st {
             St::Connected(c) => inner.tas.conn(c).is_some_and(|x| x.error().is_none()),
