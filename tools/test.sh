@@ -32,6 +32,8 @@ need cmd:curl=curl
 need cmd:sha256sum=coreutils
 need cmd:node=nodejs
 need cmd:ab=apache2-utils
+need cmd:iperf3=iperf3
+need cmd:python3=python3
 ensure_deps
 report_deps
 

@@ -3,11 +3,16 @@
 //!
 //! Exit status: 0 success; 1 the daemon refused the request (bad algorithm,
 //! parameter or value); 2 bad command line; 3 the daemon cannot be reached
-//! or answered nonsense.
+//! or answered nonsense. `tasctl run` execs the program, whose status it
+//! then is; before that 2, 3, 4 (libtas_preload.so not found), 126 (the
+//! program cannot be executed) or 127 (not found).
 #![forbid(unsafe_code)]
+
+mod launch;
 
 use clap::{Parser, Subcommand};
 use serde::de::DeserializeOwned;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,8 +27,10 @@ fn after_help() -> String {
          Rates take kbps/mbps/gbps (plain number: Mbit/s), times ns/us/ms/s (plain: µs).\n\n\
          Examples:\n  tasctl status\n  tasctl flows --json\n  tasctl cc set timely t_low=30us\n  \
          tasctl cc set dctcp-rate step=20mbps --port 8080\n  tasctl cc unset --port 8080\n  \
-         tasctl cores\n  tasctl cores 1-4\n  tasctl listeners\n\n\
-         Exit status: 0 ok, 1 request refused by tasd, 2 bad command line, 3 tasd not reachable.",
+         tasctl cores\n  tasctl cores 1-4\n  tasctl listeners\n  tasctl run -- redis-server --bind 198.18.0.1\n\n\
+         Exit status: 0 ok, 1 request refused by tasd, 2 bad command line, 3 tasd not reachable; \
+         `tasctl run`: the program's own, or 4 libtas_preload.so not found, 126/127 program not \
+         executable / not found.",
         default = tasd::config::DEFAULT_SOCKET,
         algos = tasd::cc::describe_algorithms()
     )
@@ -82,6 +89,31 @@ enum Cmd {
     /// Listening ports and their accept queues: backlog, connections
     /// announced to the app and not yet taken, handshakes in progress.
     Listeners,
+    /// Run an unmodified program on TAS (LD_PRELOAD=libtas_preload.so).
+    ///
+    /// Checks that tasd accepts apps at its socket, adds libtas_preload.so
+    /// (found next to tasctl, else in ../lib of its install prefix) to
+    /// LD_PRELOAD, sets TAS_SOCKET and executes CMD in tasctl's place, so
+    /// signals and the exit status are CMD's own. IPv4 TCP sockets then go
+    /// through tasd; loopback, kernel-owned addresses and what
+    /// --exclude-ports names stay on the kernel stack.
+    Run {
+        /// Sockets to leave to the kernel stack: a comma list of PORT,
+        /// LOW-HIGH, A.B.C.D or A.B.C.D:PORT (a bind to that local port or
+        /// address, a connect to that remote port or address); added to
+        /// TAS_EXCLUDE.
+        #[arg(long, value_name = "LIST")]
+        exclude_ports: Option<String>,
+        /// The program and its arguments (after `--` if they start with `-`).
+        #[arg(
+            value_name = "CMD",
+            required = true,
+            num_args = 1..,
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        cmd: Vec<OsString>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -389,6 +421,7 @@ fn print_cc(c: &CcShow) {
 
 fn run(cli: &Cli) -> Result<(), Failure> {
     let (req, filter_port, prefix) = match &cli.cmd {
+        Cmd::Run { .. } => unreachable!("`run` is handled by launch::run"),
         Cmd::Status => (Request::Status, None, None),
         Cmd::Flows { port } => (Request::Flows, *port, None),
         Cmd::Stats { prefix } => (Request::Stats, None, prefix.clone()),
@@ -494,6 +527,12 @@ fn print_json(v: &serde_json::Value) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Run { exclude_ports, cmd } = &cli.cmd {
+        // Returns only when CMD could not be started.
+        let (code, msg) = launch::run(cli.socket.as_deref(), exclude_ports.as_deref(), cmd);
+        eprintln!("tasctl: {msg}");
+        return ExitCode::from(code);
+    }
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {

@@ -44,11 +44,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-pub use tas_abi::DEFAULT_SOCKET;
 use tas_abi::{
     announce_sleep, cmd, ctl, event, peer_sleeps, AppCmd, AppEvent, ConnectReq, CtlMsg, FlowInfo,
     HelloOk, ListenReq, RegionHeader, RingConsumer, RingProducer, REGION_MAGIC,
 };
+pub use tas_abi::{stats, FlowStats, DEFAULT_SOCKET};
+
+pub mod exclude;
 
 /// How long [`Tas::wait`] spins before blocking on the eventfd.
 const SPIN: Duration = Duration::from_micros(50);
@@ -963,6 +965,25 @@ impl Tas {
             }
         }
         Ok(())
+    }
+
+    /// The connection's transport statistics from tasd (RTT, window,
+    /// retransmissions, options: what `TCP_INFO` reports), asked for over
+    /// the attach socket: one round trip to the slow path, no shared state.
+    pub fn flow_stats(&mut self, c: ConnId) -> io::Result<FlowStats> {
+        if !self.conns.contains_key(&c) {
+            return Err(errno(libc::EBADF));
+        }
+        let mut m = CtlMsg::new(ctl::STATS);
+        m.flow = c;
+        let req = self.request(m)?;
+        let r = self.reply(req)?;
+        if r.err != 0 {
+            return Err(errno(r.err));
+        }
+        FlowStats::from_msg(&r)
+            .filter(|_| r.flow == c)
+            .ok_or_else(|| io::Error::other("tasd answered STATS with something else"))
     }
 
     /// Reads what is available (at most `buf.len()`). `Ok(0)` at end of

@@ -130,6 +130,9 @@ pub mod ctl {
     pub const UNLISTEN: u32 = 6;
     /// `listener`, `arg[0]` = connections the app will take (accept credit).
     pub const ACCEPT: u32 = 7;
+    /// `flow`: the flow's transport statistics (for `TCP_INFO`). Answered by
+    /// `STATS_OK` ([`crate::FlowStats`]) or `RESULT` with `EBADF`.
+    pub const STATS: u32 = 8;
 
     // service -> app
     /// `arg` = [region size, event ring capacity, cmd ring capacity,
@@ -150,6 +153,9 @@ pub mod ctl {
     pub const RESET: u32 = 105;
     /// `flow` is gone from the service; its ring memory is released.
     pub const RELEASED: u32 = 106;
+    /// Answer to `STATS`: `req`, `flow`, the statistics in `arg` and `info`
+    /// (see [`crate::FlowStats`]).
+    pub const STATS_OK: u32 = 107;
 
     /// LISTEN flag: share the port with other listeners (SO_REUSEPORT).
     pub const F_REUSEPORT: u32 = 1;
@@ -385,6 +391,134 @@ impl HelloOk {
             app: m.listener,
             service_ip: m.info.local_ip,
             layout,
+        })
+    }
+}
+
+/// Flags of [`FlowStats::flags`]. The low four are Linux's `TCPI_OPT_*`
+/// bits, so `tcpi_options` is `flags & stats::OPTIONS`.
+pub mod stats {
+    /// TCP timestamps were negotiated (`TCPI_OPT_TIMESTAMPS`).
+    pub const F_TS: u32 = 1;
+    /// SACK was negotiated (`TCPI_OPT_SACK`).
+    pub const F_SACK: u32 = 2;
+    /// Window scaling is in use (`TCPI_OPT_WSCALE`).
+    pub const F_WSCALE: u32 = 4;
+    /// ECN was negotiated (`TCPI_OPT_ECN`).
+    pub const F_ECN: u32 = 8;
+    /// The bits that are `tcpi_options`.
+    pub const OPTIONS: u32 = 0xf;
+    /// The congestion controller is in slow start.
+    pub const F_SLOW_START: u32 = 1 << 8;
+    /// The flow is rate-limited (`rate_kbps`); `cwnd_bytes` is rate × RTT.
+    pub const F_RATE: u32 = 1 << 9;
+    /// The flow is installed (the fast path runs it); without it only the
+    /// lifetime totals are meaningful.
+    pub const F_OPEN: u32 = 1 << 10;
+    /// Every defined bit.
+    pub const ALL: u32 = OPTIONS | F_SLOW_START | F_RATE | F_OPEN;
+}
+
+/// A flow's transport statistics as the service knows them: the answer to
+/// `STATS`, what the app library turns into `TCP_INFO`. 19 words: the first
+/// five in `arg`, the rest in the bytes of `info`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// Smoothed round-trip time (µs); 0 until sampled.
+    pub rtt_us: u32,
+    /// Its mean deviation (µs).
+    pub rttvar_us: u32,
+    /// Congestion window (bytes): the window limit of a window-based
+    /// controller; rate × RTT of a rate-based one (see [`stats::F_RATE`]);
+    /// the peer's window when nothing else limits the flow.
+    pub cwnd_bytes: u32,
+    /// Retransmissions over the flow's life: fast retransmits plus
+    /// retransmission timeouts (episodes, not segments).
+    pub retransmits: u32,
+    /// [`stats`] flags.
+    pub flags: u32,
+    /// Rate limit (kbit/s) of a rate-limited flow, else 0.
+    pub rate_kbps: u64,
+    /// The peer's receive window (bytes, scaled).
+    pub snd_wnd: u32,
+    /// Free space in our receive ring: the window we announce (bytes).
+    pub rcv_wnd: u32,
+    /// Sequence space sent and not yet acknowledged (bytes).
+    pub in_flight: u32,
+    /// Bytes queued by the app and not sent yet.
+    pub not_sent: u32,
+    /// Retransmission timeouts over the flow's life.
+    pub timeouts: u32,
+    /// The retransmission timeout before backoff (µs).
+    pub rto_us: u32,
+    /// Window-scale shifts: applied to the peer's windows / to ours.
+    pub snd_wscale: u8,
+    pub rcv_wscale: u8,
+    /// Payload bytes acknowledged by the peer / received in order.
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+}
+
+impl FlowStats {
+    /// `STATS_OK` answering request `req` for `flow`.
+    pub fn to_msg(&self, req: u32, flow: u32) -> CtlMsg {
+        let mut m = CtlMsg::new(ctl::STATS_OK);
+        m.req = req;
+        m.flow = flow;
+        m.arg = [
+            self.rtt_us,
+            self.rttvar_us,
+            self.cwnd_bytes,
+            self.retransmits,
+            self.flags,
+        ];
+        let lo = |v: u64| v as u32;
+        let hi = |v: u64| (v >> 32) as u32;
+        let w: [u32; 14] = [
+            lo(self.rate_kbps),
+            hi(self.rate_kbps),
+            self.snd_wnd,
+            self.rcv_wnd,
+            self.in_flight,
+            self.not_sent,
+            self.timeouts,
+            self.rto_us,
+            self.snd_wscale as u32 | (self.rcv_wscale as u32) << 8,
+            lo(self.bytes_acked),
+            hi(self.bytes_acked),
+            lo(self.bytes_received),
+            hi(self.bytes_received),
+            0,
+        ];
+        m.info = zerocopy::transmute!(w);
+        m
+    }
+    /// None unless `m` is a `STATS_OK`; undefined flag bits are dropped and
+    /// window-scale shifts above 14 (RFC 7323) are clamped.
+    pub fn from_msg(m: &CtlMsg) -> Option<Self> {
+        if m.kind != ctl::STATS_OK {
+            return None;
+        }
+        let [rtt_us, rttvar_us, cwnd_bytes, retransmits, flags] = m.arg;
+        let w: [u32; 14] = zerocopy::transmute!(m.info);
+        let wide = |lo: u32, hi: u32| lo as u64 | (hi as u64) << 32;
+        Some(FlowStats {
+            rtt_us,
+            rttvar_us,
+            cwnd_bytes,
+            retransmits,
+            flags: flags & stats::ALL,
+            rate_kbps: wide(w[0], w[1]),
+            snd_wnd: w[2],
+            rcv_wnd: w[3],
+            in_flight: w[4],
+            not_sent: w[5],
+            timeouts: w[6],
+            rto_us: w[7],
+            snd_wscale: (w[8] & 0xff).min(14) as u8,
+            rcv_wscale: ((w[8] >> 8) & 0xff).min(14) as u8,
+            bytes_acked: wide(w[9], w[10]),
+            bytes_received: wide(w[11], w[12]),
         })
     }
 }
@@ -682,6 +816,40 @@ impl PayloadMem for VecMem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flow_stats_round_trip_through_a_control_message() {
+        let st = FlowStats {
+            rtt_us: 123,
+            rttvar_us: 45,
+            cwnd_bytes: 14_480,
+            retransmits: 3,
+            flags: stats::F_TS | stats::F_SACK | stats::F_WSCALE | stats::F_RATE | stats::F_OPEN,
+            rate_kbps: 40_000_000_123,
+            snd_wnd: 3 << 20,
+            rcv_wnd: 256 << 10,
+            in_flight: 7240,
+            not_sent: 99,
+            timeouts: 1,
+            rto_us: 20_000,
+            snd_wscale: 7,
+            rcv_wscale: 3,
+            bytes_acked: 5 << 33,
+            bytes_received: (1 << 40) + 17,
+        };
+        let m = st.to_msg(9, 42);
+        let back = CtlMsg::from_bytes(m.as_bytes()).unwrap();
+        assert_eq!((back.kind, back.req, back.flow), (ctl::STATS_OK, 9, 42));
+        assert_eq!(FlowStats::from_msg(&back), Some(st));
+        // Only STATS_OK decodes; foreign bits and impossible shifts are cut.
+        assert_eq!(FlowStats::from_msg(&CtlMsg::new(ctl::RESULT)), None);
+        let mut bad = m;
+        bad.arg[4] = u32::MAX;
+        bad.info.rx_seq = 0xffff; // word 8: the window-scale shifts
+        let d = FlowStats::from_msg(&bad).unwrap();
+        assert_eq!(d.flags, stats::ALL);
+        assert_eq!((d.snd_wscale, d.rcv_wscale), (14, 14));
+    }
 
     /// The store-buffering litmus test of the sleep/wake handshake: in no
     /// round may the sleeper miss the entry while the publisher also misses

@@ -1,9 +1,11 @@
 //! The shim's configuration, read once from the environment when the
 //! process-wide state is created: `TAS_SPIN_US`, `TAS_CONTEXTS`, `TAS_IP`,
-//! `TAS_PRELOAD_DEBUG`, `TAS_PRELOAD_DISABLE` (`TAS_SOCKET` is read by the
-//! `tas` crate at attach). Nothing here changes after start-up.
+//! `TAS_PRELOAD_DEBUG`, `TAS_PRELOAD_DISABLE`, `TAS_EXCLUDE` (`TAS_SOCKET`
+//! is read by the `tas` crate at attach). Nothing here changes after
+//! start-up.
 
 use crate::ctx::MAX_CTX;
+use tas::exclude::Exclude;
 
 pub struct Config {
     /// Spin this long before blocking in a wait.
@@ -13,6 +15,8 @@ pub struct Config {
     pub tas_ip: Option<u32>,
     pub debug: bool,
     pub disabled: bool,
+    /// `TAS_EXCLUDE`: sockets left to the kernel stack.
+    pub exclude: Exclude,
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -20,8 +24,14 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 impl Config {
-    /// Reads the environment (defaults for what is unset or unparsable).
+    /// Reads the environment (defaults for what is unset or unparsable;
+    /// `TAS_EXCLUDE` entries it cannot read are named in one line on
+    /// stderr and skipped).
     pub fn from_env() -> Config {
+        let (exclude, errors) = Exclude::from_env();
+        if !errors.is_empty() {
+            crate::sys::log(&format!("TAS_EXCLUDE: ignored {}", errors.join("; ")));
+        }
         let tas_ip = std::env::var("TAS_IP")
             .ok()
             .and_then(|s| {
@@ -40,6 +50,7 @@ impl Config {
             tas_ip,
             debug: std::env::var_os("TAS_PRELOAD_DEBUG").is_some(),
             disabled: matches!(std::env::var("TAS_PRELOAD_DISABLE").as_deref(), Ok("1")),
+            exclude,
         }
     }
 }

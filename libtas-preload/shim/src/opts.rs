@@ -364,8 +364,35 @@ pub unsafe fn getsockopt(
     len: *mut socklen_t,
 ) -> Res<()> {
     let mut inner = ctx.inner.lock();
-    inner.tas.poll_events();
-    inner.after();
+    // A forked child must not touch its parent's context: it would take
+    // the parent's notifications and control answers.
+    let orphan = ctx.gen != global().gen.load(std::sync::atomic::Ordering::Acquire);
+    if !orphan {
+        inner.tas.poll_events();
+        inner.after();
+    }
+    // TCP_INFO of a live connection asks tasd for what only it knows (one
+    // round trip on the attach socket); news that arrives meanwhile is
+    // passed on like after any other call. Without an answer (tasd gone, a
+    // child's inherited socket) the fields the app side knows are filled.
+    let stats = if level == libc::IPPROTO_TCP && name == libc::TCP_INFO && !len.is_null() && !orphan
+    {
+        let st = inner.socks.get(&sid).ok_or(libc::EBADF)?.st;
+        let live = match st {
+            St::Connected(c) => inner.tas.conn(c).is_some_and(|x| x.error().is_none()),
+            _ => false,
+        };
+        match st {
+            St::Connected(c) if live => {
+                let r = inner.tas.flow_stats(c).ok();
+                inner.after();
+                r
+            }
+            _ => None,
+        }
+    } else {
+        None
+    };
     let Inner { tas, socks, .. } = &mut *inner;
     let s = socks.get_mut(&sid).ok_or(libc::EBADF)?;
     if !modelled(level, name) {
@@ -466,15 +493,14 @@ pub unsafe fn getsockopt(
                 St::Connecting(_) => 2,
                 _ => 7,
             };
+            let info = conn.map(|c| tcp_info(c, stats.as_ref()));
             // SAFETY: ti points to the live local `buf`, all zero, which is
             // a valid tcp_info (integers only); integer fields are assigned
             // in place, without references.
             unsafe {
                 (*ti).tcpi_state = state;
-                if let Some(c) = conn {
-                    (*ti).tcpi_snd_mss = c.info.mss;
-                    (*ti).tcpi_rcv_mss = c.info.mss;
-                    (*ti).tcpi_unacked = c.tx_unacked();
+                if let Some(i) = info {
+                    i.write(ti);
                 }
             }
             // SAFETY: every byte of `buf` is initialised (zeroed, then
@@ -489,6 +515,143 @@ pub unsafe fn getsockopt(
     };
     // SAFETY: val/len as the caller passed them (contract).
     unsafe { write_int(val, len, v) }
+}
+
+/// What `TCP_INFO` reports for a connection, as Linux fills the fields that
+/// tools read (`iperf3`, `ss`-like monitors): from the app side the MSS and
+/// ring sizes, from tasd (`stats`, when it answered) the RTT, congestion
+/// window, retransmissions, windows and negotiated options.
+///
+/// * `tcpi_snd_cwnd` is in segments of `tcpi_snd_mss`, like Linux. For a
+///   rate-based controller (DCTCP-rate, TIMELY) it is rate × RTT / MSS, the
+///   window that rate keeps in flight; for a flow nothing limits but the
+///   peer, the peer's window.
+/// * `tcpi_rttvar` is the mean deviation of the smoothed RTT between
+///   control rounds (the fast path keeps no per-sample variance); it starts
+///   at RTT/2 as Linux's does.
+/// * `tcpi_total_retrans` counts retransmission episodes (fast retransmits
+///   and timeouts), not segments; `tcpi_rcv_space` is the receive ring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpInfo {
+    pub snd_mss: u32,
+    pub rcv_mss: u32,
+    pub advmss: u32,
+    pub pmtu: u32,
+    pub rcv_space: u32,
+    pub unacked: u32,
+    pub rtt: u32,
+    pub rttvar: u32,
+    pub rto: u32,
+    pub snd_cwnd: u32,
+    pub snd_ssthresh: u32,
+    pub total_retrans: u32,
+    pub options: u8,
+    pub wscale: u8,
+    pub pacing_rate: u64,
+    pub max_pacing_rate: u64,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub notsent_bytes: u32,
+    pub snd_wnd: u32,
+    pub rcv_wnd: u32,
+    pub total_rto: u16,
+}
+
+/// Linux's `TCP_INFINITE_SSTHRESH`: no slow-start threshold set yet.
+const INFINITE_SSTHRESH: u32 = 0x7fff_ffff;
+
+/// [`TcpInfo`] of connection `c` with tasd's `stats` (None: unknown).
+pub fn tcp_info(c: &tas::Conn, stats: Option<&tas::FlowStats>) -> TcpInfo {
+    use tas::stats as f;
+    use tas::FlowStats;
+    let mss = c.info.mss.max(1);
+    let segs = |bytes: u32| bytes.div_ceil(mss);
+    let mut i = TcpInfo {
+        snd_mss: mss,
+        rcv_mss: mss,
+        advmss: mss,
+        pmtu: mss + 40,
+        rcv_space: c.rx_len(),
+        unacked: segs(c.tx_unacked()),
+        ..Default::default()
+    };
+    let Some(s): Option<&FlowStats> = stats else {
+        return i;
+    };
+    let opt_len = if s.flags & f::F_TS != 0 { 12 } else { 0 };
+    i.advmss = mss + opt_len;
+    i.pmtu = mss + opt_len + 40;
+    i.rtt = s.rtt_us;
+    i.rttvar = s.rttvar_us;
+    i.rto = s.rto_us;
+    i.total_retrans = s.retransmits;
+    i.total_rto = s.timeouts.min(u16::MAX as u32) as u16;
+    i.options = (s.flags & f::OPTIONS) as u8;
+    if s.flags & f::F_WSCALE != 0 {
+        i.wscale = (s.snd_wscale & 0xf) | (s.rcv_wscale & 0xf) << 4;
+    }
+    // Linux counts the acknowledged SYN too.
+    i.bytes_acked = s.bytes_acked + 1;
+    i.bytes_received = s.bytes_received;
+    i.notsent_bytes = s.not_sent;
+    i.snd_wnd = s.snd_wnd;
+    i.rcv_wnd = s.rcv_wnd;
+    i.max_pacing_rate = u64::MAX;
+    if s.flags & f::F_OPEN != 0 {
+        i.unacked = segs(s.in_flight);
+        i.snd_cwnd = segs(s.cwnd_bytes).max(1);
+        i.snd_ssthresh = if s.flags & f::F_SLOW_START != 0 {
+            INFINITE_SSTHRESH
+        } else {
+            i.snd_cwnd
+        };
+        // Bytes per second: the rate limit, or a window per RTT.
+        i.pacing_rate = if s.flags & f::F_RATE != 0 {
+            s.rate_kbps.saturating_mul(125)
+        } else if s.rtt_us > 0 {
+            s.cwnd_bytes as u64 * 1_000_000 / s.rtt_us as u64
+        } else {
+            0
+        };
+    }
+    i
+}
+
+impl TcpInfo {
+    /// Writes the fields into a zeroed `tcp_info`.
+    ///
+    /// # Safety
+    ///
+    /// `ti` must point to a live, writable `libc::tcp_info`.
+    unsafe fn write(&self, ti: *mut libc::tcp_info) {
+        // SAFETY: ti is live and writable (contract); integer fields are
+        // assigned in place, without references.
+        unsafe {
+            (*ti).tcpi_options = self.options;
+            (*ti).tcpi_snd_rcv_wscale = self.wscale;
+            (*ti).tcpi_rto = self.rto;
+            (*ti).tcpi_snd_mss = self.snd_mss;
+            (*ti).tcpi_rcv_mss = self.rcv_mss;
+            (*ti).tcpi_unacked = self.unacked;
+            (*ti).tcpi_pmtu = self.pmtu;
+            (*ti).tcpi_rtt = self.rtt;
+            (*ti).tcpi_rttvar = self.rttvar;
+            (*ti).tcpi_snd_ssthresh = self.snd_ssthresh;
+            (*ti).tcpi_snd_cwnd = self.snd_cwnd;
+            (*ti).tcpi_advmss = self.advmss;
+            (*ti).tcpi_reordering = 3;
+            (*ti).tcpi_rcv_space = self.rcv_space;
+            (*ti).tcpi_total_retrans = self.total_retrans;
+            (*ti).tcpi_pacing_rate = self.pacing_rate;
+            (*ti).tcpi_max_pacing_rate = self.max_pacing_rate;
+            (*ti).tcpi_bytes_acked = self.bytes_acked;
+            (*ti).tcpi_bytes_received = self.bytes_received;
+            (*ti).tcpi_notsent_bytes = self.notsent_bytes;
+            (*ti).tcpi_snd_wnd = self.snd_wnd;
+            (*ti).tcpi_rcv_wnd = self.rcv_wnd;
+            (*ti).tcpi_total_rto = self.total_rto;
+        }
+    }
 }
 
 /// Re-applies modelled options to a kernel socket (when a socket leaves

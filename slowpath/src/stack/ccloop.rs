@@ -28,8 +28,10 @@
 use tas_engine::flow::{cfg as fcfg, FlowState};
 use tas_engine::flowtable::FlowId;
 
+use tas_abi::{stats, CtlMsg, FlowStats};
+
 use super::conn::Phase;
-use super::{FlowSummary, FpCmd, Stack, StackIo, Timer};
+use super::{AppId, Conn, FlowSummary, FpCmd, Stack, StackIo, Timer};
 use crate::cc::{AlgoSpec, CcConfig, CcError, Feedback, FlowControl, Limit, Start, Verdict};
 
 /// Congestion-control state of one flow, kept with its connection.
@@ -52,6 +54,9 @@ pub(super) struct ConnCc {
     /// Send rate measured over the last applied update (kbit/s).
     send_rate_kbps: u64,
     rtt_us: u32,
+    /// Mean deviation of `rtt_us` between rounds (RFC 6298's RTTVAR over
+    /// the smoothed values we read; 0 until the first sample).
+    rtt_var_us: u32,
     // Lifetime totals (for `tasctl flows`).
     bytes_out: u64,
     bytes_in: u64,
@@ -102,6 +107,15 @@ fn needs_kick(old: Limit, new: Limit) -> bool {
         (Limit::Rate(_), Limit::Rate(_)) => false,
         _ => true,
     }
+}
+
+/// RFC 6298's RTTVAR update (β = 1/4) for a new RTT value `rtt` after
+/// `prev`; the first value gives `rtt / 2`, as Linux starts.
+fn rtt_var(var: u32, prev: u32, rtt: u32) -> u32 {
+    if var == 0 || prev == 0 {
+        return rtt / 2;
+    }
+    ((3 * var as u64 + prev.abs_diff(rtt) as u64) / 4) as u32
 }
 
 fn ip_port(ip: u32, port: u16) -> String {
@@ -169,6 +183,7 @@ impl Stack {
             limit,
             send_rate_kbps: 0,
             rtt_us: f.rtt_est,
+            rtt_var_us: f.rtt_est / 2,
             bytes_out: 0,
             bytes_in: 0,
             ecn_bytes: 0,
@@ -220,6 +235,7 @@ impl Stack {
         cc.ecn_bytes += fresh.ecn;
         cc.fast_retransmits += fresh.fast_retransmits as u64;
         if fresh.rtt_us > 0 {
+            cc.rtt_var_us = rtt_var(cc.rtt_var_us, cc.rtt_us, fresh.rtt_us);
             cc.rtt_us = fresh.rtt_us;
         }
         cc.pending.merge(&fresh);
@@ -391,5 +407,113 @@ impl Stack {
             d.ecn_fraction = Some((cc.ecn_bytes + ecn) as f64 / d.bytes_out as f64);
         }
         d
+    }
+
+    /// `STATS` from app `app`: the statistics of its flow `msg.flow` (what
+    /// the app library reports as `TCP_INFO`), answered with `STATS_OK`, or
+    /// `EBADF` for a flow the app does not hold. Read like `tasctl flows`
+    /// reads them: one copy of the flow's state under its lock.
+    pub(super) fn app_flow_stats(&mut self, app: AppId, msg: &CtlMsg, io: &mut impl StackIo) {
+        let id = msg.flow;
+        let st = match self.conns.get(&id) {
+            Some(c) if c.app == app => self.flow_stats(c, id),
+            _ => return self.reply_err(io, app, msg, libc::EBADF),
+        };
+        io.app_msg(app, &st.to_msg(msg.req, id));
+    }
+
+    fn flow_stats(&self, c: &Conn, id: FlowId) -> FlowStats {
+        let cc = &c.cc;
+        let live = self
+            .table
+            .lock(id)
+            .filter(|g| g.key() == c.key)
+            .map(|g| *g)
+            .filter(|_| c.phase == Phase::Open);
+        let rtt = live
+            .map(|f| f.rtt_est)
+            .filter(|&r| r > 0)
+            .unwrap_or(cc.rtt_us);
+        let mut s = FlowStats {
+            rtt_us: rtt,
+            rttvar_us: if cc.rtt_var_us > 0 {
+                cc.rtt_var_us
+            } else {
+                rtt / 2
+            },
+            timeouts: cc.rtos.min(u32::MAX as u64) as u32,
+            ..Default::default()
+        };
+        let (mut acked, mut rx, mut frx) = (0u64, 0u64, 0u64);
+        if let Some(f) = live {
+            acked = f.cnt_ackb as u64;
+            frx = f.cnt_frexmits as u64;
+            rx = f.rx_data_seq().wrapping_sub(cc.last_rx_seq) as u64;
+            s.flags |= stats::F_OPEN;
+            for (bit, flag) in [
+                (fcfg::TS, stats::F_TS),
+                (fcfg::SACK, stats::F_SACK),
+                (fcfg::ECN, stats::F_ECN),
+            ] {
+                if f.cfg & bit != 0 {
+                    s.flags |= flag;
+                }
+            }
+            // Our shift is never 0 with window scaling on for rings above
+            // 64 KiB, and both are 0 without it (RFC 7323 §2.2).
+            if f.snd_wscale != 0 || f.rcv_wscale != 0 {
+                s.flags |= stats::F_WSCALE;
+            }
+            s.snd_wscale = f.snd_wscale;
+            s.rcv_wscale = f.rcv_wscale;
+            s.snd_wnd = f.rx_remote_avail;
+            s.rcv_wnd = f.rx_avail;
+            s.in_flight = f.tx_sent;
+            s.not_sent = f.tx_avail;
+            if cc.ctl.info().slow_start {
+                s.flags |= stats::F_SLOW_START;
+            }
+            let window = match cc.limit {
+                // A rate-based controller has no window: rate × RTT is the
+                // data it keeps in flight (10 segments until the first RTT
+                // sample, Linux's initial window).
+                Limit::Rate(r) if r > 0 => {
+                    s.flags |= stats::F_RATE;
+                    s.rate_kbps = r;
+                    if rtt > 0 {
+                        Limit::Rate(r).as_window(rtt, 0)
+                    } else {
+                        10 * payload_mss(&f) as u64
+                    }
+                }
+                Limit::Window(w) if w > 0 => w as u64,
+                // Unlimited: only the peer's window holds the flow back.
+                _ => f.rx_remote_avail.max(f.tx_sent) as u64,
+            };
+            s.cwnd_bytes = window.min(u32::MAX as u64) as u32;
+        }
+        s.bytes_acked = cc.bytes_out + acked;
+        s.bytes_received = cc.bytes_in + rx;
+        s.retransmits = (cc.fast_retransmits + frx + cc.rtos).min(u32::MAX as u64) as u32;
+        // The stack's RTO before backoff (3 RTTs within rto_min..rto_max).
+        let rto_ns = (rtt as u64 * 3000)
+            .max(self.cfg.rto_min_ns)
+            .min(self.cfg.rto_max_ns.max(self.cfg.rto_min_ns));
+        s.rto_us = (rto_ns / 1000).min(u32::MAX as u64) as u32;
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rtt_var;
+
+    #[test]
+    fn rtt_variation_starts_at_half_and_follows_deviations() {
+        assert_eq!(rtt_var(0, 0, 100), 50);
+        assert_eq!(rtt_var(50, 100, 100), 37);
+        assert_eq!(rtt_var(40, 100, 180), 50);
+        assert_eq!(rtt_var(40, 180, 100), 50);
+        assert_eq!(rtt_var(u32::MAX, u32::MAX, 1), u32::MAX - 1);
     }
 }

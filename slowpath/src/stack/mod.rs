@@ -87,8 +87,10 @@
 //! `ECONNREFUSED`, `ETIMEDOUT`, `EADDRINUSE`, `EADDRNOTAVAIL`, `ENOMEM`,
 //! `EINVAL`. `UNLISTEN` → `RESULT`. `ACCEPT` (credit: established
 //! connections the app took off its accept queue) → no answer. `CLOSE`,
-//! `ABORT` → `RELEASED` (maybe later). Anything invalid or not owned by the
-//! sender → `RESULT` with `EINVAL`/`EBADF`; never a panic.
+//! `ABORT` → `RELEASED` (maybe later). `STATS` → `STATS_OK` with the
+//! flow's RTT, window, retransmissions and options (`ccloop.rs`). Anything
+//! invalid or not owned by the sender → `RESULT` with `EINVAL`/`EBADF`;
+//! never a panic.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -538,6 +540,7 @@ impl Stack {
             ctl::CONNECT => self.app_connect(now, app, msg, io),
             ctl::CLOSE => self.app_close(now, app, msg, io),
             ctl::ABORT => self.app_abort(now, app, msg, io),
+            ctl::STATS => self.app_flow_stats(app, msg, io),
             _ => self.reply_err(io, app, msg, libc::EINVAL),
         }
     }

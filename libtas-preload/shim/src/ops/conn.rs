@@ -1,6 +1,7 @@
 //! bind / listen / accept / connect, and the addresses they give
 //! (getsockname / getpeername). Also the decision that sends a socket to
-//! the kernel stack: an address on loopback or owned by the kernel.
+//! the kernel stack: an address on loopback or owned by the kernel, or an
+//! address or port `TAS_EXCLUDE` names.
 
 use super::pair::{create_pair, register, renew_pair, to_kernel};
 use super::ports::{pick_port, port_conflict, register_port, set_port_listening};
@@ -151,7 +152,8 @@ pub unsafe fn bind(
     }
     let mut inner = ctx.inner.lock();
     let tip = tas_ip(&inner);
-    let kernel = ip != 0 && Some(ip) != tip && kernel_local(ip);
+    let excluded = global().cfg.exclude.bind(ip, port);
+    let kernel = excluded || (ip != 0 && Some(ip) != tip && kernel_local(ip));
     if ip != 0 && !kernel && tip.is_some_and(|t| t != ip) {
         return Err(libc::EADDRNOTAVAIL);
     }
@@ -164,7 +166,11 @@ pub unsafe fn bind(
         return Err(libc::EINVAL);
     }
     if kernel {
-        // Loopback or a kernel-owned address: the kernel serves it.
+        // Loopback, a kernel-owned address or TAS_EXCLUDE: the kernel
+        // serves it.
+        if excluded && global().cfg.debug {
+            crate::sys::log(&format!("bind to port {port}: excluded by TAS_EXCLUDE"));
+        }
         to_kernel(ctx.idx, &mut inner, sid)?;
         return Ok(None);
     }
@@ -401,7 +407,14 @@ pub unsafe fn connect(
         _ => {}
     }
     let tip = tas_ip(&inner);
-    if ip == 0 || (Some(ip) != tip && kernel_local(ip)) {
+    let excluded = global().cfg.exclude.connect(ip, port);
+    if ip == 0 || excluded || (Some(ip) != tip && kernel_local(ip)) {
+        if excluded && global().cfg.debug {
+            crate::sys::log(&format!(
+                "connect to {}:{port}: excluded by TAS_EXCLUDE",
+                std::net::Ipv4Addr::from(ip)
+            ));
+        }
         to_kernel(ctx.idx, &mut inner, sid)?;
         return Ok(None);
     }

@@ -24,6 +24,7 @@ mod arp_routing;
 mod backpressure;
 mod control;
 mod established;
+mod flow_stats;
 mod icmp;
 mod open;
 mod rfc5961;
