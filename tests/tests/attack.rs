@@ -423,7 +423,7 @@ fn blind_flood(tag: &str, dir: Dir, kind: Blind, n: usize, bytes: u64, seed: u64
         d("slowpath.rst_out_of_window"),
         d("slowpath.challenge_acks"),
         d("slowpath.challenge_acks_limited"),
-        d("lanes.exceptions_dropped"),
+        d("lanes.exceptions_deferred"),
     );
     if !still {
         // Failed (a byte wrong, a reset), or too short for the flood.
@@ -482,7 +482,6 @@ fn blind_rsts_into_a_transfer_tas_to_linux() {
 }
 
 #[test]
-#[ignore = "needs the fast-path RFC 5961 checks (engine), enable after merge"]
 fn blind_acks_into_a_transfer_linux_to_tas() {
     blind_flood(
         "aack1",
@@ -495,7 +494,6 @@ fn blind_acks_into_a_transfer_linux_to_tas() {
 }
 
 #[test]
-#[ignore = "needs the fast-path RFC 5961 checks (engine), enable after merge"]
 fn blind_acks_into_a_transfer_tas_to_linux() {
     blind_flood(
         "aack2",
@@ -508,7 +506,6 @@ fn blind_acks_into_a_transfer_tas_to_linux() {
 }
 
 #[test]
-#[ignore = "needs the fast-path RFC 5961 checks (engine), enable after merge"]
 fn blind_data_into_a_transfer_linux_to_tas() {
     blind_flood(
         "adat1",
@@ -521,7 +518,6 @@ fn blind_data_into_a_transfer_linux_to_tas() {
 }
 
 #[test]
-#[ignore = "needs the fast-path RFC 5961 checks (engine), enable after merge"]
 fn blind_data_into_a_transfer_tas_to_linux() {
     blind_flood(
         "adat2",
@@ -653,7 +649,7 @@ fn syn_flood_does_not_keep_clients_out() {
         d("slowpath.syncookies_refused"),
         d("slowpath.syncookies_dropped"),
         d("slowpath.syn_dropped_overflow"),
-        d("lanes.exceptions_dropped"),
+        d("lanes.exceptions_deferred"),
     );
     assert!(sent >= FLOOD);
     assert_eq!(during, CONNECTS, "every connect while the flood ran");

@@ -1679,8 +1679,6 @@ fn rx_blind_data_with_a_future_ack_never_reaches_the_app() {
 }
 
 #[test]
-#[ignore = "needs the lower ACK bound of RFC 5961 §5.2 (SND.UNA - MAX.SND.WND) \
-            in engine/ack.rs, the send side's part: enable when it is merged"]
 fn rx_blind_data_with_an_old_ack_never_reaches_the_app() {
     blind_data(BadAck::Old);
 }

@@ -231,8 +231,6 @@ fn blind_data_with_an_ack_beyond_snd_nxt_never_reaches_the_ring() {
 }
 
 #[test]
-#[ignore = "needs the lower ACK bound of RFC 5961 §5.2 (SND.UNA - MAX.SND.WND) \
-            in engine/ack.rs, the send side's part: enable when it is merged"]
 fn blind_data_with_an_ack_older_than_the_window_never_reaches_the_ring() {
     let mut fx = fx_with_3000_in_flight();
     send!(fx, fx.data(200, 100));
