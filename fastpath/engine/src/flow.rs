@@ -23,6 +23,16 @@
 //! there only when the peer's window grows, to keep MAX.SND.WND). The
 //! [`st::TX_RECOVERY`] and [`st::TX_PROBE`] bits tell the common case when
 //! to leave for the rare paths.
+//!
+//! | cold line | bytes | fields |
+//! |------|---------|--------|
+//! | 0 | 0..64 | [`RxCold`]: `ooo_n`, `oow_acked`, `oow_ack_ts`, `dsack`, `ooo[0..6]` |
+//! | 1 | 64..128 | `RxCold::ooo[6..8]`; [`TxCold`]: `max_snd_wnd`, `sacked[0..5]` |
+//! | 2 | 128..192 | `TxCold`: `sacked[5..8]`, `sacked_n`, `flags`, `recover`, `high_rxt`, `lost_floor`, `rxt_nxt`, `tlp_end`, `rxt_ts` |
+//!
+//! The receive side touches line 0 for an out-of-order segment or an ACK
+//! carrying SACK blocks it reports; the send side lines 1–2 only in
+//! recovery, for a probe, or when the peer's window grows.
 
 /// Configuration flags (`FlowState::cfg`), written by the slow path.
 pub mod cfg {
@@ -274,6 +284,7 @@ pub mod txf {
 /// SND.MAX is not kept: the send side never moves SND.NXT back (every
 /// retransmission is cut from the TX ring below SND.NXT), so SND.NXT is the
 /// highest sequence number ever sent.
+#[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TxCold {
     /// MAX.SND.WND (RFC 5961 §5.2): the largest window (scaled) the peer
@@ -363,6 +374,8 @@ const _: () = assert!(
     "RxCold intervals are tracked in a u32 mask"
 );
 const _: () = assert!(std::mem::size_of::<FlowSlot>() == 128);
+const _: () = assert!(std::mem::offset_of!(FlowCold, tx) == 80);
+const _: () = assert!(std::mem::size_of::<FlowCold>() == 192);
 const _: () = assert!(std::mem::align_of::<FlowSlot>() == 64);
 const _: () = assert!(std::mem::offset_of!(FlowState, rx_avail) == 64);
 const _: () = assert!(std::mem::size_of::<TxCold>() == 96);
