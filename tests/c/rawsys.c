@@ -63,5 +63,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     printf("ok %d\n", count);
+    fflush(stdout);
+    /* Let the last close finish before the process goes: tasd resets the
+     * connections of an app that has exited (see the closing notes). */
+    usleep(300 * 1000);
     return 0;
 }
