@@ -525,3 +525,78 @@ pub fn vm_rss_kib(pid: u32) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// Makes sure every `(check, Debian package)` pair holds, installing the
+/// missing packages with one apt-get call; panics (never skips) when they
+/// cannot be installed. `check` is a shell command that succeeds when what
+/// a test uses is there (`command -v curl`, a Python import, ...): the
+/// check is what the test runs, never a package name.
+pub fn ensure_packages(want: &[(&str, &str)]) {
+    let ok = |check: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("{check} >/dev/null 2>&1")])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let mut missing: Vec<&str> = want
+        .iter()
+        .filter(|(c, _)| !ok(c))
+        .map(|(_, p)| *p)
+        .collect();
+    missing.sort();
+    missing.dedup();
+    if missing.is_empty() {
+        return;
+    }
+    eprintln!("installing {missing:?} with apt-get");
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(["-o", "DPkg::Lock::Timeout=300"])
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+    };
+    let _ = apt(&["update", "-qq"]);
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(missing.iter());
+    let o = apt(&args).expect("run apt-get");
+    assert!(
+        o.status.success(),
+        "cannot install {missing:?} with apt-get (these tests need them):\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let still: Vec<&str> = want
+        .iter()
+        .filter(|(c, _)| !ok(c))
+        .map(|(c, _)| *c)
+        .collect();
+    assert!(still.is_empty(), "still missing after apt-get: {still:?}");
+}
+
+/// Compiles `tests/c/NAME.c` once into `tas-NAME` next to the other test
+/// programs (nothing left behind in /tmp).
+pub fn c_program(name: &str) -> PathBuf {
+    static BINS: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut bins = BINS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = bins.iter().find(|(n, _)| n == name) {
+        return p.clone();
+    }
+    let src = repo_root().join(format!("tests/c/{name}.c"));
+    let out = bin_dir().join(format!("tas-{name}"));
+    let o = Command::new("cc")
+        .args(["-O2", "-D_FORTIFY_SOURCE=2", "-pthread", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .expect("run cc (gcc must be installed)");
+    assert!(
+        o.status.success(),
+        "cc {} failed:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    bins.push((name.to_string(), out.clone()));
+    out
+}

@@ -21,7 +21,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tas_system_tests::*;
 
@@ -70,89 +70,16 @@ fn shim() -> PathBuf {
     .clone()
 }
 
-/// Installs what these tests run, once; panics when apt-get cannot.
+/// Installs what these tests run; panics when apt-get cannot.
 fn ensure_packages() {
-    static DONE: Mutex<bool> = Mutex::new(false);
-    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
-    if *done {
-        return;
-    }
-    // (check, Debian package): each checked by what the tests use.
-    let want = [
-        (
-            format!("{PYTHON} -c 'import http.server, json, socket'"),
-            "python3",
-        ),
-        ("command -v curl".to_string(), "curl"),
-        ("command -v sha256sum".to_string(), "coreutils"),
-        ("command -v iperf3".to_string(), "iperf3"),
-        ("command -v cc".to_string(), "gcc"),
-    ];
-    let ok = |check: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("{check} >/dev/null 2>&1")])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
-    let mut missing: Vec<&str> = want
-        .iter()
-        .filter(|(c, _)| !ok(c))
-        .map(|(_, p)| *p)
-        .collect();
-    missing.dedup();
-    if !missing.is_empty() {
-        eprintln!("installing {missing:?} with apt-get");
-        let apt = |args: &[&str]| {
-            Command::new("apt-get")
-                .args(["-o", "DPkg::Lock::Timeout=300"])
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .output()
-        };
-        let _ = apt(&["update", "-qq"]);
-        let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
-        args.extend(missing.iter());
-        let o = apt(&args).expect("run apt-get");
-        assert!(
-            o.status.success(),
-            "cannot install {missing:?} with apt-get (these tests need them):\n{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let still: Vec<&str> = want
-            .iter()
-            .filter(|(c, _)| !ok(c))
-            .map(|(_, p)| *p)
-            .collect();
-        assert!(still.is_empty(), "still missing after apt-get: {still:?}");
-    }
-    *done = true;
-}
-
-/// `tests/c/NAME.c` compiled once next to the test programs.
-fn c_program(name: &str) -> PathBuf {
-    static BINS: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
-    let mut bins = BINS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, p)) = bins.iter().find(|(n, _)| n == name) {
-        return p.clone();
-    }
-    let src = repo_root().join(format!("tests/c/{name}.c"));
-    let out = bin_dir().join(format!("tas-{name}"));
-    let o = Command::new("cc")
-        .args(["-O2", "-D_FORTIFY_SOURCE=2", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .output()
-        .expect("run cc");
-    assert!(
-        o.status.success(),
-        "cc {} failed:\n{}",
-        src.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    bins.push((name.to_string(), out.clone()));
-    out
+    let python = format!("{PYTHON} -c 'import http.server, json, socket'");
+    tas_system_tests::ensure_packages(&[
+        (python.as_str(), "python3"),
+        ("command -v curl", "curl"),
+        ("command -v sha256sum", "coreutils"),
+        ("command -v iperf3", "iperf3"),
+        ("command -v cc", "gcc"),
+    ]);
 }
 
 /// `tasctl [--socket S] run [EXTRA...] -- CMD...` as arguments for

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tas_system_tests::*;
 
@@ -73,103 +73,23 @@ fn env_bin() -> &'static Path {
 
 /// tests/c/conform.c, compiled once per test process (fortified, so the
 /// shim's __*_chk entry points are exercised too).
-/// Compiles `tests/c/NAME.c` once into `tas-NAME` next to the other test
-/// programs (nothing left behind in /tmp).
-fn c_program(name: &str) -> PathBuf {
-    static BINS: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
-    let mut bins = BINS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, p)) = bins.iter().find(|(n, _)| n == name) {
-        return p.clone();
-    }
-    let src = repo_root().join(format!("tests/c/{name}.c"));
-    let out = bin_dir().join(format!("tas-{name}"));
-    let o = Command::new("cc")
-        .args(["-O2", "-D_FORTIFY_SOURCE=2", "-pthread", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .output()
-        .expect("run cc (gcc must be installed)");
-    assert!(
-        o.status.success(),
-        "cc {} failed:\n{}",
-        src.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    bins.push((name.to_string(), out.clone()));
-    out
-}
 
 fn conform() -> PathBuf {
     c_program("conform")
 }
 
-/// Installs the Debian packages the real-program tests need, once.
+/// Installs the Debian packages the real-program tests need.
 fn ensure_packages() {
-    static DONE: Mutex<bool> = Mutex::new(false);
-    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
-    if *done {
-        return;
-    }
-    let want = [
-        ("redis-server", "redis-server"),
-        ("redis-benchmark", "redis-tools"),
-        ("redis-cli", "redis-tools"),
-        ("nginx", "nginx-light"),
-        ("curl", "curl"),
-        ("sha256sum", "coreutils"),
-        ("node", "nodejs"),
-        ("ab", "apache2-utils"),
-    ];
-    let have = |cmd: &str| {
-        Command::new("sh")
-            .args([
-                "-c",
-                &format!("command -v {cmd} || test -x /usr/sbin/{cmd}"),
-            ])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    let mut missing: Vec<&str> = want
-        .iter()
-        .filter(|(c, _)| !have(c))
-        .map(|(_, p)| *p)
-        .collect();
-    missing.sort();
-    missing.dedup();
-    if !missing.is_empty() {
-        eprintln!("installing {missing:?} with apt-get");
-        let _ = Command::new("apt-get")
-            .args(["-o", "DPkg::Lock::Timeout=300", "update", "-qq"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .output();
-        let o = Command::new("apt-get")
-            .args([
-                "-o",
-                "DPkg::Lock::Timeout=300",
-                "install",
-                "-y",
-                "-qq",
-                "--no-install-recommends",
-            ])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .output()
-            .expect("run apt-get");
-        assert!(
-            o.status.success(),
-            "cannot install {missing:?} with apt-get (needed for the real-program tests):\n{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let still: Vec<&str> = want
-            .iter()
-            .filter(|(c, _)| !have(c))
-            .map(|(c, _)| *c)
-            .collect();
-        assert!(still.is_empty(), "still missing after apt-get: {still:?}");
-    }
-    *done = true;
+    tas_system_tests::ensure_packages(&[
+        ("command -v redis-server", "redis-server"),
+        ("command -v redis-benchmark", "redis-tools"),
+        ("command -v redis-cli", "redis-tools"),
+        ("command -v nginx || test -x /usr/sbin/nginx", "nginx-light"),
+        ("command -v curl", "curl"),
+        ("command -v sha256sum", "coreutils"),
+        ("command -v node", "nodejs"),
+        ("command -v ab", "apache2-utils"),
+    ]);
 }
 
 fn nginx_bin() -> String {
