@@ -28,7 +28,7 @@
 //! |------|---------|--------|
 //! | 0 | 0..64 | [`RxCold`]: `ooo_n`, `oow_acked`, `oow_ack_ts`, `dsack`, `ooo[0..6]` |
 //! | 1 | 64..128 | `RxCold::ooo[6..8]`; [`TxCold`]: `max_snd_wnd`, `sacked[0..5]` |
-//! | 2 | 128..192 | `TxCold`: `sacked[5..8]`, `sacked_n`, `flags`, `recover`, `high_rxt`, `lost_floor`, `rxt_nxt`, `tlp_end`, `rxt_ts` |
+//! | 2 | 128..192 | `TxCold`: `sacked[5..8]`, `sacked_n`, `flags`, `undo_retrans`, `recover`, `high_rxt`, `lost_floor`, `rxt_nxt`, `tlp_end`, `rxt_ts`, `undo_marker` (to 180), padding |
 //!
 //! The receive side touches line 0 for an out-of-order segment or an ACK
 //! carrying SACK blocks it reports; the send side lines 1–2 only in
@@ -151,7 +151,10 @@ pub struct FlowState {
     pub cnt_ackb: u32,
     pub cnt_ecnb: u32,
     pub dupack_cnt: u8,
-    /// Fast retransmits since the slow path last read the counters.
+    /// Fast-recovery episodes that ended (or were found lossy) since the
+    /// slow path last read the counters, less those D-SACK proved spurious
+    /// (`engine/recovery.rs`): a D-SACK arriving just after an episode
+    /// ended may decrement it again before the slow path reads it.
     pub cnt_frexmits: u8,
     /// [`st`] flags.
     pub st: u8,
@@ -273,11 +276,19 @@ pub mod txf {
     pub const PROBE_SENT: u8 = 1 << 1;
     /// The peer has sent SACK blocks: what it does not SACK, it lacks.
     pub const SACK_SEEN: u8 = 1 << 2;
+    /// A fast-recovery episode whose loss has not been proven (or refuted)
+    /// yet: its retransmissions not reported back as duplicates are
+    /// counted in `TxCold::undo_retrans` (RFC 3708 style detection).
+    pub const UNDO: u8 = 1 << 3;
+    /// The [`UNDO`] episode was reported to congestion control
+    /// (`cnt_frexmits`) when it ended; D-SACKs arriving later may still
+    /// take it back while the slow path has not read the counter.
+    pub const UNDO_REPORTED: u8 = 1 << 4;
 }
 
 /// Send-side rare state (`engine/ack.rs`, `engine/recovery.rs`): the SACK
 /// scoreboard, loss-recovery and tail-loss-probe state, and the bound of
-/// the RFC 5961 ACK check. 96 bytes; only read while a flow is in
+/// the RFC 5961 ACK check. 100 bytes; only read while a flow is in
 /// recovery, gets SACK blocks or odd ACKs, and written on the common path
 /// only when the peer's window grows (`max_snd_wnd`).
 ///
@@ -297,7 +308,9 @@ pub struct TxCold {
     pub sacked_n: u8,
     /// [`txf`] flags.
     pub flags: u8,
-    pub _pad: u16,
+    /// Retransmissions of the [`txf::UNDO`] episode not yet reported back
+    /// as duplicates by D-SACK.
+    pub undo_retrans: u16,
     /// RecoveryPoint (RFC 6675 §5 step 4.1; `recover` in RFC 6582 §3.2):
     /// SND.NXT when recovery began; it ends when SND.UNA reaches it.
     pub recover: u32,
@@ -319,6 +332,9 @@ pub struct TxCold {
     /// ACK more than a round trip later that still lacks SND.UNA means its
     /// retransmission (no later than that) was lost.
     pub rxt_ts: u32,
+    /// SND.UNA when the [`txf::UNDO`] episode began: D-SACK blocks in
+    /// `[undo_marker, recover)` report its retransmissions.
+    pub undo_marker: u32,
 }
 
 impl TxCold {
@@ -378,7 +394,7 @@ const _: () = assert!(std::mem::offset_of!(FlowCold, tx) == 80);
 const _: () = assert!(std::mem::size_of::<FlowCold>() == 192);
 const _: () = assert!(std::mem::align_of::<FlowSlot>() == 64);
 const _: () = assert!(std::mem::offset_of!(FlowState, rx_avail) == 64);
-const _: () = assert!(std::mem::size_of::<TxCold>() == 96);
+const _: () = assert!(std::mem::size_of::<TxCold>() == 100);
 
 impl Default for FlowSlot {
     fn default() -> Self {

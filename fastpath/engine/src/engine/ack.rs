@@ -226,7 +226,7 @@ fn rx_ack_rare(
     if f.cfg & cfg::SACK != 0 && seg.options().len() > f.opt_len() as usize {
         let (blocks, n) = recovery::sack_blocks(seg);
         for &b in &blocks[..n] {
-            new_sack |= recovery::sb_add(c, b, ack, nxt, stats);
+            new_sack |= recovery::sb_add(f, c, b, ack, nxt, stats);
         }
     }
     // RFC 5681 §2 duplicate ACK: data in flight, no data or FIN on it, ACK

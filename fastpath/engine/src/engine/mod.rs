@@ -127,6 +127,10 @@ pub struct Stats {
     /// SND.UNA (D-SACK, RFC 2883).
     pub sack_invalid: u64,
     pub dsack_blocks: u64,
+    /// Fast-recovery episodes whose retransmissions the peer all reported
+    /// back as duplicates (D-SACK, RFC 2883; detection as RFC 3708): not
+    /// reported to congestion control as a loss.
+    pub spurious_recoveries: u64,
     /// SACKed ranges forgotten for lack of room in the scoreboard.
     pub sack_ranges_dropped: u64,
     /// Scoreboards discarded by a second timeout (receiver reneging).
@@ -188,6 +192,7 @@ impl Stats {
             tlp_probes,
             sack_invalid,
             dsack_blocks,
+            spurious_recoveries,
             sack_ranges_dropped,
             sack_reneged,
             future_acks,
@@ -227,6 +232,7 @@ impl Stats {
         self.tlp_probes += tlp_probes;
         self.sack_invalid += sack_invalid;
         self.dsack_blocks += dsack_blocks;
+        self.spurious_recoveries += spurious_recoveries;
         self.sack_ranges_dropped += sack_ranges_dropped;
         self.sack_reneged += sack_reneged;
         self.future_acks += future_acks;

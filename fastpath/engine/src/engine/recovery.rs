@@ -25,8 +25,15 @@
 //!   per-segment send times).
 //!
 //! The congestion window itself stays the slow path's (`tx_cwnd`, or
-//! none under a rate limit); it learns of each recovery through
+//! none under a rate limit); it learns of each fast recovery through
 //! `cnt_frexmits` and of each timeout from its own timer, and reduces it.
+//! A fast recovery is reported when it ends (or as soon as one of its
+//! retransmissions is found lost, or a timeout hits it), not when it
+//! begins: one whose retransmissions the peer all reports back as
+//! duplicates (D-SACK, RFC 2883; detection as RFC 3708, Linux's "undo")
+//! was reordering, not loss, and is not reported (`spurious_recoveries`).
+//! A D-SACK that completes the proof after the episode ended takes the
+//! report back if the slow path has not read the counter yet.
 //! Here the window is only compared with `pipe` instead of the bytes in
 //! flight while recovery runs (RFC 6675 §5 step C).
 //!
@@ -120,6 +127,7 @@ fn sacked_in(c: &TxCold, from: u32, to: u32) -> u32 {
 /// beyond SND.NXT are ignored and counted. Returns whether it SACKed bytes
 /// that were not SACKed before.
 pub(super) fn sb_add(
+    f: &mut FlowState,
     c: &mut TxCold,
     block: (u32, u32),
     una: u32,
@@ -139,6 +147,7 @@ pub(super) fn sb_add(
         if seq::lt(l, r) && seq::le(l, una) && seq::le(r, nxt) {
             // Starts at or below SND.UNA: a D-SACK (RFC 2883 §4).
             stats.dsack_blocks += 1;
+            undo_dsack(f, c, block, stats);
         } else {
             stats.sack_invalid += 1;
         }
@@ -268,7 +277,10 @@ fn enter(f: &mut FlowState, c: &mut TxCold, smss: u32, stats: &mut Stats) {
     c.flags &= !txf::RTO;
     f.st |= st::TX_RECOVERY;
     f.dupack_cnt = 0;
-    f.cnt_frexmits = f.cnt_frexmits.saturating_add(1);
+    // The loss is reported when the episode ends (see the module doc).
+    c.flags = (c.flags | txf::UNDO) & !txf::UNDO_REPORTED;
+    c.undo_retrans = 0;
+    c.undo_marker = una;
     stats.fast_retransmits += 1;
     if c.sacked_n > 0 {
         stats.sack_recoveries += 1;
@@ -277,10 +289,67 @@ fn enter(f: &mut FlowState, c: &mut TxCold, smss: u32, stats: &mut Stats) {
 
 /// RFC 6675 §5 step A / RFC 6582 §3.2 step 5: SND.UNA reached
 /// RecoveryPoint. The scoreboard above SND.UNA stays.
-fn leave(f: &mut FlowState, c: &mut TxCold) {
+fn leave(f: &mut FlowState, c: &mut TxCold, stats: &mut Stats) {
     f.st &= !st::TX_RECOVERY;
+    if c.flags & (txf::UNDO | txf::UNDO_REPORTED) == txf::UNDO {
+        if c.undo_retrans == 0 {
+            // Everything resent was reported back as a duplicate (or
+            // nothing had to be resent): reordering, not loss.
+            c.flags &= !txf::UNDO;
+            stats.spurious_recoveries += 1;
+        } else {
+            report_loss(f, c);
+        }
+    }
     c.flags &= !txf::RTO;
     f.dupack_cnt = 0;
+}
+
+/// The episode's loss goes to congestion control (once); D-SACKs may
+/// still take it back (`txf::UNDO_REPORTED`).
+fn report_loss(f: &mut FlowState, c: &mut TxCold) {
+    if c.flags & (txf::UNDO | txf::UNDO_REPORTED) == txf::UNDO {
+        f.cnt_frexmits = f.cnt_frexmits.saturating_add(1);
+        c.flags |= txf::UNDO_REPORTED;
+    }
+}
+
+/// The episode's loss is proven (a retransmission was lost, or a timeout
+/// came): reported if it was not, and no D-SACK takes it back.
+fn loss_proven(f: &mut FlowState, c: &mut TxCold) {
+    report_loss(f, c);
+    c.flags &= !(txf::UNDO | txf::UNDO_REPORTED);
+}
+
+/// A D-SACK block (RFC 2883) that reports one of the episode's
+/// retransmissions back as a duplicate (RFC 3708 §3.2): when none is left,
+/// the episode was spurious; its report, if made and not read by the slow
+/// path yet, is taken back.
+fn undo_dsack(f: &mut FlowState, c: &mut TxCold, block: (u32, u32), stats: &mut Stats) {
+    if c.flags & txf::UNDO == 0 || c.undo_retrans == 0 {
+        return;
+    }
+    let (l, r) = block;
+    if !(seq::ge(l, c.undo_marker) && seq::le(r, c.recover)) {
+        return;
+    }
+    c.undo_retrans -= 1;
+    if c.undo_retrans > 0 {
+        return;
+    }
+    if c.flags & txf::UNDO_REPORTED != 0 {
+        if f.cnt_frexmits == 0 {
+            // The slow path has taken it already: too late.
+            c.flags &= !(txf::UNDO | txf::UNDO_REPORTED);
+            return;
+        }
+        f.cnt_frexmits -= 1;
+    } else if f.st & st::TX_RECOVERY != 0 {
+        // Still running: decided when it ends (more may be resent).
+        return;
+    }
+    c.flags &= !(txf::UNDO | txf::UNDO_REPORTED);
+    stats.spurious_recoveries += 1;
 }
 
 /// The slow path's retransmission timeout (RFC 6675 §5.1, RFC 6298 §5.4):
@@ -298,6 +367,7 @@ pub(super) fn on_rto(f: &mut FlowState, c: &mut TxCold, stats: &mut Stats) -> bo
         c.sacked_n = 0;
         stats.sack_reneged += 1;
     }
+    loss_proven(f, c);
     let una = f.snd_una();
     c.recover = f.tx_next_seq;
     c.high_rxt = una;
@@ -351,7 +421,7 @@ pub(super) fn after_ack(
     }
     if f.st & st::TX_RECOVERY != 0 {
         if seq::ge(una, c.recover) {
-            leave(f, c);
+            leave(f, c, stats);
         } else {
             if advanced {
                 // Partial ACK: holes below SND.UNA are gone.
@@ -405,7 +475,7 @@ pub(super) fn after_ack(
 /// SACKed while a hole below HighRxt is still open, that hole's
 /// retransmission was lost too (data sent later arrived): the round starts
 /// again from SND.UNA, as RACK (RFC 8985 §6.2) would decide.
-fn lost_retransmission(f: &FlowState, c: &mut TxCold, smss: u32, stats: &mut Stats) {
+fn lost_retransmission(f: &mut FlowState, c: &mut TxCold, smss: u32, stats: &mut Stats) {
     let una = f.snd_una();
     if !seq::gt(c.high_rxt, una) || !seq::lt(c.rxt_nxt, f.tx_next_seq) {
         return;
@@ -417,6 +487,7 @@ fn lost_retransmission(f: &FlowState, c: &mut TxCold, smss: u32, stats: &mut Sta
         c.high_rxt = una;
         c.rxt_nxt = f.tx_next_seq;
         stats.rexmit_lost += 1;
+        loss_proven(f, c);
     }
 }
 
@@ -427,7 +498,7 @@ fn lost_retransmission(f: &FlowState, c: &mut TxCold, smss: u32, stats: &mut Sta
 /// round starts again from SND.UNA. This also covers a peer that cannot
 /// SACK what was sent after it (one that keeps a single out-of-order
 /// interval drops it).
-fn lost_head_retransmission(f: &FlowState, c: &mut TxCold, now_ts: u32, stats: &mut Stats) {
+fn lost_head_retransmission(f: &mut FlowState, c: &mut TxCold, now_ts: u32, stats: &mut Stats) {
     let una = f.snd_una();
     if f.rtt_est == 0 || !seq::gt(c.high_rxt, una) {
         return;
@@ -437,6 +508,7 @@ fn lost_head_retransmission(f: &FlowState, c: &mut TxCold, now_ts: u32, stats: &
         c.high_rxt = una;
         c.rxt_nxt = f.tx_next_seq;
         stats.rexmit_lost += 1;
+        loss_proven(f, c);
     }
 }
 
@@ -593,6 +665,9 @@ pub(super) fn sent(f: &mut FlowState, c: &mut TxCold, cut: &Cut, now_ts: u32, st
         stats.rexmit_segments += 1;
         stats.rexmit_bytes += cut.len as u64;
         c.rxt_ts = now_ts;
+        if f.st & st::TX_RECOVERY != 0 && c.flags & txf::UNDO != 0 {
+            c.undo_retrans = c.undo_retrans.saturating_add(1);
+        }
         if f.st & st::TX_RECOVERY != 0 {
             // RFC 6675 §5 step C.2.
             c.high_rxt = smax(c.high_rxt, end);

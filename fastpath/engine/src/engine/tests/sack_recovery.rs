@@ -409,3 +409,99 @@ fn invalid_and_duplicate_sack_blocks_are_ignored() {
     assert!(in_recovery(&fx));
     assert_eq!((fx.fp.stats.sack_invalid, fx.fp.stats.dsack_blocks), (2, 1));
 }
+
+/// Ten segments out; segment 0 is late (reordered), 1..=3 arrive first and
+/// draw SACKs: fast recovery resends segment 0 (and `extra` new segments
+/// written beforehand go out with it).
+fn fx_reordered_head(extra: u32) -> Fx {
+    let mut fx = fx_with_segments(FlowOpts::default(), 10);
+    if extra > 0 {
+        fx.write(extra * M, 0).unwrap();
+    }
+    send!(fx, sack(&fx, &[(M, 2 * M)]));
+    send!(fx, sack(&fx, &[(M, 3 * M)]));
+    send!(fx, sack(&fx, &[(M, 4 * M)]));
+    assert!(in_recovery(&fx));
+    assert_eq!(fx.poll() as u32, 1 + extra);
+    recv!(fx, seg_k(&fx, 0));
+    fx.out.frames.clear();
+    assert_eq!({ fx.flow().cnt_frexmits }, 0, "reported when it ends");
+    fx
+}
+
+#[test]
+fn recovery_whose_retransmission_is_dsacked_is_not_a_loss() {
+    let mut fx = fx_reordered_head(0);
+    // The late original arrives: a partial ACK (4..9 still on their way).
+    fx.peer_ack = 4 * M;
+    send!(fx, fx.peer(0));
+    assert!(in_recovery(&fx));
+    // Then our retransmission: the peer reports it as a duplicate (RFC
+    // 2883), before recovery ends.
+    send!(fx, sack(&fx, &[(0, M)]));
+    assert_eq!(fx.fp.stats.dsack_blocks, 1);
+    assert_eq!({ fx.flow().cnt_frexmits }, 0);
+    fx.peer_ack = 10 * M;
+    send!(fx, fx.peer(0));
+    assert!(!in_recovery(&fx));
+    let s = fx.fp.stats;
+    assert_eq!(
+        (s.fast_retransmits, s.sack_recoveries, s.spurious_recoveries),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        { fx.flow().cnt_frexmits },
+        0,
+        "reordering is not congestion"
+    );
+}
+
+#[test]
+fn dsack_after_recovery_ended_takes_the_loss_report_back() {
+    // Two new segments go out with the retransmission, so data is still in
+    // flight after recovery ends.
+    let mut fx = fx_reordered_head(2);
+    // The late original arrives after 1..=9: everything up to
+    // RecoveryPoint is ACKed, recovery ends and is reported ...
+    fx.peer_ack = 10 * M;
+    send!(fx, fx.peer(0));
+    assert!(!in_recovery(&fx));
+    assert_eq!({ fx.flow().cnt_frexmits }, 1);
+    // ... then the retransmission comes back as a duplicate: the report is
+    // taken back, the slow path not having read it yet.
+    send!(fx, sack(&fx, &[(0, M)]));
+    assert_eq!({ fx.flow().cnt_frexmits }, 0);
+    assert_eq!(fx.fp.stats.spurious_recoveries, 1);
+    // A second D-SACK for the same episode changes nothing.
+    send!(fx, sack(&fx, &[(0, M)]));
+    assert_eq!({ fx.flow().cnt_frexmits }, 0);
+    assert_eq!(fx.fp.stats.spurious_recoveries, 1);
+}
+
+#[test]
+fn dsack_after_the_slow_path_read_the_report_is_too_late() {
+    let mut fx = fx_reordered_head(2);
+    fx.peer_ack = 10 * M;
+    send!(fx, fx.peer(0));
+    assert_eq!({ fx.flow().cnt_frexmits }, 1);
+    // The slow path reads and resets the counter (under the flow lock).
+    fx.set(|f| f.cnt_frexmits = 0);
+    send!(fx, sack(&fx, &[(0, M)]));
+    assert_eq!({ fx.flow().cnt_frexmits }, 0);
+    assert_eq!(fx.fp.stats.spurious_recoveries, 0);
+}
+
+#[test]
+fn recovery_that_repairs_a_real_loss_is_reported_once_it_ends() {
+    // Segment 0 is lost: only the retransmission fills the hole, and no
+    // D-SACK ever comes.
+    let mut fx = fx_reordered_head(0);
+    send!(fx, sack(&fx, &[(M, 10 * M)]));
+    assert_eq!(fx.poll(), 0);
+    assert_eq!({ fx.flow().cnt_frexmits }, 0);
+    fx.peer_ack = 10 * M;
+    send!(fx, fx.peer(0));
+    assert!(!in_recovery(&fx));
+    assert_eq!({ fx.flow().cnt_frexmits }, 1);
+    assert_eq!(fx.fp.stats.spurious_recoveries, 0);
+}
