@@ -405,6 +405,20 @@ impl Testbed {
     pub fn tasctl(&mut self, args: &[&str]) -> Output {
         self.run_tas(&bin("tasctl"), args, Duration::from_secs(20))
     }
+
+    /// One of tasd's counters (`tasctl stats NAME`), 0 when absent.
+    pub fn tasd_counter(&mut self, name: &str) -> u64 {
+        let o = self.tasctl(&["stats", name]);
+        assert_ok(&o, "tasctl stats");
+        stdout(&o)
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(name)).then(|| w.next()?.parse().ok())?
+            })
+            .next()
+            .unwrap_or(0)
+    }
 }
 
 /// User + system CPU time of a process so far, in seconds (all its threads;

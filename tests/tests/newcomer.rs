@@ -100,20 +100,6 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(|s| s.as_str()).collect()
 }
 
-/// A tasd counter (`tasctl stats NAME`), 0 when absent.
-fn tasd_counter(tb: &mut Testbed, name: &str) -> u64 {
-    let o = tb.tasctl(&["stats", name]);
-    assert_ok(&o, "tasctl stats");
-    stdout(&o)
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some(name)).then(|| w.next()?.parse().ok())?
-        })
-        .next()
-        .unwrap_or(0)
-}
-
 fn sha256(p: &Path) -> String {
     let o = Command::new("sha256sum")
         .arg(p)
@@ -174,7 +160,7 @@ fn tasctl_run_python_http_server_serves_20mb_to_curl_on_linux() {
     assert!(o.status.success());
     std::fs::write(&file, &o.stdout).unwrap();
     let sum = sha256(&file);
-    let before = tasd_counter(&mut tb, "slowpath.accepted");
+    let before = tb.tasd_counter("slowpath.accepted");
     let args = run_args(
         &tb,
         &[],
@@ -209,7 +195,7 @@ fn tasctl_run_python_http_server_serves_20mb_to_curl_on_linux() {
     assert_ok(&o, "curl 20 MB from python3 http.server under tasctl run");
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(sha256(&got), sum, "the file curl received differs");
-    let carried = tasd_counter(&mut tb, "slowpath.accepted") - before;
+    let carried = tb.tasd_counter("slowpath.accepted") - before;
     assert!(
         carried >= 1,
         "tasd accepted no connection: the server was not on TAS"
@@ -338,8 +324,8 @@ fn excluded_sockets_stay_on_the_kernel_stack() {
     let root = tb.dir.join("www");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("hello.txt"), "hello from the kernel stack\n").unwrap();
-    let accepted = tasd_counter(&mut tb, "slowpath.accepted");
-    let connected = tasd_counter(&mut tb, "slowpath.connected");
+    let accepted = tb.tasd_counter("slowpath.accepted");
+    let connected = tb.tasd_counter("slowpath.connected");
     // A listener on 0.0.0.0:8001 under --exclude-ports 8001 is a kernel
     // socket: reachable over the TAS host's loopback (a TAS listener is
     // not), and tasd accepts nothing.
@@ -417,12 +403,12 @@ fn excluded_sockets_stay_on_the_kernel_stack() {
         "{warn:?}"
     );
     assert_eq!(
-        tasd_counter(&mut tb, "slowpath.accepted"),
+        tb.tasd_counter("slowpath.accepted"),
         accepted,
         "tasd accepted a connection for an excluded listener"
     );
     assert_eq!(
-        tasd_counter(&mut tb, "slowpath.connected"),
+        tb.tasd_counter("slowpath.connected"),
         connected,
         "tasd opened a connection to an excluded address"
     );
@@ -461,7 +447,7 @@ fn iperf3_under_tasctl_run_reports_the_congestion_window() {
         &["-s", "-1", "-p", "5201", "--forceflush"],
         Some("listening"),
     );
-    let connected = tasd_counter(&mut tb, "slowpath.connected");
+    let connected = tb.tasd_counter("slowpath.connected");
     let args = run_args(
         &tb,
         &[],
@@ -478,7 +464,7 @@ fn iperf3_under_tasctl_run_reports_the_congestion_window() {
     );
     assert!(max > 0);
     assert!(
-        tasd_counter(&mut tb, "slowpath.connected") > connected,
+        tb.tasd_counter("slowpath.connected") > connected,
         "iperf3 did not connect through TAS"
     );
 }

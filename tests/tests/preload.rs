@@ -707,20 +707,6 @@ fn shimmed_clients_against_linux_servers() {
     );
 }
 
-/// A stat counter of tasd (`tasctl stats`), 0 when absent.
-fn tasd_counter(tb: &mut Testbed, name: &str) -> u64 {
-    let o = tb.tasctl(&["stats", name]);
-    assert_ok(&o, "tasctl stats");
-    stdout(&o)
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some(name)).then(|| w.next()?.parse().ok())?
-        })
-        .next()
-        .unwrap_or(0)
-}
-
 /// A program that reads, writes and closes its TAS sockets through
 /// `syscall(2)` (as libuv closes): 400 connections one after another to a
 /// Linux echo server, every round trip checked, and every one of them
@@ -732,8 +718,8 @@ fn raw_syscalls_reach_the_shim() {
     ensure_packages();
     let mut tb = Testbed::new("praw", backend());
     tb.spawn_lnx(&bin("peer"), &["echo-server", "7007"], Some("listening"));
-    let connected = tasd_counter(&mut tb, "slowpath.connected");
-    let closed = tasd_counter(&mut tb, "slowpath.time_wait_entered");
+    let connected = tb.tasd_counter("slowpath.connected");
+    let closed = tb.tasd_counter("slowpath.time_wait_entered");
     let o = tb.run_tas(
         env_bin(),
         &[
@@ -747,14 +733,14 @@ fn raw_syscalls_reach_the_shim() {
     );
     assert_ok(&o, "raw-syscall client under the shim");
     assert!(stdout(&o).contains("ok 400"), "{}", stdout(&o));
-    let carried = tasd_counter(&mut tb, "slowpath.connected") - connected;
+    let carried = tb.tasd_counter("slowpath.connected") - connected;
     assert!(
         carried >= 400,
         "TAS carried {carried} of 400 connections (the rest fell back to the kernel)"
     );
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let n = tasd_counter(&mut tb, "slowpath.time_wait_entered") - closed;
+        let n = tb.tasd_counter("slowpath.time_wait_entered") - closed;
         if n >= 400 {
             break;
         }
@@ -787,7 +773,7 @@ fn nodejs_http_server_under_shim_with_ab() {
         &[&preload_env(), "node", script.to_str().unwrap()],
         Some("listening"),
     );
-    let before = tasd_counter(&mut tb, "slowpath.accepted");
+    let before = tb.tasd_counter("slowpath.accepted");
     let o = tb.run_lnx(
         env_bin(),
         &[
@@ -805,14 +791,8 @@ fn nodejs_http_server_under_shim_with_ab() {
     );
     assert_ok(&o, "ab against node under the shim");
     let out = stdout(&o);
-    let field = |name: &str| -> Option<u64> {
-        out.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().last()?.parse().ok())
-    };
-    assert_eq!(field("Complete requests:"), Some(5000), "{out}");
-    assert_eq!(field("Failed requests:"), Some(0), "{out}");
-    let carried = tasd_counter(&mut tb, "slowpath.accepted") - before;
+    assert_eq!(ab_counts(&out), (Some(5000), Some(0)), "{out}");
+    let carried = tb.tasd_counter("slowpath.accepted") - before;
     assert!(
         carried >= 5000,
         "TAS accepted {carried} of 5000 connections"
@@ -868,7 +848,7 @@ fn servers_that_close_first_20000_connections_each_way() {
             tb.spawn_lnx(Path::new(&nginx_bin()), &["-c", &conf, "-p", &dir], None);
             wait_http(&mut tb, true, &url, true);
         }
-        let before = tasd_counter(&mut tb, counter);
+        let before = tb.tasd_counter(counter);
         let ab = ["ab", "-q", "-n", "20000", "-c", "50", "-s", "10", &url];
         let o = if on_tas {
             tb.run_lnx(env_bin(), &ab, Duration::from_secs(300))
@@ -885,7 +865,7 @@ fn servers_that_close_first_20000_connections_each_way() {
             (Some(20000), Some(0)),
             "{tag} server:\n{out}"
         );
-        let carried = tasd_counter(&mut tb, counter) - before;
+        let carried = tb.tasd_counter(counter) - before;
         assert!(
             carried >= 20000,
             "TAS carried {carried} of 20000 connections ({tag} server)"

@@ -100,29 +100,12 @@ pub unsafe fn buf<'a>(p: *const c_void, n: size_t) -> Res<&'a [u8]> {
 /// entry's buffer must meet [`buf_mut`]'s contract for `'a`, no two of
 /// them overlapping.
 pub unsafe fn iov_mut<'a>(iov: *const iovec, cnt: usize) -> Res<Vec<IoSliceMut<'a>>> {
-    if cnt > libc::UIO_MAXIOV as usize {
-        return Err(libc::EINVAL);
+    // SAFETY: our contract is iov_each's, with buf_mut's for each buffer.
+    unsafe {
+        iov_each(iov, cnt, |e| {
+            Ok(IoSliceMut::new(buf_mut(e.iov_base, e.iov_len)?))
+        })
     }
-    if cnt == 0 {
-        return Ok(Vec::new());
-    }
-    if iov.is_null() {
-        return Err(libc::EFAULT);
-    }
-    let mut v = Vec::with_capacity(cnt);
-    let mut total: usize = 0;
-    for i in 0..cnt {
-        // SAFETY: iov is non-null and valid for cnt entries (contract);
-        // i < cnt.
-        let e = unsafe { *iov.add(i) };
-        total = total
-            .checked_add(e.iov_len)
-            .filter(|&t| t <= isize::MAX as usize)
-            .ok_or(libc::EINVAL)?;
-        // SAFETY: each entry's buffer meets buf_mut's contract (ours).
-        v.push(IoSliceMut::new(unsafe { buf_mut(e.iov_base, e.iov_len) }?));
-    }
-    Ok(v)
 }
 
 /// The caller's `iovec` array as slices, with Linux's checks (`EINVAL` for
@@ -134,6 +117,24 @@ pub unsafe fn iov_mut<'a>(iov: *const iovec, cnt: usize) -> Res<Vec<IoSliceMut<'
 /// Unless null, `iov` must be valid for reads of `cnt` entries, and each
 /// entry's buffer must meet [`buf`]'s contract for `'a`.
 pub unsafe fn iov<'a>(iov: *const iovec, cnt: usize) -> Res<Vec<IoSlice<'a>>> {
+    // SAFETY: our contract is iov_each's, with buf's for each buffer.
+    unsafe { iov_each(iov, cnt, |e| Ok(IoSlice::new(buf(e.iov_base, e.iov_len)?))) }
+}
+
+/// Walks the caller's `iovec` array with Linux's checks, entry by entry
+/// in Linux's order (`EINVAL` for more than `UIO_MAXIOV` entries or a
+/// running total over `isize::MAX`, `EFAULT` for a null array), turning
+/// each entry into a slice with `conv`.
+///
+/// # Safety
+///
+/// Unless null, `iov` must be valid for reads of `cnt` entries; `conv`'s
+/// own requirements on each entry's buffer are the caller's.
+unsafe fn iov_each<T>(
+    iov: *const iovec,
+    cnt: usize,
+    mut conv: impl FnMut(iovec) -> Res<T>,
+) -> Res<Vec<T>> {
     if cnt > libc::UIO_MAXIOV as usize {
         return Err(libc::EINVAL);
     }
@@ -153,8 +154,7 @@ pub unsafe fn iov<'a>(iov: *const iovec, cnt: usize) -> Res<Vec<IoSlice<'a>>> {
             .checked_add(e.iov_len)
             .filter(|&t| t <= isize::MAX as usize)
             .ok_or(libc::EINVAL)?;
-        // SAFETY: each entry's buffer meets buf's contract (ours).
-        v.push(IoSlice::new(unsafe { buf(e.iov_base, e.iov_len) }?));
+        v.push(conv(e)?);
     }
     Ok(v)
 }

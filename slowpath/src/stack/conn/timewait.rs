@@ -159,33 +159,42 @@ impl Stack {
             // RFC 5961 §4.2: any other SYN (an old one, a SYN|ACK) gets a
             // challenge ACK from our final state and changes nothing.
             self.stats.syn_challenged += 1;
-            self.time_wait_ack(now, &p.key, e, io);
+            let _ = self.time_wait_ack(now, &p.key, e, io);
             return true;
         }
         let fin = flags & tcp::FIN != 0;
         if fin || !seg.payload().is_empty() {
-            if fin {
-                let until = now.saturating_add(self.cfg.time_wait_ns);
-                let mut e2 = e;
-                e2.until = until;
+            // The wait restarts only with an ACK actually sent, so a flood
+            // of FINs for one 4-tuple queues at most one expiry per 100 ms.
+            if self.time_wait_ack(now, &p.key, e, io) && fin {
+                let mut e2 = self.time_wait.entries[&p.key];
+                e2.until = now.saturating_add(self.cfg.time_wait_ns);
                 self.time_wait.insert(p.key, e2);
             }
-            self.time_wait_ack(now, &p.key, e, io);
             return true;
         }
         self.stats.late_segments += 1;
         true
     }
 
-    fn time_wait_ack(&mut self, now: u64, key: &FlowKey, e: TwEntry, io: &mut impl StackIo) {
+    /// ACKs from TIME_WAIT's final state unless one went out less than
+    /// [`ACK_GAP`] ago; true when it was sent.
+    fn time_wait_ack(
+        &mut self,
+        now: u64,
+        key: &FlowKey,
+        e: TwEntry,
+        io: &mut impl StackIo,
+    ) -> bool {
         if e.last_ack != 0 && now.saturating_sub(e.last_ack) < ACK_GAP {
             self.stats.time_wait_acks_limited += 1;
-            return;
+            return false;
         }
         if let Some(x) = self.time_wait.entries.get_mut(key) {
             x.last_ack = now;
         }
         self.stats.time_wait_acks += 1;
         self.send_flow_segment(now, &e.f, e.f.tx_next_seq, 0, &[], io);
+        true
     }
 }
