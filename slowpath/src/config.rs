@@ -87,6 +87,10 @@ pub struct Cli {
     /// Default send ring per connection, in KiB.
     #[arg(long, default_value_t = 256)]
     pub tx_buf_kib: u32,
+    /// Serve Prometheus metrics at http://IP:PORT/metrics (off by default;
+    /// a kernel TCP socket in tasd's network namespace).
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Flow table capacity.
     #[arg(long, default_value_t = 65536)]
     pub max_flows: usize,
@@ -265,6 +269,7 @@ pub struct Config {
     pub rx_buf: u32,
     pub tx_buf: u32,
     pub max_flows: usize,
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub time_wait_ms: u64,
     pub idle_spin_us: u64,
     pub mtu: u16,
@@ -414,6 +419,7 @@ impl Config {
             rx_buf: cli.rx_buf_kib * 1024,
             tx_buf: cli.tx_buf_kib * 1024,
             max_flows: cli.max_flows,
+            metrics_addr: cli.metrics_addr,
             time_wait_ms: cli.time_wait_ms,
             idle_spin_us: cli.idle_spin_us,
             scale,

@@ -4,7 +4,8 @@
 //! ICMP echo, routing and the per-flow congestion-control loop ([`stack`],
 //! sans-I/O), the congestion control algorithms ([`cc`]), the app registry
 //! and attach socket ([`apps`]), the control socket and protocol for
-//! `tasctl` ([`ctlsock`]), the command line and settings ([`config`]), the
+//! `tasctl` ([`ctlsock`]), the Prometheus metrics endpoint
+//! ([`metrics`]), the command line and settings ([`config`]), the
 //! rule that scales the fast-path cores ([`scale`]), the files tasd keeps
 //! while it runs (per-interface lock, socket files: [`runfiles`]),
 //! rate-limited warnings ([`ratelimit`]), and the daemon that wires NIC
@@ -22,6 +23,7 @@ pub mod cc;
 pub mod config;
 pub mod ctlsock;
 pub mod daemon;
+pub mod metrics;
 pub mod ratelimit;
 pub mod runfiles;
 pub mod scale;

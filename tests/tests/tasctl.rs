@@ -324,3 +324,229 @@ fn tasctl_command_line_errors_and_help() {
         assert!(h.contains(w), "tasd --help lacks {w}");
     }
 }
+
+/// One parsed sample of the Prometheus text format.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+/// Parses a Prometheus text page (format 0.0.4) strictly: every line is a
+/// `# HELP`/`# TYPE` comment or a sample; every sample belongs to the family
+/// whose `# TYPE` came last; names and label names are valid; label values
+/// use only the format's escapes; values are floats. Panics on the first
+/// bad line.
+fn parse_prometheus(text: &str) -> Vec<Sample> {
+    fn valid_name(s: &str, colon: bool) -> bool {
+        let mut b = s.bytes();
+        matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_' || (colon && c == b':'))
+            && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || (colon && c == b':'))
+    }
+    assert!(text.ends_with('\n'), "the page must end with a newline");
+    let mut out = Vec::new();
+    let mut family: Option<String> = None;
+    let mut typed = std::collections::HashSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let bad = |why: &str| -> ! { panic!("line {}: {why}: {line:?}", n + 1) };
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut it = rest.splitn(3, ' ');
+            match (it.next(), it.next(), it.next()) {
+                (Some("HELP"), Some(name), Some(_)) if valid_name(name, true) => {}
+                (Some("TYPE"), Some(name), Some(t)) if valid_name(name, true) => {
+                    if !["counter", "gauge", "untyped", "summary", "histogram"].contains(&t) {
+                        bad("unknown type");
+                    }
+                    if !typed.insert(name.to_string()) {
+                        bad("family typed twice");
+                    }
+                    if t == "counter" && !name.ends_with("_total") {
+                        bad("counter not named *_total");
+                    }
+                    family = Some(name.to_string());
+                }
+                _ => bad("bad comment"),
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| bad("no value"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            v => v.parse().unwrap_or_else(|_| bad("bad value")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            None => (series, Vec::new()),
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').unwrap_or_else(|| bad("unclosed labels"));
+                let mut labels = Vec::new();
+                let mut s = body;
+                while !s.is_empty() {
+                    let (k, r) = s.split_once("=\"").unwrap_or_else(|| bad("bad label"));
+                    if !valid_name(k, false) {
+                        bad("bad label name");
+                    }
+                    let mut v = String::new();
+                    let mut chars = r.char_indices();
+                    let end = loop {
+                        match chars.next() {
+                            Some((_, '\\')) => match chars.next() {
+                                Some((_, '\\')) => v.push('\\'),
+                                Some((_, '"')) => v.push('"'),
+                                Some((_, 'n')) => v.push('\n'),
+                                _ => bad("bad escape"),
+                            },
+                            Some((i, '"')) => break i,
+                            Some((_, c)) => v.push(c),
+                            None => bad("unterminated label value"),
+                        }
+                    };
+                    labels.push((k.to_string(), v));
+                    s = &r[end + 1..];
+                    s = s.strip_prefix(',').unwrap_or(s);
+                }
+                (name, labels)
+            }
+        };
+        if !valid_name(name, true) {
+            bad("bad metric name");
+        }
+        if family.as_deref() != Some(name) {
+            bad("sample outside its family");
+        }
+        out.push(Sample {
+            name: name.to_string(),
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+fn metric(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && label.map_or(true, |(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
+        })
+        .unwrap_or_else(|| panic!("no sample {name} {label:?}"))
+        .value
+}
+
+#[test]
+fn metrics_endpoint_serves_prometheus_text() {
+    ensure_packages(&[("command -v curl", "curl")]);
+    let addr = "127.0.0.1:9464";
+    let mut tb = Testbed::with_args("met", Backend::from_env(), &["--metrics-addr", addr]);
+    let scrape = |tb: &mut Testbed, path: &str| -> (String, String) {
+        let o = tb.run_tas(
+            std::path::Path::new("curl"),
+            &["-sS", "-i", &format!("http://{addr}{path}")],
+            Duration::from_secs(10),
+        );
+        assert_ok(&o, "curl");
+        let text = stdout(&o).replace("\r\n", "\n");
+        let (head, body) = text.split_once("\n\n").expect("HTTP head");
+        (head.to_string(), body.to_string())
+    };
+    let (head, body) = scrape(&mut tb, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let before = parse_prometheus(&body);
+    for fam in [
+        "tas_info",
+        "tas_packets_total",
+        "tas_payload_bytes_total",
+        "tas_drops_total",
+        "tas_exceptions_total",
+        "tas_flows",
+        "tas_apps",
+        "tas_core_busy_ratio",
+        "tas_cores_active",
+        "tas_retransmits_total",
+        "tas_counter",
+    ] {
+        assert!(body.contains(&format!("# TYPE {fam} ")), "no family {fam}:\n{body}");
+    }
+    assert_eq!(metric(&before, "tas_cores_active", None), 1.0);
+    let (head, _) = scrape(&mut tb, "/nothing");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+
+    // A 20 MB transfer from a TAS app to Linux.
+    tb.spawn_tas(
+        &bin("peer"),
+        &["--tas", "serve-send", "5004", "20000000", "9"],
+        Some("listening"),
+    );
+    let o = tb.run_lnx(
+        &bin("peer"),
+        &["connect-recv", TAS_IP, "5004", "20000000", "9"],
+        Duration::from_secs(60),
+    );
+    assert_ok(&o, "connect-recv");
+    let (_, body) = scrape(&mut tb, "/metrics");
+    let after = parse_prometheus(&body);
+    for (name, label) in [
+        ("tas_packets_total", ("direction", "rx")),
+        ("tas_packets_total", ("direction", "tx")),
+        ("tas_connections_total", ("side", "passive")),
+        ("tas_exceptions_total", ("reason", "no_flow")),
+    ] {
+        let (b, a) = (
+            metric(&before, name, Some(label)),
+            metric(&after, name, Some(label)),
+        );
+        assert!(a > b, "{name}{label:?} did not increase: {b} -> {a}");
+    }
+    let tx = metric(&after, "tas_payload_bytes_total", Some(("direction", "tx")));
+    assert!(tx >= 20e6, "tx payload {tx}");
+    // Every counter family is monotonic across the transfer.
+    for s in before.iter().filter(|s| s.name.ends_with("_total")) {
+        let a = after
+            .iter()
+            .find(|x| x.name == s.name && x.labels == s.labels)
+            .unwrap_or_else(|| panic!("{s:?} vanished"));
+        assert!(a.value >= s.value, "{s:?} went down to {}", a.value);
+    }
+    assert!(tb.tasd_alive());
+}
+
+#[test]
+fn metrics_address_errors_are_one_line() {
+    // A malformed address is refused by the command line, before anything starts.
+    let o = Command::new(bin("tasd"))
+        .args(["--ip", "198.18.0.1/24", "--iface", "nonexistent0", "--metrics-addr", "localhost"])
+        .output()
+        .expect("run tasd");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--metrics-addr"), "{}", stderr(&o));
+    // An address that cannot be bound: tasd exits at start with one line
+    // naming it.
+    let mut tb = Testbed::hosts("metb");
+    let o = tb.run_tas(
+        &bin("tasd"),
+        &[
+            "--ip",
+            "198.18.0.1/24",
+            "--iface",
+            "veth-tas",
+            "--nic",
+            "af_packet",
+            "--socket",
+            "/tmp/tas-metb-unused.sock",
+            "--metrics-addr",
+            "198.18.7.7:9464",
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.contains("--metrics-addr 198.18.7.7:9464") && last.contains("address"),
+        "{err}"
+    );
+}

@@ -43,6 +43,11 @@ pub(super) struct CtlCtx<'a> {
     pub(super) ctl_requests: u64,
     pub(super) ctl_errors: u64,
     pub(super) ctl_dropped: u64,
+    /// Exceptions taken from the lanes, by reason
+    /// ([`super::prom::EXCEPTION_REASONS`]).
+    pub(super) exceptions: &'a [u64; 10],
+    /// The metrics endpoint's counters (zero without `--metrics-addr`).
+    pub(super) metrics: crate::metrics::MetricsCounters,
 }
 
 impl CtlCtx<'_> {
@@ -90,7 +95,7 @@ impl CtlCtx<'_> {
         }
     }
 
-    fn status(&self) -> Status {
+    pub(super) fn status(&self) -> Status {
         let mut flows: BTreeMap<String, u64> = BTreeMap::new();
         let mut per_app: BTreeMap<u16, u64> = BTreeMap::new();
         let summary = self.stack.flows();
@@ -186,7 +191,7 @@ impl CtlCtx<'_> {
         }
     }
 
-    fn stats(&self) -> Stats {
+    pub(super) fn stats(&self) -> Stats {
         let mut c = BTreeMap::new();
         let fp = lane_totals(self.shared);
         debug_counters("fastpath", &format!("{fp:?}"), &mut c);
@@ -248,8 +253,14 @@ impl CtlCtx<'_> {
             ("ctl.errors", self.ctl_errors),
             ("ctl.clients_dropped", self.ctl_dropped),
             ("log.suppressed", crate::ratelimit::suppressed_total()),
+            ("metrics.requests", self.metrics.requests),
+            ("metrics.errors", self.metrics.errors),
+            ("metrics.clients_dropped", self.metrics.dropped),
         ] {
             c.insert(k.into(), v);
+        }
+        for (i, r) in super::prom::EXCEPTION_REASONS.iter().enumerate() {
+            c.insert(format!("exceptions.{r}"), self.exceptions[i]);
         }
         Stats { counters: c }
     }

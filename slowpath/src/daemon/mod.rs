@@ -9,8 +9,9 @@
 //! that arrived, exceptions from the lanes, app control messages, hang-ups
 //! and outboxes, app regions the lanes have let go of, the stack's timers
 //! (including the congestion-control loop), core scaling, the rates sample,
-//! `tasctl`, and finally the lane commands that had to wait. The answers to
-//! `tasctl` are in the `control` submodule, the rates in `meter`. Shutdown
+//! `tasctl`, the metrics endpoint, and finally the lane commands that had to
+//! wait. The answers to `tasctl` are in the `control` submodule, the metrics
+//! page in `prom`, the rates in `meter`. Shutdown
 //! resets live flows toward their peers, gives the cores up to 500 ms to
 //! send, and stops them.
 //!
@@ -28,6 +29,7 @@
 use crate::apps::{AppId, Apps};
 use crate::config::{Config, NicKind};
 use crate::ctlsock::{self, CtlServer};
+use crate::metrics::MetricsServer;
 use crate::runfiles::{InstanceLock, SockPerms};
 use crate::scale::{Decision, ScaleController};
 use crate::stack::{FpCmd, Stack, StackIo};
@@ -50,6 +52,7 @@ use tas_runtime::{now_ns, Core, CoreCmd, CoreConfig, FastPathShared, Lane, LaneC
 
 mod control;
 mod meter;
+mod prom;
 
 type Shared = FastPathShared<Box<dyn Nic>>;
 
@@ -63,6 +66,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Apps(#[from] crate::apps::AppsError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error(transparent)]
     RunFile(#[from] crate::runfiles::RunFileError),
     #[error("{0}")]
@@ -223,6 +228,8 @@ struct Ready {
     apps: Vec<(AppId, PollFlags)>,
     /// The control socket or one of its connections is ready.
     ctl: bool,
+    /// The metrics listener or one of its connections is ready.
+    metrics: bool,
 }
 
 /// Runs the daemon until SIGINT/SIGTERM.
@@ -255,6 +262,10 @@ struct Daemon {
     /// Commands for the lanes that did not fit their queues yet.
     cmds: LaneCommands,
     ctl: CtlServer,
+    /// `--metrics-addr`: the Prometheus endpoint.
+    metrics: Option<MetricsServer>,
+    /// Exceptions taken from the lanes, by reason (`prom::EXCEPTION_REASONS`).
+    exc_counts: [u64; 10],
     scaler: ScaleController,
     meter: Meter,
     stop_requested: bool,
@@ -304,6 +315,7 @@ impl Daemon {
         };
         let ctl_path = ctlsock::ctl_path(&cfg.socket);
         let ctl = CtlServer::bind(&ctl_path)?;
+        let metrics = cfg.metrics_addr.map(MetricsServer::bind).transpose()?;
         let mut apps = Apps::bind(&cfg.socket, cfg.app_mem, perms)?;
         apps.local_ip = cfg.ip;
         apps.lanes = nics.len() as u32;
@@ -363,6 +375,8 @@ impl Daemon {
             apps,
             cmds,
             ctl,
+            metrics,
+            exc_counts: [0; 10],
             scaler,
             meter: Meter::new(),
             stop_requested: false,
@@ -397,6 +411,9 @@ impl Daemon {
         }
         if ready.ctl {
             self.control();
+        }
+        if ready.metrics {
+            self.serve_metrics();
         }
         for (id, on) in self.apps.take_throttle_changes() {
             self.stack.set_app_throttled(id, on);
@@ -481,6 +498,10 @@ impl Daemon {
         }
         let ctl_first = pfds.len();
         self.ctl.poll_fds(&mut pfds);
+        let metrics_first = pfds.len();
+        if let Some(m) = &self.metrics {
+            m.poll_fds(&mut pfds);
+        }
         let timeout = TimeSpec::from_duration(Duration::from_nanos(self.timeout_ns()));
         // An error (EINTR) leaves every revents empty: nothing is served
         // but timers.
@@ -494,7 +515,12 @@ impl Daemon {
         for (i, (_, ev)) in ready.hellos.iter_mut().enumerate() {
             *ev = revents(pfds[hello_first + i]);
         }
-        ready.ctl = pfds[ctl_first..].iter().any(|p| !revents(*p).is_empty());
+        ready.ctl = pfds[ctl_first..metrics_first]
+            .iter()
+            .any(|p| !revents(*p).is_empty());
+        ready.metrics = pfds[metrics_first..]
+            .iter()
+            .any(|p| !revents(*p).is_empty());
     }
 
     /// The attach socket: new connections (when `accept`), the `HELLO`s
@@ -527,6 +553,7 @@ impl Daemon {
             self.stack.set_rx_lane(lane.id);
             for _ in 0..4096 {
                 let Some(e) = lane.exc.pop() else { break };
+                self.exc_counts[prom::exception_index(&e.reason)] += 1;
                 let (stack, mut io) = self.stack_io();
                 stack.on_frame(now, e.reason, e.flow, &e.frame, &mut io);
                 lane.recycle(e.frame);
@@ -644,8 +671,36 @@ impl Daemon {
             ctl_requests: requests,
             ctl_errors: errors,
             ctl_dropped,
+            exceptions: &self.exc_counts,
+            metrics: self.metrics.as_ref().map(|m| m.counters).unwrap_or_default(),
         };
         self.ctl.service(|r| cx.handle(r));
+    }
+
+    /// Serves the metrics endpoint (`--metrics-addr`).
+    fn serve_metrics(&mut self) {
+        let Some(mut server) = self.metrics.take() else {
+            return;
+        };
+        let cx = CtlCtx {
+            cfg: &self.cfg,
+            started: self.started,
+            nic: &self.nic_name,
+            mac: self.mac,
+            stack: &mut self.stack,
+            apps: &self.apps,
+            shared: &self.shared,
+            cmds: &self.cmds,
+            scaler: &mut self.scaler,
+            meter: &self.meter,
+            ctl_requests: self.ctl.requests,
+            ctl_errors: self.ctl.errors,
+            ctl_dropped: self.ctl.dropped,
+            exceptions: &self.exc_counts,
+            metrics: server.counters,
+        };
+        server.service(|| cx.metrics_page());
+        self.metrics = Some(server);
     }
 
     /// Closes the control socket, resets flows toward their peers, gives the
