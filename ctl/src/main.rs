@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod launch;
+mod top;
 
 use clap::{Parser, Subcommand};
 use serde::de::DeserializeOwned;
@@ -27,7 +28,7 @@ fn after_help() -> String {
          Rates take kbps/mbps/gbps (plain number: Mbit/s), times ns/us/ms/s (plain: µs).\n\n\
          Examples:\n  tasctl status\n  tasctl flows --json\n  tasctl cc set timely t_low=30us\n  \
          tasctl cc set dctcp-rate step=20mbps --port 8080\n  tasctl cc unset --port 8080\n  \
-         tasctl cores\n  tasctl cores 1-4\n  tasctl listeners\n  tasctl run -- redis-server --bind 198.18.0.1\n\n\
+         tasctl cores\n  tasctl cores 1-4\n  tasctl listeners\n  tasctl top\n  tasctl run -- redis-server --bind 198.18.0.1\n\n\
          Exit status: 0 ok, 1 request refused by tasd, 2 bad command line, 3 tasd not reachable; \
          `tasctl run`: the program's own, or 4 libtas_preload.so not found, 126/127 program not \
          executable / not found.",
@@ -89,6 +90,20 @@ enum Cmd {
     /// Listening ports and their accept queues: backlog, connections
     /// announced to the app and not yet taken, handshakes in progress.
     Listeners,
+    /// Live view: per-core busy, packet and payload rates, flows by state,
+    /// and the busiest flows with RTT and congestion state. Quit with q or
+    /// Ctrl-C. Plain frames with -b or when stdout is not a terminal.
+    Top {
+        /// Seconds between frames.
+        #[arg(short = 'd', long, default_value_t = 1.0, value_name = "SECS")]
+        delay: f64,
+        /// Stop after this many frames.
+        #[arg(short = 'n', long, value_name = "N")]
+        iterations: Option<u64>,
+        /// Batch mode: plain frames one after another, no terminal control.
+        #[arg(short = 'b', long)]
+        batch: bool,
+    },
     /// Run an unmodified program on TAS (LD_PRELOAD=libtas_preload.so).
     ///
     /// Checks that tasd accepts apps at its socket, adds libtas_preload.so
@@ -422,6 +437,7 @@ fn print_cc(c: &CcShow) {
 fn run(cli: &Cli) -> Result<(), Failure> {
     let (req, filter_port, prefix) = match &cli.cmd {
         Cmd::Run { .. } => unreachable!("`run` is handled by launch::run"),
+        Cmd::Top { .. } => unreachable!("`top` is handled by top::top"),
         Cmd::Status => (Request::Status, None, None),
         Cmd::Flows { port } => (Request::Flows, *port, None),
         Cmd::Stats { prefix } => (Request::Stats, None, prefix.clone()),
@@ -533,7 +549,28 @@ fn main() -> ExitCode {
         eprintln!("tasctl: {msg}");
         return ExitCode::from(code);
     }
-    match run(&cli) {
+    let result = match &cli.cmd {
+        Cmd::Top {
+            delay,
+            iterations,
+            batch,
+        } => {
+            if !(0.05..=3600.0).contains(delay) {
+                Err(Failure::Usage("top: --delay must be 0.05..3600 seconds".into()))
+            } else if *iterations == Some(0) {
+                Err(Failure::Usage("top: -n must be at least 1".into()))
+            } else {
+                let args = top::TopArgs {
+                    interval: Duration::from_secs_f64(*delay),
+                    iterations: *iterations,
+                    batch: *batch,
+                };
+                top::top(&cli, &args)
+            }
+        }
+        _ => run(&cli),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             let (code, msg) = match f {

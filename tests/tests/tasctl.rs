@@ -226,6 +226,36 @@ fn tasctl_inspects_and_tunes_a_running_daemon() {
     // The setting is unchanged by the refused requests.
     let c: CcShow = json(&mut tb, &["cc", "show"]);
     assert_eq!(c.global.algo, "dctcp-rate");
+
+    // top in batch mode: two frames; the second ranks the running transfer
+    // first with its rate, within 80 columns.
+    let o = tb.tasctl(&["top", "-b", "-n", "2", "-d", "0.5"]);
+    assert_ok(&o, "tasctl top");
+    let out = stdout(&o);
+    let mut frames: Vec<String> = Vec::new();
+    for l in out.lines() {
+        if l.starts_with("tasd ") {
+            frames.push(String::new());
+        }
+        if let Some(f) = frames.last_mut() {
+            f.push_str(l);
+            f.push('\n');
+        }
+    }
+    assert_eq!(frames.len(), 2, "{out}");
+    let second = &frames[1];
+    assert!(second.contains("cores  #0 ["), "{second}");
+    assert!(second.lines().all(|l| l.chars().count() <= 80), "{second}");
+    let row = second
+        .lines()
+        .skip_while(|l| !l.starts_with("PORT"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no flow row:\n{second}"));
+    assert!(row.starts_with("5002 ") && row.contains("ESTABLISHED"), "{second}");
+    let out_mbps: f64 = row.split_whitespace().nth(4).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    assert!(out_mbps > 1.0, "top shows {out_mbps} Mbit/s out:\n{second}");
+    let o = tb.tasctl(&["top", "-n", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(tb.tasd_alive());
 }
 
