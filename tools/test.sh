@@ -34,6 +34,7 @@ need cmd:node=nodejs
 need cmd:ab=apache2-utils
 need cmd:iperf3=iperf3
 need cmd:python3=python3
+need cmd:tcpdump=tcpdump
 ensure_deps
 report_deps
 

@@ -8,6 +8,7 @@
 //! program cannot be executed) or 127 (not found).
 #![forbid(unsafe_code)]
 
+mod capture;
 mod launch;
 mod top;
 
@@ -28,7 +29,7 @@ fn after_help() -> String {
          Rates take kbps/mbps/gbps (plain number: Mbit/s), times ns/us/ms/s (plain: µs).\n\n\
          Examples:\n  tasctl status\n  tasctl flows --json\n  tasctl cc set timely t_low=30us\n  \
          tasctl cc set dctcp-rate step=20mbps --port 8080\n  tasctl cc unset --port 8080\n  \
-         tasctl cores\n  tasctl cores 1-4\n  tasctl listeners\n  tasctl top\n  tasctl run -- redis-server --bind 198.18.0.1\n\n\
+         tasctl cores\n  tasctl cores 1-4\n  tasctl listeners\n  tasctl top\n  tasctl capture -c 50 -w flows.pcap --port 8080\n  tasctl run -- redis-server --bind 198.18.0.1\n\n\
          Exit status: 0 ok, 1 request refused by tasd, 2 bad command line, 3 tasd not reachable; \
          `tasctl run`: the program's own, or 4 libtas_preload.so not found, 126/127 program not \
          executable / not found.",
@@ -90,6 +91,24 @@ enum Cmd {
     /// Listening ports and their accept queues: backlog, connections
     /// announced to the app and not yet taken, handshakes in progress.
     Listeners,
+    /// Record the frames the fast path receives and sends (what tcpdump on
+    /// the interface cannot see under AF_XDP or DPDK), as a pcap file or as
+    /// one line per frame. Stops after -c frames or on Ctrl-C.
+    Capture {
+        /// Write a pcap file (nanosecond timestamps) instead of printing;
+        /// `-` writes it to stdout.
+        #[arg(short = 'w', value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// Stop after this many frames.
+        #[arg(short = 'c', value_name = "COUNT")]
+        count: Option<u64>,
+        /// Only frames of this TCP port (either end).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Bytes kept of each frame (64..16384).
+        #[arg(short = 's', long, default_value_t = 2048, value_name = "BYTES")]
+        snaplen: u32,
+    },
     /// Live view: per-core busy, packet and payload rates, flows by state,
     /// and the busiest flows with RTT and congestion state. Quit with q or
     /// Ctrl-C. Plain frames with -b or when stdout is not a terminal.
@@ -438,6 +457,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     let (req, filter_port, prefix) = match &cli.cmd {
         Cmd::Run { .. } => unreachable!("`run` is handled by launch::run"),
         Cmd::Top { .. } => unreachable!("`top` is handled by top::top"),
+        Cmd::Capture { .. } => unreachable!("`capture` is handled by capture::capture"),
         Cmd::Status => (Request::Status, None, None),
         Cmd::Flows { port } => (Request::Flows, *port, None),
         Cmd::Stats { prefix } => (Request::Stats, None, prefix.clone()),
@@ -514,6 +534,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 print_listeners(&l);
             }
         }
+        Request::CaptureStart { .. } | Request::CaptureRead { .. } | Request::CaptureStop { .. } => {
+            unreachable!("`capture` requests are made by capture::capture")
+        }
         Request::Cores | Request::CoresSet { .. } => {
             let c: CoresView = decode(data.clone())?;
             if cli.json {
@@ -566,6 +589,24 @@ fn main() -> ExitCode {
                     batch: *batch,
                 };
                 top::top(&cli, &args)
+            }
+        }
+        Cmd::Capture {
+            write,
+            count,
+            port,
+            snaplen,
+        } => {
+            if *count == Some(0) {
+                Err(Failure::Usage("capture: -c must be at least 1".into()))
+            } else {
+                let a = capture::CaptureArgs {
+                    write: write.clone(),
+                    count: *count,
+                    port: *port,
+                    snaplen: *snaplen,
+                };
+                capture::capture(&cli, &a)
             }
         }
         _ => run(&cli),

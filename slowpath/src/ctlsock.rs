@@ -92,6 +92,54 @@ pub enum Request {
     /// `listeners`: every listener with its accept queue
     /// ([`ListenerInfo`](crate::stack::ListenerInfo) list).
     Listeners,
+    /// `capture`: start copying the frames the lanes receive and send
+    /// (of TCP `port` only, if given; `snaplen` bytes of each). One capture
+    /// at a time; it stops by itself when not read for
+    /// [`CAPTURE_IDLE_STOP`]. Answer: [`CaptureStarted`].
+    CaptureStart {
+        #[serde(default)]
+        port: Option<u16>,
+        snaplen: u32,
+    },
+    /// The frames captured since the last read ([`CaptureBatch`]).
+    CaptureRead { id: u64 },
+    /// Stop capture `id` (answer: the last [`CaptureBatch`]).
+    CaptureStop { id: u64 },
+}
+
+/// A capture nobody reads for this long is stopped.
+pub const CAPTURE_IDLE_STOP: Duration = Duration::from_secs(5);
+
+/// Answer to `capture_start`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaptureStarted {
+    pub id: u64,
+    pub snaplen: u32,
+    pub lanes: u32,
+}
+
+/// Frames captured since the previous read, oldest first per lane and in
+/// time order across lanes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaptureBatch {
+    pub frames: Vec<CapturedFrame>,
+    /// Frames not copied since the capture started because the capture
+    /// buffer was full (traffic itself is never affected).
+    pub dropped: u64,
+    /// False once the capture has ended (stopped, or idle too long).
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapturedFrame {
+    /// Wall-clock time (ns since the Unix epoch).
+    pub t_ns: u64,
+    /// true: received from the NIC; false: sent.
+    pub rx: bool,
+    /// Length on the wire (`data` may be cut to the snap length).
+    pub len: u32,
+    /// The bytes, in hex.
+    pub data: String,
 }
 
 /// The answer to one request.
@@ -555,6 +603,12 @@ mod tests {
             Request::Cores,
             Request::CoresSet { min: 1, max: 2 },
             Request::Listeners,
+            Request::CaptureStart {
+                port: Some(80),
+                snaplen: 256,
+            },
+            Request::CaptureRead { id: 3 },
+            Request::CaptureStop { id: 3 },
             Request::CcUnset { port: 80 },
             Request::CcSet {
                 algo: "timely".into(),

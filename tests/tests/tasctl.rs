@@ -580,3 +580,60 @@ fn metrics_address_errors_are_one_line() {
         "{err}"
     );
 }
+
+#[test]
+fn capture_writes_a_pcap_that_tcpdump_reads() {
+    ensure_packages(&[("command -v tcpdump", "tcpdump")]);
+    let mut tb = Testbed::new("cap", Backend::from_env());
+    let file = std::env::temp_dir().join(format!("tas-cap-{}.pcap", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let cap = tb.spawn_tas(
+        &bin("tasctl"),
+        &["capture", "-c", "50", "-w", file.to_str().unwrap(), "--port", "5006"],
+        None,
+    );
+    let t = Instant::now();
+    while !tb.tasd_log().contains("capture 1 started") {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", tb.tasd_log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Traffic on another port is not captured; the connection on 5006 is.
+    tb.spawn_tas(
+        &bin("peer"),
+        &["--tas", "serve-send", "5007", "100000", "4"],
+        Some("listening"),
+    );
+    let o = tb.run_lnx(&bin("peer"), &["connect-recv", TAS_IP, "5007", "100000", "4"], Duration::from_secs(30));
+    assert_ok(&o, "connect-recv 5007");
+    tb.spawn_tas(
+        &bin("peer"),
+        &["--tas", "serve-send", "5006", "1000000", "3"],
+        Some("listening"),
+    );
+    let o = tb.run_lnx(&bin("peer"), &["connect-recv", TAS_IP, "5006", "1000000", "3"], Duration::from_secs(30));
+    assert_ok(&o, "connect-recv 5006");
+    assert_eq!(tb.wait_child(cap, Duration::from_secs(10)), Some(true), "tasctl capture did not end");
+    let o = Command::new("tcpdump")
+        .args(["-nn", "-r"])
+        .arg(&file)
+        .output()
+        .expect("tcpdump");
+    let _ = std::fs::remove_file(&file);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 50, "{text}");
+    assert!(lines.iter().all(|l| l.contains(".5006 ") || l.contains(".5006:")), "{text}");
+    let syn = lines
+        .iter()
+        .position(|l| l.contains("> 198.18.0.1.5006: Flags [S]"))
+        .unwrap_or_else(|| panic!("no SYN:\n{text}"));
+    let synack = lines
+        .iter()
+        .position(|l| l.contains("198.18.0.1.5006 > ") && l.contains("Flags [S.]"))
+        .unwrap_or_else(|| panic!("no SYN-ACK:\n{text}"));
+    assert!(syn < synack, "{text}");
+    assert!(lines[synack + 1].contains("Flags [.]"), "{text}");
+    // The capture ended when its client stopped: nothing stays on.
+    assert!(tb.tasd_log().contains("capture 1 stopped"), "{}", tb.tasd_log());
+}

@@ -31,7 +31,8 @@
 //! frame, a kick or the next scheduler deadline.
 //!
 //! Exceptions go to the slow path in buffers taken from a preallocated pool,
-//! so the loop does not allocate per packet.
+//! so the loop does not allocate per packet. So do the copies of
+//! [`capture`] (`tasctl capture`), only while a capture runs.
 //!
 //! # No queue loses anything
 //!
@@ -57,6 +58,9 @@
 //! * **Lane → app (notifications).** The engine keeps a flow marked until its
 //!   notification fits the app's event ring.
 
+pub mod capture;
+
+use capture::{Capture, Dir};
 use crossbeam_queue::ArrayQueue;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -189,6 +193,8 @@ pub struct LaneShared {
     pub exc_backpressure: AtomicU64,
     /// Exceptions in the lane's overflow now.
     pub exc_overflow: AtomicU64,
+    /// Copies of frames for `tasctl capture` (off unless asked for).
+    pub capture: Capture,
 }
 
 impl LaneShared {
@@ -210,6 +216,7 @@ impl LaneShared {
             exc_deferred: AtomicU64::new(0),
             exc_backpressure: AtomicU64::new(0),
             exc_overflow: AtomicU64::new(0),
+            capture: Capture::default(),
         })
     }
 
@@ -522,6 +529,12 @@ struct Sink<'a, N: Nic> {
 
 impl<N: Nic> Sink<'_, N> {
     fn flush(&mut self) {
+        if self.shared.capture.active() && !self.tx.is_empty() {
+            let t = now_ns();
+            for f in self.tx.iter() {
+                self.shared.capture.record(Dir::Tx, t, f);
+            }
+        }
         // A few attempts; a NIC that keeps refusing drops the rest (TCP recovers).
         for _ in 0..4 {
             if self.tx.is_empty() {
@@ -675,6 +688,11 @@ impl<N: Nic> Lane<N> {
             match out.nic.recv(rx) {
                 Ok(n) => {
                     work += n;
+                    if n > 0 && out.shared.capture.active() {
+                        for f in rx.iter() {
+                            out.shared.capture.record(Dir::Rx, now, f);
+                        }
+                    }
                     fp.prefetch(rx.iter());
                     for i in 0..n {
                         fp.rx(rx.frame(i), now, mem, &mut out);

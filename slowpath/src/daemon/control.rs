@@ -48,6 +48,7 @@ pub(super) struct CtlCtx<'a> {
     pub(super) exceptions: &'a [u64; 10],
     /// The metrics endpoint's counters (zero without `--metrics-addr`).
     pub(super) metrics: crate::metrics::MetricsCounters,
+    pub(super) captures: &'a mut super::capture::Captures,
 }
 
 impl CtlCtx<'_> {
@@ -74,6 +75,20 @@ impl CtlCtx<'_> {
                 Err(e) => Reply::err(e.to_string()),
             },
             Request::Stats => Reply::ok(&self.stats()),
+            Request::CaptureStart { port, snaplen } => {
+                match self.captures.start(self.shared, port, snaplen) {
+                    Ok(s) => Reply::ok(&s),
+                    Err(e) => Reply::err(e.to_string()),
+                }
+            }
+            Request::CaptureRead { id } => match self.captures.read(self.shared, id, false) {
+                Ok(b) => Reply::ok(&b),
+                Err(e) => Reply::err(e.to_string()),
+            },
+            Request::CaptureStop { id } => match self.captures.read(self.shared, id, true) {
+                Ok(b) => Reply::ok(&b),
+                Err(e) => Reply::err(e.to_string()),
+            },
             Request::Listeners => Reply::ok(&self.stack.listeners()),
             Request::Cores => Reply::ok(&self.cores()),
             Request::CoresSet { min, max } => {

@@ -51,6 +51,7 @@ use tas_nic::{af_packet::AfPacketNic, af_xdp::AfXdpNic, Nic, NicError};
 use tas_runtime::{now_ns, Core, CoreCmd, CoreConfig, FastPathShared, Lane, LaneCommands};
 
 mod control;
+mod capture;
 mod meter;
 mod prom;
 
@@ -266,6 +267,8 @@ struct Daemon {
     metrics: Option<MetricsServer>,
     /// Exceptions taken from the lanes, by reason (`prom::EXCEPTION_REASONS`).
     exc_counts: [u64; 10],
+    /// `tasctl capture` sessions.
+    captures: capture::Captures,
     scaler: ScaleController,
     meter: Meter,
     stop_requested: bool,
@@ -377,6 +380,7 @@ impl Daemon {
             ctl,
             metrics,
             exc_counts: [0; 10],
+            captures: capture::Captures::default(),
             scaler,
             meter: Meter::new(),
             stop_requested: false,
@@ -412,6 +416,7 @@ impl Daemon {
         if ready.ctl {
             self.control();
         }
+        self.captures.expire(&self.shared);
         if ready.metrics {
             self.serve_metrics();
         }
@@ -673,6 +678,7 @@ impl Daemon {
             ctl_dropped,
             exceptions: &self.exc_counts,
             metrics: self.metrics.as_ref().map(|m| m.counters).unwrap_or_default(),
+            captures: &mut self.captures,
         };
         self.ctl.service(|r| cx.handle(r));
     }
@@ -698,6 +704,7 @@ impl Daemon {
             ctl_dropped: self.ctl.dropped,
             exceptions: &self.exc_counts,
             metrics: server.counters,
+            captures: &mut self.captures,
         };
         server.service(|| cx.metrics_page());
         self.metrics = Some(server);
