@@ -100,6 +100,11 @@ pub struct Cli {
     /// Fast-path core spins this long without work before it blocks (µs).
     #[arg(long, default_value_t = 200)]
     pub idle_spin_us: u64,
+    /// An ACK for in-order data waits up to this long (µs) for a segment of
+    /// ours to carry it (a response); 0 ACKs at once. The second segment,
+    /// out-of-order data, duplicates and FINs are always ACKed at once.
+    #[arg(long, default_value_t = 40, value_name = "US")]
+    pub ack_delay_us: u64,
     /// Largest IP packet (capped by the interface MTU).
     #[arg(long, default_value_t = 1500)]
     pub mtu: u16,
@@ -272,6 +277,7 @@ pub struct Config {
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub time_wait_ms: u64,
     pub idle_spin_us: u64,
+    pub ack_delay_us: u64,
     pub mtu: u16,
     pub ecn: bool,
     pub syncookies: bool,
@@ -394,6 +400,9 @@ impl Config {
                 return Err(format!("{n} must be 4..65536"));
             }
         }
+        if cli.ack_delay_us > 10_000 {
+            return Err("--ack-delay-us must be 0..10000".into());
+        }
         if cli.max_flows == 0 || cli.max_flows > 4 << 20 {
             return Err("--max-flows must be 1..4194304".into());
         }
@@ -422,6 +431,7 @@ impl Config {
             metrics_addr: cli.metrics_addr,
             time_wait_ms: cli.time_wait_ms,
             idle_spin_us: cli.idle_spin_us,
+            ack_delay_us: cli.ack_delay_us,
             scale,
             mtu: cli.mtu,
             ecn: cli.ecn,

@@ -49,6 +49,17 @@ pub mod cfg {
     pub const SLOWPATH: u16 = 1 << 4;
 }
 
+/// `FlowState::notify` flags (written under the flow's lock by whichever
+/// lane holds it).
+pub mod notify {
+    /// A notification for the app is queued in a lane's pending list.
+    pub const PENDING: u8 = 1 << 0;
+    /// An ACK for received in-order data is held (in a lane's held-ACK
+    /// queue) to ride on the next segment we send; any segment of the flow
+    /// that goes out carries it and clears this.
+    pub const ACK_HELD: u8 = 1 << 1;
+}
+
 /// Fast-path state flags (`FlowState::st`), written by the owning core.
 pub mod st {
     /// The app asked to close its send side: FIN follows the last byte.
@@ -158,7 +169,7 @@ pub struct FlowState {
     pub cnt_frexmits: u8,
     /// [`st`] flags.
     pub st: u8,
-    /// Non-zero while a notification for this flow is pending.
+    /// [`notify`] flags: a notification is pending, an ACK is held.
     pub notify: u8,
 }
 

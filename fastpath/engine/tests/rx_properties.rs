@@ -218,6 +218,7 @@ impl World {
                 local_mac: OUR_MAC,
                 ttl: 64,
                 any_mac: false,
+                ack_delay_ns: 0,
             },
         );
         World {

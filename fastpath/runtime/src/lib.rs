@@ -764,8 +764,10 @@ impl<N: Nic> Lane<N> {
             fp.kick(id, now, &mut out);
         }
 
-        // 4. Transmit what the scheduler allows, then flush.
+        // 4. Transmit what the scheduler allows, then the held ACKs that
+        // no segment carried in time, then flush.
         work += fp.poll_tx(now, TX_PER_ROUND, mem, &mut out);
+        work += fp.flush_acks(now, false, mem, &mut out);
         out.flush();
         if out.exc_sent {
             kick(slow_wake);

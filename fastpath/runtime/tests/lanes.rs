@@ -572,6 +572,7 @@ impl Harness {
             local_mac: OUR_MAC,
             ttl: 64,
             any_mac: false,
+            ack_delay_ns: 0,
         };
         let mut wires = Vec::new();
         for lane in 0..LANES {

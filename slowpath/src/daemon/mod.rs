@@ -329,6 +329,7 @@ impl Daemon {
             local_mac: mac,
             ttl: 64,
             any_mac: false,
+            ack_delay_ns: cfg.ack_delay_us * 1000,
         };
         let active = scaler.active().max(1) as usize;
         for (i, nic) in nics.into_iter().enumerate() {

@@ -19,7 +19,7 @@
 //! URG or a missing ACK flag, unknown flows, bad checksums, malformed
 //! frames, non-TCP frames and flows the slow path owns.
 
-use crate::flow::{cfg, st, FlowCold, FlowKey, FlowState};
+use crate::flow::{cfg, notify, st, FlowCold, FlowKey, FlowState};
 use crate::flowtable::{FlowId, FlowTable};
 use crate::sched::TxScheduler;
 use crate::wire::{self, frame, ipv4, tcp, WireError};
@@ -102,6 +102,10 @@ pub struct Stats {
     pub tx_frames: u64,
     pub tx_payload_bytes: u64,
     pub acks_sent: u64,
+    /// ACKs for in-order data held to ride on our next segment, and those
+    /// of them sent alone because no segment came within the delay.
+    pub acks_held: u64,
+    pub acks_delayed: u64,
     pub exceptions: u64,
     pub bad_checksum: u64,
     pub not_for_us: u64,
@@ -175,6 +179,8 @@ impl Stats {
             tx_frames,
             tx_payload_bytes,
             acks_sent,
+            acks_held,
+            acks_delayed,
             exceptions,
             bad_checksum,
             not_for_us,
@@ -215,6 +221,8 @@ impl Stats {
         self.tx_frames += tx_frames;
         self.tx_payload_bytes += tx_payload_bytes;
         self.acks_sent += acks_sent;
+        self.acks_held += acks_held;
+        self.acks_delayed += acks_delayed;
         self.exceptions += exceptions;
         self.bad_checksum += bad_checksum;
         self.not_for_us += not_for_us;
@@ -258,7 +266,16 @@ pub struct Config {
     pub ttl: u8,
     /// Accept frames for any destination MAC (multicast, promiscuous tests).
     pub any_mac: bool,
+    /// How long an ACK for in-order data may be held for a segment of ours
+    /// to carry it (0: ACK at once). The second segment that arrives while
+    /// one is held is ACKed at once (RFC 5681 §4.2: at least every second
+    /// segment); out-of-order, duplicate, hole-filling, window-trimmed and
+    /// FIN segments always are.
+    pub ack_delay_ns: u64,
 }
+
+/// Held ACKs queued per lane at most (beyond, ACKs go out at once).
+const HELD_ACKS_MAX: usize = 1 << 16;
 
 /// One fast-path core's state around the shared flow table.
 pub struct FastPath {
@@ -266,6 +283,10 @@ pub struct FastPath {
     cfg: Config,
     sched: TxScheduler,
     pending: VecDeque<FlowId>,
+    /// Flows whose ACK is held, with the time it must go out by (FIFO: the
+    /// delay is the same for all). An entry whose flow sent a segment since
+    /// (its `ACK_HELD` bit is clear) is skipped.
+    held: VecDeque<(FlowId, u64)>,
     /// The lane (NIC queue + TX scheduler) this instance serves; flows whose
     /// `group` differs are scheduled on their own lane.
     lane: u16,
@@ -307,11 +328,16 @@ struct RxResult {
     tx_ready: bool,
     fin_rx: bool,
     fin_acked: bool,
+    /// The ACK is for in-order data only and may be held
+    /// ([`Config::ack_delay_ns`]).
+    may_hold: bool,
 }
 
 /// New data (and FIN) of `len` bytes sent with `flags`: SND.NXT moves.
 #[inline(always)]
 fn take_sent(f: &mut FlowState, len: u32, fin: bool, flags: u8) {
+    // The segment carries the current ACK.
+    f.notify &= !notify::ACK_HELD;
     f.tx_next_pos = ring_add(f.tx_next_pos, len, f.tx_len);
     f.tx_avail -= len;
     f.tx_sent += len + fin as u32;
@@ -450,6 +476,11 @@ impl FastPath {
             cfg,
             sched: TxScheduler::new(cap),
             pending: VecDeque::with_capacity(cap * 2),
+            held: VecDeque::with_capacity(if cfg.ack_delay_ns > 0 {
+                cap.min(HELD_ACKS_MAX)
+            } else {
+                0
+            }),
             lane: 0,
             challenge: ChallengeLimit::new(),
             stats: Stats::default(),
@@ -566,18 +597,29 @@ impl FastPath {
             &mut self.stats,
         );
         if r.ack {
-            let flags = if r.ece { tcp::ECE } else { 0 };
-            send_ack(
-                &self.cfg,
-                &f,
-                &f.cold().rx,
-                flags,
-                r.dsack,
-                now_ts,
-                mem,
-                out,
-                &mut self.stats,
-            );
+            if r.may_hold
+                && self.cfg.ack_delay_ns > 0
+                && f.notify & notify::ACK_HELD == 0
+                && self.held.len() < self.held.capacity()
+            {
+                f.notify |= notify::ACK_HELD;
+                self.held.push_back((id, now + self.cfg.ack_delay_ns));
+                self.stats.acks_held += 1;
+            } else {
+                let flags = if r.ece { tcp::ECE } else { 0 };
+                send_ack(
+                    &self.cfg,
+                    &f,
+                    &f.cold().rx,
+                    flags,
+                    r.dsack,
+                    now_ts,
+                    mem,
+                    out,
+                    &mut self.stats,
+                );
+                f.notify &= !notify::ACK_HELD;
+            }
         }
         if r.notify {
             Self::mark(&mut self.pending, &mut f);
@@ -607,8 +649,8 @@ impl FastPath {
 
     #[inline]
     fn mark(pending: &mut VecDeque<FlowId>, f: &mut crate::flowtable::FlowGuard<'_>) {
-        if f.notify == 0 && pending.len() < pending.capacity() {
-            f.notify = 1;
+        if f.notify & notify::PENDING == 0 && pending.len() < pending.capacity() {
+            f.notify |= notify::PENDING;
             pending.push_back(f.id());
         }
     }
@@ -682,6 +724,7 @@ impl FastPath {
                 out,
                 &mut self.stats,
             );
+            f.notify &= !notify::ACK_HELD;
         }
         if can_send(&f) {
             activate(&mut self.sched, self.lane, f.group, c.flow, now, out);
@@ -832,7 +875,7 @@ impl FastPath {
             let Some(mut f) = table.lock(id) else {
                 continue;
             };
-            if f.notify == 0 {
+            if f.notify & notify::PENDING == 0 {
                 continue;
             }
             let mut flags = 0;
@@ -852,7 +895,7 @@ impl FastPath {
                 ..Default::default()
             };
             if deliver(f.context, &ev) {
-                f.notify = 0;
+                f.notify &= !notify::PENDING;
                 n += 1;
             } else {
                 self.stats.notify_backpressure += 1;
@@ -862,9 +905,55 @@ impl FastPath {
         n
     }
 
-    /// When the scheduler next has work (`Some(0)`: now), for the poll loop.
+    /// Sends the held ACKs that are due at `now` (all of them with
+    /// `all`), for flows that sent no segment since; returns how many went
+    /// out. The poll loop calls it every round, after the send loop.
+    pub fn flush_acks<M: PayloadMem, O: Output>(
+        &mut self,
+        now: u64,
+        all: bool,
+        mem: &M,
+        out: &mut O,
+    ) -> usize {
+        let table = &*self.table;
+        let mut n = 0;
+        while let Some(&(id, due)) = self.held.front() {
+            if due > now && !all {
+                break;
+            }
+            self.held.pop_front();
+            let Some(mut f) = table.lock(id) else {
+                continue;
+            };
+            if f.notify & notify::ACK_HELD == 0 {
+                continue;
+            }
+            send_ack(
+                &self.cfg,
+                &f,
+                &f.cold().rx,
+                0,
+                false,
+                ts_now(now),
+                mem,
+                out,
+                &mut self.stats,
+            );
+            f.notify &= !notify::ACK_HELD;
+            self.stats.acks_delayed += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// When the scheduler next has work or a held ACK is due (`Some(0)`:
+    /// now), for the poll loop.
     pub fn poll_at(&self) -> Option<u64> {
-        self.sched.poll_at()
+        let ack = self.held.front().map(|&(_, due)| due);
+        match (self.sched.poll_at(), ack) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Notifications waiting for delivery.

@@ -118,6 +118,8 @@ pub(super) fn rx_data<M: PayloadMem>(
         return;
     }
     r.ece = ce && f.cfg & cfg::ECN != 0;
+    // An ACK already asked for (a challenge, an ACK check) is never held.
+    let ack_asked = r.ack;
     r.ack = true;
     if f.st & st::RX_FIN != 0 {
         // Anything after the peer's FIN is a retransmission: re-ACK it.
@@ -144,7 +146,10 @@ pub(super) fn rx_data<M: PayloadMem>(
         sq = nxt;
     }
     if sq == nxt {
-        if data.len() > f.rx_avail as usize {
+        // Out-of-order data is held: this segment fills (part of) a hole.
+        let holes = f.rx_ooo_len > 0;
+        let trimmed = data.len() > f.rx_avail as usize;
+        if trimmed {
             data = &data[..f.rx_avail as usize];
             fin = false;
             stats.window_trimmed += 1;
@@ -180,6 +185,18 @@ pub(super) fn rx_data<M: PayloadMem>(
             r.fin_rx = true;
             r.notify = true;
         }
+        // In-order data that filled no hole, with nothing to report and no
+        // FIN: its ACK may wait for data to ride on (RFC 9293 §3.8.6.3;
+        // immediate ACKs for everything else, as RFC 5681 §4.2 wants for
+        // out-of-order data and hole filling).
+        r.may_hold = !ack_asked
+            && !data.is_empty()
+            && !trimmed
+            && !r.dsack
+            && !r.fin_rx
+            && !r.ece
+            && !holes
+            && f.st & st::RX_FIN == 0;
         return;
     }
     ooo_insert(f, c, sq, data, mem, stats, r);

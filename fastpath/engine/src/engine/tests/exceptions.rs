@@ -178,6 +178,7 @@ fn frames_for_another_mac_are_ignored() {
             local_mac: OUR_MAC,
             ttl: 64,
             any_mac: true,
+            ack_delay_ns: 0,
         },
     );
     let mut f = fx.frame(&fx.data(10, 10));

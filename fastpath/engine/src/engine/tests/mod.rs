@@ -56,6 +56,8 @@ struct FlowOpts {
     /// Ring positions where the flow starts (to test ring wraparound).
     rx_pos0: u32,
     tx_pos0: u32,
+    /// The engine's `Config::ack_delay_ns` (0: ACK at once).
+    ack_delay_ns: u64,
 }
 
 impl Default for FlowOpts {
@@ -74,6 +76,7 @@ impl Default for FlowOpts {
             tx_cwnd: 0,
             rx_pos0: 0,
             tx_pos0: 0,
+            ack_delay_ns: 0,
         }
     }
 }
@@ -266,6 +269,7 @@ impl Fx {
                 local_mac: OUR_MAC,
                 ttl: 64,
                 any_mac: false,
+                ack_delay_ns: o.ack_delay_ns,
             },
         );
         Fx {
@@ -437,6 +441,11 @@ impl Fx {
 
     fn send_raw(&mut self, frame: &[u8]) {
         self.fp.rx(frame, self.now, &mut self.mem, &mut self.out);
+    }
+
+    /// Sends the held ACKs due at the current time.
+    fn flush_acks(&mut self) -> usize {
+        self.fp.flush_acks(self.now, false, &self.mem, &mut self.out)
     }
 
     /// Runs the TX scheduler at the current time.
@@ -657,6 +666,7 @@ fn fx() -> Fx {
 
 mod ack_checks;
 mod app;
+mod delack;
 mod exceptions;
 mod fin;
 mod probe;

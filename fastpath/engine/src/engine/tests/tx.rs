@@ -116,6 +116,7 @@ fn activations_for_another_lane_are_forwarded() {
             local_mac: OUR_MAC,
             ttl: 64,
             any_mac: false,
+            ack_delay_ns: 0,
         },
     )
     .with_lane(1);

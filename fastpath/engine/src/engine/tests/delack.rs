@@ -1,0 +1,128 @@
+//! ACKs that wait for data to ride on (`Config::ack_delay_ns`): an ACK for
+//! in-order data is held; a segment of ours carries it, else it goes out
+//! alone when the delay ends. The second segment while one is held, and
+//! out-of-order, hole-filling, duplicate and FIN segments are ACKed at once
+//! (RFC 5681 §4.2, RFC 9293 §3.8.6.3).
+
+use super::*;
+
+const DELAY: u64 = 40_000;
+
+fn dfx() -> Fx {
+    Fx::new(FlowOpts {
+        ack_delay_ns: DELAY,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_held_ack_goes_out_alone_when_no_data_follows() {
+    let mut fx = dfx();
+    send!(fx, fx.data(0, 10));
+    recv_nothing!(fx);
+    assert_eq!(fx.fp.poll_at(), Some(T0 + DELAY));
+    assert_eq!(fx.flush_acks(), 0, "not due yet");
+    fx.now += DELAY - 1;
+    assert_eq!(fx.flush_acks(), 0);
+    recv_nothing!(fx);
+    fx.now += 1;
+    assert_eq!(fx.flush_acks(), 1);
+    recv!(fx, fx.ours(0, 10, 32_768 - 10));
+    assert_eq!(fx.fp.poll_at(), None);
+    assert_eq!(fx.flow().notify & notify::ACK_HELD, 0);
+    assert_eq!((fx.fp.stats.acks_held, fx.fp.stats.acks_delayed), (1, 1));
+    // The data reached the app at once all the same.
+    assert_eq!(fx.notifications(), vec![fx.ev(10, 0, 0)]);
+}
+
+#[test]
+fn a_held_ack_rides_on_the_response() {
+    let mut fx = dfx();
+    send!(fx, fx.data(0, 10));
+    recv_nothing!(fx);
+    fx.now += 5_000;
+    fx.write(20, 0).unwrap();
+    fx.poll();
+    recv!(
+        fx,
+        Seg {
+            flags: ACK | PSH,
+            ..fx.ours_data(0, 20, 10, 32_768 - 10)
+        }
+    );
+    recv_nothing!(fx);
+    fx.now += DELAY;
+    assert_eq!(fx.flush_acks(), 0, "the response carried the ACK");
+    recv_nothing!(fx);
+    assert_eq!((fx.fp.stats.acks_sent, fx.fp.stats.acks_delayed), (0, 0));
+}
+
+#[test]
+fn the_second_segment_is_acked_at_once() {
+    let mut fx = dfx();
+    send!(fx, fx.data(0, 10));
+    recv_nothing!(fx);
+    send!(fx, fx.data(10, 10));
+    recv!(fx, fx.ours(0, 20, 32_768 - 20));
+    fx.now += DELAY;
+    assert_eq!(fx.flush_acks(), 0);
+    // And the next one is held again.
+    send!(fx, fx.data(20, 10));
+    recv_nothing!(fx);
+    fx.now += DELAY;
+    assert_eq!(fx.flush_acks(), 1);
+    recv!(fx, fx.ours(0, 30, 32_768 - 30));
+}
+
+#[test]
+fn out_of_order_hole_filling_duplicate_and_fin_are_acked_at_once() {
+    let mut fx = dfx();
+    // Out of order: SACK at once.
+    send!(fx, fx.data(100, 10));
+    recv!(fx, fx.sack(fx.ours(0, 0, 32_768), &[(100, 110)]));
+    // Filling the hole: at once.
+    send!(fx, fx.data(0, 100));
+    recv!(fx, fx.ours(0, 110, 32_768 - 110));
+    // A duplicate: at once, with D-SACK.
+    send!(fx, fx.data(50, 10));
+    recv!(fx, fx.sack(fx.ours(0, 110, 32_768 - 110), &[(50, 60)]));
+    // In order again: held.
+    send!(fx, fx.data(110, 10));
+    recv_nothing!(fx);
+    // Data with FIN: at once (and the held ACK is covered by it).
+    send!(
+        fx,
+        Seg {
+            flags: ACK | PSH | FIN,
+            ..fx.data(120, 5)
+        }
+    );
+    recv!(fx, fx.ours(0, 126, 32_768 - 125));
+    exc!(fx, Exception::FinReceived, Some(fx.id));
+    fx.now += DELAY;
+    assert_eq!(fx.flush_acks(), 0);
+    recv_nothing!(fx);
+}
+
+#[test]
+fn a_window_trimmed_segment_is_acked_at_once() {
+    let mut fx = Fx::new(FlowOpts {
+        ack_delay_ns: DELAY,
+        rx_len: 1000,
+        ..Default::default()
+    });
+    send!(fx, fx.data(0, 990));
+    recv_nothing!(fx);
+    // Only 10 bytes fit: the ACK (window 0) goes out at once.
+    send!(fx, fx.data(990, 100));
+    recv!(fx, fx.ours(0, 1000, 0));
+}
+
+#[test]
+fn without_a_delay_every_segment_is_acked() {
+    let mut fx = fx();
+    send!(fx, fx.data(0, 10));
+    recv!(fx, fx.ours(0, 10, 32_768 - 10));
+    assert_eq!(fx.fp.poll_at(), None);
+    assert_eq!(fx.fp.stats.acks_held, 0);
+}
