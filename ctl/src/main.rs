@@ -397,7 +397,18 @@ fn render_cores(c: &CoresView) -> String {
         "LANES".to_string(),
     ]];
     for k in &c.cores {
-        let lanes: Vec<String> = k.lanes.iter().map(|l| l.to_string()).collect();
+        // `*`: fed by software steering (no NIC queue of its own).
+        let lanes: Vec<String> = k
+            .lanes
+            .iter()
+            .map(|l| {
+                if c.steered_lanes.contains(l) {
+                    format!("{l}*")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
         rows.push(vec![
             k.id.to_string(),
             if k.active { "active" } else { "idle" }.to_string(),
@@ -410,6 +421,9 @@ fn render_cores(c: &CoresView) -> String {
         ]);
     }
     out.push_str(&table(&rows));
+    if !c.steered_lanes.is_empty() {
+        out.push_str("* fed by software steering: the interface has fewer RX queues than lanes\n");
+    }
     out
 }
 
@@ -740,6 +754,7 @@ mod tests {
                     lanes: vec![],
                 },
             ],
+            steered_lanes: vec![],
         };
         assert_eq!(
             render_cores(&v),
@@ -751,6 +766,14 @@ mod tests {
         );
         // The JSON form is the daemon's own type, as received.
         let j = serde_json::to_value(&v).unwrap();
-        assert_eq!(decode::<CoresView>(j).ok(), Some(v));
+        assert_eq!(decode::<CoresView>(j).ok(), Some(v.clone()));
+        // Lanes fed by steering are starred and explained.
+        let s = CoresView {
+            steered_lanes: vec![2, 3],
+            ..v
+        };
+        let r = render_cores(&s);
+        assert!(r.contains("0,2*") && r.contains("1,3*"), "{r}");
+        assert!(r.ends_with("* fed by software steering: the interface has fewer RX queues than lanes\n"), "{r}");
     }
 }

@@ -229,6 +229,11 @@ pub struct CoresView {
     pub scale_downs: u64,
     /// Every fast-path thread, active or not.
     pub cores: Vec<CoreStatus>,
+    /// Lanes fed by software steering from the lanes that own NIC queues
+    /// (an interface with fewer RX queues than lanes); empty when every
+    /// lane has a queue of its own.
+    #[serde(default)]
+    pub steered_lanes: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -309,7 +309,7 @@ impl Testbed {
     /// tasd, no forwarder yet: nothing crosses the bridge until
     /// [`Testbed::start_impair`]). Use a tag starting with `imp`.
     pub fn bridged(tag: &str) -> Testbed {
-        Self::hosts_with(tag, "bridge-up")
+        Self::hosts_with(tag, "bridge-up", None)
     }
 
     /// The bridge namespace of a [`Testbed::bridged`] testbed.

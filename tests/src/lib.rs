@@ -101,12 +101,20 @@ pub struct Testbed {
 impl Testbed {
     /// Creates the test hosts (no tasd yet).
     pub fn hosts(tag: &str) -> Testbed {
-        Self::hosts_with(tag, "up")
+        Self::hosts_with(tag, "up", None)
+    }
+
+    /// Test hosts whose veth pair has `queues` RX/TX queues (4 otherwise),
+    /// with tasd started on the TAS side.
+    pub fn with_queues(tag: &str, queues: u32, backend: Backend, extra: &[&str]) -> Testbed {
+        let mut tb = Self::hosts_with(tag, "up", Some(queues));
+        tb.start_tasd(backend, extra);
+        tb
     }
 
     /// Creates the test hosts with `tools/testhosts.sh UP NAME` (`up`, or
     /// `bridge-up` for the three-namespace topology of [`impair`]).
-    fn hosts_with(tag: &str, up: &str) -> Testbed {
+    fn hosts_with(tag: &str, up: &str, queues: Option<u32>) -> Testbed {
         require_root();
         let name = format!(
             "{tag}{}x{}",
@@ -126,8 +134,12 @@ impl Testbed {
             tasd: None,
             children: Vec::new(),
         };
-        let out = Command::new(repo_root().join("tools/testhosts.sh"))
-            .args([up, &tb.name])
+        let mut cmd = Command::new(repo_root().join("tools/testhosts.sh"));
+        cmd.args([up, &tb.name]);
+        if let Some(q) = queues {
+            cmd.env("TESTHOSTS_QUEUES", q.to_string());
+        }
+        let out = cmd
             .output()
             .expect("run tools/testhosts.sh");
         assert!(

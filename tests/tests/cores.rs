@@ -406,3 +406,80 @@ fn cores_budget_errors() {
     assert_eq!((v.min, v.max), (1, 2), "{v:?}");
     assert!(tb.tasd_alive(), "tasd died");
 }
+
+/// An AF_XDP interface with one RX queue and `--cores 2-2`: tasd starts,
+/// lane 1 (no queue of its own) is fed by software steering from lane 0 and
+/// transmits through AF_PACKET, and parallel bulk transfers both ways
+/// arrive byte for byte. Ten flows hash over the two lanes, so lane 1 gets
+/// frames unless all ten hash to lane 0 (a chance of 1 in 1,024).
+#[test]
+fn one_queue_interface_runs_two_lanes_by_steering() {
+    let _g = serial();
+    let mut tb = Testbed::with_queues("csteer", 1, Backend::AfXdp, &["--cores", "2-2"]);
+    let v = wait_settled(&mut tb, Duration::from_secs(3));
+    assert_eq!((v.active, v.lanes), (2, 2), "{v:?}");
+    assert_eq!(v.steered_lanes, vec![1], "{v:?}");
+    assert!(lanes_settled(&v), "{v:?}");
+    let bytes = "20000000";
+    let mut pids = Vec::new();
+    for i in 0..5u16 {
+        let (up, down) = (5310 + i, 5320 + i);
+        let seed_up = (100 + i).to_string();
+        let seed_down = (200 + i).to_string();
+        pids.push(tb.spawn_tas(
+            &peer(),
+            &["--tas", "recv", &up.to_string(), bytes, &seed_up],
+            Some("listening"),
+        ));
+        pids.push(tb.spawn_tas(
+            &peer(),
+            &["--tas", "serve-send", &down.to_string(), bytes, &seed_down],
+            Some("listening"),
+        ));
+        pids.push(tb.spawn_lnx(&peer(), &["send", TAS_IP, &up.to_string(), bytes, &seed_up], None));
+        pids.push(tb.spawn_lnx(
+            &peer(),
+            &["connect-recv", TAS_IP, &down.to_string(), bytes, &seed_down],
+            None,
+        ));
+    }
+    let mut busy = [0f64; 2];
+    let t = Instant::now();
+    let mut results: Vec<Option<bool>> = vec![None; pids.len()];
+    while results.iter().any(Option::is_none) {
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "transfers not done in 90 s: {results:?}"
+        );
+        let v = cores(&mut tb, None);
+        for c in &v.cores {
+            let i = c.id as usize;
+            busy[i] = busy[i].max(c.busy_pct);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        for (i, &pid) in pids.iter().enumerate() {
+            if results[i].is_none() {
+                results[i] = tb.wait_child(pid, Duration::ZERO);
+            }
+        }
+    }
+    assert!(
+        results.iter().all(|r| *r == Some(true)),
+        "a transfer failed (tas recv, tas send, lnx send, lnx recv per pair): {results:?}"
+    );
+    let steered = tb.tasd_counter("lanes.steered_frames");
+    let dropped = tb.tasd_counter("lanes.steer_dropped");
+    eprintln!(
+        "steering: {steered} frames steered to lane 1, {dropped} dropped; peak busy core0 {:.1}% core1 {:.1}%",
+        busy[0], busy[1]
+    );
+    assert!(steered > 1000, "lane 1 got {steered} frames by steering");
+    assert!(busy[0] > 0.0 && busy[1] > 0.0, "both cores must work: {busy:?}");
+    let o = tb.tasctl(&["cores"]);
+    assert!(
+        stdout(&o).contains("1*") && stdout(&o).contains("fed by software steering"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(tb.tasd_alive());
+}

@@ -212,6 +212,25 @@ impl AfPacketNic {
 
     /// Opens `ifname` with the given ring sizes.
     pub fn open_with(ifname: &str, cfg: AfPacketConfig) -> Result<Self, NicError> {
+        Self::open_inner(ifname, cfg, ETH_P_ALL)
+    }
+
+    /// A socket that only transmits on `ifname` (bound with protocol 0, it
+    /// receives nothing): the TX side of a lane whose frames arrive by
+    /// software steering from another lane (an AF_XDP interface with fewer
+    /// RX queues than lanes).
+    pub fn open_tx_only(ifname: &str) -> Result<Self, NicError> {
+        Self::open_inner(
+            ifname,
+            AfPacketConfig {
+                rx_frames: 32,
+                ..AfPacketConfig::default()
+            },
+            0,
+        )
+    }
+
+    fn open_inner(ifname: &str, cfg: AfPacketConfig, proto: u16) -> Result<Self, NicError> {
         let link = linux::link_info(ifname)?;
         // Protocol 0 at creation: the socket receives nothing until `bind`
         // names the interface and ETH_P_ALL, so no frame from another
@@ -281,7 +300,7 @@ impl AfPacketNic {
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_ALL.to_be();
+        sll.sll_protocol = proto.to_be();
         sll.sll_ifindex = link.ifindex as i32;
         // SAFETY: `sll` is a valid, initialised sockaddr_ll and we pass its
         // exact size; `fd` is an open socket.

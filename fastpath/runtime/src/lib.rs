@@ -21,8 +21,12 @@
 //! there under the per-flow lock; the TX activation is forwarded to the
 //! flow's lane.
 //!
-//! One round of a lane: receive a NIC batch and run each frame through the
-//! engine; apply app commands (lane 0 only: apps have one command ring);
+//! On an interface with fewer RX queues than lanes, the lanes fed by the
+//! NIC steer each TCP frame to the lane its flow hashes to
+//! ([`FastPathShared::enable_steering`]), so every lane has work.
+//!
+//! One round of a lane: take the frames steered to it; receive a NIC batch
+//! and run each frame through the engine; apply app commands (lane 0 only: apps have one command ring);
 //! apply slow-path commands and activations forwarded by other lanes
 //! (bounded); let the TX scheduler cut segments; flush the NIC batch;
 //! deliver notifications into this lane's event ring of each app (one
@@ -71,7 +75,7 @@ use tas_abi::{
     announce_sleep, peer_sleeps, AppCmd, AppEvent, PayloadMem, RegionHeader, RingConsumer,
     RingProducer,
 };
-use tas_engine::engine::{Config, Exception, FastPath, Output, Stats};
+use tas_engine::engine::{frame_key, Config, Exception, FastPath, Output, Stats};
 use tas_engine::flowtable::{FlowId, FlowTable};
 use tas_nic::{FrameBatch, Nic};
 
@@ -104,6 +108,9 @@ pub const EXC_OVERFLOW_MAX: usize = 65536;
 pub const EXC_OVERFLOW_BYTES: usize = 32 << 20;
 /// Entries of a lane's command queue from the slow path.
 pub const CMD_QUEUE: usize = 16 * 1024;
+/// Software steering: frames waiting for a lane (and the buffers of its
+/// pool; the queue holds every buffer, so it always has room).
+pub const STEER_QUEUE: usize = 2048;
 
 /// Monotonic nanoseconds (vDSO, no system call).
 pub fn now_ns() -> u64 {
@@ -195,6 +202,22 @@ pub struct LaneShared {
     pub exc_overflow: AtomicU64,
     /// Copies of frames for `tasctl capture` (off unless asked for).
     pub capture: Capture,
+    /// Software steering (an interface with fewer RX queues than lanes, see
+    /// [`FastPathShared::enable_steering`]): frames lanes fed by the NIC
+    /// received for this lane's flows, in buffers from `steer_pool`.
+    pub steered: ArrayQueue<Vec<u8>>,
+    steer_pool: ArrayQueue<Vec<u8>>,
+    /// Steering is on: take frames from `steered` every round.
+    steer_in: AtomicBool,
+    /// Lanes this lane hashes its received TCP frames over (0: none, it
+    /// processes all of them itself).
+    steer_over: AtomicU32,
+    /// Fed by a NIC queue of its own (false: by steering only).
+    pub hw_fed: AtomicBool,
+    /// Frames this lane got by steering, and frames for it that found its
+    /// pool empty (dropped, like a full NIC ring).
+    pub steered_in: AtomicU64,
+    pub steer_dropped: AtomicU64,
 }
 
 impl LaneShared {
@@ -217,6 +240,13 @@ impl LaneShared {
             exc_backpressure: AtomicU64::new(0),
             exc_overflow: AtomicU64::new(0),
             capture: Capture::default(),
+            steered: ArrayQueue::new(STEER_QUEUE),
+            steer_pool: ArrayQueue::new(STEER_QUEUE),
+            steer_in: AtomicBool::new(false),
+            steer_over: AtomicU32::new(0),
+            hw_fed: AtomicBool::new(true),
+            steered_in: AtomicU64::new(0),
+            steer_dropped: AtomicU64::new(0),
         })
     }
 
@@ -245,6 +275,24 @@ impl LaneShared {
         if self.sleeping.load(Ordering::SeqCst) {
             kick(self.wake.as_raw_fd());
         }
+    }
+
+    /// Hands this lane a frame another lane received for one of its flows;
+    /// false when its pool is empty (the frame is dropped and counted).
+    fn steer_in_frame(&self, frame: &[u8]) -> bool {
+        let Some(mut b) = self.steer_pool.pop() else {
+            self.steer_dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        b.clear();
+        b.extend_from_slice(frame);
+        // Pool and queue hold the same buffers: there is room.
+        if let Err(b) = self.steered.push(b) {
+            let _ = self.steer_pool.push(b);
+            self.steer_dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     /// Returns an exception's buffer to the pool.
@@ -374,6 +422,27 @@ pub struct FastPathShared<N: Nic> {
 }
 
 impl<N: Nic> FastPathShared<N> {
+    /// Software steering for an interface with fewer RX queues than lanes:
+    /// lanes `0..hw` are fed by the NIC and hash every TCP frame they
+    /// receive (its flow key, as the flow table does) over all lanes,
+    /// handing the frames of other lanes' flows over through their
+    /// `steered` queues; lanes `hw..` get frames only that way. Non-TCP
+    /// frames stay where they arrived. A flow's segments are thus always
+    /// processed by one lane, the one its handshake was processed on, which
+    /// is also the lane that sends for it (its `group`). Call before the
+    /// cores start.
+    pub fn enable_steering(&self, hw: usize) {
+        let n = self.lanes.len() as u32;
+        for (i, l) in self.lanes.iter().enumerate() {
+            while l.steer_pool.len() < STEER_QUEUE {
+                let _ = l.steer_pool.push(Vec::with_capacity(tas_nic::FRAME_SLOT));
+            }
+            l.steer_in.store(true, Ordering::SeqCst);
+            l.hw_fed.store(i < hw, Ordering::SeqCst);
+            l.steer_over.store(if i < hw { n } else { 0 }, Ordering::SeqCst);
+        }
+    }
+
     /// Shared state for `cores` polling threads and `lanes` lanes.
     pub fn new(cores: usize, lanes: usize) -> std::io::Result<Arc<Self>> {
         let mut lane_v = Vec::with_capacity(lanes);
@@ -603,6 +672,39 @@ impl<N: Nic> Output for Sink<'_, N> {
     }
 }
 
+/// The receive step of a lane fed by the NIC while steering is on: each
+/// TCP frame goes to the lane its flow key hashes to (this one: processed
+/// here), the others' lanes are woken once.
+#[allow(clippy::too_many_arguments)]
+fn steer<N: Nic>(
+    fp: &mut FastPath,
+    rx: &FrameBatch,
+    n: usize,
+    spread: usize,
+    lanes: &[Arc<LaneShared>],
+    now: u64,
+    mem: &mut ShmMem,
+    out: &mut Sink<'_, N>,
+) {
+    let own = out.shared.id as usize;
+    let spread = spread.min(lanes.len());
+    let mut woken = 0u64;
+    for i in 0..n {
+        let f = rx.frame(i);
+        let to = frame_key(f).map_or(own, |k| k.hash() as usize % spread);
+        if to == own {
+            fp.rx(f, now, mem, out);
+        } else if lanes[to].steer_in_frame(f) {
+            woken |= 1 << (to % 64);
+        }
+    }
+    for (i, l) in lanes.iter().enumerate().take(64) {
+        if woken & (1 << i) != 0 {
+            l.wake_if_sleeping();
+        }
+    }
+}
+
 /// One lane: a NIC queue, its engine, and its view of the apps.
 pub struct Lane<N: Nic> {
     fp: FastPath,
@@ -679,6 +781,19 @@ impl<N: Nic> Lane<N> {
             exc_sent: moved > 0,
         };
 
+        // 0. Frames lanes fed by the NIC steered to this one.
+        if out.shared.steer_in.load(Ordering::Relaxed) {
+            for _ in 0..BATCH {
+                let Some(buf) = out.shared.steered.pop() else {
+                    break;
+                };
+                work += 1;
+                fp.rx(&buf, now, mem, &mut out);
+                let _ = out.shared.steer_pool.push(buf);
+                out.shared.steered_in.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+
         // 1. Receive (unless the slow path is so far behind that the
         // exceptions of more frames would have nowhere to wait).
         rx.clear();
@@ -693,9 +808,14 @@ impl<N: Nic> Lane<N> {
                             out.shared.capture.record(Dir::Rx, now, f);
                         }
                     }
-                    fp.prefetch(rx.iter());
-                    for i in 0..n {
-                        fp.rx(rx.frame(i), now, mem, &mut out);
+                    let spread = out.shared.steer_over.load(Ordering::Relaxed) as usize;
+                    if spread > 1 {
+                        steer(fp, rx, n, spread, lanes, now, mem, &mut out);
+                    } else {
+                        fp.prefetch(rx.iter());
+                        for i in 0..n {
+                            fp.rx(rx.frame(i), now, mem, &mut out);
+                        }
                     }
                 }
                 Err(e) => tracing::debug!("nic recv: {e}"),

@@ -203,6 +203,13 @@ impl CtlCtx<'_> {
             scale_ups: self.scaler.scale_ups(),
             scale_downs: self.scaler.scale_downs(),
             cores: self.core_status(),
+            steered_lanes: self
+                .shared
+                .lanes
+                .iter()
+                .filter(|l| !l.hw_fed.load(Ordering::Relaxed))
+                .map(|l| l.id as u32)
+                .collect(),
         }
     }
 
@@ -240,6 +247,14 @@ impl CtlCtx<'_> {
                 lane_sum(self.shared, |l| l.exc_backpressure.load(r)),
             ),
             ("lanes.commands_deferred", self.cmds.deferred.iter().sum()),
+            (
+                "lanes.steered_frames",
+                lane_sum(self.shared, |l| l.steered_in.load(r)),
+            ),
+            (
+                "lanes.steer_dropped",
+                lane_sum(self.shared, |l| l.steer_dropped.load(r)),
+            ),
             ("lanes.commands_waiting", self.cmds.waiting() as u64),
         ];
         for (k, v) in lanes {

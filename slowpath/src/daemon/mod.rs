@@ -122,7 +122,45 @@ impl StackIo for Io<'_> {
 }
 
 /// One NIC handle per lane (`n` lanes, the core budget's maximum).
-fn open_lanes(cfg: &Config, n: usize) -> Result<Vec<Box<dyn Nic>>, DaemonError> {
+/// The NIC lanes, and how many of them (the first) are fed by a NIC queue
+/// of their own: fewer than all when an AF_XDP interface has fewer RX
+/// queues than lanes; the others then receive by software steering and
+/// transmit through an AF_PACKET socket.
+fn open_lanes(cfg: &Config, n: usize) -> Result<(Vec<Box<dyn Nic>>, usize), DaemonError> {
+    let err = |kind, source| DaemonError::Nic {
+        iface: cfg.iface.clone(),
+        kind,
+        source,
+    };
+    if cfg.nic == NicKind::AfXdp {
+        let queues = AfXdpNic::rx_queue_count(&cfg.iface).map_err(|e| err("af_xdp", e))?;
+        let hw = (queues.unwrap_or(1) as usize).clamp(1, n);
+        if hw < n {
+            let mut lanes: Vec<Box<dyn Nic>> = AfXdpNic::open_lanes(&cfg.iface, hw)
+                .map_err(|e| err("af_xdp", e))?
+                .into_iter()
+                .map(|l| Box::new(l) as Box<dyn Nic>)
+                .collect();
+            for _ in hw..n {
+                lanes.push(Box::new(
+                    AfPacketNic::open_tx_only(&cfg.iface).map_err(|e| err("af_packet", e))?,
+                ));
+            }
+            tracing::info!(
+                "{} has {hw} RX queue(s) for {n} lanes: lanes {hw}..{} are fed by software \
+                 steering from the queue lanes and transmit through AF_PACKET",
+                cfg.iface,
+                n - 1
+            );
+            return Ok((lanes, hw));
+        }
+    }
+    let lanes = open_hw_lanes(cfg, n)?;
+    let hw = lanes.len();
+    Ok((lanes, hw))
+}
+
+fn open_hw_lanes(cfg: &Config, n: usize) -> Result<Vec<Box<dyn Nic>>, DaemonError> {
     let err = |kind, source| DaemonError::Nic {
         iface: cfg.iface.clone(),
         kind,
@@ -291,7 +329,7 @@ impl Daemon {
         // Before touching the NIC or the socket files: one tasd per interface.
         let lock = InstanceLock::acquire(&cfg.run_dir, &cfg.iface)?;
         let n_cores = cfg.scale.max as usize;
-        let nics = open_lanes(&cfg, n_cores)?;
+        let (nics, hw_lanes) = open_lanes(&cfg, n_cores)?;
         let mac = nics[0].mac();
         let mtu = nics[0].mtu().min(cfg.mtu as usize) as u16;
         let nic_kind = nics[0].kind();
@@ -304,6 +342,9 @@ impl Daemon {
         };
         let table = Arc::new(FlowTable::new(cfg.max_flows));
         let shared: Arc<Shared> = FastPathShared::new(n_cores, nics.len())?;
+        if hw_lanes < nics.len() {
+            shared.enable_steering(hw_lanes);
+        }
         let gid = crate::runfiles::group_id(&cfg.socket_group);
         if gid.is_none() {
             tracing::info!(

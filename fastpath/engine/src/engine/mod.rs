@@ -428,6 +428,24 @@ fn tx_rare<M: PayloadMem, O: Output>(
     Rare::Sent(cut.len)
 }
 
+/// The flow key of a received Ethernet/IPv4 (no options)/TCP frame, read
+/// at fixed offsets without parsing or checking it (for prefetching and
+/// software steering; [`FastPath::rx`] does the real parse). `None` for
+/// anything else.
+#[inline]
+pub fn frame_key(f: &[u8]) -> Option<FlowKey> {
+    let b = f.first_chunk::<38>()?;
+    if b[12..14] != [0x08, 0x00] || b[14] != 0x45 || b[23] != ipv4::PROTO_TCP {
+        return None;
+    }
+    Some(FlowKey {
+        local_ip: u32::from_be_bytes([b[30], b[31], b[32], b[33]]),
+        remote_ip: u32::from_be_bytes([b[26], b[27], b[28], b[29]]),
+        local_port: u16::from_be_bytes([b[36], b[37]]),
+        remote_port: u16::from_be_bytes([b[34], b[35]]),
+    })
+}
+
 /// Microsecond timestamp clock for TSval, from `now` in ns.
 #[inline]
 pub fn ts_now(now: u64) -> u32 {
@@ -513,18 +531,8 @@ impl FastPath {
         let mut hashes = [0u32; 64];
         let mut n = 0;
         for f in frames.take(64) {
-            // Fixed offsets: Ethernet + IPv4 without options + TCP ports.
-            let Some(b) = f.first_chunk::<38>() else {
+            let Some(key) = frame_key(f) else {
                 continue;
-            };
-            if b[12..14] != [0x08, 0x00] || b[14] != 0x45 || b[23] != ipv4::PROTO_TCP {
-                continue;
-            }
-            let key = FlowKey {
-                local_ip: u32::from_be_bytes([b[30], b[31], b[32], b[33]]),
-                remote_ip: u32::from_be_bytes([b[26], b[27], b[28], b[29]]),
-                local_port: u16::from_be_bytes([b[36], b[37]]),
-                remote_port: u16::from_be_bytes([b[34], b[35]]),
             };
             let h = key.hash();
             self.table.prefetch_index(h);

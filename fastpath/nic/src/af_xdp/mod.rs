@@ -904,6 +904,12 @@ impl AfXdpNic {
         Ok(lanes)
     }
 
+    /// The RX queues of `ifname` as the kernel reports them (`None`: it does
+    /// not say, and one is assumed).
+    pub fn rx_queue_count(ifname: &str) -> Result<Option<u32>, NicError> {
+        linux::rx_queues(ifname)
+    }
+
     /// How the XDP program got attached.
     pub fn mode(&self) -> XdpMode {
         self.attach.mode
