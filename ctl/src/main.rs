@@ -227,7 +227,10 @@ fn human_rate(kbps: u64) -> String {
 
 fn print_status(s: &Status) {
     println!("tasd {} (pid {}), up {:.1} s", s.version, s.pid, s.uptime_s);
-    println!("address    {} on {} ({}, {})", s.ip, s.iface, s.nic, s.mac);
+    println!(
+        "address    {} on {} ({}, {}, {} mode)",
+        s.ip, s.iface, s.nic, s.mac, s.mode
+    );
     println!("socket     {}", s.socket);
     let cores: Vec<String> = s
         .cores

@@ -309,6 +309,7 @@ mod tests {
             ip: "198.18.0.1/24".into(),
             iface: "veth-tas".into(),
             nic: "af_xdp".into(),
+            mode: "exclusive".into(),
             mac: "02:00:00:00:00:01".into(),
             socket: "/run/tas/tasd.sock".into(),
             cores: vec![CoreStatus {

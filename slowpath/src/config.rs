@@ -26,10 +26,22 @@ pub enum NicKind {
 #[derive(Debug, Parser)]
 #[command(name = "tasd", version, about, long_about = None, after_long_help = cc_help())]
 pub struct Cli {
-    /// Our IPv4 address and prefix, e.g. 198.18.0.1/24. The kernel must not
-    /// own this address on the interface: tasd answers ARP for it itself.
+    /// Our IPv4 address and prefix, e.g. 198.18.0.1/24. When the kernel owns
+    /// it on the interface (or --ip is left out: the kernel's first IPv4
+    /// address there), tasd runs in shared mode beside the kernel; otherwise
+    /// (or with --exclusive) it takes the interface's frames and answers ARP
+    /// for the address itself.
     #[arg(long, value_name = "A.B.C.D/N")]
-    pub ip: String,
+    pub ip: Option<String>,
+    /// Exclusive mode even when the kernel owns the address: every frame of
+    /// the interface goes to tasd (the kernel stack sees none).
+    #[arg(long)]
+    pub exclusive: bool,
+    /// Shared mode: local ports of TAS's active opens, reserved from the
+    /// kernel's automatic choice (net.ipv4.ip_local_reserved_ports) while
+    /// tasd runs.
+    #[arg(long, default_value = "61000-64999", value_name = "LOW-HIGH")]
+    pub port_range: String,
     /// Network interface to own.
     #[arg(long, value_name = "IFNAME")]
     pub iface: String,
@@ -275,6 +287,10 @@ pub struct Config {
     pub tx_buf: u32,
     pub max_flows: usize,
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Shared mode: the kernel owns `ip`; tasd takes only its own TCP.
+    pub shared: bool,
+    /// Shared mode: the local ports of active opens.
+    pub port_range: (u16, u16),
     pub time_wait_ms: u64,
     pub idle_spin_us: u64,
     pub ack_delay_us: u64,
@@ -324,13 +340,42 @@ fn parse_ip(s: &str, what: &str) -> Result<u32, String> {
         .map_err(|_| format!("{what}: '{s}' is not an IPv4 address"))
 }
 
+/// The kernel's IPv4 addresses (host order) and prefix lengths on `iface`.
+pub fn kernel_ipv4(iface: &str) -> Vec<(u32, u8)> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter(|a| a.interface_name == iface)
+        .filter_map(|a| {
+            let ip = a.address.as_ref()?.as_sockaddr_in()?.ip();
+            let mask = a
+                .netmask
+                .as_ref()
+                .and_then(|m| m.as_sockaddr_in())
+                .map_or(32, |m| u32::from(m.ip()).count_ones() as u8);
+            Some((u32::from(ip), mask))
+        })
+        .collect()
+}
+
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, String> {
-        let (addr, prefix) = cli.ip.split_once('/').ok_or_else(|| {
-            format!(
-                "--ip: '{}' needs a prefix length, e.g. 198.18.0.1/24",
-                cli.ip
-            )
+        let kernel = kernel_ipv4(&cli.iface);
+        let ip_arg = match &cli.ip {
+            Some(s) => s.clone(),
+            None => {
+                let (ip, p) = kernel.first().ok_or_else(|| {
+                    format!(
+                        "--ip missing and the kernel has no IPv4 address on {}: give tasd one with --ip A.B.C.D/N",
+                        cli.iface
+                    )
+                })?;
+                format!("{}/{p}", std::net::Ipv4Addr::from(*ip))
+            }
+        };
+        let (addr, prefix) = ip_arg.split_once('/').ok_or_else(|| {
+            format!("--ip: '{ip_arg}' needs a prefix length, e.g. 198.18.0.1/24")
         })?;
         let ip = parse_ip(addr, "--ip")?;
         let prefix_len: u8 = prefix
@@ -349,10 +394,34 @@ impl Config {
                 return Err(format!(
                     "--gateway: {} is not inside {}",
                     std::net::Ipv4Addr::from(g),
-                    cli.ip
+                    ip_arg
                 ));
             }
         }
+        let shared = !cli.exclusive && kernel.iter().any(|&(k, _)| k == ip);
+        if shared && cli.nic != NicKind::AfXdp {
+            return Err(format!(
+                "the kernel owns {} on {}: sharing the address with it needs --nic af_xdp in this version \
+                 (with {} the kernel would answer TAS's connections too); use --nic af_xdp, or --exclusive",
+                std::net::Ipv4Addr::from(ip),
+                cli.iface,
+                match cli.nic {
+                    NicKind::AfPacket => "af_packet",
+                    _ => "dpdk",
+                }
+            ));
+        }
+        let port_range = cli
+            .port_range
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
+            .filter(|&(lo, hi)| lo >= 1024 && lo <= hi)
+            .ok_or_else(|| {
+                format!(
+                    "--port-range: '{}' must be LOW-HIGH within 1024-65535",
+                    cli.port_range
+                )
+            })?;
         let (cores_min, cores_max) =
             parse_cores(&cli.cores).map_err(|e| format!("--cores: {e}"))?;
         if cores_max > 1 && matches!(cli.nic, NicKind::Dpdk) {
@@ -429,6 +498,8 @@ impl Config {
             tx_buf: cli.tx_buf_kib * 1024,
             max_flows: cli.max_flows,
             metrics_addr: cli.metrics_addr,
+            shared,
+            port_range,
             time_wait_ms: cli.time_wait_ms,
             idle_spin_us: cli.idle_spin_us,
             ack_delay_us: cli.ack_delay_us,
@@ -454,6 +525,11 @@ impl Config {
             ecn: self.ecn,
             syncookies: self.syncookies,
             cc: self.cc.clone(),
+            ephemeral: if self.shared {
+                self.port_range
+            } else {
+                StackConfig::default().ephemeral
+            },
             ..StackConfig::default()
         }
     }

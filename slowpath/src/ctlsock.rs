@@ -181,6 +181,9 @@ pub struct Status {
     pub ip: String,
     pub iface: String,
     pub nic: String,
+    /// `shared` (beside the kernel on its address) or `exclusive`.
+    #[serde(default)]
+    pub mode: String,
     pub mac: String,
     pub socket: String,
     pub cores: Vec<CoreStatus>,

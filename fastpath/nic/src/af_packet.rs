@@ -640,6 +640,65 @@ impl Nic for AfPacketNic {
     }
 }
 
+/// Copies of the ARP frames the kernel receives on an interface (shared
+/// mode: the kernel owns the address and answers ARP; tasd only learns the
+/// neighbours' MACs from what passes). Outgoing frames are not seen.
+pub struct ArpTap {
+    fd: OwnedFd,
+}
+
+const ETH_P_ARP: u16 = 0x0806;
+
+impl ArpTap {
+    pub fn open(ifname: &str) -> Result<ArpTap, NicError> {
+        let link = linux::link_info(ifname)?;
+        let fd = linux::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+        .map_err(linux::os("socket(AF_PACKET) for ARP"))?;
+        linux::setsockopt(&fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &1 as &libc::c_int)
+            .map_err(linux::os("setsockopt(PACKET_IGNORE_OUTGOING)"))?;
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_ARP.to_be();
+        sll.sll_ifindex = link.ifindex as i32;
+        // SAFETY: `sll` is a valid sockaddr_ll of the size passed; `fd` is open.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(linux::last_os("bind(AF_PACKET, ETH_P_ARP)"));
+        }
+        Ok(ArpTap { fd })
+    }
+
+    /// The next frame into `buf` (its length), or None when none waits.
+    pub fn recv(&self, buf: &mut [u8]) -> Option<usize> {
+        // SAFETY: `buf` is valid for writes of its length; `fd` is open.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        (n > 0).then_some(n as usize)
+    }
+
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

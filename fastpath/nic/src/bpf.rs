@@ -96,6 +96,172 @@ pub fn redirect_program(map_fd: i32) -> [Insn; 6] {
     ]
 }
 
+/// The TCP ports the shared-mode program steers to AF_XDP: an array of
+/// 65,536 one-byte flags indexed by local port (host order), written by the
+/// slow path as apps listen and stop listening.
+pub const PORTS_MAP_ENTRIES: u32 = 65536;
+
+/// A tiny assembler with labels for the shared-mode program.
+struct Asm {
+    ins: Vec<Insn>,
+    fix: Vec<(usize, &'static str)>,
+    labels: Vec<(&'static str, usize)>,
+}
+
+impl Asm {
+    fn new() -> Asm {
+        Asm {
+            ins: Vec::new(),
+            fix: Vec::new(),
+            labels: Vec::new(),
+        }
+    }
+    fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) -> &mut Self {
+        self.ins.push(insn(code, dst, src, off, imm));
+        self
+    }
+    /// A conditional or unconditional jump to `to`.
+    fn jmp(&mut self, code: u8, dst: u8, src: u8, imm: i32, to: &'static str) -> &mut Self {
+        self.fix.push((self.ins.len(), to));
+        self.op(code, dst, src, 0, imm)
+    }
+    /// `dst = map_fd ll` (two slots).
+    fn ld_map(&mut self, dst: u8, fd: i32) -> &mut Self {
+        self.op(BPF_LD | BPF_DW | BPF_IMM, dst, BPF_PSEUDO_MAP_FD, 0, fd)
+            .op(0, 0, 0, 0, 0)
+    }
+    fn label(&mut self, l: &'static str) -> &mut Self {
+        self.labels.push((l, self.ins.len()));
+        self
+    }
+    fn finish(mut self) -> Vec<Insn> {
+        for (at, l) in std::mem::take(&mut self.fix) {
+            let to = self
+                .labels
+                .iter()
+                .find(|(n, _)| *n == l)
+                .map(|(_, i)| *i)
+                .expect("label defined");
+            self.ins[at].off = (to as isize - at as isize - 1) as i16;
+        }
+        self.ins
+    }
+}
+
+// Opcodes the shared program adds (linux/bpf.h).
+const BPF_ALU: u8 = 0x04;
+const BPF_STX: u8 = 0x03;
+const BPF_B: u8 = 0x10;
+const BPF_H: u8 = 0x08;
+const BPF_X: u8 = 0x08;
+const BPF_ADD: u8 = 0x00;
+const BPF_END: u8 = 0xd0;
+const BPF_TO_BE: u8 = 0x08;
+const BPF_JA: u8 = 0x00;
+const BPF_JEQ: u8 = 0x10;
+const BPF_JGT: u8 = 0x20;
+const BPF_JNE: u8 = 0x50;
+const BPF_JLT: u8 = 0xa0;
+const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+
+/// The shared-mode XDP program: a frame goes to the queue's AF_XDP socket
+/// only when it is IPv4 (no options) TCP to `ip` (host order) with a
+/// destination port inside `[lo, hi]` (TAS's active opens) or flagged in
+/// the ports map (TAS's listeners); everything else — ARP, ICMP, other
+/// ports, UDP, IPv6 — goes on to the kernel (`XDP_PASS`).
+///
+/// ```text
+///     r6 = r1                          ; ctx
+///     r2 = ctx->data; r3 = ctx->data_end
+///     if r2 + 38 > r3 goto pass        ; Ethernet + IPv4 + TCP ports
+///     if eth.type != 0x0800 goto pass
+///     if ip.ver_ihl != 0x45 goto pass
+///     if ip.proto != 6 goto pass
+///     if ip.dst != ip goto pass
+///     r5 = be16(tcp.dst)
+///     if lo <= r5 <= hi goto redirect
+///     key = r5; r0 = lookup(ports, &key)
+///     if r0 == 0 || *(u8 *)r0 == 0 goto pass
+/// redirect:
+///     return bpf_redirect_map(xsks, ctx->rx_queue_index, XDP_PASS)
+/// pass:
+///     return XDP_PASS
+/// ```
+pub fn shared_program(xsk_fd: i32, ports_fd: i32, ip: u32, lo: u16, hi: u16) -> Vec<Insn> {
+    let ld = |size: u8| BPF_LDX | BPF_MEM | size;
+    let mut a = Asm::new();
+    a.op(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0)
+        .op(ld(BPF_W), 2, 1, 0, 0)
+        .op(ld(BPF_W), 3, 1, 4, 0)
+        .op(BPF_ALU64 | BPF_MOV | BPF_X, 4, 2, 0, 0)
+        .op(BPF_ALU64 | BPF_ADD | BPF_K, 4, 0, 0, 38)
+        .jmp(BPF_JMP | BPF_JGT | BPF_X, 4, 3, 0, "pass")
+        .op(ld(BPF_H), 5, 2, 12, 0)
+        .jmp(
+            BPF_JMP | BPF_JNE | BPF_K,
+            5,
+            0,
+            i32::from(u16::from_ne_bytes([0x08, 0x00])),
+            "pass",
+        )
+        .op(ld(BPF_B), 5, 2, 14, 0)
+        .jmp(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 0x45, "pass")
+        .op(ld(BPF_B), 5, 2, 23, 0)
+        .jmp(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 6, "pass")
+        .op(ld(BPF_W), 5, 2, 30, 0)
+        // w4 = the address as the load above reads it (zero-extended).
+        .op(BPF_ALU | BPF_MOV | BPF_K, 4, 0, 0, u32::from_ne_bytes(ip.to_be_bytes()) as i32)
+        .jmp(BPF_JMP | BPF_JNE | BPF_X, 5, 4, 0, "pass")
+        .op(ld(BPF_H), 5, 2, 36, 0)
+        .op(BPF_ALU | BPF_END | BPF_TO_BE, 5, 0, 0, 16)
+        .jmp(BPF_JMP | BPF_JLT | BPF_K, 5, 0, i32::from(lo), "lookup")
+        .jmp(BPF_JMP | BPF_JGT | BPF_K, 5, 0, i32::from(hi), "lookup")
+        .jmp(BPF_JMP | BPF_JA, 0, 0, 0, "redirect")
+        .label("lookup")
+        .op(BPF_STX | BPF_MEM | BPF_W, 10, 5, -4, 0)
+        .op(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0)
+        .op(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4)
+        .ld_map(1, ports_fd)
+        .op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM)
+        .jmp(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 0, "pass")
+        .op(ld(BPF_B), 1, 0, 0, 0)
+        .jmp(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 0, "pass")
+        .label("redirect")
+        .op(ld(BPF_W), 2, 6, XDP_MD_RX_QUEUE_INDEX, 0)
+        .ld_map(1, xsk_fd)
+        .op(BPF_ALU64 | BPF_MOV | BPF_K, 3, 0, 0, XDP_PASS)
+        .op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_REDIRECT_MAP)
+        .op(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
+        .label("pass")
+        .op(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_PASS)
+        .op(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+    a.finish()
+}
+
+/// The ports map of [`shared_program`].
+pub(crate) fn create_ports_map() -> Result<OwnedFd, NicError> {
+    map_create(BPF_MAP_TYPE_ARRAY, 4, 1, PORTS_MAP_ENTRIES, "tas_ports")
+        .map_err(|e| hint("bpf(BPF_MAP_CREATE, ARRAY)", e))
+}
+
+/// Loads [`shared_program`].
+pub(crate) fn load_shared_program(
+    xsks: &OwnedFd,
+    ports: &OwnedFd,
+    ip: u32,
+    lo: u16,
+    hi: u16,
+) -> Result<OwnedFd, NicError> {
+    let prog = shared_program(xsks.as_raw_fd(), ports.as_raw_fd(), ip, lo, hi);
+    prog_load(BPF_PROG_TYPE_XDP, BPF_XDP, &prog, c"Dual MIT/GPL", "tas_xsk_shared").map_err(|e| {
+        if e.source.raw_os_error() == Some(libc::EPERM) {
+            hint("bpf(BPF_PROG_LOAD)", e.source)
+        } else {
+            NicError::Unsupported(e.to_string())
+        }
+    })
+}
+
 /// A zeroed `union bpf_attr` prefix, large enough for every command used
 /// here; fields are written at their offsets in the kernel's layout.
 #[repr(C, align(8))]
@@ -302,6 +468,23 @@ pub fn attach_xdp(prog: &OwnedFd, ifindex: u32, mode_flags: u32) -> std::io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The verifier accepts the shared-mode program (needs root, like the
+    /// AF_XDP tests).
+    #[test]
+    fn shared_program_loads() {
+        let xsks = create_xskmap(4).expect("XSKMAP (run as root)");
+        let ports = create_ports_map().expect("ports map");
+        map_update(ports.as_fd(), &6379u32.to_ne_bytes(), &[1]).unwrap();
+        let mut v = [0u8];
+        map_lookup(ports.as_fd(), &6379u32.to_ne_bytes(), &mut v).unwrap();
+        assert_eq!(v, [1]);
+        load_shared_program(&xsks, &ports, 0xc612_0001, 61000, 65535)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Jumps land on their labels: the two exits end the program.
+        let p = shared_program(3, 4, 0xc612_0001, 61000, 65535);
+        assert_eq!(p.last().unwrap().code, BPF_JMP | BPF_EXIT);
+    }
 
     #[test]
     fn program_encoding() {

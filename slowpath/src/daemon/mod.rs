@@ -47,13 +47,16 @@ use std::time::{Duration, Instant};
 use tas_abi::CtlMsg;
 use tas_engine::engine;
 use tas_engine::flowtable::FlowTable;
-use tas_nic::{af_packet::AfPacketNic, af_xdp::AfXdpNic, Nic, NicError};
+use tas_nic::af_packet::{AfPacketNic, ArpTap};
+use tas_nic::af_xdp::{AfXdpConfig, AfXdpNic, PortSteer, SharedFilter};
+use tas_nic::{Nic, NicError};
 use tas_runtime::{now_ns, Core, CoreCmd, CoreConfig, FastPathShared, Lane, LaneCommands};
 
 mod control;
 mod capture;
 mod meter;
 mod prom;
+mod shared;
 
 type Shared = FastPathShared<Box<dyn Nic>>;
 
@@ -80,6 +83,8 @@ struct Io<'a> {
     table: &'a FlowTable,
     apps: &'a mut Apps,
     cmds: &'a mut LaneCommands,
+    /// Shared mode's port bookkeeping (None in exclusive mode).
+    ports: Option<&'a mut shared::SharedPorts>,
 }
 
 impl Io<'_> {
@@ -119,6 +124,17 @@ impl StackIo for Io<'_> {
             a.alloc.free(off, len);
         }
     }
+    fn claim_port(&mut self, port: u16) -> Result<(), i32> {
+        match self.ports.as_deref_mut() {
+            Some(p) => p.claim(port),
+            None => Ok(()),
+        }
+    }
+    fn release_port(&mut self, port: u16) {
+        if let Some(p) = self.ports.as_deref_mut() {
+            p.release(port);
+        }
+    }
 }
 
 /// One NIC handle per lane (`n` lanes, the core budget's maximum).
@@ -126,7 +142,9 @@ impl StackIo for Io<'_> {
 /// of their own: fewer than all when an AF_XDP interface has fewer RX
 /// queues than lanes; the others then receive by software steering and
 /// transmit through an AF_PACKET socket.
-fn open_lanes(cfg: &Config, n: usize) -> Result<(Vec<Box<dyn Nic>>, usize), DaemonError> {
+type Lanes = (Vec<Box<dyn Nic>>, usize, Option<PortSteer>);
+
+fn open_lanes(cfg: &Config, n: usize) -> Result<Lanes, DaemonError> {
     let err = |kind, source| DaemonError::Nic {
         iface: cfg.iface.clone(),
         kind,
@@ -135,12 +153,18 @@ fn open_lanes(cfg: &Config, n: usize) -> Result<(Vec<Box<dyn Nic>>, usize), Daem
     if cfg.nic == NicKind::AfXdp {
         let queues = AfXdpNic::rx_queue_count(&cfg.iface).map_err(|e| err("af_xdp", e))?;
         let hw = (queues.unwrap_or(1) as usize).clamp(1, n);
+        let xcfg = AfXdpConfig {
+            shared: cfg.shared.then_some(SharedFilter {
+                ip: cfg.ip,
+                ports: cfg.port_range,
+            }),
+            ..AfXdpConfig::default()
+        };
+        let xdp = AfXdpNic::open_lanes_with(&cfg.iface, hw, xcfg).map_err(|e| err("af_xdp", e))?;
+        let steer = xdp[0].port_steer();
+        let mut lanes: Vec<Box<dyn Nic>> =
+            xdp.into_iter().map(|l| Box::new(l) as Box<dyn Nic>).collect();
         if hw < n {
-            let mut lanes: Vec<Box<dyn Nic>> = AfXdpNic::open_lanes(&cfg.iface, hw)
-                .map_err(|e| err("af_xdp", e))?
-                .into_iter()
-                .map(|l| Box::new(l) as Box<dyn Nic>)
-                .collect();
             for _ in hw..n {
                 lanes.push(Box::new(
                     AfPacketNic::open_tx_only(&cfg.iface).map_err(|e| err("af_packet", e))?,
@@ -152,12 +176,12 @@ fn open_lanes(cfg: &Config, n: usize) -> Result<(Vec<Box<dyn Nic>>, usize), Daem
                 cfg.iface,
                 n - 1
             );
-            return Ok((lanes, hw));
         }
+        return Ok((lanes, hw, steer));
     }
     let lanes = open_hw_lanes(cfg, n)?;
     let hw = lanes.len();
-    Ok((lanes, hw))
+    Ok((lanes, hw, None))
 }
 
 fn open_hw_lanes(cfg: &Config, n: usize) -> Result<Vec<Box<dyn Nic>>, DaemonError> {
@@ -269,6 +293,8 @@ struct Ready {
     ctl: bool,
     /// The metrics listener or one of its connections is ready.
     metrics: bool,
+    /// Shared mode: ARP frames wait in the tap.
+    arp: bool,
 }
 
 /// Runs the daemon until SIGINT/SIGTERM.
@@ -307,6 +333,12 @@ struct Daemon {
     exc_counts: [u64; 10],
     /// `tasctl capture` sessions.
     captures: capture::Captures,
+    /// Shared mode: listening ports steered to TAS and held from the kernel.
+    shared_ports: Option<shared::SharedPorts>,
+    /// Shared mode: the active-open ports reserved from the kernel.
+    _reserved: Option<shared::ReservedPorts>,
+    /// Shared mode: copies of the ARP frames the kernel gets.
+    arp_tap: Option<ArpTap>,
     scaler: ScaleController,
     meter: Meter,
     stop_requested: bool,
@@ -329,7 +361,24 @@ impl Daemon {
         // Before touching the NIC or the socket files: one tasd per interface.
         let lock = InstanceLock::acquire(&cfg.run_dir, &cfg.iface)?;
         let n_cores = cfg.scale.max as usize;
-        let (nics, hw_lanes) = open_lanes(&cfg, n_cores)?;
+        // Shared mode: the active-open ports are reserved from the kernel
+        // before anything can use them.
+        let reserved = if cfg.shared {
+            Some(shared::ReservedPorts::reserve(cfg.port_range)?)
+        } else {
+            None
+        };
+        let (nics, hw_lanes, steer) = open_lanes(&cfg, n_cores)?;
+        let shared_ports = steer.map(|s| shared::SharedPorts::new(s, cfg.ip));
+        let arp_tap = if cfg.shared {
+            Some(ArpTap::open(&cfg.iface).map_err(|e| DaemonError::Nic {
+                iface: cfg.iface.clone(),
+                kind: "af_packet",
+                source: e,
+            })?)
+        } else {
+            None
+        };
         let mac = nics[0].mac();
         let mtu = nics[0].mtu().min(cfg.mtu as usize) as u16;
         let nic_kind = nics[0].kind();
@@ -390,11 +439,12 @@ impl Daemon {
 
         let stack = Stack::new(cfg.stack_config(mac, mtu), table.clone(), seed());
         println!(
-            "tasd ready: ip {}/{} iface {} nic {} mac {} socket {} control {} cc {} cores {}-{}",
+            "tasd ready: ip {}/{} iface {} nic {} mode {} mac {} socket {} control {} cc {} cores {}-{}",
             std::net::Ipv4Addr::from(cfg.ip),
             cfg.prefix_len,
             cfg.iface,
             nic_kind,
+            if cfg.shared { "shared" } else { "exclusive" },
             tas_engine::wire::eth::fmt_mac(mac),
             cfg.socket.display(),
             ctl_path.display(),
@@ -423,6 +473,9 @@ impl Daemon {
             metrics,
             exc_counts: [0; 10],
             captures: capture::Captures::default(),
+            shared_ports,
+            _reserved: reserved,
+            arp_tap,
             scaler,
             meter: Meter::new(),
             stop_requested: false,
@@ -445,6 +498,9 @@ impl Daemon {
         }
         let now = now_ns();
         self.attach(now, ready.attach, &ready.hellos);
+        if ready.arp {
+            self.arp_frames(now);
+        }
         self.exceptions(now);
         self.app_messages(now, &ready.apps);
         self.reap_removed_apps();
@@ -459,6 +515,10 @@ impl Daemon {
             self.control();
         }
         self.captures.expire(&self.shared);
+        if let Some(p) = self.shared_ports.as_mut() {
+            let stack = &self.stack;
+            p.tick(|port| stack.local_port_in_use(port));
+        }
         if ready.metrics {
             self.serve_metrics();
         }
@@ -476,6 +536,7 @@ impl Daemon {
             table: &self.table,
             apps: &mut self.apps,
             cmds: &mut self.cmds,
+            ports: self.shared_ports.as_mut(),
         };
         (&mut self.stack, io)
     }
@@ -549,6 +610,10 @@ impl Daemon {
         if let Some(m) = &self.metrics {
             m.poll_fds(&mut pfds);
         }
+        let arp_at = pfds.len();
+        if let Some(t) = &self.arp_tap {
+            pfds.push(PollFd::new(t.fd(), PollFlags::POLLIN));
+        }
         let timeout = TimeSpec::from_duration(Duration::from_nanos(self.timeout_ns()));
         // An error (EINTR) leaves every revents empty: nothing is served
         // but timers.
@@ -565,9 +630,10 @@ impl Daemon {
         ready.ctl = pfds[ctl_first..metrics_first]
             .iter()
             .any(|p| !revents(*p).is_empty());
-        ready.metrics = pfds[metrics_first..]
+        ready.metrics = pfds[metrics_first..arp_at]
             .iter()
             .any(|p| !revents(*p).is_empty());
+        ready.arp = pfds.get(arp_at).is_some_and(|p| !revents(*p).is_empty());
     }
 
     /// The attach socket: new connections (when `accept`), the `HELLO`s
@@ -590,6 +656,19 @@ impl Daemon {
             self.apps.accept_new(now);
         }
         self.apps.expire_pending(now);
+    }
+
+    /// Shared mode: the ARP frames the kernel received (copies), for the
+    /// stack to learn its neighbours from (at most 256 per turn).
+    fn arp_frames(&mut self, now: u64) {
+        let mut buf = [0u8; 2048];
+        for _ in 0..256 {
+            let Some(n) = self.arp_tap.as_ref().and_then(|t| t.recv(&mut buf)) else {
+                break;
+            };
+            let (stack, mut io) = self.stack_io();
+            stack.on_frame(now, tas_engine::engine::Exception::NotTcp, None, &buf[..n], &mut io);
+        }
     }
 
     /// Exceptions from the fast path, lane by lane (at most 4096 per lane
@@ -775,6 +854,7 @@ impl Daemon {
                 table: &table,
                 apps: &mut apps,
                 cmds: &mut cmds,
+                ports: None,
             };
             stack.shutdown(now_ns(), &mut io);
         }

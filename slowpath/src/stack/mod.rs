@@ -157,6 +157,14 @@ pub trait StackIo {
     fn alloc(&mut self, app: AppId, len: u32) -> Option<u32>;
     /// Returns memory from [`alloc`](Self::alloc).
     fn free(&mut self, app: AppId, off: u32, len: u32);
+    /// A listener is about to use local `port` (no other listener has it):
+    /// in shared mode the kernel's own use of the port is checked and the
+    /// port's frames are steered to TAS. Err(errno) refuses the listen.
+    fn claim_port(&mut self, _port: u16) -> Result<(), i32> {
+        Ok(())
+    }
+    /// The last listener on `port` is gone (its connections may live on).
+    fn release_port(&mut self, _port: u16) {}
 }
 
 /// Stack configuration. Times are nanoseconds.

@@ -179,6 +179,18 @@ pub struct AfXdpConfig {
     pub frames: u32,
     /// Attach mode; `None` tries driver mode, then generic.
     pub mode: Option<XdpMode>,
+    /// Shared mode: take only TAS's TCP traffic, pass the rest to the kernel
+    /// (`None`: exclusive, every frame of the queue is taken).
+    pub shared: Option<SharedFilter>,
+}
+
+/// What the shared-mode program takes from the kernel: IPv4 TCP to `ip`
+/// (host order) for destination ports in `ports` (TAS's active opens) and
+/// those set in the ports map ([`PortSteer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedFilter {
+    pub ip: u32,
+    pub ports: (u16, u16),
 }
 
 impl Default for AfXdpConfig {
@@ -186,7 +198,29 @@ impl Default for AfXdpConfig {
         AfXdpConfig {
             frames: 4096,
             mode: None,
+            shared: None,
         }
+    }
+}
+
+/// Steers listening ports to TAS in shared mode (a handle on the ports map
+/// of the lanes' XDP program; cheap to clone).
+#[derive(Clone)]
+pub struct PortSteer {
+    att: Arc<Attachment>,
+}
+
+impl PortSteer {
+    /// Frames to local `port` go to TAS (`on`) or to the kernel.
+    pub fn set(&self, port: u16, on: bool) -> Result<(), NicError> {
+        let Some(map) = &self.att.ports else {
+            return Ok(());
+        };
+        bpf::map_update(std::os::fd::AsFd::as_fd(map), &u32::from(port).to_ne_bytes(), &[u8::from(on)])
+            .map_err(|e| NicError::Os {
+                op: "bpf(BPF_MAP_UPDATE_ELEM, ports)",
+                source: e,
+            })
     }
 }
 
@@ -336,6 +370,8 @@ struct Attachment {
     _link: OwnedFd,
     _prog: OwnedFd,
     _map: OwnedFd,
+    /// The ports map of the shared-mode program.
+    ports: Option<OwnedFd>,
     mode: XdpMode,
 }
 
@@ -729,12 +765,20 @@ fn attach(
     socks: &[Xsk],
     entries: u32,
     mode: Option<XdpMode>,
+    shared: Option<SharedFilter>,
 ) -> Result<Attachment, NicError> {
     let map = bpf::create_xskmap(entries)?;
     for s in socks {
         bpf::xskmap_set(&map, s.queue, s.fd.as_raw_fd() as u32)?;
     }
-    let prog = bpf::load_redirect_program(&map)?;
+    let (prog, ports) = match shared {
+        None => (bpf::load_redirect_program(&map)?, None),
+        Some(f) => {
+            let ports = bpf::create_ports_map()?;
+            let prog = bpf::load_shared_program(&map, &ports, f.ip, f.ports.0, f.ports.1)?;
+            (prog, Some(ports))
+        }
+    };
     let modes: &[XdpMode] = match mode {
         Some(XdpMode::Driver) => &[XdpMode::Driver],
         Some(XdpMode::Generic) => &[XdpMode::Generic],
@@ -748,6 +792,7 @@ fn attach(
                     _link: link,
                     _prog: prog,
                     _map: map,
+                    ports,
                     mode,
                 })
             }
@@ -806,7 +851,7 @@ impl AfXdpNic {
         let link = linux::link_info(ifname)?;
         let sock = Xsk::open(ifname, link.ifindex, queue, &cfg)?;
         let socks = vec![sock];
-        let attach = attach(ifname, link.ifindex, &socks, queue + 1, cfg.mode)?;
+        let attach = attach(ifname, link.ifindex, &socks, queue + 1, cfg.mode, cfg.shared)?;
         tracing::info!(
             iface = ifname,
             queue,
@@ -870,7 +915,7 @@ impl AfXdpNic {
         for queue in 0..q {
             socks.push(Xsk::open(ifname, link.ifindex, queue, &cfg)?);
         }
-        let attach = Arc::new(attach(ifname, link.ifindex, &socks, q, cfg.mode)?);
+        let attach = Arc::new(attach(ifname, link.ifindex, &socks, q, cfg.mode, cfg.shared)?);
         let mut per_lane: Vec<Vec<Xsk>> = (0..n).map(|_| Vec::new()).collect();
         for (i, s) in socks.into_iter().enumerate() {
             per_lane[i % n].push(s);
@@ -908,6 +953,13 @@ impl AfXdpNic {
     /// not say, and one is assumed).
     pub fn rx_queue_count(ifname: &str) -> Result<Option<u32>, NicError> {
         linux::rx_queues(ifname)
+    }
+
+    /// The ports map handle in shared mode (`None` in exclusive mode).
+    pub fn port_steer(&self) -> Option<PortSteer> {
+        self.attach.ports.as_ref().map(|_| PortSteer {
+            att: Arc::clone(&self.attach),
+        })
     }
 
     /// How the XDP program got attached.

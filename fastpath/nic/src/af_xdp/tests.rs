@@ -15,6 +15,7 @@ fn bad_config_and_unknown_interface_are_errors() {
     let bad = AfXdpConfig {
         frames: 100,
         mode: None,
+        shared: None,
     };
     assert!(matches!(
         AfXdpNic::open_with("lo", 0, bad),
@@ -73,6 +74,7 @@ fn xdp_to_xdp_and_ring_wrap_around() {
     let small = AfXdpConfig {
         frames: 64,
         mode: None,
+        shared: None,
     };
     let (mut a, mut b) = net.run(|| {
         (

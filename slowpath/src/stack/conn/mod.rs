@@ -261,6 +261,18 @@ impl Stack {
         v
     }
 
+    /// Whether a listener, handshake, connection or TIME_WAIT entry still
+    /// uses local `port` (shared mode keeps the port steered to TAS until
+    /// none does).
+    pub fn local_port_in_use(&self, port: u16) -> bool {
+        self.ports.contains_key(&port)
+            || self.half_open.keys().any(|k| k.local_port == port)
+            || self.connecting.keys().any(|k| k.local_port == port)
+            || self.conns.values().any(|c| c.key.local_port == port)
+            || self.lingering.keys().any(|k| k.local_port == port)
+            || self.time_wait.keys().any(|k| k.local_port == port)
+    }
+
     /// Listeners, opens in progress and flows, for `tasctl flows`.
     pub fn flows(&self) -> Vec<FlowSummary> {
         let mut v = Vec::new();

@@ -47,6 +47,11 @@ impl Stack {
                 return self.reply_err(io, app, msg, libc::EADDRINUSE);
             }
         }
+        if self.ports.get(&port).map_or(true, |ids| ids.is_empty()) {
+            if let Err(errno) = io.claim_port(port) {
+                return self.reply_err(io, app, msg, errno);
+            }
+        }
         let id = self.next_listener;
         self.next_listener = self.next_listener.wrapping_add(1).max(1);
         self.listeners.insert(
@@ -76,6 +81,7 @@ impl Stack {
             ids.retain(|&i| i != lid);
             if ids.is_empty() {
                 self.ports.remove(&l.port);
+                io.release_port(l.port);
             }
         }
         let keys: Vec<FlowKey> = self
