@@ -488,6 +488,7 @@ impl Net {
                     local_mac: host_mac(i),
                     ttl: 64,
                     any_mac: false,
+                    ack_delay_ns: 0,
                 },
             );
             // Room for every flow's rings; pages never touched cost nothing.

@@ -372,6 +372,7 @@ impl Host {
                 local_mac: cfg.local_mac,
                 ttl: 64,
                 any_mac: false,
+                ack_delay_ns: 0,
             },
         );
         Host {
