@@ -1,0 +1,206 @@
+//! tasd beside the kernel on one interface and one address (shared mode):
+//! the kernel owns 198.18.0.1 on veth-tas, answers ping and serves a
+//! kernel program on port 8000, while a redis-server under the shim
+//! listens on 6379 of the same address through TAS. After tasd exits,
+//! nothing of it is left on the interface and the port is the kernel's
+//! again.
+
+use std::path::Path;
+use std::time::Duration;
+use tas_system_tests::*;
+use tasd::ctlsock::Status;
+use tasd::stack::FlowDetail;
+
+fn sh(tb: &mut Testbed, tas_side: bool, script: &str) -> std::process::Output {
+    let args = ["-c", script];
+    if tas_side {
+        tb.run_tas(Path::new("/bin/sh"), &args, Duration::from_secs(60))
+    } else {
+        tb.run_lnx(Path::new("/bin/sh"), &args, Duration::from_secs(60))
+    }
+}
+
+#[test]
+fn shared_mode_serves_tas_ports_and_leaves_the_rest_to_the_kernel() {
+    ensure_packages(&[
+        ("command -v redis-server", "redis-server"),
+        ("command -v redis-benchmark", "redis-tools"),
+        ("command -v curl", "curl"),
+        ("command -v python3", "python3"),
+        ("command -v ping", "iputils-ping"),
+    ]);
+    let mut tb = Testbed::hosts("shr");
+    let o = sh(&mut tb, true, "ip addr add 198.18.0.1/24 dev veth-tas");
+    assert_ok(&o, "ip addr add");
+    tb.start_tasd(Backend::AfXdp, &[]);
+    let o = tb.tasctl(&["--json", "status"]);
+    assert_ok(&o, "tasctl status");
+    let st: Status = serde_json::from_slice(&o.stdout).expect("status JSON");
+    assert_eq!(st.mode, "shared", "{st:?}");
+
+    // A kernel web server on 8000 with a 5 MB file.
+    let dir = std::env::temp_dir().join(format!("tas-shr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(dir.join("blob"), &data).unwrap();
+    tb.spawn_tas(
+        Path::new("python3"),
+        &[
+            "-u",
+            "-m",
+            "http.server",
+            "8000",
+            "--bind",
+            TAS_IP,
+            "--directory",
+            dir.to_str().unwrap(),
+        ],
+        Some("Serving HTTP"),
+    );
+    // redis-server under the shim on 6379 of the same address.
+    let shim = bin_dir().join("libtas_preload.so");
+    tb.spawn_tas(
+        Path::new("/usr/bin/env"),
+        &[
+            &format!("LD_PRELOAD={}", shim.display()),
+            "redis-server",
+            "--port",
+            "6379",
+            "--bind",
+            TAS_IP,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            "",
+        ],
+        Some("Ready to accept connections"),
+    );
+
+    // From the Linux host: ping (kernel), the file over HTTP (kernel),
+    // redis (TAS), at the same time.
+    let o = sh(&mut tb, false, &format!("ping -c 3 -i 0.2 -W 2 {TAS_IP}"));
+    assert_ok(&o, "ping the shared address");
+    let o = sh(
+        &mut tb,
+        false,
+        &format!(
+            "redis-benchmark -h {TAS_IP} -p 6379 -n 5000 -c 10 -t set,get -q --csv & \
+             curl -sS --max-time 30 http://{TAS_IP}:8000/blob | sha256sum; wait"
+        ),
+    );
+    assert_ok(&o, "curl + redis-benchmark");
+    let out = stdout(&o);
+    let want = {
+        let o = std::process::Command::new("sha256sum")
+            .arg(dir.join("blob"))
+            .output()
+            .expect("sha256sum");
+        stdout(&o).split_whitespace().next().unwrap().to_string()
+    };
+    assert!(out.contains(&want), "kernel HTTP transfer corrupted: {out}");
+    assert!(
+        out.contains("\"SET\"") && out.contains("\"GET\""),
+        "redis-benchmark through TAS: {out}\n{}",
+        stderr(&o)
+    );
+    let o = sh(&mut tb, false, &format!("redis-cli -h {TAS_IP} -p 6379 set k v && redis-cli -h {TAS_IP} -p 6379 get k"));
+    assert_ok(&o, "redis-cli");
+    assert!(stdout(&o).contains('v'), "{}", stdout(&o));
+
+    // TAS carried redis only.
+    let o = tb.tasctl(&["--json", "flows"]);
+    let flows: Vec<FlowDetail> = serde_json::from_slice(&o.stdout).expect("flows JSON");
+    assert!(
+        flows.iter().any(|f| f.local.ends_with(":6379")),
+        "no redis flow in tasctl flows: {flows:?}"
+    );
+    assert!(
+        flows.iter().all(|f| f.local.ends_with(":6379")),
+        "tasctl flows shows more than redis: {flows:?}"
+    );
+    assert!(tb.tasd_counter("slowpath.accepted") >= 10);
+    // A kernel program cannot take the port TAS listens on.
+    let bind = |tb: &mut Testbed| {
+        sh(
+            tb,
+            true,
+            &format!(
+                "python3 -c 'import socket; s=socket.socket(); s.bind((\"{TAS_IP}\", 6379)); print(\"bound\")'"
+            ),
+        )
+    };
+    let o = bind(&mut tb);
+    assert!(
+        !o.status.success() && stderr(&o).contains("Address already in use"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    // An active open from TAS (its local port comes from the reserved
+    // range, which the XDP program steers to TAS): 10 MB verified.
+    tb.spawn_lnx(
+        &bin("peer"),
+        &["serve-send", "7100", "10000000", "5"],
+        Some("listening"),
+    );
+    let o = tb.run_tas(
+        &bin("peer"),
+        &["--tas", "connect-recv", LNX_IP, "7100", "10000000", "5"],
+        Duration::from_secs(60),
+    );
+    assert_ok(&o, "TAS connect-recv from the Linux host");
+    let o = sh(&mut tb, true, "cat /proc/sys/net/ipv4/ip_local_reserved_ports");
+    assert!(stdout(&o).contains("61000-64999"), "{}", stdout(&o));
+    // tasd exits: the port is the kernel's again, no XDP program is left.
+    assert!(tb.stop_tasd(), "tasd did not stop cleanly");
+    let o = bind(&mut tb);
+    assert!(stdout(&o).contains("bound"), "{}{}", stdout(&o), stderr(&o));
+    let o = sh(&mut tb, true, "ip link show veth-tas");
+    assert!(!stdout(&o).contains("xdp"), "{}", stdout(&o));
+    let o = sh(&mut tb, true, "cat /proc/sys/net/ipv4/ip_local_reserved_ports");
+    assert!(!stdout(&o).contains("61000-64999"), "{}", stdout(&o));
+    let o = sh(&mut tb, false, &format!("ping -c 1 -W 2 {TAS_IP}"));
+    assert_ok(&o, "ping after tasd exits");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sharing the kernel's address over AF_PACKET is refused with one line
+/// (the kernel would answer TAS's connections too); `--exclusive` takes the
+/// interface as before.
+#[test]
+fn shared_mode_needs_af_xdp_and_exclusive_is_explicit() {
+    let mut tb = Testbed::hosts("shr2");
+    let o = sh(&mut tb, true, "ip addr add 198.18.0.1/24 dev veth-tas");
+    assert_ok(&o, "ip addr add");
+    let sock = tb.dir.join("x.sock");
+    let o = tb.run_tas(
+        &bin("tasd"),
+        &[
+            "--ip",
+            "198.18.0.1/24",
+            "--iface",
+            "veth-tas",
+            "--nic",
+            "af_packet",
+            "--socket",
+            sock.to_str().unwrap(),
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("needs --nic af_xdp") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    tb.start_tasd(Backend::AfPacket, &["--exclusive"]);
+    let o = tb.tasctl(&["--json", "status"]);
+    let st: Status = serde_json::from_slice(&o.stdout).expect("status JSON");
+    assert_eq!(st.mode, "exclusive", "{st:?}");
+}
