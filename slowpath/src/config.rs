@@ -399,16 +399,12 @@ impl Config {
             }
         }
         let shared = !cli.exclusive && kernel.iter().any(|&(k, _)| k == ip);
-        if shared && cli.nic != NicKind::AfXdp {
+        if shared && cli.nic == NicKind::Dpdk {
             return Err(format!(
-                "the kernel owns {} on {}: sharing the address with it needs --nic af_xdp in this version \
-                 (with {} the kernel would answer TAS's connections too); use --nic af_xdp, or --exclusive",
+                "the kernel owns {} on {}: sharing the address with it needs --nic af_xdp or af_packet \
+                 (DPDK takes the whole port from the kernel); use --exclusive with an address the kernel does not own",
                 std::net::Ipv4Addr::from(ip),
-                cli.iface,
-                match cli.nic {
-                    NicKind::AfPacket => "af_packet",
-                    _ => "dpdk",
-                }
+                cli.iface
             ));
         }
         let port_range = cli
@@ -525,6 +521,7 @@ impl Config {
             ecn: self.ecn,
             syncookies: self.syncookies,
             cc: self.cc.clone(),
+            shared_ports: self.shared.then_some(self.port_range),
             ephemeral: if self.shared {
                 self.port_range
             } else {

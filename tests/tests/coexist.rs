@@ -22,6 +22,18 @@ fn sh(tb: &mut Testbed, tas_side: bool, script: &str) -> std::process::Output {
 
 #[test]
 fn shared_mode_serves_tas_ports_and_leaves_the_rest_to_the_kernel() {
+    shared_mode("shr", Backend::AfXdp);
+}
+
+/// The same over AF_PACKET: its sockets see every frame, a tcx ingress
+/// filter keeps TAS's frames from the kernel stack, and tasd leaves the
+/// kernel's frames alone (no RST, no echo reply).
+#[test]
+fn shared_mode_over_af_packet() {
+    shared_mode("shrp", Backend::AfPacket);
+}
+
+fn shared_mode(tag: &str, backend: Backend) {
     ensure_packages(&[
         ("command -v redis-server", "redis-server"),
         ("command -v redis-benchmark", "redis-tools"),
@@ -29,17 +41,17 @@ fn shared_mode_serves_tas_ports_and_leaves_the_rest_to_the_kernel() {
         ("command -v python3", "python3"),
         ("command -v ping", "iputils-ping"),
     ]);
-    let mut tb = Testbed::hosts("shr");
+    let mut tb = Testbed::hosts(tag);
     let o = sh(&mut tb, true, "ip addr add 198.18.0.1/24 dev veth-tas");
     assert_ok(&o, "ip addr add");
-    tb.start_tasd(Backend::AfXdp, &[]);
+    tb.start_tasd(backend, &[]);
     let o = tb.tasctl(&["--json", "status"]);
     assert_ok(&o, "tasctl status");
     let st: Status = serde_json::from_slice(&o.stdout).expect("status JSON");
     assert_eq!(st.mode, "shared", "{st:?}");
 
     // A kernel web server on 8000 with a 5 MB file.
-    let dir = std::env::temp_dir().join(format!("tas-shr-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("tas-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let data: Vec<u8> = (0..5_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     std::fs::write(dir.join("blob"), &data).unwrap();
@@ -161,6 +173,28 @@ fn shared_mode_serves_tas_ports_and_leaves_the_rest_to_the_kernel() {
     assert!(tb.stop_tasd(), "tasd did not stop cleanly");
     let o = bind(&mut tb);
     assert!(stdout(&o).contains("bound"), "{}{}", stdout(&o), stderr(&o));
+    // And its frames reach the kernel again (no XDP program or tc filter
+    // left behind): a kernel server on 6379 answers the Linux host.
+    tb.spawn_tas(
+        Path::new("python3"),
+        &[
+            "-u",
+            "-m",
+            "http.server",
+            "6379",
+            "--bind",
+            TAS_IP,
+            "--directory",
+            dir.to_str().unwrap(),
+        ],
+        Some("Serving HTTP"),
+    );
+    let o = sh(
+        &mut tb,
+        false,
+        &format!("curl -sS --max-time 10 http://{TAS_IP}:6379/blob | sha256sum"),
+    );
+    assert!(stdout(&o).contains(&want), "{}{}", stdout(&o), stderr(&o));
     let o = sh(&mut tb, true, "ip link show veth-tas");
     assert!(!stdout(&o).contains("xdp"), "{}", stdout(&o));
     let o = sh(&mut tb, true, "cat /proc/sys/net/ipv4/ip_local_reserved_ports");
@@ -170,9 +204,9 @@ fn shared_mode_serves_tas_ports_and_leaves_the_rest_to_the_kernel() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Sharing the kernel's address over AF_PACKET is refused with one line
-/// (the kernel would answer TAS's connections too); `--exclusive` takes the
-/// interface as before.
+/// Sharing the kernel's address over DPDK is refused with one line (DPDK
+/// takes the whole port from the kernel); `--exclusive` takes the interface
+/// as before.
 #[test]
 fn shared_mode_needs_af_xdp_and_exclusive_is_explicit() {
     let mut tb = Testbed::hosts("shr2");
@@ -187,7 +221,7 @@ fn shared_mode_needs_af_xdp_and_exclusive_is_explicit() {
             "--iface",
             "veth-tas",
             "--nic",
-            "af_packet",
+            "dpdk",
             "--socket",
             sock.to_str().unwrap(),
         ],
@@ -196,7 +230,7 @@ fn shared_mode_needs_af_xdp_and_exclusive_is_explicit() {
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
-        err.contains("needs --nic af_xdp") && err.trim().lines().count() == 1,
+        err.contains("needs --nic af_xdp or af_packet") && err.trim().lines().count() == 1,
         "{err}"
     );
     tb.start_tasd(Backend::AfPacket, &["--exclusive"]);

@@ -188,11 +188,50 @@ const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 ///     return XDP_PASS
 /// ```
 pub fn shared_program(xsk_fd: i32, ports_fd: i32, ip: u32, lo: u16, hi: u16) -> Vec<Insn> {
-    let ld = |size: u8| BPF_LDX | BPF_MEM | size;
     let mut a = Asm::new();
+    match_tas_frame(&mut a, (0, 4), ports_fd, ip, lo, hi);
+    a.label("redirect")
+        .op(BPF_LDX | BPF_MEM | BPF_W, 2, 6, XDP_MD_RX_QUEUE_INDEX, 0)
+        .ld_map(1, xsk_fd)
+        .op(BPF_ALU64 | BPF_MOV | BPF_K, 3, 0, 0, XDP_PASS)
+        .op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_REDIRECT_MAP)
+        .op(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
+        .label("pass")
+        .op(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_PASS)
+        .op(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+    a.finish()
+}
+
+/// offsetof(struct __sk_buff, data) and data_end.
+const SKB_DATA: i16 = 76;
+const SKB_DATA_END: i16 = 80;
+const TC_ACT_OK: i32 = 0;
+const TC_ACT_SHOT: i32 = 2;
+
+/// The kernel-side filter of shared mode over AF_PACKET (a tcx ingress
+/// program): the frames [`shared_program`] would take for TAS are dropped
+/// before the kernel stack (the AF_PACKET sockets, which see every frame
+/// before tc ingress, already have their copy); the rest go on.
+pub fn tc_drop_program(ports_fd: i32, ip: u32, lo: u16, hi: u16) -> Vec<Insn> {
+    let mut a = Asm::new();
+    match_tas_frame(&mut a, (SKB_DATA, SKB_DATA_END), ports_fd, ip, lo, hi);
+    a.label("redirect")
+        .op(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, TC_ACT_SHOT)
+        .op(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
+        .label("pass")
+        .op(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, TC_ACT_OK)
+        .op(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+    a.finish()
+}
+
+/// The match of the shared-mode programs: jumps to `redirect` for a TAS
+/// frame, to `pass` otherwise; r6 keeps the context. `data` are the
+/// context's offsets of the packet's start and end pointers.
+fn match_tas_frame(a: &mut Asm, data: (i16, i16), ports_fd: i32, ip: u32, lo: u16, hi: u16) {
+    let ld = |size: u8| BPF_LDX | BPF_MEM | size;
     a.op(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0)
-        .op(ld(BPF_W), 2, 1, 0, 0)
-        .op(ld(BPF_W), 3, 1, 4, 0)
+        .op(ld(BPF_W), 2, 1, data.0, 0)
+        .op(ld(BPF_W), 3, 1, data.1, 0)
         .op(BPF_ALU64 | BPF_MOV | BPF_X, 4, 2, 0, 0)
         .op(BPF_ALU64 | BPF_ADD | BPF_K, 4, 0, 0, 38)
         .jmp(BPF_JMP | BPF_JGT | BPF_X, 4, 3, 0, "pass")
@@ -226,22 +265,76 @@ pub fn shared_program(xsk_fd: i32, ports_fd: i32, ip: u32, lo: u16, hi: u16) -> 
         .jmp(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 0, "pass")
         .op(ld(BPF_B), 1, 0, 0, 0)
         .jmp(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 0, "pass")
-        .label("redirect")
-        .op(ld(BPF_W), 2, 6, XDP_MD_RX_QUEUE_INDEX, 0)
-        .ld_map(1, xsk_fd)
-        .op(BPF_ALU64 | BPF_MOV | BPF_K, 3, 0, 0, XDP_PASS)
-        .op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_REDIRECT_MAP)
-        .op(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
-        .label("pass")
-        .op(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_PASS)
-        .op(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
-    a.finish()
+        .jmp(BPF_JMP | BPF_JA, 0, 0, 0, "redirect");
+}
+
+/// Steers listening ports to TAS in shared mode: a handle on the ports map
+/// of the shared-mode program (XDP or tc), which it keeps attached while
+/// any clone lives. Cheap to clone.
+#[derive(Clone)]
+pub struct PortSteer {
+    map: std::sync::Arc<OwnedFd>,
+    /// What must stay open for the map to matter (the tc link and program).
+    _keep: std::sync::Arc<Vec<OwnedFd>>,
+}
+
+impl PortSteer {
+    pub(crate) fn new(map: std::sync::Arc<OwnedFd>, keep: Vec<OwnedFd>) -> PortSteer {
+        PortSteer {
+            map,
+            _keep: std::sync::Arc::new(keep),
+        }
+    }
+
+    /// Frames to local `port` go to TAS (`on`) or to the kernel.
+    pub fn set(&self, port: u16, on: bool) -> Result<(), NicError> {
+        map_update(self.map.as_fd(), &u32::from(port).to_ne_bytes(), &[u8::from(on)]).map_err(
+            |e| NicError::Os {
+                op: "bpf(BPF_MAP_UPDATE_ELEM, ports)",
+                source: e,
+            },
+        )
+    }
+}
+
+/// Shared mode over AF_PACKET: the tcx ingress filter that keeps TAS's
+/// frames from the kernel stack, and the handle on its ports map.
+pub fn kernel_filter(ifindex: u32, ip: u32, lo: u16, hi: u16) -> Result<PortSteer, NicError> {
+    let ports = create_ports_map()?;
+    let (link, prog) = attach_tc_drop(ifindex, &ports, ip, lo, hi)?;
+    Ok(PortSteer::new(std::sync::Arc::new(ports), vec![link, prog]))
 }
 
 /// The ports map of [`shared_program`].
 pub(crate) fn create_ports_map() -> Result<OwnedFd, NicError> {
     map_create(BPF_MAP_TYPE_ARRAY, 4, 1, PORTS_MAP_ENTRIES, "tas_ports")
         .map_err(|e| hint("bpf(BPF_MAP_CREATE, ARRAY)", e))
+}
+
+/// Attach type of tcx ingress programs (linux/bpf.h).
+pub const BPF_TCX_INGRESS: u32 = 46;
+
+/// Loads [`tc_drop_program`] and attaches it at `ifindex`'s tcx ingress
+/// through a BPF link (detached when the returned link fd closes, also
+/// when tasd dies: nothing is left behind).
+pub(crate) fn attach_tc_drop(
+    ifindex: u32,
+    ports: &OwnedFd,
+    ip: u32,
+    lo: u16,
+    hi: u16,
+) -> Result<(OwnedFd, OwnedFd), NicError> {
+    let prog = tc_drop_program(ports.as_raw_fd(), ip, lo, hi);
+    let prog = prog_load(BPF_PROG_TYPE_SCHED_CLS, 0, &prog, c"Dual MIT/GPL", "tas_tc_shared")
+        .map_err(|e| NicError::Unsupported(e.to_string()))?;
+    let mut a = Attr::new();
+    a.u32(0, prog.as_raw_fd() as u32)
+        .u32(4, ifindex)
+        .u32(8, BPF_TCX_INGRESS);
+    let link = sys_bpf(BPF_LINK_CREATE, &mut a)
+        .map(fd_from)
+        .map_err(|e| hint("bpf(BPF_LINK_CREATE, tcx ingress)", e))?;
+    Ok((link, prog))
 }
 
 /// Loads [`shared_program`].
@@ -480,6 +573,9 @@ mod tests {
         map_lookup(ports.as_fd(), &6379u32.to_ne_bytes(), &mut v).unwrap();
         assert_eq!(v, [1]);
         load_shared_program(&xsks, &ports, 0xc612_0001, 61000, 65535)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let tc = tc_drop_program(ports.as_raw_fd(), 0xc612_0001, 61000, 65535);
+        prog_load(BPF_PROG_TYPE_SCHED_CLS, 0, &tc, c"Dual MIT/GPL", "tas_tc_test")
             .unwrap_or_else(|e| panic!("{e}"));
         // Jumps land on their labels: the two exits end the program.
         let p = shared_program(3, 4, 0xc612_0001, 61000, 65535);

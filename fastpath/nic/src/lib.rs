@@ -26,6 +26,11 @@ pub mod bpf;
 pub mod dpdk;
 #[cfg(target_os = "linux")]
 pub(crate) mod linux;
+
+/// The interface index of `ifname`.
+pub fn ifindex(ifname: &str) -> Result<u32, NicError> {
+    Ok(linux::link_info(ifname)?.ifindex)
+}
 pub mod memory;
 #[cfg(test)]
 pub(crate) mod testnet;

@@ -181,7 +181,18 @@ fn open_lanes(cfg: &Config, n: usize) -> Result<Lanes, DaemonError> {
     }
     let lanes = open_hw_lanes(cfg, n)?;
     let hw = lanes.len();
-    Ok((lanes, hw, None))
+    let steer = if cfg.shared && cfg.nic == NicKind::AfPacket {
+        // Every frame reaches the AF_PACKET sockets; TAS's must not reach
+        // the kernel stack as well, or it would reset TAS's connections.
+        let ifindex = tas_nic::ifindex(&cfg.iface).map_err(|e| err("af_packet", e))?;
+        Some(
+            tas_nic::bpf::kernel_filter(ifindex, cfg.ip, cfg.port_range.0, cfg.port_range.1)
+                .map_err(|e| err("af_packet", e))?,
+        )
+    } else {
+        None
+    };
+    Ok((lanes, hw, steer))
 }
 
 fn open_hw_lanes(cfg: &Config, n: usize) -> Result<Vec<Box<dyn Nic>>, DaemonError> {
@@ -370,7 +381,7 @@ impl Daemon {
         };
         let (nics, hw_lanes, steer) = open_lanes(&cfg, n_cores)?;
         let shared_ports = steer.map(|s| shared::SharedPorts::new(s, cfg.ip));
-        let arp_tap = if cfg.shared {
+        let arp_tap = if cfg.shared && cfg.nic == NicKind::AfXdp {
             Some(ArpTap::open(&cfg.iface).map_err(|e| DaemonError::Nic {
                 iface: cfg.iface.clone(),
                 kind: "af_packet",

@@ -39,7 +39,9 @@ impl Stack {
         let msg = ip.payload();
         let me = self.cfg.local_ip;
         let is_echo = msg.len() >= ICMP_HDR_LEN && msg[0] == ICMP_ECHO_REQUEST && msg[1] == 0;
+        // Shared mode: the kernel owns the address and answers pings.
         if me == 0
+            || self.cfg.shared_ports.is_some()
             || ip.dst() != me
             || ip.is_fragment()
             || !is_echo

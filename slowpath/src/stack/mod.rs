@@ -200,6 +200,10 @@ pub struct StackConfig {
     pub arp_ttl_ns: u64,
     /// Ephemeral port range (inclusive).
     pub ephemeral: (u16, u16),
+    /// Shared mode (the kernel owns `local_ip` too): TAS's active-open
+    /// range. Segments for other ports that are not TAS's listeners are the
+    /// kernel's (left alone, never reset), and so are ICMP echo requests.
+    pub shared_ports: Option<(u16, u16)>,
     /// Congestion control: algorithms and their settings (global and per
     /// listening port). Changed at run time with [`Stack::cc_set`].
     pub cc: CcConfig,
@@ -245,6 +249,7 @@ impl Default for StackConfig {
             arp_retries: 3,
             arp_ttl_ns: 60 * SEC,
             ephemeral: (32768, 60999),
+            shared_ports: None,
             cc: CcConfig::default(),
             ecn: false,
             fin_timeout_ns: 60 * SEC,

@@ -203,26 +203,7 @@ impl Default for AfXdpConfig {
     }
 }
 
-/// Steers listening ports to TAS in shared mode (a handle on the ports map
-/// of the lanes' XDP program; cheap to clone).
-#[derive(Clone)]
-pub struct PortSteer {
-    att: Arc<Attachment>,
-}
-
-impl PortSteer {
-    /// Frames to local `port` go to TAS (`on`) or to the kernel.
-    pub fn set(&self, port: u16, on: bool) -> Result<(), NicError> {
-        let Some(map) = &self.att.ports else {
-            return Ok(());
-        };
-        bpf::map_update(std::os::fd::AsFd::as_fd(map), &u32::from(port).to_ne_bytes(), &[u8::from(on)])
-            .map_err(|e| NicError::Os {
-                op: "bpf(BPF_MAP_UPDATE_ELEM, ports)",
-                source: e,
-            })
-    }
-}
+pub use crate::bpf::PortSteer;
 
 /// Counters kept by an [`AfXdpNic`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -371,7 +352,7 @@ struct Attachment {
     _prog: OwnedFd,
     _map: OwnedFd,
     /// The ports map of the shared-mode program.
-    ports: Option<OwnedFd>,
+    ports: Option<Arc<OwnedFd>>,
     mode: XdpMode,
 }
 
@@ -776,7 +757,7 @@ fn attach(
         Some(f) => {
             let ports = bpf::create_ports_map()?;
             let prog = bpf::load_shared_program(&map, &ports, f.ip, f.ports.0, f.ports.1)?;
-            (prog, Some(ports))
+            (prog, Some(Arc::new(ports)))
         }
     };
     let modes: &[XdpMode] = match mode {
@@ -957,9 +938,10 @@ impl AfXdpNic {
 
     /// The ports map handle in shared mode (`None` in exclusive mode).
     pub fn port_steer(&self) -> Option<PortSteer> {
-        self.attach.ports.as_ref().map(|_| PortSteer {
-            att: Arc::clone(&self.attach),
-        })
+        self.attach
+            .ports
+            .as_ref()
+            .map(|m| PortSteer::new(Arc::clone(m), Vec::new()))
     }
 
     /// How the XDP program got attached.

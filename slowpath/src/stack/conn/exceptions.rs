@@ -73,6 +73,15 @@ impl Stack {
         {
             return;
         }
+        if let Some((lo, hi)) = self.cfg.shared_ports {
+            let port = p.key.local_port;
+            if !(lo..=hi).contains(&port) && !self.ports.contains_key(&port) {
+                // The kernel's port: its stack answers (shared mode over
+                // AF_PACKET sees every frame).
+                self.stats.dropped_not_ours += 1;
+                return;
+            }
+        }
         self.send_rst_reply(p.mac, &p.key, &p.seg, io);
     }
 
