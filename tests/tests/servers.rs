@@ -776,3 +776,104 @@ fn waits_with_something_else_ready_see_news_at_once() {
         );
     }
 }
+
+/// `TAS_PRELOAD_DEBUG=1` says why a call failed, one line each and
+/// rate-limited: an option the shim does not support (1000 failing calls
+/// print 5 lines), a connection tasd refused for want of memory (1 MiB of
+/// rings per program), and a socket handed to the kernel stack (loopback).
+/// Without the variable the same program prints nothing.
+#[test]
+fn preload_debug_says_why_calls_fail() {
+    ensure_packages(&[("python3 -c 'import socket, subprocess'", "python3")]);
+    shim();
+    // 1 MiB of rings per program: the second connection does not fit.
+    let mut tb = Testbed::with_args("svdbg", backend(), &["--app-mem-mib", "1"]);
+    let _reaper = Reaper::new(&tb);
+    tb.spawn_lnx(&bin("peer"), &["echo-server", "7011"], Some("listening"));
+    let script = format!(
+        "import socket, subprocess, sys\n\
+         s = socket.socket()\n\
+         n = 0\n\
+         for i in range(1000):\n\
+         \x20   try:\n\
+         \x20       s.setsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)\n\
+         \x20   except OSError as e:\n\
+         \x20       n += 1\n\
+         print('setsockopt failed', n)\n\
+         conns = []\n\
+         for i in range(8):\n\
+         \x20   c = socket.socket()\n\
+         \x20   try:\n\
+         \x20       c.connect(('{LNX_IP}', 7011)); conns.append(c)\n\
+         \x20   except OSError as e:\n\
+         \x20       print('connect', i, 'errno', e.errno); break\n\
+         c = socket.socket()\n\
+         try:\n\
+         \x20   c.connect(('127.0.0.1', 9))\n\
+         except OSError as e:\n\
+         \x20   print('loopback connect errno', e.errno)\n"
+    );
+    let py = tb.dir.join("dbg.py");
+    std::fs::write(&py, script).unwrap();
+    let run = |tb: &mut Testbed, debug: bool| {
+        let mut a = Vec::new();
+        if debug {
+            a.push("TAS_PRELOAD_DEBUG=1".to_string());
+        }
+        a.push(bin("tasctl").display().to_string());
+        a.extend(run_args(tb, &["python3", py.to_str().unwrap()]));
+        let o = tb.run_tas(
+            Path::new("/usr/bin/env"),
+            &strs(&a),
+            Duration::from_secs(30),
+        );
+        assert_ok(&o, "python3 under tasctl run");
+        o
+    };
+    let o = run(&mut tb, true);
+    let out = stdout(&o);
+    let err = stderr(&o);
+    println!("{out}{err}");
+    assert_eq!(
+        out,
+        format!(
+            "setsockopt failed 1000\nconnect 1 errno {}\nloopback connect errno {}\n",
+            libc::ENOMEM,
+            libc::ECONNREFUSED
+        )
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    let opt: Vec<&&str> = lines
+        .iter()
+        .filter(|l| {
+            l.contains("setsockopt(fd ")
+                && l.contains(
+                    ") = -1 ENOPROTOOPT: option level 6 name 11 cannot be set on a TAS socket",
+                )
+        })
+        .collect();
+    assert!(
+        (5..=7).contains(&opt.len()),
+        "expected 5 lines (rate-limited) for 1000 failing setsockopt calls:\n{err}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("connect(fd ")
+            && l.contains(") = -1 ENOMEM: tasd refused the connection: out of memory")),
+        "no line for the refused connection:\n{err}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains(
+            "connect to 127.0.0.1:9: an address the kernel owns (loopback or a kernel interface's): the socket uses the kernel stack"
+        )),
+        "no line for the loopback connect:\n{err}"
+    );
+    assert!(
+        lines.iter().all(|l| l.starts_with("libtas_preload[")),
+        "{err}"
+    );
+    assert!(lines.len() <= 12, "too many lines:\n{err}");
+    // Without TAS_PRELOAD_DEBUG: the same results, nothing on stderr.
+    let o = run(&mut tb, false);
+    assert_eq!(stdout(&o), out);
+    assert_eq!(stderr(&o), "", "lines without TAS_PRELOAD_DEBUG");
+}

@@ -93,6 +93,7 @@
 
 mod config;
 mod ctx;
+mod debug;
 mod fdtab;
 mod ffi;
 mod fork;
@@ -635,6 +636,16 @@ const _: () = assert!(std::mem::size_of::<off_t>() == std::mem::size_of::<i64>()
 // ---------------------------------------------------------------------------
 // Options and names.
 
+/// `TAS_PRELOAD_DEBUG`: an option the shim does not support says so.
+fn opt_reason(r: sys::Res<()>, what: &str, level: c_int, name: c_int) -> sys::Res<()> {
+    if matches!(r, Err(libc::ENOPROTOOPT) | Err(libc::EOPNOTSUPP)) {
+        debug::reason(|| {
+            format!("option level {level} name {name} cannot be {what} on a TAS socket (unknown or unsupported)")
+        });
+    }
+    r
+}
+
 interpose! {
     tas fn setsockopt(
         fd: c_int,
@@ -645,7 +656,11 @@ interpose! {
     ) -> c_int
         // SAFETY: v/len as the caller passed them, under setsockopt's
         // contract.
-        => |c, s| unit(|| unsafe { opts::setsockopt(c, s, level, name, v, len) });
+        => |c, s| unit(|| {
+            // SAFETY: v/len as the caller passed them (the same contract).
+            let r = unsafe { opts::setsockopt(c, s, level, name, v, len) };
+            opt_reason(r, "set", level, name)
+        });
 
     tas fn getsockopt(
         fd: c_int,
@@ -656,7 +671,11 @@ interpose! {
     ) -> c_int
         // SAFETY: v/len as the caller passed them, under getsockopt's
         // contract.
-        => |c, s| unit(|| unsafe { opts::getsockopt(c, s, level, name, v, len) });
+        => |c, s| unit(|| {
+            // SAFETY: v/len as the caller passed them (the same contract).
+            let r = unsafe { opts::getsockopt(c, s, level, name, v, len) };
+            opt_reason(r, "read", level, name)
+        });
 
     tas fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
         // SAFETY: addr/len as the caller passed them, under getsockname's

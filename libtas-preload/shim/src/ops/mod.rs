@@ -38,7 +38,13 @@ use std::sync::atomic::Ordering;
 /// Whether `ctx` belongs to an older fork generation (the parent's: its
 /// sockets must not be touched).
 fn orphan(ctx: &Ctx) -> bool {
-    ctx.gen != global().gen.load(Ordering::Acquire)
+    let o = ctx.gen != global().gen.load(Ordering::Acquire);
+    if o {
+        crate::debug::reason(|| {
+            "the socket was inherited from the parent process (fork): its connection is the parent's".into()
+        });
+    }
+    o
 }
 
 /// When a call bounded by `SO_RCVTIMEO`/`SO_SNDTIMEO` gives up (monotonic

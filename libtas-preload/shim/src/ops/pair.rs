@@ -130,9 +130,6 @@ pub(super) fn to_kernel(ctx: usize, inner: &mut Inner, sid: u64) -> Res<()> {
         g.set_fd(s.shadow, 0);
     }
     unregister_port(ctx, &s);
-    if g.cfg.debug {
-        sys::log(&format!("fd {} moved to the kernel stack", s.a));
-    }
     Ok(())
 }
 
