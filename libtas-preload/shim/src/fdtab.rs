@@ -119,8 +119,24 @@ pub enum Kind {
     Internal,
 }
 
+/// What `fd` is; a socket inherited from the parent process is taken
+/// over first (`fork::adopt`).
 #[inline]
 pub fn kind(fd: c_int) -> Kind {
+    match kind_noadopt(fd) {
+        Kind::Sock(c, sid) if c.gen != crate::global::global().gen.load(std::sync::atomic::Ordering::Acquire) => {
+            match crate::fork::adopt(fd, c, sid) {
+                Some((n, sid)) => Kind::Sock(n, sid),
+                None => Kind::Sock(c, sid),
+            }
+        }
+        k => k,
+    }
+}
+
+/// What `fd` is, leaving an inherited socket as it is (for `close`).
+#[inline]
+pub fn kind_noadopt(fd: c_int) -> Kind {
     let Some(g) = try_global() else {
         return Kind::Kernel;
     };

@@ -197,6 +197,15 @@ interpose! {
     tas fn shutdown(fd: c_int, how: c_int) -> c_int
         => |c, s| unit(|| ops::shutdown(c, s, how));
 
+    /// Sockets survive: the child can use what it inherits (`fork.rs`).
+    fn fork() -> libc::pid_t {
+        if in_shim() {
+            // SAFETY: fork takes no arguments.
+            return unsafe { real::fork::get()() };
+        }
+        fork::fork()
+    }
+
     /// The shim's own descriptors are never closed (reported closed).
     fn close(fd: c_int) -> c_int {
         let f = real::close::get();
@@ -211,7 +220,7 @@ interpose! {
             // SAFETY: close takes no pointers; the shim closes its own fd.
             return unsafe { f(fd) };
         }
-        match kind(fd) {
+        match fdtab::kind_noadopt(fd) {
             Kind::Sock(c, s) => unit(|| ops::close(c, s, fd)),
             // The shim's own descriptors stay open (a program closing "all"
             // descriptors must not cut us off); report success as Linux would.
@@ -256,7 +265,7 @@ fn close_range_impl(first: c_uint, last: c_uint, flags: c_int) -> c_int {
         if !g.fd_fits(fd as c_int) {
             break;
         }
-        match kind(fd as c_int) {
+        match fdtab::kind_noadopt(fd as c_int) {
             Kind::Sock(c, s) => {
                 let _ = run(|| ops::close(c, s, fd as c_int));
             }

@@ -60,6 +60,12 @@ pub struct Sock {
     pub port_registered: bool,
     /// connect() reported a failure (Linux then disconnects the socket).
     pub disconnected: bool,
+    /// Other processes may hold it (it was open at a fork, or inherited):
+    /// closing lets go of this process's reference only (`ops::close`).
+    pub shared: bool,
+    /// A listener this process accepts on (accept, epoll): kept among
+    /// the listener's acceptors across a fork.
+    pub interest: bool,
 }
 
 impl Sock {
@@ -85,6 +91,8 @@ impl Sock {
             epoll_regs: Vec::new(),
             port_registered: false,
             disconnected: false,
+            shared: false,
+            interest: false,
         }
     }
 }

@@ -100,7 +100,24 @@ pub fn close(ctx: &'static Ctx, sid: u64, fd: c_int) -> Res<()> {
     }
     let s = inner.socks.remove(&sid).expect("present");
     if !orphan(ctx) {
-        release(ctx, &mut inner, &s);
+        // A socket other processes may hold: let go of our reference; the
+        // last holder closes it the usual way (fork.rs).
+        let mine = match s.st {
+            St::Connected(c) if s.shared => inner.tas.drop_conn(c).unwrap_or(false),
+            St::Listening(l) if s.shared => inner.tas.drop_listener(l).unwrap_or(false),
+            _ => true,
+        };
+        if mine {
+            release(ctx, &mut inner, &s);
+        } else {
+            unregister_port(ctx.idx, &s);
+            if let St::Connected(c) = s.st {
+                inner.by_flow.remove(&c);
+            }
+            if let St::Listening(l) = s.st {
+                inner.by_listener.remove(&l);
+            }
+        }
         inner.after();
     }
     if s.sig.b >= 0 {

@@ -72,6 +72,7 @@ impl Stack {
         if let Some(l) = self.listeners.get_mut(&lid) {
             l.half_open += 1;
         }
+        self.rotate_acceptor(lid);
         self.send_synack(&p.key, &h, ts_now(now), io);
         self.half_open.insert(p.key, h);
         self.schedule(h.deadline, Timer::HalfOpen(tuple(&p.key)));
@@ -376,7 +377,7 @@ impl Stack {
             remote_port: key.remote_port,
             remote_mac: h.mac,
             context: h.app,
-            mem: h.app,
+            mem: io.mem_of(h.app),
             group: self.rx_lane,
             cfg,
             mss: peer.mss.min(self.our_mss()),

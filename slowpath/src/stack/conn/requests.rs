@@ -62,6 +62,8 @@ impl Stack {
                 reuse,
                 opaque: msg.info.opaque,
                 cookies_until: 0,
+                holders: vec![app],
+                acceptors: vec![app],
             },
         );
         self.ports.entry(port).or_default().push(id);
@@ -117,7 +119,7 @@ impl Stack {
 
     pub(in crate::stack) fn app_accept(&mut self, app: AppId, msg: &CtlMsg, io: &mut impl StackIo) {
         match self.listeners.get_mut(&msg.listener) {
-            Some(l) if l.app == app => l.pending = l.pending.saturating_sub(msg.accept_credit()),
+            Some(l) if l.app == app || l.holders.contains(&app) => l.pending = l.pending.saturating_sub(msg.accept_credit()),
             _ => self.reply_err(io, app, msg, libc::EBADF),
         }
     }
