@@ -177,23 +177,40 @@ fn lnx_sh(tb: &mut Testbed, script: &str, limit: Duration) -> std::process::Outp
 }
 
 /// Retries `sh -c SCRIPT` on the Linux host until it succeeds (a server
-/// coming up), at most `limit`; panics with `what` and the last output.
-fn until_ok(tb: &mut Testbed, script: &str, limit: Duration, what: &str) {
+/// coming up), at most `limit`; panics with `what`, the last output and
+/// the server's log file `log` (if any).
+fn until_ok_log(tb: &mut Testbed, script: &str, limit: Duration, what: &str, log: Option<&Path>) {
     let deadline = Instant::now() + limit;
     loop {
         let o = lnx_sh(tb, script, Duration::from_secs(5));
         if o.status.success() {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {limit:?}:\n{}{}\n--- tasd log ---\n{}",
-            stdout(&o),
-            stderr(&o),
-            tb.tasd_log()
-        );
+        if Instant::now() >= deadline {
+            let log = log
+                .map(|p| {
+                    let t = std::fs::read_to_string(p).unwrap_or_default();
+                    let tail: Vec<&str> = t.lines().rev().take(15).collect();
+                    format!(
+                        "\n--- {} (last lines) ---\n{}",
+                        p.display(),
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )
+                })
+                .unwrap_or_default();
+            panic!(
+                "{what} within {limit:?}:\n{}{}{log}\n--- tasd log ---\n{}",
+                stdout(&o),
+                stderr(&o),
+                tb.tasd_log()
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+fn until_ok(tb: &mut Testbed, script: &str, limit: Duration, what: &str) {
+    until_ok_log(tb, script, limit, what, None)
 }
 
 /// tasd's accepted / connected counters.
@@ -284,11 +301,13 @@ fn nginx_master_and_two_workers_serve_ab_without_keepalive() {
     let args = run_args(&tb, &[nginx, "-c", conf.to_str().unwrap(), "-p", &d]);
     tb.spawn_tas(&bin("tasctl"), &strs(&args), None);
     let url = format!("http://{TAS_IP}:8080/index.html");
-    until_ok(
+    let elog = tb.dir.join("error.log");
+    until_ok_log(
         &mut tb,
         &format!("curl -s -f --max-time 2 -o /dev/null {url}"),
         Duration::from_secs(15),
         "nginx did not answer",
+        Some(&elog),
     );
     let (acc, _) = carried(&mut tb);
     let o = tb.run_lnx(
