@@ -896,3 +896,74 @@ fn preload_debug_says_why_calls_fail() {
     assert_eq!(stdout(&o), out);
     assert_eq!(stderr(&o), "", "lines without TAS_PRELOAD_DEBUG");
 }
+
+/// A listener on 0.0.0.0 under the shim (issue 14, item 5) is one
+/// listener for every address, as on Linux: clients of TAS's address (from
+/// the Linux host) come through TAS, clients of loopback (on the TAS host)
+/// through the kernel, alternately, to a server that waits in epoll and
+/// accepts until `EAGAIN`, and to one that blocks in `accept`.
+#[test]
+fn wildcard_listener_serves_tas_and_kernel_addresses() {
+    ensure_packages(&[("python3 -c 'import selectors, socket'", "python3")]);
+    let mut tb = testbed("svwld");
+    let _reaper = Reaper::new(&tb);
+    for (port, mode) in [(7400, "epoll"), (7401, "blocking")] {
+        let server = format!(
+            "import selectors, socket\n\
+             l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             l.bind(('0.0.0.0', {port})); l.listen()\n\
+             print('listening', flush=True)\n\
+             def serve(c):\n\
+             \x20   c.setblocking(True); d = c.recv(100)\n\
+             \x20   c.sendall(d + b' via ' + c.getsockname()[0].encode()); c.close()\n\
+             if '{mode}' == 'epoll':\n\
+             \x20   l.setblocking(False); sel = selectors.EpollSelector(); sel.register(l, selectors.EVENT_READ)\n\
+             \x20   while True:\n\
+             \x20       sel.select()\n\
+             \x20       while True:\n\
+             \x20           try:\n\
+             \x20               c, _ = l.accept()\n\
+             \x20           except BlockingIOError:\n\
+             \x20               break\n\
+             \x20           serve(c)\n\
+             else:\n\
+             \x20   while True:\n\
+             \x20       serve(l.accept()[0])\n"
+        );
+        let args = run_args(&tb, &["python3", "-c", &server]);
+        tb.spawn_tas(&bin("tasctl"), &strs(&args), Some("listening"));
+        let client = |ip: &str, msg: &str| {
+            format!(
+                "import socket\nc = socket.create_connection(('{ip}', {port}), timeout=5)\n\
+                 c.sendall(b'{msg}'); print(c.recv(100).decode())\n"
+            )
+        };
+        for i in 0..6 {
+            let before = tb.tasd_counter("slowpath.accepted");
+            let (o, want, tas) = if i % 2 == 0 {
+                let msg = format!("lo{i}");
+                let o = tb.run_tas(
+                    Path::new("python3"),
+                    &["-c", &client("127.0.0.1", &msg)],
+                    Duration::from_secs(10),
+                );
+                (o, format!("{msg} via 127.0.0.1\n"), false)
+            } else {
+                let msg = format!("tas{i}");
+                let o = tb.run_lnx(
+                    Path::new("python3"),
+                    &["-c", &client(TAS_IP, &msg)],
+                    Duration::from_secs(10),
+                );
+                (o, format!("{msg} via {TAS_IP}\n"), true)
+            };
+            assert_ok(&o, &format!("{mode} server, client {i}"));
+            assert_eq!(stdout(&o), want, "{mode} server, client {i}");
+            let n = tb.tasd_counter("slowpath.accepted") - before;
+            assert_eq!(
+                n, tas as u64,
+                "{mode} server, client {i}: tasd accepted {n} connections"
+            );
+        }
+    }
+}

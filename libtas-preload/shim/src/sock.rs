@@ -66,6 +66,10 @@ pub struct Sock {
     /// A listener this process accepts on (accept, epoll): kept among
     /// the listener's acceptors across a fork.
     pub interest: bool,
+    /// A wildcard listener's kernel listener (`ops::wild`), or -1.
+    pub klisten: c_int,
+    /// The kernel listener has a connection (the reactor saw it readable).
+    pub kready: bool,
 }
 
 impl Sock {
@@ -93,6 +97,8 @@ impl Sock {
             disconnected: false,
             shared: false,
             interest: false,
+            klisten: -1,
+            kready: false,
         }
     }
 }

@@ -55,6 +55,10 @@ pub fn shutdown(ctx: &'static Ctx, sid: u64, how: c_int) -> Res<()> {
                 inner.by_listener.remove(&l);
                 let s = inner.socks.get_mut(&sid).ok_or(libc::EBADF)?;
                 s.st = St::Fresh;
+                if s.klisten >= 0 {
+                    super::wild::forget(std::mem::replace(&mut s.klisten, -1));
+                    s.kready = false;
+                }
                 set_port_listening(ctx.idx, s, false);
             }
             Ok(())
@@ -127,6 +131,9 @@ pub fn close(ctx: &'static Ctx, sid: u64, fd: c_int) -> Res<()> {
     if s.shadow >= 0 {
         g.set_fd(s.shadow, 0);
         r_close(s.shadow);
+    }
+    if s.klisten >= 0 {
+        super::wild::forget(s.klisten);
     }
     let linger_wait = match (s.st, s.opts.linger) {
         (St::Connected(c), Some(l)) if l.l_onoff != 0 && l.l_linger > 0 && !s.nonblock => {

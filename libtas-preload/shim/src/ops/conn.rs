@@ -271,6 +271,10 @@ pub fn listen(ctx: &'static Ctx, sid: u64, backlog: c_int) -> Res<()> {
     let s = inner.socks.get_mut(&sid).ok_or(libc::EBADF)?;
     s.st = St::Listening(l);
     s.backlog = backlog as c_int;
+    if s.local.0 == 0 && s.klisten < 0 {
+        // 0.0.0.0: the kernel's addresses (loopback, ...) are served too.
+        s.klisten = super::wild::open(ctx, s, port, backlog as c_int);
+    }
     set_port_listening(ctx.idx, s, true);
     inner.sync(sid);
     inner.after();
@@ -359,6 +363,15 @@ pub unsafe fn accept(
                 return Ok(fd);
             }
             Ok(None) => {
+                // A wildcard listener's kernel side (ops::wild).
+                if let Some(s) = inner.socks.get_mut(&sid) {
+                    // SAFETY: addr/len as the caller passed them (contract).
+                    if let Some(r) = unsafe { super::wild::accept(s, addr, len, flags) } {
+                        inner.sync(sid);
+                        inner.after();
+                        return r;
+                    }
+                }
                 inner.sync(sid);
                 inner.after();
             }

@@ -22,6 +22,7 @@ mod data;
 mod fds;
 mod pair;
 mod ports;
+mod wild;
 
 pub use close::{close, shutdown};
 pub use conn::{accept, bind, connect, getpeername, getsockname, listen};
@@ -29,6 +30,7 @@ pub use data::{recv, send, Src};
 pub use fds::{add_fd, before_replace, epoll_track, ioctl_queue, set_nonblock};
 pub use pair::socket;
 pub use ports::Ports;
+pub use wild::{fired as kernel_listener_fired, watched as kernel_listeners};
 
 use crate::ctx::Ctx;
 use crate::global::global;
