@@ -901,13 +901,14 @@ fn preload_debug_says_why_calls_fail() {
 /// listener for every address, as on Linux: clients of TAS's address (from
 /// the Linux host) come through TAS, clients of loopback (on the TAS host)
 /// through the kernel, alternately, to a server that waits in epoll and
-/// accepts until `EAGAIN`, and to one that blocks in `accept`.
+/// accepts until `EAGAIN`, to one that blocks in `accept`, and to two
+/// forked children blocking in `accept` on the listener they inherited.
 #[test]
 fn wildcard_listener_serves_tas_and_kernel_addresses() {
     ensure_packages(&[("python3 -c 'import selectors, socket'", "python3")]);
     let mut tb = testbed("svwld");
     let _reaper = Reaper::new(&tb);
-    for (port, mode) in [(7400, "epoll"), (7401, "blocking")] {
+    for (port, mode) in [(7400, "epoll"), (7401, "blocking"), (7402, "prefork")] {
         let server = format!(
             "import selectors, socket\n\
              l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
@@ -926,6 +927,13 @@ fn wildcard_listener_serves_tas_and_kernel_addresses() {
              \x20           except BlockingIOError:\n\
              \x20               break\n\
              \x20           serve(c)\n\
+             elif '{mode}' == 'prefork':\n\
+             \x20   import os\n\
+             \x20   for i in range(2):\n\
+             \x20       if os.fork() == 0:\n\
+             \x20           while True:\n\
+             \x20               serve(l.accept()[0])\n\
+             \x20   os.wait()\n\
              else:\n\
              \x20   while True:\n\
              \x20       serve(l.accept()[0])\n"

@@ -110,7 +110,7 @@ fn reactor() {
         // the timeout.
         let first_kl = pfds.len();
         kl.clear();
-        crate::ops::kernel_listeners(gen, &mut kl);
+        crate::ops::kernel_listeners(&mut kl);
         for &fd in &kl {
             pfds.push(libc::pollfd {
                 fd,

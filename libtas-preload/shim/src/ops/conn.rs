@@ -273,7 +273,7 @@ pub fn listen(ctx: &'static Ctx, sid: u64, backlog: c_int) -> Res<()> {
     s.backlog = backlog as c_int;
     if s.local.0 == 0 && s.klisten < 0 {
         // 0.0.0.0: the kernel's addresses (loopback, ...) are served too.
-        s.klisten = super::wild::open(ctx, s, port, backlog as c_int);
+        s.klisten = super::wild::open(s, port, backlog as c_int);
     }
     set_port_listening(ctx.idx, s, true);
     inner.sync(sid);

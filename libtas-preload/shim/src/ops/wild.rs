@@ -21,22 +21,36 @@ use crate::sock::Sock;
 use crate::sys::{self, r_close, real, Lock, Res};
 use libc::{c_int, sockaddr, socklen_t};
 
+#[derive(Clone, Copy)]
 struct Entry {
-    ctx: usize,
-    gen: u64,
     sid: u64,
     fd: c_int,
     armed: bool,
 }
 
-/// Every kernel listener of this process (parent generations' included:
-/// the reactor looks only at its own generation's).
+/// Every kernel listener of this process. After a fork the child has the
+/// same (its copies of the kernel listeners): an entry counts in a process
+/// once one of its live contexts holds the socket (the child has taken the
+/// listener over), so parent and children each accept from it, as they
+/// would share a kernel listener. Lock order: a context's lock, then this.
 static KL: Lock<Vec<Entry>> = Lock::new(Vec::new());
+
+/// The live context holding socket `sid` with kernel listener `fd`.
+fn holder(sid: u64, fd: c_int) -> Option<&'static Ctx> {
+    global().live_ctxs().find(|c| {
+        !c.dead.load(std::sync::atomic::Ordering::Relaxed)
+            && c.inner
+                .lock()
+                .socks
+                .get(&sid)
+                .is_some_and(|s| s.klisten == fd)
+    })
+}
 
 /// Opens the kernel listener of wildcard listener `s` (port `port`);
 /// returns its fd, or -1 when the kernel refuses (then the socket stays
 /// TAS-only).
-pub(super) fn open(ctx: &Ctx, s: &Sock, port: u16, backlog: c_int) -> c_int {
+pub(super) fn open(s: &Sock, port: u16, backlog: c_int) -> c_int {
     let fail = |what: &str, k: c_int| {
         let e = sys::errno();
         if k >= 0 {
@@ -95,8 +109,6 @@ pub(super) fn open(ctx: &Ctx, s: &Sock, port: u16, backlog: c_int) -> c_int {
     }
     g.set_fd(k, T_INTERNAL);
     KL.lock().push(Entry {
-        ctx: ctx.idx,
-        gen: ctx.gen,
         sid: s.id,
         fd: k,
         armed: true,
@@ -105,12 +117,14 @@ pub(super) fn open(ctx: &Ctx, s: &Sock, port: u16, backlog: c_int) -> c_int {
     k
 }
 
-/// The armed kernel listeners of generation `gen` (for the reactor's poll).
-pub fn watched(gen: u64, out: &mut Vec<c_int>) {
+/// The armed kernel listeners whose socket this process holds (for the
+/// reactor's poll).
+pub fn watched(out: &mut Vec<c_int>) {
+    let armed: Vec<Entry> = KL.lock().iter().filter(|e| e.armed).copied().collect();
     out.extend(
-        KL.lock()
+        armed
             .iter()
-            .filter(|e| e.gen == gen && e.armed)
+            .filter(|e| holder(e.sid, e.fd).is_some())
             .map(|e| e.fd),
     );
 }
@@ -118,15 +132,15 @@ pub fn watched(gen: u64, out: &mut Vec<c_int>) {
 /// Kernel listener `fd` is readable (the reactor saw it): disarms it and
 /// marks its socket readable.
 pub fn fired(fd: c_int) {
-    let (ctx, sid) = {
+    let sid = {
         let mut kl = KL.lock();
         let Some(e) = kl.iter_mut().find(|e| e.fd == fd) else {
             return;
         };
         e.armed = false;
-        (e.ctx, e.sid)
+        e.sid
     };
-    let Some(c) = global().ctx(ctx) else { return };
+    let Some(c) = holder(sid, fd) else { return };
     let mut inner = c.inner.lock();
     if let Some(s) = inner.socks.get_mut(&sid) {
         if s.klisten == fd {
@@ -139,7 +153,10 @@ pub fn fired(fd: c_int) {
 
 /// Accepts a connection from the kernel listener of `s` (the caller's
 /// `addr`/`len`/`flags`, as the kernel fills them): Some(fd) or
-/// Some(error), None when it has none (then it is re-armed).
+/// Some(error), None when it has none (then it is re-armed). Tried
+/// whenever TAS has no connection (one non-blocking system call), so a
+/// process that took the listener over at a fork, whatever the mark said
+/// then, finds the kernel's connections too.
 ///
 /// # Safety
 ///
@@ -151,7 +168,7 @@ pub(super) unsafe fn accept(
     len: *mut socklen_t,
     flags: c_int,
 ) -> Option<Res<c_int>> {
-    if s.klisten < 0 || !s.kready {
+    if s.klisten < 0 {
         return None;
     }
     // SAFETY: addr/len as the caller passed them (contract); klisten is the
