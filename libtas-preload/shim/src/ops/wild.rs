@@ -184,10 +184,15 @@ pub(super) unsafe fn accept(
     let e = sys::errno();
     if e == libc::EAGAIN || e == libc::EWOULDBLOCK {
         s.kready = false;
+        let mut rearmed = false;
         if let Some(en) = KL.lock().iter_mut().find(|en| en.fd == s.klisten) {
+            rearmed = !en.armed;
             en.armed = true;
         }
-        crate::reactor::wake();
+        // The reactor polls it again (a system call only when it was not).
+        if rearmed {
+            crate::reactor::wake();
+        }
         return None;
     }
     // Linux passes these on from accept (ECONNABORTED, EMFILE, ENOBUFS, ...).
