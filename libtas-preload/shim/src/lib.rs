@@ -317,10 +317,10 @@ interpose! {
         a5: c_long,
         a6: c_long,
     ) -> c_long {
-        // SAFETY (all arms): each interposed function is called with the
+        let fd = a1 as c_int;
+        // SAFETY: (all arms) each interposed function is called with the
         // arguments of the system call of the same number, which the
         // caller passed under `syscall`'s contract (this function's).
-        let fd = a1 as c_int;
         unsafe {
             match n {
                 libc::SYS_close => close(fd) as c_long,
