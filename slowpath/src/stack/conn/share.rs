@@ -215,10 +215,11 @@ impl Stack {
         if listener {
             let lid = msg.listener;
             let accepting = msg.arg[4] != 0;
+            // Held by this context, or by another context of the process.
             let holds = self
                 .listeners
                 .get(&lid)
-                .is_some_and(|l| l.holders.contains(&app));
+                .is_some_and(|l| l.holders.iter().any(|&h| h == app || (pid != 0 && io.app_pid(h) == pid)));
             if !holds {
                 let Some(gi) = self.grant_for(pid, token, lid, true) else {
                     return self.reply_err(io, app, msg, libc::EBADF);
@@ -245,7 +246,10 @@ impl Stack {
             return self.reply(io, app, msg, 0, lid);
         }
         let id = msg.flow;
-        let holds = self.conns.get(&id).is_some_and(|c| c.holders.contains(&app));
+        let holds = self
+            .conns
+            .get(&id)
+            .is_some_and(|c| c.holders.iter().any(|&h| h == app || (pid != 0 && io.app_pid(h) == pid)));
         if !holds {
             let Some(gi) = self.grant_for(pid, token, id, false) else {
                 return self.reply_err(io, app, msg, libc::EBADF);
