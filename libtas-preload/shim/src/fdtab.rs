@@ -123,6 +123,14 @@ pub enum Kind {
 /// over first (`fork::adopt`).
 #[inline]
 pub fn kind(fd: c_int) -> Kind {
+    if let Some(g) = try_global() {
+        if let Some(i) = crate::exec::pending(g.fd(fd)) {
+            return match crate::exec::adopt(fd, i) {
+                Some((c, sid)) => Kind::Sock(c, sid),
+                None => Kind::Kernel,
+            };
+        }
+    }
     match kind_noadopt(fd) {
         Kind::Sock(c, sid) if c.gen != crate::global::global().gen.load(std::sync::atomic::Ordering::Acquire) => {
             match crate::fork::adopt(fd, c, sid) {

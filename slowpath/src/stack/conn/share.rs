@@ -116,6 +116,14 @@ impl Stack {
             match self.snapshot(msg.flow, &c.key) {
                 Some(f) if c.phase != Phase::Dead => {
                     m.info = flow_info(msg.flow, &f);
+                    // Where the holders' reads and writes stand as far as
+                    // the fast path has seen them: the first byte not
+                    // freed, one past the last byte added.
+                    m.info.rx_seq = f.rx_data_seq().wrapping_sub(f.rx_len.saturating_sub(f.rx_avail));
+                    m.info.tx_seq = f
+                        .tx_acked_seq()
+                        .wrapping_add(f.tx_data_in_flight())
+                        .wrapping_add(f.tx_avail);
                     m.arg[1] = f.rx_data_seq();
                     m.arg[2] = f.tx_acked_seq();
                     let mut flags = 0u8;
