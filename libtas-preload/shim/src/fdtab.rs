@@ -142,6 +142,23 @@ pub fn kind(fd: c_int) -> Kind {
     }
 }
 
+/// A socket inherited from the parent (or across exec) that a wait
+/// (`poll`, `select`) is about to include is taken over first: its
+/// readiness is this process's to drive from now on.
+pub fn adopt_if_inherited(fd: c_int, v: u64) {
+    let Some(g) = try_global() else { return };
+    let old = match decode(v) {
+        Some((crate::exec::PENDING_CTX, _)) => true,
+        Some((ci, _)) => g
+            .ctx(ci)
+            .is_some_and(|c| c.gen != g.gen.load(std::sync::atomic::Ordering::Acquire)),
+        None => false,
+    };
+    if old {
+        let _ = kind(fd);
+    }
+}
+
 /// What `fd` is, leaving an inherited socket as it is (for `close`).
 #[inline]
 pub fn kind_noadopt(fd: c_int) -> Kind {
