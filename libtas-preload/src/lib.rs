@@ -121,6 +121,78 @@ impl Conn {
             self.fin_acked = true;
         }
     }
+    /// Words of [`Conn::to_words`].
+    pub const WORDS: usize = 18;
+
+    /// The connection as numbers (to hand it to another program image
+    /// across `exec`; [`Conn::from_words`] reads them back).
+    pub fn to_words(&self) -> [u32; Self::WORDS] {
+        let i = &self.info;
+        let flags = u32::from(self.rx_fin)
+            | u32::from(self.tx_fin) << 1
+            | u32::from(self.fin_acked) << 2
+            | (self.error.unwrap_or(0).clamp(0, 0xffff) as u32) << 8;
+        [
+            i.flow,
+            i.local_ip,
+            i.remote_ip,
+            i.local_port as u32 | (i.remote_port as u32) << 16,
+            i.rx_base,
+            i.rx_len,
+            i.tx_base,
+            i.tx_len,
+            i.rx_seq,
+            i.tx_seq,
+            i.mss,
+            i.opaque as u32,
+            (i.opaque >> 32) as u32,
+            self.rx_read,
+            self.rx_end,
+            self.tx_written,
+            self.tx_acked,
+            flags,
+        ]
+    }
+
+    /// The inverse of [`Conn::to_words`]; None unless the numbers are
+    /// consistent (positions within the rings).
+    pub fn from_words(w: &[u32]) -> Option<Conn> {
+        if w.len() != Self::WORDS {
+            return None;
+        }
+        let info = FlowInfo {
+            flow: w[0],
+            local_ip: w[1],
+            remote_ip: w[2],
+            local_port: w[3] as u16,
+            remote_port: (w[3] >> 16) as u16,
+            rx_base: w[4],
+            rx_len: w[5],
+            tx_base: w[6],
+            tx_len: w[7],
+            rx_seq: w[8],
+            tx_seq: w[9],
+            mss: w[10],
+            _pad: 0,
+            opaque: w[11] as u64 | (w[12] as u64) << 32,
+        };
+        let mut c = Conn::new(info);
+        c.rx_read = w[13];
+        c.rx_end = w[14];
+        c.tx_written = w[15];
+        c.tx_acked = w[16];
+        c.rx_fin = w[17] & 1 != 0;
+        c.tx_fin = w[17] & 2 != 0;
+        c.fin_acked = w[17] & 4 != 0;
+        let e = (w[17] >> 8) as i32;
+        c.error = (e != 0).then_some(e);
+        let ok = info.rx_len > 0
+            && info.tx_len > 0
+            && c.rx_available() <= info.rx_len
+            && c.tx_written.wrapping_sub(c.tx_acked) <= info.tx_len;
+        ok.then_some(c)
+    }
+
     /// Bytes waiting to be read.
     pub fn rx_available(&self) -> u32 {
         self.rx_end.wrapping_sub(self.rx_read)
@@ -840,11 +912,27 @@ impl Tas {
         self.conns.get(&c).cloned()
     }
 
-    /// Applies where a flow stands (the answer to `ADOPT`/`DROP`).
+    /// Applies where a flow stands (the answer to `ADOPT`/`DROP`): what
+    /// the fast path has seen the flow's holders free and add (another
+    /// process may have read or written since our copy was taken), then
+    /// what arrived and was acknowledged.
     fn resync(conn: &mut Conn, r: &CtlMsg) {
         if r.arg[4] != 0 {
             conn.error.get_or_insert(r.arg[4] as i32);
             return;
+        }
+        let ahead = |theirs: u32, ours: u32, max: u32| {
+            let d = theirs.wrapping_sub(ours);
+            d > 0 && d <= max
+        };
+        if ahead(r.info.rx_seq, conn.rx_read, conn.info.rx_len) {
+            conn.rx_read = r.info.rx_seq;
+            if (conn.rx_end.wrapping_sub(conn.rx_read) as i32) < 0 {
+                conn.rx_end = conn.rx_read;
+            }
+        }
+        if ahead(r.info.tx_seq, conn.tx_written, conn.info.tx_len) {
+            conn.tx_written = r.info.tx_seq;
         }
         let ev = AppEvent {
             kind: event::FLOW_UPDATE,

@@ -1261,6 +1261,38 @@ static void tas_exec(void)
     close(cx);
 }
 
+/* inetd/sshd style: the connection on fds 0 and 1 of an exec'ed program,
+ * the parent's copy closed. */
+static void tas_exec_stdio(void)
+{
+    int s = conn_to(7001);
+    if (write(s, "ping\n", 5) != 5) out("exec stdio: write failed");
+    int pp[2];
+    if (pipe(pp) != 0) return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(s, 0);
+        dup2(s, 1);
+        dup2(pp[1], 2);
+        close(s);
+        close(pp[0]);
+        close(pp[1]);
+        char *av[] = {"sh", "-c", "read x; echo \"got-$x\"; read y; echo \"$y\" >&2", NULL};
+        execv("/bin/sh", av);
+        _exit(127);
+    }
+    close(pp[1]);
+    close(s);
+    char b[256] = {0};
+    int n = 0, r;
+    while (n < (int)sizeof b - 1 && (r = read(pp[0], b + n, sizeof b - 1 - n)) > 0) n += r;
+    close(pp[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    if (n > 0 && b[n - 1] == '\n') b[n - 1] = 0;
+    out("exec stdio: %s (exit %d)", b, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+}
+
 static volatile int thread_fail;
 static void *echo_thread(void *arg)
 {
@@ -1362,6 +1394,7 @@ static int tasonly(void)
 {
     tas_bufsizes();
     tas_fork();
+    tas_exec_stdio();
     tas_exec();
     tas_threads();
     tas_idle();

@@ -268,6 +268,7 @@ fn fork_exec_threads_and_idle_cpu() {
         "child: exit 0",
         "parent after child = ok",
         "exec: cloexec socket closed, plain socket open",
+        "exec stdio: got-ping (exit 0)",
         "threads: 8 x 200 echoes ok",
         "rcvbuf: queued <= 8192",
         "rcvbuf: all received",

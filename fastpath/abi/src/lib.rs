@@ -146,8 +146,10 @@ pub mod ctl {
     /// a socket granted to its process (`arg[0..2]` = the token, or 0 to
     /// take it by its pid's grants): notifications and control messages
     /// for it come here from now on. Answered by `RESULT` with, for a
-    /// flow, `arg` = [rx_seq, tx_acked_seq, flags (`event::F_*`), error]
-    /// and `info` = the flow.
+    /// flow, `arg[1..5]` = [rx_seq, tx_acked_seq, flags (`event::F_*`),
+    /// error] and `info` = the flow, whose `rx_seq` and `tx_seq` are here
+    /// the first byte its holders have not freed and one past the last
+    /// byte they added, as far as the fast path has seen.
     pub const ADOPT: u32 = 11;
     /// `flow` (or `listener` when `arg[3]` = 1): this context lets go of a
     /// shared socket without closing it. Answered by `RESULT`: `arg[0]` = 1

@@ -32,9 +32,11 @@ pub struct Inherit {
     pub gen: u64,
     /// Parent context index -> our context sharing its region.
     pub aliases: HashMap<usize, usize>,
+    /// Sockets inherited across exec (`exec.rs`).
+    pub exec: crate::exec::Inherited,
 }
 
-fn random_token() -> u64 {
+pub fn random_token() -> u64 {
     let mut b = [0u8; 8];
     // SAFETY: getrandom writes at most 8 bytes into `b`, which is 8 long.
     unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, 8, 0) };
@@ -77,7 +79,17 @@ pub fn fork() -> libc::pid_t {
             inh.gen = g.gen.load(Ordering::Acquire);
             inh.aliases.clear();
         } else {
-            *inh = Inherit::default();
+            inh.token = 0;
+            inh.aliases.clear();
+        }
+        // Sockets inherited across exec and not taken over yet are
+        // described by a grant to the parent's pid: this process cannot use
+        // them.
+        let exec = std::mem::take(&mut inh.exec);
+        for e in exec.entries.into_iter().flatten() {
+            for f in e.fds {
+                g.set_fd(f, 0);
+            }
         }
         return 0;
     }

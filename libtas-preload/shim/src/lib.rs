@@ -94,6 +94,7 @@
 mod config;
 mod ctx;
 mod debug;
+mod exec;
 mod fdtab;
 mod ffi;
 mod fork;
@@ -131,6 +132,46 @@ extern "C" fn init() {
     let _e = Enter::new();
     sys::real::resolve_all();
     fork::register_atfork();
+    exec::load();
+}
+
+// ---------------------------------------------------------------------------
+// exec.
+
+extern "C" {
+    static mut environ: *const *const libc::c_char;
+}
+
+fn environ_ptr() -> *const *const libc::c_char {
+    // SAFETY: reads the pointer value of libc's `environ` (no reference is
+    // made to the static).
+    unsafe { std::ptr::addr_of!(environ).read() }
+}
+
+/// Runs `f` (an exec) with `envp` plus the description of the TAS sockets
+/// that survive it; undoes the preparation when it returns (failed).
+///
+/// # Safety
+///
+/// `envp` is null or a NULL-terminated array of C strings; `f` is an exec
+/// function called under its contract.
+unsafe fn exec_with(
+    envp: *const *const libc::c_char,
+    f: impl FnOnce(*const *const libc::c_char) -> c_int,
+) -> c_int {
+    if in_shim() {
+        return f(envp);
+    }
+    let Some(p) = exec::prepare() else {
+        return f(envp);
+    };
+    // SAFETY: envp as the caller passed it (contract).
+    let env = unsafe { exec::with_var(envp, &p.var) };
+    let r = f(env.as_ptr());
+    let e = sys::errno();
+    exec::cancel(p);
+    set_errno(e);
+    r
 }
 
 // ---------------------------------------------------------------------------
@@ -206,6 +247,37 @@ interpose! {
         fork::fork()
     }
 
+    /// TAS sockets without `FD_CLOEXEC` survive into the new image (exec.rs).
+    fn execve(path: *const libc::c_char, argv: *const *const libc::c_char, envp: *const *const libc::c_char) -> c_int {
+        // SAFETY: the caller's arguments under execve's contract.
+        unsafe { exec_with(envp, |e| real::execve::get()(path, argv, e)) }
+    }
+
+    fn execv(path: *const libc::c_char, argv: *const *const libc::c_char) -> c_int {
+        // SAFETY: as execve, with the process's environment.
+        unsafe { exec_with(environ_ptr(), |e| real::execve::get()(path, argv, e)) }
+    }
+
+    fn execvpe(file: *const libc::c_char, argv: *const *const libc::c_char, envp: *const *const libc::c_char) -> c_int {
+        // SAFETY: the caller's arguments under execvpe's contract.
+        unsafe { exec_with(envp, |e| real::execvpe::get()(file, argv, e)) }
+    }
+
+    fn execvp(file: *const libc::c_char, argv: *const *const libc::c_char) -> c_int {
+        // SAFETY: as execvpe, with the process's environment.
+        unsafe { exec_with(environ_ptr(), |e| real::execvpe::get()(file, argv, e)) }
+    }
+
+    fn fexecve(fd: c_int, argv: *const *const libc::c_char, envp: *const *const libc::c_char) -> c_int {
+        // SAFETY: the caller's arguments under fexecve's contract.
+        unsafe { exec_with(envp, |e| real::fexecve::get()(fd, argv, e)) }
+    }
+
+    fn execveat(dirfd: c_int, path: *const libc::c_char, argv: *const *const libc::c_char, envp: *const *const libc::c_char, flags: c_int) -> c_int {
+        // SAFETY: the caller's arguments under execveat's contract.
+        unsafe { exec_with(envp, |e| real::execveat::get()(dirfd, path, argv, e, flags)) }
+    }
+
     /// The shim's own descriptors are never closed (reported closed).
     fn close(fd: c_int) -> c_int {
         let f = real::close::get();
@@ -220,6 +292,7 @@ interpose! {
             // SAFETY: close takes no pointers; the shim closes its own fd.
             return unsafe { f(fd) };
         }
+        exec::forget(fd);
         match fdtab::kind_noadopt(fd) {
             Kind::Sock(c, s) => unit(|| ops::close(c, s, fd)),
             // The shim's own descriptors stay open (a program closing "all"
@@ -265,6 +338,7 @@ fn close_range_impl(first: c_uint, last: c_uint, flags: c_int) -> c_int {
         if !g.fd_fits(fd as c_int) {
             break;
         }
+        exec::forget(fd as c_int);
         match fdtab::kind_noadopt(fd as c_int) {
             Kind::Sock(c, s) => {
                 let _ = run(|| ops::close(c, s, fd as c_int));

@@ -138,7 +138,15 @@ fn any_tas(fds: &[libc::pollfd]) -> bool {
     let Some(g) = try_global() else {
         return false;
     };
-    fds.iter().any(|p| g.fd(p.fd) & T_SOCK != 0) && g.has_live_ctx()
+    let mut any = false;
+    for p in fds {
+        let v = g.fd(p.fd);
+        if v & T_SOCK != 0 {
+            crate::fdtab::adopt_if_inherited(p.fd, v);
+            any = true;
+        }
+    }
+    any && g.has_live_ctx()
 }
 
 /// Registers the contexts' fds in the caller's epoll set (once per
@@ -483,10 +491,8 @@ unsafe fn sets_have_tas(n: c_int, sets: [*mut libc::fd_set; 3]) -> bool {
     let Some(g) = try_global() else {
         return false;
     };
-    if !g.has_live_ctx() {
-        return false;
-    }
     let n = n.clamp(0, libc::FD_SETSIZE as c_int);
+    let mut any = false;
     for set in sets {
         if set.is_null() {
             continue;
@@ -495,11 +501,12 @@ unsafe fn sets_have_tas(n: c_int, sets: [*mut libc::fd_set; 3]) -> bool {
             // SAFETY: set is non-null, so a readable fd_set (contract), and
             // 0 <= fd < FD_SETSIZE.
             if unsafe { libc::FD_ISSET(fd, set) } && g.fd(fd) & T_SOCK != 0 {
-                return true;
+                crate::fdtab::adopt_if_inherited(fd, g.fd(fd));
+                any = true;
             }
         }
     }
-    false
+    any && g.has_live_ctx()
 }
 
 /// A `select` carried out with `poll`: the pollfds for the caller's sets

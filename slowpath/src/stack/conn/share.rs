@@ -116,6 +116,14 @@ impl Stack {
             match self.snapshot(msg.flow, &c.key) {
                 Some(f) if c.phase != Phase::Dead => {
                     m.info = flow_info(msg.flow, &f);
+                    // Where the holders' reads and writes stand as far as
+                    // the fast path has seen them: the first byte not
+                    // freed, one past the last byte added.
+                    m.info.rx_seq = f.rx_data_seq().wrapping_sub(f.rx_len.saturating_sub(f.rx_avail));
+                    m.info.tx_seq = f
+                        .tx_acked_seq()
+                        .wrapping_add(f.tx_data_in_flight())
+                        .wrapping_add(f.tx_avail);
                     m.arg[1] = f.rx_data_seq();
                     m.arg[2] = f.tx_acked_seq();
                     let mut flags = 0u8;
@@ -215,10 +223,11 @@ impl Stack {
         if listener {
             let lid = msg.listener;
             let accepting = msg.arg[4] != 0;
+            // Held by this context, or by another context of the process.
             let holds = self
                 .listeners
                 .get(&lid)
-                .is_some_and(|l| l.holders.contains(&app));
+                .is_some_and(|l| l.holders.iter().any(|&h| h == app || (pid != 0 && io.app_pid(h) == pid)));
             if !holds {
                 let Some(gi) = self.grant_for(pid, token, lid, true) else {
                     return self.reply_err(io, app, msg, libc::EBADF);
@@ -245,7 +254,10 @@ impl Stack {
             return self.reply(io, app, msg, 0, lid);
         }
         let id = msg.flow;
-        let holds = self.conns.get(&id).is_some_and(|c| c.holders.contains(&app));
+        let holds = self
+            .conns
+            .get(&id)
+            .is_some_and(|c| c.holders.iter().any(|&h| h == app || (pid != 0 && io.app_pid(h) == pid)));
         if !holds {
             let Some(gi) = self.grant_for(pid, token, id, false) else {
                 return self.reply_err(io, app, msg, libc::EBADF);
