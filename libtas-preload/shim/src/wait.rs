@@ -43,13 +43,17 @@ pub fn poll_all_once(seen: &mut u64) -> bool {
 /// Takes in every live context's pending notifications (the rings; no
 /// system call unless something changed). Called first by every wait that
 /// returns readiness, so that news is never left waiting behind another
-/// ready fd or a zero timeout.
+/// ready fd or a zero timeout. A context another thread holds is skipped
+/// (that thread is working with it; the next wait looks again), so threads
+/// waiting at once do not queue on each other's contexts.
 pub fn take_news() {
     for c in global().live_ctxs() {
         if c.dead.load(Ordering::Relaxed) {
             continue;
         }
-        c.inner.lock().process_fast();
+        if let Some(mut inner) = c.inner.try_lock() {
+            inner.process_fast();
+        }
     }
 }
 
