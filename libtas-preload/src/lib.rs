@@ -515,8 +515,13 @@ impl Tas {
     /// (a context of the parent process whose sockets this process
     /// inherited), authorised by the grant `token` the parent obtained
     /// with [`Tas::share_begin`]. Its flows' rings are in that region.
-    pub fn attach_alias(target: u32, token: u64) -> io::Result<Tas> {
-        Self::attach_with(&socket_path(), Some((target, token)))
+    pub fn attach_alias(path: &Path, target: u32, token: u64) -> io::Result<Tas> {
+        Self::attach_with(path, Some((target, token)))
+    }
+
+    /// The attach socket this attachment was made at.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn attach_with(path: &Path, alias: Option<(u32, u64)>) -> io::Result<Tas> {
