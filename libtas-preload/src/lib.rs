@@ -515,8 +515,13 @@ impl Tas {
     /// (a context of the parent process whose sockets this process
     /// inherited), authorised by the grant `token` the parent obtained
     /// with [`Tas::share_begin`]. Its flows' rings are in that region.
-    pub fn attach_alias(target: u32, token: u64) -> io::Result<Tas> {
-        Self::attach_with(&socket_path(), Some((target, token)))
+    pub fn attach_alias(path: &Path, target: u32, token: u64) -> io::Result<Tas> {
+        Self::attach_with(path, Some((target, token)))
+    }
+
+    /// The attach socket this attachment was made at.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn attach_with(path: &Path, alias: Option<(u32, u64)>) -> io::Result<Tas> {
@@ -997,6 +1002,12 @@ impl Tas {
     /// Says whether this context takes new connections of its listener
     /// `l` (shared with other processes). No answer is awaited.
     pub fn set_accepting(&mut self, l: ListenerId, on: bool) -> io::Result<()> {
+        if !on {
+            // tasd hands what it announced here to the other acceptors.
+            if let Some(lst) = self.listeners.get_mut(&l) {
+                lst.ready.clear();
+            }
+        }
         let mut m = CtlMsg::new(ctl::ADOPT);
         m.listener = l;
         m.arg[3] = 1;
@@ -1033,8 +1044,8 @@ impl Tas {
     }
 
     /// [`Tas::drop_conn`] for listener `l`. When others hold it, it is
-    /// forgotten here (connections already handed to this context are
-    /// reset, as by [`Tas::unlisten`]).
+    /// forgotten here (tasd hands the connections it announced here to
+    /// the other acceptors).
     pub fn drop_listener(&mut self, l: ListenerId) -> io::Result<bool> {
         if !self.listeners.contains_key(&l) {
             return Err(errno(libc::EBADF));
@@ -1047,12 +1058,7 @@ impl Tas {
         if r.err == 0 && r.arg[0] == 1 {
             return Ok(true);
         }
-        if let Some(lst) = self.listeners.remove(&l) {
-            for info in lst.ready {
-                let c = self.add_conn(info);
-                self.abort(c)?;
-            }
-        }
+        self.listeners.remove(&l);
         if r.err != 0 {
             return Err(errno(r.err));
         }
@@ -1528,6 +1534,23 @@ impl Tas {
     fn on_ctl(&mut self, m: CtlMsg) {
         match m.kind {
             ctl::ACCEPTED => {
+                if m.arg[0] == 1 {
+                    // Handed over from a context that stopped accepting:
+                    // where the flow stands, applied when it is taken.
+                    let ev = AppEvent {
+                        kind: event::FLOW_UPDATE,
+                        flags: m.arg[3] as u8,
+                        flow: m.flow,
+                        rx_seq: m.arg[1],
+                        tx_acked_seq: m.arg[2],
+                        ..Default::default()
+                    };
+                    let v = self.orphans.entry(m.flow).or_default();
+                    if v.len() >= 4 {
+                        v.remove(0);
+                    }
+                    v.push(ev);
+                }
                 if let Some(l) = self.listeners.get_mut(&m.listener) {
                     l.ready.push_back(m.info);
                     if !self.dirty_listeners.contains(&m.listener) {

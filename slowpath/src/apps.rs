@@ -555,10 +555,14 @@ impl Apps {
         let id = id as AppId;
         let alias = if hello.arg[1] & ctl::F_ALIAS != 0 {
             let grant = hello.arg[3] as u64 | (hello.arg[4] as u64) << 32;
+            // The grant is the authorisation, whatever the uid: a forked
+            // child (a worker that dropped privileges) has the region
+            // mapped already, and a process hands its own sockets to the
+            // image it execs.
             let target = self
                 .get(hello.arg[2] as AppId)
                 .map(|t| t.mem)
-                .filter(|&m| self.get(m).is_some_and(|r| r.uid == uid || uid == 0));
+                .filter(|&m| self.get(m).is_some());
             match target {
                 Some(m) if granted(pid, grant) => Some(m),
                 _ => {

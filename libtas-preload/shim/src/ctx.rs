@@ -278,14 +278,18 @@ fn pick_ctx(g: &'static Global, gen: u64) -> Option<&'static Ctx> {
 
 /// Attaches a context sharing the region of `target` (a context of the
 /// parent process) under grant `token`, for inherited sockets.
-pub fn attach_alias(target: u32, token: u64) -> Result<&'static Ctx, String> {
+pub fn attach_alias(
+    path: &std::path::Path,
+    target: u32,
+    token: u64,
+) -> Result<&'static Ctx, String> {
     let g = global();
     let gen = g.gen.load(Ordering::Acquire);
     let mut cs = g.create.lock();
     if g.nctx.load(Ordering::Acquire) >= MAX_CTX {
         return Err("no context slot left".into());
     }
-    let tas = Tas::attach_alias(target, token).map_err(|e| e.to_string())?;
+    let tas = Tas::attach_alias(path, target, token).map_err(|e| e.to_string())?;
     Ok(install_ctx(g, &mut cs, gen, tas))
 }
 

@@ -331,7 +331,7 @@ pub fn adopt(fd: c_int, i: usize) -> Option<(&'static Ctx, u64)> {
     };
     let ctx = match inh.exec.aliases.get(&e.app).and_then(|&i| g.ctx(i)) {
         Some(c) => c,
-        None => match crate::ctx::attach_alias(e.app, token) {
+        None => match crate::ctx::attach_alias(&tas::socket_path(), e.app, token) {
             Ok(c) => {
                 inh.exec.aliases.insert(e.app, c.idx);
                 c

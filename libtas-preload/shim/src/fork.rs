@@ -52,11 +52,31 @@ pub fn fork() -> libc::pid_t {
         return unsafe { real() };
     };
     let _e = sys::Enter::new();
-    // The context that speaks for the process (tasd covers every context
-    // of the pid, and what grants to the pid hold).
-    let speaker = g.live_ctxs().find(|c| !c.dead.load(Ordering::Relaxed));
+    // Sockets inherited across exec and not taken over yet are taken over
+    // now (the grant below covers what this process holds).
+    let pending: Vec<libc::c_int> = g
+        .inherit
+        .lock()
+        .exec
+        .entries
+        .iter()
+        .flatten()
+        .map(|e| e.fds[0])
+        .collect();
+    for fd in pending {
+        let _ = crate::fdtab::kind(fd);
+    }
     let has_socks = g.live_ctxs().any(|c| !c.inner.lock().socks.is_empty())
         || g.inherit.lock().token != 0;
+    // The context that speaks for the process (tasd covers every context
+    // of the pid, and what grants to the pid hold); a process that only
+    // inherited sockets and never used them (a daemon()'s child that
+    // forks workers) attaches one for this.
+    let speaker = match g.live_ctxs().find(|c| !c.dead.load(Ordering::Relaxed)) {
+        Some(c) => Some(c),
+        None if has_socks => crate::ctx::my_ctx(),
+        None => None,
+    };
     let mut token = 0;
     if let (Some(c), true) = (speaker, has_socks) {
         let t = random_token();
@@ -137,8 +157,13 @@ pub fn adopt(fd: libc::c_int, old: &'static Ctx, sid: u64) -> Option<(&'static C
     let new = match inh.aliases.get(&old.idx).and_then(|&i| g.ctx(i)) {
         Some(c) => c,
         None => {
-            let target = old.inner.lock().tas.app_id();
-            match crate::ctx::attach_alias(target, token) {
+            // The parent's attach socket (a program may clear the
+            // environment of its children, as nginx does for workers).
+            let (target, path) = {
+                let oi = old.inner.lock();
+                (oi.tas.app_id(), oi.tas.path().to_path_buf())
+            };
+            match crate::ctx::attach_alias(&path, target, token) {
                 Ok(c) => {
                     inh.aliases.insert(old.idx, c.idx);
                     c

@@ -367,6 +367,11 @@ pub struct StackStats {
     pub shares: u64,
     pub adopted: u64,
     pub grant_closes: u64,
+    /// SYNs dropped because their shared listener had no acceptor yet;
+    /// connections handed from an acceptor that stopped accepting (or
+    /// exited) to another.
+    pub syn_dropped_no_acceptor: u64,
+    pub handed_back: u64,
     pub aborted: u64,
     pub reinjected: u64,
     /// Segments for recently closed connections, dropped silently.

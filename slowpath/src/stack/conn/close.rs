@@ -156,7 +156,7 @@ impl Stack {
     /// connections) and free its ring memory. No message goes to the app.
     pub fn app_gone(&mut self, now: u64, app: AppId, io: &mut impl StackIo) {
         // Shared flows and listeners lose this holder only (share.rs).
-        self.shares_app_gone(app);
+        self.shares_app_gone(app, io);
         self.teardown(now, Some(app), io);
     }
 

@@ -64,6 +64,11 @@ pub(super) struct Listener {
     pub(super) holders: Vec<AppId>,
     /// The holders that take connections, in turn (`app` is the next).
     pub(super) acceptors: Vec<AppId>,
+    /// Connections announced (`ACCEPTED`) and not yet taken, oldest
+    /// first, with the app they went to and what it was told (kept only
+    /// while the listener is shared: to hand them to another acceptor
+    /// when that app stops accepting).
+    pub(super) announced: Vec<(FlowId, AppId, FlowInfo)>,
 }
 
 /// What the peer's SYN (or SYN-ACK) offered.

@@ -24,7 +24,7 @@
 //! listener with `arg[4]` = 0), so a master process that never accepts
 //! does not collect connections nobody takes.
 
-use tas_abi::{ctl, event, CtlMsg};
+use tas_abi::{ctl, event, CtlMsg, FlowInfo};
 use tas_engine::flow::st;
 use tas_engine::flowtable::FlowId;
 
@@ -246,10 +246,13 @@ impl Stack {
             if accepting {
                 l.acceptors.push(app);
                 l.app = app;
-            } else if l.app == app {
-                if let Some(&a) = l.acceptors.first() {
-                    l.app = a;
+            } else {
+                if l.app == app {
+                    if let Some(&a) = l.acceptors.first() {
+                        l.app = a;
+                    }
                 }
+                self.hand_back(lid, app, io);
             }
             return self.reply(io, app, msg, 0, lid);
         }
@@ -294,6 +297,9 @@ impl Stack {
                 }
             }
             let last = !self.listener_held_elsewhere(lid, app);
+            if !last {
+                self.hand_back(lid, app, io);
+            }
             if last {
                 if let Some(l) = self.listeners.get_mut(&lid) {
                     l.holders = vec![app];
@@ -345,7 +351,7 @@ impl Stack {
     /// What others still hold stays (notifications move to another holding
     /// context, or wait for an adopter), and [`Stack::app_gone`] then
     /// leaves it alone.
-    pub fn shares_app_gone(&mut self, app: AppId) {
+    pub fn shares_app_gone(&mut self, app: AppId, io: &mut impl StackIo) {
         let ids: Vec<FlowId> = self
             .conns
             .iter()
@@ -381,6 +387,68 @@ impl Stack {
                     }
                 }
             }
+            self.hand_back(lid, app, io);
+        }
+    }
+
+    /// `app` no longer accepts on listener `lid`: the connections it was
+    /// told about and did not take go to the other acceptors in turn
+    /// (`ACCEPTED` again, with `arg[0]` = 1 and where the flow stands in
+    /// `arg[1..4]` as for `ADOPT`), never reset. With no other acceptor
+    /// they stay where they are.
+    fn hand_back(&mut self, lid: u32, app: AppId, io: &mut impl StackIo) {
+        let Some(l) = self.listeners.get(&lid) else {
+            return;
+        };
+        if l.acceptors.iter().all(|&a| a == app) {
+            return;
+        }
+        let moving: Vec<(FlowId, FlowInfo)> = l
+            .announced
+            .iter()
+            .filter(|x| x.1 == app)
+            .map(|x| (x.0, x.2))
+            .collect();
+        for (id, info) in moving {
+            let Some(l) = self.listeners.get_mut(&lid) else {
+                return;
+            };
+            let to = l.app;
+            if to == app {
+                return;
+            }
+            for x in l.announced.iter_mut().filter(|x| x.0 == id) {
+                x.1 = to;
+            }
+            self.rotate_acceptor(lid);
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.holders = vec![to];
+            }
+            self.retarget(id, to);
+            self.stats.handed_back += 1;
+            let mut m = CtlMsg {
+                kind: ctl::ACCEPTED,
+                listener: lid,
+                flow: id,
+                info,
+                ..Default::default()
+            };
+            m.arg[0] = 1;
+            if let Some(c) = self.conns.get(&id) {
+                if let Some(f) = self.snapshot(id, &c.key) {
+                    m.arg[1] = f.rx_data_seq();
+                    m.arg[2] = f.tx_acked_seq();
+                    let mut flags = 0u8;
+                    if f.st & st::RX_FIN != 0 {
+                        flags |= event::F_RX_FIN;
+                    }
+                    if f.st & st::TX_FIN_ACKED != 0 {
+                        flags |= event::F_TX_FIN_ACKED;
+                    }
+                    m.arg[3] = flags as u32;
+                }
+            }
+            io.app_msg(to, &m);
         }
     }
 

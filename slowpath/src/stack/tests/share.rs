@@ -108,6 +108,13 @@ fn a_shared_listener_hands_connections_to_its_acceptors_in_turn() {
     quiet.arg[3] = 1;
     fx.ctl(APP, quiet);
     assert_eq!(result(&mut fx, APP).err, 0);
+    // Nobody accepts yet: a SYN is dropped (the peer retries), never
+    // queued for the master.
+    let mut s = syn(4000, full_opts(500));
+    s.src_port = 39999;
+    fx.nf(&fx.peer(s, &[]));
+    assert!(fx.frames().is_empty());
+    assert_eq!(fx.stack.stats().syn_dropped_no_acceptor, 1);
     for (app, req) in [(CHILD, 8), (OTHER, 9)] {
         let mut m = share_msg(ctl::ADOPT, req, 0);
         m.listener = lid;
@@ -136,4 +143,15 @@ fn a_shared_listener_hands_connections_to_its_acceptors_in_turn() {
     }
     assert!(!got.contains(&APP), "the master got connections: {got:?}");
     assert!(got.contains(&CHILD) && got.contains(&OTHER), "{got:?}");
+    // CHILD takes one of its two; OTHER exits without taking its own:
+    // theirs go to CHILD, announced again, none reset.
+    fx.ctl(CHILD, CtlMsg::accept(0, lid, 1));
+    assert!(fx.msgs().is_empty());
+    let now = fx.now;
+    fx.stack.app_gone(now, OTHER, &mut fx.io);
+    let again: Vec<CtlMsg> = fx.msgs().into_iter().filter(|(a, m)| *a == CHILD && m.kind == ctl::ACCEPTED).map(|m| m.1).collect();
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert!(again.iter().all(|m| m.arg[0] == 1 && fx.state(m.flow).context == CHILD));
+    assert!(fx.frames().iter().all(|f| parse_out(f).t.flags & tcp::RST == 0));
+    assert_eq!(fx.stack.stats().handed_back, 2);
 }
