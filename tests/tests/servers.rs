@@ -313,7 +313,7 @@ fn nginx_master_and_two_workers_serve_ab_without_keepalive() {
     let o = tb.run_lnx(
         Path::new("ab"),
         &["-q", "-n", "5000", "-c", "20", "-s", "10", &url],
-        Duration::from_secs(120),
+        Duration::from_secs(60),
     );
     let err_log = std::fs::read_to_string(tb.dir.join("error.log")).unwrap_or_default();
     let tail: String = err_log
