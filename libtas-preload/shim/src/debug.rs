@@ -184,3 +184,34 @@ pub fn errno_name(e: c_int) -> String {
     };
     n.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_of_a_kind_are_rate_limited() {
+        let key = "test kind";
+        for _ in 0..5 {
+            assert_eq!(allow(key), Some(0));
+        }
+        // Within the second: held back and counted.
+        for _ in 0..3 {
+            assert_eq!(allow(key), None);
+        }
+        // Another kind is not affected.
+        assert_eq!(allow("another kind"), Some(0));
+        std::thread::sleep(std::time::Duration::from_millis(1010));
+        // A second later: one line, saying how many were left out.
+        assert_eq!(allow(key), Some(3));
+        assert_eq!(allow(key), None);
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(libc::ENOBUFS), "ENOBUFS");
+        assert_eq!(errno_name(libc::ENOPROTOOPT), "ENOPROTOOPT");
+        assert_eq!(errno_name(9999), "errno 9999");
+        assert!(ordinary(libc::EAGAIN) && !ordinary(libc::ENOMEM));
+    }
+}
