@@ -4,6 +4,8 @@
 #
 #   need cmd:NAME=PACKAGE        a command on PATH (or in /usr/sbin, /sbin)
 #   need pc:NAME=PACKAGE         a pkg-config module (pkg-config itself is needed)
+#   need file:PATH=PACKAGE       an executable at PATH (a program off PATH, like
+#                                /usr/lib/postgresql/15/bin/postgres)
 #   need libclang=PACKAGE        the libclang shared object bindgen loads
 #   ensure_deps                  installs every missing package in one apt-get
 #                                call, checks again, exits with a one-line
@@ -35,6 +37,7 @@ _deps_ok() {
     case "$kind" in
         cmd) command -v "$name" >/dev/null 2>&1 || [[ -x /usr/sbin/$name || -x /sbin/$name ]] ;;
         pc) command -v pkg-config >/dev/null 2>&1 && pkg-config --exists "$name" ;;
+        file) [[ -x "$name" ]] ;;
         libclang) [[ -n "$(libclang_path)" ]] ;;
         *) echo "deps: unknown check '$check'" >&2; return 2 ;;
     esac
@@ -96,6 +99,11 @@ report_deps() {
                 echo "deps: $name: ${v:-unknown package} ($p)"
                 ;;
             pc) echo "deps: $name: $(pkg-config --modversion "$name") ($(pkg-config --variable=libdir "$name"))" ;;
+            file)
+                v="$(dpkg -S "$(readlink -f "$name")" 2>/dev/null | head -n 1 | cut -d: -f1 | cut -d, -f1 || true)"
+                if [[ -n "$v" ]]; then v="$v $(dpkg-query -W -f='${Version}' "$v" 2>/dev/null || true)"; fi
+                echo "deps: $name: ${v:-unknown package}"
+                ;;
             libclang) echo "deps: libclang for bindgen: $(libclang_path) (LIBCLANG_PATH=${LIBCLANG_PATH:-})" ;;
         esac
     done

@@ -35,6 +35,16 @@ need cmd:ab=apache2-utils
 need cmd:iperf3=iperf3
 need cmd:python3=python3
 need cmd:tcpdump=tcpdump
+# The deployed servers of tests/tests/servers.rs.
+need cmd:haproxy=haproxy
+need cmd:socat=socat
+need cmd:sshd=openssh-server
+need cmd:ssh=openssh-client
+need cmd:ssh-keygen=openssh-client
+need cmd:setpriv=util-linux
+need file:/usr/lib/postgresql/15/bin/postgres=postgresql-15
+need file:/usr/lib/postgresql/15/bin/initdb=postgresql-15
+need file:/usr/lib/postgresql/15/bin/pgbench=postgresql-15
 ensure_deps
 report_deps
 

@@ -121,6 +121,78 @@ impl Conn {
             self.fin_acked = true;
         }
     }
+    /// Words of [`Conn::to_words`].
+    pub const WORDS: usize = 18;
+
+    /// The connection as numbers (to hand it to another program image
+    /// across `exec`; [`Conn::from_words`] reads them back).
+    pub fn to_words(&self) -> [u32; Self::WORDS] {
+        let i = &self.info;
+        let flags = u32::from(self.rx_fin)
+            | u32::from(self.tx_fin) << 1
+            | u32::from(self.fin_acked) << 2
+            | (self.error.unwrap_or(0).clamp(0, 0xffff) as u32) << 8;
+        [
+            i.flow,
+            i.local_ip,
+            i.remote_ip,
+            i.local_port as u32 | (i.remote_port as u32) << 16,
+            i.rx_base,
+            i.rx_len,
+            i.tx_base,
+            i.tx_len,
+            i.rx_seq,
+            i.tx_seq,
+            i.mss,
+            i.opaque as u32,
+            (i.opaque >> 32) as u32,
+            self.rx_read,
+            self.rx_end,
+            self.tx_written,
+            self.tx_acked,
+            flags,
+        ]
+    }
+
+    /// The inverse of [`Conn::to_words`]; None unless the numbers are
+    /// consistent (positions within the rings).
+    pub fn from_words(w: &[u32]) -> Option<Conn> {
+        if w.len() != Self::WORDS {
+            return None;
+        }
+        let info = FlowInfo {
+            flow: w[0],
+            local_ip: w[1],
+            remote_ip: w[2],
+            local_port: w[3] as u16,
+            remote_port: (w[3] >> 16) as u16,
+            rx_base: w[4],
+            rx_len: w[5],
+            tx_base: w[6],
+            tx_len: w[7],
+            rx_seq: w[8],
+            tx_seq: w[9],
+            mss: w[10],
+            _pad: 0,
+            opaque: w[11] as u64 | (w[12] as u64) << 32,
+        };
+        let mut c = Conn::new(info);
+        c.rx_read = w[13];
+        c.rx_end = w[14];
+        c.tx_written = w[15];
+        c.tx_acked = w[16];
+        c.rx_fin = w[17] & 1 != 0;
+        c.tx_fin = w[17] & 2 != 0;
+        c.fin_acked = w[17] & 4 != 0;
+        let e = (w[17] >> 8) as i32;
+        c.error = (e != 0).then_some(e);
+        let ok = info.rx_len > 0
+            && info.tx_len > 0
+            && c.rx_available() <= info.rx_len
+            && c.tx_written.wrapping_sub(c.tx_acked) <= info.tx_len;
+        ok.then_some(c)
+    }
+
     /// Bytes waiting to be read.
     pub fn rx_available(&self) -> u32 {
         self.rx_end.wrapping_sub(self.rx_read)
@@ -177,6 +249,11 @@ struct Listener {
 pub struct Tas {
     sock: OwnedFd,
     map: memmap2::MmapMut,
+    /// The region holding the flows' rings when it is not `map` (a context
+    /// sharing the region of a parent process's context: [`Tas::attach_alias`]).
+    payload: Option<memmap2::MmapMut>,
+    /// Our app id in tasd.
+    app_id: u32,
     /// One notification ring per fast-path lane.
     events: Vec<RingConsumer<AppEvent>>,
     cmds: RingProducer<AppCmd>,
@@ -263,6 +340,8 @@ fn refusal(m: &CtlMsg, path: &Path) -> io::Error {
 struct Attachment {
     sock: OwnedFd,
     map: memmap2::MmapMut,
+    payload: Option<memmap2::MmapMut>,
+    app_id: u32,
     events: Vec<RingConsumer<AppEvent>>,
     cmds: RingProducer<AppCmd>,
     app_wake: OwnedFd,
@@ -279,7 +358,7 @@ pub fn socket_path() -> PathBuf {
 }
 
 /// Connects to the daemon at `path` and runs the `HELLO` exchange.
-fn attach_parts(path: &Path) -> io::Result<Attachment> {
+fn attach_parts(path: &Path, alias: Option<(u32, u64)>) -> io::Result<Attachment> {
     let sock = socket(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -298,7 +377,13 @@ fn attach_parts(path: &Path) -> io::Result<Attachment> {
     let to = nix::sys::time::TimeVal::new(ATTACH_TIMEOUT.as_secs() as i64, 0);
     let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &to);
     let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::SendTimeout, &to);
-    let hello = CtlMsg::hello(0);
+    let mut hello = CtlMsg::hello(0);
+    if let Some((target, token)) = alias {
+        hello.arg[1] = ctl::F_ALIAS;
+        hello.arg[2] = target;
+        hello.arg[3] = token as u32;
+        hello.arg[4] = (token >> 32) as u32;
+    }
     sendmsg::<()>(
         sock.as_raw_fd(),
         &[IoSlice::new(hello.as_bytes())],
@@ -307,7 +392,7 @@ fn attach_parts(path: &Path) -> io::Result<Attachment> {
         None,
     )?;
     let mut buf = [0u8; 256];
-    let mut cspace = nix::cmsg_space!([RawFd; 3]);
+    let mut cspace = nix::cmsg_space!([RawFd; 4]);
     let (n, fds) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg = recvmsg::<()>(
@@ -353,7 +438,8 @@ fn attach_parts(path: &Path) -> io::Result<Attachment> {
     if m.kind == ctl::RESULT && m.err != 0 {
         return Err(refusal(&m, path));
     }
-    if m.kind != ctl::HELLO_OK || owned.len() != 3 {
+    let nfds = if alias.is_some() { 4 } else { 3 };
+    if m.kind != ctl::HELLO_OK || owned.len() != nfds {
         return Err(io::Error::other("tasd refused the attach"));
     }
     let ok = HelloOk::from_msg(&m)
@@ -364,6 +450,17 @@ fn attach_parts(path: &Path) -> io::Result<Attachment> {
     let rings = layout.event_rings;
     let mut it = owned.into_iter();
     let (memfd, app_wake, core_wake) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+    let payload = match it.next() {
+        // SAFETY: the daemon's region of the same size as ours (every
+        // region has the daemon's one size); shared, lives as long as
+        // this `Tas`.
+        Some(fd) => Some(unsafe {
+            memmap2::MmapOptions::new()
+                .len(size as usize)
+                .map_mut(&fd)?
+        }),
+        None => None,
+    };
     // SAFETY: the memfd is the daemon's region of `size` bytes; the
     // mapping is shared and lives as long as this `Tas`.
     let mut map = unsafe {
@@ -384,6 +481,8 @@ fn attach_parts(path: &Path) -> io::Result<Attachment> {
     let a = Attachment {
         sock,
         map,
+        payload,
+        app_id: ok.app,
         events,
         cmds,
         app_wake,
@@ -409,10 +508,29 @@ impl Tas {
 
     /// Attaches to the daemon listening at `path`.
     pub fn attach_at(path: &Path) -> io::Result<Tas> {
-        let a = attach_parts(path)?;
+        Self::attach_with(path, None)
+    }
+
+    /// Attaches a context that shares the payload region of app `target`
+    /// (a context of the parent process whose sockets this process
+    /// inherited), authorised by the grant `token` the parent obtained
+    /// with [`Tas::share_begin`]. Its flows' rings are in that region.
+    pub fn attach_alias(path: &Path, target: u32, token: u64) -> io::Result<Tas> {
+        Self::attach_with(path, Some((target, token)))
+    }
+
+    /// The attach socket this attachment was made at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn attach_with(path: &Path, alias: Option<(u32, u64)>) -> io::Result<Tas> {
+        let a = attach_parts(path, alias)?;
         let t = Tas {
             sock: a.sock,
             map: a.map,
+            payload: a.payload,
+            app_id: a.app_id,
             events: a.events,
             cmds: a.cmds,
             app_wake: a.app_wake,
@@ -442,8 +560,10 @@ impl Tas {
     /// and [`Tas::control_fd`] change. Fails (and changes nothing) when no
     /// daemon answers.
     pub fn reattach(&mut self) -> io::Result<()> {
-        let a = attach_parts(&self.path)?;
+        let a = attach_parts(&self.path, None)?;
         self.sock = a.sock;
+        self.payload = None;
+        self.app_id = a.app_id;
         self.events = a.events;
         self.cmds = a.cmds;
         // The rings above point into the new mapping; the old one goes now.
@@ -752,6 +872,199 @@ impl Tas {
         }
     }
 
+    /// Our app id in tasd (what [`Tas::attach_alias`] names).
+    pub fn app_id(&self) -> u32 {
+        self.app_id
+    }
+
+    /// Before `fork()`: tells tasd that a child will inherit every flow
+    /// and listener this process holds, under `token` (waits for the
+    /// answer, so the grant exists before the child can present it).
+    pub fn share_begin(&mut self, token: u64) -> io::Result<()> {
+        let mut m = CtlMsg::new(ctl::SHARE);
+        m.arg[0] = token as u32;
+        m.arg[1] = (token >> 32) as u32;
+        let req = self.request(m)?;
+        let r = self.reply(req)?;
+        if r.err != 0 {
+            return Err(errno(r.err));
+        }
+        Ok(())
+    }
+
+    /// After `fork()`: the child's pid for grant `token` (0: the fork
+    /// failed, the grant is cancelled). Sent before returning.
+    pub fn share_pid(&mut self, token: u64, pid: i32) -> io::Result<()> {
+        let mut m = CtlMsg::new(ctl::SHARE_PID);
+        m.arg[0] = token as u32;
+        m.arg[1] = (token >> 32) as u32;
+        m.arg[2] = pid.max(0) as u32;
+        self.request(m)?;
+        // Out before the program goes on (it may exit at once).
+        for _ in 0..1000 {
+            if self.ctl_out.is_empty() || self.dead {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+            self.flush_ctl();
+        }
+        Ok(())
+    }
+
+    /// The state of connection `c` as this attachment tracks it (for a
+    /// child to take it over with [`Tas::adopt_conn`]).
+    pub fn export_conn(&self, c: ConnId) -> Option<Conn> {
+        self.conns.get(&c).cloned()
+    }
+
+    /// Applies where a flow stands (the answer to `ADOPT`/`DROP`): what
+    /// the fast path has seen the flow's holders free and add (another
+    /// process may have read or written since our copy was taken), then
+    /// what arrived and was acknowledged.
+    fn resync(conn: &mut Conn, r: &CtlMsg) {
+        if r.arg[4] != 0 {
+            conn.error.get_or_insert(r.arg[4] as i32);
+            return;
+        }
+        let ahead = |theirs: u32, ours: u32, max: u32| {
+            let d = theirs.wrapping_sub(ours);
+            d > 0 && d <= max
+        };
+        if ahead(r.info.rx_seq, conn.rx_read, conn.info.rx_len) {
+            conn.rx_read = r.info.rx_seq;
+            if (conn.rx_end.wrapping_sub(conn.rx_read) as i32) < 0 {
+                conn.rx_end = conn.rx_read;
+            }
+        }
+        if ahead(r.info.tx_seq, conn.tx_written, conn.info.tx_len) {
+            conn.tx_written = r.info.tx_seq;
+        }
+        let ev = AppEvent {
+            kind: event::FLOW_UPDATE,
+            flags: r.arg[3] as u8,
+            flow: r.flow,
+            rx_seq: r.arg[1],
+            tx_acked_seq: r.arg[2],
+            ..Default::default()
+        };
+        if conn.plausible(&ev) {
+            conn.apply(&ev);
+        }
+    }
+
+    /// Takes over connection `state` (exported from the parent's
+    /// attachment) granted under `token`: its notifications come here from
+    /// now on. Waits for tasd's answer.
+    pub fn adopt_conn(&mut self, state: Conn, token: u64) -> io::Result<ConnId> {
+        let id = state.info.flow;
+        let mut m = CtlMsg::new(ctl::ADOPT);
+        m.flow = id;
+        m.arg[0] = token as u32;
+        m.arg[1] = (token >> 32) as u32;
+        let req = self.request(m)?;
+        let r = self.reply(req)?;
+        if r.err != 0 {
+            return Err(errno(r.err));
+        }
+        let mut c = state;
+        c.closed = false;
+        c.released = false;
+        c.dirty = false;
+        Self::resync(&mut c, &r);
+        for ev in self.orphans.remove(&id).unwrap_or_default() {
+            if c.plausible(&ev) {
+                c.apply(&ev);
+            }
+        }
+        self.conns.insert(id, c);
+        self.mark_dirty(id);
+        Ok(id)
+    }
+
+    /// Takes over listener `l` granted under `token`; `accepting`: new
+    /// connections may be handed to this context.
+    pub fn adopt_listener(&mut self, l: ListenerId, token: u64, accepting: bool) -> io::Result<()> {
+        let mut m = CtlMsg::new(ctl::ADOPT);
+        m.listener = l;
+        m.arg[0] = token as u32;
+        m.arg[1] = (token >> 32) as u32;
+        m.arg[3] = 1;
+        m.arg[4] = u32::from(accepting);
+        let req = self.request(m)?;
+        let r = self.reply(req)?;
+        if r.err != 0 {
+            return Err(errno(r.err));
+        }
+        self.listeners.entry(l).or_default();
+        Ok(())
+    }
+
+    /// Says whether this context takes new connections of its listener
+    /// `l` (shared with other processes). No answer is awaited.
+    pub fn set_accepting(&mut self, l: ListenerId, on: bool) -> io::Result<()> {
+        if !on {
+            // tasd hands what it announced here to the other acceptors.
+            if let Some(lst) = self.listeners.get_mut(&l) {
+                lst.ready.clear();
+            }
+        }
+        let mut m = CtlMsg::new(ctl::ADOPT);
+        m.listener = l;
+        m.arg[3] = 1;
+        m.arg[4] = u32::from(on);
+        self.request(m)?;
+        Ok(())
+    }
+
+    /// Lets go of shared connection `c` without closing it. `Ok(true)`:
+    /// nobody else holds it — it is this attachment's alone again (brought
+    /// up to date) and the caller closes it the usual way; `Ok(false)`:
+    /// others hold it, it is forgotten here.
+    pub fn drop_conn(&mut self, c: ConnId) -> io::Result<bool> {
+        if !self.conns.contains_key(&c) {
+            return Err(errno(libc::EBADF));
+        }
+        let mut m = CtlMsg::new(ctl::DROP);
+        m.flow = c;
+        let req = self.request(m)?;
+        let r = self.reply(req)?;
+        if r.err != 0 {
+            self.conns.remove(&c);
+            return Err(errno(r.err));
+        }
+        if r.arg[0] == 1 {
+            if let Some(conn) = self.conns.get_mut(&c) {
+                Self::resync(conn, &r);
+            }
+            Ok(true)
+        } else {
+            self.conns.remove(&c);
+            Ok(false)
+        }
+    }
+
+    /// [`Tas::drop_conn`] for listener `l`. When others hold it, it is
+    /// forgotten here (tasd hands the connections it announced here to
+    /// the other acceptors).
+    pub fn drop_listener(&mut self, l: ListenerId) -> io::Result<bool> {
+        if !self.listeners.contains_key(&l) {
+            return Err(errno(libc::EBADF));
+        }
+        let mut m = CtlMsg::new(ctl::DROP);
+        m.listener = l;
+        m.arg[3] = 1;
+        let req = self.request(m)?;
+        let r = self.reply(req)?;
+        if r.err == 0 && r.arg[0] == 1 {
+            return Ok(true);
+        }
+        self.listeners.remove(&l);
+        if r.err != 0 {
+            return Err(errno(r.err));
+        }
+        Ok(false)
+    }
+
     /// Whether the daemon has gone away.
     pub fn is_dead(&self) -> bool {
         self.dead
@@ -891,8 +1204,9 @@ impl Tas {
         mut fill: impl FnMut(&mut [u8]) -> io::Result<usize>,
     ) -> io::Result<usize> {
         self.auto_poll()?;
-        let base = self.map.as_mut_ptr();
-        let map_len = self.map.len();
+        let pay = self.payload.as_mut().unwrap_or(&mut self.map);
+        let base = pay.as_mut_ptr();
+        let map_len = pay.len();
         let conn = self.conns.get_mut(&c).ok_or_else(|| errno(libc::EBADF))?;
         if let Some(e) = conn.error {
             return Err(errno(e));
@@ -1026,8 +1340,9 @@ impl Tas {
         bufs: &mut [IoSliceMut<'_>],
         consume: bool,
     ) -> io::Result<usize> {
-        let base = self.map.as_ptr();
-        let map_len = self.map.len();
+        let pay = self.payload.as_ref().unwrap_or(&self.map);
+        let base = pay.as_ptr();
+        let map_len = pay.len();
         let conn = self.conns.get_mut(&c).ok_or_else(|| errno(libc::EBADF))?;
         let avail = conn.rx_available() as usize;
         let want: usize = bufs.iter().map(|b| b.len()).sum();
@@ -1219,6 +1534,23 @@ impl Tas {
     fn on_ctl(&mut self, m: CtlMsg) {
         match m.kind {
             ctl::ACCEPTED => {
+                if m.arg[0] == 1 {
+                    // Handed over from a context that stopped accepting:
+                    // where the flow stands, applied when it is taken.
+                    let ev = AppEvent {
+                        kind: event::FLOW_UPDATE,
+                        flags: m.arg[3] as u8,
+                        flow: m.flow,
+                        rx_seq: m.arg[1],
+                        tx_acked_seq: m.arg[2],
+                        ..Default::default()
+                    };
+                    let v = self.orphans.entry(m.flow).or_default();
+                    if v.len() >= 4 {
+                        v.remove(0);
+                    }
+                    v.push(ev);
+                }
                 if let Some(l) = self.listeners.get_mut(&m.listener) {
                     l.ready.push_back(m.info);
                     if !self.dirty_listeners.contains(&m.listener) {

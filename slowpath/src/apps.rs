@@ -226,6 +226,14 @@ pub struct App {
     pub outbox: Outbox,
     /// No new connections for it (its outbox passed [`OUTBOX_HARD`]).
     pub throttled: bool,
+    /// The app whose payload region this app's flows use: its own id, or
+    /// (a context attached with `F_ALIAS` by a process that inherited
+    /// sockets) the region owner's.
+    pub mem: AppId,
+    /// Hung up, but kept (not polled, messages undeliverable) while flows,
+    /// listeners or contexts of other processes still use it or its
+    /// region.
+    pub zombie: bool,
 }
 
 /// A new app's region and eventfd.
@@ -429,7 +437,16 @@ impl Apps {
     /// needs (index = lane), or None (nothing there yet, or refused and
     /// closed). `core_wake` is the eventfd of lane 0, which serves the
     /// app's command ring.
-    pub fn hello(&mut self, token: u64, core_wake: RawFd) -> Option<(AppId, Vec<AppPort>)> {
+    ///
+    /// A `HELLO` with [`ctl::F_ALIAS`] attaches a context that shares
+    /// another app's payload region; `granted(pid, token)` says whether
+    /// the attaching process holds a grant for it (see `stack::conn::share`).
+    pub fn hello(
+        &mut self,
+        token: u64,
+        core_wake: RawFd,
+        granted: impl Fn(i32, u64) -> bool,
+    ) -> Option<(AppId, Vec<AppPort>)> {
         let i = self.pending.iter().position(|p| p.token == token)?;
         let mut buf = [0u8; 256];
         let n = match recv(
@@ -536,7 +553,35 @@ impl Apps {
             return None;
         };
         let id = id as AppId;
-        match self.setup(id, &fd, req, core_wake) {
+        let alias = if hello.arg[1] & ctl::F_ALIAS != 0 {
+            let grant = hello.arg[3] as u64 | (hello.arg[4] as u64) << 32;
+            // The grant is the authorisation, whatever the uid: a forked
+            // child (a worker that dropped privileges) has the region
+            // mapped already, and a process hands its own sockets to the
+            // image it execs.
+            let target = self
+                .get(hello.arg[2] as AppId)
+                .map(|t| t.mem)
+                .filter(|&m| self.get(m).is_some());
+            match target {
+                Some(m) if granted(pid, grant) => Some(m),
+                _ => {
+                    self.stats.attach_refused += 1;
+                    crate::warn_limited!(
+                        pid,
+                        uid,
+                        "attach sharing app {}'s region refused: no grant for this process",
+                        hello.arg[2]
+                    );
+                    refuse(fd.as_fd(), req, libc::EPERM, ctl::REFUSED_GRANT, 0, 0);
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        let alias_fd = alias.and_then(|m| self.get(m)).map(|r| r.memfd.as_raw_fd());
+        match self.setup(id, &fd, req, core_wake, alias.map(|m| (m, alias_fd.unwrap_or(-1)))) {
             Ok((r, ports)) => {
                 self.apps[id as usize] = Some(App {
                     id,
@@ -550,6 +595,8 @@ impl Apps {
                     uid,
                     outbox: Outbox::default(),
                     throttled: false,
+                    mem: alias.unwrap_or(id),
+                    zombie: false,
                 });
                 self.stats.attached_total += 1;
                 crate::info_limited!(app = id, pid, uid, "app attached");
@@ -578,6 +625,7 @@ impl Apps {
         sock: &OwnedFd,
         req: u32,
         core_wake: RawFd,
+        alias: Option<(AppId, RawFd)>,
     ) -> std::io::Result<(Region, Vec<AppPort>)> {
         let layout = RegionLayout::new(
             self.region_size,
@@ -632,6 +680,7 @@ impl Apps {
             };
             ports.push(AppPort {
                 id,
+                mem: alias.map_or(id, |a| a.0),
                 base,
                 len: self.region_size as usize,
                 events,
@@ -646,11 +695,19 @@ impl Apps {
         }
         .to_msg(req);
         let fds = [memfd.as_raw_fd(), app_wake.as_raw_fd(), core_wake];
+        let fds4;
+        let fds: &[RawFd] = match alias {
+            Some((_, payload)) => {
+                fds4 = [fds[0], fds[1], fds[2], payload];
+                &fds4
+            }
+            None => &fds,
+        };
         // The socket is fresh: its buffer has room for the first message.
         sendmsg::<()>(
             sock.as_raw_fd(),
             &[IoSlice::new(ok.as_bytes())],
-            &[ControlMessage::ScmRights(&fds)],
+            &[ControlMessage::ScmRights(fds)],
             MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
             None,
         )
@@ -751,6 +808,40 @@ impl Apps {
             },
             Err(Errno::EAGAIN) | Err(Errno::EINTR) => Ok(None),
             Err(_) => Err(()),
+        }
+    }
+
+    /// Ring memory for `app`'s flows, from the region it uses.
+    pub fn alloc(&mut self, app: AppId, len: u32) -> Option<u32> {
+        let m = self.get(app)?.mem;
+        self.get_mut(m)?.alloc.alloc(len)
+    }
+
+    /// Returns memory from [`Apps::alloc`].
+    pub fn free(&mut self, app: AppId, off: u32, len: u32) {
+        let Some(m) = self.get(app).map(|a| a.mem) else {
+            return;
+        };
+        if let Some(a) = self.get_mut(m) {
+            a.alloc.free(off, len);
+        }
+    }
+
+    /// The region `app`'s flows use (its own id when unknown).
+    pub fn mem_of(&self, app: AppId) -> AppId {
+        self.get(app).map_or(app, |a| a.mem)
+    }
+
+    /// Whether another app (alive or a zombie) uses `id`'s region.
+    pub fn has_aliases(&self, id: AppId) -> bool {
+        self.iter().any(|a| a.id != id && a.mem == id)
+    }
+
+    /// Keeps a hung-up app registered (see [`App::zombie`]).
+    pub fn set_zombie(&mut self, id: AppId) {
+        if let Some(a) = self.get_mut(id) {
+            a.zombie = true;
+            a.outbox = Outbox::default();
         }
     }
 
@@ -912,7 +1003,7 @@ mod tests {
         let tokens: Vec<u64> = apps.pending_fds().map(|(t, _)| t).collect();
         tokens
             .into_iter()
-            .filter_map(|t| apps.hello(t, wake).map(|(id, _)| id))
+            .filter_map(|t| apps.hello(t, wake, |_, _| false).map(|(id, _)| id))
             .collect()
     }
 

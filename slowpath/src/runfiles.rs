@@ -68,6 +68,22 @@ pub fn netns_of(pid: i32) -> Option<u64> {
         .map(|m| m.ino())
 }
 
+/// Whether process `pid` is running (not gone, not a zombie waiting to
+/// be reaped).
+pub fn pid_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": the state follows the last ')'.
+    match stat.rfind(')').and_then(|i| stat[i + 1..].trim_start().chars().next()) {
+        Some('Z') | Some('X') | Some('x') | None => false,
+        Some(_) => true,
+    }
+}
+
 /// The held per-interface lock (released when dropped or at exit).
 pub struct InstanceLock {
     _lock: Flock<std::fs::File>,

@@ -1139,6 +1139,50 @@ static void case_fork(void)
     close(s);
 }
 
+static int echo_once(int s, const char *msg);
+
+/* The pre-forking server pattern (postgres, socat fork): the child serves
+ * an inherited connection while the parent closes its copy; the
+ * connection ends when the child closes it. */
+static void case_fork_handoff(void)
+{
+    out("# fork handoff: the child serves the connection, the parent closes its copy");
+    int s = conn_to(7001);
+    int pp[2];
+    if (pipe(pp) != 0) return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pp[0]);
+        char r[64];
+        int ok1 = echo_once(s, "child-one");
+        usleep(100000); /* the parent has closed its copy by now */
+        int ok2 = echo_once(s, "child-two");
+        int c = close(s);
+        int n = snprintf(r, sizeof r, "%d %d %d", ok1, ok2, c);
+        if (write(pp[1], r, n) != n) _exit(1);
+        _exit(0);
+    }
+    close(pp[1]);
+    R("parent: close its copy", close(s));
+    char b[64] = {0};
+    int n = 0, r;
+    while (n < (int)sizeof b - 1 && (r = read(pp[0], b + n, sizeof b - 1 - n)) > 0) n += r;
+    close(pp[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    out("  child: echo before, echo after the parent's close, close = %s", b);
+    out("  child exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    /* Two children share one inherited connection one after the other. */
+    s = conn_to(7001);
+    pid = fork();
+    if (pid == 0) {
+        _exit(echo_once(s, "first") ? 0 : 1);
+    }
+    waitpid(pid, &st, 0);
+    out("  first child echo = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    close(s);
+}
+
 /* ------------------------------------------------------------------ */
 /* TAS-only cases (behaviour that differs from Linux by design, or that is
  * about the shim itself). Checked line by line by tests/tests/preload.rs. */
@@ -1167,6 +1211,7 @@ static void tas_fork(void)
         R("child: write inherited", write(s, "x", 1));
         R("child: read inherited", read(s, b, 1));
         R("child: close inherited", close(s));
+        
         int c = conn_to(7001);
         out("child: own connection echo = %s", echo_once(c, "kid") ? "ok" : "FAILED");
         close(c);
@@ -1174,9 +1219,11 @@ static void tas_fork(void)
         _exit(0);
     }
     int st = 0;
-    waitpid(pid, &st, 0);
-    out("parent after child = %s", echo_once(s, "parent") ? "ok" : "FAILED");
     close(s);
+    waitpid(pid, &st, 0);
+    int p = conn_to(7001);
+    out("parent after child = %s", echo_once(p, "parent") ? "ok" : "FAILED");
+    close(p);
 }
 
 static void tas_exec(void)
@@ -1212,6 +1259,38 @@ static void tas_exec(void)
     out("exec: parent echo after = %s", echo_once(plain, "after") && echo_once(cx, "cx") ? "ok" : "FAILED");
     close(plain);
     close(cx);
+}
+
+/* inetd/sshd style: the connection on fds 0 and 1 of an exec'ed program,
+ * the parent's copy closed. */
+static void tas_exec_stdio(void)
+{
+    int s = conn_to(7001);
+    if (write(s, "ping\n", 5) != 5) out("exec stdio: write failed");
+    int pp[2];
+    if (pipe(pp) != 0) return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(s, 0);
+        dup2(s, 1);
+        dup2(pp[1], 2);
+        close(s);
+        close(pp[0]);
+        close(pp[1]);
+        char *av[] = {"sh", "-c", "read x; echo \"got-$x\"; read y; echo \"$y\" >&2", NULL};
+        execv("/bin/sh", av);
+        _exit(127);
+    }
+    close(pp[1]);
+    close(s);
+    char b[256] = {0};
+    int n = 0, r;
+    while (n < (int)sizeof b - 1 && (r = read(pp[0], b + n, sizeof b - 1 - n)) > 0) n += r;
+    close(pp[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    if (n > 0 && b[n - 1] == '\n') b[n - 1] = 0;
+    out("exec stdio: %s (exit %d)", b, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 }
 
 static volatile int thread_fail;
@@ -1315,6 +1394,7 @@ static int tasonly(void)
 {
     tas_bufsizes();
     tas_fork();
+    tas_exec_stdio();
     tas_exec();
     tas_threads();
     tas_idle();
@@ -1494,6 +1574,7 @@ int main(int argc, char **argv)
         {"mixed", case_mixed}, {"dup", case_dup}, {"vectors", case_vectors},
         {"sendfile", case_sendfile}, {"blocking", case_blocking}, {"unread", case_close_unread},
         {"loopback", case_loopback}, {"fork", case_fork},
+        {"forkhandoff", case_fork_handoff},
     };
     for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (only && strcmp(only, cases[i].name) != 0) continue;

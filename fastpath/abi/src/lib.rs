@@ -133,6 +133,30 @@ pub mod ctl {
     /// `flow`: the flow's transport statistics (for `TCP_INFO`). Answered by
     /// `STATS_OK` ([`crate::FlowStats`]) or `RESULT` with `EBADF`.
     pub const STATS: u32 = 8;
+    /// The process is about to fork: `arg[0..2]` = a token (64 bits, low
+    /// word first) the child will present. Every flow and listener this
+    /// process holds (through any of its contexts, or by an earlier grant
+    /// to its pid) gets one more holder: the grant. Answered by `RESULT`.
+    pub const SHARE: u32 = 9;
+    /// After `SHARE`: `arg[0..2]` = the token, `arg[2]` = the child's pid
+    /// (0: the fork failed, the grant is cancelled). No answer. The grant
+    /// lives until its pid exits; the pid keeps it across `exec`.
+    pub const SHARE_PID: u32 = 10;
+    /// `flow` (or `listener` when `arg[3]` = 1): this context takes over
+    /// a socket granted to its process (`arg[0..2]` = the token, or 0 to
+    /// take it by its pid's grants): notifications and control messages
+    /// for it come here from now on. Answered by `RESULT` with, for a
+    /// flow, `arg[1..5]` = [rx_seq, tx_acked_seq, flags (`event::F_*`),
+    /// error] and `info` = the flow, whose `rx_seq` and `tx_seq` are here
+    /// the first byte its holders have not freed and one past the last
+    /// byte they added, as far as the fast path has seen.
+    pub const ADOPT: u32 = 11;
+    /// `flow` (or `listener` when `arg[3]` = 1): this context lets go of a
+    /// shared socket without closing it. Answered by `RESULT`: `arg[0]` = 1
+    /// when no other holder is left — the socket is this context's alone
+    /// again (notifications come here; a flow's `arg[1..4]` as for `ADOPT`)
+    /// and it closes it the usual way; 0 when others still hold it.
+    pub const DROP: u32 = 12;
 
     // service -> app
     /// `arg` = [region size, event ring capacity, cmd ring capacity,
@@ -159,6 +183,12 @@ pub mod ctl {
 
     /// LISTEN flag: share the port with other listeners (SO_REUSEPORT).
     pub const F_REUSEPORT: u32 = 1;
+    /// HELLO flag (`arg[1]`): attach a context that shares the payload
+    /// region of app `arg[2]` (a context of the parent process whose
+    /// sockets this process inherited), authorised by the grant whose
+    /// token is `arg[3..5]`. `HELLO_OK` then carries a fourth fd: that
+    /// region's memfd; the flows' rings are offsets in it.
+    pub const F_ALIAS: u32 = 1;
 
     /// Why a `HELLO` was refused: `arg[0]` of the `RESULT` (whose `err` is
     /// the errno), `arg[1]` the limit that was hit (or, for
@@ -176,6 +206,8 @@ pub mod ctl {
     pub const REFUSED_NETNS: u32 = 5;
     /// The daemon could not set the app up (`ENOMEM`, ...).
     pub const REFUSED_SETUP: u32 = 6;
+    /// An `F_ALIAS` attach without a grant for the region (`EPERM`).
+    pub const REFUSED_GRANT: u32 = 7;
 }
 
 /// A connection as the app sees it.

@@ -127,6 +127,10 @@ pub fn now_ns() -> u64 {
 /// event ring, and (lane 0 only) the app's command ring.
 pub struct AppPort {
     pub id: u16,
+    /// The payload region whose flows this app's command ring may drive:
+    /// its own id, or (a context sharing another app's region after a
+    /// fork) the region owner's.
+    pub mem: u16,
     pub base: *mut u8,
     pub len: usize,
     pub events: RingProducer<AppEvent>,
@@ -836,7 +840,7 @@ impl<N: Nic> Lane<N> {
             for _ in 0..APP_CMDS_PER_ROUND {
                 let Some(c) = cmds.pop() else { break };
                 work += 1;
-                if let Err(e) = fp.app_cmd(port.id, &c, now, mem, &mut out) {
+                if let Err(e) = fp.app_cmd(port.mem, &c, now, mem, &mut out) {
                     tracing::debug!(app = port.id, "refused app command: {e}");
                 }
             }

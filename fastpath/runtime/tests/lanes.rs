@@ -650,6 +650,7 @@ impl Harness {
             let port = unsafe {
                 AppPort {
                     id: APP,
+                    mem: APP,
                     base,
                     len: REGION_SIZE as usize,
                     events: RingProducer::new(

@@ -248,46 +248,10 @@ fn pick_ctx(g: &'static Global, gen: u64) -> Option<&'static Ctx> {
     }
     if live.len() < g.cfg.max_ctx && g.nctx.load(Ordering::Acquire) < MAX_CTX && !retry_later {
         match Tas::attach() {
-            Ok(mut tas) => {
+            Ok(tas) => {
                 cs.failed_gen = None;
                 g.warned.store(false, Ordering::Relaxed);
-                tas.move_fds_above(high_fd_base());
-                tas.set_auto_poll(false);
-                tas.set_waiting(false);
-                // A dead context stays dead: this shim attaches a new one.
-                tas.set_reattach(false);
-                let idx = g.nctx.load(Ordering::Acquire);
-                let (ev_fd, ctl_fd) = (tas.event_fd(), tas.control_fd());
-                for fd in [ev_fd, ctl_fd] {
-                    g.set_fd(fd, T_INTERNAL);
-                }
-                let ctx = Box::leak(Box::new(Ctx {
-                    idx,
-                    gen,
-                    ev_fd,
-                    ctl_fd,
-                    inner: Lock::new(Inner::new(tas)),
-                    tick: AtomicBool::new(false),
-                    blocked: std::sync::atomic::AtomicU32::new(0),
-                    dead: AtomicBool::new(false),
-                }));
-                g.ctxs[idx].store(ctx as *const Ctx as usize, Ordering::Release);
-                g.nctx.store(idx + 1, Ordering::Release);
-                if g.cfg.debug {
-                    log(&format!("attached context {idx}"));
-                }
-                if cs.reactor_gen != Some(gen) {
-                    cs.reactor_gen = Some(gen);
-                    start_reactor();
-                } else {
-                    let one = 1u64;
-                    // SAFETY: write reads the 8 bytes of the live local
-                    // `one`; wake_fd is the shim's eventfd.
-                    unsafe {
-                        real::write::get()(g.wake_fd, &one as *const u64 as *const libc::c_void, 8)
-                    };
-                }
-                return Some(ctx);
+                return Some(install_ctx(g, &mut cs, gen, tas));
             }
             Err(e) => {
                 if live.is_empty() {
@@ -310,4 +274,67 @@ fn pick_ctx(g: &'static Global, gen: u64) -> Option<&'static Ctx> {
     }
     let i = g.rr.fetch_add(1, Ordering::Relaxed) % live.len();
     Some(live[i])
+}
+
+/// Attaches a context sharing the region of `target` (a context of the
+/// parent process) under grant `token`, for inherited sockets.
+pub fn attach_alias(
+    path: &std::path::Path,
+    target: u32,
+    token: u64,
+) -> Result<&'static Ctx, String> {
+    let g = global();
+    let gen = g.gen.load(Ordering::Acquire);
+    let mut cs = g.create.lock();
+    if g.nctx.load(Ordering::Acquire) >= MAX_CTX {
+        return Err("no context slot left".into());
+    }
+    let tas = Tas::attach_alias(path, target, token).map_err(|e| e.to_string())?;
+    Ok(install_ctx(g, &mut cs, gen, tas))
+}
+
+/// Makes attachment `tas` context slot `nctx` of generation `gen`.
+fn install_ctx(
+    g: &'static Global,
+    cs: &mut crate::global::CreateState,
+    gen: u64,
+    mut tas: Tas,
+) -> &'static Ctx {
+    tas.move_fds_above(high_fd_base());
+    tas.set_auto_poll(false);
+    tas.set_waiting(false);
+    // A dead context stays dead: this shim attaches a new one.
+    tas.set_reattach(false);
+    let idx = g.nctx.load(Ordering::Acquire);
+    let (ev_fd, ctl_fd) = (tas.event_fd(), tas.control_fd());
+    for fd in [ev_fd, ctl_fd] {
+        g.set_fd(fd, T_INTERNAL);
+    }
+    let ctx = Box::leak(Box::new(Ctx {
+        idx,
+        gen,
+        ev_fd,
+        ctl_fd,
+        inner: Lock::new(Inner::new(tas)),
+        tick: AtomicBool::new(false),
+        blocked: std::sync::atomic::AtomicU32::new(0),
+        dead: AtomicBool::new(false),
+    }));
+    g.ctxs[idx].store(ctx as *const Ctx as usize, Ordering::Release);
+    g.nctx.store(idx + 1, Ordering::Release);
+    if g.cfg.debug {
+        log(&format!("attached context {idx}"));
+    }
+    if cs.reactor_gen != Some(gen) {
+        cs.reactor_gen = Some(gen);
+        start_reactor();
+    } else {
+        let one = 1u64;
+        // SAFETY: write reads the 8 bytes of the live local
+        // `one`; wake_fd is the shim's eventfd.
+        unsafe {
+            real::write::get()(g.wake_fd, &one as *const u64 as *const libc::c_void, 8)
+        };
+    }
+    ctx
 }

@@ -119,8 +119,49 @@ pub enum Kind {
     Internal,
 }
 
+/// What `fd` is; a socket inherited from the parent process is taken
+/// over first (`fork::adopt`).
 #[inline]
 pub fn kind(fd: c_int) -> Kind {
+    if let Some(g) = try_global() {
+        if let Some(i) = crate::exec::pending(g.fd(fd)) {
+            return match crate::exec::adopt(fd, i) {
+                Some((c, sid)) => Kind::Sock(c, sid),
+                None => Kind::Kernel,
+            };
+        }
+    }
+    match kind_noadopt(fd) {
+        Kind::Sock(c, sid) if c.gen != crate::global::global().gen.load(std::sync::atomic::Ordering::Acquire) => {
+            match crate::fork::adopt(fd, c, sid) {
+                Some((n, sid)) => Kind::Sock(n, sid),
+                None => Kind::Sock(c, sid),
+            }
+        }
+        k => k,
+    }
+}
+
+/// A socket inherited from the parent (or across exec) that a wait
+/// (`poll`, `select`) is about to include is taken over first: its
+/// readiness is this process's to drive from now on.
+pub fn adopt_if_inherited(fd: c_int, v: u64) {
+    let Some(g) = try_global() else { return };
+    let old = match decode(v) {
+        Some((crate::exec::PENDING_CTX, _)) => true,
+        Some((ci, _)) => g
+            .ctx(ci)
+            .is_some_and(|c| c.gen != g.gen.load(std::sync::atomic::Ordering::Acquire)),
+        None => false,
+    };
+    if old {
+        let _ = kind(fd);
+    }
+}
+
+/// What `fd` is, leaving an inherited socket as it is (for `close`).
+#[inline]
+pub fn kind_noadopt(fd: c_int) -> Kind {
     let Some(g) = try_global() else {
         return Kind::Kernel;
     };

@@ -11,10 +11,18 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 pub fn run<T>(f: impl FnOnce() -> Res<T>) -> Result<T, c_int> {
     let _e = Enter::new();
-    match catch_unwind(AssertUnwindSafe(f)) {
+    let r = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(_) => Err(libc::EIO),
+        Err(_) => {
+            crate::debug::reason(|| "the shim panicked (a bug: please report it)".into());
+            Err(libc::EIO)
+        }
+    };
+    if let Err(e) = r {
+        // TAS_PRELOAD_DEBUG: why it failed (one line, rate-limited).
+        crate::debug::failed(e);
     }
+    r
 }
 
 pub fn int(f: impl FnOnce() -> Res<c_int>) -> c_int {

@@ -1,15 +1,227 @@
-//! fork(): the `pthread_atfork` handlers. Every lock of the shim is taken
-//! before `fork()` and released after it in the parent; in the child (where
-//! only the forking thread exists) they are reset and a new generation
-//! starts. The parent's contexts are left untouched, so sockets inherited
-//! from the parent give clean errors in the child, and the child's own new
-//! sockets attach a new context.
+//! fork(): the interposed `fork` and the `pthread_atfork` handlers.
+//!
+//! Every lock of the shim is taken before `fork()` and released after it
+//! in the parent; in the child (where only the forking thread exists) they
+//! are reset and a new generation starts: the parent's contexts are never
+//! touched by the child.
+//!
+//! Sockets survive the fork (`share`): before forking, a process that has
+//! TAS sockets asks tasd for a grant under a random token (`SHARE`) and,
+//! after, names the child (`SHARE_PID`); from then on its sockets are
+//! *shared* and its `close` only lets go of its reference. The child
+//! remembers the token; on its first use of an inherited socket
+//! ([`adopt`], called by `fdtab::kind`), it attaches a context that shares
+//! the parent context's region and takes the socket over with the state
+//! it inherited. A child that only closes an inherited socket never
+//! attaches: its reference goes when it exits.
 
-use crate::global::try_global;
+use crate::ctx::Ctx;
+use crate::fdtab::encode;
+use crate::global::{global, try_global};
+use crate::sock::St;
+use crate::sys::{self, log};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+
+/// What this process inherited at its last fork.
+#[derive(Default)]
+pub struct Inherit {
+    /// The grant's token (0: nothing inherited).
+    pub token: u64,
+    /// The generation the token belongs to.
+    pub gen: u64,
+    /// Parent context index -> our context sharing its region.
+    pub aliases: HashMap<usize, usize>,
+    /// Sockets inherited across exec (`exec.rs`).
+    pub exec: crate::exec::Inherited,
+}
+
+pub fn random_token() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most 8 bytes into `b`, which is 8 long.
+    unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, 8, 0) };
+    u64::from_ne_bytes(b) | 1
+}
+
+/// The interposed `fork()`: the grant before, the child's pid after (see
+/// the module documentation).
+pub fn fork() -> libc::pid_t {
+    let real = sys::real::fork::get();
+    let Some(g) = try_global() else {
+        // SAFETY: fork takes no arguments.
+        return unsafe { real() };
+    };
+    let _e = sys::Enter::new();
+    // Sockets inherited across exec and not taken over yet are taken over
+    // now (the grant below covers what this process holds).
+    let pending: Vec<libc::c_int> = g
+        .inherit
+        .lock()
+        .exec
+        .entries
+        .iter()
+        .flatten()
+        .map(|e| e.fds[0])
+        .collect();
+    for fd in pending {
+        let _ = crate::fdtab::kind(fd);
+    }
+    let has_socks = g.live_ctxs().any(|c| !c.inner.lock().socks.is_empty())
+        || g.inherit.lock().token != 0;
+    // The context that speaks for the process (tasd covers every context
+    // of the pid, and what grants to the pid hold); a process that only
+    // inherited sockets and never used them (a daemon()'s child that
+    // forks workers) attaches one for this.
+    let speaker = match g.live_ctxs().find(|c| !c.dead.load(Ordering::Relaxed)) {
+        Some(c) => Some(c),
+        None if has_socks => crate::ctx::my_ctx(),
+        None => None,
+    };
+    let mut token = 0;
+    if let (Some(c), true) = (speaker, has_socks) {
+        let t = random_token();
+        let mut inner = c.inner.lock();
+        match inner.tas.share_begin(t) {
+            Ok(()) => token = t,
+            Err(e) => {
+                if g.cfg.debug {
+                    log(&format!("fork: tasd refused to share the sockets ({e}); the child cannot use them"));
+                }
+            }
+        }
+    }
+    // SAFETY: fork takes no arguments.
+    let pid = unsafe { real() };
+    if pid == 0 {
+        let mut inh = g.inherit.lock();
+        if token != 0 {
+            inh.token = token;
+            inh.gen = g.gen.load(Ordering::Acquire);
+            inh.aliases.clear();
+        } else {
+            inh.token = 0;
+            inh.aliases.clear();
+        }
+        // Sockets inherited across exec and not taken over yet are
+        // described by a grant to the parent's pid: this process cannot use
+        // them.
+        let exec = std::mem::take(&mut inh.exec);
+        for e in exec.entries.into_iter().flatten() {
+            for f in e.fds {
+                g.set_fd(f, 0);
+            }
+        }
+        return 0;
+    }
+    if token != 0 {
+        let c = speaker.expect("token implies a speaker");
+        let mut inner = c.inner.lock();
+        let _ = inner.tas.share_pid(token, pid.max(0));
+        drop(inner);
+        if pid > 0 {
+            for c in g.live_ctxs() {
+                let mut inner = c.inner.lock();
+                let mut quiet = Vec::new();
+                for s in inner.socks.values_mut() {
+                    s.shared = true;
+                    if let St::Listening(l) = s.st {
+                        if !s.interest {
+                            quiet.push(l);
+                        }
+                    }
+                }
+                // Listeners this process never accepted on are not handed
+                // connections while children accept (a master process).
+                for l in quiet {
+                    let _ = inner.tas.set_accepting(l, false);
+                }
+                inner.after();
+            }
+        }
+    }
+    pid
+}
+
+/// First use of socket `sid` of `old` (a context of an older generation:
+/// inherited) in this process: take it over. Returns its context and id
+/// in this process, or None (then it keeps giving errors as an orphan).
+pub fn adopt(fd: libc::c_int, old: &'static Ctx, sid: u64) -> Option<(&'static Ctx, u64)> {
+    let g = global();
+    let _e = sys::Enter::new();
+    let mut inh = g.inherit.lock();
+    let gen = g.gen.load(Ordering::Acquire);
+    if inh.token == 0 || inh.gen != gen {
+        return None;
+    }
+    let token = inh.token;
+    let new = match inh.aliases.get(&old.idx).and_then(|&i| g.ctx(i)) {
+        Some(c) => c,
+        None => {
+            // The parent's attach socket (a program may clear the
+            // environment of its children, as nginx does for workers).
+            let (target, path) = {
+                let oi = old.inner.lock();
+                (oi.tas.app_id(), oi.tas.path().to_path_buf())
+            };
+            match crate::ctx::attach_alias(&path, target, token) {
+                Ok(c) => {
+                    inh.aliases.insert(old.idx, c.idx);
+                    c
+                }
+                Err(e) => {
+                    if g.cfg.debug {
+                        log(&format!("fd {fd}: cannot take over the inherited socket: {e}"));
+                    }
+                    return None;
+                }
+            }
+        }
+    };
+    drop(inh);
+    let mut oi = old.inner.lock();
+    let st = oi.socks.get(&sid)?.st;
+    let mut ni = new.inner.lock();
+    let r = match st {
+        St::Connected(c) => {
+            let state = oi.tas.export_conn(c)?;
+            ni.tas.adopt_conn(state, token).map(|_| ())
+        }
+        St::Listening(l) => ni.tas.adopt_listener(l, token, true),
+        St::Fresh | St::Failed => Ok(()),
+        St::Connecting(_) => Err(std::io::Error::from_raw_os_error(libc::EINPROGRESS)),
+    };
+    if let Err(e) = r {
+        if g.cfg.debug {
+            log(&format!("fd {fd}: tasd refused the inherited socket: {e}"));
+        }
+        return None;
+    }
+    let mut s = oi.socks.remove(&sid)?;
+    match st {
+        St::Connected(c) => {
+            oi.by_flow.remove(&c);
+            ni.by_flow.insert(c, sid);
+        }
+        St::Listening(l) => {
+            oi.by_listener.remove(&l);
+            ni.by_listener.insert(l, sid);
+            s.interest = true;
+        }
+        _ => {}
+    }
+    s.shared = true;
+    for &f in &s.fds {
+        g.set_fd(f, encode(new.idx, sid));
+    }
+    ni.socks.insert(sid, s);
+    ni.sync(sid);
+    ni.after();
+    Some((new, sid))
+}
 
 extern "C" fn atfork_prepare() {
     let Some(g) = try_global() else { return };
+    g.inherit.raw_lock();
     g.create.raw_lock();
     g.ports.raw_lock();
     g.local_cache.raw_lock();
@@ -33,6 +245,7 @@ extern "C" fn atfork_parent() {
         g.local_cache.raw_unlock();
         g.ports.raw_unlock();
         g.create.raw_unlock();
+        g.inherit.raw_unlock();
     }
 }
 
@@ -49,6 +262,7 @@ extern "C" fn atfork_child() {
         g.local_cache.reset();
         g.ports.reset();
         g.create.reset();
+        g.inherit.reset();
     }
     g.gen.fetch_add(1, Ordering::AcqRel);
 }

@@ -42,6 +42,8 @@ pub struct Global {
     pub rmem_max: u32,
     pub wmem_max: u32,
     pub warned: AtomicBool,
+    /// What this process inherited at its last fork (`fork.rs`).
+    pub inherit: Lock<crate::fork::Inherit>,
 }
 
 #[derive(Default)]
@@ -101,6 +103,7 @@ pub fn global() -> &'static Global {
             rmem_max: read_proc_u32("/proc/sys/net/core/rmem_max").unwrap_or(212992),
             wmem_max: read_proc_u32("/proc/sys/net/core/wmem_max").unwrap_or(212992),
             warned: AtomicBool::new(false),
+            inherit: Lock::new(crate::fork::Inherit::default()),
         };
         if wake_fd >= 0 {
             g.set_fd(wake_fd, T_INTERNAL);

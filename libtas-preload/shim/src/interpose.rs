@@ -53,6 +53,7 @@ macro_rules! interpose {
             fn $name($fd: c_int $(, $a: $t)*) -> $r {
                 if !$crate::sys::in_shim() {
                     if let $crate::fdtab::Kind::Sock($c, $s) = $crate::fdtab::kind($fd) {
+                        $crate::debug::enter(stringify!($name), $fd);
                         return $tas;
                     }
                 }
@@ -76,6 +77,7 @@ macro_rules! interpose {
             fn $name($fd: c_int $(, $a: $t)*) -> $r {
                 if !$crate::sys::in_shim() {
                     if let $crate::fdtab::Kind::Sock($c, $s) = $crate::fdtab::kind($fd) {
+                        $crate::debug::enter(stringify!($name), $fd);
                         if let Some(r) = $tas {
                             return r;
                         }

@@ -93,6 +93,8 @@
 
 mod config;
 mod ctx;
+mod debug;
+mod exec;
 mod fdtab;
 mod ffi;
 mod fork;
@@ -130,6 +132,46 @@ extern "C" fn init() {
     let _e = Enter::new();
     sys::real::resolve_all();
     fork::register_atfork();
+    exec::load();
+}
+
+// ---------------------------------------------------------------------------
+// exec.
+
+extern "C" {
+    static mut environ: *const *const libc::c_char;
+}
+
+fn environ_ptr() -> *const *const libc::c_char {
+    // SAFETY: reads the pointer value of libc's `environ` (no reference is
+    // made to the static).
+    unsafe { std::ptr::addr_of!(environ).read() }
+}
+
+/// Runs `f` (an exec) with `envp` plus the description of the TAS sockets
+/// that survive it; undoes the preparation when it returns (failed).
+///
+/// # Safety
+///
+/// `envp` is null or a NULL-terminated array of C strings; `f` is an exec
+/// function called under its contract.
+unsafe fn exec_with(
+    envp: *const *const libc::c_char,
+    f: impl FnOnce(*const *const libc::c_char) -> c_int,
+) -> c_int {
+    if in_shim() {
+        return f(envp);
+    }
+    let Some(p) = exec::prepare() else {
+        return f(envp);
+    };
+    // SAFETY: envp as the caller passed it (contract).
+    let env = unsafe { exec::with_var(envp, &p.var) };
+    let r = f(env.as_ptr());
+    let e = sys::errno();
+    exec::cancel(p);
+    set_errno(e);
+    r
 }
 
 // ---------------------------------------------------------------------------
@@ -196,6 +238,46 @@ interpose! {
     tas fn shutdown(fd: c_int, how: c_int) -> c_int
         => |c, s| unit(|| ops::shutdown(c, s, how));
 
+    /// Sockets survive: the child can use what it inherits (`fork.rs`).
+    fn fork() -> libc::pid_t {
+        if in_shim() {
+            // SAFETY: fork takes no arguments.
+            return unsafe { real::fork::get()() };
+        }
+        fork::fork()
+    }
+
+    /// TAS sockets without `FD_CLOEXEC` survive into the new image (exec.rs).
+    fn execve(path: *const libc::c_char, argv: *const *const libc::c_char, envp: *const *const libc::c_char) -> c_int {
+        // SAFETY: the caller's arguments under execve's contract.
+        unsafe { exec_with(envp, |e| real::execve::get()(path, argv, e)) }
+    }
+
+    fn execv(path: *const libc::c_char, argv: *const *const libc::c_char) -> c_int {
+        // SAFETY: as execve, with the process's environment.
+        unsafe { exec_with(environ_ptr(), |e| real::execve::get()(path, argv, e)) }
+    }
+
+    fn execvpe(file: *const libc::c_char, argv: *const *const libc::c_char, envp: *const *const libc::c_char) -> c_int {
+        // SAFETY: the caller's arguments under execvpe's contract.
+        unsafe { exec_with(envp, |e| real::execvpe::get()(file, argv, e)) }
+    }
+
+    fn execvp(file: *const libc::c_char, argv: *const *const libc::c_char) -> c_int {
+        // SAFETY: as execvpe, with the process's environment.
+        unsafe { exec_with(environ_ptr(), |e| real::execvpe::get()(file, argv, e)) }
+    }
+
+    fn fexecve(fd: c_int, argv: *const *const libc::c_char, envp: *const *const libc::c_char) -> c_int {
+        // SAFETY: the caller's arguments under fexecve's contract.
+        unsafe { exec_with(envp, |e| real::fexecve::get()(fd, argv, e)) }
+    }
+
+    fn execveat(dirfd: c_int, path: *const libc::c_char, argv: *const *const libc::c_char, envp: *const *const libc::c_char, flags: c_int) -> c_int {
+        // SAFETY: the caller's arguments under execveat's contract.
+        unsafe { exec_with(envp, |e| real::execveat::get()(dirfd, path, argv, e, flags)) }
+    }
+
     /// The shim's own descriptors are never closed (reported closed).
     fn close(fd: c_int) -> c_int {
         let f = real::close::get();
@@ -210,7 +292,8 @@ interpose! {
             // SAFETY: close takes no pointers; the shim closes its own fd.
             return unsafe { f(fd) };
         }
-        match kind(fd) {
+        exec::forget(fd);
+        match fdtab::kind_noadopt(fd) {
             Kind::Sock(c, s) => unit(|| ops::close(c, s, fd)),
             // The shim's own descriptors stay open (a program closing "all"
             // descriptors must not cut us off); report success as Linux would.
@@ -255,7 +338,8 @@ fn close_range_impl(first: c_uint, last: c_uint, flags: c_int) -> c_int {
         if !g.fd_fits(fd as c_int) {
             break;
         }
-        match kind(fd as c_int) {
+        exec::forget(fd as c_int);
+        match fdtab::kind_noadopt(fd as c_int) {
             Kind::Sock(c, s) => {
                 let _ = run(|| ops::close(c, s, fd as c_int));
             }
@@ -307,10 +391,10 @@ interpose! {
         a5: c_long,
         a6: c_long,
     ) -> c_long {
-        // SAFETY (all arms): each interposed function is called with the
+        let fd = a1 as c_int;
+        // SAFETY: (all arms) each interposed function is called with the
         // arguments of the system call of the same number, which the
         // caller passed under `syscall`'s contract (this function's).
-        let fd = a1 as c_int;
         unsafe {
             match n {
                 libc::SYS_close => close(fd) as c_long,
@@ -635,6 +719,16 @@ const _: () = assert!(std::mem::size_of::<off_t>() == std::mem::size_of::<i64>()
 // ---------------------------------------------------------------------------
 // Options and names.
 
+/// `TAS_PRELOAD_DEBUG`: an option the shim does not support says so.
+fn opt_reason(r: sys::Res<()>, what: &str, level: c_int, name: c_int) -> sys::Res<()> {
+    if matches!(r, Err(libc::ENOPROTOOPT) | Err(libc::EOPNOTSUPP)) {
+        debug::reason(|| {
+            format!("option level {level} name {name} cannot be {what} on a TAS socket (unknown or unsupported)")
+        });
+    }
+    r
+}
+
 interpose! {
     tas fn setsockopt(
         fd: c_int,
@@ -645,7 +739,11 @@ interpose! {
     ) -> c_int
         // SAFETY: v/len as the caller passed them, under setsockopt's
         // contract.
-        => |c, s| unit(|| unsafe { opts::setsockopt(c, s, level, name, v, len) });
+        => |c, s| unit(|| {
+            // SAFETY: v/len as the caller passed them (the same contract).
+            let r = unsafe { opts::setsockopt(c, s, level, name, v, len) };
+            opt_reason(r, "set", level, name)
+        });
 
     tas fn getsockopt(
         fd: c_int,
@@ -656,7 +754,11 @@ interpose! {
     ) -> c_int
         // SAFETY: v/len as the caller passed them, under getsockopt's
         // contract.
-        => |c, s| unit(|| unsafe { opts::getsockopt(c, s, level, name, v, len) });
+        => |c, s| unit(|| {
+            // SAFETY: v/len as the caller passed them (the same contract).
+            let r = unsafe { opts::getsockopt(c, s, level, name, v, len) };
+            opt_reason(r, "read", level, name)
+        });
 
     tas fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
         // SAFETY: addr/len as the caller passed them, under getsockname's

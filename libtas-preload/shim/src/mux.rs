@@ -14,7 +14,9 @@
 use crate::fdtab::{T_EPOLL, T_SOCK};
 use crate::global::{global, try_global};
 use crate::sys::{self, errno, monotonic_ns, set_errno};
-use crate::wait::{handle_our_fd, spin_wait, Blocked, OurFd, EPOLL_TAG, EPOLL_TAG_MASK};
+use crate::wait::{
+    ctl_fds, handle_our_fd, spin_wait, take_news, Blocked, OurFd, EPOLL_TAG, EPOLL_TAG_MASK,
+};
 use libc::c_int;
 
 /// The result convention inside: >= 0 a count, < 0 a negated errno.
@@ -35,16 +37,32 @@ fn release(r: c_int) -> c_int {
     }
 }
 
-/// The shared protocol. `now()`: the caller's wait with a zero timeout.
-/// `block(ms, ours)`: the caller's wait plus our fds, `ms` < 0 = forever;
-/// returns (the caller's result, which of ours fired).
+/// The shared protocol. `now(ours)`: the caller's wait with a zero
+/// timeout, plus `ours` (the contexts' control sockets) when not empty;
+/// `block(ms, ours)`: the caller's wait plus our fds, `ms` < 0 = forever.
+/// Both return (the caller's result, which of ours fired).
+///
+/// Every call first takes in the contexts' pending news (the notification
+/// rings, and control messages through the zero-timeout check), so what
+/// the fast path posted is seen at once even when another fd of the
+/// caller is always ready (issue 14: iperf3 loops on `select` with its
+/// writable data socket in the set) and with a zero timeout.
 fn wait(
     timeout_ms: i64,
-    mut now: impl FnMut() -> c_int,
+    mut now: impl FnMut(&[OurFd]) -> (c_int, Vec<(usize, bool)>),
     mut block: impl FnMut(i64, &[OurFd]) -> (c_int, Vec<(usize, bool)>),
 ) -> c_int {
     let _e = sys::Enter::new();
-    let r = capture(now());
+    take_news();
+    let ctl = ctl_fds();
+    let (r, fired) = now(&ctl);
+    let mut r = capture(r);
+    for &(c, is_ctl) in &fired {
+        handle_our_fd(c, is_ctl);
+    }
+    if r == 0 && !fired.is_empty() {
+        r = now_again(&mut now);
+    }
     if r != 0 || timeout_ms == 0 {
         return release(r);
     }
@@ -54,7 +72,7 @@ fn wait(
     } else {
         timeout_ms as u64 * 1_000_000
     };
-    if let Some(r) = spin_wait(limit, || capture(now())) {
+    if let Some(r) = spin_wait(limit, || now_again(&mut now)) {
         return release(r);
     }
     loop {
@@ -70,7 +88,7 @@ fn wait(
         };
         let b = Blocked::enter();
         if b.changed {
-            let r = capture(now());
+            let r = now_again(&mut now);
             if r != 0 {
                 return release(r);
             }
@@ -91,11 +109,22 @@ fn wait(
         if fired.is_empty() {
             return 0;
         }
-        let r = capture(now());
+        let r = now_again(&mut now);
         if r != 0 {
             return release(r);
         }
     }
+}
+
+/// The zero-timeout check without the control sockets (news of ours that
+/// shows up anyway, from an epoll set holding our fds, is taken).
+fn now_again(now: &mut impl FnMut(&[OurFd]) -> (c_int, Vec<(usize, bool)>)) -> c_int {
+    let (r, fired) = now(&[]);
+    let r = capture(r);
+    for &(c, ctl) in &fired {
+        handle_our_fd(c, ctl);
+    }
+    r
 }
 
 fn epoll_has_tas(epfd: c_int) -> bool {
@@ -109,7 +138,15 @@ fn any_tas(fds: &[libc::pollfd]) -> bool {
     let Some(g) = try_global() else {
         return false;
     };
-    fds.iter().any(|p| g.fd(p.fd) & T_SOCK != 0) && g.has_live_ctx()
+    let mut any = false;
+    for p in fds {
+        let v = g.fd(p.fd);
+        if v & T_SOCK != 0 {
+            crate::fdtab::adopt_if_inherited(p.fd, v);
+            any = true;
+        }
+    }
+    any && g.has_live_ctx()
 }
 
 /// Registers the contexts' fds in the caller's epoll set (once per
@@ -199,21 +236,6 @@ fn note(fired: &mut Vec<(usize, bool)>, c: usize, ctl: bool) {
     }
 }
 
-/// Removes our tagged events from a result that did not go through
-/// [`wait`] (the zero-timeout checks).
-///
-/// # Safety
-///
-/// As for [`filter_epoll`] with `n = r`.
-unsafe fn strip(ev: *mut libc::epoll_event, r: c_int) -> c_int {
-    // SAFETY: the same contract, passed on.
-    let (n, fired) = unsafe { filter_epoll(ev, r) };
-    for (c, ctl) in fired {
-        handle_our_fd(c, ctl);
-    }
-    n
-}
-
 /// `epoll_pwait` (and `epoll_wait`) on a set that may hold TAS sockets.
 ///
 /// # Safety
@@ -234,15 +256,18 @@ pub unsafe fn epoll_pwait(
     }
     wait(
         timeout as i64,
-        || {
+        |ours| {
+            // Our fds in the set report control messages in this check too.
+            ensure_registered(epfd, ours);
             // SAFETY: the caller's arguments with a zero timeout.
             let r = unsafe { f(epfd, ev, max, 0, mask) };
-            if r > 0 {
-                // SAFETY: the kernel has just written r events into ev.
-                unsafe { strip(ev, r) }
-            } else {
-                r
+            if r < 0 {
+                return (r, Vec::new());
             }
+            // SAFETY: the kernel has just written r events into ev.
+            let (n, fired) = unsafe { filter_epoll(ev, r) };
+            unregister_dead(epfd, &fired);
+            (n, fired)
         },
         |t, ours| {
             ensure_registered(epfd, ours);
@@ -404,8 +429,9 @@ pub unsafe fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c
     }
     wait(
         timeout as i64,
-        // SAFETY: the caller's arguments with a zero timeout.
-        || unsafe { f(fds, n, 0) },
+        // SAFETY: fds holds n entries (contract); no other borrow of it is
+        // alive while the check runs.
+        |ours| unsafe { poll_block(fds, n, 0, ours, None) },
         // SAFETY: fds holds n entries (contract); no other borrow of it is
         // alive while the wait runs.
         |t, ours| unsafe { poll_block(fds, n, t, ours, None) },
@@ -438,11 +464,11 @@ pub unsafe fn ppoll(
         // SAFETY: the caller's arguments, unchanged, under the same contract.
         return unsafe { f(fds, n, ts, mask) };
     }
-    let zero = ms_ts(0);
     wait(
         ms,
-        // SAFETY: the caller's fds and mask with the live local zero timeout.
-        || unsafe { f(fds, n, &zero, mask) },
+        // SAFETY: fds holds n entries, mask is null or valid (contract); no
+        // other borrow of fds is alive while the check runs.
+        |ours| unsafe { poll_block(fds, n, 0, ours, Some(mask)) },
         // SAFETY: fds holds n entries, mask is null or valid (contract); no
         // other borrow of fds is alive while the wait runs.
         |t, ours| unsafe { poll_block(fds, n, t, ours, Some(mask)) },
@@ -465,10 +491,8 @@ unsafe fn sets_have_tas(n: c_int, sets: [*mut libc::fd_set; 3]) -> bool {
     let Some(g) = try_global() else {
         return false;
     };
-    if !g.has_live_ctx() {
-        return false;
-    }
     let n = n.clamp(0, libc::FD_SETSIZE as c_int);
+    let mut any = false;
     for set in sets {
         if set.is_null() {
             continue;
@@ -477,11 +501,12 @@ unsafe fn sets_have_tas(n: c_int, sets: [*mut libc::fd_set; 3]) -> bool {
             // SAFETY: set is non-null, so a readable fd_set (contract), and
             // 0 <= fd < FD_SETSIZE.
             if unsafe { libc::FD_ISSET(fd, set) } && g.fd(fd) & T_SOCK != 0 {
-                return true;
+                crate::fdtab::adopt_if_inherited(fd, g.fd(fd));
+                any = true;
             }
         }
     }
-    false
+    any && g.has_live_ctx()
 }
 
 /// A `select` carried out with `poll`: the pollfds for the caller's sets
@@ -562,51 +587,13 @@ impl SelectPlan {
         count
     }
 
-    /// The zero-timeout check: polls and, if anything is ready, writes the
-    /// sets.
+    /// The wait (`t` = 0: the check): polls with the shim's fds added and,
+    /// if anything of the caller's is ready, writes the sets.
     ///
     /// # Safety
     ///
     /// As for [`SelectPlan::finish`]; `mask`, if given, null or a valid
     /// signal set.
-    unsafe fn poll_now(&mut self, mask: Option<*const libc::sigset_t>) -> c_int {
-        for p in self.pfds.iter_mut() {
-            p.revents = 0;
-        }
-        let r = match mask {
-            // SAFETY: pfds is a live Vec of pfds.len() pollfds.
-            None => unsafe {
-                sys::real::poll::get()(self.pfds.as_mut_ptr(), self.pfds.len() as libc::nfds_t, 0)
-            },
-            Some(m) => {
-                let z = ms_ts(0);
-                // SAFETY: pfds is a live Vec of pfds.len() pollfds; &z is a
-                // live local; m is null or valid (contract).
-                unsafe {
-                    sys::real::ppoll::get()(
-                        self.pfds.as_mut_ptr(),
-                        self.pfds.len() as libc::nfds_t,
-                        &z,
-                        m,
-                    )
-                }
-            }
-        };
-        let r = capture(r);
-        if r == 0 {
-            return 0;
-        }
-        // SAFETY: the plan's sets are still valid (contract).
-        let c = unsafe { self.finish(r, false) };
-        release_neg(c)
-    }
-
-    /// The blocking wait: polls with the shim's fds added and writes the
-    /// sets.
-    ///
-    /// # Safety
-    ///
-    /// As for [`SelectPlan::poll_now`].
     unsafe fn block(
         &mut self,
         t: i64,
@@ -658,7 +645,7 @@ unsafe fn select_impl(
         // SAFETY: `plan` outlives the wait, and the two closures are never
         // called at the same time, so each has the only access to it; the
         // sets and mask are valid (contract).
-        || unsafe { (*plan_ptr).poll_now(mask) },
+        |ours| unsafe { (*plan_ptr).block(0, ours, mask) },
         // SAFETY: as for the closure above.
         |t, ours| unsafe { (*plan_ptr).block(t, ours, mask) },
     );

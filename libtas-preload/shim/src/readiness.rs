@@ -183,7 +183,7 @@ pub fn want(s: &Sock, tas: &Tas) -> Want {
         St::Fresh => {}
         St::Listening(l) => {
             // A dead daemon makes accept() fail: wake whoever waits for it.
-            w.r = tas.is_dead() || tas.listener_pending(l).unwrap_or(0) > 0;
+            w.r = tas.is_dead() || tas.listener_pending(l).unwrap_or(0) > 0 || s.kready;
             w.key = s.lkey;
             w.w = false;
         }

@@ -60,6 +60,16 @@ pub struct Sock {
     pub port_registered: bool,
     /// connect() reported a failure (Linux then disconnects the socket).
     pub disconnected: bool,
+    /// Other processes may hold it (it was open at a fork, or inherited):
+    /// closing lets go of this process's reference only (`ops::close`).
+    pub shared: bool,
+    /// A listener this process accepts on (accept, epoll): kept among
+    /// the listener's acceptors across a fork.
+    pub interest: bool,
+    /// A wildcard listener's kernel listener (`ops::wild`), or -1.
+    pub klisten: c_int,
+    /// The kernel listener has a connection (the reactor saw it readable).
+    pub kready: bool,
 }
 
 impl Sock {
@@ -85,6 +95,10 @@ impl Sock {
             epoll_regs: Vec::new(),
             port_registered: false,
             disconnected: false,
+            shared: false,
+            interest: false,
+            klisten: -1,
+            kready: false,
         }
     }
 }

@@ -239,6 +239,11 @@ pub mod real {
         select: fn(c_int, *mut libc::fd_set, *mut libc::fd_set, *mut libc::fd_set, *mut libc::timeval) -> c_int = None;
         pselect: fn(c_int, *mut libc::fd_set, *mut libc::fd_set, *mut libc::fd_set, *const libc::timespec, *const libc::sigset_t) -> c_int = None;
         close_range: fn(c_uint, c_uint, c_int) -> c_int = None;
+        fork: fn() -> libc::pid_t = None;
+        execve: fn(*const libc::c_char, *const *const libc::c_char, *const *const libc::c_char) -> c_int = None;
+        execvpe: fn(*const libc::c_char, *const *const libc::c_char, *const *const libc::c_char) -> c_int = None;
+        fexecve: fn(c_int, *const *const libc::c_char, *const *const libc::c_char) -> c_int = None;
+        execveat: fn(c_int, *const libc::c_char, *const *const libc::c_char, *const *const libc::c_char, c_int) -> c_int = None;
     }
 
     pub type FcntlFn = unsafe extern "C" fn(c_int, c_int, ...) -> c_int;

@@ -40,6 +40,38 @@ pub fn poll_all_once(seen: &mut u64) -> bool {
     }
 }
 
+/// Takes in every live context's pending notifications (the rings; no
+/// system call unless something changed). Called first by every wait that
+/// returns readiness, so that news is never left waiting behind another
+/// ready fd or a zero timeout. A context another thread holds is skipped
+/// (that thread is working with it; the next wait looks again), so threads
+/// waiting at once do not queue on each other's contexts.
+pub fn take_news() {
+    for c in global().live_ctxs() {
+        if c.dead.load(Ordering::Relaxed) {
+            continue;
+        }
+        if let Some(mut inner) = c.inner.try_lock() {
+            inner.process_fast();
+        }
+    }
+}
+
+/// The control sockets of the live contexts (control messages: accepted
+/// connections, connect replies, resets), for a zero-timeout check to
+/// include beside the caller's fds.
+pub fn ctl_fds() -> Vec<OurFd> {
+    global()
+        .live_ctxs()
+        .filter(|c| !c.dead.load(Ordering::Relaxed))
+        .map(|c| OurFd {
+            fd: c.ctl_fd,
+            ctx: c.idx,
+            ctl: true,
+        })
+        .collect()
+}
+
 /// Spins up to the configured time (or `limit_ns`) calling `poll_now`
 /// (a zero-timeout check) whenever readiness changed. Returns its first
 /// non-zero result.
@@ -123,13 +155,20 @@ impl Blocked {
 
 impl Drop for Blocked {
     fn drop(&mut self) {
+        let mut unwatched = false;
         for c in &self.ctxs {
             if c.blocked.fetch_sub(1, Ordering::SeqCst) == 1 {
                 let inner = c.inner.lock();
                 if c.blocked.load(Ordering::SeqCst) == 0 {
                     inner.tas.set_waiting(false);
+                    unwatched = true;
                 }
             }
+        }
+        // Nobody waits on these contexts any more: the reactor must watch
+        // them again now, not when its long sleep ends.
+        if unwatched {
+            crate::reactor::wake_if_sleeping_long();
         }
     }
 }

@@ -117,12 +117,16 @@ impl StackIo for Io<'_> {
         self.apps.send(app, msg);
     }
     fn alloc(&mut self, app: AppId, len: u32) -> Option<u32> {
-        self.apps.get_mut(app)?.alloc.alloc(len)
+        self.apps.alloc(app, len)
     }
     fn free(&mut self, app: AppId, off: u32, len: u32) {
-        if let Some(a) = self.apps.get_mut(app) {
-            a.alloc.free(off, len);
-        }
+        self.apps.free(app, off, len);
+    }
+    fn mem_of(&self, app: AppId) -> AppId {
+        self.apps.mem_of(app)
+    }
+    fn app_pid(&self, app: AppId) -> i32 {
+        self.apps.get(app).map_or(0, |a| a.pid)
     }
     fn claim_port(&mut self, port: u16) -> Result<(), i32> {
         match self.ports.as_deref_mut() {
@@ -360,6 +364,8 @@ struct Daemon {
     ready: Ready,
     /// (busy, idle) ns of each active core, for the scaler.
     core_counters: Vec<(u64, u64)>,
+    /// When grants and zombie apps were last checked.
+    last_share_check: u64,
 }
 
 impl Daemon {
@@ -493,6 +499,7 @@ impl Daemon {
             pending_removals: Vec::new(),
             ready: Ready::default(),
             core_counters: Vec::with_capacity(n_cores),
+            last_share_check: 0,
         })
     }
 
@@ -514,6 +521,7 @@ impl Daemon {
         }
         self.exceptions(now);
         self.app_messages(now, &ready.apps);
+        self.shares(now);
         self.reap_removed_apps();
         self.timers();
         self.scale();
@@ -594,7 +602,7 @@ impl Daemon {
             pfds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
         for a in self.apps.iter() {
-            if self.pending_removals.iter().any(|r| r.id == a.id) {
+            if a.zombie || self.pending_removals.iter().any(|r| r.id == a.id) {
                 continue;
             }
             // Requests are read while the app takes our messages; its
@@ -656,7 +664,11 @@ impl Daemon {
             if re.is_empty() {
                 continue;
             }
-            if let Some((_, ports)) = self.apps.hello(token, core_wake) {
+            let stack = &self.stack;
+            if let Some((_, ports)) = self
+                .apps
+                .hello(token, core_wake, |pid, t| stack.has_grant(pid, t))
+            {
                 for (lane, port) in ports.into_iter().enumerate() {
                     self.cmds
                         .send(&self.shared.lanes, lane, CoreCmd::AddApp(port));
@@ -738,6 +750,35 @@ impl Daemon {
                 let (stack, mut io) = self.stack_io();
                 stack.app_gone(now, id, &mut io);
                 self.stack.set_app_throttled(id, false);
+                if self.stack.references(id) || self.apps.has_aliases(id) {
+                    // Other processes still use its flows or its region.
+                    self.apps.set_zombie(id);
+                } else {
+                    self.pending_removals
+                        .push(remove_app(&self.shared, &mut self.cmds, id));
+                }
+            }
+        }
+    }
+
+    /// Sockets shared across fork: grants whose process exited are
+    /// dropped, and zombie apps nothing uses any more are removed (at most
+    /// every 100 ms).
+    fn shares(&mut self, now: u64) {
+        if now.saturating_sub(self.last_share_check) < 100_000_000 {
+            return;
+        }
+        self.last_share_check = now;
+        if self.stack.has_grants() {
+            let (stack, mut io) = self.stack_io();
+            stack.expire_grants(now, crate::runfiles::pid_alive, &mut io);
+        }
+        let zombies: Vec<AppId> = self.apps.iter().filter(|a| a.zombie).map(|a| a.id).collect();
+        for id in zombies {
+            if self.pending_removals.iter().any(|r| r.id == id) {
+                continue;
+            }
+            if !self.stack.references(id) && !self.apps.has_aliases(id) {
                 self.pending_removals
                     .push(remove_app(&self.shared, &mut self.cmds, id));
             }

@@ -165,6 +165,15 @@ pub trait StackIo {
     }
     /// The last listener on `port` is gone (its connections may live on).
     fn release_port(&mut self, _port: u16) {}
+    /// The payload region (an app id) whose memory `app`'s flows use: its
+    /// own, or the region it shares after a fork.
+    fn mem_of(&self, app: AppId) -> AppId {
+        app
+    }
+    /// The pid of the process `app` belongs to (0: unknown).
+    fn app_pid(&self, _app: AppId) -> i32 {
+        0
+    }
 }
 
 /// Stack configuration. Times are nanoseconds.
@@ -365,6 +374,17 @@ pub struct StackStats {
     /// ACKs from TIME_WAIT not sent (one per entry per 100 ms).
     pub time_wait_acks_limited: u64,
     pub closed_graceful: u64,
+    /// Forks that shared sockets (`SHARE`), sockets adopted by another
+    /// process's context, connections closed because the last process
+    /// holding them (by a grant) exited.
+    pub shares: u64,
+    pub adopted: u64,
+    pub grant_closes: u64,
+    /// SYNs dropped because their shared listener had no acceptor yet;
+    /// connections handed from an acceptor that stopped accepting (or
+    /// exited) to another.
+    pub syn_dropped_no_acceptor: u64,
+    pub handed_back: u64,
     pub aborted: u64,
     pub reinjected: u64,
     /// Segments for recently closed connections, dropped silently.
@@ -445,6 +465,8 @@ pub struct Stack {
     half_open: HashMap<FlowKey, HalfOpen>,
     connecting: HashMap<FlowKey, Connecting>,
     conns: HashMap<FlowId, Conn>,
+    /// Sockets handed by forking processes to their children (`share`).
+    grants: Vec<conn::Grant>,
     /// 4-tuples closed gracefully without TIME_WAIT, until when late
     /// segments for them are dropped silently.
     lingering: HashMap<FlowKey, u64>,
@@ -494,6 +516,7 @@ impl Stack {
             half_open: HashMap::new(),
             connecting: HashMap::new(),
             conns: HashMap::new(),
+            grants: Vec::new(),
             lingering: HashMap::new(),
             time_wait: conn::TimeWait::default(),
             next_housekeeping: 0,
@@ -554,6 +577,10 @@ impl Stack {
             ctl::CLOSE => self.app_close(now, app, msg, io),
             ctl::ABORT => self.app_abort(now, app, msg, io),
             ctl::STATS => self.app_flow_stats(app, msg, io),
+            ctl::SHARE => self.app_share(now, app, msg, io),
+            ctl::SHARE_PID => self.app_share_pid(now, app, msg, io),
+            ctl::ADOPT => self.app_adopt(app, msg, io),
+            ctl::DROP => self.app_drop(now, app, msg, io),
             _ => self.reply_err(io, app, msg, libc::EINVAL),
         }
     }

@@ -72,6 +72,8 @@ pub(super) struct RecIo {
     pub(super) regions: HashMap<AppId, Region>,
     /// Refuse allocations (out-of-memory tests).
     pub(super) oom: bool,
+    /// Each app's pid (`StackIo::app_pid`; 0 when absent).
+    pub(super) pids: HashMap<AppId, i32>,
 }
 
 impl RecIo {
@@ -104,6 +106,9 @@ impl StackIo for RecIo {
             .get_mut(&app)
             .expect("free in unknown region")
             .free(off, len);
+    }
+    fn app_pid(&self, app: AppId) -> i32 {
+        self.pids.get(&app).copied().unwrap_or(0)
     }
 }
 

@@ -55,6 +55,10 @@ pub fn shutdown(ctx: &'static Ctx, sid: u64, how: c_int) -> Res<()> {
                 inner.by_listener.remove(&l);
                 let s = inner.socks.get_mut(&sid).ok_or(libc::EBADF)?;
                 s.st = St::Fresh;
+                if s.klisten >= 0 {
+                    super::wild::forget(std::mem::replace(&mut s.klisten, -1));
+                    s.kready = false;
+                }
                 set_port_listening(ctx.idx, s, false);
             }
             Ok(())
@@ -100,7 +104,24 @@ pub fn close(ctx: &'static Ctx, sid: u64, fd: c_int) -> Res<()> {
     }
     let s = inner.socks.remove(&sid).expect("present");
     if !orphan(ctx) {
-        release(ctx, &mut inner, &s);
+        // A socket other processes may hold: let go of our reference; the
+        // last holder closes it the usual way (fork.rs).
+        let mine = match s.st {
+            St::Connected(c) if s.shared => inner.tas.drop_conn(c).unwrap_or(false),
+            St::Listening(l) if s.shared => inner.tas.drop_listener(l).unwrap_or(false),
+            _ => true,
+        };
+        if mine {
+            release(ctx, &mut inner, &s);
+        } else {
+            unregister_port(ctx.idx, &s);
+            if let St::Connected(c) = s.st {
+                inner.by_flow.remove(&c);
+            }
+            if let St::Listening(l) = s.st {
+                inner.by_listener.remove(&l);
+            }
+        }
         inner.after();
     }
     if s.sig.b >= 0 {
@@ -110,6 +131,9 @@ pub fn close(ctx: &'static Ctx, sid: u64, fd: c_int) -> Res<()> {
     if s.shadow >= 0 {
         g.set_fd(s.shadow, 0);
         r_close(s.shadow);
+    }
+    if s.klisten >= 0 {
+        super::wild::forget(s.klisten);
     }
     let linger_wait = match (s.st, s.opts.linger) {
         (St::Connected(c), Some(l)) if l.l_onoff != 0 && l.l_linger > 0 && !s.nonblock => {

@@ -118,6 +118,26 @@ fn kernel_local(ip: u32) -> bool {
     local
 }
 
+/// The errno of a request tasd (or the `tas` crate) refused, with the
+/// reason for `TAS_PRELOAD_DEBUG`.
+fn refused(what: &str, e: std::io::Error) -> c_int {
+    let code = e.raw_os_error().unwrap_or(libc::ENETDOWN);
+    refused_errno(what, code);
+    code
+}
+
+/// Records (for `TAS_PRELOAD_DEBUG`) why tasd refused a request with `code`.
+fn refused_errno(what: &str, code: c_int) {
+    crate::debug::reason(|| {
+        match code {
+        libc::ENOBUFS | libc::ENOMEM => format!(
+            "tasd refused the {what}: out of memory for this program's connections (rings of its shared region, --app-mem-mib, or flows)"
+        ),
+        _ => format!("tasd refused the {what}: {}", std::io::Error::from_raw_os_error(code)),
+    }
+    });
+}
+
 fn tas_ip(inner: &Inner) -> Option<u32> {
     inner.tas.local_ip().map(u32::from).or(global().cfg.tas_ip)
 }
@@ -168,9 +188,19 @@ pub unsafe fn bind(
     if kernel {
         // Loopback, a kernel-owned address or TAS_EXCLUDE: the kernel
         // serves it.
-        if excluded && global().cfg.debug {
-            crate::sys::log(&format!("bind to port {port}: excluded by TAS_EXCLUDE"));
-        }
+        let why = if excluded {
+            "excluded by TAS_EXCLUDE"
+        } else {
+            "an address the kernel owns (loopback or a kernel interface's)"
+        };
+        crate::debug::say(
+            &format!("kernel bind {why}"),
+            &format!(
+                "bind(fd {}) to {}:{port}: {why}: the socket uses the kernel stack",
+                s.a,
+                std::net::Ipv4Addr::from(ip)
+            ),
+        );
         to_kernel(ctx.idx, &mut inner, sid)?;
         return Ok(None);
     }
@@ -229,7 +259,7 @@ pub fn listen(ctx: &'static Ctx, sid: u64, backlog: c_int) -> Res<()> {
         s.opts.reuseport,
     );
     let r = inner.tas.listen_with(port, backlog, rx, tx, reuse);
-    let r = r.map_err(|e| e.raw_os_error().unwrap_or(libc::ENETDOWN));
+    let r = r.map_err(|e| refused("listen", e));
     let l = match r {
         Ok(l) => l,
         Err(e) => {
@@ -241,6 +271,10 @@ pub fn listen(ctx: &'static Ctx, sid: u64, backlog: c_int) -> Res<()> {
     let s = inner.socks.get_mut(&sid).ok_or(libc::EBADF)?;
     s.st = St::Listening(l);
     s.backlog = backlog as c_int;
+    if s.local.0 == 0 && s.klisten < 0 {
+        // 0.0.0.0: the kernel's addresses (loopback, ...) are served too.
+        s.klisten = super::wild::open(s, port, backlog as c_int);
+    }
     set_port_listening(ctx.idx, s, true);
     inner.sync(sid);
     inner.after();
@@ -273,6 +307,12 @@ pub unsafe fn accept(
         let St::Listening(l) = s.st else {
             return Err(libc::EINVAL);
         };
+        if s.shared && !s.interest {
+            // Accepting again after saying at a fork that we do not.
+            let _ = inner.tas.set_accepting(l, true);
+        }
+        let s = inner.socks.get_mut(&sid).ok_or(libc::EBADF)?;
+        s.interest = true;
         let (nonblock, a) = (s.nonblock, s.a);
         if dl.is_none() {
             dl = Some(deadline(s.opts.rcvtimeo));
@@ -323,6 +363,15 @@ pub unsafe fn accept(
                 return Ok(fd);
             }
             Ok(None) => {
+                // A wildcard listener's kernel side (ops::wild).
+                if let Some(s) = inner.socks.get_mut(&sid) {
+                    // SAFETY: addr/len as the caller passed them (contract).
+                    if let Some(r) = unsafe { super::wild::accept(s, addr, len, flags) } {
+                        inner.sync(sid);
+                        inner.after();
+                        return r;
+                    }
+                }
                 inner.sync(sid);
                 inner.after();
             }
@@ -409,12 +458,20 @@ pub unsafe fn connect(
     let tip = tas_ip(&inner);
     let excluded = global().cfg.exclude.connect(ip, port);
     if ip == 0 || excluded || (Some(ip) != tip && kernel_local(ip)) {
-        if excluded && global().cfg.debug {
-            crate::sys::log(&format!(
-                "connect to {}:{port}: excluded by TAS_EXCLUDE",
+        let why = if excluded {
+            "excluded by TAS_EXCLUDE"
+        } else if ip == 0 {
+            "the wildcard address (this host)"
+        } else {
+            "an address the kernel owns (loopback or a kernel interface's)"
+        };
+        crate::debug::say(
+            &format!("kernel connect {why}"),
+            &format!(
+                "connect to {}:{port}: {why}: the socket uses the kernel stack",
                 std::net::Ipv4Addr::from(ip)
-            ));
-        }
+            ),
+        );
         to_kernel(ctx.idx, &mut inner, sid)?;
         return Ok(None);
     }
@@ -427,7 +484,7 @@ pub unsafe fn connect(
     let req = inner
         .tas
         .connect_start_with(std::net::Ipv4Addr::from(ip), port, lport, rx, tx)
-        .map_err(|e| e.raw_os_error().unwrap_or(libc::ENETDOWN))?;
+        .map_err(|e| refused("connect", e))?;
     inner.connecting.insert(req, sid);
     let s = inner.socks.get_mut(&sid).ok_or(libc::EBADF)?;
     s.st = St::Connecting(req);
@@ -456,7 +513,11 @@ fn connect_wait(ctx: &'static Ctx, sid: u64, dl: Option<u64>) -> Res<()> {
                 let e = std::mem::take(&mut s.so_error);
                 Sig::clear_err(s.a);
                 s.disconnected = true;
-                return Err(if e != 0 { e } else { libc::ECONNABORTED });
+                let e = if e != 0 { e } else { libc::ECONNABORTED };
+                if matches!(e, libc::ENOMEM | libc::ENOBUFS) {
+                    refused_errno("connection", e);
+                }
+                return Err(e);
             }
             St::Connecting(_) => {}
             _ => return Err(libc::ECONNABORTED),

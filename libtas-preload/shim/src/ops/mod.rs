@@ -22,13 +22,16 @@ mod data;
 mod fds;
 mod pair;
 mod ports;
+mod wild;
 
 pub use close::{close, shutdown};
 pub use conn::{accept, bind, connect, getpeername, getsockname, listen};
 pub use data::{recv, send, Src};
 pub use fds::{add_fd, before_replace, epoll_track, ioctl_queue, set_nonblock};
 pub use pair::socket;
+pub(crate) use pair::create_pair;
 pub use ports::Ports;
+pub use wild::{fired as kernel_listener_fired, watched as kernel_listeners};
 
 use crate::ctx::Ctx;
 use crate::global::global;
@@ -38,7 +41,13 @@ use std::sync::atomic::Ordering;
 /// Whether `ctx` belongs to an older fork generation (the parent's: its
 /// sockets must not be touched).
 fn orphan(ctx: &Ctx) -> bool {
-    ctx.gen != global().gen.load(Ordering::Acquire)
+    let o = ctx.gen != global().gen.load(Ordering::Acquire);
+    if o {
+        crate::debug::reason(|| {
+            "the socket was inherited from the parent process (fork): its connection is the parent's".into()
+        });
+    }
+    o
 }
 
 /// When a call bounded by `SO_RCVTIMEO`/`SO_SNDTIMEO` gives up (monotonic

@@ -15,7 +15,7 @@ use libc::c_int;
 use std::sync::atomic::Ordering;
 
 /// A Unix stream pair: (A for the app, B for us).
-pub(super) fn create_pair(nonblock: bool, cloexec: bool) -> Res<(c_int, c_int)> {
+pub(crate) fn create_pair(nonblock: bool, cloexec: bool) -> Res<(c_int, c_int)> {
     let mut sv = [-1; 2];
     // SAFETY: `sv` is a live [c_int; 2], what socketpair writes.
     check(unsafe {
@@ -130,9 +130,6 @@ pub(super) fn to_kernel(ctx: usize, inner: &mut Inner, sid: u64) -> Res<()> {
         g.set_fd(s.shadow, 0);
     }
     unregister_port(ctx, &s);
-    if g.cfg.debug {
-        sys::log(&format!("fd {} moved to the kernel stack", s.a));
-    }
     Ok(())
 }
 

@@ -74,7 +74,7 @@ impl Stack {
             remote_port: key.remote_port,
             remote_mac: c.mac,
             context: c.app,
-            mem: c.app,
+            mem: io.mem_of(c.app),
             group: self.rx_lane,
             cfg,
             mss: peer.mss.min(self.our_mss()),

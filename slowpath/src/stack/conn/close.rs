@@ -155,6 +155,8 @@ impl Stack {
     /// remove them, drop its listeners (resetting their half-open
     /// connections) and free its ring memory. No message goes to the app.
     pub fn app_gone(&mut self, now: u64, app: AppId, io: &mut impl StackIo) {
+        // Shared flows and listeners lose this holder only (share.rs).
+        self.shares_app_gone(app, io);
         self.teardown(now, Some(app), io);
     }
 
@@ -172,7 +174,7 @@ impl Stack {
         let lids: Vec<u32> = self
             .listeners
             .iter()
-            .filter(|(_, l)| mine(l.app))
+            .filter(|(id, l)| mine(l.app) && !app.is_some_and(|a| self.listener_held_elsewhere(**id, a)))
             .map(|(id, _)| *id)
             .collect();
         for lid in lids {
@@ -192,7 +194,7 @@ impl Stack {
         let mut ids: Vec<FlowId> = self
             .conns
             .iter()
-            .filter(|(_, c)| mine(c.app))
+            .filter(|(id, c)| mine(c.app) && !app.is_some_and(|a| self.kept_for_others(**id, a)))
             .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable();

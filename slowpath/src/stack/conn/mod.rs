@@ -30,9 +30,11 @@ mod passive;
 mod requests;
 mod resources;
 mod segment;
+mod share;
 mod timers;
 mod timewait;
 
+pub(in crate::stack) use share::Grant;
 pub(in crate::stack) use timewait::TimeWait;
 
 /// MSS assumed when the peer announces none (RFC 9293 §3.7.1).
@@ -58,6 +60,15 @@ pub(super) struct Listener {
     /// Until when final ACKs are checked against SYN cookies (set when a
     /// cookie is sent; see `cookie`).
     pub(super) cookies_until: u64,
+    /// Contexts holding the listener (several after a fork; see `share`).
+    pub(super) holders: Vec<AppId>,
+    /// The holders that take connections, in turn (`app` is the next).
+    pub(super) acceptors: Vec<AppId>,
+    /// Connections announced (`ACCEPTED`) and not yet taken, oldest
+    /// first, with the app they went to and what it was told (kept only
+    /// while the listener is shared: to hand them to another acceptor
+    /// when that app stops accepting).
+    pub(super) announced: Vec<(FlowId, AppId, FlowInfo)>,
 }
 
 /// What the peer's SYN (or SYN-ACK) offered.
@@ -175,6 +186,9 @@ pub(super) struct Conn {
     hs_rtt: u64,
     /// Congestion control of the flow (see `ccloop`).
     pub(super) cc: ConnCc,
+    /// Contexts holding the flow (several after a fork; see `share`);
+    /// `app` gets its notifications.
+    pub(super) holders: Vec<AppId>,
 }
 
 /// A TCP frame as connection control reads it: the sender's MAC, the

@@ -36,6 +36,12 @@ impl Stack {
             self.stats.syn_dropped_backlog += 1;
             return;
         }
+        if lst.acceptors.is_empty() {
+            // Shared by processes none of which accepts yet (a master
+            // before its workers start): the peer retries the SYN.
+            self.stats.syn_dropped_no_acceptor += 1;
+            return;
+        }
         let flags = p.seg.flags();
         let ecn = self.cfg.ecn && flags & (tcp::ECE | tcp::CWR) == (tcp::ECE | tcp::CWR);
         if lst.half_open as u64 >= (lst.backlog as u64 * 2).max(64)
@@ -72,6 +78,7 @@ impl Stack {
         if let Some(l) = self.listeners.get_mut(&lid) {
             l.half_open += 1;
         }
+        self.rotate_acceptor(lid);
         self.send_synack(&p.key, &h, ts_now(now), io);
         self.half_open.insert(p.key, h);
         self.schedule(h.deadline, Timer::HalfOpen(tuple(&p.key)));
@@ -376,7 +383,7 @@ impl Stack {
             remote_port: key.remote_port,
             remote_mac: h.mac,
             context: h.app,
-            mem: h.app,
+            mem: io.mem_of(h.app),
             group: self.rx_lane,
             cfg,
             mss: peer.mss.min(self.our_mss()),
@@ -425,6 +432,11 @@ impl Stack {
             ..Default::default()
         };
         io.app_msg(h.app, &m);
+        if let Some(l) = self.listeners.get_mut(&h.listener) {
+            if l.holders.len() > 1 || l.acceptors.len() > 1 {
+                l.announced.push((id, h.app, m.info));
+            }
+        }
         if !p.seg.payload().is_empty() || p.seg.flags() & tcp::FIN != 0 {
             self.stats.reinjected += 1;
             io.fastpath(FpCmd::Rx(frame.to_vec()));

@@ -67,6 +67,9 @@ impl Stack {
                 reuse,
                 opaque: msg.info.opaque,
                 cookies_until: 0,
+                holders: vec![app],
+                acceptors: vec![app],
+                announced: Vec::new(),
             },
         );
         self.ports.entry(port).or_default().push(id);
@@ -123,7 +126,19 @@ impl Stack {
 
     pub(in crate::stack) fn app_accept(&mut self, app: AppId, msg: &CtlMsg, io: &mut impl StackIo) {
         match self.listeners.get_mut(&msg.listener) {
-            Some(l) if l.app == app => l.pending = l.pending.saturating_sub(msg.accept_credit()),
+            Some(l) if l.app == app || l.holders.contains(&app) => {
+                l.pending = l.pending.saturating_sub(msg.accept_credit());
+                // Taken in order (the app library accepts oldest first).
+                let mut n = msg.accept_credit();
+                l.announced.retain(|&(_, a, _)| {
+                    if a == app && n > 0 {
+                        n -= 1;
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
             _ => self.reply_err(io, app, msg, libc::EBADF),
         }
     }

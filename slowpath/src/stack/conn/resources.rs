@@ -157,6 +157,7 @@ impl Stack {
             next_check: 0,
             hs_rtt,
             cc,
+            holders: vec![app],
         };
         let base = self.rto_base(&c, f.rtt_est);
         let cc_due = c.cc.due;

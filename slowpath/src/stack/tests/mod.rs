@@ -28,6 +28,7 @@ mod flow_stats;
 mod icmp;
 mod open;
 mod rfc5961;
+mod share;
 mod robustness;
 mod syncookies;
 mod timeouts;

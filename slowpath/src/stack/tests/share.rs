@@ -1,0 +1,157 @@
+//! Sockets shared across fork (`conn/share.rs`): grants, adoption,
+//! reference-counted close, an exiting holder, shared listeners.
+
+use super::*;
+
+const CHILD: AppId = APP + 1;
+const OTHER: AppId = APP + 2;
+const TOKEN: u64 = 0x1234_5678_9abc_def1;
+
+fn share_msg(kind: u32, req: u32, pid: u32) -> CtlMsg {
+    let mut m = CtlMsg::new(kind);
+    m.req = req;
+    m.arg[0] = TOKEN as u32;
+    m.arg[1] = (TOKEN >> 32) as u32;
+    m.arg[2] = pid;
+    m
+}
+
+fn flow_msg(kind: u32, req: u32, flow: FlowId) -> CtlMsg {
+    let mut m = share_msg(kind, req, 0);
+    m.flow = flow;
+    m
+}
+
+fn result(fx: &mut Fx, app: AppId) -> CtlMsg {
+    let m = fx.msgs();
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!((m[0].0, m[0].1.kind), (app, ctl::RESULT));
+    m[0].1
+}
+
+#[test]
+fn a_forked_child_adopts_a_connection_and_the_last_close_is_the_close() {
+    let mut fx = Fx::new();
+    fx.io.pids.extend([(APP, 100), (CHILD, 200), (OTHER, 300)]);
+    fx.listen(16);
+    let (id, _, _) = fx.accept_one(1000);
+    fx.frames();
+    // The parent forks: a grant of everything it holds, then the child's pid.
+    fx.ctl(APP, share_msg(ctl::SHARE, 7, 0));
+    assert_eq!(result(&mut fx, APP).err, 0);
+    fx.ctl(APP, share_msg(ctl::SHARE_PID, 0, 200));
+    assert!(fx.msgs().is_empty());
+    assert!(fx.stack.has_grant(200, TOKEN) && !fx.stack.has_grant(300, TOKEN));
+    // Another process cannot take it, even with the token.
+    fx.ctl(OTHER, flow_msg(ctl::ADOPT, 8, id));
+    assert_eq!(result(&mut fx, OTHER).err, libc::EBADF);
+    // The child takes it over: notifications go to its context.
+    fx.ctl(CHILD, flow_msg(ctl::ADOPT, 9, id));
+    let r = result(&mut fx, CHILD);
+    assert_eq!((r.err, r.info.flow), (0, id));
+    assert_eq!(fx.state(id).context, CHILD);
+    // The parent closes its copy: not the last holder.
+    fx.ctl(APP, flow_msg(ctl::DROP, 10, id));
+    assert_eq!(result(&mut fx, APP).arg[0], 0);
+    // The parent exits: the connection stays (no RST), the child keeps it.
+    let now = fx.now;
+    fx.stack.app_gone(now, APP, &mut fx.io);
+    assert!(fx.frames().is_empty(), "no reset for a connection the child holds");
+    assert_eq!(fx.state(id).context, CHILD);
+    // The child closes: it is the last; CLOSE then works as usual.
+    fx.ctl(CHILD, flow_msg(ctl::DROP, 11, id));
+    let r = result(&mut fx, CHILD);
+    assert_eq!((r.err, r.arg[0]), (0, 1));
+    let mut c = CtlMsg::new(ctl::CLOSE);
+    c.flow = id;
+    fx.ctl(CHILD, c);
+    assert!(fx.msgs().iter().all(|m| m.1.err == 0));
+}
+
+#[test]
+fn a_grant_whose_child_exits_unused_releases_its_reference() {
+    let mut fx = Fx::new();
+    fx.io.pids.extend([(APP, 100)]);
+    fx.listen(16);
+    let (id, _, _) = fx.accept_one(2000);
+    fx.frames();
+    fx.ctl(APP, share_msg(ctl::SHARE, 7, 0));
+    result(&mut fx, APP);
+    fx.ctl(APP, share_msg(ctl::SHARE_PID, 0, 200));
+    // While the child lives, the parent's close only drops its reference.
+    fx.ctl(APP, flow_msg(ctl::DROP, 8, id));
+    assert_eq!(result(&mut fx, APP).arg[0], 0);
+    let now = fx.now;
+    fx.stack.expire_grants(now, |pid| pid == 200, &mut fx.io);
+    assert!(fx.stack.has_grants());
+    // The child exits without touching it: the connection is closed
+    // gracefully (FIN requested by the flow timer), never reset.
+    fx.stack.expire_grants(now, |_| false, &mut fx.io);
+    assert!(!fx.stack.has_grants());
+    assert_eq!(fx.stack.stats().grant_closes, 1);
+    fx.at(now + 2_000 * MS);
+    assert!(fx.state(id).st & tas_engine::flow::st::TX_FIN_REQ != 0);
+    assert!(fx.frames().iter().all(|f| parse_out(f).t.flags & tcp::RST == 0));
+}
+
+#[test]
+fn a_shared_listener_hands_connections_to_its_acceptors_in_turn() {
+    let mut fx = Fx::new();
+    fx.io.pids.extend([(APP, 100), (CHILD, 200), (OTHER, 200)]);
+    let lid = fx.listen(16);
+    fx.ctl(APP, share_msg(ctl::SHARE, 7, 0));
+    result(&mut fx, APP);
+    fx.ctl(APP, share_msg(ctl::SHARE_PID, 0, 200));
+    // The master says it does not accept; two contexts of the child do.
+    let mut quiet = CtlMsg::new(ctl::ADOPT);
+    quiet.listener = lid;
+    quiet.arg[3] = 1;
+    fx.ctl(APP, quiet);
+    assert_eq!(result(&mut fx, APP).err, 0);
+    // Nobody accepts yet: a SYN is dropped (the peer retries), never
+    // queued for the master.
+    let mut s = syn(4000, full_opts(500));
+    s.src_port = 39999;
+    fx.nf(&fx.peer(s, &[]));
+    assert!(fx.frames().is_empty());
+    assert_eq!(fx.stack.stats().syn_dropped_no_acceptor, 1);
+    for (app, req) in [(CHILD, 8), (OTHER, 9)] {
+        let mut m = share_msg(ctl::ADOPT, req, 0);
+        m.listener = lid;
+        m.arg[2] = 0;
+        m.arg[3] = 1;
+        m.arg[4] = 1;
+        fx.ctl(app, m);
+        assert_eq!(result(&mut fx, app).err, 0);
+    }
+    let mut got = Vec::new();
+    for i in 0..4u32 {
+        let mut s = syn(5000 + i * 100, full_opts(500));
+        s.src_port = 40000 + i as u16;
+        fx.nf(&fx.peer(s, &[]));
+        let sa = fx.one_tcp();
+        fx.now += 100_000;
+        let ts = Some((501, sa.t.options.timestamp.unwrap().0));
+        let mut ack = ack_seg(5000 + i * 100 + 1, sa.t.seq + 1, 1000, ts);
+        ack.src_port = 40000 + i as u16;
+        fx.nf(&fx.peer(ack, &[]));
+        for (app, m) in fx.msgs() {
+            if m.kind == ctl::ACCEPTED {
+                got.push(app);
+            }
+        }
+    }
+    assert!(!got.contains(&APP), "the master got connections: {got:?}");
+    assert!(got.contains(&CHILD) && got.contains(&OTHER), "{got:?}");
+    // CHILD takes one of its two; OTHER exits without taking its own:
+    // theirs go to CHILD, announced again, none reset.
+    fx.ctl(CHILD, CtlMsg::accept(0, lid, 1));
+    assert!(fx.msgs().is_empty());
+    let now = fx.now;
+    fx.stack.app_gone(now, OTHER, &mut fx.io);
+    let again: Vec<CtlMsg> = fx.msgs().into_iter().filter(|(a, m)| *a == CHILD && m.kind == ctl::ACCEPTED).map(|m| m.1).collect();
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert!(again.iter().all(|m| m.arg[0] == 1 && fx.state(m.flow).context == CHILD));
+    assert!(fx.frames().iter().all(|f| parse_out(f).t.flags & tcp::RST == 0));
+    assert_eq!(fx.stack.stats().handed_back, 2);
+}
