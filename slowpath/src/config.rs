@@ -420,9 +420,9 @@ impl Config {
             })?;
         let (cores_min, cores_max) =
             parse_cores(&cli.cores).map_err(|e| format!("--cores: {e}"))?;
-        if cores_max > 1 && matches!(cli.nic, NicKind::Dpdk) {
+        if cores_max > 1 && matches!(cli.nic, NicKind::Dpdk) && !cli.dpdk_args.trim().is_empty() {
             return Err(format!(
-                "--cores: '{}': the dpdk backend runs one queue in this version (RSS is not implemented); use --cores 1 or --nic af_xdp|af_packet",
+                "--cores: '{}': with --dpdk-args (a real NIC) the dpdk backend runs one queue in this version (RSS over its queues is not implemented); use --cores 1, or a Linux interface without --dpdk-args",
                 cli.cores
             ));
         }

@@ -166,22 +166,19 @@ fn open_lanes(cfg: &Config, n: usize) -> Result<Lanes, DaemonError> {
         };
         let xdp = AfXdpNic::open_lanes_with(&cfg.iface, hw, xcfg).map_err(|e| err("af_xdp", e))?;
         let steer = xdp[0].port_steer();
-        let mut lanes: Vec<Box<dyn Nic>> =
-            xdp.into_iter().map(|l| Box::new(l) as Box<dyn Nic>).collect();
-        if hw < n {
-            for _ in hw..n {
-                lanes.push(Box::new(
-                    AfPacketNic::open_tx_only(&cfg.iface).map_err(|e| err("af_packet", e))?,
-                ));
-            }
-            tracing::info!(
-                "{} has {hw} RX queue(s) for {n} lanes: lanes {hw}..{} are fed by software \
-                 steering from the queue lanes and transmit through AF_PACKET",
-                cfg.iface,
-                n - 1
-            );
-        }
-        return Ok((lanes, hw, steer));
+        let lanes = xdp.into_iter().map(|l| Box::new(l) as Box<dyn Nic>).collect();
+        return Ok((add_steered_lanes(cfg, lanes, n)?, hw, steer));
+    }
+    #[cfg(feature = "dpdk")]
+    if cfg.nic == NicKind::Dpdk {
+        let lanes: Vec<Box<dyn Nic>> =
+            tas_nic::dpdk::DpdkNic::open_lanes(&cfg.iface, &cfg.dpdk_args, n)
+                .map_err(|e| err("dpdk", e))?
+                .into_iter()
+                .map(|l| Box::new(l) as Box<dyn Nic>)
+                .collect();
+        let hw = lanes.len();
+        return Ok((add_steered_lanes(cfg, lanes, n)?, hw, None));
     }
     let lanes = open_hw_lanes(cfg, n)?;
     let hw = lanes.len();
@@ -197,6 +194,35 @@ fn open_lanes(cfg: &Config, n: usize) -> Result<Lanes, DaemonError> {
         None
     };
     Ok((lanes, hw, steer))
+}
+
+/// Fills `lanes` (one per RX queue) up to `n` with lanes that transmit
+/// through AF_PACKET and receive by software steering.
+fn add_steered_lanes(
+    cfg: &Config,
+    mut lanes: Vec<Box<dyn Nic>>,
+    n: usize,
+) -> Result<Vec<Box<dyn Nic>>, DaemonError> {
+    let hw = lanes.len();
+    if hw >= n {
+        return Ok(lanes);
+    }
+    for _ in hw..n {
+        lanes.push(Box::new(AfPacketNic::open_tx_only(&cfg.iface).map_err(|e| {
+            DaemonError::Nic {
+                iface: cfg.iface.clone(),
+                kind: "af_packet",
+                source: e,
+            }
+        })?));
+    }
+    tracing::info!(
+        "{} has {hw} RX queue(s) for {n} lanes: lanes {hw}..{} are fed by software \
+         steering from the queue lanes and transmit through AF_PACKET",
+        cfg.iface,
+        n - 1
+    );
+    Ok(lanes)
 }
 
 fn open_hw_lanes(cfg: &Config, n: usize) -> Result<Vec<Box<dyn Nic>>, DaemonError> {

@@ -179,6 +179,62 @@ pub struct DpdkPortStats {
     pub rx_nombuf: u64,
 }
 
+/// Starts the EAL for a first NIC (or checks that the running one was
+/// started with the same arguments).
+fn ensure_eal(
+    ctl: &mut Control,
+    iface: Option<&str>,
+    eal_args: &[String],
+    pool_n: u32,
+) -> Result<(), NicError> {
+    match &ctl.eal {
+        EalState::Failed(msg) => return Err(dpdk_err(msg.clone())),
+        EalState::Running { args, auto } => {
+            if !eal_args.is_empty() && (args.as_slice() != eal_args || *auto) {
+                return Err(dpdk_err(format!(
+                    "the DPDK EAL already runs in this process with arguments `{}`; it \
+                     can start only once per process, so every DPDK NIC of a process \
+                     must be opened with the same EAL arguments (`{}` given)",
+                    args.join(" "),
+                    eal_args.join(" ")
+                )));
+            }
+        }
+        EalState::NotStarted => {
+            if iface.is_none() && eal_args.is_empty() {
+                return Err(dpdk_err(
+                    "DPDK: give an interface name (a Linux interface, attached through \
+                     net_af_xdp) or EAL arguments naming a port (e.g. `-l 1 -a \
+                     0000:01:00.0` for a PCI NIC bound to vfio-pci)"
+                        .into(),
+                ));
+            }
+            let (args, auto) = if eal_args.is_empty() {
+                // Memory for this pool and a few more like it, for each
+                // RX queue of the interface (one device each, see
+                // `open_vdev`); --no-huge memory is mapped up front but
+                // only used pages count.
+                let pool_mb = (pool_n as usize * MBUF_FOOTPRINT) >> 20;
+                let queues = iface
+                    .filter(|n| is_linux_netdev(n))
+                    .and_then(|n| crate::linux::rx_queues(n).ok().flatten())
+                    .unwrap_or(1)
+                    .clamp(1, 64) as usize;
+                (auto_eal_args((4 * pool_mb * queues + 64).max(256)), true)
+            } else {
+                (eal_args.to_vec(), false)
+            };
+            tracing::info!(args = %args.join(" "), "starting the DPDK EAL");
+            if let Err(msg) = start_eal(&args) {
+                ctl.eal = EalState::Failed(msg.clone());
+                return Err(dpdk_err(msg));
+            }
+            ctl.eal = EalState::Running { args, auto };
+        }
+    }
+    Ok(())
+}
+
 /// A NIC port driven by DPDK.
 pub struct DpdkNic {
     port: u16,
@@ -242,51 +298,7 @@ impl DpdkNic {
         let pool_n = pool_size(rx_desc, tx_desc, POOL_CACHE);
 
         // 1. The EAL.
-        match &ctl.eal {
-            EalState::Failed(msg) => return Err(dpdk_err(msg.clone())),
-            EalState::Running { args, auto } => {
-                if !eal_args.is_empty() && (args.as_slice() != eal_args || *auto) {
-                    return Err(dpdk_err(format!(
-                        "the DPDK EAL already runs in this process with arguments `{}`; it \
-                         can start only once per process, so every DPDK NIC of a process \
-                         must be opened with the same EAL arguments (`{}` given)",
-                        args.join(" "),
-                        eal_args.join(" ")
-                    )));
-                }
-            }
-            EalState::NotStarted => {
-                if iface.is_none() && eal_args.is_empty() {
-                    return Err(dpdk_err(
-                        "DPDK: give an interface name (a Linux interface, attached through \
-                         net_af_xdp) or EAL arguments naming a port (e.g. `-l 1 -a \
-                         0000:01:00.0` for a PCI NIC bound to vfio-pci)"
-                            .into(),
-                    ));
-                }
-                let (args, auto) = if eal_args.is_empty() {
-                    // Memory for this pool and a few more like it, for each
-                    // RX queue of the interface (one device each, see
-                    // `open_vdev`); --no-huge memory is mapped up front but
-                    // only used pages count.
-                    let pool_mb = (pool_n as usize * MBUF_FOOTPRINT) >> 20;
-                    let queues = iface
-                        .filter(|n| is_linux_netdev(n))
-                        .and_then(|n| crate::linux::rx_queues(n).ok().flatten())
-                        .unwrap_or(1)
-                        .clamp(1, 64) as usize;
-                    (auto_eal_args((4 * pool_mb * queues + 64).max(256)), true)
-                } else {
-                    (eal_args.to_vec(), false)
-                };
-                tracing::info!(args = %args.join(" "), "starting the DPDK EAL");
-                if let Err(msg) = start_eal(&args) {
-                    ctl.eal = EalState::Failed(msg.clone());
-                    return Err(dpdk_err(msg));
-                }
-                ctl.eal = EalState::Running { args, auto };
-            }
-        }
+        ensure_eal(&mut ctl, iface, eal_args, pool_n)?;
 
         // 2. The port.
         let port = match iface {
@@ -354,6 +366,60 @@ impl DpdkNic {
         tx_desc: u16,
         pool_n: u32,
     ) -> Result<Self, NicError> {
+        let mut nics = Self::open_vdev_devices(ctl, iface, cfg, rx_desc, tx_desc, pool_n)?;
+        let mut nic = nics.remove(0);
+        nic.extra = nics;
+        Ok(nic)
+    }
+
+    /// Lanes over Linux interface `iface` (no EAL arguments of the
+    /// caller's): one device per RX queue as [`Self::open`] makes them,
+    /// queue `q` given to lane `q % n`; each lane receives from its devices
+    /// and sends on its first. Fewer lanes than `n` when the interface has
+    /// fewer RX queues (the caller feeds the others by software steering).
+    /// Several lanes over a real NIC (RSS with its redirection table) are
+    /// not implemented: `--dpdk-args` with `n` > 1 is an error.
+    pub fn open_lanes(iface: &str, eal_args: &[String], n: usize) -> Result<Vec<Self>, NicError> {
+        if n <= 1 {
+            return Ok(vec![Self::open(Some(iface), eal_args)?]);
+        }
+        if !eal_args.is_empty() || !is_linux_netdev(iface) {
+            return Err(dpdk_err(format!(
+                "{n} DPDK lanes need a Linux interface and no --dpdk-args: spreading a real \
+                 NIC's queues over lanes (RSS) is not implemented in this version"
+            )));
+        }
+        let cfg = DpdkConfig::default();
+        let mut ctl = control();
+        let rx_desc = cfg.rx_desc.max(32);
+        let tx_desc = cfg.tx_desc.max(32);
+        let pool_n = pool_size(rx_desc, tx_desc, POOL_CACHE);
+        ensure_eal(&mut ctl, Some(iface), eal_args, pool_n)?;
+        let devices = Self::open_vdev_devices(&mut ctl, iface, &cfg, rx_desc, tx_desc, pool_n)?;
+        let lanes_n = n.min(devices.len());
+        let mut per: Vec<Vec<DpdkNic>> = (0..lanes_n).map(|_| Vec::new()).collect();
+        for (q, d) in devices.into_iter().enumerate() {
+            per[q % lanes_n].push(d);
+        }
+        Ok(per
+            .into_iter()
+            .map(|mut v| {
+                let mut first = v.remove(0);
+                first.extra = v;
+                first
+            })
+            .collect())
+    }
+
+    /// The devices of `iface`: one, or one per RX queue (see `open_vdev`).
+    fn open_vdev_devices(
+        ctl: &mut Control,
+        iface: &str,
+        cfg: &DpdkConfig,
+        rx_desc: u16,
+        tx_desc: u16,
+        pool_n: u32,
+    ) -> Result<Vec<Self>, NicError> {
         if cfg.vdev == LinuxVdev::AfXdp {
             // net_af_xdp detaches whatever XDP program the interface has when
             // it closes (or fails to set up): never start on an interface
@@ -383,14 +449,12 @@ impl DpdkNic {
         loop {
             attempts += 1;
             match Self::open_queues(ctl, iface, cfg, queues, rx_desc, tx_desc, pool_n) {
-                Ok(mut nics) => {
+                Ok(nics) => {
                     tracing::debug!(iface, attempts, queues, "DPDK virtual device(s) set up");
                     for n in &nics {
                         n.log_started(pool_n);
                     }
-                    let mut nic = nics.remove(0);
-                    nic.extra = nics;
-                    return Ok(nic);
+                    return Ok(nics);
                 }
                 Err((e, queue_busy)) => {
                     if !queue_busy || std::time::Instant::now() >= deadline {
