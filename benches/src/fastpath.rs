@@ -115,9 +115,21 @@ impl Scenario {
         }
     }
 
-    /// Frames sent per unit.
+    /// Most frames sent per unit (an ACK for each data segment and the
+    /// segment); with ACKs held (tasd's default) the pair's ACK rides on
+    /// its response, and a second segment of a flow in a batch is ACKed
+    /// together with the first.
     pub fn frames_out(self) -> u64 {
         self.frames_in()
+    }
+
+    /// Fewest frames `units` units may send: the segments, and for data
+    /// without a response at least one ACK per two segments.
+    pub fn min_frames_out(self, units: u64) -> u64 {
+        match self {
+            Scenario::Rx => units.div_ceil(2),
+            Scenario::AckTx | Scenario::Pair => units,
+        }
     }
 
     fn sends(self) -> bool {

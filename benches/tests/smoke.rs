@@ -1,7 +1,8 @@
 //! Smoke tests for `fastpath-bench`: every scenario at small sizes, checking
-//! that the benchmark measures what it claims (one ACK per data segment, one
-//! segment per ACK, the right bytes in the RX ring and on the wire). Never
-//! asserts on timing.
+//! that the benchmark measures what it claims (every data segment
+//! acknowledged — by a pure ACK or on our response, ACKs held as tasd holds
+//! them by default — one segment per ACK, the right bytes in the RX ring and
+//! on the wire). Never asserts on timing.
 
 use std::process::Command;
 use tas_benches::fastpath::{
@@ -62,13 +63,25 @@ fn check_scenario(scenario: Scenario, flows: usize, ring: u32, units: u64) {
             match payload.len() {
                 0 => {
                     assert_eq!(p.tcp.flags(), tcp::ACK, "{ctx}: pure ACK flags");
-                    let want = next_ack[fi].wrapping_add(PAYLOAD as u32);
-                    assert_eq!(p.tcp.ack(), want, "{ctx}: flow {fi} ACK number");
-                    next_ack[fi] = want;
+                    // Cumulative: one or more whole segments (a held ACK
+                    // covers the segments that came meanwhile).
+                    let adv = p.tcp.ack().wrapping_sub(next_ack[fi]);
+                    assert!(
+                        adv > 0 && adv % PAYLOAD as u32 == 0 && adv < 1 << 30,
+                        "{ctx}: flow {fi} ACK number advances by {adv}"
+                    );
+                    next_ack[fi] = p.tcp.ack();
                     seen.acks += 1;
                 }
                 PAYLOAD => {
                     assert_eq!(p.tcp.flags(), tcp::ACK | tcp::PSH, "{ctx}: segment flags");
+                    // The segment carries the ACK of what came in so far.
+                    let adv = p.tcp.ack().wrapping_sub(next_ack[fi]);
+                    assert!(
+                        adv % PAYLOAD as u32 == 0 && adv < 1 << 30,
+                        "{ctx}: flow {fi} ACK on a segment moves by {adv}"
+                    );
+                    next_ack[fi] = p.tcp.ack();
                     assert_eq!(p.tcp.seq(), next_seg[fi], "{ctx}: flow {fi} segment seq");
                     // Ring position of this segment's first byte.
                     let off = p.tcp.seq().wrapping_sub(first_seg[fi]) % ring;
@@ -96,11 +109,16 @@ fn check_scenario(scenario: Scenario, flows: usize, ring: u32, units: u64) {
     };
     assert_eq!(rs.units, units, "{ctx}");
     assert_eq!(rs.frames_in, units * scenario.frames_in(), "{ctx}");
-    assert_eq!(seen.acks, data_in, "{ctx}: one ACK per data segment");
+    assert!(seen.acks <= data_in, "{ctx}: more ACKs than data segments");
+    if scenario == Scenario::Rx {
+        // Held ACKs go out alone at the end of each batch; a second
+        // segment of a flow in the batch is ACKed at once.
+        assert!(2 * seen.acks >= data_in, "{ctx}: {} ACKs for {data_in} segments", seen.acks);
+    }
     assert_eq!(seen.segments, segs_out, "{ctx}: one segment per ACK");
     assert_eq!(seen.frames, seen.acks + seen.segments, "{ctx}");
     assert_eq!(rs.frames_out, seen.frames, "{ctx}: frames counted");
-    assert_eq!(rs.frames_out, units * scenario.frames_out(), "{ctx}");
+    assert!(rs.frames_out <= units * scenario.frames_out(), "{ctx}");
     assert!(rs.events > 0, "{ctx}: no app notifications");
     assert_eq!(rs.events, b.events().delivered - events0, "{ctx}");
 
@@ -121,8 +139,8 @@ fn check_scenario(scenario: Scenario, flows: usize, ring: u32, units: u64) {
     // of every RX ring are the peer's bytes in order.
     b.verify().unwrap_or_else(|e| panic!("{ctx}: {e}"));
     for fi in 0..flows {
-        // The last ACK covered everything the peer sent; the last segment
-        // is the one still in flight.
+        // The last ACK (pure or on a segment) covered everything the peer
+        // sent; the last segment is the one still in flight.
         if data_in > 0 {
             assert_eq!(next_ack[fi], b.peer_seq(fi), "{ctx}: flow {fi} last ACK");
         }

@@ -220,12 +220,14 @@ fn main() -> ExitCode {
             let best = best.expect("at least one run");
             let check = b.verify();
             let expected_out = best.units * scenario.frames_out();
-            let note = match (&check, best.frames_out == expected_out) {
+            let fewest = scenario.min_frames_out(best.units);
+            let in_range = (fewest..=expected_out).contains(&best.frames_out);
+            let note = match (&check, in_range) {
                 (Ok(()), true) => String::from("ok"),
                 (Ok(()), false) => {
                     failed = true;
                     format!(
-                        "BROKEN: {} frames out, expected {expected_out}",
+                        "BROKEN: {} frames out, expected {fewest}..={expected_out}",
                         best.frames_out
                     )
                 }
@@ -357,7 +359,7 @@ fn print_tables(a: &Args, cells: &[Cell]) {
     }
     println!();
     println!(
-        "unit: (a) 1 frame in + 1 ACK out; (b) 1 ACK in + 1 segment out; pair: 2 in + 2 out. \
+        "unit: (a) 1 frame in + 1 ACK out; (b) 1 ACK in + 1 segment out; pair: 2 in + 1 or 2 out (the ACK rides on the response unless the flow comes twice in a batch; ACKs held 40 µs as tasd does). \
          Slowdown column: ns at the largest flow count vs the second largest."
     );
 }

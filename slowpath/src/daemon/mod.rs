@@ -380,6 +380,8 @@ struct Daemon {
     _reserved: Option<shared::ReservedPorts>,
     /// Shared mode: copies of the ARP frames the kernel gets.
     arp_tap: Option<ArpTap>,
+    /// Shared mode: when the kernel's neighbour table was last read.
+    last_neigh: Instant,
     scaler: ScaleController,
     meter: Meter,
     stop_requested: bool,
@@ -519,6 +521,7 @@ impl Daemon {
             shared_ports,
             _reserved: reserved,
             arp_tap,
+            last_neigh: Instant::now() - Duration::from_secs(2),
             scaler,
             meter: Meter::new(),
             stop_requested: false,
@@ -563,6 +566,10 @@ impl Daemon {
         if let Some(p) = self.shared_ports.as_mut() {
             let stack = &self.stack;
             p.tick(|port| stack.local_port_in_use(port));
+        }
+        if self.cfg.shared && self.last_neigh.elapsed() >= Duration::from_secs(1) {
+            self.last_neigh = Instant::now();
+            self.kernel_neighbours(now);
         }
         if ready.metrics {
             self.serve_metrics();
@@ -705,6 +712,15 @@ impl Daemon {
             self.apps.accept_new(now);
         }
         self.apps.expire_pending(now);
+    }
+
+    /// Shared mode: the kernel's resolved neighbours, so tasd uses the MACs
+    /// the kernel uses (read about once a second).
+    fn kernel_neighbours(&mut self, now: u64) {
+        for (ip, mac) in shared::kernel_neighbours(&self.cfg.iface) {
+            let (stack, mut io) = self.stack_io();
+            stack.neighbour(now, ip, mac, &mut io);
+        }
     }
 
     /// Shared mode: the ARP frames the kernel received (copies), for the

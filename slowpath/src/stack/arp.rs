@@ -148,7 +148,8 @@ impl Stack {
                 self.arp_learn(now, sip, smac, io);
             }
         }
-        if for_us && p.op() == arp::OP_REQUEST {
+        // Shared mode: the kernel owns the address and answers for it.
+        if for_us && p.op() == arp::OP_REQUEST && self.cfg.shared_ports.is_none() {
             let r = arp::ArpRepr {
                 op: arp::OP_REPLY,
                 sender_mac: self.cfg.local_mac,
@@ -180,6 +181,15 @@ impl Stack {
                 self.connect_arp_resolved(now, k, mac, io);
             }
         }
+    }
+
+    /// A neighbour from the kernel's own table (shared mode: the daemon
+    /// reads it), learnt as if it had answered our request.
+    pub fn neighbour(&mut self, now: u64, ip: u32, mac: [u8; 6], io: &mut impl StackIo) {
+        if ip == 0 || ip == self.cfg.local_ip || mac[0] & 1 != 0 || mac == [0; 6] {
+            return;
+        }
+        self.arp_learn(now, ip, mac, io);
     }
 
     /// ARP cache contents (for `tasctl`): (ip, mac, expiry time).
