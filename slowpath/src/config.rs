@@ -106,6 +106,17 @@ pub struct Cli {
     /// them with SYN cookies (as Linux with net.ipv4.tcp_syncookies=0).
     #[arg(long)]
     pub no_syncookies: bool,
+    /// Most orphaned connections kept, all apps together: connections an
+    /// app closed (or left open) when it exited, still delivering their
+    /// data and FIN (Linux's net.ipv4.tcp_max_orphans); past it, an exiting
+    /// app's connections are reset.
+    #[arg(long, default_value_t = 16384)]
+    pub max_orphans: u32,
+    /// How long a closed connection whose FIN was acknowledged waits for
+    /// the peer's FIN before it is reset (FIN_WAIT_2; Linux's
+    /// net.ipv4.tcp_fin_timeout), in ms.
+    #[arg(long, default_value_t = 60_000)]
+    pub fin_timeout_ms: u64,
     /// EAL arguments for --nic dpdk, e.g. "-l 2 -a 0000:01:00.0"; empty: no
     /// huge pages, --iface attached through net_af_xdp.
     #[arg(
@@ -270,6 +281,8 @@ pub struct Config {
     pub mtu: u16,
     pub ecn: bool,
     pub syncookies: bool,
+    pub max_orphans: u32,
+    pub fin_timeout_ms: u64,
     pub dpdk_args: Vec<String>,
     pub cc: CcConfig,
     /// Core budget and scaling thresholds.
@@ -420,6 +433,8 @@ impl Config {
             mtu: cli.mtu,
             ecn: cli.ecn,
             syncookies: !cli.no_syncookies,
+            max_orphans: cli.max_orphans,
+            fin_timeout_ms: cli.fin_timeout_ms,
             dpdk_args: cli.dpdk_args.split_whitespace().map(String::from).collect(),
             cc,
         })
@@ -437,6 +452,8 @@ impl Config {
             time_wait_ns: self.time_wait_ms * 1_000_000,
             ecn: self.ecn,
             syncookies: self.syncookies,
+            max_orphans: self.max_orphans,
+            fin_timeout_ns: self.fin_timeout_ms.saturating_mul(1_000_000),
             cc: self.cc.clone(),
             ..StackConfig::default()
         }

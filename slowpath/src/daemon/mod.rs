@@ -7,7 +7,9 @@
 //! Each turn of the loop waits, then serves in this order: signals, the
 //! cores' wake-up, new connections to the attach socket and the `HELLO`s
 //! that arrived, exceptions from the lanes, app control messages, hang-ups
-//! and outboxes, app regions the lanes have let go of, the stack's timers
+//! and outboxes, gone apps whose orphaned connections are all done (their
+//! regions stay with the lanes until then), app regions the lanes have let
+//! go of, the stack's timers
 //! (including the congestion-control loop), core scaling, the rates sample,
 //! `tasctl`, and finally the lane commands that had to wait. The answers to
 //! `tasctl` are in the `control` submodule, the rates in `meter`. Shutdown
@@ -261,6 +263,10 @@ struct Daemon {
     /// Apps being removed: their regions are unmapped once every lane has
     /// let go of them.
     pending_removals: Vec<PendingRemoval>,
+    /// Apps that are gone but left orphaned connections (see
+    /// `stack::conn::close`): their regions stay with the lanes until the
+    /// stack has none of them left.
+    orphaned: Vec<AppId>,
     /// What the last wait reported (kept for its allocation).
     ready: Ready,
     /// (busy, idle) ns of each active core, for the scaler.
@@ -367,6 +373,7 @@ impl Daemon {
             meter: Meter::new(),
             stop_requested: false,
             pending_removals: Vec::new(),
+            orphaned: Vec::new(),
             ready: Ready::default(),
             core_counters: Vec::with_capacity(n_cores),
         })
@@ -387,6 +394,7 @@ impl Daemon {
         self.attach(now, ready.attach, &ready.hellos);
         self.exceptions(now);
         self.app_messages(now, &ready.apps);
+        self.reap_orphaned_apps();
         self.reap_removed_apps();
         self.timers();
         self.scale();
@@ -436,6 +444,7 @@ impl Daemon {
         }
         if self.shared.lanes.iter().any(|l| !l.exc.is_empty())
             || !self.pending_removals.is_empty()
+            || self.orphaned.iter().any(|&id| self.stack.orphans_of(id) == 0)
             || self.cmds.waiting() > 0
         {
             timeout_ns = timeout_ns.min(1_000_000);
@@ -458,7 +467,7 @@ impl Daemon {
             pfds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
         for a in self.apps.iter() {
-            if self.pending_removals.iter().any(|r| r.id == a.id) {
+            if a.orphaned || self.pending_removals.iter().any(|r| r.id == a.id) {
                 continue;
             }
             // Requests are read while the app takes our messages; its
@@ -572,12 +581,36 @@ impl Daemon {
             }
             if gone {
                 let (stack, mut io) = self.stack_io();
-                stack.app_gone(now, id, &mut io);
+                let orphans = stack.app_gone(now, id, &mut io);
                 self.stack.set_app_throttled(id, false);
-                self.pending_removals
-                    .push(remove_app(&self.shared, &mut self.cmds, id));
+                if orphans > 0 {
+                    // The lanes keep its region (and run its command ring:
+                    // what it queued before exiting still counts) until its
+                    // orphans are done.
+                    if let Some(a) = self.apps.get_mut(id) {
+                        a.orphaned = true;
+                    }
+                    self.orphaned.push(id);
+                    tracing::debug!(app = id, orphans, "app gone; orphaned connections kept");
+                } else {
+                    self.pending_removals
+                        .push(remove_app(&self.shared, &mut self.cmds, id));
+                }
             }
         }
+    }
+
+    /// Starts the removal of gone apps whose last orphan is done.
+    fn reap_orphaned_apps(&mut self) {
+        let (stack, shared, cmds) = (&self.stack, &self.shared, &mut self.cmds);
+        let removals = &mut self.pending_removals;
+        self.orphaned.retain(|&id| {
+            if stack.orphans_of(id) > 0 {
+                return true;
+            }
+            removals.push(remove_app(shared, cmds, id));
+            false
+        });
     }
 
     /// Unmaps the regions every lane has let go of.

@@ -137,6 +137,8 @@ impl Stack {
             phase: Phase::Open,
             placeholder: false,
             app_closed: false,
+            orphan: false,
+            exit_close: false,
             closed_at: 0,
             fin_rx: false,
             fin_acked: false,

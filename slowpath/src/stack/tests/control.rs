@@ -216,17 +216,108 @@ fn unlisten_resets_half_open_and_app_gone_cleans_up() {
         (tcp::RST | tcp::ACK, sa.t.seq + 1, 5001, PEER_PORT + 1)
     );
     assert_eq!(fx.one_msg().err, 0);
-    // The accepted flow is unaffected; app_gone resets it.
+    // The accepted flow is unaffected by UNLISTEN. It becomes an orphan
+    // when the app goes (no RST, no message, still installed).
     assert_eq!(fx.table.len(), 1);
     let now = fx.now;
-    fx.stack.app_gone(now, APP, &mut fx.io);
-    let r = fx.one_tcp();
-    assert_eq!(r.t.flags, tcp::RST | tcp::ACK);
+    assert_eq!(fx.stack.app_gone(now, APP, &mut fx.io), 1);
+    assert!(fx.frames().is_empty(), "no RST at the exit itself");
     assert!(fx.msgs().is_empty(), "nothing is sent to a gone app");
+    assert_eq!(fx.table.len(), 1);
+    assert_eq!(fx.state(id).context, crate::stack::RESERVED_APP);
+    assert_eq!(fx.state(id).mem, APP, "its rings stay in the app's region");
+    assert_eq!(fx.stack.orphans_of(APP), 1);
+    assert_eq!(fx.stack.stats().orphans_now, 1);
+}
+
+/// An app's exit closes its connections as Linux's process exit does: FIN
+/// (requested once the app's last commands are in) when nothing was left
+/// unread, and the orphan lives until its FIN is done; bounded by
+/// `orphan_retries`. Before, every connection was reset at the exit.
+#[test]
+fn exit_closes_with_fin_and_orphans_are_bounded_by_retries() {
+    let mut fx = Fx::new();
+    fx.listen(16);
+    let (id, ..) = fx.accept_one(1000);
+    fx.msgs();
+    let now = fx.now;
+    assert_eq!(fx.stack.app_gone(now, APP, &mut fx.io), 1);
+    assert!(fx.frames().is_empty());
+    fx.cmds();
+    // The grace for the app's last commands: no FIN request yet.
+    fx.at(now + 400 * MS);
+    assert_eq!(fx.state(id).st & st::TX_FIN_REQ, 0);
+    fx.at(now + 600 * MS);
+    assert_ne!(fx.state(id).st & st::TX_FIN_REQ, 0, "FIN requested");
+    assert!(fx.cmds().contains(&FpCmd::Kick(id)));
+    assert!(fx.frames().is_empty(), "no RST: nothing was unread");
+    // The FIN goes out (the fast path's doing) and is never acknowledged:
+    // after orphan_retries timeouts the orphan is reset and its rings go.
+    fx.set(id, |f| {
+        f.st |= st::TX_FIN_SENT;
+        f.tx_sent = 1;
+        f.tx_next_seq = f.tx_next_seq.wrapping_add(1);
+    });
+    let mut t = now + 600 * MS;
+    let mut retransmits = 0;
+    let mut rst = None;
+    while t < now + 600_000 * MS && rst.is_none() {
+        t += 10 * MS;
+        fx.at(t);
+        retransmits += fx
+            .cmds()
+            .iter()
+            .filter(|c| matches!(c, FpCmd::Retransmit(_)))
+            .count();
+        rst = fx.frames().iter().map(|f| parse_out(f)).find(|o| o.t.flags & tcp::RST != 0);
+    }
+    assert!(rst.is_some(), "the orphan was given up");
+    assert_eq!(retransmits, 8, "Linux's tcp_orphan_retries default (8)");
+    // Within the backoff of 8 retries (~51 s), far below data_retries' 12.
+    assert!(t - now < 120_000 * MS, "gave up after {} ms", (t - now) / MS);
+    let s = fx.stack.stats();
+    assert_eq!((s.orphaned, s.orphan_timeouts, s.orphans_now), (1, 1, 0));
+    assert_eq!(fx.stack.orphans_of(APP), 0);
     assert!(fx.table.is_empty());
     assert_eq!(fx.io.used(APP), 0);
-    assert!(fx.stack.flows().is_empty());
-    let _ = id;
+    assert!(fx.msgs().is_empty(), "nothing is sent to a gone app");
+}
+
+/// Past `max_orphans` an exiting app's connections are reset at once
+/// (Linux's `tcp_max_orphans`); with received data left unread they are
+/// reset after the grace (RFC 2525 §2.17).
+#[test]
+fn exit_resets_past_max_orphans_or_with_unread_data() {
+    let mut fx = Fx::with(StackConfig {
+        max_orphans: 0,
+        ..host_cfg(A_IP, A_MAC)
+    });
+    fx.listen(16);
+    fx.accept_one(1000);
+    fx.msgs();
+    let now = fx.now;
+    assert_eq!(fx.stack.app_gone(now, APP, &mut fx.io), 0);
+    assert_eq!(fx.one_tcp().t.flags, tcp::RST | tcp::ACK);
+    assert!(fx.table.is_empty());
+    assert_eq!(fx.io.used(APP), 0);
+    assert_eq!(fx.stack.stats().orphans_overflow, 1);
+
+    let mut fx = Fx::new();
+    fx.listen(16);
+    let (id, ..) = fx.accept_one(1000);
+    fx.msgs();
+    // 100 bytes arrived that the app never read.
+    fx.set(id, |f| f.rx_avail -= 100);
+    let now = fx.now;
+    assert_eq!(fx.stack.app_gone(now, APP, &mut fx.io), 1);
+    assert!(fx.frames().is_empty());
+    fx.at(now + 600 * MS);
+    assert_eq!(fx.one_tcp().t.flags, tcp::RST | tcp::ACK);
+    let s = fx.stack.stats();
+    assert_eq!((s.abort_on_close, s.orphans_now), (1, 0));
+    assert!(fx.table.is_empty());
+    assert_eq!(fx.io.used(APP), 0);
+    assert!(fx.msgs().is_empty());
 }
 
 /// A connect that would not find a flow slot is refused with ENOBUFS before
