@@ -466,3 +466,53 @@ fn an_app_in_another_network_namespace_is_refused_clearly() {
     let log = tb.tasd_log();
     assert!(log.contains("network namespace"), "tasd log:\n{log}");
 }
+
+/// A TAS app writes 20 MB to a slow-reading Linux peer, closes and exits at
+/// once: the Linux side receives every byte (the pattern is checked) and a
+/// clean end of stream, as from a Linux sender (its connection lives on as
+/// an orphan); then the orphan and the app's region go. Before, tasd reset
+/// the connections of an app as it exited, with up to a ring of data and
+/// the FIN undelivered.
+#[test]
+fn an_app_that_closes_and_exits_at_once_delivers_every_byte() {
+    const BYTES: &str = "20000000";
+    let mut tb = Testbed::new("evor", Backend::from_env());
+    let (rcv, rrx) = tb.spawn_lnx_lines(&bin("peer"), &["recv-slow", "7008", BYTES, "11", "1000"]);
+    expect_line(&rrx, "listening", Duration::from_secs(10), "receiver");
+    let o = tb.run_tas(
+        &bin("peer"),
+        &["--tas", "send-exit", LNX_IP, "7008", BYTES, "11"],
+        Duration::from_secs(60),
+    );
+    assert_ok(&o, "sender");
+    assert!(stdout(&o).contains("closed"), "{}", stdout(&o));
+    let orphaned = counter(&tb, "slowpath.orphaned");
+    expect_line(
+        &rrx,
+        "received ok",
+        Duration::from_secs(30),
+        "the Linux receiver (every byte, then end of stream)",
+    );
+    assert_eq!(
+        tb.wait_child(rcv, Duration::from_secs(5)),
+        Some(true),
+        "receiver exit status"
+    );
+    assert_eq!(orphaned, 1, "the app exited before its data was acknowledged");
+    // Nothing is left of the app once its orphan is done.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = counter(&tb, "slowpath.orphans_now") + counter(&tb, "apps.attached");
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orphans {} apps {} left",
+            counter(&tb, "slowpath.orphans_now"),
+            counter(&tb, "apps.attached")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(counter(&tb, "slowpath.abort_on_close"), 0);
+}

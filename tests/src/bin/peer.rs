@@ -21,6 +21,10 @@
 //!                                                       when tasd goes away, print "lost: ERR"
 //!                                                       and listen again (reattaching) until
 //!                                                       a tasd answers
+//! peer recv-slow PORT BYTES SEED US                    like recv, reading 16 KiB per read and
+//!                                                       sleeping US µs after each
+//! peer --tas send-exit IP PORT BYTES SEED               connect, send pattern, close, exit at
+//!                                                       once (prints "closed" first)
 //! peer connect-hold IP PORT N SECS                      N non-blocking connects (SO_LINGER 0:
 //!                                                       exiting resets them all), print
 //!                                                       "connected K of N" within SECS, idle
@@ -80,6 +84,28 @@ impl Stream for TasStream<'_> {
     }
     fn shutdown_write(&mut self) -> std::io::Result<()> {
         self.tas.shutdown_write(self.c)
+    }
+}
+
+/// A Linux stream that reads at most 16 KiB at a time and sleeps after
+/// each read (a slow reader).
+struct SlowStream {
+    s: TcpStream,
+    pause: Duration,
+}
+
+impl Stream for SlowStream {
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        Write::write_all(&mut self.s, b)
+    }
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        let k = b.len().min(16 * 1024);
+        let n = Read::read(&mut self.s, &mut b[..k])?;
+        std::thread::sleep(self.pause);
+        Ok(n)
+    }
+    fn shutdown_write(&mut self) -> std::io::Result<()> {
+        self.s.shutdown(std::net::Shutdown::Write)
     }
 }
 
@@ -297,6 +323,18 @@ fn run_linux(a: &[String]) {
                 Err(e) => println!("error {}", e.raw_os_error().unwrap_or(0)),
             }
         }
+        "recv-slow" => {
+            let l = TcpListener::bind(("0.0.0.0", arg::<u16>(a, 1, "PORT")))
+                .unwrap_or_else(|e| fail(format!("bind: {e}")));
+            println!("listening");
+            let (s, _) = l.accept().unwrap_or_else(|e| fail(format!("accept: {e}")));
+            let mut s = SlowStream {
+                s,
+                pause: Duration::from_micros(arg(a, 4, "US")),
+            };
+            recv_pattern(&mut s, arg(a, 2, "BYTES"), arg(a, 3, "SEED")).unwrap_or_else(|e| fail(e));
+            println!("received ok");
+        }
         "connect-hold" => connect_hold(
             arg(a, 1, "IP"),
             arg(a, 2, "PORT"),
@@ -438,6 +476,21 @@ fn run_tas(a: &[String]) {
             }
             let _ = t.close(c);
             let _ = t.wait(Some(Duration::from_millis(20)));
+        }
+        "send-exit" => {
+            let ip: Ipv4Addr = arg(a, 1, "IP");
+            let c = t
+                .connect(ip, arg(a, 2, "PORT"))
+                .unwrap_or_else(|e| fail(format!("connect: {e}")));
+            let mut s = TasStream { tas: &mut t, c };
+            send_pattern(&mut s, arg(a, 3, "BYTES"), arg(a, 4, "SEED"))
+                .unwrap_or_else(|e| fail(format!("send: {e}")));
+            t.close(c).unwrap_or_else(|e| fail(format!("close: {e}")));
+            println!("closed");
+            let _ = std::io::stdout().flush();
+            // Gone at once: what is still unsent or unacknowledged, and
+            // the FIN, are tasd's to deliver (an orphan, as on Linux).
+            exit(0);
         }
         "recv" | "serve-send" => {
             let l = t

@@ -290,7 +290,7 @@ impl Stack {
         let mut ids: Vec<FlowId> = self
             .conns
             .iter()
-            .filter(|(_, c)| app.map_or(true, |a| a == c.app))
+            .filter(|(_, c)| app.is_none() || app == Some(c.app))
             .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable();
@@ -304,7 +304,7 @@ impl Stack {
     /// Listeners (resetting their half-open connections) and active opens
     /// in progress of `app` (all: None) go.
     fn drop_opens(&mut self, app: Option<AppId>, io: &mut impl StackIo) {
-        let mine = |a: AppId| app.map_or(true, |x| x == a);
+        let mine = |a: AppId| app.is_none() || app == Some(a);
         let lids: Vec<u32> = self
             .listeners
             .iter()
