@@ -188,6 +188,11 @@ pub struct AppStatus {
     pub id: u16,
     pub pid: i32,
     pub flows: u64,
+    /// The app has exited; `flows` are its orphans (closed connections
+    /// still delivering their data and FIN), its region stays until they
+    /// are done.
+    #[serde(default)]
+    pub exited: bool,
 }
 
 /// `cc show`.

@@ -121,6 +121,7 @@ impl CtlCtx<'_> {
                     id: a.id,
                     pid: a.pid,
                     flows: per_app.get(&a.id).copied().unwrap_or(0),
+                    exited: a.orphaned,
                 })
                 .collect(),
             flows,

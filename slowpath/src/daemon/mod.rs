@@ -444,7 +444,10 @@ impl Daemon {
         }
         if self.shared.lanes.iter().any(|l| !l.exc.is_empty())
             || !self.pending_removals.is_empty()
-            || self.orphaned.iter().any(|&id| self.stack.orphans_of(id) == 0)
+            || self
+                .orphaned
+                .iter()
+                .any(|&id| self.stack.orphans_of(id) == 0)
             || self.cmds.waiting() > 0
         {
             timeout_ns = timeout_ns.min(1_000_000);

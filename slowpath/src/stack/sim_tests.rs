@@ -366,7 +366,12 @@ fn an_exited_apps_closed_connection_delivers_its_data_and_fin() {
         .values()
         .any(|f| f.fin_requested)));
     let fid = *sim.hosts[0].app(SERVER).flows.keys().next().unwrap();
-    sim.hosts[0].app(SERVER).flows.get_mut(&fid).unwrap().close_sent = true;
+    sim.hosts[0]
+        .app(SERVER)
+        .flows
+        .get_mut(&fid)
+        .unwrap()
+        .close_sent = true;
     sim.ctl(
         0,
         SERVER,
@@ -386,7 +391,12 @@ fn an_exited_apps_closed_connection_delivers_its_data_and_fin() {
     let c = only_flow(&mut sim, 1, CLIENT);
     assert_eq!(c.reset, None);
     assert!(c.eof, "a clean end of stream");
-    assert!(c.rx_data == data, "every byte, in order ({} of {})", c.rx_data.len(), data.len());
+    assert!(
+        c.rx_data == data,
+        "every byte, in order ({} of {})",
+        c.rx_data.len(),
+        data.len()
+    );
     assert_eq!(sim.wire.rsts, [0, 0]);
     let h = &sim.hosts[0];
     assert_eq!(h.stack.orphans_of(SERVER), 0);
@@ -410,14 +420,21 @@ fn an_exiting_app_resets_unread_connections_and_finishes_the_others() {
     sim.listen(0, SERVER, PORT, 16);
     sim.connect(1, CLIENT, A_IP, PORT);
     sim.connect(1, CLIENT, A_IP, PORT);
-    assert!(sim.run_until(2000 * MS, |s| s.hosts[0].apps[&SERVER].flows.len() == 2
-        && s.hosts[0].apps[&SERVER]
-            .flows
-            .values()
-            .all(|f| f.rx_data.len() == 20_000 && f.eof)));
+    assert!(
+        sim.run_until(2000 * MS, |s| s.hosts[0].apps[&SERVER].flows.len() == 2
+            && s.hosts[0].apps[&SERVER]
+                .flows
+                .values()
+                .all(|f| f.rx_data.len() == 20_000 && f.eof))
+    );
     // One flow's data is read (freed); the other's is left unread.
     let ids: Vec<_> = sim.hosts[0].app(SERVER).flows.keys().copied().collect();
-    sim.hosts[0].app(SERVER).flows.get_mut(&ids[1]).unwrap().read_paused_until = 0;
+    sim.hosts[0]
+        .app(SERVER)
+        .flows
+        .get_mut(&ids[1])
+        .unwrap()
+        .read_paused_until = 0;
     sim.run_for(5 * MS);
     let (p0, p1) = {
         let fl = &sim.hosts[0].app(SERVER).flows;
@@ -428,7 +445,10 @@ fn an_exiting_app_resets_unread_connections_and_finishes_the_others() {
     let now = sim.now;
     let h = &mut sim.hosts[0];
     assert_eq!(h.stack.app_gone(now, SERVER, &mut h.io), 2);
-    assert!(h.stack.flows().iter().all(|f| f.state != "LISTEN"), "listener dropped");
+    assert!(
+        h.stack.flows().iter().all(|f| f.state != "LISTEN"),
+        "listener dropped"
+    );
     assert!(sim.run_until(3000 * MS, |s| all_released(s, 1, CLIENT, 2)
         && s.hosts[0].stack.orphans_of(SERVER) == 0));
     let by_port = |sim: &mut Sim, p: u16| {

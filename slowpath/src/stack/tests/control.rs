@@ -269,12 +269,20 @@ fn exit_closes_with_fin_and_orphans_are_bounded_by_retries() {
             .iter()
             .filter(|c| matches!(c, FpCmd::Retransmit(_)))
             .count();
-        rst = fx.frames().iter().map(|f| parse_out(f)).find(|o| o.t.flags & tcp::RST != 0);
+        rst = fx
+            .frames()
+            .iter()
+            .map(|f| parse_out(f))
+            .find(|o| o.t.flags & tcp::RST != 0);
     }
     assert!(rst.is_some(), "the orphan was given up");
     assert_eq!(retransmits, 8, "Linux's tcp_orphan_retries default (8)");
     // Within the backoff of 8 retries (~51 s), far below data_retries' 12.
-    assert!(t - now < 120_000 * MS, "gave up after {} ms", (t - now) / MS);
+    assert!(
+        t - now < 120_000 * MS,
+        "gave up after {} ms",
+        (t - now) / MS
+    );
     let s = fx.stack.stats();
     assert_eq!((s.orphaned, s.orphan_timeouts, s.orphans_now), (1, 1, 0));
     assert_eq!(fx.stack.orphans_of(APP), 0);
