@@ -498,7 +498,10 @@ fn an_app_that_closes_and_exits_at_once_delivers_every_byte() {
         Some(true),
         "receiver exit status"
     );
-    assert_eq!(orphaned, 1, "the app exited before its data was acknowledged");
+    assert_eq!(
+        orphaned, 1,
+        "the app exited before its data was acknowledged"
+    );
     // Nothing is left of the app once its orphan is done.
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
@@ -515,4 +518,87 @@ fn an_app_that_closes_and_exits_at_once_delivers_every_byte() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(counter(&tb, "slowpath.abort_on_close"), 0);
+}
+
+/// 20,000 connections open at once from Linux to one TAS app, then the
+/// client killed (SO_LINGER 0: 20,000 RSTs in a burst): within 2 s no flow
+/// is left in `tasctl flows` but the listener (every RST reached the slow
+/// path, every RESET the app, every CLOSE came back). The client is two
+/// processes of 10,000 connections killed together: one process may not
+/// hold 20,000 sockets here (RLIMIT_NOFILE's hard limit is 20,000 and the
+/// tests run without CAP_SYS_RESOURCE).
+#[test]
+fn twenty_thousand_connections_vanish_within_2s_of_the_client_being_killed() {
+    const N: usize = 20_000;
+    const PER: usize = N / 2;
+    let mut tb = Testbed::new("ev20", Backend::from_env());
+    let (_app, rx) = tb.spawn_tas_lines(
+        &bin("peer"),
+        &["--tas", "accept-hold", "7009", &N.to_string(), "4096"],
+    );
+    expect_line(&rx, "listening", Duration::from_secs(10), "app");
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            tb.spawn_lnx_lines(
+                &bin("peer"),
+                &["connect-hold", TAS_IP, "7009", &PER.to_string(), "60"],
+            )
+        })
+        .collect();
+    for (_, crx) in &clients {
+        expect_line(
+            crx,
+            &format!("connected {PER} of {PER}"),
+            Duration::from_secs(90),
+            "client",
+        );
+    }
+    expect_line(
+        &rx,
+        &format!("accepted {N}"),
+        Duration::from_secs(30),
+        "app",
+    );
+    let path = ctl_path(&tb);
+    let st = ctl(&path, "status", Duration::from_secs(5)).unwrap();
+    assert_eq!(st["flows"]["ESTABLISHED"], N as u64, "{}", st["flows"]);
+    for (pid, _) in &clients {
+        sig(*pid, libc::SIGKILL);
+    }
+    let t = Instant::now();
+    let left = loop {
+        let flows = ctl(&path, "flows", Duration::from_secs(5)).expect("flows");
+        let left: Vec<serde_json::Value> = flows
+            .as_array()
+            .expect("a list of flows")
+            .iter()
+            .filter(|f| f["state"] != "LISTEN")
+            .cloned()
+            .collect();
+        if left.is_empty() || t.elapsed() > Duration::from_secs(2) {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let dt = t.elapsed();
+    eprintln!(
+        "{} flows left {dt:?} after the kill; exceptions deferred {}; SYN cookies {} (kept in SYN_RCVD {}), listen overflows {}",
+        left.len(),
+        counter(&tb, "lanes.exceptions_deferred"),
+        counter(&tb, "slowpath.syncookies_recv"),
+        counter(&tb, "slowpath.syncookies_parked"),
+        counter(&tb, "slowpath.listen_overflows"),
+    );
+    assert!(
+        left.is_empty(),
+        "{} flows left 2 s after the client was killed, e.g. {}",
+        left.len(),
+        left[0]
+    );
+    // The tasctl command agrees: a header and the listener.
+    let o = tb.tasctl(&["flows"]);
+    assert_ok(&o, "tasctl flows");
+    let lines = stdout(&o).lines().filter(|l| !l.trim().is_empty()).count();
+    assert!(lines <= 2, "tasctl flows:\n{}", stdout(&o));
+    expect_line(&rx, &format!("ended {N}"), Duration::from_secs(5), "app");
 }

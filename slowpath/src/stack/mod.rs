@@ -335,6 +335,9 @@ pub struct StackStats {
     pub syncookies_failed: u64,
     pub syncookies_refused: u64,
     pub syncookies_dropped: u64,
+    /// Valid cookies whose final ACK found the accept queue full: kept in
+    /// SYN_RCVD (the SYN-ACK timer draws the ACK again) instead of lost.
+    pub syncookies_parked: u64,
     /// RSTs acted on: the connection was reset.
     pub rst_rx: u64,
     /// RSTs for no connection (or a half-open one at the wrong sequence).

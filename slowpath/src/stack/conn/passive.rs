@@ -309,8 +309,10 @@ impl Stack {
     /// For a SYN cookie's (`cookie`), no room for the connection (app memory,
     /// flow table) means the ACK is dropped: the client thinks it is
     /// connected and sends again, and the cookie is still good then. Linux
-    /// drops it the same way when the accept queue is full; an accepted
-    /// connection that is reset at once would be worse.
+    /// drops it the same way; an accepted connection that is reset at once
+    /// would be worse. A cookie's ACK that finds the accept queue full is
+    /// kept in SYN_RCVD instead (bounded), so a client that sends nothing
+    /// first is not left alone in ESTABLISHED.
     fn complete_passive(
         &mut self,
         now: u64,
@@ -327,9 +329,27 @@ impl Stack {
             return;
         };
         if lst.pending >= lst.backlog {
-            // Linux: drop the ACK, keep SYN_RCVD; the SYN-ACK timer retries
-            // (after a cookie: the client's retransmission).
+            // Linux: drop the ACK, keep SYN_RCVD; the SYN-ACK timer retries.
             self.stats.accept_overflow += 1;
+            if cookie && self.half_open.len() < 2 * self.cfg.max_half_open as usize {
+                // A valid cookie proves the peer completed the handshake:
+                // instead of losing the connection (Linux does: a client
+                // that sends nothing stays ESTABLISHED alone), keep it in
+                // SYN_RCVD from what the cookie carried, beyond the
+                // half-open limit by at most as much again, so the SYN-ACK
+                // timer draws the peer's ACK once the app has made room.
+                self.stats.syncookies_parked += 1;
+                // (`retries` stays 1: no handshake RTT from it.)
+                let h = HalfOpen {
+                    deadline: now.saturating_add(self.cfg.syn_rto_ns.max(1)),
+                    ..*h
+                };
+                if let Some(l) = self.listeners.get_mut(&h.listener) {
+                    l.half_open += 1;
+                }
+                self.half_open.insert(key, h);
+                self.schedule(h.deadline, Timer::HalfOpen(tuple(&key)));
+            }
             return;
         }
         let Some((rx, tx)) = self.alloc_rings(h.app, h.rx_size, h.tx_size, io) else {
