@@ -78,8 +78,11 @@ pub struct Cli {
     /// Directory of the per-interface lock files.
     #[arg(long, default_value = "/run/tas", value_name = "DIR")]
     pub run_dir: PathBuf,
-    /// Shared memory per app, in MiB (rings of all its connections).
-    #[arg(long, default_value_t = 256)]
+    /// Shared memory per app, in MiB (rings of all its connections). Sparse:
+    /// only what rings touch is memory. The default, the most ring offsets
+    /// in 32 bits allow, holds a flow table's worth of connections (see
+    /// --min-buf-kib).
+    #[arg(long, default_value_t = 4095)]
     pub app_mem_mib: u32,
     /// Default receive ring per connection, in KiB.
     #[arg(long, default_value_t = 256)]
@@ -87,6 +90,12 @@ pub struct Cli {
     /// Default send ring per connection, in KiB.
     #[arg(long, default_value_t = 256)]
     pub tx_buf_kib: u32,
+    /// Ring size (each way) a new connection falls back to when its app's
+    /// shared memory must keep room for one such pair for every flow the
+    /// table could still take; 0: always the configured size (then an app
+    /// holds only as many connections as its memory has full rings for).
+    #[arg(long, default_value_t = 16)]
+    pub min_buf_kib: u32,
     /// Flow table capacity.
     #[arg(long, default_value_t = 65536)]
     pub max_flows: usize,
@@ -275,6 +284,7 @@ pub struct Config {
     pub app_mem: u32,
     pub rx_buf: u32,
     pub tx_buf: u32,
+    pub min_buf: u32,
     pub max_flows: usize,
     pub time_wait_ms: u64,
     pub idle_spin_us: u64,
@@ -402,6 +412,9 @@ impl Config {
                 return Err(format!("{n} must be 4..65536"));
             }
         }
+        if cli.min_buf_kib != 0 && !(4..=65536).contains(&cli.min_buf_kib) {
+            return Err("--min-buf-kib must be 0 or 4..65536".into());
+        }
         if cli.max_flows == 0 || cli.max_flows > 4 << 20 {
             return Err("--max-flows must be 1..4194304".into());
         }
@@ -426,6 +439,7 @@ impl Config {
             app_mem: cli.app_mem_mib.saturating_mul(1 << 20).min(u32::MAX - 4095),
             rx_buf: cli.rx_buf_kib * 1024,
             tx_buf: cli.tx_buf_kib * 1024,
+            min_buf: cli.min_buf_kib * 1024,
             max_flows: cli.max_flows,
             time_wait_ms: cli.time_wait_ms,
             idle_spin_us: cli.idle_spin_us,
@@ -453,6 +467,7 @@ impl Config {
             ecn: self.ecn,
             syncookies: self.syncookies,
             max_orphans: self.max_orphans,
+            ring_floor: self.min_buf,
             fin_timeout_ns: self.fin_timeout_ms.saturating_mul(1_000_000),
             cc: self.cc.clone(),
             ..StackConfig::default()

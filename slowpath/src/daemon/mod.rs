@@ -115,6 +115,9 @@ impl StackIo for Io<'_> {
             a.alloc.free(off, len);
         }
     }
+    fn free_bytes(&self, app: AppId) -> u64 {
+        self.apps.get(app).map_or(0, |a| a.alloc.free_bytes())
+    }
 }
 
 /// One NIC handle per lane (`n` lanes, the core budget's maximum).

@@ -163,6 +163,8 @@ pub trait StackIo {
     fn alloc(&mut self, app: AppId, len: u32) -> Option<u32>;
     /// Returns memory from [`alloc`](Self::alloc).
     fn free(&mut self, app: AppId, off: u32, len: u32);
+    /// Bytes of ring memory the app's region has free (0: no such app).
+    fn free_bytes(&self, app: AppId) -> u64;
 }
 
 /// Stack configuration. Times are nanoseconds.
@@ -216,6 +218,13 @@ pub struct StackConfig {
     /// delivering their data and FIN), all apps together; past it a gone
     /// app's connections are reset instead (Linux's `tcp_max_orphans`).
     pub max_orphans: u32,
+    /// Ring size floor under memory pressure (0: off). A new connection
+    /// gets its configured rings while its app's region keeps room for a
+    /// floor-sized pair for every flow the table could still take; past
+    /// that it gets rings of this size (never more than configured), so
+    /// one app can hold as many connections as the flow table (see
+    /// `conn/resources.rs`, docs/design.md "Ring memory").
+    pub ring_floor: u32,
     /// Retransmissions (and zero-window probes) without progress before an
     /// orphaned connection is reset (Linux's `tcp_orphan_retries`, whose
     /// default 0 means 8).
@@ -257,6 +266,7 @@ impl Default for StackConfig {
             max_half_open: 4096,
             syncookies: true,
             max_orphans: 16384,
+            ring_floor: 0,
             orphan_retries: 8,
         }
     }

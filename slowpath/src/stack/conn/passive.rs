@@ -12,7 +12,7 @@ use tas_engine::seq;
 use tas_engine::wire::tcp;
 
 use super::{cookie, flow_info, wscale_for, HalfOpen, Parsed, PeerOpts};
-use crate::stack::{tuple, FpCmd, Stack, StackIo, Timer};
+use crate::stack::{tuple, AppId, FpCmd, Stack, StackIo, Timer};
 
 impl Stack {
     pub(super) fn listen_syn(&mut self, now: u64, p: &Parsed<'_>, io: &mut impl StackIo) {
@@ -47,7 +47,7 @@ impl Stack {
         // is dropped as a listen overflow (the peer retries), never answered
         // with a handshake we could not complete (issue: connect() succeeded,
         // then the first read got ECONNRESET).
-        let (app, rx_size, tx_size) = (lst.app, lst.rx_size, lst.tx_size);
+        let (app, rx_size, tx_size) = self.sized_for(lid, io);
         if !self.room_for(app, rx_size, tx_size, io) {
             self.stats.syn_dropped_no_room += 1;
             return;
@@ -62,9 +62,11 @@ impl Stack {
             iss: self.isn(&p.key, now),
             peer: PeerOpts::from_options(&opts, ecn),
             mac: p.mac,
+            // The scale for the configured size: the same whatever size
+            // the rings get (a cookie's ACK recomputes it).
             our_ws: wscale_for(lst.rx_size),
-            rx_size: lst.rx_size,
-            tx_size: lst.tx_size,
+            rx_size,
+            tx_size,
             first_sent: now,
             retries: 0,
             deadline: now.saturating_add(self.cfg.syn_rto_ns.max(1)),
@@ -92,11 +94,12 @@ impl Stack {
         let Some(lst) = self.listeners.get(&lid) else {
             return;
         };
-        let (app, rx_size, tx_size) = (lst.app, lst.rx_size, lst.tx_size);
+        let ws_size = lst.rx_size;
         if !self.cfg.syncookies {
             self.stats.syn_dropped_overflow += 1;
             return;
         }
+        let (app, rx_size, tx_size) = self.sized_for(lid, io);
         // No cookie for a connection that could not be made: its final ACK
         // would only be dropped.
         if !self.room_for(app, rx_size, tx_size, io) {
@@ -127,8 +130,13 @@ impl Stack {
             iss,
             peer,
             mac: p.mac,
-            our_ws: wscale_for(rx_size),
-            rx_size,
+            our_ws: wscale_for(ws_size),
+            // The SYN-ACK's window: the rings are sized again at the final
+            // ACK, possibly down to the floor; never announce more.
+            rx_size: match self.cfg.ring_floor {
+                0 => rx_size,
+                f => rx_size.min(f),
+            },
             tx_size,
             first_sent: now,
             retries: 0,
@@ -167,7 +175,8 @@ impl Stack {
         if now >= lst.cookies_until {
             return false;
         }
-        let (app, rx_size, tx_size) = (lst.app, lst.rx_size, lst.tx_size);
+        let ws_size = lst.rx_size;
+        let (app, rx_size, tx_size) = self.sized_for(lid, io);
         let irs = p.seg.seq().wrapping_sub(1);
         let iss = p.seg.ack().wrapping_sub(1);
         let ts = p.seg.timestamp();
@@ -194,7 +203,7 @@ impl Stack {
                 ecn: ecn && self.cfg.ecn,
             },
             mac: p.mac,
-            our_ws: wscale_for(rx_size),
+            our_ws: wscale_for(ws_size),
             rx_size,
             tx_size,
             first_sent: now,
@@ -204,6 +213,16 @@ impl Stack {
         };
         self.complete_passive(now, p, &h, frame, true, io);
         true
+    }
+
+    /// Listener `lid`'s app and the ring sizes a new connection gets now
+    /// ([`Stack::ring_sizes`]).
+    fn sized_for(&self, lid: u32, io: &impl StackIo) -> (AppId, u32, u32) {
+        let Some(l) = self.listeners.get(&lid) else {
+            return (0, 0, 0);
+        };
+        let (rx, tx) = self.ring_sizes(l.app, l.rx_size, l.tx_size, io);
+        (l.app, rx, tx)
     }
 
     /// The listener a connection of `key` belongs to (with `F_REUSEPORT`,

@@ -62,6 +62,28 @@ impl Stack {
         None
     }
 
+    /// The ring sizes a new connection of `app` gets for configured sizes
+    /// `rx` and `tx`: those while the app's region keeps room beyond them
+    /// for a pair of `ring_floor`-sized rings for every flow the table could
+    /// still take (flows, opens in progress and handshakes counted), else
+    /// the floor (never more than configured). So one app can always hold
+    /// as many connections as the flow table, and the first thousands of a
+    /// region get full rings (docs/design.md, "Ring memory").
+    pub(super) fn ring_sizes(&self, app: AppId, rx: u32, tx: u32, io: &impl StackIo) -> (u32, u32) {
+        let floor = self.cfg.ring_floor;
+        if floor == 0 {
+            return (rx, tx);
+        }
+        let taken = self.table.len() + self.connecting.len() + self.half_open.len();
+        let left = self.table.capacity().saturating_sub(taken) as u64;
+        let reserve = left * 2 * u64::from(floor);
+        if io.free_bytes(app) >= u64::from(rx) + u64::from(tx) + reserve {
+            (rx, tx)
+        } else {
+            (rx.min(floor), tx.min(floor))
+        }
+    }
+
     pub(super) fn alloc_rings(
         &mut self,
         app: AppId,

@@ -359,3 +359,65 @@ fn connect_ctl(req: u32, ip: u32, port: u16) -> CtlMsg {
     }
     .to_msg(req)
 }
+
+/// Opens a connection from peer port `port` through a full handshake;
+/// the `ACCEPTED` message and the SYN-ACK, or None if the SYN was dropped.
+fn handshake_from(fx: &mut Fx, port: u16) -> Option<(CtlMsg, Out)> {
+    let mut s = syn(1000, full_opts(1));
+    s.src_port = port;
+    fx.nf(&fx.peer(s, &[]));
+    let f = fx.frames();
+    if f.is_empty() {
+        return None;
+    }
+    let sa = parse_out(&f[0]);
+    let mut a = ack_seg(
+        1001,
+        sa.t.seq + 1,
+        1000,
+        Some((2, sa.t.options.timestamp.unwrap().0)),
+    );
+    a.src_port = port;
+    fx.nf(&fx.peer(a, &[]));
+    let m = fx.one_msg();
+    assert_eq!(m.kind, ctl::ACCEPTED);
+    Some((m, sa))
+}
+
+/// With a ring floor, new connections get their configured rings while the
+/// app's region keeps room for a floor-sized pair for every flow the table
+/// could still take, and floor-sized rings after that: the table fills
+/// before the region does (here 60 flows, the table's watermark, in an
+/// 8 MiB region that holds 15 pairs of 256 KiB rings). The SYN-ACK never
+/// announces more window than the ring the connection gets.
+#[test]
+fn rings_fall_to_the_floor_so_the_table_fills_before_the_region() {
+    let mut c = host_cfg(A_IP, A_MAC);
+    c.ring_floor = 16 << 10;
+    let mut fx = Fx::with(c);
+    fx.listen(128);
+    let mut sizes = Vec::new();
+    for i in 0..60u16 {
+        let (m, sa) = handshake_from(&mut fx, 20000 + i).expect("a SYN-ACK");
+        assert!(sa.t.window as u32 <= m.info.rx_len);
+        sizes.push((m.info.rx_len, m.info.tx_len));
+    }
+    assert_eq!(sizes[0], (256 << 10, 256 << 10));
+    assert_eq!(sizes[59], (16 << 10, 16 << 10));
+    assert!(sizes.windows(2).all(|w| w[1].0 <= w[0].0));
+    let full = sizes.iter().filter(|s| s.0 == 256 << 10).count();
+    assert!(full >= 8, "only {full} connections got full rings");
+    let st = fx.stack.stats();
+    assert_eq!((st.alloc_failures, st.syn_dropped_no_room), (0, 0));
+    // The table is at its watermark now: the next SYN is refused early.
+    assert!(handshake_from(&mut fx, 30000).is_none());
+
+    // Without the floor the region runs out first.
+    let mut fx = Fx::new();
+    fx.listen(128);
+    let n = (0..60u16)
+        .take_while(|i| handshake_from(&mut fx, 20000 + i).is_some())
+        .count();
+    assert_eq!(n, 15, "pairs of 256 KiB rings in an 8 MiB region");
+    assert_eq!(fx.stack.stats().syn_dropped_no_room, 1);
+}
