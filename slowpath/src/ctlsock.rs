@@ -193,6 +193,10 @@ pub struct AppStatus {
     /// are done.
     #[serde(default)]
     pub exited: bool,
+    /// Bytes of its region in use: its flows' rings, plus the header and
+    /// the event and command rings.
+    #[serde(default)]
+    pub region_used: u64,
 }
 
 /// `cc show`.

@@ -122,6 +122,8 @@ impl CtlCtx<'_> {
                     pid: a.pid,
                     flows: per_app.get(&a.id).copied().unwrap_or(0),
                     exited: a.orphaned,
+                    region_used: u64::from(self.apps.region_size)
+                        .saturating_sub(a.alloc.free_bytes()),
                 })
                 .collect(),
             flows,

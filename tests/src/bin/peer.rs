@@ -25,6 +25,10 @@
 //!                                                       sleeping US µs after each
 //! peer --tas send-exit IP PORT BYTES SEED               connect, send pattern, close, exit at
 //!                                                       once (prints "closed" first)
+//! peer [--tas] churn IP PORT N SIZE                   N connections one after the other:
+//!                                                       connect, SIZE bytes echoed, close;
+//!                                                       prints "progress K" every N/10 and
+//!                                                       "churn ok K failed F of N" (exit 0)
 //! peer connect-hold IP PORT N SECS                      N non-blocking connects (SO_LINGER 0:
 //!                                                       exiting resets them all), print
 //!                                                       "connected K of N" within SECS, idle
@@ -223,6 +227,47 @@ fn report(rtts: &mut [Duration], size: usize) {
     );
 }
 
+/// One churned connection's exchange: SIZE bytes out, the same back.
+fn churn_once(s: &mut dyn Stream, msg: &[u8], back: &mut [u8]) -> Result<(), String> {
+    s.write_all(msg).map_err(|e| format!("send: {e}"))?;
+    let mut got = 0;
+    while got < back.len() {
+        match s.read(&mut back[got..]) {
+            Ok(0) => return Err("closed early".into()),
+            Ok(n) => got += n,
+            Err(e) => return Err(format!("recv: {e}")),
+        }
+    }
+    if back != msg {
+        return Err("echo differs".into());
+    }
+    Ok(())
+}
+
+/// The churn loop of either stack: `one(i)` makes connection `i`.
+fn churn(n: usize, mut one: impl FnMut(usize) -> Result<(), String>) {
+    let (mut ok, mut failed) = (0usize, 0usize);
+    let mut last_err = String::new();
+    let step = (n / 10).max(1);
+    for i in 0..n {
+        match one(i) {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                failed += 1;
+                last_err = e;
+            }
+        }
+        if (i + 1) % step == 0 {
+            println!("progress {}", i + 1);
+            let _ = std::io::stdout().flush();
+        }
+    }
+    if failed > 0 {
+        eprintln!("peer: churn: last error: {last_err}");
+    }
+    println!("churn ok {ok} failed {failed} of {n}");
+}
+
 fn fail(msg: String) -> ! {
     eprintln!("peer: {msg}");
     println!("FAILED: {msg}");
@@ -334,6 +379,19 @@ fn run_linux(a: &[String]) {
             };
             recv_pattern(&mut s, arg(a, 2, "BYTES"), arg(a, 3, "SEED")).unwrap_or_else(|e| fail(e));
             println!("received ok");
+        }
+        "churn" => {
+            let ip: Ipv4Addr = arg(a, 1, "IP");
+            let port: u16 = arg(a, 2, "PORT");
+            let size: usize = arg(a, 4, "SIZE");
+            let msg: Vec<u8> = (0..size).map(|j| (j * 7) as u8).collect();
+            let mut back = vec![0u8; size];
+            churn(arg(a, 3, "N"), |_| {
+                let mut s = TcpStream::connect(SocketAddrV4::new(ip, port))
+                    .map_err(|e| format!("connect: {e}"))?;
+                s.set_nodelay(true).ok();
+                churn_once(&mut s, &msg, &mut back)
+            });
         }
         "connect-hold" => connect_hold(
             arg(a, 1, "IP"),
@@ -475,6 +533,20 @@ fn run_tas(a: &[String]) {
                 println!("received ok");
             }
             let _ = t.close(c);
+            let _ = t.wait(Some(Duration::from_millis(20)));
+        }
+        "churn" => {
+            let ip: Ipv4Addr = arg(a, 1, "IP");
+            let port: u16 = arg(a, 2, "PORT");
+            let size: usize = arg(a, 4, "SIZE");
+            let msg: Vec<u8> = (0..size).map(|j| (j * 7) as u8).collect();
+            let mut back = vec![0u8; size];
+            churn(arg(a, 3, "N"), |_| {
+                let c = t.connect(ip, port).map_err(|e| format!("connect: {e}"))?;
+                let r = churn_once(&mut TasStream { tas: &mut t, c }, &msg, &mut back);
+                let _ = t.close(c);
+                r
+            });
             let _ = t.wait(Some(Duration::from_millis(20)));
         }
         "send-exit" => {
