@@ -10,7 +10,14 @@
 //!    churn`, one app each) together make N connections the same way (TAS
 //!    closes first: tasd keeps the TIME_WAITs, without rings).
 //!
-//! For each: connections that worked and failed, the time and rate, tasd's
+//! 3. **Concurrent**: C connections (60,000; `--concurrent 0` skips it)
+//!    from Linux clients (`peer connect-hold`, 15,000 per process; the
+//!    Linux namespace's port range widened to 1024-65535) held open at once
+//!    by one TAS app (`peer --tas accept-hold` with tasd's default ring
+//!    sizes: the point is that the default settings hold them), then the
+//!    clients killed (C RSTs).
+//!
+//! For each of 1 and 2: connections that worked and failed, the time and rate, tasd's
 //! resident memory before and after, the region use of the TAS app(s)
 //! (bytes of its shared region in use: rings, header, event rings; for the
 //! server before and after, for the clients at their first and last
@@ -21,7 +28,7 @@
 //! sudo target/release/churn-bench [--n 100000] [--procs 4] [--size 64] [--quick]
 //! ```
 //! (build first: `cargo build --release -p tasd -p tasctl -p tas-system-tests
-//! -p tas-benches --bins`). `--quick`: N = 10,000. The backend is
+//! -p tas-benches --bins`). `--quick`: N = 10,000, C = 20,000. The backend is
 //! `TAS_TEST_NIC` (as in the system tests).
 
 use std::io::{BufRead, BufReader, Write};
@@ -157,6 +164,7 @@ fn main() {
     let per = n.div_ceil(procs);
     let total = (per * procs) as u64;
     let limit = Duration::from_secs(60 + total / 200);
+    let conc: usize = opt(&args, "--concurrent", if quick { 20_000 } else { 60_000 });
 
     let mut tb = Testbed::new("chb", Backend::from_env());
     let mut s = tb.socket.as_os_str().to_owned();
@@ -249,6 +257,8 @@ fn main() {
         time_wait,
     });
 
+    let conc_row = (conc > 0).then(|| concurrent(&mut tb, &path, conc, tasd));
+
     println!(
         "\nconnection churn: {total} connections each way ({procs} client processes, {size}-byte echo each), backend {:?}",
         Backend::from_env()
@@ -284,4 +294,104 @@ fn main() {
     println!(
         "(region: the echo server's before and after for Linux -> TAS; the clients' at the first and last sample for TAS -> Linux. flows / TIME_WAIT: left in tasd 2.5 s after the run, listeners not counted)"
     );
+    if let Some(c) = conc_row {
+        println!("\n{c}");
+    }
+}
+
+/// Part 3: `n` connections held open at once by one TAS app with default
+/// ring sizes; the report as text.
+fn concurrent(tb: &mut Testbed, path: &Path, n: usize, tasd: u32) -> String {
+    const PER: usize = 15_000;
+    let o = tb.run_lnx(
+        Path::new("sysctl"),
+        &["-qw", "net.ipv4.ip_local_port_range=1024 65535"],
+        Duration::from_secs(5),
+    );
+    if !o.status.success() {
+        eprintln!("churn-bench: could not widen the Linux port range");
+    }
+    let rss0 = vm_rss_kib(tasd).unwrap_or(0);
+    let (app, arx) = tb.spawn_tas_lines(
+        &bin("peer"),
+        &["--tas", "accept-hold", "7102", &n.to_string(), "4096", "0"],
+    );
+    let _ = arx.recv_timeout(Duration::from_secs(10));
+    let t = Instant::now();
+    let mut clients = Vec::new();
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(PER);
+        left -= k;
+        clients.push(tb.spawn_lnx_lines(
+            &bin("peer"),
+            &["connect-hold", TAS_IP, "7102", &k.to_string(), "180"],
+        ));
+    }
+    let mut connected = 0u64;
+    for (_, rx) in &clients {
+        let deadline = Instant::now() + Duration::from_secs(200);
+        while Instant::now() < deadline {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(l) if l.starts_with("connected") => {
+                    connected += l
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|x| x.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    break;
+                }
+                Ok(l) if l.starts_with("FAILED") => {
+                    eprintln!("churn-bench: connect-hold: {l}");
+                    break;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                _ => {}
+            }
+        }
+    }
+    let t_conn = t.elapsed().as_secs_f64();
+    // The app's "accepted N" (or its last progress line).
+    let mut accepted = String::from("-");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match arx.recv_timeout(Duration::from_millis(200)) {
+            Ok(l) if l.starts_with("accepted") => {
+                accepted = l.trim_start_matches("accepted ").to_string();
+                break;
+            }
+            Ok(l) if l.starts_with("progress accepted") => {
+                accepted = l.trim_start_matches("progress accepted ").to_string();
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            _ => {}
+        }
+    }
+    let st = ctl(path, "status");
+    let est = st["flows"]["ESTABLISHED"].as_u64().unwrap_or(0);
+    let region = region_used(&st, &[app]);
+    let app_rss = vm_rss_kib(app).unwrap_or(0);
+    let rss1 = vm_rss_kib(tasd).unwrap_or(0);
+    for (pid, _) in &clients {
+        tb.kill(*pid);
+    }
+    let t = Instant::now();
+    let mut gone = None;
+    while t.elapsed() < Duration::from_secs(20) {
+        if ctl(path, "status")["flows_total"] == 1 {
+            gone = Some(t.elapsed().as_secs_f64());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rss2 = vm_rss_kib(tasd).unwrap_or(0);
+    format!(
+        "concurrent: {n} connections from Linux to one TAS app, default tasd settings and ring sizes\n\
+         connected (Linux) {connected} in {t_conn:.1} s; accepted (app) {accepted}; ESTABLISHED in tasd {est}\n\
+         app region in use {} MiB (of --app-mem-mib, 4095 by default; sparse: the app's RSS is {app_rss} KiB)\n\
+         tasd RSS KiB: {rss0} before, {rss1} with them open, {rss2} after\n\
+         clients killed ({n} RSTs): every flow gone from tasd after {}",
+        mib(region),
+        gone.map_or("more than 20 s".to_string(), |s| format!("{s:.2} s")),
+    )
 }

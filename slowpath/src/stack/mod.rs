@@ -496,6 +496,9 @@ pub struct Stack {
     /// Orphaned connections of each exited app (see `conn/close.rs`): its
     /// region must stay mapped until they are gone.
     orphans: HashMap<AppId, u32>,
+    /// Ring bytes promised to each app's half-open connections (sized at
+    /// the SYN, allocated at the final ACK): not free for sizing others.
+    promised: HashMap<AppId, u64>,
     stats: StackStats,
     /// The fast-path lane the frame being handled arrived on: flows
     /// installed while handling it are steered to that lane (`group`),
@@ -537,6 +540,7 @@ impl Stack {
             cookie_key,
             throttled: HashSet::new(),
             orphans: HashMap::new(),
+            promised: HashMap::new(),
             stats: StackStats::default(),
             rx_lane: 0,
             #[cfg(test)]

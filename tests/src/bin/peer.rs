@@ -13,7 +13,8 @@
 //! peer [--tas] connect IP PORT                          prints "connected" or the errno
 //! peer [--tas] echo-trace IP PORT SECS SIZE             one connection, RPCs for SECS s;
 //!                                                       prints "T SENT_NS RTT_NS" per RPC
-//! peer --tas accept-hold PORT N BACKLOG                 accept N connections (4 KiB rings),
+//! peer --tas accept-hold PORT N BACKLOG [RING]          accept N connections (RING-byte rings,
+//!                                                       4096; 0: tasd's default),
 //!                                                       print "accepted N", hold them until
 //!                                                       the peer resets or closes each,
 //!                                                       print "ended N", then idle
@@ -286,6 +287,10 @@ fn run_linux(a: &[String]) {
             for s in l.incoming().take(max) {
                 let Ok(mut s) = s else { continue };
                 let _ = s.set_nodelay(true);
+                // A finished thread keeps its stack until joined: let those
+                // go, or tens of thousands of short connections exhaust
+                // the address space and the next spawn fails.
+                handles.retain(|h: &std::thread::JoinHandle<()>| !h.is_finished());
                 handles.push(std::thread::spawn(move || {
                     let mut buf = [0u8; 65536];
                     loop {
@@ -598,6 +603,7 @@ fn run_tas(a: &[String]) {
             arg(a, 1, "PORT"),
             arg(a, 2, "N"),
             arg(a, 3, "BACKLOG"),
+            a.get(4).and_then(|s| s.parse().ok()).unwrap_or(4096),
         ),
         "echo-trace" => {
             let ip: Ipv4Addr = arg(a, 1, "IP");
@@ -669,13 +675,13 @@ fn echo_trace(s: &mut dyn Stream, secs: f64, size: usize) -> Result<(), String> 
 
 /// `accept-hold`: see the module docs. Progress lines go to stdout as they
 /// happen (flushed), so a test can follow them.
-fn accept_hold(t: &mut tas::Tas, port: u16, n: usize, backlog: u32) -> ! {
+fn accept_hold(t: &mut tas::Tas, port: u16, n: usize, backlog: u32, ring: u32) -> ! {
     let out = |l: String| {
         println!("{l}");
         let _ = std::io::stdout().flush();
     };
     let l = t
-        .listen_with(port, backlog, 4096, 4096, false)
+        .listen_with(port, backlog, ring, ring, false)
         .unwrap_or_else(|e| fail(format!("listen: {e}")));
     out("listening".into());
     let mut conns = Vec::with_capacity(n);

@@ -75,6 +75,7 @@ impl Stack {
             l.half_open += 1;
         }
         self.send_synack(&p.key, &h, ts_now(now), io);
+        self.promise(&h, true);
         self.half_open.insert(p.key, h);
         self.schedule(h.deadline, Timer::HalfOpen(tuple(&p.key)));
     }
@@ -215,6 +216,22 @@ impl Stack {
         true
     }
 
+    /// Notes (`on`) or drops the ring bytes half-open `h` will need
+    /// ([`Stack::ring_sizes`] does not count them as free).
+    pub(super) fn promise(&mut self, h: &HalfOpen, on: bool) {
+        let page = |n: u32| (u64::from(n) + 4095) & !4095;
+        let bytes = page(h.rx_size) + page(h.tx_size);
+        let p = self.promised.entry(h.app).or_default();
+        if on {
+            *p += bytes;
+        } else {
+            *p = p.saturating_sub(bytes);
+            if *p == 0 {
+                self.promised.remove(&h.app);
+            }
+        }
+    }
+
     /// Listener `lid`'s app and the ring sizes a new connection gets now
     /// ([`Stack::ring_sizes`]).
     fn sized_for(&self, lid: u32, io: &impl StackIo) -> (AppId, u32, u32) {
@@ -266,6 +283,7 @@ impl Stack {
 
     pub(super) fn drop_half_open(&mut self, key: &FlowKey) -> Option<HalfOpen> {
         let h = self.half_open.remove(key)?;
+        self.promise(&h, false);
         if let Some(l) = self.listeners.get_mut(&h.listener) {
             l.half_open = l.half_open.saturating_sub(1);
         }
@@ -366,6 +384,7 @@ impl Stack {
                 if let Some(l) = self.listeners.get_mut(&h.listener) {
                     l.half_open += 1;
                 }
+                self.promise(&h, true);
                 self.half_open.insert(key, h);
                 self.schedule(h.deadline, Timer::HalfOpen(tuple(&key)));
             }

@@ -86,6 +86,7 @@ impl Stack {
             .collect();
         for k in keys {
             if let Some(h) = self.half_open.remove(&k) {
+                self.promise(&h, false);
                 let t = tcp::TcpRepr {
                     src_port: k.local_port,
                     dst_port: k.remote_port,

@@ -65,7 +65,8 @@ impl Stack {
     /// The ring sizes a new connection of `app` gets for configured sizes
     /// `rx` and `tx`: those while the app's region keeps room beyond them
     /// for a pair of `ring_floor`-sized rings for every flow the table could
-    /// still take (flows, opens in progress and handshakes counted), else
+    /// still take (flows, opens in progress and handshakes counted; what
+    /// the app's handshakes in progress were promised is not free), else
     /// the floor (never more than configured). So one app can always hold
     /// as many connections as the flow table, and the first thousands of a
     /// region get full rings (docs/design.md, "Ring memory").
@@ -77,7 +78,9 @@ impl Stack {
         let taken = self.table.len() + self.connecting.len() + self.half_open.len();
         let left = self.table.capacity().saturating_sub(taken) as u64;
         let reserve = left * 2 * u64::from(floor);
-        if io.free_bytes(app) >= u64::from(rx) + u64::from(tx) + reserve {
+        let promised = self.promised.get(&app).copied().unwrap_or(0);
+        let free = io.free_bytes(app).saturating_sub(promised);
+        if free >= u64::from(rx) + u64::from(tx) + reserve {
             (rx, tx)
         } else {
             (rx.min(floor), tx.min(floor))

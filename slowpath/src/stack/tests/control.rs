@@ -421,3 +421,40 @@ fn rings_fall_to_the_floor_so_the_table_fills_before_the_region() {
     assert_eq!(n, 15, "pairs of 256 KiB rings in an 8 MiB region");
     assert_eq!(fx.stack.stats().syn_dropped_no_room, 1);
 }
+
+/// Ring sizes are decided at the SYN and allocated at the final ACK: what
+/// handshakes in progress were promised is not free for sizing the next
+/// SYN. 60 SYNs first, then their ACKs: every one is accepted (before,
+/// all 60 were promised full rings and the region ran out at the 16th ACK).
+#[test]
+fn ring_sizes_count_what_handshakes_in_progress_were_promised() {
+    let mut c = host_cfg(A_IP, A_MAC);
+    c.ring_floor = 16 << 10;
+    let mut fx = Fx::with(c);
+    fx.listen(128);
+    let mut synacks = Vec::new();
+    for i in 0..60u16 {
+        let mut s = syn(1000, full_opts(1));
+        s.src_port = 20000 + i;
+        fx.nf(&fx.peer(s, &[]));
+        synacks.push(fx.one_tcp());
+    }
+    let mut sizes = Vec::new();
+    for (i, sa) in synacks.iter().enumerate() {
+        let mut a = ack_seg(
+            1001,
+            sa.t.seq + 1,
+            1000,
+            Some((2, sa.t.options.timestamp.unwrap().0)),
+        );
+        a.src_port = 20000 + i as u16;
+        fx.nf(&fx.peer(a, &[]));
+        let m = fx.one_msg();
+        assert_eq!(m.kind, ctl::ACCEPTED, "connection {i}");
+        sizes.push(m.info.rx_len);
+    }
+    assert_eq!(sizes[0], 256 << 10);
+    assert_eq!(sizes[59], 16 << 10);
+    let st = fx.stack.stats();
+    assert_eq!((st.accept_no_room, st.alloc_failures), (0, 0));
+}
