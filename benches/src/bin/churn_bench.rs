@@ -134,7 +134,9 @@ struct Row {
 }
 
 fn mib(b: Option<u64>) -> String {
-    b.map_or("-".into(), |b| format!("{:.2}", b as f64 / (1 << 20) as f64))
+    b.map_or("-".into(), |b| {
+        format!("{:.2}", b as f64 / (1 << 20) as f64)
+    })
 }
 
 /// Flows other than listeners, and TIME_WAIT entries, in tasd now.
@@ -229,7 +231,14 @@ fn main() {
         .map(|_| {
             tb.spawn_tas_lines(
                 &bin("peer"),
-                &["--tas", "churn", LNX_IP, "7101", &per.to_string(), &size.to_string()],
+                &[
+                    "--tas",
+                    "churn",
+                    LNX_IP,
+                    "7101",
+                    &per.to_string(),
+                    &size.to_string(),
+                ],
             )
         })
         .collect();
@@ -385,13 +394,52 @@ fn concurrent(tb: &mut Testbed, path: &Path, n: usize, tasd: u32) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
     let rss2 = vm_rss_kib(tasd).unwrap_or(0);
+    let left = ctl(path, "status")["flows"].to_string();
+    let stats = ctl(path, "stats");
+    let counters: Vec<String> = [
+        "syn_rx",
+        "accepted",
+        "syncookies_sent",
+        "syncookies_recv",
+        "syncookies_parked",
+        "syncookies_refused",
+        "syncookies_dropped",
+        "accept_overflow",
+        "syn_dropped_backlog",
+        "syn_dropped_no_room",
+        "accept_no_room",
+        "half_open_timeouts",
+        "alloc_failures",
+        "table_full",
+    ]
+    .iter()
+    .map(|k| {
+        let v = &stats["counters"][format!("slowpath.{k}")];
+        format!("{k} {}", v.as_u64().unwrap_or(0))
+    })
+    .chain(
+        stats["counters"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| {
+                (k.contains("drop")
+                    || k.contains("backpressure")
+                    || k.ends_with("syncookies_failed"))
+                    && v.as_u64().unwrap_or(0) > 0
+            })
+            .map(|(k, v)| format!("{k} {v}")),
+    )
+    .collect();
     format!(
         "concurrent: {n} connections from Linux to one TAS app, default tasd settings and ring sizes\n\
          connected (Linux) {connected} in {t_conn:.1} s; accepted (app) {accepted}; ESTABLISHED in tasd {est}\n\
          app region in use {} MiB (of --app-mem-mib, 4095 by default; sparse: the app's RSS is {app_rss} KiB)\n\
          tasd RSS KiB: {rss0} before, {rss1} with them open, {rss2} after\n\
-         clients killed ({n} RSTs): every flow gone from tasd after {}",
+         clients killed ({n} RSTs): every flow gone from tasd after {} (left: {left})\n\
+         counters: {}",
         mib(region),
         gone.map_or("more than 20 s".to_string(), |s| format!("{s:.2} s")),
+        counters.join(", "),
     )
 }

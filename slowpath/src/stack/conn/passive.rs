@@ -368,13 +368,16 @@ impl Stack {
         if lst.pending >= lst.backlog {
             // Linux: drop the ACK, keep SYN_RCVD; the SYN-ACK timer retries.
             self.stats.accept_overflow += 1;
-            if cookie && self.half_open.len() < 2 * self.cfg.max_half_open as usize {
-                // A valid cookie proves the peer completed the handshake:
-                // instead of losing the connection (Linux does: a client
-                // that sends nothing stays ESTABLISHED alone), keep it in
-                // SYN_RCVD from what the cookie carried, beyond the
-                // half-open limit by at most as much again, so the SYN-ACK
-                // timer draws the peer's ACK once the app has made room.
+            // Beyond the half-open limit by at most the flow table's free
+            // slots (each will need one anyway): a HalfOpen is ~100 bytes.
+            let room = self.table.capacity().saturating_sub(self.table.len());
+            if cookie && self.half_open.len() < self.cfg.max_half_open as usize + room {
+                // A valid cookie proves the peer completed the handshake
+                // (it saw our SYN-ACK): instead of losing the connection
+                // (Linux does: a client that sends nothing stays
+                // ESTABLISHED alone), keep it in SYN_RCVD from what the
+                // cookie carried, so the SYN-ACK timer draws the peer's
+                // ACK once the app has made room.
                 self.stats.syncookies_parked += 1;
                 // (`retries` stays 1: no handshake RTT from it.)
                 let h = HalfOpen {

@@ -387,7 +387,7 @@ fn cookie_final_ack_with_the_accept_queue_full_is_dropped() {
 }
 
 /// A valid cookie's final ACK that finds the accept queue full is kept in
-/// SYN_RCVD (beyond the half-open limit, by at most as much again) instead
+/// SYN_RCVD (beyond the half-open limit, by at most the free flow slots) instead
 /// of being lost: the SYN-ACK timer draws the peer's ACK again once the app
 /// has taken its queue. Before, a client that sends nothing first stayed
 /// ESTABLISHED alone (1,251 of 20,000 connections in the system test
