@@ -241,7 +241,16 @@ fn print_status(s: &Status) {
     let apps: Vec<String> = s
         .apps
         .iter()
-        .map(|a| format!("app {} (pid {}, {} flows)", a.id, a.pid, a.flows))
+        .map(|a| {
+            if a.exited {
+                format!(
+                    "app {} (pid {} exited, {} orphaned flows)",
+                    a.id, a.pid, a.flows
+                )
+            } else {
+                format!("app {} (pid {}, {} flows)", a.id, a.pid, a.flows)
+            }
+        })
         .collect();
     println!(
         "apps       {}{}{}",

@@ -5,7 +5,9 @@
 //! `HELLO` with its ABI version and receives `HELLO_OK` with three fds: the
 //! region (a memfd), its own eventfd (we kick it) and the core's eventfd (it
 //! kicks us). When its socket hangs up — exit or crash — everything it had is
-//! reclaimed and its id can be reused.
+//! reclaimed and its id can be reused; if it left orphaned connections
+//! (closed, still delivering data and FIN: see `stack::conn::close`), its
+//! region and id stay [`App::orphaned`] until the last one is done.
 //!
 //! # Attaching never blocks the daemon
 //!
@@ -234,6 +236,10 @@ pub struct App {
     /// listeners or contexts of other processes still use it or its
     /// region.
     pub zombie: bool,
+    /// The app is gone; its region stays (and its id stays taken) only for
+    /// its orphaned connections (see `stack::conn::close`). It no longer
+    /// counts toward the attach limits and its socket is not polled.
+    pub orphaned: bool,
 }
 
 /// A new app's region and eventfd.
@@ -508,7 +514,7 @@ impl Apps {
             }
         }
         let (mut of_pid, mut of_uid) = (0u32, 0u32);
-        for a in self.iter() {
+        for a in self.iter().filter(|a| !a.orphaned) {
             of_pid += u32::from(pid != 0 && a.pid == pid);
             of_uid += u32::from(a.uid == uid);
         }
@@ -597,6 +603,7 @@ impl Apps {
                     throttled: false,
                     mem: alias.unwrap_or(id),
                     zombie: false,
+                    orphaned: false,
                 });
                 self.stats.attached_total += 1;
                 crate::info_limited!(app = id, pid, uid, "app attached");

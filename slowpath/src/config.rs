@@ -90,8 +90,11 @@ pub struct Cli {
     /// Directory of the per-interface lock files.
     #[arg(long, default_value = "/run/tas", value_name = "DIR")]
     pub run_dir: PathBuf,
-    /// Shared memory per app, in MiB (rings of all its connections).
-    #[arg(long, default_value_t = 256)]
+    /// Shared memory per app, in MiB (rings of all its connections). Sparse:
+    /// only what rings touch is memory. The default, the most ring offsets
+    /// in 32 bits allow, holds a flow table's worth of connections (see
+    /// --min-buf-kib).
+    #[arg(long, default_value_t = 4095)]
     pub app_mem_mib: u32,
     /// Default receive ring per connection, in KiB.
     #[arg(long, default_value_t = 256)]
@@ -103,6 +106,12 @@ pub struct Cli {
     /// a kernel TCP socket in tasd's network namespace).
     #[arg(long, value_name = "IP:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Ring size (each way) a new connection falls back to when its app's
+    /// shared memory must keep room for one such pair for every flow the
+    /// table could still take; 0: always the configured size (then an app
+    /// holds only as many connections as its memory has full rings for).
+    #[arg(long, default_value_t = 16)]
+    pub min_buf_kib: u32,
     /// Flow table capacity.
     #[arg(long, default_value_t = 65536)]
     pub max_flows: usize,
@@ -127,6 +136,17 @@ pub struct Cli {
     /// them with SYN cookies (as Linux with net.ipv4.tcp_syncookies=0).
     #[arg(long)]
     pub no_syncookies: bool,
+    /// Most orphaned connections kept, all apps together: connections an
+    /// app closed (or left open) when it exited, still delivering their
+    /// data and FIN (Linux's net.ipv4.tcp_max_orphans); past it, an exiting
+    /// app's connections are reset.
+    #[arg(long, default_value_t = 16384)]
+    pub max_orphans: u32,
+    /// How long a closed connection whose FIN was acknowledged waits for
+    /// the peer's FIN before it is reset (FIN_WAIT_2; Linux's
+    /// net.ipv4.tcp_fin_timeout), in ms.
+    #[arg(long, default_value_t = 60_000)]
+    pub fin_timeout_ms: u64,
     /// EAL arguments for --nic dpdk, e.g. "-l 2 -a 0000:01:00.0"; empty: no
     /// huge pages, --iface attached through net_af_xdp.
     #[arg(
@@ -285,6 +305,7 @@ pub struct Config {
     pub app_mem: u32,
     pub rx_buf: u32,
     pub tx_buf: u32,
+    pub min_buf: u32,
     pub max_flows: usize,
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Shared mode: the kernel owns `ip`; tasd takes only its own TCP.
@@ -297,6 +318,8 @@ pub struct Config {
     pub mtu: u16,
     pub ecn: bool,
     pub syncookies: bool,
+    pub max_orphans: u32,
+    pub fin_timeout_ms: u64,
     pub dpdk_args: Vec<String>,
     pub cc: CcConfig,
     /// Core budget and scaling thresholds.
@@ -493,6 +516,9 @@ impl Config {
         if cli.ack_delay_us > 10_000 {
             return Err("--ack-delay-us must be 0..10000".into());
         }
+        if cli.min_buf_kib != 0 && !(4..=65536).contains(&cli.min_buf_kib) {
+            return Err("--min-buf-kib must be 0 or 4..65536".into());
+        }
         if cli.max_flows == 0 || cli.max_flows > 4 << 20 {
             return Err("--max-flows must be 1..4194304".into());
         }
@@ -517,6 +543,7 @@ impl Config {
             app_mem: cli.app_mem_mib.saturating_mul(1 << 20).min(u32::MAX - 4095),
             rx_buf: cli.rx_buf_kib * 1024,
             tx_buf: cli.tx_buf_kib * 1024,
+            min_buf: cli.min_buf_kib * 1024,
             max_flows: cli.max_flows,
             metrics_addr: cli.metrics_addr,
             shared,
@@ -528,6 +555,8 @@ impl Config {
             mtu: cli.mtu,
             ecn: cli.ecn,
             syncookies: !cli.no_syncookies,
+            max_orphans: cli.max_orphans,
+            fin_timeout_ms: cli.fin_timeout_ms,
             dpdk_args: cli.dpdk_args.split_whitespace().map(String::from).collect(),
             cc,
         })
@@ -545,6 +574,9 @@ impl Config {
             time_wait_ns: self.time_wait_ms * 1_000_000,
             ecn: self.ecn,
             syncookies: self.syncookies,
+            max_orphans: self.max_orphans,
+            ring_floor: self.min_buf,
+            fin_timeout_ns: self.fin_timeout_ms.saturating_mul(1_000_000),
             cc: self.cc.clone(),
             shared_ports: self.shared.then_some(self.port_range),
             ephemeral: if self.shared {

@@ -244,6 +244,15 @@ pub struct AppStatus {
     pub id: u16,
     pub pid: i32,
     pub flows: u64,
+    /// The app has exited; `flows` are its orphans (closed connections
+    /// still delivering their data and FIN), its region stays until they
+    /// are done.
+    #[serde(default)]
+    pub exited: bool,
+    /// Bytes of its region in use: its flows' rings, plus the header and
+    /// the event and command rings.
+    #[serde(default)]
+    pub region_used: u64,
 }
 
 /// `cc show`.

@@ -142,6 +142,9 @@ impl CtlCtx<'_> {
                     id: a.id,
                     pid: a.pid,
                     flows: per_app.get(&a.id).copied().unwrap_or(0),
+                    exited: a.orphaned,
+                    region_used: u64::from(self.apps.region_size)
+                        .saturating_sub(a.alloc.free_bytes()),
                 })
                 .collect(),
             flows,

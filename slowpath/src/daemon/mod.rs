@@ -7,7 +7,9 @@
 //! Each turn of the loop waits, then serves in this order: signals, the
 //! cores' wake-up, new connections to the attach socket and the `HELLO`s
 //! that arrived, exceptions from the lanes, app control messages, hang-ups
-//! and outboxes, app regions the lanes have let go of, the stack's timers
+//! and outboxes, gone apps whose orphaned connections are all done (their
+//! regions stay with the lanes until then), app regions the lanes have let
+//! go of, the stack's timers
 //! (including the congestion-control loop), core scaling, the rates sample,
 //! `tasctl`, the metrics endpoint, and finally the lane commands that had to
 //! wait. The answers to `tasctl` are in the `control` submodule, the metrics
@@ -138,6 +140,12 @@ impl StackIo for Io<'_> {
         if let Some(p) = self.ports.as_deref_mut() {
             p.release(port);
         }
+    }
+    fn free_bytes(&self, app: AppId) -> u64 {
+        // The region the app's rings come from (its own or, after a fork,
+        // the one it shares).
+        let mem = self.apps.mem_of(app);
+        self.apps.get(mem).map_or(0, |a| a.alloc.free_bytes())
     }
 }
 
@@ -635,7 +643,7 @@ impl Daemon {
             pfds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
         for a in self.apps.iter() {
-            if a.zombie || self.pending_removals.iter().any(|r| r.id == a.id) {
+            if a.zombie || a.orphaned || self.pending_removals.iter().any(|r| r.id == a.id) {
                 continue;
             }
             // Requests are read while the app takes our messages; its
@@ -790,11 +798,18 @@ impl Daemon {
             }
             if gone {
                 let (stack, mut io) = self.stack_io();
-                stack.app_gone(now, id, &mut io);
+                let orphans = stack.app_gone(now, id, &mut io);
                 self.stack.set_app_throttled(id, false);
-                if self.stack.references(id) || self.apps.has_aliases(id) {
-                    // Other processes still use its flows or its region.
+                if orphans > 0 || self.stack.references(id) || self.apps.has_aliases(id) {
+                    // Other processes still use its flows or its region, or
+                    // its orphaned connections still deliver their data: the
+                    // lanes keep its region (and run its command ring: what
+                    // it queued before exiting still counts).
                     self.apps.set_zombie(id);
+                    if let Some(a) = self.apps.get_mut(id) {
+                        a.orphaned = orphans > 0;
+                    }
+                    tracing::debug!(app = id, orphans, "app gone; kept for its orphans or sharers");
                 } else {
                     self.pending_removals
                         .push(remove_app(&self.shared, &mut self.cmds, id));
@@ -804,8 +819,9 @@ impl Daemon {
     }
 
     /// Sockets shared across fork: grants whose process exited are
-    /// dropped, and zombie apps nothing uses any more are removed (at most
-    /// every 100 ms).
+    /// dropped, and zombie apps (gone, kept for other processes' use of
+    /// their flows or region, or for their orphaned connections) that
+    /// nothing needs any more are removed (at most every 100 ms).
     fn shares(&mut self, now: u64) {
         if now.saturating_sub(self.last_share_check) < 100_000_000 {
             return;
@@ -820,7 +836,10 @@ impl Daemon {
             if self.pending_removals.iter().any(|r| r.id == id) {
                 continue;
             }
-            if !self.stack.references(id) && !self.apps.has_aliases(id) {
+            if !self.stack.references(id)
+                && !self.apps.has_aliases(id)
+                && self.stack.orphans_of(id) == 0
+            {
                 self.pending_removals
                     .push(remove_app(&self.shared, &mut self.cmds, id));
             }

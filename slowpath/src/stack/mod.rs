@@ -73,6 +73,12 @@
 //! * A FIN_WAIT_2 whose peer never sends its FIN (after `CLOSE`) is reset
 //!   after `fin_timeout_ns`.
 //! * `ABORT`: RST to the peer, flow removed, `RELEASED`.
+//! * The app exits or crashes ([`Stack::app_gone`]): its connections are
+//!   closed as Linux closes an exiting process's sockets (FIN after its
+//!   data, RST if it left received data unread) and live on as orphans
+//!   until their data and FIN are done, bounded by `max_orphans`,
+//!   `orphan_retries` and `fin_timeout_ns` (`conn/close.rs`); its region
+//!   stays until then ([`Stack::orphans_of`]).
 //! * Reset by the peer, retransmission timeout: the flow is removed from the
 //!   table and the app gets `RESET` (`ECONNRESET`, `ETIMEDOUT`). The app
 //!   then sends `CLOSE` (or `ABORT`) and gets `RELEASED`.
@@ -174,6 +180,8 @@ pub trait StackIo {
     fn app_pid(&self, _app: AppId) -> i32 {
         0
     }
+    /// Bytes of ring memory the app's region has free (0: no such app).
+    fn free_bytes(&self, app: AppId) -> u64;
 }
 
 /// Stack configuration. Times are nanoseconds.
@@ -227,6 +235,21 @@ pub struct StackConfig {
     /// (RFC 4987 §3.6; Linux's `net.ipv4.tcp_syncookies=1`). Off: such SYNs
     /// are dropped.
     pub syncookies: bool,
+    /// Most orphaned connections (closed by an app that has exited, still
+    /// delivering their data and FIN), all apps together; past it a gone
+    /// app's connections are reset instead (Linux's `tcp_max_orphans`).
+    pub max_orphans: u32,
+    /// Ring size floor under memory pressure (0: off). A new connection
+    /// gets its configured rings while its app's region keeps room for a
+    /// floor-sized pair for every flow the table could still take; past
+    /// that it gets rings of this size (never more than configured), so
+    /// one app can hold as many connections as the flow table (see
+    /// `conn/resources.rs`, docs/design.md "Ring memory").
+    pub ring_floor: u32,
+    /// Retransmissions (and zero-window probes) without progress before an
+    /// orphaned connection is reset (Linux's `tcp_orphan_retries`, whose
+    /// default 0 means 8).
+    pub orphan_retries: u32,
 }
 
 const MS: u64 = 1_000_000;
@@ -264,6 +287,9 @@ impl Default for StackConfig {
             fin_timeout_ns: 60 * SEC,
             max_half_open: 4096,
             syncookies: true,
+            max_orphans: 16384,
+            ring_floor: 0,
+            orphan_retries: 8,
         }
     }
 }
@@ -341,6 +367,9 @@ pub struct StackStats {
     pub syncookies_failed: u64,
     pub syncookies_refused: u64,
     pub syncookies_dropped: u64,
+    /// Valid cookies whose final ACK found the accept queue full: kept in
+    /// SYN_RCVD (the SYN-ACK timer draws the ACK again) instead of lost.
+    pub syncookies_parked: u64,
     /// RSTs acted on: the connection was reset.
     pub rst_rx: u64,
     /// RSTs for no connection (or a half-open one at the wrong sequence).
@@ -386,6 +415,22 @@ pub struct StackStats {
     pub syn_dropped_no_acceptor: u64,
     pub handed_back: u64,
     pub aborted: u64,
+    /// Connections left by an exited app that went on delivering their
+    /// data and FIN (orphans, as Linux's), and how many are left now (a
+    /// gauge).
+    pub orphaned: u64,
+    pub orphans_now: u64,
+    /// Connections of an exited app reset because `max_orphans` were
+    /// already kept (Linux's `TCPAbortOnMemory`).
+    pub orphans_overflow: u64,
+    /// Connections reset at the app's exit because it left received data
+    /// unread, or reset as orphans because data arrived (Linux's
+    /// `TCPAbortOnClose` and `TCPAbortOnData`).
+    pub abort_on_close: u64,
+    pub abort_on_data: u64,
+    /// Orphans reset after `orphan_retries` retransmissions or
+    /// zero-window probes without progress.
+    pub orphan_timeouts: u64,
     pub reinjected: u64,
     /// Segments for recently closed connections, dropped silently.
     pub late_segments: u64,
@@ -483,6 +528,12 @@ pub struct Stack {
     /// Apps that do not take their control messages: no new connections
     /// are accepted for them.
     throttled: HashSet<AppId>,
+    /// Orphaned connections of each exited app (see `conn/close.rs`): its
+    /// region must stay mapped until they are gone.
+    orphans: HashMap<AppId, u32>,
+    /// Ring bytes promised to each app's half-open connections (sized at
+    /// the SYN, allocated at the final ACK): not free for sizing others.
+    promised: HashMap<AppId, u64>,
     stats: StackStats,
     /// The fast-path lane the frame being handled arrived on: flows
     /// installed while handling it are steered to that lane (`group`),
@@ -524,6 +575,8 @@ impl Stack {
             challenge: (0, CHALLENGE_BURST * SEC),
             cookie_key,
             throttled: HashSet::new(),
+            orphans: HashMap::new(),
+            promised: HashMap::new(),
             stats: StackStats::default(),
             rx_lane: 0,
             #[cfg(test)]
@@ -621,6 +674,7 @@ impl Stack {
     pub fn stats(&self) -> StackStats {
         let mut s = self.stats;
         s.time_wait_now = self.time_wait.len() as u64;
+        s.orphans_now = self.orphans.values().map(|&n| n as u64).sum();
         s.listen_overflows =
             s.syn_dropped_backlog + s.accept_overflow + s.syn_dropped_no_room + s.accept_no_room;
         s

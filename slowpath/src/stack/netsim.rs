@@ -102,6 +102,9 @@ impl StackIo for NetIo {
     fn free(&mut self, _app: AppId, off: u32, len: u32) {
         self.alloc.free(off, len);
     }
+    fn free_bytes(&self, _app: AppId) -> u64 {
+        self.alloc.free_bytes()
+    }
 }
 
 /// One flow as the bulk app sees it.

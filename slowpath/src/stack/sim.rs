@@ -110,6 +110,14 @@ impl StackIo for RecIo {
     fn app_pid(&self, app: AppId) -> i32 {
         self.pids.get(&app).copied().unwrap_or(0)
     }
+    fn free_bytes(&self, app: AppId) -> u64 {
+        match self.regions.get(&app) {
+            Some(r) => r.free.iter().map(|&(_, l)| l as u64).sum(),
+            None if self.oom => 0,
+            // Not touched yet: the whole region less its header page.
+            None => (REGION - 4096) as u64,
+        }
+    }
 }
 
 /// The fast path's output: frames and exceptions.

@@ -5,7 +5,7 @@ use tas_abi::{ctl, CtlMsg};
 use tas_engine::flow::st;
 
 use super::sim::*;
-use super::AppId;
+use super::{AppId, StackConfig};
 
 const SERVER: AppId = 1;
 const CLIENT: AppId = 2;
@@ -329,29 +329,146 @@ fn full_backlog_drops_syns_until_the_app_accepts() {
     assert_eq!(sim.wire.rsts, [0, 0]);
 }
 
+/// The server app writes 200 KB, requests its FIN, closes and exits at
+/// once while the client is not reading (its 32 KiB window is shut): the
+/// connection lives on as an orphan and the client gets every byte and a
+/// clean end of stream; then the orphan goes and its rings with it. Before,
+/// the exit reset the connection with most of the data undelivered.
 #[test]
-fn app_gone_resets_the_peer_and_frees_everything() {
-    let mut sim = Sim::new(8);
-    setup(&mut sim, 200_000, 200_000);
-    sim.hosts[0].app(SERVER).template.fin = FinPolicy::Never;
-    sim.hosts[1].app(CLIENT).template.fin = FinPolicy::Never;
+fn an_exited_apps_closed_connection_delivers_its_data_and_fin() {
+    let b = StackConfig {
+        default_rx_buf: 32 << 10,
+        ..host_cfg(B_IP, B_MAC)
+    };
+    let mut sim = Sim::with(21, host_cfg(A_IP, A_MAC), b, 0);
+    let data = pattern(5, 200_000);
+    sim.hosts[0].apps.insert(
+        SERVER,
+        App::new(FlowApp {
+            tx_data: data.clone(),
+            fin: FinPolicy::AfterSend,
+            ..Default::default()
+        }),
+    );
+    sim.hosts[1].apps.insert(
+        CLIENT,
+        App::new(FlowApp {
+            fin: FinPolicy::AfterEof,
+            close_when_done: true,
+            read_paused_until: 300 * MS,
+            ..Default::default()
+        }),
+    );
     sim.listen(0, SERVER, PORT, 16);
     sim.connect(1, CLIENT, A_IP, PORT);
-    sim.connect(1, CLIENT, A_IP, PORT);
-    assert!(sim.run_until(2000 * MS, |s| s.hosts[0].apps[&SERVER].flows.len() == 2));
-    sim.run_for(5 * MS);
-    // The server app crashes mid-transfer.
+    assert!(sim.run_until(1000 * MS, |s| s.hosts[0].apps[&SERVER]
+        .flows
+        .values()
+        .any(|f| f.fin_requested)));
+    let fid = *sim.hosts[0].app(SERVER).flows.keys().next().unwrap();
+    sim.hosts[0]
+        .app(SERVER)
+        .flows
+        .get_mut(&fid)
+        .unwrap()
+        .close_sent = true;
+    sim.ctl(
+        0,
+        SERVER,
+        CtlMsg {
+            kind: ctl::CLOSE,
+            flow: fid,
+            ..Default::default()
+        },
+    );
+    // It exits at once, with most of the data unacknowledged.
+    assert!(only_flow(&mut sim, 0, SERVER).tx_acked < 100_000);
     sim.hosts[0].apps.remove(&SERVER);
     let now = sim.now;
     let h = &mut sim.hosts[0];
-    h.stack.app_gone(now, SERVER, &mut h.io);
+    assert_eq!(h.stack.app_gone(now, SERVER, &mut h.io), 1);
+    assert!(sim.run_until(10_000 * MS, |s| all_released(s, 1, CLIENT, 1)));
+    let c = only_flow(&mut sim, 1, CLIENT);
+    assert_eq!(c.reset, None);
+    assert!(c.eof, "a clean end of stream");
+    assert!(
+        c.rx_data == data,
+        "every byte, in order ({} of {})",
+        c.rx_data.len(),
+        data.len()
+    );
+    assert_eq!(sim.wire.rsts, [0, 0]);
+    let h = &sim.hosts[0];
+    assert_eq!(h.stack.orphans_of(SERVER), 0);
+    assert_eq!(h.io.used(SERVER), 0, "the orphan's rings are freed");
     assert_eq!(h.table.len(), 0);
+    let st = h.stack.stats();
+    assert_eq!((st.orphaned, st.orphans_now, st.time_wait_now), (1, 0, 1));
+}
+
+/// An app that exits without closing: as Linux's process exit, a
+/// connection with received data left unread is reset, the other closed
+/// with a FIN (and finished as an orphan). Listeners go: a new connection
+/// is refused.
+#[test]
+fn an_exiting_app_resets_unread_connections_and_finishes_the_others() {
+    let mut sim = Sim::new(8);
+    setup(&mut sim, 20_000, 0);
+    sim.hosts[0].app(SERVER).template.fin = FinPolicy::Never;
+    // The server frees nothing it receives (until told otherwise).
+    sim.hosts[0].app(SERVER).template.read_paused_until = u64::MAX;
+    sim.listen(0, SERVER, PORT, 16);
+    sim.connect(1, CLIENT, A_IP, PORT);
+    sim.connect(1, CLIENT, A_IP, PORT);
+    assert!(
+        sim.run_until(2000 * MS, |s| s.hosts[0].apps[&SERVER].flows.len() == 2
+            && s.hosts[0].apps[&SERVER]
+                .flows
+                .values()
+                .all(|f| f.rx_data.len() == 20_000 && f.eof))
+    );
+    // One flow's data is read (freed); the other's is left unread.
+    let ids: Vec<_> = sim.hosts[0].app(SERVER).flows.keys().copied().collect();
+    sim.hosts[0]
+        .app(SERVER)
+        .flows
+        .get_mut(&ids[1])
+        .unwrap()
+        .read_paused_until = 0;
+    sim.run_for(5 * MS);
+    let (p0, p1) = {
+        let fl = &sim.hosts[0].app(SERVER).flows;
+        (fl[&ids[0]].info.remote_port, fl[&ids[1]].info.remote_port)
+    };
+    // The server app crashes.
+    sim.hosts[0].apps.remove(&SERVER);
+    let now = sim.now;
+    let h = &mut sim.hosts[0];
+    assert_eq!(h.stack.app_gone(now, SERVER, &mut h.io), 2);
+    assert!(
+        h.stack.flows().iter().all(|f| f.state != "LISTEN"),
+        "listener dropped"
+    );
+    assert!(sim.run_until(3000 * MS, |s| all_released(s, 1, CLIENT, 2)
+        && s.hosts[0].stack.orphans_of(SERVER) == 0));
+    let by_port = |sim: &mut Sim, p: u16| {
+        sim.hosts[1]
+            .app(CLIENT)
+            .flows
+            .values()
+            .find(|f| f.info.local_port == p)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_port(&mut sim, p0).reset, Some(libc::ECONNRESET));
+    let fin = by_port(&mut sim, p1);
+    assert_eq!((fin.reset, fin.eof), (None, true));
+    let h = &sim.hosts[0];
+    assert_eq!(h.stack.orphans_of(SERVER), 0);
     assert_eq!(h.io.used(SERVER), 0);
-    assert!(h.stack.flows().is_empty(), "listener dropped too");
-    assert!(sim.run_until(1000 * MS, |s| all_released(s, 1, CLIENT, 2)));
-    for f in sim.hosts[1].app(CLIENT).flows.values() {
-        assert_eq!(f.reset, Some(libc::ECONNRESET));
-    }
+    assert_eq!(h.table.len(), 0);
+    let st = h.stack.stats();
+    assert_eq!((st.orphaned, st.abort_on_close), (2, 1));
     assert_eq!(sim.hosts[1].table.len(), 0);
     assert_eq!(sim.hosts[1].io.used(CLIENT), 0);
     // A new connection to the closed port is refused.

@@ -13,7 +13,8 @@
 //! peer [--tas] connect IP PORT                          prints "connected" or the errno
 //! peer [--tas] echo-trace IP PORT SECS SIZE             one connection, RPCs for SECS s;
 //!                                                       prints "T SENT_NS RTT_NS" per RPC
-//! peer --tas accept-hold PORT N BACKLOG                 accept N connections (4 KiB rings),
+//! peer --tas accept-hold PORT N BACKLOG [RING]          accept N connections (RING-byte rings,
+//!                                                       4096; 0: tasd's default),
 //!                                                       print "accepted N", hold them until
 //!                                                       the peer resets or closes each,
 //!                                                       print "ended N", then idle
@@ -21,6 +22,14 @@
 //!                                                       when tasd goes away, print "lost: ERR"
 //!                                                       and listen again (reattaching) until
 //!                                                       a tasd answers
+//! peer recv-slow PORT BYTES SEED US                    like recv, reading 16 KiB per read and
+//!                                                       sleeping US µs after each
+//! peer --tas send-exit IP PORT BYTES SEED               connect, send pattern, close, exit at
+//!                                                       once (prints "closed" first)
+//! peer [--tas] churn IP PORT N SIZE                   N connections one after the other:
+//!                                                       connect, SIZE bytes echoed, close;
+//!                                                       prints "progress K" every N/10 and
+//!                                                       "churn ok K failed F of N" (exit 0)
 //! peer connect-hold IP PORT N SECS                      N non-blocking connects (SO_LINGER 0:
 //!                                                       exiting resets them all), print
 //!                                                       "connected K of N" within SECS, idle
@@ -80,6 +89,28 @@ impl Stream for TasStream<'_> {
     }
     fn shutdown_write(&mut self) -> std::io::Result<()> {
         self.tas.shutdown_write(self.c)
+    }
+}
+
+/// A Linux stream that reads at most 16 KiB at a time and sleeps after
+/// each read (a slow reader).
+struct SlowStream {
+    s: TcpStream,
+    pause: Duration,
+}
+
+impl Stream for SlowStream {
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        Write::write_all(&mut self.s, b)
+    }
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        let k = b.len().min(16 * 1024);
+        let n = Read::read(&mut self.s, &mut b[..k])?;
+        std::thread::sleep(self.pause);
+        Ok(n)
+    }
+    fn shutdown_write(&mut self) -> std::io::Result<()> {
+        self.s.shutdown(std::net::Shutdown::Write)
     }
 }
 
@@ -197,6 +228,47 @@ fn report(rtts: &mut [Duration], size: usize) {
     );
 }
 
+/// One churned connection's exchange: SIZE bytes out, the same back.
+fn churn_once(s: &mut dyn Stream, msg: &[u8], back: &mut [u8]) -> Result<(), String> {
+    s.write_all(msg).map_err(|e| format!("send: {e}"))?;
+    let mut got = 0;
+    while got < back.len() {
+        match s.read(&mut back[got..]) {
+            Ok(0) => return Err("closed early".into()),
+            Ok(n) => got += n,
+            Err(e) => return Err(format!("recv: {e}")),
+        }
+    }
+    if back != msg {
+        return Err("echo differs".into());
+    }
+    Ok(())
+}
+
+/// The churn loop of either stack: `one(i)` makes connection `i`.
+fn churn(n: usize, mut one: impl FnMut(usize) -> Result<(), String>) {
+    let (mut ok, mut failed) = (0usize, 0usize);
+    let mut last_err = String::new();
+    let step = (n / 10).max(1);
+    for i in 0..n {
+        match one(i) {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                failed += 1;
+                last_err = e;
+            }
+        }
+        if (i + 1) % step == 0 {
+            println!("progress {}", i + 1);
+            let _ = std::io::stdout().flush();
+        }
+    }
+    if failed > 0 {
+        eprintln!("peer: churn: last error: {last_err}");
+    }
+    println!("churn ok {ok} failed {failed} of {n}");
+}
+
 fn fail(msg: String) -> ! {
     eprintln!("peer: {msg}");
     println!("FAILED: {msg}");
@@ -215,6 +287,10 @@ fn run_linux(a: &[String]) {
             for s in l.incoming().take(max) {
                 let Ok(mut s) = s else { continue };
                 let _ = s.set_nodelay(true);
+                // A finished thread keeps its stack until joined: let those
+                // go, or tens of thousands of short connections exhaust
+                // the address space and the next spawn fails.
+                handles.retain(|h: &std::thread::JoinHandle<()>| !h.is_finished());
                 handles.push(std::thread::spawn(move || {
                     let mut buf = [0u8; 65536];
                     loop {
@@ -296,6 +372,31 @@ fn run_linux(a: &[String]) {
                 Ok(_) => println!("connected"),
                 Err(e) => println!("error {}", e.raw_os_error().unwrap_or(0)),
             }
+        }
+        "recv-slow" => {
+            let l = TcpListener::bind(("0.0.0.0", arg::<u16>(a, 1, "PORT")))
+                .unwrap_or_else(|e| fail(format!("bind: {e}")));
+            println!("listening");
+            let (s, _) = l.accept().unwrap_or_else(|e| fail(format!("accept: {e}")));
+            let mut s = SlowStream {
+                s,
+                pause: Duration::from_micros(arg(a, 4, "US")),
+            };
+            recv_pattern(&mut s, arg(a, 2, "BYTES"), arg(a, 3, "SEED")).unwrap_or_else(|e| fail(e));
+            println!("received ok");
+        }
+        "churn" => {
+            let ip: Ipv4Addr = arg(a, 1, "IP");
+            let port: u16 = arg(a, 2, "PORT");
+            let size: usize = arg(a, 4, "SIZE");
+            let msg: Vec<u8> = (0..size).map(|j| (j * 7) as u8).collect();
+            let mut back = vec![0u8; size];
+            churn(arg(a, 3, "N"), |_| {
+                let mut s = TcpStream::connect(SocketAddrV4::new(ip, port))
+                    .map_err(|e| format!("connect: {e}"))?;
+                s.set_nodelay(true).ok();
+                churn_once(&mut s, &msg, &mut back)
+            });
         }
         "connect-hold" => connect_hold(
             arg(a, 1, "IP"),
@@ -439,6 +540,35 @@ fn run_tas(a: &[String]) {
             let _ = t.close(c);
             let _ = t.wait(Some(Duration::from_millis(20)));
         }
+        "churn" => {
+            let ip: Ipv4Addr = arg(a, 1, "IP");
+            let port: u16 = arg(a, 2, "PORT");
+            let size: usize = arg(a, 4, "SIZE");
+            let msg: Vec<u8> = (0..size).map(|j| (j * 7) as u8).collect();
+            let mut back = vec![0u8; size];
+            churn(arg(a, 3, "N"), |_| {
+                let c = t.connect(ip, port).map_err(|e| format!("connect: {e}"))?;
+                let r = churn_once(&mut TasStream { tas: &mut t, c }, &msg, &mut back);
+                let _ = t.close(c);
+                r
+            });
+            let _ = t.wait(Some(Duration::from_millis(20)));
+        }
+        "send-exit" => {
+            let ip: Ipv4Addr = arg(a, 1, "IP");
+            let c = t
+                .connect(ip, arg(a, 2, "PORT"))
+                .unwrap_or_else(|e| fail(format!("connect: {e}")));
+            let mut s = TasStream { tas: &mut t, c };
+            send_pattern(&mut s, arg(a, 3, "BYTES"), arg(a, 4, "SEED"))
+                .unwrap_or_else(|e| fail(format!("send: {e}")));
+            t.close(c).unwrap_or_else(|e| fail(format!("close: {e}")));
+            println!("closed");
+            let _ = std::io::stdout().flush();
+            // Gone at once: what is still unsent or unacknowledged, and
+            // the FIN, are tasd's to deliver (an orphan, as on Linux).
+            exit(0);
+        }
         "recv" | "serve-send" => {
             let l = t
                 .listen(arg(a, 1, "PORT"), 16)
@@ -473,6 +603,7 @@ fn run_tas(a: &[String]) {
             arg(a, 1, "PORT"),
             arg(a, 2, "N"),
             arg(a, 3, "BACKLOG"),
+            a.get(4).and_then(|s| s.parse().ok()).unwrap_or(4096),
         ),
         "echo-trace" => {
             let ip: Ipv4Addr = arg(a, 1, "IP");
@@ -544,13 +675,13 @@ fn echo_trace(s: &mut dyn Stream, secs: f64, size: usize) -> Result<(), String> 
 
 /// `accept-hold`: see the module docs. Progress lines go to stdout as they
 /// happen (flushed), so a test can follow them.
-fn accept_hold(t: &mut tas::Tas, port: u16, n: usize, backlog: u32) -> ! {
+fn accept_hold(t: &mut tas::Tas, port: u16, n: usize, backlog: u32, ring: u32) -> ! {
     let out = |l: String| {
         println!("{l}");
         let _ = std::io::stdout().flush();
     };
     let l = t
-        .listen_with(port, backlog, 4096, 4096, false)
+        .listen_with(port, backlog, ring, ring, false)
         .unwrap_or_else(|e| fail(format!("listen: {e}")));
     out("listening".into());
     let mut conns = Vec::with_capacity(n);

@@ -88,7 +88,27 @@ impl Stack {
             self.table.remove(id);
         }
         Self::free_rings(c.app, c.rx, c.tx, io);
-        Self::send_app(io, c.app, ctl::RELEASED, id, &c, 0);
+        if c.orphan {
+            self.orphan_done(c.app);
+        } else {
+            Self::send_app(io, c.app, ctl::RELEASED, id, &c, 0);
+        }
+    }
+
+    /// One orphan of `app` is gone.
+    fn orphan_done(&mut self, app: AppId) {
+        if let Some(n) = self.orphans.get_mut(&app) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.orphans.remove(&app);
+            }
+        }
+    }
+
+    /// Orphaned connections left of app `app` (gone): its region must stay
+    /// mapped while this is not 0.
+    pub fn orphans_of(&self, app: AppId) -> u32 {
+        self.orphans.get(&app).copied().unwrap_or(0)
     }
 
     /// Both FINs are done and we closed second: no TIME_WAIT. Late
@@ -151,13 +171,116 @@ impl Stack {
         }
     }
 
-    /// App `app` exited or crashed: RST its connections toward their peers,
-    /// remove them, drop its listeners (resetting their half-open
-    /// connections) and free its ring memory. No message goes to the app.
-    pub fn app_gone(&mut self, now: u64, app: AppId, io: &mut impl StackIo) {
+    /// App `app` exited or crashed: it stops holding the flows and
+    /// listeners it shared with other processes (those live on with them);
+    /// its other listeners and opens in progress go (half-open connections
+    /// reset), and its other connections are closed as
+    /// Linux closes an exiting process's sockets, living on as orphans
+    /// until their data and FIN are done (see the module doc). Returns how
+    /// many orphans it left: its region must stay mapped until
+    /// [`Stack::orphans_of`] is 0. No message goes to the app.
+    pub fn app_gone(&mut self, now: u64, app: AppId, io: &mut impl StackIo) -> u32 {
         // Shared flows and listeners lose this holder only (share.rs).
         self.shares_app_gone(app, io);
-        self.teardown(now, Some(app), io);
+        self.drop_opens(Some(app), io);
+        let mut ids: Vec<FlowId> = self
+            .conns
+            .iter()
+            .filter(|(id, c)| c.app == app && !self.kept_for_others(**id, app))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        let mut total: u32 = self.orphans.values().sum();
+        for id in ids {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            match c.phase {
+                Phase::Open if total >= self.cfg.max_orphans => {
+                    self.stats.orphans_overflow += 1;
+                    if let Some(c) = self.conns.remove(&id) {
+                        self.abort_removed(now, id, c, io);
+                    }
+                }
+                Phase::Open => {
+                    total += 1;
+                    self.make_orphan(now, id);
+                }
+                Phase::Done if c.time_wait => {
+                    // Both FINs done, we closed first: the close moves it
+                    // to TIME_WAIT as `CLOSE` would.
+                    c.app_closed = true;
+                    c.orphan = true;
+                    *self.orphans.entry(app).or_default() += 1;
+                    self.start_time_wait(now, id, io);
+                }
+                Phase::Done | Phase::Dead => {
+                    if let Some(c) = self.conns.remove(&id) {
+                        if c.phase == Phase::Done || c.placeholder {
+                            self.table.remove(id);
+                        }
+                        Self::free_rings(c.app, c.rx, c.tx, io);
+                    }
+                }
+            }
+        }
+        self.orphans_of(app)
+    }
+
+    /// Installed flow `id` of an app that is gone becomes an orphan.
+    fn make_orphan(&mut self, now: u64, id: FlowId) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.orphan = true;
+        if !c.app_closed {
+            c.app_closed = true;
+            c.closed_at = now;
+            c.exit_close = true;
+        }
+        let (app, key) = (c.app, c.key);
+        // Inspected when the close grace ends (or earlier if due).
+        let at = c
+            .next_check
+            .min(c.closed_at.saturating_add(super::timers::CLOSE_FIN_GRACE))
+            .max(now + 1);
+        *self.orphans.entry(app).or_default() += 1;
+        self.stats.orphaned += 1;
+        if let Some(mut g) = self.table.lock(id) {
+            if g.key() == key {
+                // No notifications for an app that is gone (the fast path
+                // drops those for an unknown context); `mem` stays, the
+                // rings are still in the app's region.
+                g.context = RESERVED_APP;
+            }
+        }
+        self.schedule_check(id, at);
+    }
+
+    /// RST toward the peer of removed connection `c` (if installed), out of
+    /// the table, rings freed.
+    fn abort_removed(&mut self, now: u64, id: FlowId, c: Conn, io: &mut impl StackIo) {
+        match c.phase {
+            Phase::Open => {
+                if let Some(f) = self.snapshot(id, &c.key) {
+                    self.stats.aborted += 1;
+                    self.send_flow_rst(now, &f, io);
+                }
+                self.table.remove(id);
+            }
+            Phase::Done => {
+                self.table.remove(id);
+            }
+            Phase::Dead => {
+                if c.placeholder {
+                    self.table.remove(id);
+                }
+            }
+        }
+        Self::free_rings(c.app, c.rx, c.tx, io);
+        if c.orphan {
+            self.orphan_done(c.app);
+        }
     }
 
     /// The daemon is stopping: every live flow is reset toward its peer and
@@ -167,10 +290,25 @@ impl Stack {
     }
 
     fn teardown(&mut self, now: u64, app: Option<AppId>, io: &mut impl StackIo) {
-        let mine = |a: AppId| match app {
-            None => true,
-            Some(x) => x == a,
-        };
+        self.drop_opens(app, io);
+        let mut ids: Vec<FlowId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| app.is_none() || app == Some(c.app))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(c) = self.conns.remove(&id) {
+                self.abort_removed(now, id, c, io);
+            }
+        }
+    }
+
+    /// Listeners (resetting their half-open connections) and active opens
+    /// in progress of `app` (all: None) go.
+    fn drop_opens(&mut self, app: Option<AppId>, io: &mut impl StackIo) {
+        let mine = |a: AppId| app.is_none() || app == Some(a);
         let lids: Vec<u32> = self
             .listeners
             .iter()
@@ -190,36 +328,6 @@ impl Stack {
             if let Some(c) = self.connecting.remove(&k) {
                 Self::free_rings(c.app, c.rx, c.tx, io);
             }
-        }
-        let mut ids: Vec<FlowId> = self
-            .conns
-            .iter()
-            .filter(|(id, c)| mine(c.app) && !app.is_some_and(|a| self.kept_for_others(**id, a)))
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort_unstable();
-        for id in ids {
-            let Some(c) = self.conns.remove(&id) else {
-                continue;
-            };
-            match c.phase {
-                Phase::Open => {
-                    if let Some(f) = self.snapshot(id, &c.key) {
-                        self.stats.aborted += 1;
-                        self.send_flow_rst(now, &f, io);
-                    }
-                    self.table.remove(id);
-                }
-                Phase::Done => {
-                    self.table.remove(id);
-                }
-                Phase::Dead => {
-                    if c.placeholder {
-                        self.table.remove(id);
-                    }
-                }
-            }
-            Self::free_rings(c.app, c.rx, c.tx, io);
         }
     }
 }

@@ -157,6 +157,14 @@ pub(super) struct Conn {
     pub(super) phase: Phase,
     placeholder: bool,
     app_closed: bool,
+    /// The app has exited: the connection lives on as an orphan until its
+    /// data and FIN are done (counted in `Stack::orphans`; nothing is sent
+    /// to the app).
+    orphan: bool,
+    /// Closed by the app's exit rather than by its `CLOSE`: reset instead
+    /// of FIN if it left received data unread (decided once the app's last
+    /// commands are in, see `timers`).
+    exit_close: bool,
     closed_at: u64,
     fin_rx: bool,
     fin_acked: bool,

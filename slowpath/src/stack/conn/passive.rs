@@ -12,7 +12,7 @@ use tas_engine::seq;
 use tas_engine::wire::tcp;
 
 use super::{cookie, flow_info, wscale_for, HalfOpen, Parsed, PeerOpts};
-use crate::stack::{tuple, FpCmd, Stack, StackIo, Timer};
+use crate::stack::{tuple, AppId, FpCmd, Stack, StackIo, Timer};
 
 impl Stack {
     pub(super) fn listen_syn(&mut self, now: u64, p: &Parsed<'_>, io: &mut impl StackIo) {
@@ -53,7 +53,7 @@ impl Stack {
         // is dropped as a listen overflow (the peer retries), never answered
         // with a handshake we could not complete (issue: connect() succeeded,
         // then the first read got ECONNRESET).
-        let (app, rx_size, tx_size) = (lst.app, lst.rx_size, lst.tx_size);
+        let (app, rx_size, tx_size) = self.sized_for(lid, io);
         if !self.room_for(app, rx_size, tx_size, io) {
             self.stats.syn_dropped_no_room += 1;
             return;
@@ -68,9 +68,11 @@ impl Stack {
             iss: self.isn(&p.key, now),
             peer: PeerOpts::from_options(&opts, ecn),
             mac: p.mac,
+            // The scale for the configured size: the same whatever size
+            // the rings get (a cookie's ACK recomputes it).
             our_ws: wscale_for(lst.rx_size),
-            rx_size: lst.rx_size,
-            tx_size: lst.tx_size,
+            rx_size,
+            tx_size,
             first_sent: now,
             retries: 0,
             deadline: now.saturating_add(self.cfg.syn_rto_ns.max(1)),
@@ -80,6 +82,7 @@ impl Stack {
         }
         self.rotate_acceptor(lid);
         self.send_synack(&p.key, &h, ts_now(now), io);
+        self.promise(&h, true);
         self.half_open.insert(p.key, h);
         self.schedule(h.deadline, Timer::HalfOpen(tuple(&p.key)));
     }
@@ -99,11 +102,12 @@ impl Stack {
         let Some(lst) = self.listeners.get(&lid) else {
             return;
         };
-        let (app, rx_size, tx_size) = (lst.app, lst.rx_size, lst.tx_size);
+        let ws_size = lst.rx_size;
         if !self.cfg.syncookies {
             self.stats.syn_dropped_overflow += 1;
             return;
         }
+        let (app, rx_size, tx_size) = self.sized_for(lid, io);
         // No cookie for a connection that could not be made: its final ACK
         // would only be dropped.
         if !self.room_for(app, rx_size, tx_size, io) {
@@ -134,8 +138,13 @@ impl Stack {
             iss,
             peer,
             mac: p.mac,
-            our_ws: wscale_for(rx_size),
-            rx_size,
+            our_ws: wscale_for(ws_size),
+            // The SYN-ACK's window: the rings are sized again at the final
+            // ACK, possibly down to the floor; never announce more.
+            rx_size: match self.cfg.ring_floor {
+                0 => rx_size,
+                f => rx_size.min(f),
+            },
             tx_size,
             first_sent: now,
             retries: 0,
@@ -174,7 +183,8 @@ impl Stack {
         if now >= lst.cookies_until {
             return false;
         }
-        let (app, rx_size, tx_size) = (lst.app, lst.rx_size, lst.tx_size);
+        let ws_size = lst.rx_size;
+        let (app, rx_size, tx_size) = self.sized_for(lid, io);
         let irs = p.seg.seq().wrapping_sub(1);
         let iss = p.seg.ack().wrapping_sub(1);
         let ts = p.seg.timestamp();
@@ -201,7 +211,7 @@ impl Stack {
                 ecn: ecn && self.cfg.ecn,
             },
             mac: p.mac,
-            our_ws: wscale_for(rx_size),
+            our_ws: wscale_for(ws_size),
             rx_size,
             tx_size,
             first_sent: now,
@@ -211,6 +221,32 @@ impl Stack {
         };
         self.complete_passive(now, p, &h, frame, true, io);
         true
+    }
+
+    /// Notes (`on`) or drops the ring bytes half-open `h` will need
+    /// ([`Stack::ring_sizes`] does not count them as free).
+    pub(super) fn promise(&mut self, h: &HalfOpen, on: bool) {
+        let page = |n: u32| (u64::from(n) + 4095) & !4095;
+        let bytes = page(h.rx_size) + page(h.tx_size);
+        let p = self.promised.entry(h.app).or_default();
+        if on {
+            *p += bytes;
+        } else {
+            *p = p.saturating_sub(bytes);
+            if *p == 0 {
+                self.promised.remove(&h.app);
+            }
+        }
+    }
+
+    /// Listener `lid`'s app and the ring sizes a new connection gets now
+    /// ([`Stack::ring_sizes`]).
+    fn sized_for(&self, lid: u32, io: &impl StackIo) -> (AppId, u32, u32) {
+        let Some(l) = self.listeners.get(&lid) else {
+            return (0, 0, 0);
+        };
+        let (rx, tx) = self.ring_sizes(l.app, l.rx_size, l.tx_size, io);
+        (l.app, rx, tx)
     }
 
     /// The listener a connection of `key` belongs to (with `F_REUSEPORT`,
@@ -254,6 +290,7 @@ impl Stack {
 
     pub(super) fn drop_half_open(&mut self, key: &FlowKey) -> Option<HalfOpen> {
         let h = self.half_open.remove(key)?;
+        self.promise(&h, false);
         if let Some(l) = self.listeners.get_mut(&h.listener) {
             l.half_open = l.half_open.saturating_sub(1);
         }
@@ -316,8 +353,10 @@ impl Stack {
     /// For a SYN cookie's (`cookie`), no room for the connection (app memory,
     /// flow table) means the ACK is dropped: the client thinks it is
     /// connected and sends again, and the cookie is still good then. Linux
-    /// drops it the same way when the accept queue is full; an accepted
-    /// connection that is reset at once would be worse.
+    /// drops it the same way; an accepted connection that is reset at once
+    /// would be worse. A cookie's ACK that finds the accept queue full is
+    /// kept in SYN_RCVD instead (bounded), so a client that sends nothing
+    /// first is not left alone in ESTABLISHED.
     fn complete_passive(
         &mut self,
         now: u64,
@@ -334,9 +373,31 @@ impl Stack {
             return;
         };
         if lst.pending >= lst.backlog {
-            // Linux: drop the ACK, keep SYN_RCVD; the SYN-ACK timer retries
-            // (after a cookie: the client's retransmission).
+            // Linux: drop the ACK, keep SYN_RCVD; the SYN-ACK timer retries.
             self.stats.accept_overflow += 1;
+            // Beyond the half-open limit by at most the flow table's free
+            // slots (each will need one anyway): a HalfOpen is ~100 bytes.
+            let room = self.table.capacity().saturating_sub(self.table.len());
+            if cookie && self.half_open.len() < self.cfg.max_half_open as usize + room {
+                // A valid cookie proves the peer completed the handshake
+                // (it saw our SYN-ACK): instead of losing the connection
+                // (Linux does: a client that sends nothing stays
+                // ESTABLISHED alone), keep it in SYN_RCVD from what the
+                // cookie carried, so the SYN-ACK timer draws the peer's
+                // ACK once the app has made room.
+                self.stats.syncookies_parked += 1;
+                // (`retries` stays 1: no handshake RTT from it.)
+                let h = HalfOpen {
+                    deadline: now.saturating_add(self.cfg.syn_rto_ns.max(1)),
+                    ..*h
+                };
+                if let Some(l) = self.listeners.get_mut(&h.listener) {
+                    l.half_open += 1;
+                }
+                self.promise(&h, true);
+                self.half_open.insert(key, h);
+                self.schedule(h.deadline, Timer::HalfOpen(tuple(&key)));
+            }
             return;
         }
         let Some((rx, tx)) = self.alloc_rings(h.app, h.rx_size, h.tx_size, io) else {

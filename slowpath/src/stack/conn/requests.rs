@@ -95,6 +95,7 @@ impl Stack {
             .collect();
         for k in keys {
             if let Some(h) = self.half_open.remove(&k) {
+                self.promise(&h, false);
                 let t = tcp::TcpRepr {
                     src_port: k.local_port,
                     dst_port: k.remote_port,
@@ -205,6 +206,8 @@ impl Stack {
             self.stats.connect_no_room += 1;
             return self.reply_err(io, app, msg, libc::ENOBUFS);
         }
+        let ws_len = rx_len;
+        let (rx_len, tx_len) = self.ring_sizes(app, rx_len, tx_len, io);
         let Some((rx, tx)) = self.alloc_rings(app, rx_len, tx_len, io) else {
             return self.reply_err(io, app, msg, libc::ENOMEM);
         };
@@ -221,7 +224,7 @@ impl Stack {
                 ConnectPhase::Arp
             },
             iss: self.isn(&key, now),
-            our_ws: wscale_for(rx_len),
+            our_ws: wscale_for(ws_len),
             retries: 0,
             deadline: now.saturating_add(self.cfg.syn_rto_ns.max(1)),
             first_sent: now,

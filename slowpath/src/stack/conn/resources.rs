@@ -62,6 +62,31 @@ impl Stack {
         None
     }
 
+    /// The ring sizes a new connection of `app` gets for configured sizes
+    /// `rx` and `tx`: those while the app's region keeps room beyond them
+    /// for a pair of `ring_floor`-sized rings for every flow the table could
+    /// still take (flows, opens in progress and handshakes counted; what
+    /// the app's handshakes in progress were promised is not free), else
+    /// the floor (never more than configured). So one app can always hold
+    /// as many connections as the flow table, and the first thousands of a
+    /// region get full rings (docs/design.md, "Ring memory").
+    pub(super) fn ring_sizes(&self, app: AppId, rx: u32, tx: u32, io: &impl StackIo) -> (u32, u32) {
+        let floor = self.cfg.ring_floor;
+        if floor == 0 {
+            return (rx, tx);
+        }
+        let taken = self.table.len() + self.connecting.len() + self.half_open.len();
+        let left = self.table.capacity().saturating_sub(taken) as u64;
+        let reserve = left * 2 * u64::from(floor);
+        let promised = self.promised.get(&app).copied().unwrap_or(0);
+        let free = io.free_bytes(app).saturating_sub(promised);
+        if free >= u64::from(rx) + u64::from(tx) + reserve {
+            (rx, tx)
+        } else {
+            (rx.min(floor), tx.min(floor))
+        }
+    }
+
     pub(super) fn alloc_rings(
         &mut self,
         app: AppId,
@@ -137,6 +162,8 @@ impl Stack {
             phase: Phase::Open,
             placeholder: false,
             app_closed: false,
+            orphan: false,
+            exit_close: false,
             closed_at: 0,
             fin_rx: false,
             fin_acked: false,

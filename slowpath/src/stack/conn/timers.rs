@@ -11,7 +11,9 @@ use super::{Conn, ConnectPhase, Phase};
 use crate::stack::{tuple, FpCmd, Stack, StackIo, Timer, MS};
 
 /// After CLOSE without the app's FIN request, how long before we request it.
-const CLOSE_FIN_GRACE: u64 = 500 * MS;
+/// Also how long after an app's exit its connections' fate (FIN or RST,
+/// see `close`) is decided.
+pub(super) const CLOSE_FIN_GRACE: u64 = 500 * MS;
 
 /// Added to 2·SRTT for the probe timeout: Linux's `TCP_TIMEOUT_MIN` (2
 /// jiffies at HZ=1000), room for the peer's ACK and for our inspection.
@@ -152,11 +154,30 @@ impl Stack {
         let base = self.rto_base(c, f.rtt_est);
         let rto = self.backed_off(base, c.backoff);
         let persist = self.backed_off(base, c.persist_backoff);
-        let (data_retries, fin_timeout) = (self.cfg.data_retries, self.cfg.fin_timeout_ns);
+        let (mut data_retries, fin_timeout) = (self.cfg.data_retries, self.cfg.fin_timeout_ns);
+        let orphan_retries = self.cfg.orphan_retries;
         let tlp = self.cfg.tlp;
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
+        if c.orphan {
+            data_retries = data_retries.min(orphan_retries);
+            // An orphan with received data nobody will read: left unread
+            // when the app exited (Linux resets at close: RFC 2525 §2.17),
+            // or arrived after it (Linux's TCPAbortOnData). Decided after
+            // the grace, so the app's last reads have reached the fast path.
+            if now.saturating_sub(c.closed_at) >= CLOSE_FIN_GRACE && f.rx_avail < f.rx_len {
+                if c.exit_close {
+                    self.stats.abort_on_close += 1;
+                } else {
+                    self.stats.abort_on_data += 1;
+                }
+                self.stats.aborted += 1;
+                self.send_flow_rst(now, &f, io);
+                self.tcp_gone(id, None, io);
+                return;
+            }
+        }
         let una = f.snd_una();
         let progressed = una != c.last_una;
         if progressed {
@@ -219,6 +240,9 @@ impl Stack {
             } else if now.saturating_sub(c.una_since) >= rto {
                 if c.retries >= data_retries {
                     self.stats.data_timeouts += 1;
+                    if c.orphan {
+                        self.stats.orphan_timeouts += 1;
+                    }
                     self.send_flow_rst(now, &f, io);
                     self.tcp_gone(id, Some(libc::ETIMEDOUT), io);
                     return;
@@ -245,6 +269,14 @@ impl Stack {
                     c.zw_since = now;
                     c.persist_backoff = 0;
                 } else if now.saturating_sub(c.zw_since) >= persist {
+                    if c.orphan && c.persist_backoff >= orphan_retries {
+                        // Linux's tcp_probe_timer: an orphan whose peer
+                        // keeps its window shut is given up.
+                        self.stats.orphan_timeouts += 1;
+                        self.send_flow_rst(now, &f, io);
+                        self.tcp_gone(id, None, io);
+                        return;
+                    }
                     c.persist_backoff += 1;
                     c.zw_since = now;
                     self.stats.persist_probes += 1;

@@ -216,17 +216,116 @@ fn unlisten_resets_half_open_and_app_gone_cleans_up() {
         (tcp::RST | tcp::ACK, sa.t.seq + 1, 5001, PEER_PORT + 1)
     );
     assert_eq!(fx.one_msg().err, 0);
-    // The accepted flow is unaffected; app_gone resets it.
+    // The accepted flow is unaffected by UNLISTEN. It becomes an orphan
+    // when the app goes (no RST, no message, still installed).
     assert_eq!(fx.table.len(), 1);
     let now = fx.now;
-    fx.stack.app_gone(now, APP, &mut fx.io);
-    let r = fx.one_tcp();
-    assert_eq!(r.t.flags, tcp::RST | tcp::ACK);
+    assert_eq!(fx.stack.app_gone(now, APP, &mut fx.io), 1);
+    assert!(fx.frames().is_empty(), "no RST at the exit itself");
     assert!(fx.msgs().is_empty(), "nothing is sent to a gone app");
+    assert_eq!(fx.table.len(), 1);
+    assert_eq!(fx.state(id).context, crate::stack::RESERVED_APP);
+    assert_eq!(fx.state(id).mem, APP, "its rings stay in the app's region");
+    assert_eq!(fx.stack.orphans_of(APP), 1);
+    assert_eq!(fx.stack.stats().orphans_now, 1);
+}
+
+/// An app's exit closes its connections as Linux's process exit does: FIN
+/// (requested once the app's last commands are in) when nothing was left
+/// unread, and the orphan lives until its FIN is done; bounded by
+/// `orphan_retries`. Before, every connection was reset at the exit.
+#[test]
+fn exit_closes_with_fin_and_orphans_are_bounded_by_retries() {
+    let mut fx = Fx::new();
+    fx.listen(16);
+    let (id, ..) = fx.accept_one(1000);
+    fx.msgs();
+    let now = fx.now;
+    assert_eq!(fx.stack.app_gone(now, APP, &mut fx.io), 1);
+    assert!(fx.frames().is_empty());
+    fx.cmds();
+    // The grace for the app's last commands: no FIN request yet.
+    fx.at(now + 400 * MS);
+    assert_eq!(fx.state(id).st & st::TX_FIN_REQ, 0);
+    fx.at(now + 600 * MS);
+    assert_ne!(fx.state(id).st & st::TX_FIN_REQ, 0, "FIN requested");
+    assert!(fx.cmds().contains(&FpCmd::Kick(id)));
+    assert!(fx.frames().is_empty(), "no RST: nothing was unread");
+    // The FIN goes out (the fast path's doing) and is never acknowledged:
+    // after orphan_retries timeouts the orphan is reset and its rings go.
+    fx.set(id, |f| {
+        f.st |= st::TX_FIN_SENT;
+        f.tx_sent = 1;
+        f.tx_next_seq = f.tx_next_seq.wrapping_add(1);
+    });
+    let mut t = now + 600 * MS;
+    let mut retransmits = 0;
+    let mut rst = None;
+    while t < now + 600_000 * MS && rst.is_none() {
+        t += 10 * MS;
+        fx.at(t);
+        retransmits += fx
+            .cmds()
+            .iter()
+            .filter(|c| matches!(c, FpCmd::Retransmit(_)))
+            .count();
+        rst = fx
+            .frames()
+            .iter()
+            .map(|f| parse_out(f))
+            .find(|o| o.t.flags & tcp::RST != 0);
+    }
+    assert!(rst.is_some(), "the orphan was given up");
+    assert_eq!(retransmits, 8, "Linux's tcp_orphan_retries default (8)");
+    // Within the backoff of 8 retries (~51 s), far below data_retries' 12.
+    assert!(
+        t - now < 120_000 * MS,
+        "gave up after {} ms",
+        (t - now) / MS
+    );
+    let s = fx.stack.stats();
+    assert_eq!((s.orphaned, s.orphan_timeouts, s.orphans_now), (1, 1, 0));
+    assert_eq!(fx.stack.orphans_of(APP), 0);
     assert!(fx.table.is_empty());
     assert_eq!(fx.io.used(APP), 0);
-    assert!(fx.stack.flows().is_empty());
-    let _ = id;
+    assert!(fx.msgs().is_empty(), "nothing is sent to a gone app");
+}
+
+/// Past `max_orphans` an exiting app's connections are reset at once
+/// (Linux's `tcp_max_orphans`); with received data left unread they are
+/// reset after the grace (RFC 2525 §2.17).
+#[test]
+fn exit_resets_past_max_orphans_or_with_unread_data() {
+    let mut fx = Fx::with(StackConfig {
+        max_orphans: 0,
+        ..host_cfg(A_IP, A_MAC)
+    });
+    fx.listen(16);
+    fx.accept_one(1000);
+    fx.msgs();
+    let now = fx.now;
+    assert_eq!(fx.stack.app_gone(now, APP, &mut fx.io), 0);
+    assert_eq!(fx.one_tcp().t.flags, tcp::RST | tcp::ACK);
+    assert!(fx.table.is_empty());
+    assert_eq!(fx.io.used(APP), 0);
+    assert_eq!(fx.stack.stats().orphans_overflow, 1);
+
+    let mut fx = Fx::new();
+    fx.listen(16);
+    let (id, ..) = fx.accept_one(1000);
+    fx.msgs();
+    // 100 bytes arrived that the app never read.
+    fx.set(id, |f| f.rx_avail -= 100);
+    let now = fx.now;
+    assert_eq!(fx.stack.app_gone(now, APP, &mut fx.io), 1);
+    assert!(fx.frames().is_empty());
+    fx.at(now + 600 * MS);
+    assert_eq!(fx.one_tcp().t.flags, tcp::RST | tcp::ACK);
+    let s = fx.stack.stats();
+    assert_eq!((s.abort_on_close, s.orphans_now), (1, 0));
+    assert!(fx.table.is_empty());
+    assert_eq!(fx.io.used(APP), 0);
+    assert!(fx.msgs().is_empty());
 }
 
 /// A connect that would not find a flow slot is refused with ENOBUFS before
@@ -259,4 +358,103 @@ fn connect_ctl(req: u32, ip: u32, port: u16) -> CtlMsg {
         ..Default::default()
     }
     .to_msg(req)
+}
+
+/// Opens a connection from peer port `port` through a full handshake;
+/// the `ACCEPTED` message and the SYN-ACK, or None if the SYN was dropped.
+fn handshake_from(fx: &mut Fx, port: u16) -> Option<(CtlMsg, Out)> {
+    let mut s = syn(1000, full_opts(1));
+    s.src_port = port;
+    fx.nf(&fx.peer(s, &[]));
+    let f = fx.frames();
+    if f.is_empty() {
+        return None;
+    }
+    let sa = parse_out(&f[0]);
+    let mut a = ack_seg(
+        1001,
+        sa.t.seq + 1,
+        1000,
+        Some((2, sa.t.options.timestamp.unwrap().0)),
+    );
+    a.src_port = port;
+    fx.nf(&fx.peer(a, &[]));
+    let m = fx.one_msg();
+    assert_eq!(m.kind, ctl::ACCEPTED);
+    Some((m, sa))
+}
+
+/// With a ring floor, new connections get their configured rings while the
+/// app's region keeps room for a floor-sized pair for every flow the table
+/// could still take, and floor-sized rings after that: the table fills
+/// before the region does (here 60 flows, the table's watermark, in an
+/// 8 MiB region that holds 15 pairs of 256 KiB rings). The SYN-ACK never
+/// announces more window than the ring the connection gets.
+#[test]
+fn rings_fall_to_the_floor_so_the_table_fills_before_the_region() {
+    let mut c = host_cfg(A_IP, A_MAC);
+    c.ring_floor = 16 << 10;
+    let mut fx = Fx::with(c);
+    fx.listen(128);
+    let mut sizes = Vec::new();
+    for i in 0..60u16 {
+        let (m, sa) = handshake_from(&mut fx, 20000 + i).expect("a SYN-ACK");
+        assert!(sa.t.window as u32 <= m.info.rx_len);
+        sizes.push((m.info.rx_len, m.info.tx_len));
+    }
+    assert_eq!(sizes[0], (256 << 10, 256 << 10));
+    assert_eq!(sizes[59], (16 << 10, 16 << 10));
+    assert!(sizes.windows(2).all(|w| w[1].0 <= w[0].0));
+    let full = sizes.iter().filter(|s| s.0 == 256 << 10).count();
+    assert!(full >= 8, "only {full} connections got full rings");
+    let st = fx.stack.stats();
+    assert_eq!((st.alloc_failures, st.syn_dropped_no_room), (0, 0));
+    // The table is at its watermark now: the next SYN is refused early.
+    assert!(handshake_from(&mut fx, 30000).is_none());
+
+    // Without the floor the region runs out first.
+    let mut fx = Fx::new();
+    fx.listen(128);
+    let n = (0..60u16)
+        .take_while(|i| handshake_from(&mut fx, 20000 + i).is_some())
+        .count();
+    assert_eq!(n, 15, "pairs of 256 KiB rings in an 8 MiB region");
+    assert_eq!(fx.stack.stats().syn_dropped_no_room, 1);
+}
+
+/// Ring sizes are decided at the SYN and allocated at the final ACK: what
+/// handshakes in progress were promised is not free for sizing the next
+/// SYN. 60 SYNs first, then their ACKs: every one is accepted (before,
+/// all 60 were promised full rings and the region ran out at the 16th ACK).
+#[test]
+fn ring_sizes_count_what_handshakes_in_progress_were_promised() {
+    let mut c = host_cfg(A_IP, A_MAC);
+    c.ring_floor = 16 << 10;
+    let mut fx = Fx::with(c);
+    fx.listen(128);
+    let mut synacks = Vec::new();
+    for i in 0..60u16 {
+        let mut s = syn(1000, full_opts(1));
+        s.src_port = 20000 + i;
+        fx.nf(&fx.peer(s, &[]));
+        synacks.push(fx.one_tcp());
+    }
+    let mut sizes = Vec::new();
+    for (i, sa) in synacks.iter().enumerate() {
+        let mut a = ack_seg(
+            1001,
+            sa.t.seq + 1,
+            1000,
+            Some((2, sa.t.options.timestamp.unwrap().0)),
+        );
+        a.src_port = 20000 + i as u16;
+        fx.nf(&fx.peer(a, &[]));
+        let m = fx.one_msg();
+        assert_eq!(m.kind, ctl::ACCEPTED, "connection {i}");
+        sizes.push(m.info.rx_len);
+    }
+    assert_eq!(sizes[0], 256 << 10);
+    assert_eq!(sizes[59], 16 << 10);
+    let st = fx.stack.stats();
+    assert_eq!((st.accept_no_room, st.alloc_failures), (0, 0));
 }
