@@ -131,6 +131,9 @@ pub struct Stats {
     /// back as duplicates (D-SACK, RFC 2883; detection as RFC 3708): not
     /// reported to congestion control as a loss.
     pub spurious_recoveries: u64,
+    /// Spurious recoveries that raised the flow's DupThresh (reordering
+    /// seen, `TxCold::reo`).
+    pub reordering_seen: u64,
     /// SACKed ranges forgotten for lack of room in the scoreboard.
     pub sack_ranges_dropped: u64,
     /// Scoreboards discarded by a second timeout (receiver reneging).
@@ -193,6 +196,7 @@ impl Stats {
             sack_invalid,
             dsack_blocks,
             spurious_recoveries,
+            reordering_seen,
             sack_ranges_dropped,
             sack_reneged,
             future_acks,
@@ -233,6 +237,7 @@ impl Stats {
         self.sack_invalid += sack_invalid;
         self.dsack_blocks += dsack_blocks;
         self.spurious_recoveries += spurious_recoveries;
+        self.reordering_seen += reordering_seen;
         self.sack_ranges_dropped += sack_ranges_dropped;
         self.sack_reneged += sack_reneged;
         self.future_acks += future_acks;

@@ -36,6 +36,12 @@
 //! report back if the slow path has not read the counter yet.
 //! Here the window is only compared with `pipe` instead of the bytes in
 //! flight while recovery runs (RFC 6675 §5 step C).
+//! * Reordering: each recovery proven spurious by D-SACK raises the flow's
+//!   DupThresh by one (up to [`REO_MAX`]; RFC 6675 §2 allows a larger
+//!   DupThresh, Linux's `tp->reordering` does the same), and while it is
+//!   above 3 a partial ACK no longer declares everything sent before the
+//!   last retransmission lost (RACK's conclusion without a reordering
+//!   window). A retransmission timeout resets it.
 //!
 //! All sequence numbers handled here lie in `[SND.UNA, SND.NXT]`, so they
 //! compare as offsets from SND.UNA without wrap-around trouble.
@@ -47,8 +53,31 @@ use crate::flow::{st, txf, FlowState, TxCold, SACK_RANGES};
 use crate::seq;
 use crate::wire::tcp;
 
-/// DupThresh (RFC 6675 §2, RFC 5681 §3.2).
+/// DupThresh (RFC 6675 §2, RFC 5681 §3.2), before reordering is seen.
 pub(super) const DUP_THRESH: u32 = 3;
+
+/// The largest reordering degree (segments) DupThresh follows.
+pub(super) const REO_MAX: u8 = 32;
+
+/// The flow's DupThresh: 3, or the reordering degree seen on the path
+/// (`TxCold::reo`). RFC 6675 §2 lets DupThresh be raised where reordering
+/// is known; as Linux's `tp->reordering` (and the reordering window of RFC
+/// 8985 §6.2 in segments rather than time), it grows when reordering is
+/// detected, so a path that delivers some segments a few places late does
+/// not cost a spurious fast retransmit (and a rate cut) every time.
+#[inline]
+fn dup_thresh(c: &TxCold) -> u32 {
+    DUP_THRESH.max(c.reo as u32)
+}
+
+/// Reordering of `degree` segments was seen: DupThresh grows to it.
+fn reordering(c: &mut TxCold, degree: u32, stats: &mut Stats) {
+    let d = degree.min(REO_MAX as u32) as u8;
+    if d > c.reo && d as u32 > DUP_THRESH {
+        c.reo = d;
+        stats.reordering_seen += 1;
+    }
+}
 
 /// The later of two sequence numbers.
 #[inline]
@@ -231,11 +260,12 @@ fn lost_end(f: &FlowState, c: &TxCold, smss: u32) -> u32 {
     if f.st & st::TX_RECOVERY != 0 {
         end = smax(end, c.lost_floor);
     }
+    let thresh = dup_thresh(c);
     let rs = ranges(c);
     let mut bytes = 0u32;
     for (i, &(l, r)) in rs.iter().enumerate().rev() {
         bytes += seq::dist(l, r);
-        if (rs.len() - i) as u32 >= DUP_THRESH || bytes > (DUP_THRESH - 1) * smss {
+        if (rs.len() - i) as u32 >= thresh || bytes > (thresh - 1) * smss {
             end = smax(end, l);
             break;
         }
@@ -297,6 +327,7 @@ fn leave(f: &mut FlowState, c: &mut TxCold, stats: &mut Stats) {
             // nothing had to be resent): reordering, not loss.
             c.flags &= !txf::UNDO;
             stats.spurious_recoveries += 1;
+            reordering(c, dup_thresh(c) + 1, stats);
         } else {
             report_loss(f, c);
         }
@@ -350,6 +381,8 @@ fn undo_dsack(f: &mut FlowState, c: &mut TxCold, block: (u32, u32), stats: &mut 
     }
     c.flags &= !(txf::UNDO | txf::UNDO_REPORTED);
     stats.spurious_recoveries += 1;
+    // More dupACKs than DupThresh came from reordering alone.
+    reordering(c, dup_thresh(c) + 1, stats);
 }
 
 /// The slow path's retransmission timeout (RFC 6675 §5.1, RFC 6298 §5.4):
@@ -368,6 +401,8 @@ pub(super) fn on_rto(f: &mut FlowState, c: &mut TxCold, stats: &mut Stats) -> bo
         stats.sack_reneged += 1;
     }
     loss_proven(f, c);
+    // As Linux after a timeout: the reordering estimate starts over.
+    c.reo = 0;
     let una = f.snd_una();
     c.recover = f.tx_next_seq;
     c.high_rxt = una;
@@ -431,13 +466,14 @@ pub(super) fn after_ack(
                     // NewReno (RFC 6582 §3.2 step 5): the segment now at
                     // SND.UNA is lost.
                     smin(una.wrapping_add(smss), f.tx_next_seq)
-                } else if rexmits_acked {
+                } else if rexmits_acked && c.reo as u32 <= DUP_THRESH {
                     // It covers every retransmission of the round, so the
                     // last one was delivered: what was sent before it and is
                     // neither acknowledged nor SACKed is lost (RACK, RFC
                     // 8985 §6.2, with no reordering window; the peer would
                     // have SACKed it). A receiver that keeps a single
-                    // out-of-order interval has dropped it.
+                    // out-of-order interval has dropped it. Not on a path
+                    // known to reorder: it may only be late.
                     c.rxt_nxt
                 } else {
                     una
@@ -463,7 +499,7 @@ pub(super) fn after_ack(
         f.dupack_cnt = f.dupack_cnt.saturating_add(1);
     }
     // RFC 6675 §5 steps 1-2: DupThresh duplicates, or IsLost(SND.UNA).
-    if f.dupack_cnt as u32 >= DUP_THRESH || seq::gt(lost_end(f, c, smss), una) {
+    if f.dupack_cnt as u32 >= dup_thresh(c) || seq::gt(lost_end(f, c, smss), una) {
         enter(f, c, smss, stats);
         return true;
     }
@@ -480,7 +516,7 @@ fn lost_retransmission(f: &mut FlowState, c: &mut TxCold, smss: u32, stats: &mut
     if !seq::gt(c.high_rxt, una) || !seq::lt(c.rxt_nxt, f.tx_next_seq) {
         return;
     }
-    if sacked_in(c, c.rxt_nxt, f.tx_next_seq) <= (DUP_THRESH - 1) * smss {
+    if sacked_in(c, c.rxt_nxt, f.tx_next_seq) <= (dup_thresh(c) - 1) * smss {
         return;
     }
     if next_hole(c, una, f.tx_next_seq, una, c.high_rxt).is_some() {
