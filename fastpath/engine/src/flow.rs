@@ -284,6 +284,14 @@ pub mod txf {
     /// (`cnt_frexmits`) when it ended; D-SACKs arriving later may still
     /// take it back while the slow path has not read the counter.
     pub const UNDO_REPORTED: u8 = 1 << 4;
+    /// A D-SACK reported one of the [`UNDO`] episode's retransmissions back
+    /// as a duplicate: the episode is proven spurious, not merely one that
+    /// resent nothing, when none is left (reordering seen).
+    pub const UNDO_DSACKED: u8 = 1 << 5;
+    /// A probe request came while recovery runs and RACK found no lost
+    /// retransmission: if recovery has nothing to send, the first hole goes
+    /// again (a probe that draws an ACK, instead of waiting for the RTO).
+    pub const RXT_PROBE: u8 = 1 << 6;
 }
 
 /// Send-side rare state (`engine/ack.rs`, `engine/recovery.rs`): the SACK

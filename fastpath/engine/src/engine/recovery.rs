@@ -308,7 +308,7 @@ fn enter(f: &mut FlowState, c: &mut TxCold, smss: u32, stats: &mut Stats) {
     f.st |= st::TX_RECOVERY;
     f.dupack_cnt = 0;
     // The loss is reported when the episode ends (see the module doc).
-    c.flags = (c.flags | txf::UNDO) & !txf::UNDO_REPORTED;
+    c.flags = (c.flags | txf::UNDO) & !(txf::UNDO_REPORTED | txf::UNDO_DSACKED);
     c.undo_retrans = 0;
     c.undo_marker = una;
     stats.fast_retransmits += 1;
@@ -327,7 +327,11 @@ fn leave(f: &mut FlowState, c: &mut TxCold, stats: &mut Stats) {
             // nothing had to be resent): reordering, not loss.
             c.flags &= !txf::UNDO;
             stats.spurious_recoveries += 1;
-            reordering(c, dup_thresh(c) + 1, stats);
+            if c.flags & txf::UNDO_DSACKED != 0 {
+                // Proven by D-SACK: more dupACKs than DupThresh came from
+                // reordering alone.
+                reordering(c, dup_thresh(c) + 1, stats);
+            }
         } else {
             report_loss(f, c);
         }
@@ -365,6 +369,7 @@ fn undo_dsack(f: &mut FlowState, c: &mut TxCold, block: (u32, u32), stats: &mut 
         return;
     }
     c.undo_retrans -= 1;
+    c.flags |= txf::UNDO_DSACKED;
     if c.undo_retrans > 0 {
         return;
     }
@@ -415,15 +420,54 @@ pub(super) fn on_rto(f: &mut FlowState, c: &mut TxCold, stats: &mut Stats) -> bo
     true
 }
 
-/// The slow path's tail-loss probe request (RFC 8985 §7.2): not while
-/// recovery runs or with nothing in flight. Returns whether a probe is due.
-pub(super) fn on_probe(f: &mut FlowState, c: &mut TxCold) -> bool {
-    if f.tx_sent == 0 || f.st & st::TX_RECOVERY != 0 {
+/// The slow path's tail-loss probe request (RFC 8985 §7.2), made when the
+/// flow went quiet for a PTO: not with nothing in flight. Returns whether
+/// the send loop has something to do. In recovery it is RACK's reordering
+/// timer instead (RFC 8985 §6.3, see [`rack_timeout`]), and when that finds
+/// nothing, the first hole goes again if recovery has nothing else to send
+/// ([`txf::RXT_PROBE`]).
+pub(super) fn on_probe(f: &mut FlowState, c: &mut TxCold, now_ts: u32, stats: &mut Stats) -> bool {
+    if f.tx_sent == 0 {
         return false;
+    }
+    if f.st & st::TX_RECOVERY != 0 {
+        if !rack_timeout(f, c, now_ts, stats) {
+            c.flags |= txf::RXT_PROBE;
+        }
+        return true;
     }
     sb_prune(c, f.snd_una());
     f.st |= st::TX_PROBE;
     c.flags &= !txf::PROBE_SENT;
+    true
+}
+
+/// RACK's timer rule (RFC 8985 §6.3) in recovery, when no ACK comes to
+/// apply [`lost_head_retransmission`]: the round's retransmissions went out
+/// no later than `rxt_ts`; a hole below HighRxt still open more than a
+/// round trip plus a reordering window (SRTT/4) after it was lost again.
+/// The round starts over from SND.UNA with everything below the old
+/// HighRxt counted as lost, instead of waiting for the retransmission
+/// timeout (and the rate collapse that follows it).
+fn rack_timeout(f: &mut FlowState, c: &mut TxCold, now_ts: u32, stats: &mut Stats) -> bool {
+    sb_prune(c, f.snd_una());
+    let una = f.snd_una();
+    if f.rtt_est == 0 || !seq::gt(c.high_rxt, una) {
+        return false;
+    }
+    let srtt = f.rtt_est;
+    if now_ts.wrapping_sub(c.rxt_ts) <= srtt + srtt / 4 {
+        return false;
+    }
+    if next_hole(c, una, f.tx_next_seq, una, c.high_rxt).is_none() {
+        return false;
+    }
+    c.lost_floor = smax(c.lost_floor, c.high_rxt);
+    c.high_rxt = una;
+    c.rxt_nxt = f.tx_next_seq;
+    stats.rexmit_lost += 1;
+    stats.rack_timeouts += 1;
+    loss_proven(f, c);
     true
 }
 
@@ -667,13 +711,36 @@ fn probe_seg(f: &FlowState, c: &TxCold, smss: u32) -> Option<Cut> {
 /// What the send loop sends next for a flow in recovery or in a probe
 /// episode, if anything. A probe request that meets a recovery is dropped
 /// (recovery does better).
-pub(super) fn poll_cut(f: &mut FlowState, c: &mut TxCold, smss: u32) -> Option<Cut> {
+pub(super) fn poll_cut(
+    f: &mut FlowState,
+    c: &mut TxCold,
+    smss: u32,
+    now_ts: u32,
+    stats: &mut Stats,
+) -> Option<Cut> {
     sb_prune(c, f.snd_una());
     if f.st & st::TX_RECOVERY != 0 {
         if c.flags & txf::PROBE_SENT == 0 {
             f.st &= !st::TX_PROBE;
         }
-        return next_seg(f, c, smss);
+        let cut = next_seg(f, c, smss);
+        if c.flags & txf::RXT_PROBE == 0 {
+            return cut;
+        }
+        c.flags &= !txf::RXT_PROBE;
+        if cut.is_some() || now_ts.wrapping_sub(c.rxt_ts) <= f.rtt_est {
+            // Something goes anyway, or a retransmission went within the
+            // last round trip: its ACK will tell.
+            return cut;
+        }
+        // The recovery went quiet with nothing it would send (what is
+        // missing is not known lost, e.g. a last segment or FIN with
+        // nothing SACKed above it): resend the first hole, whose ACK tells
+        // the rest (RFC 8985 §7's probe, here within recovery).
+        let (una, nxt) = (f.snd_una(), f.tx_next_seq);
+        let (s, he) = next_hole(c, una, nxt, una, nxt)?;
+        stats.tlp_probes += 1;
+        return Some(rexmit_cut(f, s, he, smss, u32::MAX));
     }
     if c.flags & txf::PROBE_SENT == 0 {
         let cut = probe_seg(f, c, smss);

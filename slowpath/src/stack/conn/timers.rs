@@ -195,14 +195,17 @@ impl Stack {
         }
         if f.tx_sent > 0 {
             c.zw = false;
-            // RFC 8985 §7.2: the probe is armed when no recovery runs (and
-            // no timeout since the last progress), once per quiet state, a
-            // PTO after the flow went quiet or at the RTO if that is
-            // earlier: then it goes instead of the timeout (as Linux), and
-            // the RTO restarts from it (§7.3).
+            // RFC 8985 §7.2: the probe is armed when there was no timeout
+            // since the last progress, once per quiet state, a PTO after
+            // the flow went quiet or at the RTO if that is earlier: then it
+            // goes instead of the timeout (as Linux), and the RTO restarts
+            // from it (§7.3). While fast recovery runs the same request is
+            // RACK's reordering timer (§6.3): the fast path resends
+            // retransmissions that were lost too, rather than waiting for
+            // the RTO.
             let pto = pto(&f).filter(|_| tlp);
             let probe_at = pto
-                .filter(|_| !c.probed && c.backoff == 0 && f.st & st::TX_RECOVERY == 0)
+                .filter(|_| !c.probed && c.backoff == 0)
                 .map(|p| {
                     c.quiet_since
                         .saturating_add(p)

@@ -152,12 +152,17 @@ fn no_tail_loss_probe_without_an_rtt_sample() {
 }
 
 #[test]
-fn no_tail_loss_probe_during_recovery_or_when_disabled() {
+fn during_recovery_one_probe_request_then_timeouts_and_none_when_disabled() {
+    // In recovery the probe request is RACK's timer for the fast path
+    // (RFC 8985 §6.3): once per quiet period, before the first timeout;
+    // after a timeout (backoff) only timeouts.
     let (mut fx, id) = stuck_flow(host_cfg(A_IP, A_MAC), 5000, 1000);
     fx.set(id, |f| f.st |= st::TX_RECOVERY);
     let cmds = run_cmds(&mut fx, 1000 * MS);
+    assert!(matches!(cmds.first(), Some((_, FpCmd::Probe(p))) if *p == id), "{cmds:?}");
+    assert!(cmds.len() >= 2, "{cmds:?}");
     assert!(
-        cmds.iter().all(|(_, c)| *c == FpCmd::Retransmit(id)),
+        cmds[1..].iter().all(|(_, c)| *c == FpCmd::Retransmit(id)),
         "{cmds:?}"
     );
     let mut c = host_cfg(A_IP, A_MAC);

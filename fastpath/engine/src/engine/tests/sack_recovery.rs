@@ -599,3 +599,65 @@ fn on_a_reordering_path_a_partial_ack_does_not_declare_earlier_segments_lost() {
     assert!(fx.poll() >= 1);
     recv!(fx, seg_k(&fx, 13));
 }
+
+#[test]
+fn in_recovery_a_probe_request_resends_a_retransmission_rack_finds_lost() {
+    let mut fx = fx_with_segments(FlowOpts::default(), 10);
+    fx.set(|f| f.rtt_est = 100);
+    // Segment 0 lost; the rest SACKed: recovery resends 0, which is lost
+    // as well. Nothing else is in flight, so no ACK will tell.
+    send!(fx, sack(&fx, &[(M, 2 * M)]));
+    send!(fx, sack(&fx, &[(M, 3 * M)]));
+    send!(fx, sack(&fx, &[(M, 10 * M)]));
+    assert_eq!(fx.poll(), 1);
+    recv!(fx, seg_k(&fx, 0));
+    // The slow path's PTO (2 SRTT + 2 ms) asks for a probe. Within SRTT +
+    // SRTT/4 of the retransmission: nothing yet.
+    fx.now += 100_000;
+    fx.fp.probe(fx.id, fx.now, &mut fx.out);
+    assert_eq!(fx.poll(), 0);
+    // Later: RACK (RFC 8985 §6.3) finds it lost; resent at once, not at the
+    // retransmission timeout.
+    fx.now += 2_000_000;
+    fx.fp.probe(fx.id, fx.now, &mut fx.out);
+    assert_eq!(fx.poll(), 1);
+    recv!(fx, seg_k(&fx, 0));
+    let s = fx.fp.stats;
+    assert_eq!((s.rack_timeouts, s.rexmit_lost, s.tlp_probes), (1, 1, 0));
+    assert!(in_recovery(&fx));
+    assert_eq!({ fx.flow().cnt_frexmits }, 1, "a lost retransmission is a loss");
+    fx.peer_ack = 10 * M;
+    send!(fx, fx.peer(0));
+    assert!(!in_recovery(&fx));
+}
+
+#[test]
+fn in_recovery_a_probe_request_resends_the_first_hole_when_nothing_else_goes() {
+    // DupThresh 4 (reordering seen): 10 is lost and resent; its partial
+    // ACK reaches 19, which is lost too but, with nothing SACKed above it,
+    // not known lost. Recovery has nothing to send.
+    let mut fx = fx_after_a_spurious_recovery();
+    fx.write(10 * M, 0).unwrap();
+    assert_eq!(fx.poll(), 10);
+    fx.out.frames.clear();
+    for k in 12..=15 {
+        send!(fx, sack(&fx, &[(11 * M, k * M)]));
+    }
+    assert!(in_recovery(&fx));
+    assert_eq!(fx.poll(), 1);
+    recv!(fx, seg_k(&fx, 10));
+    fx.peer_ack = 19 * M;
+    send!(fx, fx.peer(0));
+    assert!(in_recovery(&fx));
+    assert_eq!(fx.poll(), 0);
+    // The flow goes quiet; the slow path's probe request resends the hole
+    // rather than leaving it to the retransmission timeout.
+    fx.now += 2_000_000;
+    fx.fp.probe(fx.id, fx.now, &mut fx.out);
+    assert_eq!(fx.poll(), 1);
+    recv!(fx, last_seg(&fx, 19));
+    assert_eq!(fx.poll(), 0, "one probe per request");
+    fx.peer_ack = 20 * M;
+    send!(fx, fx.peer(0));
+    assert!(!in_recovery(&fx));
+}
