@@ -3,10 +3,10 @@
 //!
 //! Per applied update, in this order:
 //!
-//! 1. **Cap.** The rate is cut to `cap` × the measured send rate (acked
-//!    bytes over the update's time), never below `min_rate`, so the rate
-//!    cannot grow without bound while the app or the peer's window limits
-//!    the flow. A cut without any congestion signal re-arms slow start up to
+//! 1. **Cap.** Except on loss, the rate is cut to `cap` × the measured send
+//!    rate (acked bytes over the update's time), never below `min_rate`, so
+//!    the rate cannot grow without bound while the app or the peer's window
+//!    limits the flow. A cut without any congestion signal re-arms slow start up to
 //!    ¾ of the old rate, so a flow that paused (app-limited, or a host
 //!    hiccup) gets back to speed quickly, like Linux's slow start after
 //!    idle; an app-limited flow (nothing queued) gets no increase in that
@@ -258,10 +258,15 @@ impl DctcpRate {
             return Verdict::Defer { wait_ns };
         }
 
-        // 1. Cap at a multiple of what the flow actually sent.
+        // 1. Cap at a multiple of what the flow actually sent. Not on loss:
+        // while a hole is repaired the cumulative ACK stands still although
+        // the peer receives (SACKs) at the full rate, so acknowledged bytes
+        // under-measure the sending rate, down to nothing when a
+        // retransmission is lost; capping then would throw the rate to
+        // `min_rate` on every such episode. The loss response applies.
         let cap = p.get(CAP);
         let measured = fb.send_rate_kbps() as f64;
-        if cap > 0.0 && self.rate > measured * cap {
+        if cap > 0.0 && !fb.loss() && self.rate > measured * cap {
             let capped = (measured * cap).max(min_rate);
             if !fb.loss() && fb.ecn == 0 {
                 // Not congestion: the app (or the host) sent less than the
@@ -678,6 +683,20 @@ mod tests {
         let mut f = fb(r0 as u64, 1, 0);
         f.rtt_us = 150;
         f.fast_retransmits = 3;
+        assert_eq!(c.update(&p, &f), Verdict::Apply);
+        assert!((rate(&*c) as f64 - r0 * 0.7).abs() <= 1.0, "{}", rate(&*c));
+    }
+
+    #[test]
+    fn a_loss_while_the_cumulative_ack_stalls_is_no_reason_to_cap() {
+        let p = Params::defaults(PARAMS);
+        let mut c = avoiding(&p, 500_000);
+        let r0 = rate(&*c) as f64;
+        // A recovery whose first retransmission was lost: almost nothing
+        // cumulatively acknowledged over the interval, one loss.
+        let mut f = fb(1_000, 1, 0);
+        f.rtt_us = 150;
+        f.fast_retransmits = 1;
         assert_eq!(c.update(&p, &f), Verdict::Apply);
         assert!((rate(&*c) as f64 - r0 * 0.7).abs() <= 1.0, "{}", rate(&*c));
     }
