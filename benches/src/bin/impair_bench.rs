@@ -139,11 +139,13 @@ impl Bench {
                     let t0 = Instant::now();
                     let mut out = String::new();
                     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                        let f = tasctl_out(&ns, &sock, &["flows"]);
+                        let json = std::env::var_os("IMPAIR_TRACE_JSON").is_some();
+                        let f = tasctl_out(&ns, &sock, if json { &["flows", "--json"] } else { &["flows"] });
+                        let f = if json { f.split_whitespace().collect::<Vec<_>>().join(" ") } else { f };
                         for l in f.lines().filter(|l| l.contains("198.18.0.2")) {
                             out += &format!("{:7.3} {l}\n", t0.elapsed().as_secs_f64());
                         }
-                        std::thread::sleep(Duration::from_millis(50));
+                        std::thread::sleep(Duration::from_millis(if json { 10 } else { 50 }));
                     }
                     out
                 }))

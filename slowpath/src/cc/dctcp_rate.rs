@@ -3,11 +3,12 @@
 //!
 //! Per applied update, in this order:
 //!
-//! 1. **Cap.** Except on loss, the rate is cut to `cap` × the measured send
-//!    rate (acked bytes over the update's time), never below `min_rate`, so
-//!    the rate cannot grow without bound while the app or the peer's window
-//!    limits the flow. A cut without any congestion signal re-arms slow start up to
-//!    ¾ of the old rate, so a flow that paused (app-limited, or a host
+//! 1. **Cap.** Except on loss or during loss recovery (acked bytes then
+//!    under-measure what the peer received), the rate is cut to `cap` × the
+//!    measured send rate (acked bytes over the update's time), never below
+//!    `min_rate`, so the rate cannot grow without bound while the app or
+//!    the peer's window limits the flow. A cut without any congestion
+//!    signal re-arms slow start up to ¾ of the old rate, so a flow that paused (app-limited, or a host
 //!    hiccup) gets back to speed quickly, like Linux's slow start after
 //!    idle; an app-limited flow (nothing queued) gets no increase in that
 //!    update.
@@ -25,7 +26,11 @@
 //! answers like Reno, RFC 8257 §3.5) grows at least as a window flow does
 //! in congestion avoidance, one MSS per RTT (RFC 5681 §3.1): with the rate
 //! R = cwnd / RTT that is MSS / RTT per RTT, i.e. MSS·T / RTT² over an
-//! interval of length T (at most doubling per interval). Without this, a
+//! interval of length T (at most doubling per interval). The RTT is the
+//! smallest smoothed RTT seen in the last 10 s: at a low rate the peer's
+//! delayed ACKs inflate the measured RTT many times over (milliseconds for
+//! a 100 µs path), and growth with 1/RTT² would then keep the flow at the
+//! bottom for a long time after a bad stretch. Without this, a
 //! fixed step meets random loss badly: at 1 % loss and a 150 µs RTT a
 //! 10 Mbit/s step per interval holds a flow near 230 Mbit/s where Reno's
 //! rule allows ~1 Gbit/s (the rate at which the cuts, one per interval with
@@ -159,6 +164,8 @@ fn new_flow(p: &Params, s: &Start) -> Box<dyn FlowControl> {
         ss_target: 0.0,
         grown_ns: 0,
         marked: false,
+        min_rtt_us: 0,
+        min_rtt_age_ns: 0,
     })
 }
 
@@ -174,7 +181,15 @@ pub struct DctcpRate {
     grown_ns: u64,
     /// An ECN mark was ever seen (the path marks: the fixed step only).
     marked: bool,
+    /// Smallest smoothed RTT seen (µs; 0 = none yet), for the increase.
+    min_rtt_us: u32,
+    /// Time since `min_rtt_us` was started over.
+    min_rtt_age_ns: u64,
 }
+
+/// `min_rtt_us` starts over from the current RTT this often (the path may
+/// have changed).
+const MIN_RTT_WINDOW_NS: u64 = 10_000_000_000;
 
 impl DctcpRate {
     /// The additive increase for the time since the last one: `step`, or
@@ -184,11 +199,11 @@ impl DctcpRate {
         self.grown_ns = fb.elapsed_ns;
         let step = p.get(STEP);
         let ai = p.get(AI_MSS);
-        if self.marked || ai == 0.0 || fb.rtt_us == 0 {
+        if self.marked || ai == 0.0 || self.min_rtt_us == 0 {
             return step;
         }
         // kbit/s: ai·MSS·8 bits / RTT per RTT, over dt.
-        let rtt_s = fb.rtt_us as f64 * 1e-6;
+        let rtt_s = self.min_rtt_us as f64 * 1e-6;
         let per_s = ai * fb.mss.max(1) as f64 * 8e-3 / (rtt_s * rtt_s);
         step.max((per_s * dt as f64 * 1e-9).min(self.rate))
     }
@@ -196,10 +211,18 @@ impl DctcpRate {
 
 impl FlowControl for DctcpRate {
     fn update(&mut self, p: &Params, fb: &Feedback) -> Verdict {
+        if fb.rtt_us > 0 && (self.min_rtt_us == 0 || fb.rtt_us < self.min_rtt_us) {
+            self.min_rtt_us = fb.rtt_us;
+        }
         let v = self.step(p, fb);
         if v == Verdict::Apply {
             // The loop starts new feedback (elapsed from 0).
             self.grown_ns = 0;
+            self.min_rtt_age_ns += fb.elapsed_ns;
+            if self.min_rtt_age_ns >= MIN_RTT_WINDOW_NS {
+                self.min_rtt_age_ns = 0;
+                self.min_rtt_us = fb.rtt_us;
+            }
         }
         v
     }
@@ -258,15 +281,15 @@ impl DctcpRate {
             return Verdict::Defer { wait_ns };
         }
 
-        // 1. Cap at a multiple of what the flow actually sent. Not on loss:
-        // while a hole is repaired the cumulative ACK stands still although
+        // 1. Cap at a multiple of what the flow actually sent. Not on loss
+        // or while recovery runs: while a hole is repaired the cumulative ACK stands still although
         // the peer receives (SACKs) at the full rate, so acknowledged bytes
         // under-measure the sending rate, down to nothing when a
         // retransmission is lost; capping then would throw the rate to
         // `min_rate` on every such episode. The loss response applies.
         let cap = p.get(CAP);
         let measured = fb.send_rate_kbps() as f64;
-        if cap > 0.0 && !fb.loss() && self.rate > measured * cap {
+        if cap > 0.0 && !fb.loss() && !fb.recovering && self.rate > measured * cap {
             let capped = (measured * cap).max(min_rate);
             if !fb.loss() && fb.ecn == 0 {
                 // Not congestion: the app (or the host) sent less than the
@@ -699,5 +722,42 @@ mod tests {
         f.fast_retransmits = 1;
         assert_eq!(c.update(&p, &f), Verdict::Apply);
         assert!((rate(&*c) as f64 - r0 * 0.7).abs() <= 1.0, "{}", rate(&*c));
+    }
+
+    #[test]
+    fn the_increase_uses_the_smallest_rtt_seen_not_one_inflated_by_delayed_acks() {
+        let p = Params::defaults(PARAMS);
+        let mut c = avoiding(&p, 20_000); // saw 150 µs
+        let r0 = rate(&*c);
+        // At 20 Mbit/s the peer's delayed ACKs make the RTT look 3 ms.
+        let mut f = fb(r0, 0, 0);
+        f.elapsed_ns = 300_000;
+        f.acked = 2 * MSS as u64;
+        f.rtt_us = 3000;
+        c.update(&p, &f);
+        let want = (MSS as f64 * 8e-3 / (150e-6f64 * 150e-6) * 300e-6) as u64;
+        // (At most doubling per interval.)
+        assert!((rate(&*c) - r0).abs_diff(want.min(r0)) <= 2, "{} {want}", rate(&*c) - r0);
+        assert!(rate(&*c) - r0 > 10_000);
+    }
+
+    #[test]
+    fn no_cap_while_recovery_runs() {
+        let p = Params::defaults(PARAMS);
+        let mut c = avoiding(&p, 500_000);
+        let r0 = rate(&*c);
+        // Recovery is running (its loss is reported when it ends): the
+        // cumulative ACK stands behind a hole, little is acknowledged.
+        let mut f = fb(1_000, 10, 0);
+        f.rtt_us = 150;
+        f.overdue = true;
+        f.recovering = true;
+        assert_eq!(c.update(&p, &f), Verdict::Apply);
+        assert!(rate(&*c) >= r0, "{} < {r0}", rate(&*c));
+        assert!(!c.info().slow_start);
+        // Without recovery the same feedback caps (app or window limited).
+        f.recovering = false;
+        c.update(&p, &f);
+        assert!(rate(&*c) < r0);
     }
 }

@@ -25,7 +25,7 @@
 //! round; if the setting names another algorithm, the flow gets a new
 //! controller built from its current limit, RTT and send rate.
 
-use tas_engine::flow::{cfg as fcfg, FlowState};
+use tas_engine::flow::{cfg as fcfg, st as fst, FlowState};
 use tas_engine::flowtable::FlowId;
 
 use tas_abi::{stats, CtlMsg, FlowStats};
@@ -222,6 +222,7 @@ impl Stack {
             in_flight: g.tx_sent,
             queued: g.tx_avail,
             overdue: false,
+            recovering: g.st & fst::TX_RECOVERY != 0,
         };
         g.cnt_ackb = 0;
         g.cnt_ecnb = 0;
