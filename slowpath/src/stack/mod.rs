@@ -46,9 +46,11 @@
 //!   probe): one segment beyond the congestion window (new data, else the
 //!   highest unacknowledged one), whose ACK or SACK repairs a lost tail
 //!   without a timeout. While fast recovery runs, the same request is
-//!   RACK's reordering timer (RFC 8985 §6.3): retransmissions still
-//!   unacknowledged 1.25 SRTT after they went are resent, else the first
-//!   hole if recovery has nothing to send.
+//!   RACK's reordering timer (RFC 8985 §6.3), every PTO (without the
+//!   single-segment allowance) while nothing progresses, the RTO still
+//!   counting from the last progress: retransmissions still unacknowledged
+//!   1.25 SRTT after they went are resent, else the first hole if recovery
+//!   has nothing to send.
 //! * Zero-window persist: when the peer's window is 0 with data waiting and
 //!   nothing in flight, a probe is sent after an RTO (backing off). The probe
 //!   carries one byte of already-acknowledged sequence space (`SND.UNA-1`),

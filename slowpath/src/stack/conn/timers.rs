@@ -29,7 +29,9 @@ fn pto(f: &FlowState) -> Option<u64> {
         return None;
     }
     let mss = (f.mss as u32).saturating_sub(f.opt_len()).max(1);
-    let one_segment = f.tx_sent <= mss;
+    // (Not during recovery, where the request is RACK's timer: the peer
+    // answers out-of-order data and a FIN at once.)
+    let one_segment = f.tx_sent <= mss && f.st & st::TX_RECOVERY == 0;
     Some(2 * f.rtt_est as u64 * 1000 + PTO_SLACK + if one_segment { PTO_DELACK } else { 0 })
 }
 
@@ -202,24 +204,35 @@ impl Stack {
             // from it (§7.3). While fast recovery runs the same request is
             // RACK's reordering timer (§6.3): the fast path resends
             // retransmissions that were lost too, rather than waiting for
-            // the RTO.
+            // the RTO; like Linux's RACK timer it comes again every PTO
+            // while recovery makes no progress, and the RTO still counts
+            // from the last progress.
+            let recovering = f.st & st::TX_RECOVERY != 0;
+            let rto_due = now.saturating_sub(c.una_since) >= rto;
             let pto = pto(&f).filter(|_| tlp);
             let probe_at = pto
                 .filter(|_| !c.probed && c.backoff == 0)
                 .map(|p| {
-                    c.quiet_since
-                        .saturating_add(p)
-                        .min(c.una_since.saturating_add(rto))
+                    let at = c.quiet_since.saturating_add(p);
+                    if recovering {
+                        at
+                    } else {
+                        at.min(c.una_since.saturating_add(rto))
+                    }
                 });
             if !c.busy || progressed {
                 c.busy = true;
                 c.una_since = now;
-            } else if probe_at.is_some_and(|at| now >= at) {
-                c.probed = true;
-                c.una_since = now;
+            } else if probe_at.is_some_and(|at| now >= at) && !(recovering && rto_due) {
+                if recovering {
+                    c.quiet_since = now;
+                } else {
+                    c.probed = true;
+                    c.una_since = now;
+                }
                 self.stats.tlp_probes += 1;
                 io.fastpath(FpCmd::Probe(id));
-            } else if now.saturating_sub(c.una_since) >= rto {
+            } else if rto_due {
                 if c.retries >= data_retries {
                     self.stats.data_timeouts += 1;
                     self.send_flow_rst(now, &f, io);
