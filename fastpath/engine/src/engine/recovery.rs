@@ -22,7 +22,10 @@
 //!   data if there is any and the peer's window allows, else the highest
 //!   unSACKed segment. If the probe comes back SACKed, the holes below it
 //!   count as lost (what RACK concludes from the probe's delivery, without
-//!   per-segment send times).
+//!   per-segment send times). A probe request while recovery runs is RACK's
+//!   reordering timer (RFC 8985 §6.3): retransmissions unacknowledged 1.25
+//!   SRTT after the last went are lost again and the round restarts; when
+//!   none are and recovery would send nothing, the first hole goes again.
 //!
 //! The congestion window itself stays the slow path's (`tx_cwnd`, or
 //! none under a rate limit); it learns of each fast recovery through
