@@ -145,6 +145,12 @@ impl Bench {
                         for l in f.lines().filter(|l| l.contains("198.18.0.2")) {
                             out += &format!("{:7.3} {l}\n", t0.elapsed().as_secs_f64());
                         }
+                        if json {
+                            let st = tasctl_out(&ns, &sock, &["stats"]);
+                            let keep = ["fastpath.rx_frames", "fastpath.tx_frames", "slowpath.tlp_probes", "slowpath.rto_retransmits", "fastpath.rack_timeouts", "fastpath.rexmit_segments", "slowpath.persist_probes"];
+                            let v: Vec<&str> = st.lines().filter(|l| keep.iter().any(|k| l.starts_with(k))).collect();
+                            out += &format!("{:7.3} STATS {}\n", t0.elapsed().as_secs_f64(), v.join(" ").split_whitespace().collect::<Vec<_>>().join(" "));
+                        }
                         std::thread::sleep(Duration::from_millis(if json { 10 } else { 50 }));
                     }
                     out
