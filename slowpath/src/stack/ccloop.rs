@@ -12,6 +12,11 @@
 //! enforces from its next segment on. A flow whose window grew while data
 //! waits is kicked, since the fast path only re-queues a window-blocked
 //! flow on an ACK.
+//! A round that finds data in flight also brings the flow's timer
+//! inspection forward to one PTO if it was set further out (a flow last
+//! inspected while idle waits up to 4 ticks, 400 ms, for it otherwise):
+//! probes and RACK's timer in recovery then work from the first flight
+//! after an idle spell.
 //!
 //! The next round is due one control interval later (`interval` × the
 //! flow's RTT, within `min_interval` and `max_interval`); a controller that
@@ -276,6 +281,7 @@ impl Stack {
             kick = fresh.queued > 0 && needs_kick(cc.limit, new);
             cc.limit = new;
         }
+        let snap = *g;
         drop(g);
 
         // When to look again.
@@ -300,6 +306,8 @@ impl Stack {
             io.fastpath(FpCmd::Kick(id));
         }
         self.schedule(due, Timer::Cc(id));
+        // A flow that was idle at its last inspection is sending again.
+        self.flow_sending(now, id, &snap);
     }
 
     /// The congestion control configuration in force.

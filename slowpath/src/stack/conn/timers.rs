@@ -46,6 +46,24 @@ pub(super) fn tick(rto: u64) -> u64 {
 }
 
 impl Stack {
+    /// The congestion-control loop saw data in flight (`f`): a flow last
+    /// inspected while idle may have its next inspection up to 4 ticks
+    /// away (400 ms), too late for the probe or RACK timer of what it sends
+    /// now: brought forward to one PTO (the loop runs every few RTTs for a
+    /// busy flow, so this costs one comparison per round).
+    pub(in crate::stack) fn flow_sending(&mut self, now: u64, id: FlowId, f: &FlowState) {
+        if f.tx_sent == 0 || !self.cfg.tlp {
+            return;
+        }
+        let Some(p) = pto(f) else {
+            return;
+        };
+        let at = now.saturating_add(p);
+        if self.conns.get(&id).is_some_and(|c| c.next_check > at) {
+            self.schedule_check(id, at);
+        }
+    }
+
     pub(super) fn schedule_check(&mut self, id: FlowId, at: u64) {
         if let Some(c) = self.conns.get_mut(&id) {
             c.next_check = at;
@@ -273,8 +291,8 @@ impl Stack {
             }
         }
         // Idle flows (nothing in flight, no window to probe) are looked at
-        // less often: a loss right after an idle period is then detected
-        // after at most 4 ticks + RTO instead of 1 tick + RTO.
+        // less often; the congestion-control loop brings the inspection
+        // forward when it sees data in flight again (`flow_sending`).
         let idle = f.tx_sent == 0 && self.conns.get(&id).is_some_and(|c| !c.zw && !c.app_closed);
         let next = if idle { 4 * tick(base) } else { tick(base) };
         let at = (now + next)

@@ -201,3 +201,24 @@ fn in_recovery_a_single_segment_out_gets_no_delayed_ack_allowance() {
     assert!(matches!(c, FpCmd::Probe(p) if *p == id), "{cmds:?}");
     assert!(*at < 120 * MS, "{at}");
 }
+
+#[test]
+fn a_flow_idle_at_its_last_inspection_gets_its_probe_timer_when_it_sends_again() {
+    // Inspected while idle (nothing in flight): the next inspection would
+    // be 4 ticks (400 ms) away. The flow then sends and loses everything in
+    // recovery: the congestion-control round that sees data in flight
+    // brings the inspection forward, so the probe (RACK's timer) comes
+    // within milliseconds, not at the idle inspection.
+    let (mut fx, id) = stuck_flow(host_cfg(A_IP, A_MAC), 0, 1000);
+    let cmds = run_cmds(&mut fx, 150 * MS);
+    assert!(cmds.is_empty(), "{cmds:?}");
+    fx.set(id, |f| {
+        f.tx_sent = 5000;
+        f.tx_next_seq = f.tx_next_seq.wrapping_add(5000);
+        f.st |= st::TX_RECOVERY;
+    });
+    let cmds = run_cmds(&mut fx, 100 * MS);
+    let (at, c) = cmds.first().expect("a probe within 100 ms");
+    assert!(matches!(c, FpCmd::Probe(p) if *p == id), "{cmds:?}");
+    assert!(*at < 40 * MS, "{at}");
+}
