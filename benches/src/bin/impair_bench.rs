@@ -28,7 +28,9 @@
 //! ```
 //! (build first: `cargo build --release --workspace --bins --examples`).
 //! `--only` takes the short names none, loss1, loss5, reorder5, corrupt,
-//! dup.
+//! dup. With `--trace FILE`, every TAS transfer appends to FILE what
+//! `tasctl flows` showed every 50 ms during it and `tasctl stats` after it
+//! (where the time goes: rate, RTT, recoveries, timeouts).
 
 use std::time::{Duration, Instant};
 use tas_system_tests::impair::{counter, Flow, Impairment, LinkCounters, Stack};
@@ -96,6 +98,24 @@ struct Bench {
     bytes: u64,
     limit: Duration,
     port: u16,
+    /// `--trace FILE`.
+    trace: Option<String>,
+}
+
+/// Runs `tasctl ARGS` in the TAS namespace; its stdout (empty on error).
+fn tasctl_out(ns: &str, socket: &std::path::Path, args: &[&str]) -> String {
+    let ctl = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.join("tasctl")))
+        .unwrap_or_else(|| "tasctl".into());
+    std::process::Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(ctl)
+        .args(args)
+        .env("TAS_SOCKET", socket)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 impl Bench {
@@ -111,9 +131,45 @@ impl Bench {
     fn one(&mut self, imp: &Impairment, seed: u64, stack: Stack, flow: Flow) -> Sample {
         let port = self.next_port();
         let fwd = self.tb.start_impair(imp, seed);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = match (&self.trace, stack) {
+            (Some(_), Stack::Tas) => {
+                let (ns, sock, stop) = (self.tb.tas_ns.clone(), self.tb.socket.clone(), stop.clone());
+                Some(std::thread::spawn(move || {
+                    let t0 = Instant::now();
+                    let mut out = String::new();
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        let json = std::env::var_os("IMPAIR_TRACE_JSON").is_some();
+                        let f = tasctl_out(&ns, &sock, if json { &["flows", "--json"] } else { &["flows"] });
+                        let f = if json { f.split_whitespace().collect::<Vec<_>>().join(" ") } else { f };
+                        for l in f.lines().filter(|l| l.contains("198.18.0.2")) {
+                            out += &format!("{:7.3} {l}\n", t0.elapsed().as_secs_f64());
+                        }
+                        if json {
+                            let st = tasctl_out(&ns, &sock, &["stats"]);
+                            let keep = ["fastpath.rx_frames", "fastpath.tx_frames", "slowpath.tlp_probes", "slowpath.rto_retransmits", "fastpath.rack_timeouts", "fastpath.rexmit_segments", "slowpath.persist_probes"];
+                            let v: Vec<&str> = st.lines().filter(|l| keep.iter().any(|k| l.starts_with(k))).collect();
+                            out += &format!("{:7.3} STATS {}\n", t0.elapsed().as_secs_f64(), v.join(" ").split_whitespace().collect::<Vec<_>>().join(" "));
+                        }
+                        std::thread::sleep(Duration::from_millis(if json { 10 } else { 50 }));
+                    }
+                    out
+                }))
+            }
+            _ => None,
+        };
         let r = self
             .tb
             .transfer(stack, flow, self.bytes, seed, port, self.limit);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let (Some(path), Some(h)) = (&self.trace, sampler) {
+            use std::io::Write;
+            let flows = h.join().unwrap_or_default();
+            let stats = tasctl_out(&self.tb.tas_ns, &self.tb.socket, &["stats"]);
+            if let Ok(mut fl) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                let _ = writeln!(fl, "=== {} {} seed {seed}: {:?}\n{flows}--- stats\n{stats}", imp.name, flow.label(), r.as_ref().map(|d| d.as_secs_f64()));
+            }
+        }
         let c: LinkCounters = self.tb.stop_impair(fwd);
         let on_wire = counter(c.data(flow), "bytes_in") as f64;
         // Per payload byte that got through (all of it, unless stopped).
@@ -203,7 +259,7 @@ fn ratio(tas: &[Sample], lnx: &[Sample]) -> String {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: impair-bench [--nic af_xdp|af_packet] [--mb 200] [--runs 5] [--limit-secs 90] [--seed 7] [--only none,loss1,loss5,reorder5,corrupt,dup]");
+        println!("usage: impair-bench [--nic af_xdp|af_packet] [--mb 200] [--runs 5] [--limit-secs 90] [--seed 7] [--only none,loss1,loss5,reorder5,corrupt,dup] [--trace FILE]");
         return;
     }
     let backend = match opt(&args, "--nic", "af_xdp".to_string()).as_str() {
@@ -219,6 +275,8 @@ fn main() {
     let limit = Duration::from_secs(opt(&args, "--limit-secs", 90));
     let base_seed: u64 = opt(&args, "--seed", 7);
     let only: String = opt(&args, "--only", String::new());
+    let trace: String = opt(&args, "--trace", String::new());
+    let trace = (!trace.is_empty()).then_some(trace);
     let imps: Vec<Impairment> = Impairment::ALL
         .iter()
         .filter(|i| only.is_empty() || only.split(',').any(|o| o == short(i)))
@@ -235,6 +293,7 @@ fn main() {
         bytes: mb * 1_000_000,
         limit,
         port: 5000,
+        trace,
     };
     // samples[impairment][cell]
     let mut samples: Vec<[Vec<Sample>; 4]> = vec![Default::default(); imps.len()];

@@ -28,7 +28,7 @@
 //! |------|---------|--------|
 //! | 0 | 0..64 | [`RxCold`]: `ooo_n`, `oow_acked`, `oow_ack_ts`, `dsack`, `ooo[0..6]` |
 //! | 1 | 64..128 | `RxCold::ooo[6..8]`; [`TxCold`]: `max_snd_wnd`, `sacked[0..5]` |
-//! | 2 | 128..192 | `TxCold`: `sacked[5..8]`, `sacked_n`, `flags`, `undo_retrans`, `recover`, `high_rxt`, `lost_floor`, `rxt_nxt`, `tlp_end`, `rxt_ts`, `undo_marker` (to 180), padding |
+//! | 2 | 128..192 | `TxCold`: `sacked[5..8]`, `sacked_n`, `flags`, `undo_retrans`, `recover`, `high_rxt`, `lost_floor`, `rxt_nxt`, `tlp_end`, `rxt_ts`, `undo_marker`, `reo` (to 181), padding |
 //!
 //! The receive side touches line 0 for an out-of-order segment or an ACK
 //! carrying SACK blocks it reports; the send side lines 1–2 only in
@@ -295,11 +295,19 @@ pub mod txf {
     /// (`cnt_frexmits`) when it ended; D-SACKs arriving later may still
     /// take it back while the slow path has not read the counter.
     pub const UNDO_REPORTED: u8 = 1 << 4;
+    /// A D-SACK reported one of the [`UNDO`] episode's retransmissions back
+    /// as a duplicate: the episode is proven spurious, not merely one that
+    /// resent nothing, when none is left (reordering seen).
+    pub const UNDO_DSACKED: u8 = 1 << 5;
+    /// A probe request came while recovery runs and RACK found no lost
+    /// retransmission: if recovery has nothing to send, the first hole goes
+    /// again (a probe that draws an ACK, instead of waiting for the RTO).
+    pub const RXT_PROBE: u8 = 1 << 6;
 }
 
 /// Send-side rare state (`engine/ack.rs`, `engine/recovery.rs`): the SACK
 /// scoreboard, loss-recovery and tail-loss-probe state, and the bound of
-/// the RFC 5961 ACK check. 100 bytes; only read while a flow is in
+/// the RFC 5961 ACK check. 104 bytes; only read while a flow is in
 /// recovery, gets SACK blocks or odd ACKs, and written on the common path
 /// only when the peer's window grows (`max_snd_wnd`).
 ///
@@ -346,6 +354,11 @@ pub struct TxCold {
     /// SND.UNA when the [`txf::UNDO`] episode began: D-SACK blocks in
     /// `[undo_marker, recover)` report its retransmissions.
     pub undo_marker: u32,
+    /// Reordering degree seen on the path, in segments (Linux's
+    /// `tp->reordering`; 0 = none seen): DupThresh is the larger of 3 and
+    /// this (RFC 6675 §2 allows a larger DupThresh, RFC 4653 and RFC 8985
+    /// §6.2 adapt to reordering). Reset by a retransmission timeout.
+    pub reo: u8,
 }
 
 impl TxCold {
@@ -405,7 +418,7 @@ const _: () = assert!(std::mem::offset_of!(FlowCold, tx) == 80);
 const _: () = assert!(std::mem::size_of::<FlowCold>() == 192);
 const _: () = assert!(std::mem::align_of::<FlowSlot>() == 64);
 const _: () = assert!(std::mem::offset_of!(FlowState, rx_avail) == 64);
-const _: () = assert!(std::mem::size_of::<TxCold>() == 100);
+const _: () = assert!(std::mem::size_of::<TxCold>() == 104);
 
 impl Default for FlowSlot {
     fn default() -> Self {

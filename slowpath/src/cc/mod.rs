@@ -117,6 +117,11 @@ pub struct Feedback {
     /// No update was applied for the loop's `max_interval`: the algorithm
     /// should not defer again.
     pub overdue: bool,
+    /// Loss recovery was running at one of the reads since the last applied
+    /// update: the cumulative ACK may have stood still behind a hole while
+    /// the peer received, so `acked` under-measures what was sent (a loss is
+    /// reported only when its recovery ends).
+    pub recovering: bool,
 }
 
 impl Feedback {
@@ -162,6 +167,7 @@ impl Feedback {
         self.in_flight = n.in_flight;
         self.queued = n.queued;
         self.overdue = n.overdue;
+        self.recovering |= n.recovering;
     }
 }
 

@@ -12,6 +12,11 @@
 //! enforces from its next segment on. A flow whose window grew while data
 //! waits is kicked, since the fast path only re-queues a window-blocked
 //! flow on an ACK.
+//! A round that finds data in flight also brings the flow's timer
+//! inspection forward to one PTO if it was set further out (a flow last
+//! inspected while idle waits up to 4 ticks, 400 ms, for it otherwise):
+//! probes and RACK's timer in recovery then work from the first flight
+//! after an idle spell.
 //!
 //! The next round is due one control interval later (`interval` × the
 //! flow's RTT, within `min_interval` and `max_interval`); a controller that
@@ -25,7 +30,7 @@
 //! round; if the setting names another algorithm, the flow gets a new
 //! controller built from its current limit, RTT and send rate.
 
-use tas_engine::flow::{cfg as fcfg, FlowState};
+use tas_engine::flow::{cfg as fcfg, st as fst, FlowState};
 use tas_engine::flowtable::FlowId;
 
 use tas_abi::{stats, CtlMsg, FlowStats};
@@ -222,6 +227,7 @@ impl Stack {
             in_flight: g.tx_sent,
             queued: g.tx_avail,
             overdue: false,
+            recovering: g.st & fst::TX_RECOVERY != 0,
         };
         g.cnt_ackb = 0;
         g.cnt_ecnb = 0;
@@ -275,6 +281,7 @@ impl Stack {
             kick = fresh.queued > 0 && needs_kick(cc.limit, new);
             cc.limit = new;
         }
+        let snap = *g;
         drop(g);
 
         // When to look again.
@@ -299,6 +306,8 @@ impl Stack {
             io.fastpath(FpCmd::Kick(id));
         }
         self.schedule(due, Timer::Cc(id));
+        // A flow that was idle at its last inspection is sending again.
+        self.flow_sending(now, id, &snap);
     }
 
     /// The congestion control configuration in force.

@@ -40,12 +40,17 @@
 //!   (`ETIMEDOUT`, RST to the peer).
 //! * Tail-loss probes (RFC 8985 §7): when neither SND.UNA nor SND.NXT moved
 //!   for a PTO (2·SRTT + 2 ms, plus 200 ms with a single segment out, as
-//!   Linux) or until the RTO if that comes first, no recovery is running,
-//!   no timeout happened since the last progress and no probe was sent for
-//!   that state, the fast path gets [`FpCmd::Probe`] (instead of the
-//!   timeout, which restarts from the probe): one segment beyond the
-//!   congestion window (new data, else the highest unacknowledged one),
-//!   whose ACK or SACK repairs a lost tail without a timeout.
+//!   Linux) or until the RTO if that comes first, no timeout happened since
+//!   the last progress and no probe was sent for that state, the fast path
+//!   gets [`FpCmd::Probe`] (instead of the timeout, which restarts from the
+//!   probe): one segment beyond the congestion window (new data, else the
+//!   highest unacknowledged one), whose ACK or SACK repairs a lost tail
+//!   without a timeout. While fast recovery runs, the same request is
+//!   RACK's reordering timer (RFC 8985 §6.3), every PTO (without the
+//!   single-segment allowance) while nothing progresses, the RTO still
+//!   counting from the last progress: retransmissions still unacknowledged
+//!   1.25 SRTT after they went are resent, else the first hole if recovery
+//!   has nothing to send.
 //! * Zero-window persist: when the peer's window is 0 with data waiting and
 //!   nothing in flight, a probe is sent after an RTO (backing off). The probe
 //!   carries one byte of already-acknowledged sequence space (`SND.UNA-1`),

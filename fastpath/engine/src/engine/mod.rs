@@ -135,6 +135,12 @@ pub struct Stats {
     /// back as duplicates (D-SACK, RFC 2883; detection as RFC 3708): not
     /// reported to congestion control as a loss.
     pub spurious_recoveries: u64,
+    /// Spurious recoveries that raised the flow's DupThresh (reordering
+    /// seen, `TxCold::reo`).
+    pub reordering_seen: u64,
+    /// Retransmissions found lost by RACK's timer in recovery (a probe
+    /// request while recovery runs, RFC 8985 §6.3); also in `rexmit_lost`.
+    pub rack_timeouts: u64,
     /// SACKed ranges forgotten for lack of room in the scoreboard.
     pub sack_ranges_dropped: u64,
     /// Scoreboards discarded by a second timeout (receiver reneging).
@@ -199,6 +205,8 @@ impl Stats {
             sack_invalid,
             dsack_blocks,
             spurious_recoveries,
+            reordering_seen,
+            rack_timeouts,
             sack_ranges_dropped,
             sack_reneged,
             future_acks,
@@ -241,6 +249,8 @@ impl Stats {
         self.sack_invalid += sack_invalid;
         self.dsack_blocks += dsack_blocks;
         self.spurious_recoveries += spurious_recoveries;
+        self.reordering_seen += reordering_seen;
+        self.rack_timeouts += rack_timeouts;
         self.sack_ranges_dropped += sack_ranges_dropped;
         self.sack_reneged += sack_reneged;
         self.future_acks += future_acks;
@@ -376,7 +386,7 @@ fn tx_rare<M: PayloadMem, O: Output>(
 ) -> Rare {
     let seg_max = payload_max(f);
     let (fs, fc) = f.parts();
-    let Some(cut) = recovery::poll_cut(fs, &mut fc.tx, seg_max) else {
+    let Some(cut) = recovery::poll_cut(fs, &mut fc.tx, seg_max, now_ts, stats) else {
         return Rare::Idle;
     };
     let mut flags = if cut.fin { tcp::FIN } else { 0 };
@@ -755,12 +765,14 @@ impl FastPath {
     /// Slow-path command: tail-loss probe (RFC 8985 §7). The next send
     /// opportunity sends one segment beyond the congestion window: new data
     /// if the peer's window allows, else the highest unacknowledged one. A
-    /// no-op while nothing is in flight or recovery runs.
+    /// no-op while nothing is in flight. While recovery runs, RACK's
+    /// reordering timer instead (RFC 8985 §6.3): retransmissions not
+    /// acknowledged a round trip and a quarter after they went are resent.
     pub fn probe<O: Output>(&mut self, id: FlowId, now: u64, out: &mut O) {
         let table = &*self.table;
         let Some(mut f) = table.lock(id) else { return };
         let (fs, fc) = f.parts();
-        if recovery::on_probe(fs, &mut fc.tx) {
+        if recovery::on_probe(fs, &mut fc.tx, ts_now(now), &mut self.stats) {
             activate(&mut self.sched, self.lane, f.group, id, now, out);
         }
     }

@@ -22,7 +22,10 @@
 //!   data if there is any and the peer's window allows, else the highest
 //!   unSACKed segment. If the probe comes back SACKed, the holes below it
 //!   count as lost (what RACK concludes from the probe's delivery, without
-//!   per-segment send times).
+//!   per-segment send times). A probe request while recovery runs is RACK's
+//!   reordering timer (RFC 8985 §6.3): retransmissions unacknowledged 1.25
+//!   SRTT after the last went are lost again and the round restarts; when
+//!   none are and recovery would send nothing, the first hole goes again.
 //!
 //! The congestion window itself stays the slow path's (`tx_cwnd`, or
 //! none under a rate limit); it learns of each fast recovery through
@@ -36,6 +39,12 @@
 //! report back if the slow path has not read the counter yet.
 //! Here the window is only compared with `pipe` instead of the bytes in
 //! flight while recovery runs (RFC 6675 §5 step C).
+//! * Reordering: each recovery proven spurious by D-SACK raises the flow's
+//!   DupThresh by one (up to [`REO_MAX`]; RFC 6675 §2 allows a larger
+//!   DupThresh, Linux's `tp->reordering` does the same), and while it is
+//!   above 3 a partial ACK no longer declares everything sent before the
+//!   last retransmission lost (RACK's conclusion without a reordering
+//!   window). A retransmission timeout resets it.
 //!
 //! All sequence numbers handled here lie in `[SND.UNA, SND.NXT]`, so they
 //! compare as offsets from SND.UNA without wrap-around trouble.
@@ -47,8 +56,31 @@ use crate::flow::{st, txf, FlowState, TxCold, SACK_RANGES};
 use crate::seq;
 use crate::wire::tcp;
 
-/// DupThresh (RFC 6675 §2, RFC 5681 §3.2).
+/// DupThresh (RFC 6675 §2, RFC 5681 §3.2), before reordering is seen.
 pub(super) const DUP_THRESH: u32 = 3;
+
+/// The largest reordering degree (segments) DupThresh follows.
+pub(super) const REO_MAX: u8 = 32;
+
+/// The flow's DupThresh: 3, or the reordering degree seen on the path
+/// (`TxCold::reo`). RFC 6675 §2 lets DupThresh be raised where reordering
+/// is known; as Linux's `tp->reordering` (and the reordering window of RFC
+/// 8985 §6.2 in segments rather than time), it grows when reordering is
+/// detected, so a path that delivers some segments a few places late does
+/// not cost a spurious fast retransmit (and a rate cut) every time.
+#[inline]
+fn dup_thresh(c: &TxCold) -> u32 {
+    DUP_THRESH.max(c.reo as u32)
+}
+
+/// Reordering of `degree` segments was seen: DupThresh grows to it.
+fn reordering(c: &mut TxCold, degree: u32, stats: &mut Stats) {
+    let d = degree.min(REO_MAX as u32) as u8;
+    if d > c.reo && d as u32 > DUP_THRESH {
+        c.reo = d;
+        stats.reordering_seen += 1;
+    }
+}
 
 /// The later of two sequence numbers.
 #[inline]
@@ -231,11 +263,12 @@ fn lost_end(f: &FlowState, c: &TxCold, smss: u32) -> u32 {
     if f.st & st::TX_RECOVERY != 0 {
         end = smax(end, c.lost_floor);
     }
+    let thresh = dup_thresh(c);
     let rs = ranges(c);
     let mut bytes = 0u32;
     for (i, &(l, r)) in rs.iter().enumerate().rev() {
         bytes += seq::dist(l, r);
-        if (rs.len() - i) as u32 >= DUP_THRESH || bytes > (DUP_THRESH - 1) * smss {
+        if (rs.len() - i) as u32 >= thresh || bytes > (thresh - 1) * smss {
             end = smax(end, l);
             break;
         }
@@ -278,7 +311,7 @@ fn enter(f: &mut FlowState, c: &mut TxCold, smss: u32, stats: &mut Stats) {
     f.st |= st::TX_RECOVERY;
     f.dupack_cnt = 0;
     // The loss is reported when the episode ends (see the module doc).
-    c.flags = (c.flags | txf::UNDO) & !txf::UNDO_REPORTED;
+    c.flags = (c.flags | txf::UNDO) & !(txf::UNDO_REPORTED | txf::UNDO_DSACKED);
     c.undo_retrans = 0;
     c.undo_marker = una;
     stats.fast_retransmits += 1;
@@ -297,6 +330,11 @@ fn leave(f: &mut FlowState, c: &mut TxCold, stats: &mut Stats) {
             // nothing had to be resent): reordering, not loss.
             c.flags &= !txf::UNDO;
             stats.spurious_recoveries += 1;
+            if c.flags & txf::UNDO_DSACKED != 0 {
+                // Proven by D-SACK: more dupACKs than DupThresh came from
+                // reordering alone.
+                reordering(c, dup_thresh(c) + 1, stats);
+            }
         } else {
             report_loss(f, c);
         }
@@ -334,6 +372,7 @@ fn undo_dsack(f: &mut FlowState, c: &mut TxCold, block: (u32, u32), stats: &mut 
         return;
     }
     c.undo_retrans -= 1;
+    c.flags |= txf::UNDO_DSACKED;
     if c.undo_retrans > 0 {
         return;
     }
@@ -350,6 +389,8 @@ fn undo_dsack(f: &mut FlowState, c: &mut TxCold, block: (u32, u32), stats: &mut 
     }
     c.flags &= !(txf::UNDO | txf::UNDO_REPORTED);
     stats.spurious_recoveries += 1;
+    // More dupACKs than DupThresh came from reordering alone.
+    reordering(c, dup_thresh(c) + 1, stats);
 }
 
 /// The slow path's retransmission timeout (RFC 6675 §5.1, RFC 6298 §5.4):
@@ -368,6 +409,8 @@ pub(super) fn on_rto(f: &mut FlowState, c: &mut TxCold, stats: &mut Stats) -> bo
         stats.sack_reneged += 1;
     }
     loss_proven(f, c);
+    // As Linux after a timeout: the reordering estimate starts over.
+    c.reo = 0;
     let una = f.snd_una();
     c.recover = f.tx_next_seq;
     c.high_rxt = una;
@@ -380,15 +423,54 @@ pub(super) fn on_rto(f: &mut FlowState, c: &mut TxCold, stats: &mut Stats) -> bo
     true
 }
 
-/// The slow path's tail-loss probe request (RFC 8985 §7.2): not while
-/// recovery runs or with nothing in flight. Returns whether a probe is due.
-pub(super) fn on_probe(f: &mut FlowState, c: &mut TxCold) -> bool {
-    if f.tx_sent == 0 || f.st & st::TX_RECOVERY != 0 {
+/// The slow path's tail-loss probe request (RFC 8985 §7.2), made when the
+/// flow went quiet for a PTO: not with nothing in flight. Returns whether
+/// the send loop has something to do. In recovery it is RACK's reordering
+/// timer instead (RFC 8985 §6.3, see [`rack_timeout`]), and when that finds
+/// nothing, the first hole goes again if recovery has nothing else to send
+/// ([`txf::RXT_PROBE`]).
+pub(super) fn on_probe(f: &mut FlowState, c: &mut TxCold, now_ts: u32, stats: &mut Stats) -> bool {
+    if f.tx_sent == 0 {
         return false;
+    }
+    if f.st & st::TX_RECOVERY != 0 {
+        if !rack_timeout(f, c, now_ts, stats) {
+            c.flags |= txf::RXT_PROBE;
+        }
+        return true;
     }
     sb_prune(c, f.snd_una());
     f.st |= st::TX_PROBE;
     c.flags &= !txf::PROBE_SENT;
+    true
+}
+
+/// RACK's timer rule (RFC 8985 §6.3) in recovery, when no ACK comes to
+/// apply [`lost_head_retransmission`]: the round's retransmissions went out
+/// no later than `rxt_ts`; a hole below HighRxt still open more than a
+/// round trip plus a reordering window (SRTT/4) after it was lost again.
+/// The round starts over from SND.UNA with everything below the old
+/// HighRxt counted as lost, instead of waiting for the retransmission
+/// timeout (and the rate collapse that follows it).
+fn rack_timeout(f: &mut FlowState, c: &mut TxCold, now_ts: u32, stats: &mut Stats) -> bool {
+    sb_prune(c, f.snd_una());
+    let una = f.snd_una();
+    if f.rtt_est == 0 || !seq::gt(c.high_rxt, una) {
+        return false;
+    }
+    let srtt = f.rtt_est;
+    if now_ts.wrapping_sub(c.rxt_ts) <= srtt + srtt / 4 {
+        return false;
+    }
+    if next_hole(c, una, f.tx_next_seq, una, c.high_rxt).is_none() {
+        return false;
+    }
+    c.lost_floor = smax(c.lost_floor, c.high_rxt);
+    c.high_rxt = una;
+    c.rxt_nxt = f.tx_next_seq;
+    stats.rexmit_lost += 1;
+    stats.rack_timeouts += 1;
+    loss_proven(f, c);
     true
 }
 
@@ -431,13 +513,14 @@ pub(super) fn after_ack(
                     // NewReno (RFC 6582 §3.2 step 5): the segment now at
                     // SND.UNA is lost.
                     smin(una.wrapping_add(smss), f.tx_next_seq)
-                } else if rexmits_acked {
+                } else if rexmits_acked && c.reo as u32 <= DUP_THRESH {
                     // It covers every retransmission of the round, so the
                     // last one was delivered: what was sent before it and is
                     // neither acknowledged nor SACKed is lost (RACK, RFC
                     // 8985 §6.2, with no reordering window; the peer would
                     // have SACKed it). A receiver that keeps a single
-                    // out-of-order interval has dropped it.
+                    // out-of-order interval has dropped it. Not on a path
+                    // known to reorder: it may only be late.
                     c.rxt_nxt
                 } else {
                     una
@@ -463,7 +546,7 @@ pub(super) fn after_ack(
         f.dupack_cnt = f.dupack_cnt.saturating_add(1);
     }
     // RFC 6675 §5 steps 1-2: DupThresh duplicates, or IsLost(SND.UNA).
-    if f.dupack_cnt as u32 >= DUP_THRESH || seq::gt(lost_end(f, c, smss), una) {
+    if f.dupack_cnt as u32 >= dup_thresh(c) || seq::gt(lost_end(f, c, smss), una) {
         enter(f, c, smss, stats);
         return true;
     }
@@ -480,7 +563,7 @@ fn lost_retransmission(f: &mut FlowState, c: &mut TxCold, smss: u32, stats: &mut
     if !seq::gt(c.high_rxt, una) || !seq::lt(c.rxt_nxt, f.tx_next_seq) {
         return;
     }
-    if sacked_in(c, c.rxt_nxt, f.tx_next_seq) <= (DUP_THRESH - 1) * smss {
+    if sacked_in(c, c.rxt_nxt, f.tx_next_seq) <= (dup_thresh(c) - 1) * smss {
         return;
     }
     if next_hole(c, una, f.tx_next_seq, una, c.high_rxt).is_some() {
@@ -631,13 +714,36 @@ fn probe_seg(f: &FlowState, c: &TxCold, smss: u32) -> Option<Cut> {
 /// What the send loop sends next for a flow in recovery or in a probe
 /// episode, if anything. A probe request that meets a recovery is dropped
 /// (recovery does better).
-pub(super) fn poll_cut(f: &mut FlowState, c: &mut TxCold, smss: u32) -> Option<Cut> {
+pub(super) fn poll_cut(
+    f: &mut FlowState,
+    c: &mut TxCold,
+    smss: u32,
+    now_ts: u32,
+    stats: &mut Stats,
+) -> Option<Cut> {
     sb_prune(c, f.snd_una());
     if f.st & st::TX_RECOVERY != 0 {
         if c.flags & txf::PROBE_SENT == 0 {
             f.st &= !st::TX_PROBE;
         }
-        return next_seg(f, c, smss);
+        let cut = next_seg(f, c, smss);
+        if c.flags & txf::RXT_PROBE == 0 {
+            return cut;
+        }
+        c.flags &= !txf::RXT_PROBE;
+        if cut.is_some() || now_ts.wrapping_sub(c.rxt_ts) <= f.rtt_est {
+            // Something goes anyway, or a retransmission went within the
+            // last round trip: its ACK will tell.
+            return cut;
+        }
+        // The recovery went quiet with nothing it would send (what is
+        // missing is not known lost, e.g. a last segment or FIN with
+        // nothing SACKed above it): resend the first hole, whose ACK tells
+        // the rest (RFC 8985 §7's probe, here within recovery).
+        let (una, nxt) = (f.snd_una(), f.tx_next_seq);
+        let (s, he) = next_hole(c, una, nxt, una, nxt)?;
+        stats.tlp_probes += 1;
+        return Some(rexmit_cut(f, s, he, smss, u32::MAX));
     }
     if c.flags & txf::PROBE_SENT == 0 {
         let cut = probe_seg(f, c, smss);

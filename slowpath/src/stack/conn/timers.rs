@@ -31,7 +31,9 @@ fn pto(f: &FlowState) -> Option<u64> {
         return None;
     }
     let mss = (f.mss as u32).saturating_sub(f.opt_len()).max(1);
-    let one_segment = f.tx_sent <= mss;
+    // (Not during recovery, where the request is RACK's timer: the peer
+    // answers out-of-order data and a FIN at once.)
+    let one_segment = f.tx_sent <= mss && f.st & st::TX_RECOVERY == 0;
     Some(2 * f.rtt_est as u64 * 1000 + PTO_SLACK + if one_segment { PTO_DELACK } else { 0 })
 }
 
@@ -46,6 +48,24 @@ pub(super) fn tick(rto: u64) -> u64 {
 }
 
 impl Stack {
+    /// The congestion-control loop saw data in flight (`f`): a flow last
+    /// inspected while idle may have its next inspection up to 4 ticks
+    /// away (400 ms), too late for the probe or RACK timer of what it sends
+    /// now: brought forward to one PTO (the loop runs every few RTTs for a
+    /// busy flow, so this costs one comparison per round).
+    pub(in crate::stack) fn flow_sending(&mut self, now: u64, id: FlowId, f: &FlowState) {
+        if f.tx_sent == 0 || !self.cfg.tlp {
+            return;
+        }
+        let Some(p) = pto(f) else {
+            return;
+        };
+        let at = now.saturating_add(p);
+        if self.conns.get(&id).is_some_and(|c| c.next_check > at) {
+            self.schedule_check(id, at);
+        }
+    }
+
     pub(super) fn schedule_check(&mut self, id: FlowId, at: u64) {
         if let Some(c) = self.conns.get_mut(&id) {
             c.next_check = at;
@@ -216,28 +236,42 @@ impl Stack {
         }
         if f.tx_sent > 0 {
             c.zw = false;
-            // RFC 8985 §7.2: the probe is armed when no recovery runs (and
-            // no timeout since the last progress), once per quiet state, a
-            // PTO after the flow went quiet or at the RTO if that is
-            // earlier: then it goes instead of the timeout (as Linux), and
-            // the RTO restarts from it (§7.3).
+            // RFC 8985 §7.2: the probe is armed when there was no timeout
+            // since the last progress, once per quiet state, a PTO after
+            // the flow went quiet or at the RTO if that is earlier: then it
+            // goes instead of the timeout (as Linux), and the RTO restarts
+            // from it (§7.3). While fast recovery runs the same request is
+            // RACK's reordering timer (§6.3): the fast path resends
+            // retransmissions that were lost too, rather than waiting for
+            // the RTO; like Linux's RACK timer it comes again every PTO
+            // while recovery makes no progress, and the RTO still counts
+            // from the last progress.
+            let recovering = f.st & st::TX_RECOVERY != 0;
+            let rto_due = now.saturating_sub(c.una_since) >= rto;
             let pto = pto(&f).filter(|_| tlp);
             let probe_at = pto
-                .filter(|_| !c.probed && c.backoff == 0 && f.st & st::TX_RECOVERY == 0)
+                .filter(|_| !c.probed && c.backoff == 0)
                 .map(|p| {
-                    c.quiet_since
-                        .saturating_add(p)
-                        .min(c.una_since.saturating_add(rto))
+                    let at = c.quiet_since.saturating_add(p);
+                    if recovering {
+                        at
+                    } else {
+                        at.min(c.una_since.saturating_add(rto))
+                    }
                 });
             if !c.busy || progressed {
                 c.busy = true;
                 c.una_since = now;
-            } else if probe_at.is_some_and(|at| now >= at) {
-                c.probed = true;
-                c.una_since = now;
+            } else if probe_at.is_some_and(|at| now >= at) && !(recovering && rto_due) {
+                if recovering {
+                    c.quiet_since = now;
+                } else {
+                    c.probed = true;
+                    c.una_since = now;
+                }
                 self.stats.tlp_probes += 1;
                 io.fastpath(FpCmd::Probe(id));
-            } else if now.saturating_sub(c.una_since) >= rto {
+            } else if rto_due {
                 if c.retries >= data_retries {
                     self.stats.data_timeouts += 1;
                     if c.orphan {
@@ -289,8 +323,8 @@ impl Stack {
             }
         }
         // Idle flows (nothing in flight, no window to probe) are looked at
-        // less often: a loss right after an idle period is then detected
-        // after at most 4 ticks + RTO instead of 1 tick + RTO.
+        // less often; the congestion-control loop brings the inspection
+        // forward when it sees data in flight again (`flow_sending`).
         let idle = f.tx_sent == 0 && self.conns.get(&id).is_some_and(|c| !c.zw && !c.app_closed);
         let next = if idle { 4 * tick(base) } else { tick(base) };
         let at = (now + next)

@@ -152,14 +152,33 @@ fn no_tail_loss_probe_without_an_rtt_sample() {
 }
 
 #[test]
-fn no_tail_loss_probe_during_recovery_or_when_disabled() {
+fn during_recovery_probe_requests_every_pto_then_timeouts_and_none_when_disabled() {
+    // In recovery the probe request is RACK's timer for the fast path
+    // (RFC 8985 §6.3): every PTO (2 RTT + 2 ms = 4 ms here) while nothing
+    // progresses, the RTO still counting from the last progress; after a
+    // timeout (backoff) only timeouts.
     let (mut fx, id) = stuck_flow(host_cfg(A_IP, A_MAC), 5000, 1000);
     fx.set(id, |f| f.st |= st::TX_RECOVERY);
     let cmds = run_cmds(&mut fx, 1000 * MS);
+    let first_rto = cmds
+        .iter()
+        .position(|(_, c)| *c == FpCmd::Retransmit(id))
+        .expect("a timeout");
+    assert!(first_rto >= 10, "{cmds:?}");
     assert!(
-        cmds.iter().all(|(_, c)| *c == FpCmd::Retransmit(id)),
+        cmds[..first_rto]
+            .iter()
+            .all(|(_, c)| matches!(c, FpCmd::Probe(p) if *p == id)),
         "{cmds:?}"
     );
+    assert!(
+        cmds[first_rto..].iter().all(|(_, c)| *c == FpCmd::Retransmit(id)),
+        "{cmds:?}"
+    );
+    // The timeout is not put off by the probes (RTO 200 ms from the first
+    // inspection that saw the flow busy).
+    let at = cmds[first_rto].0;
+    assert!((200 * MS..=300 * MS).contains(&at), "{at}");
     let mut c = host_cfg(A_IP, A_MAC);
     c.tlp = false;
     let (mut fx, id) = stuck_flow(c, 5000, 1000);
@@ -168,4 +187,38 @@ fn no_tail_loss_probe_during_recovery_or_when_disabled() {
         cmds.iter().all(|(_, c)| *c == FpCmd::Retransmit(id)),
         "{cmds:?}"
     );
+}
+
+#[test]
+fn in_recovery_a_single_segment_out_gets_no_delayed_ack_allowance() {
+    // Only a FIN (one sequence number) outstanding, recovery running: the
+    // request comes a PTO (2 RTT + 2 ms) after the flow went quiet, not
+    // 200 ms later as for a tail-loss probe with one segment out.
+    let (mut fx, id) = stuck_flow(host_cfg(A_IP, A_MAC), 1, 1000);
+    fx.set(id, |f| f.st |= st::TX_RECOVERY);
+    let cmds = run_cmds(&mut fx, 1000 * MS);
+    let (at, c) = cmds.first().expect("a command");
+    assert!(matches!(c, FpCmd::Probe(p) if *p == id), "{cmds:?}");
+    assert!(*at < 120 * MS, "{at}");
+}
+
+#[test]
+fn a_flow_idle_at_its_last_inspection_gets_its_probe_timer_when_it_sends_again() {
+    // Inspected while idle (nothing in flight): the next inspection would
+    // be 4 ticks (400 ms) away. The flow then sends and loses everything in
+    // recovery: the congestion-control round that sees data in flight
+    // brings the inspection forward, so the probe (RACK's timer) comes
+    // within milliseconds, not at the idle inspection.
+    let (mut fx, id) = stuck_flow(host_cfg(A_IP, A_MAC), 0, 1000);
+    let cmds = run_cmds(&mut fx, 150 * MS);
+    assert!(cmds.is_empty(), "{cmds:?}");
+    fx.set(id, |f| {
+        f.tx_sent = 5000;
+        f.tx_next_seq = f.tx_next_seq.wrapping_add(5000);
+        f.st |= st::TX_RECOVERY;
+    });
+    let cmds = run_cmds(&mut fx, 100 * MS);
+    let (at, c) = cmds.first().expect("a probe within 100 ms");
+    assert!(matches!(c, FpCmd::Probe(p) if *p == id), "{cmds:?}");
+    assert!(*at < 40 * MS, "{at}");
 }

@@ -149,7 +149,7 @@ fn probe_carries_the_fin_when_it_is_last() {
 }
 
 #[test]
-fn probe_is_a_no_op_with_nothing_in_flight_or_during_recovery() {
+fn probe_is_a_no_op_with_nothing_in_flight_or_right_after_a_timeout_retransmission() {
     let mut fx = fx();
     fx.fp.probe(fx.id, fx.now, &mut fx.out);
     assert_eq!(fx.poll(), 0);
@@ -158,6 +158,8 @@ fn probe_is_a_no_op_with_nothing_in_flight_or_during_recovery() {
     fx.fp.retransmit(fx.id, fx.now, &mut fx.out);
     assert_eq!(fx.poll(), 3);
     fx.out.frames.clear();
+    // (During recovery a probe request is RACK's timer, which finds
+    // nothing within a round trip of the retransmissions.)
     fx.fp.probe(fx.id, fx.now, &mut fx.out);
     assert_eq!(fx.poll(), 0);
     assert_eq!(fx.fp.stats.tlp_probes, 0);

@@ -505,3 +505,159 @@ fn recovery_that_repairs_a_real_loss_is_reported_once_it_ends() {
     assert_eq!({ fx.flow().cnt_frexmits }, 1);
     assert_eq!(fx.fp.stats.spurious_recoveries, 0);
 }
+
+/// `fx_reordered_head(0)` proven spurious: the late original is ACKed,
+/// then the retransmission comes back as a duplicate (D-SACK).
+fn fx_after_a_spurious_recovery() -> Fx {
+    let mut fx = fx_reordered_head(0);
+    fx.peer_ack = 4 * M;
+    send!(fx, fx.peer(0));
+    send!(fx, sack(&fx, &[(0, M)]));
+    fx.peer_ack = 10 * M;
+    send!(fx, fx.peer(0));
+    assert!(!in_recovery(&fx));
+    assert_eq!(fx.fp.stats.spurious_recoveries, 1);
+    fx
+}
+
+#[test]
+fn a_spurious_recovery_raises_dupthresh() {
+    let mut fx = fx_after_a_spurious_recovery();
+    assert_eq!(fx.fp.stats.reordering_seen, 1);
+    // Ten more segments; segment 10 is overtaken by three again. DupThresh
+    // is 4 now (RFC 6675 §2, as Linux's tp->reordering): no recovery, no
+    // retransmission.
+    fx.write(10 * M, 0).unwrap();
+    assert_eq!(fx.poll(), 10);
+    fx.out.frames.clear();
+    send!(fx, sack(&fx, &[(11 * M, 12 * M)]));
+    send!(fx, sack(&fx, &[(11 * M, 13 * M)]));
+    send!(fx, sack(&fx, &[(11 * M, 14 * M)]));
+    assert!(!in_recovery(&fx), "reordering by 3 is within DupThresh 4");
+    assert_eq!(fx.poll(), 0);
+    // A fourth segment SACKed above the hole: lost now.
+    send!(fx, sack(&fx, &[(11 * M, 15 * M)]));
+    assert!(in_recovery(&fx));
+    assert_eq!(fx.poll(), 1);
+    recv!(fx, seg_k(&fx, 10));
+}
+
+#[test]
+fn a_timeout_resets_dupthresh() {
+    let mut fx = fx_after_a_spurious_recovery();
+    fx.write(10 * M, 0).unwrap();
+    assert_eq!(fx.poll(), 10);
+    fx.out.frames.clear();
+    fx.now += 300_000_000;
+    fx.fp.retransmit(fx.id, fx.now, &mut fx.out);
+    fx.out.frames.clear();
+    fx.peer_ack = 20 * M;
+    send!(fx, fx.peer(0));
+    assert!(!in_recovery(&fx));
+    // Back to DupThresh 3.
+    fx.write(10 * M, 0).unwrap();
+    assert_eq!(fx.poll(), 10);
+    fx.out.frames.clear();
+    send!(fx, sack(&fx, &[(21 * M, 22 * M)]));
+    send!(fx, sack(&fx, &[(21 * M, 23 * M)]));
+    send!(fx, sack(&fx, &[(21 * M, 24 * M)]));
+    assert!(in_recovery(&fx));
+}
+
+#[test]
+fn on_a_reordering_path_a_partial_ack_does_not_declare_earlier_segments_lost() {
+    // DupThresh 4 after a spurious recovery; a window of 10 segments.
+    let mut fx = fx_after_a_spurious_recovery();
+    fx.set(|f| f.tx_cwnd = 10 * M);
+    fx.write(10 * M, 0).unwrap();
+    assert_eq!(fx.poll(), 10);
+    fx.write(10 * M, 0).unwrap();
+    assert_eq!(fx.poll(), 0, "window full");
+    fx.out.frames.clear();
+    // 10 is lost, 13 late: 11, 12, 14, 15 SACKed (4 above 10: lost).
+    send!(fx, sack(&fx, &[(11 * M, 13 * M)]));
+    send!(fx, sack(&fx, &[(14 * M, 15 * M), (11 * M, 13 * M)]));
+    send!(fx, sack(&fx, &[(14 * M, 16 * M), (11 * M, 13 * M)]));
+    assert!(in_recovery(&fx));
+    // pipe = 10 - 4 SACKed: segment 10 again, then new data 20..=23.
+    assert_eq!(fx.poll(), 5);
+    recv!(fx, seg_k(&fx, 10));
+    fx.out.frames.clear();
+    // The retransmission of 10 arrives: a partial ACK up to 13 covering
+    // every retransmission of the round. Only 2 segments are SACKed above
+    // 13: on a path known to reorder it may be late, so neither it nor
+    // 16..=19 count as lost (RACK would wait out its reordering window):
+    // pipe = 11 - 2, room for one new segment, no retransmission.
+    fx.peer_ack = 13 * M;
+    send!(fx, sack(&fx, &[(14 * M, 16 * M)]));
+    assert!(in_recovery(&fx));
+    assert_eq!(fx.poll(), 1);
+    recv!(fx, seg_k(&fx, 24));
+    assert_eq!(fx.fp.stats.rexmit_segments, 2, "0 and 10 only");
+    // 16 and 17 arrive, 13 still missing: 4 SACKed above it, lost now.
+    send!(fx, sack(&fx, &[(14 * M, 18 * M)]));
+    assert!(fx.poll() >= 1);
+    recv!(fx, seg_k(&fx, 13));
+}
+
+#[test]
+fn in_recovery_a_probe_request_resends_a_retransmission_rack_finds_lost() {
+    let mut fx = fx_with_segments(FlowOpts::default(), 10);
+    fx.set(|f| f.rtt_est = 100);
+    // Segment 0 lost; the rest SACKed: recovery resends 0, which is lost
+    // as well. Nothing else is in flight, so no ACK will tell.
+    send!(fx, sack(&fx, &[(M, 2 * M)]));
+    send!(fx, sack(&fx, &[(M, 3 * M)]));
+    send!(fx, sack(&fx, &[(M, 10 * M)]));
+    assert_eq!(fx.poll(), 1);
+    recv!(fx, seg_k(&fx, 0));
+    // The slow path's PTO (2 SRTT + 2 ms) asks for a probe. Within SRTT +
+    // SRTT/4 of the retransmission: nothing yet.
+    fx.now += 100_000;
+    fx.fp.probe(fx.id, fx.now, &mut fx.out);
+    assert_eq!(fx.poll(), 0);
+    // Later: RACK (RFC 8985 §6.3) finds it lost; resent at once, not at the
+    // retransmission timeout.
+    fx.now += 2_000_000;
+    fx.fp.probe(fx.id, fx.now, &mut fx.out);
+    assert_eq!(fx.poll(), 1);
+    recv!(fx, seg_k(&fx, 0));
+    let s = fx.fp.stats;
+    assert_eq!((s.rack_timeouts, s.rexmit_lost, s.tlp_probes), (1, 1, 0));
+    assert!(in_recovery(&fx));
+    assert_eq!({ fx.flow().cnt_frexmits }, 1, "a lost retransmission is a loss");
+    fx.peer_ack = 10 * M;
+    send!(fx, fx.peer(0));
+    assert!(!in_recovery(&fx));
+}
+
+#[test]
+fn in_recovery_a_probe_request_resends_the_first_hole_when_nothing_else_goes() {
+    // DupThresh 4 (reordering seen): 10 is lost and resent; its partial
+    // ACK reaches 19, which is lost too but, with nothing SACKed above it,
+    // not known lost. Recovery has nothing to send.
+    let mut fx = fx_after_a_spurious_recovery();
+    fx.write(10 * M, 0).unwrap();
+    assert_eq!(fx.poll(), 10);
+    fx.out.frames.clear();
+    for k in 12..=15 {
+        send!(fx, sack(&fx, &[(11 * M, k * M)]));
+    }
+    assert!(in_recovery(&fx));
+    assert_eq!(fx.poll(), 1);
+    recv!(fx, seg_k(&fx, 10));
+    fx.peer_ack = 19 * M;
+    send!(fx, fx.peer(0));
+    assert!(in_recovery(&fx));
+    assert_eq!(fx.poll(), 0);
+    // The flow goes quiet; the slow path's probe request resends the hole
+    // rather than leaving it to the retransmission timeout.
+    fx.now += 2_000_000;
+    fx.fp.probe(fx.id, fx.now, &mut fx.out);
+    assert_eq!(fx.poll(), 1);
+    recv!(fx, last_seg(&fx, 19));
+    assert_eq!(fx.poll(), 0, "one probe per request");
+    fx.peer_ack = 20 * M;
+    send!(fx, fx.peer(0));
+    assert!(!in_recovery(&fx));
+}
