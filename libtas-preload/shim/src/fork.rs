@@ -134,6 +134,7 @@ pub fn fork() -> libc::pid_t {
                 // connections while children accept (a master process).
                 for l in quiet {
                     let _ = inner.tas.set_accepting(l, false);
+                    g.quiet.fetch_add(1, Ordering::Relaxed);
                 }
                 inner.after();
             }
@@ -277,4 +278,23 @@ pub fn register_atfork() {
             Some(atfork_child),
         )
     };
+}
+
+/// A program waits for connections on TAS socket `fd` (accept, poll,
+/// select, epoll): if it is a listener this process said at a fork it
+/// does not accept on, it does now.
+pub fn note_interest(ctx: &'static Ctx, sid: u64) {
+    let g = global();
+    let mut inner = ctx.inner.lock();
+    let Some(s) = inner.socks.get_mut(&sid) else {
+        return;
+    };
+    if s.interest {
+        return;
+    }
+    s.interest = true;
+    if let (true, St::Listening(l)) = (s.shared, s.st) {
+        let _ = inner.tas.set_accepting(l, true);
+        let _ = g.quiet.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| q.checked_sub(1));
+    }
 }
