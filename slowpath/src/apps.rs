@@ -5,7 +5,12 @@
 //! `HELLO` with its ABI version and receives `HELLO_OK` with three fds: the
 //! region (a memfd), its own eventfd (we kick it) and the core's eventfd (it
 //! kicks us). When its socket hangs up — exit or crash — everything it had is
-//! reclaimed and its id can be reused.
+//! reclaimed and its id can be reused — unless other processes still use
+//! its flows or its region (sockets shared across fork/exec): it then
+//! stays as a *zombie* until they are done. A `HELLO` with
+//! `ctl::F_ALIAS` attaches a context that shares another app's payload
+//! region (a forked child or exec'ed image taking inherited sockets over),
+//! authorised by a grant (`stack::conn::share`).
 //!
 //! # Attaching never blocks the daemon
 //!

@@ -298,3 +298,25 @@ pub fn note_interest(ctx: &'static Ctx, sid: u64) {
         let _ = g.quiet.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| q.checked_sub(1));
     }
 }
+
+/// Takes over every inherited socket (from the parent, or across exec)
+/// now: before `chroot` or a change of credentials, after which the
+/// attach socket may be out of reach (sshd's privilege-separated child
+/// chroots to an empty directory and becomes another user).
+pub fn adopt_all() {
+    let Some(g) = try_global() else { return };
+    let _e = sys::Enter::new();
+    let gen = g.gen.load(Ordering::Acquire);
+    let mut fds = Vec::new();
+    for i in 0..g.nctx.load(Ordering::Acquire) {
+        if let Some(c) = g.ctx(i) {
+            if c.gen != gen {
+                fds.extend(c.inner.lock().socks.values().map(|s| s.a));
+            }
+        }
+    }
+    fds.extend(g.inherit.lock().exec.entries.iter().flatten().map(|e| e.fds[0]));
+    for fd in fds {
+        let _ = crate::fdtab::kind(fd);
+    }
+}
