@@ -5,8 +5,10 @@
 //! waiting for events (spin briefly, then block on the eventfd), and the
 //! hooks the `LD_PRELOAD` shim (`libtas-preload/shim`, crate `tas-preload`)
 //! builds on: vectored and zero-copy send ([`Tas::send_fill`]), peeking,
-//! change tracking ([`Tas::take_changes`]) and explicit control of the
-//! wake-up flag ([`Tas::set_waiting`]).
+//! change tracking ([`Tas::take_changes`]), explicit control of the
+//! wake-up flag ([`Tas::set_waiting`]), and handing sockets to a forked or
+//! exec'ed process ([`Tas::share_begin`], [`Tas::attach_alias`],
+//! [`Tas::adopt_conn`], [`Tas::drop_conn`], [`Conn::to_words`]).
 //!
 //! Must not: export C symbols (the `LD_PRELOAD` shim is a separate `cdylib`
 //! that builds on this crate, so linking this library never hijacks a Rust

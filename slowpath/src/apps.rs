@@ -5,9 +5,14 @@
 //! `HELLO` with its ABI version and receives `HELLO_OK` with three fds: the
 //! region (a memfd), its own eventfd (we kick it) and the core's eventfd (it
 //! kicks us). When its socket hangs up — exit or crash — everything it had is
-//! reclaimed and its id can be reused; if it left orphaned connections
-//! (closed, still delivering data and FIN: see `stack::conn::close`), its
-//! region and id stay [`App::orphaned`] until the last one is done.
+//! reclaimed and its id can be reused — unless other processes still use
+//! its flows or its region (sockets shared across fork/exec) or it left
+//! orphaned connections (closed, still delivering data and FIN: see
+//! `stack::conn::close`): it then stays as a *zombie* ([`App::orphaned`]
+//! too for orphans) until they are done. A `HELLO` with
+//! `ctl::F_ALIAS` attaches a context that shares another app's payload
+//! region (a forked child or exec'ed image taking inherited sockets over),
+//! authorised by a grant (`stack::conn::share`).
 //!
 //! # Attaching never blocks the daemon
 //!

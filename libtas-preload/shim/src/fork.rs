@@ -134,6 +134,7 @@ pub fn fork() -> libc::pid_t {
                 // connections while children accept (a master process).
                 for l in quiet {
                     let _ = inner.tas.set_accepting(l, false);
+                    g.quiet.fetch_add(1, Ordering::Relaxed);
                 }
                 inner.after();
             }
@@ -277,4 +278,45 @@ pub fn register_atfork() {
             Some(atfork_child),
         )
     };
+}
+
+/// A program waits for connections on TAS socket `fd` (accept, poll,
+/// select, epoll): if it is a listener this process said at a fork it
+/// does not accept on, it does now.
+pub fn note_interest(ctx: &'static Ctx, sid: u64) {
+    let g = global();
+    let mut inner = ctx.inner.lock();
+    let Some(s) = inner.socks.get_mut(&sid) else {
+        return;
+    };
+    if s.interest {
+        return;
+    }
+    s.interest = true;
+    if let (true, St::Listening(l)) = (s.shared, s.st) {
+        let _ = inner.tas.set_accepting(l, true);
+        let _ = g.quiet.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| q.checked_sub(1));
+    }
+}
+
+/// Takes over every inherited socket (from the parent, or across exec)
+/// now: before `chroot` or a change of credentials, after which the
+/// attach socket may be out of reach (sshd's privilege-separated child
+/// chroots to an empty directory and becomes another user).
+pub fn adopt_all() {
+    let Some(g) = try_global() else { return };
+    let _e = sys::Enter::new();
+    let gen = g.gen.load(Ordering::Acquire);
+    let mut fds = Vec::new();
+    for i in 0..g.nctx.load(Ordering::Acquire) {
+        if let Some(c) = g.ctx(i) {
+            if c.gen != gen {
+                fds.extend(c.inner.lock().socks.values().map(|s| s.a));
+            }
+        }
+    }
+    fds.extend(g.inherit.lock().exec.entries.iter().flatten().map(|e| e.fds[0]));
+    for fd in fds {
+        let _ = crate::fdtab::kind(fd);
+    }
 }

@@ -44,6 +44,10 @@ pub struct Global {
     pub warned: AtomicBool,
     /// What this process inherited at its last fork (`fork.rs`).
     pub inherit: Lock<crate::fork::Inherit>,
+    /// Shared listeners this process told tasd it does not accept on
+    /// (`fork.rs`): while any, `poll` and `select` look whether their sets
+    /// hold one (waiting for connections is accepting).
+    pub quiet: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -104,6 +108,7 @@ pub fn global() -> &'static Global {
             wmem_max: read_proc_u32("/proc/sys/net/core/wmem_max").unwrap_or(212992),
             warned: AtomicBool::new(false),
             inherit: Lock::new(crate::fork::Inherit::default()),
+            quiet: AtomicUsize::new(0),
         };
         if wake_fd >= 0 {
             g.set_fd(wake_fd, T_INTERNAL);

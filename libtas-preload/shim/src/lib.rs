@@ -20,8 +20,8 @@
 //! * The process-wide state (`global.rs`, `config.rs`): the fd table
 //!   (`fdtab.rs`), the contexts and their sockets (`ctx.rs`, `sock.rs`),
 //!   readiness on each socket's pair (`readiness.rs`), waiting (`wait.rs`,
-//!   `mux.rs`), the reactor thread (`reactor.rs`) and fork handling
-//!   (`fork.rs`).
+//!   `mux.rs`), the reactor thread (`reactor.rs`), and sockets that survive
+//!   `fork` (`fork.rs`) and `exec` (`exec.rs`).
 //! * What each call does to a TAS socket, with Linux's results and errno
 //!   (`ops/`, `opts.rs`): the port registry behind `bind`, the switch to a
 //!   kernel socket for loopback and kernel-owned addresses, options kept
@@ -43,9 +43,9 @@
 //!   crate call `read`, `poll`, `close`, ... through the same symbols.
 //! * Wait for readiness (spin or block in the kernel) while holding a
 //!   context's lock: other threads share the context.
-//! * Touch a context of an older fork generation: in a child, sockets
-//!   inherited from the parent give errors and their connections stay the
-//!   parent's.
+//! * Touch a context of an older fork generation other than to take an
+//!   inherited socket over from it (`fork.rs`): the parent still drives
+//!   it.
 //!
 //! ## Design
 //!
@@ -65,12 +65,16 @@
 //!   while a thread is blocked that way. The reactor thread looks every
 //!   10 ms at contexts nobody is blocked on (and at once at their control
 //!   sockets) and turns news into readiness.
-//! * **fork.** Locks are held across `fork()`; the child starts a new
-//!   generation: sockets inherited from the parent belong to the parent's
-//!   service context, so in the child they give clean errors (`ENOTCONN`
-//!   for data calls, `EINVAL` for listen/accept/connect/bind) and `close`
-//!   only closes the child's descriptor — the parent's connections are
-//!   never disturbed. New sockets in the child attach a new context.
+//! * **fork and exec.** Locks are held across `fork()`; the child starts a
+//!   new generation. Sockets survive: the forking process obtains a grant
+//!   from tasd for its child, and the child, on first use of an inherited
+//!   socket, attaches a context sharing the parent context's region and
+//!   takes the socket over; `close` of a socket other processes may hold
+//!   only lets go of this process's reference (`fork.rs`). Sockets without
+//!   `FD_CLOEXEC` survive `exec` likewise, described to the new image in
+//!   `TAS_INHERIT` (`exec.rs`). If tasd refuses, inherited sockets give
+//!   clean errors (`ENOTCONN` for data calls, `EINVAL` for
+//!   listen/accept/connect/bind).
 //! * **Errors.** Failures become `-1` with the errno Linux would give; the
 //!   TAS part of a call runs under `ffi::run`, which turns a panic into
 //!   `EIO`.
@@ -245,6 +249,88 @@ interpose! {
             return unsafe { real::fork::get()() };
         }
         fork::fork()
+    }
+
+    /// Inherited sockets are taken over first: the attach socket may be out
+    /// of reach afterwards (fork.rs).
+    fn chroot(path: *const libc::c_char) -> c_int {
+        if !in_shim() {
+            fork::adopt_all();
+        }
+        // SAFETY: the caller's argument under chroot's contract.
+        unsafe { real::chroot::get()(path) }
+    }
+
+    /// As `chroot`.
+    fn setuid(u: libc::uid_t) -> c_int {
+        if !in_shim() {
+            fork::adopt_all();
+        }
+        // SAFETY: no pointers.
+        unsafe { real::setuid::get()(u) }
+    }
+
+    /// As `chroot`.
+    fn setgid(g: libc::gid_t) -> c_int {
+        if !in_shim() {
+            fork::adopt_all();
+        }
+        // SAFETY: no pointers.
+        unsafe { real::setgid::get()(g) }
+    }
+
+    /// As `chroot`.
+    fn seteuid(u: libc::uid_t) -> c_int {
+        if !in_shim() {
+            fork::adopt_all();
+        }
+        // SAFETY: no pointers.
+        unsafe { real::seteuid::get()(u) }
+    }
+
+    /// As `chroot`.
+    fn setegid(g: libc::gid_t) -> c_int {
+        if !in_shim() {
+            fork::adopt_all();
+        }
+        // SAFETY: no pointers.
+        unsafe { real::setegid::get()(g) }
+    }
+
+    /// As `chroot`.
+    fn setreuid(r: libc::uid_t, e: libc::uid_t) -> c_int {
+        if !in_shim() {
+            fork::adopt_all();
+        }
+        // SAFETY: no pointers.
+        unsafe { real::setreuid::get()(r, e) }
+    }
+
+    /// As `chroot`.
+    fn setregid(r: libc::gid_t, e: libc::gid_t) -> c_int {
+        if !in_shim() {
+            fork::adopt_all();
+        }
+        // SAFETY: no pointers.
+        unsafe { real::setregid::get()(r, e) }
+    }
+
+    /// As `chroot`.
+    fn setresuid(r: libc::uid_t, e: libc::uid_t, s: libc::uid_t) -> c_int {
+        if !in_shim() {
+            fork::adopt_all();
+        }
+        // SAFETY: no pointers.
+        unsafe { real::setresuid::get()(r, e, s) }
+    }
+
+    /// As `chroot`.
+    fn setresgid(r: libc::gid_t, e: libc::gid_t, s: libc::gid_t) -> c_int {
+        if !in_shim() {
+            fork::adopt_all();
+        }
+        // SAFETY: no pointers.
+        unsafe { real::setresgid::get()(r, e, s) }
     }
 
     /// TAS sockets without `FD_CLOEXEC` survive into the new image (exec.rs).

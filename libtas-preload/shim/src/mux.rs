@@ -134,6 +134,18 @@ fn epoll_has_tas(epfd: c_int) -> bool {
     }
 }
 
+/// While this process has listeners it said it does not accept on
+/// (`fork.rs`), a wait that includes one means it does.
+fn note_interest(fd: c_int) {
+    let Some(g) = try_global() else { return };
+    if g.quiet.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        return;
+    }
+    if let crate::fdtab::Kind::Sock(c, s) = crate::fdtab::kind(fd) {
+        crate::fork::note_interest(c, s);
+    }
+}
+
 fn any_tas(fds: &[libc::pollfd]) -> bool {
     let Some(g) = try_global() else {
         return false;
@@ -143,6 +155,7 @@ fn any_tas(fds: &[libc::pollfd]) -> bool {
         let v = g.fd(p.fd);
         if v & T_SOCK != 0 {
             crate::fdtab::adopt_if_inherited(p.fd, v);
+            note_interest(p.fd);
             any = true;
         }
     }
@@ -502,6 +515,7 @@ unsafe fn sets_have_tas(n: c_int, sets: [*mut libc::fd_set; 3]) -> bool {
             // 0 <= fd < FD_SETSIZE.
             if unsafe { libc::FD_ISSET(fd, set) } && g.fd(fd) & T_SOCK != 0 {
                 crate::fdtab::adopt_if_inherited(fd, g.fd(fd));
+                note_interest(fd);
                 any = true;
             }
         }

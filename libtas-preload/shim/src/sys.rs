@@ -240,6 +240,15 @@ pub mod real {
         pselect: fn(c_int, *mut libc::fd_set, *mut libc::fd_set, *mut libc::fd_set, *const libc::timespec, *const libc::sigset_t) -> c_int = None;
         close_range: fn(c_uint, c_uint, c_int) -> c_int = None;
         fork: fn() -> libc::pid_t = None;
+        chroot: fn(*const libc::c_char) -> c_int = None;
+        setuid: fn(libc::uid_t) -> c_int = None;
+        setgid: fn(libc::gid_t) -> c_int = None;
+        seteuid: fn(libc::uid_t) -> c_int = None;
+        setegid: fn(libc::gid_t) -> c_int = None;
+        setreuid: fn(libc::uid_t, libc::uid_t) -> c_int = None;
+        setregid: fn(libc::gid_t, libc::gid_t) -> c_int = None;
+        setresuid: fn(libc::uid_t, libc::uid_t, libc::uid_t) -> c_int = None;
+        setresgid: fn(libc::gid_t, libc::gid_t, libc::gid_t) -> c_int = None;
         execve: fn(*const libc::c_char, *const *const libc::c_char, *const *const libc::c_char) -> c_int = None;
         execvpe: fn(*const libc::c_char, *const *const libc::c_char, *const *const libc::c_char) -> c_int = None;
         fexecve: fn(c_int, *const *const libc::c_char, *const *const libc::c_char) -> c_int = None;

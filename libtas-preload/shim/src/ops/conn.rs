@@ -307,12 +307,11 @@ pub unsafe fn accept(
         let St::Listening(l) = s.st else {
             return Err(libc::EINVAL);
         };
-        if s.shared && !s.interest {
-            // Accepting again after saying at a fork that we do not.
-            let _ = inner.tas.set_accepting(l, true);
+        if !s.interest {
+            drop(inner);
+            crate::fork::note_interest(ctx, sid);
+            continue;
         }
-        let s = inner.socks.get_mut(&sid).ok_or(libc::EBADF)?;
-        s.interest = true;
         let (nonblock, a) = (s.nonblock, s.a);
         if dl.is_none() {
             dl = Some(deadline(s.opts.rcvtimeo));

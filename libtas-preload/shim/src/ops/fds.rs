@@ -128,21 +128,15 @@ pub unsafe fn epoll_track(epfd: c_int, op: c_int, fd: c_int, ev: *const libc::ep
         return;
     };
     s.epoll_regs.retain(|r| !(r.0 == epfd && r.1 == fd));
-    let mut accept_again = None;
-    if op == libc::EPOLL_CTL_ADD && !s.interest {
-        s.interest = true;
-        if let (true, St::Listening(l)) = (s.shared, s.st) {
-            accept_again = Some(l);
-        }
-    }
+    let interest = op == libc::EPOLL_CTL_ADD && !s.interest;
     if (op == libc::EPOLL_CTL_ADD || op == libc::EPOLL_CTL_MOD) && !ev.is_null() {
         // SAFETY: op is ADD or MOD and ev is non-null, so readable
         // (contract).
         s.epoll_regs.push((epfd, fd, unsafe { *ev }));
     }
-    if let Some(l) = accept_again {
-        // Waiting for connections: take them again (fork.rs).
-        let _ = inner.tas.set_accepting(l, true);
+    if interest {
+        drop(inner);
+        crate::fork::note_interest(ctx, sid);
     }
 }
 
