@@ -207,6 +207,11 @@ pub fn adopt(fd: libc::c_int, old: &'static Ctx, sid: u64) -> Option<(&'static C
             oi.by_listener.remove(&l);
             ni.by_listener.insert(l, sid);
             s.interest = true;
+            if let Err(e) = crate::ops::own_pair(&mut s) {
+                if g.cfg.debug {
+                    log(&format!("fd {fd}: no readiness pair of its own (errno {e})"));
+                }
+            }
         }
         _ => {}
     }

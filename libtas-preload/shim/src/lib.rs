@@ -1097,6 +1097,14 @@ interpose! {
     /// The kernel registers; the shim remembers a TAS socket's
     /// registrations (to restore them if the socket moves to the kernel).
     fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut libc::epoll_event) -> c_int {
+        // An inherited socket is taken over first, so that what gets
+        // registered is the file this process keeps (a listener taken over
+        // gets a readiness pair of its own under the same number).
+        if !in_shim() {
+            if let Some(g) = global::try_global() {
+                fdtab::adopt_if_inherited(fd, g.fd(fd));
+            }
+        }
         // SAFETY: the caller's arguments, unchanged, to libc's epoll_ctl.
         let r = unsafe { real::epoll_ctl::get()(epfd, op, fd, ev) };
         if r == 0 && !in_shim() {

@@ -104,6 +104,34 @@ fn replace_file(s: &Sock, k: c_int) -> Res<()> {
     Ok(())
 }
 
+/// A listener taken over from another process (after a fork) gets a
+/// readiness pair of its own under the same fd numbers: the inherited pair
+/// is one file shared by every process that holds the listener, so a byte
+/// one process writes for a connection announced to it would wake the
+/// others (with `EPOLLEXCLUSIVE`, instead of it), and a process that found
+/// nothing to accept would drain the byte another one needs. Registrations
+/// the parent made are its own and are not carried over; this process's
+/// come after the takeover.
+pub fn own_pair(s: &mut Sock) -> Res<()> {
+    let g = global();
+    let (a, b) = create_pair(s.nonblock, true)?;
+    s.epoll_regs.clear();
+    if let Err(e) = replace_file(s, a) {
+        r_close(a);
+        r_close(b);
+        return Err(e);
+    }
+    r_close(a);
+    if s.sig.b >= 0 {
+        // This process's copy of the shared pair's end only.
+        g.set_fd(s.sig.b, 0);
+        r_close(s.sig.b);
+    }
+    s.sig = Sig::new(b);
+    g.set_fd(b, T_INTERNAL);
+    Ok(())
+}
+
 /// Turns TAS socket `sid` into a kernel TCP socket with the same fd
 /// numbers, options and epoll registrations (for loopback and kernel-owned
 /// addresses).
