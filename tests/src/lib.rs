@@ -601,6 +601,47 @@ pub fn ensure_packages(want: &[(&str, &str)]) {
     assert!(still.is_empty(), "still missing after apt-get: {still:?}");
 }
 
+/// `libtas_preload.so` next to the test programs and `tasctl` (where
+/// `tasctl run` looks first). `cargo build --bins --examples` does not
+/// build a cdylib, so the first test that needs it builds (or refreshes) it
+/// once per test process with the same cargo, profile and target
+/// directory.
+pub fn shim_lib() -> PathBuf {
+    static SO: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    SO.get_or_init(|| {
+        let dir = bin_dir();
+        let profile = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("release")
+            .to_string();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+        let mut cmd = Command::new(&cargo);
+        cmd.args(["build", "-q", "-p", "tas-preload", "--target-dir"])
+            .arg(dir.parent().expect("target dir"))
+            .current_dir(repo_root());
+        match profile.as_str() {
+            "release" => {
+                cmd.arg("--release");
+            }
+            "debug" => {}
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let o = cmd.output().expect("run cargo to build libtas_preload.so");
+        assert!(
+            o.status.success(),
+            "cargo build -p tas-preload failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let p = dir.join("libtas_preload.so");
+        assert!(p.exists(), "{} was not built", p.display());
+        p
+    })
+    .clone()
+}
+
 /// Compiles `tests/c/NAME.c` once into `tas-NAME` next to the other test
 /// programs (nothing left behind in /tmp).
 pub fn c_program(name: &str) -> PathBuf {

@@ -21,7 +21,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tas_system_tests::*;
 
@@ -31,43 +30,8 @@ fn backend() -> Backend {
     Backend::from_env()
 }
 
-/// `libtas_preload.so` next to `tasctl` (where `tasctl run` looks first).
-/// `cargo build --bins --examples` does not build a cdylib, so it is built
-/// here once with the same cargo, profile and target directory.
 fn shim() -> PathBuf {
-    static SO: OnceLock<PathBuf> = OnceLock::new();
-    SO.get_or_init(|| {
-        let dir = bin_dir();
-        let profile = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("release")
-            .to_string();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
-        let mut cmd = Command::new(&cargo);
-        cmd.args(["build", "-q", "-p", "tas-preload", "--target-dir"])
-            .arg(dir.parent().expect("target dir"))
-            .current_dir(repo_root());
-        match profile.as_str() {
-            "release" => {
-                cmd.arg("--release");
-            }
-            "debug" => {}
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let o = cmd.output().expect("run cargo to build libtas_preload.so");
-        assert!(
-            o.status.success(),
-            "cargo build -p tas-preload failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let p = dir.join("libtas_preload.so");
-        assert!(p.exists(), "{} was not built", p.display());
-        p
-    })
-    .clone()
+    shim_lib()
 }
 
 /// Installs what these tests run; panics when apt-get cannot.

@@ -12,7 +12,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tas_system_tests::*;
 
@@ -23,44 +22,8 @@ fn backend() -> Backend {
     }
 }
 
-/// The shim, built next to the test binaries. `cargo build --bins
-/// --examples` does not build a cdylib, so the first test that needs it
-/// builds (or refreshes) it with the same cargo, profile and target dir.
 fn shim() -> PathBuf {
-    static SO: OnceLock<PathBuf> = OnceLock::new();
-    SO.get_or_init(|| {
-        let dir = bin_dir();
-        let p = dir.join("libtas_preload.so");
-        let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("release").to_string();
-        let target = dir.parent().expect("target dir").to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
-        let mut cmd = Command::new(&cargo);
-        cmd.args(["build", "-q", "-p", "tas-preload", "--target-dir"]).arg(&target).current_dir(repo_root());
-        match profile.as_str() {
-            "release" => {
-                cmd.arg("--release");
-            }
-            "debug" => {}
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        match cmd.output() {
-            Ok(o) => assert!(
-                o.status.success(),
-                "building libtas_preload.so (cargo build -p tas-preload) failed:\n{}",
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => eprintln!("cannot run {cargo} to refresh libtas_preload.so ({e}); using what is built"),
-        }
-        assert!(
-            p.exists(),
-            "{} is not built: run `cargo build --release -p tas-preload` (a cdylib is not built by --bins --examples)",
-            p.display()
-        );
-        p
-    })
-    .clone()
+    shim_lib()
 }
 
 fn preload_env() -> String {
