@@ -292,38 +292,7 @@ fn nginx_master_and_two_workers_serve_ab_without_keepalive() {
         .collect::<Vec<_>>()
         .join("\n");
     if !o.status.success() {
-        // What tasd holds when a request got no answer.
-        let mut diag = String::new();
-        for a in [&["listeners"][..], &["flows"][..], &["status"][..], &["stats", "apps"][..], &["stats", "slowpath.sh"][..], &["stats", "slowpath.ad"][..], &["stats", "slowpath.hand"][..]] {
-            diag.push_str(&stdout(&tb.tasctl(a)));
-        }
-        // Where each nginx process waits.
-        if let Ok(rd) = std::fs::read_dir("/proc") {
-            for e in rd.flatten() {
-                let pid = e.file_name().to_string_lossy().to_string();
-                let comm = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                if comm.starts_with("nginx") {
-                    let sc = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
-                    let wc = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-                    diag.push_str(&format!("pid {pid} {} wchan {wc} syscall {sc}", comm.replace('\0', " ")));
-                    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-                        for t in tasks.flatten() {
-                            let tid = t.file_name().to_string_lossy().to_string();
-                            let sc = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).unwrap_or_default();
-                            let wc = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan")).unwrap_or_default();
-                            diag.push_str(&format!("  task {tid} wchan {wc} syscall {sc}"));
-                        }
-                    }
-                    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| {
-                        d.flatten()
-                            .map(|f| format!("{}->{}", f.file_name().to_string_lossy(), std::fs::read_link(f.path()).map(|l| l.display().to_string()).unwrap_or_default()))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    }).unwrap_or_default();
-                    diag.push_str(&format!("  fds {fds}\n"));
-                }
-            }
-        }
+        let diag = stall_report(&mut tb, "nginx");
         panic!(
             "ab against nginx failed ({}):\n{}{}\nerror.log ends with:\n{tail}\n{diag}",
             o.status,
@@ -355,6 +324,68 @@ fn nginx_master_and_two_workers_serve_ab_without_keepalive() {
         2,
         "requests were not served by two workers: {per:?}"
     );
+}
+
+/// What tasd holds and where every process whose command line starts with
+/// `prog` waits (each thread's system call and wait channel, its fds): for
+/// the failure message of a server that stopped answering.
+fn stall_report(tb: &mut Testbed, prog: &str) -> String {
+    let mut diag = String::new();
+    for a in [&["listeners"][..], &["flows"][..], &["status"][..], &["stats", "apps"][..]] {
+        diag.push_str(&stdout(&tb.tasctl(a)));
+    }
+    let read = |p: String| std::fs::read_to_string(p).unwrap_or_default();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return diag;
+    };
+    for e in rd.flatten() {
+        let pid = e.file_name().to_string_lossy().to_string();
+        let cmd = read(format!("/proc/{pid}/cmdline"));
+        if !cmd.split('\0').next().unwrap_or("").ends_with(prog) {
+            continue;
+        }
+        diag.push_str(&format!("pid {pid} {}\n", cmd.replace('\0', " ")));
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in tasks.flatten() {
+                let tid = t.file_name().to_string_lossy().to_string();
+                let sc = read(format!("/proc/{pid}/task/{tid}/syscall"));
+                diag.push_str(&format!(
+                    "  task {tid} wchan {} syscall {sc}",
+                    read(format!("/proc/{pid}/task/{tid}/wchan")),
+                ));
+                // futex(2): the mapping the lock word lies in.
+                let mut w = sc.split_whitespace();
+                if w.next() == Some("202") {
+                    let addr = w
+                        .next()
+                        .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+                        .unwrap_or(0);
+                    for l in read(format!("/proc/{pid}/maps")).lines() {
+                        let r = l.split_whitespace().next().unwrap_or("");
+                        let (a, b) = r.split_once('-').unwrap_or(("0", "0"));
+                        let a = u64::from_str_radix(a, 16).unwrap_or(0);
+                        let b = u64::from_str_radix(b, 16).unwrap_or(0);
+                        if (a..b).contains(&addr) {
+                            diag.push_str(&format!("    lock word {addr:#x} at +{:#x} in {l}\n", addr - a));
+                        }
+                    }
+                }
+            }
+        }
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| {
+                d.flatten()
+                    .map(|f| {
+                        let to = std::fs::read_link(f.path()).unwrap_or_default();
+                        format!("{}->{}", f.file_name().to_string_lossy(), to.display())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        diag.push_str(&format!("  fds {fds}\n"));
+    }
+    diag
 }
 
 /// PostgreSQL 15 (the postmaster forks a backend for every connection):
@@ -928,7 +959,7 @@ fn wildcard_listener_serves_tas_and_kernel_addresses() {
 /// The same with two forked children blocking in `accept` on the wildcard
 /// listener they inherited.
 #[test]
-#[ignore = "flaky (about 1 run in 20): a blocked child sometimes does not take a connection announced to it (issue 14)"]
+#[ignore = "flaky (about 1 run in 20): a child's two threads deadlock on the wildcard listeners' lock, ops::wild::KL (issue 14)"]
 fn wildcard_listener_in_prefork_children() {
     wildcard_servers("svwlp", &[(7402, "prefork")]);
 }
@@ -994,7 +1025,14 @@ fn wildcard_servers(tag: &str, servers: &[(u16, &str)]) {
                 );
                 (o, format!("{msg} via {TAS_IP}\n"), true)
             };
-            assert_ok(&o, &format!("{mode} server, client {i}"));
+            if !o.status.success() {
+                let diag = stall_report(&mut tb, "python3");
+                panic!(
+                    "{mode} server, client {i} failed ({}): {}\n{diag}",
+                    o.status,
+                    stderr(&o)
+                );
+            }
             assert_eq!(stdout(&o), want, "{mode} server, client {i}");
             let n = tb.tasd_counter("slowpath.accepted") - before;
             assert_eq!(

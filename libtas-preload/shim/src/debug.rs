@@ -110,18 +110,20 @@ pub fn say(key: &str, line: &str) {
     }
 }
 
-struct Kind {
+pub(crate) struct Kind {
     key: String,
     shown: u32,
     last_ns: u64,
     held: u64,
 }
 
+/// The rate limiter's kinds: a fork-safe lock, taken across `fork()` with
+/// the shim's others (`fork.rs`).
+pub(crate) static KINDS: sys::Lock<Vec<Kind>> = sys::Lock::new(Vec::new());
+
 /// Some(lines held back since the last one) when a line of `key` may be
 /// printed now.
 fn allow(key: &str) -> Option<u64> {
-    // The shim's fork-safe lock (held across fork, like the others).
-    static KINDS: sys::Lock<Vec<Kind>> = sys::Lock::new(Vec::new());
     let now = sys::monotonic_ns();
     let mut kinds = KINDS.lock();
     let i = match kinds.iter().position(|k| k.key == key) {

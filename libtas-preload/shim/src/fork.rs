@@ -236,6 +236,12 @@ extern "C" fn atfork_prepare() {
             c.inner.raw_lock();
         }
     }
+    // Innermost locks last: nothing takes another shim lock while holding
+    // them. A lock another thread (the reactor) held at fork would stay
+    // locked forever in the child (a prefork child deadlocked in `accept`
+    // on the wildcard listeners' list).
+    crate::ops::wild::KL.raw_lock();
+    crate::debug::KINDS.raw_lock();
 }
 
 extern "C" fn atfork_parent() {
@@ -243,6 +249,8 @@ extern "C" fn atfork_parent() {
     // SAFETY: atfork_prepare took each of these locks without a guard, on
     // this thread (the one that forked); each is released once.
     unsafe {
+        crate::debug::KINDS.raw_unlock();
+        crate::ops::wild::KL.raw_unlock();
         for i in (0..g.nctx.load(Ordering::Acquire)).rev() {
             if let Some(c) = g.ctx(i) {
                 c.inner.raw_unlock();
@@ -260,6 +268,8 @@ extern "C" fn atfork_child() {
     // SAFETY: in the child only the forking thread exists, and it took every
     // lock in atfork_prepare.
     unsafe {
+        crate::debug::KINDS.reset();
+        crate::ops::wild::KL.reset();
         for i in 0..g.nctx.load(Ordering::Acquire) {
             if let Some(c) = g.ctx(i) {
                 c.inner.reset();

@@ -22,7 +22,7 @@ mod data;
 mod fds;
 mod pair;
 mod ports;
-mod wild;
+pub(crate) mod wild;
 
 pub use close::{close, shutdown};
 pub use conn::{accept, bind, connect, getpeername, getsockname, listen};

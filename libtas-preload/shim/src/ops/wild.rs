@@ -22,7 +22,7 @@ use crate::sys::{self, r_close, real, Lock, Res};
 use libc::{c_int, sockaddr, socklen_t};
 
 #[derive(Clone, Copy)]
-struct Entry {
+pub(crate) struct Entry {
     sid: u64,
     fd: c_int,
     armed: bool,
@@ -33,7 +33,7 @@ struct Entry {
 /// once one of its live contexts holds the socket (the child has taken the
 /// listener over), so parent and children each accept from it, as they
 /// would share a kernel listener. Lock order: a context's lock, then this.
-static KL: Lock<Vec<Entry>> = Lock::new(Vec::new());
+pub(crate) static KL: Lock<Vec<Entry>> = Lock::new(Vec::new());
 
 /// The live context holding socket `sid` with kernel listener `fd`.
 fn holder(sid: u64, fd: c_int) -> Option<&'static Ctx> {
