@@ -113,7 +113,11 @@ fn check_scenario(scenario: Scenario, flows: usize, ring: u32, units: u64) {
     if scenario == Scenario::Rx {
         // Held ACKs go out alone at the end of each batch; a second
         // segment of a flow in the batch is ACKed at once.
-        assert!(2 * seen.acks >= data_in, "{ctx}: {} ACKs for {data_in} segments", seen.acks);
+        assert!(
+            2 * seen.acks >= data_in,
+            "{ctx}: {} ACKs for {data_in} segments",
+            seen.acks
+        );
     }
     assert_eq!(seen.segments, segs_out, "{ctx}: one segment per ACK");
     assert_eq!(seen.frames, seen.acks + seen.segments, "{ctx}");

@@ -83,9 +83,21 @@ fn describe(f: &[u8], len: u32) -> String {
             let op = u16::from_be_bytes([f[20], f[21]]);
             let ip = |o: usize| format!("{}.{}.{}.{}", f[o], f[o + 1], f[o + 2], f[o + 3]);
             match op {
-                1 => format!("ARP, Request who-has {} tell {}, length {len}", ip(38), ip(28)),
-                2 => format!("ARP, Reply {} is-at {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, length {len}",
-                    ip(28), f[22], f[23], f[24], f[25], f[26], f[27]),
+                1 => format!(
+                    "ARP, Request who-has {} tell {}, length {len}",
+                    ip(38),
+                    ip(28)
+                ),
+                2 => format!(
+                    "ARP, Reply {} is-at {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, length {len}",
+                    ip(28),
+                    f[22],
+                    f[23],
+                    f[24],
+                    f[25],
+                    f[26],
+                    f[27]
+                ),
                 _ => format!("ARP, op {op}, length {len}"),
             }
         }
@@ -101,7 +113,15 @@ fn describe(f: &[u8], len: u32) -> String {
                 let doff = usize::from(f[t + 12] >> 4) * 4;
                 let fl = f[t + 13];
                 let mut flags = String::new();
-                for (bit, c) in [(0x02, 'S'), (0x01, 'F'), (0x04, 'R'), (0x08, 'P'), (0x20, 'U'), (0x40, 'E'), (0x80, 'W')] {
+                for (bit, c) in [
+                    (0x02, 'S'),
+                    (0x01, 'F'),
+                    (0x04, 'R'),
+                    (0x08, 'P'),
+                    (0x20, 'U'),
+                    (0x40, 'E'),
+                    (0x80, 'W'),
+                ] {
                     if fl & bit != 0 {
                         flags.push(c);
                     }
@@ -151,7 +171,8 @@ pub fn capture(cli: &Cli, a: &CaptureArgs) -> Result<(), Failure> {
     let pcap = a.write.is_some();
     let io_err = |e: std::io::Error| Failure::Unreachable(format!("capture: write: {e}"));
     if pcap {
-        out.write_all(&pcap_header(started.snaplen)).map_err(io_err)?;
+        out.write_all(&pcap_header(started.snaplen))
+            .map_err(io_err)?;
     } else {
         eprintln!(
             "tasctl: capturing on {} lane(s){}, snap length {}; Ctrl-C stops",
@@ -198,7 +219,12 @@ pub fn capture(cli: &Cli, a: &CaptureArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn write_frame(out: &mut Box<dyn Write>, pcap: bool, f: &CapturedFrame, data: &[u8]) -> std::io::Result<()> {
+fn write_frame(
+    out: &mut Box<dyn Write>,
+    pcap: bool,
+    f: &CapturedFrame,
+    data: &[u8],
+) -> std::io::Result<()> {
     if pcap {
         out.write_all(&pcap_record(f.t_ns, f.len, data))
     } else {

@@ -560,7 +560,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 print_listeners(&l);
             }
         }
-        Request::CaptureStart { .. } | Request::CaptureRead { .. } | Request::CaptureStop { .. } => {
+        Request::CaptureStart { .. }
+        | Request::CaptureRead { .. }
+        | Request::CaptureStop { .. } => {
             unreachable!("`capture` requests are made by capture::capture")
         }
         Request::Cores | Request::CoresSet { .. } => {
@@ -605,7 +607,9 @@ fn main() -> ExitCode {
             batch,
         } => {
             if !(0.05..=3600.0).contains(delay) {
-                Err(Failure::Usage("top: --delay must be 0.05..3600 seconds".into()))
+                Err(Failure::Usage(
+                    "top: --delay must be 0.05..3600 seconds".into(),
+                ))
             } else if *iterations == Some(0) {
                 Err(Failure::Usage("top: -n must be at least 1".into()))
             } else {
@@ -786,6 +790,11 @@ mod tests {
         };
         let r = render_cores(&s);
         assert!(r.contains("0,2*") && r.contains("1,3*"), "{r}");
-        assert!(r.ends_with("* fed by software steering: the interface has fewer RX queues than lanes\n"), "{r}");
+        assert!(
+            r.ends_with(
+                "* fed by software steering: the interface has fewer RX queues than lanes\n"
+            ),
+            "{r}"
+        );
     }
 }

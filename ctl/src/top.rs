@@ -29,7 +29,8 @@ pub struct TopArgs {
 type Seen = HashMap<u32, (u64, u64)>;
 
 pub fn top(cli: &Cli, args: &TopArgs) -> Result<(), Failure> {
-    let interactive = !args.batch && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+    let interactive =
+        !args.batch && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
     let _raw = if interactive { RawMode::enter() } else { None };
     let mut seen: Seen = HashMap::new();
     let mut last = Instant::now();
@@ -41,8 +42,19 @@ pub fn top(cli: &Cli, args: &TopArgs) -> Result<(), Failure> {
         let now = Instant::now();
         let dt = now.duration_since(last).as_secs_f64();
         last = now;
-        let (cols, rows) = if interactive { term_size() } else { (80, usize::MAX) };
-        let text = render(&status, &flows, &mut seen, (frame > 0).then_some(dt), cols, rows);
+        let (cols, rows) = if interactive {
+            term_size()
+        } else {
+            (80, usize::MAX)
+        };
+        let text = render(
+            &status,
+            &flows,
+            &mut seen,
+            (frame > 0).then_some(dt),
+            cols,
+            rows,
+        );
         frame += 1;
         if interactive {
             // Home, clear, the frame (output processing stays on: the
@@ -78,7 +90,10 @@ fn wait_for_quit(d: Duration) -> bool {
         }
         let ms = left.as_millis().min(i32::MAX as u128) as i32;
         let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
             Ok(0) => return false,
             Ok(_) => {
                 let mut b = [0u8; 64];
@@ -192,7 +207,14 @@ pub fn render(
         s.flows_total
     ));
     let states: Vec<String> = s.flows.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    lines.push(format!("states {}", if states.is_empty() { "-".into() } else { states.join("  ") }));
+    lines.push(format!(
+        "states {}",
+        if states.is_empty() {
+            "-".into()
+        } else {
+            states.join("  ")
+        }
+    ));
     let mut cores = String::from("cores");
     for c in &s.cores {
         let bar_w = 10;
@@ -233,9 +255,13 @@ pub fn render(
     let room = rows.saturating_sub(lines.len());
     let shown = rated.len().min(room);
     for (rin, rout, f) in rated.iter().take(shown) {
-        let rtt = f
-            .rtt_us
-            .map_or("-".to_string(), |r| if r >= 10_000 { format!("{}ms", r / 1000) } else { format!("{r}us") });
+        let rtt = f.rtt_us.map_or("-".to_string(), |r| {
+            if r >= 10_000 {
+                format!("{}ms", r / 1000)
+            } else {
+                format!("{r}us")
+            }
+        });
         let cc = match (&f.cc, f.rate_kbps, f.cwnd) {
             (None, ..) => "-".to_string(),
             (Some(_), Some(0), _) => "unlimited".to_string(),
@@ -243,10 +269,16 @@ pub fn render(
             (Some(_), None, Some(w)) => format!("w{}", w),
             (Some(a), None, None) => a.clone(),
         };
-        let cc = if f.slow_start == Some(true) { format!("{cc}(ss)") } else { cc };
+        let cc = if f.slow_start == Some(true) {
+            format!("{cc}(ss)")
+        } else {
+            cc
+        };
         lines.push(format!(
             "{:<6} {:<21} {:<11} {:>7.1} {:>7.1} {:>6} {:>9} {:>4}",
-            f.local.rsplit_once(':').map_or(f.local.as_str(), |(_, p)| p),
+            f.local
+                .rsplit_once(':')
+                .map_or(f.local.as_str(), |(_, p)| p),
             f.remote,
             f.state,
             rin,
@@ -341,9 +373,20 @@ mod tests {
         let lines: Vec<&str> = f1.lines().collect();
         assert_eq!(lines.len(), 24, "{f1}");
         assert!(lines.iter().all(|l| l.chars().count() <= 80), "{f1}");
-        assert!(lines[7].starts_with("5001 ") && lines[7].contains(":40007") && lines[7].contains("1000.0"), "{f1}");
-        assert!(lines[7].contains("85us") && lines[7].contains("2gbps"), "{f1}");
-        assert!(lines[23].starts_with("... ") && lines[23].contains("more flows"), "{f1}");
+        assert!(
+            lines[7].starts_with("5001 ")
+                && lines[7].contains(":40007")
+                && lines[7].contains("1000.0"),
+            "{f1}"
+        );
+        assert!(
+            lines[7].contains("85us") && lines[7].contains("2gbps"),
+            "{f1}"
+        );
+        assert!(
+            lines[23].starts_with("... ") && lines[23].contains("more flows"),
+            "{f1}"
+        );
         assert!(f1.contains("#0 [#####.....]  50.0%"), "{f1}");
     }
 }

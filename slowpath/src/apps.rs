@@ -592,7 +592,13 @@ impl Apps {
             None
         };
         let alias_fd = alias.and_then(|m| self.get(m)).map(|r| r.memfd.as_raw_fd());
-        match self.setup(id, &fd, req, core_wake, alias.map(|m| (m, alias_fd.unwrap_or(-1)))) {
+        match self.setup(
+            id,
+            &fd,
+            req,
+            core_wake,
+            alias.map(|m| (m, alias_fd.unwrap_or(-1))),
+        ) {
             Ok((r, ports)) => {
                 self.apps[id as usize] = Some(App {
                     id,

@@ -417,9 +417,9 @@ impl Config {
                 format!("{}/{p}", std::net::Ipv4Addr::from(*ip))
             }
         };
-        let (addr, prefix) = ip_arg.split_once('/').ok_or_else(|| {
-            format!("--ip: '{ip_arg}' needs a prefix length, e.g. 198.18.0.1/24")
-        })?;
+        let (addr, prefix) = ip_arg
+            .split_once('/')
+            .ok_or_else(|| format!("--ip: '{ip_arg}' needs a prefix length, e.g. 198.18.0.1/24"))?;
         let ip = parse_ip(addr, "--ip")?;
         let prefix_len: u8 = prefix
             .parse()
@@ -595,7 +595,8 @@ mod tests {
 
     #[test]
     fn default_route_from_proc() {
-        let t = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        let t =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
                  eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
                  veth-tas\t000012C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
                  veth-tas\t00000000\t FE0012C6\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";

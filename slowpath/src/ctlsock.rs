@@ -102,9 +102,13 @@ pub enum Request {
         snaplen: u32,
     },
     /// The frames captured since the last read ([`CaptureBatch`]).
-    CaptureRead { id: u64 },
+    CaptureRead {
+        id: u64,
+    },
     /// Stop capture `id` (answer: the last [`CaptureBatch`]).
-    CaptureStop { id: u64 },
+    CaptureStop {
+        id: u64,
+    },
 }
 
 /// A capture nobody reads for this long is stopped.

@@ -105,7 +105,8 @@ impl MetricsServer {
             match self.listener.accept() {
                 Ok((s, _)) => {
                     if self.clients.len() >= MAX_CLIENTS {
-                        if let Some(i) = (0..self.clients.len()).min_by_key(|&i| self.clients[i].last)
+                        if let Some(i) =
+                            (0..self.clients.len()).min_by_key(|&i| self.clients[i].last)
                         {
                             self.clients.swap_remove(i);
                             self.counters.dropped += 1;
@@ -389,11 +390,18 @@ mod tests {
         assert!(ok.contains("version=0.0.4"), "{ok}");
         assert!(ok.ends_with("\r\n\r\ntas_x 1\n"), "{ok}");
         let head = get(a, b"HEAD /metrics HTTP/1.0\r\n\r\n", &mut srv);
-        assert!(head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"), "{head}");
+        assert!(
+            head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"),
+            "{head}"
+        );
         assert!(get(a, b"GET /x HTTP/1.1\r\n\r\n", &mut srv).starts_with("HTTP/1.1 404"));
         assert!(get(a, b"POST /metrics HTTP/1.1\r\n\r\n", &mut srv).starts_with("HTTP/1.1 405"));
         assert!(get(a, b"\x00\xff garbage\r\n\r\n", &mut srv).starts_with("HTTP/1.1 400"));
-        let big = [b"GET /metrics HTTP/1.1\r\nX: ".as_slice(), &[b'a'; MAX_REQUEST + 10]].concat();
+        let big = [
+            b"GET /metrics HTTP/1.1\r\nX: ".as_slice(),
+            &[b'a'; MAX_REQUEST + 10],
+        ]
+        .concat();
         assert!(get(a, &big, &mut srv).starts_with("HTTP/1.1 431"));
         assert_eq!(srv.counters.requests, 6);
         assert_eq!(srv.counters.errors, 4);

@@ -78,7 +78,10 @@ pub fn pid_alive(pid: i32) -> bool {
         return false;
     };
     // "pid (comm) S ...": the state follows the last ')'.
-    match stat.rfind(')').and_then(|i| stat[i + 1..].trim_start().chars().next()) {
+    match stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next())
+    {
         Some('Z') | Some('X') | Some('x') | None => false,
         Some(_) => true,
     }

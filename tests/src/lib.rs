@@ -139,9 +139,7 @@ impl Testbed {
         if let Some(q) = queues {
             cmd.env("TESTHOSTS_QUEUES", q.to_string());
         }
-        let out = cmd
-            .output()
-            .expect("run tools/testhosts.sh");
+        let out = cmd.output().expect("run tools/testhosts.sh");
         assert!(
             out.status.success(),
             "testhosts {up} failed: {}",

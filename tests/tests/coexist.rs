@@ -53,7 +53,9 @@ fn shared_mode(tag: &str, backend: Backend) {
     // A kernel web server on 8000 with a 5 MB file.
     let dir = std::env::temp_dir().join(format!("tas-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..5_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(dir.join("blob"), &data).unwrap();
     tb.spawn_tas(
         Path::new("python3"),
@@ -121,7 +123,11 @@ fn shared_mode(tag: &str, backend: Backend) {
         "redis-benchmark through TAS: {out}\n{}",
         stderr(&o)
     );
-    let o = sh(&mut tb, false, &format!("redis-cli -h {TAS_IP} -p 6379 set k v && redis-cli -h {TAS_IP} -p 6379 get k"));
+    let o = sh(
+        &mut tb,
+        false,
+        &format!("redis-cli -h {TAS_IP} -p 6379 set k v && redis-cli -h {TAS_IP} -p 6379 get k"),
+    );
     assert_ok(&o, "redis-cli");
     assert!(stdout(&o).contains('v'), "{}", stdout(&o));
 
@@ -167,7 +173,11 @@ fn shared_mode(tag: &str, backend: Backend) {
         Duration::from_secs(60),
     );
     assert_ok(&o, "TAS connect-recv from the Linux host");
-    let o = sh(&mut tb, true, "cat /proc/sys/net/ipv4/ip_local_reserved_ports");
+    let o = sh(
+        &mut tb,
+        true,
+        "cat /proc/sys/net/ipv4/ip_local_reserved_ports",
+    );
     assert!(stdout(&o).contains("61000-64999"), "{}", stdout(&o));
     // tasd exits: the port is the kernel's again, no XDP program is left.
     assert!(tb.stop_tasd(), "tasd did not stop cleanly");
@@ -197,7 +207,11 @@ fn shared_mode(tag: &str, backend: Backend) {
     assert!(stdout(&o).contains(&want), "{}{}", stdout(&o), stderr(&o));
     let o = sh(&mut tb, true, "ip link show veth-tas");
     assert!(!stdout(&o).contains("xdp"), "{}", stdout(&o));
-    let o = sh(&mut tb, true, "cat /proc/sys/net/ipv4/ip_local_reserved_ports");
+    let o = sh(
+        &mut tb,
+        true,
+        "cat /proc/sys/net/ipv4/ip_local_reserved_ports",
+    );
     assert!(!stdout(&o).contains("61000-64999"), "{}", stdout(&o));
     let o = sh(&mut tb, false, &format!("ping -c 1 -W 2 {TAS_IP}"));
     assert_ok(&o, "ping after tasd exits");

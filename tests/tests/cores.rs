@@ -430,7 +430,10 @@ fn one_queue_interface_runs_two_lanes_by_steering() {
         busy[0], busy[1]
     );
     assert!(steered > 1000, "lane 1 got {steered} frames by steering");
-    assert!(busy[0] > 0.0 && busy[1] > 0.0, "both cores must work: {busy:?}");
+    assert!(
+        busy[0] > 0.0 && busy[1] > 0.0,
+        "both cores must work: {busy:?}"
+    );
     let o = tb.tasctl(&["cores"]);
     assert!(
         stdout(&o).contains("1*") && stdout(&o).contains("fed by software steering"),
@@ -459,7 +462,11 @@ fn parallel_transfers(tb: &mut Testbed, base: u16) -> [f64; 2] {
             &["--tas", "serve-send", &down.to_string(), bytes, &seed_down],
             Some("listening"),
         ));
-        pids.push(tb.spawn_lnx(&peer(), &["send", TAS_IP, &up.to_string(), bytes, &seed_up], None));
+        pids.push(tb.spawn_lnx(
+            &peer(),
+            &["send", TAS_IP, &up.to_string(), bytes, &seed_up],
+            None,
+        ));
         pids.push(tb.spawn_lnx(
             &peer(),
             &["connect-recv", TAS_IP, &down.to_string(), bytes, &seed_down],
@@ -504,7 +511,13 @@ fn dpdk_runs_two_lanes_on_a_four_queue_interface() {
     assert_eq!((v.active, v.lanes), (2, 2), "{v:?}");
     assert!(v.steered_lanes.is_empty(), "{v:?}");
     let busy = parallel_transfers(&mut tb, 5410);
-    eprintln!("dpdk two lanes: peak busy core0 {:.1}% core1 {:.1}%", busy[0], busy[1]);
-    assert!(busy[0] > 0.0 && busy[1] > 0.0, "both cores must work: {busy:?}");
+    eprintln!(
+        "dpdk two lanes: peak busy core0 {:.1}% core1 {:.1}%",
+        busy[0], busy[1]
+    );
+    assert!(
+        busy[0] > 0.0 && busy[1] > 0.0,
+        "both cores must work: {busy:?}"
+    );
     assert!(tb.tasd_alive());
 }

@@ -331,7 +331,12 @@ fn nginx_master_and_two_workers_serve_ab_without_keepalive() {
 /// the failure message of a server that stopped answering.
 fn stall_report(tb: &mut Testbed, prog: &str) -> String {
     let mut diag = String::new();
-    for a in [&["listeners"][..], &["flows"][..], &["status"][..], &["stats", "apps"][..]] {
+    for a in [
+        &["listeners"][..],
+        &["flows"][..],
+        &["status"][..],
+        &["stats", "apps"][..],
+    ] {
         diag.push_str(&stdout(&tb.tasctl(a)));
     }
     let read = |p: String| std::fs::read_to_string(p).unwrap_or_default();
@@ -366,7 +371,10 @@ fn stall_report(tb: &mut Testbed, prog: &str) -> String {
                         let a = u64::from_str_radix(a, 16).unwrap_or(0);
                         let b = u64::from_str_radix(b, 16).unwrap_or(0);
                         if (a..b).contains(&addr) {
-                            diag.push_str(&format!("    lock word {addr:#x} at +{:#x} in {l}\n", addr - a));
+                            diag.push_str(&format!(
+                                "    lock word {addr:#x} at +{:#x} in {l}\n",
+                                addr - a
+                            ));
                         }
                     }
                 }

@@ -251,8 +251,15 @@ fn tasctl_inspects_and_tunes_a_running_daemon() {
         .skip_while(|l| !l.starts_with("PORT"))
         .nth(1)
         .unwrap_or_else(|| panic!("no flow row:\n{second}"));
-    assert!(row.starts_with("5002 ") && row.contains("ESTABLISHED"), "{second}");
-    let out_mbps: f64 = row.split_whitespace().nth(4).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    assert!(
+        row.starts_with("5002 ") && row.contains("ESTABLISHED"),
+        "{second}"
+    );
+    let out_mbps: f64 = row
+        .split_whitespace()
+        .nth(4)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
     assert!(out_mbps > 1.0, "top shows {out_mbps} Mbit/s out:\n{second}");
     let o = tb.tasctl(&["top", "-n", "0"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
@@ -410,7 +417,9 @@ fn parse_prometheus(text: &str) -> Vec<Sample> {
         let (name, labels) = match series.split_once('{') {
             None => (series, Vec::new()),
             Some((name, rest)) => {
-                let body = rest.strip_suffix('}').unwrap_or_else(|| bad("unclosed labels"));
+                let body = rest
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| bad("unclosed labels"));
                 let mut labels = Vec::new();
                 let mut s = body;
                 while !s.is_empty() {
@@ -460,7 +469,9 @@ fn metric(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
         .iter()
         .find(|s| {
             s.name == name
-                && label.map_or(true, |(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
+                && label.map_or(true, |(k, v)| {
+                    s.labels.iter().any(|(a, b)| a == k && b == v)
+                })
         })
         .unwrap_or_else(|| panic!("no sample {name} {label:?}"))
         .value
@@ -499,7 +510,10 @@ fn metrics_endpoint_serves_prometheus_text() {
         "tas_retransmits_total",
         "tas_counter",
     ] {
-        assert!(body.contains(&format!("# TYPE {fam} ")), "no family {fam}:\n{body}");
+        assert!(
+            body.contains(&format!("# TYPE {fam} ")),
+            "no family {fam}:\n{body}"
+        );
     }
     assert_eq!(metric(&before, "tas_cores_active", None), 1.0);
     let (head, _) = scrape(&mut tb, "/nothing");
@@ -548,7 +562,14 @@ fn metrics_endpoint_serves_prometheus_text() {
 fn metrics_address_errors_are_one_line() {
     // A malformed address is refused by the command line, before anything starts.
     let o = Command::new(bin("tasd"))
-        .args(["--ip", "198.18.0.1/24", "--iface", "nonexistent0", "--metrics-addr", "localhost"])
+        .args([
+            "--ip",
+            "198.18.0.1/24",
+            "--iface",
+            "nonexistent0",
+            "--metrics-addr",
+            "localhost",
+        ])
         .output()
         .expect("run tasd");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
@@ -589,7 +610,15 @@ fn capture_writes_a_pcap_that_tcpdump_reads() {
     let _ = std::fs::remove_file(&file);
     let cap = tb.spawn_tas(
         &bin("tasctl"),
-        &["capture", "-c", "50", "-w", file.to_str().unwrap(), "--port", "5006"],
+        &[
+            "capture",
+            "-c",
+            "50",
+            "-w",
+            file.to_str().unwrap(),
+            "--port",
+            "5006",
+        ],
         None,
     );
     let t = Instant::now();
@@ -603,16 +632,28 @@ fn capture_writes_a_pcap_that_tcpdump_reads() {
         &["--tas", "serve-send", "5007", "100000", "4"],
         Some("listening"),
     );
-    let o = tb.run_lnx(&bin("peer"), &["connect-recv", TAS_IP, "5007", "100000", "4"], Duration::from_secs(30));
+    let o = tb.run_lnx(
+        &bin("peer"),
+        &["connect-recv", TAS_IP, "5007", "100000", "4"],
+        Duration::from_secs(30),
+    );
     assert_ok(&o, "connect-recv 5007");
     tb.spawn_tas(
         &bin("peer"),
         &["--tas", "serve-send", "5006", "1000000", "3"],
         Some("listening"),
     );
-    let o = tb.run_lnx(&bin("peer"), &["connect-recv", TAS_IP, "5006", "1000000", "3"], Duration::from_secs(30));
+    let o = tb.run_lnx(
+        &bin("peer"),
+        &["connect-recv", TAS_IP, "5006", "1000000", "3"],
+        Duration::from_secs(30),
+    );
     assert_ok(&o, "connect-recv 5006");
-    assert_eq!(tb.wait_child(cap, Duration::from_secs(10)), Some(true), "tasctl capture did not end");
+    assert_eq!(
+        tb.wait_child(cap, Duration::from_secs(10)),
+        Some(true),
+        "tasctl capture did not end"
+    );
     let o = Command::new("tcpdump")
         .args(["-nn", "-r"])
         .arg(&file)
@@ -623,7 +664,12 @@ fn capture_writes_a_pcap_that_tcpdump_reads() {
     let text = stdout(&o);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 50, "{text}");
-    assert!(lines.iter().all(|l| l.contains(".5006 ") || l.contains(".5006:")), "{text}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(".5006 ") || l.contains(".5006:")),
+        "{text}"
+    );
     let syn = lines
         .iter()
         .position(|l| l.contains("> 198.18.0.1.5006: Flags [S]"))
@@ -635,5 +681,9 @@ fn capture_writes_a_pcap_that_tcpdump_reads() {
     assert!(syn < synack, "{text}");
     assert!(lines[synack + 1].contains("Flags [.]"), "{text}");
     // The capture ended when its client stopped: nothing stays on.
-    assert!(tb.tasd_log().contains("capture 1 stopped"), "{}", tb.tasd_log());
+    assert!(
+        tb.tasd_log().contains("capture 1 stopped"),
+        "{}",
+        tb.tasd_log()
+    );
 }

@@ -134,22 +134,50 @@ impl Bench {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sampler = match (&self.trace, stack) {
             (Some(_), Stack::Tas) => {
-                let (ns, sock, stop) = (self.tb.tas_ns.clone(), self.tb.socket.clone(), stop.clone());
+                let (ns, sock, stop) =
+                    (self.tb.tas_ns.clone(), self.tb.socket.clone(), stop.clone());
                 Some(std::thread::spawn(move || {
                     let t0 = Instant::now();
                     let mut out = String::new();
                     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                         let json = std::env::var_os("IMPAIR_TRACE_JSON").is_some();
-                        let f = tasctl_out(&ns, &sock, if json { &["flows", "--json"] } else { &["flows"] });
-                        let f = if json { f.split_whitespace().collect::<Vec<_>>().join(" ") } else { f };
+                        let f = tasctl_out(
+                            &ns,
+                            &sock,
+                            if json {
+                                &["flows", "--json"]
+                            } else {
+                                &["flows"]
+                            },
+                        );
+                        let f = if json {
+                            f.split_whitespace().collect::<Vec<_>>().join(" ")
+                        } else {
+                            f
+                        };
                         for l in f.lines().filter(|l| l.contains("198.18.0.2")) {
                             out += &format!("{:7.3} {l}\n", t0.elapsed().as_secs_f64());
                         }
                         if json {
                             let st = tasctl_out(&ns, &sock, &["stats"]);
-                            let keep = ["fastpath.rx_frames", "fastpath.tx_frames", "slowpath.tlp_probes", "slowpath.rto_retransmits", "fastpath.rack_timeouts", "fastpath.rexmit_segments", "slowpath.persist_probes"];
-                            let v: Vec<&str> = st.lines().filter(|l| keep.iter().any(|k| l.starts_with(k))).collect();
-                            out += &format!("{:7.3} STATS {}\n", t0.elapsed().as_secs_f64(), v.join(" ").split_whitespace().collect::<Vec<_>>().join(" "));
+                            let keep = [
+                                "fastpath.rx_frames",
+                                "fastpath.tx_frames",
+                                "slowpath.tlp_probes",
+                                "slowpath.rto_retransmits",
+                                "fastpath.rack_timeouts",
+                                "fastpath.rexmit_segments",
+                                "slowpath.persist_probes",
+                            ];
+                            let v: Vec<&str> = st
+                                .lines()
+                                .filter(|l| keep.iter().any(|k| l.starts_with(k)))
+                                .collect();
+                            out += &format!(
+                                "{:7.3} STATS {}\n",
+                                t0.elapsed().as_secs_f64(),
+                                v.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
+                            );
                         }
                         std::thread::sleep(Duration::from_millis(if json { 10 } else { 50 }));
                     }
@@ -166,8 +194,18 @@ impl Bench {
             use std::io::Write;
             let flows = h.join().unwrap_or_default();
             let stats = tasctl_out(&self.tb.tas_ns, &self.tb.socket, &["stats"]);
-            if let Ok(mut fl) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-                let _ = writeln!(fl, "=== {} {} seed {seed}: {:?}\n{flows}--- stats\n{stats}", imp.name, flow.label(), r.as_ref().map(|d| d.as_secs_f64()));
+            if let Ok(mut fl) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                let _ = writeln!(
+                    fl,
+                    "=== {} {} seed {seed}: {:?}\n{flows}--- stats\n{stats}",
+                    imp.name,
+                    flow.label(),
+                    r.as_ref().map(|d| d.as_secs_f64())
+                );
             }
         }
         let c: LinkCounters = self.tb.stop_impair(fwd);

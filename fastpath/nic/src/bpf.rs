@@ -249,7 +249,13 @@ fn match_tas_frame(a: &mut Asm, data: (i16, i16), ports_fd: i32, ip: u32, lo: u1
         .jmp(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 6, "pass")
         .op(ld(BPF_W), 5, 2, 30, 0)
         // w4 = the address as the load above reads it (zero-extended).
-        .op(BPF_ALU | BPF_MOV | BPF_K, 4, 0, 0, u32::from_ne_bytes(ip.to_be_bytes()) as i32)
+        .op(
+            BPF_ALU | BPF_MOV | BPF_K,
+            4,
+            0,
+            0,
+            u32::from_ne_bytes(ip.to_be_bytes()) as i32,
+        )
         .jmp(BPF_JMP | BPF_JNE | BPF_X, 5, 4, 0, "pass")
         .op(ld(BPF_H), 5, 2, 36, 0)
         .op(BPF_ALU | BPF_END | BPF_TO_BE, 5, 0, 0, 16)
@@ -288,12 +294,15 @@ impl PortSteer {
 
     /// Frames to local `port` go to TAS (`on`) or to the kernel.
     pub fn set(&self, port: u16, on: bool) -> Result<(), NicError> {
-        map_update(self.map.as_fd(), &u32::from(port).to_ne_bytes(), &[u8::from(on)]).map_err(
-            |e| NicError::Os {
-                op: "bpf(BPF_MAP_UPDATE_ELEM, ports)",
-                source: e,
-            },
+        map_update(
+            self.map.as_fd(),
+            &u32::from(port).to_ne_bytes(),
+            &[u8::from(on)],
         )
+        .map_err(|e| NicError::Os {
+            op: "bpf(BPF_MAP_UPDATE_ELEM, ports)",
+            source: e,
+        })
     }
 }
 
@@ -325,8 +334,14 @@ pub(crate) fn attach_tc_drop(
     hi: u16,
 ) -> Result<(OwnedFd, OwnedFd), NicError> {
     let prog = tc_drop_program(ports.as_raw_fd(), ip, lo, hi);
-    let prog = prog_load(BPF_PROG_TYPE_SCHED_CLS, 0, &prog, c"Dual MIT/GPL", "tas_tc_shared")
-        .map_err(|e| NicError::Unsupported(e.to_string()))?;
+    let prog = prog_load(
+        BPF_PROG_TYPE_SCHED_CLS,
+        0,
+        &prog,
+        c"Dual MIT/GPL",
+        "tas_tc_shared",
+    )
+    .map_err(|e| NicError::Unsupported(e.to_string()))?;
     let mut a = Attr::new();
     a.u32(0, prog.as_raw_fd() as u32)
         .u32(4, ifindex)
@@ -346,7 +361,14 @@ pub(crate) fn load_shared_program(
     hi: u16,
 ) -> Result<OwnedFd, NicError> {
     let prog = shared_program(xsks.as_raw_fd(), ports.as_raw_fd(), ip, lo, hi);
-    prog_load(BPF_PROG_TYPE_XDP, BPF_XDP, &prog, c"Dual MIT/GPL", "tas_xsk_shared").map_err(|e| {
+    prog_load(
+        BPF_PROG_TYPE_XDP,
+        BPF_XDP,
+        &prog,
+        c"Dual MIT/GPL",
+        "tas_xsk_shared",
+    )
+    .map_err(|e| {
         if e.source.raw_os_error() == Some(libc::EPERM) {
             hint("bpf(BPF_PROG_LOAD)", e.source)
         } else {
@@ -575,8 +597,14 @@ mod tests {
         load_shared_program(&xsks, &ports, 0xc612_0001, 61000, 65535)
             .unwrap_or_else(|e| panic!("{e}"));
         let tc = tc_drop_program(ports.as_raw_fd(), 0xc612_0001, 61000, 65535);
-        prog_load(BPF_PROG_TYPE_SCHED_CLS, 0, &tc, c"Dual MIT/GPL", "tas_tc_test")
-            .unwrap_or_else(|e| panic!("{e}"));
+        prog_load(
+            BPF_PROG_TYPE_SCHED_CLS,
+            0,
+            &tc,
+            c"Dual MIT/GPL",
+            "tas_tc_test",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         // Jumps land on their labels: the two exits end the program.
         let p = shared_program(3, 4, 0xc612_0001, 61000, 65535);
         assert_eq!(p.last().unwrap().code, BPF_JMP | BPF_EXIT);

@@ -183,7 +183,10 @@ mod tests {
         c.record(Dir::Rx, 9, &tcp_frame(40000, 22, 60)); // other port
         c.record(Dir::Rx, 9, &[0u8; 20]); // not TCP
         let mut got = Vec::new();
-        assert_eq!(c.take(10, |x| got.push((x.t_ns, x.dir, x.orig_len, x.data.len()))), 2);
+        assert_eq!(
+            c.take(10, |x| got.push((x.t_ns, x.dir, x.orig_len, x.data.len()))),
+            2
+        );
         assert_eq!(got, vec![(7, Dir::Rx, 1514, 100), (8, Dir::Tx, 60, 60)]);
         // The collector does not come: the pool runs dry, copies are skipped.
         for _ in 0..CAPTURE_SLOTS + 10 {

@@ -443,7 +443,8 @@ impl<N: Nic> FastPathShared<N> {
             }
             l.steer_in.store(true, Ordering::SeqCst);
             l.hw_fed.store(i < hw, Ordering::SeqCst);
-            l.steer_over.store(if i < hw { n } else { 0 }, Ordering::SeqCst);
+            l.steer_over
+                .store(if i < hw { n } else { 0 }, Ordering::SeqCst);
         }
     }
 

@@ -332,9 +332,7 @@ fn install_ctx(
         let one = 1u64;
         // SAFETY: write reads the 8 bytes of the live local
         // `one`; wake_fd is the shim's eventfd.
-        unsafe {
-            real::write::get()(g.wake_fd, &one as *const u64 as *const libc::c_void, 8)
-        };
+        unsafe { real::write::get()(g.wake_fd, &one as *const u64 as *const libc::c_void, 8) };
     }
     ctx
 }

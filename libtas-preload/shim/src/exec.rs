@@ -195,7 +195,9 @@ pub fn prepare() -> Option<Prepared> {
         let mut inner = speaker.inner.lock();
         if let Err(e) = inner.tas.share_begin(token) {
             if g.cfg.debug {
-                log(&format!("exec: tasd refused to keep the sockets ({e}); the new program cannot use them"));
+                log(&format!(
+                    "exec: tasd refused to keep the sockets ({e}); the new program cannot use them"
+                ));
             }
             return None;
         }
@@ -240,7 +242,10 @@ pub unsafe fn with_var(envp: *const *const c_char, var: &CString) -> Vec<*const 
                 break;
             }
             // SAFETY: a C string of the array (contract).
-            if !unsafe { CStr::from_ptr(p) }.to_bytes().starts_with(prefix.as_bytes()) {
+            if !unsafe { CStr::from_ptr(p) }
+                .to_bytes()
+                .starts_with(prefix.as_bytes())
+            {
                 v.push(p);
             }
             i += 1;
@@ -265,7 +270,9 @@ pub fn load() {
     // SAFETY: unsetenv with a valid C string, at load (one thread).
     unsafe { libc::unsetenv(name.as_ptr()) };
     let Some((token, entries)) = decode_env(&val) else {
-        sys::log(&format!("{ENV} is malformed; inherited TAS sockets are unusable"));
+        sys::log(&format!(
+            "{ENV} is malformed; inherited TAS sockets are unusable"
+        ));
         return;
     };
     let g = global();
@@ -325,7 +332,9 @@ pub fn adopt(fd: c_int, i: usize) -> Option<(&'static Ctx, u64)> {
             g.set_fd(f, 0);
         }
         if g.cfg.debug {
-            log(&format!("fd {fd}: cannot take over the socket inherited across exec: {why}"));
+            log(&format!(
+                "fd {fd}: cannot take over the socket inherited across exec: {why}"
+            ));
         }
         None
     };
@@ -423,7 +432,15 @@ mod tests {
         ];
         let s = encode_env(0xdead_beef_1, &e);
         assert_eq!(decode_env(&s), Some((0xdead_beef_1, e)));
-        for bad in ["", "zz", "1;:1:f:", "1;3:1:c:1,2", "1;3:x:f:", "1;-1:1:f:", "1;3:1:l:1,2,70000"] {
+        for bad in [
+            "",
+            "zz",
+            "1;:1:f:",
+            "1;3:1:c:1,2",
+            "1;3:x:f:",
+            "1;-1:1:f:",
+            "1;3:1:l:1,2,70000",
+        ] {
             assert_eq!(decode_env(bad), None, "{bad:?}");
         }
     }

@@ -132,7 +132,12 @@ pub fn kind(fd: c_int) -> Kind {
         }
     }
     match kind_noadopt(fd) {
-        Kind::Sock(c, sid) if c.gen != crate::global::global().gen.load(std::sync::atomic::Ordering::Acquire) => {
+        Kind::Sock(c, sid)
+            if c.gen
+                != crate::global::global()
+                    .gen
+                    .load(std::sync::atomic::Ordering::Acquire) =>
+        {
             match crate::fork::adopt(fd, c, sid) {
                 Some((n, sid)) => Kind::Sock(n, sid),
                 None => Kind::Sock(c, sid),

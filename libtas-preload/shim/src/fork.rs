@@ -66,8 +66,8 @@ pub fn fork() -> libc::pid_t {
     for fd in pending {
         let _ = crate::fdtab::kind(fd);
     }
-    let has_socks = g.live_ctxs().any(|c| !c.inner.lock().socks.is_empty())
-        || g.inherit.lock().token != 0;
+    let has_socks =
+        g.live_ctxs().any(|c| !c.inner.lock().socks.is_empty()) || g.inherit.lock().token != 0;
     // The context that speaks for the process (tasd covers every context
     // of the pid, and what grants to the pid hold); a process that only
     // inherited sockets and never used them (a daemon()'s child that
@@ -85,7 +85,9 @@ pub fn fork() -> libc::pid_t {
             Ok(()) => token = t,
             Err(e) => {
                 if g.cfg.debug {
-                    log(&format!("fork: tasd refused to share the sockets ({e}); the child cannot use them"));
+                    log(&format!(
+                        "fork: tasd refused to share the sockets ({e}); the child cannot use them"
+                    ));
                 }
             }
         }
@@ -171,7 +173,9 @@ pub fn adopt(fd: libc::c_int, old: &'static Ctx, sid: u64) -> Option<(&'static C
                 }
                 Err(e) => {
                     if g.cfg.debug {
-                        log(&format!("fd {fd}: cannot take over the inherited socket: {e}"));
+                        log(&format!(
+                            "fd {fd}: cannot take over the inherited socket: {e}"
+                        ));
                     }
                     return None;
                 }
@@ -209,7 +213,9 @@ pub fn adopt(fd: libc::c_int, old: &'static Ctx, sid: u64) -> Option<(&'static C
             s.interest = true;
             if let Err(e) = crate::ops::own_pair(&mut s) {
                 if g.cfg.debug {
-                    log(&format!("fd {fd}: no readiness pair of its own (errno {e})"));
+                    log(&format!(
+                        "fd {fd}: no readiness pair of its own (errno {e})"
+                    ));
                 }
             }
         }
@@ -310,7 +316,9 @@ pub fn note_interest(ctx: &'static Ctx, sid: u64) {
     s.interest = true;
     if let (true, St::Listening(l)) = (s.shared, s.st) {
         let _ = inner.tas.set_accepting(l, true);
-        let _ = g.quiet.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| q.checked_sub(1));
+        let _ = g
+            .quiet
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| q.checked_sub(1));
     }
 }
 
@@ -330,7 +338,15 @@ pub fn adopt_all() {
             }
         }
     }
-    fds.extend(g.inherit.lock().exec.entries.iter().flatten().map(|e| e.fds[0]));
+    fds.extend(
+        g.inherit
+            .lock()
+            .exec
+            .entries
+            .iter()
+            .flatten()
+            .map(|e| e.fds[0]),
+    );
     for fd in fds {
         let _ = crate::fdtab::kind(fd);
     }

@@ -144,7 +144,8 @@ const PARAMS: &[ParamSpec] = &[
         default: 1.0,
         min: 0.0,
         max: 100.0,
-        help: "without ECN marks, grow at least ai_mss MSS per RTT as a window would (0 = step only)",
+        help:
+            "without ECN marks, grow at least ai_mss MSS per RTT as a window would (0 = step only)",
     },
 ];
 
@@ -737,7 +738,11 @@ mod tests {
         c.update(&p, &f);
         let want = (MSS as f64 * 8e-3 / (150e-6f64 * 150e-6) * 300e-6) as u64;
         // (At most doubling per interval.)
-        assert!((rate(&*c) - r0).abs_diff(want.min(r0)) <= 2, "{} {want}", rate(&*c) - r0);
+        assert!(
+            (rate(&*c) - r0).abs_diff(want.min(r0)) <= 2,
+            "{} {want}",
+            rate(&*c) - r0
+        );
         assert!(rate(&*c) - r0 > 10_000);
     }
 

@@ -131,7 +131,12 @@ impl CtlCtx<'_> {
             ),
             iface: self.cfg.iface.clone(),
             nic: self.nic.to_string(),
-            mode: if self.cfg.shared { "shared" } else { "exclusive" }.to_string(),
+            mode: if self.cfg.shared {
+                "shared"
+            } else {
+                "exclusive"
+            }
+            .to_string(),
             mac: tas_engine::wire::eth::fmt_mac(self.mac).to_string(),
             socket: self.cfg.socket.display().to_string(),
             cores: self.core_status(),

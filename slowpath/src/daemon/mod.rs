@@ -54,8 +54,8 @@ use tas_nic::af_xdp::{AfXdpConfig, AfXdpNic, PortSteer, SharedFilter};
 use tas_nic::{Nic, NicError};
 use tas_runtime::{now_ns, Core, CoreCmd, CoreConfig, FastPathShared, Lane, LaneCommands};
 
-mod control;
 mod capture;
+mod control;
 mod meter;
 mod prom;
 mod shared;
@@ -174,7 +174,10 @@ fn open_lanes(cfg: &Config, n: usize) -> Result<Lanes, DaemonError> {
         };
         let xdp = AfXdpNic::open_lanes_with(&cfg.iface, hw, xcfg).map_err(|e| err("af_xdp", e))?;
         let steer = xdp[0].port_steer();
-        let lanes = xdp.into_iter().map(|l| Box::new(l) as Box<dyn Nic>).collect();
+        let lanes = xdp
+            .into_iter()
+            .map(|l| Box::new(l) as Box<dyn Nic>)
+            .collect();
         return Ok((add_steered_lanes(cfg, lanes, n)?, hw, steer));
     }
     #[cfg(feature = "dpdk")]
@@ -216,13 +219,13 @@ fn add_steered_lanes(
         return Ok(lanes);
     }
     for _ in hw..n {
-        lanes.push(Box::new(AfPacketNic::open_tx_only(&cfg.iface).map_err(|e| {
-            DaemonError::Nic {
+        lanes.push(Box::new(AfPacketNic::open_tx_only(&cfg.iface).map_err(
+            |e| DaemonError::Nic {
                 iface: cfg.iface.clone(),
                 kind: "af_packet",
                 source: e,
-            }
-        })?));
+            },
+        )?));
     }
     tracing::info!(
         "{} has {hw} RX queue(s) for {n} lanes: lanes {hw}..{} are fed by software \
@@ -740,7 +743,13 @@ impl Daemon {
                 break;
             };
             let (stack, mut io) = self.stack_io();
-            stack.on_frame(now, tas_engine::engine::Exception::NotTcp, None, &buf[..n], &mut io);
+            stack.on_frame(
+                now,
+                tas_engine::engine::Exception::NotTcp,
+                None,
+                &buf[..n],
+                &mut io,
+            );
         }
     }
 
@@ -809,7 +818,11 @@ impl Daemon {
                     if let Some(a) = self.apps.get_mut(id) {
                         a.orphaned = orphans > 0;
                     }
-                    tracing::debug!(app = id, orphans, "app gone; kept for its orphans or sharers");
+                    tracing::debug!(
+                        app = id,
+                        orphans,
+                        "app gone; kept for its orphans or sharers"
+                    );
                 } else {
                     self.pending_removals
                         .push(remove_app(&self.shared, &mut self.cmds, id));
@@ -831,7 +844,12 @@ impl Daemon {
             let (stack, mut io) = self.stack_io();
             stack.expire_grants(now, crate::runfiles::pid_alive, &mut io);
         }
-        let zombies: Vec<AppId> = self.apps.iter().filter(|a| a.zombie).map(|a| a.id).collect();
+        let zombies: Vec<AppId> = self
+            .apps
+            .iter()
+            .filter(|a| a.zombie)
+            .map(|a| a.id)
+            .collect();
         for id in zombies {
             if self.pending_removals.iter().any(|r| r.id == id) {
                 continue;
@@ -911,7 +929,11 @@ impl Daemon {
             ctl_errors: errors,
             ctl_dropped,
             exceptions: &self.exc_counts,
-            metrics: self.metrics.as_ref().map(|m| m.counters).unwrap_or_default(),
+            metrics: self
+                .metrics
+                .as_ref()
+                .map(|m| m.counters)
+                .unwrap_or_default(),
             captures: &mut self.captures,
         };
         self.ctl.service(|r| cx.handle(r));

@@ -73,19 +73,28 @@ impl CtlCtx<'_> {
         let c = |k: &str| stats.get(k).copied().unwrap_or(0) as f64;
         let mut p = Page::default();
 
-        p.family("tas_info", Kind::Gauge, "Constant 1, labelled with what this tasd runs.")
-            .sample(
-                "tas_info",
-                &[
-                    ("version", &status.version),
-                    ("iface", &status.iface),
-                    ("nic", &status.nic),
-                    ("ip", &status.ip),
-                    ("cc", &status.cc),
-                ],
-                1.0,
-            );
-        p.single("tas_uptime_seconds", Kind::Gauge, "Seconds since tasd started.", status.uptime_s);
+        p.family(
+            "tas_info",
+            Kind::Gauge,
+            "Constant 1, labelled with what this tasd runs.",
+        )
+        .sample(
+            "tas_info",
+            &[
+                ("version", &status.version),
+                ("iface", &status.iface),
+                ("nic", &status.nic),
+                ("ip", &status.ip),
+                ("cc", &status.cc),
+            ],
+            1.0,
+        );
+        p.single(
+            "tas_uptime_seconds",
+            Kind::Gauge,
+            "Seconds since tasd started.",
+            status.uptime_s,
+        );
 
         let dir = |p: &mut Page, name: &str, help: &str, rx: &str, tx: &str| {
             p.family(name, Kind::Counter, help)
@@ -113,7 +122,11 @@ impl CtlCtx<'_> {
             c("fastpath.acks_sent"),
         );
 
-        p.family("tas_drops_total", Kind::Counter, "Frames dropped, by reason.");
+        p.family(
+            "tas_drops_total",
+            Kind::Counter,
+            "Frames dropped, by reason.",
+        );
         for (label, key) in DROPS {
             p.sample("tas_drops_total", &[("reason", label)], c(key));
         }
@@ -130,7 +143,11 @@ impl CtlCtx<'_> {
             );
         }
 
-        p.family("tas_flows", Kind::Gauge, "Connections and listeners by state.");
+        p.family(
+            "tas_flows",
+            Kind::Gauge,
+            "Connections and listeners by state.",
+        );
         for (state, n) in &status.flows {
             p.sample("tas_flows", &[("state", state)], *n as f64);
         }
@@ -140,13 +157,38 @@ impl CtlCtx<'_> {
             "4-tuples in TIME_WAIT (kept without buffers).",
             c("slowpath.time_wait_now"),
         );
-        p.single("tas_apps", Kind::Gauge, "Attached app contexts.", status.apps.len() as f64);
-        p.family("tas_connections_total", Kind::Counter, "Connections established, by side.")
-            .sample("tas_connections_total", &[("side", "passive")], c("slowpath.accepted"))
-            .sample("tas_connections_total", &[("side", "active")], c("slowpath.connected"));
+        p.single(
+            "tas_apps",
+            Kind::Gauge,
+            "Attached app contexts.",
+            status.apps.len() as f64,
+        );
+        p.family(
+            "tas_connections_total",
+            Kind::Counter,
+            "Connections established, by side.",
+        )
+        .sample(
+            "tas_connections_total",
+            &[("side", "passive")],
+            c("slowpath.accepted"),
+        )
+        .sample(
+            "tas_connections_total",
+            &[("side", "active")],
+            c("slowpath.connected"),
+        );
         p.family("tas_resets_total", Kind::Counter, "RSTs sent and acted on.")
-            .sample("tas_resets_total", &[("direction", "tx")], c("slowpath.rst_sent"))
-            .sample("tas_resets_total", &[("direction", "rx")], c("slowpath.rst_rx"));
+            .sample(
+                "tas_resets_total",
+                &[("direction", "tx")],
+                c("slowpath.rst_sent"),
+            )
+            .sample(
+                "tas_resets_total",
+                &[("direction", "rx")],
+                c("slowpath.rst_rx"),
+            );
 
         p.family(
             "tas_core_busy_ratio",
@@ -155,7 +197,11 @@ impl CtlCtx<'_> {
         );
         for core in &status.cores {
             let id = core.id.to_string();
-            p.sample("tas_core_busy_ratio", &[("core", &id)], core.busy_pct / 100.0);
+            p.sample(
+                "tas_core_busy_ratio",
+                &[("core", &id)],
+                core.busy_pct / 100.0,
+            );
         }
         p.family(
             "tas_core_busy_seconds_total",
@@ -167,19 +213,48 @@ impl CtlCtx<'_> {
             let ns = c(&format!("core{id}.busy_ns"));
             p.sample("tas_core_busy_seconds_total", &[("core", &id)], ns / 1e9);
         }
-        p.single("tas_cores_active", Kind::Gauge, "Fast-path cores polling now.", c("cores.active"));
-        p.family("tas_core_scalings_total", Kind::Counter, "Core scaling decisions.")
-            .sample("tas_core_scalings_total", &[("direction", "up")], c("cores.scale_ups"))
-            .sample("tas_core_scalings_total", &[("direction", "down")], c("cores.scale_downs"));
+        p.single(
+            "tas_cores_active",
+            Kind::Gauge,
+            "Fast-path cores polling now.",
+            c("cores.active"),
+        );
+        p.family(
+            "tas_core_scalings_total",
+            Kind::Counter,
+            "Core scaling decisions.",
+        )
+        .sample(
+            "tas_core_scalings_total",
+            &[("direction", "up")],
+            c("cores.scale_ups"),
+        )
+        .sample(
+            "tas_core_scalings_total",
+            &[("direction", "down")],
+            c("cores.scale_downs"),
+        );
 
         p.family(
             "tas_retransmits_total",
             Kind::Counter,
             "Loss recoveries: fast (RFC 6675/6582), after a timeout, tail-loss probes.",
         )
-        .sample("tas_retransmits_total", &[("kind", "fast")], c("fastpath.fast_retransmits"))
-        .sample("tas_retransmits_total", &[("kind", "timeout")], c("slowpath.rto_retransmits"))
-        .sample("tas_retransmits_total", &[("kind", "probe")], c("fastpath.tlp_probes"));
+        .sample(
+            "tas_retransmits_total",
+            &[("kind", "fast")],
+            c("fastpath.fast_retransmits"),
+        )
+        .sample(
+            "tas_retransmits_total",
+            &[("kind", "timeout")],
+            c("slowpath.rto_retransmits"),
+        )
+        .sample(
+            "tas_retransmits_total",
+            &[("kind", "probe")],
+            c("fastpath.tlp_probes"),
+        );
         p.single(
             "tas_retransmitted_segments_total",
             Kind::Counter,
@@ -203,7 +278,11 @@ impl CtlCtx<'_> {
             e.2 += f.send_rate_kbps.unwrap_or(0) as f64 * 1e3;
             e.3 += f.cwnd.unwrap_or(0) as f64;
         }
-        p.family("tas_cc_flows", Kind::Gauge, "Flows by congestion-control algorithm.");
+        p.family(
+            "tas_cc_flows",
+            Kind::Gauge,
+            "Flows by congestion-control algorithm.",
+        );
         for (a, v) in &per_algo {
             p.sample("tas_cc_flows", &[("algo", a)], v.0);
         }

@@ -114,7 +114,11 @@ impl ReservedPorts {
             format!("{previous},{add}")
         };
         std::fs::write(RESERVED, &new)?;
-        tracing::info!("reserved local ports {}-{} from the kernel", range.0, range.1);
+        tracing::info!(
+            "reserved local ports {}-{} from the kernel",
+            range.0,
+            range.1
+        );
         Ok(ReservedPorts { previous })
     }
 }

@@ -832,7 +832,14 @@ impl AfXdpNic {
         let link = linux::link_info(ifname)?;
         let sock = Xsk::open(ifname, link.ifindex, queue, &cfg)?;
         let socks = vec![sock];
-        let attach = attach(ifname, link.ifindex, &socks, queue + 1, cfg.mode, cfg.shared)?;
+        let attach = attach(
+            ifname,
+            link.ifindex,
+            &socks,
+            queue + 1,
+            cfg.mode,
+            cfg.shared,
+        )?;
         tracing::info!(
             iface = ifname,
             queue,
@@ -896,7 +903,14 @@ impl AfXdpNic {
         for queue in 0..q {
             socks.push(Xsk::open(ifname, link.ifindex, queue, &cfg)?);
         }
-        let attach = Arc::new(attach(ifname, link.ifindex, &socks, q, cfg.mode, cfg.shared)?);
+        let attach = Arc::new(attach(
+            ifname,
+            link.ifindex,
+            &socks,
+            q,
+            cfg.mode,
+            cfg.shared,
+        )?);
         let mut per_lane: Vec<Vec<Xsk>> = (0..n).map(|_| Vec::new()).collect();
         for (i, s) in socks.into_iter().enumerate() {
             per_lane[i % n].push(s);

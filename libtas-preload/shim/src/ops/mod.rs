@@ -28,8 +28,8 @@ pub use close::{close, shutdown};
 pub use conn::{accept, bind, connect, getpeername, getsockname, listen};
 pub use data::{recv, send, Src};
 pub use fds::{add_fd, before_replace, epoll_track, ioctl_queue, set_nonblock};
-pub use pair::{own_pair, socket};
 pub(crate) use pair::create_pair;
+pub use pair::{own_pair, socket};
 pub use ports::Ports;
 pub use wild::{fired as kernel_listener_fired, watched as kernel_listeners};
 

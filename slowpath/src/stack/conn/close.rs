@@ -312,7 +312,9 @@ impl Stack {
         let lids: Vec<u32> = self
             .listeners
             .iter()
-            .filter(|(id, l)| mine(l.app) && !app.is_some_and(|a| self.listener_held_elsewhere(**id, a)))
+            .filter(|(id, l)| {
+                mine(l.app) && !app.is_some_and(|a| self.listener_held_elsewhere(**id, a))
+            })
             .map(|(id, _)| *id)
             .collect();
         for lid in lids {

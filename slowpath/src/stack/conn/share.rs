@@ -81,9 +81,10 @@ impl Stack {
     /// Whether some grant authorises `pid` with `token` (0: any grant to
     /// `pid`).
     pub fn has_grant(&self, pid: i32, token: u64) -> bool {
-        self.grants
-            .iter()
-            .any(|g| (token != 0 && g.token == token && (g.pid == 0 || g.pid == pid)) || (token == 0 && g.pid == pid))
+        self.grants.iter().any(|g| {
+            (token != 0 && g.token == token && (g.pid == 0 || g.pid == pid))
+                || (token == 0 && g.pid == pid)
+        })
     }
 
     /// Points flow `id`'s notifications at `app`.
@@ -119,7 +120,9 @@ impl Stack {
                     // Where the holders' reads and writes stand as far as
                     // the fast path has seen them: the first byte not
                     // freed, one past the last byte added.
-                    m.info.rx_seq = f.rx_data_seq().wrapping_sub(f.rx_len.saturating_sub(f.rx_avail));
+                    m.info.rx_seq = f
+                        .rx_data_seq()
+                        .wrapping_sub(f.rx_len.saturating_sub(f.rx_avail));
                     m.info.tx_seq = f
                         .tx_acked_seq()
                         .wrapping_add(f.tx_data_in_flight())
@@ -141,7 +144,13 @@ impl Stack {
         io.app_msg(app, &m);
     }
 
-    pub(in crate::stack) fn app_share(&mut self, now: u64, app: AppId, msg: &CtlMsg, io: &mut impl StackIo) {
+    pub(in crate::stack) fn app_share(
+        &mut self,
+        now: u64,
+        app: AppId,
+        msg: &CtlMsg,
+        io: &mut impl StackIo,
+    ) {
         let token = token_of(msg);
         let pid = io.app_pid(app);
         if token == 0 || pid == 0 || self.grants.iter().any(|g| g.token == token) {
@@ -180,7 +189,13 @@ impl Stack {
         self.reply(io, app, msg, 0, 0);
     }
 
-    pub(in crate::stack) fn app_share_pid(&mut self, now: u64, app: AppId, msg: &CtlMsg, io: &mut impl StackIo) {
+    pub(in crate::stack) fn app_share_pid(
+        &mut self,
+        now: u64,
+        app: AppId,
+        msg: &CtlMsg,
+        io: &mut impl StackIo,
+    ) {
         let token = token_of(msg);
         let pid = io.app_pid(app);
         let Some(i) = self
@@ -224,10 +239,11 @@ impl Stack {
             let lid = msg.listener;
             let accepting = msg.arg[4] != 0;
             // Held by this context, or by another context of the process.
-            let holds = self
-                .listeners
-                .get(&lid)
-                .is_some_and(|l| l.holders.iter().any(|&h| h == app || (pid != 0 && io.app_pid(h) == pid)));
+            let holds = self.listeners.get(&lid).is_some_and(|l| {
+                l.holders
+                    .iter()
+                    .any(|&h| h == app || (pid != 0 && io.app_pid(h) == pid))
+            });
             if !holds {
                 let Some(gi) = self.grant_for(pid, token, lid, true) else {
                     return self.reply_err(io, app, msg, libc::EBADF);
@@ -257,10 +273,11 @@ impl Stack {
             return self.reply(io, app, msg, 0, lid);
         }
         let id = msg.flow;
-        let holds = self
-            .conns
-            .get(&id)
-            .is_some_and(|c| c.holders.iter().any(|&h| h == app || (pid != 0 && io.app_pid(h) == pid)));
+        let holds = self.conns.get(&id).is_some_and(|c| {
+            c.holders
+                .iter()
+                .any(|&h| h == app || (pid != 0 && io.app_pid(h) == pid))
+        });
         if !holds {
             let Some(gi) = self.grant_for(pid, token, id, false) else {
                 return self.reply_err(io, app, msg, libc::EBADF);
@@ -280,7 +297,13 @@ impl Stack {
         self.flow_state_reply(io, app, msg, false);
     }
 
-    pub(in crate::stack) fn app_drop(&mut self, now: u64, app: AppId, msg: &CtlMsg, io: &mut impl StackIo) {
+    pub(in crate::stack) fn app_drop(
+        &mut self,
+        now: u64,
+        app: AppId,
+        msg: &CtlMsg,
+        io: &mut impl StackIo,
+    ) {
         if msg.arg[3] == 1 {
             let lid = msg.listener;
             let Some(l) = self.listeners.get_mut(&lid) else {

@@ -249,16 +249,14 @@ impl Stack {
             let recovering = f.st & st::TX_RECOVERY != 0;
             let rto_due = now.saturating_sub(c.una_since) >= rto;
             let pto = pto(&f).filter(|_| tlp);
-            let probe_at = pto
-                .filter(|_| !c.probed && c.backoff == 0)
-                .map(|p| {
-                    let at = c.quiet_since.saturating_add(p);
-                    if recovering {
-                        at
-                    } else {
-                        at.min(c.una_since.saturating_add(rto))
-                    }
-                });
+            let probe_at = pto.filter(|_| !c.probed && c.backoff == 0).map(|p| {
+                let at = c.quiet_since.saturating_add(p);
+                if recovering {
+                    at
+                } else {
+                    at.min(c.una_since.saturating_add(rto))
+                }
+            });
             if !c.busy || progressed {
                 c.busy = true;
                 c.una_since = now;

@@ -28,8 +28,8 @@ mod flow_stats;
 mod icmp;
 mod open;
 mod rfc5961;
-mod share;
 mod robustness;
+mod share;
 mod syncookies;
 mod timeouts;
 

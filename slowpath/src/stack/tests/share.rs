@@ -56,7 +56,10 @@ fn a_forked_child_adopts_a_connection_and_the_last_close_is_the_close() {
     // The parent exits: the connection stays (no RST), the child keeps it.
     let now = fx.now;
     fx.stack.app_gone(now, APP, &mut fx.io);
-    assert!(fx.frames().is_empty(), "no reset for a connection the child holds");
+    assert!(
+        fx.frames().is_empty(),
+        "no reset for a connection the child holds"
+    );
     assert_eq!(fx.state(id).context, CHILD);
     // The child closes: it is the last; CLOSE then works as usual.
     fx.ctl(CHILD, flow_msg(ctl::DROP, 11, id));
@@ -91,7 +94,10 @@ fn a_grant_whose_child_exits_unused_releases_its_reference() {
     assert_eq!(fx.stack.stats().grant_closes, 1);
     fx.at(now + 2_000 * MS);
     assert!(fx.state(id).st & tas_engine::flow::st::TX_FIN_REQ != 0);
-    assert!(fx.frames().iter().all(|f| parse_out(f).t.flags & tcp::RST == 0));
+    assert!(fx
+        .frames()
+        .iter()
+        .all(|f| parse_out(f).t.flags & tcp::RST == 0));
 }
 
 #[test]
@@ -149,9 +155,19 @@ fn a_shared_listener_hands_connections_to_its_acceptors_in_turn() {
     assert!(fx.msgs().is_empty());
     let now = fx.now;
     fx.stack.app_gone(now, OTHER, &mut fx.io);
-    let again: Vec<CtlMsg> = fx.msgs().into_iter().filter(|(a, m)| *a == CHILD && m.kind == ctl::ACCEPTED).map(|m| m.1).collect();
+    let again: Vec<CtlMsg> = fx
+        .msgs()
+        .into_iter()
+        .filter(|(a, m)| *a == CHILD && m.kind == ctl::ACCEPTED)
+        .map(|m| m.1)
+        .collect();
     assert_eq!(again.len(), 2, "{again:?}");
-    assert!(again.iter().all(|m| m.arg[0] == 1 && fx.state(m.flow).context == CHILD));
-    assert!(fx.frames().iter().all(|f| parse_out(f).t.flags & tcp::RST == 0));
+    assert!(again
+        .iter()
+        .all(|m| m.arg[0] == 1 && fx.state(m.flow).context == CHILD));
+    assert!(fx
+        .frames()
+        .iter()
+        .all(|f| parse_out(f).t.flags & tcp::RST == 0));
     assert_eq!(fx.stack.stats().handed_back, 2);
 }

@@ -172,7 +172,9 @@ fn during_recovery_probe_requests_every_pto_then_timeouts_and_none_when_disabled
         "{cmds:?}"
     );
     assert!(
-        cmds[first_rto..].iter().all(|(_, c)| *c == FpCmd::Retransmit(id)),
+        cmds[first_rto..]
+            .iter()
+            .all(|(_, c)| *c == FpCmd::Retransmit(id)),
         "{cmds:?}"
     );
     // The timeout is not put off by the probes (RTO 200 ms from the first

@@ -445,7 +445,8 @@ impl Fx {
 
     /// Sends the held ACKs due at the current time.
     fn flush_acks(&mut self) -> usize {
-        self.fp.flush_acks(self.now, false, &self.mem, &mut self.out)
+        self.fp
+            .flush_acks(self.now, false, &self.mem, &mut self.out)
     }
 
     /// Runs the TX scheduler at the current time.

@@ -625,7 +625,11 @@ fn in_recovery_a_probe_request_resends_a_retransmission_rack_finds_lost() {
     let s = fx.fp.stats;
     assert_eq!((s.rack_timeouts, s.rexmit_lost, s.tlp_probes), (1, 1, 0));
     assert!(in_recovery(&fx));
-    assert_eq!({ fx.flow().cnt_frexmits }, 1, "a lost retransmission is a loss");
+    assert_eq!(
+        { fx.flow().cnt_frexmits },
+        1,
+        "a lost retransmission is a loss"
+    );
     fx.peer_ack = 10 * M;
     send!(fx, fx.peer(0));
     assert!(!in_recovery(&fx));
