@@ -98,6 +98,49 @@ pub struct Testbed {
     children: Vec<Child>,
 }
 
+/// Removes the test hosts of test processes that no longer run (one
+/// killed outright never ran its `Drop`): namespaces named
+/// `TAGPIDxSEQ-{tas,lnx,brg}` whose PID is gone and that hold no process.
+fn remove_stale_hosts() {
+    let Ok(o) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    let mut stale: Vec<String> = Vec::new();
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let ns = line.split_whitespace().next().unwrap_or("");
+        let Some((host, side)) = ns.rsplit_once('-') else {
+            continue;
+        };
+        let Some((head, seq)) = host.rsplit_once('x') else {
+            continue;
+        };
+        let digits = head.len() - head.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        if !["tas", "lnx", "brg"].contains(&side)
+            || seq.is_empty()
+            || !seq.bytes().all(|b| b.is_ascii_digit())
+            || digits == 0
+            || digits == head.len()
+        {
+            continue;
+        }
+        let pid = &head[head.len() - digits..];
+        let alive = Path::new(&format!("/proc/{pid}")).exists();
+        let busy = Command::new("ip")
+            .args(["netns", "pids", ns])
+            .output()
+            .map(|o| !o.stdout.is_empty())
+            .unwrap_or(true);
+        if !alive && !busy && !stale.iter().any(|h| h == host) {
+            stale.push(host.to_string());
+        }
+    }
+    for host in stale {
+        let _ = Command::new(repo_root().join("tools/testhosts.sh"))
+            .args(["down", &host])
+            .output();
+    }
+}
+
 impl Testbed {
     /// Creates the test hosts (no tasd yet).
     pub fn hosts(tag: &str) -> Testbed {
@@ -116,9 +159,11 @@ impl Testbed {
     /// `bridge-up` for the three-namespace topology of [`impair`]).
     fn hosts_with(tag: &str, up: &str, queues: Option<u32>) -> Testbed {
         require_root();
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(remove_stale_hosts);
         let name = format!(
             "{tag}{}x{}",
-            std::process::id() % 100000,
+            std::process::id(),
             SEQ.fetch_add(1, Ordering::SeqCst)
         );
         let dir = std::env::temp_dir().join(format!("tas-test-{name}"));
@@ -298,21 +343,8 @@ impl Testbed {
         self.spawn(c, ready_word)
     }
 
-    fn spawn(&mut self, mut c: Command, ready_word: Option<&str>) -> u32 {
-        let mut child = c
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn");
-        let pid = child.id();
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        self.children.push(child);
+    fn spawn(&mut self, c: Command, ready_word: Option<&str>) -> u32 {
+        let (pid, rx) = self.spawn_lines(c);
         if let Some(w) = ready_word {
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
@@ -597,6 +629,25 @@ pub fn ensure_packages(want: &[(&str, &str)]) {
         .map(|(c, _)| *c)
         .collect();
     assert!(still.is_empty(), "still missing after apt-get: {still:?}");
+}
+
+/// `&str`s of owned strings (argument lists built with `format!`).
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(|s| s.as_str()).collect()
+}
+
+/// The SHA-256 of file `p`, in hex (`sha256sum`).
+pub fn sha256(p: &Path) -> String {
+    let o = Command::new("sha256sum")
+        .arg(p)
+        .output()
+        .expect("sha256sum");
+    assert!(o.status.success(), "sha256sum {}", p.display());
+    stdout(&o)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// `libtas_preload.so` next to the test programs and `tasctl` (where

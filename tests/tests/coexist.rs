@@ -110,13 +110,7 @@ fn shared_mode(tag: &str, backend: Backend) {
     );
     assert_ok(&o, "curl + redis-benchmark");
     let out = stdout(&o);
-    let want = {
-        let o = std::process::Command::new("sha256sum")
-            .arg(dir.join("blob"))
-            .output()
-            .expect("sha256sum");
-        stdout(&o).split_whitespace().next().unwrap().to_string()
-    };
+    let want = sha256(&dir.join("blob"));
     assert!(out.contains(&want), "kernel HTTP transfer corrupted: {out}");
     assert!(
         out.contains("\"SET\"") && out.contains("\"GET\""),

@@ -60,23 +60,6 @@ fn run_args(tb: &Testbed, extra: &[&str], cmd: &[&str]) -> Vec<String> {
     v
 }
 
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(|s| s.as_str()).collect()
-}
-
-fn sha256(p: &Path) -> String {
-    let o = Command::new("sha256sum")
-        .arg(p)
-        .output()
-        .expect("sha256sum");
-    assert!(o.status.success(), "sha256sum {}", p.display());
-    stdout(&o)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// curl from the Linux host (or, `from_tas`, from the TAS host's kernel)
 /// until `url` answers, at most 15 s.
 fn wait_http(tb: &mut Testbed, from_tas: bool, url: &str) {

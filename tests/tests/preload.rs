@@ -488,19 +488,6 @@ fn big_file(dir: &Path) -> (PathBuf, String) {
     (root, sha256(&f))
 }
 
-fn sha256(p: &Path) -> String {
-    let o = Command::new("sha256sum")
-        .arg(p)
-        .output()
-        .expect("sha256sum");
-    assert!(o.status.success(), "sha256sum {}", p.display());
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string()
-}
-
 /// Polls until `url` answers (the server is up), bounded.
 fn wait_http(tb: &mut Testbed, from_tas: bool, url: &str, shimmed: bool) {
     let deadline = Instant::now() + Duration::from_secs(15);

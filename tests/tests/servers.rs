@@ -105,23 +105,6 @@ fn run_args(tb: &Testbed, cmd: &[&str]) -> Vec<String> {
     v
 }
 
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(|s| s.as_str()).collect()
-}
-
-fn sha256(p: &Path) -> String {
-    let o = Command::new("sha256sum")
-        .arg(p)
-        .output()
-        .expect("sha256sum");
-    assert!(o.status.success(), "sha256sum {}", p.display());
-    stdout(&o)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// A file of `bytes` random bytes in `dir`, and its sha256.
 fn random_file(dir: &Path, name: &str, bytes: usize) -> (PathBuf, String) {
     std::fs::create_dir_all(dir).expect("dir");

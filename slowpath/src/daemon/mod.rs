@@ -359,6 +359,32 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// The control answers' view of the daemon, borrowed field by field so
+/// that the server being served (control socket or metrics) stays free.
+/// `$ctl`: the control socket's (requests, errors, dropped) counters.
+macro_rules! ctl_ctx {
+    ($d:expr, $ctl:expr, $metrics:expr) => {
+        CtlCtx {
+            cfg: &$d.cfg,
+            started: $d.started,
+            nic: &$d.nic_name,
+            mac: $d.mac,
+            stack: &mut $d.stack,
+            apps: &$d.apps,
+            shared: &$d.shared,
+            cmds: &$d.cmds,
+            scaler: &mut $d.scaler,
+            meter: &$d.meter,
+            ctl_requests: $ctl.0,
+            ctl_errors: $ctl.1,
+            ctl_dropped: $ctl.2,
+            exceptions: &$d.exc_counts,
+            metrics: $metrics,
+            captures: &mut $d.captures,
+        }
+    };
+}
+
 /// Everything the slow-path thread owns while the daemon runs: the fast
 /// path it started (shared state, flow table, core threads), the stack, the
 /// apps, the control socket, core scaling and the main loop's bookkeeping.
@@ -912,30 +938,13 @@ impl Daemon {
 
     /// Serves the `tasctl` control socket.
     fn control(&mut self) {
-        let (requests, errors) = (self.ctl.requests, self.ctl.errors);
-        let ctl_dropped = self.ctl.dropped;
-        let mut cx = CtlCtx {
-            cfg: &self.cfg,
-            started: self.started,
-            nic: &self.nic_name,
-            mac: self.mac,
-            stack: &mut self.stack,
-            apps: &self.apps,
-            shared: &self.shared,
-            cmds: &self.cmds,
-            scaler: &mut self.scaler,
-            meter: &self.meter,
-            ctl_requests: requests,
-            ctl_errors: errors,
-            ctl_dropped,
-            exceptions: &self.exc_counts,
-            metrics: self
-                .metrics
-                .as_ref()
-                .map(|m| m.counters)
-                .unwrap_or_default(),
-            captures: &mut self.captures,
-        };
+        let ctl = (self.ctl.requests, self.ctl.errors, self.ctl.dropped);
+        let metrics = self
+            .metrics
+            .as_ref()
+            .map(|m| m.counters)
+            .unwrap_or_default();
+        let mut cx = ctl_ctx!(self, ctl, metrics);
         self.ctl.service(|r| cx.handle(r));
     }
 
@@ -944,24 +953,8 @@ impl Daemon {
         let Some(mut server) = self.metrics.take() else {
             return;
         };
-        let cx = CtlCtx {
-            cfg: &self.cfg,
-            started: self.started,
-            nic: &self.nic_name,
-            mac: self.mac,
-            stack: &mut self.stack,
-            apps: &self.apps,
-            shared: &self.shared,
-            cmds: &self.cmds,
-            scaler: &mut self.scaler,
-            meter: &self.meter,
-            ctl_requests: self.ctl.requests,
-            ctl_errors: self.ctl.errors,
-            ctl_dropped: self.ctl.dropped,
-            exceptions: &self.exc_counts,
-            metrics: server.counters,
-            captures: &mut self.captures,
-        };
+        let ctl = (self.ctl.requests, self.ctl.errors, self.ctl.dropped);
+        let cx = ctl_ctx!(self, ctl, server.counters);
         server.service(|| cx.metrics_page());
         self.metrics = Some(server);
     }
