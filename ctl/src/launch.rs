@@ -1,7 +1,9 @@
-//! `tasctl run [--exclude-ports LIST] -- CMD [ARGS...]`: an unmodified
-//! program on TAS. Finds `libtas_preload.so`, checks that tasd accepts apps
-//! at its attach socket, then executes CMD in tasctl's place with the shim
-//! added to `LD_PRELOAD`, `TAS_SOCKET` set and `TAS_EXCLUDE` extended.
+//! `tasctl run [--profile GOAL] [--exclude-ports LIST] -- CMD [ARGS...]`:
+//! an unmodified program on TAS. Finds `libtas_preload.so`, checks that
+//! tasd accepts apps at its attach socket, then executes CMD in tasctl's
+//! place with the shim added to `LD_PRELOAD`, `TAS_SOCKET` set,
+//! `TAS_EXCLUDE` extended and, with `--profile`, `TAS_PROFILE` (the
+//! program's goal for its spin controller) set.
 //! Every failure before the exec is one line and a distinct exit status.
 
 use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
@@ -12,6 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tas::exclude::{Exclude, EXCLUDE_ENV};
+use tas_tune::PROFILE_ENV;
 
 /// The shim's file name.
 pub const SHIM: &str = "libtas_preload.so";
@@ -146,7 +149,16 @@ pub fn child_env(
 
 /// Runs `tasctl run`: returns only when CMD was not started, with the exit
 /// status and the one-line message to print.
-pub fn run(socket: Option<&Path>, exclude: Option<&str>, cmd: &[OsString]) -> (u8, String) {
+pub fn run(
+    socket: Option<&Path>,
+    exclude: Option<&str>,
+    profile: Option<&str>,
+    cmd: &[OsString],
+) -> (u8, String) {
+    let profile = match profile.map(str::parse::<tas_tune::Goal>).transpose() {
+        Ok(p) => p,
+        Err(e) => return (EXIT_USAGE, format!("--profile: {e}")),
+    };
     if let Some(list) = exclude {
         if let Some(e) = Exclude::parse(list).1.first() {
             return (EXIT_USAGE, format!("--exclude-ports: {e}"));
@@ -174,7 +186,12 @@ pub fn run(socket: Option<&Path>, exclude: Option<&str>, cmd: &[OsString]) -> (u
         std::env::var_os("LD_PRELOAD").as_deref(),
         std::env::var_os(EXCLUDE_ENV).as_deref(),
     );
-    let err = Command::new(prog).args(args).envs(env).exec();
+    let mut command = Command::new(prog);
+    command.args(args).envs(env);
+    if let Some(p) = profile {
+        command.env(PROFILE_ENV, p.name());
+    }
+    let err = command.exec();
     let name = prog.to_string_lossy();
     let why = match err.raw_os_error() {
         Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
@@ -325,6 +342,7 @@ mod tests {
         let (code, msg) = run(
             Some(Path::new("/nonexistent/tasd.sock")),
             Some("80,htp"),
+            None,
             &[OsString::from("true")],
         );
         assert_eq!(code, EXIT_USAGE);

@@ -18,7 +18,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tasd::ctlsock::{self, CcShow, CoresView, Reply, Request, Stats, Status};
+use tasd::ctlsock::{self, CcShow, CoresView, Reply, Request, Stats, Status, TuneView};
 use tasd::stack::{FlowDetail, ListenerInfo};
 
 fn after_help() -> String {
@@ -123,6 +123,16 @@ enum Cmd {
         #[arg(short = 'b', long)]
         batch: bool,
     },
+    /// What the self-tuning optimises: latency, throughput or efficiency.
+    ///
+    /// tasd's controllers (the fast-path cores' idle spin, the apps' spin,
+    /// the core scaling thresholds) adapt online toward this goal; it is an
+    /// intent, not a set of knobs. Without GOAL: the goal and what the
+    /// controllers chose (spin and CPU contention per core).
+    Tune {
+        /// latency, throughput or efficiency.
+        goal: Option<String>,
+    },
     /// Run an unmodified program on TAS (LD_PRELOAD=libtas_preload.so).
     ///
     /// Checks that tasd accepts apps at its socket, adds libtas_preload.so
@@ -138,6 +148,11 @@ enum Cmd {
         /// TAS_EXCLUDE.
         #[arg(long, value_name = "LIST")]
         exclude_ports: Option<String>,
+        /// The program's own goal (latency, throughput or efficiency): its
+        /// spin controller optimises for it whatever `tasctl tune` says for
+        /// the daemon (TAS_PROFILE).
+        #[arg(long, value_name = "GOAL")]
+        profile: Option<String>,
         /// The program and its arguments (after `--` if they start with `-`).
         #[arg(
             value_name = "CMD",
@@ -274,6 +289,9 @@ fn print_status(s: &Status) {
         s.drops_ps, s.exceptions_ps
     );
     println!("cc         {}", s.cc);
+    if !s.goal.is_empty() {
+        println!("goal       {} (tasctl tune)", s.goal);
+    }
 }
 
 fn print_flows(flows: &[FlowDetail]) {
@@ -397,6 +415,39 @@ fn parse_cores(s: &str) -> Result<(u32, u32), String> {
     tasd::config::parse_cores(s).map_err(|e| format!("cores: {e}"))
 }
 
+fn render_tune(t: &TuneView) -> String {
+    let mut out = format!(
+        "goal: {}\nidle spin: {}\nscaling: add a core below {:.2} idle cores, remove one above {:.2}{}\n",
+        t.goal,
+        t.idle_spin,
+        t.scale_up_below_idle,
+        t.scale_down_above_idle,
+        if t.scale_fixed {
+            " (fixed by --scale-*)"
+        } else {
+            " (by goal)"
+        }
+    );
+    let mut rows = vec![vec![
+        "CORE".to_string(),
+        "STATE".to_string(),
+        "BUSY".to_string(),
+        "SPIN".to_string(),
+        "CPU WAIT".to_string(),
+    ]];
+    for k in &t.cores {
+        rows.push(vec![
+            k.id.to_string(),
+            if k.active { "active" } else { "idle" }.to_string(),
+            format!("{:.1}%", k.busy_pct),
+            format!("{:.0} us", k.spin_us),
+            format!("{:.1}%", k.contention_pct),
+        ]);
+    }
+    out.push_str(&table(&rows));
+    out
+}
+
 fn render_cores(c: &CoresView) -> String {
     let mut out = format!(
         "cores: active {} (min {}, max {}), lanes {}, idle {:.2} cores, scale-ups {}, scale-downs {}\n",
@@ -509,6 +560,19 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Cmd::Cc(CcCmd::Unset { port }) => (Request::CcUnset { port: *port }, None, None),
         Cmd::Cores { budget: None } => (Request::Cores, None, None),
+        Cmd::Tune { goal: None } => (Request::TuneShow, None, None),
+        Cmd::Tune { goal: Some(g) } => {
+            let g: tas_tune::Goal = g
+                .parse()
+                .map_err(|e: tas_tune::UnknownGoal| Failure::Usage(format!("tune: {e}")))?;
+            (
+                Request::Tune {
+                    goal: g.to_string(),
+                },
+                None,
+                None,
+            )
+        }
         Cmd::Listeners => (Request::Listeners, None, None),
         Cmd::Cores { budget: Some(b) } => {
             let (min, max) = parse_cores(b).map_err(Failure::Usage)?;
@@ -565,6 +629,14 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         | Request::CaptureStop { .. } => {
             unreachable!("`capture` requests are made by capture::capture")
         }
+        Request::Tune { .. } | Request::TuneShow => {
+            let t: TuneView = decode(data.clone())?;
+            if cli.json {
+                print_json(&data);
+            } else {
+                print!("{}", render_tune(&t));
+            }
+        }
         Request::Cores | Request::CoresSet { .. } => {
             let c: CoresView = decode(data.clone())?;
             if cli.json {
@@ -594,9 +666,19 @@ fn print_json(v: &serde_json::Value) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Cmd::Run { exclude_ports, cmd } = &cli.cmd {
+    if let Cmd::Run {
+        exclude_ports,
+        profile,
+        cmd,
+    } = &cli.cmd
+    {
         // Returns only when CMD could not be started.
-        let (code, msg) = launch::run(cli.socket.as_deref(), exclude_ports.as_deref(), cmd);
+        let (code, msg) = launch::run(
+            cli.socket.as_deref(),
+            exclude_ports.as_deref(),
+            profile.as_deref(),
+            cmd,
+        );
         eprintln!("tasctl: {msg}");
         return ExitCode::from(code);
     }
@@ -756,18 +838,21 @@ mod tests {
                     busy_pct: 87.26,
                     active: true,
                     lanes: vec![0, 2],
+                    ..Default::default()
                 },
                 CoreStatus {
                     id: 1,
                     busy_pct: 100.0,
                     active: true,
                     lanes: vec![1, 3],
+                    ..Default::default()
                 },
                 CoreStatus {
                     id: 2,
                     busy_pct: 0.0,
                     active: false,
                     lanes: vec![],
+                    ..Default::default()
                 },
             ],
             steered_lanes: vec![],

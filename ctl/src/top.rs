@@ -342,6 +342,7 @@ mod tests {
             iface: "veth-tas".into(),
             nic: "af_xdp".into(),
             mode: "exclusive".into(),
+            goal: "throughput".into(),
             mac: "02:00:00:00:00:01".into(),
             socket: "/run/tas/tasd.sock".into(),
             cores: vec![CoreStatus {
@@ -349,6 +350,7 @@ mod tests {
                 busy_pct: 50.0,
                 active: true,
                 lanes: vec![0],
+                ..Default::default()
             }],
             apps: vec![],
             flows: [("ESTABLISHED".to_string(), 100u64)].into_iter().collect(),

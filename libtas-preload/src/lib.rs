@@ -610,6 +610,12 @@ impl Tas {
         Ok(())
     }
 
+    /// The goal the daemon's self-tuning follows (`RegionHeader::goal`,
+    /// `tas_tune::Goal::wire`; 0 if it said none).
+    pub fn goal(&self) -> u32 {
+        self.header().goal.load(Ordering::Relaxed)
+    }
+
     fn header(&self) -> &RegionHeader {
         // SAFETY: the region starts with a RegionHeader (checked magic).
         unsafe { &*(self.map.as_ptr() as *const RegionHeader) }

@@ -298,6 +298,8 @@ pub struct Apps {
     /// Fast-path lanes: each app region has one event ring per lane.
     pub lanes: u32,
     pub limits: Limits,
+    /// The self-tuning goal written into new regions' headers.
+    pub goal: tas_tune::Goal,
     /// Our network namespace (inode; 0: unknown, not checked).
     netns: u64,
     pub stats: AppsStats,
@@ -356,6 +358,7 @@ impl Apps {
             cmd_cap: 4096,
             lanes: 1,
             limits: Limits::default(),
+            goal: tas_tune::Goal::default(),
             netns: runfiles::own_netns(),
             stats: AppsStats::default(),
             throttle_changes: Vec::new(),
@@ -372,6 +375,20 @@ impl Apps {
 
     pub fn iter(&self) -> impl Iterator<Item = &App> {
         self.apps.iter().flatten()
+    }
+
+    /// Changes the goal told to apps: new regions get it, and every
+    /// attached app's region header is updated now.
+    pub fn set_goal(&mut self, goal: tas_tune::Goal) {
+        self.goal = goal;
+        for a in self.apps.iter().flatten() {
+            // SAFETY: every app region starts with the RegionHeader tasd
+            // wrote at attach (64 bytes, page aligned) and stays mapped while
+            // the App exists; `goal` is an atomic the app only reads.
+            let h = unsafe { &*(a.map.as_ptr() as *const RegionHeader) };
+            h.goal
+                .store(goal.wire(), std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     pub fn count(&self) -> usize {
@@ -671,7 +688,7 @@ impl Apps {
                     version: ABI_VERSION,
                     core_sleeping: Default::default(),
                     app_waiting: Default::default(),
-                    _pad: 0,
+                    goal: std::sync::atomic::AtomicU32::new(self.goal.wire()),
                 },
             )
         };

@@ -55,14 +55,21 @@ pub struct Cli {
     /// cores with the load (one NIC lane per MAX core is opened at start).
     #[arg(long, default_value = "1", value_name = "N|MIN-MAX")]
     pub cores: String,
+    /// What the self-tuning optimises: latency, throughput or efficiency
+    /// (the fast-path cores' idle spin, the apps' spin and the scaling
+    /// thresholds adapt toward it; change it live with `tasctl tune`).
+    #[arg(long, default_value = "throughput", value_name = "GOAL")]
+    pub goal: String,
     /// Add a fast-path core when the active cores' aggregate idle falls
-    /// below this many cores.
-    #[arg(long, default_value_t = 0.2, value_name = "CORES")]
-    pub scale_up_idle: f64,
+    /// below this many cores [default: by --goal: latency 0.35,
+    /// throughput 0.2, efficiency 0.1].
+    #[arg(long, value_name = "CORES")]
+    pub scale_up_idle: Option<f64>,
     /// Remove a fast-path core when the aggregate idle exceeds this many
-    /// cores (must exceed --scale-up-idle by more than 1).
-    #[arg(long, default_value_t = 1.25, value_name = "CORES")]
-    pub scale_down_idle: f64,
+    /// cores (must exceed --scale-up-idle by more than 1) [default: by
+    /// --goal: latency 1.5, throughput 1.25, efficiency 1.15].
+    #[arg(long, value_name = "CORES")]
+    pub scale_down_idle: Option<f64>,
     /// Measurement window of the scaling controller (ms).
     #[arg(long, default_value_t = 200, value_name = "MS")]
     pub scale_window_ms: u64,
@@ -118,9 +125,11 @@ pub struct Cli {
     /// TIME_WAIT duration in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub time_wait_ms: u64,
-    /// Fast-path core spins this long without work before it blocks (µs).
-    #[arg(long, default_value_t = 200)]
-    pub idle_spin_us: u64,
+    /// Fast-path core spins this long without work before it blocks (µs),
+    /// fixed. Without it the spin is self-tuned toward --goal from the gaps
+    /// between arrivals and the CPU contention the cores see.
+    #[arg(long, value_name = "US")]
+    pub idle_spin_us: Option<u64>,
     /// An ACK for in-order data waits up to this long (µs) for a segment of
     /// ours to carry it (a response); 0 ACKs at once. The second segment,
     /// out-of-order data, duplicates and FINs are always ACKed at once.
@@ -313,7 +322,12 @@ pub struct Config {
     /// Shared mode: the local ports of active opens.
     pub port_range: (u16, u16),
     pub time_wait_ms: u64,
-    pub idle_spin_us: u64,
+    /// Fixed idle spin (µs); None: self-tuned.
+    pub idle_spin_us: Option<u64>,
+    pub goal: tas_tune::Goal,
+    /// The scaling thresholds were given explicitly (`tasctl tune` leaves
+    /// them alone then).
+    pub scale_fixed: bool,
     pub ack_delay_us: u64,
     pub mtu: u16,
     pub ecn: bool,
@@ -474,11 +488,13 @@ impl Config {
                 cli.cores
             ));
         }
+        let goal: tas_tune::Goal = cli.goal.parse().map_err(|e| format!("--goal: {e}"))?;
+        let (up_preset, down_preset) = goal.scale_thresholds();
         let scale = crate::scale::ScaleConfig {
             min: cores_min,
             max: cores_max,
-            up_below_idle: cli.scale_up_idle,
-            down_above_idle: cli.scale_down_idle,
+            up_below_idle: cli.scale_up_idle.unwrap_or(up_preset),
+            down_above_idle: cli.scale_down_idle.unwrap_or(down_preset),
             window: std::time::Duration::from_millis(cli.scale_window_ms),
             cooldown: std::time::Duration::from_millis(cli.scale_cooldown_ms),
         };
@@ -550,6 +566,8 @@ impl Config {
             port_range,
             time_wait_ms: cli.time_wait_ms,
             idle_spin_us: cli.idle_spin_us,
+            goal,
+            scale_fixed: cli.scale_up_idle.is_some() || cli.scale_down_idle.is_some(),
             ack_delay_us: cli.ack_delay_us,
             scale,
             mtu: cli.mtu,

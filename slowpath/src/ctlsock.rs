@@ -84,6 +84,13 @@ pub enum Request {
     Stats,
     /// `cores`: the core budget and per-core utilisation.
     Cores,
+    /// `tune GOAL`: what the self-tuning optimises from now on
+    /// (latency, throughput, efficiency). Answer: [`TuneView`].
+    Tune {
+        goal: String,
+    },
+    /// `tune` without a goal: the goal and what the controllers chose.
+    TuneShow,
     /// `cores MIN-MAX`: change the budget at runtime.
     CoresSet {
         min: u32,
@@ -204,9 +211,12 @@ pub struct Status {
     pub exceptions_ps: f64,
     /// Global congestion control algorithm.
     pub cc: String,
+    /// The self-tuning goal (`tasctl tune`).
+    #[serde(default)]
+    pub goal: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CoreStatus {
     pub id: u32,
     /// Share of about the last second the core spent in polling rounds that
@@ -218,6 +228,26 @@ pub struct CoreStatus {
     /// The NIC lanes (queues with their TX scheduler) this core polls.
     #[serde(default)]
     pub lanes: Vec<u32>,
+    /// The idle spin the core uses now (µs): self-tuned, or --idle-spin-us.
+    #[serde(default)]
+    pub spin_us: f64,
+    /// Share of the core's last epoch spent waiting for a CPU (%).
+    #[serde(default)]
+    pub contention_pct: f64,
+}
+
+/// `tune`: the self-tuning goal and what the controllers chose for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TuneView {
+    /// latency, throughput or efficiency.
+    pub goal: String,
+    /// "self-tuned" or the fixed value.
+    pub idle_spin: String,
+    pub scale_up_below_idle: f64,
+    pub scale_down_above_idle: f64,
+    /// The thresholds were given on the command line (`tune` keeps them).
+    pub scale_fixed: bool,
+    pub cores: Vec<CoreStatus>,
 }
 
 /// `cores` and `cores MIN-MAX`.

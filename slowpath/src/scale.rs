@@ -198,6 +198,23 @@ impl ScaleController {
         Ok(forced)
     }
 
+    /// Changes the thresholds at runtime (validated; on error nothing
+    /// changes). The current window goes on.
+    pub fn set_thresholds(
+        &mut self,
+        up_below_idle: f64,
+        down_above_idle: f64,
+    ) -> Result<(), ScaleError> {
+        let cfg = ScaleConfig {
+            up_below_idle,
+            down_above_idle,
+            ..self.cfg
+        };
+        cfg.validate()?;
+        self.cfg = cfg;
+        Ok(())
+    }
+
     /// Feed cumulative per-core counters of the ACTIVE cores (busy_ns, idle_ns as monotonically growing totals, one entry per active core, in core-id order) at time now_ns. Returns a decision when the window is complete and a threshold is crossed and the cooldown has passed and the budget allows. After returning a decision the controller assumes the daemon applied it (active +/- 1) and starts a new window (the next sample's core set differs).
     ///
     /// If the number of entries differs from [`active`](Self::active) (the

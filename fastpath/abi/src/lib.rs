@@ -568,7 +568,11 @@ pub struct RegionHeader {
     pub core_sleeping: std::sync::atomic::AtomicU32,
     /// Non-zero while the app waits on its eventfd: the core kicks it.
     pub app_waiting: std::sync::atomic::AtomicU32,
-    pub _pad: u32,
+    /// The goal the daemon's self-tuning follows (`tas_tune::Goal::wire`;
+    /// 0 = not said), written by tasd at attach and on `tasctl tune`; the
+    /// app library's spin controller follows it unless the program states
+    /// its own (`TAS_PROFILE`).
+    pub goal: std::sync::atomic::AtomicU32,
 }
 
 /// `RegionHeader::magic`.

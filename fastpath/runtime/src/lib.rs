@@ -31,8 +31,12 @@
 //! (bounded); let the TX scheduler cut segments; flush the NIC batch;
 //! deliver notifications into this lane's event ring of each app (one
 //! eventfd kick per waiting app). A core whose lanes had nothing to do for
-//! `idle_spin` blocks in `poll()` on its lanes' NIC fds and eventfds until a
-//! frame, a kick or the next scheduler deadline.
+//! its idle spin blocks in `poll()` on its lanes' NIC fds and eventfds until
+//! a frame, a kick or the next scheduler deadline. The spin is fixed
+//! (`CoreConfig::adaptive` off) or self-tuned every [`EPOCH_NS`] by
+//! [`tas_tune::SpinTuner`] from the gaps between work and the thread's CPU
+//! contention, toward the goal in [`FastPathShared::goal`]; the same epoch
+//! publishes the busy time, counted only while the thread ran.
 //!
 //! Exceptions go to the slow path in buffers taken from a preallocated pool,
 //! so the loop does not allocate per packet. So do the copies of
@@ -78,6 +82,7 @@ use tas_abi::{
 use tas_engine::engine::{frame_key, Config, Exception, FastPath, Output, Stats};
 use tas_engine::flowtable::{FlowId, FlowTable};
 use tas_nic::{FrameBatch, Nic};
+use tas_tune::{Goal, SpinTuner};
 
 /// Most app regions a core serves at once (ids `0..MAX_APPS`).
 pub const MAX_APPS: usize = 1024;
@@ -406,12 +411,21 @@ pub struct CoreSlot {
     pub id: u16,
     /// eventfd that wakes the core (lane hand-over, stop).
     pub wake: OwnedFd,
-    /// Time spent in rounds that found work.
+    /// Time spent in rounds that found work, on the CPU: the wall-clock
+    /// time of those rounds scaled, every [`EPOCH_NS`], by the share of the
+    /// core's awake time the thread actually ran (the kernel's schedstat),
+    /// so time preempted by other threads is not counted as busy.
     pub busy_ns: AtomicU64,
     /// Time spent in empty rounds (spinning) and asleep.
     pub idle_ns: AtomicU64,
     /// Lanes the core holds now (a bit per lane below 64).
     pub lanes_held: AtomicU64,
+    /// The idle spin in use now, ns (the self-tuned value, or the static
+    /// `--idle-spin-us`).
+    pub spin_ns: AtomicU64,
+    /// Share of the last epoch the thread waited for a CPU, parts per
+    /// million (0 when the kernel keeps no schedstat).
+    pub contention_ppm: AtomicU64,
 }
 
 /// Everything the cores and the slow path share.
@@ -423,9 +437,21 @@ pub struct FastPathShared<N: Nic> {
     /// eventfd the slow path sleeps on (cores write it).
     pub slow_wake: OwnedFd,
     pub stop: AtomicBool,
+    /// The goal the self-tuning optimises ([`Goal::wire`]; `tasctl tune`).
+    pub goal: AtomicU32,
 }
 
 impl<N: Nic> FastPathShared<N> {
+    /// The goal the cores' spin controllers follow.
+    pub fn goal(&self) -> Goal {
+        Goal::from_wire(self.goal.load(Ordering::Relaxed)).unwrap_or_default()
+    }
+
+    /// Changes the goal; each core follows at its next epoch.
+    pub fn set_goal(&self, g: Goal) {
+        self.goal.store(g.wire(), Ordering::Relaxed);
+    }
+
     /// Software steering for an interface with fewer RX queues than lanes:
     /// lanes `0..hw` are fed by the NIC and hash every TCP frame they
     /// receive (its flow key, as the flow table does) over all lanes,
@@ -462,6 +488,8 @@ impl<N: Nic> FastPathShared<N> {
                 busy_ns: AtomicU64::new(0),
                 idle_ns: AtomicU64::new(0),
                 lanes_held: AtomicU64::new(0),
+                spin_ns: AtomicU64::new(0),
+                contention_ppm: AtomicU64::new(0),
             });
         }
         Ok(Arc::new(FastPathShared {
@@ -470,6 +498,7 @@ impl<N: Nic> FastPathShared<N> {
             cores: core_v,
             slow_wake: eventfd()?,
             stop: AtomicBool::new(false),
+            goal: AtomicU32::new(Goal::default().wire()),
         }))
     }
 
@@ -577,15 +606,65 @@ impl PayloadMem for ShmMem {
 /// Tuning of the loop.
 #[derive(Debug, Clone, Copy)]
 pub struct CoreConfig {
-    /// Spin this long without work before blocking.
+    /// Spin this long without work before blocking: the fixed value, or
+    /// the start value when `adaptive`.
     pub idle_spin: Duration,
+    /// Self-tune the spin ([`tas_tune::SpinTuner`], following
+    /// [`FastPathShared::goal`]) from the gaps between work and the
+    /// thread's CPU contention, once per [`EPOCH_NS`].
+    pub adaptive: bool,
 }
 
 impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             idle_spin: Duration::from_micros(200),
+            adaptive: false,
         }
+    }
+}
+
+/// How often a core publishes its busy time and re-tunes its spin.
+pub const EPOCH_NS: u64 = 20_000_000;
+
+/// The calling thread's schedstat (`/proc/thread-self/schedstat`: time on
+/// a CPU and time runnable but waiting for one, ns), read once per epoch.
+struct SchedStat {
+    file: Option<std::fs::File>,
+    last: (u64, u64),
+}
+
+impl SchedStat {
+    fn open() -> SchedStat {
+        let file = std::fs::File::open("/proc/thread-self/schedstat").ok();
+        let mut s = SchedStat { file, last: (0, 0) };
+        if let Some(v) = s.read() {
+            s.last = v;
+        }
+        s
+    }
+
+    fn read(&mut self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::FileExt;
+        let f = self.file.as_ref()?;
+        let mut buf = [0u8; 96];
+        let n = f.read_at(&mut buf, 0).ok()?;
+        let text = std::str::from_utf8(&buf[..n]).ok()?;
+        let mut it = text.split_ascii_whitespace();
+        let on = it.next()?.parse().ok()?;
+        let wait = it.next()?.parse().ok()?;
+        Some((on, wait))
+    }
+
+    /// (time on a CPU, time waiting for one) since the previous call.
+    fn delta(&mut self) -> Option<(u64, u64)> {
+        let now = self.read()?;
+        let d = (
+            now.0.saturating_sub(self.last.0),
+            now.1.saturating_sub(self.last.1),
+        );
+        self.last = now;
+        Some(d)
     }
 }
 
@@ -1027,12 +1106,21 @@ impl<N: Nic> Core<N> {
 
     /// Runs until `shared.stop` is set.
     pub fn run(mut self) {
-        let spin = self.cfg.idle_spin.as_nanos().min(u64::MAX as u128) as u64;
+        let mut spin = self.cfg.idle_spin.as_nanos().min(u64::MAX as u128) as u64;
+        let shared = self.shared.clone();
+        let mut tuner = SpinTuner::new(shared.goal(), spin);
+        let mut sched = SchedStat::open();
         let mut last_work = now_ns();
         let mut last_stats = 0u64;
-        let shared = self.shared.clone();
         let lanes_sh = &shared.lanes;
         let slot = &shared.cores[self.id];
+        slot.spin_ns.store(spin, Ordering::Relaxed);
+        // Since when the core has had nothing to do (None while working).
+        let mut idle_since: Option<u64> = None;
+        // Wall-clock time in rounds with work, and asleep, this epoch.
+        let mut epoch_busy = 0u64;
+        let mut epoch_slept = 0u64;
+        let mut epoch_start = now_ns();
         while !shared.stop.load(Ordering::Relaxed) {
             self.exchange_lanes();
             if self.lanes.is_empty() {
@@ -1046,20 +1134,52 @@ impl<N: Nic> Core<N> {
                 unsafe { libc::poll(&mut pfd, 1, self.inactive_cap_ms) };
                 drain(slot.wake.as_raw_fd());
                 last_work = now_ns();
+                idle_since = None;
                 continue;
             }
             let t0 = now_ns();
             let work = self.round_all(t0, lanes_sh);
             let t1 = now_ns();
             if work > 0 {
-                slot.busy_ns.fetch_add(t1 - t0, Ordering::Relaxed);
+                epoch_busy += t1 - t0;
                 last_work = t1;
+                if let Some(since) = idle_since.take() {
+                    tuner.record_gap(t0.saturating_sub(since));
+                }
             } else {
                 slot.idle_ns.fetch_add(t1 - t0, Ordering::Relaxed);
+                idle_since.get_or_insert(t0);
                 if t1 - last_work > spin {
                     let slept = self.sleep(t1, lanes_sh);
                     slot.idle_ns.fetch_add(slept, Ordering::Relaxed);
+                    epoch_slept += slept;
                     last_work = now_ns();
+                }
+            }
+            if t1.saturating_sub(epoch_start) >= EPOCH_NS {
+                let wall = t1 - epoch_start;
+                epoch_start = t1;
+                let (busy, contention) = match sched.delta() {
+                    Some((on, waited)) => {
+                        // Of the time awake, the share the thread ran.
+                        let awake = wall.saturating_sub(epoch_slept).max(1);
+                        let ran = (on as f64 / awake as f64).min(1.0);
+                        (
+                            (epoch_busy as f64 * ran) as u64,
+                            waited as f64 / wall as f64,
+                        )
+                    }
+                    None => (epoch_busy, 0.0),
+                };
+                slot.busy_ns.fetch_add(busy, Ordering::Relaxed);
+                slot.contention_ppm
+                    .store((contention.min(1.0) * 1e6) as u64, Ordering::Relaxed);
+                epoch_busy = 0;
+                epoch_slept = 0;
+                if self.cfg.adaptive {
+                    tuner.set_goal(shared.goal());
+                    spin = tuner.end_epoch(contention);
+                    slot.spin_ns.store(spin, Ordering::Relaxed);
                 }
             }
             if t1 - last_stats > 1_000_000 {
@@ -1069,6 +1189,7 @@ impl<N: Nic> Core<N> {
                 }
             }
         }
+        slot.busy_ns.fetch_add(epoch_busy, Ordering::Relaxed);
         // Stopping: release every region before returning.
         for l in self.lanes.iter_mut() {
             l.publish_stats();

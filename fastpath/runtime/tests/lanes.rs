@@ -608,7 +608,7 @@ impl Harness {
                     version: ABI_VERSION,
                     core_sleeping: Default::default(),
                     app_waiting: Default::default(),
-                    _pad: 0,
+                    goal: Default::default(),
                 },
             )
         };
@@ -712,6 +712,7 @@ impl Harness {
             let shared = h.shared.clone();
             let cfg = CoreConfig {
                 idle_spin: IDLE_SPIN,
+                adaptive: false,
             };
             let t = std::thread::Builder::new()
                 .name(format!("test-fp{k}"))

@@ -1,5 +1,5 @@
 //! The shim's configuration, read once from the environment when the
-//! process-wide state is created: `TAS_SPIN_US`, `TAS_CONTEXTS`, `TAS_IP`,
+//! process-wide state is created: `TAS_SPIN_US`, `TAS_PROFILE`, `TAS_CONTEXTS`, `TAS_IP`,
 //! `TAS_PRELOAD_DEBUG`, `TAS_PRELOAD_DISABLE`, `TAS_EXCLUDE` (`TAS_SOCKET`
 //! is read by the `tas` crate at attach). Nothing here changes after
 //! start-up.
@@ -8,8 +8,11 @@ use crate::ctx::MAX_CTX;
 use tas::exclude::Exclude;
 
 pub struct Config {
-    /// Spin this long before blocking in a wait.
-    pub spin_ns: u64,
+    /// `TAS_SPIN_US`: spin this long (µs) before blocking in a wait; unset:
+    /// self-tuned (`spin.rs`).
+    pub spin_us: Option<u64>,
+    /// `TAS_PROFILE`: the program's goal for the spin controller.
+    pub profile: Option<tas_tune::Goal>,
     pub max_ctx: usize,
     /// `TAS_IP`: the service's address when the daemon does not announce it.
     pub tas_ip: Option<u32>,
@@ -44,7 +47,17 @@ impl Config {
             .map(|n| n.get())
             .unwrap_or(1);
         Config {
-            spin_ns: env_u64("TAS_SPIN_US").unwrap_or(50) * 1000,
+            spin_us: env_u64("TAS_SPIN_US"),
+            profile: match std::env::var(tas_tune::PROFILE_ENV) {
+                Ok(v) if !v.trim().is_empty() => match v.trim().parse() {
+                    Ok(g) => Some(g),
+                    Err(e) => {
+                        crate::sys::log(&format!("{}: {e}; ignored", tas_tune::PROFILE_ENV));
+                        None
+                    }
+                },
+                _ => None,
+            },
             max_ctx: (env_u64("TAS_CONTEXTS").unwrap_or(ncpu.min(4) as u64) as usize)
                 .clamp(1, MAX_CTX),
             tas_ip,

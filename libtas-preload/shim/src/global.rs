@@ -48,6 +48,8 @@ pub struct Global {
     /// (`fork.rs`): while any, `poll` and `select` look whether their sets
     /// hold one (waiting for connections is accepting).
     pub quiet: AtomicUsize,
+    /// The waits' spin (fixed or self-tuned).
+    pub spin: crate::spin::SpinCtl,
 }
 
 #[derive(Default)]
@@ -90,7 +92,9 @@ pub fn global() -> &'static Global {
         } else {
             wake_fd
         };
+        let spin = crate::spin::SpinCtl::new(cfg.spin_us, cfg.profile);
         let g = Global {
+            spin,
             cfg,
             fdtab,
             ctxs: std::array::from_fn(|_| AtomicUsize::new(0)),

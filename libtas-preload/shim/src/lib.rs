@@ -59,8 +59,9 @@
 //!   them round-robin. A socket belongs to the context that created (or
 //!   accepted) it and any thread may use it: each context is behind a lock.
 //! * **Waiting.** Blocking calls and `epoll_wait`/`poll`/`select` over sets
-//!   containing TAS sockets poll the contexts for `TAS_SPIN_US` (default 50)
-//!   and then block in the kernel with the contexts' eventfds and control
+//!   containing TAS sockets poll the contexts for a spin (`TAS_SPIN_US`
+//!   fixed; by default self-tuned toward `TAS_PROFILE` or the daemon's
+//!   goal, `spin.rs`) and then block in the kernel with the contexts' eventfds and control
 //!   sockets in the same wait; the fast path kicks a context's eventfd only
 //!   while a thread is blocked that way. The reactor thread looks every
 //!   10 ms at contexts nobody is blocked on (and at once at their control
@@ -81,7 +82,7 @@
 //!
 //! Environment: `TAS_SOCKET` (attach socket), `TAS_IP` (the service's
 //! address, to answer `bind` to a foreign address with `EADDRNOTAVAIL`),
-//! `TAS_SPIN_US`, `TAS_CONTEXTS`, `TAS_PRELOAD_DEBUG=1` (log decisions to
+//! `TAS_SPIN_US`, `TAS_PROFILE`, `TAS_CONTEXTS`, `TAS_PRELOAD_DEBUG=1` (log decisions to
 //! stderr), `TAS_PRELOAD_DISABLE=1` (pass everything to libc).
 
 // Every unsafe operation is in an `unsafe {}` block with a `// SAFETY:`
@@ -112,6 +113,7 @@ mod rawsys;
 mod reactor;
 mod readiness;
 mod sock;
+mod spin;
 mod sys;
 mod wait;
 

@@ -50,7 +50,7 @@ fn release(r: c_int) -> c_int {
 fn wait(
     timeout_ms: i64,
     mut now: impl FnMut(&[OurFd]) -> (c_int, Vec<(usize, bool)>),
-    mut block: impl FnMut(i64, &[OurFd]) -> (c_int, Vec<(usize, bool)>),
+    block: impl FnMut(i64, &[OurFd]) -> (c_int, Vec<(usize, bool)>),
 ) -> c_int {
     let _e = sys::Enter::new();
     take_news();
@@ -67,6 +67,22 @@ fn wait(
         return release(r);
     }
     let start = monotonic_ns();
+    let r = wait_idle(start, timeout_ms, &mut now, block);
+    if r > 0 {
+        // The gap this wait saw, for the spin controller.
+        global().spin.record(start, monotonic_ns());
+    }
+    r
+}
+
+/// The part of [`wait`] after the first check found nothing: spin, then
+/// block until something is ready or `timeout_ms` (from `start`) is over.
+fn wait_idle(
+    start: u64,
+    timeout_ms: i64,
+    mut now: impl FnMut(&[OurFd]) -> (c_int, Vec<(usize, bool)>),
+    mut block: impl FnMut(i64, &[OurFd]) -> (c_int, Vec<(usize, bool)>),
+) -> c_int {
     let limit = if timeout_ms < 0 {
         u64::MAX
     } else {

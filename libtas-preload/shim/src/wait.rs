@@ -77,7 +77,7 @@ pub fn ctl_fds() -> Vec<OurFd> {
 /// non-zero result.
 pub fn spin_wait(limit_ns: u64, mut poll_now: impl FnMut() -> c_int) -> Option<c_int> {
     let g = global();
-    let spin = g.cfg.spin_ns.min(limit_ns);
+    let spin = g.spin.spin_ns().min(limit_ns);
     if spin == 0 || !g.has_live_ctx() {
         return None;
     }
@@ -205,6 +205,16 @@ pub fn handle_our_fd(ctx: usize, ctl: bool) {
 /// (monotonic ns; None = forever). Err(EAGAIN) on timeout, Err(EINTR) on a
 /// signal.
 pub fn wait_fd(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_int> {
+    let start = sys::monotonic_ns();
+    let r = wait_fd_from(fd, events, deadline);
+    if r.is_ok() {
+        // The gap this wait saw, for the spin controller.
+        global().spin.record(start, sys::monotonic_ns());
+    }
+    r
+}
+
+fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_int> {
     let check = || -> c_int {
         let mut p = libc::pollfd {
             fd,

@@ -6,7 +6,9 @@ use super::meter::{lane_sum, lane_totals, Meter};
 use super::{assign_lanes, Shared};
 use crate::apps::Apps;
 use crate::config::Config;
-use crate::ctlsock::{AppStatus, CcShow, CoreStatus, CoresView, Reply, Request, Stats, Status};
+use crate::ctlsock::{
+    AppStatus, CcShow, CoreStatus, CoresView, Reply, Request, Stats, Status, TuneView,
+};
 use crate::scale::ScaleController;
 use crate::stack::Stack;
 use std::collections::BTreeMap;
@@ -35,7 +37,7 @@ pub(super) struct CtlCtx<'a> {
     pub(super) nic: &'a str,
     pub(super) mac: [u8; 6],
     pub(super) stack: &'a mut Stack,
-    pub(super) apps: &'a Apps,
+    pub(super) apps: &'a mut Apps,
     pub(super) shared: &'a Shared,
     pub(super) cmds: &'a tas_runtime::LaneCommands,
     pub(super) scaler: &'a mut ScaleController,
@@ -91,6 +93,23 @@ impl CtlCtx<'_> {
             },
             Request::Listeners => Reply::ok(&self.stack.listeners()),
             Request::Cores => Reply::ok(&self.cores()),
+            Request::Tune { goal } => {
+                let g: tas_tune::Goal = match goal.parse() {
+                    Ok(g) => g,
+                    Err(e) => return Reply::err(format!("tune: {e}")),
+                };
+                self.shared.set_goal(g);
+                self.apps.set_goal(g);
+                if !self.cfg.scale_fixed {
+                    let (up, down) = g.scale_thresholds();
+                    if let Err(e) = self.scaler.set_thresholds(up, down) {
+                        return Reply::err(format!("tune: {e}"));
+                    }
+                }
+                tracing::info!("self-tuning goal set to {g}");
+                Reply::ok(&self.tune_view())
+            }
+            Request::TuneShow => Reply::ok(&self.tune_view()),
             Request::CoresSet { min, max } => {
                 let lanes = self.shared.lanes.len() as u32;
                 if max > lanes {
@@ -161,6 +180,7 @@ impl CtlCtx<'_> {
             drops_ps: 0.0,
             exceptions_ps: 0.0,
             cc: self.stack.cc_config().global.algo.name.to_string(),
+            goal: self.shared.goal().to_string(),
         };
         if let Some((new, old)) = self.meter.window() {
             let dt = new.at.duration_since(old.at).as_secs_f64();
@@ -177,6 +197,21 @@ impl CtlCtx<'_> {
 
     /// Every fast-path thread with its lanes and its busy share over about
     /// the last second.
+    fn tune_view(&self) -> TuneView {
+        let c = self.scaler.config();
+        TuneView {
+            goal: self.shared.goal().to_string(),
+            idle_spin: match self.cfg.idle_spin_us {
+                Some(us) => format!("fixed {us} us (--idle-spin-us)"),
+                None => "self-tuned".to_string(),
+            },
+            scale_up_below_idle: c.up_below_idle,
+            scale_down_above_idle: c.down_above_idle,
+            scale_fixed: self.cfg.scale_fixed,
+            cores: self.core_status(),
+        }
+    }
+
     fn core_status(&self) -> Vec<CoreStatus> {
         let win = self.meter.window();
         self.shared
@@ -196,6 +231,8 @@ impl CtlCtx<'_> {
                     busy_pct,
                     active: (i as u32) < self.scaler.active(),
                     lanes,
+                    spin_us: c.spin_ns.load(Ordering::Relaxed) as f64 / 1000.0,
+                    contention_pct: c.contention_ppm.load(Ordering::Relaxed) as f64 / 1e4,
                 }
             })
             .collect()

@@ -370,7 +370,7 @@ macro_rules! ctl_ctx {
             nic: &$d.nic_name,
             mac: $d.mac,
             stack: &mut $d.stack,
-            apps: &$d.apps,
+            apps: &mut $d.apps,
             shared: &$d.shared,
             cmds: &$d.cmds,
             scaler: &mut $d.scaler,
@@ -466,10 +466,21 @@ impl Daemon {
         let nic_kind = nics[0].kind();
         let nic_name = nic_kind.to_string();
         // A backend without a file descriptor to sleep on (DPDK) must poll.
-        let idle_spin = if nics.iter().any(|n| n.wait_fd().is_none()) {
-            Duration::from_nanos(u64::MAX)
-        } else {
-            Duration::from_micros(cfg.idle_spin_us)
+        let polls = nics.iter().any(|n| n.wait_fd().is_none());
+        let ccfg = match (polls, cfg.idle_spin_us) {
+            (true, _) => CoreConfig {
+                idle_spin: Duration::from_nanos(u64::MAX),
+                adaptive: false,
+            },
+            (false, Some(us)) => CoreConfig {
+                idle_spin: Duration::from_micros(us),
+                adaptive: false,
+            },
+            // Self-tuned from a moderate start.
+            (false, None) => CoreConfig {
+                idle_spin: Duration::from_micros(50),
+                adaptive: true,
+            },
         };
         let table = Arc::new(FlowTable::new(cfg.max_flows));
         let shared: Arc<Shared> = FastPathShared::new(n_cores, nics.len())?;
@@ -495,6 +506,8 @@ impl Daemon {
         apps.local_ip = cfg.ip;
         apps.lanes = nics.len() as u32;
         apps.limits = cfg.limits;
+        apps.goal = cfg.goal;
+        shared.set_goal(cfg.goal);
 
         let scaler = ScaleController::new(cfg.scale, cfg.scale.min);
         let ecfg = engine::Config {
@@ -511,7 +524,6 @@ impl Daemon {
         let mut threads = Vec::with_capacity(n_cores);
         for k in 0..n_cores {
             let shared = shared.clone();
-            let ccfg = CoreConfig { idle_spin };
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("tas-fp{k}"))

@@ -1,0 +1,554 @@
+//! # tas-tune
+//!
+//! The self-tuning rules of TAS: the *goal* a deployment optimises
+//! (`tasctl tune latency|throughput|efficiency`, `tasctl run --profile`)
+//! and the online controller that picks how long a waiting thread spins
+//! before it blocks — the fast-path cores' idle spin and the app library's
+//! spin alike.
+//!
+//! Owns: [`Goal`] (names, wire value, per-goal weights), [`SpinTuner`]
+//! (gap histogram in, spin time out; one thread) and [`SharedSpinTuner`]
+//! (the same, lock-free, for many threads). Must not: read clocks, files or
+//! anything else; spawn threads; allocate after construction. Callers feed
+//! it the times they measured (gaps, contention) and apply its answer, so
+//! the same rule runs in `tasd`'s polling threads and in an app's threads,
+//! and is tested without either.
+//!
+//! # The rule
+//!
+//! A thread that ran out of work can spin (burn CPU, see the next piece of
+//! work at once) or block (give the CPU away, pay a wake-up when work comes:
+//! a system call on each side and the scheduler's latency, tens of µs on a
+//! VM). This is ski rental: spinning for `s` pays off for the arrivals that
+//! come within `s` of the last work and is pure cost for the others. The
+//! tuner keeps a histogram of the idle gaps it was told about (log2 buckets
+//! from 1 µs) and, once per epoch, picks the spin `s` among the bucket
+//! bounds (and 0) that maximises
+//!
+//! ```text
+//!   W(goal) · wake_cost · #(gaps ≤ s)  −  (P(goal) + K(goal) · contention) · Σ min(gap, s)
+//! ```
+//!
+//! i.e. wake-ups saved, valued by the goal, minus CPU time burnt. A CPU
+//! nobody else wants costs little to spin on (`P`: 0.1 for `latency`,
+//! 0.25 for `throughput`, 1 for `efficiency`, which counts every cycle);
+//! the price rises steeply (`K`) when other threads wait for a CPU
+//! (`contention` = the fraction of the epoch this thread spent runnable
+//! but not running). Under contention a spinning thread takes the CPU the
+//! app or the kernel needs, so the spin shrinks: the fast path gives its
+//! CPU back exactly when someone else needs it more. `latency` values a
+//! saved wake-up twice and tolerates a spin of up to 1 ms; `efficiency`
+//! spins only across gaps shorter than a wake-up.
+//! After each epoch the histogram is halved, so the rule follows a changing
+//! load within a few epochs while one odd epoch does not swing it.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// The environment variable that states a program's own goal to the app
+/// library (`tasctl run --profile GOAL` sets it).
+pub const PROFILE_ENV: &str = "TAS_PROFILE";
+
+/// What the controllers optimise. The default is [`Goal::Throughput`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Goal {
+    /// Lowest latency: spin long, add cores early, keep them.
+    Latency,
+    /// Most requests per CPU-second under load (the default).
+    #[default]
+    Throughput,
+    /// Fewest CPU cycles: block early, add cores late, remove them early.
+    Efficiency,
+}
+
+impl Goal {
+    pub const ALL: [Goal; 3] = [Goal::Latency, Goal::Throughput, Goal::Efficiency];
+
+    /// The value stored in shared memory (never 0, so 0 means "not set").
+    pub fn wire(self) -> u32 {
+        match self {
+            Goal::Latency => 1,
+            Goal::Throughput => 2,
+            Goal::Efficiency => 3,
+        }
+    }
+
+    /// Inverse of [`Goal::wire`]; `None` for 0 and unknown values.
+    pub fn from_wire(v: u32) -> Option<Goal> {
+        match v {
+            1 => Some(Goal::Latency),
+            2 => Some(Goal::Throughput),
+            3 => Some(Goal::Efficiency),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Goal::Latency => "latency",
+            Goal::Throughput => "throughput",
+            Goal::Efficiency => "efficiency",
+        }
+    }
+
+    /// How much a saved wake-up is worth.
+    fn wake_weight(self) -> f64 {
+        match self {
+            Goal::Latency => 2.0,
+            Goal::Throughput => 1.0,
+            Goal::Efficiency => 0.5,
+        }
+    }
+
+    /// The price of a CPU nanosecond spun when nobody else wants the CPU:
+    /// low unless the goal is to save CPU for its own sake.
+    fn idle_price(self) -> f64 {
+        match self {
+            Goal::Latency => 0.1,
+            Goal::Throughput => 0.25,
+            Goal::Efficiency => 1.0,
+        }
+    }
+
+    /// How steeply the price of spinning rises with contention.
+    fn contention_price(self) -> f64 {
+        match self {
+            Goal::Latency => 4.0,
+            Goal::Throughput => 8.0,
+            Goal::Efficiency => 16.0,
+        }
+    }
+
+    /// The longest spin the goal allows, ns.
+    pub fn max_spin_ns(self) -> u64 {
+        match self {
+            Goal::Latency => 1_000_000,
+            Goal::Throughput => 256_000,
+            Goal::Efficiency => 64_000,
+        }
+    }
+
+    /// The scaling controller's thresholds for this goal: add a core when
+    /// the active cores' aggregate idle is below the first (in cores),
+    /// remove one when it is above the second. The gap stays above one
+    /// core (the scaling controller's hysteresis rule).
+    pub fn scale_thresholds(self) -> (f64, f64) {
+        match self {
+            Goal::Latency => (0.35, 1.5),
+            Goal::Throughput => (0.2, 1.25),
+            Goal::Efficiency => (0.1, 1.15),
+        }
+    }
+}
+
+impl fmt::Display for Goal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A goal name that is not one of the three.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownGoal(pub String);
+
+impl fmt::Display for UnknownGoal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown goal {:?} (one of: latency, throughput, efficiency)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownGoal {}
+
+impl FromStr for Goal {
+    type Err = UnknownGoal;
+    fn from_str(s: &str) -> Result<Goal, UnknownGoal> {
+        match s {
+            "latency" => Ok(Goal::Latency),
+            "throughput" => Ok(Goal::Throughput),
+            "efficiency" => Ok(Goal::Efficiency),
+            _ => Err(UnknownGoal(s.to_string())),
+        }
+    }
+}
+
+/// Buckets of the gap histogram: bucket 0 holds gaps below 2 µs, bucket
+/// `b` gaps in `[2^b, 2^(b+1))` µs, the last everything longer.
+pub const BUCKETS: usize = 18;
+
+/// What a wake-up costs by default, ns: a blocked thread's wake-up on the
+/// VMs we measured (the kernel's ping-pong p50 fell from ~50 µs idle to
+/// ~14 µs with its CPUs kept busy, two wake-ups per round trip).
+pub const DEFAULT_WAKE_COST_NS: u64 = 18_000;
+
+/// The rule itself (crate docs): the spin, ns, that maximises the value of
+/// the gaps in `hist` (counts per bucket, see [`bucket_of`]) for `goal`
+/// under `contention` (0..=1; anything else counts as 0), a wake-up
+/// costing `wake_cost_ns`. `None` when `hist` holds less than one gap.
+pub fn choose_spin(
+    goal: Goal,
+    hist: &[f64; BUCKETS],
+    contention: f64,
+    wake_cost_ns: u64,
+) -> Option<u64> {
+    let c = if contention.is_finite() {
+        contention.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    if hist.iter().sum::<f64>() < 1.0 {
+        return None;
+    }
+    let save = goal.wake_weight() * wake_cost_ns as f64;
+    let price = goal.idle_price() + goal.contention_price() * c;
+    let max = goal.max_spin_ns();
+    // Candidate 0: nothing saved, nothing burnt.
+    let mut best = (0.0f64, 0u64);
+    for top in 0..BUCKETS - 1 {
+        let s = bucket_top_ns(top);
+        if s > max {
+            break;
+        }
+        let mut value = 0.0;
+        for (b, &n) in hist.iter().enumerate() {
+            if n == 0.0 {
+                continue;
+            }
+            if b <= top {
+                value += n * (save - price * bucket_mid_ns(b));
+            } else {
+                value -= n * price * s as f64;
+            }
+        }
+        if value > best.0 {
+            best = (value, s);
+        }
+    }
+    Some(best.1)
+}
+
+/// The online spin controller (see the crate docs for the rule).
+#[derive(Debug, Clone)]
+pub struct SpinTuner {
+    goal: Goal,
+    hist: [f64; BUCKETS],
+    spin_ns: u64,
+    wake_cost_ns: u64,
+    epochs: u64,
+}
+
+/// The histogram bucket of a gap of `gap_ns`.
+pub fn bucket_of(gap_ns: u64) -> usize {
+    let us = gap_ns / 1000;
+    if us < 2 {
+        0
+    } else {
+        ((63 - us.leading_zeros()) as usize).min(BUCKETS - 1)
+    }
+}
+
+/// A typical gap of bucket `b`, ns (its middle in log scale, roughly).
+fn bucket_mid_ns(b: usize) -> f64 {
+    if b == 0 {
+        1_000.0
+    } else {
+        1.5 * (1u64 << b) as f64 * 1000.0
+    }
+}
+
+/// The upper bound of bucket `b`, ns.
+fn bucket_top_ns(b: usize) -> u64 {
+    (1u64 << (b + 1)) * 1000
+}
+
+impl SpinTuner {
+    /// A tuner that starts at `initial_ns` (clamped to the goal's maximum).
+    pub fn new(goal: Goal, initial_ns: u64) -> SpinTuner {
+        SpinTuner {
+            goal,
+            hist: [0.0; BUCKETS],
+            spin_ns: initial_ns.min(goal.max_spin_ns()),
+            wake_cost_ns: DEFAULT_WAKE_COST_NS,
+            epochs: 0,
+        }
+    }
+
+    /// Sets what one wake-up costs, ns.
+    pub fn with_wake_cost(mut self, ns: u64) -> SpinTuner {
+        self.wake_cost_ns = ns.max(1);
+        self
+    }
+
+    pub fn goal(&self) -> Goal {
+        self.goal
+    }
+
+    /// Changes the goal; the next epoch decides with it.
+    pub fn set_goal(&mut self, goal: Goal) {
+        self.goal = goal;
+        self.spin_ns = self.spin_ns.min(goal.max_spin_ns());
+    }
+
+    /// The spin to use now, ns.
+    pub fn spin_ns(&self) -> u64 {
+        self.spin_ns
+    }
+
+    /// Epochs decided so far.
+    pub fn epochs(&self) -> u64 {
+        self.epochs
+    }
+
+    /// Work arrived `gap_ns` after the previous work ended (whether the
+    /// thread spun through the gap or slept and was woken).
+    #[inline]
+    pub fn record_gap(&mut self, gap_ns: u64) {
+        self.hist[bucket_of(gap_ns)] += 1.0;
+    }
+
+    /// Gaps recorded and not yet decayed away.
+    pub fn weight(&self) -> f64 {
+        self.hist.iter().sum()
+    }
+
+    /// Ends an epoch: picks the spin from the histogram and `contention`
+    /// (the fraction, 0..=1, of the epoch the caller's thread waited for
+    /// a CPU), halves the histogram, and returns the new spin in ns. With
+    /// no gaps recorded the spin stays as it is.
+    pub fn end_epoch(&mut self, contention: f64) -> u64 {
+        self.epochs += 1;
+        if let Some(s) = choose_spin(self.goal, &self.hist, contention, self.wake_cost_ns) {
+            self.spin_ns = s;
+        }
+        for n in self.hist.iter_mut() {
+            *n *= 0.5;
+        }
+        self.spin_ns
+    }
+}
+
+/// The same rule for a spin shared by many threads (an app's threads
+/// under the shim): lock-free, so it can be used by any thread at any
+/// time (also right after `fork`, when a lock another thread held would
+/// stay held). Gaps go into atomic counters; the thread whose record ends
+/// an epoch (a compare-and-swap on the epoch's start) computes the next
+/// spin, the others go on.
+pub struct SharedSpinTuner {
+    fixed: bool,
+    spin_ns: AtomicU64,
+    /// Gaps per bucket, ×16 (halved at every epoch's end).
+    hist: [AtomicU32; BUCKETS],
+    epoch_start: AtomicU64,
+    epoch_ns: u64,
+}
+
+impl SharedSpinTuner {
+    /// A tuner whose spin starts at `start_ns` and is re-decided every
+    /// `epoch_ns`; with `fixed_ns` the spin is that and never moves.
+    pub fn new(fixed_ns: Option<u64>, start_ns: u64, epoch_ns: u64) -> SharedSpinTuner {
+        SharedSpinTuner {
+            fixed: fixed_ns.is_some(),
+            spin_ns: AtomicU64::new(fixed_ns.unwrap_or(start_ns)),
+            hist: std::array::from_fn(|_| AtomicU32::new(0)),
+            epoch_start: AtomicU64::new(0),
+            epoch_ns: epoch_ns.max(1),
+        }
+    }
+
+    /// The spin to use now, ns.
+    #[inline]
+    pub fn spin_ns(&self) -> u64 {
+        self.spin_ns.load(Ordering::Relaxed)
+    }
+
+    /// A wait that began at `start` (monotonic ns) found something ready at
+    /// `now`. When this ends an epoch, `goal()` says what to optimise.
+    pub fn record(&self, start: u64, now: u64, goal: impl FnOnce() -> Goal) {
+        if self.fixed {
+            return;
+        }
+        let n = &self.hist[bucket_of(now.saturating_sub(start))];
+        let _ = n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_add(16));
+        let e = self.epoch_start.load(Ordering::Relaxed);
+        if e == 0 {
+            let _ = self.epoch_start.compare_exchange(
+                0,
+                now.max(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            return;
+        }
+        if now.saturating_sub(e) < self.epoch_ns
+            || self
+                .epoch_start
+                .compare_exchange(e, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        // This thread ends the epoch.
+        let mut h = [0f64; BUCKETS];
+        for (slot, n) in h.iter_mut().zip(self.hist.iter()) {
+            let v = n.load(Ordering::Relaxed);
+            *slot = f64::from(v) / 16.0;
+            // Halve what was there (records since the load stay whole).
+            n.fetch_sub(v - v / 2, Ordering::Relaxed);
+        }
+        // An app thread cannot see its CPU contention cheaply; the fast
+        // path's cores price contention on their side (they spin less and
+        // the app's threads get the CPU).
+        if let Some(s) = choose_spin(goal(), &h, 0.0, DEFAULT_WAKE_COST_NS) {
+            self.spin_ns.store(s, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(t: &mut SpinTuner, gap_ns: u64, n: usize) {
+        for _ in 0..n {
+            t.record_gap(gap_ns);
+        }
+    }
+
+    #[test]
+    fn goal_names_and_wire_values_round_trip() {
+        for g in Goal::ALL {
+            assert_eq!(g.name().parse::<Goal>().unwrap(), g);
+            assert_eq!(Goal::from_wire(g.wire()), Some(g));
+            let (up, down) = g.scale_thresholds();
+            assert!(down > up + 1.0, "{g}: hysteresis gap");
+        }
+        assert_eq!(Goal::from_wire(0), None);
+        assert!("fast"
+            .parse::<Goal>()
+            .unwrap_err()
+            .to_string()
+            .contains("fast"));
+        assert_eq!(Goal::default(), Goal::Throughput);
+    }
+
+    #[test]
+    fn short_gaps_make_it_spin_past_them() {
+        let mut t = SpinTuner::new(Goal::Throughput, 0);
+        feed(&mut t, 5_000, 100);
+        let s = t.end_epoch(0.0);
+        assert!(s >= 5_000 && s <= 16_000, "spin {s}");
+    }
+
+    #[test]
+    fn long_gaps_make_it_block_at_once() {
+        let mut t = SpinTuner::new(Goal::Throughput, 200_000);
+        feed(&mut t, 2_000_000, 100);
+        assert_eq!(t.end_epoch(0.0), 0);
+    }
+
+    #[test]
+    fn contention_shrinks_the_spin() {
+        let mut quiet = SpinTuner::new(Goal::Throughput, 0);
+        let mut busy = SpinTuner::new(Goal::Throughput, 0);
+        for t in [&mut quiet, &mut busy] {
+            feed(t, 3_000, 50);
+            feed(t, 12_000, 50);
+        }
+        let q = quiet.end_epoch(0.0);
+        let b = busy.end_epoch(0.5);
+        assert!(q >= 12_000, "quiet {q}");
+        assert!(b < q, "busy {b} quiet {q}");
+    }
+
+    #[test]
+    fn goals_order_the_spin() {
+        let mut s = Vec::new();
+        for g in Goal::ALL {
+            let mut t = SpinTuner::new(g, 0);
+            feed(&mut t, 3_000, 40);
+            feed(&mut t, 30_000, 40);
+            feed(&mut t, 300_000, 20);
+            s.push(t.end_epoch(0.0));
+        }
+        assert!(s[0] >= s[1] && s[1] >= s[2], "{s:?}");
+        assert!(s[0] > s[2], "{s:?}");
+        assert!(s[0] <= Goal::Latency.max_spin_ns());
+    }
+
+    #[test]
+    fn no_gaps_keeps_the_spin_and_history_decays() {
+        let mut t = SpinTuner::new(Goal::Latency, 50_000);
+        assert_eq!(t.end_epoch(0.0), 50_000);
+        feed(&mut t, 4_000, 64);
+        t.end_epoch(0.0);
+        assert!((t.weight() - 32.0).abs() < 1e-9);
+        // The load changes: long gaps now; within a few epochs it follows.
+        for _ in 0..6 {
+            feed(&mut t, 5_000_000, 64);
+            t.end_epoch(0.0);
+        }
+        assert_eq!(t.spin_ns(), 0);
+    }
+
+    #[test]
+    fn shared_fixed_spin_never_moves() {
+        let s = SharedSpinTuner::new(Some(7_000), 50_000, 1_000_000);
+        for i in 1..1000u64 {
+            s.record(i * 1_000_000, i * 1_000_000 + 3_000, || Goal::Latency);
+        }
+        assert_eq!(s.spin_ns(), 7_000);
+    }
+
+    #[test]
+    fn shared_follows_long_then_short_waits() {
+        let s = SharedSpinTuner::new(None, 50_000, 50_000_000);
+        assert_eq!(s.spin_ns(), 50_000);
+        let mut t = 1_000u64;
+        for _ in 0..200 {
+            s.record(t, t + 5_000_000, || Goal::Throughput);
+            t += 5_000_000;
+        }
+        assert_eq!(s.spin_ns(), 0);
+        for _ in 0..200_000 {
+            s.record(t, t + 3_000, || Goal::Throughput);
+            t += 3_000;
+        }
+        let v = s.spin_ns();
+        assert!((3_000..=8_000).contains(&v), "spin {v}");
+    }
+
+    #[test]
+    fn shared_is_consistent_across_threads() {
+        let s = std::sync::Arc::new(SharedSpinTuner::new(None, 0, 1_000_000));
+        let hs: Vec<_> = (0..4)
+            .map(|k| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let mut t = 1 + k;
+                    for _ in 0..50_000 {
+                        s.record(t, t + 10_000, || Goal::Latency);
+                        t += 10_000;
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        let v = s.spin_ns();
+        assert!((10_000..=32_000).contains(&v), "spin {v}");
+    }
+
+    #[test]
+    fn garbage_contention_is_ignored() {
+        let mut t = SpinTuner::new(Goal::Throughput, 0);
+        feed(&mut t, 5_000, 10);
+        let a = t.clone().end_epoch(f64::NAN);
+        let b = t.end_epoch(0.0);
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,62 @@
+//! How long a waiting thread spins before it blocks: fixed by
+//! `TAS_SPIN_US`, otherwise self-tuned by `tas_tune`'s rule
+//! ([`tas_tune::SharedSpinTuner`]) from the gaps this process's waits saw,
+//! toward the program's goal (`TAS_PROFILE`, set by `tasctl run
+//! --profile`) or, without one, the daemon's (`tasctl tune`, read from a
+//! context's region header).
+//!
+//! Owns the process-wide spin. Nothing here blocks (contexts are only
+//! tried), allocates or makes a system call.
+
+use crate::global::global;
+use tas_tune::{Goal, SharedSpinTuner};
+
+/// Epoch length, ns.
+const EPOCH_NS: u64 = 50_000_000;
+/// The spin before the first epoch ends (the historical default).
+const START_SPIN_NS: u64 = 50_000;
+
+pub struct SpinCtl {
+    tuner: SharedSpinTuner,
+    /// `TAS_PROFILE`: the program's own goal.
+    profile: Option<Goal>,
+}
+
+impl SpinCtl {
+    pub fn new(fixed_us: Option<u64>, profile: Option<Goal>) -> SpinCtl {
+        SpinCtl {
+            tuner: SharedSpinTuner::new(
+                fixed_us.map(|us| us.saturating_mul(1000)),
+                START_SPIN_NS,
+                EPOCH_NS,
+            ),
+            profile,
+        }
+    }
+
+    /// The spin to use now, ns.
+    #[inline]
+    pub fn spin_ns(&self) -> u64 {
+        self.tuner.spin_ns()
+    }
+
+    /// A wait that began at `start` (monotonic ns) found something ready
+    /// at `now`.
+    pub fn record(&self, start: u64, now: u64) {
+        let profile = self.profile;
+        self.tuner
+            .record(start, now, || profile.unwrap_or_else(daemon_goal));
+    }
+}
+
+/// The daemon's goal, from the first live context free to look at.
+fn daemon_goal() -> Goal {
+    for c in global().live_ctxs() {
+        if let Some(inner) = c.inner.try_lock() {
+            if let Some(g) = Goal::from_wire(inner.tas.goal()) {
+                return g;
+            }
+        }
+    }
+    Goal::default()
+}
