@@ -687,3 +687,85 @@ fn capture_writes_a_pcap_that_tcpdump_reads() {
         tb.tasd_log()
     );
 }
+
+/// `tasctl tune`: the goal is shown and changed live, the scaling
+/// thresholds follow it, bad goals are one-line usage errors; under
+/// `efficiency` the cores' self-tuned spin drops from its start (50 µs) to
+/// at most a few µs when work comes only every few milliseconds (each ping
+/// is two bits of work ~100 µs apart: the request, then the slow path's
+/// reply; `latency` does spin across those); `--idle-spin-us` fixes it;
+/// `tasctl run --profile` hands the program its goal.
+#[test]
+fn tune_states_the_goal_and_the_spin_follows_the_load() {
+    use tasd::ctlsock::TuneView;
+    let mut tb = Testbed::with_args("tune", Backend::from_env(), &["--cores", "1-2"]);
+    let t: TuneView = json(&mut tb, &["tune"]);
+    assert_eq!(t.goal, "throughput", "{t:?}");
+    assert_eq!(t.idle_spin, "self-tuned", "{t:?}");
+    assert_eq!((t.scale_up_below_idle, t.scale_down_above_idle), (0.2, 1.25));
+    assert!(!t.scale_fixed);
+
+    let o = tb.tasctl(&["tune", "latency"]);
+    assert_ok(&o, "tasctl tune latency");
+    let out = stdout(&o);
+    assert!(out.contains("goal: latency") && out.contains("SPIN"), "{out}");
+    let s: Status = json(&mut tb, &["status"]);
+    assert_eq!(s.goal, "latency");
+    assert!(stdout(&tb.tasctl(&["status"])).contains("goal       latency"));
+    let t: TuneView = json(&mut tb, &["tune"]);
+    assert_eq!((t.scale_up_below_idle, t.scale_down_above_idle), (0.35, 1.5));
+
+    let o = tb.tasctl(&["tune", "fast"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("unknown goal \"fast\""), "{err}");
+
+    // Sparse work: a ping every 5 ms (tasd answers echo requests for its
+    // address itself) for 1.5 s.
+    assert_ok(&tb.tasctl(&["tune", "efficiency"]), "tune efficiency");
+    let o = tb.run_lnx(
+        std::path::Path::new("ping"),
+        &["-q", "-i", "0.005", "-c", "300", TAS_IP],
+        Duration::from_secs(30),
+    );
+    assert_ok(&o, "ping -i 0.005");
+    let t: TuneView = json(&mut tb, &["tune"]);
+    let c0 = &t.cores[0];
+    assert!(c0.active, "{t:?}");
+    assert!(
+        c0.spin_us <= 8.0,
+        "sparse load under efficiency, spin should be tiny: {t:?}"
+    );
+
+    // The program's own goal.
+    let o = tb.tasctl(&[
+        "run",
+        "--profile",
+        "efficiency",
+        "--",
+        "sh",
+        "-c",
+        "echo profile=$TAS_PROFILE",
+    ]);
+    assert_ok(&o, "tasctl run --profile");
+    assert!(stdout(&o).contains("profile=efficiency"), "{}", stdout(&o));
+    let o = tb.tasctl(&["run", "--profile", "fast", "--", "true"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--profile: unknown goal"));
+    drop(tb);
+
+    // A fixed spin stays fixed; explicit thresholds stay explicit.
+    let mut tb = Testbed::with_args(
+        "tunefix",
+        Backend::from_env(),
+        &["--idle-spin-us", "77", "--scale-up-idle", "0.3", "--scale-down-idle", "1.4"],
+    );
+    assert_ok(&tb.tasctl(&["tune", "efficiency"]), "tune efficiency");
+    let t: TuneView = json(&mut tb, &["tune"]);
+    assert_eq!(t.goal, "efficiency");
+    assert_eq!(t.idle_spin, "fixed 77 us (--idle-spin-us)");
+    assert_eq!(t.cores[0].spin_us, 77.0, "{t:?}");
+    assert!(t.scale_fixed);
+    assert_eq!((t.scale_up_below_idle, t.scale_down_above_idle), (0.3, 1.4));
+}
