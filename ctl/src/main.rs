@@ -457,6 +457,7 @@ fn render_cores(c: &CoresView) -> String {
         "CORE".to_string(),
         "STATE".to_string(),
         "BUSY".to_string(),
+        "CPU".to_string(),
         "LANES".to_string(),
     ]];
     for k in &c.cores {
@@ -476,6 +477,11 @@ fn render_cores(c: &CoresView) -> String {
             k.id.to_string(),
             if k.active { "active" } else { "idle" }.to_string(),
             format!("{:.1}%", k.busy_pct),
+            match (k.cpu, k.pinned) {
+                (Some(c), Some(_)) => format!("{c} (pinned)"),
+                (Some(c), None) => c.to_string(),
+                (None, _) => "-".to_string(),
+            },
             if lanes.is_empty() {
                 "-".to_string()
             } else {
@@ -838,6 +844,8 @@ mod tests {
                     busy_pct: 87.26,
                     active: true,
                     lanes: vec![0, 2],
+                    cpu: Some(1),
+                    pinned: Some(1),
                     ..Default::default()
                 },
                 CoreStatus {
@@ -845,6 +853,7 @@ mod tests {
                     busy_pct: 100.0,
                     active: true,
                     lanes: vec![1, 3],
+                    cpu: Some(0),
                     ..Default::default()
                 },
                 CoreStatus {
@@ -860,10 +869,10 @@ mod tests {
         assert_eq!(
             render_cores(&v),
             "cores: active 2 (min 1, max 3), lanes 4, idle 0.46 cores, scale-ups 5, scale-downs 3\n\
-             CORE  STATE   BUSY    LANES\n\
-             0     active  87.3%   0,2\n\
-             1     active  100.0%  1,3\n\
-             2     idle    0.0%    -\n"
+             CORE  STATE   BUSY    CPU         LANES\n\
+             0     active  87.3%   1 (pinned)  0,2\n\
+             1     active  100.0%  0           1,3\n\
+             2     idle    0.0%    -           -\n"
         );
         // The JSON form is the daemon's own type, as received.
         let j = serde_json::to_value(&v).unwrap();

@@ -55,6 +55,11 @@ pub struct Cli {
     /// cores with the load (one NIC lane per MAX core is opened at start).
     #[arg(long, default_value = "1", value_name = "N|MIN-MAX")]
     pub cores: String,
+    /// Pin the fast-path cores to these CPUs (a list like 2,3 or 2-3; core
+    /// k runs on the k-th CPU of the list, round-robin). Default: not
+    /// pinned (the kernel places them).
+    #[arg(long, value_name = "LIST")]
+    pub cpus: Option<String>,
     /// What the self-tuning optimises: latency, throughput or efficiency
     /// (the fast-path cores' idle spin, the apps' spin and the scaling
     /// thresholds adapt toward it; change it live with `tasctl tune`).
@@ -324,6 +329,9 @@ pub struct Config {
     pub time_wait_ms: u64,
     /// Fixed idle spin (µs); None: self-tuned.
     pub idle_spin_us: Option<u64>,
+    /// `--cpus`: the CPU of each fast-path core, round-robin (empty: not
+    /// pinned).
+    pub cpus: Vec<u32>,
     pub goal: tas_tune::Goal,
     /// The scaling thresholds were given explicitly (`tasctl tune` leaves
     /// them alone then).
@@ -369,6 +377,50 @@ pub fn parse_cores(s: &str) -> Result<(u32, u32), String> {
         return Err(format!("'{s}': at most {MAX_CORES} cores"));
     }
     Ok((min, max))
+}
+
+/// A CPU list as `taskset -c` takes it: `N`, `A-B`, comma-separated; each
+/// CPU must be one this process may run on.
+pub fn parse_cpus(s: &str) -> Result<Vec<u32>, String> {
+    let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let num = |x: &str| -> Result<u32, String> {
+            let x = x.trim();
+            x.parse::<u32>()
+                .ok()
+                .filter(|_| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| format!("'{s}': '{part}' is not a CPU number or range"))
+        };
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => {
+                let n = num(part)?;
+                (n, n)
+            }
+        };
+        if a > b {
+            return Err(format!("'{s}': range '{part}' runs backwards"));
+        }
+        if b >= 1024 {
+            return Err(format!("'{s}': CPU {b} is beyond 1023"));
+        }
+        for c in a..=b {
+            if let Some(set) = &allowed {
+                if !set.is_set(c as usize).unwrap_or(false) {
+                    return Err(format!(
+                        "'{s}': CPU {c} is not online or not allowed for tasd (see taskset -p {})",
+                        std::process::id()
+                    ));
+                }
+            }
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn parse_ip(s: &str, what: &str) -> Result<u32, String> {
@@ -566,6 +618,10 @@ impl Config {
             port_range,
             time_wait_ms: cli.time_wait_ms,
             idle_spin_us: cli.idle_spin_us,
+            cpus: match &cli.cpus {
+                Some(l) => parse_cpus(l).map_err(|e| format!("--cpus: {e}"))?,
+                None => Vec::new(),
+            },
             goal,
             scale_fixed: cli.scale_up_idle.is_some() || cli.scale_down_idle.is_some(),
             ack_delay_us: cli.ack_delay_us,
@@ -610,6 +666,23 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpus("0"), Ok(vec![0]));
+        assert_eq!(parse_cpus("0,0-0"), Ok(vec![0]));
+        for (bad, msg) in [
+            ("x", "not a CPU number"),
+            ("1-0", "runs backwards"),
+            ("", "not a CPU number"),
+            ("0,", "not a CPU number"),
+            ("4096", "beyond 1023"),
+            ("1000", "not online or not allowed"),
+        ] {
+            let e = parse_cpus(bad).unwrap_err();
+            assert!(e.contains(msg), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn default_route_from_proc() {

@@ -234,6 +234,12 @@ pub struct CoreStatus {
     /// Share of the core's last epoch spent waiting for a CPU (%).
     #[serde(default)]
     pub contention_pct: f64,
+    /// The CPU the core's thread last ran on.
+    #[serde(default)]
+    pub cpu: Option<u32>,
+    /// The CPU it is pinned to (`--cpus`), if any.
+    #[serde(default)]
+    pub pinned: Option<u32>,
 }
 
 /// `tune`: the self-tuning goal and what the controllers chose for it.

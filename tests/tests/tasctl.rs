@@ -694,7 +694,7 @@ fn capture_writes_a_pcap_that_tcpdump_reads() {
 /// at most a few µs when work comes only every few milliseconds (each ping
 /// is two bits of work ~100 µs apart: the request, then the slow path's
 /// reply; `latency` does spin across those); `--idle-spin-us` fixes it;
-/// `tasctl run --profile` hands the program its goal.
+/// `tasctl run --profile` hands the program its goal; `--cpus` pins.
 #[test]
 fn tune_states_the_goal_and_the_spin_follows_the_load() {
     use tasd::ctlsock::TuneView;
@@ -702,18 +702,27 @@ fn tune_states_the_goal_and_the_spin_follows_the_load() {
     let t: TuneView = json(&mut tb, &["tune"]);
     assert_eq!(t.goal, "throughput", "{t:?}");
     assert_eq!(t.idle_spin, "self-tuned", "{t:?}");
-    assert_eq!((t.scale_up_below_idle, t.scale_down_above_idle), (0.2, 1.25));
+    assert_eq!(
+        (t.scale_up_below_idle, t.scale_down_above_idle),
+        (0.2, 1.25)
+    );
     assert!(!t.scale_fixed);
 
     let o = tb.tasctl(&["tune", "latency"]);
     assert_ok(&o, "tasctl tune latency");
     let out = stdout(&o);
-    assert!(out.contains("goal: latency") && out.contains("SPIN"), "{out}");
+    assert!(
+        out.contains("goal: latency") && out.contains("SPIN"),
+        "{out}"
+    );
     let s: Status = json(&mut tb, &["status"]);
     assert_eq!(s.goal, "latency");
     assert!(stdout(&tb.tasctl(&["status"])).contains("goal       latency"));
     let t: TuneView = json(&mut tb, &["tune"]);
-    assert_eq!((t.scale_up_below_idle, t.scale_down_above_idle), (0.35, 1.5));
+    assert_eq!(
+        (t.scale_up_below_idle, t.scale_down_above_idle),
+        (0.35, 1.5)
+    );
 
     let o = tb.tasctl(&["tune", "fast"]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
@@ -755,12 +764,31 @@ fn tune_states_the_goal_and_the_spin_follows_the_load() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--profile: unknown goal"));
     drop(tb);
 
-    // A fixed spin stays fixed; explicit thresholds stay explicit.
+    // A fixed spin stays fixed; explicit thresholds stay explicit; --cpus
+    // pins the core (shown by `tasctl cores`).
     let mut tb = Testbed::with_args(
         "tunefix",
         Backend::from_env(),
-        &["--idle-spin-us", "77", "--scale-up-idle", "0.3", "--scale-down-idle", "1.4"],
+        &[
+            "--idle-spin-us",
+            "77",
+            "--scale-up-idle",
+            "0.3",
+            "--scale-down-idle",
+            "1.4",
+            "--cpus",
+            "1",
+        ],
     );
+    // (The thread reports its CPU once it runs.)
+    let c: tasd::ctlsock::CoresView = wait_for(Duration::from_secs(5), || {
+        let c: tasd::ctlsock::CoresView = json(&mut tb, &["cores"]);
+        c.cores[0].cpu.is_some().then_some(c)
+    })
+    .unwrap_or_else(|| json(&mut tb, &["cores"]));
+    assert_eq!(c.cores[0].pinned, Some(1), "{c:?}");
+    assert_eq!(c.cores[0].cpu, Some(1), "{c:?}");
+    assert!(stdout(&tb.tasctl(&["cores"])).contains("1 (pinned)"));
     assert_ok(&tb.tasctl(&["tune", "efficiency"]), "tune efficiency");
     let t: TuneView = json(&mut tb, &["tune"]);
     assert_eq!(t.goal, "efficiency");

@@ -34,11 +34,16 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
-use tas_system_tests::{
-    bin, cpu_seconds, ensure_packages, shim_lib, Backend, Testbed, TAS_IP,
-};
+use tas_system_tests::{bin, cpu_seconds, ensure_packages, shim_lib, Backend, Testbed, TAS_IP};
 
-const ROWS: [&str; 6] = ["echo1", "echo64", "sockperf", "redis", "redis-P16", "iperf3"];
+const ROWS: [&str; 6] = [
+    "echo1",
+    "echo64",
+    "sockperf",
+    "redis",
+    "redis-P16",
+    "iperf3",
+];
 
 struct Opts {
     runs: usize,
@@ -272,15 +277,28 @@ fn echo(stack: &Stack, conns: usize, o: &Opts) -> Vec<(String, M)> {
             ("rpc server", vec!["server", "7"]),
             ("rpc server --busy", vec!["server", "7", "--busy"]),
         ],
-        Stack::Tas(..) => vec![("rpc server (shim)", vec!["server", "7"]), ("peer (tas API)", vec![])],
+        Stack::Tas(..) => vec![
+            ("rpc server (shim)", vec!["server", "7"]),
+            ("peer (tas API)", vec![]),
+        ],
     };
     for (name, args) in variants {
         let mut tb = bed(stack, o);
         if name.starts_with("peer") {
-            tb.spawn_tas(&bin("peer"), &["--tas", "echo-server", "7"], Some("listening"));
+            tb.spawn_tas(
+                &bin("peer"),
+                &["--tas", "echo-server", "7"],
+                Some("listening"),
+            );
         } else {
             let rpc = bin("rpc");
-            serve(&mut tb, stack, rpc.to_str().unwrap_or("rpc"), &args, Some("listening"));
+            serve(
+                &mut tb,
+                stack,
+                rpc.to_str().unwrap_or("rpc"),
+                &args,
+                Some("listening"),
+            );
         }
         out.push((name.to_string(), rpc_row(&mut tb, conns, o)));
     }
@@ -327,7 +345,9 @@ fn sockperf(stack: &Stack, o: &Opts) -> M {
     let (out, cpu) = client(
         &mut tb,
         "sockperf",
-        &["pp", "--tcp", "-i", TAS_IP, "-p", "11111", "-m", "64", "-t", &t],
+        &[
+            "pp", "--tcp", "-i", TAS_IP, "-p", "11111", "-m", "64", "-t", &t,
+        ],
         Duration::from_secs(u64::from(o.secs) + 30),
         &w,
     );
@@ -350,7 +370,10 @@ fn sockperf(stack: &Stack, o: &Opts) -> M {
             cpu,
             err: None,
         },
-        None => M::failed(format!("sockperf: {}", out.lines().last().unwrap_or("no output"))),
+        None => M::failed(format!(
+            "sockperf: {}",
+            out.lines().last().unwrap_or("no output")
+        )),
     }
 }
 
@@ -361,8 +384,16 @@ fn redis(stack: &Stack, o: &Opts, pipeline: bool) -> M {
         stack,
         "redis-server",
         &[
-            "--port", "6379", "--bind", TAS_IP, "--save", "", "--appendonly", "no",
-            "--protected-mode", "no",
+            "--port",
+            "6379",
+            "--bind",
+            TAS_IP,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
         ],
         Some("Ready to accept"),
     );
@@ -371,7 +402,9 @@ fn redis(stack: &Stack, o: &Opts, pipeline: bool) -> M {
     // About `secs` seconds of requests at the rates seen here.
     let reqs = if pipeline { 400_000 } else { 60_000 } * u64::from(o.secs);
     let reqs = reqs.to_string();
-    let mut a = vec!["-h", TAS_IP, "-p", "6379", "-t", "get", "-c", "50", "-n", &reqs, "--csv"];
+    let mut a = vec![
+        "-h", TAS_IP, "-p", "6379", "-t", "get", "-c", "50", "-n", &reqs, "--csv",
+    ];
     if pipeline {
         a.extend(["-P", "16"]);
     }
@@ -401,7 +434,13 @@ fn redis(stack: &Stack, o: &Opts, pipeline: bool) -> M {
 
 fn iperf3(stack: &Stack, o: &Opts) -> M {
     let mut tb = bed(stack, o);
-    let srv = serve(&mut tb, stack, "iperf3", &["-s", "-p", "5201", "-1", "--forceflush"], Some("listening"));
+    let srv = serve(
+        &mut tb,
+        stack,
+        "iperf3",
+        &["-s", "-p", "5201", "-1", "--forceflush"],
+        Some("listening"),
+    );
     let t = o.secs.to_string();
     let (out, _) = client(
         &mut tb,
@@ -420,7 +459,10 @@ fn iperf3(stack: &Stack, o: &Opts) -> M {
             rate: Some(bps / 1e9),
             ..M::default()
         },
-        None => M::failed(format!("iperf3: {}", v["error"].as_str().unwrap_or("no result"))),
+        None => M::failed(format!(
+            "iperf3: {}",
+            v["error"].as_str().unwrap_or("no result")
+        )),
     }
 }
 
@@ -705,8 +747,20 @@ fn svg(pts: &BTreeMap<String, Vec<(u32, f64, f64)>>) -> String {
         .map(|p| f64::from(p.0))
         .fold(1.0, f64::max);
     let ys: Vec<f64> = pts.values().flatten().flat_map(|p| [p.1, p.2]).collect();
-    let ymin = ys.iter().cloned().fold(f64::MAX, f64::min).max(1.0).log10().floor();
-    let ymax = ys.iter().cloned().fold(1.0, f64::max).log10().ceil().max(ymin + 1.0);
+    let ymin = ys
+        .iter()
+        .cloned()
+        .fold(f64::MAX, f64::min)
+        .max(1.0)
+        .log10()
+        .floor();
+    let ymax = ys
+        .iter()
+        .cloned()
+        .fold(1.0, f64::max)
+        .log10()
+        .ceil()
+        .max(ymin + 1.0);
     let x = |v: f64| m + (w - 2.0 * m) * v / xmax;
     let y = |v: f64| h - m - (h - 2.0 * m) * (v.max(1.0).log10() - ymin) / (ymax - ymin);
     let mut s = format!(

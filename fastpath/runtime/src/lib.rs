@@ -426,6 +426,8 @@ pub struct CoreSlot {
     /// Share of the last epoch the thread waited for a CPU, parts per
     /// million (0 when the kernel keeps no schedstat).
     pub contention_ppm: AtomicU64,
+    /// The polling thread's kernel thread id (0 until it runs).
+    pub tid: AtomicU32,
 }
 
 /// Everything the cores and the slow path share.
@@ -490,6 +492,7 @@ impl<N: Nic> FastPathShared<N> {
                 lanes_held: AtomicU64::new(0),
                 spin_ns: AtomicU64::new(0),
                 contention_ppm: AtomicU64::new(0),
+                tid: AtomicU32::new(0),
             });
         }
         Ok(Arc::new(FastPathShared {
@@ -1115,6 +1118,8 @@ impl<N: Nic> Core<N> {
         let lanes_sh = &shared.lanes;
         let slot = &shared.cores[self.id];
         slot.spin_ns.store(spin, Ordering::Relaxed);
+        slot.tid
+            .store(nix::unistd::gettid().as_raw() as u32, Ordering::Relaxed);
         // Since when the core has had nothing to do (None while working).
         let mut idle_since: Option<u64> = None;
         // Wall-clock time in rounds with work, and asleep, this epoch.

@@ -233,6 +233,9 @@ impl CtlCtx<'_> {
                     lanes,
                     spin_us: c.spin_ns.load(Ordering::Relaxed) as f64 / 1000.0,
                     contention_pct: c.contention_ppm.load(Ordering::Relaxed) as f64 / 1e4,
+                    cpu: thread_cpu(c.tid.load(Ordering::Relaxed)),
+                    pinned: (!self.cfg.cpus.is_empty())
+                        .then(|| self.cfg.cpus[i % self.cfg.cpus.len()]),
                 }
             })
             .collect()
@@ -365,4 +368,16 @@ mod tests {
         assert_eq!(m.get("fastpath.ooo_intervals_full"), Some(&0));
         assert_eq!(m.get("fastpath.acks_sent"), Some(&0));
     }
+}
+
+/// The CPU thread `tid` of this process last ran on (field 39 of its
+/// `/proc/self/task/TID/stat`).
+fn thread_cpu(tid: u32) -> Option<u32> {
+    if tid == 0 {
+        return None;
+    }
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at 3.
+    let rest = &s[s.rfind(')')? + 2..];
+    rest.split_whitespace().nth(36)?.parse().ok()
 }

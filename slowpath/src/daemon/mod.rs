@@ -524,10 +524,16 @@ impl Daemon {
         let mut threads = Vec::with_capacity(n_cores);
         for k in 0..n_cores {
             let shared = shared.clone();
+            let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[k % cfg.cpus.len()]);
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("tas-fp{k}"))
-                    .spawn(move || Core::new(k, shared, ccfg).run())?,
+                    .spawn(move || {
+                        if let Some(c) = cpu {
+                            pin_to(c);
+                        }
+                        Core::new(k, shared, ccfg).run()
+                    })?,
             );
         }
 
@@ -1016,5 +1022,17 @@ impl Daemon {
         drop(sigfd);
         drop(_lock);
         tracing::info!("stopped");
+    }
+}
+
+/// Pins the calling thread to `cpu` (`--cpus`; validated at start, so a
+/// failure here is only logged).
+fn pin_to(cpu: u32) {
+    let mut set = nix::sched::CpuSet::new();
+    let r = set
+        .set(cpu as usize)
+        .and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
+    if let Err(e) = r {
+        tracing::warn!("cannot pin a fast-path core to CPU {cpu}: {e}");
     }
 }
