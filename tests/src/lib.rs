@@ -417,6 +417,25 @@ impl Drop for Testbed {
     }
 }
 
+/// redis-server's arguments for a test or benchmark server on `ip:port`:
+/// no persistence, no protected mode, in the foreground.
+pub fn redis_server_args<'a>(ip: &'a str, port: &'a str) -> [&'a str; 12] {
+    [
+        "--port",
+        port,
+        "--bind",
+        ip,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+        "--daemonize",
+        "no",
+    ]
+}
+
 /// stdout of a finished program as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

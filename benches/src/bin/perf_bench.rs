@@ -34,7 +34,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
-use tas_system_tests::{bin, cpu_seconds, ensure_packages, shim_lib, Backend, Testbed, TAS_IP};
+use tas_system_tests::{
+    bin, cpu_seconds, ensure_packages, redis_server_args, shim_lib, Backend, Testbed, TAS_IP,
+};
 
 const ROWS: [&str; 6] = [
     "echo1",
@@ -383,18 +385,7 @@ fn redis(stack: &Stack, o: &Opts, pipeline: bool) -> M {
         &mut tb,
         stack,
         "redis-server",
-        &[
-            "--port",
-            "6379",
-            "--bind",
-            TAS_IP,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-        ],
+        &redis_server_args(TAS_IP, "6379"),
         Some("Ready to accept"),
     );
     let n = neighbour(&mut tb, o);
