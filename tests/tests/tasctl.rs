@@ -797,3 +797,43 @@ fn tune_states_the_goal_and_the_spin_follows_the_load() {
     assert!(t.scale_fixed);
     assert_eq!((t.scale_up_below_idle, t.scale_down_above_idle), (0.3, 1.4));
 }
+
+/// On a CPU another busy thread wants too, a fast-path core sees its CPU
+/// wait (schedstat) and stops spinning across the gaps of a ping-pong it
+/// would spin across on an idle CPU (from its start of 50 µs to a few µs at
+/// most): it gives the CPU back.
+#[test]
+fn a_contended_core_gives_its_cpu_back() {
+    use tasd::ctlsock::TuneView;
+    let mut tb = Testbed::with_args("tunecpu", Backend::from_env(), &["--cpus", "1"]);
+    tb.spawn_tas(
+        &bin("peer"),
+        &["--tas", "echo-server", "7"],
+        Some("listening"),
+    );
+    // A busy loop on the core's CPU, bounded in time.
+    tb.spawn_tas(
+        std::path::Path::new("timeout"),
+        &["20", "taskset", "-c", "1", "sh", "-c", "while :; do :; done"],
+        None,
+    );
+    let (client, _lines) = tb.spawn_lnx_lines(
+        &bin("rpc"),
+        &["client", TAS_IP, "7", "--conns", "1", "--secs", "4"],
+    );
+    // Let a few epochs pass under load.
+    std::thread::sleep(Duration::from_secs(2));
+    let t: TuneView = json(&mut tb, &["tune"]);
+    let c0 = &t.cores[0];
+    assert!(
+        c0.contention_pct > 10.0,
+        "the core should see its CPU wait: {t:?}"
+    );
+    // (Gaps of a microsecond or two, between bits of work of one request,
+    // are still worth spinning across; a round trip's are not.)
+    assert!(
+        c0.spin_us <= 4.0,
+        "a contended core should not spin across round trips (goal throughput; it starts at 50 us): {t:?}"
+    );
+    assert_eq!(tb.wait_child(client, Duration::from_secs(30)), Some(true));
+}
