@@ -814,7 +814,15 @@ fn a_contended_core_gives_its_cpu_back() {
     // A busy loop on the core's CPU, bounded in time.
     tb.spawn_tas(
         std::path::Path::new("timeout"),
-        &["20", "taskset", "-c", "1", "sh", "-c", "while :; do :; done"],
+        &[
+            "20",
+            "taskset",
+            "-c",
+            "1",
+            "sh",
+            "-c",
+            "while :; do :; done",
+        ],
         None,
     );
     let (client, _lines) = tb.spawn_lnx_lines(

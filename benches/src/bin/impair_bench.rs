@@ -25,6 +25,7 @@
 //! ```text
 //! sudo target/release/impair-bench [--nic af_xdp|af_packet] [--mb 200]
 //!      [--runs 5] [--limit-secs 90] [--seed 7] [--only none,loss1,...]
+//!      [--tasd-args "--rx-buf-kib 1024 ..."]
 //! ```
 //! (build first: `cargo build --release --workspace --bins --examples`).
 //! `--only` takes the short names none, loss1, loss5, reorder5, corrupt,
@@ -100,6 +101,8 @@ struct Bench {
     port: u16,
     /// `--trace FILE`.
     trace: Option<String>,
+    /// `--tasd-args "..."`: extra tasd arguments.
+    tasd_args: Vec<String>,
 }
 
 /// Runs `tasctl ARGS` in the TAS namespace; its stdout (empty on error).
@@ -258,7 +261,8 @@ impl Bench {
     fn tas(&mut self) {
         self.tb.release_kernel_on_tas_host();
         if !self.tb.tasd_alive() {
-            self.tb.start_tasd(self.backend, &[]);
+            let a: Vec<&str> = self.tasd_args.iter().map(String::as_str).collect();
+            self.tb.start_tasd(self.backend, &a);
         }
     }
 }
@@ -297,7 +301,7 @@ fn ratio(tas: &[Sample], lnx: &[Sample]) -> String {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: impair-bench [--nic af_xdp|af_packet] [--mb 200] [--runs 5] [--limit-secs 90] [--seed 7] [--only none,loss1,loss5,reorder5,corrupt,dup] [--trace FILE]");
+        println!("usage: impair-bench [--nic af_xdp|af_packet] [--mb 200] [--runs 5] [--limit-secs 90] [--seed 7] [--only none,loss1,loss5,reorder5,corrupt,dup] [--trace FILE] [--tasd-args \"ARGS\"]");
         return;
     }
     let backend = match opt(&args, "--nic", "af_xdp".to_string()).as_str() {
@@ -332,6 +336,10 @@ fn main() {
         limit,
         port: 5000,
         trace,
+        tasd_args: opt(&args, "--tasd-args", String::new())
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
     };
     // samples[impairment][cell]
     let mut samples: Vec<[Vec<Sample>; 4]> = vec![Default::default(); imps.len()];
