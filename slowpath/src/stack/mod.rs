@@ -198,9 +198,14 @@ pub struct StackConfig {
     pub gateway: Option<u32>,
     pub local_mac: [u8; 6],
     pub mtu: u16,
-    /// Ring sizes when the app asks for 0.
+    /// Ring sizes when the app asks for 0: the most a ring grows to.
     pub default_rx_buf: u32,
     pub default_tx_buf: u32,
+    /// What such a ring starts with (doubling up to the default while the
+    /// flow needs it; `conn/grow.rs`). A size the app asks for is pinned:
+    /// it starts there and never grows.
+    pub init_rx_buf: u32,
+    pub init_tx_buf: u32,
     /// How long the side that closed first keeps the flow (TIME_WAIT).
     pub time_wait_ns: u64,
     /// SYN (and SYN-ACK) retransmissions before giving up.
@@ -275,6 +280,8 @@ impl Default for StackConfig {
             mtu: 1500,
             default_rx_buf: 256 << 10,
             default_tx_buf: 256 << 10,
+            init_rx_buf: 256 << 10,
+            init_tx_buf: 256 << 10,
             time_wait_ns: 2 * SEC,
             syn_retries: 6,
             syn_rto_ns: 200 * MS,
@@ -447,6 +454,16 @@ pub struct StackStats {
     pub ctl_errors: u64,
     pub alloc_failures: u64,
     pub table_full: u64,
+    /// Ring growth (`conn/grow.rs`): RX and TX rings switched to twice
+    /// their size; reserved RX rings given back (never empty in
+    /// `RX_SWITCH_TRIES` rounds, or the flow closed or was shared); TX
+    /// growth refused (the ring did not limit the sender, or the switch
+    /// found data in flight); growth stopped by region pressure.
+    pub rx_rings_grown: u64,
+    pub tx_rings_grown: u64,
+    pub rx_grow_abandoned: u64,
+    pub tx_grow_refused: u64,
+    pub ring_grow_no_room: u64,
     /// Congestion control: updates applied, deferred (too little
     /// feedback), algorithm hand-overs, kicks of window-blocked flows.
     pub cc_updates: u64,
@@ -639,6 +656,9 @@ impl Stack {
             ctl::SHARE_PID => self.app_share_pid(now, app, msg, io),
             ctl::ADOPT => self.app_adopt(app, msg, io),
             ctl::DROP => self.app_drop(now, app, msg, io),
+            ctl::TX_GROW => self.app_tx_grow(app, msg, io),
+            ctl::TX_SWITCH => self.app_tx_switch(app, msg, io),
+            ctl::LISTEN_UPDATE => self.app_listen_update(app, msg, io),
             _ => self.reply_err(io, app, msg, libc::EINVAL),
         }
     }
