@@ -48,8 +48,16 @@ pub(super) const RX_SWITCH_TRIES: u32 = 64;
 /// `max_interval` apart).
 pub(in crate::stack) const GROW_ROUND: u64 = MS;
 
-/// RTT assumed while the flow has no estimate (µs).
-const DEFAULT_RTT_US: u64 = 100;
+/// The least round trip the RX rule assumes (ns). A receiver's RTT
+/// estimate comes from the handshake alone (nothing it sends is timed),
+/// which underestimates the round trip a window-limited sender sees (its
+/// ACK clock includes our ACK batching and the app's reads): on veth the
+/// handshake says ~50 µs while a 64 KiB window gives ~400 µs. Linux's
+/// receiver estimate (`tcp_rcv_rtt_measure`: the time one window takes to
+/// arrive) is coarse in the same direction. With 1 ms a flow grows its
+/// ring while it receives more than half the ring per millisecond (16 MB/s
+/// for 32 KiB, 128 MB/s to reach 256 KiB).
+const RX_RTT_FLOOR_NS: u64 = MS;
 
 /// A connection's ring growth state.
 #[derive(Debug, Clone, Copy, Default)]
@@ -204,11 +212,7 @@ impl Stack {
         // what is still in the ring.
         let used = g.rx_len.saturating_sub(g.rx_avail);
         let freed = g.rx_data_seq().wrapping_sub(used);
-        let rtt_ns = if g.rtt_est > 0 {
-            u64::from(g.rtt_est)
-        } else {
-            DEFAULT_RTT_US
-        } * 1000;
+        let rtt_ns = (u64::from(g.rtt_est) * 1000).max(RX_RTT_FLOOR_NS);
         drop(g);
         if stop || fin {
             return false;
