@@ -273,6 +273,30 @@ impl Conn {
         self.rx_rings.retain(|r| gen_newer(r.0, gen));
         true
     }
+
+    /// Keeps `ev` (of a generation whose `RING` was not read yet).
+    fn hold(&mut self, ev: AppEvent) {
+        if self.held.len() >= 8 {
+            self.held.remove(0);
+        }
+        self.held.push(ev);
+    }
+
+    /// Notes the announced RX ring of generation `gen`; returns the events
+    /// held for want of it, to be delivered again.
+    fn on_ring(&mut self, gen: u8, base: u32, len: u32) -> Vec<AppEvent> {
+        self.rx_rings.retain(|r| r.0 != gen);
+        if self.rx_rings.len() >= 4 {
+            self.rx_rings.remove(0);
+        }
+        self.rx_rings.push((gen, base, len));
+        std::mem::take(&mut self.held)
+    }
+
+    /// Ring position of the next byte to read.
+    fn rx_pos(&self) -> u32 {
+        self.rx_read.wrapping_sub(self.info.rx_seq) % self.info.rx_len.max(1)
+    }
     /// Bytes written but not yet acknowledged by the peer.
     pub fn tx_unacked(&self) -> u32 {
         self.tx_written.wrapping_sub(self.tx_acked)
@@ -1481,7 +1505,7 @@ impl Tas {
                 "tasd gave a receive ring outside the region",
             ));
         }
-        let mut pos = (conn.rx_read.wrapping_sub(conn.info.rx_seq) % len) as usize;
+        let mut pos = conn.rx_pos() as usize;
         let mut left = n;
         for b in bufs.iter_mut() {
             let mut off = 0;
@@ -1637,10 +1661,7 @@ impl Tas {
         }
         if !ok {
             if let Some(c) = self.conns.get_mut(&ev.flow) {
-                if c.held.len() >= 8 {
-                    c.held.remove(0);
-                }
-                c.held.push(ev);
+                c.hold(ev);
             }
             return;
         }
@@ -1767,15 +1788,7 @@ impl Tas {
         match m.kind {
             ctl::RING => {
                 let held = match self.conns.get_mut(&m.flow) {
-                    Some(c) if !c.closed => {
-                        let gen = m.arg[0] as u8;
-                        c.rx_rings.retain(|r| r.0 != gen);
-                        if c.rx_rings.len() >= 4 {
-                            c.rx_rings.remove(0);
-                        }
-                        c.rx_rings.push((gen, m.arg[1], m.arg[2]));
-                        std::mem::take(&mut c.held)
-                    }
+                    Some(c) if !c.closed => c.on_ring(m.arg[0] as u8, m.arg[1], m.arg[2]),
                     _ => Vec::new(),
                 };
                 for ev in held {
@@ -1945,6 +1958,82 @@ mod tests {
         assert!(!c.plausible(&ev(1000 + 65536 + 1, u32::MAX - 10, 0)));
         // An acknowledgement beyond what we wrote is not ours.
         assert!(!c.plausible(&ev(1500, u32::MAX - 9, 0)));
+    }
+
+    fn ev_gen(rx_seq: u32, gen: u8) -> AppEvent {
+        AppEvent {
+            gen,
+            ..ev(rx_seq, 20, 0)
+        }
+    }
+
+    /// An event of a newer RX ring generation is applied only after that
+    /// generation's `RING` (held until it is read), and the new
+    /// generation's first byte is at position 0 of the new ring.
+    #[test]
+    fn events_of_a_new_ring_generation_wait_for_their_ring() {
+        let mut c = Conn::new(info(1000, 20));
+        c.apply(&ev(1000 + 50_000, 20, 0));
+        c.rx_read = 1000 + 50_000; // all read (the switch needs it)
+        assert_eq!(c.rx_pos(), 50_000 % 65536);
+        // Generation 1's event before its RING: not applied.
+        let e1 = ev_gen(1000 + 50_000 + 700, 1);
+        assert!(!c.take_ring(e1.gen));
+        c.hold(e1);
+        assert_eq!(c.rx_available(), 0);
+        // The RING of generation 1 (a ring of 128 KiB at 1 MiB).
+        let held = c.on_ring(1, 1 << 20, 128 << 10);
+        assert_eq!(held, vec![e1]);
+        assert!(c.take_ring(1));
+        c.apply(&held[0]);
+        assert_eq!(
+            (c.info.rx_base, c.info.rx_len, c.gen),
+            (1 << 20, 128 << 10, 1)
+        );
+        assert_eq!((c.rx_pos(), c.rx_available()), (0, 700));
+        // Older generations' events still apply (numbers only move on).
+        assert!(c.take_ring(0));
+        // Two RINGs ahead: the event's own generation is taken.
+        c.rx_read += 700;
+        c.on_ring(2, 4 << 20, 256 << 10);
+        c.on_ring(3, 8 << 20, 256 << 10);
+        assert!(c.take_ring(3));
+        assert_eq!((c.info.rx_base, c.gen, c.rx_pos()), (8 << 20, 3, 0));
+        assert!(c.rx_rings.is_empty());
+        // Generations wrap.
+        assert!(gen_newer(0, 255) && !gen_newer(255, 0));
+    }
+
+    /// A switch while data is unread would lose it: tasd never does that;
+    /// if it did, the connection fails rather than read the wrong ring.
+    #[test]
+    fn a_switch_with_unread_data_is_a_protocol_error() {
+        let mut c = Conn::new(info(1000, 20));
+        c.apply(&ev(1500, 20, 0));
+        c.on_ring(1, 1 << 20, 128 << 10);
+        assert!(c.take_ring(1));
+        assert_eq!(c.error(), Some(libc::EPROTO));
+    }
+
+    #[test]
+    fn tx_free_is_nothing_while_a_larger_ring_is_awaited() {
+        let mut c = Conn::new(info(1000, 20));
+        assert_eq!(c.tx_free(), 65536);
+        c.tx_grow = TxGrow::Granted(1 << 20, 128 << 10);
+        assert_eq!(c.tx_free(), 0);
+        c.tx_grow = TxGrow::Switching(5, 1 << 20, 128 << 10);
+        assert_eq!(c.tx_free(), 0);
+        c.tx_grow = TxGrow::Wait(Instant::now());
+        assert_eq!(c.tx_free(), 65536);
+    }
+
+    #[test]
+    fn words_carry_the_ring_generation() {
+        let mut c = Conn::new(info(1000, 20));
+        c.gen = 7;
+        c.error = Some(libc::ECONNRESET);
+        let back = Conn::from_words(&c.to_words()).unwrap();
+        assert_eq!((back.gen, back.error()), (7, Some(libc::ECONNRESET)));
     }
 
     #[test]
