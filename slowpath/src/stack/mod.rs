@@ -99,9 +99,12 @@
 //! `EINVAL`. `UNLISTEN` → `RESULT`. `ACCEPT` (credit: established
 //! connections the app took off its accept queue) → no answer. `CLOSE`,
 //! `ABORT` → `RELEASED` (maybe later). `STATS` → `STATS_OK` with the
-//! flow's RTT, window, retransmissions and options (`ccloop.rs`). Anything
-//! invalid or not owned by the sender → `RESULT` with `EINVAL`/`EBADF`;
-//! never a panic.
+//! flow's RTT, window, retransmissions and options (`ccloop.rs`).
+//! `TX_GROW` → `RESULT` (a larger TX ring reserved, or `EAGAIN`/`ENOSPC`),
+//! `TX_SWITCH` → `RESULT` (switched, or `EAGAIN`), `LISTEN_UPDATE` →
+//! `RESULT`; unasked, `RING` announces a larger RX ring (`conn/grow.rs`).
+//! Anything invalid or not owned by the sender → `RESULT` with
+//! `EINVAL`/`EBADF`; never a panic.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};

@@ -12,7 +12,9 @@
 //!   zero-window persist, FIN_WAIT_2 bound);
 //! * [`requests`]: the apps' `LISTEN`/`CONNECT`/`CLOSE`/... messages;
 //! * [`segment`] and [`resources`]: what the others share (building and
-//!   sending segments; ISN, ports, rings and flow-table entries).
+//!   sending segments; ISN, ports, rings and flow-table entries);
+//! * [`grow`]: rings that start small and double while the flow needs them
+//!   (`RING`, `TX_GROW`, `TX_SWITCH`).
 
 use tas_abi::FlowInfo;
 use tas_engine::flow::{st, FlowKey, FlowState};
