@@ -125,7 +125,8 @@ pub struct Cli {
     /// holds only as many connections as its memory has full rings for).
     #[arg(long, default_value_t = 16)]
     pub min_buf_kib: u32,
-    /// Flow table capacity.
+    /// Connections the flow table holds (its slots are a fifteenth more,
+    /// kept for handshakes in progress).
     #[arg(long, default_value_t = 65536)]
     pub max_flows: usize,
     /// TIME_WAIT duration in milliseconds.

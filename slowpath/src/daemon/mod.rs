@@ -471,7 +471,7 @@ impl Daemon {
         } else {
             Duration::from_micros(cfg.idle_spin_us)
         };
-        let table = Arc::new(FlowTable::new(cfg.max_flows));
+        let table = Arc::new(FlowTable::new(crate::stack::table_slots(cfg.max_flows)));
         let shared: Arc<Shared> = FastPathShared::new(n_cores, nics.len())?;
         if hw_lanes < nics.len() {
             shared.enable_steering(hw_lanes);

@@ -192,6 +192,21 @@ pub trait StackIo {
     fn free_bytes(&self, app: AppId) -> u64;
 }
 
+/// Flow-table slots for `max_flows` connections: new connections are
+/// refused above 15/16 of the table (`conn/resources.rs::room_for`), the
+/// rest being kept for connections whose handshake state the slow path
+/// holds, so the table has a fifteenth more than `--max-flows`, and that
+/// many connections fit (the default 65,536 in 69,906 slots).
+pub fn table_slots(max_flows: usize) -> usize {
+    max_flows + max_flows.div_ceil(15)
+}
+
+/// Whether a table of `cap` slots takes another connection with `used`
+/// entries (installed flows, and opens in progress for an active open).
+pub(crate) fn below_watermark(used: usize, cap: usize) -> bool {
+    used < cap - cap / 16
+}
+
 /// Stack configuration. Times are nanoseconds.
 #[derive(Clone, Debug)]
 pub struct StackConfig {

@@ -236,7 +236,7 @@ impl Stack {
         // watermark passive opens use), rather than reset the peer after
         // its SYN-ACK.
         let cap = self.table.capacity();
-        if self.table.len() + self.connecting.len() >= cap - cap / 16 {
+        if !crate::stack::below_watermark(self.table.len() + self.connecting.len(), cap) {
             self.stats.connect_no_room += 1;
             return self.reply_err(io, app, msg, libc::ENOBUFS);
         }

@@ -123,7 +123,7 @@ impl Stack {
     /// and given back at once).
     pub(super) fn room_for(&mut self, app: AppId, rx: u32, tx: u32, io: &mut impl StackIo) -> bool {
         let cap = self.table.capacity();
-        if self.table.len() >= cap - cap / 16 {
+        if !crate::stack::below_watermark(self.table.len(), cap) {
             return false;
         }
         let Some(rb) = io.alloc(app, rx) else {
