@@ -117,3 +117,38 @@ fn tas_to_linux_tx_ring_grows_from_32k() {
         grow.2
     );
 }
+
+/// A receive size set on a listener after `listen()` (`LISTEN_UPDATE`, what
+/// the shim sends for `setsockopt(SO_RCVBUF)` on a listening socket) is
+/// inherited, pinned, by the connection accepted next: an 8 KiB ring that
+/// holds at most 8 KiB while the app does not read (Linux sends 1 MB), and
+/// never grows; the stream still arrives whole.
+#[test]
+fn a_size_set_on_a_listener_after_listen_pins_accepted_rings() {
+    let mut tb = Testbed::new("atpin", Backend::from_env());
+    let (pid, lines) =
+        tb.spawn_tas_lines(&peer(), &["--tas", "recv", "5005", "1048576", "25", "8192"]);
+    let mut last = String::new();
+    assert!(
+        wait_line(&lines, "listening", Duration::from_secs(10), &mut last).is_some(),
+        "receiver not listening: {last}"
+    );
+    let o = tb.run_lnx(
+        &peer(),
+        &["send", TAS_IP, "5005", "1048576", "25"],
+        Duration::from_secs(60),
+    );
+    assert_ok(&o, "linux sender");
+    let l = wait_line(&lines, "rx_len", Duration::from_secs(10), &mut last)
+        .unwrap_or_else(|| panic!("no ring report: {last}"));
+    let w: Vec<&str> = l.split_whitespace().collect();
+    assert_eq!(w[1], "8192", "the accepted ring: {l}");
+    let queued: u32 = w[3].parse().unwrap();
+    assert!(queued > 0 && queued <= 8192, "{l}");
+    assert!(
+        wait_line(&lines, "received ok", Duration::from_secs(30), &mut last).is_some(),
+        "stream not verified: {last}"
+    );
+    assert_eq!(tb.wait_child(pid, Duration::from_secs(10)), Some(true));
+    assert_eq!(tb.tasd_counter("slowpath.rx_rings_grown"), 0);
+}
