@@ -289,7 +289,7 @@ impl Stack {
         let min_iv = setting.min_interval_ns();
         // The RX ring may grow (`conn/grow.rs`): while data arrives, come
         // back within GROW_ROUND rather than at the idle poll period.
-        let grow = self.rx_grow_round(now, id, io);
+        let grow = self.rx_grow_round(now, id, receiving, io);
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
