@@ -395,6 +395,9 @@ fn concurrent(tb: &mut Testbed, path: &Path, n: usize, tasd: u32) -> String {
     }
     let rss2 = vm_rss_kib(tasd).unwrap_or(0);
     let left = ctl(path, "status")["flows"].to_string();
+    // Where frames were lost before tasd read them: the TAS interface's
+    // drop counters and the AF_XDP sockets' (ring full, fill ring empty).
+    let nic_drops = nic_drop_report(tb);
     let stats = ctl(path, "stats");
     let counters: Vec<String> = [
         "syn_rx",
@@ -437,9 +440,43 @@ fn concurrent(tb: &mut Testbed, path: &Path, n: usize, tasd: u32) -> String {
          app region in use {} MiB (of --app-mem-mib, 4095 by default; sparse: the app's RSS is {app_rss} KiB)\n\
          tasd RSS KiB: {rss0} before, {rss1} with them open, {rss2} after\n\
          clients killed ({n} RSTs): every flow gone from tasd after {} (left: {left})\n\
-         counters: {}",
+         counters: {}\n\
+         drops before tasd: {nic_drops}",
         mib(region),
         gone.map_or("more than 20 s".to_string(), |s| format!("{s:.2} s")),
         counters.join(", "),
     )
+}
+
+/// Non-zero drop counters of the TAS side's interface (`ethtool -S`,
+/// e.g. veth's per-queue XDP drops) and its AF_XDP sockets (`ss --xdp`).
+fn nic_drop_report(tb: &mut Testbed) -> String {
+    let ns = tb.tas_ns.clone();
+    let run = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let mut v: Vec<String> = run(&["ethtool", "-S", "veth-tas"])
+        .lines()
+        .filter_map(|l| {
+            let (k, n) = l.trim().split_once(':')?;
+            let n: u64 = n.trim().parse().ok()?;
+            (n > 0 && (k.contains("drop") || k.contains("full") || k.contains("err")))
+                .then(|| format!("{k} {n}"))
+        })
+        .collect();
+    let ss = run(&["ss", "--xdp", "-e", "-m"]);
+    let ss: Vec<&str> = ss.lines().skip(1).map(str::trim).collect();
+    if !ss.is_empty() {
+        v.push(format!("ss --xdp: {}", ss.join(" | ")));
+    }
+    if v.is_empty() {
+        "none counted".into()
+    } else {
+        v.join(", ")
+    }
 }
