@@ -327,15 +327,35 @@ fn concurrent(tb: &mut Testbed, path: &Path, n: usize, tasd: u32) -> String {
     );
     let _ = arx.recv_timeout(Duration::from_secs(10));
     let t = Instant::now();
+    // One client address has 64,512 ports (1024-65535) per destination:
+    // past 60,000 connections every other client process binds a second
+    // address of the Linux namespace.
+    let second = "198.18.0.3";
+    if n > 60_000 {
+        let ns = tb.lnx_ns.clone();
+        let o = tb.run_lnx(
+            Path::new("ip"),
+            &["addr", "add", &format!("{second}/24"), "dev", "veth-lnx"],
+            Duration::from_secs(5),
+        );
+        if !o.status.success() {
+            eprintln!("churn-bench: could not add {second} in {ns}");
+        }
+    }
     let mut clients = Vec::new();
     let mut left = n;
+    let mut i = 0;
     while left > 0 {
         let k = left.min(PER);
         left -= k;
-        clients.push(tb.spawn_lnx_lines(
-            &bin("peer"),
-            &["connect-hold", TAS_IP, "7102", &k.to_string(), "180"],
-        ));
+        let mut a = vec!["connect-hold", TAS_IP, "7102"];
+        let ks = k.to_string();
+        a.extend([ks.as_str(), "180"]);
+        if n > 60_000 && i % 2 == 1 {
+            a.push(second);
+        }
+        clients.push(tb.spawn_lnx_lines(&bin("peer"), &a));
+        i += 1;
     }
     let mut connected = 0u64;
     for (_, rx) in &clients {
