@@ -784,6 +784,17 @@ fn connect_hold(ip: Ipv4Addr, port: u16, n: usize, secs: f64, src: Option<Ipv4Ad
                 std::mem::size_of::<libc::linger>() as libc::socklen_t,
             );
             if let Some(src) = src {
+                // The port is chosen at connect() by the 4-tuple, as for
+                // unbound sockets: a port bind() takes is never shared
+                // with connect()'s choice for other addresses.
+                let one: libc::c_int = 1;
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    &one as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
                 let local = libc::sockaddr_in {
                     sin_family: libc::AF_INET as libc::sa_family_t,
                     sin_port: 0,
