@@ -1,4 +1,4 @@
-//! The slow path's sans-I/O TCP/IP core: ARP, ICMP echo, routing, connection
+//! The slow path's sans-I/O TCP/IP core: ARP, ICMP echo and errors, routing, connection
 //! setup and teardown, RST handling, the timers the fast path leaves to us
 //! (handshake and data retransmission, zero-window probes, TIME_WAIT), and
 //! the per-flow congestion-control loop (`ccloop`, running the algorithms
@@ -131,7 +131,7 @@ mod tests;
 use crate::cc::CcConfig;
 use arp::ArpState;
 pub use ccloop::FlowDetail;
-use conn::{Conn, Connecting, HalfOpen, Listener};
+use conn::{Conn, Connecting, HalfOpen, IcmpError, Listener};
 
 /// An attached app; also the value put in `FlowState::mem` and
 /// `FlowState::context` for that app's flows.
@@ -327,6 +327,15 @@ pub struct StackStats {
     pub arp_conflicts: u64,
     pub icmp_echo_replies: u64,
     pub icmp_ignored: u64,
+    /// ICMP errors quoting one of our connections (`conn/icmp_error.rs`):
+    /// fragmentation-needed that lowered a flow's MSS; errors that failed
+    /// an open (SYN_SENT) or dropped a SYN_RCVD; soft errors (recorded,
+    /// no action); errors whose quoted sequence number was not in flight
+    /// (Linux's `OutOfWindowIcmps`).
+    pub icmp_pmtu_updates: u64,
+    pub icmp_conn_errors: u64,
+    pub icmp_soft_errors: u64,
+    pub icmp_out_of_window: u64,
     pub ip_other: u64,
     pub non_ip: u64,
     pub syn_rx: u64,
