@@ -246,3 +246,54 @@ fn shared_mode_needs_af_xdp_and_exclusive_is_explicit() {
     let st: Status = serde_json::from_slice(&o.stdout).expect("status JSON");
     assert_eq!(st.mode, "exclusive", "{st:?}");
 }
+
+/// ICMP errors for TAS's connections reach TAS in shared mode (the XDP
+/// program steers them; the kernel's own ICMP stays the kernel's): through
+/// a router hop of MTU 1000 that answers bigger DF packets with
+/// fragmentation needed (`impair --mtu`), a TAS->Linux transfer lowers its
+/// MSS (RFC 1191) and completes byte for byte — without it every
+/// full-sized segment vanishes and the transfer times out; and a firewall
+/// rejecting SYNs to a port with ICMP port unreachable fails TAS's
+/// connect at once with ECONNREFUSED, as Linux's (not after 25 s of SYN
+/// retransmissions).
+#[test]
+fn shared_mode_icmp_errors_reach_tas() {
+    let mut tb = Testbed::bridged("impicmp");
+    let o = sh(&mut tb, true, "ip addr add 198.18.0.1/24 dev veth-tas");
+    assert_ok(&o, "ip addr add");
+    tb.start_tasd(Backend::AfXdp, &[]);
+    let fwd = tb.start_impair_with(
+        &tas_system_tests::impair::Impairment::NONE,
+        1,
+        &["--mtu", "1000", "--reject-port", "7301"],
+    );
+    tb.spawn_lnx(&bin("peer"), &["recv", "7300", "3000000", "7"], Some("listening"));
+    let o = tb.run_tas(
+        &bin("peer"),
+        &["--tas", "send", LNX_IP, "7300", "3000000", "7"],
+        Duration::from_secs(60),
+    );
+    assert_ok(&o, "TAS send through the MTU-1000 hop");
+    assert!(stdout(&o).contains("sent"), "{}", stdout(&o));
+    assert!(
+        tb.tasd_counter("slowpath.icmp_pmtu_updates") >= 1,
+        "no path MTU update:\n{}",
+        tb.tasd_log()
+    );
+    let t = std::time::Instant::now();
+    let o = tb.run_tas(
+        &bin("peer"),
+        &["--tas", "connect", LNX_IP, "7301"],
+        Duration::from_secs(60),
+    );
+    assert_ok(&o, "TAS connect to the rejected port");
+    assert!(
+        stdout(&o).contains(&format!("error {}", libc::ECONNREFUSED)),
+        "{}",
+        stdout(&o)
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(tb.tasd_counter("slowpath.icmp_conn_errors") >= 1);
+    let c = tb.stop_impair(fwd);
+    eprintln!("{c:?}");
+}
