@@ -297,3 +297,49 @@ fn shared_mode_icmp_errors_reach_tas() {
     let c = tb.stop_impair(fwd);
     eprintln!("{c:?}");
 }
+
+/// After tasd is killed outright (SIGKILL: no Drop runs), the next tasd
+/// in the namespace gives the kernel its reserved ports back (from the
+/// record in the run dir) and nothing of the dead one is left on the
+/// interface: no XDP program or tc filter (they hung on the process's
+/// links), so the kernel serves the port TAS listened on again.
+#[test]
+fn shared_mode_leftovers_of_a_killed_tasd_are_removed() {
+    for backend in [Backend::AfXdp, Backend::AfPacket] {
+        let mut tb = Testbed::hosts("shrk");
+        let o = sh(&mut tb, true, "ip addr add 198.18.0.1/24 dev veth-tas");
+        assert_ok(&o, "ip addr add");
+        let reserved = |tb: &mut Testbed| {
+            stdout(&sh(tb, true, "cat /proc/sys/net/ipv4/ip_local_reserved_ports"))
+        };
+        let before = reserved(&mut tb);
+        assert!(!before.contains("61000-64999"), "{before}");
+        tb.start_tasd(backend, &[]);
+        tb.spawn_tas(&bin("peer"), &["--tas", "recv", "6390", "1000", "1"], Some("listening"));
+        assert!(reserved(&mut tb).contains("61000-64999"));
+        let pid = tb.tasd_pid().expect("tasd pid");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let _ = tb.stop_tasd();
+        assert!(
+            reserved(&mut tb).contains("61000-64999"),
+            "SIGKILL leaves the reservation (else this test shows nothing)"
+        );
+        // The next start (exclusive here: it reserves nothing itself).
+        tb.start_tasd(backend, &["--exclusive"]);
+        assert_eq!(reserved(&mut tb), before, "{backend:?}");
+        assert!(tb.tasd_log().contains("which is gone"), "{}", tb.tasd_log());
+        assert!(tb.stop_tasd());
+        let o = sh(&mut tb, true, "ip link show veth-tas; tc filter show dev veth-tas ingress");
+        assert!(!stdout(&o).contains("xdp"), "{}", stdout(&o));
+        let dir = tb.dir.clone();
+        std::fs::write(dir.join("f"), b"kernel again").unwrap();
+        tb.spawn_tas(
+            Path::new("python3"),
+            &["-u", "-m", "http.server", "6390", "--bind", TAS_IP, "--directory", dir.to_str().unwrap()],
+            Some("Serving HTTP"),
+        );
+        let o = sh(&mut tb, false, &format!("curl -sS --max-time 10 http://{TAS_IP}:6390/f"));
+        assert!(stdout(&o).contains("kernel again"), "{backend:?}: {}{}", stdout(&o), stderr(&o));
+    }
+}

@@ -442,11 +442,15 @@ impl Daemon {
         let started = Instant::now();
         // Before touching the NIC or the socket files: one tasd per interface.
         let lock = InstanceLock::acquire(&cfg.run_dir, &cfg.iface)?;
+        // What a tasd of this network namespace killed outright left in the
+        // kernel's reserved ports (its XDP program, tc filter and maps went
+        // with it: they hang on links and fds, nothing is pinned).
+        shared::ReservedPorts::clean_stale(&cfg.run_dir);
         let n_cores = cfg.scale.max as usize;
         // Shared mode: the active-open ports are reserved from the kernel
         // before anything can use them.
         let reserved = if cfg.shared {
-            Some(shared::ReservedPorts::reserve(cfg.port_range)?)
+            Some(shared::ReservedPorts::reserve(&cfg.run_dir, cfg.port_range)?)
         } else {
             None
         };
