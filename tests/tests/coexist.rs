@@ -267,7 +267,11 @@ fn shared_mode_icmp_errors_reach_tas() {
         1,
         &["--mtu", "1000", "--reject-port", "7301"],
     );
-    tb.spawn_lnx(&bin("peer"), &["recv", "7300", "3000000", "7"], Some("listening"));
+    tb.spawn_lnx(
+        &bin("peer"),
+        &["recv", "7300", "3000000", "7"],
+        Some("listening"),
+    );
     let o = tb.run_tas(
         &bin("peer"),
         &["--tas", "send", LNX_IP, "7300", "3000000", "7"],
@@ -310,12 +314,20 @@ fn shared_mode_leftovers_of_a_killed_tasd_are_removed() {
         let o = sh(&mut tb, true, "ip addr add 198.18.0.1/24 dev veth-tas");
         assert_ok(&o, "ip addr add");
         let reserved = |tb: &mut Testbed| {
-            stdout(&sh(tb, true, "cat /proc/sys/net/ipv4/ip_local_reserved_ports"))
+            stdout(&sh(
+                tb,
+                true,
+                "cat /proc/sys/net/ipv4/ip_local_reserved_ports",
+            ))
         };
         let before = reserved(&mut tb);
         assert!(!before.contains("61000-64999"), "{before}");
         tb.start_tasd(backend, &[]);
-        tb.spawn_tas(&bin("peer"), &["--tas", "recv", "6390", "1000", "1"], Some("listening"));
+        tb.spawn_tas(
+            &bin("peer"),
+            &["--tas", "recv", "6390", "1000", "1"],
+            Some("listening"),
+        );
         assert!(reserved(&mut tb).contains("61000-64999"));
         let pid = tb.tasd_pid().expect("tasd pid");
         // SAFETY: signalling our own child.
@@ -330,16 +342,75 @@ fn shared_mode_leftovers_of_a_killed_tasd_are_removed() {
         assert_eq!(reserved(&mut tb), before, "{backend:?}");
         assert!(tb.tasd_log().contains("which is gone"), "{}", tb.tasd_log());
         assert!(tb.stop_tasd());
-        let o = sh(&mut tb, true, "ip link show veth-tas; tc filter show dev veth-tas ingress");
+        let o = sh(
+            &mut tb,
+            true,
+            "ip link show veth-tas; tc filter show dev veth-tas ingress",
+        );
         assert!(!stdout(&o).contains("xdp"), "{}", stdout(&o));
         let dir = tb.dir.clone();
         std::fs::write(dir.join("f"), b"kernel again").unwrap();
         tb.spawn_tas(
             Path::new("python3"),
-            &["-u", "-m", "http.server", "6390", "--bind", TAS_IP, "--directory", dir.to_str().unwrap()],
+            &[
+                "-u",
+                "-m",
+                "http.server",
+                "6390",
+                "--bind",
+                TAS_IP,
+                "--directory",
+                dir.to_str().unwrap(),
+            ],
             Some("Serving HTTP"),
         );
-        let o = sh(&mut tb, false, &format!("curl -sS --max-time 10 http://{TAS_IP}:6390/f"));
-        assert!(stdout(&o).contains("kernel again"), "{backend:?}: {}{}", stdout(&o), stderr(&o));
+        let o = sh(
+            &mut tb,
+            false,
+            &format!("curl -sS --max-time 10 http://{TAS_IP}:6390/f"),
+        );
+        assert!(
+            stdout(&o).contains("kernel again"),
+            "{backend:?}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
     }
+}
+
+/// Shared mode takes its neighbours from the kernel (rtnetlink): a TAS
+/// active open to a host the kernel has never talked to makes the kernel
+/// resolve it (tasd sends no ARP request of its own), and the transfer
+/// goes through; the kernel's table then has the host.
+#[test]
+fn shared_mode_neighbours_come_from_the_kernel() {
+    let mut tb = Testbed::hosts("shrn");
+    let o = sh(&mut tb, true, "ip addr add 198.18.0.1/24 dev veth-tas");
+    assert_ok(&o, "ip addr add");
+    tb.start_tasd(Backend::AfXdp, &[]);
+    let o = sh(
+        &mut tb,
+        true,
+        "ip neigh flush dev veth-tas; ip neigh show dev veth-tas",
+    );
+    assert!(!stdout(&o).contains(LNX_IP), "{}", stdout(&o));
+    tb.spawn_lnx(
+        &bin("peer"),
+        &["serve-send", "7200", "1000000", "3"],
+        Some("listening"),
+    );
+    let o = tb.run_tas(
+        &bin("peer"),
+        &["--tas", "connect-recv", LNX_IP, "7200", "1000000", "3"],
+        Duration::from_secs(30),
+    );
+    assert_ok(&o, "TAS connect-recv");
+    assert_eq!(tb.tasd_counter("slowpath.arp_requests_sent"), 0);
+    assert!(tb.tasd_counter("slowpath.arp_kernel_resolves") >= 1);
+    let o = sh(
+        &mut tb,
+        true,
+        &format!("ip neigh show {LNX_IP} dev veth-tas"),
+    );
+    assert!(stdout(&o).contains("lladdr"), "{}", stdout(&o));
 }

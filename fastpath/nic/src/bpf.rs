@@ -687,8 +687,14 @@ mod tests {
         let ports = create_ports_map().expect("ports map (run as root)");
         map_update(ports.as_fd(), &6379u32.to_ne_bytes(), &[1]).unwrap();
         let tc = tc_drop_program(ports.as_raw_fd(), 0xc612_0001, 61000, 65535);
-        let prog = prog_load(BPF_PROG_TYPE_SCHED_CLS, 0, &tc, c"Dual MIT/GPL", "tas_tc_match")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let prog = prog_load(
+            BPF_PROG_TYPE_SCHED_CLS,
+            0,
+            &tc,
+            c"Dual MIT/GPL",
+            "tas_tc_match",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let run = |f: &[u8]| prog_test_run(prog.as_fd(), f).expect("BPF_PROG_TEST_RUN");
         // TCP: a listener's port, the active-open range; the kernel's port.
         assert_eq!(run(&frame(None, 40000, 6379)), 2);

@@ -230,7 +230,10 @@ impl ReservedPorts {
         let mut n = 0;
         for e in dir.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.strip_prefix(&prefix).and_then(|p| p.parse::<i32>().ok()) else {
+            let Some(pid) = name
+                .strip_prefix(&prefix)
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
                 continue;
             };
             if pid == std::process::id() as i32 || crate::runfiles::pid_alive(pid) {
@@ -246,7 +249,10 @@ impl ReservedPorts {
                 Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?))
             });
             let Some(range) = range.filter(|r| r.0 <= r.1) else {
-                tracing::warn!("{}: not a reservation record; left alone", e.path().display());
+                tracing::warn!(
+                    "{}: not a reservation record; left alone",
+                    e.path().display()
+                );
                 continue;
             };
             match unreserve(&previous, range) {
@@ -277,38 +283,6 @@ impl Drop for ReservedPorts {
     }
 }
 
-/// The kernel's complete IPv4 neighbours on `iface` (`/proc/net/arp` of
-/// tasd's network namespace): (address, MAC), addresses in host order.
-pub(super) fn kernel_neighbours(iface: &str) -> Vec<(u32, [u8; 6])> {
-    let Ok(text) = std::fs::read_to_string("/proc/net/arp") else {
-        return Vec::new();
-    };
-    parse_arp_table(&text, iface)
-}
-
-fn parse_arp_table(text: &str, iface: &str) -> Vec<(u32, [u8; 6])> {
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 6 || f[5] != iface {
-                return None;
-            }
-            let flags = u32::from_str_radix(f[2].trim_start_matches("0x"), 16).ok()?;
-            if flags & 0x2 == 0 {
-                return None; // ATF_COM: not resolved
-            }
-            let ip: std::net::Ipv4Addr = f[0].parse().ok()?;
-            let mut mac = [0u8; 6];
-            let mut parts = f[3].split(':');
-            for b in &mut mac {
-                *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-            }
-            Some((u32::from(ip), mac))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,18 +307,6 @@ mod tests {
         assert_eq!(
             without_range("22,60000-64999,7000", "22,60000-61000", (61000, 64999)).unwrap(),
             "22,7000,60000-61000"
-        );
-    }
-
-    #[test]
-    fn arp_table_lines() {
-        let t = "IP address       HW type     Flags       HW address            Mask     Device\n\
-                 198.18.0.2       0x1         0x2         aa:bb:cc:dd:ee:01     *        veth-tas\n\
-                 198.18.0.3       0x1         0x0         00:00:00:00:00:00     *        veth-tas\n\
-                 10.0.0.1         0x1         0x2         aa:bb:cc:dd:ee:02     *        eth0\n";
-        assert_eq!(
-            parse_arp_table(t, "veth-tas"),
-            vec![(0xc612_0002, [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x01])]
         );
     }
 }

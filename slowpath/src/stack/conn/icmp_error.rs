@@ -175,8 +175,7 @@ impl Stack {
             }
             // Linux's tcp_req_err: only these end a SYN_RCVD (POSIX wants
             // no network error from accept()).
-            let abort = e.typ == ICMP_TIME_EXCEEDED
-                || (e.typ == ICMP_DEST_UNREACH && e.code <= 1);
+            let abort = e.typ == ICMP_TIME_EXCEEDED || (e.typ == ICMP_DEST_UNREACH && e.code <= 1);
             if abort {
                 self.stats.icmp_conn_errors += 1;
                 self.drop_half_open(&e.key);
@@ -215,7 +214,12 @@ mod tests {
         let e = IcmpError::parse(&m).unwrap();
         assert_eq!((e.typ, e.code, e.mtu, e.seq), (3, 4, 1400, 0x1000));
         assert_eq!(
-            (e.key.local_ip, e.key.remote_ip, e.key.local_port, e.key.remote_port),
+            (
+                e.key.local_ip,
+                e.key.remote_ip,
+                e.key.local_port,
+                e.key.remote_port
+            ),
             (0x0a00_0001, 0x0a00_0002, 8080, 40000)
         );
         // Every truncation is refused, never a panic.

@@ -153,7 +153,11 @@ fn frag_needed_lowers_the_mss_and_retransmits() {
     assert_eq!(fx.state(id).mss, 1400);
     // Not in flight: before SND.UNA, at SND.NXT.
     for seq in [una.wrapping_sub(1), una.wrapping_add(3000)] {
-        fx.rx(Exception::NotTcp, None, &icmp_error(3, 4, 1200, PORT, PEER_PORT, seq));
+        fx.rx(
+            Exception::NotTcp,
+            None,
+            &icmp_error(3, 4, 1200, PORT, PEER_PORT, seq),
+        );
     }
     assert_eq!(fx.stack.stats().icmp_out_of_window, 2);
     // Bad checksum.
@@ -161,7 +165,11 @@ fn frag_needed_lowers_the_mss_and_retransmits() {
     bad[40] ^= 1;
     fx.rx(Exception::NotTcp, None, &bad);
     // Another connection's port.
-    fx.rx(Exception::NotTcp, None, &icmp_error(3, 4, 1200, PORT, 1, una));
+    fx.rx(
+        Exception::NotTcp,
+        None,
+        &icmp_error(3, 4, 1200, PORT, 1, una),
+    );
     assert_eq!(fx.stack.stats().icmp_ignored, 2);
     assert_eq!(fx.state(id).mss, 1400);
     assert!(fx.cmds().is_empty());
@@ -175,14 +183,26 @@ fn frag_needed_lowers_the_mss_and_retransmits() {
     assert_eq!(fx.cmds(), vec![FpCmd::Retransmit(id)]);
     assert_eq!(fx.stack.stats().icmp_pmtu_updates, 1);
     // A larger MTU never raises it.
-    fx.rx(Exception::NotTcp, None, &icmp_error(3, 4, 1400, PORT, PEER_PORT, una));
+    fx.rx(
+        Exception::NotTcp,
+        None,
+        &icmp_error(3, 4, 1400, PORT, PEER_PORT, una),
+    );
     assert_eq!(fx.state(id).mss, 1160);
     assert!(fx.cmds().is_empty());
     // Below the floor (and 0, an old router): 552 - 40.
-    fx.rx(Exception::NotTcp, None, &icmp_error(3, 4, 68, PORT, PEER_PORT, una));
+    fx.rx(
+        Exception::NotTcp,
+        None,
+        &icmp_error(3, 4, 68, PORT, PEER_PORT, una),
+    );
     assert_eq!(fx.state(id).mss, 512);
     assert_eq!(fx.cmds(), vec![FpCmd::Retransmit(id)]);
-    fx.rx(Exception::NotTcp, None, &icmp_error(3, 4, 0, PORT, PEER_PORT, una));
+    fx.rx(
+        Exception::NotTcp,
+        None,
+        &icmp_error(3, 4, 0, PORT, PEER_PORT, una),
+    );
     assert_eq!(fx.state(id).mss, 512);
     assert_eq!(fx.stack.stats().icmp_pmtu_updates, 2);
     assert!(fx.frames().is_empty(), "ICMP errors are never answered");
@@ -195,7 +215,11 @@ fn unreachable_on_an_established_flow_is_a_soft_error() {
     let mut fx = Fx::new();
     let (id, una) = flow_in_flight(&mut fx);
     for (t, c) in [(3, 3), (3, 1), (11, 0)] {
-        fx.rx(Exception::NotTcp, None, &icmp_error(t, c, 0, PORT, PEER_PORT, una));
+        fx.rx(
+            Exception::NotTcp,
+            None,
+            &icmp_error(t, c, 0, PORT, PEER_PORT, una),
+        );
     }
     assert_eq!(fx.stack.stats().icmp_soft_errors, 3);
     assert!(fx.msgs().is_empty() && fx.cmds().is_empty());
@@ -252,7 +276,11 @@ fn unreachable_fails_a_connect_in_syn_sent() {
             &icmp_error(typ, code, 0, port, 443, iss.wrapping_add(1)),
         );
         assert!(fx.msgs().is_empty(), "wrong sequence number: ignored");
-        fx.rx(Exception::NotTcp, None, &icmp_error(typ, code, 0, port, 443, iss));
+        fx.rx(
+            Exception::NotTcp,
+            None,
+            &icmp_error(typ, code, 0, port, 443, iss),
+        );
         let m = fx.one_msg();
         assert_eq!((m.kind, m.req, m.err), (ctl::RESULT, req, errno));
         assert!(fx.stack.flows().is_empty());
@@ -262,7 +290,11 @@ fn unreachable_fails_a_connect_in_syn_sent() {
     assert_eq!((s.connect_refused, s.connect_unreachable), (1, 3));
     // Fragmentation needed for a SYN: ignored, the open goes on.
     let (port, iss) = connect(&mut fx, 9, 4);
-    fx.rx(Exception::NotTcp, None, &icmp_error(3, 4, 600, port, 443, iss));
+    fx.rx(
+        Exception::NotTcp,
+        None,
+        &icmp_error(3, 4, 600, port, 443, iss),
+    );
     assert!(fx.msgs().is_empty());
     assert!(fx.stack.flows().iter().any(|f| f.state == "SYN_SENT"));
 }
