@@ -443,7 +443,9 @@ impl Config {
         if shared && cli.nic == NicKind::Dpdk {
             return Err(format!(
                 "the kernel owns {} on {}: sharing the address with it needs --nic af_xdp or af_packet \
-                 (DPDK takes the whole port from the kernel); use --exclusive with an address the kernel does not own",
+                 (DPDK takes every frame of the port: sharing would need rte_flow isolation, which tasd does not use \
+                 and the net_af_xdp PMD of kernel interfaces such as veth does not offer); \
+                 use --exclusive with an address the kernel does not own",
                 std::net::Ipv4Addr::from(ip),
                 cli.iface
             ));

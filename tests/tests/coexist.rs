@@ -3,7 +3,9 @@
 //! kernel program on port 8000, while a redis-server under the shim
 //! listens on 6379 of the same address through TAS. After tasd exits,
 //! nothing of it is left on the interface and the port is the kernel's
-//! again.
+//! again (also after a SIGKILL, once the next tasd started). ICMP errors
+//! for TAS's connections reach TAS (path MTU through `impair --mtu`, a
+//! rejected connect), and neighbours are resolved by the kernel.
 
 use std::path::Path;
 use std::time::Duration;
@@ -212,8 +214,8 @@ fn shared_mode(tag: &str, backend: Backend) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Sharing the kernel's address over DPDK is refused with one line (DPDK
-/// takes the whole port from the kernel); `--exclusive` takes the interface
+/// Sharing the kernel's address over DPDK is refused with one line that
+/// says why (it would need rte_flow isolation); `--exclusive` takes the interface
 /// as before.
 #[test]
 fn shared_mode_needs_af_xdp_and_exclusive_is_explicit() {
@@ -238,7 +240,9 @@ fn shared_mode_needs_af_xdp_and_exclusive_is_explicit() {
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
-        err.contains("needs --nic af_xdp or af_packet") && err.trim().lines().count() == 1,
+        err.contains("needs --nic af_xdp or af_packet")
+            && err.contains("rte_flow isolation")
+            && err.trim().lines().count() == 1,
         "{err}"
     );
     tb.start_tasd(Backend::AfPacket, &["--exclusive"]);

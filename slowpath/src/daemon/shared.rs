@@ -2,8 +2,10 @@
 //! keeps tasd and the kernel stack out of each other's way.
 //!
 //! * The XDP program takes only TCP to tasd's address for the active-open
-//!   port range and for the ports flagged in its map ([`PortSteer`]); the
-//!   rest (ARP, ICMP, other ports, UDP, IPv6) goes to the kernel.
+//!   port range and for the ports flagged in its map ([`PortSteer`]), and
+//!   the ICMP errors quoting such segments; the rest (ARP, other ICMP,
+//!   other ports, UDP, IPv6) goes to the kernel. Neighbours and routes are
+//!   the kernel's (`crate::netlink`, used by the daemon).
 //! * Each port a TAS app listens on is held by a placeholder kernel socket
 //!   bound to the address and port (not listening), so a kernel program
 //!   cannot bind it meanwhile, and a listen on a port the kernel already
