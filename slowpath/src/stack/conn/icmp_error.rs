@@ -21,8 +21,10 @@
 //!   port unreachable `ECONNREFUSED`, host unreachable `EHOSTUNREACH`, ...),
 //!   a SYN_RCVD connection is dropped silently for net/host unreachable and
 //!   time exceeded (Linux's `tcp_req_err`). On an established connection
-//!   they are soft errors: counted (`icmp_soft_errors`), the connection
-//!   goes on until its own timeout.
+//!   they are soft errors: counted (`icmp_soft_errors`) and recorded, the
+//!   connection goes on; if it then times out the app gets the recorded
+//!   errno instead of ETIMEDOUT (Linux's `sk_err_soft`), unless SND.UNA
+//!   moved since.
 
 use tas_engine::flow::FlowKey;
 
@@ -134,6 +136,9 @@ impl Stack {
             }
             if !frag_needed {
                 self.stats.icmp_soft_errors += 1;
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.soft_err = err;
+                }
                 return;
             }
             let mss = e.mtu.max(MIN_PMTU).saturating_sub(HDRS);
