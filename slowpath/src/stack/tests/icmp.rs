@@ -352,3 +352,61 @@ fn unreachable_drops_a_syn_rcvd() {
     assert!(fx.msgs().is_empty() && fx.frames().is_empty());
     assert_eq!(fx.stack.listeners()[0].half_open, 0);
 }
+
+/// RFC 1191 §5, as Linux's route exceptions: the lowered MSS is kept for
+/// the destination, so the next connection to it starts there (whatever
+/// the peer announces); after 10 minutes it is forgotten.
+#[test]
+fn a_lowered_path_mss_is_remembered_for_the_destination() {
+    let mut fx = Fx::new();
+    let (id, una) = flow_in_flight(&mut fx);
+    fx.rx(
+        Exception::NotTcp,
+        None,
+        &icmp_error(3, 4, 1200, PORT, PEER_PORT, una),
+    );
+    assert_eq!(fx.state(id).mss, 1160);
+    // A new passive open from the same host announces 1400: 1160 it is.
+    let syn2 = tcp::TcpRepr {
+        src_port: PEER_PORT + 1,
+        ..syn(5000, full_opts(900))
+    };
+    fx.nf(&fx.peer(syn2, &[]));
+    let sa = fx.one_tcp();
+    let ack = tcp::TcpRepr {
+        src_port: PEER_PORT + 1,
+        ..ack_seg(
+            5001,
+            sa.t.seq + 1,
+            1000,
+            Some((901, sa.t.options.timestamp.unwrap().0)),
+        )
+    };
+    fx.nf(&fx.peer(ack, &[]));
+    let m = fx.one_msg();
+    assert_eq!(m.kind, ctl::ACCEPTED);
+    assert_eq!(fx.state(m.flow).mss, 1160);
+    // Ten minutes later: the full size again.
+    fx.at(fx.now + 601_000 * MS);
+    fx.frames();
+    fx.msgs();
+    let syn3 = tcp::TcpRepr {
+        src_port: PEER_PORT + 2,
+        ..syn(9000, full_opts(950))
+    };
+    fx.nf(&fx.peer(syn3, &[]));
+    let sa = fx.one_tcp();
+    let ack = tcp::TcpRepr {
+        src_port: PEER_PORT + 2,
+        ..ack_seg(
+            9001,
+            sa.t.seq + 1,
+            1000,
+            Some((951, sa.t.options.timestamp.unwrap().0)),
+        )
+    };
+    fx.nf(&fx.peer(ack, &[]));
+    let m = fx.one_msg();
+    assert_eq!(m.kind, ctl::ACCEPTED);
+    assert_eq!(fx.state(m.flow).mss, 1400);
+}
