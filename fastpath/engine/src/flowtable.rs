@@ -11,6 +11,7 @@
 #![allow(unsafe_code)] // the per-flow lock and slot access; each block has its SAFETY note
 
 use crate::flow::{FlowCold, FlowKey, FlowSlot, FlowState, TxCold};
+use crate::wire::frame::HdrTemplate;
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,13 +44,16 @@ pub struct FlowTable {
     /// Each flow's cold record, same index as its slot, guarded by the
     /// slot's lock.
     cold: Box<[UnsafeCell<FlowCold>]>,
+    /// Each flow's header template (one cache line), same index, guarded
+    /// by the slot's lock; built by the engine on the flow's first segment.
+    tmpl: Box<[UnsafeCell<HdrTemplate>]>,
     index: Box<[AtomicU64]>,
     mask: usize,
     writer: Mutex<Writer>,
 }
 
 // SAFETY: every access to a slot's `UnsafeCell<FlowState>`, and to the
-// `UnsafeCell<FlowCold>` of the same index, happens through a `FlowGuard`,
+// `UnsafeCell<FlowCold>` and `UnsafeCell<HdrTemplate>` of the same index, happens through a `FlowGuard`,
 // which holds the slot's spinlock (acquire on lock, release on unlock), so
 // no two threads touch a flow's state at the same time.
 unsafe impl Sync for FlowTable {}
@@ -65,10 +69,14 @@ impl FlowTable {
         let cold: Box<[UnsafeCell<FlowCold>]> = (0..capacity)
             .map(|_| UnsafeCell::new(FlowCold::default()))
             .collect();
+        let tmpl: Box<[UnsafeCell<HdrTemplate>]> = (0..capacity)
+            .map(|_| UnsafeCell::new(HdrTemplate::default()))
+            .collect();
         let index: Box<[AtomicU64]> = (0..index_len).map(|_| AtomicU64::new(EMPTY)).collect();
         FlowTable {
             slots,
             cold,
+            tmpl,
             index,
             mask: index_len - 1,
             writer: Mutex::new(Writer {
@@ -131,6 +139,9 @@ impl FlowTable {
                 let p = slot as *const FlowSlot as *const u8;
                 prefetch(p);
                 prefetch(p.wrapping_add(64));
+                if let Some(t) = self.tmpl.get((e as u32).wrapping_sub(1) as usize) {
+                    prefetch(t.get() as *const u8);
+                }
             }
         }
     }
@@ -155,6 +166,7 @@ impl FlowTable {
         let g = FlowGuard {
             slot,
             cold: &self.cold[id as usize],
+            tmpl: &self.tmpl[id as usize],
             id,
         };
         if slot.gen.load(Ordering::Relaxed) & 1 == 1 {
@@ -188,6 +200,7 @@ impl FlowTable {
             g.notify = 0;
             *g.cold_mut() = FlowCold::default();
             g.cold_mut().tx = TxCold::new(&state);
+            *g.parts_tx().2 = HdrTemplate::default();
             slot.gen.fetch_add(1, Ordering::Relaxed);
         }
         let h = key.hash();
@@ -254,6 +267,7 @@ impl FlowTable {
         FlowGuard {
             slot,
             cold: &self.cold[id as usize],
+            tmpl: &self.tmpl[id as usize],
             id,
         }
     }
@@ -277,6 +291,7 @@ fn prefetch(p: *const u8) {
 pub struct FlowGuard<'a> {
     slot: &'a FlowSlot,
     cold: &'a UnsafeCell<FlowCold>,
+    tmpl: &'a UnsafeCell<HdrTemplate>,
     id: FlowId,
 }
 
@@ -305,6 +320,21 @@ impl FlowGuard<'_> {
         // SAFETY: both cells are guarded by the lock this guard holds, are
         // distinct objects, and `&mut self` makes these the only borrows.
         unsafe { (&mut *self.slot.state.get(), &mut *self.cold.get()) }
+    }
+
+    /// The hot state, the cold record and the header template at once
+    /// (the template is the engine's to check and rebuild).
+    #[inline]
+    pub fn parts_tx(&mut self) -> (&mut FlowState, &mut FlowCold, &mut HdrTemplate) {
+        // SAFETY: as in `parts`; the template cell is guarded by the same
+        // lock and is a third distinct object.
+        unsafe {
+            (
+                &mut *self.slot.state.get(),
+                &mut *self.cold.get(),
+                &mut *self.tmpl.get(),
+            )
+        }
     }
 }
 

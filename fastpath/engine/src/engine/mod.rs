@@ -36,7 +36,10 @@ mod tx;
 use ack::ChallengeLimit;
 pub use ack::CHALLENGE_ACKS_PER_SEC;
 use ring::ring_add;
-use tx::{build_segment, can_send, fin_pending, may_resend, payload_max, send_ack, send_allowance};
+use tx::{
+    build_segment, can_send, fin_pending, may_resend, payload_max, send_ack, send_allowance,
+    template,
+};
 
 /// Why a frame was handed to the slow path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -385,7 +388,8 @@ fn tx_rare<M: PayloadMem, O: Output>(
     out: &mut O,
 ) -> Rare {
     let seg_max = payload_max(f);
-    let (fs, fc) = f.parts();
+    let (fs, fc, ft) = f.parts_tx();
+    let ft = template(cfgc, fs, ft);
     let Some(cut) = recovery::poll_cut(fs, &mut fc.tx, seg_max, now_ts, stats) else {
         return Rare::Idle;
     };
@@ -412,6 +416,7 @@ fn tx_rare<M: PayloadMem, O: Output>(
             b,
             cfgc,
             fb,
+            ft,
             cut.seq,
             flags,
             &[],
@@ -557,22 +562,22 @@ impl FastPath {
     /// Processes one received frame.
     pub fn rx<M: PayloadMem, O: Output>(&mut self, buf: &[u8], now: u64, mem: &mut M, out: &mut O) {
         self.stats.rx_frames += 1;
-        let fr = match frame::parse_tcp_frame(buf) {
-            Ok(fr) => fr,
-            Err(WireError::Unsupported) => {
-                return self.exception(out, Exception::NotTcp, None, buf)
+        // The common shape with both checksums right in one pass; anything
+        // else (IPv4 options, bad checksums, malformed or other frames)
+        // through the generic parse, which tells what it is.
+        let fr = match frame::parse_tcp_frame_verified(buf) {
+            Some(fr) => {
+                if !self.for_us(fr.eth.dst()) {
+                    self.stats.not_for_us += 1;
+                    return;
+                }
+                fr
             }
-            Err(e) => return self.exception(out, Exception::Malformed(e), None, buf),
+            None => match self.parse_checked(buf, out) {
+                Some(fr) => fr,
+                None => return,
+            },
         };
-        let dst = fr.eth.dst();
-        if dst != self.cfg.local_mac && !self.cfg.any_mac && dst != wire::eth::BROADCAST {
-            self.stats.not_for_us += 1;
-            return;
-        }
-        if !tcp::verify_checksum(fr.ip.src(), fr.ip.dst(), fr.ip.payload()) {
-            self.stats.bad_checksum += 1;
-            return self.exception(out, Exception::BadChecksum, None, buf);
-        }
         let seg = &fr.tcp;
         let key = FlowKey {
             local_ip: fr.ip.dst(),
@@ -625,10 +630,13 @@ impl FastPath {
                 self.stats.acks_held += 1;
             } else {
                 let flags = if r.ece { tcp::ECE } else { 0 };
+                let (fs, fc, ft) = f.parts_tx();
+                let ft = template(&self.cfg, fs, ft);
                 send_ack(
                     &self.cfg,
-                    &f,
-                    &f.cold().rx,
+                    fs,
+                    ft,
+                    &fc.rx,
                     flags,
                     r.dsack,
                     now_ts,
@@ -652,6 +660,43 @@ impl FastPath {
         if r.fin_acked {
             self.exception(out, Exception::FinAcked, Some(id), buf);
         }
+    }
+
+    #[inline(always)]
+    fn for_us(&self, dst: [u8; 6]) -> bool {
+        dst == self.cfg.local_mac || self.cfg.any_mac || dst == wire::eth::BROADCAST
+    }
+
+    /// The generic parse of a received frame and its TCP checksum check;
+    /// `None` when the frame was dealt with (exception, or not for us).
+    #[cold]
+    #[inline(never)]
+    fn parse_checked<'a, O: Output>(
+        &mut self,
+        buf: &'a [u8],
+        out: &mut O,
+    ) -> Option<frame::TcpFrame<'a>> {
+        let fr = match frame::parse_tcp_frame(buf) {
+            Ok(fr) => fr,
+            Err(WireError::Unsupported) => {
+                self.exception(out, Exception::NotTcp, None, buf);
+                return None;
+            }
+            Err(e) => {
+                self.exception(out, Exception::Malformed(e), None, buf);
+                return None;
+            }
+        };
+        if !self.for_us(fr.eth.dst()) {
+            self.stats.not_for_us += 1;
+            return None;
+        }
+        if !tcp::verify_checksum(fr.ip.src(), fr.ip.dst(), fr.ip.payload()) {
+            self.stats.bad_checksum += 1;
+            self.exception(out, Exception::BadChecksum, None, buf);
+            return None;
+        }
+        Some(fr)
     }
 
     fn exception<O: Output>(
@@ -731,10 +776,13 @@ impl FastPath {
             && ((old_avail < mss2 && f.rx_avail >= mss2)
                 || (old_avail < half && f.rx_avail >= half))
         {
+            let (fs, fc, ft) = f.parts_tx();
+            let ft = template(&self.cfg, fs, ft);
             send_ack(
                 &self.cfg,
-                &f,
-                &f.cold().rx,
+                fs,
+                ft,
+                &fc.rx,
                 0,
                 false,
                 ts_now(now),
@@ -839,13 +887,17 @@ impl FastPath {
             if len > 0 && f.st & st::CWR_PENDING != 0 {
                 flags |= tcp::CWR;
             }
-            let (cfgc, fs) = (&self.cfg, &*f);
+            let cfgc = &self.cfg;
+            let (fs, _, ft) = f.parts_tx();
+            let ft = template(cfgc, fs, ft);
+            let fs = &*fs;
             let mut built = true;
             let ok = out.tx(|b| {
                 let n = build_segment(
                     b,
                     cfgc,
                     fs,
+                    ft,
                     fs.tx_next_seq,
                     flags,
                     &[],
@@ -948,10 +1000,13 @@ impl FastPath {
             if f.notify & notify::ACK_HELD == 0 {
                 continue;
             }
+            let (fs, fc, ft) = f.parts_tx();
+            let ft = template(&self.cfg, fs, ft);
             send_ack(
                 &self.cfg,
-                &f,
-                &f.cold().rx,
+                fs,
+                ft,
+                &fc.rx,
                 0,
                 false,
                 ts_now(now),
