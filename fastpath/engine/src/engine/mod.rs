@@ -23,7 +23,6 @@ use crate::flow::{cfg, notify, st, FlowCold, FlowKey, FlowState};
 use crate::flowtable::{FlowId, FlowTable};
 use crate::sched::TxScheduler;
 use crate::wire::{self, frame, ipv4, tcp, WireError};
-use std::collections::VecDeque;
 use std::sync::Arc;
 use tas_abi::{event, AppCmd, AppEvent, PayloadMem};
 
@@ -287,6 +286,60 @@ pub struct Config {
     pub ack_delay_ns: u64,
 }
 
+/// A bounded FIFO of plain values over a fixed power-of-two array: push
+/// and pop are a few instructions, inline, and never allocate (the
+/// standard `VecDeque`'s push keeps an out-of-line growth path).
+struct Fifo<T: Copy + Default> {
+    buf: Box<[T]>,
+    head: usize,
+    len: usize,
+}
+
+impl<T: Copy + Default> Fifo<T> {
+    /// Room for at least `cap` values.
+    fn with_capacity(cap: usize) -> Self {
+        let n = cap.max(1).next_power_of_two();
+        Fifo {
+            buf: vec![T::default(); n].into_boxed_slice(),
+            head: 0,
+            len: 0,
+        }
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        self.len
+    }
+    /// Appends `v`; false (and nothing changes) when full.
+    #[inline]
+    fn push_back(&mut self, v: T) -> bool {
+        if self.len == self.buf.len() {
+            return false;
+        }
+        let mask = self.buf.len() - 1;
+        self.buf[(self.head + self.len) & mask] = v;
+        self.len += 1;
+        true
+    }
+    #[inline]
+    fn front(&self) -> Option<&T> {
+        if self.len == 0 {
+            None
+        } else {
+            self.buf.get(self.head)
+        }
+    }
+    #[inline]
+    fn pop_front(&mut self) -> Option<T> {
+        if self.len == 0 {
+            return None;
+        }
+        let v = self.buf[self.head];
+        self.head = (self.head + 1) & (self.buf.len() - 1);
+        self.len -= 1;
+        Some(v)
+    }
+}
+
 /// Held ACKs queued per lane at most (beyond, ACKs go out at once).
 const HELD_ACKS_MAX: usize = 1 << 16;
 
@@ -295,11 +348,11 @@ pub struct FastPath {
     table: Arc<FlowTable>,
     cfg: Config,
     sched: TxScheduler,
-    pending: VecDeque<FlowId>,
+    pending: Fifo<FlowId>,
     /// Flows whose ACK is held, with the time it must go out by (FIFO: the
     /// delay is the same for all). An entry whose flow sent a segment since
     /// (its `ACK_HELD` bit is clear) is skipped.
-    held: VecDeque<(FlowId, u64)>,
+    held: Fifo<(FlowId, u64)>,
     /// The lane (NIC queue + TX scheduler) this instance serves; flows whose
     /// `group` differs are scheduled on their own lane.
     lane: u16,
@@ -508,8 +561,8 @@ impl FastPath {
             table,
             cfg,
             sched: TxScheduler::new(cap),
-            pending: VecDeque::with_capacity(cap * 2),
-            held: VecDeque::with_capacity(if cfg.ack_delay_ns > 0 {
+            pending: Fifo::with_capacity(cap * 2),
+            held: Fifo::with_capacity(if cfg.ack_delay_ns > 0 {
                 cap.min(HELD_ACKS_MAX)
             } else {
                 0
@@ -623,10 +676,9 @@ impl FastPath {
             if r.may_hold
                 && self.cfg.ack_delay_ns > 0
                 && f.notify & notify::ACK_HELD == 0
-                && self.held.len() < self.held.capacity()
+                && self.held.push_back((id, now + self.cfg.ack_delay_ns))
             {
                 f.notify |= notify::ACK_HELD;
-                self.held.push_back((id, now + self.cfg.ack_delay_ns));
                 self.stats.acks_held += 1;
             } else {
                 let flags = if r.ece { tcp::ECE } else { 0 };
@@ -711,10 +763,9 @@ impl FastPath {
     }
 
     #[inline]
-    fn mark(pending: &mut VecDeque<FlowId>, f: &mut crate::flowtable::FlowGuard<'_>) {
-        if f.notify & notify::PENDING == 0 && pending.len() < pending.capacity() {
+    fn mark(pending: &mut Fifo<FlowId>, f: &mut crate::flowtable::FlowGuard<'_>) {
+        if f.notify & notify::PENDING == 0 && pending.push_back(f.id()) {
             f.notify |= notify::PENDING;
-            pending.push_back(f.id());
         }
     }
 
@@ -971,7 +1022,8 @@ impl FastPath {
                 n += 1;
             } else {
                 self.stats.notify_backpressure += 1;
-                self.pending.push_back(id);
+                // Room: this flow's entry was just taken out.
+                let _ = self.pending.push_back(id);
             }
         }
         n

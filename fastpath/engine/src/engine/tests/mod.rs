@@ -11,6 +11,7 @@
 //! offset `snd`, acknowledging peer offset `rcv`, announcing `free` bytes.
 
 use super::*;
+use std::collections::VecDeque;
 use tas_abi::{cmd, VecMem};
 
 // ---------------------------------------------------------------------------
