@@ -164,9 +164,8 @@ impl FlowTable {
             }
         }
         let g = FlowGuard {
+            table: self,
             slot,
-            cold: &self.cold[id as usize],
-            tmpl: &self.tmpl[id as usize],
             id,
         };
         if slot.gen.load(Ordering::Relaxed) & 1 == 1 {
@@ -265,9 +264,8 @@ impl FlowTable {
             std::hint::spin_loop();
         }
         FlowGuard {
+            table: self,
             slot,
-            cold: &self.cold[id as usize],
-            tmpl: &self.tmpl[id as usize],
             id,
         }
     }
@@ -289,9 +287,10 @@ fn prefetch(p: *const u8) {
 /// record is reached through [`FlowGuard::cold`] / [`FlowGuard::parts`];
 /// unlocks on drop.
 pub struct FlowGuard<'a> {
+    table: &'a FlowTable,
+    /// `table.slots[id]` (so `id` is in bounds of `slots`, `cold` and `tmpl`,
+    /// which have the same length).
     slot: &'a FlowSlot,
-    cold: &'a UnsafeCell<FlowCold>,
-    tmpl: &'a UnsafeCell<HdrTemplate>,
     id: FlowId,
 }
 
@@ -300,18 +299,33 @@ impl FlowGuard<'_> {
         self.id
     }
 
+    #[inline(always)]
+    fn cold_cell(&self) -> &UnsafeCell<FlowCold> {
+        debug_assert!((self.id as usize) < self.table.cold.len());
+        // SAFETY: the guard was made for `slots[id]`, and `cold` has the
+        // same length as `slots` (both built for `capacity` in `new`).
+        unsafe { self.table.cold.get_unchecked(self.id as usize) }
+    }
+
+    #[inline(always)]
+    fn tmpl_cell(&self) -> &UnsafeCell<HdrTemplate> {
+        debug_assert!((self.id as usize) < self.table.tmpl.len());
+        // SAFETY: as in `cold_cell`; `tmpl` has the length of `slots` too.
+        unsafe { self.table.tmpl.get_unchecked(self.id as usize) }
+    }
+
     /// The flow's cold record.
     #[inline]
     pub fn cold(&self) -> &FlowCold {
         // SAFETY: the guard holds the lock that guards this record too.
-        unsafe { &*self.cold.get() }
+        unsafe { &*self.cold_cell().get() }
     }
 
     /// The flow's cold record, to change it.
     #[inline]
     pub fn cold_mut(&mut self) -> &mut FlowCold {
         // SAFETY: as in `cold`; `&mut self` makes this the only borrow.
-        unsafe { &mut *self.cold.get() }
+        unsafe { &mut *self.cold_cell().get() }
     }
 
     /// The hot state and the cold record at once.
@@ -319,7 +333,7 @@ impl FlowGuard<'_> {
     pub fn parts(&mut self) -> (&mut FlowState, &mut FlowCold) {
         // SAFETY: both cells are guarded by the lock this guard holds, are
         // distinct objects, and `&mut self` makes these the only borrows.
-        unsafe { (&mut *self.slot.state.get(), &mut *self.cold.get()) }
+        unsafe { (&mut *self.slot.state.get(), &mut *self.cold_cell().get()) }
     }
 
     /// The hot state, the cold record and the header template at once
@@ -331,8 +345,8 @@ impl FlowGuard<'_> {
         unsafe {
             (
                 &mut *self.slot.state.get(),
-                &mut *self.cold.get(),
-                &mut *self.tmpl.get(),
+                &mut *self.cold_cell().get(),
+                &mut *self.tmpl_cell().get(),
             )
         }
     }

@@ -5,13 +5,14 @@
 
 /// Fold a `u64` ones-complement accumulator to 16 bits (never turns non-zero into 0).
 #[inline(always)]
-fn fold64(mut s: u64) -> u16 {
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s as u16
+fn fold64(s: u64) -> u16 {
+    // End-around carry: add the halves, then the carry out. When the first
+    // add wraps, its result is at most 2^n - 2, so adding the carry cannot
+    // wrap again; and it never yields 0 from a non-zero input.
+    let (lo, c) = (s as u32).overflowing_add((s >> 32) as u32);
+    let s = lo + c as u32;
+    let (lo, c) = (s as u16).overflowing_add((s >> 16) as u16);
+    lo + c as u16
 }
 
 /// Add `data` as big-endian 16-bit words (an odd trailing byte is padded with
