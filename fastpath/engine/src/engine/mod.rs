@@ -19,6 +19,7 @@
 //! URG or a missing ACK flag, unknown flows, bad checksums, malformed
 //! frames, non-TCP frames and flows the slow path owns.
 
+use crate::fifo::Fifo;
 use crate::flow::{cfg, notify, st, FlowCold, FlowKey, FlowState};
 use crate::flowtable::{FlowId, FlowTable};
 use crate::sched::TxScheduler;
@@ -284,60 +285,6 @@ pub struct Config {
     /// segment); out-of-order, duplicate, hole-filling, window-trimmed and
     /// FIN segments always are.
     pub ack_delay_ns: u64,
-}
-
-/// A bounded FIFO of plain values over a fixed power-of-two array: push
-/// and pop are a few instructions, inline, and never allocate (the
-/// standard `VecDeque`'s push keeps an out-of-line growth path).
-struct Fifo<T: Copy + Default> {
-    buf: Box<[T]>,
-    head: usize,
-    len: usize,
-}
-
-impl<T: Copy + Default> Fifo<T> {
-    /// Room for at least `cap` values.
-    fn with_capacity(cap: usize) -> Self {
-        let n = cap.max(1).next_power_of_two();
-        Fifo {
-            buf: vec![T::default(); n].into_boxed_slice(),
-            head: 0,
-            len: 0,
-        }
-    }
-    #[inline]
-    fn len(&self) -> usize {
-        self.len
-    }
-    /// Appends `v`; false (and nothing changes) when full.
-    #[inline]
-    fn push_back(&mut self, v: T) -> bool {
-        if self.len == self.buf.len() {
-            return false;
-        }
-        let mask = self.buf.len() - 1;
-        self.buf[(self.head + self.len) & mask] = v;
-        self.len += 1;
-        true
-    }
-    #[inline]
-    fn front(&self) -> Option<&T> {
-        if self.len == 0 {
-            None
-        } else {
-            self.buf.get(self.head)
-        }
-    }
-    #[inline]
-    fn pop_front(&mut self) -> Option<T> {
-        if self.len == 0 {
-            return None;
-        }
-        let v = self.buf[self.head];
-        self.head = (self.head + 1) & (self.buf.len() - 1);
-        self.len -= 1;
-        Some(v)
-    }
 }
 
 /// Held ACKs queued per lane at most (beyond, ACKs go out at once).
