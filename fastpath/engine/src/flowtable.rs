@@ -129,21 +129,50 @@ impl FlowTable {
         prefetch(&self.index[hash as usize & self.mask] as *const AtomicU64 as *const u8);
     }
 
-    /// Starts loading the flow slot the index entry for `hash` points to
-    /// (second stage; call after `prefetch_index` had time to land).
+    /// Starts loading the flow slot (both lines) and the header template
+    /// the index entry for `hash` points to (second stage; call after
+    /// `prefetch_index` had time to land). Returns that flow's id, for
+    /// [`FlowTable::peek_rings`] (a candidate: the 4-tuple is not compared).
     #[inline]
-    pub fn prefetch_slot(&self, hash: u32) {
+    pub fn prefetch_slot(&self, hash: u32) -> Option<FlowId> {
         let e = self.index[hash as usize & self.mask].load(Ordering::Relaxed);
-        if e != EMPTY && e != TOMB && (e >> 32) as u32 == hash {
-            if let Some(slot) = self.slots.get((e as u32).wrapping_sub(1) as usize) {
-                let p = slot as *const FlowSlot as *const u8;
-                prefetch(p);
-                prefetch(p.wrapping_add(64));
-                if let Some(t) = self.tmpl.get((e as u32).wrapping_sub(1) as usize) {
-                    prefetch(t.get() as *const u8);
-                }
-            }
+        if e == EMPTY || e == TOMB || (e >> 32) as u32 != hash {
+            return None;
         }
+        let id = (e as u32).wrapping_sub(1);
+        let slot = self.slots.get(id as usize)?;
+        let p = slot as *const FlowSlot as *const u8;
+        prefetch(p);
+        prefetch(p.wrapping_add(64));
+        // `tmpl` has the length of `slots`.
+        prefetch(self.tmpl.get(id as usize)?.get() as *const u8);
+        Some(id)
+    }
+
+    /// Third stage of a batched lookup: flow `id`'s payload region and the
+    /// region offsets of its next in-order RX byte and of its next TX byte
+    /// to send — if its lock is free right now (taken and released at
+    /// once, never waited for). A hint for prefetching ring lines.
+    #[inline]
+    pub fn peek_rings(&self, id: FlowId) -> Option<(u16, u32, u32)> {
+        let slot = self.slots.get(id as usize)?;
+        if slot
+            .lock
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        // SAFETY: this thread holds the slot's lock (taken just above), so
+        // no other reference to the state exists until it is released below.
+        let f = unsafe { &*slot.state.get() };
+        let r = (
+            f.mem,
+            f.rx_base.wrapping_add(f.rx_next_pos),
+            f.tx_base.wrapping_add(f.tx_next_pos),
+        );
+        slot.lock.store(0, Ordering::Release);
+        Some(r)
     }
 
     /// Locks flow `id` if it is installed.

@@ -562,6 +562,12 @@ impl PayloadMem for ShmMem {
         }
     }
     #[inline]
+    fn prefetch(&self, mem: u16, off: u32) {
+        if let Some(p) = self.range(mem, off, 1) {
+            tas_abi::prefetch_line(p);
+        }
+    }
+    #[inline]
     fn read(&self, mem: u16, off: u32, out: &mut [u8]) -> bool {
         match self.range(mem, off, out.len()) {
             // SAFETY: as in `write`.
@@ -817,7 +823,7 @@ impl<N: Nic> Lane<N> {
                     if spread > 1 {
                         steer(fp, rx, n, spread, lanes, now, mem, &mut out);
                     } else {
-                        fp.prefetch(rx.iter());
+                        fp.prefetch(rx.iter(), mem);
                         for i in 0..n {
                             fp.rx(rx.frame(i), now, mem, &mut out);
                         }
