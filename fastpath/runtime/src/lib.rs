@@ -740,7 +740,9 @@ impl<N: Nic> Lane<N> {
     pub fn new(nic: N, table: Arc<FlowTable>, engine: Config, shared: Arc<LaneShared>) -> Self {
         let cap = table.capacity();
         Lane {
-            fp: FastPath::new(table, engine).with_lane(shared.id),
+            fp: FastPath::new(table, engine)
+                .with_lane(shared.id)
+                .with_tx_csum_offload(nic.tx_csum_offload()),
             nic,
             rx: FrameBatch::new(BATCH),
             tx: FrameBatch::new(BATCH),
@@ -875,9 +877,15 @@ impl<N: Nic> Lane<N> {
                     remaining.fetch_sub(1, Ordering::AcqRel);
                 }
                 CoreCmd::Send(frame) => {
+                    let partial = fp.tx_csum_offload();
                     out.tx(|b| {
                         let n = frame.len().min(b.len());
                         b[..n].copy_from_slice(&frame[..n]);
+                        if partial {
+                            // The NIC completes the TCP checksum of every
+                            // frame of this lane (see `Nic::tx_csum_offload`).
+                            tas_engine::wire::frame::tcp_csum_to_partial(&mut b[..n]);
+                        }
                         n
                     });
                 }

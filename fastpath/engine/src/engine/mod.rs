@@ -305,6 +305,9 @@ pub struct FastPath {
     lane: u16,
     /// Challenge-ACK rate limit (RFC 5961 §7), per engine.
     challenge: ChallengeLimit,
+    /// The NIC completes TCP checksums of the frames we build
+    /// ([`FastPath::with_tx_csum_offload`]).
+    tx_csum_offload: bool,
     pub stats: Stats,
 }
 
@@ -379,8 +382,10 @@ enum Rare {
 /// §6.1.5, §6.1.2).
 #[cold]
 #[inline(never)]
+#[allow(clippy::too_many_arguments)]
 fn tx_rare<M: PayloadMem, O: Output>(
     cfgc: &Config,
+    offload: bool,
     stats: &mut Stats,
     f: &mut crate::flowtable::FlowGuard<'_>,
     now_ts: u32,
@@ -389,7 +394,7 @@ fn tx_rare<M: PayloadMem, O: Output>(
 ) -> Rare {
     let seg_max = payload_max(f);
     let (fs, fc, ft) = f.parts_tx();
-    let ft = template(cfgc, fs, ft);
+    let ft = template(cfgc, offload, fs, ft);
     let Some(cut) = recovery::poll_cut(fs, &mut fc.tx, seg_max, now_ts, stats) else {
         return Rare::Idle;
     };
@@ -527,6 +532,7 @@ impl FastPath {
             }),
             lane: 0,
             challenge: ChallengeLimit::new(),
+            tx_csum_offload: false,
             stats: Stats::default(),
         }
     }
@@ -536,6 +542,23 @@ impl FastPath {
     pub fn with_lane(mut self, lane: u16) -> Self {
         self.lane = lane;
         self
+    }
+
+    /// Frames this instance builds leave their TCP checksum to the NIC
+    /// (default off): the field holds the pseudo header's sum, as Linux's
+    /// `CHECKSUM_PARTIAL` and DPDK's `RTE_ETH_TX_OFFLOAD_TCP_CKSUM` expect
+    /// (`tas_nic::Nic::tx_csum_offload` says whether the backend does).
+    /// The IPv4 header checksum is always computed here (one add per
+    /// segment from the template). Segments with SACK blocks are still
+    /// summed in full (the NIC recomputes the same value).
+    pub fn with_tx_csum_offload(mut self, on: bool) -> Self {
+        self.tx_csum_offload = on;
+        self
+    }
+
+    /// Whether frames are built for a NIC that completes TCP checksums.
+    pub fn tx_csum_offload(&self) -> bool {
+        self.tx_csum_offload
     }
 
     pub fn lane(&self) -> u16 {
@@ -659,7 +682,7 @@ impl FastPath {
             } else {
                 let flags = if r.ece { tcp::ECE } else { 0 };
                 let (fs, fc, ft) = f.parts_tx();
-                let ft = template(&self.cfg, fs, ft);
+                let ft = template(&self.cfg, self.tx_csum_offload, fs, ft);
                 send_ack(
                     &self.cfg,
                     fs,
@@ -804,7 +827,7 @@ impl FastPath {
                 || (old_avail < half && f.rx_avail >= half))
         {
             let (fs, fc, ft) = f.parts_tx();
-            let ft = template(&self.cfg, fs, ft);
+            let ft = template(&self.cfg, self.tx_csum_offload, fs, ft);
             send_ack(
                 &self.cfg,
                 fs,
@@ -882,7 +905,15 @@ impl FastPath {
                 continue;
             };
             if may_resend(&f) {
-                match tx_rare(&self.cfg, &mut self.stats, &mut f, now_ts, mem, out) {
+                match tx_rare(
+                    &self.cfg,
+                    self.tx_csum_offload,
+                    &mut self.stats,
+                    &mut f,
+                    now_ts,
+                    mem,
+                    out,
+                ) {
                     Rare::Sent(len) => {
                         sent += 1;
                         let rate = if f.cfg & cfg::RATE != 0 { f.tx_rate } else { 0 };
@@ -916,7 +947,7 @@ impl FastPath {
             }
             let cfgc = &self.cfg;
             let (fs, _, ft) = f.parts_tx();
-            let ft = template(cfgc, fs, ft);
+            let ft = template(cfgc, self.tx_csum_offload, fs, ft);
             let fs = &*fs;
             let mut built = true;
             let ok = out.tx(|b| {
@@ -1029,7 +1060,7 @@ impl FastPath {
                 continue;
             }
             let (fs, fc, ft) = f.parts_tx();
-            let ft = template(&self.cfg, fs, ft);
+            let ft = template(&self.cfg, self.tx_csum_offload, fs, ft);
             send_ack(
                 &self.cfg,
                 fs,

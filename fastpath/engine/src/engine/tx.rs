@@ -44,11 +44,13 @@ pub(super) fn may_resend(f: &FlowState) -> bool {
 }
 
 /// Flow `f`'s header template `t`, first rebuilt if it does not describe
-/// the flow's addresses, ports and next hop and this engine's MAC and TTL
-/// (never built yet, or the slow path changed the next hop).
+/// the flow's addresses, ports and next hop and this engine's MAC, TTL and
+/// checksum offload (never built yet, or the slow path changed the next
+/// hop).
 #[inline(always)]
 pub(super) fn template<'a>(
     cfgc: &Config,
+    offload: bool,
     f: &FlowState,
     t: &'a mut HdrTemplate,
 ) -> &'a HdrTemplate {
@@ -60,15 +62,16 @@ pub(super) fn template<'a>(
         f.local_port,
         f.remote_port,
         cfgc.ttl,
+        offload,
     ) {
-        rebuild_template(cfgc, f, t);
+        rebuild_template(cfgc, offload, f, t);
     }
     t
 }
 
 #[cold]
 #[inline(never)]
-fn rebuild_template(cfgc: &Config, f: &FlowState, t: &mut HdrTemplate) {
+fn rebuild_template(cfgc: &Config, offload: bool, f: &FlowState, t: &mut HdrTemplate) {
     *t = HdrTemplate::new(
         cfgc.local_mac,
         f.remote_mac,
@@ -77,6 +80,7 @@ fn rebuild_template(cfgc: &Config, f: &FlowState, t: &mut HdrTemplate) {
         f.local_port,
         f.remote_port,
         cfgc.ttl,
+        offload,
     );
 }
 
@@ -113,7 +117,18 @@ pub(super) fn build_segment<M: PayloadMem>(
         None
     };
     if !sack.is_empty() {
-        return build_sack_segment(buf, cfgc, f, seq_no, flags, sack, ecn, window, ts);
+        return build_sack_segment(
+            buf,
+            cfgc,
+            f,
+            t.offload(),
+            seq_no,
+            flags,
+            sack,
+            ecn,
+            window,
+            ts,
+        );
     }
     let len = payload.1 as usize;
     let Some((off, sum)) = t.emit(
@@ -141,7 +156,7 @@ pub(super) fn build_segment<M: PayloadMem>(
     {
         return 0;
     }
-    HdrTemplate::finish(buf, off, len, sum);
+    t.finish(buf, off, len, sum);
     end
 }
 
@@ -154,6 +169,7 @@ fn build_sack_segment(
     buf: &mut [u8],
     cfgc: &Config,
     f: &FlowState,
+    t_offload: bool,
     seq_no: u32,
     flags: u8,
     sack: &[(u32, u32)],
@@ -181,6 +197,9 @@ fn build_sack_segment(
         return 0;
     };
     frame::finish_fast(buf, &seg, off, 0);
+    if t_offload {
+        frame::tcp_csum_to_partial(&mut buf[..off]);
+    }
     off
 }
 

@@ -183,6 +183,11 @@ pub fn finish_fast(buf: &mut [u8], s: &FastSeg<'_>, hdr_len: usize, payload_len:
 /// to fields that start at zero), the TCP one over header words and the
 /// payload only. Same bytes as [`emit_fast`] without SACK blocks (tested).
 ///
+/// With TX checksum offload ([`HdrTemplate::new`]'s `offload`), the TCP
+/// checksum field is left holding the pseudo header's sum, as Linux's
+/// `CHECKSUM_PARTIAL` and DPDK's `RTE_ETH_TX_OFFLOAD_TCP_CKSUM` expect, and
+/// the NIC completes it: neither header words nor payload are summed.
+///
 /// One cache line; never part of the hot `FlowState` (the flow table keeps
 /// these in their own array, see `FlowTable`).
 #[repr(C, align(64))]
@@ -201,7 +206,11 @@ pub struct HdrTemplate {
     dst_mac: [u8; 6],
     /// Native-endian folded sum of the pseudo header's addresses and
     /// protocol and the TCP ports.
-    tcp_sum: u32,
+    tcp_sum: u16,
+    /// The same without the ports: the pseudo header's constant part.
+    ph_sum: u16,
+    /// The NIC completes TCP checksums.
+    offload: bool,
 }
 
 /// Template bytes: Ethernet, IPv4, TCP source and destination port.
@@ -221,6 +230,8 @@ impl Default for HdrTemplate {
             dst_port: 0,
             dst_mac: [0; 6],
             tcp_sum: 0,
+            ph_sum: 0,
+            offload: false,
         }
     }
 }
@@ -240,7 +251,8 @@ fn ne32(v: u32) -> u64 {
 
 impl HdrTemplate {
     /// The template of a flow: frames from `src_mac`/`src_ip`:`src_port`
-    /// to `dst_mac`/`dst_ip`:`dst_port` with `ttl` (DF set, ident 0).
+    /// to `dst_mac`/`dst_ip`:`dst_port` with `ttl` (DF set, ident 0); with
+    /// `offload`, TCP checksums are left for the NIC to complete.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         src_mac: [u8; 6],
@@ -250,6 +262,7 @@ impl HdrTemplate {
         src_port: u16,
         dst_port: u16,
         ttl: u8,
+        offload: bool,
     ) -> HdrTemplate {
         let mut hdr = [0u8; TMPL_LEN];
         hdr[0..6].copy_from_slice(&dst_mac);
@@ -266,9 +279,8 @@ impl HdrTemplate {
         let ip_sum = checksum::fold_ne(checksum::sum_ne(&hdr[IP_OFF..TCP_OFF]));
         // Pseudo header (RFC 9293 §3.1): addresses, zero, protocol; the
         // length is added per segment.
-        let tcp_sum = checksum::sum_ne(&hdr[26..34])
-            + ne16(ipv4::PROTO_TCP as u16)
-            + checksum::sum_ne(&hdr[TCP_OFF..TMPL_LEN]);
+        let ph_sum = checksum::sum_ne(&hdr[26..34]) + ne16(ipv4::PROTO_TCP as u16);
+        let tcp_sum = ph_sum + checksum::sum_ne(&hdr[TCP_OFF..TMPL_LEN]);
         HdrTemplate {
             hdr,
             ip_sum,
@@ -277,8 +289,16 @@ impl HdrTemplate {
             src_port,
             dst_port,
             dst_mac,
-            tcp_sum: checksum::fold_ne(tcp_sum) as u32,
+            tcp_sum: checksum::fold_ne(tcp_sum),
+            ph_sum: checksum::fold_ne(ph_sum),
+            offload,
         }
+    }
+
+    /// Whether TCP checksums are left to the NIC.
+    #[inline]
+    pub fn offload(&self) -> bool {
+        self.offload
     }
 
     /// Whether this is the template [`HdrTemplate::new`] would build from
@@ -294,6 +314,7 @@ impl HdrTemplate {
         src_port: u16,
         dst_port: u16,
         ttl: u8,
+        offload: bool,
     ) -> bool {
         let mut local = [0u8; 8];
         local[..6].copy_from_slice(&src_mac);
@@ -307,6 +328,7 @@ impl HdrTemplate {
         ) == (src_ip, dst_ip, src_port, dst_port, dst_mac)
             && self.hdr[6..14] == local
             && self.hdr[22] == ttl
+            && self.offload == offload
     }
 
     /// Writes the headers of a segment (options: the timestamp when `ts`
@@ -347,7 +369,15 @@ impl HdrTemplate {
         let off_flags = (((tcp_len / 4) as u16) << 12) | flags as u16;
         b[46..48].copy_from_slice(&off_flags.to_be_bytes());
         b[48..50].copy_from_slice(&window.to_be_bytes());
-        b[50..54].copy_from_slice(&[0, 0, 0, 0]);
+        if self.offload {
+            // The pseudo header's sum, not complemented; the NIC adds the
+            // segment's words and writes the complement.
+            let ph = checksum::fold_ne(self.ph_sum as u64 + ne16(seg_len as u16));
+            b[50..52].copy_from_slice(&ph.to_ne_bytes());
+        } else {
+            b[50..52].copy_from_slice(&[0, 0]);
+        }
+        b[52..54].copy_from_slice(&[0, 0]);
         let mut sum = self.tcp_sum as u64
             + ne16(seg_len as u16)
             + ne32(seq)
@@ -366,9 +396,12 @@ impl HdrTemplate {
 
     /// Writes the TCP checksum of a frame [`HdrTemplate::emit`] built, once
     /// its `payload_len` bytes of payload are in place (`hdr_len` and `sum`
-    /// as `emit` returned them).
+    /// as `emit` returned them). With offload, nothing: the NIC does it.
     #[inline(always)]
-    pub fn finish(buf: &mut [u8], hdr_len: usize, payload_len: usize, sum: u64) {
+    pub fn finish(&self, buf: &mut [u8], hdr_len: usize, payload_len: usize, sum: u64) {
+        if self.offload {
+            return;
+        }
         let Some(payload) = buf.get(hdr_len..hdr_len + payload_len) else {
             return;
         };
@@ -376,6 +409,34 @@ impl HdrTemplate {
         if let Some(c) = buf.get_mut(TCP_OFF + 16..TCP_OFF + 18) {
             c.copy_from_slice(&(!checksum::fold_ne(sum)).to_ne_bytes());
         }
+    }
+}
+
+/// Turns the complete TCP checksum of an Ethernet/IPv4/TCP frame into the
+/// partial one a NIC with TX checksum offload completes (the pseudo
+/// header's sum, not complemented: Linux `CHECKSUM_PARTIAL`, DPDK
+/// `RTE_ETH_TX_OFFLOAD_TCP_CKSUM`). For frames built elsewhere (the slow
+/// path's) that leave on a lane with offload on. Returns false, changing
+/// nothing, for anything but a well-formed TCP frame.
+pub fn tcp_csum_to_partial(buf: &mut [u8]) -> bool {
+    let Ok(fr) = parse_tcp_frame(buf) else {
+        return false;
+    };
+    let (src, dst) = (fr.ip.src(), fr.ip.dst());
+    let seg_len = fr.ip.payload().len();
+    let off = IP_OFF + fr.ip.header.len() + 16;
+    let ph = checksum::fold(!checksum::pseudo_header(
+        src,
+        dst,
+        ipv4::PROTO_TCP,
+        seg_len as u16,
+    ));
+    match buf.get_mut(off..off + 2) {
+        Some(c) => {
+            c.copy_from_slice(&ph.to_be_bytes());
+            true
+        }
+        None => false,
     }
 }
 
@@ -817,6 +878,28 @@ mod tests {
     }
 
     #[test]
+    fn csum_to_partial_round_trips_through_a_nic() {
+        for len in [0usize, 1, 7, 64, 1447] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 13 + 5) as u8).collect();
+            let good = build(&payload);
+            let mut b = good.clone();
+            assert!(tcp_csum_to_partial(&mut b));
+            assert_ne!(b, good);
+            // The NIC's part: sum the segment from the field's value.
+            let seg_end = 14 + u16::from_be_bytes([b[16], b[17]]) as usize;
+            let c = checksum::fold(checksum::sum(&b[34..seg_end], 0));
+            b[34 + 16..34 + 18].copy_from_slice(&c.to_be_bytes());
+            assert_eq!(b, good, "len {len}");
+        }
+        let mut arp = build(b"x");
+        arp[12..14].copy_from_slice(&eth::ETHERTYPE_ARP.to_be_bytes());
+        let before = arp.clone();
+        assert!(!tcp_csum_to_partial(&mut arp));
+        assert_eq!(arp, before);
+        assert!(!tcp_csum_to_partial(&mut [0u8; 20]));
+    }
+
+    #[test]
     fn template_matches_emit_fast() {
         let mut x = 0x0bad_cafe_f00d_1234u64;
         let mut next = || {
@@ -863,11 +946,11 @@ mod tests {
                 };
             }
             let t = HdrTemplate::new(
-                s.src_mac, s.dst_mac, s.src_ip, s.dst_ip, s.src_port, s.dst_port, s.ttl,
+                s.src_mac, s.dst_mac, s.src_ip, s.dst_ip, s.src_port, s.dst_port, s.ttl, false,
             );
-            assert!(
-                t.matches(s.src_mac, s.dst_mac, s.src_ip, s.dst_ip, s.src_port, s.dst_port, s.ttl)
-            );
+            assert!(t.matches(
+                s.src_mac, s.dst_mac, s.src_ip, s.dst_ip, s.src_port, s.dst_port, s.ttl, false
+            ));
             assert!(!t.matches(
                 s.src_mac,
                 s.dst_mac,
@@ -875,11 +958,12 @@ mod tests {
                 s.dst_ip,
                 s.src_port,
                 s.dst_port,
-                s.ttl ^ 1
+                s.ttl ^ 1,
+                false
             ));
-            assert!(
-                !t.matches(s.src_mac, [9; 6], s.src_ip, s.dst_ip, s.src_port, s.dst_port, s.ttl)
-            );
+            assert!(!t.matches(
+                s.src_mac, [9; 6], s.src_ip, s.dst_ip, s.src_port, s.dst_port, s.ttl, false
+            ));
             assert!(!t.matches(
                 s.src_mac,
                 s.dst_mac,
@@ -887,7 +971,8 @@ mod tests {
                 s.dst_ip,
                 s.src_port,
                 s.dst_port,
-                s.ttl
+                s.ttl,
+                false
             ));
             let mut a = vec![0x5au8; 1600];
             let (off, sum) = t
@@ -903,7 +988,7 @@ mod tests {
                 )
                 .unwrap();
             a[off..off + payload_len].copy_from_slice(&payload[..payload_len]);
-            HdrTemplate::finish(&mut a, off, payload_len, sum);
+            t.finish(&mut a, off, payload_len, sum);
             let mut b = vec![0u8; 1600];
             let off2 = emit_fast(&mut b, &s, payload_len).unwrap();
             b[off2..off2 + payload_len].copy_from_slice(&payload[..payload_len]);
@@ -912,10 +997,44 @@ mod tests {
             assert_eq!(a[..off + payload_len], b[..off + payload_len], "case {i}");
             let p = parse_tcp_frame(&a[..off + payload_len]).unwrap();
             assert!(tcp::verify_checksum(p.ip.src(), p.ip.dst(), p.ip.payload()));
+            // With offload: the same frame once the "NIC" has summed the
+            // segment over the pseudo header's sum left in the field.
+            let to = HdrTemplate::new(
+                s.src_mac, s.dst_mac, s.src_ip, s.dst_ip, s.src_port, s.dst_port, s.ttl, true,
+            );
+            assert!(!t.matches(
+                s.src_mac, s.dst_mac, s.src_ip, s.dst_ip, s.src_port, s.dst_port, s.ttl, true
+            ));
+            let mut o = vec![0x33u8; 1600];
+            let (off3, sum3) = to
+                .emit(
+                    &mut o,
+                    s.ecn,
+                    s.seq,
+                    s.ack,
+                    s.flags,
+                    s.window,
+                    s.ts,
+                    payload_len,
+                )
+                .unwrap();
+            o[off3..off3 + payload_len].copy_from_slice(&payload[..payload_len]);
+            to.finish(&mut o, off3, payload_len, sum3);
+            let seg = &mut o[TCP_OFF..off3 + payload_len];
+            let partial = u16::from_be_bytes([seg[16], seg[17]]);
+            let want_partial = checksum::pseudo_header(s.src_ip, s.dst_ip, 6, seg.len() as u16);
+            assert_eq!(partial as u32 % 0xffff, want_partial % 0xffff);
+            let c = checksum::fold(checksum::sum(seg, 0));
+            seg[16..18].copy_from_slice(&c.to_be_bytes());
+            assert_eq!(
+                o[..off3 + payload_len],
+                b[..off + payload_len],
+                "offload case {i}"
+            );
         }
         let t = HdrTemplate::default();
-        assert!(!t.matches([0; 6], [0; 6], 0, 0, 0, 0, 0));
-        let t = HdrTemplate::new([0; 6], [0; 6], 0, 0, 0, 0, 64);
+        assert!(!t.matches([0; 6], [0; 6], 0, 0, 0, 0, 0, false));
+        let t = HdrTemplate::new([0; 6], [0; 6], 0, 0, 0, 0, 64, false);
         assert_eq!(t.emit(&mut [0u8; 65], 0, 0, 0, 0, 0, None, 12), None);
         assert_eq!(
             t.emit(&mut [0u8; 200], 0, 0, 0, 0, 0, Some((1, 2)), 135),
