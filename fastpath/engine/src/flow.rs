@@ -35,6 +35,11 @@
 //! ACK carrying SACK blocks it reports (line 0 alone while at most six
 //! intervals are held); the send side lines 2–3 only in recovery, for a
 //! probe, or when the peer's window grows.
+//!
+//! Every segment a flow sends is built from its header template
+//! (`wire::frame::HdrTemplate`: Ethernet, IPv4 and the ports prebuilt, with
+//! the checksums' constant partial sums), one more cache line per flow in
+//! an array of the flow table's own, not part of `FlowState`.
 
 /// Configuration flags (`FlowState::cfg`), written by the slow path.
 pub mod cfg {

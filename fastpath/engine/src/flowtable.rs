@@ -7,6 +7,13 @@
 //! the slot is always detected. Only the slow path inserts and removes (its
 //! bookkeeping sits behind a mutex the fast path never touches). Lookups and
 //! updates are constant time at the load factor used (index ≥ 2× flows).
+//!
+//! Beside each slot, at the same index in arrays of their own and under the
+//! same lock: the flow's cold record ([`FlowCold`]) and its header template
+//! (`wire::frame::HdrTemplate`, one cache line, built by the engine). A
+//! received batch is looked up in three prefetch stages
+//! ([`FlowTable::prefetch_index`], [`FlowTable::prefetch_slot`],
+//! [`FlowTable::peek_rings`]) before it is processed.
 
 #![allow(unsafe_code)] // the per-flow lock and slot access; each block has its SAFETY note
 
@@ -53,7 +60,8 @@ pub struct FlowTable {
 }
 
 // SAFETY: every access to a slot's `UnsafeCell<FlowState>`, and to the
-// `UnsafeCell<FlowCold>` and `UnsafeCell<HdrTemplate>` of the same index, happens through a `FlowGuard`,
+// `UnsafeCell<FlowCold>` and `UnsafeCell<HdrTemplate>` of the same index,
+// happens through a `FlowGuard` (or `peek_rings`, which holds the lock too),
 // which holds the slot's spinlock (acquire on lock, release on unlock), so
 // no two threads touch a flow's state at the same time.
 unsafe impl Sync for FlowTable {}

@@ -13,7 +13,8 @@
 //!
 //! Every backend moves whole Ethernet frames in batches: [`Nic::recv`] fills a
 //! caller-owned [`FrameBatch`], [`Nic::send`] drains one. Frames carry complete
-//! checksums (no offload is assumed). The batch memory is allocated once, when
+//! checksums unless a backend reports [`Nic::tx_csum_offload`] (none does
+//! yet; the hook is there for one that can). The batch memory is allocated once, when
 //! the poll loop starts, so the per-packet path never allocates.
 
 #[cfg(target_os = "linux")]
