@@ -48,8 +48,15 @@ impl<T: Copy + Default> Fifo<T> {
             return None;
         }
         let v = self.buf[self.head];
-        self.head = (self.head + 1) & (self.buf.len() - 1);
         self.len -= 1;
+        // Emptied: start over at the front, so a queue that is drained
+        // every round stays on its first cache lines instead of sweeping
+        // its whole (flow-table sized) array through the cache.
+        self.head = if self.len == 0 {
+            0
+        } else {
+            (self.head + 1) & (self.buf.len() - 1)
+        };
         Some(v)
     }
 }
