@@ -676,6 +676,16 @@ fn print_json(v: &serde_json::Value) {
 }
 
 fn main() -> ExitCode {
+    // A reader that goes away (`tasctl flows | head`) ends tasctl quietly
+    // with the status a SIGPIPE death gives (128 + 13), as any
+    // command-line tool, instead of a panic message about stdout.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.to_string().contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
     if let Cmd::Run {
         exclude_ports,
