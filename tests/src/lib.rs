@@ -98,9 +98,21 @@ pub struct Testbed {
     children: Vec<Child>,
 }
 
+/// The test host and the pid of the test process that made it, for a
+/// namespace named by [`Testbed`]: TAG "p" PID "x" SEQ "-" SIDE (the "p"
+/// keeps a tag that ends in a digit, "echo1", from running into the pid).
+fn test_host_of(ns: &str) -> Option<(&str, &str)> {
+    let (host, side) = ns.rsplit_once('-')?;
+    let (head, seq) = host.rsplit_once('x')?;
+    let (tag, pid) = head.rsplit_once('p')?;
+    let number = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+    (["tas", "lnx", "brg"].contains(&side) && number(seq) && number(pid) && !tag.is_empty())
+        .then_some((host, pid))
+}
+
 /// Removes the test hosts of test processes that no longer run (one
 /// killed outright never ran its `Drop`): namespaces named
-/// `TAGPIDxSEQ-{tas,lnx,brg}` whose PID is gone and that hold no process.
+/// `TAGpPIDxSEQ-{tas,lnx,brg}` whose PID is gone and that hold no process.
 fn remove_stale_hosts() {
     let Ok(o) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
@@ -108,22 +120,9 @@ fn remove_stale_hosts() {
     let mut stale: Vec<String> = Vec::new();
     for line in String::from_utf8_lossy(&o.stdout).lines() {
         let ns = line.split_whitespace().next().unwrap_or("");
-        let Some((host, side)) = ns.rsplit_once('-') else {
+        let Some((host, pid)) = test_host_of(ns) else {
             continue;
         };
-        let Some((head, seq)) = host.rsplit_once('x') else {
-            continue;
-        };
-        let digits = head.len() - head.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-        if !["tas", "lnx", "brg"].contains(&side)
-            || seq.is_empty()
-            || !seq.bytes().all(|b| b.is_ascii_digit())
-            || digits == 0
-            || digits == head.len()
-        {
-            continue;
-        }
-        let pid = &head[head.len() - digits..];
         let alive = Path::new(&format!("/proc/{pid}")).exists();
         let busy = Command::new("ip")
             .args(["netns", "pids", ns])
@@ -162,7 +161,7 @@ impl Testbed {
         static SWEPT: std::sync::Once = std::sync::Once::new();
         SWEPT.call_once(remove_stale_hosts);
         let name = format!(
-            "{tag}{}x{}",
+            "{tag}p{}x{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::SeqCst)
         );
@@ -734,4 +733,23 @@ pub fn c_program(name: &str) -> PathBuf {
     );
     bins.push((name.to_string(), out.clone()));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_host_of;
+
+    #[test]
+    fn test_host_names_parse_with_tags_that_end_in_digits() {
+        assert_eq!(
+            test_host_of("aack1p16185x0-lnx"),
+            Some(("aack1p16185x0", "16185"))
+        );
+        assert_eq!(test_host_of("svpgp2x13-brg"), Some(("svpgp2x13", "2")));
+        // The old format (no "p") and other namespaces are left alone.
+        assert_eq!(test_host_of("aack116185x0-lnx"), None);
+        assert_eq!(test_host_of("mynet-tas"), None);
+        assert_eq!(test_host_of("p1x1-tas"), None);
+        assert_eq!(test_host_of("ap1x1-eth"), None);
+    }
 }
