@@ -180,6 +180,15 @@ pub mod ctl {
     /// Answer to `STATS`: `req`, `flow`, the statistics in `arg` and `info`
     /// (see [`crate::FlowStats`]).
     pub const STATS_OK: u32 = 107;
+    /// `flow`: another context took the shared flow over (`ADOPT`): its
+    /// notifications go there now, and this context's view of it goes
+    /// stale. It takes the flow back (`ADOPT` with token 0) before it uses
+    /// it again.
+    pub const TAKEN: u32 = 108;
+    /// `flow`: the context that had taken the shared flow over is gone and
+    /// the flow comes back here: where it stands, as in the answer to
+    /// `ADOPT` (`arg[1..5]`, `info`).
+    pub const RETURNED: u32 = 109;
 
     /// LISTEN flag: share the port with other listeners (SO_REUSEPORT).
     pub const F_REUSEPORT: u32 = 1;

@@ -206,6 +206,19 @@ pub fn adopt(fd: libc::c_int, old: &'static Ctx, sid: u64) -> Option<(&'static C
         St::Connected(c) => {
             oi.by_flow.remove(&c);
             ni.by_flow.insert(c, sid);
+            // A readiness pair of its own, as for listeners: the inherited
+            // one is one file with the parent's, whose state the parent's
+            // shim keeps for itself (sshd's monitor carries on with the
+            // connection after its pre-authentication child used it: a
+            // byte the child left made the monitor's ppoll report data
+            // that was not there).
+            if let Err(e) = crate::ops::own_pair(&mut s) {
+                if g.cfg.debug {
+                    log(&format!(
+                        "fd {fd}: no readiness pair of its own (errno {e})"
+                    ));
+                }
+            }
         }
         St::Listening(l) => {
             oi.by_listener.remove(&l);
@@ -332,10 +345,76 @@ pub fn note_interest(ctx: &'static Ctx, sid: u64) {
     }
 }
 
+/// Before `chroot` or a change of credentials, after which the attach
+/// socket may be out of reach (sshd's privilege-separated child chroots to
+/// an empty directory and becomes another user): attaches the contexts
+/// that inherited sockets (from the parent, or across exec) will be taken
+/// over through, without taking them over — that still happens at their
+/// first use, over the context's open control socket. Taking them over
+/// here would take the connection from the process that uses it: sshd's
+/// session child for root calls `setuid` and only closes the connection,
+/// while the monitor goes on sending the session's data (its commands
+/// refused while the child held the flow: the client saw a corrupted
+/// stream).
+pub fn prepare_all() {
+    let Some(g) = try_global() else { return };
+    let _e = sys::Enter::new();
+    let gen = g.gen.load(Ordering::Acquire);
+    let mut inh = g.inherit.lock();
+    if inh.token != 0 && inh.gen == gen {
+        let token = inh.token;
+        for i in 0..g.nctx.load(Ordering::Acquire) {
+            let Some(old) = g.ctx(i) else { continue };
+            if old.gen == gen || inh.aliases.contains_key(&old.idx) {
+                continue;
+            }
+            let (used, target, path) = {
+                let oi = old.inner.lock();
+                (
+                    !oi.socks.is_empty(),
+                    oi.tas.app_id(),
+                    oi.tas.path().to_path_buf(),
+                )
+            };
+            if !used {
+                continue;
+            }
+            match crate::ctx::attach_alias(&path, target, token) {
+                Ok(c) => {
+                    inh.aliases.insert(old.idx, c.idx);
+                }
+                Err(e) => {
+                    if g.cfg.debug {
+                        log(&format!("cannot attach for the inherited sockets: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    let token = inh.exec.token;
+    let apps: Vec<u32> = inh.exec.entries.iter().flatten().map(|e| e.app).collect();
+    for app in apps {
+        if inh.exec.aliases.contains_key(&app) {
+            continue;
+        }
+        match crate::ctx::attach_alias(&tas::socket_path(), app, token) {
+            Ok(c) => {
+                inh.exec.aliases.insert(app, c.idx);
+            }
+            Err(e) => {
+                if g.cfg.debug {
+                    log(&format!(
+                        "cannot attach for the sockets inherited across exec: {e}"
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// Takes over every inherited socket (from the parent, or across exec)
-/// now: before `chroot` or a change of credentials, after which the
-/// attach socket may be out of reach (sshd's privilege-separated child
-/// chroots to an empty directory and becomes another user).
+/// now: before a seccomp filter, after which the shim cannot make the
+/// system calls that takes (sshd's pre-authentication child; `prctl`).
 pub fn adopt_all() {
     let Some(g) = try_global() else { return };
     let _e = sys::Enter::new();
