@@ -889,15 +889,34 @@ interpose! {
             opt_reason(r, "read", level, name)
         });
 
-    tas fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
-        // SAFETY: addr/len as the caller passed them, under getsockname's
-        // contract.
-        => |c, s| unit(|| unsafe { ops::getsockname(c, s, addr, len) });
+    /// A socket inherited at fork answers from what was inherited, without
+    /// being taken over (`fdtab::kind_peek`).
+    fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+        if !in_shim() {
+            if let Kind::Sock(c, s) = fdtab::kind_peek(fd) {
+                debug::enter("getsockname", fd);
+                // SAFETY: addr/len as the caller passed them, under
+                // getsockname's contract.
+                return unit(|| unsafe { ops::getsockname(c, s, addr, len) });
+            }
+        }
+        // SAFETY: the caller's arguments, unchanged, to libc's function.
+        unsafe { real::getsockname::get()(fd, addr, len) }
+    }
 
-    tas fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
-        // SAFETY: addr/len as the caller passed them, under getpeername's
-        // contract.
-        => |c, s| unit(|| unsafe { ops::getpeername(c, s, addr, len) });
+    /// As `getsockname`.
+    fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+        if !in_shim() {
+            if let Kind::Sock(c, s) = fdtab::kind_peek(fd) {
+                debug::enter("getpeername", fd);
+                // SAFETY: addr/len as the caller passed them, under
+                // getpeername's contract.
+                return unit(|| unsafe { ops::getpeername(c, s, addr, len) });
+            }
+        }
+        // SAFETY: the caller's arguments, unchanged, to libc's function.
+        unsafe { real::getpeername::get()(fd, addr, len) }
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -141,6 +141,16 @@ impl Stack {
                         flags |= event::F_TX_FIN_ACKED;
                     }
                     m.arg[3] = flags as u32;
+                    tracing::debug!(
+                        app,
+                        flow = msg.flow,
+                        kind = m.kind,
+                        rx_seq = m.info.rx_seq,
+                        tx_seq = m.info.tx_seq,
+                        rx_data = m.arg[1],
+                        tx_acked = m.arg[2],
+                        "where the flow stands"
+                    );
                 }
                 _ => m.arg[4] = libc::ECONNRESET as u32,
             }
