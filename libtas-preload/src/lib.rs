@@ -948,6 +948,18 @@ impl Tas {
         self.conns.get(&c).cloned()
     }
 
+    /// Marks flow `c` as possibly taken over by another holder (a process
+    /// this one just forked may take it): the next use takes it back first
+    /// ([`Tas::reclaim`]), with where the other holder left it, whether or
+    /// not the `TAKEN` message has been read by then (sshd's monitor
+    /// resumes the connection right after its pre-authentication child
+    /// exits; its control socket may not have been read since).
+    pub fn set_taken(&mut self, c: ConnId) {
+        if let Some(x) = self.conns.get_mut(&c) {
+            x.taken = true;
+        }
+    }
+
     /// Takes back shared flow `c` if another holder took it over since this
     /// context last used it (`TAKEN`): one `ADOPT` round trip that points
     /// its notifications here again and brings this view up to date with
@@ -1631,8 +1643,15 @@ impl Tas {
             }
             ctl::RETURNED => {
                 if let Some(c) = self.conns.get_mut(&m.flow) {
-                    c.taken = false;
+                    // Where the gone holder left it as far as the fast path
+                    // had seen when tasd saw it go: its last commands may
+                    // still have been in its ring then (sshd's
+                    // pre-authentication child's last packet). The next use
+                    // still takes it back (`ADOPT`, answered after the lane
+                    // has moved on), so that this context writes after
+                    // that packet, not over it.
                     Self::resync(c, &m);
+                    c.taken = true;
                     self.mark_dirty(m.flow);
                 }
             }

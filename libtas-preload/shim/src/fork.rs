@@ -124,6 +124,7 @@ pub fn fork() -> libc::pid_t {
             for c in g.live_ctxs() {
                 let mut inner = c.inner.lock();
                 let mut quiet = Vec::new();
+                let mut conns = Vec::new();
                 for s in inner.socks.values_mut() {
                     s.shared = true;
                     if let St::Listening(l) = s.st {
@@ -131,6 +132,14 @@ pub fn fork() -> libc::pid_t {
                             quiet.push(l);
                         }
                     }
+                    if let St::Connected(c) = s.st {
+                        conns.push(c);
+                    }
+                }
+                // The child may take connections over: the next use here
+                // takes them back with where the child left them.
+                for c in conns {
+                    inner.tas.set_taken(c);
                 }
                 // Listeners this process never accepted on are not handed
                 // connections while children accept (a master process).
