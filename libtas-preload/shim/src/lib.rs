@@ -20,8 +20,10 @@
 //! * The process-wide state (`global.rs`, `config.rs`): the fd table
 //!   (`fdtab.rs`), the contexts and their sockets (`ctx.rs`, `sock.rs`),
 //!   readiness on each socket's pair (`readiness.rs`), waiting (`wait.rs`,
-//!   `mux.rs`), the reactor thread (`reactor.rs`), and sockets that survive
-//!   `fork` (`fork.rs`) and `exec` (`exec.rs`).
+//!   `mux.rs`), the reactor thread (`reactor.rs`), sockets that survive
+//!   `fork` (`fork.rs`) and `exec` (`exec.rs`), and threads under a
+//!   seccomp filter (`prctl`, `sys::restricted`), on which the shim makes
+//!   only the system calls such sandboxes allow.
 //! * What each call does to a TAS socket, with Linux's results and errno
 //!   (`ops/`, `opts.rs`): the port registry behind `bind`, the switch to a
 //!   kernel socket for loopback and kernel-owned addresses, options kept
