@@ -421,6 +421,38 @@ pub fn prepare_all() {
     }
 }
 
+/// The program is about to set its `RLIMIT_NOFILE` soft limit to `cur`:
+/// if that leaves no room for an inherited socket's fd number plus a new
+/// pair (`dup3` onto a number at or above the limit fails with `EBADF`,
+/// `socketpair` with `EMFILE`), every inherited socket is taken over now.
+/// sshd's sandboxed pre-authentication child sets it to 1 just before its
+/// seccomp filter: taken over after that, the connection kept the pair it
+/// shares with the monitor, whose shim left bytes in it, and the child
+/// found it readable with nothing to read (`Resource temporarily
+/// unavailable [preauth]`).
+pub fn before_nofile_limit(cur: libc::rlim_t) {
+    let Some(g) = try_global() else { return };
+    let gen = g.gen.load(Ordering::Acquire);
+    let mut top: Option<libc::c_int> = None;
+    for i in 0..g.nctx.load(Ordering::Acquire) {
+        if let Some(c) = g.ctx(i) {
+            if c.gen != gen {
+                for s in c.inner.lock().socks.values() {
+                    top = top.max(s.fds.iter().copied().max());
+                }
+            }
+        }
+    }
+    for e in g.inherit.lock().exec.entries.iter().flatten() {
+        top = top.max(e.fds.iter().copied().max());
+    }
+    if let Some(top) = top {
+        if cur < top as libc::rlim_t + 8 {
+            adopt_all();
+        }
+    }
+}
+
 /// Takes over every inherited socket (from the parent, or across exec)
 /// now: before a seccomp filter, after which the shim cannot make the
 /// system calls that takes (sshd's pre-authentication child; `prctl`).

@@ -361,6 +361,59 @@ interpose! {
         rawsys::libc_result(r) as c_int
     }
 
+    /// Lowering `RLIMIT_NOFILE` below the inherited sockets' fd numbers
+    /// (sshd's sandboxed child sets it to 1 before its seccomp filter)
+    /// takes them over first: afterwards no readiness pair of their own
+    /// could be made (`fork::before_nofile_limit`).
+    fn setrlimit(resource: c_int, rlim: *const libc::rlimit) -> c_int {
+        if !in_shim() && resource == libc::RLIMIT_NOFILE as c_int && !rlim.is_null() {
+            // SAFETY: rlim is non-null and valid for reads (setrlimit's
+            // contract).
+            fork::before_nofile_limit(unsafe { (*rlim).rlim_cur });
+        }
+        // SAFETY: the caller's arguments under setrlimit's contract.
+        unsafe { real::setrlimit::get()(resource, rlim) }
+    }
+
+    /// As `setrlimit`.
+    fn setrlimit64(resource: c_int, rlim: *const libc::rlimit64) -> c_int {
+        if !in_shim() && resource == libc::RLIMIT_NOFILE as c_int && !rlim.is_null() {
+            // SAFETY: as in setrlimit.
+            fork::before_nofile_limit(unsafe { (*rlim).rlim_cur });
+        }
+        // SAFETY: the caller's arguments under setrlimit64's contract.
+        unsafe { real::setrlimit64::get()(resource, rlim) }
+    }
+
+    /// As `setrlimit`, for this process (`pid` 0 or its own).
+    fn prlimit(pid: libc::pid_t, resource: c_int, new: *const libc::rlimit, old: *mut libc::rlimit) -> c_int {
+        if !in_shim()
+            && resource == libc::RLIMIT_NOFILE as c_int
+            && !new.is_null()
+            && (pid == 0 || pid == std::process::id() as libc::pid_t)
+        {
+            // SAFETY: new is non-null and valid for reads (prlimit's
+            // contract).
+            fork::before_nofile_limit(unsafe { (*new).rlim_cur });
+        }
+        // SAFETY: the caller's arguments under prlimit's contract.
+        unsafe { real::prlimit::get()(pid, resource, new, old) }
+    }
+
+    /// As `prlimit`.
+    fn prlimit64(pid: libc::pid_t, resource: c_int, new: *const libc::rlimit64, old: *mut libc::rlimit64) -> c_int {
+        if !in_shim()
+            && resource == libc::RLIMIT_NOFILE as c_int
+            && !new.is_null()
+            && (pid == 0 || pid == std::process::id() as libc::pid_t)
+        {
+            // SAFETY: as in prlimit.
+            fork::before_nofile_limit(unsafe { (*new).rlim_cur });
+        }
+        // SAFETY: the caller's arguments under prlimit64's contract.
+        unsafe { real::prlimit64::get()(pid, resource, new, old) }
+    }
+
     /// TAS sockets without `FD_CLOEXEC` survive into the new image (exec.rs).
     fn execve(path: *const libc::c_char, argv: *const *const libc::c_char, envp: *const *const libc::c_char) -> c_int {
         // SAFETY: the caller's arguments under execve's contract.

@@ -277,6 +277,10 @@ pub mod real {
         setregid: fn(libc::gid_t, libc::gid_t) -> c_int = None;
         setresuid: fn(libc::uid_t, libc::uid_t, libc::uid_t) -> c_int = None;
         setresgid: fn(libc::gid_t, libc::gid_t, libc::gid_t) -> c_int = None;
+        setrlimit: fn(c_int, *const libc::rlimit) -> c_int = None;
+        setrlimit64: fn(c_int, *const libc::rlimit64) -> c_int = None;
+        prlimit: fn(libc::pid_t, c_int, *const libc::rlimit, *mut libc::rlimit) -> c_int = None;
+        prlimit64: fn(libc::pid_t, c_int, *const libc::rlimit64, *mut libc::rlimit64) -> c_int = None;
         execve: fn(*const libc::c_char, *const *const libc::c_char, *const *const libc::c_char) -> c_int = None;
         execvpe: fn(*const libc::c_char, *const *const libc::c_char, *const *const libc::c_char) -> c_int = None;
         fexecve: fn(c_int, *const *const libc::c_char, *const *const libc::c_char) -> c_int = None;
