@@ -21,7 +21,7 @@ use crate::global::{global, try_global};
 use crate::sock::St;
 use crate::sys::{self, log};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What this process inherited at its last fork.
 #[derive(Default)]
@@ -253,15 +253,43 @@ pub fn adopt(fd: libc::c_int, old: &'static Ctx, sid: u64) -> Option<(&'static C
     Some((new, sid))
 }
 
+/// Which locks `atfork_prepare` took (index: [`fork_slot`]); one it found
+/// held by its own thread (a `fork` from a signal handler that interrupted
+/// the shim) it leaves alone, and `atfork_parent` must not release it.
+static FORK_TAKEN: [AtomicBool; 6 + crate::ctx::MAX_CTX] =
+    [const { AtomicBool::new(false) }; 6 + crate::ctx::MAX_CTX];
+
+/// Slots of [`FORK_TAKEN`]: 0-3 the global locks, 4 and 5 the statics,
+/// 6.. the contexts.
+fn fork_slot(i: usize) -> &'static AtomicBool {
+    &FORK_TAKEN[i]
+}
+
+fn take_for_fork<T>(l: &crate::sys::Lock<T>, slot: usize) {
+    fork_slot(slot).store(l.raw_lock_for_fork(), Ordering::Relaxed);
+}
+
+/// # Safety
+///
+/// Only in `atfork_parent`, for a lock `atfork_prepare` passed to
+/// [`take_for_fork`] with the same slot, on the same thread.
+unsafe fn release_after_fork<T>(l: &crate::sys::Lock<T>, slot: usize) {
+    if fork_slot(slot).swap(false, Ordering::Relaxed) {
+        // SAFETY: atfork_prepare took it without a guard on this thread
+        // (the slot says so); it is released once.
+        unsafe { l.raw_unlock() };
+    }
+}
+
 extern "C" fn atfork_prepare() {
     if let Some(g) = try_global() {
-        g.inherit.raw_lock();
-        g.create.raw_lock();
-        g.ports.raw_lock();
-        g.local_cache.raw_lock();
+        take_for_fork(&g.inherit, 0);
+        take_for_fork(&g.create, 1);
+        take_for_fork(&g.ports, 2);
+        take_for_fork(&g.local_cache, 3);
         for i in 0..g.nctx.load(Ordering::Acquire) {
             if let Some(c) = g.ctx(i) {
-                c.inner.raw_lock();
+                take_for_fork(&c.inner, 6 + i);
             }
         }
     }
@@ -272,35 +300,39 @@ extern "C" fn atfork_prepare() {
     // exist: a prefork child's main thread (in `accept`) and its reactor
     // both waited on the wildcard listeners' list for good, about one run
     // in 20 (`fork::tests::statics_held_by_another_thread_are_free_in_the_child`).
-    crate::ops::wild::KL.raw_lock();
-    crate::debug::KINDS.raw_lock();
+    take_for_fork(&crate::ops::wild::KL, 4);
+    take_for_fork(&crate::debug::KINDS, 5);
 }
 
 extern "C" fn atfork_parent() {
-    // SAFETY: atfork_prepare took each of these locks without a guard, on
-    // this thread (the one that forked); each is released once.
+    // SAFETY: (all) the same slots atfork_prepare used, on this thread.
     unsafe {
-        crate::debug::KINDS.raw_unlock();
-        crate::ops::wild::KL.raw_unlock();
+        release_after_fork(&crate::debug::KINDS, 5);
+        release_after_fork(&crate::ops::wild::KL, 4);
     }
     let Some(g) = try_global() else { return };
     // SAFETY: as above.
     unsafe {
         for i in (0..g.nctx.load(Ordering::Acquire)).rev() {
             if let Some(c) = g.ctx(i) {
-                c.inner.raw_unlock();
+                release_after_fork(&c.inner, 6 + i);
             }
         }
-        g.local_cache.raw_unlock();
-        g.ports.raw_unlock();
-        g.create.raw_unlock();
-        g.inherit.raw_unlock();
+        release_after_fork(&g.local_cache, 3);
+        release_after_fork(&g.ports, 2);
+        release_after_fork(&g.create, 1);
+        release_after_fork(&g.inherit, 0);
     }
 }
 
 extern "C" fn atfork_child() {
+    for f in &FORK_TAKEN {
+        f.store(false, Ordering::Relaxed);
+    }
     // SAFETY: in the child only the forking thread exists, and it took these
-    // locks in atfork_prepare.
+    // locks in atfork_prepare (or, forking from a signal handler, held them
+    // already in the code the handler interrupted, which does not go on in
+    // the child).
     unsafe {
         crate::debug::KINDS.reset();
         crate::ops::wild::KL.reset();
@@ -524,5 +556,74 @@ mod tests {
             );
             holder.join().unwrap();
         }
+    }
+
+    static CHILD_OK: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+    extern "C" fn fork_in_handler(_: libc::c_int) {
+        // SAFETY: fork in a signal handler (async-signal-safe in glibc,
+        // which is what PostgreSQL 15's postmaster does); the child only
+        // tries a lock and _exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let ok = crate::ops::wild::KL.try_lock().is_some();
+            // SAFETY: _exit takes no pointers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut st = 0;
+        // SAFETY: `st` is a live local for waitpid's status.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        let ok = pid > 0 && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
+        CHILD_OK.store(i32::from(ok), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A `fork` from a signal handler that interrupted code holding a shim
+    /// lock (PostgreSQL 15's postmaster starts its children from its
+    /// SIGUSR1 and SIGCHLD handlers) does not wait for that lock in the
+    /// atfork handler (its own thread holds it: it waited for ever), and
+    /// the child finds it free. Run in a child process, so that a deadlock
+    /// fails the test instead of hanging it.
+    #[test]
+    fn fork_from_a_signal_handler_while_the_thread_holds_a_lock() {
+        // SAFETY: the child runs the scenario and _exits.
+        let runner = unsafe { libc::fork() };
+        assert!(runner >= 0);
+        if runner == 0 {
+            // SAFETY: installs a plain handler for SIGUSR2 in this
+            // (single-threaded) child.
+            unsafe {
+                libc::signal(libc::SIGUSR2, fork_in_handler as libc::sighandler_t);
+            }
+            let g = crate::ops::wild::KL.lock();
+            // SAFETY: raise takes no pointers; the handler runs now, on this
+            // thread, while it holds the lock.
+            unsafe { libc::raise(libc::SIGUSR2) };
+            drop(g);
+            let ok = CHILD_OK.load(std::sync::atomic::Ordering::SeqCst) == 1;
+            // SAFETY: _exit takes no pointers.
+            unsafe { libc::_exit(if ok { 0 } else { 2 }) };
+        }
+        let start = std::time::Instant::now();
+        let mut st = 0;
+        loop {
+            // SAFETY: `st` is a live local for waitpid's status.
+            let r = unsafe { libc::waitpid(runner, &mut st, libc::WNOHANG) };
+            if r == runner {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(5) {
+                // SAFETY: kill and waitpid take no pointers but `st`.
+                unsafe {
+                    libc::kill(runner, libc::SIGKILL);
+                    libc::waitpid(runner, &mut st, 0);
+                }
+                panic!("the fork from the signal handler deadlocked in the atfork handler");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+            "status {st:#x}: the child of the handler's fork found the lock held"
+        );
     }
 }

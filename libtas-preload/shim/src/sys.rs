@@ -508,7 +508,30 @@ pub fn monotonic_ns() -> u64 {
 
 pub struct Lock<T> {
     st: AtomicU32,
+    /// The thread id of the holder (0: none); lets the atfork handler see a
+    /// lock its own thread holds (a `fork` from a signal handler that
+    /// interrupted the shim).
+    owner: AtomicU32,
     v: UnsafeCell<T>,
+}
+
+thread_local! {
+    static TID: Cell<u32> = const { Cell::new(0) };
+}
+
+/// The calling thread's id (cached; `gettid` once per thread).
+#[inline]
+pub fn my_tid() -> u32 {
+    TID.with(|t| {
+        let v = t.get();
+        if v != 0 {
+            return v;
+        }
+        // SAFETY: gettid takes no arguments.
+        let v = unsafe { libc::gettid() } as u32;
+        t.set(v);
+        v
+    })
 }
 
 // SAFETY: access to `v` is serialised by `st` (a mutex).
@@ -542,6 +565,7 @@ impl<T> Lock<T> {
     pub const fn new(v: T) -> Self {
         Lock {
             st: AtomicU32::new(0),
+            owner: AtomicU32::new(0),
             v: UnsafeCell::new(v),
         }
     }
@@ -551,7 +575,10 @@ impl<T> Lock<T> {
         self.st
             .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
             .ok()
-            .map(|_| Guard { l: self })
+            .map(|_| {
+                self.owner.store(my_tid(), Ordering::Relaxed);
+                Guard { l: self }
+            })
     }
 
     #[inline]
@@ -563,7 +590,21 @@ impl<T> Lock<T> {
         {
             self.lock_slow();
         }
+        self.owner.store(my_tid(), Ordering::Relaxed);
         Guard { l: self }
+    }
+
+    /// For the atfork prepare handler: takes the lock unless the calling
+    /// thread holds it already — a `fork` from a signal handler that
+    /// interrupted shim code holding it (PostgreSQL 15's postmaster starts
+    /// its children from its signal handlers): waiting would deadlock the
+    /// thread on itself. Returns whether it took it.
+    pub fn raw_lock_for_fork(&self) -> bool {
+        if self.st.load(Ordering::Relaxed) != 0 && self.owner.load(Ordering::Relaxed) == my_tid() {
+            return false;
+        }
+        self.raw_lock();
+        true
     }
 
     #[cold]
@@ -594,6 +635,7 @@ impl<T> Lock<T> {
     /// # Safety
     /// The caller must hold the lock without a live guard.
     pub unsafe fn raw_unlock(&self) {
+        self.owner.store(0, Ordering::Relaxed);
         if self.st.swap(0, Ordering::Release) == 2 {
             futex(&self.st, libc::FUTEX_WAKE, 1);
         }
@@ -604,6 +646,7 @@ impl<T> Lock<T> {
     /// # Safety
     /// Only in the child right after fork, before anything uses the lock.
     pub unsafe fn reset(&self) {
+        self.owner.store(0, Ordering::Relaxed);
         self.st.store(0, Ordering::SeqCst);
     }
 }
