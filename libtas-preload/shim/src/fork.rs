@@ -21,7 +21,7 @@ use crate::global::{global, try_global};
 use crate::sock::St;
 use crate::sys::{self, log};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What this process inherited at its last fork.
 #[derive(Default)]
@@ -124,6 +124,7 @@ pub fn fork() -> libc::pid_t {
             for c in g.live_ctxs() {
                 let mut inner = c.inner.lock();
                 let mut quiet = Vec::new();
+                let mut conns = Vec::new();
                 for s in inner.socks.values_mut() {
                     s.shared = true;
                     if let St::Listening(l) = s.st {
@@ -131,6 +132,14 @@ pub fn fork() -> libc::pid_t {
                             quiet.push(l);
                         }
                     }
+                    if let St::Connected(c) = s.st {
+                        conns.push(c);
+                    }
+                }
+                // The child may take connections over: the next use here
+                // takes them back with where the child left them.
+                for c in conns {
+                    inner.tas.set_taken(c);
                 }
                 // Listeners this process never accepted on are not handed
                 // connections while children accept (a master process).
@@ -206,6 +215,19 @@ pub fn adopt(fd: libc::c_int, old: &'static Ctx, sid: u64) -> Option<(&'static C
         St::Connected(c) => {
             oi.by_flow.remove(&c);
             ni.by_flow.insert(c, sid);
+            // A readiness pair of its own, as for listeners: the inherited
+            // one is one file with the parent's, whose state the parent's
+            // shim keeps for itself (sshd's monitor carries on with the
+            // connection after its pre-authentication child used it: a
+            // byte the child left made the monitor's ppoll report data
+            // that was not there).
+            if let Err(e) = crate::ops::own_pair(&mut s) {
+                if g.cfg.debug {
+                    log(&format!(
+                        "fd {fd}: no readiness pair of its own (errno {e})"
+                    ));
+                }
+            }
         }
         St::Listening(l) => {
             oi.by_listener.remove(&l);
@@ -231,51 +253,93 @@ pub fn adopt(fd: libc::c_int, old: &'static Ctx, sid: u64) -> Option<(&'static C
     Some((new, sid))
 }
 
+/// Which locks `atfork_prepare` took (index: [`fork_slot`]); one it found
+/// held by its own thread (a `fork` from a signal handler that interrupted
+/// the shim) it leaves alone, and `atfork_parent` must not release it.
+static FORK_TAKEN: [AtomicBool; 6 + crate::ctx::MAX_CTX] =
+    [const { AtomicBool::new(false) }; 6 + crate::ctx::MAX_CTX];
+
+/// Slots of [`FORK_TAKEN`]: 0-3 the global locks, 4 and 5 the statics,
+/// 6.. the contexts.
+fn fork_slot(i: usize) -> &'static AtomicBool {
+    &FORK_TAKEN[i]
+}
+
+fn take_for_fork<T>(l: &crate::sys::Lock<T>, slot: usize) {
+    fork_slot(slot).store(l.raw_lock_for_fork(), Ordering::Relaxed);
+}
+
+/// # Safety
+///
+/// Only in `atfork_parent`, for a lock `atfork_prepare` passed to
+/// [`take_for_fork`] with the same slot, on the same thread.
+unsafe fn release_after_fork<T>(l: &crate::sys::Lock<T>, slot: usize) {
+    if fork_slot(slot).swap(false, Ordering::Relaxed) {
+        // SAFETY: atfork_prepare took it without a guard on this thread
+        // (the slot says so); it is released once.
+        unsafe { l.raw_unlock() };
+    }
+}
+
 extern "C" fn atfork_prepare() {
-    let Some(g) = try_global() else { return };
-    g.inherit.raw_lock();
-    g.create.raw_lock();
-    g.ports.raw_lock();
-    g.local_cache.raw_lock();
-    for i in 0..g.nctx.load(Ordering::Acquire) {
-        if let Some(c) = g.ctx(i) {
-            c.inner.raw_lock();
+    if let Some(g) = try_global() {
+        take_for_fork(&g.inherit, 0);
+        take_for_fork(&g.create, 1);
+        take_for_fork(&g.ports, 2);
+        take_for_fork(&g.local_cache, 3);
+        for i in 0..g.nctx.load(Ordering::Acquire) {
+            if let Some(c) = g.ctx(i) {
+                take_for_fork(&c.inner, 6 + i);
+            }
         }
     }
     // Innermost locks last: nothing takes another shim lock while holding
-    // them. A lock another thread (the reactor) held at fork would stay
-    // locked forever in the child (a prefork child deadlocked in `accept`
-    // on the wildcard listeners' list).
-    crate::ops::wild::KL.raw_lock();
-    crate::debug::KINDS.raw_lock();
+    // them. They are statics, taken whether or not the process has a
+    // global state yet. A lock another thread (the reactor) held at fork
+    // would stay locked forever in the child, where that thread does not
+    // exist: a prefork child's main thread (in `accept`) and its reactor
+    // both waited on the wildcard listeners' list for good, about one run
+    // in 20 (`fork::tests::statics_held_by_another_thread_are_free_in_the_child`).
+    take_for_fork(&crate::ops::wild::KL, 4);
+    take_for_fork(&crate::debug::KINDS, 5);
 }
 
 extern "C" fn atfork_parent() {
-    let Some(g) = try_global() else { return };
-    // SAFETY: atfork_prepare took each of these locks without a guard, on
-    // this thread (the one that forked); each is released once.
+    // SAFETY: (all) the same slots atfork_prepare used, on this thread.
     unsafe {
-        crate::debug::KINDS.raw_unlock();
-        crate::ops::wild::KL.raw_unlock();
+        release_after_fork(&crate::debug::KINDS, 5);
+        release_after_fork(&crate::ops::wild::KL, 4);
+    }
+    let Some(g) = try_global() else { return };
+    // SAFETY: as above.
+    unsafe {
         for i in (0..g.nctx.load(Ordering::Acquire)).rev() {
             if let Some(c) = g.ctx(i) {
-                c.inner.raw_unlock();
+                release_after_fork(&c.inner, 6 + i);
             }
         }
-        g.local_cache.raw_unlock();
-        g.ports.raw_unlock();
-        g.create.raw_unlock();
-        g.inherit.raw_unlock();
+        release_after_fork(&g.local_cache, 3);
+        release_after_fork(&g.ports, 2);
+        release_after_fork(&g.create, 1);
+        release_after_fork(&g.inherit, 0);
     }
 }
 
 extern "C" fn atfork_child() {
-    let Some(g) = try_global() else { return };
-    // SAFETY: in the child only the forking thread exists, and it took every
-    // lock in atfork_prepare.
+    for f in &FORK_TAKEN {
+        f.store(false, Ordering::Relaxed);
+    }
+    // SAFETY: in the child only the forking thread exists, and it took these
+    // locks in atfork_prepare (or, forking from a signal handler, held them
+    // already in the code the handler interrupted, which does not go on in
+    // the child).
     unsafe {
         crate::debug::KINDS.reset();
         crate::ops::wild::KL.reset();
+    }
+    let Some(g) = try_global() else { return };
+    // SAFETY: as above, for the global state's locks.
+    unsafe {
         for i in 0..g.nctx.load(Ordering::Acquire) {
             if let Some(c) = g.ctx(i) {
                 c.inner.reset();
@@ -322,10 +386,108 @@ pub fn note_interest(ctx: &'static Ctx, sid: u64) {
     }
 }
 
+/// Before `chroot` or a change of credentials, after which the attach
+/// socket may be out of reach (sshd's privilege-separated child chroots to
+/// an empty directory and becomes another user): attaches the contexts
+/// that inherited sockets (from the parent, or across exec) will be taken
+/// over through, without taking them over — that still happens at their
+/// first use, over the context's open control socket. Taking them over
+/// here would take the connection from the process that uses it: sshd's
+/// session child for root calls `setuid` and only closes the connection,
+/// while the monitor goes on sending the session's data (its commands
+/// refused while the child held the flow: the client saw a corrupted
+/// stream).
+pub fn prepare_all() {
+    let Some(g) = try_global() else { return };
+    let _e = sys::Enter::new();
+    let gen = g.gen.load(Ordering::Acquire);
+    let mut inh = g.inherit.lock();
+    if inh.token != 0 && inh.gen == gen {
+        let token = inh.token;
+        for i in 0..g.nctx.load(Ordering::Acquire) {
+            let Some(old) = g.ctx(i) else { continue };
+            if old.gen == gen || inh.aliases.contains_key(&old.idx) {
+                continue;
+            }
+            let (used, target, path) = {
+                let oi = old.inner.lock();
+                (
+                    !oi.socks.is_empty(),
+                    oi.tas.app_id(),
+                    oi.tas.path().to_path_buf(),
+                )
+            };
+            if !used {
+                continue;
+            }
+            match crate::ctx::attach_alias(&path, target, token) {
+                Ok(c) => {
+                    inh.aliases.insert(old.idx, c.idx);
+                }
+                Err(e) => {
+                    if g.cfg.debug {
+                        log(&format!("cannot attach for the inherited sockets: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    let token = inh.exec.token;
+    let apps: Vec<u32> = inh.exec.entries.iter().flatten().map(|e| e.app).collect();
+    for app in apps {
+        if inh.exec.aliases.contains_key(&app) {
+            continue;
+        }
+        match crate::ctx::attach_alias(&tas::socket_path(), app, token) {
+            Ok(c) => {
+                inh.exec.aliases.insert(app, c.idx);
+            }
+            Err(e) => {
+                if g.cfg.debug {
+                    log(&format!(
+                        "cannot attach for the sockets inherited across exec: {e}"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// The program is about to set its `RLIMIT_NOFILE` soft limit to `cur`:
+/// if that leaves no room for an inherited socket's fd number plus a new
+/// pair (`dup3` onto a number at or above the limit fails with `EBADF`,
+/// `socketpair` with `EMFILE`), every inherited socket is taken over now.
+/// sshd's sandboxed pre-authentication child sets it to 1 just before its
+/// seccomp filter: taken over after that, the connection kept the pair it
+/// shares with the monitor, whose shim left bytes in it, and the child
+/// found it readable with nothing to read (`Resource temporarily
+/// unavailable [preauth]`).
+pub fn before_nofile_limit(cur: libc::rlim_t) {
+    let Some(g) = try_global() else { return };
+    let gen = g.gen.load(Ordering::Acquire);
+    let mut top: Option<libc::c_int> = None;
+    for i in 0..g.nctx.load(Ordering::Acquire) {
+        if let Some(c) = g.ctx(i) {
+            if c.gen != gen {
+                for s in c.inner.lock().socks.values() {
+                    top = top.max(s.fds.iter().copied().max());
+                }
+            }
+        }
+    }
+    for e in g.inherit.lock().exec.entries.iter().flatten() {
+        top = top.max(e.fds.iter().copied().max());
+    }
+    if let Some(top) = top {
+        if cur < top as libc::rlim_t + 8 {
+            adopt_all();
+        }
+    }
+}
+
 /// Takes over every inherited socket (from the parent, or across exec)
-/// now: before `chroot` or a change of credentials, after which the
-/// attach socket may be out of reach (sshd's privilege-separated child
-/// chroots to an empty directory and becomes another user).
+/// now: before a seccomp filter, after which the shim cannot make the
+/// system calls that takes (sshd's pre-authentication child; `prctl`).
 pub fn adopt_all() {
     let Some(g) = try_global() else { return };
     let _e = sys::Enter::new();
@@ -349,5 +511,119 @@ pub fn adopt_all() {
     );
     for fd in fds {
         let _ = crate::fdtab::kind(fd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A shim lock that another thread holds when the process forks is
+    /// free in the child (the atfork handlers, registered by the library's
+    /// constructor, take it across the fork). Before the wildcard
+    /// listeners' list and the debug rate limiter were among them, a
+    /// child could inherit one locked by a thread it does not have.
+    #[test]
+    fn statics_held_by_another_thread_are_free_in_the_child() {
+        for round in 0..2 {
+            let (held_tx, held_rx) = mpsc::channel();
+            let holder = std::thread::spawn(move || {
+                let kl = crate::ops::wild::KL.lock();
+                let kinds = crate::debug::KINDS.lock();
+                held_tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+                drop(kinds);
+                drop(kl);
+            });
+            held_rx.recv().unwrap();
+            // SAFETY: the child only tries two locks and _exits.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork");
+            if pid == 0 {
+                let ok = crate::ops::wild::KL.try_lock().is_some()
+                    && crate::debug::KINDS.try_lock().is_some();
+                // SAFETY: _exit takes no pointers; nothing of the child's
+                // state needs to be flushed.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            let mut st = 0;
+            // SAFETY: `st` is a live local for waitpid's status.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+            assert!(
+                libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+                "round {round}: the child found a lock held by a thread it does not have"
+            );
+            holder.join().unwrap();
+        }
+    }
+
+    static CHILD_OK: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+    extern "C" fn fork_in_handler(_: libc::c_int) {
+        // SAFETY: fork in a signal handler (async-signal-safe in glibc,
+        // which is what PostgreSQL 15's postmaster does); the child only
+        // tries a lock and _exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let ok = crate::ops::wild::KL.try_lock().is_some();
+            // SAFETY: _exit takes no pointers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut st = 0;
+        // SAFETY: `st` is a live local for waitpid's status.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        let ok = pid > 0 && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
+        CHILD_OK.store(i32::from(ok), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A `fork` from a signal handler that interrupted code holding a shim
+    /// lock (PostgreSQL 15's postmaster starts its children from its
+    /// SIGUSR1 and SIGCHLD handlers) does not wait for that lock in the
+    /// atfork handler (its own thread holds it: it waited for ever), and
+    /// the child finds it free. Run in a child process, so that a deadlock
+    /// fails the test instead of hanging it.
+    #[test]
+    fn fork_from_a_signal_handler_while_the_thread_holds_a_lock() {
+        // SAFETY: the child runs the scenario and _exits.
+        let runner = unsafe { libc::fork() };
+        assert!(runner >= 0);
+        if runner == 0 {
+            // SAFETY: installs a plain handler for SIGUSR2 in this
+            // (single-threaded) child.
+            unsafe {
+                libc::signal(libc::SIGUSR2, fork_in_handler as libc::sighandler_t);
+            }
+            let g = crate::ops::wild::KL.lock();
+            // SAFETY: raise takes no pointers; the handler runs now, on this
+            // thread, while it holds the lock.
+            unsafe { libc::raise(libc::SIGUSR2) };
+            drop(g);
+            let ok = CHILD_OK.load(std::sync::atomic::Ordering::SeqCst) == 1;
+            // SAFETY: _exit takes no pointers.
+            unsafe { libc::_exit(if ok { 0 } else { 2 }) };
+        }
+        let start = std::time::Instant::now();
+        let mut st = 0;
+        loop {
+            // SAFETY: `st` is a live local for waitpid's status.
+            let r = unsafe { libc::waitpid(runner, &mut st, libc::WNOHANG) };
+            if r == runner {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(5) {
+                // SAFETY: kill and waitpid take no pointers but `st`.
+                unsafe {
+                    libc::kill(runner, libc::SIGKILL);
+                    libc::waitpid(runner, &mut st, 0);
+                }
+                panic!("the fork from the signal handler deadlocked in the atfork handler");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+            "status {st:#x}: the child of the handler's fork found the lock held"
+        );
     }
 }

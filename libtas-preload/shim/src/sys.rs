@@ -14,6 +14,34 @@ thread_local! {
     /// `close`, ... through the same symbols we export).
     static DEPTH: Cell<u32> = const { Cell::new(0) };
     static RESOLVING: Cell<bool> = const { Cell::new(false) };
+    /// Set once this thread is under a seccomp filter ([`set_restricted`]).
+    static RESTRICTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Every thread of the process is under a seccomp filter (one installed
+/// with `SECCOMP_FILTER_FLAG_TSYNC`).
+static RESTRICTED_ALL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the calling thread runs under a seccomp filter the program
+/// installed (`prctl(PR_SET_SECCOMP)`, `seccomp(2)`): the shim then makes
+/// only system calls such sandboxes allow — `read`, `write`, `poll`,
+/// `ppoll`, `futex`, `close`, `shutdown`, `getpid`, `clock_gettime` (sshd's
+/// pre-authentication child allows little more) — and leaves control
+/// messages and readiness bookkeeping that needs more to the reactor
+/// thread, whose filter (set before it existed) is not inherited.
+#[inline]
+pub fn restricted() -> bool {
+    RESTRICTED.with(|r| r.get()) || RESTRICTED_ALL.load(Ordering::Relaxed)
+}
+
+/// The calling thread (or, with `all`, every thread) is now under a
+/// seccomp filter.
+pub fn set_restricted(all: bool) {
+    RESTRICTED.with(|r| r.set(true));
+    if all {
+        RESTRICTED_ALL.store(true, Ordering::Relaxed);
+    }
+    tas::set_thread_ctl_io(false);
 }
 
 /// Whether the calling thread is inside the shim.
@@ -249,6 +277,10 @@ pub mod real {
         setregid: fn(libc::gid_t, libc::gid_t) -> c_int = None;
         setresuid: fn(libc::uid_t, libc::uid_t, libc::uid_t) -> c_int = None;
         setresgid: fn(libc::gid_t, libc::gid_t, libc::gid_t) -> c_int = None;
+        setrlimit: fn(c_int, *const libc::rlimit) -> c_int = None;
+        setrlimit64: fn(c_int, *const libc::rlimit64) -> c_int = None;
+        prlimit: fn(libc::pid_t, c_int, *const libc::rlimit, *mut libc::rlimit) -> c_int = None;
+        prlimit64: fn(libc::pid_t, c_int, *const libc::rlimit64, *mut libc::rlimit64) -> c_int = None;
         execve: fn(*const libc::c_char, *const *const libc::c_char, *const *const libc::c_char) -> c_int = None;
         execvpe: fn(*const libc::c_char, *const *const libc::c_char, *const *const libc::c_char) -> c_int = None;
         fexecve: fn(c_int, *const *const libc::c_char, *const *const libc::c_char) -> c_int = None;
@@ -359,7 +391,37 @@ pub fn r_close(fd: c_int) {
     }
 }
 
+/// Whether a `read` (`write` with `out`) on `fd` would not block now (one
+/// pollfd: within any sandbox's `RLIMIT_NOFILE`). A write also needs the
+/// peer: none on error or hang-up (no SIGPIPE).
+fn ready_now(fd: c_int, out: bool) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: if out { libc::POLLOUT } else { libc::POLLIN },
+        revents: 0,
+    };
+    // SAFETY: `p` is one live local pollfd (nfds = 1).
+    let r = unsafe { real::poll::get()(&mut p, 1, 0) };
+    let bad = libc::POLLERR | libc::POLLHUP | libc::POLLNVAL;
+    if out {
+        r == 1 && p.revents & libc::POLLOUT != 0 && p.revents & bad == 0
+    } else {
+        r == 1 && p.revents & libc::POLLNVAL == 0
+    }
+}
+
+/// Sends `b` on the shim's own socket `fd` without blocking, with no
+/// SIGPIPE. In a [`restricted`] thread (no `sendto`): `write` once `poll`
+/// says there is room and the peer is there — every caller writes to an
+/// empty or nearly empty pair, so a write that fits does not block.
 pub fn r_send(fd: c_int, b: &[u8]) -> Res<usize> {
+    if restricted() {
+        if !ready_now(fd, true) {
+            return Err(libc::EAGAIN);
+        }
+        // SAFETY: `b` is a live slice, valid for reads of b.len() bytes.
+        return check_sz(unsafe { real::write::get()(fd, b.as_ptr() as *const c_void, b.len()) });
+    }
     // SAFETY: `b` is a live slice: its pointer is valid for reads of
     // b.len() bytes for the duration of the call.
     check_sz(unsafe {
@@ -372,7 +434,18 @@ pub fn r_send(fd: c_int, b: &[u8]) -> Res<usize> {
     })
 }
 
+/// Receives into `b` from the shim's own socket `fd` without blocking. In
+/// a [`restricted`] thread (no `recvfrom`): `read` once `poll` says there
+/// is something (so it does not block).
 pub fn r_recv(fd: c_int, b: &mut [u8]) -> Res<usize> {
+    if restricted() {
+        if !ready_now(fd, false) {
+            return Err(libc::EAGAIN);
+        }
+        // SAFETY: `b` is a live, exclusively borrowed slice, valid for
+        // writes of b.len() bytes.
+        return check_sz(unsafe { real::read::get()(fd, b.as_mut_ptr() as *mut c_void, b.len()) });
+    }
     // SAFETY: `b` is a live, exclusively borrowed slice: its pointer is
     // valid for writes of b.len() bytes for the duration of the call.
     check_sz(unsafe {
@@ -435,7 +508,30 @@ pub fn monotonic_ns() -> u64 {
 
 pub struct Lock<T> {
     st: AtomicU32,
+    /// The thread id of the holder (0: none); lets the atfork handler see a
+    /// lock its own thread holds (a `fork` from a signal handler that
+    /// interrupted the shim).
+    owner: AtomicU32,
     v: UnsafeCell<T>,
+}
+
+thread_local! {
+    static TID: Cell<u32> = const { Cell::new(0) };
+}
+
+/// The calling thread's id (cached; `gettid` once per thread).
+#[inline]
+pub fn my_tid() -> u32 {
+    TID.with(|t| {
+        let v = t.get();
+        if v != 0 {
+            return v;
+        }
+        // SAFETY: gettid takes no arguments.
+        let v = unsafe { libc::gettid() } as u32;
+        t.set(v);
+        v
+    })
 }
 
 // SAFETY: access to `v` is serialised by `st` (a mutex).
@@ -469,6 +565,7 @@ impl<T> Lock<T> {
     pub const fn new(v: T) -> Self {
         Lock {
             st: AtomicU32::new(0),
+            owner: AtomicU32::new(0),
             v: UnsafeCell::new(v),
         }
     }
@@ -478,7 +575,10 @@ impl<T> Lock<T> {
         self.st
             .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
             .ok()
-            .map(|_| Guard { l: self })
+            .map(|_| {
+                self.owner.store(my_tid(), Ordering::Relaxed);
+                Guard { l: self }
+            })
     }
 
     #[inline]
@@ -490,7 +590,21 @@ impl<T> Lock<T> {
         {
             self.lock_slow();
         }
+        self.owner.store(my_tid(), Ordering::Relaxed);
         Guard { l: self }
+    }
+
+    /// For the atfork prepare handler: takes the lock unless the calling
+    /// thread holds it already — a `fork` from a signal handler that
+    /// interrupted shim code holding it (PostgreSQL 15's postmaster starts
+    /// its children from its signal handlers): waiting would deadlock the
+    /// thread on itself. Returns whether it took it.
+    pub fn raw_lock_for_fork(&self) -> bool {
+        if self.st.load(Ordering::Relaxed) != 0 && self.owner.load(Ordering::Relaxed) == my_tid() {
+            return false;
+        }
+        self.raw_lock();
+        true
     }
 
     #[cold]
@@ -521,6 +635,7 @@ impl<T> Lock<T> {
     /// # Safety
     /// The caller must hold the lock without a live guard.
     pub unsafe fn raw_unlock(&self) {
+        self.owner.store(0, Ordering::Relaxed);
         if self.st.swap(0, Ordering::Release) == 2 {
             futex(&self.st, libc::FUTEX_WAKE, 1);
         }
@@ -531,6 +646,7 @@ impl<T> Lock<T> {
     /// # Safety
     /// Only in the child right after fork, before anything uses the lock.
     pub unsafe fn reset(&self) {
+        self.owner.store(0, Ordering::Relaxed);
         self.st.store(0, Ordering::SeqCst);
     }
 }

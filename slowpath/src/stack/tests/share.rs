@@ -45,10 +45,14 @@ fn a_forked_child_adopts_a_connection_and_the_last_close_is_the_close() {
     // Another process cannot take it, even with the token.
     fx.ctl(OTHER, flow_msg(ctl::ADOPT, 8, id));
     assert_eq!(result(&mut fx, OTHER).err, libc::EBADF);
-    // The child takes it over: notifications go to its context.
+    // The child takes it over: notifications go to its context, and the
+    // parent is told its view is stale (TAKEN).
     fx.ctl(CHILD, flow_msg(ctl::ADOPT, 9, id));
-    let r = result(&mut fx, CHILD);
-    assert_eq!((r.err, r.info.flow), (0, id));
+    let m = fx.msgs();
+    assert_eq!(m.len(), 2, "{m:?}");
+    assert_eq!((m[0].0, m[0].1.kind), (CHILD, ctl::RESULT));
+    assert_eq!((m[0].1.err, m[0].1.info.flow), (0, id));
+    assert_eq!((m[1].0, m[1].1.kind, m[1].1.flow), (APP, ctl::TAKEN, id));
     assert_eq!(fx.state(id).context, CHILD);
     // The parent closes its copy: not the last holder.
     fx.ctl(APP, flow_msg(ctl::DROP, 10, id));
@@ -170,4 +174,47 @@ fn a_shared_listener_hands_connections_to_its_acceptors_in_turn() {
         .iter()
         .all(|f| parse_out(f).t.flags & tcp::RST == 0));
     assert_eq!(fx.stack.stats().handed_back, 2);
+}
+
+/// sshd for root: the monitor forks its pre-authentication child, which
+/// takes the connection over, uses it and exits; the monitor carries on.
+/// The flow comes back to the monitor with where the child left it
+/// (RETURNED), and the monitor's own ADOPT (taking it back before its next
+/// use) answers the same and leaves it there.
+#[test]
+fn a_connection_comes_back_to_its_holder_when_the_adopter_goes() {
+    let mut fx = Fx::new();
+    fx.io.pids.extend([(APP, 100), (CHILD, 200)]);
+    fx.listen(16);
+    let (id, _, _) = fx.accept_one(1000);
+    fx.frames();
+    fx.ctl(APP, share_msg(ctl::SHARE, 7, 0));
+    assert_eq!(result(&mut fx, APP).err, 0);
+    fx.ctl(APP, share_msg(ctl::SHARE_PID, 0, 200));
+    fx.ctl(CHILD, flow_msg(ctl::ADOPT, 9, id));
+    let m = fx.msgs();
+    assert_eq!(m.len(), 2, "{m:?}");
+    assert_eq!((m[1].0, m[1].1.kind), (APP, ctl::TAKEN));
+    let adopted = m[0].1;
+    // The child exits: the flow goes back to the parent, with where it
+    // stands.
+    let now = fx.now;
+    fx.stack.app_gone(now, CHILD, &mut fx.io);
+    assert_eq!(fx.state(id).context, APP);
+    let m = fx.msgs();
+    let back: Vec<_> = m.iter().filter(|x| x.1.kind == ctl::RETURNED).collect();
+    assert_eq!(back.len(), 1, "{m:?}");
+    assert_eq!((back[0].0, back[0].1.flow), (APP, id));
+    assert_eq!(back[0].1.arg[4], 0, "no error");
+    assert_eq!(back[0].1.info.rx_seq, adopted.info.rx_seq);
+    assert_eq!(back[0].1.info.tx_seq, adopted.info.tx_seq);
+    // The parent takes it back before using it (token 0: its own): no
+    // TAKEN for anybody, the same standing.
+    let mut m = CtlMsg::new(ctl::ADOPT);
+    m.req = 11;
+    m.flow = id;
+    fx.ctl(APP, m);
+    let r = result(&mut fx, APP);
+    assert_eq!((r.err, r.info.tx_seq), (0, adopted.info.tx_seq));
+    assert_eq!(fx.state(id).context, APP);
 }
