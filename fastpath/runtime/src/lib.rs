@@ -1281,6 +1281,11 @@ impl<N: Nic> Core<N> {
         let slot = &self.shared.cores[self.id];
         let mut slept = 0;
         if work == 0 && timeout_ms != 0 {
+            // What a sleeping core counted is visible while it sleeps
+            // (`tasctl stats`, metrics), not only after its next wake-up.
+            for l in &self.lanes {
+                l.publish_stats();
+            }
             let mut fds: [libc::pollfd; 1 + 2 * MAX_LANES_PER_CORE] = [libc::pollfd {
                 fd: -1,
                 events: libc::POLLIN,
