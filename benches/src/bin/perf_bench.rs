@@ -429,7 +429,9 @@ fn iperf3(stack: &Stack, o: &Opts) -> M {
         &mut tb,
         stack,
         "iperf3",
-        &["-s", "-p", "5201", "-1", "--forceflush"],
+        // IPv4 on the server's address (iperf3 binds :: by default, which
+        // the shim leaves to the kernel: IPv6 dual-stack is not done).
+        &["-s", "-p", "5201", "-1", "--forceflush", "-B", TAS_IP],
         Some("listening"),
     );
     let t = o.secs.to_string();
