@@ -22,7 +22,7 @@
 //!   party's CPU share (client, server, tasd, the loop) is printed.
 //! * `--sweep`: TAS only, the static knobs against the self-tuned default:
 //!   tasd's idle spin (`--idle-spin-us` 0/20/200) × the app's spin
-//!   (`TAS_SPIN_US` 0/50), on the echo and redis rows.
+//!   (`TAS_SPIN_US` 0/50), on every row but iperf3.
 //! * `--load-curve FILE.svg`: `sockperf under-load` at rising message
 //!   rates for both stacks; prints p50/p99 per rate and writes the plot.
 //! * `--rows a,b,...`, `--secs S` (per measurement, default 3), `--runs N`
@@ -583,7 +583,7 @@ fn main() {
     let rows: Vec<String> = if o.sweep {
         o.rows
             .iter()
-            .filter(|r| r.starts_with("echo") || r.starts_with("redis"))
+            .filter(|r| r.as_str() != "iperf3")
             .cloned()
             .collect()
     } else {
