@@ -77,11 +77,50 @@ pub struct Conn {
     released: bool,
     error: Option<i32>,
     dirty: bool,
+    /// The RX ring's generation as applied here (`AppEvent::gen`).
+    gen: u8,
+    /// Larger RX rings announced (`ctl::RING`: generation, base, length),
+    /// not yet taken into use.
+    rx_rings: Vec<(u8, u32, u32)>,
+    /// Events of a generation whose `RING` has not been read yet.
+    held: Vec<AppEvent>,
+    /// Where growing the TX ring stands.
+    tx_grow: TxGrow,
+}
+
+/// TX ring growth as the app side runs it (docs/design.md, "Ring memory").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxGrow {
+    /// Nothing asked.
+    Idle,
+    /// `TX_GROW` sent (request id).
+    Asked(u32),
+    /// A larger ring (base, length) is reserved: nothing more is written
+    /// until everything written is acknowledged, then `TX_SWITCH`.
+    Granted(u32, u32),
+    /// `TX_SWITCH` sent (request id, base, length).
+    Switching(u32, u32, u32),
+    /// Refused for now: not asked again before this.
+    Wait(Instant),
+    /// Never (at its maximum, pinned, shared).
+    Never,
+}
+
+/// How long a refused TX growth waits before asking again.
+const TX_GROW_RETRY: Duration = Duration::from_millis(20);
+
+/// Whether generation `a` is newer than `b` (mod 256).
+fn gen_newer(a: u8, b: u8) -> bool {
+    (a.wrapping_sub(b) as i8) > 0
 }
 
 impl Conn {
     fn new(info: FlowInfo) -> Self {
         Conn {
+            gen: info.ring_gen as u8,
+            rx_rings: Vec::new(),
+            held: Vec::new(),
+            tx_grow: TxGrow::Idle,
             info,
             rx_read: info.rx_seq,
             rx_end: info.rx_seq,
@@ -133,7 +172,8 @@ impl Conn {
         let flags = u32::from(self.rx_fin)
             | u32::from(self.tx_fin) << 1
             | u32::from(self.fin_acked) << 2
-            | (self.error.unwrap_or(0).clamp(0, 0xffff) as u32) << 8;
+            | (self.error.unwrap_or(0).clamp(0, 0xffff) as u32) << 8
+            | u32::from(self.gen) << 24;
         [
             i.flow,
             i.local_ip,
@@ -175,10 +215,11 @@ impl Conn {
             rx_seq: w[8],
             tx_seq: w[9],
             mss: w[10],
-            _pad: 0,
+            ring_gen: w[17] >> 24,
             opaque: w[11] as u64 | (w[12] as u64) << 32,
         };
         let mut c = Conn::new(info);
+        c.gen = (w[17] >> 24) as u8;
         c.rx_read = w[13];
         c.rx_end = w[14];
         c.tx_written = w[15];
@@ -186,7 +227,7 @@ impl Conn {
         c.rx_fin = w[17] & 1 != 0;
         c.tx_fin = w[17] & 2 != 0;
         c.fin_acked = w[17] & 4 != 0;
-        let e = (w[17] >> 8) as i32;
+        let e = ((w[17] >> 8) & 0xffff) as i32;
         c.error = (e != 0).then_some(e);
         let ok = info.rx_len > 0
             && info.tx_len > 0
@@ -199,9 +240,62 @@ impl Conn {
     pub fn rx_available(&self) -> u32 {
         self.rx_end.wrapping_sub(self.rx_read)
     }
-    /// Room in the send ring.
+    /// Room in the send ring (none while it is being switched to a
+    /// larger one).
     pub fn tx_free(&self) -> u32 {
+        if matches!(self.tx_grow, TxGrow::Granted(..) | TxGrow::Switching(..)) {
+            return 0;
+        }
         self.info.tx_len - self.tx_written.wrapping_sub(self.tx_acked)
+    }
+
+    /// Takes the RX ring of generation `gen` into use if it is newer than
+    /// ours; false when its `RING` was not read yet. The ring was switched
+    /// when it was empty: everything received before was freed, so read
+    /// (`rx_read`), and the first byte of the new generation is at its
+    /// position 0.
+    fn take_ring(&mut self, gen: u8) -> bool {
+        if !gen_newer(gen, self.gen) {
+            return true;
+        }
+        let Some(i) = self.rx_rings.iter().position(|r| r.0 == gen) else {
+            return false;
+        };
+        let (_, base, len) = self.rx_rings[i];
+        if self.rx_available() != 0 {
+            // Impossible from a correct daemon: the data would be lost.
+            self.error.get_or_insert(libc::EPROTO);
+        }
+        self.info.rx_base = base;
+        self.info.rx_len = len;
+        self.info.rx_seq = self.rx_read;
+        self.gen = gen;
+        self.rx_rings.retain(|r| gen_newer(r.0, gen));
+        true
+    }
+
+    /// Keeps `ev` (of a generation whose `RING` was not read yet).
+    fn hold(&mut self, ev: AppEvent) {
+        if self.held.len() >= 8 {
+            self.held.remove(0);
+        }
+        self.held.push(ev);
+    }
+
+    /// Notes the announced RX ring of generation `gen`; returns the events
+    /// held for want of it, to be delivered again.
+    fn on_ring(&mut self, gen: u8, base: u32, len: u32) -> Vec<AppEvent> {
+        self.rx_rings.retain(|r| r.0 != gen);
+        if self.rx_rings.len() >= 4 {
+            self.rx_rings.remove(0);
+        }
+        self.rx_rings.push((gen, base, len));
+        std::mem::take(&mut self.held)
+    }
+
+    /// Ring position of the next byte to read.
+    fn rx_pos(&self) -> u32 {
+        self.rx_read.wrapping_sub(self.info.rx_seq) % self.info.rx_len.max(1)
     }
     /// Bytes written but not yet acknowledged by the peer.
     pub fn tx_unacked(&self) -> u32 {
@@ -281,6 +375,8 @@ pub struct Tas {
     dirty_conns: Vec<ConnId>,
     dirty_listeners: Vec<ListenerId>,
     replies_changed: bool,
+    /// Outstanding `TX_GROW`/`TX_SWITCH` requests and their connection.
+    grow_reqs: HashMap<u32, ConnId>,
 }
 
 /// What changed since the last [`Tas::take_changes`].
@@ -552,6 +648,7 @@ impl Tas {
             dirty_conns: Vec::new(),
             dirty_listeners: Vec::new(),
             replies_changed: false,
+            grow_reqs: HashMap::new(),
         };
         Ok(t)
     }
@@ -581,6 +678,7 @@ impl Tas {
         self.ctl_out.clear();
         self.dirty_conns.clear();
         self.dirty_listeners.clear();
+        self.grow_reqs.clear();
         self.dead = false;
         self.replies_changed = true;
         Ok(())
@@ -740,6 +838,25 @@ impl Tas {
         Ok(r.listener)
     }
 
+    /// Sets the ring sizes of connections `l` accepts from now on (bytes;
+    /// 0 leaves a side as it is), pinned as `SO_RCVBUF`/`SO_SNDBUF` pin
+    /// them: `setsockopt` on a listening socket. Waits for the answer.
+    pub fn listen_update(&mut self, l: ListenerId, rx: u32, tx: u32) -> io::Result<()> {
+        if !self.listeners.contains_key(&l) {
+            return Err(errno(libc::EBADF));
+        }
+        let mut m = CtlMsg::new(ctl::LISTEN_UPDATE);
+        m.listener = l;
+        m.arg[2] = rx;
+        m.arg[3] = tx;
+        let req = self.request(m)?;
+        let r = self.reply(req)?;
+        if r.err != 0 {
+            return Err(errno(r.err));
+        }
+        Ok(())
+    }
+
     /// Takes an established connection from a listener, if one is ready.
     pub fn try_accept(&mut self, l: ListenerId) -> io::Result<Option<ConnId>> {
         self.auto_poll()?;
@@ -793,7 +910,7 @@ impl Tas {
     fn add_conn(&mut self, info: FlowInfo) -> ConnId {
         let mut c = Conn::new(info);
         for ev in self.orphans.remove(&info.flow).unwrap_or_default() {
-            if c.plausible(&ev) {
+            if !gen_newer(ev.gen, c.gen) && c.plausible(&ev) {
                 c.apply(&ev);
             }
         }
@@ -955,6 +1072,19 @@ impl Tas {
             tx_acked_seq: r.arg[2],
             ..Default::default()
         };
+        // The RX ring grew after the state was exported (the switch found
+        // everything freed: the first byte not freed is its position 0).
+        if r.info.rx_len != 0
+            && (r.info.rx_base, r.info.rx_len) != (conn.info.rx_base, conn.info.rx_len)
+            && conn.rx_available() == 0
+        {
+            conn.info.rx_base = r.info.rx_base;
+            conn.info.rx_len = r.info.rx_len;
+            conn.info.rx_seq = conn.rx_read;
+            conn.gen = r.info.ring_gen as u8;
+            let g = conn.gen;
+            conn.rx_rings.retain(|x| gen_newer(x.0, g));
+        }
         if conn.plausible(&ev) {
             conn.apply(&ev);
         }
@@ -978,9 +1108,11 @@ impl Tas {
         c.closed = false;
         c.released = false;
         c.dirty = false;
+        // A TX growth of the exporting context is not ours.
+        c.tx_grow = TxGrow::Idle;
         Self::resync(&mut c, &r);
         for ev in self.orphans.remove(&id).unwrap_or_default() {
-            if c.plausible(&ev) {
+            if !gen_newer(ev.gen, c.gen) && c.plausible(&ev) {
                 c.apply(&ev);
             }
         }
@@ -1224,11 +1356,19 @@ impl Tas {
         }
         let n = (conn.tx_free() as usize).min(max);
         if n == 0 {
-            return if max == 0 {
-                Ok(0)
-            } else {
-                Err(io::ErrorKind::WouldBlock.into())
+            if max == 0 {
+                return Ok(0);
+            }
+            // Full: maybe the ring is what limits the flow (tasd decides).
+            let ask = match conn.tx_grow {
+                TxGrow::Idle => true,
+                TxGrow::Wait(t) => Instant::now() >= t,
+                _ => false,
             };
+            if ask {
+                self.ask_tx_grow(c);
+            }
+            return Err(io::ErrorKind::WouldBlock.into());
         }
         let len = conn.info.tx_len;
         let start = conn.info.tx_base as usize;
@@ -1371,7 +1511,7 @@ impl Tas {
                 "tasd gave a receive ring outside the region",
             ));
         }
-        let mut pos = (conn.rx_read.wrapping_sub(conn.info.rx_seq) % len) as usize;
+        let mut pos = conn.rx_pos() as usize;
         let mut left = n;
         for b in bufs.iter_mut() {
             let mut off = 0;
@@ -1461,6 +1601,17 @@ impl Tas {
     /// many there were.
     pub fn poll(&mut self) -> io::Result<usize> {
         let mut n = self.drain_events();
+        n += self.read_ctl();
+        if !self.dead {
+            self.flush_ctl();
+            self.flush_cmds();
+        }
+        Ok(n)
+    }
+
+    /// Reads and handles every control message waiting on the socket.
+    fn read_ctl(&mut self) -> usize {
+        let mut n = 0;
         while !self.dead {
             let mut buf = [0u8; 256];
             match recv(self.sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
@@ -1477,11 +1628,7 @@ impl Tas {
                 Err(_) => self.mark_dead(),
             }
         }
-        if !self.dead {
-            self.flush_ctl();
-            self.flush_cmds();
-        }
-        Ok(n)
+        n
     }
 
     /// Takes every notification from every lane's ring. Notifications are
@@ -1499,7 +1646,29 @@ impl Tas {
     }
 
     fn on_event(&mut self, ev: AppEvent) {
+        self.deliver(ev, true);
+    }
+
+    /// Applies notification `ev`; one of a newer RX ring generation after
+    /// that ring's `RING` (read from the socket now if need be: tasd sends
+    /// it before the switch), or, if it is not there yet, held until it is.
+    fn deliver(&mut self, ev: AppEvent, read_ctl: bool) {
         if ev.kind != event::FLOW_UPDATE {
+            return;
+        }
+        let ready = |t: &mut Self| match t.conns.get_mut(&ev.flow) {
+            Some(c) if !c.closed => c.take_ring(ev.gen),
+            _ => true,
+        };
+        let mut ok = ready(self);
+        if !ok && read_ctl {
+            self.read_ctl();
+            ok = ready(self);
+        }
+        if !ok {
+            if let Some(c) = self.conns.get_mut(&ev.flow) {
+                c.hold(ev);
+            }
             return;
         }
         let (stash, dirty) = match self.conns.get_mut(&ev.flow) {
@@ -1527,6 +1696,82 @@ impl Tas {
             }
             v.push(ev);
         }
+        if dirty {
+            self.maybe_tx_switch(ev.flow);
+        }
+    }
+
+    /// Asks tasd for a larger TX ring for `c` (its ring was found full).
+    fn ask_tx_grow(&mut self, c: ConnId) {
+        let mut m = CtlMsg::new(ctl::TX_GROW);
+        m.flow = c;
+        if let Ok(req) = self.request(m) {
+            if let Some(conn) = self.conns.get_mut(&c) {
+                conn.tx_grow = TxGrow::Asked(req);
+                self.grow_reqs.insert(req, c);
+            }
+        }
+    }
+
+    /// With a larger TX ring reserved and everything written acknowledged:
+    /// asks tasd to switch to it.
+    fn maybe_tx_switch(&mut self, c: ConnId) {
+        let Some(conn) = self.conns.get_mut(&c) else {
+            return;
+        };
+        let TxGrow::Granted(base, len) = conn.tx_grow else {
+            return;
+        };
+        if conn.closed || conn.tx_fin || conn.error.is_some() {
+            conn.tx_grow = TxGrow::Never;
+            self.mark_dirty(c);
+            return;
+        }
+        if conn.tx_unacked() != 0 {
+            return;
+        }
+        let mut m = CtlMsg::new(ctl::TX_SWITCH);
+        m.flow = c;
+        if let Ok(req) = self.request(m) {
+            if let Some(conn) = self.conns.get_mut(&c) {
+                conn.tx_grow = TxGrow::Switching(req, base, len);
+                self.grow_reqs.insert(req, c);
+            }
+        }
+    }
+
+    /// The answer to a `TX_GROW` or `TX_SWITCH` of connection `c`.
+    fn on_grow_result(&mut self, c: ConnId, m: &CtlMsg) {
+        let map_len = self.payload.as_ref().unwrap_or(&self.map).len();
+        let Some(conn) = self.conns.get_mut(&c) else {
+            return;
+        };
+        match conn.tx_grow {
+            TxGrow::Asked(r) if r == m.req => {
+                let (base, len) = (m.arg[0], m.arg[1]);
+                conn.tx_grow = match m.err {
+                    0 if len > conn.info.tx_len && base as usize + len as usize <= map_len => {
+                        TxGrow::Granted(base, len)
+                    }
+                    libc::EAGAIN => TxGrow::Wait(Instant::now() + TX_GROW_RETRY),
+                    _ => TxGrow::Never,
+                };
+                self.maybe_tx_switch(c);
+            }
+            TxGrow::Switching(r, base, len) if r == m.req => {
+                if m.err == 0 {
+                    // Position 0 of the new ring is the next byte written.
+                    conn.info.tx_base = base;
+                    conn.info.tx_len = len;
+                    conn.info.tx_seq = conn.tx_written;
+                    conn.tx_grow = TxGrow::Idle;
+                } else {
+                    conn.tx_grow = TxGrow::Wait(Instant::now() + TX_GROW_RETRY);
+                }
+                self.mark_dirty(c);
+            }
+            _ => {}
+        }
     }
 
     /// Like [`Tas::poll`] but only the notification ring (no system call);
@@ -1540,7 +1785,22 @@ impl Tas {
     }
 
     fn on_ctl(&mut self, m: CtlMsg) {
+        if m.kind == ctl::RESULT {
+            if let Some(c) = self.grow_reqs.remove(&m.req) {
+                self.on_grow_result(c, &m);
+                return;
+            }
+        }
         match m.kind {
+            ctl::RING => {
+                let held = match self.conns.get_mut(&m.flow) {
+                    Some(c) if !c.closed => c.on_ring(m.arg[0] as u8, m.arg[1], m.arg[2]),
+                    _ => Vec::new(),
+                };
+                for ev in held {
+                    self.deliver(ev, false);
+                }
+            }
             ctl::ACCEPTED => {
                 if m.arg[0] == 1 {
                     // Handed over from a context that stopped accepting:
@@ -1704,6 +1964,82 @@ mod tests {
         assert!(!c.plausible(&ev(1000 + 65536 + 1, u32::MAX - 10, 0)));
         // An acknowledgement beyond what we wrote is not ours.
         assert!(!c.plausible(&ev(1500, u32::MAX - 9, 0)));
+    }
+
+    fn ev_gen(rx_seq: u32, gen: u8) -> AppEvent {
+        AppEvent {
+            gen,
+            ..ev(rx_seq, 20, 0)
+        }
+    }
+
+    /// An event of a newer RX ring generation is applied only after that
+    /// generation's `RING` (held until it is read), and the new
+    /// generation's first byte is at position 0 of the new ring.
+    #[test]
+    fn events_of_a_new_ring_generation_wait_for_their_ring() {
+        let mut c = Conn::new(info(1000, 20));
+        c.apply(&ev(1000 + 50_000, 20, 0));
+        c.rx_read = 1000 + 50_000; // all read (the switch needs it)
+        assert_eq!(c.rx_pos(), 50_000 % 65536);
+        // Generation 1's event before its RING: not applied.
+        let e1 = ev_gen(1000 + 50_000 + 700, 1);
+        assert!(!c.take_ring(e1.gen));
+        c.hold(e1);
+        assert_eq!(c.rx_available(), 0);
+        // The RING of generation 1 (a ring of 128 KiB at 1 MiB).
+        let held = c.on_ring(1, 1 << 20, 128 << 10);
+        assert_eq!(held, vec![e1]);
+        assert!(c.take_ring(1));
+        c.apply(&held[0]);
+        assert_eq!(
+            (c.info.rx_base, c.info.rx_len, c.gen),
+            (1 << 20, 128 << 10, 1)
+        );
+        assert_eq!((c.rx_pos(), c.rx_available()), (0, 700));
+        // Older generations' events still apply (numbers only move on).
+        assert!(c.take_ring(0));
+        // Two RINGs ahead: the event's own generation is taken.
+        c.rx_read += 700;
+        c.on_ring(2, 4 << 20, 256 << 10);
+        c.on_ring(3, 8 << 20, 256 << 10);
+        assert!(c.take_ring(3));
+        assert_eq!((c.info.rx_base, c.gen, c.rx_pos()), (8 << 20, 3, 0));
+        assert!(c.rx_rings.is_empty());
+        // Generations wrap.
+        assert!(gen_newer(0, 255) && !gen_newer(255, 0));
+    }
+
+    /// A switch while data is unread would lose it: tasd never does that;
+    /// if it did, the connection fails rather than read the wrong ring.
+    #[test]
+    fn a_switch_with_unread_data_is_a_protocol_error() {
+        let mut c = Conn::new(info(1000, 20));
+        c.apply(&ev(1500, 20, 0));
+        c.on_ring(1, 1 << 20, 128 << 10);
+        assert!(c.take_ring(1));
+        assert_eq!(c.error(), Some(libc::EPROTO));
+    }
+
+    #[test]
+    fn tx_free_is_nothing_while_a_larger_ring_is_awaited() {
+        let mut c = Conn::new(info(1000, 20));
+        assert_eq!(c.tx_free(), 65536);
+        c.tx_grow = TxGrow::Granted(1 << 20, 128 << 10);
+        assert_eq!(c.tx_free(), 0);
+        c.tx_grow = TxGrow::Switching(5, 1 << 20, 128 << 10);
+        assert_eq!(c.tx_free(), 0);
+        c.tx_grow = TxGrow::Wait(Instant::now());
+        assert_eq!(c.tx_free(), 65536);
+    }
+
+    #[test]
+    fn words_carry_the_ring_generation() {
+        let mut c = Conn::new(info(1000, 20));
+        c.gen = 7;
+        c.error = Some(libc::ECONNRESET);
+        let back = Conn::from_words(&c.to_words()).unwrap();
+        assert_eq!((back.gen, back.error()), (7, Some(libc::ECONNRESET)));
     }
 
     #[test]

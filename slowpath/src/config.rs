@@ -108,12 +108,25 @@ pub struct Cli {
     /// --min-buf-kib).
     #[arg(long, default_value_t = 4095)]
     pub app_mem_mib: u32,
-    /// Default receive ring per connection, in KiB.
+    /// Largest receive ring a connection's ring grows to, in KiB (and the
+    /// ring of a connection whose app asks for no size growth; see
+    /// --rx-buf-init-kib). The window scale is computed for it.
     #[arg(long, default_value_t = 256)]
     pub rx_buf_kib: u32,
-    /// Default send ring per connection, in KiB.
+    /// Largest send ring a connection's ring grows to, in KiB.
     #[arg(long, default_value_t = 256)]
     pub tx_buf_kib: u32,
+    /// Receive ring a connection starts with, in KiB; it doubles up to
+    /// --rx-buf-kib while the app reads more than half of it per round
+    /// trip (Linux's receive-buffer autotuning). Equal to --rx-buf-kib:
+    /// no growth. A size the app sets (SO_RCVBUF) is pinned.
+    #[arg(long, default_value_t = 32)]
+    pub rx_buf_init_kib: u32,
+    /// Send ring a connection starts with, in KiB; it doubles up to
+    /// --tx-buf-kib while the ring is what limits the sender (the app
+    /// library asks when it finds the ring full). SO_SNDBUF pins it.
+    #[arg(long, default_value_t = 32)]
+    pub tx_buf_init_kib: u32,
     /// Serve Prometheus metrics at http://IP:PORT/metrics (off by default;
     /// a kernel TCP socket in tasd's network namespace).
     #[arg(long, value_name = "IP:PORT")]
@@ -124,7 +137,8 @@ pub struct Cli {
     /// holds only as many connections as its memory has full rings for).
     #[arg(long, default_value_t = 16)]
     pub min_buf_kib: u32,
-    /// Flow table capacity.
+    /// Connections the flow table holds (its slots are a fifteenth more,
+    /// kept for handshakes in progress).
     #[arg(long, default_value_t = 65536)]
     pub max_flows: usize,
     /// TIME_WAIT duration in milliseconds.
@@ -319,6 +333,8 @@ pub struct Config {
     pub app_mem: u32,
     pub rx_buf: u32,
     pub tx_buf: u32,
+    pub rx_buf_init: u32,
+    pub tx_buf_init: u32,
     pub min_buf: u32,
     pub max_flows: usize,
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -581,6 +597,15 @@ impl Config {
                 return Err(format!("{n} must be 4..65536"));
             }
         }
+        // Above the maximum an initial size is the maximum (no growth).
+        for (v, n) in [
+            (cli.rx_buf_init_kib, "--rx-buf-init-kib"),
+            (cli.tx_buf_init_kib, "--tx-buf-init-kib"),
+        ] {
+            if v < 4 {
+                return Err(format!("{n} must be at least 4"));
+            }
+        }
         if cli.ack_delay_us > 10_000 {
             return Err("--ack-delay-us must be 0..10000".into());
         }
@@ -611,6 +636,8 @@ impl Config {
             app_mem: cli.app_mem_mib.saturating_mul(1 << 20).min(u32::MAX - 4095),
             rx_buf: cli.rx_buf_kib * 1024,
             tx_buf: cli.tx_buf_kib * 1024,
+            rx_buf_init: cli.rx_buf_init_kib.min(cli.rx_buf_kib) * 1024,
+            tx_buf_init: cli.tx_buf_init_kib.min(cli.tx_buf_kib) * 1024,
             min_buf: cli.min_buf_kib * 1024,
             max_flows: cli.max_flows,
             metrics_addr: cli.metrics_addr,
@@ -645,6 +672,8 @@ impl Config {
             mtu,
             default_rx_buf: self.rx_buf,
             default_tx_buf: self.tx_buf,
+            init_rx_buf: self.rx_buf_init,
+            init_tx_buf: self.tx_buf_init,
             time_wait_ns: self.time_wait_ms * 1_000_000,
             ecn: self.ecn,
             syncookies: self.syncookies,

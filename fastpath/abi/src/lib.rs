@@ -45,7 +45,7 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
 }
 
 /// Bumped on every incompatible layout change.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Kinds of [`AppEvent`] (service → app).
 pub mod event {
@@ -76,7 +76,12 @@ pub mod cmd {
 pub struct AppEvent {
     pub kind: u8,
     pub flags: u8,
-    pub _pad: u16,
+    /// The flow's RX ring generation when the event was built: one more
+    /// for every switch to a larger ring (`ctl::RING`; wraps). An app that
+    /// sees a generation newer than its own applies the matching `RING`
+    /// before the event (docs/design.md, "Ring memory").
+    pub gen: u8,
+    pub _pad: u8,
     /// Flow id in the service's table.
     pub flow: u32,
     /// The app's id for the flow.
@@ -157,6 +162,26 @@ pub mod ctl {
     /// again (notifications come here; a flow's `arg[1..4]` as for `ADOPT`)
     /// and it closes it the usual way; 0 when others still hold it.
     pub const DROP: u32 = 12;
+    /// `flow`: the TX ring was full; may it grow? Answered by `RESULT`:
+    /// err 0 with `arg` = [base, len] of a larger ring reserved for the
+    /// flow (switch to it with `TX_SWITCH` once everything written is
+    /// acknowledged, writing nothing more to the old ring meanwhile), or
+    /// `EAGAIN` (not now: the ring is not what limits the flow, or the
+    /// region is under pressure) or `ENOSPC` (never: at its maximum,
+    /// pinned by `SO_SNDBUF`, or shared).
+    pub const TX_GROW: u32 = 13;
+    /// `flow`: switch to the TX ring `TX_GROW` reserved. The app sends it
+    /// only when everything it wrote is acknowledged. Answered by `RESULT`:
+    /// err 0 (the fast path sends from the new ring, position 0 = the next
+    /// byte the app writes) or `EAGAIN` (refused: data or a FIN in flight,
+    /// or recovery state; the reserved ring is given back, the old one
+    /// stays).
+    pub const TX_SWITCH: u32 = 14;
+    /// `listener`: new ring sizes for connections accepted from now on
+    /// (`setsockopt(SO_RCVBUF/SO_SNDBUF)` after `listen()`): `arg[2]` =
+    /// rx, `arg[3]` = tx (bytes; 0 leaves that side as it is). A size set
+    /// this way is pinned. Answered by `RESULT`.
+    pub const LISTEN_UPDATE: u32 = 15;
 
     // service -> app
     /// `arg` = [region size, event ring capacity, cmd ring capacity,
@@ -180,6 +205,14 @@ pub mod ctl {
     /// Answer to `STATS`: `req`, `flow`, the statistics in `arg` and `info`
     /// (see [`crate::FlowStats`]).
     pub const STATS_OK: u32 = 107;
+    /// `flow`'s RX ring will grow: `arg` = [generation, base, len]. Sent
+    /// before the switch, which the slow path makes only when the ring is
+    /// empty (everything received was freed) and no out-of-order data is
+    /// held; the first byte of the new generation (as `AppEvent::gen`
+    /// tells) goes to position 0 of the new ring. Several may be
+    /// outstanding; one that never takes effect is superseded by a later
+    /// one of the same generation.
+    pub const RING: u32 = 108;
 
     /// LISTEN flag: share the port with other listeners (SO_REUSEPORT).
     pub const F_REUSEPORT: u32 = 1;
@@ -232,8 +265,8 @@ pub struct FlowInfo {
     /// Sequence number of our first payload byte.
     pub tx_seq: u32,
     pub mss: u32,
-    /// Explicit padding (keeps `opaque` 8-aligned); always zero.
-    pub _pad: u32,
+    /// The RX ring's generation (`AppEvent::gen`; the low byte counts).
+    pub ring_gen: u32,
     pub opaque: u64,
 }
 

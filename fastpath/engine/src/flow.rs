@@ -7,7 +7,7 @@
 //!
 //! | line | bytes   | fields | written by |
 //! |------|---------|--------|-----------|
-//! | 0    | 0..64   | `opaque`, 4-tuple, `remote_mac`, `context`, `mem`, `group`, `cfg`, `mss`, window shifts, RX/TX ring base and length, `tx_rate`, `tx_cwnd` | slow path (install, congestion control); fast path only reads |
+//! | 0    | 0..64   | `opaque`, 4-tuple, `remote_mac`, `context`, `mem`, `group`, `cfg`, `mss`, window shifts, `ring_gen`, RX/TX ring base and length, `tx_rate`, `tx_cwnd` | slow path (install, congestion control); fast path only reads |
 //! | 1    | 64..124 | `rx_avail`, `rx_next_pos`, `rx_next_seq`, `rx_remote_avail`, `rx_ooo_start`, `rx_ooo_len`, `tx_avail`, `tx_sent`, `tx_next_pos`, `tx_next_seq`, `tx_next_ts`, `rtt_est`, `cnt_ackb`, `cnt_ecnb`, `dupack_cnt`, `cnt_frexmits`, `st`, `notify` | the owning fast-path core; the slow path reads the feedback counters and resets them, under the flow lock |
 //! | 1    | 124..128| `lock`, `gen` (in [`FlowSlot`]) | atomics |
 //!
@@ -121,7 +121,10 @@ pub struct FlowState {
     pub snd_wscale: u8,
     /// Shift applied to windows we announce.
     pub rcv_wscale: u8,
-    pub _pad: u16,
+    /// RX ring generation (slow path: one more per switch to a larger
+    /// ring), relayed in every notification (`AppEvent::gen`).
+    pub ring_gen: u8,
+    pub _pad: u8,
     /// RX ring: offset and length inside region `mem`.
     pub rx_base: u32,
     pub rx_len: u32,

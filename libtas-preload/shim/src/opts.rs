@@ -208,8 +208,26 @@ pub unsafe fn setsockopt(
     }
     // SAFETY: val/len as the caller passed them (same contract).
     let r = unsafe { set_modelled(&mut s.opts, g, level, name, val, len) };
+    let (st, rcvbuf, sndbuf) = (s.st, s.opts.rcvbuf, s.opts.sndbuf);
     if r.is_ok() && level == libc::SOL_SOCKET && name == libc::SO_RCVLOWAT {
         inner.sync(sid);
+    }
+    // On a listening socket the sizes apply to the connections it accepts
+    // from now on (Linux: accepted sockets inherit the listener's buffer
+    // sizes and their lock), as nginx's `listen ... rcvbuf=` sets them
+    // after listen().
+    if let (Ok(()), St::Listening(l), libc::SOL_SOCKET) = (r, st, level) {
+        let (rx, tx) = match name {
+            libc::SO_RCVBUF | libc::SO_RCVBUFFORCE => (rcvbuf.unwrap_or(0), 0),
+            libc::SO_SNDBUF | libc::SO_SNDBUFFORCE => (0, sndbuf.unwrap_or(0)),
+            _ => (0, 0),
+        };
+        if rx != 0 || tx != 0 {
+            inner
+                .tas
+                .listen_update(l, rx, tx)
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        }
     }
     r
 }

@@ -482,7 +482,7 @@ impl Daemon {
                 adaptive: true,
             },
         };
-        let table = Arc::new(FlowTable::new(cfg.max_flows));
+        let table = Arc::new(FlowTable::new(crate::stack::table_slots(cfg.max_flows)));
         let shared: Arc<Shared> = FastPathShared::new(n_cores, nics.len())?;
         if hw_lanes < nics.len() {
             shared.enable_steering(hw_lanes);

@@ -36,6 +36,7 @@ use tas_engine::flowtable::FlowId;
 use tas_abi::{stats, CtlMsg, FlowStats};
 
 use super::conn::Phase;
+use super::conn::GROW_ROUND;
 use super::{AppId, Conn, FlowSummary, FpCmd, Stack, StackIo, Timer};
 use crate::cc::{AlgoSpec, CcConfig, CcError, Feedback, FlowControl, Limit, Start, Verdict};
 
@@ -233,6 +234,7 @@ impl Stack {
         g.cnt_ecnb = 0;
         g.cnt_frexmits = 0;
         let rx = g.rx_data_seq();
+        let receiving = rx != cc.last_rx_seq;
         cc.bytes_in += rx.wrapping_sub(cc.last_rx_seq) as u64;
         cc.last_rx_seq = rx;
         cc.timeouts = 0;
@@ -283,12 +285,21 @@ impl Stack {
         }
         let snap = *g;
         drop(g);
-
-        // When to look again.
         let tau = setting.interval_ns(cc.rtt_us);
         let min_iv = setting.min_interval_ns();
+        // The RX ring may grow (`conn/grow.rs`): while data arrives, come
+        // back within GROW_ROUND rather than at the idle poll period.
+        let grow = self.rx_grow_round(now, id, io);
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let cc = &mut c.cc;
+
+        // When to look again.
         let idle = fresh.acked == 0 && fresh.in_flight == 0 && fresh.queued == 0;
-        let next = if idle {
+        let next = if idle && grow && receiving {
+            GROW_ROUND.min(max_iv)
+        } else if idle {
             max_iv
         } else {
             match verdict {

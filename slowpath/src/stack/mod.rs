@@ -99,9 +99,12 @@
 //! `EINVAL`. `UNLISTEN` → `RESULT`. `ACCEPT` (credit: established
 //! connections the app took off its accept queue) → no answer. `CLOSE`,
 //! `ABORT` → `RELEASED` (maybe later). `STATS` → `STATS_OK` with the
-//! flow's RTT, window, retransmissions and options (`ccloop.rs`). Anything
-//! invalid or not owned by the sender → `RESULT` with `EINVAL`/`EBADF`;
-//! never a panic.
+//! flow's RTT, window, retransmissions and options (`ccloop.rs`).
+//! `TX_GROW` → `RESULT` (a larger TX ring reserved, or `EAGAIN`/`ENOSPC`),
+//! `TX_SWITCH` → `RESULT` (switched, or `EAGAIN`), `LISTEN_UPDATE` →
+//! `RESULT`; unasked, `RING` announces a larger RX ring (`conn/grow.rs`).
+//! Anything invalid or not owned by the sender → `RESULT` with
+//! `EINVAL`/`EBADF`; never a panic.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -189,6 +192,21 @@ pub trait StackIo {
     fn free_bytes(&self, app: AppId) -> u64;
 }
 
+/// Flow-table slots for `max_flows` connections: new connections are
+/// refused above 15/16 of the table (`conn/resources.rs::room_for`), the
+/// rest being kept for connections whose handshake state the slow path
+/// holds, so the table has a fifteenth more than `--max-flows`, and that
+/// many connections fit (the default 65,536 in 69,906 slots).
+pub fn table_slots(max_flows: usize) -> usize {
+    max_flows + max_flows.div_ceil(15)
+}
+
+/// Whether a table of `cap` slots takes another connection with `used`
+/// entries (installed flows, and opens in progress for an active open).
+pub(crate) fn below_watermark(used: usize, cap: usize) -> bool {
+    used < cap - cap / 16
+}
+
 /// Stack configuration. Times are nanoseconds.
 #[derive(Clone, Debug)]
 pub struct StackConfig {
@@ -198,9 +216,14 @@ pub struct StackConfig {
     pub gateway: Option<u32>,
     pub local_mac: [u8; 6],
     pub mtu: u16,
-    /// Ring sizes when the app asks for 0.
+    /// Ring sizes when the app asks for 0: the most a ring grows to.
     pub default_rx_buf: u32,
     pub default_tx_buf: u32,
+    /// What such a ring starts with (doubling up to the default while the
+    /// flow needs it; `conn/grow.rs`). A size the app asks for is pinned:
+    /// it starts there and never grows.
+    pub init_rx_buf: u32,
+    pub init_tx_buf: u32,
     /// How long the side that closed first keeps the flow (TIME_WAIT).
     pub time_wait_ns: u64,
     /// SYN (and SYN-ACK) retransmissions before giving up.
@@ -275,6 +298,8 @@ impl Default for StackConfig {
             mtu: 1500,
             default_rx_buf: 256 << 10,
             default_tx_buf: 256 << 10,
+            init_rx_buf: 256 << 10,
+            init_tx_buf: 256 << 10,
             time_wait_ns: 2 * SEC,
             syn_retries: 6,
             syn_rto_ns: 200 * MS,
@@ -447,6 +472,16 @@ pub struct StackStats {
     pub ctl_errors: u64,
     pub alloc_failures: u64,
     pub table_full: u64,
+    /// Ring growth (`conn/grow.rs`): RX and TX rings switched to twice
+    /// their size; reserved RX rings given back (never empty in
+    /// `RX_SWITCH_TRIES` rounds, or the flow closed or was shared); TX
+    /// growth refused (the ring did not limit the sender, or the switch
+    /// found data in flight); growth stopped by region pressure.
+    pub rx_rings_grown: u64,
+    pub tx_rings_grown: u64,
+    pub rx_grow_abandoned: u64,
+    pub tx_grow_refused: u64,
+    pub ring_grow_no_room: u64,
     /// Congestion control: updates applied, deferred (too little
     /// feedback), algorithm hand-overs, kicks of window-blocked flows.
     pub cc_updates: u64,
@@ -639,6 +674,9 @@ impl Stack {
             ctl::SHARE_PID => self.app_share_pid(now, app, msg, io),
             ctl::ADOPT => self.app_adopt(app, msg, io),
             ctl::DROP => self.app_drop(now, app, msg, io),
+            ctl::TX_GROW => self.app_tx_grow(app, msg, io),
+            ctl::TX_SWITCH => self.app_tx_switch(app, msg, io),
+            ctl::LISTEN_UPDATE => self.app_listen_update(app, msg, io),
             _ => self.reply_err(io, app, msg, libc::EINVAL),
         }
     }

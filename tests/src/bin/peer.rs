@@ -7,7 +7,8 @@
 //! peer [--tas] echo-server PORT [MAX_CONNS]
 //! peer [--tas] echo-client IP PORT COUNT SIZE [CONNS]   prints rtt percentiles
 //! peer [--tas] send IP PORT BYTES SEED                  connect, send pattern, close
-//! peer [--tas] recv PORT BYTES SEED                     accept one, verify pattern
+//! peer [--tas] recv PORT BYTES SEED [RCVBUF]            accept one, verify pattern (--tas: RCVBUF
+//!                                                      set on the listener after listen)
 //! peer [--tas] serve-send PORT BYTES SEED               accept one, send pattern, close
 //! peer [--tas] connect-recv IP PORT BYTES SEED          connect, verify pattern
 //! peer [--tas] connect IP PORT                          prints "connected" or the errno
@@ -573,8 +574,23 @@ fn run_tas(a: &[String]) {
             let l = t
                 .listen(arg(a, 1, "PORT"), 16)
                 .unwrap_or_else(|e| fail(format!("listen: {e}")));
+            // RCVBUF: a receive ring size set on the listener after
+            // listen() (pinned), reported after 500 ms without reading.
+            let pinned: Option<u32> = a.get(4).map(|_| arg(a, 4, "RCVBUF"));
+            if let Some(rb) = pinned {
+                t.listen_update(l, rb, 0)
+                    .unwrap_or_else(|e| fail(format!("listen_update: {e}")));
+            }
             println!("listening");
             let c = t.accept(l).unwrap_or_else(|e| fail(format!("accept: {e}")));
+            if pinned.is_some() {
+                let end = std::time::Instant::now() + Duration::from_millis(500);
+                while std::time::Instant::now() < end {
+                    let _ = t.wait(Some(Duration::from_millis(50)));
+                }
+                let cn = t.conn(c).unwrap_or_else(|| fail("conn gone".into()));
+                println!("rx_len {} queued {}", cn.rx_len(), cn.rx_available());
+            }
             let bytes: u64 = arg(a, 2, "BYTES");
             let seed: u64 = arg(a, 3, "SEED");
             let mut s = TasStream { tas: &mut t, c };

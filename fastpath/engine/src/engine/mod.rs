@@ -908,6 +908,7 @@ impl FastPath {
             let ev = AppEvent {
                 kind: event::FLOW_UPDATE,
                 flags,
+                gen: f.ring_gen,
                 flow: id,
                 opaque: f.opaque,
                 rx_seq: f.rx_data_seq(),

@@ -112,6 +112,7 @@ impl Stack {
             io.app_msg(c.app, &m);
             return;
         };
+        self.set_ring_max(id, c.rx_max, c.tx_max);
         // Third segment of the handshake.
         self.send_flow_segment(now, &f, f.tx_next_seq, 0, &[], io);
         self.stats.connected += 1;

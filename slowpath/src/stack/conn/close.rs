@@ -87,7 +87,7 @@ impl Stack {
         if c.phase != Phase::Dead || c.placeholder {
             self.table.remove(id);
         }
-        Self::free_rings(c.app, c.rx, c.tx, io);
+        Self::free_conn_rings(&c, io);
         if c.orphan {
             self.orphan_done(c.app);
         } else {
@@ -219,7 +219,7 @@ impl Stack {
                         if c.phase == Phase::Done || c.placeholder {
                             self.table.remove(id);
                         }
-                        Self::free_rings(c.app, c.rx, c.tx, io);
+                        Self::free_conn_rings(&c, io);
                     }
                 }
             }
@@ -277,7 +277,7 @@ impl Stack {
                 }
             }
         }
-        Self::free_rings(c.app, c.rx, c.tx, io);
+        Self::free_conn_rings(&c, io);
         if c.orphan {
             self.orphan_done(c.app);
         }

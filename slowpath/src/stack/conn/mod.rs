@@ -12,7 +12,9 @@
 //!   zero-window persist, FIN_WAIT_2 bound);
 //! * [`requests`]: the apps' `LISTEN`/`CONNECT`/`CLOSE`/... messages;
 //! * [`segment`] and [`resources`]: what the others share (building and
-//!   sending segments; ISN, ports, rings and flow-table entries).
+//!   sending segments; ISN, ports, rings and flow-table entries);
+//! * [`grow`]: rings that start small and double while the flow needs them
+//!   (`RING`, `TX_GROW`, `TX_SWITCH`).
 
 use tas_abi::FlowInfo;
 use tas_engine::flow::{st, FlowKey, FlowState};
@@ -26,6 +28,7 @@ mod active;
 mod close;
 mod cookie;
 mod exceptions;
+mod grow;
 mod passive;
 mod requests;
 mod resources;
@@ -34,6 +37,7 @@ mod share;
 mod timers;
 mod timewait;
 
+pub(in crate::stack) use grow::GROW_ROUND;
 pub(in crate::stack) use share::Grant;
 pub(in crate::stack) use timewait::TimeWait;
 
@@ -52,8 +56,12 @@ pub(super) struct Listener {
     /// the app (`ACCEPT` credit).
     pub(super) pending: u32,
     pub(super) half_open: u32,
+    /// Ring sizes of accepted connections: the most they grow to, or
+    /// (pinned: `SO_RCVBUF`/`SO_SNDBUF`) what they get.
     pub(super) rx_size: u32,
     pub(super) tx_size: u32,
+    pub(super) rx_pin: bool,
+    pub(super) tx_pin: bool,
     pub(super) reuse: bool,
     /// Becomes `FlowState::opaque` of accepted flows.
     pub(super) opaque: u64,
@@ -69,6 +77,26 @@ pub(super) struct Listener {
     /// while the listener is shared: to hand them to another acceptor
     /// when that app stops accepting).
     pub(super) announced: Vec<(FlowId, AppId, FlowInfo)>,
+}
+
+impl Listener {
+    /// The RX ring an accepted connection starts with (before
+    /// [`Stack::ring_sizes`]): the pinned size, or `init` growing to
+    /// `rx_size`.
+    fn rx_init(&self, init: u32) -> u32 {
+        if self.rx_pin {
+            self.rx_size
+        } else {
+            init.min(self.rx_size)
+        }
+    }
+    fn tx_init(&self, init: u32) -> u32 {
+        if self.tx_pin {
+            self.tx_size
+        } else {
+            init.min(self.tx_size)
+        }
+    }
 }
 
 /// What the peer's SYN (or SYN-ACK) offered.
@@ -129,6 +157,9 @@ pub(super) struct Connecting {
     first_sent: u64,
     rx: Ring,
     tx: Ring,
+    /// The most the rings grow to.
+    rx_max: u32,
+    tx_max: u32,
 }
 
 /// Where an installed (or not yet released) connection stands.
@@ -197,6 +228,8 @@ pub(super) struct Conn {
     /// Contexts holding the flow (several after a fork; see `share`);
     /// `app` gets its notifications.
     pub(super) holders: Vec<AppId>,
+    /// Ring growth (`grow`).
+    grow: grow::Grow,
 }
 
 /// A TCP frame as connection control reads it: the sender's MAC, the
@@ -258,7 +291,7 @@ fn flow_info(id: FlowId, f: &FlowState) -> FlowInfo {
         rx_seq: f.rx_next_seq,
         tx_seq: f.tx_next_seq,
         mss: (f.mss as u32).saturating_sub(f.opt_len()).max(1),
-        _pad: 0,
+        ring_gen: u32::from(f.ring_gen),
         opaque: { f.opaque },
     }
 }

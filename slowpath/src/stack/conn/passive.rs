@@ -245,7 +245,14 @@ impl Stack {
         let Some(l) = self.listeners.get(&lid) else {
             return (0, 0, 0);
         };
-        let (rx, tx) = self.ring_sizes(l.app, l.rx_size, l.tx_size, io);
+        let (rx0, tx0) = (self.cfg.init_rx_buf, self.cfg.init_tx_buf);
+        let (rx, tx) = self.ring_sizes(
+            l.app,
+            l.rx_init(rx0),
+            l.tx_init(tx0),
+            (l.rx_pin, l.tx_pin),
+            io,
+        );
         (l.app, rx, tx)
     }
 
@@ -478,6 +485,7 @@ impl Stack {
             }
             return;
         };
+        self.set_ring_max(id, lst.rx_size, lst.tx_size);
         if !cookie {
             self.drop_half_open(&key);
         }

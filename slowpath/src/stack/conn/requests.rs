@@ -8,6 +8,7 @@ use tas_engine::flow::FlowKey;
 use tas_engine::flowtable::FlowId;
 use tas_engine::wire::tcp;
 
+use super::grow::ring_span;
 use super::{wscale_for, Conn, ConnectPhase, Connecting, Listener, Phase};
 use crate::stack::{tuple, AppId, Stack, StackIo, Timer};
 
@@ -19,7 +20,7 @@ const MAX_BACKLOG: u32 = 4096;
 const MAX_REUSEPORT: usize = 64;
 
 /// A requested ring size (0: the default), clamped.
-fn buf_len(req: u32, default: u32) -> u32 {
+pub(super) fn buf_len(req: u32, default: u32) -> u32 {
     let v = if req == 0 { default } else { req };
     v.clamp(MIN_BUF, MAX_BUF)
 }
@@ -64,6 +65,8 @@ impl Stack {
                 half_open: 0,
                 rx_size: buf_len(rx_size, self.cfg.default_rx_buf),
                 tx_size: buf_len(tx_size, self.cfg.default_tx_buf),
+                rx_pin: rx_size != 0,
+                tx_pin: tx_size != 0,
                 reuse,
                 opaque: msg.info.opaque,
                 cookies_until: 0,
@@ -74,6 +77,37 @@ impl Stack {
         );
         self.ports.entry(port).or_default().push(id);
         self.reply(io, app, msg, 0, id);
+    }
+
+    /// `LISTEN_UPDATE`: ring sizes set on a listener after `listen()`
+    /// (`arg[2]`/`arg[3]`, 0: unchanged) apply, pinned, to connections
+    /// accepted from now on (Linux copies a listener's buffer sizes and
+    /// their lock flags to the sockets it accepts).
+    pub(in crate::stack) fn app_listen_update(
+        &mut self,
+        app: AppId,
+        msg: &CtlMsg,
+        io: &mut impl StackIo,
+    ) {
+        let lid = msg.listener;
+        let (drx, dtx) = (self.cfg.default_rx_buf, self.cfg.default_tx_buf);
+        let Some(l) = self
+            .listeners
+            .get_mut(&lid)
+            .filter(|l| l.holders.contains(&app))
+        else {
+            return self.reply_err(io, app, msg, libc::EBADF);
+        };
+        let (rx, tx) = (msg.arg[2], msg.arg[3]);
+        if rx != 0 {
+            l.rx_size = buf_len(rx, drx);
+            l.rx_pin = true;
+        }
+        if tx != 0 {
+            l.tx_size = buf_len(tx, dtx);
+            l.tx_pin = true;
+        }
+        self.reply(io, app, msg, 0, lid);
     }
 
     pub(super) fn remove_listener(&mut self, lid: u32, io: &mut impl StackIo) {
@@ -196,18 +230,20 @@ impl Stack {
             local_port: lport,
             remote_port: rport,
         };
-        let rx_len = buf_len(rx_size, self.cfg.default_rx_buf);
-        let tx_len = buf_len(tx_size, self.cfg.default_tx_buf);
+        let (rx_len, rx_max) = ring_span(rx_size, self.cfg.default_rx_buf, self.cfg.init_rx_buf);
+        let (tx_len, tx_max) = ring_span(tx_size, self.cfg.default_tx_buf, self.cfg.init_tx_buf);
         // Refuse before the SYN when the flow table has no room (the same
         // watermark passive opens use), rather than reset the peer after
         // its SYN-ACK.
         let cap = self.table.capacity();
-        if self.table.len() + self.connecting.len() >= cap - cap / 16 {
+        if !crate::stack::below_watermark(self.table.len() + self.connecting.len(), cap) {
             self.stats.connect_no_room += 1;
             return self.reply_err(io, app, msg, libc::ENOBUFS);
         }
-        let ws_len = rx_len;
-        let (rx_len, tx_len) = self.ring_sizes(app, rx_len, tx_len, io);
+        // The window scale is for the most the ring grows to.
+        let ws_len = rx_max;
+        let pin = (rx_size != 0, tx_size != 0);
+        let (rx_len, tx_len) = self.ring_sizes(app, rx_len, tx_len, pin, io);
         let Some((rx, tx)) = self.alloc_rings(app, rx_len, tx_len, io) else {
             return self.reply_err(io, app, msg, libc::ENOMEM);
         };
@@ -230,6 +266,8 @@ impl Stack {
             first_sent: now,
             rx,
             tx,
+            rx_max,
+            tx_max,
         };
         self.connecting.insert(key, c);
         if mac.is_some() {

@@ -70,20 +70,30 @@ impl Stack {
     /// the floor (never more than configured). So one app can always hold
     /// as many connections as the flow table, and the first thousands of a
     /// region get full rings (docs/design.md, "Ring memory").
-    pub(super) fn ring_sizes(&self, app: AppId, rx: u32, tx: u32, io: &impl StackIo) -> (u32, u32) {
+    ///
+    /// A pinned size (`pin`: the app set `SO_RCVBUF`/`SO_SNDBUF`) is never
+    /// lowered, as Linux never gives a socket less than its (clamped)
+    /// request: when the region cannot hold it the connection is refused
+    /// as with no memory at all.
+    pub(super) fn ring_sizes(
+        &self,
+        app: AppId,
+        rx: u32,
+        tx: u32,
+        pin: (bool, bool),
+        io: &impl StackIo,
+    ) -> (u32, u32) {
         let floor = self.cfg.ring_floor;
         if floor == 0 {
             return (rx, tx);
         }
-        let taken = self.table.len() + self.connecting.len() + self.half_open.len();
-        let left = self.table.capacity().saturating_sub(taken) as u64;
-        let reserve = left * 2 * u64::from(floor);
-        let promised = self.promised.get(&app).copied().unwrap_or(0);
-        let free = io.free_bytes(app).saturating_sub(promised);
-        if free >= u64::from(rx) + u64::from(tx) + reserve {
+        if self.spare_bytes(app, io) >= u64::from(rx) + u64::from(tx) {
             (rx, tx)
         } else {
-            (rx.min(floor), tx.min(floor))
+            (
+                if pin.0 { rx } else { rx.min(floor) },
+                if pin.1 { tx } else { tx.min(floor) },
+            )
         }
     }
 
@@ -113,7 +123,7 @@ impl Stack {
     /// and given back at once).
     pub(super) fn room_for(&mut self, app: AppId, rx: u32, tx: u32, io: &mut impl StackIo) -> bool {
         let cap = self.table.capacity();
-        if self.table.len() >= cap - cap / 16 {
+        if !crate::stack::below_watermark(self.table.len(), cap) {
             return false;
         }
         let Some(rb) = io.alloc(app, rx) else {
@@ -130,6 +140,14 @@ impl Stack {
     pub(super) fn free_rings(app: AppId, rx: Ring, tx: Ring, io: &mut impl StackIo) {
         io.free(app, rx.base, rx.len);
         io.free(app, tx.base, tx.len);
+    }
+
+    /// Frees a connection's rings, with any reserved for growth.
+    pub(super) fn free_conn_rings(c: &Conn, io: &mut impl StackIo) {
+        Self::free_rings(c.app, c.rx, c.tx, io);
+        for r in c.grow.reserved() {
+            io.free(c.app, r.base, r.len);
+        }
     }
 
     /// Installs `f` and starts its bookkeeping.
@@ -185,6 +203,7 @@ impl Stack {
             hs_rtt,
             cc,
             holders: vec![app],
+            grow: super::grow::Grow::fixed(rx.len, tx.len),
         };
         let base = self.rto_base(&c, f.rtt_est);
         let cc_due = c.cc.due;

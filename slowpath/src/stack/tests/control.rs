@@ -458,3 +458,50 @@ fn ring_sizes_count_what_handshakes_in_progress_were_promised() {
     let st = fx.stack.stats();
     assert_eq!((st.accept_no_room, st.alloc_failures), (0, 0));
 }
+
+/// `--max-flows` connections fit in the flow table (it has a fifteenth
+/// more slots for handshakes in progress): before, the 15/16 fill
+/// watermark cut the default 65,536 to 61,440.
+#[test]
+fn max_flows_connections_fit_below_the_table_watermark() {
+    use crate::stack::{below_watermark, table_slots};
+    for m in [1usize, 14, 15, 16, 30, 1000, 61_440, 65_536, 4 << 20] {
+        let cap = table_slots(m);
+        assert!(below_watermark(m - 1, cap), "{m} in {cap} slots");
+    }
+    assert_eq!(table_slots(65_536), 69_906);
+    let max = 30;
+    let table = Arc::new(tas_engine::flowtable::FlowTable::new(table_slots(max)));
+    let mut fx = Fx {
+        stack: Stack::new(host_cfg(A_IP, A_MAC), table.clone(), 42),
+        table,
+        io: RecIo::default(),
+        now: 1_000 * MS,
+    };
+    // Small rings: the test region holds 30 pairs.
+    fx.ctl(
+        APP,
+        CtlMsg {
+            kind: ctl::LISTEN,
+            req: 1,
+            arg: [PORT as u32, 128, 4096, 4096, 0],
+            ..Default::default()
+        },
+    );
+    assert_eq!(fx.one_msg().err, 0);
+    for i in 0..max as u16 {
+        let mut s = syn(1000, full_opts(1));
+        s.src_port = 20000 + i;
+        fx.nf(&fx.peer(s, &[]));
+        let sa = fx.one_tcp();
+        let mut a = ack_seg(
+            1001,
+            sa.t.seq + 1,
+            1000,
+            Some((2, sa.t.options.timestamp.unwrap().0)),
+        );
+        a.src_port = 20000 + i;
+        fx.nf(&fx.peer(a, &[]));
+        assert_eq!(fx.one_msg().kind, ctl::ACCEPTED, "connection {i} of {max}");
+    }
+}

@@ -25,6 +25,7 @@ mod backpressure;
 mod control;
 mod established;
 mod flow_stats;
+mod grow;
 mod icmp;
 mod open;
 mod rfc5961;

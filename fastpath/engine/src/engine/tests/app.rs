@@ -248,3 +248,69 @@ fn rings_outside_the_region_are_memory_errors_not_panics() {
         f.tx_base = RX_BASE + 32_768 + 64;
     });
 }
+
+/// Ring growth (tasd's `conn/grow.rs`) switches a flow's rings under its
+/// lock with nothing in them: the fast path then writes the next in-order
+/// byte at position 0 of the new RX ring (the old one is not touched),
+/// its notification carries the new generation, and sends from position 0
+/// of the new TX ring.
+#[test]
+fn switched_rings_are_used_from_position_0_and_events_carry_the_generation() {
+    let mut fx = fx();
+    send!(fx, fx.data(0, 100));
+    fx.out.frames.clear();
+    assert_eq!(fx.notifications()[0].gen, 0);
+    assert_eq!(fx.read(), pat(0, 100));
+    fx.free().unwrap();
+    let old = fx.region();
+    // The slow path's RX switch: a 4 KiB ring past the end of the region.
+    let new_base = old.len() as u32;
+    fx.mem.regions[MEM as usize].resize(old.len() + 8192, GUARD);
+    fx.set(|f| {
+        assert_eq!(f.rx_avail, f.rx_len, "switched only when empty");
+        f.rx_base = new_base;
+        f.rx_len = 4096;
+        f.rx_next_pos = 0;
+        f.rx_avail = 4096;
+        f.ring_gen = 1;
+    });
+    send!(fx, fx.data(100, 50));
+    let evs = fx.notifications();
+    assert_eq!(evs.len(), 1);
+    assert_eq!((evs[0].gen, evs[0].rx_seq), (1, fx.rseq(150)));
+    let r = &fx.mem.regions[MEM as usize];
+    assert_eq!(
+        r[new_base as usize..new_base as usize + 50],
+        pat(100, 50)[..]
+    );
+    assert_eq!(r[..old.len()], old[..], "the old ring is not written");
+    // The window now offers the new ring.
+    assert_eq!(fx.flow().rx_avail, 4096 - 50);
+
+    // TX: nothing in flight, switched to the second half of the new space.
+    let tx_new = new_base + 4096;
+    fx.set(|f| {
+        assert_eq!((f.tx_avail, f.tx_sent), (0, 0));
+        f.tx_base = tx_new;
+        f.tx_len = 4096;
+        f.tx_next_pos = 0;
+    });
+    let (tx_base0, tx_len0) = (fx.tx_base, fx.o.tx_len);
+    fx.tx_base = tx_new;
+    fx.o.tx_len = 4096;
+    fx.app.tx_head = 0;
+    fx.write(30, 0).unwrap();
+    fx.poll();
+    let mut s = None;
+    while let Some(x) = fx.next_frame() {
+        if !x.payload.is_empty() {
+            s = Some(x);
+        }
+    }
+    assert_eq!(s.expect("a data segment").payload, pat(0, 30));
+    // For the fixture's own checks (nothing written outside the original
+    // rings, the decoy untouched): the new rings' space is dropped again.
+    fx.mem.regions[MEM as usize].truncate(old.len());
+    fx.tx_base = tx_base0;
+    fx.o.tx_len = tx_len0;
+}
