@@ -7,7 +7,8 @@
 //! `tasctl` ([`ctlsock`]), the Prometheus metrics endpoint
 //! ([`metrics`]), the command line and settings ([`config`]), the
 //! rule that scales the fast-path cores ([`scale`]), the files tasd keeps
-//! while it runs (per-interface lock, socket files: [`runfiles`]),
+//! while it runs (per-interface lock, socket files: [`runfiles`]), the
+//! kernel's neighbours and routes in shared mode ([`netlink`]),
 //! rate-limited warnings ([`ratelimit`]), and the daemon that wires NIC
 //! lanes, fast-path core threads and the slow-path thread together
 //! ([`daemon`]).
@@ -24,6 +25,7 @@ pub mod config;
 pub mod ctlsock;
 pub mod daemon;
 pub mod metrics;
+pub mod netlink;
 pub mod ratelimit;
 pub mod runfiles;
 pub mod scale;

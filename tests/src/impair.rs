@@ -320,6 +320,12 @@ impl Testbed {
     /// Starts `impair` between the two hosts with these rates and seed;
     /// returns once it forwards.
     pub fn start_impair(&mut self, imp: &Impairment, seed: u64) -> Forwarder {
+        self.start_impair_with(imp, seed, &[])
+    }
+
+    /// [`Testbed::start_impair`] with more `impair` flags (`--mtu N`,
+    /// `--reject-port P`).
+    pub fn start_impair_with(&mut self, imp: &Impairment, seed: u64, extra: &[&str]) -> Forwarder {
         let out = self.dir.join(format!(
             "impair-{}.out",
             crate::SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
@@ -337,6 +343,7 @@ impl Testbed {
                 &seed.to_string(),
             ])
             .args(imp.args())
+            .args(extra)
             .stdout(file)
             .stderr(Stdio::inherit());
         let mut child = c.spawn().expect("spawn impair");

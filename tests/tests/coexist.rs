@@ -3,7 +3,9 @@
 //! kernel program on port 8000, while a redis-server under the shim
 //! listens on 6379 of the same address through TAS. After tasd exits,
 //! nothing of it is left on the interface and the port is the kernel's
-//! again.
+//! again (also after a SIGKILL, once the next tasd started). ICMP errors
+//! for TAS's connections reach TAS (path MTU through `impair --mtu`, a
+//! rejected connect), and neighbours are resolved by the kernel.
 
 use std::path::Path;
 use std::time::Duration;
@@ -212,8 +214,8 @@ fn shared_mode(tag: &str, backend: Backend) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Sharing the kernel's address over DPDK is refused with one line (DPDK
-/// takes the whole port from the kernel); `--exclusive` takes the interface
+/// Sharing the kernel's address over DPDK is refused with one line that
+/// says why (it would need rte_flow isolation); `--exclusive` takes the interface
 /// as before.
 #[test]
 fn shared_mode_needs_af_xdp_and_exclusive_is_explicit() {
@@ -238,11 +240,181 @@ fn shared_mode_needs_af_xdp_and_exclusive_is_explicit() {
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
-        err.contains("needs --nic af_xdp or af_packet") && err.trim().lines().count() == 1,
+        err.contains("needs --nic af_xdp or af_packet")
+            && err.contains("rte_flow isolation")
+            && err.trim().lines().count() == 1,
         "{err}"
     );
     tb.start_tasd(Backend::AfPacket, &["--exclusive"]);
     let o = tb.tasctl(&["--json", "status"]);
     let st: Status = serde_json::from_slice(&o.stdout).expect("status JSON");
     assert_eq!(st.mode, "exclusive", "{st:?}");
+}
+
+/// ICMP errors for TAS's connections reach TAS in shared mode (the XDP
+/// program steers them; the kernel's own ICMP stays the kernel's): through
+/// a router hop of MTU 1000 that answers bigger DF packets with
+/// fragmentation needed (`impair --mtu`), a TAS->Linux transfer lowers its
+/// MSS (RFC 1191) and completes byte for byte — without it every
+/// full-sized segment vanishes and the transfer times out; and a firewall
+/// rejecting SYNs to a port with ICMP port unreachable fails TAS's
+/// connect at once with ECONNREFUSED, as Linux's (not after 25 s of SYN
+/// retransmissions).
+#[test]
+fn shared_mode_icmp_errors_reach_tas() {
+    let mut tb = Testbed::bridged("impicmp");
+    let o = sh(&mut tb, true, "ip addr add 198.18.0.1/24 dev veth-tas");
+    assert_ok(&o, "ip addr add");
+    tb.start_tasd(Backend::AfXdp, &[]);
+    let fwd = tb.start_impair_with(
+        &tas_system_tests::impair::Impairment::NONE,
+        1,
+        &["--mtu", "1000", "--reject-port", "7301"],
+    );
+    tb.spawn_lnx(
+        &bin("peer"),
+        &["recv", "7300", "3000000", "7"],
+        Some("listening"),
+    );
+    let o = tb.run_tas(
+        &bin("peer"),
+        &["--tas", "send", LNX_IP, "7300", "3000000", "7"],
+        Duration::from_secs(60),
+    );
+    assert_ok(&o, "TAS send through the MTU-1000 hop");
+    assert!(stdout(&o).contains("sent"), "{}", stdout(&o));
+    assert!(
+        tb.tasd_counter("slowpath.icmp_pmtu_updates") >= 1,
+        "no path MTU update:\n{}",
+        tb.tasd_log()
+    );
+    let t = std::time::Instant::now();
+    let o = tb.run_tas(
+        &bin("peer"),
+        &["--tas", "connect", LNX_IP, "7301"],
+        Duration::from_secs(60),
+    );
+    assert_ok(&o, "TAS connect to the rejected port");
+    assert!(
+        stdout(&o).contains(&format!("error {}", libc::ECONNREFUSED)),
+        "{}",
+        stdout(&o)
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(tb.tasd_counter("slowpath.icmp_conn_errors") >= 1);
+    let c = tb.stop_impair(fwd);
+    eprintln!("{c:?}");
+}
+
+/// After tasd is killed outright (SIGKILL: no Drop runs), the next tasd
+/// in the namespace gives the kernel its reserved ports back (from the
+/// record in the run dir) and nothing of the dead one is left on the
+/// interface: no XDP program or tc filter (they hung on the process's
+/// links), so the kernel serves the port TAS listened on again.
+#[test]
+fn shared_mode_leftovers_of_a_killed_tasd_are_removed() {
+    for backend in [Backend::AfXdp, Backend::AfPacket] {
+        let mut tb = Testbed::hosts("shrk");
+        let o = sh(&mut tb, true, "ip addr add 198.18.0.1/24 dev veth-tas");
+        assert_ok(&o, "ip addr add");
+        let reserved = |tb: &mut Testbed| {
+            stdout(&sh(
+                tb,
+                true,
+                "cat /proc/sys/net/ipv4/ip_local_reserved_ports",
+            ))
+        };
+        let before = reserved(&mut tb);
+        assert!(!before.contains("61000-64999"), "{before}");
+        tb.start_tasd(backend, &[]);
+        tb.spawn_tas(
+            &bin("peer"),
+            &["--tas", "recv", "6390", "1000", "1"],
+            Some("listening"),
+        );
+        assert!(reserved(&mut tb).contains("61000-64999"));
+        let pid = tb.tasd_pid().expect("tasd pid");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let _ = tb.stop_tasd();
+        assert!(
+            reserved(&mut tb).contains("61000-64999"),
+            "SIGKILL leaves the reservation (else this test shows nothing)"
+        );
+        // The next start (exclusive here: it reserves nothing itself).
+        tb.start_tasd(backend, &["--exclusive"]);
+        assert_eq!(reserved(&mut tb), before, "{backend:?}");
+        assert!(tb.tasd_log().contains("which is gone"), "{}", tb.tasd_log());
+        assert!(tb.stop_tasd());
+        let o = sh(
+            &mut tb,
+            true,
+            "ip link show veth-tas; tc filter show dev veth-tas ingress",
+        );
+        assert!(!stdout(&o).contains("xdp"), "{}", stdout(&o));
+        let dir = tb.dir.clone();
+        std::fs::write(dir.join("f"), b"kernel again").unwrap();
+        tb.spawn_tas(
+            Path::new("python3"),
+            &[
+                "-u",
+                "-m",
+                "http.server",
+                "6390",
+                "--bind",
+                TAS_IP,
+                "--directory",
+                dir.to_str().unwrap(),
+            ],
+            Some("Serving HTTP"),
+        );
+        let o = sh(
+            &mut tb,
+            false,
+            &format!("curl -sS --max-time 10 http://{TAS_IP}:6390/f"),
+        );
+        assert!(
+            stdout(&o).contains("kernel again"),
+            "{backend:?}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+    }
+}
+
+/// Shared mode takes its neighbours from the kernel (rtnetlink): a TAS
+/// active open to a host the kernel has never talked to makes the kernel
+/// resolve it (tasd sends no ARP request of its own), and the transfer
+/// goes through; the kernel's table then has the host.
+#[test]
+fn shared_mode_neighbours_come_from_the_kernel() {
+    let mut tb = Testbed::hosts("shrn");
+    let o = sh(&mut tb, true, "ip addr add 198.18.0.1/24 dev veth-tas");
+    assert_ok(&o, "ip addr add");
+    tb.start_tasd(Backend::AfXdp, &[]);
+    let o = sh(
+        &mut tb,
+        true,
+        "ip neigh flush dev veth-tas; ip neigh show dev veth-tas",
+    );
+    assert!(!stdout(&o).contains(LNX_IP), "{}", stdout(&o));
+    tb.spawn_lnx(
+        &bin("peer"),
+        &["serve-send", "7200", "1000000", "3"],
+        Some("listening"),
+    );
+    let o = tb.run_tas(
+        &bin("peer"),
+        &["--tas", "connect-recv", LNX_IP, "7200", "1000000", "3"],
+        Duration::from_secs(30),
+    );
+    assert_ok(&o, "TAS connect-recv");
+    assert_eq!(tb.tasd_counter("slowpath.arp_requests_sent"), 0);
+    assert!(tb.tasd_counter("slowpath.arp_kernel_resolves") >= 1);
+    let o = sh(
+        &mut tb,
+        true,
+        &format!("ip neigh show {LNX_IP} dev veth-tas"),
+    );
+    assert!(stdout(&o).contains("lladdr"), "{}", stdout(&o));
 }

@@ -14,6 +14,7 @@ const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
 const BPF_PROG_LOAD: libc::c_int = 5;
 const BPF_OBJ_PIN: libc::c_int = 6;
+const BPF_PROG_TEST_RUN: libc::c_int = 10;
 const BPF_LINK_CREATE: libc::c_int = 28;
 pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
 pub const BPF_MAP_TYPE_XSKMAP: u32 = 17;
@@ -165,10 +166,13 @@ const BPF_JLT: u8 = 0xa0;
 const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 
 /// The shared-mode XDP program: a frame goes to the queue's AF_XDP socket
-/// only when it is IPv4 (no options) TCP to `ip` (host order) with a
-/// destination port inside `[lo, hi]` (TAS's active opens) or flagged in
-/// the ports map (TAS's listeners); everything else — ARP, ICMP, other
-/// ports, UDP, IPv6 — goes on to the kernel (`XDP_PASS`).
+/// only when it is IPv4 (no options) to `ip` (host order) and either TCP
+/// with a destination port inside `[lo, hi]` (TAS's active opens) or
+/// flagged in the ports map (TAS's listeners), or an ICMP error
+/// (destination unreachable, time exceeded) quoting a TCP segment from
+/// `ip` whose source port is such a port (path MTU and failed opens of
+/// TAS's connections); everything else — ARP, other ICMP, other ports,
+/// UDP, IPv6 — goes on to the kernel (`XDP_PASS`).
 ///
 /// ```text
 ///     r6 = r1                          ; ctx
@@ -176,14 +180,23 @@ const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 ///     if r2 + 38 > r3 goto pass        ; Ethernet + IPv4 + TCP ports
 ///     if eth.type != 0x0800 goto pass
 ///     if ip.ver_ihl != 0x45 goto pass
-///     if ip.proto != 6 goto pass
 ///     if ip.dst != ip goto pass
-///     r5 = be16(tcp.dst)
+///     if ip.proto == 1 goto icmp
+///     if ip.proto != 6 goto pass
+///     r5 = tcp.dst
+/// port:
+///     r5 = be16(r5)
 ///     if lo <= r5 <= hi goto redirect
 ///     key = r5; r0 = lookup(ports, &key)
 ///     if r0 == 0 || *(u8 *)r0 == 0 goto pass
 /// redirect:
 ///     return bpf_redirect_map(xsks, ctx->rx_queue_index, XDP_PASS)
+/// icmp:
+///     if r2 + 70 > r3 goto pass        ; ICMP header, quoted IPv4 + 8 bytes
+///     if icmp.type != 3 && icmp.type != 11 goto pass
+///     if quote.ver_ihl != 0x45 || quote.proto != 6 goto pass
+///     if quote.src != ip goto pass
+///     r5 = quote.tcp.src; goto port
 /// pass:
 ///     return XDP_PASS
 /// ```
@@ -229,6 +242,7 @@ pub fn tc_drop_program(ports_fd: i32, ip: u32, lo: u16, hi: u16) -> Vec<Insn> {
 /// context's offsets of the packet's start and end pointers.
 fn match_tas_frame(a: &mut Asm, data: (i16, i16), ports_fd: i32, ip: u32, lo: u16, hi: u16) {
     let ld = |size: u8| BPF_LDX | BPF_MEM | size;
+    let ip_ne = u32::from_ne_bytes(ip.to_be_bytes()) as i32;
     a.op(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0)
         .op(ld(BPF_W), 2, 1, data.0, 0)
         .op(ld(BPF_W), 3, 1, data.1, 0)
@@ -245,19 +259,15 @@ fn match_tas_frame(a: &mut Asm, data: (i16, i16), ports_fd: i32, ip: u32, lo: u1
         )
         .op(ld(BPF_B), 5, 2, 14, 0)
         .jmp(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 0x45, "pass")
-        .op(ld(BPF_B), 5, 2, 23, 0)
-        .jmp(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 6, "pass")
         .op(ld(BPF_W), 5, 2, 30, 0)
-        // w4 = the address as the load above reads it (zero-extended).
-        .op(
-            BPF_ALU | BPF_MOV | BPF_K,
-            4,
-            0,
-            0,
-            u32::from_ne_bytes(ip.to_be_bytes()) as i32,
-        )
+        // w4 = the address as the loads read it (zero-extended).
+        .op(BPF_ALU | BPF_MOV | BPF_K, 4, 0, 0, ip_ne)
         .jmp(BPF_JMP | BPF_JNE | BPF_X, 5, 4, 0, "pass")
+        .op(ld(BPF_B), 5, 2, 23, 0)
+        .jmp(BPF_JMP | BPF_JEQ | BPF_K, 5, 0, 1, "icmp")
+        .jmp(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 6, "pass")
         .op(ld(BPF_H), 5, 2, 36, 0)
+        .label("port")
         .op(BPF_ALU | BPF_END | BPF_TO_BE, 5, 0, 0, 16)
         .jmp(BPF_JMP | BPF_JLT | BPF_K, 5, 0, i32::from(lo), "lookup")
         .jmp(BPF_JMP | BPF_JGT | BPF_K, 5, 0, i32::from(hi), "lookup")
@@ -271,7 +281,26 @@ fn match_tas_frame(a: &mut Asm, data: (i16, i16), ports_fd: i32, ip: u32, lo: u1
         .jmp(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 0, "pass")
         .op(ld(BPF_B), 1, 0, 0, 0)
         .jmp(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 0, "pass")
-        .jmp(BPF_JMP | BPF_JA, 0, 0, 0, "redirect");
+        .jmp(BPF_JMP | BPF_JA, 0, 0, 0, "redirect")
+        // An ICMP error quoting one of TAS's segments: 14 Ethernet + 20
+        // IPv4 + 8 ICMP + 20 quoted IPv4 + 8 quoted TCP = 70 bytes.
+        .label("icmp")
+        .op(BPF_ALU64 | BPF_MOV | BPF_X, 4, 2, 0, 0)
+        .op(BPF_ALU64 | BPF_ADD | BPF_K, 4, 0, 0, 70)
+        .jmp(BPF_JMP | BPF_JGT | BPF_X, 4, 3, 0, "pass")
+        .op(ld(BPF_B), 5, 2, 34, 0)
+        .jmp(BPF_JMP | BPF_JEQ | BPF_K, 5, 0, 3, "icmp_err")
+        .jmp(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 11, "pass")
+        .label("icmp_err")
+        .op(ld(BPF_B), 5, 2, 42, 0)
+        .jmp(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 0x45, "pass")
+        .op(ld(BPF_B), 5, 2, 51, 0)
+        .jmp(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 6, "pass")
+        .op(ld(BPF_W), 5, 2, 54, 0)
+        .op(BPF_ALU | BPF_MOV | BPF_K, 4, 0, 0, ip_ne)
+        .jmp(BPF_JMP | BPF_JNE | BPF_X, 5, 4, 0, "pass")
+        .op(ld(BPF_H), 5, 2, 62, 0)
+        .jmp(BPF_JMP | BPF_JA, 0, 0, 0, "port");
 }
 
 /// Steers listening ports to TAS in shared mode: a handle on the ports map
@@ -528,6 +557,18 @@ pub fn prog_load(
     }
 }
 
+/// Runs `prog` once on `frame` (BPF_PROG_TEST_RUN, no side effects on
+/// any interface) and returns its verdict.
+pub fn prog_test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> std::io::Result<u32> {
+    let mut a = Attr::new();
+    a.u32(0, prog.as_raw_fd() as u32)
+        .u32(8, frame.len() as u32)
+        .u64(16, frame.as_ptr() as u64)
+        .u32(32, 1);
+    sys_bpf(BPF_PROG_TEST_RUN, &mut a)?;
+    Ok(u32::from_ne_bytes(a.0[4..8].try_into().expect("4 bytes")))
+}
+
 /// Pins `fd` (a program or map) at `path` on a bpffs mount.
 pub fn obj_pin(fd: BorrowedFd<'_>, path: &std::path::Path) -> std::io::Result<()> {
     let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
@@ -608,6 +649,71 @@ mod tests {
         // Jumps land on their labels: the two exits end the program.
         let p = shared_program(3, 4, 0xc612_0001, 61000, 65535);
         assert_eq!(p.last().unwrap().code, BPF_JMP | BPF_EXIT);
+    }
+
+    /// A frame to 198.18.0.1: TCP `sport` -> `dport`, or (`icmp`) an ICMP
+    /// message of that type quoting such a segment from 198.18.0.1.
+    fn frame(icmp: Option<u8>, sport: u16, dport: u16) -> Vec<u8> {
+        let ip_hdr = |proto: u8, src: [u8; 4], dst: [u8; 4]| {
+            let mut h = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0];
+            h.extend_from_slice(&src);
+            h.extend_from_slice(&dst);
+            h
+        };
+        let (me, peer) = ([198, 18, 0, 1], [198, 18, 0, 2]);
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+        let mut tcp = sport.to_be_bytes().to_vec();
+        tcp.extend_from_slice(&dport.to_be_bytes());
+        tcp.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+        match icmp {
+            None => {
+                f.extend(ip_hdr(6, peer, me));
+                f.extend(tcp);
+            }
+            Some(t) => {
+                f.extend(ip_hdr(1, [198, 18, 0, 254], me));
+                f.extend_from_slice(&[t, 4, 0, 0, 0, 0, 0x05, 0x00]);
+                f.extend(ip_hdr(6, me, peer));
+                f.extend_from_slice(&tcp[..8]);
+            }
+        }
+        f
+    }
+
+    /// What the shared-mode match takes for TAS (run through the tc
+    /// variant, whose verdict tells: 2 dropped for the kernel = TAS's).
+    #[test]
+    fn shared_match_takes_tas_tcp_and_icmp_errors_only() {
+        let ports = create_ports_map().expect("ports map (run as root)");
+        map_update(ports.as_fd(), &6379u32.to_ne_bytes(), &[1]).unwrap();
+        let tc = tc_drop_program(ports.as_raw_fd(), 0xc612_0001, 61000, 65535);
+        let prog = prog_load(
+            BPF_PROG_TYPE_SCHED_CLS,
+            0,
+            &tc,
+            c"Dual MIT/GPL",
+            "tas_tc_match",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let run = |f: &[u8]| prog_test_run(prog.as_fd(), f).expect("BPF_PROG_TEST_RUN");
+        // TCP: a listener's port, the active-open range; the kernel's port.
+        assert_eq!(run(&frame(None, 40000, 6379)), 2);
+        assert_eq!(run(&frame(None, 80, 61001)), 2);
+        assert_eq!(run(&frame(None, 40000, 22)), 0);
+        // ICMP errors quoting TAS's segments (local port = quoted source).
+        assert_eq!(run(&frame(Some(3), 6379, 40000)), 2);
+        assert_eq!(run(&frame(Some(11), 61001, 80)), 2);
+        // ... the kernel's connection, another type (echo request), cut
+        // short of the quoted ports.
+        assert_eq!(run(&frame(Some(3), 22, 40000)), 0);
+        assert_eq!(run(&frame(Some(8), 6379, 40000)), 0);
+        let f = frame(Some(3), 6379, 40000);
+        assert_eq!(run(&f[..69]), 0);
+        assert_eq!(run(&f[..70]), 2);
+        // Quoting another source address.
+        let mut g = f.clone();
+        g[14 + 20 + 8 + 15] = 9;
+        assert_eq!(run(&g), 0);
     }
 
     #[test]

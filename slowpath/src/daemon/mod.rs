@@ -34,13 +34,14 @@ use crate::ctlsock::{self, CtlServer};
 use crate::metrics::MetricsServer;
 use crate::runfiles::{InstanceLock, SockPerms};
 use crate::scale::{Decision, ScaleController};
-use crate::stack::{FpCmd, Stack, StackIo};
+use crate::stack::{FpCmd, KernelNeigh, Stack, StackIo};
 use control::CtlCtx;
 use meter::{sample, Meter};
 use nix::poll::{ppoll, PollFd, PollFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::time::TimeSpec;
+use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -87,6 +88,8 @@ struct Io<'a> {
     cmds: &'a mut LaneCommands,
     /// Shared mode's port bookkeeping (None in exclusive mode).
     ports: Option<&'a mut shared::SharedPorts>,
+    /// Shared mode: the kernel's neighbours and routes (rtnetlink).
+    kernel: Option<&'a mut crate::netlink::Kernel>,
 }
 
 impl Io<'_> {
@@ -139,6 +142,35 @@ impl StackIo for Io<'_> {
     fn release_port(&mut self, port: u16) {
         if let Some(p) = self.ports.as_deref_mut() {
             p.release(port);
+        }
+    }
+    fn kernel_neighbour(&mut self, ip: u32) -> KernelNeigh {
+        let Some(k) = self.kernel.as_deref_mut() else {
+            return KernelNeigh::NotShared;
+        };
+        match k.resolve(ip) {
+            Ok(Some(mac)) => KernelNeigh::Known(mac),
+            Ok(None) => KernelNeigh::Resolving,
+            Err(e) => {
+                // The stack's timer asks again; its last failure fails
+                // the connect (EHOSTUNREACH) as an unanswered ARP would.
+                crate::warn_limited!("asking the kernel to resolve {}: {e}", Ipv4Addr::from(ip));
+                KernelNeigh::Resolving
+            }
+        }
+    }
+    fn kernel_route(&mut self, dst: u32) -> Option<Option<u32>> {
+        let k = self.kernel.as_deref_mut()?;
+        match k.route(dst) {
+            Ok(r) => Some(r.next_hop(dst, k.ifindex())),
+            Err(crate::netlink::NlError::Kernel(e)) => {
+                tracing::debug!("no kernel route to {}: errno {e}", Ipv4Addr::from(dst));
+                Some(None)
+            }
+            Err(e) => {
+                crate::warn_limited!("kernel route to {}: {e}", Ipv4Addr::from(dst));
+                None
+            }
         }
     }
     fn free_bytes(&self, app: AppId) -> u64 {
@@ -347,11 +379,14 @@ struct Ready {
     metrics: bool,
     /// Shared mode: ARP frames wait in the tap.
     arp: bool,
+    /// Shared mode: the kernel reported neighbour changes.
+    neigh: bool,
 }
 
 /// Runs the daemon until SIGINT/SIGTERM.
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let mut d = Daemon::start(cfg)?;
+    d.kernel_neighbours(now_ns());
     while !d.stop_requested {
         d.turn();
     }
@@ -417,8 +452,8 @@ struct Daemon {
     _reserved: Option<shared::ReservedPorts>,
     /// Shared mode: copies of the ARP frames the kernel gets.
     arp_tap: Option<ArpTap>,
-    /// Shared mode: when the kernel's neighbour table was last read.
-    last_neigh: Instant,
+    /// Shared mode: the kernel's neighbours and routes (rtnetlink).
+    kernel: Option<crate::netlink::Kernel>,
     scaler: ScaleController,
     meter: Meter,
     stop_requested: bool,
@@ -442,11 +477,18 @@ impl Daemon {
         let started = Instant::now();
         // Before touching the NIC or the socket files: one tasd per interface.
         let lock = InstanceLock::acquire(&cfg.run_dir, &cfg.iface)?;
+        // What a tasd of this network namespace killed outright left in the
+        // kernel's reserved ports (its XDP program, tc filter and maps went
+        // with it: they hang on links and fds, nothing is pinned).
+        shared::ReservedPorts::clean_stale(&cfg.run_dir);
         let n_cores = cfg.scale.max as usize;
         // Shared mode: the active-open ports are reserved from the kernel
         // before anything can use them.
         let reserved = if cfg.shared {
-            Some(shared::ReservedPorts::reserve(cfg.port_range)?)
+            Some(shared::ReservedPorts::reserve(
+                &cfg.run_dir,
+                cfg.port_range,
+            )?)
         } else {
             None
         };
@@ -458,6 +500,17 @@ impl Daemon {
                 kind: "af_packet",
                 source: e,
             })?)
+        } else {
+            None
+        };
+        let kernel = if cfg.shared {
+            let ifindex = crate::netlink::ifindex(&cfg.iface).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("no interface {}", cfg.iface),
+                )
+            })?;
+            Some(crate::netlink::Kernel::open(ifindex).map_err(std::io::Error::other)?)
         } else {
             None
         };
@@ -576,7 +629,7 @@ impl Daemon {
             shared_ports,
             _reserved: reserved,
             arp_tap,
-            last_neigh: Instant::now() - Duration::from_secs(2),
+            kernel,
             scaler,
             meter: Meter::new(),
             stop_requested: false,
@@ -622,9 +675,8 @@ impl Daemon {
             let stack = &self.stack;
             p.tick(|port| stack.local_port_in_use(port));
         }
-        if self.cfg.shared && self.last_neigh.elapsed() >= Duration::from_secs(1) {
-            self.last_neigh = Instant::now();
-            self.kernel_neighbours(now);
+        if ready.neigh {
+            self.neighbour_events(now);
         }
         if ready.metrics {
             self.serve_metrics();
@@ -644,6 +696,7 @@ impl Daemon {
             apps: &mut self.apps,
             cmds: &mut self.cmds,
             ports: self.shared_ports.as_mut(),
+            kernel: self.kernel.as_mut(),
         };
         (&mut self.stack, io)
     }
@@ -721,6 +774,10 @@ impl Daemon {
         if let Some(t) = &self.arp_tap {
             pfds.push(PollFd::new(t.fd(), PollFlags::POLLIN));
         }
+        let neigh_at = pfds.len();
+        if let Some(k) = &self.kernel {
+            pfds.push(PollFd::new(k.events_fd(), PollFlags::POLLIN));
+        }
         let timeout = TimeSpec::from_duration(Duration::from_nanos(self.timeout_ns()));
         // An error (EINTR) leaves every revents empty: nothing is served
         // but timers.
@@ -740,7 +797,10 @@ impl Daemon {
         ready.metrics = pfds[metrics_first..arp_at]
             .iter()
             .any(|p| !revents(*p).is_empty());
-        ready.arp = pfds.get(arp_at).is_some_and(|p| !revents(*p).is_empty());
+        ready.arp =
+            self.arp_tap.is_some() && pfds.get(arp_at).is_some_and(|p| !revents(*p).is_empty());
+        ready.neigh =
+            self.kernel.is_some() && pfds.get(neigh_at).is_some_and(|p| !revents(*p).is_empty());
     }
 
     /// The attach socket: new connections (when `accept`), the `HELLO`s
@@ -769,12 +829,47 @@ impl Daemon {
         self.apps.expire_pending(now);
     }
 
-    /// Shared mode: the kernel's resolved neighbours, so tasd uses the MACs
-    /// the kernel uses (read about once a second).
+    /// Shared mode: the kernel's whole neighbour table (at start, and
+    /// when neighbour events were lost), so tasd uses the MACs the kernel
+    /// uses.
     fn kernel_neighbours(&mut self, now: u64) {
-        for (ip, mac) in shared::kernel_neighbours(&self.cfg.iface) {
+        let Some(k) = self.kernel.as_mut() else {
+            return;
+        };
+        match k.neighbours() {
+            Ok(ns) => {
+                for n in ns {
+                    if let Some(mac) = n.usable() {
+                        let (stack, mut io) = self.stack_io();
+                        stack.neighbour(now, n.ip, mac, &mut io);
+                    }
+                }
+            }
+            Err(e) => crate::warn_limited!("reading the kernel's neighbours: {e}"),
+        }
+    }
+
+    /// Shared mode: the kernel's neighbour changes (new or changed
+    /// addresses are learnt; a lost batch of changes means a new dump).
+    fn neighbour_events(&mut self, now: u64) {
+        let Some(k) = self.kernel.as_mut() else {
+            return;
+        };
+        let mut learnt = Vec::new();
+        let overrun = k
+            .events(|n| {
+                if let Some(mac) = n.usable() {
+                    learnt.push((n.ip, mac));
+                }
+            })
+            .is_err();
+        for (ip, mac) in learnt {
             let (stack, mut io) = self.stack_io();
             stack.neighbour(now, ip, mac, &mut io);
+        }
+        if overrun {
+            tracing::info!("neighbour events were lost; reading the kernel's table again");
+            self.kernel_neighbours(now);
         }
     }
 
@@ -1001,6 +1096,7 @@ impl Daemon {
                 apps: &mut apps,
                 cmds: &mut cmds,
                 ports: None,
+                kernel: None,
             };
             stack.shutdown(now_ns(), &mut io);
         }

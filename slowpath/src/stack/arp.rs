@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use tas_engine::flow::FlowKey;
 use tas_engine::wire::{arp, eth};
 
-use super::{Stack, StackIo, Timer};
+use super::{KernelNeigh, Stack, StackIo, Timer};
 
 #[derive(Debug, Clone, Copy)]
 struct ArpEntry {
@@ -74,8 +74,22 @@ impl Stack {
                 waiters: vec![waiter],
             },
         );
-        self.send_arp_request(ip, io);
         self.schedule(deadline, Timer::Arp(ip));
+        self.solicit(now, ip, io);
+    }
+
+    /// Asks for `ip`'s MAC: the kernel in shared mode (learnt at once if it
+    /// has it, else its answer comes as [`Stack::neighbour`]), else an ARP
+    /// request of our own.
+    fn solicit(&mut self, now: u64, ip: u32, io: &mut impl StackIo) {
+        match io.kernel_neighbour(ip) {
+            KernelNeigh::NotShared => self.send_arp_request(ip, io),
+            KernelNeigh::Known(mac) => {
+                self.stats.arp_kernel_resolves += 1;
+                self.neighbour(now, ip, mac, io);
+            }
+            KernelNeigh::Resolving => self.stats.arp_kernel_resolves += 1,
+        }
     }
 
     fn send_arp_request(&mut self, ip: u32, io: &mut impl StackIo) {
@@ -101,8 +115,8 @@ impl Stack {
             p.sent += 1;
             p.deadline = now.saturating_add(self.cfg.arp_timeout_ns.max(1));
             let d = p.deadline;
-            self.send_arp_request(ip, io);
             self.schedule(d, Timer::Arp(ip));
+            self.solicit(now, ip, io);
             return;
         }
         let Some(p) = self.arp.pending.remove(&ip) else {
@@ -184,7 +198,8 @@ impl Stack {
     }
 
     /// A neighbour from the kernel's own table (shared mode: the daemon
-    /// reads it), learnt as if it had answered our request.
+    /// dumps it and follows its changes over rtnetlink), learnt as if it
+    /// had answered our request.
     pub fn neighbour(&mut self, now: u64, ip: u32, mac: [u8; 6], io: &mut impl StackIo) {
         if ip == 0 || ip == self.cfg.local_ip || mac[0] & 1 != 0 || mac == [0; 6] {
             return;

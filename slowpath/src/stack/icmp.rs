@@ -1,9 +1,10 @@
-//! Non-TCP frames: ARP dispatch, ICMP echo (so `ping` works); everything
+//! Non-TCP frames: ARP dispatch, ICMP echo (so `ping` works), ICMP errors
+//! quoting our TCP segments (handed to `conn/icmp_error.rs`); everything
 //! else is counted and dropped.
 
 use tas_engine::wire::{checksum, eth, ipv4};
 
-use super::{Stack, StackIo};
+use super::{IcmpError, Stack, StackIo};
 
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
@@ -38,6 +39,18 @@ impl Stack {
     fn on_icmp(&mut self, src_mac: [u8; 6], ip: &ipv4::Ipv4Packet<'_>, io: &mut impl StackIo) {
         let msg = ip.payload();
         let me = self.cfg.local_ip;
+        // An error about one of our segments (RFC 1122 §3.2.2: passed to
+        // the transport). It must be to our address, whole and intact.
+        if me != 0 && ip.dst() == me && !ip.is_fragment() {
+            if let Some(err) = IcmpError::parse(msg) {
+                if checksum::fold(checksum::sum(msg, 0)) != 0 || err.key.local_ip != me {
+                    self.stats.icmp_ignored += 1;
+                } else {
+                    self.on_icmp_error(err, io);
+                }
+                return;
+            }
+        }
         let is_echo = msg.len() >= ICMP_HDR_LEN && msg[0] == ICMP_ECHO_REQUEST && msg[1] == 0;
         // Shared mode: the kernel owns the address and answers pings.
         if me == 0

@@ -1,4 +1,4 @@
-//! The slow path's sans-I/O TCP/IP core: ARP, ICMP echo, routing, connection
+//! The slow path's sans-I/O TCP/IP core: ARP, ICMP echo and errors, routing, connection
 //! setup and teardown, RST handling, the timers the fast path leaves to us
 //! (handshake and data retransmission, zero-window probes, TIME_WAIT), and
 //! the per-flow congestion-control loop (`ccloop`, running the algorithms
@@ -134,7 +134,7 @@ mod tests;
 use crate::cc::CcConfig;
 use arp::ArpState;
 pub use ccloop::FlowDetail;
-use conn::{Conn, Connecting, HalfOpen, Listener};
+use conn::{Conn, Connecting, HalfOpen, IcmpError, Listener};
 
 /// An attached app; also the value put in `FlowState::mem` and
 /// `FlowState::context` for that app's flows.
@@ -179,6 +179,18 @@ pub trait StackIo {
     }
     /// The last listener on `port` is gone (its connections may live on).
     fn release_port(&mut self, _port: u16) {}
+    /// Shared mode: the kernel resolves neighbours, so tasd and the kernel
+    /// never disagree (the daemon asks it over rtnetlink, `netlink.rs`).
+    fn kernel_neighbour(&mut self, _ip: u32) -> KernelNeigh {
+        KernelNeigh::NotShared
+    }
+    /// Shared mode: the kernel's next hop for `dst` (host order) from its
+    /// FIB: `Some(Some(hop))`, or `Some(None)` when the kernel would not
+    /// send it out of tasd's interface (or has no route). None: the
+    /// stack's own prefix and gateway decide.
+    fn kernel_route(&mut self, _dst: u32) -> Option<Option<u32>> {
+        None
+    }
     /// The payload region (an app id) whose memory `app`'s flows use: its
     /// own, or the region it shares after a fork.
     fn mem_of(&self, app: AppId) -> AppId {
@@ -205,6 +217,18 @@ pub fn table_slots(max_flows: usize) -> usize {
 /// entries (installed flows, and opens in progress for an active open).
 pub(crate) fn below_watermark(used: usize, cap: usize) -> bool {
     used < cap - cap / 16
+}
+
+/// What the kernel says about a neighbour tasd needs (shared mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelNeigh {
+    /// Not shared mode: the stack sends its own ARP requests.
+    NotShared,
+    /// The kernel has a usable address for it.
+    Known([u8; 6]),
+    /// The kernel was asked to resolve it; the answer comes as
+    /// [`Stack::neighbour`].
+    Resolving,
 }
 
 /// Stack configuration. Times are nanoseconds.
@@ -349,9 +373,21 @@ pub struct StackStats {
     pub arp_learned: u64,
     pub arp_expired: u64,
     pub arp_failures: u64,
+    /// Shared mode: resolutions asked of the kernel (instead of ARP
+    /// requests of our own), whether it knew the address or not.
+    pub arp_kernel_resolves: u64,
     pub arp_conflicts: u64,
     pub icmp_echo_replies: u64,
     pub icmp_ignored: u64,
+    /// ICMP errors quoting one of our connections (`conn/icmp_error.rs`):
+    /// fragmentation-needed that lowered a flow's MSS; errors that failed
+    /// an open (SYN_SENT) or dropped a SYN_RCVD; soft errors (recorded,
+    /// no action); errors whose quoted sequence number was not in flight
+    /// (Linux's `OutOfWindowIcmps`).
+    pub icmp_pmtu_updates: u64,
+    pub icmp_conn_errors: u64,
+    pub icmp_soft_errors: u64,
+    pub icmp_out_of_window: u64,
     pub ip_other: u64,
     pub non_ip: u64,
     pub syn_rx: u64,
@@ -761,6 +797,15 @@ impl Stack {
     fn reply_err(&mut self, io: &mut impl StackIo, app: AppId, msg: &CtlMsg, err: i32) {
         self.stats.ctl_errors += 1;
         self.reply(io, app, msg, err, msg.listener);
+    }
+
+    /// Next hop for `dst`: the kernel's in shared mode, else
+    /// [`Stack::next_hop`].
+    fn route(&self, dst: u32, io: &mut impl StackIo) -> Option<u32> {
+        match io.kernel_route(dst) {
+            Some(r) => r,
+            None => self.next_hop(dst),
+        }
     }
 
     /// Next hop for `dst`: itself on our subnet, else the gateway.

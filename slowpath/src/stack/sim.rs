@@ -74,6 +74,13 @@ pub(super) struct RecIo {
     pub(super) oom: bool,
     /// Each app's pid (`StackIo::app_pid`; 0 when absent).
     pub(super) pids: HashMap<AppId, i32>,
+    /// Shared mode as the daemon does it: the kernel's neighbours (None:
+    /// not shared mode) and the addresses it was asked to resolve.
+    pub(super) kernel_neigh: Option<HashMap<u32, [u8; 6]>>,
+    pub(super) kernel_asked: Vec<u32>,
+    /// The kernel's routes: destination -> next hop (None: unreachable
+    /// from our interface); None: not shared mode.
+    pub(super) kernel_routes: Option<HashMap<u32, Option<u32>>>,
 }
 
 impl RecIo {
@@ -109,6 +116,20 @@ impl StackIo for RecIo {
     }
     fn app_pid(&self, app: AppId) -> i32 {
         self.pids.get(&app).copied().unwrap_or(0)
+    }
+    fn kernel_neighbour(&mut self, ip: u32) -> super::KernelNeigh {
+        let Some(t) = &self.kernel_neigh else {
+            return super::KernelNeigh::NotShared;
+        };
+        self.kernel_asked.push(ip);
+        match t.get(&ip) {
+            Some(&mac) => super::KernelNeigh::Known(mac),
+            None => super::KernelNeigh::Resolving,
+        }
+    }
+    fn kernel_route(&mut self, dst: u32) -> Option<Option<u32>> {
+        let r = self.kernel_routes.as_ref()?;
+        Some(r.get(&dst).copied().flatten())
     }
     fn free_bytes(&self, app: AppId) -> u64 {
         match self.regions.get(&app) {

@@ -12,7 +12,8 @@
 //!
 //! ```text
 //! impair --a IF --b IF [--seed N] [--loss P] [--dup P] [--reorder P]
-//!        [--corrupt P] [--hold-max-us US] [--hold-cap N]
+//!        [--corrupt P] [--hold-max-us US] [--hold-cap N] [--mtu N]
+//!        [--reject-port PORT]
 //! ```
 //! * Rates are fractions (`0.01`) or percentages (`1%`) of the IPv4 frames
 //!   of each direction. Other frames (ARP) pass untouched: they have no
@@ -27,6 +28,14 @@
 //!   first. At most `--hold-cap` (default 64) frames are held per direction;
 //!   a frame chosen for holding when the queue is full is sent at once
 //!   (counted as `hold_full`).
+//! * `--mtu N` makes the link a router hop with a smaller MTU (RFC 1191):
+//!   an IPv4 frame of either direction whose packet is longer than N with
+//!   DF set is dropped and answered with an ICMP destination unreachable,
+//!   fragmentation needed, next-hop MTU N (`icmp_sent`). `--reject-port P`
+//!   is a firewall rejecting TCP SYNs to port P with ICMP port unreachable
+//!   (as `iptables -j REJECT`). Both answers quote the IP header and the
+//!   first 8 bytes of the dropped packet (RFC 792) and go back out of the
+//!   interface the frame came from, from its destination's MAC and IP.
 //! * The PRNG is tas-testkit's (xorshift64*), one stream per direction seeded from `--seed`
 //!   (default 1) and the direction, drawn the same number of times for every
 //!   IPv4 frame whatever its fate, so decision N of a direction depends only
@@ -89,6 +98,9 @@ struct Config {
     corrupt: f64,
     hold_max: Duration,
     hold_cap: usize,
+    /// Router MTU (0: none) and rejected TCP port (0: none).
+    mtu: u16,
+    reject_port: u16,
 }
 
 #[derive(Default, Debug)]
@@ -106,13 +118,14 @@ struct Counters {
     truncated: u64,
     tx_errors: u64,
     sock_drops: u64,
+    icmp_sent: u64,
 }
 
 impl Counters {
     fn line(&self, dir: &str) -> String {
         format!(
             "impair {dir} in={} bytes_in={} out={} dropped={} corrupted={} duplicated={} reordered={} \
-             hold_timeouts={} hold_full={} non_ipv4={} truncated={} tx_errors={} sock_drops={}",
+             hold_timeouts={} hold_full={} non_ipv4={} truncated={} tx_errors={} sock_drops={} icmp_sent={}",
             self.frames_in,
             self.bytes_in,
             self.frames_out,
@@ -125,7 +138,8 @@ impl Counters {
             self.non_ipv4,
             self.truncated,
             self.tx_errors,
-            self.sock_drops
+            self.sock_drops,
+            self.icmp_sent
         )
     }
 }
@@ -267,6 +281,64 @@ fn ipv4_len(frame: &[u8]) -> Option<usize> {
     })
 }
 
+fn csum(b: &[u8]) -> u16 {
+    let mut s: u32 = 0;
+    for c in b.chunks(2) {
+        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// The ICMP error a router hop of `mtu` (too big, DF) or a firewall
+/// rejecting TCP SYNs to `reject_port` sends back for `frame`, if either
+/// applies (see the module doc).
+fn icmp_reply(frame: &[u8], mtu: u16, reject_port: u16) -> Option<Vec<u8>> {
+    let ip_len = ipv4_len(frame)?;
+    let ip = &frame[14..14 + ip_len];
+    let ihl = usize::from(ip[0] & 0xf) * 4;
+    if ip[0] >> 4 != 4 || ihl < 20 || ip.len() < ihl + 8 {
+        return None;
+    }
+    let df = ip[6] & 0x40 != 0;
+    let (code, next_mtu) = if mtu != 0 && ip_len > usize::from(mtu) && df {
+        (4u8, mtu)
+    } else if reject_port != 0
+        && ip[9] == 6
+        && ip.len() >= ihl + 14
+        && u16::from_be_bytes([ip[ihl + 2], ip[ihl + 3]]) == reject_port
+        && ip[ihl + 13] & 0x12 == 0x02
+    {
+        (3u8, 0)
+    } else {
+        return None;
+    };
+    let quote = &ip[..ihl + 8];
+    let mut icmp = vec![3u8, code, 0, 0, 0, 0];
+    icmp.extend_from_slice(&next_mtu.to_be_bytes());
+    icmp.extend_from_slice(quote);
+    let c = csum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut hdr = [0u8; 20];
+    hdr[0] = 0x45;
+    hdr[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    hdr[8] = 64;
+    hdr[9] = 1;
+    hdr[12..16].copy_from_slice(&ip[16..20]);
+    hdr[16..20].copy_from_slice(&ip[12..16]);
+    let c = csum(&hdr);
+    hdr[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut out = Vec::with_capacity(14 + 20 + icmp.len());
+    out.extend_from_slice(&frame[6..12]);
+    out.extend_from_slice(&frame[0..6]);
+    out.extend_from_slice(&ETH_P_IP.to_be_bytes());
+    out.extend_from_slice(&hdr);
+    out.extend_from_slice(&icmp);
+    Some(out)
+}
+
 struct Held {
     data: Vec<u8>,
     /// Further fresh frames of this direction still to be sent before it.
@@ -354,6 +426,24 @@ impl Direction {
         let r_reorder = self.rng.next_u64();
         let bit = self.rng.below(ip_len as u64 * 8) as usize;
         let behind = 1 + self.rng.below(4) as u32;
+        if let Some(reply) = icmp_reply(frame, self.cfg.mtu, self.cfg.reject_port) {
+            // SAFETY: a valid buffer of the given length.
+            let r = unsafe {
+                libc::send(
+                    self.rx,
+                    reply.as_ptr() as *const libc::c_void,
+                    reply.len(),
+                    0,
+                )
+            };
+            if r < 0 {
+                self.c.tx_errors += 1;
+            } else {
+                self.c.icmp_sent += 1;
+            }
+            self.c.dropped += 1;
+            return;
+        }
         if r_loss < self.t_loss {
             self.c.dropped += 1;
             return;
@@ -567,12 +657,14 @@ fn main() {
         corrupt: 0.0,
         hold_max: Duration::from_micros(2000),
         hold_cap: 64,
+        mtu: 0,
+        reject_port: 0,
     };
     let mut i = 0;
     while i < args.len() {
         let flag = args[i].as_str();
         if flag == "-h" || flag == "--help" {
-            println!("usage: impair --a IF --b IF [--seed N] [--loss P] [--dup P] [--reorder P] [--corrupt P] [--hold-max-us US] [--hold-cap N]\n(P: fraction like 0.01 or percentage like 1%; see the doc comment of tests/src/bin/impair.rs)");
+            println!("usage: impair --a IF --b IF [--seed N] [--loss P] [--dup P] [--reorder P] [--corrupt P] [--hold-max-us US] [--hold-cap N] [--mtu N] [--reject-port PORT]\n(P: fraction like 0.01 or percentage like 1%; see the doc comment of tests/src/bin/impair.rs)");
             return;
         }
         let val = args
@@ -608,6 +700,17 @@ fn main() {
                     die("--hold-cap must be in 1..=4096".into());
                 }
             }
+            "--mtu" => {
+                cfg.mtu = val.parse().unwrap_or_else(|_| die(format!("--mtu {val}")));
+                if cfg.mtu < 68 {
+                    die("--mtu must be at least 68 (RFC 791)".into());
+                }
+            }
+            "--reject-port" => {
+                cfg.reject_port = val
+                    .parse()
+                    .unwrap_or_else(|_| die(format!("--reject-port {val}")))
+            }
             _ => die(format!("unknown flag {flag} (see --help)")),
         }
         i += 2;
@@ -642,14 +745,16 @@ fn main() {
         .spawn(move || ba.run())
         .expect("thread");
     println!(
-        "impair ready a={a} b={b} seed={} loss={} dup={} reorder={} corrupt={} hold_max_us={} hold_cap={}",
+        "impair ready a={a} b={b} seed={} loss={} dup={} reorder={} corrupt={} hold_max_us={} hold_cap={} mtu={} reject_port={}",
         cfg.seed,
         cfg.loss,
         cfg.dup,
         cfg.reorder,
         cfg.corrupt,
         cfg.hold_max.as_micros(),
-        cfg.hold_cap
+        cfg.hold_cap,
+        cfg.mtu,
+        cfg.reject_port
     );
     let c_ab = t_ab
         .join()
@@ -674,6 +779,54 @@ mod tests {
             corrupt,
             hold_max: Duration::from_millis(2),
             hold_cap: 64,
+            mtu: 0,
+            reject_port: 0,
+        }
+    }
+
+    /// A TCP frame of `len` IP bytes, DF set, to `dport` with `flags`.
+    fn tcp_frame(len: usize, dport: u16, flags: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + len];
+        f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&(len as u16).to_be_bytes());
+        f[20] = 0x40;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[198, 18, 0, 1]);
+        f[30..34].copy_from_slice(&[198, 18, 0, 2]);
+        f[34..36].copy_from_slice(&61000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f[38..42].copy_from_slice(&0xdead_beefu32.to_be_bytes());
+        f[47] = flags;
+        f
+    }
+
+    #[test]
+    fn too_big_and_rejected_frames_draw_icmp_errors() {
+        // Fits, or no DF: no answer.
+        assert!(icmp_reply(&tcp_frame(1000, 80, 0x10), 1000, 0).is_none());
+        let mut nodf = tcp_frame(1500, 80, 0x10);
+        nodf[20] = 0;
+        assert!(icmp_reply(&nodf, 1000, 0).is_none());
+        let r = icmp_reply(&tcp_frame(1500, 80, 0x10), 1000, 0).expect("frag needed");
+        assert_eq!(&r[0..6], &[2, 0, 0, 0, 0, 1], "back to the sender");
+        assert_eq!(&r[26..34], &[198, 18, 0, 2, 198, 18, 0, 1]);
+        assert_eq!((r[23], r[34], r[35]), (1, 3, 4));
+        assert_eq!(&r[40..42], &1000u16.to_be_bytes());
+        assert_eq!(csum(&r[14..34]), 0, "IP checksum");
+        assert_eq!(csum(&r[34..]), 0, "ICMP checksum");
+        assert_eq!(r.len(), 14 + 20 + 8 + 28, "quotes the header + 8 bytes");
+        assert_eq!(&r[42 + 24..42 + 28], &0xdead_beefu32.to_be_bytes());
+        // A SYN to the rejected port: port unreachable; its ACK: no.
+        let r = icmp_reply(&tcp_frame(60, 7301, 0x02), 0, 7301).expect("port unreachable");
+        assert_eq!((r[34], r[35]), (3, 3));
+        assert!(icmp_reply(&tcp_frame(60, 7301, 0x12), 0, 7301).is_none());
+        assert!(icmp_reply(&tcp_frame(60, 7300, 0x02), 0, 7301).is_none());
+        // Short or not IPv4: nothing, never a panic.
+        for n in 0..48 {
+            let _ = icmp_reply(&tcp_frame(1500, 7301, 2)[..n], 1000, 7301);
         }
     }
 

@@ -5,6 +5,7 @@
 //! share; the work is split by stage:
 //!
 //! * [`exceptions`]: frames the fast path hands up, dispatched by state;
+//! * [`icmp_error`]: ICMP errors quoting our segments (path MTU, failed opens);
 //! * [`passive`] and [`active`]: the two ways a connection opens, and
 //!   [`cookie`], the SYN cookies of a passive open under a SYN flood;
 //! * [`close`]: FINs, TIME_WAIT, resets, release and teardown;
@@ -29,6 +30,7 @@ mod close;
 mod cookie;
 mod exceptions;
 mod grow;
+mod icmp_error;
 mod passive;
 mod requests;
 mod resources;
@@ -38,6 +40,7 @@ mod timers;
 mod timewait;
 
 pub(in crate::stack) use grow::GROW_ROUND;
+pub(in crate::stack) use icmp_error::IcmpError;
 pub(in crate::stack) use share::Grant;
 pub(in crate::stack) use timewait::TimeWait;
 

@@ -475,7 +475,7 @@ impl Stack {
         };
         let mut f = f;
         let cc = self.cc_new_flow(now, Some(lst.port), &mut f);
-        let next_hop = self.next_hop(key.remote_ip);
+        let next_hop = self.route(key.remote_ip, io);
         let Some(id) = self.install(now, f, h.app, rx, tx, next_hop, hs_rtt, cc) else {
             Self::free_rings(h.app, rx, tx, io);
             if cookie {

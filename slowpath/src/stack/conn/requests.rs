@@ -203,7 +203,7 @@ impl Stack {
             // Talking to ourselves through the NIC is not possible.
             return self.reply_err(io, app, msg, libc::ECONNREFUSED);
         }
-        let Some(hop) = self.next_hop(rip) else {
+        let Some(hop) = self.route(rip, io) else {
             self.stats.connect_unreachable += 1;
             return self.reply_err(io, app, msg, libc::ENETUNREACH);
         };

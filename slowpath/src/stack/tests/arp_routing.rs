@@ -225,3 +225,87 @@ fn routing_uses_the_gateway_off_subnet() {
     let f = fx.frames();
     assert_eq!(parse_arp(&f[0]).1.target_ip, gw);
 }
+
+fn connect(fx: &mut Fx, req: u32, ip: u32) {
+    fx.ctl(
+        APP,
+        CtlMsg {
+            kind: ctl::CONNECT,
+            req,
+            arg: [ip, 80, 0, 0, 0],
+            ..Default::default()
+        },
+    )
+}
+
+/// Shared mode: the kernel resolves. A neighbour it knows goes straight
+/// to SYN; one it does not is left to it (no ARP request of ours) and its
+/// answer, reported as a kernel neighbour, releases the SYN; the retries
+/// ask it again, and its silence fails the connect with EHOSTUNREACH.
+#[test]
+fn shared_mode_resolves_through_the_kernel() {
+    let mut fx = Fx::new();
+    fx.io.kernel_neigh = Some([(B_IP, B_MAC)].into_iter().collect());
+    connect(&mut fx, 1, B_IP);
+    let s = fx.one_tcp();
+    assert_eq!((s.dst_mac, s.t.flags), (B_MAC, tcp::SYN));
+    assert_eq!(fx.io.kernel_asked, vec![B_IP]);
+    // Not known to the kernel yet.
+    let c_ip = 0xC612_0003;
+    let c_mac = [2, 0, 0, 0, 0, 3];
+    connect(&mut fx, 2, c_ip);
+    assert!(fx.frames().is_empty(), "no ARP request of our own");
+    assert_eq!(fx.stack.stats().arp_kernel_resolves, 2);
+    let now = fx.now;
+    fx.stack.neighbour(now, c_ip, c_mac, &mut fx.io);
+    let s = fx.one_tcp();
+    assert_eq!((s.dst_mac, s.t.flags, s.dst_ip), (c_mac, tcp::SYN, c_ip));
+    // Never answered: asked again per retry, then EHOSTUNREACH.
+    let d_ip = 0xC612_0004;
+    fx.io.kernel_asked.clear();
+    connect(&mut fx, 3, d_ip);
+    let t0 = fx.now;
+    for i in 1..=4 {
+        fx.at(t0 + i * 500 * MS);
+    }
+    // (The other connects' SYN retransmissions only.)
+    assert!(fx
+        .frames()
+        .iter()
+        .all(|f| eth::EthFrame::parse(f).unwrap().ethertype() != eth::ETHERTYPE_ARP));
+    assert_eq!(fx.io.kernel_asked, vec![d_ip; 4]);
+    let m = fx.msgs();
+    assert!(
+        m.iter()
+            .any(|(_, m)| m.kind == ctl::RESULT && m.req == 3 && m.err == libc::EHOSTUNREACH),
+        "{m:?}"
+    );
+}
+
+/// Shared mode: the kernel's FIB picks the next hop per destination (a
+/// gateway for one prefix, on-link for another, whatever the stack's own
+/// prefix and gateway say); no route out of our interface: ENETUNREACH.
+#[test]
+fn shared_mode_routes_through_the_kernels_fib() {
+    let mut c = host_cfg(A_IP, A_MAC);
+    c.gateway = Some(0xC612_00FE);
+    let mut fx = Fx::with(c);
+    let (far, gw2, onlink, nowhere) = (0x0A00_0005, 0xC612_00FD, 0xC613_0007, 0x0B00_0001);
+    fx.io.kernel_routes = Some(
+        [(far, Some(gw2)), (onlink, Some(onlink)), (nowhere, None)]
+            .into_iter()
+            .collect(),
+    );
+    connect(&mut fx, 1, far);
+    assert_eq!(parse_arp(&fx.frames()[0]).1.target_ip, gw2);
+    connect(&mut fx, 2, onlink);
+    assert_eq!(parse_arp(&fx.frames()[0]).1.target_ip, onlink);
+    connect(&mut fx, 3, nowhere);
+    assert!(fx.frames().is_empty());
+    let m = fx.msgs();
+    assert!(
+        m.iter()
+            .any(|(_, m)| m.req == 3 && m.err == libc::ENETUNREACH),
+        "{m:?}"
+    );
+}
