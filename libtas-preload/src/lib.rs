@@ -54,6 +54,27 @@ pub use tas_abi::{stats, FlowStats, DEFAULT_SOCKET};
 
 pub mod exclude;
 
+std::thread_local! {
+    /// Whether the calling thread may make system calls on control
+    /// sockets (see [`set_thread_ctl_io`]).
+    static CTL_IO: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Declares whether the calling thread may make system calls on the
+/// control socket (`sendmsg`, `recv`). A thread that may not — one under a
+/// seccomp filter that allows only `read`, `write`, `poll` and the like
+/// (sshd's sandboxed pre-authentication child) — still uses its
+/// connections' rings and kicks the fast path (`write` on an eventfd), but
+/// its control messages stay queued ([`Tas::has_backlog`]) and incoming
+/// ones unread until another thread of the process calls [`Tas::poll`].
+pub fn set_thread_ctl_io(on: bool) {
+    CTL_IO.with(|c| c.set(on));
+}
+
+fn ctl_io() -> bool {
+    CTL_IO.with(|c| c.get())
+}
+
 /// How long [`Tas::wait`] spins before blocking on the eventfd.
 const SPIN: Duration = Duration::from_micros(50);
 
@@ -86,6 +107,10 @@ pub struct Conn {
     held: Vec<AppEvent>,
     /// Where growing the TX ring stands.
     tx_grow: TxGrow,
+    /// Another context of a process sharing the flow took it over
+    /// (`TAKEN`): this view is stale until the flow comes back
+    /// (`RETURNED`) or is taken back ([`Tas::reclaim`]).
+    taken: bool,
 }
 
 /// TX ring growth as the app side runs it (docs/design.md, "Ring memory").
@@ -133,6 +158,7 @@ impl Conn {
             released: false,
             error: None,
             dirty: false,
+            taken: false,
         }
     }
     /// Whether `ev` can belong to this connection: its sequence numbers lie
@@ -749,6 +775,9 @@ impl Tas {
     /// Sends waiting control messages until the socket is full (never
     /// blocks: the rest goes at the next poll).
     fn flush_ctl(&mut self) {
+        if !ctl_io() {
+            return;
+        }
         while let Some(m) = self.ctl_out.front() {
             match sendmsg::<()>(
                 self.sock.as_raw_fd(),
@@ -1042,6 +1071,30 @@ impl Tas {
         self.conns.get(&c).cloned()
     }
 
+    /// Takes back shared flow `c` if another holder took it over since this
+    /// context last used it (`TAKEN`): one `ADOPT` round trip that points
+    /// its notifications here again and brings this view up to date with
+    /// what the other holder read and wrote. Called before every use that
+    /// moves the flow's positions.
+    fn reclaim(&mut self, c: ConnId) -> io::Result<()> {
+        if !self.conns.get(&c).is_some_and(|x| x.taken) || self.dead {
+            return Ok(());
+        }
+        let mut m = CtlMsg::new(ctl::ADOPT);
+        m.flow = c;
+        let req = self.request(m)?;
+        let r = self.reply(req)?;
+        if r.err != 0 {
+            return Err(errno(r.err));
+        }
+        if let Some(conn) = self.conns.get_mut(&c) {
+            conn.taken = false;
+            Self::resync(conn, &r);
+        }
+        self.mark_dirty(c);
+        Ok(())
+    }
+
     /// Applies where a flow stands (the answer to `ADOPT`/`DROP`): what
     /// the fast path has seen the flow's holders free and add (another
     /// process may have read or written since our copy was taken), then
@@ -1110,6 +1163,7 @@ impl Tas {
         c.dirty = false;
         // A TX growth of the exporting context is not ours.
         c.tx_grow = TxGrow::Idle;
+        c.taken = false;
         Self::resync(&mut c, &r);
         for ev in self.orphans.remove(&id).unwrap_or_default() {
             if !gen_newer(ev.gen, c.gen) && c.plausible(&ev) {
@@ -1344,6 +1398,7 @@ impl Tas {
         mut fill: impl FnMut(&mut [u8]) -> io::Result<usize>,
     ) -> io::Result<usize> {
         self.auto_poll()?;
+        self.reclaim(c)?;
         let pay = self.payload.as_mut().unwrap_or(&mut self.map);
         let base = pay.as_mut_ptr();
         let map_len = pay.len();
@@ -1457,17 +1512,20 @@ impl Tas {
     /// [`Tas::recv`] into several buffers, filled in order.
     pub fn recv_vectored(&mut self, c: ConnId, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         self.auto_poll()?;
+        self.reclaim(c)?;
         self.rx_copy(c, bufs, true)
     }
 
     /// Like [`Tas::recv_vectored`] but leaves the data in the ring
     /// (`MSG_PEEK`). Does not poll for news first.
     pub fn peek_vectored(&mut self, c: ConnId, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.reclaim(c)?;
         self.rx_copy(c, bufs, false)
     }
 
     /// Drops up to `n` received bytes without copying them (`MSG_TRUNC`).
     pub fn discard(&mut self, c: ConnId, n: usize) -> io::Result<usize> {
+        self.reclaim(c)?;
         let conn = self.conns.get_mut(&c).ok_or_else(|| errno(libc::EBADF))?;
         let n = (conn.rx_available() as usize).min(n);
         if n > 0 {
@@ -1551,6 +1609,7 @@ impl Tas {
 
     /// Sends FIN after the data already written (`shutdown(SHUT_WR)`).
     pub fn shutdown_write(&mut self, c: ConnId) -> io::Result<()> {
+        self.reclaim(c)?;
         let conn = self.conns.get_mut(&c).ok_or_else(|| errno(libc::EBADF))?;
         if conn.tx_fin {
             return Ok(());
@@ -1612,7 +1671,7 @@ impl Tas {
     /// Reads and handles every control message waiting on the socket.
     fn read_ctl(&mut self) -> usize {
         let mut n = 0;
-        while !self.dead {
+        while !self.dead && ctl_io() {
             let mut buf = [0u8; 256];
             match recv(self.sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
                 // The daemon hung up (exit, crash, SIGKILL).
@@ -1829,6 +1888,18 @@ impl Tas {
                     // flight): reset the connection so it does not linger.
                     let c = self.add_conn(m.info);
                     let _ = self.abort(c);
+                }
+            }
+            ctl::TAKEN => {
+                if let Some(c) = self.conns.get_mut(&m.flow) {
+                    c.taken = true;
+                }
+            }
+            ctl::RETURNED => {
+                if let Some(c) = self.conns.get_mut(&m.flow) {
+                    c.taken = false;
+                    Self::resync(c, &m);
+                    self.mark_dirty(m.flow);
                 }
             }
             ctl::RESET => {

@@ -220,7 +220,11 @@ impl Testbed {
             ])
             .arg(&self.socket)
             .args(extra)
-            .env("TAS_LOG", "info")
+            // TAS_TEST_LOG=debug (or a filter) for more of tasd's log.
+            .env(
+                "TAS_LOG",
+                std::env::var("TAS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(log);
         let mut child = cmd.spawn().expect("spawn tasd");

@@ -213,6 +213,15 @@ pub mod ctl {
     /// outstanding; one that never takes effect is superseded by a later
     /// one of the same generation.
     pub const RING: u32 = 108;
+    /// `flow`: another context took the shared flow over (`ADOPT`): its
+    /// notifications go there now, and this context's view of it goes
+    /// stale. It takes the flow back (`ADOPT` with token 0) before it uses
+    /// it again.
+    pub const TAKEN: u32 = 109;
+    /// `flow`: the context that had taken the shared flow over is gone and
+    /// the flow comes back here: where it stands, as in the answer to
+    /// `ADOPT` (`arg[1..5]`, `info`).
+    pub const RETURNED: u32 = 110;
 
     /// LISTEN flag: share the port with other listeners (SO_REUSEPORT).
     pub const F_REUSEPORT: u32 = 1;

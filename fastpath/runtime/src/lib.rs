@@ -924,7 +924,12 @@ impl<N: Nic> Lane<N> {
                 let Some(c) = cmds.pop() else { break };
                 work += 1;
                 if let Err(e) = fp.app_cmd(port.mem, &c, now, mem, &mut out) {
-                    tracing::debug!(app = port.id, "refused app command: {e}");
+                    tracing::debug!(
+                        app = port.id,
+                        flow = c.flow,
+                        kind = c.kind,
+                        "refused app command: {e}"
+                    );
                 }
             }
         }

@@ -147,6 +147,22 @@ pub fn kind(fd: c_int) -> Kind {
     }
 }
 
+/// As [`kind`], but a socket inherited at fork is not taken over: for
+/// calls that only read what the process inherited (`getsockname`,
+/// `getpeername`). A child that asks for the addresses and then only
+/// closes the connection (sshd's session child for root builds
+/// `SSH_CONNECTION` so) must not take it from the parent that goes on
+/// using it. A socket inherited across exec has no state here until it is
+/// taken over, so it still is.
+pub fn kind_peek(fd: c_int) -> Kind {
+    if let Some(g) = try_global() {
+        if crate::exec::pending(g.fd(fd)).is_some() {
+            return kind(fd);
+        }
+    }
+    kind_noadopt(fd)
+}
+
 /// A socket inherited from the parent (or across exec) that a wait
 /// (`poll`, `select`) is about to include is taken over first: its
 /// readiness is this process's to drive from now on.

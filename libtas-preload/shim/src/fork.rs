@@ -206,6 +206,19 @@ pub fn adopt(fd: libc::c_int, old: &'static Ctx, sid: u64) -> Option<(&'static C
         St::Connected(c) => {
             oi.by_flow.remove(&c);
             ni.by_flow.insert(c, sid);
+            // A readiness pair of its own, as for listeners: the inherited
+            // one is one file with the parent's, whose state the parent's
+            // shim keeps for itself (sshd's monitor carries on with the
+            // connection after its pre-authentication child used it: a
+            // byte the child left made the monitor's ppoll report data
+            // that was not there).
+            if let Err(e) = crate::ops::own_pair(&mut s) {
+                if g.cfg.debug {
+                    log(&format!(
+                        "fd {fd}: no readiness pair of its own (errno {e})"
+                    ));
+                }
+            }
         }
         St::Listening(l) => {
             oi.by_listener.remove(&l);
@@ -232,31 +245,38 @@ pub fn adopt(fd: libc::c_int, old: &'static Ctx, sid: u64) -> Option<(&'static C
 }
 
 extern "C" fn atfork_prepare() {
-    let Some(g) = try_global() else { return };
-    g.inherit.raw_lock();
-    g.create.raw_lock();
-    g.ports.raw_lock();
-    g.local_cache.raw_lock();
-    for i in 0..g.nctx.load(Ordering::Acquire) {
-        if let Some(c) = g.ctx(i) {
-            c.inner.raw_lock();
+    if let Some(g) = try_global() {
+        g.inherit.raw_lock();
+        g.create.raw_lock();
+        g.ports.raw_lock();
+        g.local_cache.raw_lock();
+        for i in 0..g.nctx.load(Ordering::Acquire) {
+            if let Some(c) = g.ctx(i) {
+                c.inner.raw_lock();
+            }
         }
     }
     // Innermost locks last: nothing takes another shim lock while holding
-    // them. A lock another thread (the reactor) held at fork would stay
-    // locked forever in the child (a prefork child deadlocked in `accept`
-    // on the wildcard listeners' list).
+    // them. They are statics, taken whether or not the process has a
+    // global state yet. A lock another thread (the reactor) held at fork
+    // would stay locked forever in the child, where that thread does not
+    // exist: a prefork child's main thread (in `accept`) and its reactor
+    // both waited on the wildcard listeners' list for good, about one run
+    // in 20 (`fork::tests::statics_held_by_another_thread_are_free_in_the_child`).
     crate::ops::wild::KL.raw_lock();
     crate::debug::KINDS.raw_lock();
 }
 
 extern "C" fn atfork_parent() {
-    let Some(g) = try_global() else { return };
     // SAFETY: atfork_prepare took each of these locks without a guard, on
     // this thread (the one that forked); each is released once.
     unsafe {
         crate::debug::KINDS.raw_unlock();
         crate::ops::wild::KL.raw_unlock();
+    }
+    let Some(g) = try_global() else { return };
+    // SAFETY: as above.
+    unsafe {
         for i in (0..g.nctx.load(Ordering::Acquire)).rev() {
             if let Some(c) = g.ctx(i) {
                 c.inner.raw_unlock();
@@ -270,12 +290,15 @@ extern "C" fn atfork_parent() {
 }
 
 extern "C" fn atfork_child() {
-    let Some(g) = try_global() else { return };
-    // SAFETY: in the child only the forking thread exists, and it took every
-    // lock in atfork_prepare.
+    // SAFETY: in the child only the forking thread exists, and it took these
+    // locks in atfork_prepare.
     unsafe {
         crate::debug::KINDS.reset();
         crate::ops::wild::KL.reset();
+    }
+    let Some(g) = try_global() else { return };
+    // SAFETY: as above, for the global state's locks.
+    unsafe {
         for i in 0..g.nctx.load(Ordering::Acquire) {
             if let Some(c) = g.ctx(i) {
                 c.inner.reset();
@@ -322,10 +345,76 @@ pub fn note_interest(ctx: &'static Ctx, sid: u64) {
     }
 }
 
+/// Before `chroot` or a change of credentials, after which the attach
+/// socket may be out of reach (sshd's privilege-separated child chroots to
+/// an empty directory and becomes another user): attaches the contexts
+/// that inherited sockets (from the parent, or across exec) will be taken
+/// over through, without taking them over — that still happens at their
+/// first use, over the context's open control socket. Taking them over
+/// here would take the connection from the process that uses it: sshd's
+/// session child for root calls `setuid` and only closes the connection,
+/// while the monitor goes on sending the session's data (its commands
+/// refused while the child held the flow: the client saw a corrupted
+/// stream).
+pub fn prepare_all() {
+    let Some(g) = try_global() else { return };
+    let _e = sys::Enter::new();
+    let gen = g.gen.load(Ordering::Acquire);
+    let mut inh = g.inherit.lock();
+    if inh.token != 0 && inh.gen == gen {
+        let token = inh.token;
+        for i in 0..g.nctx.load(Ordering::Acquire) {
+            let Some(old) = g.ctx(i) else { continue };
+            if old.gen == gen || inh.aliases.contains_key(&old.idx) {
+                continue;
+            }
+            let (used, target, path) = {
+                let oi = old.inner.lock();
+                (
+                    !oi.socks.is_empty(),
+                    oi.tas.app_id(),
+                    oi.tas.path().to_path_buf(),
+                )
+            };
+            if !used {
+                continue;
+            }
+            match crate::ctx::attach_alias(&path, target, token) {
+                Ok(c) => {
+                    inh.aliases.insert(old.idx, c.idx);
+                }
+                Err(e) => {
+                    if g.cfg.debug {
+                        log(&format!("cannot attach for the inherited sockets: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    let token = inh.exec.token;
+    let apps: Vec<u32> = inh.exec.entries.iter().flatten().map(|e| e.app).collect();
+    for app in apps {
+        if inh.exec.aliases.contains_key(&app) {
+            continue;
+        }
+        match crate::ctx::attach_alias(&tas::socket_path(), app, token) {
+            Ok(c) => {
+                inh.exec.aliases.insert(app, c.idx);
+            }
+            Err(e) => {
+                if g.cfg.debug {
+                    log(&format!(
+                        "cannot attach for the sockets inherited across exec: {e}"
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// Takes over every inherited socket (from the parent, or across exec)
-/// now: before `chroot` or a change of credentials, after which the
-/// attach socket may be out of reach (sshd's privilege-separated child
-/// chroots to an empty directory and becomes another user).
+/// now: before a seccomp filter, after which the shim cannot make the
+/// system calls that takes (sshd's pre-authentication child; `prctl`).
 pub fn adopt_all() {
     let Some(g) = try_global() else { return };
     let _e = sys::Enter::new();
@@ -349,5 +438,50 @@ pub fn adopt_all() {
     );
     for fd in fds {
         let _ = crate::fdtab::kind(fd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A shim lock that another thread holds when the process forks is
+    /// free in the child (the atfork handlers, registered by the library's
+    /// constructor, take it across the fork). Before the wildcard
+    /// listeners' list and the debug rate limiter were among them, a
+    /// child could inherit one locked by a thread it does not have.
+    #[test]
+    fn statics_held_by_another_thread_are_free_in_the_child() {
+        for round in 0..2 {
+            let (held_tx, held_rx) = mpsc::channel();
+            let holder = std::thread::spawn(move || {
+                let kl = crate::ops::wild::KL.lock();
+                let kinds = crate::debug::KINDS.lock();
+                held_tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+                drop(kinds);
+                drop(kl);
+            });
+            held_rx.recv().unwrap();
+            // SAFETY: the child only tries two locks and _exits.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork");
+            if pid == 0 {
+                let ok = crate::ops::wild::KL.try_lock().is_some()
+                    && crate::debug::KINDS.try_lock().is_some();
+                // SAFETY: _exit takes no pointers; nothing of the child's
+                // state needs to be flushed.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            let mut st = 0;
+            // SAFETY: `st` is a live local for waitpid's status.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+            assert!(
+                libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+                "round {round}: the child found a lock held by a thread it does not have"
+            );
+            holder.join().unwrap();
+        }
     }
 }

@@ -253,11 +253,11 @@ interpose! {
         fork::fork()
     }
 
-    /// Inherited sockets are taken over first: the attach socket may be out
-    /// of reach afterwards (fork.rs).
+    /// The contexts inherited sockets need are attached first: the attach
+    /// socket may be out of reach afterwards (`fork::prepare_all`).
     fn chroot(path: *const libc::c_char) -> c_int {
         if !in_shim() {
-            fork::adopt_all();
+            fork::prepare_all();
         }
         // SAFETY: the caller's argument under chroot's contract.
         unsafe { real::chroot::get()(path) }
@@ -266,7 +266,7 @@ interpose! {
     /// As `chroot`.
     fn setuid(u: libc::uid_t) -> c_int {
         if !in_shim() {
-            fork::adopt_all();
+            fork::prepare_all();
         }
         // SAFETY: no pointers.
         unsafe { real::setuid::get()(u) }
@@ -275,7 +275,7 @@ interpose! {
     /// As `chroot`.
     fn setgid(g: libc::gid_t) -> c_int {
         if !in_shim() {
-            fork::adopt_all();
+            fork::prepare_all();
         }
         // SAFETY: no pointers.
         unsafe { real::setgid::get()(g) }
@@ -284,7 +284,7 @@ interpose! {
     /// As `chroot`.
     fn seteuid(u: libc::uid_t) -> c_int {
         if !in_shim() {
-            fork::adopt_all();
+            fork::prepare_all();
         }
         // SAFETY: no pointers.
         unsafe { real::seteuid::get()(u) }
@@ -293,7 +293,7 @@ interpose! {
     /// As `chroot`.
     fn setegid(g: libc::gid_t) -> c_int {
         if !in_shim() {
-            fork::adopt_all();
+            fork::prepare_all();
         }
         // SAFETY: no pointers.
         unsafe { real::setegid::get()(g) }
@@ -302,7 +302,7 @@ interpose! {
     /// As `chroot`.
     fn setreuid(r: libc::uid_t, e: libc::uid_t) -> c_int {
         if !in_shim() {
-            fork::adopt_all();
+            fork::prepare_all();
         }
         // SAFETY: no pointers.
         unsafe { real::setreuid::get()(r, e) }
@@ -311,7 +311,7 @@ interpose! {
     /// As `chroot`.
     fn setregid(r: libc::gid_t, e: libc::gid_t) -> c_int {
         if !in_shim() {
-            fork::adopt_all();
+            fork::prepare_all();
         }
         // SAFETY: no pointers.
         unsafe { real::setregid::get()(r, e) }
@@ -320,7 +320,7 @@ interpose! {
     /// As `chroot`.
     fn setresuid(r: libc::uid_t, e: libc::uid_t, s: libc::uid_t) -> c_int {
         if !in_shim() {
-            fork::adopt_all();
+            fork::prepare_all();
         }
         // SAFETY: no pointers.
         unsafe { real::setresuid::get()(r, e, s) }
@@ -329,10 +329,36 @@ interpose! {
     /// As `chroot`.
     fn setresgid(r: libc::gid_t, e: libc::gid_t, s: libc::gid_t) -> c_int {
         if !in_shim() {
-            fork::adopt_all();
+            fork::prepare_all();
         }
         // SAFETY: no pointers.
         unsafe { real::setresgid::get()(r, e, s) }
+    }
+
+    /// `prctl(PR_SET_SECCOMP, ...)`: inherited sockets are taken over first
+    /// (as for `chroot`), and from then on the calling thread makes only
+    /// the system calls a sandbox allows (`sys::restricted`). Every other
+    /// option goes to the kernel unchanged. Variadic in C; defined with
+    /// four `unsigned long` arguments after the option, as `syscall` is
+    /// (the same registers on x86_64 and aarch64 Linux), and made as the
+    /// raw system call.
+    fn prctl(option: c_int, a2: c_ulong, a3: c_ulong, a4: c_ulong, a5: c_ulong) -> c_int {
+        let seccomp = option == libc::PR_SET_SECCOMP && !in_shim();
+        if seccomp {
+            fork::adopt_all();
+        }
+        // SAFETY: prctl's arguments as the caller passed them, under its
+        // contract (this function's).
+        let r = unsafe {
+            rawsys::raw(
+                libc::SYS_prctl,
+                [option as c_long, a2 as c_long, a3 as c_long, a4 as c_long, a5 as c_long, 0],
+            )
+        };
+        if seccomp && r == 0 {
+            sys::set_restricted(false);
+        }
+        rawsys::libc_result(r) as c_int
     }
 
     /// TAS sockets without `FD_CLOEXEC` survive into the new image (exec.rs).
@@ -523,6 +549,23 @@ interpose! {
                 libc::SYS_ppoll => ppoll(a1 as _, a2 as _, a3 as _, a4 as _) as c_long,
                 #[cfg(target_arch = "x86_64")]
                 libc::SYS_sendfile => sendfile(a1 as _, a2 as _, a3 as _, a4 as _) as c_long,
+                libc::SYS_prctl => prctl(a1 as _, a2 as _, a3 as _, a4 as _, a5 as _) as c_long,
+                libc::SYS_seccomp => {
+                    if !in_shim() {
+                        fork::adopt_all();
+                    }
+                    let r = rawsys::raw(n, [a1, a2, a3, a4, a5, a6]);
+                    // SECCOMP_SET_MODE_STRICT (0) or _FILTER (1) installed:
+                    // 0, or a listener fd with _FLAG_NEW_LISTENER (8) (with
+                    // _FLAG_TSYNC a positive result is the thread that
+                    // refused).
+                    let ok = r == 0 || (r > 0 && a2 & 8 != 0);
+                    if ok && (a1 == 0 || a1 == 1) {
+                        // SECCOMP_FILTER_FLAG_TSYNC (1): every thread.
+                        sys::set_restricted(a1 == 1 && a2 & 1 != 0);
+                    }
+                    rawsys::libc_result(r)
+                }
                 _ => rawsys::libc_result(rawsys::raw(n, [a1, a2, a3, a4, a5, a6])),
             }
         }
@@ -848,15 +891,34 @@ interpose! {
             opt_reason(r, "read", level, name)
         });
 
-    tas fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
-        // SAFETY: addr/len as the caller passed them, under getsockname's
-        // contract.
-        => |c, s| unit(|| unsafe { ops::getsockname(c, s, addr, len) });
+    /// A socket inherited at fork answers from what was inherited, without
+    /// being taken over (`fdtab::kind_peek`).
+    fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+        if !in_shim() {
+            if let Kind::Sock(c, s) = fdtab::kind_peek(fd) {
+                debug::enter("getsockname", fd);
+                // SAFETY: addr/len as the caller passed them, under
+                // getsockname's contract.
+                return unit(|| unsafe { ops::getsockname(c, s, addr, len) });
+            }
+        }
+        // SAFETY: the caller's arguments, unchanged, to libc's function.
+        unsafe { real::getsockname::get()(fd, addr, len) }
+    }
 
-    tas fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
-        // SAFETY: addr/len as the caller passed them, under getpeername's
-        // contract.
-        => |c, s| unit(|| unsafe { ops::getpeername(c, s, addr, len) });
+    /// As `getsockname`.
+    fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+        if !in_shim() {
+            if let Kind::Sock(c, s) = fdtab::kind_peek(fd) {
+                debug::enter("getpeername", fd);
+                // SAFETY: addr/len as the caller passed them, under
+                // getpeername's contract.
+                return unit(|| unsafe { ops::getpeername(c, s, addr, len) });
+            }
+        }
+        // SAFETY: the caller's arguments, unchanged, to libc's function.
+        unsafe { real::getpeername::get()(fd, addr, len) }
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -54,6 +54,9 @@ fn wait(
 ) -> c_int {
     let _e = sys::Enter::new();
     take_news();
+    if sys::restricted() {
+        return restricted_wait(timeout_ms, now, block);
+    }
     let ctl = ctl_fds();
     let (r, fired) = now(&ctl);
     let mut r = capture(r);
@@ -130,6 +133,43 @@ fn wait_idle(
             return release(r);
         }
     }
+}
+
+/// [`wait`] in a thread under a seccomp filter (sshd's pre-authentication
+/// child: `RLIMIT_NOFILE` 1, so a `poll` of more fds than the caller's
+/// fails with `EINVAL`, and no `recv` on the control sockets): the
+/// caller's fds only. The thread does not count as blocked on the
+/// contexts, so the reactor watches them and brings the sockets' readiness
+/// up to date, which wakes this wait in the kernel.
+fn restricted_wait(
+    timeout_ms: i64,
+    mut now: impl FnMut(&[OurFd]) -> (c_int, Vec<(usize, bool)>),
+    mut block: impl FnMut(i64, &[OurFd]) -> (c_int, Vec<(usize, bool)>),
+) -> c_int {
+    let r = capture(now(&[]).0);
+    if r != 0 || timeout_ms == 0 {
+        return release(r);
+    }
+    let start = monotonic_ns();
+    let limit = if timeout_ms < 0 {
+        u64::MAX
+    } else {
+        timeout_ms as u64 * 1_000_000
+    };
+    if let Some(r) = spin_wait(limit, || capture(now(&[]).0)) {
+        return release(r);
+    }
+    let left = if timeout_ms < 0 {
+        -1
+    } else {
+        (timeout_ms - ((monotonic_ns() - start) / 1_000_000) as i64).max(0)
+    };
+    let r = {
+        let _l = sys::Leave::new();
+        capture(block(left, &[]).0)
+    };
+    take_news();
+    release(r)
 }
 
 /// The zero-timeout check without the control sockets (news of ours that

@@ -236,6 +236,31 @@ fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_i
     if let Some(r) = spin_wait(left(deadline), check) {
         return if r < 0 { Err(-r) } else { Ok(()) };
     }
+    if sys::restricted() {
+        // Under a seccomp filter (see `mux::restricted_wait`): `fd` alone;
+        // the reactor brings its readiness up to date.
+        let ms = match deadline {
+            None => -1,
+            Some(_) => left(deadline).div_ceil(1_000_000).min(i32::MAX as u64) as c_int,
+        };
+        let mut p = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        let (r, e) = {
+            let _l = sys::Leave::new();
+            // SAFETY: `p` is one live local pollfd (nfds = 1).
+            let r = unsafe { real::poll::get()(&mut p, 1, ms) };
+            (r, sys::errno())
+        };
+        take_news();
+        return match r {
+            r if r < 0 => Err(e),
+            0 => Err(libc::EAGAIN),
+            _ => Ok(()),
+        };
+    }
     loop {
         let b = Blocked::enter();
         if b.changed {

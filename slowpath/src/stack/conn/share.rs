@@ -107,7 +107,11 @@ impl Stack {
     /// The answer to `ADOPT`/`DROP` of a flow: where it stands now.
     fn flow_state_reply(&self, io: &mut impl StackIo, app: AppId, msg: &CtlMsg, last: bool) {
         let mut m = CtlMsg {
-            kind: ctl::RESULT,
+            kind: if msg.kind == ctl::RETURNED {
+                ctl::RETURNED
+            } else {
+                ctl::RESULT
+            },
             req: msg.req,
             flow: msg.flow,
             ..Default::default()
@@ -137,6 +141,16 @@ impl Stack {
                         flags |= event::F_TX_FIN_ACKED;
                     }
                     m.arg[3] = flags as u32;
+                    tracing::debug!(
+                        app,
+                        flow = msg.flow,
+                        kind = m.kind,
+                        rx_seq = m.info.rx_seq,
+                        tx_seq = m.info.tx_seq,
+                        rx_data = m.arg[1],
+                        tx_acked = m.arg[2],
+                        "where the flow stands"
+                    );
                 }
                 _ => m.arg[4] = libc::ECONNRESET as u32,
             }
@@ -293,8 +307,27 @@ impl Stack {
             c.holders.push(app);
         }
         self.stats.adopted += 1;
+        let before = c.app;
+        tracing::debug!(app, pid, flow = id, from = before, "flow adopted");
         self.retarget(id, app);
         self.flow_state_reply(io, app, msg, false);
+        // The context that had it must take it back before using it again
+        // (its view goes stale while another holder reads and writes).
+        if before != app
+            && self
+                .conns
+                .get(&id)
+                .is_some_and(|c| c.holders.contains(&before))
+        {
+            io.app_msg(
+                before,
+                &CtlMsg {
+                    kind: ctl::TAKEN,
+                    flow: id,
+                    ..Default::default()
+                },
+            );
+        }
     }
 
     pub(in crate::stack) fn app_drop(
@@ -364,7 +397,16 @@ impl Stack {
                 }
             });
             if let Some(n) = next {
+                tracing::debug!(app, to = n, flow = id, "holder gone: flow retargeted");
                 self.retarget(id, n);
+                // Where the gone holder left it (sshd's monitor carries on
+                // with the connection its pre-authentication child used).
+                let m = CtlMsg {
+                    kind: ctl::RETURNED,
+                    flow: id,
+                    ..Default::default()
+                };
+                self.flow_state_reply(io, n, &m, false);
             }
         }
         self.flow_state_reply(io, app, msg, last);
@@ -393,7 +435,16 @@ impl Stack {
                 None => None,
             };
             if let Some(n) = next {
+                tracing::debug!(app, to = n, flow = id, "holder gone: flow retargeted");
                 self.retarget(id, n);
+                // Where the gone holder left it (sshd's monitor carries on
+                // with the connection its pre-authentication child used).
+                let m = CtlMsg {
+                    kind: ctl::RETURNED,
+                    flow: id,
+                    ..Default::default()
+                };
+                self.flow_state_reply(io, n, &m, false);
             }
         }
         let lids: Vec<u32> = self.listeners.keys().copied().collect();
