@@ -382,8 +382,8 @@ fn chunk_body(
         let end = end as usize;
         let n = end - v;
         match scenario {
-            Scenario::Pair => fp.prefetch((2 * v..2 * end).map(|i| chunk.frame(i))),
-            _ => fp.prefetch((v..end).map(|i| chunk.frame(i))),
+            Scenario::Pair => fp.prefetch((2 * v..2 * end).map(|i| chunk.frame(i)), mem),
+            _ => fp.prefetch((v..end).map(|i| chunk.frame(i)), mem),
         }
         while v < end {
             let flow = chunk.visits[v];

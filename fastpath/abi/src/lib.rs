@@ -844,6 +844,25 @@ pub trait PayloadMem {
     fn write(&mut self, mem: u16, off: u32, data: &[u8]) -> bool;
     /// Copies from region `mem` at `off` into `out`. False if out of bounds.
     fn read(&self, mem: u16, off: u32, out: &mut [u8]) -> bool;
+    /// Hints that the cache line at `off` in region `mem` is needed soon
+    /// (the fast path's batched prefetch). Never faults; out of bounds is
+    /// ignored. No effect unless implemented.
+    fn prefetch(&self, mem: u16, off: u32) {
+        let _ = (mem, off);
+    }
+}
+
+/// Hints the CPU to load the cache line holding `p` (never faults, no
+/// effect on other architectures).
+#[inline(always)]
+pub fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p as *const i8, std::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Payload regions on the heap (tests, benchmarks, the simulator).
@@ -873,6 +892,16 @@ impl PayloadMem for VecMem {
                 true
             }
             None => false,
+        }
+    }
+    #[inline]
+    fn prefetch(&self, mem: u16, off: u32) {
+        if let Some(b) = self
+            .regions
+            .get(mem as usize)
+            .and_then(|r| r.get(off as usize))
+        {
+            prefetch_line(b);
         }
     }
     #[inline]

@@ -35,6 +35,11 @@
 //! ACK carrying SACK blocks it reports (line 0 alone while at most six
 //! intervals are held); the send side lines 2–3 only in recovery, for a
 //! probe, or when the peer's window grows.
+//!
+//! Every segment a flow sends is built from its header template
+//! (`wire::frame::HdrTemplate`: Ethernet, IPv4 and the ports prebuilt, with
+//! the checksums' constant partial sums), one more cache line per flow in
+//! an array of the flow table's own, not part of `FlowState`.
 
 /// Configuration flags (`FlowState::cfg`), written by the slow path.
 pub mod cfg {
@@ -391,15 +396,15 @@ impl FlowKey {
     /// A well-mixed 32-bit hash (also selects the flow group).
     #[inline]
     pub fn hash(&self) -> u32 {
+        // One 64×64→128-bit multiply of the addresses and the ports (each
+        // mixed with a constant), folded: every input bit reaches the high
+        // and the low half (the "mum" step of wyhash), ~6 instructions
+        // instead of a three-round finalizer.
         let a = ((self.local_ip as u64) << 32) | self.remote_ip as u64;
         let b = ((self.local_port as u64) << 16) | self.remote_port as u64;
-        let mut h = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
-        h ^= h >> 33;
-        h as u32
+        let m = (a ^ 0xa076_1d64_78bd_642f) as u128 * (b ^ 0xe703_7ed1_a0b4_28db) as u128;
+        let h = (m as u64) ^ ((m >> 64) as u64);
+        (h ^ (h >> 32)) as u32
     }
 }
 
@@ -433,6 +438,49 @@ impl Default for FlowSlot {
             state: std::cell::UnsafeCell::new(FlowState::default()),
             lock: std::sync::atomic::AtomicU16::new(0),
             gen: std::sync::atomic::AtomicU16::new(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FlowKey;
+
+    /// The table index uses the hash's low bits and compares all 32: keys
+    /// that differ only in the remote port (or only in the remote address)
+    /// must spread over the low bits and almost never collide in all 32.
+    #[test]
+    fn hash_spreads_ports_and_addresses() {
+        for vary_port in [true, false] {
+            let n = 1usize << 16;
+            let bins = n * 2;
+            let mut count = vec![0u8; bins];
+            let mut all = std::collections::HashSet::new();
+            for i in 0..n {
+                let k = FlowKey {
+                    local_ip: 0xc612_0001,
+                    remote_ip: if vary_port {
+                        0xc612_0002
+                    } else {
+                        0x0a00_0000 + i as u32
+                    },
+                    local_port: 6379,
+                    remote_port: if vary_port { i as u16 } else { 40000 },
+                };
+                let h = k.hash();
+                all.insert(h);
+                let c = &mut count[h as usize & (bins - 1)];
+                *c = c.saturating_add(1);
+            }
+            // Random placement of n keys in 2n bins: ~61 % of bins empty,
+            // max load around 8.
+            let empty = count.iter().filter(|&&c| c == 0).count();
+            assert!(
+                (empty as f64 / bins as f64 - 0.6065).abs() < 0.02,
+                "{empty}"
+            );
+            assert!(*count.iter().max().unwrap() <= 12);
+            assert!(all.len() >= n - 4, "{}", all.len());
         }
     }
 }

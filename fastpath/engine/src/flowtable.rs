@@ -7,10 +7,18 @@
 //! the slot is always detected. Only the slow path inserts and removes (its
 //! bookkeeping sits behind a mutex the fast path never touches). Lookups and
 //! updates are constant time at the load factor used (index ≥ 2× flows).
+//!
+//! Beside each slot, at the same index in arrays of their own and under the
+//! same lock: the flow's cold record ([`FlowCold`]) and its header template
+//! (`wire::frame::HdrTemplate`, one cache line, built by the engine). A
+//! received batch is looked up in three prefetch stages
+//! ([`FlowTable::prefetch_index`], [`FlowTable::prefetch_slot`],
+//! [`FlowTable::peek_rings`]) before it is processed.
 
 #![allow(unsafe_code)] // the per-flow lock and slot access; each block has its SAFETY note
 
 use crate::flow::{FlowCold, FlowKey, FlowSlot, FlowState, TxCold};
+use crate::wire::frame::HdrTemplate;
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,13 +51,17 @@ pub struct FlowTable {
     /// Each flow's cold record, same index as its slot, guarded by the
     /// slot's lock.
     cold: Box<[UnsafeCell<FlowCold>]>,
+    /// Each flow's header template (one cache line), same index, guarded
+    /// by the slot's lock; built by the engine on the flow's first segment.
+    tmpl: Box<[UnsafeCell<HdrTemplate>]>,
     index: Box<[AtomicU64]>,
     mask: usize,
     writer: Mutex<Writer>,
 }
 
 // SAFETY: every access to a slot's `UnsafeCell<FlowState>`, and to the
-// `UnsafeCell<FlowCold>` of the same index, happens through a `FlowGuard`,
+// `UnsafeCell<FlowCold>` and `UnsafeCell<HdrTemplate>` of the same index,
+// happens through a `FlowGuard` (or `peek_rings`, which holds the lock too),
 // which holds the slot's spinlock (acquire on lock, release on unlock), so
 // no two threads touch a flow's state at the same time.
 unsafe impl Sync for FlowTable {}
@@ -65,10 +77,14 @@ impl FlowTable {
         let cold: Box<[UnsafeCell<FlowCold>]> = (0..capacity)
             .map(|_| UnsafeCell::new(FlowCold::default()))
             .collect();
+        let tmpl: Box<[UnsafeCell<HdrTemplate>]> = (0..capacity)
+            .map(|_| UnsafeCell::new(HdrTemplate::default()))
+            .collect();
         let index: Box<[AtomicU64]> = (0..index_len).map(|_| AtomicU64::new(EMPTY)).collect();
         FlowTable {
             slots,
             cold,
+            tmpl,
             index,
             mask: index_len - 1,
             writer: Mutex::new(Writer {
@@ -121,18 +137,50 @@ impl FlowTable {
         prefetch(&self.index[hash as usize & self.mask] as *const AtomicU64 as *const u8);
     }
 
-    /// Starts loading the flow slot the index entry for `hash` points to
-    /// (second stage; call after `prefetch_index` had time to land).
+    /// Starts loading the flow slot (both lines) and the header template
+    /// the index entry for `hash` points to (second stage; call after
+    /// `prefetch_index` had time to land). Returns that flow's id, for
+    /// [`FlowTable::peek_rings`] (a candidate: the 4-tuple is not compared).
     #[inline]
-    pub fn prefetch_slot(&self, hash: u32) {
+    pub fn prefetch_slot(&self, hash: u32) -> Option<FlowId> {
         let e = self.index[hash as usize & self.mask].load(Ordering::Relaxed);
-        if e != EMPTY && e != TOMB && (e >> 32) as u32 == hash {
-            if let Some(slot) = self.slots.get((e as u32).wrapping_sub(1) as usize) {
-                let p = slot as *const FlowSlot as *const u8;
-                prefetch(p);
-                prefetch(p.wrapping_add(64));
-            }
+        if e == EMPTY || e == TOMB || (e >> 32) as u32 != hash {
+            return None;
         }
+        let id = (e as u32).wrapping_sub(1);
+        let slot = self.slots.get(id as usize)?;
+        let p = slot as *const FlowSlot as *const u8;
+        prefetch(p);
+        prefetch(p.wrapping_add(64));
+        // `tmpl` has the length of `slots`.
+        prefetch(self.tmpl.get(id as usize)?.get() as *const u8);
+        Some(id)
+    }
+
+    /// Third stage of a batched lookup: flow `id`'s payload region and the
+    /// region offsets of its next in-order RX byte and of its next TX byte
+    /// to send — if its lock is free right now (taken and released at
+    /// once, never waited for). A hint for prefetching ring lines.
+    #[inline]
+    pub fn peek_rings(&self, id: FlowId) -> Option<(u16, u32, u32)> {
+        let slot = self.slots.get(id as usize)?;
+        if slot
+            .lock
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        // SAFETY: this thread holds the slot's lock (taken just above), so
+        // no other reference to the state exists until it is released below.
+        let f = unsafe { &*slot.state.get() };
+        let r = (
+            f.mem,
+            f.rx_base.wrapping_add(f.rx_next_pos),
+            f.tx_base.wrapping_add(f.tx_next_pos),
+        );
+        slot.lock.store(0, Ordering::Release);
+        Some(r)
     }
 
     /// Locks flow `id` if it is installed.
@@ -153,8 +201,8 @@ impl FlowTable {
             }
         }
         let g = FlowGuard {
+            table: self,
             slot,
-            cold: &self.cold[id as usize],
             id,
         };
         if slot.gen.load(Ordering::Relaxed) & 1 == 1 {
@@ -188,6 +236,7 @@ impl FlowTable {
             g.notify = 0;
             *g.cold_mut() = FlowCold::default();
             g.cold_mut().tx = TxCold::new(&state);
+            *g.parts_tx().2 = HdrTemplate::default();
             slot.gen.fetch_add(1, Ordering::Relaxed);
         }
         let h = key.hash();
@@ -252,8 +301,8 @@ impl FlowTable {
             std::hint::spin_loop();
         }
         FlowGuard {
+            table: self,
             slot,
-            cold: &self.cold[id as usize],
             id,
         }
     }
@@ -275,8 +324,10 @@ fn prefetch(p: *const u8) {
 /// record is reached through [`FlowGuard::cold`] / [`FlowGuard::parts`];
 /// unlocks on drop.
 pub struct FlowGuard<'a> {
+    table: &'a FlowTable,
+    /// `table.slots[id]` (so `id` is in bounds of `slots`, `cold` and `tmpl`,
+    /// which have the same length).
     slot: &'a FlowSlot,
-    cold: &'a UnsafeCell<FlowCold>,
     id: FlowId,
 }
 
@@ -285,18 +336,33 @@ impl FlowGuard<'_> {
         self.id
     }
 
+    #[inline(always)]
+    fn cold_cell(&self) -> &UnsafeCell<FlowCold> {
+        debug_assert!((self.id as usize) < self.table.cold.len());
+        // SAFETY: the guard was made for `slots[id]`, and `cold` has the
+        // same length as `slots` (both built for `capacity` in `new`).
+        unsafe { self.table.cold.get_unchecked(self.id as usize) }
+    }
+
+    #[inline(always)]
+    fn tmpl_cell(&self) -> &UnsafeCell<HdrTemplate> {
+        debug_assert!((self.id as usize) < self.table.tmpl.len());
+        // SAFETY: as in `cold_cell`; `tmpl` has the length of `slots` too.
+        unsafe { self.table.tmpl.get_unchecked(self.id as usize) }
+    }
+
     /// The flow's cold record.
     #[inline]
     pub fn cold(&self) -> &FlowCold {
         // SAFETY: the guard holds the lock that guards this record too.
-        unsafe { &*self.cold.get() }
+        unsafe { &*self.cold_cell().get() }
     }
 
     /// The flow's cold record, to change it.
     #[inline]
     pub fn cold_mut(&mut self) -> &mut FlowCold {
         // SAFETY: as in `cold`; `&mut self` makes this the only borrow.
-        unsafe { &mut *self.cold.get() }
+        unsafe { &mut *self.cold_cell().get() }
     }
 
     /// The hot state and the cold record at once.
@@ -304,7 +370,22 @@ impl FlowGuard<'_> {
     pub fn parts(&mut self) -> (&mut FlowState, &mut FlowCold) {
         // SAFETY: both cells are guarded by the lock this guard holds, are
         // distinct objects, and `&mut self` makes these the only borrows.
-        unsafe { (&mut *self.slot.state.get(), &mut *self.cold.get()) }
+        unsafe { (&mut *self.slot.state.get(), &mut *self.cold_cell().get()) }
+    }
+
+    /// The hot state, the cold record and the header template at once
+    /// (the template is the engine's to check and rebuild).
+    #[inline]
+    pub fn parts_tx(&mut self) -> (&mut FlowState, &mut FlowCold, &mut HdrTemplate) {
+        // SAFETY: as in `parts`; the template cell is guarded by the same
+        // lock and is a third distinct object.
+        unsafe {
+            (
+                &mut *self.slot.state.get(),
+                &mut *self.cold_cell().get(),
+                &mut *self.tmpl_cell().get(),
+            )
+        }
     }
 }
 

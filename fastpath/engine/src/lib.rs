@@ -18,6 +18,7 @@
 #![deny(unsafe_code)]
 
 pub mod engine;
+mod fifo;
 pub mod flow;
 pub mod flowtable;
 pub mod sched;

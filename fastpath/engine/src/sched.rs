@@ -11,21 +11,25 @@
 //! allocated for the table's capacity up front, so nothing here allocates
 //! after construction.
 
+use crate::fifo::Fifo;
 use crate::flowtable::FlowId;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 
 /// How much sending time a rate-limited flow may catch up after a late poll.
 pub const PACING_CREDIT_NS: u64 = 50_000;
 
-const IDLE: u8 = 0;
+/// `state` bits: the flow is in a queue; its `next_ns` may lie ahead (it
+/// was charged at a rate). Unpaced flows never touch `next_ns`, an array
+/// too big for the cache with many flows.
 const QUEUED: u8 = 1;
+const PACED: u8 = 2;
 
 pub struct TxScheduler {
     /// Earliest time (ns) each flow may send again.
     next_ns: Box<[u64]>,
     state: Box<[u8]>,
-    ready: VecDeque<FlowId>,
+    ready: Fifo<FlowId>,
     timed: BinaryHeap<Reverse<(u64, FlowId)>>,
 }
 
@@ -34,8 +38,8 @@ impl TxScheduler {
     pub fn new(capacity: usize) -> Self {
         TxScheduler {
             next_ns: vec![0; capacity].into_boxed_slice(),
-            state: vec![IDLE; capacity].into_boxed_slice(),
-            ready: VecDeque::with_capacity(capacity),
+            state: vec![0; capacity].into_boxed_slice(),
+            ready: Fifo::with_capacity(capacity),
             timed: BinaryHeap::with_capacity(capacity),
         }
     }
@@ -44,13 +48,17 @@ impl TxScheduler {
     #[inline]
     pub fn activate(&mut self, id: FlowId, now: u64) {
         let i = id as usize;
-        if i >= self.state.len() || self.state[i] != IDLE {
+        let Some(s) = self.state.get_mut(i) else {
+            return;
+        };
+        if *s & QUEUED != 0 {
             return;
         }
-        self.state[i] = QUEUED;
-        let t = self.next_ns[i];
+        *s |= QUEUED;
+        let t = if *s & PACED != 0 { self.next_ns[i] } else { 0 };
         if t <= now {
-            self.ready.push_back(id);
+            // Room by construction: each flow is queued at most once.
+            let _ = self.ready.push_back(id);
         } else {
             self.timed.push(Reverse((t, id)));
         }
@@ -64,10 +72,10 @@ impl TxScheduler {
                 break;
             }
             self.timed.pop();
-            self.ready.push_back(id);
+            let _ = self.ready.push_back(id);
         }
         let id = self.ready.pop_front()?;
-        self.state[id as usize] = IDLE;
+        self.state[id as usize] &= !QUEUED;
         Some(id)
     }
 
@@ -80,9 +88,13 @@ impl TxScheduler {
             return;
         }
         if rate_kbps == 0 {
-            self.next_ns[i] = 0;
+            if self.state[i] & PACED != 0 {
+                self.state[i] &= !PACED;
+                self.next_ns[i] = 0;
+            }
             return;
         }
+        self.state[i] |= PACED;
         // bytes·8 bits at rate·1000 bit/s = bytes·8·10^6/rate ns.
         let cost = (bytes as u64 * 8_000_000) / rate_kbps as u64;
         // A poll round that comes late may catch up on up to PACING_CREDIT
@@ -93,7 +105,7 @@ impl TxScheduler {
 
     /// When the scheduler next has work: `Some(0)` if a flow is ready now.
     pub fn poll_at(&self) -> Option<u64> {
-        if !self.ready.is_empty() {
+        if self.ready.len() > 0 {
             return Some(0);
         }
         self.timed.peek().map(|Reverse((t, _))| *t)
@@ -103,6 +115,7 @@ impl TxScheduler {
     pub fn reset(&mut self, id: FlowId) {
         if let Some(t) = self.next_ns.get_mut(id as usize) {
             *t = 0;
+            self.state[id as usize] &= !PACED;
         }
     }
 

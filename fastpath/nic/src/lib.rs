@@ -13,7 +13,8 @@
 //!
 //! Every backend moves whole Ethernet frames in batches: [`Nic::recv`] fills a
 //! caller-owned [`FrameBatch`], [`Nic::send`] drains one. Frames carry complete
-//! checksums (no offload is assumed). The batch memory is allocated once, when
+//! checksums unless a backend reports [`Nic::tx_csum_offload`] (none does
+//! yet; the hook is there for one that can). The batch memory is allocated once, when
 //! the poll loop starts, so the per-packet path never allocates.
 
 #[cfg(target_os = "linux")]
@@ -158,6 +159,20 @@ pub trait Nic: Send {
     }
     /// Short name for logs and `tasctl status`.
     fn kind(&self) -> &'static str;
+    /// Whether the backend completes TCP checksums on transmit: every TCP
+    /// frame handed to [`Nic::send`] then carries the pseudo header's sum
+    /// (not complemented) in its checksum field, as Linux's
+    /// `CHECKSUM_PARTIAL` and DPDK's `RTE_ETH_TX_OFFLOAD_TCP_CKSUM` expect
+    /// (`tas_engine::engine::FastPath::with_tx_csum_offload`, and
+    /// `tas_engine::wire::frame::tcp_csum_to_partial` for the slow path's
+    /// frames). No backend offers it yet: AF_PACKET has no per-frame
+    /// offload request, AF_XDP only through TX metadata (Linux 6.8+) on
+    /// drivers that implement it, which veth does not, and the DPDK backend
+    /// would set `RTE_MBUF_F_TX_TCP_CKSUM` and the header lengths per mbuf
+    /// when the port reports the capability (not wired).
+    fn tx_csum_offload(&self) -> bool {
+        false
+    }
 }
 
 /// A backend chosen at run time.
@@ -179,5 +194,8 @@ impl Nic for Box<dyn Nic> {
     }
     fn kind(&self) -> &'static str {
         (**self).kind()
+    }
+    fn tx_csum_offload(&self) -> bool {
+        (**self).tx_csum_offload()
     }
 }

@@ -594,6 +594,12 @@ impl PayloadMem for ShmMem {
         }
     }
     #[inline]
+    fn prefetch(&self, mem: u16, off: u32) {
+        if let Some(p) = self.range(mem, off, 1) {
+            tas_abi::prefetch_line(p);
+        }
+    }
+    #[inline]
     fn read(&self, mem: u16, off: u32, out: &mut [u8]) -> bool {
         match self.range(mem, off, out.len()) {
             // SAFETY: as in `write`.
@@ -816,7 +822,9 @@ impl<N: Nic> Lane<N> {
     pub fn new(nic: N, table: Arc<FlowTable>, engine: Config, shared: Arc<LaneShared>) -> Self {
         let cap = table.capacity();
         Lane {
-            fp: FastPath::new(table, engine).with_lane(shared.id),
+            fp: FastPath::new(table, engine)
+                .with_lane(shared.id)
+                .with_tx_csum_offload(nic.tx_csum_offload()),
             nic,
             rx: FrameBatch::new(BATCH),
             tx: FrameBatch::new(BATCH),
@@ -899,7 +907,7 @@ impl<N: Nic> Lane<N> {
                     if spread > 1 {
                         steer(fp, rx, n, spread, lanes, now, mem, &mut out);
                     } else {
-                        fp.prefetch(rx.iter());
+                        fp.prefetch(rx.iter(), mem);
                         for i in 0..n {
                             fp.rx(rx.frame(i), now, mem, &mut out);
                         }
@@ -956,9 +964,15 @@ impl<N: Nic> Lane<N> {
                     remaining.fetch_sub(1, Ordering::AcqRel);
                 }
                 CoreCmd::Send(frame) => {
+                    let partial = fp.tx_csum_offload();
                     out.tx(|b| {
                         let n = frame.len().min(b.len());
                         b[..n].copy_from_slice(&frame[..n]);
+                        if partial {
+                            // The NIC completes the TCP checksum of every
+                            // frame of this lane (see `Nic::tx_csum_offload`).
+                            tas_engine::wire::frame::tcp_csum_to_partial(&mut b[..n]);
+                        }
                         n
                     });
                 }

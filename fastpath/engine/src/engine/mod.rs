@@ -19,11 +19,11 @@
 //! URG or a missing ACK flag, unknown flows, bad checksums, malformed
 //! frames, non-TCP frames and flows the slow path owns.
 
+use crate::fifo::Fifo;
 use crate::flow::{cfg, notify, st, FlowCold, FlowKey, FlowState};
 use crate::flowtable::{FlowId, FlowTable};
 use crate::sched::TxScheduler;
 use crate::wire::{self, frame, ipv4, tcp, WireError};
-use std::collections::VecDeque;
 use std::sync::Arc;
 use tas_abi::{event, AppCmd, AppEvent, PayloadMem};
 
@@ -36,7 +36,10 @@ mod tx;
 use ack::ChallengeLimit;
 pub use ack::CHALLENGE_ACKS_PER_SEC;
 use ring::ring_add;
-use tx::{build_segment, can_send, fin_pending, may_resend, payload_max, send_ack, send_allowance};
+use tx::{
+    build_segment, can_send, fin_pending, may_resend, payload_max, send_ack, send_allowance,
+    template,
+};
 
 /// Why a frame was handed to the slow path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,16 +295,19 @@ pub struct FastPath {
     table: Arc<FlowTable>,
     cfg: Config,
     sched: TxScheduler,
-    pending: VecDeque<FlowId>,
+    pending: Fifo<FlowId>,
     /// Flows whose ACK is held, with the time it must go out by (FIFO: the
     /// delay is the same for all). An entry whose flow sent a segment since
     /// (its `ACK_HELD` bit is clear) is skipped.
-    held: VecDeque<(FlowId, u64)>,
+    held: Fifo<(FlowId, u64)>,
     /// The lane (NIC queue + TX scheduler) this instance serves; flows whose
     /// `group` differs are scheduled on their own lane.
     lane: u16,
     /// Challenge-ACK rate limit (RFC 5961 §7), per engine.
     challenge: ChallengeLimit,
+    /// The NIC completes TCP checksums of the frames we build
+    /// ([`FastPath::with_tx_csum_offload`]).
+    tx_csum_offload: bool,
     pub stats: Stats,
 }
 
@@ -376,8 +382,10 @@ enum Rare {
 /// §6.1.5, §6.1.2).
 #[cold]
 #[inline(never)]
+#[allow(clippy::too_many_arguments)]
 fn tx_rare<M: PayloadMem, O: Output>(
     cfgc: &Config,
+    offload: bool,
     stats: &mut Stats,
     f: &mut crate::flowtable::FlowGuard<'_>,
     now_ts: u32,
@@ -385,7 +393,8 @@ fn tx_rare<M: PayloadMem, O: Output>(
     out: &mut O,
 ) -> Rare {
     let seg_max = payload_max(f);
-    let (fs, fc) = f.parts();
+    let (fs, fc, ft) = f.parts_tx();
+    let ft = template(cfgc, offload, fs, ft);
     let Some(cut) = recovery::poll_cut(fs, &mut fc.tx, seg_max, now_ts, stats) else {
         return Rare::Idle;
     };
@@ -412,6 +421,7 @@ fn tx_rare<M: PayloadMem, O: Output>(
             b,
             cfgc,
             fb,
+            ft,
             cut.seq,
             flags,
             &[],
@@ -454,6 +464,17 @@ pub fn frame_key(f: &[u8]) -> Option<FlowKey> {
         local_port: u16::from_be_bytes([b[36], b[37]]),
         remote_port: u16::from_be_bytes([b[34], b[35]]),
     })
+}
+
+/// [`frame_key`], and whether the segment carries payload (by the IPv4
+/// total length and the TCP data offset, unchecked: a prefetch hint).
+#[inline]
+fn frame_key_data(f: &[u8]) -> Option<(FlowKey, bool)> {
+    let key = frame_key(f)?;
+    let b = f.first_chunk::<{ 14 + 20 + 13 }>()?;
+    let total = u16::from_be_bytes([b[16], b[17]]) as usize;
+    let hdrs = 20 + (b[46] >> 4) as usize * 4;
+    Some((key, total > hdrs))
 }
 
 /// Microsecond timestamp clock for TSval, from `now` in ns.
@@ -503,14 +524,15 @@ impl FastPath {
             table,
             cfg,
             sched: TxScheduler::new(cap),
-            pending: VecDeque::with_capacity(cap * 2),
-            held: VecDeque::with_capacity(if cfg.ack_delay_ns > 0 {
+            pending: Fifo::with_capacity(cap * 2),
+            held: Fifo::with_capacity(if cfg.ack_delay_ns > 0 {
                 cap.min(HELD_ACKS_MAX)
             } else {
                 0
             }),
             lane: 0,
             challenge: ChallengeLimit::new(),
+            tx_csum_offload: false,
             stats: Stats::default(),
         }
     }
@@ -520,6 +542,23 @@ impl FastPath {
     pub fn with_lane(mut self, lane: u16) -> Self {
         self.lane = lane;
         self
+    }
+
+    /// Frames this instance builds leave their TCP checksum to the NIC
+    /// (default off): the field holds the pseudo header's sum, as Linux's
+    /// `CHECKSUM_PARTIAL` and DPDK's `RTE_ETH_TX_OFFLOAD_TCP_CKSUM` expect
+    /// (`tas_nic::Nic::tx_csum_offload` says whether the backend does).
+    /// The IPv4 header checksum is always computed here (one add per
+    /// segment from the template). Segments with SACK blocks are still
+    /// summed in full (the NIC recomputes the same value).
+    pub fn with_tx_csum_offload(mut self, on: bool) -> Self {
+        self.tx_csum_offload = on;
+        self
+    }
+
+    /// Whether frames are built for a NIC that completes TCP checksums.
+    pub fn tx_csum_offload(&self) -> bool {
+        self.tx_csum_offload
     }
 
     pub fn lane(&self) -> u16 {
@@ -534,45 +573,63 @@ impl FastPath {
         &self.cfg
     }
 
-    /// Starts loading the flow-table entries and flow state that `frames`
-    /// will need, so that a batch's cache misses overlap instead of
-    /// following one another. Call once per received batch, before `rx`.
-    pub fn prefetch<'a>(&self, frames: impl Iterator<Item = &'a [u8]>) {
-        let mut hashes = [0u32; 64];
+    /// Starts loading the flow-table entries, flow state, header templates
+    /// and ring lines that `frames` will need, so that a batch's cache
+    /// misses overlap instead of following one another (TAS's batched
+    /// prefetch). Call once per received batch, before `rx`. Three passes
+    /// over up to 64 frames: hash the 4-tuple and prefetch the index entry;
+    /// read the entry and prefetch the flow's slot and template; then, per
+    /// flow whose lock is free at that moment, prefetch the RX ring line
+    /// the frame's payload goes to (data) or the TX ring line the next
+    /// segment comes from (a pure ACK, which may open the window). Hints
+    /// only: nothing is changed, and a wrong guess costs a wasted line.
+    pub fn prefetch<'a, M: PayloadMem>(&self, frames: impl Iterator<Item = &'a [u8]>, mem: &M) {
+        // (hash, then flow id) << 1 | carries payload
+        let mut seen = [0u64; 64];
         let mut n = 0;
         for f in frames.take(64) {
-            let Some(key) = frame_key(f) else {
+            let Some((key, data)) = frame_key_data(f) else {
                 continue;
             };
             let h = key.hash();
             self.table.prefetch_index(h);
-            hashes[n] = h;
+            seen[n] = (h as u64) << 1 | data as u64;
             n += 1;
         }
-        for &h in &hashes[..n] {
-            self.table.prefetch_slot(h);
+        let mut m = 0;
+        for i in 0..n {
+            let e = seen[i];
+            if let Some(id) = self.table.prefetch_slot((e >> 1) as u32) {
+                seen[m] = (id as u64) << 1 | (e & 1);
+                m += 1;
+            }
+        }
+        for &e in &seen[..m] {
+            if let Some((region, rx, tx)) = self.table.peek_rings((e >> 1) as u32) {
+                mem.prefetch(region, if e & 1 != 0 { rx } else { tx });
+            }
         }
     }
 
     /// Processes one received frame.
     pub fn rx<M: PayloadMem, O: Output>(&mut self, buf: &[u8], now: u64, mem: &mut M, out: &mut O) {
         self.stats.rx_frames += 1;
-        let fr = match frame::parse_tcp_frame(buf) {
-            Ok(fr) => fr,
-            Err(WireError::Unsupported) => {
-                return self.exception(out, Exception::NotTcp, None, buf)
+        // The common shape with both checksums right in one pass; anything
+        // else (IPv4 options, bad checksums, malformed or other frames)
+        // through the generic parse, which tells what it is.
+        let fr = match frame::parse_tcp_frame_verified(buf) {
+            Some(fr) => {
+                if !self.for_us(fr.eth.dst()) {
+                    self.stats.not_for_us += 1;
+                    return;
+                }
+                fr
             }
-            Err(e) => return self.exception(out, Exception::Malformed(e), None, buf),
+            None => match self.parse_checked(buf, out) {
+                Some(fr) => fr,
+                None => return,
+            },
         };
-        let dst = fr.eth.dst();
-        if dst != self.cfg.local_mac && !self.cfg.any_mac && dst != wire::eth::BROADCAST {
-            self.stats.not_for_us += 1;
-            return;
-        }
-        if !tcp::verify_checksum(fr.ip.src(), fr.ip.dst(), fr.ip.payload()) {
-            self.stats.bad_checksum += 1;
-            return self.exception(out, Exception::BadChecksum, None, buf);
-        }
         let seg = &fr.tcp;
         let key = FlowKey {
             local_ip: fr.ip.dst(),
@@ -618,17 +675,19 @@ impl FastPath {
             if r.may_hold
                 && self.cfg.ack_delay_ns > 0
                 && f.notify & notify::ACK_HELD == 0
-                && self.held.len() < self.held.capacity()
+                && self.held.push_back((id, now + self.cfg.ack_delay_ns))
             {
                 f.notify |= notify::ACK_HELD;
-                self.held.push_back((id, now + self.cfg.ack_delay_ns));
                 self.stats.acks_held += 1;
             } else {
                 let flags = if r.ece { tcp::ECE } else { 0 };
+                let (fs, fc, ft) = f.parts_tx();
+                let ft = template(&self.cfg, self.tx_csum_offload, fs, ft);
                 send_ack(
                     &self.cfg,
-                    &f,
-                    &f.cold().rx,
+                    fs,
+                    ft,
+                    &fc.rx,
                     flags,
                     r.dsack,
                     now_ts,
@@ -654,6 +713,43 @@ impl FastPath {
         }
     }
 
+    #[inline(always)]
+    fn for_us(&self, dst: [u8; 6]) -> bool {
+        dst == self.cfg.local_mac || self.cfg.any_mac || dst == wire::eth::BROADCAST
+    }
+
+    /// The generic parse of a received frame and its TCP checksum check;
+    /// `None` when the frame was dealt with (exception, or not for us).
+    #[cold]
+    #[inline(never)]
+    fn parse_checked<'a, O: Output>(
+        &mut self,
+        buf: &'a [u8],
+        out: &mut O,
+    ) -> Option<frame::TcpFrame<'a>> {
+        let fr = match frame::parse_tcp_frame(buf) {
+            Ok(fr) => fr,
+            Err(WireError::Unsupported) => {
+                self.exception(out, Exception::NotTcp, None, buf);
+                return None;
+            }
+            Err(e) => {
+                self.exception(out, Exception::Malformed(e), None, buf);
+                return None;
+            }
+        };
+        if !self.for_us(fr.eth.dst()) {
+            self.stats.not_for_us += 1;
+            return None;
+        }
+        if !tcp::verify_checksum(fr.ip.src(), fr.ip.dst(), fr.ip.payload()) {
+            self.stats.bad_checksum += 1;
+            self.exception(out, Exception::BadChecksum, None, buf);
+            return None;
+        }
+        Some(fr)
+    }
+
     fn exception<O: Output>(
         &mut self,
         out: &mut O,
@@ -666,10 +762,9 @@ impl FastPath {
     }
 
     #[inline]
-    fn mark(pending: &mut VecDeque<FlowId>, f: &mut crate::flowtable::FlowGuard<'_>) {
-        if f.notify & notify::PENDING == 0 && pending.len() < pending.capacity() {
+    fn mark(pending: &mut Fifo<FlowId>, f: &mut crate::flowtable::FlowGuard<'_>) {
+        if f.notify & notify::PENDING == 0 && pending.push_back(f.id()) {
             f.notify |= notify::PENDING;
-            pending.push_back(f.id());
         }
     }
 
@@ -731,10 +826,13 @@ impl FastPath {
             && ((old_avail < mss2 && f.rx_avail >= mss2)
                 || (old_avail < half && f.rx_avail >= half))
         {
+            let (fs, fc, ft) = f.parts_tx();
+            let ft = template(&self.cfg, self.tx_csum_offload, fs, ft);
             send_ack(
                 &self.cfg,
-                &f,
-                &f.cold().rx,
+                fs,
+                ft,
+                &fc.rx,
                 0,
                 false,
                 ts_now(now),
@@ -807,7 +905,15 @@ impl FastPath {
                 continue;
             };
             if may_resend(&f) {
-                match tx_rare(&self.cfg, &mut self.stats, &mut f, now_ts, mem, out) {
+                match tx_rare(
+                    &self.cfg,
+                    self.tx_csum_offload,
+                    &mut self.stats,
+                    &mut f,
+                    now_ts,
+                    mem,
+                    out,
+                ) {
                     Rare::Sent(len) => {
                         sent += 1;
                         let rate = if f.cfg & cfg::RATE != 0 { f.tx_rate } else { 0 };
@@ -839,13 +945,17 @@ impl FastPath {
             if len > 0 && f.st & st::CWR_PENDING != 0 {
                 flags |= tcp::CWR;
             }
-            let (cfgc, fs) = (&self.cfg, &*f);
+            let cfgc = &self.cfg;
+            let (fs, _, ft) = f.parts_tx();
+            let ft = template(cfgc, self.tx_csum_offload, fs, ft);
+            let fs = &*fs;
             let mut built = true;
             let ok = out.tx(|b| {
                 let n = build_segment(
                     b,
                     cfgc,
                     fs,
+                    ft,
                     fs.tx_next_seq,
                     flags,
                     &[],
@@ -920,7 +1030,8 @@ impl FastPath {
                 n += 1;
             } else {
                 self.stats.notify_backpressure += 1;
-                self.pending.push_back(id);
+                // Room: this flow's entry was just taken out.
+                let _ = self.pending.push_back(id);
             }
         }
         n
@@ -949,10 +1060,13 @@ impl FastPath {
             if f.notify & notify::ACK_HELD == 0 {
                 continue;
             }
+            let (fs, fc, ft) = f.parts_tx();
+            let ft = template(&self.cfg, self.tx_csum_offload, fs, ft);
             send_ack(
                 &self.cfg,
-                &f,
-                &f.cold().rx,
+                fs,
+                ft,
+                &fc.rx,
                 0,
                 false,
                 ts_now(now),

@@ -4,7 +4,8 @@
 use super::ring::ring_read;
 use super::{rx, Config, Output, Stats};
 use crate::flow::{cfg, st, FlowState, RxCold};
-use crate::wire::{frame, ipv4, tcp};
+use crate::wire::frame::{self, HdrTemplate};
+use crate::wire::{ipv4, tcp};
 use tas_abi::PayloadMem;
 
 /// Bytes the flow may put on the wire now (window and congestion window).
@@ -42,16 +43,61 @@ pub(super) fn may_resend(f: &FlowState) -> bool {
     f.st & (st::TX_RECOVERY | st::TX_PROBE) != 0
 }
 
+/// Flow `f`'s header template `t`, first rebuilt if it does not describe
+/// the flow's addresses, ports and next hop and this engine's MAC, TTL and
+/// checksum offload (never built yet, or the slow path changed the next
+/// hop).
+#[inline(always)]
+pub(super) fn template<'a>(
+    cfgc: &Config,
+    offload: bool,
+    f: &FlowState,
+    t: &'a mut HdrTemplate,
+) -> &'a HdrTemplate {
+    if !t.matches(
+        cfgc.local_mac,
+        f.remote_mac,
+        f.local_ip,
+        f.remote_ip,
+        f.local_port,
+        f.remote_port,
+        cfgc.ttl,
+        offload,
+    ) {
+        rebuild_template(cfgc, offload, f, t);
+    }
+    t
+}
+
+#[cold]
+#[inline(never)]
+fn rebuild_template(cfgc: &Config, offload: bool, f: &FlowState, t: &mut HdrTemplate) {
+    *t = HdrTemplate::new(
+        cfgc.local_mac,
+        f.remote_mac,
+        f.local_ip,
+        f.remote_ip,
+        f.local_port,
+        f.remote_port,
+        cfgc.ttl,
+        offload,
+    );
+}
+
 /// Builds one segment of flow `f` into `buf`: ACK flag always, plus `flags`;
 /// `payload` is (ring position, length) in the TX ring. Returns the frame
 /// length, or 0 if it could not be built. `sack` are the SACK blocks to
 /// send (pure ACKs only, see [`send_ack`]); data segments never carry any,
-/// as the MSS only leaves room for the timestamp option.
+/// as the MSS only leaves room for the timestamp option. `t` is the flow's
+/// header template ([`template`]); segments with SACK blocks are built
+/// field by field instead.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub(super) fn build_segment<M: PayloadMem>(
     buf: &mut [u8],
     cfgc: &Config,
     f: &FlowState,
+    t: &HdrTemplate,
     seq_no: u32,
     flags: u8,
     sack: &[(u32, u32)],
@@ -59,35 +105,46 @@ pub(super) fn build_segment<M: PayloadMem>(
     payload: (u32, u32),
     mem: &M,
 ) -> usize {
-    let seg = frame::FastSeg {
-        src_mac: cfgc.local_mac,
-        dst_mac: f.remote_mac,
-        src_ip: f.local_ip,
-        dst_ip: f.remote_ip,
-        ttl: cfgc.ttl,
-        ecn: if payload.1 > 0 && f.cfg & cfg::ECN != 0 {
-            ipv4::ECN_ECT0
-        } else {
-            ipv4::ECN_NOT_ECT
-        },
-        src_port: f.local_port,
-        dst_port: f.remote_port,
-        seq: seq_no,
-        ack: f.rx_next_seq,
-        flags: flags | tcp::ACK,
-        window: (f.rx_avail >> f.rcv_wscale).min(u16::MAX as u32) as u16,
-        ts: if f.cfg & cfg::TS != 0 {
-            Some((now_ts, f.tx_next_ts))
-        } else {
-            None
-        },
-        sack,
+    let ecn = if payload.1 > 0 && f.cfg & cfg::ECN != 0 {
+        ipv4::ECN_ECT0
+    } else {
+        ipv4::ECN_NOT_ECT
     };
-    let Some(off) = frame::emit_fast(buf, &seg, payload.1 as usize) else {
+    let window = (f.rx_avail >> f.rcv_wscale).min(u16::MAX as u32) as u16;
+    let ts = if f.cfg & cfg::TS != 0 {
+        Some((now_ts, f.tx_next_ts))
+    } else {
+        None
+    };
+    if !sack.is_empty() {
+        return build_sack_segment(
+            buf,
+            cfgc,
+            f,
+            t.offload(),
+            seq_no,
+            flags,
+            sack,
+            ecn,
+            window,
+            ts,
+        );
+    }
+    let len = payload.1 as usize;
+    let Some((off, sum)) = t.emit(
+        buf,
+        ecn,
+        seq_no,
+        f.rx_next_seq,
+        flags | tcp::ACK,
+        window,
+        ts,
+        len,
+    ) else {
         return 0;
     };
-    let end = off + payload.1 as usize;
-    if payload.1 > 0
+    let end = off + len;
+    if len > 0
         && !ring_read(
             mem,
             f.mem,
@@ -99,8 +156,51 @@ pub(super) fn build_segment<M: PayloadMem>(
     {
         return 0;
     }
-    frame::finish_fast(buf, &seg, off, payload.1 as usize);
+    t.finish(buf, off, len, sum);
     end
+}
+
+/// A pure ACK with SACK blocks, field by field (out of line: only while
+/// out-of-order data is held or after a duplicate).
+#[allow(clippy::too_many_arguments)]
+#[cold]
+#[inline(never)]
+fn build_sack_segment(
+    buf: &mut [u8],
+    cfgc: &Config,
+    f: &FlowState,
+    t_offload: bool,
+    seq_no: u32,
+    flags: u8,
+    sack: &[(u32, u32)],
+    ecn: u8,
+    window: u16,
+    ts: Option<(u32, u32)>,
+) -> usize {
+    let seg = frame::FastSeg {
+        src_mac: cfgc.local_mac,
+        dst_mac: f.remote_mac,
+        src_ip: f.local_ip,
+        dst_ip: f.remote_ip,
+        ttl: cfgc.ttl,
+        ecn,
+        src_port: f.local_port,
+        dst_port: f.remote_port,
+        seq: seq_no,
+        ack: f.rx_next_seq,
+        flags: flags | tcp::ACK,
+        window,
+        ts,
+        sack,
+    };
+    let Some(off) = frame::emit_fast(buf, &seg, 0) else {
+        return 0;
+    };
+    frame::finish_fast(buf, &seg, off, 0);
+    if t_offload {
+        frame::tcp_csum_to_partial(&mut buf[..off]);
+    }
+    off
 }
 
 /// Emits a pure ACK of flow `f` (plus `flags`). When SACK was negotiated
@@ -111,6 +211,7 @@ pub(super) fn build_segment<M: PayloadMem>(
 pub(super) fn send_ack<M: PayloadMem, O: Output>(
     cfgc: &Config,
     f: &FlowState,
+    t: &HdrTemplate,
     c: &RxCold,
     flags: u8,
     dsack: bool,
@@ -126,7 +227,20 @@ pub(super) fn send_ack<M: PayloadMem, O: Output>(
     } else {
         &[]
     };
-    if out.tx(|b| build_segment(b, cfgc, f, f.tx_next_seq, flags, sack, now_ts, (0, 0), mem)) {
+    if out.tx(|b| {
+        build_segment(
+            b,
+            cfgc,
+            f,
+            t,
+            f.tx_next_seq,
+            flags,
+            sack,
+            now_ts,
+            (0, 0),
+            mem,
+        )
+    }) {
         stats.acks_sent += 1;
         if dsack && !sack.is_empty() {
             stats.dsack_sent += 1;

@@ -5,13 +5,14 @@
 
 /// Fold a `u64` ones-complement accumulator to 16 bits (never turns non-zero into 0).
 #[inline(always)]
-fn fold64(mut s: u64) -> u16 {
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s as u16
+fn fold64(s: u64) -> u16 {
+    // End-around carry: add the halves, then the carry out. When the first
+    // add wraps, its result is at most 2^n - 2, so adding the carry cannot
+    // wrap again; and it never yields 0 from a non-zero input.
+    let (lo, c) = (s as u32).overflowing_add((s >> 32) as u32);
+    let s = lo + c as u32;
+    let (lo, c) = (s as u16).overflowing_add((s >> 16) as u16);
+    lo + c as u16
 }
 
 /// Add `data` as big-endian 16-bit words (an odd trailing byte is padded with
@@ -22,11 +23,38 @@ fn fold64(mut s: u64) -> u16 {
 pub fn sum(data: &[u8], initial: u32) -> u32 {
     // Words are read native-endian and the folded result byte-swapped at the
     // end: the ones-complement sum is byte-order independent (RFC 1071 §2B).
+    let folded = fold64(sum_ne(data));
+    let be = if cfg!(target_endian = "little") {
+        folded.swap_bytes()
+    } else {
+        folded
+    };
+    fold64(be as u64 + initial as u64) as u32
+}
+
+/// The ones-complement sum of `data` read as *native-endian* 16-bit words
+/// (an odd trailing byte padded with zero), unfolded but below 2^33: several
+/// such values and a few `u32`s can be added in a `u64` and folded once
+/// with [`fold_ne`]. A native-endian sum is the byte swap of the big-endian
+/// one (RFC 1071 §2B), so a sum that must be all ones can be checked without
+/// swapping.
+#[inline]
+pub fn sum_ne(data: &[u8]) -> u64 {
     // 64-bit words are added with end-around carry counted separately; since
     // 2^16 ≡ 1 (mod 0xffff), 2^64 ≡ 1 too, so each wrap counts as 1.
-    let (words, tail) = data.as_chunks::<8>();
+    let (blocks, rest) = data.as_chunks::<32>();
     let mut acc: u64 = 0;
     let mut wraps: u64 = 0;
+    for b in blocks {
+        let (words, _) = b.as_chunks::<8>();
+        let (s0, o0) = acc.overflowing_add(u64::from_ne_bytes(words[0]));
+        let (s1, o1) = s0.overflowing_add(u64::from_ne_bytes(words[1]));
+        let (s2, o2) = s1.overflowing_add(u64::from_ne_bytes(words[2]));
+        let (s3, o3) = s2.overflowing_add(u64::from_ne_bytes(words[3]));
+        acc = s3;
+        wraps += o0 as u64 + o1 as u64 + o2 as u64 + o3 as u64;
+    }
+    let (words, tail) = rest.as_chunks::<8>();
     for w in words {
         let (s, o) = acc.overflowing_add(u64::from_ne_bytes(*w));
         acc = s;
@@ -50,13 +78,16 @@ pub fn sum(data: &[u8], initial: u32) -> u32 {
     let (s, o) = acc.overflowing_add(rest);
     wraps += o as u64;
     let (s, o) = s.overflowing_add(wraps);
-    let folded = fold64(s + o as u64);
-    let be = if cfg!(target_endian = "little") {
-        folded.swap_bytes()
-    } else {
-        folded
-    };
-    fold64(be as u64 + initial as u64) as u32
+    let s = s + o as u64;
+    (s & 0xffff_ffff) + (s >> 32)
+}
+
+/// Folds a native-endian partial sum (a `u64` congruent mod 0xffff to the
+/// sum of native-endian 16-bit words) to 16 bits, never turning a non-zero
+/// sum into 0. Byte-swap the result for the big-endian value.
+#[inline(always)]
+pub fn fold_ne(s: u64) -> u16 {
+    fold64(s)
 }
 
 /// Fold carries of a partial sum and return its ones complement: the value

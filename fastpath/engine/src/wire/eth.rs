@@ -11,8 +11,8 @@ pub const BROADCAST: [u8; 6] = [0xff; 6];
 /// Zero-copy view of an Ethernet frame.
 #[derive(Debug, Clone, Copy)]
 pub struct EthFrame<'a> {
-    hdr: &'a [u8; HDR_LEN],
-    payload: &'a [u8],
+    pub(super) hdr: &'a [u8; HDR_LEN],
+    pub(super) payload: &'a [u8],
 }
 
 impl<'a> EthFrame<'a> {

@@ -19,9 +19,9 @@ const FRAG_OFFSET_MASK: u16 = 0x1fff;
 /// Zero-copy view of a validated IPv4 packet.
 #[derive(Debug, Clone, Copy)]
 pub struct Ipv4Packet<'a> {
-    fixed: &'a [u8; HDR_LEN],
-    header: &'a [u8],
-    payload: &'a [u8],
+    pub(super) fixed: &'a [u8; HDR_LEN],
+    pub(super) header: &'a [u8],
+    pub(super) payload: &'a [u8],
 }
 
 impl<'a> Ipv4Packet<'a> {

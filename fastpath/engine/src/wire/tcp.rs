@@ -31,9 +31,9 @@ const OPT_TS: u8 = 8;
 /// Zero-copy view of a TCP segment.
 #[derive(Debug, Clone, Copy)]
 pub struct TcpSegment<'a> {
-    fixed: &'a [u8; HDR_LEN],
-    options: &'a [u8],
-    payload: &'a [u8],
+    pub(super) fixed: &'a [u8; HDR_LEN],
+    pub(super) options: &'a [u8],
+    pub(super) payload: &'a [u8],
 }
 
 impl<'a> TcpSegment<'a> {

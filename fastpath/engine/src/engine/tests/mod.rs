@@ -11,6 +11,7 @@
 //! offset `snd`, acknowledging peer offset `rcv`, announcing `free` bytes.
 
 use super::*;
+use std::collections::VecDeque;
 use tas_abi::{cmd, VecMem};
 
 // ---------------------------------------------------------------------------
@@ -58,6 +59,8 @@ struct FlowOpts {
     tx_pos0: u32,
     /// The engine's `Config::ack_delay_ns` (0: ACK at once).
     ack_delay_ns: u64,
+    /// `FastPath::with_tx_csum_offload`.
+    csum_offload: bool,
 }
 
 impl Default for FlowOpts {
@@ -77,6 +80,7 @@ impl Default for FlowOpts {
             rx_pos0: 0,
             tx_pos0: 0,
             ack_delay_ns: 0,
+            csum_offload: false,
         }
     }
 }
@@ -271,7 +275,8 @@ impl Fx {
                 any_mac: false,
                 ack_delay_ns: o.ack_delay_ns,
             },
-        );
+        )
+        .with_tx_csum_offload(o.csum_offload);
         Fx {
             fp,
             mem,

@@ -1,0 +1,88 @@
+//! A bounded FIFO of plain values for the engine's per-core queues.
+
+/// A bounded FIFO of plain values over a fixed power-of-two array: push
+/// and pop are a few instructions, inline, and never allocate (the
+/// standard `VecDeque`'s push keeps an out-of-line growth path).
+pub(crate) struct Fifo<T: Copy + Default> {
+    buf: Box<[T]>,
+    head: usize,
+    len: usize,
+}
+
+impl<T: Copy + Default> Fifo<T> {
+    /// Room for at least `cap` values.
+    pub(crate) fn with_capacity(cap: usize) -> Self {
+        let n = cap.max(1).next_power_of_two();
+        Fifo {
+            buf: vec![T::default(); n].into_boxed_slice(),
+            head: 0,
+            len: 0,
+        }
+    }
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+    /// Appends `v`; false (and nothing changes) when full.
+    #[inline]
+    pub(crate) fn push_back(&mut self, v: T) -> bool {
+        if self.len == self.buf.len() {
+            return false;
+        }
+        let mask = self.buf.len() - 1;
+        self.buf[(self.head + self.len) & mask] = v;
+        self.len += 1;
+        true
+    }
+    #[inline]
+    pub(crate) fn front(&self) -> Option<&T> {
+        if self.len == 0 {
+            None
+        } else {
+            self.buf.get(self.head)
+        }
+    }
+    #[inline]
+    pub(crate) fn pop_front(&mut self) -> Option<T> {
+        if self.len == 0 {
+            return None;
+        }
+        let v = self.buf[self.head];
+        self.len -= 1;
+        // Emptied: start over at the front, so a queue that is drained
+        // every round stays on its first cache lines instead of sweeping
+        // its whole (flow-table sized) array through the cache.
+        self.head = if self.len == 0 {
+            0
+        } else {
+            (self.head + 1) & (self.buf.len() - 1)
+        };
+        Some(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fifo;
+
+    #[test]
+    fn bounded_in_order_and_wraps() {
+        let mut q = Fifo::<u32>::with_capacity(3);
+        assert!(q.front().is_none());
+        assert_eq!(q.pop_front(), None);
+        for round in 0..10u32 {
+            for i in 0..4 {
+                assert!(q.push_back(round * 10 + i));
+            }
+            assert!(!q.push_back(99), "capacity is 3 rounded up to 4");
+            assert_eq!(q.len(), 4);
+            assert_eq!(q.front(), Some(&(round * 10)));
+            for i in 0..4 {
+                assert_eq!(q.pop_front(), Some(round * 10 + i));
+            }
+            assert_eq!(q.len(), 0);
+            assert!(q.push_back(7));
+            assert_eq!(q.pop_front(), Some(7));
+        }
+    }
+}
