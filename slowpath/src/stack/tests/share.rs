@@ -45,10 +45,22 @@ fn a_forked_child_adopts_a_connection_and_the_last_close_is_the_close() {
     // Another process cannot take it, even with the token.
     fx.ctl(OTHER, flow_msg(ctl::ADOPT, 8, id));
     assert_eq!(result(&mut fx, OTHER).err, libc::EBADF);
-    // The child takes it over: notifications go to its context.
+    // The child takes it over: notifications go to its context, and the
+    // parent is told its view went stale (TAKEN).
     fx.ctl(CHILD, flow_msg(ctl::ADOPT, 9, id));
-    let r = result(&mut fx, CHILD);
+    let m = fx.msgs();
+    assert_eq!(m.len(), 2, "{m:?}");
+    let r = m
+        .iter()
+        .find(|(a, x)| *a == CHILD && x.kind == ctl::RESULT)
+        .expect("the child's result")
+        .1;
     assert_eq!((r.err, r.info.flow), (0, id));
+    assert!(
+        m.iter()
+            .any(|(a, x)| *a == APP && x.kind == ctl::TAKEN && x.flow == id),
+        "{m:?}"
+    );
     assert_eq!(fx.state(id).context, CHILD);
     // The parent closes its copy: not the last holder.
     fx.ctl(APP, flow_msg(ctl::DROP, 10, id));
