@@ -262,10 +262,21 @@ fn shared_mode_needs_af_xdp_and_exclusive_is_explicit() {
 /// retransmissions).
 #[test]
 fn shared_mode_icmp_errors_reach_tas() {
-    let mut tb = Testbed::bridged("impicmp");
+    icmp_errors("impicmp", Backend::AfXdp);
+}
+
+/// The same over AF_PACKET (tasd sees a copy of every ICMP frame; the tc
+/// filter keeps those about TAS's connections from the kernel).
+#[test]
+fn shared_mode_icmp_errors_reach_tas_over_af_packet() {
+    icmp_errors("impicmpp", Backend::AfPacket);
+}
+
+fn icmp_errors(tag: &str, backend: Backend) {
+    let mut tb = Testbed::bridged(tag);
     let o = sh(&mut tb, true, "ip addr add 198.18.0.1/24 dev veth-tas");
     assert_ok(&o, "ip addr add");
-    tb.start_tasd(Backend::AfXdp, &[]);
+    tb.start_tasd(backend, &[]);
     let fwd = tb.start_impair_with(
         &tas_system_tests::impair::Impairment::NONE,
         1,

@@ -27,7 +27,7 @@ impl Stack {
                     return;
                 };
                 if ip.protocol() == ipv4::PROTO_ICMP {
-                    self.on_icmp(e.src(), &ip, io);
+                    self.on_icmp(now, e.src(), &ip, io);
                 } else {
                     self.stats.ip_other += 1;
                 }
@@ -36,7 +36,13 @@ impl Stack {
         }
     }
 
-    fn on_icmp(&mut self, src_mac: [u8; 6], ip: &ipv4::Ipv4Packet<'_>, io: &mut impl StackIo) {
+    fn on_icmp(
+        &mut self,
+        now: u64,
+        src_mac: [u8; 6],
+        ip: &ipv4::Ipv4Packet<'_>,
+        io: &mut impl StackIo,
+    ) {
         let msg = ip.payload();
         let me = self.cfg.local_ip;
         // An error about one of our segments (RFC 1122 §3.2.2: passed to
@@ -46,7 +52,7 @@ impl Stack {
                 if checksum::fold(checksum::sum(msg, 0)) != 0 || err.key.local_ip != me {
                     self.stats.icmp_ignored += 1;
                 } else {
-                    self.on_icmp_error(err, io);
+                    self.on_icmp_error(now, err, io);
                 }
                 return;
             }

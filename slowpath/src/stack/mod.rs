@@ -593,6 +593,9 @@ pub struct Stack {
     lingering: HashMap<FlowKey, u64>,
     /// 4-tuples in TIME_WAIT (we closed first): no flow, no rings.
     time_wait: conn::TimeWait,
+    /// Path MSS learnt from ICMP fragmentation needed, per destination,
+    /// and until when (`conn/icmp_error.rs`).
+    path_mss: HashMap<u32, (u16, u64)>,
     next_housekeeping: u64,
     timers: BinaryHeap<Reverse<(u64, Timer)>>,
     /// Challenge-ACK rate limit (RFC 5961 §7): a token bucket, tokens in
@@ -646,6 +649,7 @@ impl Stack {
             grants: Vec::new(),
             lingering: HashMap::new(),
             time_wait: conn::TimeWait::default(),
+            path_mss: HashMap::new(),
             next_housekeeping: 0,
             timers: BinaryHeap::new(),
             challenge: (0, CHALLENGE_BURST * SEC),
@@ -736,6 +740,7 @@ impl Stack {
         if now >= self.next_housekeeping {
             self.next_housekeeping = now.saturating_add(SEC);
             self.arp_sweep(now);
+            self.path_mss_sweep(now);
             self.lingering.retain(|_, until| *until > now);
         }
     }

@@ -77,7 +77,7 @@ impl Stack {
             mem: io.mem_of(c.app),
             group: self.rx_lane,
             cfg,
-            mss: peer.mss.min(self.our_mss()),
+            mss: peer.mss.min(self.path_mss(now, key.remote_ip)),
             snd_wscale: snd_ws,
             rcv_wscale: rcv_ws,
             rx_base: c.rx.base,

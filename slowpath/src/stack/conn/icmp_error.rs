@@ -14,15 +14,19 @@
 //!   RFC 1191 §3 forbids going below 68, RFC 5927 §7.2 recommends a
 //!   floor) nor ever upwards, and what is in flight goes again at the
 //!   new size (Linux's `tcp_simple_retransmit`: no congestion response).
-//!   A report of 0 (a pre-RFC 1191 router) counts as the floor.
+//!   A report of 0 (a pre-RFC 1191 router) counts as the floor. The
+//!   lowered MSS is remembered for the destination for 10 minutes (Linux's
+//!   `mtu_expires`), so new connections to it start there (RFC 1191 §5).
 //! * Other unreachables and time exceeded are hard errors only for an open
 //!   (RFC 1122 §4.2.3.9 allows it; Linux does it): SYN_SENT fails the
 //!   connect with the errno Linux maps the code to (`icmp_err_convert`:
 //!   port unreachable `ECONNREFUSED`, host unreachable `EHOSTUNREACH`, ...),
 //!   a SYN_RCVD connection is dropped silently for net/host unreachable and
 //!   time exceeded (Linux's `tcp_req_err`). On an established connection
-//!   they are soft errors: counted (`icmp_soft_errors`), the connection
-//!   goes on until its own timeout.
+//!   they are soft errors: counted (`icmp_soft_errors`) and recorded, the
+//!   connection goes on; if it then times out the app gets the recorded
+//!   errno instead of ETIMEDOUT (Linux's `sk_err_soft`), unless SND.UNA
+//!   moved since.
 
 use tas_engine::flow::FlowKey;
 
@@ -108,9 +112,45 @@ impl IcmpError {
     }
 }
 
+/// How long a lowered path MSS is remembered (Linux's
+/// `net.ipv4.route.mtu_expires`, 600 s; RFC 1191 §6.3 suggests 10 minutes).
+const PMTU_EXPIRES_NS: u64 = 600_000_000_000;
+/// Destinations remembered at most (entries beyond wait for expiry).
+const PMTU_ENTRIES: usize = 4096;
+
 impl Stack {
+    fn remember_path_mss(&mut self, now: u64, dst: u32, mss: u16) {
+        let until = now.saturating_add(PMTU_EXPIRES_NS);
+        if self.path_mss.len() >= PMTU_ENTRIES && !self.path_mss.contains_key(&dst) {
+            self.path_mss.retain(|_, (_, t)| *t > now);
+            if self.path_mss.len() >= PMTU_ENTRIES {
+                return;
+            }
+        }
+        self.path_mss.insert(dst, (mss, until));
+    }
+
+    /// The MSS a new connection to `dst` may use at most: a remembered
+    /// path MSS, else ours.
+    pub(in crate::stack) fn path_mss(&self, now: u64, dst: u32) -> u16 {
+        match self.path_mss.get(&dst) {
+            Some(&(mss, until)) if until > now => mss.min(self.our_mss()),
+            _ => self.our_mss(),
+        }
+    }
+
+    /// Forgets expired path MSS entries (housekeeping).
+    pub(in crate::stack) fn path_mss_sweep(&mut self, now: u64) {
+        self.path_mss.retain(|_, (_, t)| *t > now);
+    }
+
     /// An ICMP error quoting one of our segments (see the module doc).
-    pub(in crate::stack) fn on_icmp_error(&mut self, e: IcmpError, io: &mut impl StackIo) {
+    pub(in crate::stack) fn on_icmp_error(
+        &mut self,
+        now: u64,
+        e: IcmpError,
+        io: &mut impl StackIo,
+    ) {
         let frag_needed = e.typ == ICMP_DEST_UNREACH && e.code == FRAG_NEEDED;
         let err = match e.typ {
             ICMP_DEST_UNREACH => unreach_errno(e.code),
@@ -120,7 +160,8 @@ impl Stack {
             self.stats.icmp_ignored += 1;
             return;
         };
-        if let Some(mut g) = self.table.lookup(&e.key) {
+        let table = self.table.clone();
+        if let Some(mut g) = table.lookup(&e.key) {
             let id = g.id();
             if !self.conns.contains_key(&id) {
                 self.stats.icmp_ignored += 1;
@@ -134,6 +175,9 @@ impl Stack {
             }
             if !frag_needed {
                 self.stats.icmp_soft_errors += 1;
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.soft_err = err;
+                }
                 return;
             }
             let mss = e.mtu.max(MIN_PMTU).saturating_sub(HDRS);
@@ -145,6 +189,7 @@ impl Stack {
             }
             g.mss = mss;
             drop(g);
+            self.remember_path_mss(now, e.key.remote_ip, mss);
             self.stats.icmp_pmtu_updates += 1;
             io.fastpath(FpCmd::Retransmit(id));
             return;

@@ -223,6 +223,10 @@ pub(super) struct Conn {
     zw: bool,
     zw_since: u64,
     persist_backoff: u32,
+    /// The last ICMP soft error (errno, 0: none; Linux's `sk_err_soft`):
+    /// what the app is told instead of ETIMEDOUT if the connection times
+    /// out; cleared when SND.UNA moves.
+    soft_err: i32,
     next_check: u64,
     /// Handshake round trip (0 when unknown, e.g. after a retransmission).
     hs_rtt: u64,

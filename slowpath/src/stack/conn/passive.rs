@@ -454,7 +454,7 @@ impl Stack {
             mem: io.mem_of(h.app),
             group: self.rx_lane,
             cfg,
-            mss: peer.mss.min(self.our_mss()),
+            mss: peer.mss.min(self.path_mss(now, key.remote_ip)),
             snd_wscale: snd_ws,
             rcv_wscale: rcv_ws,
             rx_base: rx.base,

@@ -199,6 +199,7 @@ impl Stack {
             zw: false,
             zw_since: now,
             persist_backoff: 0,
+            soft_err: 0,
             next_check: 0,
             hs_rtt,
             cc,

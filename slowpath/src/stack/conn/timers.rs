@@ -204,6 +204,8 @@ impl Stack {
             c.last_una = una;
             c.backoff = 0;
             c.retries = 0;
+            // Linux's tcp_ack: something got through, forget soft errors.
+            c.soft_err = 0;
         }
         // Tail-loss probe state: the flow is quiet while neither SND.UNA
         // nor SND.NXT moves (no ACK progress, nothing new sent).
@@ -271,12 +273,18 @@ impl Stack {
                 io.fastpath(FpCmd::Probe(id));
             } else if rto_due {
                 if c.retries >= data_retries {
+                    // Linux's tcp_write_err: the soft error, if one came.
+                    let err = if c.soft_err != 0 {
+                        c.soft_err
+                    } else {
+                        libc::ETIMEDOUT
+                    };
                     self.stats.data_timeouts += 1;
                     if c.orphan {
                         self.stats.orphan_timeouts += 1;
                     }
                     self.send_flow_rst(now, &f, io);
-                    self.tcp_gone(id, Some(libc::ETIMEDOUT), io);
+                    self.tcp_gone(id, Some(err), io);
                     return;
                 }
                 c.retries += 1;

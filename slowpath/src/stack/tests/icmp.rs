@@ -209,22 +209,46 @@ fn frag_needed_lowers_the_mss_and_retransmits() {
 }
 
 /// RFC 1122 §4.2.3.9, as Linux: unreachables and time exceeded on an
-/// established connection are soft errors (counted, the flow goes on).
+/// established connection are soft errors (counted, the flow goes on);
+/// the last one is what the app is told if the connection then times out
+/// (Linux's sk_err_soft), unless something got through meanwhile.
 #[test]
 fn unreachable_on_an_established_flow_is_a_soft_error() {
-    let mut fx = Fx::new();
-    let (id, una) = flow_in_flight(&mut fx);
-    for (t, c) in [(3, 3), (3, 1), (11, 0)] {
-        fx.rx(
-            Exception::NotTcp,
-            None,
-            &icmp_error(t, c, 0, PORT, PEER_PORT, una),
-        );
+    for progress in [false, true] {
+        let mut c = host_cfg(A_IP, A_MAC);
+        c.data_retries = 2;
+        let mut fx = Fx::with(c);
+        let (id, una) = flow_in_flight(&mut fx);
+        for (t, c) in [(3, 1), (11, 0), (3, 3)] {
+            fx.rx(
+                Exception::NotTcp,
+                None,
+                &icmp_error(t, c, 0, PORT, PEER_PORT, una),
+            );
+        }
+        assert_eq!(fx.stack.stats().icmp_soft_errors, 3);
+        assert!(fx.msgs().is_empty() && fx.cmds().is_empty());
+        assert_eq!(fx.state(id).mss, 1400);
+        assert!(fx.stack.flows().iter().any(|f| f.state == "ESTABLISHED"));
+        if progress {
+            // 1000 bytes acknowledged: the soft error is forgotten.
+            fx.set(id, |f| f.tx_sent -= 1000);
+        }
+        let t0 = fx.now;
+        let mut t = t0;
+        let mut reset = None;
+        while t < t0 + 10_000 * MS && reset.is_none() {
+            t += 10 * MS;
+            fx.at(t);
+            reset = fx.msgs().into_iter().find(|(_, m)| m.kind == ctl::RESET);
+        }
+        let want = if progress {
+            libc::ETIMEDOUT
+        } else {
+            libc::ECONNREFUSED
+        };
+        assert_eq!(reset.expect("timed out").1.err, want, "progress {progress}");
     }
-    assert_eq!(fx.stack.stats().icmp_soft_errors, 3);
-    assert!(fx.msgs().is_empty() && fx.cmds().is_empty());
-    assert_eq!(fx.state(id).mss, 1400);
-    assert!(fx.stack.flows().iter().any(|f| f.state == "ESTABLISHED"));
 }
 
 fn arp_known(fx: &mut Fx) {
@@ -327,4 +351,62 @@ fn unreachable_drops_a_syn_rcvd() {
     assert!(!fx.stack.flows().iter().any(|f| f.state == "SYN_RCVD"));
     assert!(fx.msgs().is_empty() && fx.frames().is_empty());
     assert_eq!(fx.stack.listeners()[0].half_open, 0);
+}
+
+/// RFC 1191 §5, as Linux's route exceptions: the lowered MSS is kept for
+/// the destination, so the next connection to it starts there (whatever
+/// the peer announces); after 10 minutes it is forgotten.
+#[test]
+fn a_lowered_path_mss_is_remembered_for_the_destination() {
+    let mut fx = Fx::new();
+    let (id, una) = flow_in_flight(&mut fx);
+    fx.rx(
+        Exception::NotTcp,
+        None,
+        &icmp_error(3, 4, 1200, PORT, PEER_PORT, una),
+    );
+    assert_eq!(fx.state(id).mss, 1160);
+    // A new passive open from the same host announces 1400: 1160 it is.
+    let syn2 = tcp::TcpRepr {
+        src_port: PEER_PORT + 1,
+        ..syn(5000, full_opts(900))
+    };
+    fx.nf(&fx.peer(syn2, &[]));
+    let sa = fx.one_tcp();
+    let ack = tcp::TcpRepr {
+        src_port: PEER_PORT + 1,
+        ..ack_seg(
+            5001,
+            sa.t.seq + 1,
+            1000,
+            Some((901, sa.t.options.timestamp.unwrap().0)),
+        )
+    };
+    fx.nf(&fx.peer(ack, &[]));
+    let m = fx.one_msg();
+    assert_eq!(m.kind, ctl::ACCEPTED);
+    assert_eq!(fx.state(m.flow).mss, 1160);
+    // Ten minutes later: the full size again.
+    fx.at(fx.now + 601_000 * MS);
+    fx.frames();
+    fx.msgs();
+    let syn3 = tcp::TcpRepr {
+        src_port: PEER_PORT + 2,
+        ..syn(9000, full_opts(950))
+    };
+    fx.nf(&fx.peer(syn3, &[]));
+    let sa = fx.one_tcp();
+    let ack = tcp::TcpRepr {
+        src_port: PEER_PORT + 2,
+        ..ack_seg(
+            9001,
+            sa.t.seq + 1,
+            1000,
+            Some((951, sa.t.options.timestamp.unwrap().0)),
+        )
+    };
+    fx.nf(&fx.peer(ack, &[]));
+    let m = fx.one_msg();
+    assert_eq!(m.kind, ctl::ACCEPTED);
+    assert_eq!(fx.state(m.flow).mss, 1400);
 }
