@@ -297,7 +297,7 @@ fn print_status(s: &Status) {
 fn print_flows(flows: &[FlowDetail]) {
     let header = [
         "ID", "STATE", "LOCAL", "REMOTE", "APP", "CC", "LIMIT", "RTT", "SENDING", "IN", "OUT",
-        "RETX", "ECN",
+        "RETX", "ECN", "RINGS",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for f in flows {
@@ -337,6 +337,11 @@ fn print_flows(flows: &[FlowDetail]) {
             human_bytes(f.bytes_out),
             format!("{}/{}", f.fast_retransmits, f.timeouts),
             ecn,
+            if f.rx_buf == 0 {
+                "-".into()
+            } else {
+                format!("{}K/{}K", f.rx_buf >> 10, f.tx_buf >> 10)
+            },
         ]);
     }
     print_table(&rows);

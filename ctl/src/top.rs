@@ -327,6 +327,8 @@ mod tests {
             fast_retransmits: 1,
             timeouts: 0,
             ecn: false,
+            rx_buf: 32 << 10,
+            tx_buf: 32 << 10,
             ecn_fraction: None,
             alpha: None,
         }

@@ -880,12 +880,22 @@ fn waits_with_something_else_ready_see_news_at_once() {
 fn preload_debug_says_why_calls_fail() {
     ensure_packages(&[("python3 -c 'import socket, subprocess'", "python3")]);
     shim();
-    // 1 MiB of rings per program, and no smaller rings under memory
-    // pressure: the second connection does not fit.
+    // 1 MiB of rings per program, rings of 256 KiB from the start (no
+    // growth) and no smaller rings under memory pressure: the second
+    // connection does not fit.
     let mut tb = Testbed::with_args(
         "svdbg",
         backend(),
-        &["--app-mem-mib", "1", "--min-buf-kib", "0"],
+        &[
+            "--app-mem-mib",
+            "1",
+            "--min-buf-kib",
+            "0",
+            "--rx-buf-init-kib",
+            "256",
+            "--tx-buf-init-kib",
+            "256",
+        ],
     );
     let _reaper = Reaper::new(&tb);
     tb.spawn_lnx(&bin("peer"), &["echo-server", "7011"], Some("listening"));

@@ -327,15 +327,35 @@ fn concurrent(tb: &mut Testbed, path: &Path, n: usize, tasd: u32) -> String {
     );
     let _ = arx.recv_timeout(Duration::from_secs(10));
     let t = Instant::now();
+    // One client address has 64,512 ports (1024-65535) per destination:
+    // past 60,000 connections every other client process binds a second
+    // address of the Linux namespace.
+    let second = "198.18.0.3";
+    if n > 60_000 {
+        let ns = tb.lnx_ns.clone();
+        let o = tb.run_lnx(
+            Path::new("ip"),
+            &["addr", "add", &format!("{second}/24"), "dev", "veth-lnx"],
+            Duration::from_secs(5),
+        );
+        if !o.status.success() {
+            eprintln!("churn-bench: could not add {second} in {ns}");
+        }
+    }
     let mut clients = Vec::new();
     let mut left = n;
+    let mut i = 0;
     while left > 0 {
         let k = left.min(PER);
         left -= k;
-        clients.push(tb.spawn_lnx_lines(
-            &bin("peer"),
-            &["connect-hold", TAS_IP, "7102", &k.to_string(), "180"],
-        ));
+        let mut a = vec!["connect-hold", TAS_IP, "7102"];
+        let ks = k.to_string();
+        a.extend([ks.as_str(), "180"]);
+        if n > 60_000 && i % 2 == 1 {
+            a.push(second);
+        }
+        clients.push(tb.spawn_lnx_lines(&bin("peer"), &a));
+        i += 1;
     }
     let mut connected = 0u64;
     for (_, rx) in &clients {
@@ -395,6 +415,9 @@ fn concurrent(tb: &mut Testbed, path: &Path, n: usize, tasd: u32) -> String {
     }
     let rss2 = vm_rss_kib(tasd).unwrap_or(0);
     let left = ctl(path, "status")["flows"].to_string();
+    // Where frames were lost before tasd read them: the TAS interface's
+    // drop counters and the AF_XDP sockets' (ring full, fill ring empty).
+    let nic_drops = nic_drop_report(tb);
     let stats = ctl(path, "stats");
     let counters: Vec<String> = [
         "syn_rx",
@@ -437,9 +460,43 @@ fn concurrent(tb: &mut Testbed, path: &Path, n: usize, tasd: u32) -> String {
          app region in use {} MiB (of --app-mem-mib, 4095 by default; sparse: the app's RSS is {app_rss} KiB)\n\
          tasd RSS KiB: {rss0} before, {rss1} with them open, {rss2} after\n\
          clients killed ({n} RSTs): every flow gone from tasd after {} (left: {left})\n\
-         counters: {}",
+         counters: {}\n\
+         drops before tasd: {nic_drops}",
         mib(region),
         gone.map_or("more than 20 s".to_string(), |s| format!("{s:.2} s")),
         counters.join(", "),
     )
+}
+
+/// Non-zero drop counters of the TAS side's interface (`ethtool -S`,
+/// e.g. veth's per-queue XDP drops) and its AF_XDP sockets (`ss --xdp`).
+fn nic_drop_report(tb: &mut Testbed) -> String {
+    let ns = tb.tas_ns.clone();
+    let run = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let mut v: Vec<String> = run(&["ethtool", "-S", "veth-tas"])
+        .lines()
+        .filter_map(|l| {
+            let (k, n) = l.trim().split_once(':')?;
+            let n: u64 = n.trim().parse().ok()?;
+            (n > 0 && (k.contains("drop") || k.contains("full") || k.contains("err")))
+                .then(|| format!("{k} {n}"))
+        })
+        .collect();
+    let ss = run(&["ss", "--xdp", "-e", "-m"]);
+    let ss: Vec<&str> = ss.lines().skip(1).map(str::trim).collect();
+    if !ss.is_empty() {
+        v.push(format!("ss --xdp: {}", ss.join(" | ")));
+    }
+    if v.is_empty() {
+        "none counted".into()
+    } else {
+        v.join(", ")
+    }
 }

@@ -162,6 +162,11 @@ pub struct FlowDetail {
     pub ecn_fraction: Option<f64>,
     /// DCTCP's α.
     pub alpha: Option<f64>,
+    /// The flow's RX and TX ring sizes now (they grow: `conn/grow.rs`).
+    #[serde(default)]
+    pub rx_buf: u32,
+    #[serde(default)]
+    pub tx_buf: u32,
 }
 
 impl Stack {
@@ -289,7 +294,7 @@ impl Stack {
         let min_iv = setting.min_interval_ns();
         // The RX ring may grow (`conn/grow.rs`): while data arrives, come
         // back within GROW_ROUND rather than at the idle poll period.
-        let grow = self.rx_grow_round(now, id, io);
+        let grow = self.rx_grow_round(now, id, receiving, io);
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
@@ -383,6 +388,8 @@ impl Stack {
             ecn: false,
             ecn_fraction: None,
             alpha: None,
+            rx_buf: 0,
+            tx_buf: 0,
         };
         let Some(id) = s.flow else {
             return d;
@@ -390,6 +397,7 @@ impl Stack {
         let Some(c) = self.conns.get(&id) else {
             return d;
         };
+        (d.rx_buf, d.tx_buf) = c.ring_lens();
         let cc = &c.cc;
         let live = self.table.lock(id).filter(|g| g.key() == c.key).map(|g| *g);
         let (mut acked, mut ecn, mut rx, mut frx) = (0u64, 0u64, 0u64, 0u64);

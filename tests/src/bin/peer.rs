@@ -31,7 +31,7 @@
 //!                                                       connect, SIZE bytes echoed, close;
 //!                                                       prints "progress K" every N/10 and
 //!                                                       "churn ok K failed F of N" (exit 0)
-//! peer connect-hold IP PORT N SECS                      N non-blocking connects (SO_LINGER 0:
+//! peer connect-hold IP PORT N SECS [SRC]                N non-blocking connects (SO_LINGER 0:
 //!                                                       exiting resets them all), print
 //!                                                       "connected K of N" within SECS, idle
 //! ```
@@ -404,6 +404,7 @@ fn run_linux(a: &[String]) {
             arg(a, 2, "PORT"),
             arg(a, 3, "N"),
             arg(a, 4, "SECS"),
+            a.get(5).map(|_| arg(a, 5, "SRC")),
         ),
         "echo-trace" => {
             let ip: Ipv4Addr = arg(a, 1, "IP");
@@ -746,7 +747,7 @@ fn accept_hold(t: &mut tas::Tas, port: u16, n: usize, backlog: u32, ring: u32) -
 }
 
 /// `connect-hold`: see the module docs.
-fn connect_hold(ip: Ipv4Addr, port: u16, n: usize, secs: f64) -> ! {
+fn connect_hold(ip: Ipv4Addr, port: u16, n: usize, secs: f64, src: Option<Ipv4Addr>) -> ! {
     // SAFETY: plain libc calls on descriptors this function owns; every
     // pointer passed is to a live local of the right size.
     unsafe {
@@ -782,6 +783,35 @@ fn connect_hold(ip: Ipv4Addr, port: u16, n: usize, secs: f64) -> ! {
                 &lg as *const libc::linger as *const libc::c_void,
                 std::mem::size_of::<libc::linger>() as libc::socklen_t,
             );
+            if let Some(src) = src {
+                // The port is chosen at connect() by the 4-tuple, as for
+                // unbound sockets: a port bind() takes is never shared
+                // with connect()'s choice for other addresses.
+                let one: libc::c_int = 1;
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    &one as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+                let local = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: 0,
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(src).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                if libc::bind(
+                    fd,
+                    &local as *const libc::sockaddr_in as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                ) != 0
+                {
+                    fail(format!("bind {src}: {}", std::io::Error::last_os_error()));
+                }
+            }
             let r = libc::connect(
                 fd,
                 &sa as *const libc::sockaddr_in as *const libc::sockaddr,

@@ -144,22 +144,25 @@ impl Stack {
         }
     }
 
-    /// One look at flow `id`'s RX ring (from its congestion-control round):
-    /// switches to the reserved ring if the ring is empty now, else may
-    /// reserve and announce one. True while the ring may still grow (the
-    /// caller then comes back within [`GROW_ROUND`] while data arrives).
+    /// One look at flow `id`'s RX ring (from its congestion-control round;
+    /// `receiving`: data arrived since the last round): switches to the
+    /// reserved ring if the ring is empty now, else may reserve and
+    /// announce one. True while the ring may still grow (the caller then
+    /// comes back within [`GROW_ROUND`] while data arrives). A flow that
+    /// receives nothing and has no ring reserved costs one map lookup.
     pub(in crate::stack) fn rx_grow_round(
         &mut self,
         now: u64,
         id: FlowId,
+        receiving: bool,
         io: &mut impl StackIo,
     ) -> bool {
         let Some(c) = self.conns.get(&id) else {
             return false;
         };
         let reserved = c.grow.rx_next;
-        if reserved.is_none() && c.rx.len >= c.grow.rx_max {
-            return false;
+        if reserved.is_none() && (c.rx.len >= c.grow.rx_max || !receiving) {
+            return c.rx.len < c.grow.rx_max;
         }
         let stop = c.phase != Phase::Open || c.orphan || c.app_closed || c.holders.len() > 1;
         let (key, app, cur) = (c.key, c.app, c.rx);

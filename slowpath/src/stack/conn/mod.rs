@@ -82,6 +82,13 @@ pub(super) struct Listener {
     pub(super) announced: Vec<(FlowId, AppId, FlowInfo)>,
 }
 
+impl Conn {
+    /// The RX and TX ring sizes now.
+    pub(in crate::stack) fn ring_lens(&self) -> (u32, u32) {
+        (self.rx.len, self.tx.len)
+    }
+}
+
 impl Listener {
     /// The RX ring an accepted connection starts with (before
     /// [`Stack::ring_sizes`]): the pinned size, or `init` growing to
