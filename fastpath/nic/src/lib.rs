@@ -12,7 +12,8 @@
 //! the per-packet path.
 //!
 //! Every backend moves whole Ethernet frames in batches: [`Nic::recv`] fills a
-//! caller-owned [`FrameBatch`], [`Nic::send`] drains one. Frames carry complete
+//! caller-owned [`FrameBatch`] (or, with [`Nic::recv_in_place`], lends its
+//! own receive buffers for the time of a callback), [`Nic::send`] drains one. Frames carry complete
 //! checksums unless a backend reports [`Nic::tx_csum_offload`] (none does
 //! yet; the hook is there for one that can). The batch memory is allocated once, when
 //! the poll loop starts, so the per-packet path never allocates.
@@ -159,6 +160,20 @@ pub trait Nic: Send {
     }
     /// Short name for logs and `tasctl status`.
     fn kind(&self) -> &'static str;
+    /// Receives up to `max` frames *in place*: `f` sees them where the
+    /// backend received them (the AF_XDP UMEM: no copy into a
+    /// [`FrameBatch`]), possibly in several calls (one per queue), and
+    /// their buffers go back to the NIC only when `f` has returned. `None`
+    /// when the backend cannot (AF_PACKET and DPDK so far): use
+    /// [`Nic::recv`].
+    fn recv_in_place(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(&[&[u8]]),
+    ) -> Option<Result<usize, NicError>> {
+        let _ = (max, f);
+        None
+    }
     /// Whether the backend completes TCP checksums on transmit: every TCP
     /// frame handed to [`Nic::send`] then carries the pseudo header's sum
     /// (not complemented) in its checksum field, as Linux's
@@ -197,5 +212,12 @@ impl Nic for Box<dyn Nic> {
     }
     fn tx_csum_offload(&self) -> bool {
         (**self).tx_csum_offload()
+    }
+    fn recv_in_place(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(&[&[u8]]),
+    ) -> Option<Result<usize, NicError>> {
+        (**self).recv_in_place(max, f)
     }
 }

@@ -678,7 +678,9 @@ impl SchedStat {
 }
 
 struct Sink<'a, N: Nic> {
-    nic: &'a mut N,
+    /// `None` while the NIC lends its receive buffers (in-place receive):
+    /// then nothing is flushed, and the TX batch has room by construction.
+    nic: Option<&'a mut N>,
     tx: &'a mut FrameBatch,
     shared: &'a LaneShared,
     lanes: &'a [Arc<LaneShared>],
@@ -702,7 +704,10 @@ impl<N: Nic> Sink<'_, N> {
             if self.tx.is_empty() {
                 return;
             }
-            match self.nic.send(self.tx) {
+            let Some(nic) = self.nic.as_deref_mut() else {
+                return;
+            };
+            match nic.send(self.tx) {
                 Ok(n) => self.tx.consume_front(n),
                 Err(e) => {
                     tracing::debug!("nic send: {e}");
@@ -867,7 +872,7 @@ impl<N: Nic> Lane<N> {
         work += moved;
         let hold_nic = overflow.at_bound();
         let mut out = Sink {
-            nic,
+            nic: Some(nic),
             tx,
             shared,
             lanes,
@@ -895,25 +900,50 @@ impl<N: Nic> Lane<N> {
         if hold_nic {
             out.shared.exc_backpressure.fetch_add(1, Ordering::Relaxed);
         } else {
-            match out.nic.recv(rx) {
-                Ok(n) => {
-                    work += n;
-                    if n > 0 && out.shared.capture.active() {
-                        for f in rx.iter() {
-                            out.shared.capture.record(Dir::Rx, now, f);
+            let spread = out.shared.steer_over.load(Ordering::Relaxed) as usize;
+            // In place when the NIC can (AF_XDP: frames read where the
+            // kernel put them, no copy into `rx`), unless frames are
+            // steered to other lanes or captured. The NIC is lent out
+            // meanwhile, so nothing can be flushed: each received frame
+            // draws at most one frame out (its ACK), and at most as many
+            // frames are taken as the TX batch has room for.
+            let room = out.tx.capacity() - out.tx.len();
+            let mut received = None;
+            if spread <= 1 && room > 0 && !out.shared.capture.active() {
+                if let Some(nic) = out.nic.take() {
+                    received = nic.recv_in_place(room.min(BATCH), &mut |frames: &[&[u8]]| {
+                        fp.prefetch(frames.iter().copied(), mem);
+                        for f in frames {
+                            fp.rx(f, now, mem, &mut out);
                         }
-                    }
-                    let spread = out.shared.steer_over.load(Ordering::Relaxed) as usize;
-                    if spread > 1 {
-                        steer(fp, rx, n, spread, lanes, now, mem, &mut out);
-                    } else {
-                        fp.prefetch(rx.iter(), mem);
-                        for i in 0..n {
-                            fp.rx(rx.frame(i), now, mem, &mut out);
-                        }
-                    }
+                    });
+                    out.nic = Some(nic);
                 }
-                Err(e) => tracing::debug!("nic recv: {e}"),
+            }
+            if received.is_none() {
+                if let Some(nic) = out.nic.as_deref_mut() {
+                    received = Some(nic.recv(rx).map(|n| {
+                        if n > 0 && out.shared.capture.active() {
+                            for f in rx.iter() {
+                                out.shared.capture.record(Dir::Rx, now, f);
+                            }
+                        }
+                        if spread > 1 {
+                            steer(fp, rx, n, spread, lanes, now, mem, &mut out);
+                        } else {
+                            fp.prefetch(rx.iter(), mem);
+                            for i in 0..n {
+                                fp.rx(rx.frame(i), now, mem, &mut out);
+                            }
+                        }
+                        n
+                    }));
+                }
+            }
+            match received {
+                Some(Ok(n)) => work += n,
+                Some(Err(e)) => tracing::debug!("nic recv: {e}"),
+                None => {}
             }
         }
 

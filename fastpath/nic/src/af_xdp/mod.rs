@@ -80,6 +80,8 @@ const XDP_UMEM_PGOFF_COMPLETION_RING: u64 = 0x1_8000_0000;
 
 /// UMEM chunk size; also the largest frame `send` accepts.
 const CHUNK: usize = 2048;
+/// Frames one in-place receive hands over at most (per socket).
+const IN_PLACE_MAX: usize = 64;
 const ETH_HLEN: usize = 14;
 /// Largest number of kicks one `send` makes (the kernel sends at most 32
 /// frames per kick in copy mode).
@@ -678,6 +680,67 @@ impl Xsk {
         got
     }
 
+    /// [`Nic::recv_in_place`] for this socket: up to `max` (at most
+    /// [`IN_PLACE_MAX`]) frames handed to `f` where the kernel put them in
+    /// the UMEM, their chunks returned through the fill ring only after
+    /// `f` returns. Same checks as `recv`.
+    fn recv_in_place(&mut self, max: usize, f: &mut dyn FnMut(&[&[u8]])) -> usize {
+        if self.kick_pending {
+            let _ = self.kick();
+        }
+        let room = max.min(IN_PLACE_MAX) as u32;
+        if room == 0 {
+            return 0;
+        }
+        let n = self.rx.ready(room).min(self.fill.free(room));
+        if n == 0 {
+            return 0;
+        }
+        let umem_len = self.umem.len() as u64;
+        let mut frames: [&[u8]; IN_PLACE_MAX] = [&[]; IN_PLACE_MAX];
+        let mut chunks = [0u64; IN_PLACE_MAX];
+        let mut got = 0;
+        for chunk in chunks.iter_mut().take(n as usize) {
+            // SAFETY: published by the kernel (Acquire in ready()); ours until
+            // release().
+            let d = unsafe { self.rx.entry::<XdpDesc>(self.rx.cached_cons).read() };
+            self.rx.cached_cons = self.rx.cached_cons.wrapping_add(1);
+            *chunk = d.addr - d.addr % CHUNK as u64;
+            let len = d.len as usize;
+            if d.addr
+                .checked_add(d.len as u64)
+                .is_some_and(|end| end <= umem_len)
+                && len <= super::FRAME_SLOT
+                && len > 0
+            {
+                // SAFETY: [addr, addr + len) lies inside the UMEM (checked),
+                // and the kernel wrote the chunk before publishing the
+                // descriptor; it will not touch it again until the chunk is
+                // back in the fill ring, which happens below, after `f`
+                // (which cannot keep the borrow: `f` takes any lifetime).
+                frames[got] = unsafe {
+                    std::slice::from_raw_parts(self.umem.ptr().add(d.addr as usize), len)
+                };
+                got += 1;
+            } else {
+                self.stats.rx_bad += 1;
+            }
+        }
+        self.rx.release();
+        if got > 0 {
+            f(&frames[..got]);
+        }
+        for &chunk in chunks.iter().take(n as usize) {
+            let slot = self.fill.entry::<u64>(self.fill.cached_prod);
+            // SAFETY: free fill slot (checked by free()), not yet published.
+            unsafe { slot.write(chunk) };
+            self.fill.cached_prod = self.fill.cached_prod.wrapping_add(1);
+        }
+        self.fill.submit();
+        self.stats.rx_frames += got as u64;
+        got
+    }
+
     fn send(&mut self, batch: &FrameBatch, ifname: &str) -> Result<usize, NicError> {
         self.reclaim();
         let want = batch.len() as u32;
@@ -1048,6 +1111,25 @@ impl Nic for AfXdpNic {
         }
         self.next = (self.next + 1) % k;
         Ok(got)
+    }
+
+    fn recv_in_place(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(&[&[u8]]),
+    ) -> Option<Result<usize, NicError>> {
+        let k = self.socks.len();
+        let mut got = 0;
+        for i in 0..k {
+            if got >= max {
+                break;
+            }
+            got += self.socks[(self.next + i) % k].recv_in_place(max - got, f);
+        }
+        if k > 1 {
+            self.next = (self.next + 1) % k;
+        }
+        Some(Ok(got))
     }
 
     fn send(&mut self, batch: &FrameBatch) -> Result<usize, NicError> {
