@@ -22,7 +22,11 @@
 //! its *acceptors* in turn: the holders that adopted it, or its creator
 //! unless it said at the fork that it does not accept (`ADOPT` of its own
 //! listener with `arg[4]` = 0), so a master process that never accepts
-//! does not collect connections nobody takes.
+//! does not collect connections nobody takes. Connections announced to a
+//! context and not taken are never forgotten: when it stops accepting they
+//! go to another acceptor, or, with none, stay announced to it (its answer
+//! says which); when it lets go of the listener they go to another
+//! acceptor at once or to the next context that accepts.
 
 use tas_abi::{ctl, event, CtlMsg, FlowInfo};
 use tas_engine::flow::st;
@@ -276,6 +280,20 @@ impl Stack {
             if accepting {
                 l.acceptors.push(app);
                 l.app = app;
+                // Connections announced to contexts that let go of the
+                // listener since (DROP, exit) while nobody else accepted:
+                // they forgot them, this acceptor takes them.
+                let mut left: Vec<AppId> = l
+                    .announced
+                    .iter()
+                    .map(|x| x.1)
+                    .filter(|a| !l.holders.contains(a))
+                    .collect();
+                left.sort_unstable();
+                left.dedup();
+                for a in left {
+                    self.hand_back(lid, a, io);
+                }
                 return self.reply(io, app, msg, 0, lid);
             }
             if l.app == app {

@@ -257,3 +257,71 @@ fn a_connection_announced_before_the_fork_is_never_lost() {
         .iter()
         .all(|f| parse_out(f).t.flags & tcp::RST == 0));
 }
+
+/// A connection announced to an acceptor that then lets go of the
+/// listener (`DROP`) while nobody else accepts (the master is quiet) is
+/// not lost: the next context that accepts gets it.
+#[test]
+fn connections_of_an_acceptor_that_let_go_go_to_the_next_acceptor() {
+    let mut fx = Fx::new();
+    fx.io.pids.extend([(APP, 100), (CHILD, 200), (OTHER, 200)]);
+    let lid = fx.listen(16);
+    fx.ctl(APP, share_msg(ctl::SHARE, 7, 0));
+    result(&mut fx, APP);
+    fx.ctl(APP, share_msg(ctl::SHARE_PID, 0, 200));
+    fx.ctl(APP, listener_adopt(8, lid, false));
+    assert_eq!(result(&mut fx, APP).err, 0);
+    let mut m = share_msg(ctl::ADOPT, 9, 0);
+    m.listener = lid;
+    m.arg[3] = 1;
+    m.arg[4] = 1;
+    fx.ctl(CHILD, m);
+    assert_eq!(result(&mut fx, CHILD).err, 0);
+    // Another context of the child holds it and does not accept yet.
+    let mut m = share_msg(ctl::ADOPT, 10, 0);
+    m.listener = lid;
+    m.arg[3] = 1;
+    fx.ctl(OTHER, m);
+    assert_eq!(result(&mut fx, OTHER).err, 0);
+    fx.nf(&fx.peer(syn(1000, full_opts(500)), &[]));
+    let sa = fx.one_tcp();
+    fx.now += 100_000;
+    let ts = Some((501, sa.t.options.timestamp.unwrap().0));
+    fx.nf(&fx.peer(ack_seg(1001, sa.t.seq + 1, 1000, ts), &[]));
+    let m = fx.msgs();
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!((m[0].0, m[0].1.kind), (CHILD, ctl::ACCEPTED));
+    let id = m[0].1.flow;
+    assert_eq!(fx.state(id).context, CHILD);
+    fx.frames();
+    // CHILD closes its listener without taking it; the master still
+    // holds the listener but does not accept: it stays put.
+    let mut d = CtlMsg::new(ctl::DROP);
+    d.req = 12;
+    d.listener = lid;
+    d.arg[3] = 1;
+    fx.ctl(CHILD, d);
+    let r = result(&mut fx, CHILD);
+    assert_eq!((r.err, r.arg[0]), (0, 0));
+    assert!(fx.msgs().is_empty());
+    // The other context accepts: it is announced there.
+    fx.ctl(OTHER, listener_adopt(13, lid, true));
+    let msgs = fx.msgs();
+    let got: Vec<&CtlMsg> = msgs
+        .iter()
+        .filter(|(a, m)| *a == OTHER && m.kind == ctl::ACCEPTED)
+        .map(|x| &x.1)
+        .collect();
+    assert_eq!(got.len(), 1, "{msgs:?}");
+    assert_eq!((got[0].flow, got[0].arg[0]), (id, 1));
+    assert_eq!(fx.state(id).context, OTHER);
+    assert!(msgs
+        .iter()
+        .any(|(a, m)| *a == OTHER && m.kind == ctl::RESULT && m.req == 13 && m.err == 0));
+    fx.ctl(OTHER, CtlMsg::accept(0, lid, 1));
+    assert!(fx.msgs().is_empty());
+    assert!(fx
+        .frames()
+        .iter()
+        .all(|f| parse_out(f).t.flags & tcp::RST == 0));
+}
