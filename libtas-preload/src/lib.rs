@@ -1194,7 +1194,10 @@ impl Tas {
     }
 
     /// Says whether this context takes new connections of its listener
-    /// `l` (shared with other processes), and waits for tasd's answer.
+    /// `l` (shared with other processes). When it stops, waits for tasd's
+    /// answer; when it starts again, no answer is awaited (the shim says
+    /// so from inside `select`/`poll`, where a signal handler that forks —
+    /// postgres' postmaster — must not find the context busy waiting).
     ///
     /// When it stops, the connections already announced here and not
     /// taken are forgotten only if tasd handed them to another acceptor
@@ -1208,6 +1211,9 @@ impl Tas {
         m.arg[3] = 1;
         m.arg[4] = u32::from(on);
         let req = self.request(m)?;
+        if on {
+            return Ok(());
+        }
         let r = self.reply(req)?;
         if r.err != 0 {
             return Err(errno(r.err));
