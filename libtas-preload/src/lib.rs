@@ -1206,19 +1206,44 @@ impl Tas {
     }
 
     /// Says whether this context takes new connections of its listener
-    /// `l` (shared with other processes). No answer is awaited.
+    /// `l` (shared with other processes). When it stops, waits for tasd's
+    /// answer; when it starts again, no answer is awaited (the shim says
+    /// so from inside `select`/`poll`, where a signal handler that forks —
+    /// postgres' postmaster — must not find the context busy waiting).
+    ///
+    /// When it stops, the connections already announced here and not
+    /// taken are forgotten only if tasd handed them to another acceptor
+    /// (it says so); with none they stay ready here, to be taken when this
+    /// context accepts again — a master that forked before it ever
+    /// accepted lost the connection that had arrived first, and its
+    /// client waited for good (issue 14: postgres' postmaster).
     pub fn set_accepting(&mut self, l: ListenerId, on: bool) -> io::Result<()> {
-        if !on {
-            // tasd hands what it announced here to the other acceptors.
-            if let Some(lst) = self.listeners.get_mut(&l) {
-                lst.ready.clear();
-            }
-        }
         let mut m = CtlMsg::new(ctl::ADOPT);
         m.listener = l;
         m.arg[3] = 1;
         m.arg[4] = u32::from(on);
-        self.request(m)?;
+        let req = self.request(m)?;
+        if on {
+            return Ok(());
+        }
+        let r = self.reply(req)?;
+        if r.err != 0 {
+            return Err(errno(r.err));
+        }
+        // Every ACCEPTED tasd sent before the answer came before it, so
+        // what is ready here is exactly what it handed away.
+        if !on && r.arg[0] == 1 {
+            if let Some(lst) = self.listeners.get_mut(&l) {
+                if !lst.ready.is_empty() {
+                    for info in lst.ready.drain(..) {
+                        self.orphans.remove(&info.flow);
+                    }
+                    if !self.dirty_listeners.contains(&l) {
+                        self.dirty_listeners.push(l);
+                    }
+                }
+            }
+        }
         Ok(())
     }
 

@@ -154,7 +154,12 @@ pub mod ctl {
     /// flow, `arg[1..5]` = [rx_seq, tx_acked_seq, flags (`event::F_*`),
     /// error] and `info` = the flow, whose `rx_seq` and `tx_seq` are here
     /// the first byte its holders have not freed and one past the last
-    /// byte they added, as far as the fast path has seen.
+    /// byte they added, as far as the fast path has seen. For a listener,
+    /// `arg[4]` = 1 when this context accepts on it, 0 when it does not (a
+    /// master process): the `RESULT` then has `arg[0]` = 1 when the
+    /// connections announced here and not taken went to other acceptors
+    /// (`ACCEPTED` there; this context forgets them), 0 when there was no
+    /// other acceptor and they stay announced here.
     pub const ADOPT: u32 = 11;
     /// `flow` (or `listener` when `arg[3]` = 1): this context lets go of a
     /// shared socket without closing it. Answered by `RESULT`: `arg[0]` = 1

@@ -76,9 +76,9 @@ pub(super) struct Listener {
     /// The holders that take connections, in turn (`app` is the next).
     pub(super) acceptors: Vec<AppId>,
     /// Connections announced (`ACCEPTED`) and not yet taken, oldest
-    /// first, with the app they went to and what it was told (kept only
-    /// while the listener is shared: to hand them to another acceptor
-    /// when that app stops accepting).
+    /// first, with the app they went to and what it was told (to hand
+    /// them to another acceptor when that app stops accepting; at most
+    /// about `backlog` long, as `pending`).
     pub(super) announced: Vec<(FlowId, AppId, FlowInfo)>,
 }
 

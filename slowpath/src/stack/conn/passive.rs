@@ -501,10 +501,11 @@ impl Stack {
             ..Default::default()
         };
         io.app_msg(h.app, &m);
+        // Recorded whether or not the listener is shared yet: one announced
+        // before a fork is handed to the child's acceptors like any other
+        // (`share::hand_back`).
         if let Some(l) = self.listeners.get_mut(&h.listener) {
-            if l.holders.len() > 1 || l.acceptors.len() > 1 {
-                l.announced.push((id, h.app, m.info));
-            }
+            l.announced.push((id, h.app, m.info));
         }
         if !p.seg.payload().is_empty() || p.seg.flags() & tcp::FIN != 0 {
             self.stats.reinjected += 1;

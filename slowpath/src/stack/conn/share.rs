@@ -22,7 +22,11 @@
 //! its *acceptors* in turn: the holders that adopted it, or its creator
 //! unless it said at the fork that it does not accept (`ADOPT` of its own
 //! listener with `arg[4]` = 0), so a master process that never accepts
-//! does not collect connections nobody takes.
+//! does not collect connections nobody takes. Connections announced to a
+//! context and not taken are never forgotten: when it stops accepting they
+//! go to another acceptor, or, with none, stay announced to it (its answer
+//! says which); when it lets go of the listener they go to another
+//! acceptor at once or to the next context that accepts.
 
 use tas_abi::{ctl, event, CtlMsg, FlowInfo};
 use tas_engine::flow::st;
@@ -276,15 +280,42 @@ impl Stack {
             if accepting {
                 l.acceptors.push(app);
                 l.app = app;
-            } else {
-                if l.app == app {
-                    if let Some(&a) = l.acceptors.first() {
-                        l.app = a;
-                    }
+                // Connections announced to contexts that let go of the
+                // listener since (DROP, exit) while nobody else accepted:
+                // they forgot them, this acceptor takes them.
+                let mut left: Vec<AppId> = l
+                    .announced
+                    .iter()
+                    .map(|x| x.1)
+                    .filter(|a| !l.holders.contains(a))
+                    .collect();
+                left.sort_unstable();
+                left.dedup();
+                for a in left {
+                    self.hand_back(lid, a, io);
                 }
-                self.hand_back(lid, app, io);
+                return self.reply(io, app, msg, 0, lid);
             }
-            return self.reply(io, app, msg, 0, lid);
+            if l.app == app {
+                if let Some(&a) = l.acceptors.first() {
+                    l.app = a;
+                }
+            }
+            // The app forgets what it was told only if it went elsewhere;
+            // with no other acceptor it stays announced here, to be taken
+            // when the app accepts again (Linux never loses an accept
+            // queue entry).
+            let handed = self.hand_back(lid, app, io);
+            let mut r = CtlMsg {
+                kind: ctl::RESULT,
+                req: msg.req,
+                listener: lid,
+                flow: msg.flow,
+                ..Default::default()
+            };
+            r.arg[0] = u32::from(handed);
+            io.app_msg(app, &r);
+            return;
         }
         let id = msg.flow;
         let holds = self.conns.get(&id).is_some_and(|c| {
@@ -469,13 +500,14 @@ impl Stack {
     /// told about and did not take go to the other acceptors in turn
     /// (`ACCEPTED` again, with `arg[0]` = 1 and where the flow stands in
     /// `arg[1..4]` as for `ADOPT`), never reset. With no other acceptor
-    /// they stay where they are.
-    fn hand_back(&mut self, lid: u32, app: AppId, io: &mut impl StackIo) {
+    /// they stay where they are (still announced to `app`). Returns
+    /// whether they went (then none is announced to `app` any more).
+    fn hand_back(&mut self, lid: u32, app: AppId, io: &mut impl StackIo) -> bool {
         let Some(l) = self.listeners.get(&lid) else {
-            return;
+            return false;
         };
         if l.acceptors.iter().all(|&a| a == app) {
-            return;
+            return false;
         }
         let moving: Vec<(FlowId, FlowInfo)> = l
             .announced
@@ -485,11 +517,11 @@ impl Stack {
             .collect();
         for (id, info) in moving {
             let Some(l) = self.listeners.get_mut(&lid) else {
-                return;
+                return false;
             };
             let to = l.app;
             if to == app {
-                return;
+                return false;
             }
             for x in l.announced.iter_mut().filter(|x| x.0 == id) {
                 x.1 = to;
@@ -524,6 +556,7 @@ impl Stack {
             }
             io.app_msg(to, &m);
         }
+        true
     }
 
     /// Whether `app`'s teardown must leave flow `id` alone (others hold

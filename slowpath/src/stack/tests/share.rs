@@ -218,3 +218,145 @@ fn a_connection_comes_back_to_its_holder_when_the_adopter_goes() {
     assert_eq!((r.err, r.info.tx_seq), (0, adopted.info.tx_seq));
     assert_eq!(fx.state(id).context, APP);
 }
+
+fn listener_adopt(req: u32, lid: u32, accepting: bool) -> CtlMsg {
+    let mut m = share_msg(ctl::ADOPT, req, 0);
+    m.arg[0] = 0;
+    m.arg[1] = 0;
+    m.listener = lid;
+    m.arg[3] = 1;
+    m.arg[4] = u32::from(accepting);
+    m
+}
+
+/// Issue 14 (postgres' postmaster, about one run in 6 under load): a
+/// connection announced before the first fork, while the listener was not
+/// shared yet, was never recorded as announced; the app library dropped it
+/// when the master said at the fork that it does not accept, and tasd,
+/// with no other acceptor, handed nothing anywhere: the client waited for
+/// good. tasd now says whether it handed the announced connections away
+/// (`RESULT` `arg[0]`) — the app forgets them only then — and hands those
+/// announced before the fork too.
+#[test]
+fn a_connection_announced_before_the_fork_is_never_lost() {
+    let mut fx = Fx::new();
+    fx.io.pids.extend([(APP, 100), (CHILD, 200)]);
+    let lid = fx.listen(16);
+    // The first connection arrives before the master ever forked.
+    let (id, _, _) = fx.accept_one(1000);
+    fx.frames();
+    fx.ctl(APP, share_msg(ctl::SHARE, 7, 0));
+    result(&mut fx, APP);
+    fx.ctl(APP, share_msg(ctl::SHARE_PID, 0, 200));
+    // The master says it does not accept, and nobody else does: the
+    // connection stays announced to it (arg[0] = 0: keep it).
+    fx.ctl(APP, listener_adopt(8, lid, false));
+    let r = result(&mut fx, APP);
+    assert_eq!((r.err, r.arg[0]), (0, 0), "{r:?}");
+    assert_eq!(fx.stack.stats().handed_back, 0);
+    // It accepts again (postgres' select) and takes it.
+    fx.ctl(APP, listener_adopt(9, lid, true));
+    assert_eq!(result(&mut fx, APP).err, 0);
+    // A child accepts too; when the master then stops, the connection it
+    // did not take goes to the child (announced again), and the master is
+    // told to forget it (arg[0] = 1).
+    let mut m = share_msg(ctl::ADOPT, 10, 0);
+    m.listener = lid;
+    m.arg[3] = 1;
+    m.arg[4] = 1;
+    fx.ctl(CHILD, m);
+    assert_eq!(result(&mut fx, CHILD).err, 0);
+    fx.ctl(APP, listener_adopt(11, lid, false));
+    let msgs = fx.msgs();
+    let again: Vec<&CtlMsg> = msgs
+        .iter()
+        .filter(|(a, m)| *a == CHILD && m.kind == ctl::ACCEPTED)
+        .map(|x| &x.1)
+        .collect();
+    assert_eq!(again.len(), 1, "{msgs:?}");
+    assert_eq!((again[0].flow, again[0].arg[0]), (id, 1));
+    assert_eq!(fx.state(id).context, CHILD);
+    let r: Vec<&CtlMsg> = msgs
+        .iter()
+        .filter(|(a, m)| *a == APP && m.kind == ctl::RESULT)
+        .map(|x| &x.1)
+        .collect();
+    assert_eq!(r.len(), 1, "{msgs:?}");
+    assert_eq!((r[0].req, r[0].err, r[0].arg[0]), (11, 0, 1));
+    assert_eq!(fx.stack.stats().handed_back, 1);
+    // The child takes it: nothing is left announced.
+    fx.ctl(CHILD, CtlMsg::accept(0, lid, 1));
+    assert!(fx.msgs().is_empty());
+    assert!(fx
+        .frames()
+        .iter()
+        .all(|f| parse_out(f).t.flags & tcp::RST == 0));
+}
+
+/// A connection announced to an acceptor that then lets go of the
+/// listener (`DROP`) while nobody else accepts (the master is quiet) is
+/// not lost: the next context that accepts gets it.
+#[test]
+fn connections_of_an_acceptor_that_let_go_go_to_the_next_acceptor() {
+    let mut fx = Fx::new();
+    fx.io.pids.extend([(APP, 100), (CHILD, 200), (OTHER, 200)]);
+    let lid = fx.listen(16);
+    fx.ctl(APP, share_msg(ctl::SHARE, 7, 0));
+    result(&mut fx, APP);
+    fx.ctl(APP, share_msg(ctl::SHARE_PID, 0, 200));
+    fx.ctl(APP, listener_adopt(8, lid, false));
+    assert_eq!(result(&mut fx, APP).err, 0);
+    let mut m = share_msg(ctl::ADOPT, 9, 0);
+    m.listener = lid;
+    m.arg[3] = 1;
+    m.arg[4] = 1;
+    fx.ctl(CHILD, m);
+    assert_eq!(result(&mut fx, CHILD).err, 0);
+    // Another context of the child holds it and does not accept yet.
+    let mut m = share_msg(ctl::ADOPT, 10, 0);
+    m.listener = lid;
+    m.arg[3] = 1;
+    fx.ctl(OTHER, m);
+    assert_eq!(result(&mut fx, OTHER).err, 0);
+    fx.nf(&fx.peer(syn(1000, full_opts(500)), &[]));
+    let sa = fx.one_tcp();
+    fx.now += 100_000;
+    let ts = Some((501, sa.t.options.timestamp.unwrap().0));
+    fx.nf(&fx.peer(ack_seg(1001, sa.t.seq + 1, 1000, ts), &[]));
+    let m = fx.msgs();
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!((m[0].0, m[0].1.kind), (CHILD, ctl::ACCEPTED));
+    let id = m[0].1.flow;
+    assert_eq!(fx.state(id).context, CHILD);
+    fx.frames();
+    // CHILD closes its listener without taking it; the master still
+    // holds the listener but does not accept: it stays put.
+    let mut d = CtlMsg::new(ctl::DROP);
+    d.req = 12;
+    d.listener = lid;
+    d.arg[3] = 1;
+    fx.ctl(CHILD, d);
+    let r = result(&mut fx, CHILD);
+    assert_eq!((r.err, r.arg[0]), (0, 0));
+    assert!(fx.msgs().is_empty());
+    // The other context accepts: it is announced there.
+    fx.ctl(OTHER, listener_adopt(13, lid, true));
+    let msgs = fx.msgs();
+    let got: Vec<&CtlMsg> = msgs
+        .iter()
+        .filter(|(a, m)| *a == OTHER && m.kind == ctl::ACCEPTED)
+        .map(|x| &x.1)
+        .collect();
+    assert_eq!(got.len(), 1, "{msgs:?}");
+    assert_eq!((got[0].flow, got[0].arg[0]), (id, 1));
+    assert_eq!(fx.state(id).context, OTHER);
+    assert!(msgs
+        .iter()
+        .any(|(a, m)| *a == OTHER && m.kind == ctl::RESULT && m.req == 13 && m.err == 0));
+    fx.ctl(OTHER, CtlMsg::accept(0, lid, 1));
+    assert!(fx.msgs().is_empty());
+    assert!(fx
+        .frames()
+        .iter()
+        .all(|f| parse_out(f).t.flags & tcp::RST == 0));
+}
