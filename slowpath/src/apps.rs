@@ -689,6 +689,7 @@ impl Apps {
                     core_sleeping: Default::default(),
                     app_waiting: Default::default(),
                     goal: std::sync::atomic::AtomicU32::new(self.goal.wire()),
+                    cpu_contention_ppm: Default::default(),
                 },
             )
         };

@@ -1063,6 +1063,18 @@ impl<N: Nic> Lane<N> {
         work
     }
 
+    /// Tells the apps whose commands this lane serves what CPU wait the
+    /// core saw (their spin controllers price spinning with it).
+    fn publish_contention(&self, ppm: u32) {
+        for port in self.apps.iter().flatten() {
+            if port.cmds.is_some() {
+                port.header()
+                    .cpu_contention_ppm
+                    .store(ppm, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Tells apps (lane 0 holds their command rings) whether to kick.
     fn announce_sleep(&self, on: bool) {
         self.shared.sleeping.store(on, Ordering::SeqCst);
@@ -1226,8 +1238,11 @@ impl<N: Nic> Core<N> {
                     None => (epoch_busy, 0.0),
                 };
                 slot.busy_ns.fetch_add(busy, Ordering::Relaxed);
-                slot.contention_ppm
-                    .store((contention.min(1.0) * 1e6) as u64, Ordering::Relaxed);
+                let ppm = (contention.clamp(0.0, 1.0) * 1e6) as u32;
+                slot.contention_ppm.store(u64::from(ppm), Ordering::Relaxed);
+                for l in &self.lanes {
+                    l.publish_contention(ppm);
+                }
                 epoch_busy = 0;
                 epoch_slept = 0;
                 if self.cfg.adaptive {

@@ -609,6 +609,7 @@ impl Harness {
                     core_sleeping: Default::default(),
                     app_waiting: Default::default(),
                     goal: Default::default(),
+                    cpu_contention_ppm: Default::default(),
                 },
             )
         };

@@ -366,8 +366,9 @@ impl SharedSpinTuner {
     }
 
     /// A wait that began at `start` (monotonic ns) found something ready at
-    /// `now`. When this ends an epoch, `goal()` says what to optimise.
-    pub fn record(&self, start: u64, now: u64, goal: impl FnOnce() -> Goal) {
+    /// `now`. When this ends an epoch, `view()` says what to optimise and
+    /// the CPU contention to price spinning with (0..=1).
+    pub fn record(&self, start: u64, now: u64, view: impl FnOnce() -> (Goal, f64)) {
         if self.fixed {
             return;
         }
@@ -399,10 +400,8 @@ impl SharedSpinTuner {
             // Halve what was there (records since the load stay whole).
             n.fetch_sub(v - v / 2, Ordering::Relaxed);
         }
-        // An app thread cannot see its CPU contention cheaply; the fast
-        // path's cores price contention on their side (they spin less and
-        // the app's threads get the CPU).
-        if let Some(s) = choose_spin(goal(), &h, 0.0, DEFAULT_WAKE_COST_NS) {
+        let (goal, contention) = view();
+        if let Some(s) = choose_spin(goal, &h, contention, DEFAULT_WAKE_COST_NS) {
             self.spin_ns.store(s, Ordering::Relaxed);
         }
     }
@@ -498,7 +497,9 @@ mod tests {
     fn shared_fixed_spin_never_moves() {
         let s = SharedSpinTuner::new(Some(7_000), 50_000, 1_000_000);
         for i in 1..1000u64 {
-            s.record(i * 1_000_000, i * 1_000_000 + 3_000, || Goal::Latency);
+            s.record(i * 1_000_000, i * 1_000_000 + 3_000, || {
+                (Goal::Latency, 0.0)
+            });
         }
         assert_eq!(s.spin_ns(), 7_000);
     }
@@ -509,16 +510,32 @@ mod tests {
         assert_eq!(s.spin_ns(), 50_000);
         let mut t = 1_000u64;
         for _ in 0..200 {
-            s.record(t, t + 5_000_000, || Goal::Throughput);
+            s.record(t, t + 5_000_000, || (Goal::Throughput, 0.0));
             t += 5_000_000;
         }
         assert_eq!(s.spin_ns(), 0);
         for _ in 0..200_000 {
-            s.record(t, t + 3_000, || Goal::Throughput);
+            s.record(t, t + 3_000, || (Goal::Throughput, 0.0));
             t += 3_000;
         }
         let v = s.spin_ns();
         assert!((3_000..=8_000).contains(&v), "spin {v}");
+    }
+
+    #[test]
+    fn shared_spins_less_when_the_core_waits_for_a_cpu() {
+        let run = |contention: f64| {
+            let s = SharedSpinTuner::new(None, 0, 1_000_000);
+            let mut t = 1u64;
+            for _ in 0..20_000 {
+                s.record(t, t + 12_000, || (Goal::Throughput, contention));
+                t += 12_000;
+            }
+            s.spin_ns()
+        };
+        let (quiet, busy) = (run(0.0), run(0.3));
+        assert!(quiet >= 12_000, "quiet {quiet}");
+        assert_eq!(busy, 0, "quiet {quiet}");
     }
 
     #[test]
@@ -530,7 +547,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut t = 1 + k;
                     for _ in 0..50_000 {
-                        s.record(t, t + 10_000, || Goal::Latency);
+                        s.record(t, t + 10_000, || (Goal::Latency, 0.0));
                         t += 10_000;
                     }
                 })

@@ -44,19 +44,22 @@ impl SpinCtl {
     /// at `now`.
     pub fn record(&self, start: u64, now: u64) {
         let profile = self.profile;
-        self.tuner
-            .record(start, now, || profile.unwrap_or_else(daemon_goal));
+        self.tuner.record(start, now, || {
+            let (goal, contention) = daemon_view();
+            (profile.unwrap_or(goal), contention)
+        });
     }
 }
 
-/// The daemon's goal, from the first live context free to look at.
-fn daemon_goal() -> Goal {
+/// The daemon's goal and the CPU wait its fast-path core saw (an app
+/// thread that spins takes the CPU that core needs), from the first live
+/// context free to look at.
+fn daemon_view() -> (Goal, f64) {
     for c in global().live_ctxs() {
         if let Some(inner) = c.inner.try_lock() {
-            if let Some(g) = Goal::from_wire(inner.tas.goal()) {
-                return g;
-            }
+            let goal = Goal::from_wire(inner.tas.goal()).unwrap_or_default();
+            return (goal, f64::from(inner.tas.cpu_contention_ppm()) / 1e6);
         }
     }
-    Goal::default()
+    (Goal::default(), 0.0)
 }
