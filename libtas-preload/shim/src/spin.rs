@@ -51,14 +51,23 @@ impl SpinCtl {
     }
 }
 
-/// The daemon's goal and the CPU wait its fast-path core saw (an app
-/// thread that spins takes the CPU that core needs), from the first live
-/// context free to look at.
+/// CPU wait of the fast-path core that the app's spin ignores: a
+/// ping-pong on two vCPUs (client, app and core) costs the core 10-20 %
+/// anyway, and the app's spin is what keeps its latency low there; above
+/// it (redis-server with 50 clients: ~33 %) the app's spinning takes the
+/// core's CPU and is priced up (measured on this 2-vCPU VM, docs/perf-bench.md).
+const CORE_WAIT_FREE: f64 = 0.22;
+
+/// The daemon's goal and the contention to price the app's spinning with,
+/// from the CPU wait of its fast-path core (an app thread that spins takes
+/// the CPU that core needs), from the first live context free to look at.
 fn daemon_view() -> (Goal, f64) {
     for c in global().live_ctxs() {
         if let Some(inner) = c.inner.try_lock() {
             let goal = Goal::from_wire(inner.tas.goal()).unwrap_or_default();
-            return (goal, f64::from(inner.tas.cpu_contention_ppm()) / 1e6);
+            let wait = f64::from(inner.tas.cpu_contention_ppm()) / 1e6;
+            let priced = ((wait - CORE_WAIT_FREE).max(0.0) / (1.0 - CORE_WAIT_FREE) * 2.5).min(1.0);
+            return (goal, priced);
         }
     }
     (Goal::default(), 0.0)
