@@ -113,9 +113,16 @@ fn replace_file(s: &Sock, k: c_int) -> Res<()> {
 /// the parent made are its own and are not carried over; this process's
 /// come after the takeover.
 pub fn own_pair(s: &mut Sock) -> Res<()> {
+    s.epoll_regs.clear();
+    swap_pair(s)
+}
+
+/// Puts a new readiness pair under `s`'s fd numbers (its epoll
+/// registrations carried over) and closes this process's copy of the old
+/// `B` end; nothing signalled yet.
+fn swap_pair(s: &mut Sock) -> Res<()> {
     let g = global();
     let (a, b) = create_pair(s.nonblock, true)?;
-    s.epoll_regs.clear();
     if let Err(e) = replace_file(s, a) {
         r_close(a);
         r_close(b);
@@ -123,7 +130,6 @@ pub fn own_pair(s: &mut Sock) -> Res<()> {
     }
     r_close(a);
     if s.sig.b >= 0 {
-        // This process's copy of the shared pair's end only.
         g.set_fd(s.sig.b, 0);
         r_close(s.sig.b);
     }
@@ -164,21 +170,8 @@ pub(super) fn to_kernel(ctx: usize, inner: &mut Inner, sid: u64) -> Res<()> {
 /// After a failed connect the pair is spent (B closed): a new attempt gets
 /// a new pair under the same numbers.
 pub(super) fn renew_pair(inner: &mut Inner, sid: u64) -> Res<()> {
-    let g = global();
     let s = inner.socks.get_mut(&sid).ok_or(libc::EBADF)?;
-    let (a, b) = create_pair(s.nonblock, true)?;
-    if let Err(e) = replace_file(s, a) {
-        r_close(a);
-        r_close(b);
-        return Err(e);
-    }
-    r_close(a);
-    if s.sig.b >= 0 {
-        g.set_fd(s.sig.b, 0);
-        r_close(s.sig.b);
-    }
-    s.sig = Sig::new(b);
-    g.set_fd(b, T_INTERNAL);
+    swap_pair(s)?;
     s.st = St::Fresh;
     s.bsd = Bsd::Unconnected;
     s.so_error = 0;

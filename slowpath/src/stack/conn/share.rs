@@ -249,6 +249,26 @@ impl Stack {
         })
     }
 
+    /// Whether a context of process `pid` may adopt listener or flow `id`:
+    /// it holds it already (`holds`), or a grant to `pid` names it, which
+    /// this uses up.
+    fn may_adopt(&mut self, holds: bool, pid: i32, token: u64, id: u32, listener: bool) -> bool {
+        if holds {
+            return true;
+        }
+        let Some(gi) = self.grant_for(pid, token, id, listener) else {
+            return false;
+        };
+        let g = &mut self.grants[gi];
+        g.pid = pid;
+        if listener {
+            g.listeners.retain(|&x| x != id);
+        } else {
+            g.flows.retain(|&x| x != id);
+        }
+        true
+    }
+
     pub(in crate::stack) fn app_adopt(&mut self, app: AppId, msg: &CtlMsg, io: &mut impl StackIo) {
         let token = token_of(msg);
         let pid = io.app_pid(app);
@@ -256,19 +276,12 @@ impl Stack {
         if listener {
             let lid = msg.listener;
             let accepting = msg.arg[4] != 0;
-            // Held by this context, or by another context of the process.
-            let holds = self.listeners.get(&lid).is_some_and(|l| {
-                l.holders
-                    .iter()
-                    .any(|&h| h == app || (pid != 0 && io.app_pid(h) == pid))
-            });
-            if !holds {
-                let Some(gi) = self.grant_for(pid, token, lid, true) else {
-                    return self.reply_err(io, app, msg, libc::EBADF);
-                };
-                let g = &mut self.grants[gi];
-                g.pid = pid;
-                g.listeners.retain(|&x| x != lid);
+            let holds = self
+                .listeners
+                .get(&lid)
+                .is_some_and(|l| held_by(&l.holders, app, pid, io));
+            if !self.may_adopt(holds, pid, token, lid, true) {
+                return self.reply_err(io, app, msg, libc::EBADF);
             }
             let Some(l) = self.listeners.get_mut(&lid) else {
                 return self.reply_err(io, app, msg, libc::EBADF);
@@ -318,18 +331,12 @@ impl Stack {
             return;
         }
         let id = msg.flow;
-        let holds = self.conns.get(&id).is_some_and(|c| {
-            c.holders
-                .iter()
-                .any(|&h| h == app || (pid != 0 && io.app_pid(h) == pid))
-        });
-        if !holds {
-            let Some(gi) = self.grant_for(pid, token, id, false) else {
-                return self.reply_err(io, app, msg, libc::EBADF);
-            };
-            let g = &mut self.grants[gi];
-            g.pid = pid;
-            g.flows.retain(|&x| x != id);
+        let holds = self
+            .conns
+            .get(&id)
+            .is_some_and(|c| held_by(&c.holders, app, pid, io));
+        if !self.may_adopt(holds, pid, token, id, false) {
+            return self.reply_err(io, app, msg, libc::EBADF);
         }
         let Some(c) = self.conns.get_mut(&id) else {
             return self.reply_err(io, app, msg, libc::EBADF);
@@ -633,4 +640,12 @@ impl Stack {
             }
         }
     }
+}
+
+/// Whether `app`, or another context of its process `pid`, is among
+/// `holders`.
+fn held_by(holders: &[AppId], app: AppId, pid: i32, io: &impl StackIo) -> bool {
+    holders
+        .iter()
+        .any(|&h| h == app || (pid != 0 && io.app_pid(h) == pid))
 }
