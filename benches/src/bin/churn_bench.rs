@@ -15,7 +15,11 @@
 //!    Linux namespace's port range widened to 1024-65535) held open at once
 //!    by one TAS app (`peer --tas accept-hold` with tasd's default ring
 //!    sizes: the point is that the default settings hold them), then the
-//!    clients killed (C RSTs).
+//!    clients killed (C RSTs). Each client process keeps at most
+//!    `--window` (256) handshakes in progress, as a load generator with a
+//!    connection pool fills it; `--window 0` starts all of a process's
+//!    connects at once (a synchronous burst of SYNs that overflows the
+//!    interface's receive rings, docs/churn-bench.md).
 //!
 //! For each of 1 and 2: connections that worked and failed, the time and rate, tasd's
 //! resident memory before and after, the region use of the TAS app(s)
@@ -25,7 +29,8 @@
 //! TIME_WAIT entries after their 2 s).
 //!
 //! ```text
-//! sudo target/release/churn-bench [--n 100000] [--procs 4] [--size 64] [--quick]
+//! sudo target/release/churn-bench [--n 100000] [--procs 4] [--size 64]
+//!      [--concurrent 60000] [--window 256] [--quick]
 //! ```
 //! (build first: `cargo build --release -p tasd -p tasctl -p tas-system-tests
 //! -p tas-benches --bins`). `--quick`: N = 10,000, C = 20,000. The backend is
@@ -159,6 +164,10 @@ fn leftovers(path: &Path) -> (u64, u64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("usage: churn-bench [--n 100000] [--procs 4] [--size 64] [--concurrent 60000] [--window 256] [--quick]");
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let n: usize = opt(&args, "--n", if quick { 10_000 } else { 100_000 });
     let procs: usize = opt(&args, "--procs", 4).max(1);
@@ -167,6 +176,7 @@ fn main() {
     let total = (per * procs) as u64;
     let limit = Duration::from_secs(60 + total / 200);
     let conc: usize = opt(&args, "--concurrent", if quick { 20_000 } else { 60_000 });
+    let window: usize = opt(&args, "--window", 256);
 
     let mut tb = Testbed::new("chb", Backend::from_env());
     let mut s = tb.socket.as_os_str().to_owned();
@@ -266,7 +276,7 @@ fn main() {
         time_wait,
     });
 
-    let conc_row = (conc > 0).then(|| concurrent(&mut tb, &path, conc, tasd));
+    let conc_row = (conc > 0).then(|| concurrent(&mut tb, &path, conc, window, tasd));
 
     println!(
         "\nconnection churn: {total} connections each way ({procs} client processes, {size}-byte echo each), backend {:?}",
@@ -310,7 +320,7 @@ fn main() {
 
 /// Part 3: `n` connections held open at once by one TAS app with default
 /// ring sizes; the report as text.
-fn concurrent(tb: &mut Testbed, path: &Path, n: usize, tasd: u32) -> String {
+fn concurrent(tb: &mut Testbed, path: &Path, n: usize, window: usize, tasd: u32) -> String {
     const PER: usize = 15_000;
     let o = tb.run_lnx(
         Path::new("sysctl"),
@@ -349,11 +359,14 @@ fn concurrent(tb: &mut Testbed, path: &Path, n: usize, tasd: u32) -> String {
         let k = left.min(PER);
         left -= k;
         let mut a = vec!["connect-hold", TAS_IP, "7102"];
-        let ks = k.to_string();
+        let (ks, ws) = (k.to_string(), window.to_string());
         a.extend([ks.as_str(), "180"]);
-        if n > 60_000 && i % 2 == 1 {
-            a.push(second);
-        }
+        a.push(if n > 60_000 && i % 2 == 1 {
+            second
+        } else {
+            "-"
+        });
+        a.push(&ws);
         clients.push(tb.spawn_lnx_lines(&bin("peer"), &a));
         i += 1;
     }
@@ -455,7 +468,7 @@ fn concurrent(tb: &mut Testbed, path: &Path, n: usize, tasd: u32) -> String {
     )
     .collect();
     format!(
-        "concurrent: {n} connections from Linux to one TAS app, default tasd settings and ring sizes\n\
+        "concurrent: {n} connections from Linux to one TAS app, default tasd settings and ring sizes, at most {window} handshakes in progress per client process (0: all at once)\n\
          connected (Linux) {connected} in {t_conn:.1} s; accepted (app) {accepted}; ESTABLISHED in tasd {est}\n\
          app region in use {} MiB (of --app-mem-mib, 4095 by default; sparse: the app's RSS is {app_rss} KiB)\n\
          tasd RSS KiB: {rss0} before, {rss1} with them open, {rss2} after\n\

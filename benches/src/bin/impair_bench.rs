@@ -103,6 +103,86 @@ struct Bench {
     trace: Option<String>,
     /// `--tasd-args "..."`: extra tasd arguments.
     tasd_args: Vec<String>,
+    /// `--sender-stats`: print the Linux sender's TCP counters (nstat
+    /// deltas) and its socket's `ss -ti` line, sampled, for every transfer
+    /// Linux sends.
+    sender_stats: bool,
+}
+
+/// The Linux sender's counters that say how it recovered from loss.
+const SENDER_COUNTERS: [&str; 14] = [
+    "TcpRetransSegs",
+    "TcpExtTCPTimeouts",
+    "TcpExtTCPLossProbes",
+    "TcpExtTCPLossProbeRecovery",
+    "TcpExtTCPSackRecovery",
+    "TcpExtTCPFastRetrans",
+    "TcpExtTCPLostRetransmit",
+    "TcpExtTCPSACKReorder",
+    "TcpExtTCPDSACKRecv",
+    "TcpExtTCPSackRecoveryFail",
+    "TcpExtTCPSpuriousRTOs",
+    "TcpExtTCPDSACKUndo",
+    "TcpExtTCPSACKReneging",
+    "TcpExtTCPFullUndo",
+];
+
+/// `nstat -az` in NS as name -> value.
+fn nstat(ns: &str) -> std::collections::HashMap<String, u64> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nstat", "-az"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The `ss -tin` line of the sender's connection to PORT in NS (fields
+/// that say what limits it: cwnd, rtt, window, delivery rate, …).
+fn ss_line(ns: &str, port: u16) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "ss", "-tinH", "state", "established"])
+        .arg(format!("dport = :{port}"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let keep = [
+        "rtt:",
+        "cwnd:",
+        "ssthresh:",
+        "snd_wnd:",
+        "reordering:",
+        "lost:",
+        "sacked:",
+        "unacked:",
+        "retrans:",
+        "delivery_rate",
+        "busy:",
+        "rwnd_limited:",
+        "cwnd_limited",
+        "sndbuf_limited:",
+        "reord_seen:",
+        "dsack_dups:",
+    ];
+    let mut v: Vec<&str> = Vec::new();
+    let mut words = out.split_whitespace().peekable();
+    while let Some(w) = words.next() {
+        if keep.iter().any(|k| w.starts_with(k)) {
+            v.push(w);
+            // `delivery_rate` is followed by its value as a separate word.
+            if w == "delivery_rate" {
+                if let Some(n) = words.next() {
+                    v.push(n);
+                }
+            }
+        }
+    }
+    v.join(" ")
 }
 
 /// Runs `tasctl ARGS` in the TAS namespace; its stdout (empty on error).
@@ -189,10 +269,56 @@ impl Bench {
             }
             _ => None,
         };
+        let linux_sends = matches!(flow, Flow::LnxToTas) || stack == Stack::Kernel;
+        let stats_on = self.sender_stats && linux_sends;
+        let sender_ns = if matches!(flow, Flow::LnxToTas) {
+            self.tb.lnx_ns.clone()
+        } else {
+            self.tb.tas_ns.clone()
+        };
+        let before = if stats_on {
+            nstat(&sender_ns)
+        } else {
+            Default::default()
+        };
+        let ss_sampler = stats_on.then(|| {
+            let (ns, stop) = (sender_ns.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut lines = Vec::new();
+                let t0 = Instant::now();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(250));
+                    let l = ss_line(&ns, port);
+                    if !l.is_empty() {
+                        lines.push(format!("{:5.2}s {l}", t0.elapsed().as_secs_f64()));
+                    }
+                }
+                lines
+            })
+        });
         let r = self
             .tb
             .transfer(stack, flow, self.bytes, seed, port, self.limit);
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if stats_on {
+            let after = nstat(&sender_ns);
+            let d: Vec<String> = SENDER_COUNTERS
+                .iter()
+                .map(|k| {
+                    let v = after
+                        .get(*k)
+                        .unwrap_or(&0)
+                        .saturating_sub(*before.get(*k).unwrap_or(&0));
+                    format!("{}={v}", k.trim_start_matches("TcpExt"))
+                })
+                .collect();
+            eprintln!("    sender {:?} {}: {}", stack, flow.label(), d.join(" "));
+            if let Some(h) = ss_sampler {
+                for l in h.join().unwrap_or_default() {
+                    eprintln!("      {l}");
+                }
+            }
+        }
         if let (Some(path), Some(h)) = (&self.trace, sampler) {
             use std::io::Write;
             let flows = h.join().unwrap_or_default();
@@ -301,7 +427,7 @@ fn ratio(tas: &[Sample], lnx: &[Sample]) -> String {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: impair-bench [--nic af_xdp|af_packet] [--mb 200] [--runs 5] [--limit-secs 90] [--seed 7] [--only none,loss1,loss5,reorder5,corrupt,dup] [--trace FILE] [--tasd-args \"ARGS\"]");
+        println!("usage: impair-bench [--nic af_xdp|af_packet] [--mb 200] [--runs 5] [--limit-secs 90] [--seed 7] [--only none,loss1,loss5,reorder5,corrupt,dup] [--trace FILE] [--tasd-args \"ARGS\"] [--sender-stats]");
         return;
     }
     let backend = match opt(&args, "--nic", "af_xdp".to_string()).as_str() {
@@ -340,6 +466,7 @@ fn main() {
             .split_whitespace()
             .map(str::to_string)
             .collect(),
+        sender_stats: args.iter().any(|a| a == "--sender-stats"),
     };
     // samples[impairment][cell]
     let mut samples: Vec<[Vec<Sample>; 4]> = vec![Default::default(); imps.len()];

@@ -31,8 +31,10 @@
 //!                                                       connect, SIZE bytes echoed, close;
 //!                                                       prints "progress K" every N/10 and
 //!                                                       "churn ok K failed F of N" (exit 0)
-//! peer connect-hold IP PORT N SECS [SRC]                N non-blocking connects (SO_LINGER 0:
-//!                                                       exiting resets them all), print
+//! peer connect-hold IP PORT N SECS [SRC|-] [WINDOW]     N non-blocking connects (SO_LINGER 0:
+//!                                                       exiting resets them all), at most
+//!                                                       WINDOW in progress at once (0 or
+//!                                                       none: all at once), print
 //!                                                       "connected K of N" within SECS, idle
 //! ```
 //! Data is a seeded xorshift stream, so the receiver checks every byte.
@@ -404,7 +406,8 @@ fn run_linux(a: &[String]) {
             arg(a, 2, "PORT"),
             arg(a, 3, "N"),
             arg(a, 4, "SECS"),
-            a.get(5).map(|_| arg(a, 5, "SRC")),
+            a.get(5).filter(|s| *s != "-").map(|_| arg(a, 5, "SRC")),
+            a.get(6).map_or(0, |_| arg(a, 6, "WINDOW")),
         ),
         "echo-trace" => {
             let ip: Ipv4Addr = arg(a, 1, "IP");
@@ -747,7 +750,14 @@ fn accept_hold(t: &mut tas::Tas, port: u16, n: usize, backlog: u32, ring: u32) -
 }
 
 /// `connect-hold`: see the module docs.
-fn connect_hold(ip: Ipv4Addr, port: u16, n: usize, secs: f64, src: Option<Ipv4Addr>) -> ! {
+fn connect_hold(
+    ip: Ipv4Addr,
+    port: u16,
+    n: usize,
+    secs: f64,
+    src: Option<Ipv4Addr>,
+    window: usize,
+) -> ! {
     // SAFETY: plain libc calls on descriptors this function owns; every
     // pointer passed is to a live local of the right size.
     unsafe {
@@ -766,8 +776,8 @@ fn connect_hold(ip: Ipv4Addr, port: u16, n: usize, secs: f64, src: Option<Ipv4Ad
             },
             sin_zero: [0; 8],
         };
-        let mut fds = Vec::with_capacity(n);
-        for _ in 0..n {
+        // Starts connect number `_i` (non-blocking); its descriptor.
+        let start = |_i: usize| -> libc::c_int {
             let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
             if fd < 0 {
                 fail(format!("socket: {}", std::io::Error::last_os_error()));
@@ -820,16 +830,20 @@ fn connect_hold(ip: Ipv4Addr, port: u16, n: usize, secs: f64, src: Option<Ipv4Ad
             if r != 0 && *libc::__errno_location() != libc::EINPROGRESS {
                 fail(format!("connect: {}", std::io::Error::last_os_error()));
             }
-            fds.push(fd);
-        }
-        println!("started {n}");
+            fd
+        };
+        // At most `window` handshakes in progress at once (0: all N at
+        // once, a synchronous burst).
+        let window = if window == 0 { n } else { window.min(n) };
+        let mut fds: Vec<libc::c_int> = (0..window).map(start).collect();
+        println!("started {window} of {n}");
         let _ = std::io::stdout().flush();
         let end = Instant::now() + Duration::from_secs_f64(secs);
         let mut done = vec![false; n];
         let mut connected = 0;
         let mut failed = 0;
         while connected + failed < n && Instant::now() < end {
-            let idx: Vec<usize> = (0..n).filter(|&i| !done[i]).collect();
+            let idx: Vec<usize> = (0..fds.len()).filter(|&i| !done[i]).collect();
             let mut pfds: Vec<libc::pollfd> = idx
                 .iter()
                 .map(|&i| libc::pollfd {
@@ -858,6 +872,9 @@ fn connect_hold(ip: Ipv4Addr, port: u16, n: usize, secs: f64, src: Option<Ipv4Ad
                     connected += 1;
                 } else {
                     failed += 1;
+                }
+                if fds.len() < n {
+                    fds.push(start(fds.len()));
                 }
             }
         }
