@@ -8,11 +8,13 @@
 //!   freed more than half the ring per round trip since the last look
 //!   (Linux's `tcp_rcv_space_adjust`: the peer is limited by our window),
 //!   a ring twice as large is reserved and announced to the app (`RING`
-//!   with the next generation). At each later round, under the flow lock,
-//!   if the ring is empty (everything received was freed, so the app has
-//!   copied all of it, and no out-of-order data is held) the flow switches:
-//!   new base and length, position 0, generation + 1 (`FlowState::ring_gen`,
-//!   relayed in every event), and the old ring is freed. The fast path
+//!   with a generation of its own: one past the last announced, so a ring
+//!   given back never lends its number to the next). At each later round,
+//!   under the flow lock, if the ring is empty (everything received was
+//!   freed, so the app has copied all of it, and no out-of-order data is
+//!   held) the flow switches: new base and length, position 0, the
+//!   announced generation (`FlowState::ring_gen`, relayed in every event),
+//!   and the old ring is freed. The fast path
 //!   needs nothing: it writes at `rx_next_pos` of whatever ring is
 //!   installed, under the same lock. The app applies the `RING` of an
 //!   event's newer generation before the event (holding such an event until
@@ -69,6 +71,13 @@ pub(super) struct Grow {
     /// the rounds it waited.
     rx_next: Option<Ring>,
     rx_tries: u32,
+    /// The generation the last `RING` announced (None: none yet). A ring
+    /// given back keeps its number: the next one is announced under a new
+    /// one, so an app that has not read the newer `RING` yet when the
+    /// switch's first event reaches it holds the event instead of taking
+    /// the abandoned ring (whose memory may belong to another flow by
+    /// then).
+    rx_announced: Option<u8>,
     /// A larger TX ring reserved by `TX_GROW`.
     tx_next: Option<Ring>,
     /// The first byte the app had not freed at the last look, and when
@@ -90,6 +99,22 @@ impl Grow {
     /// The reserved rings not switched to (for freeing at teardown).
     pub(super) fn reserved(&self) -> impl Iterator<Item = Ring> {
         self.rx_next.into_iter().chain(self.tx_next)
+    }
+}
+
+/// The generation to announce a new RX ring under, for a flow at `cur`
+/// whose last announcement was `last`: one past the last, so that a ring
+/// given back is never named again while the app may still hold its
+/// `RING`; kept within 64 of `cur` (the app compares generations as serial
+/// numbers, RFC 1982 style over 8 bits), which a flow reaches only after 64
+/// rings given back, each after [`RX_SWITCH_TRIES`] rounds: seconds, by
+/// which the app has long read (and evicted) the old announcements.
+pub(super) fn next_gen(cur: u8, last: Option<u8>) -> u8 {
+    let gen = last.unwrap_or(cur).wrapping_add(1);
+    if gen == cur || gen.wrapping_sub(cur) >= 64 {
+        cur.wrapping_add(1)
+    } else {
+        gen
     }
 }
 
@@ -165,7 +190,7 @@ impl Stack {
             return c.rx.len < c.grow.rx_max;
         }
         let stop = c.phase != Phase::Open || c.orphan || c.app_closed || c.holders.len() > 1;
-        let (key, app, cur) = (c.key, c.app, c.rx);
+        let (key, app, cur, announced) = (c.key, c.app, c.rx, c.grow.rx_announced);
         let Some(mut g) = self.table.lock(id) else {
             return false;
         };
@@ -173,7 +198,7 @@ impl Stack {
             return false;
         }
         let fin = g.st & st::RX_FIN != 0;
-        let gen = g.ring_gen.wrapping_add(1);
+        let gen = next_gen(g.ring_gen, announced);
         if let Some(next) = reserved {
             let empty = g.rx_avail == g.rx_len && g.rx_ooo_len == 0 && g.cold().rx.ooo_n == 0;
             if empty && !stop && !fin {
@@ -181,7 +206,8 @@ impl Stack {
                 g.rx_len = next.len;
                 g.rx_next_pos = 0;
                 g.rx_avail = next.len;
-                g.ring_gen = g.ring_gen.wrapping_add(1);
+                // The generation its RING announced.
+                g.ring_gen = announced.unwrap_or(gen);
                 drop(g);
                 // The app freed everything: nobody reads the old ring, and
                 // the fast path writes only the installed one.
@@ -251,6 +277,7 @@ impl Stack {
         if let Some(c) = self.conns.get_mut(&id) {
             c.grow.rx_next = Some(ring);
             c.grow.rx_tries = 0;
+            c.grow.rx_announced = Some(gen);
         }
         true
     }

@@ -410,6 +410,11 @@ pub(super) fn wscale_for_test(len: u32) -> u8 {
 }
 
 #[cfg(test)]
+pub(super) fn next_gen_for_test(cur: u8, last: Option<u8>) -> u8 {
+    grow::next_gen(cur, last)
+}
+
+#[cfg(test)]
 impl Stack {
     pub(super) fn isn_test(&self, key: &FlowKey, now: u64) -> u32 {
         self.isn(key, now)

@@ -158,6 +158,68 @@ fn rx_ring_reserved_but_never_empty_is_given_back() {
     assert_eq!(fx.state(id).rx_len, 32 * KIB);
 }
 
+/// A ring given back keeps its generation: the next `RING` names another,
+/// and the switch installs that one. With the number reused, an app that
+/// still held the first `RING` (not yet read the second when the switch's
+/// first event arrived) would read from the ring given back, memory that
+/// may hold another flow's ring by then.
+#[test]
+fn rx_ring_given_back_never_lends_its_generation_to_the_next() {
+    let mut fx = growing();
+    fx.listen(16);
+    let (id, _) = accept(&mut fx);
+    let mut first = Vec::new();
+    for _ in 0..20 {
+        first = rounds(&mut fx, id, 1, |f| {
+            f.rx_next_seq = f.rx_next_seq.wrapping_add(40_000);
+            f.rx_avail = f.rx_len - 1;
+        });
+        if !first.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].0.arg[0], 1);
+    // Never empty: given back.
+    rounds(&mut fx, id, 70, |f| {
+        f.rx_next_seq = f.rx_next_seq.wrapping_add(1000);
+        f.rx_avail = f.rx_len - 1;
+    });
+    assert_eq!(fx.stack.stats().rx_grow_abandoned, 1);
+    assert_eq!(fx.state(id).ring_gen, 0);
+    // A fast reader with an empty ring: grown under generation 2.
+    let mut rings = Vec::new();
+    for _ in 0..10 {
+        rings.extend(rounds(&mut fx, id, 1, fast_reader));
+        if fx.state(id).rx_len != 32 * KIB {
+            break;
+        }
+    }
+    assert_eq!(rings.len(), 1, "grows again: {rings:?}");
+    assert_eq!(
+        rings[0].0.arg[0], 2,
+        "a new generation, not the one given back"
+    );
+    let f = fx.state(id);
+    assert_eq!(
+        (f.ring_gen, f.rx_len, f.rx_base),
+        (2, 64 * KIB, rings[0].0.arg[1])
+    );
+}
+
+#[test]
+fn ring_generations_stay_within_the_serial_window() {
+    use crate::stack::conn::next_gen_for_test as next_gen;
+    assert_eq!(next_gen(0, None), 1);
+    assert_eq!(next_gen(5, Some(5)), 6);
+    assert_eq!(next_gen(5, Some(6)), 7);
+    assert_eq!(next_gen(255, Some(255)), 0);
+    assert_eq!(next_gen(250, Some(3)), 4);
+    // 64 ahead of the installed one: back to one past it.
+    assert_eq!(next_gen(10, Some(73)), 11);
+    assert_eq!(next_gen(10, Some(72)), 73);
+}
+
 fn tx_msg(kind: u32, req: u32, flow: FlowId) -> CtlMsg {
     CtlMsg {
         kind,
