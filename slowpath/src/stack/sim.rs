@@ -81,6 +81,9 @@ pub(super) struct RecIo {
     /// The kernel's routes: destination -> next hop (None: unreachable
     /// from our interface); None: not shared mode.
     pub(super) kernel_routes: Option<HashMap<u32, Option<u32>>>,
+    /// The region an app's rings come from when not its own (a forked
+    /// child uses its parent's, `StackIo::mem_of`).
+    pub(super) mem: HashMap<AppId, AppId>,
 }
 
 impl RecIo {
@@ -103,12 +106,14 @@ impl StackIo for RecIo {
         if self.oom {
             return None;
         }
+        let app = self.mem_of(app);
         self.regions
             .entry(app)
             .or_insert_with(|| Region::new(REGION))
             .alloc(len)
     }
     fn free(&mut self, app: AppId, off: u32, len: u32) {
+        let app = self.mem_of(app);
         self.regions
             .get_mut(&app)
             .expect("free in unknown region")
@@ -116,6 +121,9 @@ impl StackIo for RecIo {
     }
     fn app_pid(&self, app: AppId) -> i32 {
         self.pids.get(&app).copied().unwrap_or(0)
+    }
+    fn mem_of(&self, app: AppId) -> AppId {
+        self.mem.get(&app).copied().unwrap_or(app)
     }
     fn kernel_neighbour(&mut self, ip: u32) -> super::KernelNeigh {
         let Some(t) = &self.kernel_neigh else {
@@ -132,7 +140,7 @@ impl StackIo for RecIo {
         Some(r.get(&dst).copied().flatten())
     }
     fn free_bytes(&self, app: AppId) -> u64 {
-        match self.regions.get(&app) {
+        match self.regions.get(&self.mem_of(app)) {
             Some(r) => r.free.iter().map(|&(_, l)| l as u64).sum(),
             None if self.oom => 0,
             // Not touched yet: the whole region less its header page.

@@ -364,3 +364,88 @@ fn pinned_sizes_are_not_lowered_to_the_floor_under_pressure() {
     assert_eq!(f.rx_len, 6 << 20, "pinned: as asked");
     assert_eq!(f.tx_len, 16 * KIB, "not pinned: the floor");
 }
+
+/// A fork while a larger RX ring is announced but not switched to: once the
+/// child adopts the flow (two holders), the switch never happens (each
+/// holder would need the news) and the reserved ring is given back; the
+/// child's adoption answer names the ring installed. When the parent lets
+/// go, growth resumes for the child alone, under a new generation.
+#[test]
+fn a_fork_racing_a_rx_switch_keeps_both_holders_on_the_installed_ring() {
+    const CHILD: AppId = APP + 1;
+    const TOKEN: u64 = 0x0bad_cafe_1234_5678;
+    let grant = |kind: u32, req: u32, pid: u32, flow: FlowId| {
+        let mut m = CtlMsg::new(kind);
+        m.req = req;
+        m.flow = flow;
+        m.arg[0] = TOKEN as u32;
+        m.arg[1] = (TOKEN >> 32) as u32;
+        m.arg[2] = pid;
+        m
+    };
+    let mut fx = growing();
+    fx.io.pids.extend([(APP, 100), (CHILD, 200)]);
+    // A forked child's rings come from its parent's region.
+    fx.io.mem.insert(CHILD, APP);
+    fx.listen(16);
+    let (id, _) = accept(&mut fx);
+    let f0 = fx.state(id);
+    let mut first = Vec::new();
+    for _ in 0..20 {
+        first = rounds(&mut fx, id, 1, |f| {
+            f.rx_next_seq = f.rx_next_seq.wrapping_add(40_000);
+            f.rx_avail = f.rx_len - 1;
+        });
+        if !first.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(first.len(), 1, "a RING announced to the parent");
+    assert_eq!(fx.io.used(APP), 3, "two rings and the reserved one");
+    // The parent forks; the child adopts the connection.
+    fx.ctl(APP, grant(ctl::SHARE, 7, 0, 0));
+    fx.ctl(APP, grant(ctl::SHARE_PID, 0, 200, 0));
+    fx.msgs();
+    fx.ctl(CHILD, grant(ctl::ADOPT, 9, 0, id));
+    let m = fx.msgs();
+    let r = m
+        .iter()
+        .find(|(a, m)| *a == CHILD && m.kind == ctl::RESULT)
+        .expect("adoption answered")
+        .1;
+    assert_eq!(r.err, 0);
+    assert_eq!(
+        (r.info.rx_base, r.info.rx_len, r.info.ring_gen),
+        (f0.rx_base, 32 * KIB, 0),
+        "the answer names the ring installed, not the one announced"
+    );
+    // Empty rings from now on: still no switch while two hold the flow.
+    let rings = rounds(&mut fx, id, 10, fast_reader);
+    assert!(rings.is_empty(), "no RING while shared: {rings:?}");
+    let f = fx.state(id);
+    assert_eq!((f.rx_base, f.rx_len, f.ring_gen), (f0.rx_base, 32 * KIB, 0));
+    assert_eq!(fx.stack.stats().rx_grow_abandoned, 1);
+    assert_eq!(fx.io.used(APP), 2, "the reserved ring went back");
+    // The parent closes its copy: the child alone grows, under generation 2.
+    fx.ctl(APP, grant(ctl::DROP, 10, 0, id));
+    fx.msgs();
+    let mut rings = Vec::new();
+    for _ in 0..10 {
+        let t = fx.now + MS;
+        fx.set(id, fast_reader);
+        fx.at(t);
+        for (app, m) in fx.msgs() {
+            if m.kind == ctl::RING {
+                rings.push((app, m));
+            }
+        }
+        fx.frames();
+        fx.cmds();
+        if fx.state(id).rx_len != 32 * KIB {
+            break;
+        }
+    }
+    assert_eq!(rings.len(), 1, "{rings:?}");
+    assert_eq!((rings[0].0, rings[0].1.arg[0]), (CHILD, 2));
+    assert_eq!(fx.state(id).ring_gen, 2);
+}
