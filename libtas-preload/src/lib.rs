@@ -365,6 +365,22 @@ impl Conn {
 #[derive(Default)]
 struct Listener {
     ready: VecDeque<FlowInfo>,
+    /// Connections announced here while this context said it does not
+    /// accept (a master at its fork) and nobody else accepted: still ours
+    /// (tasd may hand them to a context that accepts later, `WITHDRAWN`),
+    /// ready again only once tasd has answered that we accept again, so
+    /// two processes never take the same one.
+    parked: VecDeque<FlowInfo>,
+}
+
+impl Listener {
+    /// Forgets announced connection `flow` (handed to another acceptor).
+    fn withdraw(&mut self, flow: ConnId) -> bool {
+        let n = self.ready.len() + self.parked.len();
+        self.ready.retain(|i| i.flow != flow);
+        self.parked.retain(|i| i.flow != flow);
+        n != self.ready.len() + self.parked.len()
+    }
 }
 
 /// An attachment to `tasd`: one context (queue pair) and one shared region.
@@ -403,6 +419,9 @@ pub struct Tas {
     replies_changed: bool,
     /// Outstanding `TX_GROW`/`TX_SWITCH` requests and their connection.
     grow_reqs: HashMap<u32, ConnId>,
+    /// Outstanding `ADOPT`s saying we accept again, and their listener
+    /// (its parked connections become ready at the answer).
+    unpark_reqs: HashMap<u32, ListenerId>,
 }
 
 /// What changed since the last [`Tas::take_changes`].
@@ -675,6 +694,7 @@ impl Tas {
             dirty_listeners: Vec::new(),
             replies_changed: false,
             grow_reqs: HashMap::new(),
+            unpark_reqs: HashMap::new(),
         };
         Ok(t)
     }
@@ -705,6 +725,7 @@ impl Tas {
         self.dirty_conns.clear();
         self.dirty_listeners.clear();
         self.grow_reqs.clear();
+        self.unpark_reqs.clear();
         self.dead = false;
         self.replies_changed = true;
         Ok(())
@@ -930,7 +951,7 @@ impl Tas {
         let mut m = CtlMsg::new(ctl::UNLISTEN);
         m.listener = l;
         self.request(m)?;
-        for info in lst.ready {
+        for info in lst.parked.into_iter().chain(lst.ready) {
             let c = self.add_conn(info);
             self.abort(c)?;
         }
@@ -1202,13 +1223,20 @@ impl Tas {
         m.arg[1] = (token >> 32) as u32;
         m.arg[3] = 1;
         m.arg[4] = u32::from(accepting);
-        let req = self.request(m)?;
-        let r = self.reply(req)?;
-        if r.err != 0 {
-            return Err(errno(r.err));
-        }
+        // Known before the answer: tasd may hand this context connections
+        // (`ACCEPTED`) as it takes the adoption, before it answers.
+        let had = self.listeners.contains_key(&l);
         self.listeners.entry(l).or_default();
-        Ok(())
+        let r = self.request(m).and_then(|req| self.reply(req));
+        let err = match r {
+            Ok(r) if r.err == 0 => return Ok(()),
+            Ok(r) => errno(r.err),
+            Err(e) => e,
+        };
+        if !had {
+            self.listeners.remove(&l);
+        }
+        Err(err)
     }
 
     /// Says whether this context takes new connections of its listener
@@ -1230,6 +1258,9 @@ impl Tas {
         m.arg[4] = u32::from(on);
         let req = self.request(m)?;
         if on {
+            // The answer comes after every `WITHDRAWN` tasd sent before
+            // it: what is parked then is still ours (see `on_ctl`).
+            self.unpark_reqs.insert(req, l);
             return Ok(());
         }
         let r = self.reply(req)?;
@@ -1237,18 +1268,24 @@ impl Tas {
             return Err(errno(r.err));
         }
         // Every ACCEPTED tasd sent before the answer came before it, so
-        // what is ready here is exactly what it handed away.
-        if !on && r.arg[0] == 1 {
-            if let Some(lst) = self.listeners.get_mut(&l) {
-                if !lst.ready.is_empty() {
-                    for info in lst.ready.drain(..) {
-                        self.orphans.remove(&info.flow);
-                    }
-                    if !self.dirty_listeners.contains(&l) {
-                        self.dirty_listeners.push(l);
-                    }
-                }
+        // what is ready here is exactly what it handed away (arg[0] = 1),
+        // or what stays ours but is not to be taken until we accept again.
+        let Some(lst) = self.listeners.get_mut(&l) else {
+            return Ok(());
+        };
+        if lst.ready.is_empty() {
+            return Ok(());
+        }
+        if r.arg[0] == 1 {
+            for info in lst.ready.drain(..) {
+                self.orphans.remove(&info.flow);
             }
+        } else {
+            let ready: Vec<FlowInfo> = lst.ready.drain(..).collect();
+            lst.parked.extend(ready);
+        }
+        if !self.dirty_listeners.contains(&l) {
+            self.dirty_listeners.push(l);
         }
         Ok(())
     }
@@ -1892,8 +1929,37 @@ impl Tas {
                 self.on_grow_result(c, &m);
                 return;
             }
+            if let Some(l) = self.unpark_reqs.remove(&m.req) {
+                // We accept again: what was parked here (and not withdrawn
+                // since) is ready, before what arrived after it.
+                if let Some(lst) = self.listeners.get_mut(&l) {
+                    if !lst.parked.is_empty() {
+                        while let Some(info) = lst.parked.pop_back() {
+                            lst.ready.push_front(info);
+                        }
+                        if !self.dirty_listeners.contains(&l) {
+                            self.dirty_listeners.push(l);
+                        }
+                    }
+                }
+                return;
+            }
         }
         match m.kind {
+            ctl::WITHDRAWN => {
+                // Announced here, handed by tasd to a context that accepts
+                // (we had said we do not): forget it.
+                let gone = self
+                    .listeners
+                    .get_mut(&m.listener)
+                    .is_some_and(|l| l.withdraw(m.flow));
+                if gone {
+                    self.orphans.remove(&m.flow);
+                    if !self.dirty_listeners.contains(&m.listener) {
+                        self.dirty_listeners.push(m.listener);
+                    }
+                }
+            }
             ctl::RING => {
                 let held = match self.conns.get_mut(&m.flow) {
                     Some(c) if !c.closed => c.on_ring(m.arg[0] as u8, m.arg[1], m.arg[2]),

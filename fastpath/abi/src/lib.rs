@@ -215,8 +215,9 @@ pub mod ctl {
     /// empty (everything received was freed) and no out-of-order data is
     /// held; the first byte of the new generation (as `AppEvent::gen`
     /// tells) goes to position 0 of the new ring. Several may be
-    /// outstanding; one that never takes effect is superseded by a later
-    /// one of the same generation.
+    /// outstanding; one that never takes effect (the ring was given back) is
+    /// followed by later ones under newer generations: a generation names
+    /// one ring.
     pub const RING: u32 = 108;
     /// `flow`: another context took the shared flow over (`ADOPT`): its
     /// notifications go there now, and this context's view of it goes
@@ -227,6 +228,12 @@ pub mod ctl {
     /// the flow comes back here: where it stands, as in the answer to
     /// `ADOPT` (`arg[1..5]`, `info`).
     pub const RETURNED: u32 = 110;
+    /// `flow` of `listener`, announced to this context (`ACCEPTED`) while it
+    /// said it does not accept (`ADOPT` of the listener with `arg[4]` = 0)
+    /// and not taken, went to a context that accepts: forget it. Sent
+    /// before the answer to any later request of this context, so a
+    /// context that accepts again sees it before that answer.
+    pub const WITHDRAWN: u32 = 112;
 
     /// LISTEN flag: share the port with other listeners (SO_REUSEPORT).
     pub const F_REUSEPORT: u32 = 1;

@@ -25,8 +25,10 @@
 //! does not collect connections nobody takes. Connections announced to a
 //! context and not taken are never forgotten: when it stops accepting they
 //! go to another acceptor, or, with none, stay announced to it (its answer
-//! says which); when it lets go of the listener they go to another
-//! acceptor at once or to the next context that accepts.
+//! says which) until a context accepts (then they go there, and the holder
+//! is told, `WITHDRAWN`) or it accepts again; when it lets go of the
+//! listener they go to another acceptor at once or to the next context
+//! that accepts.
 
 use tas_abi::{ctl, event, CtlMsg, FlowInfo};
 use tas_engine::flow::st;
@@ -294,13 +296,16 @@ impl Stack {
                 l.acceptors.push(app);
                 l.app = app;
                 // Connections announced to contexts that let go of the
-                // listener since (DROP, exit) while nobody else accepted:
-                // they forgot them, this acceptor takes them.
+                // listener since (DROP, exit), or that said they do not
+                // accept (a master at its fork), while nobody else
+                // accepted: this acceptor takes them (a holder is told,
+                // `WITHDRAWN`), as a worker takes what waits in Linux's
+                // accept queue of a listener its master made.
                 let mut left: Vec<AppId> = l
                     .announced
                     .iter()
                     .map(|x| x.1)
-                    .filter(|a| !l.holders.contains(a))
+                    .filter(|a| *a != app && !l.acceptors.contains(a))
                     .collect();
                 left.sort_unstable();
                 left.dedup();
@@ -539,6 +544,23 @@ impl Stack {
             }
             self.retarget(id, to);
             self.stats.handed_back += 1;
+            // A holder that still has it among its announced ones forgets
+            // it before the answer to anything it asks next.
+            if self
+                .listeners
+                .get(&lid)
+                .is_some_and(|l| l.holders.contains(&app))
+            {
+                io.app_msg(
+                    app,
+                    &CtlMsg {
+                        kind: ctl::WITHDRAWN,
+                        listener: lid,
+                        flow: id,
+                        ..Default::default()
+                    },
+                );
+            }
             let mut m = CtlMsg {
                 kind: ctl::ACCEPTED,
                 listener: lid,
