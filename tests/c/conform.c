@@ -1217,6 +1217,7 @@ static void case_dualstack(void)
 
     /* An IPv4 client of the server's address (through TAS under the shim). */
     partner_connect(8010, "hi");
+    int s;
     int c = accept6(l, "IPv4 client of own address");
     wait_in(c, 3000);
     char b[32] = {0};
@@ -1313,7 +1314,7 @@ static void case_dualstack(void)
     R("listen", listen(l, 4));
     nl = sizeof n;
     getsockname(l, (struct sockaddr *)&n, &nl);
-    out("  = %s", saddr6(&n, 1));
+    out("  = %s port 8012 %d", saddr6(&n, 0), ntohs(n.sin6_port) == 8012);
     partner_connect(8012, "hi");
     c = accept6(l, "IPv4 client of ::ffff:own");
     close(c);
@@ -1323,8 +1324,29 @@ static void case_dualstack(void)
     R("bind ::ffff:own with IPV6_V6ONLY", bind(l, (struct sockaddr *)&a6, sizeof a6));
     close(l);
 
+    out("# AF_INET6 socket bound to [::]:port connects to [::1]");
+    l = socket(AF_INET6, SOCK_STREAM, 0);
+    setint(l, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+    a6 = addr6("::1", 8013);
+    setint(l, SOL_SOCKET, SO_REUSEADDR, 1);
+    bind(l, (struct sockaddr *)&a6, sizeof a6);
+    listen(l, 4);
+    s = socket(AF_INET6, SOCK_STREAM, 0);
+    R("set IPV6_V6ONLY 0", setint(s, IPPROTO_IPV6, IPV6_V6ONLY, 0));
+    a6 = addr6("::", 8014);
+    R("bind [::]:8014", bind(s, (struct sockaddr *)&a6, sizeof a6));
+    a6 = addr6("::1", 8013);
+    R("connect [::1]:8013", connect(s, (struct sockaddr *)&a6, sizeof a6));
+    nl = sizeof n;
+    getsockname(s, (struct sockaddr *)&n, &nl);
+    out("  local = %s IPV6_V6ONLY = %d", saddr6(&n, 1), getint(s, IPPROTO_IPV6, IPV6_V6ONLY));
+    c = accept6(l, "bound client");
+    close(c);
+    close(s);
+    close(l);
+
     out("# AF_INET6 client to an IPv4-mapped address");
-    int s = socket(AF_INET6, SOCK_STREAM, 0);
+    s = socket(AF_INET6, SOCK_STREAM, 0);
     snprintf(mapped, sizeof mapped, "::ffff:%s", peer_ip);
     a6 = addr6(mapped, 7001);
     R("connect ::ffff:peer", connect(s, (struct sockaddr *)&a6, sizeof a6));
