@@ -791,7 +791,11 @@ fn nodejs_default_dual_stack_listener_under_shim_with_ab() {
         stdout(&o),
         format!("hello ::ffff:{LNX_IP} via ::ffff:{TAS_IP}\n")
     );
-    assert_eq!(tb.tasd_counter("slowpath.accepted") - before, 1, "not carried by TAS");
+    assert_eq!(
+        tb.tasd_counter("slowpath.accepted") - before,
+        1,
+        "not carried by TAS"
+    );
     for (u, want) in [
         ("http://[::1]:8091/", "hello ::1 via ::1\n"),
         (
@@ -800,7 +804,11 @@ fn nodejs_default_dual_stack_listener_under_shim_with_ab() {
         ),
     ] {
         let before = tb.tasd_counter("slowpath.accepted");
-        let o = tb.run_tas(Path::new("curl"), &["-s", "-m", "5", u], Duration::from_secs(10));
+        let o = tb.run_tas(
+            Path::new("curl"),
+            &["-s", "-m", "5", u],
+            Duration::from_secs(10),
+        );
         assert_ok(&o, &format!("curl {u} on the TAS host"));
         assert_eq!(stdout(&o), want, "{u}");
         assert_eq!(
@@ -819,7 +827,10 @@ fn nodejs_default_dual_stack_listener_under_shim_with_ab() {
     let out = stdout(&o);
     assert_eq!(ab_counts(&out), (Some(2000), Some(0)), "{out}");
     let carried = tb.tasd_counter("slowpath.accepted") - before;
-    assert!(carried >= 2000, "TAS accepted {carried} of 2000 connections");
+    assert!(
+        carried >= 2000,
+        "TAS accepted {carried} of 2000 connections"
+    );
 }
 
 /// The fields of `ab`'s report that say whether every request was served.

@@ -317,7 +317,9 @@ fn nginx_two_workers(tag: &str, listen: &str, port: u16) {
         assert_eq!(status, "200", "{l}");
         *per.entry(pid).or_default() += 1;
     }
-    println!("nginx with 2 workers ({listen}): 5000 requests without keep-alive, per worker pid {per:?}");
+    println!(
+        "nginx with 2 workers ({listen}): 5000 requests without keep-alive, per worker pid {per:?}"
+    );
     assert_eq!(per.values().sum::<u64>(), 5000 + before, "{per:?}");
     assert_eq!(
         per.len(),
@@ -339,7 +341,11 @@ fn nginx_two_workers(tag: &str, listen: &str, port: u16) {
             assert_ok(&o, &format!("curl {u} on the TAS host"));
             assert_eq!(stdout(&o), "hello from nginx workers on tas\n", "{u}");
         }
-        assert_eq!(tb.tasd_counter("slowpath.accepted"), acc, "loopback is the kernel's");
+        assert_eq!(
+            tb.tasd_counter("slowpath.accepted"),
+            acc,
+            "loopback is the kernel's"
+        );
     }
 }
 

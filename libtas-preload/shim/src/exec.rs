@@ -82,7 +82,11 @@ pub fn encode_env(token: u64, entries: &[Entry]) -> String {
             What::Listener(l, ip, port) => ("l", format!("{l},{ip},{port}")),
             What::Fresh => ("f", String::new()),
         };
-        let k = if e.v6 { k.to_uppercase() } else { k.to_string() };
+        let k = if e.v6 {
+            k.to_uppercase()
+        } else {
+            k.to_string()
+        };
         s += &format!(";{fds}:{}:{k}:{w}", e.app);
     }
     s

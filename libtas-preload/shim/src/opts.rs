@@ -211,7 +211,8 @@ pub unsafe fn setsockopt(
         let k = shadow(s)?;
         // SAFETY: the caller's val/len, unchanged, under setsockopt's own
         // contract (ours); k is the shim's shadow socket.
-        return check(unsafe { real::setsockopt::get()(k, level, name, val, len) }).map(|_| Some(()));
+        return check(unsafe { real::setsockopt::get()(k, level, name, val, len) })
+            .map(|_| Some(()));
     }
     if level == libc::IPPROTO_IPV6 {
         // IPV6_V6ONLY: Linux takes it only before the socket has a port

@@ -112,7 +112,9 @@ pub unsafe fn write_in6(addr: *mut sockaddr, len: *mut socklen_t, ip: u32, port:
         sin6_family: libc::AF_INET6 as libc::sa_family_t,
         sin6_port: port.to_be(),
         sin6_flowinfo: 0,
-        sin6_addr: libc::in6_addr { s6_addr: mapped(ip) },
+        sin6_addr: libc::in6_addr {
+            s6_addr: mapped(ip),
+        },
         sin6_scope_id: 0,
     };
     let size = std::mem::size_of::<libc::sockaddr_in6>();
