@@ -1146,11 +1146,12 @@ static void case_loopback(void)
     close(u);
 }
 
-/* Accepts one connection on l (waiting up to 3 s) and prints its names as
- * sockaddr_in6s; echoes what it reads with " back". Returns the fd. */
+/* Accepts one connection on l (waiting up to 3 s; l is made non-blocking)
+ * and prints its names as sockaddr_in6s. Returns the fd. */
 static int accept6(int l, const char *what)
 {
     wait_in(l, 3000);
+    set_nonblock(l, 1); /* nothing to accept must not hang the case */
     struct sockaddr_in6 n;
     memset(&n, 0, sizeof n);
     socklen_t nl = sizeof n;

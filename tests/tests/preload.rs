@@ -210,6 +210,74 @@ fn conformance_same_results_on_linux_and_tas() {
     );
 }
 
+/// `net.ipv6.bindv6only=1` on the TAS host: a new `AF_INET6` socket is
+/// IPv6-only until the program says otherwise, under the shim as on Linux
+/// (the conformance case `dualstack` gives the same results both ways).
+#[test]
+fn dualstack_conformance_with_bindv6only() {
+    let _ = (shim(), conform());
+    let bindv6only = |tb: &Testbed| {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &tb.tas_ns, "sysctl", "-qw"])
+            .arg("net.ipv6.bindv6only=1")
+            .output()
+            .expect("sysctl");
+        assert!(
+            o.status.success(),
+            "sysctl: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let linux = std::thread::spawn(move || {
+        let mut tb = linux_hosts("cb6l");
+        bindv6only(&tb);
+        tb.spawn_lnx(&conform(), &["partner"], Some("partner listening"));
+        let o = tb.run_tas(
+            &conform(),
+            &["run", LNX_IP, TAS_IP, "dualstack"],
+            Duration::from_secs(60),
+        );
+        assert_ok(&o, "dualstack case on Linux with bindv6only");
+        stdout(&o)
+    });
+    let mut tb = Testbed::new("cb6t", backend());
+    bindv6only(&tb);
+    tb.spawn_lnx(&conform(), &["partner"], Some("partner listening"));
+    let o = tb.run_tas(
+        env_bin(),
+        &[
+            &preload_env(),
+            &format!("TAS_IP={TAS_IP}"),
+            conform().to_str().unwrap(),
+            "run",
+            LNX_IP,
+            TAS_IP,
+            "dualstack",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_ok(&o, "dualstack case under the shim with bindv6only");
+    let tas = stdout(&o);
+    let linux = linux
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    for want in [
+        "IPV6_V6ONLY default = 1",
+        "accept IPv4 client of own address = ok",
+        "bind ::ffff:own = -1 EINVAL",
+    ] {
+        assert!(
+            linux.contains(want),
+            "Linux output lacks {want:?}:\n{linux}"
+        );
+    }
+    assert!(
+        tas == linux,
+        "results differ between Linux and TAS (shim) with bindv6only=1:\n{}",
+        diff(&linux, &tas)
+    );
+}
+
 #[test]
 fn fork_exec_threads_and_idle_cpu() {
     let mut tb = Testbed::new("pfk", backend());
