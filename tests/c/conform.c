@@ -155,6 +155,33 @@ static const char *saddr(const struct sockaddr_in *a, int with_port)
     return buf;
 }
 
+static struct sockaddr_in6 addr6(const char *ip, int port)
+{
+    struct sockaddr_in6 a;
+    memset(&a, 0, sizeof a);
+    a.sin6_family = AF_INET6;
+    a.sin6_port = htons(port);
+    inet_pton(AF_INET6, ip, &a.sin6_addr);
+    return a;
+}
+
+/* "[ip]:port" (or "ip") of a sockaddr_in6, with its family checked. */
+static const char *saddr6(const struct sockaddr_in6 *a, int with_port)
+{
+    static char buf[96];
+    char ip[64];
+    if (a->sin6_family != AF_INET6) {
+        snprintf(buf, sizeof buf, "family %d", a->sin6_family);
+        return buf;
+    }
+    inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+    if (with_port)
+        snprintf(buf, sizeof buf, "[%s]:%d", ip, ntohs(a->sin6_port));
+    else
+        snprintf(buf, sizeof buf, "%s", ip);
+    return buf;
+}
+
 /* A blocking TCP connection to the partner. */
 static int conn_to(int port)
 {
@@ -1119,6 +1146,232 @@ static void case_loopback(void)
     close(u);
 }
 
+/* Accepts one connection on l (waiting up to 3 s; l is made non-blocking)
+ * and prints its names as sockaddr_in6s. Returns the fd. */
+static int accept6(int l, const char *what)
+{
+    wait_in(l, 3000);
+    set_nonblock(l, 1); /* nothing to accept must not hang the case */
+    struct sockaddr_in6 n;
+    memset(&n, 0, sizeof n);
+    socklen_t nl = sizeof n;
+    int c = accept4(l, (struct sockaddr *)&n, &nl, SOCK_CLOEXEC);
+    out("accept %s = %s", what, c >= 0 ? "ok" : ename(errno));
+    if (c < 0)
+        return c;
+    out("  peer ip = %s len %d", saddr6(&n, 0), (int)nl);
+    nl = sizeof n;
+    getsockname(c, (struct sockaddr *)&n, &nl);
+    out("  local = %s len %d", saddr6(&n, 0), (int)nl);
+    nl = sizeof n;
+    R("  getpeername", getpeername(c, (struct sockaddr *)&n, &nl));
+    out("  = %s len %d", saddr6(&n, 0), (int)nl);
+    out("  SO_DOMAIN = %d IPV6_V6ONLY = %d", getint(c, SOL_SOCKET, SO_DOMAIN),
+        getint(c, IPPROTO_IPV6, IPV6_V6ONLY));
+    return c;
+}
+
+static void case_dualstack(void)
+{
+    out("# dual-stack AF_INET6 listener on ::");
+    int l = socket(AF_INET6, SOCK_STREAM, 0);
+    out("socket AF_INET6 ok = %d", l >= 0);
+    out("SO_DOMAIN = %d", getint(l, SOL_SOCKET, SO_DOMAIN));
+    out("SO_PROTOCOL = %d", getint(l, SOL_SOCKET, SO_PROTOCOL));
+    out("IPV6_V6ONLY default = %d", getint(l, IPPROTO_IPV6, IPV6_V6ONLY));
+    R("set IPV6_V6ONLY 0", setint(l, IPPROTO_IPV6, IPV6_V6ONLY, 0));
+    R("set IPV6_V6ONLY short", setsockopt(l, IPPROTO_IPV6, IPV6_V6ONLY, "", 1));
+    out("IPV6_TCLASS default = %d", getint(l, IPPROTO_IPV6, IPV6_TCLASS));
+    R("set IPV6_TCLASS 0x20", setint(l, IPPROTO_IPV6, IPV6_TCLASS, 0x20));
+    out("  get = %d", getint(l, IPPROTO_IPV6, IPV6_TCLASS));
+    out("IPV6_UNICAST_HOPS = %d", getint(l, IPPROTO_IPV6, IPV6_UNICAST_HOPS));
+    struct sockaddr_in6 n;
+    socklen_t nl = sizeof n;
+    memset(&n, 0xff, sizeof n);
+    R("getsockname unbound", getsockname(l, (struct sockaddr *)&n, &nl));
+    out("  = %s len %d", saddr6(&n, 1), (int)nl);
+    setint(l, SOL_SOCKET, SO_REUSEADDR, 1);
+    struct sockaddr_in a4 = addr("0.0.0.0", 8010);
+    R("bind sockaddr_in", bind(l, (struct sockaddr *)&a4, sizeof a4));
+    struct sockaddr_in6 a6 = addr6("::", 8010);
+    a6.sin6_family = AF_INET;
+    R("bind AF_INET family", bind(l, (struct sockaddr *)&a6, sizeof a6));
+    a6.sin6_family = AF_INET6;
+    R("bind ::", bind(l, (struct sockaddr *)&a6, sizeof a6));
+    R("bind again", bind(l, (struct sockaddr *)&a6, sizeof a6));
+    R("set IPV6_V6ONLY after bind", setint(l, IPPROTO_IPV6, IPV6_V6ONLY, 1));
+    R("listen", listen(l, 16));
+    out("SO_ACCEPTCONN = %d", getint(l, SOL_SOCKET, SO_ACCEPTCONN));
+    nl = sizeof n;
+    R("getsockname", getsockname(l, (struct sockaddr *)&n, &nl));
+    out("  = %s len %d", saddr6(&n, 1), (int)nl);
+    nl = 8;
+    memset(&n, 0, sizeof n);
+    R("getsockname short", getsockname(l, (struct sockaddr *)&n, &nl));
+    out("  len = %d family %d port %d", (int)nl, n.sin6_family, ntohs(n.sin6_port));
+    int l4 = socket(AF_INET, SOCK_STREAM, 0);
+    setint(l4, SOL_SOCKET, SO_REUSEADDR, 1);
+    R("bind AF_INET 0.0.0.0 same port", bind(l4, (struct sockaddr *)&a4, sizeof a4));
+    close(l4);
+    set_nonblock(l, 1);
+    R("accept (nothing yet)", accept(l, NULL, NULL));
+
+    /* An IPv4 client of the server's address (through TAS under the shim). */
+    partner_connect(8010, "hi");
+    int s;
+    int c = accept6(l, "IPv4 client of own address");
+    wait_in(c, 3000);
+    char b[32] = {0};
+    struct sockaddr_in6 from;
+    socklen_t fl = sizeof from;
+    R("  recvfrom", recvfrom(c, b, sizeof b, 0, (struct sockaddr *)&from, &fl));
+    out("  data = %s fromlen %d", b, (int)fl);
+    R("  write", write(c, "ok", 2));
+    R("  set IPV6_V6ONLY", setint(c, IPPROTO_IPV6, IPV6_V6ONLY, 1));
+    out("  TCP_NODELAY = %d", getint(c, IPPROTO_TCP, TCP_NODELAY));
+    close(c);
+    partner_connect(8010, "hi");
+    wait_in(l, 3000);
+    memset(&n, 0, sizeof n);
+    nl = 10;
+    c = accept(l, (struct sockaddr *)&n, &nl);
+    out("accept short addrlen = %s len %d family %d port>0 %d", c >= 0 ? "ok" : ename(errno),
+        (int)nl, n.sin6_family, ntohs(n.sin6_port) > 0);
+    close(c);
+
+    /* Loopback clients reach the same listener (the kernel's half). */
+    int k = socket(AF_INET6, SOCK_STREAM, 0);
+    a6 = addr6("::1", 8010);
+    R("connect [::1]", connect(k, (struct sockaddr *)&a6, sizeof a6));
+    c = accept6(l, "[::1] client");
+    R("  write", write(k, "v6", 2));
+    wait_in(c, 3000);
+    memset(b, 0, sizeof b);
+    R("  read", read(c, b, sizeof b));
+    out("  data = %s", b);
+    close(c);
+    close(k);
+    k = socket(AF_INET, SOCK_STREAM, 0);
+    a4 = addr("127.0.0.1", 8010);
+    R("connect 127.0.0.1", connect(k, (struct sockaddr *)&a4, sizeof a4));
+    c = accept6(l, "127.0.0.1 client");
+    close(c);
+    close(k);
+    R("accept drained", accept(l, NULL, NULL));
+    R("close listener", close(l));
+
+    out("# AF_INET6 listen without bind: [::]:ephemeral");
+    l = socket(AF_INET6, SOCK_STREAM, 0);
+    R("listen", listen(l, 4));
+    nl = sizeof n;
+    getsockname(l, (struct sockaddr *)&n, &nl);
+    out("  ip = %s port > 0 = %d", saddr6(&n, 0), ntohs(n.sin6_port) > 0);
+    close(l);
+
+    out("# IPV6_V6ONLY=1 listener: IPv4 clients are refused, IPv6 ones served");
+    l = socket(AF_INET6, SOCK_STREAM, 0);
+    R("set IPV6_V6ONLY 1", setint(l, IPPROTO_IPV6, IPV6_V6ONLY, 1));
+    out("  get = %d", getint(l, IPPROTO_IPV6, IPV6_V6ONLY));
+    setint(l, SOL_SOCKET, SO_REUSEADDR, 1);
+    a6 = addr6("::", 8011);
+    R("bind ::", bind(l, (struct sockaddr *)&a6, sizeof a6));
+    R("listen", listen(l, 4));
+    nl = sizeof n;
+    getsockname(l, (struct sockaddr *)&n, &nl);
+    out("  = %s len %d", saddr6(&n, 1), (int)nl);
+    partner_connect(8011, "hi");
+    R("poll after an IPv4 client of own address", wait_in(l, 500));
+    k = socket(AF_INET, SOCK_STREAM, 0);
+    a4 = addr("127.0.0.1", 8011);
+    R("connect 127.0.0.1", connect(k, (struct sockaddr *)&a4, sizeof a4));
+    close(k);
+    k = socket(AF_INET6, SOCK_STREAM, 0);
+    a6 = addr6("::1", 8011);
+    R("connect [::1]", connect(k, (struct sockaddr *)&a6, sizeof a6));
+    c = accept6(l, "[::1] client");
+    close(c);
+    close(k);
+    close(l);
+
+    out("# AF_INET6 bind to addresses");
+    l = socket(AF_INET6, SOCK_STREAM, 0);
+    a6 = addr6("::1", 0);
+    R("bind [::1]", bind(l, (struct sockaddr *)&a6, sizeof a6));
+    nl = sizeof n;
+    getsockname(l, (struct sockaddr *)&n, &nl);
+    out("  = %s port>0 %d", saddr6(&n, 0), ntohs(n.sin6_port) > 0);
+    out("  IPV6_V6ONLY = %d", getint(l, IPPROTO_IPV6, IPV6_V6ONLY));
+    close(l);
+    l = socket(AF_INET6, SOCK_STREAM, 0);
+    a6 = addr6("::ffff:198.18.0.99", 0);
+    R("bind ::ffff:198.18.0.99", bind(l, (struct sockaddr *)&a6, sizeof a6));
+    close(l);
+    l = socket(AF_INET6, SOCK_STREAM, 0);
+    setint(l, SOL_SOCKET, SO_REUSEADDR, 1);
+    char mapped[64];
+    snprintf(mapped, sizeof mapped, "::ffff:%s", own_ip);
+    a6 = addr6(mapped, 8012);
+    R("bind ::ffff:own", bind(l, (struct sockaddr *)&a6, sizeof a6));
+    R("listen", listen(l, 4));
+    nl = sizeof n;
+    getsockname(l, (struct sockaddr *)&n, &nl);
+    out("  = %s port 8012 %d", saddr6(&n, 0), ntohs(n.sin6_port) == 8012);
+    partner_connect(8012, "hi");
+    c = accept6(l, "IPv4 client of ::ffff:own");
+    close(c);
+    close(l);
+    l = socket(AF_INET6, SOCK_STREAM, 0);
+    setint(l, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+    R("bind ::ffff:own with IPV6_V6ONLY", bind(l, (struct sockaddr *)&a6, sizeof a6));
+    close(l);
+
+    out("# AF_INET6 socket bound to [::]:port connects to [::1]");
+    l = socket(AF_INET6, SOCK_STREAM, 0);
+    setint(l, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+    a6 = addr6("::1", 8013);
+    setint(l, SOL_SOCKET, SO_REUSEADDR, 1);
+    bind(l, (struct sockaddr *)&a6, sizeof a6);
+    listen(l, 4);
+    s = socket(AF_INET6, SOCK_STREAM, 0);
+    R("set IPV6_V6ONLY 0", setint(s, IPPROTO_IPV6, IPV6_V6ONLY, 0));
+    a6 = addr6("::", 8014);
+    R("bind [::]:8014", bind(s, (struct sockaddr *)&a6, sizeof a6));
+    a6 = addr6("::1", 8013);
+    R("connect [::1]:8013", connect(s, (struct sockaddr *)&a6, sizeof a6));
+    nl = sizeof n;
+    getsockname(s, (struct sockaddr *)&n, &nl);
+    out("  local = %s IPV6_V6ONLY = %d", saddr6(&n, 1), getint(s, IPPROTO_IPV6, IPV6_V6ONLY));
+    c = accept6(l, "bound client");
+    close(c);
+    close(s);
+    close(l);
+
+    out("# AF_INET6 client to an IPv4-mapped address");
+    s = socket(AF_INET6, SOCK_STREAM, 0);
+    snprintf(mapped, sizeof mapped, "::ffff:%s", peer_ip);
+    a6 = addr6(mapped, 7001);
+    R("connect ::ffff:peer", connect(s, (struct sockaddr *)&a6, sizeof a6));
+    nl = sizeof n;
+    R("getpeername", getpeername(s, (struct sockaddr *)&n, &nl));
+    out("  = %s len %d", saddr6(&n, 1), (int)nl);
+    nl = sizeof n;
+    getsockname(s, (struct sockaddr *)&n, &nl);
+    out("  local ip = %s port>0 %d", saddr6(&n, 0), ntohs(n.sin6_port) > 0);
+    R("connect again", connect(s, (struct sockaddr *)&a6, sizeof a6));
+    R("write", write(s, "six", 3));
+    wait_in(s, 3000);
+    memset(b, 0, sizeof b);
+    R("read", read(s, b, sizeof b));
+    out("  data = %s", b);
+    close(s);
+    s = socket(AF_INET6, SOCK_STREAM, 0);
+    a4 = addr(peer_ip, 7001);
+    R("connect sockaddr_in", connect(s, (struct sockaddr *)&a4, sizeof a4));
+    setint(s, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+    R("connect ::ffff:peer with IPV6_V6ONLY", connect(s, (struct sockaddr *)&a6, sizeof a6));
+    close(s);
+}
+
 static void case_fork(void)
 {
     out("# fork: the parent's connection survives the child");
@@ -1574,7 +1827,7 @@ int main(int argc, char **argv)
         {"halfclose", case_half_close}, {"reset", case_reset}, {"epoll", case_epoll},
         {"mixed", case_mixed}, {"dup", case_dup}, {"vectors", case_vectors},
         {"sendfile", case_sendfile}, {"blocking", case_blocking}, {"unread", case_close_unread},
-        {"loopback", case_loopback}, {"fork", case_fork},
+        {"loopback", case_loopback}, {"dualstack", case_dualstack}, {"fork", case_fork},
         {"forkhandoff", case_fork_handoff},
     };
     for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -192,6 +192,10 @@ fn conformance_same_results_on_linux_and_tas() {
         "peer got 301000 bytes, sum ok 1",
         "child: echo before, echo after the parent's close, close = 1 1 0",
         "first child echo = 0",
+        "accept IPv4 client of own address = ok",
+        "  peer ip = ::ffff:198.18.0.2 len 28",
+        "accept [::1] client = ok",
+        "connect ::ffff:peer with IPV6_V6ONLY = -1 ENETUNREACH",
     ] {
         assert!(linux.contains(want), "Linux output lacks {want:?}");
     }
@@ -203,6 +207,74 @@ fn conformance_same_results_on_linux_and_tas() {
     println!(
         "conformance: {} lines identical on Linux and TAS",
         linux.lines().count()
+    );
+}
+
+/// `net.ipv6.bindv6only=1` on the TAS host: a new `AF_INET6` socket is
+/// IPv6-only until the program says otherwise, under the shim as on Linux
+/// (the conformance case `dualstack` gives the same results both ways).
+#[test]
+fn dualstack_conformance_with_bindv6only() {
+    let _ = (shim(), conform());
+    let bindv6only = |tb: &Testbed| {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &tb.tas_ns, "sysctl", "-qw"])
+            .arg("net.ipv6.bindv6only=1")
+            .output()
+            .expect("sysctl");
+        assert!(
+            o.status.success(),
+            "sysctl: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let linux = std::thread::spawn(move || {
+        let mut tb = linux_hosts("cb6l");
+        bindv6only(&tb);
+        tb.spawn_lnx(&conform(), &["partner"], Some("partner listening"));
+        let o = tb.run_tas(
+            &conform(),
+            &["run", LNX_IP, TAS_IP, "dualstack"],
+            Duration::from_secs(60),
+        );
+        assert_ok(&o, "dualstack case on Linux with bindv6only");
+        stdout(&o)
+    });
+    let mut tb = Testbed::new("cb6t", backend());
+    bindv6only(&tb);
+    tb.spawn_lnx(&conform(), &["partner"], Some("partner listening"));
+    let o = tb.run_tas(
+        env_bin(),
+        &[
+            &preload_env(),
+            &format!("TAS_IP={TAS_IP}"),
+            conform().to_str().unwrap(),
+            "run",
+            LNX_IP,
+            TAS_IP,
+            "dualstack",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_ok(&o, "dualstack case under the shim with bindv6only");
+    let tas = stdout(&o);
+    let linux = linux
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    for want in [
+        "IPV6_V6ONLY default = 1",
+        "accept IPv4 client of own address = ok",
+        "bind ::ffff:own = -1 EINVAL",
+    ] {
+        assert!(
+            linux.contains(want),
+            "Linux output lacks {want:?}:\n{linux}"
+        );
+    }
+    assert!(
+        tas == linux,
+        "results differ between Linux and TAS (shim) with bindv6only=1:\n{}",
+        diff(&linux, &tas)
     );
 }
 
@@ -749,6 +821,83 @@ fn nodejs_http_server_under_shim_with_ab() {
     assert!(
         carried >= 5000,
         "TAS accepted {carried} of 5000 connections"
+    );
+}
+
+/// node.js's default listen (no host: `::`, dual-stack) under the shim
+/// (issue 14, item 5): IPv4 clients of TAS's address are served through
+/// TAS — `ab -n 2000` without keep-alive, 0 failed, every connection
+/// accepted by tasd — and see IPv4-mapped addresses, while clients of
+/// `[::1]` and `127.0.0.1` on the TAS host reach the same listener through
+/// the kernel.
+#[test]
+fn nodejs_default_dual_stack_listener_under_shim_with_ab() {
+    ensure_packages();
+    let mut tb = Testbed::new("pnd6", backend());
+    let script = tb.dir.join("server6.js");
+    std::fs::write(
+        &script,
+        "const http = require('http');\n\
+         const s = http.createServer((req, res) => res.end('hello ' + req.socket.remoteAddress + ' via ' + req.socket.localAddress + '\\n'));\n\
+         s.listen(8091, () => console.log('listening', s.address().address, s.address().family));\n",
+    )
+    .unwrap();
+    tb.spawn_tas(
+        env_bin(),
+        &[&preload_env(), "node", script.to_str().unwrap()],
+        Some("listening :: IPv6"),
+    );
+    let url = format!("http://{TAS_IP}:8091/");
+    let before = tb.tasd_counter("slowpath.accepted");
+    let o = tb.run_lnx(
+        Path::new("curl"),
+        &["-s", "-m", "5", &url],
+        Duration::from_secs(10),
+    );
+    assert_ok(&o, "curl from the Linux host");
+    assert_eq!(
+        stdout(&o),
+        format!("hello ::ffff:{LNX_IP} via ::ffff:{TAS_IP}\n")
+    );
+    assert_eq!(
+        tb.tasd_counter("slowpath.accepted") - before,
+        1,
+        "not carried by TAS"
+    );
+    for (u, want) in [
+        ("http://[::1]:8091/", "hello ::1 via ::1\n"),
+        (
+            "http://127.0.0.1:8091/",
+            "hello ::ffff:127.0.0.1 via ::ffff:127.0.0.1\n",
+        ),
+    ] {
+        let before = tb.tasd_counter("slowpath.accepted");
+        let o = tb.run_tas(
+            Path::new("curl"),
+            &["-s", "-m", "5", u],
+            Duration::from_secs(10),
+        );
+        assert_ok(&o, &format!("curl {u} on the TAS host"));
+        assert_eq!(stdout(&o), want, "{u}");
+        assert_eq!(
+            tb.tasd_counter("slowpath.accepted"),
+            before,
+            "{u} is the kernel's"
+        );
+    }
+    let before = tb.tasd_counter("slowpath.accepted");
+    let o = tb.run_lnx(
+        env_bin(),
+        &["ab", "-q", "-n", "2000", "-c", "10", "-s", "10", &url],
+        Duration::from_secs(180),
+    );
+    assert_ok(&o, "ab against node's default listener under the shim");
+    let out = stdout(&o);
+    assert_eq!(ab_counts(&out), (Some(2000), Some(0)), "{out}");
+    let carried = tb.tasd_counter("slowpath.accepted") - before;
+    assert!(
+        carried >= 2000,
+        "TAS accepted {carried} of 2000 connections"
     );
 }
 

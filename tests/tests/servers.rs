@@ -6,6 +6,8 @@
 //!
 //! * nginx, master + 2 worker processes: `ab -n 5000 -c 20` without
 //!   keep-alive, 0 failed, both workers served requests (`$pid` logged);
+//!   the same on a dual-stack `listen [::]:PORT ipv6only=off`, whose
+//!   loopback clients (`[::1]`, `127.0.0.1`) the kernel serves;
 //! * postgresql 15 (postmaster forks a backend per connection): `pgbench
 //!   -i`, then `pgbench -c 4 -T 10`, 0 failed transactions;
 //! * OpenSSH sshd in its default mode (fork, re-exec with the connection
@@ -213,11 +215,26 @@ fn chown(p: &Path, user: &str) {
 /// keep-alive from `ab` on the Linux host: none fails, both workers serve.
 #[test]
 fn nginx_master_and_two_workers_serve_ab_without_keepalive() {
+    nginx_two_workers("svngx", &format!("{TAS_IP}:8080"), 8080);
+}
+
+/// The same with nginx's dual-stack listen (`listen [::]:PORT
+/// ipv6only=off;`, issue 14 item 5): an `AF_INET6` listener on `::` whose
+/// IPv4 clients of TAS's address come through TAS, and a client of `[::1]`
+/// on the TAS host through the kernel. (nginx's plain `listen [::]:PORT;`
+/// sets `IPV6_V6ONLY`: that socket is the kernel's, IPv4 clients are
+/// refused, as on Linux.)
+#[test]
+fn nginx_dual_stack_listener_two_workers_serve_ab() {
+    nginx_two_workers("svng6", "[::]:8081 ipv6only=off", 8081);
+}
+
+fn nginx_two_workers(tag: &str, listen: &str, port: u16) {
     ensure_packages(&[
         ("test -x /usr/sbin/nginx", "nginx-light"),
         ("command -v ab", "apache2-utils"),
     ]);
-    let mut tb = testbed("svngx");
+    let mut tb = testbed(tag);
     let _reaper = Reaper::new(&tb);
     let d = tb.dir.display().to_string();
     let root = tb.dir.join("www");
@@ -235,7 +252,7 @@ fn nginx_master_and_two_workers_serve_ab_without_keepalive() {
              log_format w '$pid $status';\n  access_log {d}/access.log w;\n\
              client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n\
              uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-             server {{ listen {TAS_IP}:8080; root {}; }}\n}}\n",
+             server {{ listen {listen}; root {}; }}\n}}\n",
             root.display()
         ),
     )
@@ -247,7 +264,7 @@ fn nginx_master_and_two_workers_serve_ab_without_keepalive() {
     };
     let args = run_args(&tb, &[nginx, "-c", conf.to_str().unwrap(), "-p", &d]);
     tb.spawn_tas(&bin("tasctl"), &strs(&args), None);
-    let url = format!("http://{TAS_IP}:8080/index.html");
+    let url = format!("http://{TAS_IP}:{port}/index.html");
     let elog = tb.dir.join("error.log");
     until_ok_log(
         &mut tb,
@@ -300,13 +317,36 @@ fn nginx_master_and_two_workers_serve_ab_without_keepalive() {
         assert_eq!(status, "200", "{l}");
         *per.entry(pid).or_default() += 1;
     }
-    println!("nginx with 2 workers: 5000 requests without keep-alive, per worker pid {per:?}");
+    println!(
+        "nginx with 2 workers ({listen}): 5000 requests without keep-alive, per worker pid {per:?}"
+    );
     assert_eq!(per.values().sum::<u64>(), 5000 + before, "{per:?}");
     assert_eq!(
         per.len(),
         2,
         "requests were not served by two workers: {per:?}"
     );
+    if listen.starts_with('[') {
+        // The kernel's half of the dual-stack listener, in the workers.
+        let acc = tb.tasd_counter("slowpath.accepted");
+        for u in [
+            format!("http://[::1]:{port}/index.html"),
+            format!("http://127.0.0.1:{port}/index.html"),
+        ] {
+            let o = tb.run_tas(
+                Path::new("curl"),
+                &["-s", "-f", "--max-time", "5", &u],
+                Duration::from_secs(10),
+            );
+            assert_ok(&o, &format!("curl {u} on the TAS host"));
+            assert_eq!(stdout(&o), "hello from nginx workers on tas\n", "{u}");
+        }
+        assert_eq!(
+            tb.tasd_counter("slowpath.accepted"),
+            acc,
+            "loopback is the kernel's"
+        );
+    }
 }
 
 /// What tasd holds and where every process whose command line starts with

@@ -45,6 +45,8 @@ pub struct Entry {
     /// The app whose region holds the socket's rings.
     pub app: u32,
     pub what: What,
+    /// An `AF_INET6` socket (`Sock::v6`).
+    pub v6: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +71,8 @@ fn join(v: impl Iterator<Item = String>) -> String {
     v.collect::<Vec<_>>().join(",")
 }
 
-/// `token;fds:app:kind:words;...`
+/// `token;fds:app:kind:words;...` (kind upper case for an `AF_INET6`
+/// socket).
 pub fn encode_env(token: u64, entries: &[Entry]) -> String {
     let mut s = format!("{token:x}");
     for e in entries {
@@ -78,6 +81,11 @@ pub fn encode_env(token: u64, entries: &[Entry]) -> String {
             What::Conn(w) => ("c", join(w.iter().map(|x| x.to_string()))),
             What::Listener(l, ip, port) => ("l", format!("{l},{ip},{port}")),
             What::Fresh => ("f", String::new()),
+        };
+        let k = if e.v6 {
+            k.to_uppercase()
+        } else {
+            k.to_string()
         };
         s += &format!(";{fds}:{}:{k}:{w}", e.app);
     }
@@ -100,17 +108,19 @@ pub fn decode_env(s: &str) -> Option<(u64, Vec<Entry>)> {
         let fds: Vec<c_int> = nums(f.next()?)?.into_iter().map(|x| x as c_int).collect();
         let app: u32 = f.next()?.parse().ok()?;
         let k = f.next()?;
+        let v6 = matches!(k, "C" | "L" | "F");
+        let k = k.to_lowercase();
         let w = nums(f.next()?)?;
         if f.next().is_some() || fds.is_empty() || fds.iter().any(|&x| x < 0) {
             return None;
         }
-        let what = match (k, w.len()) {
+        let what = match (k.as_str(), w.len()) {
             ("c", n) if n == tas::Conn::WORDS => What::Conn(w),
             ("l", 3) => What::Listener(w[0], w[1], u16::try_from(w[2]).ok()?),
             ("f", 0) => What::Fresh,
             _ => return None,
         };
-        out.push(Entry { fds, app, what });
+        out.push(Entry { fds, app, what, v6 });
     }
     Some((token, out))
 }
@@ -183,7 +193,12 @@ pub fn prepare() -> Option<Prepared> {
                 St::Fresh => What::Fresh,
                 St::Connecting(_) | St::Failed => continue,
             };
-            entries.push(Entry { fds, app, what });
+            entries.push(Entry {
+                fds,
+                app,
+                what,
+                v6: s.v6,
+            });
         }
     }
     if entries.is_empty() {
@@ -283,6 +298,7 @@ pub fn load() {
     inh.exec.token = token;
     for (i, e) in entries.into_iter().enumerate() {
         for &fd in &e.fds {
+            // SAFETY: a zeroed `stat` (integers only) is a valid value.
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
             // SAFETY: fstat writes into the live local `st`.
             let sock = unsafe { libc::fstat(fd, &mut st) } == 0
@@ -368,6 +384,10 @@ pub fn adopt(fd: c_int, i: usize) -> Option<(&'static Ctx, u64)> {
     let mut s = Sock::new(sid, e.fds[0], b, nonblock);
     s.fds = e.fds.clone();
     s.shared = true;
+    s.v6 = e.v6;
+    // On TAS past bind an AF_INET6 socket is dual-stack; a fresh one gets
+    // the system's default.
+    s.v6only = e.v6 && e.what == What::Fresh && g.bindv6only;
     let mut inner = ctx.inner.lock();
     let r = match &e.what {
         What::Conn(w) => match tas::Conn::from_words(w) {
@@ -418,16 +438,25 @@ mod tests {
                 fds: vec![0, 1],
                 app: 7,
                 what: What::Conn((0..tas::Conn::WORDS as u32).collect()),
+                v6: false,
             },
             Entry {
                 fds: vec![5],
                 app: 3,
                 what: What::Listener(9, 0xc6120001, 8080),
+                v6: true,
             },
             Entry {
                 fds: vec![6],
                 app: 3,
                 what: What::Fresh,
+                v6: false,
+            },
+            Entry {
+                fds: vec![7],
+                app: 3,
+                what: What::Fresh,
+                v6: true,
             },
         ];
         let s = encode_env(0xdead_beef_1, &e);
@@ -440,6 +469,7 @@ mod tests {
             "1;3:x:f:",
             "1;-1:1:f:",
             "1;3:1:l:1,2,70000",
+            "1;3:1:X:",
         ] {
             assert_eq!(decode_env(bad), None, "{bad:?}");
         }

@@ -41,6 +41,9 @@ pub struct Global {
     pub local_cache: Lock<HashMap<u32, bool>>,
     pub rmem_max: u32,
     pub wmem_max: u32,
+    /// `net.ipv6.bindv6only` when the process started: a new `AF_INET6`
+    /// socket's `IPV6_V6ONLY`.
+    pub bindv6only: bool,
     pub warned: AtomicBool,
     /// What this process inherited at its last fork (`fork.rs`).
     pub inherit: Lock<crate::fork::Inherit>,
@@ -110,6 +113,7 @@ pub fn global() -> &'static Global {
             local_cache: Lock::new(HashMap::new()),
             rmem_max: read_proc_u32("/proc/sys/net/core/rmem_max").unwrap_or(212992),
             wmem_max: read_proc_u32("/proc/sys/net/core/wmem_max").unwrap_or(212992),
+            bindv6only: read_proc_u32("/proc/sys/net/ipv6/bindv6only").unwrap_or(0) != 0,
             warned: AtomicBool::new(false),
             inherit: Lock::new(crate::fork::Inherit::default()),
             quiet: AtomicUsize::new(0),

@@ -2,9 +2,10 @@
 //!
 //! `LD_PRELOAD=libtas_preload.so program` runs `program`'s IPv4 TCP over
 //! `tasd` (reached through `TAS_SOCKET`), using the low-level API of the
-//! `tas` crate. Everything else — UDP, Unix sockets, IPv6, files, DNS, and
-//! TCP to loopback or to addresses the kernel owns — goes to libc
-//! untouched. When tasd cannot be reached, TCP uses the kernel too (with
+//! `tas` crate — including IPv4 on dual-stack `AF_INET6` sockets (the
+//! program sees IPv4-mapped addresses). Everything else — UDP, Unix
+//! sockets, IPv6 addresses, files, DNS, and TCP to loopback or to
+//! addresses the kernel owns — goes to libc untouched. When tasd cannot be reached, TCP uses the kernel too (with
 //! one warning on stderr).
 //!
 //! ## What this crate owns
@@ -185,9 +186,34 @@ unsafe fn exec_with(
 // ---------------------------------------------------------------------------
 // Sockets.
 
+/// Whether the kernel makes `AF_INET6` sockets (not with `ipv6.disable=1`):
+/// if not, `socket(AF_INET6, ...)` stays the kernel's, which refuses it.
+/// Probed once.
+fn kernel_has_ipv6() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static V6: AtomicU8 = AtomicU8::new(0);
+    match V6.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            // SAFETY: socket takes no pointers; the probe is closed at once.
+            let k = unsafe {
+                real::socket::get()(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+            };
+            if k >= 0 {
+                sys::r_close(k);
+            }
+            let yes = k >= 0 || sys::errno() != libc::EAFNOSUPPORT;
+            V6.store(if yes { 1 } else { 2 }, Ordering::Relaxed);
+            yes
+        }
+    }
+}
+
 interpose! {
-    /// An IPv4 TCP socket is a TAS socket when tasd can be reached; every
-    /// other socket is libc's.
+    /// An IPv4 or IPv6 TCP socket is a TAS socket when tasd can be reached
+    /// (an IPv6 one serves IPv4 through TAS and goes to the kernel for
+    /// anything else, `ops/v6.rs`); every other socket is libc's.
     fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
         let f = real::socket::get();
         if in_shim() {
@@ -195,7 +221,7 @@ interpose! {
             return unsafe { f(domain, ty, protocol) };
         }
         let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
-        if domain != libc::AF_INET
+        if (domain != libc::AF_INET && (domain != libc::AF_INET6 || !kernel_has_ipv6()))
             || base != libc::SOCK_STREAM
             || (protocol != 0 && protocol != libc::IPPROTO_TCP)
         {
@@ -206,7 +232,7 @@ interpose! {
             if global::global().cfg.disabled {
                 return Ok(None);
             }
-            ops::socket(ty).transpose()
+            ops::socket(ty, domain == libc::AF_INET6).transpose()
         });
         match r {
             Ok(Some(fd)) => fd,
@@ -219,13 +245,15 @@ interpose! {
         }
     }
 
-    /// Loopback and kernel-owned addresses make the socket a kernel socket.
+    /// Loopback and kernel-owned addresses (and for an `AF_INET6` socket
+    /// any real IPv6 address) make the socket a kernel socket.
     tas_or_libc fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int
         // SAFETY: addr/len as the caller passed them, under bind's contract.
         => |c, s| unit_or_libc(|| unsafe { ops::bind(c, s, addr, len) });
 
-    tas fn listen(fd: c_int, backlog: c_int) -> c_int
-        => |c, s| unit(|| ops::listen(c, s, backlog));
+    /// An `AF_INET6` socket with `IPV6_V6ONLY` on becomes a kernel socket.
+    tas_or_libc fn listen(fd: c_int, backlog: c_int) -> c_int
+        => |c, s| unit_or_libc(|| ops::listen(c, s, backlog));
 
     tas fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int
         // SAFETY: addr/len as the caller passed them, under accept4's
@@ -237,7 +265,8 @@ interpose! {
         // contract (accept4's, without flags).
         => |c, s| int(|| unsafe { ops::accept(c, s, addr, len, 0) });
 
-    /// Loopback and kernel-owned addresses make the socket a kernel socket.
+    /// Loopback and kernel-owned addresses (and for an `AF_INET6` socket
+    /// any real IPv6 address) make the socket a kernel socket.
     tas_or_libc fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int
         // SAFETY: addr/len as the caller passed them, under connect's
         // contract.
@@ -906,7 +935,7 @@ const _: () = assert!(std::mem::size_of::<off_t>() == std::mem::size_of::<i64>()
 // Options and names.
 
 /// `TAS_PRELOAD_DEBUG`: an option the shim does not support says so.
-fn opt_reason(r: sys::Res<()>, what: &str, level: c_int, name: c_int) -> sys::Res<()> {
+fn opt_reason<T>(r: sys::Res<T>, what: &str, level: c_int, name: c_int) -> sys::Res<T> {
     if matches!(r, Err(libc::ENOPROTOOPT) | Err(libc::EOPNOTSUPP)) {
         debug::reason(|| {
             format!("option level {level} name {name} cannot be {what} on a TAS socket (unknown or unsupported)")
@@ -916,7 +945,8 @@ fn opt_reason(r: sys::Res<()>, what: &str, level: c_int, name: c_int) -> sys::Re
 }
 
 interpose! {
-    tas fn setsockopt(
+    /// `IPV6_V6ONLY` on makes an `AF_INET6` socket a kernel socket.
+    tas_or_libc fn setsockopt(
         fd: c_int,
         level: c_int,
         name: c_int,
@@ -925,7 +955,7 @@ interpose! {
     ) -> c_int
         // SAFETY: v/len as the caller passed them, under setsockopt's
         // contract.
-        => |c, s| unit(|| {
+        => |c, s| unit_or_libc(|| {
             // SAFETY: v/len as the caller passed them (the same contract).
             let r = unsafe { opts::setsockopt(c, s, level, name, v, len) };
             opt_reason(r, "set", level, name)

@@ -5,9 +5,11 @@
 //! ring sizes, `SO_LINGER` shapes `close`, timeouts bound blocking calls,
 //! `SO_REUSEPORT` shares a listening port, `SO_RCVLOWAT` gates
 //! readability); the rest are stored so `getsockopt` returns what was set.
-//! Anything not modelled — other `IPPROTO_IP`/`IPPROTO_TCP` options and
-//! unknown numbers — is applied to a *shadow* kernel TCP socket kept for
-//! that purpose, so values, validation and errno are exactly Linux's.
+//! Anything not modelled — other `IPPROTO_IP`/`IPPROTO_TCP` options, an
+//! `AF_INET6` socket's `IPPROTO_IPV6` options other than `IPV6_V6ONLY`, and
+//! unknown numbers — is applied to a *shadow* kernel TCP socket of the
+//! socket's family kept for that purpose, so values, validation and errno
+//! are exactly Linux's.
 
 use crate::ctx::{Ctx, Inner};
 use crate::fdtab::{high_fd_base, T_INTERNAL};
@@ -128,10 +130,11 @@ fn shadow(s: &mut Sock) -> Res<c_int> {
     if s.shadow >= 0 {
         return Ok(s.shadow);
     }
+    // Of the socket's family: an AF_INET6 socket's IPPROTO_IPV6 options
+    // (and its IPPROTO_IP ones, which Linux takes too) are answered there.
+    let fam = if s.v6 { libc::AF_INET6 } else { libc::AF_INET };
     // SAFETY: socket takes no pointers.
-    let k = check(unsafe {
-        real::socket::get()(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
-    })?;
+    let k = check(unsafe { real::socket::get()(fam, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
     let k = sys::move_high(k, high_fd_base());
     let g = global();
     if !g.fd_fits(k) {
@@ -143,8 +146,9 @@ fn shadow(s: &mut Sock) -> Res<c_int> {
     Ok(k)
 }
 
-fn modelled(level: c_int, name: c_int) -> bool {
+fn modelled(level: c_int, name: c_int, v6: bool) -> bool {
     match level {
+        libc::IPPROTO_IPV6 => v6 && name == libc::IPV6_V6ONLY,
         libc::SOL_SOCKET => matches!(
             name,
             libc::SO_REUSEADDR
@@ -183,7 +187,10 @@ fn modelled(level: c_int, name: c_int) -> bool {
     }
 }
 
-/// `setsockopt` on TAS socket `sid`.
+/// `setsockopt` on TAS socket `sid`: Some(()) when done; None when the
+/// socket has just become a kernel socket (`IPV6_V6ONLY` on for an
+/// `AF_INET6` socket, `ops::v6`) and the caller must call the real
+/// setsockopt.
 ///
 /// # Safety
 ///
@@ -196,15 +203,39 @@ pub unsafe fn setsockopt(
     name: c_int,
     val: *const c_void,
     len: socklen_t,
-) -> Res<()> {
+) -> Res<Option<()>> {
     let g = global();
     let mut inner = ctx.inner.lock();
     let s = inner.socks.get_mut(&sid).ok_or(libc::EBADF)?;
-    if !modelled(level, name) {
+    if !modelled(level, name, s.v6) {
         let k = shadow(s)?;
         // SAFETY: the caller's val/len, unchanged, under setsockopt's own
         // contract (ours); k is the shim's shadow socket.
-        return check(unsafe { real::setsockopt::get()(k, level, name, val, len) }).map(|_| ());
+        return check(unsafe { real::setsockopt::get()(k, level, name, val, len) })
+            .map(|_| Some(()));
+    }
+    if level == libc::IPPROTO_IPV6 {
+        // IPV6_V6ONLY: Linux takes it only before the socket has a port
+        // (do_ipv6_setsockopt: `inet_num` set is EINVAL).
+        // SAFETY: val/len as the caller passed them (contract).
+        let v = unsafe { read_int(val, len) }?;
+        if s.st != St::Fresh || s.local.1 != 0 {
+            return Err(libc::EINVAL);
+        }
+        if v == 0 {
+            s.v6only = false;
+            return Ok(Some(()));
+        }
+        // An IPv6-only socket is never TAS's: the kernel's from now on.
+        crate::debug::say(
+            "kernel IPV6_V6ONLY",
+            &format!(
+                "setsockopt(fd {}, IPV6_V6ONLY, 1): an IPv6-only socket uses the kernel stack",
+                s.a
+            ),
+        );
+        crate::ops::to_kernel(ctx.idx, &mut inner, sid)?;
+        return Ok(None);
     }
     // SAFETY: val/len as the caller passed them (same contract).
     let r = unsafe { set_modelled(&mut s.opts, g, level, name, val, len) };
@@ -229,7 +260,7 @@ pub unsafe fn setsockopt(
                 .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
         }
     }
-    r
+    r.map(Some)
 }
 
 /// Stores a modelled option in `o`, validated as Linux does.
@@ -413,7 +444,7 @@ pub unsafe fn getsockopt(
     };
     let Inner { tas, socks, .. } = &mut *inner;
     let s = socks.get_mut(&sid).ok_or(libc::EBADF)?;
-    if !modelled(level, name) {
+    if !modelled(level, name, s.v6) {
         let k = shadow(s)?;
         // SAFETY: the caller's val/len, unchanged, under getsockopt's own
         // contract (ours); k is the shim's shadow socket.
@@ -461,6 +492,7 @@ pub unsafe fn getsockopt(
                 e
             }
             libc::SO_TYPE => libc::SOCK_STREAM,
+            libc::SO_DOMAIN if s.v6 => libc::AF_INET6,
             libc::SO_DOMAIN => libc::AF_INET,
             libc::SO_PROTOCOL => libc::IPPROTO_TCP,
             libc::SO_ACCEPTCONN => matches!(s.st, St::Listening(_)) as c_int,
@@ -484,6 +516,11 @@ pub unsafe fn getsockopt(
         };
         // SAFETY: val/len as the caller passed them (contract).
         return unsafe { write_int(val, len, v) };
+    }
+    if level == libc::IPPROTO_IPV6 {
+        // IPV6_V6ONLY (the only IPPROTO_IPV6 option modelled).
+        // SAFETY: val/len as the caller passed them (contract).
+        return unsafe { write_int(val, len, s.v6only as c_int) };
     }
     let v: c_int = match name {
         libc::TCP_NODELAY => o.nodelay as c_int,

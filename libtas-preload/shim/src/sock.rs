@@ -70,6 +70,14 @@ pub struct Sock {
     pub klisten: c_int,
     /// The kernel listener has a connection (the reactor saw it readable).
     pub kready: bool,
+    /// The program made it as an `AF_INET6` socket (`ops::v6`): its
+    /// addresses are IPv4-mapped IPv6 addresses (`local`/`peer` hold the
+    /// IPv4 part; 0 is `::`), and anything TAS cannot serve sends it to the
+    /// kernel as an `AF_INET6` socket.
+    pub v6: bool,
+    /// `IPV6_V6ONLY` of an `AF_INET6` socket (never true while it is on
+    /// TAS past `bind`: such a socket goes to the kernel).
+    pub v6only: bool,
 }
 
 impl Sock {
@@ -99,6 +107,8 @@ impl Sock {
             interest: false,
             klisten: -1,
             kready: false,
+            v6: false,
+            v6only: false,
         }
     }
 }

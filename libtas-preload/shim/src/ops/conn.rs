@@ -1,5 +1,6 @@
 //! bind / listen / accept / connect, and the addresses they give
-//! (getsockname / getpeername). Also the decision that sends a socket to
+//! (getsockname / getpeername; IPv4-mapped `sockaddr_in6`s for an
+//! `AF_INET6` socket, whose own decisions are `v6`'s). Also the decision that sends a socket to
 //! the kernel stack: an address on loopback or owned by the kernel, or an
 //! address or port `TAS_EXCLUDE` names.
 
@@ -82,6 +83,28 @@ pub unsafe fn write_in(addr: *mut sockaddr, len: *mut socklen_t, ip: u32, port: 
     Ok(())
 }
 
+/// Copies an address out in the socket's family: `sockaddr_in`, or for an
+/// `AF_INET6` socket an IPv4-mapped `sockaddr_in6` (`ops::v6`).
+///
+/// # Safety
+///
+/// As for [`write_in`].
+unsafe fn write_addr(
+    v6: bool,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    ip: u32,
+    port: u16,
+) -> Res<()> {
+    if v6 {
+        // SAFETY: the same contract, passed on.
+        unsafe { super::v6::write_in6(addr, len, ip, port) }
+    } else {
+        // SAFETY: the same contract, passed on.
+        unsafe { write_in(addr, len, ip, port) }
+    }
+}
+
 fn is_loopback(ip: u32) -> bool {
     ip >> 24 == 127
 }
@@ -155,6 +178,10 @@ pub unsafe fn bind(
     addr: *const sockaddr,
     len: socklen_t,
 ) -> Res<Option<()>> {
+    if super::v6::is_v6(ctx, sid) {
+        // SAFETY: addr/len as the caller passed them (contract).
+        return unsafe { super::v6::bind(ctx, sid, addr, len) };
+    }
     // Linux's order of checks: length, family, address, port, state.
     if addr.is_null() {
         return Err(libc::EFAULT);
@@ -167,6 +194,14 @@ pub unsafe fn bind(
     if fam != libc::AF_INET && !(fam == libc::AF_UNSPEC && ip == 0) {
         return Err(libc::EAFNOSUPPORT);
     }
+    bind_at(ctx, sid, ip, port)
+}
+
+/// `bind` to IPv4 address `ip` (host order; 0 for the wildcard) and `port`
+/// once the address was read (an `AF_INET6` socket's IPv4-mapped or `::`
+/// address too): Some(()) when bound on TAS, None when the socket became a
+/// kernel socket.
+pub(super) fn bind_at(ctx: &'static Ctx, sid: u64, ip: u32, port: u16) -> Res<Option<()>> {
     if orphan(ctx) {
         return Err(libc::EINVAL);
     }
@@ -219,14 +254,20 @@ pub unsafe fn bind(
     Ok(Some(()))
 }
 
-pub fn listen(ctx: &'static Ctx, sid: u64, backlog: c_int) -> Res<()> {
+/// `listen`: Some(()) when listening on TAS; None when the socket became a
+/// kernel socket (an `AF_INET6` socket with `IPV6_V6ONLY` on) and the
+/// caller must call the real listen.
+pub fn listen(ctx: &'static Ctx, sid: u64, backlog: c_int) -> Res<Option<()>> {
     if orphan(ctx) {
         return Err(libc::EINVAL);
+    }
+    if super::v6::listen_goes_to_kernel(ctx, sid)? {
+        return Ok(None);
     }
     let mut inner = ctx.inner.lock();
     let s = inner.socks.get(&sid).ok_or(libc::EBADF)?;
     match s.st {
-        St::Listening(_) => return Ok(()),
+        St::Listening(_) => return Ok(Some(())),
         St::Fresh if s.bsd == Bsd::Unconnected => {}
         _ => return Err(libc::EINVAL),
     }
@@ -272,13 +313,14 @@ pub fn listen(ctx: &'static Ctx, sid: u64, backlog: c_int) -> Res<()> {
     s.st = St::Listening(l);
     s.backlog = backlog as c_int;
     if s.local.0 == 0 && s.klisten < 0 {
-        // 0.0.0.0: the kernel's addresses (loopback, ...) are served too.
+        // 0.0.0.0 (or `::`): the kernel's addresses (loopback, ...) are
+        // served too.
         s.klisten = super::wild::open(s, port, backlog as c_int);
     }
     set_port_listening(ctx.idx, s, true);
     inner.sync(sid);
     inner.after();
-    Ok(())
+    Ok(Some(()))
 }
 
 /// `accept4` (and `accept`, with no flags).
@@ -317,6 +359,7 @@ pub unsafe fn accept(
             dl = Some(deadline(s.opts.rcvtimeo));
         }
         let lopts = s.opts.clone();
+        let v6 = s.v6;
         inner.tas.poll_events();
         match inner.tas.try_accept(l) {
             Ok(Some(c)) => {
@@ -344,6 +387,8 @@ pub unsafe fn accept(
                 ns.peer = (info.remote_ip, info.remote_port);
                 ns.opts = lopts;
                 ns.opts.reuseport = false;
+                ns.v6 = v6;
+                ns.v6only = false;
                 let fd = match register(ctx, &mut inner, ns) {
                     Ok(fd) => fd,
                     Err(e) => {
@@ -358,7 +403,7 @@ pub unsafe fn accept(
                 inner.after();
                 drop(inner);
                 // SAFETY: addr/len as the caller passed them (contract).
-                unsafe { write_in(addr, len, info.remote_ip, info.remote_port) }?;
+                unsafe { write_addr(v6, addr, len, info.remote_ip, info.remote_port) }?;
                 return Ok(fd);
             }
             Ok(None) => {
@@ -420,11 +465,14 @@ pub unsafe fn connect(
             Err(libc::EOPNOTSUPP)
         };
     }
-    if (len as usize) < std::mem::size_of::<libc::sockaddr_in>() {
-        return Err(libc::EINVAL);
-    }
-    if fam != libc::AF_INET {
-        return Err(libc::EAFNOSUPPORT);
+    let v6 = inner.socks.get(&sid).ok_or(libc::EBADF)?.v6;
+    if !v6 {
+        if (len as usize) < std::mem::size_of::<libc::sockaddr_in>() {
+            return Err(libc::EINVAL);
+        }
+        if fam != libc::AF_INET {
+            return Err(libc::EAFNOSUPPORT);
+        }
     }
     let s = inner.socks.get_mut(&sid).ok_or(libc::EBADF)?;
     let nonblock = s.nonblock;
@@ -454,6 +502,26 @@ pub unsafe fn connect(
         (_, St::Failed) => renew_pair(&mut inner, sid)?,
         _ => {}
     }
+    // An AF_INET6 socket: Linux reads the address only now (after the
+    // state checks); an IPv4-mapped one is an IPv4 connect, anything else
+    // is the kernel's.
+    let (ip, port) = if v6 {
+        let v6only = inner.socks.get(&sid).ok_or(libc::EBADF)?.v6only;
+        // SAFETY: addr/len as the caller passed them (contract).
+        match unsafe { super::v6::connect_target(v6only, addr, len) }? {
+            Some(t) => t,
+            None => {
+                crate::debug::say(
+                    "kernel connect IPv6",
+                    "connect of an AF_INET6 socket to an IPv6 address (or with IPV6_V6ONLY on): the socket uses the kernel stack",
+                );
+                to_kernel(ctx.idx, &mut inner, sid)?;
+                return Ok(None);
+            }
+        }
+    } else {
+        (ip, port)
+    };
     let tip = tas_ip(&inner);
     let excluded = global().cfg.exclude.connect(ip, port);
     if ip == 0 || excluded || (Some(ip) != tip && kernel_local(ip)) {
@@ -548,12 +616,13 @@ pub unsafe fn getsockname(
     let inner = ctx.inner.lock();
     let s = inner.socks.get(&sid).ok_or(libc::EBADF)?;
     let (ip, port) = s.local;
+    let v6 = s.v6;
     drop(inner);
     if len.is_null() {
         return Err(libc::EFAULT);
     }
     // SAFETY: addr/len as the caller passed them (contract).
-    unsafe { write_in(addr, len, ip, port) }
+    unsafe { write_addr(v6, addr, len, ip, port) }
 }
 
 /// `getpeername`.
@@ -581,10 +650,11 @@ pub unsafe fn getpeername(
         return Err(libc::ENOTCONN);
     }
     let (ip, port) = s.peer;
+    let v6 = s.v6;
     drop(inner);
     if len.is_null() {
         return Err(libc::EFAULT);
     }
     // SAFETY: addr/len as the caller passed them (contract).
-    unsafe { write_in(addr, len, ip, port) }
+    unsafe { write_addr(v6, addr, len, ip, port) }
 }

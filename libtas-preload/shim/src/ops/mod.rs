@@ -10,6 +10,8 @@
 //!   pair after a failed connect);
 //! * `ports`: the ports bound by TAS sockets of this process;
 //! * `conn`: bind, listen, accept, connect and the names they give;
+//! * `v6`: what an `AF_INET6` socket does on TAS (dual-stack, IPv4-mapped
+//!   addresses) and when it goes to the kernel;
 //! * `data`: recv and send (and so read, write, sendfile, ...);
 //! * `close`: shutdown, close and the TAS-level teardown;
 //! * `fds`: dup, dup2/3, `O_NONBLOCK`, epoll registrations, queue ioctls.
@@ -22,13 +24,14 @@ mod data;
 mod fds;
 mod pair;
 mod ports;
+mod v6;
 pub(crate) mod wild;
 
 pub use close::{close, shutdown};
 pub use conn::{accept, bind, connect, getpeername, getsockname, listen};
 pub use data::{recv, send, Src};
 pub use fds::{add_fd, before_replace, epoll_track, ioctl_queue, set_nonblock};
-pub(crate) use pair::create_pair;
+pub(crate) use pair::{create_pair, to_kernel};
 pub use pair::{own_pair, socket};
 pub use ports::Ports;
 pub use wild::{fired as kernel_listener_fired, watched as kernel_listeners};

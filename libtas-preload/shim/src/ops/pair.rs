@@ -54,9 +54,10 @@ pub(super) fn register(ctx: &'static Ctx, inner: &mut Inner, s: Sock) -> Res<c_i
     Ok(a)
 }
 
-/// `socket(AF_INET, SOCK_STREAM, 0|IPPROTO_TCP)`: None when TAS is not
-/// available (the caller uses the kernel).
-pub fn socket(ty: c_int) -> Option<Res<c_int>> {
+/// `socket(AF_INET or AF_INET6, SOCK_STREAM, 0|IPPROTO_TCP)` (`v6`: the
+/// latter, `ops::v6`): None when TAS is not available (the caller uses the
+/// kernel).
+pub fn socket(ty: c_int, v6: bool) -> Option<Res<c_int>> {
     let ctx = my_ctx()?;
     let nonblock = ty & libc::SOCK_NONBLOCK != 0;
     let cloexec = ty & libc::SOCK_CLOEXEC != 0;
@@ -65,20 +66,59 @@ pub fn socket(ty: c_int) -> Option<Res<c_int>> {
         Err(e) => return Some(Err(e)),
     };
     let sid = global().next_sid.fetch_add(1, Ordering::Relaxed);
+    let mut s = Sock::new(sid, a, b, nonblock);
+    s.v6 = v6;
+    s.v6only = v6 && global().bindv6only;
     let mut inner = ctx.inner.lock();
-    Some(register(ctx, &mut inner, Sock::new(sid, a, b, nonblock)))
+    Some(register(ctx, &mut inner, s))
 }
 
+/// The kernel socket that takes `s`'s place: its shadow if it has one (the
+/// options set there), else a new one of its family; the modelled options
+/// applied, and an `AF_INET6` socket bound on TAS bound again to the same
+/// address and port (`ops::v6`: it leaves TAS when it connects to an IPv6
+/// address).
 fn kernel_socket_for(s: &Sock) -> Res<c_int> {
+    let fam = if s.v6 { libc::AF_INET6 } else { libc::AF_INET };
     let k = if s.shadow >= 0 {
         s.shadow
     } else {
         // SAFETY: socket takes no pointers.
-        check(unsafe {
-            real::socket::get()(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
-        })?
+        check(unsafe { real::socket::get()(fam, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?
+    };
+    let fail = |e: c_int| {
+        if k != s.shadow {
+            r_close(k);
+        }
+        Err(e)
     };
     opts::apply_to_kernel(k, &s.opts);
+    if s.v6 {
+        let _ = sys::r_setsockopt_int(k, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, s.v6only as c_int);
+        if s.port_registered && s.local.1 != 0 {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: s.local.1.to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: super::v6::mapped(s.local.0),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: `sin6` is a live local sockaddr_in6 of the length
+            // given; k is the shim's own socket.
+            let r = unsafe {
+                real::bind::get()(
+                    k,
+                    &sin6 as *const libc::sockaddr_in6 as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            };
+            if r != 0 {
+                return fail(sys::errno());
+            }
+        }
+    }
     let fl = libc::O_RDWR | if s.nonblock { libc::O_NONBLOCK } else { 0 };
     let _ = r_fcntl(k, libc::F_SETFL, fl as usize);
     Ok(k)
@@ -141,7 +181,7 @@ fn swap_pair(s: &mut Sock) -> Res<()> {
 /// Turns TAS socket `sid` into a kernel TCP socket with the same fd
 /// numbers, options and epoll registrations (for loopback and kernel-owned
 /// addresses).
-pub(super) fn to_kernel(ctx: usize, inner: &mut Inner, sid: u64) -> Res<()> {
+pub(crate) fn to_kernel(ctx: usize, inner: &mut Inner, sid: u64) -> Res<()> {
     let g = global();
     let s = inner.socks.get(&sid).ok_or(libc::EBADF)?;
     let k = kernel_socket_for(s)?;

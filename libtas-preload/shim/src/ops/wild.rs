@@ -1,7 +1,11 @@
 //! Wildcard listeners (issue 14, item 5): a TAS socket listening on
 //! `0.0.0.0` also gets a kernel listener on the same port, so that clients
 //! of loopback and of the kernel's other addresses reach the program too,
-//! as on Linux, while TAS serves its own address. The program sees one
+//! as on Linux, while TAS serves its own address. A dual-stack `AF_INET6`
+//! socket listening on `::` (`ops::v6`) gets a dual-stack kernel `AF_INET6`
+//! listener on `[::]` instead (Linux refuses `0.0.0.0` and `[::]`
+//! dual-stack on one port to two sockets), which takes IPv6 clients and
+//! the kernel's IPv4 addresses alike. The program sees one
 //! listener: `accept` takes TAS's connections first, then the kernel's (a
 //! kernel socket, handed over as it is), and the listener's fd is readable
 //! while either has one.
@@ -59,17 +63,19 @@ pub(super) fn open(s: &Sock, port: u16, backlog: c_int) -> c_int {
         crate::debug::say(
             "wildcard kernel listener",
             &format!(
-                "listen(fd {}) on 0.0.0.0:{port}: no kernel listener beside TAS's ({what}: {}): loopback and kernel addresses are not served",
+                "listen(fd {}) on {}:{port}: no kernel listener beside TAS's ({what}: {}): loopback and kernel addresses are not served",
                 s.a,
+                if s.v6 { "[::]" } else { "0.0.0.0" },
                 crate::debug::errno_name(e)
             ),
         );
         -1
     };
+    let fam = if s.v6 { libc::AF_INET6 } else { libc::AF_INET };
     // SAFETY: socket takes no pointers.
     let k = unsafe {
         real::socket::get()(
-            libc::AF_INET,
+            fam,
             libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
             0,
         )
@@ -92,13 +98,36 @@ pub(super) fn open(s: &Sock, port: u16, backlog: c_int) -> c_int {
         sin_addr: libc::in_addr { s_addr: 0 },
         sin_zero: [0; 8],
     };
-    // SAFETY: `sin` is a live local sockaddr_in of the length given.
-    let r = unsafe {
-        real::bind::get()(
-            k,
-            &sin as *const libc::sockaddr_in as *const sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as socklen_t,
-        )
+    let sin6 = libc::sockaddr_in6 {
+        sin6_family: libc::AF_INET6 as libc::sa_family_t,
+        sin6_port: port.to_be(),
+        sin6_flowinfo: 0,
+        sin6_addr: libc::in6_addr { s6_addr: [0; 16] },
+        sin6_scope_id: 0,
+    };
+    let r = if s.v6 {
+        // Dual-stack whatever net.ipv6.bindv6only says (the socket it
+        // serves has IPV6_V6ONLY off).
+        if sys::r_setsockopt_int(k, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0).is_err() {
+            return fail("IPV6_V6ONLY", k);
+        }
+        // SAFETY: `sin6` is a live local sockaddr_in6 of the length given.
+        unsafe {
+            real::bind::get()(
+                k,
+                &sin6 as *const libc::sockaddr_in6 as *const sockaddr,
+                std::mem::size_of::<libc::sockaddr_in6>() as socklen_t,
+            )
+        }
+    } else {
+        // SAFETY: `sin` is a live local sockaddr_in of the length given.
+        unsafe {
+            real::bind::get()(
+                k,
+                &sin as *const libc::sockaddr_in as *const sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as socklen_t,
+            )
+        }
     };
     if r != 0 {
         return fail("bind", k);
