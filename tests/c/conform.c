@@ -1183,6 +1183,163 @@ static void case_fork_handoff(void)
     close(s);
 }
 
+/* SCM_RIGHTS: a socket passed over a Unix socket to a process that did
+ * not inherit it (forked before the socket existed, or exec'ed). */
+static int send_fd(int u, int fd)
+{
+    char c = 'F';
+    struct iovec iov = {&c, 1};
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } cm;
+    memset(&cm, 0, sizeof cm);
+    struct msghdr m = {0};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = cm.buf;
+    m.msg_controllen = sizeof cm.buf;
+    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(h), &fd, sizeof fd);
+    return sendmsg(u, &m, 0);
+}
+
+/* Receives one fd (-1 if none); `flags` for recvmsg. */
+static int recv_fd(int u, int flags)
+{
+    char c;
+    struct iovec iov = {&c, 1};
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } cm;
+    struct msghdr m = {0};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = cm.buf;
+    m.msg_controllen = sizeof cm.buf;
+    if (recvmsg(u, &m, flags) != 1) return -1;
+    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+    if (!h || h->cmsg_type != SCM_RIGHTS) return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(h), sizeof fd);
+    return fd;
+}
+
+/* The receiving side of the third case, in an exec'ed image: argv
+ * "scmrecv UNIXFD". */
+static int scm_receiver(int u)
+{
+    int s = recv_fd(u, MSG_CMSG_CLOEXEC);
+    int cloexec = s >= 0 ? (fcntl(s, F_GETFD) & FD_CLOEXEC) != 0 : -1;
+    int ok1 = s >= 0 && echo_once(s, "exec-one");
+    char go;
+    if (read(u, &go, 1) != 1) return 1; /* the sender closed its copy */
+    int ok2 = s >= 0 && echo_once(s, "exec-two");
+    int c = close(s);
+    char r[64];
+    int n = snprintf(r, sizeof r, "%d %d %d %d", cloexec, ok1, ok2, c);
+    if (write(u, r, n) != n) return 1;
+    return 0;
+}
+
+static void case_scm_rights(void)
+{
+    out("# SCM_RIGHTS: a connection passed to a child forked before it existed");
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sp[0]);
+        int s = recv_fd(sp[1], 0);
+        int ok1 = s >= 0 && echo_once(s, "passed-one");
+        char go;
+        if (read(sp[1], &go, 1) != 1) _exit(1);
+        int ok2 = s >= 0 && echo_once(s, "passed-two");
+        int c = close(s);
+        char r[64];
+        int n = snprintf(r, sizeof r, "%d %d %d", ok1, ok2, c);
+        if (write(sp[1], r, n) != n) _exit(1);
+        _exit(0);
+    }
+    close(sp[1]);
+    int s = conn_to(7001);
+    out("  parent echo before = %d", echo_once(s, "before"));
+    R("sendmsg SCM_RIGHTS", send_fd(sp[0], s));
+    R("parent: close its copy", close(s));
+    R("go", write(sp[0], "g", 1));
+    char b[64] = {0};
+    int n = 0, r;
+    while (n < (int)sizeof b - 1 && (r = read(sp[0], b + n, sizeof b - 1 - n)) > 0) n += r;
+    int st = 0;
+    waitpid(pid, &st, 0);
+    close(sp[0]);
+    out("  child: echo, echo after the parent's close, close = %s", b);
+    out("  child exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+
+    out("# SCM_RIGHTS: a listener passed to a child, which accepts on it");
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) return;
+    pid = fork();
+    if (pid == 0) {
+        close(sp[0]);
+        int l = recv_fd(sp[1], 0);
+        int acc = SO_ACCEPTCONN;
+        int c = accept(l, NULL, NULL);
+        char got[16] = {0};
+        int k = 0;
+        long end = now_ms() + 5000;
+        while (c >= 0 && k < 2 && now_ms() < end) {
+            int r = read(c, got + k, 2 - k);
+            if (r <= 0) break;
+            k += r;
+        }
+        char rr[96];
+        int m = snprintf(rr, sizeof rr, "acceptconn %d, accept %s, read %d \"%s\"",
+                         getint(l, SOL_SOCKET, acc), c >= 0 ? "ok" : ename(errno), k, got);
+        if (c >= 0) close(c);
+        close(l);
+        if (write(sp[1], rr, m) != m) _exit(1);
+        _exit(0);
+    }
+    close(sp[1]);
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    setint(l, SOL_SOCKET, SO_REUSEADDR, 1);
+    struct sockaddr_in a = addr("0.0.0.0", 8011);
+    R("bind", bind(l, (struct sockaddr *)&a, sizeof a));
+    R("listen", listen(l, 16));
+    R("sendmsg SCM_RIGHTS listener", send_fd(sp[0], l));
+    R("parent: close the listener", close(l));
+    partner_connect(8011, "hi");
+    memset(b, 0, sizeof b);
+    n = 0;
+    while (n < (int)sizeof b - 1 && (r = read(sp[0], b + n, sizeof b - 1 - n)) > 0) n += r;
+    waitpid(pid, &st, 0);
+    close(sp[0]);
+    out("  child: %s", b);
+    out("  child exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+
+    out("# SCM_RIGHTS: a connection passed to an exec'ed program (MSG_CMSG_CLOEXEC)");
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) return;
+    pid = fork();
+    if (pid == 0) {
+        close(sp[0]);
+        char fdarg[16];
+        snprintf(fdarg, sizeof fdarg, "%d", sp[1]);
+        char *argv[] = {"conform", "scmrecv", fdarg, NULL};
+        execv("/proc/self/exe", argv);
+        _exit(127);
+    }
+    close(sp[1]);
+    s = conn_to(7001);
+    R("sendmsg SCM_RIGHTS", send_fd(sp[0], s));
+    R("parent: close its copy", close(s));
+    R("go", write(sp[0], "g", 1));
+    memset(b, 0, sizeof b);
+    n = 0;
+    while (n < (int)sizeof b - 1 && (r = read(sp[0], b + n, sizeof b - 1 - n)) > 0) n += r;
+    waitpid(pid, &st, 0);
+    close(sp[0]);
+    out("  receiver: cloexec, echo, echo after the sender's close, close = %s", b);
+    out("  receiver exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+}
+
 /* ------------------------------------------------------------------ */
 /* TAS-only cases (behaviour that differs from Linux by design, or that is
  * about the shim itself). Checked line by line by tests/tests/preload.rs. */
@@ -1552,6 +1709,10 @@ int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "partner") == 0)
         return partner();
+    if (argc >= 3 && strcmp(argv[1], "scmrecv") == 0) {
+        alarm(30);
+        return scm_receiver(atoi(argv[2]));
+    }
     if (argc < 4 || (strcmp(argv[1], "run") != 0 && strcmp(argv[1], "tasonly") != 0)) {
         fprintf(stderr, "usage: conform partner | conform run|tasonly PEER_IP OWN_IP [CASE]\n");
         return 2;
@@ -1575,7 +1736,7 @@ int main(int argc, char **argv)
         {"mixed", case_mixed}, {"dup", case_dup}, {"vectors", case_vectors},
         {"sendfile", case_sendfile}, {"blocking", case_blocking}, {"unread", case_close_unread},
         {"loopback", case_loopback}, {"fork", case_fork},
-        {"forkhandoff", case_fork_handoff},
+        {"forkhandoff", case_fork_handoff}, {"scm", case_scm_rights},
     };
     for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (only && strcmp(only, cases[i].name) != 0) continue;
