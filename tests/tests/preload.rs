@@ -165,6 +165,14 @@ fn run_conform_tas() -> String {
         Duration::from_secs(150),
     );
     assert_ok(&o, "conformance program under the shim on TAS");
+    // The `scm` case passed three TAS sockets with SCM_RIGHTS: each was
+    // claimed from tasd by its receiver (not passed as a bare Unix socket).
+    let claimed = tb.tasd_counter("slowpath.xfers_claimed");
+    assert!(
+        claimed >= 3,
+        "SCM_RIGHTS: tasd saw {claimed} transfers claimed, want 3 (slowpath.xfers {})",
+        tb.tasd_counter("slowpath.xfers")
+    );
     stdout(&o)
 }
 
@@ -192,6 +200,9 @@ fn conformance_same_results_on_linux_and_tas() {
         "peer got 301000 bytes, sum ok 1",
         "child: echo before, echo after the parent's close, close = 1 1 0",
         "first child echo = 0",
+        "child: echo, echo after the parent's close, close = 1 1 0",
+        "child: acceptconn 1, accept ok, read 2 \"hi\"",
+        "receiver: cloexec, echo, echo after the sender's close, close = 1 1 1 0",
     ] {
         assert!(linux.contains(want), "Linux output lacks {want:?}");
     }
