@@ -2263,6 +2263,34 @@ mod tests {
         }
     }
 
+    /// The description an `SCM_RIGHTS` transfer carries through tasd
+    /// (`Conn::to_msg`) gives back the same connection, and an
+    /// inconsistent one is refused.
+    #[test]
+    fn a_connection_described_in_a_message_round_trips() {
+        let mut c = Conn::new(FlowInfo {
+            local_ip: 0xc612_0001,
+            remote_ip: 0xc612_0002,
+            local_port: 8080,
+            remote_port: 40000,
+            rx_base: 4096,
+            tx_base: 8192,
+            mss: 1448,
+            opaque: 0x1234_5678_9abc,
+            ..info(1000, 5000)
+        });
+        c.apply(&ev(1300, 5000, event::F_RX_FIN));
+        c.rx_read = 1100;
+        c.tx_written = 5200;
+        c.gen = 3;
+        let mut m = CtlMsg::new(ctl::XFER);
+        c.to_msg(&mut m);
+        let back = Conn::from_msg(&m).expect("consistent");
+        assert_eq!(back.to_words(), c.to_words());
+        m.arg[0] = m.info.rx_seq.wrapping_sub(70_000); // read before the ring
+        assert!(Conn::from_msg(&m).is_none());
+    }
+
     #[test]
     fn notifications_of_a_reused_flow_id_are_told_apart() {
         let mut c = Conn::new(info(1000, u32::MAX - 10));

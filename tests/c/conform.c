@@ -1548,6 +1548,38 @@ static void tas_bufsizes(void)
     close(s);
 }
 
+/* A TAS socket passed to a process of another user is refused: its use
+ * fails with EACCES (the sender's connection is unaffected). The attach
+ * socket must let that user in (the test makes it 0666). */
+static void tas_scm_other_user(void)
+{
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sp[0]);
+        if (setgid(65534) != 0 || setuid(65534) != 0) {
+            out("scm other user: setuid failed");
+            _exit(1);
+        }
+        int s = recv_fd(sp[1], 0);
+        char b[8];
+        errno = 0;
+        int r = read(s, b, sizeof b);
+        int e = errno;
+        out("scm other user: read = %d %s", r, ename(e));
+        _exit(0);
+    }
+    close(sp[1]);
+    int s = conn_to(7001);
+    send_fd(sp[0], s);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    close(sp[0]);
+    out("scm other user: sender echo after = %s", echo_once(s, "mine") ? "ok" : "FAILED");
+    close(s);
+}
+
 static int tasonly(void)
 {
     tas_bufsizes();
@@ -1555,6 +1587,7 @@ static int tasonly(void)
     tas_exec_stdio();
     tas_exec();
     tas_threads();
+    tas_scm_other_user();
     tas_idle();
     out("# done");
     return 0;

@@ -221,6 +221,12 @@ fn conformance_same_results_on_linux_and_tas() {
 fn fork_exec_threads_and_idle_cpu() {
     let mut tb = Testbed::new("pfk", backend());
     tb.spawn_lnx(&conform(), &["partner"], Some("partner listening"));
+    // Another user may attach (the SCM_RIGHTS case passes a socket to one).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tb.socket, std::fs::Permissions::from_mode(0o666))
+            .expect("chmod the attach socket");
+    }
     let o = tb.run_tas(
         env_bin(),
         &[
@@ -248,6 +254,8 @@ fn fork_exec_threads_and_idle_cpu() {
         "rcvbuf: all received",
         "sndbuf: unsent+unacked <= 8192",
         "idle: cpu ok",
+        "scm other user: read = -1 EACCES",
+        "scm other user: sender echo after = ok",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
