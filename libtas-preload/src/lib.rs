@@ -8,7 +8,8 @@
 //! change tracking ([`Tas::take_changes`]), explicit control of the
 //! wake-up flag ([`Tas::set_waiting`]), and handing sockets to a forked or
 //! exec'ed process ([`Tas::share_begin`], [`Tas::attach_alias`],
-//! [`Tas::adopt_conn`], [`Tas::drop_conn`], [`Conn::to_words`]).
+//! [`Tas::adopt_conn`], [`Tas::drop_conn`], [`Conn::to_words`]) or to
+//! another process with `SCM_RIGHTS` ([`Tas::xfer`], [`Tas::xfer_claim`]).
 //!
 //! Must not: export C symbols (the `LD_PRELOAD` shim is a separate `cdylib`
 //! that builds on this crate, so linking this library never hijacks a Rust

@@ -21,7 +21,8 @@
 //!   (`fdtab.rs`), the contexts and their sockets (`ctx.rs`, `sock.rs`),
 //!   readiness on each socket's pair (`readiness.rs`), waiting (`wait.rs`,
 //!   `mux.rs`), the reactor thread (`reactor.rs`), sockets that survive
-//!   `fork` (`fork.rs`) and `exec` (`exec.rs`), and threads under a
+//!   `fork` (`fork.rs`) and `exec` (`exec.rs`) or are passed with
+//!   `SCM_RIGHTS` (`pass.rs`), and threads under a
 //!   seccomp filter (`prctl`, `sys::restricted`), on which the shim makes
 //!   only the system calls such sandboxes allow.
 //! * What each call does to a TAS socket, with Linux's results and errno
@@ -75,7 +76,10 @@
 //!   takes the socket over; `close` of a socket other processes may hold
 //!   only lets go of this process's reference (`fork.rs`). Sockets without
 //!   `FD_CLOEXEC` survive `exec` likewise, described to the new image in
-//!   `TAS_INHERIT` (`exec.rs`). If tasd refuses, inherited sockets give
+//!   `TAS_INHERIT` (`exec.rs`). A socket sent with `SCM_RIGHTS` is
+//!   registered with tasd by the sender and claimed by the receiver, which
+//!   takes it over the same way (`pass.rs`; another user's is refused:
+//!   `EACCES`). If tasd refuses, inherited sockets give
 //!   clean errors (`ENOTCONN` for data calls, `EINVAL` for
 //!   listen/accept/connect/bind).
 //! * **Errors.** Failures become `-1` with the errno Linux would give; the
