@@ -93,7 +93,8 @@ unsafe fn rights(msg: *const msghdr) -> Vec<c_int> {
 ///
 /// As [`rights`].
 pub unsafe fn before_send(msg: *const msghdr) -> Result<Sent, c_int> {
-    if msg.is_null() {
+    // A thread under a seccomp filter makes no call a sandbox may forbid.
+    if msg.is_null() || sys::restricted() {
         return Ok(Sent::default());
     }
     // SAFETY: the caller's contract.
@@ -236,7 +237,7 @@ fn file_key(fd: c_int) -> Option<(u64, u64)> {
 ///
 /// As [`rights`], for the message the kernel just filled.
 pub unsafe fn after_recv(msg: *const msghdr, flags: c_int) {
-    if msg.is_null() || flags & libc::MSG_PEEK != 0 {
+    if msg.is_null() || flags & libc::MSG_PEEK != 0 || sys::restricted() {
         return;
     }
     // SAFETY: the caller's contract.
@@ -257,16 +258,9 @@ pub unsafe fn after_recv(msg: *const msghdr, flags: c_int) {
             continue;
         }
         let Some(key) = file_key(fd) else { continue };
-        if let Some(&(_, first, ctx, sid)) = seen.iter().find(|x| x.0 == key) {
+        if let Some(&(_, _, ctx, sid)) = seen.iter().find(|x| x.0 == key) {
             // The same socket twice: one socket under both numbers.
-            let ce = r_fcntl(fd, libc::F_GETFD, 0).is_ok_and(|f| f & libc::FD_CLOEXEC != 0);
-            // SAFETY: dup3 takes no pointers; both numbers are this message's.
-            if unsafe { real::dup3::get()(first, fd, if ce { libc::O_CLOEXEC } else { 0 }) } >= 0 {
-                if let Some(s) = ctx.inner.lock().socks.get_mut(&sid) {
-                    s.fds.push(fd);
-                    g.set_fd(fd, encode(ctx.idx, sid));
-                }
-            }
+            add_number(ctx, sid, fd);
             continue;
         }
         if let Some((ctx, sid)) = claim(fd) {
@@ -274,6 +268,41 @@ pub unsafe fn after_recv(msg: *const msghdr, flags: c_int) {
         }
     }
     sys::set_errno(saved);
+}
+
+/// Puts socket `sid` of `ctx` under received fd number `fd` too (its
+/// close-on-exec flag kept), as a `dup` would.
+fn add_number(ctx: &'static Ctx, sid: u64, fd: c_int) {
+    let g = global();
+    let ce = r_fcntl(fd, libc::F_GETFD, 0).is_ok_and(|f| f & libc::FD_CLOEXEC != 0);
+    let mut inner = ctx.inner.lock();
+    let Some(s) = inner.socks.get_mut(&sid) else {
+        return;
+    };
+    // SAFETY: dup3 takes no pointers; s.a is this socket's number, fd the
+    // received one.
+    if unsafe { real::dup3::get()(s.a, fd, if ce { libc::O_CLOEXEC } else { 0 }) } >= 0 {
+        s.fds.push(fd);
+        g.set_fd(fd, encode(ctx.idx, sid));
+    }
+}
+
+/// The socket of this process that is flow `flow` (or listener `l`)
+/// already, if any (a socket passed to a process that has it).
+fn existing(flow: Option<u32>, l: Option<u32>) -> Option<(&'static Ctx, u64)> {
+    let g = global();
+    let gen = g.gen.load(Ordering::Acquire);
+    g.live_ctxs()
+        .filter(|c| c.gen == gen && !c.dead.load(Ordering::Relaxed))
+        .find_map(|c| {
+            let inner = c.inner.lock();
+            let sid = match (flow, l) {
+                (Some(f), _) => inner.by_flow.get(&f).copied(),
+                (_, Some(l)) => inner.by_listener.get(&l).copied(),
+                _ => None,
+            }?;
+            Some((c, sid))
+        })
 }
 
 /// Claims received fd `fd` from tasd and takes the socket over; None when
@@ -300,6 +329,15 @@ fn claim(fd: c_int) -> Option<(&'static Ctx, u64)> {
             return None;
         }
     };
+    let known = match &cl.what {
+        tas::Passed::Conn(c) => existing(Some(c.info.flow), None),
+        tas::Passed::Listener(l, _, _) => existing(None, Some(*l)),
+        tas::Passed::Fresh => None,
+    };
+    if let Some((c, sid)) = known {
+        add_number(c, sid, fd);
+        return Some((c, sid));
+    }
     let (what, region) = match cl.what {
         tas::Passed::Conn(c) => (What::Conn(c.to_words().to_vec()), Some(cl.region)),
         tas::Passed::Listener(l, ip, port) => (What::Listener(l, ip, port), Some(cl.region)),

@@ -38,6 +38,8 @@ use crate::stack::{AppId, Stack, StackIo};
 pub const XFER_TTL_NS: u64 = 30_000_000_000;
 /// Most unclaimed transfers per sending process.
 pub const MAX_PENDING_XFERS: usize = 64;
+/// Most unclaimed transfers in all (each keeps a file open here).
+pub const MAX_PENDING_XFERS_TOTAL: usize = 4096;
 
 /// A pending (or claimed) `SCM_RIGHTS` transfer: the part of a [`Grant`]
 /// that only transfers have.
@@ -102,12 +104,15 @@ impl Stack {
         if pid == 0 {
             return self.reply_err(io, app, msg, libc::EBADF);
         }
+        let unclaimed = |g: &&Grant| g.xfer.as_ref().is_some_and(|x| !x.claimed);
         let pending = self
             .grants
             .iter()
-            .filter(|g| g.from_pid == pid && g.xfer.as_ref().is_some_and(|x| !x.claimed))
+            .filter(unclaimed)
+            .filter(|g| g.from_pid == pid)
             .count();
-        if pending >= MAX_PENDING_XFERS {
+        let total = self.grants.iter().filter(unclaimed).count();
+        if pending >= MAX_PENDING_XFERS || total >= MAX_PENDING_XFERS_TOTAL {
             self.stats.xfers_refused += 1;
             crate::warn_limited!(
                 pid,
@@ -233,6 +238,29 @@ impl Stack {
         g.pid = pid;
         let desc = x.desc;
         let region = x.region;
+        // What the receiving process holds already (a socket passed to a
+        // process that has it) needs no grant: it would keep the socket
+        // alive until that process exits.
+        let (flows, listeners) = (g.flows.clone(), g.listeners.clone());
+        let held_f: Vec<_> = flows
+            .into_iter()
+            .filter(|id| {
+                self.conns
+                    .get(id)
+                    .is_some_and(|c| held_by(&c.holders, app, pid, io))
+            })
+            .collect();
+        let held_l: Vec<_> = listeners
+            .into_iter()
+            .filter(|id| {
+                self.listeners
+                    .get(id)
+                    .is_some_and(|l| held_by(&l.holders, app, pid, io))
+            })
+            .collect();
+        let g = &mut self.grants[i];
+        g.flows.retain(|id| !held_f.contains(id));
+        g.listeners.retain(|id| !held_l.contains(id));
         self.stats.xfers_claimed += 1;
         tracing::debug!(app, pid, from = g.from_pid, "SCM_RIGHTS transfer claimed");
         let mut r = CtlMsg {

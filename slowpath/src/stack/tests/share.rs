@@ -494,6 +494,27 @@ fn a_transfer_is_claimed_by_the_file_and_the_user_and_expires_unclaimed() {
         &mut fx.io,
     );
     assert_eq!(result(&mut fx, CHILD).err, libc::ENOENT);
+    // Passed to a process that holds it already (itself): the claim keeps
+    // no reference, so its close is the last.
+    let (h, _i) = pair();
+    fx.stack.on_app_msg_fd(
+        fx.now,
+        CHILD,
+        &xfer_msg(ctl::XFER, 20, id, 0),
+        dup(&h),
+        &mut fx.io,
+    );
+    assert_eq!(result(&mut fx, CHILD).err, 0);
+    fx.stack.on_app_msg_fd(
+        fx.now,
+        CHILD,
+        &xfer_msg(ctl::XFER_CLAIM, 21, 0, 0),
+        dup(&h),
+        &mut fx.io,
+    );
+    assert_eq!(fx.msgs().len(), 2);
+    fx.ctl(CHILD, flow_msg(ctl::DROP, 22, id));
+    assert_eq!(result(&mut fx, CHILD).arg[0], 1);
 
     // The listener: a transfer cancelled (the sendmsg failed) goes at
     // once; at most MAX_PENDING_XFERS wait per process; unclaimed ones
