@@ -31,7 +31,7 @@ use crate::exec::{take_over, Entry, What};
 use crate::fdtab::{encode, Kind};
 use crate::global::global;
 use crate::sock::St;
-use crate::sys::{self, log, r_fcntl, real};
+use crate::sys::{self, r_fcntl, real};
 use libc::{c_int, msghdr};
 use std::sync::atomic::Ordering;
 
@@ -308,7 +308,6 @@ fn existing(flow: Option<u32>, l: Option<u32>) -> Option<(&'static Ctx, u64)> {
 /// Claims received fd `fd` from tasd and takes the socket over; None when
 /// it is not a passed TAS socket (or taking it over failed).
 fn claim(fd: c_int) -> Option<(&'static Ctx, u64)> {
-    let g = global();
     let ctx = crate::ctx::my_ctx()?;
     let r = ctx.inner.lock().tas.xfer_claim(fd);
     let say = |why: String| {
@@ -360,11 +359,10 @@ fn claim(fd: c_int) -> Option<(&'static Ctx, u64)> {
     };
     match take_over(into, &e, 0) {
         Ok(sid) => {
-            if g.cfg.debug {
-                log(&format!(
-                    "fd {fd}: TAS socket received by SCM_RIGHTS taken over"
-                ));
-            }
+            crate::debug::say(
+                "scm-taken",
+                &format!("recvmsg: fd {fd}: TAS socket received by SCM_RIGHTS taken over"),
+            );
             Some((into, sid))
         }
         Err(why) => {

@@ -20,8 +20,10 @@
 //! survives the sender's close (or exit) until the receiver claims it. It
 //! is not kept forever as a file in flight is on Linux: an unclaimed
 //! transfer goes after [`XFER_TTL_NS`] (what only it held is then closed
-//! gracefully), and a process has at most [`MAX_PENDING_XFERS`] pending
-//! (`ETOOMANYREFS`, as Linux's limit on files in flight).
+//! gracefully), and a process has at most [`MAX_PENDING_XFERS`] pending,
+//! all processes [`MAX_PENDING_XFERS_TOTAL`] (`ETOOMANYREFS`, as Linux's
+//! limit on files in flight). A claim by a process that holds the socket
+//! already keeps no reference to it.
 //!
 //! An unclaimed transfer never authorises anything by its id (`has_grant`,
 //! `grant_for`): only its key, presented by a process of the right user.
