@@ -10,6 +10,7 @@
  *   conform partner                 serve the peer behaviours below (198.18.0.2)
  *   conform run PEER_IP OWN_IP      run every case, print the results
  *   conform tasonly PEER_IP OWN_IP  fork/exec/threads/idle-CPU checks of the shim
+ *   conform scmuser PEER_IP OWN_IP  a TAS socket passed to another user (refused)
  *
  * Partner ports (PEER_IP):
  *   7000  nothing listens (connect refused)
@@ -1587,7 +1588,6 @@ static int tasonly(void)
     tas_exec_stdio();
     tas_exec();
     tas_threads();
-    tas_scm_other_user();
     tas_idle();
     out("# done");
     return 0;
@@ -1746,8 +1746,9 @@ int main(int argc, char **argv)
         alarm(30);
         return scm_receiver(atoi(argv[2]));
     }
-    if (argc < 4 || (strcmp(argv[1], "run") != 0 && strcmp(argv[1], "tasonly") != 0)) {
-        fprintf(stderr, "usage: conform partner | conform run|tasonly PEER_IP OWN_IP [CASE]\n");
+    if (argc < 4 || (strcmp(argv[1], "run") != 0 && strcmp(argv[1], "tasonly") != 0 &&
+                     strcmp(argv[1], "scmuser") != 0)) {
+        fprintf(stderr, "usage: conform partner | conform run|tasonly|scmuser PEER_IP OWN_IP [CASE]\n");
         return 2;
     }
     peer_ip = argv[2];
@@ -1755,6 +1756,11 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "tasonly") == 0) {
         alarm(120);
         return tasonly();
+    }
+    if (strcmp(argv[1], "scmuser") == 0) {
+        alarm(60);
+        tas_scm_other_user();
+        return 0;
     }
     const char *only = argc > 4 ? argv[4] : NULL;
     alarm(120);

@@ -239,7 +239,30 @@ fn fork_exec_threads_and_idle_cpu() {
         Duration::from_secs(120),
     );
     assert_ok(&o, "tas-only cases");
-    let out = stdout(&o);
+    let mut out = stdout(&o);
+    // A socket passed to another user: refused, and TAS_PRELOAD_DEBUG
+    // says so.
+    let o = tb.run_tas(
+        env_bin(),
+        &[
+            &preload_env(),
+            "TAS_PRELOAD_DEBUG=1",
+            conform().to_str().unwrap(),
+            "scmuser",
+            LNX_IP,
+            TAS_IP,
+        ],
+        Duration::from_secs(60),
+    );
+    assert_ok(&o, "SCM_RIGHTS to another user");
+    out += &stdout(&o);
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "received by SCM_RIGHTS: another user's TAS socket: refused; its use fails with EACCES"
+        ),
+        "no TAS_PRELOAD_DEBUG line for the refused SCM_RIGHTS socket:\n{err}"
+    );
     for want in [
         "child: write inherited = 1",
         "child: read inherited = 1",

@@ -412,3 +412,55 @@ fn refuse(ctx: &'static Ctx, fd: c_int) -> Option<(&'static Ctx, u64)> {
     inner.after();
     Some((ctx, sid))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fds of every `SCM_RIGHTS` header, other headers skipped, a
+    /// header cut short by the buffer's length read no further.
+    #[test]
+    fn rights_are_read_from_every_scm_rights_header() {
+        #[repr(C, align(8))]
+        struct Buf([u8; 256]);
+        let mut buf = Buf([0; 256]);
+        let mut m: msghdr = unsafe { std::mem::zeroed() };
+        m.msg_control = buf.0.as_mut_ptr() as *mut libc::c_void;
+        // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic.
+        let (sp1, sp2, sp3) = unsafe {
+            (
+                libc::CMSG_SPACE(8) as usize,
+                libc::CMSG_SPACE(4) as usize,
+                libc::CMSG_SPACE(4) as usize,
+            )
+        };
+        m.msg_controllen = (sp1 + sp2 + sp3) as _;
+        // SAFETY: the headers are written inside `buf` (sizes above), as a
+        // sender builds them.
+        unsafe {
+            let h = libc::CMSG_FIRSTHDR(&m);
+            (*h).cmsg_level = libc::SOL_SOCKET;
+            (*h).cmsg_type = libc::SCM_RIGHTS;
+            (*h).cmsg_len = libc::CMSG_LEN(8) as _;
+            std::ptr::copy_nonoverlapping([7i32, 9].as_ptr(), libc::CMSG_DATA(h) as *mut i32, 2);
+            let h = libc::CMSG_NXTHDR(&m, h);
+            (*h).cmsg_level = libc::SOL_SOCKET;
+            (*h).cmsg_type = libc::SCM_CREDENTIALS;
+            (*h).cmsg_len = libc::CMSG_LEN(4) as _;
+            let h = libc::CMSG_NXTHDR(&m, h);
+            (*h).cmsg_level = libc::SOL_SOCKET;
+            (*h).cmsg_type = libc::SCM_RIGHTS;
+            (*h).cmsg_len = libc::CMSG_LEN(4) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(h) as *mut i32, 11);
+        }
+        // SAFETY: `m` describes `buf`.
+        assert_eq!(unsafe { rights(&m) }, vec![7, 9, 11]);
+        // The buffer ends inside the last header's data: nothing of it.
+        m.msg_controllen = (sp1 + sp2 + 2) as _;
+        // SAFETY: as above, shorter.
+        assert_eq!(unsafe { rights(&m) }, vec![7, 9]);
+        m.msg_control = std::ptr::null_mut();
+        // SAFETY: no control buffer.
+        assert!(unsafe { rights(&m) }.is_empty());
+    }
+}
