@@ -1205,18 +1205,49 @@ static int send_fd(int u, int fd)
     return sendmsg(u, &m, 0);
 }
 
-/* Receives one fd (-1 if none); `flags` for recvmsg. */
-static int recv_fd(int u, int flags)
+/* The same with sendmmsg (one message). */
+static int send_fd_mm(int u, int fd)
+{
+    char c = 'F';
+    struct iovec iov = {&c, 1};
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } cm;
+    memset(&cm, 0, sizeof cm);
+    struct mmsghdr mm;
+    memset(&mm, 0, sizeof mm);
+    struct msghdr *m = &mm.msg_hdr;
+    m->msg_iov = &iov;
+    m->msg_iovlen = 1;
+    m->msg_control = cm.buf;
+    m->msg_controllen = sizeof cm.buf;
+    struct cmsghdr *h = CMSG_FIRSTHDR(m);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(h), &fd, sizeof fd);
+    return sendmmsg(u, &mm, 1, 0);
+}
+
+/* Receives one fd (-1 if none); `flags` for recvmsg (recvmmsg with
+ * `mm`). */
+static int recv_fd_how(int u, int flags, int mm)
 {
     char c;
     struct iovec iov = {&c, 1};
     union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } cm;
+    struct mmsghdr v;
+    memset(&v, 0, sizeof v);
     struct msghdr m = {0};
     m.msg_iov = &iov;
     m.msg_iovlen = 1;
     m.msg_control = cm.buf;
     m.msg_controllen = sizeof cm.buf;
-    if (recvmsg(u, &m, flags) != 1) return -1;
+    if (mm) {
+        v.msg_hdr = m;
+        if (recvmmsg(u, &v, 1, flags, NULL) != 1 || v.msg_len != 1) return -1;
+        m = v.msg_hdr;
+    } else if (recvmsg(u, &m, flags) != 1) {
+        return -1;
+    }
     struct cmsghdr *h = CMSG_FIRSTHDR(&m);
     if (!h || h->cmsg_type != SCM_RIGHTS) return -1;
     int fd;
@@ -1224,11 +1255,13 @@ static int recv_fd(int u, int flags)
     return fd;
 }
 
+static int recv_fd(int u, int flags) { return recv_fd_how(u, flags, 0); }
+
 /* The receiving side of the third case, in an exec'ed image: argv
  * "scmrecv UNIXFD". */
 static int scm_receiver(int u)
 {
-    int s = recv_fd(u, MSG_CMSG_CLOEXEC);
+    int s = recv_fd_how(u, MSG_CMSG_CLOEXEC, 1);
     int cloexec = s >= 0 ? (fcntl(s, F_GETFD) & FD_CLOEXEC) != 0 : -1;
     int ok1 = s >= 0 && echo_once(s, "exec-one");
     char go;
@@ -1316,7 +1349,7 @@ static void case_scm_rights(void)
     out("  child: %s", b);
     out("  child exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 
-    out("# SCM_RIGHTS: a connection passed to an exec'ed program (MSG_CMSG_CLOEXEC)");
+    out("# SCM_RIGHTS: a connection passed to an exec'ed program (sendmmsg, recvmmsg, MSG_CMSG_CLOEXEC)");
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) return;
     pid = fork();
     if (pid == 0) {
@@ -1329,7 +1362,7 @@ static void case_scm_rights(void)
     }
     close(sp[1]);
     s = conn_to(7001);
-    R("sendmsg SCM_RIGHTS", send_fd(sp[0], s));
+    R("sendmmsg SCM_RIGHTS", send_fd_mm(sp[0], s));
     R("parent: close its copy", close(s));
     R("go", write(sp[0], "g", 1));
     memset(b, 0, sizeof b);
