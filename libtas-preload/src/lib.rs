@@ -8,7 +8,8 @@
 //! change tracking ([`Tas::take_changes`]), explicit control of the
 //! wake-up flag ([`Tas::set_waiting`]), and handing sockets to a forked or
 //! exec'ed process ([`Tas::share_begin`], [`Tas::attach_alias`],
-//! [`Tas::adopt_conn`], [`Tas::drop_conn`], [`Conn::to_words`]).
+//! [`Tas::adopt_conn`], [`Tas::drop_conn`], [`Conn::to_words`]) or to
+//! another process with `SCM_RIGHTS` ([`Tas::xfer`], [`Tas::xfer_claim`]).
 //!
 //! Must not: export C symbols (the `LD_PRELOAD` shim is a separate `cdylib`
 //! that builds on this crate, so linking this library never hijacks a Rust
@@ -220,6 +221,54 @@ impl Conn {
             self.tx_acked,
             flags,
         ]
+    }
+
+    /// The connection in a control message's `info` and `arg` (the
+    /// description an `XFER` carries for an `SCM_RIGHTS` receiver; the
+    /// service hands it over as it is).
+    pub fn to_msg(&self, m: &mut CtlMsg) {
+        let w = self.to_words();
+        m.info = FlowInfo {
+            flow: w[0],
+            local_ip: w[1],
+            remote_ip: w[2],
+            local_port: w[3] as u16,
+            remote_port: (w[3] >> 16) as u16,
+            rx_base: w[4],
+            rx_len: w[5],
+            tx_base: w[6],
+            tx_len: w[7],
+            rx_seq: w[8],
+            tx_seq: w[9],
+            mss: w[10],
+            ring_gen: 0,
+            opaque: w[11] as u64 | (w[12] as u64) << 32,
+        };
+        m.arg.copy_from_slice(&w[13..18]);
+    }
+
+    /// The inverse of [`Conn::to_msg`]; None unless consistent (as
+    /// [`Conn::from_words`]).
+    pub fn from_msg(m: &CtlMsg) -> Option<Conn> {
+        let i = &m.info;
+        let mut w = [0u32; Self::WORDS];
+        w[..13].copy_from_slice(&[
+            i.flow,
+            i.local_ip,
+            i.remote_ip,
+            i.local_port as u32 | (i.remote_port as u32) << 16,
+            i.rx_base,
+            i.rx_len,
+            i.tx_base,
+            i.tx_len,
+            i.rx_seq,
+            i.tx_seq,
+            i.mss,
+            i.opaque as u32,
+            (i.opaque >> 32) as u32,
+        ]);
+        w[13..].copy_from_slice(&m.arg);
+        Conn::from_words(&w)
     }
 
     /// The inverse of [`Conn::to_words`]; None unless the numbers are
@@ -498,6 +547,25 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The attach socket path: `TAS_SOCKET` or the default.
 pub fn socket_path() -> PathBuf {
     tas_abi::socket_path(None)
+}
+
+/// A socket another process passed with `SCM_RIGHTS`, as claimed
+/// ([`Tas::xfer_claim`]).
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The app whose region holds its rings (for [`Tas::attach_alias`]).
+    pub region: u32,
+    pub what: Passed,
+}
+
+/// What a passed socket is.
+#[derive(Debug, Clone)]
+pub enum Passed {
+    Conn(Conn),
+    /// Listener id, local address and port.
+    Listener(ListenerId, u32, u16),
+    /// No TAS state yet.
+    Fresh,
 }
 
 /// Connects to the daemon at `path` and runs the `HELLO` exchange.
@@ -1090,6 +1158,132 @@ impl Tas {
             self.flush_ctl();
         }
         Ok(())
+    }
+
+    /// Sends request `m` with `fd` attached (`SCM_RIGHTS`) after every
+    /// control message already queued, and waits for its answer.
+    fn request_fd(&mut self, mut m: CtlMsg, fd: RawFd) -> io::Result<CtlMsg> {
+        if self.dead {
+            return Err(dead());
+        }
+        // In order: whatever waits goes first.
+        for _ in 0..10_000 {
+            self.flush_ctl();
+            if self.ctl_out.is_empty() || self.dead {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        if self.dead {
+            return Err(dead());
+        }
+        if !self.ctl_out.is_empty() {
+            return Err(errno(libc::EAGAIN));
+        }
+        let req = self.next_req;
+        self.next_req = self.next_req.wrapping_add(1).max(1);
+        m.req = req;
+        let fds = [fd];
+        let cm = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        let mut tries = 0;
+        loop {
+            match sendmsg::<()>(
+                self.sock.as_raw_fd(),
+                &[IoSlice::new(m.as_bytes())],
+                &cm,
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+                None,
+            ) {
+                Ok(_) => break,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::ENOBUFS)
+                    if tries < 10_000 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                Err(e) => {
+                    if e != nix::errno::Errno::EAGAIN && e != nix::errno::Errno::ENOBUFS {
+                        self.mark_dead();
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        self.reply(req)
+    }
+
+    /// `SCM_RIGHTS` is about to carry connection `c` (`Some`), listener
+    /// `l` at `addr`, or a socket with no state yet (both None) to
+    /// another process, through `fd` (the file the receiver will present):
+    /// registers the transfer with tasd (`ctl::XFER`). Returns its id
+    /// (for [`Tas::xfer_cancel`]).
+    pub fn xfer(
+        &mut self,
+        fd: RawFd,
+        c: Option<ConnId>,
+        l: Option<(ListenerId, u32, u16)>,
+    ) -> io::Result<u64> {
+        let mut m = CtlMsg::new(ctl::XFER);
+        match (c, l) {
+            (Some(c), _) => {
+                let conn = self.conns.get(&c).ok_or_else(|| errno(libc::EBADF))?;
+                conn.to_msg(&mut m);
+                m.flow = c;
+            }
+            (None, Some((l, ip, port))) => {
+                m.listener = l;
+                m.info.local_ip = ip;
+                m.info.local_port = port;
+            }
+            (None, None) => m.listener = ctl::XFER_FRESH,
+        }
+        let r = self.request_fd(m, fd)?;
+        if r.err != 0 {
+            return Err(errno(r.err));
+        }
+        Ok(r.arg[0] as u64 | (r.arg[1] as u64) << 32)
+    }
+
+    /// The `sendmsg` that was to carry transfer `id` failed: tasd drops it.
+    pub fn xfer_cancel(&mut self, id: u64) {
+        let mut m = CtlMsg::new(ctl::XFER_CANCEL);
+        m.arg[0] = id as u32;
+        m.arg[1] = (id >> 32) as u32;
+        let _ = self.request(m);
+    }
+
+    /// `fd` arrived by `SCM_RIGHTS`: whether it is a TAS socket another
+    /// process passed (`ctl::XFER_CLAIM`). `Ok(None)`: it is not (no
+    /// transfer of that file is pending). Err `EPERM`: it is, but the
+    /// sender is another user. On success this process's pid holds the
+    /// grant: attach with [`Tas::attach_alias`] to the region and adopt it
+    /// with token 0.
+    pub fn xfer_claim(&mut self, fd: RawFd) -> io::Result<Option<Claimed>> {
+        let r = self.request_fd(CtlMsg::new(ctl::XFER_CLAIM), fd)?;
+        if r.err == libc::ENOENT {
+            return Ok(None);
+        }
+        if r.err != 0 {
+            return Err(errno(r.err));
+        }
+        let d = self.reply(r.req)?;
+        if d.kind != ctl::XFER_DESC {
+            return Err(io::Error::other(
+                "tasd answered a claim without a description",
+            ));
+        }
+        let what = if d.listener == ctl::XFER_FRESH {
+            Passed::Fresh
+        } else if d.listener != 0 {
+            Passed::Listener(d.listener, d.info.local_ip, d.info.local_port)
+        } else {
+            Passed::Conn(Conn::from_msg(&d).ok_or_else(|| errno(libc::EINVAL))?)
+        };
+        Ok(Some(Claimed {
+            region: r.arg[0],
+            what,
+        }))
     }
 
     /// The state of connection `c` as this attachment tracks it (for a
@@ -2134,6 +2328,34 @@ mod tests {
             tx_acked_seq,
             ..Default::default()
         }
+    }
+
+    /// The description an `SCM_RIGHTS` transfer carries through tasd
+    /// (`Conn::to_msg`) gives back the same connection, and an
+    /// inconsistent one is refused.
+    #[test]
+    fn a_connection_described_in_a_message_round_trips() {
+        let mut c = Conn::new(FlowInfo {
+            local_ip: 0xc612_0001,
+            remote_ip: 0xc612_0002,
+            local_port: 8080,
+            remote_port: 40000,
+            rx_base: 4096,
+            tx_base: 8192,
+            mss: 1448,
+            opaque: 0x1234_5678_9abc,
+            ..info(1000, 5000)
+        });
+        c.apply(&ev(1300, 5000, event::F_RX_FIN));
+        c.rx_read = 1100;
+        c.tx_written = 5200;
+        c.gen = 3;
+        let mut m = CtlMsg::new(ctl::XFER);
+        c.to_msg(&mut m);
+        let back = Conn::from_msg(&m).expect("consistent");
+        assert_eq!(back.to_words(), c.to_words());
+        m.arg[0] = m.info.rx_seq.wrapping_sub(70_000); // read before the ring
+        assert!(Conn::from_msg(&m).is_none());
     }
 
     #[test]

@@ -822,17 +822,46 @@ impl Apps {
         std::mem::take(&mut self.throttle_changes)
     }
 
-    /// Reads one message from an app. `Ok(None)`: nothing waiting;
-    /// `Err(())`: the app hung up (or sent garbage) and must be detached.
-    pub fn recv(&self, id: AppId) -> Result<Option<CtlMsg>, ()> {
+    /// Reads one message from an app, with the fd it carried (at most
+    /// one is taken: `SCM_RIGHTS` of `XFER`/`XFER_CLAIM`; the kernel closes
+    /// any more). `Ok(None)`: nothing waiting; `Err(())`: the app hung up
+    /// (or sent garbage) and must be detached.
+    pub fn recv(&self, id: AppId) -> Result<Option<(CtlMsg, Option<OwnedFd>)>, ()> {
         let Some(a) = self.get(id) else {
             return Err(());
         };
         let mut buf = [0u8; 256];
-        match recv(a.sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-            Ok(0) => Err(()),
-            Ok(n) => match CtlMsg::from_bytes(&buf[..n]) {
-                Some(m) => Ok(Some(m)),
+        let mut cspace = nix::cmsg_space!([RawFd; 1]);
+        let got = {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            nix::sys::socket::recvmsg::<()>(
+                a.sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cspace),
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+            )
+            .map(|m| {
+                let mut fds = Vec::new();
+                if let Ok(cs) = m.cmsgs() {
+                    for c in cs {
+                        if let nix::sys::socket::ControlMessageOwned::ScmRights(f) = c {
+                            fds.extend(f);
+                        }
+                    }
+                }
+                (m.bytes, fds)
+            })
+        };
+        let got = got.map(|(n, fds)| {
+            // SAFETY: the fds arrived by SCM_RIGHTS just now and are ours;
+            // each is owned once (closed when dropped).
+            let mut owned = fds.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) });
+            (n, owned.next())
+        });
+        match got {
+            Ok((0, _)) => Err(()),
+            Ok((n, fd)) => match CtlMsg::from_bytes(&buf[..n]) {
+                Some(m) => Ok(Some((m, fd))),
                 None => {
                     crate::warn_limited!(
                         app = id,

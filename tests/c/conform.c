@@ -10,6 +10,7 @@
  *   conform partner                 serve the peer behaviours below (198.18.0.2)
  *   conform run PEER_IP OWN_IP      run every case, print the results
  *   conform tasonly PEER_IP OWN_IP  fork/exec/threads/idle-CPU checks of the shim
+ *   conform scmuser PEER_IP OWN_IP  a TAS socket passed to another user (refused)
  *
  * Partner ports (PEER_IP):
  *   7000  nothing listens (connect refused)
@@ -1436,6 +1437,196 @@ static void case_fork_handoff(void)
     close(s);
 }
 
+/* SCM_RIGHTS: a socket passed over a Unix socket to a process that did
+ * not inherit it (forked before the socket existed, or exec'ed). */
+static int send_fd(int u, int fd)
+{
+    char c = 'F';
+    struct iovec iov = {&c, 1};
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } cm;
+    memset(&cm, 0, sizeof cm);
+    struct msghdr m = {0};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = cm.buf;
+    m.msg_controllen = sizeof cm.buf;
+    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(h), &fd, sizeof fd);
+    return sendmsg(u, &m, 0);
+}
+
+/* The same with sendmmsg (one message). */
+static int send_fd_mm(int u, int fd)
+{
+    char c = 'F';
+    struct iovec iov = {&c, 1};
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } cm;
+    memset(&cm, 0, sizeof cm);
+    struct mmsghdr mm;
+    memset(&mm, 0, sizeof mm);
+    struct msghdr *m = &mm.msg_hdr;
+    m->msg_iov = &iov;
+    m->msg_iovlen = 1;
+    m->msg_control = cm.buf;
+    m->msg_controllen = sizeof cm.buf;
+    struct cmsghdr *h = CMSG_FIRSTHDR(m);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(h), &fd, sizeof fd);
+    return sendmmsg(u, &mm, 1, 0);
+}
+
+/* Receives one fd (-1 if none); `flags` for recvmsg (recvmmsg with
+ * `mm`). */
+static int recv_fd_how(int u, int flags, int mm)
+{
+    char c;
+    struct iovec iov = {&c, 1};
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } cm;
+    struct mmsghdr v;
+    memset(&v, 0, sizeof v);
+    struct msghdr m = {0};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = cm.buf;
+    m.msg_controllen = sizeof cm.buf;
+    if (mm) {
+        v.msg_hdr = m;
+        if (recvmmsg(u, &v, 1, flags, NULL) != 1 || v.msg_len != 1) return -1;
+        m = v.msg_hdr;
+    } else if (recvmsg(u, &m, flags) != 1) {
+        return -1;
+    }
+    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+    if (!h || h->cmsg_type != SCM_RIGHTS) return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(h), sizeof fd);
+    return fd;
+}
+
+static int recv_fd(int u, int flags) { return recv_fd_how(u, flags, 0); }
+
+/* The receiving side of the third case, in an exec'ed image: argv
+ * "scmrecv UNIXFD". */
+static int scm_receiver(int u)
+{
+    int s = recv_fd_how(u, MSG_CMSG_CLOEXEC, 1);
+    int cloexec = s >= 0 ? (fcntl(s, F_GETFD) & FD_CLOEXEC) != 0 : -1;
+    int ok1 = s >= 0 && echo_once(s, "exec-one");
+    char go;
+    if (read(u, &go, 1) != 1) return 1; /* the sender closed its copy */
+    int ok2 = s >= 0 && echo_once(s, "exec-two");
+    int c = close(s);
+    char r[64];
+    int n = snprintf(r, sizeof r, "%d %d %d %d", cloexec, ok1, ok2, c);
+    if (write(u, r, n) != n) return 1;
+    return 0;
+}
+
+static void case_scm_rights(void)
+{
+    out("# SCM_RIGHTS: a connection passed to a child forked before it existed");
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sp[0]);
+        int s = recv_fd(sp[1], 0);
+        int ok1 = s >= 0 && echo_once(s, "passed-one");
+        char go;
+        if (read(sp[1], &go, 1) != 1) _exit(1);
+        int ok2 = s >= 0 && echo_once(s, "passed-two");
+        int c = close(s);
+        char r[64];
+        int n = snprintf(r, sizeof r, "%d %d %d", ok1, ok2, c);
+        if (write(sp[1], r, n) != n) _exit(1);
+        _exit(0);
+    }
+    close(sp[1]);
+    int s = conn_to(7001);
+    out("  parent echo before = %d", echo_once(s, "before"));
+    R("sendmsg SCM_RIGHTS", send_fd(sp[0], s));
+    R("parent: close its copy", close(s));
+    R("go", write(sp[0], "g", 1));
+    char b[64] = {0};
+    int n = 0, r;
+    while (n < (int)sizeof b - 1 && (r = read(sp[0], b + n, sizeof b - 1 - n)) > 0) n += r;
+    int st = 0;
+    waitpid(pid, &st, 0);
+    close(sp[0]);
+    out("  child: echo, echo after the parent's close, close = %s", b);
+    out("  child exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+
+    out("# SCM_RIGHTS: a listener passed to a child, which accepts on it");
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) return;
+    pid = fork();
+    if (pid == 0) {
+        close(sp[0]);
+        int l = recv_fd(sp[1], 0);
+        int acc = SO_ACCEPTCONN;
+        int c = accept(l, NULL, NULL);
+        char got[16] = {0};
+        int k = 0;
+        long end = now_ms() + 5000;
+        while (c >= 0 && k < 2 && now_ms() < end) {
+            int r = read(c, got + k, 2 - k);
+            if (r <= 0) break;
+            k += r;
+        }
+        char rr[96];
+        int m = snprintf(rr, sizeof rr, "acceptconn %d, accept %s, read %d \"%s\"",
+                         getint(l, SOL_SOCKET, acc), c >= 0 ? "ok" : ename(errno), k, got);
+        if (c >= 0) close(c);
+        close(l);
+        if (write(sp[1], rr, m) != m) _exit(1);
+        _exit(0);
+    }
+    close(sp[1]);
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    setint(l, SOL_SOCKET, SO_REUSEADDR, 1);
+    struct sockaddr_in a = addr("0.0.0.0", 8011);
+    R("bind", bind(l, (struct sockaddr *)&a, sizeof a));
+    R("listen", listen(l, 16));
+    R("sendmsg SCM_RIGHTS listener", send_fd(sp[0], l));
+    R("parent: close the listener", close(l));
+    partner_connect(8011, "hi");
+    memset(b, 0, sizeof b);
+    n = 0;
+    while (n < (int)sizeof b - 1 && (r = read(sp[0], b + n, sizeof b - 1 - n)) > 0) n += r;
+    waitpid(pid, &st, 0);
+    close(sp[0]);
+    out("  child: %s", b);
+    out("  child exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+
+    out("# SCM_RIGHTS: a connection passed to an exec'ed program (sendmmsg, recvmmsg, MSG_CMSG_CLOEXEC)");
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) return;
+    pid = fork();
+    if (pid == 0) {
+        close(sp[0]);
+        char fdarg[16];
+        snprintf(fdarg, sizeof fdarg, "%d", sp[1]);
+        char *argv[] = {"conform", "scmrecv", fdarg, NULL};
+        execv("/proc/self/exe", argv);
+        _exit(127);
+    }
+    close(sp[1]);
+    s = conn_to(7001);
+    R("sendmmsg SCM_RIGHTS", send_fd_mm(sp[0], s));
+    R("parent: close its copy", close(s));
+    R("go", write(sp[0], "g", 1));
+    memset(b, 0, sizeof b);
+    n = 0;
+    while (n < (int)sizeof b - 1 && (r = read(sp[0], b + n, sizeof b - 1 - n)) > 0) n += r;
+    waitpid(pid, &st, 0);
+    close(sp[0]);
+    out("  receiver: cloexec, echo, echo after the sender's close, close = %s", b);
+    out("  receiver exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+}
+
 /* ------------------------------------------------------------------ */
 /* TAS-only cases (behaviour that differs from Linux by design, or that is
  * about the shim itself). Checked line by line by tests/tests/preload.rs. */
@@ -1644,6 +1835,38 @@ static void tas_bufsizes(void)
     close(s);
 }
 
+/* A TAS socket passed to a process of another user is refused: its use
+ * fails with EACCES (the sender's connection is unaffected). The attach
+ * socket must let that user in (the test makes it 0666). */
+static void tas_scm_other_user(void)
+{
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sp[0]);
+        if (setgid(65534) != 0 || setuid(65534) != 0) {
+            out("scm other user: setuid failed");
+            _exit(1);
+        }
+        int s = recv_fd(sp[1], 0);
+        char b[8];
+        errno = 0;
+        int r = read(s, b, sizeof b);
+        int e = errno;
+        out("scm other user: read = %d %s", r, ename(e));
+        _exit(0);
+    }
+    close(sp[1]);
+    int s = conn_to(7001);
+    send_fd(sp[0], s);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    close(sp[0]);
+    out("scm other user: sender echo after = %s", echo_once(s, "mine") ? "ok" : "FAILED");
+    close(s);
+}
+
 static int tasonly(void)
 {
     tas_bufsizes();
@@ -1805,8 +2028,13 @@ int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "partner") == 0)
         return partner();
-    if (argc < 4 || (strcmp(argv[1], "run") != 0 && strcmp(argv[1], "tasonly") != 0)) {
-        fprintf(stderr, "usage: conform partner | conform run|tasonly PEER_IP OWN_IP [CASE]\n");
+    if (argc >= 3 && strcmp(argv[1], "scmrecv") == 0) {
+        alarm(30);
+        return scm_receiver(atoi(argv[2]));
+    }
+    if (argc < 4 || (strcmp(argv[1], "run") != 0 && strcmp(argv[1], "tasonly") != 0 &&
+                     strcmp(argv[1], "scmuser") != 0)) {
+        fprintf(stderr, "usage: conform partner | conform run|tasonly|scmuser PEER_IP OWN_IP [CASE]\n");
         return 2;
     }
     peer_ip = argv[2];
@@ -1814,6 +2042,11 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "tasonly") == 0) {
         alarm(120);
         return tasonly();
+    }
+    if (strcmp(argv[1], "scmuser") == 0) {
+        alarm(60);
+        tas_scm_other_user();
+        return 0;
     }
     const char *only = argc > 4 ? argv[4] : NULL;
     alarm(120);
@@ -1828,7 +2061,7 @@ int main(int argc, char **argv)
         {"mixed", case_mixed}, {"dup", case_dup}, {"vectors", case_vectors},
         {"sendfile", case_sendfile}, {"blocking", case_blocking}, {"unread", case_close_unread},
         {"loopback", case_loopback}, {"dualstack", case_dualstack}, {"fork", case_fork},
-        {"forkhandoff", case_fork_handoff},
+        {"forkhandoff", case_fork_handoff}, {"scm", case_scm_rights},
     };
     for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (only && strcmp(only, cases[i].name) != 0) continue;

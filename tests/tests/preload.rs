@@ -165,6 +165,14 @@ fn run_conform_tas() -> String {
         Duration::from_secs(150),
     );
     assert_ok(&o, "conformance program under the shim on TAS");
+    // The `scm` case passed three TAS sockets with SCM_RIGHTS: each was
+    // claimed from tasd by its receiver (not passed as a bare Unix socket).
+    let claimed = tb.tasd_counter("slowpath.xfers_claimed");
+    assert!(
+        claimed >= 3,
+        "SCM_RIGHTS: tasd saw {claimed} transfers claimed, want 3 (slowpath.xfers {})",
+        tb.tasd_counter("slowpath.xfers")
+    );
     stdout(&o)
 }
 
@@ -196,6 +204,9 @@ fn conformance_same_results_on_linux_and_tas() {
         "  peer ip = ::ffff:198.18.0.2 len 28",
         "accept [::1] client = ok",
         "connect ::ffff:peer with IPV6_V6ONLY = -1 ENETUNREACH",
+        "child: echo, echo after the parent's close, close = 1 1 0",
+        "child: acceptconn 1, accept ok, read 2 \"hi\"",
+        "receiver: cloexec, echo, echo after the sender's close, close = 1 1 1 0",
     ] {
         assert!(linux.contains(want), "Linux output lacks {want:?}");
     }
@@ -282,6 +293,12 @@ fn dualstack_conformance_with_bindv6only() {
 fn fork_exec_threads_and_idle_cpu() {
     let mut tb = Testbed::new("pfk", backend());
     tb.spawn_lnx(&conform(), &["partner"], Some("partner listening"));
+    // Another user may attach (the SCM_RIGHTS case passes a socket to one).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tb.socket, std::fs::Permissions::from_mode(0o666))
+            .expect("chmod the attach socket");
+    }
     let o = tb.run_tas(
         env_bin(),
         &[
@@ -294,7 +311,30 @@ fn fork_exec_threads_and_idle_cpu() {
         Duration::from_secs(120),
     );
     assert_ok(&o, "tas-only cases");
-    let out = stdout(&o);
+    let mut out = stdout(&o);
+    // A socket passed to another user: refused, and TAS_PRELOAD_DEBUG
+    // says so.
+    let o = tb.run_tas(
+        env_bin(),
+        &[
+            &preload_env(),
+            "TAS_PRELOAD_DEBUG=1",
+            conform().to_str().unwrap(),
+            "scmuser",
+            LNX_IP,
+            TAS_IP,
+        ],
+        Duration::from_secs(60),
+    );
+    assert_ok(&o, "SCM_RIGHTS to another user");
+    out += &stdout(&o);
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "received by SCM_RIGHTS: another user's TAS socket: refused; its use fails with EACCES"
+        ),
+        "no TAS_PRELOAD_DEBUG line for the refused SCM_RIGHTS socket:\n{err}"
+    );
     for want in [
         "child: write inherited = 1",
         "child: read inherited = 1",
@@ -309,6 +349,8 @@ fn fork_exec_threads_and_idle_cpu() {
         "rcvbuf: all received",
         "sndbuf: unsent+unacked <= 8192",
         "idle: cpu ok",
+        "scm other user: read = -1 EACCES",
+        "scm other user: sender echo after = ok",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }

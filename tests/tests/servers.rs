@@ -12,7 +12,8 @@
 //!   -i`, then `pgbench -c 4 -T 10`, 0 failed transactions;
 //! * OpenSSH sshd in its default mode (fork, re-exec with the connection
 //!   on fd 0/1, privilege separation): `ssh … cat` of a 10 MB file;
-//! * haproxy `-W` (master-worker) proxying 20 MB to a Linux backend;
+//! * haproxy `-W` (master-worker) proxying 20 MB to a Linux backend, and
+//!   its seamless reload (`-x`: the listener passed with `SCM_RIGHTS`);
 //! * `socat TCP-LISTEN,fork` serving 20 sequential clients, no child left;
 //! * iperf3's client: no interval without bytes (no stall at the start);
 //! * `tests/c/stall.c`: a wait with an always-ready fd still sees news from
@@ -779,6 +780,139 @@ fn haproxy_master_worker_proxies_20mb() {
         con2 - con
     );
     println!("haproxy -W under tasctl run: 20 MB in {secs:.2} s");
+}
+
+/// haproxy's seamless reload (`-x`): the new process gets the old one's
+/// listener over the stats socket (`expose-fd listeners`, `SCM_RIGHTS`)
+/// and serves it while the old one (`-sf`) stops. tasd must count the
+/// transfer claimed (a new process that bound the port afresh after the
+/// old one let go would pass the data checks without it).
+#[test]
+fn haproxy_reload_with_x_takes_the_listener_over_scm_rights() {
+    ensure_packages(&[
+        ("test -x /usr/sbin/haproxy", "haproxy"),
+        ("python3 -c 'import http.server'", "python3"),
+        ("command -v curl", "curl"),
+    ]);
+    let mut tb = testbed("svhx");
+    let _reaper = Reaper::new(&tb);
+    let www = tb.dir.join("www");
+    let (_, sum) = random_file(&www, "f.bin", 1 << 20);
+    tb.spawn_lnx(
+        Path::new("python3"),
+        &[
+            "-u",
+            "-m",
+            "http.server",
+            "8092",
+            "--bind",
+            LNX_IP,
+            "--directory",
+            www.to_str().unwrap(),
+        ],
+        Some("Serving HTTP"),
+    );
+    let stats = tb.dir.join("haproxy.sock");
+    let conf = tb.dir.join("haproxy.cfg");
+    std::fs::write(
+        &conf,
+        format!(
+            "global\n  maxconn 256\n  stats socket {} mode 600 level admin expose-fd listeners\n\n\
+             defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\n\
+             frontend fe\n  bind {TAS_IP}:8444\n  default_backend be\n\n\
+             backend be\n  server s1 {LNX_IP}:8092\n",
+            stats.display()
+        ),
+    )
+    .unwrap();
+    let haproxy = if Path::new("/usr/sbin/haproxy").exists() {
+        "/usr/sbin/haproxy"
+    } else {
+        "haproxy"
+    };
+    let old = tb.spawn_tas(
+        &bin("tasctl"),
+        &strs(&run_args(&tb, &[haproxy, "-f", conf.to_str().unwrap()])),
+        None,
+    );
+    let url = format!("http://{TAS_IP}:8444/f.bin");
+    until_ok(
+        &mut tb,
+        &format!("curl -s -f --max-time 5 -o /dev/null {url}"),
+        Duration::from_secs(15),
+        "the first haproxy did not proxy",
+    );
+    let claimed = tb.tasd_counter("slowpath.xfers_claimed");
+    let old_pid = old.to_string();
+    let new = tb.spawn_tas(
+        &bin("tasctl"),
+        &strs(&run_args(
+            &tb,
+            &[
+                haproxy,
+                "-f",
+                conf.to_str().unwrap(),
+                "-x",
+                stats.to_str().unwrap(),
+                "-sf",
+                &old_pid,
+            ],
+        )),
+        None,
+    );
+    // The old process stops (soft stop: it has no connection).
+    let gone = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true)
+    };
+    let t = Instant::now();
+    while !gone(old) && t.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(gone(old), "the old haproxy did not stop after -sf");
+    assert!(!gone(new), "the new haproxy is not running");
+    let xfers = tb.tasd_counter("slowpath.xfers_claimed") - claimed;
+    assert!(
+        xfers >= 1,
+        "the new haproxy did not take the listener over by SCM_RIGHTS (tasd claimed {xfers})"
+    );
+    let (acc, _) = carried(&mut tb);
+    let got = tb.dir.join("got.bin");
+    for i in 0..3 {
+        let o = tb.run_lnx(
+            Path::new("curl"),
+            &[
+                "-s",
+                "-f",
+                "--max-time",
+                "20",
+                "-o",
+                got.to_str().unwrap(),
+                &url,
+            ],
+            Duration::from_secs(30),
+        );
+        assert_ok(&o, &format!("curl {i} through the reloaded haproxy"));
+        assert_eq!(
+            sha256(&got),
+            sum,
+            "the file received through haproxy differs"
+        );
+    }
+    let (acc2, _) = carried(&mut tb);
+    assert!(
+        acc2 - acc >= 3,
+        "TAS accepted {} of 3 connections",
+        acc2 - acc
+    );
+    println!("haproxy -x reload: the listener passed by SCM_RIGHTS ({xfers} claimed), 3 x 1 MB served by the new process");
 }
 
 /// `socat TCP-LISTEN,fork`: a child per connection. 20 clients one after

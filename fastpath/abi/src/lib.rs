@@ -187,6 +187,31 @@ pub mod ctl {
     /// rx, `arg[3]` = tx (bytes; 0 leaves that side as it is). A size set
     /// this way is pinned. Answered by `RESULT`.
     pub const LISTEN_UPDATE: u32 = 15;
+    /// `SCM_RIGHTS` is about to carry one of this process's TAS sockets to
+    /// another process. The datagram carries (by `SCM_RIGHTS`) the
+    /// socket's fd — the Unix socket the program sees — whose file is the
+    /// key: a receiver that presents the same file (`XFER_CLAIM`) may take
+    /// the socket over. `listener` ≠ 0: that listener, its address in
+    /// `info.local_ip`/`info.local_port`; `listener` = [`XFER_FRESH`]: a
+    /// socket with no TAS state yet; else flow `flow`, as the app library
+    /// describes it in `info` and `arg` (opaque to the service, handed to
+    /// the receiver as it is). Answered by `RESULT`: `arg[0..2]` = the
+    /// transfer's id (for `XFER_CANCEL`), or `EBADF` (no fd, or a socket
+    /// this process does not hold) or `ETOOMANYREFS` (too many transfers of
+    /// this process pending).
+    pub const XFER: u32 = 16;
+    /// `arg[0..2]` = the id of a pending transfer of this process: the
+    /// `sendmsg` that was to carry it failed. No answer.
+    pub const XFER_CANCEL: u32 = 17;
+    /// A received fd may be a TAS socket another process passed: the
+    /// datagram carries it (`SCM_RIGHTS`). Answered by `RESULT`: `ENOENT`
+    /// (no transfer of that file is pending), `EPERM` (the sender is
+    /// another user, and this process is not root), or 0 with `arg[0]` =
+    /// the app whose region holds the socket's rings and `listener`/`flow`
+    /// as in the `XFER`, followed by `XFER_DESC` (same `req`) with the
+    /// `XFER`'s `info` and `arg`. The transfer is then this process's grant
+    /// (`F_ALIAS` and `ADOPT` with token 0).
+    pub const XFER_CLAIM: u32 = 18;
 
     // service -> app
     /// `arg` = [region size, event ring capacity, cmd ring capacity,
@@ -234,6 +259,11 @@ pub mod ctl {
     /// before the answer to any later request of this context, so a
     /// context that accepts again sees it before that answer.
     pub const WITHDRAWN: u32 = 112;
+    /// The second answer to `XFER_CLAIM` (same `req`): the socket's
+    /// description as its sender gave it (`info`, `arg`).
+    pub const XFER_DESC: u32 = 111;
+    /// `XFER`'s `listener` for a socket with no TAS state yet.
+    pub const XFER_FRESH: u32 = u32::MAX;
 
     /// LISTEN flag: share the port with other listeners (SO_REUSEPORT).
     pub const F_REUSEPORT: u32 = 1;

@@ -22,7 +22,7 @@
 //! hung-up Unix sockets.
 
 use crate::ctx::Ctx;
-use crate::fdtab::{encode, T_INTERNAL, T_SOCK};
+use crate::fdtab::{encode, T_INTERNAL};
 use crate::global::{global, try_global};
 use crate::sock::{Bsd, Sock, St};
 use crate::sys::{self, log, r_close, r_fcntl, real};
@@ -365,18 +365,29 @@ pub fn adopt(fd: c_int, i: usize) -> Option<(&'static Ctx, u64)> {
         },
     };
     drop(inh);
+    match take_over(ctx, &e, token) {
+        Ok(sid) => Some((ctx, sid)),
+        Err(why) => fail(&e, why),
+    }
+}
+
+/// Takes over socket `e` in context `ctx` (one sharing the region that
+/// holds it): a fresh readiness pair under its fd numbers (keeping each
+/// number's close-on-exec flag), tasd's `ADOPT` under `token` (0: by this
+/// pid's grants), and the socket in the context's table. Returns its id.
+/// Also for sockets received by `SCM_RIGHTS` (`pass.rs`).
+pub(crate) fn take_over(ctx: &'static Ctx, e: &Entry, token: u64) -> Result<u64, String> {
+    let g = global();
     let nonblock = r_fcntl(e.fds[0], libc::F_GETFL, 0).is_ok_and(|f| f & libc::O_NONBLOCK != 0);
-    let (a, b) = match crate::ops::create_pair(nonblock, true) {
-        Ok(p) => p,
-        Err(err) => return fail(&e, format!("socketpair: errno {err}")),
-    };
+    let (a, b) = crate::ops::create_pair(nonblock, true)
+        .map_err(|err| format!("socketpair: errno {err}"))?;
     for &f in &e.fds {
         let ce = if cloexec(f) { libc::O_CLOEXEC } else { 0 };
         // SAFETY: dup3 takes no pointers; f is a number of this socket.
         if unsafe { real::dup3::get()(a, f, ce) } < 0 {
             r_close(a);
             r_close(b);
-            return fail(&e, "dup3".into());
+            return Err("dup3".into());
         }
     }
     r_close(a);
@@ -409,12 +420,15 @@ pub fn adopt(fd: c_int, i: usize) -> Option<(&'static Ctx, u64)> {
             s.interest = true;
             inner.by_listener.insert(*l, sid);
         }),
-        What::Fresh => Ok(()),
+        What::Fresh => {
+            s.shared = false;
+            Ok(())
+        }
     };
     if let Err(err) = r {
         drop(inner);
         r_close(b);
-        return fail(&e, err.to_string());
+        return Err(err.to_string());
     }
     g.set_fd(b, T_INTERNAL);
     for &f in &s.fds {
@@ -423,8 +437,7 @@ pub fn adopt(fd: c_int, i: usize) -> Option<(&'static Ctx, u64)> {
     inner.socks.insert(sid, s);
     inner.sync(sid);
     inner.after();
-    let _ = T_SOCK;
-    Some((ctx, sid))
+    Ok(sid)
 }
 
 #[cfg(test)]

@@ -34,6 +34,9 @@ pub struct Inherit {
     pub aliases: HashMap<usize, usize>,
     /// Sockets inherited across exec (`exec.rs`).
     pub exec: crate::exec::Inherited,
+    /// Region owner app id -> our context sharing it, for sockets
+    /// received by `SCM_RIGHTS` (`pass.rs`).
+    pub passed: HashMap<u32, usize>,
 }
 
 pub fn random_token() -> u64 {
@@ -104,6 +107,7 @@ pub fn fork() -> libc::pid_t {
             inh.token = 0;
             inh.aliases.clear();
         }
+        inh.passed.clear();
         // Sockets inherited across exec and not taken over yet are
         // described by a grant to the parent's pid: this process cannot use
         // them.

@@ -22,7 +22,8 @@
 //!   (`fdtab.rs`), the contexts and their sockets (`ctx.rs`, `sock.rs`),
 //!   readiness on each socket's pair (`readiness.rs`), waiting (`wait.rs`,
 //!   `mux.rs`), the reactor thread (`reactor.rs`), sockets that survive
-//!   `fork` (`fork.rs`) and `exec` (`exec.rs`), and threads under a
+//!   `fork` (`fork.rs`) and `exec` (`exec.rs`) or are passed with
+//!   `SCM_RIGHTS` (`pass.rs`), and threads under a
 //!   seccomp filter (`prctl`, `sys::restricted`), on which the shim makes
 //!   only the system calls such sandboxes allow.
 //! * What each call does to a TAS socket, with Linux's results and errno
@@ -76,7 +77,10 @@
 //!   takes the socket over; `close` of a socket other processes may hold
 //!   only lets go of this process's reference (`fork.rs`). Sockets without
 //!   `FD_CLOEXEC` survive `exec` likewise, described to the new image in
-//!   `TAS_INHERIT` (`exec.rs`). If tasd refuses, inherited sockets give
+//!   `TAS_INHERIT` (`exec.rs`). A socket sent with `SCM_RIGHTS` is
+//!   registered with tasd by the sender and claimed by the receiver, which
+//!   takes it over the same way (`pass.rs`; another user's is refused:
+//!   `EACCES`). If tasd refuses, inherited sockets give
 //!   clean errors (`ENOTCONN` for data calls, `EINVAL` for
 //!   listen/accept/connect/bind).
 //! * **Errors.** Failures become `-1` with the errno Linux would give; the
@@ -112,6 +116,7 @@ mod interpose;
 mod mux;
 mod ops;
 mod opts;
+mod pass;
 mod rawsys;
 mod reactor;
 mod readiness;
@@ -754,23 +759,41 @@ interpose! {
         unsafe { recvfrom(fd, b, n, flags, addr, alen) }
     }
 
-    tas fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t
-        => |c, s| sz(|| {
-            if msg.is_null() {
-                return Err(libc::EFAULT);
+    /// On a kernel socket, TAS sockets passed with `SCM_RIGHTS` are taken
+    /// over (`pass.rs`).
+    fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+        if !sys::in_shim() {
+            if let fdtab::Kind::Sock(c, s) = fdtab::kind(fd) {
+                debug::enter("recvmsg", fd);
+                return sz(|| {
+                    if msg.is_null() {
+                        return Err(libc::EFAULT);
+                    }
+                    // SAFETY: msg is non-null, so a msghdr valid for reads
+                    // and writes whose iovecs are writable (recvmsg's
+                    // contract), and nothing else refers to it during the
+                    // call.
+                    let m = unsafe { &mut *msg };
+                    // SAFETY: the message's iovec array, as the caller
+                    // described it.
+                    let mut b = unsafe { iov_mut(m.msg_iov, m.msg_iovlen) }?;
+                    let r = ops::recv(c, s, &mut b, flags)?;
+                    m.msg_namelen = 0;
+                    m.msg_controllen = 0;
+                    m.msg_flags = 0;
+                    Ok(r)
+                });
             }
-            // SAFETY: msg is non-null, so a msghdr valid for reads and writes
-            // whose iovecs are writable (recvmsg's contract), and nothing
-            // else refers to it during the call.
-            let m = unsafe { &mut *msg };
-            // SAFETY: the message's iovec array, as the caller described it.
-            let mut b = unsafe { iov_mut(m.msg_iov, m.msg_iovlen) }?;
-            let r = ops::recv(c, s, &mut b, flags)?;
-            m.msg_namelen = 0;
-            m.msg_controllen = 0;
-            m.msg_flags = 0;
-            Ok(r)
-        });
+        }
+        // SAFETY: libc's recvmsg with the caller's arguments (its contract).
+        let r = unsafe { real::recvmsg::get()(fd, msg, flags) };
+        if r >= 0 && !sys::in_shim() {
+            // SAFETY: the message the kernel just filled (recvmsg's
+            // contract: msg valid, its control buffer msg_controllen long).
+            unsafe { pass::after_recv(msg, flags) };
+        }
+        r
+    }
 
     tas fn send(fd: c_int, b: *const c_void, n: size_t, flags: c_int) -> ssize_t
         => |c, s| sz(|| {
@@ -796,23 +819,66 @@ interpose! {
             ops::send(c, s, Src::Bufs(&v), n, flags)
         });
 
-    tas fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t
-        => |c, s| sz(|| {
-            if msg.is_null() {
-                return Err(libc::EFAULT);
+    /// On a kernel socket, TAS sockets among the `SCM_RIGHTS` fds are
+    /// registered for their receiver first (`pass.rs`).
+    fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+        if !sys::in_shim() {
+            if let fdtab::Kind::Sock(c, s) = fdtab::kind(fd) {
+                debug::enter("sendmsg", fd);
+                return sz(|| {
+                    if msg.is_null() {
+                        return Err(libc::EFAULT);
+                    }
+                    // SAFETY: msg is non-null, so a readable msghdr
+                    // (sendmsg's contract).
+                    let m = unsafe { &*msg };
+                    // SAFETY: the message's iovec array, as the caller
+                    // described it.
+                    let b = unsafe { iov(m.msg_iov, m.msg_iovlen) }?;
+                    let n = total(&b);
+                    ops::send(c, s, Src::Bufs(&b), n, flags)
+                });
             }
-            // SAFETY: msg is non-null, so a readable msghdr (sendmsg's
-            // contract).
-            let m = unsafe { &*msg };
-            // SAFETY: the message's iovec array, as the caller described it.
-            let b = unsafe { iov(m.msg_iov, m.msg_iovlen) }?;
-            let n = total(&b);
-            ops::send(c, s, Src::Bufs(&b), n, flags)
-        });
+            // SAFETY: msg is null or a readable msghdr whose control buffer
+            // is msg_controllen long (sendmsg's contract).
+            let sent = match unsafe { pass::before_send(msg) } {
+                Ok(p) => p,
+                Err(e) => {
+                    set_errno(e);
+                    return -1;
+                }
+            };
+            if !sent.is_empty() {
+                // SAFETY: libc's sendmsg with the caller's arguments.
+                let r = unsafe { real::sendmsg::get()(fd, msg, flags) };
+                let e = sys::errno();
+                pass::after_send(sent, r >= 0);
+                set_errno(e);
+                return r;
+            }
+        }
+        // SAFETY: libc's sendmsg with the caller's arguments (its contract).
+        unsafe { real::sendmsg::get()(fd, msg, flags) }
+    }
 
-    /// One `sendmsg` per message.
-    tas fn sendmmsg(fd: c_int, v: *mut libc::mmsghdr, n: c_uint, flags: c_int) -> c_int
-        => |_, _| {
+    /// One `sendmsg` per message (on a kernel socket too when a message
+    /// passes fds with `SCM_RIGHTS`, so that TAS sockets among them are
+    /// registered).
+    fn sendmmsg(fd: c_int, v: *mut libc::mmsghdr, n: c_uint, flags: c_int) -> c_int {
+        let tas_fd = !sys::in_shim() && matches!(fdtab::kind(fd), fdtab::Kind::Sock(..));
+        let rights = !sys::in_shim()
+            && !v.is_null()
+            && (0..n.min(libc::UIO_MAXIOV as c_uint) as usize).any(|i| {
+                // SAFETY: v is non-null and holds at least n entries
+                // (sendmmsg's contract); i < n.
+                let h = unsafe { &(*v.add(i)).msg_hdr };
+                !h.msg_control.is_null() && h.msg_controllen > 0
+            });
+        if !tas_fd && !rights {
+            // SAFETY: libc's sendmmsg with the caller's arguments.
+            return unsafe { real::sendmmsg::get()(fd, v, n, flags) };
+        }
+        {
             if v.is_null() && n > 0 {
                 set_errno(libc::EFAULT);
                 return -1;
@@ -831,17 +897,32 @@ interpose! {
                 m.msg_len = r as c_uint;
             }
             n as c_int
-        };
+        }
+    }
 
     /// One `recvmsg` per message; `timeout` is not applied to TAS sockets.
-    tas fn recvmmsg(
+    /// On a kernel socket, TAS sockets passed with `SCM_RIGHTS` are taken
+    /// over (`pass.rs`).
+    fn recvmmsg(
         fd: c_int,
         v: *mut libc::mmsghdr,
         n: c_uint,
         flags: c_int,
         timeout: *mut libc::timespec,
-    ) -> c_int
-        => |_, _| {
+    ) -> c_int {
+        if sys::in_shim() || !matches!(fdtab::kind(fd), fdtab::Kind::Sock(..)) {
+            // SAFETY: libc's recvmmsg with the caller's arguments.
+            let r = unsafe { real::recvmmsg::get()(fd, v, n, flags, timeout) };
+            if r > 0 && !sys::in_shim() {
+                for i in 0..r as usize {
+                    // SAFETY: the kernel filled the first r entries of v
+                    // (recvmmsg's contract: valid for reads and writes).
+                    unsafe { pass::after_recv(&(*v.add(i)).msg_hdr, flags) };
+                }
+            }
+            return r;
+        }
+        {
             if v.is_null() && n > 0 {
                 set_errno(libc::EFAULT);
                 return -1;
@@ -867,7 +948,8 @@ interpose! {
                 }
             }
             n as c_int
-        };
+        }
+    }
 
     /// A TAS socket can be the destination, not the source.
     fn sendfile(out: c_int, inf: c_int, off: *mut off_t, count: size_t) -> ssize_t {

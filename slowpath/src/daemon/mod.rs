@@ -133,6 +133,9 @@ impl StackIo for Io<'_> {
     fn app_pid(&self, app: AppId) -> i32 {
         self.apps.get(app).map_or(0, |a| a.pid)
     }
+    fn app_uid(&self, app: AppId) -> u32 {
+        self.apps.get(app).map_or(u32::MAX, |a| a.uid)
+    }
     fn claim_port(&mut self, port: u16) -> Result<(), i32> {
         match self.ports.as_deref_mut() {
             Some(p) => p.claim(port),
@@ -933,9 +936,9 @@ impl Daemon {
                     break;
                 }
                 match self.apps.recv(id) {
-                    Ok(Some(m)) => {
+                    Ok(Some((m, fd))) => {
                         let (stack, mut io) = self.stack_io();
-                        stack.on_app_msg(now, id, &m, &mut io);
+                        stack.on_app_msg_fd(now, id, &m, fd, &mut io);
                     }
                     Ok(None) => break,
                     Err(()) => {

@@ -200,6 +200,10 @@ pub trait StackIo {
     fn app_pid(&self, _app: AppId) -> i32 {
         0
     }
+    /// The uid of the process `app` belongs to (`u32::MAX`: unknown).
+    fn app_uid(&self, _app: AppId) -> u32 {
+        u32::MAX
+    }
     /// Bytes of ring memory the app's region has free (0: no such app).
     fn free_bytes(&self, app: AppId) -> u64;
 }
@@ -475,6 +479,12 @@ pub struct StackStats {
     pub shares: u64,
     pub adopted: u64,
     pub grant_closes: u64,
+    /// Sockets passed with `SCM_RIGHTS` (`conn/xfer.rs`): transfers
+    /// registered, claimed by their receiver, refused (too many pending,
+    /// or received by another user).
+    pub xfers: u64,
+    pub xfers_claimed: u64,
+    pub xfers_refused: u64,
     /// SYNs dropped because their shared listener had no acceptor yet;
     /// connections handed from an acceptor that stopped accepting (or
     /// exited) to another.
@@ -588,6 +598,8 @@ pub struct Stack {
     conns: HashMap<FlowId, Conn>,
     /// Sockets handed by forking processes to their children (`share`).
     grants: Vec<conn::Grant>,
+    /// Ids of `SCM_RIGHTS` transfers (`conn/xfer.rs`).
+    xfer_seq: u64,
     /// 4-tuples closed gracefully without TIME_WAIT, until when late
     /// segments for them are dropped silently.
     lingering: HashMap<FlowKey, u64>,
@@ -647,6 +659,7 @@ impl Stack {
             connecting: HashMap::new(),
             conns: HashMap::new(),
             grants: Vec::new(),
+            xfer_seq: 0,
             lingering: HashMap::new(),
             time_wait: conn::TimeWait::default(),
             path_mss: HashMap::new(),
@@ -714,6 +727,9 @@ impl Stack {
             ctl::SHARE_PID => self.app_share_pid(now, app, msg, io),
             ctl::ADOPT => self.app_adopt(app, msg, io),
             ctl::DROP => self.app_drop(now, app, msg, io),
+            ctl::XFER_CANCEL => self.app_xfer_cancel(now, app, msg, io),
+            // They need the fd the message carried (`on_app_msg_fd`).
+            ctl::XFER | ctl::XFER_CLAIM => self.reply_err(io, app, msg, libc::EBADF),
             ctl::TX_GROW => self.app_tx_grow(app, msg, io),
             ctl::TX_SWITCH => self.app_tx_switch(app, msg, io),
             ctl::LISTEN_UPDATE => self.app_listen_update(app, msg, io),

@@ -74,6 +74,8 @@ pub(super) struct RecIo {
     pub(super) oom: bool,
     /// Each app's pid (`StackIo::app_pid`; 0 when absent).
     pub(super) pids: HashMap<AppId, i32>,
+    /// Each app's uid (`StackIo::app_uid`; 1000 when absent).
+    pub(super) uids: HashMap<AppId, u32>,
     /// Shared mode as the daemon does it: the kernel's neighbours (None:
     /// not shared mode) and the addresses it was asked to resolve.
     pub(super) kernel_neigh: Option<HashMap<u32, [u8; 6]>>,
@@ -124,6 +126,9 @@ impl StackIo for RecIo {
     }
     fn mem_of(&self, app: AppId) -> AppId {
         self.mem.get(&app).copied().unwrap_or(app)
+    }
+    fn app_uid(&self, app: AppId) -> u32 {
+        self.uids.get(&app).copied().unwrap_or(1000)
     }
     fn kernel_neighbour(&mut self, ip: u32) -> super::KernelNeigh {
         let Some(t) = &self.kernel_neigh else {

@@ -38,11 +38,14 @@ mod segment;
 mod share;
 mod timers;
 mod timewait;
+mod xfer;
 
 pub(in crate::stack) use grow::GROW_ROUND;
 pub(in crate::stack) use icmp_error::IcmpError;
 pub(in crate::stack) use share::Grant;
 pub(in crate::stack) use timewait::TimeWait;
+#[cfg(test)]
+pub(in crate::stack) use xfer::{MAX_PENDING_XFERS, XFER_TTL_NS};
 
 /// MSS assumed when the peer announces none (RFC 9293 §3.7.1).
 const DEFAULT_PEER_MSS: u16 = 536;

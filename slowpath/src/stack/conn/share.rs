@@ -1,6 +1,8 @@
 //! Sockets shared between processes (fork, exec): who holds each flow and
 //! listener, the grants a forking process hands its child, and the
-//! `SHARE`, `SHARE_PID`, `ADOPT` and `DROP` requests.
+//! `SHARE`, `SHARE_PID`, `ADOPT` and `DROP` requests. A socket passed with
+//! `SCM_RIGHTS` is a grant too, of one socket, claimed by the file that
+//! carries it (`xfer.rs`).
 //!
 //! A flow or listener has *holders* — the app contexts that hold it (its
 //! creator at first) — plus one reference per *grant* that lists it. A
@@ -45,13 +47,23 @@ const GRANT_NO_PID_NS: u64 = 10_000_000_000;
 #[derive(Debug, Clone)]
 pub(in crate::stack) struct Grant {
     pub(in crate::stack) token: u64,
-    /// The forking process.
-    from_pid: i32,
-    /// The child (0 until `SHARE_PID`).
+    /// The forking (or, for a transfer, sending) process.
+    pub(in crate::stack) from_pid: i32,
+    /// The child (0 until `SHARE_PID`; for a transfer, until claimed).
     pub(in crate::stack) pid: i32,
-    flows: Vec<FlowId>,
-    listeners: Vec<u32>,
-    since: u64,
+    pub(in crate::stack) flows: Vec<FlowId>,
+    pub(in crate::stack) listeners: Vec<u32>,
+    pub(in crate::stack) since: u64,
+    /// An `SCM_RIGHTS` transfer (`xfer.rs`) rather than a fork's grant.
+    pub(in crate::stack) xfer: Option<super::xfer::Xfer>,
+}
+
+impl Grant {
+    /// Whether the grant may authorise anything yet (a transfer only once
+    /// claimed, and then only for the claiming pid).
+    fn usable(&self) -> bool {
+        self.xfer.as_ref().is_none_or(|x| x.claimed)
+    }
 }
 
 fn token_of(m: &CtlMsg) -> u64 {
@@ -88,8 +100,9 @@ impl Stack {
     /// `pid`).
     pub fn has_grant(&self, pid: i32, token: u64) -> bool {
         self.grants.iter().any(|g| {
-            (token != 0 && g.token == token && (g.pid == 0 || g.pid == pid))
-                || (token == 0 && g.pid == pid)
+            g.usable()
+                && ((token != 0 && g.token == token && (g.pid == 0 || g.pid == pid))
+                    || (token == 0 && pid != 0 && g.pid == pid))
         })
     }
 
@@ -176,7 +189,11 @@ impl Stack {
         if token == 0 || pid == 0 || self.grants.iter().any(|g| g.token == token) {
             return self.reply_err(io, app, msg, libc::EINVAL);
         }
-        let inherited: Vec<&Grant> = self.grants.iter().filter(|g| g.pid == pid).collect();
+        let inherited: Vec<&Grant> = self
+            .grants
+            .iter()
+            .filter(|g| g.pid == pid && g.usable())
+            .collect();
         let mut flows: Vec<FlowId> = self
             .conns
             .iter()
@@ -205,6 +222,7 @@ impl Stack {
             flows,
             listeners,
             since: now,
+            xfer: None,
         });
         self.reply(io, app, msg, 0, 0);
     }
@@ -221,7 +239,7 @@ impl Stack {
         let Some(i) = self
             .grants
             .iter()
-            .position(|g| g.token == token && g.from_pid == pid)
+            .position(|g| g.token == token && g.from_pid == pid && g.xfer.is_none())
         else {
             return;
         };
@@ -238,6 +256,9 @@ impl Stack {
     /// that lists flow (or listener) `id`.
     fn grant_for(&self, pid: i32, token: u64, id: u32, listener: bool) -> Option<usize> {
         self.grants.iter().position(|g| {
+            if !g.usable() {
+                return false;
+            }
             let who = if token != 0 {
                 g.token == token && (g.pid == 0 || g.pid == pid)
             } else {
@@ -599,10 +620,14 @@ impl Stack {
     pub fn expire_grants(&mut self, now: u64, alive: impl Fn(i32) -> bool, io: &mut impl StackIo) {
         let mut gone = Vec::new();
         self.grants.retain(|g| {
-            let keep = if g.pid == 0 {
-                now.saturating_sub(g.since) < GRANT_NO_PID_NS && alive(g.from_pid)
-            } else {
-                alive(g.pid)
+            let keep = match &g.xfer {
+                // A transfer nobody claimed: kept for a while, whether or
+                // not its sender lives (it may have exited after sending).
+                Some(x) if !x.claimed => now.saturating_sub(g.since) < super::xfer::XFER_TTL_NS,
+                _ if g.pid == 0 => {
+                    now.saturating_sub(g.since) < GRANT_NO_PID_NS && alive(g.from_pid)
+                }
+                _ => alive(g.pid),
             };
             if !keep {
                 gone.push(g.clone());
@@ -622,7 +647,7 @@ impl Stack {
     /// Grant `g` is gone (removed from `self.grants`): a flow nobody holds
     /// any more is closed gracefully (as the kernel does for a process
     /// that exits), a listener nobody holds stops.
-    fn grant_gone(&mut self, now: u64, g: Grant, io: &mut impl StackIo) {
+    pub(in crate::stack) fn grant_gone(&mut self, now: u64, g: Grant, io: &mut impl StackIo) {
         for id in g.flows {
             let Some(c) = self.conns.get(&id) else {
                 continue;
@@ -666,7 +691,12 @@ impl Stack {
 
 /// Whether `app`, or another context of its process `pid`, is among
 /// `holders`.
-fn held_by(holders: &[AppId], app: AppId, pid: i32, io: &impl StackIo) -> bool {
+pub(in crate::stack) fn held_by(
+    holders: &[AppId],
+    app: AppId,
+    pid: i32,
+    io: &impl StackIo,
+) -> bool {
     holders
         .iter()
         .any(|&h| h == app || (pid != 0 && io.app_pid(h) == pid))

@@ -2,6 +2,7 @@
 //! reference-counted close, an exiting holder, shared listeners.
 
 use super::*;
+use crate::stack::conn::{MAX_PENDING_XFERS, XFER_TTL_NS};
 
 const CHILD: AppId = APP + 1;
 const OTHER: AppId = APP + 2;
@@ -412,4 +413,207 @@ fn connections_of_an_acceptor_that_let_go_go_to_the_next_acceptor() {
         .frames()
         .iter()
         .all(|f| parse_out(f).t.flags & tcp::RST == 0));
+}
+
+fn xfer_msg(kind: u32, req: u32, flow: FlowId, listener: u32) -> CtlMsg {
+    let mut m = CtlMsg::new(kind);
+    m.req = req;
+    m.flow = flow;
+    m.listener = listener;
+    m.info.flow = flow;
+    m.arg = [11, 12, 13, 14, 15];
+    m
+}
+
+fn pair() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap()
+}
+
+fn dup(f: &std::os::fd::OwnedFd) -> Option<std::os::fd::OwnedFd> {
+    Some(f.try_clone().unwrap())
+}
+
+/// SCM_RIGHTS (`conn/xfer.rs`): a connection registered for transfer with
+/// the file that carries it is claimed by a process of the same user that
+/// presents the same file (not another file, not another user), which then
+/// adopts it by its pid; the sender's close does not close it; an
+/// unclaimed transfer goes after its time, closing what only it held.
+#[test]
+fn a_transfer_is_claimed_by_the_file_and_the_user_and_expires_unclaimed() {
+    let mut fx = Fx::new();
+    fx.io.pids.extend([(APP, 100), (CHILD, 200), (OTHER, 300)]);
+    fx.io
+        .uids
+        .extend([(APP, 1000), (CHILD, 1000), (OTHER, 1001)]);
+    let lid = fx.listen(16);
+    let (id, _, _) = fx.accept_one(1000);
+    fx.frames();
+    let (a, _b) = pair();
+    // Without the file, or for a flow it does not hold: refused.
+    fx.stack.on_app_msg_fd(
+        fx.now,
+        APP,
+        &xfer_msg(ctl::XFER, 1, id, 0),
+        None,
+        &mut fx.io,
+    );
+    assert_eq!(result(&mut fx, APP).err, libc::EBADF);
+    fx.stack.on_app_msg_fd(
+        fx.now,
+        OTHER,
+        &xfer_msg(ctl::XFER, 2, id, 0),
+        dup(&a),
+        &mut fx.io,
+    );
+    assert_eq!(result(&mut fx, OTHER).err, libc::EBADF);
+    fx.stack.on_app_msg_fd(
+        fx.now,
+        APP,
+        &xfer_msg(ctl::XFER, 3, id, 0),
+        dup(&a),
+        &mut fx.io,
+    );
+    let r = result(&mut fx, APP);
+    assert_eq!(r.err, 0);
+    // An unclaimed transfer authorises nothing by its id.
+    let xid = r.arg[0] as u64 | (r.arg[1] as u64) << 32;
+    assert!(!fx.stack.has_grant(200, xid) && !fx.stack.has_grant(0, 0));
+    let mut m = CtlMsg::new(ctl::ADOPT);
+    m.req = 4;
+    m.flow = id;
+    m.arg[0] = r.arg[0];
+    m.arg[1] = r.arg[1];
+    fx.ctl(CHILD, m);
+    assert_eq!(result(&mut fx, CHILD).err, libc::EBADF);
+    // The sender closes its copy: the transfer still holds the flow.
+    fx.ctl(APP, flow_msg(ctl::DROP, 5, id));
+    assert_eq!(result(&mut fx, APP).arg[0], 0);
+    // Another file: nothing pending. Another user: refused.
+    let (c, _d) = pair();
+    fx.stack.on_app_msg_fd(
+        fx.now,
+        CHILD,
+        &xfer_msg(ctl::XFER_CLAIM, 6, 0, 0),
+        dup(&c),
+        &mut fx.io,
+    );
+    assert_eq!(result(&mut fx, CHILD).err, libc::ENOENT);
+    fx.stack.on_app_msg_fd(
+        fx.now,
+        OTHER,
+        &xfer_msg(ctl::XFER_CLAIM, 7, 0, 0),
+        dup(&a),
+        &mut fx.io,
+    );
+    assert_eq!(result(&mut fx, OTHER).err, libc::EPERM);
+    // The receiver: region and description, then it adopts by its pid.
+    fx.stack.on_app_msg_fd(
+        fx.now,
+        CHILD,
+        &xfer_msg(ctl::XFER_CLAIM, 8, 0, 0),
+        dup(&a),
+        &mut fx.io,
+    );
+    let m = fx.msgs();
+    assert_eq!(m.len(), 2, "{m:?}");
+    assert_eq!(
+        (m[0].1.kind, m[0].1.err, m[0].1.flow, m[0].1.arg[0]),
+        (ctl::RESULT, 0, id, APP as u32)
+    );
+    assert_eq!(
+        (m[1].1.kind, m[1].1.req, m[1].1.arg),
+        (ctl::XFER_DESC, 8, [11, 12, 13, 14, 15])
+    );
+    assert!(fx.stack.has_grant(200, 0));
+    let mut m = CtlMsg::new(ctl::ADOPT);
+    m.req = 9;
+    m.flow = id;
+    fx.ctl(CHILD, m);
+    let m = fx.msgs();
+    assert_eq!((m[0].0, m[0].1.err), (CHILD, 0), "{m:?}");
+    assert_eq!(fx.state(id).context, CHILD);
+    // Claimed once only.
+    fx.stack.on_app_msg_fd(
+        fx.now,
+        CHILD,
+        &xfer_msg(ctl::XFER_CLAIM, 10, 0, 0),
+        dup(&a),
+        &mut fx.io,
+    );
+    assert_eq!(result(&mut fx, CHILD).err, libc::ENOENT);
+    // Passed to a process that holds it already (itself): the claim keeps
+    // no reference, so its close is the last.
+    let (h, _i) = pair();
+    fx.stack.on_app_msg_fd(
+        fx.now,
+        CHILD,
+        &xfer_msg(ctl::XFER, 20, id, 0),
+        dup(&h),
+        &mut fx.io,
+    );
+    assert_eq!(result(&mut fx, CHILD).err, 0);
+    fx.stack.on_app_msg_fd(
+        fx.now,
+        CHILD,
+        &xfer_msg(ctl::XFER_CLAIM, 21, 0, 0),
+        dup(&h),
+        &mut fx.io,
+    );
+    assert_eq!(fx.msgs().len(), 2);
+    fx.ctl(CHILD, flow_msg(ctl::DROP, 22, id));
+    assert_eq!(result(&mut fx, CHILD).arg[0], 1);
+
+    // The listener: a transfer cancelled (the sendmsg failed) goes at
+    // once; at most MAX_PENDING_XFERS wait per process; unclaimed ones
+    // hold it after the sender's close until they expire, then it stops.
+    let (e, _f) = pair();
+    fx.stack.on_app_msg_fd(
+        fx.now,
+        APP,
+        &xfer_msg(ctl::XFER, 13, 0, lid),
+        dup(&e),
+        &mut fx.io,
+    );
+    let r = result(&mut fx, APP);
+    assert_eq!(r.err, 0);
+    let mut m = CtlMsg::new(ctl::XFER_CANCEL);
+    m.arg = [r.arg[0], r.arg[1], 0, 0, 0];
+    fx.ctl(APP, m);
+    assert!(fx.msgs().is_empty());
+    for i in 0..MAX_PENDING_XFERS as u32 {
+        fx.stack.on_app_msg_fd(
+            fx.now,
+            APP,
+            &xfer_msg(ctl::XFER, 100 + i, 0, lid),
+            dup(&e),
+            &mut fx.io,
+        );
+        assert_eq!(result(&mut fx, APP).err, 0);
+    }
+    fx.stack.on_app_msg_fd(
+        fx.now,
+        APP,
+        &xfer_msg(ctl::XFER, 99, 0, lid),
+        dup(&e),
+        &mut fx.io,
+    );
+    assert_eq!(result(&mut fx, APP).err, libc::ETOOMANYREFS);
+    let mut m = CtlMsg::new(ctl::DROP);
+    m.req = 14;
+    m.listener = lid;
+    m.arg[3] = 1;
+    fx.ctl(APP, m);
+    assert_eq!(result(&mut fx, APP).arg[0], 0);
+    let now = fx.now + XFER_TTL_NS / 2;
+    fx.stack.expire_grants(now, |_| true, &mut fx.io);
+    assert!(fx.stack.listener_ids().contains(&lid));
+    fx.stack
+        .expire_grants(now + XFER_TTL_NS, |_| true, &mut fx.io);
+    assert!(!fx.stack.listener_ids().contains(&lid));
 }
