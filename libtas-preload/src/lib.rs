@@ -556,6 +556,9 @@ pub struct Claimed {
     /// The app whose region holds its rings (for [`Tas::attach_alias`]).
     pub region: u32,
     pub what: Passed,
+    /// What the sender said of it beside its state ([`Tas::xfer`]'s
+    /// `note`, e.g. the shim's socket family).
+    pub note: u8,
 }
 
 /// What a passed socket is.
@@ -1223,6 +1226,7 @@ impl Tas {
         fd: RawFd,
         c: Option<ConnId>,
         l: Option<(ListenerId, u32, u16)>,
+        note: u8,
     ) -> io::Result<u64> {
         let mut m = CtlMsg::new(ctl::XFER);
         match (c, l) {
@@ -1238,6 +1242,9 @@ impl Tas {
             }
             (None, None) => m.listener = ctl::XFER_FRESH,
         }
+        // Relayed as is to the receiver (`Claimed::note`); the connection's
+        // ring generation travels in its words, not here.
+        m.info.ring_gen = u32::from(note);
         let r = self.request_fd(m, fd)?;
         if r.err != 0 {
             return Err(errno(r.err));
@@ -1283,6 +1290,7 @@ impl Tas {
         Ok(Some(Claimed {
             region: r.arg[0],
             what,
+            note: d.info.ring_gen as u8,
         }))
     }
 

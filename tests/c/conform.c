@@ -1561,6 +1561,44 @@ static void case_scm_rights(void)
     out("  child: echo, echo after the parent's close, close = %s", b);
     out("  child exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 
+    out("# SCM_RIGHTS: an AF_INET6 connection (IPv4-mapped peer) passed to a child");
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) return;
+    pid = fork();
+    if (pid == 0) {
+        close(sp[0]);
+        int s6 = recv_fd(sp[1], 0);
+        struct sockaddr_in6 pn;
+        socklen_t pl = sizeof pn;
+        memset(&pn, 0, sizeof pn);
+        int g = getpeername(s6, (struct sockaddr *)&pn, &pl);
+        char r6[160];
+        int n6 = snprintf(r6, sizeof r6, "getpeername %d, peer %s len %d, domain %s, echo %d",
+                          g, g == 0 ? saddr6(&pn, 0) : ename(errno), (int)pl,
+                          getint(s6, SOL_SOCKET, SO_DOMAIN) == AF_INET6 ? "AF_INET6" : "other",
+                          echo_once(s6, "passed-six"));
+        close(s6);
+        if (write(sp[1], r6, n6) != n6) _exit(1);
+        _exit(0);
+    }
+    close(sp[1]);
+    {
+        char mapped[64];
+        snprintf(mapped, sizeof mapped, "::ffff:%s", peer_ip);
+        struct sockaddr_in6 a6 = addr6(mapped, 7001);
+        int s6 = socket(AF_INET6, SOCK_STREAM, 0);
+        R("connect ::ffff:peer", connect(s6, (struct sockaddr *)&a6, sizeof a6));
+        R("sendmsg SCM_RIGHTS AF_INET6", send_fd(sp[0], s6));
+        R("parent: close its AF_INET6 copy", close(s6));
+    }
+    memset(b, 0, sizeof b);
+    char b6[160] = {0};
+    n = 0;
+    while (n < (int)sizeof b6 - 1 && (r = read(sp[0], b6 + n, sizeof b6 - 1 - n)) > 0) n += r;
+    waitpid(pid, &st, 0);
+    close(sp[0]);
+    out("  child: %s", b6);
+    out("  child exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+
     out("# SCM_RIGHTS: a listener passed to a child, which accepts on it");
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) return;
     pid = fork();

@@ -144,6 +144,17 @@ pub unsafe fn before_send(msg: *const msghdr) -> Result<Sent, c_int> {
     Ok(sent)
 }
 
+/// The family of a passed socket as its `XFER` note: bit 0 an `AF_INET6`
+/// socket (its names are IPv4-mapped `sockaddr_in6`), bit 1 `IPV6_V6ONLY`.
+fn note_of(v6: bool, v6only: bool) -> u8 {
+    u8::from(v6) | u8::from(v6only) << 1
+}
+
+/// The inverse of [`note_of`].
+fn family_of(note: u8) -> (bool, bool) {
+    (note & 1 != 0, note & 2 != 0)
+}
+
 /// Registers socket `sid` of `ctx` (through its fd `fd`) for transfer.
 fn register(ctx: &'static Ctx, sid: u64, fd: c_int) -> Result<u64, (c_int, String)> {
     let g = global();
@@ -153,10 +164,11 @@ fn register(ctx: &'static Ctx, sid: u64, fd: c_int) -> Result<u64, (c_int, Strin
         .get(&sid)
         .ok_or((libc::EBADF, "gone".to_string()))?;
     let (st, local, port_registered, interest) = (s.st, s.local, s.port_registered, s.interest);
+    let note = note_of(s.v6, s.v6only);
     let r = match st {
-        St::Connected(c) => inner.tas.xfer(fd, Some(c), None),
-        St::Listening(l) => inner.tas.xfer(fd, None, Some((l, local.0, local.1))),
-        St::Fresh if local.1 == 0 && !port_registered => inner.tas.xfer(fd, None, None),
+        St::Connected(c) => inner.tas.xfer(fd, Some(c), None, note),
+        St::Listening(l) => inner.tas.xfer(fd, None, Some((l, local.0, local.1)), note),
+        St::Fresh if local.1 == 0 && !port_registered => inner.tas.xfer(fd, None, None, note),
         St::Fresh => {
             return Err((
                 libc::EOPNOTSUPP,
@@ -352,13 +364,21 @@ fn claim(fd: c_int) -> Option<(&'static Ctx, u64)> {
         },
         None => ctx,
     };
+    let (v6, v6only) = family_of(cl.note);
     let e = Entry {
         fds: vec![fd],
         app: cl.region,
         what,
+        v6,
     };
     match take_over(into, &e, 0) {
         Ok(sid) => {
+            if v6 {
+                // A fresh AF_INET6 socket keeps what its sender set.
+                if let Some(s) = into.inner.lock().socks.get_mut(&sid) {
+                    s.v6only = v6only;
+                }
+            }
             crate::debug::say(
                 "scm-taken",
                 &format!("recvmsg: fd {fd}: TAS socket received by SCM_RIGHTS taken over"),
@@ -400,6 +420,7 @@ fn refuse(ctx: &'static Ctx, fd: c_int) -> Option<(&'static Ctx, u64)> {
         fds: vec![fd],
         app: 0,
         what: What::Fresh,
+        v6: false,
     };
     let sid = take_over(ctx, &e, 0).ok()?;
     let mut inner = ctx.inner.lock();
