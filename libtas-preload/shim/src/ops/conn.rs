@@ -49,13 +49,19 @@ pub unsafe fn parse_in(addr: *const sockaddr, len: socklen_t) -> Res<(c_int, u32
     ))
 }
 
-/// Copies an IPv4 address out as Linux does (truncating, length = 16).
+/// Copies socket address `value` out as Linux does: `*len` bytes of it at
+/// most (truncating), then `*len` set to its full size.
 ///
 /// # Safety
 ///
 /// Unless `addr` is null: `len` null or valid for reads and writes, and
-/// `addr` valid for writes of `*len` bytes.
-pub unsafe fn write_in(addr: *mut sockaddr, len: *mut socklen_t, ip: u32, port: u16) -> Res<()> {
+/// `addr` valid for writes of `*len` bytes. `T` is a `sockaddr_*` without
+/// padding bytes.
+pub(super) unsafe fn copy_out<T: Copy>(
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    value: &T,
+) -> Res<()> {
     if addr.is_null() {
         return Ok(());
     }
@@ -67,20 +73,32 @@ pub unsafe fn write_in(addr: *mut sockaddr, len: *mut socklen_t, ip: u32, port: 
     if l < 0 {
         return Err(libc::EINVAL);
     }
+    let size = std::mem::size_of::<T>();
+    let n = (l as usize).min(size);
+    // SAFETY: addr is writable for l >= n bytes and len is writable
+    // (contract); `value` is the caller's value, not the program's memory,
+    // and has no padding (contract), so all n bytes are initialised.
+    unsafe {
+        std::ptr::copy_nonoverlapping(value as *const T as *const u8, addr as *mut u8, n);
+        *len = size as socklen_t;
+    }
+    Ok(())
+}
+
+/// Copies an IPv4 address out as Linux does (truncating, length = 16).
+///
+/// # Safety
+///
+/// As for [`copy_out`].
+pub unsafe fn write_in(addr: *mut sockaddr, len: *mut socklen_t, ip: u32, port: u16) -> Res<()> {
     let sin = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: port.to_be(),
         sin_addr: libc::in_addr { s_addr: ip.to_be() },
         sin_zero: [0; 8],
     };
-    let n = (l as usize).min(std::mem::size_of::<libc::sockaddr_in>());
-    // SAFETY: addr is writable for l >= n bytes and len is writable
-    // (contract); `sin` is a local, so the two cannot overlap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(&sin as *const _ as *const u8, addr as *mut u8, n);
-        *len = std::mem::size_of::<libc::sockaddr_in>() as socklen_t;
-    }
-    Ok(())
+    // SAFETY: the caller's contract; sockaddr_in has no padding.
+    unsafe { copy_out(addr, len, &sin) }
 }
 
 /// Copies an address out in the socket's family: `sockaddr_in`, or for an

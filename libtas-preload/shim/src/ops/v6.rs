@@ -97,17 +97,6 @@ pub unsafe fn parse_in6(addr: *const sockaddr, len: socklen_t) -> Res<(Addr6, u1
 /// Unless `addr` is null: `len` null or valid for reads and writes, and
 /// `addr` valid for writes of `*len` bytes.
 pub unsafe fn write_in6(addr: *mut sockaddr, len: *mut socklen_t, ip: u32, port: u16) -> Res<()> {
-    if addr.is_null() {
-        return Ok(());
-    }
-    if len.is_null() {
-        return Err(libc::EFAULT);
-    }
-    // SAFETY: len is non-null, so readable (contract).
-    let l = unsafe { *len } as i32;
-    if l < 0 {
-        return Err(libc::EINVAL);
-    }
     let sin6 = libc::sockaddr_in6 {
         sin6_family: libc::AF_INET6 as libc::sa_family_t,
         sin6_port: port.to_be(),
@@ -117,16 +106,9 @@ pub unsafe fn write_in6(addr: *mut sockaddr, len: *mut socklen_t, ip: u32, port:
         },
         sin6_scope_id: 0,
     };
-    let size = std::mem::size_of::<libc::sockaddr_in6>();
-    let n = (l as usize).min(size);
-    // SAFETY: addr is writable for l >= n bytes and len is writable
-    // (contract); `sin6` is a local (no padding: 2+2+4+16+4 bytes), so the
-    // two cannot overlap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(&sin6 as *const _ as *const u8, addr as *mut u8, n);
-        *len = size as socklen_t;
-    }
-    Ok(())
+    // SAFETY: the caller's contract; sockaddr_in6 has no padding (2+2+4+16+4
+    // bytes, asserted below).
+    unsafe { super::conn::copy_out(addr, len, &sin6) }
 }
 
 const _: () = assert!(std::mem::size_of::<libc::sockaddr_in6>() == 28);
