@@ -208,6 +208,8 @@ fn conformance_same_results_on_linux_and_tas() {
         "child: acceptconn 1, accept ok, read 2 \"hi\"",
         "receiver: cloexec, echo, echo after the sender's close, close = 1 1 1 0",
         "  child: getpeername 0, peer ::ffff:198.18.0.2 len 28, domain AF_INET6, echo 1",
+        "child's stderr (the echo of its reply) = got-ping",
+        "spawned: acceptconn 1, accept ok, read 2 \"hi\"",
     ] {
         assert!(linux.contains(want), "Linux output lacks {want:?}");
     }

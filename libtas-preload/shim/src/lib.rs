@@ -121,6 +121,7 @@ mod rawsys;
 mod reactor;
 mod readiness;
 mod sock;
+mod spawn;
 mod spin;
 mod sys;
 mod wait;
@@ -479,6 +480,70 @@ interpose! {
     fn execveat(dirfd: c_int, path: *const libc::c_char, argv: *const *const libc::c_char, envp: *const *const libc::c_char, flags: c_int) -> c_int {
         // SAFETY: the caller's arguments under execveat's contract.
         unsafe { exec_with(envp, |e| real::execveat::get()(dirfd, path, argv, e, flags)) }
+    }
+
+    /// TAS sockets the spawned program inherits survive into it, as across
+    /// exec; its file actions say under which numbers (spawn.rs).
+    fn posix_spawn(pid: *mut libc::pid_t, path: *const libc::c_char, fa: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut libc::c_char, envp: *const *mut libc::c_char) -> c_int {
+        // SAFETY: the caller's arguments under posix_spawn's contract.
+        unsafe { spawn::spawn(pid, fa, envp, |p, e| real::posix_spawn::get()(p, path, fa, attr, argv, e)) }
+    }
+
+    fn posix_spawnp(pid: *mut libc::pid_t, file: *const libc::c_char, fa: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut libc::c_char, envp: *const *mut libc::c_char) -> c_int {
+        // SAFETY: the caller's arguments under posix_spawnp's contract.
+        unsafe { spawn::spawn(pid, fa, envp, |p, e| real::posix_spawnp::get()(p, file, fa, attr, argv, e)) }
+    }
+
+    /// The file actions of each object are recorded (spawn.rs).
+    fn posix_spawn_file_actions_init(fa: *mut libc::posix_spawn_file_actions_t) -> c_int {
+        // SAFETY: the caller's argument under the function's contract.
+        let r = unsafe { real::posix_spawn_file_actions_init::get()(fa) };
+        if r == 0 {
+            spawn::fa_init(fa as usize);
+        }
+        r
+    }
+
+    fn posix_spawn_file_actions_destroy(fa: *mut libc::posix_spawn_file_actions_t) -> c_int {
+        spawn::fa_destroy(fa as usize);
+        // SAFETY: the caller's argument under the function's contract.
+        unsafe { real::posix_spawn_file_actions_destroy::get()(fa) }
+    }
+
+    fn posix_spawn_file_actions_addclose(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int) -> c_int {
+        // SAFETY: the caller's arguments under the function's contract.
+        let r = unsafe { real::posix_spawn_file_actions_addclose::get()(fa, fd) };
+        if r == 0 {
+            spawn::fa_add(fa as usize, spawn::Action::Close(fd));
+        }
+        r
+    }
+
+    fn posix_spawn_file_actions_adddup2(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int, newfd: c_int) -> c_int {
+        // SAFETY: the caller's arguments under the function's contract.
+        let r = unsafe { real::posix_spawn_file_actions_adddup2::get()(fa, fd, newfd) };
+        if r == 0 {
+            spawn::fa_add(fa as usize, spawn::Action::Dup2(fd, newfd));
+        }
+        r
+    }
+
+    fn posix_spawn_file_actions_addopen(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int, path: *const libc::c_char, oflag: c_int, mode: libc::mode_t) -> c_int {
+        // SAFETY: the caller's arguments under the function's contract.
+        let r = unsafe { real::posix_spawn_file_actions_addopen::get()(fa, fd, path, oflag, mode) };
+        if r == 0 {
+            spawn::fa_add(fa as usize, spawn::Action::Open(fd));
+        }
+        r
+    }
+
+    fn posix_spawn_file_actions_addclosefrom_np(fa: *mut libc::posix_spawn_file_actions_t, from: c_int) -> c_int {
+        // SAFETY: the caller's arguments under the function's contract.
+        let r = unsafe { real::posix_spawn_file_actions_addclosefrom_np::get()(fa, from) };
+        if r == 0 {
+            spawn::fa_add(fa as usize, spawn::Action::CloseFrom(from));
+        }
+        r
     }
 
     /// The shim's own descriptors are never closed (reported closed).
