@@ -1750,6 +1750,36 @@ static void case_spawn(void)
     out("  spawned: %s", b);
     out("  spawned exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     R("parent: close the listener", close(l));
+
+    out("# posix_spawn: the parent keeps its copy and uses it after the child");
+    s = conn_to(7001);
+    R("write ping", write(s, "ping\n", 5));
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, s, 0);
+    posix_spawn_file_actions_adddup2(&fa, s, 1);
+    char *av3[] = {"sh", "-c", "read x; echo \"kid-$x\"", NULL};
+    pid = -1;
+    r = posix_spawn(&pid, "/bin/sh", &fa, NULL, av3, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    out("posix_spawn = %s, pid set = %d", r == 0 ? "0" : ename(r), pid > 0);
+    waitpid(pid, &st, 0);
+    out("  child exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    memset(b, 0, sizeof b);
+    n = 0;
+    long end = now_ms() + 5000;
+    while (n < 9 && now_ms() < end && (r = read(s, b + n, 9 - n)) > 0) n += r;
+    out("  parent reads the echo of the child's answer = %s", b);
+    out("  parent echo after = %d", echo_once(s, "after"));
+
+    out("# posix_spawn that fails: the parent's connection is unchanged");
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, s, 0);
+    pid = -1;
+    r = posix_spawn(&pid, "/nonexistent/program", &fa, NULL, av3, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    out("posix_spawn /nonexistent = %s, pid unchanged = %d", r == 0 ? "0" : ename(r), pid == -1);
+    out("  parent echo after = %d", echo_once(s, "still"));
+    R("close", close(s));
 }
 
 /* ------------------------------------------------------------------ */

@@ -210,6 +210,8 @@ fn conformance_same_results_on_linux_and_tas() {
         "  child: getpeername 0, peer ::ffff:198.18.0.2 len 28, domain AF_INET6, echo 1",
         "child's stderr (the echo of its reply) = got-ping",
         "spawned: acceptconn 1, accept ok, read 2 \"hi\"",
+        "parent reads the echo of the child's answer = kid-ping",
+        "posix_spawn /nonexistent = ENOENT, pid unchanged = 1",
     ] {
         assert!(linux.contains(want), "Linux output lacks {want:?}");
     }

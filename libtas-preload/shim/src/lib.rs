@@ -22,7 +22,8 @@
 //!   (`fdtab.rs`), the contexts and their sockets (`ctx.rs`, `sock.rs`),
 //!   readiness on each socket's pair (`readiness.rs`), waiting (`wait.rs`,
 //!   `mux.rs`), the reactor thread (`reactor.rs`), sockets that survive
-//!   `fork` (`fork.rs`) and `exec` (`exec.rs`) or are passed with
+//!   `fork` (`fork.rs`), `exec` (`exec.rs`) and `posix_spawn`
+//!   (`spawn.rs`: the file actions are recorded) or are passed with
 //!   `SCM_RIGHTS` (`pass.rs`), and threads under a
 //!   seccomp filter (`prctl`, `sys::restricted`), on which the shim makes
 //!   only the system calls such sandboxes allow.
@@ -77,7 +78,10 @@
 //!   takes the socket over; `close` of a socket other processes may hold
 //!   only lets go of this process's reference (`fork.rs`). Sockets without
 //!   `FD_CLOEXEC` survive `exec` likewise, described to the new image in
-//!   `TAS_INHERIT` (`exec.rs`). A socket sent with `SCM_RIGHTS` is
+//!   `TAS_INHERIT` (`exec.rs`), and so do those a program started with
+//!   `posix_spawn` gets, under the numbers its file actions give them
+//!   (`spawn.rs`; glibc's child runs no interposed function, so the
+//!   parent does it). A socket sent with `SCM_RIGHTS` is
 //!   registered with tasd by the sender and claimed by the receiver, which
 //!   takes it over the same way (`pass.rs`; another user's is refused:
 //!   `EACCES`). If tasd refuses, inherited sockets give
