@@ -1751,7 +1751,7 @@ static void case_spawn(void)
     out("  spawned exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     R("parent: close the listener", close(l));
 
-    out("# posix_spawn: the parent keeps its copy and uses it after the child");
+    out("# posix_spawnp (PATH search): the parent keeps its copy and uses it after the child");
     s = conn_to(7001);
     R("write ping", write(s, "ping\n", 5));
     posix_spawn_file_actions_init(&fa);
@@ -1759,9 +1759,9 @@ static void case_spawn(void)
     posix_spawn_file_actions_adddup2(&fa, s, 1);
     char *av3[] = {"sh", "-c", "read x; echo \"kid-$x\"", NULL};
     pid = -1;
-    r = posix_spawn(&pid, "/bin/sh", &fa, NULL, av3, environ);
+    r = posix_spawnp(&pid, "sh", &fa, NULL, av3, environ);
     posix_spawn_file_actions_destroy(&fa);
-    out("posix_spawn = %s, pid set = %d", r == 0 ? "0" : ename(r), pid > 0);
+    out("posix_spawnp sh = %s, pid set = %d", r == 0 ? "0" : ename(r), pid > 0);
     waitpid(pid, &st, 0);
     out("  child exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     memset(b, 0, sizeof b);
