@@ -12,6 +12,7 @@
  *   conform tasonly PEER_IP OWN_IP  fork/exec/threads/idle-CPU checks of the shim
  *   conform scmuser PEER_IP OWN_IP  a TAS socket passed to another user (refused)
  *   conform spawnaccept LFD PIPEFD  (posix_spawn case) accept on LFD, report on PIPEFD
+ *   conform spawnplain PEER_IP OWN_IP 0|1  posix_spawn of a program without/with the shim
  *
  * Partner ports (PEER_IP):
  *   7000  nothing listens (connect refused)
@@ -2022,6 +2023,35 @@ static void tas_scm_other_user(void)
     close(s);
 }
 
+/* posix_spawn of a program that is (shim = 1: environ) or is not
+ * (shim = 0: an environment without LD_PRELOAD, and a NULL one) under the
+ * shim, inheriting a connection it never uses; the parent closes its copy
+ * while the child lives. tests/tests/preload.rs checks tasd's counters:
+ * no grant without the shim; with it, one grant, which goes (and closes
+ * the connection) when the child exits. */
+static void tas_spawn_plain(int shim)
+{
+    int s = conn_to(7001);
+    char *env[] = {"PATH=/usr/bin:/bin", NULL};
+    char *av[] = {"sh", "-c", "sleep 0.3; exit 3", NULL};
+    pid_t pid = -1;
+    int st = 0;
+    int r = posix_spawn(&pid, "/bin/sh", NULL, NULL, av, shim ? environ : env);
+    R("spawn plain: parent echo", echo_once(s, "mine"));
+    R("spawn plain: parent close", close(s));
+    waitpid(pid, &st, 0);
+    out("spawn plain: posix_spawn = %s, exit %d", r == 0 ? "0" : ename(r), WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    if (!shim) {
+        s = conn_to(7001);
+        r = posix_spawn(&pid, "/bin/sh", NULL, NULL, av, NULL);
+        waitpid(pid, &st, 0);
+        out("spawn plain: NULL envp = %s, exit %d", r == 0 ? "0" : ename(r), WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+        R("spawn plain: parent echo after", echo_once(s, "mine"));
+        close(s);
+    }
+    out("# done");
+}
+
 static int tasonly(void)
 {
     tas_bufsizes();
@@ -2192,7 +2222,7 @@ int main(int argc, char **argv)
         return scm_receiver(atoi(argv[2]));
     }
     if (argc < 4 || (strcmp(argv[1], "run") != 0 && strcmp(argv[1], "tasonly") != 0 &&
-                     strcmp(argv[1], "scmuser") != 0)) {
+                     strcmp(argv[1], "scmuser") != 0 && strcmp(argv[1], "spawnplain") != 0)) {
         fprintf(stderr, "usage: conform partner | conform run|tasonly|scmuser PEER_IP OWN_IP [CASE]\n");
         return 2;
     }
@@ -2201,6 +2231,11 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "tasonly") == 0) {
         alarm(120);
         return tasonly();
+    }
+    if (strcmp(argv[1], "spawnplain") == 0) {
+        alarm(60);
+        tas_spawn_plain(argc > 4 && atoi(argv[4]) != 0);
+        return 0;
     }
     if (strcmp(argv[1], "scmuser") == 0) {
         alarm(60);
