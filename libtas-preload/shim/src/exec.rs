@@ -147,7 +147,10 @@ pub struct Prepared {
 /// Before exec: the grant and the description of the sockets that survive
 /// (None when there are none, or tasd refused).
 pub fn prepare() -> Option<Prepared> {
-    prepare_for(&|fds| fds.iter().copied().filter(|&f| !cloexec(f)).collect(), false)
+    prepare_for(
+        &|fds| fds.iter().copied().filter(|&f| !cloexec(f)).collect(),
+        false,
+    )
 }
 
 /// The numbers a socket with fd numbers `fds` has in the new image: for

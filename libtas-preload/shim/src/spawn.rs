@@ -252,8 +252,7 @@ pub unsafe fn spawn(
     // A NULL envp is an empty environment for glibc's (and Linux's)
     // execve: no LD_PRELOAD, nothing to describe.
     // SAFETY: envp is non-null and NULL-terminated (contract).
-    if in_shim() || envc.is_null() || try_global().is_none() || !unsafe { child_under_shim(envc) }
-    {
+    if in_shim() || envc.is_null() || try_global().is_none() || !unsafe { child_under_shim(envc) } {
         return real(pid, envp);
     }
     let acts = if fa.is_null() {
@@ -296,7 +295,10 @@ mod tests {
     fn file_actions_move_close_and_replace_numbers() {
         let none = |_| false;
         // inetd/sshd style: dup2 onto 0 and 1, close the original.
-        assert_eq!(child_fds(&[Dup2(5, 0), Dup2(5, 1), Close(5)], &[5], none), vec![0, 1]);
+        assert_eq!(
+            child_fds(&[Dup2(5, 0), Dup2(5, 1), Close(5)], &[5], none),
+            vec![0, 1]
+        );
         // Without the close, the original number stays too.
         assert_eq!(child_fds(&[Dup2(5, 0)], &[5], none), vec![0, 5]);
         // Close-on-exec: the original goes, the dup2'ed number stays.
@@ -309,14 +311,26 @@ mod tests {
         assert_eq!(child_fds(&[Open(5)], &[5], none), Vec::<c_int>::new());
         assert_eq!(child_fds(&[Dup2(9, 5)], &[5], none), Vec::<c_int>::new());
         // Order matters: dup2 from a number already closed gives nothing.
-        assert_eq!(child_fds(&[Close(5), Dup2(5, 0)], &[5], none), Vec::<c_int>::new());
+        assert_eq!(
+            child_fds(&[Close(5), Dup2(5, 0)], &[5], none),
+            Vec::<c_int>::new()
+        );
         // A chain: 5 -> 7 -> 0.
-        assert_eq!(child_fds(&[Dup2(5, 7), Close(5), Dup2(7, 0), Close(7)], &[5], none), vec![0]);
+        assert_eq!(
+            child_fds(&[Dup2(5, 7), Close(5), Dup2(7, 0), Close(7)], &[5], none),
+            vec![0]
+        );
         // closefrom: every number from 3 up, except what is put back later.
         assert_eq!(child_fds(&[CloseFrom(3)], &[5, 1], none), vec![1]);
         assert_eq!(child_fds(&[Dup2(5, 1), CloseFrom(3)], &[5], none), vec![1]);
-        assert_eq!(child_fds(&[CloseFrom(3), Dup2(1, 8)], &[1], none), vec![1, 8]);
-        assert_eq!(child_fds(&[Dup2(5, 8), CloseFrom(3)], &[5], none), Vec::<c_int>::new());
+        assert_eq!(
+            child_fds(&[CloseFrom(3), Dup2(1, 8)], &[1], none),
+            vec![1, 8]
+        );
+        assert_eq!(
+            child_fds(&[Dup2(5, 8), CloseFrom(3)], &[5], none),
+            Vec::<c_int>::new()
+        );
         // Another socket's actions do not touch this one.
         assert_eq!(child_fds(&[Dup2(6, 0), Close(6)], &[5], none), vec![5]);
     }
