@@ -497,6 +497,14 @@ fn only_the_cdylib_exports_socket_symbols() {
         "__recv_chk",
         "__recvfrom_chk",
         "__poll_chk",
+        "posix_spawn",
+        "posix_spawnp",
+        "posix_spawn_file_actions_init",
+        "posix_spawn_file_actions_destroy",
+        "posix_spawn_file_actions_adddup2",
+        "posix_spawn_file_actions_addclose",
+        "posix_spawn_file_actions_addopen",
+        "posix_spawn_file_actions_addclosefrom_np",
     ] {
         assert!(defined(&syms, s), "libtas_preload.so does not export {s}");
     }
