@@ -350,9 +350,11 @@ impl Bench {
             Ok(t) => {
                 let mbps = self.bytes as f64 * 8.0 / t.as_secs_f64() / 1e6;
                 eprintln!(
-                    "  {what} {:>8.1} Mbit/s ({:.2} s), wire {wire:.3} B/B",
+                    "  {what} {:>8.1} Mbit/s ({:.2} s), wire {wire:.3} B/B, frames {} data / {} ACK",
                     mbps,
-                    t.as_secs_f64()
+                    t.as_secs_f64(),
+                    counter(c.data(flow), "in"),
+                    counter(c.acks(flow), "in"),
                 );
                 Sample {
                     mbps,

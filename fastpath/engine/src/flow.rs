@@ -65,6 +65,11 @@ pub mod notify {
     /// queue) to ride on the next segment we send; any segment of the flow
     /// that goes out carries it and clears this.
     pub const ACK_HELD: u8 = 1 << 1;
+    /// An ACK is owed at the end of this poll round (the lane's round
+    /// queue): received segments of one round that only extend what was
+    /// reported share one ACK, as Linux's receiver ACKs a GRO batch. A
+    /// segment that goes out carries it unless out-of-order data is held.
+    pub const ACK_ROUND: u8 = 1 << 2;
 }
 
 /// Fast-path state flags (`FlowState::st`), written by the owning core.

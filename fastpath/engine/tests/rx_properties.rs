@@ -239,8 +239,10 @@ impl World {
         self.fp.table().lock(self.id).unwrap().cold().rx
     }
 
+    /// One frame, as a poll round of its own (its ACK, if any, goes out).
     fn rx(&mut self, frame: &[u8], now: u64) {
         self.fp.rx(frame, now, &mut self.mem, &mut self.out);
+        self.fp.end_round(now, &self.mem, &mut self.out);
     }
 
     fn app_cmd(&mut self, tx_added: u32, rx_freed: u32, flags: u8, now: u64) -> bool {

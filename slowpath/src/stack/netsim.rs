@@ -268,6 +268,9 @@ impl NetHost {
         if room > 0 {
             self.fp.poll_tx(now, room, &self.mem, &mut self.out);
         }
+        // The round's ACKs (and held ones that are due), as the runtime's
+        // loop sends them after its send loop.
+        self.fp.flush_acks(now, false, &self.mem, &mut self.out);
         self.settle(now);
         self.nic_q.extend(self.out.frames.drain(..));
         self.nic_q.extend(self.io.frames.drain(..));

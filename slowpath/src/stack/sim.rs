@@ -494,6 +494,7 @@ impl Host {
         work |= self.run_apps(now);
         self.internal(now);
         work |= self.fp.poll_tx(now, 256, &self.mem, &mut self.out) > 0;
+        work |= self.fp.flush_acks(now, false, &self.mem, &mut self.out) > 0;
         let events = &mut self.events;
         work |= self.fp.flush_notifications(|ctx, ev| {
             events.entry(ctx).or_default().push_back(*ev);

@@ -109,6 +109,9 @@ pub struct Stats {
     /// of them sent alone because no segment came within the delay.
     pub acks_held: u64,
     pub acks_delayed: u64,
+    /// Segments whose ACK went out with others' at the end of their poll
+    /// round (one ACK for the round's segments of a flow).
+    pub acks_coalesced: u64,
     pub exceptions: u64,
     pub bad_checksum: u64,
     pub not_for_us: u64,
@@ -190,6 +193,7 @@ impl Stats {
             acks_sent,
             acks_held,
             acks_delayed,
+            acks_coalesced,
             exceptions,
             bad_checksum,
             not_for_us,
@@ -234,6 +238,7 @@ impl Stats {
         self.acks_sent += acks_sent;
         self.acks_held += acks_held;
         self.acks_delayed += acks_delayed;
+        self.acks_coalesced += acks_coalesced;
         self.exceptions += exceptions;
         self.bad_checksum += bad_checksum;
         self.not_for_us += not_for_us;
@@ -300,6 +305,9 @@ pub struct FastPath {
     /// delay is the same for all). An entry whose flow sent a segment since
     /// (its `ACK_HELD` bit is clear) is skipped.
     held: Fifo<(FlowId, u64)>,
+    /// Flows owed an ACK at the end of this round (`notify::ACK_ROUND`),
+    /// each at most once: room for every flow of the table.
+    round: Fifo<FlowId>,
     /// The lane (NIC queue + TX scheduler) this instance serves; flows whose
     /// `group` differs are scheduled on their own lane.
     lane: u16,
@@ -334,6 +342,12 @@ fn activate<O: Output>(
 struct RxResult {
     /// Send an ACK (data, duplicate, or out-of-window segment).
     ack: bool,
+    /// The ACK may go out with the others of this round
+    /// (`notify::ACK_ROUND`): the segment extended what the last ACK
+    /// reported (in-order data with no hole, or the most recent
+    /// out-of-order interval at its right edge with SACK), so an ACK that
+    /// covers later segments tells the peer everything this one would.
+    coalesce: bool,
     /// The ACK should carry ECE.
     ece: bool,
     /// The ACK should report `RxCold::dsack` first (RFC 2883).
@@ -352,8 +366,13 @@ struct RxResult {
 /// New data (and FIN) of `len` bytes sent with `flags`: SND.NXT moves.
 #[inline(always)]
 fn take_sent(f: &mut FlowState, len: u32, fin: bool, flags: u8) {
-    // The segment carries the current ACK.
+    // The segment carries the current ACK: a held one, and the round's
+    // unless out-of-order data is held (its SACK blocks go on a pure ACK,
+    // RFC 2018 §4: our data segments carry none).
     f.notify &= !notify::ACK_HELD;
+    if f.rx_ooo_len == 0 {
+        f.notify &= !notify::ACK_ROUND;
+    }
     f.tx_next_pos = ring_add(f.tx_next_pos, len, f.tx_len);
     f.tx_avail -= len;
     f.tx_sent += len + fin as u32;
@@ -530,6 +549,7 @@ impl FastPath {
             } else {
                 0
             }),
+            round: Fifo::with_capacity(cap),
             lane: 0,
             challenge: ChallengeLimit::new(),
             tx_csum_offload: false,
@@ -674,11 +694,32 @@ impl FastPath {
         if r.ack {
             if r.may_hold
                 && self.cfg.ack_delay_ns > 0
-                && f.notify & notify::ACK_HELD == 0
+                && f.notify & (notify::ACK_HELD | notify::ACK_ROUND) == 0
                 && self.held.push_back((id, now + self.cfg.ack_delay_ns))
             {
                 f.notify |= notify::ACK_HELD;
                 self.stats.acks_held += 1;
+            } else if r.coalesce && (f.notify & notify::ACK_ROUND != 0 || self.round.push_back(id))
+            {
+                // One ACK at the end of the round for the flow's segments
+                // in it that only extended what was reported (a second
+                // in-order segment; with SACK, out-of-order data that
+                // extends the most recent interval): what Linux's receiver
+                // sends for a GRO batch. RFC 5681 §4.2 asks for an ACK at
+                // least every second full-sized segment and at once for
+                // out-of-order data (SHOULD); the round's ACK leaves within
+                // the same poll, microseconds later, and says all that the
+                // separate ones would have: the sender's SACK-based loss
+                // detection counts SACKed bytes (RFC 6675 §4), not
+                // duplicate ACKs. A segment that opens or fills a hole, a
+                // duplicate, a CE mark, and out-of-order data without SACK
+                // (every duplicate ACK counts there) are ACKed at once, as
+                // before. (A flow is queued once a round; should the queue
+                // be full all the same, the ACK goes out at once below.)
+                if f.notify & notify::ACK_ROUND != 0 {
+                    self.stats.acks_coalesced += 1;
+                }
+                f.notify |= notify::ACK_ROUND;
             } else {
                 let flags = if r.ece { tcp::ECE } else { 0 };
                 let (fs, fc, ft) = f.parts_tx();
@@ -695,7 +736,8 @@ impl FastPath {
                     out,
                     &mut self.stats,
                 );
-                f.notify &= !notify::ACK_HELD;
+                // It says all a round's ACK would.
+                f.notify &= !(notify::ACK_HELD | notify::ACK_ROUND);
             }
         }
         if r.notify {
@@ -1037,9 +1079,43 @@ impl FastPath {
         n
     }
 
-    /// Sends the held ACKs that are due at `now` (all of them with
-    /// `all`), for flows that sent no segment since; returns how many went
-    /// out. The poll loop calls it every round, after the send loop.
+    /// Sends the ACKs owed at the end of this round (`notify::ACK_ROUND`):
+    /// one per flow for all its segments received in the round. Part of
+    /// [`FastPath::flush_acks`]; returns how many went out.
+    pub fn end_round<M: PayloadMem, O: Output>(&mut self, now: u64, mem: &M, out: &mut O) -> usize {
+        let table = &*self.table;
+        let mut n = 0;
+        while let Some(id) = self.round.pop_front() {
+            let Some(mut f) = table.lock(id) else {
+                continue;
+            };
+            if f.notify & notify::ACK_ROUND == 0 {
+                continue;
+            }
+            f.notify &= !(notify::ACK_ROUND | notify::ACK_HELD);
+            let (fs, fc, ft) = f.parts_tx();
+            let ft = template(&self.cfg, self.tx_csum_offload, fs, ft);
+            send_ack(
+                &self.cfg,
+                fs,
+                ft,
+                &fc.rx,
+                0,
+                false,
+                ts_now(now),
+                mem,
+                out,
+                &mut self.stats,
+            );
+            n += 1;
+        }
+        n
+    }
+
+    /// Sends the round's ACKs ([`FastPath::end_round`]), then the held ACKs
+    /// that are due at `now` (all of them with `all`), for flows that sent
+    /// no segment since; returns how many went out. The poll loop calls it
+    /// every round, after the send loop.
     pub fn flush_acks<M: PayloadMem, O: Output>(
         &mut self,
         now: u64,
@@ -1047,8 +1123,8 @@ impl FastPath {
         mem: &M,
         out: &mut O,
     ) -> usize {
+        let mut n = self.end_round(now, mem, out);
         let table = &*self.table;
-        let mut n = 0;
         while let Some(&(id, due)) = self.held.front() {
             if due > now && !all {
                 break;
@@ -1084,6 +1160,9 @@ impl FastPath {
     /// When the scheduler next has work or a held ACK is due (`Some(0)`:
     /// now), for the poll loop.
     pub fn poll_at(&self) -> Option<u64> {
+        if self.round.len() > 0 {
+            return Some(0);
+        }
         let ack = self.held.front().map(|&(_, due)| due);
         match (self.sched.poll_at(), ack) {
             (Some(a), Some(b)) => Some(a.min(b)),

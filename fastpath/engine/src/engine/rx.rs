@@ -197,6 +197,7 @@ pub(super) fn rx_data<M: PayloadMem>(
             && !r.ece
             && !holes
             && f.st & st::RX_FIN == 0;
+        r.coalesce = r.may_hold;
         return;
     }
     ooo_insert(f, c, sq, data, mem, stats, r);
@@ -281,6 +282,9 @@ fn ooo_insert<M: PayloadMem>(
     }
     let end = sq.wrapping_add(data.len() as u32);
     let n = c.ooo_n as usize;
+    // Extends the most recent interval at its right edge (and nothing
+    // else): what the last ACK reported, a little longer.
+    let extends = n > 0 && c.ooo[0].1 == sq;
     let (mut lo, mut hi) = (sq, end);
     let mut touched = 0u32;
     let mut dup: Option<(u32, u32)> = None;
@@ -342,6 +346,12 @@ fn ooo_insert<M: PayloadMem>(
     c.ooo_n = k as u8;
     sync_lowest(f, c);
     stats.ooo_accepted += 1;
+    r.coalesce = extends
+        && touched == 1
+        && dup.is_none()
+        && evict == RX_OOO_MAX
+        && !r.ece
+        && f.cfg & cfg::SACK != 0;
     if let Some(d) = dup {
         if f.cfg & cfg::SACK != 0 {
             c.dsack = d;

@@ -444,8 +444,19 @@ impl Fx {
         self.send_raw(&f);
     }
 
+    /// One frame, as a poll round of its own (its ACK, if any, goes out).
     fn send_raw(&mut self, frame: &[u8]) {
         self.fp.rx(frame, self.now, &mut self.mem, &mut self.out);
+        self.fp.end_round(self.now, &self.mem, &mut self.out);
+    }
+
+    /// Several segments received in one poll round, then the round's end.
+    fn send_round(&mut self, segs: &[Seg]) {
+        for s in segs {
+            let f = self.frame(s);
+            self.fp.rx(&f, self.now, &mut self.mem, &mut self.out);
+        }
+        self.fp.end_round(self.now, &self.mem, &mut self.out);
     }
 
     /// Sends the held ACKs due at the current time.
@@ -676,6 +687,7 @@ mod delack;
 mod exceptions;
 mod fin;
 mod probe;
+mod round;
 mod rx;
 mod sack;
 mod sack_recovery;
