@@ -882,6 +882,36 @@ impl Apps {
         self.get_mut(m)?.alloc.alloc(len)
     }
 
+    /// Copies `len` bytes at `from` of `app`'s region to `to` (ring
+    /// memory tasd allocated: the bytes copied are ones only the fast path
+    /// writes, under the flow lock the caller holds); false when a range
+    /// falls outside the region or they overlap.
+    pub fn copy(&mut self, app: AppId, from: u32, to: u32, len: u32) -> bool {
+        let Some(m) = self.get(app).map(|a| a.mem) else {
+            return false;
+        };
+        let Some(a) = self.get_mut(m) else {
+            return false;
+        };
+        let size = a.map.len() as u64;
+        let (f, t, l) = (u64::from(from), u64::from(to), u64::from(len));
+        if f + l > size || t + l > size || (f < t + l && t < f + l) {
+            return false;
+        }
+        let base = a.map.as_mut_ptr();
+        // SAFETY: both ranges lie inside the mapping (checked above) and do
+        // not overlap; raw pointers, no references, since the app maps the
+        // same pages (it may write them too: bytes are all they can be).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                base.add(from as usize),
+                base.add(to as usize),
+                len as usize,
+            )
+        };
+        true
+    }
+
     /// Returns memory from [`Apps::alloc`].
     pub fn free(&mut self, app: AppId, off: u32, len: u32) {
         let Some(m) = self.get(app).map(|a| a.mem) else {

@@ -61,15 +61,25 @@ pub mod cfg {
 pub mod notify {
     /// A notification for the app is queued in a lane's pending list.
     pub const PENDING: u8 = 1 << 0;
-    /// An ACK for received in-order data is held (in a lane's held-ACK
-    /// queue) to ride on the next segment we send; any segment of the flow
-    /// that goes out carries it and clears this.
+    /// An ACK is held (in a lane's held-ACK queue) to ride on the next
+    /// segment we send, for received segments that only extended what the
+    /// last ACK reported (in-order data without holes, or with SACK the
+    /// most recent out-of-order interval); a segment of the flow that goes
+    /// out carries it and clears this, unless out-of-order data is held
+    /// (its SACK blocks need a pure ACK).
     pub const ACK_HELD: u8 = 1 << 1;
     /// An ACK is owed at the end of this poll round (the lane's round
-    /// queue): received segments of one round that only extend what was
-    /// reported share one ACK, as Linux's receiver ACKs a GRO batch. A
-    /// segment that goes out carries it unless out-of-order data is held.
+    /// queue; with no ACK delay configured, where `ACK_HELD` would be).
     pub const ACK_ROUND: u8 = 1 << 2;
+    /// How many received segments the owed ACK (`ACK_HELD` or `ACK_ROUND`)
+    /// covers, 1..=[`ACK_COALESCE_MAX`], in these three bits.
+    pub const ACK_COUNT: u8 = 0b111 << ACK_COUNT_SHIFT;
+    pub const ACK_COUNT_SHIFT: u8 = 3;
+    /// Segments one owed ACK covers at most; the next is ACKed at once.
+    pub const ACK_COALESCE_MAX: u8 = 7;
+    /// Everything about an owed ACK: cleared when an ACK (or a segment
+    /// carrying it) goes out.
+    pub const ACK_OWED: u8 = ACK_HELD | ACK_ROUND | ACK_COUNT;
 }
 
 /// Fast-path state flags (`FlowState::st`), written by the owning core.

@@ -1138,11 +1138,6 @@ fn sack_case(seed: u64) -> (engine::Stats, SackCase) {
     assert!(w.cold().intervals().is_empty(), "seed {seed}");
     if cs.timeouts == 0 {
         assert_eq!(cs.wasted, 0, "seed {seed}: sent again what we held: {cs:?}");
-    } else {
-        assert!(
-            w.fp.stats.ooo_evicted > 0,
-            "seed {seed}: a timeout without forgotten data: {cs:?}"
-        );
     }
     w.check_guards();
     (w.fp.stats, cs)
@@ -1168,11 +1163,11 @@ fn rx_sack_recovery_with_many_holes() {
     }
     assert!(n >= 20, "only {n} seeds in the time budget");
     let s = total;
-    // The mix held every interval there is, filled them, forgot some,
-    // reported duplicates.
+    // The mix held every interval there is, filled them, dropped what
+    // found none, reported duplicates.
     assert_eq!(all.max_intervals, RX_OOO_MAX, "{all:?}");
     assert!(
-        s.ooo_intervals_full > 0 && s.ooo_evicted > 0 && s.dsack_sent > 0,
+        s.ooo_intervals_full > 0 && s.ooo_dropped > 0 && s.dsack_sent > 0,
         "{s:?}"
     );
 }

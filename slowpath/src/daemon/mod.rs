@@ -127,6 +127,9 @@ impl StackIo for Io<'_> {
     fn free(&mut self, app: AppId, off: u32, len: u32) {
         self.apps.free(app, off, len);
     }
+    fn copy(&mut self, app: AppId, from: u32, to: u32, len: u32) -> bool {
+        self.apps.copy(app, from, to, len)
+    }
     fn mem_of(&self, app: AppId) -> AppId {
         self.apps.mem_of(app)
     }

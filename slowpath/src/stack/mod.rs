@@ -171,6 +171,12 @@ pub trait StackIo {
     fn alloc(&mut self, app: AppId, len: u32) -> Option<u32>;
     /// Returns memory from [`alloc`](Self::alloc).
     fn free(&mut self, app: AppId, off: u32, len: u32);
+    /// Copies `len` bytes at offset `from` of `app`'s region to offset `to`
+    /// (ranges that do not overlap, both from [`alloc`](Self::alloc));
+    /// false when it cannot (then nothing was copied).
+    fn copy(&mut self, _app: AppId, _from: u32, _to: u32, _len: u32) -> bool {
+        false
+    }
     /// A listener is about to use local `port` (no other listener has it):
     /// in shared mode the kernel's own use of the port is checked and the
     /// port's frames are steered to TAS. Err(errno) refuses the listen.

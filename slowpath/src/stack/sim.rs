@@ -86,6 +86,8 @@ pub(super) struct RecIo {
     /// The region an app's rings come from when not its own (a forked
     /// child uses its parent's, `StackIo::mem_of`).
     pub(super) mem: HashMap<AppId, AppId>,
+    /// Copies asked for (`StackIo::copy`): region, from, to, length.
+    pub(super) copies: Vec<(AppId, u32, u32, u32)>,
 }
 
 impl RecIo {
@@ -113,6 +115,11 @@ impl StackIo for RecIo {
             .entry(app)
             .or_insert_with(|| Region::new(REGION))
             .alloc(len)
+    }
+    fn copy(&mut self, app: AppId, from: u32, to: u32, len: u32) -> bool {
+        let app = self.mem_of(app);
+        self.copies.push((app, from, to, len));
+        true
     }
     fn free(&mut self, app: AppId, off: u32, len: u32) {
         let app = self.mem_of(app);

@@ -171,11 +171,8 @@ pub struct Stats {
     /// limit (RFC 5961 §10).
     pub unacceptable_acks_limited: u64,
     /// Out-of-order segments that needed a new interval while all of the
-    /// flow's intervals were in use.
+    /// flow's intervals were in use (dropped; counted in `ooo_dropped` too).
     pub ooo_intervals_full: u64,
-    /// Of those, the ones that made room by forgetting the interval
-    /// furthest from RCV.NXT (reneging on it, RFC 2018 §8).
-    pub ooo_evicted: u64,
     /// ACKs sent with a D-SACK block (RFC 2883).
     pub dsack_sent: u64,
 }
@@ -228,7 +225,6 @@ impl Stats {
             seq_unacceptable,
             unacceptable_acks_limited,
             ooo_intervals_full,
-            ooo_evicted,
             dsack_sent,
         } = *o;
         self.rx_frames += rx_frames;
@@ -273,7 +269,6 @@ impl Stats {
         self.seq_unacceptable += seq_unacceptable;
         self.unacceptable_acks_limited += unacceptable_acks_limited;
         self.ooo_intervals_full += ooo_intervals_full;
-        self.ooo_evicted += ooo_evicted;
         self.dsack_sent += dsack_sent;
     }
 }
@@ -366,12 +361,11 @@ struct RxResult {
 /// New data (and FIN) of `len` bytes sent with `flags`: SND.NXT moves.
 #[inline(always)]
 fn take_sent(f: &mut FlowState, len: u32, fin: bool, flags: u8) {
-    // The segment carries the current ACK: a held one, and the round's
-    // unless out-of-order data is held (its SACK blocks go on a pure ACK,
-    // RFC 2018 §4: our data segments carry none).
-    f.notify &= !notify::ACK_HELD;
+    // The segment carries the owed ACK, unless out-of-order data is held
+    // (its SACK blocks go on a pure ACK, RFC 2018 §4: our data segments
+    // carry none).
     if f.rx_ooo_len == 0 {
-        f.notify &= !notify::ACK_ROUND;
+        f.notify &= !notify::ACK_OWED;
     }
     f.tx_next_pos = ring_add(f.tx_next_pos, len, f.tx_len);
     f.tx_avail -= len;
@@ -692,34 +686,39 @@ impl FastPath {
             &mut self.stats,
         );
         if r.ack {
-            if r.may_hold
+            let owed = f.notify & (notify::ACK_HELD | notify::ACK_ROUND) != 0;
+            let n = (f.notify & notify::ACK_COUNT) >> notify::ACK_COUNT_SHIFT;
+            // A segment that only extended what the last ACK reported (a
+            // next in-order one; with SACK, one that extends the most
+            // recent out-of-order interval) joins the ACK owed, up to
+            // ACK_COALESCE_MAX segments, or starts one that is held for
+            // `ack_delay_ns` (the app's response, or the next segment, may
+            // come first) — at most 8 segments or 40 µs per ACK, as Linux
+            // ACKs a GRO batch or compresses SACKs while out-of-order data
+            // is queued (RFC 5681 §4.2 asks for an ACK at least every
+            // second full-sized segment and at once for out-of-order data,
+            // SHOULDs; the sender's SACK-based loss detection counts SACKed
+            // bytes, RFC 6675 §4, not duplicate ACKs). A segment that opens
+            // or fills a hole, a duplicate, a CE mark, out-of-order data
+            // without SACK (there every duplicate ACK counts) and a FIN are
+            // ACKed at once. Without a delay the ACK waits for the end of
+            // the poll round (`end_round`).
+            if r.coalesce && owed && n < notify::ACK_COALESCE_MAX {
+                f.notify = (f.notify & !notify::ACK_COUNT) | ((n + 1) << notify::ACK_COUNT_SHIFT);
+                self.stats.acks_coalesced += 1;
+            } else if r.coalesce
+                && !owed
                 && self.cfg.ack_delay_ns > 0
-                && f.notify & (notify::ACK_HELD | notify::ACK_ROUND) == 0
                 && self.held.push_back((id, now + self.cfg.ack_delay_ns))
             {
-                f.notify |= notify::ACK_HELD;
+                f.notify |= notify::ACK_HELD | 1 << notify::ACK_COUNT_SHIFT;
                 self.stats.acks_held += 1;
-            } else if r.coalesce && (f.notify & notify::ACK_ROUND != 0 || self.round.push_back(id))
+            } else if r.coalesce && !owed && self.cfg.ack_delay_ns == 0 && self.round.push_back(id)
             {
-                // One ACK at the end of the round for the flow's segments
-                // in it that only extended what was reported (a second
-                // in-order segment; with SACK, out-of-order data that
-                // extends the most recent interval): what Linux's receiver
-                // sends for a GRO batch. RFC 5681 §4.2 asks for an ACK at
-                // least every second full-sized segment and at once for
-                // out-of-order data (SHOULD); the round's ACK leaves within
-                // the same poll, microseconds later, and says all that the
-                // separate ones would have: the sender's SACK-based loss
-                // detection counts SACKed bytes (RFC 6675 §4), not
-                // duplicate ACKs. A segment that opens or fills a hole, a
-                // duplicate, a CE mark, and out-of-order data without SACK
-                // (every duplicate ACK counts there) are ACKed at once, as
-                // before. (A flow is queued once a round; should the queue
-                // be full all the same, the ACK goes out at once below.)
-                if f.notify & notify::ACK_ROUND != 0 {
-                    self.stats.acks_coalesced += 1;
-                }
-                f.notify |= notify::ACK_ROUND;
+                // (A flow is queued once a round: room by construction;
+                // should the queue be full all the same, the ACK goes out
+                // at once below.)
+                f.notify |= notify::ACK_ROUND | 1 << notify::ACK_COUNT_SHIFT;
             } else {
                 let flags = if r.ece { tcp::ECE } else { 0 };
                 let (fs, fc, ft) = f.parts_tx();
@@ -736,8 +735,8 @@ impl FastPath {
                     out,
                     &mut self.stats,
                 );
-                // It says all a round's ACK would.
-                f.notify &= !(notify::ACK_HELD | notify::ACK_ROUND);
+                // It says all an owed ACK would.
+                f.notify &= !notify::ACK_OWED;
             }
         }
         if r.notify {
@@ -882,7 +881,7 @@ impl FastPath {
                 out,
                 &mut self.stats,
             );
-            f.notify &= !notify::ACK_HELD;
+            f.notify &= !notify::ACK_OWED;
         }
         if can_send(&f) {
             activate(&mut self.sched, self.lane, f.group, c.flow, now, out);
@@ -1092,7 +1091,7 @@ impl FastPath {
             if f.notify & notify::ACK_ROUND == 0 {
                 continue;
             }
-            f.notify &= !(notify::ACK_ROUND | notify::ACK_HELD);
+            f.notify &= !notify::ACK_OWED;
             let (fs, fc, ft) = f.parts_tx();
             let ft = template(&self.cfg, self.tx_csum_offload, fs, ft);
             send_ack(
@@ -1150,7 +1149,7 @@ impl FastPath {
                 out,
                 &mut self.stats,
             );
-            f.notify &= !notify::ACK_HELD;
+            f.notify &= !notify::ACK_OWED;
             self.stats.acks_delayed += 1;
             n += 1;
         }

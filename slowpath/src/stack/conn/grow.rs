@@ -35,8 +35,10 @@
 //!   pressure growth stops first. A live ring never shrinks.
 
 use tas_abi::{ctl, CtlMsg};
-use tas_engine::flow::st;
+use tas_engine::flow::{st, RX_OOO_MAX};
+use tas_engine::flowtable::FlowGuard;
 use tas_engine::flowtable::FlowId;
+use tas_engine::seq;
 
 use super::{Phase, Ring};
 use crate::stack::{AppId, Stack, StackIo, MS};
@@ -116,6 +118,34 @@ pub(super) fn next_gen(cur: u8, last: Option<u8>) -> u8 {
     } else {
         gen
     }
+}
+
+/// Copies the out-of-order intervals flow `g` holds in its RX ring to ring
+/// `next`, whose position 0 is RCV.NXT (the old ring's `rx_next_pos`);
+/// true when there is nothing to copy or all of it was copied.
+fn move_ooo(g: &FlowGuard<'_>, next: Ring, app: AppId, io: &mut impl StackIo) -> bool {
+    let c = g.cold();
+    let (old_base, old_len) = (g.rx_base, g.rx_len);
+    let mut ivs = [(0u32, 0u32); RX_OOO_MAX];
+    let held = c.rx.intervals();
+    ivs[..held.len()].copy_from_slice(held);
+    for &(s, e) in &ivs[..held.len()] {
+        let off = seq::dist(g.rx_next_seq, s);
+        let len = seq::dist(s, e);
+        // Held data lies within the old window, so within the new ring.
+        if u64::from(off) + u64::from(len) > u64::from(next.len.min(old_len)) {
+            return false;
+        }
+        let src = (g.rx_next_pos + off) % old_len;
+        let first = len.min(old_len - src);
+        if !io.copy(app, old_base + src, next.base + off, first) {
+            return false;
+        }
+        if first < len && !io.copy(app, old_base, next.base + off + first, len - first) {
+            return false;
+        }
+    }
+    true
 }
 
 /// A ring's (start, max) for a requested size `req` (0: none): a request is
@@ -200,8 +230,14 @@ impl Stack {
         let fin = g.st & st::RX_FIN != 0;
         let gen = next_gen(g.ring_gen, announced);
         if let Some(next) = reserved {
-            let empty = g.rx_avail == g.rx_len && g.rx_ooo_len == 0 && g.cold().rx.ooo_n == 0;
-            if empty && !stop && !fin {
+            // Everything in order was read (so the app holds no position in
+            // the old ring); out-of-order data held beyond RCV.NXT is
+            // tasd's alone (the app never reads past RCV.NXT) and moves
+            // with the switch, at the same distance from RCV.NXT. Under
+            // loss an interval is nearly always held, and a ring that
+            // switched only when empty did not grow at all then.
+            let read_all = g.rx_avail == g.rx_len;
+            if read_all && !stop && !fin && move_ooo(&g, next, app, io) {
                 g.rx_base = next.base;
                 g.rx_len = next.len;
                 g.rx_next_pos = 0;

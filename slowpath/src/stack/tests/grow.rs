@@ -1,4 +1,5 @@
-//! Ring growth (`conn/grow.rs`): the RX ring switches only when empty and
+//! Ring growth (`conn/grow.rs`): the RX ring switches only when all in-order
+//! data was read (held out-of-order data moves along) and
 //! only after its `RING` went to the app; the TX switch is refused while
 //! anything is in flight; pinned sizes never grow; the window scale is for
 //! the maximum.
@@ -95,27 +96,52 @@ fn rx_ring_switches_only_when_empty_after_its_ring_message() {
     assert_eq!(m.arg[2], 64 * KIB);
     let new_base = m.arg[1];
 
-    // Not empty (unread data, or an out-of-order interval held): no switch.
+    // Unread data: no switch.
     rounds(&mut fx, id, 5, |f| f.rx_avail = f.rx_len - 100);
-    rounds(&mut fx, id, 5, |f| {
-        f.rx_avail = f.rx_len;
-        f.rx_ooo_start = f.rx_next_seq.wrapping_add(3000);
-        f.rx_ooo_len = 1000;
-    });
     let f = fx.state(id);
     assert_eq!((f.rx_base, f.rx_len, f.ring_gen), (f0.rx_base, 32 * KIB, 0));
 
-    // Empty: the flow switches, from position 0 of the new ring.
-    rounds(&mut fx, id, 1, |f| {
-        f.rx_ooo_len = 0;
-        f.rx_avail = f.rx_len;
-        f.rx_next_pos = 12_345;
+    // Everything in order read, two out-of-order intervals held (the
+    // second wrapping around the old ring's end): the flow switches, from
+    // position 0 of the new ring, and the held bytes move to the same
+    // distance from RCV.NXT there.
+    let nxt = fx.state(id).rx_next_seq;
+    fx.set_cold(id, |c| {
+        c.rx.ooo[0] = (nxt.wrapping_add(3000), nxt.wrapping_add(4000));
+        c.rx.ooo[1] = (nxt.wrapping_add(8000), nxt.wrapping_add(10_000));
+        c.rx.ooo_n = 2;
+    });
+    rounds(&mut fx, id, 20, |f| {
+        if f.rx_len == 32 * KIB {
+            f.rx_avail = f.rx_len;
+            f.rx_next_seq = nxt;
+            f.rx_next_pos = 32 * KIB - 9000;
+            f.rx_ooo_start = nxt.wrapping_add(3000);
+            f.rx_ooo_len = 1000;
+        }
     });
     let f = fx.state(id);
     assert_eq!(
         (f.rx_base, f.rx_len, f.rx_avail, f.rx_next_pos, f.ring_gen),
         (new_base, 64 * KIB, 64 * KIB, 0, 1)
     );
+    assert_eq!(
+        (f.rx_ooo_start, f.rx_ooo_len),
+        (nxt.wrapping_add(3000), 1000),
+        "the intervals are sequence numbers: unchanged"
+    );
+    let old = f0.rx_base;
+    assert_eq!(
+        fx.io.copies,
+        [
+            (APP, old + 26_768, new_base + 3000, 1000),
+            (APP, old + 31_768, new_base + 8000, 1000),
+            (APP, old, new_base + 9000, 1000),
+        ],
+        "held bytes moved, wrapping at the old ring's end"
+    );
+    fx.set_cold(id, |c| c.rx.ooo_n = 0);
+    fx.set(id, |f| f.rx_ooo_len = 0);
     assert_eq!(fx.stack.stats().rx_rings_grown, 1);
 
     // On to the maximum, one doubling at a time, then no more.

@@ -207,6 +207,9 @@ impl Fx {
     fn set(&self, id: FlowId, f: impl FnOnce(&mut FlowState)) {
         f(&mut self.table.lock(id).expect("flow installed"));
     }
+    fn set_cold(&self, id: FlowId, f: impl FnOnce(&mut tas_engine::flow::FlowCold)) {
+        f(self.table.lock(id).expect("flow installed").cold_mut());
+    }
 }
 
 fn syn(seq: u32, options: tcp::TcpOptions) -> tcp::TcpRepr {

@@ -58,20 +58,23 @@ fn a_held_ack_rides_on_the_response() {
 }
 
 #[test]
-fn the_second_segment_is_acked_at_once() {
+fn eight_segments_share_a_held_ack_and_the_eighth_sends_it() {
     let mut fx = dfx();
-    send!(fx, fx.data(0, 10));
-    recv_nothing!(fx);
-    send!(fx, fx.data(10, 10));
-    recv!(fx, fx.ours(0, 20, 32_768 - 20));
+    for k in 0..7 {
+        send!(fx, fx.data(k * 10, 10));
+        recv_nothing!(fx);
+    }
+    assert_eq!(fx.fp.stats.acks_coalesced, 6);
+    send!(fx, fx.data(70, 10));
+    recv!(fx, fx.ours(0, 80, 32_768 - 80));
     fx.now += DELAY;
-    assert_eq!(fx.flush_acks(), 0);
-    // And the next one is held again.
-    send!(fx, fx.data(20, 10));
+    assert_eq!(fx.flush_acks(), 0, "the held one went with it");
+    // And the next one is held again, and goes out when the delay ends.
+    send!(fx, fx.data(80, 10));
     recv_nothing!(fx);
     fx.now += DELAY;
     assert_eq!(fx.flush_acks(), 1);
-    recv!(fx, fx.ours(0, 30, 32_768 - 30));
+    recv!(fx, fx.ours(0, 90, 32_768 - 90));
 }
 
 #[test]
