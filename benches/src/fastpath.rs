@@ -117,17 +117,18 @@ impl Scenario {
 
     /// Most frames sent per unit (an ACK for each data segment and the
     /// segment); with ACKs held (tasd's default) the pair's ACK rides on
-    /// its response, and a second segment of a flow in a batch is ACKed
-    /// together with the first.
+    /// its response, and the segments of a flow in one batch (one poll
+    /// round) share one ACK.
     pub fn frames_out(self) -> u64 {
         self.frames_in()
     }
 
     /// Fewest frames `units` units may send: the segments, and for data
-    /// without a response at least one ACK per two segments.
+    /// without a response at least one ACK per batch (a flow's in-order
+    /// segments of one poll round share one ACK).
     pub fn min_frames_out(self, units: u64) -> u64 {
         match self {
-            Scenario::Rx => units.div_ceil(2),
+            Scenario::Rx => units.div_ceil(BATCH as u64),
             Scenario::AckTx | Scenario::Pair => units,
         }
     }

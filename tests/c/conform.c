@@ -11,6 +11,8 @@
  *   conform run PEER_IP OWN_IP      run every case, print the results
  *   conform tasonly PEER_IP OWN_IP  fork/exec/threads/idle-CPU checks of the shim
  *   conform scmuser PEER_IP OWN_IP  a TAS socket passed to another user (refused)
+ *   conform spawnaccept LFD PIPEFD  (posix_spawn case) accept on LFD, report on PIPEFD
+ *   conform spawnplain PEER_IP OWN_IP 0|1  posix_spawn of a program without/with the shim
  *
  * Partner ports (PEER_IP):
  *   7000  nothing listens (connect refused)
@@ -39,6 +41,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1665,6 +1668,121 @@ static void case_scm_rights(void)
     out("  receiver exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 }
 
+extern char **environ;
+
+/* The spawned side of the second `spawn` case: argv "spawnaccept LFD
+ * PIPEFD" — accepts one connection on the inherited listener LFD, reads
+ * two bytes and reports on PIPEFD. */
+static int spawn_acceptor(int l, int p)
+{
+    int c = accept(l, NULL, NULL);
+    int e = errno;
+    char got[16] = {0};
+    int k = 0;
+    long end = now_ms() + 5000;
+    while (c >= 0 && k < 2 && now_ms() < end) {
+        int r = read(c, got + k, 2 - k);
+        if (r <= 0) break;
+        k += r;
+    }
+    char rr[96];
+    int m = snprintf(rr, sizeof rr, "acceptconn %d, accept %s, read %d \"%s\"",
+                     getint(l, SOL_SOCKET, SO_ACCEPTCONN), c >= 0 ? "ok" : ename(e), k, got);
+    if (c >= 0) close(c);
+    close(l);
+    return write(p, rr, m) == m ? 0 : 1;
+}
+
+/* posix_spawn: glibc's child runs no interposed function (clone with
+ * CLONE_VM|CLONE_VFORK, internal dup2/close/execve); the spawned program
+ * must still be able to use the TAS sockets it inherits. */
+static void case_spawn(void)
+{
+    out("# posix_spawn: a connection on fds 0 and 1 of a spawned sh (adddup2), the parent's copy closed");
+    int s = conn_to(7001);
+    R("write ping", write(s, "ping\n", 5));
+    int pp[2];
+    if (pipe2(pp, O_CLOEXEC) != 0) return;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, s, 0);
+    posix_spawn_file_actions_adddup2(&fa, s, 1);
+    posix_spawn_file_actions_adddup2(&fa, pp[1], 2);
+    posix_spawn_file_actions_addclose(&fa, s);
+    char *av[] = {"sh", "-c", "read x; echo \"got-$x\"; read y; echo \"$y\" >&2", NULL};
+    pid_t pid = -1;
+    int r = posix_spawn(&pid, "/bin/sh", &fa, NULL, av, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    out("posix_spawn = %s, pid set = %d", r == 0 ? "0" : ename(r), pid > 0);
+    close(pp[1]);
+    R("parent: close its copy", close(s));
+    char b[256] = {0};
+    int n = 0;
+    while (n < (int)sizeof b - 1 && (r = read(pp[0], b + n, sizeof b - 1 - n)) > 0) n += r;
+    close(pp[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    if (n > 0 && b[n - 1] == '\n') b[n - 1] = 0;
+    out("  child's stderr (the echo of its reply) = %s", b);
+    out("  child exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+
+    out("# posix_spawnp: a listener inherited as it is, the spawned program accepts");
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    setint(l, SOL_SOCKET, SO_REUSEADDR, 1);
+    struct sockaddr_in a = addr("0.0.0.0", 8012);
+    R("bind", bind(l, (struct sockaddr *)&a, sizeof a));
+    R("listen", listen(l, 16));
+    if (pipe(pp) != 0) return;
+    fcntl(pp[0], F_SETFD, FD_CLOEXEC);
+    char lfd[16], pfd[16];
+    snprintf(lfd, sizeof lfd, "%d", l);
+    snprintf(pfd, sizeof pfd, "%d", pp[1]);
+    char *av2[] = {"conform", "spawnaccept", lfd, pfd, NULL};
+    pid = -1;
+    r = posix_spawnp(&pid, "/proc/self/exe", NULL, NULL, av2, environ);
+    out("posix_spawnp = %s, pid set = %d", r == 0 ? "0" : ename(r), pid > 0);
+    close(pp[1]);
+    partner_connect(8012, "hi");
+    memset(b, 0, sizeof b);
+    n = 0;
+    while (n < (int)sizeof b - 1 && (r = read(pp[0], b + n, sizeof b - 1 - n)) > 0) n += r;
+    close(pp[0]);
+    waitpid(pid, &st, 0);
+    out("  spawned: %s", b);
+    out("  spawned exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    R("parent: close the listener", close(l));
+
+    out("# posix_spawnp (PATH search): the parent keeps its copy and uses it after the child");
+    s = conn_to(7001);
+    R("write ping", write(s, "ping\n", 5));
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, s, 0);
+    posix_spawn_file_actions_adddup2(&fa, s, 1);
+    char *av3[] = {"sh", "-c", "read x; echo \"kid-$x\"", NULL};
+    pid = -1;
+    r = posix_spawnp(&pid, "sh", &fa, NULL, av3, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    out("posix_spawnp sh = %s, pid set = %d", r == 0 ? "0" : ename(r), pid > 0);
+    waitpid(pid, &st, 0);
+    out("  child exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    memset(b, 0, sizeof b);
+    n = 0;
+    long end = now_ms() + 5000;
+    while (n < 9 && now_ms() < end && (r = read(s, b + n, 9 - n)) > 0) n += r;
+    out("  parent reads the echo of the child's answer = %s", b);
+    out("  parent echo after = %d", echo_once(s, "after"));
+
+    out("# posix_spawn that fails: the parent's connection is unchanged");
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, s, 0);
+    pid = -1;
+    r = posix_spawn(&pid, "/nonexistent/program", &fa, NULL, av3, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    out("posix_spawn /nonexistent = %s, pid unchanged = %d", r == 0 ? "0" : ename(r), pid == -1);
+    out("  parent echo after = %d", echo_once(s, "still"));
+    R("close", close(s));
+}
+
 /* ------------------------------------------------------------------ */
 /* TAS-only cases (behaviour that differs from Linux by design, or that is
  * about the shim itself). Checked line by line by tests/tests/preload.rs. */
@@ -1905,6 +2023,35 @@ static void tas_scm_other_user(void)
     close(s);
 }
 
+/* posix_spawn of a program that is (shim = 1: environ) or is not
+ * (shim = 0: an environment without LD_PRELOAD, and a NULL one) under the
+ * shim, inheriting a connection it never uses; the parent closes its copy
+ * while the child lives. tests/tests/preload.rs checks tasd's counters:
+ * no grant without the shim; with it, one grant, which goes (and closes
+ * the connection) when the child exits. */
+static void tas_spawn_plain(int shim)
+{
+    int s = conn_to(7001);
+    char *env[] = {"PATH=/usr/bin:/bin", NULL};
+    char *av[] = {"sh", "-c", "sleep 0.3; exit 3", NULL};
+    pid_t pid = -1;
+    int st = 0;
+    int r = posix_spawn(&pid, "/bin/sh", NULL, NULL, av, shim ? environ : env);
+    R("spawn plain: parent echo", echo_once(s, "mine"));
+    R("spawn plain: parent close", close(s));
+    waitpid(pid, &st, 0);
+    out("spawn plain: posix_spawn = %s, exit %d", r == 0 ? "0" : ename(r), WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    if (!shim) {
+        s = conn_to(7001);
+        r = posix_spawn(&pid, "/bin/sh", NULL, NULL, av, NULL);
+        waitpid(pid, &st, 0);
+        out("spawn plain: NULL envp = %s, exit %d", r == 0 ? "0" : ename(r), WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+        R("spawn plain: parent echo after", echo_once(s, "mine"));
+        close(s);
+    }
+    out("# done");
+}
+
 static int tasonly(void)
 {
     tas_bufsizes();
@@ -2066,12 +2213,16 @@ int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "partner") == 0)
         return partner();
+    if (argc >= 4 && strcmp(argv[1], "spawnaccept") == 0) {
+        alarm(30);
+        return spawn_acceptor(atoi(argv[2]), atoi(argv[3]));
+    }
     if (argc >= 3 && strcmp(argv[1], "scmrecv") == 0) {
         alarm(30);
         return scm_receiver(atoi(argv[2]));
     }
     if (argc < 4 || (strcmp(argv[1], "run") != 0 && strcmp(argv[1], "tasonly") != 0 &&
-                     strcmp(argv[1], "scmuser") != 0)) {
+                     strcmp(argv[1], "scmuser") != 0 && strcmp(argv[1], "spawnplain") != 0)) {
         fprintf(stderr, "usage: conform partner | conform run|tasonly|scmuser PEER_IP OWN_IP [CASE]\n");
         return 2;
     }
@@ -2080,6 +2231,11 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "tasonly") == 0) {
         alarm(120);
         return tasonly();
+    }
+    if (strcmp(argv[1], "spawnplain") == 0) {
+        alarm(60);
+        tas_spawn_plain(argc > 4 && atoi(argv[4]) != 0);
+        return 0;
     }
     if (strcmp(argv[1], "scmuser") == 0) {
         alarm(60);
@@ -2099,7 +2255,7 @@ int main(int argc, char **argv)
         {"mixed", case_mixed}, {"dup", case_dup}, {"vectors", case_vectors},
         {"sendfile", case_sendfile}, {"blocking", case_blocking}, {"unread", case_close_unread},
         {"loopback", case_loopback}, {"dualstack", case_dualstack}, {"fork", case_fork},
-        {"forkhandoff", case_fork_handoff}, {"scm", case_scm_rights},
+        {"forkhandoff", case_fork_handoff}, {"scm", case_scm_rights}, {"spawn", case_spawn},
     };
     for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (only && strcmp(only, cases[i].name) != 0) continue;

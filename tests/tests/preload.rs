@@ -208,6 +208,10 @@ fn conformance_same_results_on_linux_and_tas() {
         "child: acceptconn 1, accept ok, read 2 \"hi\"",
         "receiver: cloexec, echo, echo after the sender's close, close = 1 1 1 0",
         "  child: getpeername 0, peer ::ffff:198.18.0.2 len 28, domain AF_INET6, echo 1",
+        "child's stderr (the echo of its reply) = got-ping",
+        "spawned: acceptconn 1, accept ok, read 2 \"hi\"",
+        "parent reads the echo of the child's answer = kid-ping",
+        "posix_spawn /nonexistent = ENOENT, pid unchanged = 1",
     ] {
         assert!(linux.contains(want), "Linux output lacks {want:?}");
     }
@@ -357,6 +361,80 @@ fn fork_exec_threads_and_idle_cpu() {
     }
 }
 
+/// `posix_spawn` of a program that is not under the shim (its environment
+/// has no `LD_PRELOAD`, or is NULL) asks tasd for no grant, and the
+/// parent's close closes the connection; of one under the shim, one grant,
+/// which does not outlive the child: the connection the parent closed
+/// while the child lived is closed by tasd when the child exits.
+#[test]
+fn posix_spawn_grants_only_for_a_child_under_the_shim() {
+    let mut tb = Testbed::new("psp", backend());
+    tb.spawn_lnx(&conform(), &["partner"], Some("partner listening"));
+    let mut run = |shim: &str| -> (u64, u64, String) {
+        let shares = tb.tasd_counter("slowpath.shares");
+        let closes = tb.tasd_counter("slowpath.grant_closes");
+        let o = tb.run_tas(
+            env_bin(),
+            &[
+                &preload_env(),
+                conform().to_str().unwrap(),
+                "spawnplain",
+                LNX_IP,
+                TAS_IP,
+                shim,
+            ],
+            Duration::from_secs(60),
+        );
+        assert_ok(&o, "spawnplain");
+        let out = stdout(&o);
+        // tasd looks at grant pids every 100 ms.
+        let end = Instant::now() + Duration::from_secs(3);
+        let want_closes = u64::from(shim == "1");
+        let mut c = 0;
+        while Instant::now() < end {
+            c = tb.tasd_counter("slowpath.grant_closes") - closes;
+            if c >= want_closes {
+                std::thread::sleep(Duration::from_millis(300));
+                c = tb.tasd_counter("slowpath.grant_closes") - closes;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (tb.tasd_counter("slowpath.shares") - shares, c, out)
+    };
+    let (shares, closes, out) = run("0");
+    for want in [
+        "spawn plain: parent echo = 1",
+        "spawn plain: parent close = 0",
+        "spawn plain: posix_spawn = 0, exit 3",
+        "spawn plain: NULL envp = 0, exit 3",
+        "spawn plain: parent echo after = 1",
+        "# done",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert_eq!(
+        (shares, closes),
+        (0, 0),
+        "a child not under the shim got a grant (shares, grant closes):\n{out}"
+    );
+    let (shares, closes, out) = run("1");
+    for want in [
+        "spawn plain: parent echo = 1",
+        "spawn plain: parent close = 0",
+        "spawn plain: posix_spawn = 0, exit 3",
+        "# done",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert_eq!(
+        (shares, closes),
+        (1, 1),
+        "a child under the shim: one grant, gone with the child, which closes the connection \
+         the parent let go of (shares, grant closes):\n{out}"
+    );
+}
+
 #[test]
 fn only_the_cdylib_exports_socket_symbols() {
     let nm = |p: &Path| -> String {
@@ -419,6 +497,14 @@ fn only_the_cdylib_exports_socket_symbols() {
         "__recv_chk",
         "__recvfrom_chk",
         "__poll_chk",
+        "posix_spawn",
+        "posix_spawnp",
+        "posix_spawn_file_actions_init",
+        "posix_spawn_file_actions_destroy",
+        "posix_spawn_file_actions_adddup2",
+        "posix_spawn_file_actions_addclose",
+        "posix_spawn_file_actions_addopen",
+        "posix_spawn_file_actions_addclosefrom_np",
     ] {
         assert!(defined(&syms, s), "libtas_preload.so does not export {s}");
     }

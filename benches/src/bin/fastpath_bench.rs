@@ -359,7 +359,7 @@ fn print_tables(a: &Args, cells: &[Cell]) {
     }
     println!();
     println!(
-        "unit: (a) 1 frame in + 1 ACK out; (b) 1 ACK in + 1 segment out; pair: 2 in + 1 or 2 out (the ACK rides on the response unless the flow comes twice in a batch; ACKs held 40 µs as tasd does). \
+        "unit: (a) 1 frame in + 1 ACK out (one per flow and batch: with few flows a batch brings several segments of one flow, which share one ACK); (b) 1 ACK in + 1 segment out; pair: 2 in + 1 or 2 out (the ACK rides on the response unless the flow comes twice in a batch; ACKs held 40 µs as tasd does). \
          Slowdown column: ns at the largest flow count vs the second largest."
     );
 }

@@ -16,10 +16,15 @@
 //! from tasd. `dup`'ed numbers (a connection on fds 0 and 1) stay one
 //! socket.
 //!
+//! `posix_spawn` and `posix_spawnp` (whose child runs glibc's internal
+//! `execve`) do the same from the parent (`spawn.rs`): [`prepare_for`]
+//! with the fd numbers the file actions give the child, the grant named
+//! after the call ([`spawned`]).
+//!
 //! Not covered: `execl`, `execlp`, `execle` (variadic: not interposed),
-//! and programs started by `posix_spawn` or `system` (glibc calls its
-//! internal `execve` in the child): their inherited TAS sockets read as
-//! hung-up Unix sockets.
+//! and programs started by `system` or `popen` (glibc calls its internal
+//! `posix_spawn`): their inherited TAS sockets read as hung-up Unix
+//! sockets.
 
 use crate::ctx::Ctx;
 use crate::fdtab::{encode, T_INTERNAL};
@@ -129,19 +134,38 @@ fn cloexec(fd: c_int) -> bool {
     r_fcntl(fd, libc::F_GETFD, 0).is_ok_and(|f| f & libc::FD_CLOEXEC != 0)
 }
 
-/// A prepared exec: the variable to add, and the grant to cancel if the
-/// exec fails.
+/// A prepared exec (or spawn): the variable to add, and the grant to
+/// cancel if the exec fails.
 pub struct Prepared {
     pub var: CString,
     token: u64,
     speaker: &'static Ctx,
+    /// The sockets described (context, socket id).
+    described: Vec<(&'static Ctx, u64)>,
 }
 
 /// Before exec: the grant and the description of the sockets that survive
 /// (None when there are none, or tasd refused).
 pub fn prepare() -> Option<Prepared> {
+    prepare_for(
+        &|fds| fds.iter().copied().filter(|&f| !cloexec(f)).collect(),
+        false,
+    )
+}
+
+/// The numbers a socket with fd numbers `fds` has in the new image: for
+/// exec those without `FD_CLOEXEC`, for `posix_spawn` what its file
+/// actions make of them (`spawn.rs`).
+pub type FdMap<'a> = &'a dyn Fn(&[c_int]) -> Vec<c_int>;
+
+/// [`prepare`] with the new image's fd numbers given by `map`. `spawn`:
+/// the new image is another process (`posix_spawn`), whose pid is named
+/// with [`spawned`] once known; otherwise this process (exec), whose pid
+/// the grant names at once.
+pub fn prepare_for(map: FdMap<'_>, spawn: bool) -> Option<Prepared> {
     let g = try_global()?;
     let _e = sys::Enter::new();
+    let survives = |fds: &[c_int]| fds.iter().copied().find(|&f| !map(&[f]).is_empty());
     // Inherited sockets not taken over yet are taken over first, so that
     // their state is ours to describe.
     let mut pending = Vec::new();
@@ -153,7 +177,7 @@ pub fn prepare() -> Option<Prepared> {
                         .lock()
                         .socks
                         .values()
-                        .filter_map(|s| s.fds.iter().copied().find(|&f| !cloexec(f))),
+                        .filter_map(|s| survives(&s.fds)),
                 );
             }
         }
@@ -165,12 +189,13 @@ pub fn prepare() -> Option<Prepared> {
             .entries
             .iter()
             .flatten()
-            .filter_map(|e| e.fds.iter().copied().find(|&f| !cloexec(f))),
+            .filter_map(|e| survives(&e.fds)),
     );
     for fd in pending {
         let _ = crate::fdtab::kind(fd);
     }
     let mut entries = Vec::new();
+    let mut described = Vec::new();
     let mut speaker = None;
     for c in g.live_ctxs() {
         if c.dead.load(Ordering::Relaxed) {
@@ -180,7 +205,7 @@ pub fn prepare() -> Option<Prepared> {
         let inner = c.inner.lock();
         let app = inner.tas.app_id();
         for s in inner.socks.values() {
-            let fds: Vec<c_int> = s.fds.iter().copied().filter(|&f| !cloexec(f)).collect();
+            let fds = map(&s.fds);
             if fds.is_empty() {
                 continue;
             }
@@ -199,6 +224,7 @@ pub fn prepare() -> Option<Prepared> {
                 what,
                 v6: s.v6,
             });
+            described.push((c, s.id));
         }
     }
     if entries.is_empty() {
@@ -210,19 +236,24 @@ pub fn prepare() -> Option<Prepared> {
         let mut inner = speaker.inner.lock();
         if let Err(e) = inner.tas.share_begin(token) {
             if g.cfg.debug {
+                let who = if spawn { "posix_spawn" } else { "exec" };
                 log(&format!(
-                    "exec: tasd refused to keep the sockets ({e}); the new program cannot use them"
+                    "{who}: tasd refused to keep the sockets ({e}); the new program cannot use them"
                 ));
             }
             return None;
         }
-        // SAFETY: getpid takes no arguments.
-        let _ = inner.tas.share_pid(token, unsafe { libc::getpid() });
+        if !spawn {
+            // SAFETY: getpid takes no arguments.
+            let _ = inner.tas.share_pid(token, unsafe { libc::getpid() });
+        }
     }
-    for c in g.live_ctxs() {
-        let mut inner = c.inner.lock();
-        for s in inner.socks.values_mut() {
-            s.shared = true;
+    if !spawn {
+        for c in g.live_ctxs() {
+            let mut inner = c.inner.lock();
+            for s in inner.socks.values_mut() {
+                s.shared = true;
+            }
         }
     }
     let var = CString::new(format!("{ENV}={}", encode_env(token, &entries))).ok()?;
@@ -230,6 +261,7 @@ pub fn prepare() -> Option<Prepared> {
         var,
         token,
         speaker,
+        described,
     })
 }
 
@@ -237,6 +269,40 @@ pub fn prepare() -> Option<Prepared> {
 pub fn cancel(p: Prepared) {
     let _e = sys::Enter::new();
     let _ = p.speaker.inner.lock().tas.share_pid(p.token, 0);
+}
+
+/// After `posix_spawn` (prepared with `spawn`): the grant names child
+/// `pid`, or goes if the spawn failed (`pid` 0). The sockets described are
+/// shared from then on, as after a fork: this process's `close` lets go
+/// of its reference only, a connection is taken back before its next use
+/// here (the child may have taken it over), and a listener this process
+/// never accepted on gets no new connections while the child accepts.
+/// Sockets the child does not inherit stay this process's own (their
+/// `close` closes them), although the grant lists them.
+pub fn spawned(p: Prepared, pid: libc::pid_t) {
+    if pid <= 0 {
+        return cancel(p);
+    }
+    let g = global();
+    let _e = sys::Enter::new();
+    let _ = p.speaker.inner.lock().tas.share_pid(p.token, pid);
+    for (c, sid) in p.described {
+        let mut inner = c.inner.lock();
+        let Some(s) = inner.socks.get_mut(&sid) else {
+            continue;
+        };
+        s.shared = true;
+        let (st, interest) = (s.st, s.interest);
+        match st {
+            St::Connected(cid) => inner.tas.set_taken(cid),
+            St::Listening(l) if !interest => {
+                let _ = inner.tas.set_accepting(l, false);
+                g.quiet.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        inner.after();
+    }
 }
 
 /// `envp` without any [`ENV`], plus `var`: a NULL-terminated array whose

@@ -260,11 +260,11 @@ pub fn adopt(fd: libc::c_int, old: &'static Ctx, sid: u64) -> Option<(&'static C
 /// Which locks `atfork_prepare` took (index: [`fork_slot`]); one it found
 /// held by its own thread (a `fork` from a signal handler that interrupted
 /// the shim) it leaves alone, and `atfork_parent` must not release it.
-static FORK_TAKEN: [AtomicBool; 6 + crate::ctx::MAX_CTX] =
-    [const { AtomicBool::new(false) }; 6 + crate::ctx::MAX_CTX];
+static FORK_TAKEN: [AtomicBool; 7 + crate::ctx::MAX_CTX] =
+    [const { AtomicBool::new(false) }; 7 + crate::ctx::MAX_CTX];
 
-/// Slots of [`FORK_TAKEN`]: 0-3 the global locks, 4 and 5 the statics,
-/// 6.. the contexts.
+/// Slots of [`FORK_TAKEN`]: 0-3 the global locks, 4-6 the statics,
+/// 7.. the contexts.
 fn fork_slot(i: usize) -> &'static AtomicBool {
     &FORK_TAKEN[i]
 }
@@ -293,7 +293,7 @@ extern "C" fn atfork_prepare() {
         take_for_fork(&g.local_cache, 3);
         for i in 0..g.nctx.load(Ordering::Acquire) {
             if let Some(c) = g.ctx(i) {
-                take_for_fork(&c.inner, 6 + i);
+                take_for_fork(&c.inner, 7 + i);
             }
         }
     }
@@ -306,11 +306,13 @@ extern "C" fn atfork_prepare() {
     // in 20 (`fork::tests::statics_held_by_another_thread_are_free_in_the_child`).
     take_for_fork(&crate::ops::wild::KL, 4);
     take_for_fork(&crate::debug::KINDS, 5);
+    take_for_fork(&crate::spawn::FA, 6);
 }
 
 extern "C" fn atfork_parent() {
     // SAFETY: (all) the same slots atfork_prepare used, on this thread.
     unsafe {
+        release_after_fork(&crate::spawn::FA, 6);
         release_after_fork(&crate::debug::KINDS, 5);
         release_after_fork(&crate::ops::wild::KL, 4);
     }
@@ -319,7 +321,7 @@ extern "C" fn atfork_parent() {
     unsafe {
         for i in (0..g.nctx.load(Ordering::Acquire)).rev() {
             if let Some(c) = g.ctx(i) {
-                release_after_fork(&c.inner, 6 + i);
+                release_after_fork(&c.inner, 7 + i);
             }
         }
         release_after_fork(&g.local_cache, 3);
@@ -338,6 +340,7 @@ extern "C" fn atfork_child() {
     // already in the code the handler interrupted, which does not go on in
     // the child).
     unsafe {
+        crate::spawn::FA.reset();
         crate::debug::KINDS.reset();
         crate::ops::wild::KL.reset();
     }
@@ -535,8 +538,10 @@ mod tests {
             let holder = std::thread::spawn(move || {
                 let kl = crate::ops::wild::KL.lock();
                 let kinds = crate::debug::KINDS.lock();
+                let fa = crate::spawn::FA.lock();
                 held_tx.send(()).unwrap();
                 std::thread::sleep(Duration::from_millis(100));
+                drop(fa);
                 drop(kinds);
                 drop(kl);
             });
@@ -546,7 +551,8 @@ mod tests {
             assert!(pid >= 0, "fork");
             if pid == 0 {
                 let ok = crate::ops::wild::KL.try_lock().is_some()
-                    && crate::debug::KINDS.try_lock().is_some();
+                    && crate::debug::KINDS.try_lock().is_some()
+                    && crate::spawn::FA.try_lock().is_some();
                 // SAFETY: _exit takes no pointers; nothing of the child's
                 // state needs to be flushed.
                 unsafe { libc::_exit(if ok { 0 } else { 1 }) };

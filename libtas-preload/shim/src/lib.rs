@@ -22,7 +22,8 @@
 //!   (`fdtab.rs`), the contexts and their sockets (`ctx.rs`, `sock.rs`),
 //!   readiness on each socket's pair (`readiness.rs`), waiting (`wait.rs`,
 //!   `mux.rs`), the reactor thread (`reactor.rs`), sockets that survive
-//!   `fork` (`fork.rs`) and `exec` (`exec.rs`) or are passed with
+//!   `fork` (`fork.rs`), `exec` (`exec.rs`) and `posix_spawn`
+//!   (`spawn.rs`: the file actions are recorded) or are passed with
 //!   `SCM_RIGHTS` (`pass.rs`), and threads under a
 //!   seccomp filter (`prctl`, `sys::restricted`), on which the shim makes
 //!   only the system calls such sandboxes allow.
@@ -77,7 +78,10 @@
 //!   takes the socket over; `close` of a socket other processes may hold
 //!   only lets go of this process's reference (`fork.rs`). Sockets without
 //!   `FD_CLOEXEC` survive `exec` likewise, described to the new image in
-//!   `TAS_INHERIT` (`exec.rs`). A socket sent with `SCM_RIGHTS` is
+//!   `TAS_INHERIT` (`exec.rs`), and so do those a program started with
+//!   `posix_spawn` gets, under the numbers its file actions give them
+//!   (`spawn.rs`; glibc's child runs no interposed function, so the
+//!   parent does it). A socket sent with `SCM_RIGHTS` is
 //!   registered with tasd by the sender and claimed by the receiver, which
 //!   takes it over the same way (`pass.rs`; another user's is refused:
 //!   `EACCES`). If tasd refuses, inherited sockets give
@@ -121,6 +125,7 @@ mod rawsys;
 mod reactor;
 mod readiness;
 mod sock;
+mod spawn;
 mod spin;
 mod sys;
 mod wait;
@@ -479,6 +484,70 @@ interpose! {
     fn execveat(dirfd: c_int, path: *const libc::c_char, argv: *const *const libc::c_char, envp: *const *const libc::c_char, flags: c_int) -> c_int {
         // SAFETY: the caller's arguments under execveat's contract.
         unsafe { exec_with(envp, |e| real::execveat::get()(dirfd, path, argv, e, flags)) }
+    }
+
+    /// TAS sockets the spawned program inherits survive into it, as across
+    /// exec; its file actions say under which numbers (spawn.rs).
+    fn posix_spawn(pid: *mut libc::pid_t, path: *const libc::c_char, fa: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut libc::c_char, envp: *const *mut libc::c_char) -> c_int {
+        // SAFETY: the caller's arguments under posix_spawn's contract.
+        unsafe { spawn::spawn(pid, fa, envp, |p, e| real::posix_spawn::get()(p, path, fa, attr, argv, e)) }
+    }
+
+    fn posix_spawnp(pid: *mut libc::pid_t, file: *const libc::c_char, fa: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut libc::c_char, envp: *const *mut libc::c_char) -> c_int {
+        // SAFETY: the caller's arguments under posix_spawnp's contract.
+        unsafe { spawn::spawn(pid, fa, envp, |p, e| real::posix_spawnp::get()(p, file, fa, attr, argv, e)) }
+    }
+
+    /// The file actions of each object are recorded (spawn.rs).
+    fn posix_spawn_file_actions_init(fa: *mut libc::posix_spawn_file_actions_t) -> c_int {
+        // SAFETY: the caller's argument under the function's contract.
+        let r = unsafe { real::posix_spawn_file_actions_init::get()(fa) };
+        if r == 0 {
+            spawn::fa_init(fa as usize);
+        }
+        r
+    }
+
+    fn posix_spawn_file_actions_destroy(fa: *mut libc::posix_spawn_file_actions_t) -> c_int {
+        spawn::fa_destroy(fa as usize);
+        // SAFETY: the caller's argument under the function's contract.
+        unsafe { real::posix_spawn_file_actions_destroy::get()(fa) }
+    }
+
+    fn posix_spawn_file_actions_addclose(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int) -> c_int {
+        // SAFETY: the caller's arguments under the function's contract.
+        let r = unsafe { real::posix_spawn_file_actions_addclose::get()(fa, fd) };
+        if r == 0 {
+            spawn::fa_add(fa as usize, spawn::Action::Close(fd));
+        }
+        r
+    }
+
+    fn posix_spawn_file_actions_adddup2(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int, newfd: c_int) -> c_int {
+        // SAFETY: the caller's arguments under the function's contract.
+        let r = unsafe { real::posix_spawn_file_actions_adddup2::get()(fa, fd, newfd) };
+        if r == 0 {
+            spawn::fa_add(fa as usize, spawn::Action::Dup2(fd, newfd));
+        }
+        r
+    }
+
+    fn posix_spawn_file_actions_addopen(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int, path: *const libc::c_char, oflag: c_int, mode: libc::mode_t) -> c_int {
+        // SAFETY: the caller's arguments under the function's contract.
+        let r = unsafe { real::posix_spawn_file_actions_addopen::get()(fa, fd, path, oflag, mode) };
+        if r == 0 {
+            spawn::fa_add(fa as usize, spawn::Action::Open(fd));
+        }
+        r
+    }
+
+    fn posix_spawn_file_actions_addclosefrom_np(fa: *mut libc::posix_spawn_file_actions_t, from: c_int) -> c_int {
+        // SAFETY: the caller's arguments under the function's contract.
+        let r = unsafe { real::posix_spawn_file_actions_addclosefrom_np::get()(fa, from) };
+        if r == 0 {
+            spawn::fa_add(fa as usize, spawn::Action::CloseFrom(from));
+        }
+        r
     }
 
     /// The shim's own descriptors are never closed (reported closed).

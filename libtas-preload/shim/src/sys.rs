@@ -285,6 +285,14 @@ pub mod real {
         execvpe: fn(*const libc::c_char, *const *const libc::c_char, *const *const libc::c_char) -> c_int = None;
         fexecve: fn(c_int, *const *const libc::c_char, *const *const libc::c_char) -> c_int = None;
         execveat: fn(c_int, *const libc::c_char, *const *const libc::c_char, *const *const libc::c_char, c_int) -> c_int = None;
+        posix_spawn: fn(*mut libc::pid_t, *const libc::c_char, *const libc::posix_spawn_file_actions_t, *const libc::posix_spawnattr_t, *const *mut libc::c_char, *const *mut libc::c_char) -> c_int = None;
+        posix_spawnp: fn(*mut libc::pid_t, *const libc::c_char, *const libc::posix_spawn_file_actions_t, *const libc::posix_spawnattr_t, *const *mut libc::c_char, *const *mut libc::c_char) -> c_int = None;
+        posix_spawn_file_actions_init: fn(*mut libc::posix_spawn_file_actions_t) -> c_int = None;
+        posix_spawn_file_actions_destroy: fn(*mut libc::posix_spawn_file_actions_t) -> c_int = None;
+        posix_spawn_file_actions_addclose: fn(*mut libc::posix_spawn_file_actions_t, c_int) -> c_int = None;
+        posix_spawn_file_actions_adddup2: fn(*mut libc::posix_spawn_file_actions_t, c_int, c_int) -> c_int = None;
+        posix_spawn_file_actions_addopen: fn(*mut libc::posix_spawn_file_actions_t, c_int, *const libc::c_char, c_int, libc::mode_t) -> c_int = None;
+        posix_spawn_file_actions_addclosefrom_np: fn(*mut libc::posix_spawn_file_actions_t, c_int) -> c_int = None;
     }
 
     pub type FcntlFn = unsafe extern "C" fn(c_int, c_int, ...) -> c_int;
