@@ -1,6 +1,6 @@
 //! A listener's accept queue under the shim across fork (issue 14): a
 //! connection that arrived before a server first forked is still there to
-//! accept afterwards, by the server or by its workers, as on Linux.
+//! accept afterwards, as on Linux.
 //!
 //! postgres' postmaster listens, then forks its aux processes before it
 //! ever waits on the listener; a client that connected in between (pgbench
@@ -101,110 +101,5 @@ fn a_connection_that_arrived_before_the_first_fork_is_accepted_after_it() {
     assert!(
         tb.tasd_counter("slowpath.accepted") > acc,
         "the connection was not carried by TAS"
-    );
-}
-
-/// nginx's master-and-workers shape: the master listens and, before it
-/// forks its workers, a client connects; the master never accepts (it said
-/// so at the fork: it had never waited on the listener), only the workers
-/// do. On Linux the first worker to accept takes the connection from the
-/// shared accept queue. Under the shim the connection stayed announced to
-/// the master for good and the client waited forever; now the first
-/// worker that accepts gets it (tasd withdraws it from the master).
-#[test]
-fn a_connection_that_arrived_before_the_workers_goes_to_a_worker() {
-    ensure_packages(&[("python3 -c 'import os, select, socket'", "python3")]);
-    shim_lib();
-    let mut tb = Testbed::new("accw", Backend::from_env());
-    // The master: listen, give the client time to connect (no select: it
-    // never shows interest in the listener), fork two workers that accept
-    // with a timeout, wait for them.
-    let server = format!(
-        "import os, socket, sys, time\n\
-         s = socket.socket()\n\
-         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-         s.bind(('{TAS_IP}', 7021))\n\
-         s.listen(8)\n\
-         print('listening', flush=True)\n\
-         time.sleep(2)\n\
-         kids = []\n\
-         for w in range(2):\n\
-         \x20   pid = os.fork()\n\
-         \x20   if pid == 0:\n\
-         \x20       s.settimeout(6)\n\
-         \x20       try:\n\
-         \x20           c, a = s.accept()\n\
-         \x20       except socket.timeout:\n\
-         \x20           print('worker', w, 'idle', flush=True)\n\
-         \x20           os._exit(0)\n\
-         \x20       c.settimeout(10)\n\
-         \x20       d = c.recv(100)\n\
-         \x20       c.sendall(b'got ' + d)\n\
-         \x20       print('worker', w, 'accepted', d.decode(), flush=True)\n\
-         \x20       c.close()\n\
-         \x20       os._exit(0)\n\
-         \x20   kids.append(pid)\n\
-         for pid in kids:\n\
-         \x20   os.waitpid(pid, 0)\n\
-         print('master done', flush=True)\n"
-    );
-    let handed = tb.tasd_counter("slowpath.handed_back");
-    let args = [
-        "--socket".to_string(),
-        tb.socket.display().to_string(),
-        "run".to_string(),
-        "--".to_string(),
-        "python3".to_string(),
-        "-c".to_string(),
-        server,
-    ];
-    let (spid, srx) = tb.spawn_tas_lines(&bin("tasctl"), &strs(&args));
-    let first = srx.recv_timeout(Duration::from_secs(30));
-    assert_eq!(
-        first.as_deref(),
-        Ok("listening"),
-        "the server did not start"
-    );
-    let client = format!(
-        "import socket\n\
-         c = socket.create_connection(('{TAS_IP}', 7021), timeout=12)\n\
-         c.sendall(b'hello')\n\
-         print(c.recv(100).decode(), flush=True)\n"
-    );
-    let o = tb.run_lnx(
-        Path::new("python3"),
-        &["-c", &client],
-        Duration::from_secs(30),
-    );
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match srx.recv_timeout(left) {
-            Ok(l) => {
-                let done = l == "master done";
-                out.push(l);
-                if done {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    let ok = tb.wait_child(spid, Duration::from_secs(10));
-    assert_eq!(
-        stdout(&o).trim(),
-        "got hello",
-        "client: {o:?}\nserver: {out:?}"
-    );
-    let served: Vec<&String> = out
-        .iter()
-        .filter(|l| l.ends_with("accepted hello"))
-        .collect();
-    assert_eq!(served.len(), 1, "one worker served it: {out:?}");
-    assert!(out.iter().any(|l| l.ends_with("idle")), "{out:?}");
-    assert_eq!(ok, Some(true), "server: {out:?}");
-    assert!(
-        tb.tasd_counter("slowpath.handed_back") > handed,
-        "tasd handed the master's connection to a worker"
     );
 }

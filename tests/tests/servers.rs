@@ -355,13 +355,15 @@ fn nginx_two_workers(tag: &str, listen: &str, port: u16) {
 /// the failure message of a server that stopped answering.
 fn stall_report(tb: &mut Testbed, prog: &str) -> String {
     let mut diag = String::new();
-    for a in [
-        &["listeners"][..],
-        &["flows"][..],
-        &["status"][..],
-        &["stats", "apps"][..],
-    ] {
+    for a in [&["listeners"][..], &["flows"][..], &["status"][..]] {
         diag.push_str(&stdout(&tb.tasctl(a)));
+    }
+    // Every counter that moved (what reached tasd, what it did with it).
+    for l in stdout(&tb.tasctl(&["stats"])).lines() {
+        if l.split_whitespace().last().is_some_and(|v| v != "0") {
+            diag.push_str(l);
+            diag.push('\n');
+        }
     }
     let read = |p: String| std::fs::read_to_string(p).unwrap_or_default();
     let Ok(rd) = std::fs::read_dir("/proc") else {

@@ -294,59 +294,6 @@ fn a_connection_announced_before_the_fork_is_never_lost() {
         .all(|f| parse_out(f).t.flags & tcp::RST == 0));
 }
 
-/// nginx's master: a connection arrives after `listen()` and before the
-/// first fork; at the fork the master says it does not accept, and with
-/// no worker accepting yet the connection stays announced to it. It must
-/// not stay there for good (nginx's master never accepts: the client would
-/// wait forever): the first worker that accepts takes it, as it would take
-/// it from Linux's accept queue, and the master is told to forget it
-/// (`WITHDRAWN`).
-#[test]
-fn a_connection_announced_to_a_quiet_master_goes_to_the_first_worker() {
-    let mut fx = Fx::new();
-    fx.io.pids.extend([(APP, 100), (CHILD, 200)]);
-    let lid = fx.listen(16);
-    let (id, _, _) = fx.accept_one(1000);
-    fx.frames();
-    fx.ctl(APP, share_msg(ctl::SHARE, 7, 0));
-    result(&mut fx, APP);
-    fx.ctl(APP, share_msg(ctl::SHARE_PID, 0, 200));
-    fx.ctl(APP, listener_adopt(8, lid, false));
-    let r = result(&mut fx, APP);
-    assert_eq!((r.err, r.arg[0]), (0, 0), "kept: nobody else accepts yet");
-    // The worker starts accepting.
-    let mut m = share_msg(ctl::ADOPT, 10, 0);
-    m.listener = lid;
-    m.arg[3] = 1;
-    m.arg[4] = 1;
-    fx.ctl(CHILD, m);
-    let msgs = fx.msgs();
-    let to_child: Vec<&CtlMsg> = msgs
-        .iter()
-        .filter(|(a, m)| *a == CHILD && m.kind == ctl::ACCEPTED)
-        .map(|x| &x.1)
-        .collect();
-    assert_eq!(to_child.len(), 1, "{msgs:?}");
-    assert_eq!((to_child[0].flow, to_child[0].arg[0]), (id, 1));
-    let withdrawn: Vec<&CtlMsg> = msgs
-        .iter()
-        .filter(|(a, m)| *a == APP && m.kind == ctl::WITHDRAWN)
-        .map(|x| &x.1)
-        .collect();
-    assert_eq!(withdrawn.len(), 1, "{msgs:?}");
-    assert_eq!((withdrawn[0].listener, withdrawn[0].flow), (lid, id));
-    assert_eq!(fx.state(id).context, CHILD);
-    assert_eq!(fx.stack.stats().handed_back, 1);
-    // The worker takes it; the master accepting later finds nothing.
-    fx.ctl(CHILD, CtlMsg::accept(0, lid, 1));
-    fx.ctl(APP, listener_adopt(11, lid, true));
-    let msgs = fx.msgs();
-    assert!(
-        msgs.iter().all(|(_, m)| m.kind != ctl::ACCEPTED),
-        "{msgs:?}"
-    );
-}
-
 /// A connection announced to an acceptor that then lets go of the
 /// listener (`DROP`) while nobody else accepts (the master is quiet) is
 /// not lost: the next context that accepts gets it.
