@@ -279,11 +279,13 @@ pub struct Config {
     pub ttl: u8,
     /// Accept frames for any destination MAC (multicast, promiscuous tests).
     pub any_mac: bool,
-    /// How long an ACK for in-order data may be held for a segment of ours
-    /// to carry it (0: ACK at once). The second segment that arrives while
-    /// one is held is ACKed at once (RFC 5681 §4.2: at least every second
-    /// segment); out-of-order, duplicate, hole-filling, window-trimmed and
-    /// FIN segments always are.
+    /// How long an ACK may be held for a segment of ours to carry it (0:
+    /// until the end of the poll round). It covers later segments that
+    /// only extend what was reported, up to `notify::ACK_COALESCE_MAX`
+    /// + 1 segments (then it goes at once); a segment that opens a hole or
+    /// fills the last one, a duplicate, a CE mark, window-trimmed data, a
+    /// FIN and out-of-order data without SACK are ACKed at once (see
+    /// `FastPath::rx`).
     pub ack_delay_ns: u64,
 }
 

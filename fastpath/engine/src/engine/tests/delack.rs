@@ -1,8 +1,9 @@
 //! ACKs that wait for data to ride on (`Config::ack_delay_ns`): an ACK for
 //! in-order data is held; a segment of ours carries it, else it goes out
-//! alone when the delay ends. The second segment while one is held, and
-//! out-of-order, hole-filling, duplicate and FIN segments are ACKed at once
-//! (RFC 5681 §4.2, RFC 9293 §3.8.6.3).
+//! alone when the delay ends. Up to 8 segments share it (the 8th is ACKed
+//! at once); out-of-order data that opens a hole, the last hole filled,
+//! duplicates and FINs are ACKed at once (RFC 5681 §4.2, RFC 9293
+//! §3.8.6.3; the rest in `round.rs`).
 
 use super::*;
 
