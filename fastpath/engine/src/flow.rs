@@ -254,9 +254,11 @@ pub struct FlowCold {
 }
 
 /// Out-of-order intervals a flow holds at most. RFC 2018 fixes no number;
-/// one SACK option reports four (three beside a timestamp), and a receiver
-/// that forgets an interval only costs the sender a retransmission, but
-/// each interval held spares one. Sixteen: with eight, a Linux sender
+/// one SACK option reports four (three beside a timestamp). A segment that
+/// finds none free is dropped, which costs the sender a retransmission
+/// (an interval already reported is never forgotten: a Linux sender waits
+/// for its RTO on reneging, `engine/rx.rs::ooo_insert`), so each interval
+/// held spares one. Sixteen: with eight, a Linux sender
 /// through 5 % random loss (a 256 KiB window holds ~9 holes) had 3,594 of
 /// its out-of-order segments dropped for want of an interval per 200 MB
 /// (`fastpath.ooo_intervals_full`), each one more retransmission.
