@@ -140,6 +140,50 @@ fn gen_newer(a: u8, b: u8) -> bool {
     (a.wrapping_sub(b) as i8) > 0
 }
 
+/// Words of a [`FlowInfo`] in [`Conn::to_words`] (its ring generation
+/// travels in the flags word).
+const INFO_WORDS: usize = 13;
+
+/// `i` as the first [`INFO_WORDS`] words of [`Conn::to_words`].
+fn info_words(i: &FlowInfo) -> [u32; INFO_WORDS] {
+    [
+        i.flow,
+        i.local_ip,
+        i.remote_ip,
+        i.local_port as u32 | (i.remote_port as u32) << 16,
+        i.rx_base,
+        i.rx_len,
+        i.tx_base,
+        i.tx_len,
+        i.rx_seq,
+        i.tx_seq,
+        i.mss,
+        i.opaque as u32,
+        (i.opaque >> 32) as u32,
+    ]
+}
+
+/// The inverse of [`info_words`] (ring generation 0) over the first
+/// [`INFO_WORDS`] of `w`.
+fn info_of_words(w: &[u32]) -> FlowInfo {
+    FlowInfo {
+        flow: w[0],
+        local_ip: w[1],
+        remote_ip: w[2],
+        local_port: w[3] as u16,
+        remote_port: (w[3] >> 16) as u16,
+        rx_base: w[4],
+        rx_len: w[5],
+        tx_base: w[6],
+        tx_len: w[7],
+        rx_seq: w[8],
+        tx_seq: w[9],
+        mss: w[10],
+        ring_gen: 0,
+        opaque: w[11] as u64 | (w[12] as u64) << 32,
+    }
+}
+
 impl Conn {
     fn new(info: FlowInfo) -> Self {
         Conn {
@@ -193,34 +237,25 @@ impl Conn {
     pub const WORDS: usize = 18;
 
     /// The connection as numbers (to hand it to another program image
-    /// across `exec`; [`Conn::from_words`] reads them back).
+    /// across `exec`; [`Conn::from_words`] reads them back): the flow's
+    /// description ([`INFO_WORDS`] words), then where reading and writing
+    /// stand and the flags.
     pub fn to_words(&self) -> [u32; Self::WORDS] {
-        let i = &self.info;
         let flags = u32::from(self.rx_fin)
             | u32::from(self.tx_fin) << 1
             | u32::from(self.fin_acked) << 2
             | (self.error.unwrap_or(0).clamp(0, 0xffff) as u32) << 8
             | u32::from(self.gen) << 24;
-        [
-            i.flow,
-            i.local_ip,
-            i.remote_ip,
-            i.local_port as u32 | (i.remote_port as u32) << 16,
-            i.rx_base,
-            i.rx_len,
-            i.tx_base,
-            i.tx_len,
-            i.rx_seq,
-            i.tx_seq,
-            i.mss,
-            i.opaque as u32,
-            (i.opaque >> 32) as u32,
+        let mut w = [0u32; Self::WORDS];
+        w[..INFO_WORDS].copy_from_slice(&info_words(&self.info));
+        w[INFO_WORDS..].copy_from_slice(&[
             self.rx_read,
             self.rx_end,
             self.tx_written,
             self.tx_acked,
             flags,
-        ]
+        ]);
+        w
     }
 
     /// The connection in a control message's `info` and `arg` (the
@@ -228,46 +263,16 @@ impl Conn {
     /// service hands it over as it is).
     pub fn to_msg(&self, m: &mut CtlMsg) {
         let w = self.to_words();
-        m.info = FlowInfo {
-            flow: w[0],
-            local_ip: w[1],
-            remote_ip: w[2],
-            local_port: w[3] as u16,
-            remote_port: (w[3] >> 16) as u16,
-            rx_base: w[4],
-            rx_len: w[5],
-            tx_base: w[6],
-            tx_len: w[7],
-            rx_seq: w[8],
-            tx_seq: w[9],
-            mss: w[10],
-            ring_gen: 0,
-            opaque: w[11] as u64 | (w[12] as u64) << 32,
-        };
-        m.arg.copy_from_slice(&w[13..18]);
+        m.info = info_of_words(&w);
+        m.arg.copy_from_slice(&w[INFO_WORDS..]);
     }
 
     /// The inverse of [`Conn::to_msg`]; None unless consistent (as
     /// [`Conn::from_words`]).
     pub fn from_msg(m: &CtlMsg) -> Option<Conn> {
-        let i = &m.info;
         let mut w = [0u32; Self::WORDS];
-        w[..13].copy_from_slice(&[
-            i.flow,
-            i.local_ip,
-            i.remote_ip,
-            i.local_port as u32 | (i.remote_port as u32) << 16,
-            i.rx_base,
-            i.rx_len,
-            i.tx_base,
-            i.tx_len,
-            i.rx_seq,
-            i.tx_seq,
-            i.mss,
-            i.opaque as u32,
-            (i.opaque >> 32) as u32,
-        ]);
-        w[13..].copy_from_slice(&m.arg);
+        w[..INFO_WORDS].copy_from_slice(&info_words(&m.info));
+        w[INFO_WORDS..].copy_from_slice(&m.arg);
         Conn::from_words(&w)
     }
 
@@ -278,20 +283,8 @@ impl Conn {
             return None;
         }
         let info = FlowInfo {
-            flow: w[0],
-            local_ip: w[1],
-            remote_ip: w[2],
-            local_port: w[3] as u16,
-            remote_port: (w[3] >> 16) as u16,
-            rx_base: w[4],
-            rx_len: w[5],
-            tx_base: w[6],
-            tx_len: w[7],
-            rx_seq: w[8],
-            tx_seq: w[9],
-            mss: w[10],
             ring_gen: w[17] >> 24,
-            opaque: w[11] as u64 | (w[12] as u64) << 32,
+            ..info_of_words(w)
         };
         let mut c = Conn::new(info);
         c.gen = (w[17] >> 24) as u8;

@@ -355,9 +355,28 @@ struct RxResult {
     tx_ready: bool,
     fin_rx: bool,
     fin_acked: bool,
-    /// The ACK is for in-order data only and may be held
-    /// ([`Config::ack_delay_ns`]).
-    may_hold: bool,
+}
+
+/// Sends flow `f`'s ACK now: `flags` (ECE), a D-SACK block first when
+/// `dsack`, the SACK blocks of the out-of-order data held. It says all an
+/// owed (held or round) ACK would, so those bits are cleared.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn ack_now<M: PayloadMem, O: Output>(
+    cfg: &Config,
+    csum_offload: bool,
+    f: &mut crate::flowtable::FlowGuard<'_>,
+    flags: u8,
+    dsack: bool,
+    now_ts: u32,
+    mem: &M,
+    out: &mut O,
+    stats: &mut Stats,
+) {
+    let (fs, fc, ft) = f.parts_tx();
+    let ft = template(cfg, csum_offload, fs, ft);
+    send_ack(cfg, fs, ft, &fc.rx, flags, dsack, now_ts, mem, out, stats);
+    f.notify &= !notify::ACK_OWED;
 }
 
 /// New data (and FIN) of `len` bytes sent with `flags`: SND.NXT moves.
@@ -723,13 +742,11 @@ impl FastPath {
                 f.notify |= notify::ACK_ROUND | 1 << notify::ACK_COUNT_SHIFT;
             } else {
                 let flags = if r.ece { tcp::ECE } else { 0 };
-                let (fs, fc, ft) = f.parts_tx();
-                let ft = template(&self.cfg, self.tx_csum_offload, fs, ft);
-                send_ack(
+                let offload = self.tx_csum_offload;
+                ack_now(
                     &self.cfg,
-                    fs,
-                    ft,
-                    &fc.rx,
+                    offload,
+                    &mut f,
                     flags,
                     r.dsack,
                     now_ts,
@@ -737,8 +754,6 @@ impl FastPath {
                     out,
                     &mut self.stats,
                 );
-                // It says all an owed ACK would.
-                f.notify &= !notify::ACK_OWED;
             }
         }
         if r.notify {
@@ -869,13 +884,11 @@ impl FastPath {
             && ((old_avail < mss2 && f.rx_avail >= mss2)
                 || (old_avail < half && f.rx_avail >= half))
         {
-            let (fs, fc, ft) = f.parts_tx();
-            let ft = template(&self.cfg, self.tx_csum_offload, fs, ft);
-            send_ack(
+            let offload = self.tx_csum_offload;
+            ack_now(
                 &self.cfg,
-                fs,
-                ft,
-                &fc.rx,
+                offload,
+                &mut f,
                 0,
                 false,
                 ts_now(now),
@@ -883,7 +896,6 @@ impl FastPath {
                 out,
                 &mut self.stats,
             );
-            f.notify &= !notify::ACK_OWED;
         }
         if can_send(&f) {
             activate(&mut self.sched, self.lane, f.group, c.flow, now, out);
@@ -1093,14 +1105,11 @@ impl FastPath {
             if f.notify & notify::ACK_ROUND == 0 {
                 continue;
             }
-            f.notify &= !notify::ACK_OWED;
-            let (fs, fc, ft) = f.parts_tx();
-            let ft = template(&self.cfg, self.tx_csum_offload, fs, ft);
-            send_ack(
+            let offload = self.tx_csum_offload;
+            ack_now(
                 &self.cfg,
-                fs,
-                ft,
-                &fc.rx,
+                offload,
+                &mut f,
                 0,
                 false,
                 ts_now(now),
@@ -1137,13 +1146,11 @@ impl FastPath {
             if f.notify & notify::ACK_HELD == 0 {
                 continue;
             }
-            let (fs, fc, ft) = f.parts_tx();
-            let ft = template(&self.cfg, self.tx_csum_offload, fs, ft);
-            send_ack(
+            let offload = self.tx_csum_offload;
+            ack_now(
                 &self.cfg,
-                fs,
-                ft,
-                &fc.rx,
+                offload,
+                &mut f,
                 0,
                 false,
                 ts_now(now),
@@ -1151,7 +1158,6 @@ impl FastPath {
                 out,
                 &mut self.stats,
             );
-            f.notify &= !notify::ACK_OWED;
             self.stats.acks_delayed += 1;
             n += 1;
         }

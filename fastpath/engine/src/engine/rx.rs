@@ -185,32 +185,20 @@ pub(super) fn rx_data<M: PayloadMem>(
             r.fin_rx = true;
             r.notify = true;
         }
-        // In-order data that filled no hole, with nothing to report and no
-        // FIN: its ACK may wait for data to ride on (RFC 9293 §3.8.6.3;
-        // immediate ACKs for everything else, as RFC 5681 §4.2 wants for
-        // out-of-order data and hole filling).
-        r.may_hold = !ack_asked
+        // Data with nothing to report and no FIN: its ACK may wait for data
+        // to ride on (RFC 9293 §3.8.6.3) and cover later segments, when it
+        // filled no hole, or (with SACK) one of several, since Linux ACKs a
+        // filled hole at once only once none is left. Everything else is
+        // ACKed at once, as RFC 5681 §4.2 wants for out-of-order data and
+        // hole filling.
+        let plain = !ack_asked
             && !data.is_empty()
             && !trimmed
             && !r.dsack
             && !r.fin_rx
             && !r.ece
-            && !holes
             && f.st & st::RX_FIN == 0;
-        // With holes left behind this segment (it filled one, or part of
-        // one), its ACK may wait for the round's end too: Linux ACKs a
-        // filled hole at once only once none is left.
-        r.coalesce = r.may_hold
-            || (holes
-                && f.rx_ooo_len > 0
-                && f.cfg & cfg::SACK != 0
-                && !ack_asked
-                && !data.is_empty()
-                && !trimmed
-                && !r.dsack
-                && !r.fin_rx
-                && !r.ece
-                && f.st & st::RX_FIN == 0);
+        r.coalesce = plain && (!holes || (f.rx_ooo_len > 0 && f.cfg & cfg::SACK != 0));
         return;
     }
     ooo_insert(f, c, sq, data, mem, stats, r);

@@ -35,7 +35,7 @@
 //!   pressure growth stops first. A live ring never shrinks.
 
 use tas_abi::{ctl, CtlMsg};
-use tas_engine::flow::{st, RX_OOO_MAX};
+use tas_engine::flow::st;
 use tas_engine::flowtable::FlowGuard;
 use tas_engine::flowtable::FlowId;
 use tas_engine::seq;
@@ -124,12 +124,8 @@ pub(super) fn next_gen(cur: u8, last: Option<u8>) -> u8 {
 /// `next`, whose position 0 is RCV.NXT (the old ring's `rx_next_pos`);
 /// true when there is nothing to copy or all of it was copied.
 fn move_ooo(g: &FlowGuard<'_>, next: Ring, app: AppId, io: &mut impl StackIo) -> bool {
-    let c = g.cold();
     let (old_base, old_len) = (g.rx_base, g.rx_len);
-    let mut ivs = [(0u32, 0u32); RX_OOO_MAX];
-    let held = c.rx.intervals();
-    ivs[..held.len()].copy_from_slice(held);
-    for &(s, e) in &ivs[..held.len()] {
+    for &(s, e) in g.cold().rx.intervals() {
         let off = seq::dist(g.rx_next_seq, s);
         let len = seq::dist(s, e);
         // Held data lies within the old window, so within the new ring.

@@ -59,6 +59,23 @@ fn rounds(
     rings
 }
 
+/// Rounds (up to 20) in which a fast reader's data keeps arriving but
+/// `unread` bytes stay in the ring (never empty), until the slow path
+/// reserves a larger RX ring: the RING messages of that round (empty if
+/// none came).
+fn until_ring(fx: &mut Fx, id: FlowId, unread: u32) -> Vec<(CtlMsg, u8)> {
+    for _ in 0..20 {
+        let rings = rounds(fx, id, 1, |f| {
+            f.rx_next_seq = f.rx_next_seq.wrapping_add(40_000);
+            f.rx_avail = f.rx_len - unread;
+        });
+        if !rings.is_empty() {
+            return rings;
+        }
+    }
+    Vec::new()
+}
+
 /// The app reads everything as fast as it arrives: 100 KB per
 /// millisecond (more than half of a 128 KiB ring).
 fn fast_reader(f: &mut FlowState) {
@@ -77,17 +94,8 @@ fn rx_ring_switches_only_when_empty_after_its_ring_message() {
     assert_eq!((f0.rx_len, f0.tx_len, f0.ring_gen), (32 * KIB, 32 * KIB, 0));
 
     // A fast reader makes the slow path reserve a 64 KiB ring and say so.
-    let mut rings = Vec::new();
-    for _ in 0..20 {
-        // Data waits in the ring at each round: never empty.
-        rings = rounds(&mut fx, id, 1, |f| {
-            f.rx_next_seq = f.rx_next_seq.wrapping_add(40_000);
-            f.rx_avail = f.rx_len - 100;
-        });
-        if !rings.is_empty() {
-            break;
-        }
-    }
+    // Data waits in the ring at each round: never empty.
+    let rings = until_ring(&mut fx, id, 100);
     assert_eq!(rings.len(), 1, "one RING for the first growth");
     let (m, gen_then) = rings[0];
     assert_eq!(m.flow, id);
@@ -162,18 +170,7 @@ fn rx_ring_reserved_but_never_empty_is_given_back() {
     let mut fx = growing();
     fx.listen(16);
     let (id, _) = accept(&mut fx);
-    let mut got = false;
-    for _ in 0..20 {
-        got = !rounds(&mut fx, id, 1, |f| {
-            f.rx_next_seq = f.rx_next_seq.wrapping_add(40_000);
-            f.rx_avail = f.rx_len - 1;
-        })
-        .is_empty();
-        if got {
-            break;
-        }
-    }
-    assert!(got);
+    assert!(!until_ring(&mut fx, id, 1).is_empty());
     assert_eq!(fx.io.used(APP), 3, "two rings and the reserved one");
     rounds(&mut fx, id, 70, |f| {
         f.rx_next_seq = f.rx_next_seq.wrapping_add(1000);
@@ -194,16 +191,7 @@ fn rx_ring_given_back_never_lends_its_generation_to_the_next() {
     let mut fx = growing();
     fx.listen(16);
     let (id, _) = accept(&mut fx);
-    let mut first = Vec::new();
-    for _ in 0..20 {
-        first = rounds(&mut fx, id, 1, |f| {
-            f.rx_next_seq = f.rx_next_seq.wrapping_add(40_000);
-            f.rx_avail = f.rx_len - 1;
-        });
-        if !first.is_empty() {
-            break;
-        }
-    }
+    let first = until_ring(&mut fx, id, 1);
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].0.arg[0], 1);
     // Never empty: given back.
@@ -416,16 +404,7 @@ fn a_fork_racing_a_rx_switch_keeps_both_holders_on_the_installed_ring() {
     fx.listen(16);
     let (id, _) = accept(&mut fx);
     let f0 = fx.state(id);
-    let mut first = Vec::new();
-    for _ in 0..20 {
-        first = rounds(&mut fx, id, 1, |f| {
-            f.rx_next_seq = f.rx_next_seq.wrapping_add(40_000);
-            f.rx_avail = f.rx_len - 1;
-        });
-        if !first.is_empty() {
-            break;
-        }
-    }
+    let first = until_ring(&mut fx, id, 1);
     assert_eq!(first.len(), 1, "a RING announced to the parent");
     assert_eq!(fx.io.used(APP), 3, "two rings and the reserved one");
     // The parent forks; the child adopts the connection.
