@@ -839,6 +839,172 @@ static void case_epoll(void)
     close(ep);
 }
 
+/* Sockets only epoll waits on (no poll/select/blocking call): under the
+ * shim their readability is answered from user space (vready.rs); these
+ * steps hold it to Linux's epoll semantics. */
+struct ep_waiter {
+    int ep, n;
+    unsigned data;
+};
+
+static void *ep_wait_thread(void *arg)
+{
+    struct ep_waiter *w = arg;
+    struct epoll_event got[4];
+    w->n = epoll_wait(w->ep, got, 4, 3000);
+    w->data = w->n > 0 ? got[0].data.u32 : 0;
+    return NULL;
+}
+
+static void case_epoll_only(void)
+{
+    struct epoll_event ev, got[8];
+    char b[64];
+    int n;
+
+    out("# epoll only: level-triggered reads");
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    int s = conn_to(7005);
+    set_nonblock(s, 1);
+    ev.events = EPOLLIN;
+    ev.data.u32 = 51;
+    R("ADD", epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev));
+    n = R("wait", epoll_wait(ep, got, 8, 3000));
+    if (n > 0) out("  data = %u events = %s", got[0].data.u32, eev(got[0].events));
+    msleep(100);
+    R("wait again", epoll_wait(ep, got, 8, 0));
+    R("read 4", read(s, b, 4));
+    R("wait after partial read", epoll_wait(ep, got, 8, 0));
+    R("read rest", read(s, b, sizeof b));
+    R("wait drained", epoll_wait(ep, got, 8, 0));
+    R("read drained", read(s, b, sizeof b));
+
+    out("# epoll only: MOD to edge-triggered with data pending");
+    int s2 = conn_to(7005);
+    set_nonblock(s2, 1);
+    ev.events = EPOLLIN;
+    ev.data.u32 = 52;
+    epoll_ctl(ep, EPOLL_CTL_ADD, s2, &ev);
+    n = R("wait", epoll_wait(ep, got, 8, 3000));
+    msleep(100);
+    ev.events = EPOLLIN | EPOLLET;
+    R("MOD ET", epoll_ctl(ep, EPOLL_CTL_MOD, s2, &ev));
+    n = R("wait after MOD", epoll_wait(ep, got, 8, 0));
+    if (n > 0) out("  data = %u events = %s", got[0].data.u32, eev(got[0].events));
+    R("wait again (no new edge)", epoll_wait(ep, got, 8, 0));
+    R("DEL", epoll_ctl(ep, EPOLL_CTL_DEL, s2, NULL));
+    R("wait after DEL", epoll_wait(ep, got, 8, 0));
+    close(s2);
+    close(s);
+
+    out("# epoll only: two ready sockets, maxevents 1");
+    int a = conn_to(7005), c = conn_to(7005);
+    ev.events = EPOLLIN;
+    ev.data.u32 = 1;
+    epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev);
+    ev.data.u32 = 2;
+    epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev);
+    long end = now_ms() + 3000;
+    int seen = 0;
+    while (seen != 3 && now_ms() < end)
+        if (epoll_wait(ep, got, 1, 100) == 1) seen |= got[0].data.u32;
+    out("  both reported = %d", seen == 3);
+    unsigned first = 0, second = 0;
+    if (epoll_wait(ep, got, 1, 0) == 1) first = got[0].data.u32;
+    if (epoll_wait(ep, got, 1, 0) == 1) second = got[0].data.u32;
+    out("  two waits of 1 give both = %d", first + second == 3);
+    n = R("wait 8", epoll_wait(ep, got, 8, 0));
+    close(a);
+    close(c);
+
+    out("# epoll only: data and FIN in one event");
+    s = conn_to(7002);
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.u32 = 53;
+    epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+    end = now_ms() + 3000;
+    n = 0;
+    while (now_ms() < end) {
+        n = epoll_wait(ep, got, 8, 100);
+        if (n > 0 && (got[0].events & EPOLLRDHUP)) break;
+    }
+    out("  n = %d events = %s", n, n > 0 ? eev(got[0].events) : "-");
+    R("read", read(s, b, sizeof b));
+    n = R("wait at EOF", epoll_wait(ep, got, 8, 0));
+    if (n > 0) out("  events = %s", eev(got[0].events));
+    close(s);
+
+    out("# epoll only: readable and writable in one event");
+    s = conn_to(7005);
+    ev.events = EPOLLIN | EPOLLOUT;
+    ev.data.u32 = 54;
+    epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+    end = now_ms() + 3000;
+    n = 0;
+    while (now_ms() < end) {
+        n = epoll_wait(ep, got, 8, 100);
+        if (n > 0 && (got[0].events & EPOLLIN)) break;
+    }
+    out("  n = %d events = %s", n, n > 0 ? eev(got[0].events) : "-");
+    close(s);
+
+    out("# epoll only: a thread blocked in epoll_wait is woken");
+    s = conn_to(7007);
+    set_nonblock(s, 1);
+    ev.events = EPOLLIN | EPOLLET;
+    ev.data.u32 = 55;
+    epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+    n = R("wait a", epoll_wait(ep, got, 8, 3000));
+    R("read a", read(s, b, sizeof b));
+    struct ep_waiter w = {ep, -9, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, ep_wait_thread, &w);
+    /* This thread keeps calling into the socket meanwhile (it may be the
+     * one that takes the news of "b"). */
+    end = now_ms() + 1000;
+    while (now_ms() < end) {
+        char pk;
+        recv(s, &pk, 1, MSG_PEEK | MSG_DONTWAIT);
+        msleep(1);
+    }
+    pthread_join(t, NULL);
+    out("  blocked waiter n = %d data = %u", w.n, w.data);
+    close(s);
+
+    out("# epoll only: poll on the socket after epoll (pair takes over)");
+    s = conn_to(7005);
+    ev.events = EPOLLIN;
+    ev.data.u32 = 56;
+    epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+    n = R("epoll", epoll_wait(ep, got, 8, 3000));
+    msleep(100);
+    struct pollfd p = {s, POLLIN, 0};
+    R("poll", poll(&p, 1, 0));
+    out("  revents = %s", pev(p.revents));
+    R("epoll again", epoll_wait(ep, got, 8, 0));
+    R("read", read(s, b, sizeof b));
+    R("epoll drained", epoll_wait(ep, got, 8, 0));
+    R("poll drained", poll(&p, 1, 0));
+    close(s);
+
+    out("# epoll only: a new epoll set after close, and a dup");
+    close(ep);
+    ep = epoll_create1(0);
+    s = conn_to(7005);
+    ev.events = EPOLLIN;
+    ev.data.u32 = 57;
+    R("ADD to new set", epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev));
+    n = R("wait", epoll_wait(ep, got, 8, 3000));
+    msleep(100);
+    int d = dup(s);
+    n = R("wait after dup", epoll_wait(ep, got, 8, 0));
+    R("read via dup", read(d, b, sizeof b));
+    R("wait drained", epoll_wait(ep, got, 8, 0));
+    close(d);
+    close(s);
+    close(ep);
+}
+
 static int cmp_u32(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -2256,6 +2422,7 @@ int main(int argc, char **argv)
         {"sendfile", case_sendfile}, {"blocking", case_blocking}, {"unread", case_close_unread},
         {"loopback", case_loopback}, {"dualstack", case_dualstack}, {"fork", case_fork},
         {"forkhandoff", case_fork_handoff}, {"scm", case_scm_rights}, {"spawn", case_spawn},
+        {"epollonly", case_epoll_only},
     };
     for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (only && strcmp(only, cases[i].name) != 0) continue;

@@ -1,6 +1,6 @@
 //! The shim's configuration, read once from the environment when the
 //! process-wide state is created: `TAS_SPIN_US`, `TAS_PROFILE`, `TAS_CONTEXTS`, `TAS_IP`,
-//! `TAS_PRELOAD_DEBUG`, `TAS_PRELOAD_DISABLE`, `TAS_EXCLUDE` (`TAS_SOCKET`
+//! `TAS_PRELOAD_DEBUG`, `TAS_PRELOAD_DISABLE`, `TAS_EXCLUDE`, `TAS_USER_WAIT` (`TAS_SOCKET`
 //! is read by the `tas` crate at attach). Nothing here changes after
 //! start-up.
 
@@ -20,6 +20,9 @@ pub struct Config {
     pub disabled: bool,
     /// `TAS_EXCLUDE`: sockets left to the kernel stack.
     pub exclude: Exclude,
+    /// `TAS_USER_WAIT` (default on; `0` turns it off): `epoll_wait`
+    /// answers TAS sockets' readability from user space (`vready.rs`).
+    pub user_wait: bool,
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -64,6 +67,7 @@ impl Config {
             debug: std::env::var_os("TAS_PRELOAD_DEBUG").is_some(),
             disabled: matches!(std::env::var("TAS_PRELOAD_DISABLE").as_deref(), Ok("1")),
             exclude,
+            user_wait: !matches!(std::env::var("TAS_USER_WAIT").as_deref(), Ok("0")),
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct Ctx {
 }
 
 pub struct Inner {
+    /// The context's slot number.
+    pub idx: usize,
     pub tas: Tas,
     pub socks: HashMap<u64, Sock>,
     pub by_flow: HashMap<ConnId, u64>,
@@ -58,8 +60,9 @@ pub struct Inner {
 }
 
 impl Inner {
-    pub fn new(tas: Tas) -> Inner {
+    pub fn new(tas: Tas, idx: usize) -> Inner {
         Inner {
+            idx,
             tas,
             socks: HashMap::new(),
             by_flow: HashMap::new(),
@@ -73,11 +76,14 @@ impl Inner {
 
     /// Brings socket `sid`'s kernel readiness up to date.
     pub fn sync(&mut self, sid: u64) {
-        let Inner { tas, socks, .. } = self;
+        let Inner {
+            tas, socks, idx, ..
+        } = self;
         if let Some(s) = socks.get_mut(&sid) {
             take_conn_error(s, tas);
-            let w = want(s, tas);
-            if s.sig.apply(s.a, &w) {
+            let mut w = want(s, tas);
+            let queued = crate::vready::note(s, *idx, sid, &mut w);
+            if s.sig.apply(s.a, &w) || queued {
                 global().bump_ready();
             }
         }
@@ -315,7 +321,7 @@ fn install_ctx(
         gen,
         ev_fd,
         ctl_fd,
-        inner: Lock::new(Inner::new(tas)),
+        inner: Lock::new(Inner::new(tas, idx)),
         tick: AtomicBool::new(false),
         blocked: std::sync::atomic::AtomicU32::new(0),
         dead: AtomicBool::new(false),

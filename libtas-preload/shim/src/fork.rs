@@ -343,6 +343,7 @@ extern "C" fn atfork_child() {
         crate::spawn::FA.reset();
         crate::debug::KINDS.reset();
         crate::ops::wild::KL.reset();
+        crate::vready::after_fork_child();
     }
     let Some(g) = try_global() else { return };
     // SAFETY: as above, for the global state's locks.

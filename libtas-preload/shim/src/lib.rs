@@ -128,6 +128,7 @@ mod sock;
 mod spawn;
 mod spin;
 mod sys;
+mod vready;
 mod wait;
 
 use fdtab::{kind, Kind};
@@ -571,7 +572,11 @@ interpose! {
             // descriptors must not cut us off); report success as Linux would.
             Kind::Internal => 0,
             Kind::Kernel => {
-                if g.fd(fd) != 0 {
+                let v = g.fd(fd);
+                if v != 0 {
+                    if v & fdtab::T_EPOLL != 0 {
+                        vready::epfd_closed(fd);
+                    }
                     g.set_fd(fd, 0);
                 }
                 // SAFETY: close takes no pointers; fd is the caller's to close.
@@ -624,7 +629,11 @@ fn close_range_impl(first: c_uint, last: c_uint, flags: c_int) -> c_int {
                 start = fd + 1;
             }
             Kind::Kernel => {
-                if g.fd(fd as c_int) != 0 {
+                let v = g.fd(fd as c_int);
+                if v != 0 {
+                    if v & fdtab::T_EPOLL != 0 {
+                        vready::epfd_closed(fd as c_int);
+                    }
                     g.set_fd(fd as c_int, 0);
                 }
             }
@@ -1379,6 +1388,7 @@ fn copy_epoll_mark(old: c_int, new: c_int) {
         let v = g.fd(old);
         if new >= 0 && v & fdtab::T_EPOLL != 0 && v & fdtab::T_SOCK == 0 {
             g.set_fd(new, v);
+            vready::epfd_dup(old, new);
         }
     }
 }

@@ -212,6 +212,7 @@ fn any_tas(fds: &[libc::pollfd]) -> bool {
         if v & T_SOCK != 0 {
             crate::fdtab::adopt_if_inherited(p.fd, v);
             note_interest(p.fd);
+            crate::vready::demote_fd(p.fd);
             any = true;
         }
     }
@@ -323,6 +324,15 @@ pub unsafe fn epoll_pwait(
         // SAFETY: the caller's arguments, unchanged, under the same contract.
         return unsafe { f(epfd, ev, max, timeout, mask) };
     }
+    // The set's virtual sockets (`vready.rs`): their readability is
+    // added to what the kernel reports.
+    let set = crate::vready::find(epfd);
+    let user = |n: c_int| match &set {
+        // SAFETY: ev holds max events (the caller's contract) and the
+        // kernel wrote the first n.
+        Some(s) if max > 0 => unsafe { crate::vready::collect(s, ev, n, max) },
+        _ => n,
+    };
     wait(
         timeout as i64,
         |ours| {
@@ -336,19 +346,44 @@ pub unsafe fn epoll_pwait(
             // SAFETY: the kernel has just written r events into ev.
             let (n, fired) = unsafe { filter_epoll(ev, r) };
             unregister_dead(epfd, &fired);
-            (n, fired)
+            (user(n), fired)
         },
         |t, ours| {
             ensure_registered(epfd, ours);
+            // A thread that blocks counts as a waiter, so that a socket
+            // queued by another thread meanwhile wakes it; one already
+            // queued means no blocking at all.
+            let t = match &set {
+                Some(s) => {
+                    s.waiting(true);
+                    if s.has_ready() {
+                        0
+                    } else {
+                        t
+                    }
+                }
+                None => t,
+            };
             // SAFETY: the caller's arguments with the remaining timeout.
             let r = unsafe { f(epfd, ev, max, t as c_int, mask) };
+            let e = errno();
+            if let Some(s) = &set {
+                s.waiting(false);
+            }
             if r < 0 {
+                set_errno(e);
                 return (r, Vec::new());
             }
             // SAFETY: the kernel has just written r events into ev.
-            let (n, fired) = unsafe { filter_epoll(ev, r) };
+            let (n, mut fired) = unsafe { filter_epoll(ev, r) };
             unregister_dead(epfd, &fired);
-            (n, fired)
+            let n2 = user(n);
+            if n2 == 0 && t == 0 && fired.is_empty() {
+                // Queued sockets that were not ready after all: wait on
+                // (the caller's wait loop goes round again).
+                note(&mut fired, usize::MAX, false);
+            }
+            (n2, fired)
         },
     )
 }
@@ -572,6 +607,7 @@ unsafe fn sets_have_tas(n: c_int, sets: [*mut libc::fd_set; 3]) -> bool {
             if unsafe { libc::FD_ISSET(fd, set) } && g.fd(fd) & T_SOCK != 0 {
                 crate::fdtab::adopt_if_inherited(fd, g.fd(fd));
                 note_interest(fd);
+                crate::vready::demote_fd(fd);
                 any = true;
             }
         }

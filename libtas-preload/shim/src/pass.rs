@@ -296,6 +296,10 @@ fn add_number(ctx: &'static Ctx, sid: u64, fd: c_int) {
     if unsafe { real::dup3::get()(s.a, fd, if ce { libc::O_CLOEXEC } else { 0 }) } >= 0 {
         s.fds.push(fd);
         g.set_fd(fd, encode(ctx.idx, sid));
+        if s.virt.is_some() {
+            crate::vready::demote(s);
+            inner.sync(sid);
+        }
     }
 }
 

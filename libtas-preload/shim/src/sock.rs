@@ -78,6 +78,12 @@ pub struct Sock {
     /// `IPV6_V6ONLY` of an `AF_INET6` socket (never true while it is on
     /// TAS past `bind`: such a socket goes to the kernel).
     pub v6only: bool,
+    /// Its readability is answered from user space (`vready.rs`), not
+    /// signalled on its pair.
+    pub virt: Option<crate::vready::VReg>,
+    /// It was waited on through its pair (`poll`, `select`, a blocking
+    /// call): never virtual again.
+    pub no_virt: bool,
 }
 
 impl Sock {
@@ -109,6 +115,8 @@ impl Sock {
             kready: false,
             v6: false,
             v6only: false,
+            virt: None,
+            no_virt: false,
         }
     }
 }

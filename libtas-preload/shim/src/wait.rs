@@ -205,6 +205,8 @@ pub fn handle_our_fd(ctx: usize, ctl: bool) {
 /// (monotonic ns; None = forever). Err(EAGAIN) on timeout, Err(EINTR) on a
 /// signal.
 pub fn wait_fd(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_int> {
+    // The wait reads `fd`'s pair.
+    crate::vready::demote_fd(fd);
     let start = sys::monotonic_ns();
     let r = wait_fd_from(fd, events, deadline);
     if r.is_ok() {

@@ -24,6 +24,11 @@ pub fn add_fd(ctx: &'static Ctx, sid: u64, newfd: c_int) -> Res<c_int> {
         Some(s) => {
             s.fds.push(newfd);
             g.set_fd(newfd, encode(ctx.idx, sid));
+            if s.virt.is_some() {
+                // Another number may be waited on through the pair.
+                crate::vready::demote(s);
+                inner.sync(sid);
+            }
             Ok(newfd)
         }
         None => Ok(newfd),
@@ -134,6 +139,8 @@ pub unsafe fn epoll_track(epfd: c_int, op: c_int, fd: c_int, ev: *const libc::ep
         // (contract).
         s.epoll_regs.push((epfd, fd, unsafe { *ev }));
     }
+    crate::vready::track(s, epfd, op);
+    inner.sync(sid);
     if interest {
         drop(inner);
         crate::fork::note_interest(ctx, sid);
