@@ -36,11 +36,12 @@
 //! So a program never blocks on a daemon that is busy — or that stopped
 //! reading because the program does not read its answers.
 
+use idmap::IdMap;
 use nix::sys::socket::{
     connect as sock_connect, recv, recvmsg, sendmsg, socket, AddressFamily, ControlMessageOwned,
     MsgFlags, SockFlag, SockType, UnixAddr,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -54,6 +55,7 @@ use tas_abi::{
 pub use tas_abi::{stats, FlowStats, DEFAULT_SOCKET};
 
 pub mod exclude;
+pub mod idmap;
 
 std::thread_local! {
     /// Whether the calling thread may make system calls on control
@@ -439,11 +441,11 @@ pub struct Tas {
     cmds: RingProducer<AppCmd>,
     app_wake: OwnedFd,
     core_wake: OwnedFd,
-    conns: HashMap<ConnId, Conn>,
+    conns: IdMap<ConnId, Conn>,
     /// Notifications for ids we do not (or no longer) hold: a few per id,
     /// possibly from two different connections (see `Conn::plausible`).
-    orphans: HashMap<ConnId, Vec<AppEvent>>,
-    listeners: HashMap<ListenerId, Listener>,
+    orphans: IdMap<ConnId, Vec<AppEvent>>,
+    listeners: IdMap<ListenerId, Listener>,
     replies: VecDeque<CtlMsg>,
     backlog: VecDeque<AppCmd>,
     /// Control messages the socket did not take yet.
@@ -460,10 +462,10 @@ pub struct Tas {
     dirty_listeners: Vec<ListenerId>,
     replies_changed: bool,
     /// Outstanding `TX_GROW`/`TX_SWITCH` requests and their connection.
-    grow_reqs: HashMap<u32, ConnId>,
+    grow_reqs: IdMap<u32, ConnId>,
     /// Outstanding `ADOPT`s saying we accept again, and their listener
     /// (its parked connections become ready at the answer).
-    unpark_reqs: HashMap<u32, ListenerId>,
+    unpark_reqs: IdMap<u32, ListenerId>,
 }
 
 /// What changed since the last [`Tas::take_changes`].
@@ -742,9 +744,9 @@ impl Tas {
             cmds: a.cmds,
             app_wake: a.app_wake,
             core_wake: a.core_wake,
-            conns: HashMap::new(),
-            orphans: HashMap::new(),
-            listeners: HashMap::new(),
+            conns: IdMap::default(),
+            orphans: IdMap::default(),
+            listeners: IdMap::default(),
             replies: VecDeque::new(),
             backlog: VecDeque::new(),
             ctl_out: VecDeque::new(),
@@ -757,8 +759,8 @@ impl Tas {
             dirty_conns: Vec::new(),
             dirty_listeners: Vec::new(),
             replies_changed: false,
-            grow_reqs: HashMap::new(),
-            unpark_reqs: HashMap::new(),
+            grow_reqs: IdMap::default(),
+            unpark_reqs: IdMap::default(),
         };
         Ok(t)
     }

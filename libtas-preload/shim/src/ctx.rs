@@ -12,8 +12,8 @@ use crate::readiness::want;
 use crate::sock::{take_conn_error, Sock, St};
 use crate::sys::{self, log, real, Lock};
 use libc::c_int;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use tas::idmap::IdMap;
 use tas::{Changes, ConnId, ListenerId, Tas};
 
 /// Most contexts (attachments to tasd) per process, over its life (a
@@ -49,10 +49,10 @@ pub struct Inner {
     /// The context's slot number.
     pub idx: usize,
     pub tas: Tas,
-    pub socks: HashMap<u64, Sock>,
-    pub by_flow: HashMap<ConnId, u64>,
-    pub by_listener: HashMap<ListenerId, u64>,
-    pub connecting: HashMap<u32, u64>,
+    pub socks: IdMap<u64, Sock>,
+    pub by_flow: IdMap<ConnId, u64>,
+    pub by_listener: IdMap<ListenerId, u64>,
+    pub connecting: IdMap<u32, u64>,
     /// Connect requests whose socket was closed before the answer came.
     pub zombies: Vec<u32>,
     pub spinners: u32,
@@ -64,10 +64,10 @@ impl Inner {
         Inner {
             idx,
             tas,
-            socks: HashMap::new(),
-            by_flow: HashMap::new(),
-            by_listener: HashMap::new(),
-            connecting: HashMap::new(),
+            socks: IdMap::default(),
+            by_flow: IdMap::default(),
+            by_listener: IdMap::default(),
+            connecting: IdMap::default(),
             zombies: Vec::new(),
             spinners: 0,
             changes: Changes::default(),
