@@ -35,6 +35,7 @@ need cmd:ab=apache2-utils
 need cmd:iperf3=iperf3
 need cmd:python3=python3
 need cmd:tcpdump=tcpdump
+need cmd:strace=strace
 # The deployed servers of tests/tests/servers.rs.
 need cmd:haproxy=haproxy
 need cmd:socat=socat
