@@ -39,6 +39,7 @@ need cmd:strace=strace
 # The deployed servers of tests/tests/servers.rs.
 need cmd:haproxy=haproxy
 need cmd:socat=socat
+need cmd:memcached=memcached
 need cmd:sshd=openssh-server
 need cmd:ssh=openssh-client
 need cmd:ssh-keygen=openssh-client

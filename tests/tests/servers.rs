@@ -961,6 +961,56 @@ fn socat_fork_serves_20_sequential_clients() {
     }
 }
 
+/// memcached with 4 worker threads (each with its own epoll set; the main
+/// thread accepts and hands connections over) under the shim: 100
+/// connections from the Linux host set and get values of up to 3 KB for
+/// 4 s, every reply checked, and TAS carried every connection.
+#[test]
+fn memcached_threads_serve_100_connections() {
+    ensure_packages(&[
+        ("command -v memcached", "memcached"),
+        ("command -v python3", "python3"),
+    ]);
+    let mut tb = testbed("svmc");
+    let _reaper = Reaper::new(&tb);
+    let args = run_args(
+        &tb,
+        &[
+            "memcached",
+            "-u",
+            "root",
+            "-l",
+            TAS_IP,
+            "-p",
+            "11211",
+            "-t",
+            "4",
+            "-c",
+            "1024",
+        ],
+    );
+    tb.spawn_tas(&bin("tasctl"), &strs(&args), None);
+    until_ok(
+        &mut tb,
+        &format!(
+            "printf 'version\\r\\nquit\\r\\n' | socat -t 2 - TCP:{TAS_IP}:11211 | grep -q VERSION"
+        ),
+        Duration::from_secs(15),
+        "memcached did not answer",
+    );
+    let (acc, _) = carried(&mut tb);
+    let script = repo_root().join("tests/py/memcache_check.py");
+    let o = lnx_sh(
+        &mut tb,
+        &format!("python3 {} {TAS_IP} 11211 100 4", script.display()),
+        Duration::from_secs(60),
+    );
+    println!("memcached under the shim: {}", stdout(&o).trim());
+    assert_ok(&o, "memcache_check.py");
+    let n = tb.tasd_counter("slowpath.accepted") - acc;
+    assert!(n >= 100, "TAS accepted {n} of 100 connections");
+}
+
 /// iperf3 (its client loops on `select()` with the writable data socket in
 /// the set) under the shim, three runs: each takes its 2 s (no stall before
 /// the first byte) and no 0.2 s interval goes without bytes.
