@@ -970,6 +970,7 @@ fn memcached_threads_serve_100_connections() {
     ensure_packages(&[
         ("command -v memcached", "memcached"),
         ("command -v python3", "python3"),
+        ("command -v socat", "socat"),
     ]);
     let mut tb = testbed("svmc");
     let _reaper = Reaper::new(&tb);
