@@ -285,7 +285,7 @@ pub fn note(s: &mut Sock, ctx: usize, sid: u64, w: &mut Want) -> bool {
     }
     v.queued = true;
     v.set.ready.lock().push((ctx, sid, v.id));
-    if v.set.waiters.load(Ordering::SeqCst) > 0 && !v.set.kicked.swap(true, Ordering::AcqRel) {
+    if v.set.waiters.load(Ordering::SeqCst) > 0 && !v.set.kicked.swap(true, Ordering::SeqCst) {
         let one = 1u64;
         // SAFETY: write reads the 8 bytes of the live local `one`; wake
         // is the set's eventfd.
@@ -318,10 +318,16 @@ impl EpSet {
 ///
 /// `ev` must be valid for reads and writes of `max` events, `n <= max`.
 pub unsafe fn collect(set: &EpSet, ev: *mut libc::epoll_event, n: c_int, max: c_int) -> c_int {
-    if set.kicked.swap(false, Ordering::AcqRel) {
+    // Drained before the flag is cleared, and both before the list is
+    // taken: a socket queued meanwhile without a write (the flag was still
+    // set) is in the list taken below. (Clearing first would let a write
+    // made in between be drained with the flag left set, and the next
+    // queued socket would not wake a blocked waiter.)
+    if set.kicked.load(Ordering::SeqCst) {
         let mut v = 0u64;
         // SAFETY: read writes at most 8 bytes into the live local `v`.
         unsafe { real::read::get()(set.wake, &mut v as *mut u64 as *mut libc::c_void, 8) };
+        set.kicked.store(false, Ordering::SeqCst);
     }
     let list = std::mem::take(&mut *set.ready.lock());
     if list.is_empty() {
