@@ -92,8 +92,14 @@ pub fn recv(ctx: &'static Ctx, sid: u64, bufs: &mut [IoSliceMut<'_>], flags: c_i
                         } else if flags & libc::MSG_TRUNC != 0 {
                             tas.discard(c, want - got)
                         } else {
-                            let mut sub = advance_mut(bufs, got);
-                            tas.recv_vectored(c, &mut sub)
+                            if got == 0 {
+                                // The common case: no copy of the
+                                // caller's vector (no allocation).
+                                tas.recv_vectored(c, bufs)
+                            } else {
+                                let mut sub = advance_mut(bufs, got);
+                                tas.recv_vectored(c, &mut sub)
+                            }
                         };
                         match r {
                             Ok(n) => {
@@ -233,6 +239,7 @@ pub fn send(
                         Step::Done(Ok(0))
                     } else {
                         let r = match &mut src {
+                            Src::Bufs(b) if sent == 0 => tas.send_vectored(c, b),
                             Src::Bufs(b) => {
                                 let sub = advance(b, sent);
                                 tas.send_vectored(c, &sub)
