@@ -856,6 +856,21 @@ static void *ep_wait_thread(void *arg)
     return NULL;
 }
 
+/* Adds s to ep for `events` (data `data`) and waits (bounded) for a wait
+ * that reports `until`; prints that wait's count and first event. */
+static void ep_add_until(int ep, int s, uint32_t events, unsigned data, uint32_t until)
+{
+    struct epoll_event ev = {.events = events, .data.u32 = data}, got[8];
+    epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+    long end = now_ms() + 3000;
+    int n = 0;
+    while (now_ms() < end) {
+        n = epoll_wait(ep, got, 8, 100);
+        if (n > 0 && (got[0].events & until)) break;
+    }
+    out("  n = %d events = %s", n, n > 0 ? eev(got[0].events) : "-");
+}
+
 static void case_epoll_only(void)
 {
     struct epoll_event ev, got[8];
@@ -919,16 +934,7 @@ static void case_epoll_only(void)
 
     out("# epoll only: data and FIN in one event");
     s = conn_to(7002);
-    ev.events = EPOLLIN | EPOLLRDHUP;
-    ev.data.u32 = 53;
-    epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
-    end = now_ms() + 3000;
-    n = 0;
-    while (now_ms() < end) {
-        n = epoll_wait(ep, got, 8, 100);
-        if (n > 0 && (got[0].events & EPOLLRDHUP)) break;
-    }
-    out("  n = %d events = %s", n, n > 0 ? eev(got[0].events) : "-");
+    ep_add_until(ep, s, EPOLLIN | EPOLLRDHUP, 53, EPOLLRDHUP);
     R("read", read(s, b, sizeof b));
     n = R("wait at EOF", epoll_wait(ep, got, 8, 0));
     if (n > 0) out("  events = %s", eev(got[0].events));
@@ -936,16 +942,7 @@ static void case_epoll_only(void)
 
     out("# epoll only: readable and writable in one event");
     s = conn_to(7005);
-    ev.events = EPOLLIN | EPOLLOUT;
-    ev.data.u32 = 54;
-    epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
-    end = now_ms() + 3000;
-    n = 0;
-    while (now_ms() < end) {
-        n = epoll_wait(ep, got, 8, 100);
-        if (n > 0 && (got[0].events & EPOLLIN)) break;
-    }
-    out("  n = %d events = %s", n, n > 0 ? eev(got[0].events) : "-");
+    ep_add_until(ep, s, EPOLLIN | EPOLLOUT, 54, EPOLLIN);
     close(s);
 
     out("# epoll only: a thread blocked in epoll_wait is woken");
