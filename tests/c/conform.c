@@ -871,6 +871,34 @@ static void ep_add_until(int ep, int s, uint32_t events, unsigned data, uint32_t
     out("  n = %d events = %s", n, n > 0 ? eev(got[0].events) : "-");
 }
 
+static volatile sig_atomic_t sigios;
+static void on_sigio(int s) { (void)s; sigios++; }
+
+/* A connection nothing waits on (under the shim its readability is kept
+ * off the pair until something could see it): blocking reads, then
+ * O_ASYNC, whose SIGIO comes from the pair. */
+static void case_lazy(void)
+{
+    char b[64];
+    out("# blocking read on a connection nothing else waits on");
+    int s = conn_to(7007);
+    R("read a", read(s, b, sizeof b));
+    R("read b", read(s, b, sizeof b));
+    out("# O_ASYNC: SIGIO on arrival");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigio;
+    sigaction(SIGIO, &sa, NULL);
+    R("F_SETOWN", fcntl(s, F_SETOWN, getpid()));
+    R("O_ASYNC", fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_ASYNC));
+    long end = now_ms() + 3000;
+    while (!sigios && now_ms() < end) msleep(5);
+    out("  SIGIO seen = %d", sigios > 0);
+    R("read c", read(s, b, sizeof b));
+    signal(SIGIO, SIG_IGN);
+    close(s);
+}
+
 static void case_epoll_only(void)
 {
     struct epoll_event ev, got[8];
@@ -2419,7 +2447,7 @@ int main(int argc, char **argv)
         {"sendfile", case_sendfile}, {"blocking", case_blocking}, {"unread", case_close_unread},
         {"loopback", case_loopback}, {"dualstack", case_dualstack}, {"fork", case_fork},
         {"forkhandoff", case_fork_handoff}, {"scm", case_scm_rights}, {"spawn", case_spawn},
-        {"epollonly", case_epoll_only},
+        {"epollonly", case_epoll_only}, {"lazy", case_lazy},
     };
     for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (only && strcmp(only, cases[i].name) != 0) continue;

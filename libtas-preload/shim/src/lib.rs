@@ -1227,6 +1227,12 @@ interpose! {
                 }
                 r
             }
+            libc::FIOASYNC => {
+                // SIGIO comes from the pair: it must carry readability.
+                vready::demote_fd(fd);
+                // SAFETY: the caller's arguments, unchanged, to libc's ioctl.
+                unsafe { f(fd, req, arg) }
+            }
             // SAFETY: the caller's arguments, unchanged, to libc's ioctl.
             _ => unsafe { f(fd, req, arg) },
         }
@@ -1297,6 +1303,11 @@ unsafe fn fcntl_impl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
             if r == 0 {
                 let _ = run(|| {
                     ops::set_nonblock(c, s, arg as c_int & libc::O_NONBLOCK != 0);
+                    if arg as c_int & libc::O_ASYNC != 0 {
+                        // SIGIO comes from the pair: it must carry
+                        // readability (`vready.rs`).
+                        vready::demote_fd(fd);
+                    }
                     Ok(())
                 });
             }

@@ -298,8 +298,8 @@ fn add_number(ctx: &'static Ctx, sid: u64, fd: c_int) {
         g.set_fd(fd, encode(ctx.idx, sid));
         if s.virt.is_some() {
             crate::vready::demote(s);
-            inner.sync(sid);
         }
+        inner.sync(sid);
     }
 }
 

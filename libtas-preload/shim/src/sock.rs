@@ -84,6 +84,11 @@ pub struct Sock {
     /// It was waited on through its pair (`poll`, `select`, a blocking
     /// call): never virtual again.
     pub no_virt: bool,
+    /// Threads blocked in the kernel on its pair in a blocking call
+    /// (`vready::KWait`).
+    pub kwait: u32,
+    /// A lazy socket's readability (its key) when last synced.
+    pub lazy_seen: Option<u64>,
 }
 
 impl Sock {
@@ -117,6 +122,8 @@ impl Sock {
             v6only: false,
             virt: None,
             no_virt: false,
+            kwait: 0,
+            lazy_seen: None,
         }
     }
 }

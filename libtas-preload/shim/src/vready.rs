@@ -21,6 +21,15 @@
 //!   blocking call on it makes it non-virtual for good ([`demote_fd`]),
 //!   since those read the pair.
 //!
+//! A socket in no epoll set that nothing else watches either (the same
+//! conditions, with no registration at all) is *lazy*: only a thread
+//! blocked in the kernel on it in a blocking call (`wait::wait_fd`,
+//! counted in `Sock::kwait`) needs its readability on the pair, so it is
+//! put there only while one is ([`lazy`], [`KWait`]); the blocking call's
+//! spin looks at the socket itself ([`lazy_ready`]). A thread-per-connection
+//! server's read that finds its data while spinning then costs no system
+//! call on the pair.
+//!
 //! A thread that blocks in `epoll_wait` counts itself in
 //! [`EpSet::waiters`]; whoever queues a socket on a set with waiters writes
 //! the set's eventfd, which sits in the set tagged like the contexts' fds.
@@ -190,6 +199,90 @@ pub unsafe fn after_fork_child() {
     std::mem::forget(std::mem::take(&mut *SETS.lock()));
 }
 
+/// Whether `s` is lazy (see the module docs): its readability goes on its
+/// pair only while a thread is blocked in the kernel on it.
+pub fn lazy(s: &Sock) -> bool {
+    enabled()
+        && s.virt.is_none()
+        && !s.no_virt
+        && !s.shared
+        && s.fds.len() == 1
+        && s.klisten < 0
+        && s.epoll_regs.is_empty()
+}
+
+/// From `Inner::sync` for a lazy socket: clears `w.r` unless a thread is
+/// blocked on the pair; true when readability changed since last time (the
+/// spinning waiters look again).
+pub fn note_lazy(s: &mut Sock, w: &mut Want) -> bool {
+    let now = if w.r { Some(w.key) } else { None };
+    let changed = now != s.lazy_seen;
+    s.lazy_seen = now;
+    if s.kwait == 0 {
+        w.r = false;
+    }
+    changed
+}
+
+/// While alive, a thread is (about to be) blocked in the kernel on the
+/// pair of socket `fd` in a blocking call: a lazy socket's readability is
+/// put on its pair meanwhile.
+pub struct KWait {
+    at: Option<(&'static crate::ctx::Ctx, u64)>,
+}
+
+impl KWait {
+    pub fn enter(fd: c_int) -> KWait {
+        let Kind::Sock(ctx, sid) = kind(fd) else {
+            return KWait { at: None };
+        };
+        let mut inner = ctx.inner.lock();
+        let Some(s) = inner.socks.get_mut(&sid) else {
+            return KWait { at: None };
+        };
+        s.kwait += 1;
+        inner.sync(sid);
+        KWait {
+            at: Some((ctx, sid)),
+        }
+    }
+}
+
+impl Drop for KWait {
+    fn drop(&mut self) {
+        let Some((ctx, sid)) = self.at else { return };
+        let mut inner = ctx.inner.lock();
+        if let Some(s) = inner.socks.get_mut(&sid) {
+            s.kwait = s.kwait.saturating_sub(1);
+            if s.kwait == 0 {
+                // Takes back what the pair carried for the wait.
+                inner.sync(sid);
+            }
+        }
+    }
+}
+
+/// For the spin of a blocking call on `fd`: whether a lazy socket is ready
+/// for `events` (`POLLIN`/`POLLOUT`), looked at in user space; None when
+/// `fd` is not lazy (its pair tells).
+pub fn lazy_ready(fd: c_int, events: i16) -> Option<bool> {
+    let Kind::Sock(ctx, sid) = kind(fd) else {
+        return None;
+    };
+    let mut inner = ctx.inner.lock();
+    let Inner { tas, socks, .. } = &mut *inner;
+    let s = socks.get_mut(&sid)?;
+    if !lazy(s) {
+        return None;
+    }
+    crate::sock::take_conn_error(s, tas);
+    let w = crate::readiness::want(s, tas);
+    Some(
+        (events & libc::POLLIN != 0 && (w.r || w.err || w.rdhup))
+            || (events & libc::POLLOUT != 0 && (w.w || w.err)),
+    )
+}
+
 /// Called by `epoll_ctl` after the kernel accepted it and `s.epoll_regs`
 /// was updated: makes `s` virtual, keeps it so, or stops.
 pub fn track(s: &mut Sock, epfd: c_int, op: c_int) {
@@ -240,18 +333,15 @@ pub fn demote(s: &mut Sock) {
 }
 
 /// Something is about to wait on fd `fd` through its pair (`poll`,
-/// `select`, a blocking call): if it is a virtual socket, its pair takes
-/// over readability now.
+/// `select`, a blocking call on a virtual socket): if it is a virtual or
+/// lazy socket, its pair takes over readability now, for good.
 pub fn demote_fd(fd: c_int) {
-    if VIRTUAL.load(Ordering::Relaxed) == 0 {
-        return;
-    }
     let Kind::Sock(ctx, sid) = kind(fd) else {
         return;
     };
     let mut inner = ctx.inner.lock();
     if let Some(s) = inner.socks.get_mut(&sid) {
-        if s.virt.is_some() {
+        if !s.no_virt {
             demote(s);
             inner.sync(sid);
         }

@@ -201,12 +201,89 @@ pub fn handle_our_fd(ctx: usize, ctl: bool) {
     }
 }
 
+/// Whether `fd` is a TAS listener.
+fn is_listener(fd: c_int) -> bool {
+    match crate::fdtab::kind(fd) {
+        crate::fdtab::Kind::Sock(c, sid) => c
+            .inner
+            .lock()
+            .socks
+            .get(&sid)
+            .is_some_and(|s| matches!(s.st, crate::sock::St::Listening(_))),
+        _ => false,
+    }
+}
+
+/// The blocking part of [`wait_fd`] for a listener (`accept`): new
+/// connections come as control messages, so the thread waits on the
+/// contexts' control sockets and `fd`, not on their eventfds, and does not
+/// count as blocked on them. A thread-per-connection server's accepting
+/// thread is then not woken by every notification meant for its
+/// connections' threads (with one connection, each request woke both).
+fn wait_listener(
+    fd: c_int,
+    events: i16,
+    deadline: Option<u64>,
+    check: impl Fn() -> c_int,
+) -> Result<(), c_int> {
+    loop {
+        let ours = ctl_fds();
+        let ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let l = d.saturating_sub(sys::monotonic_ns());
+                if l == 0 {
+                    return Err(libc::EAGAIN);
+                }
+                l.div_ceil(1_000_000).min(i32::MAX as u64) as c_int
+            }
+        };
+        let mut pfds = Vec::with_capacity(1 + ours.len());
+        pfds.push(libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        });
+        for o in &ours {
+            pfds.push(libc::pollfd {
+                fd: o.fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let r = {
+            let _l = sys::Leave::new();
+            // SAFETY: `pfds` is a live Vec of pfds.len() pollfds.
+            unsafe { real::poll::get()(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) }
+        };
+        let err = sys::errno();
+        if r < 0 {
+            return Err(err);
+        }
+        let mut fired = false;
+        for (o, p) in ours.iter().zip(&pfds[1..]) {
+            if p.revents != 0 {
+                handle_our_fd(o.ctx, true);
+                fired = true;
+            }
+        }
+        if pfds[0].revents != 0 {
+            return Ok(());
+        }
+        if !fired {
+            return Err(libc::EAGAIN);
+        }
+        let r = check();
+        if r != 0 {
+            return if r < 0 { Err(-r) } else { Ok(()) };
+        }
+    }
+}
+
 /// Waits until `fd` (an `A` end) is ready for `events` or the deadline
 /// (monotonic ns; None = forever). Err(EAGAIN) on timeout, Err(EINTR) on a
 /// signal.
 pub fn wait_fd(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_int> {
-    // The wait reads `fd`'s pair.
-    crate::vready::demote_fd(fd);
     let start = sys::monotonic_ns();
     let r = wait_fd_from(fd, events, deadline);
     if r.is_ok() {
@@ -217,6 +294,33 @@ pub fn wait_fd(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_in
 }
 
 fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_int> {
+    // A socket in an epoll set has its readability answered there: from
+    // now on its pair carries it (`vready.rs`).
+    if matches!(crate::fdtab::kind(fd), crate::fdtab::Kind::Sock(c, s) if c.inner.lock().socks.get(&s).is_some_and(|s| s.virt.is_some()))
+    {
+        crate::vready::demote_fd(fd);
+    }
+    // The spin looks at a lazy socket itself (its pair is not kept up to
+    // date while nobody blocks on it).
+    let spin_check = || -> c_int {
+        match crate::vready::lazy_ready(fd, events) {
+            Some(r) => r as c_int,
+            None => {
+                let mut p = libc::pollfd {
+                    fd,
+                    events,
+                    revents: 0,
+                };
+                // SAFETY: `p` is one live local pollfd (nfds = 1).
+                let r = unsafe { real::poll::get()(&mut p, 1, 0) };
+                if r < 0 {
+                    -sys::errno()
+                } else {
+                    r
+                }
+            }
+        }
+    };
     let check = || -> c_int {
         let mut p = libc::pollfd {
             fd,
@@ -235,9 +339,12 @@ fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_i
         d.map(|d| d.saturating_sub(sys::monotonic_ns()))
             .unwrap_or(u64::MAX)
     };
-    if let Some(r) = spin_wait(left(deadline), check) {
+    if let Some(r) = spin_wait(left(deadline), spin_check) {
         return if r < 0 { Err(-r) } else { Ok(()) };
     }
+    // Blocking on the pair from here: a lazy socket's readability goes on
+    // it meanwhile.
+    let _kw = crate::vready::KWait::enter(fd);
     if sys::restricted() {
         // Under a seccomp filter (see `mux::restricted_wait`): `fd` alone;
         // the reactor brings its readiness up to date.
@@ -262,6 +369,9 @@ fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_i
             0 => Err(libc::EAGAIN),
             _ => Ok(()),
         };
+    }
+    if is_listener(fd) {
+        return wait_listener(fd, events, deadline, check);
     }
     loop {
         let b = Blocked::enter();

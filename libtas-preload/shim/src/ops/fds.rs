@@ -27,8 +27,9 @@ pub fn add_fd(ctx: &'static Ctx, sid: u64, newfd: c_int) -> Res<c_int> {
             if s.virt.is_some() {
                 // Another number may be waited on through the pair.
                 crate::vready::demote(s);
-                inner.sync(sid);
             }
+            // (A lazy socket is not lazy with two numbers.)
+            inner.sync(sid);
             Ok(newfd)
         }
         None => Ok(newfd),
