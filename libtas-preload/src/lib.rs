@@ -2205,8 +2205,9 @@ impl Tas {
                     // had seen when tasd saw it go: its last commands may
                     // still have been in its ring then (sshd's
                     // pre-authentication child's last packet). The next use
-                    // still takes it back (`ADOPT`, answered after the lane
-                    // has moved on), so that this context writes after
+                    // still takes it back (`ADOPT`, which tasd answers once
+                    // the fast path has applied what the other contexts
+                    // queued before it), so that this context writes after
                     // that packet, not over it.
                     Self::resync(c, &m);
                     c.taken = true;
