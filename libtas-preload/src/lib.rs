@@ -1309,8 +1309,9 @@ impl Tas {
     /// context last used it (`TAKEN`): one `ADOPT` round trip that points
     /// its notifications here again and brings this view up to date with
     /// what the other holder read and wrote. Called before every use that
-    /// moves the flow's positions.
-    fn reclaim(&mut self, c: ConnId) -> io::Result<()> {
+    /// moves the flow's positions, and by the shim's reads before they look
+    /// at what is readable.
+    pub fn reclaim(&mut self, c: ConnId) -> io::Result<()> {
         if !self.conns.get(&c).is_some_and(|x| x.taken) || self.dead {
             return Ok(());
         }

@@ -1781,6 +1781,31 @@ static void case_spawn(void)
     out("posix_spawn /nonexistent = %s, pid unchanged = %d", r == 0 ? "0" : ename(r), pid == -1);
     out("  parent echo after = %d", echo_once(s, "still"));
     R("close", close(s));
+
+    /* The shim's read looked at its own view of the connection before
+     * taking it back from the child: the bytes the child read still
+     * counted as readable, the takeover found none, and read failed with
+     * EIO (or, with nothing counted, waited on notifications the stale
+     * view found implausible: for good). */
+    out("# posix_spawnp: the child reads what the parent had not; the parent's read finds nothing");
+    s = conn_to(7001);
+    R("write ping", write(s, "ping\n", 5));
+    out("  readable before the spawn = %d", (wait_in(s, 5000) & POLLIN) != 0);
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, s, 0);
+    char *av4[] = {"sh", "-c", "read x; test \"$x\" = ping", NULL};
+    pid = -1;
+    r = posix_spawnp(&pid, "sh", &fa, NULL, av4, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    out("posix_spawnp sh = %s, pid set = %d", r == 0 ? "0" : ename(r), pid > 0);
+    st = 0;
+    waitpid(pid, &st, 0);
+    out("  child read ping = %d", WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    set_nonblock(s, 1);
+    R("parent read (the child took the data)", read(s, b, sizeof b));
+    set_nonblock(s, 0);
+    out("  parent echo after = %d", echo_once(s, "mine"));
+    R("close", close(s));
 }
 
 /* ------------------------------------------------------------------ */

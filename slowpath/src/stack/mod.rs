@@ -503,9 +503,10 @@ pub struct StackStats {
     pub shares: u64,
     pub adopted: u64,
     pub grant_closes: u64,
-    /// Answers to `ADOPT` that waited for the fast path to apply what
-    /// another context sharing the region had queued (its last write),
-    /// and those sent after 2 s without it (`conn/share.rs`).
+    /// Answers to `ADOPT` (and `RETURNED` messages) that waited for the
+    /// fast path to apply what another context sharing the region had
+    /// queued (its last write), and those sent after 2 s without it
+    /// (`conn/share.rs`).
     pub adopt_waits: u64,
     pub adopt_wait_timeouts: u64,
     /// Sockets passed with `SCM_RIGHTS` (`conn/xfer.rs`): transfers

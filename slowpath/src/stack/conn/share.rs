@@ -411,24 +411,7 @@ impl Stack {
         // counts from the fast path's end). The answer waits until the
         // fast path has taken every command the contexts sharing the
         // region published before now (`Stack::state_replies`).
-        let mark = io.cmd_mark();
-        let waits: Vec<AppId> = io
-            .region_contexts(app)
-            .into_iter()
-            .filter(|&a| a != app && !io.cmds_applied(a, mark))
-            .collect();
-        if waits.is_empty() {
-            self.flow_state_reply(io, app, msg, false);
-        } else {
-            self.stats.adopt_waits += 1;
-            self.state_waits.push(StateWait {
-                app,
-                msg: *msg,
-                mark,
-                waits,
-                since: now,
-            });
-        }
+        self.state_reply_when_applied(now, io, app, msg);
         // The context that had it must take it back before using it again
         // (its view goes stale while another holder reads and writes).
         if before != app
@@ -518,13 +501,14 @@ impl Stack {
                 tracing::debug!(app, to = n, flow = id, "holder gone: flow retargeted");
                 self.retarget(id, n);
                 // Where the gone holder left it (sshd's monitor carries on
-                // with the connection its pre-authentication child used).
+                // with the connection its pre-authentication child used),
+                // its last writes included.
                 let m = CtlMsg {
                     kind: ctl::RETURNED,
                     flow: id,
                     ..Default::default()
                 };
-                self.flow_state_reply(io, n, &m, false);
+                self.state_reply_when_applied(now, io, n, &m);
             }
         }
         self.flow_state_reply(io, app, msg, last);
@@ -534,7 +518,7 @@ impl Stack {
     /// What others still hold stays (notifications move to another holding
     /// context, or wait for an adopter), and [`Stack::app_gone`] then
     /// leaves it alone.
-    pub fn shares_app_gone(&mut self, app: AppId, io: &mut impl StackIo) {
+    pub fn shares_app_gone(&mut self, now: u64, app: AppId, io: &mut impl StackIo) {
         let ids: Vec<FlowId> = self
             .conns
             .iter()
@@ -556,13 +540,16 @@ impl Stack {
                 tracing::debug!(app, to = n, flow = id, "holder gone: flow retargeted");
                 self.retarget(id, n);
                 // Where the gone holder left it (sshd's monitor carries on
-                // with the connection its pre-authentication child used).
+                // with the connection its pre-authentication child used),
+                // once its last writes, maybe still in its command ring,
+                // are applied: the holder's view must count them, or every
+                // notification acknowledging them looks implausible to it.
                 let m = CtlMsg {
                     kind: ctl::RETURNED,
                     flow: id,
                     ..Default::default()
                 };
-                self.flow_state_reply(io, n, &m, false);
+                self.state_reply_when_applied(now, io, n, &m);
             }
         }
         let lids: Vec<u32> = self.listeners.keys().copied().collect();
@@ -693,6 +680,38 @@ impl Stack {
         }
     }
 
+    /// Sends `app` where flow `msg.flow` stands (the answer to `msg`, or
+    /// `RETURNED`) once the fast path has applied every command the other
+    /// contexts sharing `app`'s region published before now (a gone
+    /// holder's last write may still be in its ring), after any answer to
+    /// `app` still waiting (its messages keep their order).
+    fn state_reply_when_applied(
+        &mut self,
+        now: u64,
+        io: &mut impl StackIo,
+        app: AppId,
+        msg: &CtlMsg,
+    ) {
+        let mark = io.cmd_mark();
+        let waits: Vec<AppId> = io
+            .region_contexts(app)
+            .into_iter()
+            .filter(|&a| a != app && !io.cmds_applied(a, mark))
+            .collect();
+        if waits.is_empty() && !self.state_waits.iter().any(|w| w.app == app) {
+            self.flow_state_reply(io, app, msg, false);
+        } else {
+            self.stats.adopt_waits += 1;
+            self.state_waits.push(StateWait {
+                app,
+                msg: *msg,
+                mark,
+                waits,
+                since: now,
+            });
+        }
+    }
+
     /// Sends the answers to `ADOPT` that waited for the fast path to apply
     /// what other contexts had queued (see `app_adopt`), in order, once it
     /// has; one that waited [`STATE_WAIT_MAX_NS`] is sent as things stand
@@ -702,15 +721,16 @@ impl Stack {
             return;
         }
         let mut waits = std::mem::take(&mut self.state_waits);
+        // Apps with an earlier answer still waiting: theirs keep their order.
+        let mut held: Vec<AppId> = Vec::new();
         let mut i = 0;
         while i < waits.len() {
             let w = &mut waits[i];
             let mark = w.mark;
             w.waits.retain(|&a| !io.cmds_applied(a, mark));
             let late = now.saturating_sub(w.since) >= STATE_WAIT_MAX_NS;
-            if !w.waits.is_empty() && !late {
-                // Later answers to the same app wait behind it (its
-                // messages keep their order).
+            if held.contains(&w.app) || (!w.waits.is_empty() && !late) {
+                held.push(w.app);
                 i += 1;
                 continue;
             }

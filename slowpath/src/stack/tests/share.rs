@@ -253,9 +253,13 @@ fn adopt_is_answered_after_the_other_holders_queued_writes() {
         // command ring) and exits.
         fx.io.unapplied.insert(CHILD);
         if child_gone_first {
+            // The flow goes back to the parent at once; where it stands
+            // (`RETURNED`) only with the child's write counted.
             let now = fx.now;
             fx.stack.app_gone(now, CHILD, &mut fx.io);
-            fx.msgs();
+            let m = fx.msgs();
+            assert!(m.is_empty(), "RETURNED before the child's write: {m:?}");
+            assert_eq!(fx.state(id).context, APP);
         }
         // The parent takes the connection back before writing.
         let mut a = CtlMsg::new(ctl::ADOPT);
@@ -276,10 +280,20 @@ fn adopt_is_answered_after_the_other_holders_queued_writes() {
         fx.set(id, |f| f.tx_avail += 9);
         fx.io.unapplied.remove(&CHILD);
         fx.at(fx.now + MS);
-        let r = result(&mut fx, APP);
-        assert_eq!((r.req, r.err, r.arg[4]), (11, 0, 0));
-        assert_eq!(r.info.tx_seq, tx0.wrapping_add(9));
-        assert_eq!(fx.stack.stats().adopt_waits, 1);
+        let m = fx.msgs();
+        let kinds: Vec<u32> = m.iter().map(|x| x.1.kind).collect();
+        let want = if child_gone_first {
+            vec![ctl::RETURNED, ctl::RESULT]
+        } else {
+            vec![ctl::RESULT]
+        };
+        assert_eq!(kinds, want, "{m:?}");
+        for (to, r) in &m {
+            assert_eq!((*to, r.err, r.arg[4], r.flow), (APP, 0, 0, id));
+            assert_eq!(r.info.tx_seq, tx0.wrapping_add(9), "{r:?}");
+        }
+        assert_eq!(m.last().unwrap().1.req, 11);
+        assert_eq!(fx.stack.stats().adopt_waits, m.len() as u64);
         assert_eq!(fx.stack.stats().adopt_wait_timeouts, 0);
     }
 }
