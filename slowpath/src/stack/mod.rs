@@ -505,8 +505,8 @@ pub struct StackStats {
     pub grant_closes: u64,
     /// Answers to `ADOPT` (and `RETURNED` messages) that waited for the
     /// fast path to apply what another context sharing the region had
-    /// queued (its last write), and those sent after 2 s without it
-    /// (`conn/share.rs`).
+    /// queued (its last write), and those sent without it: after 2 s, or
+    /// at once when 64 of the app's already waited (`conn/share.rs`).
     pub adopt_waits: u64,
     pub adopt_wait_timeouts: u64,
     /// Sockets passed with `SCM_RIGHTS` (`conn/xfer.rs`): transfers

@@ -74,6 +74,11 @@ impl Grant {
 /// apply what the other contexts sharing the region had queued.
 pub(in crate::stack) const STATE_WAIT_MAX_NS: u64 = 2_000_000_000;
 
+/// At most this many answers to `ADOPT` of one app wait at a time (the
+/// library has one in flight per thread); more are answered at once,
+/// counted with the timeouts.
+const MAX_STATE_WAITS_PER_APP: usize = 64;
+
 /// An answer to `ADOPT` waiting for the fast path (`Stack::state_replies`).
 #[derive(Debug, Clone)]
 pub(in crate::stack) struct StateWait {
@@ -698,7 +703,14 @@ impl Stack {
             .into_iter()
             .filter(|&a| a != app && !io.cmds_applied(a, mark))
             .collect();
-        if waits.is_empty() && !self.state_waits.iter().any(|w| w.app == app) {
+        let queued = self.state_waits.iter().filter(|w| w.app == app).count();
+        if waits.is_empty() && queued == 0 {
+            self.flow_state_reply(io, app, msg, false);
+        } else if queued >= MAX_STATE_WAITS_PER_APP && msg.kind != ctl::RETURNED {
+            // Bounded: an app that keeps asking without waiting for the
+            // answers gets them as things stand (a `RETURNED` per flow of
+            // a gone holder is bounded by the flows).
+            self.stats.adopt_wait_timeouts += 1;
             self.flow_state_reply(io, app, msg, false);
         } else {
             self.stats.adopt_waits += 1;

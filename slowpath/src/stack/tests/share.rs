@@ -326,6 +326,24 @@ fn adopt_waits_for_the_fast_path_only_so_long() {
     a.req = 6;
     fx.ctl(APP, a);
     assert_eq!(result(&mut fx, APP).req, 6);
+    // An app that asks again and again without waiting: 64 answers wait,
+    // the next goes out at once (bounded), counted.
+    fx.io.unapplied.insert(CHILD);
+    for req in 100..164 {
+        a.req = req;
+        fx.ctl(APP, a);
+    }
+    assert!(fx.msgs().is_empty());
+    a.req = 164;
+    fx.ctl(APP, a);
+    assert_eq!(result(&mut fx, APP).req, 164);
+    assert_eq!(fx.stack.stats().adopt_wait_timeouts, 2);
+    fx.io.unapplied.clear();
+    let t = fx.now;
+    fx.at(t + MS);
+    let m = fx.msgs();
+    let reqs: Vec<u32> = m.iter().map(|x| x.1.req).collect();
+    assert_eq!(reqs, (100..164).collect::<Vec<u32>>(), "in order");
 }
 
 fn listener_adopt(req: u32, lid: u32, accepting: bool) -> CtlMsg {
