@@ -2533,7 +2533,10 @@ mod tests {
         // A spawned child takes it over: reads those 5, writes 9, exits.
         c.taken = true;
         // The echo of the child's 9 bytes arrives, acknowledging them.
-        assert!(!c.notify(&ev(1014, 5014, 0)), "implausible for the stale view");
+        assert!(
+            !c.notify(&ev(1014, 5014, 0)),
+            "implausible for the stale view"
+        );
         assert_eq!(c.rx_available(), 5);
         // tasd's answer to the parent's ADOPT: the child's reads and
         // writes counted, the echo not arrived yet when it was answered.
