@@ -114,6 +114,13 @@ pub struct Conn {
     /// (`TAKEN`): this view is stale until the flow comes back
     /// (`RETURNED`) or is taken back ([`Tas::reclaim`]).
     taken: bool,
+    /// Notifications that did not fit this view while it was stale
+    /// (`taken`): the other holder's writes were not counted yet, so one
+    /// acknowledging them looked implausible. Looked at again once the
+    /// view is brought up to date (the notification that data arrived
+    /// may come before the answer to the `ADOPT` that takes the flow back,
+    /// and no other may follow).
+    stale_events: Vec<AppEvent>,
 }
 
 /// TX ring growth as the app side runs it (docs/design.md, "Ring memory").
@@ -206,6 +213,7 @@ impl Conn {
             error: None,
             dirty: false,
             taken: false,
+            stale_events: Vec::new(),
         }
     }
     /// Whether `ev` can belong to this connection: its sequence numbers lie
@@ -342,6 +350,50 @@ impl Conn {
         self.gen = gen;
         self.rx_rings.retain(|r| gen_newer(r.0, gen));
         true
+    }
+
+    /// A notification: applied if it fits this view, else dropped — or,
+    /// while the view is stale (`taken`), kept until it is brought up to
+    /// date. Whether it was applied.
+    fn notify(&mut self, ev: &AppEvent) -> bool {
+        if self.plausible(ev) {
+            self.apply(ev);
+            true
+        } else {
+            if self.taken && !self.closed {
+                self.keep_stale(*ev);
+            }
+            false
+        }
+    }
+
+    /// Taken back (`r`: tasd's answer to the `ADOPT`, where the flow
+    /// stands): the view is brought up to date, then the notifications
+    /// kept while it was stale are looked at again.
+    fn retaken(&mut self, r: &CtlMsg) {
+        self.taken = false;
+        Tas::resync(self, r);
+        self.apply_stale();
+    }
+
+    /// Keeps `ev`, implausible for this stale view (see
+    /// [`Conn::stale_events`]; notifications are cumulative, so the
+    /// latest few say everything).
+    fn keep_stale(&mut self, ev: AppEvent) {
+        if self.stale_events.len() >= 4 {
+            self.stale_events.remove(0);
+        }
+        self.stale_events.push(ev);
+    }
+
+    /// The view was brought up to date: applies the notifications kept
+    /// while it was stale that fit it now (the others are dropped).
+    fn apply_stale(&mut self) {
+        for ev in std::mem::take(&mut self.stale_events) {
+            if self.plausible(&ev) {
+                self.apply(&ev);
+            }
+        }
     }
 
     /// Keeps `ev` (of a generation whose `RING` was not read yet).
@@ -1311,8 +1363,9 @@ impl Tas {
     /// context last used it (`TAKEN`): one `ADOPT` round trip that points
     /// its notifications here again and brings this view up to date with
     /// what the other holder read and wrote. Called before every use that
-    /// moves the flow's positions.
-    fn reclaim(&mut self, c: ConnId) -> io::Result<()> {
+    /// moves the flow's positions, and by the shim's reads before they look
+    /// at what is readable.
+    pub fn reclaim(&mut self, c: ConnId) -> io::Result<()> {
         if !self.conns.get(&c).is_some_and(|x| x.taken) || self.dead {
             return Ok(());
         }
@@ -1324,8 +1377,7 @@ impl Tas {
             return Err(errno(r.err));
         }
         if let Some(conn) = self.conns.get_mut(&c) {
-            conn.taken = false;
-            Self::resync(conn, &r);
+            conn.retaken(&r);
         }
         self.mark_dirty(c);
         Ok(())
@@ -1406,6 +1458,7 @@ impl Tas {
                 c.apply(&ev);
             }
         }
+        c.apply_stale();
         self.conns.insert(id, c);
         self.mark_dirty(id);
         Ok(id)
@@ -2009,10 +2062,7 @@ impl Tas {
         }
         let (stash, dirty) = match self.conns.get_mut(&ev.flow) {
             Some(c) => {
-                let ok = c.plausible(&ev);
-                if ok {
-                    c.apply(&ev);
-                }
+                let ok = c.notify(&ev);
                 // A closed connection's id may already belong to the next
                 // connection, announced later on the control socket.
                 (c.closed, ok && !c.closed)
@@ -2207,11 +2257,22 @@ impl Tas {
                     // had seen when tasd saw it go: its last commands may
                     // still have been in its ring then (sshd's
                     // pre-authentication child's last packet). The next use
-                    // still takes it back (`ADOPT`, answered after the lane
-                    // has moved on), so that this context writes after
+                    // still takes it back (`ADOPT`, which tasd answers once
+                    // the fast path has applied what the other contexts
+                    // queued before it), so that this context writes after
                     // that packet, not over it.
                     Self::resync(c, &m);
                     c.taken = true;
+                    // Those that fit now are applied; the next `ADOPT`
+                    // looks at the rest again.
+                    let kept = std::mem::take(&mut c.stale_events);
+                    for ev in kept {
+                        if c.plausible(&ev) {
+                            c.apply(&ev);
+                        } else {
+                            c.keep_stale(ev);
+                        }
+                    }
                     self.mark_dirty(m.flow);
                 }
             }
@@ -2452,6 +2513,47 @@ mod tests {
         c.error = Some(libc::ECONNRESET);
         let back = Conn::from_words(&c.to_words()).unwrap();
         assert_eq!((back.gen, back.error()), (7, Some(libc::ECONNRESET)));
+    }
+
+    /// Issue 14's flaky conformance case `spawn` (its last failure mode
+    /// once tasd's answers waited for the child's queued writes): the
+    /// parent takes the connection back after its spawned child wrote and
+    /// exited; the notification that the echo of the child's answer
+    /// arrived reached the parent's event ring before tasd's answer to
+    /// its `ADOPT` (answered just before the echo came), while the
+    /// parent's view did not count the child's bytes: implausible
+    /// (acknowledged past what it wrote), it was dropped, no other came,
+    /// and the parent waited for data that was there (until the peer
+    /// closed 60 s later). Now it is kept and applied once the answer
+    /// brings the view up to date.
+    #[test]
+    fn a_notification_for_a_taken_connection_waits_for_the_takeback() {
+        let mut c = Conn::new(info(1000, 5000));
+        // The parent wrote 5 bytes, their echo arrived and was acknowledged.
+        c.tx_written = 5005;
+        assert!(c.notify(&ev(1005, 5005, 0)));
+        // A spawned child takes it over: reads those 5, writes 9, exits.
+        c.taken = true;
+        // The echo of the child's 9 bytes arrives, acknowledging them.
+        assert!(
+            !c.notify(&ev(1014, 5014, 0)),
+            "implausible for the stale view"
+        );
+        assert_eq!(c.rx_available(), 5);
+        // tasd's answer to the parent's ADOPT: the child's reads and
+        // writes counted, the echo not arrived yet when it was answered.
+        let mut r = CtlMsg::new(ctl::RESULT);
+        r.flow = 7;
+        r.info = info(1005, 5014);
+        r.arg[1] = 1005;
+        r.arg[2] = 5014;
+        c.retaken(&r);
+        assert!(!c.taken);
+        assert_eq!((c.rx_read, c.tx_written), (1005, 5014));
+        assert_eq!(c.rx_available(), 9, "the kept notification applied");
+        // Without a takeover, an implausible notification is not kept.
+        assert!(!c.notify(&ev(3000, 9000, 0)));
+        assert!(c.stale_events.is_empty());
     }
 
     #[test]

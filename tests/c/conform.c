@@ -12,6 +12,7 @@
  *   conform tasonly PEER_IP OWN_IP  fork/exec/threads/idle-CPU checks of the shim
  *   conform scmuser PEER_IP OWN_IP  a TAS socket passed to another user (refused)
  *   conform spawnaccept LFD PIPEFD  (posix_spawn case) accept on LFD, report on PIPEFD
+ *   conform vforkkid FD            (vfork case) answer on the inherited connection FD
  *   conform spawnplain PEER_IP OWN_IP 0|1  posix_spawn of a program without/with the shim
  *
  * Partner ports (PEER_IP):
@@ -1972,6 +1973,79 @@ static void case_spawn(void)
     out("posix_spawn /nonexistent = %s, pid unchanged = %d", r == 0 ? "0" : ename(r), pid == -1);
     out("  parent echo after = %d", echo_once(s, "still"));
     R("close", close(s));
+
+    /* The shim's read looked at its own view of the connection before
+     * taking it back from the child: the bytes the child read still
+     * counted as readable, the takeover found none, and read failed with
+     * EIO (or, with nothing counted, waited on notifications the stale
+     * view found implausible: for good). */
+    out("# posix_spawnp: the child reads what the parent had not; the parent's read finds nothing");
+    s = conn_to(7001);
+    R("write ping", write(s, "ping\n", 5));
+    out("  readable before the spawn = %d", (wait_in(s, 5000) & POLLIN) != 0);
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, s, 0);
+    char *av4[] = {"sh", "-c", "read x; test \"$x\" = ping", NULL};
+    pid = -1;
+    r = posix_spawnp(&pid, "sh", &fa, NULL, av4, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    out("posix_spawnp sh = %s, pid set = %d", r == 0 ? "0" : ename(r), pid > 0);
+    st = 0;
+    waitpid(pid, &st, 0);
+    out("  child read ping = %d", WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    set_nonblock(s, 1);
+    R("parent read (the child took the data)", read(s, b, sizeof b));
+    set_nonblock(s, 0);
+    out("  parent echo after = %d", echo_once(s, "mine"));
+    R("close", close(s));
+}
+
+/* The exec'ed side of the `vfork` case: argv "vforkkid FD" — reads the
+ * echo of the parent's "ping\n" on the inherited connection FD and
+ * answers "kid\n". */
+static int vfork_kid(int s)
+{
+    char b[8] = {0};
+    int k = 0;
+    long end = now_ms() + 5000;
+    while (k < 5 && now_ms() < end) {
+        int r = read(s, b + k, 5 - k);
+        if (r <= 0) break;
+        k += r;
+    }
+    if (k != 5 || memcmp(b, "ping\n", 5) != 0) return 2;
+    return write(s, "kid\n", 4) == 4 ? 0 : 3;
+}
+
+/* vfork: the child runs in the parent's memory and calls only execve
+ * (which the shim interposes, working on the parent's state); the new
+ * program uses the connection it inherited, and the parent carries on
+ * with it after the child exits. */
+static void case_vfork(void)
+{
+    out("# vfork + execve: the new program uses the inherited connection, the parent carries on");
+    int s = conn_to(7001);
+    R("write ping", write(s, "ping\n", 5));
+    char fd[16];
+    snprintf(fd, sizeof fd, "%d", s);
+    char *av[] = {"conform", "vforkkid", fd, NULL};
+    pid_t pid = vfork();
+    if (pid == 0) {
+        execve("/proc/self/exe", av, environ);
+        _exit(127);
+    }
+    out("vfork pid set = %d", pid > 0);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    out("  child exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    char b[16] = {0};
+    int n = 0, r;
+    long end = now_ms() + 5000;
+    while (n < 4 && now_ms() < end && (r = read(s, b + n, 4 - n)) > 0) n += r;
+    out("  parent reads the echo of the vfork child's answer = %s",
+        n == 4 && memcmp(b, "kid\n", 4) == 0 ? "kid" : "?");
+    out("  parent echo after = %d", echo_once(s, "after"));
+    R("close", close(s));
 }
 
 /* ------------------------------------------------------------------ */
@@ -2404,6 +2478,10 @@ int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "partner") == 0)
         return partner();
+    if (argc >= 3 && strcmp(argv[1], "vforkkid") == 0) {
+        alarm(30);
+        return vfork_kid(atoi(argv[2]));
+    }
     if (argc >= 4 && strcmp(argv[1], "spawnaccept") == 0) {
         alarm(30);
         return spawn_acceptor(atoi(argv[2]), atoi(argv[3]));
@@ -2447,7 +2525,7 @@ int main(int argc, char **argv)
         {"sendfile", case_sendfile}, {"blocking", case_blocking}, {"unread", case_close_unread},
         {"loopback", case_loopback}, {"dualstack", case_dualstack}, {"fork", case_fork},
         {"forkhandoff", case_fork_handoff}, {"scm", case_scm_rights}, {"spawn", case_spawn},
-        {"epollonly", case_epoll_only}, {"lazy", case_lazy},
+        {"vfork", case_vfork}, {"epollonly", case_epoll_only}, {"lazy", case_lazy},
     };
     for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (only && strcmp(only, cases[i].name) != 0) continue;

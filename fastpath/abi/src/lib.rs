@@ -815,6 +815,9 @@ impl<T: RingEntry> RingConsumer<T> {
             _t: PhantomData,
         }
     }
+    pub fn capacity(&self) -> u32 {
+        self.cap
+    }
     /// Takes the next entry, if one was published. The copy is the caller's
     /// to validate: the producer may be hostile.
     #[inline]

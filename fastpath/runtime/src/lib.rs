@@ -65,6 +65,15 @@
 //!   fit waits in the sending lane's `deferred` list (retried every round).
 //! * **Lane → app (notifications).** The engine keeps a flow marked until its
 //!   notification fits the app's event ring.
+//! * **App → lane (commands).** An app's command ring has room by
+//!   back-pressure (the app waits for a slot). Lane 0 applies what an app
+//!   published before it is removed (`RemoveApp` drains the ring first: a
+//!   process's last write before it exits counts). It numbers its rounds
+//!   and records, per app, the last round that found the ring empty, so
+//!   the slow path can tell when everything an app published before a
+//!   point has been applied ([`LaneShared::cmd_mark`],
+//!   [`LaneShared::cmds_applied`]: tasd's answer to a takeover of a shared
+//!   flow waits for it).
 
 pub mod capture;
 
@@ -227,6 +236,13 @@ pub struct LaneShared {
     /// pool empty (dropped, like a full NIC ring).
     pub steered_in: AtomicU64,
     pub steer_dropped: AtomicU64,
+    /// Lane 0 (which serves every app's command ring): rounds of app
+    /// commands started ([`LaneShared::cmd_mark`]).
+    cmd_rounds: AtomicU64,
+    /// Lane 0, per app id: the last round in which it found the app's
+    /// command ring empty, every command popped before applied (`u64::MAX`
+    /// once the app was removed: its ring was drained then).
+    cmds_empty: Box<[AtomicU64]>,
 }
 
 impl LaneShared {
@@ -256,7 +272,34 @@ impl LaneShared {
             hw_fed: AtomicBool::new(true),
             steered_in: AtomicU64::new(0),
             steer_dropped: AtomicU64::new(0),
+            cmd_rounds: AtomicU64::new(0),
+            cmds_empty: (0..if id == 0 { MAX_APPS } else { 0 })
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         })
+    }
+
+    /// Lane 0: a mark of where its serving of the apps' command rings
+    /// stands now. Every command an app published before the mark was
+    /// taken has been applied once [`LaneShared::cmds_applied`] says so
+    /// for that app (the lane is woken so that it gets there even when it
+    /// slept). Used before tasd answers where a shared flow stands
+    /// (another process's last writes may still be queued in its ring).
+    pub fn cmd_mark(&self) -> u64 {
+        let m = self.cmd_rounds.load(Ordering::SeqCst);
+        self.wake_if_sleeping();
+        m
+    }
+
+    /// Lane 0: whether app `app`'s command ring was found empty in a round
+    /// that started after `mark` ([`LaneShared::cmd_mark`]) was taken, or
+    /// the app was removed (its ring drained first): everything it
+    /// published before the mark has been applied. True for an id outside
+    /// the table (it has no ring).
+    pub fn cmds_applied(&self, app: u16, mark: u64) -> bool {
+        self.cmds_empty
+            .get(app as usize)
+            .is_none_or(|e| e.load(Ordering::Acquire) > mark)
     }
 
     /// Queues a command and wakes the lane's core if it sleeps; gives the
@@ -770,6 +813,26 @@ impl<N: Nic> Output for Sink<'_, N> {
     }
 }
 
+/// Applies one command from app `id`'s ring to a flow of region `region`;
+/// one refused is logged at debug (the app is untrusted).
+fn app_cmd<N: Nic>(
+    fp: &mut FastPath,
+    (id, region): (u16, u16),
+    c: &AppCmd,
+    now: u64,
+    mem: &mut ShmMem,
+    out: &mut Sink<'_, N>,
+) {
+    if let Err(e) = fp.app_cmd(region, c, now, mem, out) {
+        tracing::debug!(
+            app = id,
+            flow = c.flow,
+            kind = c.kind,
+            "refused app command: {e}"
+        );
+    }
+}
+
 /// The receive step of a lane fed by the NIC while steering is on: each
 /// TCP frame goes to the lane its flow key hashes to (this one: processed
 /// here), the others' lanes are woken once.
@@ -954,20 +1017,29 @@ impl<N: Nic> Lane<N> {
         } else {
             &mut []
         };
+        // The round's number (`LaneShared::cmd_mark`); a round that starts
+        // after a mark sees every command published before it.
+        let round = if cmd_ports.is_empty() {
+            0
+        } else {
+            out.shared.cmd_rounds.fetch_add(1, Ordering::SeqCst) + 1
+        };
         for port in cmd_ports.iter_mut().flatten() {
             let Some(cmds) = port.cmds.as_mut() else {
                 continue;
             };
+            let mut empty = false;
             for _ in 0..APP_CMDS_PER_ROUND {
-                let Some(c) = cmds.pop() else { break };
+                let Some(c) = cmds.pop() else {
+                    empty = true;
+                    break;
+                };
                 work += 1;
-                if let Err(e) = fp.app_cmd(port.mem, &c, now, mem, &mut out) {
-                    tracing::debug!(
-                        app = port.id,
-                        flow = c.flow,
-                        kind = c.kind,
-                        "refused app command: {e}"
-                    );
+                app_cmd(fp, (port.id, port.mem), &c, now, mem, &mut out);
+            }
+            if empty {
+                if let Some(e) = out.shared.cmds_empty.get(port.id as usize) {
+                    e.store(round, Ordering::Release);
                 }
             }
         }
@@ -982,13 +1054,38 @@ impl<N: Nic> Lane<N> {
                 CoreCmd::AddApp(port) => {
                     let id = port.id as usize;
                     if id < MAX_APPS {
+                        if port.cmds.is_some() {
+                            // A new app under an id used before: nothing of
+                            // its ring is known to be applied yet.
+                            if let Some(e) = out.shared.cmds_empty.get(id) {
+                                e.store(0, Ordering::Release);
+                            }
+                        }
                         mem.regions[id] = (port.base as usize, port.len);
                         apps[id] = Some(port);
                     }
                 }
                 CoreCmd::RemoveApp(id, remaining) => {
                     if let Some(slot) = apps.get_mut(id as usize) {
-                        *slot = None;
+                        if let Some(mut port) = slot.take() {
+                            // What the app queued before it went still
+                            // counts (its last write before exiting, which
+                            // a process sharing the flow carries on
+                            // after): drained before the ring is let go.
+                            let cap = port.cmds.as_ref().map_or(0, |c| c.capacity());
+                            for _ in 0..cap {
+                                let Some(c) = port.cmds.as_mut().and_then(|c| c.pop()) else {
+                                    break;
+                                };
+                                work += 1;
+                                app_cmd(fp, (port.id, port.mem), &c, now, mem, &mut out);
+                            }
+                            if port.cmds.is_some() {
+                                if let Some(e) = out.shared.cmds_empty.get(id as usize) {
+                                    e.store(u64::MAX, Ordering::Release);
+                                }
+                            }
+                        }
                         mem.regions[id as usize] = (0, 0);
                     }
                     remaining.fetch_sub(1, Ordering::AcqRel);

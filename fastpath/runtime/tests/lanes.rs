@@ -1202,3 +1202,52 @@ fn sleeping_app_is_woken_by_the_cores_notification() {
     }
     assert_eq!(h.app.events_on, [3, 3]);
 }
+
+/// tasd answers where a shared flow stands only once lane 0 has applied
+/// what the other contexts had queued (`LaneShared::cmd_mark`,
+/// `cmds_applied`): when it says so, the flow shows every command the app
+/// published before the mark. And an app removed with commands still in
+/// its ring (a spawned `sh` that writes its answer and exits at once; the
+/// process that shares the connection carries on after that answer) has
+/// them applied before lane 0 lets the ring go: before, lane 0 took at
+/// most one round's worth (16) and dropped the rest.
+#[test]
+fn queued_commands_are_applied_before_a_mark_passes_and_before_removal() {
+    let mut h = Harness::new(9);
+    let lanes = h.shared.lanes.clone();
+    let sent = |h: &Harness| {
+        let f = h.flow();
+        f.tx_avail + f.tx_sent
+    };
+    // Published without a kick; the mark wakes lane 0.
+    for _ in 0..40 {
+        h.app.queue_send(b"a");
+    }
+    let mark = lanes[0].cmd_mark();
+    wait_until("lane 0 to apply the commands before the mark", || {
+        lanes[0].cmds_applied(APP, mark)
+    });
+    assert_eq!(sent(&h), 40, "applied when the mark passed");
+    // Not yet for a mark taken now (no round started after it) unless
+    // lane 0 runs one: then it passes too.
+    let mark = lanes[0].cmd_mark();
+    wait_until("a round after the second mark", || {
+        lanes[0].cmds_applied(APP, mark)
+    });
+    // More than a round's worth, then the app is removed at once.
+    for _ in 0..60 {
+        h.app.queue_send(b"b");
+    }
+    let left = Arc::new(AtomicU32::new(1));
+    assert!(lanes[0]
+        .command(CoreCmd::RemoveApp(APP, left.clone()))
+        .is_ok());
+    wait_until("lane 0 to remove the app", || {
+        left.load(Ordering::Acquire) == 0
+    });
+    assert_eq!(sent(&h), 100, "every queued command applied before removal");
+    assert!(
+        lanes[0].cmds_applied(APP, u64::MAX - 1),
+        "a removed app's ring counts as drained"
+    );
+}

@@ -26,7 +26,7 @@
 //! `posix_spawn`): their inherited TAS sockets read as hung-up Unix
 //! sockets.
 
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, Inner};
 use crate::fdtab::{encode, T_INTERNAL};
 use crate::global::{global, try_global};
 use crate::sock::{Bsd, Sock, St};
@@ -249,10 +249,23 @@ pub fn prepare_for(map: FdMap<'_>, spawn: bool) -> Option<Prepared> {
         }
     }
     if !spawn {
+        // Connections are also marked as possibly taken over: after
+        // `vfork` this runs in the child on the parent's memory, and the
+        // parent, which goes on when the exec succeeds, must take each
+        // connection back before its next use (the new program may have
+        // read and written meanwhile; tasd's `TAKEN` may not have been read
+        // by then — it read its stale view and wrote over the new
+        // program's answer in about 1 run in 30 of the conformance case
+        // `vfork` under load). After a failed exec that costs one round
+        // trip; after a successful plain exec nothing (the image is gone).
         for c in g.live_ctxs() {
             let mut inner = c.inner.lock();
-            for s in inner.socks.values_mut() {
+            let Inner { socks, tas, .. } = &mut *inner;
+            for s in socks.values_mut() {
                 s.shared = true;
+                if let St::Connected(cid) = s.st {
+                    tas.set_taken(cid);
+                }
             }
         }
     }

@@ -133,6 +133,26 @@ impl StackIo for Io<'_> {
     fn mem_of(&self, app: AppId) -> AppId {
         self.apps.mem_of(app)
     }
+    fn cmd_mark(&mut self) -> u64 {
+        // Lane 0 serves every app's command ring.
+        self.shared.lanes[0].cmd_mark()
+    }
+    fn cmds_applied(&self, app: AppId, mark: u64) -> bool {
+        self.shared.lanes[0].cmds_applied(app, mark)
+    }
+    fn region_contexts(&self, app: AppId) -> Vec<AppId> {
+        let mem = self.apps.mem_of(app);
+        let mut v: Vec<AppId> = self
+            .apps
+            .iter()
+            .filter(|a| a.mem == mem || a.id == mem)
+            .map(|a| a.id)
+            .collect();
+        if !v.contains(&app) {
+            v.push(app);
+        }
+        v
+    }
     fn app_pid(&self, app: AppId) -> i32 {
         self.apps.get(app).map_or(0, |a| a.pid)
     }
@@ -329,6 +349,10 @@ fn seed() -> u64 {
 
 /// Timers are served at most this much late, so that wake-ups batch up.
 pub const TIMER_SLACK: Duration = Duration::from_micros(25);
+
+/// How often the main loop looks whether lane 0 has taken the commands an
+/// answer to `ADOPT` waits for.
+const STATE_WAIT_POLL_NS: u64 = 50_000;
 
 /// An app whose region the lanes are letting go of.
 struct PendingRemoval {
@@ -730,6 +754,11 @@ impl Daemon {
             || self.cmds.waiting() > 0
         {
             timeout_ns = timeout_ns.min(1_000_000);
+        }
+        // An answer to `ADOPT` waits for lane 0 to take other contexts'
+        // commands (a round or two).
+        if self.stack.waits_for_fastpath() {
+            timeout_ns = timeout_ns.min(STATE_WAIT_POLL_NS);
         }
         timeout_ns
     }

@@ -202,6 +202,24 @@ pub trait StackIo {
     fn mem_of(&self, app: AppId) -> AppId {
         app
     }
+    /// A mark of where the fast path's serving of the apps' command rings
+    /// stands now (see [`StackIo::cmds_applied`]).
+    fn cmd_mark(&mut self) -> u64 {
+        0
+    }
+    /// Whether every command `app` published in its command ring before
+    /// `mark` ([`StackIo::cmd_mark`]) was taken has been applied to the
+    /// flows (true for an app that has no ring any more: it was drained).
+    fn cmds_applied(&self, _app: AppId, _mark: u64) -> bool {
+        true
+    }
+    /// The contexts whose command rings may drive flows of `app`'s payload
+    /// region: its owner and every context sharing it (forked, exec'ed or
+    /// spawned processes), `app` included, gone ones too while the fast
+    /// path still serves their rings.
+    fn region_contexts(&self, app: AppId) -> Vec<AppId> {
+        vec![app]
+    }
     /// The pid of the process `app` belongs to (0: unknown).
     fn app_pid(&self, _app: AppId) -> i32 {
         0
@@ -485,6 +503,12 @@ pub struct StackStats {
     pub shares: u64,
     pub adopted: u64,
     pub grant_closes: u64,
+    /// Answers to `ADOPT` (and `RETURNED` messages) that waited for the
+    /// fast path to apply what another context sharing the region had
+    /// queued (its last write), and those sent without it: after 2 s, or
+    /// at once when 64 of the app's already waited (`conn/share.rs`).
+    pub adopt_waits: u64,
+    pub adopt_wait_timeouts: u64,
     /// Sockets passed with `SCM_RIGHTS` (`conn/xfer.rs`): transfers
     /// registered, claimed by their receiver, refused (too many pending,
     /// or received by another user).
@@ -604,6 +628,9 @@ pub struct Stack {
     conns: HashMap<FlowId, Conn>,
     /// Sockets handed by forking processes to their children (`share`).
     grants: Vec<conn::Grant>,
+    /// Answers to `ADOPT` waiting for the fast path to apply what other
+    /// contexts queued (`conn/share.rs`).
+    state_waits: Vec<conn::StateWait>,
     /// Ids of `SCM_RIGHTS` transfers (`conn/xfer.rs`).
     xfer_seq: u64,
     /// 4-tuples closed gracefully without TIME_WAIT, until when late
@@ -665,6 +692,7 @@ impl Stack {
             connecting: HashMap::new(),
             conns: HashMap::new(),
             grants: Vec::new(),
+            state_waits: Vec::new(),
             xfer_seq: 0,
             lingering: HashMap::new(),
             time_wait: conn::TimeWait::default(),
@@ -731,7 +759,7 @@ impl Stack {
             ctl::STATS => self.app_flow_stats(app, msg, io),
             ctl::SHARE => self.app_share(now, app, msg, io),
             ctl::SHARE_PID => self.app_share_pid(now, app, msg, io),
-            ctl::ADOPT => self.app_adopt(app, msg, io),
+            ctl::ADOPT => self.app_adopt(now, app, msg, io),
             ctl::DROP => self.app_drop(now, app, msg, io),
             ctl::XFER_CANCEL => self.app_xfer_cancel(now, app, msg, io),
             // They need the fd the message carried (`on_app_msg_fd`).
@@ -758,6 +786,7 @@ impl Stack {
                 Timer::Cc(id) => self.cc_timer(now, t, id, io),
             }
         }
+        self.state_replies(now, io);
         self.stats.time_wait_expired += self.time_wait.expire(now);
         if now >= self.next_housekeeping {
             self.next_housekeeping = now.saturating_add(SEC);

@@ -5,7 +5,7 @@
 //! control messages exactly as an app would.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use tas_abi::{cmd, ctl, event, AppCmd, AppEvent, CtlMsg, FlowInfo, PayloadMem, VecMem};
@@ -88,6 +88,9 @@ pub(super) struct RecIo {
     pub(super) mem: HashMap<AppId, AppId>,
     /// Copies asked for (`StackIo::copy`): region, from, to, length.
     pub(super) copies: Vec<(AppId, u32, u32, u32)>,
+    /// Apps whose command rings hold commands the fast path has not
+    /// applied yet (`StackIo::cmds_applied`).
+    pub(super) unapplied: HashSet<AppId>,
 }
 
 impl RecIo {
@@ -133,6 +136,23 @@ impl StackIo for RecIo {
     }
     fn mem_of(&self, app: AppId) -> AppId {
         self.mem.get(&app).copied().unwrap_or(app)
+    }
+    fn cmds_applied(&self, app: AppId, _mark: u64) -> bool {
+        !self.unapplied.contains(&app)
+    }
+    fn region_contexts(&self, app: AppId) -> Vec<AppId> {
+        let mem = self.mem_of(app);
+        let mut v: Vec<AppId> = self
+            .pids
+            .keys()
+            .chain(self.mem.keys())
+            .copied()
+            .filter(|&a| self.mem_of(a) == mem)
+            .chain([app])
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
     fn app_uid(&self, app: AppId) -> u32 {
         self.uids.get(&app).copied().unwrap_or(1000)

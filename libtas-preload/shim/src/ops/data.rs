@@ -79,7 +79,16 @@ pub fn recv(ctx: &'static Ctx, sid: u64, bufs: &mut [IoSliceMut<'_>], flags: c_i
                 }
                 St::Connecting(_) if nonblock => Step::Done(Err(libc::EAGAIN)),
                 St::Connecting(_) => Step::Wait(s.a),
-                St::Connected(c) => {
+                St::Connected(c) => 'conn: {
+                    // A connection another process had (after fork, exec or
+                    // posix_spawn) is taken back first: what is there to read
+                    // is known only then (the other process may have read
+                    // what this view still counts, and a view that missed
+                    // its writes finds every later notification
+                    // implausible, so waiting on it would wait for good).
+                    if let Err(e) = tas.reclaim(c) {
+                        break 'conn Step::Done(Err(e.raw_os_error().unwrap_or(libc::EIO)));
+                    }
                     let (avail, fin) = match tas.conn(c) {
                         Some(cn) => (cn.rx_available() as usize, cn.rx_fin()),
                         None => (0, true),
@@ -110,7 +119,8 @@ pub fn recv(ctx: &'static Ctx, sid: u64, bufs: &mut [IoSliceMut<'_>], flags: c_i
                                     Step::Again
                                 }
                             }
-                            Err(_) => Step::Done(Err(libc::EIO)),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Step::Again,
+                            Err(e) => Step::Done(Err(e.raw_os_error().unwrap_or(libc::EIO))),
                         }
                     } else if got > 0 && (fin || s.err_taken || s.shut_rd) {
                         Step::Done(Ok(got))

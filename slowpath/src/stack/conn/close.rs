@@ -181,7 +181,7 @@ impl Stack {
     /// [`Stack::orphans_of`] is 0. No message goes to the app.
     pub fn app_gone(&mut self, now: u64, app: AppId, io: &mut impl StackIo) -> u32 {
         // Shared flows and listeners lose this holder only (share.rs).
-        self.shares_app_gone(app, io);
+        self.shares_app_gone(now, app, io);
         self.drop_opens(Some(app), io);
         let mut ids: Vec<FlowId> = self
             .conns

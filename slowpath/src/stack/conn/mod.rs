@@ -42,7 +42,9 @@ mod xfer;
 
 pub(in crate::stack) use grow::GROW_ROUND;
 pub(in crate::stack) use icmp_error::IcmpError;
-pub(in crate::stack) use share::Grant;
+#[cfg(test)]
+pub(in crate::stack) use share::STATE_WAIT_MAX_NS;
+pub(in crate::stack) use share::{Grant, StateWait};
 pub(in crate::stack) use timewait::TimeWait;
 #[cfg(test)]
 pub(in crate::stack) use xfer::{MAX_PENDING_XFERS, XFER_TTL_NS};

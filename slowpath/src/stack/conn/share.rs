@@ -12,7 +12,10 @@
 //! context that shares the parent's region (`apps`, `F_ALIAS`) and when it
 //! takes a socket over (`ADOPT`): the flow's notifications and control
 //! messages go to the adopting context from then on (`FlowState::context`
-//! changes; the rings stay where they are). `DROP` lets go of one holder's
+//! changes; the rings stay where they are). The answer to `ADOPT` says
+//! where the flow stands, so it waits until the fast path has applied what
+//! the other contexts sharing the region queued before it (`StateWait`).
+//! `DROP` lets go of one holder's
 //! reference; the last holder is told so and closes the socket the usual
 //! way, so the connection ends (FIN) only when the last process closes it,
 //! as with a kernel file description. A grant lives until its pid exits
@@ -65,6 +68,28 @@ impl Grant {
     fn usable(&self) -> bool {
         self.xfer.as_ref().is_none_or(|x| x.claimed)
     }
+}
+
+/// An answer to `ADOPT` waits at most this long for the fast path to
+/// apply what the other contexts sharing the region had queued.
+pub(in crate::stack) const STATE_WAIT_MAX_NS: u64 = 2_000_000_000;
+
+/// At most this many answers to `ADOPT` of one app wait at a time (the
+/// library has one in flight per thread); more are answered at once,
+/// counted with the timeouts.
+const MAX_STATE_WAITS_PER_APP: usize = 64;
+
+/// An answer to `ADOPT` waiting for the fast path (`Stack::state_replies`).
+#[derive(Debug, Clone)]
+pub(in crate::stack) struct StateWait {
+    app: AppId,
+    msg: CtlMsg,
+    /// [`StackIo::cmd_mark`] when the `ADOPT` was handled.
+    mark: u64,
+    /// Contexts whose commands published before `mark` are not all
+    /// applied yet.
+    waits: Vec<AppId>,
+    since: u64,
 }
 
 fn token_of(m: &CtlMsg) -> u64 {
@@ -293,7 +318,13 @@ impl Stack {
         true
     }
 
-    pub(in crate::stack) fn app_adopt(&mut self, app: AppId, msg: &CtlMsg, io: &mut impl StackIo) {
+    pub(in crate::stack) fn app_adopt(
+        &mut self,
+        now: u64,
+        app: AppId,
+        msg: &CtlMsg,
+        io: &mut impl StackIo,
+    ) {
         let token = token_of(msg);
         let pid = io.app_pid(app);
         let listener = msg.arg[3] == 1;
@@ -377,7 +408,15 @@ impl Stack {
         let before = c.app;
         tracing::debug!(app, pid, flow = id, from = before, "flow adopted");
         self.retarget(id, app);
-        self.flow_state_reply(io, app, msg, false);
+        // Where the flow stands includes what the other holders queued
+        // before this `ADOPT`: a process that exited just after its last
+        // write (a spawned `sh`'s echo) may still have that write in its
+        // command ring, and the adopter, answered from the fast path's
+        // state before it is applied, would write over it (its `tx_added`
+        // counts from the fast path's end). The answer waits until the
+        // fast path has taken every command the contexts sharing the
+        // region published before now (`Stack::state_replies`).
+        self.state_reply_when_applied(now, io, app, msg);
         // The context that had it must take it back before using it again
         // (its view goes stale while another holder reads and writes).
         if before != app
@@ -467,13 +506,14 @@ impl Stack {
                 tracing::debug!(app, to = n, flow = id, "holder gone: flow retargeted");
                 self.retarget(id, n);
                 // Where the gone holder left it (sshd's monitor carries on
-                // with the connection its pre-authentication child used).
+                // with the connection its pre-authentication child used),
+                // its last writes included.
                 let m = CtlMsg {
                     kind: ctl::RETURNED,
                     flow: id,
                     ..Default::default()
                 };
-                self.flow_state_reply(io, n, &m, false);
+                self.state_reply_when_applied(now, io, n, &m);
             }
         }
         self.flow_state_reply(io, app, msg, last);
@@ -483,7 +523,7 @@ impl Stack {
     /// What others still hold stays (notifications move to another holding
     /// context, or wait for an adopter), and [`Stack::app_gone`] then
     /// leaves it alone.
-    pub fn shares_app_gone(&mut self, app: AppId, io: &mut impl StackIo) {
+    pub fn shares_app_gone(&mut self, now: u64, app: AppId, io: &mut impl StackIo) {
         let ids: Vec<FlowId> = self
             .conns
             .iter()
@@ -505,13 +545,16 @@ impl Stack {
                 tracing::debug!(app, to = n, flow = id, "holder gone: flow retargeted");
                 self.retarget(id, n);
                 // Where the gone holder left it (sshd's monitor carries on
-                // with the connection its pre-authentication child used).
+                // with the connection its pre-authentication child used),
+                // once its last writes, maybe still in its command ring,
+                // are applied: the holder's view must count them, or every
+                // notification acknowledging them looks implausible to it.
                 let m = CtlMsg {
                     kind: ctl::RETURNED,
                     flow: id,
                     ..Default::default()
                 };
-                self.flow_state_reply(io, n, &m, false);
+                self.state_reply_when_applied(now, io, n, &m);
             }
         }
         let lids: Vec<u32> = self.listeners.keys().copied().collect();
@@ -640,6 +683,88 @@ impl Stack {
         for g in gone {
             self.grant_gone(now, g, io);
         }
+    }
+
+    /// Sends `app` where flow `msg.flow` stands (the answer to `msg`, or
+    /// `RETURNED`) once the fast path has applied every command the other
+    /// contexts sharing `app`'s region published before now (a gone
+    /// holder's last write may still be in its ring), after any answer to
+    /// `app` still waiting (its messages keep their order).
+    fn state_reply_when_applied(
+        &mut self,
+        now: u64,
+        io: &mut impl StackIo,
+        app: AppId,
+        msg: &CtlMsg,
+    ) {
+        let mark = io.cmd_mark();
+        let waits: Vec<AppId> = io
+            .region_contexts(app)
+            .into_iter()
+            .filter(|&a| a != app && !io.cmds_applied(a, mark))
+            .collect();
+        let queued = self.state_waits.iter().filter(|w| w.app == app).count();
+        if waits.is_empty() && queued == 0 {
+            self.flow_state_reply(io, app, msg, false);
+        } else if queued >= MAX_STATE_WAITS_PER_APP && msg.kind != ctl::RETURNED {
+            // Bounded: an app that keeps asking without waiting for the
+            // answers gets them as things stand (a `RETURNED` per flow of
+            // a gone holder is bounded by the flows).
+            self.stats.adopt_wait_timeouts += 1;
+            self.flow_state_reply(io, app, msg, false);
+        } else {
+            self.stats.adopt_waits += 1;
+            self.state_waits.push(StateWait {
+                app,
+                msg: *msg,
+                mark,
+                waits,
+                since: now,
+            });
+        }
+    }
+
+    /// Sends the answers to `ADOPT` that waited for the fast path to apply
+    /// what other contexts had queued (see `app_adopt`), in order, once it
+    /// has; one that waited [`STATE_WAIT_MAX_NS`] is sent as things stand
+    /// (a context that never stops queueing; counted).
+    pub(in crate::stack) fn state_replies(&mut self, now: u64, io: &mut impl StackIo) {
+        if self.state_waits.is_empty() {
+            return;
+        }
+        let mut waits = std::mem::take(&mut self.state_waits);
+        // Apps with an earlier answer still waiting: theirs keep their order.
+        let mut held: Vec<AppId> = Vec::new();
+        let mut i = 0;
+        while i < waits.len() {
+            let w = &mut waits[i];
+            let mark = w.mark;
+            w.waits.retain(|&a| !io.cmds_applied(a, mark));
+            let late = now.saturating_sub(w.since) >= STATE_WAIT_MAX_NS;
+            if held.contains(&w.app) || (!w.waits.is_empty() && !late) {
+                held.push(w.app);
+                i += 1;
+                continue;
+            }
+            let w = waits.remove(i);
+            if late && !w.waits.is_empty() {
+                self.stats.adopt_wait_timeouts += 1;
+                tracing::warn!(
+                    app = w.app,
+                    flow = w.msg.flow,
+                    waiting_for = ?w.waits,
+                    "ADOPT answered before the fast path took other contexts' commands"
+                );
+            }
+            self.flow_state_reply(io, w.app, &w.msg, false);
+        }
+        self.state_waits = waits;
+    }
+
+    /// Whether answers wait for the fast path (the daemon looks again
+    /// soon).
+    pub fn waits_for_fastpath(&self) -> bool {
+        !self.state_waits.is_empty()
     }
 
     /// Whether any grant is outstanding (the daemon checks their pids).
