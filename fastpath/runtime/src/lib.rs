@@ -918,7 +918,11 @@ pub struct Lane<N: Nic> {
     tx: FrameBatch,
     mem: ShmMem,
     apps: Vec<Option<AppPort>>,
+    /// Apps that got an event this round: a flag per app and the list of
+    /// the flagged (each app at most once, so it never outgrows
+    /// [`MAX_APPS`]).
     woken: Vec<bool>,
+    woken_list: Vec<u16>,
     deferred: Vec<(u16, FlowId)>,
     overflow: ExcOverflow,
     shared: Arc<LaneShared>,
@@ -944,6 +948,7 @@ impl<N: Nic> Lane<N> {
             mem: ShmMem::new(),
             apps: (0..MAX_APPS).map(|_| None).collect(),
             woken: vec![false; MAX_APPS],
+            woken_list: Vec::with_capacity(MAX_APPS),
             deferred: Vec::with_capacity(cap.min(1 << 16)),
             overflow: ExcOverflow::default(),
             shared,
@@ -967,6 +972,7 @@ impl<N: Nic> Lane<N> {
             apps,
             shared,
             woken,
+            woken_list,
             deferred,
             overflow,
             stage,
@@ -1155,33 +1161,33 @@ impl<N: Nic> Lane<N> {
             out.shared.exc_overflow.store(waiting, Ordering::Relaxed);
         }
 
-        // 5. Notifications into this lane's event ring of each app.
+        // 5. Notifications into this lane's event ring of each app, then
+        // one kick per sleeping app that got one (the apps of this round
+        // only, not a scan of the app table).
         if fp.pending_notifications() > 0 {
             let n = fp.flush_notifications(|ctx, ev| match apps.get_mut(ctx as usize) {
                 Some(Some(port)) => {
                     let ok = port.events.push(*ev);
-                    if ok {
+                    if ok && !woken[ctx as usize] {
                         woken[ctx as usize] = true;
+                        woken_list.push(ctx);
                     }
                     ok
                 }
                 // The app is gone: drop the notification.
                 _ => true,
             });
-            if n > 0 {
-                work += n;
-                for (i, w) in woken.iter_mut().enumerate() {
-                    if *w {
-                        *w = false;
-                        if let Some(port) = &apps[i] {
-                            if peer_sleeps(&port.header().app_waiting) {
-                                kick(port.app_wake);
-                                stage.app_wakes += 1;
-                            }
-                        }
+            work += n;
+            for &i in woken_list.iter() {
+                woken[i as usize] = false;
+                if let Some(port) = &apps[i as usize] {
+                    if peer_sleeps(&port.header().app_waiting) {
+                        kick(port.app_wake);
+                        stage.app_wakes += 1;
                     }
                 }
             }
+            woken_list.clear();
         }
         clock.mark(ST_NOTIFY, 0, stage);
         work
