@@ -182,6 +182,17 @@ fn tasctl_inspects_and_tunes_a_running_daemon() {
     assert!(st.counters["slowpath.cc_switches"] >= 4);
     assert!(st.counters.contains_key("core0.busy_ns"));
     assert_eq!(st.counters["cores.active"], 1);
+    // Where the lanes' rounds went (tas_runtime::StageStats): thousands of
+    // frames sent, so the one-in-16 sample timed sends and receives.
+    let c = &st.counters;
+    assert!(c["lanes.rounds"] > 1000, "{c:?}");
+    assert!(
+        (1..=c["fastpath.tx_frames"]).contains(&c["lanes.nic_sends"]),
+        "{c:?}"
+    );
+    for stage in ["rx", "tx", "nic_send", "notify"] {
+        assert!(c[&format!("lanes.stage_{stage}_ns")] > 0, "{stage}: {c:?}");
+    }
     let o = tb.tasctl(&["stats", "slowpath.cc"]);
     assert_ok(&o, "tasctl stats slowpath.cc");
     assert!(

@@ -36,7 +36,10 @@
 //! (`CoreConfig::adaptive` off) or self-tuned every [`EPOCH_NS`] by
 //! [`tas_tune::SpinTuner`] from the gaps between work and the thread's CPU
 //! contention, toward the goal in [`FastPathShared::goal`]; the same epoch
-//! publishes the busy time, counted only while the thread ran.
+//! publishes the busy time, counted only while the thread ran. Where the
+//! rounds' time goes, stage by stage, is estimated from one round in
+//! [`STAGE_SAMPLE`] ([`StageStats`]), with the number of NIC sends and app
+//! wake-ups.
 //!
 //! Exceptions go to the slow path in buffers taken from a preallocated pool,
 //! so the loop does not allocate per packet. So do the copies of
@@ -125,6 +128,91 @@ pub const CMD_QUEUE: usize = 16 * 1024;
 /// Software steering: frames waiting for a lane (and the buffers of its
 /// pool; the queue holds every buffer, so it always has room).
 pub const STEER_QUEUE: usize = 2048;
+/// One round in this many is timed stage by stage ([`StageStats`]).
+pub const STAGE_SAMPLE: u64 = 16;
+
+/// The stages of a lane's round, in order, as [`StageStats::ns`] indexes
+/// them.
+pub const STAGES: [&str; 6] = ["rx", "app_cmds", "slow_cmds", "tx", "nic_send", "notify"];
+const ST_RX: usize = 0;
+const ST_APP: usize = 1;
+const ST_SLOW: usize = 2;
+const ST_TX: usize = 3;
+const ST_NIC_SEND: usize = 4;
+const ST_NOTIFY: usize = 5;
+
+/// Where a lane's time goes, without a profiler (`tasctl stats`:
+/// `lanes.rounds`, `lanes.stage_*_ns`, `lanes.nic_sends`,
+/// `lanes.app_wakes`). Every [`STAGE_SAMPLE`]-th round is timed stage by
+/// stage (seven clock reads, vDSO) and each stage's time counted
+/// [`STAGE_SAMPLE`] times: an estimate of the total with no clock read in
+/// the other rounds. Stages, in round order ([`STAGES`]): `rx` (steered
+/// frames, the NIC's receive and the engine's receive path, ACKs built
+/// included), `app_cmds`, `slow_cmds` (slow-path commands and forwarded
+/// activations), `tx` (the scheduler's segments and the held ACKs, built),
+/// `nic_send` (every `Nic::send`, whichever stage called it: the copy into
+/// the NIC's buffers and the transmit system call, which on AF_XDP over
+/// veth runs the peer's whole receive path in this thread) and `notify`
+/// (event rings and the eventfd writes that wake sleeping apps). Time a
+/// core spends asleep is in neither (see `CoreSlot::idle_ns`). Refreshed
+/// with the engine's counters, about every millisecond.
+#[derive(Default)]
+pub struct StageStats {
+    /// Estimated ns per stage (index as [`STAGES`]).
+    pub ns: [AtomicU64; STAGES.len()],
+    /// Rounds run.
+    pub rounds: AtomicU64,
+    /// Calls of `Nic::send` (on AF_XDP, each is at least one transmit
+    /// system call).
+    pub nic_sends: AtomicU64,
+    /// eventfd writes that woke a sleeping app.
+    pub app_wakes: AtomicU64,
+}
+
+/// A lane's own copy of its [`StageStats`] (published with the engine's
+/// counters).
+#[derive(Default, Clone, Copy)]
+struct StageLocal {
+    ns: [u64; STAGES.len()],
+    rounds: u64,
+    nic_sends: u64,
+    app_wakes: u64,
+}
+
+/// Times the stages of one sampled round (does nothing in the others).
+struct StageClock {
+    on: bool,
+    last: u64,
+    /// `Sink::send_ns` already charged to `nic_send`.
+    send_seen: u64,
+}
+
+impl StageClock {
+    fn start(on: bool) -> StageClock {
+        StageClock {
+            on,
+            last: if on { now_ns() } else { 0 },
+            send_seen: 0,
+        }
+    }
+
+    /// Ends `stage`: the time since the previous mark, less what
+    /// `Nic::send` took meanwhile (`send_ns`, cumulative), which goes to
+    /// `nic_send`.
+    #[inline]
+    fn mark(&mut self, stage: usize, send_ns: u64, acc: &mut StageLocal) {
+        if !self.on {
+            return;
+        }
+        let t = now_ns();
+        let send = send_ns.saturating_sub(self.send_seen);
+        self.send_seen = send_ns;
+        let d = t.saturating_sub(self.last).saturating_sub(send);
+        self.last = t;
+        acc.ns[stage] += d * STAGE_SAMPLE;
+        acc.ns[ST_NIC_SEND] += send * STAGE_SAMPLE;
+    }
+}
 
 /// Monotonic nanoseconds (vDSO, no system call).
 pub fn now_ns() -> u64 {
@@ -243,6 +331,8 @@ pub struct LaneShared {
     /// command ring empty, every command popped before applied (`u64::MAX`
     /// once the app was removed: its ring was drained then).
     cmds_empty: Box<[AtomicU64]>,
+    /// Where the lane's rounds spend their time.
+    pub stages: StageStats,
 }
 
 impl LaneShared {
@@ -276,6 +366,7 @@ impl LaneShared {
             cmds_empty: (0..if id == 0 { MAX_APPS } else { 0 })
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            stages: StageStats::default(),
         })
     }
 
@@ -732,10 +823,25 @@ struct Sink<'a, N: Nic> {
     /// Exceptions whose queue was full (offered again next round).
     overflow: &'a mut ExcOverflow,
     exc_sent: bool,
+    /// Calls of `Nic::send` this round.
+    nic_sends: u64,
+    /// Time `Nic::send` took this round, ns (measured only when `timed`).
+    send_ns: u64,
+    timed: bool,
 }
 
 impl<N: Nic> Sink<'_, N> {
     fn flush(&mut self) {
+        if self.timed && !self.tx.is_empty() {
+            let t = now_ns();
+            self.flush_inner();
+            self.send_ns += now_ns().saturating_sub(t);
+        } else {
+            self.flush_inner();
+        }
+    }
+
+    fn flush_inner(&mut self) {
         if self.shared.capture.active() && !self.tx.is_empty() {
             let t = now_ns();
             for f in self.tx.iter() {
@@ -750,6 +856,7 @@ impl<N: Nic> Sink<'_, N> {
             let Some(nic) = self.nic.as_deref_mut() else {
                 return;
             };
+            self.nic_sends += 1;
             match nic.send(self.tx) {
                 Ok(n) => self.tx.consume_front(n),
                 Err(e) => {
@@ -874,10 +981,15 @@ pub struct Lane<N: Nic> {
     tx: FrameBatch,
     mem: ShmMem,
     apps: Vec<Option<AppPort>>,
+    /// Apps that got an event this round: a flag per app and the list of
+    /// the flagged (each app at most once, so it never outgrows
+    /// [`MAX_APPS`]).
     woken: Vec<bool>,
+    woken_list: Vec<u16>,
     deferred: Vec<(u16, FlowId)>,
     overflow: ExcOverflow,
     shared: Arc<LaneShared>,
+    stage: StageLocal,
 }
 
 // SAFETY: every field is Send except the raw pointers inside `AppPort`
@@ -899,9 +1011,11 @@ impl<N: Nic> Lane<N> {
             mem: ShmMem::new(),
             apps: (0..MAX_APPS).map(|_| None).collect(),
             woken: vec![false; MAX_APPS],
+            woken_list: Vec::with_capacity(MAX_APPS),
             deferred: Vec::with_capacity(cap.min(1 << 16)),
             overflow: ExcOverflow::default(),
             shared,
+            stage: StageLocal::default(),
         }
     }
 
@@ -921,9 +1035,13 @@ impl<N: Nic> Lane<N> {
             apps,
             shared,
             woken,
+            woken_list,
             deferred,
             overflow,
+            stage,
         } = self;
+        let mut clock = StageClock::start(stage.rounds % STAGE_SAMPLE == 0);
+        stage.rounds += 1;
         // Activations that did not fit into another lane's queue last round.
         deferred.retain(|&(lane, id)| !lanes[lane as usize].push_kick(id));
         // Exceptions that did not fit the slow path's queue, oldest first.
@@ -942,6 +1060,9 @@ impl<N: Nic> Lane<N> {
             deferred,
             overflow,
             exc_sent: moved > 0,
+            nic_sends: 0,
+            send_ns: 0,
+            timed: clock.on,
         };
 
         // 0. Frames lanes fed by the NIC steered to this one.
@@ -1009,6 +1130,7 @@ impl<N: Nic> Lane<N> {
                 None => {}
             }
         }
+        clock.mark(ST_RX, out.send_ns, stage);
 
         // 2. App commands (their rings are served by lane 0; other lanes
         // skip the scan of the app table).
@@ -1043,6 +1165,8 @@ impl<N: Nic> Lane<N> {
                 }
             }
         }
+
+        clock.mark(ST_APP, out.send_ns, stage);
 
         // 3. Slow-path commands and forwarded activations.
         for _ in 0..SLOW_CMDS_PER_ROUND {
@@ -1116,12 +1240,16 @@ impl<N: Nic> Lane<N> {
             work += 1;
             fp.kick(id, now, &mut out);
         }
+        clock.mark(ST_SLOW, out.send_ns, stage);
 
         // 4. Transmit what the scheduler allows, then the held ACKs that
         // no segment carried in time, then flush.
         work += fp.poll_tx(now, TX_PER_ROUND, mem, &mut out);
         work += fp.flush_acks(now, false, mem, &mut out);
+        clock.mark(ST_TX, out.send_ns, stage);
         out.flush();
+        clock.mark(ST_NIC_SEND, out.send_ns, stage);
+        stage.nic_sends += out.nic_sends;
         if out.exc_sent {
             kick(slow_wake);
         }
@@ -1130,33 +1258,35 @@ impl<N: Nic> Lane<N> {
             out.shared.exc_overflow.store(waiting, Ordering::Relaxed);
         }
 
-        // 5. Notifications into this lane's event ring of each app.
+        // 5. Notifications into this lane's event ring of each app, then
+        // one kick per sleeping app that got one (the apps of this round
+        // only, not a scan of the app table).
         if fp.pending_notifications() > 0 {
             let n = fp.flush_notifications(|ctx, ev| match apps.get_mut(ctx as usize) {
                 Some(Some(port)) => {
                     let ok = port.events.push(*ev);
-                    if ok {
+                    if ok && !woken[ctx as usize] {
                         woken[ctx as usize] = true;
+                        woken_list.push(ctx);
                     }
                     ok
                 }
                 // The app is gone: drop the notification.
                 _ => true,
             });
-            if n > 0 {
-                work += n;
-                for (i, w) in woken.iter_mut().enumerate() {
-                    if *w {
-                        *w = false;
-                        if let Some(port) = &apps[i] {
-                            if peer_sleeps(&port.header().app_waiting) {
-                                kick(port.app_wake);
-                            }
-                        }
+            work += n;
+            for &i in woken_list.iter() {
+                woken[i as usize] = false;
+                if let Some(port) = &apps[i as usize] {
+                    if peer_sleeps(&port.header().app_waiting) {
+                        kick(port.app_wake);
+                        stage.app_wakes += 1;
                     }
                 }
             }
+            woken_list.clear();
         }
+        clock.mark(ST_NOTIFY, 0, stage);
         work
     }
 
@@ -1187,6 +1317,14 @@ impl<N: Nic> Lane<N> {
         if let Ok(mut s) = self.shared.stats.lock() {
             *s = self.fp.stats;
         }
+        let st = &self.shared.stages;
+        let r = Ordering::Relaxed;
+        for (a, v) in st.ns.iter().zip(self.stage.ns) {
+            a.store(v, r);
+        }
+        st.rounds.store(self.stage.rounds, r);
+        st.nic_sends.store(self.stage.nic_sends, r);
+        st.app_wakes.store(self.stage.app_wakes, r);
     }
 }
 

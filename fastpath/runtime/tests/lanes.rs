@@ -1201,6 +1201,34 @@ fn sleeping_app_is_woken_by_the_cores_notification() {
         h.settle(format!("round {round}: the ACK"));
     }
     assert_eq!(h.app.events_on, [3, 3]);
+
+    // The per-stage counters (`tasctl stats`: lanes.*) saw it: each lane
+    // woke the sleeping app once per round of its own, sent (at least)
+    // those rounds' ACKs through `Nic::send`, and timed some rounds.
+    h.stop();
+    for (i, l) in h.shared.lanes.iter().enumerate() {
+        let st = &l.stages;
+        let r = Ordering::Relaxed;
+        let acks = h.stats(i).acks_sent;
+        assert_eq!(st.app_wakes.load(r), 3, "lane {i}");
+        assert!(acks >= 3, "lane {i}: {acks} ACKs");
+        assert!(
+            (1..=acks).contains(&st.nic_sends.load(r)),
+            "lane {i}: {} sends for {acks} ACKs",
+            st.nic_sends.load(r)
+        );
+        let rounds = st.rounds.load(r);
+        assert!(
+            rounds > tas_runtime::STAGE_SAMPLE,
+            "lane {i}: {rounds} rounds"
+        );
+        let ns: Vec<u64> = st.ns.iter().map(|a| a.load(r)).collect();
+        assert!(ns[0] > 0, "lane {i}: no time in rx: {ns:?}");
+        assert!(
+            ns.iter().all(|v| v % tas_runtime::STAGE_SAMPLE == 0),
+            "lane {i}: not whole samples: {ns:?}"
+        );
+    }
 }
 
 /// tasd answers where a shared flow stands only once lane 0 has applied

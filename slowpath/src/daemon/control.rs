@@ -309,6 +309,26 @@ impl CtlCtx<'_> {
         for (k, v) in lanes {
             c.insert(k.into(), v);
         }
+        // Where the lanes' rounds spend their time (estimates from one
+        // round in `STAGE_SAMPLE`; see `tas_runtime::StageStats`).
+        c.insert(
+            "lanes.rounds".into(),
+            lane_sum(self.shared, |l| l.stages.rounds.load(r)),
+        );
+        c.insert(
+            "lanes.nic_sends".into(),
+            lane_sum(self.shared, |l| l.stages.nic_sends.load(r)),
+        );
+        c.insert(
+            "lanes.app_wakes".into(),
+            lane_sum(self.shared, |l| l.stages.app_wakes.load(r)),
+        );
+        for (i, name) in tas_runtime::STAGES.iter().enumerate() {
+            c.insert(
+                format!("lanes.stage_{name}_ns"),
+                lane_sum(self.shared, |l| l.stages.ns[i].load(r)),
+            );
+        }
         if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(self.stack.stats()) {
             for (k, v) in m {
                 if let Some(n) = v.as_u64() {
