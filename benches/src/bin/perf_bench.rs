@@ -104,7 +104,8 @@ struct M {
     rate: Option<f64>,
     p50_us: Option<f64>,
     p99_us: Option<f64>,
-    /// CPU seconds per party over the measurement (`--neighbour`).
+    /// CPU share per party over the client's run (`--neighbour`; 1.0 = one
+    /// CPU for the whole run).
     cpu: Vec<(String, f64)>,
     err: Option<String>,
 }
@@ -198,6 +199,7 @@ fn client(
         .iter()
         .map(|(_, p)| cpu_seconds(*p).unwrap_or(0.0))
         .collect();
+    let started = std::time::Instant::now();
     let (pid, rx) = tb.spawn_lnx_lines(Path::new(prog), args);
     let c0 = cpu_seconds(pid).unwrap_or(0.0);
     let mut c_last = c0;
@@ -223,9 +225,12 @@ fn client(
         }
     }
     let _ = tb.wait_child(pid, Duration::from_secs(5));
-    let mut cpu = vec![("client".to_string(), c_last - c0)];
+    // Shares of the client's whole run (its start-up and warm-up included:
+    // the other parties' CPU was measured over the same time).
+    let wall = started.elapsed().as_secs_f64().max(1e-3);
+    let mut cpu = vec![("client".to_string(), (c_last - c0) / wall)];
     for ((name, p), b) in watch.iter().zip(before) {
-        cpu.push((name.clone(), cpu_seconds(*p).unwrap_or(b) - b));
+        cpu.push((name.clone(), (cpu_seconds(*p).unwrap_or(b) - b) / wall));
     }
     (out, cpu)
 }
@@ -312,12 +317,10 @@ fn neighbour(tb: &mut Testbed, o: &Opts) -> Option<(String, u32)> {
     if !o.neighbour {
         return None;
     }
-    let t = (o.secs + 20).to_string();
-    let pid = tb.spawn_lnx(
-        Path::new("timeout"),
-        &[&t, "sh", "-c", "while :; do :; done"],
-        None,
-    );
+    // One process that is the loop (`timeout` would run it in a child,
+    // whose CPU time the share below would not see).
+    let script = format!("while (( SECONDS < {} )); do :; done", o.secs + 20);
+    let pid = tb.spawn_lnx(Path::new("bash"), &["-c", &script], None);
     Some(("busy loop".to_string(), pid))
 }
 
@@ -531,15 +534,10 @@ impl Cell {
         }
         s
     }
-    fn cpu_line(&self, secs: u32) -> String {
+    fn cpu_line(&self) -> String {
         self.cpu
             .iter()
-            .map(|(k, v)| {
-                format!(
-                    "{k} {:.0}%",
-                    100.0 * median(v.clone()).unwrap_or(0.0) / f64::from(secs)
-                )
-            })
+            .map(|(k, v)| format!("{k} {:.0}%", 100.0 * median(v.clone()).unwrap_or(0.0)))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -671,7 +669,7 @@ fn main() {
         println!("CPU share over each measurement (median; 100% = one CPU):");
         for ((row, st, variant), c) in &cells {
             if !c.cpu.is_empty() {
-                println!("  {row} [{st}] {variant}: {}", c.cpu_line(o.secs));
+                println!("  {row} [{st}] {variant}: {}", c.cpu_line());
             }
         }
     }
