@@ -20,8 +20,9 @@
 //!   re-entrancy guard and a fork-safe lock (`sys.rs`).
 //! * The process-wide state (`global.rs`, `config.rs`): the fd table
 //!   (`fdtab.rs`), the contexts and their sockets (`ctx.rs`, `sock.rs`),
-//!   readiness on each socket's pair (`readiness.rs`), waiting (`wait.rs`,
-//!   `mux.rs`), the reactor thread (`reactor.rs`), sockets that survive
+//!   readiness on each socket's pair (`readiness.rs`) or, for sockets only
+//!   one epoll set or a blocked thread watches, from user space
+//!   (`vready.rs`), waiting (`wait.rs`, `mux.rs`), the reactor thread (`reactor.rs`), sockets that survive
 //!   `fork` (`fork.rs`), `exec` (`exec.rs`) and `posix_spawn`
 //!   (`spawn.rs`: the file actions are recorded) or are passed with
 //!   `SCM_RIGHTS` (`pass.rs`), and threads under a
@@ -59,6 +60,11 @@
 //!   (see `readiness.rs`). `epoll` (level, edge, one-shot, `EPOLLRDHUP`),
 //!   `poll` and `select` over mixed sets are therefore done by the kernel,
 //!   exactly; `dup`, `fork` and `exec` (`FD_CLOEXEC`) behave as for any fd.
+//!   The exception, to save a `send` and a `recv` per request: the
+//!   readability of a socket that only one epoll set watches is answered
+//!   by `epoll_wait` from user space, and that of a socket nobody watches
+//!   goes on its pair only while a thread blocks on it (`vready.rs`); the
+//!   pair takes over for good as soon as anything else could look at it.
 //! * **Contexts.** A thread attaches its own context (queue pair) on first
 //!   use, up to `TAS_CONTEXTS` (default min(cores, 4)); more threads share
 //!   them round-robin. A socket belongs to the context that created (or
