@@ -73,8 +73,9 @@
 //!   containing TAS sockets poll the contexts for a spin (`TAS_SPIN_US`
 //!   fixed; by default self-tuned toward `TAS_PROFILE` or the daemon's
 //!   goal, `spin.rs`) and then block in the kernel with the contexts' eventfds and control
-//!   sockets in the same wait; the fast path kicks a context's eventfd only
-//!   while a thread is blocked that way. The reactor thread looks every
+//!   sockets in the same wait (a blocking `accept`: the control sockets
+//!   only, new connections come as control messages); the fast path kicks
+//!   a context's eventfd only while a thread is blocked that way. The reactor thread looks every
 //!   10 ms at contexts nobody is blocked on (and at once at their control
 //!   sockets) and turns news into readiness.
 //! * **fork and exec.** Locks are held across `fork()`; the child starts a
