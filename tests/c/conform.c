@@ -1722,6 +1722,30 @@ static int scm_receiver(int u)
     return 0;
 }
 
+/* Accepts one connection on listener l (inherited or received), reads two
+ * bytes and reports on p; 0 when the report was written. The child of the
+ * SCM_RIGHTS listener case, and the spawned side of the second `spawn`
+ * case (argv "spawnaccept LFD PIPEFD"). */
+static int report_accept(int l, int p)
+{
+    int c = accept(l, NULL, NULL);
+    int e = errno;
+    char got[16] = {0};
+    int k = 0;
+    long end = now_ms() + 5000;
+    while (c >= 0 && k < 2 && now_ms() < end) {
+        int r = read(c, got + k, 2 - k);
+        if (r <= 0) break;
+        k += r;
+    }
+    char rr[96];
+    int m = snprintf(rr, sizeof rr, "acceptconn %d, accept %s, read %d \"%s\"",
+                     getint(l, SOL_SOCKET, SO_ACCEPTCONN), c >= 0 ? "ok" : ename(e), k, got);
+    if (c >= 0) close(c);
+    close(l);
+    return write(p, rr, m) == m ? 0 : 1;
+}
+
 static void case_scm_rights(void)
 {
     out("# SCM_RIGHTS: a connection passed to a child forked before it existed");
@@ -1799,24 +1823,7 @@ static void case_scm_rights(void)
     pid = fork();
     if (pid == 0) {
         close(sp[0]);
-        int l = recv_fd(sp[1], 0);
-        int acc = SO_ACCEPTCONN;
-        int c = accept(l, NULL, NULL);
-        char got[16] = {0};
-        int k = 0;
-        long end = now_ms() + 5000;
-        while (c >= 0 && k < 2 && now_ms() < end) {
-            int r = read(c, got + k, 2 - k);
-            if (r <= 0) break;
-            k += r;
-        }
-        char rr[96];
-        int m = snprintf(rr, sizeof rr, "acceptconn %d, accept %s, read %d \"%s\"",
-                         getint(l, SOL_SOCKET, acc), c >= 0 ? "ok" : ename(errno), k, got);
-        if (c >= 0) close(c);
-        close(l);
-        if (write(sp[1], rr, m) != m) _exit(1);
-        _exit(0);
+        _exit(report_accept(recv_fd(sp[1], 0), sp[1]));
     }
     close(sp[1]);
     int l = socket(AF_INET, SOCK_STREAM, 0);
@@ -1861,29 +1868,6 @@ static void case_scm_rights(void)
 }
 
 extern char **environ;
-
-/* The spawned side of the second `spawn` case: argv "spawnaccept LFD
- * PIPEFD" — accepts one connection on the inherited listener LFD, reads
- * two bytes and reports on PIPEFD. */
-static int spawn_acceptor(int l, int p)
-{
-    int c = accept(l, NULL, NULL);
-    int e = errno;
-    char got[16] = {0};
-    int k = 0;
-    long end = now_ms() + 5000;
-    while (c >= 0 && k < 2 && now_ms() < end) {
-        int r = read(c, got + k, 2 - k);
-        if (r <= 0) break;
-        k += r;
-    }
-    char rr[96];
-    int m = snprintf(rr, sizeof rr, "acceptconn %d, accept %s, read %d \"%s\"",
-                     getint(l, SOL_SOCKET, SO_ACCEPTCONN), c >= 0 ? "ok" : ename(e), k, got);
-    if (c >= 0) close(c);
-    close(l);
-    return write(p, rr, m) == m ? 0 : 1;
-}
 
 /* posix_spawn: glibc's child runs no interposed function (clone with
  * CLONE_VM|CLONE_VFORK, internal dup2/close/execve); the spawned program
@@ -2484,7 +2468,7 @@ int main(int argc, char **argv)
     }
     if (argc >= 4 && strcmp(argv[1], "spawnaccept") == 0) {
         alarm(30);
-        return spawn_acceptor(atoi(argv[2]), atoi(argv[3]));
+        return report_accept(atoi(argv[2]), atoi(argv[3]));
     }
     if (argc >= 3 && strcmp(argv[1], "scmrecv") == 0) {
         alarm(30);

@@ -549,6 +549,14 @@ fn redis_server_args(ip: &str, port: &str) -> Vec<String> {
     .collect()
 }
 
+/// `redis-benchmark -h TAS_IP -p 6379 ARGS --csv` from the Linux host.
+fn redis_benchmark(tb: &mut Testbed, args: &[&str], limit: Duration) -> std::process::Output {
+    let mut v = vec!["redis-benchmark", "-h", TAS_IP, "-p", "6379"];
+    v.extend_from_slice(args);
+    v.push("--csv");
+    tb.run_lnx(env_bin(), &v, limit)
+}
+
 /// Parses `redis-benchmark --csv` output: (test, rps).
 fn bench_rps(out: &str) -> Vec<(String, f64)> {
     out.lines()
@@ -604,24 +612,9 @@ fn redis_server_under_shim_with_redis_benchmark_from_linux() {
     assert_ok(&o, "redis-cli get big");
     assert_eq!(stdout(&o).trim(), "200000");
     for (c, p) in [("1", "1"), ("50", "1"), ("50", "16")] {
-        let o = tb.run_lnx(
-            env_bin(),
-            &[
-                "redis-benchmark",
-                "-h",
-                TAS_IP,
-                "-p",
-                "6379",
-                "-t",
-                "set,get",
-                "-n",
-                "20000",
-                "-c",
-                c,
-                "-P",
-                p,
-                "--csv",
-            ],
+        let o = redis_benchmark(
+            &mut tb,
+            &["-t", "set,get", "-n", "20000", "-c", c, "-P", p],
             Duration::from_secs(120),
         );
         assert_ok(&o, &format!("redis-benchmark -c {c} -P {p}"));
@@ -637,24 +630,9 @@ fn redis_server_under_shim_with_redis_benchmark_from_linux() {
     // Many short connections (accept/close churn). Kept moderate: tasd holds
     // a flow's ring memory through TIME_WAIT, and a few hundred flows in
     // TIME_WAIT exhaust an app's region (new connections are then refused).
-    let o = tb.run_lnx(
-        env_bin(),
-        &[
-            "redis-benchmark",
-            "-h",
-            TAS_IP,
-            "-p",
-            "6379",
-            "-t",
-            "ping",
-            "-n",
-            "300",
-            "-c",
-            "10",
-            "-k",
-            "0",
-            "--csv",
-        ],
+    let o = redis_benchmark(
+        &mut tb,
+        &["-t", "ping", "-n", "300", "-c", "10", "-k", "0"],
         Duration::from_secs(120),
     );
     assert_ok(&o, "redis-benchmark without keep-alive");
@@ -703,22 +681,9 @@ fn redis_epoll_wait_needs_no_system_call_per_request() {
         args.extend(redis_server_args(TAS_IP, "6379"));
         let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         tb.spawn_tas(env_bin(), &args, Some("Ready to accept connections"));
-        let o = tb.run_lnx(
-            env_bin(),
-            &[
-                "redis-benchmark",
-                "-h",
-                TAS_IP,
-                "-p",
-                "6379",
-                "-t",
-                "get",
-                "-n",
-                &n.to_string(),
-                "-c",
-                "50",
-                "--csv",
-            ],
+        let o = redis_benchmark(
+            &mut tb,
+            &["-t", "get", "-n", &n.to_string(), "-c", "50"],
             Duration::from_secs(180),
         );
         assert_ok(&o, "redis-benchmark");

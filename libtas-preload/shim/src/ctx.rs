@@ -82,11 +82,8 @@ impl Inner {
         if let Some(s) = socks.get_mut(&sid) {
             take_conn_error(s, tas);
             let mut w = want(s, tas);
-            let mut queued = crate::vready::note(s, *idx, sid, &mut w);
-            if crate::vready::lazy(s) {
-                queued |= crate::vready::note_lazy(s, &mut w);
-            }
-            if s.sig.apply(s.a, &w) || queued {
+            let noted = crate::vready::note(s, *idx, sid, &mut w);
+            if s.sig.apply(s.a, &w) || noted {
                 global().bump_ready();
             }
         }

@@ -299,7 +299,7 @@ unsafe fn filter_epoll(ev: *mut libc::epoll_event, n: c_int) -> (c_int, Vec<(usi
 }
 
 /// Records that context `c` fired (`ctl`: its control socket).
-fn note(fired: &mut Vec<(usize, bool)>, c: usize, ctl: bool) {
+pub(crate) fn note(fired: &mut Vec<(usize, bool)>, c: usize, ctl: bool) {
     match fired.iter_mut().find(|f| f.0 == c) {
         Some(f) => f.1 |= ctl,
         None => fired.push((c, ctl)),
@@ -366,12 +366,11 @@ pub unsafe fn epoll_pwait(
             };
             // SAFETY: the caller's arguments with the remaining timeout.
             let r = unsafe { f(epfd, ev, max, t as c_int, mask) };
-            let e = errno();
             if let Some(s) = &set {
+                // (An atomic: errno stays the kernel's.)
                 s.waiting(false);
             }
             if r < 0 {
-                set_errno(e);
                 return (r, Vec::new());
             }
             // SAFETY: the kernel has just written r events into ev.
@@ -460,7 +459,7 @@ pub unsafe fn epoll_pwait2(
 ///
 /// `fds` must be valid for reads and writes of `n` entries, not otherwise
 /// borrowed during the call; `mask`, if given, null or a valid signal set.
-unsafe fn poll_block(
+pub(crate) unsafe fn poll_block(
     fds: *mut libc::pollfd,
     n: libc::nfds_t,
     t: i64,

@@ -211,10 +211,10 @@ pub fn lazy(s: &Sock) -> bool {
         && s.epoll_regs.is_empty()
 }
 
-/// From `Inner::sync` for a lazy socket: clears `w.r` unless a thread is
-/// blocked on the pair; true when readability changed since last time (the
-/// spinning waiters look again).
-pub fn note_lazy(s: &mut Sock, w: &mut Want) -> bool {
+/// [`note`] for a lazy socket: clears `w.r` unless a thread is blocked on
+/// the pair; true when readability changed since last time (the spinning
+/// waiters look again).
+fn note_lazy(s: &mut Sock, w: &mut Want) -> bool {
     let now = if w.r { Some(w.key) } else { None };
     let changed = now != s.lazy_seen;
     s.lazy_seen = now;
@@ -336,12 +336,22 @@ pub fn demote(s: &mut Sock) {
 /// `select`, a blocking call on a virtual socket): if it is a virtual or
 /// lazy socket, its pair takes over readability now, for good.
 pub fn demote_fd(fd: c_int) {
+    demote_fd_if(fd, |s| !s.no_virt);
+}
+
+/// A blocking call is about to wait on `fd`: a virtual socket's pair takes
+/// readability over (a lazy one stays lazy: the call's [`KWait`] covers it).
+pub fn demote_virtual_fd(fd: c_int) {
+    demote_fd_if(fd, |s| s.virt.is_some());
+}
+
+fn demote_fd_if(fd: c_int, which: impl Fn(&Sock) -> bool) {
     let Kind::Sock(ctx, sid) = kind(fd) else {
         return;
     };
     let mut inner = ctx.inner.lock();
     if let Some(s) = inner.socks.get_mut(&sid) {
-        if !s.no_virt {
+        if which(s) {
             demote(s);
             inner.sync(sid);
         }
@@ -349,12 +359,12 @@ pub fn demote_fd(fd: c_int) {
 }
 
 /// From `Inner::sync` with what socket `sid` of context `ctx` should
-/// signal: for a virtual socket, queues it on its set when it is readable
-/// (and wakes a blocked waiter) and clears `w.r`, which its pair must not
-/// carry. True when it queued it.
+/// signal: keeps `w.r` off the pair of a virtual socket (queueing it on its
+/// set when readable, and waking a blocked waiter) and of a lazy socket
+/// nobody blocks on ([`note_lazy`]). True when waiters should look again.
 pub fn note(s: &mut Sock, ctx: usize, sid: u64, w: &mut Want) -> bool {
     if s.virt.is_none() {
-        return false;
+        return lazy(s) && note_lazy(s, w);
     }
     if s.shared || s.fds.len() != 1 {
         demote(s);

@@ -227,56 +227,72 @@ fn wait_listener(
     check: impl Fn() -> c_int,
 ) -> Result<(), c_int> {
     loop {
-        let ours = ctl_fds();
-        let ms = match deadline {
-            None => -1,
-            Some(d) => {
-                let l = d.saturating_sub(sys::monotonic_ns());
-                if l == 0 {
-                    return Err(libc::EAGAIN);
-                }
-                l.div_ceil(1_000_000).min(i32::MAX as u64) as c_int
-            }
-        };
-        let mut pfds = Vec::with_capacity(1 + ours.len());
-        pfds.push(libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        });
-        for o in &ours {
-            pfds.push(libc::pollfd {
-                fd: o.fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
+        let ms = ms_left(deadline).ok_or(libc::EAGAIN)?;
+        let (ready, fired) = block_on(fd, events, ms, &ctl_fds())?;
+        if let Some(r) = after_block(ready, &fired, &check) {
+            return r;
         }
-        let r = {
-            let _l = sys::Leave::new();
-            // SAFETY: `pfds` is a live Vec of pfds.len() pollfds.
-            unsafe { real::poll::get()(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) }
-        };
-        let err = sys::errno();
-        if r < 0 {
-            return Err(err);
+    }
+}
+
+/// Milliseconds (rounded up) until `deadline` for `poll`: -1 for none,
+/// None once it has passed.
+fn ms_left(deadline: Option<u64>) -> Option<c_int> {
+    match deadline {
+        None => Some(-1),
+        Some(d) => {
+            let l = d.saturating_sub(sys::monotonic_ns());
+            (l > 0).then(|| l.div_ceil(1_000_000).min(i32::MAX as u64) as c_int)
         }
-        let mut fired = false;
-        for (o, p) in ours.iter().zip(&pfds[1..]) {
-            if p.revents != 0 {
-                handle_our_fd(o.ctx, true);
-                fired = true;
-            }
-        }
-        if pfds[0].revents != 0 {
-            return Ok(());
-        }
-        if !fired {
-            return Err(libc::EAGAIN);
-        }
-        let r = check();
-        if r != 0 {
-            return if r < 0 { Err(-r) } else { Ok(()) };
-        }
+    }
+}
+
+/// Blocks in the kernel until `fd` is ready for `events`, one of `ours`
+/// fires or `ms` is over: whether `fd` is ready, and which contexts fired.
+fn block_on(
+    fd: c_int,
+    events: i16,
+    ms: c_int,
+    ours: &[OurFd],
+) -> Result<(bool, Vec<(usize, bool)>), c_int> {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    let (r, fired) = {
+        let _l = sys::Leave::new();
+        // SAFETY: `p` is one live local pollfd, borrowed only through this
+        // pointer during the call; no signal mask.
+        unsafe { crate::mux::poll_block(&mut p, 1, ms as i64, ours, None) }
+    };
+    if r < 0 {
+        return Err(sys::errno());
+    }
+    Ok((p.revents != 0, fired))
+}
+
+/// After [`block_on`]: takes the news of the contexts that fired; the
+/// wait's result, or None to wait again (a context fired and `fd` is still
+/// not ready).
+fn after_block(
+    ready: bool,
+    fired: &[(usize, bool)],
+    check: impl Fn() -> c_int,
+) -> Option<Result<(), c_int>> {
+    for &(c, ctl) in fired {
+        handle_our_fd(c, ctl);
+    }
+    if ready {
+        return Some(Ok(()));
+    }
+    if fired.is_empty() {
+        return Some(Err(libc::EAGAIN));
+    }
+    match check() {
+        0 => None,
+        r if r < 0 => Some(Err(-r)),
+        _ => Some(Ok(())),
     }
 }
 
@@ -296,31 +312,7 @@ pub fn wait_fd(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_in
 fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_int> {
     // A socket in an epoll set has its readability answered there: from
     // now on its pair carries it (`vready.rs`).
-    if matches!(crate::fdtab::kind(fd), crate::fdtab::Kind::Sock(c, s) if c.inner.lock().socks.get(&s).is_some_and(|s| s.virt.is_some()))
-    {
-        crate::vready::demote_fd(fd);
-    }
-    // The spin looks at a lazy socket itself (its pair is not kept up to
-    // date while nobody blocks on it).
-    let spin_check = || -> c_int {
-        match crate::vready::lazy_ready(fd, events) {
-            Some(r) => r as c_int,
-            None => {
-                let mut p = libc::pollfd {
-                    fd,
-                    events,
-                    revents: 0,
-                };
-                // SAFETY: `p` is one live local pollfd (nfds = 1).
-                let r = unsafe { real::poll::get()(&mut p, 1, 0) };
-                if r < 0 {
-                    -sys::errno()
-                } else {
-                    r
-                }
-            }
-        }
-    };
+    crate::vready::demote_virtual_fd(fd);
     let check = || -> c_int {
         let mut p = libc::pollfd {
             fd,
@@ -334,6 +326,12 @@ fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_i
         } else {
             r
         }
+    };
+    // The spin looks at a lazy socket itself (its pair is not kept up to
+    // date while nobody blocks on it).
+    let spin_check = || match crate::vready::lazy_ready(fd, events) {
+        Some(r) => r as c_int,
+        None => check(),
     };
     let left = |d: Option<u64>| {
         d.map(|d| d.saturating_sub(sys::monotonic_ns()))
@@ -381,57 +379,12 @@ fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_i
                 return if r < 0 { Err(-r) } else { Ok(()) };
             }
         }
-        let ms = match deadline {
-            None => -1,
-            Some(_) => {
-                let l = left(deadline);
-                if l == 0 {
-                    return Err(libc::EAGAIN);
-                }
-                l.div_ceil(1_000_000).min(i32::MAX as u64) as c_int
-            }
-        };
-        let ours = b.fds();
-        let mut pfds = Vec::with_capacity(1 + ours.len());
-        pfds.push(libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        });
-        for o in &ours {
-            pfds.push(libc::pollfd {
-                fd: o.fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        let r = {
-            let _l = sys::Leave::new();
-            // SAFETY: `pfds` is a live Vec of pfds.len() pollfds.
-            unsafe { real::poll::get()(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) }
-        };
-        let err = sys::errno();
+        let ms = ms_left(deadline).ok_or(libc::EAGAIN)?;
+        let blocked = block_on(fd, events, ms, &b.fds());
         drop(b);
-        if r < 0 {
-            return Err(err);
-        }
-        let mut fired = false;
-        for (i, o) in ours.iter().enumerate() {
-            if o.ctl || pfds[1 + i].revents == 0 && pfds[2 + i].revents == 0 {
-                continue;
-            }
-            handle_our_fd(o.ctx, pfds[2 + i].revents != 0);
-            fired = true;
-        }
-        if pfds[0].revents != 0 {
-            return Ok(());
-        }
-        if !fired {
-            return Err(libc::EAGAIN);
-        }
-        let r = check();
-        if r != 0 {
-            return if r < 0 { Err(-r) } else { Ok(()) };
+        let (ready, fired) = blocked?;
+        if let Some(r) = after_block(ready, &fired, &check) {
+            return r;
         }
     }
 }

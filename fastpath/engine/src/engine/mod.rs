@@ -1096,30 +1096,43 @@ impl FastPath {
     /// one per flow for all its segments received in the round. Part of
     /// [`FastPath::flush_acks`]; returns how many went out.
     pub fn end_round<M: PayloadMem, O: Output>(&mut self, now: u64, mem: &M, out: &mut O) -> usize {
-        let table = &*self.table;
         let mut n = 0;
         while let Some(id) = self.round.pop_front() {
-            let Some(mut f) = table.lock(id) else {
-                continue;
-            };
-            if f.notify & notify::ACK_ROUND == 0 {
-                continue;
-            }
-            let offload = self.tx_csum_offload;
-            ack_now(
-                &self.cfg,
-                offload,
-                &mut f,
-                0,
-                false,
-                ts_now(now),
-                mem,
-                out,
-                &mut self.stats,
-            );
-            n += 1;
+            n += self.ack_owed(id, notify::ACK_ROUND, now, mem, out) as usize;
         }
         n
+    }
+
+    /// Sends flow `id`'s ACK if it still owes one of kind `bit`
+    /// (`notify::ACK_ROUND` or `ACK_HELD`: a segment sent since may have
+    /// carried it); true when it went out.
+    #[inline]
+    fn ack_owed<M: PayloadMem, O: Output>(
+        &mut self,
+        id: FlowId,
+        bit: u8,
+        now: u64,
+        mem: &M,
+        out: &mut O,
+    ) -> bool {
+        let Some(mut f) = self.table.lock(id) else {
+            return false;
+        };
+        if f.notify & bit == 0 {
+            return false;
+        }
+        ack_now(
+            &self.cfg,
+            self.tx_csum_offload,
+            &mut f,
+            0,
+            false,
+            ts_now(now),
+            mem,
+            out,
+            &mut self.stats,
+        );
+        true
     }
 
     /// Sends the round's ACKs ([`FastPath::end_round`]), then the held ACKs
@@ -1134,32 +1147,15 @@ impl FastPath {
         out: &mut O,
     ) -> usize {
         let mut n = self.end_round(now, mem, out);
-        let table = &*self.table;
         while let Some(&(id, due)) = self.held.front() {
             if due > now && !all {
                 break;
             }
             self.held.pop_front();
-            let Some(mut f) = table.lock(id) else {
-                continue;
-            };
-            if f.notify & notify::ACK_HELD == 0 {
-                continue;
+            if self.ack_owed(id, notify::ACK_HELD, now, mem, out) {
+                self.stats.acks_delayed += 1;
+                n += 1;
             }
-            let offload = self.tx_csum_offload;
-            ack_now(
-                &self.cfg,
-                offload,
-                &mut f,
-                0,
-                false,
-                ts_now(now),
-                mem,
-                out,
-                &mut self.stats,
-            );
-            self.stats.acks_delayed += 1;
-            n += 1;
         }
         n
     }

@@ -30,6 +30,15 @@ fn result(fx: &mut Fx, app: AppId) -> CtlMsg {
     m[0].1
 }
 
+/// The parent forks (`APP`, pid 100, for child pid 200): a grant of
+/// everything it holds, then the child's pid. The grant's answer.
+fn fork_grant(fx: &mut Fx) -> CtlMsg {
+    fx.ctl(APP, share_msg(ctl::SHARE, 7, 0));
+    let r = result(fx, APP);
+    fx.ctl(APP, share_msg(ctl::SHARE_PID, 0, 200));
+    r
+}
+
 #[test]
 fn a_forked_child_adopts_a_connection_and_the_last_close_is_the_close() {
     let mut fx = Fx::new();
@@ -38,9 +47,7 @@ fn a_forked_child_adopts_a_connection_and_the_last_close_is_the_close() {
     let (id, _, _) = fx.accept_one(1000);
     fx.frames();
     // The parent forks: a grant of everything it holds, then the child's pid.
-    fx.ctl(APP, share_msg(ctl::SHARE, 7, 0));
-    assert_eq!(result(&mut fx, APP).err, 0);
-    fx.ctl(APP, share_msg(ctl::SHARE_PID, 0, 200));
+    assert_eq!(fork_grant(&mut fx).err, 0);
     assert!(fx.msgs().is_empty());
     assert!(fx.stack.has_grant(200, TOKEN) && !fx.stack.has_grant(300, TOKEN));
     // Another process cannot take it, even with the token.
@@ -83,9 +90,7 @@ fn a_grant_whose_child_exits_unused_releases_its_reference() {
     fx.listen(16);
     let (id, _, _) = fx.accept_one(2000);
     fx.frames();
-    fx.ctl(APP, share_msg(ctl::SHARE, 7, 0));
-    result(&mut fx, APP);
-    fx.ctl(APP, share_msg(ctl::SHARE_PID, 0, 200));
+    fork_grant(&mut fx);
     // While the child lives, the parent's close only drops its reference.
     fx.ctl(APP, flow_msg(ctl::DROP, 8, id));
     assert_eq!(result(&mut fx, APP).arg[0], 0);
@@ -110,9 +115,7 @@ fn a_shared_listener_hands_connections_to_its_acceptors_in_turn() {
     let mut fx = Fx::new();
     fx.io.pids.extend([(APP, 100), (CHILD, 200), (OTHER, 200)]);
     let lid = fx.listen(16);
-    fx.ctl(APP, share_msg(ctl::SHARE, 7, 0));
-    result(&mut fx, APP);
-    fx.ctl(APP, share_msg(ctl::SHARE_PID, 0, 200));
+    fork_grant(&mut fx);
     // The master says it does not accept; two contexts of the child do.
     let mut quiet = CtlMsg::new(ctl::ADOPT);
     quiet.listener = lid;
@@ -189,9 +192,7 @@ fn a_connection_comes_back_to_its_holder_when_the_adopter_goes() {
     fx.listen(16);
     let (id, _, _) = fx.accept_one(1000);
     fx.frames();
-    fx.ctl(APP, share_msg(ctl::SHARE, 7, 0));
-    assert_eq!(result(&mut fx, APP).err, 0);
-    fx.ctl(APP, share_msg(ctl::SHARE_PID, 0, 200));
+    assert_eq!(fork_grant(&mut fx).err, 0);
     fx.ctl(CHILD, flow_msg(ctl::ADOPT, 9, id));
     let m = fx.msgs();
     assert_eq!(m.len(), 2, "{m:?}");
@@ -242,9 +243,7 @@ fn adopt_is_answered_after_the_other_holders_queued_writes() {
         fx.listen(16);
         let (id, _, _) = fx.accept_one(1000);
         fx.frames();
-        fx.ctl(APP, share_msg(ctl::SHARE, 7, 0));
-        assert_eq!(result(&mut fx, APP).err, 0);
-        fx.ctl(APP, share_msg(ctl::SHARE_PID, 0, 200));
+        assert_eq!(fork_grant(&mut fx).err, 0);
         fx.ctl(CHILD, flow_msg(ctl::ADOPT, 9, id));
         let m = fx.msgs();
         assert_eq!((m[0].0, m[0].1.kind), (CHILD, ctl::RESULT), "{m:?}");
@@ -372,9 +371,7 @@ fn a_connection_announced_before_the_fork_is_never_lost() {
     // The first connection arrives before the master ever forked.
     let (id, _, _) = fx.accept_one(1000);
     fx.frames();
-    fx.ctl(APP, share_msg(ctl::SHARE, 7, 0));
-    result(&mut fx, APP);
-    fx.ctl(APP, share_msg(ctl::SHARE_PID, 0, 200));
+    fork_grant(&mut fx);
     // The master says it does not accept, and nobody else does: the
     // connection stays announced to it (arg[0] = 0: keep it).
     fx.ctl(APP, listener_adopt(8, lid, false));
@@ -428,9 +425,7 @@ fn connections_of_an_acceptor_that_let_go_go_to_the_next_acceptor() {
     let mut fx = Fx::new();
     fx.io.pids.extend([(APP, 100), (CHILD, 200), (OTHER, 200)]);
     let lid = fx.listen(16);
-    fx.ctl(APP, share_msg(ctl::SHARE, 7, 0));
-    result(&mut fx, APP);
-    fx.ctl(APP, share_msg(ctl::SHARE_PID, 0, 200));
+    fork_grant(&mut fx);
     fx.ctl(APP, listener_adopt(8, lid, false));
     assert_eq!(result(&mut fx, APP).err, 0);
     let mut m = share_msg(ctl::ADOPT, 9, 0);
