@@ -58,44 +58,74 @@ struct Opts {
     tasd_args: Vec<String>,
 }
 
-fn opt(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+const USAGE: &str = "usage: perf-bench [--runs N] [--secs S] [--rows a,b,...] [--nic af_xdp|af_packet]
+                  [--tasd-args \"...\"] [--neighbour] [--sweep] [--load-curve FILE.svg]
+rows: echo1,echo64,sockperf,redis,redis-P16,iperf3 (default all); run as root";
+
+/// Exits with a one-line message (status 2) for bad command lines.
+fn usage_error(msg: &str) -> ! {
+    eprintln!("perf-bench: {msg}");
+    eprintln!("{USAGE}");
+    std::process::exit(2);
 }
 
 fn parse_opts() -> Opts {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let rows = opt(&args, "--rows")
-        .map(|r| r.split(',').map(str::to_string).collect())
-        .unwrap_or_else(|| ROWS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    for r in &rows {
-        if !ROWS.contains(&r.as_str()) {
-            eprintln!("perf-bench: unknown row {r:?} (rows: {})", ROWS.join(","));
-            std::process::exit(2);
+    let mut o = Opts {
+        runs: 3,
+        secs: 3,
+        backend: Backend::AfXdp,
+        rows: ROWS.iter().map(|s| s.to_string()).collect(),
+        neighbour: false,
+        sweep: false,
+        curve: None,
+        tasd_args: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .unwrap_or_else(|| usage_error(&format!("{a} needs a value")))
+        };
+        let count = |v: String| -> u32 {
+            match v.parse::<u32>() {
+                Ok(n) if n >= 1 => n,
+                _ => usage_error(&format!("{a}: expected a positive number, got {v:?}")),
+            }
+        };
+        match a.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--runs" => o.runs = count(value()) as usize,
+            "--secs" => o.secs = count(value()),
+            "--rows" => {
+                o.rows = value().split(',').map(str::to_string).collect();
+                for r in &o.rows {
+                    if !ROWS.contains(&r.as_str()) {
+                        usage_error(&format!("unknown row {r:?}"));
+                    }
+                }
+            }
+            "--nic" => {
+                o.backend = match value().as_str() {
+                    "af_xdp" => Backend::AfXdp,
+                    "af_packet" => Backend::AfPacket,
+                    v => usage_error(&format!("--nic: unknown backend {v:?}")),
+                }
+            }
+            "--tasd-args" => {
+                o.tasd_args = value().split_whitespace().map(str::to_string).collect()
+            }
+            "--neighbour" => o.neighbour = true,
+            "--sweep" => o.sweep = true,
+            "--load-curve" => o.curve = Some(value()),
+            other => usage_error(&format!("unknown option {other:?}")),
         }
     }
-    Opts {
-        runs: opt(&args, "--runs")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(3)
-            .max(1),
-        secs: opt(&args, "--secs")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(3)
-            .max(1),
-        backend: match opt(&args, "--nic").as_deref() {
-            Some("af_packet") => Backend::AfPacket,
-            _ => Backend::AfXdp,
-        },
-        rows,
-        neighbour: args.iter().any(|a| a == "--neighbour"),
-        sweep: args.iter().any(|a| a == "--sweep"),
-        curve: opt(&args, "--load-curve"),
-        tasd_args: opt(&args, "--tasd-args")
-            .map(|s| s.split_whitespace().map(str::to_string).collect())
-            .unwrap_or_default(),
-    }
+    o
 }
 
 /// One measurement: a rate (or throughput) and latencies, any may be absent.
