@@ -41,8 +41,39 @@ fn client(tb: &mut Testbed, conns: usize, busy: bool, secs: &str) -> String {
         .unwrap_or_else(|| format!("failed: {}", String::from_utf8_lossy(&o.stderr).trim()))
 }
 
+const USAGE: &str =
+    "usage: echo-bench [--secs S] [--nic af_xdp|af_packet] | echo-bench --compare-nics [--secs S]";
+
+/// `--help`, and a one-line error (status 2) for anything not understood.
+fn check_args(args: &[String]) {
+    let mut i = 0;
+    while i < args.len() {
+        let bad = |m: String| -> ! {
+            eprintln!("echo-bench: {m}\n{USAGE}");
+            std::process::exit(2)
+        };
+        match args[i].as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0)
+            }
+            "--compare-nics" => i += 1,
+            "--secs" => match args.get(i + 1).map(|v| v.parse::<f64>()) {
+                Some(Ok(v)) if v > 0.0 => i += 2,
+                _ => bad("--secs needs a positive number".into()),
+            },
+            "--nic" => match args.get(i + 1).map(String::as_str) {
+                Some("af_xdp" | "af_packet") => i += 2,
+                _ => bad("--nic needs af_xdp or af_packet".into()),
+            },
+            other => bad(format!("unknown option {other:?}")),
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    check_args(&args);
     let secs = opt(&args, "--secs").unwrap_or_else(|| "3".into());
     let backend = match opt(&args, "--nic").as_deref() {
         Some("af_packet") => Backend::AfPacket,
