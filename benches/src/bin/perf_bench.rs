@@ -58,7 +58,8 @@ struct Opts {
     tasd_args: Vec<String>,
 }
 
-const USAGE: &str = "usage: perf-bench [--runs N] [--secs S] [--rows a,b,...] [--nic af_xdp|af_packet]
+const USAGE: &str =
+    "usage: perf-bench [--runs N] [--secs S] [--rows a,b,...] [--nic af_xdp|af_packet]
                   [--tasd-args \"...\"] [--neighbour] [--sweep] [--load-curve FILE.svg]
 rows: echo1,echo64,sockperf,redis,redis-P16,iperf3 (default all); run as root";
 
@@ -116,9 +117,7 @@ fn parse_opts() -> Opts {
                     v => usage_error(&format!("--nic: unknown backend {v:?}")),
                 }
             }
-            "--tasd-args" => {
-                o.tasd_args = value().split_whitespace().map(str::to_string).collect()
-            }
+            "--tasd-args" => o.tasd_args = value().split_whitespace().map(str::to_string).collect(),
             "--neighbour" => o.neighbour = true,
             "--sweep" => o.sweep = true,
             "--load-curve" => o.curve = Some(value()),
