@@ -856,3 +856,87 @@ fn a_contended_core_gives_its_cpu_back() {
     );
     assert_eq!(tb.wait_child(client, Duration::from_secs(30)), Some(true));
 }
+
+/// A core that shares its CPUs with other programs (no `--cpus`) prices
+/// its spin with the system's CPU pressure too. Here the core's thread is
+/// alone on CPU 1 (moved there by hand, so tasd still counts its CPUs as
+/// shared) and never waits itself, while two busy loops, the echo server
+/// and the client share CPU 0 and keep a task waiting all the time: the
+/// core reports that contention and stops spinning across the
+/// ping-pong's gaps. (Without the pressure signal it saw ~0 % here.)
+#[test]
+fn a_core_on_shared_cpus_sees_others_waiting() {
+    use tasd::ctlsock::TuneView;
+    let mut tb = Testbed::new("tunepsi", Backend::from_env());
+    let tasd = tb.tasd_pid().expect("tasd runs");
+    // The polling thread(s), by name, onto CPU 1.
+    let mut moved = 0;
+    for t in std::fs::read_dir(format!("/proc/{tasd}/task")).expect("tasd's threads") {
+        let t = t.expect("task entry").path();
+        let comm = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
+        if comm.trim().starts_with("tas-fp") {
+            let tid = t.file_name().unwrap().to_string_lossy().to_string();
+            let o = std::process::Command::new("taskset")
+                .args(["-pc", "1", &tid])
+                .output()
+                .expect("taskset");
+            assert!(o.status.success(), "taskset: {o:?}");
+            moved += 1;
+        }
+    }
+    assert!(moved > 0, "no fast-path thread (named tas-fp*) in tasd");
+    tb.spawn_tas(
+        std::path::Path::new("taskset"),
+        &[
+            "-c",
+            "0",
+            bin("peer").to_str().unwrap(),
+            "--tas",
+            "echo-server",
+            "7",
+        ],
+        Some("listening"),
+    );
+    for _ in 0..2 {
+        tb.spawn_tas(
+            std::path::Path::new("timeout"),
+            &[
+                "20",
+                "taskset",
+                "-c",
+                "0",
+                "sh",
+                "-c",
+                "while :; do :; done",
+            ],
+            None,
+        );
+    }
+    let (client, _lines) = tb.spawn_lnx_lines(
+        std::path::Path::new("taskset"),
+        &[
+            "-c",
+            "0",
+            bin("rpc").to_str().unwrap(),
+            "client",
+            TAS_IP,
+            "7",
+            "--conns",
+            "1",
+            "--secs",
+            "4",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let t: TuneView = json(&mut tb, &["tune"]);
+    let c0 = &t.cores[0];
+    assert!(
+        c0.contention_pct > 60.0,
+        "two loops on one CPU keep a task waiting nearly all the time: {t:?}"
+    );
+    assert!(
+        c0.spin_us <= 4.0,
+        "a core whose CPU others want should not spin across round trips: {t:?}"
+    );
+    assert_eq!(tb.wait_child(client, Duration::from_secs(30)), Some(true));
+}
