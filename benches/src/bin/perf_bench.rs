@@ -229,6 +229,7 @@ fn client(
         .map(|(_, p)| cpu_seconds(*p).unwrap_or(0.0))
         .collect();
     let started = std::time::Instant::now();
+    let psi0 = psi_some_us();
     let (pid, rx) = tb.spawn_lnx_lines(Path::new(prog), args);
     let c0 = cpu_seconds(pid).unwrap_or(0.0);
     let mut c_last = c0;
@@ -261,7 +262,18 @@ fn client(
     for ((name, p), b) in watch.iter().zip(before) {
         cpu.push((name.clone(), (cpu_seconds(*p).unwrap_or(b) - b) / wall));
     }
+    if let (Some(a), Some(b)) = (psi0, psi_some_us()) {
+        cpu.push(("cpu pressure".to_string(), (b - a) as f64 / 1e6 / wall));
+    }
     (out, cpu)
+}
+
+/// PSI's `some` total (`/proc/pressure/cpu`, µs): time in which at least
+/// one task waited for a CPU. Its growth over a run, as a share of the
+/// run, says how much the parties got in each other's way.
+fn psi_some_us() -> Option<u64> {
+    let t = std::fs::read("/proc/pressure/cpu").ok()?;
+    tas_runtime::pressure::parse_some_total(&t)
 }
 
 fn num_after(s: &str, key: &str) -> Option<f64> {
@@ -282,7 +294,7 @@ fn rpc_row(tb: &mut Testbed, conns: usize, o: &Opts) -> M {
         if busy {
             a.push("--busy");
         }
-        let (out, _) = client(
+        let (out, cpu) = client(
             tb,
             bin("rpc").to_str().unwrap_or("rpc"),
             &a,
@@ -296,6 +308,7 @@ fn rpc_row(tb: &mut Testbed, conns: usize, o: &Opts) -> M {
             rate: num_after(l, "rps "),
             p50_us: num_after(l, "p50 "),
             p99_us: num_after(l, "p99 "),
+            cpu,
             ..M::default()
         };
         if best.as_ref().and_then(|b| b.rate) < m.rate {
@@ -693,9 +706,13 @@ fn main() {
             t.1.fmt(unit(row))
         );
     }
-    if o.neighbour {
+    {
         println!();
-        println!("CPU share over each measurement (median; 100% = one CPU):");
+        println!(
+            "CPU share over each measurement (median; 100% = one CPU; client, server and \
+             tasd with --neighbour) and cpu pressure (share of the run in which some task \
+             waited for a CPU, /proc/pressure/cpu):"
+        );
         for ((row, st, variant), c) in &cells {
             if !c.cpu.is_empty() {
                 println!("  {row} [{st}] {variant}: {}", c.cpu_line());
