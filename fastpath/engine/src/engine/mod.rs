@@ -557,6 +557,17 @@ fn rx_segment<M: PayloadMem>(
     if !ack::rx_ack(f, &mut c.tx, seg, ts, now_ts, limit, stats, &mut r) {
         return r;
     }
+    if seg.payload().is_empty() && seg.flags() & tcp::FIN == 0 {
+        // A pure ACK inside the window (`rx_data`'s first case, inline):
+        // only one at RCV.NXT is in sequence; its TSval is the one to echo
+        // (RFC 7323 §4.3).
+        if seg.seq() == f.rx_next_seq {
+            if let Some((val, _)) = ts {
+                f.tx_next_ts = val;
+            }
+        }
+        return r;
+    }
     rx::rx_data(f, &mut c.rx, seg, ce, ts, mem, stats, &mut r);
     r
 }
