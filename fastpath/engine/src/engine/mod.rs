@@ -637,11 +637,16 @@ impl FastPath {
     /// misses overlap instead of following one another (TAS's batched
     /// prefetch). Call once per received batch, before `rx`. Three passes
     /// over up to 64 frames: hash the 4-tuple and prefetch the index entry;
-    /// read the entry and prefetch the flow's slot and template; then, per
-    /// flow whose lock is free at that moment, prefetch the RX ring line
-    /// the frame's payload goes to (data) or the TX ring line the next
-    /// segment comes from (a pure ACK, which may open the window). Hints
-    /// only: nothing is changed, and a wrong guess costs a wasted line.
+    /// read the entry (following the probe chain to the end of its cache
+    /// line) and prefetch the flow's slot and template; then, per flow
+    /// whose lock is free at that moment, prefetch the RX ring line the
+    /// frame's payload goes to (data) or the TX ring line the next segment
+    /// comes from (a pure ACK, which may open the window). Hints only:
+    /// no flow is changed, and a wrong guess costs a wasted line. The flow
+    /// found for each frame is remembered for `rx` of that frame (by its
+    /// address), which then locks it and compares the 4-tuple instead of
+    /// looking it up again; a frame that is not the one prefetched at that
+    /// address, or not the next one, is looked up in full.
     pub fn prefetch<'a, M: PayloadMem>(
         &mut self,
         frames: impl Iterator<Item = &'a [u8]>,
