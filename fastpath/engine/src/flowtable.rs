@@ -158,7 +158,7 @@ impl FlowTable {
             }
             i = (i + 1) & self.mask;
             // 8 entries per 64-byte line: stop where the line ends.
-            if i % 8 == 0 {
+            if i & 7 == 0 {
                 return None;
             }
         };
