@@ -118,9 +118,10 @@ for mode in $modes; do
         if [ "$cache_sim" = yes ]; then what="Ir, D1 misses, LL misses"; else what="Ir"; fi
         echo "  $mode, $f flows: $units units, $what per unit: ${result[$mode,$f]}" >&2
         if [ "$annotate" -gt 0 ]; then
+            # (head closes the pipe early: SIGPIPE upstream is not a failure)
             echo "--- top $annotate functions (self Ir), $mode, $f flows"
             callgrind_annotate --inclusive=no "$out" 2>/dev/null |
-                awk '/file:function/ { on = 1; getline; next } on && NF' | head -n "$annotate"
+                awk '/file:function/ { on = 1; getline; next } on && NF' | head -n "$annotate" || true
         fi
     done
 done

@@ -1,5 +1,7 @@
 //! A bounded FIFO of plain values for the engine's per-core queues.
 
+#![allow(unsafe_code)] // unchecked indexing, each with its SAFETY note
+
 /// A bounded FIFO of plain values over a fixed power-of-two array: push
 /// and pop are a few instructions, inline, and never allocate (the
 /// standard `VecDeque`'s push keeps an out-of-line growth path).
@@ -30,7 +32,11 @@ impl<T: Copy + Default> Fifo<T> {
             return false;
         }
         let mask = self.buf.len() - 1;
-        self.buf[(self.head + self.len) & mask] = v;
+        let i = (self.head + self.len) & mask;
+        debug_assert!(i < self.buf.len());
+        // SAFETY: `buf.len()` is a power of two (`with_capacity`), so
+        // `i & (buf.len() - 1)` is below it.
+        unsafe { *self.buf.get_unchecked_mut(i) = v };
         self.len += 1;
         true
     }
@@ -47,7 +53,10 @@ impl<T: Copy + Default> Fifo<T> {
         if self.len == 0 {
             return None;
         }
-        let v = self.buf[self.head];
+        debug_assert!(self.head < self.buf.len());
+        // SAFETY: `head` is always below `buf.len()`: it starts at 0 and is
+        // only ever set to 0 or to a value masked with `buf.len() - 1`.
+        let v = unsafe { *self.buf.get_unchecked(self.head) };
         self.len -= 1;
         // Emptied: start over at the front, so a queue that is drained
         // every round stays on its first cache lines instead of sweeping

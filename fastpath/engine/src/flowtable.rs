@@ -140,14 +140,28 @@ impl FlowTable {
     /// Starts loading the flow slot (both lines) and the header template
     /// the index entry for `hash` points to (second stage; call after
     /// `prefetch_index` had time to land). Returns that flow's id, for
-    /// [`FlowTable::peek_rings`] (a candidate: the 4-tuple is not compared).
+    /// [`FlowTable::peek_rings`] and as a candidate for
+    /// [`FlowTable::lock_candidate`] (the 4-tuple is not compared). Follows
+    /// the probe chain up to the end of the index entry's cache line (at
+    /// the load factor used, a quarter of the flows are not in their home
+    /// entry; the rest of the line is loaded already).
     #[inline]
     pub fn prefetch_slot(&self, hash: u32) -> Option<FlowId> {
-        let e = self.index[hash as usize & self.mask].load(Ordering::Relaxed);
-        if e == EMPTY || e == TOMB || (e >> 32) as u32 != hash {
-            return None;
-        }
-        let id = (e as u32).wrapping_sub(1);
+        let mut i = hash as usize & self.mask;
+        let id = loop {
+            let e = self.index.get(i)?.load(Ordering::Relaxed);
+            if e == EMPTY {
+                return None;
+            }
+            if e != TOMB && (e >> 32) as u32 == hash {
+                break (e as u32).wrapping_sub(1);
+            }
+            i = (i + 1) & self.mask;
+            // 8 entries per 64-byte line: stop where the line ends.
+            if i & 7 == 0 {
+                return None;
+            }
+        };
         let slot = self.slots.get(id as usize)?;
         let p = slot as *const FlowSlot as *const u8;
         prefetch(p);
@@ -155,6 +169,20 @@ impl FlowTable {
         // `tmpl` has the length of `slots`.
         prefetch(self.tmpl.get(id as usize)?.get() as *const u8);
         Some(id)
+    }
+
+    /// Locks flow `id` if it is installed and has this 4-tuple: a lookup
+    /// whose candidate came from [`FlowTable::prefetch_slot`]. `None` (the
+    /// lock released) otherwise; the caller then does a full
+    /// [`FlowTable::lookup`].
+    #[inline]
+    pub fn lock_candidate(&self, id: FlowId, key: &FlowKey) -> Option<FlowGuard<'_>> {
+        let g = self.lock(id)?;
+        if g.key() == *key {
+            Some(g)
+        } else {
+            None
+        }
     }
 
     /// Third stage of a batched lookup: flow `id`'s payload region and the

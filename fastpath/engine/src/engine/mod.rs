@@ -313,8 +313,18 @@ pub struct FastPath {
     /// The NIC completes TCP checksums of the frames we build
     /// ([`FastPath::with_tx_csum_offload`]).
     tx_csum_offload: bool,
+    /// Flow candidates the last [`FastPath::prefetch`] found, in frame
+    /// order: (frame address, flow id). `rx` of the frame at that address
+    /// tries the candidate first (locked, 4-tuple compared) and skips the
+    /// hash and the index probe; anything else does the full lookup.
+    hints: [(usize, FlowId); PREFETCH_MAX],
+    hint_n: u8,
+    hint_next: u8,
     pub stats: Stats,
 }
+
+/// Frames one [`FastPath::prefetch`] call looks at.
+const PREFETCH_MAX: usize = 64;
 
 /// Queues flow `id` on this lane's scheduler, or forwards the activation to
 /// the flow's own lane.
@@ -547,6 +557,17 @@ fn rx_segment<M: PayloadMem>(
     if !ack::rx_ack(f, &mut c.tx, seg, ts, now_ts, limit, stats, &mut r) {
         return r;
     }
+    if seg.payload().is_empty() && seg.flags() & tcp::FIN == 0 {
+        // A pure ACK inside the window (`rx_data`'s first case, inline):
+        // only one at RCV.NXT is in sequence; its TSval is the one to echo
+        // (RFC 7323 §4.3).
+        if seg.seq() == f.rx_next_seq {
+            if let Some((val, _)) = ts {
+                f.tx_next_ts = val;
+            }
+        }
+        return r;
+    }
     rx::rx_data(f, &mut c.rx, seg, ce, ts, mem, stats, &mut r);
     r
 }
@@ -568,6 +589,9 @@ impl FastPath {
             lane: 0,
             challenge: ChallengeLimit::new(),
             tx_csum_offload: false,
+            hints: [(0, 0); PREFETCH_MAX],
+            hint_n: 0,
+            hint_next: 0,
             stats: Stats::default(),
         }
     }
@@ -613,22 +637,33 @@ impl FastPath {
     /// misses overlap instead of following one another (TAS's batched
     /// prefetch). Call once per received batch, before `rx`. Three passes
     /// over up to 64 frames: hash the 4-tuple and prefetch the index entry;
-    /// read the entry and prefetch the flow's slot and template; then, per
-    /// flow whose lock is free at that moment, prefetch the RX ring line
-    /// the frame's payload goes to (data) or the TX ring line the next
-    /// segment comes from (a pure ACK, which may open the window). Hints
-    /// only: nothing is changed, and a wrong guess costs a wasted line.
-    pub fn prefetch<'a, M: PayloadMem>(&self, frames: impl Iterator<Item = &'a [u8]>, mem: &M) {
-        // (hash, then flow id) << 1 | carries payload
-        let mut seen = [0u64; 64];
+    /// read the entry (following the probe chain to the end of its cache
+    /// line) and prefetch the flow's slot and template; then, per flow
+    /// whose lock is free at that moment, prefetch the RX ring line the
+    /// frame's payload goes to (data) or the TX ring line the next segment
+    /// comes from (a pure ACK, which may open the window). Hints only:
+    /// no flow is changed, and a wrong guess costs a wasted line. The flow
+    /// found for each frame is remembered for `rx` of that frame (by its
+    /// address), which then locks it and compares the 4-tuple instead of
+    /// looking it up again; a frame that is not the one prefetched at that
+    /// address, or not the next one, is looked up in full.
+    pub fn prefetch<'a, M: PayloadMem>(
+        &mut self,
+        frames: impl Iterator<Item = &'a [u8]>,
+        mem: &M,
+    ) {
+        // (hash, then flow id) << 1 | carries payload, and the frame's address
+        let mut seen = [0u64; PREFETCH_MAX];
+        let mut at = [0usize; PREFETCH_MAX];
         let mut n = 0;
-        for f in frames.take(64) {
+        for f in frames.take(PREFETCH_MAX) {
             let Some((key, data)) = frame_key_data(f) else {
                 continue;
             };
             let h = key.hash();
             self.table.prefetch_index(h);
             seen[n] = (h as u64) << 1 | data as u64;
+            at[n] = f.as_ptr() as usize;
             n += 1;
         }
         let mut m = 0;
@@ -636,14 +671,32 @@ impl FastPath {
             let e = seen[i];
             if let Some(id) = self.table.prefetch_slot((e >> 1) as u32) {
                 seen[m] = (id as u64) << 1 | (e & 1);
+                self.hints[m] = (at[i], id);
                 m += 1;
             }
         }
+        self.hint_n = m as u8;
+        self.hint_next = 0;
         for &e in &seen[..m] {
             if let Some((region, rx, tx)) = self.table.peek_rings((e >> 1) as u32) {
                 mem.prefetch(region, if e & 1 != 0 { rx } else { tx });
             }
         }
+    }
+
+    /// The flow candidate [`FastPath::prefetch`] found for the frame at
+    /// `p`, if that frame is the next one it found one for.
+    #[inline(always)]
+    fn take_hint(&mut self, p: *const u8) -> Option<FlowId> {
+        let i = self.hint_next as usize;
+        if i < self.hint_n as usize {
+            let (at, id) = self.hints[i];
+            if at == p as usize {
+                self.hint_next += 1;
+                return Some(id);
+            }
+        }
+        None
     }
 
     /// Processes one received frame.
@@ -672,8 +725,12 @@ impl FastPath {
             local_port: seg.dst_port(),
             remote_port: seg.src_port(),
         };
+        let hint = self.take_hint(buf.as_ptr());
         let table = &*self.table;
-        let Some(mut f) = table.lookup(&key) else {
+        let Some(mut f) = (match hint.and_then(|id| table.lock_candidate(id, &key)) {
+            Some(g) => Some(g),
+            None => table.lookup(&key),
+        }) else {
             return self.exception(out, Exception::NoFlow, None, buf);
         };
         let id = f.id();

@@ -692,4 +692,5 @@ mod rx;
 mod sack;
 mod sack_recovery;
 mod seqcheck;
+mod template;
 mod tx;

@@ -438,3 +438,64 @@ fn zero_receive_window_then_window_update_when_app_frees() {
     assert_eq!(fx.notifications(), vec![fx.ev(9192, 0, 0)]);
     assert_eq!(fx.read(), pat(8192, 1000));
 }
+
+/// `prefetch` leaves each frame's flow candidate for `rx`, found by the
+/// hash alone and matched to the frame by its address: a candidate is only
+/// a guess. A buffer that holds another frame by the time `rx` sees it
+/// (reused between prefetch and receive, or never prefetched) still reaches
+/// the flow of its own 4-tuple, or none.
+#[test]
+fn rx_prefetch_candidates_are_checked_against_the_frame() {
+    let mut fx = fx();
+    let real = fx.frame(&fx.data(0, 64));
+    // The same segment addressed to the decoy flow (another app's), and to
+    // a 4-tuple nobody has; prefetch reads only the addresses.
+    let mut to_decoy = real.clone();
+    to_decoy[34..36].copy_from_slice(&(PEER_PORT + 1).to_be_bytes());
+    let mut to_nobody = real.clone();
+    to_nobody[34..36].copy_from_slice(&(PEER_PORT + 2).to_be_bytes());
+    let mut buf = vec![0u8; real.len()];
+
+    // Prefetched as the decoy's, received as the flow's own: delivered to
+    // the flow, the decoy untouched (Fx's drop checks it).
+    buf.copy_from_slice(&to_decoy);
+    fx.fp.prefetch(std::iter::once(&buf[..]), &fx.mem);
+    buf.copy_from_slice(&real);
+    fx.send_raw(&buf);
+    recv!(fx, fx.ours(0, 64, 32_768 - 64));
+    exc_nothing!(fx);
+    assert_eq!(fx.notifications(), vec![fx.ev(64, 0, 0)]);
+    assert_eq!(fx.read(), pat(0, 64));
+
+    // Prefetched as the flow's, received as a frame of no flow: NoFlow.
+    let next = fx.frame(&fx.data(64, 64));
+    buf.copy_from_slice(&next);
+    fx.fp.prefetch(std::iter::once(&buf[..]), &fx.mem);
+    let mut stray = next.clone();
+    stray[34..36].copy_from_slice(&(PEER_PORT + 2).to_be_bytes());
+    // (a valid checksum for the changed port)
+    let seg_len = stray.len() - 34;
+    stray[50..52].fill(0);
+    let c = crate::wire::checksum::tcp(PEER_IP, OUR_IP, &stray[34..34 + seg_len]);
+    stray[50..52].copy_from_slice(&c.to_be_bytes());
+    buf.copy_from_slice(&stray);
+    fx.send_raw(&buf);
+    exc!(fx, Exception::NoFlow, None);
+    recv_nothing!(fx);
+    assert_eq!({ fx.flow().rx_next_seq }, fx.rseq(64));
+
+    // Candidates are used in frame order and only for their own frame: a
+    // batch prefetched, received in another order, all delivered.
+    let a = fx.frame(&fx.data(64, 64));
+    let b = fx.frame(&fx.data(128, 64));
+    fx.fp.prefetch([&to_nobody[..], &b[..], &a[..]].into_iter(), &fx.mem);
+    fx.fp.rx(&a, fx.now, &mut fx.mem, &mut fx.out);
+    fx.fp.rx(&b, fx.now, &mut fx.mem, &mut fx.out);
+    fx.fp.end_round(fx.now, &fx.mem, &mut fx.out);
+    exc_nothing!(fx);
+    assert_eq!({ fx.flow().rx_next_seq }, fx.rseq(192));
+    assert_eq!(fx.notifications(), vec![fx.ev(192, 0, 0)]);
+    assert_eq!(fx.read(), pat(64, 128));
+    recv!(fx, fx.ours(0, 192, 32_768 - 192));
+    recv_nothing!(fx);
+}
