@@ -33,9 +33,8 @@
 //! nobody else wants costs little to spin on (`P`: 0.1 for `latency`,
 //! 0.25 for `throughput`, 1 for `efficiency`, which counts every cycle);
 //! the price rises steeply (`K`) when other threads wait for a CPU
-//! (`contention`: the callers pass the fraction of the epoch this thread
-//! spent runnable but not running, or the fraction in which any task
-//! did). Under contention a spinning thread takes the CPU the
+//! (`contention` = the fraction of the epoch this thread spent runnable
+//! but not running). Under contention a spinning thread takes the CPU the
 //! app or the kernel needs, so the spin shrinks: the fast path gives its
 //! CPU back exactly when someone else needs it more. `latency` values a
 //! saved wake-up twice and tolerates a spin of up to 1 ms; `efficiency`
