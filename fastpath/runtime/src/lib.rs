@@ -759,13 +759,6 @@ pub struct CoreConfig {
     /// [`FastPathShared::goal`]) from the gaps between work and the
     /// thread's CPU contention, once per [`EPOCH_NS`].
     pub adaptive: bool,
-    /// The cores share their CPUs with other programs (tasd without
-    /// `--cpus`): the self-tuned spin is also priced with the system's CPU
-    /// pressure ([`pressure`]), since a task waiting anywhere could run on
-    /// the CPU a core spins on. Pinned cores are dedicated CPUs and answer
-    /// to their own run delay only (PSI cannot tell which CPU a waiting
-    /// task may use).
-    pub shared_cpus: bool,
 }
 
 impl Default for CoreConfig {
@@ -773,7 +766,6 @@ impl Default for CoreConfig {
         CoreConfig {
             idle_spin: Duration::from_micros(200),
             adaptive: false,
-            shared_cpus: true,
         }
     }
 }
@@ -1420,7 +1412,7 @@ impl<N: Nic> Core<N> {
         let shared = self.shared.clone();
         let mut tuner = SpinTuner::new(shared.goal(), spin);
         let mut sched = SchedStat::open();
-        let mut psi = self.cfg.shared_cpus.then(pressure::CpuPressure::open);
+        let mut psi = pressure::CpuPressure::open();
         let mut last_work = now_ns();
         let mut last_stats = 0u64;
         let lanes_sh = &shared.lanes;
@@ -1486,10 +1478,7 @@ impl<N: Nic> Core<N> {
                 };
                 // Someone else waiting for a CPU prices spinning as much as
                 // this thread waiting does (pressure.rs).
-                let contention = match psi.as_mut().and_then(|p| p.delta(wall)) {
-                    Some(p) => p.max(contention),
-                    None => contention,
-                };
+                let contention = psi.delta(wall).map_or(contention, |p| p.max(contention));
                 slot.busy_ns.fetch_add(busy, Ordering::Relaxed);
                 let ppm = (contention.clamp(0.0, 1.0) * 1e6) as u32;
                 slot.contention_ppm.store(u64::from(ppm), Ordering::Relaxed);

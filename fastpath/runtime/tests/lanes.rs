@@ -714,7 +714,6 @@ impl Harness {
             let cfg = CoreConfig {
                 idle_spin: IDLE_SPIN,
                 adaptive: false,
-                ..Default::default()
             };
             let t = std::thread::Builder::new()
                 .name(format!("test-fp{k}"))

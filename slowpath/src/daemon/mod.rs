@@ -554,18 +554,15 @@ impl Daemon {
             (true, _) => CoreConfig {
                 idle_spin: Duration::from_nanos(u64::MAX),
                 adaptive: false,
-                shared_cpus: cfg.cpus.is_empty(),
             },
             (false, Some(us)) => CoreConfig {
                 idle_spin: Duration::from_micros(us),
                 adaptive: false,
-                shared_cpus: cfg.cpus.is_empty(),
             },
             // Self-tuned from a moderate start.
             (false, None) => CoreConfig {
                 idle_spin: Duration::from_micros(50),
                 adaptive: true,
-                shared_cpus: cfg.cpus.is_empty(),
             },
         };
         let table = Arc::new(FlowTable::new(crate::stack::table_slots(cfg.max_flows)));
