@@ -272,8 +272,7 @@ fn client(
 /// one task waited for a CPU. Its growth over a run, as a share of the
 /// run, says how much the parties got in each other's way.
 fn psi_some_us() -> Option<u64> {
-    let t = std::fs::read("/proc/pressure/cpu").ok()?;
-    tas_runtime::pressure::parse_some_total(&t)
+    tas_runtime::pressure::some_total_us()
 }
 
 fn num_after(s: &str, key: &str) -> Option<f64> {

@@ -657,12 +657,10 @@ pub struct RegionHeader {
     /// app library's spin controller follows it unless the program states
     /// its own (`TAS_PROFILE`).
     pub goal: std::sync::atomic::AtomicU32,
-    /// The CPU contention the fast-path core serving the app's commands
-    /// saw over its last epoch, parts per million (written by that core):
-    /// the larger of its own wait for a CPU and the share of time any task
-    /// waited (PSI). The app library's spin controller prices its spinning
-    /// with it, since an app thread that spins takes a CPU that the core,
-    /// the kernel or another program needs.
+    /// The CPU wait of the fast-path core serving the app's commands over
+    /// its last epoch, parts per million (written by that core): the app
+    /// library's spin controller prices its spinning with it, since an
+    /// app thread that spins takes the CPU that core needs.
     pub cpu_contention_ppm: std::sync::atomic::AtomicU32,
 }
 

@@ -34,8 +34,8 @@
 //! its idle spin blocks in `poll()` on its lanes' NIC fds and eventfds until
 //! a frame, a kick or the next scheduler deadline. The spin is fixed
 //! (`CoreConfig::adaptive` off) or self-tuned every [`EPOCH_NS`] by
-//! [`tas_tune::SpinTuner`] from the gaps between work and the CPU
-//! contention (the thread's own run delay, or any task's: [`pressure`]), toward the goal in [`FastPathShared::goal`]; the same epoch
+//! [`tas_tune::SpinTuner`] from the gaps between work and the thread's CPU
+//! contention, toward the goal in [`FastPathShared::goal`]; the same epoch
 //! publishes the busy time, counted only while the thread ran. Where the
 //! rounds' time goes, stage by stage, is estimated from one round in
 //! [`STAGE_SAMPLE`] ([`StageStats`]), with the number of NIC sends and app
@@ -558,10 +558,8 @@ pub struct CoreSlot {
     /// The idle spin in use now, ns (the self-tuned value, or the static
     /// `--idle-spin-us`).
     pub spin_ns: AtomicU64,
-    /// CPU contention over the last epoch, parts per million: the larger
-    /// of the share the thread waited for a CPU (schedstat) and the share
-    /// in which any task did (PSI, [`pressure`]); 0 when the kernel keeps
-    /// neither.
+    /// Share of the last epoch the thread waited for a CPU, parts per
+    /// million (0 when the kernel keeps no schedstat).
     pub contention_ppm: AtomicU64,
     /// The polling thread's kernel thread id (0 until it runs).
     pub tid: AtomicU32,
@@ -1412,7 +1410,6 @@ impl<N: Nic> Core<N> {
         let shared = self.shared.clone();
         let mut tuner = SpinTuner::new(shared.goal(), spin);
         let mut sched = SchedStat::open();
-        let mut psi = pressure::CpuPressure::open();
         let mut last_work = now_ns();
         let mut last_stats = 0u64;
         let lanes_sh = &shared.lanes;
@@ -1476,9 +1473,6 @@ impl<N: Nic> Core<N> {
                     }
                     None => (epoch_busy, 0.0),
                 };
-                // Someone else waiting for a CPU prices spinning as much as
-                // this thread waiting does (pressure.rs).
-                let contention = psi.delta(wall).map_or(contention, |p| p.max(contention));
                 slot.busy_ns.fetch_add(busy, Ordering::Relaxed);
                 let ppm = (contention.clamp(0.0, 1.0) * 1e6) as u32;
                 slot.contention_ppm.store(u64::from(ppm), Ordering::Relaxed);

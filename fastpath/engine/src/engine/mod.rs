@@ -647,11 +647,7 @@ impl FastPath {
     /// address), which then locks it and compares the 4-tuple instead of
     /// looking it up again; a frame that is not the one prefetched at that
     /// address, or not the next one, is looked up in full.
-    pub fn prefetch<'a, M: PayloadMem>(
-        &mut self,
-        frames: impl Iterator<Item = &'a [u8]>,
-        mem: &M,
-    ) {
+    pub fn prefetch<'a, M: PayloadMem>(&mut self, frames: impl Iterator<Item = &'a [u8]>, mem: &M) {
         // (hash, then flow id) << 1 | carries payload, and the frame's address
         let mut seen = [0u64; PREFETCH_MAX];
         let mut at = [0usize; PREFETCH_MAX];

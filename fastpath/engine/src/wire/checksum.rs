@@ -270,7 +270,10 @@ mod tests {
         }
         let max = [[0xffu8; 8]; 9];
         for n in 0..=max.len() {
-            assert_eq!(fold64(sum_words(&max[..n])), fold64(sum_words_portable(&max[..n])));
+            assert_eq!(
+                fold64(sum_words(&max[..n])),
+                fold64(sum_words_portable(&max[..n]))
+            );
         }
     }
 

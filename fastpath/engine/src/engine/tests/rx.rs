@@ -488,7 +488,8 @@ fn rx_prefetch_candidates_are_checked_against_the_frame() {
     // batch prefetched, received in another order, all delivered.
     let a = fx.frame(&fx.data(64, 64));
     let b = fx.frame(&fx.data(128, 64));
-    fx.fp.prefetch([&to_nobody[..], &b[..], &a[..]].into_iter(), &fx.mem);
+    fx.fp
+        .prefetch([&to_nobody[..], &b[..], &a[..]].into_iter(), &fx.mem);
     fx.fp.rx(&a, fx.now, &mut fx.mem, &mut fx.out);
     fx.fp.rx(&b, fx.now, &mut fx.mem, &mut fx.out);
     fx.fp.end_round(fx.now, &fx.mem, &mut fx.out);

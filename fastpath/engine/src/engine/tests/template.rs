@@ -63,7 +63,11 @@ fn reference_checksums_hold(b: &[u8]) {
 /// reference checksums, and returns it parsed: (TCP fields, payload length).
 fn check(fx: &mut Fx, dst_mac: [u8; 6]) -> (tcp::TcpRepr, usize) {
     let b = pop(fx);
-    assert_eq!(b, field_by_field(&b, dst_mac), "template frame vs field by field");
+    assert_eq!(
+        b,
+        field_by_field(&b, dst_mac),
+        "template frame vs field by field"
+    );
     reference_checksums_hold(&b);
     let fr = frame::parse_tcp_frame(&b).unwrap();
     (fr.tcp.repr().unwrap(), fr.tcp.payload().len())
@@ -167,7 +171,10 @@ fn template_frames_with_ecn_and_with_offload() {
     // the complement of the segment's sum with it in place is the checksum.
     let seg_len = b.len() - 34;
     let partial = u16::from_be_bytes([b[50], b[51]]) as u32;
-    let ph = (OUR_IP >> 16) + (OUR_IP & 0xffff) + (PEER_IP >> 16) + (PEER_IP & 0xffff)
+    let ph = (OUR_IP >> 16)
+        + (OUR_IP & 0xffff)
+        + (PEER_IP >> 16)
+        + (PEER_IP & 0xffff)
         + ipv4::PROTO_TCP as u32
         + seg_len as u32;
     assert_eq!(partial % 0xffff, ph % 0xffff);
