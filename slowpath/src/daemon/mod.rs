@@ -42,7 +42,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::time::TimeSpec;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -102,19 +102,42 @@ impl Io<'_> {
             0
         }
     }
+
+    /// The lane of the flow a frame belongs to (lane 0 for a frame of no
+    /// installed flow): `outgoing` for a frame we send (its source is the
+    /// local end), else one we received. The slow path's frames and
+    /// re-injected segments of a flow go to the flow's own lane, so they
+    /// leave through the same queue as its other segments and no lane
+    /// takes a second flow's lock for them.
+    fn lane_of_frame(&self, frame: &[u8], outgoing: bool) -> usize {
+        let Some(mut k) = tas_engine::engine::frame_key(frame) else {
+            return 0;
+        };
+        if outgoing {
+            std::mem::swap(&mut k.local_ip, &mut k.remote_ip);
+            std::mem::swap(&mut k.local_port, &mut k.remote_port);
+        }
+        let g = self.table.lookup(&k).map_or(0, |f| f.group as usize);
+        if g < self.shared.lanes.len() {
+            g
+        } else {
+            0
+        }
+    }
 }
 
 impl StackIo for Io<'_> {
     fn send_frame(&mut self, frame: &[u8]) {
+        let lane = self.lane_of_frame(frame, true);
         self.cmds
-            .send(&self.shared.lanes, 0, CoreCmd::Send(frame.to_vec()));
+            .send(&self.shared.lanes, lane, CoreCmd::Send(frame.to_vec()));
     }
     fn fastpath(&mut self, cmd: FpCmd) {
         let (lane, c) = match cmd {
             FpCmd::Retransmit(id) => (self.lane_of(id), CoreCmd::Retransmit(id)),
             FpCmd::Probe(id) => (self.lane_of(id), CoreCmd::Probe(id)),
             FpCmd::Kick(id) => (self.lane_of(id), CoreCmd::Kick(id)),
-            FpCmd::Rx(frame) => (0, CoreCmd::Rx(frame)),
+            FpCmd::Rx(frame) => (self.lane_of_frame(&frame, false), CoreCmd::Rx(frame)),
         };
         self.cmds.send(&self.shared.lanes, lane, c);
     }
@@ -134,11 +157,11 @@ impl StackIo for Io<'_> {
         self.apps.mem_of(app)
     }
     fn cmd_mark(&mut self) -> u64 {
-        // Lane 0 serves every app's command ring.
-        self.shared.lanes[0].cmd_mark()
+        // Every lane serves a command ring of every app.
+        self.shared.cmd_mark()
     }
     fn cmds_applied(&self, app: AppId, mark: u64) -> bool {
-        self.shared.lanes[0].cmds_applied(app, mark)
+        self.shared.cmds_applied(app, mark)
     }
     fn region_contexts(&self, app: AppId) -> Vec<AppId> {
         let mem = self.apps.mem_of(app);
@@ -839,10 +862,15 @@ impl Daemon {
     }
 
     /// The attach socket: new connections (when `accept`), the `HELLO`s
-    /// that arrived (each new app's lanes get its port; lane 0 serves the
-    /// command ring), and connections that stayed silent too long.
+    /// that arrived (each new app's lanes get its port: an event ring and
+    /// a command ring each), and connections that stayed silent too long.
     fn attach(&mut self, now: u64, accept: bool, hellos: &[(u64, PollFlags)]) {
-        let core_wake = self.shared.lanes[0].wake.as_raw_fd();
+        let lane_wakes: Vec<RawFd> = self
+            .shared
+            .lanes
+            .iter()
+            .map(|l| l.wake.as_raw_fd())
+            .collect();
         for &(token, re) in hellos {
             if re.is_empty() {
                 continue;
@@ -850,7 +878,7 @@ impl Daemon {
             let stack = &self.stack;
             if let Some((_, ports)) = self
                 .apps
-                .hello(token, core_wake, |pid, t| stack.has_grant(pid, t))
+                .hello(token, &lane_wakes, |pid, t| stack.has_grant(pid, t))
             {
                 for (lane, port) in ports.into_iter().enumerate() {
                     self.cmds
