@@ -220,6 +220,12 @@ impl CmdRings {
         }
     }
 
+    /// The ring for flow `flow`'s commands: its lane's, as far as this
+    /// context knows the flow (lane 0 for one it does not hold).
+    fn ring_for(&self, conns: &IdMap<ConnId, Conn>, flow: ConnId) -> usize {
+        self.ring_of(conns.get(&flow).map_or(0, |c| c.info.lane))
+    }
+
     /// Posts `c` on ring `ring` (behind the commands waiting for it);
     /// true when the ring took something.
     fn post(&mut self, ring: usize, c: AppCmd) -> bool {
@@ -1742,8 +1748,7 @@ impl Tas {
     /// the flow (its `FlowInfo::lane`), kicking that lane's core if it
     /// sleeps.
     fn push_cmd(&mut self, c: AppCmd) {
-        let lane = self.conns.get(&c.flow).map_or(0, |x| x.info.lane);
-        let ring = self.cmds.ring_of(lane);
+        let ring = self.cmds.ring_for(&self.conns, c.flow);
         if self.cmds.post(ring, c) {
             self.kick_lane(ring);
         }
@@ -2467,6 +2472,72 @@ impl Tas {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn upd(flow: u32, tx_added: u32) -> AppCmd {
+        AppCmd {
+            kind: cmd::FLOW_UPDATE,
+            flow,
+            tx_added,
+            ..Default::default()
+        }
+    }
+
+    /// A flow's commands go to the ring of the lane tasd named for it
+    /// (`FlowInfo::lane`); a lane beyond the rings (or an unknown flow)
+    /// means lane 0's. A full ring holds its commands back in order
+    /// without holding back another ring's.
+    #[test]
+    fn commands_go_to_the_ring_of_the_flows_lane() {
+        let mut mem: Vec<tas_abi::LocalRing<AppCmd>> =
+            (0..3).map(|_| tas_abi::LocalRing::new(2)).collect();
+        let (prods, mut cons): (Vec<_>, Vec<_>) = mem.iter_mut().map(|r| r.split()).unzip();
+        let mut rings = CmdRings::new(prods);
+        let mut conns: IdMap<ConnId, Conn> = IdMap::default();
+        for (flow, lane) in [(10u32, 1u16), (11, 2), (12, 0), (13, 3), (14, u16::MAX)] {
+            let mut i = info(1, 1);
+            i.flow = flow;
+            i.lane = lane;
+            conns.insert(flow, Conn::new(i));
+        }
+        let ring = |f| rings.ring_for(&conns, f);
+        assert_eq!(
+            [ring(10), ring(11), ring(12), ring(13), ring(14), ring(99)],
+            [1, 2, 0, 0, 0, 0]
+        );
+        // A connection handed over in words does not carry its lane (the
+        // answer to the ADOPT that takes it over does): lane 0 meanwhile.
+        let w = conns.get(&10).unwrap().to_words();
+        assert_eq!(Conn::from_words(&w).unwrap().info.lane, 0);
+
+        // Lane 1's ring (2 entries) fills; the third command waits, lane
+        // 2's ring still takes one at once.
+        assert!(rings.post(1, upd(10, 1)));
+        assert!(rings.post(1, upd(10, 2)));
+        assert!(!rings.post(1, upd(10, 3)), "a full ring takes nothing");
+        assert!(rings.waiting());
+        assert!(rings.post(2, upd(11, 7)));
+        assert_eq!(cons[2].pop().map(|c| (c.flow, c.tx_added)), Some((11, 7)));
+        assert!(cons[0].pop().is_none());
+        // The lane takes one: the waiting command follows, in order.
+        assert_eq!(cons[1].pop().map(|c| c.tx_added), Some(1));
+        assert!(rings.flush_one(1));
+        assert!(!rings.waiting());
+        let got: Vec<u32> = std::iter::from_fn(|| cons[1].pop().map(|c| c.tx_added)).collect();
+        assert_eq!(got, vec![2, 3]);
+        // A command posted behind waiting ones never overtakes them.
+        assert!(rings.post(1, upd(10, 4)));
+        assert!(rings.post(1, upd(10, 5)));
+        assert!(!rings.post(1, upd(10, 6)));
+        assert!(!rings.post(1, upd(10, 7)));
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            if let Some(c) = cons[1].pop() {
+                got.push(c.tx_added);
+            }
+            rings.flush_one(1);
+        }
+        assert_eq!(got, vec![4, 5, 6, 7]);
+    }
 
     fn info(rx_seq: u32, tx_seq: u32) -> FlowInfo {
         FlowInfo {
