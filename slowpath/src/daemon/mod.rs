@@ -373,7 +373,7 @@ fn seed() -> u64 {
 /// Timers are served at most this much late, so that wake-ups batch up.
 pub const TIMER_SLACK: Duration = Duration::from_micros(25);
 
-/// How often the main loop looks whether lane 0 has taken the commands an
+/// How often the main loop looks whether the lanes have taken the commands an
 /// answer to `ADOPT` waits for.
 const STATE_WAIT_POLL_NS: u64 = 50_000;
 
@@ -778,7 +778,7 @@ impl Daemon {
         {
             timeout_ns = timeout_ns.min(1_000_000);
         }
-        // An answer to `ADOPT` waits for lane 0 to take other contexts'
+        // An answer to `ADOPT` waits for the lanes to take other contexts'
         // commands (a round or two).
         if self.stack.waits_for_fastpath() {
             timeout_ns = timeout_ns.min(STATE_WAIT_POLL_NS);
@@ -1014,7 +1014,7 @@ impl Daemon {
                 if orphans > 0 || self.stack.references(id) || self.apps.has_aliases(id) {
                     // Other processes still use its flows or its region, or
                     // its orphaned connections still deliver their data: the
-                    // lanes keep its region (and run its command ring: what
+                    // lanes keep its region (and run its command rings: what
                     // it queued before exiting still counts).
                     self.apps.set_zombie(id);
                     if let Some(a) = self.apps.get_mut(id) {
