@@ -110,19 +110,75 @@ impl Io<'_> {
     /// leave through the same queue as its other segments and no lane
     /// takes a second flow's lock for them.
     fn lane_of_frame(&self, frame: &[u8], outgoing: bool) -> usize {
-        let Some(mut k) = tas_engine::engine::frame_key(frame) else {
-            return 0;
+        frame_lane(self.table, self.shared.lanes.len(), frame, outgoing)
+    }
+}
+
+/// The lane (of `lanes`) of the installed flow `frame` belongs to, lane 0
+/// for none (see `Io::lane_of_frame`).
+fn frame_lane(table: &FlowTable, lanes: usize, frame: &[u8], outgoing: bool) -> usize {
+    let Some(mut k) = tas_engine::engine::frame_key(frame) else {
+        return 0;
+    };
+    if outgoing {
+        std::mem::swap(&mut k.local_ip, &mut k.remote_ip);
+        std::mem::swap(&mut k.local_port, &mut k.remote_port);
+    }
+    let g = table.lookup(&k).map_or(0, |f| f.group as usize);
+    if g < lanes {
+        g
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod frame_lane_tests {
+    use super::*;
+    use tas_engine::flow::FlowState;
+
+    /// An Ethernet/IPv4/TCP header from `src` to `dst` (what `frame_key`
+    /// reads).
+    fn frame(src: (u32, u16), dst: (u32, u16)) -> Vec<u8> {
+        let mut f = vec![0u8; 54];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&src.0.to_be_bytes());
+        f[30..34].copy_from_slice(&dst.0.to_be_bytes());
+        f[34..36].copy_from_slice(&src.1.to_be_bytes());
+        f[36..38].copy_from_slice(&dst.1.to_be_bytes());
+        f
+    }
+
+    /// The slow path's frames of a flow (sent, or re-injected as
+    /// received) go to the flow's own lane; frames of no flow, of a flow
+    /// whose lane does not exist, and non-TCP frames to lane 0.
+    #[test]
+    fn a_flows_frames_go_to_its_lane() {
+        let table = FlowTable::new(16);
+        let (us, them) = ((0x0a00_0001, 80u16), (0x0a00_0002, 40_000u16));
+        let flow = |group: u16, remote_port: u16| FlowState {
+            local_ip: us.0,
+            local_port: us.1,
+            remote_ip: them.0,
+            remote_port,
+            group,
+            ..Default::default()
         };
-        if outgoing {
-            std::mem::swap(&mut k.local_ip, &mut k.remote_ip);
-            std::mem::swap(&mut k.local_port, &mut k.remote_port);
-        }
-        let g = self.table.lookup(&k).map_or(0, |f| f.group as usize);
-        if g < self.shared.lanes.len() {
-            g
-        } else {
-            0
-        }
+        table.insert(flow(1, them.1)).unwrap();
+        table.insert(flow(7, them.1 + 1)).unwrap();
+        assert_eq!(frame_lane(&table, 2, &frame(us, them), true), 1);
+        assert_eq!(frame_lane(&table, 2, &frame(them, us), false), 1);
+        // The direction matters: a received frame read as sent is no flow.
+        assert_eq!(frame_lane(&table, 2, &frame(them, us), true), 0);
+        let other = (them.0, them.1 + 1);
+        assert_eq!(frame_lane(&table, 2, &frame(us, other), true), 0);
+        assert_eq!(frame_lane(&table, 8, &frame(us, other), true), 7);
+        assert_eq!(frame_lane(&table, 2, &frame(us, (them.0, 9)), true), 0);
+        let mut arp = frame(us, them);
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(frame_lane(&table, 2, &arp, true), 0);
     }
 }
 
