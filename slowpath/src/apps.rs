@@ -2,9 +2,10 @@
 //! memory allocator and its control channel.
 //!
 //! An app connects to the attach socket (Unix `SOCK_SEQPACKET`), sends
-//! `HELLO` with its ABI version and receives `HELLO_OK` with three fds: the
-//! region (a memfd), its own eventfd (we kick it) and the core's eventfd (it
-//! kicks us). When its socket hangs up — exit or crash — everything it had is
+//! `HELLO` with its ABI version and receives `HELLO_OK` with fds: the
+//! region (a memfd, holding an event ring and a command ring per lane), its
+//! own eventfd (we kick it) and one eventfd per lane (it kicks the lane it
+//! posted commands for). When its socket hangs up — exit or crash — everything it had is
 //! reclaimed and its id can be reused — unless other processes still use
 //! its flows or its region (sockets shared across fork/exec) or it left
 //! orphaned connections (closed, still delivering data and FIN: see
