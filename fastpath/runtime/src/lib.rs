@@ -30,7 +30,8 @@
 //! lane's command ring of each app (every app has one per lane and posts a
 //! flow's commands on its owner's ring; one posted elsewhere is applied all
 //! the same, under the flow lock, and its TX activation forwarded, counted
-//! in `LaneShared::app_cmds_forwarded`); apply slow-path commands and activations forwarded by other lanes
+//! in `LaneShared::app_cmds_forwarded`); apply slow-path commands and
+//! activations forwarded by other lanes
 //! (bounded); let the TX scheduler cut segments; flush the NIC batch;
 //! deliver notifications into this lane's event ring of each app (one
 //! eventfd kick per waiting app). A core whose lanes had nothing to do for
@@ -1072,13 +1073,7 @@ impl<N: Nic> Lane<N> {
 
     /// One round; returns how much work it did. `mark` is the newest
     /// command mark ([`FastPathShared::cmd_mark`]) taken before the round.
-    fn round(
-        &mut self,
-        now: u64,
-        lanes: &[Arc<LaneShared>],
-        slow_wake: RawFd,
-        mark: u64,
-    ) -> usize {
+    fn round(&mut self, now: u64, lanes: &[Arc<LaneShared>], slow_wake: RawFd, mark: u64) -> usize {
         let mut work = 0;
         let Lane {
             fp,

@@ -1357,7 +1357,11 @@ fn queued_commands_are_applied_before_a_mark_passes_and_before_removal() {
     wait_until("lane 1 to apply the commands before the mark", || {
         shared.cmds_applied(APP, mark)
     });
-    assert_eq!(sent(&h), 70, "lane 1's commands applied when the mark passed");
+    assert_eq!(
+        sent(&h),
+        70,
+        "lane 1's commands applied when the mark passed"
+    );
     // A mark taken now passes once each lane has run a round after it.
     let mark = shared.cmd_mark();
     assert!(
