@@ -50,7 +50,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tas_abi::{
     announce_sleep, cmd, ctl, event, peer_sleeps, AppCmd, AppEvent, ConnectReq, CtlMsg, FlowInfo,
-    HelloOk, ListenReq, RegionHeader, RingConsumer, RingProducer, REGION_MAGIC,
+    HelloOk, ListenReq, RegionHeader, RegionLayout, RingConsumer, RingProducer, REGION_MAGIC,
 };
 pub use tas_abi::{stats, FlowStats, DEFAULT_SOCKET};
 
@@ -189,7 +189,68 @@ fn info_of_words(w: &[u32]) -> FlowInfo {
         tx_seq: w[9],
         mss: w[10],
         ring_gen: 0,
+        lane: 0,
         opaque: w[11] as u64 | (w[12] as u64) << 32,
+    }
+}
+
+/// A context's command rings, one per fast-path lane, and the commands
+/// that found their ring full (per ring, in order: a flow's commands go to
+/// one ring, so they stay in order).
+struct CmdRings {
+    rings: Vec<RingProducer<AppCmd>>,
+    backlog: Vec<VecDeque<AppCmd>>,
+}
+
+impl CmdRings {
+    fn new(rings: Vec<RingProducer<AppCmd>>) -> Self {
+        let backlog = rings.iter().map(|_| VecDeque::new()).collect();
+        CmdRings { rings, backlog }
+    }
+
+    /// The ring for a flow whose owner lane is `lane` (`FlowInfo::lane`):
+    /// that lane's, or lane 0's for a lane beyond the rings (the hint is
+    /// the daemon's word; a wrong one only costs the fast path a hand-off).
+    fn ring_of(&self, lane: u16) -> usize {
+        let l = lane as usize;
+        if l < self.rings.len() {
+            l
+        } else {
+            0
+        }
+    }
+
+    /// The ring for flow `flow`'s commands: its lane's, as far as this
+    /// context knows the flow (lane 0 for one it does not hold).
+    fn ring_for(&self, conns: &IdMap<ConnId, Conn>, flow: ConnId) -> usize {
+        self.ring_of(conns.get(&flow).map_or(0, |c| c.info.lane))
+    }
+
+    /// Posts `c` on ring `ring` (behind the commands waiting for it);
+    /// true when the ring took something.
+    fn post(&mut self, ring: usize, c: AppCmd) -> bool {
+        self.backlog[ring].push_back(c);
+        self.flush_one(ring)
+    }
+
+    /// Pushes ring `ring`'s waiting commands while there is room; true
+    /// when it took something.
+    fn flush_one(&mut self, ring: usize) -> bool {
+        let (r, q) = (&mut self.rings[ring], &mut self.backlog[ring]);
+        let mut pushed = false;
+        while let Some(c) = q.front() {
+            if !r.push(*c) {
+                break;
+            }
+            q.pop_front();
+            pushed = true;
+        }
+        pushed
+    }
+
+    /// Whether commands wait for room.
+    fn waiting(&self) -> bool {
+        self.backlog.iter().any(|q| !q.is_empty())
     }
 }
 
@@ -293,7 +354,7 @@ impl Conn {
             return None;
         }
         let info = FlowInfo {
-            ring_gen: w[17] >> 24,
+            ring_gen: (w[17] >> 24) as u16,
             ..info_of_words(w)
         };
         let mut c = Conn::new(info);
@@ -490,16 +551,18 @@ pub struct Tas {
     app_id: u32,
     /// One notification ring per fast-path lane.
     events: Vec<RingConsumer<AppEvent>>,
-    cmds: RingProducer<AppCmd>,
+    /// One command ring per fast-path lane.
+    cmds: CmdRings,
+    layout: RegionLayout,
     app_wake: OwnedFd,
-    core_wake: OwnedFd,
+    /// Per lane: the eventfd that wakes the core holding it.
+    lane_wakes: Vec<OwnedFd>,
     conns: IdMap<ConnId, Conn>,
     /// Notifications for ids we do not (or no longer) hold: a few per id,
     /// possibly from two different connections (see `Conn::plausible`).
     orphans: IdMap<ConnId, Vec<AppEvent>>,
     listeners: IdMap<ListenerId, Listener>,
     replies: VecDeque<CtlMsg>,
-    backlog: VecDeque<AppCmd>,
     /// Control messages the socket did not take yet.
     ctl_out: VecDeque<CtlMsg>,
     next_req: u32,
@@ -582,9 +645,10 @@ struct Attachment {
     payload: Option<memmap2::MmapMut>,
     app_id: u32,
     events: Vec<RingConsumer<AppEvent>>,
-    cmds: RingProducer<AppCmd>,
+    cmds: Vec<RingProducer<AppCmd>>,
+    layout: RegionLayout,
     app_wake: OwnedFd,
-    core_wake: OwnedFd,
+    lane_wakes: Vec<OwnedFd>,
     local_ip: u32,
 }
 
@@ -653,7 +717,7 @@ fn attach_parts(path: &Path, alias: Option<(u32, u64)>) -> io::Result<Attachment
         None,
     )?;
     let mut buf = [0u8; 256];
-    let mut cspace = nix::cmsg_space!([RawFd; 4]);
+    let mut cspace = nix::cmsg_space!([RawFd; 3 + tas_abi::MAX_LANES as usize]);
     let (n, fds) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg = recvmsg::<()>(
@@ -699,18 +763,25 @@ fn attach_parts(path: &Path, alias: Option<(u32, u64)>) -> io::Result<Attachment
     if m.kind == ctl::RESULT && m.err != 0 {
         return Err(refusal(&m, path));
     }
-    let nfds = if alias.is_some() { 4 } else { 3 };
-    if m.kind != ctl::HELLO_OK || owned.len() != nfds {
+    if m.kind != ctl::HELLO_OK {
         return Err(io::Error::other("tasd refused the attach"));
     }
     let ok = HelloOk::from_msg(&m)
         .ok_or_else(|| io::Error::other("tasd announced a region layout that does not fit"))?;
     let layout = ok.layout;
     let (size, event_cap, cmd_cap) = (layout.size, layout.event_cap, layout.cmd_cap);
-    // One event ring per fast-path lane, back to back.
+    // One event ring, one command ring and one eventfd per fast-path lane.
     let rings = layout.event_rings;
+    let nfds = 2 + rings as usize + usize::from(alias.is_some());
+    if owned.len() != nfds {
+        return Err(io::Error::other(format!(
+            "tasd sent {} descriptors with its answer, {nfds} expected",
+            owned.len()
+        )));
+    }
     let mut it = owned.into_iter();
-    let (memfd, app_wake, core_wake) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+    let (memfd, app_wake) = (it.next().unwrap(), it.next().unwrap());
+    let lane_wakes: Vec<OwnedFd> = it.by_ref().take(rings as usize).collect();
     let payload = match it.next() {
         // SAFETY: the daemon's region of the same size as ours (every
         // region has the daemon's one size); shared, lives as long as
@@ -738,7 +809,9 @@ fn attach_parts(path: &Path, alias: Option<(u32, u64)>) -> io::Result<Attachment
         })
         .collect();
     // SAFETY: as above.
-    let cmds = unsafe { RingProducer::new(base.add(layout.cmd_off as usize), cmd_cap) };
+    let cmds = (0..rings)
+        .map(|i| unsafe { RingProducer::new(base.add(layout.cmd_ring_off(i) as usize), cmd_cap) })
+        .collect();
     let a = Attachment {
         sock,
         map,
@@ -746,8 +819,9 @@ fn attach_parts(path: &Path, alias: Option<(u32, u64)>) -> io::Result<Attachment
         app_id: ok.app,
         events,
         cmds,
+        layout,
         app_wake,
-        core_wake,
+        lane_wakes,
         local_ip: m.info.local_ip,
     };
     // SAFETY: the region starts with a RegionHeader.
@@ -793,14 +867,14 @@ impl Tas {
             payload: a.payload,
             app_id: a.app_id,
             events: a.events,
-            cmds: a.cmds,
+            cmds: CmdRings::new(a.cmds),
+            layout: a.layout,
             app_wake: a.app_wake,
-            core_wake: a.core_wake,
+            lane_wakes: a.lane_wakes,
             conns: IdMap::default(),
             orphans: IdMap::default(),
             listeners: IdMap::default(),
             replies: VecDeque::new(),
-            backlog: VecDeque::new(),
             ctl_out: VecDeque::new(),
             next_req: 1,
             dead: false,
@@ -828,17 +902,17 @@ impl Tas {
         self.payload = None;
         self.app_id = a.app_id;
         self.events = a.events;
-        self.cmds = a.cmds;
+        self.cmds = CmdRings::new(a.cmds);
+        self.layout = a.layout;
         // The rings above point into the new mapping; the old one goes now.
         self.map = a.map;
         self.app_wake = a.app_wake;
-        self.core_wake = a.core_wake;
+        self.lane_wakes = a.lane_wakes;
         self.local_ip = a.local_ip;
         self.conns.clear();
         self.orphans.clear();
         self.listeners.clear();
         self.replies.clear();
-        self.backlog.clear();
         self.ctl_out.clear();
         self.dirty_conns.clear();
         self.dirty_listeners.clear();
@@ -1160,7 +1234,10 @@ impl Tas {
     /// numbers >= `min` when the fd limit allows, keeping low numbers free
     /// for the program (the `LD_PRELOAD` shim uses this).
     pub fn move_fds_above(&mut self, min: RawFd) {
-        for fd in [&mut self.sock, &mut self.app_wake, &mut self.core_wake] {
+        let fds = [&mut self.sock, &mut self.app_wake]
+            .into_iter()
+            .chain(self.lane_wakes.iter_mut());
+        for fd in fds {
             // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own; on success the
             // new descriptor is ours and replaces (closes) the old one.
             let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
@@ -1291,7 +1368,7 @@ impl Tas {
         }
         // Relayed as is to the receiver (`Claimed::note`); the connection's
         // ring generation travels in its words, not here.
-        m.info.ring_gen = u32::from(note);
+        m.info.ring_gen = u16::from(note);
         let r = self.request_fd(m, fd)?;
         if r.err != 0 {
             return Err(errno(r.err));
@@ -1452,6 +1529,12 @@ impl Tas {
         // A TX growth of the exporting context is not ours.
         c.tx_grow = TxGrow::Idle;
         c.taken = false;
+        // The lane that owns the flow, as tasd says now (none of this
+        // context's commands for it are queued yet, so switching rings
+        // cannot reorder them).
+        if r.info.rx_len != 0 {
+            c.info.lane = r.info.lane;
+        }
         Self::resync(&mut c, &r);
         for ev in self.orphans.remove(&id).unwrap_or_default() {
             if !gen_newer(ev.gen, c.gen) && c.plausible(&ev) {
@@ -1598,7 +1681,7 @@ impl Tas {
     /// ring (or the control socket) was full; a later [`Tas::poll`] pushes
     /// them.
     pub fn has_backlog(&self) -> bool {
-        !self.backlog.is_empty() || !self.ctl_out.is_empty()
+        self.cmds.waiting() || !self.ctl_out.is_empty()
     }
 
     /// Tells the fast path whether to kick [`Tas::event_fd`] when it posts
@@ -1661,26 +1744,44 @@ impl Tas {
         self.conns.get(&c)
     }
 
+    /// Posts a flow's command on the command ring of the lane that owns
+    /// the flow (its `FlowInfo::lane`), kicking that lane's core if it
+    /// sleeps.
     fn push_cmd(&mut self, c: AppCmd) {
-        self.backlog.push_back(c);
-        self.flush_cmds();
+        let ring = self.cmds.ring_for(&self.conns, c.flow);
+        if self.cmds.post(ring, c) {
+            self.kick_lane(ring);
+        }
     }
 
+    /// Pushes the commands that waited for room in their rings.
     fn flush_cmds(&mut self) {
-        let mut pushed = false;
-        while let Some(c) = self.backlog.front() {
-            if !self.cmds.push(*c) {
-                break;
+        for ring in 0..self.cmds.rings.len() {
+            if !self.cmds.backlog[ring].is_empty() && self.cmds.flush_one(ring) {
+                self.kick_lane(ring);
             }
-            self.backlog.pop_front();
-            pushed = true;
         }
-        if pushed && peer_sleeps(&self.header().core_sleeping) {
+    }
+
+    /// The publishing side of the sleep handshake for lane `ring`: kicks
+    /// its core when it announced that it sleeps.
+    fn kick_lane(&self, ring: usize) {
+        // SAFETY: the flag lies inside the mapped region (the layout was
+        // derived and checked by `HelloOk::from_msg`, `ring` < the lanes),
+        // 64-byte aligned, and lives as long as `self.map`.
+        let flag = unsafe {
+            &*(self
+                .map
+                .as_ptr()
+                .add(self.layout.lane_flag_off(ring as u32) as usize)
+                as *const std::sync::atomic::AtomicU32)
+        };
+        if peer_sleeps(flag) {
             let one = 1u64;
-            // SAFETY: 8-byte write from a valid u64 to the core's eventfd.
+            // SAFETY: 8-byte write from a valid u64 to the lane's eventfd.
             unsafe {
                 libc::write(
-                    self.core_wake.as_raw_fd(),
+                    self.lane_wakes[ring].as_raw_fd(),
                     &one as *const u64 as *const libc::c_void,
                     8,
                 )
@@ -2371,6 +2472,72 @@ impl Tas {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn upd(flow: u32, tx_added: u32) -> AppCmd {
+        AppCmd {
+            kind: cmd::FLOW_UPDATE,
+            flow,
+            tx_added,
+            ..Default::default()
+        }
+    }
+
+    /// A flow's commands go to the ring of the lane tasd named for it
+    /// (`FlowInfo::lane`); a lane beyond the rings (or an unknown flow)
+    /// means lane 0's. A full ring holds its commands back in order
+    /// without holding back another ring's.
+    #[test]
+    fn commands_go_to_the_ring_of_the_flows_lane() {
+        let mut mem: Vec<tas_abi::LocalRing<AppCmd>> =
+            (0..3).map(|_| tas_abi::LocalRing::new(2)).collect();
+        let (prods, mut cons): (Vec<_>, Vec<_>) = mem.iter_mut().map(|r| r.split()).unzip();
+        let mut rings = CmdRings::new(prods);
+        let mut conns: IdMap<ConnId, Conn> = IdMap::default();
+        for (flow, lane) in [(10u32, 1u16), (11, 2), (12, 0), (13, 3), (14, u16::MAX)] {
+            let mut i = info(1, 1);
+            i.flow = flow;
+            i.lane = lane;
+            conns.insert(flow, Conn::new(i));
+        }
+        let ring = |f| rings.ring_for(&conns, f);
+        assert_eq!(
+            [ring(10), ring(11), ring(12), ring(13), ring(14), ring(99)],
+            [1, 2, 0, 0, 0, 0]
+        );
+        // A connection handed over in words does not carry its lane (the
+        // answer to the ADOPT that takes it over does): lane 0 meanwhile.
+        let w = conns.get(&10).unwrap().to_words();
+        assert_eq!(Conn::from_words(&w).unwrap().info.lane, 0);
+
+        // Lane 1's ring (2 entries) fills; the third command waits, lane
+        // 2's ring still takes one at once.
+        assert!(rings.post(1, upd(10, 1)));
+        assert!(rings.post(1, upd(10, 2)));
+        assert!(!rings.post(1, upd(10, 3)), "a full ring takes nothing");
+        assert!(rings.waiting());
+        assert!(rings.post(2, upd(11, 7)));
+        assert_eq!(cons[2].pop().map(|c| (c.flow, c.tx_added)), Some((11, 7)));
+        assert!(cons[0].pop().is_none());
+        // The lane takes one: the waiting command follows, in order.
+        assert_eq!(cons[1].pop().map(|c| c.tx_added), Some(1));
+        assert!(rings.flush_one(1));
+        assert!(!rings.waiting());
+        let got: Vec<u32> = std::iter::from_fn(|| cons[1].pop().map(|c| c.tx_added)).collect();
+        assert_eq!(got, vec![2, 3]);
+        // A command posted behind waiting ones never overtakes them.
+        assert!(rings.post(1, upd(10, 4)));
+        assert!(rings.post(1, upd(10, 5)));
+        assert!(!rings.post(1, upd(10, 6)));
+        assert!(!rings.post(1, upd(10, 7)));
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            if let Some(c) = cons[1].pop() {
+                got.push(c.tx_added);
+            }
+            rings.flush_one(1);
+        }
+        assert_eq!(got, vec![4, 5, 6, 7]);
+    }
 
     fn info(rx_seq: u32, tx_seq: u32) -> FlowInfo {
         FlowInfo {

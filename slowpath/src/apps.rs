@@ -2,9 +2,10 @@
 //! memory allocator and its control channel.
 //!
 //! An app connects to the attach socket (Unix `SOCK_SEQPACKET`), sends
-//! `HELLO` with its ABI version and receives `HELLO_OK` with three fds: the
-//! region (a memfd), its own eventfd (we kick it) and the core's eventfd (it
-//! kicks us). When its socket hangs up — exit or crash — everything it had is
+//! `HELLO` with its ABI version and receives `HELLO_OK` with fds: the
+//! region (a memfd, holding an event ring and a command ring per lane), its
+//! own eventfd (we kick it) and one eventfd per lane (it kicks the lane it
+//! posted commands for). When its socket hangs up — exit or crash — everything it had is
 //! reclaimed and its id can be reused — unless other processes still use
 //! its flows or its region (sockets shared across fork/exec) or it left
 //! orphaned connections (closed, still delivering data and FIN: see
@@ -463,8 +464,8 @@ impl Apps {
     /// The `HELLO` exchange of waiting connection `token` (its socket is
     /// readable). Returns the new app and the port each fast-path lane
     /// needs (index = lane), or None (nothing there yet, or refused and
-    /// closed). `core_wake` is the eventfd of lane 0, which serves the
-    /// app's command ring.
+    /// closed). `lane_wakes` are the lanes' eventfds (index = lane; the
+    /// app kicks the lane whose command ring it posted on).
     ///
     /// A `HELLO` with [`ctl::F_ALIAS`] attaches a context that shares
     /// another app's payload region; `granted(pid, token)` says whether
@@ -472,7 +473,7 @@ impl Apps {
     pub fn hello(
         &mut self,
         token: u64,
-        core_wake: RawFd,
+        lane_wakes: &[RawFd],
         granted: impl Fn(i32, u64) -> bool,
     ) -> Option<(AppId, Vec<AppPort>)> {
         let i = self.pending.iter().position(|p| p.token == token)?;
@@ -613,7 +614,7 @@ impl Apps {
             id,
             &fd,
             req,
-            core_wake,
+            lane_wakes,
             alias.map(|m| (m, alias_fd.unwrap_or(-1))),
         ) {
             Ok((r, ports)) => {
@@ -659,12 +660,12 @@ impl Apps {
         id: AppId,
         sock: &OwnedFd,
         req: u32,
-        core_wake: RawFd,
+        lane_wakes: &[RawFd],
         alias: Option<(AppId, RawFd)>,
     ) -> std::io::Result<(Region, Vec<AppPort>)> {
         let layout = RegionLayout::new(
             self.region_size,
-            self.lanes.max(1),
+            self.lanes.clamp(1, tas_abi::MAX_LANES),
             self.event_cap,
             self.cmd_cap,
         )
@@ -686,7 +687,7 @@ impl Apps {
                 RegionHeader {
                     magic: REGION_MAGIC,
                     version: ABI_VERSION,
-                    core_sleeping: Default::default(),
+                    _reserved: 0,
                     app_waiting: Default::default(),
                     goal: std::sync::atomic::AtomicU32::new(self.goal.wire()),
                     cpu_contention_ppm: Default::default(),
@@ -696,22 +697,22 @@ impl Apps {
         let app_wake = eventfd()?;
         let mut ports = Vec::with_capacity(layout.event_rings as usize);
         for lane in 0..layout.event_rings {
-            // SAFETY: the rings lie inside the mapping (RegionLayout checked
-            // the sizes) and stay mapped while the ports exist; each ring
-            // has one producer (its lane) and the command ring one consumer
-            // (lane 0).
-            let (events, cmds) = unsafe {
+            // SAFETY: the rings and the flag lie inside the mapping
+            // (RegionLayout checked the sizes) and stay mapped while the
+            // ports exist; each event ring has one producer and each
+            // command ring one consumer: its lane.
+            let (events, cmds, lane_sleeping) = unsafe {
                 (
                     tas_abi::RingProducer::<AppEvent>::new(
                         base.add(layout.event_ring_off(lane) as usize),
                         layout.event_cap,
                     ),
-                    (lane == 0).then(|| {
-                        tas_abi::RingConsumer::<AppCmd>::new(
-                            base.add(layout.cmd_off as usize),
-                            layout.cmd_cap,
-                        )
-                    }),
+                    tas_abi::RingConsumer::<AppCmd>::new(
+                        base.add(layout.cmd_ring_off(lane) as usize),
+                        layout.cmd_cap,
+                    ),
+                    base.add(layout.lane_flag_off(lane) as usize)
+                        as *const std::sync::atomic::AtomicU32,
                 )
             };
             ports.push(AppPort {
@@ -721,6 +722,7 @@ impl Apps {
                 len: self.region_size as usize,
                 events,
                 cmds,
+                lane_sleeping,
                 app_wake: app_wake.as_raw_fd(),
             });
         }
@@ -730,15 +732,17 @@ impl Apps {
             layout,
         }
         .to_msg(req);
-        let fds = [memfd.as_raw_fd(), app_wake.as_raw_fd(), core_wake];
-        let fds4;
-        let fds: &[RawFd] = match alias {
-            Some((_, payload)) => {
-                fds4 = [fds[0], fds[1], fds[2], payload];
-                &fds4
-            }
-            None => &fds,
-        };
+        // The region, the app's eventfd, one eventfd per lane (as many as
+        // the layout has lanes), then the aliased payload region.
+        if lane_wakes.len() < layout.event_rings as usize {
+            return Err(std::io::Error::other("fewer lane eventfds than lanes"));
+        }
+        let mut fds: Vec<RawFd> = vec![memfd.as_raw_fd(), app_wake.as_raw_fd()];
+        fds.extend_from_slice(&lane_wakes[..layout.event_rings as usize]);
+        if let Some((_, payload)) = alias {
+            fds.push(payload);
+        }
+        let fds = &fds[..];
         // The socket is fresh: its buffer has room for the first message.
         sendmsg::<()>(
             sock.as_raw_fd(),
@@ -1098,7 +1102,7 @@ mod tests {
         let tokens: Vec<u64> = apps.pending_fds().map(|(t, _)| t).collect();
         tokens
             .into_iter()
-            .filter_map(|t| apps.hello(t, wake, |_, _| false).map(|(id, _)| id))
+            .filter_map(|t| apps.hello(t, &[wake], |_, _| false).map(|(id, _)| id))
             .collect()
     }
 

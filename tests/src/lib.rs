@@ -218,6 +218,13 @@ impl Testbed {
                 "--socket",
             ])
             .arg(&self.socket)
+            // TAS_TEST_TASD_ARGS="--cores 2-2" (say): more options for every
+            // tasd the tests start (a test's own options come after them).
+            .args(
+                std::env::var("TAS_TEST_TASD_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .args(extra)
             // TAS_TEST_LOG=debug (or a filter) for more of tasd's log.
             .env(

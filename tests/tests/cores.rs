@@ -434,6 +434,13 @@ fn one_queue_interface_runs_two_lanes_by_steering() {
         busy[0] > 0.0 && busy[1] > 0.0,
         "both cores must work: {busy:?}"
     );
+    // The apps post each flow's commands on its own lane's ring (the
+    // lane tasd named at accept/connect): none needed a hand-off.
+    let cmds = tb.tasd_counter("lanes.app_commands");
+    let fwd = tb.tasd_counter("lanes.app_commands_forwarded");
+    eprintln!("app commands: {cmds} applied, {fwd} on another lane's ring");
+    assert!(cmds > 1000, "{cmds} app commands applied");
+    assert_eq!(fwd, 0, "app commands handed to another lane");
     let o = tb.tasctl(&["cores"]);
     assert!(
         stdout(&o).contains("1*") && stdout(&o).contains("fed by software steering"),

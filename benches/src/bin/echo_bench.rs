@@ -9,6 +9,9 @@
 //! `sudo target/release/echo-bench [--secs S] [--nic af_xdp|af_packet]`
 //! `sudo target/release/echo-bench --compare-nics` (TAS over AF_XDP,
 //! AF_PACKET and DPDK side by side; tasd built with `--features dpdk`)
+//! `sudo target/release/echo-bench --cores 2-2 [--runs N]` (TAS only, over
+//! `tasd --cores 2-2`: blocking client, 1 and 64 connections, N runs each,
+//! with the commands the lanes applied and those handed to another lane)
 //! (build first: `cargo build --release --workspace --bins --examples`).
 
 use std::time::Duration;
@@ -85,6 +88,30 @@ fn main() {
         "af_xdp"
     };
     let mut rows = Vec::new();
+
+    // `--cores SPEC`: only TAS over several fast-path cores (lanes).
+    if let Some(spec) = opt(&args, "--cores") {
+        let runs: usize = opt(&args, "--runs")
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(1);
+        println!("| tasd | conns | run | result | app commands (forwarded) |");
+        println!("|---|---|---|---|---|");
+        for run in 1..=runs {
+            for conns in [1, 64] {
+                let mut tb = Testbed::with_args("ecores", backend, &["--cores", &spec]);
+                tb.spawn_tas(
+                    &bin("peer"),
+                    &["--tas", "echo-server", "7"],
+                    Some("listening"),
+                );
+                let r = client(&mut tb, conns, false, &secs);
+                let cmds = tb.tasd_counter("lanes.app_commands");
+                let fwd = tb.tasd_counter("lanes.app_commands_forwarded");
+                println!("| --cores {spec} | {conns} | {run} | {r} | {cmds} ({fwd}) |");
+            }
+        }
+        return;
+    }
 
     // `--compare-nics`: only TAS, once per NIC backend, blocking client.
     if args.iter().any(|a| a == "--compare-nics") {

@@ -12,7 +12,10 @@
 //! than a leak of uninitialised memory.
 //!
 //! * **Context queues** are single-producer/single-consumer rings of fixed-size
-//!   entries. The first byte of an entry is its kind (0 = empty). The producer
+//!   entries: per fast-path lane, one event ring (lane → app) and one command
+//!   ring (app → lane), so a flow's commands go straight to the lane that
+//!   owns it ([`FlowInfo::lane`]; any lane applies any command, a wrong
+//!   choice only costs a hand-off). The first byte of an entry is its kind (0 = empty). The producer
 //!   writes the body, then stores the kind with release ordering; the consumer
 //!   loads the kind with acquire ordering, copies the entry out, then stores 0.
 //!   Each side keeps its position privately, so a hostile peer can corrupt only
@@ -45,7 +48,7 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
 }
 
 /// Bumped on every incompatible layout change.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Kinds of [`AppEvent`] (service → app).
 pub mod event {
@@ -215,12 +218,15 @@ pub mod ctl {
 
     // service -> app
     /// `arg` = [region size, event ring capacity, cmd ring capacity,
-    /// event ring offset, cmd ring offset], `flow` = number of event rings
-    /// (one per fast-path lane, each `event ring capacity` entries, laid
-    /// out back to back from the event ring offset; the app reads them all),
-    /// `info.local_ip` = the service's address; fds: region memfd, app
-    /// eventfd (service kicks app), core eventfd (app kicks the lane that
-    /// serves its command ring).
+    /// event ring offset, cmd ring offset], `flow` = number of fast-path
+    /// lanes (at most [`crate::MAX_LANES`]; the region holds one event ring
+    /// and one command ring per lane, each kind back to back from its
+    /// offset, and one sleep flag per lane: see [`crate::RegionLayout`]; the
+    /// app reads every event ring), `info.local_ip` = the service's
+    /// address; fds: region memfd, app eventfd (service kicks app), then one
+    /// eventfd per lane (the app kicks lane `i`'s core through fd `2 + i`
+    /// when that lane's sleep flag is up), then (`F_ALIAS`) the payload
+    /// region's memfd.
     pub const HELLO_OK: u32 = 101;
     /// Answer to a request (`req`): `err` 0 or an errno, `listener` if any.
     pub const RESULT: u32 = 102;
@@ -270,8 +276,8 @@ pub mod ctl {
     /// HELLO flag (`arg[1]`): attach a context that shares the payload
     /// region of app `arg[2]` (a context of the parent process whose
     /// sockets this process inherited), authorised by the grant whose
-    /// token is `arg[3..5]`. `HELLO_OK` then carries a fourth fd: that
-    /// region's memfd; the flows' rings are offsets in it.
+    /// token is `arg[3..5]`. `HELLO_OK` then carries one more fd, last:
+    /// that region's memfd; the flows' rings are offsets in it.
     pub const F_ALIAS: u32 = 1;
 
     /// Why a `HELLO` was refused: `arg[0]` of the `RESULT` (whose `err` is
@@ -317,7 +323,14 @@ pub struct FlowInfo {
     pub tx_seq: u32,
     pub mss: u32,
     /// The RX ring's generation (`AppEvent::gen`; the low byte counts).
-    pub ring_gen: u32,
+    pub ring_gen: u16,
+    /// The fast-path lane that owns the flow (its `group`): the app posts
+    /// the flow's commands on that lane's command ring. A hint: a command
+    /// on another lane's ring is applied there all the same (and its TX
+    /// activation handed to the owner), so a stale or hostile value costs
+    /// a hand-off, never correctness. Values beyond the app's rings mean
+    /// lane 0.
+    pub lane: u16,
     pub opaque: u64,
 }
 
@@ -496,7 +509,7 @@ impl HelloOk {
             return None;
         }
         let [size, event_cap, cmd_cap, event_off, cmd_off] = m.arg;
-        if m.flow > MAX_EVENT_RINGS {
+        if m.flow > MAX_LANES {
             return None;
         }
         let layout = RegionLayout::new(size, m.flow, event_cap, cmd_cap)?;
@@ -639,17 +652,23 @@ impl FlowStats {
     }
 }
 
-/// The most event rings (fast-path lanes) a region may hold.
-pub const MAX_EVENT_RINGS: u32 = 1024;
+/// The most fast-path lanes a region has rings for (tasd runs at most
+/// this many; `HELLO_OK` carries one eventfd per lane, well below the
+/// kernel's 253 fds per message).
+pub const MAX_LANES: u32 = 64;
+
+/// Stride of the per-lane sleep flags (one cache line each: every lane's
+/// core writes its own).
+pub const LANE_FLAG_STRIDE: u32 = 64;
 
 /// Header at offset 0 of an app's shared region.
 #[repr(C)]
 pub struct RegionHeader {
     pub magic: u64,
     pub version: u32,
-    /// Non-zero while the fast-path core sleeps: an app that queued a
-    /// command then kicks the core's eventfd.
-    pub core_sleeping: std::sync::atomic::AtomicU32,
+    /// Reserved (was the single core's sleep flag; per lane now, see
+    /// [`RegionLayout::lane_flag_off`]).
+    pub _reserved: u32,
     /// Non-zero while the app waits on its eventfd: the core kicks it.
     pub app_waiting: std::sync::atomic::AtomicU32,
     /// The goal the daemon's self-tuning follows (`tas_tune::Goal::wire`;
@@ -657,8 +676,8 @@ pub struct RegionHeader {
     /// app library's spin controller follows it unless the program states
     /// its own (`TAS_PROFILE`).
     pub goal: std::sync::atomic::AtomicU32,
-    /// The CPU wait of the fast-path core serving the app's commands over
-    /// its last epoch, parts per million (written by that core): the app
+    /// The CPU wait of the fast-path core holding lane 0 over its last
+    /// epoch, parts per million (written by that core): the app
     /// library's spin controller prices its spinning with it, since an
     /// app thread that spins takes the CPU that core needs.
     pub cpu_contention_ppm: std::sync::atomic::AtomicU32,
@@ -667,16 +686,26 @@ pub struct RegionHeader {
 /// `RegionHeader::magic`.
 pub const REGION_MAGIC: u64 = 0x5441_535f_5245_4731; // "TAS_REG1"
 
-/// Where things are in an app's region.
+/// Where things are in an app's region: the header, `event_rings` event
+/// rings (one per lane) back to back from `event_off`, as many command
+/// rings back to back from `cmd_off`, one sleep flag per lane
+/// ([`LANE_FLAG_STRIDE`] apart) from `flag_off`, then (page aligned) the
+/// payload rings. Every offset is derived from the sizes by
+/// [`RegionLayout::new`]; none is taken from the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegionLayout {
     pub size: u32,
-    /// Event rings, one per lane, back to back from `event_off`.
+    /// Lanes: event rings, command rings and sleep flags, one of each per
+    /// lane.
     pub event_rings: u32,
     pub event_off: u32,
     pub event_cap: u32,
     pub cmd_off: u32,
     pub cmd_cap: u32,
+    /// The per-lane sleep flags (`AtomicU32`, see [`LANE_FLAG_STRIDE`]):
+    /// non-zero while the core holding that lane sleeps, so an app that
+    /// queued a command on the lane's ring kicks the lane's eventfd.
+    pub flag_off: u32,
     /// Payload rings live in `payload_off..size`.
     pub payload_off: u32,
 }
@@ -691,10 +720,20 @@ impl RegionLayout {
                 .checked_mul(event_cap)?
                 .checked_mul(std::mem::size_of::<AppEvent>() as u32)?,
         )?;
-        let end =
-            cmd_off.checked_add(cmd_cap.checked_mul(std::mem::size_of::<AppCmd>() as u32)?)?;
+        let cmd_end = cmd_off.checked_add(
+            event_rings
+                .checked_mul(cmd_cap)?
+                .checked_mul(std::mem::size_of::<AppCmd>() as u32)?,
+        )?;
+        let flag_off = cmd_end.checked_add(LANE_FLAG_STRIDE - 1)? & !(LANE_FLAG_STRIDE - 1);
+        let end = flag_off.checked_add(event_rings.checked_mul(LANE_FLAG_STRIDE)?)?;
         let payload_off = end.checked_add(4095)? & !4095;
-        if payload_off >= size || event_cap == 0 || cmd_cap == 0 || event_rings == 0 {
+        if payload_off >= size
+            || event_cap == 0
+            || cmd_cap == 0
+            || event_rings == 0
+            || event_rings > MAX_LANES
+        {
             return None;
         }
         Some(RegionLayout {
@@ -704,8 +743,19 @@ impl RegionLayout {
             event_cap,
             cmd_off,
             cmd_cap,
+            flag_off,
             payload_off,
         })
+    }
+
+    /// Offset of lane `i`'s command ring.
+    pub fn cmd_ring_off(&self, i: u32) -> u32 {
+        self.cmd_off + i * self.cmd_cap * std::mem::size_of::<AppCmd>() as u32
+    }
+
+    /// Offset of lane `i`'s sleep flag (an `AtomicU32`).
+    pub fn lane_flag_off(&self, i: u32) -> u32 {
+        self.flag_off + i * LANE_FLAG_STRIDE
     }
 
     /// Offset of lane `i`'s event ring.
@@ -1126,6 +1176,48 @@ mod tests {
                 }
             }
         });
+    }
+
+    /// Every lane's rings and flag lie inside the region, apart from each
+    /// other and from the payload; more lanes than [`MAX_LANES`] or sizes
+    /// that do not fit are refused, and `HELLO_OK` round-trips only with
+    /// the derived offsets.
+    #[test]
+    fn region_layout_has_a_command_ring_and_a_flag_per_lane() {
+        let l = RegionLayout::new(1 << 20, 4, 64, 32).unwrap();
+        let ev = std::mem::size_of::<AppEvent>() as u32;
+        let cm = std::mem::size_of::<AppCmd>() as u32;
+        let mut spans = vec![(0, 64)];
+        for i in 0..4 {
+            spans.push((l.event_ring_off(i), l.event_ring_off(i) + 64 * ev));
+            spans.push((l.cmd_ring_off(i), l.cmd_ring_off(i) + 32 * cm));
+            spans.push((l.lane_flag_off(i), l.lane_flag_off(i) + 4));
+            assert_eq!(l.lane_flag_off(i) % LANE_FLAG_STRIDE, 0);
+        }
+        spans.sort();
+        for w in spans.windows(2) {
+            assert!(w[0].1 <= w[1].0, "overlap: {spans:?}");
+        }
+        assert!(spans.last().unwrap().1 <= l.payload_off);
+        assert_eq!(l.payload_off % 4096, 0);
+        assert!(RegionLayout::new(1 << 20, MAX_LANES + 1, 64, 32).is_none());
+        assert!(RegionLayout::new(1 << 20, MAX_LANES, 64, 32).is_some());
+        assert!(RegionLayout::new(8192, 4, 64, 4096).is_none());
+        assert!(RegionLayout::new(1 << 20, 4, u32::MAX, 32).is_none());
+
+        let ok = HelloOk {
+            app: 5,
+            service_ip: 7,
+            layout: l,
+        };
+        let m = ok.to_msg(1);
+        assert_eq!(HelloOk::from_msg(&m), Some(ok));
+        let mut bad = m;
+        bad.arg[4] += 16; // a command-ring offset not derived from the sizes
+        assert_eq!(HelloOk::from_msg(&bad), None);
+        let mut bad = m;
+        bad.flow = MAX_LANES + 1;
+        assert_eq!(HelloOk::from_msg(&bad), None);
     }
 
     #[test]

@@ -26,8 +26,12 @@
 //! ([`FastPathShared::enable_steering`]), so every lane has work.
 //!
 //! One round of a lane: take the frames steered to it; receive a NIC batch
-//! and run each frame through the engine; apply app commands (lane 0 only: apps have one command ring);
-//! apply slow-path commands and activations forwarded by other lanes
+//! and run each frame through the engine; apply app commands from this
+//! lane's command ring of each app (every app has one per lane and posts a
+//! flow's commands on its owner's ring; one posted elsewhere is applied all
+//! the same, under the flow lock, and its TX activation forwarded, counted
+//! in `LaneShared::app_cmds_forwarded`); apply slow-path commands and
+//! activations forwarded by other lanes
 //! (bounded); let the TX scheduler cut segments; flush the NIC batch;
 //! deliver notifications into this lane's event ring of each app (one
 //! eventfd kick per waiting app). A core whose lanes had nothing to do for
@@ -68,15 +72,18 @@
 //!   fit waits in the sending lane's `deferred` list (retried every round).
 //! * **Lane → app (notifications).** The engine keeps a flow marked until its
 //!   notification fits the app's event ring.
-//! * **App → lane (commands).** An app's command ring has room by
-//!   back-pressure (the app waits for a slot). Lane 0 applies what an app
-//!   published before it is removed (`RemoveApp` drains the ring first: a
-//!   process's last write before it exits counts). It numbers its rounds
-//!   and records, per app, the last round that found the ring empty, so
-//!   the slow path can tell when everything an app published before a
-//!   point has been applied ([`LaneShared::cmd_mark`],
-//!   [`LaneShared::cmds_applied`]: tasd's answer to a takeover of a shared
-//!   flow waits for it).
+//! * **App → lane (commands).** An app's command rings (one per lane) have
+//!   room by back-pressure (the app waits for a slot of that ring; a lane
+//!   takes at most `APP_CMDS_PER_ROUND` per app per round, starting each
+//!   round with the next app, so no app starves another). Each lane
+//!   applies what an app published on its ring before the app is removed
+//!   (`RemoveApp` drains the ring first: a process's last write before it
+//!   exits counts). The slow path takes numbered marks
+//!   ([`FastPathShared::cmd_mark`]); each lane records, per app, the
+//!   newest mark its round had seen when it found the app's ring empty, so
+//!   the slow path can tell when everything an app published on any ring
+//!   before a mark has been applied ([`FastPathShared::cmds_applied`]:
+//!   tasd's answer to a takeover of a shared flow waits for it).
 
 pub mod capture;
 pub mod pressure;
@@ -227,7 +234,7 @@ pub fn now_ns() -> u64 {
 }
 
 /// An attached app as one lane sees it: its mapped region, this lane's
-/// event ring, and (lane 0 only) the app's command ring.
+/// event ring, this lane's command ring and this lane's sleep flag.
 pub struct AppPort {
     pub id: u16,
     /// The payload region whose flows this app's command ring may drive:
@@ -237,7 +244,10 @@ pub struct AppPort {
     pub base: *mut u8,
     pub len: usize,
     pub events: RingProducer<AppEvent>,
-    pub cmds: Option<RingConsumer<AppCmd>>,
+    pub cmds: RingConsumer<AppCmd>,
+    /// This lane's sleep flag in the region (`RegionLayout::lane_flag_off`):
+    /// raised while the core holding the lane sleeps.
+    pub lane_sleeping: *const AtomicU32,
     /// The app's eventfd: written to wake the app.
     pub app_wake: RawFd,
 }
@@ -252,6 +262,14 @@ impl AppPort {
         // SAFETY: every region starts with a RegionHeader (the slow path
         // creates it that way and keeps it mapped while the port exists).
         unsafe { &*(self.base as *const RegionHeader) }
+    }
+
+    fn lane_sleeping(&self) -> &AtomicU32 {
+        // SAFETY: the flag lies inside the region (its creator derived the
+        // offset from `RegionLayout`) and is aligned (64-byte stride from a
+        // 64-byte aligned offset); the region stays mapped while the port
+        // exists.
+        unsafe { &*self.lane_sleeping }
     }
 }
 
@@ -325,13 +343,16 @@ pub struct LaneShared {
     /// pool empty (dropped, like a full NIC ring).
     pub steered_in: AtomicU64,
     pub steer_dropped: AtomicU64,
-    /// Lane 0 (which serves every app's command ring): rounds of app
-    /// commands started ([`LaneShared::cmd_mark`]).
-    cmd_rounds: AtomicU64,
-    /// Lane 0, per app id: the last round in which it found the app's
-    /// command ring empty, every command popped before applied (`u64::MAX`
-    /// once the app was removed: its ring was drained then).
+    /// Per app id: the newest mark ([`FastPathShared::cmd_mark`]) a round
+    /// of this lane had seen when it found the app's command ring of this
+    /// lane empty, every command popped before applied (`u64::MAX` once
+    /// the app was removed: its ring was drained then).
     cmds_empty: Box<[AtomicU64]>,
+    /// App commands this lane applied, and those of them whose flow is
+    /// another lane's (posted on the wrong ring: the TX activation was
+    /// handed to the owner). Refreshed with the engine's counters.
+    pub app_cmds: AtomicU64,
+    pub app_cmds_forwarded: AtomicU64,
     /// Where the lane's rounds spend their time.
     pub stages: StageStats,
 }
@@ -363,35 +384,22 @@ impl LaneShared {
             hw_fed: AtomicBool::new(true),
             steered_in: AtomicU64::new(0),
             steer_dropped: AtomicU64::new(0),
-            cmd_rounds: AtomicU64::new(0),
-            cmds_empty: (0..if id == 0 { MAX_APPS } else { 0 })
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            cmds_empty: (0..MAX_APPS).map(|_| AtomicU64::new(0)).collect(),
+            app_cmds: AtomicU64::new(0),
+            app_cmds_forwarded: AtomicU64::new(0),
             stages: StageStats::default(),
         })
     }
 
-    /// Lane 0: a mark of where its serving of the apps' command rings
-    /// stands now. Every command an app published before the mark was
-    /// taken has been applied once [`LaneShared::cmds_applied`] says so
-    /// for that app (the lane is woken so that it gets there even when it
-    /// slept). Used before tasd answers where a shared flow stands
-    /// (another process's last writes may still be queued in its ring).
-    pub fn cmd_mark(&self) -> u64 {
-        let m = self.cmd_rounds.load(Ordering::SeqCst);
-        self.wake_if_sleeping();
-        m
-    }
-
-    /// Lane 0: whether app `app`'s command ring was found empty in a round
-    /// that started after `mark` ([`LaneShared::cmd_mark`]) was taken, or
-    /// the app was removed (its ring drained first): everything it
-    /// published before the mark has been applied. True for an id outside
-    /// the table (it has no ring).
+    /// Whether this lane found app `app`'s command ring empty in a round
+    /// that started after `mark` ([`FastPathShared::cmd_mark`]) was taken,
+    /// or the app was removed (its ring drained first): everything it
+    /// published on this lane's ring before the mark has been applied.
+    /// True for an id outside the table (it has no ring).
     pub fn cmds_applied(&self, app: u16, mark: u64) -> bool {
         self.cmds_empty
             .get(app as usize)
-            .is_none_or(|e| e.load(Ordering::Acquire) > mark)
+            .is_none_or(|e| e.load(Ordering::Acquire) >= mark)
     }
 
     /// Queues a command and wakes the lane's core if it sleeps; gives the
@@ -576,12 +584,36 @@ pub struct FastPathShared<N: Nic> {
     pub stop: AtomicBool,
     /// The goal the self-tuning optimises ([`Goal::wire`]; `tasctl tune`).
     pub goal: AtomicU32,
+    /// The newest command mark taken ([`FastPathShared::cmd_mark`]).
+    cmd_epoch: AtomicU64,
 }
 
 impl<N: Nic> FastPathShared<N> {
     /// The goal the cores' spin controllers follow.
     pub fn goal(&self) -> Goal {
         Goal::from_wire(self.goal.load(Ordering::Relaxed)).unwrap_or_default()
+    }
+
+    /// A mark of where the lanes' serving of the apps' command rings stands
+    /// now. Every command an app published (on any lane's ring) before the
+    /// mark was taken has been applied once
+    /// [`FastPathShared::cmds_applied`] says so for that app (every lane is
+    /// woken so that it gets there even when it slept). Used before tasd
+    /// answers where a shared flow stands (another process's last writes
+    /// may still be queued in its rings).
+    pub fn cmd_mark(&self) -> u64 {
+        let m = self.cmd_epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        for l in &self.lanes {
+            l.wake_if_sleeping();
+        }
+        m
+    }
+
+    /// Whether every lane applied what app `app` published on its ring
+    /// before `mark` ([`FastPathShared::cmd_mark`]) was taken
+    /// ([`LaneShared::cmds_applied`]).
+    pub fn cmds_applied(&self, app: u16, mark: u64) -> bool {
+        self.lanes.iter().all(|l| l.cmds_applied(app, mark))
     }
 
     /// Changes the goal; each core follows at its next epoch.
@@ -637,6 +669,7 @@ impl<N: Nic> FastPathShared<N> {
             slow_wake: eventfd()?,
             stop: AtomicBool::new(false),
             goal: AtomicU32::new(Goal::default().wire()),
+            cmd_epoch: AtomicU64::new(0),
         }))
     }
 
@@ -829,6 +862,8 @@ struct Sink<'a, N: Nic> {
     /// Time `Nic::send` took this round, ns (measured only when `timed`).
     send_ns: u64,
     timed: bool,
+    /// Activations handed to other lanes this round ([`Output::forward`]).
+    forwards: u64,
 }
 
 impl<N: Nic> Sink<'_, N> {
@@ -908,6 +943,7 @@ impl<N: Nic> Output for Sink<'_, N> {
         self.shared.exc_deferred.fetch_add(1, Ordering::Relaxed);
     }
     fn forward(&mut self, lane: u16, id: FlowId) {
+        self.forwards += 1;
         match self.lanes.get(lane as usize) {
             // Never lose an activation: the flow would stall.
             Some(l) => {
@@ -991,6 +1027,14 @@ pub struct Lane<N: Nic> {
     overflow: ExcOverflow,
     shared: Arc<LaneShared>,
     stage: StageLocal,
+    /// The ids of the apps in `apps` (the command stage walks these, not
+    /// the whole table), and where the next round starts among them.
+    live: Vec<u16>,
+    next_app: usize,
+    /// App commands applied, and those handed to another lane
+    /// (published as `LaneShared::app_cmds*`).
+    app_cmds: u64,
+    app_cmds_forwarded: u64,
 }
 
 // SAFETY: every field is Send except the raw pointers inside `AppPort`
@@ -1017,6 +1061,10 @@ impl<N: Nic> Lane<N> {
             overflow: ExcOverflow::default(),
             shared,
             stage: StageLocal::default(),
+            live: Vec::with_capacity(MAX_APPS),
+            next_app: 0,
+            app_cmds: 0,
+            app_cmds_forwarded: 0,
         }
     }
 
@@ -1024,8 +1072,9 @@ impl<N: Nic> Lane<N> {
         self.shared.id
     }
 
-    /// One round; returns how much work it did.
-    fn round(&mut self, now: u64, lanes: &[Arc<LaneShared>], slow_wake: RawFd) -> usize {
+    /// One round; returns how much work it did. `mark` is the newest
+    /// command mark ([`FastPathShared::cmd_mark`]) taken before the round.
+    fn round(&mut self, now: u64, lanes: &[Arc<LaneShared>], slow_wake: RawFd, mark: u64) -> usize {
         let mut work = 0;
         let Lane {
             fp,
@@ -1040,6 +1089,10 @@ impl<N: Nic> Lane<N> {
             deferred,
             overflow,
             stage,
+            live,
+            next_app,
+            app_cmds,
+            app_cmds_forwarded,
         } = self;
         let mut clock = StageClock::start(stage.rounds % STAGE_SAMPLE == 0);
         stage.rounds += 1;
@@ -1064,6 +1117,7 @@ impl<N: Nic> Lane<N> {
             nic_sends: 0,
             send_ns: 0,
             timed: clock.on,
+            forwards: 0,
         };
 
         // 0. Frames lanes fed by the NIC steered to this one.
@@ -1133,36 +1187,37 @@ impl<N: Nic> Lane<N> {
         }
         clock.mark(ST_RX, out.send_ns, stage);
 
-        // 2. App commands (their rings are served by lane 0; other lanes
-        // skip the scan of the app table).
-        let cmd_ports = if out.shared.id == 0 {
-            &mut apps[..]
-        } else {
-            &mut []
-        };
-        // The round's number (`LaneShared::cmd_mark`); a round that starts
-        // after a mark sees every command published before it.
-        let round = if cmd_ports.is_empty() {
-            0
-        } else {
-            out.shared.cmd_rounds.fetch_add(1, Ordering::SeqCst) + 1
-        };
-        for port in cmd_ports.iter_mut().flatten() {
-            let Some(cmds) = port.cmds.as_mut() else {
-                continue;
-            };
-            let mut empty = false;
-            for _ in 0..APP_CMDS_PER_ROUND {
-                let Some(c) = cmds.pop() else {
-                    empty = true;
-                    break;
+        // 2. App commands: this lane's ring of each app, at most
+        // APP_CMDS_PER_ROUND each, starting with the next app every round.
+        let n_live = live.len();
+        if n_live > 0 {
+            let start = *next_app % n_live;
+            *next_app = start + 1;
+            for k in 0..n_live {
+                let i = live[(start + k) % n_live] as usize;
+                let Some(port) = apps[i].as_mut() else {
+                    continue;
                 };
-                work += 1;
-                app_cmd(fp, (port.id, port.mem), &c, now, mem, &mut out);
-            }
-            if empty {
-                if let Some(e) = out.shared.cmds_empty.get(port.id as usize) {
-                    e.store(round, Ordering::Release);
+                let mut empty = false;
+                for _ in 0..APP_CMDS_PER_ROUND {
+                    let Some(c) = port.cmds.pop() else {
+                        empty = true;
+                        break;
+                    };
+                    work += 1;
+                    let before = out.forwards;
+                    app_cmd(fp, (port.id, port.mem), &c, now, mem, &mut out);
+                    *app_cmds += 1;
+                    if out.forwards != before {
+                        *app_cmds_forwarded += 1;
+                    }
+                }
+                if empty {
+                    if let Some(e) = out.shared.cmds_empty.get(i) {
+                        if e.load(Ordering::Relaxed) < mark {
+                            e.store(mark, Ordering::Release);
+                        }
+                    }
                 }
             }
         }
@@ -1179,15 +1234,15 @@ impl<N: Nic> Lane<N> {
                 CoreCmd::AddApp(port) => {
                     let id = port.id as usize;
                     if id < MAX_APPS {
-                        if port.cmds.is_some() {
-                            // A new app under an id used before: nothing of
-                            // its ring is known to be applied yet.
-                            if let Some(e) = out.shared.cmds_empty.get(id) {
-                                e.store(0, Ordering::Release);
-                            }
+                        // A new app under an id used before: nothing of
+                        // its ring is known to be applied yet.
+                        if let Some(e) = out.shared.cmds_empty.get(id) {
+                            e.store(0, Ordering::Release);
                         }
                         mem.regions[id] = (port.base as usize, port.len);
-                        apps[id] = Some(port);
+                        if apps[id].replace(port).is_none() {
+                            live.push(id as u16);
+                        }
                     }
                 }
                 CoreCmd::RemoveApp(id, remaining) => {
@@ -1197,19 +1252,23 @@ impl<N: Nic> Lane<N> {
                             // counts (its last write before exiting, which
                             // a process sharing the flow carries on
                             // after): drained before the ring is let go.
-                            let cap = port.cmds.as_ref().map_or(0, |c| c.capacity());
+                            let cap = port.cmds.capacity();
                             for _ in 0..cap {
-                                let Some(c) = port.cmds.as_mut().and_then(|c| c.pop()) else {
+                                let Some(c) = port.cmds.pop() else {
                                     break;
                                 };
                                 work += 1;
+                                let before = out.forwards;
                                 app_cmd(fp, (port.id, port.mem), &c, now, mem, &mut out);
-                            }
-                            if port.cmds.is_some() {
-                                if let Some(e) = out.shared.cmds_empty.get(id as usize) {
-                                    e.store(u64::MAX, Ordering::Release);
+                                *app_cmds += 1;
+                                if out.forwards != before {
+                                    *app_cmds_forwarded += 1;
                                 }
                             }
+                            if let Some(e) = out.shared.cmds_empty.get(id as usize) {
+                                e.store(u64::MAX, Ordering::Release);
+                            }
+                            live.retain(|&a| a != id);
                         }
                         mem.regions[id as usize] = (0, 0);
                     }
@@ -1291,11 +1350,14 @@ impl<N: Nic> Lane<N> {
         work
     }
 
-    /// Tells the apps whose commands this lane serves what CPU wait the
-    /// core saw (their spin controllers price spinning with it).
+    /// Lane 0: tells the apps what CPU wait its core saw (their spin
+    /// controllers price spinning with it).
     fn publish_contention(&self, ppm: u32) {
-        for port in self.apps.iter().flatten() {
-            if port.cmds.is_some() {
+        if self.shared.id != 0 {
+            return;
+        }
+        for &i in &self.live {
+            if let Some(port) = &self.apps[i as usize] {
                 port.header()
                     .cpu_contention_ppm
                     .store(ppm, Ordering::Relaxed);
@@ -1303,12 +1365,13 @@ impl<N: Nic> Lane<N> {
         }
     }
 
-    /// Tells apps (lane 0 holds their command rings) whether to kick.
+    /// Tells the apps (through this lane's flag in each region) whether
+    /// to kick this lane after posting on its command ring.
     fn announce_sleep(&self, on: bool) {
         self.shared.sleeping.store(on, Ordering::SeqCst);
-        for port in self.apps.iter().flatten() {
-            if port.cmds.is_some() {
-                announce_sleep(&port.header().core_sleeping, on);
+        for &i in &self.live {
+            if let Some(port) = &self.apps[i as usize] {
+                announce_sleep(port.lane_sleeping(), on);
             }
         }
         fence(Ordering::SeqCst);
@@ -1324,6 +1387,10 @@ impl<N: Nic> Lane<N> {
             a.store(v, r);
         }
         st.rounds.store(self.stage.rounds, r);
+        self.shared.app_cmds.store(self.app_cmds, r);
+        self.shared
+            .app_cmds_forwarded
+            .store(self.app_cmds_forwarded, r);
         st.nic_sends.store(self.stage.nic_sends, r);
         st.app_wakes.store(self.stage.app_wakes, r);
     }
@@ -1398,9 +1465,12 @@ impl<N: Nic> Core<N> {
     /// One round of every lane held; returns the work done.
     fn round_all(&mut self, now: u64, lanes_sh: &[Arc<LaneShared>]) -> usize {
         let slow_wake = self.shared.slow_wake.as_raw_fd();
+        // Rounds that start after this load see every command published
+        // before the mark (`FastPathShared::cmd_mark`).
+        let mark = self.shared.cmd_epoch.load(Ordering::SeqCst);
         self.lanes
             .iter_mut()
-            .map(|l| l.round(now, lanes_sh, slow_wake))
+            .map(|l| l.round(now, lanes_sh, slow_wake, mark))
             .sum()
     }
 
@@ -1501,6 +1571,7 @@ impl<N: Nic> Core<N> {
             for a in l.apps.iter_mut() {
                 *a = None;
             }
+            l.live.clear();
         }
     }
 

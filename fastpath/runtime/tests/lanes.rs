@@ -2,12 +2,17 @@
 //! in-memory link (`MemoryNic::pair`; the test holds the wire ends and plays
 //! the peer), two polling cores (threads in `Core::run`), an app living in
 //! this process (a heap region laid out with `RegionLayout::new` and a
-//! `RegionHeader`, one event ring per lane, the command ring served by lane
-//! 0, exactly as `tasd`'s `apps.rs` lays it out) and one established flow
-//! whose lane (`group`) is lane 1.
+//! `RegionHeader`, one event ring, one command ring and one sleep flag per
+//! lane, exactly as `tasd`'s `apps.rs` lays it out) and one established
+//! flow whose lane (`group`) is lane 1. The app posts the flow's commands
+//! on lane 1's ring (`App::ring`) unless a test says otherwise.
 //!
-//! 1. `tx_activation_is_forwarded_to_the_flows_lane`: the app's command is
-//!    taken by lane 0, the segments leave through lane 1 only.
+//! 0. `command_on_the_flows_lane_is_applied_there_without_a_handoff`: lane
+//!    1 applies the command from its own ring, nothing is forwarded, lane 0
+//!    applies nothing.
+//! 1. `tx_activation_is_forwarded_to_the_flows_lane`: a command posted on
+//!    lane 0's ring (a stale hint) is applied by lane 0 and its activation
+//!    forwarded (counted); the segments leave through lane 1 only.
 //! 2. `segment_on_a_foreign_lane_is_taken_there`: data arriving on lane 0
 //!    (a NIC that re-hashed) lands in the RX ring, is ACKed from lane 0 and
 //!    notified on lane 0's event ring.
@@ -19,6 +24,10 @@
 //!    take an app command once the app kicks per the handshake.
 //! 5. `sleeping_app_is_woken_by_the_cores_notification`: an app blocked on
 //!    its eventfd after `announce_sleep` is kicked when an event arrives.
+//! 6. `a_full_command_ring_holds_back_only_its_own_lane`: back-pressure is
+//!    per ring.
+//! 7. `queued_commands_are_applied_before_a_mark_passes_and_before_removal`
+//!    (on each lane's ring).
 //!
 //! The cores run with `Core::with_max_sleep` far beyond every deadline of
 //! the test, so a sleeping core wakes only when something kicks it: a
@@ -389,15 +398,20 @@ impl Drop for Shm {
     }
 }
 
-/// The app's side: it reads every event ring, writes the command ring and
+/// The app's side: it reads every event ring, writes a command ring and
 /// the flow's TX ring, reads its RX ring.
 struct App {
     base: *mut u8,
     flow: FlowId,
     events: Vec<RingConsumer<AppEvent>>,
-    cmds: RingProducer<AppCmd>,
-    /// Lane 0's eventfd: the lane that serves the command ring.
-    cmd_lane_wake: RawFd,
+    /// One command ring per lane.
+    cmds: Vec<RingProducer<AppCmd>>,
+    /// Per lane: its sleep flag in the region and its eventfd.
+    lane_flags: Vec<*const AtomicU32>,
+    lane_wakes: Vec<RawFd>,
+    /// The ring the flow's commands go to (the flow's lane unless a test
+    /// plays an app with a stale hint).
+    ring: usize,
     rx_base: u32,
     tx_base: u32,
     /// Bytes appended to the TX ring so far.
@@ -457,16 +471,27 @@ impl App {
             rx_freed,
             ..Default::default()
         };
-        let cmds = &mut self.cmds;
+        let cmds = &mut self.cmds[self.ring];
         wait_until("room in the command ring", || cmds.push(c));
     }
 
-    /// The publishing side of the handshake: kicks lane 0 if its core
-    /// announced that it sleeps. True if it kicked.
+    /// Lane `lane`'s sleep flag.
+    fn lane_flag(&self, lane: usize) -> &AtomicU32 {
+        // SAFETY: the flag lies inside the region, which outlives the app.
+        unsafe { &*self.lane_flags[lane] }
+    }
+
+    /// The eventfd of the lane the app posts on.
+    fn cmd_lane_wake(&self) -> RawFd {
+        self.lane_wakes[self.ring]
+    }
+
+    /// The publishing side of the handshake: kicks the lane it posts on if
+    /// its core announced that it sleeps. True if it kicked.
     fn kick_if_sleeping(&self) -> bool {
-        let sleeping = peer_sleeps(&self.header().core_sleeping);
+        let sleeping = peer_sleeps(self.lane_flag(self.ring));
         if sleeping {
-            kick(self.cmd_lane_wake);
+            kick(self.cmd_lane_wake());
         }
         sleeping
     }
@@ -606,7 +631,7 @@ impl Harness {
                 RegionHeader {
                     magic: REGION_MAGIC,
                     version: ABI_VERSION,
-                    core_sleeping: Default::default(),
+                    _reserved: 0,
                     app_waiting: Default::default(),
                     goal: Default::default(),
                     cpu_contention_ppm: Default::default(),
@@ -646,8 +671,7 @@ impl Harness {
         for lane in 0..LANES {
             // SAFETY: the rings lie inside the region (RegionLayout checked
             // the sizes), which stays allocated until the cores are joined;
-            // each event ring has one producer (its lane), the command ring
-            // one consumer (lane 0).
+            // each ring has one lane on its side.
             let port = unsafe {
                 AppPort {
                     id: APP,
@@ -658,16 +682,19 @@ impl Harness {
                         base.add(layout.event_ring_off(lane as u32) as usize),
                         layout.event_cap,
                     ),
-                    cmds: (lane == 0).then(|| {
-                        RingConsumer::new(base.add(layout.cmd_off as usize), layout.cmd_cap)
-                    }),
+                    cmds: RingConsumer::new(
+                        base.add(layout.cmd_ring_off(lane as u32) as usize),
+                        layout.cmd_cap,
+                    ),
+                    lane_sleeping: base.add(layout.lane_flag_off(lane as u32) as usize)
+                        as *const AtomicU32,
                     app_wake,
                 }
             };
             assert!(shared.lanes[lane].command(CoreCmd::AddApp(port)).is_ok());
         }
         // SAFETY: as above; the app is the other side of each ring.
-        let (events, cmds) = unsafe {
+        let (events, cmds, lane_flags) = unsafe {
             (
                 (0..LANES)
                     .map(|lane| {
@@ -677,7 +704,19 @@ impl Harness {
                         )
                     })
                     .collect(),
-                RingProducer::new(base.add(layout.cmd_off as usize), layout.cmd_cap),
+                (0..LANES)
+                    .map(|lane| {
+                        RingProducer::new(
+                            base.add(layout.cmd_ring_off(lane as u32) as usize),
+                            layout.cmd_cap,
+                        )
+                    })
+                    .collect(),
+                (0..LANES)
+                    .map(|lane| {
+                        base.add(layout.lane_flag_off(lane as u32) as usize) as *const AtomicU32
+                    })
+                    .collect(),
             )
         };
         let app = App {
@@ -685,7 +724,9 @@ impl Harness {
             flow,
             events,
             cmds,
-            cmd_lane_wake: shared.lanes[0].wake.as_raw_fd(),
+            lane_flags,
+            lane_wakes: shared.lanes.iter().map(|l| l.wake.as_raw_fd()).collect(),
+            ring: FLOW_LANE,
             rx_base,
             tx_base,
             tx_written: 0,
@@ -902,15 +943,55 @@ impl Drop for Harness {
 // The tests
 // ---------------------------------------------------------------------------
 
-/// The app's command is served by lane 0, which forwards the activation to
-/// lane 1: the segments leave through lane 1's NIC, none through lane 0's.
+/// The app posts the flow's command on the flow's own lane's ring: lane 1
+/// applies it and schedules the flow itself. No command is forwarded, lane
+/// 0 applies none, and the segment leaves through lane 1.
+#[test]
+fn command_on_the_flows_lane_is_applied_there_without_a_handoff() {
+    let mut h = Harness::new(11);
+    assert_eq!(h.app.ring, FLOW_LANE);
+    for round in 0..4 {
+        let data = h.random_bytes(300 + round * 100);
+        h.app.send(&data);
+        let s = h.expect_seg(FLOW_LANE);
+        assert_eq!(s.payload, data);
+        assert!(h.peer.take(FLOW_LANE, &s));
+        let ack = h.peer.ack();
+        h.wires[FLOW_LANE].inject(&ack);
+        h.settle(format!("round {round}: the ACK to reach the app"));
+    }
+    assert_eq!(h.sync(0), vec![], "lane 0 sent segments of the flow");
+    h.stop();
+    let r = Ordering::Relaxed;
+    let l = &h.shared.lanes;
+    assert_eq!(l[0].app_cmds.load(r), 0, "lane 0 applied a command");
+    assert!(l[FLOW_LANE].app_cmds.load(r) >= 4);
+    assert_eq!(
+        (
+            l[0].app_cmds_forwarded.load(r),
+            l[FLOW_LANE].app_cmds_forwarded.load(r)
+        ),
+        (0, 0),
+        "a command was handed to another lane"
+    );
+    let (s0, s1) = (h.stats(0), h.stats(FLOW_LANE));
+    assert_eq!(s0.tx_frames, 0, "{s0:?}");
+    assert_eq!(s1.tx_payload_bytes, 300 + 400 + 500 + 600, "{s1:?}");
+    assert_eq!(s0.app_cmd_invalid + s1.app_cmd_invalid, 0);
+}
+
+/// A command posted on the wrong lane's ring (lane 0's: a stale hint) is
+/// applied all the same: lane 0 takes it under the flow lock and forwards
+/// the activation to lane 1 (counted in `app_cmds_forwarded`). The
+/// segments leave through lane 1's NIC, none through lane 0's.
 #[test]
 fn tx_activation_is_forwarded_to_the_flows_lane() {
     let mut h = Harness::new(1);
+    h.app.ring = 0;
     let first = h.random_bytes(1000);
     h.app.queue_send(&first);
     // The brief's app kicks lane 0 unconditionally (always allowed).
-    kick(h.app.cmd_lane_wake);
+    kick(h.app.cmd_lane_wake());
     let s = h.expect_seg(FLOW_LANE);
     assert_eq!(
         s,
@@ -967,6 +1048,11 @@ fn tx_activation_is_forwarded_to_the_flows_lane() {
     assert_eq!((s0.tx_frames, s0.tx_payload_bytes), (0, 0), "{s0:?}");
     assert_eq!((s1.tx_frames, s1.tx_payload_bytes), (4, 4000), "{s1:?}");
     assert_eq!(s0.app_cmd_invalid + s1.app_cmd_invalid, 0);
+    let r = Ordering::Relaxed;
+    let l = &h.shared.lanes;
+    assert_eq!(l[0].app_cmds.load(r), 2, "both sends applied by lane 0");
+    assert_eq!(l[0].app_cmds_forwarded.load(r), 2, "both handed to lane 1");
+    assert_eq!(l[FLOW_LANE].app_cmds.load(r), 0);
 }
 
 /// Data for the flow arriving on lane 0 (as if the NIC re-hashed) is taken
@@ -1106,8 +1192,10 @@ fn lane_handover_loses_and_duplicates_nothing() {
 }
 
 /// Cores that went to sleep (with lane 1 on its own core, then with both
-/// lanes on core 0) take the app's command once it kicks per the handshake,
-/// and the forwarded activation wakes lane 1's core.
+/// lanes on core 0) take the app's command once it kicks per the handshake
+/// the lane whose ring it posted on: lane 1's (the flow's) in even rounds,
+/// lane 0's in odd ones, where the forwarded activation then wakes lane
+/// 1's core.
 #[test]
 fn sleeping_core_is_woken_by_the_apps_kick() {
     let mut h = Harness::new(4);
@@ -1118,20 +1206,21 @@ fn sleeping_core_is_woken_by_the_apps_kick() {
             h.check_held();
         }
         let lanes = &h.shared.lanes;
-        let hdr = h.app.header();
+        let app = &h.app;
         wait_until(format!("round {round}: the cores to sleep"), || {
             lanes.iter().all(|l| l.sleeping.load(Ordering::SeqCst))
-                && peer_sleeps(&hdr.core_sleeping)
+                && (0..LANES).all(|i| peer_sleeps(app.lane_flag(i)))
         });
         // Let them block in poll().
         std::thread::sleep(Duration::from_millis(20));
         assert!(lanes.iter().all(|l| l.sleeping.load(Ordering::SeqCst)));
 
+        h.app.ring = if round % 2 == 0 { FLOW_LANE } else { 0 };
         let data = h.random_bytes(500);
         h.app.queue_send(&data);
         assert!(
-            peer_sleeps(&h.app.header().core_sleeping),
-            "lane 0's core announced sleep: the app must kick"
+            peer_sleeps(h.app.lane_flag(h.app.ring)),
+            "the lane's core announced sleep: the app must kick"
         );
         // A slow app: the kick comes a little later. A core that is
         // really blocked does not take the command meanwhile.
@@ -1231,51 +1320,130 @@ fn sleeping_app_is_woken_by_the_cores_notification() {
     }
 }
 
-/// tasd answers where a shared flow stands only once lane 0 has applied
-/// what the other contexts had queued (`LaneShared::cmd_mark`,
-/// `cmds_applied`): when it says so, the flow shows every command the app
-/// published before the mark. And an app removed with commands still in
-/// its ring (a spawned `sh` that writes its answer and exits at once; the
-/// process that shares the connection carries on after that answer) has
-/// them applied before lane 0 lets the ring go: before, lane 0 took at
-/// most one round's worth (16) and dropped the rest.
+/// tasd answers where a shared flow stands only once every lane has
+/// applied what the other contexts had queued on its ring
+/// (`FastPathShared::cmd_mark`, `cmds_applied`): when it says so, the flow
+/// shows every command the app published before the mark, on lane 0's ring
+/// and on lane 1's. And an app removed with commands still in its rings (a
+/// spawned `sh` that writes its answer and exits at once; the process that
+/// shares the connection carries on after that answer) has them applied
+/// before each lane lets its ring go: before, lane 0 took at most one
+/// round's worth (16) and dropped the rest.
 #[test]
 fn queued_commands_are_applied_before_a_mark_passes_and_before_removal() {
     let mut h = Harness::new(9);
-    let lanes = h.shared.lanes.clone();
+    let shared = h.shared.clone();
     let sent = |h: &Harness| {
         let f = h.flow();
         f.tx_avail + f.tx_sent
     };
-    // Published without a kick; the mark wakes lane 0.
-    for _ in 0..40 {
+    // Published without a kick, on both lanes' rings; the mark wakes the
+    // lanes.
+    for i in 0..40 {
+        h.app.ring = i % LANES;
         h.app.queue_send(b"a");
     }
-    let mark = lanes[0].cmd_mark();
-    wait_until("lane 0 to apply the commands before the mark", || {
-        lanes[0].cmds_applied(APP, mark)
+    let mark = shared.cmd_mark();
+    wait_until("every lane to apply the commands before the mark", || {
+        shared.cmds_applied(APP, mark)
     });
     assert_eq!(sent(&h), 40, "applied when the mark passed");
-    // Not yet for a mark taken now (no round started after it) unless
-    // lane 0 runs one: then it passes too.
-    let mark = lanes[0].cmd_mark();
-    wait_until("a round after the second mark", || {
-        lanes[0].cmds_applied(APP, mark)
+    // Lane 1 alone (the flow's own lane): 30 more, then a mark.
+    h.app.ring = FLOW_LANE;
+    for _ in 0..30 {
+        h.app.queue_send(b"c");
+    }
+    let mark = shared.cmd_mark();
+    wait_until("lane 1 to apply the commands before the mark", || {
+        shared.cmds_applied(APP, mark)
     });
-    // More than a round's worth, then the app is removed at once.
-    for _ in 0..60 {
+    assert_eq!(
+        sent(&h),
+        70,
+        "lane 1's commands applied when the mark passed"
+    );
+    // A mark taken now passes once each lane has run a round after it.
+    let mark = shared.cmd_mark();
+    assert!(
+        !shared.lanes[0].cmds_applied(APP, mark + 1),
+        "a mark not taken yet cannot have passed"
+    );
+    wait_until("a round after the third mark", || {
+        shared.cmds_applied(APP, mark)
+    });
+    // More than a round's worth on each ring, then the app is removed at
+    // once.
+    for i in 0..120 {
+        h.app.ring = i % LANES;
         h.app.queue_send(b"b");
     }
-    let left = Arc::new(AtomicU32::new(1));
-    assert!(lanes[0]
-        .command(CoreCmd::RemoveApp(APP, left.clone()))
-        .is_ok());
-    wait_until("lane 0 to remove the app", || {
+    let left = Arc::new(AtomicU32::new(LANES as u32));
+    for l in &shared.lanes {
+        assert!(l.command(CoreCmd::RemoveApp(APP, left.clone())).is_ok());
+    }
+    wait_until("the lanes to remove the app", || {
         left.load(Ordering::Acquire) == 0
     });
-    assert_eq!(sent(&h), 100, "every queued command applied before removal");
+    assert_eq!(sent(&h), 190, "every queued command applied before removal");
     assert!(
-        lanes[0].cmds_applied(APP, u64::MAX - 1),
-        "a removed app's ring counts as drained"
+        shared.cmds_applied(APP, u64::MAX - 1),
+        "a removed app's rings count as drained"
     );
+}
+
+/// Back-pressure is per ring: while lane 1's core sleeps and nobody kicks
+/// it, the app fills lane 1's command ring (it refuses the next command)
+/// and lane 0's ring still takes commands. Once kicked, lane 1 applies
+/// them all, at most `APP_CMDS_PER_ROUND` a round, and the ring has room
+/// again.
+#[test]
+fn a_full_command_ring_holds_back_only_its_own_lane() {
+    let mut h = Harness::new(12);
+    let lanes = h.shared.lanes.clone();
+    let app = &h.app;
+    wait_until("the cores to sleep", || {
+        lanes.iter().all(|l| l.sleeping.load(Ordering::SeqCst))
+            && (0..LANES).all(|i| peer_sleeps(app.lane_flag(i)))
+    });
+    let cmd = |flow| AppCmd {
+        kind: cmd::FLOW_UPDATE,
+        flow,
+        tx_added: 1,
+        ..Default::default()
+    };
+    let flow = h.app.flow;
+    let mut n = 0;
+    while h.app.cmds[FLOW_LANE].push(cmd(flow)) {
+        n += 1;
+        assert!(n <= CMD_CAP, "a ring of {CMD_CAP} took more");
+    }
+    assert_eq!(n, CMD_CAP, "lane 1's ring is full");
+    assert!(
+        lanes[FLOW_LANE].sleeping.load(Ordering::SeqCst),
+        "lane 1's core took commands without a kick"
+    );
+    // Lane 0's ring is not held back by lane 1's.
+    assert!(h.app.cmds[0].push(cmd(flow)), "lane 0's ring refused");
+    assert!(h.app.cmds[0].push(cmd(flow)));
+    kick(h.app.lane_wakes[0]);
+    kick(h.app.lane_wakes[FLOW_LANE]);
+    let total = CMD_CAP + 2;
+    wait_until("every command applied", || {
+        let f = h.flow();
+        f.tx_avail + f.tx_sent == total
+    });
+    // Room again.
+    assert!(h.app.cmds[FLOW_LANE].push(cmd(flow)));
+    kick(h.app.lane_wakes[FLOW_LANE]);
+    wait_until("the last command applied", || {
+        let f = h.flow();
+        f.tx_avail + f.tx_sent == total + 1
+    });
+    h.stop();
+    let r = Ordering::Relaxed;
+    assert_eq!(lanes[FLOW_LANE].app_cmds.load(r), u64::from(CMD_CAP + 1));
+    assert_eq!(lanes[FLOW_LANE].app_cmds_forwarded.load(r), 0);
+    assert_eq!(lanes[0].app_cmds.load(r), 2);
+    assert_eq!(lanes[0].app_cmds_forwarded.load(r), 2);
+    assert_eq!(h.stats(0).app_cmd_invalid + h.stats(1).app_cmd_invalid, 0);
 }

@@ -305,6 +305,14 @@ impl CtlCtx<'_> {
                 lane_sum(self.shared, |l| l.steer_dropped.load(r)),
             ),
             ("lanes.commands_waiting", self.cmds.waiting() as u64),
+            (
+                "lanes.app_commands",
+                lane_sum(self.shared, |l| l.app_cmds.load(r)),
+            ),
+            (
+                "lanes.app_commands_forwarded",
+                lane_sum(self.shared, |l| l.app_cmds_forwarded.load(r)),
+            ),
         ];
         for (k, v) in lanes {
             c.insert(k.into(), v);

@@ -42,7 +42,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::time::TimeSpec;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -102,19 +102,98 @@ impl Io<'_> {
             0
         }
     }
+
+    /// The lane of the flow a frame belongs to (lane 0 for a frame of no
+    /// installed flow): `outgoing` for a frame we send (its source is the
+    /// local end), else one we received. The slow path's frames and
+    /// re-injected segments of a flow go to the flow's own lane, so they
+    /// leave through the same queue as its other segments and no lane
+    /// takes a second flow's lock for them.
+    fn lane_of_frame(&self, frame: &[u8], outgoing: bool) -> usize {
+        frame_lane(self.table, self.shared.lanes.len(), frame, outgoing)
+    }
+}
+
+/// The lane (of `lanes`) of the installed flow `frame` belongs to, lane 0
+/// for none (see `Io::lane_of_frame`).
+fn frame_lane(table: &FlowTable, lanes: usize, frame: &[u8], outgoing: bool) -> usize {
+    let Some(mut k) = tas_engine::engine::frame_key(frame) else {
+        return 0;
+    };
+    if outgoing {
+        std::mem::swap(&mut k.local_ip, &mut k.remote_ip);
+        std::mem::swap(&mut k.local_port, &mut k.remote_port);
+    }
+    let g = table.lookup(&k).map_or(0, |f| f.group as usize);
+    if g < lanes {
+        g
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod frame_lane_tests {
+    use super::*;
+    use tas_engine::flow::FlowState;
+
+    /// An Ethernet/IPv4/TCP header from `src` to `dst` (what `frame_key`
+    /// reads).
+    fn frame(src: (u32, u16), dst: (u32, u16)) -> Vec<u8> {
+        let mut f = vec![0u8; 54];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&src.0.to_be_bytes());
+        f[30..34].copy_from_slice(&dst.0.to_be_bytes());
+        f[34..36].copy_from_slice(&src.1.to_be_bytes());
+        f[36..38].copy_from_slice(&dst.1.to_be_bytes());
+        f
+    }
+
+    /// The slow path's frames of a flow (sent, or re-injected as
+    /// received) go to the flow's own lane; frames of no flow, of a flow
+    /// whose lane does not exist, and non-TCP frames to lane 0.
+    #[test]
+    fn a_flows_frames_go_to_its_lane() {
+        let table = FlowTable::new(16);
+        let (us, them) = ((0x0a00_0001, 80u16), (0x0a00_0002, 40_000u16));
+        let flow = |group: u16, remote_port: u16| FlowState {
+            local_ip: us.0,
+            local_port: us.1,
+            remote_ip: them.0,
+            remote_port,
+            group,
+            ..Default::default()
+        };
+        table.insert(flow(1, them.1)).unwrap();
+        table.insert(flow(7, them.1 + 1)).unwrap();
+        assert_eq!(frame_lane(&table, 2, &frame(us, them), true), 1);
+        assert_eq!(frame_lane(&table, 2, &frame(them, us), false), 1);
+        // The direction matters: a received frame read as sent is no flow.
+        assert_eq!(frame_lane(&table, 2, &frame(them, us), true), 0);
+        let other = (them.0, them.1 + 1);
+        assert_eq!(frame_lane(&table, 2, &frame(us, other), true), 0);
+        assert_eq!(frame_lane(&table, 8, &frame(us, other), true), 7);
+        assert_eq!(frame_lane(&table, 2, &frame(us, (them.0, 9)), true), 0);
+        let mut arp = frame(us, them);
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(frame_lane(&table, 2, &arp, true), 0);
+    }
 }
 
 impl StackIo for Io<'_> {
     fn send_frame(&mut self, frame: &[u8]) {
+        let lane = self.lane_of_frame(frame, true);
         self.cmds
-            .send(&self.shared.lanes, 0, CoreCmd::Send(frame.to_vec()));
+            .send(&self.shared.lanes, lane, CoreCmd::Send(frame.to_vec()));
     }
     fn fastpath(&mut self, cmd: FpCmd) {
         let (lane, c) = match cmd {
             FpCmd::Retransmit(id) => (self.lane_of(id), CoreCmd::Retransmit(id)),
             FpCmd::Probe(id) => (self.lane_of(id), CoreCmd::Probe(id)),
             FpCmd::Kick(id) => (self.lane_of(id), CoreCmd::Kick(id)),
-            FpCmd::Rx(frame) => (0, CoreCmd::Rx(frame)),
+            FpCmd::Rx(frame) => (self.lane_of_frame(&frame, false), CoreCmd::Rx(frame)),
         };
         self.cmds.send(&self.shared.lanes, lane, c);
     }
@@ -134,11 +213,11 @@ impl StackIo for Io<'_> {
         self.apps.mem_of(app)
     }
     fn cmd_mark(&mut self) -> u64 {
-        // Lane 0 serves every app's command ring.
-        self.shared.lanes[0].cmd_mark()
+        // Every lane serves a command ring of every app.
+        self.shared.cmd_mark()
     }
     fn cmds_applied(&self, app: AppId, mark: u64) -> bool {
-        self.shared.lanes[0].cmds_applied(app, mark)
+        self.shared.cmds_applied(app, mark)
     }
     fn region_contexts(&self, app: AppId) -> Vec<AppId> {
         let mem = self.apps.mem_of(app);
@@ -350,7 +429,7 @@ fn seed() -> u64 {
 /// Timers are served at most this much late, so that wake-ups batch up.
 pub const TIMER_SLACK: Duration = Duration::from_micros(25);
 
-/// How often the main loop looks whether lane 0 has taken the commands an
+/// How often the main loop looks whether the lanes have taken the commands an
 /// answer to `ADOPT` waits for.
 const STATE_WAIT_POLL_NS: u64 = 50_000;
 
@@ -755,7 +834,7 @@ impl Daemon {
         {
             timeout_ns = timeout_ns.min(1_000_000);
         }
-        // An answer to `ADOPT` waits for lane 0 to take other contexts'
+        // An answer to `ADOPT` waits for the lanes to take other contexts'
         // commands (a round or two).
         if self.stack.waits_for_fastpath() {
             timeout_ns = timeout_ns.min(STATE_WAIT_POLL_NS);
@@ -839,10 +918,15 @@ impl Daemon {
     }
 
     /// The attach socket: new connections (when `accept`), the `HELLO`s
-    /// that arrived (each new app's lanes get its port; lane 0 serves the
-    /// command ring), and connections that stayed silent too long.
+    /// that arrived (each new app's lanes get its port: an event ring and
+    /// a command ring each), and connections that stayed silent too long.
     fn attach(&mut self, now: u64, accept: bool, hellos: &[(u64, PollFlags)]) {
-        let core_wake = self.shared.lanes[0].wake.as_raw_fd();
+        let lane_wakes: Vec<RawFd> = self
+            .shared
+            .lanes
+            .iter()
+            .map(|l| l.wake.as_raw_fd())
+            .collect();
         for &(token, re) in hellos {
             if re.is_empty() {
                 continue;
@@ -850,7 +934,7 @@ impl Daemon {
             let stack = &self.stack;
             if let Some((_, ports)) = self
                 .apps
-                .hello(token, core_wake, |pid, t| stack.has_grant(pid, t))
+                .hello(token, &lane_wakes, |pid, t| stack.has_grant(pid, t))
             {
                 for (lane, port) in ports.into_iter().enumerate() {
                     self.cmds
@@ -986,7 +1070,7 @@ impl Daemon {
                 if orphans > 0 || self.stack.references(id) || self.apps.has_aliases(id) {
                     // Other processes still use its flows or its region, or
                     // its orphaned connections still deliver their data: the
-                    // lanes keep its region (and run its command ring: what
+                    // lanes keep its region (and run its command rings: what
                     // it queued before exiting still counts).
                     self.apps.set_zombie(id);
                     if let Some(a) = self.apps.get_mut(id) {

@@ -207,7 +207,7 @@ pub trait StackIo {
     fn cmd_mark(&mut self) -> u64 {
         0
     }
-    /// Whether every command `app` published in its command ring before
+    /// Whether every command `app` published in its command rings before
     /// `mark` ([`StackIo::cmd_mark`]) was taken has been applied to the
     /// flows (true for an app that has no ring any more: it was drained).
     fn cmds_applied(&self, _app: AppId, _mark: u64) -> bool {

@@ -310,7 +310,8 @@ fn flow_info(id: FlowId, f: &FlowState) -> FlowInfo {
         rx_seq: f.rx_next_seq,
         tx_seq: f.tx_next_seq,
         mss: (f.mss as u32).saturating_sub(f.opt_len()).max(1),
-        ring_gen: u32::from(f.ring_gen),
+        ring_gen: u16::from(f.ring_gen),
+        lane: f.group,
         opaque: { f.opaque },
     }
 }
