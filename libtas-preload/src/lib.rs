@@ -953,6 +953,12 @@ impl Tas {
         self.header().goal.load(Ordering::Relaxed)
     }
 
+    /// The fast-path lanes tasd runs (one per core it may run, at most):
+    /// this context has a command ring for each.
+    pub fn lanes(&self) -> usize {
+        self.cmds.rings.len()
+    }
+
     /// The CPU wait of the fast-path core serving this app over its last
     /// epoch, parts per million (`RegionHeader::cpu_contention_ppm`).
     pub fn cpu_contention_ppm(&self) -> u32 {

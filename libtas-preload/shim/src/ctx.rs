@@ -307,6 +307,7 @@ fn install_ctx(
     mut tas: Tas,
 ) -> &'static Ctx {
     tas.move_fds_above(high_fd_base());
+    g.spin.note_lanes(tas.lanes());
     tas.set_auto_poll(false);
     tas.set_waiting(false);
     // A dead context stays dead: this shim attaches a new one.

@@ -5,10 +5,21 @@
 //! --profile`) or, without one, the daemon's (`tasctl tune`, read from a
 //! context's region header).
 //!
+//! The self-tuned spin also keeps to a CPU budget: app threads spin at the
+//! same time only while, beside them and the fast-path cores (one per lane
+//! tasd runs), at least one CPU of the process's affinity set is left for
+//! everything else — the kernel's network work, the peer on the same host,
+//! other programs ([`spin_budget`]). On two vCPUs with one fast-path core
+//! that leaves no app spin at all: measured there (docs/perf-bench.md,
+//! session 22), every row ran best with the app blocking at once, since a
+//! spinning app thread takes the CPU the kernel and the client need.
+//!
 //! Owns the process-wide spin. Nothing here blocks (contexts are only
-//! tried), allocates or makes a system call.
+//! tried) or allocates; the one system call is `sched_getaffinity` at
+//! start.
 
 use crate::global::global;
+use std::sync::atomic::{AtomicU32, Ordering};
 use tas_tune::{Goal, SharedSpinTuner};
 
 /// Epoch length, ns.
@@ -20,10 +31,52 @@ pub struct SpinCtl {
     tuner: SharedSpinTuner,
     /// `TAS_PROFILE`: the program's own goal.
     profile: Option<Goal>,
+    /// `TAS_SPIN_US` given: the spin is the user's, no budget applies.
+    fixed: bool,
+    /// CPUs the process may run on (at start).
+    cpus: u32,
+    /// The most fast-path lanes of any attached context.
+    lanes: AtomicU32,
+    /// App threads spinning now.
+    spinners: AtomicU32,
+}
+
+/// How many app threads may spin at once on `cpus` CPUs beside `lanes`
+/// fast-path cores: one CPU is always left for the rest of the machine.
+pub fn spin_budget(cpus: u32, lanes: u32) -> u32 {
+    cpus.saturating_sub(lanes).saturating_sub(1)
+}
+
+/// A thread counted as spinning ([`SpinCtl::enter`]) until dropped.
+pub struct Spinning<'a>(Option<&'a AtomicU32>);
+
+impl Drop for Spinning<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.0 {
+            n.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// CPUs in the calling process's affinity set (1 if unknown).
+fn affinity_cpus() -> u32 {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity writes at most
+    // size_of::<cpu_set_t>() bytes into it; CPU_COUNT only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return 1;
+        }
+        (libc::CPU_COUNT(&set) as u32).max(1)
+    }
 }
 
 impl SpinCtl {
     pub fn new(fixed_us: Option<u64>, profile: Option<Goal>) -> SpinCtl {
+        SpinCtl::with_cpus(fixed_us, profile, affinity_cpus())
+    }
+
+    fn with_cpus(fixed_us: Option<u64>, profile: Option<Goal>, cpus: u32) -> SpinCtl {
         SpinCtl {
             tuner: SharedSpinTuner::new(
                 fixed_us.map(|us| us.saturating_mul(1000)),
@@ -31,13 +84,40 @@ impl SpinCtl {
                 EPOCH_NS,
             ),
             profile,
+            fixed: fixed_us.is_some(),
+            cpus,
+            // Until a context says otherwise: one fast-path core.
+            lanes: AtomicU32::new(1),
+            spinners: AtomicU32::new(0),
         }
+    }
+
+    /// A context attached to a tasd that runs `lanes` lanes.
+    pub fn note_lanes(&self, lanes: usize) {
+        self.lanes
+            .fetch_max(lanes.min(u32::MAX as usize) as u32, Ordering::Relaxed);
     }
 
     /// The spin to use now, ns.
     #[inline]
     pub fn spin_ns(&self) -> u64 {
         self.tuner.spin_ns()
+    }
+
+    /// Whether the calling thread may spin now: always with `TAS_SPIN_US`,
+    /// else while fewer threads spin than [`spin_budget`] allows. The
+    /// thread counts as spinning until the answer is dropped.
+    pub fn enter(&self) -> Option<Spinning<'_>> {
+        if self.fixed {
+            return Some(Spinning(None));
+        }
+        let budget = spin_budget(self.cpus, self.lanes.load(Ordering::Relaxed));
+        self.spinners
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < budget).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Spinning(Some(&self.spinners)))
     }
 
     /// A wait that began at `start` (monotonic ns) found something ready
@@ -71,4 +151,54 @@ fn daemon_view() -> (Goal, f64) {
         }
     }
     (Goal::default(), 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_leaves_a_cpu_beside_the_cores() {
+        assert_eq!(spin_budget(2, 1), 0);
+        assert_eq!(spin_budget(2, 2), 0);
+        assert_eq!(spin_budget(1, 1), 0);
+        assert_eq!(spin_budget(4, 1), 2);
+        assert_eq!(spin_budget(16, 4), 11);
+        assert_eq!(spin_budget(0, 0), 0);
+    }
+
+    #[test]
+    fn at_most_the_budget_spins_at_once() {
+        // 4 CPUs, one lane: two spinners.
+        let c = SpinCtl::with_cpus(None, None, 4);
+        let a = c.enter().expect("first spinner");
+        let b = c.enter().expect("second spinner");
+        assert!(c.enter().is_none(), "a third would take the last CPU");
+        drop(a);
+        let a2 = c.enter().expect("a slot came free");
+        drop((a2, b));
+        assert_eq!(c.spinners.load(Ordering::Relaxed), 0);
+        // A tasd with 3 lanes: none.
+        c.note_lanes(3);
+        assert!(c.enter().is_none());
+        // Fewer lanes later never lowers the count (any context may use
+        // the larger tasd).
+        c.note_lanes(1);
+        assert!(c.enter().is_none());
+    }
+
+    #[test]
+    fn two_cpus_one_core_no_app_spin() {
+        let c = SpinCtl::with_cpus(None, None, 2);
+        assert!(c.enter().is_none());
+    }
+
+    #[test]
+    fn a_fixed_spin_is_the_users() {
+        let c = SpinCtl::with_cpus(Some(50), None, 2);
+        let a = c.enter().expect("TAS_SPIN_US spins regardless");
+        let b = c.enter().expect("every thread");
+        drop((a, b));
+        assert_eq!(c.spinners.load(Ordering::Relaxed), 0);
+    }
 }

@@ -81,6 +81,8 @@ pub fn spin_wait(limit_ns: u64, mut poll_now: impl FnMut() -> c_int) -> Option<c
     if spin == 0 || !g.has_live_ctx() {
         return None;
     }
+    // Within the CPU budget (spin.rs), or not at all.
+    let _spinning = g.spin.enter()?;
     let mut seen = g.ready_gen.load(Ordering::Acquire);
     let start = sys::monotonic_ns();
     let mut rounds = 0u32;
