@@ -148,7 +148,12 @@ pub struct Setup {
     /// Seeds the visit order and the initial sequence numbers.
     pub seed: u64,
     /// `madvise(MADV_HUGEPAGE)` on the payload region (fewer TLB misses).
+    /// Default: as tasd's app regions get them, i.e. when the kernel gives
+    /// shared memory huge pages (`tas_runtime::huge::shared_allowed`).
     pub thp: bool,
+    /// The flow table's arrays advised for huge pages as tasd does
+    /// (`tas_runtime::huge::flow_table`; default on).
+    pub huge_table: bool,
 }
 
 impl Setup {
@@ -158,7 +163,8 @@ impl Setup {
             flows,
             ring: DEFAULT_RING,
             seed: 0x7a5_f1a5,
-            thp: false,
+            thp: tas_runtime::huge::shared_allowed(),
+            huge_table: true,
         }
     }
 }
@@ -486,7 +492,11 @@ impl Bench {
                 "{flows} flows x 2 x {ring} B rings = {region} B does not fit a 4 GiB region"
             ));
         }
-        let table = Arc::new(FlowTable::new(flows));
+        let table = Arc::new(if setup.huge_table {
+            tas_runtime::huge::flow_table(flows)
+        } else {
+            FlowTable::new(flows)
+        });
         let fp = FastPath::new(
             Arc::clone(&table),
             Config {
@@ -943,26 +953,9 @@ impl Bench {
 
 /// Asks for transparent huge pages on a (not yet touched) payload region.
 fn advise_huge(region: &mut [u8]) {
-    const HUGE: usize = 2 << 20;
-    let start = region.as_mut_ptr() as usize;
-    let aligned = (start + HUGE - 1) & !(HUGE - 1);
-    let end = (start + region.len()) & !(HUGE - 1);
-    if end <= aligned {
-        return;
-    }
-    // SAFETY: [aligned, end) lies inside `region`, which we borrow mutably;
-    // MADV_HUGEPAGE only changes how the kernel backs those pages, never
-    // their contents or validity.
-    let rc = unsafe {
-        libc::madvise(
-            aligned as *mut libc::c_void,
-            end - aligned,
-            libc::MADV_HUGEPAGE,
-        )
-    };
-    if rc != 0 {
+    if !tas_runtime::huge::advise(region.as_mut_ptr(), region.len()) {
         eprintln!(
-            "fastpath-bench: madvise(MADV_HUGEPAGE) failed: {}",
+            "fastpath-bench: madvise(MADV_HUGEPAGE) on the payload region failed: {}",
             std::io::Error::last_os_error()
         );
     }

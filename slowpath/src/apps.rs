@@ -678,6 +678,9 @@ impl Apps {
                 .len(self.region_size as usize)
                 .map_mut(&memfd)?
         };
+        // Rings on 2 MiB pages where the kernel gives shared memory huge
+        // pages (counted and logged once where it does not).
+        tas_runtime::huge::advise_shared(map.as_mut_ptr(), map.len());
         let base = map.as_mut_ptr();
         // SAFETY: the region starts with room for a RegionHeader (64 bytes,
         // page aligned) and nobody else uses it yet.

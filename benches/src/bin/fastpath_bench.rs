@@ -9,7 +9,11 @@
 //!   --runs R            runs per cell; the best is reported (default 5)
 //!   --scenarios LIST    subset of rx,ack_tx,pair (default all three)
 //!   --ring BYTES        per-flow RX and TX ring size (default 4096)
-//!   --thp               madvise(MADV_HUGEPAGE) on the payload region
+//!   --thp               madvise(MADV_HUGEPAGE) on the payload region (the
+//!                       default only where the kernel gives shared memory,
+//!                       i.e. tasd's app regions, huge pages)
+//!   --4k                no huge-page advice at all (by default the flow
+//!                       table's arrays are advised, as tasd does)
 //!   --seed N            visit order and initial sequence numbers
 //!   --quick             CI smoke run: 20000 units, 1 run
 //!   --callgrind MODE    run only MODE (rx|ack_tx|pair) at the first --flows
@@ -38,13 +42,14 @@ struct Args {
     scenarios: Vec<Scenario>,
     ring: u32,
     thp: bool,
+    small_pages: bool,
     seed: Option<u64>,
     quick: bool,
     callgrind: Option<Scenario>,
 }
 
 const USAGE: &str = "usage: fastpath-bench [--flows 1,1024,65536] [--packets N] [--runs R] \
-[--scenarios rx,ack_tx,pair] [--ring BYTES] [--thp] [--seed N] [--quick] [--callgrind rx|ack_tx|pair]";
+[--scenarios rx,ack_tx,pair] [--ring BYTES] [--thp] [--4k] [--seed N] [--quick] [--callgrind rx|ack_tx|pair]";
 
 fn parse_list<T: std::str::FromStr>(s: &str, what: &str) -> Result<Vec<T>, String> {
     s.split(',')
@@ -61,6 +66,7 @@ fn parse_args() -> Result<Args, String> {
         scenarios: Scenario::ALL.to_vec(),
         ring: DEFAULT_RING,
         thp: false,
+        small_pages: false,
         seed: None,
         quick: false,
         callgrind: None,
@@ -80,6 +86,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--ring" => a.ring = val()?.parse().map_err(|_| "bad --ring")?,
             "--thp" => a.thp = true,
+            "--4k" => a.small_pages = true,
             "--seed" => a.seed = Some(val()?.parse().map_err(|_| "bad --seed")?),
             "--quick" => a.quick = true,
             "--callgrind" => {
@@ -109,7 +116,13 @@ fn parse_args() -> Result<Args, String> {
 fn setup(a: &Args, scenario: Scenario, flows: usize) -> Setup {
     let mut s = Setup::new(scenario, flows);
     s.ring = a.ring;
-    s.thp = a.thp;
+    if a.thp {
+        s.thp = true;
+    }
+    if a.small_pages {
+        s.thp = false;
+        s.huge_table = false;
+    }
     if let Some(seed) = a.seed {
         s.seed = seed;
     }
@@ -187,7 +200,14 @@ fn main() -> ExitCode {
         threads,
         a.ring,
         tas_benches::fastpath::BATCH,
-        if a.thp { "THP, " } else { "" },
+        {
+            let d = Setup::new(Scenario::Pair, 1);
+            match (a.small_pages, a.thp || d.thp) {
+                (true, _) => "4 KiB pages only, ",
+                (false, true) => "THP table + rings, ",
+                (false, false) => "THP table, ",
+            }
+        },
         packets,
         runs
     );

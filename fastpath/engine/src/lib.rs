@@ -12,7 +12,8 @@
 //! are `tas-nic`'s, threads and sleeping `tas-runtime`'s), read clocks (the
 //! caller passes `now`), or allocate on the per-packet path. Anything unusual is an
 //! [`engine::Exception`] for the slow path. The only `unsafe` code is the
-//! flow table's per-flow lock and slot access, the engine queues' unchecked
+//! flow table's per-flow lock and slot access, its arrays' own (huge-page
+//! aligned) allocation, the engine queues' unchecked
 //! indexing (`fifo`) and the checksum's `adc` carry chain (x86-64 `asm!`,
 //! `wire::checksum`), each block with its SAFETY argument.
 

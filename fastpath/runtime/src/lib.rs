@@ -4,8 +4,10 @@
 //!
 //! Owns: lanes, cores (polling threads), their sleep/wake on eventfds and
 //! NIC fds, the hand-over of lanes between cores, the app ports (rings in
-//! each app's region) as a lane sees them, and the queues between lanes and
-//! the slow path. This is where threads, clocks and `poll()` are allowed.
+//! each app's region) as a lane sees them, the queues between lanes and
+//! the slow path, and the huge-page advice for the flow table and the app
+//! regions ([`huge`]). This is where threads, clocks and `poll()` are
+//! allowed.
 //!
 //! Must not: decide TCP (that is `tas-engine`'s), touch NIC internals
 //! (`tas-nic`), make policy (how many cores, congestion control: the slow
@@ -86,6 +88,7 @@
 //!   tasd's answer to a takeover of a shared flow waits for it).
 
 pub mod capture;
+pub mod huge;
 pub mod pressure;
 
 use capture::{Capture, Dir};

@@ -644,7 +644,9 @@ impl Daemon {
                 adaptive: true,
             },
         };
-        let table = Arc::new(FlowTable::new(crate::stack::table_slots(cfg.max_flows)));
+        let table = Arc::new(tas_runtime::huge::flow_table(crate::stack::table_slots(
+            cfg.max_flows,
+        )));
         let shared: Arc<Shared> = FastPathShared::new(n_cores, nics.len())?;
         if hw_lanes < nics.len() {
             shared.enable_steering(hw_lanes);
