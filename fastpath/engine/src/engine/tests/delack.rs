@@ -130,3 +130,96 @@ fn without_a_delay_every_segment_is_acked() {
     assert_eq!(fx.fp.poll_at(), None);
     assert_eq!(fx.fp.stats.acks_held, 0);
 }
+
+/// A held ACK a response carried leaves no pure ACK behind, even when
+/// every held entry is flushed; the next held ACK, with no data after it,
+/// still goes out alone when its delay ends.
+#[test]
+fn a_carried_held_ack_leaves_no_pure_ack_and_the_next_one_still_goes_alone() {
+    let mut fx = dfx();
+    send!(fx, fx.data(0, 10));
+    recv_nothing!(fx);
+    fx.write(20, 0).unwrap();
+    fx.poll();
+    recv!(
+        fx,
+        Seg {
+            flags: ACK | PSH,
+            ..fx.ours_data(0, 20, 10, 32_768 - 10)
+        }
+    );
+    fx.now += DELAY;
+    assert_eq!(fx.fp.flush_acks(fx.now, true, &fx.mem, &mut fx.out), 0);
+    recv_nothing!(fx);
+    assert_eq!((fx.fp.stats.acks_sent, fx.fp.stats.acks_delayed), (0, 0));
+    assert_eq!(fx.fp.poll_at(), None);
+    // No data follows the next one: a pure ACK when its delay ends, once.
+    send!(fx, fx.data(10, 10));
+    recv_nothing!(fx);
+    fx.now += DELAY - 1;
+    assert_eq!(fx.flush_acks(), 0);
+    recv_nothing!(fx);
+    fx.now += 1;
+    assert_eq!(fx.flush_acks(), 1);
+    recv!(fx, fx.ours(20, 20, 32_768 - 20));
+    recv_nothing!(fx);
+    assert_eq!((fx.fp.stats.acks_held, fx.fp.stats.acks_delayed), (2, 1));
+}
+
+/// An ACK held again after a response carried the first one goes out by
+/// the first entry's deadline (the entry finds the flow owing an ACK
+/// again), and only once: the second entry finds it sent.
+#[test]
+fn an_ack_held_again_after_a_carried_one_goes_out_once() {
+    let mut fx = dfx();
+    send!(fx, fx.data(0, 10));
+    recv_nothing!(fx);
+    fx.now += 5_000;
+    fx.write(20, 0).unwrap();
+    fx.poll();
+    recv!(
+        fx,
+        Seg {
+            flags: ACK | PSH,
+            ..fx.ours_data(0, 20, 10, 32_768 - 10)
+        }
+    );
+    send!(fx, fx.data(10, 10));
+    recv_nothing!(fx);
+    fx.now = T0 + DELAY;
+    assert_eq!(fx.flush_acks(), 1);
+    recv!(fx, fx.ours(20, 20, 32_768 - 20));
+    fx.now += DELAY;
+    assert_eq!(fx.flush_acks(), 0);
+    recv_nothing!(fx);
+    assert_eq!(fx.fp.poll_at(), None);
+    assert_eq!((fx.fp.stats.acks_held, fx.fp.stats.acks_delayed), (2, 1));
+}
+
+/// With out-of-order data held our data segments carry no SACK blocks
+/// (RFC 2018 §4), so they do not carry a held ACK either: it goes out
+/// alone, with the blocks, when its delay ends.
+#[test]
+fn a_held_ack_with_sack_blocks_is_not_dropped_by_a_data_segment() {
+    let mut fx = dfx();
+    send!(fx, fx.data(100, 10));
+    recv!(fx, fx.sack(fx.ours(0, 0, 32_768), &[(100, 110)]));
+    // Extends the most recent interval at its right edge: held.
+    send!(fx, fx.data(110, 10));
+    recv_nothing!(fx);
+    assert_eq!(fx.fp.stats.acks_held, 1);
+    fx.write(20, 0).unwrap();
+    fx.poll();
+    let d = fx.next_frame().expect("our data segment");
+    assert_eq!(d.payload, pat(0, 20));
+    assert_eq!(d.ack, fx.rseq(0));
+    assert!(d.sack.is_empty());
+    fx.now += DELAY;
+    assert_eq!(fx.flush_acks(), 1);
+    let a = fx.next_frame().expect("the held ACK");
+    assert!(a.payload.is_empty());
+    assert_eq!(a.ack, fx.rseq(0));
+    assert_eq!(a.sack, vec![(fx.rseq(100), fx.rseq(120))]);
+    recv_nothing!(fx);
+    assert_eq!(fx.fp.stats.acks_delayed, 1);
+}
