@@ -51,6 +51,9 @@ struct Writer {
 /// caller's advice hook ([`FlowTable::with_advice`]) before their first
 /// touch, so that the kernel can back them with transparent huge pages.
 pub const HUGE_MIN: usize = 1 << 20;
+/// Index size up to which [`FlowTable::index_cached`] holds: 64 KiB,
+/// 8K entries, tables of up to 4K flows.
+pub const INDEX_CACHED_MAX: usize = 64 << 10;
 /// The huge page size the table's large arrays are aligned to (x86-64 PMD).
 pub const HUGE_PAGE: usize = 2 << 20;
 
@@ -204,6 +207,14 @@ impl FlowTable {
             i = (i + 1) & self.mask;
         }
         None
+    }
+
+    /// Whether the index is small enough (≤ [`INDEX_CACHED_MAX`] bytes)
+    /// to stay in the cache: then a batched lookup reads it at once and
+    /// skips [`FlowTable::prefetch_index`].
+    #[inline(always)]
+    pub fn index_cached(&self) -> bool {
+        self.mask < INDEX_CACHED_MAX / 8
     }
 
     /// Starts loading the index entry for a key hash (first stage of a

@@ -651,24 +651,39 @@ impl FastPath {
         // (hash, then flow id) << 1 | carries payload, and the frame's address
         let mut seen = [0u64; PREFETCH_MAX];
         let mut at = [0usize; PREFETCH_MAX];
-        let mut n = 0;
-        for f in frames.take(PREFETCH_MAX) {
-            let Some((key, data)) = frame_key_data(f) else {
-                continue;
-            };
-            let h = key.hash();
-            self.table.prefetch_index(h);
-            seen[n] = (h as u64) << 1 | data as u64;
-            at[n] = f.as_ptr() as usize;
-            n += 1;
-        }
         let mut m = 0;
-        for i in 0..n {
-            let e = seen[i];
-            if let Some(id) = self.table.prefetch_slot((e >> 1) as u32) {
-                seen[m] = (id as u64) << 1 | (e & 1);
-                self.hints[m] = (at[i], id);
-                m += 1;
+        if self.table.index_cached() {
+            // A small index stays in the cache: read each entry at once
+            // (the first two passes in one).
+            for f in frames.take(PREFETCH_MAX) {
+                let Some((key, data)) = frame_key_data(f) else {
+                    continue;
+                };
+                if let Some(id) = self.table.prefetch_slot(key.hash()) {
+                    seen[m] = (id as u64) << 1 | data as u64;
+                    self.hints[m] = (f.as_ptr() as usize, id);
+                    m += 1;
+                }
+            }
+        } else {
+            let mut n = 0;
+            for f in frames.take(PREFETCH_MAX) {
+                let Some((key, data)) = frame_key_data(f) else {
+                    continue;
+                };
+                let h = key.hash();
+                self.table.prefetch_index(h);
+                seen[n] = (h as u64) << 1 | data as u64;
+                at[n] = f.as_ptr() as usize;
+                n += 1;
+            }
+            for i in 0..n {
+                let e = seen[i];
+                if let Some(id) = self.table.prefetch_slot((e >> 1) as u32) {
+                    seen[m] = (id as u64) << 1 | (e & 1);
+                    self.hints[m] = (at[i], id);
+                    m += 1;
+                }
             }
         }
         self.hint_n = m as u8;
