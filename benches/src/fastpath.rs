@@ -506,7 +506,9 @@ impl Bench {
                 // tasd's default: an ACK waits up to 40 µs for a response.
                 ack_delay_ns: 40_000,
             },
-        );
+        )
+        // As tasd's lanes: an app command cuts its segment at once.
+        .with_direct_tx(true);
         let mut mem = VecMem::new(1, region as usize);
         let addr = mem.regions[0].as_ptr() as u64;
         let pad = ((ALIGN - addr % ALIGN) % ALIGN) as u32;

@@ -64,6 +64,14 @@ impl TxScheduler {
         }
     }
 
+    /// Whether flow `id` is neither queued nor paced: it may send at once
+    /// without passing the queues (its turn comes at once, and charging it
+    /// would change nothing).
+    #[inline(always)]
+    pub fn idle_unpaced(&self, id: FlowId) -> bool {
+        self.state.get(id as usize) == Some(&0)
+    }
+
     /// The next flow allowed to send at `now`, removed from the queues.
     #[inline]
     pub fn next_ready(&mut self, now: u64) -> Option<FlowId> {

@@ -1052,7 +1052,8 @@ impl<N: Nic> Lane<N> {
         Lane {
             fp: FastPath::new(table, engine)
                 .with_lane(shared.id)
-                .with_tx_csum_offload(nic.tx_csum_offload()),
+                .with_tx_csum_offload(nic.tx_csum_offload())
+                .with_direct_tx(true),
             nic,
             rx: FrameBatch::new(BATCH),
             tx: FrameBatch::new(BATCH),

@@ -109,6 +109,8 @@ pub struct Stats {
     /// of them sent alone because no segment came within the delay.
     pub acks_held: u64,
     pub acks_delayed: u64,
+    /// Segments an app command cut at once ([`FastPath::with_direct_tx`]).
+    pub tx_direct: u64,
     /// Segments whose ACK went out with others' at the end of their poll
     /// round (one ACK for the round's segments of a flow).
     pub acks_coalesced: u64,
@@ -190,6 +192,7 @@ impl Stats {
             acks_sent,
             acks_held,
             acks_delayed,
+            tx_direct,
             acks_coalesced,
             exceptions,
             bad_checksum,
@@ -234,6 +237,7 @@ impl Stats {
         self.acks_sent += acks_sent;
         self.acks_held += acks_held;
         self.acks_delayed += acks_delayed;
+        self.tx_direct += tx_direct;
         self.acks_coalesced += acks_coalesced;
         self.exceptions += exceptions;
         self.bad_checksum += bad_checksum;
@@ -313,6 +317,9 @@ pub struct FastPath {
     /// The NIC completes TCP checksums of the frames we build
     /// ([`FastPath::with_tx_csum_offload`]).
     tx_csum_offload: bool,
+    /// App commands cut their flow's next segment at once when the flow
+    /// need not wait its turn ([`FastPath::with_direct_tx`]).
+    direct_tx: bool,
     /// Flow candidates the last [`FastPath::prefetch`] found, in frame
     /// order: (frame address, flow id). `rx` of the frame at that address
     /// tries the candidate first (locked, 4-tuple compared) and skips the
@@ -492,6 +499,81 @@ fn tx_rare<M: PayloadMem, O: Output>(
     Rare::Sent(cut.len)
 }
 
+/// What [`cut_new`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    Sent,
+    /// Nothing to send (window, or no data).
+    Idle,
+    /// The NIC batch is full.
+    Full,
+    /// The payload could not be read (counted in `mem_errors`).
+    MemError,
+}
+
+/// Cuts flow `f`'s next segment of new data (and FIN) in the common case
+/// (not in recovery): up to the window and one MSS, PSH when it empties
+/// the ring, CWR when pending (RFC 3168 §6.1.2). For an app command's
+/// direct send ([`FastPath::with_direct_tx`]); the scheduler is not
+/// charged (the flow is unpaced).
+#[inline(always)]
+fn cut_new<M: PayloadMem, O: Output>(
+    cfgc: &Config,
+    offload: bool,
+    stats: &mut Stats,
+    f: &mut crate::flowtable::FlowGuard<'_>,
+    now_ts: u32,
+    mem: &M,
+    out: &mut O,
+) -> Cut {
+    let allowed = send_allowance(f);
+    let seg_max = payload_max(f);
+    let len = f.tx_avail.min(allowed).min(seg_max);
+    let fin = fin_pending(f) && len == f.tx_avail;
+    if len == 0 && !fin {
+        return Cut::Idle;
+    }
+    let mut flags = if fin { tcp::FIN } else { 0 };
+    if len > 0 && len == f.tx_avail {
+        flags |= tcp::PSH;
+    }
+    if len > 0 && f.st & st::CWR_PENDING != 0 {
+        flags |= tcp::CWR;
+    }
+    let (fs, _, ft) = f.parts_tx();
+    let ft = template(cfgc, offload, fs, ft);
+    let fsr = &*fs;
+    let mut built = true;
+    let ok = out.tx(|b| {
+        let n = build_segment(
+            b,
+            cfgc,
+            fsr,
+            ft,
+            fsr.tx_next_seq,
+            flags,
+            &[],
+            now_ts,
+            (fsr.tx_next_pos, len),
+            mem,
+        );
+        built = n > 0;
+        n
+    });
+    if !ok {
+        stats.tx_full += 1;
+        return Cut::Full;
+    }
+    if !built {
+        stats.mem_errors += 1;
+        return Cut::MemError;
+    }
+    take_sent(fs, len, fin, flags);
+    stats.tx_frames += 1;
+    stats.tx_payload_bytes += len as u64;
+    Cut::Sent
+}
+
 /// The flow key of a received Ethernet/IPv4 (no options)/TCP frame, read
 /// at fixed offsets without parsing or checking it (for prefetching and
 /// software steering; [`FastPath::rx`] does the real parse). `None` for
@@ -589,6 +671,7 @@ impl FastPath {
             lane: 0,
             challenge: ChallengeLimit::new(),
             tx_csum_offload: false,
+            direct_tx: false,
             hints: [(0, 0); PREFETCH_MAX],
             hint_n: 0,
             hint_next: 0,
@@ -612,6 +695,20 @@ impl FastPath {
     /// summed in full (the NIC recomputes the same value).
     pub fn with_tx_csum_offload(mut self, on: bool) -> Self {
         self.tx_csum_offload = on;
+        self
+    }
+
+    /// An app command that lets an idle flow send (new data, FIN) cuts
+    /// the flow's next segment at once, under the lock the command holds,
+    /// instead of queueing the flow for the next [`FastPath::poll_tx`]
+    /// (default off). Only for a flow of this lane that is neither queued
+    /// (it would jump the queue) nor paced nor in loss recovery, and only
+    /// one segment: a flow with more to send is queued as before. The
+    /// segment is the one `poll_tx` would have cut this round; it goes
+    /// into the same NIC batch (a full batch: queued instead). Counted in
+    /// `Stats::tx_direct`.
+    pub fn with_direct_tx(mut self, on: bool) -> Self {
+        self.direct_tx = on;
         self
     }
 
@@ -966,6 +1063,26 @@ impl FastPath {
             );
         }
         if can_send(&f) {
+            if self.direct_tx
+                && f.group == self.lane
+                && f.cfg & cfg::RATE == 0
+                && !may_resend(&f)
+                && self.sched.idle_unpaced(c.flow)
+            {
+                let offload = self.tx_csum_offload;
+                match cut_new(&self.cfg, offload, &mut self.stats, &mut f, ts_now(now), mem, out) {
+                    Cut::Sent => {
+                        self.stats.tx_direct += 1;
+                        if !can_send(&f) {
+                            return Ok(());
+                        }
+                    }
+                    // As the send loop does: not queued again.
+                    Cut::MemError => return Ok(()),
+                    // Queued: the send loop tries again.
+                    Cut::Idle | Cut::Full => {}
+                }
+            }
             activate(&mut self.sched, self.lane, f.group, c.flow, now, out);
         }
         Ok(())

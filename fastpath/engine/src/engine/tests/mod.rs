@@ -61,6 +61,8 @@ struct FlowOpts {
     ack_delay_ns: u64,
     /// `FastPath::with_tx_csum_offload`.
     csum_offload: bool,
+    /// `FastPath::with_direct_tx`.
+    direct_tx: bool,
 }
 
 impl Default for FlowOpts {
@@ -81,6 +83,7 @@ impl Default for FlowOpts {
             tx_pos0: 0,
             ack_delay_ns: 0,
             csum_offload: false,
+            direct_tx: false,
         }
     }
 }
@@ -276,7 +279,8 @@ impl Fx {
                 ack_delay_ns: o.ack_delay_ns,
             },
         )
-        .with_tx_csum_offload(o.csum_offload);
+        .with_tx_csum_offload(o.csum_offload)
+        .with_direct_tx(o.direct_tx);
         Fx {
             fp,
             mem,
@@ -684,6 +688,7 @@ fn fx() -> Fx {
 mod ack_checks;
 mod app;
 mod delack;
+mod direct;
 mod exceptions;
 mod fin;
 mod probe;
