@@ -234,6 +234,22 @@ impl FlowTable {
     /// entry; the rest of the line is loaded already).
     #[inline]
     pub fn prefetch_slot(&self, hash: u32) -> Option<FlowId> {
+        let id = self.candidate(hash)?;
+        let slot = self.slots.get(id as usize)?;
+        let p = slot as *const FlowSlot as *const u8;
+        prefetch(p);
+        prefetch(p.wrapping_add(64));
+        // `tmpl` has the length of `slots`.
+        prefetch(self.tmpl.get(id as usize)?.get() as *const u8);
+        Some(id)
+    }
+
+    /// The flow the index entry for `hash` points to, within the entry's
+    /// cache line of the probe chain (see [`FlowTable::prefetch_slot`]),
+    /// without prefetching anything: for a table that stays in the cache
+    /// ([`FlowTable::index_cached`]).
+    #[inline]
+    pub fn candidate(&self, hash: u32) -> Option<FlowId> {
         let mut i = hash as usize & self.mask;
         let id = loop {
             let e = self.index.get(i)?.load(Ordering::Relaxed);
@@ -249,13 +265,7 @@ impl FlowTable {
                 return None;
             }
         };
-        let slot = self.slots.get(id as usize)?;
-        let p = slot as *const FlowSlot as *const u8;
-        prefetch(p);
-        prefetch(p.wrapping_add(64));
-        // `tmpl` has the length of `slots`.
-        prefetch(self.tmpl.get(id as usize)?.get() as *const u8);
-        Some(id)
+        (id < self.slots.len() as u32).then_some(id)
     }
 
     /// Locks flow `id` if it is installed and has this 4-tuple: a lookup

@@ -738,7 +738,10 @@ impl FastPath {
     /// line) and prefetch the flow's slot and template; then, per flow
     /// whose lock is free at that moment, prefetch the RX ring line the
     /// frame's payload goes to (data) or the TX ring line the next segment
-    /// comes from (a pure ACK, which may open the window). Hints only:
+    /// comes from (a pure ACK, which may open the window). A table whose
+    /// index is at most 64 KiB (`FlowTable::index_cached`, up to 4K flows)
+    /// stays in the cache: there the first two passes are one that reads
+    /// each index entry at once and prefetches no slot or template. Hints only:
     /// no flow is changed, and a wrong guess costs a wasted line. The flow
     /// found for each frame is remembered for `rx` of that frame (by its
     /// address), which then locks it and compares the 4-tuple instead of
@@ -750,13 +753,14 @@ impl FastPath {
         let mut at = [0usize; PREFETCH_MAX];
         let mut m = 0;
         if self.table.index_cached() {
-            // A small index stays in the cache: read each entry at once
-            // (the first two passes in one).
+            // A small table stays in the cache: read each index entry at
+            // once, prefetch no slot or template (the first two passes in
+            // one; only the ring lines are prefetched).
             for f in frames.take(PREFETCH_MAX) {
                 let Some((key, data)) = frame_key_data(f) else {
                     continue;
                 };
-                if let Some(id) = self.table.prefetch_slot(key.hash()) {
+                if let Some(id) = self.table.candidate(key.hash()) {
                     seen[m] = (id as u64) << 1 | data as u64;
                     self.hints[m] = (f.as_ptr() as usize, id);
                     m += 1;
