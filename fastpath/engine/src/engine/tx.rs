@@ -31,7 +31,7 @@ pub(super) fn payload_max(f: &FlowState) -> u32 {
 
 /// Whether the scheduler should be asked to send for this flow (new data or
 /// FIN; see [`may_resend`] for loss recovery).
-#[inline]
+#[inline(always)]
 pub(super) fn can_send(f: &FlowState) -> bool {
     (f.tx_avail > 0 && send_allowance(f) > 0) || (fin_pending(f) && f.tx_avail == 0)
 }
