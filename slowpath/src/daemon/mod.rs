@@ -647,6 +647,12 @@ impl Daemon {
         let table = Arc::new(tas_runtime::huge::flow_table(crate::stack::table_slots(
             cfg.max_flows,
         )));
+        let huge = tas_runtime::huge::stats();
+        tracing::debug!(
+            advised_bytes = huge.advised_bytes,
+            refused = huge.refused,
+            "flow table arrays advised for huge pages"
+        );
         let shared: Arc<Shared> = FastPathShared::new(n_cores, nics.len())?;
         if hw_lanes < nics.len() {
             shared.enable_steering(hw_lanes);
