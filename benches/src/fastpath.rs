@@ -14,7 +14,9 @@
 //!   (with its checksum) into the output batch.
 //! * [`Scenario::AckTx`] — (b): a pure ACK in, acknowledging the 64-byte
 //!   segment sent on the previous visit, + the app adds 64 bytes through
-//!   [`FastPath::app_cmd`] + [`FastPath::poll_tx`] cuts a 64-byte segment.
+//!   [`FastPath::app_cmd`], which cuts the 64-byte segment at once as in
+//!   tasd's lanes ([`FastPath::with_direct_tx`]; otherwise
+//!   [`FastPath::poll_tx`] would).
 //! * [`Scenario::Pair`] — (a) and (b) for the same flow in one visit: data
 //!   in, ACK in, one `app_cmd` that frees the 64 received bytes and adds 64
 //!   to send, segment out (an echo server's work per request).
@@ -22,7 +24,11 @@
 //! Work is done the way a poll loop does it: in batches of [`BATCH`] visits
 //! (the output [`FrameBatch`] is reused and cleared after every batch,
 //! pending app notifications are flushed into a fake context queue after
-//! every batch, `poll_tx` runs once per batch with the batch size as budget).
+//! every batch, `poll_tx` runs once per batch with the batch size as budget,
+//! for whatever the app commands left queued). The flow table's arrays are
+//! advised for huge pages as tasd does (`tas_runtime::huge::flow_table`);
+//! the ring region only where the kernel gives shared memory huge pages
+//! (as tasd's app regions get them) or with `Setup::thp`.
 //! Flows whose next segment depends on the previous one being sent (TX
 //! scenarios) never appear twice in one batch, so with fewer than
 //! [`BATCH`] flows a batch is the flow count.
