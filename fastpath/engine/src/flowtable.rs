@@ -72,15 +72,18 @@ impl<T: Default> Array<T> {
     /// `bytes` a multiple of it).
     fn new(len: usize, advise: &mut dyn FnMut(*mut u8, usize)) -> Self {
         assert!(len > 0 && std::mem::size_of::<T>() > 0);
-        let bytes = len.checked_mul(std::mem::size_of::<T>()).expect("table size");
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .expect("table size");
         let big = bytes >= HUGE_MIN;
         let (size, align) = if big {
             (bytes.div_ceil(HUGE_PAGE) * HUGE_PAGE, HUGE_PAGE)
         } else {
             (bytes, std::mem::align_of::<T>())
         };
-        let layout = std::alloc::Layout::from_size_align(size, align.max(std::mem::align_of::<T>()))
-            .expect("table layout");
+        let layout =
+            std::alloc::Layout::from_size_align(size, align.max(std::mem::align_of::<T>()))
+                .expect("table layout");
         // SAFETY: `layout` has a non-zero size (len ≥ 1, T not zero-sized).
         let raw = unsafe { std::alloc::alloc(layout) } as *mut T;
         let Some(ptr) = std::ptr::NonNull::new(raw) else {
@@ -113,7 +116,10 @@ impl<T> Drop for Array<T> {
         // SAFETY: the `len` elements are initialized and dropped once here;
         // the memory was allocated with `self.layout`.
         unsafe {
-            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len));
+            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
+                self.ptr.as_ptr(),
+                self.len,
+            ));
             std::alloc::dealloc(self.ptr.as_ptr() as *mut u8, self.layout);
         }
     }

@@ -135,9 +135,18 @@ mod tests {
 
     #[test]
     fn sysfs_modes_are_read() {
-        assert_eq!(selected("always within_size advise [never] deny force"), Some("never"));
-        assert!(!shared_allowed_by(Some("always within_size advise [never] deny force"), None));
-        assert!(shared_allowed_by(Some("always within_size [advise] never deny force"), None));
+        assert_eq!(
+            selected("always within_size advise [never] deny force"),
+            Some("never")
+        );
+        assert!(!shared_allowed_by(
+            Some("always within_size advise [never] deny force"),
+            None
+        ));
+        assert!(shared_allowed_by(
+            Some("always within_size [advise] never deny force"),
+            None
+        ));
         assert!(!shared_allowed_by(
             Some("always within_size advise [never] deny force"),
             Some("always [inherit] within_size advise never")
@@ -158,7 +167,10 @@ mod tests {
     fn huge_range_is_the_whole_pages_inside() {
         assert_eq!(huge_range(0, HUGE_PAGE - 1), None);
         assert_eq!(huge_range(1, 2 * HUGE_PAGE), Some((HUGE_PAGE, HUGE_PAGE)));
-        assert_eq!(huge_range(HUGE_PAGE, 2 * HUGE_PAGE), Some((HUGE_PAGE, 2 * HUGE_PAGE)));
+        assert_eq!(
+            huge_range(HUGE_PAGE, 2 * HUGE_PAGE),
+            Some((HUGE_PAGE, 2 * HUGE_PAGE))
+        );
     }
 
     /// The table's large arrays are huge-page aligned and advised, and the

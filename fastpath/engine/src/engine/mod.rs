@@ -1074,7 +1074,15 @@ impl FastPath {
                 && self.sched.idle_unpaced(c.flow)
             {
                 let offload = self.tx_csum_offload;
-                match cut_new(&self.cfg, offload, &mut self.stats, &mut f, ts_now(now), mem, out) {
+                match cut_new(
+                    &self.cfg,
+                    offload,
+                    &mut self.stats,
+                    &mut f,
+                    ts_now(now),
+                    mem,
+                    out,
+                ) {
                     Cut::Sent => {
                         self.stats.tx_direct += 1;
                         if !can_send(&f) {
