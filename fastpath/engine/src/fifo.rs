@@ -48,6 +48,24 @@ impl<T: Copy + Default> Fifo<T> {
             self.buf.get(self.head)
         }
     }
+    /// Removes the newest value if `pred` holds for it; true when it did.
+    #[inline]
+    pub(crate) fn pop_back_if(&mut self, pred: impl FnOnce(&T) -> bool) -> bool {
+        if self.len == 0 {
+            return false;
+        }
+        let i = (self.head + self.len - 1) & (self.buf.len() - 1);
+        match self.buf.get(i) {
+            Some(v) if pred(v) => {
+                self.len -= 1;
+                if self.len == 0 {
+                    self.head = 0;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
     #[inline]
     pub(crate) fn pop_front(&mut self) -> Option<T> {
         if self.len == 0 {
@@ -92,6 +110,28 @@ mod tests {
             assert_eq!(q.len(), 0);
             assert!(q.push_back(7));
             assert_eq!(q.pop_front(), Some(7));
+        }
+    }
+
+    #[test]
+    fn pop_back_if_takes_only_the_newest_when_it_matches() {
+        let mut q = Fifo::<u32>::with_capacity(4);
+        assert!(!q.pop_back_if(|_| true));
+        for round in 0..6u32 {
+            // Wraps around the array: head moves every round.
+            assert!(q.push_back(round));
+            assert!(q.push_back(100 + round));
+            assert!(q.push_back(200 + round));
+            assert!(!q.pop_back_if(|&v| v == 100 + round), "not the newest");
+            assert!(q.pop_back_if(|&v| v == 200 + round));
+            assert_eq!(q.len(), 2);
+            assert_eq!(q.pop_front(), Some(round));
+            assert!(q.pop_back_if(|&v| v == 100 + round));
+            assert_eq!(q.len(), 0);
+            assert_eq!(q.pop_front(), None);
+            // Leave one behind so the next round starts elsewhere.
+            assert!(q.push_back(300));
+            assert_eq!(q.pop_front(), Some(300));
         }
     }
 }

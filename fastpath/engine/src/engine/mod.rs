@@ -111,6 +111,10 @@ pub struct Stats {
     pub acks_delayed: u64,
     /// Segments an app command cut at once ([`FastPath::with_direct_tx`]).
     pub tx_direct: u64,
+    /// Held ACKs such a segment carried whose entry was the newest in the
+    /// held queue: taken back at once, so the flow is not locked again
+    /// when the delay ends.
+    pub acks_carried: u64,
     /// Segments whose ACK went out with others' at the end of their poll
     /// round (one ACK for the round's segments of a flow).
     pub acks_coalesced: u64,
@@ -193,6 +197,7 @@ impl Stats {
             acks_held,
             acks_delayed,
             tx_direct,
+            acks_carried,
             acks_coalesced,
             exceptions,
             bad_checksum,
@@ -238,6 +243,7 @@ impl Stats {
         self.acks_held += acks_held;
         self.acks_delayed += acks_delayed;
         self.tx_direct += tx_direct;
+        self.acks_carried += acks_carried;
         self.acks_coalesced += acks_coalesced;
         self.exceptions += exceptions;
         self.bad_checksum += bad_checksum;
@@ -1074,6 +1080,7 @@ impl FastPath {
                 && self.sched.idle_unpaced(c.flow)
             {
                 let offload = self.tx_csum_offload;
+                let held = f.notify & notify::ACK_HELD;
                 match cut_new(
                     &self.cfg,
                     offload,
@@ -1085,6 +1092,12 @@ impl FastPath {
                 ) {
                     Cut::Sent => {
                         self.stats.tx_direct += 1;
+                        // The segment carried the held ACK: its entry, if
+                        // the newest, goes now (an older one is skipped
+                        // when due, as always).
+                        if held & !f.notify != 0 && self.held.pop_back_if(|&(id, _)| id == c.flow) {
+                            self.stats.acks_carried += 1;
+                        }
                         if !can_send(&f) {
                             return Ok(());
                         }

@@ -37,12 +37,72 @@ fn a_command_cuts_the_response_at_once_and_it_carries_the_held_ack() {
         }
     );
     assert_eq!(fx.fp.stats.tx_direct, 1);
-    assert_eq!(fx.fp.poll_at(), Some(T0 + DELAY), "only the held entry");
+    // Its held entry, the newest, is taken back: no wake-up at the
+    // deadline for nothing.
+    assert_eq!(fx.fp.stats.acks_carried, 1);
+    assert_eq!(fx.fp.poll_at(), None);
     assert_eq!(fx.poll(), 0, "nothing left for the send loop");
     fx.now += DELAY;
     assert_eq!(fx.flush_acks(), 0, "the response carried the ACK");
     recv_nothing!(fx);
+    assert_eq!(fx.fp.stats.acks_delayed, 0);
+}
+
+/// The held entry is taken back only when it is the newest: behind
+/// another flow's it stays and is skipped when due (the flow found owing
+/// nothing); an ACK held again after it still goes out at its deadline.
+#[test]
+fn a_carried_entry_behind_another_stays_and_is_skipped_when_due() {
+    let mut fx = direct(FlowOpts {
+        ack_delay_ns: DELAY,
+        ..Default::default()
+    });
+    send!(fx, fx.data(0, 10));
+    // Another flow of our app, held entry after ours. (It shares our rings,
+    // at the same stream offsets: the bytes it writes are ours.)
+    let st = *fx.fp.table().lock(fx.id).unwrap();
+    let _other = fx
+        .fp
+        .table()
+        .insert(FlowState {
+            remote_port: PEER_PORT + 2,
+            rx_next_seq: fx.rseq(0),
+            rx_next_pos: fx.o.rx_pos0,
+            rx_avail: fx.o.rx_len,
+            notify: 0,
+            ..st
+        })
+        .unwrap();
+    let f = fx.frame_from(PEER_PORT + 2, &fx.data(0, 10));
+    fx.send_raw(&f);
+    recv_nothing!(fx);
+    assert_eq!(fx.fp.stats.acks_held, 2);
+    fx.write(20, 0).unwrap();
+    recv!(
+        fx,
+        Seg {
+            flags: ACK | PSH,
+            ..fx.ours_data(0, 20, 10, 32_768 - 10)
+        }
+    );
+    assert_eq!(fx.fp.stats.acks_carried, 0, "not the newest entry");
+    assert_eq!(fx.fp.poll_at(), Some(T0 + DELAY));
+    // Ours held again, behind the other's.
+    send!(fx, fx.data(10, 10));
+    recv_nothing!(fx);
+    fx.now += DELAY;
+    // The first entry finds our flow owing an ACK (the second hold) and
+    // sends it; the other flow's goes too; our second entry finds nothing.
+    assert_eq!(fx.flush_acks(), 2);
+    let a = fx.next_frame().expect("our ACK");
+    assert_eq!((a.ack, a.payload.len()), (fx.rseq(20), 0));
+    let b = fx.out.frames.pop_front().expect("the other flow's ACK");
+    let fr = frame::parse_tcp_frame(&b).unwrap();
+    assert_eq!(fr.tcp.dst_port(), PEER_PORT + 2);
+    assert_eq!(fr.tcp.ack(), fx.rseq(10));
+    recv_nothing!(fx);
     assert_eq!(fx.fp.poll_at(), None);
+    assert_eq!((fx.fp.stats.acks_delayed, fx.fp.stats.acks_carried), (2, 0));
 }
 
 /// The same commands and segments with and without direct sends give the

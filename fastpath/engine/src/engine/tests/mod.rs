@@ -408,6 +408,11 @@ impl Fx {
 
     /// The frame the peer puts on the wire for `s`.
     fn frame(&self, s: &Seg) -> Vec<u8> {
+        self.frame_from(PEER_PORT, s)
+    }
+
+    /// [`Fx::frame`] from another peer port (another flow of the table).
+    fn frame_from(&self, peer_port: u16, s: &Seg) -> Vec<u8> {
         let mut opts = tcp::TcpOptions {
             timestamp: s.ts,
             ..Default::default()
@@ -426,7 +431,7 @@ impl Fx {
             ident: 1,
         };
         let t = tcp::TcpRepr {
-            src_port: PEER_PORT,
+            src_port: peer_port,
             dst_port: OUR_PORT,
             seq: s.seq,
             ack: s.ack,
