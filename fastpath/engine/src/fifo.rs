@@ -49,7 +49,7 @@ impl<T: Copy + Default> Fifo<T> {
         }
     }
     /// Removes the newest value if `pred` holds for it; true when it did.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pop_back_if(&mut self, pred: impl FnOnce(&T) -> bool) -> bool {
         if self.len == 0 {
             return false;
