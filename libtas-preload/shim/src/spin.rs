@@ -11,8 +11,9 @@
 //! everything else — the kernel's network work, the peer on the same host,
 //! other programs ([`spin_budget`]). On two vCPUs with one fast-path core
 //! that leaves no app spin at all: measured there (docs/perf-bench.md,
-//! session 22), every row ran best with the app blocking at once, since a
-//! spinning app thread takes the CPU the kernel and the client need.
+//! session 22), echo1, redis and sockperf's p99 ran best with the app
+//! blocking at once (sockperf's p50 did not), since a spinning app thread
+//! takes the CPU the kernel and the client need.
 //!
 //! Owns the process-wide spin. Nothing here blocks (contexts are only
 //! tried) or allocates; the one system call is `sched_getaffinity` at
