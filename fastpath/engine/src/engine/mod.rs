@@ -508,7 +508,8 @@ fn tx_rare<M: PayloadMem, O: Output>(
 /// What [`cut_new`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cut {
-    Sent,
+    /// A segment with this many payload bytes.
+    Sent(u32),
     /// Nothing to send (window, or no data).
     Idle,
     /// The NIC batch is full.
@@ -519,9 +520,9 @@ enum Cut {
 
 /// Cuts flow `f`'s next segment of new data (and FIN) in the common case
 /// (not in recovery): up to the window and one MSS, PSH when it empties
-/// the ring, CWR when pending (RFC 3168 §6.1.2). For an app command's
-/// direct send ([`FastPath::with_direct_tx`]); the scheduler is not
-/// charged (the flow is unpaced).
+/// the ring, CWR when pending (RFC 3168 §6.1.2). The send loop's common
+/// case and an app command's direct send ([`FastPath::with_direct_tx`]);
+/// the caller charges the scheduler.
 #[inline(always)]
 fn cut_new<M: PayloadMem, O: Output>(
     cfgc: &Config,
@@ -577,7 +578,7 @@ fn cut_new<M: PayloadMem, O: Output>(
     take_sent(fs, len, fin, flags);
     stats.tx_frames += 1;
     stats.tx_payload_bytes += len as u64;
-    Cut::Sent
+    Cut::Sent(len)
 }
 
 /// The flow key of a received Ethernet/IPv4 (no options)/TCP frame, read
@@ -1090,7 +1091,7 @@ impl FastPath {
                     mem,
                     out,
                 ) {
-                    Cut::Sent => {
+                    Cut::Sent(_) => {
                         self.stats.tx_direct += 1;
                         // The segment carried the held ACK: its entry, if
                         // the newest, goes now (an older one is skipped
@@ -1196,54 +1197,23 @@ impl FastPath {
                 }
                 continue;
             }
-            let allowed = send_allowance(&f);
-            let seg_max = payload_max(&f);
-            let len = f.tx_avail.min(allowed).min(seg_max);
-            let fin = fin_pending(&f) && len == f.tx_avail;
-            if len == 0 && !fin {
-                continue;
-            }
-            let mut flags = if fin { tcp::FIN } else { 0 };
-            if len > 0 && len == f.tx_avail {
-                flags |= tcp::PSH;
-            }
-            if len > 0 && f.st & st::CWR_PENDING != 0 {
-                flags |= tcp::CWR;
-            }
-            let cfgc = &self.cfg;
-            let (fs, _, ft) = f.parts_tx();
-            let ft = template(cfgc, self.tx_csum_offload, fs, ft);
-            let fs = &*fs;
-            let mut built = true;
-            let ok = out.tx(|b| {
-                let n = build_segment(
-                    b,
-                    cfgc,
-                    fs,
-                    ft,
-                    fs.tx_next_seq,
-                    flags,
-                    &[],
-                    now_ts,
-                    (fs.tx_next_pos, len),
-                    mem,
-                );
-                built = n > 0;
-                n
-            });
-            if !ok {
-                // NIC batch full: try again next round.
-                self.stats.tx_full += 1;
-                self.sched.activate(id, now);
-                break;
-            }
-            if !built {
-                self.stats.mem_errors += 1;
-                continue;
-            }
-            take_sent(&mut f, len, fin, flags);
-            self.stats.tx_frames += 1;
-            self.stats.tx_payload_bytes += len as u64;
+            let len = match cut_new(
+                &self.cfg,
+                self.tx_csum_offload,
+                &mut self.stats,
+                &mut f,
+                now_ts,
+                mem,
+                out,
+            ) {
+                Cut::Sent(len) => len,
+                Cut::Idle | Cut::MemError => continue,
+                Cut::Full => {
+                    // NIC batch full: try again next round.
+                    self.sched.activate(id, now);
+                    break;
+                }
+            };
             sent += 1;
             let rate = if f.cfg & cfg::RATE != 0 { f.tx_rate } else { 0 };
             self.sched.charge(id, len.max(1), rate, now);
