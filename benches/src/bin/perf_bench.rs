@@ -270,9 +270,21 @@ fn client(
 
 /// PSI's `some` total (`/proc/pressure/cpu`, µs): time in which at least
 /// one task waited for a CPU. Its growth over a run, as a share of the
-/// run, says how much the parties got in each other's way.
+/// run, says how much the parties got in each other's way. `None`
+/// without PSI (a kernel built without it, `psi=0`).
 fn psi_some_us() -> Option<u64> {
-    tas_runtime::pressure::some_total_us()
+    parse_psi_some_total(&std::fs::read("/proc/pressure/cpu").ok()?)
+}
+
+/// `total=` of the `some` line of a PSI file:
+/// `some avg10=0.00 avg60=0.00 avg300=0.00 total=12345`.
+fn parse_psi_some_total(text: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(text).ok()?;
+    let line = text.lines().find(|l| l.starts_with("some "))?;
+    line.split_ascii_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?
+        .parse()
+        .ok()
 }
 
 fn num_after(s: &str, key: &str) -> Option<f64> {
@@ -860,4 +872,27 @@ fn svg(pts: &BTreeMap<String, Vec<(u32, f64, f64)>>) -> String {
     }
     s += "</svg>\n";
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn psi_some_line_is_parsed() {
+        let t = b"some avg10=4.00 avg60=7.48 avg300=16.83 total=16749793310\n\
+                  full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+        assert_eq!(parse_psi_some_total(t), Some(16_749_793_310));
+        // `full` first, `some` second: still the `some` total.
+        let t = b"full avg10=0.00 avg60=0.00 avg300=0.00 total=7\nsome avg10=0.00 total=42\n";
+        assert_eq!(parse_psi_some_total(t), Some(42));
+    }
+
+    #[test]
+    fn what_is_not_psi_is_rejected() {
+        assert_eq!(parse_psi_some_total(b""), None);
+        assert_eq!(parse_psi_some_total(b"some avg10=1.0\n"), None);
+        assert_eq!(parse_psi_some_total(b"some total=x\n"), None);
+        assert_eq!(parse_psi_some_total(&[0xff, 0xfe]), None);
+    }
 }

@@ -89,7 +89,6 @@
 
 pub mod capture;
 pub mod huge;
-pub mod pressure;
 
 use capture::{Capture, Dir};
 use crossbeam_queue::ArrayQueue;

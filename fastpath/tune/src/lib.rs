@@ -365,6 +365,11 @@ impl SharedSpinTuner {
         self.spin_ns.load(Ordering::Relaxed)
     }
 
+    /// Whether the spin was fixed at construction (it never moves).
+    pub fn is_fixed(&self) -> bool {
+        self.fixed
+    }
+
     /// A wait that began at `start` (monotonic ns) found something ready at
     /// `now`. When this ends an epoch, `view()` says what to optimise and
     /// the CPU contention to price spinning with (0..=1).

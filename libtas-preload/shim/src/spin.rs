@@ -32,8 +32,6 @@ pub struct SpinCtl {
     tuner: SharedSpinTuner,
     /// `TAS_PROFILE`: the program's own goal.
     profile: Option<Goal>,
-    /// `TAS_SPIN_US` given: the spin is the user's, no budget applies.
-    fixed: bool,
     /// CPUs the process may run on (at start).
     cpus: u32,
     /// The most fast-path lanes of any attached context.
@@ -85,7 +83,6 @@ impl SpinCtl {
                 EPOCH_NS,
             ),
             profile,
-            fixed: fixed_us.is_some(),
             cpus,
             // Until a context says otherwise: one fast-path core.
             lanes: AtomicU32::new(1),
@@ -109,7 +106,8 @@ impl SpinCtl {
     /// else while fewer threads spin than [`spin_budget`] allows. The
     /// thread counts as spinning until the answer is dropped.
     pub fn enter(&self) -> Option<Spinning<'_>> {
-        if self.fixed {
+        // `TAS_SPIN_US` given: the spin is the user's, no budget applies.
+        if self.tuner.is_fixed() {
             return Some(Spinning(None));
         }
         let budget = spin_budget(self.cpus, self.lanes.load(Ordering::Relaxed));
