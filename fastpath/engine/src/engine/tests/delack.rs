@@ -16,6 +16,20 @@ fn dfx() -> Fx {
     })
 }
 
+/// The app answers the 10 bytes received first with 20 of its own; the
+/// response carries the ACK of those 10.
+fn respond(fx: &mut Fx) {
+    fx.write(20, 0).unwrap();
+    fx.poll();
+    recv!(
+        fx,
+        Seg {
+            flags: ACK | PSH,
+            ..fx.ours_data(0, 20, 10, 32_768 - 10)
+        }
+    );
+}
+
 #[test]
 fn a_held_ack_goes_out_alone_when_no_data_follows() {
     let mut fx = dfx();
@@ -42,15 +56,7 @@ fn a_held_ack_rides_on_the_response() {
     send!(fx, fx.data(0, 10));
     recv_nothing!(fx);
     fx.now += 5_000;
-    fx.write(20, 0).unwrap();
-    fx.poll();
-    recv!(
-        fx,
-        Seg {
-            flags: ACK | PSH,
-            ..fx.ours_data(0, 20, 10, 32_768 - 10)
-        }
-    );
+    respond(&mut fx);
     recv_nothing!(fx);
     fx.now += DELAY;
     assert_eq!(fx.flush_acks(), 0, "the response carried the ACK");
@@ -139,15 +145,7 @@ fn a_carried_held_ack_leaves_no_pure_ack_and_the_next_one_still_goes_alone() {
     let mut fx = dfx();
     send!(fx, fx.data(0, 10));
     recv_nothing!(fx);
-    fx.write(20, 0).unwrap();
-    fx.poll();
-    recv!(
-        fx,
-        Seg {
-            flags: ACK | PSH,
-            ..fx.ours_data(0, 20, 10, 32_768 - 10)
-        }
-    );
+    respond(&mut fx);
     fx.now += DELAY;
     assert_eq!(fx.fp.flush_acks(fx.now, true, &fx.mem, &mut fx.out), 0);
     recv_nothing!(fx);
@@ -175,15 +173,7 @@ fn an_ack_held_again_after_a_carried_one_goes_out_once() {
     send!(fx, fx.data(0, 10));
     recv_nothing!(fx);
     fx.now += 5_000;
-    fx.write(20, 0).unwrap();
-    fx.poll();
-    recv!(
-        fx,
-        Seg {
-            flags: ACK | PSH,
-            ..fx.ours_data(0, 20, 10, 32_768 - 10)
-        }
-    );
+    respond(&mut fx);
     send!(fx, fx.data(10, 10));
     recv_nothing!(fx);
     fx.now = T0 + DELAY;

@@ -14,6 +14,14 @@ fn direct(o: FlowOpts) -> Fx {
     })
 }
 
+/// [`direct`] with ACKs held for data to ride on ([`DELAY`]).
+fn direct_held() -> Fx {
+    direct(FlowOpts {
+        ack_delay_ns: DELAY,
+        ..Default::default()
+    })
+}
+
 /// Every frame emitted so far, parsed.
 fn drain(fx: &mut Fx) -> Vec<Seg> {
     std::iter::from_fn(|| fx.next_frame()).collect()
@@ -21,10 +29,7 @@ fn drain(fx: &mut Fx) -> Vec<Seg> {
 
 #[test]
 fn a_command_cuts_the_response_at_once_and_it_carries_the_held_ack() {
-    let mut fx = direct(FlowOpts {
-        ack_delay_ns: DELAY,
-        ..Default::default()
-    });
+    let mut fx = direct_held();
     send!(fx, fx.data(0, 10));
     recv_nothing!(fx);
     fx.write(20, 0).unwrap();
@@ -53,10 +58,7 @@ fn a_command_cuts_the_response_at_once_and_it_carries_the_held_ack() {
 /// nothing); an ACK held again after it still goes out at its deadline.
 #[test]
 fn a_carried_entry_behind_another_stays_and_is_skipped_when_due() {
-    let mut fx = direct(FlowOpts {
-        ack_delay_ns: DELAY,
-        ..Default::default()
-    });
+    let mut fx = direct_held();
     send!(fx, fx.data(0, 10));
     // Another flow of our app, held entry after ours. (It shares our rings,
     // at the same stream offsets: the bytes it writes are ours.)
