@@ -423,6 +423,39 @@ fn take_sent(f: &mut FlowState, len: u32, fin: bool, flags: u8) {
     }
 }
 
+/// Builds one segment of flow `f` (template `t`, no SACK blocks) into
+/// the NIC batch: `Sent` with its payload length, `Full` when the batch
+/// has no room, `MemError` when the payload could not be read (counted).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit<M: PayloadMem, O: Output>(
+    out: &mut O,
+    cfgc: &Config,
+    f: &FlowState,
+    t: &crate::wire::frame::HdrTemplate,
+    seq: u32,
+    flags: u8,
+    now_ts: u32,
+    (pos, len): (u32, u32),
+    mem: &M,
+    stats: &mut Stats,
+) -> Cut {
+    let mut built = true;
+    let ok = out.tx(|b| {
+        let n = build_segment(b, cfgc, f, t, seq, flags, &[], now_ts, (pos, len), mem);
+        built = n > 0;
+        n
+    });
+    if !ok {
+        Cut::Full
+    } else if !built {
+        stats.mem_errors += 1;
+        Cut::MemError
+    } else {
+        Cut::Sent(len)
+    }
+}
+
 /// What the send loop's rare path did for one flow.
 enum Rare {
     /// Sent a segment of this payload length.
@@ -472,29 +505,21 @@ fn tx_rare<M: PayloadMem, O: Output>(
     } else {
         fs
     };
-    let mut built = true;
-    let ok = out.tx(|b| {
-        let n = build_segment(
-            b,
-            cfgc,
-            fb,
-            ft,
-            cut.seq,
-            flags,
-            &[],
-            now_ts,
-            (cut.pos, cut.len),
-            mem,
-        );
-        built = n > 0;
-        n
-    });
-    if !ok {
-        return Rare::Full;
-    }
-    if !built {
-        stats.mem_errors += 1;
-        return Rare::Idle;
+    match emit(
+        out,
+        cfgc,
+        fb,
+        ft,
+        cut.seq,
+        flags,
+        now_ts,
+        (cut.pos, cut.len),
+        mem,
+        stats,
+    ) {
+        Cut::Full => return Rare::Full,
+        Cut::MemError | Cut::Idle => return Rare::Idle,
+        Cut::Sent(_) => {}
     }
     if !cut.rexmit {
         take_sent(fs, cut.len, cut.fin, flags);
@@ -549,31 +574,25 @@ fn cut_new<M: PayloadMem, O: Output>(
     }
     let (fs, _, ft) = f.parts_tx();
     let ft = template(cfgc, offload, fs, ft);
-    let fsr = &*fs;
-    let mut built = true;
-    let ok = out.tx(|b| {
-        let n = build_segment(
-            b,
-            cfgc,
-            fsr,
-            ft,
-            fsr.tx_next_seq,
-            flags,
-            &[],
-            now_ts,
-            (fsr.tx_next_pos, len),
-            mem,
-        );
-        built = n > 0;
-        n
-    });
-    if !ok {
-        stats.tx_full += 1;
-        return Cut::Full;
-    }
-    if !built {
-        stats.mem_errors += 1;
-        return Cut::MemError;
+    let (seq, pos) = (fs.tx_next_seq, fs.tx_next_pos);
+    match emit(
+        out,
+        cfgc,
+        fs,
+        ft,
+        seq,
+        flags,
+        now_ts,
+        (pos, len),
+        mem,
+        stats,
+    ) {
+        Cut::Sent(_) => {}
+        Cut::Full => {
+            stats.tx_full += 1;
+            return Cut::Full;
+        }
+        e => return e,
     }
     take_sent(fs, len, fin, flags);
     stats.tx_frames += 1;
