@@ -7,7 +7,7 @@
 # Ir(tas_bench_measured, inclusive) / units.
 #
 # usage: benches/callgrind.sh [options]
-#   --modes "rx ack_tx pair"   scenarios (default all three)
+#   --modes "rx ack_tx pair rpc" scenarios (default all four)
 #   --flows "1 1024 65536"     flow counts (default these three)
 #   --packets N                units measured per run (default 100000)
 #   --cache-sim                also simulate caches: D1 and LL misses per unit
@@ -21,7 +21,7 @@
 # Builds with CARGO_TARGET_DIR (default /tmp/target-bench).
 set -euo pipefail
 
-modes="rx ack_tx pair"
+modes="rx ack_tx pair rpc"
 flows="1 1024 65536"
 packets=100000
 cache_sim=no

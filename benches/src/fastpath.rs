@@ -20,6 +20,12 @@
 //! * [`Scenario::Pair`] — (a) and (b) for the same flow in one visit: data
 //!   in, ACK in, one `app_cmd` that frees the 64 received bytes and adds 64
 //!   to send, segment out (an echo server's work per request).
+//! * [`Scenario::Rpc`] — issue 15's "64 B request in + response out" as it
+//!   is on the wire of a ping-pong with a Linux peer: the request carries
+//!   the ACK of the previous response (Linux delays its ACK and the next
+//!   request takes it: `tcpdump` of `sockperf ping-pong` against tasd
+//!   showed 3 pure ACKs from the client for 7,436 requests), one `app_cmd`
+//!   frees it and adds the response, which carries the request's ACK.
 //!
 //! Work is done the way a poll loop does it: in batches of [`BATCH`] visits
 //! (the output [`FrameBatch`] is reused and cleared after every batch,
@@ -86,10 +92,18 @@ pub enum Scenario {
     AckTx,
     /// (a) + (b) on the same flow in one visit.
     Pair,
+    /// A request that acknowledges the previous response in, the response
+    /// out: one frame each way.
+    Rpc,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 3] = [Scenario::Rx, Scenario::AckTx, Scenario::Pair];
+    pub const ALL: [Scenario; 4] = [
+        Scenario::Rx,
+        Scenario::AckTx,
+        Scenario::Pair,
+        Scenario::Rpc,
+    ];
 
     /// Name on the command line (`--callgrind MODE`).
     pub fn name(self) -> &'static str {
@@ -97,6 +111,7 @@ impl Scenario {
             Scenario::Rx => "rx",
             Scenario::AckTx => "ack_tx",
             Scenario::Pair => "pair",
+            Scenario::Rpc => "rpc",
         }
     }
 
@@ -110,13 +125,14 @@ impl Scenario {
             Scenario::Rx => "(a) data in -> RX ring + ACK out",
             Scenario::AckTx => "(b) ACK in + 64 B segment out",
             Scenario::Pair => "(a)+(b) pair, one visit",
+            Scenario::Rpc => "request (with ACK) in + response out",
         }
     }
 
     /// Frames received per unit.
     pub fn frames_in(self) -> u64 {
         match self {
-            Scenario::Rx | Scenario::AckTx => 1,
+            Scenario::Rx | Scenario::AckTx | Scenario::Rpc => 1,
             Scenario::Pair => 2,
         }
     }
@@ -135,7 +151,7 @@ impl Scenario {
     pub fn min_frames_out(self, units: u64) -> u64 {
         match self {
             Scenario::Rx => units.div_ceil(BATCH as u64),
-            Scenario::AckTx | Scenario::Pair => units,
+            Scenario::AckTx | Scenario::Pair | Scenario::Rpc => units,
         }
     }
 
@@ -411,6 +427,17 @@ fn chunk_body(
                         ..Default::default()
                     };
                     // Refusals are counted in fp.stats.app_cmd_invalid.
+                    let _ = fp.app_cmd(0, &c, now, mem, out);
+                }
+                Scenario::Rpc => {
+                    fp.rx(chunk.frame(v), now, mem, out);
+                    let c = AppCmd {
+                        kind: cmd::FLOW_UPDATE,
+                        flow,
+                        tx_added: PAYLOAD as u32,
+                        rx_freed: PAYLOAD as u32,
+                        ..Default::default()
+                    };
                     let _ = fp.app_cmd(0, &c, now, mem, out);
                 }
                 Scenario::Pair => {
@@ -799,6 +826,12 @@ impl Bench {
                 let ack = p.acked.wrapping_add(PAYLOAD as u32);
                 self.ack_frame(fi, p.seq, ack, ecr);
                 self.peer[fi].acked = ack;
+            }
+            Scenario::Rpc => {
+                let ack = p.acked.wrapping_add(PAYLOAD as u32);
+                self.data_frame(fi, p.seq, ack, ecr);
+                let seq = p.seq.wrapping_add(PAYLOAD as u32);
+                self.peer[fi] = Peer { seq, acked: ack };
             }
             Scenario::Pair => {
                 self.data_frame(fi, p.seq, p.acked, ecr);

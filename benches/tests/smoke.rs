@@ -100,12 +100,12 @@ fn check_scenario(scenario: Scenario, flows: usize, ring: u32, units: u64) {
     let rs = b.run(units, Some(&mut check));
 
     let data_in = match scenario {
-        Scenario::Rx | Scenario::Pair => units,
+        Scenario::Rx | Scenario::Pair | Scenario::Rpc => units,
         Scenario::AckTx => 0,
     };
     let segs_out = match scenario {
         Scenario::Rx => 0,
-        Scenario::AckTx | Scenario::Pair => units,
+        Scenario::AckTx | Scenario::Pair | Scenario::Rpc => units,
     };
     assert_eq!(rs.units, units, "{ctx}");
     assert_eq!(rs.frames_in, units * scenario.frames_in(), "{ctx}");
@@ -120,6 +120,10 @@ fn check_scenario(scenario: Scenario, flows: usize, ring: u32, units: u64) {
         );
     }
     assert_eq!(seen.segments, segs_out, "{ctx}: one segment per ACK");
+    if scenario == Scenario::Rpc {
+        // Every request's ACK rides on its response.
+        assert_eq!(seen.acks, 0, "{ctx}: pure ACKs in a request/response");
+    }
     assert_eq!(seen.frames, seen.acks + seen.segments, "{ctx}");
     assert_eq!(rs.frames_out, seen.frames, "{ctx}: frames counted");
     assert!(rs.frames_out <= units * scenario.frames_out(), "{ctx}");
@@ -176,6 +180,13 @@ fn ack_tx_scenario_sends_one_segment_per_ack() {
 fn pair_scenario_does_both() {
     for flows in [1, 5, 64, 300] {
         check_scenario(Scenario::Pair, flows, 1024, 3000);
+    }
+}
+
+#[test]
+fn rpc_scenario_answers_every_request_with_one_frame() {
+    for flows in [1, 5, 64, 300] {
+        check_scenario(Scenario::Rpc, flows, 1024, 3000);
     }
 }
 
