@@ -98,12 +98,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [
-        Scenario::Rx,
-        Scenario::AckTx,
-        Scenario::Pair,
-        Scenario::Rpc,
-    ];
+    pub const ALL: [Scenario; 4] = [Scenario::Rx, Scenario::AckTx, Scenario::Pair, Scenario::Rpc];
 
     /// Name on the command line (`--callgrind MODE`).
     pub fn name(self) -> &'static str {
@@ -394,6 +389,28 @@ fn bench_warm_up_chunk(
     chunk_body(fp, mem, out, events, chunk, scenario, now, check)
 }
 
+/// The app's answer to what a visit brought: it frees the `rx_freed`
+/// request bytes it read and adds 64 bytes to send. Refusals are counted in
+/// `fp.stats.app_cmd_invalid`.
+#[inline(always)]
+fn respond(
+    fp: &mut FastPath,
+    flow: FlowId,
+    rx_freed: usize,
+    now: u64,
+    mem: &VecMem,
+    out: &mut BatchOut,
+) {
+    let c = AppCmd {
+        kind: cmd::FLOW_UPDATE,
+        flow,
+        tx_added: PAYLOAD as u32,
+        rx_freed: rx_freed as u32,
+        ..Default::default()
+    };
+    let _ = fp.app_cmd(0, &c, now, mem, out);
+}
+
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn chunk_body(
@@ -420,37 +437,16 @@ fn chunk_body(
                 Scenario::Rx => fp.rx(chunk.frame(v), now, mem, out),
                 Scenario::AckTx => {
                     fp.rx(chunk.frame(v), now, mem, out);
-                    let c = AppCmd {
-                        kind: cmd::FLOW_UPDATE,
-                        flow,
-                        tx_added: PAYLOAD as u32,
-                        ..Default::default()
-                    };
-                    // Refusals are counted in fp.stats.app_cmd_invalid.
-                    let _ = fp.app_cmd(0, &c, now, mem, out);
+                    respond(fp, flow, 0, now, mem, out);
                 }
                 Scenario::Rpc => {
                     fp.rx(chunk.frame(v), now, mem, out);
-                    let c = AppCmd {
-                        kind: cmd::FLOW_UPDATE,
-                        flow,
-                        tx_added: PAYLOAD as u32,
-                        rx_freed: PAYLOAD as u32,
-                        ..Default::default()
-                    };
-                    let _ = fp.app_cmd(0, &c, now, mem, out);
+                    respond(fp, flow, PAYLOAD, now, mem, out);
                 }
                 Scenario::Pair => {
                     fp.rx(chunk.frame(2 * v), now, mem, out);
                     fp.rx(chunk.frame(2 * v + 1), now, mem, out);
-                    let c = AppCmd {
-                        kind: cmd::FLOW_UPDATE,
-                        flow,
-                        tx_added: PAYLOAD as u32,
-                        rx_freed: PAYLOAD as u32,
-                        ..Default::default()
-                    };
-                    let _ = fp.app_cmd(0, &c, now, mem, out);
+                    respond(fp, flow, PAYLOAD, now, mem, out);
                 }
             }
             v += 1;
