@@ -1305,7 +1305,7 @@ impl FastPath {
     /// Sends flow `id`'s ACK if it still owes one of kind `bit`
     /// (`notify::ACK_ROUND` or `ACK_HELD`: a segment sent since may have
     /// carried it); true when it went out.
-    #[inline]
+    #[inline(always)]
     fn ack_owed<M: PayloadMem, O: Output>(
         &mut self,
         id: FlowId,

@@ -4,7 +4,7 @@
 use super::ring::ring_read;
 use super::{rx, Config, Output, Stats};
 use crate::flow::{cfg, st, FlowState, RxCold};
-use crate::wire::frame::{self, HdrTemplate};
+use crate::wire::frame::{self, HdrTemplate, TmplLocal, TmplPath};
 use crate::wire::{ipv4, tcp};
 use tas_abi::PayloadMem;
 
@@ -54,16 +54,15 @@ pub(super) fn template<'a>(
     f: &FlowState,
     t: &'a mut HdrTemplate,
 ) -> &'a HdrTemplate {
-    if !t.matches(
-        cfgc.local_mac,
-        f.remote_mac,
+    let local = TmplLocal::new(cfgc.local_mac, cfgc.ttl, offload);
+    let path = TmplPath::new(
         f.local_ip,
         f.remote_ip,
         f.local_port,
         f.remote_port,
-        cfgc.ttl,
-        offload,
-    ) {
+        f.remote_mac,
+    );
+    if !t.matches_path(local, path) {
         rebuild_template(cfgc, offload, f, t);
     }
     t
