@@ -408,7 +408,9 @@ fn respond(
         rx_freed: rx_freed as u32,
         ..Default::default()
     };
-    let _ = fp.app_cmd(0, &c, now, mem, out);
+    // Opaque, as a command read from an app's queue is: should `app_cmd`
+    // be inlined here, its checks must not fold away on these constants.
+    let _ = fp.app_cmd(0, std::hint::black_box(&c), now, mem, out);
 }
 
 #[inline(always)]

@@ -1039,6 +1039,7 @@ impl FastPath {
         res
     }
 
+    #[inline(always)]
     fn app_cmd_inner<M: PayloadMem, O: Output>(
         &mut self,
         app_mem: u16,
