@@ -266,7 +266,7 @@ impl BatchOut {
 }
 
 impl Output for BatchOut {
-    #[inline]
+    #[inline(always)]
     fn tx<F: FnOnce(&mut [u8]) -> usize>(&mut self, fill: F) -> bool {
         self.batch.push_with(fill)
     }

@@ -101,7 +101,7 @@ impl FrameBatch {
     }
     /// Appends a frame written by `fill` into a fresh slot; `fill` returns the
     /// frame's length (0 = nothing written). Returns false when the batch is full.
-    #[inline]
+    #[inline(always)]
     pub fn push_with(&mut self, fill: impl FnOnce(&mut [u8]) -> usize) -> bool {
         if self.is_full() {
             return false;

@@ -869,6 +869,7 @@ struct Sink<'a, N: Nic> {
 }
 
 impl<N: Nic> Sink<'_, N> {
+    #[inline(never)]
     fn flush(&mut self) {
         if self.timed && !self.tx.is_empty() {
             let t = now_ns();
@@ -908,7 +909,7 @@ impl<N: Nic> Sink<'_, N> {
 }
 
 impl<N: Nic> Output for Sink<'_, N> {
-    #[inline]
+    #[inline(always)]
     fn tx<F: FnOnce(&mut [u8]) -> usize>(&mut self, fill: F) -> bool {
         if self.tx.is_full() {
             self.flush();
