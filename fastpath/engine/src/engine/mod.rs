@@ -766,51 +766,56 @@ impl FastPath {
     /// frame's payload goes to (data) or the TX ring line the next segment
     /// comes from (a pure ACK, which may open the window). A table whose
     /// index is at most 64 KiB (`FlowTable::index_cached`, up to 4K flows)
-    /// stays in the cache: there the first two passes are one that reads
-    /// each index entry at once and prefetches no slot or template. Hints only:
+    /// stays in the cache: there the three passes are one that reads each
+    /// index entry at once, prefetches no slot or template, and prefetches
+    /// the flow's ring line at once. Hints only:
     /// no flow is changed, and a wrong guess costs a wasted line. The flow
     /// found for each frame is remembered for `rx` of that frame (by its
     /// address), which then locks it and compares the 4-tuple instead of
     /// looking it up again; a frame that is not the one prefetched at that
     /// address, or not the next one, is looked up in full.
     pub fn prefetch<'a, M: PayloadMem>(&mut self, frames: impl Iterator<Item = &'a [u8]>, mem: &M) {
-        // (hash, then flow id) << 1 | carries payload, and the frame's address
-        let mut seen = [0u64; PREFETCH_MAX];
-        let mut at = [0usize; PREFETCH_MAX];
         let mut m = 0;
         if self.table.index_cached() {
             // A small table stays in the cache: read each index entry at
-            // once, prefetch no slot or template (the first two passes in
-            // one; only the ring lines are prefetched).
+            // once, prefetch no slot or template, and the flow's ring line
+            // at once too (the three passes in one).
             for f in frames.take(PREFETCH_MAX) {
                 let Some((key, data)) = frame_key_data(f) else {
                     continue;
                 };
                 if let Some(id) = self.table.candidate(key.hash()) {
-                    seen[m] = (id as u64) << 1 | data as u64;
                     self.hints[m] = (f.as_ptr() as usize, id);
                     m += 1;
+                    if let Some((region, rx, tx)) = self.table.peek_rings(id) {
+                        mem.prefetch(region, if data { rx } else { tx });
+                    }
                 }
             }
-        } else {
-            let mut n = 0;
-            for f in frames.take(PREFETCH_MAX) {
-                let Some((key, data)) = frame_key_data(f) else {
-                    continue;
-                };
-                let h = key.hash();
-                self.table.prefetch_index(h);
-                seen[n] = (h as u64) << 1 | data as u64;
-                at[n] = f.as_ptr() as usize;
-                n += 1;
-            }
-            for i in 0..n {
-                let e = seen[i];
-                if let Some(id) = self.table.prefetch_slot((e >> 1) as u32) {
-                    seen[m] = (id as u64) << 1 | (e & 1);
-                    self.hints[m] = (at[i], id);
-                    m += 1;
-                }
+            self.hint_n = m as u8;
+            self.hint_next = 0;
+            return;
+        }
+        // (hash, then flow id) << 1 | carries payload, and the frame's address
+        let mut seen = [0u64; PREFETCH_MAX];
+        let mut at = [0usize; PREFETCH_MAX];
+        let mut n = 0;
+        for f in frames.take(PREFETCH_MAX) {
+            let Some((key, data)) = frame_key_data(f) else {
+                continue;
+            };
+            let h = key.hash();
+            self.table.prefetch_index(h);
+            seen[n] = (h as u64) << 1 | data as u64;
+            at[n] = f.as_ptr() as usize;
+            n += 1;
+        }
+        for i in 0..n {
+            let e = seen[i];
+            if let Some(id) = self.table.prefetch_slot((e >> 1) as u32) {
+                seen[m] = (id as u64) << 1 | (e & 1);
+                self.hints[m] = (at[i], id);
+                m += 1;
             }
         }
         self.hint_n = m as u8;
