@@ -441,9 +441,11 @@ fn emit<M: PayloadMem, O: Output>(
     stats: &mut Stats,
 ) -> Cut {
     let mut built = true;
-    let ok = out.tx(|b| {
+    let built_ref = &mut built;
+    // `move`: the closure holds the values, not references to them.
+    let ok = out.tx(move |b| {
         let n = build_segment(b, cfgc, f, t, seq, flags, &[], now_ts, (pos, len), mem);
-        built = n > 0;
+        *built_ref = n > 0;
         n
     });
     if !ok {

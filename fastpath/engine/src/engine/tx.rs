@@ -226,7 +226,8 @@ pub(super) fn send_ack<M: PayloadMem, O: Output>(
     } else {
         &[]
     };
-    if out.tx(|b| {
+    // `move`: the closure holds the values, not references to them.
+    if out.tx(move |b| {
         build_segment(
             b,
             cfgc,
