@@ -59,7 +59,11 @@ pub mod cfg {
 /// `FlowState::notify` flags (written under the flow's lock by whichever
 /// lane holds it).
 pub mod notify {
-    /// A notification for the app is queued in a lane's pending list.
+    /// A notification for the app is queued in a lane's pending list, to
+    /// be built from the flow's state when it is delivered (a delivery
+    /// that found the app's queue full, or a round with more notifying
+    /// flows than the lane's table of built ones holds; see the engine's
+    /// `Notes`).
     pub const PENDING: u8 = 1 << 0;
     /// An ACK is held (in a lane's held-ACK queue) to ride on the next
     /// segment we send, for received segments that only extended what the
@@ -144,7 +148,11 @@ pub struct FlowState {
     /// RX ring generation (slow path: one more per switch to a larger
     /// ring), relayed in every notification (`AppEvent::gen`).
     pub ring_gen: u8,
-    pub _pad: u8,
+    /// Where this flow's notification of the current poll round is in its
+    /// lane's table of them (the engine's `Notes`): meaningful only while
+    /// that entry names this flow, which the engine checks. Fast path
+    /// only; any value is safe.
+    pub note: u8,
     /// RX ring: offset and length inside region `mem`.
     pub rx_base: u32,
     pub rx_len: u32,

@@ -308,6 +308,8 @@ pub struct FastPath {
     cfg: Config,
     sched: TxScheduler,
     pending: Fifo<FlowId>,
+    /// This round's notifications, built under the flow's lock by `rx`.
+    notes: Notes,
     /// Flows whose ACK is held, with the time it must go out by (FIFO: the
     /// delay is the same for all). An entry whose flow sent a segment since
     /// (its `ACK_HELD` bit is clear) is skipped.
@@ -682,6 +684,95 @@ fn rx_segment<M: PayloadMem>(
     r
 }
 
+/// The notification the app gets for flow `id` in state `f`: absolute
+/// sequence numbers, FIN flags, ring generation.
+#[inline(always)]
+fn flow_event(f: &FlowState, id: FlowId) -> AppEvent {
+    let mut flags = 0;
+    if f.st & st::RX_FIN != 0 {
+        flags |= event::F_RX_FIN;
+    }
+    if f.st & st::TX_FIN_ACKED != 0 {
+        flags |= event::F_TX_FIN_ACKED;
+    }
+    AppEvent {
+        kind: event::FLOW_UPDATE,
+        flags,
+        gen: f.ring_gen,
+        flow: id,
+        opaque: f.opaque,
+        rx_seq: f.rx_data_seq(),
+        tx_acked_seq: f.tx_acked_seq(),
+        ..Default::default()
+    }
+}
+
+/// Notifications built in one poll round, at most [`NOTES_MAX`].
+const NOTES_MAX: usize = 256;
+
+/// One built notification: the event, its context queue, and the slot
+/// generation of the flow it was built for.
+#[derive(Debug, Clone, Copy, Default)]
+struct Note {
+    ev: AppEvent,
+    ctx: u16,
+    slot_gen: u16,
+}
+
+/// This round's notifications, one per flow, built by `rx` under the
+/// flow's lock (which it holds anyway) so that
+/// [`FastPath::flush_notifications`] need not lock the flow again. A flow
+/// finds its entry by `FlowState::note`, checked against the entry's flow
+/// id (an entry of an earlier round, or of another lane, does not name
+/// it): a later segment of the round rewrites it with the newer state, so
+/// the app still gets one notification per flow and round, with the
+/// latest sequence numbers. A flow already in the lane's `pending` queue
+/// (its PENDING bit) stays there; so does one that finds the table full.
+struct Notes {
+    /// Indexed by a `u8`: no bounds checks.
+    buf: Box<[Note; NOTES_MAX]>,
+    n: usize,
+}
+
+impl Notes {
+    fn new() -> Self {
+        Notes {
+            buf: Box::new([Note::default(); NOTES_MAX]),
+            n: 0,
+        }
+    }
+
+    /// Flow `f` made app-visible progress: its notification of this round
+    /// is (re)built from its state now.
+    #[inline(always)]
+    fn mark(&mut self, pending: &mut Fifo<FlowId>, f: &mut crate::flowtable::FlowGuard<'_>) {
+        if f.notify & notify::PENDING != 0 {
+            return;
+        }
+        let id = f.id();
+        let mut i = f.note;
+        if i as usize >= self.n || self.buf[i as usize].ev.flow != id {
+            if self.n == NOTES_MAX {
+                // Table full: read from the flow when delivered, as before.
+                if pending.push_back(id) {
+                    f.notify |= notify::PENDING;
+                }
+                return;
+            }
+            i = self.n as u8;
+            f.note = i;
+            self.n += 1;
+        }
+        self.buf[i as usize] = Note {
+            ev: flow_event(f, id),
+            ctx: f.context,
+            slot_gen: f.generation(),
+        };
+    }
+}
+
+const _: () = assert!(NOTES_MAX == u8::MAX as usize + 1, "indexed by FlowState::note, a u8");
+
 impl FastPath {
     pub fn new(table: Arc<FlowTable>, cfg: Config) -> Self {
         let cap = table.capacity();
@@ -690,6 +781,7 @@ impl FastPath {
             cfg,
             sched: TxScheduler::new(cap),
             pending: Fifo::with_capacity(cap * 2),
+            notes: Notes::new(),
             held: Fifo::with_capacity(if cfg.ack_delay_ns > 0 {
                 cap.min(HELD_ACKS_MAX)
             } else {
@@ -959,7 +1051,7 @@ impl FastPath {
             }
         }
         if r.notify {
-            Self::mark(&mut self.pending, &mut f);
+            self.notes.mark(&mut self.pending, &mut f);
         }
         if r.tx_ready && (can_send(&f) || may_resend(&f)) {
             activate(&mut self.sched, self.lane, f.group, id, now, out);
@@ -1019,13 +1111,6 @@ impl FastPath {
     ) {
         self.stats.exceptions += 1;
         out.exception(reason, flow, buf);
-    }
-
-    #[inline]
-    fn mark(pending: &mut Fifo<FlowId>, f: &mut crate::flowtable::FlowGuard<'_>) {
-        if f.notify & notify::PENDING == 0 && pending.push_back(f.id()) {
-            f.notify |= notify::PENDING;
-        }
     }
 
     /// Applies a command an app wrote into its context queue. `mem` is the
@@ -1254,12 +1339,21 @@ impl FastPath {
     /// Delivers pending notifications: `deliver(context, event)` returns false
     /// when that context's queue is full, and the flow stays pending (its
     /// sequence numbers are absolute, so nothing is lost by waiting).
+    ///
+    /// This round's notifications were built by `rx` under the flow's lock
+    /// ([`Notes`]), one per flow with its latest state: they go out
+    /// without locking the flow again (one whose slot was freed since is
+    /// dropped, as its lock would tell). One that finds its queue full
+    /// makes the flow pending (locked, rare): from then on it is built
+    /// from the flow's state when delivered, as those in `pending` are.
     pub fn flush_notifications(
         &mut self,
         mut deliver: impl FnMut(u16, &AppEvent) -> bool,
     ) -> usize {
         let table = &*self.table;
         let mut n = 0;
+        // The flows pending from earlier rounds first: a note that finds
+        // its queue full below joins them, for the next call.
         for _ in 0..self.pending.len() {
             let Some(id) = self.pending.pop_front() else {
                 break;
@@ -1270,23 +1364,7 @@ impl FastPath {
             if f.notify & notify::PENDING == 0 {
                 continue;
             }
-            let mut flags = 0;
-            if f.st & st::RX_FIN != 0 {
-                flags |= event::F_RX_FIN;
-            }
-            if f.st & st::TX_FIN_ACKED != 0 {
-                flags |= event::F_TX_FIN_ACKED;
-            }
-            let ev = AppEvent {
-                kind: event::FLOW_UPDATE,
-                flags,
-                gen: f.ring_gen,
-                flow: id,
-                opaque: f.opaque,
-                rx_seq: f.rx_data_seq(),
-                tx_acked_seq: f.tx_acked_seq(),
-                ..Default::default()
-            };
+            let ev = flow_event(&f, id);
             if deliver(f.context, &ev) {
                 f.notify &= !notify::PENDING;
                 n += 1;
@@ -1296,6 +1374,28 @@ impl FastPath {
                 let _ = self.pending.push_back(id);
             }
         }
+        for note in &self.notes.buf[..self.notes.n.min(NOTES_MAX)] {
+            let id = note.ev.flow;
+            if table.generation(id) != note.slot_gen {
+                continue;
+            }
+            if deliver(note.ctx, &note.ev) {
+                n += 1;
+                continue;
+            }
+            self.stats.notify_backpressure += 1;
+            let Some(mut f) = table.lock(id) else {
+                continue;
+            };
+            // Room: each flow is in `pending` at most once (its PENDING
+            // bit), and it holds two entries per flow of the table.
+            if f.notify & notify::PENDING == 0 && self.pending.push_back(id) {
+                f.notify |= notify::PENDING;
+            }
+        }
+        // Every entry is delivered or pending now; the flows' `note`
+        // indices no longer name them.
+        self.notes.n = 0;
         n
     }
 
@@ -1382,7 +1482,7 @@ impl FastPath {
 
     /// Notifications waiting for delivery.
     pub fn pending_notifications(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.notes.n
     }
 }
 
