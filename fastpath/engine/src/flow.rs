@@ -7,13 +7,14 @@
 //!
 //! | line | bytes   | fields | written by |
 //! |------|---------|--------|-----------|
-//! | 0    | 0..64   | `opaque`, 4-tuple, `remote_mac`, `context`, `mem`, `group`, `cfg`, `mss`, window shifts, `ring_gen`, RX/TX ring base and length, `tx_rate`, `tx_cwnd` | slow path (install, congestion control); fast path only reads |
+//! | 0    | 0..64   | `opaque`, 4-tuple, `remote_mac`, `context`, `mem`, `group`, `cfg`, `mss`, window shifts, `ring_gen`, RX/TX ring base and length, `tx_rate`, `tx_cwnd`; `note` | slow path (install, congestion control); fast path only reads, except `note` (the byte that was padding) |
 //! | 1    | 64..124 | `rx_avail`, `rx_next_pos`, `rx_next_seq`, `rx_remote_avail`, `rx_ooo_start`, `rx_ooo_len`, `tx_avail`, `tx_sent`, `tx_next_pos`, `tx_next_seq`, `tx_next_ts`, `rtt_est`, `cnt_ackb`, `cnt_ecnb`, `dupack_cnt`, `cnt_frexmits`, `st`, `notify` | the owning fast-path core; the slow path reads the feedback counters and resets them, under the flow lock |
 //! | 1    | 124..128| `lock`, `gen` (in [`FlowSlot`]) | atomics |
 //!
 //! All access to a `FlowState` goes through the flow lock (see
 //! [`crate::flowtable::FlowGuard`]); the slow path is the only writer of
-//! line 0, the owning core the only writer of line 1.
+//! line 0 but for `note` (a notification's place in the lane's table, see
+//! the engine's `Notes`), the owning core the only writer of line 1.
 //!
 //! What only rare paths need (out-of-order intervals beyond the lowest, SACK
 //! and D-SACK blocks to report, the SACK scoreboard and loss-recovery state,
