@@ -267,8 +267,12 @@ impl BatchOut {
 
 impl Output for BatchOut {
     #[inline(always)]
-    fn tx<F: FnOnce(&mut [u8]) -> usize>(&mut self, fill: F) -> bool {
-        self.batch.push_with(fill)
+    fn tx_buf(&mut self) -> Option<&mut [u8]> {
+        self.batch.slot()
+    }
+    #[inline(always)]
+    fn tx_commit(&mut self, len: usize) {
+        self.batch.commit(len)
     }
 
     #[cold]

@@ -910,11 +910,15 @@ impl<N: Nic> Sink<'_, N> {
 
 impl<N: Nic> Output for Sink<'_, N> {
     #[inline(always)]
-    fn tx<F: FnOnce(&mut [u8]) -> usize>(&mut self, fill: F) -> bool {
+    fn tx_buf(&mut self) -> Option<&mut [u8]> {
         if self.tx.is_full() {
             self.flush();
         }
-        self.tx.push_with(fill)
+        self.tx.slot()
+    }
+    #[inline(always)]
+    fn tx_commit(&mut self, len: usize) {
+        self.tx.commit(len)
     }
     fn exception(&mut self, reason: Exception, flow: Option<FlowId>, frame: &[u8]) {
         // The pool runs dry only while the slow path lags; then (only then)

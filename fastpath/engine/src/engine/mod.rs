@@ -68,9 +68,24 @@ pub enum Exception {
 
 /// Where the fast path puts its outputs.
 pub trait Output {
+    /// Room for one outgoing frame: the buffer to write it into, `None`
+    /// when no room is left. The frame counts once [`Output::tx_commit`]
+    /// gives its length.
+    fn tx_buf(&mut self) -> Option<&mut [u8]>;
+    /// The frame written into the buffer the last [`Output::tx_buf`] gave
+    /// is `len` bytes long (0: nothing was written, nothing is sent).
+    fn tx_commit(&mut self, len: usize);
     /// Room for one outgoing frame: `fill` writes it and returns its length.
     /// Returns false (and does not call `fill`) when no room is left.
-    fn tx<F: FnOnce(&mut [u8]) -> usize>(&mut self, fill: F) -> bool;
+    #[inline(always)]
+    fn tx<F: FnOnce(&mut [u8]) -> usize>(&mut self, fill: F) -> bool {
+        let Some(b) = self.tx_buf() else {
+            return false;
+        };
+        let n = fill(b);
+        self.tx_commit(n);
+        true
+    }
     /// An exception for the slow path, with the frame that caused it.
     fn exception(&mut self, reason: Exception, flow: Option<FlowId>, frame: &[u8]);
     /// Flow `id` may send, but its TX scheduler is on lane `lane` (another
@@ -442,17 +457,13 @@ fn emit<M: PayloadMem, O: Output>(
     mem: &M,
     stats: &mut Stats,
 ) -> Cut {
-    let mut built = true;
-    let built_ref = &mut built;
-    // `move`: the closure holds the values, not references to them.
-    let ok = out.tx(move |b| {
-        let n = build_segment(b, cfgc, f, t, seq, flags, &[], now_ts, (pos, len), mem);
-        *built_ref = n > 0;
-        n
-    });
-    if !ok {
-        Cut::Full
-    } else if !built {
+    // Built in place (no closure: the NIC batch's slot is written here).
+    let Some(b) = out.tx_buf() else {
+        return Cut::Full;
+    };
+    let n = build_segment(b, cfgc, f, t, seq, flags, &[], now_ts, (pos, len), mem);
+    out.tx_commit(n);
+    if n == 0 {
         stats.mem_errors += 1;
         Cut::MemError
     } else {

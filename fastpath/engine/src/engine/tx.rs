@@ -226,9 +226,9 @@ pub(super) fn send_ack<M: PayloadMem, O: Output>(
     } else {
         &[]
     };
-    // `move`: the closure holds the values, not references to them.
-    if out.tx(move |b| {
-        build_segment(
+    // Built in place (no closure: the NIC batch's slot is written here).
+    if let Some(b) = out.tx_buf() {
+        let n = build_segment(
             b,
             cfgc,
             f,
@@ -239,8 +239,8 @@ pub(super) fn send_ack<M: PayloadMem, O: Output>(
             now_ts,
             (0, 0),
             mem,
-        )
-    }) {
+        );
+        out.tx_commit(n);
         stats.acks_sent += 1;
         if dsack && !sack.is_empty() {
             stats.dsack_sent += 1;
