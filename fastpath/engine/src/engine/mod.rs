@@ -19,7 +19,7 @@
 //! URG or a missing ACK flag, unknown flows, bad checksums, malformed
 //! frames, non-TCP frames and flows the slow path owns.
 
-use crate::fifo::Fifo;
+use crate::fifo::{Fifo, TailFifo};
 use crate::flow::{cfg, notify, st, FlowCold, FlowKey, FlowState};
 use crate::flowtable::{FlowId, FlowTable};
 use crate::sched::TxScheduler;
@@ -328,7 +328,7 @@ pub struct FastPath {
     /// Flows whose ACK is held, with the time it must go out by (FIFO: the
     /// delay is the same for all). An entry whose flow sent a segment since
     /// (its `ACK_HELD` bit is clear) is skipped.
-    held: Fifo<(FlowId, u64)>,
+    held: TailFifo<(FlowId, u64)>,
     /// Flows owed an ACK at the end of this round (`notify::ACK_ROUND`),
     /// each at most once: room for every flow of the table.
     round: Fifo<FlowId>,
@@ -793,7 +793,7 @@ impl FastPath {
             sched: TxScheduler::new(cap),
             pending: Fifo::with_capacity(cap * 2),
             notes: Notes::new(),
-            held: Fifo::with_capacity(if cfg.ack_delay_ns > 0 {
+            held: TailFifo::with_capacity(if cfg.ack_delay_ns > 0 {
                 cap.min(HELD_ACKS_MAX)
             } else {
                 0
