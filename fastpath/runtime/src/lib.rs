@@ -770,6 +770,13 @@ impl PayloadMem for ShmMem {
         }
     }
     #[inline]
+    fn read_sum(&self, mem: u16, off: u32, out: &mut [u8]) -> Option<u64> {
+        let p = self.range(mem, off, out.len())?;
+        // SAFETY: as in `write`: `out.len()` bytes at `p` lie inside a
+        // mapped region.
+        Some(unsafe { tas_abi::copy_sum_raw(out, p) })
+    }
+    #[inline]
     fn read(&self, mem: u16, off: u32, out: &mut [u8]) -> bool {
         match self.range(mem, off, out.len()) {
             // SAFETY: as in `write`.

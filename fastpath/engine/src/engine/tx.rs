@@ -143,16 +143,19 @@ pub(super) fn build_segment<M: PayloadMem>(
         return 0;
     };
     let end = off + len;
-    if len > 0
-        && !ring_read(
-            mem,
-            f.mem,
-            f.tx_base,
-            f.tx_len,
-            payload.0,
-            &mut buf[off..end],
-        )
-    {
+    let Some(seg) = buf.get_mut(off..end) else {
+        return 0;
+    };
+    if len > 0 && !t.offload() && f.tx_len - payload.0 >= payload.1 {
+        // The common case: the payload does not wrap around the ring's
+        // end, and is summed while it is copied.
+        let Some(ps) = mem.read_sum(f.mem, f.tx_base.wrapping_add(payload.0), seg) else {
+            return 0;
+        };
+        t.finish_sum(buf, sum, ps);
+        return end;
+    }
+    if len > 0 && !ring_read(mem, f.mem, f.tx_base, f.tx_len, payload.0, seg) {
         return 0;
     }
     t.finish(buf, off, len, sum);

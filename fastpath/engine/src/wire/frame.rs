@@ -468,6 +468,23 @@ impl HdrTemplate {
             c.copy_from_slice(&(!checksum::fold_ne(sum)).to_ne_bytes());
         }
     }
+
+    /// [`HdrTemplate::finish`] with the payload's sum already taken
+    /// (`payload_sum`, any `u64` congruent to the sum of its native-endian
+    /// 16-bit words, e.g. `tas_abi::copy_sum`'s): writes the TCP checksum
+    /// from `emit`'s `sum` and it. With offload, nothing.
+    #[inline(always)]
+    pub fn finish_sum(&self, buf: &mut [u8], sum: u64, payload_sum: u64) {
+        if self.offload {
+            return;
+        }
+        // End-around carry: the total stays congruent mod 0xffff.
+        let (s, o) = sum.overflowing_add(payload_sum);
+        let s = s + o as u64;
+        if let Some(c) = buf.get_mut(TCP_OFF + 16..TCP_OFF + 18) {
+            c.copy_from_slice(&(!checksum::fold_ne(s)).to_ne_bytes());
+        }
+    }
 }
 
 /// Turns the complete TCP checksum of an Ethernet/IPv4/TCP frame into the
