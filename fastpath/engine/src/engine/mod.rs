@@ -350,7 +350,15 @@ pub struct FastPath {
     hints: [(usize, FlowId); PREFETCH_MAX],
     hint_n: u8,
     hint_next: u8,
+    /// `cfg.local_mac` as [`mac_word`] packs it (one compare per frame).
+    mac_word: u64,
     pub stats: Stats,
+}
+
+/// A MAC address in the low 48 bits of a word.
+#[inline(always)]
+fn mac_word(m: [u8; 6]) -> u64 {
+    u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0])
 }
 
 /// Frames one [`FastPath::prefetch`] call looks at.
@@ -806,6 +814,7 @@ impl FastPath {
             hints: [(0, 0); PREFETCH_MAX],
             hint_n: 0,
             hint_next: 0,
+            mac_word: mac_word(cfg.local_mac),
             stats: Stats::default(),
         }
     }
@@ -1078,7 +1087,8 @@ impl FastPath {
 
     #[inline(always)]
     fn for_us(&self, dst: [u8; 6]) -> bool {
-        dst == self.cfg.local_mac || self.cfg.any_mac || dst == wire::eth::BROADCAST
+        let d = mac_word(dst);
+        d == self.mac_word || self.cfg.any_mac || d == mac_word(wire::eth::BROADCAST)
     }
 
     /// The generic parse of a received frame and its TCP checksum check;
