@@ -225,7 +225,7 @@ impl FlowState {
     /// Payload bytes in flight (`tx_sent` without a FIN's sequence number).
     #[inline]
     pub fn tx_data_in_flight(&self) -> u32 {
-        let fin = (self.st & st::TX_FIN_SENT != 0 && self.st & st::TX_FIN_ACKED == 0) as u32;
+        let fin = (self.st & (st::TX_FIN_SENT | st::TX_FIN_ACKED) == st::TX_FIN_SENT) as u32;
         self.tx_sent - fin
     }
     /// Sequence number up to which in-order payload has been received,
