@@ -1208,7 +1208,11 @@ mod tests {
     fn ref_sum(data: &[u8]) -> u32 {
         let mut s = 0u32;
         for (i, &b) in data.iter().enumerate() {
-            s += if i % 2 == 0 { (b as u32) << 8 } else { b as u32 };
+            s += if i % 2 == 0 {
+                (b as u32) << 8
+            } else {
+                b as u32
+            };
         }
         s
     }
@@ -1248,7 +1252,11 @@ mod tests {
                             x ^= x << 13;
                             x ^= x >> 17;
                             x ^= x << 5;
-                            if ones { 0xff } else { x as u8 }
+                            if ones {
+                                0xff
+                            } else {
+                                x as u8
+                            }
                         })
                         .collect();
                     let src = &src[align..];

@@ -790,7 +790,10 @@ impl Notes {
     }
 }
 
-const _: () = assert!(NOTES_MAX == u8::MAX as usize + 1, "indexed by FlowState::note, a u8");
+const _: () = assert!(
+    NOTES_MAX == u8::MAX as usize + 1,
+    "indexed by FlowState::note, a u8"
+);
 
 impl FastPath {
     pub fn new(table: Arc<FlowTable>, cfg: Config) -> Self {
