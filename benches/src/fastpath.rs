@@ -266,9 +266,13 @@ impl BatchOut {
 }
 
 impl Output for BatchOut {
-    #[inline]
-    fn tx<F: FnOnce(&mut [u8]) -> usize>(&mut self, fill: F) -> bool {
-        self.batch.push_with(fill)
+    #[inline(always)]
+    fn tx_buf(&mut self) -> Option<&mut [u8]> {
+        self.batch.slot()
+    }
+    #[inline(always)]
+    fn tx_commit(&mut self, len: usize) {
+        self.batch.commit(len)
     }
 
     #[cold]
@@ -408,7 +412,9 @@ fn respond(
         rx_freed: rx_freed as u32,
         ..Default::default()
     };
-    let _ = fp.app_cmd(0, &c, now, mem, out);
+    // Opaque, as a command read from an app's queue is: should `app_cmd`
+    // be inlined here, its checks must not fold away on these constants.
+    let _ = fp.app_cmd(0, std::hint::black_box(&c), now, mem, out);
 }
 
 #[inline(always)]

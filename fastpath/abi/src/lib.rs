@@ -950,6 +950,179 @@ pub trait PayloadMem {
     fn prefetch(&self, mem: u16, off: u32) {
         let _ = (mem, off);
     }
+    /// [`PayloadMem::read`], and the [`ones_sum`] of the bytes copied
+    /// (`None`: out of bounds). Implementations sum while they copy
+    /// ([`copy_sum`]): the bytes summed are the bytes copied, whatever
+    /// the app writes meanwhile.
+    #[inline]
+    fn read_sum(&self, mem: u16, off: u32, out: &mut [u8]) -> Option<u64> {
+        self.read(mem, off, out).then(|| ones_sum(out))
+    }
+}
+
+/// The Internet checksum's ones'-complement sum (RFC 1071) of `data`: its
+/// native-endian 64-bit words added with end-around carry, a last partial
+/// word padded with zeros. Congruent (mod 0xffff) to the sum of its
+/// native-endian 16-bit words (an odd last byte padded with zero), so it
+/// adds to a checksum's partial sum for data at an even offset of the
+/// summed range.
+#[inline]
+pub fn ones_sum(data: &[u8]) -> u64 {
+    let (words, tail) = data.as_chunks::<8>();
+    let mut acc = SumAcc::default();
+    for w in words {
+        acc.add(*w);
+    }
+    acc.tail(tail)
+}
+
+/// Copies `src` into `dst` (`dst.len()` bytes of it) and returns the
+/// [`ones_sum`] of the bytes copied, in one pass. Panics if `src` is
+/// shorter than `dst`.
+#[inline]
+pub fn copy_sum(dst: &mut [u8], src: &[u8]) -> u64 {
+    let src = &src[..dst.len()];
+    // SAFETY: `src` holds `dst.len()` readable bytes.
+    unsafe { copy_sum_raw(dst, src.as_ptr()) }
+}
+
+/// [`copy_sum`] from a raw source (an app's shared memory, which it may
+/// write concurrently: each word is read once, copied and summed).
+///
+/// # Safety
+///
+/// `src` must be valid for reads of `dst.len()` bytes (no alignment
+/// needed), and not overlap `dst`.
+#[inline]
+pub unsafe fn copy_sum_raw(dst: &mut [u8], src: *const u8) -> u64 {
+    let (dw, dt) = dst.as_chunks_mut::<8>();
+    let n = dw.len();
+    // SAFETY: (both) the caller's contract: `n * 8 <= dst.len()` bytes
+    // readable at `src`; `dw` is `n` writable words.
+    let sum = unsafe { copy_sum_words(dw.as_mut_ptr() as *mut u8, src, n) };
+    if dt.is_empty() {
+        return sum;
+    }
+    let done = n * 8;
+    // SAFETY: the last `dt.len()` of the `dst.len()` readable bytes; `dt`
+    // is a distinct, writable slice of that length.
+    unsafe { std::ptr::copy_nonoverlapping(src.add(done), dt.as_mut_ptr(), dt.len()) };
+    SumAcc { sum, carries: 0 }.tail(dt)
+}
+
+/// Copies `n` 8-byte words from `src` to `dst` and returns their sum with
+/// end-around carry. On x86-64 one carry chain (`adc`) over the words as
+/// they are copied, four per iteration.
+///
+/// # Safety
+///
+/// `src` readable and `dst` writable for `n * 8` bytes, not overlapping.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn copy_sum_words(dst: *mut u8, src: *const u8, n: usize) -> u64 {
+    let mut acc: u64 = 0;
+    let blocks = n / 4;
+    let rest = n % 4;
+    // SAFETY: reads `n` words at `src` and writes `n` words at `dst`
+    // (`blocks * 4`, then `rest`), within the caller's bounds; `mov`,
+    // `lea` and `dec` leave CF alone, `test` clears it before each chain,
+    // and the two `adc 0` after each chain add its last carry (the second
+    // covers the first wrapping to 0, which cannot carry again).
+    unsafe {
+        std::arch::asm!(
+            "test {nb}, {nb}",
+            "jz 3f",
+            "2:",
+            "mov {t0}, qword ptr [{s}]",
+            "mov {t1}, qword ptr [{s} + 8]",
+            "mov qword ptr [{d}], {t0}",
+            "mov qword ptr [{d} + 8], {t1}",
+            "adc {acc}, {t0}",
+            "adc {acc}, {t1}",
+            "mov {t0}, qword ptr [{s} + 16]",
+            "mov {t1}, qword ptr [{s} + 24]",
+            "mov qword ptr [{d} + 16], {t0}",
+            "mov qword ptr [{d} + 24], {t1}",
+            "adc {acc}, {t0}",
+            "adc {acc}, {t1}",
+            "lea {s}, [{s} + 32]",
+            "lea {d}, [{d} + 32]",
+            "dec {nb}",
+            "jnz 2b",
+            "adc {acc}, 0",
+            "adc {acc}, 0",
+            "3:",
+            "test {nr}, {nr}",
+            "jz 5f",
+            "4:",
+            "mov {t0}, qword ptr [{s}]",
+            "mov qword ptr [{d}], {t0}",
+            "adc {acc}, {t0}",
+            "lea {s}, [{s} + 8]",
+            "lea {d}, [{d} + 8]",
+            "dec {nr}",
+            "jnz 4b",
+            "adc {acc}, 0",
+            "adc {acc}, 0",
+            "5:",
+            acc = inout(reg) acc,
+            s = inout(reg) src => _,
+            d = inout(reg) dst => _,
+            nb = inout(reg) blocks => _,
+            nr = inout(reg) rest => _,
+            t0 = out(reg) _,
+            t1 = out(reg) _,
+            options(nostack),
+        );
+    }
+    acc
+}
+
+/// Portable [`copy_sum_words`].
+///
+/// # Safety
+///
+/// As the x86-64 one.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+unsafe fn copy_sum_words(dst: *mut u8, src: *const u8, n: usize) -> u64 {
+    let mut acc = SumAcc::default();
+    for i in 0..n {
+        // SAFETY: word `i < n` is within the caller's bounds.
+        let w = unsafe { std::ptr::read_unaligned(src.add(i * 8) as *const [u8; 8]) };
+        // SAFETY: as above, for `dst`.
+        unsafe { std::ptr::write_unaligned(dst.add(i * 8) as *mut [u8; 8], w) };
+        acc.add(w);
+    }
+    acc.tail(&[])
+}
+
+/// A ones'-complement accumulator of 64-bit words: the sum and the
+/// carries out of it, added back at the end.
+#[derive(Default, Clone, Copy)]
+struct SumAcc {
+    sum: u64,
+    carries: u64,
+}
+
+impl SumAcc {
+    #[inline(always)]
+    fn add(&mut self, w: [u8; 8]) {
+        let (s, o) = self.sum.overflowing_add(u64::from_ne_bytes(w));
+        self.sum = s;
+        self.carries += o as u64;
+    }
+    /// Adds the last `tail` bytes (fewer than 8) and the carries.
+    #[inline(always)]
+    fn tail(mut self, tail: &[u8]) -> u64 {
+        if !tail.is_empty() {
+            let mut w = [0u8; 8];
+            w[..tail.len()].copy_from_slice(tail);
+            self.add(w);
+        }
+        let (s, o) = self.sum.overflowing_add(self.carries);
+        s + o as u64
+    }
 }
 
 /// Hints the CPU to load the cache line holding `p` (never faults, no
@@ -1005,6 +1178,13 @@ impl PayloadMem for VecMem {
         }
     }
     #[inline]
+    fn read_sum(&self, mem: u16, off: u32, out: &mut [u8]) -> Option<u64> {
+        let r = self.regions.get(mem as usize)?;
+        let off = off as usize;
+        let src = r.get(off..off + out.len())?;
+        Some(copy_sum(out, src))
+    }
+    #[inline]
     fn read(&self, mem: u16, off: u32, out: &mut [u8]) -> bool {
         let Some(r) = self.regions.get(mem as usize) else {
             return false;
@@ -1023,6 +1203,90 @@ impl PayloadMem for VecMem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 1071 sum of big-endian 16-bit words, bytewise: the reference.
+    fn ref_sum(data: &[u8]) -> u32 {
+        let mut s = 0u32;
+        for (i, &b) in data.iter().enumerate() {
+            s += if i % 2 == 0 {
+                (b as u32) << 8
+            } else {
+                b as u32
+            };
+        }
+        s
+    }
+
+    /// Folds a native-endian 64-bit ones'-complement sum to 16 bits,
+    /// big-endian.
+    fn fold_be(s: u64) -> u16 {
+        let mut s = (s & 0xffff_ffff) + (s >> 32);
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        if cfg!(target_endian = "little") {
+            (s as u16).swap_bytes()
+        } else {
+            s as u16
+        }
+    }
+
+    fn fold_ref(mut s: u32) -> u16 {
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s as u16
+    }
+
+    /// `copy_sum`, `copy_sum_raw` and `ones_sum` copy exactly and sum as
+    /// RFC 1071 does, for every length up to 3 blocks of the copy loop, any
+    /// source alignment, and words that carry (all ones).
+    #[test]
+    fn copy_sum_copies_and_sums_like_the_reference() {
+        let mut x = 0x9e37_79b9u32;
+        for len in 0..100usize {
+            for align in 0..8usize {
+                for ones in [false, true] {
+                    let src: Vec<u8> = (0..len + align)
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 17;
+                            x ^= x << 5;
+                            if ones {
+                                0xff
+                            } else {
+                                x as u8
+                            }
+                        })
+                        .collect();
+                    let src = &src[align..];
+                    let want = fold_ref(ref_sum(src));
+                    let mut dst = vec![0x5au8; len + 3];
+                    let s = copy_sum(&mut dst[..len], src);
+                    assert_eq!(&dst[..len], src, "len {len}");
+                    assert!(dst[len..].iter().all(|&b| b == 0x5a), "wrote past the end");
+                    // Ones'-complement equality: 0 and 0xffff are the same value.
+                    let eq = |a: u16, b: u16| a == b || (a | b == 0xffff && a & b == 0);
+                    assert!(eq(fold_be(s), want), "len {len} align {align}");
+                    let mut dst2 = vec![0u8; len];
+                    // SAFETY: `src` has `len` readable bytes.
+                    let s2 = unsafe { copy_sum_raw(&mut dst2, src.as_ptr()) };
+                    assert_eq!(dst2, src);
+                    assert_eq!(s2, s);
+                    assert!(eq(fold_be(ones_sum(src)), want));
+                    let mem = VecMem {
+                        regions: vec![src.to_vec()],
+                    };
+                    let mut out = vec![0u8; len];
+                    assert_eq!(mem.read_sum(0, 0, &mut out), Some(s));
+                    assert_eq!(out, src);
+                    // Out of bounds: nothing.
+                    assert_eq!(mem.read_sum(0, 1, &mut out), None);
+                    assert_eq!(mem.read_sum(1, 0, &mut out), None);
+                }
+            }
+        }
+    }
 
     #[test]
     fn flow_stats_round_trip_through_a_control_message() {

@@ -88,9 +88,73 @@ impl<T: Copy + Default> Fifo<T> {
     }
 }
 
+/// A [`Fifo`] whose newest value is kept apart, in a field of its own:
+/// pushing a value and taking it back again (the common use of the
+/// held-ACK queue: an ACK held, then carried by the app's response) never
+/// touches the array. The same queue otherwise, one value larger.
+pub(crate) struct TailFifo<T: Copy + Default> {
+    /// All values but the newest, oldest first.
+    head: Fifo<T>,
+    /// The newest value, when not empty.
+    last: Option<T>,
+}
+
+impl<T: Copy + Default> TailFifo<T> {
+    /// Room for at least `cap` values.
+    pub(crate) fn with_capacity(cap: usize) -> Self {
+        TailFifo {
+            head: Fifo::with_capacity(cap.saturating_sub(1)),
+            last: None,
+        }
+    }
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + self.last.is_some() as usize
+    }
+    /// Appends `v`; false (and nothing changes) when full.
+    #[inline(always)]
+    pub(crate) fn push_back(&mut self, v: T) -> bool {
+        if let Some(prev) = self.last {
+            if !self.head.push_back(prev) {
+                return false;
+            }
+        }
+        self.last = Some(v);
+        true
+    }
+    #[inline]
+    pub(crate) fn front(&self) -> Option<&T> {
+        match self.head.front() {
+            Some(v) => Some(v),
+            None => self.last.as_ref(),
+        }
+    }
+    /// Removes the newest value if `pred` holds for it; true when it did.
+    #[inline(always)]
+    pub(crate) fn pop_back_if(&mut self, pred: impl FnOnce(&T) -> bool) -> bool {
+        match self.last {
+            Some(v) => {
+                if !pred(&v) {
+                    return false;
+                }
+                self.last = None;
+                true
+            }
+            None => self.head.pop_back_if(pred),
+        }
+    }
+    #[inline]
+    pub(crate) fn pop_front(&mut self) -> Option<T> {
+        match self.head.pop_front() {
+            Some(v) => Some(v),
+            None => self.last.take(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Fifo;
+    use super::{Fifo, TailFifo};
 
     #[test]
     fn bounded_in_order_and_wraps() {
@@ -132,6 +196,45 @@ mod tests {
             // Leave one behind so the next round starts elsewhere.
             assert!(q.push_back(300));
             assert_eq!(q.pop_front(), Some(300));
+        }
+    }
+
+    /// `TailFifo` behaves as a plain FIFO with one more value of room,
+    /// in every order of pushes, pops and take-backs (compared with a
+    /// `VecDeque` model).
+    #[test]
+    fn tail_fifo_is_the_same_queue_as_a_model() {
+        use std::collections::VecDeque;
+        for cap in [1usize, 2, 4, 5] {
+            let mut q = TailFifo::<u32>::with_capacity(cap);
+            let room = Fifo::<u32>::with_capacity(cap.saturating_sub(1)).buf.len() + 1;
+            let mut m: VecDeque<u32> = VecDeque::new();
+            let mut x = 12345u32;
+            for i in 0..4000u32 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                match x % 4 {
+                    0 | 1 => {
+                        let ok = q.push_back(i);
+                        assert_eq!(ok, m.len() < room, "cap {cap} step {i}");
+                        if ok {
+                            m.push_back(i);
+                        }
+                    }
+                    2 => assert_eq!(q.pop_front(), m.pop_front()),
+                    _ => {
+                        let want = x & 8 != 0;
+                        let took = q.pop_back_if(|_| want);
+                        assert_eq!(took, want && !m.is_empty());
+                        if took {
+                            m.pop_back();
+                        }
+                    }
+                }
+                assert_eq!(q.len(), m.len());
+                assert_eq!(q.front(), m.front());
+            }
         }
     }
 }

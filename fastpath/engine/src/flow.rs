@@ -7,13 +7,14 @@
 //!
 //! | line | bytes   | fields | written by |
 //! |------|---------|--------|-----------|
-//! | 0    | 0..64   | `opaque`, 4-tuple, `remote_mac`, `context`, `mem`, `group`, `cfg`, `mss`, window shifts, `ring_gen`, RX/TX ring base and length, `tx_rate`, `tx_cwnd` | slow path (install, congestion control); fast path only reads |
+//! | 0    | 0..64   | `opaque`, 4-tuple, `remote_mac`, `context`, `mem`, `group`, `cfg`, `mss`, window shifts, `ring_gen`, RX/TX ring base and length, `tx_rate`, `tx_cwnd`; `note` | slow path (install, congestion control); fast path only reads, except `note` (the byte that was padding) |
 //! | 1    | 64..124 | `rx_avail`, `rx_next_pos`, `rx_next_seq`, `rx_remote_avail`, `rx_ooo_start`, `rx_ooo_len`, `tx_avail`, `tx_sent`, `tx_next_pos`, `tx_next_seq`, `tx_next_ts`, `rtt_est`, `cnt_ackb`, `cnt_ecnb`, `dupack_cnt`, `cnt_frexmits`, `st`, `notify` | the owning fast-path core; the slow path reads the feedback counters and resets them, under the flow lock |
 //! | 1    | 124..128| `lock`, `gen` (in [`FlowSlot`]) | atomics |
 //!
 //! All access to a `FlowState` goes through the flow lock (see
 //! [`crate::flowtable::FlowGuard`]); the slow path is the only writer of
-//! line 0, the owning core the only writer of line 1.
+//! line 0 but for `note` (a notification's place in the lane's table, see
+//! the engine's `Notes`), the owning core the only writer of line 1.
 //!
 //! What only rare paths need (out-of-order intervals beyond the lowest, SACK
 //! and D-SACK blocks to report, the SACK scoreboard and loss-recovery state,
@@ -59,7 +60,11 @@ pub mod cfg {
 /// `FlowState::notify` flags (written under the flow's lock by whichever
 /// lane holds it).
 pub mod notify {
-    /// A notification for the app is queued in a lane's pending list.
+    /// A notification for the app is queued in a lane's pending list, to
+    /// be built from the flow's state when it is delivered (a delivery
+    /// that found the app's queue full, or a round with more notifying
+    /// flows than the lane's table of built ones holds; see the engine's
+    /// `Notes`).
     pub const PENDING: u8 = 1 << 0;
     /// An ACK is held (in a lane's held-ACK queue) to ride on the next
     /// segment we send, for received segments that only extended what the
@@ -144,7 +149,11 @@ pub struct FlowState {
     /// RX ring generation (slow path: one more per switch to a larger
     /// ring), relayed in every notification (`AppEvent::gen`).
     pub ring_gen: u8,
-    pub _pad: u8,
+    /// Where this flow's notification of the current poll round is in its
+    /// lane's table of them (the engine's `Notes`): meaningful only while
+    /// that entry names this flow, which the engine checks. Fast path
+    /// only; any value is safe.
+    pub note: u8,
     /// RX ring: offset and length inside region `mem`.
     pub rx_base: u32,
     pub rx_len: u32,
@@ -216,7 +225,7 @@ impl FlowState {
     /// Payload bytes in flight (`tx_sent` without a FIN's sequence number).
     #[inline]
     pub fn tx_data_in_flight(&self) -> u32 {
-        let fin = (self.st & st::TX_FIN_SENT != 0 && self.st & st::TX_FIN_ACKED == 0) as u32;
+        let fin = (self.st & (st::TX_FIN_SENT | st::TX_FIN_ACKED) == st::TX_FIN_SENT) as u32;
         self.tx_sent - fin
     }
     /// Sequence number up to which in-order payload has been received,

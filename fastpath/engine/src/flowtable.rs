@@ -345,6 +345,7 @@ impl FlowTable {
 
     /// Generation of slot `id` (odd while installed); lets holders of a flow
     /// id detect that the slot was reused.
+    #[inline]
     pub fn generation(&self, id: FlowId) -> u16 {
         self.slots
             .get(id as usize)
@@ -465,6 +466,13 @@ pub struct FlowGuard<'a> {
 impl FlowGuard<'_> {
     pub fn id(&self) -> FlowId {
         self.id
+    }
+
+    /// The slot's generation ([`FlowTable::generation`]); it cannot change
+    /// while the guard holds the lock.
+    #[inline]
+    pub fn generation(&self) -> u16 {
+        self.slot.gen.load(Ordering::Relaxed)
     }
 
     #[inline(always)]

@@ -56,15 +56,18 @@ use tas_testkit::Rng;
 struct Cap {
     frames: Vec<Vec<u8>>,
     exceptions: Vec<(Exception, Option<FlowId>)>,
+    scratch: Vec<u8>,
 }
 
 impl Output for Cap {
-    fn tx<F: FnOnce(&mut [u8]) -> usize>(&mut self, fill: F) -> bool {
-        let mut buf = vec![0u8; 2048];
-        let n = fill(&mut buf);
+    fn tx_buf(&mut self) -> Option<&mut [u8]> {
+        self.scratch = vec![0u8; 2048];
+        Some(&mut self.scratch)
+    }
+    fn tx_commit(&mut self, n: usize) {
+        let mut buf = std::mem::take(&mut self.scratch);
         buf.truncate(n);
         self.frames.push(buf);
-        true
     }
     fn exception(&mut self, reason: Exception, flow: Option<FlowId>, _frame: &[u8]) {
         self.exceptions.push((reason, flow));

@@ -99,21 +99,41 @@ impl FrameBatch {
         let l = self.lens[i] as usize;
         &mut self.slab[i * FRAME_SLOT..i * FRAME_SLOT + l]
     }
-    /// Appends a frame written by `fill` into a fresh slot; `fill` returns the
-    /// frame's length (0 = nothing written). Returns false when the batch is full.
-    #[inline]
-    pub fn push_with(&mut self, fill: impl FnOnce(&mut [u8]) -> usize) -> bool {
+    /// The next free slot, to write a frame into and then [`commit`] it;
+    /// `None` when the batch is full.
+    ///
+    /// [`commit`]: FrameBatch::commit
+    #[inline(always)]
+    pub fn slot(&mut self) -> Option<&mut [u8]> {
         if self.is_full() {
-            return false;
+            return None;
         }
         let i = self.count;
-        let slot = &mut self.slab[i * FRAME_SLOT..(i + 1) * FRAME_SLOT];
-        let n = fill(slot).min(FRAME_SLOT);
-        if n == 0 {
-            return true;
+        self.slab.get_mut(i * FRAME_SLOT..(i + 1) * FRAME_SLOT)
+    }
+    /// Appends the frame of `n` bytes written into the slot [`slot`] gave
+    /// (truncated to a slot; 0 = nothing written, the slot stays free).
+    ///
+    /// [`slot`]: FrameBatch::slot
+    #[inline(always)]
+    pub fn commit(&mut self, n: usize) {
+        let n = n.min(FRAME_SLOT);
+        let i = self.count;
+        if n == 0 || i >= self.lens.len() {
+            return;
         }
         self.lens[i] = n as u16;
-        self.count += 1;
+        self.count = i + 1;
+    }
+    /// Appends a frame written by `fill` into a fresh slot; `fill` returns the
+    /// frame's length (0 = nothing written). Returns false when the batch is full.
+    #[inline(always)]
+    pub fn push_with(&mut self, fill: impl FnOnce(&mut [u8]) -> usize) -> bool {
+        let Some(slot) = self.slot() else {
+            return false;
+        };
+        let n = fill(slot);
+        self.commit(n);
         true
     }
     /// Appends a copy of `frame` (truncated to a slot). False when full.

@@ -770,6 +770,13 @@ impl PayloadMem for ShmMem {
         }
     }
     #[inline]
+    fn read_sum(&self, mem: u16, off: u32, out: &mut [u8]) -> Option<u64> {
+        let p = self.range(mem, off, out.len())?;
+        // SAFETY: as in `write`: `out.len()` bytes at `p` lie inside a
+        // mapped region.
+        Some(unsafe { tas_abi::copy_sum_raw(out, p) })
+    }
+    #[inline]
     fn read(&self, mem: u16, off: u32, out: &mut [u8]) -> bool {
         match self.range(mem, off, out.len()) {
             // SAFETY: as in `write`.
@@ -869,6 +876,7 @@ struct Sink<'a, N: Nic> {
 }
 
 impl<N: Nic> Sink<'_, N> {
+    #[inline(never)]
     fn flush(&mut self) {
         if self.timed && !self.tx.is_empty() {
             let t = now_ns();
@@ -908,12 +916,16 @@ impl<N: Nic> Sink<'_, N> {
 }
 
 impl<N: Nic> Output for Sink<'_, N> {
-    #[inline]
-    fn tx<F: FnOnce(&mut [u8]) -> usize>(&mut self, fill: F) -> bool {
+    #[inline(always)]
+    fn tx_buf(&mut self) -> Option<&mut [u8]> {
         if self.tx.is_full() {
             self.flush();
         }
-        self.tx.push_with(fill)
+        self.tx.slot()
+    }
+    #[inline(always)]
+    fn tx_commit(&mut self, len: usize) {
+        self.tx.commit(len)
     }
     fn exception(&mut self, reason: Exception, flow: Option<FlowId>, frame: &[u8]) {
         // The pool runs dry only while the slow path lags; then (only then)

@@ -186,17 +186,21 @@ impl StackIo for RecIo {
 pub(super) struct FpOut {
     pub(super) frames: Vec<Vec<u8>>,
     pub(super) exc: Vec<(Exception, Option<FlowId>, Vec<u8>)>,
+    /// The frame being built (`tx_buf`).
+    scratch: Vec<u8>,
 }
 
 impl Output for FpOut {
-    fn tx<F: FnOnce(&mut [u8]) -> usize>(&mut self, fill: F) -> bool {
-        let mut b = vec![0u8; 2048];
-        let n = fill(&mut b);
+    fn tx_buf(&mut self) -> Option<&mut [u8]> {
+        self.scratch = vec![0u8; 2048];
+        Some(&mut self.scratch)
+    }
+    fn tx_commit(&mut self, n: usize) {
         if n > 0 {
+            let mut b = std::mem::take(&mut self.scratch);
             b.truncate(n);
             self.frames.push(b);
         }
-        true
     }
     fn exception(&mut self, reason: Exception, flow: Option<FlowId>, frame: &[u8]) {
         self.exc.push((reason, flow, frame.to_vec()));

@@ -19,7 +19,7 @@
 //! URG or a missing ACK flag, unknown flows, bad checksums, malformed
 //! frames, non-TCP frames and flows the slow path owns.
 
-use crate::fifo::Fifo;
+use crate::fifo::{Fifo, TailFifo};
 use crate::flow::{cfg, notify, st, FlowCold, FlowKey, FlowState};
 use crate::flowtable::{FlowId, FlowTable};
 use crate::sched::TxScheduler;
@@ -68,9 +68,24 @@ pub enum Exception {
 
 /// Where the fast path puts its outputs.
 pub trait Output {
+    /// Room for one outgoing frame: the buffer to write it into, `None`
+    /// when no room is left. The frame counts once [`Output::tx_commit`]
+    /// gives its length.
+    fn tx_buf(&mut self) -> Option<&mut [u8]>;
+    /// The frame written into the buffer the last [`Output::tx_buf`] gave
+    /// is `len` bytes long (0: nothing was written, nothing is sent).
+    fn tx_commit(&mut self, len: usize);
     /// Room for one outgoing frame: `fill` writes it and returns its length.
     /// Returns false (and does not call `fill`) when no room is left.
-    fn tx<F: FnOnce(&mut [u8]) -> usize>(&mut self, fill: F) -> bool;
+    #[inline(always)]
+    fn tx<F: FnOnce(&mut [u8]) -> usize>(&mut self, fill: F) -> bool {
+        let Some(b) = self.tx_buf() else {
+            return false;
+        };
+        let n = fill(b);
+        self.tx_commit(n);
+        true
+    }
     /// An exception for the slow path, with the frame that caused it.
     fn exception(&mut self, reason: Exception, flow: Option<FlowId>, frame: &[u8]);
     /// Flow `id` may send, but its TX scheduler is on lane `lane` (another
@@ -308,10 +323,12 @@ pub struct FastPath {
     cfg: Config,
     sched: TxScheduler,
     pending: Fifo<FlowId>,
+    /// This round's notifications, built under the flow's lock by `rx`.
+    notes: Notes,
     /// Flows whose ACK is held, with the time it must go out by (FIFO: the
     /// delay is the same for all). An entry whose flow sent a segment since
     /// (its `ACK_HELD` bit is clear) is skipped.
-    held: Fifo<(FlowId, u64)>,
+    held: TailFifo<(FlowId, u64)>,
     /// Flows owed an ACK at the end of this round (`notify::ACK_ROUND`),
     /// each at most once: room for every flow of the table.
     round: Fifo<FlowId>,
@@ -333,7 +350,15 @@ pub struct FastPath {
     hints: [(usize, FlowId); PREFETCH_MAX],
     hint_n: u8,
     hint_next: u8,
+    /// `cfg.local_mac` as [`mac_word`] packs it (one compare per frame).
+    mac_word: u64,
     pub stats: Stats,
+}
+
+/// A MAC address in the low 48 bits of a word.
+#[inline(always)]
+fn mac_word(m: [u8; 6]) -> u64 {
+    u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0])
 }
 
 /// Frames one [`FastPath::prefetch`] call looks at.
@@ -440,15 +465,13 @@ fn emit<M: PayloadMem, O: Output>(
     mem: &M,
     stats: &mut Stats,
 ) -> Cut {
-    let mut built = true;
-    let ok = out.tx(|b| {
-        let n = build_segment(b, cfgc, f, t, seq, flags, &[], now_ts, (pos, len), mem);
-        built = n > 0;
-        n
-    });
-    if !ok {
-        Cut::Full
-    } else if !built {
+    // Built in place (no closure: the NIC batch's slot is written here).
+    let Some(b) = out.tx_buf() else {
+        return Cut::Full;
+    };
+    let n = build_segment(b, cfgc, f, t, seq, flags, &[], now_ts, (pos, len), mem);
+    out.tx_commit(n);
+    if n == 0 {
         stats.mem_errors += 1;
         Cut::MemError
     } else {
@@ -680,6 +703,98 @@ fn rx_segment<M: PayloadMem>(
     r
 }
 
+/// The notification the app gets for flow `id` in state `f`: absolute
+/// sequence numbers, FIN flags, ring generation.
+#[inline(always)]
+fn flow_event(f: &FlowState, id: FlowId) -> AppEvent {
+    let mut flags = 0;
+    if f.st & st::RX_FIN != 0 {
+        flags |= event::F_RX_FIN;
+    }
+    if f.st & st::TX_FIN_ACKED != 0 {
+        flags |= event::F_TX_FIN_ACKED;
+    }
+    AppEvent {
+        kind: event::FLOW_UPDATE,
+        flags,
+        gen: f.ring_gen,
+        flow: id,
+        opaque: f.opaque,
+        rx_seq: f.rx_data_seq(),
+        tx_acked_seq: f.tx_acked_seq(),
+        ..Default::default()
+    }
+}
+
+/// Notifications built in one poll round, at most [`NOTES_MAX`].
+const NOTES_MAX: usize = 256;
+
+/// One built notification: the event, its context queue, and the slot
+/// generation of the flow it was built for.
+#[derive(Debug, Clone, Copy, Default)]
+struct Note {
+    ev: AppEvent,
+    ctx: u16,
+    slot_gen: u16,
+}
+
+/// This round's notifications, one per flow, built by `rx` under the
+/// flow's lock (which it holds anyway) so that
+/// [`FastPath::flush_notifications`] need not lock the flow again. A flow
+/// finds its entry by `FlowState::note`, checked against the entry's flow
+/// id (an entry of an earlier round, or of another lane, does not name
+/// it): a later segment of the round rewrites it with the newer state, so
+/// the app still gets one notification per flow and round, with the
+/// latest sequence numbers. A flow already in the lane's `pending` queue
+/// (its PENDING bit) stays there; so does one that finds the table full.
+struct Notes {
+    /// Indexed by a `u8`: no bounds checks.
+    buf: Box<[Note; NOTES_MAX]>,
+    n: usize,
+}
+
+impl Notes {
+    fn new() -> Self {
+        Notes {
+            buf: Box::new([Note::default(); NOTES_MAX]),
+            n: 0,
+        }
+    }
+
+    /// Flow `f` made app-visible progress: its notification of this round
+    /// is (re)built from its state now.
+    #[inline(always)]
+    fn mark(&mut self, pending: &mut Fifo<FlowId>, f: &mut crate::flowtable::FlowGuard<'_>) {
+        if f.notify & notify::PENDING != 0 {
+            return;
+        }
+        let id = f.id();
+        let mut i = f.note;
+        if i as usize >= self.n || self.buf[i as usize].ev.flow != id {
+            if self.n == NOTES_MAX {
+                // Table full: read from the flow when delivered, as before.
+                if pending.push_back(id) {
+                    f.notify |= notify::PENDING;
+                }
+                return;
+            }
+            i = self.n as u8;
+            f.note = i;
+            self.n += 1;
+        }
+        self.buf[i as usize] = Note {
+            ev: flow_event(f, id),
+            ctx: f.context,
+            slot_gen: f.generation(),
+        };
+    }
+}
+
+const _: () = assert!(
+    NOTES_MAX == u8::MAX as usize + 1,
+    "indexed by FlowState::note, a u8"
+);
+
 impl FastPath {
     pub fn new(table: Arc<FlowTable>, cfg: Config) -> Self {
         let cap = table.capacity();
@@ -688,7 +803,8 @@ impl FastPath {
             cfg,
             sched: TxScheduler::new(cap),
             pending: Fifo::with_capacity(cap * 2),
-            held: Fifo::with_capacity(if cfg.ack_delay_ns > 0 {
+            notes: Notes::new(),
+            held: TailFifo::with_capacity(if cfg.ack_delay_ns > 0 {
                 cap.min(HELD_ACKS_MAX)
             } else {
                 0
@@ -701,6 +817,7 @@ impl FastPath {
             hints: [(0, 0); PREFETCH_MAX],
             hint_n: 0,
             hint_next: 0,
+            mac_word: mac_word(cfg.local_mac),
             stats: Stats::default(),
         }
     }
@@ -766,51 +883,56 @@ impl FastPath {
     /// frame's payload goes to (data) or the TX ring line the next segment
     /// comes from (a pure ACK, which may open the window). A table whose
     /// index is at most 64 KiB (`FlowTable::index_cached`, up to 4K flows)
-    /// stays in the cache: there the first two passes are one that reads
-    /// each index entry at once and prefetches no slot or template. Hints only:
+    /// stays in the cache: there the three passes are one that reads each
+    /// index entry at once, prefetches no slot or template, and prefetches
+    /// the flow's ring line at once. Hints only:
     /// no flow is changed, and a wrong guess costs a wasted line. The flow
     /// found for each frame is remembered for `rx` of that frame (by its
     /// address), which then locks it and compares the 4-tuple instead of
     /// looking it up again; a frame that is not the one prefetched at that
     /// address, or not the next one, is looked up in full.
     pub fn prefetch<'a, M: PayloadMem>(&mut self, frames: impl Iterator<Item = &'a [u8]>, mem: &M) {
-        // (hash, then flow id) << 1 | carries payload, and the frame's address
-        let mut seen = [0u64; PREFETCH_MAX];
-        let mut at = [0usize; PREFETCH_MAX];
         let mut m = 0;
         if self.table.index_cached() {
             // A small table stays in the cache: read each index entry at
-            // once, prefetch no slot or template (the first two passes in
-            // one; only the ring lines are prefetched).
+            // once, prefetch no slot or template, and the flow's ring line
+            // at once too (the three passes in one).
             for f in frames.take(PREFETCH_MAX) {
                 let Some((key, data)) = frame_key_data(f) else {
                     continue;
                 };
                 if let Some(id) = self.table.candidate(key.hash()) {
-                    seen[m] = (id as u64) << 1 | data as u64;
                     self.hints[m] = (f.as_ptr() as usize, id);
                     m += 1;
+                    if let Some((region, rx, tx)) = self.table.peek_rings(id) {
+                        mem.prefetch(region, if data { rx } else { tx });
+                    }
                 }
             }
-        } else {
-            let mut n = 0;
-            for f in frames.take(PREFETCH_MAX) {
-                let Some((key, data)) = frame_key_data(f) else {
-                    continue;
-                };
-                let h = key.hash();
-                self.table.prefetch_index(h);
-                seen[n] = (h as u64) << 1 | data as u64;
-                at[n] = f.as_ptr() as usize;
-                n += 1;
-            }
-            for i in 0..n {
-                let e = seen[i];
-                if let Some(id) = self.table.prefetch_slot((e >> 1) as u32) {
-                    seen[m] = (id as u64) << 1 | (e & 1);
-                    self.hints[m] = (at[i], id);
-                    m += 1;
-                }
+            self.hint_n = m as u8;
+            self.hint_next = 0;
+            return;
+        }
+        // (hash, then flow id) << 1 | carries payload, and the frame's address
+        let mut seen = [0u64; PREFETCH_MAX];
+        let mut at = [0usize; PREFETCH_MAX];
+        let mut n = 0;
+        for f in frames.take(PREFETCH_MAX) {
+            let Some((key, data)) = frame_key_data(f) else {
+                continue;
+            };
+            let h = key.hash();
+            self.table.prefetch_index(h);
+            seen[n] = (h as u64) << 1 | data as u64;
+            at[n] = f.as_ptr() as usize;
+            n += 1;
+        }
+        for i in 0..n {
+            let e = seen[i];
+            if let Some(id) = self.table.prefetch_slot((e >> 1) as u32) {
+                seen[m] = (id as u64) << 1 | (e & 1);
+                self.hints[m] = (at[i], id);
+                m += 1;
             }
         }
         self.hint_n = m as u8;
@@ -952,7 +1074,7 @@ impl FastPath {
             }
         }
         if r.notify {
-            Self::mark(&mut self.pending, &mut f);
+            self.notes.mark(&mut self.pending, &mut f);
         }
         if r.tx_ready && (can_send(&f) || may_resend(&f)) {
             activate(&mut self.sched, self.lane, f.group, id, now, out);
@@ -968,7 +1090,8 @@ impl FastPath {
 
     #[inline(always)]
     fn for_us(&self, dst: [u8; 6]) -> bool {
-        dst == self.cfg.local_mac || self.cfg.any_mac || dst == wire::eth::BROADCAST
+        let d = mac_word(dst);
+        d == self.mac_word || self.cfg.any_mac || d == mac_word(wire::eth::BROADCAST)
     }
 
     /// The generic parse of a received frame and its TCP checksum check;
@@ -1014,13 +1137,6 @@ impl FastPath {
         out.exception(reason, flow, buf);
     }
 
-    #[inline]
-    fn mark(pending: &mut Fifo<FlowId>, f: &mut crate::flowtable::FlowGuard<'_>) {
-        if f.notify & notify::PENDING == 0 && pending.push_back(f.id()) {
-            f.notify |= notify::PENDING;
-        }
-    }
-
     /// Applies a command an app wrote into its context queue. `mem` is the
     /// payload region of the app whose queue it came from: a flow of another
     /// app is refused.
@@ -1039,6 +1155,7 @@ impl FastPath {
         res
     }
 
+    #[inline(always)]
     fn app_cmd_inner<M: PayloadMem, O: Output>(
         &mut self,
         app_mem: u16,
@@ -1246,12 +1363,21 @@ impl FastPath {
     /// Delivers pending notifications: `deliver(context, event)` returns false
     /// when that context's queue is full, and the flow stays pending (its
     /// sequence numbers are absolute, so nothing is lost by waiting).
+    ///
+    /// This round's notifications were built by `rx` under the flow's lock
+    /// ([`Notes`]), one per flow with its latest state: they go out
+    /// without locking the flow again (one whose slot was freed since is
+    /// dropped, as its lock would tell). One that finds its queue full
+    /// makes the flow pending (locked, rare): from then on it is built
+    /// from the flow's state when delivered, as those in `pending` are.
     pub fn flush_notifications(
         &mut self,
         mut deliver: impl FnMut(u16, &AppEvent) -> bool,
     ) -> usize {
         let table = &*self.table;
         let mut n = 0;
+        // The flows pending from earlier rounds first: a note that finds
+        // its queue full below joins them, for the next call.
         for _ in 0..self.pending.len() {
             let Some(id) = self.pending.pop_front() else {
                 break;
@@ -1262,23 +1388,7 @@ impl FastPath {
             if f.notify & notify::PENDING == 0 {
                 continue;
             }
-            let mut flags = 0;
-            if f.st & st::RX_FIN != 0 {
-                flags |= event::F_RX_FIN;
-            }
-            if f.st & st::TX_FIN_ACKED != 0 {
-                flags |= event::F_TX_FIN_ACKED;
-            }
-            let ev = AppEvent {
-                kind: event::FLOW_UPDATE,
-                flags,
-                gen: f.ring_gen,
-                flow: id,
-                opaque: f.opaque,
-                rx_seq: f.rx_data_seq(),
-                tx_acked_seq: f.tx_acked_seq(),
-                ..Default::default()
-            };
+            let ev = flow_event(&f, id);
             if deliver(f.context, &ev) {
                 f.notify &= !notify::PENDING;
                 n += 1;
@@ -1288,6 +1398,28 @@ impl FastPath {
                 let _ = self.pending.push_back(id);
             }
         }
+        for note in &self.notes.buf[..self.notes.n.min(NOTES_MAX)] {
+            let id = note.ev.flow;
+            if table.generation(id) != note.slot_gen {
+                continue;
+            }
+            if deliver(note.ctx, &note.ev) {
+                n += 1;
+                continue;
+            }
+            self.stats.notify_backpressure += 1;
+            let Some(mut f) = table.lock(id) else {
+                continue;
+            };
+            // Room: each flow is in `pending` at most once (its PENDING
+            // bit), and it holds two entries per flow of the table.
+            if f.notify & notify::PENDING == 0 && self.pending.push_back(id) {
+                f.notify |= notify::PENDING;
+            }
+        }
+        // Every entry is delivered or pending now; the flows' `note`
+        // indices no longer name them.
+        self.notes.n = 0;
         n
     }
 
@@ -1305,7 +1437,7 @@ impl FastPath {
     /// Sends flow `id`'s ACK if it still owes one of kind `bit`
     /// (`notify::ACK_ROUND` or `ACK_HELD`: a segment sent since may have
     /// carried it); true when it went out.
-    #[inline]
+    #[inline(always)]
     fn ack_owed<M: PayloadMem, O: Output>(
         &mut self,
         id: FlowId,
@@ -1374,7 +1506,7 @@ impl FastPath {
 
     /// Notifications waiting for delivery.
     pub fn pending_notifications(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.notes.n
     }
 }
 

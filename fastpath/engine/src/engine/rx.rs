@@ -94,6 +94,7 @@ pub(super) fn seq_check(
 /// reaches, out-of-order payload into an interval, duplicates and trimming
 /// to the window, an in-order FIN.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub(super) fn rx_data<M: PayloadMem>(
     f: &mut FlowState,
     c: &mut RxCold,

@@ -4,7 +4,7 @@
 use super::ring::ring_read;
 use super::{rx, Config, Output, Stats};
 use crate::flow::{cfg, st, FlowState, RxCold};
-use crate::wire::frame::{self, HdrTemplate};
+use crate::wire::frame::{self, HdrTemplate, TmplLocal, TmplPath};
 use crate::wire::{ipv4, tcp};
 use tas_abi::PayloadMem;
 
@@ -54,16 +54,15 @@ pub(super) fn template<'a>(
     f: &FlowState,
     t: &'a mut HdrTemplate,
 ) -> &'a HdrTemplate {
-    if !t.matches(
-        cfgc.local_mac,
-        f.remote_mac,
+    let local = TmplLocal::new(cfgc.local_mac, cfgc.ttl, offload);
+    let path = TmplPath::new(
         f.local_ip,
         f.remote_ip,
         f.local_port,
         f.remote_port,
-        cfgc.ttl,
-        offload,
-    ) {
+        f.remote_mac,
+    );
+    if !t.matches_path(local, path) {
         rebuild_template(cfgc, offload, f, t);
     }
     t
@@ -144,16 +143,19 @@ pub(super) fn build_segment<M: PayloadMem>(
         return 0;
     };
     let end = off + len;
-    if len > 0
-        && !ring_read(
-            mem,
-            f.mem,
-            f.tx_base,
-            f.tx_len,
-            payload.0,
-            &mut buf[off..end],
-        )
-    {
+    let Some(seg) = buf.get_mut(off..end) else {
+        return 0;
+    };
+    if len > 0 && !t.offload() && f.tx_len - payload.0 >= payload.1 {
+        // The common case: the payload does not wrap around the ring's
+        // end, and is summed while it is copied.
+        let Some(ps) = mem.read_sum(f.mem, f.tx_base.wrapping_add(payload.0), seg) else {
+            return 0;
+        };
+        t.finish_sum(buf, sum, ps);
+        return end;
+    }
+    if len > 0 && !ring_read(mem, f.mem, f.tx_base, f.tx_len, payload.0, seg) {
         return 0;
     }
     t.finish(buf, off, len, sum);
@@ -227,8 +229,9 @@ pub(super) fn send_ack<M: PayloadMem, O: Output>(
     } else {
         &[]
     };
-    if out.tx(|b| {
-        build_segment(
+    // Built in place (no closure: the NIC batch's slot is written here).
+    if let Some(b) = out.tx_buf() {
+        let n = build_segment(
             b,
             cfgc,
             f,
@@ -239,8 +242,8 @@ pub(super) fn send_ack<M: PayloadMem, O: Output>(
             now_ts,
             (0, 0),
             mem,
-        )
-    }) {
+        );
+        out.tx_commit(n);
         stats.acks_sent += 1;
         if dsack && !sack.is_empty() {
             stats.dsack_sent += 1;

@@ -171,6 +171,49 @@ pub fn finish_fast(buf: &mut [u8], s: &FastSeg<'_>, hdr_len: usize, payload_len:
     seg[16..18].copy_from_slice(&c.to_be_bytes());
 }
 
+/// The flow's part of a [`HdrTemplate`]'s key: addresses and ports
+/// (host order) and the next hop's MAC, packed into two words and a half
+/// (in the order `FlowState` keeps them, so the loads can merge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TmplPath(u64, u64, u16);
+
+impl TmplPath {
+    #[inline(always)]
+    pub fn new(src_ip: u32, dst_ip: u32, src_port: u16, dst_port: u16, dst_mac: [u8; 6]) -> Self {
+        let m = u32::from_ne_bytes([dst_mac[0], dst_mac[1], dst_mac[2], dst_mac[3]]);
+        let m2 = u16::from_ne_bytes([dst_mac[4], dst_mac[5]]);
+        TmplPath(
+            src_ip as u64 | (dst_ip as u64) << 32,
+            src_port as u64 | (dst_port as u64) << 16 | (m as u64) << 32,
+            m2,
+        )
+    }
+}
+
+/// The engine's part of a [`HdrTemplate`]'s key: local MAC (as the
+/// template's bytes 6..14 hold it, with the EtherType), TTL, checksum
+/// offload. Constant per engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TmplLocal {
+    mac: u64,
+    ttl: u8,
+    offload: bool,
+}
+
+impl TmplLocal {
+    #[inline(always)]
+    pub fn new(src_mac: [u8; 6], ttl: u8, offload: bool) -> Self {
+        let e = eth::ETHERTYPE_IPV4.to_be_bytes();
+        TmplLocal {
+            mac: u64::from_ne_bytes([
+                src_mac[0], src_mac[1], src_mac[2], src_mac[3], src_mac[4], src_mac[5], e[0], e[1],
+            ]),
+            ttl,
+            offload,
+        }
+    }
+}
+
 /// A flow's prebuilt header prefix: its Ethernet header, IPv4 header (TOS,
 /// total length and checksum zero) and TCP ports, with the native-endian
 /// partial sums of the IPv4 header's constant words and of the TCP pseudo
@@ -198,12 +241,13 @@ pub struct HdrTemplate {
     /// Native-endian folded sum of the IPv4 header with TOS, total length
     /// and checksum zero.
     ip_sum: u16,
-    /// What the template was built from (host order).
-    src_ip: u32,
-    dst_ip: u32,
-    src_port: u16,
-    dst_port: u16,
-    dst_mac: [u8; 6],
+    /// The flow's part of what the template was built from (addresses,
+    /// ports, next hop), packed as [`TmplPath::new`] packs it: compared
+    /// word by word for every segment. (The engine's part, local MAC and
+    /// TTL, is in `hdr`; the offload flag below.)
+    path0: u64,
+    path1: u64,
+    path2: u16,
     /// Native-endian folded sum of the pseudo header's addresses and
     /// protocol and the TCP ports.
     tcp_sum: u16,
@@ -224,11 +268,9 @@ impl Default for HdrTemplate {
         HdrTemplate {
             hdr: [0; TMPL_LEN],
             ip_sum: 0,
-            src_ip: 0,
-            dst_ip: 0,
-            src_port: 0,
-            dst_port: 0,
-            dst_mac: [0; 6],
+            path0: 0,
+            path1: 0,
+            path2: 0,
             tcp_sum: 0,
             ph_sum: 0,
             offload: false,
@@ -281,14 +323,13 @@ impl HdrTemplate {
         // length is added per segment.
         let ph_sum = checksum::sum_ne(&hdr[26..34]) + ne16(ipv4::PROTO_TCP as u16);
         let tcp_sum = ph_sum + checksum::sum_ne(&hdr[TCP_OFF..TMPL_LEN]);
+        let path = TmplPath::new(src_ip, dst_ip, src_port, dst_port, dst_mac);
         HdrTemplate {
             hdr,
             ip_sum,
-            src_ip,
-            dst_ip,
-            src_port,
-            dst_port,
-            dst_mac,
+            path0: path.0,
+            path1: path.1,
+            path2: path.2,
             tcp_sum: checksum::fold_ne(tcp_sum),
             ph_sum: checksum::fold_ne(ph_sum),
             offload,
@@ -316,19 +357,36 @@ impl HdrTemplate {
         ttl: u8,
         offload: bool,
     ) -> bool {
-        let mut local = [0u8; 8];
-        local[..6].copy_from_slice(&src_mac);
-        local[6..8].copy_from_slice(&eth::ETHERTYPE_IPV4.to_be_bytes());
-        (
-            self.src_ip,
-            self.dst_ip,
-            self.src_port,
-            self.dst_port,
-            self.dst_mac,
-        ) == (src_ip, dst_ip, src_port, dst_port, dst_mac)
-            && self.hdr[6..14] == local
-            && self.hdr[22] == ttl
-            && self.offload == offload
+        self.matches_path(
+            TmplLocal::new(src_mac, ttl, offload),
+            TmplPath::new(src_ip, dst_ip, src_port, dst_port, dst_mac),
+        )
+    }
+
+    /// [`HdrTemplate::matches`] with its arguments packed: the engine's
+    /// part `local` and the flow's part `path`. A handful of word
+    /// compares, one branch.
+    #[inline(always)]
+    pub fn matches_path(&self, local: TmplLocal, path: TmplPath) -> bool {
+        let h = u64::from_ne_bytes([
+            self.hdr[6],
+            self.hdr[7],
+            self.hdr[8],
+            self.hdr[9],
+            self.hdr[10],
+            self.hdr[11],
+            self.hdr[12],
+            self.hdr[13],
+        ]);
+        // An empty template never matches: its bytes 12..14 are not the
+        // EtherType.
+        let diff = (self.path0 ^ path.0)
+            | (self.path1 ^ path.1)
+            | (h ^ local.mac)
+            | ((self.path2 ^ path.2) as u32
+                | (self.hdr[22] ^ local.ttl) as u32
+                | (self.offload as u32 ^ local.offload as u32)) as u64;
+        diff == 0
     }
 
     /// Writes the headers of a segment (options: the timestamp when `ts`
@@ -408,6 +466,23 @@ impl HdrTemplate {
         let sum = sum + checksum::sum_ne(payload);
         if let Some(c) = buf.get_mut(TCP_OFF + 16..TCP_OFF + 18) {
             c.copy_from_slice(&(!checksum::fold_ne(sum)).to_ne_bytes());
+        }
+    }
+
+    /// [`HdrTemplate::finish`] with the payload's sum already taken
+    /// (`payload_sum`, any `u64` congruent to the sum of its native-endian
+    /// 16-bit words, e.g. `tas_abi::copy_sum`'s): writes the TCP checksum
+    /// from `emit`'s `sum` and it. With offload, nothing.
+    #[inline(always)]
+    pub fn finish_sum(&self, buf: &mut [u8], sum: u64, payload_sum: u64) {
+        if self.offload {
+            return;
+        }
+        // End-around carry: the total stays congruent mod 0xffff.
+        let (s, o) = sum.overflowing_add(payload_sum);
+        let s = s + o as u64;
+        if let Some(c) = buf.get_mut(TCP_OFF + 16..TCP_OFF + 18) {
+            c.copy_from_slice(&(!checksum::fold_ne(s)).to_ne_bytes());
         }
     }
 }
@@ -897,6 +972,46 @@ mod tests {
         assert!(!tcp_csum_to_partial(&mut arp));
         assert_eq!(arp, before);
         assert!(!tcp_csum_to_partial(&mut [0u8; 20]));
+    }
+
+    /// The packed key compare ([`HdrTemplate::matches_path`]) tells every
+    /// single changed bit of every input apart, and an empty template
+    /// matches nothing, not even an all-zero flow.
+    #[test]
+    fn template_key_sees_every_bit() {
+        let (sm, dm) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let (si, di, sp, dp, ttl) = (0xc612_0001u32, 0xc612_0002u32, 7000u16, 40000u16, 64u8);
+        for off in [false, true] {
+            let t = HdrTemplate::new(sm, dm, si, di, sp, dp, ttl, off);
+            assert!(t.matches(sm, dm, si, di, sp, dp, ttl, off));
+            assert!(!t.matches(sm, dm, si, di, sp, dp, ttl, !off));
+            for bit in 0..48 {
+                let flip = |m: [u8; 6]| {
+                    let mut m = m;
+                    m[bit / 8] ^= 1 << (bit % 8);
+                    m
+                };
+                assert!(!t.matches(flip(sm), dm, si, di, sp, dp, ttl, off));
+                assert!(!t.matches(sm, flip(dm), si, di, sp, dp, ttl, off));
+            }
+            for bit in 0..32 {
+                assert!(!t.matches(sm, dm, si ^ 1 << bit, di, sp, dp, ttl, off));
+                assert!(!t.matches(sm, dm, si, di ^ 1 << bit, sp, dp, ttl, off));
+            }
+            for bit in 0..16 {
+                assert!(!t.matches(sm, dm, si, di, sp ^ 1 << bit, dp, ttl, off));
+                assert!(!t.matches(sm, dm, si, di, sp, dp ^ 1 << bit, ttl, off));
+            }
+            for bit in 0..8 {
+                assert!(!t.matches(sm, dm, si, di, sp, dp, ttl ^ 1 << bit, off));
+            }
+            // Swapped addresses or ports are another flow.
+            assert!(!t.matches(sm, dm, di, si, sp, dp, ttl, off));
+            assert!(!t.matches(sm, dm, si, di, dp, sp, ttl, off));
+        }
+        let e = HdrTemplate::default();
+        assert!(!e.matches([0; 6], [0; 6], 0, 0, 0, 0, 0, false));
+        assert!(!e.matches(sm, dm, si, di, sp, dp, ttl, false));
     }
 
     #[test]

@@ -314,3 +314,159 @@ fn switched_rings_are_used_from_position_0_and_events_carry_the_generation() {
     fx.tx_base = tx_base0;
     fx.o.tx_len = tx_len0;
 }
+
+/// A notification is built by `rx` under the flow's lock (`Notes`): the
+/// segments of one round still give one notification per flow, with the
+/// state after the last of them (data, our data acknowledged, the FIN),
+/// and the next round builds a new one.
+#[test]
+fn notifications_built_in_rx_coalesce_per_round_and_carry_fin_flags() {
+    let mut fx = fx();
+    fx.write(100, 0).unwrap();
+    fx.poll();
+    fx.out.frames.clear();
+    // One round: data, more data with the ACK of our 100 bytes, a FIN.
+    fx.peer_ack = 100;
+    let fin = Seg {
+        flags: ACK | PSH | FIN,
+        ..fx.data(20, 10)
+    };
+    fx.send_round(&[fx.data(0, 10), fx.data(10, 10), fin]);
+    fx.out.frames.clear();
+    exc!(fx, Exception::FinReceived, Some(fx.id));
+    assert_eq!(fx.fp.pending_notifications(), 1);
+    assert_eq!(
+        fx.notifications(),
+        vec![AppEvent {
+            rx_seq: fx.rseq(30),
+            ..fx.ev(30, 100, event::F_RX_FIN)
+        }]
+    );
+    assert_eq!(fx.fp.pending_notifications(), 0);
+    assert!(fx.notifications().is_empty());
+    // Next round: our FIN, acknowledged; the entry of the last round is
+    // not this one (same flow, new entry, both FIN flags).
+    fx.cmd(0, 0, tas_abi::cmd::F_TX_FIN).unwrap();
+    fx.poll();
+    fx.out.frames.clear();
+    fx.peer_ack = 101;
+    send!(fx, fx.peer(31));
+    exc!(fx, Exception::FinAcked, Some(fx.id));
+    assert_eq!(
+        fx.notifications(),
+        vec![fx.ev(30, 100, event::F_RX_FIN | event::F_TX_FIN_ACKED)]
+    );
+    assert_eq!(fx.read(), pat(0, 30));
+}
+
+/// A notification built in a round whose flow is removed and installed
+/// again (same slot) before delivery: the old flow's is dropped; the new
+/// flow's, built after it in the same round, goes out with its values.
+#[test]
+fn a_flow_reinstalled_in_its_slot_within_a_round_gets_only_its_own_notification() {
+    let mut fx = fx();
+    send!(fx, fx.data(0, 10));
+    fx.out.frames.clear();
+    let st = fx.fp.table().remove(fx.id).unwrap();
+    let id = fx
+        .fp
+        .table()
+        .insert(FlowState {
+            opaque: 99,
+            note: 0,
+            ..st
+        })
+        .unwrap();
+    assert_eq!(id, fx.id, "the slot is reused");
+    send!(fx, fx.data(10, 10));
+    fx.out.frames.clear();
+    assert_eq!(
+        fx.notifications(),
+        vec![AppEvent {
+            opaque: 99,
+            ..fx.ev(20, 0, 0)
+        }]
+    );
+    assert_eq!(fx.read(), pat(0, 20));
+}
+
+/// More flows make progress in one round than the lane's table of built
+/// notifications holds (`NOTES_MAX`): the rest are queued as pending and
+/// built from the flow when delivered. Every flow gets exactly one
+/// notification, with its latest state, whichever way it went.
+#[test]
+fn a_round_with_more_notifying_flows_than_built_notes_reads_the_rest_at_delivery() {
+    let fx = fx(); // for its frame builder; its own flows stay idle
+    let o = FlowOpts::default();
+    let n = NOTES_MAX + 44;
+    let ring = 1024u32;
+    let table = Arc::new(FlowTable::new(n));
+    let mut mem = VecMem::new(2, n * 2 * ring as usize);
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let base = i as u32 * 2 * ring;
+        let st = FlowState {
+            remote_port: 10_000 + i as u16,
+            opaque: i as u64,
+            rx_base: base,
+            rx_len: ring,
+            rx_avail: ring,
+            rx_next_pos: 0,
+            tx_base: base + ring,
+            tx_len: ring,
+            tx_next_pos: 0,
+            ..flow_state(&o, 0)
+        };
+        ids.push(table.insert(st).unwrap());
+    }
+    let mut fp = FastPath::new(
+        table.clone(),
+        Config {
+            local_mac: OUR_MAC,
+            ttl: 64,
+            any_mac: false,
+            ack_delay_ns: 0,
+        },
+    );
+    let mut out = Cap::default();
+    // Two segments per flow in the round, the second of each after every
+    // flow's first (so the table is full when the late flows come again).
+    for off in [0, 10] {
+        for i in 0..n {
+            let f = fx.frame_from(10_000 + i as u16, &fx.data(off, 10));
+            fp.rx(&f, T0, &mut mem, &mut out);
+        }
+    }
+    assert!(out.exceptions.is_empty());
+    assert_eq!(fp.pending_notifications(), n);
+    let mut evs = Vec::new();
+    assert_eq!(
+        fp.flush_notifications(|ctx, e| {
+            assert_eq!(ctx, CTX);
+            evs.push(*e);
+            true
+        }),
+        n
+    );
+    assert_eq!(fp.pending_notifications(), 0);
+    evs.sort_by_key(|e| e.opaque);
+    let want: Vec<AppEvent> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| AppEvent {
+            kind: event::FLOW_UPDATE,
+            flow: id,
+            opaque: i as u64,
+            rx_seq: fx.rseq(20),
+            tx_acked_seq: fx.lseq(0),
+            ..Default::default()
+        })
+        .collect();
+    assert_eq!(evs, want);
+    // The pending ones were cleared: nothing is delivered twice.
+    assert_eq!(fp.flush_notifications(|_, _| true), 0);
+    for (i, &id) in ids.iter().enumerate() {
+        let f = *table.lock(id).unwrap();
+        assert_eq!(f.notify & notify::PENDING, 0, "flow {i}");
+    }
+}

@@ -186,3 +186,25 @@ fn frames_for_another_mac_are_ignored() {
     fx.send_raw(&f);
     recv!(fx, fx.ours(0, 20, 32_768 - 20));
 }
+
+/// The destination MAC is compared whole (as one word): a frame whose
+/// destination differs from ours in any one bit of any byte is not ours.
+#[test]
+fn a_destination_one_bit_off_our_mac_is_not_ours() {
+    let mut fx = fx();
+    let good = fx.frame(&fx.data(0, 10));
+    let mut n = 0;
+    for byte in 0..6 {
+        for bit in 0..8 {
+            let mut f = good.clone();
+            f[byte] ^= 1 << bit;
+            fx.send_raw(&f);
+            n += 1;
+            assert_eq!(fx.fp.stats.not_for_us, n, "byte {byte} bit {bit}");
+        }
+    }
+    recv_nothing!(fx);
+    exc_nothing!(fx);
+    fx.send_raw(&good);
+    recv!(fx, fx.ours(0, 10, 32_768 - 10));
+}

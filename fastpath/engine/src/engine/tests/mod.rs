@@ -143,26 +143,30 @@ struct Cap {
     empty_fills: usize,
     /// Activations handed to another lane.
     forwarded: Vec<(u16, FlowId)>,
+    /// The frame being built (`tx_buf`).
+    scratch: Vec<u8>,
 }
 
 impl Output for Cap {
-    fn tx<F: FnOnce(&mut [u8]) -> usize>(&mut self, fill: F) -> bool {
+    fn tx_buf(&mut self) -> Option<&mut [u8]> {
         if let Some(room) = self.room.as_mut() {
             if *room == 0 {
-                return false;
+                return None;
             }
             *room -= 1;
         }
-        let mut buf = vec![0u8; 2048];
-        let n = fill(&mut buf);
+        self.scratch = vec![0u8; 2048];
+        Some(&mut self.scratch)
+    }
+    fn tx_commit(&mut self, n: usize) {
         if n == 0 {
             // Like the NIC batch: nothing built, nothing sent.
             self.empty_fills += 1;
-            return true;
+            return;
         }
+        let mut buf = std::mem::take(&mut self.scratch);
         buf.truncate(n);
         self.frames.push_back(buf);
-        true
     }
 
     fn exception(&mut self, reason: Exception, flow: Option<FlowId>, frame: &[u8]) {
