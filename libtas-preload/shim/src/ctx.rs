@@ -56,6 +56,9 @@ pub struct Inner {
     /// Connect requests whose socket was closed before the answer came.
     pub zombies: Vec<u32>,
     pub spinners: u32,
+    /// Threads in a blocking call's wait with this context in it
+    /// (`solo.rs`).
+    pub waiters: crate::solo::Waiters,
     changes: Changes,
 }
 
@@ -70,6 +73,7 @@ impl Inner {
             connecting: IdMap::default(),
             zombies: Vec::new(),
             spinners: 0,
+            waiters: Default::default(),
             changes: Changes::default(),
         }
     }
@@ -163,10 +167,11 @@ impl Inner {
     /// A description of every socket (debugging).
     pub fn dump(&self, idx: usize) -> String {
         let mut out = format!(
-            "context {idx}: {} sockets, {} connecting, spinners {}\n",
+            "context {idx}: {} sockets, {} connecting, spinners {}, {}\n",
             self.socks.len(),
             self.connecting.len(),
-            self.spinners
+            self.spinners,
+            self.waiters.describe()
         );
         let mut ids: Vec<&u64> = self.socks.keys().collect();
         ids.sort();
