@@ -38,8 +38,10 @@ pub struct Ctx {
     pub inner: Lock<Inner>,
     /// Set when the reactor should look again soon (command backlog).
     pub tick: AtomicBool,
-    /// Threads blocked in the kernel with this context's fds in their wait
-    /// set; the fast path kicks the eventfd only while this is non-zero.
+    /// Threads blocked in the kernel on this context: with its fds in
+    /// their wait set, or registered in `Inner::waiters` (one of which has
+    /// them, `solo.rs`); the fast path kicks the eventfd only while this is
+    /// non-zero, and the reactor watches the context only while it is zero.
     pub blocked: std::sync::atomic::AtomicU32,
     /// The daemon hung up: errors are delivered, nothing more will come.
     pub dead: AtomicBool,

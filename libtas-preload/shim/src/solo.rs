@@ -348,13 +348,17 @@ impl Solo {
             events,
             revents: 0,
         };
+        let mut drains = self.drains();
+        // A thread that drains every context it registered on is in no
+        // `idle` list, so no hand-off can reach it: its wake eventfd stays
+        // out of the wait (a negative fd is ignored by `poll`), one fd less
+        // for a thread alone in its wait.
         p[1] = libc::pollfd {
-            fd: self.ev(),
+            fd: if drains == self.reg { -1 } else { self.ev() },
             events: libc::POLLIN,
             revents: 0,
         };
         let mut n = 2;
-        let mut drains = self.drains();
         while drains != 0 {
             let idx = drains.trailing_zeros() as usize;
             drains &= drains - 1;
