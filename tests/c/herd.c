@@ -15,7 +15,8 @@
  *                          #I  signal thread 1 (SIGUSR1, no SA_RESTART):
  *                              "#eintr=1" when its recv failed with EINTR
  *   herd client IP PORT N K M
- *                        connect N times, let the server's threads block,
+ *                        connect N times (each from a new thread), let the
+ *                        server's threads block,
  *                        #B, K round trips on connection 0 only, #S, #I,
  *                        then the stress: every connection at once in its
  *                        own thread, M round trips of 1..200 bytes each,
@@ -229,21 +230,40 @@ static void *stress_thread(void *arg)
     return NULL;
 }
 
+static struct sockaddr_in caddr;
+
+/* Each connection is made by a thread of its own (under the shim with
+ * TAS_CONTEXTS > 1 the connections then spread over several contexts). */
+static void *connect_thread(void *arg)
+{
+    int i = (int)(long)arg;
+    int one = 1;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(s, (struct sockaddr *)&caddr, sizeof caddr)) {
+        perror("client: connect");
+        close(s);
+        return (void *)1;
+    }
+    setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct timeval tv = {5, 0};
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    socks[i] = s;
+    return NULL;
+}
+
 static int client(const char *ip, int port, int n, int k, int m)
 {
     cm = m;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    inet_pton(AF_INET, ip, &a.sin_addr);
-    int one = 1;
+    caddr.sin_family = AF_INET;
+    caddr.sin_port = htons(port);
+    inet_pton(AF_INET, ip, &caddr.sin_addr);
+    /* In order: the server numbers its connections by accept order. */
     for (int i = 0; i < n; i++) {
-        socks[i] = socket(AF_INET, SOCK_STREAM, 0);
-        if (connect(socks[i], (struct sockaddr *)&a, sizeof a)) {
-            perror("client: connect");
-            return 1;
-        }
-        setsockopt(socks[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        struct timeval tv = {5, 0};
-        setsockopt(socks[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        pthread_t t;
+        void *r = NULL;
+        pthread_create(&t, NULL, connect_thread, (void *)(long)i);
+        pthread_join(t, &r);
+        if (r) return 1;
     }
     /* Every server thread is blocked in recv by now (and past its spin). */
     usleep(300000);

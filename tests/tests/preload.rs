@@ -1252,6 +1252,9 @@ fn herd_report(out: &str) -> (u64, u64, u64, u64) {
 /// repeatedly to an otherwise idle thread, a signal without `SA_RESTART`
 /// gives `EINTR` — the same lines as the same program on Linux, which also
 /// shows the count is a real measurement (Linux wakes none of them).
+/// Finally the client's side under the shim (its 16 threads blocked in
+/// `recv` with the connections over 4 contexts) against the same program
+/// as the server on Linux: the same lines.
 #[test]
 fn blocked_threads_are_woken_only_for_their_own_connection() {
     const N: usize = 16;
@@ -1272,6 +1275,47 @@ fn blocked_threads_are_woken_only_for_their_own_connection() {
         same(&linux),
         same(&tas),
         "different results on Linux and under the shim:\nlinux:\n{linux}\ntas:\n{tas}"
+    );
+    // The blocked threads on the client side, under the shim with its
+    // connections over 4 contexts (made by 16 threads: the first 4 attach
+    // their own): every thread registered on each context, one drainer
+    // per context, hand-offs between contexts' drainers. Against a Linux
+    // server.
+    let herd = c_program("herd");
+    let n = N.to_string();
+    let srv = tb.spawn_lnx(&herd, &["server", "7401", &n], Some("server listening"));
+    let o = tb.run_tas(
+        env_bin(),
+        &[
+            &preload_env(),
+            "TAS_CONTEXTS=4",
+            "TAS_PRELOAD_DEBUG=1",
+            herd.to_str().unwrap(),
+            "client",
+            LNX_IP,
+            "7401",
+            &n,
+            &K.to_string(),
+            &M.to_string(),
+        ],
+        Duration::from_secs(90),
+    );
+    let shim_client = stdout(&o);
+    assert_ok(&o, &format!("herd client under the shim:\n{shim_client}"));
+    assert!(
+        stderr(&o).contains("attached context 3"),
+        "the client's connections are not over 4 contexts:\n{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        tb.wait_child(srv, Duration::from_secs(10)),
+        Some(true),
+        "herd server on Linux did not finish cleanly"
+    );
+    assert_eq!(
+        same(&linux),
+        same(&shim_client),
+        "different results with the client under the shim:\nlinux:\n{linux}\nshim client:\n{shim_client}"
     );
     for want in [
         format!("quiet: {K} round trips ok"),
