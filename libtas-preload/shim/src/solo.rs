@@ -46,7 +46,7 @@
 //!   fence, `announce_sleep`) and becomes the drainer if there is none;
 //!   then it takes the ring's news (`process_fast`). A notification posted
 //!   before the fast path saw the flag is thus taken here (and reflected
-//!   on the pairs before the first check); one posted after is kicked to
+//!   on the pairs before the first `poll`); one posted after is kicked to
 //!   the eventfd, which the drainer polls (Dekker pair with
 //!   `peer_sleeps`).
 //! * While `blocked > 0` there is a drainer: the role is given to the
@@ -54,12 +54,14 @@
 //!   drainer to a registered waiter. The successor may be deciding its
 //!   poll set without the context's fds at that moment; its wake eventfd,
 //!   written under the same lock, makes that `poll` return, and the next
-//!   round includes the context's fds (`drains` is read after the wake
-//!   was written: Release by the writer, Acquire by the reader). The
+//!   round includes the context's fds (the successor's `drains` bit is set
+//!   before its eventfd is written, and read after the `poll` that saw
+//!   the write returned: Release by the writer, Acquire by the reader). The
 //!   eventfd's count survives the hand-off, so a kick in between is seen.
 //! * A socket's news taken by any thread (the drainer, a thread in
 //!   another call, the spin, the reactor) is written to its pair, which
-//!   its waiter polls; a thread checks its socket after registering.
+//!   its waiter polls; a thread's every `poll` includes its socket, from
+//!   the first one after registering on.
 //!
 //! Fork needs nothing more: the child starts a new generation with new
 //! contexts, and a thread's wake eventfd is made anew there (the one it
@@ -225,8 +227,6 @@ pub struct Solo {
     me: WRef,
     /// The contexts registered on (bit = index).
     reg: u32,
-    /// Readiness changed while registering (check before blocking).
-    pub changed: bool,
 }
 
 impl Solo {
@@ -256,7 +256,6 @@ impl Solo {
             })
             .ok()
             .flatten()?;
-        let before = g.ready_gen.load(Ordering::Acquire);
         let mut reg = 0u32;
         for c in g.live_ctxs() {
             if c.dead.load(Ordering::Relaxed) || c.idx >= MAX_CTX {
@@ -269,12 +268,12 @@ impl Solo {
                 inner.tas.set_waiting(true);
             }
             inner.waiters.join(me, bit);
-            // Anything posted before the flag was visible is ours to see.
+            // Anything posted before the flag was visible is ours to see
+            // (and on the pairs before the wait's first `poll`).
             inner.process_fast();
             reg |= bit;
         }
-        let changed = g.ready_gen.load(Ordering::Acquire) != before;
-        Some(Solo { me, reg, changed })
+        Some(Solo { me, reg })
     }
 
     /// The wake eventfd to poll.

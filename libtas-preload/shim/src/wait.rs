@@ -403,7 +403,12 @@ fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_i
 
 /// The blocking part of [`wait_fd`] for a connection (see `solo.rs`):
 /// registered once for the whole wait, so a drainer that takes news for
-/// other sockets keeps its role (a hand-off only when it leaves).
+/// other sockets keeps its role (a hand-off only when it leaves). No
+/// zero-timeout check between rounds: `fd`'s readiness is on its pair
+/// (level-triggered; `KWait` keeps a lazy socket's there), so news taken
+/// while registering or by a round makes the next `poll` return at once —
+/// a check would only add a system call to every round that finds `fd`
+/// not ready (most of a drainer's rounds).
 fn wait_solo(
     solo: &crate::solo::Solo,
     fd: c_int,
@@ -412,22 +417,20 @@ fn wait_solo(
     check: impl Fn() -> c_int,
 ) -> Result<(), c_int> {
     use crate::solo::Round;
-    let result = |r: c_int| if r < 0 { Err(-r) } else { Ok(()) };
-    if solo.changed {
-        let r = check();
-        if r != 0 {
-            return result(r);
-        }
-    }
     loop {
-        let ms = ms_left(deadline).ok_or(libc::EAGAIN)?;
-        match solo.block(fd, events, ms)? {
+        // A deadline already past still gets one look (timeout 0).
+        let ms = ms_left(deadline);
+        match solo.block(fd, events, ms.unwrap_or(0))? {
             Round::Ready => return Ok(()),
             Round::Timeout => return Err(libc::EAGAIN),
-            Round::Again => match check() {
-                0 => {}
-                r => return result(r),
-            },
+            Round::Again if ms.is_none() || ms_left(deadline).is_none() => {
+                return match check() {
+                    0 => Err(libc::EAGAIN),
+                    r if r < 0 => Err(-r),
+                    _ => Ok(()),
+                };
+            }
+            Round::Again => {}
         }
     }
 }
