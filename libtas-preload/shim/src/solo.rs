@@ -97,10 +97,23 @@ struct Waiter {
     gen: Cell<u64>,
     /// In a [`Solo`] wait now.
     busy: Cell<bool>,
+    /// The contexts that wait is registered on (bit = index).
+    reg: Cell<u32>,
 }
 
 impl Drop for Waiter {
     fn drop(&mut self) {
+        // The thread ends inside a wait: cancelled in its `poll` (a
+        // cancellation point), or `pthread_exit` from a signal handler,
+        // and the unwinding did not run `Solo`'s drop. Its registrations
+        // go now, or a later hand-off would write through a dangling
+        // pointer. (Not in a forked child: those contexts are the
+        // parent's.)
+        if self.busy.get()
+            && try_global().is_some_and(|g| g.gen.load(Ordering::Acquire) == self.gen.get())
+        {
+            unregister(WRef(&self.shared as *const Shared), self.reg.get());
+        }
         let fd = self.shared.ev.swap(-1, Ordering::Relaxed);
         if fd >= 0 {
             close_ev(fd);
@@ -117,6 +130,7 @@ thread_local! {
             },
             gen: Cell::new(u64::MAX),
             busy: Cell::new(false),
+            reg: Cell::new(0),
         }
     };
 }
@@ -270,8 +284,9 @@ impl Solo {
             inner.waiters.join(me, bit);
             // Anything posted before the flag was visible is ours to see
             // (and on the pairs before the wait's first `poll`).
-            inner.process_fast();
             reg |= bit;
+            let _ = WAITER.try_with(|w| w.reg.set(reg));
+            inner.process_fast();
         }
         Some(Solo { me, reg })
     }
@@ -291,26 +306,36 @@ impl Solo {
 
 impl Drop for Solo {
     fn drop(&mut self) {
-        let g = global();
-        let mut unwatched = false;
-        let mut reg = self.reg;
-        while reg != 0 {
-            let idx = reg.trailing_zeros() as usize;
-            reg &= reg - 1;
-            let Some(c) = g.ctx(idx) else { continue };
-            let mut inner = c.inner.lock();
-            inner.waiters.leave(self.me, 1 << idx);
-            if c.blocked.fetch_sub(1, Ordering::SeqCst) == 1 {
-                inner.tas.set_waiting(false);
-                unwatched = true;
-            }
+        unregister(self.me, self.reg);
+        let _ = WAITER.try_with(|w| {
+            w.busy.set(false);
+            w.reg.set(0);
+        });
+    }
+}
+
+/// Takes `me`'s registrations off the contexts in `reg` (handing the
+/// drainer's role on), and lets the reactor watch the contexts nobody is
+/// blocked on any more.
+fn unregister(me: WRef, reg: u32) {
+    let g = global();
+    let mut unwatched = false;
+    let mut reg = reg;
+    while reg != 0 {
+        let idx = reg.trailing_zeros() as usize;
+        reg &= reg - 1;
+        let Some(c) = g.ctx(idx) else { continue };
+        let mut inner = c.inner.lock();
+        inner.waiters.leave(me, 1 << idx);
+        if c.blocked.fetch_sub(1, Ordering::SeqCst) == 1 {
+            inner.tas.set_waiting(false);
+            unwatched = true;
         }
-        let _ = WAITER.try_with(|w| w.busy.set(false));
-        // Nobody waits on these contexts any more: the reactor must watch
-        // them again now, not when its long sleep ends.
-        if unwatched {
-            crate::reactor::wake_if_sleeping_long();
-        }
+    }
+    // Nobody waits on these contexts any more: the reactor must watch
+    // them again now, not when its long sleep ends.
+    if unwatched {
+        crate::reactor::wake_if_sleeping_long();
     }
 }
 
