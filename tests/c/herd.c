@@ -14,11 +14,19 @@
  *                              timeouts=X" (busy: threads with > 20)
  *                          #I  signal thread 1 (SIGUSR1, no SA_RESTART):
  *                              "#eintr=1" when its recv failed with EINTR
+ *                          #H  shutdown(SHUT_RDWR) connection N-2, whose
+ *                              thread is blocked in recv: "#shut=1" when
+ *                              that recv returned 0
+ *                          #T  send on connection N-3 (whose thread is
+ *                              blocked in recv; the client never reads it)
+ *                              with SO_SNDTIMEO 100 ms until it fails:
+ *                              "#sndtimeo=EAGAIN waited=1"
  *   herd client IP PORT N K M
  *                        connect N times (each from a new thread), let the
  *                        server's threads block,
  *                        #B, K round trips on connection 0 only, #S, #I,
- *                        then the stress: every connection at once in its
+ *                        #H (and EOF on connection N-2), #T, then the
+ *                        stress: every other connection at once in its
  *                        own thread, M round trips of 1..200 bytes each,
  *                        content checked, 5 s limit per answer.
  *
@@ -49,6 +57,14 @@ static volatile pid_t tids[MAXN];
 static long base[MAXN];
 static volatile long timeouts;
 static volatile int eintr_seen;
+static volatile int shut_seen;
+
+static long now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
 
 static long vcs(pid_t tid)
 {
@@ -104,6 +120,31 @@ static void command(int s, const char *b, ssize_t n)
         pthread_kill(ths[1], SIGUSR1);
         for (int i = 0; i < 200 && !eintr_seen; i++) usleep(10000);
         snprintf(out, sizeof out, "#eintr=%d\n", eintr_seen);
+    } else if (n >= 2 && b[1] == 'H') {
+        shut_seen = 0;
+        shutdown(socks[nconn - 2], SHUT_RDWR);
+        for (int i = 0; i < 200 && !shut_seen; i++) usleep(10000);
+        snprintf(out, sizeof out, "#shut=%d\n", shut_seen);
+    } else if (n >= 2 && b[1] == 'T') {
+        int t = socks[nconn - 3];
+        struct timeval tv = {0, 100000};
+        setsockopt(t, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        static char big[65536];
+        memset(big, 'j', sizeof big);
+        long t0 = 0, took = 0;
+        ssize_t w;
+        int e = 0;
+        for (int i = 0; i < 100000; i++) {
+            t0 = now_ms();
+            w = send(t, big, sizeof big, MSG_NOSIGNAL);
+            if (w < 0) {
+                e = errno;
+                took = now_ms() - t0;
+                break;
+            }
+        }
+        snprintf(out, sizeof out, "#sndtimeo=%s waited=%d\n",
+                 e == EAGAIN ? "EAGAIN" : e ? strerror(e) : "never", took >= 80 && took < 2000);
     } else {
         snprintf(out, sizeof out, "#what\n");
     }
@@ -134,7 +175,10 @@ static void *conn_thread(void *arg)
             fprintf(stderr, "server: recv on connection %d: %s\n", i, strerror(errno));
             break;
         }
-        if (n == 0) break;
+        if (n == 0) {
+            if (i == nconn - 2) shut_seen = 1;
+            break;
+        }
         if (i == 0 && b[0] == '#') {
             command(s, b, n);
             continue;
@@ -292,9 +336,24 @@ static int client(const char *ip, int port, int n, int k, int m)
     }
     printf("signal: %s\n", ans);
     pthread_t th[MAXN];
-    for (int i = 0; i < n; i++) pthread_create(&th[i], NULL, stress_thread, (void *)(long)i);
-    for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
-    if (!stress_fail) printf("stress: %d x %d round trips ok\n", n, m);
+    if (cmd(socks[0], "#H", ans, sizeof ans) < 0) {
+        printf("client: #H failed\n");
+        return 1;
+    }
+    printf("shutdown: %s\n", ans);
+    char c;
+    printf("shutdown: client reads EOF = %d\n", (int)recv(socks[n - 2], &c, 1, 0) == 0);
+    if (cmd(socks[0], "#T", ans, sizeof ans) < 0) {
+        printf("client: #T failed\n");
+        return 1;
+    }
+    printf("send timeout: %s\n", ans);
+    /* Connections n-2 (shut down) and n-3 (full of junk) sit out. */
+    for (int i = 0; i < n; i++)
+        if (i < n - 3 || i == n - 1) pthread_create(&th[i], NULL, stress_thread, (void *)(long)i);
+    for (int i = 0; i < n; i++)
+        if (i < n - 3 || i == n - 1) pthread_join(th[i], NULL);
+    if (!stress_fail) printf("stress: %d x %d round trips ok\n", n - 2, m);
     for (int i = 0; i < n; i++) close(socks[i]);
     return stress_fail;
 }
@@ -304,12 +363,12 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc == 4 && !strcmp(argv[1], "server")) {
         int n = atoi(argv[3]);
-        if (n < 3 || n > MAXN) return 2;
+        if (n < 5 || n > MAXN) return 2;
         return server(atoi(argv[2]), n);
     }
     if (argc == 7 && !strcmp(argv[1], "client")) {
         int n = atoi(argv[4]);
-        if (n < 3 || n > MAXN) return 2;
+        if (n < 5 || n > MAXN) return 2;
         return client(argv[2], atoi(argv[3]), n, atoi(argv[5]), atoi(argv[6]));
     }
     fprintf(stderr, "usage: herd server PORT N | herd client IP PORT N K M\n");

@@ -1246,12 +1246,16 @@ fn herd_report(out: &str) -> (u64, u64, u64, u64) {
 /// (voluntary context switches in /proc) at most twice per request in
 /// total (the drainer's wake-ups: about once per request measured), where
 /// the shared wait cost 14 per request (4242 for 300 before `solo.rs`),
-/// and at most 2 of them woke more than 20 times. Then no lost wake-up: all 16 connections at once, 300
-/// round trips each of 1..200 bytes, every answer within 5 s. And Linux
-/// semantics kept by the new wait: `SO_RCVTIMEO` gives `EAGAIN`
-/// repeatedly to an otherwise idle thread, a signal without `SA_RESTART`
-/// gives `EINTR` — the same lines as the same program on Linux, which also
-/// shows the count is a real measurement (Linux wakes none of them).
+/// and at most 2 of them woke more than 20 times. Linux semantics kept by
+/// the new wait for threads blocked beside others: `SO_RCVTIMEO` gives
+/// `EAGAIN` repeatedly to an otherwise idle thread, a signal without
+/// `SA_RESTART` gives `EINTR`, `shutdown(SHUT_RDWR)` from another thread
+/// makes a blocked `recv` return 0, a `send` blocked on a full ring
+/// (another thread blocked in `recv` on the same socket) fails with
+/// `EAGAIN` after its `SO_SNDTIMEO`. Then no lost wake-up: the 14 other
+/// connections at once, 300 round trips each of 1..200 bytes, every
+/// answer within 5 s. The same lines as the same program on Linux, which
+/// also shows the count is a real measurement (Linux wakes none of them).
 /// Finally the client's side under the shim (its 16 threads blocked in
 /// `recv` with the connections over 4 contexts) against the same program
 /// as the server on Linux: the same lines.
@@ -1320,10 +1324,14 @@ fn blocked_threads_are_woken_only_for_their_own_connection() {
     for want in [
         format!("quiet: {K} round trips ok"),
         "signal: #eintr=1".to_string(),
-        format!("stress: {N} x {M} round trips ok"),
+        "shutdown: #shut=1".to_string(),
+        "shutdown: client reads EOF = 1".to_string(),
+        "send timeout: #sndtimeo=EAGAIN waited=1".to_string(),
+        format!("stress: {} x {M} round trips ok", N - 2),
     ] {
         assert!(tas.contains(&want), "missing {want:?} in:\n{tas}");
     }
+    eprintln!("tas server:\n{tas}");
     for (who, out) in [("linux", &linux), ("tas", &tas)] {
         let (threads, sum, busy, timeouts) = herd_report(out);
         eprintln!("{who}: threads {threads} woke {sum} times for {K} requests (busy {busy}), timeouts {timeouts}");
