@@ -49,9 +49,12 @@
 //!   on the pairs before the first `poll`); one posted after is kicked to
 //!   the eventfd, which the drainer polls (Dekker pair with
 //!   `peer_sleeps`).
-//! * While `blocked > 0` there is a drainer: the role is given to the
-//!   first registrant and moves only under the lock, from a leaving
-//!   drainer to a registered waiter. The successor may be deciding its
+//! * While any thread is registered on a context there is a drainer: the
+//!   role is given to the first registrant and moves only under the lock,
+//!   from a leaving drainer to a registered waiter. (Threads in
+//!   `epoll`/`poll`/`select`, `wait::Blocked`, count in `blocked` too and
+//!   poll every context's fds themselves; they take news the same way
+//!   but are never drainers.) The successor may be deciding its
 //!   poll set without the context's fds at that moment; its wake eventfd,
 //!   written under the same lock, makes that `poll` return, and the next
 //!   round includes the context's fds (the successor's `drains` bit is set
