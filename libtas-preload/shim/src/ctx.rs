@@ -38,8 +38,10 @@ pub struct Ctx {
     pub inner: Lock<Inner>,
     /// Set when the reactor should look again soon (command backlog).
     pub tick: AtomicBool,
-    /// Threads blocked in the kernel with this context's fds in their wait
-    /// set; the fast path kicks the eventfd only while this is non-zero.
+    /// Threads blocked in the kernel on this context: with its fds in
+    /// their wait set, or registered in `Inner::waiters` (one of which has
+    /// them, `solo.rs`); the fast path kicks the eventfd only while this is
+    /// non-zero, and the reactor watches the context only while it is zero.
     pub blocked: std::sync::atomic::AtomicU32,
     /// The daemon hung up: errors are delivered, nothing more will come.
     pub dead: AtomicBool,
@@ -56,6 +58,9 @@ pub struct Inner {
     /// Connect requests whose socket was closed before the answer came.
     pub zombies: Vec<u32>,
     pub spinners: u32,
+    /// Threads in a blocking call's wait with this context in it
+    /// (`solo.rs`).
+    pub waiters: crate::solo::Waiters,
     changes: Changes,
 }
 
@@ -70,6 +75,7 @@ impl Inner {
             connecting: IdMap::default(),
             zombies: Vec::new(),
             spinners: 0,
+            waiters: Default::default(),
             changes: Changes::default(),
         }
     }
@@ -163,10 +169,11 @@ impl Inner {
     /// A description of every socket (debugging).
     pub fn dump(&self, idx: usize) -> String {
         let mut out = format!(
-            "context {idx}: {} sockets, {} connecting, spinners {}\n",
+            "context {idx}: {} sockets, {} connecting, spinners {}, {}\n",
             self.socks.len(),
             self.connecting.len(),
-            self.spinners
+            self.spinners,
+            self.waiters.describe()
         );
         let mut ids: Vec<&u64> = self.socks.keys().collect();
         ids.sort();

@@ -22,7 +22,8 @@
 //!   (`fdtab.rs`), the contexts and their sockets (`ctx.rs`, `sock.rs`),
 //!   readiness on each socket's pair (`readiness.rs`) or, for sockets only
 //!   one epoll set or a blocked thread watches, from user space
-//!   (`vready.rs`), waiting (`wait.rs`, `mux.rs`), the reactor thread (`reactor.rs`), sockets that survive
+//!   (`vready.rs`), waiting (`wait.rs`, `mux.rs`; a blocking call's wait on one socket:
+//!   `solo.rs`), the reactor thread (`reactor.rs`), sockets that survive
 //!   `fork` (`fork.rs`), `exec` (`exec.rs`) and `posix_spawn`
 //!   (`spawn.rs`: the file actions are recorded) or are passed with
 //!   `SCM_RIGHTS` (`pass.rs`), and threads under a
@@ -75,7 +76,12 @@
 //!   goal and kept to a CPU budget, `spin.rs`) and then block in the kernel with the contexts' eventfds and control
 //!   sockets in the same wait (a blocking `accept`: the control sockets
 //!   only, new connections come as control messages); the fast path kicks
-//!   a context's eventfd only while a thread is blocked that way. The reactor thread looks every
+//!   a context's eventfd only while a thread is blocked that way. Of the
+//!   threads blocked in a call on one socket (`recv`, `send`, `connect`),
+//!   only one per context (its drainer) has the context's fds in its wait;
+//!   the others wait on their socket's pair and their own wake eventfd, so
+//!   a notification wakes the drainer and the socket's own thread, not
+//!   every blocked thread (`solo.rs`). The reactor thread looks every
 //!   10 ms at contexts nobody is blocked on (and at once at their control
 //!   sockets) and turns news into readiness.
 //! * **fork and exec.** Locks are held across `fork()`; the child starts a
@@ -132,6 +138,7 @@ mod rawsys;
 mod reactor;
 mod readiness;
 mod sock;
+mod solo;
 mod spawn;
 mod spin;
 mod sys;

@@ -3,11 +3,16 @@
 //! thread that waits is the one the service wakes (no hop through another
 //! thread). The fast path kicks a context's eventfd only while some thread
 //! is blocked that way (`Ctx::blocked`); a busy program is never kicked and
-//! picks up news at its next call.
+//! picks up news at its next call. Of the threads blocked on one socket
+//! each (`recv`, `send`, `connect`), one per context has its fds in the
+//! wait and hands the news to the others through their sockets' pairs
+//! (`solo.rs`); `epoll`/`poll`/`select` waiters have them all.
 //!
 //! Owns the spin ([`spin_wait`]), the blocked-thread bookkeeping
 //! ([`Blocked`]), taking news when the shim's fds fire ([`handle_our_fd`]),
-//! the wait of a blocking call on one socket ([`wait_fd`]), and the tag
+//! the wait of a blocking call on one socket ([`wait_fd`]; its
+//! registration and kernel wait, which avoid a thundering herd of blocked
+//! threads, are in `solo.rs`), and the tag
 //! that marks the shim's fds in a program's epoll set. The multiplexing
 //! calls built on this are in `mux.rs`.
 
@@ -373,6 +378,11 @@ fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_i
     if is_listener(fd) {
         return wait_listener(fd, events, deadline, check);
     }
+    if let Some(solo) = crate::solo::Solo::enter() {
+        return wait_solo(&solo, fd, events, deadline, check);
+    }
+    // A nested wait (a signal handler's) or no wake eventfd: the shared
+    // wait, woken by every kick.
     loop {
         let b = Blocked::enter();
         if b.changed {
@@ -387,6 +397,40 @@ fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_i
         let (ready, fired) = blocked?;
         if let Some(r) = after_block(ready, &fired, &check) {
             return r;
+        }
+    }
+}
+
+/// The blocking part of [`wait_fd`] for a connection (see `solo.rs`):
+/// registered once for the whole wait, so a drainer that takes news for
+/// other sockets keeps its role (a hand-off only when it leaves). No
+/// zero-timeout check between rounds: `fd`'s readiness is on its pair
+/// (level-triggered; `KWait` keeps a lazy socket's there), so news taken
+/// while registering or by a round makes the next `poll` return at once —
+/// a check would only add a system call to every round that finds `fd`
+/// not ready (most of a drainer's rounds).
+fn wait_solo(
+    solo: &crate::solo::Solo,
+    fd: c_int,
+    events: i16,
+    deadline: Option<u64>,
+    check: impl Fn() -> c_int,
+) -> Result<(), c_int> {
+    use crate::solo::Round;
+    loop {
+        // A deadline already past still gets one look (timeout 0).
+        let ms = ms_left(deadline);
+        match solo.block(fd, events, ms.unwrap_or(0))? {
+            Round::Ready => return Ok(()),
+            Round::Timeout => return Err(libc::EAGAIN),
+            Round::Again if ms.is_none() || ms_left(deadline).is_none() => {
+                return match check() {
+                    0 => Err(libc::EAGAIN),
+                    r if r < 0 => Err(-r),
+                    _ => Ok(()),
+                };
+            }
+            Round::Again => {}
         }
     }
 }
