@@ -172,17 +172,19 @@ pub(super) fn rx_ack(
         take_window(f, c, wnd, r);
         return true;
     }
-    rx_ack_rare(f, c, seg, ts, now_ts, limit, stats, r)
+    rx_ack_rare(f, c, *seg, ts, now_ts, limit, stats, r)
 }
 
-/// Everything [`rx_ack`] does not handle inline.
+/// Everything [`rx_ack`] does not handle inline. (The segment's view by
+/// value: a cold callee that took its address would keep the receive
+/// path's view in memory on the hot path too.)
 #[allow(clippy::too_many_arguments)]
 #[cold]
 #[inline(never)]
 fn rx_ack_rare(
     f: &mut FlowState,
     c: &mut TxCold,
-    seg: &tcp::TcpSegment<'_>,
+    seg: tcp::TcpSegment<'_>,
     ts: Option<(u32, u32)>,
     now_ts: u32,
     limit: &mut ChallengeLimit,
@@ -224,7 +226,7 @@ fn rx_ack_rare(
     }
     let mut new_sack = false;
     if f.cfg & cfg::SACK != 0 && seg.options().len() > f.opt_len() as usize {
-        let (blocks, n) = recovery::sack_blocks(seg);
+        let (blocks, n) = recovery::sack_blocks(&seg);
         for &b in &blocks[..n] {
             new_sack |= recovery::sb_add(f, c, b, ack, nxt, stats);
         }

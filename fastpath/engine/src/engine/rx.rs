@@ -48,7 +48,7 @@ const OOW_ACK_INTERVAL_US: u32 = 500_000;
 pub(super) fn seq_check(
     f: &FlowState,
     c: &mut RxCold,
-    seg: &tcp::TcpSegment<'_>,
+    seg: tcp::TcpSegment<'_>,
     now_ts: u32,
     stats: &mut Stats,
     r: &mut RxResult,
