@@ -695,6 +695,7 @@ fn fx() -> Fx {
 }
 
 mod ack_checks;
+mod ack_short;
 mod app;
 mod delack;
 mod direct;
