@@ -704,6 +704,7 @@ mod fin;
 mod probe;
 mod round;
 mod rx;
+mod rx_short;
 mod sack;
 mod sack_recovery;
 mod seqcheck;
