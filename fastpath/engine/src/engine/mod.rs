@@ -37,8 +37,8 @@ use ack::ChallengeLimit;
 pub use ack::CHALLENGE_ACKS_PER_SEC;
 use ring::ring_add;
 use tx::{
-    build_segment, can_send, fin_pending, may_resend, payload_max, send_ack, send_allowance,
-    template,
+    build_segment, can_send, fin_pending, may_activate, may_resend, payload_max, send_ack,
+    send_allowance, template,
 };
 
 /// Why a frame was handed to the slow path.
@@ -1077,7 +1077,7 @@ impl FastPath {
         if r.notify {
             self.notes.mark(&mut self.pending, &mut f);
         }
-        if r.tx_ready && (can_send(&f) || may_resend(&f)) {
+        if r.tx_ready && may_activate(&f) {
             activate(&mut self.sched, self.lane, f.group, id, now, out);
         }
         drop(f);
