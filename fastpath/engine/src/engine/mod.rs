@@ -1081,11 +1081,13 @@ impl FastPath {
             activate(&mut self.sched, self.lane, f.group, id, now, out);
         }
         drop(f);
-        if r.fin_rx {
-            self.exception(out, Exception::FinReceived, Some(id), buf);
-        }
-        if r.fin_acked {
-            self.exception(out, Exception::FinAcked, Some(id), buf);
+        if r.fin_rx | r.fin_acked {
+            if r.fin_rx {
+                self.exception(out, Exception::FinReceived, Some(id), buf);
+            }
+            if r.fin_acked {
+                self.exception(out, Exception::FinAcked, Some(id), buf);
+            }
         }
     }
 
