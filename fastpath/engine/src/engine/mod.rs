@@ -37,8 +37,8 @@ use ack::ChallengeLimit;
 pub use ack::CHALLENGE_ACKS_PER_SEC;
 use ring::ring_add;
 use tx::{
-    build_segment, can_send, fin_pending, may_resend, payload_max, send_ack, send_allowance,
-    template,
+    build_segment, can_send, fin_pending, may_activate, may_resend, payload_max, send_ack,
+    send_allowance, template,
 };
 
 /// Why a frame was handed to the slow path.
@@ -677,7 +677,7 @@ fn rx_segment<M: PayloadMem>(
     // the common case, and with a zero window the RFC's "special allowance"
     // for the ACK field of a segment that carries data (`rx_data` trims the
     // data to the window, the ACK is answered).
-    if seg.seq() != f.rx_next_seq && !rx::seq_check(f, &mut c.rx, seg, now_ts, stats, &mut r) {
+    if seg.seq() != f.rx_next_seq && !rx::seq_check(f, &mut c.rx, *seg, now_ts, stats, &mut r) {
         return r;
     }
     let ts = if f.cfg & cfg::TS != 0 {
@@ -965,9 +965,9 @@ impl FastPath {
         // The common shape with both checksums right in one pass; anything
         // else (IPv4 options, bad checksums, malformed or other frames)
         // through the generic parse, which tells what it is.
-        let fr = match frame::parse_tcp_frame_verified(buf) {
+        let fr = match frame::parse_rx_verified(buf) {
             Some(fr) => {
-                if !self.for_us(fr.eth.dst()) {
+                if !self.for_us_word(fr.eth_dst_word()) {
                     self.stats.not_for_us += 1;
                     return;
                 }
@@ -979,9 +979,10 @@ impl FastPath {
             },
         };
         let seg = &fr.tcp;
+        let (src, dst) = fr.ip_addrs();
         let key = FlowKey {
-            local_ip: fr.ip.dst(),
-            remote_ip: fr.ip.src(),
+            local_ip: dst,
+            remote_ip: src,
             local_port: seg.dst_port(),
             remote_port: seg.src_port(),
         };
@@ -1011,7 +1012,7 @@ impl FastPath {
             return self.exception(out, reason, Some(id), buf);
         }
         let now_ts = ts_now(now);
-        let ce = fr.ip.ecn() == ipv4::ECN_CE;
+        let ce = fr.ecn() == ipv4::ECN_CE;
         let (fs, fc) = f.parts();
         let r = rx_segment(
             fs,
@@ -1076,21 +1077,28 @@ impl FastPath {
         if r.notify {
             self.notes.mark(&mut self.pending, &mut f);
         }
-        if r.tx_ready && (can_send(&f) || may_resend(&f)) {
+        if r.tx_ready && may_activate(&f) {
             activate(&mut self.sched, self.lane, f.group, id, now, out);
         }
         drop(f);
-        if r.fin_rx {
-            self.exception(out, Exception::FinReceived, Some(id), buf);
-        }
-        if r.fin_acked {
-            self.exception(out, Exception::FinAcked, Some(id), buf);
+        if r.fin_rx | r.fin_acked {
+            if r.fin_rx {
+                self.exception(out, Exception::FinReceived, Some(id), buf);
+            }
+            if r.fin_acked {
+                self.exception(out, Exception::FinAcked, Some(id), buf);
+            }
         }
     }
 
     #[inline(always)]
     fn for_us(&self, dst: [u8; 6]) -> bool {
-        let d = mac_word(dst);
+        self.for_us_word(mac_word(dst))
+    }
+
+    /// [`FastPath::for_us`] of a destination packed by [`mac_word`].
+    #[inline(always)]
+    fn for_us_word(&self, d: u64) -> bool {
         d == self.mac_word || self.cfg.any_mac || d == mac_word(wire::eth::BROADCAST)
     }
 
@@ -1102,7 +1110,7 @@ impl FastPath {
         &mut self,
         buf: &'a [u8],
         out: &mut O,
-    ) -> Option<frame::TcpFrame<'a>> {
+    ) -> Option<frame::RxFrame<'a>> {
         let fr = match frame::parse_tcp_frame(buf) {
             Ok(fr) => fr,
             Err(WireError::Unsupported) => {
@@ -1123,7 +1131,7 @@ impl FastPath {
             self.exception(out, Exception::BadChecksum, None, buf);
             return None;
         }
-        Some(fr)
+        frame::RxFrame::from_frame(buf, &fr)
     }
 
     fn exception<O: Output>(

@@ -36,6 +36,19 @@ pub(super) fn can_send(f: &FlowState) -> bool {
     (f.tx_avail > 0 && send_allowance(f) > 0) || (fin_pending(f) && f.tx_avail == 0)
 }
 
+/// [`can_send`] or [`may_resend`]: the send loop should look at the flow.
+/// With nothing queued (a request/response flow whose ACK just came in)
+/// one mask test of the state says no.
+#[inline(always)]
+pub(super) fn may_activate(f: &FlowState) -> bool {
+    if f.tx_avail == 0 {
+        let s = f.st & (st::TX_FIN_REQ | st::TX_FIN_SENT | st::TX_RECOVERY | st::TX_PROBE);
+        s != 0 && (s & (st::TX_FIN_REQ | st::TX_FIN_SENT) == st::TX_FIN_REQ || may_resend(f))
+    } else {
+        send_allowance(f) > 0 || may_resend(f)
+    }
+}
+
 /// A flow in loss recovery or a probe episode may have something to
 /// (re)send that only its cold record knows: the send loop should look.
 #[inline]
@@ -250,5 +263,41 @@ pub(super) fn send_ack<M: PayloadMem, O: Output>(
         }
     } else {
         stats.tx_full += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `may_activate` is `can_send || may_resend` for every state byte,
+    /// queued or not, window and congestion window open or closed.
+    #[test]
+    fn may_activate_is_can_send_or_may_resend() {
+        for st in 0..=255u8 {
+            for tx_avail in [0, 1, 5000] {
+                for (wnd, sent, cwnd) in [
+                    (0, 0, 0),
+                    (100, 0, 0),
+                    (100, 100, 0),
+                    (100, 0, 50),
+                    (100, 50, 50),
+                ] {
+                    let f = FlowState {
+                        st,
+                        tx_avail,
+                        rx_remote_avail: wnd,
+                        tx_sent: sent,
+                        tx_cwnd: cwnd,
+                        ..Default::default()
+                    };
+                    assert_eq!(
+                        may_activate(&f),
+                        can_send(&f) || may_resend(&f),
+                        "st {st:#x} avail {tx_avail} wnd {wnd} sent {sent} cwnd {cwnd}"
+                    );
+                }
+            }
+        }
     }
 }

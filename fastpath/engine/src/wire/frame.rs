@@ -606,6 +606,95 @@ pub fn parse_tcp_frame<'a>(buf: &'a [u8]) -> Result<TcpFrame<'a>, WireError> {
 /// [`super::tcp::verify_checksum`] holds, with the same view (tested).
 #[inline]
 pub fn parse_tcp_frame_verified(buf: &[u8]) -> Option<TcpFrame<'_>> {
+    let v = parse_rx_verified(buf)?;
+    let (eth_hdr, eth_payload) = buf.split_first_chunk::<{ eth::HDR_LEN }>()?;
+    let ip: &[u8; ipv4::HDR_LEN] = v.hdr[IP_OFF..].first_chunk()?;
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    Some(TcpFrame {
+        eth: EthFrame {
+            hdr: eth_hdr,
+            payload: eth_payload,
+        },
+        ip: Ipv4Packet {
+            fixed: ip,
+            header: ip,
+            payload: eth_payload.get(ipv4::HDR_LEN..total)?,
+        },
+        tcp: v.tcp,
+    })
+}
+
+/// What the receive path needs of a frame: its Ethernet and fixed IPv4
+/// header bytes (read at fixed offsets: the destination MAC, the
+/// addresses, the ECN bits) and the TCP segment's view. Six words where a
+/// [`TcpFrame`] is thirteen: the receive path keeps it in registers.
+#[derive(Debug, Clone, Copy)]
+pub struct RxFrame<'a> {
+    /// The Ethernet header and the fixed IPv4 header (ethertype IPv4).
+    pub hdr: &'a [u8; TCP_OFF],
+    pub tcp: TcpSegment<'a>,
+}
+
+impl<'a> RxFrame<'a> {
+    /// From a frame [`parse_tcp_frame`] accepted (its Ethernet and fixed
+    /// IPv4 headers are at the fixed offsets, whatever the IHL).
+    #[inline]
+    pub fn from_frame(buf: &'a [u8], fr: &TcpFrame<'a>) -> Option<Self> {
+        Some(RxFrame {
+            hdr: buf.first_chunk()?,
+            tcp: fr.tcp,
+        })
+    }
+
+    /// The Ethernet destination.
+    #[inline(always)]
+    pub fn eth_dst(&self) -> [u8; 6] {
+        let h = self.hdr;
+        [h[0], h[1], h[2], h[3], h[4], h[5]]
+    }
+
+    /// The Ethernet destination packed as `u64::from_le_bytes` packs its
+    /// six bytes and two zeros (one load and a mask).
+    #[inline(always)]
+    pub fn eth_dst_word(&self) -> u64 {
+        let (a, _) = self.hdr.split_first_chunk::<8>().unwrap_or((&[0; 8], &[]));
+        u64::from_le_bytes(*a) & 0xffff_ffff_ffff
+    }
+
+    /// The IPv4 source and destination addresses, read as one word.
+    #[inline(always)]
+    pub fn ip_addrs(&self) -> (u32, u32) {
+        let (_, a) = self.hdr.split_last_chunk::<8>().unwrap_or((&[], &[0; 8]));
+        let w = u64::from_be_bytes(*a);
+        ((w >> 32) as u32, w as u32)
+    }
+
+    /// The IPv4 source address.
+    #[inline(always)]
+    pub fn ip_src(&self) -> u32 {
+        let h = self.hdr;
+        u32::from_be_bytes([h[26], h[27], h[28], h[29]])
+    }
+
+    /// The IPv4 destination address.
+    #[inline(always)]
+    pub fn ip_dst(&self) -> u32 {
+        let h = self.hdr;
+        u32::from_be_bytes([h[30], h[31], h[32], h[33]])
+    }
+
+    /// The IPv4 ECN bits (RFC 3168 §5).
+    #[inline(always)]
+    pub fn ecn(&self) -> u8 {
+        self.hdr[IP_OFF + 1] & 0x03
+    }
+}
+
+/// [`parse_tcp_frame_verified`]'s checks, giving the receive path's
+/// compact view ([`RxFrame`]) instead of the full one: accepts exactly the
+/// same frames, with the same TCP segment (tested).
+#[inline]
+pub fn parse_rx_verified(buf: &[u8]) -> Option<RxFrame<'_>> {
     let (hdr, rest) = buf.split_first_chunk::<TCP_OFF>()?;
     // IPv4 (version 4, IHL 5), TCP, neither MF nor a fragment offset.
     if hdr[12..15] != [0x08, 0x00, 0x45]
@@ -634,17 +723,8 @@ pub fn parse_tcp_frame_verified(buf: &[u8]) -> Option<TcpFrame<'_>> {
     if checksum::fold_ne(pseudo + checksum::sum_ne(seg)) != 0xffff {
         return None;
     }
-    let (eth_hdr, eth_payload) = buf.split_first_chunk::<{ eth::HDR_LEN }>()?;
-    Some(TcpFrame {
-        eth: EthFrame {
-            hdr: eth_hdr,
-            payload: eth_payload,
-        },
-        ip: Ipv4Packet {
-            fixed: ip,
-            header: ip,
-            payload: seg,
-        },
+    Some(RxFrame {
+        hdr,
         tcp: TcpSegment {
             fixed,
             options: thdr.get(super::tcp::HDR_LEN..).unwrap_or(&[]),
@@ -925,6 +1005,17 @@ mod tests {
                     && tcp::verify_checksum(p.ip.src(), p.ip.dst(), p.ip.payload())
             });
             let fast = parse_tcp_frame_verified(f);
+            assert_eq!(fast.is_some(), parse_rx_verified(f).is_some(), "case {i}");
+            if let Ok(a) = parse_tcp_frame(f) {
+                // The view the generic path gives the receive path.
+                let r = RxFrame::from_frame(f, &a).expect("headers in the frame");
+                assert_eq!(r.eth_dst(), a.eth.dst());
+                assert_eq!(r.ip_src(), a.ip.src());
+                assert_eq!(r.ip_dst(), a.ip.dst());
+                assert_eq!(r.ip_addrs(), (a.ip.src(), a.ip.dst()));
+                assert_eq!(r.ecn(), a.ip.ecn());
+                assert_eq!(r.tcp.payload, a.tcp.payload);
+            }
             match (slow, fast) {
                 (None, None) => {}
                 (Some(a), Some(b)) => {
@@ -937,6 +1028,20 @@ mod tests {
                     assert_eq!(a.tcp.fixed, b.tcp.fixed);
                     assert_eq!(a.tcp.options, b.tcp.options);
                     assert_eq!(a.tcp.payload, b.tcp.payload);
+                    // The receive path's compact view: the same segment,
+                    // the same header fields at their fixed offsets.
+                    let r = parse_rx_verified(f).expect("compact view");
+                    assert_eq!(a.tcp.fixed, r.tcp.fixed);
+                    assert_eq!(a.tcp.options, r.tcp.options);
+                    assert_eq!(a.tcp.payload, r.tcp.payload);
+                    assert_eq!(r.eth_dst(), a.eth.dst());
+                    let d = a.eth.dst();
+                    let w = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], 0, 0]);
+                    assert_eq!(r.eth_dst_word(), w);
+                    assert_eq!(r.ip_src(), a.ip.src());
+                    assert_eq!(r.ip_dst(), a.ip.dst());
+                    assert_eq!(r.ip_addrs(), (a.ip.src(), a.ip.dst()));
+                    assert_eq!(r.ecn(), a.ip.ecn());
                 }
                 (a, b) => panic!(
                     "case {i}: generic {:?} one-pass {:?}",

@@ -695,6 +695,7 @@ fn fx() -> Fx {
 }
 
 mod ack_checks;
+mod ack_short;
 mod app;
 mod delack;
 mod direct;
@@ -703,6 +704,7 @@ mod fin;
 mod probe;
 mod round;
 mod rx;
+mod rx_short;
 mod sack;
 mod sack_recovery;
 mod seqcheck;
