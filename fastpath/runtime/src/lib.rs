@@ -122,6 +122,9 @@ const KICKS_PER_ROUND: usize = 64;
 const MAX_LANES_PER_CORE: usize = 64;
 /// Longest a core with lanes blocks without a wake-up (a backstop).
 const SLEEP_CAP_MS: i32 = 100;
+/// A fast-path thread's timer slack: how late the kernel may end its
+/// sleeps to a deadline (a held ACK, a paced flow's next send).
+const FP_TIMER_SLACK_NS: u64 = 2_000;
 /// Longest a core without lanes blocks without a wake-up (a backstop).
 const INACTIVE_CAP_MS: i32 = 1000;
 /// Entries of a lane's exception queue to the slow path.
@@ -1491,6 +1494,10 @@ impl<N: Nic> Core<N> {
 
     /// Runs until `shared.stop` is set.
     pub fn run(mut self) {
+        // Deadlines closer than a millisecond are slept to (`sleep`); the
+        // default 50 µs timer slack would stretch a 20 µs one to 70 µs.
+        // SAFETY: PR_SET_TIMERSLACK takes one integer and touches no memory.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, FP_TIMER_SLACK_NS as libc::c_ulong) };
         let mut spin = self.cfg.idle_spin.as_nanos().min(u64::MAX as u128) as u64;
         let shared = self.shared.clone();
         let mut tuner = SpinTuner::new(shared.goal(), spin);
@@ -1596,20 +1603,17 @@ impl<N: Nic> Core<N> {
         for l in &self.lanes {
             l.announce_sleep(true);
         }
-        let cap = self.sleep_cap_ms;
-        let mut timeout_ms: i32 = cap;
+        // The timeout in nanoseconds: a deadline closer than a millisecond
+        // (a held ACK's, a paced flow's) is slept to, not spun to; the
+        // spin before it is the idle spin's decision alone.
+        let mut timeout_ns = self.sleep_cap_ms as u64 * 1_000_000;
         for l in &self.lanes {
             if !l.overflow.q.is_empty() {
                 // Exceptions wait for room in the slow path's queue.
-                timeout_ms = 1;
+                timeout_ns = timeout_ns.min(1_000_000);
             }
             if let Some(t) = l.fp.poll_at() {
-                let ms = if t <= now {
-                    0
-                } else {
-                    ((t - now) / 1_000_000).min(cap as u64) as i32
-                };
-                timeout_ms = timeout_ms.min(ms);
+                timeout_ns = timeout_ns.min(t.saturating_sub(now));
             }
         }
         // Re-check after announcing sleep, so no kick is missed.
@@ -1617,7 +1621,7 @@ impl<N: Nic> Core<N> {
         let work = self.round_all(t, lanes_sh);
         let slot = &self.shared.cores[self.id];
         let mut slept = 0;
-        if work == 0 && timeout_ms != 0 {
+        if work == 0 && timeout_ns != 0 {
             // What a sleeping core counted is visible while it sleeps
             // (`tasctl stats`, metrics), not only after its next wake-up.
             for l in &self.lanes {
@@ -1639,8 +1643,13 @@ impl<N: Nic> Core<N> {
                     n += 1;
                 }
             }
-            // SAFETY: `fds` holds `n` valid pollfd entries.
-            unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
+            let ts = libc::timespec {
+                tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
+                tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+            };
+            // SAFETY: `fds` holds `n` valid pollfd entries; `ts` is a valid
+            // timespec; a null signal mask leaves the thread's mask as is.
+            unsafe { libc::ppoll(fds.as_mut_ptr(), n as libc::nfds_t, &ts, std::ptr::null()) };
             let after = now_ns();
             slept = after.saturating_sub(t);
             drain(slot.wake.as_raw_fd());

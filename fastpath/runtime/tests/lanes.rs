@@ -591,13 +591,19 @@ struct Harness {
 
 impl Harness {
     fn new(seed: u64) -> Harness {
+        Harness::with_ack_delay(seed, 0)
+    }
+
+    /// The harness with ACKs for in-order data held up to `ack_delay_ns`
+    /// for a response to carry them (tasd's `--ack-delay-us`).
+    fn with_ack_delay(seed: u64, ack_delay_ns: u64) -> Harness {
         let shared = FastPathShared::<LaneNic>::new(CORES, LANES).expect("lanes");
         let table = Arc::new(FlowTable::new(16));
         let engine = Config {
             local_mac: OUR_MAC,
             ttl: 64,
             any_mac: false,
-            ack_delay_ns: 0,
+            ack_delay_ns,
         };
         let mut wires = Vec::new();
         for lane in 0..LANES {
@@ -1317,6 +1323,61 @@ fn sleeping_app_is_woken_by_the_cores_notification() {
             ns.iter().all(|v| v % tas_runtime::STAGE_SAMPLE == 0),
             "lane {i}: not whole samples: {ns:?}"
         );
+    }
+}
+
+/// A core whose only work is a held ACK due in less than a millisecond
+/// sleeps until it is due instead of spinning to it (its idle spin alone
+/// says how long it spins), and the ACK still goes out on time. Before,
+/// the sleep's millisecond timeout rounded such a deadline down to zero:
+/// the core polled without pause until the ACK went out, whatever its
+/// idle spin (`--idle-spin-us 0` included).
+#[test]
+fn a_core_sleeps_to_a_held_acks_deadline_instead_of_spinning() {
+    const DELAY: Duration = Duration::from_micros(900);
+    let mut h = Harness::with_ack_delay(11, DELAY.as_nanos() as u64);
+    for round in 0..4 {
+        let lanes = &h.shared.lanes;
+        wait_until(format!("round {round}: the cores to sleep"), || {
+            lanes.iter().all(|l| l.sleeping.load(Ordering::SeqCst))
+        });
+        let stages = &h.shared.lanes[FLOW_LANE].stages;
+        let rounds0 = stages.rounds.load(Ordering::Relaxed);
+        let data = h.random_bytes(100);
+        let seg = h.peer.data(&data);
+        let t0 = Instant::now();
+        h.wires[FLOW_LANE].inject(&seg);
+        // The app is told but does not answer: the ACK goes out alone.
+        let ack = h.expect_seg(FLOW_LANE);
+        let waited = t0.elapsed();
+        assert!(ack.payload.is_empty(), "round {round}: {ack:?}");
+        assert_eq!(
+            ack.ack, h.peer.snd_nxt,
+            "round {round}: the ACK covers the data"
+        );
+        assert!(
+            waited >= DELAY - Duration::from_micros(100),
+            "round {round}: the ACK was not held ({waited:?})"
+        );
+        // The core publishes its counters when it goes to sleep.
+        wait_until(format!("round {round}: the core to sleep again"), || {
+            h.shared.lanes[FLOW_LANE].sleeping.load(Ordering::SeqCst)
+        });
+        let rounds = h.shared.lanes[FLOW_LANE]
+            .stages
+            .rounds
+            .load(Ordering::Relaxed)
+            - rounds0;
+        // Spinning through the 0.9 ms costs thousands of rounds; a core
+        // that spins IDLE_SPIN (100 µs) and then sleeps to the deadline,
+        // a few hundred at most.
+        assert!(
+            rounds < 1000,
+            "round {round}: {rounds} rounds while only a held ACK was due: the core spun to it"
+        );
+        // A pure ACK: the peer notes it (nothing to deliver).
+        assert!(!h.peer.take(FLOW_LANE, &ack));
+        h.settle(format!("round {round}: the app to read"));
     }
 }
 
