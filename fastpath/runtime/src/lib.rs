@@ -122,6 +122,9 @@ const KICKS_PER_ROUND: usize = 64;
 const MAX_LANES_PER_CORE: usize = 64;
 /// Longest a core with lanes blocks without a wake-up (a backstop).
 const SLEEP_CAP_MS: i32 = 100;
+/// A held ACK due within this long is waited for polling while the apps
+/// answer what they get (`ResponseWatch`).
+const HELD_POLL_MAX_NS: u64 = 1_000_000;
 /// A fast-path thread's timer slack: how late the kernel may end its
 /// sleeps to a deadline (a held ACK, a paced flow's next send).
 const FP_TIMER_SLACK_NS: u64 = 2_000;
@@ -1423,6 +1426,56 @@ pub struct Core<N: Nic> {
     /// Poll timeouts of a sleeping core with and without lanes.
     sleep_cap_ms: i32,
     inactive_cap_ms: i32,
+    /// Whether the apps answer the data this core holds ACKs for: then a
+    /// core out of work keeps polling until the held ACK is due (the
+    /// answer, which carries it, is likely to come first and is taken
+    /// without a kick); otherwise it sleeps to the deadline. Decided per
+    /// epoch by [`ResponseWatch`].
+    responses: ResponseWatch,
+}
+
+/// Whether held ACKs are mostly carried by the apps' answers (a
+/// request/response exchange) or mostly go out alone at their deadline
+/// (one-way data: nobody answers, so polling until the deadline only
+/// burns the CPU the app and the kernel need). Fed once per epoch with the
+/// lanes' `acks_held` and `acks_delayed` counters.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseWatch {
+    /// Counter totals at the last epoch (of the lanes held then).
+    held: u64,
+    delayed: u64,
+    /// More than half of the ACKs held last time were carried (until
+    /// there is a verdict: yes, the polling of earlier versions).
+    pub expect: bool,
+}
+
+impl Default for ResponseWatch {
+    fn default() -> Self {
+        ResponseWatch {
+            held: 0,
+            delayed: 0,
+            expect: true,
+        }
+    }
+}
+
+impl ResponseWatch {
+    /// Held ACKs an epoch needs before it changes the verdict.
+    pub const MIN_HELD: u64 = 8;
+
+    /// Ends an epoch with the counters' totals now.
+    pub fn update(&mut self, held: u64, delayed: u64) {
+        // Totals fall when a lane moves to another core: start over.
+        if held < self.held || delayed < self.delayed {
+            (self.held, self.delayed) = (held, delayed);
+            return;
+        }
+        let (h, d) = (held - self.held, delayed - self.delayed);
+        if h >= Self::MIN_HELD {
+            self.expect = d * 2 < h;
+            (self.held, self.delayed) = (held, delayed);
+        }
+    }
 }
 
 impl<N: Nic> Core<N> {
@@ -1434,6 +1487,7 @@ impl<N: Nic> Core<N> {
             cfg,
             sleep_cap_ms: SLEEP_CAP_MS,
             inactive_cap_ms: INACTIVE_CAP_MS,
+            responses: ResponseWatch::default(),
         }
     }
 
@@ -1573,6 +1627,10 @@ impl<N: Nic> Core<N> {
                 }
                 epoch_busy = 0;
                 epoch_slept = 0;
+                let (held, delayed) = self.lanes.iter().fold((0, 0), |(h, d), l| {
+                    (h + l.fp.stats.acks_held, d + l.fp.stats.acks_delayed)
+                });
+                self.responses.update(held, delayed);
                 if self.cfg.adaptive {
                     tuner.set_goal(shared.goal());
                     spin = tuner.end_epoch(contention);
@@ -1604,8 +1662,10 @@ impl<N: Nic> Core<N> {
             l.announce_sleep(true);
         }
         // The timeout in nanoseconds: a deadline closer than a millisecond
-        // (a held ACK's, a paced flow's) is slept to, not spun to; the
-        // spin before it is the idle spin's decision alone.
+        // (a paced flow's, a held ACK's) is slept to, not spun to, with
+        // one exception: while the apps answer what they get
+        // (`ResponseWatch`), a held ACK under a millisecond away is waited
+        // for polling, since the answer that carries it likely comes first.
         let mut timeout_ns = self.sleep_cap_ms as u64 * 1_000_000;
         for l in &self.lanes {
             if !l.overflow.q.is_empty() {
@@ -1614,6 +1674,13 @@ impl<N: Nic> Core<N> {
             }
             if let Some(t) = l.fp.poll_at() {
                 timeout_ns = timeout_ns.min(t.saturating_sub(now));
+            }
+            if self.responses.expect
+                && l.fp
+                    .held_ack_due()
+                    .is_some_and(|t| t.saturating_sub(now) < HELD_POLL_MAX_NS)
+            {
+                timeout_ns = 0;
             }
         }
         // Re-check after announcing sleep, so no kick is missed.
@@ -1680,6 +1747,35 @@ mod tests {
             CoreCmd::Kick(id) => id,
             _ => panic!("not a kick"),
         }
+    }
+
+    #[test]
+    fn response_watch_follows_whether_held_acks_are_carried() {
+        let mut w = ResponseWatch::default();
+        assert!(w.expect, "starts by polling for the answer");
+        // A one-way epoch: 100 held, 90 went out alone.
+        w.update(100, 90);
+        assert!(!w.expect);
+        // A request/response epoch: 100 held, 10 went out alone.
+        w.update(200, 100);
+        assert!(w.expect);
+        // Too few held ACKs to judge: the verdict stays, and they count
+        // with the next epoch's.
+        w.update(205, 105);
+        assert!(w.expect);
+        w.update(210, 109);
+        assert!(!w.expect, "9 of 10 went out alone");
+        // Exactly half alone is not "mostly carried".
+        w.update(230, 119);
+        assert!(!w.expect);
+        w.update(250, 128);
+        assert!(w.expect);
+        // A lane handed to another core: the totals fall; start over
+        // without a verdict change.
+        w.update(40, 30);
+        assert!(w.expect);
+        w.update(60, 50);
+        assert!(!w.expect);
     }
 
     #[test]

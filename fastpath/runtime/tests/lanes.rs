@@ -1326,8 +1326,9 @@ fn sleeping_app_is_woken_by_the_cores_notification() {
     }
 }
 
-/// A core whose only work is a held ACK due in less than a millisecond
-/// sleeps until it is due instead of spinning to it (its idle spin alone
+/// A core whose only work is a held ACK due in less than a millisecond,
+/// where the app does not answer what it gets (one-way data), sleeps
+/// until the ACK is due instead of spinning to it (its idle spin alone
 /// says how long it spins), and the ACK still goes out on time. Before,
 /// the sleep's millisecond timeout rounded such a deadline down to zero:
 /// the core polled without pause until the ACK went out, whatever its
@@ -1336,6 +1337,16 @@ fn sleeping_app_is_woken_by_the_cores_notification() {
 fn a_core_sleeps_to_a_held_acks_deadline_instead_of_spinning() {
     const DELAY: Duration = Duration::from_micros(900);
     let mut h = Harness::with_ack_delay(11, DELAY.as_nanos() as u64);
+    // A core starts out polling for answers (`ResponseWatch`); nobody
+    // answers here, so after an epoch (20 ms) it sleeps to held ACKs.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(60) {
+        let seg = h.peer.data(b"no answer");
+        h.wires[FLOW_LANE].inject(&seg);
+        let ack = h.expect_seg(FLOW_LANE);
+        assert!(!h.peer.take(FLOW_LANE, &ack));
+        h.settle("the app to read");
+    }
     for round in 0..4 {
         let lanes = &h.shared.lanes;
         wait_until(format!("round {round}: the cores to sleep"), || {

@@ -1512,6 +1512,13 @@ impl FastPath {
         }
     }
 
+    /// When the oldest held ACK is due, if one is held (a part of
+    /// [`FastPath::poll_at`]: the poll loop may treat it apart, see
+    /// `tas_runtime`'s core sleep).
+    pub fn held_ack_due(&self) -> Option<u64> {
+        self.held.front().map(|&(_, due)| due)
+    }
+
     /// Notifications waiting for delivery.
     pub fn pending_notifications(&self) -> usize {
         self.pending.len() + self.notes.n
