@@ -1434,18 +1434,20 @@ pub struct Core<N: Nic> {
     responses: ResponseWatch,
 }
 
-/// Whether held ACKs are mostly carried by the apps' answers (a
-/// request/response exchange) or mostly go out alone at their deadline
-/// (one-way data: nobody answers, so polling until the deadline only
-/// burns the CPU the app and the kernel need). Fed once per epoch with the
-/// lanes' `acks_held` and `acks_delayed` counters.
+/// Whether the data we hold ACKs for is answered (a request/response
+/// exchange: about one data segment of ours per ACK held) or one-way (a
+/// stream or messages nobody answers: polling until the held ACK is due
+/// only burns the CPU the app and the kernel need; the ACK goes out alone
+/// or when the next segments complete it). Fed once per epoch with the
+/// lanes' `acks_held` and `tx_frames` (data segments sent) counters.
 #[derive(Debug, Clone, Copy)]
 pub struct ResponseWatch {
     /// Counter totals at the last epoch (of the lanes held then).
     held: u64,
-    delayed: u64,
-    /// More than half of the ACKs held last time were carried (until
-    /// there is a verdict: yes, the polling of earlier versions).
+    sent: u64,
+    /// At least one data segment of ours for every two ACKs held last
+    /// time (until there is a verdict: yes, the polling of earlier
+    /// versions).
     pub expect: bool,
 }
 
@@ -1453,7 +1455,7 @@ impl Default for ResponseWatch {
     fn default() -> Self {
         ResponseWatch {
             held: 0,
-            delayed: 0,
+            sent: 0,
             expect: true,
         }
     }
@@ -1463,17 +1465,18 @@ impl ResponseWatch {
     /// Held ACKs an epoch needs before it changes the verdict.
     pub const MIN_HELD: u64 = 8;
 
-    /// Ends an epoch with the counters' totals now.
-    pub fn update(&mut self, held: u64, delayed: u64) {
+    /// Ends an epoch with the counters' totals now: ACKs held, data
+    /// segments sent.
+    pub fn update(&mut self, held: u64, sent: u64) {
         // Totals fall when a lane moves to another core: start over.
-        if held < self.held || delayed < self.delayed {
-            (self.held, self.delayed) = (held, delayed);
+        if held < self.held || sent < self.sent {
+            (self.held, self.sent) = (held, sent);
             return;
         }
-        let (h, d) = (held - self.held, delayed - self.delayed);
+        let (h, d) = (held - self.held, sent - self.sent);
         if h >= Self::MIN_HELD {
-            self.expect = d * 2 < h;
-            (self.held, self.delayed) = (held, delayed);
+            self.expect = d * 2 >= h;
+            (self.held, self.sent) = (held, sent);
         }
     }
 }
@@ -1627,10 +1630,10 @@ impl<N: Nic> Core<N> {
                 }
                 epoch_busy = 0;
                 epoch_slept = 0;
-                let (held, delayed) = self.lanes.iter().fold((0, 0), |(h, d), l| {
-                    (h + l.fp.stats.acks_held, d + l.fp.stats.acks_delayed)
+                let (held, sent) = self.lanes.iter().fold((0, 0), |(h, d), l| {
+                    (h + l.fp.stats.acks_held, d + l.fp.stats.tx_frames)
                 });
-                self.responses.update(held, delayed);
+                self.responses.update(held, sent);
                 if self.cfg.adaptive {
                     tuner.set_goal(shared.goal());
                     spin = tuner.end_epoch(contention);
@@ -1750,32 +1753,32 @@ mod tests {
     }
 
     #[test]
-    fn response_watch_follows_whether_held_acks_are_carried() {
+    fn response_watch_follows_whether_held_acks_are_answered() {
         let mut w = ResponseWatch::default();
         assert!(w.expect, "starts by polling for the answer");
-        // A one-way epoch: 100 held, 90 went out alone.
-        w.update(100, 90);
+        // A one-way epoch: 100 ACKs held, 10 segments of ours.
+        w.update(100, 10);
         assert!(!w.expect);
-        // A request/response epoch: 100 held, 10 went out alone.
+        // A request/response epoch: 100 held, 90 answers.
         w.update(200, 100);
         assert!(w.expect);
         // Too few held ACKs to judge: the verdict stays, and they count
         // with the next epoch's.
-        w.update(205, 105);
+        w.update(205, 101);
         assert!(w.expect);
-        w.update(210, 109);
-        assert!(!w.expect, "9 of 10 went out alone");
-        // Exactly half alone is not "mostly carried".
-        w.update(230, 119);
+        w.update(210, 101);
+        assert!(!w.expect, "one answer for 10 held ACKs");
+        // One segment for every two held ACKs still counts as answered.
+        w.update(230, 111);
+        assert!(w.expect);
+        w.update(250, 119);
         assert!(!w.expect);
-        w.update(250, 128);
-        assert!(w.expect);
         // A lane handed to another core: the totals fall; start over
         // without a verdict change.
         w.update(40, 30);
-        assert!(w.expect);
-        w.update(60, 50);
         assert!(!w.expect);
+        w.update(60, 50);
+        assert!(w.expect);
     }
 
     #[test]
