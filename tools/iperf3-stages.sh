@@ -24,6 +24,8 @@
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=tools/tasd-ns.sh
+. tools/tasd-ns.sh
 BIN="${1:-${CARGO_TARGET_DIR:-target}/release}"
 SECS="${2:-5}"
 OUT="${OUT:-$(mktemp -d /tmp/iperf3-stages.XXXXXX)}"
@@ -35,9 +37,9 @@ for f in tasd tasctl libtas_preload.so; do
 done
 command -v iperf3 >/dev/null || { echo "iperf3-stages: iperf3 missing (apt-get install -y iperf3)" >&2; exit 1; }
 
-TASD=""
+TASD_PID=""
 cleanup() {
-    [[ -n "$TASD" ]] && kill "$TASD" 2>/dev/null && wait "$TASD" 2>/dev/null
+    [[ -n "$TASD_PID" ]] && kill "$TASD_PID" 2>/dev/null && wait "$TASD_PID" 2>/dev/null
     tools/testhosts.sh down "$NAME" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -45,21 +47,14 @@ tools/testhosts.sh down "$NAME" >/dev/null 2>&1 || true
 tools/testhosts.sh up "$NAME" >/dev/null
 
 # shellcheck disable=SC2086
-ip netns exec "$NAME-tas" env TAS_LOG=info "$BIN/tasd" --ip 198.18.0.1/24 --iface veth-tas \
-    --nic af_xdp --socket "$SOCK" ${TASD_ARGS:-} >"$OUT/tasd.out" 2>"$OUT/tasd.log" &
-TASD=$!
-for _ in $(seq 100); do
-    grep -q "tasd ready" "$OUT/tasd.out" 2>/dev/null && break
-    sleep 0.1
-done
-grep -q "tasd ready" "$OUT/tasd.out" || { echo "iperf3-stages: tasd not ready" >&2; cat "$OUT/tasd.log" >&2; exit 1; }
+start_tasd "$NAME" "$BIN/tasd" "$SOCK" "$OUT" iperf3-stages ${TASD_ARGS:-}
 ip netns exec "$NAME-tas" env TAS_SOCKET="$SOCK" LD_PRELOAD="$BIN/libtas_preload.so" \
     iperf3 -s -p 5201 -1 -B 198.18.0.1 >"$OUT/server.out" 2>&1 &
 SERVER=$!
 sleep 0.7
 PERFJOB=""
 if [[ "${PERF:-}" == 1 ]]; then
-    (sleep 1; perf record -F 2000 -g -p "$TASD" -o "$OUT/perf.data" -- sleep 3 >/dev/null 2>&1) &
+    (sleep 1; perf record -F 2000 -g -p "$TASD_PID" -o "$OUT/perf.data" -- sleep 3 >/dev/null 2>&1) &
     PERFJOB=$!
 fi
 # shellcheck disable=SC2086

@@ -28,6 +28,8 @@
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=tools/tasd-ns.sh
+. tools/tasd-ns.sh
 BIN="${1:-${CARGO_TARGET_DIR:-target}/release}"
 RATES="${2:-20000 40000}"
 TASD_BIN="${TASD:-$BIN/tasd}"
@@ -52,14 +54,7 @@ tools/testhosts.sh down "$NAME" >/dev/null 2>&1 || true
 tools/testhosts.sh up "$NAME" >/dev/null
 
 # shellcheck disable=SC2086
-ip netns exec "$NAME-tas" "$TASD_BIN" --ip 198.18.0.1/24 --iface veth-tas --nic af_xdp \
-    --socket "$SOCK" ${TASD_ARGS:-} >"$OUT/tasd.out" 2>"$OUT/tasd.log" &
-TASD_PID=$!
-for _ in $(seq 100); do
-    grep -q "tasd ready" "$OUT/tasd.out" 2>/dev/null && break
-    sleep 0.1
-done
-grep -q "tasd ready" "$OUT/tasd.out" || { echo "sockperf-ul: tasd not ready" >&2; cat "$OUT/tasd.log" >&2; exit 1; }
+start_tasd "$NAME" "$TASD_BIN" "$SOCK" "$OUT" sockperf-ul ${TASD_ARGS:-}
 ip netns exec "$NAME-tas" env LD_PRELOAD="$BIN/libtas_preload.so" TAS_SOCKET="$SOCK" \
     sockperf sr --tcp -i 198.18.0.1 -p 11111 >"$OUT/server.out" 2>&1 &
 SRV_PID=$!

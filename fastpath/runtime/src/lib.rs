@@ -1441,14 +1441,14 @@ pub struct Core<N: Nic> {
 /// or when the next segments complete it). Fed once per epoch with the
 /// lanes' `acks_held` and `tx_frames` (data segments sent) counters.
 #[derive(Debug, Clone, Copy)]
-pub struct ResponseWatch {
+struct ResponseWatch {
     /// Counter totals at the last epoch (of the lanes held then).
     held: u64,
     sent: u64,
     /// At least one data segment of ours for every two ACKs held last
     /// time (until there is a verdict: yes, the polling of earlier
     /// versions).
-    pub expect: bool,
+    expect: bool,
 }
 
 impl Default for ResponseWatch {
@@ -1463,11 +1463,11 @@ impl Default for ResponseWatch {
 
 impl ResponseWatch {
     /// Held ACKs an epoch needs before it changes the verdict.
-    pub const MIN_HELD: u64 = 8;
+    const MIN_HELD: u64 = 8;
 
     /// Ends an epoch with the counters' totals now: ACKs held, data
     /// segments sent.
-    pub fn update(&mut self, held: u64, sent: u64) {
+    fn update(&mut self, held: u64, sent: u64) {
         // Totals fall when a lane moves to another core: start over.
         if held < self.held || sent < self.sent {
             (self.held, self.sent) = (held, sent);
@@ -1630,8 +1630,8 @@ impl<N: Nic> Core<N> {
                 }
                 epoch_busy = 0;
                 epoch_slept = 0;
-                let (held, sent) = self.lanes.iter().fold((0, 0), |(h, d), l| {
-                    (h + l.fp.stats.acks_held, d + l.fp.stats.tx_frames)
+                let (held, sent) = self.lanes.iter().fold((0, 0), |(h, s), l| {
+                    (h + l.fp.stats.acks_held, s + l.fp.stats.tx_frames)
                 });
                 self.responses.update(held, sent);
                 if self.cfg.adaptive {

@@ -296,7 +296,13 @@ fn after_block(
     if fired.is_empty() {
         return Some(Err(libc::EAGAIN));
     }
-    match check() {
+    verdict(check())
+}
+
+/// What a zero-timeout check's result means for a blocking wait: `None`
+/// (0: not ready, wait on), the error (negative errno) or ready.
+fn verdict(r: c_int) -> Option<Result<(), c_int>> {
+    match r {
         0 => None,
         r if r < 0 => Some(Err(-r)),
         _ => Some(Ok(())),
@@ -344,8 +350,8 @@ fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_i
         d.map(|d| d.saturating_sub(sys::monotonic_ns()))
             .unwrap_or(u64::MAX)
     };
-    if let Some(r) = spin_wait(left(deadline), spin_check) {
-        return if r < 0 { Err(-r) } else { Ok(()) };
+    if let Some(v) = spin_wait(left(deadline), spin_check).and_then(verdict) {
+        return v;
     }
     // Blocking on the pair from here: a lazy socket's readability goes on
     // it meanwhile.
@@ -386,9 +392,8 @@ fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_i
     loop {
         let b = Blocked::enter();
         if b.changed {
-            let r = check();
-            if r != 0 {
-                return if r < 0 { Err(-r) } else { Ok(()) };
+            if let Some(v) = verdict(check()) {
+                return v;
             }
         }
         let ms = ms_left(deadline).ok_or(libc::EAGAIN)?;
@@ -424,11 +429,7 @@ fn wait_solo(
             Round::Ready => return Ok(()),
             Round::Timeout => return Err(libc::EAGAIN),
             Round::Again if ms.is_none() || ms_left(deadline).is_none() => {
-                return match check() {
-                    0 => Err(libc::EAGAIN),
-                    r if r < 0 => Err(-r),
-                    _ => Ok(()),
-                };
+                return verdict(check()).unwrap_or(Err(libc::EAGAIN));
             }
             Round::Again => {}
         }

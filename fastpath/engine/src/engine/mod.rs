@@ -1505,8 +1505,7 @@ impl FastPath {
         if self.round.len() > 0 {
             return Some(0);
         }
-        let ack = self.held.front().map(|&(_, due)| due);
-        match (self.sched.poll_at(), ack) {
+        match (self.sched.poll_at(), self.held_ack_due()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
