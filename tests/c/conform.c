@@ -1294,6 +1294,101 @@ static void case_blocking(void)
     close(s);
 }
 
+/* The restart case: a thread that, 100 ms after it starts, signals the
+ * blocked thread (SIGUSR1) and 200 ms later makes the blocked call able
+ * to finish: one byte on `fd` (the echo partner sends it back) or, with
+ * fd < 0, the partner connecting to our `port`. */
+struct poke {
+    pthread_t target;
+    int fd;
+    int port;
+};
+
+static volatile sig_atomic_t usr1s;
+static void on_usr1(int s) { (void)s; usr1s++; }
+
+static void *poker(void *arg)
+{
+    struct poke *p = arg;
+    msleep(100);
+    pthread_kill(p->target, SIGUSR1);
+    msleep(200);
+    if (p->fd >= 0)
+        write(p->fd, "r", 1);
+    else
+        partner_connect(p->port, "hi");
+    return NULL;
+}
+
+static void set_usr1(int flags)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = flags < 0 ? SIG_DFL : on_usr1;
+    sa.sa_flags = flags < 0 ? 0 : flags;
+    sigaction(SIGUSR1, &sa, NULL);
+    usr1s = 0;
+}
+
+static void case_restart(void)
+{
+    out("# a blocking call interrupted by a signal handler (SA_RESTART, timeouts)");
+    /* main() has a SIGPIPE handler without SA_RESTART: a synchronous
+     * signal, which cannot interrupt a sleeping call. */
+    struct { const char *name; int flags; int timeo; } t[] = {
+        {"read, SA_RESTART", SA_RESTART, 0},
+        {"read, no SA_RESTART", 0, 0},
+        {"read, SA_RESTART, SO_RCVTIMEO 3 s", SA_RESTART, 1},
+    };
+    for (unsigned i = 0; i < sizeof t / sizeof t[0]; i++) {
+        set_usr1(t[i].flags);
+        int s = conn_to(7001);
+        if (t[i].timeo) {
+            struct timeval tv = {3, 0};
+            setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        }
+        struct poke p = {pthread_self(), s, 0};
+        pthread_t th;
+        pthread_create(&th, NULL, poker, &p);
+        char b[8];
+        R(t[i].name, read(s, b, sizeof b));
+        pthread_join(th, NULL);
+        out("  handler ran = %d", (int)usr1s);
+        close(s);
+    }
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    setint(l, SOL_SOCKET, SO_REUSEADDR, 1);
+    struct sockaddr_in a = addr("0.0.0.0", 8020);
+    bind(l, (struct sockaddr *)&a, sizeof a);
+    listen(l, 8);
+    struct { const char *name; int flags; } u[] = {
+        {"accept, SA_RESTART", SA_RESTART},
+        {"accept, no SA_RESTART", 0},
+    };
+    for (unsigned i = 0; i < sizeof u / sizeof u[0]; i++) {
+        set_usr1(u[i].flags);
+        struct poke p = {pthread_self(), -1, 8020};
+        pthread_t th;
+        pthread_create(&th, NULL, poker, &p);
+        errno = 0;
+        int c = accept(l, NULL, NULL);
+        if (c >= 0)
+            out("%s = ok", u[i].name);
+        else
+            out("%s = -1 %s", u[i].name, ename(errno));
+        pthread_join(th, NULL);
+        out("  handler ran = %d", (int)usr1s);
+        if (c < 0) {
+            /* The partner's connection still comes: take it. */
+            c = accept(l, NULL, NULL);
+            out("  accept after = %s", c >= 0 ? "ok" : ename(errno));
+        }
+        if (c >= 0) close(c);
+    }
+    close(l);
+    set_usr1(-1);
+}
+
 static void case_close_unread(void)
 {
     out("# close with unread data resets, SO_LINGER 0");
@@ -2510,6 +2605,7 @@ int main(int argc, char **argv)
         {"loopback", case_loopback}, {"dualstack", case_dualstack}, {"fork", case_fork},
         {"forkhandoff", case_fork_handoff}, {"scm", case_scm_rights}, {"spawn", case_spawn},
         {"vfork", case_vfork}, {"epollonly", case_epoll_only}, {"lazy", case_lazy},
+        {"restart", case_restart},
     };
     for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (only && strcmp(only, cases[i].name) != 0) continue;

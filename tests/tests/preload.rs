@@ -215,6 +215,11 @@ fn conformance_same_results_on_linux_and_tas() {
         "posix_spawn /nonexistent = ENOENT, pid unchanged = 1",
         "parent read (the child took the data) = -1 EAGAIN",
         "parent reads the echo of the vfork child's answer = kid",
+        "read, SA_RESTART = 1",
+        "read, no SA_RESTART = -1 EINTR",
+        "read, SA_RESTART, SO_RCVTIMEO 3 s = -1 EINTR",
+        "accept, SA_RESTART = ok",
+        "accept, no SA_RESTART = -1 EINTR",
     ] {
         assert!(linux.contains(want), "Linux output lacks {want:?}");
     }

@@ -23,7 +23,8 @@
 //!   readiness on each socket's pair (`readiness.rs`) or, for sockets only
 //!   one epoll set or a blocked thread watches, from user space
 //!   (`vready.rs`), waiting (`wait.rs`, `mux.rs`; a blocking call's wait on one socket:
-//!   `solo.rs`), the reactor thread (`reactor.rs`), sockets that survive
+//!   `solo.rs`; whether one interrupted by a signal handler waits again,
+//!   as Linux restarts it after `SA_RESTART`: `sigrestart.rs`), the reactor thread (`reactor.rs`), sockets that survive
 //!   `fork` (`fork.rs`), `exec` (`exec.rs`) and `posix_spawn`
 //!   (`spawn.rs`: the file actions are recorded) or are passed with
 //!   `SCM_RIGHTS` (`pass.rs`), and threads under a
@@ -137,6 +138,7 @@ mod pass;
 mod rawsys;
 mod reactor;
 mod readiness;
+mod sigrestart;
 mod sock;
 mod solo;
 mod spawn;

@@ -12,6 +12,7 @@ use crate::global::global;
 use crate::readiness::Sig;
 use crate::sock::{Bsd, Sock, St};
 use crate::sys::{r_close, real, Res};
+use crate::sigrestart;
 use crate::wait::wait_fd;
 use libc::{c_int, sockaddr, socklen_t};
 use std::sync::atomic::Ordering;
@@ -453,7 +454,13 @@ pub unsafe fn accept(
         if nonblock {
             return Err(libc::EAGAIN);
         }
-        wait_fd(a, libc::POLLIN, dl.flatten())?;
+        match wait_fd(a, libc::POLLIN, dl.flatten()) {
+            Ok(()) => {}
+            // signal(7): restarted after an SA_RESTART handler unless
+            // SO_RCVTIMEO is set.
+            Err(libc::EINTR) if dl.flatten().is_none() && sigrestart::after_signal() => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -612,6 +619,10 @@ fn connect_wait(ctx: &'static Ctx, sid: u64, dl: Option<u64>) -> Res<()> {
         match wait_fd(a, libc::POLLOUT, dl) {
             Ok(()) => {}
             Err(libc::EAGAIN) => return Err(libc::EINPROGRESS),
+            // signal(7): the wait goes on after an SA_RESTART handler
+            // unless SO_SNDTIMEO is set (Linux's restarted connect keeps
+            // waiting for the handshake).
+            Err(libc::EINTR) if dl.is_none() && sigrestart::after_signal() => {}
             Err(e) => return Err(e),
         }
     }

@@ -8,6 +8,7 @@ use crate::ctx::{Ctx, Inner};
 use crate::readiness::Sig;
 use crate::sock::{take_conn_error, Sock, St};
 use crate::sys::{self, real, Res};
+use crate::sigrestart;
 use crate::wait::wait_fd;
 use libc::{c_int, c_void};
 use std::io::{IoSlice, IoSliceMut};
@@ -151,6 +152,9 @@ pub fn recv(ctx: &'static Ctx, sid: u64, bufs: &mut [IoSliceMut<'_>], flags: c_i
             Step::Wait(a) => match wait_fd(a, libc::POLLIN, dl.flatten()) {
                 Ok(()) => {}
                 Err(_) if got > 0 => return Ok(got),
+                // signal(7): restarted after an SA_RESTART handler unless
+                // SO_RCVTIMEO is set.
+                Err(libc::EINTR) if dl.flatten().is_none() && sigrestart::after_signal() => {}
                 Err(e) => return Err(e),
             },
         }
@@ -335,6 +339,9 @@ pub fn send(
             Step::Wait(a) => match wait_fd(a, libc::POLLOUT, dl.flatten()) {
                 Ok(()) => {}
                 Err(_) if sent > 0 => return Ok(sent),
+                // signal(7): restarted after an SA_RESTART handler unless
+                // SO_SNDTIMEO is set.
+                Err(libc::EINTR) if dl.flatten().is_none() && sigrestart::after_signal() => {}
                 Err(e) => return Err(e),
             },
         }
