@@ -6,9 +6,9 @@
 use super::{deadline, orphan};
 use crate::ctx::{Ctx, Inner};
 use crate::readiness::Sig;
+use crate::sigrestart;
 use crate::sock::{take_conn_error, Sock, St};
 use crate::sys::{self, real, Res};
-use crate::sigrestart;
 use crate::wait::wait_fd;
 use libc::{c_int, c_void};
 use std::io::{IoSlice, IoSliceMut};
