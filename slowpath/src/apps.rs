@@ -60,6 +60,19 @@ pub enum AppsError {
     Io(#[from] std::io::Error),
 }
 
+/// Why an app's control socket ends its attachment ([`Apps::recv`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Detach {
+    #[error("no such app")]
+    Unknown,
+    #[error("the app hung up")]
+    HungUp,
+    #[error("malformed control message")]
+    Malformed,
+    #[error("control socket: {0}")]
+    Io(Errno),
+}
+
 /// First-fit allocator over the payload part of a region (4 KiB granules).
 pub struct RingAlloc {
     free: Vec<(u32, u32)>,
@@ -831,11 +844,11 @@ impl Apps {
 
     /// Reads one message from an app, with the fd it carried (at most
     /// one is taken: `SCM_RIGHTS` of `XFER`/`XFER_CLAIM`; the kernel closes
-    /// any more). `Ok(None)`: nothing waiting; `Err(())`: the app hung up
-    /// (or sent garbage) and must be detached.
-    pub fn recv(&self, id: AppId) -> Result<Option<(CtlMsg, Option<OwnedFd>)>, ()> {
+    /// any more). `Ok(None)`: nothing waiting; `Err`: the app must be
+    /// detached, and why.
+    pub fn recv(&self, id: AppId) -> Result<Option<(CtlMsg, Option<OwnedFd>)>, Detach> {
         let Some(a) = self.get(id) else {
-            return Err(());
+            return Err(Detach::Unknown);
         };
         let mut buf = [0u8; 256];
         let mut cspace = nix::cmsg_space!([RawFd; 1]);
@@ -866,7 +879,7 @@ impl Apps {
             (n, owned.next())
         });
         match got {
-            Ok((0, _)) => Err(()),
+            Ok((0, _)) => Err(Detach::HungUp),
             Ok((n, fd)) => match CtlMsg::from_bytes(&buf[..n]) {
                 Some(m) => Ok(Some((m, fd))),
                 None => {
@@ -875,11 +888,11 @@ impl Apps {
                         pid = a.pid,
                         "malformed control message ({n} bytes); detaching app"
                     );
-                    Err(())
+                    Err(Detach::Malformed)
                 }
             },
             Err(Errno::EAGAIN) | Err(Errno::EINTR) => Ok(None),
-            Err(_) => Err(()),
+            Err(e) => Err(Detach::Io(e)),
         }
     }
 

@@ -1182,7 +1182,7 @@ impl<N: Nic> Lane<N> {
             }
             if received.is_none() {
                 if let Some(nic) = out.nic.as_deref_mut() {
-                    received = Some(nic.recv(rx).map(|n| {
+                    received = Some(nic.recv(rx).inspect(|&n| {
                         if n > 0 && out.shared.capture.active() {
                             for f in rx.iter() {
                                 out.shared.capture.record(Dir::Rx, now, f);
@@ -1196,7 +1196,6 @@ impl<N: Nic> Lane<N> {
                                 fp.rx(rx.frame(i), now, mem, &mut out);
                             }
                         }
-                        n
                     }));
                 }
             }

@@ -400,7 +400,7 @@ fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_i
         let blocked = block_on(fd, events, ms, &b.fds());
         drop(b);
         let (ready, fired) = blocked?;
-        if let Some(r) = after_block(ready, &fired, &check) {
+        if let Some(r) = after_block(ready, &fired, check) {
             return r;
         }
     }

@@ -1065,7 +1065,8 @@ impl Daemon {
                         stack.on_app_msg_fd(now, id, &m, fd, &mut io);
                     }
                     Ok(None) => break,
-                    Err(()) => {
+                    Err(why) => {
+                        tracing::debug!(app = id, "detaching: {why}");
                         gone = true;
                         break;
                     }

@@ -48,7 +48,7 @@ impl Stack {
                 return self.reply_err(io, app, msg, libc::EADDRINUSE);
             }
         }
-        if self.ports.get(&port).map_or(true, |ids| ids.is_empty()) {
+        if self.ports.get(&port).is_none_or(|ids| ids.is_empty()) {
             if let Err(errno) = io.claim_port(port) {
                 return self.reply_err(io, app, msg, errno);
             }
