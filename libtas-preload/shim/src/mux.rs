@@ -232,18 +232,61 @@ fn ensure_registered(epfd: c_int, ours: &[OurFd]) {
         if v & bit != 0 {
             continue;
         }
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: EPOLL_TAG | (o.ctx as u64) << 1 | o.ctl as u64,
+        // A context's eventfd wakes one blocked epoll set, not all of them
+        // (`EPOLLEXCLUSIVE`: the kernel stops at the first set with a
+        // thread in `epoll_wait`). That thread takes the context's news,
+        // which reaches the other sets through their sockets' pairs or,
+        // for virtual sockets, their sets' wake eventfds (`vready.rs`).
+        // The control socket (rare messages, and a dead daemon's HUP that
+        // every set must see to drop it) wakes every set.
+        let exclusive = if o.ctl { 0 } else { libc::EPOLLEXCLUSIVE as u32 };
+        let add = |events: u32| {
+            let mut ev = libc::epoll_event {
+                events,
+                u64: EPOLL_TAG | (o.ctx as u64) << 1 | o.ctl as u64,
+            };
+            // SAFETY: `ev` is a live local epoll_event the kernel only
+            // reads; `o.fd` is one of the shim's descriptors.
+            unsafe { sys::real::epoll_ctl::get()(epfd, libc::EPOLL_CTL_ADD, o.fd, &mut ev) }
         };
-        // SAFETY: `ev` is a live local epoll_event the kernel only reads;
-        // `o.fd` is one of the shim's descriptors.
-        let r = unsafe { sys::real::epoll_ctl::get()(epfd, libc::EPOLL_CTL_ADD, o.fd, &mut ev) };
+        let mut r = add(libc::EPOLLIN as u32 | exclusive);
+        if r != 0 && exclusive != 0 && errno() == libc::EINVAL {
+            // A kernel before 4.5: every set wakes, as before.
+            r = add(libc::EPOLLIN as u32);
+        }
         if r == 0 || errno() == libc::EEXIST {
             v |= bit;
         }
     }
     g.set_fd(epfd, v);
+}
+
+/// This set's thread was woken by a context's eventfd and found nothing of
+/// its own: its registration goes to the end of the eventfd's wait queue,
+/// so the next news wakes a set that may have something (the kernel wakes
+/// the first set with a waiter). Only while another thread is blocked on
+/// the context too (the caller still counts itself): alone, it is the one
+/// woken wherever it stands.
+fn requeue_last(epfd: c_int, fired: &[(usize, bool)]) {
+    let g = global();
+    for &(c, _) in fired {
+        let Some(ctx) = g.ctx(c) else { continue };
+        if ctx.blocked.load(std::sync::atomic::Ordering::Relaxed) < 2 {
+            continue;
+        }
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
+            u64: EPOLL_TAG | (c as u64) << 1,
+        };
+        // SAFETY: DEL reads no event; ADD reads the live local `ev`; the
+        // fd is the shim's own.
+        unsafe {
+            let ctl = sys::real::epoll_ctl::get();
+            if ctl(epfd, libc::EPOLL_CTL_DEL, ctx.ev_fd, std::ptr::null_mut()) == 0 {
+                ctl(epfd, libc::EPOLL_CTL_ADD, ctx.ev_fd, &mut ev);
+            }
+        }
+    }
 }
 
 /// A context whose daemon hung up keeps its control socket readable
@@ -377,6 +420,9 @@ pub unsafe fn epoll_pwait(
             let (n, mut fired) = unsafe { filter_epoll(ev, r) };
             unregister_dead(epfd, &fired);
             let n2 = user(n);
+            if n2 == 0 && !fired.is_empty() {
+                requeue_last(epfd, &fired);
+            }
             if n2 == 0 && t == 0 && fired.is_empty() {
                 // Queued sockets that were not ready after all: wait on
                 // (the caller's wait loop goes round again).
