@@ -21,6 +21,13 @@
  *                              blocked in recv; the client never reads it)
  *                              with SO_SNDTIMEO 100 ms until it fails:
  *                              "#sndtimeo=EAGAIN waited=1"
+ *   herd eserver PORT N  the same with one epoll set per connection
+ *                        thread (a multi-threaded epoll server such as
+ *                        memcached): each thread blocks in epoll_wait on
+ *                        its own set and then reads without blocking; the
+ *                        last thread's epoll_wait has a 50 ms timeout
+ *                        instead of SO_RCVTIMEO (its timeouts counted the
+ *                        same way), and #I interrupts an epoll_wait
  *   herd client IP PORT N K M
  *                        connect N times (each from a new thread), let the
  *                        server's threads block,
@@ -43,6 +50,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -192,7 +200,61 @@ static void *conn_thread(void *arg)
     return NULL;
 }
 
-static int server(int port, int n)
+/* The eserver's connection thread: the same protocol as conn_thread,
+ * waiting in epoll_wait on a set of its own. */
+static void *econn_thread(void *arg)
+{
+    int i = (int)(long)arg;
+    int s = socks[i];
+    tids[i] = (pid_t)syscall(SYS_gettid);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev) < 0) {
+        fprintf(stderr, "server: epoll for connection %d: %s\n", i, strerror(errno));
+        return NULL;
+    }
+    int wait_ms = i == nconn - 1 ? 50 : -1;
+    char b[512];
+    for (;;) {
+        struct epoll_event got;
+        int r = epoll_wait(ep, &got, 1, wait_ms);
+        if (r == 0) {
+            timeouts++;
+            continue;
+        }
+        if (r < 0 && errno == EINTR) {
+            if (i == 1) eintr_seen = 1;
+            continue;
+        }
+        if (r < 0) {
+            fprintf(stderr, "server: epoll_wait on connection %d: %s\n", i, strerror(errno));
+            break;
+        }
+        ssize_t n = recv(s, b, sizeof b, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        if (n < 0) {
+            fprintf(stderr, "server: recv on connection %d: %s\n", i, strerror(errno));
+            break;
+        }
+        if (n == 0) {
+            if (i == nconn - 2) shut_seen = 1;
+            break;
+        }
+        if (i == 0 && b[0] == '#') {
+            command(s, b, n);
+            continue;
+        }
+        if (send_all(s, b, (size_t)n) < 0) {
+            fprintf(stderr, "server: send on connection %d: %s\n", i, strerror(errno));
+            break;
+        }
+    }
+    close(ep);
+    close(s);
+    return NULL;
+}
+
+static int server(int port, int n, void *(*thread)(void *))
 {
     nconn = n;
     int l = socket(AF_INET, SOCK_STREAM, 0);
@@ -213,7 +275,7 @@ static int server(int port, int n)
         }
         setsockopt(socks[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    for (int i = 0; i < n; i++) pthread_create(&ths[i], NULL, conn_thread, (void *)(long)i);
+    for (int i = 0; i < n; i++) pthread_create(&ths[i], NULL, thread, (void *)(long)i);
     for (int i = 0; i < n; i++) pthread_join(ths[i], NULL);
     printf("server done\n");
     return 0;
@@ -364,13 +426,18 @@ int main(int argc, char **argv)
     if (argc == 4 && !strcmp(argv[1], "server")) {
         int n = atoi(argv[3]);
         if (n < 5 || n > MAXN) return 2;
-        return server(atoi(argv[2]), n);
+        return server(atoi(argv[2]), n, conn_thread);
+    }
+    if (argc == 4 && !strcmp(argv[1], "eserver")) {
+        int n = atoi(argv[3]);
+        if (n < 5 || n > MAXN) return 2;
+        return server(atoi(argv[2]), n, econn_thread);
     }
     if (argc == 7 && !strcmp(argv[1], "client")) {
         int n = atoi(argv[4]);
         if (n < 5 || n > MAXN) return 2;
         return client(argv[2], atoi(argv[3]), n, atoi(argv[5]), atoi(argv[6]));
     }
-    fprintf(stderr, "usage: herd server PORT N | herd client IP PORT N K M\n");
+    fprintf(stderr, "usage: herd server|eserver PORT N | herd client IP PORT N K M\n");
     return 2;
 }

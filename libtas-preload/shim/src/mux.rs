@@ -8,8 +8,11 @@
 //!    control sockets, so the service wakes this very thread; news is
 //!    taken, and the wait resumes if nothing of the caller's became ready.
 //!    For epoll the shim's fds are registered in the caller's epoll set
-//!    with a tag in `data` and filtered out of the results; `select` is
-//!    carried out with `poll` (the shim's fds are above `FD_SETSIZE`).
+//!    with a tag in `data` and filtered out of the results (a context's
+//!    eventfd with `EPOLLEXCLUSIVE`, so that one event wakes one of the
+//!    threads blocked on their own sets, not all: [`ensure_registered`],
+//!    [`requeue_last`]); `select` is carried out with `poll` (the shim's
+//!    fds are above `FD_SETSIZE`).
 
 use crate::fdtab::{T_EPOLL, T_SOCK};
 use crate::global::{global, try_global};
@@ -239,7 +242,11 @@ fn ensure_registered(epfd: c_int, ours: &[OurFd]) {
         // for virtual sockets, their sets' wake eventfds (`vready.rs`).
         // The control socket (rare messages, and a dead daemon's HUP that
         // every set must see to drop it) wakes every set.
-        let exclusive = if o.ctl { 0 } else { libc::EPOLLEXCLUSIVE as u32 };
+        let exclusive = if o.ctl {
+            0
+        } else {
+            libc::EPOLLEXCLUSIVE as u32
+        };
         let add = |events: u32| {
             let mut ev = libc::epoll_event {
                 events,

@@ -35,7 +35,8 @@
 //! cannot be combined with the kernel fds the wait must also cover;
 //! `EPOLLEXCLUSIVE` needs an epoll set per thread and two `epoll_ctl`
 //! calls per wait, and wakes an arbitrary waiter, which then hands on as a
-//! drainer does.
+//! drainer does. (Threads that wait in `epoll_wait` on sets of their own
+//! have those sets already, and do use it: `mux.rs`.)
 //!
 //! No lost wake-up — the ordering argument:
 //! * Every fd in the wait is level-triggered (eventfd counters, data on
