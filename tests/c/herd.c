@@ -159,6 +159,30 @@ static void command(int s, const char *b, ssize_t n)
     send_all(s, out, strlen(out));
 }
 
+/* What connection i's thread does with recv's result n (bytes in b):
+ * echo them, or run a command on connection 0; -1 when the connection
+ * is over (EOF, an error). */
+static int serve(int i, int s, char *b, ssize_t n)
+{
+    if (n < 0) {
+        fprintf(stderr, "server: recv on connection %d: %s\n", i, strerror(errno));
+        return -1;
+    }
+    if (n == 0) {
+        if (i == nconn - 2) shut_seen = 1;
+        return -1;
+    }
+    if (i == 0 && b[0] == '#') {
+        command(s, b, n);
+        return 0;
+    }
+    if (send_all(s, b, (size_t)n) < 0) {
+        fprintf(stderr, "server: send on connection %d: %s\n", i, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static void *conn_thread(void *arg)
 {
     int i = (int)(long)arg;
@@ -179,22 +203,7 @@ static void *conn_thread(void *arg)
             if (i == 1) eintr_seen = 1;
             continue;
         }
-        if (n < 0) {
-            fprintf(stderr, "server: recv on connection %d: %s\n", i, strerror(errno));
-            break;
-        }
-        if (n == 0) {
-            if (i == nconn - 2) shut_seen = 1;
-            break;
-        }
-        if (i == 0 && b[0] == '#') {
-            command(s, b, n);
-            continue;
-        }
-        if (send_all(s, b, (size_t)n) < 0) {
-            fprintf(stderr, "server: send on connection %d: %s\n", i, strerror(errno));
-            break;
-        }
+        if (serve(i, s, b, n) < 0) break;
     }
     close(s);
     return NULL;
@@ -232,22 +241,7 @@ static void *econn_thread(void *arg)
         }
         ssize_t n = recv(s, b, sizeof b, MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-        if (n < 0) {
-            fprintf(stderr, "server: recv on connection %d: %s\n", i, strerror(errno));
-            break;
-        }
-        if (n == 0) {
-            if (i == nconn - 2) shut_seen = 1;
-            break;
-        }
-        if (i == 0 && b[0] == '#') {
-            command(s, b, n);
-            continue;
-        }
-        if (send_all(s, b, (size_t)n) < 0) {
-            fprintf(stderr, "server: send on connection %d: %s\n", i, strerror(errno));
-            break;
-        }
+        if (serve(i, s, b, n) < 0) break;
     }
     close(ep);
     close(s);
