@@ -860,6 +860,53 @@ impl SchedStat {
     }
 }
 
+/// The machine's CPU pressure (`/proc/pressure/cpu`, the kernel's PSI):
+/// the time in which some runnable task waited for a CPU, read once per
+/// epoch. It counts the waits a spinning core causes other threads (the
+/// app, its clients, the kernel's workers), which the core's own schedstat
+/// does not show while the scheduler lets it keep its CPU.
+struct CpuPressure {
+    file: Option<std::fs::File>,
+    last_us: u64,
+}
+
+impl CpuPressure {
+    fn open() -> CpuPressure {
+        let file = std::fs::File::open("/proc/pressure/cpu").ok();
+        let mut p = CpuPressure { file, last_us: 0 };
+        if let Some(v) = p.read() {
+            p.last_us = v;
+        }
+        p
+    }
+
+    fn read(&mut self) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        let f = self.file.as_ref()?;
+        let mut buf = [0u8; 256];
+        let n = f.read_at(&mut buf, 0).ok()?;
+        psi_some_total_us(std::str::from_utf8(&buf[..n]).ok()?)
+    }
+
+    /// Nanoseconds in which some task waited for a CPU since the previous
+    /// call (None without PSI).
+    fn delta_ns(&mut self) -> Option<u64> {
+        let now = self.read()?;
+        let d = now.saturating_sub(self.last_us);
+        self.last_us = now;
+        Some(d.saturating_mul(1000))
+    }
+}
+
+/// `total=` of the `some` line of a PSI file (microseconds).
+fn psi_some_total_us(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("some "))?;
+    line.split_ascii_whitespace()
+        .find_map(|w| w.strip_prefix("total="))?
+        .parse()
+        .ok()
+}
+
 struct Sink<'a, N: Nic> {
     /// `None` while the NIC lends its receive buffers (in-place receive):
     /// then nothing is flushed, and the TX batch has room by construction.
@@ -1558,6 +1605,7 @@ impl<N: Nic> Core<N> {
         let shared = self.shared.clone();
         let mut tuner = SpinTuner::new(shared.goal(), spin);
         let mut sched = SchedStat::open();
+        let mut pressure = CpuPressure::open();
         let mut last_work = now_ns();
         let mut last_stats = 0u64;
         let lanes_sh = &shared.lanes;
@@ -1609,7 +1657,7 @@ impl<N: Nic> Core<N> {
             if t1.saturating_sub(epoch_start) >= EPOCH_NS {
                 let wall = t1 - epoch_start;
                 epoch_start = t1;
-                let (busy, contention) = match sched.delta() {
+                let (busy, own) = match sched.delta() {
                     Some((on, waited)) => {
                         // Of the time awake, the share the thread ran.
                         let awake = wall.saturating_sub(epoch_slept).max(1);
@@ -1621,6 +1669,14 @@ impl<N: Nic> Core<N> {
                     }
                     None => (epoch_busy, 0.0),
                 };
+                // The core's own wait is what it publishes (the app's spin
+                // prices itself with it); its own spin is priced with the
+                // machine's contention too (someone else waited while it
+                // spun), whichever is larger.
+                let contention = own;
+                let machine = pressure
+                    .delta_ns()
+                    .map_or(0.0, |ns| ns as f64 / wall as f64);
                 slot.busy_ns.fetch_add(busy, Ordering::Relaxed);
                 let ppm = (contention.clamp(0.0, 1.0) * 1e6) as u32;
                 slot.contention_ppm.store(u64::from(ppm), Ordering::Relaxed);
@@ -1635,7 +1691,7 @@ impl<N: Nic> Core<N> {
                 self.responses.update(held, sent);
                 if self.cfg.adaptive {
                     tuner.set_goal(shared.goal());
-                    spin = tuner.end_epoch(contention);
+                    spin = tuner.end_epoch(contention.max(machine));
                     slot.spin_ns.store(spin, Ordering::Relaxed);
                 }
             }
@@ -1749,6 +1805,16 @@ mod tests {
             CoreCmd::Kick(id) => id,
             _ => panic!("not a kick"),
         }
+    }
+
+    #[test]
+    fn psi_some_total_is_read_from_the_some_line() {
+        let text = "some avg10=33.19 avg60=35.64 avg300=37.73 total=20568319118\n\
+                    full avg10=0.00 avg60=0.00 avg300=0.00 total=7\n";
+        assert_eq!(psi_some_total_us(text), Some(20_568_319_118));
+        assert_eq!(psi_some_total_us("full total=3\n"), None);
+        assert_eq!(psi_some_total_us("some avg10=1.0 total=x\n"), None);
+        assert_eq!(psi_some_total_us(""), None);
     }
 
     #[test]
