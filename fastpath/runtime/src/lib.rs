@@ -40,8 +40,11 @@
 //! its idle spin blocks in `poll()` on its lanes' NIC fds and eventfds until
 //! a frame, a kick or the next scheduler deadline. The spin is fixed
 //! (`CoreConfig::adaptive` off) or self-tuned every [`EPOCH_NS`] by
-//! [`tas_tune::SpinTuner`] from the gaps between work and the thread's CPU
-//! contention, toward the goal in [`FastPathShared::goal`]; the same epoch
+//! [`tas_tune::SpinTuner`] from the gaps between work and CPU contention
+//! (the larger of the thread's own wait for a CPU and the machine's CPU
+//! pressure, `/proc/pressure/cpu`: a spinning core that makes the app or
+//! its clients wait shows in the second, not the first), toward the goal
+//! in [`FastPathShared::goal`]; the same epoch
 //! publishes the busy time, counted only while the thread ran. Where the
 //! rounds' time goes, stage by stage, is estimated from one round in
 //! [`STAGE_SAMPLE`] ([`StageStats`]), with the number of NIC sends and app

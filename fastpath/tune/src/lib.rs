@@ -34,7 +34,9 @@
 //! 0.25 for `throughput`, 1 for `efficiency`, which counts every cycle);
 //! the price rises steeply (`K`) when other threads wait for a CPU
 //! (`contention` = the fraction of the epoch this thread spent runnable
-//! but not running). Under contention a spinning thread takes the CPU the
+//! but not running; tasd's cores use the larger of that and the share of
+//! the epoch in which any task waited for a CPU, the kernel's PSI). Under
+//! contention a spinning thread takes the CPU the
 //! app or the kernel needs, so the spin shrinks: the fast path gives its
 //! CPU back exactly when someone else needs it more. `latency` values a
 //! saved wake-up twice and tolerates a spin of up to 1 ms; `efficiency`
