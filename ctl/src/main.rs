@@ -439,6 +439,7 @@ fn render_tune(t: &TuneView) -> String {
         "BUSY".to_string(),
         "SPIN".to_string(),
         "CPU WAIT".to_string(),
+        "CPU PRESSURE".to_string(),
     ]];
     for k in &t.cores {
         rows.push(vec![
@@ -447,6 +448,7 @@ fn render_tune(t: &TuneView) -> String {
             format!("{:.1}%", k.busy_pct),
             format!("{:.0} us", k.spin_us),
             format!("{:.1}%", k.contention_pct),
+            format!("{:.1}%", k.pressure_pct),
         ]);
     }
     out.push_str(&table(&rows));

@@ -234,6 +234,11 @@ pub struct CoreStatus {
     /// Share of the core's last epoch spent waiting for a CPU (%).
     #[serde(default)]
     pub contention_pct: f64,
+    /// Share of the core's last epoch in which some task of the machine
+    /// waited for a CPU (%, the kernel's PSI); the idle spin is priced with
+    /// the larger of this and `contention_pct`.
+    #[serde(default)]
+    pub pressure_pct: f64,
     /// The CPU the core's thread last ran on.
     #[serde(default)]
     pub cpu: Option<u32>,

@@ -856,3 +856,77 @@ fn a_contended_core_gives_its_cpu_back() {
     );
     assert_eq!(tb.wait_child(client, Duration::from_secs(30)), Some(true));
 }
+
+/// The same when the threads that wait are on the other CPU: the core
+/// alone on CPU 1 (its own wait stays near 0), the echo server, the client
+/// and a busy loop on CPU 0. A core that spins there keeps the CPU the
+/// kernel would move a waiting thread to, so the machine's CPU pressure
+/// (PSI, `tasctl tune` "CPU PRESSURE") prices its spin too: it stops
+/// spinning across the round trips (before, with only its own wait as the
+/// price, it kept its 50 µs start).
+#[test]
+fn a_core_gives_its_cpu_back_when_other_threads_wait() {
+    use tasd::ctlsock::TuneView;
+    let mut tb = Testbed::with_args("tunepsi", Backend::from_env(), &["--cpus", "1"]);
+    let peer = bin("peer");
+    tb.spawn_tas(
+        std::path::Path::new("taskset"),
+        &[
+            "-c",
+            "0",
+            peer.to_str().unwrap(),
+            "--tas",
+            "echo-server",
+            "7",
+        ],
+        Some("listening"),
+    );
+    tb.spawn_tas(
+        std::path::Path::new("timeout"),
+        &[
+            "20",
+            "nice",
+            "-n",
+            "19",
+            "taskset",
+            "-c",
+            "0",
+            "sh",
+            "-c",
+            "while :; do :; done",
+        ],
+        None,
+    );
+    let rpc = bin("rpc");
+    let (client, _lines) = tb.spawn_lnx_lines(
+        std::path::Path::new("taskset"),
+        &[
+            "-c",
+            "0",
+            rpc.to_str().unwrap(),
+            "client",
+            TAS_IP,
+            "7",
+            "--conns",
+            "1",
+            "--secs",
+            "4",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let t: TuneView = json(&mut tb, &["tune"]);
+    let c0 = &t.cores[0];
+    eprintln!(
+        "core 0: spin {} us, wait {}%, pressure {}%",
+        c0.spin_us, c0.contention_pct, c0.pressure_pct
+    );
+    assert!(
+        c0.pressure_pct > 10.0,
+        "threads wait for CPU 0 while the core runs alone on CPU 1: {t:?}"
+    );
+    assert!(
+        c0.spin_us <= 4.0,
+        "a core whose spinning keeps a CPU others wait for should not spin across round trips: {t:?}"
+    );
+    assert_eq!(tb.wait_child(client, Duration::from_secs(30)), Some(true));
+}

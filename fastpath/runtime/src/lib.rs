@@ -580,6 +580,11 @@ pub struct CoreSlot {
     /// Share of the last epoch the thread waited for a CPU, parts per
     /// million (0 when the kernel keeps no schedstat).
     pub contention_ppm: AtomicU64,
+    /// Share of the last epoch in which some task of the machine waited
+    /// for a CPU (`/proc/pressure/cpu`, `some`), parts per million (0
+    /// without PSI). The idle spin is priced with the larger of this and
+    /// `contention_ppm`.
+    pub pressure_ppm: AtomicU64,
     /// The polling thread's kernel thread id (0 until it runs).
     pub tid: AtomicU32,
 }
@@ -670,6 +675,7 @@ impl<N: Nic> FastPathShared<N> {
                 lanes_held: AtomicU64::new(0),
                 spin_ns: AtomicU64::new(0),
                 contention_ppm: AtomicU64::new(0),
+                pressure_ppm: AtomicU64::new(0),
                 tid: AtomicU32::new(0),
             });
         }
@@ -1679,7 +1685,9 @@ impl<N: Nic> Core<N> {
                 let contention = own;
                 let machine = pressure
                     .delta_ns()
-                    .map_or(0.0, |ns| ns as f64 / wall as f64);
+                    .map_or(0.0, |ns| (ns as f64 / wall as f64).clamp(0.0, 1.0));
+                slot.pressure_ppm
+                    .store((machine * 1e6) as u64, Ordering::Relaxed);
                 slot.busy_ns.fetch_add(busy, Ordering::Relaxed);
                 let ppm = (contention.clamp(0.0, 1.0) * 1e6) as u32;
                 slot.contention_ppm.store(u64::from(ppm), Ordering::Relaxed);

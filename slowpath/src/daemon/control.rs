@@ -233,6 +233,7 @@ impl CtlCtx<'_> {
                     lanes,
                     spin_us: c.spin_ns.load(Ordering::Relaxed) as f64 / 1000.0,
                     contention_pct: c.contention_ppm.load(Ordering::Relaxed) as f64 / 1e4,
+                    pressure_pct: c.pressure_ppm.load(Ordering::Relaxed) as f64 / 1e4,
                     cpu: thread_cpu(c.tid.load(Ordering::Relaxed)),
                     pinned: (!self.cfg.cpus.is_empty())
                         .then(|| self.cfg.cpus[i % self.cfg.cpus.len()]),
