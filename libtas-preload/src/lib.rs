@@ -2504,6 +2504,22 @@ impl Tas {
 mod tests {
     use super::*;
 
+    /// A region file shorter than announced is refused before it is
+    /// mapped (a ring past its end would SIGBUS when touched).
+    #[test]
+    fn a_region_shorter_than_announced_is_refused() {
+        let fd = nix::sys::memfd::memfd_create(
+            c"region-test",
+            nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+        )
+        .unwrap();
+        nix::unistd::ftruncate(&fd, 1 << 20).unwrap();
+        assert!(region_fits(&fd, 1 << 20).is_ok());
+        assert!(region_fits(&fd, 4096).is_ok());
+        let e = region_fits(&fd, 2 << 20).unwrap_err();
+        assert!(e.to_string().contains("1048576 bytes, 2097152 announced"), "{e}");
+    }
+
     fn upd(flow: u32, tx_added: u32) -> AppCmd {
         AppCmd {
             kind: cmd::FLOW_UPDATE,
