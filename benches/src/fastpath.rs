@@ -34,7 +34,9 @@
 //! for whatever the app commands left queued). The flow table's arrays are
 //! advised for huge pages as tasd does (`tas_runtime::huge::flow_table`);
 //! the ring region only where the kernel gives shared memory huge pages
-//! (as tasd's app regions get them) or with `Setup::thp`.
+//! (as tasd's app regions get them) or with `Setup::thp`, or on reserved
+//! hugetlbfs pages as tasd's app regions with `--huge-pages auto` when
+//! enough are free (`Setup::hugetlb`).
 //! Flows whose next segment depends on the previous one being sent (TX
 //! scenarios) never appear twice in one batch, so with fewer than
 //! [`BATCH`] flows a batch is the flow count.
@@ -171,6 +173,11 @@ pub struct Setup {
     /// The flow table's arrays advised for huge pages as tasd does
     /// (`tas_runtime::huge::flow_table`; default on).
     pub huge_table: bool,
+    /// The ring region's whole 2 MiB pages on reserved hugetlbfs pages
+    /// (`tas_runtime::huge::hugetlb_memfd`, as tasd's app regions with
+    /// `--huge-pages auto`); [`Bench::new`] fails when too few are free
+    /// ([`hugetlb_pages`] tells how many it needs).
+    pub hugetlb: bool,
 }
 
 impl Setup {
@@ -182,6 +189,7 @@ impl Setup {
             seed: 0x7a5_f1a5,
             thp: tas_runtime::huge::shared_allowed(),
             huge_table: true,
+            hugetlb: false,
         }
     }
 }
@@ -486,6 +494,8 @@ struct Peer {
 pub struct Bench {
     pub setup: Setup,
     fp: FastPath,
+    /// Dropped before `mem`, whose pages it replaced.
+    _hugetlb: Option<HugetlbRings>,
     mem: VecMem,
     out: BatchOut,
     events: EventSink,
@@ -521,7 +531,7 @@ impl Bench {
         // `VecMem`'s heap vector itself is only 16-byte aligned, which
         // would make every 64-byte ring access straddle two cache lines.
         const ALIGN: u64 = 2 << 20;
-        let region = flows as u64 * 2 * ring as u64 + ALIGN;
+        let region = region_len(flows, ring, setup.hugetlb);
         if region > u32::MAX as u64 {
             return Err(format!(
                 "{flows} flows x 2 x {ring} B rings = {region} B does not fit a 4 GiB region"
@@ -547,9 +557,14 @@ impl Bench {
         let mut mem = VecMem::new(1, region as usize);
         let addr = mem.regions[0].as_ptr() as u64;
         let pad = ((ALIGN - addr % ALIGN) % ALIGN) as u32;
-        if setup.thp {
-            advise_huge(&mut mem.regions[0][pad as usize..]);
-        }
+        let hugetlb = if setup.hugetlb {
+            Some(HugetlbRings::over(&mut mem.regions[0])?)
+        } else {
+            if setup.thp {
+                advise_huge(&mut mem.regions[0][pad as usize..]);
+            }
+            None
+        };
         let mut rng = Rng::new(setup.seed);
         let mut ids = Vec::with_capacity(flows);
         let mut irs = Vec::with_capacity(flows);
@@ -632,6 +647,7 @@ impl Bench {
         let mut b = Bench {
             setup,
             fp,
+            _hugetlb: hugetlb,
             mem,
             out: BatchOut::new(2 * BATCH),
             events: EventSink::new(),
@@ -991,6 +1007,124 @@ impl Bench {
             }
         }
         Ok(())
+    }
+}
+
+/// Bytes of the ring region for `flows` flows with `ring`-byte rings:
+/// their RX and TX rings (for `hugetlb`, whole 2 MiB pages of them) and
+/// 2 MiB to align the first at a huge page.
+fn region_len(flows: usize, ring: u32, hugetlb: bool) -> u64 {
+    const HUGE: u64 = 2 << 20;
+    let rings = flows as u64 * 2 * ring as u64;
+    let rings = if hugetlb {
+        rings.div_ceil(HUGE) * HUGE
+    } else {
+        rings
+    };
+    rings + HUGE
+}
+
+/// The 2 MiB hugetlbfs pages [`Setup::hugetlb`] needs for `flows` flows
+/// with `ring`-byte rings (at most the whole huge pages of the region).
+pub fn hugetlb_pages(flows: usize, ring: u32) -> u64 {
+    region_len(flows, ring, true) / (2 << 20)
+}
+
+/// The whole 2 MiB pages of the ring region remapped onto a hugetlbfs
+/// memfd (shared, its pages reserved), as tasd's app regions are with
+/// `--huge-pages auto`. The region stays a `VecMem` (the harness and the
+/// fast path's accesses are unchanged); on drop anonymous memory is mapped
+/// back before the vector is freed.
+struct HugetlbRings {
+    addr: usize,
+    len: usize,
+    _fd: std::os::fd::OwnedFd,
+}
+
+impl HugetlbRings {
+    /// Remaps the whole huge pages of `region` (fresh: all zero, not yet
+    /// used) onto a new hugetlbfs memfd. Fails, leaving the region as it
+    /// was, when the pages cannot be had.
+    fn over(region: &mut [u8]) -> Result<HugetlbRings, String> {
+        use std::os::fd::AsRawFd;
+        const HUGE: usize = 2 << 20;
+        let start = region.as_mut_ptr() as usize;
+        let addr = (start + HUGE - 1) & !(HUGE - 1);
+        let end = (start + region.len()) & !(HUGE - 1);
+        if end <= addr {
+            return Err("ring region smaller than a huge page".into());
+        }
+        let len = end - addr;
+        let fd = tas_runtime::huge::hugetlb_memfd("fastpath-bench-rings", len).map_err(|e| {
+            format!("--hugetlb: {e}: reserve them (echo N > /proc/sys/vm/nr_hugepages)")
+        })?;
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        // First where the kernel likes: this mapping reserves every page of
+        // the file (no MAP_NORESERVE), so failing here changes nothing.
+        // SAFETY: a new mapping at an address of the kernel's choice.
+        let probe = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+        };
+        if probe == libc::MAP_FAILED {
+            return Err(format!(
+                "--hugetlb: reserving {} huge pages: {}",
+                len / HUGE,
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: [addr, addr + len) lies inside `region`, which we borrow
+        // mutably (nobody else reads or writes it) and which is all zero,
+        // as the new file's pages are: the bytes the vector owns do not
+        // change, only the pages behind them. The file's pages are
+        // reserved already (by `probe`), so this cannot fail for want of
+        // them.
+        let p = unsafe {
+            libc::mmap(
+                addr as *mut libc::c_void,
+                len,
+                prot,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        // SAFETY: `probe` is our mapping of `len` bytes, unused.
+        unsafe { libc::munmap(probe, len) };
+        if p == libc::MAP_FAILED {
+            // The old pages may be gone: the vector's memory is not
+            // usable, and it must not be freed either.
+            eprintln!(
+                "fastpath-bench: mapping the huge pages over the ring region failed: {}",
+                std::io::Error::last_os_error()
+            );
+            std::process::abort();
+        }
+        Ok(HugetlbRings { addr, len, _fd: fd })
+    }
+}
+
+impl Drop for HugetlbRings {
+    fn drop(&mut self) {
+        // SAFETY: [addr, addr + len) is our hugetlbfs mapping inside the
+        // vector's allocation; anonymous memory goes back before the
+        // vector is freed (the allocator may unmap or reuse the range).
+        let p = unsafe {
+            libc::mmap(
+                self.addr as *mut libc::c_void,
+                self.len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            eprintln!(
+                "fastpath-bench: restoring the ring region's pages failed: {}",
+                std::io::Error::last_os_error()
+            );
+            std::process::abort();
+        }
     }
 }
 

@@ -784,17 +784,20 @@ fn attach_parts(path: &Path, alias: Option<(u32, u64)>) -> io::Result<Attachment
     let lane_wakes: Vec<OwnedFd> = it.by_ref().take(rings as usize).collect();
     let payload = match it.next() {
         // SAFETY: the daemon's region of the same size as ours (every
-        // region has the daemon's one size); shared, lives as long as
-        // this `Tas`.
+        // region has the daemon's one size, checked by `region_fits`);
+        // shared, lives as long as this `Tas`.
         Some(fd) => Some(unsafe {
+            region_fits(&fd, size)?;
             memmap2::MmapOptions::new()
                 .len(size as usize)
                 .map_mut(&fd)?
         }),
         None => None,
     };
-    // SAFETY: the memfd is the daemon's region of `size` bytes; the
-    // mapping is shared and lives as long as this `Tas`.
+    region_fits(&memfd, size)?;
+    // SAFETY: the memfd is the daemon's region of `size` bytes (checked
+    // above: no touch of it can fault past its end); the mapping is shared
+    // and lives as long as this `Tas`.
     let mut map = unsafe {
         memmap2::MmapOptions::new()
             .len(size as usize)
@@ -833,6 +836,28 @@ fn attach_parts(path: &Path, alias: Option<(u32, u64)>) -> io::Result<Attachment
     let _ = nix::sys::socket::setsockopt(&a.sock, nix::sys::socket::sockopt::ReceiveTimeout, &none);
     let _ = nix::sys::socket::setsockopt(&a.sock, nix::sys::socket::sockopt::SendTimeout, &none);
     Ok(a)
+}
+
+/// Checks that the region file `fd` holds the `size` bytes the daemon
+/// announced (a shorter file would fault, `SIGBUS`, when a ring past its
+/// end is touched) and, on hugetlbfs pages (the daemon's `--huge-pages`),
+/// that `size` is whole huge pages (a mapping of another length could not
+/// be unmapped).
+fn region_fits(fd: &OwnedFd, size: u32) -> io::Result<()> {
+    let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
+    if (st.st_size as u64) < u64::from(size) {
+        return Err(io::Error::other(format!(
+            "tasd's shared region is {} bytes, {size} announced",
+            st.st_size
+        )));
+    }
+    let page = st.st_blksize as u64;
+    if page > 4096 && u64::from(size) % page != 0 {
+        return Err(io::Error::other(format!(
+            "tasd's shared region is on {page}-byte pages, its size {size} is not a multiple"
+        )));
+    }
+    Ok(())
 }
 
 impl Tas {
@@ -2478,6 +2503,22 @@ impl Tas {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A region file shorter than announced is refused before it is
+    /// mapped (a ring past its end would SIGBUS when touched).
+    #[test]
+    fn a_region_shorter_than_announced_is_refused() {
+        let fd = nix::sys::memfd::memfd_create(
+            c"region-test",
+            nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+        )
+        .unwrap();
+        nix::unistd::ftruncate(&fd, 1 << 20).unwrap();
+        assert!(region_fits(&fd, 1 << 20).is_ok());
+        assert!(region_fits(&fd, 4096).is_ok());
+        let e = region_fits(&fd, 2 << 20).unwrap_err();
+        assert!(e.to_string().contains("1048576 bytes, 2097152 announced"), "{e}");
+    }
 
     fn upd(flow: u32, tx_added: u32) -> AppCmd {
         AppCmd {

@@ -3,7 +3,9 @@
 //!
 //! An app connects to the attach socket (Unix `SOCK_SEQPACKET`), sends
 //! `HELLO` with its ABI version and receives `HELLO_OK` with fds: the
-//! region (a memfd, holding an event ring and a command ring per lane), its
+//! region (a memfd, holding an event ring and a command ring per lane; on
+//! reserved hugetlbfs pages when enough are free, see
+//! `tas_runtime::huge::shared_region`), its
 //! own eventfd (we kick it) and one eventfd per lane (it kicks the lane it
 //! posted commands for). When its socket hangs up — exit or crash — everything it had is
 //! reclaimed and its id can be reused — unless other processes still use
@@ -305,6 +307,8 @@ pub struct Apps {
     pending: Vec<Pending>,
     next_token: u64,
     pub region_size: u32,
+    /// Whether regions may be on hugetlbfs pages (`--huge-pages`).
+    pub huge_pages: tas_runtime::huge::HugePages,
     /// The service's IPv4 address, told to apps in `HELLO_OK`.
     pub local_ip: u32,
     pub event_cap: u32,
@@ -326,14 +330,6 @@ fn eventfd() -> std::io::Result<OwnedFd> {
         nix::sys::eventfd::EfdFlags::EFD_NONBLOCK | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
     )?;
     Ok(OwnedFd::from(efd))
-}
-
-/// A shared memory file of `size` bytes (sparse until touched).
-fn memfd(name: &str, size: u32) -> std::io::Result<OwnedFd> {
-    let cname = std::ffi::CString::new(name).map_err(|_| std::io::ErrorKind::InvalidInput)?;
-    let fd = nix::sys::memfd::memfd_create(&cname, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)?;
-    nix::unistd::ftruncate(&fd, i64::from(size))?;
-    Ok(fd)
 }
 
 /// The attaching process's pid and uid (SO_PEERCRED); pid 0 when unknown.
@@ -367,6 +363,7 @@ impl Apps {
             pending: Vec::new(),
             next_token: 1,
             region_size,
+            huge_pages: tas_runtime::huge::HugePages::Off,
             local_ip: 0,
             event_cap: 4096,
             cmd_cap: 4096,
@@ -683,17 +680,20 @@ impl Apps {
             self.cmd_cap,
         )
         .ok_or_else(|| std::io::Error::other("region too small for its rings"))?;
-        let memfd = memfd(&format!("tas-app-{id}"), self.region_size)?;
-        // SAFETY: the memfd is ours and sized; the mapping lives in `App`
-        // and outlives the core's use of it (RemoveApp is acknowledged first).
-        let mut map = unsafe {
-            memmap2::MmapOptions::new()
-                .len(self.region_size as usize)
-                .map_mut(&memfd)?
-        };
-        // Rings on 2 MiB pages where the kernel gives shared memory huge
-        // pages (counted and logged once where it does not).
-        tas_runtime::huge::advise_shared(map.as_mut_ptr(), map.len());
+        // On reserved hugetlbfs pages when enough are free (all reserved
+        // now: no fault later can find none), else 4 KiB pages advised for
+        // THP; the fallback is counted (`huge.hugetlb_fallbacks`) and
+        // logged once. The mapping lives in `App` and outlives the core's
+        // use of it (RemoveApp is acknowledged first).
+        let tas_runtime::huge::SharedRegion {
+            fd: memfd,
+            mut map,
+            ..
+        } = tas_runtime::huge::shared_region(
+            &format!("tas-app-{id}"),
+            self.region_size as usize,
+            self.huge_pages,
+        )?;
         let base = map.as_mut_ptr();
         // SAFETY: the region starts with room for a RegionHeader (64 bytes,
         // page aligned) and nobody else uses it yet.

@@ -22,6 +22,24 @@ pub enum NicKind {
     Dpdk,
 }
 
+/// `--huge-pages`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HugePagesArg {
+    /// hugetlbfs pages for an app region when enough are free, else 4 KiB
+    Auto,
+    /// 4 KiB pages (sparse memfd) for every app region
+    Off,
+}
+
+impl From<HugePagesArg> for tas_runtime::huge::HugePages {
+    fn from(a: HugePagesArg) -> Self {
+        match a {
+            HugePagesArg::Auto => tas_runtime::huge::HugePages::Auto,
+            HugePagesArg::Off => tas_runtime::huge::HugePages::Off,
+        }
+    }
+}
+
 /// TAS daemon: user-level TCP fast path and slow path on one interface.
 #[derive(Debug, Parser)]
 #[command(name = "tasd", version, about, long_about = None, after_long_help = cc_help())]
@@ -108,6 +126,13 @@ pub struct Cli {
     /// --min-buf-kib).
     #[arg(long, default_value_t = 4095)]
     pub app_mem_mib: u32,
+    /// App regions on reserved 2 MiB hugetlbfs pages: auto (when enough
+    /// free pages for a whole region are reserved in
+    /// /proc/sys/vm/nr_hugepages; each region then holds all its pages, so
+    /// size --app-mem-mib to them; regions are rounded to whole 2 MiB
+    /// pages) or off (sparse 4 KiB-page memfds).
+    #[arg(long, value_enum, default_value = "auto", value_name = "auto|off")]
+    pub huge_pages: HugePagesArg,
     /// Largest receive ring a connection's ring grows to, in KiB (and the
     /// ring of a connection whose app asks for no size growth; see
     /// --rx-buf-init-kib). The window scale is computed for it.
@@ -330,7 +355,11 @@ pub struct Config {
     pub socket_group: String,
     pub limits: crate::apps::Limits,
     pub run_dir: PathBuf,
+    /// Bytes of every app region (whole 2 MiB pages unless
+    /// `--huge-pages off`: see [`tas_runtime::huge::region_len`]).
     pub app_mem: u32,
+    /// Whether app regions may use hugetlbfs pages.
+    pub huge_pages: tas_runtime::huge::HugePages,
     pub rx_buf: u32,
     pub tx_buf: u32,
     pub rx_buf_init: u32,
@@ -628,7 +657,13 @@ impl Config {
                 per_process: cli.max_apps_per_process,
             },
             run_dir: cli.run_dir,
-            app_mem: cli.app_mem_mib.saturating_mul(1 << 20).min(u32::MAX - 4095),
+            app_mem: {
+                let max = u32::MAX - 4095;
+                let want = cli.app_mem_mib.saturating_mul(1 << 20).min(max);
+                tas_runtime::huge::region_len(want as usize, max as usize, cli.huge_pages.into())
+                    as u32
+            },
+            huge_pages: cli.huge_pages.into(),
             rx_buf: cli.rx_buf_kib * 1024,
             tx_buf: cli.tx_buf_kib * 1024,
             rx_buf_init: cli.rx_buf_init_kib.min(cli.rx_buf_kib) * 1024,

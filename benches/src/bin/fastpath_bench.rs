@@ -14,6 +14,10 @@
 //!                       i.e. tasd's app regions, huge pages)
 //!   --4k                no huge-page advice at all (by default the flow
 //!                       table's arrays are advised, as tasd does)
+//!   --hugetlb           the ring region on reserved 2 MiB hugetlbfs pages,
+//!                       as tasd's app regions with --huge-pages auto;
+//!                       raises /proc/sys/vm/nr_hugepages for the run when
+//!                       too few are free (root) and puts it back after
 //!   --seed N            visit order and initial sequence numbers
 //!   --quick             CI smoke run: 20000 units, 1 run
 //!   --callgrind MODE    run only MODE (rx|ack_tx|pair) at the first --flows
@@ -43,13 +47,14 @@ struct Args {
     ring: u32,
     thp: bool,
     small_pages: bool,
+    hugetlb: bool,
     seed: Option<u64>,
     quick: bool,
     callgrind: Option<Scenario>,
 }
 
 const USAGE: &str = "usage: fastpath-bench [--flows 1,1024,65536] [--packets N] [--runs R] \
-[--scenarios rx,ack_tx,pair] [--ring BYTES] [--thp] [--4k] [--seed N] [--quick] [--callgrind rx|ack_tx|pair]";
+[--scenarios rx,ack_tx,pair] [--ring BYTES] [--thp] [--4k] [--hugetlb] [--seed N] [--quick] [--callgrind rx|ack_tx|pair]";
 
 fn parse_list<T: std::str::FromStr>(s: &str, what: &str) -> Result<Vec<T>, String> {
     s.split(',')
@@ -67,6 +72,7 @@ fn parse_args() -> Result<Args, String> {
         ring: DEFAULT_RING,
         thp: false,
         small_pages: false,
+        hugetlb: false,
         seed: None,
         quick: false,
         callgrind: None,
@@ -87,6 +93,7 @@ fn parse_args() -> Result<Args, String> {
             "--ring" => a.ring = val()?.parse().map_err(|_| "bad --ring")?,
             "--thp" => a.thp = true,
             "--4k" => a.small_pages = true,
+            "--hugetlb" => a.hugetlb = true,
             "--seed" => a.seed = Some(val()?.parse().map_err(|_| "bad --seed")?),
             "--quick" => a.quick = true,
             "--callgrind" => {
@@ -107,6 +114,9 @@ fn parse_args() -> Result<Args, String> {
     if a.scenarios.is_empty() {
         return Err("--scenarios is empty".into());
     }
+    if a.hugetlb && (a.thp || a.small_pages) {
+        return Err("--hugetlb excludes --thp and --4k".into());
+    }
     if a.runs == Some(0) || a.packets == Some(0) {
         return Err("--runs and --packets must be positive".into());
     }
@@ -122,6 +132,10 @@ fn setup(a: &Args, scenario: Scenario, flows: usize) -> Setup {
     if a.small_pages {
         s.thp = false;
         s.huge_table = false;
+    }
+    if a.hugetlb {
+        s.thp = false;
+        s.hugetlb = true;
     }
     if let Some(seed) = a.seed {
         s.seed = seed;
@@ -165,6 +179,97 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
+/// `--hugetlb`: makes sure `need` 2 MiB hugetlbfs pages are free, raising
+/// `nr_hugepages` by what is missing; the old count comes back on drop
+/// (also when the run fails).
+struct HugePool {
+    old: Option<u64>,
+}
+
+const NR_HUGEPAGES: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+
+impl HugePool {
+    fn reserve(need: u64) -> Result<HugePool, String> {
+        let have = tas_runtime::huge::hugetlb_available();
+        if have >= need {
+            return Ok(HugePool { old: None });
+        }
+        let read = || -> Result<u64, String> {
+            std::fs::read_to_string(NR_HUGEPAGES)
+                .map_err(|e| format!("{NR_HUGEPAGES}: {e}"))?
+                .trim()
+                .parse()
+                .map_err(|e| format!("{NR_HUGEPAGES}: {e}"))
+        };
+        let old = read()?;
+        let want = old + (need - have);
+        let fail = |why: String| {
+            format!(
+                "--hugetlb needs {need} free 2 MiB huge pages, {have} are: {why}; \
+                 reserve them (echo {want} > /proc/sys/vm/nr_hugepages) or run as root"
+            )
+        };
+        restore_on_signal(old);
+        std::fs::write(NR_HUGEPAGES, want.to_string())
+            .map_err(|e| fail(format!("writing {want} to {NR_HUGEPAGES}: {e}")))?;
+        let pool = HugePool { old: Some(old) };
+        let got = tas_runtime::huge::hugetlb_available();
+        if got < need {
+            return Err(fail(format!("the kernel gave only {got} (memory fragmented?)")));
+        }
+        eprintln!("fastpath-bench: nr_hugepages {old} -> {want} for the run");
+        Ok(pool)
+    }
+}
+
+/// `nr_hugepages` to write back (ASCII, NUL-terminated path and value)
+/// when SIGINT or SIGTERM ends the run before [`HugePool`] drops.
+static mut RESTORE: [u8; 24] = [0; 24];
+static mut RESTORE_LEN: usize = 0;
+static NR_HUGEPAGES_C: &[u8] = b"/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages\0";
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    // SAFETY: only async-signal-safe calls (open, write, close, _exit) on
+    // a NUL-terminated path and a buffer written before the handler was
+    // installed and never after.
+    unsafe {
+        let fd = libc::open(NR_HUGEPAGES_C.as_ptr() as *const libc::c_char, libc::O_WRONLY);
+        if fd >= 0 {
+            let buf = std::ptr::addr_of!(RESTORE) as *const u8;
+            libc::write(fd, buf as *const libc::c_void, RESTORE_LEN);
+            libc::close(fd);
+        }
+        libc::_exit(128 + sig);
+    }
+}
+
+/// Puts `nr_hugepages` back to `old` if SIGINT or SIGTERM ends the run.
+fn restore_on_signal(old: u64) {
+    let v = old.to_string();
+    // SAFETY: single-threaded here, before the handler is installed: no
+    // reader of RESTORE runs concurrently; the handler is an `extern "C"`
+    // function that only makes async-signal-safe calls.
+    unsafe {
+        let dst = &mut *std::ptr::addr_of_mut!(RESTORE);
+        let n = v.len().min(dst.len());
+        dst[..n].copy_from_slice(&v.as_bytes()[..n]);
+        RESTORE_LEN = n;
+        libc::signal(libc::SIGINT, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+    }
+}
+
+impl Drop for HugePool {
+    fn drop(&mut self) {
+        if let Some(old) = self.old {
+            match std::fs::write(NR_HUGEPAGES, old.to_string()) {
+                Ok(()) => eprintln!("fastpath-bench: nr_hugepages back to {old}"),
+                Err(e) => eprintln!("fastpath-bench: restoring nr_hugepages {old}: {e}"),
+            }
+        }
+    }
+}
+
 struct Cell {
     scenario: Scenario,
     flows: usize,
@@ -179,6 +284,23 @@ fn main() -> ExitCode {
             eprintln!("fastpath-bench: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
+    };
+    let _pool = if a.hugetlb {
+        let flows = if a.callgrind.is_some() {
+            a.flows[0]
+        } else {
+            a.flows.iter().copied().max().unwrap_or(1)
+        };
+        // One bench at a time: the largest region's pages.
+        match HugePool::reserve(tas_benches::fastpath::hugetlb_pages(flows, a.ring)) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("fastpath-bench: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
     };
     if let Some(s) = a.callgrind {
         return match callgrind(&a, s) {
@@ -203,6 +325,7 @@ fn main() -> ExitCode {
         {
             let d = Setup::new(Scenario::Pair, 1);
             match (a.small_pages, a.thp || d.thp) {
+                _ if a.hugetlb => "THP table, hugetlbfs rings, ",
                 (true, _) => "4 KiB pages only, ",
                 (false, true) => "THP table + rings, ",
                 (false, false) => "THP table, ",

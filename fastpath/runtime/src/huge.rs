@@ -1,18 +1,29 @@
-//! Transparent huge pages for the fast path's big memory: the flow table's
-//! arrays ([`flow_table`]) and the apps' shared regions ([`advise_shared`]).
+//! Huge pages for the fast path's big memory: the flow table's arrays
+//! ([`flow_table`]) and the apps' shared regions ([`shared_region`]).
 //!
 //! At 64K flows the table is ~29 MiB and the rings of a region hundreds of
 //! MiB; on 4 KiB pages nearly every flow visit also misses the TLB and
 //! walks the page table, which the fast path's prefetches do not hide
-//! (docs/fastpath-bench.md, session 22). `madvise(MADV_HUGEPAGE)` asks for
-//! 2 MiB pages where the kernel allows it: anonymous memory when
+//! (docs/fastpath-bench.md, sessions 22 and 24).
+//!
+//! Two kinds. Transparent huge pages: `madvise(MADV_HUGEPAGE)` ([`advise`])
+//! asks for 2 MiB pages where the kernel allows it: anonymous memory when
 //! `/sys/kernel/mm/transparent_hugepage/enabled` is `always` or `madvise`,
 //! shared memory (memfd) when `shmem_enabled` (or the 2 MiB size's own
 //! `hugepages-2048kB/shmem_enabled`) is `always`, `within_size`, `advise`
-//! or `force`. No reserved hugetlbfs pages are needed. Where the kernel
+//! or `force`. Reserved hugetlbfs pages: an app region whose size is a whole
+//! number of 2 MiB pages is a `memfd_create(MFD_HUGETLB | MFD_HUGE_2MB)`
+//! file when enough pages the administrator reserved
+//! (`/proc/sys/vm/nr_hugepages`) are free ([`shared_region`],
+//! [`HugePages::Auto`]), whatever the THP settings. Its mapping (without
+//! `MAP_NORESERVE`) reserves every page of the region up front, so a
+//! mapping that succeeds never faults for want of a page later (no
+//! `SIGBUS`); one that cannot reserve fails with `ENOMEM` and the region
+//! falls back to a 4 KiB-page memfd with THP advice. Where the kernel
 //! refuses, the memory stays on 4 KiB pages: counted in [`stats`] and
 //! logged once per kind.
 
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tas_engine::flowtable::{FlowTable, HUGE_PAGE};
 
@@ -21,6 +32,10 @@ static REFUSED: AtomicU64 = AtomicU64::new(0);
 static SHARED_UNAVAILABLE: AtomicU64 = AtomicU64::new(0);
 static LOGGED_REFUSED: AtomicBool = AtomicBool::new(false);
 static LOGGED_SHARED: AtomicBool = AtomicBool::new(false);
+static HUGETLB_REGIONS: AtomicU64 = AtomicU64::new(0);
+static HUGETLB_BYTES: AtomicU64 = AtomicU64::new(0);
+static HUGETLB_FALLBACKS: AtomicU64 = AtomicU64::new(0);
+static LOGGED_HUGETLB: AtomicBool = AtomicBool::new(false);
 
 /// What was asked for so far, process-wide.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,6 +48,14 @@ pub struct HugeStats {
     /// Shared regions advised while the kernel's `shmem_enabled` does not
     /// give shared memory huge pages on request (they stay on 4 KiB pages).
     pub shared_unavailable: u64,
+    /// Shared regions created on reserved hugetlbfs pages.
+    pub hugetlb_regions: u64,
+    /// Their bytes (all reserved at creation).
+    pub hugetlb_bytes: u64,
+    /// Shared regions [`HugePages::Auto`] wanted on hugetlbfs pages that
+    /// got 4 KiB pages instead (too few free pages, no hugetlbfs, a size
+    /// that is not whole 2 MiB pages).
+    pub hugetlb_fallbacks: u64,
 }
 
 /// Counters of every advice given in this process.
@@ -41,6 +64,9 @@ pub fn stats() -> HugeStats {
         advised_bytes: ADVISED_BYTES.load(Ordering::Relaxed),
         refused: REFUSED.load(Ordering::Relaxed),
         shared_unavailable: SHARED_UNAVAILABLE.load(Ordering::Relaxed),
+        hugetlb_regions: HUGETLB_REGIONS.load(Ordering::Relaxed),
+        hugetlb_bytes: HUGETLB_BYTES.load(Ordering::Relaxed),
+        hugetlb_fallbacks: HUGETLB_FALLBACKS.load(Ordering::Relaxed),
     }
 }
 
@@ -121,6 +147,150 @@ pub fn advise_shared(start: *mut u8, len: usize) -> bool {
     ok
 }
 
+/// Whether app regions may use reserved hugetlbfs pages (tasd's
+/// `--huge-pages`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HugePages {
+    /// On hugetlbfs pages when the region is whole 2 MiB pages and enough
+    /// reserved pages are free; otherwise 4 KiB pages with THP advice
+    /// (counted in [`HugeStats::hugetlb_fallbacks`], logged once).
+    #[default]
+    Auto,
+    /// Always a 4 KiB-page memfd with THP advice.
+    Off,
+}
+
+/// Why a region could not have hugetlbfs pages.
+#[derive(Debug, thiserror::Error)]
+pub enum HugetlbError {
+    #[error("{0} bytes is not a whole number of 2 MiB pages")]
+    Unaligned(usize),
+    #[error("{available} free 2 MiB huge pages, {need} needed (/proc/sys/vm/nr_hugepages)")]
+    TooFew { need: u64, available: u64 },
+    #[error("hugetlbfs memfd: {0}")]
+    Create(std::io::Error),
+    #[error("reserving the huge pages at mmap: {0}")]
+    Map(std::io::Error),
+}
+
+/// Reads a number from a sysfs file of the 2 MiB hugetlb pool.
+fn pool(file: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/sys/kernel/mm/hugepages/hugepages-2048kB/{file}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// 2 MiB hugetlbfs pages that are free and not yet promised to a mapping
+/// (`free_hugepages - resv_hugepages`; 0 where the pool is missing).
+pub fn hugetlb_available() -> u64 {
+    let free = pool("free_hugepages").unwrap_or(0);
+    free.saturating_sub(pool("resv_hugepages").unwrap_or(0))
+}
+
+/// A memfd of `len` bytes (whole 2 MiB pages) on hugetlbfs pages, when at
+/// least as many pages are free ([`hugetlb_available`]). Its pages are not
+/// reserved yet: the first shared mapping without `MAP_NORESERVE`
+/// reserves them (and fails with `ENOMEM` when another took them since).
+pub fn hugetlb_memfd(name: &str, len: usize) -> Result<OwnedFd, HugetlbError> {
+    use nix::sys::memfd::{memfd_create, MemFdCreateFlag as F};
+    if len == 0 || len % HUGE_PAGE != 0 {
+        return Err(HugetlbError::Unaligned(len));
+    }
+    let need = (len / HUGE_PAGE) as u64;
+    let available = hugetlb_available();
+    if available < need {
+        return Err(HugetlbError::TooFew { need, available });
+    }
+    let cname = std::ffi::CString::new(name)
+        .map_err(|_| HugetlbError::Create(std::io::ErrorKind::InvalidInput.into()))?;
+    let fd = memfd_create(&cname, F::MFD_CLOEXEC | F::MFD_HUGETLB | F::MFD_HUGE_2MB)
+        .map_err(|e| HugetlbError::Create(e.into()))?;
+    let size = i64::try_from(len).map_err(|_| HugetlbError::Unaligned(len))?;
+    nix::unistd::ftruncate(&fd, size).map_err(|e| HugetlbError::Create(e.into()))?;
+    Ok(fd)
+}
+
+/// An app's shared region: its memfd (handed to the app) and our mapping.
+pub struct SharedRegion {
+    pub fd: OwnedFd,
+    pub map: memmap2::MmapMut,
+    /// On reserved hugetlbfs pages (every page reserved at creation).
+    pub hugetlb: bool,
+}
+
+/// The size of every app region for a requested `len` under `mode`: with
+/// [`HugePages::Auto`] whole 2 MiB pages, rounded up when that stays
+/// within `max`, else down; unchanged with [`HugePages::Off`]. All regions
+/// have this one size, whichever pages they get, so a context sharing
+/// another's region maps it with its own layout's size.
+pub fn region_len(len: usize, max: usize, mode: HugePages) -> usize {
+    if mode == HugePages::Off {
+        return len;
+    }
+    match len.checked_add(HUGE_PAGE - 1).map(|l| l & !(HUGE_PAGE - 1)) {
+        Some(up) if up <= max => up,
+        _ if len >= HUGE_PAGE => len & !(HUGE_PAGE - 1),
+        _ => len,
+    }
+}
+
+/// Creates and maps a shared region of `len` bytes named `name` (a memfd):
+/// on reserved hugetlbfs pages when `mode` is [`HugePages::Auto`] and that
+/// works ([`hugetlb_memfd`]; its mapping reserves every page, so it never
+/// faults for want of one), else on 4 KiB pages advised for THP
+/// ([`advise_shared`]). A fallback under `Auto` is counted
+/// ([`HugeStats::hugetlb_fallbacks`]) and logged once. Setup only.
+pub fn shared_region(name: &str, len: usize, mode: HugePages) -> std::io::Result<SharedRegion> {
+    if mode == HugePages::Auto {
+        let huge = hugetlb_memfd(name, len).and_then(|fd| {
+            // SAFETY: the memfd is ours, `len` bytes; without MAP_NORESERVE
+            // the kernel reserves every huge page of it here (or fails), so
+            // no later touch can SIGBUS; the mapping is owned by the result.
+            let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&fd) }
+                .map_err(HugetlbError::Map)?;
+            Ok(SharedRegion {
+                fd,
+                map,
+                hugetlb: true,
+            })
+        });
+        match huge {
+            Ok(r) => {
+                HUGETLB_REGIONS.fetch_add(1, Ordering::Relaxed);
+                HUGETLB_BYTES.fetch_add(len as u64, Ordering::Relaxed);
+                return Ok(r);
+            }
+            Err(e) => {
+                HUGETLB_FALLBACKS.fetch_add(1, Ordering::Relaxed);
+                if !LOGGED_HUGETLB.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        "app region not on hugetlbfs pages ({e}): 4 KiB pages instead (logged once; counted in huge.hugetlb_fallbacks)"
+                    );
+                }
+            }
+        }
+    }
+    let cname =
+        std::ffi::CString::new(name).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let fd = nix::sys::memfd::memfd_create(&cname, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)?;
+    nix::unistd::ftruncate(
+        &fd,
+        i64::try_from(len).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?,
+    )?;
+    // SAFETY: the memfd is ours and sized; the mapping is owned by the result.
+    let mut map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&fd)? };
+    // Rings on 2 MiB pages where the kernel gives shared memory huge
+    // pages (counted and logged once where it does not).
+    advise_shared(map.as_mut_ptr(), map.len());
+    Ok(SharedRegion {
+        fd,
+        map,
+        hugetlb: false,
+    })
+}
+
 /// A flow table for `capacity` flows whose large arrays are advised
 /// ([`advise`]) before their first touch.
 pub fn flow_table(capacity: usize) -> FlowTable {
@@ -161,6 +331,51 @@ mod tests {
         ));
         assert!(!shared_allowed_by(Some("[deny]"), None));
         assert!(!shared_allowed_by(None, None));
+    }
+
+    #[test]
+    fn region_len_is_whole_huge_pages_within_the_limit() {
+        let m = 1 << 20;
+        let max = u32::MAX as usize - 4095;
+        assert_eq!(region_len(m, max, HugePages::Auto), 2 * m);
+        assert_eq!(region_len(2 * m, max, HugePages::Auto), 2 * m);
+        assert_eq!(region_len(5 * m, max, HugePages::Auto), 6 * m);
+        // tasd's default, 4,095 MiB: 4,096 MiB does not fit 32-bit offsets.
+        assert_eq!(region_len(4095 * m, max, HugePages::Auto), 4094 * m);
+        assert_eq!(region_len(5 * m, max, HugePages::Off), 5 * m);
+        assert_eq!(region_len(m, m, HugePages::Auto), m);
+    }
+
+    /// A region hugetlbfs cannot take falls back to 4 KiB pages, counted;
+    /// `Off` never tries. (The hugetlbfs path itself needs reserved pages,
+    /// a machine-wide setting: tests/tests/hugepages.rs.)
+    #[test]
+    fn a_region_without_free_huge_pages_falls_back_counted() {
+        let before = stats();
+        let r = shared_region("huge-test-unaligned", 3 << 20, HugePages::Auto).unwrap();
+        assert!(!r.hugetlb);
+        assert_eq!(r.map.len(), 3 << 20);
+        assert!(matches!(
+            hugetlb_memfd("x", 3 << 20),
+            Err(HugetlbError::Unaligned(_))
+        ));
+        // More pages than are free.
+        let need = hugetlb_available() as usize + 1;
+        let mut r = shared_region("huge-test-too-few", need * HUGE_PAGE, HugePages::Auto).unwrap();
+        assert!(!r.hugetlb);
+        r.map[0] = 1;
+        r.map[need * HUGE_PAGE - 1] = 2;
+        assert!(matches!(
+            hugetlb_memfd("x", need * HUGE_PAGE),
+            Err(HugetlbError::TooFew { .. })
+        ));
+        let mid = stats();
+        assert!(mid.hugetlb_fallbacks >= before.hugetlb_fallbacks + 2);
+        let r = shared_region("huge-test-off", 4 << 20, HugePages::Off).unwrap();
+        assert!(!r.hugetlb);
+        let meta = std::fs::File::from(r.fd.try_clone().unwrap()).metadata().unwrap();
+        assert_eq!(meta.len(), 4 << 20);
+        assert_eq!(stats().hugetlb_fallbacks, mid.hugetlb_fallbacks);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! Owns: lanes, cores (polling threads), their sleep/wake on eventfds and
 //! NIC fds, the hand-over of lanes between cores, the app ports (rings in
 //! each app's region) as a lane sees them, the queues between lanes and
-//! the slow path, and the huge-page advice for the flow table and the app
-//! regions ([`huge`]). This is where threads, clocks and `poll()` are
+//! the slow path, and huge pages for the flow table (THP advice) and the
+//! app regions (reserved hugetlbfs pages when enough are free, else THP
+//! advice; [`huge`]). This is where threads, clocks and `poll()` are
 //! allowed.
 //!
 //! Must not: decide TCP (that is `tas-engine`'s), touch NIC internals

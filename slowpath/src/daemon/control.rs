@@ -347,6 +347,7 @@ impl CtlCtx<'_> {
         }
         let a = &self.apps.stats;
         let waiting: usize = self.apps.iter().map(|x| x.outbox.len()).sum();
+        let huge = tas_runtime::huge::stats();
         for (k, v) in [
             ("apps.attached", self.apps.count() as u64),
             ("apps.attached_total", a.attached_total),
@@ -357,6 +358,12 @@ impl CtlCtx<'_> {
             ("apps.msgs_undeliverable", a.msgs_undeliverable),
             ("apps.outbox_peak", a.outbox_peak),
             ("apps.throttled", a.throttled),
+            ("huge.hugetlb_regions", huge.hugetlb_regions),
+            ("huge.hugetlb_bytes", huge.hugetlb_bytes),
+            ("huge.hugetlb_fallbacks", huge.hugetlb_fallbacks),
+            ("huge.advised_bytes", huge.advised_bytes),
+            ("huge.advice_refused", huge.refused),
+            ("huge.shared_unavailable", huge.shared_unavailable),
             ("ctl.requests", self.ctl_requests),
             ("ctl.errors", self.ctl_errors),
             ("ctl.clients_dropped", self.ctl_dropped),

@@ -673,6 +673,7 @@ impl Daemon {
         let ctl = CtlServer::bind(&ctl_path)?;
         let metrics = cfg.metrics_addr.map(MetricsServer::bind).transpose()?;
         let mut apps = Apps::bind(&cfg.socket, cfg.app_mem, perms)?;
+        apps.huge_pages = cfg.huge_pages;
         apps.local_ip = cfg.ip;
         apps.lanes = nics.len() as u32;
         apps.limits = cfg.limits;
