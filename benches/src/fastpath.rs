@@ -1063,7 +1063,14 @@ impl HugetlbRings {
         // the file (no MAP_NORESERVE), so failing here changes nothing.
         // SAFETY: a new mapping at an address of the kernel's choice.
         let probe = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
         };
         if probe == libc::MAP_FAILED {
             return Err(format!(

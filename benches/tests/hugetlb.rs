@@ -20,20 +20,38 @@ fn hugetlb_run_verifies_and_restores_the_pool() {
     );
     let before = nr();
     let out = Command::new(env!("CARGO_BIN_EXE_fastpath-bench"))
-        .args(["--quick", "--flows", "1,1024", "--packets", "5000", "--hugetlb"])
+        .args([
+            "--quick",
+            "--flows",
+            "1,1024",
+            "--packets",
+            "5000",
+            "--hugetlb",
+        ])
         .output()
         .expect("run fastpath-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "fastpath-bench --hugetlb failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "fastpath-bench --hugetlb failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("hugetlbfs rings"), "{stdout}");
     assert!(!stderr.contains("BROKEN"), "{stderr}");
-    assert_eq!(stderr.matches(" ok").count(), 8, "every cell verified:\n{stderr}");
+    assert_eq!(
+        stderr.matches(" ok").count(),
+        8,
+        "every cell verified:\n{stderr}"
+    );
     assert_eq!(nr(), before, "nr_hugepages not restored:\n{stderr}");
 
     let bad = Command::new(env!("CARGO_BIN_EXE_fastpath-bench"))
         .args(["--hugetlb", "--thp"])
         .output()
         .expect("run fastpath-bench");
-    assert_eq!(bad.status.code(), Some(2), "--hugetlb --thp is a usage error");
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "--hugetlb --thp is a usage error"
+    );
 }

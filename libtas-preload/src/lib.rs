@@ -2517,7 +2517,10 @@ mod tests {
         assert!(region_fits(&fd, 1 << 20).is_ok());
         assert!(region_fits(&fd, 4096).is_ok());
         let e = region_fits(&fd, 2 << 20).unwrap_err();
-        assert!(e.to_string().contains("1048576 bytes, 2097152 announced"), "{e}");
+        assert!(
+            e.to_string().contains("1048576 bytes, 2097152 announced"),
+            "{e}"
+        );
     }
 
     fn upd(flow: u32, tx_added: u32) -> AppCmd {

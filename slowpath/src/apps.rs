@@ -686,9 +686,7 @@ impl Apps {
         // logged once. The mapping lives in `App` and outlives the core's
         // use of it (RemoveApp is acknowledged first).
         let tas_runtime::huge::SharedRegion {
-            fd: memfd,
-            mut map,
-            ..
+            fd: memfd, mut map, ..
         } = tas_runtime::huge::shared_region(
             &format!("tas-app-{id}"),
             self.region_size as usize,

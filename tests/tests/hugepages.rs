@@ -96,10 +96,8 @@ fn mappings(pid: u32, name: &str) -> Vec<Mapping> {
     let mut cur: Option<Mapping> = None;
     for line in text.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
-        let is_header = first.contains('-')
-            && first
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b'-');
+        let is_header =
+            first.contains('-') && first.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
         if is_header {
             out.extend(cur.take().filter(|m| m.header.contains(name)));
             cur = Some(Mapping {
@@ -148,18 +146,37 @@ fn region_of(pid: u32, id: u32, who: &str) -> Mapping {
 fn traffic(tb: &mut Testbed, port: u16) {
     let o = tb.run_lnx(
         &bin("peer"),
-        &["echo-client", TAS_IP, &port.to_string(), "2000", "1000", "4"],
+        &[
+            "echo-client",
+            TAS_IP,
+            &port.to_string(),
+            "2000",
+            "1000",
+            "4",
+        ],
         Duration::from_secs(60),
     );
     assert_ok(&o, "echo-client against the TAS echo server");
     tb.spawn_tas(
         &bin("peer"),
-        &["--tas", "serve-send", &(port + 1).to_string(), "4000000", "7"],
+        &[
+            "--tas",
+            "serve-send",
+            &(port + 1).to_string(),
+            "4000000",
+            "7",
+        ],
         Some("listening"),
     );
     let o = tb.run_lnx(
         &bin("peer"),
-        &["connect-recv", TAS_IP, &(port + 1).to_string(), "4000000", "7"],
+        &[
+            "connect-recv",
+            TAS_IP,
+            &(port + 1).to_string(),
+            "4000000",
+            "7",
+        ],
         Duration::from_secs(60),
     );
     assert_ok(&o, "connect-recv from the TAS sender");
@@ -189,10 +206,18 @@ fn app_region_on_reserved_huge_pages() {
     let _pool = Pool::with_available(REGION_PAGES + spare);
     let mib = REGION_MIB.to_string();
     let mut tb = Testbed::with_args("hugetlb", Backend::from_env(), &["--app-mem-mib", &mib]);
-    assert_eq!(available(), REGION_PAGES + spare, "tasd took huge pages before any app");
+    assert_eq!(
+        available(),
+        REGION_PAGES + spare,
+        "tasd took huge pages before any app"
+    );
     let free_before = pool_read("free_hugepages");
     // App 0.
-    let app = tb.spawn_tas(&bin("peer"), &["--tas", "echo-server", "5000"], Some("listening"));
+    let app = tb.spawn_tas(
+        &bin("peer"),
+        &["--tas", "echo-server", "5000"],
+        Some("listening"),
+    );
     // The whole region is reserved at once: nothing can fault later.
     assert_eq!(
         available(),
@@ -217,14 +242,19 @@ fn app_region_on_reserved_huge_pages() {
             m.header
         );
     }
-    assert_eq!(tb.tasd_counter("huge.hugetlb_regions"), 2, "two apps attached");
+    assert_eq!(
+        tb.tasd_counter("huge.hugetlb_regions"),
+        2,
+        "two apps attached"
+    );
     assert_eq!(tb.tasd_counter("huge.hugetlb_bytes"), 2 * REGION_MIB << 20);
     assert_eq!(tb.tasd_counter("huge.hugetlb_fallbacks"), 0);
     assert!(!tb.tasd_log().contains(FALLBACK_LOG), "{}", tb.tasd_log());
     // The pages go back when the apps are gone.
     tb.kill(app);
     assert!(
-        wait_until(Duration::from_secs(10), || available() == REGION_PAGES + spare
+        wait_until(Duration::from_secs(10), || available()
+            == REGION_PAGES + spare
             && pool_read("free_hugepages") == free_before),
         "huge pages not given back after the apps exited: {} available, {} free",
         available(),
@@ -241,7 +271,11 @@ fn app_region_falls_back_to_small_pages_counted() {
     let _pool = Pool::with_available(1);
     let mib = REGION_MIB.to_string();
     let mut tb = Testbed::with_args("hugefb", Backend::from_env(), &["--app-mem-mib", &mib]);
-    let app = tb.spawn_tas(&bin("peer"), &["--tas", "echo-server", "5000"], Some("listening"));
+    let app = tb.spawn_tas(
+        &bin("peer"),
+        &["--tas", "echo-server", "5000"],
+        Some("listening"),
+    );
     traffic(&mut tb, 5000);
     assert_eq!(available(), 1, "a fallback region must not hold huge pages");
     let tasd = tb.tasd_pid().expect("tasd pid");
@@ -251,7 +285,11 @@ fn app_region_falls_back_to_small_pages_counted() {
         assert_eq!(m.get("Shared_Hugetlb") + m.get("Private_Hugetlb"), 0);
     }
     assert_eq!(tb.tasd_counter("huge.hugetlb_regions"), 0);
-    assert_eq!(tb.tasd_counter("huge.hugetlb_fallbacks"), 2, "two apps attached");
+    assert_eq!(
+        tb.tasd_counter("huge.hugetlb_fallbacks"),
+        2,
+        "two apps attached"
+    );
     let log = tb.tasd_log();
     assert_eq!(
         log.matches(FALLBACK_LOG).count(),
@@ -268,7 +306,11 @@ fn app_region_falls_back_to_small_pages_counted() {
         Backend::from_env(),
         &["--app-mem-mib", &mib, "--huge-pages", "off"],
     );
-    let app = tb.spawn_tas(&bin("peer"), &["--tas", "echo-server", "5000"], Some("listening"));
+    let app = tb.spawn_tas(
+        &bin("peer"),
+        &["--tas", "echo-server", "5000"],
+        Some("listening"),
+    );
     traffic(&mut tb, 5000);
     assert_eq!(available(), REGION_PAGES + 2);
     let m = region_of(app, 0, "the app");

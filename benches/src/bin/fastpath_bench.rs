@@ -215,7 +215,9 @@ impl HugePool {
         let pool = HugePool { old: Some(old) };
         let got = tas_runtime::huge::hugetlb_available();
         if got < need {
-            return Err(fail(format!("the kernel gave only {got} (memory fragmented?)")));
+            return Err(fail(format!(
+                "the kernel gave only {got} (memory fragmented?)"
+            )));
         }
         eprintln!("fastpath-bench: nr_hugepages {old} -> {want} for the run");
         Ok(pool)
@@ -233,7 +235,10 @@ extern "C" fn on_signal(sig: libc::c_int) {
     // a NUL-terminated path and a buffer written before the handler was
     // installed and never after.
     unsafe {
-        let fd = libc::open(NR_HUGEPAGES_C.as_ptr() as *const libc::c_char, libc::O_WRONLY);
+        let fd = libc::open(
+            NR_HUGEPAGES_C.as_ptr() as *const libc::c_char,
+            libc::O_WRONLY,
+        );
         if fd >= 0 {
             let buf = std::ptr::addr_of!(RESTORE) as *const u8;
             libc::write(fd, buf as *const libc::c_void, RESTORE_LEN);
@@ -254,8 +259,14 @@ fn restore_on_signal(old: u64) {
         let n = v.len().min(dst.len());
         dst[..n].copy_from_slice(&v.as_bytes()[..n]);
         RESTORE_LEN = n;
-        libc::signal(libc::SIGINT, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        libc::signal(
+            libc::SIGINT,
+            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
     }
 }
 

@@ -272,8 +272,8 @@ pub fn shared_region(name: &str, len: usize, mode: HugePages) -> std::io::Result
             }
         }
     }
-    let cname =
-        std::ffi::CString::new(name).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let cname = std::ffi::CString::new(name)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     let fd = nix::sys::memfd::memfd_create(&cname, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)?;
     nix::unistd::ftruncate(
         &fd,
@@ -373,7 +373,9 @@ mod tests {
         assert!(mid.hugetlb_fallbacks >= before.hugetlb_fallbacks + 2);
         let r = shared_region("huge-test-off", 4 << 20, HugePages::Off).unwrap();
         assert!(!r.hugetlb);
-        let meta = std::fs::File::from(r.fd.try_clone().unwrap()).metadata().unwrap();
+        let meta = std::fs::File::from(r.fd.try_clone().unwrap())
+            .metadata()
+            .unwrap();
         assert_eq!(meta.len(), 4 << 20);
         assert_eq!(stats().hugetlb_fallbacks, mid.hugetlb_fallbacks);
     }
