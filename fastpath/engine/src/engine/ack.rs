@@ -184,17 +184,27 @@ pub(super) fn rx_ack(
         take_window(f, c, wnd, r);
         return true;
     }
-    rx_ack_general(f, c, seg, ts, now_ts, limit, stats, r)
+    // Nothing new acknowledged on a segment with data (a bulk receiver's
+    // every segment), or with nothing in flight: only the window.
+    if d == 0
+        && (f.tx_sent == 0
+            || (f.st & (st::TX_RECOVERY | st::TX_PROBE) == 0 && !seg.payload().is_empty()))
+    {
+        take_window(f, c, wnd, r);
+        return true;
+    }
+    rx_ack_general(f, c, *seg, ts, now_ts, limit, stats, r)
 }
 
 /// [`rx_ack`] without its shortest path: every ACK gives the same result
 /// here as there (tested against it).
 #[allow(clippy::too_many_arguments)]
-#[inline(always)]
+#[cold]
+#[inline(never)]
 fn rx_ack_general(
     f: &mut FlowState,
     c: &mut TxCold,
-    seg: &tcp::TcpSegment<'_>,
+    seg: tcp::TcpSegment<'_>,
     ts: Option<(u32, u32)>,
     now_ts: u32,
     limit: &mut ChallengeLimit,
@@ -217,7 +227,7 @@ fn rx_ack_general(
         take_window(f, c, wnd, r);
         return true;
     }
-    rx_ack_rare(f, c, *seg, ts, now_ts, limit, stats, r)
+    rx_ack_rare(f, c, seg, ts, now_ts, limit, stats, r)
 }
 
 /// Everything [`rx_ack`] does not handle inline. (The segment's view by
@@ -448,7 +458,7 @@ mod tests {
                 let mut r = RxResult::default();
                 let ok = if general {
                     rx_ack_general(
-                        &mut f, &mut c, &seg, ts, now_ts, &mut limit, &mut stats, &mut r,
+                        &mut f, &mut c, seg, ts, now_ts, &mut limit, &mut stats, &mut r,
                     )
                 } else {
                     rx_ack(
