@@ -23,6 +23,7 @@ use crate::fifo::{Fifo, TailFifo};
 use crate::flow::{cfg, notify, st, FlowCold, FlowKey, FlowState};
 use crate::flowtable::{FlowId, FlowTable};
 use crate::sched::TxScheduler;
+use crate::wire::frame::TmplLocal;
 use crate::wire::{self, frame, ipv4, tcp, WireError};
 use std::sync::Arc;
 use tas_abi::{event, AppCmd, AppEvent, PayloadMem};
@@ -339,7 +340,7 @@ pub struct FastPath {
     challenge: ChallengeLimit,
     /// The NIC completes TCP checksums of the frames we build
     /// ([`FastPath::with_tx_csum_offload`]).
-    tx_csum_offload: bool,
+    tx_local: TmplLocal,
     /// App commands cut their flow's next segment at once when the flow
     /// need not wait its turn ([`FastPath::with_direct_tx`]).
     direct_tx: bool,
@@ -412,7 +413,7 @@ struct RxResult {
 #[inline]
 fn ack_now<M: PayloadMem, O: Output>(
     cfg: &Config,
-    csum_offload: bool,
+    local: TmplLocal,
     f: &mut crate::flowtable::FlowGuard<'_>,
     flags: u8,
     dsack: bool,
@@ -422,7 +423,7 @@ fn ack_now<M: PayloadMem, O: Output>(
     stats: &mut Stats,
 ) {
     let (fs, fc, ft) = f.parts_tx();
-    let ft = template(cfg, csum_offload, fs, ft);
+    let ft = template(cfg, local, fs, ft);
     send_ack(cfg, fs, ft, &fc.rx, flags, dsack, now_ts, mem, out, stats);
     f.notify &= !notify::ACK_OWED;
 }
@@ -498,7 +499,7 @@ enum Rare {
 #[allow(clippy::too_many_arguments)]
 fn tx_rare<M: PayloadMem, O: Output>(
     cfgc: &Config,
-    offload: bool,
+    local: TmplLocal,
     stats: &mut Stats,
     f: &mut crate::flowtable::FlowGuard<'_>,
     now_ts: u32,
@@ -507,7 +508,7 @@ fn tx_rare<M: PayloadMem, O: Output>(
 ) -> Rare {
     let seg_max = payload_max(f);
     let (fs, fc, ft) = f.parts_tx();
-    let ft = template(cfgc, offload, fs, ft);
+    let ft = template(cfgc, local, fs, ft);
     let Some(cut) = recovery::poll_cut(fs, &mut fc.tx, seg_max, now_ts, stats) else {
         return Rare::Idle;
     };
@@ -574,7 +575,7 @@ enum Cut {
 #[inline(always)]
 fn cut_new<M: PayloadMem, O: Output>(
     cfgc: &Config,
-    offload: bool,
+    local: TmplLocal,
     stats: &mut Stats,
     f: &mut crate::flowtable::FlowGuard<'_>,
     now_ts: u32,
@@ -596,7 +597,7 @@ fn cut_new<M: PayloadMem, O: Output>(
         flags |= tcp::CWR;
     }
     let (fs, _, ft) = f.parts_tx();
-    let ft = template(cfgc, offload, fs, ft);
+    let ft = template(cfgc, local, fs, ft);
     let (seq, pos) = (fs.tx_next_seq, fs.tx_next_pos);
     match emit(
         out,
@@ -812,7 +813,7 @@ impl FastPath {
             round: Fifo::with_capacity(cap),
             lane: 0,
             challenge: ChallengeLimit::new(),
-            tx_csum_offload: false,
+            tx_local: TmplLocal::new(cfg.local_mac, cfg.ttl, false),
             direct_tx: false,
             hints: [(0, 0); PREFETCH_MAX],
             hint_n: 0,
@@ -837,7 +838,7 @@ impl FastPath {
     /// segment from the template). Segments with SACK blocks are still
     /// summed in full (the NIC recomputes the same value).
     pub fn with_tx_csum_offload(mut self, on: bool) -> Self {
-        self.tx_csum_offload = on;
+        self.tx_local = TmplLocal::new(self.cfg.local_mac, self.cfg.ttl, on);
         self
     }
 
@@ -857,7 +858,7 @@ impl FastPath {
 
     /// Whether frames are built for a NIC that completes TCP checksums.
     pub fn tx_csum_offload(&self) -> bool {
-        self.tx_csum_offload
+        self.tx_local.offload()
     }
 
     pub fn lane(&self) -> u16 {
@@ -1060,10 +1061,10 @@ impl FastPath {
                 f.notify |= notify::ACK_ROUND | 1 << notify::ACK_COUNT_SHIFT;
             } else {
                 let flags = if r.ece { tcp::ECE } else { 0 };
-                let offload = self.tx_csum_offload;
+                let local = self.tx_local;
                 ack_now(
                     &self.cfg,
-                    offload,
+                    local,
                     &mut f,
                     flags,
                     r.dsack,
@@ -1204,10 +1205,10 @@ impl FastPath {
             && ((old_avail < mss2 && f.rx_avail >= mss2)
                 || (old_avail < half && f.rx_avail >= half))
         {
-            let offload = self.tx_csum_offload;
+            let local = self.tx_local;
             ack_now(
                 &self.cfg,
-                offload,
+                local,
                 &mut f,
                 0,
                 false,
@@ -1224,11 +1225,11 @@ impl FastPath {
                 && !may_resend(&f)
                 && self.sched.idle_unpaced(c.flow)
             {
-                let offload = self.tx_csum_offload;
+                let local = self.tx_local;
                 let held = f.notify & notify::ACK_HELD;
                 match cut_new(
                     &self.cfg,
-                    offload,
+                    local,
                     &mut self.stats,
                     &mut f,
                     ts_now(now),
@@ -1317,7 +1318,7 @@ impl FastPath {
             if may_resend(&f) {
                 match tx_rare(
                     &self.cfg,
-                    self.tx_csum_offload,
+                    self.tx_local,
                     &mut self.stats,
                     &mut f,
                     now_ts,
@@ -1343,7 +1344,7 @@ impl FastPath {
             }
             let len = match cut_new(
                 &self.cfg,
-                self.tx_csum_offload,
+                self.tx_local,
                 &mut self.stats,
                 &mut f,
                 now_ts,
@@ -1462,7 +1463,7 @@ impl FastPath {
         }
         ack_now(
             &self.cfg,
-            self.tx_csum_offload,
+            self.tx_local,
             &mut f,
             0,
             false,

@@ -212,6 +212,12 @@ impl TmplLocal {
             offload,
         }
     }
+
+    /// The NIC completes TCP checksums.
+    #[inline(always)]
+    pub fn offload(&self) -> bool {
+        self.offload
+    }
 }
 
 /// A flow's prebuilt header prefix: its Ethernet header, IPv4 header (TOS,
