@@ -719,14 +719,14 @@ pub fn parse_rx_verified(buf: &[u8]) -> Option<RxFrame<'_>> {
     let (thdr, payload) = seg.split_at_checked(hlen)?;
     let ip: &[u8; ipv4::HDR_LEN] = hdr[IP_OFF..].first_chunk()?;
     // Native-endian sums (RFC 1071 §2B): valid iff all ones, in either order.
-    if checksum::fold_ne(checksum::sum_ne(ip)) != 0xffff {
+    if !checksum::verifies_ne(checksum::sum_ne(ip)) {
         return None;
     }
     let pseudo = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]) as u64
         + u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]) as u64
         + ne16(ipv4::PROTO_TCP as u16)
         + ne16(seg.len() as u16);
-    if checksum::fold_ne(pseudo + checksum::sum_ne(seg)) != 0xffff {
+    if !checksum::verifies_ne(pseudo + checksum::sum_ne(seg)) {
         return None;
     }
     Some(RxFrame {
