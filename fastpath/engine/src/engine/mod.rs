@@ -408,13 +408,15 @@ struct RxResult {
 
 /// Sends flow `f`'s ACK now: `flags` (ECE), a D-SACK block first when
 /// `dsack`, the SACK blocks of the out-of-order data held. It says all an
-/// owed (held or round) ACK would, so those bits are cleared.
+/// owed (held or round) ACK would, so those bits are cleared. The flow's
+/// parts (`FlowGuard::parts_tx`), not its guard: a guard whose address
+/// went to this out-of-line call would live in memory on the receive path.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn ack_now<M: PayloadMem, O: Output>(
     cfg: &Config,
     local: TmplLocal,
-    f: &mut crate::flowtable::FlowGuard<'_>,
+    (fs, fc, ft): (&mut FlowState, &mut FlowCold, &mut frame::HdrTemplate),
     flags: u8,
     dsack: bool,
     now_ts: u32,
@@ -422,10 +424,9 @@ fn ack_now<M: PayloadMem, O: Output>(
     out: &mut O,
     stats: &mut Stats,
 ) {
-    let (fs, fc, ft) = f.parts_tx();
     let ft = template(cfg, local, fs, ft);
     send_ack(cfg, fs, ft, &fc.rx, flags, dsack, now_ts, mem, out, stats);
-    f.notify &= !notify::ACK_OWED;
+    fs.notify &= !notify::ACK_OWED;
 }
 
 /// New data (and FIN) of `len` bytes sent with `flags`: SND.NXT moves.
@@ -1065,7 +1066,7 @@ impl FastPath {
                 ack_now(
                     &self.cfg,
                     local,
-                    &mut f,
+                    f.parts_tx(),
                     flags,
                     r.dsack,
                     now_ts,
@@ -1209,7 +1210,7 @@ impl FastPath {
             ack_now(
                 &self.cfg,
                 local,
-                &mut f,
+                f.parts_tx(),
                 0,
                 false,
                 ts_now(now),
@@ -1464,7 +1465,7 @@ impl FastPath {
         ack_now(
             &self.cfg,
             self.tx_local,
-            &mut f,
+            f.parts_tx(),
             0,
             false,
             ts_now(now),
