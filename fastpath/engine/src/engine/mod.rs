@@ -969,7 +969,8 @@ impl FastPath {
         // through the generic parse, which tells what it is.
         let fr = match frame::parse_rx_verified(buf) {
             Some(fr) => {
-                if !self.for_us_word(fr.eth_dst_word()) {
+                let d = fr.eth_dst_word();
+                if d != self.mac_word && !self.for_us_other(d) {
                     self.stats.not_for_us += 1;
                     return;
                 }
@@ -1102,6 +1103,14 @@ impl FastPath {
     #[inline(always)]
     fn for_us_word(&self, d: u64) -> bool {
         d == self.mac_word || self.cfg.any_mac || d == mac_word(wire::eth::BROADCAST)
+    }
+
+    /// [`FastPath::for_us_word`] for a destination that is not our MAC
+    /// (out of line: broadcast, or `any_mac`).
+    #[cold]
+    #[inline(never)]
+    fn for_us_other(&self, d: u64) -> bool {
+        self.for_us_word(d)
     }
 
     /// The generic parse of a received frame and its TCP checksum check;
