@@ -710,7 +710,12 @@ pub fn parse_rx_verified(buf: &[u8]) -> Option<RxFrame<'_>> {
         return None;
     }
     let total = u16::from_be_bytes([hdr[16], hdr[17]]) as usize;
-    let seg = rest.get(..total.checked_sub(ipv4::HDR_LEN)?)?;
+    // (One compare for both headers: the segment's length below is then
+    // known to hold the fixed TCP header.)
+    if total < ipv4::HDR_LEN + super::tcp::HDR_LEN {
+        return None;
+    }
+    let seg = rest.get(..total - ipv4::HDR_LEN)?;
     let (fixed, _) = seg.split_first_chunk::<{ super::tcp::HDR_LEN }>()?;
     let hlen = (fixed[12] >> 4) as usize * 4;
     if hlen < super::tcp::HDR_LEN {
