@@ -364,6 +364,7 @@ fn mac_word(m: [u8; 6]) -> u64 {
 
 /// Frames one [`FastPath::prefetch`] call looks at.
 const PREFETCH_MAX: usize = 64;
+const _: () = assert!(PREFETCH_MAX.is_power_of_two());
 
 /// Queues flow `id` on this lane's scheduler, or forwards the activation to
 /// the flow's own lane.
@@ -904,7 +905,8 @@ impl FastPath {
                     continue;
                 };
                 if let Some(id) = self.table.candidate(key.hash()) {
-                    self.hints[m] = (f.as_ptr() as usize, id);
+                    // (m < PREFETCH_MAX: the mask only spares the bounds check.)
+                    self.hints[m & (PREFETCH_MAX - 1)] = (f.as_ptr() as usize, id);
                     m += 1;
                     if let Some((region, rx, tx)) = self.table.peek_rings(id) {
                         mem.prefetch(region, if data { rx } else { tx });
@@ -933,7 +935,7 @@ impl FastPath {
             let e = seen[i];
             if let Some(id) = self.table.prefetch_slot((e >> 1) as u32) {
                 seen[m] = (id as u64) << 1 | (e & 1);
-                self.hints[m] = (at[i], id);
+                self.hints[m & (PREFETCH_MAX - 1)] = (at[i], id);
                 m += 1;
             }
         }
@@ -952,7 +954,8 @@ impl FastPath {
     fn take_hint(&mut self, p: *const u8) -> Option<FlowId> {
         let i = self.hint_next as usize;
         if i < self.hint_n as usize {
-            let (at, id) = self.hints[i];
+            // (hint_n ≤ PREFETCH_MAX: the mask only spares the bounds check.)
+            let (at, id) = self.hints[i & (PREFETCH_MAX - 1)];
             if at == p as usize {
                 self.hint_next += 1;
                 return Some(id);
