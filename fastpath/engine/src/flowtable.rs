@@ -205,7 +205,7 @@ impl FlowTable {
             if e != TOMB && (e >> 32) as u32 == h {
                 let id = (e as u32).wrapping_sub(1);
                 if let Some(g) = self.lock(id) {
-                    if g.key() == *key {
+                    if g.key().words() == key.words() {
                         return Some(g);
                     }
                 }
@@ -281,7 +281,7 @@ impl FlowTable {
     #[inline]
     pub fn lock_candidate(&self, id: FlowId, key: &FlowKey) -> Option<FlowGuard<'_>> {
         let g = self.lock(id)?;
-        if g.key() == *key {
+        if g.key().words() == key.words() {
             Some(g)
         } else {
             None
