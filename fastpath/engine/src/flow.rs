@@ -437,8 +437,10 @@ impl FlowKey {
         // mixed with a constant), folded: every input bit reaches the high
         // and the low half (the "mum" step of wyhash), ~6 instructions
         // instead of a three-round finalizer.
-        let a = ((self.local_ip as u64) << 32) | self.remote_ip as u64;
-        let b = ((self.local_port as u64) << 16) | self.remote_port as u64;
+        // (The operands are `words`: a received frame's key is two loads
+        // and two byte swaps.)
+        let (a, b) = self.words();
+        let b = b as u64;
         let m = (a ^ 0xa076_1d64_78bd_642f) as u128 * (b ^ 0xe703_7ed1_a0b4_28db) as u128;
         let h = (m as u64) ^ ((m >> 64) as u64);
         (h ^ (h >> 32)) as u32
