@@ -636,11 +636,15 @@ pub fn frame_key(f: &[u8]) -> Option<FlowKey> {
     if b[12..14] != [0x08, 0x00] || b[14] != 0x45 || b[23] != ipv4::PROTO_TCP {
         return None;
     }
+    // Source and destination address in one load, the ports in another:
+    // as big-endian words they are `FlowKey::words` already.
+    let a = u64::from_be_bytes([b[26], b[27], b[28], b[29], b[30], b[31], b[32], b[33]]);
+    let p = u32::from_be_bytes([b[34], b[35], b[36], b[37]]);
     Some(FlowKey {
-        local_ip: u32::from_be_bytes([b[30], b[31], b[32], b[33]]),
-        remote_ip: u32::from_be_bytes([b[26], b[27], b[28], b[29]]),
-        local_port: u16::from_be_bytes([b[36], b[37]]),
-        remote_port: u16::from_be_bytes([b[34], b[35]]),
+        local_ip: a as u32,
+        remote_ip: (a >> 32) as u32,
+        local_port: p as u16,
+        remote_port: (p >> 16) as u16,
     })
 }
 
