@@ -150,6 +150,10 @@ fn take_window(f: &mut FlowState, c: &mut TxCold, wnd: u32, r: &mut RxResult) {
 /// segment) is not applied: it would need 8 more bytes in the hot state,
 /// and a reordered segment with an older window can only shrink or grow
 /// the window until the next ACK.
+///
+/// `ts` must be the segment's timestamp option if the flow negotiated
+/// timestamps, else `None` (as `rx_segment` reads it): the general path
+/// reads it from the segment again.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub(super) fn rx_ack(
@@ -193,14 +197,37 @@ pub(super) fn rx_ack(
         take_window(f, c, wnd, r);
         return true;
     }
-    rx_ack_general(f, c, *seg, ts, now_ts, limit, stats, r)
+    rx_ack_cold(f, c, *seg, now_ts, limit, stats, r)
+}
+
+/// [`rx_ack_general`], out of line, with the timestamp option read from
+/// the segment again as the receive path reads it (`rx_segment`: only
+/// when the flow negotiated timestamps), so that the hot path keeps no
+/// copy of it in memory for this call.
+#[allow(clippy::too_many_arguments)]
+#[cold]
+#[inline(never)]
+fn rx_ack_cold(
+    f: &mut FlowState,
+    c: &mut TxCold,
+    seg: tcp::TcpSegment<'_>,
+    now_ts: u32,
+    limit: &mut ChallengeLimit,
+    stats: &mut Stats,
+    r: &mut RxResult,
+) -> bool {
+    let ts = if f.cfg & cfg::TS != 0 {
+        seg.timestamp()
+    } else {
+        None
+    };
+    rx_ack_general(f, c, seg, ts, now_ts, limit, stats, r)
 }
 
 /// [`rx_ack`] without its shortest path: every ACK gives the same result
 /// here as there (tested against it).
 #[allow(clippy::too_many_arguments)]
-#[cold]
-#[inline(never)]
+#[inline(always)]
 fn rx_ack_general(
     f: &mut FlowState,
     c: &mut TxCold,
