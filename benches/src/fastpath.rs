@@ -440,18 +440,18 @@ fn chunk_body(
         while v < end {
             let flow = chunk.visits[v];
             match scenario {
-                Scenario::Rx => fp.rx(chunk.frame(v), now, mem, out),
+                Scenario::Rx => fp.rx_inline(chunk.frame(v), now, mem, out),
                 Scenario::AckTx => {
-                    fp.rx(chunk.frame(v), now, mem, out);
+                    fp.rx_inline(chunk.frame(v), now, mem, out);
                     respond(fp, flow, 0, now, mem, out);
                 }
                 Scenario::Rpc => {
-                    fp.rx(chunk.frame(v), now, mem, out);
+                    fp.rx_inline(chunk.frame(v), now, mem, out);
                     respond(fp, flow, PAYLOAD, now, mem, out);
                 }
                 Scenario::Pair => {
-                    fp.rx(chunk.frame(2 * v), now, mem, out);
-                    fp.rx(chunk.frame(2 * v + 1), now, mem, out);
+                    fp.rx_inline(chunk.frame(2 * v), now, mem, out);
+                    fp.rx_inline(chunk.frame(2 * v + 1), now, mem, out);
                     respond(fp, flow, PAYLOAD, now, mem, out);
                 }
             }
