@@ -346,6 +346,16 @@ impl Chunk {
         &self.buf[k * STRIDE..k * STRIDE + self.lens[k] as usize]
     }
 
+    /// Frames `r` in order, walked as the runtime walks a received batch
+    /// (a slice iterator), not indexed one by one.
+    #[inline(always)]
+    fn frames(&self, r: std::ops::Range<usize>) -> impl Iterator<Item = &[u8]> {
+        self.buf[r.start * STRIDE..r.end * STRIDE]
+            .chunks_exact(STRIDE)
+            .zip(&self.lens[r])
+            .map(|(b, &n)| &b[..n as usize])
+    }
+
     fn push_frame(&mut self, build: impl FnOnce(&mut [u8]) -> usize) {
         let k = self.lens.len();
         let n = build(&mut self.buf[k * STRIDE..(k + 1) * STRIDE]);
@@ -434,8 +444,8 @@ fn chunk_body(
         let end = end as usize;
         let n = end - v;
         match scenario {
-            Scenario::Pair => fp.prefetch((2 * v..2 * end).map(|i| chunk.frame(i)), mem),
-            _ => fp.prefetch((v..end).map(|i| chunk.frame(i)), mem),
+            Scenario::Pair => fp.prefetch(chunk.frames(2 * v..2 * end), mem),
+            _ => fp.prefetch(chunk.frames(v..end), mem),
         }
         while v < end {
             let flow = chunk.visits[v];
