@@ -1336,6 +1336,11 @@ impl FastPath {
         mem: &M,
         out: &mut O,
     ) -> usize {
+        // Nothing queued (a lane whose responses went out with their app
+        // commands): none of the loop's setup.
+        if self.sched.queued() == 0 {
+            return 0;
+        }
         let table = &*self.table;
         let now_ts = ts_now(now);
         let mut sent = 0;
