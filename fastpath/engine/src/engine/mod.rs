@@ -1522,6 +1522,11 @@ impl FastPath {
         mem: &M,
         out: &mut O,
     ) -> usize {
+        // Nothing owed (every held ACK went out with a segment): none of
+        // the setup.
+        if self.round.len() == 0 && self.held.front().is_none() {
+            return 0;
+        }
         let mut n = self.end_round(now, mem, out);
         while let Some(&(id, due)) = self.held.front() {
             if due > now && !all {
