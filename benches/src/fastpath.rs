@@ -349,9 +349,14 @@ impl Chunk {
         self.batch_ends.clear();
     }
 
-    #[inline]
-    fn frame(&self, k: usize) -> &[u8] {
-        &self.buf[k * STRIDE..k * STRIDE + self.lens[k] as usize]
+    /// Frames `r` in order, walked as the runtime walks a received batch
+    /// (a slice iterator), not indexed one by one.
+    #[inline(always)]
+    fn frames(&self, r: std::ops::Range<usize>) -> impl Iterator<Item = &[u8]> {
+        self.buf[r.start * STRIDE..r.end * STRIDE]
+            .chunks_exact(STRIDE)
+            .zip(&self.lens[r])
+            .map(|(b, &n)| &b[..n as usize])
     }
 
     fn push_frame(&mut self, build: impl FnOnce(&mut [u8]) -> usize) {
@@ -442,29 +447,30 @@ fn chunk_body(
         let end = end as usize;
         let n = end - v;
         match scenario {
-            Scenario::Pair => fp.prefetch((2 * v..2 * end).map(|i| chunk.frame(i)), mem),
-            _ => fp.prefetch((v..end).map(|i| chunk.frame(i)), mem),
+            Scenario::Pair => fp.prefetch(chunk.frames(2 * v..2 * end), mem),
+            _ => fp.prefetch(chunk.frames(v..end), mem),
         }
-        while v < end {
-            let flow = chunk.visits[v];
-            match scenario {
-                Scenario::Rx => fp.rx(chunk.frame(v), now, mem, out),
-                Scenario::AckTx => {
-                    fp.rx(chunk.frame(v), now, mem, out);
-                    respond(fp, flow, 0, now, mem, out);
-                }
-                Scenario::Rpc => {
-                    fp.rx(chunk.frame(v), now, mem, out);
-                    respond(fp, flow, PAYLOAD, now, mem, out);
-                }
-                Scenario::Pair => {
-                    fp.rx(chunk.frame(2 * v), now, mem, out);
-                    fp.rx(chunk.frame(2 * v + 1), now, mem, out);
-                    respond(fp, flow, PAYLOAD, now, mem, out);
+        if scenario == Scenario::Pair {
+            let mut frames = chunk.frames(2 * v..2 * end);
+            for &flow in &chunk.visits[v..end] {
+                let (Some(a), Some(b)) = (frames.next(), frames.next()) else {
+                    break;
+                };
+                fp.rx_inline(a, now, mem, out);
+                fp.rx_inline(b, now, mem, out);
+                respond(fp, flow, PAYLOAD, now, mem, out);
+            }
+        } else {
+            for (&flow, f) in chunk.visits[v..end].iter().zip(chunk.frames(v..end)) {
+                fp.rx_inline(f, now, mem, out);
+                match scenario {
+                    Scenario::Rx => {}
+                    Scenario::AckTx => respond(fp, flow, 0, now, mem, out),
+                    _ => respond(fp, flow, PAYLOAD, now, mem, out),
                 }
             }
-            v += 1;
         }
+        v = end;
         if scenario.sends() {
             fp.poll_tx(now, n, mem, out);
         }

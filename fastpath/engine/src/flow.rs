@@ -419,6 +419,17 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
+    /// The key as two words (addresses; ports), for comparing: equal iff
+    /// the keys are. (The fields of a received frame's key come from two
+    /// byte-swapped loads that are these words already.)
+    #[inline(always)]
+    pub fn words(&self) -> (u64, u32) {
+        (
+            self.local_ip as u64 | (self.remote_ip as u64) << 32,
+            self.local_port as u32 | (self.remote_port as u32) << 16,
+        )
+    }
+
     /// A well-mixed 32-bit hash (also selects the flow group).
     #[inline]
     pub fn hash(&self) -> u32 {
@@ -426,8 +437,10 @@ impl FlowKey {
         // mixed with a constant), folded: every input bit reaches the high
         // and the low half (the "mum" step of wyhash), ~6 instructions
         // instead of a three-round finalizer.
-        let a = ((self.local_ip as u64) << 32) | self.remote_ip as u64;
-        let b = ((self.local_port as u64) << 16) | self.remote_port as u64;
+        // (The operands are `words`: a received frame's key is two loads
+        // and two byte swaps.)
+        let (a, b) = self.words();
+        let b = b as u64;
         let m = (a ^ 0xa076_1d64_78bd_642f) as u128 * (b ^ 0xe703_7ed1_a0b4_28db) as u128;
         let h = (m as u64) ^ ((m >> 64) as u64);
         (h ^ (h >> 32)) as u32
@@ -471,6 +484,32 @@ impl Default for FlowSlot {
 #[cfg(test)]
 mod tests {
     use super::FlowKey;
+
+    /// `words` tells keys apart exactly: every field's every bit changes
+    /// them, and equal keys give equal words.
+    #[test]
+    fn words_see_every_bit_of_the_key() {
+        let k = FlowKey {
+            local_ip: 0xc612_0001,
+            remote_ip: 0x0a00_0203,
+            local_port: 6379,
+            remote_port: 40000,
+        };
+        assert_eq!(k.words(), { k }.words());
+        for bit in 0..32 {
+            for f in 0..4 {
+                let mut m = k;
+                match f {
+                    0 => m.local_ip ^= 1 << bit,
+                    1 => m.remote_ip ^= 1 << bit,
+                    2 if bit < 16 => m.local_port ^= 1 << bit,
+                    3 if bit < 16 => m.remote_port ^= 1 << bit,
+                    _ => continue,
+                }
+                assert_ne!(m.words(), k.words(), "field {f} bit {bit}");
+            }
+        }
+    }
 
     /// The table index uses the hash's low bits and compares all 32: keys
     /// that differ only in the remote port (or only in the remote address)

@@ -205,7 +205,7 @@ impl FlowTable {
             if e != TOMB && (e >> 32) as u32 == h {
                 let id = (e as u32).wrapping_sub(1);
                 if let Some(g) = self.lock(id) {
-                    if g.key() == *key {
+                    if g.key().words() == key.words() {
                         return Some(g);
                     }
                 }
@@ -256,22 +256,24 @@ impl FlowTable {
     /// ([`FlowTable::index_cached`]).
     #[inline]
     pub fn candidate(&self, hash: u32) -> Option<FlowId> {
+        let index: &[AtomicU64] = &self.index;
         let mut i = hash as usize & self.mask;
-        let id = loop {
-            let e = self.index.get(i)?.load(Ordering::Relaxed);
+        loop {
+            let e = index.get(i)?.load(Ordering::Relaxed);
             if e == EMPTY {
                 return None;
             }
             if e != TOMB && (e >> 32) as u32 == hash {
-                break (e as u32).wrapping_sub(1);
+                // (Below the capacity: `insert` wrote it. Every use of a
+                // candidate checks it against the slots again.)
+                return Some((e as u32).wrapping_sub(1));
             }
             i = (i + 1) & self.mask;
             // 8 entries per 64-byte line: stop where the line ends.
             if i & 7 == 0 {
                 return None;
             }
-        };
-        (id < self.slots.len() as u32).then_some(id)
+        }
     }
 
     /// Locks flow `id` if it is installed and has this 4-tuple: a lookup
@@ -281,7 +283,7 @@ impl FlowTable {
     #[inline]
     pub fn lock_candidate(&self, id: FlowId, key: &FlowKey) -> Option<FlowGuard<'_>> {
         let g = self.lock(id)?;
-        if g.key() == *key {
+        if g.key().words() == key.words() {
             Some(g)
         } else {
             None

@@ -128,6 +128,7 @@ impl TxScheduler {
     }
 
     /// Flows currently queued.
+    #[inline]
     pub fn queued(&self) -> usize {
         self.ready.len() + self.timed.len()
     }

@@ -1231,7 +1231,7 @@ impl<N: Nic> Lane<N> {
                     received = nic.recv_in_place(room.min(BATCH), &mut |frames: &[&[u8]]| {
                         fp.prefetch(frames.iter().copied(), mem);
                         for f in frames {
-                            fp.rx(f, now, mem, &mut out);
+                            fp.rx_inline(f, now, mem, &mut out);
                         }
                     });
                     out.nic = Some(nic);
@@ -1250,7 +1250,7 @@ impl<N: Nic> Lane<N> {
                         } else {
                             fp.prefetch(rx.iter(), mem);
                             for i in 0..n {
-                                fp.rx(rx.frame(i), now, mem, &mut out);
+                                fp.rx_inline(rx.frame(i), now, mem, &mut out);
                             }
                         }
                     }));

@@ -150,6 +150,10 @@ fn take_window(f: &mut FlowState, c: &mut TxCold, wnd: u32, r: &mut RxResult) {
 /// segment) is not applied: it would need 8 more bytes in the hot state,
 /// and a reordered segment with an older window can only shrink or grow
 /// the window until the next ACK.
+///
+/// `ts` must be the segment's timestamp option if the flow negotiated
+/// timestamps, else `None` (as `rx_segment` reads it): the general path
+/// reads it from the segment again.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub(super) fn rx_ack(
@@ -184,6 +188,39 @@ pub(super) fn rx_ack(
         take_window(f, c, wnd, r);
         return true;
     }
+    // Nothing new acknowledged on a segment with data (a bulk receiver's
+    // every segment), or with nothing in flight: only the window.
+    if d == 0
+        && (f.tx_sent == 0
+            || (f.st & (st::TX_RECOVERY | st::TX_PROBE) == 0 && !seg.payload().is_empty()))
+    {
+        take_window(f, c, wnd, r);
+        return true;
+    }
+    rx_ack_cold(f, c, *seg, now_ts, limit, stats, r)
+}
+
+/// [`rx_ack_general`], out of line, with the timestamp option read from
+/// the segment again as the receive path reads it (`rx_segment`: only
+/// when the flow negotiated timestamps), so that the hot path keeps no
+/// copy of it in memory for this call.
+#[allow(clippy::too_many_arguments)]
+#[cold]
+#[inline(never)]
+fn rx_ack_cold(
+    f: &mut FlowState,
+    c: &mut TxCold,
+    seg: tcp::TcpSegment<'_>,
+    now_ts: u32,
+    limit: &mut ChallengeLimit,
+    stats: &mut Stats,
+    r: &mut RxResult,
+) -> bool {
+    let ts = if f.cfg & cfg::TS != 0 {
+        seg.timestamp()
+    } else {
+        None
+    };
     rx_ack_general(f, c, seg, ts, now_ts, limit, stats, r)
 }
 
@@ -194,7 +231,7 @@ pub(super) fn rx_ack(
 fn rx_ack_general(
     f: &mut FlowState,
     c: &mut TxCold,
-    seg: &tcp::TcpSegment<'_>,
+    seg: tcp::TcpSegment<'_>,
     ts: Option<(u32, u32)>,
     now_ts: u32,
     limit: &mut ChallengeLimit,
@@ -217,7 +254,7 @@ fn rx_ack_general(
         take_window(f, c, wnd, r);
         return true;
     }
-    rx_ack_rare(f, c, *seg, ts, now_ts, limit, stats, r)
+    rx_ack_rare(f, c, seg, ts, now_ts, limit, stats, r)
 }
 
 /// Everything [`rx_ack`] does not handle inline. (The segment's view by
@@ -448,7 +485,7 @@ mod tests {
                 let mut r = RxResult::default();
                 let ok = if general {
                     rx_ack_general(
-                        &mut f, &mut c, &seg, ts, now_ts, &mut limit, &mut stats, &mut r,
+                        &mut f, &mut c, seg, ts, now_ts, &mut limit, &mut stats, &mut r,
                     )
                 } else {
                     rx_ack(

@@ -92,7 +92,9 @@ pub(super) fn seq_check(
 /// Data and FIN of one acceptable segment (RFC 9293 §3.10.7.4, sixth to
 /// eighth checks): in-order payload into the RX ring and the intervals it
 /// reaches, out-of-order payload into an interval, duplicates and trimming
-/// to the window, an in-order FIN.
+/// to the window, an in-order FIN. `ts` must be the segment's timestamp
+/// option if the flow negotiated timestamps, else `None` (as `rx_segment`
+/// reads it): the general path reads it from the segment again.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(super) fn rx_data<M: PayloadMem>(
@@ -138,16 +140,38 @@ pub(super) fn rx_data<M: PayloadMem>(
         r.coalesce = true;
         return;
     }
+    rx_data_cold(f, c, seg, ce, mem, stats, r);
+}
+
+/// [`rx_data_general`], out of line, with the timestamp option read from
+/// the segment again as the receive path reads it (`rx_segment`: only
+/// when the flow negotiated timestamps), so that the hot path keeps no
+/// copy of it in memory for this call.
+#[cold]
+#[inline(never)]
+fn rx_data_cold<M: PayloadMem>(
+    f: &mut FlowState,
+    c: &mut RxCold,
+    seg: &tcp::TcpSegment<'_>,
+    ce: bool,
+    mem: &mut M,
+    stats: &mut Stats,
+    r: &mut RxResult,
+) {
+    let ts = if f.cfg & cfg::TS != 0 {
+        seg.timestamp()
+    } else {
+        None
+    };
     rx_data_general(f, c, seg, ce, ts, mem, stats, r);
 }
 
 /// [`rx_data`] without its shortest path: every segment gives the same
-/// result here as there (tested against it). Out of line: FIN,
-/// out-of-order, trimmed, duplicate and CE-marked data and data whose ACK
-/// was asked for already are rare.
+/// result here as there (tested against it). Out of line
+/// ([`rx_data_cold`]): FIN, out-of-order, trimmed, duplicate and CE-marked
+/// data and data whose ACK was asked for already are rare.
 #[allow(clippy::too_many_arguments)]
-#[cold]
-#[inline(never)]
+#[inline(always)]
 fn rx_data_general<M: PayloadMem>(
     f: &mut FlowState,
     c: &mut RxCold,
@@ -531,7 +555,10 @@ mod tests {
                 ack: 0,
                 flags: tcp::ACK | if fin { tcp::FIN } else { 0 },
                 window: 100,
-                options: Default::default(),
+                options: tcp::TcpOptions {
+                    timestamp: (below(&mut rng, 4) != 0).then(|| (rng.next_u32(), rng.next_u32())),
+                    ..Default::default()
+                },
             };
             let mut buf = vec![0u8; repr.header_len() + n];
             let h = repr.emit(&mut buf).unwrap();
@@ -542,7 +569,12 @@ mod tests {
             let seg = tcp::TcpSegment::parse(&buf).unwrap();
             let ce = below(&mut rng, 10) == 0;
             let asked = below(&mut rng, 10) == 0;
-            let ts = (below(&mut rng, 2) == 0).then(|| (rng.next_u32(), rng.next_u32()));
+            // As `rx_segment` reads it.
+            let ts = if f0.cfg & cfg::TS != 0 {
+                seg.timestamp()
+            } else {
+                None
+            };
             let mem0 = VecMem::new(2, (64 + RING) as usize);
             short += (seq == f0.rx_next_seq
                 && !fin

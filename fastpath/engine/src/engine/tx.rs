@@ -63,11 +63,10 @@ pub(super) fn may_resend(f: &FlowState) -> bool {
 #[inline(always)]
 pub(super) fn template<'a>(
     cfgc: &Config,
-    offload: bool,
+    local: TmplLocal,
     f: &FlowState,
     t: &'a mut HdrTemplate,
 ) -> &'a HdrTemplate {
-    let local = TmplLocal::new(cfgc.local_mac, cfgc.ttl, offload);
     let path = TmplPath::new(
         f.local_ip,
         f.remote_ip,
@@ -76,7 +75,7 @@ pub(super) fn template<'a>(
         f.remote_mac,
     );
     if !t.matches_path(local, path) {
-        rebuild_template(cfgc, offload, f, t);
+        rebuild_template(cfgc, local.offload(), f, t);
     }
     t
 }

@@ -44,18 +44,22 @@ pub fn sum_ne(data: &[u8]) -> u64 {
     let acc = sum_words(words);
     // Tail pieces start at even offsets, so each byte keeps its parity;
     // together they are under 2^18 and cannot wrap a u64 twice.
+    // (A multiple of 8 bytes, as headers with the timestamp option and
+    // most payloads are, tests the tail once.)
     let mut rest: u64 = 0;
-    let mut tail = tail;
-    if let Some((w, r)) = tail.split_first_chunk::<4>() {
-        rest += u32::from_ne_bytes(*w) as u64;
-        tail = r;
-    }
-    if let Some((w, r)) = tail.split_first_chunk::<2>() {
-        rest += u16::from_ne_bytes(*w) as u64;
-        tail = r;
-    }
-    if let Some(&b) = tail.first() {
-        rest += u16::from_ne_bytes([b, 0]) as u64;
+    if !tail.is_empty() {
+        let mut tail = tail;
+        if let Some((w, r)) = tail.split_first_chunk::<4>() {
+            rest += u32::from_ne_bytes(*w) as u64;
+            tail = r;
+        }
+        if let Some((w, r)) = tail.split_first_chunk::<2>() {
+            rest += u16::from_ne_bytes(*w) as u64;
+            tail = r;
+        }
+        if let Some(&b) = tail.first() {
+            rest += u16::from_ne_bytes([b, 0]) as u64;
+        }
     }
     let (s, o) = acc.overflowing_add(rest);
     let s = s + o as u64;
@@ -149,6 +153,23 @@ pub fn fold_ne(s: u64) -> u16 {
     fold64(s)
 }
 
+/// Whether a native-endian partial sum folds to all ones (`fold_ne(s) ==
+/// 0xffff`: the data it covers, checksum field included, verifies). The
+/// fold keeps the value mod 0xffff and turns only 0 into 0, so this is
+/// `s ≡ 0 (mod 0xffff)` and `s ≠ 0`, which the compiler tests with one
+/// multiplication by the inverse of 0xffff mod 2^64 and a compare instead
+/// of folding (tested against the fold).
+#[inline(always)]
+pub fn verifies_ne(s: u64) -> bool {
+    // 0xffff is odd, so it has an inverse mod 2^64; multiplying by it maps
+    // the multiples of 0xffff (and only those) onto 0 ..= u64::MAX / 0xffff
+    // (Granlund and Montgomery, "Division by invariant integers using
+    // multiplication", §9). LLVM does not find this form for 0xffff itself.
+    const INV: u64 = 0xfffe_fffe_fffe_ffff;
+    const _: () = assert!(INV.wrapping_mul(0xffff) == 1);
+    s != 0 && s.wrapping_mul(INV) <= u64::MAX / 0xffff
+}
+
 /// Fold carries of a partial sum and return its ones complement: the value
 /// to write into a checksum field (or 0 when verifying a correct packet).
 #[inline]
@@ -198,6 +219,44 @@ pub fn update32(old_csum: u16, old: u32, new: u32) -> u16 {
 mod tests {
     use super::*;
     use crate::wire::testutil::{ref_checksum, Rng};
+
+    /// `verifies_ne` is the fold's verdict for every kind of value: 0,
+    /// multiples of 0xffff (u64::MAX is one), their neighbours, values that
+    /// make either of the fold's adds carry, and random ones.
+    #[test]
+    fn verifies_ne_agrees_with_the_fold() {
+        let mut vals = vec![
+            0u64,
+            1,
+            0xfffe,
+            0xffff,
+            0x1_0000,
+            0x1_fffe,
+            u64::MAX,
+            u64::MAX - 1,
+        ];
+        let mut rng = Rng::new(0xf01d);
+        for _ in 0..200_000 {
+            let r = (rng.next_u32() as u64) << 32 | rng.next_u32() as u64;
+            let k = r % (u64::MAX / 0xffff + 1);
+            vals.extend([
+                r,
+                k * 0xffff,
+                (k * 0xffff).wrapping_add(1),
+                (k * 0xffff).wrapping_sub(1),
+            ]);
+            vals.push(r >> (rng.next_u32() % 64));
+        }
+        for s in [0xffff_ffffu64, 0xffff_ffff_0000_0001, 0x8000_0000_8000_0000] {
+            vals.push(s);
+        }
+        let mut hits = 0;
+        for s in vals {
+            assert_eq!(verifies_ne(s), fold_ne(s) == 0xffff, "{s:#x}");
+            hits += verifies_ne(s) as u32;
+        }
+        assert!(hits > 100_000, "{hits}");
+    }
 
     fn ref_sum_words(data: &[u8]) -> u64 {
         let mut s = 0u64;

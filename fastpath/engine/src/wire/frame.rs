@@ -212,6 +212,12 @@ impl TmplLocal {
             offload,
         }
     }
+
+    /// The NIC completes TCP checksums.
+    #[inline(always)]
+    pub fn offload(&self) -> bool {
+        self.offload
+    }
 }
 
 /// A flow's prebuilt header prefix: its Ethernet header, IPv4 header (TOS,
@@ -704,7 +710,12 @@ pub fn parse_rx_verified(buf: &[u8]) -> Option<RxFrame<'_>> {
         return None;
     }
     let total = u16::from_be_bytes([hdr[16], hdr[17]]) as usize;
-    let seg = rest.get(..total.checked_sub(ipv4::HDR_LEN)?)?;
+    // (One compare for both headers: the segment's length below is then
+    // known to hold the fixed TCP header.)
+    if total < ipv4::HDR_LEN + super::tcp::HDR_LEN {
+        return None;
+    }
+    let seg = rest.get(..total - ipv4::HDR_LEN)?;
     let (fixed, _) = seg.split_first_chunk::<{ super::tcp::HDR_LEN }>()?;
     let hlen = (fixed[12] >> 4) as usize * 4;
     if hlen < super::tcp::HDR_LEN {
@@ -713,14 +724,14 @@ pub fn parse_rx_verified(buf: &[u8]) -> Option<RxFrame<'_>> {
     let (thdr, payload) = seg.split_at_checked(hlen)?;
     let ip: &[u8; ipv4::HDR_LEN] = hdr[IP_OFF..].first_chunk()?;
     // Native-endian sums (RFC 1071 §2B): valid iff all ones, in either order.
-    if checksum::fold_ne(checksum::sum_ne(ip)) != 0xffff {
+    if !checksum::verifies_ne(checksum::sum_ne(ip)) {
         return None;
     }
     let pseudo = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]) as u64
         + u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]) as u64
         + ne16(ipv4::PROTO_TCP as u16)
         + ne16(seg.len() as u16);
-    if checksum::fold_ne(pseudo + checksum::sum_ne(seg)) != 0xffff {
+    if !checksum::verifies_ne(pseudo + checksum::sum_ne(seg)) {
         return None;
     }
     Some(RxFrame {

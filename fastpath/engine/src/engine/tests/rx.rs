@@ -500,3 +500,46 @@ fn rx_prefetch_candidates_are_checked_against_the_frame() {
     recv!(fx, fx.ours(0, 192, 32_768 - 192));
     recv_nothing!(fx);
 }
+
+/// `frame_key` (prefetch, software steering) reads the 4-tuple the generic
+/// parse reads, from our side, for random addresses and ports, and gives
+/// nothing for a frame that is not IPv4/TCP or too short.
+#[test]
+fn frame_key_is_the_parsed_four_tuple() {
+    use crate::wire::testutil::Rng;
+    let mut rng = Rng::new(0x4e7);
+    let mut buf = [0u8; 256];
+    for _ in 0..20_000 {
+        let h = frame::FrameHdr {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            src_ip: rng.next_u32(),
+            dst_ip: rng.next_u32(),
+            ttl: 64,
+            ecn: 0,
+            ident: 0,
+        };
+        let t = tcp::TcpRepr {
+            src_port: rng.next_u32() as u16,
+            dst_port: rng.next_u32() as u16,
+            seq: 1,
+            ack: 2,
+            flags: tcp::ACK,
+            window: 100,
+            options: Default::default(),
+        };
+        let n = frame::tcp_frame(&mut buf, &h, &t, &[7; 10]).unwrap();
+        let fr = frame::parse_tcp_frame(&buf[..n]).unwrap();
+        let want = FlowKey {
+            local_ip: fr.ip.dst(),
+            remote_ip: fr.ip.src(),
+            local_port: fr.tcp.dst_port(),
+            remote_port: fr.tcp.src_port(),
+        };
+        assert_eq!(frame_key(&buf[..n]), Some(want));
+        assert_eq!(frame_key(&buf[..37]), None);
+        let mut udp = buf;
+        udp[23] = 17;
+        assert_eq!(frame_key(&udp[..n]), None);
+    }
+}
