@@ -49,7 +49,7 @@ pub fn pcap_record(t_ns: u64, orig_len: u32, data: &[u8]) -> Vec<u8> {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

@@ -195,7 +195,7 @@ pub fn hugetlb_available() -> u64 {
 /// reserves them (and fails with `ENOMEM` when another took them since).
 pub fn hugetlb_memfd(name: &str, len: usize) -> Result<OwnedFd, HugetlbError> {
     use nix::sys::memfd::{memfd_create, MemFdCreateFlag as F};
-    if len == 0 || len % HUGE_PAGE != 0 {
+    if len == 0 || !len.is_multiple_of(HUGE_PAGE) {
         return Err(HugetlbError::Unaligned(len));
     }
     let need = (len / HUGE_PAGE) as u64;

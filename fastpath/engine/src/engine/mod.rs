@@ -307,8 +307,8 @@ pub struct Config {
     pub any_mac: bool,
     /// How long an ACK may be held for a segment of ours to carry it (0:
     /// until the end of the poll round). It covers later segments that
-    /// only extend what was reported, up to `notify::ACK_COALESCE_MAX`
-    /// + 1 segments (then it goes at once); a segment that opens a hole or
+    /// only extend what was reported, up to `notify::ACK_COALESCE_MAX` plus
+    /// one segments (then it goes at once); a segment that opens a hole or
     /// fills the last one, a duplicate, a CE mark, window-trimmed data, a
     /// FIN and out-of-order data without SACK are ACKed at once (see
     /// `FastPath::rx`).
