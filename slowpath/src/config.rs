@@ -120,17 +120,17 @@ pub struct Cli {
     /// Directory of the per-interface lock files.
     #[arg(long, default_value = "/run/tas", value_name = "DIR")]
     pub run_dir: PathBuf,
-    /// Shared memory per app, in MiB (rings of all its connections). Sparse:
-    /// only what rings touch is memory. The default, the most ring offsets
-    /// in 32 bits allow, holds a flow table's worth of connections (see
-    /// --min-buf-kib).
-    #[arg(long, default_value_t = 4095)]
+    /// Shared memory per app, in MiB (rings of all its connections). Sparse
+    /// on 4 KiB pages: only what rings touch is memory. The default, the
+    /// most whole 2 MiB pages ring offsets in 32 bits allow, holds a flow
+    /// table's worth of connections (see --min-buf-kib).
+    #[arg(long, default_value_t = 4094)]
     pub app_mem_mib: u32,
     /// App regions on reserved 2 MiB hugetlbfs pages: auto (when enough
     /// free pages for a whole region are reserved in
     /// /proc/sys/vm/nr_hugepages; each region then holds all its pages, so
-    /// size --app-mem-mib to them; regions are rounded to whole 2 MiB
-    /// pages) or off (sparse 4 KiB-page memfds).
+    /// size --app-mem-mib to them; an odd --app-mem-mib, not whole 2 MiB
+    /// pages, stays on 4 KiB pages) or off (sparse 4 KiB-page memfds).
     #[arg(long, value_enum, default_value = "auto", value_name = "auto|off")]
     pub huge_pages: HugePagesArg,
     /// Largest receive ring a connection's ring grows to, in KiB (and the
@@ -355,8 +355,8 @@ pub struct Config {
     pub socket_group: String,
     pub limits: crate::apps::Limits,
     pub run_dir: PathBuf,
-    /// Bytes of every app region (whole 2 MiB pages unless
-    /// `--huge-pages off`: see [`tas_runtime::huge::region_len`]).
+    /// Bytes of every app region (`--app-mem-mib`, as asked: a region that
+    /// is not whole 2 MiB pages is never on hugetlbfs pages).
     pub app_mem: u32,
     /// Whether app regions may use hugetlbfs pages.
     pub huge_pages: tas_runtime::huge::HugePages,
@@ -657,12 +657,7 @@ impl Config {
                 per_process: cli.max_apps_per_process,
             },
             run_dir: cli.run_dir,
-            app_mem: {
-                let max = u32::MAX - 4095;
-                let want = cli.app_mem_mib.saturating_mul(1 << 20).min(max);
-                tas_runtime::huge::region_len(want as usize, max as usize, cli.huge_pages.into())
-                    as u32
-            },
+            app_mem: cli.app_mem_mib.saturating_mul(1 << 20).min(u32::MAX - 4095),
             huge_pages: cli.huge_pages.into(),
             rx_buf: cli.rx_buf_kib * 1024,
             tx_buf: cli.tx_buf_kib * 1024,

@@ -1193,15 +1193,11 @@ fn servers_that_close_first_20000_connections_each_way() {
     }
 }
 
-/// tests/c/herd.c: a thread-per-connection server with `n` connections,
-/// served on `tb`'s TAS side (under the shim when `shimmed`), driven from
-/// the Linux side. Returns the client's output (checked by the caller).
-fn run_herd(tb: &mut Testbed, shimmed: bool, n: usize, k: usize, m: usize) -> String {
-    run_herd_mode(tb, "server", shimmed, n, k, m)
-}
-
-/// [`run_herd`] with the server mode `mode` (`server`: blocking `recv`;
-/// `eserver`: one epoll set per thread).
+/// tests/c/herd.c: a thread-per-connection server with `n` connections
+/// (`mode` `server`: each thread blocked in `recv`; `eserver`: each in
+/// `epoll_wait` on a set of its own), served on `tb`'s TAS side (under the
+/// shim when `shimmed`), driven from the Linux side. Returns the client's
+/// output (checked by the caller).
 fn run_herd_mode(
     tb: &mut Testbed,
     mode: &str,
@@ -1234,6 +1230,37 @@ fn run_herd_mode(
         "herd server (shim: {shimmed}) did not finish cleanly"
     );
     out
+}
+
+/// The herd tests' connections, quiet round trips and stress round trips.
+const HERD_N: usize = 16;
+const HERD_K: usize = 300;
+const HERD_M: usize = 300;
+
+/// A herd client's output without the numbers of its `#S` report (which
+/// differ between stacks).
+fn herd_lines(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| !l.starts_with("herd:"))
+        .map(String::from)
+        .collect()
+}
+
+/// The herd server in `mode` on Linux (test hosts `linux_tag`), then under
+/// the shim on TAS (`tas_tag`); the two outputs must be the same lines.
+/// Returns them and the TAS test hosts (still up).
+fn herd_on_both(mode: &str, linux_tag: &str, tas_tag: &str) -> (String, String, Testbed) {
+    let mut tb = linux_hosts(linux_tag);
+    let linux = run_herd_mode(&mut tb, mode, false, HERD_N, HERD_K, HERD_M);
+    drop(tb);
+    let mut tb = Testbed::new(tas_tag, backend());
+    let tas = run_herd_mode(&mut tb, mode, true, HERD_N, HERD_K, HERD_M);
+    assert_eq!(
+        herd_lines(&linux),
+        herd_lines(&tas),
+        "different results on Linux and under the shim ({mode}):\nlinux:\n{linux}\ntas:\n{tas}"
+    );
+    (linux, tas, tb)
 }
 
 /// The `#S` report of tests/c/herd.c: (threads, sum, busy, timeouts).
@@ -1279,25 +1306,10 @@ fn herd_report(out: &str) -> (u64, u64, u64, u64) {
 /// as the server on Linux: the same lines.
 #[test]
 fn blocked_threads_are_woken_only_for_their_own_connection() {
-    const N: usize = 16;
-    const K: usize = 300;
-    const M: usize = 300;
-    let mut tb = linux_hosts("hdl");
-    let linux = run_herd(&mut tb, false, N, K, M);
-    drop(tb);
-    let mut tb = Testbed::new("hdt", backend());
-    let tas = run_herd(&mut tb, true, N, K, M);
-    let same = |o: &str| -> Vec<String> {
-        o.lines()
-            .filter(|l| !l.starts_with("herd:"))
-            .map(String::from)
-            .collect()
-    };
-    assert_eq!(
-        same(&linux),
-        same(&tas),
-        "different results on Linux and under the shim:\nlinux:\n{linux}\ntas:\n{tas}"
-    );
+    const N: usize = HERD_N;
+    const K: usize = HERD_K;
+    const M: usize = HERD_M;
+    let (linux, tas, mut tb) = herd_on_both("server", "hdl", "hdt");
     // The blocked threads on the client side, under the shim with its
     // connections over 4 contexts (made by 16 threads: the first 4 attach
     // their own): every thread registered on each context, one drainer
@@ -1335,8 +1347,8 @@ fn blocked_threads_are_woken_only_for_their_own_connection() {
         "herd server on Linux did not finish cleanly"
     );
     assert_eq!(
-        same(&linux),
-        same(&shim_client),
+        herd_lines(&linux),
+        herd_lines(&shim_client),
         "different results with the client under the shim:\nlinux:\n{linux}\nshim client:\n{shim_client}"
     );
     for want in [
@@ -1382,25 +1394,10 @@ fn blocked_threads_are_woken_only_for_their_own_connection() {
 /// connections at once with every byte checked) gives Linux's lines.
 #[test]
 fn epoll_threads_are_woken_only_for_their_own_connection() {
-    const N: usize = 16;
-    const K: usize = 300;
-    const M: usize = 300;
-    let mut tb = linux_hosts("hel");
-    let linux = run_herd_mode(&mut tb, "eserver", false, N, K, M);
-    drop(tb);
-    let mut tb = Testbed::new("het", backend());
-    let tas = run_herd_mode(&mut tb, "eserver", true, N, K, M);
-    let same = |o: &str| -> Vec<String> {
-        o.lines()
-            .filter(|l| !l.starts_with("herd:"))
-            .map(String::from)
-            .collect()
-    };
-    assert_eq!(
-        same(&linux),
-        same(&tas),
-        "different results on Linux and under the shim:\nlinux:\n{linux}\ntas:\n{tas}"
-    );
+    const N: usize = HERD_N;
+    const K: usize = HERD_K;
+    const M: usize = HERD_M;
+    let (linux, tas, _tb) = herd_on_both("eserver", "hel", "het");
     for want in [
         format!("quiet: {K} round trips ok"),
         "signal: #eintr=1".to_string(),

@@ -470,7 +470,7 @@ fn concurrent(tb: &mut Testbed, path: &Path, n: usize, window: usize, tasd: u32)
     format!(
         "concurrent: {n} connections from Linux to one TAS app, default tasd settings and ring sizes, at most {window} handshakes in progress per client process (0: all at once)\n\
          connected (Linux) {connected} in {t_conn:.1} s; accepted (app) {accepted}; ESTABLISHED in tasd {est}\n\
-         app region in use {} MiB (of --app-mem-mib, 4095 by default; sparse: the app's RSS is {app_rss} KiB)\n\
+         app region in use {} MiB (of --app-mem-mib, 4094 by default; sparse: the app's RSS is {app_rss} KiB)\n\
          tasd RSS KiB: {rss0} before, {rss1} with them open, {rss2} after\n\
          clients killed ({n} RSTs): every flow gone from tasd after {} (left: {left})\n\
          counters: {}\n\

@@ -220,22 +220,6 @@ pub struct SharedRegion {
     pub hugetlb: bool,
 }
 
-/// The size of every app region for a requested `len` under `mode`: with
-/// [`HugePages::Auto`] whole 2 MiB pages, rounded up when that stays
-/// within `max`, else down; unchanged with [`HugePages::Off`]. All regions
-/// have this one size, whichever pages they get, so a context sharing
-/// another's region maps it with its own layout's size.
-pub fn region_len(len: usize, max: usize, mode: HugePages) -> usize {
-    if mode == HugePages::Off {
-        return len;
-    }
-    match len.checked_add(HUGE_PAGE - 1).map(|l| l & !(HUGE_PAGE - 1)) {
-        Some(up) if up <= max => up,
-        _ if len >= HUGE_PAGE => len & !(HUGE_PAGE - 1),
-        _ => len,
-    }
-}
-
 /// Creates and maps a shared region of `len` bytes named `name` (a memfd):
 /// on reserved hugetlbfs pages when `mode` is [`HugePages::Auto`] and that
 /// works ([`hugetlb_memfd`]; its mapping reserves every page, so it never
@@ -331,19 +315,6 @@ mod tests {
         ));
         assert!(!shared_allowed_by(Some("[deny]"), None));
         assert!(!shared_allowed_by(None, None));
-    }
-
-    #[test]
-    fn region_len_is_whole_huge_pages_within_the_limit() {
-        let m = 1 << 20;
-        let max = u32::MAX as usize - 4095;
-        assert_eq!(region_len(m, max, HugePages::Auto), 2 * m);
-        assert_eq!(region_len(2 * m, max, HugePages::Auto), 2 * m);
-        assert_eq!(region_len(5 * m, max, HugePages::Auto), 6 * m);
-        // tasd's default, 4,095 MiB: 4,096 MiB does not fit 32-bit offsets.
-        assert_eq!(region_len(4095 * m, max, HugePages::Auto), 4094 * m);
-        assert_eq!(region_len(5 * m, max, HugePages::Off), 5 * m);
-        assert_eq!(region_len(m, m, HugePages::Auto), m);
     }
 
     /// A region hugetlbfs cannot take falls back to 4 KiB pages, counted;
