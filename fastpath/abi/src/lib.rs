@@ -1334,6 +1334,19 @@ mod tests {
         assert_eq!((d.snd_wscale, d.rcv_wscale), (14, 14));
     }
 
+    /// A wait for the other thread of a two-thread test: spins (the tight
+    /// overlap the tests look for), and after a while yields the CPU, so
+    /// that two threads that share one (two vCPUs, other tests beside)
+    /// hand over at once instead of when the scheduler's slice ends.
+    fn backoff(spins: &mut u32) {
+        *spins += 1;
+        if *spins < 1_000 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+
     /// The store-buffering litmus test of the sleep/wake handshake: in no
     /// round may the sleeper miss the entry while the publisher also misses
     /// the flag (that is a lost wake-up: a blocked app with data waiting).
@@ -1351,8 +1364,9 @@ mod tests {
         let lost = std::thread::scope(|s| {
             s.spawn(|| {
                 for r in 1..=ROUNDS {
+                    let mut spins = 0u32;
                     while go.load(Ordering::Acquire) != r {
-                        std::hint::spin_loop();
+                        backoff(&mut spins);
                     }
                     for _ in 0..(r * 7) % 16 {
                         std::hint::spin_loop();
@@ -1376,8 +1390,9 @@ mod tests {
                 }
                 announce_sleep(&flag, true);
                 let mut got = cons.pop().is_some();
+                let mut spins = 0u32;
                 while done.load(Ordering::Acquire) != r {
-                    std::hint::spin_loop();
+                    backoff(&mut spins);
                 }
                 let kicked = saw_entry.load(Ordering::Relaxed) != 0;
                 if !got && !kicked {
@@ -1437,6 +1452,12 @@ mod tests {
                         ..Default::default()
                     }) {
                         i += 1;
+                    } else {
+                        // Full: let the consumer run if it shares this CPU
+                        // (on two vCPUs with other tests beside, spinning
+                        // until the scheduler's slice ends made the 200k
+                        // items take over 20 s).
+                        std::thread::yield_now();
                     }
                 }
             });
@@ -1449,6 +1470,8 @@ mod tests {
                 if let Some(e) = c.pop() {
                     assert_eq!((e.rx_seq, e.opaque), (want, want as u64 * 3));
                     want += 1;
+                } else {
+                    std::thread::yield_now();
                 }
             }
         });
