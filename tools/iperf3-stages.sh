@@ -37,14 +37,7 @@ for f in tasd tasctl libtas_preload.so; do
 done
 command -v iperf3 >/dev/null || { echo "iperf3-stages: iperf3 missing (apt-get install -y iperf3)" >&2; exit 1; }
 
-TASD_PID=""
-cleanup() {
-    [[ -n "$TASD_PID" ]] && kill "$TASD_PID" 2>/dev/null && wait "$TASD_PID" 2>/dev/null
-    tools/testhosts.sh down "$NAME" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-tools/testhosts.sh down "$NAME" >/dev/null 2>&1 || true
-tools/testhosts.sh up "$NAME" >/dev/null
+hosts_up "$NAME"
 
 # shellcheck disable=SC2086
 start_tasd "$NAME" "$BIN/tasd" "$SOCK" "$OUT" iperf3-stages ${TASD_ARGS:-}

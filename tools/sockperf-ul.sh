@@ -42,22 +42,14 @@ for f in "$TASD_BIN" "$BIN/tasctl" "$BIN/libtas_preload.so"; do
 done
 command -v sockperf >/dev/null || { echo "sockperf-ul: sockperf missing (apt-get install -y sockperf)" >&2; exit 1; }
 
-TASD_PID=""
-SRV_PID=""
-cleanup() {
-    [[ -n "$SRV_PID" ]] && kill "$SRV_PID" 2>/dev/null
-    [[ -n "$TASD_PID" ]] && kill "$TASD_PID" 2>/dev/null && wait "$TASD_PID" 2>/dev/null
-    tools/testhosts.sh down "$NAME" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-tools/testhosts.sh down "$NAME" >/dev/null 2>&1 || true
-tools/testhosts.sh up "$NAME" >/dev/null
+hosts_up "$NAME"
 
 # shellcheck disable=SC2086
 start_tasd "$NAME" "$TASD_BIN" "$SOCK" "$OUT" sockperf-ul ${TASD_ARGS:-}
 ip netns exec "$NAME-tas" env LD_PRELOAD="$BIN/libtas_preload.so" TAS_SOCKET="$SOCK" \
     sockperf sr --tcp -i 198.18.0.1 -p 11111 >"$OUT/server.out" 2>&1 &
 SRV_PID=$!
+EXTRA_PIDS+=("$SRV_PID")
 sleep 1
 
 threads() {

@@ -54,6 +54,9 @@ features=(--features tasd/dpdk)
 cargo build --release --workspace --lib --bins --examples "${features[@]}"
 # Everything, system tests over AF_XDP (the default backend).
 cargo test --release --workspace "${features[@]}" -- --test-threads=2
+# The shim's own unit tests (its pure rules: spin budget, SA_RESTART
+# dispositions, ...); `test = false` keeps them out of the workspace run.
+cargo test --release -p tas-preload --lib
 # The interop suite again over the other backends. DPDK's core never sleeps,
 # so those tests run one at a time on a 2-core machine.
 TAS_TEST_NIC=af_packet cargo test --release -p tas-system-tests "${features[@]}" --test interop -- --test-threads=2

@@ -194,7 +194,7 @@ pub fn hugetlb_available() -> u64 {
 /// reserved yet: the first shared mapping without `MAP_NORESERVE`
 /// reserves them (and fails with `ENOMEM` when another took them since).
 pub fn hugetlb_memfd(name: &str, len: usize) -> Result<OwnedFd, HugetlbError> {
-    use nix::sys::memfd::{memfd_create, MemFdCreateFlag as F};
+    use nix::sys::memfd::MemFdCreateFlag as F;
     if len == 0 || !len.is_multiple_of(HUGE_PAGE) {
         return Err(HugetlbError::Unaligned(len));
     }
@@ -203,12 +203,20 @@ pub fn hugetlb_memfd(name: &str, len: usize) -> Result<OwnedFd, HugetlbError> {
     if available < need {
         return Err(HugetlbError::TooFew { need, available });
     }
-    let cname = std::ffi::CString::new(name)
-        .map_err(|_| HugetlbError::Create(std::io::ErrorKind::InvalidInput.into()))?;
-    let fd = memfd_create(&cname, F::MFD_CLOEXEC | F::MFD_HUGETLB | F::MFD_HUGE_2MB)
-        .map_err(|e| HugetlbError::Create(e.into()))?;
-    let size = i64::try_from(len).map_err(|_| HugetlbError::Unaligned(len))?;
-    nix::unistd::ftruncate(&fd, size).map_err(|e| HugetlbError::Create(e.into()))?;
+    sized_memfd(name, len, F::MFD_HUGETLB | F::MFD_HUGE_2MB).map_err(HugetlbError::Create)
+}
+
+/// A close-on-exec memfd named `name` with `flags` besides, `len` bytes long.
+fn sized_memfd(
+    name: &str,
+    len: usize,
+    flags: nix::sys::memfd::MemFdCreateFlag,
+) -> std::io::Result<OwnedFd> {
+    use nix::sys::memfd::{memfd_create, MemFdCreateFlag as F};
+    let invalid = || std::io::Error::from(std::io::ErrorKind::InvalidInput);
+    let cname = std::ffi::CString::new(name).map_err(|_| invalid())?;
+    let fd = memfd_create(&cname, F::MFD_CLOEXEC | flags)?;
+    nix::unistd::ftruncate(&fd, i64::try_from(len).map_err(|_| invalid())?)?;
     Ok(fd)
 }
 
@@ -256,13 +264,7 @@ pub fn shared_region(name: &str, len: usize, mode: HugePages) -> std::io::Result
             }
         }
     }
-    let cname = std::ffi::CString::new(name)
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    let fd = nix::sys::memfd::memfd_create(&cname, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)?;
-    nix::unistd::ftruncate(
-        &fd,
-        i64::try_from(len).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?,
-    )?;
+    let fd = sized_memfd(name, len, nix::sys::memfd::MemFdCreateFlag::empty())?;
     // SAFETY: the memfd is ours and sized; the mapping is owned by the result.
     let mut map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&fd)? };
     // Rings on 2 MiB pages where the kernel gives shared memory huge

@@ -829,83 +829,57 @@ impl Default for CoreConfig {
 /// How often a core publishes its busy time and re-tunes its spin.
 pub const EPOCH_NS: u64 = 20_000_000;
 
-/// The calling thread's schedstat (`/proc/thread-self/schedstat`: time on
-/// a CPU and time runnable but waiting for one, ns), read once per epoch.
-struct SchedStat {
+/// Cumulative kernel counters in a small `/proc` file, read once per epoch
+/// (one `pread`): the thread's schedstat (`/proc/thread-self/schedstat`:
+/// time on a CPU and time runnable but waiting for one, ns) and the
+/// machine's CPU pressure (`/proc/pressure/cpu`, the kernel's PSI: time in
+/// which some runnable task waited for a CPU, µs). The pressure counts the
+/// waits a spinning core causes other threads (the app, its clients, the
+/// kernel's workers), which the core's own schedstat does not show while
+/// the scheduler lets it keep its CPU. `None` where the kernel has no such
+/// file.
+struct ProcCounters<const K: usize> {
     file: Option<std::fs::File>,
-    last: (u64, u64),
+    parse: fn(&str) -> Option<[u64; K]>,
+    last: [u64; K],
 }
 
-impl SchedStat {
-    fn open() -> SchedStat {
-        let file = std::fs::File::open("/proc/thread-self/schedstat").ok();
-        let mut s = SchedStat { file, last: (0, 0) };
-        if let Some(v) = s.read() {
-            s.last = v;
+impl<const K: usize> ProcCounters<K> {
+    fn open(path: &str, parse: fn(&str) -> Option<[u64; K]>) -> Self {
+        let file = std::fs::File::open(path).ok();
+        let mut c = ProcCounters {
+            file,
+            parse,
+            last: [0; K],
+        };
+        if let Some(v) = c.read() {
+            c.last = v;
         }
-        s
+        c
     }
 
-    fn read(&mut self) -> Option<(u64, u64)> {
+    fn read(&self) -> Option<[u64; K]> {
         use std::os::unix::fs::FileExt;
         let f = self.file.as_ref()?;
-        let mut buf = [0u8; 96];
+        let mut buf = [0u8; 256];
         let n = f.read_at(&mut buf, 0).ok()?;
-        let text = std::str::from_utf8(&buf[..n]).ok()?;
-        let mut it = text.split_ascii_whitespace();
-        let on = it.next()?.parse().ok()?;
-        let wait = it.next()?.parse().ok()?;
-        Some((on, wait))
+        (self.parse)(std::str::from_utf8(&buf[..n]).ok()?)
     }
 
-    /// (time on a CPU, time waiting for one) since the previous call.
-    fn delta(&mut self) -> Option<(u64, u64)> {
+    /// How much each counter grew since the previous call.
+    fn delta(&mut self) -> Option<[u64; K]> {
         let now = self.read()?;
-        let d = (
-            now.0.saturating_sub(self.last.0),
-            now.1.saturating_sub(self.last.1),
-        );
+        let d = std::array::from_fn(|i| now[i].saturating_sub(self.last[i]));
         self.last = now;
         Some(d)
     }
 }
 
-/// The machine's CPU pressure (`/proc/pressure/cpu`, the kernel's PSI):
-/// the time in which some runnable task waited for a CPU, read once per
-/// epoch. It counts the waits a spinning core causes other threads (the
-/// app, its clients, the kernel's workers), which the core's own schedstat
-/// does not show while the scheduler lets it keep its CPU.
-struct CpuPressure {
-    file: Option<std::fs::File>,
-    last_us: u64,
-}
-
-impl CpuPressure {
-    fn open() -> CpuPressure {
-        let file = std::fs::File::open("/proc/pressure/cpu").ok();
-        let mut p = CpuPressure { file, last_us: 0 };
-        if let Some(v) = p.read() {
-            p.last_us = v;
-        }
-        p
-    }
-
-    fn read(&mut self) -> Option<u64> {
-        use std::os::unix::fs::FileExt;
-        let f = self.file.as_ref()?;
-        let mut buf = [0u8; 256];
-        let n = f.read_at(&mut buf, 0).ok()?;
-        psi_some_total_us(std::str::from_utf8(&buf[..n]).ok()?)
-    }
-
-    /// Nanoseconds in which some task waited for a CPU since the previous
-    /// call (None without PSI).
-    fn delta_ns(&mut self) -> Option<u64> {
-        let now = self.read()?;
-        let d = now.saturating_sub(self.last_us);
-        self.last_us = now;
-        Some(d.saturating_mul(1000))
-    }
+/// The first two fields of a schedstat file: (time on a CPU, time waiting
+/// for one), ns.
+fn schedstat_fields(text: &str) -> Option<[u64; 2]> {
+    let mut it = text.split_ascii_whitespace();
+    Some([it.next()?.parse().ok()?, it.next()?.parse().ok()?])
 }
 
 /// `total=` of the `some` line of a PSI file (microseconds).
@@ -1614,8 +1588,9 @@ impl<N: Nic> Core<N> {
         let mut spin = self.cfg.idle_spin.as_nanos().min(u64::MAX as u128) as u64;
         let shared = self.shared.clone();
         let mut tuner = SpinTuner::new(shared.goal(), spin);
-        let mut sched = SchedStat::open();
-        let mut pressure = CpuPressure::open();
+        let mut sched = ProcCounters::open("/proc/thread-self/schedstat", schedstat_fields);
+        let mut pressure =
+            ProcCounters::open("/proc/pressure/cpu", |t| psi_some_total_us(t).map(|v| [v]));
         let mut last_work = now_ns();
         let mut last_stats = 0u64;
         let lanes_sh = &shared.lanes;
@@ -1667,8 +1642,8 @@ impl<N: Nic> Core<N> {
             if t1.saturating_sub(epoch_start) >= EPOCH_NS {
                 let wall = t1 - epoch_start;
                 epoch_start = t1;
-                let (busy, own) = match sched.delta() {
-                    Some((on, waited)) => {
+                let (busy, contention) = match sched.delta() {
+                    Some([on, waited]) => {
                         // Of the time awake, the share the thread ran.
                         let awake = wall.saturating_sub(epoch_slept).max(1);
                         let ran = (on as f64 / awake as f64).min(1.0);
@@ -1683,10 +1658,9 @@ impl<N: Nic> Core<N> {
                 // prices itself with it); its own spin is priced with the
                 // machine's contention too (someone else waited while it
                 // spun), whichever is larger.
-                let contention = own;
                 let machine = pressure
-                    .delta_ns()
-                    .map_or(0.0, |ns| (ns as f64 / wall as f64).clamp(0.0, 1.0));
+                    .delta()
+                    .map_or(0.0, |[us]| (us as f64 * 1e3 / wall as f64).clamp(0.0, 1.0));
                 slot.pressure_ppm
                     .store((machine * 1e6) as u64, Ordering::Relaxed);
                 slot.busy_ns.fetch_add(busy, Ordering::Relaxed);

@@ -235,32 +235,7 @@ fn ensure_registered(epfd: c_int, ours: &[OurFd]) {
         if v & bit != 0 {
             continue;
         }
-        // A context's eventfd wakes one blocked epoll set, not all of them
-        // (`EPOLLEXCLUSIVE`: the kernel stops at the first set with a
-        // thread in `epoll_wait`). That thread takes the context's news,
-        // which reaches the other sets through their sockets' pairs or,
-        // for virtual sockets, their sets' wake eventfds (`vready.rs`).
-        // The control socket (rare messages, and a dead daemon's HUP that
-        // every set must see to drop it) wakes every set.
-        let exclusive = if o.ctl {
-            0
-        } else {
-            libc::EPOLLEXCLUSIVE as u32
-        };
-        let add = |events: u32| {
-            let mut ev = libc::epoll_event {
-                events,
-                u64: EPOLL_TAG | (o.ctx as u64) << 1 | o.ctl as u64,
-            };
-            // SAFETY: `ev` is a live local epoll_event the kernel only
-            // reads; `o.fd` is one of the shim's descriptors.
-            unsafe { sys::real::epoll_ctl::get()(epfd, libc::EPOLL_CTL_ADD, o.fd, &mut ev) }
-        };
-        let mut r = add(libc::EPOLLIN as u32 | exclusive);
-        if r != 0 && exclusive != 0 && errno() == libc::EINVAL {
-            // A kernel before 4.5: every set wakes, as before.
-            r = add(libc::EPOLLIN as u32);
-        }
+        let r = add_ours(epfd, o.fd, o.ctx, o.ctl);
         if r == 0 || errno() == libc::EEXIST {
             v |= bit;
         }
@@ -281,19 +256,45 @@ fn requeue_last(epfd: c_int, fired: &[(usize, bool)]) {
         if ctx.blocked.load(std::sync::atomic::Ordering::Relaxed) < 2 {
             continue;
         }
-        let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
-            u64: EPOLL_TAG | (c as u64) << 1,
+        // SAFETY: EPOLL_CTL_DEL reads no event (null is allowed); the fd
+        // removed is the shim's own.
+        let del = unsafe {
+            sys::real::epoll_ctl::get()(epfd, libc::EPOLL_CTL_DEL, ctx.ev_fd, std::ptr::null_mut())
         };
-        // SAFETY: DEL reads no event; ADD reads the live local `ev`; the
-        // fd is the shim's own.
-        unsafe {
-            let ctl = sys::real::epoll_ctl::get();
-            if ctl(epfd, libc::EPOLL_CTL_DEL, ctx.ev_fd, std::ptr::null_mut()) == 0 {
-                ctl(epfd, libc::EPOLL_CTL_ADD, ctx.ev_fd, &mut ev);
-            }
+        if del == 0 {
+            add_ours(epfd, ctx.ev_fd, c, false);
         }
     }
+}
+
+/// Adds one of the shim's fds (context `ctx`'s eventfd, or its control
+/// socket with `ctl`) to the caller's epoll set, tagged ([`EPOLL_TAG`]).
+/// A context's eventfd wakes one blocked epoll set, not all of them
+/// (`EPOLLEXCLUSIVE`: the kernel stops at the first set with a thread in
+/// `epoll_wait`). That thread takes the context's news, which reaches the
+/// other sets through their sockets' pairs or, for virtual sockets, their
+/// sets' wake eventfds (`vready.rs`). The control socket (rare messages,
+/// and a dead daemon's HUP that every set must see to drop it) wakes every
+/// set. `epoll_ctl`'s result (errno set on failure).
+fn add_ours(epfd: c_int, fd: c_int, ctx: usize, ctl: bool) -> c_int {
+    let add = |events: u32| {
+        let mut ev = libc::epoll_event {
+            events,
+            u64: EPOLL_TAG | (ctx as u64) << 1 | ctl as u64,
+        };
+        // SAFETY: `ev` is a live local epoll_event the kernel only reads;
+        // `fd` is one of the shim's descriptors.
+        unsafe { sys::real::epoll_ctl::get()(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) }
+    };
+    if ctl {
+        return add(libc::EPOLLIN as u32);
+    }
+    let r = add((libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32);
+    if r != 0 && errno() == libc::EINVAL {
+        // A kernel before 4.5: every set wakes, as before.
+        return add(libc::EPOLLIN as u32);
+    }
+    r
 }
 
 /// A context whose daemon hung up keeps its control socket readable

@@ -216,11 +216,7 @@ fn rx_ack_cold(
     stats: &mut Stats,
     r: &mut RxResult,
 ) -> bool {
-    let ts = if f.cfg & cfg::TS != 0 {
-        seg.timestamp()
-    } else {
-        None
-    };
+    let ts = super::seg_timestamp(f, &seg);
     rx_ack_general(f, c, seg, ts, now_ts, limit, stats, r)
 }
 

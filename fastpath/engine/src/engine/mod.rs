@@ -665,6 +665,17 @@ pub fn ts_now(now: u64) -> u32 {
     (now / 1000) as u32
 }
 
+/// The segment's timestamp option (TSval, TSecr) when the flow negotiated
+/// timestamps (RFC 7323 §3.2: otherwise it is ignored), else `None`.
+#[inline(always)]
+pub(super) fn seg_timestamp(f: &FlowState, seg: &tcp::TcpSegment<'_>) -> Option<(u32, u32)> {
+    if f.cfg & cfg::TS != 0 {
+        seg.timestamp()
+    } else {
+        None
+    }
+}
+
 /// Receive processing of one segment on an established flow (flags already
 /// checked: ACK set, no SYN/RST/URG). `limit` rate-limits challenge ACKs.
 #[allow(clippy::too_many_arguments)]
@@ -687,11 +698,7 @@ fn rx_segment<M: PayloadMem>(
     if seg.seq() != f.rx_next_seq && !rx::seq_check(f, &mut c.rx, *seg, now_ts, stats, &mut r) {
         return r;
     }
-    let ts = if f.cfg & cfg::TS != 0 {
-        seg.timestamp()
-    } else {
-        None
-    };
+    let ts = seg_timestamp(f, seg);
     if !ack::rx_ack(f, &mut c.tx, seg, ts, now_ts, limit, stats, &mut r) {
         return r;
     }

@@ -158,11 +158,7 @@ fn rx_data_cold<M: PayloadMem>(
     stats: &mut Stats,
     r: &mut RxResult,
 ) {
-    let ts = if f.cfg & cfg::TS != 0 {
-        seg.timestamp()
-    } else {
-        None
-    };
+    let ts = super::seg_timestamp(f, seg);
     rx_data_general(f, c, seg, ce, ts, mem, stats, r);
 }
 
