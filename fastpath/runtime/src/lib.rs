@@ -1746,8 +1746,11 @@ impl<N: Nic> Core<N> {
                 1 + 2 * MAX_LANES_PER_CORE];
             fds[0].fd = slot.wake.as_raw_fd();
             let mut n = 1;
-            for l in self.lanes.iter().take(MAX_LANES_PER_CORE) {
+            // Where each lane's wake eventfd is in `fds`.
+            let mut wake_at = [0usize; MAX_LANES_PER_CORE];
+            for (i, l) in self.lanes.iter().take(MAX_LANES_PER_CORE).enumerate() {
                 fds[n].fd = l.shared.wake.as_raw_fd();
+                wake_at[i] = n;
                 n += 1;
                 if let Some(fd) = l.nic.wait_fd() {
                     fds[n].fd = fd;
@@ -1763,9 +1766,17 @@ impl<N: Nic> Core<N> {
             unsafe { libc::ppoll(fds.as_mut_ptr(), n as libc::nfds_t, &ts, std::ptr::null()) };
             let after = now_ns();
             slept = after.saturating_sub(t);
-            drain(slot.wake.as_raw_fd());
-            for l in &self.lanes {
-                drain(l.shared.wake.as_raw_fd());
+            // Only the eventfds that fired are drained (a read of an empty
+            // one is a system call for nothing, on every wake-up by a
+            // frame); one written after `ppoll` returned stays readable
+            // and costs the next sleep one more round.
+            if fds[0].revents != 0 {
+                drain(slot.wake.as_raw_fd());
+            }
+            for (i, l) in self.lanes.iter().take(MAX_LANES_PER_CORE).enumerate() {
+                if fds[wake_at[i]].revents != 0 {
+                    drain(l.shared.wake.as_raw_fd());
+                }
             }
         }
         for l in &self.lanes {
