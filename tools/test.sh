@@ -33,6 +33,7 @@ need cmd:sha256sum=coreutils
 need cmd:node=nodejs
 need cmd:ab=apache2-utils
 need cmd:iperf3=iperf3
+need cmd:sockperf=sockperf
 need cmd:python3=python3
 need cmd:tcpdump=tcpdump
 need cmd:strace=strace

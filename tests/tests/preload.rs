@@ -746,6 +746,111 @@ fn redis_epoll_wait_needs_no_system_call_per_request() {
     );
 }
 
+/// Issue 15 item 5, for programs that wait in blocking calls and `poll`
+/// rather than epoll: sockperf's server (one connection: a blocking
+/// `recvfrom`, and `poll` for the listener and new connections) under the
+/// shim takes its socket's readability from user space, not from a `send`
+/// on the socket's readiness pair per arrival and a `recv` per drain.
+/// Before, the blocking call held its pair up to date for the whole wait,
+/// so the news its own thread took was put on the pair and taken back
+/// (`sendto` + `recvfrom` per message), and `poll`/`select` turned a
+/// socket's pair on for good. Counted with `strace -f -c` over a 2 s
+/// ping-pong from the Linux side, with the user-space wait turned off
+/// (`TAS_USER_WAIT=0`: the count sees the pair) and by default.
+#[test]
+fn blocking_and_poll_servers_need_no_pair_call_per_message() {
+    ensure_packages();
+    tas_system_tests::ensure_packages(&[("command -v sockperf", "sockperf")]);
+    let mut tb = Testbed::new("ppw", backend());
+    let mut rows = Vec::new();
+    for user_wait in ["0", "1"] {
+        let out =
+            std::env::temp_dir().join(format!("tas-ppw-strace-{user_wait}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&out);
+        let (env, uw, o) = (
+            preload_env(),
+            format!("TAS_USER_WAIT={user_wait}"),
+            out.display().to_string(),
+        );
+        tb.spawn_tas(
+            env_bin(),
+            &[
+                &env, &uw, "strace", "-f", "-c", "-o", &o, "sockperf", "sr", "--tcp", "-i", TAS_IP,
+                "-p", "11111",
+            ],
+            Some("listen on"),
+        );
+        let c = tb.run_lnx(
+            Path::new("sockperf"),
+            &[
+                "ping-pong",
+                "--tcp",
+                "-i",
+                TAS_IP,
+                "-p",
+                "11111",
+                "-m",
+                "64",
+                "-t",
+                "2",
+            ],
+            Duration::from_secs(60),
+        );
+        assert_ok(&c, "sockperf ping-pong");
+        let text = stdout(&c);
+        let sent: u64 = text
+            .split("SentMessages=")
+            .nth(1)
+            .and_then(|t| t.split(|ch: char| !ch.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no SentMessages in sockperf's output: {text}"));
+        assert!(sent > 100, "only {sent} messages: {text}");
+        // SIGINT ends sockperf's server cleanly; strace then writes its
+        // summary.
+        let k = Command::new("pkill")
+            .args(["-INT", "-f", "^sockperf sr --tcp -i 198.18.0.1"])
+            .status()
+            .expect("pkill");
+        assert!(k.success(), "no sockperf server to stop");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let summary = loop {
+            let t = std::fs::read_to_string(&out).unwrap_or_default();
+            if t.contains("total") {
+                break t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no strace summary in {}",
+                out.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let _ = std::fs::remove_file(&out);
+        let c = strace_counts(&summary);
+        let get = |name: &str| c.iter().find(|(s, _)| s == name).map(|x| x.1).unwrap_or(0);
+        let (tx, rx) = (get("sendto"), get("recvfrom"));
+        println!(
+            "TAS_USER_WAIT={user_wait}: {sent} messages, sendto {tx}, recvfrom {rx}, poll {}, read {}, write {}",
+            get("poll") + get("ppoll"),
+            get("read"),
+            get("write")
+        );
+        rows.push((sent, tx + rx));
+    }
+    assert!(
+        rows[0].1 >= rows[0].0,
+        "with TAS_USER_WAIT=0 the readiness pair should carry every message ({} calls for {} messages): the count does not see it",
+        rows[0].1,
+        rows[0].0
+    );
+    assert!(
+        rows[1].1 < rows[1].0 / 10,
+        "{} sendto/recvfrom calls for {} messages with the user-space wait: readiness still goes through the pair",
+        rows[1].1,
+        rows[1].0
+    );
+}
+
 fn write_nginx_conf(dir: &Path, listen: &str, root: &Path, tag: &str) -> PathBuf {
     let p = dir.join(format!("nginx-{tag}.conf"));
     let d = dir.display();

@@ -205,6 +205,19 @@ fn note_interest(fd: c_int) {
     }
 }
 
+/// A `poll`/`select` is about to include TAS socket `fd`: a virtual socket
+/// (answered in its epoll set) hands readability to its pair for good; a
+/// lazy one stays lazy, looked at in user space (`poll_block`), except in
+/// a thread under a seccomp filter, whose wait holds the caller's fds only
+/// and must find readiness on the pairs (`restricted_wait`).
+fn demote_for_wait(fd: c_int) {
+    if sys::restricted() {
+        crate::vready::demote_fd(fd);
+    } else {
+        crate::vready::demote_virtual_fd(fd);
+    }
+}
+
 fn any_tas(fds: &[libc::pollfd]) -> bool {
     let Some(g) = try_global() else {
         return false;
@@ -215,7 +228,7 @@ fn any_tas(fds: &[libc::pollfd]) -> bool {
         if v & T_SOCK != 0 {
             crate::fdtab::adopt_if_inherited(p.fd, v);
             note_interest(p.fd);
-            crate::vready::demote_fd(p.fd);
+            demote_for_wait(p.fd);
             any = true;
         }
     }
@@ -531,6 +544,9 @@ pub(crate) unsafe fn poll_block(
             revents: 0,
         });
     }
+    // Blocking: lazy sockets' readability on their pairs while asleep
+    // (`vready::PollKWait`), ended before the news is taken.
+    let kw = (t != 0 && !sys::restricted()).then(|| crate::vready::PollKWait::enter(user));
     let r = match mask {
         // SAFETY: `all` is a live Vec of all.len() pollfds.
         None => unsafe {
@@ -548,6 +564,7 @@ pub(crate) unsafe fn poll_block(
             unsafe { sys::real::ppoll::get()(all.as_mut_ptr(), all.len() as libc::nfds_t, ts, m) }
         }
     };
+    drop(kw);
     if r < 0 {
         return (r, Vec::new());
     }
@@ -557,12 +574,10 @@ pub(crate) unsafe fn poll_block(
             note(&mut fired, o.ctx, o.ctl);
         }
     }
-    let mut count = 0;
+    // Lazy sockets' readability is not on their pairs (`vready.rs`).
+    let count = crate::vready::poll_lazy(&mut all[..user.len()]);
     for (u, a) in user.iter_mut().zip(&all) {
         u.revents = a.revents;
-        if a.revents != 0 {
-            count += 1;
-        }
     }
     (count, fired)
 }
@@ -660,7 +675,7 @@ unsafe fn sets_have_tas(n: c_int, sets: [*mut libc::fd_set; 3]) -> bool {
             if unsafe { libc::FD_ISSET(fd, set) } && g.fd(fd) & T_SOCK != 0 {
                 crate::fdtab::adopt_if_inherited(fd, g.fd(fd));
                 note_interest(fd);
-                crate::vready::demote_fd(fd);
+                demote_for_wait(fd);
                 any = true;
             }
         }

@@ -80,6 +80,7 @@ use crate::ctx::MAX_CTX;
 use crate::fdtab::{high_fd_base, T_INTERNAL};
 use crate::global::{global, try_global};
 use crate::sys::{self, real};
+use crate::vready::KWait;
 use libc::c_int;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
@@ -361,7 +362,22 @@ impl Solo {
     /// Blocks in the kernel (up to `ms`, -1 = forever) until `fd` is
     /// ready for `events`, the wake eventfd fires, or a drained context's
     /// fds fire (their news is taken before returning). No allocation.
-    pub fn block(&self, fd: c_int, events: i16, ms: c_int) -> Result<Round, c_int> {
+    ///
+    /// `kw` (the blocking call's [`KWait`] on `fd`, taken if not held) is
+    /// ended as soon as the kernel's wait returns, so that the news this
+    /// thread takes for a lazy socket (`vready.rs`) is not put on its
+    /// pair only to be taken back: the socket is looked at in user space
+    /// instead.
+    pub fn block(
+        &self,
+        fd: c_int,
+        events: i16,
+        ms: c_int,
+        kw: &mut Option<KWait>,
+    ) -> Result<Round, c_int> {
+        if kw.is_none() {
+            *kw = Some(KWait::enter(fd));
+        }
         let g = global();
         let none = libc::pollfd {
             fd: -1,
@@ -412,6 +428,7 @@ impl Solo {
             let r = unsafe { real::poll::get()(p.as_mut_ptr(), n as libc::nfds_t, ms) };
             (r, sys::errno())
         };
+        *kw = None;
         if r < 0 {
             return Err(e);
         }
@@ -429,10 +446,12 @@ impl Solo {
                 crate::wait::handle_our_fd(who[i].0, who[i].1);
             }
         }
-        Ok(if p[0].revents != 0 {
-            Round::Ready
-        } else {
-            Round::Again
-        })
+        Ok(
+            if p[0].revents != 0 || crate::vready::lazy_ready(fd, events) == Some(true) {
+                Round::Ready
+            } else {
+                Round::Again
+            },
+        )
     }
 }

@@ -283,6 +283,56 @@ pub fn lazy_ready(fd: c_int, events: i16) -> Option<bool> {
     )
 }
 
+/// The user-space half of `poll`/`select` on lazy sockets: ORs
+/// `POLLIN | POLLRDNORM` (as far as asked for) into the entries of `fds`
+/// that are lazy TAS sockets readable now (their pairs do not carry it),
+/// and returns how many entries have events. Entries of other fds are
+/// left as the kernel reported them.
+pub fn poll_lazy(fds: &mut [libc::pollfd]) -> c_int {
+    let g = global();
+    let mut count = 0;
+    for p in fds.iter_mut() {
+        let asked = p.events & (libc::POLLIN | libc::POLLRDNORM);
+        if asked != 0
+            && p.revents & asked != asked
+            && g.fd(p.fd) & crate::fdtab::T_SOCK != 0
+            && lazy_ready(p.fd, libc::POLLIN) == Some(true)
+        {
+            p.revents |= asked;
+        }
+        if p.revents != 0 {
+            count += 1;
+        }
+    }
+    count
+}
+
+/// While alive, the calling thread is (about to be) blocked in the kernel
+/// in `poll`/`select` on the pairs of the TAS sockets in `fds` it asked
+/// readability of: their readability goes on the pairs meanwhile
+/// ([`KWait`] for each), so news another thread takes while this one
+/// sleeps wakes it. Ended as soon as the kernel's wait returns, before
+/// this thread takes the news it was woken for, which then costs no
+/// system call on the pair.
+pub struct PollKWait {
+    _waits: Vec<KWait>,
+}
+
+impl PollKWait {
+    pub fn enter(fds: &[libc::pollfd]) -> PollKWait {
+        let g = global();
+        let mut v = Vec::new();
+        for p in fds {
+            if p.events & (libc::POLLIN | libc::POLLRDNORM) != 0
+                && g.fd(p.fd) & crate::fdtab::T_SOCK != 0
+            {
+                v.push(KWait::enter(p.fd));
+            }
+        }
+        PollKWait { _waits: v }
+    }
+}
+
 /// Called by `epoll_ctl` after the kernel accepted it and `s.epoll_regs`
 /// was updated: makes `s` virtual, keeps it so, or stops.
 pub fn track(s: &mut Sock, epfd: c_int, op: c_int) {
@@ -332,15 +382,17 @@ pub fn demote(s: &mut Sock) {
     s.no_virt = true;
 }
 
-/// Something is about to wait on fd `fd` through its pair (`poll`,
-/// `select`, a blocking call on a virtual socket): if it is a virtual or
-/// lazy socket, its pair takes over readability now, for good.
+/// Something is about to wait on fd `fd` through its pair (`SIGIO`, a
+/// `poll` or `select` in a thread under a seccomp filter): if it is a
+/// virtual or lazy socket, its pair takes over readability now, for good.
 pub fn demote_fd(fd: c_int) {
     demote_fd_if(fd, |s| !s.no_virt);
 }
 
-/// A blocking call is about to wait on `fd`: a virtual socket's pair takes
-/// readability over (a lazy one stays lazy: the call's [`KWait`] covers it).
+/// A blocking call, `poll` or `select` is about to wait on `fd`: a virtual
+/// socket's pair takes readability over (a lazy one stays lazy: the call
+/// looks at it in user space, and its [`KWait`] or [`PollKWait`] covers
+/// the time it sleeps in the kernel).
 pub fn demote_virtual_fd(fd: c_int) {
     demote_fd_if(fd, |s| s.virt.is_some());
 }

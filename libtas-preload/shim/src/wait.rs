@@ -354,8 +354,8 @@ fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_i
         return v;
     }
     // Blocking on the pair from here: a lazy socket's readability goes on
-    // it meanwhile.
-    let _kw = crate::vready::KWait::enter(fd);
+    // it meanwhile (the solo wait holds this per round, see `Solo::block`).
+    let mut kw = Some(crate::vready::KWait::enter(fd));
     if sys::restricted() {
         // Under a seccomp filter (see `mux::restricted_wait`): `fd` alone;
         // the reactor brings its readiness up to date.
@@ -385,7 +385,7 @@ fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_i
         return wait_listener(fd, events, deadline, check);
     }
     if let Some(solo) = crate::solo::Solo::enter() {
-        return wait_solo(&solo, fd, events, deadline, check);
+        return wait_solo(&solo, fd, events, deadline, check, &mut kw);
     }
     // A nested wait (a signal handler's) or no wake eventfd: the shared
     // wait, woken by every kick.
@@ -420,12 +420,13 @@ fn wait_solo(
     events: i16,
     deadline: Option<u64>,
     check: impl Fn() -> c_int,
+    kw: &mut Option<crate::vready::KWait>,
 ) -> Result<(), c_int> {
     use crate::solo::Round;
     loop {
         // A deadline already past still gets one look (timeout 0).
         let ms = ms_left(deadline);
-        match solo.block(fd, events, ms.unwrap_or(0))? {
+        match solo.block(fd, events, ms.unwrap_or(0), kw)? {
             Round::Ready => return Ok(()),
             Round::Timeout => return Err(libc::EAGAIN),
             Round::Again if ms.is_none() || ms_left(deadline).is_none() => {
