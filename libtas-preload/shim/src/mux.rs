@@ -42,23 +42,34 @@ fn release(r: c_int) -> c_int {
 
 /// The shared protocol. `now(ours)`: the caller's wait with a zero
 /// timeout, plus `ours` (the contexts' control sockets) when not empty;
-/// `block(ms, ours)`: the caller's wait plus our fds, `ms` < 0 = forever.
-/// Both return (the caller's result, which of ours fired).
+/// `block(ms, ours)`: the caller's wait plus our fds, `ms` < 0 = forever
+/// (it must not sleep while a socket answered in user space is ready);
+/// both return (the caller's result, which of ours fired). `recheck()`:
+/// after a `block` that only our fds ended and whose news was taken, the
+/// caller's result from what that `block` reported and what is ready in
+/// user space now — no system call.
 ///
 /// Every call first takes in the contexts' pending news (the notification
 /// rings, and control messages through the zero-timeout check), so what
 /// the fast path posted is seen at once even when another fd of the
 /// caller is always ready (issue 14: iperf3 loops on `select` with its
-/// writable data socket in the set) and with a zero timeout.
+/// writable data socket in the set) and with a zero timeout. A wait that
+/// cannot spin (`SpinCtl::may_spin`) skips the zero-timeout check and
+/// blocks at once: a server that always waits for its next request (redis
+/// with 50 clients) then makes one system call per wait, not three.
 fn wait(
     timeout_ms: i64,
     mut now: impl FnMut(&[OurFd]) -> (c_int, Vec<(usize, bool)>),
     block: impl FnMut(i64, &[OurFd]) -> (c_int, Vec<(usize, bool)>),
+    recheck: impl FnMut() -> c_int,
 ) -> c_int {
     let _e = sys::Enter::new();
     take_news();
     if sys::restricted() {
         return restricted_wait(timeout_ms, now, block);
+    }
+    if timeout_ms != 0 && !global().spin.may_spin() {
+        return wait_idle(monotonic_ns(), timeout_ms, &mut now, block, recheck);
     }
     let ctl = ctl_fds();
     let (r, fired) = now(&ctl);
@@ -73,7 +84,7 @@ fn wait(
         return release(r);
     }
     let start = monotonic_ns();
-    let r = wait_idle(start, timeout_ms, &mut now, block);
+    let r = wait_idle(start, timeout_ms, &mut now, block, recheck);
     if r > 0 {
         // The gap this wait saw, for the spin controller.
         global().spin.record(start, monotonic_ns());
@@ -88,6 +99,7 @@ fn wait_idle(
     timeout_ms: i64,
     mut now: impl FnMut(&[OurFd]) -> (c_int, Vec<(usize, bool)>),
     mut block: impl FnMut(i64, &[OurFd]) -> (c_int, Vec<(usize, bool)>),
+    mut recheck: impl FnMut() -> c_int,
 ) -> c_int {
     let limit = if timeout_ms < 0 {
         u64::MAX
@@ -131,7 +143,9 @@ fn wait_idle(
         if fired.is_empty() {
             return 0;
         }
-        let r = now_again(&mut now);
+        // What the news made ready in user space; anything else the next
+        // round's kernel wait reports at once.
+        let r = capture(recheck());
         if r != 0 {
             return release(r);
         }
@@ -451,6 +465,9 @@ pub unsafe fn epoll_pwait(
             }
             (n2, fired)
         },
+        // The block's kernel events were only ours: the set's virtual
+        // sockets the news made ready.
+        || user(0),
     )
 }
 
@@ -544,6 +561,12 @@ pub(crate) unsafe fn poll_block(
             revents: 0,
         });
     }
+    // A lazy socket readable now (its pair does not say): no sleep.
+    let t = if t != 0 && crate::vready::poll_lazy_any(user) {
+        0
+    } else {
+        t
+    };
     // Blocking: lazy sockets' readability on their pairs while asleep
     // (`vready::PollKWait`), ended before the news is taken.
     let kw = (t != 0 && !sys::restricted()).then(|| crate::vready::PollKWait::enter(user));
@@ -607,6 +630,9 @@ pub unsafe fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c
         // SAFETY: fds holds n entries (contract); no other borrow of it is
         // alive while the wait runs.
         |t, ours| unsafe { poll_block(fds, n, t, ours, None) },
+        // SAFETY: fds holds n entries (contract), with the last block's
+        // results; no other borrow of it is alive meanwhile.
+        || crate::vready::poll_lazy(unsafe { std::slice::from_raw_parts_mut(fds, n as usize) }),
     )
 }
 
@@ -644,6 +670,9 @@ pub unsafe fn ppoll(
         // SAFETY: fds holds n entries, mask is null or valid (contract); no
         // other borrow of fds is alive while the wait runs.
         |t, ours| unsafe { poll_block(fds, n, t, ours, Some(mask)) },
+        // SAFETY: fds holds n entries (contract), with the last block's
+        // results; no other borrow of it is alive meanwhile.
+        || crate::vready::poll_lazy(unsafe { std::slice::from_raw_parts_mut(fds, n as usize) }),
     )
 }
 
@@ -790,6 +819,21 @@ impl SelectPlan {
     }
 }
 
+impl SelectPlan {
+    /// After a block that only the shim's fds ended: its results with the
+    /// lazy sockets' readability now, written into the sets if anything is
+    /// ready (no system call).
+    ///
+    /// # Safety
+    ///
+    /// As for [`SelectPlan::finish`].
+    unsafe fn recheck(&mut self) -> c_int {
+        let r = crate::vready::poll_lazy(&mut self.pfds);
+        // SAFETY: the plan's sets are still valid (contract).
+        release_neg(unsafe { self.finish(r, false) })
+    }
+}
+
 /// -errno → -1 with errno set (the closures' convention is libc's).
 fn release_neg(c: c_int) -> c_int {
     if c < 0 {
@@ -822,6 +866,8 @@ unsafe fn select_impl(
         |ours| unsafe { (*plan_ptr).block(0, ours, mask) },
         // SAFETY: as for the closure above.
         |t, ours| unsafe { (*plan_ptr).block(t, ours, mask) },
+        // SAFETY: as for the closures above.
+        || unsafe { (*plan_ptr).recheck() },
     );
     if r == 0 {
         // Timed out: every set comes back empty.

@@ -102,6 +102,16 @@ impl SpinCtl {
         self.tuner.spin_ns()
     }
 
+    /// Whether a wait might spin now: with `TAS_SPIN_US`, or while the CPU
+    /// budget has room for another spinner (whatever the tuned spin is).
+    /// When not, a wait has no use for a look before it blocks: the
+    /// kernel's wait returns at once when something is ready.
+    pub fn may_spin(&self) -> bool {
+        self.tuner.is_fixed()
+            || self.spinners.load(Ordering::Relaxed)
+                < spin_budget(self.cpus, self.lanes.load(Ordering::Relaxed))
+    }
+
     /// Whether the calling thread may spin now: always with `TAS_SPIN_US`,
     /// else while fewer threads spin than [`spin_budget`] allows. The
     /// thread counts as spinning until the answer is dropped.

@@ -307,6 +307,17 @@ pub fn poll_lazy(fds: &mut [libc::pollfd]) -> c_int {
     count
 }
 
+/// Whether any entry of `fds` asks for readability of a lazy TAS socket
+/// that is readable now (a wait must not sleep).
+pub fn poll_lazy_any(fds: &[libc::pollfd]) -> bool {
+    let g = global();
+    fds.iter().any(|p| {
+        p.events & (libc::POLLIN | libc::POLLRDNORM) != 0
+            && g.fd(p.fd) & crate::fdtab::T_SOCK != 0
+            && lazy_ready(p.fd, libc::POLLIN) == Some(true)
+    })
+}
+
 /// While alive, the calling thread is (about to be) blocked in the kernel
 /// in `poll`/`select` on the pairs of the TAS sockets in `fds` it asked
 /// readability of: their readability goes on the pairs meanwhile
