@@ -765,13 +765,17 @@ struct Notes {
     /// Indexed by a `u8`: no bounds checks.
     buf: Box<[Note; NOTES_MAX]>,
     n: usize,
+    /// `FlowTable::removals` before any of these notes was built (read
+    /// when the table was last emptied).
+    removals: u64,
 }
 
 impl Notes {
-    fn new() -> Self {
+    fn new(removals: u64) -> Self {
         Notes {
             buf: Box::new([Note::default(); NOTES_MAX]),
             n: 0,
+            removals,
         }
     }
 
@@ -812,12 +816,13 @@ const _: () = assert!(
 impl FastPath {
     pub fn new(table: Arc<FlowTable>, cfg: Config) -> Self {
         let cap = table.capacity();
+        let removals = table.removals();
         FastPath {
             table,
             cfg,
             sched: TxScheduler::new(cap),
             pending: Fifo::with_capacity(cap * 2),
-            notes: Notes::new(),
+            notes: Notes::new(removals),
             held: TailFifo::with_capacity(if cfg.ack_delay_ns > 0 {
                 cap.min(HELD_ACKS_MAX)
             } else {
@@ -1450,9 +1455,13 @@ impl FastPath {
                 let _ = self.pending.push_back(id);
             }
         }
+        // No flow removed since before the round's notes were built (the
+        // count read at the end of the last flush): every note's flow is
+        // still the one it was built for, without a generation read each.
+        let removed = table.removals() != self.notes.removals;
         for note in &self.notes.buf[..self.notes.n.min(NOTES_MAX)] {
             let id = note.ev.flow;
-            if table.generation(id) != note.slot_gen {
+            if removed && table.generation(id) != note.slot_gen {
                 continue;
             }
             if deliver(note.ctx, &note.ev) {
@@ -1472,6 +1481,7 @@ impl FastPath {
         // Every entry is delivered or pending now; the flows' `note`
         // indices no longer name them.
         self.notes.n = 0;
+        self.notes.removals = table.removals();
         n
     }
 
