@@ -384,8 +384,11 @@ fn activate<O: Output>(
     }
 }
 
-/// What receiving one segment asks of the caller.
+/// What receiving one segment asks of the caller. (`repr(C)`, in this
+/// order: returned in one register, the fields the receive path tests
+/// every time lie in its low 32 bits, where a test takes an immediate.)
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
 struct RxResult {
     /// Send an ACK (data, duplicate, or out-of-window segment).
     ack: bool,
@@ -395,16 +398,16 @@ struct RxResult {
     /// out-of-order interval at its right edge with SACK), so an ACK that
     /// covers later segments tells the peer everything this one would.
     coalesce: bool,
-    /// The ACK should carry ECE.
-    ece: bool,
-    /// The ACK should report `RxCold::dsack` first (RFC 2883).
-    dsack: bool,
     /// App-visible progress (data received or TX space freed, FIN).
     notify: bool,
     /// The flow may be able to send now.
     tx_ready: bool,
     fin_rx: bool,
     fin_acked: bool,
+    /// The ACK should carry ECE.
+    ece: bool,
+    /// The ACK should report `RxCold::dsack` first (RFC 2883).
+    dsack: bool,
 }
 
 /// Sends flow `f`'s ACK now: `flags` (ECE), a D-SACK block first when
