@@ -725,16 +725,9 @@ fn rx_segment<M: PayloadMem>(
 /// sequence numbers, FIN flags, ring generation.
 #[inline(always)]
 fn flow_event(f: &FlowState, id: FlowId) -> AppEvent {
-    let mut flags = 0;
-    if f.st & st::RX_FIN != 0 {
-        flags |= event::F_RX_FIN;
-    }
-    if f.st & st::TX_FIN_ACKED != 0 {
-        flags |= event::F_TX_FIN_ACKED;
-    }
     AppEvent {
         kind: event::FLOW_UPDATE,
-        flags,
+        flags: event_flags(f),
         gen: f.ring_gen,
         flow: id,
         opaque: f.opaque,
@@ -742,6 +735,19 @@ fn flow_event(f: &FlowState, id: FlowId) -> AppEvent {
         tx_acked_seq: f.tx_acked_seq(),
         ..Default::default()
     }
+}
+
+/// [`flow_event`]'s flags: the FINs received and acknowledged.
+#[inline(always)]
+fn event_flags(f: &FlowState) -> u8 {
+    let mut flags = 0;
+    if f.st & st::RX_FIN != 0 {
+        flags |= event::F_RX_FIN;
+    }
+    if f.st & st::TX_FIN_ACKED != 0 {
+        flags |= event::F_TX_FIN_ACKED;
+    }
+    flags
 }
 
 /// Notifications built in one poll round, at most [`NOTES_MAX`].
@@ -777,7 +783,18 @@ struct Notes {
 impl Notes {
     fn new(removals: u64) -> Self {
         Notes {
-            buf: Box::new([Note::default(); NOTES_MAX]),
+            // The fields every event has (kind, padding, reserved) are
+            // written here, once: `mark`, which alone writes entries,
+            // writes the others.
+            buf: Box::new(
+                [Note {
+                    ev: AppEvent {
+                        kind: event::FLOW_UPDATE,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }; NOTES_MAX],
+            ),
             n: 0,
             removals,
         }
@@ -804,11 +821,19 @@ impl Notes {
             f.note = i;
             self.n += 1;
         }
-        self.buf[i as usize] = Note {
-            ev: flow_event(f, id),
-            ctx: f.context,
-            slot_gen: f.generation(),
-        };
+        // [`flow_event`]'s fields but those `new` wrote, each stored as
+        // soon as it is read (few values live at once in the receive
+        // path's registers).
+        let n = &mut self.buf[i as usize];
+        n.ev.flags = event_flags(f);
+        n.ev.gen = f.ring_gen;
+        n.ev.flow = id;
+        n.ev.opaque = f.opaque;
+        n.ev.rx_seq = f.rx_data_seq();
+        n.ev.tx_acked_seq = f.tx_acked_seq();
+        n.ctx = f.context;
+        n.slot_gen = f.generation();
+        debug_assert_eq!(n.ev, flow_event(f, id));
     }
 }
 
