@@ -800,14 +800,16 @@ impl Notes {
         }
     }
 
-    /// Flow `f` made app-visible progress: its notification of this round
-    /// is (re)built from its state now.
+    /// Flow `id` (state `f`, slot generation `slot_gen`, locked) made
+    /// app-visible progress: its notification of this round is (re)built
+    /// from its state now. (The state, not its guard: the compiler knows
+    /// that the note's stores do not touch it, so it reads the guard's
+    /// pointer once, not again after every store.)
     #[inline(always)]
-    fn mark(&mut self, pending: &mut Fifo<FlowId>, f: &mut crate::flowtable::FlowGuard<'_>) {
+    fn mark(&mut self, pending: &mut Fifo<FlowId>, f: &mut FlowState, id: FlowId, slot_gen: u16) {
         if f.notify & notify::PENDING != 0 {
             return;
         }
-        let id = f.id();
         let mut i = f.note;
         if i as usize >= self.n || self.buf[i as usize].ev.flow != id {
             if self.n == NOTES_MAX {
@@ -832,7 +834,7 @@ impl Notes {
         n.ev.rx_seq = f.rx_data_seq();
         n.ev.tx_acked_seq = f.tx_acked_seq();
         n.ctx = f.context;
-        n.slot_gen = f.generation();
+        n.slot_gen = slot_gen;
         debug_assert_eq!(n.ev, flow_event(f, id));
     }
 }
@@ -1140,7 +1142,8 @@ impl FastPath {
             }
         }
         if r.notify {
-            self.notes.mark(&mut self.pending, &mut f);
+            let slot_gen = f.generation();
+            self.notes.mark(&mut self.pending, &mut f, id, slot_gen);
         }
         if r.tx_ready && may_activate(&f) {
             activate(&mut self.sched, self.lane, f.group, id, now, out);
