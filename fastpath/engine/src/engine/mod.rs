@@ -1063,20 +1063,13 @@ impl FastPath {
         };
         let id = f.id();
         let flags = seg.flags();
-        let reason = if f.cfg & cfg::SLOWPATH != 0 {
-            Some(Exception::SlowPathFlow)
-        } else if flags & tcp::RST != 0 {
-            Some(Exception::Rst)
-        } else if flags & tcp::SYN != 0 {
-            Some(Exception::Syn)
-        } else if flags & (tcp::URG | tcp::ACK) != tcp::ACK {
-            Some(Exception::UnusualFlags)
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
+        // One test for all four exceptions; which one, out of line.
+        if f.cfg & cfg::SLOWPATH != 0
+            || flags & (tcp::RST | tcp::SYN | tcp::URG | tcp::ACK) != tcp::ACK
+        {
+            let slow = f.cfg & cfg::SLOWPATH != 0;
             drop(f);
-            return self.exception(out, reason, Some(id), buf);
+            return self.rx_exception(out, slow, flags, id, buf);
         }
         let now_ts = ts_now(now);
         let ce = fr.ecn() == ipv4::ECN_CE;
@@ -1208,6 +1201,31 @@ impl FastPath {
             return None;
         }
         frame::RxFrame::from_frame(buf, &fr)
+    }
+
+    /// The exception of a segment on flow `id` that the receive path does
+    /// not take: the flow is the slow path's (`slow`), or its `flags` have
+    /// RST, SYN or URG set or ACK clear — in that order of precedence.
+    #[cold]
+    #[inline(never)]
+    fn rx_exception<O: Output>(
+        &mut self,
+        out: &mut O,
+        slow: bool,
+        flags: u8,
+        id: FlowId,
+        buf: &[u8],
+    ) {
+        let reason = if slow {
+            Exception::SlowPathFlow
+        } else if flags & tcp::RST != 0 {
+            Exception::Rst
+        } else if flags & tcp::SYN != 0 {
+            Exception::Syn
+        } else {
+            Exception::UnusualFlags
+        };
+        self.exception(out, reason, Some(id), buf);
     }
 
     fn exception<O: Output>(
