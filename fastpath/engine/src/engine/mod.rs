@@ -934,7 +934,8 @@ impl FastPath {
     /// comes from (a pure ACK, which may open the window). A table whose
     /// index is at most 64 KiB (`FlowTable::index_cached`, up to 4K flows)
     /// stays in the cache: there the three passes are one that reads each
-    /// index entry at once, prefetches no slot or template, and prefetches
+    /// index entry at once (following its probe chain to the end, not only
+    /// to the end of its line), prefetches no slot or template, and prefetches
     /// the flow's ring line at once. Hints only:
     /// no flow is changed, and a wrong guess costs a wasted line. The flow
     /// found for each frame is remembered for `rx` of that frame (by its
@@ -951,7 +952,7 @@ impl FastPath {
                 let Some((key, data)) = frame_key_data(f) else {
                     continue;
                 };
-                if let Some(id) = self.table.candidate(key.hash()) {
+                if let Some(id) = self.table.candidate_chain(key.hash()) {
                     // (m < PREFETCH_MAX: the mask only spares the bounds check.)
                     self.hints[m & (PREFETCH_MAX - 1)] = (f.as_ptr() as usize, id);
                     m += 1;
