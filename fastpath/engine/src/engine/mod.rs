@@ -948,15 +948,19 @@ impl FastPath {
             // A small table stays in the cache: read each index entry at
             // once, prefetch no slot or template, and the flow's ring line
             // at once too (the three passes in one).
+            // (The table once: the flow locks' atomics would make the
+            // compiler read it from `self` again for every frame.)
+            let table = &*self.table;
+            let hints = &mut self.hints;
             for f in frames.take(PREFETCH_MAX) {
                 let Some((key, data)) = frame_key_data(f) else {
                     continue;
                 };
-                if let Some(id) = self.table.candidate_chain(key.hash()) {
+                if let Some(id) = table.candidate_chain(key.hash()) {
                     // (m < PREFETCH_MAX: the mask only spares the bounds check.)
-                    self.hints[m & (PREFETCH_MAX - 1)] = (f.as_ptr() as usize, id);
+                    hints[m & (PREFETCH_MAX - 1)] = (f.as_ptr() as usize, id);
                     m += 1;
-                    if let Some((region, rx, tx)) = self.table.peek_rings(id) {
+                    if let Some((region, rx, tx)) = table.peek_rings(id) {
                         mem.prefetch(region, if data { rx } else { tx });
                     }
                 }
