@@ -21,7 +21,7 @@ use crate::flow::{FlowCold, FlowKey, FlowSlot, FlowState, TxCold};
 use crate::wire::frame::HdrTemplate;
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Index of a flow's slot in the table.
@@ -135,6 +135,9 @@ pub struct FlowTable {
     tmpl: Array<UnsafeCell<HdrTemplate>>,
     index: Array<AtomicU64>,
     mask: usize,
+    /// Flows removed so far ([`FlowTable::removals`]): one more after each
+    /// removal's generation change.
+    removals: AtomicU64,
     writer: Mutex<Writer>,
 }
 
@@ -172,6 +175,7 @@ impl FlowTable {
             tmpl,
             index,
             mask: index_len - 1,
+            removals: AtomicU64::new(0),
             writer: Mutex::new(Writer {
                 free: (0..capacity as u32).rev().collect(),
                 used: 0,
@@ -276,6 +280,32 @@ impl FlowTable {
         }
     }
 
+    /// [`FlowTable::candidate`] for a table whose index stays in the cache
+    /// ([`FlowTable::index_cached`]): follows the probe chain to its end,
+    /// not only to the end of the entry's cache line (the next lines are
+    /// cached too, and a flow found here is not looked up again by hash in
+    /// `FastPath::rx`). At most one pass over the index.
+    #[inline]
+    pub fn candidate_chain(&self, hash: u32) -> Option<FlowId> {
+        let index: &[AtomicU64] = &self.index;
+        let start = hash as usize & self.mask;
+        let mut i = start;
+        loop {
+            let e = index.get(i)?.load(Ordering::Relaxed);
+            if e == EMPTY {
+                return None;
+            }
+            if e != TOMB && (e >> 32) as u32 == hash {
+                // (As in `candidate`: checked against the slots at use.)
+                return Some((e as u32).wrapping_sub(1));
+            }
+            i = (i + 1) & self.mask;
+            if i == start {
+                return None;
+            }
+        }
+    }
+
     /// Locks flow `id` if it is installed and has this 4-tuple: a lookup
     /// whose candidate came from [`FlowTable::prefetch_slot`]. `None` (the
     /// lock released) otherwise; the caller then does a full
@@ -320,18 +350,12 @@ impl FlowTable {
     #[inline]
     pub fn lock(&self, id: FlowId) -> Option<FlowGuard<'_>> {
         let slot = self.slots.get(id as usize)?;
-        let mut spins = 0u32;
-        while slot
+        if slot
             .lock
             .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(64) {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
+            lock_contended(&slot.lock);
         }
         let g = FlowGuard {
             table: self,
@@ -353,6 +377,17 @@ impl FlowTable {
             .get(id as usize)
             .map(|s| s.gen.load(Ordering::Acquire))
             .unwrap_or(0)
+    }
+
+    /// How many flows were removed so far. A flow locked (and found
+    /// installed) after this read returned `n`, while it still returns
+    /// `n`, has not been removed since, unless the removal is under way
+    /// at this moment — as a [`FlowTable::generation`] read could not tell
+    /// either. One load for a batch of flows instead of one generation
+    /// each (`FastPath::flush_notifications`).
+    #[inline]
+    pub fn removals(&self) -> u64 {
+        self.removals.load(Ordering::Acquire)
     }
 
     /// Installs a flow (slow path only). Returns its id.
@@ -399,6 +434,11 @@ impl FlowTable {
             slot.gen.fetch_add(1, Ordering::Relaxed);
             *g
         };
+        // After the slot's lock was released: whoever sees the count
+        // unchanged since before it locked the flow (`FlowTable::removals`)
+        // may take the flow as still installed, as a generation read then
+        // would have told.
+        self.removals.fetch_add(1, Ordering::Release);
         let want = id as u64 + 1;
         let mut i = state.key().hash() as usize & self.mask;
         for _ in 0..=self.mask {
@@ -438,6 +478,26 @@ impl FlowTable {
             table: self,
             slot,
             id,
+        }
+    }
+}
+
+/// Takes a flow lock that its first try found held: spins, yielding the
+/// CPU every 64 tries (out of line: the uncontended lock is one
+/// `compare_exchange`).
+#[cold]
+#[inline(never)]
+fn lock_contended(lock: &AtomicU16) {
+    let mut spins = 0u32;
+    while lock
+        .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(64) {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
         }
     }
 }
@@ -577,17 +637,50 @@ mod tests {
         let b = t.insert(st(1, 3)).unwrap();
         assert_ne!(a, b);
         assert_eq!(t.insert(st(1, 2)), Err(TableError::Exists));
+        assert_eq!(t.removals(), 0, "inserts are no removals");
         assert_eq!(t.lookup(&st(1, 2).key()).unwrap().id(), a);
         assert_eq!({ t.lookup(&st(1, 3).key()).unwrap().opaque }, (1 << 16) | 3);
         assert!(t.lookup(&st(9, 9).key()).is_none());
         assert!(t.remove(a).is_some());
         assert!(t.remove(a).is_none());
+        assert_eq!(t.removals(), 1, "one removal counted, the refused one not");
         assert!(t.lookup(&st(1, 2).key()).is_none());
         assert!(t.lock(a).is_none());
         assert_eq!(t.lookup(&st(1, 3).key()).unwrap().id(), b);
         let c = t.insert(st(5, 5)).unwrap();
         assert_eq!(c, a, "slot reused");
         assert_eq!(t.len(), 2);
+        assert!(t.remove(c).is_some());
+        assert_eq!(t.removals(), 2);
+    }
+
+    /// Every installed flow is its hash's chained candidate (`candidate`
+    /// stops at the end of the entry's cache line and misses some).
+    #[test]
+    fn candidate_chain_finds_every_flow() {
+        let n = 1000;
+        let t = FlowTable::new(n);
+        let ids: Vec<FlowId> = (0..n)
+            .map(|i| t.insert(st(i as u16, 80)).unwrap())
+            .collect();
+        let mut line_misses = 0;
+        for (i, &id) in ids.iter().enumerate() {
+            let h = st(i as u16, 80).key().hash();
+            assert_eq!(t.candidate_chain(h), Some(id), "flow {i}");
+            line_misses += (t.candidate(h) != Some(id)) as u32;
+        }
+        assert!(
+            line_misses > 0,
+            "no chain crossed a line: the test proves nothing"
+        );
+        assert_eq!(t.candidate_chain(st(9999, 1).key().hash()), None);
+        // Removed flows leave tombstones the chain walks past.
+        for &id in ids.iter().step_by(2) {
+            t.remove(id).unwrap();
+        }
+        for (i, &id) in ids.iter().enumerate().skip(1).step_by(2) {
+            assert_eq!(t.candidate_chain(st(i as u16, 80).key().hash()), Some(id));
+        }
     }
 
     #[test]

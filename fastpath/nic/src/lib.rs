@@ -60,7 +60,9 @@ pub enum NicError {
 
 /// A fixed-capacity batch of frames in one preallocated slab.
 pub struct FrameBatch {
-    slab: Box<[u8]>,
+    /// One slot per frame (as many as `lens`): a slot is found by one
+    /// bounds check, which also tells whether the batch is full.
+    slab: Box<[[u8; FRAME_SLOT]]>,
     lens: Box<[u16]>,
     count: usize,
 }
@@ -69,7 +71,7 @@ impl FrameBatch {
     /// A batch of `capacity` frame slots of [`FRAME_SLOT`] bytes each.
     pub fn new(capacity: usize) -> Self {
         FrameBatch {
-            slab: vec![0u8; capacity * FRAME_SLOT].into_boxed_slice(),
+            slab: vec![[0u8; FRAME_SLOT]; capacity].into_boxed_slice(),
             lens: vec![0u16; capacity].into_boxed_slice(),
             count: 0,
         }
@@ -92,12 +94,12 @@ impl FrameBatch {
     /// Frame `i` (`i < len()`).
     pub fn frame(&self, i: usize) -> &[u8] {
         let l = self.lens[i] as usize;
-        &self.slab[i * FRAME_SLOT..i * FRAME_SLOT + l]
+        &self.slab[i][..l]
     }
     /// Mutable view of frame `i` (`i < len()`).
     pub fn frame_mut(&mut self, i: usize) -> &mut [u8] {
         let l = self.lens[i] as usize;
-        &mut self.slab[i * FRAME_SLOT..i * FRAME_SLOT + l]
+        &mut self.slab[i][..l]
     }
     /// The next free slot, to write a frame into and then [`commit`] it;
     /// `None` when the batch is full.
@@ -105,11 +107,8 @@ impl FrameBatch {
     /// [`commit`]: FrameBatch::commit
     #[inline(always)]
     pub fn slot(&mut self) -> Option<&mut [u8]> {
-        if self.is_full() {
-            return None;
-        }
-        let i = self.count;
-        self.slab.get_mut(i * FRAME_SLOT..(i + 1) * FRAME_SLOT)
+        // (`count < slab.len()` unless full: one compare for both.)
+        self.slab.get_mut(self.count).map(|s| &mut s[..])
     }
     /// Appends the frame of `n` bytes written into the slot [`slot`] gave
     /// (truncated to a slot; 0 = nothing written, the slot stays free).
@@ -151,8 +150,7 @@ impl FrameBatch {
             return;
         }
         let rest = self.count - n;
-        self.slab
-            .copy_within(n * FRAME_SLOT..self.count * FRAME_SLOT, 0);
+        self.slab.copy_within(n..self.count, 0);
         self.lens.copy_within(n..self.count, 0);
         self.count = rest;
     }

@@ -384,8 +384,11 @@ fn activate<O: Output>(
     }
 }
 
-/// What receiving one segment asks of the caller.
+/// What receiving one segment asks of the caller. (`repr(C)`, in this
+/// order: returned in one register, the fields the receive path tests
+/// every time lie in its low 32 bits, where a test takes an immediate.)
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
 struct RxResult {
     /// Send an ACK (data, duplicate, or out-of-window segment).
     ack: bool,
@@ -395,16 +398,16 @@ struct RxResult {
     /// out-of-order interval at its right edge with SACK), so an ACK that
     /// covers later segments tells the peer everything this one would.
     coalesce: bool,
-    /// The ACK should carry ECE.
-    ece: bool,
-    /// The ACK should report `RxCold::dsack` first (RFC 2883).
-    dsack: bool,
     /// App-visible progress (data received or TX space freed, FIN).
     notify: bool,
     /// The flow may be able to send now.
     tx_ready: bool,
     fin_rx: bool,
     fin_acked: bool,
+    /// The ACK should carry ECE.
+    ece: bool,
+    /// The ACK should report `RxCold::dsack` first (RFC 2883).
+    dsack: bool,
 }
 
 /// Sends flow `f`'s ACK now: `flags` (ECE), a D-SACK block first when
@@ -613,7 +616,9 @@ fn cut_new<M: PayloadMem, O: Output>(
         mem,
         stats,
     ) {
-        Cut::Sent(_) => {}
+        // (The two counters apart: side by side LLVM adds them as one
+        // vector, six instructions for two.)
+        Cut::Sent(_) => stats.tx_frames += 1,
         Cut::Full => {
             stats.tx_full += 1;
             return Cut::Full;
@@ -621,7 +626,6 @@ fn cut_new<M: PayloadMem, O: Output>(
         e => return e,
     }
     take_sent(fs, len, fin, flags);
-    stats.tx_frames += 1;
     stats.tx_payload_bytes += len as u64;
     Cut::Sent(len)
 }
@@ -721,16 +725,9 @@ fn rx_segment<M: PayloadMem>(
 /// sequence numbers, FIN flags, ring generation.
 #[inline(always)]
 fn flow_event(f: &FlowState, id: FlowId) -> AppEvent {
-    let mut flags = 0;
-    if f.st & st::RX_FIN != 0 {
-        flags |= event::F_RX_FIN;
-    }
-    if f.st & st::TX_FIN_ACKED != 0 {
-        flags |= event::F_TX_FIN_ACKED;
-    }
     AppEvent {
         kind: event::FLOW_UPDATE,
-        flags,
+        flags: event_flags(f),
         gen: f.ring_gen,
         flow: id,
         opaque: f.opaque,
@@ -738,6 +735,19 @@ fn flow_event(f: &FlowState, id: FlowId) -> AppEvent {
         tx_acked_seq: f.tx_acked_seq(),
         ..Default::default()
     }
+}
+
+/// [`flow_event`]'s flags: the FINs received and acknowledged.
+#[inline(always)]
+fn event_flags(f: &FlowState) -> u8 {
+    let mut flags = 0;
+    if f.st & st::RX_FIN != 0 {
+        flags |= event::F_RX_FIN;
+    }
+    if f.st & st::TX_FIN_ACKED != 0 {
+        flags |= event::F_TX_FIN_ACKED;
+    }
+    flags
 }
 
 /// Notifications built in one poll round, at most [`NOTES_MAX`].
@@ -765,24 +775,41 @@ struct Notes {
     /// Indexed by a `u8`: no bounds checks.
     buf: Box<[Note; NOTES_MAX]>,
     n: usize,
+    /// `FlowTable::removals` before any of these notes was built (read
+    /// when the table was last emptied).
+    removals: u64,
 }
 
 impl Notes {
-    fn new() -> Self {
+    fn new(removals: u64) -> Self {
         Notes {
-            buf: Box::new([Note::default(); NOTES_MAX]),
+            // The fields every event has (kind, padding, reserved) are
+            // written here, once: `mark`, which alone writes entries,
+            // writes the others.
+            buf: Box::new(
+                [Note {
+                    ev: AppEvent {
+                        kind: event::FLOW_UPDATE,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }; NOTES_MAX],
+            ),
             n: 0,
+            removals,
         }
     }
 
-    /// Flow `f` made app-visible progress: its notification of this round
-    /// is (re)built from its state now.
+    /// Flow `id` (state `f`, slot generation `slot_gen`, locked) made
+    /// app-visible progress: its notification of this round is (re)built
+    /// from its state now. (The state, not its guard: the compiler knows
+    /// that the note's stores do not touch it, so it reads the guard's
+    /// pointer once, not again after every store.)
     #[inline(always)]
-    fn mark(&mut self, pending: &mut Fifo<FlowId>, f: &mut crate::flowtable::FlowGuard<'_>) {
+    fn mark(&mut self, pending: &mut Fifo<FlowId>, f: &mut FlowState, id: FlowId, slot_gen: u16) {
         if f.notify & notify::PENDING != 0 {
             return;
         }
-        let id = f.id();
         let mut i = f.note;
         if i as usize >= self.n || self.buf[i as usize].ev.flow != id {
             if self.n == NOTES_MAX {
@@ -796,11 +823,19 @@ impl Notes {
             f.note = i;
             self.n += 1;
         }
-        self.buf[i as usize] = Note {
-            ev: flow_event(f, id),
-            ctx: f.context,
-            slot_gen: f.generation(),
-        };
+        // [`flow_event`]'s fields but those `new` wrote, each stored as
+        // soon as it is read (few values live at once in the receive
+        // path's registers).
+        let n = &mut self.buf[i as usize];
+        n.ev.flags = event_flags(f);
+        n.ev.gen = f.ring_gen;
+        n.ev.flow = id;
+        n.ev.opaque = f.opaque;
+        n.ev.rx_seq = f.rx_data_seq();
+        n.ev.tx_acked_seq = f.tx_acked_seq();
+        n.ctx = f.context;
+        n.slot_gen = slot_gen;
+        debug_assert_eq!(n.ev, flow_event(f, id));
     }
 }
 
@@ -812,12 +847,13 @@ const _: () = assert!(
 impl FastPath {
     pub fn new(table: Arc<FlowTable>, cfg: Config) -> Self {
         let cap = table.capacity();
+        let removals = table.removals();
         FastPath {
             table,
             cfg,
             sched: TxScheduler::new(cap),
             pending: Fifo::with_capacity(cap * 2),
-            notes: Notes::new(),
+            notes: Notes::new(removals),
             held: TailFifo::with_capacity(if cfg.ack_delay_ns > 0 {
                 cap.min(HELD_ACKS_MAX)
             } else {
@@ -898,7 +934,8 @@ impl FastPath {
     /// comes from (a pure ACK, which may open the window). A table whose
     /// index is at most 64 KiB (`FlowTable::index_cached`, up to 4K flows)
     /// stays in the cache: there the three passes are one that reads each
-    /// index entry at once, prefetches no slot or template, and prefetches
+    /// index entry at once (following its probe chain to the end, not only
+    /// to the end of its line), prefetches no slot or template, and prefetches
     /// the flow's ring line at once. Hints only:
     /// no flow is changed, and a wrong guess costs a wasted line. The flow
     /// found for each frame is remembered for `rx` of that frame (by its
@@ -911,15 +948,19 @@ impl FastPath {
             // A small table stays in the cache: read each index entry at
             // once, prefetch no slot or template, and the flow's ring line
             // at once too (the three passes in one).
+            // (The table once: the flow locks' atomics would make the
+            // compiler read it from `self` again for every frame.)
+            let table = &*self.table;
+            let hints = &mut self.hints;
             for f in frames.take(PREFETCH_MAX) {
                 let Some((key, data)) = frame_key_data(f) else {
                     continue;
                 };
-                if let Some(id) = self.table.candidate(key.hash()) {
+                if let Some(id) = table.candidate_chain(key.hash()) {
                     // (m < PREFETCH_MAX: the mask only spares the bounds check.)
-                    self.hints[m & (PREFETCH_MAX - 1)] = (f.as_ptr() as usize, id);
+                    hints[m & (PREFETCH_MAX - 1)] = (f.as_ptr() as usize, id);
                     m += 1;
-                    if let Some((region, rx, tx)) = self.table.peek_rings(id) {
+                    if let Some((region, rx, tx)) = table.peek_rings(id) {
                         mem.prefetch(region, if data { rx } else { tx });
                     }
                 }
@@ -1027,20 +1068,13 @@ impl FastPath {
         };
         let id = f.id();
         let flags = seg.flags();
-        let reason = if f.cfg & cfg::SLOWPATH != 0 {
-            Some(Exception::SlowPathFlow)
-        } else if flags & tcp::RST != 0 {
-            Some(Exception::Rst)
-        } else if flags & tcp::SYN != 0 {
-            Some(Exception::Syn)
-        } else if flags & (tcp::URG | tcp::ACK) != tcp::ACK {
-            Some(Exception::UnusualFlags)
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
+        // One test for all four exceptions; which one, out of line.
+        if f.cfg & cfg::SLOWPATH != 0
+            || flags & (tcp::RST | tcp::SYN | tcp::URG | tcp::ACK) != tcp::ACK
+        {
+            let slow = f.cfg & cfg::SLOWPATH != 0;
             drop(f);
-            return self.exception(out, reason, Some(id), buf);
+            return self.rx_exception(out, slow, flags, id, buf);
         }
         let now_ts = ts_now(now);
         let ce = fr.ecn() == ipv4::ECN_CE;
@@ -1106,7 +1140,8 @@ impl FastPath {
             }
         }
         if r.notify {
-            self.notes.mark(&mut self.pending, &mut f);
+            let slot_gen = f.generation();
+            self.notes.mark(&mut self.pending, &mut f, id, slot_gen);
         }
         if r.tx_ready && may_activate(&f) {
             activate(&mut self.sched, self.lane, f.group, id, now, out);
@@ -1171,6 +1206,31 @@ impl FastPath {
             return None;
         }
         frame::RxFrame::from_frame(buf, &fr)
+    }
+
+    /// The exception of a segment on flow `id` that the receive path does
+    /// not take: the flow is the slow path's (`slow`), or its `flags` have
+    /// RST, SYN or URG set or ACK clear — in that order of precedence.
+    #[cold]
+    #[inline(never)]
+    fn rx_exception<O: Output>(
+        &mut self,
+        out: &mut O,
+        slow: bool,
+        flags: u8,
+        id: FlowId,
+        buf: &[u8],
+    ) {
+        let reason = if slow {
+            Exception::SlowPathFlow
+        } else if flags & tcp::RST != 0 {
+            Exception::Rst
+        } else if flags & tcp::SYN != 0 {
+            Exception::Syn
+        } else {
+            Exception::UnusualFlags
+        };
+        self.exception(out, reason, Some(id), buf);
     }
 
     fn exception<O: Output>(
@@ -1450,9 +1510,13 @@ impl FastPath {
                 let _ = self.pending.push_back(id);
             }
         }
+        // No flow removed since before the round's notes were built (the
+        // count read at the end of the last flush): every note's flow is
+        // still the one it was built for, without a generation read each.
+        let removed = table.removals() != self.notes.removals;
         for note in &self.notes.buf[..self.notes.n.min(NOTES_MAX)] {
             let id = note.ev.flow;
-            if table.generation(id) != note.slot_gen {
+            if removed && table.generation(id) != note.slot_gen {
                 continue;
             }
             if deliver(note.ctx, &note.ev) {
@@ -1472,6 +1536,7 @@ impl FastPath {
         // Every entry is delivered or pending now; the flows' `note`
         // indices no longer name them.
         self.notes.n = 0;
+        self.notes.removals = table.removals();
         n
     }
 

@@ -196,8 +196,9 @@ impl TmplPath {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TmplLocal {
     mac: u64,
-    ttl: u8,
-    offload: bool,
+    /// TTL and offload flag where a template's `key2` keeps them (bits
+    /// 16..24 and 24), the flow's part zero.
+    bits: u32,
 }
 
 impl TmplLocal {
@@ -208,15 +209,32 @@ impl TmplLocal {
             mac: u64::from_ne_bytes([
                 src_mac[0], src_mac[1], src_mac[2], src_mac[3], src_mac[4], src_mac[5], e[0], e[1],
             ]),
-            ttl,
-            offload,
+            bits: key2(0, ttl, offload),
         }
     }
 
     /// The NIC completes TCP checksums.
     #[inline(always)]
     pub fn offload(&self) -> bool {
-        self.offload
+        self.bits & KEY2_OFFLOAD != 0
+    }
+}
+
+/// A template's `key2`: the next hop's MAC bytes 4 and 5 (as
+/// [`TmplPath::new`] packs them), the TTL, the offload flag.
+#[inline(always)]
+const fn key2(mac_hi: u16, ttl: u8, offload: bool) -> u32 {
+    mac_hi as u32 | (ttl as u32) << 16 | (offload as u32) << 24
+}
+
+/// The offload flag in a `key2`.
+const KEY2_OFFLOAD: u32 = 1 << 24;
+
+impl TmplPath {
+    /// `key2` of this path with the engine's part `local`.
+    #[inline(always)]
+    fn key2(self, local: TmplLocal) -> u32 {
+        self.2 as u32 | local.bits
     }
 }
 
@@ -248,19 +266,19 @@ pub struct HdrTemplate {
     /// and checksum zero.
     ip_sum: u16,
     /// The flow's part of what the template was built from (addresses,
-    /// ports, next hop), packed as [`TmplPath::new`] packs it: compared
-    /// word by word for every segment. (The engine's part, local MAC and
-    /// TTL, is in `hdr`; the offload flag below.)
+    /// ports, next hop), packed as [`TmplPath::new`] packs it, and the
+    /// engine's TTL and offload flag: compared word by word for every
+    /// segment. (The engine's local MAC is in `hdr`, compared as one word
+    /// too.) `key2`: the next hop's last two bytes, the TTL, the flag that
+    /// the NIC completes TCP checksums ([`key2`]).
     path0: u64,
     path1: u64,
-    path2: u16,
+    key2: u32,
     /// Native-endian folded sum of the pseudo header's addresses and
     /// protocol and the TCP ports.
     tcp_sum: u16,
     /// The same without the ports: the pseudo header's constant part.
     ph_sum: u16,
-    /// The NIC completes TCP checksums.
-    offload: bool,
 }
 
 /// Template bytes: Ethernet, IPv4, TCP source and destination port.
@@ -276,10 +294,9 @@ impl Default for HdrTemplate {
             ip_sum: 0,
             path0: 0,
             path1: 0,
-            path2: 0,
+            key2: 0,
             tcp_sum: 0,
             ph_sum: 0,
-            offload: false,
         }
     }
 }
@@ -335,17 +352,16 @@ impl HdrTemplate {
             ip_sum,
             path0: path.0,
             path1: path.1,
-            path2: path.2,
+            key2: key2(path.2, ttl, offload),
             tcp_sum: checksum::fold_ne(tcp_sum),
             ph_sum: checksum::fold_ne(ph_sum),
-            offload,
         }
     }
 
     /// Whether TCP checksums are left to the NIC.
     #[inline]
     pub fn offload(&self) -> bool {
-        self.offload
+        self.key2 & KEY2_OFFLOAD != 0
     }
 
     /// Whether this is the template [`HdrTemplate::new`] would build from
@@ -389,9 +405,7 @@ impl HdrTemplate {
         let diff = (self.path0 ^ path.0)
             | (self.path1 ^ path.1)
             | (h ^ local.mac)
-            | ((self.path2 ^ path.2) as u32
-                | (self.hdr[22] ^ local.ttl) as u32
-                | (self.offload as u32 ^ local.offload as u32)) as u64;
+            | (self.key2 ^ path.key2(local)) as u64;
         diff == 0
     }
 
@@ -433,7 +447,7 @@ impl HdrTemplate {
         let off_flags = (((tcp_len / 4) as u16) << 12) | flags as u16;
         b[46..48].copy_from_slice(&off_flags.to_be_bytes());
         b[48..50].copy_from_slice(&window.to_be_bytes());
-        if self.offload {
+        if self.offload() {
             // The pseudo header's sum, not complemented; the NIC adds the
             // segment's words and writes the complement.
             let ph = checksum::fold_ne(self.ph_sum as u64 + ne16(seg_len as u16));
@@ -463,7 +477,7 @@ impl HdrTemplate {
     /// as `emit` returned them). With offload, nothing: the NIC does it.
     #[inline(always)]
     pub fn finish(&self, buf: &mut [u8], hdr_len: usize, payload_len: usize, sum: u64) {
-        if self.offload {
+        if self.offload() {
             return;
         }
         let Some(payload) = buf.get(hdr_len..hdr_len + payload_len) else {
@@ -481,7 +495,7 @@ impl HdrTemplate {
     /// from `emit`'s `sum` and it. With offload, nothing.
     #[inline(always)]
     pub fn finish_sum(&self, buf: &mut [u8], sum: u64, payload_sum: u64) {
-        if self.offload {
+        if self.offload() {
             return;
         }
         // End-around carry: the total stays congruent mod 0xffff.
