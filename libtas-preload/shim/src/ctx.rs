@@ -89,7 +89,11 @@ impl Inner {
             take_conn_error(s, tas);
             let mut w = want(s, tas);
             let noted = crate::vready::note(s, *idx, sid, &mut w);
-            if s.sig.apply(s.a, &w) || noted {
+            let paired = s.sig.apply(s.a, &w);
+            if paired {
+                global().pair_gen.fetch_add(1, Ordering::Release);
+            }
+            if paired || noted {
                 global().bump_ready();
             }
         }

@@ -32,6 +32,10 @@ pub struct Global {
     pub gen: AtomicU64,
     /// Bumped whenever a socket's kernel readiness changes (spin loops).
     pub ready_gen: AtomicU64,
+    /// Bumped whenever a socket's pair changed (what the kernel reports for
+    /// it): a wait that took news looks at the kernel again only then
+    /// (`mux::wait_idle`).
+    pub pair_gen: AtomicU64,
     pub next_sid: AtomicU64,
     /// Wakes the reactor (new context).
     pub wake_fd: c_int,
@@ -106,6 +110,7 @@ pub fn global() -> &'static Global {
             create: Lock::new(CreateState::default()),
             gen: AtomicU64::new(0),
             ready_gen: AtomicU64::new(0),
+            pair_gen: AtomicU64::new(0),
             next_sid: AtomicU64::new(1),
             wake_fd,
             fill: calibrate_fill(),

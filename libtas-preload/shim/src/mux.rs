@@ -21,6 +21,7 @@ use crate::wait::{
     ctl_fds, handle_our_fd, spin_wait, take_news, Blocked, OurFd, EPOLL_TAG, EPOLL_TAG_MASK,
 };
 use libc::c_int;
+use std::sync::atomic::Ordering;
 
 /// The result convention inside: >= 0 a count, < 0 a negated errno.
 fn capture(r: c_int) -> c_int {
@@ -134,6 +135,7 @@ fn wait_idle(
             (capture(r), fired)
         };
         drop(b);
+        let pairs = global().pair_gen.load(Ordering::Acquire);
         for &(c, ctl) in &fired {
             handle_our_fd(c, ctl);
         }
@@ -143,9 +145,14 @@ fn wait_idle(
         if fired.is_empty() {
             return 0;
         }
-        // What the news made ready in user space; anything else the next
-        // round's kernel wait reports at once.
-        let r = capture(recheck());
+        // What the news made ready: in user space only, unless it changed
+        // what a pair says (an error, a hang-up, write space: then the
+        // kernel's view is needed for the whole answer, as Linux gives it).
+        let r = if global().pair_gen.load(Ordering::Acquire) == pairs {
+            capture(recheck())
+        } else {
+            now_again(&mut now)
+        };
         if r != 0 {
             return release(r);
         }
