@@ -995,9 +995,17 @@ impl Tas {
         unsafe { &*(self.map.as_ptr() as *const RegionHeader) }
     }
 
+    /// Call after reading [`Tas::event_fd`] and before looking at the
+    /// event rings: the cores write the eventfd once until the app has
+    /// drained it (`tas_abi::note_drained`).
+    pub fn note_drained(&self) {
+        tas_abi::note_drained(self.header());
+    }
+
     /// The eventfd that becomes readable when the service has news for us
     /// (while [`Tas::set_waiting`] is on); for callers with their own poll
-    /// loop.
+    /// loop. Whoever reads it calls [`Tas::note_drained`] before looking at
+    /// the rings, or the cores will not write it again.
     pub fn event_fd(&self) -> RawFd {
         self.app_wake.as_raw_fd()
     }
@@ -2490,6 +2498,7 @@ impl Tas {
                     8,
                 )
             };
+            self.note_drained();
             self.poll().map(|_| ())
         };
         announce_sleep(&self.header().app_waiting, was_waiting);

@@ -705,6 +705,7 @@ impl Apps {
                     app_waiting: Default::default(),
                     goal: std::sync::atomic::AtomicU32::new(self.goal.wire()),
                     cpu_contention_ppm: Default::default(),
+                    app_drains: Default::default(),
                 },
             )
         };
@@ -738,6 +739,7 @@ impl Apps {
                 cmds,
                 lane_sleeping,
                 app_wake: app_wake.as_raw_fd(),
+                kicked_at: None,
             });
         }
         let ok = HelloOk {

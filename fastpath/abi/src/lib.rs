@@ -48,7 +48,7 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
 }
 
 /// Bumped on every incompatible layout change.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Kinds of [`AppEvent`] (service → app).
 pub mod event {
@@ -681,6 +681,34 @@ pub struct RegionHeader {
     /// library's spin controller prices its spinning with it, since an
     /// app thread that spins takes the CPU that core needs.
     pub cpu_contention_ppm: std::sync::atomic::AtomicU32,
+    /// Times the app drained its eventfd (counted after the read, before
+    /// it looks at its event rings: [`note_drained`]). A core that kicked
+    /// the app and sees the same count again skips the kick: the eventfd
+    /// is still readable, so a thread that blocks on it returns at once,
+    /// and the app has not looked at its rings since.
+    pub app_drains: std::sync::atomic::AtomicU32,
+}
+
+/// The app's side of [`RegionHeader::app_drains`]: call after reading the
+/// eventfd and before looking at the event rings. (A read-modify-write,
+/// so a full fence on every target: the core's push of an event and its
+/// load of the count cannot both miss the other, as in [`announce_sleep`].)
+#[inline]
+pub fn note_drained(h: &RegionHeader) {
+    h.app_drains.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The core's side of [`RegionHeader::app_drains`], after it pushed events
+/// for an app that [`peer_sleeps`]: whether to write the app's eventfd,
+/// given the count it saw at its last kick (updated when it kicks).
+#[inline]
+pub fn kick_needed(h: &RegionHeader, kicked_at: &mut Option<u32>) -> bool {
+    let now = h.app_drains.load(Ordering::SeqCst);
+    if *kicked_at == Some(now) {
+        return false;
+    }
+    *kicked_at = Some(now);
+    true
 }
 
 /// `RegionHeader::magic`.

@@ -102,8 +102,8 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tas_abi::{
-    announce_sleep, peer_sleeps, AppCmd, AppEvent, PayloadMem, RegionHeader, RingConsumer,
-    RingProducer,
+    announce_sleep, kick_needed, peer_sleeps, AppCmd, AppEvent, PayloadMem, RegionHeader,
+    RingConsumer, RingProducer,
 };
 use tas_engine::engine::{frame_key, Config, Exception, FastPath, Output, Stats};
 use tas_engine::flowtable::{FlowId, FlowTable};
@@ -163,7 +163,7 @@ const ST_NOTIFY: usize = 5;
 
 /// Where a lane's time goes, without a profiler (`tasctl stats`:
 /// `lanes.rounds`, `lanes.stage_*_ns`, `lanes.nic_sends`,
-/// `lanes.app_wakes`). Every [`STAGE_SAMPLE`]-th round is timed stage by
+/// `lanes.app_wakes`, `lanes.app_kicks_skipped`). Every [`STAGE_SAMPLE`]-th round is timed stage by
 /// stage (seven clock reads, vDSO) and each stage's time counted
 /// [`STAGE_SAMPLE`] times: an estimate of the total with no clock read in
 /// the other rounds. Stages, in round order ([`STAGES`]): `rx` (steered
@@ -187,6 +187,9 @@ pub struct StageStats {
     pub nic_sends: AtomicU64,
     /// eventfd writes that woke a sleeping app.
     pub app_wakes: AtomicU64,
+    /// Kicks of a sleeping app left out because it had not drained the
+    /// last one yet (`tas_abi::kick_needed`).
+    pub app_kicks_skipped: AtomicU64,
 }
 
 /// A lane's own copy of its [`StageStats`] (published with the engine's
@@ -197,6 +200,7 @@ struct StageLocal {
     rounds: u64,
     nic_sends: u64,
     app_wakes: u64,
+    app_kicks_skipped: u64,
 }
 
 /// Times the stages of one sampled round (does nothing in the others).
@@ -262,6 +266,9 @@ pub struct AppPort {
     pub lane_sleeping: *const AtomicU32,
     /// The app's eventfd: written to wake the app.
     pub app_wake: RawFd,
+    /// `RegionHeader::app_drains` when this lane last wrote `app_wake`
+    /// (`tas_abi::kick_needed`); None before the first kick.
+    pub kicked_at: Option<u32>,
 }
 
 // SAFETY: the region behind `base` stays mapped until every lane
@@ -1388,10 +1395,22 @@ impl<N: Nic> Lane<N> {
             work += n;
             for &i in woken_list.iter() {
                 woken[i as usize] = false;
-                if let Some(port) = &apps[i as usize] {
+                if let Some(port) = &mut apps[i as usize] {
+                    // One write until the app has drained it: a core whose
+                    // rounds are faster than the app's wake-up would write
+                    // the eventfd again every round meanwhile.
                     if peer_sleeps(&port.header().app_waiting) {
-                        kick(port.app_wake);
-                        stage.app_wakes += 1;
+                        let AppPort {
+                            base, kicked_at, ..
+                        } = port;
+                        // SAFETY: as in `AppPort::header`.
+                        let h = unsafe { &*(*base as *const RegionHeader) };
+                        if kick_needed(h, kicked_at) {
+                            kick(port.app_wake);
+                            stage.app_wakes += 1;
+                        } else {
+                            stage.app_kicks_skipped += 1;
+                        }
                     }
                 }
             }
@@ -1444,6 +1463,7 @@ impl<N: Nic> Lane<N> {
             .store(self.app_cmds_forwarded, r);
         st.nic_sends.store(self.stage.nic_sends, r);
         st.app_wakes.store(self.stage.app_wakes, r);
+        st.app_kicks_skipped.store(self.stage.app_kicks_skipped, r);
     }
 }
 

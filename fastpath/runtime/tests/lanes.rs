@@ -641,6 +641,7 @@ impl Harness {
                     app_waiting: Default::default(),
                     goal: Default::default(),
                     cpu_contention_ppm: Default::default(),
+                    app_drains: Default::default(),
                 },
             )
         };
@@ -695,6 +696,7 @@ impl Harness {
                     lane_sleeping: base.add(layout.lane_flag_off(lane as u32) as usize)
                         as *const AtomicU32,
                     app_wake,
+                    kicked_at: None,
                 }
             };
             assert!(shared.lanes[lane].command(CoreCmd::AddApp(port)).is_ok());
@@ -1270,6 +1272,7 @@ fn sleeping_app_is_woken_by_the_cores_notification() {
         });
         let wake = &h.shm.as_ref().expect("region").app_wake;
         drain(wake.as_raw_fd());
+        tas_abi::note_drained(h.app.header());
         // The app's side of the handshake: announce, look once more, block.
         announce_sleep(&h.app.header().app_waiting, true);
         assert_eq!(h.app.poll_events(), vec![]);
@@ -1288,6 +1291,7 @@ fn sleeping_app_is_woken_by_the_cores_notification() {
             "round {round}: the app was never kicked (lost wake-up)"
         );
         drain(wake.as_raw_fd());
+        tas_abi::note_drained(h.app.header());
         // The kick follows the event: it is already in lane `lane`'s ring.
         let ev = h.app.poll_events();
         assert_eq!(ev.len(), 1, "{ev:?}");
@@ -1518,4 +1522,62 @@ fn a_full_command_ring_holds_back_only_its_own_lane() {
     assert_eq!(lanes[0].app_cmds.load(r), 2);
     assert_eq!(lanes[0].app_cmds_forwarded.load(r), 2);
     assert_eq!(h.stats(0).app_cmd_invalid + h.stats(1).app_cmd_invalid, 0);
+}
+
+/// A core writes a sleeping app's eventfd once until the app has drained
+/// it (`tas_abi::note_drained`): the events of later rounds meanwhile find
+/// the eventfd still readable, and a core whose rounds are faster than the
+/// app's wake-up wrote it again every round before. Once the app noted
+/// the drain, the next event kicks again (no lost wake-up).
+#[test]
+fn a_core_kicks_a_sleeping_app_once_until_it_drained() {
+    let mut h = Harness::new(5);
+    let lane = 0;
+    let wake = h.shm.as_ref().expect("region").app_wake.as_raw_fd();
+    drain(wake);
+    tas_abi::note_drained(h.app.header());
+    announce_sleep(&h.app.header().app_waiting, true);
+    assert_eq!(h.app.poll_events(), vec![]);
+    // Three segments, each in a round of its own, the app asleep all along
+    // and not draining.
+    for round in 0..3 {
+        let data = h.random_bytes(100 + round);
+        let seg = h.peer.data(&data);
+        h.wires[lane].inject(&seg);
+        h.settle(format!("round {round}: the ACK"));
+    }
+    let r = Ordering::Relaxed;
+    let st = &h.shared.lanes[lane].stages;
+    wait_until("the counters of three rounds", || {
+        st.app_wakes.load(r) + st.app_kicks_skipped.load(r) >= 3
+    });
+    assert_eq!(
+        (st.app_wakes.load(r), st.app_kicks_skipped.load(r)),
+        (1, 2),
+        "one write for three rounds of events while the app did not drain"
+    );
+    let mut v = 0u64;
+    // SAFETY: an 8-byte read into a live u64 from the non-blocking eventfd.
+    let n = unsafe { libc::read(wake, &mut v as *mut u64 as *mut libc::c_void, 8) };
+    assert_eq!((n, v), (8, 1), "the eventfd was written once");
+    // The app drains and looks at its rings (the harness's settling took
+    // the three events already).
+    tas_abi::note_drained(h.app.header());
+    h.app.poll_events();
+    // Still asleep: the next event kicks again.
+    let data = h.random_bytes(50);
+    let seg = h.peer.data(&data);
+    h.wires[lane].inject(&seg);
+    let mut p = libc::pollfd {
+        fd: wake,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd.
+    let woke = unsafe { libc::poll(&mut p, 1, DEADLINE.as_millis() as i32) } == 1;
+    assert!(
+        woke,
+        "the app was not kicked after it drained (lost wake-up)"
+    );
+    announce_sleep(&h.app.header().app_waiting, false);
 }

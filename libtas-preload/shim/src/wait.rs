@@ -193,6 +193,9 @@ pub fn handle_our_fd(ctx: usize, ctl: bool) {
     // the context's non-blocking eventfd.
     unsafe { real::read::get()(c.ev_fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
     let mut inner = c.inner.lock();
+    // Drained: the cores write the eventfd again for what they post from
+    // now on (before the rings are read, see `tas_abi::note_drained`).
+    inner.tas.note_drained();
     if ctl {
         inner.process();
     } else {

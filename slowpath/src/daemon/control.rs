@@ -332,6 +332,10 @@ impl CtlCtx<'_> {
             "lanes.app_wakes".into(),
             lane_sum(self.shared, |l| l.stages.app_wakes.load(r)),
         );
+        c.insert(
+            "lanes.app_kicks_skipped".into(),
+            lane_sum(self.shared, |l| l.stages.app_kicks_skipped.load(r)),
+        );
         for (i, name) in tas_runtime::STAGES.iter().enumerate() {
             c.insert(
                 format!("lanes.stage_{name}_ns"),
