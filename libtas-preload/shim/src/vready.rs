@@ -18,15 +18,18 @@
 //! * no other process may hold it (`Sock::shared`: a fork, exec,
 //!   `posix_spawn` or `SCM_RIGHTS` makes it shared);
 //! * it was never waited on in any other way: `poll`, `select` or a
-//!   blocking call on it makes it non-virtual for good ([`demote_fd`]),
-//!   since those read the pair.
+//!   blocking call on it makes it non-virtual for good
+//!   ([`demote_virtual_fd`]), since those read the pair.
 //!
 //! A socket in no epoll set that nothing else watches either (the same
-//! conditions, with no registration at all) is *lazy*: only a thread
-//! blocked in the kernel on it in a blocking call (`wait::wait_fd`,
-//! counted in `Sock::kwait`) needs its readability on the pair, so it is
-//! put there only while one is ([`lazy`], [`KWait`]); the blocking call's
-//! spin looks at the socket itself ([`lazy_ready`]). A thread-per-connection
+//! conditions, with no registration at all) is *lazy*: the shim's waits
+//! look at it in user space ([`lazy_ready`]: the spin of a blocking call,
+//! [`poll_lazy`] for `poll`/`select`, `Solo::block` after a wake-up), and
+//! only while a thread sleeps in the kernel on it (a blocking call's
+//! [`KWait`], a `poll`/`select`'s [`PollKWait`], counted in `Sock::kwait`)
+//! does its readability go on the pair, so that news another thread takes
+//! meanwhile wakes it; that ends when the kernel's wait returns, before the
+//! thread takes its own news. A thread-per-connection
 //! server's read that finds its data while spinning then costs no system
 //! call on the pair.
 //!
