@@ -28,6 +28,10 @@
  *                        last thread's epoll_wait has a 50 ms timeout
  *                        instead of SO_RCVTIMEO (its timeouts counted the
  *                        same way), and #I interrupts an epoll_wait
+ *   herd pserver PORT N  the same with each connection thread blocked in
+ *                        poll() on its socket alone (then a read without
+ *                        blocking); the last thread's poll has a 50 ms
+ *                        timeout, and #I interrupts a poll
  *   herd client IP PORT N K M
  *                        connect N times (each from a new thread), let the
  *                        server's threads block,
@@ -45,6 +49,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -248,6 +253,38 @@ static void *econn_thread(void *arg)
     return NULL;
 }
 
+/* The pserver's connection thread: the same protocol as conn_thread,
+ * waiting in poll() on its socket. */
+static void *pconn_thread(void *arg)
+{
+    int i = (int)(long)arg;
+    int s = socks[i];
+    tids[i] = (pid_t)syscall(SYS_gettid);
+    int wait_ms = i == nconn - 1 ? 50 : -1;
+    char b[512];
+    for (;;) {
+        struct pollfd p = {.fd = s, .events = POLLIN};
+        int r = poll(&p, 1, wait_ms);
+        if (r == 0) {
+            timeouts++;
+            continue;
+        }
+        if (r < 0 && errno == EINTR) {
+            if (i == 1) eintr_seen = 1;
+            continue;
+        }
+        if (r < 0) {
+            fprintf(stderr, "server: poll on connection %d: %s\n", i, strerror(errno));
+            break;
+        }
+        ssize_t n = recv(s, b, sizeof b, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        if (serve(i, s, b, n) < 0) break;
+    }
+    close(s);
+    return NULL;
+}
+
 static int server(int port, int n, void *(*thread)(void *))
 {
     nconn = n;
@@ -427,11 +464,16 @@ int main(int argc, char **argv)
         if (n < 5 || n > MAXN) return 2;
         return server(atoi(argv[2]), n, econn_thread);
     }
+    if (argc == 4 && !strcmp(argv[1], "pserver")) {
+        int n = atoi(argv[3]);
+        if (n < 5 || n > MAXN) return 2;
+        return server(atoi(argv[2]), n, pconn_thread);
+    }
     if (argc == 7 && !strcmp(argv[1], "client")) {
         int n = atoi(argv[4]);
         if (n < 5 || n > MAXN) return 2;
         return client(argv[2], atoi(argv[3]), n, atoi(argv[5]), atoi(argv[6]));
     }
-    fprintf(stderr, "usage: herd server|eserver PORT N | herd client IP PORT N K M\n");
+    fprintf(stderr, "usage: herd server|eserver|pserver PORT N | herd client IP PORT N K M\n");
     return 2;
 }

@@ -1486,6 +1486,47 @@ fn blocked_threads_are_woken_only_for_their_own_connection() {
     }
 }
 
+/// Threads that each wait in `poll` on their own connection (tests/c/herd.c
+/// `pserver`) under the shim: every socket stays lazy (its readability is
+/// looked at in user space, and goes on its pair only while its thread
+/// sleeps in the kernel), so news one thread takes for another's socket
+/// must still wake that thread — and only that one: a `poll` of one socket
+/// waits as a blocking call does (one thread per context takes the news),
+/// where before each `poll` held the contexts' eventfds and the 14 idle
+/// threads woke 4,218 times for 300 requests on one connection. The
+/// signal, shutdown and send-timeout lines and the stress round trips on
+/// 14 connections (5 s limit per answer) are the same as on Linux.
+#[test]
+fn poll_threads_lose_no_wakeup_and_wake_alone() {
+    const K: usize = HERD_K;
+    const M: usize = HERD_M;
+    const N: usize = HERD_N;
+    let (linux, tas, _tb) = herd_on_both("pserver", "hpl", "hpt");
+    for want in [
+        format!("quiet: {K} round trips ok"),
+        "signal: #eintr=1".to_string(),
+        "shutdown: #shut=1".to_string(),
+        "send timeout: #sndtimeo=EAGAIN waited=1".to_string(),
+        format!("stress: {} x {M} round trips ok", N - 2),
+    ] {
+        assert!(tas.contains(&want), "missing {want:?} in:\n{tas}");
+    }
+    for (who, out) in [("linux", &linux), ("tas", &tas)] {
+        let (threads, sum, busy, timeouts) = herd_report(out);
+        eprintln!("{who}: poll threads {threads} woke {sum} times for {K} requests (busy {busy}), timeouts {timeouts}");
+        assert_eq!(threads, N as u64 - 2);
+        assert!(
+            timeouts >= 3,
+            "{who}: the 50 ms poll timed out {timeouts} times"
+        );
+        assert!(
+            sum <= 2 * K as u64 + 40,
+            "{who}: poll threads that got no data were switched out {sum} times for {K} \
+             requests (a herd: every blocked poller woke):\n{out}"
+        );
+    }
+}
+
 /// Issue 15 (the herd, multi-threaded epoll servers such as memcached):
 /// one epoll set per thread, each with one connection (`herd eserver`).
 /// A context's eventfd sits in every set; it wakes one blocked set

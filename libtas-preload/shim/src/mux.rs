@@ -629,6 +629,11 @@ pub unsafe fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c
         // SAFETY: the caller's arguments, unchanged, under the same contract.
         return unsafe { f(fds, n, timeout) };
     }
+    if n == 1 && timeout != 0 && !sys::restricted() {
+        // SAFETY: fds is non-null and holds one entry (contract), ours for
+        // the call.
+        return poll_one(unsafe { &mut *fds }, timeout as i64);
+    }
     wait(
         timeout as i64,
         // SAFETY: fds holds n entries (contract); no other borrow of it is
@@ -641,6 +646,46 @@ pub unsafe fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c
         // results; no other borrow of it is alive meanwhile.
         || crate::vready::poll_lazy(unsafe { std::slice::from_raw_parts_mut(fds, n as usize) }),
     )
+}
+
+/// `poll` on one TAS socket, with a timeout: the wait of a blocking call
+/// on it (`wait::wait_fd`), so that threads that each poll their own
+/// connection wait as threads blocked in `recv` do — one thread per
+/// context takes the news and wakes the others through their sockets'
+/// pairs — instead of every poller waking for every event (each `poll` of
+/// the shared wait holds the contexts' eventfds). A zero-timeout look
+/// comes first and gives the result (revents as Linux reports them).
+fn poll_one(p: &mut libc::pollfd, timeout_ms: i64) -> c_int {
+    let _e = sys::Enter::new();
+    let deadline = (timeout_ms >= 0).then(|| monotonic_ns() + timeout_ms as u64 * 1_000_000);
+    loop {
+        take_news();
+        // SAFETY: `p` is one live pollfd, borrowed only here.
+        let (r, fired) = unsafe { poll_block(p, 1, 0, &[], None) };
+        let r = capture(r);
+        for &(c, ctl) in &fired {
+            handle_our_fd(c, ctl);
+        }
+        if r != 0 {
+            return release(r);
+        }
+        if deadline.is_some_and(|d| monotonic_ns() >= d) {
+            p.revents = 0;
+            return 0;
+        }
+        // Ready (or woken): the look above gives the result.
+        match crate::wait::wait_fd(p.fd, p.events, deadline) {
+            Ok(()) => {}
+            Err(libc::EAGAIN) => {
+                p.revents = 0;
+                return 0;
+            }
+            Err(e) => {
+                set_errno(e);
+                return -1;
+            }
+        }
+    }
 }
 
 /// `ppoll` over fds that may include TAS sockets.
