@@ -214,8 +214,42 @@ static void *conn_thread(void *arg)
     return NULL;
 }
 
-/* The eserver's connection thread: the same protocol as conn_thread,
- * waiting in epoll_wait on a set of its own. */
+/* The connection thread of eserver and pserver: the same protocol as
+ * conn_thread, waiting for readability in an epoll set of its own (ep >=
+ * 0) or in poll() on its socket (ep < 0), then reading without blocking. */
+static void wait_serve(int i, int s, int ep)
+{
+    const char *call = ep >= 0 ? "epoll_wait" : "poll";
+    int wait_ms = i == nconn - 1 ? 50 : -1;
+    char b[512];
+    for (;;) {
+        int r;
+        if (ep >= 0) {
+            struct epoll_event got;
+            r = epoll_wait(ep, &got, 1, wait_ms);
+        } else {
+            struct pollfd p = {.fd = s, .events = POLLIN};
+            r = poll(&p, 1, wait_ms);
+        }
+        if (r == 0) {
+            timeouts++;
+            continue;
+        }
+        if (r < 0 && errno == EINTR) {
+            if (i == 1) eintr_seen = 1;
+            continue;
+        }
+        if (r < 0) {
+            fprintf(stderr, "server: %s on connection %d: %s\n", call, i, strerror(errno));
+            break;
+        }
+        ssize_t n = recv(s, b, sizeof b, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        if (serve(i, s, b, n) < 0) break;
+    }
+}
+
+/* The eserver's connection thread. */
 static void *econn_thread(void *arg)
 {
     int i = (int)(long)arg;
@@ -227,60 +261,19 @@ static void *econn_thread(void *arg)
         fprintf(stderr, "server: epoll for connection %d: %s\n", i, strerror(errno));
         return NULL;
     }
-    int wait_ms = i == nconn - 1 ? 50 : -1;
-    char b[512];
-    for (;;) {
-        struct epoll_event got;
-        int r = epoll_wait(ep, &got, 1, wait_ms);
-        if (r == 0) {
-            timeouts++;
-            continue;
-        }
-        if (r < 0 && errno == EINTR) {
-            if (i == 1) eintr_seen = 1;
-            continue;
-        }
-        if (r < 0) {
-            fprintf(stderr, "server: epoll_wait on connection %d: %s\n", i, strerror(errno));
-            break;
-        }
-        ssize_t n = recv(s, b, sizeof b, MSG_DONTWAIT);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-        if (serve(i, s, b, n) < 0) break;
-    }
+    wait_serve(i, s, ep);
     close(ep);
     close(s);
     return NULL;
 }
 
-/* The pserver's connection thread: the same protocol as conn_thread,
- * waiting in poll() on its socket. */
+/* The pserver's connection thread. */
 static void *pconn_thread(void *arg)
 {
     int i = (int)(long)arg;
     int s = socks[i];
     tids[i] = (pid_t)syscall(SYS_gettid);
-    int wait_ms = i == nconn - 1 ? 50 : -1;
-    char b[512];
-    for (;;) {
-        struct pollfd p = {.fd = s, .events = POLLIN};
-        int r = poll(&p, 1, wait_ms);
-        if (r == 0) {
-            timeouts++;
-            continue;
-        }
-        if (r < 0 && errno == EINTR) {
-            if (i == 1) eintr_seen = 1;
-            continue;
-        }
-        if (r < 0) {
-            fprintf(stderr, "server: poll on connection %d: %s\n", i, strerror(errno));
-            break;
-        }
-        ssize_t n = recv(s, b, sizeof b, MSG_DONTWAIT);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-        if (serve(i, s, b, n) < 0) break;
-    }
+    wait_serve(i, s, -1);
     close(s);
     return NULL;
 }

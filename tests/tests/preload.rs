@@ -644,6 +644,25 @@ fn redis_server_under_shim_with_redis_benchmark_from_linux() {
     assert_eq!(cli(&mut tb, &["get", "k1"]), "hello-tas");
 }
 
+/// The `strace -c` summary in `out` once strace wrote it (when the traced
+/// program has exited; 20 s at most), and the file removed.
+fn strace_summary(out: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = std::fs::read_to_string(out).unwrap_or_default();
+        if t.contains("total") {
+            let _ = std::fs::remove_file(out);
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no strace summary in {}",
+            out.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Calls per system call name from an `strace -c` summary.
 fn strace_counts(summary: &str) -> Vec<(String, u64)> {
     summary
@@ -713,21 +732,7 @@ fn redis_epoll_wait_needs_no_system_call_per_request() {
         );
         let _ = o;
         // strace writes its summary when redis-server has exited.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let summary = loop {
-            let t = std::fs::read_to_string(&out).unwrap_or_default();
-            if t.contains("total") {
-                break t;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no strace summary in {}",
-                out.display()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let _ = std::fs::remove_file(&out);
-        let c = strace_counts(&summary);
+        let c = strace_counts(&strace_summary(&out));
         let get = |name: &str| c.iter().find(|(s, _)| s == name).map(|x| x.1).unwrap_or(0);
         let (tx, rx) = (get("sendto"), get("recvfrom"));
         println!("TAS_USER_WAIT={user_wait}: {n} GETs, sendto {tx}, recvfrom {rx}, epoll_pwait {}, write {}",
@@ -812,21 +817,7 @@ fn blocking_and_poll_servers_need_no_pair_call_per_message() {
             .status()
             .expect("pkill");
         assert!(k.success(), "no sockperf server to stop");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let summary = loop {
-            let t = std::fs::read_to_string(&out).unwrap_or_default();
-            if t.contains("total") {
-                break t;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no strace summary in {}",
-                out.display()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let _ = std::fs::remove_file(&out);
-        let c = strace_counts(&summary);
+        let c = strace_counts(&strace_summary(&out));
         let get = |name: &str| c.iter().find(|(s, _)| s == name).map(|x| x.1).unwrap_or(0);
         let (tx, rx) = (get("sendto"), get("recvfrom"));
         println!(
@@ -1498,33 +1489,7 @@ fn blocked_threads_are_woken_only_for_their_own_connection() {
 /// 14 connections (5 s limit per answer) are the same as on Linux.
 #[test]
 fn poll_threads_lose_no_wakeup_and_wake_alone() {
-    const K: usize = HERD_K;
-    const M: usize = HERD_M;
-    const N: usize = HERD_N;
-    let (linux, tas, _tb) = herd_on_both("pserver", "hpl", "hpt");
-    for want in [
-        format!("quiet: {K} round trips ok"),
-        "signal: #eintr=1".to_string(),
-        "shutdown: #shut=1".to_string(),
-        "send timeout: #sndtimeo=EAGAIN waited=1".to_string(),
-        format!("stress: {} x {M} round trips ok", N - 2),
-    ] {
-        assert!(tas.contains(&want), "missing {want:?} in:\n{tas}");
-    }
-    for (who, out) in [("linux", &linux), ("tas", &tas)] {
-        let (threads, sum, busy, timeouts) = herd_report(out);
-        eprintln!("{who}: poll threads {threads} woke {sum} times for {K} requests (busy {busy}), timeouts {timeouts}");
-        assert_eq!(threads, N as u64 - 2);
-        assert!(
-            timeouts >= 3,
-            "{who}: the 50 ms poll timed out {timeouts} times"
-        );
-        assert!(
-            sum <= 2 * K as u64 + 40,
-            "{who}: poll threads that got no data were switched out {sum} times for {K} \
-             requests (a herd: every blocked poller woke):\n{out}"
-        );
-    }
+    herd_threads_wake_alone("pserver", "poll", ("hpl", "hpt"));
 }
 
 /// Issue 15 (the herd, multi-threaded epoll servers such as memcached):
@@ -1540,10 +1505,19 @@ fn poll_threads_lose_no_wakeup_and_wake_alone() {
 /// connections at once with every byte checked) gives Linux's lines.
 #[test]
 fn epoll_threads_are_woken_only_for_their_own_connection() {
+    herd_threads_wake_alone("eserver", "epoll", ("hel", "het"));
+}
+
+/// The herd tests of threads that each wait on their own connection
+/// (`herd` `mode`, waiting with `call`): Linux's lines for the signal,
+/// shutdown, send-timeout and stress steps, the 50 ms wait's timeouts, and
+/// at most 2 × K + 40 wake-ups of the threads that got nothing while
+/// connection 0 made its K round trips.
+fn herd_threads_wake_alone(mode: &str, call: &str, tags: (&str, &str)) {
     const N: usize = HERD_N;
     const K: usize = HERD_K;
     const M: usize = HERD_M;
-    let (linux, tas, _tb) = herd_on_both("eserver", "hel", "het");
+    let (linux, tas, _tb) = herd_on_both(mode, tags.0, tags.1);
     for want in [
         format!("quiet: {K} round trips ok"),
         "signal: #eintr=1".to_string(),
@@ -1555,16 +1529,16 @@ fn epoll_threads_are_woken_only_for_their_own_connection() {
     }
     for (who, out) in [("linux", &linux), ("tas", &tas)] {
         let (threads, sum, busy, timeouts) = herd_report(out);
-        eprintln!("{who}: epoll threads {threads} woke {sum} times for {K} requests (busy {busy}), timeouts {timeouts}");
+        eprintln!("{who}: {call} threads {threads} woke {sum} times for {K} requests (busy {busy}), timeouts {timeouts}");
         assert_eq!(threads, N as u64 - 2);
         assert!(
             timeouts >= 3,
-            "{who}: the 50 ms epoll_wait timed out {timeouts} times"
+            "{who}: the 50 ms {call} timed out {timeouts} times"
         );
         assert!(
             sum <= 2 * K as u64 + 40,
-            "{who}: epoll threads that got no data were switched out {sum} times for {K} \
-             requests (a herd: every blocked set woke):\n{out}"
+            "{who}: {call} threads that got no data were switched out {sum} times for {K} \
+             requests (a herd: every blocked thread woke):\n{out}"
         );
     }
 }

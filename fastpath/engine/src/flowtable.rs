@@ -260,8 +260,27 @@ impl FlowTable {
     /// ([`FlowTable::index_cached`]).
     #[inline]
     pub fn candidate(&self, hash: u32) -> Option<FlowId> {
+        self.probe::<false>(hash)
+    }
+
+    /// [`FlowTable::candidate`] for a table whose index stays in the cache
+    /// ([`FlowTable::index_cached`]): follows the probe chain to its end,
+    /// not only to the end of the entry's cache line (the next lines are
+    /// cached too, and a flow found here is not looked up again by hash in
+    /// `FastPath::rx`). At most one pass over the index.
+    #[inline]
+    pub fn candidate_chain(&self, hash: u32) -> Option<FlowId> {
+        self.probe::<true>(hash)
+    }
+
+    /// The probe of [`FlowTable::candidate`] (`WHOLE` false: up to the end
+    /// of the entry's 64-byte line) and [`FlowTable::candidate_chain`]
+    /// (`WHOLE`: the whole chain, at most one pass).
+    #[inline(always)]
+    fn probe<const WHOLE: bool>(&self, hash: u32) -> Option<FlowId> {
         let index: &[AtomicU64] = &self.index;
-        let mut i = hash as usize & self.mask;
+        let start = hash as usize & self.mask;
+        let mut i = start;
         loop {
             let e = index.get(i)?.load(Ordering::Relaxed);
             if e == EMPTY {
@@ -273,34 +292,8 @@ impl FlowTable {
                 return Some((e as u32).wrapping_sub(1));
             }
             i = (i + 1) & self.mask;
-            // 8 entries per 64-byte line: stop where the line ends.
-            if i & 7 == 0 {
-                return None;
-            }
-        }
-    }
-
-    /// [`FlowTable::candidate`] for a table whose index stays in the cache
-    /// ([`FlowTable::index_cached`]): follows the probe chain to its end,
-    /// not only to the end of the entry's cache line (the next lines are
-    /// cached too, and a flow found here is not looked up again by hash in
-    /// `FastPath::rx`). At most one pass over the index.
-    #[inline]
-    pub fn candidate_chain(&self, hash: u32) -> Option<FlowId> {
-        let index: &[AtomicU64] = &self.index;
-        let start = hash as usize & self.mask;
-        let mut i = start;
-        loop {
-            let e = index.get(i)?.load(Ordering::Relaxed);
-            if e == EMPTY {
-                return None;
-            }
-            if e != TOMB && (e >> 32) as u32 == hash {
-                // (As in `candidate`: checked against the slots at use.)
-                return Some((e as u32).wrapping_sub(1));
-            }
-            i = (i + 1) & self.mask;
-            if i == start {
+            // 8 entries per 64-byte line.
+            if if WHOLE { i == start } else { i & 7 == 0 } {
                 return None;
             }
         }
