@@ -67,7 +67,7 @@ fn check_scenario(scenario: Scenario, flows: usize, ring: u32, units: u64) {
                     // covers the segments that came meanwhile).
                     let adv = p.tcp.ack().wrapping_sub(next_ack[fi]);
                     assert!(
-                        adv > 0 && adv % PAYLOAD as u32 == 0 && adv < 1 << 30,
+                        adv > 0 && adv.is_multiple_of(PAYLOAD as u32) && adv < 1 << 30,
                         "{ctx}: flow {fi} ACK number advances by {adv}"
                     );
                     next_ack[fi] = p.tcp.ack();
@@ -78,7 +78,7 @@ fn check_scenario(scenario: Scenario, flows: usize, ring: u32, units: u64) {
                     // The segment carries the ACK of what came in so far.
                     let adv = p.tcp.ack().wrapping_sub(next_ack[fi]);
                     assert!(
-                        adv % PAYLOAD as u32 == 0 && adv < 1 << 30,
+                        adv.is_multiple_of(PAYLOAD as u32) && adv < 1 << 30,
                         "{ctx}: flow {fi} ACK on a segment moves by {adv}"
                     );
                     next_ack[fi] = p.tcp.ack();

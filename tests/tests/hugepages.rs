@@ -247,7 +247,10 @@ fn app_region_on_reserved_huge_pages() {
         2,
         "two apps attached"
     );
-    assert_eq!(tb.tasd_counter("huge.hugetlb_bytes"), 2 * REGION_MIB << 20);
+    assert_eq!(
+        tb.tasd_counter("huge.hugetlb_bytes"),
+        (2 * REGION_MIB) << 20
+    );
     assert_eq!(tb.tasd_counter("huge.hugetlb_fallbacks"), 0);
     assert!(!tb.tasd_log().contains(FALLBACK_LOG), "{}", tb.tasd_log());
     // The pages go back when the apps are gone.

@@ -36,7 +36,6 @@ fn env_bin() -> &'static Path {
 
 /// tests/c/conform.c, compiled once per test process (fortified, so the
 /// shim's __*_chk entry points are exercised too).
-
 fn conform() -> PathBuf {
     c_program("conform")
 }

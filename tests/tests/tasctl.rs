@@ -480,9 +480,7 @@ fn metric(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
         .iter()
         .find(|s| {
             s.name == name
-                && label.map_or(true, |(k, v)| {
-                    s.labels.iter().any(|(a, b)| a == k && b == v)
-                })
+                && label.is_none_or(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
         })
         .unwrap_or_else(|| panic!("no sample {name} {label:?}"))
         .value
@@ -822,27 +820,13 @@ fn a_contended_core_gives_its_cpu_back() {
         &["--tas", "echo-server", "7"],
         Some("listening"),
     );
-    // A busy loop on the core's CPU, bounded in time.
-    tb.spawn_tas(
-        std::path::Path::new("timeout"),
-        &[
-            "20",
-            "taskset",
-            "-c",
-            "1",
-            "sh",
-            "-c",
-            "while :; do :; done",
-        ],
-        None,
-    );
+    // A busy loop on the core's CPU.
+    busy_loop(&mut tb, "1", false);
     let (client, _lines) = tb.spawn_lnx_lines(
         &bin("rpc"),
         &["client", TAS_IP, "7", "--conns", "1", "--secs", "4"],
     );
-    // Let a few epochs pass under load.
-    std::thread::sleep(Duration::from_secs(2));
-    let t: TuneView = json(&mut tb, &["tune"]);
+    let t: TuneView = tune_under_load(&mut tb);
     let c0 = &t.cores[0];
     assert!(
         c0.contention_pct > 10.0,
@@ -881,22 +865,7 @@ fn a_core_gives_its_cpu_back_when_other_threads_wait() {
         ],
         Some("listening"),
     );
-    tb.spawn_tas(
-        std::path::Path::new("timeout"),
-        &[
-            "20",
-            "nice",
-            "-n",
-            "19",
-            "taskset",
-            "-c",
-            "0",
-            "sh",
-            "-c",
-            "while :; do :; done",
-        ],
-        None,
-    );
+    busy_loop(&mut tb, "0", true);
     let rpc = bin("rpc");
     let (client, _lines) = tb.spawn_lnx_lines(
         std::path::Path::new("taskset"),
@@ -913,8 +882,7 @@ fn a_core_gives_its_cpu_back_when_other_threads_wait() {
             "4",
         ],
     );
-    std::thread::sleep(Duration::from_secs(2));
-    let t: TuneView = json(&mut tb, &["tune"]);
+    let t: TuneView = tune_under_load(&mut tb);
     let c0 = &t.cores[0];
     eprintln!(
         "core 0: spin {} us, wait {}%, pressure {}%",
@@ -929,4 +897,22 @@ fn a_core_gives_its_cpu_back_when_other_threads_wait() {
         "a core whose spinning keeps a CPU others wait for should not spin across round trips: {t:?}"
     );
     assert_eq!(tb.wait_child(client, Duration::from_secs(30)), Some(true));
+}
+
+/// A shell busy loop pinned to `cpu` (at nice 19 with `nice`), in the TAS
+/// namespace, ended after 20 s.
+fn busy_loop(tb: &mut Testbed, cpu: &str, nice: bool) {
+    let mut args = vec!["20"];
+    if nice {
+        args.extend(["nice", "-n", "19"]);
+    }
+    args.extend(["taskset", "-c", cpu, "sh", "-c", "while :; do :; done"]);
+    tb.spawn_tas(std::path::Path::new("timeout"), &args, None);
+}
+
+/// `tasctl tune` once a few of the cores' epochs have passed under the
+/// load just started.
+fn tune_under_load<T: serde::de::DeserializeOwned>(tb: &mut Testbed) -> T {
+    std::thread::sleep(Duration::from_secs(2));
+    json(tb, &["tune"])
 }

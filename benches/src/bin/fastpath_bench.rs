@@ -259,14 +259,7 @@ fn restore_on_signal(old: u64) {
         let n = v.len().min(dst.len());
         dst[..n].copy_from_slice(&v.as_bytes()[..n]);
         RESTORE_LEN = n;
-        libc::signal(
-            libc::SIGINT,
-            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGTERM,
-            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
+        tas_testkit::on_interrupt(on_signal);
     }
 }
 

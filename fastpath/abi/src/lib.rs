@@ -699,16 +699,13 @@ pub fn note_drained(h: &RegionHeader) {
 }
 
 /// The core's side of [`RegionHeader::app_drains`], after it pushed events
-/// for an app that [`peer_sleeps`]: whether to write the app's eventfd,
-/// given the count it saw at its last kick (updated when it kicks).
+/// for an app that [`peer_sleeps`]: given the count it saw at its last
+/// kick, `Some(count now)` when it must write the app's eventfd (the count
+/// to remember), `None` when the app has not drained the last kick yet.
 #[inline]
-pub fn kick_needed(h: &RegionHeader, kicked_at: &mut Option<u32>) -> bool {
+pub fn kick_needed(h: &RegionHeader, kicked_at: Option<u32>) -> Option<u32> {
     let now = h.app_drains.load(Ordering::SeqCst);
-    if *kicked_at == Some(now) {
-        return false;
-    }
-    *kicked_at = Some(now);
-    true
+    (kicked_at != Some(now)).then_some(now)
 }
 
 /// `RegionHeader::magic`.

@@ -163,10 +163,10 @@ const ST_NOTIFY: usize = 5;
 
 /// Where a lane's time goes, without a profiler (`tasctl stats`:
 /// `lanes.rounds`, `lanes.stage_*_ns`, `lanes.nic_sends`,
-/// `lanes.app_wakes`, `lanes.app_kicks_skipped`). Every [`STAGE_SAMPLE`]-th round is timed stage by
-/// stage (seven clock reads, vDSO) and each stage's time counted
-/// [`STAGE_SAMPLE`] times: an estimate of the total with no clock read in
-/// the other rounds. Stages, in round order ([`STAGES`]): `rx` (steered
+/// `lanes.app_wakes`, `lanes.app_kicks_skipped`). Every
+/// [`STAGE_SAMPLE`]-th round is timed stage by stage (seven clock reads,
+/// vDSO) and each stage's time counted [`STAGE_SAMPLE`] times: an estimate
+/// of the total with no clock read in the other rounds. Stages, in round order ([`STAGES`]): `rx` (steered
 /// frames, the NIC's receive and the engine's receive path, ACKs built
 /// included), `app_cmds`, `slow_cmds` (slow-path commands and forwarded
 /// activations), `tx` (the scheduler's segments and the held ACKs, built),
@@ -1400,16 +1400,13 @@ impl<N: Nic> Lane<N> {
                     // rounds are faster than the app's wake-up would write
                     // the eventfd again every round meanwhile.
                     if peer_sleeps(&port.header().app_waiting) {
-                        let AppPort {
-                            base, kicked_at, ..
-                        } = port;
-                        // SAFETY: as in `AppPort::header`.
-                        let h = unsafe { &*(*base as *const RegionHeader) };
-                        if kick_needed(h, kicked_at) {
-                            kick(port.app_wake);
-                            stage.app_wakes += 1;
-                        } else {
-                            stage.app_kicks_skipped += 1;
+                        match kick_needed(port.header(), port.kicked_at) {
+                            Some(drains) => {
+                                port.kicked_at = Some(drains);
+                                kick(port.app_wake);
+                                stage.app_wakes += 1;
+                            }
+                            None => stage.app_kicks_skipped += 1,
                         }
                     }
                 }

@@ -551,8 +551,8 @@ mod tests {
                 v6: true,
             },
         ];
-        let s = encode_env(0xdead_beef_1, &e);
-        assert_eq!(decode_env(&s), Some((0xdead_beef_1, e)));
+        let s = encode_env(0x000d_eadb_eef1, &e);
+        assert_eq!(decode_env(&s), Some((0x000d_eadb_eef1, e)));
         for bad in [
             "",
             "zz",

@@ -603,7 +603,10 @@ mod tests {
             // SAFETY: installs a plain handler for SIGUSR2 in this
             // (single-threaded) child.
             unsafe {
-                libc::signal(libc::SIGUSR2, fork_in_handler as libc::sighandler_t);
+                libc::signal(
+                    libc::SIGUSR2,
+                    fork_in_handler as extern "C" fn(libc::c_int) as libc::sighandler_t,
+                );
             }
             let g = crate::ops::wild::KL.lock();
             // SAFETY: raise takes no pointers; the handler runs now, on this

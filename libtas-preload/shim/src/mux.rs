@@ -287,7 +287,7 @@ fn requeue_last(epfd: c_int, fired: &[(usize, bool)]) {
     let g = global();
     for &(c, _) in fired {
         let Some(ctx) = g.ctx(c) else { continue };
-        if ctx.blocked.load(std::sync::atomic::Ordering::Relaxed) < 2 {
+        if ctx.blocked.load(Ordering::Relaxed) < 2 {
             continue;
         }
         // SAFETY: EPOLL_CTL_DEL reads no event (null is allowed); the fd
@@ -869,9 +869,7 @@ impl SelectPlan {
         let c = unsafe { self.finish(r, false) };
         (release_neg(c), fired)
     }
-}
 
-impl SelectPlan {
     /// After a block that only the shim's fds ended: its results with the
     /// lazy sockets' readability now, written into the sets if anything is
     /// ready (no system call).

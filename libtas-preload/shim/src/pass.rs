@@ -449,6 +449,7 @@ mod tests {
         #[repr(C, align(8))]
         struct Buf([u8; 256]);
         let mut buf = Buf([0; 256]);
+        // SAFETY: msghdr is plain data; all zeroes is a valid (empty) value.
         let mut m: msghdr = unsafe { std::mem::zeroed() };
         m.msg_control = buf.0.as_mut_ptr() as *mut libc::c_void;
         // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic.

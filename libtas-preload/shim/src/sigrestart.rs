@@ -48,11 +48,19 @@ const SYNCHRONOUS: [c_int; 7] = [
     libc::SIGSYS,
 ];
 
+/// A blocking call's wait (with `deadline` from `SO_RCVTIMEO`/`SO_SNDTIMEO`
+/// for its direction, and no data moved by the call) failed with `e`:
+/// whether the call waits again, as Linux restarts it (signal(7)): `EINTR`,
+/// no timeout set, and [`after_signal`].
+pub fn restarts(e: libc::c_int, deadline: Option<u64>) -> bool {
+    e == libc::EINTR && deadline.is_none() && after_signal()
+}
+
 /// After a blocking call's wait failed with `EINTR` (no timeout set, no
 /// data moved): true when the call should wait again, as Linux would
 /// restart it (every candidate handler has `SA_RESTART`, or there is
 /// none the program can see).
-pub fn after_signal() -> bool {
+fn after_signal() -> bool {
     if sys::restricted() {
         return false;
     }

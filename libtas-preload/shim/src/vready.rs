@@ -286,20 +286,26 @@ pub fn lazy_ready(fd: c_int, events: i16) -> Option<bool> {
     )
 }
 
+/// The readability entry `p` of a `poll`/`select` asks for
+/// (`POLLIN`/`POLLRDNORM`) if its fd is a TAS socket, else 0.
+fn read_asked(p: &libc::pollfd) -> i16 {
+    if global().fd(p.fd) & crate::fdtab::T_SOCK != 0 {
+        p.events & (libc::POLLIN | libc::POLLRDNORM)
+    } else {
+        0
+    }
+}
+
 /// The user-space half of `poll`/`select` on lazy sockets: ORs
 /// `POLLIN | POLLRDNORM` (as far as asked for) into the entries of `fds`
 /// that are lazy TAS sockets readable now (their pairs do not carry it),
 /// and returns how many entries have events. Entries of other fds are
 /// left as the kernel reported them.
 pub fn poll_lazy(fds: &mut [libc::pollfd]) -> c_int {
-    let g = global();
     let mut count = 0;
     for p in fds.iter_mut() {
-        let asked = p.events & (libc::POLLIN | libc::POLLRDNORM);
-        if asked != 0
-            && p.revents & asked != asked
-            && g.fd(p.fd) & crate::fdtab::T_SOCK != 0
-            && lazy_ready(p.fd, libc::POLLIN) == Some(true)
+        let asked = read_asked(p);
+        if asked != 0 && p.revents & asked != asked && lazy_ready(p.fd, libc::POLLIN) == Some(true)
         {
             p.revents |= asked;
         }
@@ -313,12 +319,8 @@ pub fn poll_lazy(fds: &mut [libc::pollfd]) -> c_int {
 /// Whether any entry of `fds` asks for readability of a lazy TAS socket
 /// that is readable now (a wait must not sleep).
 pub fn poll_lazy_any(fds: &[libc::pollfd]) -> bool {
-    let g = global();
-    fds.iter().any(|p| {
-        p.events & (libc::POLLIN | libc::POLLRDNORM) != 0
-            && g.fd(p.fd) & crate::fdtab::T_SOCK != 0
-            && lazy_ready(p.fd, libc::POLLIN) == Some(true)
-    })
+    fds.iter()
+        .any(|p| read_asked(p) != 0 && lazy_ready(p.fd, libc::POLLIN) == Some(true))
 }
 
 /// While alive, the calling thread is (about to be) blocked in the kernel
@@ -334,16 +336,13 @@ pub struct PollKWait {
 
 impl PollKWait {
     pub fn enter(fds: &[libc::pollfd]) -> PollKWait {
-        let g = global();
-        let mut v = Vec::new();
-        for p in fds {
-            if p.events & (libc::POLLIN | libc::POLLRDNORM) != 0
-                && g.fd(p.fd) & crate::fdtab::T_SOCK != 0
-            {
-                v.push(KWait::enter(p.fd));
-            }
+        PollKWait {
+            _waits: fds
+                .iter()
+                .filter(|p| read_asked(p) != 0)
+                .map(|p| KWait::enter(p.fd))
+                .collect(),
         }
-        PollKWait { _waits: v }
     }
 }
 

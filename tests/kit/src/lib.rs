@@ -2,7 +2,8 @@
 //!
 //! What every test and benchmark of the workspace needs once, written once:
 //! a seeded PRNG ([`Rng`]), the test addresses and MACs ([`addr`]), running
-//! code inside a network namespace ([`netns`]) and percentiles ([`pct`]).
+//! code inside a network namespace ([`netns`]), percentiles ([`pct`]) and a
+//! cleanup handler for SIGINT and SIGTERM ([`on_interrupt`]).
 //!
 //! Must not: be a dependency of anything that ships (only dev-dependencies,
 //! tests and benchmarks use it), or hold protocol logic: checksums and frame
@@ -10,6 +11,21 @@
 
 pub mod addr;
 pub mod netns;
+
+/// Installs `handler` for SIGINT and SIGTERM (a tool's or benchmark's
+/// cleanup when Ctrl-C or `kill` ends it).
+///
+/// # Safety
+///
+/// `handler` may only make async-signal-safe calls, and whatever it reads
+/// must be fully written before this is called.
+pub unsafe fn on_interrupt(handler: extern "C" fn(libc::c_int)) {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: signal takes no pointers; the handler's own safety is
+        // the caller's contract.
+        unsafe { libc::signal(sig, handler as libc::sighandler_t) };
+    }
+}
 
 /// xorshift64*: tiny, fast, deterministic. Every failure replays from its
 /// seed. Not for anything but tests, simulations and benchmarks.

@@ -721,17 +721,8 @@ fn main() {
     if a == b {
         die("--a and --b must be different interfaces".into());
     }
-    // SAFETY: installing an async-signal-safe handler (one atomic store).
-    unsafe {
-        libc::signal(
-            libc::SIGTERM,
-            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGINT,
-            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
-    }
+    // SAFETY: the handler makes one atomic store, async-signal-safe.
+    unsafe { tas_testkit::on_interrupt(on_signal) };
     let fa = open_packet_socket(&a);
     let fb = open_packet_socket(&b);
     let ab = Direction::new(fa, fb, cfg, 1);

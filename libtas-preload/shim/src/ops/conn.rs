@@ -456,9 +456,7 @@ pub unsafe fn accept(
         }
         match wait_fd(a, libc::POLLIN, dl.flatten()) {
             Ok(()) => {}
-            // signal(7): restarted after an SA_RESTART handler unless
-            // SO_RCVTIMEO is set.
-            Err(libc::EINTR) if dl.flatten().is_none() && sigrestart::after_signal() => {}
+            Err(e) if sigrestart::restarts(e, dl.flatten()) => {}
             Err(e) => return Err(e),
         }
     }
@@ -619,10 +617,8 @@ fn connect_wait(ctx: &'static Ctx, sid: u64, dl: Option<u64>) -> Res<()> {
         match wait_fd(a, libc::POLLOUT, dl) {
             Ok(()) => {}
             Err(libc::EAGAIN) => return Err(libc::EINPROGRESS),
-            // signal(7): the wait goes on after an SA_RESTART handler
-            // unless SO_SNDTIMEO is set (Linux's restarted connect keeps
-            // waiting for the handshake).
-            Err(libc::EINTR) if dl.is_none() && sigrestart::after_signal() => {}
+            // (Linux's restarted connect keeps waiting for the handshake.)
+            Err(e) if sigrestart::restarts(e, dl) => {}
             Err(e) => return Err(e),
         }
     }

@@ -152,9 +152,7 @@ pub fn recv(ctx: &'static Ctx, sid: u64, bufs: &mut [IoSliceMut<'_>], flags: c_i
             Step::Wait(a) => match wait_fd(a, libc::POLLIN, dl.flatten()) {
                 Ok(()) => {}
                 Err(_) if got > 0 => return Ok(got),
-                // signal(7): restarted after an SA_RESTART handler unless
-                // SO_RCVTIMEO is set.
-                Err(libc::EINTR) if dl.flatten().is_none() && sigrestart::after_signal() => {}
+                Err(e) if sigrestart::restarts(e, dl.flatten()) => {}
                 Err(e) => return Err(e),
             },
         }
@@ -339,9 +337,7 @@ pub fn send(
             Step::Wait(a) => match wait_fd(a, libc::POLLOUT, dl.flatten()) {
                 Ok(()) => {}
                 Err(_) if sent > 0 => return Ok(sent),
-                // signal(7): restarted after an SA_RESTART handler unless
-                // SO_SNDTIMEO is set.
-                Err(libc::EINTR) if dl.flatten().is_none() && sigrestart::after_signal() => {}
+                Err(e) if sigrestart::restarts(e, dl.flatten()) => {}
                 Err(e) => return Err(e),
             },
         }
