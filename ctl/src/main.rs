@@ -440,6 +440,8 @@ fn render_tune(t: &TuneView) -> String {
         "SPIN".to_string(),
         "CPU WAIT".to_string(),
         "CPU PRESSURE".to_string(),
+        "IDLE CPUS".to_string(),
+        "WAKE".to_string(),
     ]];
     for k in &t.cores {
         rows.push(vec![
@@ -449,6 +451,8 @@ fn render_tune(t: &TuneView) -> String {
             format!("{:.0} us", k.spin_us),
             format!("{:.1}%", k.contention_pct),
             format!("{:.1}%", k.pressure_pct),
+            format!("{:.2}", k.idle_cpus),
+            format!("{:.0} us", k.wake_us),
         ]);
     }
     out.push_str(&table(&rows));

@@ -236,9 +236,19 @@ pub struct CoreStatus {
     pub contention_pct: f64,
     /// Share of the core's last epoch in which some task of the machine
     /// waited for a CPU (%, the kernel's PSI); the idle spin is priced with
-    /// the larger of this and `contention_pct`.
+    /// the larger of this (scaled down by `idle_cpus`) and
+    /// `contention_pct` (less its own wake-ups' latency).
     #[serde(default)]
     pub pressure_pct: f64,
+    /// What a wake-up of the core costs, measured (µs): how late its sleeps
+    /// to a deadline end.
+    #[serde(default)]
+    pub wake_us: f64,
+    /// CPU the machine left idle over the last few epochs (in CPUs); with
+    /// half a CPU idle or more the pressure is wake-up latency, not CPUs
+    /// short, and does not price the spin.
+    #[serde(default)]
+    pub idle_cpus: f64,
     /// The CPU the core's thread last ran on.
     #[serde(default)]
     pub cpu: Option<u32>,

@@ -108,7 +108,7 @@ use tas_abi::{
 use tas_engine::engine::{frame_key, Config, Exception, FastPath, Output, Stats};
 use tas_engine::flowtable::{FlowId, FlowTable};
 use tas_nic::{FrameBatch, Nic};
-use tas_tune::{Goal, SpinTuner};
+use tas_tune::{Goal, SpinTuner, WakeLatency};
 
 /// Most app regions a core serves at once (ids `0..MAX_APPS`).
 pub const MAX_APPS: usize = 1024;
@@ -129,6 +129,15 @@ const SLEEP_CAP_MS: i32 = 100;
 /// A held ACK due within this long is waited for polling while the apps
 /// answer what they get (`ResponseWatch`).
 const HELD_POLL_MAX_NS: u64 = 1_000_000;
+/// A core that has not measured a wake-up ([`WakeLatency`]) for this long
+/// sleeps once to a deadline this short when it goes to sleep anyway (a
+/// probe: one wake-up more per interval).
+const WAKE_PROBE_EVERY_NS: u64 = 50_000_000;
+const WAKE_PROBE_NS: u64 = 20_000;
+/// Sleeps to a deadline at most this far are wake-up samples: the kernel
+/// stretches a poll's timeout by 0.1 % on its own (`select_estimate_accuracy`),
+/// under the thread's 2 µs timer slack up to here.
+const WAKE_SAMPLE_MAX_NS: u64 = 1_000_000;
 /// A fast-path thread's timer slack: how late the kernel may end its
 /// sleeps to a deadline (a held ACK, a paced flow's next send).
 const FP_TIMER_SLACK_NS: u64 = 2_000;
@@ -593,6 +602,13 @@ pub struct CoreSlot {
     /// without PSI). The idle spin is priced with the larger of this and
     /// `contention_ppm`.
     pub pressure_ppm: AtomicU64,
+    /// What a wake-up of this core costs, measured ([`WakeLatency`]), ns.
+    pub wake_ns: AtomicU64,
+    /// CPU the machine left idle over the last few epochs, in thousandths
+    /// of a CPU (`/proc/stat`); with half a CPU idle or more, the
+    /// pressure above is wake-up latency, not CPUs short
+    /// ([`tas_tune::machine_contention`]).
+    pub idle_cpu_milli: AtomicU64,
     /// The polling thread's kernel thread id (0 until it runs).
     pub tid: AtomicU32,
 }
@@ -684,6 +700,8 @@ impl<N: Nic> FastPathShared<N> {
                 spin_ns: AtomicU64::new(0),
                 contention_ppm: AtomicU64::new(0),
                 pressure_ppm: AtomicU64::new(0),
+                wake_ns: AtomicU64::new(tas_tune::DEFAULT_WAKE_COST_NS),
+                idle_cpu_milli: AtomicU64::new(0),
                 tid: AtomicU32::new(0),
             });
         }
@@ -896,6 +914,66 @@ fn psi_some_total_us(text: &str) -> Option<u64> {
         .find_map(|w| w.strip_prefix("total="))?
         .parse()
         .ok()
+}
+
+/// Idle time of all CPUs together (`idle` + `iowait` of the `cpu` line of
+/// `/proc/stat`), in clock ticks.
+fn stat_idle_ticks(text: &str) -> Option<u64> {
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let mut it = line.split_ascii_whitespace().skip(3);
+    let idle: u64 = it.next()?.parse().ok()?;
+    let iowait: u64 = it.next()?.parse().ok()?;
+    Some(idle + iowait)
+}
+
+/// The CPU the machine left idle over the last [`IdleWindow::EPOCHS`]
+/// epochs, in CPUs, not counting the time the core itself slept: a CPU
+/// idle only because the core slept on it is no CPU that others could
+/// have had while it spun (when others wait for it, the kernel moves them
+/// there and it is not idle). `/proc/stat` counts in clock ticks (10 ms),
+/// too coarse for one 20 ms epoch; over eight the error is a few
+/// hundredths of a CPU.
+struct IdleWindow {
+    stat: ProcCounters<1>,
+    tick_ns: f64,
+    /// Cumulative idle ticks, the core's cumulative sleep (ns) and the time
+    /// they were read, per epoch.
+    ring: [(u64, u64, u64); IdleWindow::EPOCHS],
+    n: usize,
+}
+
+impl IdleWindow {
+    const EPOCHS: usize = 8;
+
+    fn open() -> Self {
+        // SAFETY: sysconf takes an integer and touches no memory.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        IdleWindow {
+            stat: ProcCounters::open("/proc/stat", |t| stat_idle_ticks(t).map(|v| [v])),
+            tick_ns: 1e9 / if hz > 0 { hz as f64 } else { 100.0 },
+            ring: [(0, 0, 0); IdleWindow::EPOCHS],
+            n: 0,
+        }
+    }
+
+    /// Reads the counter at `now`, the core having slept `slept_ns` in
+    /// all; returns the idle CPUs since the oldest reading kept (`None`
+    /// without `/proc/stat`, or before two readings).
+    fn update(&mut self, now: u64, slept_ns: u64) -> Option<f64> {
+        let [ticks] = self.stat.read()?;
+        let slot = self.n % Self::EPOCHS;
+        let oldest = if self.n >= Self::EPOCHS { slot } else { 0 };
+        let (t0, s0, at0) = self.ring[oldest];
+        let had = self.n > 0;
+        self.ring[slot] = (ticks, slept_ns, now);
+        self.n += 1;
+        if !had || now <= at0 {
+            return None;
+        }
+        let idle = ticks.saturating_sub(t0) as f64 * self.tick_ns;
+        let own = slept_ns.saturating_sub(s0) as f64;
+        Some((idle - own).max(0.0) / (now - at0) as f64)
+    }
 }
 
 struct Sink<'a, N: Nic> {
@@ -1479,6 +1557,12 @@ pub struct Core<N: Nic> {
     /// without a kick); otherwise it sleeps to the deadline. Decided per
     /// epoch by [`ResponseWatch`].
     responses: ResponseWatch,
+    /// What a wake-up costs this core, measured from its sleeps to a
+    /// deadline (how late they end), and when it was last sampled.
+    wake: WakeLatency,
+    wake_sampled_at: u64,
+    /// Sleeps (wake-ups) this epoch.
+    epoch_wakes: u64,
 }
 
 /// Whether the data we hold ACKs for is answered (a request/response
@@ -1538,6 +1622,9 @@ impl<N: Nic> Core<N> {
             sleep_cap_ms: SLEEP_CAP_MS,
             inactive_cap_ms: INACTIVE_CAP_MS,
             responses: ResponseWatch::default(),
+            wake: WakeLatency::default(),
+            wake_sampled_at: 0,
+            epoch_wakes: 0,
         }
     }
 
@@ -1608,6 +1695,8 @@ impl<N: Nic> Core<N> {
         let mut sched = ProcCounters::open("/proc/thread-self/schedstat", schedstat_fields);
         let mut pressure =
             ProcCounters::open("/proc/pressure/cpu", |t| psi_some_total_us(t).map(|v| [v]));
+        let mut idle_cpus = IdleWindow::open();
+        let mut slept_total = 0u64;
         let mut last_work = now_ns();
         let mut last_stats = 0u64;
         let lanes_sh = &shared.lanes;
@@ -1617,6 +1706,9 @@ impl<N: Nic> Core<N> {
             .store(nix::unistd::gettid().as_raw() as u32, Ordering::Relaxed);
         // Since when the core has had nothing to do (None while working).
         let mut idle_since: Option<u64> = None;
+        // If the core slept in this idle gap: how long it had been idle
+        // when it first went to sleep (the work came after that).
+        let mut slept_after: Option<u64> = None;
         // Wall-clock time in rounds with work, and asleep, this epoch.
         let mut epoch_busy = 0u64;
         let mut epoch_slept = 0u64;
@@ -1635,6 +1727,7 @@ impl<N: Nic> Core<N> {
                 drain(slot.wake.as_raw_fd());
                 last_work = now_ns();
                 idle_since = None;
+                slept_after = None;
                 continue;
             }
             let t0 = now_ns();
@@ -1644,22 +1737,35 @@ impl<N: Nic> Core<N> {
                 epoch_busy += t1 - t0;
                 last_work = t1;
                 if let Some(since) = idle_since.take() {
-                    tuner.record_gap(t0.saturating_sub(since));
+                    let mut gap = t0.saturating_sub(since);
+                    // Work that woke the core came one wake-up earlier
+                    // than the core saw it (the gap the spin would have
+                    // bridged), and after the core went to sleep.
+                    if let Some(floor) = slept_after.take() {
+                        gap = gap.saturating_sub(self.wake.estimate_ns()).max(floor);
+                    }
+                    tuner.record_gap(gap);
                 }
             } else {
                 slot.idle_ns.fetch_add(t1 - t0, Ordering::Relaxed);
                 idle_since.get_or_insert(t0);
                 if t1 - last_work > spin {
+                    if let Some(since) = idle_since {
+                        slept_after.get_or_insert(t1.saturating_sub(since));
+                    }
                     let slept = self.sleep(t1, lanes_sh);
                     slot.idle_ns.fetch_add(slept, Ordering::Relaxed);
                     epoch_slept += slept;
+                    slept_total += slept;
                     last_work = now_ns();
                 }
             }
             if t1.saturating_sub(epoch_start) >= EPOCH_NS {
                 let wall = t1 - epoch_start;
                 epoch_start = t1;
-                let (busy, contention) = match sched.delta() {
+                let wake_ns = self.wake.estimate_ns();
+                let wakes = std::mem::take(&mut self.epoch_wakes);
+                let (busy, contention, own) = match sched.delta() {
                     Some([on, waited]) => {
                         // Of the time awake, the share the thread ran.
                         let awake = wall.saturating_sub(epoch_slept).max(1);
@@ -1667,19 +1773,30 @@ impl<N: Nic> Core<N> {
                         (
                             (epoch_busy as f64 * ran) as u64,
                             waited as f64 / wall as f64,
+                            tas_tune::own_contention(waited, wakes, wake_ns, wall),
                         )
                     }
-                    None => (epoch_busy, 0.0),
+                    None => (epoch_busy, 0.0, 0.0),
                 };
                 // The core's own wait is what it publishes (the app's spin
                 // prices itself with it); its own spin is priced with the
                 // machine's contention too (someone else waited while it
-                // spun), whichever is larger.
-                let machine = pressure
+                // spun), whichever is larger, each without the part that
+                // is only wake-up latency (`tas_tune::own_contention`,
+                // `machine_contention`), and a wake-up costs what it was
+                // measured to cost.
+                let pressure_now = pressure
                     .delta()
                     .map_or(0.0, |[us]| (us as f64 * 1e3 / wall as f64).clamp(0.0, 1.0));
+                let idle = idle_cpus.update(t1, slept_total);
+                let machine = idle.map_or(pressure_now, |i| {
+                    tas_tune::machine_contention(pressure_now, i)
+                });
                 slot.pressure_ppm
-                    .store((machine * 1e6) as u64, Ordering::Relaxed);
+                    .store((pressure_now * 1e6) as u64, Ordering::Relaxed);
+                slot.idle_cpu_milli
+                    .store(idle.map_or(0, |i| (i * 1e3) as u64), Ordering::Relaxed);
+                slot.wake_ns.store(wake_ns, Ordering::Relaxed);
                 slot.busy_ns.fetch_add(busy, Ordering::Relaxed);
                 let ppm = (contention.clamp(0.0, 1.0) * 1e6) as u32;
                 slot.contention_ppm.store(u64::from(ppm), Ordering::Relaxed);
@@ -1694,7 +1811,8 @@ impl<N: Nic> Core<N> {
                 self.responses.update(held, sent);
                 if self.cfg.adaptive {
                     tuner.set_goal(shared.goal());
-                    spin = tuner.end_epoch(contention.max(machine));
+                    tuner.set_wake_cost(wake_ns);
+                    spin = tuner.end_epoch(own.max(machine));
                     slot.spin_ns.store(spin, Ordering::Relaxed);
                 }
             }
@@ -1744,6 +1862,13 @@ impl<N: Nic> Core<N> {
                 timeout_ns = 0;
             }
         }
+        // No wake-up measured for a while: sleep to a short deadline once
+        // (an event may still end it first: then no sample).
+        if timeout_ns > WAKE_PROBE_NS
+            && now.saturating_sub(self.wake_sampled_at) > WAKE_PROBE_EVERY_NS
+        {
+            timeout_ns = WAKE_PROBE_NS;
+        }
         // Re-check after announcing sleep, so no kick is missed.
         let t = now_ns();
         let work = self.round_all(t, lanes_sh);
@@ -1780,9 +1905,20 @@ impl<N: Nic> Core<N> {
             };
             // SAFETY: `fds` holds `n` valid pollfd entries; `ts` is a valid
             // timespec; a null signal mask leaves the thread's mask as is.
-            unsafe { libc::ppoll(fds.as_mut_ptr(), n as libc::nfds_t, &ts, std::ptr::null()) };
+            let ready =
+                unsafe { libc::ppoll(fds.as_mut_ptr(), n as libc::nfds_t, &ts, std::ptr::null()) };
             let after = now_ns();
             slept = after.saturating_sub(t);
+            self.epoch_wakes += 1;
+            if ready == 0 && timeout_ns <= WAKE_SAMPLE_MAX_NS {
+                // Woken by a near deadline alone: how late, less the timer
+                // slack the kernel may add, is what a wake-up costs here.
+                // (For a far deadline the kernel adds a slack of its own,
+                // 0.1 % of the timeout: not a sample.)
+                self.wake
+                    .record(slept.saturating_sub(timeout_ns + FP_TIMER_SLACK_NS));
+                self.wake_sampled_at = after;
+            }
             // Only the eventfds that fired are drained (a read of an empty
             // one is a system call for nothing, on every wake-up by a
             // frame); one written after `ppoll` returned stays readable
@@ -1819,6 +1955,15 @@ mod tests {
             CoreCmd::Kick(id) => id,
             _ => panic!("not a kick"),
         }
+    }
+
+    #[test]
+    fn stat_idle_is_idle_plus_iowait_of_the_cpu_line() {
+        let text = "cpu  56173 0 43013 216125 838 0 15166 322 0 0\n\
+                    cpu0 28000 0 21000 108000 400 0 7000 100 0 0\n";
+        assert_eq!(stat_idle_ticks(text), Some(216_963));
+        assert_eq!(stat_idle_ticks("cpu0 1 2 3 4 5\n"), None);
+        assert_eq!(stat_idle_ticks("cpu  1 2 3\n"), None);
     }
 
     #[test]

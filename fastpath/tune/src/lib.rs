@@ -285,6 +285,17 @@ impl SpinTuner {
         self
     }
 
+    /// Changes what one wake-up costs, ns (a measured [`WakeLatency`]);
+    /// the next epoch decides with it.
+    pub fn set_wake_cost(&mut self, ns: u64) {
+        self.wake_cost_ns = ns.max(1);
+    }
+
+    /// What one wake-up costs now, ns.
+    pub fn wake_cost_ns(&self) -> u64 {
+        self.wake_cost_ns
+    }
+
     pub fn goal(&self) -> Goal {
         self.goal
     }
@@ -331,6 +342,91 @@ impl SpinTuner {
         }
         self.spin_ns
     }
+}
+
+/// What a wake-up costs on this machine, measured: how late a thread that
+/// blocked with a deadline runs after the deadline (the timer's expiry,
+/// the vCPU's way back from its halt, the scheduler). On the VMs we run
+/// on this is 15–40 µs depending on the host, and it is the latency any
+/// blocked thread pays when it is woken, by a timer, a frame or an
+/// eventfd alike. The median of the last [`WakeLatency::SAMPLES`] samples
+/// (one odd sample, a preemption, moves it little);
+/// [`DEFAULT_WAKE_COST_NS`] until the first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WakeLatency {
+    samples: [u64; WakeLatency::SAMPLES],
+    n: usize,
+}
+
+impl WakeLatency {
+    pub const SAMPLES: usize = 9;
+    /// Samples above this are not wake-ups but something else (a thread
+    /// descheduled for a while): dropped.
+    pub const MAX_SAMPLE_NS: u64 = 2_000_000;
+
+    /// A thread asked to sleep until a deadline ran `late_ns` after it.
+    pub fn record(&mut self, late_ns: u64) {
+        if late_ns > Self::MAX_SAMPLE_NS {
+            return;
+        }
+        self.samples[self.n % Self::SAMPLES] = late_ns;
+        self.n += 1;
+    }
+
+    /// Samples recorded so far.
+    pub fn count(&self) -> usize {
+        self.n
+    }
+
+    /// The estimate, ns (the median of the samples kept).
+    pub fn estimate_ns(&self) -> u64 {
+        let k = self.n.min(Self::SAMPLES);
+        if k == 0 {
+            return DEFAULT_WAKE_COST_NS;
+        }
+        let mut v = self.samples;
+        let v = &mut v[..k];
+        v.sort_unstable();
+        v[k / 2].max(1)
+    }
+}
+
+/// A thread's own CPU contention over an epoch of `wall_ns`: the share of
+/// it the thread was runnable but not running (`waited_ns`, the kernel's
+/// schedstat), less what its own `wakeups` explain. Every wake-up counts
+/// as waiting until the woken CPU runs the thread, which is the wake-up
+/// latency that spinning saves, not a CPU held by someone else; counted
+/// as contention it would make a thread that blocks often look contended
+/// and block even more.
+pub fn own_contention(waited_ns: u64, wakeups: u64, wake_ns: u64, wall_ns: u64) -> f64 {
+    let own = waited_ns.saturating_sub(wakeups.saturating_mul(wake_ns));
+    (own as f64 / wall_ns.max(1) as f64).clamp(0.0, 1.0)
+}
+
+/// Idle CPU (in CPUs, over an epoch) from which the machine's CPU pressure
+/// no longer says that CPUs are short: see [`machine_contention`].
+pub const SPARE_CPU: f64 = 0.5;
+
+/// The machine's CPU contention for pricing a spin: `pressure` (0..=1, the
+/// share of the epoch in which some task waited for a CPU, the kernel's
+/// PSI `some`) scaled down by the CPU left idle over the same epoch
+/// (`idle_cpus`, in CPUs, not counting the spinning thread's own sleep):
+/// none at [`SPARE_CPU`] or more idle. On a VM a task woken onto a halted
+/// vCPU waits for it to come back, tens of µs, and PSI counts that as a
+/// stall although the CPU was free; with a CPU's worth of work waiting for
+/// a CPU, there is no idle time to speak of.
+pub fn machine_contention(pressure: f64, idle_cpus: f64) -> f64 {
+    let p = if pressure.is_finite() {
+        pressure.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let idle = if idle_cpus.is_finite() {
+        idle_cpus.max(0.0)
+    } else {
+        0.0
+    };
+    p * (1.0 - idle / SPARE_CPU).clamp(0.0, 1.0)
 }
 
 /// The same rule for a spin shared by many threads (an app's threads
@@ -447,6 +543,64 @@ mod tests {
         feed(&mut t, 5_000, 100);
         let s = t.end_epoch(0.0);
         assert!(s >= 5_000 && s <= 16_000, "spin {s}");
+    }
+
+    #[test]
+    fn wake_latency_is_the_median_of_recent_samples() {
+        let mut w = WakeLatency::default();
+        assert_eq!(w.estimate_ns(), DEFAULT_WAKE_COST_NS);
+        w.record(30_000);
+        assert_eq!(w.estimate_ns(), 30_000);
+        // One outlier among steady samples moves nothing.
+        for v in [36_000, 38_000, 37_000, 900_000, 35_000] {
+            w.record(v);
+        }
+        assert_eq!(w.estimate_ns(), 37_000);
+        // Longer than a wake-up can be: not a sample.
+        w.record(5_000_000);
+        assert_eq!(w.count(), 6);
+        // Old samples age out: the host got faster.
+        for _ in 0..WakeLatency::SAMPLES {
+            w.record(12_000);
+        }
+        assert_eq!(w.estimate_ns(), 12_000);
+    }
+
+    #[test]
+    fn a_thread_that_blocks_often_is_not_contended_by_its_own_wakeups() {
+        // 20 ms epoch, 400 wake-ups of 35 µs each: 14 ms "waited", all of
+        // it the wake-ups' latency.
+        assert_eq!(own_contention(14_000_000, 400, 35_000, 20_000_000), 0.0);
+        // 4 ms more than the wake-ups explain: 20 %.
+        let c = own_contention(18_000_000, 400, 35_000, 20_000_000);
+        assert!((c - 0.2).abs() < 1e-9, "{c}");
+        assert_eq!(own_contention(50_000_000, 0, 35_000, 20_000_000), 1.0);
+        assert_eq!(own_contention(1, 0, 0, 0), 1.0);
+    }
+
+    #[test]
+    fn pressure_with_idle_cpus_is_wakeup_latency_not_contention() {
+        // A busy neighbour: no idle time, the pressure counts in full.
+        assert_eq!(machine_contention(0.4, 0.0), 0.4);
+        // Half a CPU idle or more: none of it.
+        assert_eq!(machine_contention(0.3, 0.5), 0.0);
+        assert_eq!(machine_contention(0.3, 1.3), 0.0);
+        // In between, in proportion.
+        assert!((machine_contention(0.4, 0.25) - 0.2).abs() < 1e-9);
+        assert_eq!(machine_contention(f64::NAN, 0.0), 0.0);
+        assert_eq!(machine_contention(2.0, f64::NAN), 1.0);
+    }
+
+    #[test]
+    fn a_slower_wakeup_makes_longer_gaps_worth_spinning() {
+        // Gaps of ~24 µs under a little contention: not worth a default
+        // wake-up, worth one that costs 37 µs (measured on a slow host).
+        let mut t = SpinTuner::new(Goal::Throughput, 0);
+        feed(&mut t, 24_000, 100);
+        assert_eq!(t.clone().end_epoch(0.1), 0);
+        t.set_wake_cost(37_000);
+        assert_eq!(t.wake_cost_ns(), 37_000);
+        assert!(t.end_epoch(0.1) >= 24_000);
     }
 
     #[test]

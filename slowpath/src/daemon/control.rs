@@ -234,6 +234,8 @@ impl CtlCtx<'_> {
                     spin_us: c.spin_ns.load(Ordering::Relaxed) as f64 / 1000.0,
                     contention_pct: c.contention_ppm.load(Ordering::Relaxed) as f64 / 1e4,
                     pressure_pct: c.pressure_ppm.load(Ordering::Relaxed) as f64 / 1e4,
+                    wake_us: c.wake_ns.load(Ordering::Relaxed) as f64 / 1e3,
+                    idle_cpus: c.idle_cpu_milli.load(Ordering::Relaxed) as f64 / 1e3,
                     cpu: thread_cpu(c.tid.load(Ordering::Relaxed)),
                     pinned: (!self.cfg.cpus.is_empty())
                         .then(|| self.cfg.cpus[i % self.cfg.cpus.len()]),
