@@ -7,8 +7,12 @@
 //! spin alike.
 //!
 //! Owns: [`Goal`] (names, wire value, per-goal weights), [`SpinTuner`]
-//! (gap histogram in, spin time out; one thread) and [`SharedSpinTuner`]
-//! (the same, lock-free, for many threads). Must not: read clocks, files or
+//! (gap histogram in, spin time out; one thread), [`SharedSpinTuner`]
+//! (the same, lock-free, for many threads), and the rules that turn what
+//! a caller measured into the tuner's inputs: [`WakeLatency`] (what a
+//! wake-up costs, from how late sleeps end), [`own_contention`] and
+//! [`machine_contention`] (CPU waits without the part that is only
+//! wake-up latency). Must not: read clocks, files or
 //! anything else; spawn threads; allocate after construction. Callers feed
 //! it the times they measured (gaps, contention) and apply its answer, so
 //! the same rule runs in `tasd`'s polling threads and in an app's threads,
