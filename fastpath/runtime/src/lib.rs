@@ -612,10 +612,6 @@ pub struct CoreSlot {
     /// pressure above is wake-up latency, not CPUs short
     /// ([`tas_tune::machine_contention`]).
     pub idle_cpu_milli: AtomicU64,
-    /// How long the core's lanes hold an ACK for the apps' answer now, ns
-    /// (`--ack-delay-us`, or longer while answers come later:
-    /// `ResponseWatch`).
-    pub ack_hold_ns: AtomicU64,
     /// The polling thread's kernel thread id (0 until it runs).
     pub tid: AtomicU32,
 }
@@ -709,7 +705,6 @@ impl<N: Nic> FastPathShared<N> {
                 pressure_ppm: AtomicU64::new(0),
                 wake_ns: AtomicU64::new(tas_tune::DEFAULT_WAKE_COST_NS),
                 idle_cpu_milli: AtomicU64::new(0),
-                ack_hold_ns: AtomicU64::new(0),
                 tid: AtomicU32::new(0),
             });
         }
@@ -1579,16 +1574,13 @@ pub struct Core<N: Nic> {
 /// only burns the CPU the app and the kernel need; the ACK goes out alone
 /// or when the next segments complete it), and how long to hold an ACK
 /// for the answer. Fed once per epoch with the lanes' `acks_held`,
-/// `tx_frames` (data segments sent) and `acks_delayed` less
-/// `acks_awaited` (held ACKs that went out alone when their time was up,
-/// less those the peer's next data showed it had waited for) counters.
+/// `tx_frames` (data segments sent) and `acks_delayed` (held ACKs that
+/// went out alone when their time was up) counters.
 ///
 /// The hold starts at the configured `--ack-delay-us` (40 µs). While the
 /// apps answer, but more than a quarter of the held ACKs go out alone
-/// with no more data from the peer before the answer (answers slower than
-/// the hold: a server working through many connections' requests, as
-/// redis does with 50; not a request whose second part a Nagle sender
-/// sends only once this ACK came), the hold doubles, up
+/// (answers slower than the hold: a server working through many
+/// connections' requests, as redis does with 50), the hold doubles, up
 /// to [`ResponseWatch::HOLD_MAX_NS`]; it shrinks back by an eighth an
 /// epoch once under one in twenty goes alone, and returns to the
 /// configured one when the data is not answered. Linux holds an ACK for
@@ -1852,21 +1844,15 @@ impl<N: Nic> Core<N> {
                 }
                 epoch_busy = 0;
                 epoch_slept = 0;
-                // Held ACKs that went out alone and were not followed by
-                // more of the peer's data: answers that come later than
-                // the hold (a peer that sent more had waited for the ACK,
-                // and a longer hold would only delay it).
                 let (held, sent, alone) = self.lanes.iter().fold((0, 0, 0), |(h, s, a), l| {
                     let st = &l.fp.stats;
-                    let late = st.acks_delayed.saturating_sub(st.acks_awaited);
-                    (h + st.acks_held, s + st.tx_frames, a + late)
+                    (h + st.acks_held, s + st.tx_frames, a + st.acks_delayed)
                 });
                 let base = self.lanes.first().map_or(0, |l| l.fp.config().ack_delay_ns);
                 let hold = self.responses.update(held, sent, alone, base);
                 for l in self.lanes.iter_mut() {
                     l.fp.set_ack_delay(hold);
                 }
-                slot.ack_hold_ns.store(hold, Ordering::Relaxed);
                 if self.cfg.adaptive {
                     tuner.set_goal(shared.goal());
                     tuner.set_wake_cost(wake_ns);

@@ -125,11 +125,6 @@ pub struct Stats {
     /// of them sent alone because no segment came within the delay.
     pub acks_held: u64,
     pub acks_delayed: u64,
-    /// Of those sent alone, the ones after which the peer sent more data
-    /// before we answered: it waited for that ACK (a request written in
-    /// two parts by a Nagle sender, whose second part waits for it), so a
-    /// longer hold would only delay the exchange.
-    pub acks_awaited: u64,
     /// Segments an app command cut at once ([`FastPath::with_direct_tx`]).
     pub tx_direct: u64,
     /// Held ACKs such a segment carried whose entry was the newest in the
@@ -217,7 +212,6 @@ impl Stats {
             acks_sent,
             acks_held,
             acks_delayed,
-            acks_awaited,
             tx_direct,
             acks_carried,
             acks_coalesced,
@@ -264,7 +258,6 @@ impl Stats {
         self.acks_sent += acks_sent;
         self.acks_held += acks_held;
         self.acks_delayed += acks_delayed;
-        self.acks_awaited += acks_awaited;
         self.tx_direct += tx_direct;
         self.acks_carried += acks_carried;
         self.acks_coalesced += acks_coalesced;
@@ -440,7 +433,7 @@ fn ack_now<M: PayloadMem, O: Output>(
 ) {
     let ft = template(cfg, local, fs, ft);
     send_ack(cfg, fs, ft, &fc.rx, flags, dsack, now_ts, mem, out, stats);
-    fs.notify &= !(notify::ACK_OWED | notify::ACK_ALONE);
+    fs.notify &= !notify::ACK_OWED;
 }
 
 /// New data (and FIN) of `len` bytes sent with `flags`: SND.NXT moves.
@@ -450,7 +443,7 @@ fn take_sent(f: &mut FlowState, len: u32, fin: bool, flags: u8) {
     // (its SACK blocks go on a pure ACK, RFC 2018 §4: our data segments
     // carry none).
     if f.rx_ooo_len == 0 {
-        f.notify &= !(notify::ACK_OWED | notify::ACK_ALONE);
+        f.notify &= !notify::ACK_OWED;
     }
     f.tx_next_pos = ring_add(f.tx_next_pos, len, f.tx_len);
     f.tx_avail -= len;
@@ -1120,12 +1113,6 @@ impl FastPath {
             &mut self.stats,
         );
         if r.ack {
-            // More data after a held ACK went out alone, before any answer:
-            // the peer waited for that ACK.
-            if f.notify & notify::ACK_ALONE != 0 {
-                f.notify &= !notify::ACK_ALONE;
-                self.stats.acks_awaited += 1;
-            }
             let owed = f.notify & (notify::ACK_HELD | notify::ACK_ROUND) != 0;
             let n = (f.notify & notify::ACK_COUNT) >> notify::ACK_COUNT_SHIFT;
             // A segment that only extended what the last ACK reported (a
@@ -1616,11 +1603,6 @@ impl FastPath {
             out,
             &mut self.stats,
         );
-        // A held ACK that went out alone: does the peer's next data or
-        // our answer follow (`notify::ACK_ALONE`)?
-        if bit == notify::ACK_HELD {
-            f.notify |= notify::ACK_ALONE;
-        }
         true
     }
 

@@ -64,41 +64,6 @@ fn a_held_ack_rides_on_the_response() {
     assert_eq!((fx.fp.stats.acks_sent, fx.fp.stats.acks_delayed), (0, 0));
 }
 
-/// A held ACK that went out alone and was followed by more data from the
-/// peer before any answer is counted (`acks_awaited`): the peer waited for
-/// it (a Nagle sender's second part), which a longer hold would only
-/// delay. One followed by our answer is not, nor one followed by an
-/// immediate ACK.
-#[test]
-fn data_right_after_a_lone_ack_shows_the_peer_waited_for_it() {
-    let mut fx = dfx();
-    send!(fx, fx.data(0, 10));
-    fx.now += DELAY;
-    assert_eq!(fx.flush_acks(), 1);
-    recv!(fx, fx.ours(0, 10, 32_768 - 10));
-    assert_ne!(fx.flow().notify & notify::ACK_ALONE, 0);
-    // The second part: the peer waited.
-    send!(fx, fx.data(10, 10));
-    assert_eq!(fx.flow().notify & notify::ACK_ALONE, 0);
-    assert_eq!((fx.fp.stats.acks_delayed, fx.fp.stats.acks_awaited), (1, 1));
-    // Its ACK also goes alone; then our answer: not awaited.
-    fx.now += DELAY;
-    assert_eq!(fx.flush_acks(), 1);
-    recv!(fx, fx.ours(0, 20, 32_768 - 20));
-    fx.write(20, 0).unwrap();
-    fx.poll();
-    recv!(
-        fx,
-        Seg {
-            flags: ACK | PSH,
-            ..fx.ours_data(0, 20, 20, 32_768 - 20)
-        }
-    );
-    assert_eq!(fx.flow().notify & notify::ACK_ALONE, 0, "answered");
-    send!(fx, fx.data(20, 10));
-    assert_eq!((fx.fp.stats.acks_delayed, fx.fp.stats.acks_awaited), (2, 1));
-}
-
 /// The poll loop lengthens the hold while answers come after it
 /// (`FastPath::set_ack_delay`): the next ACK waits the longer hold, and an
 /// answer within it still carries the ACK; an ACK held before keeps its
