@@ -1572,34 +1572,17 @@ pub struct Core<N: Nic> {
 /// exchange: about one data segment of ours per ACK held) or one-way (a
 /// stream or messages nobody answers: polling until the held ACK is due
 /// only burns the CPU the app and the kernel need; the ACK goes out alone
-/// or when the next segments complete it), and how long to hold an ACK
-/// for the answer. Fed once per epoch with the lanes' `acks_held`,
-/// `tx_frames` (data segments sent) and `acks_delayed` (held ACKs that
-/// went out alone when their time was up) counters.
-///
-/// The hold starts at the configured `--ack-delay-us` (40 µs). While the
-/// apps answer, but more than a quarter of the held ACKs go out alone
-/// (answers slower than the hold: a server working through many
-/// connections' requests, as redis does with 50), the hold doubles, up
-/// to [`ResponseWatch::HOLD_MAX_NS`]; it shrinks back by an eighth an
-/// epoch once under one in twenty goes alone, and returns to the
-/// configured one when the data is not answered. Linux holds an ACK for
-/// up to 40 ms (its delayed-ACK timer) and in an exchange sends it with
-/// the answer; RFC 9293 §3.8.6.3 (RFC 1122 §4.2.3.2) allows up to 0.5 s;
-/// the rules that ACK at once (the second full-sized segment, out-of-order
-/// data, window updates, FIN) do not change.
+/// or when the next segments complete it). Fed once per epoch with the
+/// lanes' `acks_held` and `tx_frames` (data segments sent) counters.
 #[derive(Debug, Clone, Copy)]
 struct ResponseWatch {
     /// Counter totals at the last epoch (of the lanes held then).
     held: u64,
     sent: u64,
-    alone: u64,
     /// At least one data segment of ours for every two ACKs held last
     /// time (until there is a verdict: yes, the polling of earlier
     /// versions).
     expect: bool,
-    /// The hold now, ns (0 until the first verdict: the configured one).
-    hold_ns: u64,
 }
 
 impl Default for ResponseWatch {
@@ -1607,9 +1590,7 @@ impl Default for ResponseWatch {
         ResponseWatch {
             held: 0,
             sent: 0,
-            alone: 0,
             expect: true,
-            hold_ns: 0,
         }
     }
 }
@@ -1617,37 +1598,20 @@ impl Default for ResponseWatch {
 impl ResponseWatch {
     /// Held ACKs an epoch needs before it changes the verdict.
     const MIN_HELD: u64 = 8;
-    /// The longest hold while answers come more slowly than the configured
-    /// one.
-    const HOLD_MAX_NS: u64 = 500_000;
 
     /// Ends an epoch with the counters' totals now: ACKs held, data
-    /// segments sent, held ACKs sent alone; `base_ns` is the configured
-    /// hold (0: none). Returns the hold to use.
-    fn update(&mut self, held: u64, sent: u64, alone: u64, base_ns: u64) -> u64 {
-        if self.hold_ns == 0 || base_ns == 0 {
-            self.hold_ns = base_ns;
-        }
+    /// segments sent.
+    fn update(&mut self, held: u64, sent: u64) {
         // Totals fall when a lane moves to another core: start over.
-        if held < self.held || sent < self.sent || alone < self.alone {
-            (self.held, self.sent, self.alone) = (held, sent, alone);
-            return self.hold_ns;
+        if held < self.held || sent < self.sent {
+            (self.held, self.sent) = (held, sent);
+            return;
         }
-        let (h, d, a) = (held - self.held, sent - self.sent, alone - self.alone);
+        let (h, d) = (held - self.held, sent - self.sent);
         if h >= Self::MIN_HELD {
             self.expect = d * 2 >= h;
-            (self.held, self.sent, self.alone) = (held, sent, alone);
-            self.hold_ns = if !self.expect {
-                base_ns
-            } else if a * 4 > h {
-                (self.hold_ns * 2).min(Self::HOLD_MAX_NS.max(base_ns))
-            } else if a * 20 < h {
-                (self.hold_ns - self.hold_ns / 8).max(base_ns)
-            } else {
-                self.hold_ns
-            };
+            (self.held, self.sent) = (held, sent);
         }
-        self.hold_ns
     }
 }
 
@@ -1844,15 +1808,10 @@ impl<N: Nic> Core<N> {
                 }
                 epoch_busy = 0;
                 epoch_slept = 0;
-                let (held, sent, alone) = self.lanes.iter().fold((0, 0, 0), |(h, s, a), l| {
-                    let st = &l.fp.stats;
-                    (h + st.acks_held, s + st.tx_frames, a + st.acks_delayed)
+                let (held, sent) = self.lanes.iter().fold((0, 0), |(h, s), l| {
+                    (h + l.fp.stats.acks_held, s + l.fp.stats.tx_frames)
                 });
-                let base = self.lanes.first().map_or(0, |l| l.fp.config().ack_delay_ns);
-                let hold = self.responses.update(held, sent, alone, base);
-                for l in self.lanes.iter_mut() {
-                    l.fp.set_ack_delay(hold);
-                }
+                self.responses.update(held, sent);
                 if self.cfg.adaptive {
                     tuner.set_goal(shared.goal());
                     tuner.set_wake_cost(wake_ns);
@@ -1898,16 +1857,10 @@ impl<N: Nic> Core<N> {
             if let Some(t) = l.fp.poll_at() {
                 timeout_ns = timeout_ns.min(t.saturating_sub(now));
             }
-            // (Only for as long as the configured hold: beyond it, when the
-            // hold grew because the answers come later, the core sleeps to
-            // the deadline and the app's command wakes it.)
-            let base = l.fp.config().ack_delay_ns;
-            let hold = l.fp.ack_delay();
             if self.responses.expect
-                && l.fp.held_ack_due().is_some_and(|t| {
-                    let left = t.saturating_sub(now);
-                    left < HELD_POLL_MAX_NS && left + base > hold
-                })
+                && l.fp
+                    .held_ack_due()
+                    .is_some_and(|t| t.saturating_sub(now) < HELD_POLL_MAX_NS)
             {
                 timeout_ns = 0;
             }
@@ -2029,57 +1982,30 @@ mod tests {
     #[test]
     fn response_watch_follows_whether_held_acks_are_answered() {
         let mut w = ResponseWatch::default();
-        let up = |w: &mut ResponseWatch, h, s| w.update(h, s, 0, 40_000);
         assert!(w.expect, "starts by polling for the answer");
         // A one-way epoch: 100 ACKs held, 10 segments of ours.
-        up(&mut w, 100, 10);
+        w.update(100, 10);
         assert!(!w.expect);
         // A request/response epoch: 100 held, 90 answers.
-        up(&mut w, 200, 100);
+        w.update(200, 100);
         assert!(w.expect);
         // Too few held ACKs to judge: the verdict stays, and they count
         // with the next epoch's.
-        up(&mut w, 205, 101);
+        w.update(205, 101);
         assert!(w.expect);
-        up(&mut w, 210, 101);
+        w.update(210, 101);
         assert!(!w.expect, "one answer for 10 held ACKs");
         // One segment for every two held ACKs still counts as answered.
-        up(&mut w, 230, 111);
+        w.update(230, 111);
         assert!(w.expect);
-        up(&mut w, 250, 119);
+        w.update(250, 119);
         assert!(!w.expect);
         // A lane handed to another core: the totals fall; start over
         // without a verdict change.
-        up(&mut w, 40, 30);
+        w.update(40, 30);
         assert!(!w.expect);
-        up(&mut w, 60, 50);
+        w.update(60, 50);
         assert!(w.expect);
-    }
-
-    /// The hold follows answers that come after it: redis with 50
-    /// connections answered 60 % of its requests after the 40 µs hold
-    /// (0.68–0.82 pure ACKs per request, `tasctl stats`).
-    #[test]
-    fn the_ack_hold_grows_while_answers_come_after_it() {
-        let mut w = ResponseWatch::default();
-        let base = 40_000;
-        // No verdict yet: the configured hold.
-        assert_eq!(w.update(0, 0, 0, base), base);
-        // Answered, but 60 of 100 held ACKs went out alone: double.
-        assert_eq!(w.update(100, 100, 60, base), 80_000);
-        assert_eq!(w.update(200, 200, 120, base), 160_000);
-        assert_eq!(w.update(300, 300, 180, base), 320_000);
-        assert_eq!(w.update(400, 400, 240, base), 500_000, "capped");
-        assert_eq!(w.update(500, 500, 300, base), 500_000);
-        // Between one in twenty and one in four alone: it stays.
-        assert_eq!(w.update(600, 600, 310, base), 500_000);
-        // Under one in twenty: shrinks by an eighth, never below the base.
-        assert_eq!(w.update(700, 700, 310, base), 437_500);
-        // Not answered (a stream): the configured hold at once.
-        assert_eq!(w.update(800, 710, 310, base), base);
-        // Holding turned off (--ack-delay-us 0) stays off.
-        let mut off = ResponseWatch::default();
-        assert_eq!(off.update(100, 100, 90, 0), 0);
     }
 
     #[test]

@@ -330,9 +330,6 @@ pub struct FastPath {
     /// delay is the same for all). An entry whose flow sent a segment since
     /// (its `ACK_HELD` bit is clear) is skipped.
     held: TailFifo<(FlowId, u64)>,
-    /// How long an ACK is held now (`Config::ack_delay_ns` unless
-    /// [`FastPath::set_ack_delay`] changed it).
-    ack_delay_ns: u64,
     /// Flows owed an ACK at the end of this round (`notify::ACK_ROUND`),
     /// each at most once: room for every flow of the table.
     round: Fifo<FlowId>,
@@ -862,7 +859,6 @@ impl FastPath {
             } else {
                 0
             }),
-            ack_delay_ns: cfg.ack_delay_ns,
             round: Fifo::with_capacity(cap),
             lane: 0,
             challenge: ChallengeLimit::new(),
@@ -924,25 +920,6 @@ impl FastPath {
 
     pub fn config(&self) -> &Config {
         &self.cfg
-    }
-
-    /// Changes how long an ACK may be held for a segment of ours to carry
-    /// it (the poll loop lengthens it while the apps answer more slowly
-    /// than the configured delay). Only where ACKs are held at all
-    /// (`Config::ack_delay_ns` > 0 at construction): 0 is not taken.
-    /// ACKs held already keep their deadline; the held queue stays in
-    /// deadline order except right after a shortening, when an entry may
-    /// wait behind an older one by at most the difference.
-    pub fn set_ack_delay(&mut self, ns: u64) {
-        if self.cfg.ack_delay_ns > 0 && ns > 0 {
-            self.ack_delay_ns = ns;
-        }
-    }
-
-    /// How long an ACK may be held now ([`FastPath::set_ack_delay`]; the
-    /// configured `Config::ack_delay_ns` until changed).
-    pub fn ack_delay(&self) -> u64 {
-        self.ack_delay_ns
     }
 
     /// Starts loading the flow-table entries, flow state, header templates
@@ -1135,8 +1112,8 @@ impl FastPath {
                 self.stats.acks_coalesced += 1;
             } else if r.coalesce
                 && !owed
-                && self.ack_delay_ns > 0
-                && self.held.push_back((id, now + self.ack_delay_ns))
+                && self.cfg.ack_delay_ns > 0
+                && self.held.push_back((id, now + self.cfg.ack_delay_ns))
             {
                 f.notify |= notify::ACK_HELD | 1 << notify::ACK_COUNT_SHIFT;
                 self.stats.acks_held += 1;

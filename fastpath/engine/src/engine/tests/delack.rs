@@ -64,53 +64,6 @@ fn a_held_ack_rides_on_the_response() {
     assert_eq!((fx.fp.stats.acks_sent, fx.fp.stats.acks_delayed), (0, 0));
 }
 
-/// The poll loop lengthens the hold while answers come after it
-/// (`FastPath::set_ack_delay`): the next ACK waits the longer hold, and an
-/// answer within it still carries the ACK; an ACK held before keeps its
-/// deadline; 0 (or a fast path configured without holding) is not taken.
-#[test]
-fn a_longer_hold_waits_longer_for_the_answer() {
-    let mut fx = dfx();
-    send!(fx, fx.data(0, 10));
-    fx.fp.set_ack_delay(5 * DELAY);
-    assert_eq!(fx.fp.ack_delay(), 5 * DELAY);
-    assert_eq!(
-        fx.fp.poll_at(),
-        Some(T0 + DELAY),
-        "held before: its deadline"
-    );
-    fx.now += DELAY;
-    assert_eq!(fx.flush_acks(), 1);
-    recv!(fx, fx.ours(0, 10, 32_768 - 10));
-    // The next one is held five times as long, and the answer at 4x the
-    // old hold carries it.
-    let t = fx.now;
-    send!(fx, fx.data(10, 10));
-    recv_nothing!(fx);
-    assert_eq!(fx.fp.poll_at(), Some(t + 5 * DELAY));
-    fx.now += 4 * DELAY;
-    assert_eq!(fx.flush_acks(), 0, "not due yet");
-    recv_nothing!(fx);
-    fx.write(20, 0).unwrap();
-    fx.poll();
-    recv!(
-        fx,
-        Seg {
-            flags: ACK | PSH,
-            ..fx.ours_data(0, 20, 20, 32_768 - 20)
-        }
-    );
-    fx.now += DELAY;
-    assert_eq!(fx.flush_acks(), 0, "the response carried the ACK");
-    assert_eq!((fx.fp.stats.acks_held, fx.fp.stats.acks_delayed), (2, 1));
-    fx.fp.set_ack_delay(0);
-    assert_eq!(fx.fp.ack_delay(), 5 * DELAY, "0 is not taken");
-    // Without holding configured, nothing is held whatever is asked.
-    let mut off = Fx::new(FlowOpts::default());
-    off.fp.set_ack_delay(DELAY);
-    assert_eq!(off.fp.ack_delay(), 0);
-}
-
 #[test]
 fn eight_segments_share_a_held_ack_and_the_eighth_sends_it() {
     let mut fx = dfx();
