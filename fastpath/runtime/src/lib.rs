@@ -47,8 +47,7 @@
 //! its clients wait shows in the second, not the first; each without the
 //! part that is wake-up latency, and a wake-up priced at what the core
 //! measured it to cost), toward the goal in [`FastPathShared::goal`];
-//! the same epoch sets how long ACKs are held for the apps' answers
-//! (`ResponseWatch`) and
+//! the same epoch
 //! publishes the busy time, counted only while the thread ran. Where the
 //! rounds' time goes, stage by stage, is estimated from one round in
 //! [`STAGE_SAMPLE`] ([`StageStats`]), with the number of NIC sends and app
