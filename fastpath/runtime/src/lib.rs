@@ -140,6 +140,9 @@ const WAKE_PROBE_NS: u64 = 20_000;
 /// stretches a poll's timeout by 0.1 % on its own (`select_estimate_accuracy`),
 /// under the thread's 2 µs timer slack up to here.
 const WAKE_SAMPLE_MAX_NS: u64 = 1_000_000;
+/// At most one wake-up sample per this long (each costs two reads of the
+/// thread's schedstat).
+const WAKE_SAMPLE_GAP_NS: u64 = 5_000_000;
 /// A fast-path thread's timer slack: how late the kernel may end its
 /// sleeps to a deadline (a held ACK, a paced flow's next send).
 const FP_TIMER_SLACK_NS: u64 = 2_000;
@@ -1563,6 +1566,9 @@ pub struct Core<N: Nic> {
     /// deadline (how late they end), and when it was last sampled.
     wake: WakeLatency,
     wake_sampled_at: u64,
+    /// The polling thread's own schedstat (opened by it in `run`): how long
+    /// it waited for a CPU around a sampled sleep.
+    own_sched: Option<ProcCounters<2>>,
     /// Sleeps (wake-ups) this epoch.
     epoch_wakes: u64,
 }
@@ -1626,6 +1632,7 @@ impl<N: Nic> Core<N> {
             responses: ResponseWatch::default(),
             wake: WakeLatency::default(),
             wake_sampled_at: 0,
+            own_sched: None,
             epoch_wakes: 0,
         }
     }
@@ -1695,6 +1702,10 @@ impl<N: Nic> Core<N> {
         let shared = self.shared.clone();
         let mut tuner = SpinTuner::new(shared.goal(), spin);
         let mut sched = ProcCounters::open("/proc/thread-self/schedstat", schedstat_fields);
+        self.own_sched = Some(ProcCounters::open(
+            "/proc/thread-self/schedstat",
+            schedstat_fields,
+        ));
         let mut pressure =
             ProcCounters::open("/proc/pressure/cpu", |t| psi_some_total_us(t).map(|v| [v]));
         let mut idle_cpus = IdleWindow::open();
@@ -1905,6 +1916,18 @@ impl<N: Nic> Core<N> {
                 tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
                 tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
             };
+            // A sample (see below) at most every few ms: two reads of the
+            // thread's schedstat around the sleep.
+            let sampled = timeout_ns <= WAKE_SAMPLE_MAX_NS
+                && t.saturating_sub(self.wake_sampled_at) >= WAKE_SAMPLE_GAP_NS;
+            let queued_before = if sampled {
+                self.own_sched
+                    .as_ref()
+                    .and_then(|c| c.read())
+                    .map(|[_, q]| q)
+            } else {
+                None
+            };
             // SAFETY: `fds` holds `n` valid pollfd entries; `ts` is a valid
             // timespec; a null signal mask leaves the thread's mask as is.
             let ready =
@@ -1912,14 +1935,28 @@ impl<N: Nic> Core<N> {
             let after = now_ns();
             slept = after.saturating_sub(t);
             self.epoch_wakes += 1;
-            if ready == 0 && timeout_ns <= WAKE_SAMPLE_MAX_NS {
+            if ready == 0 && sampled {
                 // Woken by a near deadline alone: how late, less the timer
-                // slack the kernel may add, is what a wake-up costs here.
+                // slack the kernel may add and less the time the thread
+                // then waited for its CPU behind other threads (that is
+                // contention, priced apart), is what a wake-up costs here.
                 // (For a far deadline the kernel adds a slack of its own,
                 // 0.1 % of the timeout: not a sample.)
-                self.wake
-                    .record(slept.saturating_sub(timeout_ns + FP_TIMER_SLACK_NS));
-                self.wake_sampled_at = after;
+                let queued = match (
+                    queued_before,
+                    self.own_sched.as_ref().and_then(|c| c.read()),
+                ) {
+                    (Some(a), Some([_, b])) => Some(b.saturating_sub(a)),
+                    _ => None,
+                };
+                if let Some(q) = queued {
+                    self.wake.record(
+                        slept
+                            .saturating_sub(timeout_ns + FP_TIMER_SLACK_NS)
+                            .saturating_sub(q),
+                    );
+                    self.wake_sampled_at = after;
+                }
             }
             // Only the eventfds that fired are drained (a read of an empty
             // one is a system call for nothing, on every wake-up by a
