@@ -492,6 +492,23 @@ impl Testbed {
     }
 }
 
+/// The arguments of `sockperf ping-pong` against `sockperf sr --tcp -i
+/// TAS_IP -p 11111`: 64-byte messages for `secs` seconds.
+pub fn sockperf_ping_pong_args(secs: &'static str) -> [&'static str; 10] {
+    [
+        "ping-pong",
+        "--tcp",
+        "-i",
+        TAS_IP,
+        "-p",
+        "11111",
+        "-m",
+        "64",
+        "-t",
+        secs,
+    ]
+}
+
 /// User + system CPU time of a process so far, in seconds (all its threads;
 /// utime and stime of /proc/PID/stat).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {

@@ -786,18 +786,7 @@ fn blocking_and_poll_servers_need_no_pair_call_per_message() {
         );
         let c = tb.run_lnx(
             Path::new("sockperf"),
-            &[
-                "ping-pong",
-                "--tcp",
-                "-i",
-                TAS_IP,
-                "-p",
-                "11111",
-                "-m",
-                "64",
-                "-t",
-                "2",
-            ],
+            &sockperf_ping_pong_args("2"),
             Duration::from_secs(60),
         );
         assert_ok(&c, "sockperf ping-pong");

@@ -930,18 +930,7 @@ fn a_quiet_core_spins_across_a_ping_pong_its_own_wakeups_are_no_contention() {
     for _ in 0..6 {
         let (client, _lines) = tb.spawn_lnx_lines(
             std::path::Path::new("sockperf"),
-            &[
-                "ping-pong",
-                "--tcp",
-                "-i",
-                TAS_IP,
-                "-p",
-                "11111",
-                "-m",
-                "64",
-                "-t",
-                "3",
-            ],
+            &sockperf_ping_pong_args("3"),
         );
         // The tuner's first epochs, then samples over the rest of the run.
         std::thread::sleep(Duration::from_millis(1000));
