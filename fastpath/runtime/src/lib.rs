@@ -945,6 +945,8 @@ struct IdleWindow {
     /// they were read, per epoch.
     ring: [(u64, u64, u64); IdleWindow::EPOCHS],
     n: usize,
+    /// The core's sleep so far, ns.
+    slept: u64,
 }
 
 impl IdleWindow {
@@ -958,13 +960,16 @@ impl IdleWindow {
             tick_ns: 1e9 / if hz > 0 { hz as f64 } else { 100.0 },
             ring: [(0, 0, 0); IdleWindow::EPOCHS],
             n: 0,
+            slept: 0,
         }
     }
 
-    /// Reads the counter at `now`, the core having slept `slept_ns` in
-    /// all; returns the idle CPUs since the oldest reading kept (`None`
-    /// without `/proc/stat`, or before two readings).
+    /// Reads the counter at the end of an epoch at `now` in which the core
+    /// slept `slept_ns`; returns the idle CPUs since the oldest reading kept
+    /// (`None` without `/proc/stat`, or before two readings).
     fn update(&mut self, now: u64, slept_ns: u64) -> Option<f64> {
+        self.slept += slept_ns;
+        let slept_ns = self.slept;
         let [ticks] = self.stat.read()?;
         let slot = self.n % Self::EPOCHS;
         let oldest = if self.n >= Self::EPOCHS { slot } else { 0 };
@@ -1566,9 +1571,10 @@ pub struct Core<N: Nic> {
     /// deadline (how late they end), and when it was last sampled.
     wake: WakeLatency,
     wake_sampled_at: u64,
-    /// The polling thread's own schedstat (opened by it in `run`): how long
-    /// it waited for a CPU around a sampled sleep.
-    own_sched: Option<ProcCounters<2>>,
+    /// The polling thread's own schedstat (opened by it in `run`): its
+    /// time on a CPU and waiting for one, per epoch and around a sampled
+    /// sleep.
+    sched: Option<ProcCounters<2>>,
     /// Sleeps (wake-ups) this epoch.
     epoch_wakes: u64,
 }
@@ -1632,7 +1638,7 @@ impl<N: Nic> Core<N> {
             responses: ResponseWatch::default(),
             wake: WakeLatency::default(),
             wake_sampled_at: 0,
-            own_sched: None,
+            sched: None,
             epoch_wakes: 0,
         }
     }
@@ -1701,15 +1707,13 @@ impl<N: Nic> Core<N> {
         let mut spin = self.cfg.idle_spin.as_nanos().min(u64::MAX as u128) as u64;
         let shared = self.shared.clone();
         let mut tuner = SpinTuner::new(shared.goal(), spin);
-        let mut sched = ProcCounters::open("/proc/thread-self/schedstat", schedstat_fields);
-        self.own_sched = Some(ProcCounters::open(
+        self.sched = Some(ProcCounters::open(
             "/proc/thread-self/schedstat",
             schedstat_fields,
         ));
         let mut pressure =
             ProcCounters::open("/proc/pressure/cpu", |t| psi_some_total_us(t).map(|v| [v]));
         let mut idle_cpus = IdleWindow::open();
-        let mut slept_total = 0u64;
         let mut last_work = now_ns();
         let mut last_stats = 0u64;
         let lanes_sh = &shared.lanes;
@@ -1769,7 +1773,6 @@ impl<N: Nic> Core<N> {
                     let slept = self.sleep(t1, lanes_sh);
                     slot.idle_ns.fetch_add(slept, Ordering::Relaxed);
                     epoch_slept += slept;
-                    slept_total += slept;
                     last_work = now_ns();
                 }
             }
@@ -1778,7 +1781,7 @@ impl<N: Nic> Core<N> {
                 epoch_start = t1;
                 let wake_ns = self.wake.estimate_ns();
                 let wakes = std::mem::take(&mut self.epoch_wakes);
-                let (busy, contention, own) = match sched.delta() {
+                let (busy, contention, own) = match self.sched.as_mut().and_then(|c| c.delta()) {
                     Some([on, waited]) => {
                         // Of the time awake, the share the thread ran.
                         let awake = wall.saturating_sub(epoch_slept).max(1);
@@ -1801,7 +1804,7 @@ impl<N: Nic> Core<N> {
                 let pressure_now = pressure
                     .delta()
                     .map_or(0.0, |[us]| (us as f64 * 1e3 / wall as f64).clamp(0.0, 1.0));
-                let idle = idle_cpus.update(t1, slept_total);
+                let idle = idle_cpus.update(t1, epoch_slept);
                 let machine = idle.map_or(pressure_now, |i| {
                     tas_tune::machine_contention(pressure_now, i)
                 });
@@ -1920,14 +1923,8 @@ impl<N: Nic> Core<N> {
             // thread's schedstat around the sleep.
             let sampled = timeout_ns <= WAKE_SAMPLE_MAX_NS
                 && t.saturating_sub(self.wake_sampled_at) >= WAKE_SAMPLE_GAP_NS;
-            let queued_before = if sampled {
-                self.own_sched
-                    .as_ref()
-                    .and_then(|c| c.read())
-                    .map(|[_, q]| q)
-            } else {
-                None
-            };
+            let queued = |c: &Option<ProcCounters<2>>| c.as_ref()?.read().map(|[_, q]| q);
+            let queued_before = if sampled { queued(&self.sched) } else { None };
             // SAFETY: `fds` holds `n` valid pollfd entries; `ts` is a valid
             // timespec; a null signal mask leaves the thread's mask as is.
             let ready =
@@ -1942,14 +1939,8 @@ impl<N: Nic> Core<N> {
                 // contention, priced apart), is what a wake-up costs here.
                 // (For a far deadline the kernel adds a slack of its own,
                 // 0.1 % of the timeout: not a sample.)
-                let queued = match (
-                    queued_before,
-                    self.own_sched.as_ref().and_then(|c| c.read()),
-                ) {
-                    (Some(a), Some([_, b])) => Some(b.saturating_sub(a)),
-                    _ => None,
-                };
-                if let Some(q) = queued {
+                if let (Some(a), Some(b)) = (queued_before, queued(&self.sched)) {
+                    let q = b.saturating_sub(a);
                     self.wake.record(
                         slept
                             .saturating_sub(timeout_ns + FP_TIMER_SLACK_NS)
