@@ -2127,6 +2127,53 @@ static void case_vfork(void)
     R("close", close(s));
 }
 
+/* posix_spawn of a shell that runs a program (dash: vfork + execve)
+ * before it uses the connection it inherited on fds 0 and 1. The vfork
+ * child's execve ran the shim on the shell's memory as another pid: it
+ * tried to take the shell's inherited connection over for itself, which
+ * tasd refused once the spawner had named the shell (and the shell had
+ * lost the connection: it read a bare Unix socket) and allowed before
+ * (then the program got the connection and a second grant). The shell is
+ * killed if it hangs. */
+static void case_spawn_vfork(void)
+{
+    out("# posix_spawnp: sh runs a program (vfork + execve) before it uses the connection");
+    int s = conn_to(7001);
+    R("write ping", write(s, "ping\n", 5));
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, s, 0);
+    posix_spawn_file_actions_adddup2(&fa, s, 1);
+    char *av[] = {"sh", "-c", "/bin/true; read x; echo \"kid-$x\"", NULL};
+    pid_t pid = -1;
+    int r = posix_spawnp(&pid, "sh", &fa, NULL, av, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    out("posix_spawnp sh = %s, pid set = %d", r == 0 ? "0" : ename(r), pid > 0);
+    int st = 0;
+    long end = now_ms() + 10000;
+    while (pid > 0 && waitpid(pid, &st, WNOHANG) == 0) {
+        if (now_ms() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            break;
+        }
+        usleep(10000);
+    }
+    out("  child exit = %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    char b[16] = {0};
+    int n = 0;
+    end = now_ms() + 5000;
+    while (n < 9 && now_ms() < end) {
+        if (!(wait_in(s, 100) & POLLIN)) continue;
+        if ((r = read(s, b + n, 9 - n)) <= 0) break;
+        n += r;
+    }
+    if (n > 0 && b[n - 1] == '\n') b[n - 1] = 0;
+    out("  parent reads the echo of the child's answer = %s", b);
+    out("  parent echo after = %d", echo_once(s, "after"));
+    R("close", close(s));
+}
+
 /* ------------------------------------------------------------------ */
 /* TAS-only cases (behaviour that differs from Linux by design, or that is
  * about the shim itself). Checked line by line by tests/tests/preload.rs. */
@@ -2604,7 +2651,8 @@ int main(int argc, char **argv)
         {"sendfile", case_sendfile}, {"blocking", case_blocking}, {"unread", case_close_unread},
         {"loopback", case_loopback}, {"dualstack", case_dualstack}, {"fork", case_fork},
         {"forkhandoff", case_fork_handoff}, {"scm", case_scm_rights}, {"spawn", case_spawn},
-        {"vfork", case_vfork}, {"epollonly", case_epoll_only}, {"lazy", case_lazy},
+        {"vfork", case_vfork}, {"spawnvfork", case_spawn_vfork},
+        {"epollonly", case_epoll_only}, {"lazy", case_lazy},
         {"restart", case_restart},
     };
     for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -214,6 +214,7 @@ fn conformance_same_results_on_linux_and_tas() {
         "posix_spawn /nonexistent = ENOENT, pid unchanged = 1",
         "parent read (the child took the data) = -1 EAGAIN",
         "parent reads the echo of the vfork child's answer = kid",
+        "# posix_spawnp: sh runs a program (vfork + execve) before it uses the connection",
         "read, SA_RESTART = 1",
         "read, no SA_RESTART = -1 EINTR",
         "read, SA_RESTART, SO_RCVTIMEO 3 s = -1 EINTR",
@@ -372,7 +373,9 @@ fn fork_exec_threads_and_idle_cpu() {
 /// has no `LD_PRELOAD`, or is NULL) asks tasd for no grant, and the
 /// parent's close closes the connection; of one under the shim, one grant,
 /// which does not outlive the child: the connection the parent closed
-/// while the child lived is closed by tasd when the child exits.
+/// while the child lived is closed by tasd when the child exits. The child
+/// (`sh`) runs `sleep` with `vfork` + `execve`: `sleep` gets no grant of
+/// its own, however late the parent names the child to tasd.
 #[test]
 fn posix_spawn_grants_only_for_a_child_under_the_shim() {
     let mut tb = Testbed::new("psp", backend());
@@ -439,6 +442,51 @@ fn posix_spawn_grants_only_for_a_child_under_the_shim() {
         (1, 1),
         "a child under the shim: one grant, gone with the child, which closes the connection \
          the parent let go of (shares, grant closes):\n{out}"
+    );
+}
+
+/// A spawned `sh` that runs a program first (dash: `vfork` + `execve`)
+/// and then uses the connection it inherited (the conformance case
+/// `spawnvfork`, alone): the vfork child's `execve` leaves the connection
+/// to the shell, which reads and answers on it, and tasd counts one grant,
+/// the spawn's, whether or not the spawner had named the shell to tasd
+/// when the shell vforked (before, the vfork child took the connection
+/// over for its own pid on the shell's memory: refused once the shell
+/// was named, which lost the shell its connection; allowed before, which
+/// made a second grant).
+#[test]
+fn a_spawned_shell_keeps_its_connection_across_a_vforked_command() {
+    let mut tb = Testbed::new("psv", backend());
+    tb.spawn_lnx(&conform(), &["partner"], Some("partner listening"));
+    let shares = tb.tasd_counter("slowpath.shares");
+    let o = tb.run_tas(
+        env_bin(),
+        &[
+            &preload_env(),
+            &format!("TAS_IP={TAS_IP}"),
+            conform().to_str().unwrap(),
+            "run",
+            LNX_IP,
+            TAS_IP,
+            "spawnvfork",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_ok(&o, "conformance case spawnvfork");
+    let out = stdout(&o);
+    for want in [
+        "posix_spawnp sh = 0, pid set = 1",
+        "  child exit = 0",
+        "  parent reads the echo of the child's answer = kid-ping",
+        "  parent echo after = 1",
+        "# done",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert_eq!(
+        tb.tasd_counter("slowpath.shares") - shares,
+        1,
+        "the spawn's grant only (the vforked program got none):\n{out}"
     );
 }
 

@@ -167,30 +167,41 @@ pub fn prepare_for(map: FdMap<'_>, spawn: bool) -> Option<Prepared> {
     let _e = sys::Enter::new();
     let survives = |fds: &[c_int]| fds.iter().copied().find(|&f| !map(&[f]).is_empty());
     // Inherited sockets not taken over yet are taken over first, so that
-    // their state is ours to describe.
+    // their state is ours to describe — but not in a `vfork` child: the
+    // take-over would attach a context for the child's pid in the
+    // parent's memory, under a grant made for the parent. tasd refuses it
+    // once the grant names the parent (and the parent lost the socket:
+    // its entry was used up), but while the grant names nobody yet (a
+    // `posix_spawn`ed `sh` whose own spawner has not sent `SHARE_PID`
+    // yet, when `sh` vforks its first command) tasd let the child take
+    // the connection, and the exec asked for a second grant. Such sockets
+    // stay the parent's to take over; the new program gets them as bare
+    // Unix sockets (as after `system`).
     let mut pending = Vec::new();
-    for i in 0..g.nctx.load(Ordering::Acquire) {
-        if let Some(c) = g.ctx(i) {
-            if c.gen != g.gen.load(Ordering::Acquire) {
-                pending.extend(
-                    c.inner
-                        .lock()
-                        .socks
-                        .values()
-                        .filter_map(|s| survives(&s.fds)),
-                );
+    if !crate::fork::in_vfork_child() {
+        for i in 0..g.nctx.load(Ordering::Acquire) {
+            if let Some(c) = g.ctx(i) {
+                if c.gen != g.gen.load(Ordering::Acquire) {
+                    pending.extend(
+                        c.inner
+                            .lock()
+                            .socks
+                            .values()
+                            .filter_map(|s| survives(&s.fds)),
+                    );
+                }
             }
         }
+        pending.extend(
+            g.inherit
+                .lock()
+                .exec
+                .entries
+                .iter()
+                .flatten()
+                .filter_map(|e| survives(&e.fds)),
+        );
     }
-    pending.extend(
-        g.inherit
-            .lock()
-            .exec
-            .entries
-            .iter()
-            .flatten()
-            .filter_map(|e| survives(&e.fds)),
-    );
     for fd in pending {
         let _ = crate::fdtab::kind(fd);
     }

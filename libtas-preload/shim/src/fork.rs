@@ -21,7 +21,7 @@ use crate::global::{global, try_global};
 use crate::sock::St;
 use crate::sys::{self, log};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// What this process inherited at its last fork.
 #[derive(Default)]
@@ -37,6 +37,25 @@ pub struct Inherit {
     /// Region owner app id -> our context sharing it, for sockets
     /// received by `SCM_RIGHTS` (`pass.rs`).
     pub passed: HashMap<u32, usize>,
+}
+
+/// This process's pid as of its start-up or its last `fork` (set by
+/// `init` and `atfork_child`). A `vfork` child, which runs on its
+/// parent's memory until it execs, reads its parent's pid here.
+static PID: AtomicI32 = AtomicI32::new(0);
+
+/// Records this process's pid (at start-up, and in a forked child).
+pub fn note_pid() {
+    // SAFETY: getpid takes no arguments.
+    PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+}
+
+/// Whether this runs in the child of a `vfork` (not interposed): on the
+/// parent's memory, as another process, until it execs.
+pub fn in_vfork_child() -> bool {
+    let p = PID.load(Ordering::Relaxed);
+    // SAFETY: getpid takes no arguments.
+    p != 0 && p != unsafe { libc::getpid() }
 }
 
 pub fn random_token() -> u64 {
@@ -345,6 +364,7 @@ extern "C" fn atfork_child() {
         crate::ops::wild::KL.reset();
         crate::vready::after_fork_child();
     }
+    note_pid();
     let Some(g) = try_global() else { return };
     // SAFETY: as above, for the global state's locks.
     unsafe {

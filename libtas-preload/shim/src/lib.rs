@@ -167,6 +167,7 @@ static CONSTRUCTOR: extern "C" fn() = init;
 extern "C" fn init() {
     let _e = Enter::new();
     sys::real::resolve_all();
+    fork::note_pid();
     fork::register_atfork();
     exec::load();
 }
