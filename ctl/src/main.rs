@@ -442,6 +442,7 @@ fn render_tune(t: &TuneView) -> String {
         "CPU PRESSURE".to_string(),
         "IDLE CPUS".to_string(),
         "WAKE".to_string(),
+        "ACK HOLD".to_string(),
     ]];
     for k in &t.cores {
         rows.push(vec![
@@ -453,6 +454,7 @@ fn render_tune(t: &TuneView) -> String {
             format!("{:.1}%", k.pressure_pct),
             format!("{:.2}", k.idle_cpus),
             format!("{:.0} us", k.wake_us),
+            format!("{:.0} us", k.ack_hold_us),
         ]);
     }
     out.push_str(&table(&rows));

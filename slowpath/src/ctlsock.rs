@@ -249,6 +249,10 @@ pub struct CoreStatus {
     /// short, and does not price the spin.
     #[serde(default)]
     pub idle_cpus: f64,
+    /// How long the core holds an ACK for the app's answer now (µs):
+    /// `--ack-delay-us`, or up to 500 while answers come later.
+    #[serde(default)]
+    pub ack_hold_us: f64,
     /// The CPU the core's thread last ran on.
     #[serde(default)]
     pub cpu: Option<u32>,

@@ -724,6 +724,139 @@ fn strace_counts(summary: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// How long tasd's core 0 holds an ACK for the app's answer now
+/// (`tasctl tune`, µs).
+fn ack_hold_us(tb: &mut Testbed) -> f64 {
+    let o = tb.tasctl(&["tune", "--json"]);
+    assert_ok(&o, "tasctl tune --json");
+    let t: tasd::ctlsock::TuneView = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("tasctl tune --json: {e}\n{}", stdout(&o)));
+    t.cores[0].ack_hold_us
+}
+
+/// Issue 15 item 1: ACKs ride on the responses of a server that works
+/// through many connections' requests in turn. redis-server under the shim
+/// with 50 clients answered most requests after the 40 µs hold, so the ACK
+/// went out alone first: 0.65–0.78 pure ACKs per GET (`tasctl stats`
+/// `fastpath.acks_delayed`), a frame and a NIC send each. The hold now
+/// grows while the answers come after it; redis-benchmark `-c 50` GETs,
+/// counted after a warm-up that lets it grow.
+#[test]
+fn acks_ride_on_the_responses_of_a_server_with_many_connections() {
+    ensure_packages();
+    let mut tb = Testbed::new("pvack", backend());
+    let mut args = vec![preload_env()];
+    args.extend(redis_server_args(TAS_IP, "6379"));
+    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    tb.spawn_tas(env_bin(), &args, Some("Ready to accept connections"));
+    let o = redis_benchmark(
+        &mut tb,
+        &["-t", "get", "-n", "10000", "-c", "50"],
+        Duration::from_secs(120),
+    );
+    assert_ok(&o, "redis-benchmark (warm-up)");
+    let n = 40_000u64;
+    let (alone0, held0) = (
+        tb.tasd_counter("fastpath.acks_delayed"),
+        tb.tasd_counter("fastpath.acks_held"),
+    );
+    let o = redis_benchmark(
+        &mut tb,
+        &["-t", "get", "-n", &n.to_string(), "-c", "50"],
+        Duration::from_secs(180),
+    );
+    assert_ok(&o, "redis-benchmark");
+    let alone = tb.tasd_counter("fastpath.acks_delayed") - alone0;
+    let held = tb.tasd_counter("fastpath.acks_held") - held0;
+    let per = alone as f64 / n as f64;
+    let hold = ack_hold_us(&mut tb);
+    println!(
+        "{n} GETs from 50 clients: {held} ACKs held, {alone} sent alone ({per:.3} per GET), hold {hold} us, {:?}",
+        bench_rps(&stdout(&o))
+    );
+    assert!(
+        hold > 40.0,
+        "the hold should have grown past the configured 40 us: {hold}"
+    );
+    assert!(
+        held >= n / 2,
+        "the GETs' ACKs should be held: {held} for {n}"
+    );
+    assert!(
+        per < 0.4,
+        "{alone} pure ACKs for {n} GETs ({per:.3} each): the ACKs should ride on redis's responses"
+    );
+}
+
+/// The other side of a longer hold: a request written in two parts by a
+/// sender with Nagle's algorithm on (the second part waits until the
+/// first is ACKed) to a server that answers only the whole request. The
+/// first part's held ACK goes out alone when its time is up, every time;
+/// were that counted as an answer coming late, the hold would grow to
+/// 500 µs and so would every exchange (488 µs per exchange, measured). It
+/// is not: the second part comes before any answer, so the peer waited
+/// for it (`fastpath.acks_awaited`), and an exchange stays near the 40 µs
+/// hold (Linux's server, with its 40 ms delayed ACK: 44 ms). Python on
+/// both sides: 1,500 exchanges, the last 500 timed.
+#[test]
+fn a_request_in_two_nagle_writes_waits_only_the_short_hold() {
+    ensure_packages();
+    let mut tb = Testbed::new("pvnag", backend());
+    let server = format!(
+        "import socket\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('{TAS_IP}', 7070)); s.listen(1); print('listening', flush=True)\n\
+         c, _ = s.accept()\n\
+         while True:\n    \
+             got = b''\n    \
+             while len(got) < 200:\n        \
+                 d = c.recv(200 - len(got))\n        \
+                 if not d: raise SystemExit(0)\n        \
+                 got += d\n    \
+             c.sendall(b'r' * 100)\n"
+    );
+    tb.spawn_tas(
+        env_bin(),
+        &[&preload_env(), "python3", "-c", &server],
+        Some("listening"),
+    );
+    let client = format!(
+        "import socket, time\n\
+         c = socket.create_connection(('{TAS_IP}', 7070))\n\
+         def one():\n    \
+             c.sendall(b'h' * 100); c.sendall(b'b' * 100)\n    \
+             got = b''\n    \
+             while len(got) < 100: got += c.recv(100 - len(got))\n\
+         for _ in range(1000): one()\n\
+         t = time.monotonic()\n\
+         for _ in range(500): one()\n\
+         print('us_per_exchange', (time.monotonic() - t) / 500 * 1e6)\n"
+    );
+    let o = tb.run_lnx(
+        Path::new("python3"),
+        &["-c", &client],
+        Duration::from_secs(60),
+    );
+    assert_ok(&o, "python client");
+    let us: f64 = stdout(&o)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no timing: {}", stdout(&o)));
+    let awaited = tb.tasd_counter("fastpath.acks_awaited");
+    let hold = ack_hold_us(&mut tb);
+    println!("two-part requests with Nagle: {us:.0} us per exchange, {awaited} lone ACKs the peer waited for, hold {hold} us");
+    assert_eq!(hold, 40.0, "the hold should stay the configured 40 us");
+    assert!(
+        awaited >= 1000,
+        "the first part's ACK should go out alone and the second part follow it, every time: {awaited}"
+    );
+    assert!(
+        us < 300.0,
+        "{us:.0} us per two-part exchange: the first part's ACK was held longer than the configured 40 us"
+    );
+}
+
 /// Issue 15 item 5: with its connections in one epoll set, redis-server
 /// under the shim gets their readability from user space — no `send` on a
 /// readiness pair per arrival and no `recv` per drain. Counted with

@@ -85,6 +85,11 @@ pub mod notify {
     /// Everything about an owed ACK: cleared when an ACK (or a segment
     /// carrying it) goes out.
     pub const ACK_OWED: u8 = ACK_HELD | ACK_ROUND | ACK_COUNT;
+    /// The last ACK held for the flow went out alone when its time was up,
+    /// and neither a segment of ours nor another ACK has gone out since:
+    /// data from the peer now means it waited for that ACK
+    /// (`Stats::acks_awaited`).
+    pub const ACK_ALONE: u8 = 1 << 6;
 }
 
 /// Fast-path state flags (`FlowState::st`), written by the owning core.

@@ -236,6 +236,7 @@ impl CtlCtx<'_> {
                     pressure_pct: c.pressure_ppm.load(Ordering::Relaxed) as f64 / 1e4,
                     wake_us: c.wake_ns.load(Ordering::Relaxed) as f64 / 1e3,
                     idle_cpus: c.idle_cpu_milli.load(Ordering::Relaxed) as f64 / 1e3,
+                    ack_hold_us: c.ack_hold_ns.load(Ordering::Relaxed) as f64 / 1e3,
                     cpu: thread_cpu(c.tid.load(Ordering::Relaxed)),
                     pinned: (!self.cfg.cpus.is_empty())
                         .then(|| self.cfg.cpus[i % self.cfg.cpus.len()]),

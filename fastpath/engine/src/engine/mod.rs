@@ -125,6 +125,15 @@ pub struct Stats {
     /// of them sent alone because no segment came within the delay.
     pub acks_held: u64,
     pub acks_delayed: u64,
+    /// Of those sent alone, the ones after which the peer sent more data
+    /// before we answered: it waited for that ACK (a request written in
+    /// two parts by a Nagle sender, whose second part waits for it), so a
+    /// longer hold would only delay the exchange.
+    pub acks_awaited: u64,
+    /// Held-ACK entries that came due after a segment of ours had carried
+    /// their ACK and a newer hold of the same flow had begun: skipped (the
+    /// newer hold has its own entry and deadline).
+    pub acks_superseded: u64,
     /// Segments an app command cut at once ([`FastPath::with_direct_tx`]).
     pub tx_direct: u64,
     /// Held ACKs such a segment carried whose entry was the newest in the
@@ -212,6 +221,8 @@ impl Stats {
             acks_sent,
             acks_held,
             acks_delayed,
+            acks_awaited,
+            acks_superseded,
             tx_direct,
             acks_carried,
             acks_coalesced,
@@ -258,6 +269,8 @@ impl Stats {
         self.acks_sent += acks_sent;
         self.acks_held += acks_held;
         self.acks_delayed += acks_delayed;
+        self.acks_awaited += acks_awaited;
+        self.acks_superseded += acks_superseded;
         self.tx_direct += tx_direct;
         self.acks_carried += acks_carried;
         self.acks_coalesced += acks_coalesced;
@@ -329,7 +342,10 @@ pub struct FastPath {
     /// Flows whose ACK is held, with the time it must go out by (FIFO: the
     /// delay is the same for all). An entry whose flow sent a segment since
     /// (its `ACK_HELD` bit is clear) is skipped.
-    held: TailFifo<(FlowId, u64)>,
+    held: TailFifo<(FlowId, u32, u64)>,
+    /// How long an ACK is held now (`Config::ack_delay_ns` unless
+    /// [`FastPath::set_ack_delay`] changed it).
+    ack_delay_ns: u64,
     /// Flows owed an ACK at the end of this round (`notify::ACK_ROUND`),
     /// each at most once: room for every flow of the table.
     round: Fifo<FlowId>,
@@ -430,7 +446,7 @@ fn ack_now<M: PayloadMem, O: Output>(
 ) {
     let ft = template(cfg, local, fs, ft);
     send_ack(cfg, fs, ft, &fc.rx, flags, dsack, now_ts, mem, out, stats);
-    fs.notify &= !notify::ACK_OWED;
+    fs.notify &= !(notify::ACK_OWED | notify::ACK_ALONE);
 }
 
 /// New data (and FIN) of `len` bytes sent with `flags`: SND.NXT moves.
@@ -440,7 +456,7 @@ fn take_sent(f: &mut FlowState, len: u32, fin: bool, flags: u8) {
     // (its SACK blocks go on a pure ACK, RFC 2018 §4: our data segments
     // carry none).
     if f.rx_ooo_len == 0 {
-        f.notify &= !notify::ACK_OWED;
+        f.notify &= !(notify::ACK_OWED | notify::ACK_ALONE);
     }
     f.tx_next_pos = ring_add(f.tx_next_pos, len, f.tx_len);
     f.tx_avail -= len;
@@ -859,6 +875,7 @@ impl FastPath {
             } else {
                 0
             }),
+            ack_delay_ns: cfg.ack_delay_ns,
             round: Fifo::with_capacity(cap),
             lane: 0,
             challenge: ChallengeLimit::new(),
@@ -920,6 +937,25 @@ impl FastPath {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Changes how long an ACK may be held for a segment of ours to carry
+    /// it (the poll loop lengthens it while the apps answer more slowly
+    /// than the configured delay). Only where ACKs are held at all
+    /// (`Config::ack_delay_ns` > 0 at construction): 0 is not taken.
+    /// ACKs held already keep their deadline; the held queue stays in
+    /// deadline order except right after a shortening, when an entry may
+    /// wait behind an older one by at most the difference.
+    pub fn set_ack_delay(&mut self, ns: u64) {
+        if self.cfg.ack_delay_ns > 0 && ns > 0 {
+            self.ack_delay_ns = ns;
+        }
+    }
+
+    /// How long an ACK may be held now ([`FastPath::set_ack_delay`]; the
+    /// configured `Config::ack_delay_ns` until changed).
+    pub fn ack_delay(&self) -> u64 {
+        self.ack_delay_ns
     }
 
     /// Starts loading the flow-table entries, flow state, header templates
@@ -1090,6 +1126,12 @@ impl FastPath {
             &mut self.stats,
         );
         if r.ack {
+            // More data after a held ACK went out alone, before any answer:
+            // the peer waited for that ACK.
+            if f.notify & notify::ACK_ALONE != 0 {
+                f.notify &= !notify::ACK_ALONE;
+                self.stats.acks_awaited += 1;
+            }
             let owed = f.notify & (notify::ACK_HELD | notify::ACK_ROUND) != 0;
             let n = (f.notify & notify::ACK_COUNT) >> notify::ACK_COUNT_SHIFT;
             // A segment that only extended what the last ACK reported (a
@@ -1112,8 +1154,10 @@ impl FastPath {
                 self.stats.acks_coalesced += 1;
             } else if r.coalesce
                 && !owed
-                && self.cfg.ack_delay_ns > 0
-                && self.held.push_back((id, now + self.cfg.ack_delay_ns))
+                && self.ack_delay_ns > 0
+                && self
+                    .held
+                    .push_back((id, f.tx_next_seq, now + self.ack_delay_ns))
             {
                 f.notify |= notify::ACK_HELD | 1 << notify::ACK_COUNT_SHIFT;
                 self.stats.acks_held += 1;
@@ -1339,7 +1383,9 @@ impl FastPath {
                         // The segment carried the held ACK: its entry, if
                         // the newest, goes now (an older one is skipped
                         // when due, as always).
-                        if held & !f.notify != 0 && self.held.pop_back_if(|&(id, _)| id == c.flow) {
+                        if held & !f.notify != 0
+                            && self.held.pop_back_if(|&(id, _, _)| id == c.flow)
+                        {
                             self.stats.acks_carried += 1;
                         }
                         if !can_send(&f) {
@@ -1546,19 +1592,21 @@ impl FastPath {
     pub fn end_round<M: PayloadMem, O: Output>(&mut self, now: u64, mem: &M, out: &mut O) -> usize {
         let mut n = 0;
         while let Some(id) = self.round.pop_front() {
-            n += self.ack_owed(id, notify::ACK_ROUND, now, mem, out) as usize;
+            n += self.ack_owed(id, notify::ACK_ROUND, 0, now, mem, out) as usize;
         }
         n
     }
 
     /// Sends flow `id`'s ACK if it still owes one of kind `bit`
     /// (`notify::ACK_ROUND` or `ACK_HELD`: a segment sent since may have
-    /// carried it); true when it went out.
+    /// carried it); true when it went out. For `ACK_HELD`, `sent_seq` is
+    /// the flow's `tx_next_seq` when the entry was queued.
     #[inline(always)]
     fn ack_owed<M: PayloadMem, O: Output>(
         &mut self,
         id: FlowId,
         bit: u8,
+        sent_seq: u32,
         now: u64,
         mem: &M,
         out: &mut O,
@@ -1567,6 +1615,20 @@ impl FastPath {
             return false;
         };
         if f.notify & bit == 0 {
+            return false;
+        }
+        // An entry whose ACK a data segment of ours carried stays queued
+        // (only the newest is taken back); if a newer hold of the flow has
+        // begun since, `ACK_HELD` is that hold's and so is the entry behind
+        // this one. New data sent since this entry was queued, with no
+        // out-of-order data held, means exactly that: such a segment
+        // clears `ACK_HELD`, and only a hold that begins later sets it
+        // again (a segment that opens a hole is ACKed at once, which ends
+        // this entry's hold too). Sending here would cut the newer hold
+        // short: an answer that comes later than the oldest entry's
+        // deadline would follow a lone ACK.
+        if bit == notify::ACK_HELD && f.tx_next_seq != sent_seq && f.rx_ooo_len == 0 {
+            self.stats.acks_superseded += 1;
             return false;
         }
         ack_now(
@@ -1580,6 +1642,11 @@ impl FastPath {
             out,
             &mut self.stats,
         );
+        // A held ACK that went out alone: does the peer's next data or
+        // our answer follow (`notify::ACK_ALONE`)?
+        if bit == notify::ACK_HELD {
+            f.notify |= notify::ACK_ALONE;
+        }
         true
     }
 
@@ -1600,12 +1667,12 @@ impl FastPath {
             return 0;
         }
         let mut n = self.end_round(now, mem, out);
-        while let Some(&(id, due)) = self.held.front() {
+        while let Some(&(id, sent_seq, due)) = self.held.front() {
             if due > now && !all {
                 break;
             }
             self.held.pop_front();
-            if self.ack_owed(id, notify::ACK_HELD, now, mem, out) {
+            if self.ack_owed(id, notify::ACK_HELD, sent_seq, now, mem, out) {
                 self.stats.acks_delayed += 1;
                 n += 1;
             }
@@ -1629,7 +1696,7 @@ impl FastPath {
     /// [`FastPath::poll_at`]: the poll loop may treat it apart, see
     /// `tas_runtime`'s core sleep).
     pub fn held_ack_due(&self) -> Option<u64> {
-        self.held.front().map(|&(_, due)| due)
+        self.held.front().map(|&(_, _, due)| due)
     }
 
     /// Notifications waiting for delivery.
