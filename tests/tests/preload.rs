@@ -40,6 +40,22 @@ fn conform() -> PathBuf {
     c_program("conform")
 }
 
+/// Runs the conformance program's cases (all, or `case`) under the shim
+/// on tasd, against the partner the caller started in the Linux host.
+fn conform_on_tas(tb: &mut Testbed, case: Option<&str>, limit: Duration) -> std::process::Output {
+    let mut args = vec![
+        preload_env(),
+        format!("TAS_IP={TAS_IP}"),
+        conform().to_string_lossy().into_owned(),
+        "run".into(),
+        LNX_IP.into(),
+        TAS_IP.into(),
+    ];
+    args.extend(case.map(str::to_string));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    tb.run_tas(env_bin(), &args, limit)
+}
+
 /// Installs the Debian packages the real-program tests need.
 fn ensure_packages() {
     tas_system_tests::ensure_packages(&[
@@ -152,18 +168,7 @@ fn run_conform_linux() -> String {
 fn run_conform_tas() -> String {
     let mut tb = Testbed::new("cft", backend());
     tb.spawn_lnx(&conform(), &["partner"], Some("partner listening"));
-    let o = tb.run_tas(
-        env_bin(),
-        &[
-            &preload_env(),
-            &format!("TAS_IP={TAS_IP}"),
-            conform().to_str().unwrap(),
-            "run",
-            LNX_IP,
-            TAS_IP,
-        ],
-        Duration::from_secs(150),
-    );
+    let o = conform_on_tas(&mut tb, None, Duration::from_secs(150));
     assert_ok(&o, "conformance program under the shim on TAS");
     // The `scm` case passed three TAS sockets with SCM_RIGHTS: each was
     // claimed from tasd by its receiver (not passed as a bare Unix socket).
@@ -267,19 +272,7 @@ fn dualstack_conformance_with_bindv6only() {
     let mut tb = Testbed::new("cb6t", backend());
     bindv6only(&tb);
     tb.spawn_lnx(&conform(), &["partner"], Some("partner listening"));
-    let o = tb.run_tas(
-        env_bin(),
-        &[
-            &preload_env(),
-            &format!("TAS_IP={TAS_IP}"),
-            conform().to_str().unwrap(),
-            "run",
-            LNX_IP,
-            TAS_IP,
-            "dualstack",
-        ],
-        Duration::from_secs(60),
-    );
+    let o = conform_on_tas(&mut tb, Some("dualstack"), Duration::from_secs(60));
     assert_ok(&o, "dualstack case under the shim with bindv6only");
     let tas = stdout(&o);
     let linux = linux
@@ -459,19 +452,7 @@ fn a_spawned_shell_keeps_its_connection_across_a_vforked_command() {
     let mut tb = Testbed::new("psv", backend());
     tb.spawn_lnx(&conform(), &["partner"], Some("partner listening"));
     let shares = tb.tasd_counter("slowpath.shares");
-    let o = tb.run_tas(
-        env_bin(),
-        &[
-            &preload_env(),
-            &format!("TAS_IP={TAS_IP}"),
-            conform().to_str().unwrap(),
-            "run",
-            LNX_IP,
-            TAS_IP,
-            "spawnvfork",
-        ],
-        Duration::from_secs(60),
-    );
+    let o = conform_on_tas(&mut tb, Some("spawnvfork"), Duration::from_secs(60));
     assert_ok(&o, "conformance case spawnvfork");
     let out = stdout(&o);
     for want in [
