@@ -2,7 +2,8 @@
 //!
 //! Owns: the low-level API ([`Tas`]): attaching to `tasd`, listen/accept,
 //! connect, send and receive on the per-flow rings in shared memory, and
-//! waiting for events (spin briefly, then block on the eventfd), and the
+//! waiting for events (spin, then block on the eventfd), the app spin's
+//! rule and CPU budget for the process ([`spin`]), and the
 //! hooks the `LD_PRELOAD` shim (`libtas-preload/shim`, crate `tas-preload`)
 //! builds on: vectored and zero-copy send ([`Tas::send_fill`]), peeking,
 //! change tracking ([`Tas::take_changes`]), explicit control of the
@@ -56,6 +57,7 @@ pub use tas_abi::{stats, FlowStats, DEFAULT_SOCKET};
 
 pub mod exclude;
 pub mod idmap;
+pub mod spin;
 
 std::thread_local! {
     /// Whether the calling thread may make system calls on control
@@ -77,9 +79,6 @@ pub fn set_thread_ctl_io(on: bool) {
 fn ctl_io() -> bool {
     CTL_IO.with(|c| c.get())
 }
-
-/// How long [`Tas::wait`] spins before blocking on the eventfd.
-const SPIN: Duration = Duration::from_micros(50);
 
 /// A connection (the service's flow id).
 pub type ConnId = u32;
@@ -2443,25 +2442,58 @@ impl Tas {
         }
     }
 
-    /// Waits until something happens (or `timeout`): spins briefly, then
-    /// blocks on the eventfd and the control socket. An error (`NotConnected`)
-    /// once the daemon is gone, at once and on every later call.
+    /// Waits until something happens (or `timeout`): spins for the
+    /// process's app spin ([`spin::process`]: `TAS_SPIN_US`, else
+    /// self-tuned within the CPU budget, so not at all on two CPUs beside
+    /// a fast-path core), then blocks on the eventfd and the control
+    /// socket. An error (`NotConnected`) once the daemon is gone, at once
+    /// and on every later call.
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let start = Instant::now();
-        while start.elapsed() < SPIN {
-            let n = self.poll()?;
-            if self.dead {
-                return Err(dead());
+        let ctl = spin::process();
+        ctl.note_lanes(self.lanes());
+        let start_ns = spin::monotonic_ns();
+        // What the spin is priced with, read now (two loads): `record`
+        // wants it only when an epoch ends, and `self` is busy then.
+        let view = (
+            tas_tune::Goal::from_wire(self.goal()).unwrap_or_default(),
+            spin::priced_contention(self.cpu_contention_ppm()),
+        );
+        let n = self.wait_events(start, timeout, ctl)?;
+        if n > 0 {
+            ctl.record(start_ns, spin::monotonic_ns(), || view);
+        }
+        Ok(())
+    }
+
+    /// [`Tas::wait`]'s spin and block; the number of events it found.
+    fn wait_events(
+        &mut self,
+        start: Instant,
+        timeout: Option<Duration>,
+        ctl: &spin::SpinCtl,
+    ) -> io::Result<usize> {
+        if let Some(_spinning) = ctl.enter() {
+            let mut limit = Duration::from_nanos(ctl.spin_ns());
+            if let Some(t) = timeout {
+                limit = limit.min(t);
             }
-            if n > 0 {
-                return Ok(());
+            while start.elapsed() < limit {
+                let n = self.poll()?;
+                if self.dead {
+                    return Err(dead());
+                }
+                if n > 0 {
+                    return Ok(n);
+                }
+                std::hint::spin_loop();
             }
-            std::hint::spin_loop();
         }
         let was_waiting = self.header().app_waiting.load(Ordering::Relaxed) != 0;
         announce_sleep(&self.header().app_waiting, true);
-        let r = if self.poll()? > 0 || self.dead {
-            Ok(())
+        let found = self.poll()?;
+        let r = if found > 0 || self.dead {
+            Ok(found)
         } else {
             let ms = match timeout {
                 Some(t) => t
@@ -2499,7 +2531,7 @@ impl Tas {
                 )
             };
             self.note_drained();
-            self.poll().map(|_| ())
+            self.poll()
         };
         announce_sleep(&self.header().app_waiting, was_waiting);
         if self.dead {

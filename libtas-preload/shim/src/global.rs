@@ -56,7 +56,7 @@ pub struct Global {
     /// hold one (waiting for connections is accepting).
     pub quiet: AtomicUsize,
     /// The waits' spin (fixed or self-tuned).
-    pub spin: crate::spin::SpinCtl,
+    pub spin: tas::spin::SpinCtl,
 }
 
 #[derive(Default)]
@@ -99,7 +99,7 @@ pub fn global() -> &'static Global {
         } else {
             wake_fd
         };
-        let spin = crate::spin::SpinCtl::new(cfg.spin_us, cfg.profile);
+        let spin = tas::spin::SpinCtl::new(cfg.spin_us, cfg.profile);
         let g = Global {
             spin,
             cfg,

@@ -88,7 +88,9 @@ fn wait(
     let r = wait_idle(start, timeout_ms, &mut now, block, recheck);
     if r > 0 {
         // The gap this wait saw, for the spin controller.
-        global().spin.record(start, monotonic_ns());
+        global()
+            .spin
+            .record(start, monotonic_ns(), crate::spin::daemon_view);
     }
     r
 }

@@ -320,7 +320,9 @@ pub fn wait_fd(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_in
     let r = wait_fd_from(fd, events, deadline);
     if r.is_ok() {
         // The gap this wait saw, for the spin controller.
-        global().spin.record(start, sys::monotonic_ns());
+        global()
+            .spin
+            .record(start, sys::monotonic_ns(), crate::spin::daemon_view);
     }
     r
 }

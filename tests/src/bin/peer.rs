@@ -27,6 +27,9 @@
 //!                                                       sleeping US µs after each
 //! peer --tas send-exit IP PORT BYTES SEED               connect, send pattern, close, exit at
 //!                                                       once (prints "closed" first)
+//! peer --tas idle-wait N                               N one-millisecond waits with nothing
+//!                                                       to wait for; prints "idle-wait N
+//!                                                       cpu_ns T" (the thread's CPU time)
 //! peer [--tas] churn IP PORT N SIZE                   N connections one after the other:
 //!                                                       connect, SIZE bytes echoed, close;
 //!                                                       prints "progress K" every N/10 and
@@ -618,6 +621,17 @@ fn run_tas(a: &[String]) {
             }
         }
         "reattach-echo" => reattach_echo(&mut t, arg(a, 1, "PORT")),
+        "idle-wait" => {
+            // N waits of 1 ms with nothing to wait for: the thread's own
+            // CPU time across them is what `Tas::wait` spins.
+            let n: u32 = arg(a, 1, "N");
+            let t0 = thread_cpu_ns();
+            for _ in 0..n {
+                t.wait(Some(Duration::from_millis(1)))
+                    .unwrap_or_else(|e| fail(format!("wait: {e}")));
+            }
+            println!("idle-wait {n} cpu_ns {}", thread_cpu_ns() - t0);
+        }
         "accept-hold" => accept_hold(
             &mut t,
             arg(a, 1, "PORT"),
@@ -925,4 +939,15 @@ fn reattach_echo(t: &mut tas::Tas, port: u16) -> ! {
             Ok(()) => {}
         }
     }
+}
+
+/// The calling thread's CPU time, ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
