@@ -769,6 +769,63 @@ fn acks_ride_on_the_responses_of_a_server_with_many_connections() {
     );
 }
 
+/// The same for one connection whose app answers after the configured
+/// hold (`peer --tas slow-echo`: each message answered 100 µs after it was
+/// read): the hold grows, and the ACKs ride on the answers. A held-queue
+/// entry whose ACK an answer carried stays queued unless it is the newest;
+/// with a grown hold it came due during the next request's hold and sent
+/// that ACK early and alone (25–46 % of the held ACKs for a one-connection
+/// echo server, so the hold kept growing); such entries are now skipped
+/// (`fastpath.acks_superseded`). 5,000 64-byte round trips from the Linux
+/// side after a warm-up.
+#[test]
+fn acks_ride_on_the_answers_of_a_one_connection_server() {
+    let mut tb = Testbed::new("pvack1", backend());
+    let peer = bin("peer");
+    tb.spawn_tas(
+        &peer,
+        &["--tas", "slow-echo", "7", "100"],
+        Some("listening"),
+    );
+    let o = tb.run_lnx(
+        &peer,
+        &["echo-client", TAS_IP, "7", "3000", "64"],
+        Duration::from_secs(60),
+    );
+    assert_ok(&o, "echo-client (warm-up)");
+    let n = 5000u64;
+    let (alone0, held0) = (
+        tb.tasd_counter("fastpath.acks_delayed"),
+        tb.tasd_counter("fastpath.acks_held"),
+    );
+    let o = tb.run_lnx(
+        &peer,
+        &["echo-client", TAS_IP, "7", &n.to_string(), "64"],
+        Duration::from_secs(60),
+    );
+    assert_ok(&o, "echo-client");
+    let alone = tb.tasd_counter("fastpath.acks_delayed") - alone0;
+    let held = tb.tasd_counter("fastpath.acks_held") - held0;
+    let per = alone as f64 / n as f64;
+    let hold = ack_hold_us(&mut tb);
+    println!(
+        "{n} round trips: {held} ACKs held, {alone} sent alone ({per:.3} each), hold {hold} us, {}",
+        stdout(&o).trim()
+    );
+    assert!(
+        hold > 40.0,
+        "the hold should have grown past the configured 40 us: {hold}"
+    );
+    assert!(
+        held >= n / 2,
+        "the requests' ACKs should be held: {held} for {n}"
+    );
+    assert!(
+        per < 0.2,
+        "{alone} pure ACKs for {n} requests ({per:.3} each): the ACKs should ride on the answers"
+    );
+}
+
 /// The other side of a longer hold: a request written in two parts by a
 /// sender with Nagle's algorithm on (the second part waits until the
 /// first is ACKed) to a server that answers only the whole request. The

@@ -27,6 +27,8 @@
 //!                                                       sleeping US µs after each
 //! peer --tas send-exit IP PORT BYTES SEED               connect, send pattern, close, exit at
 //!                                                       once (prints "closed" first)
+//! peer --tas slow-echo PORT US                        echo, one connection at a time, each
+//!                                                       message answered US µs after it was read
 //! peer --tas idle-wait N                               N one-millisecond waits with nothing
 //!                                                       to wait for; prints "idle-wait N
 //!                                                       cpu_ns T" (the thread's CPU time)
@@ -426,6 +428,35 @@ fn run_linux(a: &[String]) {
 fn run_tas(a: &[String]) {
     let mut t = tas::Tas::attach().unwrap_or_else(|e| fail(format!("attach: {e}")));
     match a[0].as_str() {
+        "slow-echo" => {
+            // One connection at a time; each message answered `US` µs after
+            // it was read (a server that takes its time).
+            let port: u16 = arg(a, 1, "PORT");
+            let us: u64 = arg(a, 2, "US");
+            let l = t
+                .listen(port, 16)
+                .unwrap_or_else(|e| fail(format!("listen: {e}")));
+            println!("listening");
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let c = t.accept(l).unwrap_or_else(|e| fail(format!("accept: {e}")));
+                loop {
+                    match t.recv_blocking(c, &mut buf) {
+                        Ok(0) | Err(_) => {
+                            let _ = t.close(c);
+                            break;
+                        }
+                        Ok(n) => {
+                            std::thread::sleep(Duration::from_micros(us));
+                            if t.send_all(c, &buf[..n]).is_err() {
+                                let _ = t.abort(c);
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
         "echo-server" => {
             let port: u16 = arg(a, 1, "PORT");
             let l = t
