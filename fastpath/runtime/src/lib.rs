@@ -1962,8 +1962,9 @@ impl<N: Nic> Core<N> {
         // The timeout in nanoseconds: a deadline closer than a millisecond
         // (a paced flow's, a held ACK's) is slept to, not spun to, with
         // one exception: while the apps answer what they get
-        // (`ResponseWatch`), a held ACK under a millisecond away is waited
-        // for polling, since the answer that carries it likely comes first.
+        // (`ResponseWatch`), a held ACK under a millisecond away and within
+        // its poll window is waited for polling, since the answer that
+        // carries it likely comes first.
         let mut timeout_ns = self.sleep_cap_ms as u64 * 1_000_000;
         for l in &self.lanes {
             if !l.overflow.q.is_empty() {
@@ -1973,15 +1974,15 @@ impl<N: Nic> Core<N> {
             if let Some(t) = l.fp.poll_at() {
                 timeout_ns = timeout_ns.min(t.saturating_sub(now));
             }
-            // (Only for as long as the configured hold: beyond it, when the
-            // hold grew because the answers come later, the core sleeps to
-            // the deadline and the app's command wakes it.)
+            // (Only through its poll window, `held_poll_window`: beyond it,
+            // when the hold grew because the answers come later, the core
+            // sleeps to the deadline and the app's command wakes it.)
             let hold = l.fp.ack_delay();
-            let base = self.held_poll_ns(l.fp.config().ack_delay_ns, hold);
+            let poll = self.held_poll_ns(l.fp.config().ack_delay_ns, hold);
             if self.responses.expect
                 && l.fp.held_ack_due().is_some_and(|t| {
                     let left = t.saturating_sub(now);
-                    left < HELD_POLL_MAX_NS && left + base > hold
+                    left < HELD_POLL_MAX_NS && left + poll > hold
                 })
             {
                 timeout_ns = 0;
