@@ -2453,15 +2453,13 @@ impl Tas {
         let ctl = spin::process();
         ctl.note_lanes(self.lanes());
         let start_ns = spin::monotonic_ns();
-        // What the spin is priced with, read now (two loads): `record`
-        // wants it only when an epoch ends, and `self` is busy then.
-        let view = (
-            tas_tune::Goal::from_wire(self.goal()).unwrap_or_default(),
-            spin::priced_contention(self.cpu_contention_ppm()),
-        );
-        let n = self.wait_events(start, timeout, ctl)?;
-        if n > 0 {
-            ctl.record(start_ns, spin::monotonic_ns(), || view);
+        if self.wait_events(start, timeout, ctl)? > 0 {
+            ctl.record(start_ns, spin::monotonic_ns(), || {
+                (
+                    tas_tune::Goal::from_wire(self.goal()).unwrap_or_default(),
+                    spin::priced_contention(self.cpu_contention_ppm()),
+                )
+            });
         }
         Ok(())
     }

@@ -143,18 +143,31 @@ impl SpinCtl {
     }
 }
 
-/// The process's spin for [`Tas::wait`](crate::Tas::wait): `TAS_SPIN_US`
-/// and `TAS_PROFILE` read once (a value that does not parse is ignored).
+/// The app spin's settings in the environment: `TAS_SPIN_US` (µs; unset
+/// or not a number: self-tuned) and `TAS_PROFILE` (unset or blank: none;
+/// a name that is not a goal: the error, for the caller to report).
+pub fn settings_from_env() -> (Option<u64>, Result<Option<Goal>, String>) {
+    let fixed = std::env::var("TAS_SPIN_US")
+        .ok()
+        .and_then(|v| v.trim().parse().ok());
+    let profile = match std::env::var(tas_tune::PROFILE_ENV) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", tas_tune::PROFILE_ENV)),
+        _ => Ok(None),
+    };
+    (fixed, profile)
+}
+
+/// The process's spin for [`Tas::wait`](crate::Tas::wait), from
+/// [`settings_from_env`] once (a profile that is not a goal is ignored).
 pub fn process() -> &'static SpinCtl {
     static SPIN: OnceLock<SpinCtl> = OnceLock::new();
     SPIN.get_or_init(|| {
-        let fixed = std::env::var("TAS_SPIN_US")
-            .ok()
-            .and_then(|v| v.trim().parse().ok());
-        let profile = std::env::var(tas_tune::PROFILE_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse().ok());
-        SpinCtl::new(fixed, profile)
+        let (fixed, profile) = settings_from_env();
+        SpinCtl::new(fixed, profile.unwrap_or(None))
     })
 }
 

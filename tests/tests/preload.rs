@@ -715,6 +715,61 @@ fn ack_hold_us(tb: &mut Testbed) -> f64 {
     t.cores[0].ack_hold_us
 }
 
+/// What tasd did with held ACKs while a workload ran.
+#[derive(Debug, Clone, Copy)]
+struct HeldAcks {
+    /// ACKs held for an answer to carry.
+    held: u64,
+    /// Of those, sent alone when their time was up.
+    alone: u64,
+    /// The hold afterwards, µs (`tasctl tune`).
+    hold_us: f64,
+}
+
+impl HeldAcks {
+    /// `n` requests answered: the hold grew past the configured 40 µs,
+    /// at least half the requests' ACKs were held, and under `max_per`
+    /// of them per request went out alone instead of riding on `on`.
+    fn assert_ride(&self, n: u64, max_per: f64, on: &str) {
+        let HeldAcks {
+            held,
+            alone,
+            hold_us,
+        } = *self;
+        let per = alone as f64 / n as f64;
+        assert!(
+            hold_us > 40.0,
+            "the hold should have grown past the configured 40 us: {hold_us}"
+        );
+        assert!(
+            held >= n / 2,
+            "the requests' ACKs should be held: {held} for {n}"
+        );
+        assert!(
+            per < max_per,
+            "{alone} pure ACKs for {n} requests ({per:.3} each): the ACKs should ride on {on}"
+        );
+    }
+}
+
+/// Runs `run` and counts what tasd did with held ACKs meanwhile.
+fn held_acks_around(
+    tb: &mut Testbed,
+    run: impl FnOnce(&mut Testbed) -> std::process::Output,
+) -> (std::process::Output, HeldAcks) {
+    let (alone0, held0) = (
+        tb.tasd_counter("fastpath.acks_delayed"),
+        tb.tasd_counter("fastpath.acks_held"),
+    );
+    let o = run(tb);
+    let acks = HeldAcks {
+        held: tb.tasd_counter("fastpath.acks_held") - held0,
+        alone: tb.tasd_counter("fastpath.acks_delayed") - alone0,
+        hold_us: ack_hold_us(tb),
+    };
+    (o, acks)
+}
+
 /// Issue 15 item 1: ACKs ride on the responses of a server that works
 /// through many connections' requests in turn. redis-server under the shim
 /// with 50 clients answered most requests after the 40 µs hold, so the ACK
@@ -737,36 +792,19 @@ fn acks_ride_on_the_responses_of_a_server_with_many_connections() {
     );
     assert_ok(&o, "redis-benchmark (warm-up)");
     let n = 40_000u64;
-    let (alone0, held0) = (
-        tb.tasd_counter("fastpath.acks_delayed"),
-        tb.tasd_counter("fastpath.acks_held"),
-    );
-    let o = redis_benchmark(
-        &mut tb,
-        &["-t", "get", "-n", &n.to_string(), "-c", "50"],
-        Duration::from_secs(180),
-    );
+    let (o, acks) = held_acks_around(&mut tb, |tb| {
+        redis_benchmark(
+            tb,
+            &["-t", "get", "-n", &n.to_string(), "-c", "50"],
+            Duration::from_secs(180),
+        )
+    });
     assert_ok(&o, "redis-benchmark");
-    let alone = tb.tasd_counter("fastpath.acks_delayed") - alone0;
-    let held = tb.tasd_counter("fastpath.acks_held") - held0;
-    let per = alone as f64 / n as f64;
-    let hold = ack_hold_us(&mut tb);
     println!(
-        "{n} GETs from 50 clients: {held} ACKs held, {alone} sent alone ({per:.3} per GET), hold {hold} us, {:?}",
+        "{n} GETs from 50 clients: {acks:?}, {:?}",
         bench_rps(&stdout(&o))
     );
-    assert!(
-        hold > 40.0,
-        "the hold should have grown past the configured 40 us: {hold}"
-    );
-    assert!(
-        held >= n / 2,
-        "the GETs' ACKs should be held: {held} for {n}"
-    );
-    assert!(
-        per < 0.4,
-        "{alone} pure ACKs for {n} GETs ({per:.3} each): the ACKs should ride on redis's responses"
-    );
+    acks.assert_ride(n, 0.4, "redis's responses");
 }
 
 /// The same for one connection whose app answers after the configured
@@ -794,36 +832,16 @@ fn acks_ride_on_the_answers_of_a_one_connection_server() {
     );
     assert_ok(&o, "echo-client (warm-up)");
     let n = 5000u64;
-    let (alone0, held0) = (
-        tb.tasd_counter("fastpath.acks_delayed"),
-        tb.tasd_counter("fastpath.acks_held"),
-    );
-    let o = tb.run_lnx(
-        &peer,
-        &["echo-client", TAS_IP, "7", &n.to_string(), "64"],
-        Duration::from_secs(60),
-    );
+    let (o, acks) = held_acks_around(&mut tb, |tb| {
+        tb.run_lnx(
+            &peer,
+            &["echo-client", TAS_IP, "7", &n.to_string(), "64"],
+            Duration::from_secs(60),
+        )
+    });
     assert_ok(&o, "echo-client");
-    let alone = tb.tasd_counter("fastpath.acks_delayed") - alone0;
-    let held = tb.tasd_counter("fastpath.acks_held") - held0;
-    let per = alone as f64 / n as f64;
-    let hold = ack_hold_us(&mut tb);
-    println!(
-        "{n} round trips: {held} ACKs held, {alone} sent alone ({per:.3} each), hold {hold} us, {}",
-        stdout(&o).trim()
-    );
-    assert!(
-        hold > 40.0,
-        "the hold should have grown past the configured 40 us: {hold}"
-    );
-    assert!(
-        held >= n / 2,
-        "the requests' ACKs should be held: {held} for {n}"
-    );
-    assert!(
-        per < 0.2,
-        "{alone} pure ACKs for {n} requests ({per:.3} each): the ACKs should ride on the answers"
-    );
+    println!("{n} round trips: {acks:?}, {}", stdout(&o).trim());
+    acks.assert_ride(n, 0.2, "the answers");
 }
 
 /// The other side of a longer hold: a request written in two parts by a

@@ -1590,6 +1590,11 @@ pub struct Core<N: Nic> {
     /// without a kick); otherwise it sleeps to the deadline. Decided per
     /// epoch by [`ResponseWatch`].
     responses: ResponseWatch,
+    /// How far into a held ACK's hold the core polls for the answer
+    /// ([`held_poll_window`]), set each epoch with the hold; never more
+    /// than a lane's hold (`u64::MAX` until the first epoch: all of it,
+    /// which is the configured hold then).
+    held_poll_ns: u64,
     /// What a wake-up costs this core, measured from its sleeps to a
     /// deadline (how late they end), and when it was last sampled.
     wake: WakeLatency,
@@ -1698,6 +1703,7 @@ impl<N: Nic> Core<N> {
             sleep_cap_ms: SLEEP_CAP_MS,
             inactive_cap_ms: INACTIVE_CAP_MS,
             responses: ResponseWatch::default(),
+            held_poll_ns: u64::MAX,
             wake: WakeLatency::default(),
             wake_sampled_at: 0,
             sched: None,
@@ -1898,6 +1904,7 @@ impl<N: Nic> Core<N> {
                     l.fp.set_ack_delay(hold);
                 }
                 slot.ack_hold_ns.store(hold, Ordering::Relaxed);
+                self.held_poll_ns = held_poll_window(base, hold, wake_ns);
                 if self.cfg.adaptive {
                     tuner.set_goal(shared.goal());
                     tuner.set_wake_cost(wake_ns);
@@ -1923,11 +1930,6 @@ impl<N: Nic> Core<N> {
         }
     }
 
-    /// [`held_poll_window`] with the wake-up cost this core measured.
-    fn held_poll_ns(&self, base: u64, hold: u64) -> u64 {
-        held_poll_window(base, hold, self.wake.estimate_ns())
-    }
-
     /// When the poll window of the oldest held ACK ends (capped at `now`),
     /// while the apps answer what they get (`ResponseWatch`); 0 otherwise.
     /// Idle time counts from there: with the configured hold the ACK would
@@ -1946,7 +1948,7 @@ impl<N: Nic> Core<N> {
         for l in &self.lanes {
             if let Some(due) = l.fp.held_ack_due() {
                 let hold = l.fp.ack_delay();
-                let poll = self.held_poll_ns(l.fp.config().ack_delay_ns, hold);
+                let poll = self.held_poll_ns.min(hold);
                 end = end.max((due - hold.min(due) + poll).min(now));
             }
         }
@@ -1978,7 +1980,7 @@ impl<N: Nic> Core<N> {
             // when the hold grew because the answers come later, the core
             // sleeps to the deadline and the app's command wakes it.)
             let hold = l.fp.ack_delay();
-            let poll = self.held_poll_ns(l.fp.config().ack_delay_ns, hold);
+            let poll = self.held_poll_ns.min(hold);
             if self.responses.expect
                 && l.fp.held_ack_due().is_some_and(|t| {
                     let left = t.saturating_sub(now);

@@ -49,18 +49,14 @@ impl Config {
         let ncpu = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
+        let (spin_us, profile) = tas::spin::settings_from_env();
+        let profile = profile.unwrap_or_else(|e| {
+            crate::sys::log(&format!("{e}; ignored"));
+            None
+        });
         Config {
-            spin_us: env_u64("TAS_SPIN_US"),
-            profile: match std::env::var(tas_tune::PROFILE_ENV) {
-                Ok(v) if !v.trim().is_empty() => match v.trim().parse() {
-                    Ok(g) => Some(g),
-                    Err(e) => {
-                        crate::sys::log(&format!("{}: {e}; ignored", tas_tune::PROFILE_ENV));
-                        None
-                    }
-                },
-                _ => None,
-            },
+            spin_us,
+            profile,
             max_ctx: (env_u64("TAS_CONTEXTS").unwrap_or(ncpu.min(4) as u64) as usize)
                 .clamp(1, MAX_CTX),
             tas_ip,

@@ -19,13 +19,19 @@ fn dfx() -> Fx {
 /// The app answers the 10 bytes received first with 20 of its own; the
 /// response carries the ACK of those 10.
 fn respond(fx: &mut Fx) {
+    answer(fx, 0, 10);
+}
+
+/// The app sends 20 bytes, our stream's bytes `at..at + 20`; the segment
+/// carries the ACK of the peer's first `acked` bytes.
+fn answer(fx: &mut Fx, at: u32, acked: u32) {
     fx.write(20, 0).unwrap();
     fx.poll();
     recv!(
         fx,
         Seg {
             flags: ACK | PSH,
-            ..fx.ours_data(0, 20, 10, 32_768 - 10)
+            ..fx.ours_data(at, 20, acked, 32_768 - acked)
         }
     );
 }
@@ -85,15 +91,7 @@ fn data_right_after_a_lone_ack_shows_the_peer_waited_for_it() {
     fx.now += DELAY;
     assert_eq!(fx.flush_acks(), 1);
     recv!(fx, fx.ours(0, 20, 32_768 - 20));
-    fx.write(20, 0).unwrap();
-    fx.poll();
-    recv!(
-        fx,
-        Seg {
-            flags: ACK | PSH,
-            ..fx.ours_data(0, 20, 20, 32_768 - 20)
-        }
-    );
+    answer(&mut fx, 0, 20);
     assert_eq!(fx.flow().notify & notify::ACK_ALONE, 0, "answered");
     send!(fx, fx.data(20, 10));
     assert_eq!((fx.fp.stats.acks_delayed, fx.fp.stats.acks_awaited), (2, 1));
@@ -126,15 +124,7 @@ fn a_longer_hold_waits_longer_for_the_answer() {
     fx.now += 4 * DELAY;
     assert_eq!(fx.flush_acks(), 0, "not due yet");
     recv_nothing!(fx);
-    fx.write(20, 0).unwrap();
-    fx.poll();
-    recv!(
-        fx,
-        Seg {
-            flags: ACK | PSH,
-            ..fx.ours_data(0, 20, 20, 32_768 - 20)
-        }
-    );
+    answer(&mut fx, 0, 20);
     fx.now += DELAY;
     assert_eq!(fx.flush_acks(), 0, "the response carried the ACK");
     assert_eq!((fx.fp.stats.acks_held, fx.fp.stats.acks_delayed), (2, 1));
@@ -334,15 +324,7 @@ fn an_entry_whose_ack_was_carried_does_not_cut_the_next_hold_short() {
     );
     // The answer to the second request carries its ACK.
     fx.now += DELAY;
-    fx.write(20, 0).unwrap();
-    fx.poll();
-    recv!(
-        fx,
-        Seg {
-            flags: ACK | PSH,
-            ..fx.ours_data(20, 20, 20, 32_768 - 20)
-        }
-    );
+    answer(&mut fx, 20, 20);
     fx.now = T0 + 7 * DELAY;
     assert_eq!(fx.flush_acks(), 0);
     recv_nothing!(fx);
