@@ -98,10 +98,13 @@ pub mod st {
     pub const TX_FIN_REQ: u8 = 1 << 0;
     /// Our FIN is in flight (counted in `tx_sent` as one sequence number).
     pub const TX_FIN_SENT: u8 = 1 << 1;
-    /// Our FIN was acknowledged.
-    pub const TX_FIN_ACKED: u8 = 1 << 2;
     /// The peer's FIN arrived in order (counted in `rx_next_seq`).
-    pub const RX_FIN: u8 = 1 << 3;
+    /// (`RX_FIN` and `TX_FIN_ACKED` are the app event's `F_RX_FIN` and
+    /// `F_TX_FIN_ACKED` shifted by [`EVENT_SHIFT`]: a notification's flags
+    /// are one shift and mask of the state.)
+    pub const RX_FIN: u8 = 1 << 2;
+    /// Our FIN was acknowledged.
+    pub const TX_FIN_ACKED: u8 = 1 << 3;
     /// An ACK carried ECE: the next data segment carries CWR (RFC 3168
     /// §6.1.2), so a classic-ECN receiver stops echoing.
     pub const CWR_PENDING: u8 = 1 << 4;
@@ -118,6 +121,13 @@ pub mod st {
     /// probe, or one is out and SND.UNA has not reached `TxCold::tlp_end`.
     /// Like [`TX_RECOVERY`], sends and ACKs go through the rare paths.
     pub const TX_PROBE: u8 = 1 << 7;
+
+    /// Where the app event's FIN flags sit in the state (see [`RX_FIN`]).
+    pub const EVENT_SHIFT: u32 = 2;
+    const _: () = assert!(
+        RX_FIN >> EVENT_SHIFT == tas_abi::event::F_RX_FIN
+            && TX_FIN_ACKED >> EVENT_SHIFT == tas_abi::event::F_TX_FIN_ACKED
+    );
 }
 
 /// Per-flow fast-path state; see the module doc for the cache-line layout.

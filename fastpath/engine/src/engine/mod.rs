@@ -357,9 +357,11 @@ pub struct FastPath {
     /// The NIC completes TCP checksums of the frames we build
     /// ([`FastPath::with_tx_csum_offload`]).
     tx_local: TmplLocal,
-    /// App commands cut their flow's next segment at once when the flow
-    /// need not wait its turn ([`FastPath::with_direct_tx`]).
-    direct_tx: bool,
+    /// App commands of flows in group `direct_lane` cut their flow's next
+    /// segment at once when the flow need not wait its turn: `lane` when
+    /// [`FastPath::with_direct_tx`] is on, else [`NO_DIRECT`] (no group
+    /// has it), so that one compare tests both.
+    direct_lane: u32,
     /// Flow candidates the last [`FastPath::prefetch`] found, in frame
     /// order: (frame address, flow id). `rx` of the frame at that address
     /// tries the candidate first (locked, 4-tuple compared) and skips the
@@ -756,15 +758,13 @@ fn flow_event(f: &FlowState, id: FlowId) -> AppEvent {
 /// [`flow_event`]'s flags: the FINs received and acknowledged.
 #[inline(always)]
 fn event_flags(f: &FlowState) -> u8 {
-    let mut flags = 0;
-    if f.st & st::RX_FIN != 0 {
-        flags |= event::F_RX_FIN;
-    }
-    if f.st & st::TX_FIN_ACKED != 0 {
-        flags |= event::F_TX_FIN_ACKED;
-    }
-    flags
+    // The two state bits are the event's flags, shifted (asserted in `st`).
+    (f.st >> st::EVENT_SHIFT) & (event::F_RX_FIN | event::F_TX_FIN_ACKED)
 }
+
+/// `FastPath::direct_lane` when app commands do not send at once (no flow
+/// group is this large).
+const NO_DIRECT: u32 = u32::MAX;
 
 /// Notifications built in one poll round, at most [`NOTES_MAX`].
 const NOTES_MAX: usize = 256;
@@ -880,7 +880,7 @@ impl FastPath {
             lane: 0,
             challenge: ChallengeLimit::new(),
             tx_local: TmplLocal::new(cfg.local_mac, cfg.ttl, false),
-            direct_tx: false,
+            direct_lane: NO_DIRECT,
             hints: [(0, 0); PREFETCH_MAX],
             hint_n: 0,
             hint_next: 0,
@@ -893,6 +893,9 @@ impl FastPath {
     /// are forwarded through [`Output::forward`] instead of scheduled here.
     pub fn with_lane(mut self, lane: u16) -> Self {
         self.lane = lane;
+        if self.direct_lane != NO_DIRECT {
+            self.direct_lane = lane as u32;
+        }
         self
     }
 
@@ -918,7 +921,7 @@ impl FastPath {
     /// into the same NIC batch (a full batch: queued instead). Counted in
     /// `Stats::tx_direct`.
     pub fn with_direct_tx(mut self, on: bool) -> Self {
-        self.direct_tx = on;
+        self.direct_lane = if on { self.lane as u32 } else { NO_DIRECT };
         self
     }
 
@@ -1361,8 +1364,7 @@ impl FastPath {
             );
         }
         if can_send(&f) {
-            if self.direct_tx
-                && f.group == self.lane
+            if f.group as u32 == self.direct_lane
                 && f.cfg & cfg::RATE == 0
                 && !may_resend(&f)
                 && self.sched.idle_unpaced(c.flow)

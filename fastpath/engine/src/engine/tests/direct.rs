@@ -198,3 +198,58 @@ fn a_closed_window_queues_nothing_and_sends_nothing() {
     assert_eq!(fx.fp.stats.tx_direct, 0);
     assert_eq!(fx.poll(), 0);
 }
+
+/// Only a flow of the engine's own lane is sent at once, whichever order
+/// the builder set the lane and direct sends in; another lane's flow is
+/// forwarded to its lane, as without direct sends.
+#[test]
+fn only_flows_of_the_engines_lane_are_sent_at_once() {
+    let cfg = Config {
+        local_mac: OUR_MAC,
+        ttl: 64,
+        any_mac: false,
+        ack_delay_ns: 0,
+    };
+    for lane_first in [false, true] {
+        let mut fx = direct(FlowOpts::default());
+        let table = fx.fp.table().clone();
+        fx.fp = if lane_first {
+            FastPath::new(table, cfg).with_lane(1).with_direct_tx(true)
+        } else {
+            FastPath::new(table, cfg).with_direct_tx(true).with_lane(1)
+        };
+        // Group 0 on lane 1: forwarded, nothing cut here.
+        fx.write(10, 0).unwrap();
+        assert_eq!(
+            fx.out.forwarded,
+            vec![(0, fx.id)],
+            "lane first: {lane_first}"
+        );
+        assert_eq!(fx.fp.stats.tx_direct, 0);
+        recv_nothing!(fx);
+        // Group 1 on lane 1: cut at once (the 10 bytes queued first
+        // ride along, lane 0 never sent them).
+        fx.set(|f| f.group = 1);
+        fx.write(20, 0).unwrap();
+        assert_eq!(fx.fp.stats.tx_direct, 1, "lane first: {lane_first}");
+        recv!(
+            fx,
+            Seg {
+                flags: ACK | PSH,
+                ..fx.ours_data(0, 30, 0, 32_768)
+            }
+        );
+    }
+    // Direct sends off again: lane 1's own flow waits for the send loop.
+    let mut fx = direct(FlowOpts::default());
+    let table = fx.fp.table().clone();
+    fx.fp = FastPath::new(table, cfg)
+        .with_direct_tx(true)
+        .with_lane(1)
+        .with_direct_tx(false);
+    fx.set(|f| f.group = 1);
+    fx.write(20, 0).unwrap();
+    recv_nothing!(fx);
+    assert_eq!(fx.fp.stats.tx_direct, 0);
+    assert_eq!(fx.poll(), 1);
+}
