@@ -67,7 +67,8 @@ pub enum Backend {
 }
 
 impl Backend {
-    fn arg(self) -> &'static str {
+    /// The backend's name on tasd's and the examples' `--nic`.
+    pub fn arg(self) -> &'static str {
         match self {
             Backend::AfXdp => "af_xdp",
             Backend::AfPacket => "af_packet",

@@ -12,7 +12,11 @@
 //!   `rpc server` under the shim, and the `tas` API's echo server (`peer`).
 //! * `sockperf`: `sockperf ping-pong`, 64 B over TCP: p50 and p99.
 //! * `redis`, `redis-P16`: `redis-benchmark -t get -c 50` (and `-P 16`).
-//! * `iperf3`: one stream from the Linux host to the server side.
+//! * `iperf3`: one stream from the Linux host to the server side. Each
+//!   run also measures the backend's raw rate at full size (the `reflect`
+//!   example on both ends of the veth pair, no TCP, 1514-byte frames,
+//!   window 512; Gbit/s of frames reflected), and the row says what
+//!   share of it iperf3 under TAS reached (issue 15's target: 80 %).
 //!
 //! Each configuration runs `--runs` times, interleaved (Linux, TAS, Linux,
 //! TAS, ...), and the table shows medians. Options:
@@ -515,6 +519,63 @@ fn iperf3(stack: &Stack, o: &Opts) -> M {
     }
 }
 
+/// The frame size of the raw rate: full-size Ethernet frames (1500-byte
+/// MTU plus the 14-byte header), as the TCP stream's segments are.
+const RAW_FRAME: usize = 1514;
+
+/// The backend's raw rate at full size: `reflect` reflecting on the TAS
+/// side while `reflect --mode gen` sends 1514-byte frames (window 512)
+/// from the Linux side, both on `--nic`'s backend; Gbit/s of frames
+/// reflected back (frames/s × 1514 × 8). No TCP, no tasd, no app: what
+/// the link and the backend move on these two CPUs.
+fn raw(o: &Opts) -> M {
+    if matches!(o.backend, Backend::Dpdk) {
+        return M::failed("the reflect example has no dpdk backend");
+    }
+    let nic = o.backend.arg();
+    let mut tb = Testbed::hosts("pb");
+    let refl = bin("reflect");
+    let gen_secs = o.secs.to_string();
+    let refl_secs = (o.secs + 4).to_string();
+    tb.spawn_tas(
+        &refl,
+        &["--nic", nic, "--iface", "veth-tas", "--secs", &refl_secs],
+        None,
+    );
+    // (The reflector prints its first line after a second of traffic: it
+    // is given time to attach instead.)
+    std::thread::sleep(Duration::from_millis(1000));
+    let size = RAW_FRAME.to_string();
+    let (out, _) = client(
+        &mut tb,
+        &refl.to_string_lossy(),
+        &[
+            "--nic", nic, "--iface", "veth-lnx", "--mode", "gen", "--size", &size, "--secs",
+            &gen_secs,
+        ],
+        Duration::from_secs(u64::from(o.secs) + 20),
+        &[],
+    );
+    match out
+        .lines()
+        .find(|l| l.starts_with("gen summary:"))
+        .and_then(parse_reflected)
+    {
+        Some(fps) => M {
+            rate: Some(fps * (RAW_FRAME * 8) as f64 / 1e9),
+            ..M::default()
+        },
+        None => M::failed("reflect gen printed no summary"),
+    }
+}
+
+/// Frames per second reflected back, from `reflect --mode gen`'s summary
+/// line (`... reflected back N (R/s), ...`).
+fn parse_reflected(line: &str) -> Option<f64> {
+    let rest = &line[line.find("reflected back ")? + "reflected back ".len()..];
+    num_after(rest, "(")
+}
+
 /// One row, one stack: (variant, measurement) pairs.
 fn measure(row: &str, stack: &Stack, o: &Opts) -> Vec<(String, M)> {
     match row {
@@ -660,6 +721,18 @@ fn main() {
                         .add(&m);
                 }
             }
+            if row == "iperf3" && !o.sweep {
+                let m = raw(&o);
+                eprintln!(
+                    "run {run} {row} [raw] reflect {RAW_FRAME} B: {:?} {}",
+                    m.rate,
+                    m.err.as_deref().unwrap_or("")
+                );
+                cells
+                    .entry((row.clone(), "raw".into(), format!("reflect {RAW_FRAME} B")))
+                    .or_default()
+                    .add(&m);
+            }
         }
     }
     println!();
@@ -708,6 +781,44 @@ fn main() {
                 format!(" (p50 {:.2}x)", b / a)
             }
             _ => String::new(),
+        };
+        // iperf3 against the backend's raw rate measured in the same runs.
+        let raw = cells
+            .iter()
+            .find(|((r, s, _), _)| r == row && s == "raw")
+            .map(|(_, c)| c);
+        let lat = match (raw.and_then(Cell::rate), t.1.rate()) {
+            (Some(a), Some(b)) if a > 0.0 => {
+                // Run by run too, where every run measured both (the host's
+                // speed drifts between runs; each pair ran minutes apart).
+                let paired = raw
+                    .filter(|c| c.rate.len() == t.1.rate.len())
+                    .map(|c| {
+                        let v: Vec<f64> = c
+                            .rate
+                            .iter()
+                            .zip(&t.1.rate)
+                            .map(|(r, x)| 100.0 * x / r)
+                            .collect();
+                        let (lo, hi) = v
+                            .iter()
+                            .fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+                        format!(
+                            ", per run {:.0} % ({lo:.0}..{hi:.0})",
+                            median(v.clone()).unwrap_or(0.0)
+                        )
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "{lat}; TAS {:.0} % of the raw {a:.2} Gbit/s ({RAW_FRAME} B frames \
+                     reflected){paired}",
+                    100.0 * b / a
+                )
+            }
+            _ => match raw {
+                Some(c) if !c.errs.is_empty() => format!("{lat}; raw rate: {}", c.fmt("Gbit/s")),
+                _ => lat,
+            },
         };
         println!(
             "| {row} | {}: {} | {}: {} | {ratio}{lat} |",
@@ -894,5 +1005,13 @@ mod tests {
         assert_eq!(parse_psi_some_total(b"some avg10=1.0\n"), None);
         assert_eq!(parse_psi_some_total(b"some total=x\n"), None);
         assert_eq!(parse_psi_some_total(&[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn the_reflected_rate_is_read_from_the_generators_summary() {
+        let l = "gen summary: af_xdp veth-lnx size 1514 window 512: sent 1950123 (390024/s), \
+                 reflected back 1949611 (389922/s), window reopened after loss for 0 frames";
+        assert_eq!(parse_reflected(l), Some(389_922.0));
+        assert_eq!(parse_reflected("gen summary: sent 5 (5/s)"), None);
     }
 }
