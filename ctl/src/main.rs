@@ -422,9 +422,14 @@ fn parse_cores(s: &str) -> Result<(u32, u32), String> {
 
 fn render_tune(t: &TuneView) -> String {
     let mut out = format!(
-        "goal: {}\nidle spin: {}\nscaling: add a core below {:.2} idle cores, remove one above {:.2}{}\n",
+        "goal: {}\nidle spin: {}, {}\nscaling: add a core below {:.2} idle cores, remove one above {:.2}{}\n",
         t.goal,
         t.idle_spin,
+        if t.idle_yield {
+            "yielding the CPU between idle polls"
+        } else {
+            "keeping the CPU (--no-idle-yield)"
+        },
         t.scale_up_below_idle,
         t.scale_down_above_idle,
         if t.scale_fixed {

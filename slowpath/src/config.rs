@@ -174,6 +174,13 @@ pub struct Cli {
     /// between arrivals and the CPU contention the cores see.
     #[arg(long, value_name = "US")]
     pub idle_spin_us: Option<u64>,
+    /// A fast-path core keeps its CPU while it spins without work. By
+    /// default it yields it (`sched_yield`) between idle polls, so that a
+    /// thread waiting for that CPU (the app it just woke, where busy
+    /// threads outnumber CPUs) runs at once instead of after the
+    /// scheduler's slice.
+    #[arg(long)]
+    pub no_idle_yield: bool,
     /// An ACK for in-order data waits up to this long (µs) for a segment of
     /// ours to carry it (a response); 0 ACKs at once. The second segment,
     /// out-of-order data, duplicates and FINs are always ACKed at once.
@@ -374,6 +381,8 @@ pub struct Config {
     pub time_wait_ms: u64,
     /// Fixed idle spin (µs); None: self-tuned.
     pub idle_spin_us: Option<u64>,
+    /// Idle cores yield their CPU between polls (not `--no-idle-yield`).
+    pub idle_yield: bool,
     /// `--cpus`: the CPU of each fast-path core, round-robin (empty: not
     /// pinned).
     pub cpus: Vec<u32>,
@@ -670,6 +679,7 @@ impl Config {
             port_range,
             time_wait_ms: cli.time_wait_ms,
             idle_spin_us: cli.idle_spin_us,
+            idle_yield: !cli.no_idle_yield,
             cpus: match &cli.cpus {
                 Some(l) => parse_cpus(l).map_err(|e| format!("--cpus: {e}"))?,
                 None => Vec::new(),

@@ -268,6 +268,9 @@ pub struct TuneView {
     pub goal: String,
     /// "self-tuned" or the fixed value.
     pub idle_spin: String,
+    /// Idle cores yield their CPU between polls (`--no-idle-yield`: no).
+    #[serde(default)]
+    pub idle_yield: bool,
     pub scale_up_below_idle: f64,
     pub scale_down_above_idle: f64,
     /// The thresholds were given on the command line (`tune` keeps them).

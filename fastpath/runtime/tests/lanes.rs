@@ -763,6 +763,7 @@ impl Harness {
             let cfg = CoreConfig {
                 idle_spin: IDLE_SPIN,
                 adaptive: false,
+                idle_yield: true,
             };
             let t = std::thread::Builder::new()
                 .name(format!("test-fp{k}"))

@@ -205,6 +205,7 @@ impl CtlCtx<'_> {
                 Some(us) => format!("fixed {us} us (--idle-spin-us)"),
                 None => "self-tuned".to_string(),
             },
+            idle_yield: self.cfg.idle_yield,
             scale_up_below_idle: c.up_below_idle,
             scale_down_above_idle: c.down_above_idle,
             scale_fixed: self.cfg.scale_fixed,

@@ -633,15 +633,18 @@ impl Daemon {
             (true, _) => CoreConfig {
                 idle_spin: Duration::from_nanos(u64::MAX),
                 adaptive: false,
+                idle_yield: cfg.idle_yield,
             },
             (false, Some(us)) => CoreConfig {
                 idle_spin: Duration::from_micros(us),
                 adaptive: false,
+                idle_yield: cfg.idle_yield,
             },
             // Self-tuned from a moderate start.
             (false, None) => CoreConfig {
                 idle_spin: Duration::from_micros(50),
                 adaptive: true,
+                idle_yield: cfg.idle_yield,
             },
         };
         let table = Arc::new(tas_runtime::huge::flow_table(crate::stack::table_slots(
