@@ -2453,12 +2453,13 @@ impl Tas {
         let ctl = spin::process();
         ctl.note_lanes(self.lanes());
         let start_ns = spin::monotonic_ns();
-        if self.wait_events(start, timeout, ctl)? > 0 {
+        // The gap until an event, or at least the timeout: a spin that long
+        // would not have bridged it (without timed-out waits an app whose
+        // waits time out kept the start spin, 50 µs a wait).
+        let found = self.wait_events(start, timeout, ctl)?;
+        if found > 0 || timeout.is_some_and(|t| !t.is_zero()) {
             ctl.record(start_ns, spin::monotonic_ns(), || {
-                (
-                    tas_tune::Goal::from_wire(self.goal()).unwrap_or_default(),
-                    spin::priced_contention(self.cpu_contention_ppm()),
-                )
+                tas_tune::Goal::from_wire(self.goal()).unwrap_or_default()
             });
         }
         Ok(())
@@ -2484,7 +2485,7 @@ impl Tas {
                 if n > 0 {
                     return Ok(n);
                 }
-                std::hint::spin_loop();
+                spin::relax();
             }
         }
         let was_waiting = self.header().app_waiting.load(Ordering::Relaxed) != 0;
@@ -2493,10 +2494,14 @@ impl Tas {
         let r = if found > 0 || self.dead {
             Ok(found)
         } else {
+            // Whole milliseconds, rounded up: a rest under a millisecond
+            // (the spin took part of a 1 ms timeout) truncated to 0 made
+            // the wait return at once, long before its timeout.
             let ms = match timeout {
                 Some(t) => t
                     .saturating_sub(start.elapsed())
-                    .as_millis()
+                    .as_nanos()
+                    .div_ceil(1_000_000)
                     .min(i32::MAX as u128) as i32,
                 None => -1,
             };

@@ -496,17 +496,15 @@ impl Testbed {
 /// The arguments of `sockperf ping-pong` against `sockperf sr --tcp -i
 /// TAS_IP -p 11111`: 64-byte messages for `secs` seconds.
 pub fn sockperf_ping_pong_args(secs: &'static str) -> [&'static str; 10] {
+    sockperf_args("ping-pong", secs)
+}
+
+/// The arguments of a `sockperf` client in `mode` (`ping-pong`,
+/// `under-load`, ...) against `sockperf sr --tcp -i TAS_IP -p 11111`:
+/// 64-byte messages for `secs` seconds.
+pub fn sockperf_args(mode: &'static str, secs: &'static str) -> [&'static str; 10] {
     [
-        "ping-pong",
-        "--tcp",
-        "-i",
-        TAS_IP,
-        "-p",
-        "11111",
-        "-m",
-        "64",
-        "-t",
-        secs,
+        mode, "--tcp", "-i", TAS_IP, "-p", "11111", "-m", "64", "-t", secs,
     ]
 }
 

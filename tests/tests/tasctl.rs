@@ -849,25 +849,12 @@ fn an_idle_core_yields_its_cpu_to_the_app_it_woke() {
                 .unwrap_or_else(|| panic!("no schedstat for the app: {t:?}"))
         };
         let w0 = waited();
+        let mut client = vec!["-c", "1", "sockperf"];
+        client.extend(sockperf_args("under-load", "3"));
+        client.extend(["--mps", "20000"]);
         let o = tb.run_lnx(
             std::path::Path::new("taskset"),
-            &[
-                "-c",
-                "1",
-                "sockperf",
-                "under-load",
-                "--tcp",
-                "-i",
-                TAS_IP,
-                "-p",
-                "11111",
-                "-m",
-                "64",
-                "-t",
-                "3",
-                "--mps",
-                "20000",
-            ],
+            &client,
             Duration::from_secs(30),
         );
         let w1 = waited();
@@ -1060,45 +1047,56 @@ fn a_quiet_core_spins_across_a_ping_pong_its_own_wakeups_are_no_contention() {
     panic!("a quiet core should spin across a ping-pong's gaps (goal throughput), in none of six tries: {seen:?}");
 }
 
-/// An app of the `tas` API keeps to the app spin's CPU budget
-/// (`tas::spin`), as the shim's waits do: on two CPUs beside a fast-path
-/// core it blocks at once in `Tas::wait` instead of spinning. It used to
-/// spin a fixed 50 µs, which on two vCPUs took the CPU the core and the
-/// Linux client needed: a one-connection echo server (`peer --tas`) ran at
-/// 10.8–17.2k req/s, where blocking at once gives 17–26k (`perf-bench`
-/// echo1 with the busy client: 16k against 40–44k). The app runs on CPUs 0
-/// and 1 only (`taskset`), so the budget is the same on a larger machine;
-/// 300 waits of 1 ms with nothing to wait for cost its thread ~50 µs of
-/// CPU each before (the spin) and a few µs now (a `poll` that blocks).
+/// An app of the `tas` API whose waits come up empty stops spinning in
+/// them: `Tas::wait` records a wait that timed out as a gap at least that
+/// long, and the self-tuned spin (`tas::spin`, which yields its CPU and so
+/// may spin on two vCPUs beside the core) learns that no spin bridges
+/// 1 ms. Before, only waits that found something were recorded, and 300
+/// idle 1 ms waits spun the start spin (50 µs) in every one (600 waits here). Each wait
+/// also lasts its timeout: the rest of a 1 ms timeout after the spin was
+/// truncated to 0 ms and the wait returned at once (300 "1 ms" waits took
+/// 16 ms). The app runs on CPUs 0 and 1 (`taskset`); measured against
+/// the same run with `TAS_SPIN_US=0` (a blocking 1 ms wait alone costs
+/// the thread ~25 µs of CPU here, its wake-up).
 #[test]
-fn a_tas_api_app_blocks_at_once_on_two_cpus_beside_the_core() {
+fn a_tas_api_app_stops_spinning_in_waits_that_time_out() {
     let mut tb = Testbed::new("apispin", Backend::from_env());
     let peer = bin("peer");
-    let (pid, lines) = tb.spawn_tas_lines(
-        std::path::Path::new("taskset"),
-        &[
-            "-c",
-            "0,1",
-            peer.to_str().unwrap(),
-            "--tas",
-            "idle-wait",
-            "300",
-        ],
-    );
-    let line = lines
-        .recv_timeout(Duration::from_secs(30))
-        .expect("idle-wait prints its CPU time");
-    assert_eq!(tb.wait_child(pid, Duration::from_secs(10)), Some(true));
-    let cpu_ns: f64 = line
-        .split_whitespace()
-        .last()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected output: {line:?}"));
-    let per_us = cpu_ns / 300.0 / 1e3;
-    eprintln!("{line}: {per_us:.1} us of CPU per idle wait");
+    let peer = peer.to_str().unwrap();
+    let mut run = |spin: Option<&str>| -> (f64, f64) {
+        let mut args = vec![];
+        let fixed;
+        if let Some(us) = spin {
+            fixed = format!("TAS_SPIN_US={us}");
+            args.push(fixed.as_str());
+        }
+        args.extend(["taskset", "-c", "0,1", peer, "--tas", "idle-wait", "600"]);
+        let (pid, lines) = tb.spawn_tas_lines(std::path::Path::new("/usr/bin/env"), &args);
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("idle-wait prints its CPU time");
+        assert_eq!(tb.wait_child(pid, Duration::from_secs(10)), Some(true));
+        let field = |k: &str| -> f64 {
+            line.split_whitespace()
+                .skip_while(|w| *w != k)
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {k} in {line:?}"))
+        };
+        let (cpu_us, wall_ms) = (field("cpu_ns") / 600.0 / 1e3, field("wall_ns") / 1e6);
+        eprintln!("{line}: {cpu_us:.1} us of CPU per idle wait, {wall_ms:.0} ms in all");
+        assert!(
+            wall_ms >= 600.0,
+            "600 waits of 1 ms took {wall_ms:.1} ms: waits return before their timeout"
+        );
+        (cpu_us, wall_ms)
+    };
+    let (blocking, _) = run(Some("0"));
+    let (tuned, _) = run(None);
     assert!(
-        per_us < 20.0,
-        "an idle 1 ms wait cost {per_us:.1} us of CPU: Tas::wait spins on two CPUs beside the core"
+        tuned < blocking + 15.0,
+        "an idle 1 ms wait cost {tuned:.1} us of CPU, {blocking:.1} with TAS_SPIN_US=0: \
+         Tas::wait keeps spinning in waits that time out"
     );
 }
 

@@ -86,11 +86,14 @@ fn wait(
     }
     let start = monotonic_ns();
     let r = wait_idle(start, timeout_ms, &mut now, block, recheck);
-    if r > 0 {
-        // The gap this wait saw, for the spin controller.
+    // The gap this wait saw, for the spin controller: until something was
+    // ready, or at least the timeout (a spin that long would not have
+    // bridged it; without these a thread whose waits time out kept the
+    // start spin, 50 µs a wait).
+    if r >= 0 {
         global()
             .spin
-            .record(start, monotonic_ns(), crate::spin::daemon_view);
+            .record(start, monotonic_ns(), crate::spin::daemon_goal);
     }
     r
 }

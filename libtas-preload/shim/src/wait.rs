@@ -102,7 +102,7 @@ pub fn spin_wait(limit_ns: u64, mut poll_now: impl FnMut() -> c_int) -> Option<c
         if rounds % 64 == 0 && sys::monotonic_ns() - start >= spin {
             return None;
         }
-        std::hint::spin_loop();
+        tas::spin::relax();
     }
 }
 
@@ -318,11 +318,12 @@ fn verdict(r: c_int) -> Option<Result<(), c_int>> {
 pub fn wait_fd(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_int> {
     let start = sys::monotonic_ns();
     let r = wait_fd_from(fd, events, deadline);
-    if r.is_ok() {
-        // The gap this wait saw, for the spin controller.
+    // The gap this wait saw, for the spin controller: until `fd` was
+    // ready, or at least until the deadline (see `mux::wait`).
+    if r.is_ok() || r == Err(libc::EAGAIN) {
         global()
             .spin
-            .record(start, sys::monotonic_ns(), crate::spin::daemon_view);
+            .record(start, sys::monotonic_ns(), crate::spin::daemon_goal);
     }
     r
 }

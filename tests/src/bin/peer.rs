@@ -654,14 +654,20 @@ fn run_tas(a: &[String]) {
         "reattach-echo" => reattach_echo(&mut t, arg(a, 1, "PORT")),
         "idle-wait" => {
             // N waits of 1 ms with nothing to wait for: the thread's own
-            // CPU time across them is what `Tas::wait` spins.
+            // CPU time across them is what `Tas::wait` spins (and what its
+            // wake-ups cost), the wall time whether each lasted its 1 ms.
             let n: u32 = arg(a, 1, "N");
             let t0 = thread_cpu_ns();
+            let w0 = std::time::Instant::now();
             for _ in 0..n {
                 t.wait(Some(Duration::from_millis(1)))
                     .unwrap_or_else(|e| fail(format!("wait: {e}")));
             }
-            println!("idle-wait {n} cpu_ns {}", thread_cpu_ns() - t0);
+            println!(
+                "idle-wait {n} cpu_ns {} wall_ns {}",
+                thread_cpu_ns() - t0,
+                w0.elapsed().as_nanos()
+            );
         }
         "accept-hold" => accept_hold(
             &mut t,
