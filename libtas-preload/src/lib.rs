@@ -76,7 +76,7 @@ pub fn set_thread_ctl_io(on: bool) {
     CTL_IO.with(|c| c.set(on));
 }
 
-fn ctl_io() -> bool {
+pub(crate) fn ctl_io() -> bool {
     CTL_IO.with(|c| c.get())
 }
 

@@ -23,7 +23,7 @@
 //! Nothing here blocks or allocates after construction; the system calls
 //! are `sched_getaffinity` at construction and [`relax`]'s `sched_yield`.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::OnceLock;
 use tas_tune::{Goal, SharedSpinTuner};
 
@@ -56,11 +56,27 @@ pub fn spin_budget(cpus: u32, lanes: u32) -> u32 {
 /// it (`sched_yield`; with nobody waiting it returns at once, ~0.6 µs on
 /// this VM). Without it a spinning app on a CPU it shares with its
 /// fast-path core or its client kept that CPU until the scheduler
-/// preempted it, a slice later.
+/// preempted it, a slice later. A thread under a seccomp filter
+/// ([`crate::set_thread_ctl_io`] off, or [`forbid_yield`] for the whole
+/// process) only pauses the CPU: sshd's pre-authentication sandbox kills
+/// a thread that calls `sched_yield`.
 #[inline]
 pub fn relax() {
-    // SAFETY: sched_yield takes no arguments and touches no memory.
-    unsafe { libc::sched_yield() };
+    if crate::ctl_io() && !NO_YIELD.load(Ordering::Relaxed) {
+        // SAFETY: sched_yield takes no arguments and touches no memory.
+        unsafe { libc::sched_yield() };
+    } else {
+        std::hint::spin_loop();
+    }
+}
+
+/// Set once every thread of the process is under a seccomp filter.
+static NO_YIELD: AtomicBool = AtomicBool::new(false);
+
+/// Every thread of the process is now under a seccomp filter that may not
+/// allow `sched_yield`: [`relax`] no longer calls it.
+pub fn forbid_yield() {
+    NO_YIELD.store(true, Ordering::Relaxed);
 }
 
 /// A thread counted as spinning ([`SpinCtl::enter`]) until dropped.

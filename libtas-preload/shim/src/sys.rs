@@ -40,6 +40,7 @@ pub fn set_restricted(all: bool) {
     RESTRICTED.with(|r| r.set(true));
     if all {
         RESTRICTED_ALL.store(true, Ordering::Relaxed);
+        tas::spin::forbid_yield();
     }
     tas::set_thread_ctl_io(false);
 }
