@@ -811,8 +811,9 @@ fn tune_states_the_goal_and_the_spin_follows_the_load() {
 /// A fast-path core that spins without work yields its CPU between polls
 /// (`sched_yield`), so the app it just woke runs at once on that CPU
 /// instead of waiting for the scheduler to preempt the spin. Core and
-/// `sockperf sr` (under the shim) share CPU 0, the core spins a fixed
-/// 5 ms, and `sockperf under-load` sends 20,000 messages a second from
+/// `sockperf sr` (under the shim, not spinning itself: `TAS_SPIN_US=0`;
+/// its run-queue wait would count its own yields) share CPU 0, the core
+/// spins a fixed 5 ms, and `sockperf under-load` sends 20,000 messages a second from
 /// CPU 1. Measured here: the app waited for its CPU 79-88 ms over a 4 s
 /// run (about 1 µs per message) with the yield, 342-385 ms (4.3-4.8 µs)
 /// with `--no-idle-yield`, whose p99 was 1.5-1.9 ms against 0.1-0.5 ms.
@@ -836,7 +837,17 @@ fn an_idle_core_yields_its_cpu_to_the_app_it_woke() {
         let app = tb.spawn_tas(
             std::path::Path::new("/usr/bin/env"),
             &[
-                &preload, "taskset", "-c", "0", "sockperf", "sr", "--tcp", "-i", TAS_IP, "-p",
+                &preload,
+                "TAS_SPIN_US=0",
+                "taskset",
+                "-c",
+                "0",
+                "sockperf",
+                "sr",
+                "--tcp",
+                "-i",
+                TAS_IP,
+                "-p",
                 "11111",
             ],
             Some("listen on"),
