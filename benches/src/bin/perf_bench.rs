@@ -576,6 +576,35 @@ fn parse_reflected(line: &str) -> Option<f64> {
     num_after(rest, "(")
 }
 
+/// The iperf3 row's note on the raw rate: TAS's share of its median, and
+/// run by run where every run measured both (the host's speed drifts
+/// between runs; each pair ran minutes apart); or why there is none.
+fn raw_share(raw: &Cell, tas: &Cell) -> String {
+    let (a, b) = match (raw.rate(), tas.rate()) {
+        (Some(a), Some(b)) if a > 0.0 => (a, b),
+        _ if raw.errs.is_empty() => return String::new(),
+        _ => return format!("; raw rate: {}", raw.fmt("Gbit/s")),
+    };
+    let mut paired = String::new();
+    if raw.rate.len() == tas.rate.len() {
+        let v: Vec<f64> = raw
+            .rate
+            .iter()
+            .zip(&tas.rate)
+            .map(|(r, x)| 100.0 * x / r)
+            .collect();
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+        let mid = median(v).unwrap_or(0.0);
+        paired = format!(", per run {mid:.0} % ({lo:.0}..{hi:.0})");
+    }
+    format!(
+        "; TAS {:.0} % of the raw {a:.2} Gbit/s ({RAW_FRAME} B frames reflected){paired}",
+        100.0 * b / a
+    )
+}
+
 /// One row, one stack: (variant, measurement) pairs.
 fn measure(row: &str, stack: &Stack, o: &Opts) -> Vec<(String, M)> {
     match row {
@@ -787,39 +816,7 @@ fn main() {
             .iter()
             .find(|((r, s, _), _)| r == row && s == "raw")
             .map(|(_, c)| c);
-        let lat = match (raw.and_then(Cell::rate), t.1.rate()) {
-            (Some(a), Some(b)) if a > 0.0 => {
-                // Run by run too, where every run measured both (the host's
-                // speed drifts between runs; each pair ran minutes apart).
-                let paired = raw
-                    .filter(|c| c.rate.len() == t.1.rate.len())
-                    .map(|c| {
-                        let v: Vec<f64> = c
-                            .rate
-                            .iter()
-                            .zip(&t.1.rate)
-                            .map(|(r, x)| 100.0 * x / r)
-                            .collect();
-                        let (lo, hi) = v
-                            .iter()
-                            .fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
-                        format!(
-                            ", per run {:.0} % ({lo:.0}..{hi:.0})",
-                            median(v.clone()).unwrap_or(0.0)
-                        )
-                    })
-                    .unwrap_or_default();
-                format!(
-                    "{lat}; TAS {:.0} % of the raw {a:.2} Gbit/s ({RAW_FRAME} B frames \
-                     reflected){paired}",
-                    100.0 * b / a
-                )
-            }
-            _ => match raw {
-                Some(c) if !c.errs.is_empty() => format!("{lat}; raw rate: {}", c.fmt("Gbit/s")),
-                _ => lat,
-            },
-        };
+        let lat = format!("{lat}{}", raw.map_or(String::new(), |r| raw_share(r, t.1)));
         println!(
             "| {row} | {}: {} | {}: {} | {ratio}{lat} |",
             l.0 .2,
