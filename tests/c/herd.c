@@ -32,6 +32,11 @@
  *                        poll() on its socket alone (then a read without
  *                        blocking); the last thread's poll has a 50 ms
  *                        timeout, and #I interrupts a poll
+ *   herd mserver PORT N  the same with each connection thread blocked in
+ *                        poll() on two fds: its socket and the read end of
+ *                        a pipe of its own that nobody writes (a program
+ *                        that also waits for a wake-up pipe)
+ *   herd sserver PORT N  the same as mserver with select() instead of poll()
  *   herd client IP PORT N K M
  *                        connect N times (each from a new thread), let the
  *                        server's threads block,
@@ -47,6 +52,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -56,6 +62,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -214,22 +221,46 @@ static void *conn_thread(void *arg)
     return NULL;
 }
 
-/* The connection thread of eserver and pserver: the same protocol as
- * conn_thread, waiting for readability in an epoll set of its own (ep >=
- * 0) or in poll() on its socket (ep < 0), then reading without blocking. */
-static void wait_serve(int i, int s, int ep)
+/* How a wait_serve thread waits for readability. */
+enum how { BY_EPOLL, BY_POLL, BY_POLL2, BY_SELECT2 };
+
+/* The connection thread of eserver, pserver, mserver and sserver: the
+ * same protocol as conn_thread, waiting for readability in an epoll set of
+ * its own (ep), in poll() on its socket alone, or in poll() / select() on
+ * its socket and the read end of a pipe of its own (pipe_r, never
+ * written), then reading without blocking. */
+static void wait_serve(int i, int s, enum how how, int ep, int pipe_r)
 {
-    const char *call = ep >= 0 ? "epoll_wait" : "poll";
+    static const char *calls[] = {"epoll_wait", "poll", "poll", "select"};
+    const char *call = calls[how];
     int wait_ms = i == nconn - 1 ? 50 : -1;
     char b[512];
     for (;;) {
         int r;
-        if (ep >= 0) {
+        if (how == BY_EPOLL) {
             struct epoll_event got;
             r = epoll_wait(ep, &got, 1, wait_ms);
-        } else {
+        } else if (how == BY_POLL) {
             struct pollfd p = {.fd = s, .events = POLLIN};
             r = poll(&p, 1, wait_ms);
+        } else if (how == BY_POLL2) {
+            struct pollfd p[2] = {{.fd = pipe_r, .events = POLLIN}, {.fd = s, .events = POLLIN}};
+            r = poll(p, 2, wait_ms);
+            if (r > 0 && p[0].revents) {
+                fprintf(stderr, "server: the idle pipe of connection %d fired\n", i);
+                break;
+            }
+        } else {
+            fd_set rd;
+            FD_ZERO(&rd);
+            FD_SET(pipe_r, &rd);
+            FD_SET(s, &rd);
+            struct timeval tv = {0, wait_ms * 1000};
+            r = select((s > pipe_r ? s : pipe_r) + 1, &rd, NULL, NULL, wait_ms < 0 ? NULL : &tv);
+            if (r > 0 && FD_ISSET(pipe_r, &rd)) {
+                fprintf(stderr, "server: the idle pipe of connection %d fired\n", i);
+                break;
+            }
         }
         if (r == 0) {
             timeouts++;
@@ -261,7 +292,7 @@ static void *econn_thread(void *arg)
         fprintf(stderr, "server: epoll for connection %d: %s\n", i, strerror(errno));
         return NULL;
     }
-    wait_serve(i, s, ep);
+    wait_serve(i, s, BY_EPOLL, ep, -1);
     close(ep);
     close(s);
     return NULL;
@@ -273,8 +304,37 @@ static void *pconn_thread(void *arg)
     int i = (int)(long)arg;
     int s = socks[i];
     tids[i] = (pid_t)syscall(SYS_gettid);
-    wait_serve(i, s, -1);
+    wait_serve(i, s, BY_POLL, -1, -1);
     close(s);
+    return NULL;
+}
+
+/* The mserver's and sserver's connection thread (how: BY_POLL2 or
+ * BY_SELECT2). */
+static void two_fd_thread(int i, enum how how)
+{
+    int s = socks[i];
+    tids[i] = (pid_t)syscall(SYS_gettid);
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        fprintf(stderr, "server: pipe for connection %d: %s\n", i, strerror(errno));
+        return;
+    }
+    wait_serve(i, s, how, -1, p[0]);
+    close(p[0]);
+    close(p[1]);
+    close(s);
+}
+
+static void *mconn_thread(void *arg)
+{
+    two_fd_thread((int)(long)arg, BY_POLL2);
+    return NULL;
+}
+
+static void *sconn_thread(void *arg)
+{
+    two_fd_thread((int)(long)arg, BY_SELECT2);
     return NULL;
 }
 
@@ -462,11 +522,21 @@ int main(int argc, char **argv)
         if (n < 5 || n > MAXN) return 2;
         return server(atoi(argv[2]), n, pconn_thread);
     }
+    if (argc == 4 && !strcmp(argv[1], "mserver")) {
+        int n = atoi(argv[3]);
+        if (n < 5 || n > MAXN) return 2;
+        return server(atoi(argv[2]), n, mconn_thread);
+    }
+    if (argc == 4 && !strcmp(argv[1], "sserver")) {
+        int n = atoi(argv[3]);
+        if (n < 5 || n > MAXN) return 2;
+        return server(atoi(argv[2]), n, sconn_thread);
+    }
     if (argc == 7 && !strcmp(argv[1], "client")) {
         int n = atoi(argv[4]);
         if (n < 5 || n > MAXN) return 2;
         return client(argv[2], atoi(argv[3]), n, atoi(argv[5]), atoi(argv[6]));
     }
-    fprintf(stderr, "usage: herd server|eserver|pserver PORT N | herd client IP PORT N K M\n");
+    fprintf(stderr, "usage: herd server|eserver|pserver|mserver|sserver PORT N | herd client IP PORT N K M\n");
     return 2;
 }

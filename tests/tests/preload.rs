@@ -1717,6 +1717,26 @@ fn poll_threads_lose_no_wakeup_and_wake_alone() {
     herd_threads_wake_alone("pserver", "poll", ("hpl", "hpt"));
 }
 
+/// Threads that each wait in `poll` on two fds, their connection and a
+/// pipe of their own that nobody writes (tests/c/herd.c `mserver`: a
+/// program whose threads also wait for a wake-up pipe). A `poll` of
+/// several fds registers its thread as a blocking call does (`solo.rs`):
+/// one thread per context takes the news and the others wake only through
+/// their own sockets' pairs, where before every such `poll` held the
+/// contexts' eventfds and each request woke all 14 idle threads. Linux's
+/// lines for the signal, shutdown, send-timeout and stress steps.
+#[test]
+fn poll_threads_of_two_fds_wake_alone() {
+    herd_threads_wake_alone("mserver", "poll of two fds", ("hml", "hmt"));
+}
+
+/// `select` on a connection and a pipe, one thread per connection
+/// (tests/c/herd.c `sserver`): as `poll_threads_of_two_fds_wake_alone`.
+#[test]
+fn select_threads_wake_alone() {
+    herd_threads_wake_alone("sserver", "select", ("hsl", "hst"));
+}
+
 /// Issue 15 (the herd, multi-threaded epoll servers such as memcached):
 /// one epoll set per thread, each with one connection (`herd eserver`).
 /// A context's eventfd sits in every set; it wakes one blocked set

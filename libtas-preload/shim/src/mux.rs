@@ -12,10 +12,15 @@
 //!    eventfd with `EPOLLEXCLUSIVE`, so that one event wakes one of the
 //!    threads blocked on their own sets, not all: [`ensure_registered`],
 //!    [`requeue_last`]); `select` is carried out with `poll` (the shim's
-//!    fds are above `FD_SETSIZE`).
+//!    fds are above `FD_SETSIZE`). A `poll` or `select` thread registers
+//!    as a blocking call does ([`Reg::Solo`], `solo.rs`): only one thread
+//!    per context (its drainer) has that context's fds in its wait, and
+//!    takes the news for the others, which wake through their own TAS
+//!    sockets' pairs.
 
 use crate::fdtab::{T_EPOLL, T_SOCK};
 use crate::global::{global, try_global};
+use crate::solo::{Solo, WAKE};
 use crate::sys::{self, errno, monotonic_ns, set_errno};
 use crate::wait::{
     ctl_fds, handle_our_fd, spin_wait, take_news, Blocked, OurFd, EPOLL_TAG, EPOLL_TAG_MASK,
@@ -60,6 +65,7 @@ fn release(r: c_int) -> c_int {
 /// with 50 clients) then makes one system call per wait, not three.
 fn wait(
     timeout_ms: i64,
+    how: Reg,
     mut now: impl FnMut(&[OurFd]) -> (c_int, Vec<(usize, bool)>),
     block: impl FnMut(i64, &[OurFd]) -> (c_int, Vec<(usize, bool)>),
     recheck: impl FnMut() -> c_int,
@@ -70,7 +76,7 @@ fn wait(
         return restricted_wait(timeout_ms, now, block);
     }
     if timeout_ms != 0 && !global().spin.may_spin() {
-        return wait_idle(monotonic_ns(), timeout_ms, &mut now, block, recheck);
+        return wait_idle(monotonic_ns(), timeout_ms, how, &mut now, block, recheck);
     }
     let ctl = ctl_fds();
     let (r, fired) = now(&ctl);
@@ -85,7 +91,7 @@ fn wait(
         return release(r);
     }
     let start = monotonic_ns();
-    let r = wait_idle(start, timeout_ms, &mut now, block, recheck);
+    let r = wait_idle(start, timeout_ms, how, &mut now, block, recheck);
     // The gap this wait saw, for the spin controller: until something was
     // ready, or at least the timeout (a spin that long would not have
     // bridged it; without these a thread whose waits time out kept the
@@ -98,11 +104,26 @@ fn wait(
     r
 }
 
+/// How a thread that blocks in [`wait`] counts as blocked on the contexts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reg {
+    /// Every context's eventfd and control socket in its wait
+    /// (`wait::Blocked`): an epoll set, which holds them itself, with
+    /// `EPOLLEXCLUSIVE`.
+    Shared,
+    /// Registered as a blocking call on one socket is (`solo.rs`): only the
+    /// context's drainer has the context's fds in its wait; the others
+    /// wake through their own sockets' pairs (`poll`, `select`: no
+    /// thundering herd of threads that each wait on their own fds).
+    Solo,
+}
+
 /// The part of [`wait`] after the first check found nothing: spin, then
 /// block until something is ready or `timeout_ms` (from `start`) is over.
 fn wait_idle(
     start: u64,
     timeout_ms: i64,
+    how: Reg,
     mut now: impl FnMut(&[OurFd]) -> (c_int, Vec<(usize, bool)>),
     mut block: impl FnMut(i64, &[OurFd]) -> (c_int, Vec<(usize, bool)>),
     mut recheck: impl FnMut() -> c_int,
@@ -115,6 +136,25 @@ fn wait_idle(
     if let Some(r) = spin_wait(limit, || now_again(&mut now)) {
         return release(r);
     }
+    // Registered once for the whole wait (a round woken by news for
+    // others must not hand the drainer's role on); None: the shared wait,
+    // entered for each round (also the fallback when a thread cannot
+    // register: `Solo::enter`).
+    let solo = match how {
+        Reg::Solo => {
+            let g = global();
+            let before = g.ready_gen.load(Ordering::Acquire);
+            let solo = Solo::enter();
+            if solo.is_some() && g.ready_gen.load(Ordering::Acquire) != before {
+                let r = now_again(&mut now);
+                if r != 0 {
+                    return release(r);
+                }
+            }
+            solo
+        }
+        Reg::Shared => None,
+    };
     loop {
         let left = if timeout_ms < 0 {
             -1
@@ -126,14 +166,18 @@ fn wait_idle(
             }
             left
         };
-        let b = Blocked::enter();
-        if b.changed {
+        let b = solo.is_none().then(Blocked::enter);
+        if b.as_ref().is_some_and(|b| b.changed) {
             let r = now_again(&mut now);
             if r != 0 {
                 return release(r);
             }
         }
-        let ours = b.fds();
+        let ours = match (&solo, &b) {
+            (Some(s), _) => s.fds(),
+            (None, Some(b)) => b.fds(),
+            (None, None) => Vec::new(),
+        };
         let (r, fired) = {
             let _l = sys::Leave::new();
             let (r, fired) = block(left, &ours);
@@ -142,7 +186,10 @@ fn wait_idle(
         drop(b);
         let pairs = global().pair_gen.load(Ordering::Acquire);
         for &(c, ctl) in &fired {
-            handle_our_fd(c, ctl);
+            match &solo {
+                Some(s) if c == WAKE => s.clear_wake(),
+                _ => handle_our_fd(c, ctl),
+            }
         }
         if r != 0 {
             return release(r);
@@ -425,6 +472,7 @@ pub unsafe fn epoll_pwait(
     };
     wait(
         timeout as i64,
+        Reg::Shared,
         |ours| {
             // Our fds in the set report control messages in this check too.
             ensure_registered(epfd, ours);
@@ -641,6 +689,7 @@ pub unsafe fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c
     }
     wait(
         timeout as i64,
+        Reg::Solo,
         // SAFETY: fds holds n entries (contract); no other borrow of it is
         // alive while the check runs.
         |ours| unsafe { poll_block(fds, n, 0, ours, None) },
@@ -721,6 +770,7 @@ pub unsafe fn ppoll(
     }
     wait(
         ms,
+        Reg::Solo,
         // SAFETY: fds holds n entries, mask is null or valid (contract); no
         // other borrow of fds is alive while the check runs.
         |ours| unsafe { poll_block(fds, n, 0, ours, Some(mask)) },
@@ -915,6 +965,7 @@ unsafe fn select_impl(
     let plan_ptr: *mut SelectPlan = &mut plan;
     let r = wait(
         ms,
+        Reg::Solo,
         // SAFETY: `plan` outlives the wait, and the two closures are never
         // called at the same time, so each has the only access to it; the
         // sets and mask are valid (contract).

@@ -53,9 +53,9 @@
 //! * While any thread is registered on a context there is a drainer: the
 //!   role is given to the first registrant and moves only under the lock,
 //!   from a leaving drainer to a registered waiter. (Threads in
-//!   `epoll`/`poll`/`select`, `wait::Blocked`, count in `blocked` too and
-//!   poll every context's fds themselves; they take news the same way
-//!   but are never drainers.) The successor may be deciding its
+//!   `epoll_wait`, `wait::Blocked`, count in `blocked` too and poll every
+//!   context's fds themselves; they take news the same way but are never
+//!   drainers.) The successor may be deciding its
 //!   poll set without the context's fds at that moment; its wake eventfd,
 //!   written under the same lock, makes that `poll` return, and the next
 //!   round includes the context's fds (the successor's `drains` bit is set
@@ -66,6 +66,14 @@
 //!   another call, the spin, the reactor) is written to its pair, which
 //!   its waiter polls; a thread's every `poll` includes its socket, from
 //!   the first one after registering on.
+//!
+//! A `poll` or `select` of several fds registers the same way, once for
+//! the whole call (`mux.rs`, [`Solo::fds`]): the program's fds take the
+//! place of the one socket, each TAS socket among them polled on its pair
+//! (a lazy one's readability is put there while the thread sleeps:
+//! `vready::PollKWait`, which syncs the pair when it starts). So threads
+//! that each wait on their own connection and, say, a wake-up pipe wake
+//! alone too.
 //!
 //! Fork needs nothing more: the child starts a new generation with new
 //! contexts, and a thread's wake eventfd is made anew there (the one it
@@ -81,6 +89,7 @@ use crate::fdtab::{high_fd_base, T_INTERNAL};
 use crate::global::{global, try_global};
 use crate::sys::{self, real};
 use crate::vready::KWait;
+use crate::wait::OurFd;
 use libc::c_int;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
@@ -341,6 +350,57 @@ fn unregister(me: WRef, reg: u32) {
     // them again now, not when its long sleep ends.
     if unwatched {
         crate::reactor::wake_if_sleeping_long();
+    }
+}
+
+/// `OurFd::ctx` of the thread's wake eventfd among [`Solo::fds`].
+pub const WAKE: usize = usize::MAX - 1;
+
+impl Solo {
+    /// The shim's fds for a registered thread's wait on several fds of the
+    /// program (`poll`, `select`: `mux.rs`): its wake eventfd (`ctx` =
+    /// [`WAKE`]) unless it drains every context it registered on, and the
+    /// eventfd and control socket of each context it drains. Read anew
+    /// for every round: a hand-off changes them.
+    pub fn fds(&self) -> Vec<OurFd> {
+        let g = global();
+        let mut drains = self.drains();
+        let mut v = Vec::with_capacity(1 + 2 * drains.count_ones() as usize);
+        if drains != self.reg {
+            v.push(OurFd {
+                fd: self.ev(),
+                ctx: WAKE,
+                ctl: false,
+            });
+        }
+        while drains != 0 {
+            let idx = drains.trailing_zeros() as usize;
+            drains &= drains - 1;
+            let Some(c) = g.ctx(idx) else { continue };
+            if c.dead.load(Ordering::Relaxed) {
+                // As in `block`: nothing more comes from it.
+                continue;
+            }
+            v.push(OurFd {
+                fd: c.ev_fd,
+                ctx: idx,
+                ctl: false,
+            });
+            v.push(OurFd {
+                fd: c.ctl_fd,
+                ctx: idx,
+                ctl: true,
+            });
+        }
+        v
+    }
+
+    /// The wake eventfd fired in such a wait (a hand-off): reset it.
+    pub fn clear_wake(&self) {
+        let mut v = 0u64;
+        // SAFETY: read writes at most 8 bytes into the live local `v`; the
+        // fd is this thread's wake eventfd (non-blocking).
+        unsafe { real::read::get()(self.ev(), &mut v as *mut u64 as *mut libc::c_void, 8) };
     }
 }
 

@@ -6,7 +6,8 @@
 //! picks up news at its next call. Of the threads blocked on one socket
 //! each (`recv`, `send`, `connect`), one per context has its fds in the
 //! wait and hands the news to the others through their sockets' pairs
-//! (`solo.rs`); `epoll`/`poll`/`select` waiters have them all.
+//! (`solo.rs`), and so of the threads in `poll`/`select`; `epoll_wait`
+//! waiters have them all (in their sets, with `EPOLLEXCLUSIVE`: `mux.rs`).
 //!
 //! Owns the spin ([`spin_wait`]), the blocked-thread bookkeeping
 //! ([`Blocked`]), taking news when the shim's fds fire ([`handle_our_fd`]),
