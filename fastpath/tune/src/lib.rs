@@ -781,7 +781,14 @@ mod tests {
     #[test]
     fn a_yielding_spin_bridges_the_gaps_between_batches() {
         let mut h = [0f64; BUCKETS];
-        for (b, n) in [(4, 5.0), (5, 20.0), (6, 78.0), (7, 128.0), (8, 69.0), (9, 10.0)] {
+        for (b, n) in [
+            (4, 5.0),
+            (5, 20.0),
+            (6, 78.0),
+            (7, 128.0),
+            (8, 69.0),
+            (9, 10.0),
+        ] {
             h[b] = n;
         }
         let c = DEFAULT_WAKE_COST_NS;
