@@ -84,7 +84,7 @@
 //! none free above the shim's high fd range), use the shared wait
 //! (`wait::Blocked`), which is correct but wakes with every kick.
 
-use crate::ctx::MAX_CTX;
+use crate::ctx::{Ctx, MAX_CTX};
 use crate::fdtab::{high_fd_base, T_INTERNAL};
 use crate::global::{global, try_global};
 use crate::sys::{self, real};
@@ -353,6 +353,25 @@ fn unregister(me: WRef, reg: u32) {
     }
 }
 
+/// The contexts of `drains` (bit = index) that are alive, with their
+/// index. One whose daemon hung up is left out: its control socket stays
+/// readable, nothing more comes from it, and its errors are on the pairs.
+fn live_drained(drains: u32) -> impl Iterator<Item = (usize, &'static Ctx)> {
+    let g = global();
+    let mut left = drains;
+    std::iter::from_fn(move || {
+        while left != 0 {
+            let idx = left.trailing_zeros() as usize;
+            left &= left - 1;
+            match g.ctx(idx) {
+                Some(c) if !c.dead.load(Ordering::Relaxed) => return Some((idx, c)),
+                _ => {}
+            }
+        }
+        None
+    })
+}
+
 /// `OurFd::ctx` of the thread's wake eventfd among [`Solo::fds`].
 pub const WAKE: usize = usize::MAX - 1;
 
@@ -363,8 +382,7 @@ impl Solo {
     /// eventfd and control socket of each context it drains. Read anew
     /// for every round: a hand-off changes them.
     pub fn fds(&self) -> Vec<OurFd> {
-        let g = global();
-        let mut drains = self.drains();
+        let drains = self.drains();
         let mut v = Vec::with_capacity(1 + 2 * drains.count_ones() as usize);
         if drains != self.reg {
             v.push(OurFd {
@@ -373,14 +391,7 @@ impl Solo {
                 ctl: false,
             });
         }
-        while drains != 0 {
-            let idx = drains.trailing_zeros() as usize;
-            drains &= drains - 1;
-            let Some(c) = g.ctx(idx) else { continue };
-            if c.dead.load(Ordering::Relaxed) {
-                // As in `block`: nothing more comes from it.
-                continue;
-            }
+        for (idx, c) in live_drained(drains) {
             v.push(OurFd {
                 fd: c.ev_fd,
                 ctx: idx,
@@ -395,7 +406,7 @@ impl Solo {
         v
     }
 
-    /// The wake eventfd fired in such a wait (a hand-off): reset it.
+    /// The wake eventfd fired (a hand-off): reset it.
     pub fn clear_wake(&self) {
         let mut v = 0u64;
         // SAFETY: read writes at most 8 bytes into the live local `v`; the
@@ -438,7 +449,6 @@ impl Solo {
         if kw.is_none() {
             *kw = Some(KWait::enter(fd));
         }
-        let g = global();
         let none = libc::pollfd {
             fd: -1,
             events: 0,
@@ -452,7 +462,7 @@ impl Solo {
             events,
             revents: 0,
         };
-        let mut drains = self.drains();
+        let drains = self.drains();
         // A thread that drains every context it registered on is in no
         // `idle` list, so no hand-off can reach it: its wake eventfd stays
         // out of the wait (a negative fd is ignored by `poll`), one fd less
@@ -463,15 +473,7 @@ impl Solo {
             revents: 0,
         };
         let mut n = 2;
-        while drains != 0 {
-            let idx = drains.trailing_zeros() as usize;
-            drains &= drains - 1;
-            let Some(c) = g.ctx(idx) else { continue };
-            if c.dead.load(Ordering::Relaxed) {
-                // The daemon hung up (its control socket stays readable):
-                // nothing more comes; errors are on the pairs.
-                continue;
-            }
+        for (idx, c) in live_drained(drains) {
             for (fd, ctl) in [(c.ev_fd, false), (c.ctl_fd, true)] {
                 p[n] = libc::pollfd {
                     fd,
@@ -496,10 +498,7 @@ impl Solo {
             return Ok(Round::Timeout);
         }
         if p[1].revents != 0 {
-            let mut v = 0u64;
-            // SAFETY: read writes at most 8 bytes into the live local `v`;
-            // the fd is this thread's wake eventfd.
-            unsafe { real::read::get()(p[1].fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
+            self.clear_wake();
         }
         for i in 2..n {
             if p[i].revents != 0 {
