@@ -507,30 +507,16 @@ static int client(const char *ip, int port, int n, int k, int m)
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    if (argc == 4 && !strcmp(argv[1], "server")) {
+    static const struct {
+        const char *name;
+        void *(*thread)(void *);
+    } modes[] = {{"server", conn_thread},   {"eserver", econn_thread}, {"pserver", pconn_thread},
+                 {"mserver", mconn_thread}, {"sserver", sconn_thread}};
+    for (size_t i = 0; argc == 4 && i < sizeof modes / sizeof modes[0]; i++) {
+        if (strcmp(argv[1], modes[i].name)) continue;
         int n = atoi(argv[3]);
         if (n < 5 || n > MAXN) return 2;
-        return server(atoi(argv[2]), n, conn_thread);
-    }
-    if (argc == 4 && !strcmp(argv[1], "eserver")) {
-        int n = atoi(argv[3]);
-        if (n < 5 || n > MAXN) return 2;
-        return server(atoi(argv[2]), n, econn_thread);
-    }
-    if (argc == 4 && !strcmp(argv[1], "pserver")) {
-        int n = atoi(argv[3]);
-        if (n < 5 || n > MAXN) return 2;
-        return server(atoi(argv[2]), n, pconn_thread);
-    }
-    if (argc == 4 && !strcmp(argv[1], "mserver")) {
-        int n = atoi(argv[3]);
-        if (n < 5 || n > MAXN) return 2;
-        return server(atoi(argv[2]), n, mconn_thread);
-    }
-    if (argc == 4 && !strcmp(argv[1], "sserver")) {
-        int n = atoi(argv[3]);
-        if (n < 5 || n > MAXN) return 2;
-        return server(atoi(argv[2]), n, sconn_thread);
+        return server(atoi(argv[2]), n, modes[i].thread);
     }
     if (argc == 7 && !strcmp(argv[1], "client")) {
         int n = atoi(argv[4]);
