@@ -136,6 +136,9 @@ fn wait_idle(
     if let Some(r) = spin_wait(limit, || now_again(&mut now)) {
         return release(r);
     }
+    // Signals between the rounds below come inside the next kernel wait
+    // (`sys::SigScope`).
+    let _scope = sys::SigScope::new();
     // Registered once for the whole wait (a round woken by news for
     // others must not hand the drainer's role on); None: the shared wait,
     // entered for each round (also the fallback when a thread cannot
@@ -184,6 +187,10 @@ fn wait_idle(
             (capture(r), fired)
         };
         drop(b);
+        if r == 0 && !fired.is_empty() {
+            // The call goes on: a signal from here on must end it.
+            sys::hold_signals();
+        }
         let pairs = global().pair_gen.load(Ordering::Acquire);
         for &(c, ctl) in &fired {
             match &solo {
@@ -502,8 +509,16 @@ pub unsafe fn epoll_pwait(
                 }
                 None => t,
             };
-            // SAFETY: the caller's arguments with the remaining timeout.
-            let r = unsafe { f(epfd, ev, max, t as c_int, mask) };
+            // Held signals are delivered in this wait (`sys::SigScope`).
+            let held = if mask.is_null() && t != 0 {
+                sys::sleep_mask()
+            } else {
+                None
+            };
+            let m = held.as_ref().map_or(mask, |m| m as *const libc::sigset_t);
+            // SAFETY: the caller's arguments with the remaining timeout;
+            // `m` is the caller's mask or the live local `held`.
+            let r = unsafe { f(epfd, ev, max, t as c_int, m) };
             if let Some(s) = &set {
                 // (An atomic: errno stays the kernel's.)
                 s.waiting(false);
@@ -630,6 +645,14 @@ pub(crate) unsafe fn poll_block(
     // Blocking: lazy sockets' readability on their pairs while asleep
     // (`vready::PollKWait`), ended before the news is taken.
     let kw = (t != 0 && !sys::restricted()).then(|| crate::vready::PollKWait::enter(user));
+    // Held signals are delivered in this wait (`sys::SigScope`); a caller's
+    // own mask (`ppoll`) already says what may come.
+    let held = if mask.is_none() && t != 0 {
+        sys::sleep_mask()
+    } else {
+        None
+    };
+    let mask = mask.or(held.as_ref().map(|m| m as *const libc::sigset_t));
     let r = match mask {
         // SAFETY: `all` is a live Vec of all.len() pollfds.
         None => unsafe {

@@ -486,8 +486,26 @@ impl Solo {
         }
         let (r, e) = {
             let _l = sys::Leave::new();
-            // SAFETY: `p` is a live local array of at least n pollfds.
-            let r = unsafe { real::poll::get()(p.as_mut_ptr(), n as libc::nfds_t, ms) };
+            // Held signals are delivered in this wait (`sys::SigScope`).
+            let r = match sys::sleep_mask() {
+                Some(m) if ms != 0 => {
+                    let ts = libc::timespec {
+                        tv_sec: (ms.max(0) / 1000) as libc::time_t,
+                        tv_nsec: (ms.max(0) % 1000) as libc::c_long * 1_000_000,
+                    };
+                    let tp = if ms < 0 {
+                        std::ptr::null()
+                    } else {
+                        &ts as *const libc::timespec
+                    };
+                    // SAFETY: `p` is a live local array of at least n
+                    // pollfds; `tp` is null or the live local `ts`; `m` is
+                    // a live local mask.
+                    unsafe { real::ppoll::get()(p.as_mut_ptr(), n as libc::nfds_t, tp, &m) }
+                }
+                // SAFETY: `p` is a live local array of at least n pollfds.
+                _ => unsafe { real::poll::get()(p.as_mut_ptr(), n as libc::nfds_t, ms) },
+            };
             (r, sys::errno())
         };
         *kw = None;
@@ -496,6 +514,11 @@ impl Solo {
         }
         if r == 0 {
             return Ok(Round::Timeout);
+        }
+        if p[0].revents == 0 {
+            // Woken for news or a hand-off: the call likely goes on, and a
+            // signal from here on must end it.
+            sys::hold_signals();
         }
         if p[1].revents != 0 {
             self.clear_wake();

@@ -45,6 +45,96 @@ pub fn set_restricted(all: bool) {
     tas::set_thread_ctl_io(false);
 }
 
+thread_local! {
+    /// The thread's own signal mask while a [`SigScope`] holds its signals.
+    static SLEEP_MASK: std::cell::Cell<Option<libc::sigset_t>> = const { std::cell::Cell::new(None) };
+    /// A [`SigScope`] is open on this thread.
+    static SIG_SCOPE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The blocking part of one wait of the program's (a blocking call, or
+/// `poll`/`select`/`epoll_wait`), for its signals: once a kernel wait of
+/// the shim returned without ending the call ([`hold_signals`], before
+/// the news it brought is taken), the thread's asynchronous signals stay
+/// blocked except inside the following kernel waits, which sleep with the
+/// thread's own mask ([`sleep_mask`], through `ppoll`/`epoll_pwait`). A
+/// signal that comes while the shim works in user space between rounds
+/// (taking news for other threads' sockets, handing the drainer's role
+/// on) is then delivered in the next kernel wait, which fails with
+/// `EINTR`, as the call would on Linux, where a handler that runs while
+/// the thread is in the call ends it (signal(7)); before, the handler ran
+/// in user space and the call went on waiting. A wait that ends in its
+/// first round makes no extra system call. The spin before the first
+/// round is not covered (docs/design.md, "Signals during a spin"). Not
+/// under a seccomp filter ([`restricted`]), and not nested (a wait in a
+/// handler that runs inside one sleeps with the outer mask).
+/// Synchronous signals (faults, `SIGPIPE`) are never blocked. Dropping
+/// the scope restores the mask; signals that came meanwhile are then
+/// delivered.
+pub struct SigScope {
+    open: bool,
+}
+
+impl SigScope {
+    pub fn new() -> SigScope {
+        let open = !restricted() && !SIG_SCOPE.with(|s| s.replace(true));
+        SigScope { open }
+    }
+}
+
+impl Drop for SigScope {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        SIG_SCOPE.with(|s| s.set(false));
+        if let Some(old) = SLEEP_MASK.with(|m| m.take()) {
+            // SAFETY: `old` is the mask pthread_sigmask returned in
+            // `hold_signals`.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        }
+    }
+}
+
+/// A kernel wait of the shim returned and the call goes on (see
+/// [`SigScope`]): from now until the scope ends, asynchronous signals
+/// come only inside the shim's kernel waits. Once per scope; nothing
+/// outside one.
+pub fn hold_signals() {
+    if !SIG_SCOPE.with(|s| s.get()) || SLEEP_MASK.with(|m| m.get().is_some()) || restricted() {
+        return;
+    }
+    // SAFETY: zeroed sigset_t values are valid; sigfillset, sigdelset and
+    // pthread_sigmask only write the live locals they are given.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        for s in [
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGFPE,
+            libc::SIGILL,
+            libc::SIGTRAP,
+            libc::SIGSYS,
+            libc::SIGPIPE,
+        ] {
+            libc::sigdelset(&mut set, s);
+        }
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) == 0 {
+            SLEEP_MASK.with(|m| m.set(Some(old)));
+        }
+    }
+}
+
+/// The mask a kernel wait of the shim must sleep with: the thread's own
+/// while [`hold_signals`] holds its signals, else None (sleep with the
+/// mask as it is).
+#[inline]
+pub fn sleep_mask() -> Option<libc::sigset_t> {
+    SLEEP_MASK.with(|m| m.get())
+}
+
 /// Whether the calling thread is inside the shim.
 #[inline]
 pub fn in_shim() -> bool {

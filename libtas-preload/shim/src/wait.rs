@@ -291,6 +291,11 @@ fn after_block(
     fired: &[(usize, bool)],
     check: impl Fn() -> c_int,
 ) -> Option<Result<(), c_int>> {
+    if !ready && !fired.is_empty() {
+        // The call likely goes on: a signal from here on must end it
+        // (`sys::SigScope`).
+        sys::hold_signals();
+    }
     for &(c, ctl) in fired {
         handle_our_fd(c, ctl);
     }
@@ -360,6 +365,9 @@ fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_i
     if let Some(v) = spin_wait(left(deadline), spin_check).and_then(verdict) {
         return v;
     }
+    // Signals between the rounds below come inside the next kernel wait
+    // (`sys::SigScope`).
+    let _scope = sys::SigScope::new();
     // Blocking on the pair from here: a lazy socket's readability goes on
     // it meanwhile (the solo wait holds this per round, see `Solo::block`).
     let mut kw = Some(crate::vready::KWait::enter(fd));
