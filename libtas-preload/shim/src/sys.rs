@@ -65,7 +65,7 @@ thread_local! {
 /// the thread is in the call ends it (signal(7)); before, the handler ran
 /// in user space and the call went on waiting. A wait that ends in its
 /// first round makes no extra system call. The spin before the first
-/// round is not covered (docs/design.md, "Signals during a spin"). Not
+/// round is not covered (docs/design.md, "Signals during a wait"). Not
 /// under a seccomp filter ([`restricted`]), and not nested (a wait in a
 /// handler that runs inside one sleeps with the outer mask).
 /// Synchronous signals (faults, `SIGPIPE`) are never blocked. Dropping
