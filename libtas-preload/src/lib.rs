@@ -983,12 +983,6 @@ impl Tas {
         self.cmds.rings.len()
     }
 
-    /// The CPU wait of the fast-path core serving this app over its last
-    /// epoch, parts per million (`RegionHeader::cpu_contention_ppm`).
-    pub fn cpu_contention_ppm(&self) -> u32 {
-        self.header().cpu_contention_ppm.load(Ordering::Relaxed)
-    }
-
     fn header(&self) -> &RegionHeader {
         // SAFETY: the region starts with a RegionHeader (checked magic).
         unsafe { &*(self.map.as_ptr() as *const RegionHeader) }

@@ -704,7 +704,7 @@ impl Apps {
                     _reserved: 0,
                     app_waiting: Default::default(),
                     goal: std::sync::atomic::AtomicU32::new(self.goal.wire()),
-                    cpu_contention_ppm: Default::default(),
+                    _reserved_wait: Default::default(),
                     app_drains: Default::default(),
                 },
             )

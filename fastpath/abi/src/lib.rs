@@ -676,11 +676,9 @@ pub struct RegionHeader {
     /// app library's spin controller follows it unless the program states
     /// its own (`TAS_PROFILE`).
     pub goal: std::sync::atomic::AtomicU32,
-    /// The CPU wait of the fast-path core holding lane 0 over its last
-    /// epoch, parts per million (written by that core): the app
-    /// library's spin controller prices its spinning with it, since an
-    /// app thread that spins takes the CPU that core needs.
-    pub cpu_contention_ppm: std::sync::atomic::AtomicU32,
+    /// Reserved (was the lane-0 core's CPU wait, which the app library
+    /// priced its spin with until its spin yielded the CPU, session 28).
+    pub _reserved_wait: std::sync::atomic::AtomicU32,
     /// Times the app drained its eventfd (counted after the read, before
     /// it looks at its event rings: [`note_drained`]). A core that kicked
     /// the app and sees the same count again skips the kick: the eventfd

@@ -1532,21 +1532,6 @@ impl<N: Nic> Lane<N> {
         work
     }
 
-    /// Lane 0: tells the apps what CPU wait its core saw (their spin
-    /// controllers price spinning with it).
-    fn publish_contention(&self, ppm: u32) {
-        if self.shared.id != 0 {
-            return;
-        }
-        for &i in &self.live {
-            if let Some(port) = &self.apps[i as usize] {
-                port.header()
-                    .cpu_contention_ppm
-                    .store(ppm, Ordering::Relaxed);
-            }
-        }
-    }
-
     /// Tells the apps (through this lane's flag in each region) whether
     /// to kick this lane after posting on its command ring.
     fn announce_sleep(&self, on: bool) {
@@ -1912,9 +1897,6 @@ impl<N: Nic> Core<N> {
                 slot.busy_ns.fetch_add(busy, Ordering::Relaxed);
                 let ppm = (contention.clamp(0.0, 1.0) * 1e6) as u32;
                 slot.contention_ppm.store(u64::from(ppm), Ordering::Relaxed);
-                for l in &self.lanes {
-                    l.publish_contention(ppm);
-                }
                 epoch_busy = 0;
                 epoch_slept = 0;
                 // Held ACKs that went out alone and were not followed by

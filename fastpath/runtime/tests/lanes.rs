@@ -640,7 +640,7 @@ impl Harness {
                     _reserved: 0,
                     app_waiting: Default::default(),
                     goal: Default::default(),
-                    cpu_contention_ppm: Default::default(),
+                    _reserved_wait: Default::default(),
                     app_drains: Default::default(),
                 },
             )

@@ -37,8 +37,8 @@ use libc::c_int;
 
 /// Signals a sleeping thread cannot have received from a handler's
 /// point of view: the kernel raises them for the thread's own faults or
-/// writes.
-const SYNCHRONOUS: [c_int; 7] = [
+/// writes (and so `sys::hold_signals` never blocks them).
+pub const SYNCHRONOUS: [c_int; 7] = [
     libc::SIGPIPE,
     libc::SIGSEGV,
     libc::SIGBUS,

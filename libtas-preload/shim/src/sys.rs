@@ -110,15 +110,7 @@ pub fn hold_signals() {
         let mut set: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut set);
-        for s in [
-            libc::SIGSEGV,
-            libc::SIGBUS,
-            libc::SIGFPE,
-            libc::SIGILL,
-            libc::SIGTRAP,
-            libc::SIGSYS,
-            libc::SIGPIPE,
-        ] {
+        for s in crate::sigrestart::SYNCHRONOUS {
             libc::sigdelset(&mut set, s);
         }
         if libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) == 0 {
