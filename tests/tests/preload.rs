@@ -43,6 +43,16 @@ fn conform() -> PathBuf {
 /// Runs the conformance program's cases (all, or `case`) under the shim
 /// on tasd, against the partner the caller started in the Linux host.
 fn conform_on_tas(tb: &mut Testbed, case: Option<&str>, limit: Duration) -> std::process::Output {
+    conform_on_tas_env(tb, case, &[], limit)
+}
+
+/// [`conform_on_tas`] with more `NAME=VALUE` settings in the environment.
+fn conform_on_tas_env(
+    tb: &mut Testbed,
+    case: Option<&str>,
+    env: &[&str],
+    limit: Duration,
+) -> std::process::Output {
     let mut args = vec![
         preload_env(),
         format!("TAS_IP={TAS_IP}"),
@@ -51,6 +61,7 @@ fn conform_on_tas(tb: &mut Testbed, case: Option<&str>, limit: Duration) -> std:
         LNX_IP.into(),
         TAS_IP.into(),
     ];
+    args.splice(2..2, env.iter().map(|e| e.to_string()));
     args.extend(case.map(str::to_string));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     tb.run_tas(env_bin(), &args, limit)
@@ -291,6 +302,56 @@ fn dualstack_conformance_with_bindv6only() {
     assert!(
         tas == linux,
         "results differ between Linux and TAS (shim) with bindv6only=1:\n{}",
+        diff(&linux, &tas)
+    );
+}
+
+/// A signal whose handler runs while a blocking call under the shim is
+/// still spinning in user space ends the call as on Linux: `EINTR`
+/// without `SA_RESTART`, a restart with it (unless `SO_RCVTIMEO`). The
+/// conformance case `restart` signals a thread blocked in `read` or
+/// `accept` 100 ms in and makes the call able to finish 200 ms later; a
+/// 1 s app spin (`TAS_SPIN_US`) puts the signal inside the spin. Before
+/// the shim wrapped the program's handlers (`sigwrap.rs`), the handler
+/// ran, the spin went on and the calls returned the data or the
+/// connection instead of `EINTR`.
+#[test]
+fn signal_during_the_spin_ends_the_call_as_on_linux() {
+    let _ = (shim(), conform());
+    let linux = std::thread::spawn(|| {
+        let mut tb = linux_hosts("csgl");
+        tb.spawn_lnx(&conform(), &["partner"], Some("partner listening"));
+        let o = tb.run_tas(
+            &conform(),
+            &["run", LNX_IP, TAS_IP, "restart"],
+            Duration::from_secs(60),
+        );
+        assert_ok(&o, "restart case on Linux");
+        stdout(&o)
+    });
+    let mut tb = Testbed::new("csgt", backend());
+    tb.spawn_lnx(&conform(), &["partner"], Some("partner listening"));
+    let o = conform_on_tas_env(
+        &mut tb,
+        Some("restart"),
+        &["TAS_SPIN_US=1000000"],
+        Duration::from_secs(60),
+    );
+    assert_ok(&o, "restart case under the shim with a 1 s spin");
+    let tas = stdout(&o);
+    let linux = linux
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    for want in [
+        "read, no SA_RESTART = -1 EINTR",
+        "read, SA_RESTART = 1",
+        "accept, no SA_RESTART = -1 EINTR",
+    ] {
+        assert!(linux.contains(want), "Linux output lacks {want:?}:\n{linux}");
+    }
+    assert!(
+        tas == linux,
+        "a signal during the spin: results differ between Linux and TAS (shim):\n{}",
         diff(&linux, &tas)
     );
 }

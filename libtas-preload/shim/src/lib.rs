@@ -139,6 +139,7 @@ mod rawsys;
 mod reactor;
 mod readiness;
 mod sigrestart;
+mod sigwrap;
 mod sock;
 mod solo;
 mod spawn;
@@ -167,6 +168,7 @@ static CONSTRUCTOR: extern "C" fn() = init;
 extern "C" fn init() {
     let _e = Enter::new();
     sys::real::resolve_all();
+    let _ = sys::real::signal();
     fork::note_pid();
     fork::register_atfork();
     exec::load();
@@ -310,6 +312,22 @@ interpose! {
             return unsafe { real::fork::get()() };
         }
         fork::fork()
+    }
+
+    /// The program's handlers are wrapped, so that a wait knows when one
+    /// ran (`sigwrap.rs`).
+    fn sigaction(
+        sig: c_int,
+        act: *const libc::sigaction,
+        old: *mut libc::sigaction,
+    ) -> c_int {
+        // SAFETY: sigaction's contract is this function's.
+        unsafe { sigwrap::sigaction(sig, act, old) }
+    }
+
+    fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+        // SAFETY: signal's contract is this function's.
+        unsafe { sigwrap::signal(sig, handler) }
     }
 
     /// The contexts inherited sockets need are attached first: the attach

@@ -133,12 +133,12 @@ fn wait_idle(
     } else {
         timeout_ms as u64 * 1_000_000
     };
+    // A handler of the program's that runs from here on ends the wait
+    // (`sys::SigScope`): in the spin, before a round, between rounds.
+    let _scope = sys::SigScope::new();
     if let Some(r) = spin_wait(limit, || now_again(&mut now)) {
         return release(r);
     }
-    // Signals between the rounds below come inside the next kernel wait
-    // (`sys::SigScope`).
-    let _scope = sys::SigScope::new();
     // Registered once for the whole wait (a round woken by news for
     // others must not hand the drainer's role on); None: the shared wait,
     // entered for each round (also the fallback when a thread cannot
@@ -239,6 +239,8 @@ fn restricted_wait(
     } else {
         timeout_ms as u64 * 1_000_000
     };
+    // A handler that runs in the spin ends the wait (`sys::SigScope`).
+    let _scope = sys::SigScope::new();
     if let Some(r) = spin_wait(limit, || capture(now(&[]).0)) {
         return release(r);
     }
@@ -498,6 +500,11 @@ pub unsafe fn epoll_pwait(
             // A thread that blocks counts as a waiter, so that a socket
             // queued by another thread meanwhile wakes it; one already
             // queued means no blocking at all.
+            if t != 0 && sys::interrupted() {
+                // A handler ran since the call began (`sys::SigScope`).
+                sys::set_errno(libc::EINTR);
+                return (-1, Vec::new());
+            }
             let t = match &set {
                 Some(s) => {
                     s.waiting(true);
@@ -642,6 +649,11 @@ pub(crate) unsafe fn poll_block(
     } else {
         t
     };
+    if t != 0 && sys::interrupted() {
+        // A handler ran since the call began (`sys::SigScope`).
+        sys::set_errno(libc::EINTR);
+        return (-1, Vec::new());
+    }
     // Blocking: lazy sockets' readability on their pairs while asleep
     // (`vready::PollKWait`), ended before the news is taken.
     let kw = (t != 0 && !sys::restricted()).then(|| crate::vready::PollKWait::enter(user));

@@ -13,8 +13,12 @@
 //! `SA_RESTART`?
 //!
 //! The shim's wait is `poll`/`epoll_wait`, which the kernel never restarts,
-//! and it does not learn which signal interrupted it. So it reads every
-//! disposition instead ([`after_signal`]): the call restarts unless some
+//! and it does not learn which signal interrupted it. When the handlers
+//! that ran were the program's, set through the shim's `sigaction` or
+//! `signal` (`sigwrap.rs`), it knows whether each had `SA_RESTART`
+//! (`sys::take_interruption`). Otherwise (a handler set before the shim
+//! was loaded, or with a raw system call) it reads every disposition
+//! instead ([`after_signal`]): the call restarts unless some
 //! signal that could have interrupted this thread has a handler without
 //! `SA_RESTART`. Not candidates:
 //! * signals blocked in the calling thread (they were not delivered);
@@ -25,12 +29,13 @@
 //!   libc's `sigaction` refuses to show: `SIGSETXID`'s handler restarts,
 //!   and a cancelled thread never comes back to the call.
 //!
-//! Where handlers of both kinds are candidates the shim cannot tell which
-//! one ran and answers `EINTR` (a documented difference from Linux, which
-//! knows: docs/preload.md). The scan costs 64 `rt_sigaction` calls and is
-//! made only after an `EINTR`; under a seccomp filter (`sys::restricted`),
-//! where `rt_sigaction` may be fatal, it is not made and the call fails
-//! with `EINTR`.
+//! Where the scan is needed and handlers of both kinds are candidates, the
+//! shim cannot tell which one ran and answers `EINTR` (a documented
+//! difference from Linux, which knows: docs/preload.md). The scan costs 64
+//! `rt_sigaction` calls and is made only after an `EINTR` no wrapped
+//! handler explains; under a seccomp filter (`sys::restricted`), where
+//! `rt_sigaction` may be fatal, it is not made and the call fails with
+//! `EINTR`.
 
 use crate::sys;
 use libc::c_int;
@@ -53,7 +58,13 @@ pub const SYNCHRONOUS: [c_int; 7] = [
 /// whether the call waits again, as Linux restarts it (signal(7)): `EINTR`,
 /// no timeout set, and [`after_signal`].
 pub fn restarts(e: libc::c_int, deadline: Option<u64>) -> bool {
-    e == libc::EINTR && deadline.is_none() && after_signal()
+    if e != libc::EINTR {
+        return false;
+    }
+    // The handlers the wait saw run (set through the shim's `sigaction`):
+    // the answer is theirs, exactly.
+    let seen = sys::take_interruption();
+    deadline.is_none() && seen.unwrap_or_else(after_signal)
 }
 
 /// After a blocking call's wait failed with `EINTR` (no timeout set, no

@@ -484,6 +484,11 @@ impl Solo {
                 n += 1;
             }
         }
+        if ms != 0 && sys::interrupted() {
+            // A handler ran since the call began (`sys::SigScope`).
+            *kw = None;
+            return Err(libc::EINTR);
+        }
         let (r, e) = {
             let _l = sys::Leave::new();
             // Held signals are delivered in this wait (`sys::SigScope`).

@@ -50,40 +50,68 @@ thread_local! {
     static SLEEP_MASK: std::cell::Cell<Option<libc::sigset_t>> = const { std::cell::Cell::new(None) };
     /// A [`SigScope`] is open on this thread.
     static SIG_SCOPE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// `sigwrap::ran` when the innermost [`SigScope`] began.
+    static CALL_RAN: std::cell::Cell<Option<(u32, u32)>> = const { std::cell::Cell::new(None) };
+    /// The last [`SigScope`] that saw a handler run: whether one of them
+    /// lacked `SA_RESTART` ([`take_interruption`]).
+    static LAST_INTERRUPTION: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
 }
 
 /// The blocking part of one wait of the program's (a blocking call, or
-/// `poll`/`select`/`epoll_wait`), for its signals: once a kernel wait of
-/// the shim returned without ending the call ([`hold_signals`], before
-/// the news it brought is taken), the thread's asynchronous signals stay
-/// blocked except inside the following kernel waits, which sleep with the
-/// thread's own mask ([`sleep_mask`], through `ppoll`/`epoll_pwait`). A
-/// signal that comes while the shim works in user space between rounds
-/// (taking news for other threads' sockets, handing the drainer's role
-/// on) is then delivered in the next kernel wait, which fails with
-/// `EINTR`, as the call would on Linux, where a handler that runs while
-/// the thread is in the call ends it (signal(7)); before, the handler ran
-/// in user space and the call went on waiting. A wait that ends in its
-/// first round makes no extra system call. The spin before the first
-/// round is not covered (docs/design.md, "Signals during a wait"). Not
-/// under a seccomp filter ([`restricted`]), and not nested (a wait in a
-/// handler that runs inside one sleeps with the outer mask).
-/// Synchronous signals (faults, `SIGPIPE`) are never blocked. Dropping
-/// the scope restores the mask; signals that came meanwhile are then
-/// delivered.
+/// `poll`/`select`/`epoll_wait`), for its signals. On Linux a handler
+/// that runs while the thread is in the call ends it with `EINTR`
+/// (signal(7)); under the shim the call also runs in user space — the
+/// spin, and taking news between kernel waits — where a handler would run
+/// unnoticed and the call go on waiting. Two rules cover that:
+///
+/// * **The spin and the step into the first kernel wait.** The scope
+///   notes how many of the program's handlers had run on the thread
+///   (`sigwrap::ran`); the spin and every kernel wait of the shim look
+///   first ([`interrupted`]) and end the call with `EINTR` when one ran
+///   since. No system call; only handlers set through `sigaction` or
+///   `signal` are seen (`sigwrap.rs`), and a handler that runs between
+///   that look and the kernel's entry into the wait (a few instructions)
+///   is still missed, as one just before the call is on Linux.
+/// * **Between rounds.** Once a kernel wait returned without ending the
+///   call ([`hold_signals`], before the news it brought is taken), the
+///   thread's asynchronous signals stay blocked except inside the
+///   following kernel waits, which sleep with the thread's own mask
+///   ([`sleep_mask`], through `ppoll`/`epoll_pwait`): a signal that comes
+///   while the shim takes news for other threads' sockets or hands the
+///   drainer's role on is delivered in the next kernel wait, which fails
+///   with `EINTR`. A wait that ends in its first round makes no extra
+///   system call. Not under a seccomp filter ([`restricted`]), and not
+///   nested (a wait in a handler that runs inside one sleeps with the
+///   outer mask). Synchronous signals (faults, `SIGPIPE`) are never
+///   blocked. Dropping the scope restores the mask; signals that came
+///   meanwhile are then delivered.
+///
+/// docs/design.md, "Signals during a wait".
 pub struct SigScope {
     open: bool,
+    /// The enclosing scope's count (a wait in a handler that runs inside
+    /// another wait), restored at the end.
+    outer: Option<(u32, u32)>,
 }
 
 impl SigScope {
     pub fn new() -> SigScope {
         let open = !restricted() && !SIG_SCOPE.with(|s| s.replace(true));
-        SigScope { open }
+        let outer = CALL_RAN.with(|c| c.replace(Some(crate::sigwrap::ran())));
+        LAST_INTERRUPTION.with(|l| l.set(None));
+        SigScope { open, outer }
     }
 }
 
 impl Drop for SigScope {
     fn drop(&mut self) {
+        let start = CALL_RAN.with(|c| c.replace(self.outer));
+        if let Some((r0, n0)) = start {
+            let (r, n) = crate::sigwrap::ran();
+            if r != r0 {
+                LAST_INTERRUPTION.with(|l| l.set(Some(n != n0)));
+            }
+        }
         if !self.open {
             return;
         }
@@ -94,6 +122,21 @@ impl Drop for SigScope {
             unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
         }
     }
+}
+
+/// Whether a handler of the program's ran on this thread since the
+/// innermost [`SigScope`] began: the wait must end with `EINTR` (checked
+/// by the spin and before every kernel wait that would sleep).
+#[inline]
+pub fn interrupted() -> bool {
+    CALL_RAN.with(|c| c.get()).is_some_and(|(r0, _)| crate::sigwrap::ran().0 != r0)
+}
+
+/// After a wait that ended with `EINTR`: whether the program's handlers
+/// that ran during it (seen by `sigwrap`) all had `SA_RESTART` — Some
+/// only when one ran. Taken: a second call says None.
+pub fn take_interruption() -> Option<bool> {
+    LAST_INTERRUPTION.with(|l| l.take()).map(|no_restart| !no_restart)
 }
 
 /// A kernel wait of the shim returned and the call goes on (see
@@ -351,6 +394,7 @@ pub mod real {
         pselect: fn(c_int, *mut libc::fd_set, *mut libc::fd_set, *mut libc::fd_set, *const libc::timespec, *const libc::sigset_t) -> c_int = None;
         close_range: fn(c_uint, c_uint, c_int) -> c_int = None;
         fork: fn() -> libc::pid_t = None;
+        sigaction: fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int = None;
         chroot: fn(*const libc::c_char) -> c_int = None;
         setuid: fn(libc::uid_t) -> c_int = None;
         setgid: fn(libc::gid_t) -> c_int = None;
@@ -430,6 +474,24 @@ pub mod real {
         }
         // SAFETY: p is libc's fcntl64/fcntl, whose C type is FcntlFn.
         unsafe { std::mem::transmute::<usize, FcntlFn>(p) }
+    }
+
+    pub type SignalFn = unsafe extern "C" fn(c_int, libc::sighandler_t) -> libc::sighandler_t;
+    static SIGNAL: AtomicUsize = AtomicUsize::new(0);
+
+    /// The real `signal` (None: libc has none, or dlsym is busy).
+    pub fn signal() -> Option<SignalFn> {
+        let mut p = SIGNAL.load(Ordering::Relaxed);
+        if p == 0 {
+            p = resolve("signal\0");
+            if p == 0 {
+                return None;
+            }
+            SIGNAL.store(p, Ordering::Relaxed);
+        }
+        // SAFETY: p is libc's signal (found by dlsym), whose C type is
+        // SignalFn.
+        Some(unsafe { std::mem::transmute::<usize, SignalFn>(p) })
     }
 
     /// The real `ioctl` (variadic: pass the third argument as `usize`).

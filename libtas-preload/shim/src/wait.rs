@@ -80,7 +80,8 @@ pub fn ctl_fds() -> Vec<OurFd> {
 
 /// Spins up to the configured time (or `limit_ns`) calling `poll_now`
 /// (a zero-timeout check) whenever readiness changed. Returns its first
-/// non-zero result.
+/// non-zero result, or `-EINTR` once a handler of the program's ran since
+/// the caller's `sys::SigScope` began.
 pub fn spin_wait(limit_ns: u64, mut poll_now: impl FnMut() -> c_int) -> Option<c_int> {
     let g = global();
     let spin = g.spin.spin_ns().min(limit_ns);
@@ -98,6 +99,11 @@ pub fn spin_wait(limit_ns: u64, mut poll_now: impl FnMut() -> c_int) -> Option<c
             if r != 0 {
                 return Some(r);
             }
+        }
+        if sys::interrupted() {
+            // A handler of the program's ran: the call ends as on Linux
+            // (`sys::SigScope`).
+            return Some(-libc::EINTR);
         }
         rounds += 1;
         if rounds % 64 == 0 && sys::monotonic_ns() - start >= spin {
@@ -362,12 +368,12 @@ fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_i
         d.map(|d| d.saturating_sub(sys::monotonic_ns()))
             .unwrap_or(u64::MAX)
     };
+    // A handler of the program's that runs from here on ends the wait
+    // (`sys::SigScope`): in the spin, before a round, between rounds.
+    let _scope = sys::SigScope::new();
     if let Some(v) = spin_wait(left(deadline), spin_check).and_then(verdict) {
         return v;
     }
-    // Signals between the rounds below come inside the next kernel wait
-    // (`sys::SigScope`).
-    let _scope = sys::SigScope::new();
     // Blocking on the pair from here: a lazy socket's readability goes on
     // it meanwhile (the solo wait holds this per round, see `Solo::block`).
     let mut kw = Some(crate::vready::KWait::enter(fd));
@@ -383,6 +389,9 @@ fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_i
             events,
             revents: 0,
         };
+        if ms != 0 && sys::interrupted() {
+            return Err(libc::EINTR);
+        }
         let (r, e) = {
             let _l = sys::Leave::new();
             // SAFETY: `p` is one live local pollfd (nfds = 1).
