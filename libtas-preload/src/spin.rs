@@ -168,7 +168,8 @@ impl SpinCtl {
     ///
     /// The spin is not priced with CPU contention: it yields its CPU to
     /// any thread that waits for it ([`relax`]), so what it costs is the
-    /// CPU it burns, which the goal prices. (Until session 28 it did not
+    /// CPU it burns, which the goal prices as a yielding spin's
+    /// (`tas_tune::choose_yielding_spin`). (Until session 28 it did not
     /// yield and was priced with its fast-path core's CPU wait; on two
     /// vCPUs that kept sockperf's ping-pong at p50 15-19 µs where the
     /// unpriced, yielding spin gives 9-10 µs, docs/perf-bench.md.)

@@ -35,8 +35,10 @@
 //!
 //! i.e. wake-ups saved, valued by the goal, minus CPU time burnt. A CPU
 //! nobody else wants costs little to spin on (`P`: 0.1 for `latency`,
-//! 0.25 for `throughput`, 1 for `efficiency`, which counts every cycle);
-//! the price rises steeply (`K`) when other threads wait for a CPU
+//! 0.25 for `throughput`, 1 for `efficiency`, which counts every cycle;
+//! an app thread's spin, which yields its CPU between polls, a fifth of
+//! that, 0.02 and 0.05, but still 1 for `efficiency`:
+//! [`choose_yielding_spin`]); the price rises steeply (`K`) when other threads wait for a CPU
 //! (`contention` = the fraction of the epoch this thread spent runnable
 //! but not running; tasd's cores use the larger of that and the share of
 //! the epoch in which any task waited for a CPU, the kernel's PSI). Under
@@ -113,6 +115,24 @@ impl Goal {
         match self {
             Goal::Latency => 0.1,
             Goal::Throughput => 0.25,
+            Goal::Efficiency => 1.0,
+        }
+    }
+
+    /// The same price for a spin that yields its CPU between polls to any
+    /// thread that waits for it (an app's threads: [`SharedSpinTuner`]).
+    /// Such a spin takes no CPU another thread wants, so for `latency`
+    /// and `throughput` what it burns is CPU nobody else would have used,
+    /// priced at a fifth of a spin that holds its CPU; `efficiency` counts
+    /// every cycle all the same. (Measured on two vCPUs, `perf-bench
+    /// --rows echo64`, a one-thread server of 64 connections under the
+    /// `tas` API: its waits between batches last 64–512 µs, which the
+    /// holding price never spins across; it blocked for every batch and
+    /// served 92–125k req/s where a fixed 50 µs spin gave 124–148k.)
+    fn yielding_idle_price(self) -> f64 {
+        match self {
+            Goal::Latency => 0.02,
+            Goal::Throughput => 0.05,
             Goal::Efficiency => 1.0,
         }
     }
@@ -201,6 +221,34 @@ pub fn choose_spin(
     contention: f64,
     wake_cost_ns: u64,
 ) -> Option<u64> {
+    choose_priced(goal, goal.idle_price(), hist, contention, wake_cost_ns)
+}
+
+/// [`choose_spin`] for a spin that yields its CPU between polls
+/// ([`Goal::yielding_idle_price`]).
+pub fn choose_yielding_spin(
+    goal: Goal,
+    hist: &[f64; BUCKETS],
+    contention: f64,
+    wake_cost_ns: u64,
+) -> Option<u64> {
+    choose_priced(
+        goal,
+        goal.yielding_idle_price(),
+        hist,
+        contention,
+        wake_cost_ns,
+    )
+}
+
+/// The rule with the price of a nanosecond spun on an idle CPU given.
+fn choose_priced(
+    goal: Goal,
+    idle_price: f64,
+    hist: &[f64; BUCKETS],
+    contention: f64,
+    wake_cost_ns: u64,
+) -> Option<u64> {
     let c = if contention.is_finite() {
         contention.clamp(0.0, 1.0)
     } else {
@@ -210,7 +258,7 @@ pub fn choose_spin(
         return None;
     }
     let save = goal.wake_weight() * wake_cost_ns as f64;
-    let price = goal.idle_price() + goal.contention_price() * c;
+    let price = idle_price + goal.contention_price() * c;
     let max = goal.max_spin_ns();
     // Candidate 0: nothing saved, nothing burnt.
     let mut best = (0.0f64, 0u64);
@@ -434,7 +482,8 @@ pub fn machine_contention(pressure: f64, idle_cpus: f64) -> f64 {
 }
 
 /// The same rule for a spin shared by many threads (an app's threads
-/// under the shim): lock-free, so it can be used by any thread at any
+/// under the shim, or those of a `tas` API app), which yield their CPU
+/// between polls ([`choose_yielding_spin`]): lock-free, so it can be used by any thread at any
 /// time (also right after `fork`, when a lock another thread held would
 /// stay held). Gaps go into atomic counters; the thread whose record ends
 /// an epoch (a compare-and-swap on the epoch's start) computes the next
@@ -508,7 +557,7 @@ impl SharedSpinTuner {
             n.fetch_sub(v - v / 2, Ordering::Relaxed);
         }
         let (goal, contention) = view();
-        if let Some(s) = choose_spin(goal, &h, contention, DEFAULT_WAKE_COST_NS) {
+        if let Some(s) = choose_yielding_spin(goal, &h, contention, DEFAULT_WAKE_COST_NS) {
             self.spin_ns.store(s, Ordering::Relaxed);
         }
     }
@@ -723,6 +772,35 @@ mod tests {
         }
         let v = s.spin_ns();
         assert!((10_000..=32_000).contains(&v), "spin {v}");
+    }
+
+    /// A one-thread server of 64 connections (`perf-bench --rows
+    /// echo64`, `tas` API): between batches it waited 32–512 µs. A spin
+    /// that holds its CPU does not pay across such gaps; one that yields
+    /// does (unless every cycle counts), and a shared tuner's is one.
+    #[test]
+    fn a_yielding_spin_bridges_the_gaps_between_batches() {
+        let mut h = [0f64; BUCKETS];
+        for (b, n) in [(4, 5.0), (5, 20.0), (6, 78.0), (7, 128.0), (8, 69.0), (9, 10.0)] {
+            h[b] = n;
+        }
+        let c = DEFAULT_WAKE_COST_NS;
+        assert_eq!(choose_spin(Goal::Throughput, &h, 0.0, c), Some(0));
+        let y = choose_yielding_spin(Goal::Throughput, &h, 0.0, c).unwrap();
+        assert!(y >= 128_000, "yielding spin {y}");
+        let l = choose_yielding_spin(Goal::Latency, &h, 0.0, c).unwrap();
+        assert!(l >= y, "latency {l} throughput {y}");
+        assert_eq!(choose_yielding_spin(Goal::Efficiency, &h, 0.0, c), Some(0));
+        // Others waiting for the CPU still stop it.
+        assert_eq!(choose_yielding_spin(Goal::Throughput, &h, 0.3, c), Some(0));
+        // And through the shared tuner: waits of ~150 µs.
+        let s = SharedSpinTuner::new(None, 0, 1_000_000);
+        let mut t = 1u64;
+        for _ in 0..20_000 {
+            s.record(t, t + 150_000, || (Goal::Throughput, 0.0));
+            t += 150_000;
+        }
+        assert!(s.spin_ns() >= 150_000, "shared spin {}", s.spin_ns());
     }
 
     #[test]
