@@ -210,6 +210,10 @@ pub unsafe fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc:
         // SAFETY: the caller's arguments, unchanged.
         return unsafe { real::sigaction::get()(sig, act, old) };
     }
+    // Read before `old` is written: the two may be the same struct, as
+    // libc allows.
+    // SAFETY: `act` is null or valid for reads (contract).
+    let new = (!act.is_null()).then(|| unsafe { *act });
     if !old.is_null() {
         // SAFETY: `old` is valid for writes (contract); act null only reads.
         let r = unsafe { real::sigaction::get()(sig, std::ptr::null(), old) };
@@ -219,11 +223,11 @@ pub unsafe fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc:
         // SAFETY: just written by sigaction.
         program_view(sig, unsafe { &mut *old });
     }
-    if act.is_null() {
-        return 0;
+    match new {
+        None => 0,
+        // SAFETY: a live local.
+        Some(a) => unsafe { install(sig, &a) },
     }
-    // SAFETY: `act` is valid for reads (contract).
-    unsafe { install(sig, act) }
 }
 
 /// The interposed `signal`: libc's (its flags: `SA_RESTART` unless
@@ -354,6 +358,17 @@ mod tests {
             real::sigaction::get()(libc::SIGPIPE, std::ptr::null(), &mut k);
             assert_eq!(k.sa_sigaction, p.sa_sigaction, "SIGPIPE not wrapped");
             sigaction(libc::SIGPIPE, &oldp, std::ptr::null_mut());
+            // `act` and `old` the same struct: the new one is installed,
+            // the old one returned.
+            let mut both: libc::sigaction = std::mem::zeroed();
+            both.sa_sigaction = plain as extern "C" fn(c_int) as *const () as usize;
+            sigaction(USR_A, &both, std::ptr::null_mut());
+            both.sa_sigaction = libc::SIG_IGN;
+            assert_eq!(sigaction(USR_A, &both, &mut both), 0);
+            assert_eq!(both.sa_sigaction, plain as extern "C" fn(c_int) as *const () as usize);
+            sigaction(USR_A, std::ptr::null(), &mut q);
+            assert_eq!(q.sa_sigaction, libc::SIG_IGN);
+            signal(USR_A, libc::SIG_DFL);
         }
     }
 }
