@@ -602,6 +602,8 @@ fn only_the_cdylib_exports_socket_symbols() {
         "posix_spawn_file_actions_addclose",
         "posix_spawn_file_actions_addopen",
         "posix_spawn_file_actions_addclosefrom_np",
+        "sigaction",
+        "signal",
     ] {
         assert!(defined(&syms, s), "libtas_preload.so does not export {s}");
     }

@@ -12,7 +12,7 @@
 //!
 //! * The exported C functions — the interposed socket, data, descriptor
 //!   and multiplexing calls, the `_FORTIFY_SOURCE` `__*_chk` variants,
-//!   `close_range` and `closefrom` — each an item of an `interpose!`
+//!   `close_range` and `closefrom`, and `sigaction`/`signal` — each an item of an `interpose!`
 //!   invocation below (the macro: `interpose.rs`), and their C-side
 //!   conversions (`ffi.rs`). It is the only crate with C
 //!   symbols: the `tas` rlib exports none.
@@ -24,7 +24,9 @@
 //!   one epoll set or a blocked thread watches, from user space
 //!   (`vready.rs`), waiting (`wait.rs`, `mux.rs`; a blocking call's wait on one socket:
 //!   `solo.rs`; whether one interrupted by a signal handler waits again,
-//!   as Linux restarts it after `SA_RESTART`: `sigrestart.rs`), the reactor thread (`reactor.rs`), sockets that survive
+//!   as Linux restarts it after `SA_RESTART`: `sigrestart.rs`; the
+//!   program's signal handlers, wrapped so that a wait knows when one
+//!   ran: `sigwrap.rs`), the reactor thread (`reactor.rs`), sockets that survive
 //!   `fork` (`fork.rs`), `exec` (`exec.rs`) and `posix_spawn`
 //!   (`spawn.rs`: the file actions are recorded) or are passed with
 //!   `SCM_RIGHTS` (`pass.rs`), and threads under a
@@ -45,7 +47,11 @@
 //!   definition with the caller's arguments. The shim only keeps its fd
 //!   table current, and keeps its own descriptors away from the program
 //!   (`close` on one reports success and leaves it open; `dup2`/`dup3`
-//!   onto one moves the shim's descriptor first).
+//!   onto one moves the shim's descriptor first). The one exception is a
+//!   handler set with `sigaction` or `signal`, which the kernel reaches
+//!   through the shim's trampoline; the handler itself sees the kernel's
+//!   arguments, and queries see the program's own handler and flags
+//!   (`sigwrap.rs`).
 //! * Re-enter itself: while a thread runs shim code every exported function
 //!   goes straight to libc (`sys::in_shim`), since `std` and the `tas`
 //!   crate call `read`, `poll`, `close`, ... through the same symbols.
