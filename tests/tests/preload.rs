@@ -347,7 +347,10 @@ fn signal_during_the_spin_ends_the_call_as_on_linux() {
         "read, SA_RESTART = 1",
         "accept, no SA_RESTART = -1 EINTR",
     ] {
-        assert!(linux.contains(want), "Linux output lacks {want:?}:\n{linux}");
+        assert!(
+            linux.contains(want),
+            "Linux output lacks {want:?}:\n{linux}"
+        );
     }
     assert!(
         tas == linux,

@@ -595,7 +595,7 @@ mod tests {
         let mut t = SpinTuner::new(Goal::Throughput, 0);
         feed(&mut t, 5_000, 100);
         let s = t.end_epoch(0.0);
-        assert!(s >= 5_000 && s <= 16_000, "spin {s}");
+        assert!((5_000..=16_000).contains(&s), "spin {s}");
     }
 
     #[test]
@@ -781,7 +781,14 @@ mod tests {
     #[test]
     fn a_yielding_spin_bridges_the_gaps_between_batches() {
         let mut h = [0f64; BUCKETS];
-        for (b, n) in [(4, 5.0), (5, 20.0), (6, 78.0), (7, 128.0), (8, 69.0), (9, 10.0)] {
+        for (b, n) in [
+            (4, 5.0),
+            (5, 20.0),
+            (6, 78.0),
+            (7, 128.0),
+            (8, 69.0),
+            (9, 10.0),
+        ] {
             h[b] = n;
         }
         let c = DEFAULT_WAKE_COST_NS;

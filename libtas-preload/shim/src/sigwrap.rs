@@ -205,7 +205,11 @@ unsafe fn install(sig: c_int, act: *const libc::sigaction) -> c_int {
 /// # Safety
 ///
 /// libc's contract: `act` and `old` are null or valid for a `sigaction`.
-pub unsafe fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
+pub unsafe fn sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> c_int {
     if !wrappable(sig) || disabled() || crate::fork::in_vfork_child() {
         // SAFETY: the caller's arguments, unchanged.
         return unsafe { real::sigaction::get()(sig, act, old) };
@@ -256,7 +260,11 @@ pub unsafe fn signal(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t {
         if r != libc::SIG_ERR {
             TABLE[sig as usize].handler.store(h, Ordering::Release);
         }
-        return if r == libc::SIG_ERR { r } else { prev.sa_sigaction };
+        return if r == libc::SIG_ERR {
+            r
+        } else {
+            prev.sa_sigaction
+        };
     }
     // What libc installed (its mask and flags), now wrapped.
     // SAFETY: an all-zero sigaction is a valid out-parameter value.
@@ -301,7 +309,7 @@ mod tests {
     /// the wrapper.
     #[test]
     fn wrapped_handlers_run_are_counted_and_show_as_the_programs() {
-        // SAFETY (the block): every sigaction is a live local; raise runs
+        // SAFETY: (the whole test) every sigaction is a live local; raise runs
         // the handlers on this thread; the handlers touch atomics only.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
@@ -310,10 +318,17 @@ mod tests {
             assert_eq!(sigaction(USR_A, &sa, std::ptr::null_mut()), 0);
             let mut k: libc::sigaction = std::mem::zeroed();
             real::sigaction::get()(USR_A, std::ptr::null(), &mut k);
-            assert_eq!(k.sa_sigaction, tramp_addr(), "the kernel runs the trampoline");
+            assert_eq!(
+                k.sa_sigaction,
+                tramp_addr(),
+                "the kernel runs the trampoline"
+            );
             let mut q: libc::sigaction = std::mem::zeroed();
             assert_eq!(sigaction(USR_A, std::ptr::null(), &mut q), 0);
-            assert_eq!(q.sa_sigaction, sa.sa_sigaction, "a query shows the program's handler");
+            assert_eq!(
+                q.sa_sigaction, sa.sa_sigaction,
+                "a query shows the program's handler"
+            );
             assert_eq!(q.sa_flags & !SA_RESTORER, libc::SA_RESTART);
             let (r0, n0) = ran();
             libc::raise(USR_A);
@@ -335,7 +350,11 @@ mod tests {
             assert_eq!(sigaction(USR_B, &si, std::ptr::null_mut()), 0);
             libc::raise(USR_B);
             assert_eq!(INFO.load(Ordering::Relaxed), USR_B, "siginfo passed on");
-            assert_eq!(ran(), (r0.wrapping_add(2), n0.wrapping_add(1)), "no SA_RESTART");
+            assert_eq!(
+                ran(),
+                (r0.wrapping_add(2), n0.wrapping_add(1)),
+                "no SA_RESTART"
+            );
             let mut q: libc::sigaction = std::mem::zeroed();
             sigaction(USR_B, std::ptr::null(), &mut q);
             assert_eq!(q.sa_sigaction, libc::SIG_DFL, "SA_RESETHAND reset it");
@@ -349,7 +368,10 @@ mod tests {
             assert_eq!(k.sa_sigaction, tramp_addr());
             libc::raise(USR_A);
             assert_eq!(PLAIN.load(Ordering::Relaxed), 3);
-            assert_eq!(signal(USR_A, libc::SIG_DFL), plain as extern "C" fn(c_int) as *const () as usize);
+            assert_eq!(
+                signal(USR_A, libc::SIG_DFL),
+                plain as extern "C" fn(c_int) as *const () as usize
+            );
             // Synchronous signals are left alone.
             let mut p: libc::sigaction = std::mem::zeroed();
             p.sa_sigaction = plain as extern "C" fn(c_int) as *const () as usize;
@@ -365,7 +387,10 @@ mod tests {
             sigaction(USR_A, &both, std::ptr::null_mut());
             both.sa_sigaction = libc::SIG_IGN;
             assert_eq!(sigaction(USR_A, &both, &mut both), 0);
-            assert_eq!(both.sa_sigaction, plain as extern "C" fn(c_int) as *const () as usize);
+            assert_eq!(
+                both.sa_sigaction,
+                plain as extern "C" fn(c_int) as *const () as usize
+            );
             sigaction(USR_A, std::ptr::null(), &mut q);
             assert_eq!(q.sa_sigaction, libc::SIG_IGN);
             signal(USR_A, libc::SIG_DFL);

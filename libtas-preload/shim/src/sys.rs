@@ -129,14 +129,18 @@ impl Drop for SigScope {
 /// by the spin and before every kernel wait that would sleep).
 #[inline]
 pub fn interrupted() -> bool {
-    CALL_RAN.with(|c| c.get()).is_some_and(|(r0, _)| crate::sigwrap::ran().0 != r0)
+    CALL_RAN
+        .with(|c| c.get())
+        .is_some_and(|(r0, _)| crate::sigwrap::ran().0 != r0)
 }
 
 /// After a wait that ended with `EINTR`: whether the program's handlers
 /// that ran during it (seen by `sigwrap`) all had `SA_RESTART` — Some
 /// only when one ran. Taken: a second call says None.
 pub fn take_interruption() -> Option<bool> {
-    LAST_INTERRUPTION.with(|l| l.take()).map(|no_restart| !no_restart)
+    LAST_INTERRUPTION
+        .with(|l| l.take())
+        .map(|no_restart| !no_restart)
 }
 
 /// A kernel wait of the shim returned and the call goes on (see
