@@ -242,8 +242,25 @@ pub unsafe fn sigaction(
 /// libc's contract for `signal`.
 pub unsafe fn signal(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t {
     let Some(real_signal) = real::signal() else {
-        crate::sys::set_errno(libc::ENOSYS);
-        return libc::SIG_ERR;
+        // libc's `signal` cannot be found (dlsym busy on this thread):
+        // its BSD semantics through `sigaction` — `SA_RESTART`, the signal
+        // itself blocked while its handler runs.
+        // SAFETY: an all-zero sigaction is valid; filled in below.
+        let mut a: libc::sigaction = unsafe { std::mem::zeroed() };
+        a.sa_sigaction = h;
+        a.sa_flags = libc::SA_RESTART;
+        // SAFETY: `a.sa_mask` is a live sigset_t.
+        unsafe {
+            libc::sigemptyset(&mut a.sa_mask);
+            libc::sigaddset(&mut a.sa_mask, sig);
+        }
+        // SAFETY: an all-zero sigaction is a valid out-parameter value.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: both are live locals.
+        return match unsafe { sigaction(sig, &a, &mut old) } {
+            0 => old.sa_sigaction,
+            _ => libc::SIG_ERR,
+        };
     };
     if !wrappable(sig) || disabled() || crate::fork::in_vfork_child() {
         // SAFETY: the caller's arguments, unchanged.
