@@ -226,24 +226,17 @@ unsafe fn exec_with(
 /// if not, `socket(AF_INET6, ...)` stays the kernel's, which refuses it.
 /// Probed once.
 fn kernel_has_ipv6() -> bool {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    static V6: AtomicU8 = AtomicU8::new(0);
-    match V6.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            // SAFETY: socket takes no pointers; the probe is closed at once.
-            let k = unsafe {
-                real::socket::get()(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
-            };
-            if k >= 0 {
-                sys::r_close(k);
-            }
-            let yes = k >= 0 || sys::errno() != libc::EAFNOSUPPORT;
-            V6.store(if yes { 1 } else { 2 }, Ordering::Relaxed);
-            yes
+    static V6: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+    sys::probed_once(&V6, || {
+        // SAFETY: socket takes no pointers; the probe is closed at once.
+        let k = unsafe {
+            real::socket::get()(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+        };
+        if k >= 0 {
+            sys::r_close(k);
         }
-    }
+        k >= 0 || sys::errno() != libc::EAFNOSUPPORT
+    })
 }
 
 interpose! {

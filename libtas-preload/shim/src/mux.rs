@@ -500,11 +500,14 @@ pub unsafe fn epoll_pwait(
             // A thread that blocks counts as a waiter, so that a socket
             // queued by another thread meanwhile wakes it; one already
             // queued means no blocking at all.
-            if t != 0 && sys::interrupted() {
-                // A handler ran since the call began (`sys::SigScope`).
-                sys::set_errno(libc::EINTR);
-                return (-1, Vec::new());
-            }
+            // A handler ran since the call began: `EINTR` (`sys::SigScope`).
+            let held = match sys::before_sleep(t != 0) {
+                Ok(h) => h,
+                Err(e) => {
+                    sys::set_errno(e);
+                    return (-1, Vec::new());
+                }
+            };
             let t = match &set {
                 Some(s) => {
                     s.waiting(true);
@@ -516,13 +519,12 @@ pub unsafe fn epoll_pwait(
                 }
                 None => t,
             };
-            // Held signals are delivered in this wait (`sys::SigScope`).
-            let held = if mask.is_null() && t != 0 {
-                sys::sleep_mask()
-            } else {
-                None
+            // Held signals are delivered in this wait (`sys::SigScope`),
+            // unless the caller gave its own mask.
+            let m = match &held {
+                Some(h) if mask.is_null() && t != 0 => h as *const libc::sigset_t,
+                _ => mask,
             };
-            let m = held.as_ref().map_or(mask, |m| m as *const libc::sigset_t);
             // SAFETY: the caller's arguments with the remaining timeout;
             // `m` is the caller's mask or the live local `held`.
             let r = unsafe { f(epfd, ev, max, t as c_int, m) };
@@ -588,13 +590,6 @@ unsafe fn ts_ms(ts: *const libc::timespec) -> i64 {
         .saturating_add((t.tv_nsec as i64 + 999_999) / 1_000_000)
 }
 
-fn ms_ts(ms: i64) -> libc::timespec {
-    libc::timespec {
-        tv_sec: (ms / 1000) as libc::time_t,
-        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
-    }
-}
-
 /// `epoll_pwait2` (a timespec timeout) on a set that may hold TAS sockets.
 ///
 /// # Safety
@@ -649,39 +644,23 @@ pub(crate) unsafe fn poll_block(
     } else {
         t
     };
-    if t != 0 && sys::interrupted() {
-        // A handler ran since the call began (`sys::SigScope`).
-        sys::set_errno(libc::EINTR);
-        return (-1, Vec::new());
-    }
+    // A handler ran since the call began: `EINTR` (`sys::SigScope`).
+    let held = match sys::before_sleep(t != 0) {
+        Ok(h) => h,
+        Err(e) => {
+            sys::set_errno(e);
+            return (-1, Vec::new());
+        }
+    };
     // Blocking: lazy sockets' readability on their pairs while asleep
     // (`vready::PollKWait`), ended before the news is taken.
     let kw = (t != 0 && !sys::restricted()).then(|| crate::vready::PollKWait::enter(user));
     // Held signals are delivered in this wait (`sys::SigScope`); a caller's
     // own mask (`ppoll`) already says what may come.
-    let held = if mask.is_none() && t != 0 {
-        sys::sleep_mask()
-    } else {
-        None
-    };
     let mask = mask.or(held.as_ref().map(|m| m as *const libc::sigset_t));
-    let r = match mask {
-        // SAFETY: `all` is a live Vec of all.len() pollfds.
-        None => unsafe {
-            sys::real::poll::get()(all.as_mut_ptr(), all.len() as libc::nfds_t, t as c_int)
-        },
-        Some(m) => {
-            let x = ms_ts(t.max(0));
-            let ts = if t < 0 {
-                std::ptr::null()
-            } else {
-                &x as *const libc::timespec
-            };
-            // SAFETY: `all` is a live Vec of all.len() pollfds; ts is null or
-            // the live local `x`; m is the caller's mask (contract).
-            unsafe { sys::real::ppoll::get()(all.as_mut_ptr(), all.len() as libc::nfds_t, ts, m) }
-        }
-    };
+    // SAFETY: `all` is a live Vec of all.len() pollfds; `mask` is the
+    // caller's (contract) or the live local `held`.
+    let r = unsafe { sys::poll_masked(all.as_mut_ptr(), all.len() as libc::nfds_t, t, mask) };
     drop(kw);
     if r < 0 {
         return (r, Vec::new());

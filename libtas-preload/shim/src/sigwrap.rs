@@ -78,20 +78,14 @@ fn wrappable(sig: c_int) -> bool {
 /// `TAS_PRELOAD_DISABLE=1`: handlers are left as the program sets them.
 fn disabled() -> bool {
     static D: AtomicU8 = AtomicU8::new(0);
-    match D.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
-        _ => {
-            // SAFETY: the name is NUL-terminated; getenv does not allocate,
-            // and the value is read at once (the environment is not changed
-            // by the shim).
-            let v = unsafe { libc::getenv(c"TAS_PRELOAD_DISABLE".as_ptr()) };
-            // SAFETY: a non-null result is a NUL-terminated string.
-            let off = v.is_null() || unsafe { std::ffi::CStr::from_ptr(v) }.to_bytes() != b"1";
-            D.store(if off { 1 } else { 2 }, Ordering::Relaxed);
-            !off
-        }
-    }
+    crate::sys::probed_once(&D, || {
+        // SAFETY: the name is NUL-terminated; getenv does not allocate,
+        // and the value is read at once (the shim does not change the
+        // environment here).
+        let v = unsafe { libc::getenv(c"TAS_PRELOAD_DISABLE".as_ptr()) };
+        // SAFETY: a non-null result is a NUL-terminated string.
+        !v.is_null() && unsafe { std::ffi::CStr::from_ptr(v) }.to_bytes() == b"1"
+    })
 }
 
 type Handler1 = extern "C" fn(c_int);

@@ -484,32 +484,26 @@ impl Solo {
                 n += 1;
             }
         }
-        if ms != 0 && sys::interrupted() {
-            // A handler ran since the call began (`sys::SigScope`).
-            *kw = None;
-            return Err(libc::EINTR);
-        }
+        // A handler ran since the call began: `EINTR` (`sys::SigScope`).
+        let held = match sys::before_sleep(ms != 0) {
+            Ok(h) => h,
+            Err(e) => {
+                *kw = None;
+                return Err(e);
+            }
+        };
         let (r, e) = {
             let _l = sys::Leave::new();
             // Held signals are delivered in this wait (`sys::SigScope`).
-            let r = match sys::sleep_mask() {
-                Some(m) if ms != 0 => {
-                    let ts = libc::timespec {
-                        tv_sec: (ms.max(0) / 1000) as libc::time_t,
-                        tv_nsec: (ms.max(0) % 1000) as libc::c_long * 1_000_000,
-                    };
-                    let tp = if ms < 0 {
-                        std::ptr::null()
-                    } else {
-                        &ts as *const libc::timespec
-                    };
-                    // SAFETY: `p` is a live local array of at least n
-                    // pollfds; `tp` is null or the live local `ts`; `m` is
-                    // a live local mask.
-                    unsafe { real::ppoll::get()(p.as_mut_ptr(), n as libc::nfds_t, tp, &m) }
-                }
-                // SAFETY: `p` is a live local array of at least n pollfds.
-                _ => unsafe { real::poll::get()(p.as_mut_ptr(), n as libc::nfds_t, ms) },
+            // SAFETY: `p` is a live local array of at least n pollfds;
+            // `held` is a live local mask.
+            let r = unsafe {
+                sys::poll_masked(
+                    p.as_mut_ptr(),
+                    n as libc::nfds_t,
+                    ms as i64,
+                    held.as_ref().map(|m| m as *const libc::sigset_t),
+                )
             };
             (r, sys::errno())
         };

@@ -170,8 +170,72 @@ pub fn hold_signals() {
 /// while [`hold_signals`] holds its signals, else None (sleep with the
 /// mask as it is).
 #[inline]
-pub fn sleep_mask() -> Option<libc::sigset_t> {
+fn sleep_mask() -> Option<libc::sigset_t> {
     SLEEP_MASK.with(|m| m.get())
+}
+
+/// Before a kernel wait of the shim (`sleeps`: one that may sleep, not a
+/// zero-timeout look): `EINTR` when a handler of the program's ran since
+/// the call began ([`interrupted`]), else the mask to sleep with
+/// ([`sleep_mask`]; None for a look).
+#[inline]
+pub fn before_sleep(sleeps: bool) -> Result<Option<libc::sigset_t>, c_int> {
+    if !sleeps {
+        return Ok(None);
+    }
+    if interrupted() {
+        return Err(libc::EINTR);
+    }
+    Ok(sleep_mask())
+}
+
+/// `poll` of `n` fds for `ms` milliseconds (< 0: forever); with `mask`,
+/// `ppoll`, so that `mask` is the thread's mask while it sleeps.
+///
+/// # Safety
+///
+/// `fds` is valid for reads and writes of `n` pollfds; `mask`, if given,
+/// points to a valid signal set.
+pub unsafe fn poll_masked(
+    fds: *mut libc::pollfd,
+    n: libc::nfds_t,
+    ms: i64,
+    mask: Option<*const libc::sigset_t>,
+) -> c_int {
+    match mask {
+        // SAFETY: the caller's contract.
+        None => unsafe { real::poll::get()(fds, n, ms.clamp(-1, i32::MAX as i64) as c_int) },
+        Some(m) => {
+            let ts = libc::timespec {
+                tv_sec: (ms.max(0) / 1000) as libc::time_t,
+                tv_nsec: ((ms.max(0) % 1000) * 1_000_000) as libc::c_long,
+            };
+            let tp = if ms < 0 {
+                std::ptr::null()
+            } else {
+                &ts as *const libc::timespec
+            };
+            // SAFETY: the caller's contract; `tp` is null or the live
+            // local `ts`.
+            unsafe { real::ppoll::get()(fds, n, tp, m) }
+        }
+    }
+}
+
+/// A yes/no fact about the process found out once: `probe` runs until
+/// one call has stored its answer in `cell` (0: not yet, 1: yes, 2: no).
+/// Threads that race may both probe; both store the same answer. No lock
+/// and no allocation, so usable before the shim is set up.
+pub fn probed_once(cell: &std::sync::atomic::AtomicU8, probe: impl FnOnce() -> bool) -> bool {
+    match cell.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let yes = probe();
+            cell.store(if yes { 1 } else { 2 }, Ordering::Relaxed);
+            yes
+        }
+    }
 }
 
 /// Whether the calling thread is inside the shim.

@@ -389,9 +389,9 @@ fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_i
             events,
             revents: 0,
         };
-        if ms != 0 && sys::interrupted() {
-            return Err(libc::EINTR);
-        }
+        // A handler ran since the call began: `EINTR` (no mask under a
+        // seccomp filter).
+        sys::before_sleep(ms != 0)?;
         let (r, e) = {
             let _l = sys::Leave::new();
             // SAFETY: `p` is one live local pollfd (nfds = 1).
