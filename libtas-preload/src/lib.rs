@@ -50,8 +50,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tas_abi::{
-    announce_sleep, cmd, ctl, event, peer_sleeps, AppCmd, AppEvent, ConnectReq, CtlMsg, FlowInfo,
-    HelloOk, ListenReq, RegionHeader, RegionLayout, RingConsumer, RingProducer, REGION_MAGIC,
+    announce_sleep, cmd, ctl, event, take_peer_sleep, AppCmd, AppEvent, ConnectReq, CtlMsg,
+    FlowInfo, HelloOk, ListenReq, RegionHeader, RegionLayout, RingConsumer, RingProducer,
+    REGION_MAGIC,
 };
 pub use tas_abi::{stats, FlowStats, DEFAULT_SOCKET};
 
@@ -1796,7 +1797,7 @@ impl Tas {
     }
 
     /// The publishing side of the sleep handshake for lane `ring`: kicks
-    /// its core when it announced that it sleeps.
+    /// its core when it announced that it sleeps and no post since has.
     fn kick_lane(&self, ring: usize) {
         // SAFETY: the flag lies inside the mapped region (the layout was
         // derived and checked by `HelloOk::from_msg`, `ring` < the lanes),
@@ -1808,7 +1809,8 @@ impl Tas {
                 .add(self.layout.lane_flag_off(ring as u32) as usize)
                 as *const std::sync::atomic::AtomicU32)
         };
-        if peer_sleeps(flag) {
+        // One kick per sleep of the core, whichever thread posts first.
+        if take_peer_sleep(flag) {
             let one = 1u64;
             // SAFETY: 8-byte write from a valid u64 to the lane's eventfd.
             unsafe {
