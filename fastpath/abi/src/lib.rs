@@ -983,8 +983,9 @@ pub trait PayloadMem {
     /// Copies from region `mem` at `off` into `out`. False if out of bounds.
     fn read(&self, mem: u16, off: u32, out: &mut [u8]) -> bool;
     /// Hints that the cache line at `off` in region `mem` is needed soon
-    /// (the fast path's batched prefetch). Never faults; out of bounds is
-    /// ignored. No effect unless implemented.
+    /// (the fast path's batched prefetch). Never faults: an offset outside
+    /// the region only hints a line nobody needs (implementations need not
+    /// check it). No effect unless implemented.
     fn prefetch(&self, mem: u16, off: u32) {
         let _ = (mem, off);
     }
@@ -1218,12 +1219,9 @@ impl PayloadMem for VecMem {
     }
     #[inline]
     fn prefetch(&self, mem: u16, off: u32) {
-        if let Some(b) = self
-            .regions
-            .get(mem as usize)
-            .and_then(|r| r.get(off as usize))
-        {
-            prefetch_line(b);
+        // (No bounds check on `off`: a prefetch never faults.)
+        if let Some(r) = self.regions.get(mem as usize) {
+            prefetch_line(r.as_ptr().wrapping_add(off as usize));
         }
     }
     #[inline]

@@ -834,8 +834,10 @@ impl PayloadMem for ShmMem {
     }
     #[inline]
     fn prefetch(&self, mem: u16, off: u32) {
-        if let Some(p) = self.range(mem, off, 1) {
-            tas_abi::prefetch_line(p);
+        // (No bounds check on `off`: a prefetch never faults, so a stale
+        // offset or an unmapped region's base of 0 only hints a useless line.)
+        if let Some(&(base, _)) = self.regions.get(mem as usize) {
+            tas_abi::prefetch_line(base.wrapping_add(off as usize) as *const u8);
         }
     }
     #[inline]
