@@ -237,6 +237,8 @@ fn client(
     let (pid, rx) = tb.spawn_lnx_lines(Path::new(prog), args);
     let c0 = cpu_seconds(pid).unwrap_or(0.0);
     let mut c_last = c0;
+    let w0 = runqueue_wait_ns(pid).unwrap_or(0);
+    let mut w_last = w0;
     let mut out = String::new();
     let deadline = std::time::Instant::now() + limit;
     loop {
@@ -257,12 +259,21 @@ fn client(
         if let Some(c) = cpu_seconds(pid) {
             c_last = c;
         }
+        if let Some(w) = runqueue_wait_ns(pid) {
+            w_last = w;
+        }
     }
     let _ = tb.wait_child(pid, Duration::from_secs(5));
     // Shares of the client's whole run (its start-up and warm-up included:
     // the other parties' CPU was measured over the same time).
     let wall = started.elapsed().as_secs_f64().max(1e-3);
-    let mut cpu = vec![("client".to_string(), (c_last - c0) / wall)];
+    let mut cpu = vec![
+        ("client".to_string(), (c_last - c0) / wall),
+        (
+            "client waited".to_string(),
+            w_last.saturating_sub(w0) as f64 / 1e9 / wall,
+        ),
+    ];
     for ((name, p), b) in watch.iter().zip(before) {
         cpu.push((name.clone(), (cpu_seconds(*p).unwrap_or(b) - b) / wall));
     }
@@ -270,6 +281,28 @@ fn client(
         cpu.push(("cpu pressure".to_string(), (b - a) as f64 / 1e6 / wall));
     }
     (out, cpu)
+}
+
+/// Time the threads of `pid` spent runnable but waiting for a CPU, ns
+/// (the second field of each `/proc/PID/task/TID/schedstat`, summed). A
+/// client that waited is one the other parties kept from its CPU: a
+/// client-bound row whose client also waits is bound by the machine.
+/// (Threads that ended before the read are not counted.)
+fn runqueue_wait_ns(pid: u32) -> Option<u64> {
+    let mut sum = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(t) = t else { continue };
+        let Ok(text) = std::fs::read_to_string(t.path().join("schedstat")) else {
+            continue;
+        };
+        sum += parse_schedstat_wait(&text).unwrap_or(0);
+    }
+    Some(sum)
+}
+
+/// The run-queue wait (ns) of a `schedstat` line: `<on cpu> <waited> <slices>`.
+fn parse_schedstat_wait(text: &str) -> Option<u64> {
+    text.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
 /// PSI's `some` total (`/proc/pressure/cpu`, µs): time in which at least
@@ -829,8 +862,9 @@ fn main() {
         println!();
         println!(
             "CPU share over each measurement (median; 100% = one CPU; client, server and \
-             tasd with --neighbour) and cpu pressure (share of the run in which some task \
-             waited for a CPU, /proc/pressure/cpu):"
+             tasd with --neighbour), the client's time waiting for a CPU while runnable \
+             (client waited, /proc/PID/task/*/schedstat) and cpu pressure (share of the run \
+             in which some task waited for a CPU, /proc/pressure/cpu):"
         );
         for ((row, st, variant), c) in &cells {
             if !c.cpu.is_empty() {
@@ -1002,6 +1036,18 @@ mod tests {
         assert_eq!(parse_psi_some_total(b"some avg10=1.0\n"), None);
         assert_eq!(parse_psi_some_total(b"some total=x\n"), None);
         assert_eq!(parse_psi_some_total(&[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn the_run_queue_wait_is_the_second_schedstat_field() {
+        assert_eq!(
+            parse_schedstat_wait("8731259114 120455032 41007\n"),
+            Some(120_455_032)
+        );
+        assert_eq!(parse_schedstat_wait("8731259114\n"), None);
+        assert_eq!(parse_schedstat_wait("1 x 3\n"), None);
+        // This process's own threads: some wait is readable (maybe 0).
+        assert!(runqueue_wait_ns(std::process::id()).is_some());
     }
 
     #[test]
