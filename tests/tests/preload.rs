@@ -357,6 +357,25 @@ fn signal_during_the_spin_ends_the_call_as_on_linux() {
     );
 }
 
+/// A refused non-blocking connect, polled while the refusal comes in: the
+/// shim's `poll` asked the kernel (nothing yet), another thread took the
+/// news (the socket failed and its pair was closed), then the poll's
+/// user-space look at lazy sockets saw the error and reported `IN` alone
+/// (CI of session 31: `revents = IN` where Linux gives
+/// `IN|OUT|ERR|HUP|RDHUP`). A 50 ms pause between the two looks
+/// (`TAS_PRELOAD_TEST_LAZY_DELAY_US`) makes the news come in between.
+#[test]
+fn news_between_polls_two_looks_is_reported_whole() {
+    conform_case_same_on_both(
+        "cnr",
+        "refused",
+        &["TAS_PRELOAD_TEST_LAZY_DELAY_US=50000"],
+        |_| {},
+        &["revents = IN|OUT|ERR|HUP|RDHUP"],
+        "news between the kernel's and the user-space look of a poll",
+    );
+}
+
 #[test]
 fn fork_exec_threads_and_idle_cpu() {
     let mut tb = Testbed::new("pfk", backend());

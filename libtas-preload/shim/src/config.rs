@@ -23,6 +23,11 @@ pub struct Config {
     /// `TAS_USER_WAIT` (default on; `0` turns it off): `epoll_wait`
     /// answers TAS sockets' readability from user space (`vready.rs`).
     pub user_wait: bool,
+    /// `TAS_PRELOAD_TEST_LAZY_DELAY_US`, for tests only: a `poll`/`select`
+    /// sleeps this long between the kernel's answer and its user-space look
+    /// at lazy sockets (`mux::poll_block`), so that a test can make news
+    /// arrive in between. Unset: no delay (one branch).
+    pub test_lazy_delay_us: Option<u64>,
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -64,6 +69,7 @@ impl Config {
             disabled: matches!(std::env::var("TAS_PRELOAD_DISABLE").as_deref(), Ok("1")),
             exclude,
             user_wait: !matches!(std::env::var("TAS_USER_WAIT").as_deref(), Ok("0")),
+            test_lazy_delay_us: env_u64("TAS_PRELOAD_TEST_LAZY_DELAY_US"),
         }
     }
 }

@@ -671,6 +671,9 @@ pub(crate) unsafe fn poll_block(
             note(&mut fired, o.ctx, o.ctl);
         }
     }
+    if let Some(us) = global().cfg.test_lazy_delay_us {
+        std::thread::sleep(std::time::Duration::from_micros(us));
+    }
     // Lazy sockets' readability is not on their pairs (`vready.rs`).
     let count = crate::vready::poll_lazy(&mut all[..user.len()]);
     for (u, a) in user.iter_mut().zip(&all) {

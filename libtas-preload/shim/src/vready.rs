@@ -296,24 +296,82 @@ fn read_asked(p: &libc::pollfd) -> i16 {
     }
 }
 
+/// What a lazy socket's readability looks like in user space ([`lazy_look`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LazyLook {
+    NotReadable,
+    /// Readable for data only: what its pair does not carry.
+    Readable,
+    /// An error or a hang-up (readable too), which its pair does carry.
+    OnPair,
+}
+
+/// [`lazy_ready`] for readability, telling data apart from an error or a
+/// hang-up; for the latter the pair is brought up to date first (an error
+/// only just taken from the connection). None when `fd` is not lazy.
+fn lazy_look(fd: c_int) -> Option<LazyLook> {
+    let Kind::Sock(ctx, sid) = kind(fd) else {
+        return None;
+    };
+    let mut inner = ctx.inner.lock();
+    let Inner { tas, socks, .. } = &mut *inner;
+    let s = socks.get_mut(&sid)?;
+    if !lazy(s) {
+        return None;
+    }
+    crate::sock::take_conn_error(s, tas);
+    let w = crate::readiness::want(s, tas);
+    Some(if w.err || w.rdhup {
+        inner.sync(sid);
+        LazyLook::OnPair
+    } else if w.r {
+        LazyLook::Readable
+    } else {
+        LazyLook::NotReadable
+    })
+}
+
 /// The user-space half of `poll`/`select` on lazy sockets: ORs
 /// `POLLIN | POLLRDNORM` (as far as asked for) into the entries of `fds`
 /// that are lazy TAS sockets readable now (their pairs do not carry it),
 /// and returns how many entries have events. Entries of other fds are
-/// left as the kernel reported them.
+/// left as the kernel reported them — except a lazy socket that has an
+/// error or a hang-up the kernel's answer did not show yet: the news came
+/// after it (another thread took it), so the kernel is asked again for
+/// that entry, which then says all of it at once as on Linux
+/// (`IN|OUT|ERR|HUP|RDHUP` for a refused connect, not `IN` alone).
 pub fn poll_lazy(fds: &mut [libc::pollfd]) -> c_int {
     let mut count = 0;
     for p in fds.iter_mut() {
         let asked = read_asked(p);
-        if asked != 0 && p.revents & asked != asked && lazy_ready(p.fd, libc::POLLIN) == Some(true)
-        {
-            p.revents |= asked;
+        if asked != 0 && p.revents & asked != asked {
+            match lazy_look(p.fd) {
+                Some(LazyLook::Readable) => p.revents |= asked,
+                Some(LazyLook::OnPair) => p.revents |= repoll(p),
+                _ => {}
+            }
         }
         if p.revents != 0 {
             count += 1;
         }
     }
     count
+}
+
+/// The kernel's answer for one `poll` entry now (zero timeout; 0 on error).
+fn repoll(p: &libc::pollfd) -> i16 {
+    let mut q = libc::pollfd {
+        fd: p.fd,
+        events: p.events,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd, zero timeout.
+    let r = unsafe { real::poll::get()(&mut q, 1, 0) };
+    if r > 0 {
+        q.revents
+    } else {
+        0
+    }
 }
 
 /// Whether any entry of `fds` asks for readability of a lazy TAS socket
