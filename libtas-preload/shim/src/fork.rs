@@ -58,11 +58,122 @@ pub fn in_vfork_child() -> bool {
     p != 0 && p != unsafe { libc::getpid() }
 }
 
+/// A fresh grant token, odd (0 means "none"). The token is what lets the
+/// child of a `fork` or the image after an `exec` take sockets over before
+/// tasd knows its pid, so it must not be guessable: 63 bits from
+/// `getrandom`, else from `/dev/urandom`; only where the kernel gives
+/// neither (a seccomp filter that refuses both, no `/dev`) a mix of
+/// clocks, ids and addresses, logged. (A failed `getrandom` used to leave
+/// the token at 1.)
 pub fn random_token() -> u64 {
+    static LOGGED: AtomicBool = AtomicBool::new(false);
+    kernel_random().unwrap_or_else(|| {
+        if !LOGGED.swap(true, Ordering::Relaxed) {
+            log(
+                "no kernel randomness for grant tokens (getrandom, /dev/urandom): weaker ones used",
+            );
+        }
+        mixed_token()
+    }) | 1
+}
+
+/// 8 random bytes from `getrandom`, else `/dev/urandom` (opened and read
+/// with raw system calls: the shim's own `open`/`read` are interposed).
+fn kernel_random() -> Option<u64> {
     let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most 8 bytes into `b`, which is 8 long.
-    unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, 8, 0) };
-    u64::from_ne_bytes(b) | 1
+    if fill(&mut b, |p, n| {
+        // SAFETY: getrandom writes at most `n` bytes at `p`, which `fill`
+        // keeps inside `b`.
+        unsafe { libc::getrandom(p.cast(), n, 0) as i64 }
+    }) {
+        return Some(u64::from_ne_bytes(b));
+    }
+    let path = c"/dev/urandom";
+    let flags = (libc::O_RDONLY | libc::O_CLOEXEC) as libc::c_long;
+    // SAFETY: openat with a NUL-terminated path that outlives the call.
+    let fd = unsafe {
+        crate::rawsys::raw(
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as libc::c_long,
+                path.as_ptr() as libc::c_long,
+                flags,
+                0,
+                0,
+                0,
+            ],
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    let ok = fill(&mut b, |p, n| {
+        // SAFETY: read writes at most `n` bytes at `p`, inside `b`.
+        unsafe {
+            crate::rawsys::raw(
+                libc::SYS_read,
+                [fd, p as libc::c_long, n as libc::c_long, 0, 0, 0],
+            ) as i64
+        }
+    });
+    // SAFETY: the fd was opened just above and is closed once.
+    unsafe { crate::rawsys::raw(libc::SYS_close, [fd, 0, 0, 0, 0, 0]) };
+    ok.then(|| u64::from_ne_bytes(b))
+}
+
+/// Fills `b` with `get(ptr, len)` (bytes written, or < 0 as `-errno` or -1
+/// with errno), retrying short reads and `EINTR`; false on any other error
+/// or end of data.
+fn fill(b: &mut [u8; 8], mut get: impl FnMut(*mut u8, usize) -> i64) -> bool {
+    let mut got = 0;
+    while got < b.len() {
+        let r = get(b[got..].as_mut_ptr(), b.len() - got);
+        if r > 0 {
+            got += r as usize;
+        } else if r == -(libc::EINTR as i64) || (r == -1 && sys::errno() == libc::EINTR) {
+            continue;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// A token from what differs between processes and moments when the kernel
+/// gives no randomness: both clocks, the pid and tid, a stack and a code
+/// address (ASLR), the time-stamp counter, mixed (splitmix64's finalizer).
+fn mixed_token() -> u64 {
+    let ns = |clock| {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec into `t`.
+        unsafe { libc::clock_gettime(clock, &mut t) };
+        (t.tv_sec as u64).wrapping_mul(1_000_000_000) ^ t.tv_nsec as u64
+    };
+    let local = 0u8;
+    // SAFETY: getpid and gettid take no arguments.
+    let ids = unsafe { (libc::getpid() as u64) << 32 ^ libc::gettid() as u64 };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: rdtsc reads the time-stamp counter; no memory is touched.
+    let tsc = unsafe { std::arch::x86_64::_rdtsc() };
+    #[cfg(not(target_arch = "x86_64"))]
+    let tsc = 0u64;
+    let mut x = ns(libc::CLOCK_MONOTONIC)
+        ^ ns(libc::CLOCK_REALTIME).rotate_left(17)
+        ^ ids.rotate_left(29)
+        ^ (&local as *const u8 as u64).rotate_left(41)
+        ^ (mixed_token as fn() -> u64 as usize as u64).rotate_left(7)
+        ^ tsc;
+    for _ in 0..2 {
+        x ^= x >> 30;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 27;
+        x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+    }
+    x
 }
 
 /// The interposed `fork()`: the grant before, the child's pid after (see
@@ -546,6 +657,52 @@ pub fn adopt_all() {
 mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
+
+    /// Tokens are odd, and neither the kernel's nor the fallback's repeat
+    /// (a failed `getrandom` used to give the token 1 every time).
+    #[test]
+    fn grant_tokens_are_odd_and_do_not_repeat() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let t = super::random_token();
+            assert_eq!(t & 1, 1);
+            assert!(seen.insert(t), "token {t:#x} repeated");
+        }
+        assert!(super::kernel_random().is_some());
+        let mut weak = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let t = super::mixed_token();
+            assert!(t != 0 && t != 1);
+            assert!(weak.insert(t), "fallback token {t:#x} repeated");
+        }
+    }
+
+    /// `fill` retries short reads and EINTR, and gives up on an error or
+    /// the end of the data.
+    #[test]
+    fn fill_retries_short_reads_and_eintr_only() {
+        let mut b = [0u8; 8];
+        let mut calls = 0;
+        assert!(super::fill(&mut b, |p, n| {
+            calls += 1;
+            match calls {
+                1 => -(libc::EINTR as i64),
+                2 | 3 => {
+                    // SAFETY: `fill` hands a pointer to `n` >= 3 writable bytes.
+                    unsafe { p.write_bytes(7, 3) };
+                    3
+                }
+                _ => {
+                    // SAFETY: as above, `n` writable bytes.
+                    unsafe { p.write_bytes(9, n) };
+                    n as i64
+                }
+            }
+        }));
+        assert_eq!(b, [7, 7, 7, 7, 7, 7, 9, 9]);
+        assert!(!super::fill(&mut b, |_, _| -(libc::ENOSYS as i64)));
+        assert!(!super::fill(&mut b, |_, _| 0));
+    }
 
     /// A shim lock that another thread holds when the process forks is
     /// free in the child (the atfork handlers, registered by the library's
