@@ -114,7 +114,8 @@
 //! Environment: `TAS_SOCKET` (attach socket), `TAS_IP` (the service's
 //! address, to answer `bind` to a foreign address with `EADDRNOTAVAIL`),
 //! `TAS_SPIN_US`, `TAS_PROFILE`, `TAS_CONTEXTS`, `TAS_PRELOAD_DEBUG=1` (log decisions to
-//! stderr), `TAS_PRELOAD_DISABLE=1` (pass everything to libc).
+//! stderr), `TAS_PRELOAD_DISABLE=1` (pass everything to libc);
+//! `TAS_PRELOAD_TEST_LAZY_DELAY_US` only for tests (`config.rs`).
 
 // Every unsafe operation is in an `unsafe {}` block with a `// SAFETY:`
 // comment, and every `unsafe fn` documents its contract (`# Safety`).
