@@ -50,8 +50,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tas_abi::{
-    announce_sleep, cmd, ctl, event, take_peer_sleep, AppCmd, AppEvent, ConnectReq, CtlMsg,
-    FlowInfo, HelloOk, ListenReq, RegionHeader, RegionLayout, RingConsumer, RingProducer,
+    announce_sleep, cmd, ctl, ctl_count, event, take_peer_sleep, AppCmd, AppEvent, ConnectReq,
+    CtlMsg, FlowInfo, HelloOk, ListenReq, RegionHeader, RegionLayout, RingConsumer, RingProducer,
     REGION_MAGIC,
 };
 pub use tas_abi::{stats, FlowStats, DEFAULT_SOCKET};
@@ -581,7 +581,17 @@ pub struct Tas {
     /// Outstanding `ADOPT`s saying we accept again, and their listener
     /// (its parked connections become ready at the answer).
     unpark_reqs: IdMap<u32, ListenerId>,
+    /// `RegionHeader::ctl_sent` when the control socket was last read dry
+    /// (`tas_abi::ctl_count`): a spinning wait reads it only when the
+    /// count moved.
+    ctl_seen: u32,
+    /// Calls of [`Tas::poll_quiet`] (wrapping).
+    quiet_polls: u32,
 }
+
+/// [`Tas::poll_quiet`] reads the control socket at least every this many
+/// calls.
+const CTL_READ_EVERY: u32 = 1024;
 
 /// What changed since the last [`Tas::take_changes`].
 #[derive(Debug, Default)]
@@ -912,6 +922,8 @@ impl Tas {
             replies_changed: false,
             grow_reqs: IdMap::default(),
             unpark_reqs: IdMap::default(),
+            ctl_seen: 0,
+            quiet_polls: 0,
         };
         Ok(t)
     }
@@ -943,6 +955,7 @@ impl Tas {
         self.dirty_listeners.clear();
         self.grow_reqs.clear();
         self.unpark_reqs.clear();
+        self.ctl_seen = 0;
         self.dead = false;
         self.replies_changed = true;
         Ok(())
@@ -1241,7 +1254,7 @@ impl Tas {
 
     fn auto_poll(&mut self) -> io::Result<()> {
         if self.auto_poll {
-            self.poll()?;
+            self.poll_quiet()?;
         }
         Ok(())
     }
@@ -2133,9 +2146,37 @@ impl Tas {
         Ok(n)
     }
 
+    /// [`Tas::poll`] for the calls that look for news often (the automatic
+    /// poll of `recv`, `send`, `try_accept` and `connect_result`, and every
+    /// round of a spinning [`Tas::wait`]): the control socket is read only
+    /// when tasd sent something since it was last read dry
+    /// (`RegionHeader::ctl_sent`), and every [`CTL_READ_EVERY`] calls
+    /// regardless (a daemon that died sends nothing: its hang-up is seen
+    /// there). Before, each of these calls cost a `recv` that found
+    /// nothing: the `peer` echo server made 336k a second at 64
+    /// connections, 65 % of its CPU samples (docs/perf-bench.md, session
+    /// 31).
+    fn poll_quiet(&mut self) -> io::Result<usize> {
+        let mut n = self.drain_events();
+        self.quiet_polls = self.quiet_polls.wrapping_add(1);
+        if self.quiet_polls.is_multiple_of(CTL_READ_EVERY)
+            || ctl_count(self.header()) != self.ctl_seen
+        {
+            n += self.read_ctl();
+        }
+        if !self.dead {
+            self.flush_ctl();
+            self.flush_cmds();
+        }
+        Ok(n)
+    }
+
     /// Reads and handles every control message waiting on the socket.
     fn read_ctl(&mut self) -> usize {
         let mut n = 0;
+        // Loaded before the first read: a message sent after this load
+        // raises the count past it (`tas_abi::ctl_count`).
+        let at = ctl_count(self.header());
         while !self.dead && ctl_io() {
             let mut buf = [0u8; 256];
             match recv(self.sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
@@ -2147,7 +2188,10 @@ impl Tas {
                         self.on_ctl(m);
                     }
                 }
-                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(nix::errno::Errno::EAGAIN) => {
+                    self.ctl_seen = at;
+                    break;
+                }
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(_) => self.mark_dead(),
             }
@@ -2474,7 +2518,7 @@ impl Tas {
                 limit = limit.min(t);
             }
             while start.elapsed() < limit {
-                let n = self.poll()?;
+                let n = self.poll_quiet()?;
                 if self.dead {
                     return Err(dead());
                 }
@@ -2486,7 +2530,10 @@ impl Tas {
         }
         let was_waiting = self.header().app_waiting.load(Ordering::Relaxed) != 0;
         announce_sleep(&self.header().app_waiting, true);
-        let found = self.poll()?;
+        // (A message tasd is sending right now but has not counted yet
+        // makes the control socket readable: the poll below returns at
+        // once and reads it.)
+        let found = self.poll_quiet()?;
         let r = if found > 0 || self.dead {
             Ok(found)
         } else {
@@ -2520,17 +2567,26 @@ impl Tas {
             ];
             // SAFETY: two valid pollfd entries.
             unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
-            let mut v = 0u64;
-            // SAFETY: 8-byte read into a valid u64 from our non-blocking eventfd.
-            unsafe {
-                libc::read(
-                    self.app_wake.as_raw_fd(),
-                    &mut v as *mut u64 as *mut libc::c_void,
-                    8,
-                )
-            };
+            // Only what fired is read (a read of an empty eventfd or socket
+            // is a system call for nothing).
+            if fds[0].revents != 0 {
+                let mut v = 0u64;
+                // SAFETY: 8-byte read into a valid u64 from our non-blocking
+                // eventfd.
+                unsafe {
+                    libc::read(
+                        self.app_wake.as_raw_fd(),
+                        &mut v as *mut u64 as *mut libc::c_void,
+                        8,
+                    )
+                };
+            }
             self.note_drained();
-            self.poll()
+            if fds[1].revents != 0 {
+                self.poll()
+            } else {
+                self.poll_quiet()
+            }
         };
         announce_sleep(&self.header().app_waiting, was_waiting);
         if self.dead {

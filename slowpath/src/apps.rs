@@ -234,6 +234,25 @@ fn put(fd: RawFd, m: &CtlMsg) -> Delivery {
     }
 }
 
+/// [`put`], counted in the app's region header when the message went onto
+/// the socket (`RegionHeader::ctl_sent`: the app's spinning wait reads the
+/// socket only when the count moved).
+fn put_counted(fd: RawFd, h: &RegionHeader, m: &CtlMsg) -> Delivery {
+    let d = put(fd, m);
+    if d == Delivery::Sent {
+        tas_abi::note_ctl_sent(h);
+    }
+    d
+}
+
+/// The header at the start of an app's region.
+fn header(map: &memmap2::MmapMut) -> &RegionHeader {
+    // SAFETY: every app region starts with the RegionHeader tasd wrote at
+    // attach (64 bytes, page aligned) and stays mapped while the App (which
+    // owns `map`) exists; the fields tasd touches after attach are atomics.
+    unsafe { &*(map.as_ptr() as *const RegionHeader) }
+}
+
 /// One attached app.
 pub struct App {
     pub id: AppId,
@@ -393,11 +412,8 @@ impl Apps {
     pub fn set_goal(&mut self, goal: tas_tune::Goal) {
         self.goal = goal;
         for a in self.apps.iter().flatten() {
-            // SAFETY: every app region starts with the RegionHeader tasd
-            // wrote at attach (64 bytes, page aligned) and stays mapped while
-            // the App exists; `goal` is an atomic the app only reads.
-            let h = unsafe { &*(a.map.as_ptr() as *const RegionHeader) };
-            h.goal
+            header(&a.map)
+                .goal
                 .store(goal.wire(), std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -704,7 +720,7 @@ impl Apps {
                     _reserved: 0,
                     app_waiting: Default::default(),
                     goal: std::sync::atomic::AtomicU32::new(self.goal.wire()),
-                    _reserved_wait: Default::default(),
+                    ctl_sent: Default::default(),
                     app_drains: Default::default(),
                 },
             )
@@ -788,7 +804,8 @@ impl Apps {
             return;
         };
         let fd = a.sock.as_raw_fd();
-        match a.outbox.send(m, |m| put(fd, m)) {
+        let h = header(&a.map);
+        match a.outbox.send(m, |m| put_counted(fd, h, m)) {
             Delivery::Sent => {}
             Delivery::Gone => self.stats.msgs_undeliverable += 1,
             Delivery::Full => {
@@ -815,8 +832,9 @@ impl Apps {
             return;
         };
         let fd = a.sock.as_raw_fd();
+        let h = header(&a.map);
         let before = a.outbox.len();
-        if a.outbox.flush(|m| put(fd, m)) == Delivery::Gone {
+        if a.outbox.flush(|m| put_counted(fd, h, m)) == Delivery::Gone {
             self.stats.msgs_undeliverable += before as u64;
         }
         if a.throttled && a.outbox.len() < OUTBOX_HARD / 2 {
@@ -1166,6 +1184,49 @@ mod tests {
             apps.send(id, &msg(i));
         }
         assert!(apps.stats.msgs_undeliverable > 0);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// Every message that goes onto an app's socket is counted in its
+    /// region header (`ctl_sent`) when it goes there: one kept in the
+    /// outbox only once flushed. (The app's spinning wait reads its socket
+    /// only when the count moved.)
+    #[test]
+    fn messages_on_the_socket_are_counted_in_the_region_header() {
+        let (mut apps, path) = bound("count");
+        let wake = eventfd().unwrap();
+        let c = client(&path);
+        say(&c, &CtlMsg::hello(9));
+        let id = serve(&mut apps, 0, wake.as_raw_fd())[0];
+        let count = |apps: &Apps| tas_abi::ctl_count(header(&apps.get(id).unwrap().map));
+        assert_eq!(hear(&c).map(|m| m.kind), Some(ctl::HELLO_OK));
+        assert_eq!(count(&apps), 0, "HELLO_OK is read at attach, not counted");
+        apps.send(id, &msg(0));
+        apps.send(id, &msg(1));
+        assert_eq!(count(&apps), 2);
+        // Until the socket is full; the message that did not fit is not
+        // counted while it waits.
+        let mut sent = 2u32;
+        while !apps.has_outbox(id) {
+            apps.send(id, &msg(sent));
+            sent += 1;
+        }
+        assert_eq!(count(&apps), sent - 1);
+        let mut got = 0u32;
+        while got < sent {
+            match hear(&c) {
+                Some(m) => {
+                    assert_eq!(m.flow, got);
+                    got += 1;
+                }
+                None => apps.flush(id),
+            }
+            if got % 32 == 0 {
+                apps.flush(id);
+            }
+        }
+        assert!(!apps.has_outbox(id));
+        assert_eq!(count(&apps), sent);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 

@@ -762,6 +762,39 @@ pub fn c_program(name: &str) -> PathBuf {
     out
 }
 
+/// The `strace -c` summary in `out` once strace wrote it (when the traced
+/// program has exited; 20 s at most), and the file removed.
+pub fn strace_summary(out: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = std::fs::read_to_string(out).unwrap_or_default();
+        if t.contains("total") {
+            let _ = std::fs::remove_file(out);
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no strace summary in {}",
+            out.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Calls per system call name from an `strace -c` summary.
+pub fn strace_counts(summary: &str) -> Vec<(String, u64)> {
+    summary
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 5 || f[0].parse::<f64>().is_err() {
+                return None;
+            }
+            Some((f.last()?.to_string(), f[3].parse().ok()?))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::test_host_of;

@@ -374,6 +374,64 @@ fn exited_within(pid: u32, limit: Duration) -> Option<Duration> {
     None
 }
 
+/// A TAS API server reads its control socket only when tasd sent it
+/// something (`RegionHeader::ctl_sent`), when the socket woke its wait, or
+/// every 1,024 looks: not on every `recv`, `send`, `try_accept` and spin
+/// round. Before, the `peer` echo server made several `recvfrom` calls
+/// per request that found nothing (336k a second at 64 connections, 65 %
+/// of its CPU samples; docs/perf-bench.md, session 31).
+#[test]
+fn a_tas_api_server_reads_its_control_socket_only_for_news() {
+    ensure_packages(&[("command -v strace", "strace")]);
+    let mut tb = Testbed::new("evcn", Backend::from_env());
+    let out = std::env::temp_dir().join(format!("tas-ctl-news-{}.strace", std::process::id()));
+    let _ = std::fs::remove_file(&out);
+    let (o, peer) = (out.display().to_string(), bin("peer"));
+    let strace = tb.spawn_tas(
+        Path::new("strace"),
+        &[
+            "-f",
+            "-c",
+            "-o",
+            &o,
+            peer.to_str().unwrap(),
+            "--tas",
+            "echo-server",
+            "7008",
+        ],
+        Some("listening"),
+    );
+    let n = 4000u64;
+    let r = tb.run_lnx(
+        &peer,
+        &["echo-client", TAS_IP, "7008", &n.to_string(), "64"],
+        Duration::from_secs(120),
+    );
+    assert_ok(&r, "linux echo client");
+    assert!(
+        stdout(&r).contains(&format!("echo ok: {n} x 64 B")),
+        "{}",
+        stdout(&r)
+    );
+    // End the server so that strace writes its summary.
+    let kids = std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children"))
+        .unwrap_or_default();
+    for k in kids
+        .split_whitespace()
+        .filter_map(|k| k.parse::<u32>().ok())
+    {
+        sig(k, libc::SIGTERM);
+    }
+    let c = strace_counts(&strace_summary(&out));
+    let get = |name: &str| c.iter().find(|(s, _)| s == name).map_or(0, |x| x.1);
+    let rx = get("recvfrom") + get("recvmsg");
+    println!("{n} requests: recvfrom/recvmsg {rx}, poll {}", get("poll"));
+    assert!(
+        rx < n / 10,
+        "{rx} reads of the control socket for {n} requests: the server still asks the kernel on every look"
+    );
+}
+
 /// tasd killed (SIGKILL) under an idle app (a server loop of try_accept and
 /// timed waits) and a blocked one (in accept): both get an error from
 /// their wait within 1 s, exit, and burn no CPU on the way; an app that

@@ -755,39 +755,6 @@ fn redis_server_under_shim_with_redis_benchmark_from_linux() {
     assert_eq!(cli(&mut tb, &["get", "k1"]), "hello-tas");
 }
 
-/// The `strace -c` summary in `out` once strace wrote it (when the traced
-/// program has exited; 20 s at most), and the file removed.
-fn strace_summary(out: &Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let t = std::fs::read_to_string(out).unwrap_or_default();
-        if t.contains("total") {
-            let _ = std::fs::remove_file(out);
-            return t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no strace summary in {}",
-            out.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Calls per system call name from an `strace -c` summary.
-fn strace_counts(summary: &str) -> Vec<(String, u64)> {
-    summary
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 5 || f[0].parse::<f64>().is_err() {
-                return None;
-            }
-            Some((f.last()?.to_string(), f[3].parse().ok()?))
-        })
-        .collect()
-}
-
 /// How long tasd's core 0 holds an ACK for the app's answer now
 /// (`tasctl tune`, µs).
 fn ack_hold_us(tb: &mut Testbed) -> f64 {

@@ -48,7 +48,7 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
 }
 
 /// Bumped on every incompatible layout change.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// Kinds of [`AppEvent`] (service → app).
 pub mod event {
@@ -676,9 +676,12 @@ pub struct RegionHeader {
     /// app library's spin controller follows it unless the program states
     /// its own (`TAS_PROFILE`).
     pub goal: std::sync::atomic::AtomicU32,
-    /// Reserved (was the lane-0 core's CPU wait, which the app library
-    /// priced its spin with until its spin yielded the CPU, session 28).
-    pub _reserved_wait: std::sync::atomic::AtomicU32,
+    /// Control messages tasd has put on the app's socket (wrapping),
+    /// counted after each is on it ([`note_ctl_sent`]): an app whose last
+    /// read of the socket began at this count has nothing there, and a
+    /// spinning wait need not ask the kernel ([`ctl_count`]). (ABI 5 and
+    /// before: reserved.)
+    pub ctl_sent: std::sync::atomic::AtomicU32,
     /// Times the app drained its eventfd (counted after the read, before
     /// it looks at its event rings: [`note_drained`]). A core that kicked
     /// the app and sees the same count again skips the kick: the eventfd
@@ -704,6 +707,23 @@ pub fn note_drained(h: &RegionHeader) {
 pub fn kick_needed(h: &RegionHeader, kicked_at: Option<u32>) -> Option<u32> {
     let now = h.app_drains.load(Ordering::SeqCst);
     (kicked_at != Some(now)).then_some(now)
+}
+
+/// tasd's side of [`RegionHeader::ctl_sent`]: call after a control
+/// message went onto the app's socket.
+#[inline]
+pub fn note_ctl_sent(h: &RegionHeader) {
+    h.ctl_sent.fetch_add(1, Ordering::Release);
+}
+
+/// The app's side of [`RegionHeader::ctl_sent`]: the count now. Load it
+/// before reading the socket, and after reading it dry remember the value
+/// loaded: while the count still has that value, every message tasd has
+/// sent was read (one sent meanwhile raises the count, at the latest just
+/// after it is on the socket).
+#[inline]
+pub fn ctl_count(h: &RegionHeader) -> u32 {
+    h.ctl_sent.load(Ordering::Acquire)
 }
 
 /// `RegionHeader::magic`.

@@ -640,7 +640,7 @@ impl Harness {
                     _reserved: 0,
                     app_waiting: Default::default(),
                     goal: Default::default(),
-                    _reserved_wait: Default::default(),
+                    ctl_sent: Default::default(),
                     app_drains: Default::default(),
                 },
             )
