@@ -269,21 +269,30 @@ impl Drop for KWait {
 /// for `events` (`POLLIN`/`POLLOUT`), looked at in user space; None when
 /// `fd` is not lazy (its pair tells).
 pub fn lazy_ready(fd: c_int, events: i16) -> Option<bool> {
+    with_lazy(fd, |_, _, w| {
+        (events & libc::POLLIN != 0 && (w.r || w.err || w.rdhup))
+            || (events & libc::POLLOUT != 0 && (w.w || w.err))
+    })
+}
+
+/// `f(context, socket id, what it should signal now)` for the socket of
+/// `fd` under its context's lock, its connection's error taken first; None
+/// when `fd` is not a lazy TAS socket.
+fn with_lazy<R>(fd: c_int, f: impl FnOnce(&mut Inner, u64, &Want) -> R) -> Option<R> {
     let Kind::Sock(ctx, sid) = kind(fd) else {
         return None;
     };
     let mut inner = ctx.inner.lock();
-    let Inner { tas, socks, .. } = &mut *inner;
-    let s = socks.get_mut(&sid)?;
-    if !lazy(s) {
-        return None;
-    }
-    crate::sock::take_conn_error(s, tas);
-    let w = crate::readiness::want(s, tas);
-    Some(
-        (events & libc::POLLIN != 0 && (w.r || w.err || w.rdhup))
-            || (events & libc::POLLOUT != 0 && (w.w || w.err)),
-    )
+    let w = {
+        let Inner { tas, socks, .. } = &mut *inner;
+        let s = socks.get_mut(&sid)?;
+        if !lazy(s) {
+            return None;
+        }
+        crate::sock::take_conn_error(s, tas);
+        crate::readiness::want(s, tas)
+    };
+    Some(f(&mut inner, sid, &w))
 }
 
 /// The readability entry `p` of a `poll`/`select` asks for
@@ -310,24 +319,15 @@ enum LazyLook {
 /// hang-up; for the latter the pair is brought up to date first (an error
 /// only just taken from the connection). None when `fd` is not lazy.
 fn lazy_look(fd: c_int) -> Option<LazyLook> {
-    let Kind::Sock(ctx, sid) = kind(fd) else {
-        return None;
-    };
-    let mut inner = ctx.inner.lock();
-    let Inner { tas, socks, .. } = &mut *inner;
-    let s = socks.get_mut(&sid)?;
-    if !lazy(s) {
-        return None;
-    }
-    crate::sock::take_conn_error(s, tas);
-    let w = crate::readiness::want(s, tas);
-    Some(if w.err || w.rdhup {
-        inner.sync(sid);
-        LazyLook::OnPair
-    } else if w.r {
-        LazyLook::Readable
-    } else {
-        LazyLook::NotReadable
+    with_lazy(fd, |inner, sid, w| {
+        if w.err || w.rdhup {
+            inner.sync(sid);
+            LazyLook::OnPair
+        } else if w.r {
+            LazyLook::Readable
+        } else {
+            LazyLook::NotReadable
+        }
     })
 }
 
