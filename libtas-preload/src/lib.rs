@@ -2137,13 +2137,7 @@ impl Tas {
     /// Processes waiting notifications and control messages; returns how
     /// many there were.
     pub fn poll(&mut self) -> io::Result<usize> {
-        let mut n = self.drain_events();
-        n += self.read_ctl();
-        if !self.dead {
-            self.flush_ctl();
-            self.flush_cmds();
-        }
-        Ok(n)
+        self.poll_reading(true)
     }
 
     /// [`Tas::poll`] for the calls that look for news often (the automatic
@@ -2157,11 +2151,18 @@ impl Tas {
     /// connections, 65 % of its CPU samples (docs/perf-bench.md, session
     /// 31).
     fn poll_quiet(&mut self) -> io::Result<usize> {
-        let mut n = self.drain_events();
         self.quiet_polls = self.quiet_polls.wrapping_add(1);
-        if self.quiet_polls.is_multiple_of(CTL_READ_EVERY)
-            || ctl_count(self.header()) != self.ctl_seen
-        {
+        let news = self.quiet_polls.is_multiple_of(CTL_READ_EVERY)
+            || ctl_count(self.header()) != self.ctl_seen;
+        self.poll_reading(news)
+    }
+
+    /// Drains the event rings, reads the control socket when `read_ctl`,
+    /// and sends what waits for room: [`Tas::poll`] and
+    /// [`Tas::poll_quiet`].
+    fn poll_reading(&mut self, read_ctl: bool) -> io::Result<usize> {
+        let mut n = self.drain_events();
+        if read_ctl {
             n += self.read_ctl();
         }
         if !self.dead {

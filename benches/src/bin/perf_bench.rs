@@ -302,7 +302,7 @@ fn runqueue_wait_ns(pid: u32) -> Option<u64> {
 
 /// The run-queue wait (ns) of a `schedstat` line: `<on cpu> <waited> <slices>`.
 fn parse_schedstat_wait(text: &str) -> Option<u64> {
-    text.split_ascii_whitespace().nth(1)?.parse().ok()
+    tas_runtime::schedstat_fields(text).map(|[_, waited]| waited)
 }
 
 /// PSI's `some` total (`/proc/pressure/cpu`, µs): time in which at least

@@ -936,7 +936,7 @@ impl<const K: usize> ProcCounters<K> {
 
 /// The first two fields of a schedstat file: (time on a CPU, time waiting
 /// for one), ns.
-fn schedstat_fields(text: &str) -> Option<[u64; 2]> {
+pub fn schedstat_fields(text: &str) -> Option<[u64; 2]> {
     let mut it = text.split_ascii_whitespace();
     Some([it.next()?.parse().ok()?, it.next()?.parse().ok()?])
 }

@@ -77,14 +77,19 @@ pub fn random_token() -> u64 {
     }) | 1
 }
 
-/// 8 random bytes from `getrandom`, else `/dev/urandom` (opened and read
-/// with raw system calls: the shim's own `open`/`read` are interposed).
+/// 8 random bytes from `getrandom`, else `/dev/urandom` (raw system
+/// calls: the shim's own `open`/`read` are interposed).
 fn kernel_random() -> Option<u64> {
     let mut b = [0u8; 8];
     if fill(&mut b, |p, n| {
         // SAFETY: getrandom writes at most `n` bytes at `p`, which `fill`
         // keeps inside `b`.
-        unsafe { libc::getrandom(p.cast(), n, 0) as i64 }
+        unsafe {
+            crate::rawsys::raw(
+                libc::SYS_getrandom,
+                [p as libc::c_long, n as libc::c_long, 0, 0, 0, 0],
+            ) as i64
+        }
     }) {
         return Some(u64::from_ne_bytes(b));
     }
@@ -121,18 +126,16 @@ fn kernel_random() -> Option<u64> {
     ok.then(|| u64::from_ne_bytes(b))
 }
 
-/// Fills `b` with `get(ptr, len)` (bytes written, or < 0 as `-errno` or -1
-/// with errno), retrying short reads and `EINTR`; false on any other error
-/// or end of data.
+/// Fills `b` with `get(ptr, len)` (bytes written, or `-errno` as a raw
+/// system call returns it), retrying short reads and `EINTR`; false on any
+/// other error or end of data.
 fn fill(b: &mut [u8; 8], mut get: impl FnMut(*mut u8, usize) -> i64) -> bool {
     let mut got = 0;
     while got < b.len() {
         let r = get(b[got..].as_mut_ptr(), b.len() - got);
         if r > 0 {
             got += r as usize;
-        } else if r == -(libc::EINTR as i64) || (r == -1 && sys::errno() == libc::EINTR) {
-            continue;
-        } else {
+        } else if r != -(libc::EINTR as i64) {
             return false;
         }
     }
@@ -143,15 +146,9 @@ fn fill(b: &mut [u8; 8], mut get: impl FnMut(*mut u8, usize) -> i64) -> bool {
 /// gives no randomness: both clocks, the pid and tid, a stack and a code
 /// address (ASLR), the time-stamp counter, mixed (splitmix64's finalizer).
 fn mixed_token() -> u64 {
-    let ns = |clock| {
-        let mut t = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes one timespec into `t`.
-        unsafe { libc::clock_gettime(clock, &mut t) };
-        (t.tv_sec as u64).wrapping_mul(1_000_000_000) ^ t.tv_nsec as u64
-    };
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let local = 0u8;
     // SAFETY: getpid and gettid take no arguments.
     let ids = unsafe { (libc::getpid() as u64) << 32 ^ libc::gettid() as u64 };
@@ -160,8 +157,8 @@ fn mixed_token() -> u64 {
     let tsc = unsafe { std::arch::x86_64::_rdtsc() };
     #[cfg(not(target_arch = "x86_64"))]
     let tsc = 0u64;
-    let mut x = ns(libc::CLOCK_MONOTONIC)
-        ^ ns(libc::CLOCK_REALTIME).rotate_left(17)
+    let mut x = sys::monotonic_ns()
+        ^ wall.rotate_left(17)
         ^ ids.rotate_left(29)
         ^ (&local as *const u8 as u64).rotate_left(41)
         ^ (mixed_token as fn() -> u64 as usize as u64).rotate_left(7)
