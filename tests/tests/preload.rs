@@ -826,7 +826,9 @@ fn held_acks_around(
 /// went out alone first: 0.65–0.78 pure ACKs per GET (`tasctl stats`
 /// `fastpath.acks_delayed`), a frame and a NIC send each. The hold now
 /// grows while the answers come after it; redis-benchmark `-c 50` GETs,
-/// counted after a warm-up that lets it grow.
+/// counted after a warm-up that lets it grow. Until session 32 it grew
+/// only while over a quarter went alone, and to 500 µs at most: 0.07–0.11
+/// pure ACKs per GET here (two runs); now 0.025–0.028 (three).
 #[test]
 fn acks_ride_on_the_responses_of_a_server_with_many_connections() {
     ensure_packages();
@@ -854,7 +856,7 @@ fn acks_ride_on_the_responses_of_a_server_with_many_connections() {
         "{n} GETs from 50 clients: {acks:?}, {:?}",
         bench_rps(&stdout(&o))
     );
-    acks.assert_ride(n, 0.4, "redis's responses");
+    acks.assert_ride(n, 0.06, "redis's responses");
 }
 
 /// The same for one connection whose app answers after the configured
