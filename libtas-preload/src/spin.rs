@@ -123,6 +123,12 @@ impl SpinCtl {
         }
     }
 
+    /// In a child after `fork`: the parent's other threads, which may have
+    /// been spinning, do not exist here.
+    pub fn after_fork_child(&self) {
+        self.spinners.store(0, Ordering::Relaxed);
+    }
+
     /// A context attached to a tasd that runs `lanes` lanes.
     pub fn note_lanes(&self, lanes: usize) {
         self.lanes
@@ -253,6 +259,20 @@ mod tests {
         c.note_lanes(1);
         assert!(c.enter().is_none());
         drop(one);
+    }
+
+    /// A child forked while another thread spun: that thread does not
+    /// exist in the child, so its slot must not stay taken (before, the
+    /// child of a two-CPU process never spun again).
+    #[test]
+    fn a_forked_child_has_no_spinners_of_its_parent() {
+        let c = SpinCtl::with_cpus(None, None, 2);
+        let parents = c.enter().expect("the parent's spinner");
+        assert!(c.enter().is_none());
+        // In the child the guard is never dropped.
+        std::mem::forget(parents);
+        c.after_fork_child();
+        assert!(c.enter().is_some(), "the child's thread may spin");
     }
 
     #[test]

@@ -486,6 +486,9 @@ extern "C" fn atfork_child() {
         g.create.reset();
         g.inherit.reset();
     }
+    // Only the forking thread lives on, and it was in no wait.
+    g.waiting.store(0, Ordering::Relaxed);
+    g.spin.after_fork_child();
     g.gen.fetch_add(1, Ordering::AcqRel);
 }
 
