@@ -80,7 +80,9 @@
 //! * **Waiting.** Blocking calls and `epoll_wait`/`poll`/`select` over sets
 //!   containing TAS sockets poll the contexts for a spin (`TAS_SPIN_US`
 //!   fixed; by default self-tuned toward `TAS_PROFILE` or the daemon's
-//!   goal and kept to a CPU budget, `tas::spin`; the goal and contention read from the contexts in `spin.rs`) and then block in the kernel with the contexts' eventfds and control
+//!   goal and kept to a CPU budget, `tas::spin`; the goal and contention read from the contexts in `spin.rs`;
+//!   a self-tuned spin of 0 still yields and looks again while sibling
+//!   threads wait too and the yields hand the CPU over, `wait.rs`) and then block in the kernel with the contexts' eventfds and control
 //!   sockets in the same wait (a blocking `accept`: the control sockets
 //!   only, new connections come as control messages); the fast path kicks
 //!   a context's eventfd only while a thread is blocked that way. Of the

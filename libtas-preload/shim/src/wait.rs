@@ -9,8 +9,9 @@
 //! (`solo.rs`), and so of the threads in `poll`/`select`; `epoll_wait`
 //! waiters have them all (in their sets, with `EPOLLEXCLUSIVE`: `mux.rs`).
 //!
-//! Owns the spin ([`spin_wait`]), the blocked-thread bookkeeping
-//! ([`Blocked`]), taking news when the shim's fds fire ([`handle_our_fd`]),
+//! Owns the spin ([`spin_wait`]; with a spin of 0, the yields before a
+//! sleep while sibling threads wait too), the count of threads in waits
+//! ([`InWait`]), the blocked-thread bookkeeping ([`Blocked`]), taking news when the shim's fds fire ([`handle_our_fd`]),
 //! the wait of a blocking call on one socket ([`wait_fd`]; its
 //! registration and kernel wait, which avoid a thundering herd of blocked
 //! threads, are in `solo.rs`), and the tag
