@@ -42,6 +42,8 @@ pub struct SpinCtl {
     lanes: AtomicU32,
     /// App threads spinning now.
     spinners: AtomicU32,
+    /// App threads in a blocking call's wait now (spinning or blocked).
+    waiters: AtomicU32,
 }
 
 /// How many app threads may spin at once on `cpus` CPUs beside `lanes`
@@ -79,10 +81,11 @@ pub fn forbid_yield() {
     NO_YIELD.store(true, Ordering::Relaxed);
 }
 
-/// A thread counted as spinning ([`SpinCtl::enter`]) until dropped.
-pub struct Spinning<'a>(Option<&'a AtomicU32>);
+/// A thread counted in one of [`SpinCtl`]'s counters (spinning,
+/// [`SpinCtl::enter`]; in a wait, [`SpinCtl::enter_wait`]) until dropped.
+pub struct Counted<'a>(Option<&'a AtomicU32>);
 
-impl Drop for Spinning<'_> {
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
         if let Some(n) = self.0 {
             n.fetch_sub(1, Ordering::Relaxed);
@@ -120,6 +123,7 @@ impl SpinCtl {
             // Until a context says otherwise: one fast-path core.
             lanes: AtomicU32::new(1),
             spinners: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
         }
     }
 
@@ -127,6 +131,20 @@ impl SpinCtl {
     /// been spinning, do not exist here.
     pub fn after_fork_child(&self) {
         self.spinners.store(0, Ordering::Relaxed);
+        self.waiters.store(0, Ordering::Relaxed);
+    }
+
+    /// The calling thread is in a blocking call's wait until the answer is
+    /// dropped.
+    pub fn enter_wait(&self) -> Counted<'_> {
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        Counted(Some(&self.waiters))
+    }
+
+    /// Whether another thread of the process is in a wait beside the
+    /// calling one (which has entered its own).
+    pub fn others_wait(&self) -> bool {
+        self.waiters.load(Ordering::Relaxed) > 1
     }
 
     /// A context attached to a tasd that runs `lanes` lanes.
@@ -154,10 +172,10 @@ impl SpinCtl {
     /// Whether the calling thread may spin now: always with `TAS_SPIN_US`,
     /// else while fewer threads spin than [`spin_budget`] allows. The
     /// thread counts as spinning until the answer is dropped.
-    pub fn enter(&self) -> Option<Spinning<'_>> {
+    pub fn enter(&self) -> Option<Counted<'_>> {
         // `TAS_SPIN_US` given: the spin is the user's, no budget applies.
         if self.tuner.is_fixed() {
-            return Some(Spinning(None));
+            return Some(Counted(None));
         }
         let budget = spin_budget(self.cpus, self.lanes.load(Ordering::Relaxed));
         self.spinners
@@ -165,7 +183,7 @@ impl SpinCtl {
                 (n < budget).then_some(n + 1)
             })
             .ok()
-            .map(|_| Spinning(Some(&self.spinners)))
+            .map(|_| Counted(Some(&self.spinners)))
     }
 
     /// A wait that began at `start` (monotonic ns) found something ready

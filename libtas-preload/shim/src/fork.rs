@@ -487,7 +487,6 @@ extern "C" fn atfork_child() {
         g.inherit.reset();
     }
     // Only the forking thread lives on, and it was in no wait.
-    g.waiting.store(0, Ordering::Relaxed);
     g.spin.after_fork_child();
     g.gen.fetch_add(1, Ordering::AcqRel);
 }

@@ -57,8 +57,6 @@ pub struct Global {
     pub quiet: AtomicUsize,
     /// The waits' spin (fixed or self-tuned).
     pub spin: tas::spin::SpinCtl,
-    /// Threads in a blocking call's wait now (`wait::InWait`).
-    pub waiting: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -104,7 +102,6 @@ pub fn global() -> &'static Global {
         let spin = tas::spin::SpinCtl::new(cfg.spin_us, cfg.profile);
         let g = Global {
             spin,
-            waiting: AtomicUsize::new(0),
             cfg,
             fdtab,
             ctxs: std::array::from_fn(|_| AtomicUsize::new(0)),

@@ -23,7 +23,7 @@ use crate::global::{global, try_global};
 use crate::solo::{Solo, WAKE};
 use crate::sys::{self, errno, monotonic_ns, set_errno};
 use crate::wait::{
-    ctl_fds, handle_our_fd, spin_wait, take_news, Blocked, InWait, OurFd, EPOLL_TAG, EPOLL_TAG_MASK,
+    ctl_fds, handle_our_fd, spin_wait, take_news, Blocked, OurFd, EPOLL_TAG, EPOLL_TAG_MASK,
 };
 use libc::c_int;
 use std::sync::atomic::Ordering;
@@ -133,7 +133,7 @@ fn wait_idle(
     } else {
         timeout_ms as u64 * 1_000_000
     };
-    let _in_wait = InWait::enter();
+    let _in_wait = global().spin.enter_wait();
     // A handler of the program's that runs from here on ends the wait
     // (`sys::SigScope`): in the spin, before a round, between rounds.
     let _scope = sys::SigScope::new();
@@ -240,7 +240,7 @@ fn restricted_wait(
     } else {
         timeout_ms as u64 * 1_000_000
     };
-    let _in_wait = InWait::enter();
+    let _in_wait = global().spin.enter_wait();
     // A handler that runs in the spin ends the wait (`sys::SigScope`).
     let _scope = sys::SigScope::new();
     if let Some(r) = spin_wait(limit, || capture(now(&[]).0)) {

@@ -612,22 +612,32 @@ pub fn r_close(fd: c_int) {
     }
 }
 
-/// Whether a `read` (`write` with `out`) on `fd` would not block now (one
-/// pollfd: within any sandbox's `RLIMIT_NOFILE`). A write also needs the
-/// peer: none on error or hang-up (no SIGPIPE).
-fn ready_now(fd: c_int, out: bool) -> bool {
+/// What the kernel reports for `fd` and `events` now (a zero-timeout
+/// `poll` of one pollfd: within any sandbox's `RLIMIT_NOFILE`): its
+/// revents, 0 when nothing, or -errno.
+pub fn revents_now(fd: c_int, events: i16) -> c_int {
     let mut p = libc::pollfd {
         fd,
-        events: if out { libc::POLLOUT } else { libc::POLLIN },
+        events,
         revents: 0,
     };
     // SAFETY: `p` is one live local pollfd (nfds = 1).
-    let r = unsafe { real::poll::get()(&mut p, 1, 0) };
-    let bad = libc::POLLERR | libc::POLLHUP | libc::POLLNVAL;
+    match unsafe { real::poll::get()(&mut p, 1, 0) } {
+        r if r < 0 => -errno(),
+        0 => 0,
+        _ => c_int::from(p.revents),
+    }
+}
+
+/// Whether a `read` (`write` with `out`) on `fd` would not block now. A
+/// write also needs the peer: none on error or hang-up (no SIGPIPE).
+fn ready_now(fd: c_int, out: bool) -> bool {
+    let r = revents_now(fd, if out { libc::POLLOUT } else { libc::POLLIN });
+    let (r, bad) = (r as i16, libc::POLLERR | libc::POLLHUP | libc::POLLNVAL);
     if out {
-        r == 1 && p.revents & libc::POLLOUT != 0 && p.revents & bad == 0
+        r > 0 && r & libc::POLLOUT != 0 && r & bad == 0
     } else {
-        r == 1 && p.revents & libc::POLLNVAL == 0
+        r > 0 && r & libc::POLLNVAL == 0
     }
 }
 

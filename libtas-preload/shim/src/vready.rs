@@ -360,18 +360,7 @@ pub fn poll_lazy(fds: &mut [libc::pollfd]) -> c_int {
 
 /// The kernel's answer for one `poll` entry now (zero timeout; 0 on error).
 fn repoll(p: &libc::pollfd) -> i16 {
-    let mut q = libc::pollfd {
-        fd: p.fd,
-        events: p.events,
-        revents: 0,
-    };
-    // SAFETY: one live pollfd, zero timeout.
-    let r = unsafe { real::poll::get()(&mut q, 1, 0) };
-    if r > 0 {
-        q.revents
-    } else {
-        0
-    }
+    sys::revents_now(p.fd, p.events).max(0) as i16
 }
 
 /// Whether any entry of `fds` asks for readability of a lazy TAS socket

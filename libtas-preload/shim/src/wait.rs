@@ -10,8 +10,9 @@
 //! waiters have them all (in their sets, with `EPOLLEXCLUSIVE`: `mux.rs`).
 //!
 //! Owns the spin ([`spin_wait`]; with a spin of 0, the yields before a
-//! sleep while sibling threads wait too), the count of threads in waits
-//! ([`InWait`]), the blocked-thread bookkeeping ([`Blocked`]), taking news when the shim's fds fire ([`handle_our_fd`]),
+//! sleep while sibling threads wait too, counted by
+//! `tas::spin::SpinCtl::enter_wait`), the blocked-thread bookkeeping
+//! ([`Blocked`]), taking news when the shim's fds fire ([`handle_our_fd`]),
 //! the wait of a blocking call on one socket ([`wait_fd`]; its
 //! registration and kernel wait, which avoid a thundering herd of blocked
 //! threads, are in `solo.rs`), and the tag
@@ -79,23 +80,6 @@ pub fn ctl_fds() -> Vec<OurFd> {
         .collect()
 }
 
-/// While alive, the calling thread is in a blocking call's wait (spinning
-/// or blocked): counted in `Global::waiting`.
-pub struct InWait(());
-
-impl InWait {
-    pub fn enter() -> InWait {
-        global().waiting.fetch_add(1, Ordering::Relaxed);
-        InWait(())
-    }
-}
-
-impl Drop for InWait {
-    fn drop(&mut self) {
-        global().waiting.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Most yields of a wait whose spin is 0 (see [`spin_wait`]).
 const HANDOVER_ROUNDS: u32 = 64;
 /// A yield that took at least this long handed the CPU to other work (one
@@ -110,7 +94,7 @@ const YIELD_HANDED_OVER_NS: u64 = 4_000;
 ///
 /// When the spin is 0 (self-tuned: the waits' gaps are longer than a spin
 /// would pay for) and other threads of the process are in waits too (a
-/// thread per connection), a wait that may last still yields its CPU and
+/// thread per connection, `SpinCtl::others_wait`), a wait that may last still yields its CPU and
 /// looks again, for as long as each yield hands the CPU to other work, up
 /// to [`HANDOVER_ROUNDS`] times: that CPU time goes to threads that want
 /// it anyway (the threads of the other connections, woken; the fast-path
@@ -128,7 +112,7 @@ const YIELD_HANDED_OVER_NS: u64 = 4_000;
 pub fn spin_wait(limit_ns: u64, mut poll_now: impl FnMut() -> c_int) -> Option<c_int> {
     let g = global();
     let spin = g.spin.spin_ns().min(limit_ns);
-    let handover = spin == 0 && limit_ns > 0 && g.waiting.load(Ordering::Relaxed) > 1;
+    let handover = spin == 0 && limit_ns > 0 && g.spin.others_wait();
     if (spin == 0 && !handover) || !g.has_live_ctx() {
         return None;
     }
@@ -389,7 +373,7 @@ fn verdict(r: c_int) -> Option<Result<(), c_int>> {
 /// (monotonic ns; None = forever). Err(EAGAIN) on timeout, Err(EINTR) on a
 /// signal.
 pub fn wait_fd(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_int> {
-    let _in_wait = InWait::enter();
+    let _in_wait = global().spin.enter_wait();
     let start = sys::monotonic_ns();
     let r = wait_fd_from(fd, events, deadline);
     // The gap this wait saw, for the spin controller: until `fd` was
@@ -406,20 +390,7 @@ fn wait_fd_from(fd: c_int, events: i16, deadline: Option<u64>) -> Result<(), c_i
     // A socket in an epoll set has its readability answered there: from
     // now on its pair carries it (`vready.rs`).
     crate::vready::demote_virtual_fd(fd);
-    let check = || -> c_int {
-        let mut p = libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
-        // SAFETY: `p` is one live local pollfd (nfds = 1).
-        let r = unsafe { real::poll::get()(&mut p, 1, 0) };
-        if r < 0 {
-            -sys::errno()
-        } else {
-            r
-        }
-    };
+    let check = || sys::revents_now(fd, events);
     // The spin looks at a lazy socket itself (its pair is not kept up to
     // date while nobody blocks on it).
     let spin_check = || match crate::vready::lazy_ready(fd, events) {
