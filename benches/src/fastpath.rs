@@ -1074,7 +1074,7 @@ impl Bench {
 /// Bytes of the ring region for `flows` flows with `ring`-byte rings:
 /// their RX and TX rings (for `hugetlb`, whole 2 MiB pages of them) and
 /// 2 MiB to align the first at a huge page.
-fn region_len(flows: usize, ring: u32, hugetlb: bool) -> u64 {
+pub(crate) fn region_len(flows: usize, ring: u32, hugetlb: bool) -> u64 {
     const HUGE: u64 = 2 << 20;
     let rings = flows as u64 * 2 * ring as u64;
     let rings = if hugetlb {
@@ -1096,7 +1096,7 @@ pub fn hugetlb_pages(flows: usize, ring: u32) -> u64 {
 /// `--huge-pages auto`. The region stays a `VecMem` (the harness and the
 /// fast path's accesses are unchanged); on drop anonymous memory is mapped
 /// back before the vector is freed.
-struct HugetlbRings {
+pub(crate) struct HugetlbRings {
     addr: usize,
     len: usize,
     _fd: std::os::fd::OwnedFd,
@@ -1106,7 +1106,7 @@ impl HugetlbRings {
     /// Remaps the whole huge pages of `region` (fresh: all zero, not yet
     /// used) onto a new hugetlbfs memfd. Fails, leaving the region as it
     /// was, when the pages cannot be had.
-    fn over(region: &mut [u8]) -> Result<HugetlbRings, String> {
+    pub(crate) fn over(region: &mut [u8]) -> Result<HugetlbRings, String> {
         use std::os::fd::AsRawFd;
         const HUGE: usize = 2 << 20;
         let start = region.as_mut_ptr() as usize;

@@ -9,5 +9,8 @@
 //! * [`fastpath`]: the sans-I/O fast path driven over in-memory frames
 //!   (binary `fastpath-bench`, script `callgrind.sh`; results and method in
 //!   `docs/fastpath-bench.md`).
+//! * [`floor`]: the host's memory floor under the fast path's per-flow
+//!   access pattern (`fastpath-bench --floor`), no TCP in it.
 
 pub mod fastpath;
+pub mod floor;

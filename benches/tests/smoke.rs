@@ -224,6 +224,30 @@ fn binary_quick_run_and_callgrind_mode() {
         "{stdout}"
     );
 
+    // --floor: the memory floor's row at each flow count and the pair's
+    // comparison line (numbers are not checked: a benchmark).
+    let out = Command::new(bin)
+        .args([
+            "--quick",
+            "--flows",
+            "1,64",
+            "--packets",
+            "2000",
+            "--scenarios",
+            "pair",
+            "--floor",
+        ])
+        .output()
+        .expect("run fastpath-bench --floor");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("the pair's lines, no TCP")
+            && stdout.contains("floor's increase 1 -> 64 flows")
+            && stdout.contains("grown by the floor alone"),
+        "{stdout}"
+    );
+
     let bad = Command::new(bin)
         .args(["--callgrind", "nope"])
         .output()

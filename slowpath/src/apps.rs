@@ -323,6 +323,13 @@ pub struct Apps {
     pub listener: OwnedFd,
     _file: SockFile,
     apps: Vec<Option<App>>,
+    /// One past the highest occupied slot of `apps` (ids are given lowest
+    /// free first), so that a walk over the attached apps, done on every
+    /// wake of the slow path, costs the apps there are and not
+    /// [`MAX_APPS`] slots.
+    live: usize,
+    /// Attached apps (occupied slots).
+    attached: usize,
     pending: Vec<Pending>,
     next_token: u64,
     pub region_size: u32,
@@ -379,6 +386,8 @@ impl Apps {
             listener: fd,
             _file: file,
             apps: (0..MAX_APPS).map(|_| None).collect(),
+            live: 0,
+            attached: 0,
             pending: Vec::new(),
             next_token: 1,
             region_size,
@@ -404,14 +413,14 @@ impl Apps {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &App> {
-        self.apps.iter().flatten()
+        self.apps[..self.live].iter().flatten()
     }
 
     /// Changes the goal told to apps: new regions get it, and every
     /// attached app's region header is updated now.
     pub fn set_goal(&mut self, goal: tas_tune::Goal) {
         self.goal = goal;
-        for a in self.apps.iter().flatten() {
+        for a in self.iter() {
             header(&a.map)
                 .goal
                 .store(goal.wire(), std::sync::atomic::Ordering::Relaxed);
@@ -419,7 +428,7 @@ impl Apps {
     }
 
     pub fn count(&self) -> usize {
-        self.iter().count()
+        self.attached
     }
 
     /// Takes every connection waiting on the attach socket; each waits for
@@ -644,6 +653,10 @@ impl Apps {
             alias.map(|m| (m, alias_fd.unwrap_or(-1))),
         ) {
             Ok((r, ports)) => {
+                self.live = self.live.max(id as usize + 1);
+                if self.apps[id as usize].is_none() {
+                    self.attached += 1;
+                }
                 self.apps[id as usize] = Some(App {
                     id,
                     sock: fd,
@@ -981,6 +994,12 @@ impl Apps {
     /// Drops an app's resources (after the core released its region).
     pub fn remove(&mut self, id: AppId) -> Option<App> {
         let a = self.apps.get_mut(id as usize)?.take();
+        if a.is_some() {
+            self.attached -= 1;
+        }
+        while self.live > 0 && self.apps[self.live - 1].is_none() {
+            self.live -= 1;
+        }
         // The id may be reused: whatever was noted for the old app is void.
         self.throttle_changes.retain(|&(i, _)| i != id);
         if a.as_ref().is_some_and(|a| a.throttled) {
@@ -1227,6 +1246,43 @@ mod tests {
         }
         assert!(!apps.has_outbox(id));
         assert_eq!(count(&apps), sent);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// The walk over attached apps (every wake of the slow path builds its
+    /// poll set with it) covers the occupied slots up to the highest one,
+    /// not all MAX_APPS: before, `count` and `iter` scanned 1,024 slots of
+    /// 152 bytes each, twice per wake (13 % of the slow path's samples at
+    /// ~1,000 wakes/s under redis-benchmark -P 16).
+    #[test]
+    fn the_walk_over_apps_stops_at_the_highest_attached_one() {
+        let (mut apps, path) = bound("walk");
+        let wake = eventfd().unwrap();
+        assert_eq!((apps.count(), apps.live), (0, 0));
+        let clients: Vec<OwnedFd> = (0..4).map(|_| client(&path)).collect();
+        for (i, c) in clients.iter().enumerate() {
+            say(c, &CtlMsg::hello(i as u32));
+        }
+        let mut ids = serve(&mut apps, 0, wake.as_raw_fd());
+        ids.sort_unstable();
+        assert_eq!(ids, vec![0, 1, 2, 3], "lowest free ids first");
+        assert_eq!((apps.count(), apps.live), (4, 4));
+        // A hole below the highest: the walk still reaches the highest.
+        assert!(apps.remove(1).is_some());
+        assert_eq!((apps.count(), apps.live), (3, 4));
+        assert_eq!(apps.iter().map(|a| a.id).collect::<Vec<_>>(), vec![0, 2, 3]);
+        // The highest goes: the walk shrinks past every empty slot below it.
+        assert!(apps.remove(3).is_some());
+        assert!(apps.remove(2).is_some());
+        assert_eq!((apps.count(), apps.live), (1, 1));
+        assert!(apps.remove(2).is_none(), "an empty slot removes nothing");
+        assert_eq!(apps.count(), 1);
+        // A new app takes the lowest free id and the walk grows to it.
+        let c = client(&path);
+        say(&c, &CtlMsg::hello(7));
+        assert_eq!(serve(&mut apps, 0, wake.as_raw_fd()), vec![1]);
+        assert_eq!((apps.count(), apps.live), (2, 2));
+        assert_eq!(apps.iter().map(|a| a.id).collect::<Vec<_>>(), vec![0, 1]);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 

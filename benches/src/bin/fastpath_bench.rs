@@ -18,6 +18,11 @@
 //!                       as tasd's app regions with --huge-pages auto;
 //!                       raises /proc/sys/vm/nr_hugepages for the run when
 //!                       too few are free (root) and puts it back after
+//!   --floor             also measure the host's memory floor at each flow
+//!                       count: the `pair` unit's per-flow lines touched
+//!                       with the engine's prefetch passes and no TCP
+//!                       (`tas_benches::floor`), and the slowdown `pair`
+//!                       would show if it grew by that floor alone
 //!   --seed N            visit order and initial sequence numbers
 //!   --quick             CI smoke run: 20000 units, 1 run
 //!   --callgrind MODE    run only MODE (rx|ack_tx|pair) at the first --flows
@@ -51,10 +56,11 @@ struct Args {
     seed: Option<u64>,
     quick: bool,
     callgrind: Option<Scenario>,
+    floor: bool,
 }
 
 const USAGE: &str = "usage: fastpath-bench [--flows 1,1024,65536] [--packets N] [--runs R] \
-[--scenarios rx,ack_tx,pair] [--ring BYTES] [--thp] [--4k] [--hugetlb] [--seed N] [--quick] [--callgrind rx|ack_tx|pair]";
+[--scenarios rx,ack_tx,pair] [--ring BYTES] [--thp] [--4k] [--hugetlb] [--floor] [--seed N] [--quick] [--callgrind rx|ack_tx|pair]";
 
 fn parse_list<T: std::str::FromStr>(s: &str, what: &str) -> Result<Vec<T>, String> {
     s.split(',')
@@ -76,6 +82,7 @@ fn parse_args() -> Result<Args, String> {
         seed: None,
         quick: false,
         callgrind: None,
+        floor: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -94,6 +101,7 @@ fn parse_args() -> Result<Args, String> {
             "--thp" => a.thp = true,
             "--4k" => a.small_pages = true,
             "--hugetlb" => a.hugetlb = true,
+            "--floor" => a.floor = true,
             "--seed" => a.seed = Some(val()?.parse().map_err(|_| "bad --seed")?),
             "--quick" => a.quick = true,
             "--callgrind" => {
@@ -344,6 +352,7 @@ fn main() -> ExitCode {
         tas_benches::fastpath::CHUNK
     );
     let mut cells: Vec<Cell> = Vec::new();
+    let mut floors: Vec<(usize, f64)> = Vec::new();
     let mut failed = false;
     for &flows in &a.flows {
         for &scenario in &a.scenarios {
@@ -400,13 +409,83 @@ fn main() -> ExitCode {
                 worst_ns,
             });
         }
+        if a.floor {
+            let d = setup(&a, Scenario::Pair, flows);
+            let fs = tas_benches::floor::FloorSetup {
+                flows,
+                ring: d.ring,
+                huge_table: d.huge_table,
+                thp: d.thp,
+                hugetlb: d.hugetlb,
+                seed: d.seed,
+            };
+            match tas_benches::floor::floor_ns(fs, packets, runs) {
+                Ok(ns) => {
+                    eprintln!(
+                        "  {flows:>6} flows  floor   {ns:8.1} ns/unit (the pair's lines, no TCP)"
+                    );
+                    floors.push((flows, ns));
+                }
+                Err(e) => {
+                    eprintln!("fastpath-bench: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
     }
     print_tables(&a, &cells);
+    if a.floor {
+        print_floor(&a, &cells, &floors);
+    }
     if failed {
         eprintln!("fastpath-bench: the benchmark itself is broken (see above)");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// `--floor`: the synthetic pattern's ns per unit at each flow count, and
+/// what `pair` would cost at the largest count had it grown by exactly the
+/// pattern's increase from the second largest.
+fn print_floor(a: &Args, cells: &[Cell], floors: &[(usize, f64)]) {
+    let mut sorted = a.flows.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let w = 38;
+    let mut h = format!("{:<w$}", "memory floor, ns per unit (best run)");
+    let mut r = format!("{:<w$}", "the pair's lines, no TCP");
+    for f in &a.flows {
+        h += &format!(" {:>12}", format!("{f} flows"));
+        match floors.iter().find(|x| x.0 == *f) {
+            Some((_, ns)) => r += &format!(" {ns:>12.1}"),
+            None => r += &format!(" {:>12}", "-"),
+        }
+    }
+    println!();
+    println!("{h}");
+    println!("{r}");
+    if sorted.len() < 2 {
+        return;
+    }
+    let (x, y) = (sorted[sorted.len() - 2], sorted[sorted.len() - 1]);
+    let fl = |f| floors.iter().find(|p| p.0 == f).map(|p| p.1);
+    let pair = |f| find(cells, Scenario::Pair, f).map(|c| c.best.ns_per_unit());
+    if let (Some(fx), Some(fy)) = (fl(x), fl(y)) {
+        println!(
+            "floor's increase {x} -> {y} flows: {:+.1} ns per unit",
+            fy - fx
+        );
+        if let (Some(px), Some(py)) = (pair(x), pair(y)) {
+            println!(
+                "pair: {px:.1} -> {py:.1} ns ({:+.1} %); grown by the floor alone it would be {:.1} ns ({:+.1} %): \
+                 the floor is {:.0} % of pair's increase",
+                (py / px - 1.0) * 100.0,
+                px + (fy - fx),
+                (fy - fx) / px * 100.0,
+                if py > px { (fy - fx) / (py - px) * 100.0 } else { 100.0 }
+            );
+        }
+    }
 }
 
 fn find(cells: &[Cell], s: Scenario, flows: usize) -> Option<&Cell> {
