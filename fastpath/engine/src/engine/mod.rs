@@ -981,9 +981,11 @@ impl FastPath {
     /// and ring lines that `frames` will need, so that a batch's cache
     /// misses overlap instead of following one another (TAS's batched
     /// prefetch). Call once per received batch, before `rx`. Three passes
-    /// over up to 64 frames: hash the 4-tuple and prefetch the index entry;
-    /// read the entry (following the probe chain to the end of its cache
-    /// line) and prefetch the flow's slot and template; then, per flow
+    /// over up to 64 frames: hash the 4-tuple and prefetch the index entry
+    /// (and the next index line for an entry in the upper half of its
+    /// own); read the entry (following the probe chain to the end of the
+    /// line after the entry's) and prefetch the flow's slot and template;
+    /// then, per flow
     /// whose lock is free at that moment, prefetch the TX ring line the
     /// next segment comes from (a pure ACK may open the window; data is
     /// likely a request whose answer follows while its ACK is held) and,
@@ -991,7 +993,7 @@ impl FastPath {
     /// index is at most 64 KiB (`FlowTable::index_cached`, up to 4K flows)
     /// stays in the cache: there the three passes are one that reads each
     /// index entry at once (following its probe chain to the end, not only
-    /// to the end of its line), prefetches no slot or template, and prefetches
+    /// to the end of the next line), prefetches no slot or template, and prefetches
     /// the flow's ring line at once. Hints only:
     /// no flow is changed, and a wrong guess costs a wasted line. The flow
     /// found for each frame is remembered for `rx` of that frame (by its
