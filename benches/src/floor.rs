@@ -215,9 +215,14 @@ impl Floor {
             let tmpl = self.tmpl.bytes().as_ptr();
             let index = self.index.bytes().as_ptr();
             let rings = self.rings.as_mut_ptr();
-            // Pass 1: the index entries.
+            // Pass 1: the index entries (and the next index line for an
+            // entry in the upper half of its own, as the engine does).
             for &v in &visits[..n] {
-                prefetch(index.wrapping_add(home(v, self.mask) * 8));
+                let i = home(v, self.mask);
+                prefetch(index.wrapping_add(i * 8));
+                if i & 7 >= 4 {
+                    prefetch(index.wrapping_add((((i | 7) + 1) & self.mask) * 8));
+                }
             }
             // Pass 2: follow the probe chain; the slot's lines and the template.
             for (k, &v) in visits[..n].iter().enumerate() {
