@@ -984,12 +984,12 @@ impl FastPath {
     /// over up to 64 frames: hash the 4-tuple and prefetch the index entry
     /// (and the next index line for an entry in the upper half of its
     /// own); read the entry (following the probe chain to the end of the
-    /// line after the entry's) and prefetch the flow's slot and template;
-    /// then, per flow
-    /// whose lock is free at that moment, prefetch the TX ring line the
-    /// next segment comes from (a pure ACK may open the window; data is
-    /// likely a request whose answer follows while its ACK is held) and,
-    /// for data, the RX ring line its payload goes to. A table whose
+    /// line after the entry's) and prefetch the flow's slot; then, per
+    /// flow whose lock is free at that moment, prefetch the TX ring line
+    /// the next segment comes from (a pure ACK may open the window; data
+    /// is likely a request whose answer follows while its ACK is held)
+    /// and, for data, the RX ring line its payload goes to, and then (lock
+    /// free or not) the flow's header template. A table whose
     /// index is at most 64 KiB (`FlowTable::index_cached`, up to 4K flows)
     /// stays in the cache: there the three passes are one that reads each
     /// index entry at once (following its probe chain to the end, not only
@@ -1055,6 +1055,7 @@ impl FastPath {
             if let Some((region, rx, tx)) = self.table.peek_rings((e >> 1) as u32) {
                 prefetch_rings(mem, region, rx, tx, e & 1 != 0);
             }
+            self.table.prefetch_tmpl((e >> 1) as u32);
         }
     }
 
