@@ -17,8 +17,8 @@
 //! the benchmark's layout, on the same pages (the table advised for huge
 //! pages as tasd does; the rings as `--thp` / `--4k` / `--hugetlb` say),
 //! visited in the same random order, in batches of [`BATCH`] with the
-//! engine's three prefetch passes (index entry; slot and template; ring
-//! lines) before the batch is processed. It owns no fast-path logic and
+//! engine's three prefetch passes (index entry; slot; ring lines, then
+//! template) before the batch is processed. It owns no fast-path logic and
 //! must not grow any: a change to the engine's layout or prefetching is
 //! reflected here by hand, and the docs say which build it modelled.
 
@@ -224,7 +224,7 @@ impl Floor {
                     prefetch(index.wrapping_add((((i | 7) + 1) & self.mask) * 8));
                 }
             }
-            // Pass 2: follow the probe chain; the slot's lines and the template.
+            // Pass 2: follow the probe chain; the slot's lines.
             for (k, &v) in visits[..n].iter().enumerate() {
                 let ix = self.index.bytes();
                 let mut i = home(v, self.mask);
@@ -239,9 +239,9 @@ impl Floor {
                 let s = slots.wrapping_add(v as usize * sl);
                 prefetch(s);
                 prefetch(s.wrapping_add(LINE));
-                prefetch(tmpl.wrapping_add(v as usize * tl));
             }
-            // Pass 3: the ring lines, from the positions in the slot.
+            // Pass 3: the ring lines, from the positions in the slot, then
+            // the template.
             for &id in &ids[..n] {
                 let s = &self.slots.bytes()[id as usize * sl..];
                 let rx = u32::from_ne_bytes(s[0..4].try_into().expect("4 bytes")) as usize;
@@ -249,6 +249,7 @@ impl Floor {
                 let base = self.ring_base + id as usize * 2 * ring;
                 prefetch(rings.wrapping_add(base + tx + ring));
                 prefetch(rings.wrapping_add(base + rx));
+                prefetch(tmpl.wrapping_add(id as usize * tl));
             }
             // The batch: payload into the RX line, the answer read from the
             // TX line, the template read, both slot lines written.
