@@ -63,6 +63,9 @@ struct FlowOpts {
     csum_offload: bool,
     /// `FastPath::with_direct_tx`.
     direct_tx: bool,
+    /// The flow table's capacity (above 4K flows its index does not stay
+    /// in the cache: `FastPath::prefetch` takes its three-pass path).
+    table_capacity: usize,
 }
 
 impl Default for FlowOpts {
@@ -84,6 +87,7 @@ impl Default for FlowOpts {
             ack_delay_ns: 0,
             csum_offload: false,
             direct_tx: false,
+            table_capacity: 8,
         }
     }
 }
@@ -263,7 +267,7 @@ impl Fx {
         for r in &mut mem.regions {
             r.fill(GUARD);
         }
-        let table = Arc::new(FlowTable::new(8));
+        let table = Arc::new(FlowTable::new(o.table_capacity));
         // Same addresses, another port and another app: must never be touched.
         let decoy = table
             .insert(FlowState {
