@@ -268,7 +268,7 @@ impl FlowTable {
     /// lookup, after the flow's ring lines; a hint only). Asked for in the
     /// second stage beside the slot, the batch's template lines competed
     /// with the slot lines the third stage waits for: `rpc` at 64K flows
-    /// took 21 % longer (docs/fastpath-bench.md, session 33).
+    /// took 27 % longer (docs/fastpath-bench.md, session 33).
     #[inline]
     pub fn prefetch_tmpl(&self, id: FlowId) {
         if let Some(t) = self.tmpl.get(id as usize) {

@@ -1056,7 +1056,7 @@ impl FastPath {
         // flow follow one another in a batch (a request and the ACK of the
         // answer before it, a burst), the flow's positions have not moved
         // since, and a second locked read of the slot right after the
-        // first cost `pair` at 64K flows 15 % (docs/fastpath-bench.md,
+        // first made `pair` at 64K flows 19 % slower (docs/fastpath-bench.md,
         // session 33). (An entry is the flow id << 1 | carries payload.)
         let mut prev = u64::MAX;
         for &e in &seen[..m] {

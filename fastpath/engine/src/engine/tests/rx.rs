@@ -556,7 +556,8 @@ fn prefetch_hints_the_ring_lines_the_frame_will_touch() {
 /// hints a flow's ring lines once for consecutive frames of that flow (a
 /// request, then the ACK of the answer before it): the second time it
 /// took the slot's lock again right after the first and hinted the same
-/// TX line again, which cost `pair` at 64K flows 15 % in `fastpath-bench`.
+/// TX line again, which made `pair` at 64K flows 19 % slower in
+/// `fastpath-bench`.
 /// A later frame of the flow that brings payload where the earlier did not
 /// still hints its RX line.
 #[test]
