@@ -201,7 +201,6 @@ impl Floor {
     /// Runs `units` visits; returns the wall-clock ns they took.
     pub fn run(&mut self, units: u64) -> u64 {
         let mut visits = [0u32; BATCH];
-        let mut ids = [0u32; BATCH];
         let mut done = 0u64;
         let mut ns = 0u64;
         let sl = size_of::<FlowSlot>();
@@ -224,8 +223,10 @@ impl Floor {
                     prefetch(index.wrapping_add((((i | 7) + 1) & self.mask) * 8));
                 }
             }
-            // Pass 2: follow the probe chain; the slot's lines.
-            for (k, &v) in visits[..n].iter().enumerate() {
+            // Pass 2: follow the probe chain to the flow's entry (the flow
+            // id is the visit's own, so only the reads matter); the slot's
+            // lines.
+            for &v in &visits[..n] {
                 let ix = self.index.bytes();
                 let mut i = home(v, self.mask);
                 loop {
@@ -235,14 +236,13 @@ impl Floor {
                     }
                     i = (i + 1) & self.mask;
                 }
-                ids[k] = v;
                 let s = slots.wrapping_add(v as usize * sl);
                 prefetch(s);
                 prefetch(s.wrapping_add(LINE));
             }
             // Pass 3: the ring lines, from the positions in the slot, then
             // the template.
-            for &id in &ids[..n] {
+            for &id in &visits[..n] {
                 let s = &self.slots.bytes()[id as usize * sl..];
                 let rx = u32::from_ne_bytes(s[0..4].try_into().expect("4 bytes")) as usize;
                 let tx = u32::from_ne_bytes(s[4..8].try_into().expect("4 bytes")) as usize;
@@ -254,7 +254,7 @@ impl Floor {
             // The batch: payload into the RX line, the answer read from the
             // TX line, the template read, both slot lines written.
             let mut sum = 0u64;
-            for &id in &ids[..n] {
+            for &id in &visits[..n] {
                 let so = id as usize * sl;
                 let (rx, tx) = {
                     let s = &self.slots.bytes()[so..so + sl];

@@ -448,9 +448,6 @@ fn main() -> ExitCode {
 /// what `pair` would cost at the largest count had it grown by exactly the
 /// pattern's increase from the second largest.
 fn print_floor(a: &Args, cells: &[Cell], floors: &[(usize, f64)]) {
-    let mut sorted = a.flows.clone();
-    sorted.sort_unstable();
-    sorted.dedup();
     let w = 38;
     let mut h = format!("{:<w$}", "memory floor, ns per unit (best run)");
     let mut r = format!("{:<w$}", "the pair's lines, no TCP");
@@ -464,10 +461,9 @@ fn print_floor(a: &Args, cells: &[Cell], floors: &[(usize, f64)]) {
     println!();
     println!("{h}");
     println!("{r}");
-    if sorted.len() < 2 {
+    let Some((x, y)) = two_largest(&a.flows) else {
         return;
-    }
-    let (x, y) = (sorted[sorted.len() - 2], sorted[sorted.len() - 1]);
+    };
     let fl = |f| floors.iter().find(|p| p.0 == f).map(|p| p.1);
     let pair = |f| find(cells, Scenario::Pair, f).map(|c| c.best.ns_per_unit());
     if let (Some(fx), Some(fy)) = (fl(x), fl(y)) {
@@ -488,16 +484,22 @@ fn print_floor(a: &Args, cells: &[Cell], floors: &[(usize, f64)]) {
     }
 }
 
+/// The second largest and the largest of the flow counts, if two differ.
+fn two_largest(flows: &[usize]) -> Option<(usize, usize)> {
+    let mut sorted = flows.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let n = sorted.len();
+    (n >= 2).then(|| (sorted[n - 2], sorted[n - 1]))
+}
+
 fn find(cells: &[Cell], s: Scenario, flows: usize) -> Option<&Cell> {
     cells.iter().find(|c| c.scenario == s && c.flows == flows)
 }
 
 fn print_tables(a: &Args, cells: &[Cell]) {
-    let mut sorted = a.flows.clone();
-    sorted.sort_unstable();
-    sorted.dedup();
     // Slowdown between the two largest flow counts (default 1K -> 64K).
-    let pair = (sorted.len() >= 2).then(|| (sorted[sorted.len() - 2], sorted[sorted.len() - 1]));
+    let pair = two_largest(&a.flows);
     let w = 38;
     let head = |title: &str| {
         let mut h = format!("{title:<w$}");

@@ -501,6 +501,22 @@ fn rx_prefetch_candidates_are_checked_against_the_frame() {
     recv_nothing!(fx);
 }
 
+/// Payload memory that records the ring lines `FastPath::prefetch` hints
+/// (region, offset) and holds no data.
+struct Hints(std::cell::RefCell<Vec<(u16, u32)>>);
+
+impl PayloadMem for Hints {
+    fn write(&mut self, _: u16, _: u32, _: &[u8]) -> bool {
+        false
+    }
+    fn read(&self, _: u16, _: u32, _: &mut [u8]) -> bool {
+        false
+    }
+    fn prefetch(&self, mem: u16, off: u32) {
+        self.0.borrow_mut().push((mem, off));
+    }
+}
+
 /// The prefetch's last stage hints the lines the frame's processing will
 /// touch in the flow's rings: for a pure ACK the TX ring line the next
 /// segment is cut from; for data the RX ring line its payload goes to and
@@ -508,18 +524,6 @@ fn rx_prefetch_candidates_are_checked_against_the_frame() {
 /// reads it: the `rpc` unit of `fastpath-bench` missed on it at 64K flows).
 #[test]
 fn prefetch_hints_the_ring_lines_the_frame_will_touch() {
-    struct Hints(std::cell::RefCell<Vec<(u16, u32)>>);
-    impl PayloadMem for Hints {
-        fn write(&mut self, _: u16, _: u32, _: &[u8]) -> bool {
-            false
-        }
-        fn read(&self, _: u16, _: u32, _: &mut [u8]) -> bool {
-            false
-        }
-        fn prefetch(&self, mem: u16, off: u32) {
-            self.0.borrow_mut().push((mem, off));
-        }
-    }
     let mut fx = fx();
     // Some data in and out first, so the positions are not the bases.
     send!(fx, fx.data(0, 100));
@@ -562,18 +566,6 @@ fn prefetch_hints_the_ring_lines_the_frame_will_touch() {
 /// still hints its RX line.
 #[test]
 fn prefetch_hints_a_flows_rings_once_for_consecutive_frames() {
-    struct Hints(std::cell::RefCell<Vec<(u16, u32)>>);
-    impl PayloadMem for Hints {
-        fn write(&mut self, _: u16, _: u32, _: &[u8]) -> bool {
-            false
-        }
-        fn read(&self, _: u16, _: u32, _: &mut [u8]) -> bool {
-            false
-        }
-        fn prefetch(&self, mem: u16, off: u32) {
-            self.0.borrow_mut().push((mem, off));
-        }
-    }
     let mut fx = Fx::new(FlowOpts {
         table_capacity: 8192,
         ..Default::default()
