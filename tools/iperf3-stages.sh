@@ -32,10 +32,8 @@ OUT="${OUT:-$(mktemp -d /tmp/iperf3-stages.XXXXXX)}"
 mkdir -p "$OUT"
 NAME=ips
 SOCK="$OUT/tasd.sock"
-for f in tasd tasctl libtas_preload.so; do
-    [[ -e "$BIN/$f" ]] || { echo "iperf3-stages: $BIN/$f missing (cargo build --release --workspace --bins && cargo build --release -p tas-preload)" >&2; exit 1; }
-done
-command -v iperf3 >/dev/null || { echo "iperf3-stages: iperf3 missing (apt-get install -y iperf3)" >&2; exit 1; }
+need_files iperf3-stages "$BIN/tasd" "$BIN/tasctl" "$BIN/libtas_preload.so"
+need_cmds iperf3-stages iperf3=iperf3
 if [[ "${PERF:-}" == 1 ]]; then
     command -v perf >/dev/null || { echo "iperf3-stages: PERF=1 needs perf (apt-get install -y linux-perf)" >&2; exit 1; }
 fi

@@ -40,12 +40,8 @@ TASD_BIN="${TASD:-$BIN/tasd}"
 REQS="${REQS:-300000}"
 PIPELINE="${PIPELINE:-1}"
 NAME=rfr
-for f in "$TASD_BIN" "$BIN/tasctl" "$BIN/libtas_preload.so"; do
-    [[ -e "$f" ]] || { echo "redis-frames: $f missing (cargo build --release --workspace --bins && cargo build --release -p tas-preload)" >&2; exit 1; }
-done
-for c in redis-server redis-benchmark; do
-    command -v "$c" >/dev/null || { echo "redis-frames: $c missing (apt-get install -y redis-server redis-tools)" >&2; exit 1; }
-done
+need_files redis-frames "$TASD_BIN" "$BIN/tasctl" "$BIN/libtas_preload.so"
+need_cmds redis-frames redis-server=redis-server redis-benchmark=redis-tools
 [[ "$REQS" =~ ^[1-9][0-9]*$ ]] || { echo "redis-frames: REQS must be a positive integer" >&2; exit 1; }
 [[ "$PIPELINE" =~ ^[1-9][0-9]*$ ]] || { echo "redis-frames: PIPELINE must be a positive integer" >&2; exit 1; }
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "redis-frames: ROUNDS must be a positive integer" >&2; exit 1; }

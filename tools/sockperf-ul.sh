@@ -37,10 +37,8 @@ STATS="${STATS:-lanes\.|fastpath\.(rx|tx)_|acks|wake}"
 NAME=sul
 OUT="$(mktemp -d /tmp/sockperf-ul.XXXXXX)"
 SOCK="$OUT/tasd.sock"
-for f in "$TASD_BIN" "$BIN/tasctl" "$BIN/libtas_preload.so"; do
-    [[ -e "$f" ]] || { echo "sockperf-ul: $f missing (cargo build --release --workspace --bins && cargo build --release -p tas-preload)" >&2; exit 1; }
-done
-command -v sockperf >/dev/null || { echo "sockperf-ul: sockperf missing (apt-get install -y sockperf)" >&2; exit 1; }
+need_files sockperf-ul "$TASD_BIN" "$BIN/tasctl" "$BIN/libtas_preload.so"
+need_cmds sockperf-ul sockperf=sockperf
 
 hosts_up "$NAME"
 

@@ -1,5 +1,6 @@
 # tasd-ns.sh — sourced by the tools that run tasd in a tools/testhosts.sh
-# namespace pair (iperf3-stages.sh, sockperf-ul.sh); not run on its own.
+# namespace pair (iperf3-stages.sh, sockperf-ul.sh, redis-frames.sh); not
+# run on its own.
 #
 #   hosts_up NAME
 #
@@ -13,6 +14,12 @@
 # in OUT/tasd.log; sets TASD_PID and returns once tasd says it is ready.
 # Exits the calling script (messages prefixed with WHO) if it is not ready
 # within 10 s.
+#
+#   need_files WHO FILE...
+#   need_cmds WHO CMD=PACKAGE...
+#
+# Exit the calling script with a one-line message (prefixed with WHO) naming
+# the first build output or command that is missing, and how to get it.
 TASD_PID=""
 EXTRA_PIDS=()
 hosts_up() {
@@ -41,4 +48,20 @@ start_tasd() {
     echo "$who: tasd not ready" >&2
     cat "$out/tasd.log" >&2
     exit 1
+}
+
+need_files() {
+    local who="$1" f
+    shift
+    for f in "$@"; do
+        [[ -e "$f" ]] || { echo "$who: $f missing (cargo build --release --workspace --bins && cargo build --release -p tas-preload)" >&2; exit 1; }
+    done
+}
+
+need_cmds() {
+    local who="$1" c
+    shift
+    for c in "$@"; do
+        command -v "${c%%=*}" >/dev/null || { echo "$who: ${c%%=*} missing (apt-get install -y ${c#*=})" >&2; exit 1; }
+    done
 }
