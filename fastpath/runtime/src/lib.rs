@@ -1656,17 +1656,18 @@ impl ResponseWatch {
     /// one.
     const HOLD_MAX_NS: u64 = 2_000_000;
     /// The hold doubles while more than one held ACK in this many goes
-    /// out alone, and shrinks by [`ResponseWatch::SHRINK_BY`]th an epoch
-    /// while under one in [`ResponseWatch::SHRINK_ALONE`] does. Each one alone is a frame
-    /// Linux's delayed ACK (up to 40 ms) would not have sent: with one in
-    /// 16, redis with 50 connections settled at 4–5 % of its requests
-    /// answered by a pure ACK first (1.036–1.040 frames per answer against
-    /// Linux's 1.001) with the hold still at 40 µs.
+    /// out alone, and shrinks (by [`ResponseWatch::SHRINK_BY`]) while
+    /// under one in [`ResponseWatch::SHRINK_ALONE`] does. Each one alone
+    /// is a frame Linux's delayed ACK (up to 40 ms) would not have sent:
+    /// with one in 16, redis with 50 connections settled at 2.6–4.6 % of
+    /// its requests answered by a pure ACK first (1.027–1.051 frames per
+    /// answer against Linux's 1.001), the hold still at 40 µs.
     const GROW_ALONE: u64 = 64;
     const SHRINK_ALONE: u64 = 256;
-    /// A grown hold costs nothing while the answers come before it (they
-    /// carry the ACK), so it shrinks slowly: by an eighth an epoch, the
-    /// redis hold above swung between ~150 µs and ~1 ms every few hundred
+    /// Each epoch's shrink takes 1/`SHRINK_BY` of the hold. A grown hold
+    /// costs nothing while the answers come before it (they carry the
+    /// ACK), so it shrinks slowly: by an eighth an epoch, the redis hold
+    /// above swung between ~150 µs and ~1 ms every few hundred
     /// milliseconds, and each swing down sent a burst of ACKs alone
     /// (`tasctl tune` sampled 182, 1,079 and 146 µs 0.7 s apart; 1.024
     /// frames per answer). A 64th an epoch halves it in ~0.9 s.
