@@ -140,6 +140,9 @@ struct M {
     /// CPU share per party over the client's run (`--neighbour`; 1.0 = one
     /// CPU for the whole run).
     cpu: Vec<(String, f64)>,
+    /// Frames per request to and from the client (the Linux side's veth
+    /// counters over the client's run; the redis rows).
+    frames: Option<(f64, f64)>,
     err: Option<String>,
 }
 
@@ -463,13 +466,28 @@ fn sockperf(stack: &Stack, o: &Opts) -> M {
             p50_us: Some(p50),
             p99_us: p("99.000"),
             cpu,
-            err: None,
+            ..M::default()
         },
         None => M::failed(format!(
             "sockperf: {}",
             out.lines().last().unwrap_or("no output")
         )),
     }
+}
+
+/// Packets received and sent by the Linux side's veth end so far.
+fn veth_packets(tb: &mut Testbed) -> Option<(u64, u64)> {
+    let r = tb.run_lnx(
+        Path::new("cat"),
+        &[
+            "/sys/class/net/veth-lnx/statistics/rx_packets",
+            "/sys/class/net/veth-lnx/statistics/tx_packets",
+        ],
+        Duration::from_secs(5),
+    );
+    let text = String::from_utf8_lossy(&r.stdout);
+    let mut n = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+    Some((n.next()??, n.next()??))
 }
 
 fn redis(stack: &Stack, o: &Opts, pipeline: bool) -> M {
@@ -492,6 +510,7 @@ fn redis(stack: &Stack, o: &Opts, pipeline: bool) -> M {
     if pipeline {
         a.extend(["-P", "16"]);
     }
+    let before = veth_packets(&mut tb);
     let (out, cpu) = client(
         &mut tb,
         "redis-benchmark",
@@ -499,6 +518,13 @@ fn redis(stack: &Stack, o: &Opts, pipeline: bool) -> M {
         Duration::from_secs(u64::from(o.secs) * 10 + 30),
         &w,
     );
+    let frames = match (before, veth_packets(&mut tb), reqs.parse::<f64>()) {
+        (Some((rx0, tx0)), Some((rx1, tx1)), Ok(n)) if n > 0.0 => Some((
+            rx1.saturating_sub(rx0) as f64 / n,
+            tx1.saturating_sub(tx0) as f64 / n,
+        )),
+        _ => None,
+    };
     // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
     let Some(l) = out.lines().find(|l| l.starts_with("\"GET\"")) else {
         return M::failed("redis-benchmark printed no GET line");
@@ -512,6 +538,7 @@ fn redis(stack: &Stack, o: &Opts, pipeline: bool) -> M {
         p50_us: f.get(4).map(|v| v * 1000.0),
         p99_us: f.get(6).map(|v| v * 1000.0),
         cpu,
+        frames,
         err: None,
     }
 }
@@ -672,6 +699,8 @@ struct Cell {
     p50: Vec<f64>,
     p99: Vec<f64>,
     cpu: BTreeMap<String, Vec<f64>>,
+    frames_to: Vec<f64>,
+    frames_from: Vec<f64>,
     errs: Vec<String>,
 }
 
@@ -688,6 +717,10 @@ impl Cell {
         }
         for (k, v) in &m.cpu {
             self.cpu.entry(k.clone()).or_default().push(*v);
+        }
+        if let Some((to, from)) = m.frames {
+            self.frames_to.push(to);
+            self.frames_from.push(from);
         }
         if let Some(e) = &m.err {
             self.errs.push(e.clone());
@@ -870,6 +903,18 @@ fn main() {
             if !c.cpu.is_empty() {
                 println!("  {row} [{st}] {variant}: {}", c.cpu_line());
             }
+        }
+    }
+    println!();
+    println!(
+        "Frames per request on the wire (median; packets the Linux side's veth received and \
+         sent over the client's run, divided by the requests; a held ACK that goes out alone \
+         is an extra frame to the client):"
+    );
+    for ((row, st, variant), c) in &cells {
+        if let (Some(to), Some(from)) = (median(c.frames_to.clone()), median(c.frames_from.clone()))
+        {
+            println!("  {row} [{st}] {variant}: to the client {to:.3}, from the client {from:.3}");
         }
     }
 }
