@@ -42,9 +42,9 @@ PIPELINE="${PIPELINE:-1}"
 NAME=rfr
 need_files redis-frames "$TASD_BIN" "$BIN/tasctl" "$BIN/libtas_preload.so"
 need_cmds redis-frames redis-server=redis-server redis-benchmark=redis-tools
-[[ "$REQS" =~ ^[1-9][0-9]*$ ]] || { echo "redis-frames: REQS must be a positive integer" >&2; exit 1; }
-[[ "$PIPELINE" =~ ^[1-9][0-9]*$ ]] || { echo "redis-frames: PIPELINE must be a positive integer" >&2; exit 1; }
-[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "redis-frames: ROUNDS must be a positive integer" >&2; exit 1; }
+for v in REQS PIPELINE ROUNDS; do
+    [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "redis-frames: $v must be a positive integer" >&2; exit 1; }
+done
 
 SERVER_ARGS=(--bind 198.18.0.1 --port 6379 --save "" --appendonly no --protected-mode no)
 
@@ -89,9 +89,7 @@ run() {
                    END {printf "  held ACKs alone %d of %d", a, h}'
     fi
     echo
-    hosts_cleanup || true
-    EXTRA_PIDS=()
-    TASD_PID=""
+    hosts_cleanup
     rm -rf "$out"
 }
 

@@ -5,7 +5,9 @@
 #   hosts_up NAME
 #
 # Makes the test hosts NAME-tas / NAME-lnx afresh and, at the script's
-# exit, kills TASD_PID and the pids in EXTRA_PIDS and removes the hosts.
+# exit (or when the script calls hosts_cleanup itself, before the next
+# hosts_up), kills TASD_PID and the pids in EXTRA_PIDS and removes the
+# hosts.
 #
 #   start_tasd NAME TASD_BIN SOCK OUT WHO [TASD_ARGS...]
 #
@@ -31,8 +33,13 @@ hosts_up() {
 hosts_cleanup() {
     local p
     for p in "${EXTRA_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    [[ -n "$TASD_PID" ]] && kill "$TASD_PID" 2>/dev/null && wait "$TASD_PID" 2>/dev/null
+    if [[ -n "$TASD_PID" ]] && kill "$TASD_PID" 2>/dev/null; then
+        wait "$TASD_PID" 2>/dev/null || true
+    fi
     tools/testhosts.sh down "$HOSTS_NAME" >/dev/null 2>&1 || true
+    # Ready for the next hosts_up (a script may run several pairs in turn).
+    EXTRA_PIDS=()
+    TASD_PID=""
 }
 
 start_tasd() {

@@ -502,8 +502,8 @@ fn redis(stack: &Stack, o: &Opts, pipeline: bool) -> M {
     let n = neighbour(&mut tb, o);
     let w = watch_list(&tb, srv, &n);
     // About `secs` seconds of requests at the rates seen here.
-    let reqs = if pipeline { 400_000 } else { 60_000 } * u64::from(o.secs);
-    let reqs = reqs.to_string();
+    let n = if pipeline { 400_000 } else { 60_000 } * u64::from(o.secs);
+    let reqs = n.to_string();
     let mut a = vec![
         "-h", TAS_IP, "-p", "6379", "-t", "get", "-c", "50", "-n", &reqs, "--csv",
     ];
@@ -518,10 +518,10 @@ fn redis(stack: &Stack, o: &Opts, pipeline: bool) -> M {
         Duration::from_secs(u64::from(o.secs) * 10 + 30),
         &w,
     );
-    let frames = match (before, veth_packets(&mut tb), reqs.parse::<f64>()) {
-        (Some((rx0, tx0)), Some((rx1, tx1)), Ok(n)) if n > 0.0 => Some((
-            rx1.saturating_sub(rx0) as f64 / n,
-            tx1.saturating_sub(tx0) as f64 / n,
+    let frames = match (before, veth_packets(&mut tb)) {
+        (Some((rx0, tx0)), Some((rx1, tx1))) if n > 0 => Some((
+            rx1.saturating_sub(rx0) as f64 / n as f64,
+            tx1.saturating_sub(tx0) as f64 / n as f64,
         )),
         _ => None,
     };

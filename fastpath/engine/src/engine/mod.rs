@@ -1064,10 +1064,11 @@ impl FastPath {
                 continue;
             }
             prev = e;
-            if let Some((region, rx, tx)) = self.table.peek_rings((e >> 1) as u32) {
+            let id = (e >> 1) as u32;
+            if let Some((region, rx, tx)) = self.table.peek_rings(id) {
                 prefetch_rings(mem, region, rx, tx, e & 1 != 0);
             }
-            self.table.prefetch_tmpl((e >> 1) as u32);
+            self.table.prefetch_tmpl(id);
         }
     }
 
