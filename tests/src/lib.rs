@@ -3,13 +3,15 @@
 //! side, and helpers to run programs on either side.
 //!
 //! Everything a [`Testbed`] starts is killed and its namespaces are removed
-//! when it is dropped, also when the test panics. Only 198.18.0.0/15
-//! addresses are used. Tests need root; without it they fail with that reason.
+//! when it is dropped, also when the test panics, and in a benchmark that
+//! called [`clean_up_on_interrupt`], also when SIGINT or SIGTERM ends it.
+//! Only 198.18.0.0/15 addresses are used. Tests need root; without it they
+//! fail with that reason.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod impair;
@@ -18,6 +20,77 @@ pub const TAS_IP: &str = "198.18.0.1";
 pub const LNX_IP: &str = "198.18.0.2";
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// The test hosts of every live [`Testbed`] of this process (name and
+/// temporary directory), for [`clean_up_on_interrupt`].
+static LIVE: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<(String, PathBuf)>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The pipe [`clean_up_on_interrupt`]'s signal handler writes the signal's
+/// number to (-1 until it is made).
+static INTERRUPTED: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_interrupt_signal(sig: libc::c_int) {
+    let b = sig as u8;
+    // SAFETY: write(2) is async-signal-safe; `b` is a live local and the
+    // fd a pipe this process keeps open until it exits.
+    unsafe {
+        libc::write(
+            INTERRUPTED.load(Ordering::SeqCst),
+            (&b as *const u8).cast(),
+            1,
+        )
+    };
+}
+
+/// Makes SIGINT and SIGTERM remove this process's test hosts (their
+/// namespaces and every process in them, `tools/testhosts.sh down`) and
+/// temporary directories before the process exits with 128 + the signal,
+/// as a shell reports a death by that signal. Without it a benchmark ended
+/// by Ctrl-C or `kill` leaves its namespaces until the next run's sweep
+/// (`remove_stale_hosts`).
+///
+/// The handler only writes the signal's number to a pipe; a thread of its
+/// own reads it and cleans up as ordinary code. (Not a blocked signal and
+/// `sigwait`: a blocked mask is inherited by every program started, which
+/// then could not be stopped with SIGTERM.)
+pub fn clean_up_on_interrupt() {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+    INTERRUPTED.store(fds[1], Ordering::SeqCst);
+    let read_end = fds[0];
+    std::thread::Builder::new()
+        .name("interrupt".into())
+        .spawn(move || {
+            let mut b = 0u8;
+            // SAFETY: reads one byte into a live local from the pipe's
+            // read end, which nothing else uses.
+            while unsafe { libc::read(read_end, (&mut b as *mut u8).cast(), 1) } != 1 {}
+            let sig = libc::c_int::from(b);
+            let beds = std::mem::take(&mut *live());
+            for (name, dir) in &beds {
+                let _ = Command::new(repo_root().join("tools/testhosts.sh"))
+                    .args(["down", name])
+                    .output();
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            let names: Vec<&str> = beds.iter().map(|(n, _)| n.as_str()).collect();
+            eprintln!(
+                "interrupted (signal {sig}): removed test hosts [{}]",
+                names.join(", ")
+            );
+            std::process::exit(128 + sig);
+        })
+        .expect("spawn the interrupt thread");
+    // SAFETY: the handler loads an atomic and calls write(2), both
+    // async-signal-safe; the pipe it writes to exists from here on.
+    unsafe { tas_testkit::on_interrupt(on_interrupt_signal) };
+}
 
 /// Directory holding the workspace's built binaries (target/<profile>).
 pub fn bin_dir() -> PathBuf {
@@ -184,7 +257,12 @@ impl Testbed {
         if let Some(q) = queues {
             cmd.env("TESTHOSTS_QUEUES", q.to_string());
         }
+        // Registered before `up` runs, and held through it: an interrupt
+        // meanwhile waits for it and then removes what it made.
+        let mut beds = live();
+        beds.push((tb.name.clone(), tb.dir.clone()));
         let out = cmd.output().expect("run tools/testhosts.sh");
+        drop(beds);
         assert!(
             out.status.success(),
             "testhosts {up} failed: {}",
@@ -425,6 +503,7 @@ impl Drop for Testbed {
             eprintln!("--- tasd log ({}) ---\n{}", self.name, self.tasd_log());
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        live().retain(|(n, _)| *n != self.name);
     }
 }
 

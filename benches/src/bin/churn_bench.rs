@@ -163,6 +163,8 @@ fn leftovers(path: &Path) -> (u64, u64) {
 }
 
 fn main() {
+    // Ctrl-C or `kill` removes the test hosts.
+    tas_system_tests::clean_up_on_interrupt();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!("usage: churn-bench [--n 100000] [--procs 4] [--size 64] [--concurrent 60000] [--window 256] [--quick]");

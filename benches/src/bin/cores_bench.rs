@@ -431,6 +431,8 @@ fn blip(backend: Backend, events: usize) {
 }
 
 fn main() {
+    // Ctrl-C or `kill` removes the test hosts.
+    tas_system_tests::clean_up_on_interrupt();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
         eprintln!("usage: cores-bench [--quick] [--nic af_xdp|af_packet] [--idle-secs S] [--flows N] [--mb MB] [--reps R] [--trace-events E] [--only idle,tput,blip]");

@@ -75,6 +75,8 @@ fn check_args(args: &[String]) {
 }
 
 fn main() {
+    // Ctrl-C or `kill` removes the test hosts.
+    tas_system_tests::clean_up_on_interrupt();
     let args: Vec<String> = std::env::args().skip(1).collect();
     check_args(&args);
     let secs = opt(&args, "--secs").unwrap_or_else(|| "3".into());

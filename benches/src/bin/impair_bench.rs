@@ -427,6 +427,8 @@ fn ratio(tas: &[Sample], lnx: &[Sample]) -> String {
 }
 
 fn main() {
+    // Ctrl-C or `kill` removes the test hosts.
+    tas_system_tests::clean_up_on_interrupt();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!("usage: impair-bench [--nic af_xdp|af_packet] [--mb 200] [--runs 5] [--limit-secs 90] [--seed 7] [--only none,loss1,loss5,reorder5,corrupt,dup] [--trace FILE] [--tasd-args \"ARGS\"] [--sender-stats]");

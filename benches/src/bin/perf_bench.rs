@@ -761,6 +761,8 @@ fn unit(row: &str) -> &'static str {
 }
 
 fn main() {
+    // Ctrl-C or `kill` removes the test hosts.
+    tas_system_tests::clean_up_on_interrupt();
     let o = parse_opts();
     ensure_packages(&[
         ("command -v sockperf", "sockperf"),
