@@ -74,10 +74,7 @@ pub fn clean_up_on_interrupt() {
             let sig = libc::c_int::from(b);
             let beds = std::mem::take(&mut *live());
             for (name, dir) in &beds {
-                let _ = Command::new(repo_root().join("tools/testhosts.sh"))
-                    .args(["down", name])
-                    .output();
-                let _ = std::fs::remove_dir_all(dir);
+                remove_host(name, Some(dir));
             }
             let names: Vec<&str> = beds.iter().map(|(n, _)| n.as_str()).collect();
             eprintln!(
@@ -188,29 +185,57 @@ fn test_host_of(ns: &str) -> Option<(&str, &str)> {
 /// killed outright never ran its `Drop`): namespaces named
 /// `TAGpPIDxSEQ-{tas,lnx,brg}` whose PID is gone and that hold no process.
 fn remove_stale_hosts() {
-    let Ok(o) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
     let mut stale: Vec<String> = Vec::new();
-    for line in String::from_utf8_lossy(&o.stdout).lines() {
-        let ns = line.split_whitespace().next().unwrap_or("");
-        let Some((host, pid)) = test_host_of(ns) else {
-            continue;
-        };
+    for (ns, host, pid) in test_namespaces() {
         let alive = Path::new(&format!("/proc/{pid}")).exists();
         let busy = Command::new("ip")
-            .args(["netns", "pids", ns])
+            .args(["netns", "pids", &ns])
             .output()
             .map(|o| !o.stdout.is_empty())
             .unwrap_or(true);
-        if !alive && !busy && !stale.iter().any(|h| h == host) {
-            stale.push(host.to_string());
+        if !alive && !busy && !stale.contains(&host) {
+            stale.push(host);
         }
     }
     for host in stale {
-        let _ = Command::new(repo_root().join("tools/testhosts.sh"))
-            .args(["down", &host])
-            .output();
+        remove_host(&host, None);
+    }
+}
+
+/// Every namespace of a test host ([`test_host_of`]), with its host and
+/// the pid of the process that made it; none when `ip` cannot list them.
+fn test_namespaces() -> Vec<(String, String, String)> {
+    let Ok(o) = Command::new("ip").args(["netns", "list"]).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|ns| {
+            let (host, pid) = test_host_of(ns)?;
+            Some((ns.to_string(), host.to_string(), pid.to_string()))
+        })
+        .collect()
+}
+
+/// The namespaces of the test hosts that process `pid` made.
+pub fn namespaces_of(pid: u32) -> Vec<String> {
+    let pid = pid.to_string();
+    test_namespaces()
+        .into_iter()
+        .filter(|(_, _, p)| *p == pid)
+        .map(|(ns, _, _)| ns)
+        .collect()
+}
+
+/// Removes test host `name` (its namespaces and every process in them)
+/// and, if given, its temporary directory.
+fn remove_host(name: &str, dir: Option<&Path>) {
+    let _ = Command::new(repo_root().join("tools/testhosts.sh"))
+        .args(["down", name])
+        .output();
+    if let Some(d) = dir {
+        let _ = std::fs::remove_dir_all(d);
     }
 }
 
@@ -496,13 +521,10 @@ impl Drop for Testbed {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new(repo_root().join("tools/testhosts.sh"))
-            .args(["down", &self.name])
-            .output();
         if std::thread::panicking() {
             eprintln!("--- tasd log ({}) ---\n{}", self.name, self.tasd_log());
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        remove_host(&self.name, Some(&self.dir));
         live().retain(|(n, _)| *n != self.name);
     }
 }

@@ -4,23 +4,7 @@
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tas_system_tests::{bin, require_root};
-
-/// The network namespaces of the test hosts of process `pid` (named
-/// `TAGpPIDxSEQ-SIDE` by the harness).
-fn namespaces_of(pid: u32) -> Vec<String> {
-    let o = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    let mark = format!("p{pid}x");
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.contains(&mark))
-        .map(str::to_string)
-        .collect()
-}
+use tas_system_tests::{bin, namespaces_of, require_root};
 
 /// A process's parent and start time (clock ticks after boot), from
 /// /proc/PID/stat; None once it is gone or a zombie.
@@ -88,9 +72,11 @@ fn interrupted_mid_run(program: &str, args: &[&str], running: &[&str], sig: i32)
     let deadline = Instant::now() + Duration::from_secs(90);
     let started = loop {
         let d = descendants(pid);
-        let names: Vec<String> = d.iter().map(|&(p, _)| comm(p)).collect();
+        // Each name in `running` takes one process of its own.
+        let mut names: Vec<String> = d.iter().map(|&(p, _)| comm(p)).collect();
         let all_there = running.iter().all(|r| {
-            names.iter().filter(|n| n == r).count() >= running.iter().filter(|x| x == &r).count()
+            let i = names.iter().position(|n| n == r);
+            i.map(|i| names.swap_remove(i)).is_some()
         });
         if !namespaces_of(pid).is_empty() && all_there {
             break d;
